@@ -1,0 +1,232 @@
+"""The Meta-World pixel environment every stage uses.
+
+`make_env(EnvConfig(task="reach-v3"))` gives a gymnasium env whose observations are
+{"pixels": uint8 [H, W, 3] upright, "state": float32 [39]}, with `info["success"]` passed through
+and object/goal positions re-randomised every episode from the env's own seeded RNG (as the
+paper's code does), so a seed reproduces a whole run.
+
+Rendering uses one `mujoco.Renderer` per env; it makes its own GL context current before every
+render, so several envs in one process render correctly. `render_quality="fast"` (the default)
+switches off shadows, reflections and multisampling: ~10x the default render speed at 64x64 on a
+CPU, at the price of flatter frames (no shadow under the gripper, no reflection on the table).
+Data collection and RL must use the same setting; the manifest records it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+from metaworld.env_dict import ALL_V3_ENVIRONMENTS
+
+from data.gl import GL_HINT
+
+TASKS: tuple[str, ...] = tuple(sorted(ALL_V3_ENVIRONMENTS))
+PAPER_TASKS: tuple[str, ...] = ("reach-v3", "drawer-open-v3", "faucet-open-v3", "door-open-v3")
+CAMERAS: tuple[str, ...] = ("corner", "corner2", "corner3", "corner4", "topview", "behindGripper", "gripperPOV")
+RENDER_QUALITIES: tuple[str, ...] = ("fast", "default")
+STATE_DIM = 39
+
+
+@dataclass
+class EnvConfig:
+    """How frames are produced; identical settings are required between collection and RL."""
+
+    task: str = field(default="reach-v3", metadata={"help": "Meta-World v3 task name, e.g. reach-v3"})
+    image_size: int = field(default=64, metadata={"help": "square frame size in pixels"})
+    camera: str = field(default="corner", metadata={"help": f"camera, one of {', '.join(CAMERAS)}"})
+    render_quality: str = field(
+        default="fast",
+        metadata={"help": "fast: no shadows/reflections/multisampling (~10x faster); default: MuJoCo's"},
+    )
+    max_episode_steps: int = field(default=500, metadata={"help": "steps before truncated=True"})
+    goal_observable: bool = field(
+        default=True,
+        metadata={"help": "include the goal position in the state vector (pixels always show it)"},
+    )
+
+    def validate(self) -> "EnvConfig":
+        check_task(self.task)
+        if self.camera not in CAMERAS:
+            raise ValueError(f"unknown camera {self.camera!r}; valid cameras: {', '.join(CAMERAS)}")
+        if self.render_quality not in RENDER_QUALITIES:
+            raise ValueError(f"render_quality must be one of {RENDER_QUALITIES}, got {self.render_quality!r}")
+        if not 8 <= self.image_size <= 2048:
+            raise ValueError(f"image_size must be in [8, 2048], got {self.image_size}")
+        if self.max_episode_steps < 1:
+            raise ValueError("max_episode_steps must be >= 1")
+        return self
+
+
+def check_task(task: str) -> str:
+    """Return `task` if it is a Meta-World v3 task; else raise naming the valid ones."""
+    if task not in ALL_V3_ENVIRONMENTS:
+        raise ValueError(f"unknown task {task!r}; valid Meta-World v3 tasks: {', '.join(TASKS)}")
+    return task
+
+
+class PixelMetaWorld(gym.Env):
+    """A Meta-World v3 task with upright pixel + state observations and re-randomised goals."""
+
+    metadata = {"render_modes": ["rgb_array"]}
+
+    def __init__(self, config: EnvConfig | None = None, seed: int | None = None):
+        self.config = cfg = (config or EnvConfig()).validate()
+        mw = ALL_V3_ENVIRONMENTS[cfg.task]()
+        # Re-randomise object/goal positions at every reset from the env's seeded RNG, and keep
+        # the goal in Meta-World's own observation (its scripted policies and oracle need it).
+        mw._freeze_rand_vec = False
+        mw.seeded_rand_vec = True
+        mw._set_task_called = True
+        mw._partially_observable = False
+        mw.__dict__.pop("sawyer_observation_space", None)
+        mw.max_path_length = max(mw.max_path_length, cfg.max_episode_steps)
+        self.mw = mw
+        self.model, self.data = mw.model, mw.data
+        self.camera_id = self.model.camera(cfg.camera).id
+        self.render_mode = "rgb_array"
+        size = cfg.image_size
+        self.observation_space = gym.spaces.Dict(
+            pixels=gym.spaces.Box(0, 255, (size, size, 3), np.uint8),
+            state=gym.spaces.Box(-np.inf, np.inf, (STATE_DIM,), np.float32),
+        )
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (4,), np.float32)
+        self._renderer: mujoco.Renderer | None = None
+        self._scene_option = mujoco.MjvOption()
+        self._steps = 0
+        self._state = np.zeros(STATE_DIM, np.float32)
+        self._mw_obs = np.zeros(STATE_DIM)
+        self.seed(0 if seed is None else seed)
+
+    # -- seeding and rendering -------------------------------------------------------------
+    def seed(self, seed: int) -> None:
+        self.mw.seed(int(seed))
+        self.action_space.seed(int(seed))
+
+    def _make_renderer(self) -> mujoco.Renderer:
+        size, vis = self.config.image_size, self.model.vis
+        if self.config.render_quality == "fast":
+            vis.quality.shadowsize = 0
+            vis.quality.offsamples = 0
+            vis.global_.offwidth, vis.global_.offheight = size, size
+        else:
+            vis.global_.offwidth = max(vis.global_.offwidth, size)
+            vis.global_.offheight = max(vis.global_.offheight, size)
+        try:
+            return mujoco.Renderer(self.model, size, size)
+        except Exception as err:  # the GL stack is missing or broken
+            raise RuntimeError(f"{GL_HINT} ({type(err).__name__}: {err})") from err
+
+    def _update_scene(self) -> mujoco.Renderer:
+        if self._renderer is None:
+            self._renderer = self._make_renderer()
+        self._renderer.update_scene(self.data, camera=self.camera_id, scene_option=self._scene_option)
+        if self.config.render_quality == "fast":
+            flags = self._renderer.scene.flags
+            flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
+            flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
+        return self._renderer
+
+    def render(self) -> np.ndarray:
+        """The current frame, uint8 [H, W, 3], upright (corner cameras render upside-down)."""
+        img = self._update_scene().render()
+        return np.ascontiguousarray(img[::-1, ::-1])
+
+    def render_segmentation(self) -> np.ndarray:
+        """Per-pixel (object id, object type) int32 [H, W, 2], oriented like `render()`."""
+        renderer = self._update_scene()
+        renderer.enable_segmentation_rendering()
+        try:
+            seg = renderer.render()
+        finally:
+            renderer.disable_segmentation_rendering()
+        return np.ascontiguousarray(seg[::-1, ::-1])
+
+    # -- gym API ---------------------------------------------------------------------------
+    def _observe(self, mw_obs: np.ndarray) -> dict[str, np.ndarray]:
+        self._mw_obs = mw_obs
+        state = np.asarray(mw_obs, np.float32).copy()
+        if not self.config.goal_observable:
+            state[-3:] = 0.0
+        self._state = state
+        return {"pixels": self.render(), "state": state}
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        if seed is not None:
+            self.seed(seed)
+        self._steps = 0
+        mw_obs, _ = self.mw.reset()
+        return self._observe(mw_obs), {"success": 0.0}
+
+    def step(self, action):
+        action = np.clip(np.asarray(action, np.float32), -1.0, 1.0)
+        mw_obs, reward, _, _, info = self.mw.step(action)
+        self._steps += 1
+        truncated = self._steps >= self.config.max_episode_steps
+        info = dict(info, success=float(info.get("success", 0.0)))
+        # Meta-World never terminates: reaching the time limit is truncation, not a terminal state.
+        return self._observe(mw_obs), float(reward), False, truncated, info
+
+    def step_state_only(self, action) -> tuple[np.ndarray, float, bool, dict[str, Any]]:
+        """Step without rendering (for policies that need no pixels); returns state, reward, truncated, info."""
+        action = np.clip(np.asarray(action, np.float32), -1.0, 1.0)
+        mw_obs, reward, _, _, info = self.mw.step(action)
+        self._steps += 1
+        self._mw_obs = mw_obs
+        self._state = np.asarray(mw_obs, np.float32)
+        return self._state, float(reward), self._steps >= self.config.max_episode_steps, info
+
+    @property
+    def raw_state(self) -> np.ndarray:
+        """Meta-World's last observation (goal included), as its scripted policies expect it."""
+        return self._mw_obs
+
+    @property
+    def elapsed_steps(self) -> int:
+        return self._steps
+
+    def oracle_clicks(self, rng: np.random.Generator | None = None, **kwargs) -> np.ndarray:
+        """Simulated annotator clicks for the current frame, see `data.oracle.oracle_clicks`."""
+        from data.oracle import oracle_clicks
+
+        return oracle_clicks(self, rng if rng is not None else np.random.default_rng(), **kwargs)
+
+    def close(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
+        self.mw.close()
+
+
+def make_env(config: EnvConfig | None = None, seed: int | None = None, **overrides) -> PixelMetaWorld:
+    """Build one pixel env; `overrides` set EnvConfig fields (e.g. task="drawer-open-v3")."""
+    cfg = config or EnvConfig()
+    if overrides:
+        cfg = EnvConfig(**{**cfg.__dict__, **overrides})
+    return PixelMetaWorld(cfg, seed=seed)
+
+
+def _env_factory(config: EnvConfig, seed: int):
+    def thunk():
+        return PixelMetaWorld(config, seed=seed)
+
+    return thunk
+
+
+def make_vector_env(
+    config: EnvConfig, num_envs: int, seed: int = 0, asynchronous: bool = True
+) -> gym.vector.VectorEnv:
+    """`num_envs` pixel envs in subprocess workers (one GL context each), same-step autoreset.
+
+    With same-step autoreset, the observation returned with terminated/truncated is already the
+    next episode's first one; the episode's last observation is in `info["final_obs"]`.
+    """
+    config.validate()
+    fns = [_env_factory(config, seed + 1000 * i) for i in range(num_envs)]
+    kwargs = dict(autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    if asynchronous and num_envs > 1:
+        return gym.vector.AsyncVectorEnv(fns, context="spawn", **kwargs)
+    return gym.vector.SyncVectorEnv(fns, **kwargs)

@@ -1,0 +1,37 @@
+"""Headless OpenGL selection for MuJoCo: EGL first, OSMesa as the fallback."""
+from __future__ import annotations
+
+import ctypes.util
+import os
+import sys
+
+
+def configure_headless_gl() -> str:
+    """Set MUJOCO_GL (and PYOPENGL_PLATFORM) before MuJoCo is imported; return the backend.
+
+    A user's explicit MUJOCO_GL is respected. Otherwise EGL is used when libEGL can be found
+    (Mesa's llvmpipe renders on a CPU-only machine), else OSMesa when libOSMesa can be found.
+    """
+    backend = os.environ.get("MUJOCO_GL")
+    if not backend:
+        if ctypes.util.find_library("EGL"):
+            backend = "egl"
+        elif ctypes.util.find_library("OSMesa"):
+            backend = "osmesa"
+        else:
+            backend = "egl"  # the render call will fail with the hint below
+        if "mujoco" in sys.modules:
+            print(
+                "warning: mujoco was imported before data/; MUJOCO_GL may be ignored",
+                file=sys.stderr,
+            )
+        os.environ["MUJOCO_GL"] = backend
+    if backend in ("egl", "osmesa"):
+        os.environ.setdefault("PYOPENGL_PLATFORM", backend)
+    return backend
+
+
+GL_HINT = (
+    "headless rendering failed. Install an OpenGL backend: libEGL (Debian: libegl1, with Mesa's "
+    "libegl-mesa0) or OSMesa (`apt-get install -y libosmesa6`, then MUJOCO_GL=osmesa)."
+)

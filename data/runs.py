@@ -1,0 +1,105 @@
+"""Run directories: config.json, metrics as CSV and TensorBoard, append-safe across resumes."""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from data.io import atomic_write_json, check_writable_dir
+
+
+def code_version() -> str:
+    """The git commit of this checkout (with '+dirty' if modified), or 'unknown'."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, timeout=5).stdout.strip()
+        return (sha + ("+dirty" if dirty else "")) or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def device_description() -> str:
+    """A human-readable description of the compute device (recorded beside every figure)."""
+    import os
+    import platform
+
+    import torch
+
+    if torch.cuda.is_available():
+        return f"GPU {torch.cuda.get_device_name(0)}"
+    return f"CPU {platform.processor() or platform.machine()} x{os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
+
+
+def prepare_run_dir(out: str | Path, config: Any, resume: bool = False, allow_existing: bool = False) -> Path:
+    """Create the run folder and write config.json.
+
+    A folder that already holds a run is refused unless `resume` (the stored config must then
+    match on every field except those that only extend a run) or `allow_existing`.
+    """
+    out = check_writable_dir(out)
+    cfg = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
+    path = out / "config.json"
+    if path.exists() and not allow_existing:
+        if not resume:
+            raise SystemExit(f"error: {out} already holds a run; pass --resume to continue it or choose another --out")
+    atomic_write_json(path, {**cfg, "code_version": code_version()})
+    return out
+
+
+class MetricLogger:
+    """Append rows to `<run>/<name>.csv` (header fixed by the first row) and to TensorBoard."""
+
+    def __init__(self, run_dir: str | Path, name: str = "metrics", tensorboard: bool = True):
+        self.path = Path(run_dir) / f"{name}.csv"
+        self._fields: list[str] | None = None
+        if self.path.exists() and self.path.stat().st_size:
+            with open(self.path, newline="") as f:
+                self._fields = next(csv.reader(f), None)
+        self._tb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(str(Path(run_dir) / "tb"))
+            except Exception:  # tensorboard is optional at run time
+                self._tb = None
+        self._start = time.time()
+
+    def log(self, step: int, **metrics: Any) -> None:
+        row = {"step": step, "wall_s": round(time.time() - self._start, 3), **metrics}
+        if self._fields is None:
+            self._fields = list(row)
+            with open(self.path, "w", newline="") as f:
+                csv.writer(f).writerow(self._fields)
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, self._fields, extrasaction="ignore").writerow(row)
+        if self._tb is not None:
+            for k, v in metrics.items():
+                if isinstance(v, (int, float)):
+                    self._tb.add_scalar(f"{self.path.stem}/{k}", v, step)
+
+    def truncate_after(self, step: int) -> None:
+        """On resume: drop rows logged after the checkpoint's step, so no row is duplicated."""
+        if not self.path.exists():
+            return
+        with open(self.path, newline="") as f:
+            rows = list(csv.reader(f))
+        if not rows:
+            return
+        header, body = rows[0], rows[1:]
+        keep = [r for r in body if r and float(r[0]) <= step]
+        with open(self.path, "w", newline="") as f:
+            csv.writer(f).writerows([header, *keep])
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text())
