@@ -1,0 +1,239 @@
+"""Gaze on the Prize encoders: the Gaussian map, the heads, the return buffer, triplet mining, and
+the rule that the contrastive loss trains only the gaze head."""
+from __future__ import annotations
+
+import io
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from rl.encoders import ENCODERS
+from rl.gaze import (
+    GaussianGazeHead,
+    GazeEncoder,
+    PatchGazeHead,
+    ReturnBuffer,
+    cosine_triplet_loss,
+    gaussian_map,
+    map_spread,
+    mine_triplets,
+    spread_loss,
+)
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    torch.manual_seed(0)
+    torch.set_num_threads(2)
+
+
+def small_cfg(**kw) -> SimpleNamespace:
+    base = dict(gaze_buffer_size=2000, gaze_anchors=32, gaze_k=8, gaze_lr=1e-2, seed=0)
+    return SimpleNamespace(**{**base, **kw})
+
+
+def test_gaussian_map_normalised_and_peaks_at_mu():
+    # an 11-cell grid on [-1, 1] has cells every 0.2: mu (-0.6, 0.4) is column 2, row 7
+    mu = torch.tensor([[-0.6, 0.4], [0.0, 0.0], [0.8, -1.0]])
+    sigma = torch.tensor([[0.3, 0.5], [1.0, 1.0], [0.2, 0.2]])
+    rho = torch.tensor([0.5, 0.0, -0.9])
+    maps = gaussian_map(mu, sigma, rho, 11, 11)  # [3, 11, 11]
+    assert maps.shape == (3, 11, 11)
+    torch.testing.assert_close(maps.sum((1, 2)), torch.ones(3))
+    peaks = [divmod(int(m.argmax()), 11) for m in maps]
+    assert peaks == [(7, 2), (5, 5), (0, 9)]  # (row, column)
+    # the closed form, up to normalisation, for the correlated one
+    xs = torch.linspace(-1, 1, 11)
+    y, x = torch.meshgrid(xs, xs, indexing="ij")
+    cov = torch.tensor([[0.09, 0.5 * 0.3 * 0.5], [0.5 * 0.3 * 0.5, 0.25]])
+    d = torch.stack([x + 0.6, y - 0.4], -1)  # [11, 11, 2]
+    dens = torch.exp(-0.5 * torch.einsum("hwi,ij,hwj->hw", d, torch.linalg.inv(cov), d))
+    torch.testing.assert_close(maps[0], dens / dens.sum())
+    # the spatial spread of a Gaussian well inside the grid is its sigma
+    torch.testing.assert_close(map_spread(gaussian_map(torch.zeros(1, 2), torch.full((1, 2), 0.25), torch.zeros(1), 41, 41)),
+                               torch.full((1, 2), 0.25), atol=2e-3, rtol=0)
+
+
+def test_heads_start_centred_wide_and_bounded():
+    feat = torch.rand(16, 32, 11, 11) * 3
+    head = GaussianGazeHead(32, (11, 11), components=1, pool=3, sigma_floor=0.15)
+    attn, sigma, p = head(feat)
+    assert attn.shape == (16, 11, 11) and sigma.shape == (16, 1, 2)
+    assert p["mu"].abs().max() < 0.05 and (p["sigma"] - 1).abs().max() < 0.05 and p["rho"].abs().max() < 0.05
+    torch.testing.assert_close(attn.sum((1, 2)), torch.ones(16))
+    # extreme raw outputs stay in range: |mu| <= 1, sigma >= floor, |rho| < 1
+    with torch.no_grad():
+        head.mlp[-1].bias.copy_(torch.tensor([50.0, -50.0, -50.0, -50.0, 50.0]))
+    _, sigma, p = head(feat)
+    assert p["mu"].abs().max() <= 1 and sigma.min() >= 0.15 and p["rho"].abs().max() < 1
+    mix = GaussianGazeHead(32, (11, 11), components=3)
+    attn, sigma, p = mix(feat)
+    assert sigma.shape == (16, 3, 2) and len({tuple(m.round(decimals=2).tolist()) for m in p["mu"][0]}) == 3
+    torch.testing.assert_close(attn.sum((1, 2)), torch.ones(16))
+    torch.testing.assert_close(p["weight"], torch.full((16, 3), 1 / 3), atol=1e-2, rtol=0)
+    patch = PatchGazeHead(32, (11, 11))
+    attn, sigma, _ = patch(feat)
+    torch.testing.assert_close(attn, torch.full((16, 11, 11), 1 / 121), atol=1e-3, rtol=0)
+
+
+def test_registered_encoders_forward_backward_and_detach():
+    cfg = small_cfg(gaze_components=3)
+    pixels = torch.randint(0, 256, (4, 3, 64, 64), dtype=torch.uint8)
+    for name, n_comp in [("gaze", 1), ("gaze_nocontrast", 1), ("gaze_patch", 1), ("gaze_mix", 3)]:
+        enc = ENCODERS[name](cfg, 64, 39)
+        assert enc.obs_keys == ("pixels",) and enc.out_dim == 100 and not enc.frozen
+        assert enc.feat_shape == (32, 11, 11)
+        out = enc({"pixels": pixels})
+        assert out.shape == (4, 100) and out.abs().max() <= 1
+        out.pow(2).sum().backward()
+        for part in (enc.trunk, enc.head, enc.projection):
+            assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in part.parameters() if p.requires_grad), name
+        assert enc.attention(pixels)["sigma"].shape == (4, n_comp, 2)
+        detached = enc({"pixels": pixels}, detach=True)
+        assert not detached.requires_grad
+        torch.testing.assert_close(detached, out.detach())
+    assert ENCODERS["gaze_mix"](small_cfg(), 64, 39).head.components == 2  # gaze_components 1 -> 2
+
+
+def test_return_buffer_returns_to_go_and_ring_overwrites():
+    buf = ReturnBuffer(capacity=6, feat_shape=(1,), key_dim=1, discount=0.5)
+    one = np.ones((2, 1), np.float32)
+    buf.add(one, one, np.array([1.0, 10.0]), np.array([False, False]))
+    buf.add(one, one, np.array([2.0, 20.0]), np.array([True, False]))  # env 0 ends: returns 1 + 0.5 * 2, 2
+    assert buf.valid[:4].tolist() == [True, False, True, False]
+    np.testing.assert_allclose(buf.returns[[0, 2]], [2.0, 2.0])
+    buf.add(one, one, np.array([3.0, 40.0]), np.array([False, False]))  # slots 4, 5
+    buf.add(one, one, np.array([4.0, 80.0]), np.array([True, True]))  # slots 0, 1 overwritten
+    # env 1's episode 10, 20, 40, 80 lives in slots 1, 3, 5, 1: the first entry was overwritten
+    np.testing.assert_allclose(buf.returns[[3, 5, 1]], [20 + 0.5 * 40 + 0.25 * 80, 40 + 0.5 * 80, 80])
+    np.testing.assert_allclose(buf.returns[[4, 0]], [3 + 0.5 * 4, 4])
+    assert buf.valid.all() and buf.size == 6 and buf.written == 8 and not buf.pending
+
+
+def _planted_buffer():
+    """An anchor at key e0 with neighbours of known similarity and return."""
+    rng = np.random.default_rng(0)
+    angles = {  # index: (angle from anchor in radians, return)
+        0: (0.0, 5.0),  # anchor
+        1: (0.05, 5.01),  # most similar, but within the return margin: neither label
+        2: (0.10, 9.0),  # the planted positive (most similar with a higher return)
+        3: (0.15, 1.0),  # the planted negative (most similar with a lower return)
+        4: (0.20, 12.0),  # a less similar positive
+        5: (0.25, 0.0),  # a less similar negative
+        6: (0.02, 50.0),  # very similar, high return, but its episode has not ended (invalid)
+    }
+    keys, returns = np.zeros((200, 8), np.float32), np.zeros(200, np.float32)
+    for i, (a, r) in angles.items():
+        keys[i, 0], keys[i, 1], returns[i] = np.cos(a), np.sin(a), r
+    far = rng.normal(size=(193, 8)).astype(np.float32)
+    far[:, 0] = -np.abs(far[:, 0]) - 1  # all far away from the anchor (negative cosine)
+    keys[7:] = far / np.linalg.norm(far, axis=1, keepdims=True)
+    returns[7:] = rng.uniform(0, 100, 193)
+    valid = np.ones(200, bool)
+    valid[6] = False
+    return keys, returns, valid
+
+
+def test_triplet_mining_picks_planted_positive_and_negative():
+    keys, returns, valid = _planted_buffer()
+    mined = mine_triplets(keys, returns, valid, np.array([0]), k=8, return_margin=0.5)
+    assert mined["anchor"].tolist() == [0] and mined["positive"].tolist() == [2] and mined["negative"].tolist() == [3]
+    assert mined["has_pos"].tolist() == [True] and mined["has_neg"].tolist() == [True]
+    # with k = 2 only items 6 (invalid) and 1 (in margin) are neighbours: nothing is mined
+    mined = mine_triplets(keys, returns, valid, np.array([0]), k=2, return_margin=0.5)
+    assert len(mined["anchor"]) == 0 and not mined["has_pos"][0] and not mined["has_neg"][0]
+
+
+def test_cosine_triplet_and_spread_losses():
+    a = torch.tensor([[1.0, 0.0]])
+    assert cosine_triplet_loss(a, a, -a, 0.2).item() == 0.0  # d_ap 0, d_an 2
+    assert cosine_triplet_loss(a, -a, a, 0.2).item() == pytest.approx(2.2)
+    assert spread_loss(torch.full((3, 1, 2), 0.5), 0.5).item() == pytest.approx(0.0, abs=1e-7)
+    assert spread_loss(torch.full((3, 1, 2), 0.5 * np.e), 0.5).item() == pytest.approx(2.0)
+
+
+def _fill(enc: GazeEncoder, returns_of_episode, episodes: int = 6, length: int = 20, num_envs: int = 2) -> None:
+    rng = np.random.default_rng(1)
+    for ep in range(episodes):
+        for t in range(length):
+            pixels = rng.integers(0, 256, (num_envs, 64, 64, 3), dtype=np.uint8)  # env layout [N, H, W, 3]
+            rewards = np.array([returns_of_episode(ep, e, t) for e in range(num_envs)], np.float32)
+            enc.on_env_step({"pixels": pixels}, rewards, np.full(num_envs, t == length - 1))
+
+
+def test_contrastive_update_changes_only_the_gaze_head():
+    enc = ENCODERS["gaze"](small_cfg(), 64, 39)
+    _fill(enc, lambda ep, e, t: float(ep * 2 + e) * (t % 3))
+    assert enc.buffer.valid[: enc.buffer.size].all()
+    sentinel = torch.full_like(enc.head.mlp[0].weight, 7.0)
+    enc.head.mlp[0].weight.grad = sentinel  # a gradient the SAC optimiser may be holding
+    before = {n: p.detach().clone() for n, p in enc.named_parameters()}
+    metrics = enc.auxiliary_update(step=0)
+    assert metrics["gaze/triplets"] > 0 and 0 < metrics["gaze/pos_frac"] <= 1 and 0 < metrics["gaze/neg_frac"] <= 1
+    assert metrics["gaze/contrast_loss"] > 0 and metrics["gaze/sigma"] == pytest.approx(1.0, abs=0.05)
+    changed = {n for n, p in enc.named_parameters() if not torch.equal(p, before[n])}
+    assert changed == {n for n, _ in enc.named_parameters() if n.startswith("head.")}
+    assert enc.head.mlp[0].weight.grad is sentinel
+    assert all(p.grad is None for n, p in enc.named_parameters() if n != "head.mlp.0.weight")
+    # update_every: off-steps do nothing
+    enc.settings["gaze_update_every"] = 4
+    before = {n: p.detach().clone() for n, p in enc.named_parameters()}
+    assert "gaze/triplets" not in enc.auxiliary_update(step=3)
+    assert all(torch.equal(p, before[n]) for n, p in enc.named_parameters())
+
+
+def test_constant_returns_mine_nothing_and_do_not_break():
+    enc = ENCODERS["gaze"](small_cfg(), 64, 39)
+    assert enc.auxiliary_update(step=0) == {"gaze/buffer": 0.0}  # empty buffer
+    _fill(enc, lambda ep, e, t: 0.0)  # sparse reward never reached
+    trunk_before = [p.detach().clone() for p in enc.trunk.parameters()]
+    for step in range(3):
+        metrics = enc.auxiliary_update(step)
+        assert metrics["gaze/triplets"] == 0 and metrics["gaze/pos_frac"] == 0 and metrics["gaze/neg_frac"] == 0
+        assert metrics["gaze/contrast_loss"] == 0 and metrics["gaze/return_margin"] == 0
+        assert np.isfinite(metrics["gaze/spread_loss"])
+    assert all(torch.equal(a, b) for a, b in zip(trunk_before, enc.trunk.parameters()))
+    assert all(torch.isfinite(p).all() for p in enc.head.parameters())
+
+
+def test_on_env_step_reuses_acting_features_in_either_layout():
+    enc = ENCODERS["gaze"](small_cfg(), 64, 39)
+    pixels = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    with torch.no_grad():
+        enc({"pixels": pixels}, detach=True)  # acting fills the cache
+        feat = enc.trunk(pixels.float() / 255)
+    enc.on_env_step({"pixels": pixels.numpy()}, np.zeros(2), np.zeros(2, bool))
+    enc.on_env_step({"pixels": pixels.permute(0, 2, 3, 1).numpy()}, np.zeros(2), np.ones(2, bool))
+    stored = torch.from_numpy(enc.buffer.feats[:4].astype(np.float32))
+    torch.testing.assert_close(stored, torch.cat([feat, feat]), atol=2e-3, rtol=2e-3)
+    with pytest.raises(ValueError, match="pixels"):
+        enc.on_env_step({"pixels": np.zeros((2, 64, 64), np.uint8)}, np.zeros(2), np.zeros(2, bool))
+
+
+def test_extra_state_round_trips_through_weights_only_load():
+    enc = ENCODERS["gaze"](small_cfg(), 64, 39)
+    _fill(enc, lambda ep, e, t: float(ep + t), episodes=2)
+    enc.auxiliary_update(0)
+    blob = io.BytesIO()
+    torch.save({"encoder": enc.state_dict(), "extra": enc.extra_state()}, blob)
+    blob.seek(0)
+    ckpt = torch.load(blob, weights_only=True)
+    other = ENCODERS["gaze"](small_cfg(), 64, 39)
+    other.load_state_dict(ckpt["encoder"])
+    other.load_extra_state(ckpt["extra"])
+    n = enc.buffer.size
+    assert other.buffer.size == n and other.buffer.written == enc.buffer.written
+    np.testing.assert_array_equal(other.buffer.feats[:n], enc.buffer.feats[:n])
+    np.testing.assert_array_equal(other.buffer.returns[:n], enc.buffer.returns[:n])
+    assert other.head_optimizer.state_dict()["state"].keys() == enc.head_optimizer.state_dict()["state"].keys()
+    with pytest.raises(ValueError, match="gaze_buffer_size"):
+        ENCODERS["gaze"](small_cfg(gaze_buffer_size=10), 64, 39).load_extra_state(ckpt["extra"])
+
+
+def test_bad_settings_are_named():
+    with pytest.raises(ValueError, match="gaze_k"):
+        ENCODERS["gaze"](small_cfg(gaze_k=0), 64, 39)
+    with pytest.raises(ValueError, match="gaze_return_discount"):
+        ENCODERS["gaze"](small_cfg(gaze_return_discount=1.5), 64, 39)
