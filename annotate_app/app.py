@@ -1,0 +1,311 @@
+"""The click-to-Gaussian annotation page (Gradio): one frame at a time, every click saved at once.
+
+`python -m annotate_app --task reach-v3 --frames data/shards/reach-v3 --annotator alice`
+"""
+import socket
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import numpy as np
+
+from annotate_app.store import (
+    IDLE_CAP_S, ORACLE, SELECT_METHODS, AnnotationError, AnnotatorStore, FrameSet, check_name,
+    create_or_load_frameset,
+)
+from data.cli import parse_config
+from data.clicks import clicks_to_map
+
+SHORTCUTS = (("z", "undo last click", "btn-undo"), ("c", "clear frame", "btn-clear"),
+             ("ArrowLeft", "previous frame", "btn-prev"), ("ArrowRight", "next frame", "btn-next"),
+             ("n", "next unannotated frame", "btn-next-un"), ("h", "hide / show the heat overlay", "chk-overlay"))
+
+KEYBOARD_JS = """
+<script>
+(() => {
+  const keys = %s;
+  document.addEventListener('keydown', (e) => {
+    if (e.ctrlKey || e.metaKey || e.altKey || e.repeat) return;
+    const t = e.target;
+    if (t && (t.tagName === 'INPUT' && t.type !== 'checkbox' || t.tagName === 'TEXTAREA' || t.isContentEditable)) return;
+    const id = keys[e.key] || keys[e.key.toLowerCase()];
+    if (!id) return;
+    const host = document.getElementById(id);
+    if (!host) return;
+    const el = (host.tagName === 'BUTTON' || host.tagName === 'INPUT') ? host : host.querySelector('button, input');
+    if (!el) return;
+    e.preventDefault();
+    el.click();
+  });
+})();
+</script>
+""" % ("{" + ", ".join(f"'{k}': '{i}'" for k, _, i in SHORTCUTS) + "}")
+
+CSS = """
+#frame-view img { image-rendering: pixelated; cursor: crosshair; }
+#status { font-size: 1.05rem; }
+.shortcut-table td, .shortcut-table th { padding: 2px 10px; }
+"""
+
+
+@dataclass
+class AppConfig:
+    """Serve the saliency annotation page for one task and one annotator."""
+
+    task: str = field(default="reach-v3", metadata={"help": "task name (letters, digits, - and _)"})
+    annotator: str = field(default="", metadata={"help": "your name (letters, digits, - and _); required"})
+    frames: str = field(default="", metadata={"help": "shard folder to choose frames from (default: data/shards/<task>); used only the first time a task is opened"})
+    n: int | None = field(default=None, metadata={"help": "frames per task, chosen once and stored (default 30)"})
+    select: str | None = field(default=None, metadata={"help": f"how frames are chosen the first time: {', '.join(SELECT_METHODS)} (default random)"})
+    seed: int | None = field(default=None, metadata={"help": "seed of the frame choice (default 0)"})
+    out: str = field(default="data/annotations", metadata={"help": "annotations root folder"})
+    host: str = field(default="127.0.0.1", metadata={"help": "address to bind (0.0.0.0 exposes the app on the network)"})
+    port: int = field(default=7860, metadata={"help": "port to serve on"})
+    auth: str = field(default="", metadata={"help": "user:password required to open the page (recommended off 127.0.0.1)"})
+    display_size: int = field(default=512, metadata={"help": "frames are enlarged (nearest neighbour) to about this many pixels"})
+
+    def validate(self) -> "AppConfig":
+        if not self.annotator:
+            raise ValueError("--annotator is required (your name: letters, digits, - and _)")
+        for what, name in (("task", self.task), ("annotator", self.annotator)):
+            try:
+                check_name(name, what)
+            except AnnotationError as err:
+                raise ValueError(str(err)) from err
+        if self.annotator == ORACLE:
+            raise ValueError(f"annotator name {ORACLE!r} is reserved for the simulator (python -m annotate_app.oracle)")
+        if self.select is not None and self.select not in SELECT_METHODS:
+            raise ValueError(f"--select must be one of {', '.join(SELECT_METHODS)}, got {self.select!r}")
+        if self.auth and ":" not in self.auth:
+            raise ValueError("--auth must be user:password")
+        if not 1 <= self.port <= 65535:
+            raise ValueError(f"--port must be in 1..65535, got {self.port}")
+        if not 64 <= self.display_size <= 2048:
+            raise ValueError(f"--display-size must be in [64, 2048], got {self.display_size}")
+        return self
+
+
+def _heat_lut() -> np.ndarray:
+    from matplotlib import colormaps
+
+    return (colormaps["jet"](np.linspace(0.0, 1.0, 256))[:, :3] * 255).astype(np.float32)  # [256, 3]
+
+
+class Annotator:
+    """Server-side logic of the page; every handler returns (image, status, session state)."""
+
+    def __init__(self, store: AnnotatorStore, display_size: int = 512):
+        self.store = store
+        self.frames: FrameSet = store.frames
+        h, w = self.frames.height, self.frames.width
+        self.scale = max(1, display_size // max(h, w))  # integer factor: every frame pixel is a block
+        self.disp_h, self.disp_w = h * self.scale, w * self.scale
+        self._lut = _heat_lut()
+        self._big = [np.repeat(np.repeat(img, self.scale, 0), self.scale, 1).astype(np.float32) for img in self.frames.images]
+
+    # drawing ----------------------------------------------------------------------------------
+    def draw(self, index: int, clicks: np.ndarray, overlay: bool) -> np.ndarray:
+        img = self._big[index].copy()  # [Hd, Wd, 3]
+        if overlay and len(clicks):
+            m = clicks_to_map(clicks, self.disp_h, self.disp_w)  # [Hd, Wd]
+            heat = self._lut[np.round(m * 255).astype(np.int64)]  # [Hd, Wd, 3]
+            alpha = (0.65 * np.sqrt(m))[..., None]
+            img = img * (1 - alpha) + heat * alpha
+        out = img.astype(np.uint8)
+        for x, y in clicks:  # a small white-ringed dark dot at each click
+            cx, cy = int(x * self.disp_w), int(y * self.disp_h)
+            y0, y1, x0, x1 = max(cy - 3, 0), min(cy + 4, self.disp_h), max(cx - 3, 0), min(cx + 4, self.disp_w)
+            out[y0:y1, x0:x1] = 255
+            out[max(cy - 1, 0):cy + 2, max(cx - 1, 0):cx + 2] = (20, 20, 20)
+        return out
+
+    def status(self, index: int, rec: dict[str, Any], message: str = "") -> str:
+        recs = self.store.records()
+        done = sum(r["done"] for r in recs)
+        n = len(self.frames)
+        state = "done" if rec["done"] else ("in progress" if rec["clicks"] else "not started")
+        lines = [
+            f"### Frame {index + 1} of {n}",
+            f"**Clicks on this frame:** {len(rec['clicks'])} &nbsp;·&nbsp; **Frames done:** {done} of {n}",
+            f"Frame `{self.frames.keys[index]}` ({state}), {rec['seconds']:.0f} s spent on it",
+        ]
+        if message:
+            lines.append(f"> {message}")
+        return "\n\n".join(lines)
+
+    def view(self, state: dict[str, Any], overlay: bool, message: str = "", rec: dict[str, Any] | None = None):
+        index = state["index"]
+        if rec is None:
+            rec = self.store.read(index)
+        state["seen"] = [c["id"] for c in rec["clicks"]]
+        clicks = np.array([[c["x"], c["y"]] for c in rec["clicks"]], np.float32).reshape(-1, 2)
+        return self.draw(index, clicks, overlay), self.status(index, rec, message), state
+
+    # time ---------------------------------------------------------------------------------------
+    @staticmethod
+    def _elapsed(state: dict[str, Any]) -> float:
+        now = time.time()
+        dt = min(now - state.get("tick", now), IDLE_CAP_S)
+        state["tick"] = now
+        return max(dt, 0.0)
+
+    # handlers -----------------------------------------------------------------------------------
+    def new_session(self, overlay: bool = True):
+        state = {"sid": uuid.uuid4().hex[:12], "index": self.store.resume_index(), "tick": time.time(), "seen": []}
+        done = sum(r["done"] for r in self.store.records())
+        msg = f"Resumed at the first unfinished frame ({done} done)." if done else "Click the pixels that matter for the task."
+        return self._safe(state, overlay, lambda: msg)
+
+    def _safe(self, state: dict[str, Any], overlay: bool, action):
+        try:
+            result = action()
+        except AnnotationError as err:
+            gr.Warning(str(err))
+            try:
+                return self.view(state, overlay, f"**Not saved:** {err}")
+            except AnnotationError:
+                blank = self._big[state["index"]].astype(np.uint8)
+                return blank, f"### Frame {state['index'] + 1} of {len(self.frames)}\n\n> **Error:** {err}", state
+        if isinstance(result, tuple):
+            rec, message = result
+            return self.view(state, overlay, message, rec)
+        return self.view(state, overlay, result)
+
+    def click(self, state: dict[str, Any], overlay: bool, px: float, py: float):
+        def act():
+            if not (0 <= px < self.disp_w and 0 <= py < self.disp_h):
+                raise AnnotationError(f"click at ({px}, {py}) lies outside the {self.disp_w}x{self.disp_h} image; ignored")
+            x, y = (px + 0.5) / self.disp_w, (py + 0.5) / self.disp_h
+            rec = self.store.add_click(state["index"], x, y, session=state["sid"], seconds=self._elapsed(state))
+            return rec, ""
+        return self._safe(state, overlay, act)
+
+    def undo(self, state, overlay):
+        def act():
+            seen = state.get("seen") or []
+            rec = self.store.undo(state["index"], seen, seconds=self._elapsed(state))
+            return rec, "Undid the last click." if seen else "Nothing to undo on this frame."
+        return self._safe(state, overlay, act)
+
+    def clear(self, state, overlay):
+        def act():
+            rec = self.store.clear(state["index"], state.get("seen") or [], seconds=self._elapsed(state))
+            return rec, "Cleared this frame (the removed clicks stay in the file's history)."
+        return self._safe(state, overlay, act)
+
+    def goto(self, state, overlay, target: str):
+        def act():
+            n, i = len(self.frames), state["index"]
+            self.store.leave(i, self._elapsed(state))
+            if target == "prev":
+                j, msg = (i - 1, "") if i > 0 else (i, "This is the first frame.")
+            elif target == "next":
+                j, msg = (i + 1, "") if i < n - 1 else (i, "This is the last frame; press n for any unannotated one.")
+            else:
+                nxt = self.store.next_unfinished(i)
+                j, msg = (nxt, "") if nxt is not None else (i, f"All {n} frames are done. Thank you!")
+            state["index"] = j
+            return msg
+        return self._safe(state, overlay, act)
+
+    def toggle(self, state, overlay):
+        return self._safe(state, overlay, lambda: "")
+
+
+def shortcut_markdown() -> str:
+    rows = "\n".join(f"| <kbd>{'←' if k == 'ArrowLeft' else '→' if k == 'ArrowRight' else k}</kbd> | {what} |" for k, what, _ in SHORTCUTS)
+    return "**Keyboard shortcuts**\n\n| key | action |\n|---|---|\n" + rows
+
+
+def build_app(store: AnnotatorStore, display_size: int = 512):
+    """The Gradio Blocks page for one annotator's store (launch with `launch_kwargs()`)."""
+    ann = Annotator(store, display_size)
+    title = f"Saliency annotation · {store.task} · {store.annotator}"
+    with gr.Blocks(title=title) as demo:
+        state = gr.State({})
+        gr.Markdown(f"## {title}\n"
+                    "Click every pixel that matters for solving the task (the arm, the object, the goal...). "
+                    "Each click adds a Gaussian to this frame's saliency map and is saved immediately.")
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=3, min_width=ann.disp_w // 2):
+                image = gr.Image(value=None, interactive=False, show_label=False, buttons=[], format="png",
+                                 elem_id="frame-view", height=ann.disp_h, width=ann.disp_w, container=False)
+            with gr.Column(scale=2, min_width=280):
+                status = gr.Markdown(elem_id="status")
+                with gr.Row():
+                    undo = gr.Button("Undo last click (z)", elem_id="btn-undo", size="sm")
+                    clear = gr.Button("Clear frame (c)", elem_id="btn-clear", size="sm", variant="stop")
+                with gr.Row():
+                    prev = gr.Button("← Previous", elem_id="btn-prev", size="sm")
+                    nxt = gr.Button("Next →", elem_id="btn-next", size="sm")
+                nxt_un = gr.Button("Next unannotated (n)", elem_id="btn-next-un", variant="primary")
+                overlay = gr.Checkbox(value=True, label="Show heat overlay (h)", elem_id="chk-overlay")
+                gr.Markdown(shortcut_markdown(), elem_classes=["shortcut-table"])
+        outs = [image, status, state]
+        common = dict(outputs=outs, show_progress="hidden", trigger_mode="multiple",
+                      concurrency_id="annotate", concurrency_limit=1)
+
+        def on_select(st, ov, evt: gr.SelectData):
+            x, y = evt.index
+            return ann.click(st, ov, float(x), float(y))
+
+        image.select(on_select, inputs=[state, overlay], api_name="click", **common)
+        undo.click(ann.undo, inputs=[state, overlay], api_name="undo", **common)
+        clear.click(ann.clear, inputs=[state, overlay], api_name="clear", **common)
+        prev.click(lambda st, ov: ann.goto(st, ov, "prev"), inputs=[state, overlay], api_name="prev", **common)
+        nxt.click(lambda st, ov: ann.goto(st, ov, "next"), inputs=[state, overlay], api_name="next", **common)
+        nxt_un.click(lambda st, ov: ann.goto(st, ov, "unfinished"), inputs=[state, overlay], api_name="next_unannotated", **common)
+        overlay.change(ann.toggle, inputs=[state, overlay], api_name="overlay", **common)
+        demo.load(lambda ov: ann.new_session(ov), inputs=[overlay], outputs=outs, show_progress="hidden")
+    return demo
+
+
+def launch_kwargs() -> dict[str, Any]:
+    return {"head": KEYBOARD_JS, "css": CSS, "theme": gr.themes.Soft()}
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def open_store(cfg: AppConfig) -> AnnotatorStore:
+    frames = create_or_load_frameset(cfg.out, cfg.task, cfg.frames or None, cfg.n, cfg.select, cfg.seed)
+    store = AnnotatorStore(cfg.out, frames, cfg.annotator)
+    problems = store.check_all()
+    if problems:
+        raise AnnotationError("stored annotations need attention:\n  " + "\n  ".join(problems))
+    return store
+
+
+def main(argv=None) -> None:
+    cfg = parse_config(AppConfig, argv, description=AppConfig.__doc__)
+    try:
+        store = open_store(cfg)
+    except AnnotationError as err:
+        sys.exit(f"error: {err}")
+    if port_in_use(cfg.host, cfg.port):
+        sys.exit(f"error: port {cfg.port} on {cfg.host} is already in use (another annotation server?); "
+                 "pass --port with a free port")
+    demo = build_app(store, cfg.display_size)
+    auth = tuple(cfg.auth.split(":", 1)) if cfg.auth else None
+    done = sum(r["done"] for r in store.records())
+    print(f"Annotating {len(store.frames)} frames of {cfg.task} as {cfg.annotator} ({done} done); "
+          f"clicks are saved to {Path(store.dir).resolve()}", flush=True)
+    print(f"Open http://{cfg.host}:{cfg.port} in a browser (Ctrl+C stops the server).", flush=True)
+    demo.queue(default_concurrency_limit=1).launch(
+        server_name=cfg.host, server_port=cfg.port, auth=auth, show_error=True, quiet=True,
+        footer_links=[], **launch_kwargs())
+
+
+if __name__ == "__main__":
+    main()
