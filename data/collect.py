@@ -101,9 +101,13 @@ _WORKER_ENV: PixelMetaWorld | None = None
 
 
 def _worker_env(cfg: CollectConfig) -> PixelMetaWorld:
+    """One env per worker process, reused across its shards while the env settings stay the same."""
     global _WORKER_ENV
-    if _WORKER_ENV is None:
-        _WORKER_ENV = PixelMetaWorld(cfg.env_config())
+    wanted = cfg.env_config()
+    if _WORKER_ENV is None or _WORKER_ENV.config != wanted:
+        if _WORKER_ENV is not None:
+            _WORKER_ENV.close()
+        _WORKER_ENV = PixelMetaWorld(wanted)
     return _WORKER_ENV
 
 

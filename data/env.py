@@ -13,6 +13,8 @@ Data collection and RL must use the same setting; the manifest records it.
 """
 from __future__ import annotations
 
+import atexit
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,6 +69,25 @@ def check_task(task: str) -> str:
     return task
 
 
+# Renderers still open at interpreter exit must be freed before MuJoCo's own atexit hook tears
+# EGL down (else every exit prints EGL_NOT_INITIALIZED tracebacks). atexit runs hooks in reverse
+# order of registration, so ours is registered right after the first GL context exists.
+_OPEN_ENVS: "weakref.WeakSet[PixelMetaWorld]" = weakref.WeakSet()
+_EXIT_HOOK_REGISTERED = False
+
+
+def _close_open_renderers() -> None:
+    for env in list(_OPEN_ENVS):
+        env.close_renderer()
+
+
+def _register_exit_hook() -> None:
+    global _EXIT_HOOK_REGISTERED
+    if not _EXIT_HOOK_REGISTERED:
+        atexit.register(_close_open_renderers)
+        _EXIT_HOOK_REGISTERED = True
+
+
 class PixelMetaWorld(gym.Env):
     """A Meta-World v3 task with upright pixel + state observations and re-randomised goals."""
 
@@ -99,6 +120,7 @@ class PixelMetaWorld(gym.Env):
         self._state = np.zeros(STATE_DIM, np.float32)
         self._mw_obs = np.zeros(STATE_DIM)
         self.seed(0 if seed is None else seed)
+        _OPEN_ENVS.add(self)
 
     # -- seeding and rendering -------------------------------------------------------------
     def seed(self, seed: int) -> None:
@@ -115,9 +137,11 @@ class PixelMetaWorld(gym.Env):
             vis.global_.offwidth = max(vis.global_.offwidth, size)
             vis.global_.offheight = max(vis.global_.offheight, size)
         try:
-            return mujoco.Renderer(self.model, size, size)
+            renderer = mujoco.Renderer(self.model, size, size)
         except Exception as err:  # the GL stack is missing or broken
             raise RuntimeError(f"{GL_HINT} ({type(err).__name__}: {err})") from err
+        _register_exit_hook()
+        return renderer
 
     def _update_scene(self) -> mujoco.Renderer:
         if self._renderer is None:
@@ -194,10 +218,13 @@ class PixelMetaWorld(gym.Env):
 
         return oracle_clicks(self, rng if rng is not None else np.random.default_rng(), **kwargs)
 
-    def close(self) -> None:
+    def close_renderer(self) -> None:
         if self._renderer is not None:
             self._renderer.close()
             self._renderer = None
+
+    def close(self) -> None:
+        self.close_renderer()
         self.mw.close()
 
 

@@ -137,7 +137,12 @@ def iter_raw(path: str | Path) -> Iterator[dict[str, bytes]]:
                     yield current
                     current = {}
                 current["__key__"] = key
-                current[suffix] = tar.extractfile(member).read()
+                payload = tar.extractfile(member).read()
+                if len(payload) != member.size:
+                    raise tarfile.ReadError(f"member {member.name} is cut short")
+                current[suffix] = payload
+            if path.stat().st_size < tar.offset + 2 * tarfile.BLOCKSIZE:
+                raise tarfile.ReadError("the end-of-archive marker is missing")
     except (tarfile.TarError, OSError, EOFError) as err:
         raise ShardError(f"{path}: corrupt or truncated shard ({err}); delete it and re-run the command that wrote it") from err
     if current:
@@ -195,7 +200,10 @@ def load_arrays(
     and saliency uint8 [N, H, W] when every sample has it (required if `need_saliency`).
     """
     rgb, state, clicks, keys, meta, sal = [], [], [], [], [], []
+    manifest = read_manifest(directory)
+    expected = {s["file"]: s["frames"] for s in manifest.get("shards", [])}
     for shard in list_shards(directory):
+        start = len(rgb)
         for s in iter_samples(shard):
             rgb.append(s["rgb"]); state.append(s["state"]); clicks.append(s["clicks"])
             keys.append(s["key"]); meta.append(s["meta"]); sal.append(s.get("saliency"))
@@ -203,6 +211,8 @@ def load_arrays(
                 break
         if limit is not None and len(rgb) >= limit:
             break
+        if shard.name in expected and len(rgb) - start != expected[shard.name]:
+            raise ShardError(f"{shard}: holds {len(rgb) - start} samples, the manifest says {expected[shard.name]}")
     out: dict[str, Any] = {
         "rgb": np.stack(rgb), "state": np.stack(state), "clicks": clicks, "keys": keys, "meta": meta,
     }

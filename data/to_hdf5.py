@@ -1,0 +1,97 @@
+"""`python -m data.to_hdf5 --shards data/shards/reach-v3 --out reach-v3.h5`: shards -> HDF5 for random access.
+
+Datasets: frames [N, H, W, 3] uint8 (chunked per 256 frames, gzip), states [N, 39] float32,
+episode/step/reward/success [N], keys [N] (strings), saliency [N, H, W] uint8 when the shards
+have it, oracle clicks as a flat [M, 2] array with per-sample offsets [N + 1]. The manifest is
+stored as a JSON string attribute.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+from tqdm import tqdm
+
+from data.cli import parse_config
+from data.shards import iter_samples, list_shards, read_manifest
+
+CHUNK = 256
+
+
+@dataclass
+class ToHdf5Config:
+    """Convert a shard folder into one HDF5 file."""
+
+    shards: str = field(default="data/shards/reach-v3", metadata={"help": "shard folder to convert"})
+    out: str = field(default="", metadata={"help": "output .h5 path (default: <shards>.h5)"})
+    overwrite: bool = field(default=False, metadata={"help": "replace an existing output file"})
+
+
+def _create_datasets(h5: h5py.File, block: dict[str, np.ndarray]) -> dict[str, h5py.Dataset]:
+    """Resizable, chunked datasets shaped like one block's arrays (images gzip-compressed)."""
+    ds = {}
+    for name, values in block.items():
+        dtype = h5py.string_dtype() if values.dtype == object else values.dtype
+        rows = CHUNK if values.ndim > 1 else CHUNK * 16
+        extra = dict(compression="gzip", compression_opts=4) if values.ndim > 1 else {}
+        ds[name] = h5.create_dataset(name, (0, *values.shape[1:]), dtype, maxshape=(None, *values.shape[1:]),
+                                     chunks=(rows, *values.shape[1:]), **extra)
+    return ds
+
+
+def convert(cfg: ToHdf5Config, progress: bool = True) -> Path:
+    manifest = read_manifest(cfg.shards)
+    shards = list_shards(cfg.shards)
+    out = Path(cfg.out or str(Path(cfg.shards).with_suffix(".h5")))
+    if out.exists() and not cfg.overwrite:
+        raise SystemExit(f"error: {out} exists; pass --overwrite to replace it")
+    tmp = out.with_name(out.name + ".tmp")
+    total = int(manifest.get("frames_written", 0)) or None
+    with h5py.File(tmp, "w") as h5:
+        h5.attrs["manifest"] = json.dumps(manifest)
+        ds: dict[str, h5py.Dataset] = {}
+        clicks, offsets, n = [], [0], 0
+        bar = tqdm(total=total, unit="frame", desc="to_hdf5", disable=not progress)
+        for shard in shards:
+            samples = list(iter_samples(shard))
+            if not samples:
+                continue
+            block = {
+                "frames": np.stack([s["rgb"] for s in samples]),
+                "states": np.stack([s["state"] for s in samples]),
+                "keys": np.array([s["key"] for s in samples], dtype=object),
+                **{k: np.array([s["meta"][k] for s in samples]) for k in ("episode", "step", "reward", "success")},
+            }
+            if all("saliency" in s for s in samples):
+                block["saliency"] = np.stack([s["saliency"] for s in samples])
+            if not ds:
+                ds = _create_datasets(h5, block)
+            if set(block) != set(ds):
+                raise SystemExit(f"error: {shard} has fields {sorted(block)}, earlier shards {sorted(ds)}")
+            for name, values in block.items():
+                ds[name].resize(n + len(samples), axis=0)
+                ds[name][n:] = values
+            for s in samples:
+                clicks.append(s["clicks"].reshape(-1, 2))
+                offsets.append(offsets[-1] + len(clicks[-1]))
+            n += len(samples)
+            bar.update(len(samples))
+        bar.close()
+        h5.create_dataset("clicks", data=np.concatenate(clicks) if clicks else np.zeros((0, 2), np.float32))
+        h5.create_dataset("click_offsets", data=np.asarray(offsets, np.int64))
+    tmp.replace(out)
+    return out
+
+
+def main(argv=None) -> None:
+    cfg = parse_config(ToHdf5Config, argv)
+    out = convert(cfg)
+    with h5py.File(out) as h5:
+        print(f"wrote {out}: {h5['frames'].shape[0]} frames {h5['frames'].shape[1:]}")
+
+
+if __name__ == "__main__":
+    main()
