@@ -361,16 +361,17 @@ class GazeEncoder(Encoder):
         return gazed.flatten(1), attn, sigma
 
     def forward(self, obs: dict[str, torch.Tensor], detach: bool = False) -> torch.Tensor:  # [B, out_dim]
+        """detach=True stops gradients at the gazed features (trunk and head), as `cnn_rgb` does at its
+        trunk output: the projection still trains, the attention does not."""
         pixels = obs["pixels"]
         with torch.set_grad_enabled(torch.is_grad_enabled() and not detach):
             feat = self.trunk(pixels.float().div(255.0))  # [B, C, h, w]
-            gazed, _, sigma = self.gaze(feat)
-            out = self.projection(gazed)
-        if not torch.is_grad_enabled() or detach:
+            gazed, _, sigma = self.gaze(feat)  # [B, C*h*w]
+        if not gazed.requires_grad:
             self._last_sigma = float(sigma.mean())
             if self.contrastive and pixels.shape[0] <= 64:  # acting: on_env_step can reuse these features
-                self._act_cache = (pixels, feat.detach())
-        return out.detach() if detach else out
+                self._act_cache = (pixels, feat)
+        return self.projection(gazed)
 
     @torch.no_grad()
     def attention(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -91,9 +91,12 @@ def test_registered_encoders_forward_backward_and_detach():
         for part in (enc.trunk, enc.head, enc.projection):
             assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in part.parameters() if p.requires_grad), name
         assert enc.attention(pixels)["sigma"].shape == (4, n_comp, 2)
+        enc.zero_grad(set_to_none=True)
         detached = enc({"pixels": pixels}, detach=True)
-        assert not detached.requires_grad
-        torch.testing.assert_close(detached, out.detach())
+        torch.testing.assert_close(detached, out)
+        detached.pow(2).sum().backward()  # like cnn_rgb: the projection trains, trunk and gaze head do not
+        assert all(p.grad is None for p in [*enc.trunk.parameters(), *enc.head.parameters()])
+        assert all(p.grad is not None for p in enc.projection.parameters())
     assert ENCODERS["gaze_mix"](small_cfg(), 64, 39).head.components == 2  # gaze_components 1 -> 2
 
 
