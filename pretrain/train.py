@@ -1,0 +1,326 @@
+"""MultiMAE pretraining loop: `python -m pretrain.multimae --data data/shards [--preset cpu]`.
+
+Single process or torchrun (DistributedDataParallel, NCCL on GPU / gloo on CPU): every rank
+draws the same per-epoch permutation and takes its own slice of each global batch. Masks come
+from a generator seeded by (seed, step, rank), so `--resume` replays the same batches and masks.
+A checkpoint is written every epoch and on SIGTERM; the frozen encoder is exported beside it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from data.cli import parse_config
+from data.io import atomic_torch_save, atomic_write_json
+from data.runs import MetricLogger, code_version, device_description, prepare_run_dir
+from data.shards import ShardError
+from pretrain.config import PRESETS, PretrainConfig
+from pretrain.data import Frames, load_frames, split_episodes
+from pretrain.figures import loss_curve, reconstruction_grid
+from pretrain.multimae import MultiMAE, count_parameters, patchify
+
+CHECKPOINT = "checkpoint.pt"
+ENCODER = "encoder.pt"
+ENCODER_FORMAT = "visarl-mmae-encoder/1"
+# fields that may differ when resuming (they do not change what the checkpoint means)
+RESUMABLE = {"resume", "max_steps", "progress", "threads", "device", "log_every", "figure_every", "eval_frames", "out", "data", "preset"}
+
+
+def _no_decay(name: str, p: torch.nn.Parameter) -> bool:
+    return p.ndim <= 1 or name.endswith(("global_token", "mask_token", "task_emb"))
+
+
+def lr_lambda(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    """Linear warm-up over `warmup` steps, then cosine from 1 to `min_ratio` at `total`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    t = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+class Trainer:
+    """Owns the process group, data, model, optimizer, schedule and run folder of one pretraining run."""
+
+    def __init__(self, cfg: PretrainConfig):
+        cfg.validate()
+        self.cfg = cfg
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if cfg.batch_size % self.world:
+            raise ValueError(
+                f"--batch-size {cfg.batch_size} is not divisible across {self.world} processes (WORLD_SIZE); "
+                f"use a multiple of {self.world}, e.g. {cfg.batch_size // self.world * self.world or self.world}")
+        use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+        self.device = torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
+        if use_cuda:
+            torch.cuda.set_device(self.device)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if use_cuda else "gloo")
+        self.is_main = self.rank == 0
+        self.run_dir = cfg.run_dir
+        self.model_cfg = cfg.model_config()
+        if not cfg.resume and (self.run_dir / CHECKPOINT).exists():
+            raise ValueError(f"{self.run_dir} already holds a run; pass --resume to continue it or choose another --out")
+
+        # data: whole folders in memory as uint8 (moved to the GPU when there is one)
+        saliency = cfg.saliency if "saliency" in self.model_cfg.modalities else None
+        frames, self.data_info = load_frames(cfg.data, saliency, cfg.limit)
+        self.train_frames, self.val_frames = split_episodes(frames, cfg.val_fraction, cfg.seed)
+        if len(self.train_frames) < cfg.batch_size:
+            raise ValueError(
+                f"--batch-size {cfg.batch_size} exceeds the {len(self.train_frames)} training frames in {cfg.data}; "
+                "lower --batch-size or collect more frames")
+        self.train_frames = self.train_frames.to(self.device)
+        self.steps_per_epoch = len(self.train_frames) // cfg.batch_size
+        self.total_steps = self.steps_per_epoch * cfg.epochs
+        self.local_batch = cfg.batch_size // self.world
+
+        torch.manual_seed(cfg.seed)
+        self.model = MultiMAE(self.model_cfg).to(self.device)
+        self.ddp = DistributedDataParallel(self.model, device_ids=[self.device.index] if use_cuda else None) if self.world > 1 else None
+        named = list(self.model.named_parameters())
+        groups = [
+            {"params": [p for n, p in named if not _no_decay(n, p)], "weight_decay": cfg.weight_decay},
+            {"params": [p for n, p in named if _no_decay(n, p)], "weight_decay": 0.0},
+        ]
+        self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), fused=use_cuda or None)
+        warmup = int(round(cfg.warmup_epochs * self.steps_per_epoch))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_lambda(s, warmup, self.total_steps, cfg.min_lr / cfg.lr))
+        self.step = 0
+        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_cuda else torch.autocast("cpu", enabled=False)
+        self.mask_gen = torch.Generator(self.device)
+        self._stop = False
+        # mean training patch per position: the trivial baseline of the held-out evaluation
+        self.mean_image = self._mean_image()
+        if cfg.resume:
+            self._load_checkpoint()
+
+    # -- data order ---------------------------------------------------------------------------
+    def epoch_indices(self, epoch: int) -> torch.Tensor:
+        """This rank's frame indices for every step of `epoch`: long [steps_per_epoch, local_batch]."""
+        g = torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch)
+        perm = torch.randperm(len(self.train_frames), generator=g)[: self.steps_per_epoch * self.cfg.batch_size]
+        per_step = perm.view(self.steps_per_epoch, self.cfg.batch_size)  # [S, global batch]
+        return per_step[:, self.rank * self.local_batch:(self.rank + 1) * self.local_batch]
+
+    def _mean_image(self) -> dict[str, torch.Tensor]:
+        out, n = {}, len(self.train_frames)
+        for start in range(0, n, 1024):
+            b = self.train_frames.batch(torch.arange(start, min(n, start + 1024)), self.model_cfg.modalities, self.cfg.image_size, self.device)
+            for m, x in b.items():
+                out[m] = out.get(m, 0) + x.sum(0, keepdim=True)
+        return {m: v / n for m, v in out.items()}  # {m: [1, C, H, W]}
+
+    # -- one step -----------------------------------------------------------------------------
+    def train_step(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One optimizer step on this rank's indices [local_batch]; returns the (rank-local) losses, detached."""
+        self.model.train()
+        inputs = self.train_frames.batch(idx, self.model_cfg.modalities, self.cfg.image_size, self.device)
+        self.mask_gen.manual_seed((self.cfg.seed * 1_000_003 + self.step) * 1009 + self.rank)
+        with self.autocast:
+            loss, losses, _, _ = (self.ddp or self.model)(inputs, generator=self.mask_gen)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        return {"loss": loss.detach(), **{f"loss_{k}": v.detach() for k, v in losses.items()}}
+
+    # -- evaluation ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Masked-patch errors on held-out frames (fixed masks) vs the trivial baselines."""
+        frames = self.val_frames if len(self.val_frames) else self.train_frames
+        n = min(len(frames), self.cfg.eval_frames)
+        self.model.eval()
+        gen = torch.Generator(self.device)
+        gen.manual_seed(12345)
+        L, p = self.model_cfg.grid**2, self.model_cfg.patch_size
+        sums: dict[str, float] = {}
+        count: dict[str, float] = {}
+        for start in range(0, n, 256):
+            inputs = frames.batch(torch.arange(start, min(n, start + 256)), self.model_cfg.modalities, self.cfg.image_size, self.device)
+            with self.autocast:
+                _, _, preds, visible = self.model(inputs, generator=gen)
+            for m_i, m in enumerate(self.model_cfg.modalities):
+                target = patchify(inputs[m], p)  # [B, L, C*p*p]
+                masked = ~visible[:, m_i * L:(m_i + 1) * L]  # [B, L]
+                vis = (~masked).float()[..., None]
+                mean_patch = patchify(self.mean_image[m], p).expand_as(target)
+                visible_mean = (target * vis).sum((1, 2), keepdim=True) / (vis.sum((1, 2), keepdim=True) * target.shape[-1]).clamp(min=1)
+                err = "mse" if m == "rgb" else "l1"
+                for name, guess in (("", preds[m].float()), ("_mean_patch", mean_patch), ("_visible_mean", visible_mean.expand_as(target))):
+                    d = guess - target
+                    per_patch = (d.pow(2) if err == "mse" else d.abs()).mean(-1)[masked]
+                    key = f"{m}_{err}{name}"
+                    sums[key] = sums.get(key, 0.0) + per_patch.sum().item()
+                    count[key] = count.get(key, 0.0) + per_patch.numel()
+        self.model.train()
+        return {k: sums[k] / count[k] for k in sums} | {"eval_frames": n, "held_out": bool(len(self.val_frames))}
+
+    def figure(self, epoch: int) -> Path:
+        frames = self.val_frames if len(self.val_frames) else self.train_frames
+        idx = torch.linspace(0, len(frames) - 1, min(6, len(frames))).long()
+        inputs = frames.batch(idx, self.model_cfg.modalities, self.cfg.image_size, self.device)
+        title = f"{self.run_dir.name} epoch {epoch} step {self.step} ({'held-out' if len(self.val_frames) else 'training'} frames)"
+        path = reconstruction_grid(self.model, inputs, self.run_dir / "figures" / f"recon_epoch{epoch:04d}.png", title=title)
+        (self.run_dir / "recon_latest.png").write_bytes(path.read_bytes())
+        return path
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def _identity(self) -> dict:
+        keep = {k: v for k, v in dataclasses.asdict(self.cfg).items() if k not in RESUMABLE}
+        return {**keep, "steps_per_epoch": self.steps_per_epoch, "train_frames": len(self.train_frames), "world_size": self.world}
+
+    def save_checkpoint(self) -> Path:
+        state = {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "step": self.step, "identity": self._identity(),
+            "model_config": self.model_cfg.to_dict(), "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else torch.zeros(0, dtype=torch.uint8),
+            "code_version": code_version(),
+        }
+        path = atomic_torch_save(state, self.run_dir / CHECKPOINT)
+        self.export_encoder()
+        return path
+
+    def export_encoder(self) -> Path:
+        """Weights + config of the encoder alone (pretrain.frozen.FrozenEncoder loads it)."""
+        return atomic_torch_save({
+            "format": ENCODER_FORMAT, "model_config": self.model_cfg.to_dict(),
+            "state_dict": {k: v.detach().cpu() for k, v in self.model.encoder_state_dict().items()},
+            "step": self.step, "epoch": self.step // self.steps_per_epoch, "saliency_source": self.cfg.saliency,
+            "data": str(self.cfg.data), "code_version": code_version(),
+        }, self.run_dir / ENCODER)
+
+    def _load_checkpoint(self) -> None:
+        path = self.run_dir / CHECKPOINT
+        if not path.exists():
+            raise FileNotFoundError(f"--resume: {path} not found; start without --resume (or point --out at the run to continue)")
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        mine, theirs = self._identity(), state.get("identity", {})
+        diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        if diff:
+            detail = "; ".join(f"{k}: checkpoint {theirs.get(k)!r} vs now {mine.get(k)!r}" for k in diff[:6])
+            raise ValueError(f"--resume: {path} was made with another config ({detail}); use the same flags or another --out")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step = int(state["step"])
+        torch.set_rng_state(state["rng"].cpu())
+        if self.device.type == "cuda" and state["cuda_rng"].numel():
+            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), self.device)
+
+    # -- the loop -----------------------------------------------------------------------------
+    def _request_stop(self, signum, frame) -> None:
+        self._stop = True
+
+    def _should_stop(self, steps_here: int) -> bool:
+        stop = self._stop or (self.cfg.max_steps > 0 and steps_here >= self.cfg.max_steps)
+        if self.world > 1:
+            flag = torch.tensor([float(stop)], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            stop = bool(flag.item())
+        return stop
+
+    def fit(self) -> Path:
+        cfg = self.cfg
+        if self.is_main:
+            prepare_run_dir(self.run_dir, cfg, resume=cfg.resume, allow_existing=True)
+            atomic_write_json(self.run_dir / "data.json", {"folders": self.data_info, "train_frames": len(self.train_frames), "held_out_frames": len(self.val_frames)})
+            n_all, n_enc = count_parameters(self.model), count_parameters(self.model) - sum(p.numel() for p in self.model.decoders.parameters())
+            print(f"MultiMAE {','.join(self.model_cfg.modalities)} -> {','.join(self.model_cfg.outputs)}: {n_all / 1e6:.2f}M parameters "
+                  f"(encoder {n_enc / 1e6:.2f}M) | {len(self.train_frames)} train / {len(self.val_frames)} held-out frames | "
+                  f"batch {cfg.batch_size} x {self.steps_per_epoch} steps x {cfg.epochs} epochs | {self.world} process(es) on {device_description()}", flush=True)
+        train_log = MetricLogger(self.run_dir, "train") if self.is_main else None
+        eval_log = MetricLogger(self.run_dir, "eval", tensorboard=False) if self.is_main else None
+        if self.is_main and cfg.resume:
+            train_log.truncate_after(self.step)
+            eval_log.truncate_after(self.step)
+        previous = signal.signal(signal.SIGTERM, self._request_stop) if _main_thread() else None
+        bar = tqdm(total=self.total_steps, initial=self.step, disable=not (self.is_main and cfg.progress), unit="step", dynamic_ncols=True)
+        steps_here, t0, stopped = 0, time.time(), False
+        try:
+            while self.step < self.total_steps and not stopped:
+                epoch, offset = divmod(self.step, self.steps_per_epoch)
+                indices = self.epoch_indices(epoch)
+                for i in range(offset, self.steps_per_epoch):
+                    losses = self.train_step(indices[i])
+                    steps_here += 1
+                    bar.update(1)
+                    if self.is_main and (self.step % cfg.log_every == 0 or i == self.steps_per_epoch - 1):
+                        metrics = {k: round(v.item(), 6) for k, v in losses.items()}
+                        rate = steps_here * cfg.batch_size / (time.time() - t0)
+                        train_log.log(self.step, epoch=epoch, lr=self.optimizer.param_groups[0]["lr"], img_per_s=round(rate, 2), **metrics)
+                        bar.set_postfix(loss=f"{metrics['loss']:.4f}", img_s=f"{rate:.0f}")
+                    if self._should_stop(steps_here):
+                        stopped = True
+                        break
+                if self.is_main:
+                    done = self.step % self.steps_per_epoch == 0
+                    if done:  # end of an epoch: score held-out frames, maybe draw
+                        ep = self.step // self.steps_per_epoch
+                        eval_log.log(self.step, epoch=ep, **self.evaluate())
+                        if ep % cfg.figure_every == 0 or self.step == self.total_steps:
+                            self.figure(ep)
+                    self.save_checkpoint()
+                if self.world > 1:
+                    dist.barrier()
+        finally:
+            bar.close()
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+            for log in (train_log, eval_log):
+                if log is not None:
+                    log.close()
+        if self.is_main:
+            loss_curve(self.run_dir)
+            state = "stopped early (resume with --resume)" if self.step < self.total_steps else "finished"
+            print(f"{state} at step {self.step}/{self.total_steps}: checkpoint {self.run_dir / CHECKPOINT}, "
+                  f"frozen encoder {self.run_dir / ENCODER}, logs {self.run_dir}/train.csv, figures {self.run_dir}/figures", flush=True)
+        return self.run_dir
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def run(cfg: PretrainConfig) -> Path:
+    """Train (or resume) one run; returns its folder (checkpoint.pt, encoder.pt, train.csv, figures/)."""
+    trainer = Trainer(cfg)
+    try:
+        return trainer.fit()
+    finally:
+        if trainer.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def main(argv: list[str] | None = None) -> Path:
+    cfg = parse_config(PretrainConfig, argv, presets=PRESETS,
+                       description="MultiMAE pretraining on RGB (+ saliency) frames (ViSaRL). "
+                       "Multi-GPU: torchrun --nproc-per-node N -m pretrain.multimae ...")
+    try:
+        return run(cfg)
+    except (ShardError, ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()
