@@ -1,0 +1,63 @@
+"""The "oracle" annotator: fills the same click files from the simulator's geometry.
+
+`python -m annotate_app.oracle --task reach-v3 [--frames data/shards/reach-v3]` copies each selected
+frame's stored oracle clicks (written by data.collect from the simulator) into
+`<root>/<task>/oracle/<key>.json`, so export, agreement and the saliency trainer run with no human.
+"""
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from annotate_app.store import ORACLE, SELECT_METHODS, AnnotationError, AnnotatorStore, click_array, check_name, create_or_load_frameset
+from data.cli import parse_config
+
+
+@dataclass
+class OracleConfig:
+    """Annotate a task's selected frames with the simulator's oracle clicks (annotator 'oracle')."""
+
+    task: str = field(default="reach-v3", metadata={"help": "task name"})
+    frames: str = field(default="", metadata={"help": "shard folder (default data/shards/<task>); used if the task has no frame selection yet"})
+    n: int | None = field(default=None, metadata={"help": "frames to choose if there is no selection yet (default 30)"})
+    select: str | None = field(default=None, metadata={"help": f"selection method if there is none yet: {', '.join(SELECT_METHODS)}"})
+    seed: int | None = field(default=None, metadata={"help": "selection seed if there is none yet (default 0)"})
+    root: str = field(default="data/annotations", metadata={"help": "annotations root folder"})
+
+    def validate(self) -> "OracleConfig":
+        try:
+            check_name(self.task, "task")
+        except AnnotationError as err:
+            raise ValueError(str(err)) from err
+        return self
+
+
+def annotate_oracle(task: str, frames: str | Path | None = None, root: str | Path = "data/annotations",
+                    n: int | None = None, select: str | None = None, seed: int | None = None) -> Path:
+    """Write the oracle's click files for every selected frame (idempotent); returns their folder."""
+    fs = create_or_load_frameset(root, task, frames, n, select, seed)
+    store = AnnotatorStore(root, fs, ORACLE)
+    for i, clicks in enumerate(fs.oracle_clicks):
+        stored = store.read(i)
+        if stored["revision"] and np.allclose(click_array(stored), np.asarray(clicks).reshape(-1, 2)):
+            continue  # already there: keep the file (and its history) as it is
+        store.write_clicks(i, clicks, session=ORACLE)
+    return store.dir
+
+
+def run(cfg: OracleConfig) -> Path:
+    return annotate_oracle(cfg.task, cfg.frames or None, cfg.root, cfg.n, cfg.select, cfg.seed)
+
+
+def main(argv=None) -> None:
+    cfg = parse_config(OracleConfig, argv)
+    try:
+        out = run(cfg)
+    except AnnotationError as err:
+        sys.exit(f"error: {err}")
+    print(f"oracle clicks for {len(list(out.glob('*.json')))} frames of {cfg.task} in {out}")
+
+
+if __name__ == "__main__":
+    main()
