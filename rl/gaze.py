@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from data.preprocess import frames_to_tensor
 from rl.encoders import ConvTrunk, Encoder, Projection, register_encoder
 
 #: defaults of the flat gaze_* fields of SACConfig (read with getattr so any config object works)
@@ -65,9 +66,27 @@ GAZE_DEFAULTS: dict[str, Any] = {
 }
 
 
+#: what auxiliary_update returns for the contrastive encoders (gaze_nocontrast: only gaze/sigma)
+METRIC_KEYS = (
+    "gaze/sigma",  # mean sigma of the anchors' gaze (grid units; patch head: the map's spatial std)
+    "gaze/buffer",  # buffer entries with a known return-to-go
+    "gaze/triplets",  # complete triplets mined in the last update
+    "gaze/pos_frac",  # fraction of anchors with a valid positive among their k neighbours
+    "gaze/neg_frac",  # ... with a valid negative
+    "gaze/contrast_loss",  # triplet loss (0 when no triplet was mined)
+    "gaze/spread_loss",  # log-space spread regulariser
+    "gaze/return_margin",  # return difference used to label positives/negatives
+)
+
+
 def gaze_setting(cfg: Any, name: str) -> Any:
     """`cfg.<name>` if the config has it, else this module's default."""
     return getattr(cfg, name, GAZE_DEFAULTS[name]) if cfg is not None else GAZE_DEFAULTS[name]
+
+
+def image_input(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 [B, 3, H, W] -> float [B, 3, H, W] in [0, 1] through the one preprocessing function."""
+    return frames_to_tensor(pixels.permute(0, 2, 3, 1))
 
 
 def grid_coords(height: int, width: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -330,6 +349,7 @@ class GazeEncoder(Encoder):
         self._check_settings()
         self._last_sigma = float("nan")
         self._act_cache: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._metrics = dict.fromkeys(METRIC_KEYS, 0.0) | {"gaze/sigma": float("nan")}
         if contrastive:
             self.buffer = ReturnBuffer(
                 int(self.settings["gaze_buffer_size"]), self.feat_shape, c * pool * pool, float(self.settings["gaze_return_discount"])
@@ -365,7 +385,7 @@ class GazeEncoder(Encoder):
         trunk output: the projection still trains, the attention does not."""
         pixels = obs["pixels"]
         with torch.set_grad_enabled(torch.is_grad_enabled() and not detach):
-            feat = self.trunk(pixels.float().div(255.0))  # [B, C, h, w]
+            feat = self.trunk(image_input(pixels))  # [B, C, h, w]
             gazed, _, sigma = self.gaze(feat)  # [B, C*h*w]
         if not gazed.requires_grad:
             self._last_sigma = float(sigma.mean())
@@ -376,7 +396,7 @@ class GazeEncoder(Encoder):
     @torch.no_grad()
     def attention(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
         """For pictures: uint8 pixels [B, 3, H, W] -> attention [B, h, w] and the head's parameters."""
-        feat = self.trunk(pixels.float().div(255.0))
+        feat = self.trunk(image_input(pixels))
         attn, sigma, params = self.head(feat)
         return {"attention": attn, "sigma": sigma, **params}
 
@@ -398,7 +418,7 @@ class GazeEncoder(Encoder):
             feat = cache[1]
         else:
             with torch.no_grad():
-                feat = self.trunk(pixels.to(device).float().div(255.0))
+                feat = self.trunk(image_input(pixels.to(device)))
         self._act_cache = None
         with torch.no_grad():
             keys = self._keys(feat)
@@ -407,16 +427,19 @@ class GazeEncoder(Encoder):
         )
 
     def auxiliary_update(self, step: int) -> dict[str, float]:
-        metrics = {} if math.isnan(self._last_sigma) else {"gaze/sigma": self._last_sigma}
-        if not self.contrastive or step % int(self.settings["gaze_update_every"]):
-            return metrics
+        """Every `gaze_update_every` calls: one contrastive step of the gaze head. Always returns the same
+        keys (the latest values between updates), so a CSV logger's header fits every row."""
+        if not self.contrastive:
+            return {"gaze/sigma": self._last_sigma}
+        if step % int(self.settings["gaze_update_every"]):
+            return dict(self._metrics)
         buf = self.buffer
         n = buf.size
         valid = buf.valid[:n]
         candidates = np.flatnonzero(valid)
-        metrics["gaze/buffer"] = float(len(candidates))
-        if len(candidates) < 2:
-            return metrics
+        if len(candidates) < 2:  # no finished episode yet
+            self._metrics.update({"gaze/sigma": self._last_sigma, "gaze/buffer": float(len(candidates))})
+            return dict(self._metrics)
         anchors = self.rng.choice(candidates, min(int(self.settings["gaze_anchors"]), len(candidates)), replace=False)
         margin = float(self.settings["gaze_return_margin"]) or 0.1 * float(buf.returns[:n][valid].std())
         mined = mine_triplets(buf.keys[:n], buf.returns[:n], valid, anchors, int(self.settings["gaze_k"]), margin)
@@ -441,7 +464,8 @@ class GazeEncoder(Encoder):
         self.head_optimizer.step()
         for p, g in zip(params, saved):
             p.grad = g
-        metrics.update({
+        self._metrics = {
+            "gaze/buffer": float(len(candidates)),
             "gaze/triplets": float(n_trip),
             "gaze/pos_frac": float(mined["has_pos"].mean()),
             "gaze/neg_frac": float(mined["has_neg"].mean()),
@@ -449,8 +473,8 @@ class GazeEncoder(Encoder):
             "gaze/spread_loss": spread.item(),
             "gaze/sigma": sigma[: len(anchors)].mean().item(),
             "gaze/return_margin": margin,
-        })
-        return metrics
+        }
+        return dict(self._metrics)
 
     def extra_state(self) -> dict[str, Any]:
         if not self.contrastive:

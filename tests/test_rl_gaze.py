@@ -12,6 +12,7 @@ import torch
 from rl.encoders import ENCODERS
 from rl.gaze import (
     GaussianGazeHead,
+    METRIC_KEYS,
     GazeEncoder,
     PatchGazeHead,
     ReturnBuffer,
@@ -157,13 +158,22 @@ def test_cosine_triplet_and_spread_losses():
     assert spread_loss(torch.full((3, 1, 2), 0.5 * np.e), 0.5).item() == pytest.approx(2.0)
 
 
-def _fill(enc: GazeEncoder, returns_of_episode, episodes: int = 6, length: int = 20, num_envs: int = 2) -> None:
+def _fill(enc: GazeEncoder, reward_of, episodes: int = 4, length: int = 12, num_envs: int = 4, pixels: bool = False) -> None:
+    """Episodes of random frames through on_env_step (pixels=True), or of random trunk-like features
+    straight into the buffer (fast)."""
     rng = np.random.default_rng(1)
+    keys_dim = enc.buffer.key_dim
     for ep in range(episodes):
         for t in range(length):
-            pixels = rng.integers(0, 256, (num_envs, 64, 64, 3), dtype=np.uint8)  # env layout [N, H, W, 3]
-            rewards = np.array([returns_of_episode(ep, e, t) for e in range(num_envs)], np.float32)
-            enc.on_env_step({"pixels": pixels}, rewards, np.full(num_envs, t == length - 1))
+            rewards = np.array([reward_of(ep, e, t) for e in range(num_envs)], np.float32)
+            dones = np.full(num_envs, t == length - 1)
+            if pixels:
+                frames = rng.integers(0, 256, (num_envs, 64, 64, 3), dtype=np.uint8)  # env layout [N, H, W, 3]
+                enc.on_env_step({"pixels": frames}, rewards, dones)
+            else:
+                feats = rng.gamma(1.0, 1.0, (num_envs, *enc.feat_shape)).astype(np.float32)
+                keys = rng.normal(size=(num_envs, keys_dim)).astype(np.float32)
+                enc.buffer.add(feats, keys / np.linalg.norm(keys, axis=1, keepdims=True), rewards, dones)
 
 
 def test_contrastive_update_changes_only_the_gaze_head():
@@ -174,7 +184,7 @@ def test_contrastive_update_changes_only_the_gaze_head():
     enc.head.mlp[0].weight.grad = sentinel  # a gradient the SAC optimiser may be holding
     before = {n: p.detach().clone() for n, p in enc.named_parameters()}
     metrics = enc.auxiliary_update(step=0)
-    assert metrics["gaze/triplets"] > 0 and 0 < metrics["gaze/pos_frac"] <= 1 and 0 < metrics["gaze/neg_frac"] <= 1
+    assert set(metrics) == set(METRIC_KEYS) and metrics["gaze/triplets"] > 0 and 0 < metrics["gaze/pos_frac"] <= 1 and 0 < metrics["gaze/neg_frac"] <= 1
     assert metrics["gaze/contrast_loss"] > 0 and metrics["gaze/sigma"] == pytest.approx(1.0, abs=0.05)
     changed = {n for n, p in enc.named_parameters() if not torch.equal(p, before[n])}
     assert changed == {n for n, _ in enc.named_parameters() if n.startswith("head.")}
@@ -183,14 +193,15 @@ def test_contrastive_update_changes_only_the_gaze_head():
     # update_every: off-steps do nothing
     enc.settings["gaze_update_every"] = 4
     before = {n: p.detach().clone() for n, p in enc.named_parameters()}
-    assert "gaze/triplets" not in enc.auxiliary_update(step=3)
+    assert enc.auxiliary_update(step=3) == metrics  # the latest values, same keys
     assert all(torch.equal(p, before[n]) for n, p in enc.named_parameters())
 
 
 def test_constant_returns_mine_nothing_and_do_not_break():
     enc = ENCODERS["gaze"](small_cfg(), 64, 39)
-    assert enc.auxiliary_update(step=0) == {"gaze/buffer": 0.0}  # empty buffer
-    _fill(enc, lambda ep, e, t: 0.0)  # sparse reward never reached
+    metrics = enc.auxiliary_update(step=0)  # empty buffer: no update, the same keys
+    assert set(metrics) == set(METRIC_KEYS) and metrics["gaze/buffer"] == 0 and metrics["gaze/triplets"] == 0
+    _fill(enc, lambda ep, e, t: 0.0, episodes=3, length=6, num_envs=2, pixels=True)  # sparse reward never reached
     trunk_before = [p.detach().clone() for p in enc.trunk.parameters()]
     for step in range(3):
         metrics = enc.auxiliary_update(step)
