@@ -96,3 +96,133 @@ class Projection(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, in_dim] -> [B, out_dim]
         return self.net(x)
+
+
+# -- the encoders of the paper's Table I -----------------------------------------------------------
+
+def image_input(x: torch.Tensor, size: int | None = None) -> torch.Tensor:
+    """uint8 [B, C, H, W] -> float [B, C, size, size] in [0, 1] through `data.preprocess.frames_to_tensor`."""
+    from data.preprocess import frames_to_tensor
+
+    return frames_to_tensor(x.permute(0, 2, 3, 1), size=size)
+
+
+@register_encoder("state")
+class StateEncoder(Encoder):
+    """The 39-d simulator state as the feature (the sanity check: no vision)."""
+
+    obs_keys = ("state",)
+
+    def __init__(self, cfg: Any = None, image_size: int = 64, state_dim: int = 39):
+        super().__init__()
+        self.out_dim = state_dim
+
+    def forward(self, obs: dict[str, torch.Tensor], detach: bool = False) -> torch.Tensor:  # [B, 39]
+        return obs["state"].float()
+
+
+class CNNEncoder(Encoder):
+    """ConvTrunk + Projection, trained through the critic; the actor reads its detached output."""
+
+    #: name -> (observation fields, input channels)
+    VARIANTS: dict[str, tuple[tuple[str, ...], int]] = {
+        "cnn_rgb": (("pixels",), 3),
+        "cnn_saliency": (("saliency",), 1),
+        "cnn_rgb_x_saliency": (("pixels", "saliency"), 3),
+        "cnn_rgbs": (("pixels", "saliency"), 4),
+    }
+
+    def __init__(self, variant: str, image_size: int, feature_dim: int):
+        super().__init__()
+        self.variant = variant
+        self.obs_keys, channels = self.VARIANTS[variant]
+        self.trunk = ConvTrunk(channels)
+        c, h, w = self.trunk.feature_shape(image_size)
+        self.projection = Projection(c * h * w, feature_dim)
+        self.out_dim = feature_dim
+
+    def inputs(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:  # [B, C, H, W] float in [0, 1]
+        if self.variant == "cnn_rgb":
+            return image_input(obs["pixels"])
+        if self.variant == "cnn_saliency":
+            return image_input(obs["saliency"])
+        rgb, sal = image_input(obs["pixels"]), image_input(obs["saliency"])
+        return rgb * sal if self.variant == "cnn_rgb_x_saliency" else torch.cat([rgb, sal], dim=1)
+
+    def forward(self, obs: dict[str, torch.Tensor], detach: bool = False) -> torch.Tensor:  # [B, feature_dim]
+        h = self.trunk(self.inputs(obs)).flatten(1)  # [B, 32 * 11 * 11]
+        if detach:
+            h = h.detach()
+        return self.projection(h)
+
+
+for _name in CNNEncoder.VARIANTS:
+    register_encoder(_name)(lambda cfg, image_size=64, state_dim=39, _n=_name: CNNEncoder(_n, image_size, cfg.feature_dim))
+
+
+class MMAEEncoder(Encoder):
+    """A frozen pretrained MultiMAE encoder (mean of its tokens); the replay buffer stores its output."""
+
+    frozen = True
+
+    #: name -> (default export folder under runs/mmae, inputs fed to the encoder)
+    VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
+        "mmae_rgb": ("rgb", ("rgb",)),
+        "mmae_rgbs_po": ("rgbs", ("rgb",)),
+        "mmae_rgbs": ("rgbs", ("rgb", "saliency")),
+    }
+
+    def __init__(self, module: nn.Module, inputs: tuple[str, ...], image_size: int = 64):
+        super().__init__()
+        self.module = module.eval().requires_grad_(False)
+        self.inputs = tuple(inputs)
+        self.obs_keys = ("pixels", "saliency") if "saliency" in self.inputs else ("pixels",)
+        self.out_dim = int(module.out_dim)
+        self.size = int(getattr(module, "image_size", 64))
+
+    def train(self, mode: bool = True) -> "MMAEEncoder":
+        super().train(mode)
+        self.module.eval()  # frozen: dropout/norm layers always in inference mode
+        return self
+
+    @torch.no_grad()
+    def forward(self, obs: dict[str, torch.Tensor], detach: bool = False) -> torch.Tensor:  # [B, out_dim]
+        rgb = image_input(obs["pixels"], self.size)
+        sal = image_input(obs["saliency"], self.size) if "saliency" in self.inputs else None
+        return self.module(rgb, sal)
+
+
+def mmae_command(folder: str) -> str:
+    modalities = "rgb,saliency" if folder == "rgbs" else "rgb"
+    return f"python -m pretrain.multimae --modalities {modalities} --out runs/mmae/{folder}"
+
+
+def _mmae_factory(name: str):
+    folder, inputs = MMAEEncoder.VARIANTS[name]
+
+    def factory(cfg: Any, image_size: int = 64, state_dim: int = 39) -> MMAEEncoder:
+        from pathlib import Path
+
+        path = Path(cfg.mmae or f"runs/mmae/{folder}/encoder.pt")
+        if not path.exists():
+            raise FileNotFoundError(
+                f"encoder {name!r} needs the frozen MultiMAE encoder {path}, which does not exist; "
+                f"produce it with `{mmae_command(folder)}` or pass --mmae PATH")
+        from pretrain.frozen import FrozenEncoder
+
+        return MMAEEncoder(FrozenEncoder.load(str(path), inputs=inputs), inputs, image_size)
+
+    return factory
+
+
+for _name in MMAEEncoder.VARIANTS:
+    register_encoder(_name)(_mmae_factory(_name))
+
+
+def build_encoder(cfg: Any, image_size: int = 64, state_dim: int = 39) -> Encoder:
+    """The encoder named by cfg.encoder (gaze encoders are registered by importing rl.gaze)."""
+    import rl.gaze  # noqa: F401
+
+    if cfg.encoder not in ENCODERS:
+        raise ValueError(f"unknown encoder {cfg.encoder!r}; valid encoders: {', '.join(sorted(ENCODERS))}")
+    return ENCODERS[cfg.encoder](cfg, image_size, state_dim)

@@ -1,0 +1,150 @@
+"""The SAC entry point's typed config and its presets.
+
+Defaults are the paper's SAC settings (the authors' code: actor/critic/alpha lr 1e-4, initial
+temperature 0.1, tau 0.005, actor and target updates every 2 steps, batch 128, two hidden layers
+of 1024, discount 0.99, 1000 random steps, log-std in [-10, 2], target entropy -|A|; 64x64
+corner-camera frames, frame stack 1, no action repeat, 500-step episodes, 1M steps).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from data.env import CAMERAS, RENDER_QUALITIES, check_task
+
+#: encoder names of the paper's Table I (gaze encoders register themselves from rl/gaze.py)
+TABLE_ENCODERS: tuple[str, ...] = (
+    "state", "cnn_rgb", "cnn_saliency", "cnn_rgb_x_saliency", "cnn_rgbs", "mmae_rgb", "mmae_rgbs_po", "mmae_rgbs",
+)
+SALIENCY_SOURCES: tuple[str, ...] = ("predictor", "oracle")
+
+#: fields that may differ between a checkpoint and the run resuming it (they only extend a run)
+RESUMABLE_FIELDS: frozenset[str] = frozenset(
+    {"steps", "resume", "out", "log_every", "checkpoint_every", "eval_every", "eval_episodes", "torch_threads", "preset"}
+)
+
+
+def _f(default: Any, help: str, **kw) -> Any:
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class SACConfig:
+    """Soft actor-critic on a Meta-World pixel task with one of the paper's encoders."""
+
+    # -- what to run ---------------------------------------------------------------------------
+    task: str = _f("reach-v3", "Meta-World v3 task, e.g. reach-v3, drawer-open-v3, faucet-open-v3, door-open-v3")
+    encoder: str = _f("cnn_rgb", "encoder: " + ", ".join(TABLE_ENCODERS) + ", or a gaze encoder registered by rl/gaze.py")
+    steps: int = _f(1_000_000, "environment steps in total (summed over --num-envs)")
+    seed: int = _f(0, "seed of networks, replay sampling, exploration and training envs")
+    out: str = _f("", "run folder (default runs/sac/<task>/<encoder>/seed<seed>)")
+    resume: bool = _f(False, "continue the run in --out from its last checkpoint (same config required)")
+    preset: str = field(default="", init=False, metadata={"help": "preset the run was started from (set by --preset)"})
+    device: str = _f("auto", "torch device: auto (cuda if available), cpu, cuda, cuda:1, ...")
+    torch_threads: int = _f(0, "torch CPU threads (0: torch's default; 1 is fastest on a busy shared CPU)")
+    # -- environment ---------------------------------------------------------------------------
+    num_envs: int = _f(1, "parallel training envs (subprocesses when > 1); one SAC update per env step")
+    image_size: int = _f(64, "frame size in pixels (square)")
+    camera: str = _f("corner", f"camera, one of {', '.join(CAMERAS)}")
+    render_quality: str = _f("fast", f"renderer setting, one of {', '.join(RENDER_QUALITIES)}; must match the pretraining data")
+    max_episode_steps: int = _f(500, "episode length; the time limit is truncation (bootstrapped), not a terminal state")
+    # -- inputs of pretrained encoders ---------------------------------------------------------
+    saliency: str = _f("predictor", "saliency source for saliency-consuming encoders: predictor (trained model on every frame) or oracle (simulator clicks -> map, for ablations and CPU runs)")
+    saliency_model: str = _f("", "saliency checkpoint (default runs/saliency/<task>/student.pt, else best.pt)")
+    mmae: str = _f("", "frozen MultiMAE encoder (default runs/mmae/rgb/encoder.pt for mmae_rgb, runs/mmae/rgbs/encoder.pt for mmae_rgbs and mmae_rgbs_po)")
+    # -- SAC -----------------------------------------------------------------------------------
+    hidden_dim: int = _f(1024, "width of the two hidden layers of actor and critics")
+    feature_dim: int = _f(100, "output size of the CNN encoders' projection (Linear + LayerNorm + tanh)")
+    batch_size: int = _f(128, "SAC minibatch size")
+    discount: float = _f(0.99, "discount factor")
+    actor_lr: float = _f(1e-4, "actor learning rate (Adam)")
+    critic_lr: float = _f(1e-4, "critic (and trained encoder) learning rate (Adam)")
+    alpha_lr: float = _f(1e-4, "temperature learning rate (Adam)")
+    init_temperature: float = _f(0.1, "initial entropy temperature alpha")
+    target_entropy: float | None = _f(None, "target entropy (default -|A| = -4)")
+    tau: float = _f(0.005, "soft target update rate of the critics")
+    actor_update_every: int = _f(2, "update actor and temperature every this many SAC updates")
+    target_update_every: int = _f(2, "soft-update target critics every this many SAC updates")
+    log_std_min: float = _f(-10.0, "lower bound of the policy's log standard deviation")
+    log_std_max: float = _f(2.0, "upper bound of the policy's log standard deviation")
+    random_steps: int = _f(1000, "initial env steps with uniform random actions and no updates")
+    replay_size: int = _f(1_000_000, "replay capacity in transitions (split evenly across envs)")
+    # -- evaluation, logging, checkpoints ------------------------------------------------------
+    eval_every: int = _f(10_000, "evaluate every this many env steps (0: only at the end)")
+    eval_episodes: int = _f(50, "evaluation episodes (deterministic policy, fresh seeds); success = any success in the episode")
+    eval_envs: int = _f(0, "parallel evaluation envs (0: same as --num-envs)")
+    log_every: int = _f(1000, "write a metrics.csv row every this many env steps")
+    checkpoint_every: int = _f(50_000, "save a resumable checkpoint at the first episode boundary after every this many env steps")
+    # -- Gaze on the Prize (rl/gaze.py) --------------------------------------------------------
+    gaze_components: int = _f(1, "gaze: number of Gaussian gaze components")
+    gaze_contrast_weight: float = _f(0.1, "gaze: weight of the return-guided triplet loss")
+    gaze_spread_weight: float = _f(0.01, "gaze: weight of the spread regulariser")
+    gaze_k: int = _f(16, "gaze: nearest neighbours searched per anchor")
+    gaze_triplet_margin: float = _f(0.2, "gaze: triplet margin on cosine distance")
+    gaze_return_margin: float = _f(0.0, "gaze: return difference that makes a positive/negative (0: automatic)")
+    gaze_buffer_size: int = _f(100_000, "gaze: capacity of the feature/return buffer")
+    gaze_update_every: int = _f(1, "gaze: contrastive update every this many SAC updates")
+    gaze_anchors: int = _f(128, "gaze: anchors per contrastive update")
+    gaze_return_discount: float = _f(1.0, "gaze: discount of the return-to-go (1.0: undiscounted)")
+    gaze_sigma_floor: float = _f(0.15, "gaze: minimum standard deviation of a gaze Gaussian (grid units)")
+    gaze_spread_target: float = _f(0.5, "gaze: target standard deviation s0 of the spread regulariser")
+
+    def validate(self) -> "SACConfig":
+        import rl.gaze  # noqa: F401  (registers the gaze encoders)
+        from rl.encoders import ENCODERS
+
+        check_task(self.task)
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"unknown encoder {self.encoder!r}; valid encoders: {', '.join(sorted(ENCODERS))}")
+        if self.saliency not in SALIENCY_SOURCES:
+            raise ValueError(f"saliency must be one of {', '.join(SALIENCY_SOURCES)}, got {self.saliency!r}")
+        if self.camera not in CAMERAS:
+            raise ValueError(f"unknown camera {self.camera!r}; valid cameras: {', '.join(CAMERAS)}")
+        if self.render_quality not in RENDER_QUALITIES:
+            raise ValueError(f"render_quality must be one of {', '.join(RENDER_QUALITIES)}")
+        positive = ("steps", "num_envs", "hidden_dim", "feature_dim", "batch_size", "replay_size", "eval_episodes",
+                    "log_every", "checkpoint_every", "actor_update_every", "target_update_every", "max_episode_steps")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        for name in ("random_steps", "eval_every", "eval_envs", "torch_threads"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 < self.discount <= 1.0 or not 0.0 < self.tau <= 1.0:
+            raise ValueError("discount and tau must be in (0, 1]")
+        if self.log_std_min >= self.log_std_max:
+            raise ValueError("log-std-min must be below log-std-max")
+        if self.replay_size < 2 * self.num_envs * (self.max_episode_steps + 1):
+            raise ValueError(f"replay-size {self.replay_size} is too small: it must hold two episodes per env "
+                             f"(>= {2 * self.num_envs * (self.max_episode_steps + 1)})")
+        return self
+
+    def run_dir(self) -> Path:
+        return Path(self.out) if self.out else Path("runs/sac") / self.task / self.encoder / f"seed{self.seed}"
+
+    def differences(self, stored: dict[str, Any]) -> list[str]:
+        """Fields (other than those that only extend a run) where `stored` differs from this config."""
+        mine = asdict(self)
+        return [f"{k}: checkpoint {stored.get(k)!r} vs now {mine[k]!r}"
+                for k in mine if k not in RESUMABLE_FIELDS and stored.get(k, mine[k]) != mine[k]]
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # seconds: CI tests of the whole pipeline
+    "micro": dict(steps=300, hidden_dim=64, feature_dim=32, batch_size=16, random_steps=100, replay_size=1000,
+                  max_episode_steps=100, eval_every=0, eval_episodes=1, log_every=100, checkpoint_every=100,
+                  saliency="oracle", torch_threads=1),
+    # the RL share of `make demo` on a 2-core CPU (~2 minutes with a pixel encoder)
+    "demo": dict(steps=2000, hidden_dim=256, batch_size=64, random_steps=500, replay_size=10_000,
+                 eval_every=0, eval_episodes=2, log_every=250, checkpoint_every=1000, torch_threads=1),
+    # a meaningful CPU run: the paper's settings with a 256-wide MLP (1024 costs ~7x per update here)
+    "cpu": dict(steps=100_000, hidden_dim=256, replay_size=100_000, eval_every=10_000, eval_episodes=50,
+                checkpoint_every=20_000, torch_threads=1),
+    # the paper's budget (for a GPU)
+    "paper": dict(steps=1_000_000, hidden_dim=1024, replay_size=1_000_000, eval_every=10_000, eval_episodes=50),
+}
+
+
+def config_fields() -> list[str]:
+    return [f.name for f in fields(SACConfig)]
