@@ -1,0 +1,151 @@
+"""The real annotation page in headless Chromium: clicks land on the pixels clicked, and survive SIGKILL."""
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from annotate_app.browser import CHROMIUM, AnnotationPage, free_port, launch_browser, start_server
+from annotate_app.export import main as export_main
+from annotate_app.store import AnnotatorStore, load_frameset
+from annotate_app.synthetic import synthetic_shards
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} not installed (apt-get install -y chromium; make sysdeps)"),
+]
+N_FRAMES = 5
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    from playwright.sync_api import sync_playwright
+
+    tmp = tmp_path_factory.mktemp("annotate")
+    shards = synthetic_shards(tmp / "shards", frames=20, shard_size=10)
+    root = tmp / "ann"
+    args = ["--task", "reach-v3", "--frames", str(shards), "--annotator", "alice", "--n", str(N_FRAMES), "--out", str(root)]
+    state = {"root": root, "args": args, "log": tmp / "server.log"}
+    state["port"] = free_port()
+    state["proc"] = start_server(args, state["port"], state["log"])
+    with sync_playwright() as pw:
+        state["browser"] = launch_browser(pw)
+        yield state
+        state["browser"].close()
+    if state["proc"].poll() is None:
+        state["proc"].kill()
+        state["proc"].wait()
+
+
+def open_page(env) -> AnnotationPage:
+    page = env["browser"].new_page(viewport={"width": 1280, "height": 900})
+    return AnnotationPage(page, f"http://127.0.0.1:{env['port']}")
+
+
+def saved(env, index: int) -> dict:
+    store = AnnotatorStore(env["root"], load_frameset(env["root"], "reach-v3"), "alice")
+    return store.read(index)
+
+
+def pixels(rec: dict) -> list[tuple[int, int]]:
+    return [(int(c["x"] * 64), int(c["y"] * 64)) for c in rec["clicks"]]
+
+
+def local_peak(m: np.ndarray, col: int, row: int, radius: int = 4) -> tuple[int, int]:
+    """(col, row) of the maximum of `m` within `radius` pixels of (col, row)."""
+    r0, c0 = max(row - radius, 0), max(col - radius, 0)
+    window = m[r0:row + radius + 1, c0:col + radius + 1]
+    r, c = np.unravel_index(window.argmax(), window.shape)
+    return int(c0 + c), int(r0 + r)
+
+
+def near(a, b, tol=1):
+    return abs(a[0] - b[0]) <= tol and abs(a[1] - b[1]) <= tol
+
+
+def test_clicks_land_on_the_clicked_pixels_and_export(env):
+    ap = open_page(env)
+    assert "Frame 1 of 5" in ap.status() and ap.clicks_shown() == 0
+    assert "next unannotated" in ap.page.content()  # the shortcut list is on the page
+    ap.click_pixel(10, 20)
+    rec = saved(env, 0)
+    assert len(rec["clicks"]) == 1 and near(pixels(rec)[0], (10, 20))
+    ap.page.click("#btn-next")
+    ap.wait_status("Frame 2 of 5", "Frames done: 1 of 5")
+    ap.click_pixel(50, 7)
+    ap.click_pixel(3, 60)
+    assert [near(p, q) for p, q in zip(pixels(saved(env, 1)), [(50, 7), (3, 60)])] == [True, True]
+    out = env["root"] / "reach-v3.npz"
+    export_main(["--task", "reach-v3", "--root", str(env["root"]), "--annotator", "alice", "--out", str(out)])
+    with np.load(out) as z:
+        maps = {k: z[k] for k in z.files}
+    assert maps["maps"].shape == (2, 64, 64) and list(maps["annotators"]) == ["alice", "alice"]
+    row0, col0 = np.unravel_index(maps["maps"][0].argmax(), (64, 64))
+    assert near((col0, row0), (10, 20)) and maps["keys"][0] == load_frameset(env["root"], "reach-v3").keys[0]
+    for col, row in [(50, 7), (3, 60)]:  # each click is the peak of the two-click map around it
+        assert near(local_peak(maps["maps"][1], col, row), (col, row))
+    ap.page.close()
+
+
+def test_undo_clear_navigation_and_hotkeys(env):
+    ap = open_page(env)
+    assert "Frame 2 of 5" in ap.status()  # resumes at the first unfinished frame, with its 2 clicks
+    assert ap.clicks_shown() == 2
+    ap.page.click("#btn-undo")
+    ap.wait_status("Clicks on this frame: 1")
+    assert [near(p, (50, 7)) for p in pixels(saved(env, 1))] == [True]
+    ap.press("z")  # hotkey undo
+    ap.wait_status("Clicks on this frame: 0")
+    ap.click_pixel(30, 30)
+    ap.click_pixel(31, 31)
+    ap.press("c")  # hotkey clear
+    ap.wait_status("Clicks on this frame: 0")
+    rec = saved(env, 1)
+    assert rec["clicks"] == [] and len(rec["removed"]) == 4
+    ap.click_pixel(40, 40)
+    ap.press("ArrowRight")
+    ap.wait_status("Frame 3 of 5", "Frames done: 2 of 5")
+    ap.press("ArrowLeft")
+    ap.wait_status("Frame 2 of 5", "Clicks on this frame: 1")
+    ap.page.click("#btn-prev")
+    ap.wait_status("Frame 1 of 5", "Clicks on this frame: 1")
+    ap.press("n")  # next unannotated: frame 3
+    ap.wait_status("Frame 3 of 5")
+    before = ap.image.get_attribute("src")
+    ap.click_pixel(12, 12)
+    with_overlay = ap.image.get_attribute("src")
+    ap.press("h")  # hide the overlay: the picture changes, the clicks do not
+    ap.page.wait_for_function("src => document.querySelector('#frame-view img').src !== src", arg=with_overlay)
+    assert not ap.page.locator("#chk-overlay input").is_checked()
+    assert ap.clicks_shown() == 1 and before != with_overlay
+    assert near(pixels(saved(env, 2))[0], (12, 12))
+    ap.page.close()
+
+
+def test_two_sessions_on_one_annotator_merge(env):
+    a, b = open_page(env), open_page(env)
+    assert a.frame_shown() == b.frame_shown() == 3
+    a.click_pixel(5, 5)
+    b.click_pixel(60, 60)  # b never saw a's click; both must survive
+    assert b.clicks_shown() == 3
+    got = pixels(saved(env, 2))
+    assert len(got) == 3 and any(near(p, (5, 5)) for p in got) and any(near(p, (60, 60)) for p in got)
+    a.page.close()
+    b.page.close()
+
+
+def test_sigkill_then_restart_resumes_with_every_click(env):
+    ap = open_page(env)
+    ap.click_pixel(20, 44)
+    expected = pixels(saved(env, 2))
+    env["proc"].send_signal(signal.SIGKILL)
+    env["proc"].wait()
+    ap.page.close()
+    env["port"] = free_port()
+    env["proc"] = start_server(env["args"], env["port"], env["log"])
+    ap = open_page(env)
+    assert ap.frame_shown() == 3 and ap.clicks_shown() == len(expected) == 4
+    assert pixels(saved(env, 2)) == expected
+    ap.click_pixel(33, 9)
+    assert near(pixels(saved(env, 2))[-1], (33, 9))
+    ap.page.close()
