@@ -7,8 +7,8 @@ paper's code does), so a seed reproduces a whole run.
 
 Rendering uses one `mujoco.Renderer` per env; it makes its own GL context current before every
 render, so several envs in one process render correctly. `render_quality="fast"` (the default)
-switches off shadows, reflections and multisampling: ~10x the default render speed at 64x64 on a
-CPU, at the price of flatter frames (no shadow under the gripper, no reflection on the table).
+switches off shadows, reflections and multisampling and tessellates primitives coarsely: >10x the
+default render speed at 64x64 on a CPU, at the price of flatter frames (no shadow under the gripper, no reflection on the table).
 Data collection and RL must use the same setting; the manifest records it.
 """
 from __future__ import annotations
@@ -132,6 +132,8 @@ class PixelMetaWorld(gym.Env):
         if self.config.render_quality == "fast":
             vis.quality.shadowsize = 0
             vis.quality.offsamples = 0
+            # Coarser tessellation of primitive geoms: invisible at 64 px, ~1.4x faster on llvmpipe.
+            vis.quality.numslices, vis.quality.numstacks, vis.quality.numquads = 8, 4, 1
             vis.global_.offwidth, vis.global_.offheight = size, size
         else:
             vis.global_.offwidth = max(vis.global_.offwidth, size)
