@@ -1,0 +1,212 @@
+"""Configs of the saliency stage's entry points and their presets, in one place.
+
+`PRESETS[name][entry]` holds the fields a preset sets for one entry point (train, distill, label,
+evaluate, study); `--preset NAME` applies them before explicit flags, and
+`from_preset(TrainConfig, "cpu", annotations=...)` does the same in code.
+
+* micro: seconds, for CI tests of the whole pipeline (32 px PiCANet at 1/8 width).
+* demo: about a minute per entry on the 2-core CPU (64 px PiCANet at 1/4 width).
+* cpu: the CPU runs reported in RESULTS.md (64 px PiCANet at 1/4 width, 300 epochs, 1 thread).
+* paper: the paper's budget for a GPU (224 px, full-width VGG16, 1000 epochs, batch 16).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class TrainConfig:
+    """Train PiCANet on an annotation export (.npz of frames and saliency maps)."""
+
+    annotations: str = field(default="data/annotations/reach-v3.npz", metadata={"help": "annotation export (.npz: images, maps, keys, annotators)"})
+    out: str = field(default="", metadata={"help": "run folder (default: runs/saliency/<annotations file stem>)"})
+    layout: str = field(default="LLL", metadata={"help": "PiCANet decoder layout: LLL (trimmed, ViSaRL) or GGLLL (full)", "choices": ["LLL", "GGLLL"]})
+    input_size: int = field(default=224, metadata={"help": "frames are resized to this size by data.preprocess (paper: 224)"})
+    width: float = field(default=1.0, metadata={"help": "VGG16 channel multiplier (1.0: torchvision VGG16)"})
+    batch_norm: bool = field(default=True, metadata={"help": "VGG16 with BatchNorm (from-scratch training); --no-batch-norm for plain vgg16 weights"})
+    backbone_weights: str = field(default="", metadata={"help": "optional torchvision vgg16(_bn) state dict to start the encoder from (default: from scratch)"})
+    epochs: int = field(default=1000, metadata={"help": "training epochs (paper: 1000)"})
+    batch_size: int = field(default=16, metadata={"help": "batch size (paper: 16)"})
+    lr: float = field(default=3e-4, metadata={"help": "AdamW learning rate"})
+    weight_decay: float = field(default=0.005, metadata={"help": "AdamW weight decay"})
+    lr_decay_at: float = field(default=0.75, metadata={"help": "fraction of the epochs after which the lr is multiplied by 0.1"})
+    val_frac: float = field(default=0.2, metadata={"help": "share of annotated frames held out for validation (seeded split)"})
+    flip: bool = field(default=True, metadata={"help": "random horizontal flips of frame and map"})
+    color_jitter: float = field(default=0.3, metadata={"help": "brightness/contrast/saturation jitter strength (0: off); hue gets a tenth"})
+    eval_every: int = field(default=10, metadata={"help": "validate (and maybe save best.pt) every this many epochs"})
+    seed: int = field(default=0, metadata={"help": "seed of split, initialisation and augmentation"})
+    threads: int = field(default=2, metadata={"help": "torch CPU threads"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu or cuda", "choices": list(DEVICES)})
+    resume: bool = field(default=False, metadata={"help": "continue the run in --out from its last.pt"})
+    progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+
+    def validate(self) -> "TrainConfig":
+        if self.epochs < 1 or self.batch_size < 1 or self.eval_every < 1:
+            raise ValueError("epochs, batch_size and eval_every must be >= 1")
+        if not 0 <= self.val_frac < 1:
+            raise ValueError(f"val_frac must lie in [0, 1), got {self.val_frac}")
+        if self.color_jitter < 0:
+            raise ValueError("color_jitter must be >= 0")
+        self.model_config().validate()
+        return self
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.out or f"runs/saliency/{Path(self.annotations).stem}")
+
+    def model_config(self):
+        from saliency.picanet import PiCANetConfig
+
+        return PiCANetConfig(layout=self.layout, input_size=self.input_size, width=self.width, batch_norm=self.batch_norm)
+
+
+@dataclass
+class DistillConfig:
+    """Distil a trained PiCANet into the fast 64x64 student on pseudo-labelled frames."""
+
+    teacher: str = field(default="runs/saliency/reach-v3/best.pt", metadata={"help": "trained PiCANet checkpoint"})
+    data: str = field(default="data/shards/reach-v3", metadata={"help": "shard folder whose first --frames frames the teacher labels"})
+    out: str = field(default="", metadata={"help": "student checkpoint (default: student.pt beside the teacher)"})
+    frames: int = field(default=1500, metadata={"help": "pseudo-labelled frames (the first ones of the folder)"})
+    width: int = field(default=16, metadata={"help": "student width (channels of its first stage)"})
+    epochs: int = field(default=40, metadata={"help": "training epochs over the pseudo-labelled frames"})
+    batch_size: int = field(default=64, metadata={"help": "batch size"})
+    lr: float = field(default=3e-3, metadata={"help": "AdamW learning rate"})
+    weight_decay: float = field(default=0.005, metadata={"help": "AdamW weight decay"})
+    lr_decay_at: float = field(default=0.75, metadata={"help": "fraction of the epochs after which the lr is multiplied by 0.1"})
+    val_frac: float = field(default=0.1, metadata={"help": "share of pseudo-labelled frames held out to pick the best epoch"})
+    flip: bool = field(default=True, metadata={"help": "random horizontal flips"})
+    color_jitter: float = field(default=0.3, metadata={"help": "colour jitter strength (0: off)"})
+    eval_every: int = field(default=2, metadata={"help": "validate every this many epochs"})
+    seed: int = field(default=0, metadata={"help": "seed"})
+    threads: int = field(default=2, metadata={"help": "torch CPU threads"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu or cuda", "choices": list(DEVICES)})
+    progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+
+    def validate(self) -> "DistillConfig":
+        if self.frames < 2 or self.epochs < 1 or self.batch_size < 1 or self.eval_every < 1:
+            raise ValueError("frames must be >= 2; epochs, batch_size and eval_every >= 1")
+        if not 0 < self.val_frac < 1:
+            raise ValueError(f"val_frac must lie in (0, 1), got {self.val_frac}")
+        return self
+
+    @property
+    def out_path(self) -> Path:
+        return Path(self.out) if self.out else Path(self.teacher).parent / "student.pt"
+
+
+@dataclass
+class LabelConfig:
+    """Pseudo-label a shard folder: every sample gains saliency.png from a trained predictor."""
+
+    model: str = field(default="runs/saliency/reach-v3/best.pt", metadata={"help": "PiCANet or student checkpoint"})
+    data: str = field(default="data/shards/reach-v3", metadata={"help": "source shard folder"})
+    out: str = field(default="", metadata={"help": "labelled shard folder (default: <data>-sal)"})
+    batch_size: int = field(default=256, metadata={"help": "frames per forward pass"})
+    threads: int = field(default=2, metadata={"help": "torch CPU threads"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu or cuda (bf16 + channels_last on GPU)", "choices": list(DEVICES)})
+    progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.out) if self.out else Path(str(Path(self.data)).rstrip("/") + "-sal")
+
+
+@dataclass
+class EvalConfig:
+    """Score a predictor against oracle maps (from stored clicks) on frames it never saw; draw a Fig. 7 grid."""
+
+    model: str = field(default="runs/saliency/reach-v3/best.pt", metadata={"help": "PiCANet or student checkpoint"})
+    data: str = field(default="data/shards/reach-v3", metadata={"help": "shard folder with oracle clicks"})
+    n: int = field(default=1000, metadata={"help": "unseen frames to score (the last ones of the folder)"})
+    out: str = field(default="", metadata={"help": "folder for metrics JSON and figure (default: <model dir>/eval-<data name>)"})
+    figure_rows: int = field(default=6, metadata={"help": "frames shown in the figure"})
+    batch_size: int = field(default=256, metadata={"help": "frames per forward pass"})
+    threads: int = field(default=2, metadata={"help": "torch CPU threads"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu or cuda", "choices": list(DEVICES)})
+
+    def validate(self) -> "EvalConfig":
+        if self.n < 1 or self.figure_rows < 0:
+            raise ValueError("n must be >= 1 and figure_rows >= 0")
+        return self
+
+
+@dataclass
+class StudyConfig:
+    """Table V analog: train PiCANet with 5, 10, 20, 30 oracle maps and score each on unseen frames."""
+
+    data: str = field(default="data/shards/reach-v3", metadata={"help": "shard folder (annotations drawn from its first 500 frames)"})
+    sizes: str = field(default="5,10,20,30", metadata={"help": "comma-separated numbers of annotated maps (nested draws)"})
+    out: str = field(default="runs/saliency/study", metadata={"help": "study folder (one run per size, results.json)"})
+    train_preset: str = field(default="cpu", metadata={"help": "saliency.train preset used for every size", "choices": ["micro", "demo", "cpu", "paper"]})
+    steps: int = field(default=0, metadata={"help": "optimiser steps per run (0: the preset's epochs at 30 maps), same for every size"})
+    n: int = field(default=1000, metadata={"help": "unseen frames scored per run"})
+    seed: int = field(default=0, metadata={"help": "seed of the frame draw and training"})
+    threads: int = field(default=2, metadata={"help": "torch CPU threads"})
+
+    def validate(self) -> "StudyConfig":
+        if not self.size_list or min(self.size_list) < 2:
+            raise ValueError(f"sizes must be integers >= 2, got {self.sizes!r}")
+        return self
+
+    @property
+    def size_list(self) -> list[int]:
+        return [int(s) for s in self.sizes.split(",") if s.strip()]
+
+
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "micro": {
+        "train": {"input_size": 32, "width": 0.125, "epochs": 2, "batch_size": 4, "eval_every": 1, "progress": False},
+        "distill": {"frames": 48, "width": 8, "epochs": 2, "batch_size": 16, "eval_every": 1, "progress": False},
+        "label": {"batch_size": 64, "progress": False},
+        "evaluate": {"n": 40, "figure_rows": 3, "batch_size": 64},
+        "study": {"sizes": "3,5", "train_preset": "micro", "n": 40},
+    },
+    "demo": {
+        "train": {"input_size": 64, "width": 0.25, "epochs": 60, "batch_size": 8, "eval_every": 10},
+        "distill": {"frames": 1000, "width": 16, "epochs": 10, "batch_size": 64, "eval_every": 2},
+        "label": {"batch_size": 256},
+        "evaluate": {"n": 500},
+        "study": {"train_preset": "demo", "n": 500},
+    },
+    "cpu": {
+        "train": {"input_size": 64, "width": 0.25, "epochs": 300, "batch_size": 8, "eval_every": 20, "threads": 1},
+        "distill": {"frames": 1500, "width": 16, "epochs": 40, "batch_size": 64, "eval_every": 4},
+        "label": {"batch_size": 256},
+        "evaluate": {"n": 1000},
+        "study": {"train_preset": "cpu", "n": 1000},
+    },
+    "paper": {
+        "train": {"input_size": 224, "width": 1.0, "epochs": 1000, "batch_size": 16, "eval_every": 20},
+        "distill": {"frames": 20000, "width": 16, "epochs": 40, "batch_size": 256, "eval_every": 4},
+        "label": {"batch_size": 512},
+        "evaluate": {"n": 1000},
+        "study": {"train_preset": "paper", "n": 1000},
+    },
+}
+
+ENTRY = {TrainConfig: "train", DistillConfig: "distill", LabelConfig: "label", EvalConfig: "evaluate", StudyConfig: "study"}
+
+
+def presets_for(cls: type) -> dict[str, dict[str, Any]]:
+    """{preset name: fields} for one entry point's config class (for data.cli.parse_config)."""
+    return {name: entries[ENTRY[cls]] for name, entries in PRESETS.items()}
+
+
+def from_preset(cls: type[T], preset: str | None = None, **overrides: Any) -> T:
+    """Build a config in code: defaults < preset < overrides, then validate."""
+    if preset is not None and preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    values = {**(PRESETS[preset][ENTRY[cls]] if preset else {}), **overrides}
+    unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise ValueError(f"{cls.__name__} has no field(s) {sorted(unknown)}")
+    cfg = cls(**values)
+    return cfg.validate() if hasattr(cfg, "validate") else cfg

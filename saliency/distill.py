@@ -1,0 +1,73 @@
+"""Distil PiCANet into the fast student: `python -m saliency.distill --teacher runs/saliency/reach-v3/best.pt --data data/shards/reach-v3`.
+
+The teacher pseudo-labels the first `--frames` frames of the shard folder (through the same
+SaliencyPredictor path RL uses); the student (native 64x64) learns those maps with BCE, flips and
+colour jitter, and the epoch that agrees best with the teacher on held-out frames is kept.
+The student checkpoint records every frame key it or its teacher saw, so evaluation excludes them.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from data.cli import parse_config
+from data.runs import device_description
+from data.shards import load_arrays
+from saliency.config import DistillConfig, presets_for
+from saliency.data import Augment, split
+from saliency.predictor import SaliencyPredictor, resolve_device
+from saliency.student import StudentConfig, StudentNet
+from saliency.train import FitSpec, fit
+
+
+def run(cfg: DistillConfig) -> Path:
+    """Distil as configured; returns the student checkpoint's path."""
+    cfg.validate()
+    out = cfg.out_path
+    if out.exists():
+        raise SystemExit(f"error: {out} exists; refusing to overwrite a trained student (choose another --out or delete it)")
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    device = resolve_device(cfg.device)
+    teacher = SaliencyPredictor.load(cfg.teacher, device)
+    if teacher.kind != "picanet":
+        raise ValueError(f"{cfg.teacher} is a {teacher.kind} checkpoint; distil from a PiCANet (best.pt)")
+    arrays = load_arrays(cfg.data, limit=cfg.frames)
+    frames, keys = arrays["rgb"], np.array(arrays["keys"])
+    if len(frames) < cfg.frames:
+        print(f"note: {cfg.data} holds only {len(frames)} frames; distilling on all of them")
+    h = frames.shape[1]
+    if frames.shape[2] != h or h % 8:
+        raise ValueError(f"the student needs square frames with a side divisible by 8, got {frames.shape[1:3]}")
+    pseudo = teacher(frames)  # [N, H, W] float32 in [0, 1]
+    tr, va = split(len(frames), cfg.val_frac, cfg.seed)
+    model = StudentNet(StudentConfig(width=cfg.width, input_size=h))
+    spec = FitSpec(cfg.epochs, cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.lr_decay_at, cfg.eval_every, cfg.seed,
+                   Augment(flip=cfg.flip, brightness=cfg.color_jitter, contrast=cfg.color_jitter,
+                           saturation=cfg.color_jitter, hue=cfg.color_jitter / 10), cfg.progress)
+    extra = {
+        "seen_keys": sorted(teacher.seen_keys | {str(k) for k in keys}),
+        "teacher": str(cfg.teacher),
+        "teacher_train_keys": list(teacher.info.get("train_keys", [])),
+        "distill_config": asdict(cfg),
+        "device": device_description(),
+    }
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"student width {cfg.width} ({n_params / 1e3:.1f}k parameters) on {len(tr)} pseudo-labelled frames "
+          f"({len(va)} held out) from {cfg.teacher}")
+    best = fit(model, "student", (frames[tr], pseudo[tr]), (frames[va], pseudo[va]), spec, out.parent, device, out,
+               extra, log_name=f"distill-{out.stem}")
+    print(f"best agreement with the teacher (epoch {best.get('epoch')}): F {best.get('f_adaptive', float('nan')):.4f}, "
+          f"MAE {best.get('mae', float('nan')):.4f} -> {out}")
+    return out
+
+
+def main(argv=None) -> None:
+    run(parse_config(DistillConfig, argv, presets=presets_for(DistillConfig)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""Pseudo-label a shard folder: `python -m saliency.label --model runs/saliency/reach-v3/best.pt --data data/shards/reach-v3`.
+
+Every source shard becomes a shard of the same name in `--out` (default `<data>-sal`) holding the
+same samples plus `saliency.png` (uint8 map from `SaliencyPredictor`, the path RL uses), written
+atomically. Finished shards are skipped, so a killed run resumes where it stopped; a marker file
+ties the folder to one model, so labels from two models never mix. Under torchrun each rank takes
+the shards i with i % WORLD_SIZE == RANK (GPU LOCAL_RANK); whichever rank finds every shard done
+writes the manifest (the source's, plus "labelled_from" and "saliency_model").
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from data.cli import parse_config
+from data.io import atomic_write_json, check_writable_dir
+from data.shards import iter_samples, list_shards, read_manifest, write_manifest, write_shard
+from saliency.config import LabelConfig, presets_for
+from saliency.predictor import SaliencyPredictor, resolve_device
+
+MARKER = "labelling.json"
+
+
+def file_digest(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def dist_rank() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment, (0, 1, 0) when run directly."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+
+
+def label_shard(predictor: SaliencyPredictor, src: Path, dst: Path) -> int:
+    """Copy every sample of `src` into `dst` (atomically) with its predicted saliency added."""
+    samples = list(iter_samples(src))
+    if not samples:
+        return write_shard(dst, [])
+    maps = predictor(np.stack([s["rgb"] for s in samples]))  # [N, H, W] float32 in [0, 1]
+    return write_shard(dst, (
+        (s["key"], {"rgb": s["rgb"], "state": s["state"], "clicks": s["clicks"], "meta": s["meta"], "saliency": m})
+        for s, m in zip(samples, maps)
+    ))
+
+
+def run(cfg: LabelConfig) -> Path:
+    """Label the folder (this rank's share of it); returns the output folder."""
+    src, out = Path(cfg.data), cfg.out_dir
+    if src.resolve() == out.resolve():
+        raise ValueError(f"--out must differ from --data ({src}); labelled shards go to a new folder")
+    manifest = read_manifest(src)
+    shards = list_shards(src)
+    rank, world, local_rank = dist_rank()
+    torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", local_rank)
+    check_writable_dir(out)
+    identity = {"saliency_model": str(cfg.model), "model_sha256": file_digest(cfg.model), "labelled_from": src.name}
+    marker = out / MARKER
+    if marker.exists():
+        old = json.loads(marker.read_text())
+        if old.get("model_sha256") != identity["model_sha256"] or old.get("labelled_from") != identity["labelled_from"]:
+            raise SystemExit(f"error: {out} holds labels of {old.get('labelled_from')} by {old.get('saliency_model')} "
+                             f"(sha {old.get('model_sha256')}); choose another --out or delete it")
+    else:
+        atomic_write_json(marker, identity)
+    predictor = SaliencyPredictor.load(cfg.model, device, cfg.batch_size)
+    mine = [s for i, s in enumerate(shards) if i % world == rank]
+    todo = [s for s in mine if not (out / s.name).exists()]
+    sizes = {s["file"]: s["frames"] for s in manifest.get("shards", [])}
+    total = sum(sizes.get(s.name, 0) for s in todo) or None
+    print(f"rank {rank}/{world}: {len(mine) - len(todo)} of {len(mine)} shards already labelled; "
+          f"{predictor.kind} on {device}")
+    t0, frames = time.time(), 0
+    with tqdm(total=total, desc=f"label r{rank}", unit="frame", disable=not cfg.progress) as bar:
+        for shard in todo:
+            n = label_shard(predictor, shard, out / shard.name)
+            frames += n
+            bar.update(n)
+    if frames:
+        print(f"rank {rank}: labelled {frames} frames at {frames / (time.time() - t0):.1f} frames/s")
+    if all((out / s.name).exists() for s in shards):
+        fields = list(dict.fromkeys([*manifest.get("fields", []), "saliency.png"]))
+        write_manifest(out, {**manifest, "fields": fields, "labelled_from": src.name,
+                             "saliency_model": str(cfg.model), "saliency_model_kind": predictor.kind,
+                             "saliency_model_sha256": identity["model_sha256"]})
+        print(f"labelled folder complete: {out}")
+    return out
+
+
+def main(argv=None) -> None:
+    run(parse_config(LabelConfig, argv, presets=presets_for(LabelConfig)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""The one inference API: `SaliencyPredictor.load(path)(frames uint8 [N, H, W, 3]) -> float32 [N, H, W]`.
+
+Works for PiCANet (best.pt) and the student (student.pt): the checkpoint names its kind and holds
+its architecture as a plain dict. Frames go through `data.preprocess.frames_to_tensor` (the one
+preprocessing path shared with training, pseudo-labelling and RL); the sigmoid output is resized
+back to the frames' H x W. On a GPU inference runs in bf16 with channels_last.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from data.io import atomic_torch_save
+from data.preprocess import frames_to_tensor
+from saliency.picanet import PiCANet, PiCANetConfig
+from saliency.student import StudentConfig, StudentNet
+
+FORMAT = "visarl-saliency/1"
+MODELS: dict[str, tuple[type[nn.Module], type]] = {"picanet": (PiCANet, PiCANetConfig), "student": (StudentNet, StudentConfig)}
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but no GPU is available; use --device cpu")
+    return device
+
+
+def build_model(kind: str, config: dict[str, Any]) -> nn.Module:
+    if kind not in MODELS:
+        raise ValueError(f"unknown saliency model kind {kind!r}; expected one of {sorted(MODELS)}")
+    model_cls, cfg_cls = MODELS[kind]
+    try:
+        cfg = cfg_cls(**config)
+    except TypeError as err:
+        raise ValueError(f"{kind} config {config} does not fit this code's {cfg_cls.__name__} ({err})") from err
+    return model_cls(cfg)
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, kind: str, **extra: Any) -> Path:
+    """Atomic save of weights + plain-dict architecture (+ extra plain values) for weights_only loading."""
+    from dataclasses import asdict
+
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return atomic_torch_save({"format": FORMAT, "kind": kind, "model": asdict(model.cfg), "state_dict": state, **extra}, path)
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device | None = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """(model in eval mode, checkpoint dict) from a saliency checkpoint; clear errors for anything else."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: train one with `python -m saliency.train` (or `saliency.distill`)")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(f"{path} is not a readable checkpoint ({type(err).__name__}: {err})") from err
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or "kind" not in ckpt:
+        raise ValueError(f"{path} is not a saliency checkpoint (expected format {FORMAT!r} with a 'kind'); "
+                         "pass runs/saliency/<task>/best.pt or student.pt")
+    model = build_model(ckpt["kind"], ckpt["model"])
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as err:
+        raise ValueError(f"{path}: weights do not match its {ckpt['kind']} architecture {ckpt['model']} "
+                         f"(a checkpoint from another architecture or code version): {str(err)[:300]}") from err
+    return model.to(resolve_device(device)).eval(), ckpt
+
+
+@torch.inference_mode()
+def predict_maps(model: nn.Module, frames, batch_size: int = 256, device: torch.device | None = None) -> np.ndarray:
+    """uint8 frames [N, H, W, 3] -> float32 maps [N, H, W] in [0, 1] (the final side output)."""
+    frames = frames.cpu().numpy() if torch.is_tensor(frames) else np.asarray(frames)
+    if frames.dtype != np.uint8:
+        raise TypeError(f"frames must be uint8 [N, H, W, 3] in [0, 255], got dtype {frames.dtype}")
+    if frames.ndim == 3:
+        frames = frames[None]
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"frames must be [N, H, W, 3] RGB, got shape {frames.shape}")
+    device = device or next(model.parameters()).device
+    size, (h, w) = model.cfg.input_size, frames.shape[1:3]
+    gpu = device.type == "cuda"
+    out = np.empty((len(frames), h, w), np.float32)
+    for i in range(0, len(frames), batch_size):
+        x = frames_to_tensor(frames[i : i + batch_size], size=size, device=device)  # [B, 3, S, S]
+        if gpu:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=gpu):
+            logits = model(x)[-1].float()  # [B, 1, S, S]
+        maps = torch.sigmoid(logits)
+        if (h, w) != (size, size):
+            maps = F.interpolate(maps, size=(h, w), mode="bilinear", align_corners=False, antialias=size > h).clamp_(0, 1)
+        out[i : i + len(x)] = maps[:, 0].cpu().numpy()
+    return out
+
+
+class SaliencyPredictor:
+    """Batched saliency for uint8 frames; `SaliencyPredictor.load(path)` picks student or PiCANet."""
+
+    def __init__(self, model: nn.Module, kind: str, batch_size: int = 256, checkpoint: dict[str, Any] | None = None):
+        self.model, self.kind, self.batch_size = model.eval(), kind, batch_size
+        self.device = next(model.parameters()).device
+        self.info = {k: v for k, v in (checkpoint or {}).items() if k not in ("state_dict", "optimizer")}
+        if self.device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device | None = "auto", batch_size: int = 256) -> "SaliencyPredictor":
+        model, ckpt = load_checkpoint(path, resolve_device(device))
+        return cls(model, ckpt["kind"], batch_size, ckpt)
+
+    @property
+    def input_size(self) -> int:
+        return self.model.cfg.input_size
+
+    @property
+    def seen_keys(self) -> set[str]:
+        """Frame keys this model (and, for a student, its teacher) was trained or selected on."""
+        return set(self.info.get("seen_keys", []))
+
+    def __call__(self, frames) -> np.ndarray:
+        """uint8 [N, H, W, 3] (or one [H, W, 3]) -> float32 [N, H, W] in [0, 1]."""
+        return predict_maps(self.model, frames, self.batch_size, self.device)

@@ -1,0 +1,186 @@
+"""Train PiCANet on a few annotated maps: `python -m saliency.train --annotations data/annotations/reach-v3.npz`.
+
+Seeded 80/20 split, AdamW (lr 3e-4, wd 0.005, x0.1 late in training), horizontal flips and colour
+jitter (applied: see tests), deep-supervised BCE over all side outputs (targets max-pooled to each
+side's size), validation F/MAE every `eval_every` epochs at the frames' own resolution, best.pt
+kept on the best validation F (ties: lower MAE), last.pt for --resume, metrics in train.csv and
+TensorBoard. Frames reach the model through data.preprocess.frames_to_tensor only.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from data.cli import parse_config
+from data.preprocess import frames_to_tensor
+from data.runs import MetricLogger, device_description, prepare_run_dir
+from saliency.config import TrainConfig, presets_for
+from saliency.data import Augment, load_annotations, split
+from saliency.metrics import evaluate
+from saliency.picanet import PiCANet
+from saliency.predictor import predict_maps, resolve_device, save_checkpoint
+
+
+VAL_KEYS = ("f_adaptive", "f_max", "mae", "cc")
+
+
+def maps_to_tensor(maps: np.ndarray, size: int, device: torch.device | None = None) -> torch.Tensor:
+    """float maps [N, H, W] in [0, 1] -> [N, 1, size, size], resized like frames (bilinear)."""
+    y = torch.as_tensor(np.asarray(maps, np.float32), device=device)[:, None]  # [N, 1, H, W]
+    if y.shape[-1] != size or y.shape[-2] != size:
+        y = F.interpolate(y, size=(size, size), mode="bilinear", align_corners=False, antialias=size < y.shape[-1])
+    return y.clamp(0, 1).contiguous()
+
+
+def side_weights(n_sides: int) -> list[float]:
+    """PiCANet's deep-supervision weights: 0.5 for the 1/8 cells, then 0.8, 0.8, 1 (a single output: 1)."""
+    if n_sides == 1:
+        return [1.0]
+    return [0.5] * (n_sides - 3) + [0.8, 0.8, 1.0]
+
+
+def deep_supervised_bce(sides: list[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+    """Weighted BCE of every side output's logits against the target max-pooled to its size."""
+    loss = target.new_zeros(())
+    for w, logit in zip(side_weights(len(sides)), sides):
+        t = target if logit.shape[-1] == target.shape[-1] else F.adaptive_max_pool2d(target, logit.shape[-2:])
+        loss = loss + w * F.binary_cross_entropy_with_logits(logit.float(), t)
+    return loss
+
+
+@dataclass
+class FitSpec:
+    """What `fit` needs besides data and model: shared by saliency.train and saliency.distill."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    lr_decay_at: float
+    eval_every: int
+    seed: int
+    augment: Augment
+    progress: bool = True
+
+
+def fit(
+    model: nn.Module,
+    kind: str,
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray] | None,
+    spec: FitSpec,
+    run_dir: Path,
+    device: torch.device,
+    best_path: Path,
+    extra: dict,
+    resume: bool = False,
+    log_name: str = "train",
+) -> dict:
+    """Train `model` on (uint8 frames [N, H, W, 3], maps [N, H, W] in [0, 1]); keep the best
+    validation checkpoint at `best_path` and a resumable `last.pt` (`<log_name>-last.pt`) in
+    `run_dir`, metrics in `<log_name>.csv`. Returns the best validation metrics."""
+    size = model.cfg.input_size
+    x_all = frames_to_tensor(train[0], size=size)  # [N, 3, S, S]
+    y_all = maps_to_tensor(train[1], size)  # [N, 1, S, S]
+    model.to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+    decay_epoch = max(1, math.ceil(spec.epochs * spec.lr_decay_at))
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, [decay_epoch], 0.1)
+    gen = torch.Generator().manual_seed(spec.seed)
+    logger = MetricLogger(run_dir, log_name)
+    last_path = run_dir / ("last.pt" if log_name == "train" else f"{log_name}-last.pt")
+    start, best = 1, {"score": -math.inf}
+    if resume and last_path.exists():
+        state = torch.load(last_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["state_dict"]); opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"]); gen.set_state(state["generator"])
+        start, best = state["epoch"] + 1, state["best"]
+        logger.truncate_after(state["epoch"])
+        print(f"resuming {run_dir} at epoch {start}")
+    n = len(x_all)
+    steps_per_epoch = math.ceil(n / spec.batch_size)
+    bar = tqdm(range(start, spec.epochs + 1), desc=f"train {kind}", unit="epoch", disable=not spec.progress)
+    t0, seen = time.time(), 0
+    for epoch in bar:
+        model.train()
+        perm = torch.randperm(n, generator=gen)
+        total = 0.0
+        for i in range(steps_per_epoch):
+            idx = perm[i * spec.batch_size : (i + 1) * spec.batch_size]
+            if len(idx) < 2 and n >= 2:  # BatchNorm needs two samples: fold a lone tail sample into the next epoch
+                continue
+            x, y = spec.augment(x_all[idx], y_all[idx], gen)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                loss = deep_supervised_bce(model(x.to(device)), y.to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx); seen += len(idx)
+        sched.step()
+        row = {"loss": total / n, "lr": opt.param_groups[0]["lr"], "frames_per_s": seen / max(time.time() - t0, 1e-9),
+               **{f"val_{k}": "" for k in VAL_KEYS}}  # same CSV columns on every row
+        if epoch % spec.eval_every == 0 or epoch == spec.epochs:
+            if val is not None and len(val[0]):
+                model.eval()
+                scores = evaluate(predict_maps(model, val[0], device=device), val[1])
+                score = (scores["f_adaptive"] if not math.isnan(scores["f_adaptive"]) else 0.0) - scores["mae"]
+                row.update({f"val_{k}": scores[k] for k in VAL_KEYS})
+            else:
+                score, scores = -row["loss"], {}
+            if score > best["score"]:
+                best = {"score": score, "epoch": epoch, **{k: float(v) for k, v in scores.items()}}
+                save_checkpoint(best_path, model, kind, epoch=epoch, val=best, **extra)
+            save_checkpoint(last_path, model, kind, epoch=epoch, best=best, optimizer=opt.state_dict(),
+                            scheduler=sched.state_dict(), generator=gen.get_state(), **extra)
+        logger.log(epoch, **row)
+        bar.set_postfix(loss=f"{row['loss']:.4f}", **({"valF": f"{row['val_f_adaptive']:.3f}"} if row["val_f_adaptive"] != "" else {}))
+    logger.close()
+    return best
+
+
+def run(cfg: TrainConfig) -> Path:
+    """Train PiCANet as configured; returns the path of best.pt."""
+    cfg.validate()
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    ann = load_annotations(cfg.annotations)
+    tr, va = split(len(ann), cfg.val_frac, cfg.seed)
+    run_dir = prepare_run_dir(cfg.out_dir, cfg, resume=cfg.resume)
+    device = resolve_device(cfg.device)
+    model = PiCANet(cfg.model_config())
+    if cfg.backbone_weights:
+        model.load_backbone(cfg.backbone_weights)
+    extra = {
+        "seen_keys": [str(k) for k in ann.keys],
+        "train_keys": [str(k) for k in ann.keys[tr]],
+        "train_config": {k: v for k, v in asdict(cfg).items()},
+        "annotations": str(cfg.annotations),
+        "device": device_description(),
+    }
+    spec = FitSpec(cfg.epochs, cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.lr_decay_at, cfg.eval_every, cfg.seed,
+                   Augment(flip=cfg.flip, brightness=cfg.color_jitter, contrast=cfg.color_jitter,
+                           saturation=cfg.color_jitter, hue=cfg.color_jitter / 10), cfg.progress)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"PiCANet {cfg.layout} at {cfg.input_size} px, width {cfg.width}: {n_params / 1e6:.2f}M parameters; "
+          f"{len(tr)} train / {len(va)} val maps on {device_description()}")
+    best = fit(model, "picanet", (ann.images[tr], ann.maps[tr]), (ann.images[va], ann.maps[va]) if len(va) else None,
+               spec, run_dir, device, run_dir / "best.pt", extra, cfg.resume)
+    print(f"best validation (epoch {best.get('epoch')}): F {best.get('f_adaptive', float('nan')):.4f}, "
+          f"MAE {best.get('mae', float('nan')):.4f} -> {run_dir / 'best.pt'}")
+    return run_dir / "best.pt"
+
+
+def main(argv=None) -> None:
+    run(parse_config(TrainConfig, argv, presets=presets_for(TrainConfig)))
+
+
+if __name__ == "__main__":
+    main()
