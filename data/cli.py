@@ -61,7 +61,7 @@ def parse_config(
     parser = build_parser(cls, presets, description)
     args = vars(parser.parse_args(sys.argv[1:] if argv is None else list(argv)))
     values: dict[str, Any] = {}
-    preset = args.pop("preset", None)
+    preset = args.pop("preset", None) if presets else None
     if preset:
         values.update(presets[preset])
     values.update({k: v for k, v in args.items() if v is not None})

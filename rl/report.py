@@ -1,0 +1,208 @@
+"""`python -m rl.report runs/sac [more roots] [--out runs/report]`: REPORT.md and its pictures.
+
+Reads only what runs leave on disk: every `summary.json` below the given roots (one per finished
+SAC run, beside its `eval.csv`), plus pictures the earlier stages write (saliency examples,
+MultiMAE reconstructions, gaze overlays), so it works on any mix of finished and running grids.
+Sections: the paper's Table I analog with the paper's numbers beside ours, learning curves per task
+(the paper's Fig. 3), pictures, and a footer with the budget, seed, device and wall time of every run.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from data.cli import parse_config  # noqa: E402
+from data.env import PAPER_TASKS  # noqa: E402
+
+#: The paper's Table I: success over 50 rollouts and 3 seeds (mean, std), 1M steps.
+PAPER_TABLE_I: dict[str, dict[str, tuple[float, float]]] = {
+    "cnn_rgb": {"reach-v3": (0.39, 0.13), "drawer-open-v3": (0.18, 0.25), "faucet-open-v3": (0.82, 0.02), "door-open-v3": (0.42, 0.04)},
+    "cnn_saliency": {"reach-v3": (0.04, 0.01), "drawer-open-v3": (0.04, 0.02), "faucet-open-v3": (0.01, 0.01), "door-open-v3": (0.10, 0.06)},
+    "cnn_rgb_x_saliency": {"reach-v3": (0.38, 0.05), "drawer-open-v3": (0.09, 0.04), "faucet-open-v3": (0.71, 0.16), "door-open-v3": (0.22, 0.10)},
+    "cnn_rgbs": {"reach-v3": (0.51, 0.07), "drawer-open-v3": (0.48, 0.07), "faucet-open-v3": (0.85, 0.01), "door-open-v3": (0.48, 0.07)},
+    "mmae_rgb": {"reach-v3": (0.49, 0.03), "drawer-open-v3": (0.83, 0.20), "faucet-open-v3": (0.19, 0.03), "door-open-v3": (0.35, 0.19)},
+    "mmae_rgbs_po": {"reach-v3": (0.48, 0.06), "drawer-open-v3": (0.88, 0.21), "faucet-open-v3": (0.40, 0.21), "door-open-v3": (0.52, 0.08)},
+    "mmae_rgbs": {"reach-v3": (0.62, 0.05), "drawer-open-v3": (0.94, 0.03), "faucet-open-v3": (0.61, 0.16), "door-open-v3": (0.64, 0.02)},
+}
+ENCODER_LABELS = {
+    "state": "State (sanity check)", "cnn_rgb": "CNN RGB", "cnn_saliency": "CNN Saliency",
+    "cnn_rgb_x_saliency": "CNN RGB x Saliency", "cnn_rgbs": "CNN RGBS", "mmae_rgb": "MMAE RGB",
+    "mmae_rgbs_po": "MMAE RGB+Saliency (PO)", "mmae_rgbs": "MMAE RGB+Saliency (ViSaRL)", "gaze": "Gaze on the Prize",
+    "gaze_nocontrast": "Gaze, no contrastive loss", "gaze_patch": "Gaze, patch attention", "gaze_mix": "Gaze, Gaussian mixture",
+}
+ENCODER_ORDER = list(ENCODER_LABELS)
+PICTURE_GLOBS = {
+    "Saliency examples (the paper's Fig. 7)": ["saliency/*/*grid*.png", "saliency/*/*fig7*.png", "saliency/*/eval*/*.png"],
+    "MultiMAE reconstructions (the paper's Fig. 6)": ["mmae/*/recon*.png", "mmae/*/pictures/*.png", "mmae/*/*recon*/*.png"],
+    "Gaze overlays": ["sac/*/gaze*/seed*/gaze*.png", "sac/*/gaze*/seed*/*/gaze*.png"],
+}
+
+
+@dataclass
+class ReportConfig:
+    """Write REPORT.md (+ PNGs) comparing every finished SAC run below the given roots."""
+
+    roots: str = field(default="runs/sac", metadata={"help": "comma-separated folders searched for summary.json"})
+    out: str = field(default="runs/report", metadata={"help": "folder for REPORT.md and its pictures"})
+    pictures_root: str = field(default="runs", metadata={"help": "folder searched for stage pictures (saliency, mmae, gaze)"})
+    title: str = field(default="ViSaRL vs Gaze on the Prize on Meta-World", metadata={"help": "report title"})
+
+
+def load_runs(roots: list[Path]) -> list[dict]:
+    """Every finished run: its summary.json plus the eval curve from eval.csv."""
+    runs = []
+    for root in roots:
+        for summary in sorted(root.glob("**/summary.json")):
+            run = json.loads(summary.read_text())
+            run["dir"] = summary.parent
+            run["curve"] = _read_curve(summary.parent / "eval.csv")
+            runs.append(run)
+    return runs
+
+
+def _read_curve(path: Path) -> list[tuple[float, float]]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    key = next((k for k in (rows[0] if rows else {}) if "success" in k), None)
+    return [(float(r["step"]), float(r[key])) for r in rows if key and r.get(key) not in (None, "")]
+
+
+def _fmt(values: list[float]) -> str:
+    if not values:
+        return "-"
+    std = float(np.std(values)) if len(values) > 1 else math.nan
+    return f"{np.mean(values):.2f} ± {std:.2f}" if not math.isnan(std) else f"{np.mean(values):.2f}"
+
+
+def table_i(runs: list[dict]) -> str:
+    """Markdown Table I analog: mean ± std over seeds of the final success rate, paper beside ours."""
+    tasks = [t for t in PAPER_TASKS if any(r["task"] == t for r in runs)]
+    tasks += sorted({r["task"] for r in runs} - set(tasks))
+    by = defaultdict(list)
+    for r in runs:
+        by[(r["encoder"], r["task"])].append(float(r["success_rate"]))
+    encoders = sorted({r["encoder"] for r in runs}, key=lambda e: ENCODER_ORDER.index(e) if e in ENCODER_ORDER else 99)
+    lines = ["| Encoder | " + " | ".join(f"{t} (ours / paper)" for t in tasks) + " | Average (ours) |",
+             "|---|" + "---|" * (len(tasks) + 1)]
+    for enc in encoders:
+        cells, means = [], []
+        for t in tasks:
+            vals = by.get((enc, t), [])
+            paper = PAPER_TABLE_I.get(enc, {}).get(t)
+            paper_s = f"{paper[0]:.2f} ± {paper[1]:.2f}" if paper else "n/a"
+            cells.append(f"{_fmt(vals)} (n={len(vals)}) / {paper_s}")
+            if vals:
+                means.append(float(np.mean(vals)))
+        average = f"{np.mean(means):.2f}" if means else "-"
+        lines.append(f"| {ENCODER_LABELS.get(enc, enc)} | " + " | ".join(cells) + f" | {average} |")
+    return "\n".join(lines)
+
+
+def plot_curves(runs: list[dict], out: Path) -> list[Path]:
+    """One PNG per task: success vs env steps, mean across seeds with a standard-error band."""
+    paths = []
+    for task in sorted({r["task"] for r in runs}):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        by_enc = defaultdict(list)
+        for r in runs:
+            if r["task"] == task and r["curve"]:
+                by_enc[r["encoder"]].append(r["curve"])
+        for enc, curves in sorted(by_enc.items(), key=lambda kv: ENCODER_ORDER.index(kv[0]) if kv[0] in ENCODER_ORDER else 99):
+            steps = sorted({s for c in curves for s, _ in c})
+            ys = np.array([np.interp(steps, [s for s, _ in c], [v for _, v in c]) for c in curves])
+            mean = ys.mean(0)
+            se = ys.std(0) / math.sqrt(len(ys)) if len(ys) > 1 else np.zeros_like(mean)
+            ax.plot(steps, mean, label=f"{ENCODER_LABELS.get(enc, enc)} (n={len(ys)})")
+            ax.fill_between(steps, mean - se, mean + se, alpha=0.2)
+        ax.set(title=task, xlabel="environment steps", ylabel="success rate", ylim=(-0.02, 1.02))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = out / f"curves_{task}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def collect_pictures(root: Path, out: Path) -> dict[str, list[Path]]:
+    """Copy the newest pictures of each kind next to the report (so REPORT.md is self-contained)."""
+    found: dict[str, list[Path]] = {}
+    for title, patterns in PICTURE_GLOBS.items():
+        pics = sorted({p for pat in patterns for p in root.glob(pat)}, key=lambda p: p.stat().st_mtime)[-4:]
+        copies = []
+        for p in pics:
+            target = out / "pictures" / "_".join(p.relative_to(root).parts)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(p, target)
+            copies.append(target)
+        if copies:
+            found[title] = copies
+    return found
+
+
+def footer(runs: list[dict]) -> str:
+    lines = ["| Run | Steps | Preset | Seed | Eval episodes | Device | Wall time | Steps/s |", "|---|---|---|---|---|---|---|---|"]
+    for r in sorted(runs, key=lambda r: (r["task"], r["encoder"], r["seed"])):
+        lines.append(f"| {r['task']}/{r['encoder']} | {r['steps']:,} | {r.get('preset') or '-'} | {r['seed']} | "
+                     f"{r.get('eval_episodes', '-')} | {r.get('device', '?')} | {r.get('wall_time_s', 0) / 60:.1f} min | "
+                     f"{r.get('steps_per_s', '-')} |")
+    return "\n".join(lines)
+
+
+def write_report(cfg: ReportConfig) -> Path:
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = load_runs([Path(r) for r in cfg.roots.split(",") if r])
+    if not runs:
+        raise SystemExit(f"error: no finished runs (summary.json) under {cfg.roots}; run `python -m rl.grid` or `python -m rl.sac` first")
+    curves = plot_curves(runs, out)
+    pictures = collect_pictures(Path(cfg.pictures_root), out)
+    budgets = sorted({r["steps"] for r in runs})
+    parts = [
+        f"# {cfg.title}\n",
+        f"{len(runs)} finished SAC runs; budgets (env steps): {', '.join(f'{b:,}' for b in budgets)}; "
+        f"devices: {', '.join(sorted({r.get('device', '?') for r in runs}))}. The paper's numbers are at 1M steps "
+        "with 3 seeds and 50 rollouts: runs with smaller budgets are not comparable in level, only in ordering.\n",
+        "## Success rate (the paper's Table I)\n",
+        "Final evaluation of the deterministic policy (any success within an episode), mean ± std over seeds.\n",
+        table_i(runs) + "\n",
+        "## Learning curves (the paper's Fig. 3)\n",
+        *[f"![{p.stem}]({p.relative_to(out)})\n" for p in curves],
+    ]
+    for title, pics in pictures.items():
+        parts += [f"## {title}\n", *[f"![{p.stem}]({p.relative_to(out)})\n" for p in pics]]
+    parts += ["## Runs\n", footer(runs) + "\n"]
+    report = out / "REPORT.md"
+    report.write_text("\n".join(parts))
+    return report
+
+
+def main(argv=None) -> None:
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    roots = []
+    while argv and not argv[0].startswith("-"):  # `python -m rl.report runs/sac runs/other [--out ...]`
+        roots.append(argv.pop(0))
+    if roots:
+        argv += ["--roots", ",".join(roots)]
+    cfg = parse_config(ReportConfig, argv)
+    print(f"report: {write_report(cfg)}")
+
+
+if __name__ == "__main__":
+    main()
