@@ -193,8 +193,9 @@ class MMAEEncoder(Encoder):
 
 
 def mmae_command(folder: str) -> str:
+    """The pretraining command whose default output is runs/mmae/<folder>/encoder.pt."""
     modalities = "rgb,saliency" if folder == "rgbs" else "rgb"
-    return f"python -m pretrain.multimae --modalities {modalities} --out runs/mmae/{folder}"
+    return f"python -m pretrain.multimae --modalities {modalities}"
 
 
 def _mmae_factory(name: str):

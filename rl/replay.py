@@ -51,8 +51,12 @@ class ReplayBuffer:
         self.filled[rows] = np.maximum(self.filled[rows], slots + 1)
 
     def start(self, obs: dict[str, np.ndarray]) -> None:
-        """Store each env's current observation (after a reset) in its next free slot."""
-        slots = (self.pos + 1) % self.slots
+        """Store each env's current observation after a reset.
+
+        A fresh buffer writes slot 0. A restored buffer (resume at an episode boundary) already
+        holds that observation, without an action, in its current slot: it is written there again.
+        """
+        slots = np.maximum(self.pos, 0)
         self._write_obs(self._rows, slots, obs, self._rows)
         self.pos = slots
 

@@ -34,7 +34,7 @@ ACTION_DIM = 4
 
 
 def saliency_command(task: str) -> str:
-    return f"python -m saliency.train --task {task}"
+    return f"python -m saliency.train --annotations data/annotations/{task}.npz"
 
 
 def default_saliency_model(task: str) -> Path:
@@ -54,7 +54,8 @@ class Observer:
             if not path.exists():
                 raise FileNotFoundError(
                     f"encoder {cfg.encoder!r} needs a saliency model, but {path} does not exist; train one with "
-                    f"`{saliency_command(cfg.task)}`, pass --saliency-model PATH, or use --saliency oracle")
+                    f"`{saliency_command(cfg.task)}` (writes best.pt; `python -m saliency.distill` adds student.pt), "
+                    "pass --saliency-model PATH, or use --saliency oracle")
             from saliency.predictor import SaliencyPredictor
 
             self.predictor = SaliencyPredictor.load(str(path))
@@ -231,7 +232,8 @@ def run(cfg: SACConfig) -> Path:
 
     try:
         while step < cfg.steps:
-            if step < cfg.random_steps:
+            learning = step >= cfg.random_steps  # uniform random actions and no updates before that
+            if not learning:
                 action = rng.uniform(-1.0, 1.0, (n, ACTION_DIM)).astype(np.float32)
             else:
                 action = agent.act(observer.to_torch(stored)).cpu().numpy()
@@ -259,7 +261,7 @@ def run(cfg: SACConfig) -> Path:
                 ep_return[i] = ep_success[i] = ep_len[i] = 0
             obs, stored = next_obs, next_stored
 
-            if step >= cfg.random_steps:
+            if learning:
                 for _ in range(n):
                     last_metrics.update(agent.update(buffer.sample(cfg.batch_size, device)))
                     aux = encoder.auxiliary_update(agent.num_updates) or aux

@@ -1,0 +1,167 @@
+"""SAC end to end on reach-v3 with tiny settings: every encoder, frozen weights, exact resume, bad input."""
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rl.config import PRESETS, SACConfig
+from rl.sac import main, run
+
+TINY = dict(steps=150, random_steps=50, max_episode_steps=50, batch_size=8, hidden_dim=32, feature_dim=16,
+            replay_size=1000, eval_every=0, eval_episodes=1, log_every=50, checkpoint_every=50, torch_threads=1,
+            saliency="oracle")
+
+
+def tiny(tmp_path: Path, encoder: str, **kw) -> SACConfig:
+    return SACConfig(**{**TINY, "encoder": encoder, "out": str(tmp_path / encoder), **kw}).validate()
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory) -> dict[str, Path]:
+    """A tiny real MultiMAE encoder export and a tiny student saliency checkpoint."""
+    from pretrain.frozen import ENCODER_FORMAT
+    from pretrain.multimae import ModelConfig, MultiMAE
+    from saliency.predictor import save_checkpoint
+    from saliency.student import StudentConfig, StudentNet
+
+    root = tmp_path_factory.mktemp("pretrained")
+    torch.manual_seed(0)
+    paths = {}
+    for name, modalities in (("rgb", ("rgb",)), ("rgbs", ("rgb", "saliency"))):
+        cfg = ModelConfig(modalities=modalities, dim=32, depth=1, num_heads=2, decoder_dim=32, decoder_depth=1, decoder_heads=2)
+        model = MultiMAE(cfg, decoders=False)
+        paths[name] = root / "runs/mmae" / name / "encoder.pt"
+        paths[name].parent.mkdir(parents=True)
+        torch.save({"format": ENCODER_FORMAT, "model_config": cfg.to_dict(), "state_dict": model.encoder_state_dict()}, paths[name])
+    paths["saliency"] = root / "runs/saliency/reach-v3/student.pt"
+    paths["saliency"].parent.mkdir(parents=True)
+    save_checkpoint(paths["saliency"], StudentNet(StudentConfig(width=4)), "student")
+    paths["root"] = root
+    return paths
+
+
+def rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+ENCODERS = ["state", "cnn_rgb", "cnn_saliency", "cnn_rgb_x_saliency", "cnn_rgbs", "mmae_rgb", "mmae_rgbs_po", "mmae_rgbs"]
+
+
+@pytest.mark.parametrize("encoder", ENCODERS)
+def test_every_encoder_trains_and_writes_its_run(tmp_path, encoder, pretrained):
+    mmae = {"mmae_rgb": "rgb"}.get(encoder, "rgbs")
+    cfg = tiny(tmp_path, encoder, mmae=str(pretrained[mmae]) if encoder.startswith("mmae") else "")
+    run_dir = run(cfg)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["steps"] == 150 and summary["encoder"] == encoder and summary["eval_episodes"] == 1
+    assert 0.0 <= summary["success_rate"] <= 1.0 and "CPU" in summary["device"]
+    metrics = rows(run_dir / "metrics.csv")
+    assert [int(r["step"]) for r in metrics] == [50, 100, 150]
+    assert int(metrics[-1]["updates"]) == 100  # one update per env step after the 50 random ones
+    assert math.isfinite(float(metrics[-1]["critic_loss"])) and float(metrics[-1]["steps_per_s"]) > 0
+    assert [int(r["step"]) for r in rows(run_dir / "eval.csv")] == [150]
+    assert (run_dir / "tb").is_dir() and json.loads((run_dir / "config.json").read_text())["encoder"] == encoder
+    ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    stored = ckpt["buffer"]["obs"]
+    if encoder.startswith("mmae"):  # frozen: the buffer holds float16 embeddings, no frames
+        assert set(stored) == {"embedding"} and stored["embedding"].dtype == torch.float16
+        assert stored["embedding"].shape[-1] == 32
+    elif encoder == "state":
+        assert set(stored) == {"state"}
+    else:
+        assert all(v.dtype == torch.uint8 for v in stored.values())
+        assert ("saliency" in stored) == (encoder != "cnn_rgb")
+    assert int(ckpt["buffer"]["valid"].sum()) == 150  # 3 episodes of 50 transitions, each with its final obs
+
+
+def test_frozen_encoder_weights_do_not_change(tmp_path, pretrained):
+    run_dir = run(tiny(tmp_path, "mmae_rgbs", mmae=str(pretrained["rgbs"])))
+    before = torch.load(pretrained["rgbs"], weights_only=True)["state_dict"]
+    after = torch.load(run_dir / "agent.pt", weights_only=True)["model"]
+    frozen = {k.removeprefix("encoder.module.model."): v for k, v in after.items() if k.startswith("encoder.")}
+    assert set(frozen) == set(before)
+    for k, v in before.items():
+        assert torch.equal(frozen[k], v), k
+    # the critic did train: its weights moved from their initialisation
+    assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["agent"]["num_updates"] == 100
+
+
+def test_predicted_saliency_and_default_paths(tmp_path, pretrained, monkeypatch):
+    """The bare command's defaults find runs/mmae/rgbs/encoder.pt and runs/saliency/<task>/student.pt."""
+    monkeypatch.chdir(pretrained["root"])
+    argv = ["--encoder", "mmae_rgbs", "--preset", "micro", "--saliency", "predictor", "--steps", "100",
+            "--max-episode-steps", "50", "--random-steps", "50", "--out", str(tmp_path / "run")]
+    run_dir = main(argv)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["saliency"].endswith("runs/saliency/reach-v3/student.pt") and summary["steps"] == 100
+
+
+def test_vector_envs_one_update_per_env_step(tmp_path):
+    run_dir = run(tiny(tmp_path, "cnn_rgb", num_envs=2, steps=140, random_steps=100, eval_episodes=2, log_every=20,
+                       max_episode_steps=35))
+    metrics = rows(run_dir / "metrics.csv")
+    assert [int(r["step"]) for r in metrics] == list(range(20, 141, 20))
+    assert int(metrics[-1]["updates"]) == 40 and int(metrics[-1]["episodes"]) == 4
+    assert json.loads((run_dir / "summary.json").read_text())["eval_episodes"] == 2
+
+
+def test_resume_continues_exactly(tmp_path):
+    kw = dict(encoder="state", steps=150, random_steps=50, max_episode_steps=50, batch_size=16, hidden_dim=32,
+              eval_every=0, eval_episodes=1, log_every=25, checkpoint_every=50, torch_threads=1)
+    straight = run(SACConfig(**kw, out=str(tmp_path / "a")))
+    run(SACConfig(**{**kw, "steps": 100}, out=str(tmp_path / "b")))
+    resumed = run(SACConfig(**kw, out=str(tmp_path / "b"), resume=True))
+    a = torch.load(straight / "agent.pt", weights_only=True)["model"]
+    b = torch.load(resumed / "agent.pt", weights_only=True)["model"]
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    steps = [int(r["step"]) for r in rows(resumed / "metrics.csv")]
+    assert steps == list(range(25, 151, 25))  # rows after the checkpoint were not duplicated
+    ra, rb = rows(straight / "metrics.csv"), rows(resumed / "metrics.csv")
+    assert [r["critic_loss"] for r in ra] == [r["critic_loss"] for r in rb]
+
+
+def test_resume_refuses_another_config_and_existing_runs(tmp_path):
+    cfg = tiny(tmp_path, "state", steps=50, random_steps=20)
+    run(cfg)
+    with pytest.raises(SystemExit, match="already holds a run"):
+        run(tiny(tmp_path, "state", steps=50, random_steps=20))
+    with pytest.raises(SystemExit, match=r"hidden_dim: checkpoint 32 vs now 64"):
+        run(tiny(tmp_path, "state", steps=100, random_steps=20, hidden_dim=64, resume=True))
+
+
+def test_bad_names_list_the_valid_ones(capsys):
+    with pytest.raises(SystemExit):
+        main(["--task", "reach-v9"])
+    assert "valid Meta-World v3 tasks" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--encoder", "resnet"])
+    err = capsys.readouterr().err
+    assert "unknown encoder 'resnet'" in err and all(e in err for e in ENCODERS)
+
+
+def test_missing_pretrained_models_name_the_command(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match="python -m pretrain.multimae --modalities rgb,saliency"):
+        main(["--encoder", "mmae_rgbs"])
+    with pytest.raises(SystemExit, match="python -m pretrain.multimae --modalities rgb`"):
+        main(["--encoder", "mmae_rgb"])
+    with pytest.raises(SystemExit, match="python -m saliency.train --annotations data/annotations/reach-v3.npz"):
+        main(["--encoder", "cnn_rgbs", "--preset", "micro", "--saliency", "predictor"])
+
+
+def test_help_documents_every_field_and_gaze_flags(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for flag in ("--gaze-components", "--gaze-return-margin", "--num-envs", "--saliency-model", "--mmae", "--preset"):
+        assert flag in out
+    assert set(PRESETS) == {"micro", "demo", "cpu", "paper"} and PRESETS["cpu"]["hidden_dim"] == 256
+    cfg = SACConfig(encoder="state")
+    assert (cfg.hidden_dim, cfg.batch_size, cfg.init_temperature, cfg.random_steps, cfg.log_std_min) == (1024, 128, 0.1, 1000, -10.0)
+    assert np.isclose(cfg.tau, 0.005) and cfg.actor_update_every == cfg.target_update_every == 2
