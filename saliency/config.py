@@ -6,7 +6,7 @@ evaluate, study); `--preset NAME` applies them before explicit flags, and
 
 * micro: seconds, for CI tests of the whole pipeline (32 px PiCANet at 1/8 width).
 * demo: about a minute per entry on the 2-core CPU (64 px PiCANet at 1/4 width).
-* cpu: the CPU runs reported in RESULTS.md (64 px PiCANet at 1/4 width, 300 epochs, 1 thread).
+* cpu: the CPU runs reported in RESULTS.md (64 px PiCANet at 1/4 width, 200 epochs, 1 thread).
 * paper: the paper's budget for a GPU (224 px, full-width VGG16, 1000 epochs, batch 16).
 """
 from __future__ import annotations
@@ -177,7 +177,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "study": {"train_preset": "demo", "n": 500},
     },
     "cpu": {
-        "train": {"input_size": 64, "width": 0.25, "epochs": 300, "batch_size": 8, "eval_every": 20, "threads": 1},
+        "train": {"input_size": 64, "width": 0.25, "epochs": 200, "batch_size": 8, "eval_every": 10, "threads": 1},
         "distill": {"frames": 1500, "width": 16, "epochs": 40, "batch_size": 64, "eval_every": 4},
         "label": {"batch_size": 256},
         "evaluate": {"n": 1000},
