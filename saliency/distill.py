@@ -60,7 +60,7 @@ def run(cfg: DistillConfig) -> Path:
           f"({len(va)} held out) from {cfg.teacher}")
     best = fit(model, "student", (frames[tr], pseudo[tr]), (frames[va], pseudo[va]), spec, out.parent, device, out,
                extra, log_name=f"distill-{out.stem}")
-    print(f"best agreement with the teacher (epoch {best.get('epoch')}): F {best.get('f_adaptive', float('nan')):.4f}, "
+    print(f"best agreement with the teacher (epoch {best.get('epoch')}): max-F {best.get('f_max', float('nan')):.4f}, "
           f"MAE {best.get('mae', float('nan')):.4f} -> {out}")
     return out
 

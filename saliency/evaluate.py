@@ -93,7 +93,7 @@ def run(cfg: EvalConfig) -> Path:
     atomic_write_json(out / "metrics.json", record)
     if cfg.figure_rows:
         save_figure(sample, out / "fig7.png", cfg.figure_rows,
-                    f"{predictor.kind} on {Path(cfg.data).name}: F {metrics['f_adaptive']:.3f}, MAE {metrics['mae']:.4f}")
+                    f"{predictor.kind} on {Path(cfg.data).name}: max-F {metrics['f_max']:.3f}, MAE {metrics['mae']:.4f}")
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}))
     print(f"wrote {out / 'metrics.json'}" + (f" and {out / 'fig7.png'}" if cfg.figure_rows else ""))
     return out

@@ -6,6 +6,10 @@
   (pred >= k/255), averaged over images, F of the averaged curve, max over thresholds.
   P = TP / (predicted positives + eps), R = TP / (GT positives + eps); frames whose binarised GT is
   empty have no defined F and are left out of both F means (counted in `n_empty_gt`).
+  PiCANet reports max-F; it is the headline F here too. The adaptive threshold was designed for
+  salient-object maps; on sparse click maps (about 0.4 % of pixels >= 0.5) 2 x mean lies far out
+  in the Gaussian tails, so even the oracle's own expected map scores f_adaptive ~0.2 while its
+  f_max is ~0.93 (`python -m saliency.ceiling`).
 * MAE: mean absolute difference over all pixels and frames.
 * Saliency-benchmark metrics (CC, SIM, KLD against the GT maps; NSS, AUC-Judd against click /
   fixation points when given) come from `annotate_app.metrics`, implemented once there.

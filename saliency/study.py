@@ -23,10 +23,10 @@ from saliency import train
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| annotated maps | train / val | MAE | F_zeta (adaptive) | F_zeta (max) | CC |", "|---|---|---|---|---|---|"]
+    lines = ["| annotated maps | train / val | MAE | F_zeta (max) | F_zeta (adaptive) | CC |", "|---|---|---|---|---|---|"]
     for r in rows:
         m = r["metrics"]
-        lines.append(f"| {r['size']} | {r['train']} / {r['val']} | {m['mae']:.4f} | {m['f_adaptive']:.4f} | {m['f_max']:.4f} | {m['cc']:.3f} |")
+        lines.append(f"| {r['size']} | {r['train']} / {r['val']} | {m['mae']:.4f} | {m['f_max']:.4f} | {m['f_adaptive']:.4f} | {m['cc']:.3f} |")
     return "\n".join(lines)
 
 

@@ -3,7 +3,7 @@
 Seeded 80/20 split, AdamW (lr 3e-4, wd 0.005, x0.1 late in training), horizontal flips and colour
 jitter (applied: see tests), deep-supervised BCE over all side outputs (targets max-pooled to each
 side's size), validation F/MAE every `eval_every` epochs at the frames' own resolution, best.pt
-kept on the best validation F (ties: lower MAE), last.pt for --resume, metrics in train.csv and
+kept on the best validation max-F minus MAE, last.pt for --resume, metrics in train.csv and
 TensorBoard. Frames reach the model through data.preprocess.frames_to_tensor only.
 """
 from __future__ import annotations
@@ -131,7 +131,7 @@ def fit(
             if val is not None and len(val[0]):
                 model.eval()
                 scores = evaluate(predict_maps(model, val[0], device=device), val[1])
-                score = (scores["f_adaptive"] if not math.isnan(scores["f_adaptive"]) else 0.0) - scores["mae"]
+                score = (scores["f_max"] if not math.isnan(scores["f_max"]) else 0.0) - scores["mae"]
                 row.update({f"val_{k}": scores[k] for k in VAL_KEYS})
             else:
                 score, scores = -row["loss"], {}
@@ -141,7 +141,7 @@ def fit(
             save_checkpoint(last_path, model, kind, epoch=epoch, best=best, optimizer=opt.state_dict(),
                             scheduler=sched.state_dict(), generator=gen.get_state(), **extra)
         logger.log(epoch, **row)
-        bar.set_postfix(loss=f"{row['loss']:.4f}", **({"valF": f"{row['val_f_adaptive']:.3f}"} if row["val_f_adaptive"] != "" else {}))
+        bar.set_postfix(loss=f"{row['loss']:.4f}", **({"valF": f"{row['val_f_max']:.3f}"} if row["val_f_max"] != "" else {}))
     logger.close()
     return best
 
@@ -173,7 +173,7 @@ def run(cfg: TrainConfig) -> Path:
           f"{len(tr)} train / {len(va)} val maps on {device_description()}")
     best = fit(model, "picanet", (ann.images[tr], ann.maps[tr]), (ann.images[va], ann.maps[va]) if len(va) else None,
                spec, run_dir, device, run_dir / "best.pt", extra, cfg.resume)
-    print(f"best validation (epoch {best.get('epoch')}): F {best.get('f_adaptive', float('nan')):.4f}, "
+    print(f"best validation (epoch {best.get('epoch')}): max-F {best.get('f_max', float('nan')):.4f}, "
           f"MAE {best.get('mae', float('nan')):.4f} -> {run_dir / 'best.pt'}")
     return run_dir / "best.pt"
 
