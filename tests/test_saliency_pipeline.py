@@ -170,3 +170,10 @@ def test_study_prints_the_table_v_analog(shards, tmp_path, capsys):
     assert "| 3 |" in capsys.readouterr().out
     os.utime(out / "results.json")
     assert study.run(from_preset(StudyConfig, "micro", data=str(shards), out=str(tmp_path / "study"))) == out  # reused
+
+
+def test_oracle_ceiling_scores_the_expected_map_against_a_fresh_draw():
+    from saliency.ceiling import CeilingConfig, run
+
+    scores = run(CeilingConfig(task="reach-v3", frames=6, samples=3))
+    assert scores["n"] == 6 and scores["cc"] > 0.8 and 0.5 < scores["f_max"] <= 1.0 and scores["mae"] < 0.01
