@@ -102,12 +102,22 @@ def test_predicted_saliency_and_default_paths(tmp_path, pretrained, monkeypatch)
 
 
 def test_vector_envs_one_update_per_env_step(tmp_path):
-    run_dir = run(tiny(tmp_path, "cnn_rgb", num_envs=2, steps=140, random_steps=100, eval_episodes=2, log_every=20,
-                       max_episode_steps=35))
+    run_dir = run(tiny(tmp_path, "cnn_rgb", num_envs=2, steps=140, random_steps=100, eval_episodes=2, eval_envs=1,
+                       log_every=20, max_episode_steps=35))
     metrics = rows(run_dir / "metrics.csv")
     assert [int(r["step"]) for r in metrics] == list(range(20, 141, 20))
     assert int(metrics[-1]["updates"]) == 40 and int(metrics[-1]["episodes"]) == 4
     assert json.loads((run_dir / "summary.json").read_text())["eval_episodes"] == 2
+
+
+def test_gaze_encoder_runs_through_the_hooks(tmp_path):
+    """rl/gaze.py's encoders plug in through the registry; their auxiliary losses land in aux.csv."""
+    cfg = main(["--encoder", "gaze", "--gaze-components", "2", "--preset", "micro", "--steps", "100",
+                "--random-steps", "50", "--max-episode-steps", "50", "--log-every", "50", "--out", str(tmp_path / "g")])
+    config = json.loads((cfg / "config.json").read_text())
+    assert config["gaze_components"] == 2 and config["encoder"] == "gaze"
+    aux = rows(cfg / "aux.csv")
+    assert [int(r["step"]) for r in aux] == [100] and len(aux[0]) > 2
 
 
 def test_resume_continues_exactly(tmp_path):
