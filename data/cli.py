@@ -26,7 +26,7 @@ def _base_type(tp: Any) -> Any:
 def build_parser(cls: type, presets: Mapping[str, Mapping[str, Any]] | None = None, description: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=description or (cls.__doc__ or "").strip(),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     if presets:
         parser.add_argument(

@@ -43,9 +43,9 @@ ENCODER_LABELS = {
 }
 ENCODER_ORDER = list(ENCODER_LABELS)
 PICTURE_GLOBS = {
-    "Saliency examples (the paper's Fig. 7)": ["saliency/*/*grid*.png", "saliency/*/*fig7*.png", "saliency/*/eval*/*.png"],
-    "MultiMAE reconstructions (the paper's Fig. 6)": ["mmae/*/recon*.png", "mmae/*/pictures/*.png", "mmae/*/*recon*/*.png"],
-    "Gaze overlays": ["sac/*/gaze*/seed*/gaze*.png", "sac/*/gaze*/seed*/*/gaze*.png"],
+    "Saliency examples (the paper's Fig. 7)": ["saliency/**/fig7*.png"],
+    "MultiMAE reconstructions (the paper's Fig. 6)": ["mmae/*/figures/*.png"],
+    "Gaze overlays": ["sac/**/gaze*.png"],
 }
 
 

@@ -1,0 +1,33 @@
+"""The pipeline's presets, in one place: each names the stage presets and the budgets it runs.
+
+| preset | for | budget |
+|---|---|---|
+| micro | CI: every stage end to end in a few minutes | tiny models, 300 SAC steps |
+| demo  | `make demo`: the whole pipeline in <= 20 minutes on a 2-core CPU | 2k frames, short SAC runs |
+| cpu   | a meaningful CPU run (hours) | 20k frames, 100k SAC steps, every encoder |
+| paper | the paper's budgets, for GPUs | 200k frames, 200 epochs, 1M SAC steps, 50 eval rollouts, 3 seeds, 4 tasks |
+"""
+from __future__ import annotations
+
+from data.env import PAPER_TASKS
+
+ALL = "cnn_rgb,cnn_saliency,cnn_rgb_x_saliency,cnn_rgbs,mmae_rgb,mmae_rgbs_po,mmae_rgbs,gaze"
+
+PRESETS: dict[str, dict] = {
+    "micro": dict(
+        stage_preset="micro", tasks="reach-v3", frames=300, shard_size=150, annotate_n=10,
+        encoders=ALL, seeds="0", sac_steps=300, sac_extra="", parallel=2,
+    ),
+    "demo": dict(
+        stage_preset="demo", tasks="reach-v3", frames=2000, shard_size=500, annotate_n=30,
+        encoders="cnn_rgb,mmae_rgb,mmae_rgbs,gaze", seeds="0", sac_steps=2000, sac_extra="", parallel=2,
+    ),
+    "cpu": dict(
+        stage_preset="cpu", tasks="reach-v3", frames=20_000, shard_size=1000, annotate_n=30,
+        encoders=ALL, seeds="0", sac_steps=100_000, sac_extra="", parallel=2,
+    ),
+    "paper": dict(
+        stage_preset="paper", tasks=",".join(PAPER_TASKS), frames=200_000, shard_size=1000, annotate_n=30,
+        encoders=ALL, seeds="0,1,2", sac_steps=1_000_000, sac_extra="--eval-episodes 50", parallel=4,
+    ),
+}

@@ -1,0 +1,143 @@
+"""`python -m pipeline --preset demo|micro|cpu|paper [--tasks ...]`: the whole ViSaRL pipeline in one command.
+
+collect frames -> oracle annotator (stands in for the human, `annotate_n` frames) -> export ->
+train PiCANet -> distill the student -> evaluate it -> pseudo-label the frames -> pretrain MultiMAE
+(rgb, and rgb+saliency) -> SAC grid (the preset's encoders, gaze included) -> report.
+
+Outputs go where each stage's own command writes by default (data/shards, data/annotations,
+runs/saliency, runs/mmae, runs/sac, runs/report), below `--root`, so a bare `python -m rl.sac
+--encoder mmae_rgbs` afterwards finds what the pipeline made. A stage whose outputs exist is
+skipped, so re-running is cheap and an interrupted pipeline resumes where it stopped; a stage that
+finds outputs of another preset says so instead of mixing them.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from data.cli import parse_config
+from data.io import atomic_write_json
+from pipeline.presets import PRESETS
+
+
+@dataclass
+class PipelineConfig:
+    """Run every stage of the ViSaRL pipeline, skipping stages whose outputs exist."""
+
+    tasks: str = field(default="reach-v3", metadata={"help": "comma-separated Meta-World tasks"})
+    stage_preset: str = field(default="demo", metadata={"help": "preset passed to every stage (micro, demo, cpu, paper)"})
+    frames: int = field(default=2000, metadata={"help": "frames collected per task"})
+    shard_size: int = field(default=500, metadata={"help": "frames per shard"})
+    annotate_n: int = field(default=30, metadata={"help": "frames the (oracle) annotator labels per task"})
+    encoders: str = field(default="cnn_rgb,mmae_rgb,mmae_rgbs,gaze", metadata={"help": "SAC encoders to compare"})
+    seeds: str = field(default="0", metadata={"help": "comma-separated SAC seeds"})
+    sac_steps: int = field(default=2000, metadata={"help": "env steps per SAC run"})
+    sac_extra: str = field(default="", metadata={"help": "extra rl.sac flags for every run"})
+    parallel: int = field(default=2, metadata={"help": "SAC runs at once"})
+    root: str = field(default=".", metadata={"help": "folder holding data/ and runs/ (default: this checkout)"})
+
+
+class Stages:
+    """Runs named stages with progress lines and a record of what each did (runs/pipeline/stages.json)."""
+
+    def __init__(self, cfg: PipelineConfig, total: int):
+        self.cfg, self.total, self.done = cfg, total, 0
+        self.record_path = Path("runs/pipeline/stages.json")
+        self.record = json.loads(self.record_path.read_text()) if self.record_path.exists() else {}
+        self.t0 = time.time()
+
+    def run(self, name: str, outputs: list[Path], fn) -> None:
+        """Run `fn` unless every path in `outputs` exists (then the stage is skipped)."""
+        self.done += 1
+        head = f"[{self.done}/{self.total}] {name}"
+        previous = self.record.get(name, {})
+        if outputs and all(p.exists() for p in outputs):
+            if previous.get("preset") not in (None, self.cfg.stage_preset):
+                raise SystemExit(
+                    f"error: {', '.join(map(str, outputs))} came from preset {previous['preset']!r}, not "
+                    f"{self.cfg.stage_preset!r}; delete them or use another --root")
+            print(f"{head}: skipped, outputs exist ({outputs[0]})", flush=True)
+            return
+        print(f"{head} ...", flush=True)
+        start = time.time()
+        fn()
+        took = time.time() - start
+        self.record[name] = {"preset": self.cfg.stage_preset, "seconds": round(took, 1)}
+        atomic_write_json(self.record_path, self.record)
+        print(f"{head}: done in {took:.0f} s (total {time.time() - self.t0:.0f} s)", flush=True)
+
+
+def run(cfg: PipelineConfig) -> Path:
+    from annotate_app.export import ExportConfig, export
+    from annotate_app.oracle import annotate_oracle
+    from data.collect import CollectConfig, collect
+    from data.env import check_task
+    from pretrain.train import main as pretrain_main
+    from rl.grid import GridConfig, run_grid
+    from rl.report import ReportConfig, write_report
+    from saliency import distill, evaluate, label, train
+
+    tasks = [check_task(t) for t in cfg.tasks.split(",") if t]
+    p = cfg.stage_preset
+    stages = Stages(cfg, total=len(tasks) * 7 + 4)
+    for task in tasks:
+        shards = Path("data/shards") / task
+        labelled = Path(f"data/shards/{task}-sal")
+        npz = Path("data/annotations") / f"{task}.npz"
+        sal = Path("runs/saliency") / task
+        stages.run(f"collect {task}", [shards / "manifest.json"] if _complete(shards) else [],
+                   lambda: collect(CollectConfig(task=task, frames=cfg.frames, shard_size=cfg.shard_size, out=str(shards))))
+        stages.run(f"oracle annotator {task}", [npz],
+                   lambda: annotate_oracle(task, shards, n=cfg.annotate_n))
+        stages.run(f"export annotations {task}", [npz], lambda: export(ExportConfig(task=task)))
+        stages.run(f"saliency.train {task}", [sal / "best.pt"],
+                   lambda: train.main(["--preset", p, "--annotations", str(npz), "--out", str(sal)]))
+        stages.run(f"saliency.distill {task}", [sal / "student.pt"],
+                   lambda: distill.main(["--preset", p, "--teacher", str(sal / "best.pt"), "--data", str(shards)]))
+        stages.run(f"saliency.evaluate {task}", [sal / "eval" / "metrics.json"],
+                   lambda: evaluate.main(["--preset", p, "--model", str(sal / "student.pt"), "--data", str(shards),
+                                          "--out", str(sal / "eval")]))
+        stages.run(f"saliency.label {task}", [labelled / "manifest.json"] if _complete(labelled) else [],
+                   lambda: label.main(["--preset", p, "--model", str(sal / "student.pt"), "--data", str(shards),
+                                       "--out", str(labelled)]))
+    for name, modalities in (("rgbs", "rgb,saliency"), ("rgb", "rgb")):
+        out = Path("runs/mmae") / name
+        stages.run(f"pretrain.multimae {name}", [out / "encoder.pt"],
+                   lambda: pretrain_main(["--preset", p, "--data", "data/shards", "--modalities", modalities, "--out", str(out)]))
+    grid = GridConfig(tasks=",".join(tasks), encoders=cfg.encoders, seeds=cfg.seeds, steps=cfg.sac_steps,
+                      sac_preset=p, out="runs/sac", parallel=cfg.parallel, extra=cfg.sac_extra)
+    stages.run("rl.grid", [], lambda: _check_grid(run_grid(grid)))
+    report = Path("runs/report/REPORT.md")
+    stages.run("rl.report", [], lambda: write_report(ReportConfig(roots="runs/sac", out="runs/report", pictures_root="runs")))
+    stages.run("pipeline record", [], lambda: atomic_write_json("runs/pipeline/config.json", asdict(cfg)))
+    return report
+
+
+def _complete(folder: Path) -> bool:
+    """A shard folder whose manifest says every shard is written."""
+    manifest = folder / "manifest.json"
+    return manifest.exists() and json.loads(manifest.read_text()).get("status") == "complete"
+
+
+def _check_grid(status: dict[str, str]) -> None:
+    failed = {k: v for k, v in status.items() if v.startswith("failed")}
+    if failed:
+        raise SystemExit("error: SAC runs failed: " + "; ".join(f"{k}: {v}" for k, v in failed.items()))
+
+
+def main(argv=None) -> None:
+    cfg = parse_config(PipelineConfig, argv, presets=PRESETS)
+    root = Path(cfg.root)
+    root.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    with contextlib.chdir(root):
+        report = run(cfg)
+    print(f"\npipeline finished in {(time.time() - start) / 60:.1f} min; report: {root / report}")
+
+
+if __name__ == "__main__":
+    main()
