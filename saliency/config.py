@@ -11,7 +11,9 @@ evaluate, study); `--preset NAME` applies them before explicit flags, and
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -210,3 +212,15 @@ def from_preset(cls: type[T], preset: str | None = None, **overrides: Any) -> T:
         raise ValueError(f"{cls.__name__} has no field(s) {sorted(unknown)}")
     cfg = cls(**values)
     return cfg.validate() if hasattr(cfg, "validate") else cfg
+
+
+@contextlib.contextmanager
+def clean_errors() -> Iterator[None]:
+    """In a command's main(): bad input (missing or malformed files, wrong shapes) exits with a
+    one-line `error: ...` naming the problem and the fix instead of a traceback."""
+    from data.shards import ShardError
+
+    try:
+        yield
+    except (FileNotFoundError, ValueError, TypeError, ShardError) as err:
+        raise SystemExit(f"error: {err}") from err

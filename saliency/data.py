@@ -152,8 +152,11 @@ def main(argv=None) -> None:
     out = Path(cfg.out)
     if out.exists():
         raise SystemExit(f"error: {out} exists; refusing to overwrite an annotation export (choose another --out)")
-    ann = build_oracle_annotations(cfg.data, cfg.n, cfg.seed, cfg.pool)
-    save_annotations(out, ann)
+    from saliency.config import clean_errors
+
+    with clean_errors():
+        ann = build_oracle_annotations(cfg.data, cfg.n, cfg.seed, cfg.pool)
+        save_annotations(out, ann)
     print(f"wrote {len(ann)} oracle-annotated frames to {out}")
 
 

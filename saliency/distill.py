@@ -16,7 +16,7 @@ import torch
 from data.cli import parse_config
 from data.runs import device_description
 from data.shards import load_arrays
-from saliency.config import DistillConfig, presets_for
+from saliency.config import DistillConfig, clean_errors, presets_for
 from saliency.data import Augment, split
 from saliency.predictor import SaliencyPredictor, resolve_device
 from saliency.student import StudentConfig, StudentNet
@@ -66,7 +66,9 @@ def run(cfg: DistillConfig) -> Path:
 
 
 def main(argv=None) -> None:
-    run(parse_config(DistillConfig, argv, presets=presets_for(DistillConfig)))
+    cfg = parse_config(DistillConfig, argv, presets=presets_for(DistillConfig))
+    with clean_errors():
+        run(cfg)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from data.cli import parse_config
 from data.io import atomic_write_json
 from data.runs import code_version, device_description
 from data.shards import load_arrays, oracle_maps
-from saliency.config import EvalConfig, presets_for
+from saliency.config import EvalConfig, clean_errors, presets_for
 from saliency.metrics import GT_THRESHOLD, evaluate
 from saliency.predictor import SaliencyPredictor
 
@@ -100,7 +100,9 @@ def run(cfg: EvalConfig) -> Path:
 
 
 def main(argv=None) -> None:
-    run(parse_config(EvalConfig, argv, presets=presets_for(EvalConfig)))
+    cfg = parse_config(EvalConfig, argv, presets=presets_for(EvalConfig))
+    with clean_errors():
+        run(cfg)
 
 
 if __name__ == "__main__":

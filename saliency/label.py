@@ -22,7 +22,7 @@ from tqdm import tqdm
 from data.cli import parse_config
 from data.io import atomic_write_json, check_writable_dir
 from data.shards import iter_samples, list_shards, read_manifest, write_manifest, write_shard
-from saliency.config import LabelConfig, presets_for
+from saliency.config import LabelConfig, clean_errors, presets_for
 from saliency.predictor import SaliencyPredictor, resolve_device
 
 MARKER = "labelling.json"
@@ -100,7 +100,9 @@ def run(cfg: LabelConfig) -> Path:
 
 
 def main(argv=None) -> None:
-    run(parse_config(LabelConfig, argv, presets=presets_for(LabelConfig)))
+    cfg = parse_config(LabelConfig, argv, presets=presets_for(LabelConfig))
+    with clean_errors():
+        run(cfg)
 
 
 if __name__ == "__main__":

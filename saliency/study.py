@@ -15,7 +15,7 @@ import numpy as np
 
 from data.cli import parse_config
 from data.io import atomic_write_json
-from saliency.config import PRESETS, StudyConfig, TrainConfig, from_preset, presets_for
+from saliency.config import PRESETS, StudyConfig, TrainConfig, clean_errors, from_preset, presets_for
 from saliency.data import build_oracle_annotations, save_annotations, split
 from saliency.evaluate import score
 from saliency.predictor import SaliencyPredictor
@@ -69,7 +69,9 @@ def run(cfg: StudyConfig) -> Path:
 
 
 def main(argv=None) -> None:
-    run(parse_config(StudyConfig, argv, presets=presets_for(StudyConfig)))
+    cfg = parse_config(StudyConfig, argv, presets=presets_for(StudyConfig))
+    with clean_errors():
+        run(cfg)
 
 
 if __name__ == "__main__":

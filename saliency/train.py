@@ -22,7 +22,7 @@ from tqdm import tqdm
 from data.cli import parse_config
 from data.preprocess import frames_to_tensor
 from data.runs import MetricLogger, device_description, prepare_run_dir
-from saliency.config import TrainConfig, presets_for
+from saliency.config import TrainConfig, clean_errors, presets_for
 from saliency.data import Augment, load_annotations, split
 from saliency.metrics import evaluate
 from saliency.picanet import PiCANet
@@ -179,7 +179,9 @@ def run(cfg: TrainConfig) -> Path:
 
 
 def main(argv=None) -> None:
-    run(parse_config(TrainConfig, argv, presets=presets_for(TrainConfig)))
+    cfg = parse_config(TrainConfig, argv, presets=presets_for(TrainConfig))
+    with clean_errors():
+        run(cfg)
 
 
 if __name__ == "__main__":
