@@ -1,0 +1,147 @@
+"""Pretraining runs on real (tiny) shard folders: outputs, exact resume, DDP on 2 CPU processes, bad input."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from data.cli import parse_config
+from data.shards import ShardError, iter_samples, list_shards, read_manifest, write_manifest, write_shard
+from pretrain.config import PRESETS, PretrainConfig
+from pretrain.data import select_folders
+from pretrain.frozen import FrozenEncoder
+from pretrain.multimae import MultiMAE
+from pretrain.train import Trainer, main, run
+
+MICRO = {**PRESETS["micro"], "limit": 0, "val_fraction": 0.25, "threads": 1, "progress": False}
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> Path:
+    """data/shards-like root: reach-v3 (160 frames, 4 episodes) and its labelled copy with saliency."""
+    from data.collect import CollectConfig, collect  # here, so DDP worker processes skip importing Meta-World
+
+    root = tmp_path_factory.mktemp("shards")
+    collect(CollectConfig(task="reach-v3", frames=160, out=str(root / "reach-v3"), shard_size=80, episode_steps=40, seed=0))
+    labelled = root / "reach-v3-sal"
+    for shard in list_shards(root / "reach-v3"):
+        samples = [(s["key"], {**s, "saliency": (s["rgb"][..., 0] > 128).astype("float32")}) for s in iter_samples(shard)]
+        write_shard(labelled / shard.name, samples)
+    write_manifest(labelled, {**read_manifest(root / "reach-v3"), "labelled_from": "reach-v3", "saliency_model": "test"})
+    return root
+
+
+def _cfg(shards: Path, out: Path, **kw) -> PretrainConfig:
+    return PretrainConfig(data=str(shards), out=str(out), **{**MICRO, **kw})
+
+
+def _losses(run_dir: Path) -> dict[int, float]:
+    return {int(r["step"]): float(r["loss"]) for r in csv.DictReader(open(run_dir / "train.csv"))}
+
+
+def test_labelled_folder_replaces_its_source(shards):
+    assert [p.name for p in select_folders(shards)] == ["reach-v3-sal"]
+    assert [p.name for p in select_folders(shards / "reach-v3")] == ["reach-v3"]
+
+
+def test_bare_command_defaults():
+    cfg = parse_config(PretrainConfig, ["--data", "data/shards"], presets=PRESETS)
+    assert cfg.modality_tuple == ("rgb", "saliency") and cfg.saliency == "predicted"
+    assert cfg.run_dir == Path("runs/mmae/rgbs")
+    assert (cfg.dim, cfg.depth, cfg.num_heads, cfg.decoder_depth, cfg.num_visible, cfg.batch_size) == (256, 4, 4, 3, 32, 512)
+    rgb = parse_config(PretrainConfig, ["--modalities", "rgb", "--preset", "cpu"], presets=PRESETS)
+    assert rgb.run_dir == Path("runs/mmae/rgb") and rgb.preset == "cpu" and rgb.epochs == PRESETS["cpu"]["epochs"]
+
+
+def test_micro_run_writes_checkpoint_encoder_logs_and_figures(shards, tmp_path):
+    run_dir = run(_cfg(shards, tmp_path / "rgbs"))
+    rows = list(csv.DictReader(open(run_dir / "train.csv")))
+    info = json.loads((run_dir / "data.json").read_text())
+    assert 100 <= info["train_frames"] <= 140 and info["held_out_frames"] == 160 - info["train_frames"]  # 1 of 4 episodes held out
+    steps_per_epoch = info["train_frames"] // 16
+    assert [int(r["step"]) for r in rows] == list(range(1, 2 * steps_per_epoch + 1))
+    assert {"loss_rgb", "loss_saliency", "loss_rgb_norm", "lr", "img_per_s"} <= set(rows[0])
+    ev = list(csv.DictReader(open(run_dir / "eval.csv")))
+    assert len(ev) == 2 and ev[0]["held_out"] == "True" and int(ev[0]["eval_frames"]) == 16
+    assert float(ev[-1]["rgb_mse_mean_patch"]) > 0
+    assert (run_dir / "figures" / "recon_epoch0002.png").stat().st_size > 5000
+    assert (run_dir / "loss_curve.png").stat().st_size > 5000
+    ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert ckpt["step"] == 2 * steps_per_epoch
+    enc = FrozenEncoder.load(run_dir / "encoder.pt")
+    assert enc.inputs == ("rgb", "saliency") and enc.meta["step"] == ckpt["step"]
+    model = MultiMAE(enc.model.cfg)
+    model.load_state_dict(ckpt["model"])
+    x, s = torch.rand(2, 3, 64, 64), torch.rand(2, 1, 64, 64)
+    assert torch.allclose(enc(x, s), model.encode(model.tokenize({"rgb": x, "saliency": s})).mean(1), atol=1e-6)
+    with pytest.raises(ValueError, match="already holds a run"):
+        Trainer(_cfg(shards, run_dir))
+
+
+def test_resume_gives_the_same_next_step_loss(shards, tmp_path):
+    full = run(_cfg(shards, tmp_path / "full", modalities="rgb"))
+    part = run(_cfg(shards, tmp_path / "part", modalities="rgb", max_steps=4))  # stops mid-epoch 0
+    assert max(_losses(part)) == 4 and torch.load(part / "checkpoint.pt", weights_only=True)["step"] == 4
+    run(_cfg(shards, tmp_path / "part", modalities="rgb", resume=True))
+    a, b = _losses(full), _losses(part)
+    assert sorted(a) == sorted(b)
+    assert b[5] == pytest.approx(a[5], rel=1e-6, abs=0)  # the next step after resuming
+    assert all(b[k] == pytest.approx(a[k], rel=1e-5) for k in a)
+
+
+def test_checkpoint_of_another_config_is_refused(shards, tmp_path):
+    run(_cfg(shards, tmp_path / "r", modalities="rgb", max_steps=1))
+    with pytest.raises(ValueError, match="another config.*dim"):
+        Trainer(_cfg(shards, tmp_path / "r", modalities="rgb", dim=32, resume=True))
+    with pytest.raises(FileNotFoundError, match="checkpoint.pt not found"):
+        Trainer(_cfg(shards, tmp_path / "none", resume=True))
+
+
+def test_bad_input_errors(shards, tmp_path, monkeypatch, capsys):
+    with pytest.raises(ShardError, match=r"saliency\.label.*--saliency oracle"):
+        Trainer(_cfg(shards / "reach-v3", tmp_path / "a"))  # unlabelled frames, predicted saliency
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ShardError, match="no shard folders"):
+        Trainer(_cfg(tmp_path / "empty", tmp_path / "b"))
+    with pytest.raises(SystemExit):  # the CLI prints the error, no traceback
+        main(["--data", str(tmp_path / "empty"), "--out", str(tmp_path / "c")])
+    assert "error:" in capsys.readouterr().err
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    with pytest.raises(ValueError, match="--batch-size 16 is not divisible across 3 processes"):
+        Trainer(_cfg(shards, tmp_path / "d"))
+    monkeypatch.delenv("WORLD_SIZE")
+    with pytest.raises(ValueError, match=r"--batch-size 4096 exceeds the \d+ training frames"):
+        Trainer(_cfg(shards, tmp_path / "e", batch_size=4096))
+    with pytest.raises(ValueError, match="--modalities"):
+        _cfg(shards, tmp_path / "f", modalities="depth").validate()
+
+
+def _ddp_worker(rank: int, cfg: PretrainConfig, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank))
+    trainer = Trainer(cfg)
+    first_batch = trainer.epoch_indices(0)[0].clone()
+    trainer.fit()
+    flat = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
+    torch.save({"params": flat, "first_batch": first_batch}, f"{out}/rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_ddp_two_gloo_processes_agree_after_a_step(shards, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = _cfg(shards, tmp_path / "ddp", max_steps=1)
+    mp.spawn(_ddp_worker, args=(cfg, port, str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert torch.equal(r0["params"], r1["params"])  # gradients were averaged: identical weights
+    torch.manual_seed(cfg.seed)
+    init = torch.cat([p.detach().flatten() for p in MultiMAE(cfg.model_config()).parameters()])
+    assert not torch.allclose(init, r0["params"])  # and they moved
+    assert len(r0["first_batch"]) == 8 and not set(r0["first_batch"].tolist()) & set(r1["first_batch"].tolist())
+    assert torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=True)["step"] == 1
