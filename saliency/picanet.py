@@ -16,7 +16,7 @@ Every cell emits a sigmoid side output; training deep-supervises them all with B
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
@@ -226,7 +226,3 @@ class PiCANet(nn.Module):
                 f"pass --{'no-' if self.cfg.batch_norm else ''}batch-norm to match the file"
             )
         self.features.load_state_dict({k: state[k] for k in own})
-
-
-def picanet_config_dict(cfg: PiCANetConfig) -> dict:
-    return asdict(cfg)

@@ -7,6 +7,7 @@ back to the frames' H x W. On a GPU inference runs in bf16 with channels_last.
 """
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +47,6 @@ def build_model(kind: str, config: dict[str, Any]) -> nn.Module:
 
 def save_checkpoint(path: str | Path, model: nn.Module, kind: str, **extra: Any) -> Path:
     """Atomic save of weights + plain-dict architecture (+ extra plain values) for weights_only loading."""
-    from dataclasses import asdict
-
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     return atomic_torch_save({"format": FORMAT, "kind": kind, "model": asdict(model.cfg), "state_dict": state, **extra}, path)
 

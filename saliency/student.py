@@ -7,7 +7,7 @@ keeps the blobs' edges sharp.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
@@ -66,7 +66,3 @@ class StudentNet(nn.Module):
         d1 = self.up1(torch.cat([F.interpolate(d2, scale_factor=2.0, mode="bilinear"), f1], 1))  # [B, w, S/2, S/2]
         d0 = self.up0(torch.cat([F.interpolate(d1, scale_factor=2.0, mode="bilinear"), f0], 1))  # [B, w/2, S, S]
         return [self.head(d0)]
-
-
-def student_config_dict(cfg: StudentConfig) -> dict:
-    return asdict(cfg)

@@ -15,11 +15,11 @@ import numpy as np
 
 from data.cli import parse_config
 from data.io import atomic_write_json
+from saliency import train
 from saliency.config import PRESETS, StudyConfig, TrainConfig, clean_errors, from_preset, presets_for
 from saliency.data import build_oracle_annotations, save_annotations, split
 from saliency.evaluate import score
 from saliency.predictor import SaliencyPredictor
-from saliency import train
 
 
 def table(rows: list[dict]) -> str:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from data.collect import CollectConfig, collect
-from data.shards import iter_samples, list_shards, load_arrays, read_manifest, saliency_to_uint8
+from data.shards import list_shards, load_arrays, read_manifest, saliency_to_uint8
 from saliency import data as sdata
 from saliency import distill, evaluate, label, study, train
 from saliency.config import DistillConfig, EvalConfig, LabelConfig, StudyConfig, TrainConfig, from_preset
