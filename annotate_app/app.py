@@ -24,9 +24,10 @@ SHORTCUTS = (("z", "undo last click", "btn-undo"), ("c", "clear frame", "btn-cle
              ("ArrowLeft", "previous frame", "btn-prev"), ("ArrowRight", "next frame", "btn-next"),
              ("n", "next unannotated frame", "btn-next-un"), ("h", "hide / show the heat overlay", "chk-overlay"))
 
-KEYBOARD_JS = """
+HEAD_JS = """
 <script>
 (() => {
+  // Keyboard shortcuts: press the matching button (or checkbox) unless the user is typing.
   const keys = %s;
   document.addEventListener('keydown', (e) => {
     if (e.ctrlKey || e.metaKey || e.altKey || e.repeat) return;
@@ -41,12 +42,35 @@ KEYBOARD_JS = """
     e.preventDefault();
     el.click();
   });
+  // Never lose a click: Gradio ignores clicks on the picture while its redrawn version is still
+  // loading (naturalWidth 0). Hold such clicks and replay them, in order, once it has loaded.
+  const held = [];
+  const ready = (img) => img && img.complete && img.naturalWidth > 0;
+  const flush = () => {
+    const img = document.querySelector('#frame-view img');
+    if (!ready(img)) { setTimeout(flush, 5); return; }
+    while (held.length) {
+      const [x, y] = held.shift();
+      const ev = new MouseEvent('click', {bubbles: true, cancelable: true, clientX: x, clientY: y, view: window});
+      ev.replayed = true;
+      img.dispatchEvent(ev);
+    }
+  };
+  document.addEventListener('click', (e) => {
+    const img = e.target instanceof Element ? e.target.closest('#frame-view img') : null;
+    if (!img || e.replayed || (ready(img) && held.length === 0)) return;
+    e.stopImmediatePropagation();
+    e.preventDefault();
+    held.push([e.clientX, e.clientY]);
+    if (held.length === 1) flush();
+  }, true);
 })();
 </script>
 """ % ("{" + ", ".join(f"'{k}': '{i}'" for k, _, i in SHORTCUTS) + "}")
 
 CSS = """
 #frame-view img { image-rendering: pixelated; cursor: crosshair; }
+#frame-view .icon-button-wrapper { display: none !important; }
 #status { font-size: 1.05rem; }
 .shortcut-table td, .shortcut-table th { padding: 2px 10px; }
 """
@@ -236,10 +260,10 @@ def build_app(store: AnnotatorStore, display_size: int = 512):
                     "Click every pixel that matters for solving the task (the arm, the object, the goal...). "
                     "Each click adds a Gaussian to this frame's saliency map and is saved immediately.")
         with gr.Row(equal_height=False):
-            with gr.Column(scale=3, min_width=ann.disp_w // 2):
+            with gr.Column(scale=0, min_width=ann.disp_w):
                 image = gr.Image(value=None, interactive=False, show_label=False, buttons=[], format="png",
                                  elem_id="frame-view", height=ann.disp_h, width=ann.disp_w, container=False)
-            with gr.Column(scale=2, min_width=280):
+            with gr.Column(scale=1, min_width=300):
                 status = gr.Markdown(elem_id="status")
                 with gr.Row():
                     undo = gr.Button("Undo last click (z)", elem_id="btn-undo", size="sm")
@@ -270,7 +294,7 @@ def build_app(store: AnnotatorStore, display_size: int = 512):
 
 
 def launch_kwargs() -> dict[str, Any]:
-    return {"head": KEYBOARD_JS, "css": CSS, "theme": gr.themes.Soft()}
+    return {"head": HEAD_JS, "css": CSS, "theme": gr.themes.Soft()}
 
 
 def port_in_use(host: str, port: int) -> bool:

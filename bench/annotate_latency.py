@@ -33,27 +33,29 @@ DONE_JS = """([n, old]) => {
 
 def measure(ap: AnnotationPage, n_clicks: int, rng: np.random.Generator) -> list[float]:
     times = []
+    # distinct pixels per frame: a repeated click on one pixel redraws an identical picture
+    pixels = rng.permutation(np.stack(np.meshgrid(np.arange(2, 62), np.arange(2, 62)), -1).reshape(-1, 2))
     for k in range(n_clicks):
         count, old = ap.clicks_shown(), ap.image.get_attribute("src")
         box = ap.image.bounding_box()
-        col, row = rng.integers(2, 62, 2)
+        col, row = pixels[k]
         t0 = time.perf_counter()
         ap.page.mouse.click(box["x"] + (col + 0.5) * box["width"] / 64, box["y"] + (row + 0.5) * box["height"] / 64)
         ap.page.wait_for_function(DONE_JS, arg=[count + 1, old], polling=2, timeout=20_000)
         times.append((time.perf_counter() - t0) * 1000)
         if (k + 1) % 20 == 0:  # keep the map readable and the file small: a fresh frame every 20 clicks
+            frame = ap.frame_shown()
             ap.page.click("#btn-next")
-            ap.wait_status(f"Frame {ap.frame_shown() + 1} of")
+            ap.wait_status(f"Frame {frame + 1} of")
     return times
 
 
 def screenshot(ap: AnnotationPage, root: Path, path: Path) -> None:
-    """A fresh frame with clicks where the simulator oracle would click (arm, object, goal), plus a few more."""
+    """A fresh frame clicked where the simulator oracle clicks (gripper, goal: ~25 clicks, like a person)."""
     ap.page.click("#btn-next-un")
     ap.wait_status("Clicks on this frame: 0")
     index = ap.frame_shown() - 1
-    clicks = load_frameset(root, "reach-v3").oracle_clicks[index]
-    for x, y in clicks[: 6]:
+    for x, y in load_frameset(root, "reach-v3").oracle_clicks[index]:
         ap.click_pixel(int(x * 64), int(y * 64))
     path.parent.mkdir(parents=True, exist_ok=True)
     ap.page.screenshot(path=str(path), full_page=True)
@@ -71,13 +73,13 @@ def main() -> None:
         tmp = Path(tmp)
         frames = args.frames or str(synthetic_shards(tmp / "shards", frames=60))
         n = max(4, args.clicks // 20 + 3)
-        server_args = ["--task", "reach-v3", "--frames", frames, "--annotator", "bench", "--n", str(n), "--out", str(tmp / "ann")]
+        server_args = ["--task", "reach-v3", "--frames", frames, "--annotator", "alice", "--n", str(n), "--out", str(tmp / "ann")]
         port = free_port()
         proc = start_server(server_args, port, tmp / "server.log")
         try:
             with sync_playwright() as pw:
                 browser = launch_browser(pw)
-                ap = AnnotationPage(browser.new_page(viewport={"width": 1280, "height": 860}), f"http://127.0.0.1:{port}")
+                ap = AnnotationPage(browser.new_page(viewport={"width": 1200, "height": 700}), f"http://127.0.0.1:{port}")
                 rng = np.random.default_rng(0)
                 measure(ap, 5, rng)  # warm-up
                 times = measure(ap, args.clicks, rng)

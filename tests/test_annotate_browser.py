@@ -149,3 +149,17 @@ def test_sigkill_then_restart_resumes_with_every_click(env):
     ap.click_pixel(33, 9)
     assert near(pixels(saved(env, 2))[-1], (33, 9))
     ap.page.close()
+
+
+def test_rapid_clicks_are_never_lost(env):
+    """Clicks fired faster than the picture redraws (some land while it is loading) all get saved."""
+    ap = open_page(env)
+    ap.press("n")
+    ap.wait_status("Frame 4 of 5", "Clicks on this frame: 0")
+    box = ap.image.bounding_box()
+    for k in range(25):
+        ap.page.mouse.click(box["x"] + 24 + 18 * k, box["y"] + 40 + 16 * (k % 5))
+        ap.page.wait_for_timeout(15 * (k % 4))
+    ap.wait_status("Clicks on this frame: 25", timeout=30_000)
+    assert len(saved(env, 3)["clicks"]) == 25
+    ap.page.close()
