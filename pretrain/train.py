@@ -132,7 +132,7 @@ class Trainer:
         inputs = self.train_frames.batch(idx, self.model_cfg.modalities, self.cfg.image_size, self.device)
         self.mask_gen.manual_seed((self.cfg.seed * 1_000_003 + self.step) * 1009 + self.rank)
         with self.autocast:
-            loss, losses, _, _ = (self.ddp or self.model)(inputs, generator=self.mask_gen)
+            loss, losses, _, _ = (self.ddp if self.ddp is not None else self.model)(inputs, generator=self.mask_gen)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
