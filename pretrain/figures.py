@@ -70,7 +70,7 @@ def loss_curve(run_dir: str | Path, path: str | Path | None = None) -> Path:
         for key, label in (("rgb_mse", "model"), ("rgb_mse_mean_patch", "mean patch (train)"), ("rgb_mse_visible_mean", "mean of visible patches")):
             if ev and key in ev[0]:
                 axes[1].plot(ep, [float(r[key]) for r in ev], marker="o", ms=3, label=label)
-        axes[1].set_yscale("log"), axes[1].set_xlabel("epoch"), axes[1].set_title("held-out masked-patch RGB MSE"), axes[1].legend(fontsize=7)
+        axes[1].set_yscale("log"), axes[1].set_xlabel("epoch"), axes[1].set_title(("held-out" if ev and ev[-1].get("held_out") == "True" else "training-frame") + " masked-patch RGB MSE"), axes[1].legend(fontsize=7)
     fig.tight_layout()
     path = Path(path or run_dir / "loss_curve.png")
     fig.savefig(path, dpi=80)
