@@ -17,12 +17,14 @@ Choices (documented, not from the paper, which has no public code):
 - The head reads the trunk map average-pooled to `gaze_pool` x `gaze_pool` cells (default 3,
   288 numbers); `gaze_pool=1` is the paper's global pooling, which is translation invariant on
   this padding-free trunk and so cannot follow an object that moves between episodes.
-- The FAISS keys are those same pooled features, L2-normalised (288-d: search over 100k entries
-  costs ~13x less than on the flat 3872-d map); the buffer also stores the full map in float16
+- The FAISS keys are the globally average-pooled trunk features, L2-normalised (32-d). Exact flat
+  search cost grows with the key size, and faiss-cpu 1.15's flat search measured here ~10x slower
+  at 288-d (3x3-pooled) than at 32-d (100k entries, 128 queries: ~2.7 s vs ~0.2 s on 2 loaded
+  cores), which would dominate a SAC update. The buffer also stores the full map in float16
   (7.7 kB per entry, 0.77 GB at 100k, memory committed only as it fills) so that the gaze can be
   recomputed with the current head. Search uses `faiss.knn` with METRIC_INNER_PRODUCT over the
-  key array in place: the same exact flat search as IndexFlatIP, without re-adding the ring
-  buffer's overwritten rows to an index.
+  key array in place: the same exact flat search as IndexFlatIP.search, without re-adding the
+  ring buffer's overwritten rows to an index.
 - The attention map sums to 1 over the grid and is multiplied by the number of cells, so a uniform
   gaze leaves the features unchanged and the initial (wide) gaze keeps the baseline's scale.
 - `gaze_return_margin = 0` means automatic: 0.1 x the standard deviation of stored returns
@@ -343,7 +345,6 @@ class GazeEncoder(Encoder):
             raise ValueError(f"unknown gaze head {head!r}: use 'gaussian' or 'patch'")
         self.out_dim = int(getattr(cfg, "feature_dim", 100))
         self.projection = Projection(c * h * w, self.out_dim)
-        self.pool = pool
         self.contrastive = contrastive
         self.settings = {name: gaze_setting(cfg, name) for name in GAZE_DEFAULTS}
         self._check_settings()
@@ -352,7 +353,7 @@ class GazeEncoder(Encoder):
         self._metrics = dict.fromkeys(METRIC_KEYS, 0.0) | {"gaze/sigma": float("nan")}
         if contrastive:
             self.buffer = ReturnBuffer(
-                int(self.settings["gaze_buffer_size"]), self.feat_shape, c * pool * pool, float(self.settings["gaze_return_discount"])
+                int(self.settings["gaze_buffer_size"]), self.feat_shape, c, float(self.settings["gaze_return_discount"])
             )
             self.rng = np.random.default_rng(int(getattr(cfg, "seed", 0)) + 7919)
             self.head_optimizer = torch.optim.Adam(self.head.parameters(), lr=float(self.settings["gaze_lr"]))
@@ -402,7 +403,7 @@ class GazeEncoder(Encoder):
 
     # -- contrastive learning --------------------------------------------------------------------
     def _keys(self, feat: torch.Tensor) -> torch.Tensor:
-        return F.normalize(F.adaptive_avg_pool2d(feat, self.pool).flatten(1), dim=1)  # [B, C*pool*pool]
+        return F.normalize(feat.mean((2, 3)), dim=1)  # [B, C]
 
     def on_env_step(self, obs: dict[str, np.ndarray], rewards: np.ndarray, dones: np.ndarray) -> None:
         if not self.contrastive:
