@@ -128,23 +128,23 @@ class Annotator:
         h, w = self.frames.height, self.frames.width
         self.scale = max(1, display_size // max(h, w))  # integer factor: every frame pixel is a block
         self.disp_h, self.disp_w = h * self.scale, w * self.scale
-        self.overlay_cell = 4 if self.disp_h % 4 == 0 and self.disp_w % 4 == 0 else 1
+        # pictures are composed at 1/q of the display size and enlarged q times at the end: a frame
+        # pixel is a (scale x scale) block, the heat map has (q x q) cells, ~q^2 times less work
+        self.q = next(q for q in (4, 2, 1) if self.scale % q == 0)
         self._lut = _heat_lut()
-        self._big = [np.repeat(np.repeat(img, self.scale, 0), self.scale, 1).astype(np.float32) for img in self.frames.images]
+        self._small = [np.repeat(np.repeat(img, self.scale // self.q, 0), self.scale // self.q, 1).astype(np.float32)
+                       for img in self.frames.images]  # N x [Hd/q, Wd/q, 3]
 
     # drawing ----------------------------------------------------------------------------------
     def draw(self, index: int, clicks: np.ndarray, overlay: bool) -> np.ndarray:
-        img = self._big[index]  # [Hd, Wd, 3] float32
+        img = self._small[index]  # [Hd/q, Wd/q, 3] float32
         if overlay and len(clicks):
-            # the heat map at a quarter of the display size (4x4-pixel cells), enough for a smooth
-            # overlay on a frame shown as 8x8 blocks, and ~16x cheaper than at full size
-            q = self.overlay_cell
-            m = clicks_to_map(clicks, self.disp_h // q, self.disp_w // q)  # [Hd/q, Wd/q]
+            m = clicks_to_map(clicks, img.shape[0], img.shape[1])  # [Hd/q, Wd/q]
             heat = np.take(self._lut, np.round(m * 255).astype(np.uint8), axis=0)  # [Hd/q, Wd/q, 3]
             alpha = (0.65 * np.sqrt(m))[..., None]
-            small = (heat * alpha).astype(np.float32)
-            img = img * np.repeat(np.repeat(1 - alpha, q, 0), q, 1) + np.repeat(np.repeat(small, q, 0), q, 1)
-        out = img.astype(np.uint8)
+            img = img * (1 - alpha) + heat * alpha
+        q = self.q
+        out = np.repeat(np.repeat(img.astype(np.uint8), q, 0), q, 1)  # [Hd, Wd, 3]
         for x, y in clicks:  # a small white-ringed dark dot at each click
             cx, cy = int(x * self.disp_w), int(y * self.disp_h)
             y0, y1, x0, x1 = max(cy - 3, 0), min(cy + 4, self.disp_h), max(cx - 3, 0), min(cx + 4, self.disp_w)
@@ -197,7 +197,7 @@ class Annotator:
             try:
                 return self.view(state, overlay, f"**Not saved:** {err}")
             except AnnotationError:
-                blank = self._big[state["index"]].astype(np.uint8)
+                blank = self.draw(state["index"], np.zeros((0, 2), np.float32), False)
                 return blank, f"### Frame {state['index'] + 1} of {len(self.frames)}\n\n> **Error:** {err}", state
         if isinstance(result, tuple):
             rec, message = result

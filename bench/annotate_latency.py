@@ -52,8 +52,9 @@ def measure(ap: AnnotationPage, n_clicks: int, rng: np.random.Generator) -> list
 
 def screenshot(ap: AnnotationPage, root: Path, path: Path) -> None:
     """A fresh frame clicked where the simulator oracle clicks (gripper, goal: ~25 clicks, like a person)."""
+    before = ap.frame_shown()
     ap.page.click("#btn-next-un")
-    ap.wait_status("Clicks on this frame: 0")
+    ap.page.wait_for_function("f => !document.querySelector('#status').innerText.includes(`Frame ${f} of`)", arg=before)
     index = ap.frame_shown() - 1
     for x, y in load_frameset(root, "reach-v3").oracle_clicks[index]:
         ap.click_pixel(int(x * 64), int(y * 64))
