@@ -84,6 +84,7 @@ def run(cfg: PipelineConfig) -> Path:
     tasks = [check_task(t) for t in cfg.tasks.split(",") if t]
     p = cfg.stage_preset
     stages = Stages(cfg, total=len(tasks) * 7 + 4)
+    atomic_write_json("runs/pipeline/config.json", asdict(cfg))
     for task in tasks:
         shards = Path("data/shards") / task
         labelled = Path(f"data/shards/{task}-sal")
@@ -113,7 +114,6 @@ def run(cfg: PipelineConfig) -> Path:
     stages.run("rl.grid", [], lambda: _check_grid(run_grid(grid)))
     report = Path("runs/report/REPORT.md")
     stages.run("rl.report", [], lambda: write_report(ReportConfig(roots="runs/sac", out="runs/report", pictures_root="runs")))
-    stages.run("pipeline record", [], lambda: atomic_write_json("runs/pipeline/config.json", asdict(cfg)))
     return report
 
 

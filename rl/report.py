@@ -139,10 +139,13 @@ def plot_curves(runs: list[dict], out: Path) -> list[Path]:
 
 
 def collect_pictures(root: Path, out: Path) -> dict[str, list[Path]]:
-    """Copy the newest pictures of each kind next to the report (so REPORT.md is self-contained)."""
+    """Copy the newest picture of each kind from every run folder next to the report (self-contained)."""
     found: dict[str, list[Path]] = {}
     for title, patterns in PICTURE_GLOBS.items():
-        pics = sorted({p for pat in patterns for p in root.glob(pat)}, key=lambda p: p.stat().st_mtime)[-4:]
+        newest_per_folder: dict[Path, Path] = {}
+        for pic in sorted({p for pat in patterns for p in root.glob(pat)}):
+            newest_per_folder[pic.parent] = pic  # names sort by epoch/step: keep the last of each run
+        pics = sorted(newest_per_folder.values())[:6]
         copies = []
         for p in pics:
             target = out / "pictures" / "_".join(p.relative_to(root).parts)
