@@ -153,8 +153,8 @@ class Annotator:
         return out
 
     def status(self, index: int, rec: dict[str, Any], message: str = "") -> str:
-        recs = self.store.records()
-        done = sum(r["done"] for r in recs)
+        flags = self.store.done_flags()
+        done = sum(f is True for f in flags)
         n = len(self.frames)
         state = "done" if rec["done"] else ("in progress" if rec["clicks"] else "not started")
         lines = [
@@ -162,6 +162,9 @@ class Annotator:
             f"**Clicks on this frame:** {len(rec['clicks'])} &nbsp;·&nbsp; **Frames done:** {done} of {n}",
             f"Frame `{self.frames.keys[index]}` ({state}), {rec['seconds']:.0f} s spent on it",
         ]
+        bad = [str(i + 1) for i, f in enumerate(flags) if f is None]
+        if bad:
+            lines.append(f"> **Unreadable annotation file(s) for frame(s) {', '.join(bad)}**: open them to see why.")
         if message:
             lines.append(f"> {message}")
         return "\n\n".join(lines)
@@ -185,7 +188,7 @@ class Annotator:
     # handlers -----------------------------------------------------------------------------------
     def new_session(self, overlay: bool = True):
         state = {"sid": uuid.uuid4().hex[:12], "index": self.store.resume_index(), "tick": time.time(), "seen": []}
-        done = sum(r["done"] for r in self.store.records())
+        done = sum(f is True for f in self.store.done_flags())
         msg = f"Resumed at the first unfinished frame ({done} done)." if done else "Click the pixels that matter for the task."
         return self._safe(state, overlay, lambda: msg)
 
@@ -331,9 +334,12 @@ def main(argv=None) -> None:
     print(f"Annotating {len(store.frames)} frames of {cfg.task} as {cfg.annotator} ({done} done); "
           f"clicks are saved to {Path(store.dir).resolve()}", flush=True)
     print(f"Open http://{cfg.host}:{cfg.port} in a browser (Ctrl+C stops the server).", flush=True)
-    demo.queue(default_concurrency_limit=1).launch(
-        server_name=cfg.host, server_port=cfg.port, auth=auth, show_error=True, quiet=True,
-        footer_links=[], **launch_kwargs())
+    try:
+        demo.queue(default_concurrency_limit=1).launch(
+            server_name=cfg.host, server_port=cfg.port, auth=auth, show_error=True, quiet=True,
+            footer_links=[], **launch_kwargs())
+    except OSError as err:
+        sys.exit(f"error: cannot serve on {cfg.host}:{cfg.port} ({err}); pass --port with a free port or a valid --host")
 
 
 if __name__ == "__main__":

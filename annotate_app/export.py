@@ -103,6 +103,9 @@ def export(cfg: ExportConfig) -> Path:
     return out
 
 
+run = export  # the pipeline's programmatic entry: run(ExportConfig(...)) -> Path
+
+
 def main(argv=None) -> None:
     cfg = parse_config(ExportConfig, argv)
     try:

@@ -14,6 +14,9 @@ from annotate_app.store import ORACLE, SELECT_METHODS, AnnotationError, Annotato
 from data.cli import parse_config
 
 
+PRESETS = {"micro": {"n": 8}, "demo": {"n": 30}, "cpu": {"n": 30}, "paper": {"n": 30}}  # paper: ~30 frames per task
+
+
 @dataclass
 class OracleConfig:
     """Annotate a task's selected frames with the simulator's oracle clicks (annotator 'oracle')."""
@@ -51,7 +54,7 @@ def run(cfg: OracleConfig) -> Path:
 
 
 def main(argv=None) -> None:
-    cfg = parse_config(OracleConfig, argv)
+    cfg = parse_config(OracleConfig, argv, presets=PRESETS)
     try:
         out = run(cfg)
     except AnnotationError as err:

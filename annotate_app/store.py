@@ -377,21 +377,25 @@ class AnnotatorStore:
     def records(self) -> list[dict[str, Any]]:
         return [self.read(i) for i in range(len(self.frames))]
 
+    def done_flags(self) -> list[bool | None]:
+        """Per frame: done or not, None where the file cannot be read (reported when that frame is opened)."""
+        flags: list[bool | None] = []
+        for i in range(len(self.frames)):
+            try:
+                flags.append(bool(self.read(i)["done"]))
+            except AnnotationError:
+                flags.append(None)
+        return flags
+
     def resume_index(self) -> int:
-        """The first frame not finished (0 if all are)."""
-        for i, rec in enumerate(self.records()):
-            if not rec["done"]:
-                return i
-        return 0
+        """The first frame not finished (0 if all are); an unreadable file counts as unfinished."""
+        flags = self.done_flags()
+        return next((i for i, f in enumerate(flags) if not f), 0)
 
     def next_unfinished(self, index: int) -> int | None:
-        recs = self.records()
-        n = len(recs)
-        for step in range(1, n + 1):
-            j = (index + step) % n
-            if not recs[j]["done"]:
-                return j
-        return None
+        flags = self.done_flags()
+        n = len(flags)
+        return next(((index + k) % n for k in range(1, n + 1) if not flags[(index + k) % n]), None)
 
 
 def click_array(rec: dict[str, Any]) -> np.ndarray:

@@ -55,6 +55,11 @@ def test_good_names_pass_and_cli_refuses_traversal(capsys):
     with pytest.raises(SystemExit):
         parse_config(AppConfig, ["--annotator", "oracle"])
     assert "reserved" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_config(AppConfig, ["--annotator", "alice", "--auth", "nopassword"])
+    assert "user:password" in capsys.readouterr().err
+    cfg = parse_config(AppConfig, ["--annotator", "alice", "--auth", "u:p:w"])
+    assert cfg.host == "127.0.0.1" and cfg.auth.split(":", 1) == ["u", "p:w"]
 
 
 # -- frame selection ------------------------------------------------------------------------------
@@ -225,6 +230,11 @@ def test_app_refuses_a_busy_port_and_clicks_outside(tmp_path, frames):
     assert "Clicks on this frame:** 1" in status and img.shape == (512, 512, 3)
     hidden, _, _ = ann.toggle(state, False)
     assert not np.array_equal(hidden, img)
+    ann.store.path(4).write_text("{broken")  # another frame's file goes bad while the app runs
+    _, status, _ = ann.click(state, True, 5.0, 5.0)
+    assert "Clicks on this frame:** 2" in status and "frame(s) 5" in status
+    _, status, state = ann.goto(state, True, "unfinished")  # frames 2..4 are next; 5 is reported
+    assert state["index"] == 1 and "frame(s) 5" in status
 
 
 # -- export, oracle, agreement --------------------------------------------------------------------
