@@ -171,13 +171,17 @@ class PixelMetaWorld(gym.Env):
         return np.ascontiguousarray(seg[::-1, ::-1])
 
     # -- gym API ---------------------------------------------------------------------------
-    def _observe(self, mw_obs: np.ndarray) -> dict[str, np.ndarray]:
+    def _update_state(self, mw_obs: np.ndarray) -> np.ndarray:
+        """Keep Meta-World's observation (for its experts) and return the agent's state vector."""
         self._mw_obs = mw_obs
         state = np.asarray(mw_obs, np.float32).copy()
         if not self.config.goal_observable:
             state[-3:] = 0.0
         self._state = state
-        return {"pixels": self.render(), "state": state}
+        return state
+
+    def _observe(self, mw_obs: np.ndarray) -> dict[str, np.ndarray]:
+        return {"pixels": self.render(), "state": self._update_state(mw_obs)}
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
@@ -201,9 +205,7 @@ class PixelMetaWorld(gym.Env):
         action = np.clip(np.asarray(action, np.float32), -1.0, 1.0)
         mw_obs, reward, _, _, info = self.mw.step(action)
         self._steps += 1
-        self._mw_obs = mw_obs
-        self._state = np.asarray(mw_obs, np.float32)
-        return self._state, float(reward), self._steps >= self.config.max_episode_steps, info
+        return self._update_state(mw_obs), float(reward), self._steps >= self.config.max_episode_steps, info
 
     @property
     def raw_state(self) -> np.ndarray:
