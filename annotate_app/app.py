@@ -316,6 +316,10 @@ def open_store(cfg: AppConfig) -> AnnotatorStore:
     problems = store.check_all()
     if problems:
         raise AnnotationError("stored annotations need attention:\n  " + "\n  ".join(problems))
+    stray = sorted(p.name for p in store.dir.glob("*.json") if p.stem not in set(frames.keys))
+    if stray:
+        print(f"note: {len(stray)} file(s) in {store.dir} belong to no selected frame and are ignored: "
+              f"{', '.join(stray[:5])}{' ...' if len(stray) > 5 else ''}", file=sys.stderr)
     return store
 
 
