@@ -193,6 +193,8 @@ class Annotator:
         return self._safe(state, overlay, lambda: msg)
 
     def _safe(self, state: dict[str, Any], overlay: bool, action):
+        if "index" not in state:  # an event that beat the page's load event: start the session here
+            state.update(sid=uuid.uuid4().hex[:12], index=self.store.resume_index(), tick=time.time(), seen=[])
         try:
             result = action()
         except AnnotationError as err:

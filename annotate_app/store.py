@@ -321,7 +321,8 @@ class AnnotatorStore:
     def _update(self, index: int, op, seconds: float = 0.0) -> dict[str, Any]:
         with self._locked():
             rec = self.read(index)
-            op(rec)
+            if op(rec) is False:  # nothing to change (undo or clear with nothing to remove): no write
+                return rec
             rec["seconds"] += max(0.0, float(seconds))
             rec["revision"] += 1
             rec["updated"] = time.time()
@@ -340,12 +341,13 @@ class AnnotatorStore:
         """Remove the newest click (of those in `known_ids`, the clicks this session has seen)."""
         def op(rec):
             cand = [c for c in rec["clicks"] if known_ids is None or c["id"] in known_ids]
-            if cand:
-                last = max(cand, key=lambda c: c["t"])
-                rec["clicks"].remove(last)
-                rec["removed"].append({**last, "removed_at": time.time(), "how": "undo"})
-                if not rec["clicks"]:
-                    rec["done"] = False
+            if not cand:
+                return False
+            last = max(cand, key=lambda c: c["t"])
+            rec["clicks"].remove(last)
+            rec["removed"].append({**last, "removed_at": time.time(), "how": "undo"})
+            if not rec["clicks"]:
+                rec["done"] = False
         return self._update(index, op, seconds)
 
     def clear(self, index: int, known_ids: list[str] | None = None, seconds: float = 0.0) -> dict[str, Any]:
@@ -353,6 +355,8 @@ class AnnotatorStore:
         def op(rec):
             now = time.time()
             gone = [c for c in rec["clicks"] if known_ids is None or c["id"] in known_ids]
+            if not gone:
+                return False
             rec["clicks"] = [c for c in rec["clicks"] if c not in gone]
             rec["removed"].extend({**c, "removed_at": now, "how": "clear"} for c in gone)
             if not rec["clicks"]:

@@ -222,6 +222,8 @@ def test_app_refuses_a_busy_port_and_clicks_outside(tmp_path, frames):
             app_main(["--task", "reach-v3", "--annotator", "bob", "--out", str(tmp_path / "ann"), "--port", str(port)])
     ann = Annotator(AnnotatorStore(tmp_path / "ann", frames, "bob"), display_size=512)
     assert ann.scale == 8 and (ann.disp_h, ann.disp_w) == (512, 512)
+    _, status, fresh = ann.undo({}, True)  # an event before the page's load event starts a session
+    assert fresh["index"] == 0 and "Frame 1 of 6" in status
     _, _, state = ann.new_session()
     img, status, state = ann.click(state, True, 600.0, 10.0)
     assert "outside" in status and not ann.store.path(0).exists()
