@@ -1,0 +1,72 @@
+"""`gaze` through the real SAC loop (rl.sac), its checkpoint, and the gaze pictures."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rl.config import PRESETS, SACConfig
+from rl.encoders import ENCODERS
+from rl.gaze_viz import GazeVizConfig, cell_centre_px, gaze_strip, run as viz_run
+from rl.sac import run as sac_run
+
+
+@pytest.fixture(scope="module")
+def gaze_run(tmp_path_factory) -> Path:
+    """160 env steps of SAC with the gaze encoder on CPU (20-step episodes so returns reach the buffer)."""
+    out = tmp_path_factory.mktemp("sac") / "gaze"
+    cfg = SACConfig(**{**PRESETS["micro"], "encoder": "gaze", "out": str(out), "steps": 160, "random_steps": 60,
+                       "batch_size": 8, "max_episode_steps": 20, "replay_size": 1000, "log_every": 80, "checkpoint_every": 80,
+                       "gaze_buffer_size": 500, "gaze_anchors": 32, "torch_threads": 1})
+    return sac_run(cfg)
+
+
+def test_gaze_trains_through_rl_sac(gaze_run: Path):
+    with open(gaze_run / "aux.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == [80, 160]
+    last = rows[-1]
+    assert float(last["gaze/buffer"]) == 160  # 8 finished episodes, every entry has a return
+    assert float(last["gaze/triplets"]) > 0 and 0 < float(last["gaze/pos_frac"]) <= 1
+    assert 0.15 < float(last["gaze/sigma"]) < 2 and np.isfinite(float(last["gaze/contrast_loss"]))
+    ckpt = torch.load(gaze_run / "checkpoint.pt", weights_only=True)
+    extra = ckpt["encoder_extra"]
+    assert extra["buffer"]["feats"].shape == (160, 32, 11, 11) and extra["buffer"]["written"] == 160
+    assert extra["buffer"]["valid"].all()
+    # the head's own optimiser stepped once per SAC update (gaze_update_every 1)
+    updates = ckpt["agent"]["num_updates"]
+    assert updates >= 100 and int(next(iter(extra["head_optimizer"]["state"].values()))["step"]) == updates
+    enc = ENCODERS["gaze"](SACConfig(**{**PRESETS["micro"], "gaze_buffer_size": 500}), 64, 39)
+    enc.load_extra_state(extra)
+    assert enc.buffer.size == 160
+
+
+def test_receptive_field_centres_match_the_trunk():
+    """cell_centre_px agrees with the centre of each output cell's input gradient support."""
+    enc = ENCODERS["gaze_nocontrast"](None, 64, 39)
+    x = torch.rand(1, 3, 64, 64, requires_grad=True)
+    feat = enc.trunk(x)
+    for j in (0, 5, 10):
+        x.grad = None
+        feat[0, :, j, j].sum().backward(retain_graph=True)
+        cols = np.flatnonzero(x.grad[0].abs().sum((0, 1)).numpy())
+        assert (cols.min() + cols.max() + 1) / 2 == pytest.approx(cell_centre_px(-1 + 2 * j / 10, 11))
+    assert cell_centre_px(np.array([-1.0, 1.0]), 11).tolist() == [21.5, 41.5]
+
+
+def test_gaze_strip_and_command(gaze_run: Path, tmp_path: Path):
+    enc = ENCODERS["gaze_mix"](SACConfig(gaze_components=3), 64, 39)
+    frames = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    sal = np.random.default_rng(1).random((3, 64, 64)).astype(np.float32)
+    out = gaze_strip(enc, frames, sal, "test maps", tmp_path / "strip.png", "mixture")
+    assert out.stat().st_size > 10_000 and out.read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="saliency maps"):
+        gaze_strip(enc, frames, sal[:2], "x", tmp_path / "bad.png")
+    out = viz_run(GazeVizConfig(run=str(gaze_run), frames=3, episode_steps=12, out=str(tmp_path / "run.png"),
+                                saliency_model=str(tmp_path / "missing.pt")))
+    assert out.stat().st_size > 10_000
+    with pytest.raises(FileNotFoundError, match="agent.pt"):
+        viz_run(GazeVizConfig(run=str(tmp_path / "nothing")))
