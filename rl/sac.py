@@ -191,9 +191,10 @@ def run(cfg: SACConfig) -> Path:
         step, episodes, wall_before = int(state["step"]), int(state["episodes"]), float(state["wall_s"])
     prepare_run_dir(run_dir, cfg, resume=cfg.resume)
     metrics_log, eval_log = MetricLogger(run_dir, "metrics"), MetricLogger(run_dir, "eval", tensorboard=False)
-    aux_log: MetricLogger | None = None
-    for log in (metrics_log, eval_log):
-        log.truncate_after(step if state is not None else -1)
+    aux_log = MetricLogger(run_dir, "aux") if (run_dir / "aux.csv").exists() else None
+    for log in (metrics_log, eval_log, aux_log):
+        if log is not None:
+            log.truncate_after(step if state is not None else -1)
     print(f"SAC {cfg.encoder} on {cfg.task}, seed {cfg.seed}, {device_description()}; run folder {run_dir}"
           + (f" (resumed at step {step})" if state is not None else ""), flush=True)
 
