@@ -184,7 +184,7 @@ class Trainer:
     # -- checkpoints --------------------------------------------------------------------------
     def _identity(self) -> dict:
         keep = {k: v for k, v in dataclasses.asdict(self.cfg).items() if k not in RESUMABLE}
-        return {**keep, "steps_per_epoch": self.steps_per_epoch, "train_frames": len(self.train_frames), "world_size": self.world}
+        return {**keep, "steps_per_epoch": self.steps_per_epoch, "train_frames": len(self.train_frames)}
 
     def save_checkpoint(self) -> Path:
         state = {
