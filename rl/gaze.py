@@ -162,9 +162,12 @@ class GaussianGazeHead(nn.Module):
             params[:, 2:4] = _inverse_softplus(sigma_init - sigma_floor)
             last.bias.copy_(bias)
 
-    def params(self, feat: torch.Tensor) -> dict[str, torch.Tensor]:
-        """feat [B, C, h, w] -> mu [B, K, 2], sigma [B, K, 2], rho [B, K], weight [B, K]."""
-        pooled = F.adaptive_avg_pool2d(feat, self.pool).flatten(1)  # [B, C*pool*pool]
+    def pool_input(self, feat: torch.Tensor) -> torch.Tensor:
+        """feat [B, C, h, w] -> the head's input [B, C*pool*pool]."""
+        return F.adaptive_avg_pool2d(feat, self.pool).flatten(1)
+
+    def params(self, pooled: torch.Tensor) -> dict[str, torch.Tensor]:
+        """pooled [B, C*pool*pool] -> mu [B, K, 2], sigma [B, K, 2], rho [B, K], weight [B, K]."""
         out = self.mlp(pooled)  # [B, 5K (+K)]
         k = self.components
         p = out[:, : 5 * k].view(-1, k, 5)  # [B, K, 5]
@@ -178,7 +181,10 @@ class GaussianGazeHead(nn.Module):
 
     def forward(self, feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """feat [B, C, h, w] -> attention [B, h, w] (sums to 1), sigma [B, K, 2] (for the spread term), params."""
-        p = self.params(feat)
+        return self.from_pooled(self.pool_input(feat))
+
+    def from_pooled(self, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        p = self.params(pooled)
         maps = gaussian_map(p["mu"], p["sigma"], p["rho"], *self.grid)  # [B, K, h, w]
         attn = (p["weight"][..., None, None] * maps).sum(1)  # [B, h, w]
         return attn, p["sigma"], p
@@ -197,8 +203,13 @@ class PatchGazeHead(nn.Module):
         nn.init.normal_(self.mlp[-1].weight, std=1e-3)
         nn.init.zeros_(self.mlp[-1].bias)
 
+    def pool_input(self, feat: torch.Tensor) -> torch.Tensor:
+        return F.adaptive_avg_pool2d(feat, self.pool).flatten(1)  # [B, C*pool*pool]
+
     def forward(self, feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        pooled = F.adaptive_avg_pool2d(feat, self.pool).flatten(1)  # [B, C*pool*pool]
+        return self.from_pooled(self.pool_input(feat))
+
+    def from_pooled(self, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         attn = torch.softmax(self.mlp(pooled), 1).view(-1, *self.grid)  # [B, h, w]
         sigma = map_spread(attn)[:, None]  # [B, 1, 2]
         return attn, sigma, {}
@@ -212,12 +223,15 @@ class ReturnBuffer:
     the ring has not overwritten meanwhile.
     """
 
-    def __init__(self, capacity: int, feat_shape: tuple[int, ...], key_dim: int, discount: float = 1.0):
+    def __init__(self, capacity: int, feat_shape: tuple[int, int, int], key_dim: int, pooled_dim: int, discount: float = 1.0):
         if capacity < 2:
             raise ValueError(f"gaze_buffer_size must be >= 2, got {capacity}")
         self.capacity, self.feat_shape, self.key_dim, self.discount = capacity, tuple(feat_shape), key_dim, discount
+        c, h, w = self.feat_shape
         # np.zeros maps pages lazily: memory is committed only as the ring fills
-        self.feats = np.zeros((capacity, *self.feat_shape), np.float16)
+        self.feats = np.zeros((capacity, c, h * w), np.float16)  # trunk maps, cells flattened
+        self.cell_sq = np.zeros((capacity, h * w), np.float32)  # sum over channels of feats^2, per cell
+        self.pooled = np.zeros((capacity, pooled_dim), np.float32)  # the gaze head's input
         self.keys = np.zeros((capacity, key_dim), np.float32)
         self.returns = np.zeros(capacity, np.float32)
         self.valid = np.zeros(capacity, bool)
@@ -229,11 +243,15 @@ class ReturnBuffer:
     def size(self) -> int:
         return min(self.written, self.capacity)
 
-    def add(self, feats: np.ndarray, keys: np.ndarray, rewards: np.ndarray, dones: np.ndarray) -> None:
-        """One vector-env step: feats [N, *feat_shape], keys [N, D] (normalised), rewards [N], dones [N]."""
+    def add(self, feats: np.ndarray, keys: np.ndarray, pooled: np.ndarray, rewards: np.ndarray, dones: np.ndarray) -> None:
+        """One vector-env step: feats [N, C, h, w], keys [N, D] (normalised), pooled [N, P], rewards [N], dones [N]."""
+        feats16 = np.asarray(feats, np.float16).reshape(len(rewards), self.feats.shape[1], -1)  # [N, C, h*w]
+        cell_sq = np.square(feats16, dtype=np.float32).sum(1)  # [N, h*w], of the stored (rounded) values
         for env in range(len(rewards)):
             slot = self.written % self.capacity
-            self.feats[slot] = feats[env]
+            self.feats[slot] = feats16[env]
+            self.cell_sq[slot] = cell_sq[env]
+            self.pooled[slot] = pooled[env]
             self.keys[slot] = keys[env]
             self.valid[slot] = False
             self.write_id[slot] = self.written
@@ -255,6 +273,7 @@ class ReturnBuffer:
         n = self.size
         return {
             "feats": torch.from_numpy(self.feats[:n].copy()),
+            "pooled": torch.from_numpy(self.pooled[:n].copy()),
             "keys": torch.from_numpy(self.keys[:n].copy()),
             "returns": torch.from_numpy(self.returns[:n].copy()),
             "valid": torch.from_numpy(self.valid[:n].copy()),
@@ -264,12 +283,14 @@ class ReturnBuffer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         n = state["feats"].shape[0]
-        if n > self.capacity or tuple(state["feats"].shape[1:]) != self.feat_shape:
+        if n > self.capacity or tuple(state["feats"].shape[1:]) != self.feats.shape[1:]:
             raise ValueError(
                 f"gaze buffer checkpoint holds {tuple(state['feats'].shape)}, this encoder expects at most "
-                f"({self.capacity}, {self.feat_shape}): resume with the same gaze_buffer_size and image size"
+                f"({self.capacity}, {self.feats.shape[1:]}): resume with the same gaze_buffer_size and image size"
             )
         self.feats[:n] = state["feats"].numpy()
+        self.cell_sq[:n] = np.square(self.feats[:n], dtype=np.float32).sum(1)
+        self.pooled[:n] = state["pooled"].numpy()
         self.keys[:n] = state["keys"].numpy()
         self.returns[:n] = state["returns"].numpy()
         self.valid[:n] = state["valid"].numpy()
@@ -314,11 +335,23 @@ def mine_triplets(
     }
 
 
-def cosine_triplet_loss(za: torch.Tensor, zp: torch.Tensor, zn: torch.Tensor, margin: float) -> torch.Tensor:
-    """mean max(0, d(a, p) - d(a, n) + margin) with d = 1 - cosine similarity; za/zp/zn [T, D]."""
-    d_ap = 1 - F.cosine_similarity(za, zp, dim=1)
-    d_an = 1 - F.cosine_similarity(za, zn, dim=1)
-    return F.relu(d_ap - d_an + margin).mean()
+def gazed_cosine(
+    attn_a: torch.Tensor, attn_b: torch.Tensor, dots: torch.Tensor, sq_a: torch.Tensor, sq_b: torch.Tensor
+) -> torch.Tensor:
+    """Cosine similarity of gazed maps flatten(F_a * A_a) and flatten(F_b * A_b), from per-cell sums.
+
+    attn_*: [T, S] attention over the S cells; dots: [T, S] sum over channels of F_a * F_b;
+    sq_*: [T, S] sum over channels of F^2. Exact, and ~C times cheaper than on [T, C*S] maps
+    (the attention is shared by all channels of a cell). Returns [T].
+    """
+    num = (attn_a * attn_b * dots).sum(1)
+    den = ((attn_a**2 * sq_a).sum(1) * (attn_b**2 * sq_b).sum(1)).sqrt().clamp_min(1e-12)
+    return num / den
+
+
+def cosine_triplet_loss(cos_ap: torch.Tensor, cos_an: torch.Tensor, margin: float) -> torch.Tensor:
+    """mean max(0, d(a, p) - d(a, n) + margin) with cosine distance d = 1 - cos; cos_* [T]."""
+    return F.relu((1 - cos_ap) - (1 - cos_an) + margin).mean()
 
 
 def spread_loss(sigma: torch.Tensor, target: float) -> torch.Tensor:
@@ -353,7 +386,8 @@ class GazeEncoder(Encoder):
         self._metrics = dict.fromkeys(METRIC_KEYS, 0.0) | {"gaze/sigma": float("nan")}
         if contrastive:
             self.buffer = ReturnBuffer(
-                int(self.settings["gaze_buffer_size"]), self.feat_shape, c, float(self.settings["gaze_return_discount"])
+                int(self.settings["gaze_buffer_size"]), self.feat_shape, c, c * pool * pool,
+                float(self.settings["gaze_return_discount"]),
             )
             self.rng = np.random.default_rng(int(getattr(cfg, "seed", 0)) + 7919)
             self.head_optimizer = torch.optim.Adam(self.head.parameters(), lr=float(self.settings["gaze_lr"]))
@@ -422,9 +456,10 @@ class GazeEncoder(Encoder):
                 feat = self.trunk(image_input(pixels.to(device)))
         self._act_cache = None
         with torch.no_grad():
-            keys = self._keys(feat)
+            keys, pooled = self._keys(feat), self.head.pool_input(feat)
         self.buffer.add(
-            feat.cpu().numpy(), keys.cpu().numpy(), np.asarray(rewards, np.float32), np.asarray(dones, bool)
+            feat.cpu().numpy(), keys.cpu().numpy(), pooled.cpu().numpy(),
+            np.asarray(rewards, np.float32), np.asarray(dones, bool),
         )
 
     def auxiliary_update(self, step: int) -> dict[str, float]:
@@ -446,16 +481,25 @@ class GazeEncoder(Encoder):
         mined = mine_triplets(buf.keys[:n], buf.returns[:n], valid, anchors, int(self.settings["gaze_k"]), margin)
         n_trip = len(mined["anchor"])
         device = next(self.parameters()).device
-        index = np.concatenate([anchors, mined["anchor"], mined["positive"], mined["negative"]])
-        feat = torch.from_numpy(buf.feats[index]).to(device).float()  # [A + 3T, C, h, w]
+        # the head runs once per distinct entry: anchors (spread term) and the triplets' positives/negatives
+        rows, inverse = np.unique(np.concatenate([anchors, mined["positive"], mined["negative"]]), return_inverse=True)
+        at = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device)  # noqa: E731
+        slot = dict(zip(rows.tolist(), range(len(rows))))
+        i_a = at(np.array([slot[i] for i in mined["anchor"]], np.int64))
+        i_p, i_n = at(inverse[len(anchors) : len(anchors) + n_trip]), at(inverse[len(anchors) + n_trip :])
         params = list(self.head.parameters())
         with torch.enable_grad():
-            gazed, _, sigma = self.gaze(feat)
-            spread = spread_loss(sigma[: len(anchors)], float(self.settings["gaze_spread_target"]))
+            attn, sigma, _ = self.head.from_pooled(at(buf.pooled[rows]))  # [U, h, w], [U, K, 2]
+            attn = attn.flatten(1)  # [U, S]
+            spread = spread_loss(sigma[at(inverse[: len(anchors)])], float(self.settings["gaze_spread_target"]))
             loss = float(self.settings["gaze_spread_weight"]) * spread
             if n_trip:
-                za, zp, zn = gazed[len(anchors) :].split(n_trip)
-                triplet = cosine_triplet_loss(za, zp, zn, float(self.settings["gaze_triplet_margin"]))
+                fa, fp, fn = (buf.feats[mined[k]].astype(np.float32) for k in ("anchor", "positive", "negative"))
+                dots_ap, dots_an = at((fa * fp).sum(1)), at((fa * fn).sum(1))  # [T, S]
+                sq = at(buf.cell_sq[rows])  # [U, S]
+                cos_ap = gazed_cosine(attn[i_a], attn[i_p], dots_ap, sq[i_a], sq[i_p])
+                cos_an = gazed_cosine(attn[i_a], attn[i_n], dots_an, sq[i_a], sq[i_n])
+                triplet = cosine_triplet_loss(cos_ap, cos_an, float(self.settings["gaze_triplet_margin"]))
                 loss = loss + float(self.settings["gaze_contrast_weight"]) * triplet
             grads = torch.autograd.grad(loss, params)
         # step the head's own optimiser without touching .grad that the SAC optimisers may hold
@@ -472,7 +516,7 @@ class GazeEncoder(Encoder):
             "gaze/neg_frac": float(mined["has_neg"].mean()),
             "gaze/contrast_loss": triplet.item() if n_trip else 0.0,
             "gaze/spread_loss": spread.item(),
-            "gaze/sigma": sigma[: len(anchors)].mean().item(),
+            "gaze/sigma": sigma[at(inverse[: len(anchors)])].mean().item(),
             "gaze/return_margin": margin,
         }
         return dict(self._metrics)

@@ -18,6 +18,7 @@ from rl.gaze import (
     ReturnBuffer,
     cosine_triplet_loss,
     gaussian_map,
+    gazed_cosine,
     map_spread,
     mine_triplets,
     spread_loss,
@@ -102,14 +103,14 @@ def test_registered_encoders_forward_backward_and_detach():
 
 
 def test_return_buffer_returns_to_go_and_ring_overwrites():
-    buf = ReturnBuffer(capacity=6, feat_shape=(1,), key_dim=1, discount=0.5)
+    buf = ReturnBuffer(capacity=6, feat_shape=(1, 1, 1), key_dim=1, pooled_dim=1, discount=0.5)
     one = np.ones((2, 1), np.float32)
-    buf.add(one, one, np.array([1.0, 10.0]), np.array([False, False]))
-    buf.add(one, one, np.array([2.0, 20.0]), np.array([True, False]))  # env 0 ends: returns 1 + 0.5 * 2, 2
+    buf.add(one, one, one, np.array([1.0, 10.0]), np.array([False, False]))
+    buf.add(one, one, one, np.array([2.0, 20.0]), np.array([True, False]))  # env 0 ends: returns 1 + 0.5 * 2, 2
     assert buf.valid[:4].tolist() == [True, False, True, False]
     np.testing.assert_allclose(buf.returns[[0, 2]], [2.0, 2.0])
-    buf.add(one, one, np.array([3.0, 40.0]), np.array([False, False]))  # slots 4, 5
-    buf.add(one, one, np.array([4.0, 80.0]), np.array([True, True]))  # slots 0, 1 overwritten
+    buf.add(one, one, one, np.array([3.0, 40.0]), np.array([False, False]))  # slots 4, 5
+    buf.add(one, one, one, np.array([4.0, 80.0]), np.array([True, True]))  # slots 0, 1 overwritten
     # env 1's episode 10, 20, 40, 80 lives in slots 1, 3, 5, 1: the first entry was overwritten
     np.testing.assert_allclose(buf.returns[[3, 5, 1]], [20 + 0.5 * 40 + 0.25 * 80, 40 + 0.5 * 80, 80])
     np.testing.assert_allclose(buf.returns[[4, 0]], [3 + 0.5 * 4, 4])
@@ -150,10 +151,14 @@ def test_triplet_mining_picks_planted_positive_and_negative():
     assert len(mined["anchor"]) == 0 and not mined["has_pos"][0] and not mined["has_neg"][0]
 
 
-def test_cosine_triplet_and_spread_losses():
-    a = torch.tensor([[1.0, 0.0]])
-    assert cosine_triplet_loss(a, a, -a, 0.2).item() == 0.0  # d_ap 0, d_an 2
-    assert cosine_triplet_loss(a, -a, a, 0.2).item() == pytest.approx(2.2)
+def test_gazed_cosine_equals_cosine_of_gazed_maps_and_losses():
+    fa, fb = torch.rand(5, 32, 121), torch.rand(5, 32, 121) - 0.3  # [T, C, S]
+    aa, ab = torch.softmax(torch.randn(5, 121), 1), torch.softmax(torch.randn(5, 121), 1)
+    direct = torch.nn.functional.cosine_similarity((fa * aa[:, None]).flatten(1), (fb * ab[:, None]).flatten(1), dim=1)
+    fast = gazed_cosine(aa, ab, (fa * fb).sum(1), (fa**2).sum(1), (fb**2).sum(1))
+    torch.testing.assert_close(fast, direct)
+    assert cosine_triplet_loss(torch.ones(1), -torch.ones(1), 0.2).item() == 0.0  # d_ap 0, d_an 2
+    assert cosine_triplet_loss(-torch.ones(1), torch.ones(1), 0.2).item() == pytest.approx(2.2)
     assert spread_loss(torch.full((3, 1, 2), 0.5), 0.5).item() == pytest.approx(0.0, abs=1e-7)
     assert spread_loss(torch.full((3, 1, 2), 0.5 * np.e), 0.5).item() == pytest.approx(2.0)
 
@@ -162,7 +167,7 @@ def _fill(enc: GazeEncoder, reward_of, episodes: int = 4, length: int = 12, num_
     """Episodes of random frames through on_env_step (pixels=True), or of random trunk-like features
     straight into the buffer (fast)."""
     rng = np.random.default_rng(1)
-    keys_dim = enc.buffer.key_dim
+    keys_dim, pooled_dim = enc.buffer.key_dim, enc.buffer.pooled.shape[1]
     for ep in range(episodes):
         for t in range(length):
             rewards = np.array([reward_of(ep, e, t) for e in range(num_envs)], np.float32)
@@ -173,7 +178,8 @@ def _fill(enc: GazeEncoder, reward_of, episodes: int = 4, length: int = 12, num_
             else:
                 feats = rng.gamma(1.0, 1.0, (num_envs, *enc.feat_shape)).astype(np.float32)
                 keys = rng.normal(size=(num_envs, keys_dim)).astype(np.float32)
-                enc.buffer.add(feats, keys / np.linalg.norm(keys, axis=1, keepdims=True), rewards, dones)
+                pooled = rng.gamma(1.0, 1.0, (num_envs, pooled_dim)).astype(np.float32)
+                enc.buffer.add(feats, keys / np.linalg.norm(keys, axis=1, keepdims=True), pooled, rewards, dones)
 
 
 def test_contrastive_update_changes_only_the_gaze_head():
@@ -220,8 +226,11 @@ def test_on_env_step_reuses_acting_features_in_either_layout():
         feat = enc.trunk(pixels.float() / 255)
     enc.on_env_step({"pixels": pixels.numpy()}, np.zeros(2), np.zeros(2, bool))
     enc.on_env_step({"pixels": pixels.permute(0, 2, 3, 1).numpy()}, np.zeros(2), np.ones(2, bool))
-    stored = torch.from_numpy(enc.buffer.feats[:4].astype(np.float32))
-    torch.testing.assert_close(stored, torch.cat([feat, feat]), atol=2e-3, rtol=2e-3)
+    stored = torch.from_numpy(enc.buffer.feats[:4].astype(np.float32))  # [4, C, h*w]
+    torch.testing.assert_close(stored, torch.cat([feat, feat]).flatten(2), atol=2e-3, rtol=2e-3)
+    pooled = torch.nn.functional.adaptive_avg_pool2d(feat, 3).flatten(1)
+    torch.testing.assert_close(torch.from_numpy(enc.buffer.pooled[:2]), pooled)
+    torch.testing.assert_close(torch.from_numpy(enc.buffer.cell_sq[:2]), stored[:2].pow(2).sum(1))
     with pytest.raises(ValueError, match="pixels"):
         enc.on_env_step({"pixels": np.zeros((2, 64, 64), np.uint8)}, np.zeros(2), np.zeros(2, bool))
 
@@ -240,6 +249,8 @@ def test_extra_state_round_trips_through_weights_only_load():
     n = enc.buffer.size
     assert other.buffer.size == n and other.buffer.written == enc.buffer.written
     np.testing.assert_array_equal(other.buffer.feats[:n], enc.buffer.feats[:n])
+    np.testing.assert_array_equal(other.buffer.pooled[:n], enc.buffer.pooled[:n])
+    np.testing.assert_array_equal(other.buffer.cell_sq[:n], enc.buffer.cell_sq[:n])
     np.testing.assert_array_equal(other.buffer.returns[:n], enc.buffer.returns[:n])
     assert other.head_optimizer.state_dict()["state"].keys() == enc.head_optimizer.state_dict()["state"].keys()
     with pytest.raises(ValueError, match="gaze_buffer_size"):

@@ -34,7 +34,7 @@ def test_gaze_trains_through_rl_sac(gaze_run: Path):
     assert 0.15 < float(last["gaze/sigma"]) < 2 and np.isfinite(float(last["gaze/contrast_loss"]))
     ckpt = torch.load(gaze_run / "checkpoint.pt", weights_only=True)
     extra = ckpt["encoder_extra"]
-    assert extra["buffer"]["feats"].shape == (160, 32, 11, 11) and extra["buffer"]["written"] == 160
+    assert extra["buffer"]["feats"].shape == (160, 32, 121) and extra["buffer"]["written"] == 160
     assert extra["buffer"]["valid"].all()
     # the head's own optimiser stepped once per SAC update (gaze_update_every 1)
     updates = ckpt["agent"]["num_updates"]
