@@ -262,3 +262,14 @@ def test_bad_settings_are_named():
         ENCODERS["gaze"](small_cfg(gaze_k=0), 64, 39)
     with pytest.raises(ValueError, match="gaze_return_discount"):
         ENCODERS["gaze"](small_cfg(gaze_return_discount=1.5), 64, 39)
+
+
+@pytest.mark.parametrize("name", ["gaze_patch", "gaze_mix"])
+def test_ablation_heads_take_contrastive_steps(name):
+    enc = ENCODERS[name](small_cfg(gaze_components=3), 64, 39)
+    _fill(enc, lambda ep, e, t: float(ep * 2 + e) * (t % 3))
+    before = {n: p.detach().clone() for n, p in enc.named_parameters()}
+    metrics = enc.auxiliary_update(step=0)
+    assert metrics["gaze/triplets"] > 0 and np.isfinite(metrics["gaze/spread_loss"]) and metrics["gaze/contrast_loss"] > 0
+    changed = {n for n, p in enc.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and all(n.startswith("head.") for n in changed)
