@@ -20,9 +20,10 @@ Choices (documented, not from the paper, which has no public code):
 - The FAISS keys are the globally average-pooled trunk features, L2-normalised (32-d). Exact flat
   search cost grows with the key size, and faiss-cpu 1.15's flat search measured here ~10x slower
   at 288-d (3x3-pooled) than at 32-d (100k entries, 128 queries: ~2.7 s vs ~0.2 s on 2 loaded
-  cores), which would dominate a SAC update. The buffer also stores the full map in float16
-  (7.7 kB per entry, 0.77 GB at 100k, memory committed only as it fills) so that the gaze can be
-  recomputed with the current head. Search uses `faiss.knn` with METRIC_INNER_PRODUCT over the
+  cores), which would dominate a SAC update. The buffer also stores the full map in float16, its
+  per-cell squared norms and the head's pooled input (9.4 kB per entry, 0.94 GB at 100k, memory
+  committed only as it fills), so that the gaze is recomputed with the current head and the
+  cosine of two gazed maps comes exactly from per-cell sums (`gazed_cosine`). Search uses `faiss.knn` with METRIC_INNER_PRODUCT over the
   key array in place: the same exact flat search as IndexFlatIP.search, without re-adding the
   ring buffer's overwritten rows to an index.
 - The attention map sums to 1 over the grid and is multiplied by the number of cells, so a uniform
@@ -395,18 +396,18 @@ class GazeEncoder(Encoder):
     def _check_settings(self) -> None:
         c = self.settings
         checks = [
-            (c["gaze_k"] >= 1, "gaze_k must be >= 1"),
-            (c["gaze_anchors"] >= 1, "gaze_anchors must be >= 1"),
-            (c["gaze_update_every"] >= 1, "gaze_update_every must be >= 1"),
-            (0 < c["gaze_return_discount"] <= 1, "gaze_return_discount must be in (0, 1]"),
-            (c["gaze_sigma_floor"] > 0, "gaze_sigma_floor must be > 0"),
-            (c["gaze_spread_target"] > 0, "gaze_spread_target must be > 0"),
-            (c["gaze_return_margin"] >= 0, "gaze_return_margin must be >= 0 (0 = automatic)"),
-            (c["gaze_pool"] >= 1, "gaze_pool must be >= 1"),
+            ("gaze_k", c["gaze_k"] >= 1, ">= 1"),
+            ("gaze_anchors", c["gaze_anchors"] >= 1, ">= 1"),
+            ("gaze_update_every", c["gaze_update_every"] >= 1, ">= 1"),
+            ("gaze_return_discount", 0 < c["gaze_return_discount"] <= 1, "in (0, 1]"),
+            ("gaze_sigma_floor", c["gaze_sigma_floor"] > 0, "> 0"),
+            ("gaze_spread_target", c["gaze_spread_target"] > 0, "> 0"),
+            ("gaze_return_margin", c["gaze_return_margin"] >= 0, ">= 0 (0 = automatic)"),
+            ("gaze_pool", c["gaze_pool"] >= 1, ">= 1"),
         ]
-        for ok, message in checks:
+        for name, ok, rule in checks:
             if not ok:
-                raise ValueError(f"{message}; got {c}")
+                raise ValueError(f"{name} (--{name.replace('_', '-')}) must be {rule}, got {c[name]}")
 
     # -- forward ---------------------------------------------------------------------------------
     def gaze(self, feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
