@@ -31,11 +31,18 @@ class FrozenEncoder(nn.Module):
                 f"inputs {self.inputs} must include rgb and only modalities the model was pretrained on "
                 f"({', '.join(model_config.modalities)})")
         self.out_dim = model_config.dim
+        self.register_buffer("shift", torch.zeros(model_config.dim))  # standardisation (identity unless loaded so)
+        self.register_buffer("scale", torch.ones(model_config.dim))
         self.image_size = model_config.image_size
 
     @classmethod
-    def load(cls, path: str | Path, inputs: Sequence[str] | None = None, device: torch.device | str = "cpu") -> "FrozenEncoder":
-        """Load `encoder.pt` (written by pretraining) with `inputs` None (all pretrained modalities) or a subset."""
+    def load(cls, path: str | Path, inputs: Sequence[str] | None = None, device: torch.device | str = "cpu",
+             standardize: bool = False) -> "FrozenEncoder":
+        """Load `encoder.pt` (written by pretraining) with `inputs` None (all pretrained modalities) or a subset.
+
+        `standardize=True` returns (feature - mean) / std with per-dimension statistics measured on
+        training frames at export (the paper uses raw features: the default).
+        """
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"{path} not found: pretrain first with `python -m pretrain.multimae --out {path.parent}`")
@@ -45,6 +52,12 @@ class FrozenEncoder(nn.Module):
         enc = cls(ModelConfig.from_dict(blob["model_config"]), inputs)
         enc.model.load_state_dict(blob["state_dict"])
         enc.meta = {k: blob[k] for k in ("step", "epoch", "saliency_source", "data") if k in blob}
+        if standardize:
+            stats = blob.get("feature_stats", {}).get(",".join(enc.inputs))
+            if stats is None:
+                raise ValueError(f"{path} has no feature statistics for inputs {enc.inputs}; re-export it or load with standardize=False")
+            enc.shift.copy_(stats["mean"])
+            enc.scale.copy_(stats["std"].clamp(min=1e-8))
         enc.requires_grad_(False)
         return enc.to(device).eval()
 
@@ -64,4 +77,5 @@ class FrozenEncoder(nn.Module):
                 t = F.interpolate(t, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
             x[m] = t
         tokens = self.model.tokenize(x)  # [B, M*L, E] every token, no masking
-        return self.model.encode(tokens).mean(dim=1)  # [B, E] mean over global + all patch tokens
+        feats = self.model.encode(tokens).mean(dim=1)  # [B, E] mean over global + all patch tokens
+        return (feats - self.shift) / self.scale

@@ -27,6 +27,7 @@ from data.shards import ShardError
 from pretrain.config import PRESETS, PretrainConfig
 from pretrain.data import Frames, load_frames, split_episodes
 from pretrain.figures import loss_curve, reconstruction_grid
+from pretrain.frozen import FrozenEncoder
 from pretrain.multimae import MultiMAE, count_parameters, patchify
 
 CHECKPOINT = "checkpoint.pt"
@@ -198,11 +199,32 @@ class Trainer:
         self.export_encoder()
         return path
 
+    @torch.no_grad()
+    def feature_stats(self, frames: int = 512) -> dict[str, dict[str, torch.Tensor]]:
+        """Per-dimension mean/std of the frozen features over training frames, per input set.
+
+        Mean-pooled features of a static-camera scene vary little between frames (about 0.1 % of
+        their magnitude after a short CPU run); `FrozenEncoder.load(..., standardize=True)` uses these.
+        """
+        idx = torch.linspace(0, len(self.train_frames) - 1, min(frames, len(self.train_frames))).long()
+        out = {}
+        for inputs in dict.fromkeys([self.model_cfg.modalities, ("rgb",)]):
+            enc = FrozenEncoder(self.model_cfg, inputs).to(self.device)
+            enc.model.load_state_dict(self.model.encoder_state_dict())
+            feats = []
+            for chunk in idx.split(128):
+                b = self.train_frames.batch(chunk, inputs, self.cfg.image_size, self.device)
+                feats.append(enc(b["rgb"], b.get("saliency")))
+            feats = torch.cat(feats)  # [n, E]
+            out[",".join(inputs)] = {"mean": feats.mean(0).cpu(), "std": feats.std(0).cpu()}
+        return out
+
     def export_encoder(self) -> Path:
         """Weights + config of the encoder alone (pretrain.frozen.FrozenEncoder loads it)."""
         return atomic_torch_save({
             "format": ENCODER_FORMAT, "model_config": self.model_cfg.to_dict(),
             "state_dict": {k: v.detach().cpu() for k, v in self.model.encoder_state_dict().items()},
+            "feature_stats": self.feature_stats(),
             "step": self.step, "epoch": self.step // self.steps_per_epoch, "saliency_source": self.cfg.saliency,
             "data": str(self.cfg.data), "code_version": code_version(),
         }, self.run_dir / ENCODER)

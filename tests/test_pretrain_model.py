@@ -128,6 +128,8 @@ def test_frozen_encoder_export_roundtrip(tmp_path):
     assert torch.equal(po(x["rgb"]), po(x["rgb"], torch.zeros_like(x["saliency"])))  # PO ignores saliency
     with pytest.raises(ValueError, match="takes saliency"):
         enc(x["rgb"])
+    with pytest.raises(ValueError, match="no feature statistics"):
+        FrozenEncoder.load(path, standardize=True)
     rgb_only = MultiMAE(ModelConfig(modalities=("rgb",), **TINY))
     torch.save({"format": ENCODER_FORMAT, "model_config": rgb_only.cfg.to_dict(), "state_dict": rgb_only.encoder_state_dict()}, path)
     with pytest.raises(ValueError, match="pretrained on"):

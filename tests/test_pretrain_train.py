@@ -14,7 +14,7 @@ import torch.multiprocessing as mp
 from data.cli import parse_config
 from data.shards import ShardError, iter_samples, list_shards, read_manifest, write_manifest, write_shard
 from pretrain.config import PRESETS, PretrainConfig
-from pretrain.data import select_folders
+from pretrain.data import load_frames, select_folders, split_episodes
 from pretrain.frozen import FrozenEncoder
 from pretrain.multimae import MultiMAE
 from pretrain.train import Trainer, main, run
@@ -80,6 +80,12 @@ def test_micro_run_writes_checkpoint_encoder_logs_and_figures(shards, tmp_path):
     model.load_state_dict(ckpt["model"])
     x, s = torch.rand(2, 3, 64, 64), torch.rand(2, 1, 64, 64)
     assert torch.allclose(enc(x, s), model.encode(model.tokenize({"rgb": x, "saliency": s})).mean(1), atol=1e-6)
+    # standardised features: zero mean, unit std over the training frames measured at export
+    train, _ = split_episodes(load_frames(shards, "predicted")[0], MICRO["val_fraction"], seed=0)
+    b = train.batch(torch.arange(len(train)), ("rgb", "saliency"), 64, "cpu")
+    for inputs in (None, ("rgb",)):
+        z = FrozenEncoder.load(run_dir / "encoder.pt", inputs=inputs, standardize=True)(b["rgb"], b["saliency"])
+        assert z.mean(0).abs().max() < 1e-3 and (z.std(0) - 1).abs().max() < 1e-3
     with pytest.raises(ValueError, match="already holds a run"):
         Trainer(_cfg(shards, run_dir))
 
