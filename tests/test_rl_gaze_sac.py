@@ -58,11 +58,12 @@ def test_receptive_field_centres_match_the_trunk():
 
 
 def test_gaze_strip_and_command(gaze_run: Path, tmp_path: Path):
-    enc = ENCODERS["gaze_mix"](SACConfig(gaze_components=3), 64, 39)
     frames = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
     sal = np.random.default_rng(1).random((3, 64, 64)).astype(np.float32)
-    out = gaze_strip(enc, frames, sal, "test maps", tmp_path / "strip.png", "mixture")
-    assert out.stat().st_size > 10_000 and out.read_bytes()[:4] == b"\x89PNG"
+    for name in ("gaze_patch", "gaze_mix"):
+        enc = ENCODERS[name](SACConfig(gaze_components=3), 64, 39)
+        out = gaze_strip(enc, frames, sal, "test maps", tmp_path / f"{name}.png", name)
+        assert out.stat().st_size > 10_000 and out.read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(ValueError, match="saliency maps"):
         gaze_strip(enc, frames, sal[:2], "x", tmp_path / "bad.png")
     out = viz_run(GazeVizConfig(run=str(gaze_run), frames=3, episode_steps=12, out=str(tmp_path / "run.png"),
