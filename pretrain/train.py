@@ -235,7 +235,7 @@ class Trainer:
             raise FileNotFoundError(f"--resume: {path} not found; start without --resume (or point --out at the run to continue)")
         state = torch.load(path, map_location=self.device, weights_only=True)
         mine, theirs = self._identity(), state.get("identity", {})
-        diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        diff = sorted(k for k in mine if mine[k] != theirs.get(k))
         if diff:
             detail = "; ".join(f"{k}: checkpoint {theirs.get(k)!r} vs now {mine.get(k)!r}" for k in diff[:6])
             raise ValueError(f"--resume: {path} was made with another config ({detail}); use the same flags or another --out")
