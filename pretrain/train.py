@@ -25,7 +25,7 @@ from data.io import atomic_torch_save, atomic_write_json
 from data.runs import MetricLogger, code_version, device_description, prepare_run_dir
 from data.shards import ShardError
 from pretrain.config import PRESETS, PretrainConfig
-from pretrain.data import Frames, load_frames, split_episodes
+from pretrain.data import load_frames, split_episodes
 from pretrain.figures import loss_curve, reconstruction_grid
 from pretrain.frozen import FrozenEncoder
 from pretrain.multimae import MultiMAE, count_parameters, patchify
