@@ -27,12 +27,11 @@ from data.shards import ShardError
 from pretrain.config import PRESETS, PretrainConfig
 from pretrain.data import load_frames, split_episodes
 from pretrain.figures import loss_curve, reconstruction_grid
-from pretrain.frozen import FrozenEncoder
+from pretrain.frozen import ENCODER_FORMAT, FrozenEncoder
 from pretrain.multimae import MultiMAE, count_parameters, patchify
 
 CHECKPOINT = "checkpoint.pt"
 ENCODER = "encoder.pt"
-ENCODER_FORMAT = "visarl-mmae-encoder/1"
 # fields that may differ when resuming (they do not change what the checkpoint means)
 RESUMABLE = {"resume", "max_steps", "progress", "threads", "device", "log_every", "figure_every", "eval_frames", "out", "data", "preset"}
 
