@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import socket
 from pathlib import Path
 
@@ -90,9 +91,19 @@ def test_micro_run_writes_checkpoint_encoder_logs_and_figures(shards, tmp_path):
         Trainer(_cfg(shards, run_dir))
 
 
-def test_resume_gives_the_same_next_step_loss(shards, tmp_path):
+def test_resume_gives_the_same_next_step_loss(shards, tmp_path, monkeypatch):
     full = run(_cfg(shards, tmp_path / "full", modalities="rgb"))
-    part = run(_cfg(shards, tmp_path / "part", modalities="rgb", max_steps=4))  # stops mid-epoch 0
+    step = Trainer.train_step
+
+    def sigterm_after_step_4(self, idx):
+        out = step(self, idx)
+        if self.step == 4:
+            os.kill(os.getpid(), signal.SIGTERM)  # as a cluster scheduler would
+        return out
+
+    monkeypatch.setattr(Trainer, "train_step", sigterm_after_step_4)
+    part = run(_cfg(shards, tmp_path / "part", modalities="rgb"))  # checkpoints and stops mid-epoch 0
+    monkeypatch.undo()
     assert max(_losses(part)) == 4 and torch.load(part / "checkpoint.pt", weights_only=True)["step"] == 4
     run(_cfg(shards, tmp_path / "part", modalities="rgb", resume=True))
     a, b = _losses(full), _losses(part)
