@@ -52,7 +52,9 @@ def full_buffer_update_s(size: int, update_every_cfg: dict, repeats: int) -> flo
     chunk = 10_000
     for start in range(0, size, chunk):
         n = min(chunk, size - start)
-        buf.feats[start:start + n] = rng.random((n, *enc.feat_shape), dtype=np.float32)
+        buf.feats[start:start + n] = rng.random(buf.feats[start:start + n].shape, dtype=np.float32)
+        buf.cell_sq[start:start + n] = np.square(buf.feats[start:start + n], dtype=np.float32).sum(1)
+        buf.pooled[start:start + n] = rng.random((n, buf.pooled.shape[1]), dtype=np.float32)
         keys = rng.normal(size=(n, buf.key_dim)).astype(np.float32)
         buf.keys[start:start + n] = keys / np.linalg.norm(keys, axis=1, keepdims=True)
     buf.returns[:size] = rng.uniform(0, 1000, size)

@@ -479,6 +479,8 @@ class GazeEncoder(Encoder):
             return dict(self._metrics)
         anchors = self.rng.choice(candidates, min(int(self.settings["gaze_anchors"]), len(candidates)), replace=False)
         margin = float(self.settings["gaze_return_margin"]) or 0.1 * float(buf.returns[:n][valid].std())
+        # faiss has its own OpenMP pool: match torch's thread count (extra spinning threads stall shared cores)
+        faiss.omp_set_num_threads(torch.get_num_threads())
         mined = mine_triplets(buf.keys[:n], buf.returns[:n], valid, anchors, int(self.settings["gaze_k"]), margin)
         n_trip = len(mined["anchor"])
         device = next(self.parameters()).device
