@@ -33,7 +33,7 @@ def sac_settings(args: argparse.Namespace) -> dict:
     return dict(task=args.task, steps=args.steps, random_steps=args.random_steps, max_episode_steps=args.episode,
                 hidden_dim=args.hidden, batch_size=args.batch, replay_size=max(10_000, 2 * (args.episode + 1)),
                 eval_every=0, eval_episodes=1, log_every=100, checkpoint_every=10**9,
-                torch_threads=args.torch_threads, seed=0, device="cpu")
+                torch_threads=args.torch_threads, seed=0, device="cpu", gaze_update_every=args.gaze_update_every)
 
 
 def update_phase_rate(run_dir: Path, random_steps: int) -> float:
@@ -77,6 +77,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=32, help="SAC batch (the paper's 128 runs at ~0.1-0.2 steps/s on this shared CPU)")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--torch-threads", type=int, default=1)
+    p.add_argument("--gaze-update-every", type=int, default=1, help="gaze_update_every of the end-to-end gaze runs")
     p.add_argument("--buffer-sizes", default="10000,100000")
     p.add_argument("--repeats", type=int, default=5)
     args = p.parse_args()
@@ -92,7 +93,8 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in rates.items()}
     print(f"\ndevice: {device_description()}; {args.task}, 64x64, batch {args.batch}, hidden {args.hidden}, "
           f"{args.steps} steps ({args.random_steps} random), {args.episode}-step episodes, 1 env, "
-          f"median of {args.rounds} interleaved rounds; gaze defaults (update every SAC step, 128 anchors, k 16)")
+          f"median of {args.rounds} interleaved rounds; gaze: contrastive update every {args.gaze_update_every} SAC "
+          f"update(s), 128 anchors, k 16")
     print("| encoder | env-steps/s (update phase) | per round | vs cnn_rgb |")
     print("|---|---|---|---|")
     for k, v in med.items():
