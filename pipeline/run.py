@@ -2,7 +2,7 @@
 
 collect frames -> oracle annotator (stands in for the human, `annotate_n` frames) -> export ->
 train PiCANet -> distill the student -> evaluate it -> pseudo-label the frames -> pretrain MultiMAE
-(rgb, and rgb+saliency) -> SAC grid (the preset's encoders, gaze included) -> report.
+(rgb, and rgb+saliency) -> SAC grid (the preset's encoders, gaze included) -> gaze pictures -> report.
 
 Outputs go where each stage's own command writes by default (data/shards, data/annotations,
 runs/saliency, runs/mmae, runs/sac, runs/report), below `--root`, so a bare `python -m rl.sac
@@ -77,13 +77,16 @@ def run(cfg: PipelineConfig) -> Path:
     from data.collect import CollectConfig, collect
     from data.env import check_task
     from pretrain.train import main as pretrain_main
-    from rl.grid import GridConfig, run_grid
+    from rl import gaze_viz
+    from rl.grid import GridConfig, plan, run_grid
     from rl.report import ReportConfig, write_report
     from saliency import distill, evaluate, label, train
 
     tasks = [check_task(t) for t in cfg.tasks.split(",") if t]
     p = cfg.stage_preset
-    stages = Stages(cfg, total=len(tasks) * 7 + 4)
+    encoders = cfg.encoders.split(",")
+    n_gaze = len(tasks) * len(cfg.seeds.split(",")) * sum(e.startswith("gaze") and e != "gaze_patch" for e in encoders)
+    stages = Stages(cfg, total=len(tasks) * 7 + 4 + n_gaze)
     atomic_write_json("runs/pipeline/config.json", asdict(cfg))
     for task in tasks:
         shards = Path("data/shards") / task
@@ -112,6 +115,10 @@ def run(cfg: PipelineConfig) -> Path:
     grid = GridConfig(tasks=",".join(tasks), encoders=cfg.encoders, seeds=cfg.seeds, steps=cfg.sac_steps,
                       sac_preset=p, out="runs/sac", parallel=cfg.parallel, extra=cfg.sac_extra)
     stages.run("rl.grid", [], lambda: _check_grid(run_grid(grid)))
+    gaze_runs = [r.run_dir for r in plan(grid) if r.encoder.startswith("gaze") and r.encoder != "gaze_patch"]
+    for run_dir in gaze_runs:
+        stages.run(f"rl.gaze_viz {run_dir}", [run_dir / "gaze_strip.png"],
+                   lambda run_dir=run_dir: gaze_viz.main(["--run", str(run_dir), "--frames", "6"]))
     report = Path("runs/report/REPORT.md")
     stages.run("rl.report", [], lambda: write_report(ReportConfig(roots="runs/sac", out="runs/report", pictures_root="runs")))
     return report
