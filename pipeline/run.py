@@ -85,7 +85,7 @@ def run(cfg: PipelineConfig) -> Path:
     tasks = [check_task(t) for t in cfg.tasks.split(",") if t]
     p = cfg.stage_preset
     encoders = cfg.encoders.split(",")
-    n_gaze = len(tasks) * len(cfg.seeds.split(",")) * sum(e.startswith("gaze") and e != "gaze_patch" for e in encoders)
+    n_gaze = len(tasks) * len(cfg.seeds.split(",")) * sum(e.startswith("gaze") for e in encoders)
     stages = Stages(cfg, total=len(tasks) * 7 + 4 + n_gaze)
     atomic_write_json("runs/pipeline/config.json", asdict(cfg))
     for task in tasks:
@@ -115,7 +115,7 @@ def run(cfg: PipelineConfig) -> Path:
     grid = GridConfig(tasks=",".join(tasks), encoders=cfg.encoders, seeds=cfg.seeds, steps=cfg.sac_steps,
                       sac_preset=p, out="runs/sac", parallel=cfg.parallel, extra=cfg.sac_extra)
     stages.run("rl.grid", [], lambda: _check_grid(run_grid(grid)))
-    gaze_runs = [r.run_dir for r in plan(grid) if r.encoder.startswith("gaze") and r.encoder != "gaze_patch"]
+    gaze_runs = [r.run_dir for r in plan(grid) if r.encoder.startswith("gaze")]
     for run_dir in gaze_runs:
         stages.run(f"rl.gaze_viz {run_dir}", [run_dir / "gaze_strip.png"],
                    lambda run_dir=run_dir: gaze_viz.main(["--run", str(run_dir), "--frames", "6"]))
