@@ -32,12 +32,7 @@ class StateOnlyMetaWorld(PixelMetaWorld):
         self.observation_space = gym.spaces.Dict(state=self.observation_space["state"])
 
     def _observe(self, mw_obs: np.ndarray) -> dict[str, np.ndarray]:
-        self._mw_obs = mw_obs
-        state = np.asarray(mw_obs, np.float32).copy()
-        if not self.config.goal_observable:
-            state[-3:] = 0.0
-        self._state = state
-        return {"state": state}
+        return {"state": self._update_state(mw_obs)}
 
 
 class EpisodeSeeds(gym.Wrapper):
