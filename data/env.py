@@ -19,11 +19,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import gymnasium as gym
-import mujoco
 import numpy as np
-from metaworld.env_dict import ALL_V3_ENVIRONMENTS
 
-from data.gl import GL_HINT
+from data.gl import GL_HINT, configure_headless_gl
+
+# Here and not only in data/__init__: a folder named `data/` in the working directory (a pipeline
+# root holds data/shards) shadows this package's __init__ under an editable install.
+configure_headless_gl()
+
+import mujoco  # noqa: E402
+from metaworld.env_dict import ALL_V3_ENVIRONMENTS  # noqa: E402
 
 TASKS: tuple[str, ...] = tuple(sorted(ALL_V3_ENVIRONMENTS))
 PAPER_TASKS: tuple[str, ...] = ("reach-v3", "drawer-open-v3", "faucet-open-v3", "door-open-v3")

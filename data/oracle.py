@@ -10,8 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import mujoco
 import numpy as np
+
+from data.gl import configure_headless_gl
+
+configure_headless_gl()  # before MuJoCo is imported (see data.env)
+
+import mujoco  # noqa: E402
 
 # Geom groups MuJoCo draws by default; collision-only geoms (higher groups) cannot hide anything.
 _VISIBLE_GROUPS = np.array([1, 1, 1, 0, 0, 0], np.uint8)

@@ -1,0 +1,1 @@
+"""Stage 4: MultiMAE pretraining on RGB + saliency and the frozen encoder for RL."""

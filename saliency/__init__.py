@@ -1,0 +1,1 @@
+"""Stage 3: PiCANet saliency predictor, its student, metrics and pseudo-labelling."""
