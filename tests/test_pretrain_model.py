@@ -75,7 +75,9 @@ def test_loss_only_on_masked_patches():
         changed[m] = torch.where(pix, torch.rand_like(inputs[m]), inputs[m])  # new targets at visible patches only
         after = {k: v.item() for k, v in model.losses(changed, preds, visible).items()}
         assert after == pytest.approx(base, abs=0, rel=1e-6), m
-        changed[m] = torch.where(pix, inputs[m], torch.rand_like(inputs[m]))  # new targets at masked patches
+        # Flat grey targets at masked patches: a decisive change for every loss, the patch-normalised
+        # one included (flat patches normalise to 0), whatever the random inputs were.
+        changed[m] = torch.where(pix, inputs[m], torch.full_like(inputs[m], 0.5))
         moved = model.losses(changed, preds, visible)
         outs = ("rgb", "rgb_norm") if m == "rgb" else ("saliency",)
         assert all(abs(moved[o].item() - base[o]) > 1e-3 for o in outs)
