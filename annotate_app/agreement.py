@@ -19,6 +19,7 @@ from annotate_app.metrics import METRIC_NAMES, all_metrics, fixation_mask
 from annotate_app.store import ORACLE, AnnotationError, AnnotatorStore, FrameSet, check_name, click_array, list_annotators, load_frameset, task_dir
 from data.cli import parse_config
 from data.clicks import clicks_to_map
+from data.figures import write_figure
 
 
 @dataclass
@@ -106,11 +107,7 @@ def draw_grid(frames: FrameSet, clicks: dict[str, list[np.ndarray]], path: Path,
             axes[0, c].set_title(title, fontsize=8)
     for ax in axes.ravel():
         ax.set_xticks([]); ax.set_yticks([])
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return write_figure(fig, path)
 
 
 def run(cfg: AgreementConfig) -> Path:

@@ -12,6 +12,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from pretrain.multimae import CHANNELS, MultiMAE, patchify, unpatchify  # noqa: E402
+from data.figures import write_figure  # noqa: E402
 
 
 @torch.no_grad()
@@ -46,12 +47,7 @@ def reconstruction_grid(model: MultiMAE, inputs: dict[str, torch.Tensor], path: 
                 ax.set_title(name.replace(" (", "\n("), fontsize=7)
     if title:
         fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return write_figure(fig, path, dpi=80)
 
 
 def loss_curve(run_dir: str | Path, path: str | Path | None = None) -> Path:
@@ -71,8 +67,4 @@ def loss_curve(run_dir: str | Path, path: str | Path | None = None) -> Path:
             if ev and key in ev[0]:
                 axes[1].plot(ep, [float(r[key]) for r in ev], marker="o", ms=3, label=label)
         axes[1].set_yscale("log"), axes[1].set_xlabel("epoch"), axes[1].set_title(("held-out" if ev and ev[-1].get("held_out") == "True" else "training-frame") + " masked-patch RGB MSE"), axes[1].legend(fontsize=7)
-    fig.tight_layout()
-    path = Path(path or run_dir / "loss_curve.png")
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return write_figure(fig, path or run_dir / "loss_curve.png", dpi=80)

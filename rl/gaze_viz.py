@@ -31,6 +31,7 @@ from matplotlib.patches import Ellipse  # noqa: E402
 from data.cli import parse_config  # noqa: E402
 from data.clicks import clicks_to_map  # noqa: E402
 from data.env import STATE_DIM, make_env  # noqa: E402
+from data.figures import write_figure  # noqa: E402
 from rl.gaze import GazeEncoder  # noqa: E402
 
 
@@ -135,12 +136,7 @@ def gaze_strip(
     if saliency is not None:
         axes[1, 0].text(-0.08, 0.5, "saliency", transform=axes[1, 0].transAxes, rotation=90, va="center", ha="right", fontsize=8)
     fig.suptitle(f"{title}\nrow 2: {saliency_label}" if saliency is not None else title, fontsize=8)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=150)
-    plt.close(fig)
-    return out
+    return write_figure(fig, out, dpi=150)
 
 
 def load_agent(run_dir: Path):

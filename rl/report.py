@@ -24,6 +24,7 @@ import numpy as np  # noqa: E402
 
 from data.cli import parse_config  # noqa: E402
 from data.env import PAPER_TASKS  # noqa: E402
+from data.figures import write_figure  # noqa: E402
 
 #: The paper's Table I: success over 50 rollouts and 3 seeds (mean, std), 1M steps.
 PAPER_TABLE_I: dict[str, dict[str, tuple[float, float]]] = {
@@ -130,11 +131,7 @@ def plot_curves(runs: list[dict], out: Path) -> list[Path]:
         ax.set(title=task, xlabel="environment steps", ylabel="success rate", ylim=(-0.02, 1.02))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-        fig.tight_layout()
-        path = out / f"curves_{task}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(write_figure(fig, out / f"curves_{task}.png"))
     return paths
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from data.cli import parse_config
+from data.figures import write_figure
 from data.io import atomic_write_json
 from data.runs import code_version, device_description
 from data.shards import load_arrays, oracle_maps
@@ -74,11 +75,7 @@ def save_figure(sample: dict[str, Any], path: Path, rows: int, title: str) -> Pa
                 ax.set_title(name, fontsize=9)
         axes[r, 0].set_ylabel(sample["keys"][i], fontsize=7)
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return write_figure(fig, path)
 
 
 def run(cfg: EvalConfig) -> Path:
