@@ -4,15 +4,23 @@
 the dataclass fields (their `metadata["help"]`), applies the chosen `--preset` first and explicit
 flags after it, and returns the filled dataclass. Field `foo_bar` is the flag `--foo-bar`; bools
 take `--flag/--no-flag`.
+
+Refusals are one line on stderr and exit status 2: a bad flag (`error: argument --lr: must be a
+finite number, got 'inf'`), a failed `validate()`, and, inside `with one_line_errors():` in a
+command's main(), the errors users can fix (damaged shards, unloadable checkpoints, a full disk,
+diverged training). Float fields accept finite numbers only (`check_finite`), unless their field
+metadata sets `"nonfinite": True`.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import math
 import sys
 import typing
-from collections.abc import Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, NoReturn, TypeVar
 
 T = TypeVar("T")
 
@@ -23,8 +31,68 @@ def _base_type(tp: Any) -> Any:
     return args[0] if args and typing.get_origin(tp) in (typing.Union, getattr(__import__("types"), "UnionType", None)) else tp
 
 
+def fail(message: str) -> NoReturn:
+    """Print `error: message` (one line) to stderr and exit with status 2."""
+    print(f"error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
+    raise SystemExit(2)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one line (no usage block), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        fail(f"{message} (see {self.prog} --help)")
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a finite float ('inf' and 'nan' are refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def check_finite(cfg: Any, names: Sequence[str] | None = None) -> Any:
+    """Raise ValueError naming the first float field of dataclass `cfg` (or of `names`) that is NaN or inf.
+
+    Fields whose metadata sets `"nonfinite": True` are skipped. Returns `cfg`.
+    """
+    for f in dataclasses.fields(cfg):
+        if (names is None and f.metadata.get("nonfinite")) or (names is not None and f.name not in names):
+            continue
+        value = getattr(cfg, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"--{f.name.replace('_', '-')} must be a finite number, got {value}")
+    return cfg
+
+
+@contextlib.contextmanager
+def one_line_errors(*extra: type[BaseException]) -> Iterator[None]:
+    """In a command's main(): errors a user can fix exit with one line `error: ...` and status 2.
+
+    Covers ShardError, CheckpointError, NonFiniteError, DiskFullError (and any OSError that is a
+    full disk), FileNotFoundError, ValueError, TypeError, and the `extra` types given.
+    """
+    from data.io import DiskFullError, disk_full_error, is_disk_full
+    from data.shards import ShardError
+
+    try:
+        yield
+    except DiskFullError as err:
+        fail(err.strerror)
+    except (ShardError, FileNotFoundError, ValueError, TypeError, *extra) as err:
+        fail(str(err))
+    except OSError as err:
+        if is_disk_full(err):
+            fail(disk_full_error(err.filename or "the output", err).strerror)
+        raise
+
+
 def build_parser(cls: type, presets: Mapping[str, Mapping[str, Any]] | None = None, description: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         description=description or (cls.__doc__ or "").strip(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -46,6 +114,8 @@ def build_parser(cls: type, presets: Mapping[str, Mapping[str, Any]] | None = No
         if tp is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f"{help_text} (default: {default})")
         else:
+            if tp is float and not f.metadata.get("nonfinite"):
+                tp = finite_float
             parser.add_argument(flag, type=tp, default=None, help=f"{help_text} (default: {default})",
                                 choices=f.metadata.get("choices"))
     return parser
@@ -66,7 +136,7 @@ def parse_config(
         values.update(presets[preset])
     values.update({k: v for k, v in args.items() if v is not None})
     try:
-        cfg = cls(**values)
+        cfg = check_finite(cls(**values))
         if hasattr(cfg, "validate"):
             cfg.validate()
     except (TypeError, ValueError) as err:

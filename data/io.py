@@ -1,12 +1,49 @@
-"""Atomic file writes: a reader (or a kill at any moment) sees the old file or the new one, never half."""
+"""Atomic file writes and safe checkpoint loads, with one-line errors for what users can fix.
+
+* `atomic_write_bytes` / `atomic_write_json` / `atomic_torch_save`: a reader (or a kill at any
+  moment) sees the old file or the new one, never half. A full disk raises `DiskFullError` (the old
+  file and the folder are left as they were); `atomic_torch_save` refuses non-finite float tensors
+  (`NonFiniteError`), so a diverged run never overwrites a good checkpoint or exports NaN weights.
+* `safe_torch_load`: `torch.load(weights_only=True)` whose every failure is a `CheckpointError`
+  naming the file and the reason, never PyTorch's advice to retry with `weights_only=False`.
+"""
 from __future__ import annotations
 
+import errno
 import io
 import json
+import math
 import os
+import re
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
+
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+class DiskFullError(OSError):
+    """No space (or quota) left while writing; the message names the file and the fix."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, damaged or holds what a weights-only load refuses."""
+
+
+class NonFiniteError(ValueError):
+    """A loss or tensor is NaN or infinite: training diverged; the message says what was kept."""
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """True for ENOSPC / EDQUOT, also when a library (h5py) only puts it in the message."""
+    return isinstance(err, OSError) and (err.errno in DISK_FULL_ERRNOS or "No space left on device" in str(err))
+
+
+def disk_full_error(path: str | os.PathLike, err: OSError, size: int | None = None) -> DiskFullError:
+    need = f" ({size / 1e6:.1f} MB)" if size else ""
+    return DiskFullError(errno.ENOSPC, f"no space left on the device writing {path}{need}; the previous file, if any, "
+                         "is unchanged. Free some space or choose another --out, then run the command again")
 
 
 def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> Path:
@@ -21,8 +58,10 @@ def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> Path:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if is_disk_full(err):
+            raise disk_full_error(path, err, len(payload)) from err
         raise
     return path
 
@@ -31,13 +70,67 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    """torch.save through a temp file, so a kill mid-save never leaves a corrupt checkpoint."""
+def nonfinite_tensors(obj: Any, prefix: str = "") -> list[str]:
+    """Names (dotted paths) of the floating-point tensors in a nested dict/list holding NaN or inf."""
     import torch
 
+    if isinstance(obj, torch.Tensor):
+        return [prefix or "tensor"] if obj.is_floating_point() and not bool(torch.isfinite(obj).all()) else []
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, (list, tuple)) else ()
+    return [name for k, v in items for name in nonfinite_tensors(v, f"{prefix}.{k}" if prefix else str(k))]
+
+
+def check_finite_loss(loss: float, where: str, kept: str) -> float:
+    """Raise NonFiniteError if `loss` is NaN/inf: `where` says when, `kept` which checkpoint is intact."""
+    if not math.isfinite(loss):
+        raise NonFiniteError(f"training diverged: the loss is {loss} at {where}; stopped without saving. {kept} "
+                             "Lower the learning rate (or check the data) and run again")
+    return loss
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike, allow_nonfinite: bool = False) -> Path:
+    """torch.save through a temp file, so a kill mid-save never leaves a corrupt checkpoint.
+
+    Refuses (NonFiniteError, nothing written) if a float tensor holds NaN/inf, unless `allow_nonfinite`.
+    """
+    import torch
+
+    bad = [] if allow_nonfinite else nonfinite_tensors(obj)
+    if bad:
+        raise NonFiniteError(f"refusing to write {path}: {len(bad)} tensor(s) hold NaN or inf "
+                             f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); training diverged, "
+                             "the previous file (if any) is kept")
     buf = io.BytesIO()
     torch.save(obj, buf)
     return atomic_write_bytes(path, buf.getvalue())
+
+
+def _load_reason(err: BaseException) -> str:
+    """PyTorch's load error reduced to its cause, without the advice to load with weights_only=False."""
+    text = str(err)
+    found = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:\n\n|Check the documentation|$)", text, re.S)
+    if found:
+        return ("it holds objects other than tensors and plain values, which a safe (weights-only) load refuses: "
+                + " ".join(found.group(1).split())[:200])
+    if "zip archive" in text or "central directory" in text or isinstance(err, (EOFError, RuntimeError)):
+        return f"it is damaged or not a PyTorch checkpoint ({text.split('. ')[0][:200]})"
+    first = " ".join(s for s in text.split(". ") if "weights_only" not in s)
+    return f"{type(err).__name__}: {first[:200]}"
+
+
+def safe_torch_load(path: str | os.PathLike, map_location: Any = "cpu", what: str = "checkpoint") -> Any:
+    """`torch.load(path, weights_only=True)`; any failure is a one-line CheckpointError naming the file."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{what} {path} not found")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # pickle-protocol notes: the outcome is what matters
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:
+        raise CheckpointError(f"cannot load {what} {path}: {_load_reason(err)}") from None
 
 
 def check_writable_dir(path: str | os.PathLike) -> Path:
