@@ -12,13 +12,23 @@ A shard folder holds `manifest.json` and `shard-00000.tar`, `shard-00001.tar`, .
 | `saliency.png` | optional uint8 [H, W] predicted saliency x 255 (`saliency.label`) |
 
 Maps from clicks are derived on read with `data.clicks.clicks_to_map`, never stored as the only copy.
+
+`manifest.json` lists every shard with its sample count and the sha256 of its bytes (written when
+the shard is renamed into place) and says whether the collection is `complete`. Every reader goes
+through `verified_shards` + `iter_raw`: a missing, unlisted, truncated or changed shard, a wrong
+count, or an incomplete folder (unless `allow_incomplete`) is a ShardError naming the file and the
+command that repairs it (`repair_command`: re-running the collection regenerates only what is
+missing or damaged, and adds checksums to a manifest written before they existed).
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import tarfile
+import warnings
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +41,7 @@ from data.io import atomic_write_bytes, atomic_write_json
 MANIFEST = "manifest.json"
 SHARD_GLOB = "shard-*.tar"
 REQUIRED_FIELDS = ("rgb.png", "state.npy", "clicks.npy", "meta.json")
+ALLOW_INCOMPLETE_HELP = "read a shard folder whose collection is not complete (e.g. a killed run): only the shards its manifest lists"
 
 
 class ShardError(RuntimeError):
@@ -81,8 +92,9 @@ def saliency_to_uint8(saliency: np.ndarray) -> np.ndarray:
     return np.round(saliency * 255.0).astype(np.uint8)
 
 
-def write_shard(path: str | Path, samples: Iterable[tuple[str, dict[str, Any]]]) -> int:
-    """Write (key, sample) pairs as one tar, atomically: the file appears complete or not at all."""
+def write_shard_entry(path: str | Path, samples: Iterable[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    """Write (key, sample) pairs as one tar, atomically (the file appears complete or not at all);
+    returns its manifest entry {"file", "frames", "sha256"} (the checksum of the bytes renamed into place)."""
     buf = io.BytesIO()
     count = 0
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
@@ -94,8 +106,14 @@ def write_shard(path: str | Path, samples: Iterable[tuple[str, dict[str, Any]]])
                 info.size, info.mode, info.mtime = len(payload), 0o644, 0
                 tar.addfile(info, io.BytesIO(payload))
             count += 1
-    atomic_write_bytes(path, buf.getvalue())
-    return count
+    payload = buf.getvalue()
+    atomic_write_bytes(path, payload)
+    return {"file": Path(path).name, "frames": count, "sha256": hashlib.sha256(payload).hexdigest()}
+
+
+def write_shard(path: str | Path, samples: Iterable[tuple[str, dict[str, Any]]]) -> int:
+    """`write_shard_entry` returning only the number of samples written."""
+    return write_shard_entry(path, samples)["frames"]
 
 
 # -- decoding -----------------------------------------------------------------------------------
@@ -122,36 +140,79 @@ def decode_sample(raw: dict[str, bytes], source: str = "?") -> dict[str, Any]:
     return sample
 
 
-def iter_raw(path: str | Path) -> Iterator[dict[str, bytes]]:
-    """Group a tar's members into samples (members of a sample are contiguous)."""
-    path = Path(path)
+@dataclass(frozen=True)
+class ShardFile:
+    """One shard as its folder's manifest lists it; None where a legacy manifest does not say."""
+
+    path: Path
+    frames: int | None = None
+    sha256: str | None = None
+    repair: str = "delete it and re-run the command that wrote it"
+
+
+def _read_checked(shard: ShardFile) -> bytes:
+    try:
+        payload = shard.path.read_bytes()
+    except OSError as err:
+        raise ShardError(f"{shard.path}: unreadable ({err.strerror or err}); {shard.repair}") from err
+    if shard.sha256 and hashlib.sha256(payload).hexdigest() != shard.sha256:
+        raise ShardError(f"{shard.path}: checksum mismatch with manifest.json (the file is damaged or was changed "
+                         f"after it was written); {shard.repair}")
+    return payload
+
+
+def iter_raw(path: str | Path | ShardFile) -> Iterator[dict[str, bytes]]:
+    """Group a tar's members into samples (members of a sample are contiguous).
+
+    The whole file is read and checked first: its checksum and sample count against the manifest
+    when `path` is a ShardFile that lists them, and always that nothing but zero padding follows the
+    last member (a damaged header mid-file would otherwise read as the end of the archive).
+    """
+    shard = path if isinstance(path, ShardFile) else ShardFile(Path(path))
+    payload = _read_checked(shard)
+    samples: list[dict[str, bytes]] = []
     current: dict[str, bytes] = {}
     try:
-        with tarfile.open(path, mode="r") as tar:
+        with tarfile.open(fileobj=io.BytesIO(payload), mode="r") as tar:
             for member in tar:
                 if not member.isfile():
                     continue
-                name = Path(member.name).name
-                key, _, suffix = name.partition(".")
+                key, _, suffix = Path(member.name).name.partition(".")
                 if current and current["__key__"] != key:
-                    yield current
+                    samples.append(current)
                     current = {}
                 current["__key__"] = key
-                payload = tar.extractfile(member).read()
-                if len(payload) != member.size:
+                data = tar.extractfile(member).read()
+                if len(data) != member.size:
                     raise tarfile.ReadError(f"member {member.name} is cut short")
-                current[suffix] = payload
-            if path.stat().st_size < tar.offset + 2 * tarfile.BLOCKSIZE:
+                current[suffix] = data
+            if len(payload) < tar.offset + 2 * tarfile.BLOCKSIZE:
                 raise tarfile.ReadError("the end-of-archive marker is missing")
+            if any(payload[tar.offset:]):
+                raise tarfile.ReadError(f"damaged tar header at byte {tar.offset}: the members after it are unreadable")
     except (tarfile.TarError, OSError, EOFError) as err:
-        raise ShardError(f"{path}: corrupt or truncated shard ({err}); delete it and re-run the command that wrote it") from err
+        reason = " ".join(str(err).split())
+        raise ShardError(f"{shard.path}: corrupt or truncated shard ({reason}); {shard.repair}") from err
     if current:
-        yield current
+        samples.append(current)
+    if shard.frames is not None and len(samples) != shard.frames:
+        raise ShardError(f"{shard.path}: holds {len(samples)} samples, manifest.json says {shard.frames}; {shard.repair}")
+    yield from samples
 
 
-def iter_samples(path: str | Path) -> Iterator[dict[str, Any]]:
+def iter_samples(path: str | Path | ShardFile) -> Iterator[dict[str, Any]]:
+    """Decoded samples of one shard (checked like `iter_raw`)."""
+    source = str(path.path if isinstance(path, ShardFile) else path)
     for raw in iter_raw(path):
-        yield decode_sample(raw, source=str(path))
+        yield decode_sample(raw, source=source)
+
+
+def check_shard(path: str | Path, frames: int | None = None, sha256: str | None = None) -> dict[str, Any]:
+    """Read a whole shard; its manifest entry {"file", "frames", "sha256"}, or ShardError if it is
+    damaged or disagrees with the `frames` / `sha256` it should have."""
+    shard = ShardFile(Path(path), frames, sha256)
+    n = sum(1 for _ in iter_raw(shard))
+    return {"file": shard.path.name, "frames": n, "sha256": sha256 or hashlib.sha256(shard.path.read_bytes()).hexdigest()}
 
 
 # -- folders --------------------------------------------------------------------------------------
@@ -160,24 +221,79 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
     if not path.exists():
         raise ShardError(f"{path} not found: {directory} is not a shard folder (run `python -m data.collect`)")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ShardError(f"{path}: corrupt manifest ({err})") from err
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("shards", []), list):
+        raise ShardError(f"{path}: not a shard manifest (no 'shards' list)")
+    return manifest
 
 
 def write_manifest(directory: str | Path, manifest: dict[str, Any]) -> None:
     atomic_write_json(Path(directory) / MANIFEST, manifest)
 
 
-def list_shards(directory: str | Path) -> list[Path]:
-    """Complete shards of a folder in order; ShardError if the folder has none."""
+def repair_command(directory: str | Path, manifest: dict[str, Any]) -> str:
+    """The command that regenerates a folder's missing or damaged shards, and only those."""
+    directory = Path(directory)
+    if manifest.get("labelled_from"):
+        source = directory.parent / Path(manifest["labelled_from"]).name
+        return f"python -m saliency.label --model {manifest.get('saliency_model', 'MODEL')} --data {source} --out {directory}"
+    from data.collect import CollectConfig  # here: data.collect imports this module
+
+    default = CollectConfig()
+    flags = [f"--{k.replace('_', '-')} {manifest[k]}" for k in default.identity()
+             if k in manifest and (k in ("task", "frames") or manifest[k] != getattr(default, k))]
+    return " ".join(["python -m data.collect --out", str(directory), *flags])
+
+
+def verified_shards(directory: str | Path, allow_incomplete: bool = False) -> list[ShardFile]:
+    """The shards a folder's manifest lists, checked against the folder: the collection complete
+    (unless `allow_incomplete`), every listed shard present, no unlisted one. Each ShardFile carries
+    the sample count and sha256 that `iter_raw` checks on read, and how to repair it.
+
+    Manifests written before checksums existed (no "sha256") stay readable with presence and count
+    checks only; a warning says that re-running the collection adds them.
+    """
     directory = Path(directory)
     if not directory.is_dir():
         raise ShardError(f"{directory}: no such shard folder (run `python -m data.collect --out {directory}`)")
-    shards = sorted(directory.glob(SHARD_GLOB))
-    if not shards:
-        raise ShardError(f"{directory}: holds no {SHARD_GLOB} files (run `python -m data.collect --out {directory}`)")
+    manifest = read_manifest(directory)
+    fix = f"re-run `{repair_command(directory, manifest)}` (it redoes only missing or damaged shards)"
+    entries = manifest.get("shards", [])
+    complete = manifest.get("status", "complete") == "complete"
+    listed = {e.get("file") for e in entries if isinstance(e, dict)}
+    on_disk = {p.name for p in directory.glob(SHARD_GLOB)}
+    if not complete and not allow_incomplete:
+        n = sum(int(e.get("frames", 0)) for e in entries)
+        raise ShardError(f"{directory}: incomplete collection ({n} of {manifest.get('frames', '?')} frames, status "
+                         f"{manifest.get('status')!r}: e.g. a killed run); finish it ({fix}), or pass "
+                         "--allow-incomplete to use the frames it holds")
+    if not entries:
+        raise ShardError(f"{directory}: holds no shards (run `python -m data.collect --out {directory}`)")
+    missing = sorted(listed - on_disk)
+    if missing:
+        raise ShardError(f"{directory / missing[0]}: missing ({len(missing)} shard(s) listed in manifest.json are not "
+                         f"there); {fix}")
+    unlisted = sorted(on_disk - listed)
+    if unlisted and complete:
+        raise ShardError(f"{directory / unlisted[0]}: not listed in manifest.json (a stray file or a shard of another "
+                         f"collection); move it away, or {fix}")
+    try:
+        shards = [ShardFile(directory / e["file"], int(e["frames"]), e.get("sha256"), fix)
+                  for e in sorted(entries, key=lambda e: e["file"])]
+    except (KeyError, TypeError, ValueError) as err:
+        raise ShardError(f"{directory / MANIFEST}: a shard entry lacks its file name or frame count ({err})") from err
+    if any(s.sha256 is None for s in shards):
+        warnings.warn(f"{directory}: manifest.json has no checksums (written before they existed), so shards are "
+                      f"checked for presence and sample counts only; {fix.replace('it redoes', 'it adds them and redoes')}",
+                      stacklevel=2)
     return shards
+
+
+def list_shards(directory: str | Path, allow_incomplete: bool = False) -> list[Path]:
+    """Paths of a folder's verified shards, in order (see `verified_shards`)."""
+    return [s.path for s in verified_shards(directory, allow_incomplete)]
 
 
 def find_shard_folders(root: str | Path) -> list[Path]:
@@ -192,18 +308,16 @@ def find_shard_folders(root: str | Path) -> list[Path]:
 
 
 def load_arrays(
-    directory: str | Path, limit: int | None = None, need_saliency: bool = False
+    directory: str | Path, limit: int | None = None, need_saliency: bool = False, allow_incomplete: bool = False
 ) -> dict[str, Any]:
-    """Load a shard folder (or its first `limit` samples) into memory as stacked arrays.
+    """Load a shard folder (or its first `limit` samples) into memory as stacked arrays, every shard
+    checked against the manifest (`verified_shards`).
 
     Returns rgb uint8 [N, H, W, 3], state float32 [N, 39], clicks (list of [K, 2]), keys, meta,
     and saliency uint8 [N, H, W] when every sample has it (required if `need_saliency`).
     """
     rgb, state, clicks, keys, meta, sal = [], [], [], [], [], []
-    manifest = read_manifest(directory)
-    expected = {s["file"]: s["frames"] for s in manifest.get("shards", [])}
-    for shard in list_shards(directory):
-        start = len(rgb)
+    for shard in verified_shards(directory, allow_incomplete):
         for s in iter_samples(shard):
             rgb.append(s["rgb"]); state.append(s["state"]); clicks.append(s["clicks"])
             keys.append(s["key"]); meta.append(s["meta"]); sal.append(s.get("saliency"))
@@ -211,8 +325,6 @@ def load_arrays(
                 break
         if limit is not None and len(rgb) >= limit:
             break
-        if shard.name in expected and len(rgb) - start != expected[shard.name]:
-            raise ShardError(f"{shard}: holds {len(rgb) - start} samples, the manifest says {expected[shard.name]}")
     out: dict[str, Any] = {
         "rgb": np.stack(rgb), "state": np.stack(state), "clicks": clicks, "keys": keys, "meta": meta,
     }

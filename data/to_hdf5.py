@@ -3,7 +3,8 @@
 Datasets: frames [N, H, W, 3] uint8 (chunked per 256 frames, gzip), states [N, 39] float32,
 episode/step/reward/success [N], keys [N] (strings), saliency [N, H, W] uint8 when the shards
 have it, oracle clicks as a flat [M, 2] array with per-sample offsets [N + 1]. The manifest is
-stored as a JSON string attribute.
+stored as a JSON string attribute. Every shard is checked against the manifest first (a damaged,
+missing or incomplete folder is refused, see data.shards), and the file appears only when complete.
 """
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
-from data.cli import parse_config
-from data.shards import iter_samples, list_shards, read_manifest
+from data.cli import one_line_errors, parse_config
+from data.shards import ALLOW_INCOMPLETE_HELP, ShardFile, iter_samples, read_manifest, verified_shards
 
 CHUNK = 256
 
@@ -28,6 +29,7 @@ class ToHdf5Config:
     shards: str = field(default="data/shards/reach-v3", metadata={"help": "shard folder to convert"})
     out: str = field(default="", metadata={"help": "output .h5 path (default: <shards>.h5)"})
     overwrite: bool = field(default=False, metadata={"help": "replace an existing output file"})
+    allow_incomplete: bool = field(default=False, metadata={"help": ALLOW_INCOMPLETE_HELP})
 
 
 def _create_datasets(h5: h5py.File, block: dict[str, np.ndarray]) -> dict[str, h5py.Dataset]:
@@ -44,12 +46,22 @@ def _create_datasets(h5: h5py.File, block: dict[str, np.ndarray]) -> dict[str, h
 
 def convert(cfg: ToHdf5Config, progress: bool = True) -> Path:
     manifest = read_manifest(cfg.shards)
-    shards = list_shards(cfg.shards)
+    shards = verified_shards(cfg.shards, cfg.allow_incomplete)
     out = Path(cfg.out or str(Path(cfg.shards).with_suffix(".h5")))
     if out.exists() and not cfg.overwrite:
         raise SystemExit(f"error: {out} exists; pass --overwrite to replace it")
     tmp = out.with_name(out.name + ".tmp")
-    total = int(manifest.get("frames_written", 0)) or None
+    try:
+        _write(tmp, manifest, shards, progress)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    tmp.replace(out)
+    return out
+
+
+def _write(tmp: Path, manifest: dict, shards: list[ShardFile], progress: bool) -> None:
+    total = sum(s.frames for s in shards) or None
     with h5py.File(tmp, "w") as h5:
         h5.attrs["manifest"] = json.dumps(manifest)
         ds: dict[str, h5py.Dataset] = {}
@@ -70,7 +82,7 @@ def convert(cfg: ToHdf5Config, progress: bool = True) -> Path:
             if not ds:
                 ds = _create_datasets(h5, block)
             if set(block) != set(ds):
-                raise SystemExit(f"error: {shard} has fields {sorted(block)}, earlier shards {sorted(ds)}")
+                raise ValueError(f"{shard.path} has fields {sorted(block)}, earlier shards {sorted(ds)}")
             for name, values in block.items():
                 ds[name].resize(n + len(samples), axis=0)
                 ds[name][n:] = values
@@ -82,13 +94,12 @@ def convert(cfg: ToHdf5Config, progress: bool = True) -> Path:
         bar.close()
         h5.create_dataset("clicks", data=np.concatenate(clicks) if clicks else np.zeros((0, 2), np.float32))
         h5.create_dataset("click_offsets", data=np.asarray(offsets, np.int64))
-    tmp.replace(out)
-    return out
 
 
 def main(argv=None) -> None:
     cfg = parse_config(ToHdf5Config, argv)
-    out = convert(cfg)
+    with one_line_errors():
+        out = convert(cfg)
     with h5py.File(out) as h5:
         print(f"wrote {out}: {h5['frames'].shape[0]} frames {h5['frames'].shape[1:]}")
 

@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -81,8 +82,7 @@ def test_resume_after_kill_ends_with_exactly_n_distinct_samples(tmp_path):
 
 def test_corrupt_shard_error_names_the_file(small, tmp_path):
     bad = tmp_path / "bad"
-    bad.mkdir()
-    (bad / "manifest.json").write_text((small / "manifest.json").read_text())
+    shutil.copytree(small, bad)
     data = (small / "shard-00000.tar").read_bytes()
     (bad / "shard-00000.tar").write_bytes(data[: len(data) // 3])
     with pytest.raises(ShardError, match="shard-00000.tar"):
