@@ -11,12 +11,13 @@ evaluate, study); `--preset NAME` applies them before explicit flags, and
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+
+from data.cli import check_finite, one_line_errors
+from data.shards import ALLOW_INCOMPLETE_HELP
 
 T = TypeVar("T")
 
@@ -50,6 +51,7 @@ class TrainConfig:
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
 
     def validate(self) -> "TrainConfig":
+        check_finite(self)
         if self.epochs < 1 or self.batch_size < 1 or self.eval_every < 1:
             raise ValueError("epochs, batch_size and eval_every must be >= 1")
         if not 0 <= self.val_frac < 1:
@@ -75,6 +77,7 @@ class DistillConfig:
 
     teacher: str = field(default="runs/saliency/reach-v3/best.pt", metadata={"help": "trained PiCANet checkpoint"})
     data: str = field(default="data/shards/reach-v3", metadata={"help": "shard folder whose first --frames frames the teacher labels"})
+    allow_incomplete: bool = field(default=False, metadata={"help": ALLOW_INCOMPLETE_HELP})
     out: str = field(default="", metadata={"help": "student checkpoint (default: student.pt beside the teacher)"})
     frames: int = field(default=1500, metadata={"help": "pseudo-labelled frames (the first ones of the folder)"})
     width: int = field(default=16, metadata={"help": "student width (channels of its first stage)"})
@@ -93,6 +96,7 @@ class DistillConfig:
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
 
     def validate(self) -> "DistillConfig":
+        check_finite(self)
         if self.frames < 2 or self.epochs < 1 or self.batch_size < 1 or self.eval_every < 1:
             raise ValueError("frames must be >= 2; epochs, batch_size and eval_every >= 1")
         if not 0 < self.val_frac < 1:
@@ -110,11 +114,17 @@ class LabelConfig:
 
     model: str = field(default="runs/saliency/reach-v3/best.pt", metadata={"help": "PiCANet or student checkpoint"})
     data: str = field(default="data/shards/reach-v3", metadata={"help": "source shard folder"})
+    allow_incomplete: bool = field(default=False, metadata={"help": ALLOW_INCOMPLETE_HELP})
     out: str = field(default="", metadata={"help": "labelled shard folder (default: <data>-sal)"})
     batch_size: int = field(default=256, metadata={"help": "frames per forward pass"})
     threads: int = field(default=2, metadata={"help": "torch CPU threads"})
     device: str = field(default="auto", metadata={"help": "auto, cpu or cuda (bf16 + channels_last on GPU)", "choices": list(DEVICES)})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+
+    def validate(self) -> "LabelConfig":
+        if self.batch_size < 1 or self.threads < 1:
+            raise ValueError("batch_size and threads must be >= 1")
+        return self
 
     @property
     def out_dir(self) -> Path:
@@ -127,6 +137,7 @@ class EvalConfig:
 
     model: str = field(default="runs/saliency/reach-v3/best.pt", metadata={"help": "PiCANet or student checkpoint"})
     data: str = field(default="data/shards/reach-v3", metadata={"help": "shard folder with oracle clicks"})
+    allow_incomplete: bool = field(default=False, metadata={"help": ALLOW_INCOMPLETE_HELP})
     n: int = field(default=1000, metadata={"help": "unseen frames to score (the last ones of the folder)"})
     out: str = field(default="", metadata={"help": "folder for metrics JSON and figure (default: <model dir>/eval-<data name>)"})
     figure_rows: int = field(default=6, metadata={"help": "frames shown in the figure"})
@@ -216,13 +227,7 @@ def from_preset(cls: type[T], preset: str | None = None, **overrides: Any) -> T:
     return cfg.validate() if hasattr(cfg, "validate") else cfg
 
 
-@contextlib.contextmanager
-def clean_errors() -> Iterator[None]:
-    """In a command's main(): bad input (missing or malformed files, wrong shapes) exits with a
-    one-line `error: ...` naming the problem and the fix instead of a traceback."""
-    from data.shards import ShardError
-
-    try:
-        yield
-    except (FileNotFoundError, ValueError, TypeError, ShardError) as err:
-        raise SystemExit(f"error: {err}") from err
+def clean_errors(*extra: type[BaseException]):
+    """In a command's main(): bad input (missing or malformed files, damaged shards, unloadable
+    checkpoints, a full disk, diverged training) exits with a one-line `error: ...` (status 2)."""
+    return one_line_errors(*extra)

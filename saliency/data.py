@@ -18,7 +18,7 @@ import torchvision.transforms.v2.functional as TF
 
 from data.cli import parse_config
 from data.io import atomic_write_bytes
-from data.shards import load_arrays, oracle_maps
+from data.shards import ALLOW_INCOMPLETE_HELP, load_arrays, oracle_maps
 
 
 @dataclass
@@ -92,10 +92,11 @@ def save_annotations(path: str | Path, ann: Annotations) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
-def build_oracle_annotations(shard_dir: str | Path, n: int, seed: int = 0, pool: int = 500) -> Annotations:
+def build_oracle_annotations(shard_dir: str | Path, n: int, seed: int = 0, pool: int = 500,
+                             allow_incomplete: bool = False) -> Annotations:
     """`n` frames drawn (seeded) from the first `pool` frames of a shard folder, with oracle maps from
     their stored clicks at the frames' resolution (the simulator oracle stands in for the human)."""
-    arrays = load_arrays(shard_dir, limit=max(pool, n))
+    arrays = load_arrays(shard_dir, limit=max(pool, n), allow_incomplete=allow_incomplete)
     if len(arrays["keys"]) < n:
         raise ValueError(f"{shard_dir} holds {len(arrays['keys'])} frames, fewer than the {n} requested")
     idx = np.sort(np.random.default_rng(seed).choice(len(arrays["keys"]), n, replace=False))
@@ -145,6 +146,7 @@ class OracleExportConfig:
     out: str = field(default="data/annotations/reach-v3.npz", metadata={"help": "output .npz"})
     seed: int = field(default=0, metadata={"help": "seed of the frame draw"})
     pool: int = field(default=500, metadata={"help": "draw from the first `pool` frames of the folder"})
+    allow_incomplete: bool = field(default=False, metadata={"help": ALLOW_INCOMPLETE_HELP})
 
 
 def main(argv=None) -> None:
@@ -155,7 +157,7 @@ def main(argv=None) -> None:
     from saliency.config import clean_errors
 
     with clean_errors():
-        ann = build_oracle_annotations(cfg.data, cfg.n, cfg.seed, cfg.pool)
+        ann = build_oracle_annotations(cfg.data, cfg.n, cfg.seed, cfg.pool, cfg.allow_incomplete)
         save_annotations(out, ann)
     print(f"wrote {len(ann)} oracle-annotated frames to {out}")
 

@@ -35,7 +35,7 @@ def run(cfg: DistillConfig) -> Path:
     teacher = SaliencyPredictor.load(cfg.teacher, device)
     if teacher.kind != "picanet":
         raise ValueError(f"{cfg.teacher} is a {teacher.kind} checkpoint; distil from a PiCANet (best.pt)")
-    arrays = load_arrays(cfg.data, limit=cfg.frames)
+    arrays = load_arrays(cfg.data, limit=cfg.frames, allow_incomplete=cfg.allow_incomplete)
     frames, keys = arrays["rgb"], np.array(arrays["keys"])
     if len(frames) < cfg.frames:
         print(f"note: {cfg.data} holds only {len(frames)} frames; distilling on all of them")

@@ -25,9 +25,9 @@ from saliency.metrics import GT_THRESHOLD, evaluate
 from saliency.predictor import SaliencyPredictor
 
 
-def unseen_frames(data: str | Path, n: int, exclude: set[str]) -> dict[str, Any]:
+def unseen_frames(data: str | Path, n: int, exclude: set[str], allow_incomplete: bool = False) -> dict[str, Any]:
     """The last `n` frames of a shard folder whose keys are not in `exclude`, with their oracle maps."""
-    arrays = load_arrays(data)
+    arrays = load_arrays(data, allow_incomplete=allow_incomplete)
     keep = [i for i, k in enumerate(arrays["keys"]) if k not in exclude]
     if not keep:
         raise ValueError(f"every frame of {data} was seen in training; evaluate on another folder")
@@ -40,9 +40,9 @@ def unseen_frames(data: str | Path, n: int, exclude: set[str]) -> dict[str, Any]
             "gt": oracle_maps(clicks, frames.shape[1])}
 
 
-def score(predictor: SaliencyPredictor, data: str | Path, n: int) -> tuple[dict[str, Any], dict[str, Any]]:
+def score(predictor: SaliencyPredictor, data: str | Path, n: int, allow_incomplete: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
     """(metrics, {frames, clicks, keys, gt, pred}) of `predictor` on `n` unseen frames of `data`."""
-    sample = unseen_frames(data, n, predictor.seen_keys)
+    sample = unseen_frames(data, n, predictor.seen_keys, allow_incomplete)
     overlap = set(sample["keys"]) & predictor.seen_keys
     assert not overlap, f"evaluation frames overlap the training keys: {sorted(overlap)[:3]}"
     t0 = time.perf_counter()
@@ -84,7 +84,7 @@ def run(cfg: EvalConfig) -> Path:
     torch.set_num_threads(cfg.threads)
     predictor = SaliencyPredictor.load(cfg.model, cfg.device, cfg.batch_size)
     out = Path(cfg.out) if cfg.out else Path(cfg.model).parent / f"eval-{Path(cfg.model).stem}-{Path(cfg.data).name}"
-    metrics, sample = score(predictor, cfg.data, cfg.n)
+    metrics, sample = score(predictor, cfg.data, cfg.n, cfg.allow_incomplete)
     record = {"model": str(cfg.model), "kind": predictor.kind, "data": str(cfg.data), "gt": f"oracle maps, binarised at {GT_THRESHOLD} for F",
               "metrics": metrics, "device": device_description(), "code_version": code_version()}
     atomic_write_json(out / "metrics.json", record)

@@ -2,10 +2,13 @@
 
 Every source shard becomes a shard of the same name in `--out` (default `<data>-sal`) holding the
 same samples plus `saliency.png` (uint8 map from `SaliencyPredictor`, the path RL uses), written
-atomically. Finished shards are skipped, so a killed run resumes where it stopped; a marker file
+atomically. Source shards are checked against their manifest (see data.shards); finished output
+shards that pass their checks are skipped, damaged ones are redone, so a killed run resumes where it
+stopped; a marker file
 ties the folder to one model, so labels from two models never mix. Under torchrun each rank takes
 the shards i with i % WORLD_SIZE == RANK (GPU LOCAL_RANK); whichever rank finds every shard done
-writes the manifest (the source's, plus "labelled_from" and "saliency_model").
+writes the manifest (the source's, with the labelled shards' own counts and sha256, plus
+"labelled_from" and "saliency_model").
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ from tqdm import tqdm
 
 from data.cli import parse_config
 from data.io import atomic_write_json, check_writable_dir
-from data.shards import iter_samples, list_shards, read_manifest, write_manifest, write_shard
+from data.shards import ShardError, ShardFile, check_shard, iter_samples, read_manifest, verified_shards, write_manifest, write_shard_entry
 from saliency.config import LabelConfig, clean_errors, presets_for
 from saliency.predictor import SaliencyPredictor, resolve_device
 
@@ -41,13 +44,14 @@ def dist_rank() -> tuple[int, int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
 
 
-def label_shard(predictor: SaliencyPredictor, src: Path, dst: Path) -> int:
-    """Copy every sample of `src` into `dst` (atomically) with its predicted saliency added."""
+def label_shard(predictor: SaliencyPredictor, src: ShardFile | Path, dst: Path) -> dict:
+    """Copy every sample of `src` into `dst` (atomically) with its predicted saliency added; returns
+    the new shard's manifest entry."""
     samples = list(iter_samples(src))
     if not samples:
-        return write_shard(dst, [])
+        return write_shard_entry(dst, [])
     maps = predictor(np.stack([s["rgb"] for s in samples]))  # [N, H, W] float32 in [0, 1]
-    return write_shard(dst, (
+    return write_shard_entry(dst, (
         (s["key"], {"rgb": s["rgb"], "state": s["state"], "clicks": s["clicks"], "meta": s["meta"], "saliency": m})
         for s, m in zip(samples, maps)
     ))
@@ -59,7 +63,7 @@ def run(cfg: LabelConfig) -> Path:
     if src.resolve() == out.resolve():
         raise ValueError(f"--out must differ from --data ({src}); labelled shards go to a new folder")
     manifest = read_manifest(src)
-    shards = list_shards(src)
+    shards = verified_shards(src, cfg.allow_incomplete)
     rank, world, local_rank = dist_rank()
     torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
@@ -77,26 +81,45 @@ def run(cfg: LabelConfig) -> Path:
         atomic_write_json(marker, identity)
     predictor = SaliencyPredictor.load(cfg.model, device, cfg.batch_size)
     mine = [s for i, s in enumerate(shards) if i % world == rank]
-    todo = [s for s in mine if not (out / s.name).exists()]
-    sizes = {s["file"]: s["frames"] for s in manifest.get("shards", [])}
-    total = sum(sizes.get(s.name, 0) for s in todo) or None
+    done = _labelled_shards(out, mine)
+    todo = [s for s in mine if s.path.name not in done]
     print(f"rank {rank}/{world}: {len(mine) - len(todo)} of {len(mine)} shards already labelled; "
           f"{predictor.kind} on {device}")
     t0, frames = time.time(), 0
-    with tqdm(total=total, desc=f"label r{rank}", unit="frame", disable=not cfg.progress) as bar:
+    with tqdm(total=sum(s.frames for s in todo) or None, desc=f"label r{rank}", unit="frame", disable=not cfg.progress) as bar:
         for shard in todo:
-            n = label_shard(predictor, shard, out / shard.name)
-            frames += n
-            bar.update(n)
+            done[shard.path.name] = entry = label_shard(predictor, shard, out / shard.path.name)
+            frames += entry["frames"]
+            bar.update(entry["frames"])
     if frames:
         print(f"rank {rank}: labelled {frames} frames at {frames / (time.time() - t0):.1f} frames/s")
-    if all((out / s.name).exists() for s in shards):
+    if all((out / s.path.name).exists() for s in shards):
+        entries = [done.get(s.path.name) or check_shard(out / s.path.name, s.frames) for s in shards]
         fields = list(dict.fromkeys([*manifest.get("fields", []), "saliency.png"]))
-        write_manifest(out, {**manifest, "fields": fields, "labelled_from": src.name,
+        write_manifest(out, {**manifest, "shards": entries, "fields": fields, "labelled_from": src.name,
                              "saliency_model": str(cfg.model), "saliency_model_kind": predictor.kind,
                              "saliency_model_sha256": identity["model_sha256"]})
         print(f"labelled folder complete: {out}")
     return out
+
+
+def _labelled_shards(out: Path, shards: list[ShardFile]) -> dict[str, dict]:
+    """Manifest entries of the output shards already written for `shards` that pass their checks
+    (count, and checksum once the output manifest lists it); damaged ones are deleted to be redone."""
+    try:
+        listed = {e.get("file"): e.get("sha256") for e in read_manifest(out).get("shards", [])}
+    except ShardError:
+        listed = {}
+    done = {}
+    for s in shards:
+        path = out / s.path.name
+        if path.exists():
+            try:
+                done[path.name] = check_shard(path, s.frames, listed.get(path.name))
+            except ShardError as err:
+                print(f"relabelling {path.name}: {err}")
+                path.unlink()
+    return done
 
 
 def main(argv=None) -> None:

@@ -23,6 +23,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.models import vgg
 
+from data.io import safe_torch_load
+
 VGG16_CFG = vgg.cfgs["D"]  # [64, 64, 'M', 128, 128, 'M', 256, 256, 256, 'M', 512, 512, 512, 'M', 512, 512, 512, 'M']
 LAYOUTS = ("LLL", "GGLLL")
 SIDE_BIAS = -4.6  # logit(0.01): saliency maps are mostly zero, so outputs start near 0.01, not 0.5
@@ -214,7 +216,9 @@ class PiCANet(nn.Module):
     def load_backbone(self, path: str) -> None:
         """Copy VGG16 weights from a torchvision checkpoint (`vgg16` or `vgg16_bn` state dict, or its
         `features.*` subset) into the encoder; only the layers this layout reads are loaded."""
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = safe_torch_load(path, what="backbone weights")
+        if not isinstance(state, dict):
+            raise ValueError(f"{path} is not a state dict (a torchvision vgg16(_bn) state dict is needed)")
         state = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.") or k[0].isdigit()}
         own = self.features.state_dict()
         missing = [k for k in own if k not in state]

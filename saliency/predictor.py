@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from data.io import atomic_torch_save
+from data.io import atomic_torch_save, safe_torch_load
 from data.preprocess import frames_to_tensor
 from saliency.picanet import PiCANet, PiCANetConfig
 from saliency.student import StudentConfig, StudentNet
@@ -56,10 +56,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device | None = "cpu")
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: train one with `python -m saliency.train` (or `saliency.distill`)")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(f"{path} is not a readable checkpoint ({type(err).__name__}: {err})") from err
+    ckpt = safe_torch_load(path, what="saliency checkpoint")
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or "kind" not in ckpt:
         raise ValueError(f"{path} is not a saliency checkpoint (expected format {FORMAT!r} with a 'kind'); "
                          "pass runs/saliency/<task>/best.pt or student.pt")

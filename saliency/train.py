@@ -4,7 +4,9 @@ Seeded 80/20 split, AdamW (lr 3e-4, wd 0.005, x0.1 late in training), horizontal
 jitter (applied: see tests), deep-supervised BCE over all side outputs (targets max-pooled to each
 side's size), validation F/MAE every `eval_every` epochs at the frames' own resolution, best.pt
 kept on the best validation max-F minus MAE, last.pt for --resume, metrics in train.csv and
-TensorBoard. Frames reach the model through data.preprocess.frames_to_tensor only.
+TensorBoard. Frames reach the model through data.preprocess.frames_to_tensor only. A non-finite loss
+stops training with a one-line error before anything more is saved: best.pt and last.pt keep the
+last good state, and no checkpoint is ever written with NaN or inf weights.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from data.cli import parse_config
+from data.io import check_finite_loss, safe_torch_load
 from data.preprocess import frames_to_tensor
 from data.runs import MetricLogger, device_description, prepare_run_dir
 from saliency.config import TrainConfig, clean_errors, presets_for
@@ -97,12 +100,12 @@ def fit(
     gen = torch.Generator().manual_seed(spec.seed)
     logger = MetricLogger(run_dir, log_name)
     last_path = run_dir / ("last.pt" if log_name == "train" else f"{log_name}-last.pt")
-    start, best = 1, {"score": -math.inf}
+    start, best, saved = 1, {"score": -math.inf}, None
     if resume and last_path.exists():
-        state = torch.load(last_path, map_location="cpu", weights_only=True)
+        state = safe_torch_load(last_path)
         model.load_state_dict(state["state_dict"]); opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"]); gen.set_state(state["generator"])
-        start, best = state["epoch"] + 1, state["best"]
+        start, best, saved = state["epoch"] + 1, state["best"], state["epoch"]
         logger.truncate_after(state["epoch"])
         print(f"resuming {run_dir} at epoch {start}")
     n = len(x_all)
@@ -120,6 +123,9 @@ def fit(
             x, y = spec.augment(x_all[idx], y_all[idx], gen)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 loss = deep_supervised_bce(model(x.to(device)), y.to(device))
+            check_finite_loss(float(loss.detach()), f"epoch {epoch}, batch {i + 1}",
+                              f"The last good checkpoints are kept: {last_path} (epoch {saved}), {best_path} (epoch "
+                              f"{best.get('epoch')})." if saved else "No checkpoint had been written yet.")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -140,6 +146,7 @@ def fit(
                 save_checkpoint(best_path, model, kind, epoch=epoch, val=best, **extra)
             save_checkpoint(last_path, model, kind, epoch=epoch, best=best, optimizer=opt.state_dict(),
                             scheduler=sched.state_dict(), generator=gen.get_state(), **extra)
+            saved = epoch
         logger.log(epoch, **row)
         bar.set_postfix(loss=f"{row['loss']:.4f}", **({"valF": f"{row['val_f_max']:.3f}"} if row["val_f_max"] != "" else {}))
     logger.close()
