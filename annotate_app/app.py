@@ -1,7 +1,13 @@
 """The click-to-Gaussian annotation page (Gradio): one frame at a time, every click saved at once.
 
 `python -m annotate_app --task reach-v3 --frames data/shards/reach-v3 --annotator alice`
+
+The page binds to 127.0.0.1. Any other address needs `--auth user:password`, or `--open-to-network`
+to say explicitly that anyone who can reach the port may open the page and its API. Gradio's
+analytics are off.
 """
+import ipaddress
+import os
 import socket
 import sys
 import time
@@ -10,14 +16,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import gradio as gr
 import numpy as np
+
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before gradio is imported: it reads this at import
+import gradio as gr  # noqa: E402
 
 from annotate_app.store import (
     IDLE_CAP_S, ORACLE, SELECT_METHODS, AnnotationError, AnnotatorStore, FrameSet, check_name,
     create_or_load_frameset,
 )
 from data.cli import parse_config
+from data.shards import ALLOW_INCOMPLETE_HELP
 from data.clicks import clicks_to_map
 
 SHORTCUTS = (("z", "undo last click", "btn-undo"), ("c", "clear frame", "btn-clear"),
@@ -87,9 +96,11 @@ class AppConfig:
     select: str | None = field(default=None, metadata={"help": f"how frames are chosen the first time: {', '.join(SELECT_METHODS)} (default random)"})
     seed: int | None = field(default=None, metadata={"help": "seed of the frame choice (default 0)"})
     out: str = field(default="data/annotations", metadata={"help": "annotations root folder"})
-    host: str = field(default="127.0.0.1", metadata={"help": "address to bind (0.0.0.0 exposes the app on the network)"})
+    host: str = field(default="127.0.0.1", metadata={"help": "address to bind; any non-loopback address (0.0.0.0: every interface) needs --auth or --open-to-network"})
     port: int = field(default=7860, metadata={"help": "port to serve on"})
-    auth: str = field(default="", metadata={"help": "user:password required to open the page (recommended off 127.0.0.1)"})
+    auth: str = field(default="", metadata={"help": "user:password required to open the page and its API"})
+    open_to_network: bool = field(default=False, metadata={"help": "serve a non-loopback --host without --auth: anyone who can reach the port may read the frames and add clicks"})
+    allow_incomplete: bool = field(default=False, metadata={"help": ALLOW_INCOMPLETE_HELP})
     display_size: int = field(default=512, metadata={"help": "frames are enlarged (nearest neighbour) to about this many pixels"})
 
     def validate(self) -> "AppConfig":
@@ -104,13 +115,26 @@ class AppConfig:
             raise ValueError(f"annotator name {ORACLE!r} is reserved for the simulator (python -m annotate_app.oracle)")
         if self.select is not None and self.select not in SELECT_METHODS:
             raise ValueError(f"--select must be one of {', '.join(SELECT_METHODS)}, got {self.select!r}")
-        if self.auth and ":" not in self.auth:
-            raise ValueError("--auth must be user:password")
+        if self.auth and (":" not in self.auth or not all(self.auth.split(":", 1))):
+            raise ValueError("--auth must be user:password (both non-empty)")
+        if not is_loopback(self.host) and not self.auth and not self.open_to_network:
+            raise ValueError(f"--host {self.host} would serve the page and its API to anyone who can reach port {self.port}, "
+                             "with no password: add --auth user:password, or pass --open-to-network if that is intended")
         if not 1 <= self.port <= 65535:
             raise ValueError(f"--port must be in 1..65535, got {self.port}")
         if not 64 <= self.display_size <= 2048:
             raise ValueError(f"--display-size must be in [64, 2048], got {self.display_size}")
         return self
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses (127.0.0.0/8, ::1): reachable from this machine only."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to any interface
 
 
 def _heat_lut() -> np.ndarray:
@@ -259,7 +283,7 @@ def build_app(store: AnnotatorStore, display_size: int = 512):
     """The Gradio Blocks page for one annotator's store (launch with `launch_kwargs()`)."""
     ann = Annotator(store, display_size)
     title = f"Saliency annotation · {store.task} · {store.annotator}"
-    with gr.Blocks(title=title) as demo:
+    with gr.Blocks(title=title, analytics_enabled=False) as demo:
         state = gr.State({})
         gr.Markdown(f"## {title}\n"
                     "Click every pixel that matters for solving the task (the arm, the object, the goal...). "
@@ -313,7 +337,7 @@ def port_in_use(host: str, port: int) -> bool:
 
 
 def open_store(cfg: AppConfig) -> AnnotatorStore:
-    frames = create_or_load_frameset(cfg.out, cfg.task, cfg.frames or None, cfg.n, cfg.select, cfg.seed)
+    frames = create_or_load_frameset(cfg.out, cfg.task, cfg.frames or None, cfg.n, cfg.select, cfg.seed, cfg.allow_incomplete)
     store = AnnotatorStore(cfg.out, frames, cfg.annotator)
     problems = store.check_all()
     if problems:
@@ -340,6 +364,9 @@ def main(argv=None) -> None:
     print(f"Annotating {len(store.frames)} frames of {cfg.task} as {cfg.annotator} ({done} done); "
           f"clicks are saved to {Path(store.dir).resolve()}", flush=True)
     print(f"Open http://{cfg.host}:{cfg.port} in a browser (Ctrl+C stops the server).", flush=True)
+    if not is_loopback(cfg.host) and not auth:
+        print(f"warning: --open-to-network: anyone who can reach {cfg.host}:{cfg.port} can open the page and add clicks "
+              f"as {cfg.annotator}", file=sys.stderr, flush=True)
     try:
         demo.queue(default_concurrency_limit=1).launch(
             server_name=cfg.host, server_port=cfg.port, auth=auth, show_error=True, quiet=True,

@@ -12,6 +12,7 @@ import numpy as np
 
 from annotate_app.store import ORACLE, SELECT_METHODS, AnnotationError, AnnotatorStore, click_array, check_name, create_or_load_frameset
 from data.cli import parse_config
+from data.shards import ALLOW_INCOMPLETE_HELP
 
 
 PRESETS = {"micro": {"n": 8}, "demo": {"n": 30}, "cpu": {"n": 30}, "paper": {"n": 30}}  # paper: ~30 frames per task
@@ -27,6 +28,7 @@ class OracleConfig:
     select: str | None = field(default=None, metadata={"help": f"selection method if there is none yet: {', '.join(SELECT_METHODS)}"})
     seed: int | None = field(default=None, metadata={"help": "selection seed if there is none yet (default 0)"})
     root: str = field(default="data/annotations", metadata={"help": "annotations root folder"})
+    allow_incomplete: bool = field(default=False, metadata={"help": ALLOW_INCOMPLETE_HELP})
 
     def validate(self) -> "OracleConfig":
         try:
@@ -37,9 +39,10 @@ class OracleConfig:
 
 
 def annotate_oracle(task: str, frames: str | Path | None = None, root: str | Path = "data/annotations",
-                    n: int | None = None, select: str | None = None, seed: int | None = None) -> Path:
+                    n: int | None = None, select: str | None = None, seed: int | None = None,
+                    allow_incomplete: bool = False) -> Path:
     """Write the oracle's click files for every selected frame (idempotent); returns their folder."""
-    fs = create_or_load_frameset(root, task, frames, n, select, seed)
+    fs = create_or_load_frameset(root, task, frames, n, select, seed, allow_incomplete)
     store = AnnotatorStore(root, fs, ORACLE)
     for i, clicks in enumerate(fs.oracle_clicks):
         stored = store.read(i)
@@ -50,7 +53,7 @@ def annotate_oracle(task: str, frames: str | Path | None = None, root: str | Pat
 
 
 def run(cfg: OracleConfig) -> Path:
-    return annotate_oracle(cfg.task, cfg.frames or None, cfg.root, cfg.n, cfg.select, cfg.seed)
+    return annotate_oracle(cfg.task, cfg.frames or None, cfg.root, cfg.n, cfg.select, cfg.seed, cfg.allow_incomplete)
 
 
 def main(argv=None) -> None:

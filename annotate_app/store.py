@@ -19,6 +19,7 @@ from __future__ import annotations
 import fcntl
 import io
 import json
+import math
 import re
 import time
 import uuid
@@ -31,7 +32,7 @@ import numpy as np
 
 from data.clicks import clicks_to_map
 from data.io import atomic_write_bytes, atomic_write_json
-from data.shards import ShardError, decode_sample, iter_raw, list_shards, read_manifest
+from data.shards import ShardError, ShardFile, decode_sample, iter_raw, read_manifest, verified_shards
 
 FORMAT = "visarl-annotation/1"
 SELECTION_FORMAT = "visarl-selection/1"
@@ -85,26 +86,21 @@ class FrameSet:
         return int(self.images.shape[2])
 
 
-def _shard_counts(frames_dir: Path) -> list[tuple[Path, int]]:
-    shards = list_shards(frames_dir)
-    try:
-        listed = {s["file"]: int(s["frames"]) for s in read_manifest(frames_dir).get("shards", [])}
-    except ShardError:
-        listed = {}
-    return [(p, listed[p.name] if p.name in listed else sum(1 for _ in iter_raw(p))) for p in shards]
-
-
-def _read_samples(counts: list[tuple[Path, int]], wanted: np.ndarray) -> list[dict[str, Any]]:
-    """Decode only the samples at the given global indices (sorted order of the folder)."""
+def _read_samples(shards: list[ShardFile], wanted: np.ndarray) -> list[dict[str, Any]]:
+    """Decode only the samples at the given global indices (sorted order of the folder); the shards
+    read are checked against the manifest (checksum, count)."""
     want = set(int(i) for i in wanted)
     out: dict[int, dict[str, Any]] = {}
     start = 0
-    for path, n in counts:
-        if want & set(range(start, start + n)):
-            for j, raw in enumerate(iter_raw(path)):
-                if start + j in want:
-                    out[start + j] = decode_sample(raw, source=str(path))
-        start += n
+    try:
+        for shard in shards:
+            if want & set(range(start, start + shard.frames)):
+                for j, raw in enumerate(iter_raw(shard)):
+                    if start + j in want:
+                        out[start + j] = decode_sample(raw, source=str(shard.path))
+            start += shard.frames
+    except ShardError as err:
+        raise AnnotationError(str(err)) from err
     missing = want - set(out)
     if missing:
         raise AnnotationError(f"frames {sorted(missing)[:5]} not found: the shard manifest's counts disagree with the shards")
@@ -139,7 +135,7 @@ def _kmeans_pick(features: np.ndarray, k: int, rng: np.random.Generator, iters: 
 
 
 def select_frames(frames_dir: str | Path, n: int, method: str = "random", seed: int = 0,
-                  pool: int = 4000) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+                  pool: int = 4000, allow_incomplete: bool = False) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Choose `n` samples from a shard folder: seeded random, or k-means-diverse on 16x16 thumbnails.
 
     Returns the decoded samples (in folder order) and a description of the choice.
@@ -148,19 +144,19 @@ def select_frames(frames_dir: str | Path, n: int, method: str = "random", seed: 
         raise AnnotationError(f"unknown selection method {method!r}; use one of {', '.join(SELECT_METHODS)}")
     frames_dir = Path(frames_dir)
     try:
-        counts = _shard_counts(frames_dir)
+        shards = verified_shards(frames_dir, allow_incomplete)
     except ShardError as err:
         raise AnnotationError(str(err)) from err
-    total = sum(c for _, c in counts)
+    total = sum(s.frames for s in shards)
     if total < n:
         raise AnnotationError(f"{frames_dir} holds {total} frames, fewer than --n {n}; collect more or lower --n")
     rng = np.random.default_rng(seed)
     if method == "random":
         wanted = np.sort(rng.choice(total, size=n, replace=False))
-        samples = _read_samples(counts, wanted)
+        samples = _read_samples(shards, wanted)
     else:
         cand = np.sort(rng.choice(total, size=min(total, max(pool, n)), replace=False))
-        samples_all = _read_samples(counts, cand)
+        samples_all = _read_samples(shards, cand)
         thumbs = np.stack([_thumbnail(s["rgb"]) for s in samples_all])  # [P, 16*16*3]
         picked = np.sort(_kmeans_pick(thumbs, n, rng))
         wanted = cand[picked]
@@ -177,7 +173,8 @@ def _thumbnail(rgb: np.ndarray, size: int = 16) -> np.ndarray:
 
 
 def create_or_load_frameset(root: str | Path, task: str, frames_dir: str | Path | None = None,
-                            n: int | None = None, method: str | None = None, seed: int | None = None) -> FrameSet:
+                            n: int | None = None, method: str | None = None, seed: int | None = None,
+                            allow_incomplete: bool = False) -> FrameSet:
     """Load the task's stored selection, or choose and store it (once) from `frames_dir`.
 
     Settings given explicitly must match a stored selection: every annotator of a task sees the
@@ -206,7 +203,7 @@ def create_or_load_frameset(root: str | Path, task: str, frames_dir: str | Path 
         manifest_task = None
     if manifest_task is not None and manifest_task != task:
         raise AnnotationError(f"{frames_dir} holds frames of task {manifest_task!r}, not {task!r}; pass the right --frames")
-    samples, info = select_frames(frames_dir, n, method, seed)
+    samples, info = select_frames(frames_dir, n, method, seed, allow_incomplete=allow_incomplete)
     shapes = {s["rgb"].shape for s in samples}
     if len(shapes) != 1:
         raise AnnotationError(f"{frames_dir}: frames have different sizes {sorted(shapes)}")
@@ -252,26 +249,63 @@ def empty_record(task: str, annotator: str, key: str, index: int, size: tuple[in
             "revision": 0, "updated": None}
 
 
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+MISSING = object()
+RECORD_FIELDS: tuple[tuple[str, Any, Any, str], ...] = (  # (field, default if absent, check, what it must be)
+    ("clicks", MISSING, lambda v: isinstance(v, list), "a list of clicks"),
+    ("removed", [], lambda v: isinstance(v, list), "a list of removed clicks"),
+    ("done", False, lambda v: isinstance(v, bool), "true or false"),
+    ("seconds", 0.0, lambda v: _number(v) and v >= 0, "a number >= 0"),
+    ("revision", 0, _count, "an integer >= 0"),
+    ("updated", None, lambda v: v is None or _number(v), "a time in seconds or null"),
+    ("frame_index", None, lambda v: v is None or _count(v), "an integer >= 0"),
+    ("image_size", None, lambda v: v is None or (isinstance(v, list) and len(v) == 2 and all(_count(x) for x in v)), "[height, width]"),
+)
+CLICK_FIELDS: tuple[tuple[str, Any, str], ...] = (
+    ("x", lambda v: _number(v) and 0.0 <= v <= 1.0, "a number in [0, 1]"),
+    ("y", lambda v: _number(v) and 0.0 <= v <= 1.0, "a number in [0, 1]"),
+    ("t", _number, "a time in seconds"),
+    ("id", lambda v: isinstance(v, str) and v != "", "a non-empty string"),
+    ("session", lambda v: isinstance(v, str), "a string"),
+)
+
+
 def validate_record(rec: Any, path: Path, task: str, annotator: str, key: str) -> dict[str, Any]:
-    """Check a frame file read from disk (it may be stale or edited by hand); raise naming the problem."""
+    """Check a frame file read from disk (it may be stale or edited by hand) field by field; the
+    AnnotationError names the file and the first bad field."""
     fix = f"fix {path} by hand or move it away (its clicks are then not shown)"
+
+    def bad(name: str, want: str, value: Any, what: str = "field") -> AnnotationError:
+        return AnnotationError(f"{path}: {what} {name!r} must be {want}, got {value!r}; {fix}")
+
     if not isinstance(rec, dict) or rec.get("format") != FORMAT:
         raise AnnotationError(f"{path}: not a {FORMAT} file; {fix}")
     for field, want in (("task", task), ("annotator", annotator), ("key", key)):
         if rec.get(field) != want:
             raise AnnotationError(f"{path}: {field} is {rec.get(field)!r}, expected {want!r} (a stale or copied file); {fix}")
-    clicks = rec.get("clicks")
-    if not isinstance(clicks, list):
-        raise AnnotationError(f"{path}: 'clicks' must be a list; {fix}")
-    for c in clicks:
-        ok = isinstance(c, dict) and all(isinstance(c.get(k), (int, float)) and not isinstance(c.get(k), bool) for k in ("x", "y", "t"))
-        if not ok or not (0.0 <= c["x"] <= 1.0 and 0.0 <= c["y"] <= 1.0):
-            raise AnnotationError(f"{path}: bad click {c!r} (need x, y in [0, 1] and a time t); {fix}")
-        c.setdefault("id", uuid.uuid4().hex)
-    rec.setdefault("removed", [])
-    rec.setdefault("done", False)
-    rec["seconds"] = float(rec.get("seconds", 0.0))
-    rec["revision"] = int(rec.get("revision", 0))
+    for name, default, ok, want in RECORD_FIELDS:
+        if name not in rec and default is not MISSING:
+            rec[name] = list(default) if isinstance(default, list) else default
+        if not ok(rec.get(name, MISSING)):
+            raise bad(name, want, rec.get(name, "nothing (missing)"))
+    for list_name in ("clicks", "removed"):
+        for i, c in enumerate(rec[list_name]):
+            what = "bad click: field" if list_name == "clicks" else "field"
+            if not isinstance(c, dict):
+                raise bad(f"{list_name}[{i}]", "an object with x, y, t", c, what)
+            c.setdefault("id", uuid.uuid4().hex)
+            c.setdefault("session", "")
+            for name, ok, want in CLICK_FIELDS:
+                if not ok(c.get(name)):
+                    raise bad(f"{list_name}[{i}].{name}", want, c.get(name, "nothing (missing)"), what)
+    rec["seconds"] = float(rec["seconds"])
     return rec
 
 

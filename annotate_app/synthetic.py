@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data.shards import shard_name, write_manifest, write_shard
+from data.shards import shard_name, write_manifest, write_shard_entry
 
 
 def synthetic_frame(rng: np.random.Generator, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
@@ -39,8 +39,7 @@ def synthetic_shards(out: str | Path, frames: int = 60, size: int = 64, shard_si
             meta = {"task": task, "shard": s, "episode": 0, "step": start + j, "reward": 0.0,
                     "success": 0.0, "policy": "synthetic"}
             samples.append((f"{s:05d}-{j:05d}", {"rgb": img, "state": np.zeros(39, np.float32), "clicks": clicks, "meta": meta}))
-        n = write_shard(out / shard_name(s), samples)
-        shards.append({"file": shard_name(s), "frames": n})
+        shards.append(write_shard_entry(out / shard_name(s), samples))
     write_manifest(out, {"format": "visarl-shards/1", "status": "complete", "task": task, "synthetic": True,
                          "frames_written": frames, "image_size": size, "shards": shards})
     return out

@@ -18,7 +18,7 @@ from annotate_app.store import (
 )
 from annotate_app.synthetic import synthetic_frame, synthetic_shards
 from data.cli import parse_config
-from data.shards import shard_name, write_manifest, write_shard
+from data.shards import shard_name, write_manifest, write_shard, write_shard_entry
 
 
 @pytest.fixture
@@ -81,7 +81,8 @@ def test_diverse_selection_covers_rare_kinds_of_frames(tmp_path):
     order = [0] * 54 + [1] * 3 + [2] * 3  # one kind of frame dominates
     samples = [(f"00000-{i:05d}", {"rgb": kinds[k], "state": np.zeros(39, np.float32), "clicks": np.zeros((0, 2)),
                                    "meta": {"task": "reach-v3", "kind": k}}) for i, k in enumerate(order)]
-    write_shard(tmp_path / "s" / shard_name(0), samples)
+    entry = write_shard_entry(tmp_path / "s" / shard_name(0), samples)
+    write_manifest(tmp_path / "s", {"status": "complete", "task": "reach-v3", "shards": [entry]})
     fs = create_or_load_frameset(tmp_path / "ann", "reach-v3", tmp_path / "s", n=3, method="diverse")
     picked = sorted(order[int(k.split("-")[1])] for k in fs.keys)
     assert picked == [0, 1, 2]
@@ -89,13 +90,14 @@ def test_diverse_selection_covers_rare_kinds_of_frames(tmp_path):
 
 def test_bad_frame_folders_give_clear_errors(tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(AnnotationError, match="holds no shard"):
+    with pytest.raises(AnnotationError, match="not a shard folder"):
         create_or_load_frameset(tmp_path / "ann", "reach-v3", tmp_path / "empty")
     with pytest.raises(AnnotationError, match="no such shard folder"):
         create_or_load_frameset(tmp_path / "ann", "reach-v3", tmp_path / "missing")
     bad = tmp_path / "corrupt"
     bad.mkdir()
     (bad / shard_name(0)).write_bytes(b"this is not a tar file" * 40)
+    write_manifest(bad, {"status": "complete", "task": "reach-v3", "shards": [{"file": shard_name(0), "frames": 40}]})
     with pytest.raises(AnnotationError, match="shard-00000.tar"):
         create_or_load_frameset(tmp_path / "ann", "reach-v3", bad)
     other = synthetic_shards(tmp_path / "door", frames=10, task="door-open-v3")
