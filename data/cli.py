@@ -91,8 +91,18 @@ def one_line_errors(*extra: type[BaseException]) -> Iterator[None]:
         raise
 
 
-def build_parser(cls: type, presets: Mapping[str, Mapping[str, Any]] | None = None, description: str | None = None) -> argparse.ArgumentParser:
+def command_name(module: str) -> str:
+    """`python -m <module>` (the module run as __main__ named by its import name)."""
+    if module == "__main__":
+        spec = getattr(sys.modules["__main__"], "__spec__", None)
+        module = spec.name if spec else module
+    return f"python -m {module.removesuffix('.__main__')}"
+
+
+def build_parser(cls: type, presets: Mapping[str, Mapping[str, Any]] | None = None, description: str | None = None,
+                 prog: str | None = None) -> argparse.ArgumentParser:
     parser = OneLineParser(
+        prog=prog or command_name(cls.__module__),
         description=description or (cls.__doc__ or "").strip(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -128,7 +138,7 @@ def parse_config(
     description: str | None = None,
 ) -> T:
     """Parse argv into `cls`: defaults < preset < explicit flags."""
-    parser = build_parser(cls, presets, description)
+    parser = build_parser(cls, presets, description, prog=command_name(sys._getframe(1).f_globals.get("__name__", cls.__module__)))
     args = vars(parser.parse_args(sys.argv[1:] if argv is None else list(argv)))
     values: dict[str, Any] = {}
     preset = args.pop("preset", None) if presets else None

@@ -58,6 +58,8 @@ class TrainConfig:
             raise ValueError(f"val_frac must lie in [0, 1), got {self.val_frac}")
         if self.color_jitter < 0:
             raise ValueError("color_jitter must be >= 0")
+        if self.resume and self.backbone_weights:
+            raise ValueError("--backbone-weights has no effect with --resume (the run continues from its last.pt); drop one")
         self.model_config().validate()
         return self
 
