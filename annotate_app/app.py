@@ -117,6 +117,9 @@ class AppConfig:
             raise ValueError(f"--select must be one of {', '.join(SELECT_METHODS)}, got {self.select!r}")
         if self.auth and (":" not in self.auth or not all(self.auth.split(":", 1))):
             raise ValueError("--auth must be user:password (both non-empty)")
+        if self.open_to_network and (is_loopback(self.host) or self.auth):
+            raise ValueError(f"--open-to-network has no effect with {'--auth' if self.auth else f'--host {self.host}'}: "
+                             "it only allows a non-loopback --host without --auth; drop it")
         if not is_loopback(self.host) and not self.auth and not self.open_to_network:
             raise ValueError(f"--host {self.host} would serve the page and its API to anyone who can reach port {self.port}, "
                              "with no password: add --auth user:password, or pass --open-to-network if that is intended")
