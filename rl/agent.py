@@ -1,10 +1,15 @@
-"""Soft actor-critic (Haarnoja et al. 2018) as in the paper's code, with the twin critics fused.
+"""Soft actor-critic (Haarnoja et al. 2018) as in the paper's code, for a pack of R independent runs.
 
-The two Q-networks are one ensemble whose layers are batched matrix products (`EnsembleLinear`:
-weights [2, in, out], one `baddbmm` per layer), so both critics cost one kernel per layer. The
-encoder is trained through the critic loss only; the actor reads its detached features (DrQ-v2);
-target values use the online encoder's features of the next observation without gradients.
-Frozen encoders' features come precomputed from the replay buffer (field "embedding").
+Every network is packed (rl/nets.py): the R runs' actors are one batched MLP, their twin critics
+one ensemble of 2R members, their temperatures one [R] vector; the loss of the pack is the sum of
+the runs' losses, so each run's gradient is its own, and one Adam step over the stacked tensors is
+R independent Adam steps. The encoder is trained through the critic loss only; the actor reads
+its detached features (DrQ-v2); target values use the online encoder's features of the next
+observation without gradients. Frozen encoders' features come precomputed from the replay buffer
+(field "embedding"); then the agent holds no encoder.
+
+Randomness that shapes a run's data (exploration noise, the policy's reparameterisation noise)
+comes from that run's own generator (`RunNoise`), never from a generator the pack shares.
 """
 from __future__ import annotations
 
@@ -16,63 +21,38 @@ import torch.nn.functional as F
 from torch import nn
 
 from rl.encoders import Encoder
-
-
-class EnsembleLinear(nn.Module):
-    """`n` independent Linear layers applied as one batched matmul: [n, B, in] -> [n, B, out]."""
-
-    def __init__(self, n: int, in_dim: int, out_dim: int):
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(n, in_dim, out_dim))
-        self.bias = nn.Parameter(torch.zeros(n, 1, out_dim))
-        with torch.no_grad():  # orthogonal init per member, as the paper's code (SAC-AE's weight_init)
-            for i in range(n):
-                self.weight[i] = nn.init.orthogonal_(torch.empty(out_dim, in_dim)).T
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [n or 1, B, in] -> [n, B, out]
-        if x.shape[0] != self.weight.shape[0]:
-            x = x.expand(self.weight.shape[0], -1, -1)
-        return torch.baddbmm(self.bias, x, self.weight)
+from rl.nets import PackedMLP, slice_state, stack_states
 
 
 class Critic(nn.Module):
-    """Twin Q-functions Q(feature, action) -> [2, B]."""
+    """Twin Q-functions of R runs: Q(feature [R, B, F], action [R, B, A]) -> [R, 2, B]."""
 
-    def __init__(self, feature_dim: int, action_dim: int, hidden_dim: int, num_q: int = 2):
+    def __init__(self, runs: int, feature_dim: int, action_dim: int, hidden_dim: int, num_q: int = 2):
         super().__init__()
-        self.net = nn.Sequential(
-            EnsembleLinear(num_q, feature_dim + action_dim, hidden_dim), nn.ReLU(inplace=True),
-            EnsembleLinear(num_q, hidden_dim, hidden_dim), nn.ReLU(inplace=True),
-            EnsembleLinear(num_q, hidden_dim, 1),
-        )
+        self.runs, self.num_q = runs, num_q
+        self.net = PackedMLP(runs * num_q, [feature_dim + action_dim, hidden_dim, hidden_dim, 1])
 
-    def forward(self, feature: torch.Tensor, action: torch.Tensor) -> torch.Tensor:  # [B, F], [B, A] -> [2, B]
-        return self.net(torch.cat([feature, action], dim=-1)[None]).squeeze(-1)
+    def forward(self, feature: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([feature, action], dim=-1)  # [R, B, F + A]
+        r, b = x.shape[:2]
+        x = x[:, None].expand(r, self.num_q, b, x.shape[-1]).reshape(r * self.num_q, b, x.shape[-1])  # [R*2, B, F+A]
+        return self.net(x).view(r, self.num_q, b)
 
 
 class Actor(nn.Module):
-    """Tanh-squashed Gaussian policy; log-std squashed into [log_std_min, log_std_max]."""
+    """Tanh-squashed Gaussian policies of R runs; log-std squashed into [log_std_min, log_std_max]."""
 
-    def __init__(self, feature_dim: int, action_dim: int, hidden_dim: int, log_std_min: float, log_std_max: float):
+    def __init__(self, runs: int, feature_dim: int, action_dim: int, hidden_dim: int, log_std_min: float, log_std_max: float):
         super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(feature_dim, hidden_dim), nn.ReLU(inplace=True),
-            nn.Linear(hidden_dim, hidden_dim), nn.ReLU(inplace=True),
-            nn.Linear(hidden_dim, 2 * action_dim),
-        )
-        for m in self.net:
-            if isinstance(m, nn.Linear):
-                nn.init.orthogonal_(m.weight)
-                nn.init.zeros_(m.bias)
+        self.net = PackedMLP(runs, [feature_dim, hidden_dim, hidden_dim, 2 * action_dim])
         self.log_std_min, self.log_std_max = log_std_min, log_std_max
 
-    def forward(self, feature: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """Action [B, A] in [-1, 1] and its log-probability [B] (the mean action when deterministic)."""
-        mu, log_std = self.net(feature).chunk(2, dim=-1)  # [B, A] each
+    def forward(self, feature: torch.Tensor, noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Action [R, B, A] in [-1, 1] and its log-probability [R, B]; the mean action when `noise` is None."""
+        mu, log_std = self.net(feature).chunk(2, dim=-1)  # [R, B, A] each
         log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (torch.tanh(log_std) + 1)
-        if deterministic:
-            return torch.tanh(mu), torch.zeros(mu.shape[0], device=mu.device)
-        noise = torch.randn_like(mu)
+        if noise is None:
+            return torch.tanh(mu), torch.zeros(mu.shape[:-1], device=mu.device)
         u = mu + noise * log_std.exp()
         # log N(u; mu, std) - sum log(1 - tanh(u)^2), the latter as 2 (log 2 - u - softplus(-2u))
         log_prob = (-0.5 * noise.pow(2) - log_std).sum(-1) - 0.5 * math.log(2 * math.pi) * mu.shape[-1]
@@ -80,21 +60,38 @@ class Actor(nn.Module):
         return torch.tanh(u), log_prob
 
 
-class SAC(nn.Module):
-    """Actor, twin critics with targets, temperature; `update(batch)` is one SAC gradient step."""
+class RunNoise:
+    """One CPU generator per run: standard normal noise [R, *shape], run r's rows from run r's stream."""
 
-    def __init__(self, encoder: Encoder, action_dim: int, cfg: Any):
+    def __init__(self, seeds: list[int]):
+        self.generators = [torch.Generator().manual_seed(int(s) * 1_000_003 + 3) for s in seeds]
+
+    def normal(self, *shape: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        noise = torch.stack([torch.randn(shape, generator=g) for g in self.generators])  # [R, *shape]
+        return noise.to(device, non_blocking=True)
+
+    def state(self, run: int) -> torch.Tensor:
+        return self.generators[run].get_state()
+
+    def load(self, states: list[torch.Tensor]) -> None:
+        for g, s in zip(self.generators, states):
+            g.set_state(s)
+
+
+class SAC(nn.Module):
+    """Actors, twin critics with targets and temperatures of R runs; `update(batch, noise)` is one
+    SAC gradient step of every run."""
+
+    def __init__(self, encoder: Encoder | None, feature_dim: int, action_dim: int, cfg: Any, runs: int = 1):
         super().__init__()
-        self.encoder = encoder
-        self.cfg = cfg
-        feat = encoder.out_dim
-        self.actor = Actor(feat, action_dim, cfg.hidden_dim, cfg.log_std_min, cfg.log_std_max)
-        self.critic = Critic(feat, action_dim, cfg.hidden_dim)
-        self.critic_target = Critic(feat, action_dim, cfg.hidden_dim).requires_grad_(False)
+        self.encoder, self.cfg, self.runs, self.action_dim = encoder, cfg, runs, action_dim
+        self.actor = Actor(runs, feature_dim, action_dim, cfg.hidden_dim, cfg.log_std_min, cfg.log_std_max)
+        self.critic = Critic(runs, feature_dim, action_dim, cfg.hidden_dim)
+        self.critic_target = Critic(runs, feature_dim, action_dim, cfg.hidden_dim).requires_grad_(False)
         self.critic_target.load_state_dict(self.critic.state_dict())
-        self.log_alpha = nn.Parameter(torch.tensor(math.log(cfg.init_temperature)))
+        self.log_alpha = nn.Parameter(torch.full((runs,), math.log(cfg.init_temperature)))
         self.target_entropy = float(cfg.target_entropy if cfg.target_entropy is not None else -action_dim)
-        encoder_params = [] if encoder.frozen else [p for p in encoder.parameters() if p.requires_grad]
+        encoder_params = [p for p in encoder.parameters() if p.requires_grad] if encoder is not None else []
         self.critic_opt = torch.optim.Adam([*self.critic.parameters(), *encoder_params], lr=cfg.critic_lr, fused=True)
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr, fused=True)
         self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr, fused=True)
@@ -102,68 +99,74 @@ class SAC(nn.Module):
         self._critic_params = list(self.critic.parameters())
         self._target_params = list(self.critic_target.parameters())
 
-    def features(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:  # [B, F]
-        if self.encoder.frozen:
+    def features(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:  # [R, B, F]
+        if self.encoder is None:
             return obs["embedding"].float()
         return self.encoder(obs)
 
     @torch.no_grad()
-    def act(self, obs: dict[str, torch.Tensor], deterministic: bool = False) -> torch.Tensor:  # [B, A]
-        return self.actor(self.features(obs), deterministic)[0]
+    def act(self, obs: dict[str, torch.Tensor], noise: torch.Tensor | None = None) -> torch.Tensor:  # [R, N, A]
+        """Sampled actions with `noise` [R, N, A] (each run's own), the mean action without."""
+        return self.actor(self.features(obs), noise)[0]
 
-    def update(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """One critic step; actor, temperature and target steps every `*_update_every` calls.
+    def update(self, batch: dict[str, Any], noise: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One critic step of every run; actor, temperature and target steps every `*_update_every` calls.
 
-        Returns detached scalar tensors (converted to numbers only when logged).
+        noise [2, R, B, A]: the reparameterisation noise of the target and the actor step.
+        Returns detached per-run metrics [R] (converted to numbers only when logged).
         """
         cfg = self.cfg
         self.num_updates += 1
-        alpha = self.log_alpha.detach().exp()
+        alpha = self.log_alpha.detach().exp()[:, None]  # [R, 1]
         with torch.no_grad():
             next_feat = self.features(batch["next_obs"])
-            next_action, next_logp = self.actor(next_feat)
-            target_q = self.critic_target(next_feat, next_action).min(0).values - alpha * next_logp  # [B]
-            target = batch["reward"] + cfg.discount * (1.0 - batch["terminal"]) * target_q  # [B]
+            next_action, next_logp = self.actor(next_feat, noise[0])
+            target_q = self.critic_target(next_feat, next_action).min(1).values - alpha * next_logp  # [R, B]
+            target = batch["reward"] + cfg.discount * (1.0 - batch["terminal"]) * target_q  # [R, B]
         feat = self.features(batch["obs"])
-        q = self.critic(feat, batch["action"])  # [2, B]
-        critic_loss = (q - target).pow(2).mean(1).sum()
+        q = self.critic(feat, batch["action"])  # [R, 2, B]
+        critic_loss = (q - target[:, None]).pow(2).mean(2).sum(1)  # [R]
         self.critic_opt.zero_grad(set_to_none=True)
-        critic_loss.backward()
+        critic_loss.sum().backward()
         self.critic_opt.step()
-        metrics = {"critic_loss": critic_loss.detach(), "q_mean": q.detach().mean()}
+        metrics = {"critic_loss": critic_loss.detach(), "q_mean": q.detach().mean((1, 2))}
 
         if self.num_updates % cfg.actor_update_every == 0:
             feat = feat.detach()
             self.critic.requires_grad_(False)
-            action, logp = self.actor(feat)
-            actor_loss = (alpha * logp - self.critic(feat, action).min(0).values).mean()
+            action, logp = self.actor(feat, noise[1])
+            actor_loss = (alpha * logp - self.critic(feat, action).min(1).values).mean(1)  # [R]
             self.actor_opt.zero_grad(set_to_none=True)
-            actor_loss.backward()
+            actor_loss.sum().backward()
             self.actor_opt.step()
             self.critic.requires_grad_(True)
-            alpha_loss = (self.log_alpha.exp() * (-logp.detach() - self.target_entropy)).mean()
+            alpha_loss = (self.log_alpha.exp()[:, None] * (-logp.detach() - self.target_entropy)).mean(1)  # [R]
             self.alpha_opt.zero_grad(set_to_none=True)
-            alpha_loss.backward()
+            alpha_loss.sum().backward()
             self.alpha_opt.step()
-            metrics.update(actor_loss=actor_loss.detach(), alpha_loss=alpha_loss.detach(), entropy=-logp.detach().mean())
+            metrics.update(actor_loss=actor_loss.detach(), alpha_loss=alpha_loss.detach(), entropy=-logp.detach().mean(1))
         if self.num_updates % cfg.target_update_every == 0:
             with torch.no_grad():
                 torch._foreach_lerp_(self._target_params, self._critic_params, cfg.tau)
         return metrics
 
-    def training_state(self) -> dict[str, Any]:
-        """Networks, optimisers and counters (tensors and numbers only: weights_only-loadable)."""
+    # -- per-run state ----------------------------------------------------------------------------
+    def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"critic_opt": self.critic_opt, "actor_opt": self.actor_opt, "alpha_opt": self.alpha_opt}
+
+    def run_state(self, run: int) -> dict[str, Any]:
+        """Run `run`'s networks, optimisers and counter, as a pack of one (weights_only-loadable)."""
         return {
-            "model": self.state_dict(),
-            "critic_opt": self.critic_opt.state_dict(),
-            "actor_opt": self.actor_opt.state_dict(),
-            "alpha_opt": self.alpha_opt.state_dict(),
+            "model": slice_state(self.state_dict(), run, self.runs),
+            **{k: slice_state(opt.state_dict(), run, self.runs) for k, opt in self._optimizers().items()},
             "num_updates": self.num_updates,
         }
 
-    def load_training_state(self, state: dict[str, Any]) -> None:
-        self.load_state_dict(state["model"])
-        self.critic_opt.load_state_dict(state["critic_opt"])
-        self.actor_opt.load_state_dict(state["actor_opt"])
-        self.alpha_opt.load_state_dict(state["alpha_opt"])
-        self.num_updates = int(state["num_updates"])
+    def load_run_states(self, states: list[dict[str, Any]]) -> None:
+        """Stack the runs' states (packs of one, e.g. from their checkpoints) into this pack."""
+        if len(states) != self.runs or len({int(s["num_updates"]) for s in states}) != 1:
+            raise ValueError("a pack resumes runs with the same number of updates, one state per run")
+        self.load_state_dict(stack_states([s["model"] for s in states]))
+        for k, opt in self._optimizers().items():
+            opt.load_state_dict(stack_states([s[k] for s in states]))
+        self.num_updates = int(states[0]["num_updates"])

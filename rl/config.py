@@ -7,22 +7,23 @@ corner-camera frames, frame stack 1, no action repeat, 500-step episodes, 1M ste
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+import math
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from data.env import CAMERAS, RENDER_QUALITIES, check_task
+from rl.encoders import ENCODERS, TABLE_I, encoder_names
 
-#: encoder names of the paper's Table I (gaze encoders register themselves from rl/gaze.py)
-TABLE_ENCODERS: tuple[str, ...] = (
-    "state", "cnn_rgb", "cnn_saliency", "cnn_rgb_x_saliency", "cnn_rgbs", "mmae_rgb", "mmae_rgbs_po", "mmae_rgbs",
-)
 SALIENCY_SOURCES: tuple[str, ...] = ("predictor", "oracle")
 
 #: fields that may differ between a checkpoint and the run resuming it (they only extend a run)
 RESUMABLE_FIELDS: frozenset[str] = frozenset(
-    {"steps", "resume", "out", "log_every", "checkpoint_every", "eval_every", "eval_episodes", "torch_threads", "preset"}
+    {"steps", "resume", "out", "log_every", "checkpoint_every", "eval_every", "eval_episodes", "torch_threads", "preset",
+     "device"}
 )
+#: fields that may differ between the runs of one pack (rl/workspace.py); every other field is shared
+PACK_FIELDS: frozenset[str] = frozenset({"seed", "out", "encoder", "mmae", "resume", "preset"})
 
 
 def _f(default: Any, help: str, **kw) -> Any:
@@ -35,7 +36,7 @@ class SACConfig:
 
     # -- what to run ---------------------------------------------------------------------------
     task: str = _f("reach-v3", "Meta-World v3 task, e.g. reach-v3, drawer-open-v3, faucet-open-v3, door-open-v3")
-    encoder: str = _f("cnn_rgb", "encoder: " + ", ".join(TABLE_ENCODERS) + ", or a gaze encoder registered by rl/gaze.py")
+    encoder: str = _f("cnn_rgb", "encoder: state, " + ", ".join(TABLE_I) + ", or a gaze encoder (gaze, gaze_nocontrast, gaze_patch, gaze_mix)")
     steps: int = _f(1_000_000, "environment steps in total (summed over --num-envs)")
     seed: int = _f(0, "seed of networks, replay sampling, exploration and training envs")
     out: str = _f("", "run folder (default runs/sac/<task>/<encoder>/seed<seed>)")
@@ -91,14 +92,19 @@ class SACConfig:
     gaze_spread_target: float = _f(0.5, "gaze: target standard deviation s0 of the spread regulariser")
 
     def validate(self) -> "SACConfig":
-        import rl.gaze  # noqa: F401  (registers the gaze encoders)
-        from rl.encoders import ENCODERS
-
         check_task(self.task)
         if self.encoder not in ENCODERS:
-            raise ValueError(f"unknown encoder {self.encoder!r}; valid encoders: {', '.join(sorted(ENCODERS))}")
+            raise ValueError(f"unknown encoder {self.encoder!r}; valid encoders: {', '.join(sorted(encoder_names()))}")
         if self.saliency not in SALIENCY_SOURCES:
             raise ValueError(f"saliency must be one of {', '.join(SALIENCY_SOURCES)}, got {self.saliency!r}")
+        if self.saliency == "oracle" and self.saliency_model:
+            raise ValueError("--saliency-model is read only with --saliency predictor; drop it or use --saliency predictor")
+        for name in ("actor_lr", "critic_lr", "alpha_lr", "init_temperature", "discount", "tau"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name.replace('_', '-')} must be a finite number > 0, got {value}")
+        if self.target_entropy is not None and not math.isfinite(self.target_entropy):
+            raise ValueError(f"target-entropy must be finite, got {self.target_entropy}")
         if self.camera not in CAMERAS:
             raise ValueError(f"unknown camera {self.camera!r}; valid cameras: {', '.join(CAMERAS)}")
         if self.render_quality not in RENDER_QUALITIES:
@@ -144,7 +150,3 @@ PRESETS: dict[str, dict[str, Any]] = {
     # the paper's budget (for a GPU)
     "paper": dict(steps=1_000_000, hidden_dim=1024, replay_size=1_000_000, eval_every=10_000, eval_episodes=50),
 }
-
-
-def config_fields() -> list[str]:
-    return [f.name for f in fields(SACConfig)]

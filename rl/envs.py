@@ -7,12 +7,12 @@ Every env worker builds `data.env.make_env` and wraps it:
     turned into a map by `data.clicks.clicks_to_map`, computed inside the worker;
   * encoders that read only the state get `StateOnlyMetaWorld`, which skips rendering (the
     renderer is ~15x the cost of a physics step on a CPU).
-Vector envs use gymnasium's SAME_STEP autoreset (the episode's last observation in
+The envs of every run of a pack live in one vector env (run-major). Vector envs use gymnasium's SAME_STEP autoreset (the episode's last observation in
 `info["final_obs"]`), like `data.env.make_vector_env`, whose seeding convention they share.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -89,42 +89,25 @@ def make_envs(
     *,
     pixels: bool,
     oracle_saliency: bool,
-    seed_base: int,
-    first_episode: int = 0,
+    seed_bases: Sequence[int],
+    first_episodes: Sequence[int] | None = None,
     asynchronous: bool = True,
 ) -> gym.vector.VectorEnv:
-    """`num_envs` workers; worker i plays global episodes i, i + num_envs, ... seeded `seed_base + index`.
+    """`num_envs` workers for each run of a pack, run-major (run r's envs are r*num_envs ... r*num_envs + num_envs - 1).
 
-    `first_episode` is each worker's number of finished episodes (for resuming).
+    Worker i of run r plays that run's global episodes i, i + num_envs, ... seeded
+    `seed_bases[r] + index`, so a run's episodes depend on its seed alone, never on the runs beside
+    it. `first_episodes[r]` is each of run r's workers' number of finished episodes (for resuming).
+    Pixel envs step in subprocesses (gymnasium AsyncVectorEnv, observations in shared memory).
     """
     config.validate()
     if oracle_saliency and not pixels:
         raise ValueError("oracle saliency needs rendered pixels")
-    fns = [_worker(config, pixels, oracle_saliency, seed_base, i, num_envs, first_episode) for i in range(num_envs)]
+    first_episodes = list(first_episodes or [0] * len(seed_bases))
+    fns = [_worker(config, pixels, oracle_saliency, base, i, num_envs, first)
+           for base, first in zip(seed_bases, first_episodes) for i in range(num_envs)]
     kwargs = dict(autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     # State-only envs step at ~2k steps/s: subprocess round trips would cost more than they save.
-    if asynchronous and pixels and num_envs > 1:
-        return gym.vector.AsyncVectorEnv(fns, context="spawn", **kwargs)
+    if asynchronous and pixels and len(fns) > 1:
+        return gym.vector.AsyncVectorEnv(fns, context="spawn", shared_memory=True, **kwargs)
     return gym.vector.SyncVectorEnv(fns, **kwargs)
-
-
-def format_obs(raw: dict[str, np.ndarray], keys: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """Vector-env observations -> the encoder fields: pixels uint8 [N, 3, H, W], saliency uint8 [N, 1, H, W], state."""
-    out: dict[str, np.ndarray] = {}
-    for key in keys:
-        if key == "pixels":
-            out[key] = np.ascontiguousarray(raw["pixels"].transpose(0, 3, 1, 2))
-        elif key == "saliency":
-            if "saliency" in raw:
-                out[key] = np.ascontiguousarray(raw["saliency"][:, None])
-        elif key == "state":
-            out[key] = np.asarray(raw["state"], np.float32).reshape(-1, STATE_DIM)
-        else:
-            raise KeyError(f"unknown observation field {key!r}; envs provide pixels, saliency and state")
-    return out
-
-
-def stack_final_obs(final: np.ndarray, rows: np.ndarray) -> dict[str, np.ndarray]:
-    """info["final_obs"] (object array of per-env dicts) at `rows` -> a batched dict."""
-    items = [final[i] for i in rows]
-    return {k: np.stack([it[k] for it in items]) for k in items[0]}

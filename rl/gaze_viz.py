@@ -2,7 +2,7 @@
 
     python -m rl.gaze_viz --run runs/sac/reach-v3/gaze/seed0 [--frames 8] [--seed 0] [--policy agent|expert]
 
-Loads the run's SAC weights (agent.pt, else checkpoint.pt), rolls out one evaluation episode of the
+Loads the run's SAC weights (agent.pt, else its latest checkpoint), rolls out one evaluation episode of the
 deterministic policy (or Meta-World's scripted expert, `--policy expert`), picks evenly spaced frames
 and writes `<run>/gaze_strip.png`: row 1, each frame with the gaze attention (heat) and each Gaussian's
 1- and 2-sigma ellipses; row 2, the same frames with the predicted human saliency
@@ -30,9 +30,10 @@ from matplotlib.patches import Ellipse  # noqa: E402
 
 from data.cli import parse_config  # noqa: E402
 from data.clicks import clicks_to_map  # noqa: E402
-from data.env import STATE_DIM, make_env  # noqa: E402
+from data.env import make_env  # noqa: E402
 from data.figures import write_figure  # noqa: E402
 from rl.gaze import GazeEncoder  # noqa: E402
+from rl.observe import default_saliency_model  # noqa: E402
 
 
 @dataclass
@@ -63,7 +64,7 @@ def cell_centre_px(grid_value: np.ndarray | float, cells: int, num_layers: int =
 
 
 def trunk_layers(encoder: GazeEncoder) -> int:
-    return sum(isinstance(m, torch.nn.Conv2d) for m in encoder.trunk.modules())
+    return len(encoder.trunk.weights)
 
 
 def draw_gaze(ax, frame: np.ndarray, gaze: dict[str, np.ndarray], num_layers: int) -> None:
@@ -100,7 +101,7 @@ def gaze_of(encoder: GazeEncoder, frames: np.ndarray) -> list[dict[str, np.ndarr
     """uint8 frames [N, H, W, 3] -> per frame: attention [h, w] (+ mu, sigma, rho, weight for Gaussian heads)."""
     device = next(encoder.parameters()).device
     pixels = torch.from_numpy(np.ascontiguousarray(frames.transpose(0, 3, 1, 2))).to(device)  # [N, 3, H, W]
-    out = encoder.attention(pixels)
+    out = {k: v[0] for k, v in encoder.attention(pixels[None]).items()}  # the first (only) run of the pack
     keys = ["attention"] + ([k for k in ("mu", "sigma", "rho", "weight") if k in out] if "mu" in out else [])
     return [{k: out[k][i].cpu().numpy() for k in keys} for i in range(len(frames))]
 
@@ -140,22 +141,23 @@ def gaze_strip(
 
 
 def load_agent(run_dir: Path):
-    """The SAC config and agent of a run (agent.pt, else checkpoint.pt), on CPU in eval mode."""
+    """The SAC config and agent (a pack of one) of a run (agent.pt, else its latest checkpoint), on CPU in eval mode."""
     from rl.agent import SAC
     from rl.config import SACConfig
     from rl.encoders import build_encoder
+    from rl.workspace import latest_checkpoint
 
-    path = run_dir / "agent.pt" if (run_dir / "agent.pt").exists() else run_dir / "checkpoint.pt"
-    if not path.exists():
-        raise FileNotFoundError(f"{run_dir} holds neither agent.pt nor checkpoint.pt; train one with "
+    path = run_dir / "agent.pt" if (run_dir / "agent.pt").exists() else latest_checkpoint(run_dir)
+    if path is None:
+        raise FileNotFoundError(f"{run_dir} holds neither agent.pt nor a checkpoint; train one with "
                                 f"`python -m rl.sac --encoder gaze --out {run_dir}`")
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     names = {f.name for f in dataclasses.fields(SACConfig) if f.init}
     cfg = SACConfig(**{k: v for k, v in ckpt["config"].items() if k in names})
-    encoder = build_encoder(cfg, cfg.image_size, STATE_DIM)
+    encoder = build_encoder(cfg, cfg.image_size)
     if not isinstance(encoder, GazeEncoder):
         raise ValueError(f"{run_dir} trained encoder {cfg.encoder!r}, which has no gaze; pick a gaze run")
-    agent = SAC(encoder, 4, cfg)
+    agent = SAC(encoder, encoder.out_dim, 4, cfg)
     agent.load_state_dict(ckpt["model"] if "model" in ckpt else ckpt["agent"]["model"])
     return cfg, agent.eval()
 
@@ -182,8 +184,8 @@ def rollout(cfg: Any, agent, policy: str, seed: int, steps: int, n_frames: int) 
             if expert is not None:
                 action = expert.get_action(env.raw_state)
             else:
-                pixels = torch.from_numpy(np.ascontiguousarray(obs["pixels"].transpose(2, 0, 1)[None]))
-                action = agent.act({"pixels": pixels}, deterministic=True)[0].numpy()
+                pixels = torch.from_numpy(np.ascontiguousarray(obs["pixels"].transpose(2, 0, 1)[None, None]))
+                action = agent.act({"pixels": pixels})[0, 0].numpy()  # [R=1, N=1, A]: the mean action
             obs, _, _, truncated, _ = env.step(action)
             if truncated:
                 break
@@ -193,15 +195,16 @@ def rollout(cfg: Any, agent, policy: str, seed: int, steps: int, n_frames: int) 
 
 
 def saliency_maps(task: str, frames: np.ndarray, clicks: list[np.ndarray], model: str) -> tuple[np.ndarray, str]:
-    """Predicted maps if a saliency model exists, else the oracle's maps; with a label saying which."""
-    root = Path("runs/saliency") / task
-    path = Path(model) if model else (root / "student.pt" if (root / "student.pt").exists() else root / "best.pt")
-    if path.exists():
-        from saliency.predictor import SaliencyPredictor
+    """Predicted maps if a saliency model exists (the RL observation path's predictor), else the oracle's maps;
+    with a label saying which."""
+    from rl.observe import load_predictor
 
-        return SaliencyPredictor.load(str(path), device="cpu")(frames), f"predicted human saliency ({path})"
-    maps = np.stack([clicks_to_map(c, frames.shape[1], frames.shape[2]) for c in clicks])
-    return maps, f"ORACLE saliency (simulator clicks; no saliency model at {path})"
+    try:
+        predictor, path = load_predictor(task, model, device="cpu")
+    except FileNotFoundError:
+        maps = np.stack([clicks_to_map(c, frames.shape[1], frames.shape[2]) for c in clicks])
+        return maps, f"ORACLE saliency (simulator clicks; no saliency model at {model or default_saliency_model(task)})"
+    return predictor(frames), f"predicted human saliency ({path})"
 
 
 def run(cfg: GazeVizConfig) -> Path:

@@ -1,119 +1,150 @@
-"""Replay buffer storing each env's trajectory once, so next_obs is simply the following slot.
+"""Replay for a pack of R runs, storing each env's trajectory once, so next_obs is simply the following slot.
 
-Every env e has its own ring of `capacity // num_envs` slots. Slot t holds an observation and,
-once the policy has acted on it, the action, reward and terminal flag of the transition leaving
-it. The transition's next observation is slot t + 1: no observation is stored twice. When an
-episode ends, its final observation takes the next slot (with no action) and the next episode's
-first observation the slot after it, so the last transition of every episode is complete.
+Run r owns env rows r*E ... r*E + E - 1 (E envs per run), each a ring of `capacity // E` slots.
+Slot t holds an observation and, once the policy has acted on it, the action, reward and terminal
+flag of the transition leaving it. The transition's next observation is slot t + 1: no observation
+is stored twice. When an episode ends, its final observation takes the next slot (with no action)
+and the next episode's first observation the slot after it, so the last transition of every
+episode is complete.
 
-`valid[e, t]` marks slots whose transition can be sampled: an action has been stored at t and
+`valid[row, t]` marks slots whose transition can be sampled: an action has been stored at t and
 slot t + 1 holds its successor. Writing an observation into a slot clears that slot's flag; the
 only transition whose successor slot is overwritten is then the one at the overwritten slot
 itself, so every valid slot's successor is always its own next observation, across episode
 boundaries and ring wrap-around (the authors' release paired obs[i - 1] with action[i] and never
 stored the final observation).
 
-Observation fields are stored in their own dtype: uint8 frames, float32 state, or float16
-embeddings of a frozen encoder (computed once per env step, never again at update time).
+Sampling draws each run's indices from that run's own seeded generator, over that run's rows only,
+so a run's replay stream does not depend on the runs beside it. Storage is torch tensors on
+`storage` (the GPU where the buffer fits, e.g. frozen-encoder embeddings; else CPU). Observation
+fields keep their own dtype: uint8 frames, float32 state, float32 embeddings of a frozen encoder
+(computed once per env step, never again at update time). Checkpoints stream a run's filled slots
+to .npy files in chunks (`save_run`), never copying the whole buffer in memory.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-FieldSpec = dict[str, tuple[tuple[int, ...], np.dtype]]
+FieldSpec = dict[str, tuple[tuple[int, ...], Any]]
+CHUNK_BYTES = 64 << 20  # checkpoint streaming granularity
+
+_TORCH_DTYPES = {np.dtype(np.uint8): torch.uint8, np.dtype(np.float32): torch.float32,
+                 np.dtype(np.float16): torch.float16, np.dtype(bool): torch.bool}
 
 
 class ReplayBuffer:
-    def __init__(self, fields: FieldSpec, action_dim: int, capacity: int, num_envs: int = 1, seed: int = 0):
+    def __init__(self, fields: FieldSpec, action_dim: int, capacity: int, num_envs: int = 1,
+                 seeds: list[int] | int = 0, storage: torch.device | str = "cpu"):
+        seeds = [seeds] if isinstance(seeds, int) else list(seeds)
         if capacity // num_envs < 3:
             raise ValueError(f"capacity {capacity} is too small for {num_envs} envs")
-        self.num_envs, self.slots = num_envs, capacity // num_envs
+        self.runs, self.num_envs, self.slots = len(seeds), num_envs, capacity // num_envs
         self.fields = {k: (tuple(shape), np.dtype(dtype)) for k, (shape, dtype) in fields.items()}
-        e, s = num_envs, self.slots
-        self.obs = {k: np.zeros((e, s, *shape), dtype) for k, (shape, dtype) in self.fields.items()}
-        self.action = np.zeros((e, s, action_dim), np.float32)
-        self.reward = np.zeros((e, s), np.float32)
-        self.terminal = np.zeros((e, s), np.float32)
-        self.valid = np.zeros((e, s), bool)
-        self.pos = np.full(e, -1, np.int64)  # slot of each env's current observation (-1: not started)
-        self.filled = np.zeros(e, np.int64)  # slots written so far per env (<= slots)
-        self.rng = np.random.default_rng(seed)
-        self._rows = np.arange(e)
+        self.storage = torch.device(storage)
+        rows, s = self.runs * num_envs, self.slots
+        zeros = lambda *shape, dtype: torch.zeros(shape, dtype=_TORCH_DTYPES[np.dtype(dtype)], device=self.storage)  # noqa: E731
+        self.obs = {k: zeros(rows, s, *shape, dtype=dtype) for k, (shape, dtype) in self.fields.items()}
+        self.action = zeros(rows, s, action_dim, dtype=np.float32)
+        self.reward = zeros(rows, s, dtype=np.float32)
+        self.terminal = zeros(rows, s, dtype=np.float32)
+        self.valid = np.zeros((rows, s), bool)  # bookkeeping stays on the host, where indices are drawn
+        self.pos = np.full(rows, -1, np.int64)  # slot of each row's current observation (-1: not started)
+        self.filled = np.zeros(rows, np.int64)  # slots written so far per row (<= slots)
+        self.rngs = [np.random.default_rng(s) for s in seeds]
+        self._rows = np.arange(rows)
+
+    @staticmethod
+    def bytes_needed(fields: FieldSpec, action_dim: int, capacity: int, runs: int) -> int:
+        """Storage bytes of a buffer of `runs` runs (to decide whether it fits on a device)."""
+        per_slot = sum(int(np.prod(shape)) * np.dtype(dtype).itemsize for shape, dtype in fields.values())
+        return runs * capacity * (per_slot + action_dim * 4 + 8)
 
     # -- writing -----------------------------------------------------------------------------
-    def _write_obs(self, rows: np.ndarray, slots: np.ndarray, obs: dict[str, np.ndarray], src: np.ndarray) -> None:
+    def _put(self, rows: np.ndarray, slots: np.ndarray, obs: dict[str, Any], src: np.ndarray) -> None:
+        r, s = torch.from_numpy(rows).to(self.storage), torch.from_numpy(slots).to(self.storage)
         for k in self.fields:
-            self.obs[k][rows, slots] = obs[k][src]
+            value = torch.as_tensor(obs[k])
+            self.obs[k][r, s] = value[torch.from_numpy(src).to(value.device)].to(self.storage, non_blocking=True)
         self.valid[rows, slots] = False
         self.filled[rows] = np.maximum(self.filled[rows], slots + 1)
 
-    def start(self, obs: dict[str, np.ndarray]) -> None:
-        """Store each env's current observation after a reset.
+    def start(self, obs: dict[str, Any]) -> None:
+        """Store each row's current observation [R*E, ...] after a reset.
 
         A fresh buffer writes slot 0. A restored buffer (resume at an episode boundary) already
         holds that observation, without an action, in its current slot: it is written there again.
         """
         slots = np.maximum(self.pos, 0)
-        self._write_obs(self._rows, slots, obs, self._rows)
+        self._put(self._rows, slots, obs, self._rows)
         self.pos = slots
 
     def add(
         self,
-        action: np.ndarray,  # [E, A] taken in each env's current observation
-        reward: np.ndarray,  # [E]
-        terminated: np.ndarray,  # [E] true terminal states (no bootstrap); time limits are not terminal
-        next_obs: dict[str, np.ndarray],  # [E, ...] observations returned by the step
-        done: np.ndarray | None = None,  # [E] episode ended (terminated or truncated): next_obs is a new episode's first
-        final_obs: dict[str, np.ndarray] | None = None,  # [E, ...] last observation of each ended episode (rows where done)
+        action: np.ndarray,  # [R*E, A] taken in each row's current observation
+        reward: np.ndarray,  # [R*E]
+        terminated: np.ndarray,  # [R*E] true terminal states (no bootstrap); time limits are not terminal
+        next_obs: dict[str, Any],  # [R*E, ...] observations returned by the step
+        done: np.ndarray | None = None,  # [R*E] episode ended (terminated or truncated): next_obs is a new episode's first
+        final_obs: dict[str, Any] | None = None,  # [R*E, ...] last observation of each ended episode (rows where done)
     ) -> None:
         if (self.pos < 0).any():
             raise RuntimeError("call start(obs) with the first observations before add()")
         rows, p = self._rows, self.pos
-        self.action[rows, p] = action
-        self.reward[rows, p] = reward
-        self.terminal[rows, p] = terminated
+        r, s = torch.from_numpy(rows).to(self.storage), torch.from_numpy(p).to(self.storage)
+        self.action[r, s] = torch.as_tensor(action, dtype=torch.float32).to(self.storage)
+        self.reward[r, s] = torch.as_tensor(reward, dtype=torch.float32).to(self.storage)
+        self.terminal[r, s] = torch.as_tensor(terminated, dtype=torch.float32).to(self.storage)
         self.valid[rows, p] = True
         nxt = (p + 1) % self.slots
         if done is not None and np.any(done):
             ended = np.flatnonzero(done)
             if final_obs is None:
                 raise ValueError("final_obs is required where an episode ended")
-            self._write_obs(ended, nxt[ended], final_obs, ended)
+            self._put(ended, nxt[ended], final_obs, ended)
             nxt = np.where(done, (nxt + 1) % self.slots, nxt)
-        self._write_obs(rows, nxt, next_obs, rows)
+        self._put(rows, nxt, next_obs, rows)
         self.pos = nxt
 
     # -- reading -----------------------------------------------------------------------------
     def __len__(self) -> int:
         return int(self.valid.sum())
 
-    def sample_indices(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-        """Uniform over valid transitions: (env rows, slots)."""
-        total = int(self.filled.sum())
-        if not self.valid.any():
+    def _run_rows(self, run: int) -> slice:
+        return slice(run * self.num_envs, (run + 1) * self.num_envs)
+
+    def sample_indices(self, batch_size: int, run: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Uniform over run `run`'s valid transitions, from its own generator: (rows, slots)."""
+        block = self._run_rows(run)
+        filled, valid = self.filled[block], self.valid[block]
+        total = int(filled.sum())
+        if not valid.any():
             raise RuntimeError("the replay buffer holds no complete transition yet")
-        bounds = np.cumsum(self.filled)
+        bounds = np.cumsum(filled)
         rows_out, slots_out, have = [], [], 0
         while have < batch_size:
-            flat = self.rng.integers(0, total, size=2 * (batch_size - have) + 8)
+            flat = self.rngs[run].integers(0, total, size=2 * (batch_size - have) + 8)
             rows = np.searchsorted(bounds, flat, side="right")
-            slots = flat - (bounds[rows] - self.filled[rows])
-            keep = self.valid[rows, slots]
+            slots = flat - (bounds[rows] - filled[rows])
+            keep = valid[rows, slots]
             rows_out.append(rows[keep])
             slots_out.append(slots[keep])
             have += int(keep.sum())
-        return np.concatenate(rows_out)[:batch_size], np.concatenate(slots_out)[:batch_size]
+        rows = np.concatenate(rows_out)[:batch_size] + block.start
+        return rows, np.concatenate(slots_out)[:batch_size]
 
     def sample(self, batch_size: int, device: torch.device | str = "cpu") -> dict[str, Any]:
-        """A batch: obs / next_obs (dicts of tensors in stored dtype), action, reward, terminal."""
-        rows, slots = self.sample_indices(batch_size)
+        """A batch of every run: obs / next_obs (dicts of [R, B, ...] tensors in stored dtype), action, reward, terminal."""
+        idx = [self.sample_indices(batch_size, r) for r in range(self.runs)]
+        rows = torch.from_numpy(np.stack([i[0] for i in idx])).to(self.storage)  # [R, B]
+        slots = torch.from_numpy(np.stack([i[1] for i in idx])).to(self.storage)  # [R, B]
         nxt = (slots + 1) % self.slots
 
-        def get(arr: np.ndarray, s: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy(arr[rows, s]).to(device, non_blocking=True)
+        def get(arr: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+            return arr[rows, s].to(device, non_blocking=True)
 
         return {
             "obs": {k: get(v, slots) for k, v in self.obs.items()},
@@ -129,24 +160,50 @@ class ReplayBuffer:
         obs = sum(int(np.prod(shape)) * dtype.itemsize for shape, dtype in self.fields.values())
         return obs + self.action.shape[-1] * 4 + 4 + 4 + 1
 
-    def state_dict(self) -> dict[str, Any]:
-        n = int(self.filled.max())
-        t = lambda a: torch.from_numpy(np.ascontiguousarray(a[:, :n]))  # noqa: E731
+    def _arrays(self) -> dict[str, torch.Tensor]:
+        return {**{f"obs.{k}": v for k, v in self.obs.items()},
+                "action": self.action, "reward": self.reward, "terminal": self.terminal}
+
+    def save_run(self, run: int, folder: Path) -> dict[str, Any]:
+        """Stream run `run`'s filled slots to `folder`/<array>.npy in chunks; returns the bookkeeping
+        (tensors and numbers, for the checkpoint) including the bytes written."""
+        folder.mkdir(parents=True, exist_ok=True)
+        block = self._run_rows(run)
+        n = int(self.filled[block].max())
+        written = 0
+        for name, arr in self._arrays().items():
+            part = arr[block, :n]  # a view: nothing is copied yet
+            out = np.lib.format.open_memmap(folder / f"{name}.npy", mode="w+",
+                                            dtype=_numpy_dtype(part.dtype), shape=tuple(part.shape))
+            step = max(1, CHUNK_BYTES // max(1, part[:, :1].numel() * part.element_size()))
+            for t in range(0, n, step):
+                out[:, t:t + step] = part[:, t:t + step].cpu().numpy()
+            out.flush()
+            written += out.nbytes
+            del out
         return {
-            "obs": {k: t(v) for k, v in self.obs.items()},
-            "action": t(self.action), "reward": t(self.reward), "terminal": t(self.terminal), "valid": t(self.valid),
-            "pos": torch.from_numpy(self.pos.copy()), "filled": torch.from_numpy(self.filled.copy()),
-            "rng": self.rng.bit_generator.state,
+            "valid": torch.from_numpy(self.valid[block, :n].copy()), "pos": torch.from_numpy(self.pos[block].copy()),
+            "filled": torch.from_numpy(self.filled[block].copy()), "rng": self.rngs[run].bit_generator.state,
+            "fields": sorted(self.obs), "bytes": written,
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        n = state["valid"].shape[1]
-        if state["valid"].shape[0] != self.num_envs or n > self.slots or set(state["obs"]) != set(self.obs):
-            raise ValueError("replay state does not match this buffer (envs, capacity or fields differ)")
-        for k, v in state["obs"].items():
-            self.obs[k][:, :n] = v.numpy()
-        for name in ("action", "reward", "terminal", "valid"):
-            getattr(self, name)[:, :n] = state[name].numpy()
-        self.pos = state["pos"].numpy().copy()
-        self.filled = state["filled"].numpy().copy()
-        self.rng.bit_generator.state = state["rng"]
+    def load_run(self, run: int, folder: Path, meta: dict[str, Any]) -> None:
+        """Restore run `run` from `save_run`'s files and bookkeeping (memory-mapped, copied in chunks)."""
+        block = self._run_rows(run)
+        n = meta["valid"].shape[1]
+        if meta["valid"].shape[0] != self.num_envs or n > self.slots or list(meta["fields"]) != sorted(self.obs):
+            raise ValueError(f"replay in {folder} does not match this buffer (envs, capacity or fields differ)")
+        for name, arr in self._arrays().items():
+            src = np.load(folder / f"{name}.npy", mmap_mode="r")
+            step = max(1, CHUNK_BYTES // max(1, src[:, :1].nbytes))
+            for t in range(0, n, step):
+                end = min(t + step, n)
+                arr[block, t:end] = torch.from_numpy(np.array(src[:, t:end])).to(self.storage)
+        self.valid[block, :n] = meta["valid"].numpy()
+        self.pos[block] = meta["pos"].numpy()
+        self.filled[block] = meta["filled"].numpy()
+        self.rngs[run].bit_generator.state = meta["rng"]
+
+
+def _numpy_dtype(dtype: torch.dtype) -> np.dtype:
+    return {v: k for k, v in _TORCH_DTYPES.items()}[dtype]

@@ -10,6 +10,7 @@ import torch
 
 from rl.config import PRESETS, SACConfig
 from rl.sac import main, run
+from rl.workspace import latest_checkpoint
 
 TINY = dict(steps=150, random_steps=50, max_episode_steps=50, batch_size=8, hidden_dim=32, feature_dim=16,
             replay_size=1000, eval_every=0, eval_episodes=1, log_every=50, checkpoint_every=50, torch_threads=1,
@@ -66,31 +67,35 @@ def test_every_encoder_trains_and_writes_its_run(tmp_path, encoder, pretrained):
     assert math.isfinite(float(metrics[-1]["critic_loss"])) and float(metrics[-1]["steps_per_s"]) > 0
     assert [int(r["step"]) for r in rows(run_dir / "eval.csv")] == [150]
     assert (run_dir / "tb").is_dir() and json.loads((run_dir / "config.json").read_text())["encoder"] == encoder
-    ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=True)
-    stored = ckpt["buffer"]["obs"]
-    if encoder.startswith("mmae"):  # frozen: the buffer holds float16 embeddings, no frames
-        assert set(stored) == {"embedding"} and stored["embedding"].dtype == torch.float16
+    ckpt_path = latest_checkpoint(run_dir)
+    assert ckpt_path.name == "checkpoint-000000150.pt"
+    ckpt = torch.load(ckpt_path, weights_only=True)
+    replay = run_dir / ckpt["replay"]["dir"]
+    stored = {p.name.removeprefix("obs.").removesuffix(".npy"): np.load(p) for p in replay.glob("obs.*.npy")}
+    if encoder.startswith("mmae"):  # frozen: the buffer holds float32 embeddings, no frames
+        assert set(stored) == {"embedding"} and stored["embedding"].dtype == np.float32
         assert stored["embedding"].shape[-1] == 32
     elif encoder == "state":
         assert set(stored) == {"state"}
     else:
-        assert all(v.dtype == torch.uint8 for v in stored.values())
+        assert all(v.dtype == np.uint8 for v in stored.values())
         assert ("saliency" in stored) == (encoder != "cnn_rgb")
-    assert int(ckpt["buffer"]["valid"].sum()) == 150  # 3 episodes of 50 transitions, each with its final obs
+    assert int(ckpt["replay"]["valid"].sum()) == 150  # 3 episodes of 50 transitions, each with its final obs
+    assert ckpt["replay"]["bytes"] == sum(np.load(p, mmap_mode="r").nbytes for p in replay.glob("*.npy"))
 
 
-def test_frozen_encoder_weights_do_not_change(tmp_path, pretrained):
+def test_frozen_encoder_is_never_trained(tmp_path, pretrained):
+    """A frozen encoder's embeddings come from the buffer: the agent holds no encoder weights and
+    no optimiser sees them, while its critic trains."""
     run_dir = run(tiny(tmp_path, "mmae_rgbs", mmae=str(pretrained["rgbs"])))
-    from pretrain.frozen import FrozenEncoder
-
-    before = FrozenEncoder.load(pretrained["rgbs"], inputs=("rgb", "saliency")).state_dict()
-    after = torch.load(run_dir / "agent.pt", weights_only=True)["model"]
-    frozen = {k.removeprefix("encoder.module."): v for k, v in after.items() if k.startswith("encoder.")}
-    assert set(frozen) == set(before) and len(before) > 10
-    for k, v in before.items():
-        assert torch.equal(frozen[k], v), k
-    # the critic did train: its weights moved from their initialisation
-    assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["agent"]["num_updates"] == 100
+    model = torch.load(run_dir / "agent.pt", weights_only=True)["model"]
+    assert not [k for k in model if k.startswith("encoder.")]
+    ckpt = torch.load(latest_checkpoint(run_dir), weights_only=True)
+    assert ckpt["agent"]["num_updates"] == 100
+    critic_params = len([k for k in model if k.startswith("critic.")])
+    assert len(ckpt["agent"]["critic_opt"]["state"]) == critic_params  # the critic's parameters, nothing else
+    embeddings = np.load(run_dir / ckpt["replay"]["dir"] / "obs.embedding.npy")
+    assert np.isfinite(embeddings).all() and embeddings.std(axis=(0, 1)).max() > 0
 
 
 def test_predicted_saliency_and_default_paths(tmp_path, pretrained, monkeypatch):
@@ -165,6 +170,39 @@ def test_missing_pretrained_models_name_the_command(tmp_path, monkeypatch):
         main(["--encoder", "mmae_rgb"])
     with pytest.raises(SystemExit, match="python -m saliency.train --annotations data/annotations/reach-v3.npz"):
         main(["--encoder", "cnn_rgbs", "--preset", "micro", "--saliency", "predictor"])
+
+
+def test_non_finite_settings_and_ignored_flags_are_refused(capsys):
+    for flags, message in ((["--critic-lr", "inf"], "--critic-lr: must be a finite number"),
+                           (["--actor-lr", "nan"], "--actor-lr: must be a finite number"),
+                           (["--critic-lr", "-1"], "critic-lr must be a finite number > 0, got -1"),
+                           (["--saliency", "oracle", "--saliency-model", "x.pt"], "--saliency-model is read only with --saliency predictor")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["--encoder", "state", *flags])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and message in err and "Traceback" not in err
+    with pytest.raises(ValueError, match="alpha-lr must be a finite number > 0, got inf"):
+        SACConfig(encoder="state", alpha_lr=float("inf")).validate()
+
+
+def test_a_diverging_run_stops_keeps_its_checkpoint_and_exports_nothing(tmp_path, monkeypatch):
+    """A non-finite loss stops the run with a clear error; the last good checkpoint stays, no agent.pt."""
+    from rl.agent import SAC
+
+    update = SAC.update
+
+    def poisoned(self, batch, noise):
+        if self.num_updates >= 60:  # after the checkpoint at step 100
+            batch["reward"] = batch["reward"] * float("nan")
+        return update(self, batch, noise)
+
+    monkeypatch.setattr(SAC, "update", poisoned)
+    cfg = tiny(tmp_path, "state", steps=200, random_steps=40)
+    with pytest.raises(SystemExit, match="non-finite loss at step 150"):
+        run(cfg)
+    run_dir = cfg.run_dir()
+    assert latest_checkpoint(run_dir).name == "checkpoint-000000100.pt" and not (run_dir / "agent.pt").exists()
+    assert [int(r["step"]) for r in rows(run_dir / "metrics.csv")] == [50, 100]
 
 
 def test_help_documents_every_field_and_gaze_flags(capsys):

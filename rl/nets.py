@@ -1,0 +1,136 @@
+"""Packed layers: the networks of R independent runs stored as one tensor each, run-major.
+
+Every parameter has a leading dimension of R x (members per run), so a step of R runs is a few
+large kernels (one `baddbmm` per linear layer, one grouped convolution per conv layer) instead of
+R x many small ones, and one optimiser step over the stacked tensors is R independent steps
+(Adam is element-wise). A pack of one is the single-run network, with the same kernels as before.
+
+Packs are built from packs of one (`stack_states`): each run is initialised alone under its own
+seed, so run k's initial weights never depend on which runs share its process, and a run's slice
+(`slice_state`) is again a pack of one.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class PackedLinear(nn.Module):
+    """`members` independent Linear layers as one batched matmul: [members, B, in] -> [members, B, out].
+
+    init "orthogonal": orthogonal weights, zero bias (the paper's SAC-AE weight_init);
+    init "default": nn.Linear's uniform(+-1/sqrt(in)) for weight and bias.
+    """
+
+    def __init__(self, members: int, in_dim: int, out_dim: int, init: str = "orthogonal"):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(members, in_dim, out_dim))
+        self.bias = nn.Parameter(torch.zeros(members, 1, out_dim))
+        with torch.no_grad():
+            for i in range(members):
+                if init == "orthogonal":
+                    self.weight[i] = nn.init.orthogonal_(torch.empty(out_dim, in_dim)).T
+                elif init == "default":
+                    bound = 1.0 / math.sqrt(in_dim)
+                    self.weight[i].uniform_(-bound, bound)
+                    self.bias[i].uniform_(-bound, bound)
+                else:
+                    raise ValueError(f"unknown init {init!r}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [members, B, in] -> [members, B, out]
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class PackedMLP(nn.Module):
+    """Linear -> ReLU -> ... -> Linear for `members` independent networks: [members, B, in] -> [members, B, out]."""
+
+    def __init__(self, members: int, dims: Sequence[int], init: str = "orthogonal"):
+        super().__init__()
+        self.layers = nn.ModuleList(PackedLinear(members, a, b, init) for a, b in zip(dims[:-1], dims[1:]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < len(self.layers) - 1:
+                x = F.relu(x)
+        return x
+
+
+class PackedConvTrunk(nn.Module):
+    """The paper's CNN (after RAD/SGQN) for R runs: 11 conv layers of 32 3x3 filters, stride 2 then 1,
+    no padding, each layer one grouped convolution over the runs.
+
+    64x64 input -> feature map [R, B, 32, 11, 11]: (64 - 3) // 2 + 1 = 31, then ten more unpadded
+    layers take 2 px each. (The paper's text says 12x12, which these layers cannot give at 64 px.)
+    """
+
+    def __init__(self, runs: int, in_channels: int, num_layers: int = 11, num_filters: int = 32):
+        super().__init__()
+        self.runs, self.in_channels, self.num_filters = runs, in_channels, num_filters
+        chans = [in_channels] + [num_filters] * num_layers
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for c_in in chans[:-1]:
+            bound = 1.0 / math.sqrt(c_in * 9)  # nn.Conv2d's default initialisation
+            self.weights.append(nn.Parameter(torch.empty(runs * num_filters, c_in, 3, 3).uniform_(-bound, bound)))
+            self.biases.append(nn.Parameter(torch.empty(runs * num_filters).uniform_(-bound, bound)))
+
+    def feature_shape(self, image_size: int) -> tuple[int, int, int]:
+        side = (image_size - 3) // 2 + 1 - 2 * (len(self.weights) - 1)
+        return self.num_filters, side, side
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [R, B, C, H, W] float in [0, 1] -> [R, B, 32, h, w]
+        r, b = x.shape[:2]
+        h = x.transpose(0, 1).reshape(b, r * x.shape[2], *x.shape[3:])  # [B, R*C, H, W]: run r's channels together
+        for i, (w, bias) in enumerate(zip(self.weights, self.biases)):
+            h = F.relu(F.conv2d(h, w, bias, stride=2 if i == 0 else 1, groups=r))  # [B, R*32, h', w']
+        return h.view(b, r, self.num_filters, *h.shape[2:]).transpose(0, 1)  # [R, B, 32, h', w']
+
+
+class PackedProjection(nn.Module):
+    """Flattened features -> Linear -> LayerNorm -> tanh per run (the paper's 100-d 'projection with normalisation')."""
+
+    def __init__(self, runs: int, in_dim: int, out_dim: int = 100):
+        super().__init__()
+        self.linear = PackedLinear(runs, in_dim, out_dim, init="default")
+        self.norm_weight = nn.Parameter(torch.ones(runs, 1, out_dim))
+        self.norm_bias = nn.Parameter(torch.zeros(runs, 1, out_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [R, B, in_dim] -> [R, B, out_dim]
+        h = self.linear(x)
+        h = F.layer_norm(h, h.shape[-1:]) * self.norm_weight + self.norm_bias
+        return torch.tanh(h)
+
+
+# -- packs from packs of one and back ------------------------------------------------------------------
+
+def stack_states(states: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Concatenate the state dicts of packs (usually packs of one) along every tensor's leading dim."""
+    out: dict[str, Any] = {}
+    for key, first in states[0].items():
+        if isinstance(first, torch.Tensor) and first.dim() > 0:
+            out[key] = torch.cat([s[key] for s in states], 0)
+        elif isinstance(first, dict):
+            out[key] = stack_states([s[key] for s in states])
+        else:  # scalars shared by the pack (step counters of optimisers that step together)
+            out[key] = first
+    return out
+
+
+def slice_state(state: dict[str, Any], run: int, runs: int) -> dict[str, Any]:
+    """Run `run`'s slice of a pack's state dict (a pack of one's state dict)."""
+    out: dict[str, Any] = {}
+    for key, value in state.items():
+        if isinstance(value, torch.Tensor) and value.dim() > 0:
+            per = value.shape[0] // runs
+            out[key] = value[run * per:(run + 1) * per].clone()
+        elif isinstance(value, dict):
+            out[key] = slice_state(value, run, runs)
+        else:
+            out[key] = value
+    return out

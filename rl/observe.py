@@ -1,0 +1,135 @@
+"""The one observation path of the RL stage: raw vector-env output -> encoder fields -> what replay stores.
+
+Saliency comes from here alone: the trained predictor runs once per env step on the frames of every
+run of a pack (`--saliency predictor`), or the envs' oracle wrapper supplies the map
+(`--saliency oracle`, rl/envs.py). Frozen encoders run here too, once per env step on all frames
+of the runs that share an export, and the replay buffer stores their embeddings. Pictures
+(rl/gaze_viz.py) use the same `saliency_source`.
+
+Fields are torch tensors on the agent's device, rows in the vector env's run-major order:
+  "pixels": uint8 [N, 3, H, W], "saliency": uint8 [N, 1, H, W], "state": float32 [N, 39],
+  "embedding": float32 [N, D] (frozen encoders' output; float32 keeps their small variations).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from data.env import STATE_DIM
+from rl.encoders import Encoder
+
+
+def saliency_command(task: str) -> str:
+    return f"python -m saliency.train --annotations data/annotations/{task}.npz"
+
+
+def default_saliency_model(task: str) -> Path:
+    root = Path("runs/saliency") / task
+    return root / "student.pt" if (root / "student.pt").exists() else root / "best.pt"
+
+
+def load_predictor(task: str, path: str = "", device: torch.device | str = "auto"):
+    """The saliency predictor of `path` (default: the task's student, else its PiCANet), or a clear error."""
+    model = Path(path) if path else default_saliency_model(task)
+    if not model.exists():
+        raise FileNotFoundError(
+            f"saliency predictor {model} does not exist; train one with `{saliency_command(task)}` (writes best.pt; "
+            "`python -m saliency.distill` adds student.pt), pass --saliency-model PATH, or use --saliency oracle")
+    from saliency.predictor import SaliencyPredictor
+
+    return SaliencyPredictor.load(str(model), device=device), str(model)
+
+
+def stack_final_obs(final: np.ndarray, rows: np.ndarray) -> dict[str, np.ndarray]:
+    """info["final_obs"] (object array of per-env dicts) at `rows` -> a batched dict."""
+    items = [final[i] for i in rows]
+    return {k: np.stack([it[k] for it in items]) for k in items[0]}
+
+
+class Observer:
+    """Raw observations of a pack's envs -> encoder fields (saliency predicted here) -> stored fields.
+
+    keys: the fields the pack's encoders read; frozen: per run, its frozen encoder (None for
+    trained encoders); runs sharing a frozen export share one module.
+    """
+
+    def __init__(self, keys: tuple[str, ...], frozen: list[Encoder | None], cfg: Any, device: torch.device,
+                 envs_per_run: int):
+        self.keys, self.device, self.envs_per_run = tuple(keys), device, envs_per_run
+        self.runs = len(frozen)
+        self.predictor = None
+        self.saliency_model = ""
+        if "saliency" in self.keys:
+            if cfg.saliency == "predictor":
+                self.predictor, self.saliency_model = load_predictor(cfg.task, cfg.saliency_model, device)
+            else:
+                self.saliency_model = cfg.saliency
+        self.pixels = "pixels" in self.keys or "saliency" in self.keys
+        self.oracle = "saliency" in self.keys and self.predictor is None
+        # frozen modules, deduplicated by export, with the runs each one embeds
+        self.frozen: list[tuple[Encoder, np.ndarray]] = []
+        self.embedding_dim = 0
+        groups: dict[str, list[int]] = {}
+        modules: dict[str, Encoder] = {}
+        for run, enc in enumerate(frozen):
+            if enc is not None:
+                key = getattr(enc, "source", "") or str(run)
+                groups.setdefault(key, []).append(run)
+                modules.setdefault(key, enc)
+                self.embedding_dim = enc.out_dim
+        self.frozen = [(modules[key].to(device), np.array(runs)) for key, runs in groups.items()]
+        self.stores_embedding = bool(self.frozen)
+
+    def fields(self, raw: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        """Encoder fields [N, ...] of a batch of raw observations, on the device."""
+        obs: dict[str, torch.Tensor] = {}
+        if self.pixels:
+            obs["pixels"] = torch.from_numpy(np.asarray(raw["pixels"])).to(self.device).permute(0, 3, 1, 2).contiguous()
+        if "saliency" in self.keys:
+            if self.predictor is not None:
+                sal = self.predictor(raw["pixels"])  # [N, H, W] float in [0, 1]
+                sal = torch.from_numpy(sal).to(self.device).clamp_(0, 1).mul_(255).round_().to(torch.uint8)
+            else:
+                sal = torch.from_numpy(np.asarray(raw["saliency"])).to(self.device)
+            obs["saliency"] = sal[:, None].contiguous()
+        if "state" in self.keys:
+            obs["state"] = torch.from_numpy(np.asarray(raw["state"], np.float32).reshape(-1, STATE_DIM)).to(self.device)
+        return obs
+
+    @torch.no_grad()
+    def store(self, obs: dict[str, torch.Tensor], run_of_row: np.ndarray) -> dict[str, torch.Tensor]:
+        """What the buffer keeps: the embedding for frozen encoders (computed once), else the fields.
+
+        run_of_row [N]: the run each row belongs to (which frozen encoder embeds it).
+        """
+        if not self.stores_embedding:
+            return obs
+        n = next(iter(obs.values())).shape[0]
+        emb = torch.empty(n, self.embedding_dim, device=self.device)
+        for module, runs in self.frozen:
+            rows = torch.from_numpy(np.flatnonzero(np.isin(run_of_row, runs))).to(self.device)
+            if len(rows) == n:
+                emb.copy_(module(obs))
+            elif len(rows):
+                emb[rows] = module({k: v[rows] for k, v in obs.items()}).float()
+        return {"embedding": emb}
+
+    def observe(self, raw: dict[str, np.ndarray], run_of_row: np.ndarray) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """(fields, stored) of raw observations."""
+        obs = self.fields(raw)
+        return obs, self.store(obs, run_of_row)
+
+    def per_run(self, flat: dict[str, torch.Tensor], envs_per_run: int | None = None) -> dict[str, torch.Tensor]:
+        """[R*E, ...] -> [R, E, ...] (views)."""
+        e = envs_per_run or self.envs_per_run
+        return {k: v.view(self.runs, e, *v.shape[1:]) for k, v in flat.items()}
+
+    def specs(self, image_size: int) -> dict[str, tuple[tuple[int, ...], Any]]:
+        if self.stores_embedding:
+            return {"embedding": ((self.embedding_dim,), np.float32)}
+        shapes = {"pixels": ((3, image_size, image_size), np.uint8), "saliency": ((1, image_size, image_size), np.uint8),
+                  "state": ((STATE_DIM,), np.float32)}
+        return {k: shapes[k] for k in self.keys}

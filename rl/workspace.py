@@ -1,0 +1,440 @@
+"""The training loop of a pack: R independent SAC runs trained in lockstep by one process.
+
+Each step, every run's envs step together (one vector env, worker processes across the cores),
+saliency and frozen encoders run once on all frames (rl/observe.py), and one update of the packed
+agent is one SAC update of every run (rl/agent.py). Each run stays a run: its own seed, env seeds,
+exploration noise and replay indices (none depend on the runs beside it), its own folder with
+config.json, metrics.csv, eval.csv, aux.csv (gaze), tb/ (TensorBoard), checkpoint-<step>.pt with
+replay-<step>/ (resumable), agent.pt and summary.json.
+
+    python -m rl.workspace --spec pack.json    # the runs of a pack (rl.grid writes these)
+
+A pack resumes from the newest step at which every run has a checkpoint: checkpoints of a step
+are written for all runs before the previous step's are deleted, so a kill at any moment leaves
+a step that every run holds.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from data.env import EnvConfig
+from data.io import atomic_torch_save, atomic_write_json
+from data.runs import MetricLogger, device_description, prepare_run_dir
+from rl.agent import SAC, RunNoise
+from rl.config import PACK_FIELDS, SACConfig
+from rl.encoders import Encoder, build_encoder
+from rl.envs import EVAL_SEED_BASE, TRAIN_SEED_STRIDE, make_envs
+from rl.observe import Observer, stack_final_obs
+from rl.replay import ReplayBuffer
+
+ACTION_DIM = 4
+CHECKPOINT = re.compile(r"checkpoint-(\d+)\.pt$")
+LOG_KEYS = ("critic_loss", "actor_loss", "alpha_loss", "q_mean", "entropy")
+
+
+def env_config(cfg: SACConfig) -> EnvConfig:
+    return EnvConfig(task=cfg.task, image_size=cfg.image_size, camera=cfg.camera,
+                     render_quality=cfg.render_quality, max_episode_steps=cfg.max_episode_steps)
+
+
+def resolve_device(name: str) -> torch.device:
+    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
+
+
+def pack_key(cfg: SACConfig, encoder: Encoder) -> tuple:
+    """Runs with equal keys can train in one pack: same settings apart from seed, folder and the
+    encoder of the same kind (networks of equal shapes)."""
+    shared = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in PACK_FIELDS}
+    return (encoder.pack_signature(), json.dumps(shared, sort_keys=True, default=str))
+
+
+# -- checkpoints ---------------------------------------------------------------------------------------
+
+def checkpoint_steps(run_dir: Path) -> list[int]:
+    """Steps at which `run_dir` holds a complete checkpoint, oldest first."""
+    if not run_dir.is_dir():
+        return []
+    return sorted(int(m.group(1)) for p in run_dir.iterdir() if (m := CHECKPOINT.match(p.name)))
+
+
+def checkpoint_path(run_dir: Path, step: int) -> Path:
+    return run_dir / f"checkpoint-{step:09d}.pt"
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    steps = checkpoint_steps(run_dir)
+    return checkpoint_path(run_dir, steps[-1]) if steps else None
+
+
+def step_success(info: dict[str, Any], done: np.ndarray) -> np.ndarray:
+    """info["success"] of the step just taken (for ended episodes it sits in final_info)."""
+    success = np.asarray(info.get("success", np.zeros(len(done))), np.float64).copy()
+    if done.any() and "final_info" in info:
+        final = info["final_info"]
+        success = np.where(final.get("_success", done), np.asarray(final.get("success", success), np.float64), success)
+    return success
+
+
+class Pack:
+    """The runs of one process: configs, folders, networks, replay, envs and per-run bookkeeping."""
+
+    def __init__(self, cfgs: list[SACConfig]):
+        if not cfgs:
+            raise ValueError("a pack needs at least one run")
+        for cfg in cfgs:
+            cfg.validate()
+        self.cfgs, self.cfg, self.runs = cfgs, cfgs[0], len(cfgs)
+        dirs = [c.run_dir() for c in cfgs]
+        if len(set(dirs)) != len(dirs):
+            raise ValueError(f"runs of a pack need distinct folders, got {[str(d) for d in dirs]}")
+        self.run_dirs = dirs
+        if self.cfg.torch_threads:
+            torch.set_num_threads(self.cfg.torch_threads)
+        self.device = resolve_device(self.cfg.device)
+        self.envs_per_run = self.cfg.num_envs
+        self.states = self._load_checkpoints()
+
+        # every run initialised alone under its own seed, then stacked
+        singles: list[tuple[Encoder, SAC]] = []
+        for cfg in cfgs:
+            torch.manual_seed(cfg.seed)
+            enc = build_encoder(cfg, cfg.image_size, runs=1)
+            singles.append((enc, SAC(None if enc.frozen else enc, enc.out_dim, ACTION_DIM, cfg, runs=1)))
+        keys = {pack_key(c, e) for c, (e, _) in zip(cfgs, singles)}
+        if len(keys) > 1:
+            raise ValueError("these runs cannot share a pack (encoders of different kinds or other settings differ); "
+                             "rl.grid splits such runs into separate packs")
+        frozen = singles[0][0].frozen
+        self.encoder = None if frozen else build_encoder(self.cfg, self.cfg.image_size, runs=self.runs).to(self.device)
+        self.agent = SAC(self.encoder, singles[0][0].out_dim, ACTION_DIM, self.cfg, runs=self.runs)
+        self.agent.load_run_states([a.run_state(0) for _, a in singles])
+        self.agent.to(self.device)
+        if self.encoder is not None:
+            self.encoder.load_extra_state([e.extra_state(0) for e, _ in singles])
+        obs_keys = tuple(dict.fromkeys(k for e, _ in singles for k in e.obs_keys))
+        self.observer = Observer(obs_keys, [e if e.frozen else None for e, _ in singles], self.cfg, self.device,
+                                 self.envs_per_run)
+        specs = self.observer.specs(self.cfg.image_size)
+        storage = "cpu"
+        if self.device.type == "cuda":  # on the device where it fits (embeddings, states), beside half the free memory
+            need = ReplayBuffer.bytes_needed(specs, ACTION_DIM, self.cfg.replay_size, self.runs)
+            storage = self.device if need < 0.5 * torch.cuda.mem_get_info(self.device)[0] else "cpu"
+        self.buffer = ReplayBuffer(specs, ACTION_DIM, self.cfg.replay_size, self.envs_per_run,
+                                   seeds=[c.seed for c in cfgs], storage=storage)
+        self.action_rngs = [np.random.default_rng([c.seed, 2]) for c in cfgs]
+        self.noise = RunNoise([c.seed for c in cfgs])
+        self.step, self.episodes, self.wall_before = 0, [0] * self.runs, [0.0] * self.runs
+        if self.states is not None:
+            self._restore()
+        self.diverged: dict[int, str] = {}
+
+    # -- resume ----------------------------------------------------------------------------------
+    def _load_checkpoints(self) -> list[dict[str, Any]] | None:
+        """Every run's checkpoint at the newest step they all hold (None: a fresh start)."""
+        have = []
+        for cfg, run_dir in zip(self.cfgs, self.run_dirs):
+            if not cfg.resume and (run_dir / "config.json").exists():
+                raise SystemExit(f"error: {run_dir} already holds a run; pass --resume to continue it or choose another --out")
+            have.append(set(checkpoint_steps(run_dir)) if cfg.resume else set())
+        if not any(have):
+            return None
+        common = set.intersection(*have)
+        if not common:
+            raise SystemExit("error: these runs hold no checkpoint at a common step ("
+                             + "; ".join(f"{d}: {sorted(h) or 'none'}" for d, h in zip(self.run_dirs, have))
+                             + "); resume them in separate packs (rl.grid --pack 1)")
+        step = max(common)
+        states = []
+        for cfg, run_dir in zip(self.cfgs, self.run_dirs):
+            path = checkpoint_path(run_dir, step)
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            diffs = cfg.differences(state["config"])
+            if diffs:
+                raise SystemExit(f"error: {path} was trained with another config; differences: " + "; ".join(diffs))
+            states.append(state)
+        return states
+
+    def _restore(self) -> None:
+        states = self.states
+        self.agent.load_run_states([s["agent"] for s in states])
+        if self.encoder is not None:
+            self.encoder.load_extra_state([s["encoder_extra"] for s in states])
+        for r, (s, run_dir) in enumerate(zip(states, self.run_dirs)):
+            self.buffer.load_run(r, run_dir / s["replay"]["dir"], s["replay"])
+            self.action_rngs[r].bit_generator.state = s["rng_numpy"]
+        self.noise.load([s["noise"] for s in states])
+        self.step = int(states[0]["step"])
+        self.episodes = [int(s["episodes"]) for s in states]
+        self.wall_before = [float(s["wall_s"]) for s in states]
+
+    def save_checkpoints(self, wall: float) -> int:
+        """checkpoint-<step>.pt + replay-<step>/ for every live run, then older ones removed; returns bytes written."""
+        total = 0
+        live = [r for r in range(self.runs) if r not in self.diverged]
+        for r in live:
+            run_dir, name = self.run_dirs[r], f"replay-{self.step:09d}"
+            replay = self.buffer.save_run(r, run_dir / name)
+            state = {
+                "config": dataclasses.asdict(self.cfgs[r]), "step": self.step, "episodes": self.episodes[r],
+                "wall_s": self.wall_before[r] + wall, "agent": self.agent.run_state(r),
+                "encoder_extra": self.encoder.extra_state(r) if self.encoder is not None else {},
+                "replay": {**replay, "dir": name}, "rng_numpy": self.action_rngs[r].bit_generator.state,
+                "noise": self.noise.state(r),
+            }
+            path = atomic_torch_save(state, checkpoint_path(run_dir, self.step))
+            total += replay["bytes"] + path.stat().st_size
+        for r in live:  # only once every run holds this step
+            for old in checkpoint_steps(self.run_dirs[r]):
+                if old != self.step:
+                    checkpoint_path(self.run_dirs[r], old).unlink(missing_ok=True)
+                    shutil.rmtree(self.run_dirs[r] / f"replay-{old:09d}", ignore_errors=True)
+        return total
+
+    # -- evaluation ------------------------------------------------------------------------------
+    def evaluate(self) -> list[dict[str, float]]:
+        """`eval_episodes` episodes of each run's deterministic policy on fixed evaluation seeds.
+
+        Success = any success within the episode. The seeds never overlap training seeds and are the
+        same at every evaluation, so curves compare policies rather than draws of goals.
+        """
+        cfg = self.cfg
+        per_run = min(cfg.eval_envs or cfg.num_envs, cfg.eval_episodes)
+        envs = make_envs(env_config(cfg), per_run, pixels=self.observer.pixels, oracle_saliency=self.observer.oracle,
+                         seed_bases=[EVAL_SEED_BASE + c.seed * TRAIN_SEED_STRIDE for c in self.cfgs])
+        start = time.time()
+        run_of_row = np.repeat(np.arange(self.runs), per_run)
+        if self.encoder is not None:
+            self.encoder.eval()
+        try:
+            raw, _ = envs.reset()
+            episode = np.tile(np.arange(per_run), self.runs)  # each env's running episode within its run
+            ret, succ = np.zeros(len(run_of_row)), np.zeros(len(run_of_row))
+            returns: list[list[float]] = [[] for _ in range(self.runs)]
+            successes: list[list[float]] = [[] for _ in range(self.runs)]
+            while min(len(s) for s in successes) < cfg.eval_episodes:
+                stored = self.observer.store(self.observer.fields(raw), run_of_row)
+                action = self.agent.act(self.observer.per_run(stored, per_run)).flatten(0, 1).cpu().numpy()
+                raw, reward, term, trunc, info = envs.step(action)
+                done = term | trunc
+                ret += reward
+                succ = np.maximum(succ, step_success(info, done))
+                for i in np.flatnonzero(done):
+                    r = run_of_row[i]
+                    if episode[i] < cfg.eval_episodes:
+                        returns[r].append(ret[i])
+                        successes[r].append(succ[i])
+                    episode[i] += per_run
+                    ret[i] = succ[i] = 0.0
+        finally:
+            envs.close()
+            if self.encoder is not None:
+                self.encoder.train()
+        took = round(time.time() - start, 2)
+        return [{"success_rate": float(np.mean(s)), "return_mean": float(np.mean(r)), "return_std": float(np.std(r)),
+                 "episodes": len(r), "eval_s": took} for r, s in zip(returns, successes)]
+
+
+def train(cfgs: list[SACConfig]) -> list[Path]:
+    """Train (or resume) the runs of one pack in lockstep; returns their run folders."""
+    pack = Pack(cfgs)
+    cfg, R, E = pack.cfg, pack.runs, pack.envs_per_run
+    agent, observer, buffer, encoder = pack.agent, pack.observer, pack.buffer, pack.encoder
+    resumed = pack.states is not None
+    for c, run_dir in zip(cfgs, pack.run_dirs):
+        prepare_run_dir(run_dir, c, resume=c.resume)
+    metrics_logs = [MetricLogger(d, "metrics") for d in pack.run_dirs]
+    eval_logs = [MetricLogger(d, "eval") for d in pack.run_dirs]  # success, return, eval time in TensorBoard too
+    aux_logs: list[MetricLogger | None] = [MetricLogger(d, "aux") if (d / "aux.csv").exists() else None
+                                           for d in pack.run_dirs]
+    for log in (*metrics_logs, *eval_logs, *aux_logs):
+        if log is not None:
+            log.truncate_after(pack.step if resumed else -1)
+    names = ", ".join(f"{c.encoder}/seed{c.seed}" for c in cfgs)
+    print(f"SAC pack of {R} on {cfg.task} ({names}), {device_description()}, replay on {buffer.storage}"
+          + (f" (resumed at step {pack.step})" if resumed else ""), flush=True)
+
+    envs = make_envs(env_config(cfg), E, pixels=observer.pixels, oracle_saliency=observer.oracle,
+                     seed_bases=[c.seed * TRAIN_SEED_STRIDE for c in cfgs], first_episodes=[e // E for e in pack.episodes])
+    run_of_row = np.repeat(np.arange(R), E)
+    raw, _ = envs.reset()
+    obs, stored = observer.observe(raw, run_of_row)
+    buffer.start(stored)
+    ep_return, ep_success, ep_len = np.zeros(R * E), np.zeros(R * E), np.zeros(R * E, np.int64)
+    recent_returns: list[list[float]] = [[] for _ in range(R)]
+    recent_success: list[list[float]] = [[] for _ in range(R)]
+    last: dict[str, torch.Tensor] = {}
+    aux: list[dict[str, float]] = []
+    step = pack.step
+    next_log = (step // cfg.log_every + 1) * cfg.log_every
+    next_eval = (step // cfg.eval_every + 1) * cfg.eval_every if cfg.eval_every else math.inf
+    next_ckpt = (step // cfg.checkpoint_every + 1) * cfg.checkpoint_every
+    t0, t_log, steps_at_log = time.time(), time.time(), step
+    last_success = math.nan
+    bar = tqdm(total=cfg.steps * R, initial=step * R, unit="env-step", unit_scale=True, dynamic_ncols=True,
+               desc=f"pack of {R} {cfg.encoder}", disable=None, file=sys.stdout)
+
+    def do_eval() -> list[dict[str, float]]:
+        results = pack.evaluate()
+        for r, res in enumerate(results):
+            eval_logs[r].log(step, **res)
+        tqdm.write(f"step {step}: eval success " + " ".join(f"{res['success_rate']:.2f}" for res in results)
+                   + f" ({results[0]['episodes']} episodes per run, {results[0]['eval_s']} s)", file=sys.stdout)
+        return results
+
+    try:
+        while step < cfg.steps:
+            learning = step >= cfg.random_steps  # uniform random actions and no updates before that
+            if not learning:
+                action = np.concatenate([rng.uniform(-1.0, 1.0, (E, ACTION_DIM)).astype(np.float32)
+                                         for rng in pack.action_rngs])
+            else:
+                noise = pack.noise.normal(E, ACTION_DIM, device=pack.device)
+                action = agent.act(observer.per_run(stored), noise).flatten(0, 1).cpu().numpy()
+            raw, reward, term, trunc, info = envs.step(action)
+            done = term | trunc
+            next_obs, next_stored = observer.observe(raw, run_of_row)
+            final_stored = None
+            if done.any():
+                ended = np.flatnonzero(done)
+                final = observer.store(observer.fields(stack_final_obs(info["final_obs"], ended)), run_of_row[ended])
+                final_stored = {k: torch.zeros_like(v) for k, v in next_stored.items()}
+                for k in final_stored:
+                    final_stored[k][torch.from_numpy(ended).to(pack.device)] = final[k]
+            buffer.add(action, reward, term, next_stored, done, final_stored)
+            if encoder is not None:
+                encoder.on_env_step(observer.per_run(obs), reward.reshape(R, E), done.reshape(R, E))
+            step += E
+            pack.step = step
+            bar.update(R * E)
+            ep_return += reward
+            ep_len += 1
+            ep_success = np.maximum(ep_success, step_success(info, done))
+            for i in np.flatnonzero(done):
+                r = run_of_row[i]
+                recent_returns[r].append(ep_return[i])
+                recent_success[r].append(ep_success[i])
+                pack.episodes[r] += 1
+                ep_return[i] = ep_success[i] = ep_len[i] = 0
+            obs, stored = next_obs, next_stored
+
+            if learning:
+                for _ in range(E):
+                    noise = pack.noise.normal(2, cfg.batch_size, ACTION_DIM, device=pack.device).transpose(0, 1)
+                    last.update(agent.update(buffer.sample(cfg.batch_size, pack.device), noise))
+                    if encoder is not None:
+                        aux = encoder.auxiliary_update(agent.num_updates) or aux
+
+            if step >= next_log:
+                now = time.time()
+                sps = (step - steps_at_log) * R / max(now - t_log, 1e-9)
+                values = {k: v.float().cpu().tolist() for k, v in last.items()}
+                alpha = agent.log_alpha.detach().exp().cpu().tolist()
+                for r in range(R):
+                    if r in pack.diverged:
+                        continue
+                    row = {
+                        "episodes": pack.episodes[r],
+                        "episode_return": float(np.mean(recent_returns[r])) if recent_returns[r] else math.nan,
+                        "episode_success": float(np.mean(recent_success[r])) if recent_success[r] else math.nan,
+                        "steps_per_s": round(sps / R, 2), "pack_steps_per_s": round(sps, 2),
+                        "updates": agent.num_updates, "alpha": alpha[r],
+                        **{k: values[k][r] if k in values else math.nan for k in LOG_KEYS},
+                    }
+                    if not (math.isfinite(row["alpha"]) and ("critic_loss" not in values or math.isfinite(row["critic_loss"]))):
+                        pack.diverged[r] = (f"{pack.run_dirs[r]}: non-finite loss at step {step} (critic loss "
+                                            f"{row['critic_loss']}, alpha {row['alpha']}); its last good checkpoint is kept")
+                        tqdm.write(f"error: {pack.diverged[r]}", file=sys.stderr)
+                        continue
+                    metrics_logs[r].log(step, **row)
+                    if aux:  # auxiliary losses of encoders with their own learning signal (gaze)
+                        aux_logs[r] = aux_logs[r] or MetricLogger(pack.run_dirs[r], "aux")
+                        aux_logs[r].log(step, **{k: float(v) for k, v in aux[r].items()})
+                done_success = [s for r in range(R) for s in recent_success[r]]
+                if done_success:
+                    last_success = float(np.mean(done_success))
+                bar.set_postfix({"env-steps/s": f"{sps:.0f}", "success": f"{last_success:.2f}"}, refresh=False)
+                recent_returns = [[] for _ in range(R)]
+                recent_success = [[] for _ in range(R)]
+                t_log, steps_at_log = now, step
+                next_log = (step // cfg.log_every + 1) * cfg.log_every
+                if len(pack.diverged) == R:
+                    break
+            if step >= next_eval and step < cfg.steps:
+                last_success = float(np.mean([res["success_rate"] for res in do_eval()]))
+                next_eval = (step // cfg.eval_every + 1) * cfg.eval_every
+            if step >= next_ckpt and not ep_len.any():  # only at episode boundaries: exact resume
+                pack.save_checkpoints(time.time() - t0)
+                next_ckpt = (step // cfg.checkpoint_every + 1) * cfg.checkpoint_every
+    finally:
+        envs.close()
+        bar.close()
+
+    wall = time.time() - t0
+    if not ep_len.any() and len(pack.diverged) < R:
+        size = pack.save_checkpoints(wall)
+        print(f"checkpoints at step {step}: {size / 2**20:.1f} MiB for {R - len(pack.diverged)} run(s)", flush=True)
+    results = do_eval() if len(pack.diverged) < R else []
+    for log in (*metrics_logs, *eval_logs, *aux_logs):
+        if log is not None:
+            log.close()
+    for r, (c, run_dir) in enumerate(zip(cfgs, pack.run_dirs)):
+        if r in pack.diverged:
+            continue
+        run_wall = pack.wall_before[r] + wall
+        atomic_torch_save({"config": dataclasses.asdict(c), "step": step, "model": agent.run_state(r)["model"]},
+                          run_dir / "agent.pt")
+        atomic_write_json(run_dir / "summary.json", {
+            "task": c.task, "encoder": c.encoder, "seed": c.seed, "steps": step, "preset": c.preset,
+            "success_rate": results[r]["success_rate"], "return_mean": results[r]["return_mean"],
+            "eval_episodes": results[r]["episodes"], "wall_time_s": round(run_wall, 1),
+            "steps_per_s": round(step / max(run_wall, 1e-9), 2), "device": device_description(),
+            "saliency": observer.saliency_model, "hidden_dim": c.hidden_dim, "num_envs": c.num_envs, "pack": R,
+        })
+        print(f"done: {c.encoder}/seed{c.seed}, {step} steps in {run_wall:.0f} s, final success "
+              f"{results[r]['success_rate']:.2f}; outputs in {run_dir}", flush=True)
+    if pack.diverged:
+        raise SystemExit("error: training diverged: " + "; ".join(pack.diverged.values()))
+    return pack.run_dirs
+
+
+def load_spec(path: str | Path) -> list[SACConfig]:
+    """A pack spec (JSON list of SACConfig fields, as rl.grid writes them) -> configs."""
+    names = {f.name for f in dataclasses.fields(SACConfig) if f.init}
+    items = json.loads(Path(path).read_text())
+    cfgs = []
+    for item in items:
+        unknown = sorted(set(item) - names - {"preset"})
+        if unknown:
+            raise ValueError(f"{path}: unknown SACConfig fields {unknown}")
+        cfg = SACConfig(**{k: v for k, v in item.items() if k in names})
+        cfg.preset = item.get("preset", "")
+        cfgs.append(cfg)
+    return cfgs
+
+
+def main(argv: list[str] | None = None) -> list[Path]:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Train the SAC runs of a pack spec (JSON list of rl.sac configs) in one process.")
+    parser.add_argument("--spec", required=True, help="pack spec written by rl.grid")
+    args = parser.parse_args(argv)
+    try:
+        return train(load_spec(args.spec))
+    except (FileNotFoundError, ValueError) as err:
+        raise SystemExit(f"error: {err}") from err
+
+
+if __name__ == "__main__":
+    main()
