@@ -23,6 +23,7 @@ from rl.gaze import (
     mine_triplets,
     spread_loss,
 )
+from rl.nets import slice_state, stack_states
 
 
 @pytest.fixture(autouse=True)
@@ -59,47 +60,80 @@ def test_gaussian_map_normalised_and_peaks_at_mu():
 
 
 def test_heads_start_centred_wide_and_bounded():
-    feat = torch.rand(16, 32, 11, 11) * 3
+    feat = torch.rand(1, 16, 32, 11, 11) * 3  # [R, B, C, h, w]
     head = GaussianGazeHead(32, (11, 11), components=1, pool=3, sigma_floor=0.15)
     attn, sigma, p = head(feat)
-    assert attn.shape == (16, 11, 11) and sigma.shape == (16, 1, 2)
+    assert attn.shape == (1, 16, 11, 11) and sigma.shape == (1, 16, 1, 2)
     assert p["mu"].abs().max() < 0.05 and (p["sigma"] - 1).abs().max() < 0.05 and p["rho"].abs().max() < 0.05
-    torch.testing.assert_close(attn.sum((1, 2)), torch.ones(16))
+    torch.testing.assert_close(attn.sum((2, 3)), torch.ones(1, 16))
     # extreme raw outputs stay in range: |mu| <= 1, sigma >= floor, |rho| < 1
     with torch.no_grad():
-        head.mlp[-1].bias.copy_(torch.tensor([50.0, -50.0, -50.0, -50.0, 50.0]))
+        head.mlp.layers[-1].bias.copy_(torch.tensor([50.0, -50.0, -50.0, -50.0, 50.0]).view(1, 1, 5))
     _, sigma, p = head(feat)
     assert p["mu"].abs().max() <= 1 and sigma.min() >= 0.15 and p["rho"].abs().max() < 1
     mix = GaussianGazeHead(32, (11, 11), components=3)
     attn, sigma, p = mix(feat)
-    assert sigma.shape == (16, 3, 2) and len({tuple(m.round(decimals=2).tolist()) for m in p["mu"][0]}) == 3
-    torch.testing.assert_close(attn.sum((1, 2)), torch.ones(16))
-    torch.testing.assert_close(p["weight"], torch.full((16, 3), 1 / 3), atol=1e-2, rtol=0)
+    assert sigma.shape == (1, 16, 3, 2) and len({tuple(m.round(decimals=2).tolist()) for m in p["mu"][0, 0]}) == 3
+    torch.testing.assert_close(attn.sum((2, 3)), torch.ones(1, 16))
+    torch.testing.assert_close(p["weight"], torch.full((1, 16, 3), 1 / 3), atol=1e-2, rtol=0)
     patch = PatchGazeHead(32, (11, 11))
     attn, sigma, _ = patch(feat)
-    torch.testing.assert_close(attn, torch.full((16, 11, 11), 1 / 121), atol=1e-3, rtol=0)
+    torch.testing.assert_close(attn, torch.full((1, 16, 11, 11), 1 / 121), atol=1e-3, rtol=0)
+    # a pack of 3 heads: every run starts centred and wide on its own features
+    feats = torch.rand(3, 16, 32, 11, 11) * 3
+    packed = GaussianGazeHead(32, (11, 11), components=1, runs=3)
+    assert packed.mlp.layers[0].weight.shape == (3, 288, 64) and packed.mlp.layers[-1].bias.shape == (3, 1, 5)
+    attn, sigma, p = packed(feats)
+    assert attn.shape == (3, 16, 11, 11) and sigma.shape == (3, 16, 1, 2)
+    assert p["mu"].abs().max() < 0.05 and (p["sigma"] - 1).abs().max() < 0.05
+    torch.testing.assert_close(attn.sum((2, 3)), torch.ones(3, 16))
+    attn, _, _ = PatchGazeHead(32, (11, 11), runs=3)(feats)
+    torch.testing.assert_close(attn, torch.full((3, 16, 11, 11), 1 / 121), atol=1e-3, rtol=0)
 
 
 def test_registered_encoders_forward_backward_and_detach():
     cfg = small_cfg(gaze_components=3)
-    pixels = torch.randint(0, 256, (4, 3, 64, 64), dtype=torch.uint8)
+    pixels = torch.randint(0, 256, (1, 4, 3, 64, 64), dtype=torch.uint8)  # [R, B, 3, H, W]
     for name, n_comp in [("gaze", 1), ("gaze_nocontrast", 1), ("gaze_patch", 1), ("gaze_mix", 3)]:
-        enc = ENCODERS[name](cfg, 64, 39)
+        enc = ENCODERS[name](cfg, 64)
         assert enc.obs_keys == ("pixels",) and enc.out_dim == 100 and not enc.frozen
         assert enc.feat_shape == (32, 11, 11)
         out = enc({"pixels": pixels})
-        assert out.shape == (4, 100) and out.abs().max() <= 1
+        assert out.shape == (1, 4, 100) and out.abs().max() <= 1
         out.pow(2).sum().backward()
         for part in (enc.trunk, enc.head, enc.projection):
             assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in part.parameters() if p.requires_grad), name
-        assert enc.attention(pixels)["sigma"].shape == (4, n_comp, 2)
+        att = enc.attention(pixels)
+        assert att["sigma"].shape == (1, 4, n_comp, 2) and att["attention"].shape == (1, 4, 11, 11)
         enc.zero_grad(set_to_none=True)
         detached = enc({"pixels": pixels}, detach=True)
         torch.testing.assert_close(detached, out)
         detached.pow(2).sum().backward()  # like cnn_rgb: the projection trains, trunk and gaze head do not
         assert all(p.grad is None for p in [*enc.trunk.parameters(), *enc.head.parameters()])
         assert all(p.grad is not None for p in enc.projection.parameters())
-    assert ENCODERS["gaze_mix"](small_cfg(), 64, 39).head.components == 2  # gaze_components 1 -> 2
+    assert ENCODERS["gaze_mix"](small_cfg(), 64).head.components == 2  # gaze_components 1 -> 2
+
+
+def test_packed_encoder_runs_are_their_own_networks():
+    """A pack of 2 gives each run the output of that run's pack of one; run 1's loss reaches only run 1."""
+    singles = []
+    for seed in (3, 4):
+        torch.manual_seed(seed)
+        singles.append(ENCODERS["gaze"](small_cfg(), 64, 1))
+    pack = ENCODERS["gaze"](small_cfg(), 64, 2)
+    pack.load_state_dict(stack_states([e.state_dict() for e in singles]))
+    pixels = torch.randint(0, 256, (2, 3, 3, 64, 64), dtype=torch.uint8)
+    out = pack({"pixels": pixels})
+    assert out.shape == (2, 3, 100)
+    for r, enc in enumerate(singles):
+        torch.testing.assert_close(out[r], enc({"pixels": pixels[r:r + 1]})[0], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(pack.attention(pixels)["attention"][r], enc.attention(pixels[r:r + 1])["attention"][0])
+        state = slice_state(pack.state_dict(), r, 2)
+        assert all(torch.equal(state[k], v) for k, v in enc.state_dict().items())
+    out[1].pow(2).sum().backward()
+    for name, p in pack.named_parameters():
+        per = p.shape[0] // 2
+        assert p.grad[:per].abs().sum() == 0 and p.grad[per:].abs().sum() > 0, name
 
 
 def test_return_buffer_returns_to_go_and_ring_overwrites():
@@ -163,54 +197,62 @@ def test_gazed_cosine_equals_cosine_of_gazed_maps_and_losses():
     assert spread_loss(torch.full((3, 1, 2), 0.5 * np.e), 0.5).item() == pytest.approx(2.0)
 
 
-def _fill(enc: GazeEncoder, reward_of, episodes: int = 4, length: int = 12, num_envs: int = 4, pixels: bool = False) -> None:
-    """Episodes of random frames through on_env_step (pixels=True), or of random trunk-like features
-    straight into the buffer (fast)."""
-    rng = np.random.default_rng(1)
-    keys_dim, pooled_dim = enc.buffer.key_dim, enc.buffer.pooled.shape[1]
+def _fill(enc: GazeEncoder, reward_of, episodes: int = 4, length: int = 12, num_envs: int = 4, pixels: bool = False,
+          seed: int = 1) -> None:
+    """Episodes of random frames [R, N, 3, H, W] through on_env_step (pixels=True), or of random
+    trunk-like features straight into every run's buffer (fast; each run gets its own data)."""
+    rng = np.random.default_rng(seed)
+    R = enc.runs
+    keys_dim, pooled_dim = enc.buffers[0].key_dim, enc.buffers[0].pooled.shape[1]
     for ep in range(episodes):
         for t in range(length):
             rewards = np.array([reward_of(ep, e, t) for e in range(num_envs)], np.float32)
             dones = np.full(num_envs, t == length - 1)
             if pixels:
-                frames = rng.integers(0, 256, (num_envs, 64, 64, 3), dtype=np.uint8)  # env layout [N, H, W, 3]
-                enc.on_env_step({"pixels": frames}, rewards, dones)
+                frames = torch.from_numpy(rng.integers(0, 256, (R, num_envs, 3, 64, 64), dtype=np.uint8))
+                enc.on_env_step({"pixels": frames}, np.tile(rewards, (R, 1)), np.tile(dones, (R, 1)))
             else:
-                feats = rng.gamma(1.0, 1.0, (num_envs, *enc.feat_shape)).astype(np.float32)
-                keys = rng.normal(size=(num_envs, keys_dim)).astype(np.float32)
-                pooled = rng.gamma(1.0, 1.0, (num_envs, pooled_dim)).astype(np.float32)
-                enc.buffer.add(feats, keys / np.linalg.norm(keys, axis=1, keepdims=True), pooled, rewards, dones)
+                for buf in enc.buffers:
+                    feats = rng.gamma(1.0, 1.0, (num_envs, *enc.feat_shape)).astype(np.float32)
+                    keys = rng.normal(size=(num_envs, keys_dim)).astype(np.float32)
+                    pooled = rng.gamma(1.0, 1.0, (num_envs, pooled_dim)).astype(np.float32)
+                    buf.add(feats, keys / np.linalg.norm(keys, axis=1, keepdims=True), pooled, rewards, dones)
 
 
 def test_contrastive_update_changes_only_the_gaze_head():
-    enc = ENCODERS["gaze"](small_cfg(), 64, 39)
+    enc = ENCODERS["gaze"](small_cfg(), 64)
     _fill(enc, lambda ep, e, t: float(ep * 2 + e) * (t % 3))
-    assert enc.buffer.valid[: enc.buffer.size].all()
-    sentinel = torch.full_like(enc.head.mlp[0].weight, 7.0)
-    enc.head.mlp[0].weight.grad = sentinel  # a gradient the SAC optimiser may be holding
+    buf = enc.buffers[0]
+    assert buf.valid[: buf.size].all()
+    first = enc.head.mlp.layers[0].weight
+    sentinel = torch.full_like(first, 7.0)
+    first.grad = sentinel  # a gradient the SAC optimiser may be holding
     before = {n: p.detach().clone() for n, p in enc.named_parameters()}
-    metrics = enc.auxiliary_update(step=0)
+    out = enc.auxiliary_update(step=0)
+    assert isinstance(out, list) and len(out) == 1
+    metrics = out[0]
     assert set(metrics) == set(METRIC_KEYS) and metrics["gaze/triplets"] > 0 and 0 < metrics["gaze/pos_frac"] <= 1 and 0 < metrics["gaze/neg_frac"] <= 1
     assert metrics["gaze/contrast_loss"] > 0 and metrics["gaze/sigma"] == pytest.approx(1.0, abs=0.05)
     changed = {n for n, p in enc.named_parameters() if not torch.equal(p, before[n])}
     assert changed == {n for n, _ in enc.named_parameters() if n.startswith("head.")}
-    assert enc.head.mlp[0].weight.grad is sentinel
-    assert all(p.grad is None for n, p in enc.named_parameters() if n != "head.mlp.0.weight")
+    assert enc.head.mlp.layers[0].weight.grad is sentinel
+    assert all(p.grad is None for n, p in enc.named_parameters() if n != "head.mlp.layers.0.weight")
     # update_every: off-steps do nothing
     enc.settings["gaze_update_every"] = 4
     before = {n: p.detach().clone() for n, p in enc.named_parameters()}
-    assert enc.auxiliary_update(step=3) == metrics  # the latest values, same keys
+    assert enc.auxiliary_update(step=3) == [metrics]  # the latest values, same keys
     assert all(torch.equal(p, before[n]) for n, p in enc.named_parameters())
 
 
 def test_constant_returns_mine_nothing_and_do_not_break():
-    enc = ENCODERS["gaze"](small_cfg(), 64, 39)
-    metrics = enc.auxiliary_update(step=0)  # empty buffer: no update, the same keys
+    enc = ENCODERS["gaze"](small_cfg(), 64)
+    (metrics,) = enc.auxiliary_update(step=0)  # empty buffer: no update, the same keys
     assert set(metrics) == set(METRIC_KEYS) and metrics["gaze/buffer"] == 0 and metrics["gaze/triplets"] == 0
     _fill(enc, lambda ep, e, t: 0.0, episodes=3, length=6, num_envs=2, pixels=True)  # sparse reward never reached
+    assert enc.buffers[0].size == 36 and enc.buffers[0].valid[:36].all()
     trunk_before = [p.detach().clone() for p in enc.trunk.parameters()]
     for step in range(3):
-        metrics = enc.auxiliary_update(step)
+        (metrics,) = enc.auxiliary_update(step)
         assert metrics["gaze/triplets"] == 0 and metrics["gaze/pos_frac"] == 0 and metrics["gaze/neg_frac"] == 0
         assert metrics["gaze/contrast_loss"] == 0 and metrics["gaze/return_margin"] == 0
         assert np.isfinite(metrics["gaze/spread_loss"])
@@ -218,58 +260,105 @@ def test_constant_returns_mine_nothing_and_do_not_break():
     assert all(torch.isfinite(p).all() for p in enc.head.parameters())
 
 
-def test_on_env_step_reuses_acting_features_in_either_layout():
-    enc = ENCODERS["gaze"](small_cfg(), 64, 39)
-    pixels = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+def test_on_env_step_reuses_acting_features_per_run():
+    enc = ENCODERS["gaze"](small_cfg(), 64, 2)
+    pixels = torch.randint(0, 256, (2, 2, 3, 64, 64), dtype=torch.uint8)  # [R, N, 3, H, W]
     with torch.no_grad():
         enc({"pixels": pixels}, detach=True)  # acting fills the cache
-        feat = enc.trunk(pixels.float() / 255)
-    enc.on_env_step({"pixels": pixels.numpy()}, np.zeros(2), np.zeros(2, bool))
-    enc.on_env_step({"pixels": pixels.permute(0, 2, 3, 1).numpy()}, np.zeros(2), np.ones(2, bool))
-    stored = torch.from_numpy(enc.buffer.feats[:4].astype(np.float32))  # [4, C, h*w]
-    torch.testing.assert_close(stored, torch.cat([feat, feat]).flatten(2), atol=2e-3, rtol=2e-3)
-    pooled = torch.nn.functional.adaptive_avg_pool2d(feat, 3).flatten(1)
-    torch.testing.assert_close(torch.from_numpy(enc.buffer.pooled[:2]), pooled)
-    torch.testing.assert_close(torch.from_numpy(enc.buffer.cell_sq[:2]), stored[:2].pow(2).sum(1))
+        feat = enc.trunk(pixels.float() / 255)  # [R, N, C, h, w]
+        for p in enc.trunk.parameters():  # features computed from here on differ from the acting ones
+            p.mul_(0.5)
+        feat_after = enc.trunk(pixels.float() / 255)
+    enc.on_env_step({"pixels": pixels}, np.zeros((2, 2)), np.zeros((2, 2), bool))  # the acting features
+    enc.on_env_step({"pixels": pixels}, np.zeros((2, 2)), np.ones((2, 2), bool))  # cache used once: recomputed
+    for r, buf in enumerate(enc.buffers):
+        assert buf.size == 4 and buf.valid[:4].all()
+        stored = torch.from_numpy(buf.feats[:4].astype(np.float32))  # [4, C, h*w]
+        torch.testing.assert_close(stored, torch.cat([feat[r], feat_after[r]]).flatten(2), atol=2e-3, rtol=2e-3)
+        pooled = torch.nn.functional.adaptive_avg_pool2d(feat[r], 3).flatten(1)
+        torch.testing.assert_close(torch.from_numpy(buf.pooled[:2]), pooled)
+        torch.testing.assert_close(torch.from_numpy(buf.cell_sq[:2]), stored[:2].pow(2).sum(1))
+        keys = torch.nn.functional.normalize(feat[r].mean((2, 3)), dim=-1)
+        torch.testing.assert_close(torch.from_numpy(buf.keys[:2]), keys)
     with pytest.raises(ValueError, match="pixels"):
-        enc.on_env_step({"pixels": np.zeros((2, 64, 64), np.uint8)}, np.zeros(2), np.zeros(2, bool))
+        enc.on_env_step({"pixels": torch.zeros((2, 64, 64, 3), dtype=torch.uint8)}, np.zeros((1, 2)), np.zeros((1, 2), bool))
+    with pytest.raises(ValueError, match="pixels"):  # channels last is not accepted any more
+        enc.on_env_step({"pixels": pixels.permute(0, 1, 3, 4, 2)}, np.zeros((2, 2)), np.zeros((2, 2), bool))
 
 
 def test_extra_state_round_trips_through_weights_only_load():
-    enc = ENCODERS["gaze"](small_cfg(), 64, 39)
+    enc = ENCODERS["gaze"](small_cfg(), 64)
     _fill(enc, lambda ep, e, t: float(ep + t), episodes=2)
     enc.auxiliary_update(0)
-    blob = io.BytesIO()
-    torch.save({"encoder": enc.state_dict(), "extra": enc.extra_state()}, blob)
-    blob.seek(0)
-    ckpt = torch.load(blob, weights_only=True)
-    other = ENCODERS["gaze"](small_cfg(), 64, 39)
+    ckpt = _roundtrip({"encoder": enc.state_dict(), "extra": enc.extra_state(0)})
+    other = ENCODERS["gaze"](small_cfg(), 64)
     other.load_state_dict(ckpt["encoder"])
-    other.load_extra_state(ckpt["extra"])
-    n = enc.buffer.size
-    assert other.buffer.size == n and other.buffer.written == enc.buffer.written
-    np.testing.assert_array_equal(other.buffer.feats[:n], enc.buffer.feats[:n])
-    np.testing.assert_array_equal(other.buffer.pooled[:n], enc.buffer.pooled[:n])
-    np.testing.assert_array_equal(other.buffer.cell_sq[:n], enc.buffer.cell_sq[:n])
-    np.testing.assert_array_equal(other.buffer.returns[:n], enc.buffer.returns[:n])
+    other.load_extra_state([ckpt["extra"]])
+    a, b = enc.buffers[0], other.buffers[0]
+    n = a.size
+    assert b.size == n and b.written == a.written
+    np.testing.assert_array_equal(b.feats[:n], a.feats[:n])
+    np.testing.assert_array_equal(b.pooled[:n], a.pooled[:n])
+    np.testing.assert_array_equal(b.cell_sq[:n], a.cell_sq[:n])
+    np.testing.assert_array_equal(b.returns[:n], a.returns[:n])
+    assert other.rngs[0].bit_generator.state == enc.rngs[0].bit_generator.state
     assert other.head_optimizer.state_dict()["state"].keys() == enc.head_optimizer.state_dict()["state"].keys()
     with pytest.raises(ValueError, match="gaze_buffer_size"):
-        ENCODERS["gaze"](small_cfg(gaze_buffer_size=10), 64, 39).load_extra_state(ckpt["extra"])
+        ENCODERS["gaze"](small_cfg(gaze_buffer_size=10), 64).load_extra_state([ckpt["extra"]])
+
+
+def _roundtrip(obj):
+    blob = io.BytesIO()
+    torch.save(obj, blob)
+    blob.seek(0)
+    return torch.load(blob, weights_only=True)
+
+
+def test_a_run_in_a_pack_takes_the_same_contrastive_step_as_alone():
+    """Run 1 of a gaze pack of 2 takes the auxiliary step of a pack of one holding its params, buffer and rng."""
+    pack = ENCODERS["gaze"](small_cfg(), 64, 2)
+    _fill(pack, lambda ep, e, t: float(ep * 2 + e) * (t % 3))  # each run's buffer gets its own features
+    pack.rngs[1] = np.random.default_rng(123)  # a run's own mining stream
+    pack.auxiliary_update(0)  # Adam moments and a first step behind both runs
+    with torch.no_grad():  # run 1's head differs from run 0's
+        for p in pack.head.parameters():
+            p[1:].add_(0.01 * torch.randn_like(p[1:]))
+    # run 1's checkpoint (through torch.save, as a checkpoint goes: slice_state keeps 0-d tensors such as
+    # Adam's step by reference, which would otherwise tie both optimisers' step counters together)
+    ckpt = _roundtrip({"encoder": slice_state(pack.state_dict(), 1, 2), "extra": pack.extra_state(1)})
+    alone = ENCODERS["gaze"](small_cfg(), 64, 1)
+    alone.load_state_dict(ckpt["encoder"])
+    alone.load_extra_state([ckpt["extra"]])
+    assert alone.buffers[0].size == pack.buffers[1].size and alone.rngs[0].bit_generator.state == pack.rngs[1].bit_generator.state
+    metrics_pack = pack.auxiliary_update(1)
+    (metrics_alone,) = alone.auxiliary_update(1)
+    assert len(metrics_pack) == 2 and metrics_pack[1]["gaze/triplets"] > 0
+    assert metrics_pack[1]["gaze/triplets"] == metrics_alone["gaze/triplets"]
+    assert metrics_pack[1] == pytest.approx(metrics_alone, rel=1e-4, abs=1e-6)
+    assert metrics_pack[0] != pytest.approx(metrics_alone, rel=1e-4, abs=1e-6)  # run 0 mined its own data
+    for (name, p), q in zip(pack.head.named_parameters(), alone.head.parameters()):
+        torch.testing.assert_close(p[1:], q, rtol=1e-5, atol=1e-6, msg=name)
+        assert not torch.allclose(p[:1], q), name
+    assert alone.rngs[0].bit_generator.state == pack.rngs[1].bit_generator.state
+    state = slice_state(pack.head_optimizer.state_dict(), 1, 2)["state"]
+    for key, value in alone.head_optimizer.state_dict()["state"].items():
+        for moment in ("exp_avg", "exp_avg_sq"):
+            torch.testing.assert_close(state[key][moment], value[moment], rtol=1e-5, atol=1e-9)
 
 
 def test_bad_settings_are_named():
     with pytest.raises(ValueError, match="gaze_k"):
-        ENCODERS["gaze"](small_cfg(gaze_k=0), 64, 39)
+        ENCODERS["gaze"](small_cfg(gaze_k=0), 64)
     with pytest.raises(ValueError, match="gaze_return_discount"):
-        ENCODERS["gaze"](small_cfg(gaze_return_discount=1.5), 64, 39)
+        ENCODERS["gaze"](small_cfg(gaze_return_discount=1.5), 64)
 
 
 @pytest.mark.parametrize("name", ["gaze_patch", "gaze_mix"])
 def test_ablation_heads_take_contrastive_steps(name):
-    enc = ENCODERS[name](small_cfg(gaze_components=3), 64, 39)
+    enc = ENCODERS[name](small_cfg(gaze_components=3), 64)
     _fill(enc, lambda ep, e, t: float(ep * 2 + e) * (t % 3))
     before = {n: p.detach().clone() for n, p in enc.named_parameters()}
-    metrics = enc.auxiliary_update(step=0)
+    (metrics,) = enc.auxiliary_update(step=0)
     assert metrics["gaze/triplets"] > 0 and np.isfinite(metrics["gaze/spread_loss"]) and metrics["gaze/contrast_loss"] > 0
     changed = {n for n, p in enc.named_parameters() if not torch.equal(p, before[n])}
     assert changed and all(n.startswith("head.") for n in changed)

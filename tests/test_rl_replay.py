@@ -1,5 +1,7 @@
-"""The replay buffer's transitions are aligned across episode ends and ring wrap-around."""
+"""The replay buffer's transitions are aligned across episode ends and ring wrap-around, a run's
+replay stream survives a checkpoint, and it does not depend on the runs packed beside it."""
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -55,8 +57,15 @@ class SyntheticEnvs:
         return self.obs(self.state.copy()), reward, terminated, done, final
 
 
+def one_run(batch: dict) -> dict:
+    """The first (only) run of a sampled batch: [1, B, ...] -> [B, ...]."""
+    assert all(v.shape[0] == 1 for v in (batch["action"], batch["reward"], batch["terminal"], *batch["obs"].values(),
+                                          *batch["next_obs"].values()))
+    return {k: {f: x[0] for f, x in v.items()} if isinstance(v, dict) else v[0] for k, v in batch.items()}
+
+
 def check(batch: dict, envs: SyntheticEnvs) -> int:
-    """Every sampled tuple obeys the known dynamics; returns how many were episode ends."""
+    """Every sampled tuple [B, ...] obeys the known dynamics; returns how many were episode ends."""
     state = batch["obs"]["state"].double().numpy()
     action = batch["action"].double().numpy()
     nxt, reward, terminated = envs.dynamics(state, action)
@@ -72,7 +81,7 @@ def check(batch: dict, envs: SyntheticEnvs) -> int:
 @pytest.mark.parametrize("num_envs,capacity", [(1, 40), (3, 60), (4, 1000)])
 def test_every_transition_aligned_across_episodes_and_wraparound(num_envs, capacity):
     envs = SyntheticEnvs(num_envs, seed=capacity)
-    buf = ReplayBuffer({"state": ((4,), np.float32), "frame": ((4, 2, 1), np.uint8)}, 2, capacity, num_envs, seed=1)
+    buf = ReplayBuffer({"state": ((4,), np.float32), "frame": ((4, 2, 1), np.uint8)}, 2, capacity, num_envs, seeds=1)
     buf.start(envs.obs(envs.state.copy()))
     rng = np.random.default_rng(2)
     ends = terminal = 0
@@ -83,16 +92,19 @@ def test_every_transition_aligned_across_episodes_and_wraparound(num_envs, capac
         ends += int(done.sum())
         if step > 5:
             batch = buf.sample(64)
-            terminal += check(batch, envs)
+            assert batch["obs"]["frame"].shape == (1, 64, 4, 2, 1) and batch["obs"]["frame"].dtype == torch.uint8
+            assert batch["action"].shape == (1, 64, 2) and batch["reward"].shape == (1, 64)
+            terminal += check(one_run(batch), envs)
     assert ends > 30 and terminal > 0  # many episode ends (some terminal) went through the buffer
     assert 400 * num_envs > capacity  # the ring wrapped around
     # exhaustive: every valid slot (not only sampled ones) is aligned
     rows, slots = np.nonzero(buf.valid)
     nxt = (slots + 1) % buf.slots
-    batch = {"obs": {"state": torch.from_numpy(buf.obs["state"][rows, slots]), "frame": torch.from_numpy(buf.obs["frame"][rows, slots])},
-             "next_obs": {"state": torch.from_numpy(buf.obs["state"][rows, nxt]), "frame": torch.from_numpy(buf.obs["frame"][rows, nxt])},
-             "action": torch.from_numpy(buf.action[rows, slots]), "reward": torch.from_numpy(buf.reward[rows, slots]),
-             "terminal": torch.from_numpy(buf.terminal[rows, slots])}
+    rows, slots, nxt = torch.from_numpy(rows), torch.from_numpy(slots), torch.from_numpy(nxt)
+    batch = {"obs": {"state": buf.obs["state"][rows, slots], "frame": buf.obs["frame"][rows, slots]},
+             "next_obs": {"state": buf.obs["state"][rows, nxt], "frame": buf.obs["frame"][rows, nxt]},
+             "action": buf.action[rows, slots], "reward": buf.reward[rows, slots],
+             "terminal": buf.terminal[rows, slots]}
     check(batch, envs)
     # each episode of L steps occupies L + 1 slots: all but the final/current observations are valid
     assert len(buf) >= buf.slots * num_envs * 0.7
@@ -100,13 +112,13 @@ def test_every_transition_aligned_across_episodes_and_wraparound(num_envs, capac
 
 def test_last_transition_of_episode_is_sampled_with_its_final_observation():
     envs = SyntheticEnvs(2, seed=5)
-    buf = ReplayBuffer({"state": ((4,), np.float32), "frame": ((4, 2, 1), np.uint8)}, 2, 10_000, 2, seed=3)
+    buf = ReplayBuffer({"state": ((4,), np.float32), "frame": ((4, 2, 1), np.uint8)}, 2, 10_000, 2, seeds=3)
     buf.start(envs.obs(envs.state.copy()))
     action = np.zeros((2, 2), np.float32)  # x shrinks: only time-limit truncations
     for _ in range(30):
         next_obs, reward, terminated, done, final = envs.step(action)
         buf.add(action, reward, terminated, next_obs, done, final)
-    batch = buf.sample(5000)
+    batch = one_run(buf.sample(5000))
     check(batch, envs)
     state, nxt = batch["obs"]["state"].numpy(), batch["next_obs"]["state"].numpy()
     assert (batch["terminal"] == 0).all()
@@ -117,29 +129,102 @@ def test_last_transition_of_episode_is_sampled_with_its_final_observation():
         assert nxt[state[:, 3] == ep, 2].max() == envs.limits[float(ep)]
 
 
-def test_resume_state_roundtrip_is_exact():
-    envs = SyntheticEnvs(2, seed=7)
-    spec = {"state": ((4,), np.float32), "frame": ((4, 2, 1), np.uint8)}
-    a = ReplayBuffer(spec, 2, 50, 2, seed=4)
-    a.start(envs.obs(envs.state.copy()))
-    rng = np.random.default_rng(0)
-    for _ in range(60):
-        act = rng.uniform(-1, 1, (2, 2)).astype(np.float32)
+SPEC = {"state": ((4,), np.float32), "frame": ((4, 2, 1), np.uint8)}
+
+
+def _feed(bufs: list[ReplayBuffer], envs: SyntheticEnvs, steps: int, seed: int = 0, start: bool = True) -> None:
+    """Step `envs` with random actions, adding every transition to each buffer (their rows are envs' rows)."""
+    if start:
+        for buf in bufs:
+            buf.start(envs.obs(envs.state.copy()))
+    rng = np.random.default_rng(seed)
+    for _ in range(steps):
+        act = rng.uniform(-1, 1, (envs.n, 2)).astype(np.float32)
         next_obs, reward, terminated, done, final = envs.step(act)
-        a.add(act, reward, terminated, next_obs, done, final)
-    buf = torch.load(io.BytesIO(_save(a.state_dict())), weights_only=True)
-    b = ReplayBuffer(spec, 2, 50, 2, seed=99)
-    b.load_state_dict(buf)
-    x, y = a.sample(32), b.sample(32)
+        for buf in bufs:
+            buf.add(act, reward, terminated, next_obs, done, final)
+
+
+def _assert_batches_equal(x: dict, y: dict) -> None:
     for k in ("action", "reward", "terminal"):
-        torch.testing.assert_close(x[k], y[k])
-    torch.testing.assert_close(x["next_obs"]["state"], y["next_obs"]["state"])
+        torch.testing.assert_close(x[k], y[k], rtol=0, atol=0)
+    for part in ("obs", "next_obs"):
+        assert x[part].keys() == y[part].keys()
+        for f in x[part]:
+            assert x[part][f].dtype == y[part][f].dtype
+            torch.testing.assert_close(x[part][f], y[part][f], rtol=0, atol=0)
 
 
-def _save(obj) -> bytes:
-    f = io.BytesIO()
-    torch.save(obj, f)
-    return f.getvalue()
+def test_resume_state_roundtrip_is_exact(tmp_path: Path):
+    envs = SyntheticEnvs(2, seed=7)
+    a = ReplayBuffer(SPEC, 2, 50, 2, seeds=4)
+    _feed([a], envs, 60)
+    meta = a.save_run(0, tmp_path / "replay")
+    assert sorted(p.name for p in (tmp_path / "replay").iterdir()) == [
+        "action.npy", "obs.frame.npy", "obs.state.npy", "reward.npy", "terminal.npy"]
+    assert meta["bytes"] > 0 and meta["fields"] == ["frame", "state"]
+    # the bookkeeping goes into the checkpoint (.pt, loaded with weights_only)
+    blob = io.BytesIO()
+    torch.save(meta, blob)
+    blob.seek(0)
+    meta = torch.load(blob, weights_only=True)
+    b = ReplayBuffer(SPEC, 2, 50, 2, seeds=99)
+    b.load_run(0, tmp_path / "replay", meta)
+    np.testing.assert_array_equal(b.valid, a.valid)
+    np.testing.assert_array_equal(b.pos, a.pos)
+    np.testing.assert_array_equal(b.filled, a.filled)
+    for k in SPEC:
+        torch.testing.assert_close(b.obs[k], a.obs[k], rtol=0, atol=0)
+    # the replay streams continue identically: the same indices and contents, also after more steps
+    for _ in range(3):
+        _assert_batches_equal(a.sample(32), b.sample(32))
+    _feed([a, b], envs, 25, seed=1, start=False)
+    for _ in range(3):
+        _assert_batches_equal(a.sample(32), b.sample(32))
+    # a folder from another buffer shape is refused
+    with pytest.raises(ValueError, match="does not match"):
+        ReplayBuffer(SPEC, 2, 50, 1, seeds=4).load_run(0, tmp_path / "replay", meta)
+
+
+def test_a_run_in_a_pack_replays_exactly_as_alone(tmp_path: Path):
+    """Run 1 of a pack seeded [4, 9] draws the same indices and contents as a pack of one seeded 9."""
+    E = 3
+    envs0, envs1 = SyntheticEnvs(E, seed=11), SyntheticEnvs(E, seed=12)
+    pack = ReplayBuffer(SPEC, 2, 90, E, seeds=[4, 9])
+    alone = ReplayBuffer(SPEC, 2, 90, E, seeds=9)
+    assert pack.runs == 2 and pack.obs["frame"].shape == (2 * E, 30, 4, 2, 1) and alone.obs["frame"].shape == (E, 30, 4, 2, 1)
+    cat = lambda a, b: {k: np.concatenate([a[k], b[k]]) for k in a}  # noqa: E731  (run 0's rows, then run 1's)
+    pack.start(cat(envs0.obs(envs0.state.copy()), envs1.obs(envs1.state.copy())))
+    alone.start(envs1.obs(envs1.state.copy()))
+    rng0, rng1 = np.random.default_rng(0), np.random.default_rng(1)
+    for step in range(80):
+        a0, a1 = (r.uniform(-1, 1, (E, 2)).astype(np.float32) for r in (rng0, rng1))
+        o0, r0, t0, d0, f0 = envs0.step(a0)
+        o1, r1, t1, d1, f1 = envs1.step(a1)
+        # the pack's rows: run 0's envs, then run 1's (the same data the pack of one gets)
+        pack.add(np.concatenate([a0, a1]), np.concatenate([r0, r1]), np.concatenate([t0, t1]), cat(o0, o1),
+                 np.concatenate([d0, d1]), cat(f0, f1))
+        alone.add(a1, r1, t1, o1, d1, f1)
+        if step > 4 and step % 5 == 0:
+            rows, slots = pack.sample_indices(16, run=1)
+            rows_alone, slots_alone = alone.sample_indices(16, run=0)
+            np.testing.assert_array_equal(rows, rows_alone + E)  # run 1 owns rows E .. 2E - 1
+            np.testing.assert_array_equal(slots, slots_alone)
+            pack.sample_indices(16, run=0)  # drawing run 0's indices does not move run 1's generator
+            batch, single = pack.sample(24), alone.sample(24)
+            assert batch["action"].shape == (2, 24, 2) and batch["obs"]["state"].shape == (2, 24, 4)
+            _assert_batches_equal({k: {f: x[1:] for f, x in v.items()} if isinstance(v, dict) else v[1:]
+                                   for k, v in batch.items()}, single)
+            check(one_run({k: {f: x[:1] for f, x in v.items()} if isinstance(v, dict) else v[:1]
+                           for k, v in batch.items()}), envs0)
+            check(one_run(single), envs1)
+    np.testing.assert_array_equal(pack.valid[E:], alone.valid)
+    assert len(pack) == int(pack.valid[:E].sum()) + len(alone)
+    # run 1's checkpoint from the pack restores a pack of one that continues the same stream
+    meta = pack.save_run(1, tmp_path / "run1")
+    restored = ReplayBuffer(SPEC, 2, 90, E, seeds=123)
+    restored.load_run(0, tmp_path / "run1", meta)
+    _assert_batches_equal(restored.sample(24), alone.sample(24))
 
 
 def test_sampling_an_empty_buffer_says_so():
