@@ -33,7 +33,9 @@ Choices (documented, not from the paper, which has no public code):
 
 Packing: every network is packed over R runs (rl/nets.py); each run keeps its own ReturnBuffer,
 mining rng and triplets, and one optimiser step of the stacked head parameters is R independent
-head steps (buffers and mining live in rl/gaze_buffer.py).
+head steps (buffers and mining live in rl/gaze_buffer.py). That holds while the runs of a pack
+finish episodes at the same steps (Meta-World's episodes end only at the time limit): a run with no
+finished episode yet while another has would still see its head's Adam step counter advance.
 
 Encoders registered here: `gaze` (1 Gaussian + contrastive), `gaze_nocontrast` (1 Gaussian, RL
 only), `gaze_patch` (softmax over cells instead of a Gaussian, + contrastive; its spread term acts

@@ -1,16 +1,23 @@
-"""The experiment grid: `python -m rl.grid --tasks reach-v3,drawer-open-v3 --encoders all --seeds 0,1,2 --steps N`.
+"""The experiment grid: `python -m rl.grid --tasks reach-v3,drawer-open-v3 --encoders all --seeds 0,1,2 --steps N [--pack N]`.
 
-Every (task, encoder, seed) is an independent `python -m rl.sac` run with its own run folder
+Every (task, encoder, seed) is an independent SAC run with its own run folder
 (`<out>/<task>/<encoder>/seed<k>`). A run whose summary.json reports at least the asked steps is
-skipped; one with a checkpoint is resumed with `--resume`; others start fresh. Runs execute as local
-processes (`--parallel` at once) or, with `--backend ray`, as Ray tasks on a cluster (`ray start
---head` on one machine, `ray start --address HEAD:6379` on the others, then `--ray-address auto`),
-each asking for `--cpus-per-run` CPUs and `--gpus-per-run` GPUs. Ray workers send their run folder's
-small result files back, so results gather under `--out` on the driver even without a shared disk.
+skipped; one that was started before is resumed; others start fresh. Runs are packed: up to
+`--pack` runs whose networks stack (same task and settings, encoders of the same kind: seeds of one
+encoder, or frozen encoders of one embedding size) train in lockstep in one process
+(`python -m rl.workspace`, rl/workspace.py); runs that cannot stack go to separate packs. Packs
+execute as local processes (`--parallel` at once, GPUs assigned round-robin) or, with `--backend
+ray`, as Ray tasks on a cluster (`ray start --head` on one machine, `ray start --address HEAD:6379`
+on the others, then `--ray-address auto`), each asking for `--cpus-per-run` CPUs and `--gpus-per-run`
+GPUs per pack. Ray workers send their runs' small result files back, so results gather under
+`--out` on the driver even without a shared disk.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -20,9 +27,10 @@ from pathlib import Path
 
 from data.cli import parse_config
 from data.env import check_task
+from data.io import atomic_write_json
+from rl.encoders import TABLE_I
 
-TABLE_I_ENCODERS = ("cnn_rgb", "cnn_saliency", "cnn_rgb_x_saliency", "cnn_rgbs", "mmae_rgb", "mmae_rgbs_po", "mmae_rgbs")
-ALL_ENCODERS = (*TABLE_I_ENCODERS, "gaze")
+ALL_ENCODERS = (*TABLE_I, "gaze")
 RESULT_FILES = ("summary.json", "eval.csv", "metrics.csv", "config.json", "stdout.log")
 
 
@@ -34,28 +42,28 @@ class GridConfig:
     encoders: str = field(default="all", metadata={"help": f"comma-separated encoders, or 'all' ({', '.join(ALL_ENCODERS)})"})
     seeds: str = field(default="0", metadata={"help": "comma-separated seeds"})
     steps: int = field(default=100_000, metadata={"help": "env steps per run"})
+    pack: int = field(default=0, metadata={"help": "runs trained together in one process (0: 24 with a GPU, 4 without)"})
     sac_preset: str = field(default="cpu", metadata={"help": "rl.sac preset for every run (micro, demo, cpu, paper)"})
     out: str = field(default="runs/sac", metadata={"help": "root of the run folders"})
-    parallel: int = field(default=1, metadata={"help": "local backend: runs at once"})
+    parallel: int = field(default=1, metadata={"help": "local backend: packs (processes) at once"})
     backend: str = field(default="local", metadata={"help": "local (subprocesses) or ray"})
     ray_address: str = field(default="", metadata={"help": "ray backend: '' starts a local instance, 'auto' joins a running cluster"})
-    cpus_per_run: float = field(default=1.0, metadata={"help": "ray backend: CPUs each run asks for"})
-    gpus_per_run: float = field(default=0.0, metadata={"help": "ray backend: GPUs each run asks for"})
+    cpus_per_run: float = field(default=1.0, metadata={"help": "ray backend: CPUs each pack asks for"})
+    gpus_per_run: float = field(default=0.0, metadata={"help": "ray backend: GPUs each pack asks for"})
     extra: str = field(default="", metadata={"help": "extra flags for every rl.sac run, e.g. '--saliency oracle --eval-episodes 10'"})
 
     def validate(self) -> "GridConfig":
         for t in self.task_list:
             check_task(t)
         from rl.encoders import ENCODERS
-        import rl.sac  # noqa: F401  (registers every encoder, gaze included)
 
         unknown = [e for e in self.encoder_list if e not in ENCODERS]
         if unknown:
             raise ValueError(f"unknown encoder(s) {unknown}; valid: {', '.join(sorted(ENCODERS))}, or 'all'")
         if self.backend not in ("local", "ray"):
             raise ValueError("backend must be 'local' or 'ray'")
-        if self.parallel < 1 or self.steps < 1:
-            raise ValueError("parallel and steps must be >= 1")
+        if self.parallel < 1 or self.steps < 1 or self.pack < 0:
+            raise ValueError("parallel and steps must be >= 1, pack >= 0")
         return self
 
     @property
@@ -99,6 +107,7 @@ def is_finished(run: Run, steps: int) -> bool:
 
 
 def sac_command(cfg: GridConfig, run: Run) -> list[str]:
+    """The single-run command of `run` (what a pack of one executes)."""
     cmd = [sys.executable, "-m", "rl.sac", "--task", run.task, "--encoder", run.encoder, "--seed", str(run.seed),
            "--steps", str(cfg.steps), "--preset", cfg.sac_preset, "--out", str(run.run_dir)]
     if (run.run_dir / "config.json").exists():  # started before: continue from its checkpoint, if any
@@ -106,13 +115,63 @@ def sac_command(cfg: GridConfig, run: Run) -> list[str]:
     return cmd + cfg.extra.split()
 
 
-def _execute(cmd: list[str], run_dir: str, cwd: str) -> tuple[int, dict[str, bytes]]:
-    """Run one rl.sac command, its output appended to <run>/stdout.log; return code and result files."""
-    path = Path(cwd) / run_dir
-    path.mkdir(parents=True, exist_ok=True)
-    with open(path / "stdout.log", "ab") as log:
-        code = subprocess.run(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT).returncode
-    files = {name: (path / name).read_bytes() for name in RESULT_FILES if (path / name).exists()}
+def run_config(cfg: GridConfig, run: Run):
+    """The SACConfig of `run`: exactly what `sac_command` would parse."""
+    from rl.config import PRESETS, SACConfig
+
+    return parse_config(SACConfig, sac_command(cfg, run)[3:], presets=PRESETS)
+
+
+def default_pack_size() -> int:
+    import torch
+
+    return 24 if torch.cuda.is_available() else 4
+
+
+def plan_packs(cfg: GridConfig, runs: list[Run]) -> list[list[Run]]:
+    """Runs grouped into packs of at most `cfg.pack` whose networks stack (rl.workspace.pack_key);
+    runs that cannot stack with others, or whose encoder cannot be built here, get packs of their own."""
+    from rl.encoders import build_encoder
+    from rl.workspace import checkpoint_steps, pack_key
+
+    size = cfg.pack or default_pack_size()
+    groups: dict[tuple, list[Run]] = {}
+    for run in runs:
+        sac = run_config(cfg, run)
+        try:
+            # runs resume together only from a step they all hold: group by their newest checkpoint too
+            steps = checkpoint_steps(run.run_dir)
+            key = (*pack_key(sac, build_encoder(sac, sac.image_size)), steps[-1] if steps else None)
+        except (FileNotFoundError, ValueError):  # a missing pretrained model: the run reports it alone
+            key = ("alone", run.name)
+        groups.setdefault(key, []).append(run)
+    return [group[i:i + size] for group in groups.values() for i in range(0, len(group), size)]
+
+
+def write_spec(cfg: GridConfig, pack: list[Run]) -> Path:
+    """<out>/packs/<name>.json: the pack's run configs (read by `python -m rl.workspace --spec`)."""
+    items = []
+    for run in pack:
+        sac = run_config(cfg, run)
+        items.append({**dataclasses.asdict(sac), "preset": sac.preset})
+    name = hashlib.sha1(",".join(r.name for r in pack).encode()).hexdigest()[:10]
+    return atomic_write_json(Path(cfg.out) / "packs" / f"{pack[0].task}-{pack[0].encoder}-{name}.json", items)
+
+
+def _execute(cmd: list[str], run_dirs: list[str], cwd: str, gpu: int | None = None) -> tuple[int, dict[str, dict[str, bytes]]]:
+    """Run one pack's command, its output appended to every run's stdout.log; return code and result files."""
+    paths = [Path(cwd) / d for d in run_dirs]
+    for path in paths:
+        path.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, **({"CUDA_VISIBLE_DEVICES": str(gpu)} if gpu is not None else {}))
+    log_path = paths[0] / "stdout.log"
+    with open(log_path, "ab") as log:
+        code = subprocess.run(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+    for path in paths[1:]:  # every run folder keeps the pack's log
+        with open(path / "stdout.log", "ab") as log:
+            log.write(log_path.read_bytes())
+    files = {str(d): {name: (p / name).read_bytes() for name in RESULT_FILES if (p / name).exists()}
+             for d, p in zip(run_dirs, paths)}
     return code, files
 
 
@@ -131,17 +190,25 @@ def run_grid(cfg: GridConfig) -> dict[str, str]:
     runs = plan(cfg)
     status = {r.name: "skipped" for r in runs if is_finished(r, cfg.steps)}
     todo = [r for r in runs if r.name not in status]
-    print(f"grid: {len(runs)} runs, {len(status)} already finished, {len(todo)} to run ({cfg.backend})", flush=True)
+    packs = plan_packs(cfg, todo)
+    print(f"grid: {len(runs)} runs, {len(status)} already finished, {len(todo)} to run in {len(packs)} pack(s) "
+          f"({cfg.backend})", flush=True)
     cwd = str(Path.cwd())
     t0 = time.time()
+    commands = [[sys.executable, "-m", "rl.workspace", "--spec", str(write_spec(cfg, p))] for p in packs]
 
-    def record(run: Run, code: int) -> None:
-        status[run.name] = "done" if code == 0 else f"failed (code {code}, see {run.run_dir / 'stdout.log'})"
-        print(f"[{len(status)}/{len(runs)}] {run.name}: {status[run.name]} ({time.time() - t0:.0f} s)", flush=True)
+    def record(pack: list[Run], code: int) -> None:
+        for run in pack:
+            status[run.name] = "done" if code == 0 else f"failed (code {code}, see {run.run_dir / 'stdout.log'})"
+            print(f"[{len(status)}/{len(runs)}] {run.name}: {status[run.name]} ({time.time() - t0:.0f} s)", flush=True)
 
     if cfg.backend == "local":
+        import torch
+
+        gpus = torch.cuda.device_count()
         with ThreadPoolExecutor(cfg.parallel) as pool:
-            futures = {pool.submit(_execute, sac_command(cfg, r), str(r.run_dir), cwd): r for r in todo}
+            futures = {pool.submit(_execute, cmd, [str(r.run_dir) for r in p], cwd, i % gpus if gpus else None): p
+                       for i, (cmd, p) in enumerate(zip(commands, packs))}
             for fut in as_completed(futures):
                 record(futures[fut], fut.result()[0])
     else:
@@ -150,12 +217,13 @@ def run_grid(cfg: GridConfig) -> dict[str, str]:
         ray.init(address=cfg.ray_address or None, ignore_reinit_error=True, include_dashboard=False,
                  log_to_driver=False, **({} if cfg.ray_address else {"num_cpus": max(1, int(cfg.cpus_per_run * cfg.parallel))}))
         remote = ray.remote(num_cpus=cfg.cpus_per_run, num_gpus=cfg.gpus_per_run)(_execute)
-        refs = {remote.remote(sac_command(cfg, r), str(r.run_dir), cwd): r for r in todo}
+        refs = {remote.remote(cmd, [str(r.run_dir) for r in p], cwd): p for cmd, p in zip(commands, packs)}
         pending = list(refs)
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)
             code, files = ray.get(ready[0])
-            _gather(refs[ready[0]], files)
+            for run in refs[ready[0]]:
+                _gather(run, files.get(str(run.run_dir), {}))
             record(refs[ready[0]], code)
         if not cfg.ray_address:
             ray.shutdown()

@@ -117,8 +117,8 @@ def stack_states(states: Sequence[dict[str, Any]]) -> dict[str, Any]:
             out[key] = torch.cat([s[key] for s in states], 0)
         elif isinstance(first, dict):
             out[key] = stack_states([s[key] for s in states])
-        else:  # scalars shared by the pack (step counters of optimisers that step together)
-            out[key] = first
+        else:  # scalars shared by the pack (step counters of optimisers that step together), never aliased
+            out[key] = first.clone() if isinstance(first, torch.Tensor) else first
     return out
 
 
@@ -132,5 +132,5 @@ def slice_state(state: dict[str, Any], run: int, runs: int) -> dict[str, Any]:
         elif isinstance(value, dict):
             out[key] = slice_state(value, run, runs)
         else:
-            out[key] = value
+            out[key] = value.clone() if isinstance(value, torch.Tensor) else value
     return out

@@ -1,0 +1,129 @@
+"""The packed engine: a run's data and learning do not depend on the runs packed beside it, a
+killed pack resumes every run exactly, and runs that cannot stack are split into separate packs."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rl.config import SACConfig
+from rl.grid import GridConfig, plan, plan_packs
+from rl.replay import ReplayBuffer
+from rl.workspace import Pack, latest_checkpoint, train
+
+TINY = dict(random_steps=50, max_episode_steps=50, batch_size=16, hidden_dim=64, feature_dim=16, replay_size=2000,
+            eval_every=0, eval_episodes=1, log_every=50, checkpoint_every=50, torch_threads=1, saliency="oracle")
+
+
+def configs(root: Path, encoder: str, seeds, steps: int, tag: str, **kw) -> list[SACConfig]:
+    return [SACConfig(**{**TINY, **kw}, encoder=encoder, seed=s, steps=steps, out=str(root / f"{tag}{s}")) for s in seeds]
+
+
+@pytest.fixture
+def index_streams(monkeypatch):
+    """Every replay index draw, per (buffer, run): the rows relative to the run's block and the slots."""
+    streams: dict[tuple[int, int], list[np.ndarray]] = {}
+    original = ReplayBuffer.sample_indices
+
+    def record(self, batch_size, run=0):
+        rows, slots = original(self, batch_size, run)
+        streams.setdefault((id(self), run), []).append(np.stack([rows - run * self.num_envs, slots]))
+        return rows, slots
+
+    monkeypatch.setattr(ReplayBuffer, "sample_indices", record)
+    return streams
+
+
+def replay(run_dir: Path, name: str) -> np.ndarray:
+    ckpt = torch.load(latest_checkpoint(run_dir), weights_only=True)
+    return np.load(run_dir / ckpt["replay"]["dir"] / f"{name}.npy")
+
+
+def streams_of(streams, n_buffers_before: int) -> list[list[np.ndarray]]:
+    keys = sorted(streams, key=lambda k: (list(streams).index(k)))
+    return [streams[k] for k in keys[n_buffers_before:]]
+
+
+def test_packed_state_run_is_bit_identical_to_the_same_run_alone(tmp_path, index_streams):
+    """400 env steps, 350 updates: observations, actions, replay indices and weights are identical."""
+    packed = train(configs(tmp_path, "state", (0, 1, 2), 400, "p"))
+    pack_streams = dict(index_streams)
+    alone = train(configs(tmp_path, "state", (1,), 400, "a"))
+    (pack_buffer,) = {k[0] for k in pack_streams}
+    alone_buffer = next(k[0] for k in index_streams if k[0] != pack_buffer)
+    ours, theirs = index_streams[(pack_buffer, 1)], index_streams[(alone_buffer, 0)]
+    assert len(ours) == len(theirs) == 350 and all(np.array_equal(a, b) for a, b in zip(ours, theirs))
+    assert not np.array_equal(index_streams[(pack_buffer, 0)][0], ours[0])  # runs draw their own indices
+    for name in ("obs.state", "action", "reward"):
+        np.testing.assert_array_equal(replay(packed[1], name), replay(alone[0], name))
+    a = torch.load(packed[1] / "agent.pt", weights_only=True)["model"]
+    b = torch.load(alone[0] / "agent.pt", weights_only=True)["model"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    with open(packed[1] / "metrics.csv", newline="") as f, open(alone[0] / "metrics.csv", newline="") as g:
+        assert [r["critic_loss"] for r in csv.DictReader(f)] == [r["critic_loss"] for r in csv.DictReader(g)]
+
+
+def test_packed_cnn_run_matches_alone_within_float_tolerance(tmp_path, index_streams):
+    """Grouped convolutions differ from a single one in the last bits: the random-phase data and
+    every replay index are identical, the weights equal within float tolerance after 50 updates."""
+    packed = train(configs(tmp_path, "cnn_rgb", (0, 1), 100, "p"))
+    buffers = list(dict.fromkeys(k[0] for k in index_streams))
+    alone = train(configs(tmp_path, "cnn_rgb", (1,), 100, "a"))
+    alone_buffer = next(k[0] for k in index_streams if k[0] not in buffers)
+    ours, theirs = index_streams[(buffers[0], 1)], index_streams[(alone_buffer, 0)]
+    assert len(ours) == 50 and all(np.array_equal(a, b) for a, b in zip(ours, theirs))
+    random_phase = slice(0, 50)
+    np.testing.assert_array_equal(replay(packed[1], "obs.pixels")[:, random_phase], replay(alone[0], "obs.pixels")[:, random_phase])
+    a = torch.load(packed[1] / "agent.pt", weights_only=True)["model"]
+    b = torch.load(alone[0] / "agent.pt", weights_only=True)["model"]
+    # Adam's normalised steps turn last-bit differences of near-zero trunk gradients (dead ReLUs) into
+    # up to a learning rate (1e-4) of difference per update; everything else agrees to ~1e-7
+    diffs = torch.cat([(a[k] - b[k]).abs().flatten() for k in a])
+    assert diffs.max() < 1e-3 and diffs.median() < 1e-7
+    for k in a:
+        if not k.startswith("encoder.trunk."):
+            torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=1e-5)
+    moved = torch.load(packed[0] / "agent.pt", weights_only=True)["model"]
+    assert not torch.allclose(moved["actor.net.layers.0.weight"], a["actor.net.layers.0.weight"])  # seeds differ
+
+
+def test_killed_pack_resumes_every_run_exactly(tmp_path):
+    straight = train(configs(tmp_path, "state", (3, 4), 150, "s"))
+    cut = configs(tmp_path, "state", (3, 4), 100, "r")
+    train(cut)  # as if killed after the checkpoint at step 100
+    resumed = train([SACConfig(**{**c.__dict__, "steps": 150, "resume": True}) for c in cut])
+    for a_dir, b_dir in zip(straight, resumed):
+        a = torch.load(a_dir / "agent.pt", weights_only=True)["model"]
+        b = torch.load(b_dir / "agent.pt", weights_only=True)["model"]
+        assert all(torch.equal(a[k], b[k]) for k in a)
+        with open(b_dir / "metrics.csv", newline="") as f:
+            assert [int(r["step"]) for r in csv.DictReader(f)] == [50, 100, 150]  # no duplicated rows
+        assert [p.name for p in b_dir.glob("checkpoint-*.pt")] == ["checkpoint-000000150.pt"]
+        assert [p.name for p in b_dir.glob("replay-*")] == ["replay-000000150"]
+
+
+def test_a_pack_resumes_from_the_newest_step_every_run_holds(tmp_path):
+    """A kill while a step's checkpoints are written leaves runs at different steps: the pack resumes
+    from the newest step they all hold."""
+    cfgs = configs(tmp_path, "state", (0, 1), 100, "k")
+    train(cfgs)
+    run0 = cfgs[0].run_dir()
+    ckpt = torch.load(run0 / "checkpoint-000000100.pt", weights_only=True)
+    torch.save({**ckpt, "step": 150}, run0 / "checkpoint-000000150.pt")  # only run 0 reached step 150
+    pack = Pack([SACConfig(**{**c.__dict__, "steps": 200, "resume": True}) for c in cfgs])
+    assert pack.step == 100
+    (cfgs[1].run_dir() / "checkpoint-000000100.pt").unlink()
+    with pytest.raises(SystemExit, match="no checkpoint at a common step"):
+        Pack([SACConfig(**{**c.__dict__, "steps": 200, "resume": True}) for c in cfgs])
+
+
+def test_runs_that_cannot_stack_are_split_not_refused(tmp_path):
+    grid = GridConfig(encoders="state,cnn_rgb,cnn_rgbs", seeds="0,1,2", steps=100, sac_preset="micro", out=str(tmp_path), pack=2)
+    packs = plan_packs(grid, plan(grid))
+    assert sorted((p[0].encoder, len(p)) for p in packs) == [
+        ("cnn_rgb", 1), ("cnn_rgb", 2), ("cnn_rgbs", 1), ("cnn_rgbs", 2), ("state", 1), ("state", 2)]
+    with pytest.raises(ValueError, match="cannot share a pack"):
+        Pack([*configs(tmp_path, "cnn_rgb", (0,), 100, "x"), *configs(tmp_path, "cnn_rgbs", (1,), 100, "y")])
