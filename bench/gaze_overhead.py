@@ -46,9 +46,9 @@ def update_phase_rate(run_dir: Path, random_steps: int) -> float:
 
 def full_buffer_update_s(size: int, update_every_cfg: dict, repeats: int) -> float:
     """Seconds per contrastive update with `size` valid entries (random features, varied returns)."""
-    enc = ENCODERS["gaze"](type("Cfg", (), {**update_every_cfg, "gaze_buffer_size": size}), 64, 39)
+    enc = ENCODERS["gaze"](type("Cfg", (), {**update_every_cfg, "gaze_buffer_size": size}), 64)
     rng = np.random.default_rng(0)
-    buf = enc.buffer
+    buf = enc.buffers[0]
     chunk = 10_000
     for start in range(0, size, chunk):
         n = min(chunk, size - start)

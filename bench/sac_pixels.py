@@ -35,8 +35,8 @@ class ReencodeMMAE(MMAEEncoder):
     frozen = False
 
 
-def reencode_factory(cfg, image_size=64, state_dim=39):
-    return ReencodeMMAE(ENCODERS["mmae_rgb"](cfg, image_size, state_dim).module, ("rgb",), image_size)
+def reencode_factory(cfg, image_size=64, runs=1):
+    return ReencodeMMAE(ENCODERS["mmae_rgb"](cfg, image_size).module, ("rgb",))
 
 
 def encoder_export(name: str, tmp: Path) -> tuple[str, str]:
@@ -103,7 +103,7 @@ def main() -> None:
     specs = {
         "frames (cnn_rgb: uint8 3x64x64)": {"pixels": ((3, 64, 64), np.uint8)},
         "frames + saliency (cnn_rgbs: uint8 4x64x64)": {"pixels": ((3, 64, 64), np.uint8), "saliency": ((1, 64, 64), np.uint8)},
-        "embedding (mmae_*: float16 x 256)": {"embedding": ((256,), np.float16)},
+        "embedding (mmae_*: float32 x 256)": {"embedding": ((256,), np.float32)},
         "state (float32 x 39)": {"state": ((39,), np.float32)},
     }
     for name, spec in specs.items():

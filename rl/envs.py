@@ -107,7 +107,8 @@ def make_envs(
     fns = [_worker(config, pixels, oracle_saliency, base, i, num_envs, first)
            for base, first in zip(seed_bases, first_episodes) for i in range(num_envs)]
     kwargs = dict(autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-    # State-only envs step at ~2k steps/s: subprocess round trips would cost more than they save.
-    if asynchronous and pixels and len(fns) > 1:
+    # Pixel envs render in workers (even one: it renders while the agent updates). State-only envs step
+    # at ~2k steps/s: subprocess round trips would cost more than they save.
+    if asynchronous and pixels:
         return gym.vector.AsyncVectorEnv(fns, context="spawn", shared_memory=True, **kwargs)
     return gym.vector.SyncVectorEnv(fns, **kwargs)

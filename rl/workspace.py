@@ -2,7 +2,8 @@
 
 Each step, every run's envs step together (one vector env, worker processes across the cores),
 saliency and frozen encoders run once on all frames (rl/observe.py), and one update of the packed
-agent is one SAC update of every run (rl/agent.py). Each run stays a run: its own seed, env seeds,
+agent is one SAC update of every run (rl/agent.py). The update runs while the env workers render
+the step (it samples transitions up to the previous step), so rendering and learning overlap. Each run stays a run: its own seed, env seeds,
 exploration noise and replay indices (none depend on the runs beside it), its own folder with
 config.json, metrics.csv, eval.csv, aux.csv (gaze), tb/ (TensorBoard), checkpoint-<step>.pt with
 replay-<step>/ (resumable), agent.pt and summary.json.
@@ -302,7 +303,16 @@ def train(cfgs: list[SACConfig]) -> list[Path]:
             else:
                 noise = pack.noise.normal(E, ACTION_DIM, device=pack.device)
                 action = agent.act(observer.per_run(stored), noise).flatten(0, 1).cpu().numpy()
-            raw, reward, term, trunc, info = envs.step(action)
+            overlapped = hasattr(envs, "step_async")
+            if overlapped:  # the env workers render while the agent updates
+                envs.step_async(action)
+            if learning:  # E updates per env step of every run, from transitions up to the previous step
+                for _ in range(E):
+                    noise = pack.noise.normal(2, cfg.batch_size, ACTION_DIM, device=pack.device).transpose(0, 1)
+                    last.update(agent.update(buffer.sample(cfg.batch_size, pack.device), noise))
+                    if encoder is not None:
+                        aux = encoder.auxiliary_update(agent.num_updates) or aux
+            raw, reward, term, trunc, info = envs.step_wait() if overlapped else envs.step(action)
             done = term | trunc
             next_obs, next_stored = observer.observe(raw, run_of_row)
             final_stored = None
@@ -328,13 +338,6 @@ def train(cfgs: list[SACConfig]) -> list[Path]:
                 pack.episodes[r] += 1
                 ep_return[i] = ep_success[i] = ep_len[i] = 0
             obs, stored = next_obs, next_stored
-
-            if learning:
-                for _ in range(E):
-                    noise = pack.noise.normal(2, cfg.batch_size, ACTION_DIM, device=pack.device).transpose(0, 1)
-                    last.update(agent.update(buffer.sample(cfg.batch_size, pack.device), noise))
-                    if encoder is not None:
-                        aux = encoder.auxiliary_update(agent.num_updates) or aux
 
             if step >= next_log:
                 now = time.time()

@@ -1,0 +1,204 @@
+"""Packed RL throughput: N SAC runs in one process (rl.workspace) beside the same N runs as separate processes.
+
+    python bench/rl_throughput.py [--encoders mmae_rgbs,cnn_rgb,gaze] [--packs 1,4] [--hidden 256] [--steps 200]
+                                  [--rounds 1] [--threads 1] [--device cpu] [--profile]
+
+Aggregate env-steps/s with one update per env step per run (reach-v3 64x64, batch 128, the given
+MLP width), measured in the learning phase only (after the random steps), from each run's
+metrics.csv. For every encoder and N: one packed process of N runs (`python -m rl.workspace`) and
+N concurrent `python -m rl.sac` processes (their rates summed), alternated within each round so
+machine noise hits both alike. Frozen encoders read runs/mmae/<name>/encoder.pt when present, else
+a randomly initialised paper-size export (identical cost); mmae_rgbs reads the student saliency
+model runs/saliency/reach-v3/student.pt when present, else a randomly initialised student (identical
+cost). `--profile` adds where a packed step's time goes (env step, saliency + frozen encoder,
+replay sample, update), per run, for each N.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from data.runs import device_description
+from rl.config import SACConfig
+from sac_pixels import encoder_export
+
+RANDOM = 200
+
+
+def student_model(tmp: Path) -> tuple[str, str]:
+    path = Path("runs/saliency/reach-v3/student.pt")
+    if path.exists():
+        return str(path), f"student {path}"
+    from saliency.predictor import save_checkpoint
+    from saliency.student import StudentConfig, StudentNet
+
+    out = tmp / "student.pt"
+    save_checkpoint(out, StudentNet(StudentConfig()), "student")
+    return str(out), "random-init student (no runs/saliency model yet)"
+
+
+def learning_rate(run_dir: Path) -> float:
+    """env-steps/s of one run between its first metrics row after the random phase and its last row."""
+    with open(run_dir / "metrics.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if int(r["step"]) > RANDOM]
+    return (int(rows[-1]["step"]) - int(rows[0]["step"])) / (float(rows[-1]["wall_s"]) - float(rows[0]["wall_s"]))
+
+
+def configs(encoder: str, n: int, args, root: Path, extra: dict) -> list[SACConfig]:
+    return [SACConfig(encoder=encoder, seed=s, hidden_dim=args.hidden, steps=RANDOM + args.steps, random_steps=RANDOM,
+                      log_every=50, eval_every=0, eval_episodes=1, checkpoint_every=10**9, replay_size=20_000,
+                      torch_threads=args.threads, device=args.device, out=str(root / f"seed{s}"), **extra)
+            for s in range(n)]
+
+
+def packed(encoder: str, n: int, args, root: Path, extra: dict) -> float:
+    cfgs = configs(encoder, n, args, root, extra)
+    spec = root / "pack.json"
+    root.mkdir(parents=True)
+    spec.write_text(json.dumps([dataclasses.asdict(c) for c in cfgs]))
+    subprocess.run([sys.executable, "-m", "rl.workspace", "--spec", str(spec)], check=True, capture_output=True)
+    return n * learning_rate(cfgs[0].run_dir())
+
+
+def separate(encoder: str, n: int, args, root: Path, extra: dict) -> float:
+    procs = []
+    for cfg in configs(encoder, n, args, root, extra):
+        flags = []
+        for f in dataclasses.fields(cfg):
+            value = getattr(cfg, f.name)
+            if f.init and value != f.default and not isinstance(value, bool):
+                flags += [f"--{f.name.replace('_', '-')}", str(value)]
+        procs.append((cfg.run_dir(), subprocess.Popen([sys.executable, "-m", "rl.sac", *flags],
+                                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)))
+    for _, p in procs:
+        if p.wait() != 0:
+            raise RuntimeError(p.stderr.read().decode()[-2000:])
+    return sum(learning_rate(d) for d, _ in procs)
+
+
+def profile(encoder: str, n: int, args, root: Path, extra: dict, steps: int = 60) -> dict[str, float]:
+    """Milliseconds per packed step in each phase, after RANDOM filled the buffer."""
+    import numpy as np
+
+    from rl.observe import stack_final_obs
+    from rl.workspace import Pack, env_config, make_envs
+
+    torch.set_num_threads(args.threads)
+    pack = Pack(configs(encoder, n, args, root, extra))
+    cfg, obs_ = pack.cfg, pack.observer
+    envs = make_envs(env_config(cfg), 1, pixels=obs_.pixels, oracle_saliency=obs_.oracle,
+                     seed_bases=[c.seed for c in pack.cfgs])
+    rows = np.arange(n)
+    raw, _ = envs.reset()
+    obs, stored = obs_.observe(raw, rows)
+    pack.buffer.start(stored)
+    times = dict.fromkeys(("env step", "saliency + frozen encoder", "act", "replay sample", "update"), 0.0)
+    for t in range(RANDOM + steps):
+        timed = t >= RANDOM
+        t0 = time.perf_counter()
+        action = pack.agent.act(obs_.per_run(stored), pack.noise.normal(1, 4)).flatten(0, 1).numpy()
+        t1 = time.perf_counter()
+        raw, reward, term, trunc, info = envs.step(action)
+        t2 = time.perf_counter()
+        nobs, nstored = obs_.observe(raw, rows)
+        done = term | trunc
+        final = None
+        if done.any():
+            f = obs_.store(obs_.fields(stack_final_obs(info["final_obs"], np.flatnonzero(done))), rows[done])
+            final = {k: v.clone() for k, v in nstored.items()}
+            for k in final:
+                final[k][torch.from_numpy(np.flatnonzero(done))] = f[k]
+        pack.buffer.add(action, reward, term, nstored, done, final)
+        t3 = time.perf_counter()
+        if pack.encoder is not None:
+            pack.encoder.on_env_step(obs_.per_run(obs), reward.reshape(n, 1), done.reshape(n, 1))
+        obs, stored = nobs, nstored
+        if t >= 2:
+            t4 = time.perf_counter()
+            batch = pack.buffer.sample(cfg.batch_size)
+            t5 = time.perf_counter()
+            pack.agent.update(batch, pack.noise.normal(2, cfg.batch_size, 4).transpose(0, 1))
+            if pack.encoder is not None:
+                pack.encoder.auxiliary_update(pack.agent.num_updates)
+            t6 = time.perf_counter()
+            if timed:
+                for k, dt in zip(times, (t2 - t1, t3 - t2, t1 - t0, t5 - t4, t6 - t5)):
+                    times[k] += dt
+    envs.close()
+    return {k: 1000 * v / steps for k, v in times.items()}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--encoders", default="mmae_rgbs,cnn_rgb,gaze,state")
+    p.add_argument("--packs", default="1,4", help="comma-separated N")
+    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--steps", type=int, default=200, help="timed learning steps per run")
+    p.add_argument("--rounds", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--no-separate", action="store_true", help="only the packed processes")
+    p.add_argument("--profile", action="store_true", help="also time the phases of a packed step")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    packs = [int(x) for x in args.packs.split(",")]
+    results: dict[tuple[str, int, str], list[float]] = {}
+    notes: dict[str, str] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        rgb, rgb_desc = encoder_export("rgb", tmp)
+        rgbs, rgbs_desc = encoder_export("rgbs", tmp)
+        student, student_desc = student_model(tmp)
+        extra = {"mmae_rgb": dict(mmae=rgb), "mmae_rgbs": dict(mmae=rgbs, saliency_model=student),
+                 "cnn_rgbs": dict(saliency_model=student)}
+        notes = {"mmae_rgb": rgb_desc, "mmae_rgbs": f"{rgbs_desc}; saliency: {student_desc}", "cnn_rgbs": student_desc}
+        k = 0
+        for rnd in range(args.rounds):
+            for enc in args.encoders.split(","):
+                for n in packs:
+                    for mode, fn in (("packed", packed), ("separate", separate)):
+                        if mode == "separate" and (args.no_separate or n == 1):
+                            continue
+                        k += 1
+                        v = fn(enc, n, args, tmp / f"r{k}", extra.get(enc, {}))
+                        results.setdefault((enc, n, mode), []).append(v)
+                        print(f"round {rnd}: {enc} N={n} {mode}: {v:.1f} env-steps/s", flush=True)
+        prof = {}
+        if args.profile:
+            for enc in args.encoders.split(","):
+                for n in packs:
+                    k += 1
+                    prof[(enc, n)] = profile(enc, n, args, tmp / f"p{k}", extra.get(enc, {}))
+    print(f"\ndevice: {device_description()}; reach-v3 64x64, 1 env per run, hidden {args.hidden}, batch 128, one "
+          f"update per env step, {args.steps} timed learning steps per run, torch threads {args.threads}, "
+          f"median of {args.rounds} round(s)\n")
+    print("| encoder | N | packed (1 process) | separate (N processes, sum) | packed / separate |\n|---|---|---|---|---|")
+    for enc in args.encoders.split(","):
+        for n in packs:
+            a = statistics.median(results[(enc, n, "packed")])
+            b = statistics.median(results[(enc, n, "separate")]) if (enc, n, "separate") in results else None
+            print(f"| {enc} | {n} | {a:.1f} | {f'{b:.1f}' if b else '-'} | {f'{a / b:.2f}x' if b else '-'} |")
+    for enc, note in notes.items():
+        if enc in args.encoders.split(","):
+            print(f"\n{enc}: {note}")
+    if prof:
+        keys = list(next(iter(prof.values())))
+        print("\nms per packed step (one env step and one update of every run), and per run:\n")
+        print("| encoder | N | " + " | ".join(keys) + " | total | per run |\n|---|---|" + "---|" * (len(keys) + 2))
+        for (enc, n), t in prof.items():
+            total = sum(t.values())
+            print(f"| {enc} | {n} | " + " | ".join(f"{v:.1f}" for v in t.values()) + f" | {total:.1f} | {total / n:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
