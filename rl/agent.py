@@ -115,8 +115,16 @@ class SAC(nn.Module):
         noise [2, R, B, A]: the reparameterisation noise of the target and the actor step.
         Returns detached per-run metrics [R] (converted to numbers only when logged).
         """
-        cfg = self.cfg
         self.num_updates += 1
+        return self.step(batch, noise, *self.schedule(self.num_updates))
+
+    def schedule(self, update: int) -> tuple[bool, bool]:
+        """(actor and temperature step?, target step?) of the update numbered `update` (from 1)."""
+        return update % self.cfg.actor_update_every == 0, update % self.cfg.target_update_every == 0
+
+    def step(self, batch: dict[str, Any], noise: torch.Tensor, actor_step: bool, target_step: bool) -> dict[str, torch.Tensor]:
+        """The tensor work of one update: no host synchronisation, so a GPU can capture it as a graph."""
+        cfg = self.cfg
         alpha = self.log_alpha.detach().exp()[:, None]  # [R, 1]
         with torch.no_grad():
             next_feat = self.features(batch["next_obs"])
@@ -131,7 +139,7 @@ class SAC(nn.Module):
         self.critic_opt.step()
         metrics = {"critic_loss": critic_loss.detach(), "q_mean": q.detach().mean((1, 2))}
 
-        if self.num_updates % cfg.actor_update_every == 0:
+        if actor_step:
             feat = feat.detach()
             self.critic.requires_grad_(False)
             action, logp = self.actor(feat, noise[1])
@@ -145,7 +153,7 @@ class SAC(nn.Module):
             alpha_loss.sum().backward()
             self.alpha_opt.step()
             metrics.update(actor_loss=actor_loss.detach(), alpha_loss=alpha_loss.detach(), entropy=-logp.detach().mean(1))
-        if self.num_updates % cfg.target_update_every == 0:
+        if target_step:
             with torch.no_grad():
                 torch._foreach_lerp_(self._target_params, self._critic_params, cfg.tau)
         return metrics
@@ -170,3 +178,77 @@ class SAC(nn.Module):
         for k, opt in self._optimizers().items():
             opt.load_state_dict(stack_states([s[k] for s in states]))
         self.num_updates = int(states[0]["num_updates"])
+
+
+class GraphedUpdates:
+    """`SAC.update` replayed from CUDA graphs: each schedule variant (actor step or not, target step
+    or not) is captured once, after a few eager warm-up updates on a side stream (which create the
+    optimisers' state), and every later update copies its batch and noise into the graph's static
+    inputs and replays it: a whole update of every run of the pack is one graph launch.
+
+    Updates are the same computation as eager ones (`SAC.step`); if a capture fails, updates stay
+    eager and the reason is kept in `disabled`.
+    """
+
+    WARMUP = 4
+
+    def __init__(self, agent: SAC):
+        self.agent = agent
+        self.graphs: dict[tuple[bool, bool], tuple[torch.cuda.CUDAGraph, dict[str, torch.Tensor]]] = {}
+        self.static: tuple[dict[str, Any], torch.Tensor] | None = None
+        self.disabled = ""
+        for opt in agent._optimizers().values():
+            for group in opt.param_groups:
+                group["capturable"] = True  # optimiser steps without host synchronisation
+
+    def __call__(self, batch: dict[str, Any], noise: torch.Tensor) -> dict[str, torch.Tensor]:
+        agent = self.agent
+        if self.disabled:
+            return agent.update(batch, noise)
+        if agent.num_updates < self.WARMUP:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                out = agent.update(batch, noise)
+            torch.cuda.current_stream().wait_stream(side)
+            return out
+        key = agent.schedule(agent.num_updates + 1)
+        if self.static is None:
+            self.static = _clone_tree((batch, noise))
+        _copy_tree(self.static, (batch, noise))
+        if key not in self.graphs:
+            try:
+                graph = torch.cuda.CUDAGraph()
+                for opt in agent._optimizers().values():
+                    opt.zero_grad(set_to_none=True)
+                with torch.cuda.graph(graph):
+                    outputs = agent.step(*self.static, *key)
+                self.graphs[key] = (graph, outputs)
+            except RuntimeError as err:  # e.g. an encoder with host synchronisation in its forward
+                agent.critic.requires_grad_(True)
+                self.disabled = f"CUDA graph capture failed, updates stay eager: {err}"
+                print(f"warning: {self.disabled}", flush=True)
+                return agent.update(batch, noise)
+        graph, outputs = self.graphs[key]
+        graph.replay()
+        agent.num_updates += 1
+        return outputs
+
+
+def _clone_tree(tree: Any) -> Any:
+    if isinstance(tree, torch.Tensor):
+        return tree.clone()
+    if isinstance(tree, dict):
+        return {k: _clone_tree(v) for k, v in tree.items()}
+    return tuple(_clone_tree(v) for v in tree)
+
+
+def _copy_tree(dst: Any, src: Any) -> None:
+    if isinstance(dst, torch.Tensor):
+        dst.copy_(src, non_blocking=True)
+    elif isinstance(dst, dict):
+        for k in dst:
+            _copy_tree(dst[k], src[k])
+    else:
+        for d, s_ in zip(dst, src):
+            _copy_tree(d, s_)

@@ -43,6 +43,7 @@ class SACConfig:
     resume: bool = _f(False, "continue the run in --out from its last checkpoint (same config required)")
     preset: str = field(default="", init=False, metadata={"help": "preset the run was started from (set by --preset)"})
     device: str = _f("auto", "torch device: auto (cuda if available), cpu, cuda, cuda:1, ...")
+    cuda_graphs: bool = _f(True, "on a GPU, replay each SAC update of the pack from a captured CUDA graph (gaze encoders stay eager)")
     torch_threads: int = _f(0, "torch CPU threads (0: torch's default; 1 is fastest on a busy shared CPU)")
     # -- environment ---------------------------------------------------------------------------
     num_envs: int = _f(1, "parallel training envs (subprocesses when > 1); one SAC update per env step")

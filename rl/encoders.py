@@ -60,6 +60,8 @@ class Encoder(nn.Module):
     out_dim: int = 0
     #: frozen encoders run once per env step and the replay buffer stores their output
     frozen: bool = False
+    #: forward does no host work (no .item(), no numpy): updates can be captured as CUDA graphs
+    graph_safe: bool = True
 
     def forward(self, obs: dict[str, torch.Tensor], detach: bool = False) -> torch.Tensor:  # [R, B, out_dim]
         raise NotImplementedError

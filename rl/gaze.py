@@ -231,6 +231,7 @@ class GazeEncoder(Encoder):
     """ConvTrunk -> gaze head -> attention-weighted feature map -> Projection, for R runs (see module doc)."""
 
     obs_keys = ("pixels",)
+    graph_safe = False  # forward records sigma on the host and caches acting features
 
     def __init__(self, cfg: Any, image_size: int, runs: int = 1, head: str = "gaussian", components: int = 1,
                  contrastive: bool = True):

@@ -33,7 +33,7 @@ from tqdm import tqdm
 from data.env import EnvConfig
 from data.io import atomic_torch_save, atomic_write_json
 from data.runs import MetricLogger, device_description, prepare_run_dir
-from rl.agent import SAC, RunNoise
+from rl.agent import SAC, GraphedUpdates, RunNoise
 from rl.config import PACK_FIELDS, SACConfig
 from rl.encoders import Encoder, build_encoder
 from rl.envs import EVAL_SEED_BASE, TRAIN_SEED_STRIDE, make_envs
@@ -253,6 +253,8 @@ def train(cfgs: list[SACConfig]) -> list[Path]:
     cfg, R, E = pack.cfg, pack.runs, pack.envs_per_run
     agent, observer, buffer, encoder = pack.agent, pack.observer, pack.buffer, pack.encoder
     resumed = pack.states is not None
+    graphed = pack.device.type == "cuda" and cfg.cuda_graphs and (encoder is None or encoder.graph_safe)
+    update = GraphedUpdates(agent) if graphed else agent.update
     for c, run_dir in zip(cfgs, pack.run_dirs):
         prepare_run_dir(run_dir, c, resume=c.resume)
     metrics_logs = [MetricLogger(d, "metrics") for d in pack.run_dirs]
@@ -309,7 +311,7 @@ def train(cfgs: list[SACConfig]) -> list[Path]:
             if learning:  # E updates per env step of every run, from transitions up to the previous step
                 for _ in range(E):
                     noise = pack.noise.normal(2, cfg.batch_size, ACTION_DIM, device=pack.device).transpose(0, 1)
-                    last.update(agent.update(buffer.sample(cfg.batch_size, pack.device), noise))
+                    last.update(update(buffer.sample(cfg.batch_size, pack.device), noise))
                     if encoder is not None:
                         aux = encoder.auxiliary_update(agent.num_updates) or aux
             raw, reward, term, trunc, info = envs.step_wait() if overlapped else envs.step(action)
