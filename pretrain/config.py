@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from data.cli import check_finite
 from pretrain.multimae import ModelConfig
 
 
@@ -12,9 +13,11 @@ class PretrainConfig:
     """MultiMAE pretraining on RGB (+ saliency) frames from shard folders."""
 
     data: str = field(default="data/shards", metadata={"help": "a shard folder or a folder of shard folders (several tasks); a labelled folder (manifest 'labelled_from') replaces its source"})
+    pooled: bool = field(default=False, metadata={"help": "one model on the frames of every task under --data; default: one model per task (the paper), in --out/<task>/ when --data holds several tasks"})
+    task: str = field(default="", metadata={"help": "train on the folders of this task only (manifest 'task'); set per run when --data holds several tasks"})
     modalities: str = field(default="rgb,saliency", metadata={"help": "'rgb,saliency' (full model) or 'rgb' (the MMAE RGB baseline)"})
     saliency: str = field(default="predicted", metadata={"help": "saliency source: 'predicted' (saliency.png written by saliency.label) or 'oracle' (maps from the stored oracle clicks)", "choices": ["predicted", "oracle"]})
-    out: str = field(default="", metadata={"help": "run folder (default runs/mmae/rgbs for rgb,saliency, runs/mmae/rgb for rgb)"})
+    out: str = field(default="", metadata={"help": "run folder (default runs/mmae/rgbs for rgb,saliency, runs/mmae/rgb for rgb); with several tasks under --data and no --pooled, one subfolder per task"})
     resume: bool = field(default=False, metadata={"help": "continue the run in --out from its checkpoint (optimizer, schedule, step, RNG)"})
     epochs: int = field(default=200, metadata={"help": "passes over the training frames"})
     batch_size: int = field(default=512, metadata={"help": "global batch (split evenly across torchrun processes)"})
@@ -29,8 +32,11 @@ class PretrainConfig:
     decoder_dim: int = field(default=256, metadata={"help": "decoder width"})
     decoder_depth: int = field(default=3, metadata={"help": "self-attention blocks per decoder (after its cross-attention)"})
     decoder_heads: int = field(default=4, metadata={"help": "decoder attention heads"})
-    num_visible: int = field(default=32, metadata={"help": "visible tokens per sample, split across modalities by a Dirichlet draw"})
+    num_visible: int = field(default=0, metadata={"help": "visible tokens per sample, split across modalities by a Dirichlet draw; 0 = a quarter of all input tokens (the paper's masking ratio 0.75: 32 of 128 for rgb,saliency, 16 of 64 for rgb)"})
     alpha: float = field(default=1.0, metadata={"help": "Dirichlet concentration of the visible-token split"})
+    input_norm: str = field(default="imagenet", metadata={"help": "RGB input normalisation inside the model: 'imagenet' (MultiMAE's mean/std) or 'none' (raw [0, 1], models made before it)", "choices": ["imagenet", "none"]})
+    augment: str = field(default="crop", metadata={"help": "training augmentation: 'crop' (RandomResizedCrop, the paper's Table II, one box per sample shared by its modalities) or 'none'", "choices": ["crop", "none"]})
+    crop_scale: float = field(default=0.2, metadata={"help": "smallest crop area share of RandomResizedCrop (largest 1.0; MAE/MultiMAE use 0.2)"})
     image_size: int = field(default=64, metadata={"help": "frame size the model sees (frames are resized by data.preprocess)"})
     patch_size: int = field(default=8, metadata={"help": "patch size in pixels"})
     limit: int = field(default=0, metadata={"help": "use at most this many frames per shard folder (0 = all)"})
@@ -46,6 +52,7 @@ class PretrainConfig:
     preset: str = field(default="", init=False, metadata={"help": "set by --preset (recorded in config.json)"})
 
     def validate(self) -> "PretrainConfig":
+        check_finite(self)  # NaN/inf hyperparameters are refused here, whoever built the config
         self.model_config().validate()
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("--epochs and --batch-size must be >= 1")
@@ -53,6 +60,10 @@ class PretrainConfig:
             raise ValueError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
         if self.lr <= 0 or self.min_lr < 0 or self.warmup_epochs < 0:
             raise ValueError("--lr must be > 0, --min-lr and --warmup-epochs >= 0")
+        if self.augment not in ("crop", "none") or not 0 < self.crop_scale <= 1:
+            raise ValueError(f"--augment must be 'crop' or 'none' and --crop-scale in (0, 1], got {self.augment!r}, {self.crop_scale}")
+        if self.num_visible < 0:
+            raise ValueError(f"--num-visible must be >= 0 (0 = a quarter of the input tokens), got {self.num_visible}")
         if self.saliency not in ("predicted", "oracle"):
             raise ValueError(f"--saliency must be 'predicted' or 'oracle', got {self.saliency!r}")
         return self
@@ -67,12 +78,18 @@ class PretrainConfig:
             return Path(self.out)
         return Path("runs/mmae") / ("rgbs" if "saliency" in self.modality_tuple else "rgb")
 
+    @property
+    def visible_tokens(self) -> int:
+        """--num-visible, or a quarter of all input tokens when it is 0 (masking ratio 0.75)."""
+        tokens = len(self.modality_tuple) * (self.image_size // max(1, self.patch_size)) ** 2
+        return self.num_visible or max(1, tokens // 4)
+
     def model_config(self) -> ModelConfig:
         return ModelConfig(
             modalities=self.modality_tuple, image_size=self.image_size, patch_size=self.patch_size,
             dim=self.dim, depth=self.depth, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio,
-            num_visible=self.num_visible, alpha=self.alpha, decoder_dim=self.decoder_dim,
-            decoder_depth=self.decoder_depth, decoder_heads=self.decoder_heads,
+            num_visible=self.visible_tokens, alpha=self.alpha, decoder_dim=self.decoder_dim,
+            decoder_depth=self.decoder_depth, decoder_heads=self.decoder_heads, input_norm=self.input_norm,
         )
 
 

@@ -31,22 +31,31 @@ def select_folders(root: str | Path) -> list[Path]:
     return [f for f in folders if f.name not in labelled]
 
 
+def folder_task(folder: Path) -> str:
+    """The Meta-World task of a shard folder (its manifest's "task", else the folder name)."""
+    return str(read_manifest(folder).get("task") or folder.name)
+
+
 @dataclass
 class Frames:
-    """rgb uint8 [N, H, W, 3], saliency uint8 [N, H, W] (or None), group long [N] (episode id)."""
+    """rgb uint8 [N, H, W, 3], saliency uint8 [N, H, W] (or None), group long [N] (episode id),
+    state float32 [N, 39] (the stored Meta-World states; None when not loaded)."""
 
     rgb: torch.Tensor
     saliency: torch.Tensor | None
     group: torch.Tensor
+    state: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.rgb.shape[0]
 
     def subset(self, idx: torch.Tensor) -> "Frames":
-        return Frames(self.rgb[idx], None if self.saliency is None else self.saliency[idx], self.group[idx])
+        pick = lambda t: None if t is None else t[idx]  # noqa: E731
+        return Frames(self.rgb[idx], pick(self.saliency), self.group[idx], pick(self.state))
 
     def to(self, device: torch.device | str) -> "Frames":
-        return Frames(self.rgb.to(device), None if self.saliency is None else self.saliency.to(device), self.group.to(device))
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return Frames(self.rgb.to(device), move(self.saliency), self.group.to(device), move(self.state))
 
     def batch(self, idx: torch.Tensor, modalities: tuple[str, ...], size: int, device: torch.device | str) -> dict[str, torch.Tensor]:
         """Indices [B] -> {modality: float32 [B, C, size, size] in [0, 1]} on `device`."""
@@ -57,13 +66,19 @@ class Frames:
         return out
 
 
-def load_frames(root: str | Path, saliency: str | None, limit: int = 0) -> tuple[Frames, list[dict]]:
-    """Load every selected folder under `root`; `saliency` is None, 'predicted' or 'oracle'.
+def load_frames(root: str | Path, saliency: str | None, limit: int = 0, task: str = "") -> tuple[Frames, list[dict]]:
+    """Load every selected folder under `root` (only those of `task` when given); `saliency` is None,
+    'predicted' or 'oracle'.
 
-    Returns the frames and one info dict per folder (path, frames, saliency source).
+    Returns the frames (states included) and one info dict per folder (path, task, frames, saliency source).
     """
-    rgbs, sals, groups, info = [], [], [], []
-    for i, folder in enumerate(select_folders(root)):
+    rgbs, sals, groups, states, info = [], [], [], [], []
+    folders = select_folders(root)
+    if task:
+        folders = [f for f in folders if folder_task(f) == task]
+        if not folders:
+            raise ShardError(f"{root}: no shard folder of task {task!r} (found: {', '.join(sorted({folder_task(f) for f in select_folders(root)}))})")
+    for i, folder in enumerate(folders):
         try:
             arrays = load_arrays(folder, limit=limit or None, need_saliency=saliency == "predicted")
         except ShardError as err:
@@ -76,6 +91,7 @@ def load_frames(root: str | Path, saliency: str | None, limit: int = 0) -> tuple
             raise
         n, h = arrays["rgb"].shape[0], arrays["rgb"].shape[1]
         rgbs.append(torch.from_numpy(arrays["rgb"]))
+        states.append(torch.from_numpy(arrays["state"]).float())
         if saliency == "predicted":
             sals.append(torch.from_numpy(arrays["saliency"]))
         elif saliency == "oracle":
@@ -83,11 +99,16 @@ def load_frames(root: str | Path, saliency: str | None, limit: int = 0) -> tuple
         episodes = [(m.get("shard", 0), m.get("episode", j)) for j, m in enumerate(arrays["meta"])]
         ids = {e: k for k, e in enumerate(dict.fromkeys(episodes))}
         groups.append(torch.tensor([i * 1_000_000 + ids[e] for e in episodes]))
-        info.append({"folder": str(folder), "frames": n, "saliency": saliency or "none"})
+        info.append({"folder": str(folder), "task": folder_task(folder), "frames": n, "saliency": saliency or "none"})
     if len({tuple(r.shape[1:]) for r in rgbs}) > 1:
         raise ShardError(f"{root}: folders hold frames of different sizes ({json.dumps([list(r.shape[1:3]) for r in rgbs])}); pass one size")
-    frames = Frames(torch.cat(rgbs), torch.cat(sals) if sals else None, torch.cat(groups))
+    frames = Frames(torch.cat(rgbs), torch.cat(sals) if sals else None, torch.cat(groups), torch.cat(states))
     return frames, info
+
+
+def tasks_under(root: str | Path) -> list[str]:
+    """The distinct tasks of the shard folders selected under `root`, sorted."""
+    return sorted({folder_task(f) for f in select_folders(root)})
 
 
 def split_episodes(frames: Frames, val_fraction: float, seed: int = 0) -> tuple[Frames, Frames]:

@@ -1,8 +1,17 @@
-"""The pretrained MultiMAE encoder, frozen, as RL sees it: all tokens in, no masking, mean token out.
+"""The pretrained MultiMAE encoder, frozen, as RL sees it: all tokens in, no masking, pooled features out.
 
     enc = FrozenEncoder.load("runs/mmae/rgbs/encoder.pt")                   # rgb + saliency
     enc = FrozenEncoder.load("runs/mmae/rgbs/encoder.pt", inputs=("rgb",))  # the paper's PO variant
-    feats = enc(rgb, saliency)  # rgb [B, 3, 64, 64], saliency [B, 1, 64, 64] in [0, 1] -> [B, 256]
+    enc = FrozenEncoder.load(path, pool="grid2")                            # 2x2 grid of mean tokens, [B, 4*256]
+    feats = enc(rgb, saliency)  # rgb [B, 3, 64, 64], saliency [B, 1, 64, 64] in [0, 1] -> [B, enc.out_dim]
+
+Pools (`pretrain.multimae.POOLS`): "mean" of all tokens (the paper, the default), "global" token,
+"grid2"/"grid4": per-region means of the patch tokens on a 2x2 / 4x4 grid, flattened. Features are
+standardised per dimension with statistics stored in encoder.pt at export (measured on training
+frames) whenever the export has them: raw mean features vary by ~0.1 % of their magnitude, below
+float16's resolution, and standardised ones keep their information in a float16 replay buffer
+(see `python -m pretrain.probe`). RGB is normalised inside the model (ImageNet mean/std for models
+trained with it): callers always pass [0, 1] images.
 """
 from __future__ import annotations
 
@@ -13,15 +22,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pretrain.multimae import ModelConfig, MultiMAE
+from data.io import safe_torch_load
+from pretrain.multimae import POOLS, ModelConfig, MultiMAE
 
 ENCODER_FORMAT = "visarl-mmae-encoder/1"
 
 
 class FrozenEncoder(nn.Module):
-    """Input adapters + encoder of a pretrained MultiMAE; eval mode, no gradients."""
+    """Input adapters + encoder of a pretrained MultiMAE and a pooling; eval mode, no gradients."""
 
-    def __init__(self, model_config: ModelConfig, inputs: Sequence[str] | None = None):
+    def __init__(self, model_config: ModelConfig, inputs: Sequence[str] | None = None, pool: str = "mean"):
         super().__init__()
         self.model = MultiMAE(model_config, decoders=False)
         self.inputs = tuple(inputs or model_config.modalities)
@@ -30,43 +40,69 @@ class FrozenEncoder(nn.Module):
             raise ValueError(
                 f"inputs {self.inputs} must include rgb and only modalities the model was pretrained on "
                 f"({', '.join(model_config.modalities)})")
-        self.out_dim = model_config.dim
-        self.register_buffer("shift", torch.zeros(model_config.dim))  # standardisation (identity unless loaded so)
-        self.register_buffer("scale", torch.ones(model_config.dim))
+        if pool not in POOLS:
+            raise ValueError(f"pool must be one of {', '.join(POOLS)}, got {pool!r}")
+        self.pool = pool
+        self.out_dim = POOLS[pool] * model_config.dim
+        self.register_buffer("shift", torch.zeros(self.out_dim))  # standardisation (identity unless loaded so)
+        self.register_buffer("scale", torch.ones(self.out_dim))
+        self.standardized = False
         self.image_size = model_config.image_size
+        self.meta: dict = {}
 
     @classmethod
     def load(cls, path: str | Path, inputs: Sequence[str] | None = None, device: torch.device | str = "cpu",
-             standardize: bool = False) -> "FrozenEncoder":
+             standardize: bool | None = None, pool: str = "mean") -> "FrozenEncoder":
         """Load `encoder.pt` (written by pretraining) with `inputs` None (all pretrained modalities) or a subset.
 
-        `standardize=True` returns (feature - mean) / std with per-dimension statistics measured on
-        training frames at export (the paper uses raw features: the default).
+        `standardize`: None (default) applies the per-dimension statistics stored for these inputs
+        and pool when the export has them, else returns raw features; True requires them; False
+        returns the raw features.
         """
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"{path} not found: pretrain first with `python -m pretrain.multimae --out {path.parent}`")
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+        blob = safe_torch_load(path, what="MultiMAE encoder")
         if not isinstance(blob, dict) or blob.get("format") != ENCODER_FORMAT:
             raise ValueError(f"{path} is not a MultiMAE encoder export ({ENCODER_FORMAT}); use runs/mmae/<name>/encoder.pt")
-        enc = cls(ModelConfig.from_dict(blob["model_config"]), inputs)
-        enc.model.load_state_dict(blob["state_dict"])
-        enc.meta = {k: blob[k] for k in ("step", "epoch", "saliency_source", "data") if k in blob}
-        if standardize:
-            stats = blob.get("feature_stats", {}).get(",".join(enc.inputs))
-            if stats is None:
-                raise ValueError(f"{path} has no feature statistics for inputs {enc.inputs}; re-export it or load with standardize=False")
-            enc.shift.copy_(stats["mean"])
-            enc.scale.copy_(stats["std"].clamp(min=1e-8))
+        enc = cls(ModelConfig.from_dict(blob["model_config"]), inputs, pool)
+        try:
+            enc.model.load_state_dict(blob["state_dict"])
+        except RuntimeError as err:
+            raise ValueError(f"{path}: weights do not match its model_config ({str(err).splitlines()[0]}); re-export it") from None
+        enc.meta = {k: blob[k] for k in ("step", "epoch", "saliency_source", "data", "task") if k in blob}
+        key = ",".join(enc.inputs)
+        stats_all = blob.get("feature_stats", {})
+        stats = stats_all.get(f"{key}|{pool}") or (stats_all.get(key) if pool == "mean" else None)
+        if standardize and stats is None:
+            raise ValueError(f"{path} has no feature statistics for inputs {enc.inputs} and pool {pool!r}; "
+                             "re-export it or load with standardize=False")
+        if stats is not None and standardize is not False:
+            enc.set_standardization(stats["mean"], stats["std"])
         enc.requires_grad_(False)
         return enc.to(device).eval()
+
+    @classmethod
+    def random_init(cls, model_config: ModelConfig, inputs: Sequence[str] | None = None, pool: str = "mean",
+                    seed: int = 0) -> "FrozenEncoder":
+        """The same architecture at its initialisation (seeded), raw features: the probe's baseline."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            enc = cls(model_config, inputs, pool)
+        return enc.requires_grad_(False).eval()
+
+    def set_standardization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Features become (feature - mean) / std per dimension (std floored at 1e-8)."""
+        self.shift.copy_(mean)
+        self.scale.copy_(std.clamp(min=1e-8))
+        self.standardized = True
 
     def train(self, mode: bool = True) -> "FrozenEncoder":
         return super().train(False)  # always eval: frozen
 
     @torch.no_grad()
-    def forward(self, rgb: torch.Tensor, saliency: torch.Tensor | None = None) -> torch.Tensor:
-        """rgb float [B, 3, H, W], saliency float [B, 1, H, W] (both in [0, 1]) -> [B, dim]."""
+    def tokens(self, rgb: torch.Tensor, saliency: torch.Tensor | None = None) -> torch.Tensor:
+        """rgb float [B, 3, H, W], saliency float [B, 1, H, W] (both in [0, 1]) -> encoded [B, 1+M*L, E]."""
         if "saliency" in self.inputs and saliency is None:
             raise ValueError("this encoder takes saliency: pass saliency [B, 1, H, W], or load it with inputs=('rgb',)")
         batch = {"rgb": rgb, "saliency": saliency}
@@ -76,6 +112,10 @@ class FrozenEncoder(nn.Module):
             if t.shape[-1] != self.image_size or t.shape[-2] != self.image_size:
                 t = F.interpolate(t, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
             x[m] = t
-        tokens = self.model.tokenize(x)  # [B, M*L, E] every token, no masking
-        feats = self.model.encode(tokens).mean(dim=1)  # [B, E] mean over global + all patch tokens
+        return self.model.encode(self.model.tokenize(x))  # every token, no masking, global first
+
+    @torch.no_grad()
+    def forward(self, rgb: torch.Tensor, saliency: torch.Tensor | None = None) -> torch.Tensor:
+        """rgb float [B, 3, H, W], saliency float [B, 1, H, W] (both in [0, 1]) -> [B, out_dim]."""
+        feats = self.model.pool(self.tokens(rgb, saliency), self.pool)  # [B, out_dim]
         return (feats - self.shift) / self.scale

@@ -1,7 +1,8 @@
 """MultiMAE (Bachmann et al. 2022) in the ViSaRL configuration: RGB (+ saliency) in, one decoder per output.
 
 Input adapters (Conv2d patch projection + fixed 2-D sin-cos positions) turn each modality into
-64 tokens; per sample a Dirichlet(1) draw splits exactly `num_visible` tokens across the input
+64 tokens (RGB normalised with the ImageNet mean/std first, as MultiMAE's data pipeline does; callers
+always pass [0, 1] images); per sample a Dirichlet(1) draw splits exactly `num_visible` tokens across the input
 modalities; a ViT encoder (timm blocks) sees those plus one global token; each output decoder
 cross-attends from its own 64 queries to the encoded tokens, runs self-attention blocks and
 predicts C*P*P values per patch. Losses are computed on masked patches only.
@@ -20,6 +21,11 @@ from timm.layers import Mlp
 from timm.models.vision_transformer import Block
 
 CHANNELS = {"rgb": 3, "saliency": 1}
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+#: what RL reads from the encoder: the paper's mean of all tokens, the global token, or a grid of
+#: per-region means of the patch tokens (all input modalities), flattened (k*k*dim values)
+POOLS = {"mean": 1, "global": 1, "grid2": 4, "grid4": 16}
 # output name -> (modality it reconstructs, loss, weight)
 OUTPUTS = {"rgb": ("rgb", "mse", 1.0), "saliency": ("saliency", "l1", 10.0), "rgb_norm": ("rgb", "mse", 1.0)}
 
@@ -40,6 +46,7 @@ class ModelConfig:
     decoder_dim: int = 256
     decoder_depth: int = 3
     decoder_heads: int = 4
+    input_norm: str = "imagenet"  # "imagenet" (MultiMAE) or "none" (exports made before it: [0, 1] in)
 
     @property
     def outputs(self) -> tuple[str, ...]:
@@ -57,6 +64,7 @@ class ModelConfig:
     def from_dict(cls, d: dict) -> "ModelConfig":
         fields = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         fields["modalities"] = tuple(fields.get("modalities", cls.modalities))
+        fields.setdefault("input_norm", "none")  # exports from before the ImageNet normalisation saw [0, 1] rgb
         return cls(**fields)
 
     def validate(self) -> None:
@@ -69,6 +77,8 @@ class ModelConfig:
             raise ValueError(f"--image-size {self.image_size} is not a multiple of --patch-size {self.patch_size}")
         if self.dim % self.num_heads or self.decoder_dim % self.decoder_heads:
             raise ValueError("--dim/--decoder-dim must be divisible by --num-heads/--decoder-heads")
+        if self.input_norm not in ("imagenet", "none"):
+            raise ValueError(f"--input-norm must be 'imagenet' or 'none', got {self.input_norm!r}")
         if not 0 < self.num_visible <= self.grid**2:
             raise ValueError(f"--num-visible must be in [1, {self.grid ** 2}] tokens per modality, got {self.num_visible}")
 
@@ -188,6 +198,9 @@ class MultiMAE(nn.Module):
         E, p = cfg.dim, cfg.patch_size
         self.patch_embed = nn.ModuleDict({m: nn.Conv2d(CHANNELS[m], E, p, p) for m in cfg.modalities})
         self.register_buffer("pos", sincos_2d(cfg.grid, E)[None], persistent=False)  # [1, L, E] precomputed
+        norm = cfg.input_norm == "imagenet"
+        self.register_buffer("rgb_mean", torch.tensor(IMAGENET_MEAN if norm else (0.0,) * 3).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("rgb_std", torch.tensor(IMAGENET_STD if norm else (1.0,) * 3).view(1, 3, 1, 1), persistent=False)
         self.global_token = nn.Parameter(torch.zeros(1, 1, E))
         self.blocks = nn.Sequential(*[Block(E, cfg.num_heads, cfg.mlp_ratio, qkv_bias=True) for _ in range(cfg.depth)])
         self.norm = nn.LayerNorm(E)
@@ -212,8 +225,33 @@ class MultiMAE(nn.Module):
             nn.init.zeros_(m.bias)
 
     def tokenize(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """{modality: [B, C, H, W] in [0, 1]} (in cfg order) -> tokens [B, M*L, E] with positions."""
-        return torch.cat([self.patch_embed[m](x).flatten(2).transpose(1, 2) + self.pos for m, x in inputs.items()], dim=1)
+        """{modality: [B, C, H, W] in [0, 1]} (in cfg order) -> tokens [B, M*L, E] with positions.
+
+        RGB is normalised here (ImageNet mean/std unless cfg.input_norm == "none"); saliency stays in [0, 1].
+        """
+        return torch.cat([self.patch_embed[m](self.normalize(m, x)).flatten(2).transpose(1, 2) + self.pos
+                          for m, x in inputs.items()], dim=1)
+
+    def normalize(self, modality: str, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.rgb_mean) / self.rgb_std if modality == "rgb" else x
+
+    def pool(self, encoded: torch.Tensor, how: str = "mean") -> torch.Tensor:
+        """Encoded tokens [B, 1+M*L, E] (global first, all tokens, no masking) -> features [B, k*E].
+
+        mean: all 1+M*L tokens (the paper); global: the global token; gridK: the patch tokens of
+        every modality averaged over each cell of a K x K grid of image regions, flattened.
+        """
+        if how == "mean":
+            return encoded.mean(1)
+        if how == "global":
+            return encoded[:, 0]
+        if how not in POOLS:
+            raise ValueError(f"unknown pool {how!r}; choose one of {', '.join(POOLS)}")
+        k, g = int(how.removeprefix("grid")), self.cfg.grid
+        B, E = encoded.shape[0], encoded.shape[-1]
+        patches = encoded[:, 1:].reshape(B, -1, g, g, E).mean(1)  # [B, g, g, E] mean over modalities
+        cells = F.adaptive_avg_pool2d(patches.permute(0, 3, 1, 2), k)  # [B, E, k, k]
+        return cells.permute(0, 2, 3, 1).reshape(B, k * k * E)  # row-major cells, E values each
 
     def encode(self, tokens: torch.Tensor) -> torch.Tensor:
         """[B, T, E] -> [B, 1+T, E] with the global token first."""

@@ -4,6 +4,10 @@ Single process or torchrun (DistributedDataParallel, NCCL on GPU / gloo on CPU):
 draws the same per-epoch permutation and takes its own slice of each global batch. Masks come
 from a generator seeded by (seed, step, rank), so `--resume` replays the same batches and masks.
 A checkpoint is written every epoch and on SIGTERM; the frozen encoder is exported beside it.
+Frames get a RandomResizedCrop per sample (shared by its modalities) before masking. A NaN or inf
+loss stops training with a one-line error before anything more is saved: checkpoint.pt and
+encoder.pt keep the last good state, and nothing with non-finite weights is ever written.
+With several tasks under --data, one model is trained per task (in --out/<task>), unless --pooled.
 """
 from __future__ import annotations
 
@@ -11,7 +15,6 @@ import dataclasses
 import math
 import os
 import signal
-import sys
 import time
 from pathlib import Path
 
@@ -20,20 +23,21 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from data.cli import parse_config
-from data.io import atomic_torch_save, atomic_write_json
+from data.cli import one_line_errors, parse_config
+from data.io import NonFiniteError, atomic_torch_save, atomic_write_json, safe_torch_load
 from data.runs import MetricLogger, code_version, device_description, prepare_run_dir
 from data.shards import ShardError
 from pretrain.config import PRESETS, PretrainConfig
-from pretrain.data import load_frames, split_episodes
+from pretrain.augment import random_resized_crop
+from pretrain.data import load_frames, split_episodes, tasks_under
 from pretrain.figures import loss_curve, reconstruction_grid
 from pretrain.frozen import ENCODER_FORMAT, FrozenEncoder
-from pretrain.multimae import MultiMAE, count_parameters, patchify
+from pretrain.multimae import POOLS, MultiMAE, count_parameters, patchify
 
 CHECKPOINT = "checkpoint.pt"
 ENCODER = "encoder.pt"
 # fields that may differ when resuming (they do not change what the checkpoint means)
-RESUMABLE = {"resume", "max_steps", "progress", "threads", "device", "log_every", "figure_every", "eval_frames", "out", "data", "preset"}
+RESUMABLE = {"resume", "max_steps", "progress", "threads", "device", "log_every", "figure_every", "eval_frames", "out", "data", "preset", "pooled"}
 
 
 def _no_decay(name: str, p: torch.nn.Parameter) -> bool:
@@ -77,7 +81,7 @@ class Trainer:
 
         # data: whole folders in memory as uint8 (moved to the GPU when there is one)
         saliency = cfg.saliency if "saliency" in self.model_cfg.modalities else None
-        frames, self.data_info = load_frames(cfg.data, saliency, cfg.limit)
+        frames, self.data_info = load_frames(cfg.data, saliency, cfg.limit, task=cfg.task)
         self.train_frames, self.val_frames = split_episodes(frames, cfg.val_fraction, cfg.seed)
         if len(self.train_frames) < cfg.batch_size:
             raise ValueError(
@@ -104,6 +108,9 @@ class Trainer:
         self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_cuda else torch.autocast("cpu", enabled=False)
         self.mask_gen = torch.Generator(self.device)
         self._stop = False
+        self._nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)  # any NaN/inf loss since the last check
+        self._checked_step = 0  # losses up to this step are known to be finite
+        self.saved_step: int | None = None  # step of the last checkpoint written (or resumed from)
         # mean training patch per position: the trivial baseline of the held-out evaluation
         self.mean_image = self._mean_image()
         if cfg.resume:
@@ -131,14 +138,30 @@ class Trainer:
         self.model.train()
         inputs = self.train_frames.batch(idx, self.model_cfg.modalities, self.cfg.image_size, self.device)
         self.mask_gen.manual_seed((self.cfg.seed * 1_000_003 + self.step) * 1009 + self.rank)
+        if self.cfg.augment == "crop":  # [B, C, H, W] each, one box per sample for all its modalities
+            inputs = random_resized_crop(inputs, (self.cfg.crop_scale, 1.0), generator=self.mask_gen)
         with self.autocast:
             loss, losses, _, _ = (self.ddp if self.ddp is not None else self.model)(inputs, generator=self.mask_gen)
+        self._nonfinite |= ~torch.isfinite(loss.detach())  # no host sync here: checked on CPU now, on GPU at log steps
+        if self.device.type != "cuda":
+            self.check_finite()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         self.scheduler.step()
         self.step += 1
         return {"loss": loss.detach(), **{f"loss_{k}": v.detach() for k, v in losses.items()}}
+
+    def check_finite(self) -> None:
+        """Raise NonFiniteError if a loss since the last check was NaN/inf (nothing is saved after it)."""
+        if bool(self._nonfinite):
+            first = self._checked_step + 1
+            where = f"step {first}" if first >= self.step else f"a step between {first} and {self.step}"
+            kept = (f"The last good checkpoint {self.run_dir / CHECKPOINT} (step {self.saved_step}) and its "
+                    f"{ENCODER} are kept." if self.saved_step is not None else "No checkpoint had been written yet.")
+            raise NonFiniteError(f"training diverged: the loss is not finite at {where}; stopped without saving. {kept} "
+                                 "Lower --lr (or check the data) and run again")
+        self._checked_step = self.step
 
     # -- evaluation ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -187,6 +210,7 @@ class Trainer:
         return {**keep, "steps_per_epoch": self.steps_per_epoch, "train_frames": len(self.train_frames)}
 
     def save_checkpoint(self) -> Path:
+        self.check_finite()  # a diverged model is never saved (atomic_torch_save also refuses NaN/inf tensors)
         state = {
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "step": self.step, "identity": self._identity(),
@@ -196,27 +220,18 @@ class Trainer:
         }
         path = atomic_torch_save(state, self.run_dir / CHECKPOINT)
         self.export_encoder()
+        self.saved_step = self.step
         return path
 
     @torch.no_grad()
     def feature_stats(self, frames: int = 512) -> dict[str, dict[str, torch.Tensor]]:
-        """Per-dimension mean/std of the frozen features over training frames, per input set.
+        """Per-dimension mean/std of the frozen features over training frames, per input set and pool
+        (keys "rgb,saliency|mean", ...; the mean pool also under the bare input key of older exports).
 
         Mean-pooled features of a static-camera scene vary little between frames (about 0.1 % of
-        their magnitude after a short CPU run); `FrozenEncoder.load(..., standardize=True)` uses these.
+        their magnitude after a short CPU run): FrozenEncoder standardises with these by default.
         """
-        idx = torch.linspace(0, len(self.train_frames) - 1, min(frames, len(self.train_frames))).long()
-        out = {}
-        for inputs in dict.fromkeys([self.model_cfg.modalities, ("rgb",)]):
-            enc = FrozenEncoder(self.model_cfg, inputs).to(self.device)
-            enc.model.load_state_dict(self.model.encoder_state_dict())
-            feats = []
-            for chunk in idx.split(128):
-                b = self.train_frames.batch(chunk, inputs, self.cfg.image_size, self.device)
-                feats.append(enc(b["rgb"], b.get("saliency")))
-            feats = torch.cat(feats)  # [n, E]
-            out[",".join(inputs)] = {"mean": feats.mean(0).cpu(), "std": feats.std(0).cpu()}
-        return out
+        return export_feature_stats(self.model, self.train_frames, self.cfg.image_size, frames)
 
     def export_encoder(self) -> Path:
         """Weights + config of the encoder alone (pretrain.frozen.FrozenEncoder loads it)."""
@@ -232,7 +247,7 @@ class Trainer:
         path = self.run_dir / CHECKPOINT
         if not path.exists():
             raise FileNotFoundError(f"--resume: {path} not found; start without --resume (or point --out at the run to continue)")
-        state = torch.load(path, map_location=self.device, weights_only=True)
+        state = safe_torch_load(path, map_location=self.device)
         mine, theirs = self._identity(), state.get("identity", {})
         diff = sorted(k for k in mine if mine[k] != theirs.get(k))
         if diff:
@@ -241,7 +256,8 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.step = int(state["step"])
+        self.step = self._checked_step = int(state["step"])
+        self.saved_step = self.step
         torch.set_rng_state(state["rng"].cpu())
         if self.device.type == "cuda" and state["cuda_rng"].numel():
             torch.cuda.set_rng_state(state["cuda_rng"].cpu(), self.device)
@@ -284,6 +300,7 @@ class Trainer:
                     steps_here += 1
                     bar.update(1)
                     if self.is_main and (self.step % cfg.log_every == 0 or i == self.steps_per_epoch - 1):
+                        self.check_finite()
                         metrics = {k: round(v.item(), 6) for k, v in losses.items()}
                         rate = steps_here * cfg.batch_size / (time.time() - t0)
                         train_log.log(self.step, epoch=epoch, lr=self.optimizer.param_groups[0]["lr"], img_per_s=round(rate, 2), **metrics)
@@ -316,6 +333,40 @@ class Trainer:
         return self.run_dir
 
 
+@torch.no_grad()
+def export_feature_stats(model: MultiMAE, frames, image_size: int, n: int = 512) -> dict[str, dict[str, torch.Tensor]]:
+    """{"<inputs>|<pool>": {"mean": [D], "std": [D]}} over `n` evenly spread frames (see Trainer.feature_stats)."""
+    device = next(model.parameters()).device
+    idx = torch.linspace(0, len(frames) - 1, min(n, len(frames))).long()
+    out = {}
+    for inputs in dict.fromkeys([model.cfg.modalities, ("rgb",)]):
+        enc = FrozenEncoder(model.cfg, inputs).to(device)
+        enc.model.load_state_dict(model.encoder_state_dict())
+        feats: dict[str, list[torch.Tensor]] = {p: [] for p in POOLS}
+        for chunk in idx.split(128):
+            b = frames.batch(chunk, inputs, image_size, device)
+            tokens = enc.tokens(b["rgb"], b.get("saliency"))  # [b, 1+M*L, E]
+            for p in POOLS:
+                feats[p].append(enc.model.pool(tokens, p).float())
+        key = ",".join(inputs)
+        for p, chunks in feats.items():
+            f = torch.cat(chunks)  # [n, D]
+            out[f"{key}|{p}"] = {"mean": f.mean(0).cpu(), "std": f.std(0).cpu()}
+        out[key] = out[f"{key}|mean"]  # the key older loaders read
+    return out
+
+
+def task_configs(cfg: PretrainConfig) -> list[PretrainConfig]:
+    """One config per task under --data (the paper trains one MultiMAE per task), or [cfg] when pooled,
+    when --task is set, or when --data holds one task."""
+    if cfg.pooled or cfg.task:
+        return [cfg]
+    tasks = tasks_under(cfg.data)
+    if len(tasks) <= 1:
+        return [cfg]
+    return [dataclasses.replace(cfg, task=t, out=str(cfg.run_dir / t)) for t in tasks]
+
+
 def _main_thread() -> bool:
     import threading
 
@@ -323,24 +374,29 @@ def _main_thread() -> bool:
 
 
 def run(cfg: PretrainConfig) -> Path:
-    """Train (or resume) one run; returns its folder (checkpoint.pt, encoder.pt, train.csv, figures/)."""
-    trainer = Trainer(cfg)
-    try:
-        return trainer.fit()
-    finally:
-        if trainer.world > 1 and dist.is_initialized():
-            dist.destroy_process_group()
+    """Train (or resume) one model per task (or one pooled model); returns the run folder of the last one
+    (checkpoint.pt, encoder.pt, train.csv, figures/). With several tasks the folders are --out/<task>."""
+    configs = task_configs(cfg)
+    if len(configs) > 1:
+        print(f"{len(configs)} tasks under {cfg.data}: one MultiMAE each ({', '.join(c.task for c in configs)}); "
+              "--pooled trains one on all", flush=True)
+    out = cfg.run_dir
+    for c in configs:
+        trainer = Trainer(c)
+        try:
+            out = trainer.fit()
+        finally:
+            if trainer.world > 1 and dist.is_initialized():
+                dist.destroy_process_group()
+    return out
 
 
 def main(argv: list[str] | None = None) -> Path:
     cfg = parse_config(PretrainConfig, argv, presets=PRESETS,
                        description="MultiMAE pretraining on RGB (+ saliency) frames (ViSaRL). "
                        "Multi-GPU: torchrun --nproc-per-node N -m pretrain.multimae ...")
-    try:
+    with one_line_errors(ShardError):
         return run(cfg)
-    except (ShardError, ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

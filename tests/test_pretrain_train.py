@@ -13,7 +13,7 @@ import torch
 import torch.multiprocessing as mp
 
 from data.cli import parse_config
-from data.shards import ShardError, iter_samples, list_shards, read_manifest, write_manifest, write_shard
+from data.shards import ShardError, iter_samples, list_shards, read_manifest, write_manifest, write_shard_entry
 from pretrain.config import PRESETS, PretrainConfig
 from pretrain.data import load_frames, select_folders, split_episodes
 from pretrain.frozen import FrozenEncoder
@@ -31,10 +31,11 @@ def shards(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("shards")
     collect(CollectConfig(task="reach-v3", frames=160, out=str(root / "reach-v3"), shard_size=80, episode_steps=40, seed=0))
     labelled = root / "reach-v3-sal"
+    entries = []
     for shard in list_shards(root / "reach-v3"):
         samples = [(s["key"], {**s, "saliency": (s["rgb"][..., 0] > 128).astype("float32")}) for s in iter_samples(shard)]
-        write_shard(labelled / shard.name, samples)
-    write_manifest(labelled, {**read_manifest(root / "reach-v3"), "labelled_from": "reach-v3", "saliency_model": "test"})
+        entries.append(write_shard_entry(labelled / shard.name, samples))  # its own checksums, as saliency.label writes
+    write_manifest(labelled, {**read_manifest(root / "reach-v3"), "shards": entries, "labelled_from": "reach-v3", "saliency_model": "test"})
     return root
 
 
@@ -55,9 +56,14 @@ def test_bare_command_defaults():
     cfg = parse_config(PretrainConfig, ["--data", "data/shards"], presets=PRESETS)
     assert cfg.modality_tuple == ("rgb", "saliency") and cfg.saliency == "predicted"
     assert cfg.run_dir == Path("runs/mmae/rgbs")
-    assert (cfg.dim, cfg.depth, cfg.num_heads, cfg.decoder_depth, cfg.num_visible, cfg.batch_size) == (256, 4, 4, 3, 32, 512)
+    assert (cfg.dim, cfg.depth, cfg.num_heads, cfg.decoder_depth, cfg.batch_size) == (256, 4, 4, 3, 512)
+    # the paper's masking ratio 0.75: 32 of 128 tokens visible with saliency, 16 of 64 for rgb alone
+    assert cfg.model_config().num_visible == 32 and (cfg.input_norm, cfg.augment, cfg.crop_scale) == ("imagenet", "crop", 0.2)
     rgb = parse_config(PretrainConfig, ["--modalities", "rgb", "--preset", "cpu"], presets=PRESETS)
     assert rgb.run_dir == Path("runs/mmae/rgb") and rgb.preset == "cpu" and rgb.epochs == PRESETS["cpu"]["epochs"]
+    assert rgb.model_config().num_visible == 16
+    old = parse_config(PretrainConfig, ["--modalities", "rgb", "--num-visible", "32", "--input-norm", "none", "--augment", "none"])
+    assert old.model_config().num_visible == 32 and old.model_config().input_norm == "none"
 
 
 def test_micro_run_writes_checkpoint_encoder_logs_and_figures(shards, tmp_path):
@@ -75,18 +81,22 @@ def test_micro_run_writes_checkpoint_encoder_logs_and_figures(shards, tmp_path):
     assert (run_dir / "loss_curve.png").stat().st_size > 5000
     ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=True)
     assert ckpt["step"] == 2 * steps_per_epoch
-    enc = FrozenEncoder.load(run_dir / "encoder.pt")
-    assert enc.inputs == ("rgb", "saliency") and enc.meta["step"] == ckpt["step"]
+    enc = FrozenEncoder.load(run_dir / "encoder.pt", standardize=False)
+    assert enc.inputs == ("rgb", "saliency") and enc.meta["step"] == ckpt["step"] and enc.model.cfg.input_norm == "imagenet"
     model = MultiMAE(enc.model.cfg)
     model.load_state_dict(ckpt["model"])
     x, s = torch.rand(2, 3, 64, 64), torch.rand(2, 1, 64, 64)
     assert torch.allclose(enc(x, s), model.encode(model.tokenize({"rgb": x, "saliency": s})).mean(1), atol=1e-6)
-    # standardised features: zero mean, unit std over the training frames measured at export
+    # by default features are standardised: zero mean, unit std over the training frames measured at
+    # export, for every input set and pool (out_dim follows the pool)
     train, _ = split_episodes(load_frames(shards, "predicted")[0], MICRO["val_fraction"], seed=0)
     b = train.batch(torch.arange(len(train)), ("rgb", "saliency"), 64, "cpu")
     for inputs in (None, ("rgb",)):
-        z = FrozenEncoder.load(run_dir / "encoder.pt", inputs=inputs, standardize=True)(b["rgb"], b["saliency"])
-        assert z.mean(0).abs().max() < 1e-3 and (z.std(0) - 1).abs().max() < 1e-3
+        for pool, k in (("mean", 1), ("global", 1), ("grid2", 4), ("grid4", 16)):
+            enc_p = FrozenEncoder.load(run_dir / "encoder.pt", inputs=inputs, pool=pool)
+            z = enc_p(b["rgb"], b["saliency"])
+            assert enc_p.standardized and enc_p.out_dim == k * 64 and z.shape == (len(train), k * 64)
+            assert z.mean(0).abs().max() < 1e-3 and (z.std(0) - 1).abs().max() < 1e-3, (inputs, pool)
     with pytest.raises(ValueError, match="already holds a run"):
         Trainer(_cfg(shards, run_dir))
 

@@ -1,0 +1,316 @@
+"""Linear probe of a frozen MultiMAE encoder: does it keep hand, object and goal positions?
+
+    python -m pretrain.probe --encoder runs/mmae/rgbs/encoder.pt --data data/shards/reach-v3
+    python -m pretrain.probe --encoder runs/mmae/rgbs/encoder.pt --data data/shards/reach-v3 --inputs rgb   # PO
+
+Ridge regression from frozen features to the stored Meta-World state (hand xyz = state[0:3],
+object xyz = state[4:7], goal xyz = state[36:39]); fitted on frames of some episodes, scored by
+R^2 on frames of other episodes (held-out object/goal placements). R^2 of a position is pooled
+over its coordinates, 1 - sum(SSE) / sum(SST), so a coordinate that barely moves cannot dominate.
+The ridge penalty is chosen per position by 5-fold cross-validation over fit episodes; features
+are standardised on the fit frames first.
+
+Rows: the pretrained encoder for every pool (mean of all tokens = the paper, global token, 2x2
+and 4x4 grids of mean patch tokens), the same architecture at random init, and raw pixels
+downsampled to 16x16x3. The "stored" columns score the features after a round trip through
+the replay buffer's precision (--store, float16 today), as RL receives them from
+`FrozenEncoder.load(path, inputs=..., pool=...)` (standardised with the export's statistics when
+it has them). Writes a table to stdout and a JSON next to the encoder (probe_<inputs>.json).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from data.cli import one_line_errors, parse_config
+from data.io import atomic_write_json
+from data.preprocess import frames_to_tensor
+from data.runs import code_version, device_description
+from data.shards import ShardError, read_manifest
+from pretrain.data import Frames, load_frames, select_folders
+from pretrain.frozen import FrozenEncoder
+from pretrain.multimae import POOLS
+
+#: position name -> slice of the 39-d Meta-World state
+TARGETS = {"hand": slice(0, 3), "object": slice(4, 7), "goal": slice(36, 39)}
+ALPHAS = (1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4, 1e5)
+STORE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+@dataclass
+class ProbeConfig:
+    """Linear-probe R^2 of hand, object and goal positions from a frozen MultiMAE encoder's features."""
+
+    encoder: str = field(default="runs/mmae/rgbs/encoder.pt", metadata={"help": "encoder.pt written by pretrain.multimae"})
+    data: str = field(default="data/shards/reach-v3", metadata={"help": "shard folder (or root of folders) with stored states; a labelled folder replaces its source"})
+    task: str = field(default="", metadata={"help": "only folders of this task (when --data holds several)"})
+    inputs: str = field(default="", metadata={"help": "encoder inputs: '' = every pretrained modality, 'rgb' = the PO variant of an rgb+saliency model"})
+    pools: str = field(default="mean,global,grid2,grid4", metadata={"help": f"pools to probe, comma-separated, of {', '.join(POOLS)}"})
+    saliency: str = field(default="auto", metadata={"help": "saliency input: predicted (saliency.label), oracle (stored clicks) or auto (predicted when the folders are labelled)", "choices": ["auto", "predicted", "oracle"]})
+    fit_frames: int = field(default=3000, metadata={"help": "frames to fit the ridge on (from fit episodes)"})
+    score_frames: int = field(default=1000, metadata={"help": "frames to score on (from held-out episodes)"})
+    held_out: float = field(default=0.25, metadata={"help": "share of episodes held out for scoring"})
+    store: str = field(default="float16", metadata={"help": "replay-buffer precision the 'stored' columns simulate", "choices": list(STORE_DTYPES)})
+    pixels: int = field(default=16, metadata={"help": "side of the raw-pixel baseline (frames downsampled to N x N x 3)"})
+    seed: int = field(default=0, metadata={"help": "seed of the episode split, frame sampling and the random-init encoder"})
+    threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch default)"})
+    device: str = field(default="cpu", metadata={"help": "device for the encoder forward passes"})
+    out: str = field(default="", metadata={"help": "JSON path (default: probe_<inputs>.json next to the encoder)"})
+
+    def validate(self) -> "ProbeConfig":
+        bad = [p for p in self.pool_list if p not in POOLS]
+        if bad or not self.pool_list:
+            raise ValueError(f"--pools must be a comma-separated subset of {', '.join(POOLS)}, got {self.pools!r}")
+        if self.fit_frames < 10 or self.score_frames < 10:
+            raise ValueError("--fit-frames and --score-frames must be >= 10")
+        if not 0 < self.held_out < 1:
+            raise ValueError(f"--held-out must be in (0, 1), got {self.held_out}")
+        if self.pixels < 1:
+            raise ValueError("--pixels must be >= 1")
+        return self
+
+    @property
+    def pool_list(self) -> list[str]:
+        return [p.strip() for p in self.pools.split(",") if p.strip()]
+
+
+# -- ridge ------------------------------------------------------------------------------------
+def r2_pooled(pred: torch.Tensor, y: torch.Tensor) -> float:
+    """1 - sum over coordinates of SSE / sum of SST (about y's own mean); NaN when y is constant."""
+    sst = (y - y.mean(0)).pow(2).sum()
+    if sst <= 1e-12 * max(1, y.numel()):
+        return float("nan")
+    return float(1 - (pred - y).pow(2).sum() / sst)
+
+
+def _standardizer(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    mean, std = x.mean(0), x.std(0)
+    return mean, torch.where(std > 1e-12 * (1 + mean.abs()), std, torch.ones_like(std))
+
+
+class Ridge:
+    """Ridge regression on standardised features (fit-set statistics), closed form through one
+    eigendecomposition of the smaller Gram matrix (d x d, or n x n when features outnumber frames)."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor):
+        x, y = x.double(), y.double()
+        self.mu, self.sd = _standardizer(x)
+        self.y_mean = y.mean(0)
+        z, yc = (x - self.mu) / self.sd, y - self.y_mean  # [n, d], [n, t]
+        self.primal = z.shape[1] <= z.shape[0]
+        if self.primal:  # Z^T Z = V diag(lam) V^T; w = V (lam + a)^-1 V^T Z^T y
+            self.lam, self.v = torch.linalg.eigh(z.T @ z)
+            self.vty = self.v.T @ (z.T @ yc)  # [d, t]
+        else:  # Z Z^T = U diag(lam) U^T; w = Z^T U (lam + a)^-1 U^T y
+            self.lam, u = torch.linalg.eigh(z @ z.T)
+            self.v, self.vty = z.T @ u, u.T @ yc  # [d, n], [n, t]
+        self.lam = self.lam.clamp(min=0)
+
+    def predict(self, x: torch.Tensor, alpha: float) -> torch.Tensor:
+        w = self.v @ (self.vty / (self.lam + alpha)[:, None])  # [d, t]
+        return ((x.double() - self.mu) / self.sd) @ w + self.y_mean
+
+
+def choose_alphas(x: torch.Tensor, y: dict[str, torch.Tensor], groups: torch.Tensor, folds: int = 5) -> dict[str, float]:
+    """Per target, the ridge penalty of ALPHAS with the best R^2 over `folds` folds of whole episodes."""
+    episodes = torch.unique(groups)
+    folds = max(2, min(folds, len(episodes)))
+    fold_of = {int(e): i % folds for i, e in enumerate(episodes[torch.randperm(len(episodes), generator=torch.Generator().manual_seed(0))])}
+    fold = torch.tensor([fold_of[int(g)] for g in groups])
+    y_all = torch.cat(list(y.values()), 1)  # [n, 3 * targets]
+    scores = {name: torch.zeros(len(ALPHAS)) for name in y}
+    for f in range(folds):
+        tr, te = fold != f, fold == f
+        if tr.sum() < 2 or te.sum() < 2:
+            continue
+        ridge = Ridge(x[tr], y_all[tr])
+        for a_i, alpha in enumerate(ALPHAS):
+            pred = ridge.predict(x[te], alpha)
+            col = 0
+            for name, t in y.items():
+                r2 = r2_pooled(pred[:, col:col + t.shape[1]], t[te].double())
+                scores[name][a_i] += 0.0 if math.isnan(r2) else r2
+                col += t.shape[1]
+    return {name: ALPHAS[int(torch.argmax(s))] for name, s in scores.items()}
+
+
+def probe_features(fit_x: torch.Tensor, score_x: torch.Tensor, fit_y: dict[str, torch.Tensor], score_y: dict[str, torch.Tensor],
+                   fit_groups: torch.Tensor, alphas: dict[str, float] | None = None) -> dict[str, dict[str, float]]:
+    """Features [n, d] of fit and score frames -> {"r2": {target: R^2}, "alpha": {target: penalty}}
+    (penalties chosen by grouped cross-validation unless given)."""
+    alphas = alphas or choose_alphas(fit_x, fit_y, fit_groups)
+    ridge = Ridge(fit_x, torch.cat(list(fit_y.values()), 1))
+    r2, col = {}, 0
+    for name, t in score_y.items():
+        pred = ridge.predict(score_x, alphas[name])[:, col:col + t.shape[1]]
+        r2[name] = r2_pooled(pred, t.double())
+        col += t.shape[1]
+    return {"r2": r2, "alpha": alphas}
+
+
+def stored(x: torch.Tensor, dtype: str) -> torch.Tensor:
+    """Features after a round trip through the replay buffer's precision."""
+    return x.to(STORE_DTYPES[dtype]).float()
+
+
+# -- frames and features ------------------------------------------------------------------------
+def split_for_probe(frames: Frames, fit_n: int, score_n: int, held_out: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices of fit frames and of score frames, from disjoint sets of whole episodes."""
+    episodes = torch.unique(frames.group)
+    if len(episodes) < 4:
+        raise ValueError(f"the probe needs frames of at least 4 episodes (found {len(episodes)}); collect more frames")
+    g = torch.Generator().manual_seed(seed)
+    episodes = episodes[torch.randperm(len(episodes), generator=g)]
+    n_score = min(len(episodes) - 2, max(2, round(len(episodes) * held_out)))
+    is_score = torch.isin(frames.group, episodes[:n_score])
+    fit_idx, score_idx = torch.nonzero(~is_score).squeeze(1), torch.nonzero(is_score).squeeze(1)
+    fit_idx = fit_idx[torch.randperm(len(fit_idx), generator=g)[:fit_n]].sort().values
+    score_idx = score_idx[torch.randperm(len(score_idx), generator=g)[:score_n]].sort().values
+    return fit_idx, score_idx
+
+
+@torch.no_grad()
+def encode_pools(enc: FrozenEncoder, frames: Frames, idx: torch.Tensor, pools: list[str], device: torch.device | str,
+                 batch: int = 256) -> dict[str, torch.Tensor]:
+    """Raw (unstandardised) features {pool: [n, k*E]} of frames[idx] (all tokens, no masking), on the CPU."""
+    out: dict[str, list[torch.Tensor]] = {p: [] for p in pools}
+    for chunk in idx.split(batch):
+        b = frames.batch(chunk, enc.inputs, enc.image_size, device)
+        tokens = enc.tokens(b["rgb"], b.get("saliency"))  # [b, 1+M*L, E]
+        for p in pools:
+            out[p].append(enc.model.pool(tokens, p).float().cpu())
+    return {p: torch.cat(v) for p, v in out.items()}
+
+
+def saliency_source(cfg: ProbeConfig, inputs: tuple[str, ...]) -> str | None:
+    if "saliency" not in inputs:
+        return None
+    if cfg.saliency != "auto":
+        return cfg.saliency
+    folders = select_folders(cfg.data)
+    return "predicted" if all(read_manifest(f).get("labelled_from") for f in folders) else "oracle"
+
+
+def probe(cfg: ProbeConfig, verbose: bool = True) -> dict:
+    """Run the probe; returns (and writes) the result dict with one row per feature set."""
+    cfg.validate()
+    t0 = time.time()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    path = Path(cfg.encoder)
+    first = FrozenEncoder.load(path, inputs=tuple(m for m in cfg.inputs.split(",") if m) or None, device=cfg.device)
+    inputs, mcfg = first.inputs, first.model.cfg
+    sal = saliency_source(cfg, inputs)
+    frames, info = load_frames(cfg.data, sal, task=cfg.task)
+    if frames.state is None or frames.state.shape[1] < 39:
+        raise ShardError(f"{cfg.data}: frames carry no 39-d Meta-World states; the probe needs them")
+    fit_idx, score_idx = split_for_probe(frames, cfg.fit_frames, cfg.score_frames, cfg.held_out, cfg.seed)
+    fit_y = {k: frames.state[fit_idx][:, s].double() for k, s in TARGETS.items()}
+    score_y = {k: frames.state[score_idx][:, s].double() for k, s in TARGETS.items()}
+    fit_groups = frames.group[fit_idx]
+    rows: list[dict] = []
+
+    def add(name: str, kind: str, pool: str, fit_x: torch.Tensor, score_x: torch.Tensor, raw: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+        row = {"features": name, "kind": kind, "pool": pool, "dim": int(fit_x.shape[1])}
+        row.update(probe_features(fit_x, score_x, fit_y, score_y, fit_groups))
+        # the same readout (penalties) on the features after the buffer's storage precision
+        row["r2_stored"] = probe_features(stored(fit_x, cfg.store), stored(score_x, cfg.store), fit_y, score_y, fit_groups, row["alpha"])["r2"]
+        if raw is not None:  # the unstandardised features through the same storage, for comparison
+            row["r2_stored_raw"] = probe_features(stored(raw[0], cfg.store), stored(raw[1], cfg.store), fit_y, score_y, fit_groups, row["alpha"])["r2"]
+        rows.append(row)
+        if verbose:
+            print(format_row(row), flush=True)
+
+    label = "+".join(inputs)
+    if verbose:
+        print(f"probe {path} ({label}) on {cfg.data}: {len(fit_idx)} fit frames from {len(torch.unique(fit_groups))} episodes, "
+              f"{len(score_idx)} score frames from {len(torch.unique(frames.group[score_idx]))} other episodes; "
+              f"saliency {sal or 'not used'}; stored = {cfg.store}", flush=True)
+        print(table_header(cfg.store), flush=True)
+    for kind, enc0 in (("pretrained", first), ("random init", FrozenEncoder.random_init(mcfg, inputs, seed=cfg.seed))):
+        enc0 = enc0.to(cfg.device)
+        fit_f = encode_pools(enc0, frames, fit_idx, cfg.pool_list, cfg.device)
+        score_f = encode_pools(enc0, frames, score_idx, cfg.pool_list, cfg.device)
+        for pool in cfg.pool_list:
+            if kind == "pretrained":  # as RL loads it: standardised with the export's statistics when it has them
+                enc = FrozenEncoder.load(path, inputs=inputs, pool=pool)
+                shift, scale = enc.shift.cpu(), enc.scale.cpu()
+                add(f"pretrained, {label}", kind, pool, (fit_f[pool] - shift) / scale, (score_f[pool] - shift) / scale,
+                    (fit_f[pool], score_f[pool]) if enc.standardized else None)
+            else:
+                add(f"random init, {label}", kind, pool, fit_f[pool], score_f[pool])
+    px = lambda idx: frames_to_tensor(frames.rgb[idx], size=cfg.pixels).flatten(1)  # noqa: E731  [n, 3*N*N]
+    add(f"raw pixels {cfg.pixels}x{cfg.pixels}x3", "pixels", "-", px(fit_idx), px(score_idx))
+    result = {
+        "encoder": str(path), "data": str(cfg.data), "folders": info, "inputs": list(inputs), "saliency": sal,
+        "fit_frames": len(fit_idx), "score_frames": len(score_idx), "fit_episodes": len(torch.unique(fit_groups)),
+        "score_episodes": len(torch.unique(frames.group[score_idx])), "store": cfg.store, "seed": cfg.seed,
+        "encoder_meta": first.meta, "model_config": mcfg.to_dict(), "rows": rows, "warnings": [],
+        "device": device_description() if str(cfg.device) == "cpu" else str(cfg.device),
+        "seconds": round(time.time() - t0, 1), "code_version": code_version(), "config": asdict(cfg),
+    }
+    result["warnings"] = gate_warnings(result)
+    out = Path(cfg.out) if cfg.out else path.parent / f"probe_{label}.json"
+    atomic_write_json(out, result)
+    if verbose:
+        for w in result["warnings"]:
+            print(f"WARNING: {w}", flush=True)
+        print(f"probe written to {out} ({result['seconds']:.0f} s)", flush=True)
+    result["path"] = str(out)
+    return result
+
+
+# -- reporting --------------------------------------------------------------------------------
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}"
+
+
+def table_header(store: str = "float16") -> str:
+    cols = [f"{t} R^2" for t in TARGETS] + [f"{t}, {store}" for t in TARGETS]
+    return "| features | pool | dim | " + " | ".join(cols) + " |\n|" + "---|" * (3 + len(cols))
+
+
+def format_row(row: dict) -> str:
+    vals = [row["r2"][t] for t in TARGETS] + [row["r2_stored"][t] for t in TARGETS]
+    return f"| {row['features']} | {row['pool']} | {row['dim']} | " + " | ".join(_fmt(v) for v in vals) + " |"
+
+
+def markdown_table(result: dict) -> str:
+    return "\n".join([table_header(result["store"])] + [format_row(r) for r in result["rows"]])
+
+
+def _row(result: dict, kind: str, pool: str) -> dict | None:
+    return next((r for r in result["rows"] if r["kind"] == kind and r["pool"] == pool), None)
+
+
+def gate_warnings(result: dict) -> list[str]:
+    """What the pipeline shouts about: an encoder worse than its random init on hand position, and
+    storage precision eating the signal."""
+    out = []
+    for pool in dict.fromkeys(r["pool"] for r in result["rows"] if r["kind"] == "pretrained"):
+        pre, rnd = _row(result, "pretrained", pool), _row(result, "random init", pool)
+        if pre and rnd and not pre["r2"]["hand"] >= rnd["r2"]["hand"]:
+            out.append(f"{result['encoder']} ({'+'.join(result['inputs'])}, pool {pool}) reads the hand position worse than the same "
+                       f"model at random init (R^2 {_fmt(pre['r2']['hand'])} vs {_fmt(rnd['r2']['hand'])}): pretraining did not help")
+        if pre:
+            for t in TARGETS:
+                a, b = pre["r2"][t], pre["r2_stored"][t]
+                if not (math.isnan(a) or math.isnan(b)) and a - b > 0.05:
+                    out.append(f"{result['encoder']} pool {pool}: storing features as {result['store']} drops {t} R^2 from "
+                               f"{_fmt(a)} to {_fmt(b)}; store float32 or standardise the features")
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    cfg = parse_config(ProbeConfig, argv)
+    with one_line_errors(ShardError):
+        result = probe(cfg)
+    return result
+
+
+if __name__ == "__main__":
+    main()
