@@ -10,8 +10,9 @@
 from __future__ import annotations
 
 from data.env import PAPER_TASKS
+from rl.grid import ALL_ENCODERS
 
-ALL = "cnn_rgb,cnn_saliency,cnn_rgb_x_saliency,cnn_rgbs,mmae_rgb,mmae_rgbs_po,mmae_rgbs,gaze"
+ALL = ",".join(ALL_ENCODERS)
 
 PRESETS: dict[str, dict] = {
     "micro": dict(

@@ -20,7 +20,7 @@ SALIENCY_SOURCES: tuple[str, ...] = ("predictor", "oracle")
 #: fields that may differ between a checkpoint and the run resuming it (they only extend a run)
 RESUMABLE_FIELDS: frozenset[str] = frozenset(
     {"steps", "resume", "out", "log_every", "checkpoint_every", "eval_every", "eval_episodes", "torch_threads", "preset",
-     "device"}
+     "device", "max_minutes"}
 )
 #: fields that may differ between the runs of one pack (rl/workspace.py); every other field is shared
 PACK_FIELDS: frozenset[str] = frozenset({"seed", "out", "encoder", "mmae", "resume", "preset"})
@@ -78,6 +78,7 @@ class SACConfig:
     eval_envs: int = _f(0, "parallel evaluation envs (0: same as --num-envs)")
     log_every: int = _f(1000, "write a metrics.csv row every this many env steps")
     checkpoint_every: int = _f(50_000, "save a resumable checkpoint at the first episode boundary after every this many env steps")
+    max_minutes: float = _f(0.0, "pause at the first episode boundary after this many minutes of training, checkpoints written (0: no limit); continue with --resume")
     # -- Gaze on the Prize (rl/gaze.py) --------------------------------------------------------
     gaze_components: int = _f(1, "gaze: number of Gaussian gaze components")
     gaze_contrast_weight: float = _f(0.1, "gaze: weight of the return-guided triplet loss")
@@ -115,6 +116,8 @@ class SACConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if not (math.isfinite(self.max_minutes) and self.max_minutes >= 0):
+            raise ValueError(f"max-minutes must be a finite number >= 0, got {self.max_minutes}")
         for name in ("random_steps", "eval_every", "eval_envs", "torch_threads"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")

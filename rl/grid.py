@@ -185,7 +185,7 @@ def _gather(run: Run, files: dict[str, bytes]) -> None:
 
 
 def run_grid(cfg: GridConfig) -> dict[str, str]:
-    """Execute the grid; returns {run name: 'skipped' | 'done' | 'failed (code N)'}."""
+    """Execute the grid; returns {run name: 'skipped' | 'done' | 'paused' | 'failed (code N)'}."""
     cfg.validate()
     runs = plan(cfg)
     status = {r.name: "skipped" for r in runs if is_finished(r, cfg.steps)}
@@ -199,7 +199,10 @@ def run_grid(cfg: GridConfig) -> dict[str, str]:
 
     def record(pack: list[Run], code: int) -> None:
         for run in pack:
-            status[run.name] = "done" if code == 0 else f"failed (code {code}, see {run.run_dir / 'stdout.log'})"
+            if code:
+                status[run.name] = f"failed (code {code}, see {run.run_dir / 'stdout.log'})"
+            else:  # a run paused by --max-minutes ends without its summary: the next grid resumes it
+                status[run.name] = "done" if is_finished(run, cfg.steps) else "paused"
             print(f"[{len(status)}/{len(runs)}] {run.name}: {status[run.name]} ({time.time() - t0:.0f} s)", flush=True)
 
     if cfg.backend == "local":
@@ -212,7 +215,10 @@ def run_grid(cfg: GridConfig) -> dict[str, str]:
             for fut in as_completed(futures):
                 record(futures[fut], fut.result()[0])
     else:
-        import ray
+        try:
+            import ray
+        except ImportError as err:
+            raise SystemExit("error: --backend ray needs Ray: pip install 'visarl[cluster]'") from err
 
         ray.init(address=cfg.ray_address or None, ignore_reinit_error=True, include_dashboard=False,
                  log_to_driver=False, **({} if cfg.ray_address else {"num_cpus": max(1, int(cfg.cpus_per_run * cfg.parallel))}))
@@ -234,7 +240,9 @@ def main(argv=None) -> None:
     cfg = parse_config(GridConfig, argv)
     status = run_grid(cfg)
     failed = [k for k, v in status.items() if v.startswith("failed")]
-    print(f"grid finished: {len(status) - len(failed)} ok, {len(failed)} failed; results under {cfg.out}")
+    paused = [k for k, v in status.items() if v == "paused"]
+    print(f"grid finished: {len(status) - len(failed) - len(paused)} ok, {len(paused)} paused (run again to continue), "
+          f"{len(failed)} failed; results under {cfg.out}")
     if failed:
         raise SystemExit(1)
 

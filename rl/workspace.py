@@ -284,7 +284,7 @@ def train(cfgs: list[SACConfig]) -> list[Path]:
     next_eval = (step // cfg.eval_every + 1) * cfg.eval_every if cfg.eval_every else math.inf
     next_ckpt = (step // cfg.checkpoint_every + 1) * cfg.checkpoint_every
     t0, t_log, steps_at_log = time.time(), time.time(), step
-    last_success = math.nan
+    last_success, paused = math.nan, False
     bar = tqdm(total=cfg.steps * R, initial=step * R, unit="env-step", unit_scale=True, dynamic_ncols=True,
                desc=f"pack of {R} {cfg.encoder}", disable=None, file=sys.stdout)
 
@@ -379,14 +379,26 @@ def train(cfgs: list[SACConfig]) -> list[Path]:
             if step >= next_eval and step < cfg.steps:
                 last_success = float(np.mean([res["success_rate"] for res in do_eval()]))
                 next_eval = (step // cfg.eval_every + 1) * cfg.eval_every
-            if step >= next_ckpt and not ep_len.any():  # only at episode boundaries: exact resume
-                pack.save_checkpoints(time.time() - t0)
+            out_of_time = cfg.max_minutes and time.time() - t0 >= 60 * cfg.max_minutes
+            if (step >= next_ckpt or out_of_time) and not ep_len.any():  # only at episode boundaries: exact resume
+                size = pack.save_checkpoints(time.time() - t0)
+                tqdm.write(f"step {step}: checkpoints written, {size / 2**20:.1f} MiB", file=sys.stdout)
                 next_ckpt = (step // cfg.checkpoint_every + 1) * cfg.checkpoint_every
+                if out_of_time and step < cfg.steps:
+                    paused = True
+                    break
     finally:
         envs.close()
         bar.close()
 
     wall = time.time() - t0
+    if paused:
+        for log in (*metrics_logs, *eval_logs, *aux_logs):
+            if log is not None:
+                log.close()
+        print(f"paused at step {step} of {cfg.steps} after {wall / 60:.1f} min (--max-minutes {cfg.max_minutes:g}); "
+              "checkpoints written: run again with --resume to continue", flush=True)
+        return pack.run_dirs
     if not ep_len.any() and len(pack.diverged) < R:
         size = pack.save_checkpoints(wall)
         print(f"checkpoints at step {step}: {size / 2**20:.1f} MiB for {R - len(pack.diverged)} run(s)", flush=True)

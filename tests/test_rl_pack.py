@@ -153,3 +153,20 @@ def test_graphed_updates_equal_eager_updates():
     assert not graphed.disabled and len(graphed.graphs) == 2 and agents[1].num_updates == 12
     for (k, x), y in zip(agents[0].state_dict().items(), agents[1].state_dict().values()):
         torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-4, msg=k)
+
+
+def test_max_minutes_pauses_at_an_episode_boundary_and_resume_finishes_exactly(tmp_path):
+    """A time-boxed pack (a 10-minute command on a lent GPU) pauses with checkpoints and no exports;
+    --resume finishes the runs exactly as an uninterrupted pack."""
+    straight = train(configs(tmp_path, "state", (0, 1), 150, "s"))
+    boxed = configs(tmp_path, "state", (0, 1), 150, "b", max_minutes=1e-9)  # out of time at the first boundary
+    dirs = train(boxed)
+    assert [p.name for p in dirs[0].glob("checkpoint-*.pt")] == ["checkpoint-000000050.pt"]
+    assert not (dirs[0] / "agent.pt").exists() and not (dirs[0] / "summary.json").exists()
+    for _ in range(2):  # each command advances one episode
+        train([SACConfig(**{**c.__dict__, "resume": True}) for c in boxed])
+    final = train([SACConfig(**{**c.__dict__, "resume": True, "max_minutes": 0.0}) for c in boxed])
+    for a_dir, b_dir in zip(straight, final):
+        a = torch.load(a_dir / "agent.pt", weights_only=True)["model"]
+        b = torch.load(b_dir / "agent.pt", weights_only=True)["model"]
+        assert all(torch.equal(a[k], b[k]) for k in a)
