@@ -172,3 +172,54 @@ def test_ddp_two_gloo_processes_agree_after_a_step(shards, tmp_path):
     assert not torch.allclose(init, r0["params"])  # and they moved
     assert len(r0["first_batch"]) == 8 and not set(r0["first_batch"].tolist()) & set(r1["first_batch"].tolist())
     assert torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=True)["step"] == 1
+
+
+def test_non_finite_hyperparameters_are_refused(capsys):
+    for argv in (["--lr", "inf"], ["--crop-scale", "nan"], ["--weight-decay=-inf"]):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error:") and "finite" in err and "\n" not in err, err
+    with pytest.raises(ValueError, match="--lr must be a finite number, got nan"):
+        PretrainConfig(lr=float("nan")).validate()  # also when a config is built in Python
+
+
+def test_nan_loss_stops_keeping_the_last_good_checkpoint(shards, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "diverged"
+    step = Trainer.train_step
+
+    def diverge_after_epoch_1(self, idx):
+        result = step(self, idx)
+        if self.step == self.steps_per_epoch + 2:  # two steps into epoch 2, after epoch 1's checkpoint
+            with torch.no_grad():
+                next(self.model.parameters()).fill_(float("nan"))  # the weights blow up: the next loss is NaN
+        return result
+
+    monkeypatch.setattr(Trainer, "train_step", diverge_after_epoch_1)
+    with pytest.raises(SystemExit) as exc:
+        main(["--data", str(shards), "--out", str(out), "--preset", "micro", "--limit", "0", "--val-fraction", "0.25",
+              "--threads", "1", "--no-progress", "--epochs", "3"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    spe = json.loads((out / "data.json").read_text())["train_frames"] // 16
+    assert err.startswith("error: training diverged: the loss is not finite at step") and "\n" not in err
+    assert f"step {spe + 3}" in err and f"(step {spe})" in err and "are kept" in err
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert ckpt["step"] == spe and all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+    enc = FrozenEncoder.load(out / "encoder.pt")
+    assert enc.meta["step"] == spe and all(torch.isfinite(p).all() for p in enc.parameters())
+    assert max(_losses(out)) <= spe + 2  # nothing logged from the diverged step on
+
+
+def test_export_refuses_non_finite_weights(shards, tmp_path):
+    from data.io import NonFiniteError
+
+    trainer = Trainer(_cfg(shards, tmp_path / "x", modalities="rgb", max_steps=1))
+    trainer.fit()
+    before = (tmp_path / "x" / "encoder.pt").read_bytes()
+    with torch.no_grad():
+        trainer.model.norm.weight[0] = float("inf")
+    with pytest.raises(NonFiniteError, match="refusing to write .*encoder.pt"):
+        trainer.export_encoder()
+    assert (tmp_path / "x" / "encoder.pt").read_bytes() == before
