@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,8 +38,21 @@ class PipelineConfig:
     seeds: str = field(default="0", metadata={"help": "comma-separated SAC seeds"})
     sac_steps: int = field(default=1500, metadata={"help": "env steps per SAC run"})
     sac_extra: str = field(default="", metadata={"help": "extra rl.sac flags for every run"})
-    parallel: int = field(default=2, metadata={"help": "SAC runs at once"})
+    parallel: int = field(default=2, metadata={"help": "SAC packs (processes) at once"})
+    pack: int = field(default=0, metadata={"help": "SAC runs trained together in one process (0: rl.grid's default for the device)"})
+    workers: int = field(default=1, metadata={"help": "frame-collection worker processes per task (0: one per core)"})
+    pretrain_extra: str = field(default="", metadata={"help": "extra pretrain.multimae flags (e.g. a GPU budget)"})
+    max_minutes: float = field(default=0.0, metadata={"help": "pause once this many minutes have passed: between stages, and SAC at an episode boundary with checkpoints; run the same command again to continue (0: no limit)"})
     root: str = field(default=".", metadata={"help": "folder holding data/ and runs/ (default: this checkout)"})
+
+    def validate(self) -> "PipelineConfig":
+        if self.workers < 0 or self.pack < 0 or self.parallel < 1 or not self.max_minutes >= 0:
+            raise ValueError("workers and pack must be >= 0, parallel >= 1, max-minutes >= 0")
+        return self
+
+
+class Paused(Exception):
+    """The pipeline's time budget (--max-minutes) ran out; everything done so far is kept."""
 
 
 class Stages:
@@ -49,6 +63,12 @@ class Stages:
         self.record_path = Path("runs/pipeline/stages.json")
         self.record = json.loads(self.record_path.read_text()) if self.record_path.exists() else {}
         self.t0 = time.time()
+
+    def minutes_left(self) -> float:
+        """Minutes of the --max-minutes budget left (inf without a budget)."""
+        if not self.cfg.max_minutes:
+            return float("inf")
+        return self.cfg.max_minutes - (time.time() - self.t0) / 60
 
     def run(self, name: str, outputs: list[Path], fn) -> None:
         """Run `fn` unless every path in `outputs` exists (then the stage is skipped)."""
@@ -62,6 +82,8 @@ class Stages:
                     f"{self.cfg.stage_preset!r}; delete them or use another --root")
             print(f"{head}: skipped, outputs exist ({outputs[0]})", flush=True)
             return
+        if self.minutes_left() <= 0:
+            raise Paused(f"the {self.cfg.max_minutes:g}-minute budget ran out before {name}")
         print(f"{head} ...", flush=True)
         start = time.time()
         fn()
@@ -94,7 +116,8 @@ def run(cfg: PipelineConfig) -> Path:
         npz = Path("data/annotations") / f"{task}.npz"
         sal = Path("runs/saliency") / task
         stages.run(f"collect {task}", [shards / "manifest.json"] if _complete(shards) else [],
-                   lambda: collect(CollectConfig(task=task, frames=cfg.frames, shard_size=cfg.shard_size, out=str(shards))))
+                   lambda: collect(CollectConfig(task=task, frames=cfg.frames, shard_size=cfg.shard_size, out=str(shards),
+                                                 workers=cfg.workers or os.cpu_count() or 1)))
         stages.run(f"oracle annotator {task}", [npz],
                    lambda: annotate_oracle(task, shards, n=cfg.annotate_n))
         stages.run(f"export annotations {task}", [npz], lambda: export(ExportConfig(task=task)))
@@ -111,10 +134,17 @@ def run(cfg: PipelineConfig) -> Path:
     for name, modalities in (("rgbs", "rgb,saliency"), ("rgb", "rgb")):
         out = Path("runs/mmae") / name
         stages.run(f"pretrain.multimae {name}", [out / "encoder.pt"],
-                   lambda: pretrain_main(["--preset", p, "--data", "data/shards", "--modalities", modalities, "--out", str(out)]))
+                   lambda: pretrain_main(["--preset", p, "--data", "data/shards", "--modalities", modalities, "--out", str(out),
+                                          *shlex.split(cfg.pretrain_extra)]))
+    def sac_grid() -> None:
+        budget = f" --max-minutes {max(stages.minutes_left(), 0.01):.2f}" if cfg.max_minutes else ""
+        grid = GridConfig(tasks=",".join(tasks), encoders=cfg.encoders, seeds=cfg.seeds, steps=cfg.sac_steps,
+                          sac_preset=p, out="runs/sac", parallel=cfg.parallel, pack=cfg.pack, extra=cfg.sac_extra + budget)
+        _check_grid(run_grid(grid))
+
     grid = GridConfig(tasks=",".join(tasks), encoders=cfg.encoders, seeds=cfg.seeds, steps=cfg.sac_steps,
-                      sac_preset=p, out="runs/sac", parallel=cfg.parallel, extra=cfg.sac_extra)
-    stages.run("rl.grid", [], lambda: _check_grid(run_grid(grid)))
+                      sac_preset=p, out="runs/sac")
+    stages.run("rl.grid", [], sac_grid)
     gaze_runs = [r.run_dir for r in plan(grid) if r.encoder.startswith("gaze")]
     for run_dir in gaze_runs:
         stages.run(f"rl.gaze_viz {run_dir}", [run_dir / "gaze_strip.png"],
@@ -134,6 +164,9 @@ def _check_grid(status: dict[str, str]) -> None:
     failed = {k: v for k, v in status.items() if v.startswith("failed")}
     if failed:
         raise SystemExit("error: SAC runs failed: " + "; ".join(f"{k}: {v}" for k, v in failed.items()))
+    paused = [k for k, v in status.items() if v == "paused"]
+    if paused:
+        raise Paused(f"{len(paused)} SAC run(s) paused at an episode boundary with their checkpoints")
 
 
 def main(argv=None) -> None:
@@ -142,7 +175,11 @@ def main(argv=None) -> None:
     root.mkdir(parents=True, exist_ok=True)
     start = time.time()
     with contextlib.chdir(root):
-        report = run(cfg)
+        try:
+            report = run(cfg)
+        except Paused as why:
+            print(f"\nPAUSED after {(time.time() - start) / 60:.1f} min: {why}; run the same command again to continue")
+            return
     print(f"\npipeline finished in {(time.time() - start) / 60:.1f} min; report: {root / report}")
 
 

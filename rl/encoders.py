@@ -198,8 +198,13 @@ def mmae_command(folder: str) -> str:
 
 
 def mmae_path(cfg: Any) -> Path:
-    """The frozen export a mmae_* run reads (--mmae, else the pretraining command's default output)."""
-    return Path(cfg.mmae or f"runs/mmae/{MMAEEncoder.VARIANTS[cfg.encoder][0]}/encoder.pt")
+    """The frozen export a mmae_* run reads: --mmae, else the pretraining command's default output,
+    the task's own model (runs/mmae/<name>/<task>/encoder.pt, the paper's default) before a pooled one."""
+    if cfg.mmae:
+        return Path(cfg.mmae)
+    root = Path("runs/mmae") / MMAEEncoder.VARIANTS[cfg.encoder][0]
+    per_task = root / cfg.task / "encoder.pt"
+    return per_task if per_task.exists() else root / "encoder.pt"
 
 
 def _mmae_factory(name: str):
