@@ -98,6 +98,7 @@ def run(cfg: PipelineConfig) -> Path:
     from annotate_app.oracle import annotate_oracle
     from data.collect import CollectConfig, collect
     from data.env import check_task
+    from pretrain.gate import encoder_paths, probe_gate
     from pretrain.train import main as pretrain_main
     from rl import gaze_viz
     from rl.grid import GridConfig, plan, run_grid
@@ -133,9 +134,11 @@ def run(cfg: PipelineConfig) -> Path:
                                        "--out", str(labelled)]))
     for name, modalities in (("rgbs", "rgb,saliency"), ("rgb", "rgb")):
         out = Path("runs/mmae") / name
-        stages.run(f"pretrain.multimae {name}", [out / "encoder.pt"],
-                   lambda: pretrain_main(["--preset", p, "--data", "data/shards", "--modalities", modalities, "--out", str(out),
-                                          *shlex.split(cfg.pretrain_extra)]))
+        # one MultiMAE per task (out/<task>/ when there are several); the linear probe runs right after
+        # pretraining (table printed, probe_*.json beside each encoder, loud warning if worse than random init)
+        stages.run(f"pretrain.multimae {name}", list(encoder_paths(out, tasks).values()),
+                   lambda: (pretrain_main(["--preset", p, "--data", "data/shards", "--modalities", modalities, "--out", str(out),
+                                           *shlex.split(cfg.pretrain_extra)]), probe_gate(out, tasks, modalities)))
     def sac_grid() -> None:
         budget = f" --max-minutes {max(stages.minutes_left(), 0.01):.2f}" if cfg.max_minutes else ""
         grid = GridConfig(tasks=",".join(tasks), encoders=cfg.encoders, seeds=cfg.seeds, steps=cfg.sac_steps,
