@@ -1,4 +1,5 @@
-"""MultiMAE training speed: images/s of full training steps (forward, backward, AdamW) on synthetic frames.
+"""MultiMAE training speed: images/s of full training steps (RandomResizedCrop, forward with the in-model
+ImageNet normalisation, backward, AdamW) on synthetic frames, as pretrain.train runs them.
 
     python bench/pretrain_speed.py                       # the paper's model (13.0M params), batch 64
     python bench/pretrain_speed.py --preset cpu --batch-size 64
@@ -16,6 +17,7 @@ import torch
 
 from data.runs import device_description
 from pretrain.config import PRESETS, PretrainConfig
+from pretrain.augment import random_resized_crop
 from pretrain.frozen import FrozenEncoder
 from pretrain.multimae import MultiMAE, count_parameters
 
@@ -30,6 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=5, help="timed steps (after 2 warm-up steps)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--augment", default="crop", choices=["crop", "none"], help="time the crop augmentation too (the default recipe)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -43,9 +46,13 @@ def main(argv: list[str] | None = None) -> None:
     inputs = {"rgb": torch.rand(B, 3, S, S, generator=g).to(dev), "saliency": torch.rand(B, 1, S, S, generator=g).to(dev)}
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else torch.autocast("cpu", enabled=False)
 
+    gen = torch.Generator(dev).manual_seed(0)
+    batch = {m: inputs[m] for m in mcfg.modalities}
+
     def step() -> None:
+        x = random_resized_crop(batch, (cfg.crop_scale, 1.0), generator=gen) if args.augment == "crop" else batch
         with autocast:
-            loss = model(inputs)[0]
+            loss = model(x, generator=gen)[0]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
