@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import shutil
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -81,15 +80,27 @@ def _read_curve(path: Path) -> list[tuple[float, float]]:
     return [(float(r["step"]), float(r[key])) for r in rows if key and r.get(key) not in (None, "")]
 
 
+def bootstrap_ci(values, level: float = 0.95, resamples: int = 10_000, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of the mean over seeds (values [n] or [n, T] -> per column)."""
+    x = np.asarray(values, float)
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, len(x), (resamples, len(x)))].mean(1)  # [resamples(, T)]
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2], axis=0)
+    return lo, hi
+
+
 def _fmt(values: list[float]) -> str:
+    """mean ± std [95 % bootstrap CI of the mean] over seeds."""
     if not values:
         return "-"
-    std = float(np.std(values)) if len(values) > 1 else math.nan
-    return f"{np.mean(values):.2f} ± {std:.2f}" if not math.isnan(std) else f"{np.mean(values):.2f}"
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    lo, hi = bootstrap_ci(values)
+    return f"{np.mean(values):.2f} ± {np.std(values):.2f} [{lo:.2f}, {hi:.2f}]"
 
 
 def table_i(runs: list[dict]) -> str:
-    """Markdown Table I analog: mean ± std over seeds of the final success rate, paper beside ours."""
+    """Markdown Table I analog: mean ± std [95 % bootstrap CI] over seeds of the final success rate, paper beside ours."""
     tasks = [t for t in PAPER_TASKS if any(r["task"] == t for r in runs)]
     tasks += sorted({r["task"] for r in runs} - set(tasks))
     by = defaultdict(list)
@@ -113,7 +124,8 @@ def table_i(runs: list[dict]) -> str:
 
 
 def plot_curves(runs: list[dict], out: Path) -> list[Path]:
-    """One PNG per task: success vs env steps, mean across seeds with a standard-error band."""
+    """One PNG per task: success vs env steps, mean across seeds (a marker at every evaluation) with a
+    shaded 95 % bootstrap confidence band over seeds."""
     paths = []
     for task in sorted({r["task"] for r in runs}):
         fig, ax = plt.subplots(figsize=(6, 4))
@@ -125,9 +137,10 @@ def plot_curves(runs: list[dict], out: Path) -> list[Path]:
             steps = sorted({s for c in curves for s, _ in c})
             ys = np.array([np.interp(steps, [s for s, _ in c], [v for _, v in c]) for c in curves])
             mean = ys.mean(0)
-            se = ys.std(0) / math.sqrt(len(ys)) if len(ys) > 1 else np.zeros_like(mean)
-            ax.plot(steps, mean, label=f"{ENCODER_LABELS.get(enc, enc)} (n={len(ys)})")
-            ax.fill_between(steps, mean - se, mean + se, alpha=0.2)
+            line, = ax.plot(steps, mean, marker="o", markersize=3, label=f"{ENCODER_LABELS.get(enc, enc)} (n={len(ys)})")
+            if len(ys) > 1:
+                lo, hi = bootstrap_ci(ys)
+                ax.fill_between(steps, lo, hi, alpha=0.2, color=line.get_color())
         ax.set(title=task, xlabel="environment steps", ylabel="success rate", ylim=(-0.02, 1.02))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
@@ -178,7 +191,8 @@ def write_report(cfg: ReportConfig) -> Path:
         f"devices: {', '.join(sorted({r.get('device', '?') for r in runs}))}. The paper's numbers are at 1M steps "
         "with 3 seeds and 50 rollouts: runs with smaller budgets are not comparable in level, only in ordering.\n",
         "## Success rate (the paper's Table I)\n",
-        "Final evaluation of the deterministic policy (any success within an episode), mean ± std over seeds.\n",
+        "Final evaluation of the deterministic policy (any success within an episode), mean ± std over seeds "
+        "[95 % percentile-bootstrap confidence interval of the mean over seeds].\n",
         table_i(runs) + "\n",
         "## Learning curves (the paper's Fig. 3)\n",
         *[f"![{p.stem}]({p.relative_to(out)})\n" for p in curves],

@@ -50,12 +50,23 @@ def test_report_has_a_row_per_encoder_with_paper_numbers_and_curves(tmp_path):
     text = report.read_text()
     table = [line for line in text.splitlines() if line.startswith("| ") and "(n=2)" in line]
     assert len(table) == len(ALL_ENCODERS)
-    assert "| CNN RGB | 0.03 ± 0.03 (n=2) / 0.39 ± 0.13 | 0.03 |" in text
+    assert "| CNN RGB | 0.03 ± 0.03 [0.00, 0.05] (n=2) / 0.39 ± 0.13 | 0.03 |" in text
     assert f"{PAPER_TABLE_I['mmae_rgbs']['reach-v3'][0]:.2f} ± 0.05" in text and "Gaze on the Prize" in text
     curve = tmp_path / "report" / "curves_reach-v3.png"
     img = np.asarray(Image.open(curve).convert("L"), float)
     assert img.shape[0] > 200 and img.std() > 10  # a drawn plot, not a blank canvas
     assert "CPU test" in text and "1.0 min" in text  # footer: device and wall time of every run
+
+
+def test_bootstrap_interval_covers_the_mean_and_narrows_with_agreement():
+    from rl.report import bootstrap_ci
+
+    lo, hi = bootstrap_ci([0.2, 0.4, 0.9])
+    assert 0.2 <= lo < 0.5 < hi <= 0.9
+    lo, hi = bootstrap_ci([0.5, 0.5, 0.5])
+    assert lo == hi == 0.5
+    lo, hi = bootstrap_ci(np.array([[0.0, 1.0], [0.0, 0.0]]))  # per evaluation step
+    assert lo.tolist() == [0.0, 0.0] and hi.tolist() == [0.0, 1.0]
 
 
 def test_report_without_runs_names_the_command(tmp_path):
