@@ -177,16 +177,14 @@ def collect(cfg: CollectConfig, progress: bool = True) -> Path:
     done = _intact_shards(out, sizes)
     todo = [(cfg, i, sizes[i]) for i in range(len(sizes)) if i not in done]
     write_manifest(out, _manifest(cfg, done, sizes))
-    bar = tqdm(total=cfg.frames, initial=sum(e["frames"] for e in done.values()), unit="frame",
-               desc=f"collect {cfg.task}", disable=not progress, dynamic_ncols=True)
-    if todo:
-        workers = min(cfg.workers, len(todo))
-        with mp.get_context("spawn").Pool(workers) if workers > 1 else contextlib.nullcontext() as pool:
-            for i, entry in (pool.imap_unordered(_write_one, todo) if pool else map(_write_one, todo)):
-                done[i] = entry
-                bar.update(entry["frames"])
-                write_manifest(out, _manifest(cfg, done, sizes))
-    bar.close()
+    workers = max(1, min(cfg.workers, len(todo)))
+    with (tqdm(total=cfg.frames, initial=sum(e["frames"] for e in done.values()), unit="frame",  # closed on errors too
+               desc=f"collect {cfg.task}", disable=not progress, dynamic_ncols=True) as bar,
+          mp.get_context("spawn").Pool(workers) if workers > 1 else contextlib.nullcontext() as pool):
+        for i, entry in (pool.imap_unordered(_write_one, todo) if pool else map(_write_one, todo)):
+            done[i] = entry
+            bar.update(entry["frames"])
+            write_manifest(out, _manifest(cfg, done, sizes))
     return out
 
 
@@ -200,9 +198,9 @@ def _intact_shards(out: Path, sizes: list[int]) -> dict[int, dict]:
         if not path.exists():
             continue
         try:
-            done[i] = check_shard(path, size, listed.get(path.name, {}).get("sha256"))
+            done[i] = check_shard(path, size, listed.get(path.name, {}).get("sha256"), repair="regenerating it")
         except ShardError as err:
-            print(f"regenerating {path.name}: {err}", file=sys.stderr)
+            print(err, file=sys.stderr)
             path.unlink()
     return done
 

@@ -207,10 +207,11 @@ def iter_samples(path: str | Path | ShardFile) -> Iterator[dict[str, Any]]:
         yield decode_sample(raw, source=source)
 
 
-def check_shard(path: str | Path, frames: int | None = None, sha256: str | None = None) -> dict[str, Any]:
-    """Read a whole shard; its manifest entry {"file", "frames", "sha256"}, or ShardError if it is
-    damaged or disagrees with the `frames` / `sha256` it should have."""
-    shard = ShardFile(Path(path), frames, sha256)
+def check_shard(path: str | Path, frames: int | None = None, sha256: str | None = None,
+                repair: str = ShardFile.repair) -> dict[str, Any]:
+    """Read a whole shard; its manifest entry {"file", "frames", "sha256"}, or ShardError (ending with
+    `repair`) if it is damaged or disagrees with the `frames` / `sha256` it should have."""
+    shard = ShardFile(Path(path), frames, sha256, repair)
     n = sum(1 for _ in iter_raw(shard))
     return {"file": shard.path.name, "frames": n, "sha256": sha256 or hashlib.sha256(shard.path.read_bytes()).hexdigest()}
 
@@ -267,8 +268,8 @@ def verified_shards(directory: str | Path, allow_incomplete: bool = False) -> li
     if not complete and not allow_incomplete:
         n = sum(int(e.get("frames", 0)) for e in entries)
         raise ShardError(f"{directory}: incomplete collection ({n} of {manifest.get('frames', '?')} frames, status "
-                         f"{manifest.get('status')!r}: e.g. a killed run); finish it ({fix}), or pass "
-                         "--allow-incomplete to use the frames it holds")
+                         f"{manifest.get('status')!r}: e.g. a killed run); pass --allow-incomplete to use the frames "
+                         f"it holds, or finish it: {fix}")
     if not entries:
         raise ShardError(f"{directory}: holds no shards (run `python -m data.collect --out {directory}`)")
     missing = sorted(listed - on_disk)

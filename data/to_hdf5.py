@@ -66,32 +66,31 @@ def _write(tmp: Path, manifest: dict, shards: list[ShardFile], progress: bool) -
         h5.attrs["manifest"] = json.dumps(manifest)
         ds: dict[str, h5py.Dataset] = {}
         clicks, offsets, n = [], [0], 0
-        bar = tqdm(total=total, unit="frame", desc="to_hdf5", disable=not progress)
-        for shard in shards:
-            samples = list(iter_samples(shard))
-            if not samples:
-                continue
-            block = {
-                "frames": np.stack([s["rgb"] for s in samples]),
-                "states": np.stack([s["state"] for s in samples]),
-                "keys": np.array([s["key"] for s in samples], dtype=object),
-                **{k: np.array([s["meta"][k] for s in samples]) for k in ("episode", "step", "reward", "success")},
-            }
-            if all("saliency" in s for s in samples):
-                block["saliency"] = np.stack([s["saliency"] for s in samples])
-            if not ds:
-                ds = _create_datasets(h5, block)
-            if set(block) != set(ds):
-                raise ValueError(f"{shard.path} has fields {sorted(block)}, earlier shards {sorted(ds)}")
-            for name, values in block.items():
-                ds[name].resize(n + len(samples), axis=0)
-                ds[name][n:] = values
-            for s in samples:
-                clicks.append(s["clicks"].reshape(-1, 2))
-                offsets.append(offsets[-1] + len(clicks[-1]))
-            n += len(samples)
-            bar.update(len(samples))
-        bar.close()
+        with tqdm(total=total, unit="frame", desc="to_hdf5", disable=not progress) as bar:  # closed on errors too
+            for shard in shards:
+                samples = list(iter_samples(shard))
+                if not samples:
+                    continue
+                block = {
+                    "frames": np.stack([s["rgb"] for s in samples]),
+                    "states": np.stack([s["state"] for s in samples]),
+                    "keys": np.array([s["key"] for s in samples], dtype=object),
+                    **{k: np.array([s["meta"][k] for s in samples]) for k in ("episode", "step", "reward", "success")},
+                }
+                if all("saliency" in s for s in samples):
+                    block["saliency"] = np.stack([s["saliency"] for s in samples])
+                if not ds:
+                    ds = _create_datasets(h5, block)
+                if set(block) != set(ds):
+                    raise ValueError(f"{shard.path} has fields {sorted(block)}, earlier shards {sorted(ds)}")
+                for name, values in block.items():
+                    ds[name].resize(n + len(samples), axis=0)
+                    ds[name][n:] = values
+                for s in samples:
+                    clicks.append(s["clicks"].reshape(-1, 2))
+                    offsets.append(offsets[-1] + len(clicks[-1]))
+                n += len(samples)
+                bar.update(len(samples))
         h5.create_dataset("clicks", data=np.concatenate(clicks) if clicks else np.zeros((0, 2), np.float32))
         h5.create_dataset("click_offsets", data=np.asarray(offsets, np.int64))
 

@@ -115,9 +115,9 @@ def _labelled_shards(out: Path, shards: list[ShardFile]) -> dict[str, dict]:
         path = out / s.path.name
         if path.exists():
             try:
-                done[path.name] = check_shard(path, s.frames, listed.get(path.name))
+                done[path.name] = check_shard(path, s.frames, listed.get(path.name), repair="labelling it again")
             except ShardError as err:
-                print(f"relabelling {path.name}: {err}")
+                print(err)
                 path.unlink()
     return done
 
