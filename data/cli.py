@@ -76,7 +76,7 @@ def one_line_errors(*extra: type[BaseException]) -> Iterator[None]:
     Covers ShardError, CheckpointError, NonFiniteError, DiskFullError (and any OSError that is a
     full disk), FileNotFoundError, ValueError, TypeError, and the `extra` types given.
     """
-    from data.io import DiskFullError, disk_full_error, is_disk_full
+    from data.io import DiskFullError, disk_full_error, failed_path, is_disk_full
     from data.shards import ShardError
 
     try:
@@ -85,9 +85,9 @@ def one_line_errors(*extra: type[BaseException]) -> Iterator[None]:
         fail(err.strerror)
     except (ShardError, FileNotFoundError, ValueError, TypeError, *extra) as err:
         fail(str(err))
-    except OSError as err:
+    except (OSError, RuntimeError) as err:
         if is_disk_full(err):
-            fail(disk_full_error(err.filename or "the output", err).strerror)
+            fail(disk_full_error(failed_path(err), err).strerror)
         raise
 
 

@@ -36,8 +36,17 @@ class NonFiniteError(ValueError):
 
 
 def is_disk_full(err: BaseException) -> bool:
-    """True for ENOSPC / EDQUOT, also when a library (h5py) only puts it in the message."""
-    return isinstance(err, OSError) and (err.errno in DISK_FULL_ERRNOS or "No space left on device" in str(err))
+    """True for ENOSPC / EDQUOT, also when a library only puts it in the message (h5py raises a
+    RuntimeError naming errno 28 when it flushes onto a full disk)."""
+    if isinstance(err, OSError) and err.errno in DISK_FULL_ERRNOS:
+        return True
+    return isinstance(err, (OSError, RuntimeError)) and ("No space left on device" in str(err) or "Disk quota exceeded" in str(err))
+
+
+def failed_path(err: BaseException) -> str:
+    """The file an OS-level error is about, from the exception or its message ('the output' if unknown)."""
+    found = re.search(r"filename = '([^']+)'", str(err))
+    return getattr(err, "filename", None) or (found.group(1) if found else "the output")
 
 
 def disk_full_error(path: str | os.PathLike, err: OSError, size: int | None = None) -> DiskFullError:

@@ -198,3 +198,16 @@ def test_npy_fields_cannot_smuggle_pickles(folder):
     write_manifest(folder, m)
     with pytest.raises(ShardError, match=r"00000-00000.*corrupt.*pickle"):
         load_arrays(folder)
+
+
+def test_hdf5_full_disk_error_is_one_line(capsys):
+    """h5py reports a full disk as a RuntimeError that only names errno 28 in its text (seen on a full tmpfs)."""
+    from data.cli import one_line_errors
+
+    with pytest.raises(SystemExit) as exit_, one_line_errors():
+        raise RuntimeError("Disable slist on flush dest failure failed (file write failed: time = Mon Nov 23 2026\n, "
+                           "filename = '/data/x.h5.tmp', file descriptor = 3, errno = 28, error message = 'No space left on device')")
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.startswith("error: no space left on the device writing /data/x.h5.tmp;") and err.count("\n") == 1
+    with pytest.raises(RuntimeError, match="unrelated"), one_line_errors():
+        raise RuntimeError("unrelated bug")  # anything else keeps its traceback
