@@ -169,7 +169,10 @@ def iter_raw(path: str | Path | ShardFile) -> Iterator[dict[str, bytes]]:
     last member (a damaged header mid-file would otherwise read as the end of the archive).
     """
     shard = path if isinstance(path, ShardFile) else ShardFile(Path(path))
-    payload = _read_checked(shard)
+    yield from _split_samples(_read_checked(shard), shard)
+
+
+def _split_samples(payload: bytes, shard: ShardFile) -> list[dict[str, bytes]]:
     samples: list[dict[str, bytes]] = []
     current: dict[str, bytes] = {}
     try:
@@ -197,7 +200,7 @@ def iter_raw(path: str | Path | ShardFile) -> Iterator[dict[str, bytes]]:
         samples.append(current)
     if shard.frames is not None and len(samples) != shard.frames:
         raise ShardError(f"{shard.path}: holds {len(samples)} samples, manifest.json says {shard.frames}; {shard.repair}")
-    yield from samples
+    return samples
 
 
 def iter_samples(path: str | Path | ShardFile) -> Iterator[dict[str, Any]]:
@@ -212,8 +215,9 @@ def check_shard(path: str | Path, frames: int | None = None, sha256: str | None 
     """Read a whole shard; its manifest entry {"file", "frames", "sha256"}, or ShardError (ending with
     `repair`) if it is damaged or disagrees with the `frames` / `sha256` it should have."""
     shard = ShardFile(Path(path), frames, sha256, repair)
-    n = sum(1 for _ in iter_raw(shard))
-    return {"file": shard.path.name, "frames": n, "sha256": sha256 or hashlib.sha256(shard.path.read_bytes()).hexdigest()}
+    payload = _read_checked(shard)
+    n = len(_split_samples(payload, shard))
+    return {"file": shard.path.name, "frames": n, "sha256": sha256 or hashlib.sha256(payload).hexdigest()}
 
 
 # -- folders --------------------------------------------------------------------------------------
