@@ -165,6 +165,7 @@ class StudyConfig:
     n: int = field(default=1000, metadata={"help": "unseen frames scored per run"})
     seed: int = field(default=0, metadata={"help": "seed of the frame draw and training"})
     threads: int = field(default=2, metadata={"help": "torch CPU threads"})
+    allow_incomplete: bool = field(default=False, metadata={"help": ALLOW_INCOMPLETE_HELP})
 
     def validate(self) -> "StudyConfig":
         if not self.size_list or min(self.size_list) < 2:

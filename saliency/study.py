@@ -36,7 +36,7 @@ def run(cfg: StudyConfig) -> Path:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     sizes = cfg.size_list
-    pool = build_oracle_annotations(cfg.data, max(sizes), cfg.seed)
+    pool = build_oracle_annotations(cfg.data, max(sizes), cfg.seed, allow_incomplete=cfg.allow_incomplete)
     order = np.random.default_rng(cfg.seed).permutation(len(pool))
     base = PRESETS[cfg.train_preset]["train"]
     batch = base.get("batch_size", TrainConfig.batch_size)
@@ -58,7 +58,7 @@ def run(cfg: StudyConfig) -> Path:
         tcfg = from_preset(TrainConfig, cfg.train_preset, annotations=str(ann_path), out=str(run_dir), epochs=epochs,
                            seed=cfg.seed, threads=cfg.threads, progress=False, resume=(run_dir / "last.pt").exists())
         best = train.run(tcfg)
-        metrics, _ = score(SaliencyPredictor.load(best, "cpu"), cfg.data, cfg.n)
+        metrics, _ = score(SaliencyPredictor.load(best, "cpu"), cfg.data, cfg.n, cfg.allow_incomplete)
         row = {"size": size, "train": n_train, "val": size - n_train, "epochs": epochs, "steps": steps, "metrics": metrics}
         atomic_write_json(result, row)
         rows.append(row)
