@@ -4,8 +4,7 @@ Every source shard becomes a shard of the same name in `--out` (default `<data>-
 same samples plus `saliency.png` (uint8 map from `SaliencyPredictor`, the path RL uses), written
 atomically. Source shards are checked against their manifest (see data.shards); finished output
 shards that pass their checks are skipped, damaged ones are redone, so a killed run resumes where it
-stopped; a marker file
-ties the folder to one model, so labels from two models never mix. Under torchrun each rank takes
+stopped; a marker file ties the folder to one model, so labels from two models never mix. Under torchrun each rank takes
 the shards i with i % WORLD_SIZE == RANK (GPU LOCAL_RANK); whichever rank finds every shard done
 writes the manifest (the source's, with the labelled shards' own counts and sha256, plus
 "labelled_from" and "saliency_model").
