@@ -185,6 +185,9 @@ def create_or_load_frameset(root: str | Path, task: str, frames_dir: str | Path 
         fs = load_frameset(root, task)
         asked = {"n": n, "method": method, "seed": seed}
         diff = {k: (fs.info[k], v) for k, v in asked.items() if v is not None and fs.info.get(k) != v}
+        stored_dir = fs.info.get("frames_dir")
+        if frames_dir is not None and stored_dir and Path(stored_dir).resolve() != Path(frames_dir).resolve():
+            diff["frames_dir"] = (stored_dir, str(frames_dir))  # --frames would be ignored: say so
         if diff:
             raise AnnotationError(
                 f"{tdir / 'selection.json'} already fixes this task's frames (stored vs asked: {diff}); every "

@@ -123,3 +123,12 @@ def test_app_start_with_a_bad_click_file_is_a_clear_error(store, tmp_path, monke
     store.path(1).write_text(json.dumps(rec))
     with pytest.raises(SystemExit, match=r"(?s)need attention:.*reach-v3/alice/.*\.json: field 'removed' must be a list"):
         app_main(["--task", "reach-v3", "--annotator", "alice", "--out", str(tmp_path / "ann"), "--port", str(_free_port())])
+
+
+def test_frames_flag_that_would_be_ignored_is_refused(store, tmp_path):
+    """Once a task's frames are chosen, --frames naming another folder would be ignored: refused with the reason."""
+    other = synthetic_shards(tmp_path / "other", frames=20, shard_size=10, seed=1)
+    with pytest.raises(AnnotationError, match=r"already fixes this task's frames .*frames_dir"):
+        create_or_load_frameset(tmp_path / "ann", "reach-v3", other)
+    same = create_or_load_frameset(tmp_path / "ann", "reach-v3", tmp_path / "shards")  # the stored folder: fine
+    assert same.keys == store.frames.keys
