@@ -92,10 +92,12 @@ def one_line_errors(*extra: type[BaseException]) -> Iterator[None]:
 
 
 def command_name(module: str) -> str:
-    """`python -m <module>` (the module run as __main__ named by its import name)."""
-    if module == "__main__":
-        spec = getattr(sys.modules["__main__"], "__spec__", None)
-        module = spec.name if spec else module
+    """`python -m <command>` for a parser built in `module`: the command the user ran when it is in the
+    same package (`python -m pretrain.multimae` runs pretrain.train's parser), else `module` itself."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    started = spec.name.removesuffix(".__main__") if spec else ""
+    if module == "__main__" or (started and started.split(".")[0] == module.split(".")[0]):
+        module = started or module
     return f"python -m {module.removesuffix('.__main__')}"
 
 
