@@ -1,7 +1,7 @@
 """Packed RL throughput: N SAC runs in one process (rl.workspace) beside the same N runs as separate processes.
 
     python bench/rl_throughput.py [--encoders mmae_rgbs,cnn_rgb,gaze] [--packs 1,4] [--hidden 256] [--steps 200]
-                                  [--rounds 1] [--threads 1] [--device cpu] [--profile]
+                                  [--rounds 1] [--threads 1] [--device cpu] [--profile] [--baseline-checkout DIR]
 
 Aggregate env-steps/s with one update per env step per run (reach-v3 64x64, batch 128, the given
 MLP width), measured in the learning phase only (after the random steps), from each run's
@@ -70,7 +70,8 @@ def packed(encoder: str, n: int, args, root: Path, extra: dict) -> float:
     return n * learning_rate(cfgs[0].run_dir())
 
 
-def separate(encoder: str, n: int, args, root: Path, extra: dict) -> float:
+def separate(encoder: str, n: int, args, root: Path, extra: dict, checkout: str = "") -> float:
+    """N concurrent `python -m rl.sac` processes (of `checkout`, another working tree, when given), rates summed."""
     procs = []
     for cfg in configs(encoder, n, args, root, extra):
         flags = []
@@ -78,7 +79,7 @@ def separate(encoder: str, n: int, args, root: Path, extra: dict) -> float:
             value = getattr(cfg, f.name)
             if f.init and value != f.default and not isinstance(value, bool):
                 flags += [f"--{f.name.replace('_', '-')}", str(value)]
-        procs.append((cfg.run_dir(), subprocess.Popen([sys.executable, "-m", "rl.sac", *flags],
+        procs.append((cfg.run_dir(), subprocess.Popen([sys.executable, "-m", "rl.sac", *flags], cwd=checkout or None,
                                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)))
     for _, p in procs:
         if p.wait() != 0:
@@ -148,6 +149,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-separate", action="store_true", help="only the packed processes")
+    p.add_argument("--baseline-checkout", default="", help="also time N separate processes of the rl.sac in this "
+                   "working tree (e.g. `git worktree add /tmp/old d6771a0`, the single-run loop before packing)")
     p.add_argument("--profile", action="store_true", help="also time the phases of a packed step")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -166,8 +169,11 @@ def main() -> None:
         for rnd in range(args.rounds):
             for enc in args.encoders.split(","):
                 for n in packs:
-                    for mode, fn in (("packed", packed), ("separate", separate)):
-                        if mode == "separate" and (args.no_separate or n == 1):
+                    modes = [("packed", packed), ("separate", separate)]
+                    if args.baseline_checkout:
+                        modes.append(("baseline", lambda *a: separate(*a, checkout=args.baseline_checkout)))
+                    for mode, fn in modes:
+                        if mode != "packed" and (args.no_separate or (n == 1 and mode == "separate")):
                             continue
                         k += 1
                         v = fn(enc, n, args, tmp / f"r{k}", extra.get(enc, {}))
@@ -182,12 +188,16 @@ def main() -> None:
     print(f"\ndevice: {device_description()}; reach-v3 64x64, 1 env per run, hidden {args.hidden}, batch 128, one "
           f"update per env step, {args.steps} timed learning steps per run, torch threads {args.threads}, "
           f"median of {args.rounds} round(s)\n")
-    print("| encoder | N | packed (1 process) | separate (N processes, sum) | packed / separate |\n|---|---|---|---|---|")
+    print("| encoder | N | packed (1 process) | separate (N processes, sum) | packed / separate | "
+          "before packing (N processes, sum) | packed / before |\n|---|---|---|---|---|---|---|")
     for enc in args.encoders.split(","):
         for n in packs:
             a = statistics.median(results[(enc, n, "packed")])
-            b = statistics.median(results[(enc, n, "separate")]) if (enc, n, "separate") in results else None
-            print(f"| {enc} | {n} | {a:.1f} | {f'{b:.1f}' if b else '-'} | {f'{a / b:.2f}x' if b else '-'} |")
+            cells = []
+            for mode in ("separate", "baseline"):
+                b = statistics.median(results[(enc, n, mode)]) if (enc, n, mode) in results else None
+                cells += [f"{b:.1f}" if b else "-", f"{a / b:.2f}x" if b else "-"]
+            print(f"| {enc} | {n} | {a:.1f} | " + " | ".join(cells) + " |")
     for enc, note in notes.items():
         if enc in args.encoders.split(","):
             print(f"\n{enc}: {note}")
