@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from data.cli import check_finite
+from data.shards import ALLOW_INCOMPLETE_HELP
 from pretrain.multimae import ModelConfig
 
 
@@ -40,6 +41,7 @@ class PretrainConfig:
     image_size: int = field(default=64, metadata={"help": "frame size the model sees (frames are resized by data.preprocess)"})
     patch_size: int = field(default=8, metadata={"help": "patch size in pixels"})
     limit: int = field(default=0, metadata={"help": "use at most this many frames per shard folder (0 = all)"})
+    allow_incomplete: bool = field(default=False, metadata={"help": ALLOW_INCOMPLETE_HELP})
     val_fraction: float = field(default=0.05, metadata={"help": "share of each folder's episodes held out for evaluation and figures"})
     eval_frames: int = field(default=512, metadata={"help": "held-out frames scored at the end of each epoch"})
     figure_every: int = field(default=5, metadata={"help": "write a reconstruction grid every this many epochs (and at the end)"})

@@ -66,7 +66,8 @@ class Frames:
         return out
 
 
-def load_frames(root: str | Path, saliency: str | None, limit: int = 0, task: str = "") -> tuple[Frames, list[dict]]:
+def load_frames(root: str | Path, saliency: str | None, limit: int = 0, task: str = "",
+                allow_incomplete: bool = False) -> tuple[Frames, list[dict]]:
     """Load every selected folder under `root` (only those of `task` when given); `saliency` is None,
     'predicted' or 'oracle'.
 
@@ -80,7 +81,8 @@ def load_frames(root: str | Path, saliency: str | None, limit: int = 0, task: st
             raise ShardError(f"{root}: no shard folder of task {task!r} (found: {', '.join(sorted({folder_task(f) for f in select_folders(root)}))})")
     for i, folder in enumerate(folders):
         try:
-            arrays = load_arrays(folder, limit=limit or None, need_saliency=saliency == "predicted")
+            arrays = load_arrays(folder, limit=limit or None, need_saliency=saliency == "predicted",
+                                 allow_incomplete=allow_incomplete)
         except ShardError as err:
             if saliency == "predicted" and "saliency" in str(err):
                 raise ShardError(

@@ -37,7 +37,7 @@ from pretrain.multimae import POOLS, MultiMAE, count_parameters, patchify
 CHECKPOINT = "checkpoint.pt"
 ENCODER = "encoder.pt"
 # fields that may differ when resuming (they do not change what the checkpoint means)
-RESUMABLE = {"resume", "max_steps", "progress", "threads", "device", "log_every", "figure_every", "eval_frames", "out", "data", "preset", "pooled"}
+RESUMABLE = {"resume", "allow_incomplete", "max_steps", "progress", "threads", "device", "log_every", "figure_every", "eval_frames", "out", "data", "preset", "pooled"}
 
 
 def _no_decay(name: str, p: torch.nn.Parameter) -> bool:
@@ -81,7 +81,8 @@ class Trainer:
 
         # data: whole folders in memory as uint8 (moved to the GPU when there is one)
         saliency = cfg.saliency if "saliency" in self.model_cfg.modalities else None
-        frames, self.data_info = load_frames(cfg.data, saliency, cfg.limit, task=cfg.task)
+        frames, self.data_info = load_frames(cfg.data, saliency, cfg.limit, task=cfg.task,
+                                             allow_incomplete=cfg.allow_incomplete)
         self.train_frames, self.val_frames = split_episodes(frames, cfg.val_fraction, cfg.seed)
         if len(self.train_frames) < cfg.batch_size:
             raise ValueError(

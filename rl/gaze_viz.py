@@ -32,6 +32,7 @@ from data.cli import parse_config  # noqa: E402
 from data.clicks import clicks_to_map  # noqa: E402
 from data.env import make_env  # noqa: E402
 from data.figures import write_figure  # noqa: E402
+from data.io import safe_torch_load  # noqa: E402
 from rl.gaze import GazeEncoder  # noqa: E402
 from rl.observe import default_saliency_model  # noqa: E402
 
@@ -151,7 +152,7 @@ def load_agent(run_dir: Path):
     if path is None:
         raise FileNotFoundError(f"{run_dir} holds neither agent.pt nor a checkpoint; train one with "
                                 f"`python -m rl.sac --encoder gaze --out {run_dir}`")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = safe_torch_load(path, what="SAC checkpoint")
     names = {f.name for f in dataclasses.fields(SACConfig) if f.init}
     cfg = SACConfig(**{k: v for k, v in ckpt["config"].items() if k in names})
     encoder = build_encoder(cfg, cfg.image_size)

@@ -31,7 +31,7 @@ import torch
 from tqdm import tqdm
 
 from data.env import EnvConfig
-from data.io import atomic_torch_save, atomic_write_json
+from data.io import atomic_torch_save, atomic_write_json, safe_torch_load
 from data.runs import MetricLogger, device_description, prepare_run_dir
 from rl.agent import SAC, GraphedUpdates, RunNoise
 from rl.config import PACK_FIELDS, SACConfig
@@ -160,7 +160,7 @@ class Pack:
         states = []
         for cfg, run_dir in zip(self.cfgs, self.run_dirs):
             path = checkpoint_path(run_dir, step)
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = safe_torch_load(path, what="SAC checkpoint")
             diffs = cfg.differences(state["config"])
             if diffs:
                 raise SystemExit(f"error: {path} was trained with another config; differences: " + "; ".join(diffs))
@@ -186,6 +186,8 @@ class Pack:
         live = [r for r in range(self.runs) if r not in self.diverged]
         for r in live:
             run_dir, name = self.run_dirs[r], f"replay-{self.step:09d}"
+            if checkpoint_path(run_dir, self.step).exists():  # resumed at this very step: it holds this state already
+                continue
             replay = self.buffer.save_run(r, run_dir / name)
             state = {
                 "config": dataclasses.asdict(self.cfgs[r]), "step": self.step, "episodes": self.episodes[r],
