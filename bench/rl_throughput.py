@@ -91,7 +91,6 @@ def profile(encoder: str, n: int, args, root: Path, extra: dict, steps: int = 60
     """Milliseconds per packed step in each phase, after RANDOM filled the buffer."""
     import numpy as np
 
-    from rl.observe import stack_final_obs
     from rl.workspace import Pack, env_config, make_envs
 
     torch.set_num_threads(args.threads)
@@ -113,13 +112,7 @@ def profile(encoder: str, n: int, args, root: Path, extra: dict, steps: int = 60
         t2 = time.perf_counter()
         nobs, nstored = obs_.observe(raw, rows)
         done = term | trunc
-        final = None
-        if done.any():
-            f = obs_.store(obs_.fields(stack_final_obs(info["final_obs"], np.flatnonzero(done))), rows[done])
-            final = {k: v.clone() for k, v in nstored.items()}
-            for k in final:
-                final[k][torch.from_numpy(np.flatnonzero(done))] = f[k]
-        pack.buffer.add(action, reward, term, nstored, done, final)
+        pack.buffer.add(action, reward, term, nstored, done, obs_.final_stored(info, done, nstored, rows))
         t3 = time.perf_counter()
         if pack.encoder is not None:
             pack.encoder.on_env_step(obs_.per_run(obs), reward.reshape(n, 1), done.reshape(n, 1))

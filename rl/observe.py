@@ -122,6 +122,20 @@ class Observer:
         obs = self.fields(raw)
         return obs, self.store(obs, run_of_row)
 
+    def final_stored(self, info: dict[str, Any], done: np.ndarray, next_stored: dict[str, torch.Tensor],
+                     run_of_row: np.ndarray) -> dict[str, torch.Tensor] | None:
+        """What the buffer keeps of the last observation of every episode that just ended (SAME_STEP
+        autoreset puts it in info["final_obs"]): full-size fields, the ended rows filled; None if none ended."""
+        if not done.any():
+            return None
+        ended = np.flatnonzero(done)
+        final = self.store(self.fields(stack_final_obs(info["final_obs"], ended)), run_of_row[ended])
+        out = {k: torch.zeros_like(v) for k, v in next_stored.items()}
+        rows = torch.from_numpy(ended).to(self.device)
+        for k in out:
+            out[k][rows] = final[k]
+        return out
+
     def per_run(self, flat: dict[str, torch.Tensor], envs_per_run: int | None = None) -> dict[str, torch.Tensor]:
         """[R*E, ...] -> [R, E, ...] (views)."""
         e = envs_per_run or self.envs_per_run

@@ -37,7 +37,7 @@ from rl.agent import SAC, GraphedUpdates, RunNoise
 from rl.config import PACK_FIELDS, SACConfig
 from rl.encoders import Encoder, build_encoder
 from rl.envs import EVAL_SEED_BASE, TRAIN_SEED_STRIDE, make_envs
-from rl.observe import Observer, stack_final_obs
+from rl.observe import Observer
 from rl.replay import ReplayBuffer
 
 ACTION_DIM = 4
@@ -319,14 +319,7 @@ def train(cfgs: list[SACConfig]) -> list[Path]:
             raw, reward, term, trunc, info = envs.step_wait() if overlapped else envs.step(action)
             done = term | trunc
             next_obs, next_stored = observer.observe(raw, run_of_row)
-            final_stored = None
-            if done.any():
-                ended = np.flatnonzero(done)
-                final = observer.store(observer.fields(stack_final_obs(info["final_obs"], ended)), run_of_row[ended])
-                final_stored = {k: torch.zeros_like(v) for k, v in next_stored.items()}
-                for k in final_stored:
-                    final_stored[k][torch.from_numpy(ended).to(pack.device)] = final[k]
-            buffer.add(action, reward, term, next_stored, done, final_stored)
+            buffer.add(action, reward, term, next_stored, done, observer.final_stored(info, done, next_stored, run_of_row))
             if encoder is not None:
                 encoder.on_env_step(observer.per_run(obs), reward.reshape(R, E), done.reshape(R, E))
             step += E
