@@ -4,6 +4,6 @@
 - `python -m annotate_app.export`     clicks -> images + maps .npz for the saliency trainer
 - `python -m annotate_app.oracle`     the "oracle" annotator from the simulator's stored clicks
 - `python -m annotate_app.agreement`  CC/NSS/SIM/KLD/AUC between annotators and with the oracle
-- `annotate_app.metrics`              the saliency-benchmark metrics (also used by `saliency`)
+- `common.map_metrics`              the saliency-benchmark metrics (also used by `saliency`)
 - `annotate_app.store`                names, frame selection and the per-frame click files
 """

@@ -2,7 +2,7 @@
 
 For every pair of human annotators (pred = first name, reference = second, alphabetical) and for each
 human against the oracle (the shards' simulator clicks), on every frame both have clicked: CC, NSS,
-SIM, KLD and AUC-Judd (annotate_app.metrics) of the prediction's map against the reference's map
+SIM, KLD and AUC-Judd (common.map_metrics) of the prediction's map against the reference's map
 (CC, SIM, KLD) and the reference's clicked pixels (NSS, AUC). Maps are made at the frames' own
 resolution with data.clicks.clicks_to_map. Prints a per-frame and a mean table, writes them as CSV,
 and draws a grid of frames with every annotator's map (matplotlib).
@@ -15,11 +15,21 @@ from pathlib import Path
 
 import numpy as np
 
-from annotate_app.metrics import METRIC_NAMES, all_metrics, fixation_mask
-from annotate_app.store import ORACLE, AnnotationError, AnnotatorStore, FrameSet, check_name, click_array, list_annotators, load_frameset, task_dir
-from data.cli import parse_config
+from annotate_app.store import (
+    ORACLE,
+    AnnotationError,
+    AnnotatorStore,
+    FrameSet,
+    check_name,
+    click_array,
+    list_annotators,
+    load_frameset,
+    task_dir,
+)
+from common.cli import parse_config
+from common.figures import write_figure
+from common.map_metrics import METRIC_NAMES, all_metrics, fixation_mask
 from data.clicks import clicks_to_map
-from data.figures import write_figure
 
 
 @dataclass

@@ -22,12 +22,18 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before gradio is imported: i
 import gradio as gr  # noqa: E402
 
 from annotate_app.store import (
-    IDLE_CAP_S, ORACLE, SELECT_METHODS, AnnotationError, AnnotatorStore, FrameSet, check_name,
+    IDLE_CAP_S,
+    ORACLE,
+    SELECT_METHODS,
+    AnnotationError,
+    AnnotatorStore,
+    FrameSet,
+    check_name,
     create_or_load_frameset,
 )
-from data.cli import parse_config
-from data.shards import ALLOW_INCOMPLETE_HELP
+from common.cli import parse_config
 from data.clicks import clicks_to_map
+from data.shards import ALLOW_INCOMPLETE_HELP
 
 SHORTCUTS = (("z", "undo last click", "btn-undo"), ("c", "clear frame", "btn-clear"),
              ("ArrowLeft", "previous frame", "btn-prev"), ("ArrowRight", "next frame", "btn-next"),

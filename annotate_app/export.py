@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from annotate_app.store import ORACLE, AnnotationError, AnnotatorStore, check_name, list_annotators, load_frameset
-from data.cli import parse_config
+from common.cli import parse_config
+from common.io import atomic_write_bytes
 from data.clicks import clicks_to_map
-from data.io import atomic_write_bytes
 
 COMBINE = ("pool", "rows")
 

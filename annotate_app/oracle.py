@@ -10,10 +10,17 @@ from pathlib import Path
 
 import numpy as np
 
-from annotate_app.store import ORACLE, SELECT_METHODS, AnnotationError, AnnotatorStore, click_array, check_name, create_or_load_frameset
-from data.cli import parse_config
+from annotate_app.store import (
+    ORACLE,
+    SELECT_METHODS,
+    AnnotationError,
+    AnnotatorStore,
+    check_name,
+    click_array,
+    create_or_load_frameset,
+)
+from common.cli import parse_config
 from data.shards import ALLOW_INCOMPLETE_HELP
-
 
 PRESETS = {"micro": {"n": 8}, "demo": {"n": 30}, "cpu": {"n": 30}, "paper": {"n": 30}}  # paper: ~30 frames per task
 

@@ -30,8 +30,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from data.clicks import clicks_to_map
-from data.io import atomic_write_bytes, atomic_write_json
+from common.io import atomic_write_bytes, atomic_write_json
 from data.shards import ShardError, ShardFile, decode_sample, iter_raw, read_manifest, verified_shards
 
 FORMAT = "visarl-annotation/1"
@@ -442,10 +441,6 @@ class AnnotatorStore:
 def click_array(rec: dict[str, Any]) -> np.ndarray:
     """A frame record's clicks as float32 [K, 2] (x, y)."""
     return np.array([[c["x"], c["y"]] for c in rec["clicks"]], np.float32).reshape(-1, 2)
-
-
-def record_map(rec: dict[str, Any], height: int, width: int | None = None) -> np.ndarray:
-    return clicks_to_map(click_array(rec), height, width)
 
 
 def list_annotators(root: str | Path, task: str) -> list[str]:

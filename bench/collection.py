@@ -13,9 +13,9 @@ import time
 
 import numpy as np
 
+from common.runs import device_description
 from data.collect import CollectConfig, collect
 from data.env import make_env
-from data.runs import device_description
 
 
 def _rate(env, steps: int, render: bool) -> float:

@@ -23,7 +23,7 @@ import faiss
 import numpy as np
 import torch
 
-from data.runs import device_description
+from common.runs import device_description
 from rl.config import SACConfig
 from rl.encoders import ENCODERS
 from rl.sac import run

@@ -15,11 +15,11 @@ import time
 
 import torch
 
-from data.runs import device_description
-from pretrain.config import PRESETS, PretrainConfig
+from common.runs import device_description
 from pretrain.augment import random_resized_crop
+from pretrain.config import PRESETS, PretrainConfig
 from pretrain.frozen import FrozenEncoder
-from pretrain.multimae import MultiMAE, count_parameters
+from pretrain.model import MultiMAE, count_parameters
 
 PAPER_IMAGES = 200_000 * 200
 

@@ -27,10 +27,10 @@ import time
 from pathlib import Path
 
 import torch
-
-from data.runs import device_description
-from rl.config import SACConfig
 from sac_pixels import encoder_export
+
+from common.runs import device_description
+from rl.config import SACConfig
 
 RANDOM = 200
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data.runs import device_description
+from common.runs import device_description
 from rl.config import SACConfig
 from rl.encoders import ENCODERS, MMAEEncoder, register_encoder
 from rl.replay import ReplayBuffer
@@ -45,7 +45,7 @@ def encoder_export(name: str, tmp: Path) -> tuple[str, str]:
     if path.exists():
         return str(path), f"pretrained {path}"
     from pretrain.frozen import ENCODER_FORMAT
-    from pretrain.multimae import ModelConfig, MultiMAE
+    from pretrain.model import ModelConfig, MultiMAE
 
     cfg = ModelConfig(modalities=("rgb", "saliency") if name == "rgbs" else ("rgb",))
     out = tmp / name / "encoder.pt"

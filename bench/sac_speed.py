@@ -21,8 +21,8 @@ from pathlib import Path
 import gymnasium as gym
 import torch
 
+from common.runs import device_description
 from data.env import EnvConfig
-from data.runs import device_description
 from rl.config import SACConfig
 from rl.envs import StateOnlyMetaWorld
 

@@ -16,7 +16,7 @@ import time
 import numpy as np
 import torch
 
-from data.runs import device_description
+from common.runs import device_description
 from saliency.picanet import PiCANet, PiCANetConfig
 from saliency.predictor import SaliencyPredictor, resolve_device
 from saliency.student import StudentConfig, StudentNet

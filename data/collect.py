@@ -19,13 +19,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from data.cli import check_finite, one_line_errors, parse_config
+from common.cli import check_finite, one_line_errors, parse_config
+from common.io import check_writable_dir
+from common.runs import code_version
 from data.env import CAMERAS, EnvConfig, PixelMetaWorld, check_task
-from data.io import check_writable_dir
-from data.runs import code_version
 from data.shards import ShardError, check_shard, read_manifest, shard_name, write_manifest, write_shard_entry
-
-POLICY_MODES = ("expert", "mixed", "random")
 
 
 @dataclass

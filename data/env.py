@@ -243,26 +243,3 @@ def make_env(config: EnvConfig | None = None, seed: int | None = None, **overrid
     if overrides:
         cfg = EnvConfig(**{**cfg.__dict__, **overrides})
     return PixelMetaWorld(cfg, seed=seed)
-
-
-def _env_factory(config: EnvConfig, seed: int):
-    def thunk():
-        return PixelMetaWorld(config, seed=seed)
-
-    return thunk
-
-
-def make_vector_env(
-    config: EnvConfig, num_envs: int, seed: int = 0, asynchronous: bool = True
-) -> gym.vector.VectorEnv:
-    """`num_envs` pixel envs in subprocess workers (one GL context each), same-step autoreset.
-
-    With same-step autoreset, the observation returned with terminated/truncated is already the
-    next episode's first one; the episode's last observation is in `info["final_obs"]`.
-    """
-    config.validate()
-    fns = [_env_factory(config, seed + 1000 * i) for i in range(num_envs)]
-    kwargs = dict(autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-    if asynchronous and num_envs > 1:
-        return gym.vector.AsyncVectorEnv(fns, context="spawn", **kwargs)
-    return gym.vector.SyncVectorEnv(fns, **kwargs)

@@ -35,17 +35,13 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from common.io import ShardError, atomic_write_bytes, atomic_write_json
 from data.clicks import clicks_to_map
-from data.io import atomic_write_bytes, atomic_write_json
 
 MANIFEST = "manifest.json"
 SHARD_GLOB = "shard-*.tar"
 REQUIRED_FIELDS = ("rgb.png", "state.npy", "clicks.npy", "meta.json")
 ALLOW_INCOMPLETE_HELP = "read a shard folder whose collection is not complete (e.g. a killed run): only the shards its manifest lists"
-
-
-class ShardError(RuntimeError):
-    """A shard folder or file is missing, corrupt, or lacks a field; the message names the file."""
 
 
 def shard_name(index: int) -> str:

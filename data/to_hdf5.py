@@ -16,7 +16,7 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
-from data.cli import one_line_errors, parse_config
+from common.cli import one_line_errors, parse_config
 from data.shards import ALLOW_INCOMPLETE_HELP, ShardFile, iter_samples, read_manifest, verified_shards
 
 CHUNK = 256

@@ -20,8 +20,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from data.cli import parse_config
-from data.io import atomic_write_json
+from common.cli import parse_config
+from common.io import atomic_write_json
 from pipeline.presets import PRESETS
 
 
@@ -98,11 +98,11 @@ def run(cfg: PipelineConfig) -> Path:
     from annotate_app.oracle import annotate_oracle
     from data.collect import CollectConfig, collect
     from data.env import check_task
+    from pipeline.report import ReportConfig, write_report
     from pretrain.gate import encoder_paths, probe_gate
     from pretrain.train import main as pretrain_main
     from rl import gaze_viz
     from rl.grid import GridConfig, plan, run_grid
-    from rl.report import ReportConfig, write_report
     from saliency import distill, evaluate, label, train
 
     tasks = [check_task(t) for t in cfg.tasks.split(",") if t]
@@ -153,7 +153,7 @@ def run(cfg: PipelineConfig) -> Path:
         stages.run(f"rl.gaze_viz {run_dir}", [run_dir / "gaze_strip.png"],
                    lambda run_dir=run_dir: gaze_viz.main(["--run", str(run_dir), "--frames", "6"]))
     report = Path("runs/report/REPORT.md")
-    stages.run("rl.report", [], lambda: write_report(ReportConfig(roots="runs/sac", out="runs/report", pictures_root="runs")))
+    stages.run("pipeline.report", [], lambda: write_report(ReportConfig(roots="runs/sac", out="runs/report", pictures_root="runs")))
     return report
 
 

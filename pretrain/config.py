@@ -4,9 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data.cli import check_finite
+from common.cli import check_finite
 from data.shards import ALLOW_INCOMPLETE_HELP
-from pretrain.multimae import ModelConfig
+from pretrain.model import ModelConfig
 
 
 @dataclass

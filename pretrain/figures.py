@@ -11,8 +11,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from pretrain.multimae import CHANNELS, MultiMAE, patchify, unpatchify  # noqa: E402
-from data.figures import write_figure  # noqa: E402
+from common.figures import write_figure  # noqa: E402
+from pretrain.model import CHANNELS, MultiMAE, patchify, unpatchify  # noqa: E402
 
 
 @torch.no_grad()

@@ -5,7 +5,7 @@
     enc = FrozenEncoder.load(path, pool="grid2")                            # 2x2 grid of mean tokens, [B, 4*256]
     feats = enc(rgb, saliency)  # rgb [B, 3, 64, 64], saliency [B, 1, 64, 64] in [0, 1] -> [B, enc.out_dim]
 
-Pools (`pretrain.multimae.POOLS`): "mean" of all tokens (the paper, the default), "global" token,
+Pools (`pretrain.model.POOLS`): "mean" of all tokens (the paper, the default), "global" token,
 "grid2"/"grid4": per-region means of the patch tokens on a 2x2 / 4x4 grid, flattened. Features are
 standardised per dimension with statistics stored in encoder.pt at export (measured on training
 frames) whenever the export has them: raw mean features vary by ~0.1 % of their magnitude, below
@@ -22,8 +22,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from data.io import safe_torch_load
-from pretrain.multimae import POOLS, ModelConfig, MultiMAE
+from common.io import safe_torch_load
+from pretrain.model import POOLS, ModelConfig, MultiMAE
 
 ENCODER_FORMAT = "visarl-mmae-encoder/1"
 

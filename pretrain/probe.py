@@ -26,14 +26,14 @@ from pathlib import Path
 
 import torch
 
-from data.cli import one_line_errors, parse_config
-from data.io import atomic_write_json
+from common.cli import one_line_errors, parse_config
+from common.io import atomic_write_json
+from common.runs import code_version, device_description
 from data.preprocess import frames_to_tensor
-from data.runs import code_version, device_description
 from data.shards import ShardError, read_manifest
 from pretrain.data import Frames, load_frames, select_folders
 from pretrain.frozen import FrozenEncoder
-from pretrain.multimae import POOLS
+from pretrain.model import POOLS
 
 #: position name -> slice of the 39-d Meta-World state
 TARGETS = {"hand": slice(0, 3), "object": slice(4, 7), "goal": slice(36, 39)}

@@ -23,16 +23,16 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from data.cli import one_line_errors, parse_config
-from data.io import NonFiniteError, atomic_torch_save, atomic_write_json, safe_torch_load
-from data.runs import MetricLogger, code_version, device_description, prepare_run_dir
+from common.cli import one_line_errors, parse_config
+from common.io import NonFiniteError, atomic_torch_save, atomic_write_json, safe_torch_load
+from common.runs import MetricLogger, code_version, device_description, prepare_run_dir
 from data.shards import ShardError
-from pretrain.config import PRESETS, PretrainConfig
 from pretrain.augment import random_resized_crop
+from pretrain.config import PRESETS, PretrainConfig
 from pretrain.data import load_frames, split_episodes, tasks_under
 from pretrain.figures import loss_curve, reconstruction_grid
 from pretrain.frozen import ENCODER_FORMAT, FrozenEncoder
-from pretrain.multimae import POOLS, MultiMAE, count_parameters, patchify
+from pretrain.model import POOLS, MultiMAE, count_parameters, patchify
 
 CHECKPOINT = "checkpoint.pt"
 ENCODER = "encoder.pt"

@@ -8,7 +8,7 @@ Every env worker builds `data.env.make_env` and wraps it:
   * encoders that read only the state get `StateOnlyMetaWorld`, which skips rendering (the
     renderer is ~15x the cost of a physics step on a CPU).
 The envs of every run of a pack live in one vector env (run-major). Vector envs use gymnasium's SAME_STEP autoreset (the episode's last observation in
-`info["final_obs"]`), like `data.env.make_vector_env`, whose seeding convention they share.
+`info["final_obs"]`).
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import gymnasium as gym
 import numpy as np
 
 from data.clicks import clicks_to_map
-from data.env import STATE_DIM, EnvConfig, PixelMetaWorld, make_env
+from data.env import EnvConfig, PixelMetaWorld, make_env
 
 TRAIN_SEED_STRIDE = 1_000_000
 EVAL_SEED_BASE = 1_000_000_000  # evaluation episodes never share a seed with training episodes

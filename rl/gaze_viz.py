@@ -28,11 +28,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.patches import Ellipse  # noqa: E402
 
-from data.cli import parse_config  # noqa: E402
+from common.cli import parse_config  # noqa: E402
+from common.figures import write_figure  # noqa: E402
+from common.io import safe_torch_load  # noqa: E402
 from data.clicks import clicks_to_map  # noqa: E402
 from data.env import make_env  # noqa: E402
-from data.figures import write_figure  # noqa: E402
-from data.io import safe_torch_load  # noqa: E402
 from rl.gaze import GazeEncoder  # noqa: E402
 from rl.observe import default_saliency_model  # noqa: E402
 

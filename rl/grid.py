@@ -25,9 +25,9 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data.cli import parse_config
+from common.cli import parse_config
+from common.io import atomic_write_json
 from data.env import check_task
-from data.io import atomic_write_json
 from rl.encoders import TABLE_I
 
 ALL_ENCODERS = (*TABLE_I, "gaze")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from data.cli import parse_config
+from common.cli import parse_config
 from rl.config import PRESETS, SACConfig
 from rl.workspace import train
 

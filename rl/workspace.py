@@ -30,9 +30,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from common.io import atomic_torch_save, atomic_write_json, safe_torch_load
+from common.runs import MetricLogger, device_description, prepare_run_dir
 from data.env import EnvConfig
-from data.io import atomic_torch_save, atomic_write_json, safe_torch_load
-from data.runs import MetricLogger, device_description, prepare_run_dir
 from rl.agent import SAC, GraphedUpdates, RunNoise
 from rl.config import PACK_FIELDS, SACConfig
 from rl.encoders import Encoder, build_encoder

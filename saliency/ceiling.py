@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from data.cli import parse_config
+from common.cli import parse_config
 from data.clicks import clicks_to_map
 from data.collect import BehaviourPolicy, CollectConfig
 from data.env import make_env

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from data.cli import check_finite, one_line_errors
+from common.cli import check_finite, one_line_errors
 from data.shards import ALLOW_INCOMPLETE_HELP
 
 T = TypeVar("T")
@@ -214,7 +214,7 @@ ENTRY = {TrainConfig: "train", DistillConfig: "distill", LabelConfig: "label", E
 
 
 def presets_for(cls: type) -> dict[str, dict[str, Any]]:
-    """{preset name: fields} for one entry point's config class (for data.cli.parse_config)."""
+    """{preset name: fields} for one entry point's config class (for common.cli.parse_config)."""
     return {name: entries[ENTRY[cls]] for name, entries in PRESETS.items()}
 
 

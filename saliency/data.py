@@ -16,8 +16,8 @@ import numpy as np
 import torch
 import torchvision.transforms.v2.functional as TF
 
-from data.cli import parse_config
-from data.io import atomic_write_bytes
+from common.cli import parse_config
+from common.io import atomic_write_bytes
 from data.shards import ALLOW_INCOMPLETE_HELP, load_arrays, oracle_maps
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data.cli import parse_config
-from data.runs import device_description
+from common.cli import parse_config
+from common.runs import device_description
 from data.shards import load_arrays
 from saliency.config import DistillConfig, clean_errors, presets_for
 from saliency.data import Augment, split

@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from data.cli import parse_config
-from data.figures import write_figure
-from data.io import atomic_write_json
-from data.runs import code_version, device_description
+from common.cli import parse_config
+from common.figures import write_figure
+from common.io import atomic_write_json
+from common.runs import code_version, device_description
 from data.shards import load_arrays, oracle_maps
 from saliency.config import EvalConfig, clean_errors, presets_for
 from saliency.metrics import GT_THRESHOLD, evaluate

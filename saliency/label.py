@@ -21,9 +21,18 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from data.cli import parse_config
-from data.io import atomic_write_json, check_writable_dir
-from data.shards import ShardError, ShardFile, check_shard, iter_samples, read_manifest, verified_shards, write_manifest, write_shard_entry
+from common.cli import parse_config
+from common.io import atomic_write_json, check_writable_dir
+from data.shards import (
+    ShardError,
+    ShardFile,
+    check_shard,
+    iter_samples,
+    read_manifest,
+    verified_shards,
+    write_manifest,
+    write_shard_entry,
+)
 from saliency.config import LabelConfig, clean_errors, presets_for
 from saliency.predictor import SaliencyPredictor, resolve_device
 

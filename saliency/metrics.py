@@ -12,14 +12,14 @@
   f_max is ~0.93 (`python -m saliency.ceiling`).
 * MAE: mean absolute difference over all pixels and frames.
 * Saliency-benchmark metrics (CC, SIM, KLD against the GT maps; NSS, AUC-Judd against click /
-  fixation points when given) come from `annotate_app.metrics`, implemented once there.
+  fixation points when given) come from `common.map_metrics`, implemented once there.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from annotate_app import metrics as bench
+from common import map_metrics as bench
 
 GT_THRESHOLD = 0.5
 ZETA2 = 0.3

@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.models import vgg
 
-from data.io import safe_torch_load
+from common.io import safe_torch_load
 
 VGG16_CFG = vgg.cfgs["D"]  # [64, 64, 'M', 128, 128, 'M', 256, 256, 256, 'M', 512, 512, 512, 'M', 512, 512, 512, 'M']
 LAYOUTS = ("LLL", "GGLLL")

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from data.io import atomic_torch_save, safe_torch_load
+from common.io import atomic_torch_save, safe_torch_load
 from data.preprocess import frames_to_tensor
 from saliency.picanet import PiCANet, PiCANetConfig
 from saliency.student import StudentConfig, StudentNet

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from data.cli import parse_config
-from data.io import atomic_write_json
+from common.cli import parse_config
+from common.io import atomic_write_json
 from saliency import train
 from saliency.config import PRESETS, StudyConfig, TrainConfig, clean_errors, from_preset, presets_for
 from saliency.data import build_oracle_annotations, save_annotations, split

@@ -21,16 +21,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from data.cli import parse_config
-from data.io import check_finite_loss, safe_torch_load
+from common.cli import parse_config
+from common.io import check_finite_loss, safe_torch_load
+from common.runs import MetricLogger, device_description, prepare_run_dir
 from data.preprocess import frames_to_tensor
-from data.runs import MetricLogger, device_description, prepare_run_dir
 from saliency.config import TrainConfig, clean_errors, presets_for
 from saliency.data import Augment, load_annotations, split
 from saliency.metrics import evaluate
 from saliency.picanet import PiCANet
 from saliency.predictor import predict_maps, resolve_device, save_checkpoint
-
 
 VAL_KEYS = ("f_adaptive", "f_max", "mae", "cc")
 

@@ -9,16 +9,16 @@ import time
 import numpy as np
 import pytest
 
-from annotate_app.agreement import AgreementConfig, agreement_rows, annotator_clicks, run as run_agreement
-from annotate_app.app import AppConfig, Annotator, main as app_main, port_in_use
+from annotate_app.agreement import AgreementConfig, agreement_rows, annotator_clicks
+from annotate_app.agreement import run as run_agreement
+from annotate_app.app import Annotator, AppConfig, port_in_use
+from annotate_app.app import main as app_main
 from annotate_app.export import ExportConfig, collect_maps, export
 from annotate_app.oracle import annotate_oracle
-from annotate_app.store import (
-    AnnotationError, AnnotatorStore, check_name, create_or_load_frameset, load_frameset,
-)
+from annotate_app.store import AnnotationError, AnnotatorStore, check_name, create_or_load_frameset, load_frameset
 from annotate_app.synthetic import synthetic_frame, synthetic_shards
-from data.cli import parse_config
-from data.shards import shard_name, write_manifest, write_shard, write_shard_entry
+from common.cli import parse_config
+from data.shards import shard_name, write_manifest, write_shard_entry
 
 
 @pytest.fixture

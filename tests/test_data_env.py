@@ -3,7 +3,7 @@ import gc
 import numpy as np
 import pytest
 
-from data.env import EnvConfig, make_env, make_vector_env
+from data.env import EnvConfig, make_env
 from data.oracle import project_points
 
 
@@ -84,7 +84,9 @@ def test_unknown_task_lists_valid_names():
 
 
 def test_vector_env_same_step_autoreset():
-    venv = make_vector_env(EnvConfig(task="reach-v3", max_episode_steps=3), num_envs=2, seed=0)
+    from rl.envs import make_envs
+
+    venv = make_envs(EnvConfig(task="reach-v3", max_episode_steps=3), 2, pixels=True, oracle_saliency=False, seed_bases=[0])
     try:
         obs, _ = venv.reset(seed=0)
         assert obs["pixels"].shape == (2, 64, 64, 3)

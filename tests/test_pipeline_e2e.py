@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.presets import PRESETS
-from rl.report import ENCODER_LABELS
+from pipeline.report import ENCODER_LABELS
 
 pytestmark = pytest.mark.slow
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pipeline.report import PAPER_TABLE_I, ReportConfig, write_report
 from rl.grid import ALL_ENCODERS, GridConfig, Run, is_finished, plan, sac_command
-from rl.report import PAPER_TABLE_I, ReportConfig, write_report
 
 
 def _fake_run(root: Path, task: str, encoder: str, seed: int, success: float, steps: int = 1000) -> Path:
@@ -59,7 +59,7 @@ def test_report_has_a_row_per_encoder_with_paper_numbers_and_curves(tmp_path):
 
 
 def test_bootstrap_interval_covers_the_mean_and_narrows_with_agreement():
-    from rl.report import bootstrap_ci
+    from pipeline.report import bootstrap_ci
 
     lo, hi = bootstrap_ci([0.2, 0.4, 0.9])
     assert 0.2 <= lo < 0.5 < hi <= 0.9

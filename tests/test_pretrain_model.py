@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pretrain.frozen import ENCODER_FORMAT, FrozenEncoder
-from pretrain.multimae import ModelConfig, MultiMAE, count_parameters, patchify, sample_visible, unpatchify
+from pretrain.model import ModelConfig, MultiMAE, count_parameters, patchify, sample_visible, unpatchify
 
 TINY = dict(dim=32, depth=1, num_heads=2, decoder_dim=32, decoder_depth=1, decoder_heads=2)
 

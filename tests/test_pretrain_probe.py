@@ -14,7 +14,7 @@ from pretrain.augment import apply_crops, crop_boxes, random_resized_crop
 from pretrain.config import PRESETS, PretrainConfig
 from pretrain.data import load_frames, split_episodes, tasks_under
 from pretrain.frozen import ENCODER_FORMAT, FrozenEncoder
-from pretrain.multimae import IMAGENET_MEAN, IMAGENET_STD, ModelConfig, MultiMAE
+from pretrain.model import IMAGENET_MEAN, IMAGENET_STD, ModelConfig, MultiMAE
 from pretrain.probe import ALPHAS, ProbeConfig, Ridge, choose_alphas, gate_warnings, probe, r2_pooled, stored
 from pretrain.train import export_feature_stats, task_configs
 

@@ -12,12 +12,12 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from data.cli import parse_config
+from common.cli import parse_config
 from data.shards import ShardError, iter_samples, list_shards, read_manifest, write_manifest, write_shard_entry
 from pretrain.config import PRESETS, PretrainConfig
 from pretrain.data import load_frames, select_folders, split_episodes
 from pretrain.frozen import FrozenEncoder
-from pretrain.multimae import MultiMAE
+from pretrain.model import MultiMAE
 from pretrain.train import Trainer, main, run
 
 MICRO = {**PRESETS["micro"], "limit": 0, "val_fraction": 0.25, "threads": 1, "progress": False}
@@ -213,7 +213,7 @@ def test_nan_loss_stops_keeping_the_last_good_checkpoint(shards, tmp_path, monke
 
 
 def test_export_refuses_non_finite_weights(shards, tmp_path):
-    from data.io import NonFiniteError
+    from common.io import NonFiniteError
 
     trainer = Trainer(_cfg(shards, tmp_path / "x", modalities="rgb", max_steps=1))
     trainer.fit()

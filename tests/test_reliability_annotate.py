@@ -7,10 +7,11 @@ import socket
 import pytest
 
 from annotate_app import app as app_module
-from annotate_app.app import AppConfig, main as app_main
+from annotate_app.app import AppConfig
+from annotate_app.app import main as app_main
 from annotate_app.store import AnnotationError, AnnotatorStore, create_or_load_frameset
 from annotate_app.synthetic import synthetic_shards
-from data.cli import parse_config
+from common.cli import parse_config
 
 
 @pytest.fixture

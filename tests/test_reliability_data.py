@@ -10,8 +10,8 @@ import tarfile
 import numpy as np
 import pytest
 
+from common.io import DiskFullError, atomic_write_json
 from data.collect import CollectConfig, collect
-from data.io import DiskFullError, atomic_write_json
 from data.shards import MANIFEST, ShardError, load_arrays, read_manifest, verified_shards, write_manifest
 from data.to_hdf5 import ToHdf5Config, convert
 
@@ -146,7 +146,7 @@ def test_full_disk_is_a_one_line_error_and_keeps_the_old_file(tmp_path, monkeypa
     def full(fd):  # what the kernel says when the device is full; /dev/full gives the same errno
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("data.io.os.fsync", full)
+    monkeypatch.setattr("common.io.os.fsync", full)
     with pytest.raises(DiskFullError, match=r"no space left on the device writing .*state.json"):
         atomic_write_json(target, {"v": 2})
     assert json.loads(target.read_text()) == {"v": 1} and [p.name for p in tmp_path.iterdir()] == ["state.json"]
@@ -159,10 +159,10 @@ def test_full_disk_is_a_one_line_error_and_keeps_the_old_file(tmp_path, monkeypa
 
 
 def test_os_level_enospc_from_a_library_is_one_line(capsys):
-    from data.cli import one_line_errors
+    from common.cli import one_line_errors
 
     with pytest.raises(SystemExit) as exit_, one_line_errors():
-        with open("/dev/full", "wb") as f:  # a real ENOSPC from the kernel, not from data.io
+        with open("/dev/full", "wb") as f:  # a real ENOSPC from the kernel, not from common.io
             f.write(b"x" * 10)
             f.flush()
     err = capsys.readouterr().err
@@ -202,7 +202,7 @@ def test_npy_fields_cannot_smuggle_pickles(folder):
 
 def test_hdf5_full_disk_error_is_one_line(capsys):
     """h5py reports a full disk as a RuntimeError that only names errno 28 in its text (seen on a full tmpfs)."""
-    from data.cli import one_line_errors
+    from common.cli import one_line_errors
 
     with pytest.raises(SystemExit) as exit_, one_line_errors():
         raise RuntimeError("Disable slist on flush dest failure failed (file write failed: time = Mon Nov 23 2026\n, "

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from common.io import CheckpointError, NonFiniteError, atomic_torch_save, safe_torch_load
 from data.collect import CollectConfig, collect
-from data.io import CheckpointError, NonFiniteError, atomic_torch_save, safe_torch_load
 from data.shards import ShardError, load_arrays, read_manifest, write_manifest
 from saliency import label, train
 from saliency.config import DistillConfig, LabelConfig, TrainConfig, from_preset

@@ -11,8 +11,8 @@ import torch
 
 from rl.encoders import ENCODERS
 from rl.gaze import (
-    GaussianGazeHead,
     METRIC_KEYS,
+    GaussianGazeHead,
     GazeEncoder,
     PatchGazeHead,
     ReturnBuffer,

@@ -10,7 +10,8 @@ import torch
 
 from rl.config import PRESETS, SACConfig
 from rl.encoders import ENCODERS
-from rl.gaze_viz import GazeVizConfig, cell_centre_px, gaze_strip, run as viz_run
+from rl.gaze_viz import GazeVizConfig, cell_centre_px, gaze_strip
+from rl.gaze_viz import run as viz_run
 from rl.sac import run as sac_run
 from rl.workspace import checkpoint_steps, latest_checkpoint, train
 

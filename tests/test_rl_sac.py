@@ -25,7 +25,7 @@ def tiny(tmp_path: Path, encoder: str, **kw) -> SACConfig:
 def pretrained(tmp_path_factory) -> dict[str, Path]:
     """A tiny real MultiMAE encoder export and a tiny student saliency checkpoint."""
     from pretrain.frozen import ENCODER_FORMAT
-    from pretrain.multimae import ModelConfig, MultiMAE
+    from pretrain.model import ModelConfig, MultiMAE
     from saliency.predictor import save_checkpoint
     from saliency.student import StudentConfig, StudentNet
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from annotate_app import metrics as bench
+from common import map_metrics as bench
 from saliency.metrics import GT_THRESHOLD, evaluate, f_adaptive, pr_curves
 
 

@@ -76,8 +76,7 @@ def one_line_errors(*extra: type[BaseException]) -> Iterator[None]:
     Covers ShardError, CheckpointError, NonFiniteError, DiskFullError (and any OSError that is a
     full disk), FileNotFoundError, ValueError, TypeError, and the `extra` types given.
     """
-    from data.io import DiskFullError, disk_full_error, failed_path, is_disk_full
-    from data.shards import ShardError
+    from common.io import DiskFullError, ShardError, disk_full_error, failed_path, is_disk_full
 
     try:
         yield
@@ -156,7 +155,3 @@ def parse_config(
     if preset and any(f.name == "preset" for f in dataclasses.fields(cls)):
         cfg.preset = preset  # type: ignore[attr-defined]
     return cfg
-
-
-def config_to_dict(cfg: Any) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)

@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
-from data.io import atomic_write_json, check_writable_dir
+from common.io import atomic_write_json, check_writable_dir
 
 
 def code_version() -> str:
@@ -99,7 +98,3 @@ class MetricLogger:
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
-
-
-def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text())

@@ -31,6 +31,10 @@ class CheckpointError(ValueError):
     """A checkpoint file is missing, damaged or holds what a weights-only load refuses."""
 
 
+class ShardError(RuntimeError):
+    """A shard folder or file is missing, corrupt, or lacks a field; the message names the file."""
+
+
 class NonFiniteError(ValueError):
     """A loss or tensor is NaN or infinite: training diverged; the message says what was kept."""
 

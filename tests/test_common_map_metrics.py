@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from annotate_app.metrics import all_metrics, auc_judd, cc, fixation_mask, kld, nss, sim
+from common.map_metrics import all_metrics, auc_judd, cc, fixation_mask, kld, nss, sim
 
 
 def test_cc_hand_values():

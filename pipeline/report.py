@@ -1,4 +1,4 @@
-"""`python -m rl.report runs/sac [more roots] [--out runs/report]`: REPORT.md and its pictures.
+"""`python -m pipeline.report runs/sac [more roots] [--out runs/report]`: REPORT.md and its pictures.
 
 Reads only what runs leave on disk: every `summary.json` below the given roots (one per finished
 SAC run, beside its `eval.csv`), plus pictures the earlier stages write (saliency examples,
@@ -21,9 +21,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from data.cli import parse_config  # noqa: E402
+from common.cli import parse_config  # noqa: E402
+from common.figures import write_figure  # noqa: E402
 from data.env import PAPER_TASKS  # noqa: E402
-from data.figures import write_figure  # noqa: E402
 
 #: The paper's Table I: success over 50 rollouts and 3 seeds (mean, std), 1M steps.
 PAPER_TABLE_I: dict[str, dict[str, tuple[float, float]]] = {
@@ -210,7 +210,7 @@ def main(argv=None) -> None:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     roots = []
-    while argv and not argv[0].startswith("-"):  # `python -m rl.report runs/sac runs/other [--out ...]`
+    while argv and not argv[0].startswith("-"):  # `python -m pipeline.report runs/sac runs/other [--out ...]`
         roots.append(argv.pop(0))
     if roots:
         argv += ["--roots", ",".join(roots)]
