@@ -3,7 +3,7 @@
 `parse_config(Config, argv, presets={"cpu": {...}, "paper": {...}})` builds an argparse parser from
 the dataclass fields (their `metadata["help"]`), applies the chosen `--preset` first and explicit
 flags after it, and returns the filled dataclass. Field `foo_bar` is the flag `--foo-bar`; bools
-take `--flag/--no-flag`.
+take `--flag/--no-flag`; a field made by `resume_field()` takes `--resume` bare or `--resume auto`.
 
 Refusals are one line on stderr and exit status 2: a bad flag (`error: argument --lr: must be a
 finite number, got 'inf'`), a failed `validate()`, and, inside `with one_line_errors():` in a
@@ -90,6 +90,47 @@ def one_line_errors(*extra: type[BaseException]) -> Iterator[None]:
         raise
 
 
+RESUME_HELP = ("continue the run in --out from its checkpoint (one must exist); '--resume auto': continue if a "
+               "checkpoint exists, else start (a requeued job reruns the same command); without it an existing run is refused")
+
+
+def resume_mode(value: Any) -> bool | str:
+    """A resume setting as False (start; an existing run is refused), True (a checkpoint must exist) or 'auto'.
+
+    Python callers pass True/False; the command line and JSON specs give 'auto' (or yes/no words).
+    """
+    text = str(value).strip().lower()
+    if value is None or value is False or text in ("", "0", "false", "no", "never"):
+        return False
+    if value is True or text in ("1", "true", "yes", "must"):
+        return True
+    if text == "auto":
+        return "auto"
+    raise ValueError(f"--resume takes no value or 'auto', got {value!r}")
+
+
+def _resume_arg(text: str) -> bool | str:
+    try:
+        return resume_mode(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def resume_field(help: str = RESUME_HELP) -> Any:
+    """A dataclass field for `--resume [auto]`: bare `--resume` is True, `--resume auto` is 'auto', absent is False."""
+    return dataclasses.field(default=False, metadata={"help": help, "nargs": "?", "const": True, "type": _resume_arg})
+
+
+def should_resume(mode: Any, found: bool, where: Any) -> bool:
+    """Whether to load the checkpoint: never for False, if `found` for 'auto'; True without one raises
+    FileNotFoundError naming `where` and the fix."""
+    mode = resume_mode(mode)
+    if mode is True and not found:
+        raise FileNotFoundError(f"--resume: no checkpoint in {where}; start without --resume, or pass --resume auto "
+                                "to start when there is none")
+    return bool(mode) and found
+
+
 def command_name(module: str) -> str:
     """`python -m <command>` for a parser built in `module`: the command the user ran when it is in the
     same package (`python -m pretrain.multimae` runs pretrain.train's parser), else `module` itself."""
@@ -122,7 +163,10 @@ def build_parser(cls: type, presets: Mapping[str, Mapping[str, Any]] | None = No
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
         help_text = f.metadata.get("help", "")
-        if tp is bool:
+        if "nargs" in f.metadata:  # e.g. resume_field(): an optional value
+            parser.add_argument(flag, nargs=f.metadata["nargs"], const=f.metadata["const"], type=f.metadata["type"],
+                                default=None, metavar="auto", help=f"{help_text} (default: {default})")
+        elif tp is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f"{help_text} (default: {default})")
         else:
             if tp is float and not f.metadata.get("nonfinite"):

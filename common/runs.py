@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from common.cli import resume_mode
 from common.io import atomic_write_json, check_writable_dir
 
 
@@ -34,18 +35,17 @@ def device_description() -> str:
     return f"CPU {platform.processor() or platform.machine()} x{os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
 
 
-def prepare_run_dir(out: str | Path, config: Any, resume: bool = False, allow_existing: bool = False) -> Path:
+def prepare_run_dir(out: str | Path, config: Any, resume: bool | str = False, allow_existing: bool = False) -> Path:
     """Create the run folder and write config.json.
 
-    A folder that already holds a run is refused unless `resume` (the stored config must then
-    match on every field except those that only extend a run) or `allow_existing`.
+    A folder that already holds a run is refused unless `resume` (True or 'auto', see
+    common.cli.resume_mode; the caller checks the checkpoint's config) or `allow_existing`.
     """
     out = check_writable_dir(out)
     cfg = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
     path = out / "config.json"
-    if path.exists() and not allow_existing:
-        if not resume:
-            raise SystemExit(f"error: {out} already holds a run; pass --resume to continue it or choose another --out")
+    if path.exists() and not allow_existing and not resume_mode(resume):
+        raise SystemExit(f"error: {out} already holds a run; pass --resume (or --resume auto) to continue it or choose another --out")
     atomic_write_json(path, {**cfg, "code_version": code_version()})
     return out
 
