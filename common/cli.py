@@ -122,11 +122,11 @@ def resume_field(help: str = RESUME_HELP) -> Any:
 
 
 def should_resume(mode: Any, found: bool, where: Any) -> bool:
-    """Whether to load the checkpoint: never for False, if `found` for 'auto'; True without one raises
-    FileNotFoundError naming `where` and the fix."""
+    """Whether to load the checkpoint (at `where`): never for False, if `found` for 'auto'; True without
+    one raises FileNotFoundError naming `where` and the fix."""
     mode = resume_mode(mode)
     if mode is True and not found:
-        raise FileNotFoundError(f"--resume: no checkpoint in {where}; start without --resume, or pass --resume auto "
+        raise FileNotFoundError(f"--resume: {where} not found; start without --resume, or pass --resume auto "
                                 "to start when there is none")
     return bool(mode) and found
 
