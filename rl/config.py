@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from data.env import CAMERAS, RENDER_QUALITIES, check_task
-from rl.encoders import ENCODERS, TABLE_I, encoder_names
+from rl.encoders import ENCODERS, EXTRA, TABLE_I, encoder_names
 
 SALIENCY_SOURCES: tuple[str, ...] = ("predictor", "oracle")
 
@@ -36,7 +36,7 @@ class SACConfig:
 
     # -- what to run ---------------------------------------------------------------------------
     task: str = _f("reach-v3", "Meta-World v3 task, e.g. reach-v3, drawer-open-v3, faucet-open-v3, door-open-v3")
-    encoder: str = _f("cnn_rgb", "encoder: state, " + ", ".join(TABLE_I) + ", or a gaze encoder (gaze, gaze_nocontrast, gaze_patch, gaze_mix)")
+    encoder: str = _f("cnn_rgb", "encoder: state, " + ", ".join(TABLE_I) + ", " + "".join(f"{k} ({v}), " for k, v in EXTRA.items()) + "or a gaze encoder (gaze, gaze_nocontrast, gaze_patch, gaze_mix)")
     steps: int = _f(1_000_000, "environment steps in total (summed over --num-envs)")
     seed: int = _f(0, "seed of networks, replay sampling, exploration and training envs")
     out: str = _f("", "run folder (default runs/sac/<task>/<encoder>/seed<seed>)")
@@ -54,7 +54,7 @@ class SACConfig:
     # -- inputs of pretrained encoders ---------------------------------------------------------
     saliency: str = _f("predictor", "saliency source for saliency-consuming encoders: predictor (trained model on every frame) or oracle (simulator clicks -> map, for ablations and CPU runs)")
     saliency_model: str = _f("", "saliency checkpoint (default runs/saliency/<task>/student.pt, else best.pt)")
-    mmae: str = _f("", "frozen MultiMAE encoder (default runs/mmae/rgb/encoder.pt for mmae_rgb, runs/mmae/rgbs/encoder.pt for mmae_rgbs and mmae_rgbs_po)")
+    mmae: str = _f("", "frozen MultiMAE encoder (default runs/mmae/rgb/encoder.pt for mmae_rgb, runs/mmae/rgbs/encoder.pt for mmae_rgbs, mmae_rgbs_po and mmae_rgbs_grid2)")
     # -- SAC -----------------------------------------------------------------------------------
     hidden_dim: int = _f(1024, "width of the two hidden layers of actor and critics")
     feature_dim: int = _f(100, "output size of the CNN encoders' projection (Linear + LayerNorm + tanh)")

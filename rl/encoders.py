@@ -11,7 +11,7 @@ Observation fields (batched tensors on the agent's device, one row block per run
   "state":     float32 [R, B, 39]
   "embedding": float32 [R, B, D]       (a frozen encoder's output, computed once per env step)
 
-Every list of encoder names derives from `ENCODERS` (registration order) and `TABLE_I`.
+Every list of encoder names derives from `ENCODERS` (registration order), `TABLE_I` and `EXTRA`.
 """
 from __future__ import annotations
 
@@ -32,6 +32,10 @@ ENCODERS: dict[str, Callable[..., "Encoder"]] = {}
 TABLE_I: tuple[str, ...] = (
     "cnn_rgb", "cnn_saliency", "cnn_rgb_x_saliency", "cnn_rgbs", "mmae_rgb", "mmae_rgbs_po", "mmae_rgbs",
 )
+#: encoders beyond Table I (and the gaze ones), selectable with --encoder: name -> what it is
+EXTRA: dict[str, str] = {
+    "mmae_rgbs_grid2": "mmae_rgbs read through a 2x2 grid of mean patch tokens (4x the features; object R^2 0.87 vs 0.42)",
+}
 
 
 def register_encoder(name: str):
@@ -151,19 +155,21 @@ for _name in CNNEncoder.VARIANTS:
 
 
 class MMAEEncoder(Encoder):
-    """A frozen pretrained MultiMAE encoder (mean of its tokens); the replay buffer stores its output.
+    """A frozen pretrained MultiMAE encoder (its tokens pooled); the replay buffer stores its output.
 
-    One module serves every run of a pack that names the same export: it runs once per env step
-    on all their frames.
+    One module serves every run of a pack that names the same export, inputs and pool: it runs once
+    per env step on all their frames. Frozen encoders of equal output size share a pack whatever
+    their pool (their embeddings are just vectors to the SAC networks).
     """
 
     frozen = True
 
-    #: name -> (default export folder under runs/mmae, inputs fed to the encoder)
-    VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
-        "mmae_rgb": ("rgb", ("rgb",)),
-        "mmae_rgbs_po": ("rgbs", ("rgb",)),
-        "mmae_rgbs": ("rgbs", ("rgb", "saliency")),
+    #: name -> (default export folder under runs/mmae, inputs fed to the encoder, pool of pretrain.model.POOLS)
+    VARIANTS: dict[str, tuple[str, tuple[str, ...], str]] = {
+        "mmae_rgb": ("rgb", ("rgb",), "mean"),
+        "mmae_rgbs_po": ("rgbs", ("rgb",), "mean"),
+        "mmae_rgbs": ("rgbs", ("rgb", "saliency"), "mean"),
+        "mmae_rgbs_grid2": ("rgbs", ("rgb", "saliency"), "grid2"),
     }
 
     def __init__(self, module: nn.Module, inputs: tuple[str, ...], source: str = ""):
@@ -208,7 +214,7 @@ def mmae_path(cfg: Any) -> Path:
 
 
 def _mmae_factory(name: str):
-    folder, inputs = MMAEEncoder.VARIANTS[name]
+    folder, inputs, pool = MMAEEncoder.VARIANTS[name]
 
     def factory(cfg: Any, image_size: int = 64, runs: int = 1) -> MMAEEncoder:
         path = mmae_path(cfg)
@@ -218,7 +224,8 @@ def _mmae_factory(name: str):
                 f"produce it with `{mmae_command(folder)}` or pass --mmae PATH")
         from pretrain.frozen import FrozenEncoder
 
-        return MMAEEncoder(FrozenEncoder.load(str(path), inputs=inputs), inputs, f"{path}:{','.join(inputs)}")
+        module = FrozenEncoder.load(str(path), inputs=inputs, pool=pool)
+        return MMAEEncoder(module, inputs, f"{path}:{','.join(inputs)}|{pool}")
 
     return factory
 

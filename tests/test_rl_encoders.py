@@ -1,0 +1,100 @@
+"""The encoder registry's frozen MultiMAE variants: mmae_rgbs_grid2 (the 2x2 grid pool) has 4x the
+features of mmae_rgbs, packs only with frozen encoders of its embedding size, and trains."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pretrain.frozen import ENCODER_FORMAT, FrozenEncoder
+from pretrain.model import ModelConfig, MultiMAE
+from rl.config import SACConfig
+from rl.encoders import ENCODERS, EXTRA, TABLE_I, MMAEEncoder, build_encoder, image_input
+from rl.workspace import Pack, latest_checkpoint, pack_key, train
+
+TINY = dict(steps=150, random_steps=50, max_episode_steps=50, batch_size=8, hidden_dim=32, replay_size=1000,
+            eval_every=0, eval_episodes=1, log_every=50, checkpoint_every=50, torch_threads=1, saliency="oracle")
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory) -> dict[int, Path]:
+    """Tiny rgb+saliency MultiMAE encoder exports of width 32 and 128 (seeded, random weights)."""
+    root = tmp_path_factory.mktemp("mmae")
+    paths = {}
+    for dim in (32, 128):
+        torch.manual_seed(dim)
+        cfg = ModelConfig(modalities=("rgb", "saliency"), dim=dim, depth=1, num_heads=2, decoder_dim=32, decoder_depth=1,
+                          decoder_heads=2)
+        paths[dim] = root / f"dim{dim}" / "encoder.pt"
+        paths[dim].parent.mkdir()
+        torch.save({"format": ENCODER_FORMAT, "model_config": cfg.to_dict(),
+                    "state_dict": MultiMAE(cfg, decoders=False).encoder_state_dict()}, paths[dim])
+    return paths
+
+
+def sac(tmp_path: Path, encoder: str, mmae: Path, seed: int = 0, **kw) -> SACConfig:
+    return SACConfig(**{**TINY, **kw}, encoder=encoder, mmae=str(mmae), seed=seed,
+                     out=str(tmp_path / f"{encoder}-{mmae.parent.name}-s{seed}")).validate()
+
+
+def test_grid2_is_registered_outside_table_i_and_in_help():
+    assert "mmae_rgbs_grid2" in ENCODERS and "mmae_rgbs_grid2" in EXTRA and "mmae_rgbs_grid2" not in TABLE_I
+    assert MMAEEncoder.VARIANTS["mmae_rgbs_grid2"] == ("rgbs", ("rgb", "saliency"), "grid2")
+    help_text = next(f.metadata["help"] for f in SACConfig.__dataclass_fields__.values() if f.name == "encoder")
+    assert "mmae_rgbs_grid2 (" in help_text and "mmae_rgbs_grid2" in SACConfig.__dataclass_fields__["mmae"].metadata["help"]
+
+
+def test_grid2_features_are_four_region_means(tmp_path, exports):
+    grid = build_encoder(sac(tmp_path, "mmae_rgbs_grid2", exports[32]))
+    mean = build_encoder(sac(tmp_path, "mmae_rgbs", exports[32]))
+    assert (grid.out_dim, mean.out_dim) == (128, 32) and grid.obs_keys == ("pixels", "saliency") and grid.frozen
+    assert grid.source.endswith("encoder.pt:rgb,saliency|grid2") and mean.source.endswith("|mean")
+    g = torch.Generator().manual_seed(0)
+    obs = {"pixels": torch.randint(0, 256, (2, 3, 3, 64, 64), dtype=torch.uint8, generator=g),
+           "saliency": torch.randint(0, 256, (2, 3, 1, 64, 64), dtype=torch.uint8, generator=g)}
+    feats = grid(obs)  # [R=2, B=3, 128]
+    assert feats.shape == (2, 3, 128)
+    rgb, sal = image_input(obs["pixels"]).flatten(0, 1), image_input(obs["saliency"]).flatten(0, 1)
+    direct = FrozenEncoder.load(exports[32], pool="grid2")(rgb, sal).view(2, 3, 128)
+    assert torch.equal(feats, direct)
+    # the mean of the 4 cells (16 patch tokens each) is the mean of all patch tokens
+    patches = grid.module.tokens(rgb, sal)[:, 1:].mean(1).view(2, 3, 32)
+    torch.testing.assert_close(feats.view(2, 3, 4, 32).mean(2), patches, rtol=1e-5, atol=1e-6)
+    assert (feats.view(6, 4, 32).std(1) > 1e-4).all()  # the cells differ: where things are is kept
+
+
+def test_grid2_packs_only_with_frozen_encoders_of_its_size(tmp_path, exports):
+    grid = sac(tmp_path, "mmae_rgbs_grid2", exports[32])
+    wide_mean = sac(tmp_path, "mmae_rgbs", exports[128], seed=1)  # mean pool of a 128-wide model: 128-d too
+    narrow_mean = sac(tmp_path, "mmae_rgbs", exports[32], seed=1)
+    keys = {name: pack_key(c, build_encoder(c)) for name, c in (("grid", grid), ("wide", wide_mean), ("narrow", narrow_mean))}
+    assert keys["grid"] == keys["wide"] != keys["narrow"]
+    assert keys["grid"][0] == ("frozen", 128)
+    with pytest.raises(ValueError, match="cannot share a pack"):
+        Pack([grid, narrow_mean])
+
+
+def test_grid2_trains_packed_beside_another_frozen_encoder_as_it_does_alone(tmp_path, exports):
+    """A packed run of mmae_rgbs_grid2 and a 128-d mean-pool encoder: two export modules embed their
+    own runs' frames; the grid2 run stores the embeddings it stores alone and its critic trains."""
+    alone_dir, = train([sac(tmp_path / "alone", "mmae_rgbs_grid2", exports[32])])
+    grid_dir, wide_dir = train([sac(tmp_path / "pack", "mmae_rgbs_grid2", exports[32]),
+                                sac(tmp_path / "pack", "mmae_rgbs", exports[128], seed=1)])
+    emb = {}
+    for name, run_dir in (("alone", alone_dir), ("grid", grid_dir), ("wide", wide_dir)):
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert summary["steps"] == 150 and 0.0 <= summary["success_rate"] <= 1.0
+        ckpt = torch.load(latest_checkpoint(run_dir), weights_only=True)
+        assert ckpt["agent"]["num_updates"] == 100 and int(ckpt["replay"]["valid"].sum()) == 150
+        emb[name] = np.load(run_dir / ckpt["replay"]["dir"] / "obs.embedding.npy")
+        model = torch.load(run_dir / "agent.pt", weights_only=True)["model"]
+        assert not [k for k in model if k.startswith("encoder.")]  # frozen: no encoder weights in the agent
+    assert emb["grid"].shape[-1] == emb["wide"].shape[-1] == 128 and emb["grid"].dtype == np.float32
+    assert np.isfinite(emb["grid"]).all() and emb["grid"].std(axis=tuple(range(emb["grid"].ndim - 1))).min() > 0
+    # the first 50 steps are random actions under the run's own seed: identical frames, identical embeddings
+    first = slice(0, 50)
+    assert np.array_equal(emb["grid"].reshape(-1, 128)[first], emb["alone"].reshape(-1, 128)[first])
+    assert not np.allclose(emb["grid"].reshape(-1, 128)[first], emb["wide"].reshape(-1, 128)[first])
