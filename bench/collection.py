@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 
+from common.cli import from_flat
 from common.runs import device_description
 from data.collect import CollectConfig, collect
 from data.env import make_env
@@ -64,7 +65,7 @@ def main() -> None:
     base = None
     for w in [int(x) for x in args.workers.split(",")]:
         with tempfile.TemporaryDirectory() as tmp:
-            cfg = CollectConfig(task=args.task, frames=args.frames_per_worker * w, shard_size=args.frames_per_worker // 2,
+            cfg = from_flat(CollectConfig, task=args.task, frames=args.frames_per_worker * w, shard_size=args.frames_per_worker // 2,
                                 workers=w, out=f"{tmp}/s")
             t0 = time.perf_counter()
             collect(cfg, progress=False)

@@ -20,6 +20,7 @@ import math
 import sys
 import typing
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import field
 from typing import Any, NoReturn, TypeVar
 
 T = TypeVar("T")
@@ -55,17 +56,92 @@ def finite_float(text: str) -> float:
     return value
 
 
-def check_finite(cfg: Any, names: Sequence[str] | None = None) -> Any:
-    """Raise ValueError naming the first float field of dataclass `cfg` (or of `names`) that is NaN or inf.
+def nested(cls: type, prefix: str = "", rename: Mapping[str, str] | None = None, **defaults: Any) -> Any:
+    """A config field holding the config dataclass `cls`, whose fields are flat flags of the outer config.
 
-    Fields whose metadata sets `"nonfinite": True` are skipped. Returns `cfg`.
+    Field `name` of `cls` is the flag `--<prefix><name>` (GazeConfig's `k` with prefix "gaze_" is
+    `--gaze-k`), or `--<rename[name]>`; `defaults` override `cls`'s own defaults in this config.
     """
-    for f in dataclasses.fields(cfg):
-        if (names is None and f.metadata.get("nonfinite")) or (names is not None and f.name not in names):
+    return field(default_factory=lambda: cls(**defaults),
+                 metadata={"nested": cls, "prefix": prefix, "rename": dict(rename or {})})
+
+
+def flat_fields(cls: type) -> list[tuple[str, tuple[str, ...], dataclasses.Field]]:
+    """(flag name, attribute path, field) of every init field of config class `cls`, nested configs flattened."""
+    out: list[tuple[str, tuple[str, ...], dataclasses.Field]] = []
+    for f in dataclasses.fields(cls):
+        if not f.init:
             continue
-        value = getattr(cfg, f.name)
+        inner = f.metadata.get("nested")
+        if inner is None:
+            out.append((f.name, (f.name,), f))
+            continue
+        prefix, rename = f.metadata["prefix"], f.metadata["rename"]
+        for name, path, sub in flat_fields(inner):
+            out.append((rename.get(name, prefix + name), (f.name, *path), sub))
+    return out
+
+
+def _get(cfg: Any, path: Sequence[str]) -> Any:
+    for name in path:
+        cfg = getattr(cfg, name)
+    return cfg
+
+
+def flat_dict(cfg: Any) -> dict[str, Any]:
+    """{flag name: value} of config `cfg`: the layout of config.json and of presets, nested configs flattened."""
+    return {name: _get(cfg, path) for name, path, _ in flat_fields(type(cfg))}
+
+
+def from_flat(cls: type[T], values: Mapping[str, Any] | None = None, /, **more: Any) -> T:
+    """Build config class `cls` from flag names (`from_flat(CollectConfig, task="door-open-v3", episode_steps=40)`
+    or a {flag name: value} mapping); missing names keep their defaults.
+
+    A name that is no field raises TypeError naming it, as the dataclass constructor would.
+    """
+    values = {**(values or {}), **more}
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        inner = f.metadata.get("nested")
+        if inner is None:
+            if f.name in values:
+                kwargs[f.name] = values.pop(f.name)
+            continue
+        prefix, rename = f.metadata["prefix"], f.metadata["rename"]
+        base = flat_dict(f.default_factory())
+        picked = {}
+        for name, *_ in flat_fields(inner):
+            outer = rename.get(name, prefix + name)
+            picked[name] = values.pop(outer, base[name])
+        kwargs[f.name] = from_flat(inner, picked)
+    if values:
+        raise TypeError(f"{cls.__name__} has no field(s) {', '.join(sorted(values))}")
+    return cls(**kwargs)
+
+
+def replace_flat(cfg: T, **changes: Any) -> T:
+    """A copy of config `cfg` with fields changed by flag name (`replace_flat(sac, task="door-open-v3", gaze_k=8)`)."""
+    new = from_flat(type(cfg), {**flat_dict(cfg), **changes})
+    for f in dataclasses.fields(cfg):
+        if not f.init:  # e.g. `preset`, set after construction
+            setattr(new, f.name, getattr(cfg, f.name))
+    return new
+
+
+def check_finite(cfg: Any, names: Sequence[str] | None = None) -> Any:
+    """Raise ValueError naming the first float field of config `cfg` (or of `names`) that is NaN or inf.
+
+    Nested configs are searched too. Fields whose metadata sets `"nonfinite": True` are skipped.
+    Returns `cfg`.
+    """
+    for name, path, f in flat_fields(type(cfg)):
+        if (names is None and f.metadata.get("nonfinite")) or (names is not None and name not in names):
+            continue
+        value = _get(cfg, path)
         if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"--{f.name.replace('_', '-')} must be a finite number, got {value}")
+            raise ValueError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
     return cfg
 
 
@@ -141,6 +217,13 @@ def command_name(module: str) -> str:
     return f"python -m {module.removesuffix('.__main__')}"
 
 
+def _owner(cls: type, path: Sequence[str]) -> type:
+    """The config class that declares the field at attribute `path` of `cls`."""
+    for name in path[:-1]:
+        cls = next(f for f in dataclasses.fields(cls) if f.name == name).metadata["nested"]
+    return cls
+
+
 def build_parser(cls: type, presets: Mapping[str, Mapping[str, Any]] | None = None, description: str | None = None,
                  prog: str | None = None) -> argparse.ArgumentParser:
     parser = OneLineParser(
@@ -154,24 +237,22 @@ def build_parser(cls: type, presets: Mapping[str, Mapping[str, Any]] | None = No
             help="named settings applied before explicit flags: "
             + "; ".join(f"{k}: {', '.join(f'{f}={v}' for f, v in p.items())}" for k, p in presets.items()),
         )
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        if not f.init:
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        tp = _base_type(hints[f.name])
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+    defaults = flat_dict(cls())
+    for name, path, f in flat_fields(cls):
+        flag = "--" + name.replace("_", "-")
+        tp = _base_type(typing.get_type_hints(_owner(cls, path))[f.name])
+        default = defaults[name]
         help_text = f.metadata.get("help", "")
         if "nargs" in f.metadata:  # e.g. resume_field(): an optional value
-            parser.add_argument(flag, nargs=f.metadata["nargs"], const=f.metadata["const"], type=f.metadata["type"],
+            parser.add_argument(flag, dest=name, nargs=f.metadata["nargs"], const=f.metadata["const"], type=f.metadata["type"],
                                 default=None, metavar="auto", help=f"{help_text} (default: {default})")
         elif tp is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f"{help_text} (default: {default})")
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None,
+                                help=f"{help_text} (default: {default})")
         else:
             if tp is float and not f.metadata.get("nonfinite"):
                 tp = finite_float
-            parser.add_argument(flag, type=tp, default=None, help=f"{help_text} (default: {default})",
+            parser.add_argument(flag, dest=name, type=tp, default=None, help=f"{help_text} (default: {default})",
                                 choices=f.metadata.get("choices"))
     return parser
 
@@ -191,7 +272,7 @@ def parse_config(
         values.update(presets[preset])
     values.update({k: v for k, v in args.items() if v is not None})
     try:
-        cfg = check_finite(cls(**values))
+        cfg = check_finite(from_flat(cls, values))
         if hasattr(cfg, "validate"):
             cfg.validate()
     except (TypeError, ValueError) as err:

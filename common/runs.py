@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common.cli import resume_mode
+from common.cli import flat_dict, resume_mode
 from common.io import atomic_write_json, check_writable_dir
 
 
@@ -42,7 +42,7 @@ def prepare_run_dir(out: str | Path, config: Any, resume: bool | str = False, al
     common.cli.resume_mode; the caller checks the checkpoint's config) or `allow_existing`.
     """
     out = check_writable_dir(out)
-    cfg = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
+    cfg = flat_dict(config) if dataclasses.is_dataclass(config) else dict(config)  # flat: the flags that made it
     path = out / "config.json"
     if path.exists() and not allow_existing and not resume_mode(resume):
         raise SystemExit(f"error: {out} already holds a run; pass --resume (or --resume auto) to continue it or choose another --out")

@@ -13,16 +13,16 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from common.cli import check_finite, one_line_errors, parse_config
+from common.cli import check_finite, flat_dict, nested, one_line_errors, parse_config
 from common.io import check_writable_dir
 from common.runs import code_version
-from data.env import CAMERAS, EnvConfig, PixelMetaWorld, check_task
+from data.env import EnvConfig, PixelMetaWorld
 from data.shards import ShardError, check_shard, read_manifest, shard_name, write_manifest, write_shard_entry
 
 
@@ -30,45 +30,36 @@ from data.shards import ShardError, check_shard, read_manifest, shard_name, writ
 class CollectConfig:
     """Collect upright Meta-World frames with oracle clicks into WebDataset shards."""
 
-    task: str = field(default="reach-v3", metadata={"help": "Meta-World v3 task name"})
+    env: EnvConfig = nested(EnvConfig, rename={"max_episode_steps": "episode_steps"}, max_episode_steps=150)
     frames: int = field(default=2000, metadata={"help": "exact number of frames to end with"})
     out: str = field(default="", metadata={"help": "output shard folder (default: data/shards/<task>)"})
     workers: int = field(default=1, metadata={"help": "parallel worker processes (one renderer each)"})
     seed: int = field(default=0, metadata={"help": "master seed; shard i uses the RNG seeded by (seed, i)"})
     shard_size: int = field(default=500, metadata={"help": "frames per shard (the unit of resume)"})
-    episode_steps: int = field(default=150, metadata={"help": "steps per collection episode (experts succeed by ~100)"})
     expert_frac: float = field(default=0.5, metadata={"help": "share of episodes driven by the noisy scripted expert"})
     random_frac: float = field(default=0.2, metadata={"help": "share of uniform-random-action episodes; the rest mix expert and random actions per step"})
     noise_std_max: float = field(default=0.4, metadata={"help": "expert episodes add N(0, s) action noise, s ~ U(0, this) per episode"})
-    image_size: int = field(default=64, metadata={"help": "frame size in pixels"})
-    camera: str = field(default="corner", metadata={"help": f"camera: {', '.join(CAMERAS)}"})
-    render_quality: str = field(default="fast", metadata={"help": "fast or default (see data.env)"})
 
     def validate(self) -> "CollectConfig":
         check_finite(self)
-        check_task(self.task)
-        if self.frames < 1 or self.shard_size < 1 or self.workers < 1 or self.episode_steps < 1:
-            raise ValueError("frames, shard_size, workers and episode_steps must be >= 1")
+        if self.frames < 1 or self.shard_size < 1 or self.workers < 1:
+            raise ValueError("frames, shard_size and workers must be >= 1")
         if not (0 <= self.expert_frac and 0 <= self.random_frac and self.expert_frac + self.random_frac <= 1):
             raise ValueError("expert_frac and random_frac must be >= 0 and sum to <= 1")
-        self.env_config().validate()
+        self.env.validate()
         return self
 
     @property
     def out_dir(self) -> Path:
-        return Path(self.out or f"data/shards/{self.task}")
-
-    def env_config(self) -> EnvConfig:
-        return EnvConfig(task=self.task, image_size=self.image_size, camera=self.camera,
-                         render_quality=self.render_quality, max_episode_steps=self.episode_steps)
+        return Path(self.out or f"data/shards/{self.env.task}")
 
     def shard_sizes(self) -> list[int]:
         n_full, rest = divmod(self.frames, self.shard_size)
         return [self.shard_size] * n_full + ([rest] if rest else [])
 
     def identity(self) -> dict:
-        """Settings that define the data; a resume must match them exactly."""
-        d = asdict(self)
+        """Settings that define the data (flat, as in the manifest); a resume must match them exactly."""
+        d = flat_dict(self)
         for k in ("out", "workers"):
             d.pop(k)
         return d
@@ -81,7 +72,7 @@ class BehaviourPolicy:
         from metaworld.policies import ENV_POLICY_MAP
 
         self.cfg, self.rng = cfg, rng
-        self.expert = ENV_POLICY_MAP[cfg.task]()
+        self.expert = ENV_POLICY_MAP[cfg.env.task]()
         self.new_episode()
 
     def new_episode(self) -> None:
@@ -105,7 +96,7 @@ _WORKER_ENV: PixelMetaWorld | None = None
 def _worker_env(cfg: CollectConfig) -> PixelMetaWorld:
     """One env per worker process, reused across its shards while the env settings stay the same."""
     global _WORKER_ENV
-    wanted = cfg.env_config()
+    wanted = cfg.env
     if _WORKER_ENV is None or _WORKER_ENV.config != wanted:
         if _WORKER_ENV is not None:
             _WORKER_ENV.close()
@@ -124,7 +115,7 @@ def generate_shard(cfg: CollectConfig, index: int, size: int):
         policy.new_episode()
         reward, success, step, done = 0.0, 0.0, 0, False
         while produced < size:
-            meta = {"task": cfg.task, "shard": index, "episode": episode, "step": step,
+            meta = {"task": cfg.env.task, "shard": index, "episode": episode, "step": step,
                     "reward": reward, "success": success, "policy": policy.mode}
             sample = {"rgb": obs["pixels"], "state": obs["state"], "clicks": env.oracle_clicks(rng), "meta": meta}
             yield f"{index:05d}-{produced:05d}", sample
@@ -163,7 +154,9 @@ def collect(cfg: CollectConfig, progress: bool = True) -> Path:
     out = check_writable_dir(cfg.out_dir)
     if (out / "manifest.json").exists():
         old = read_manifest(out)
-        diff = {k: (old.get(k), v) for k, v in cfg.identity().items() if old.get(k) != v}
+        # a setting added after the folder was collected reads as its default
+        defaults = CollectConfig().identity()
+        diff = {k: (old.get(k, defaults[k]), v) for k, v in cfg.identity().items() if old.get(k, defaults[k]) != v}
         if diff:
             raise SystemExit(
                 f"error: {out} holds a different collection (stored vs asked: {diff}); "
@@ -177,7 +170,7 @@ def collect(cfg: CollectConfig, progress: bool = True) -> Path:
     write_manifest(out, _manifest(cfg, done, sizes))
     workers = max(1, min(cfg.workers, len(todo)))
     with (tqdm(total=cfg.frames, initial=sum(e["frames"] for e in done.values()), unit="frame",  # closed on errors too
-               desc=f"collect {cfg.task}", disable=not progress, dynamic_ncols=True) as bar,
+               desc=f"collect {cfg.env.task}", disable=not progress, dynamic_ncols=True) as bar,
           mp.get_context("spawn").Pool(workers) if workers > 1 else contextlib.nullcontext() as pool):
         for i, entry in (pool.imap_unordered(_write_one, todo) if pool else map(_write_one, todo)):
             done[i] = entry
@@ -208,7 +201,7 @@ def main(argv=None) -> None:
     with one_line_errors():
         out = collect(cfg)
         m = read_manifest(out)
-    print(f"{m['frames_written']} frames of {cfg.task} in {out} ({len(m['shards'])} shards)")
+    print(f"{m['frames_written']} frames of {cfg.env.task} in {out} ({len(m['shards'])} shards)")
 
 
 if __name__ == "__main__":

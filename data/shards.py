@@ -242,9 +242,9 @@ def repair_command(directory: str | Path, manifest: dict[str, Any]) -> str:
         return f"python -m saliency.label --model {manifest.get('saliency_model', 'MODEL')} --data {source} --out {directory}"
     from data.collect import CollectConfig  # here: data.collect imports this module
 
-    default = CollectConfig()
-    flags = [f"--{k.replace('_', '-')} {manifest[k]}" for k in default.identity()
-             if k in manifest and (k in ("task", "frames") or manifest[k] != getattr(default, k))]
+    default = CollectConfig().identity()
+    flags = [f"--{k.replace('_', '-')} {manifest[k]}" for k in default
+             if k in manifest and (k in ("task", "frames") or manifest[k] != default[k])]
     return " ".join(["python -m data.collect --out", str(directory), *flags])
 
 

@@ -20,7 +20,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from common.cli import parse_config
+from common.cli import from_flat, parse_config
 from common.io import atomic_write_json
 from pipeline.presets import PRESETS
 
@@ -117,7 +117,7 @@ def run(cfg: PipelineConfig) -> Path:
         npz = Path("data/annotations") / f"{task}.npz"
         sal = Path("runs/saliency") / task
         stages.run(f"collect {task}", [shards / "manifest.json"] if _complete(shards) else [],
-                   lambda: collect(CollectConfig(task=task, frames=cfg.frames, shard_size=cfg.shard_size, out=str(shards),
+                   lambda: collect(from_flat(CollectConfig, task=task, frames=cfg.frames, shard_size=cfg.shard_size, out=str(shards),
                                                  workers=cfg.workers or os.cpu_count() or 1)))
         stages.run(f"oracle annotator {task}", [npz],
                    lambda: annotate_oracle(task, shards, n=cfg.annotate_n))

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from common.cli import parse_config
+from common.cli import from_flat, parse_config
 from data.clicks import clicks_to_map
 from data.collect import BehaviourPolicy, CollectConfig
 from data.env import make_env
@@ -39,14 +39,14 @@ class CeilingConfig:
 def run(cfg: CeilingConfig) -> dict[str, float]:
     cfg.validate()
     rng = np.random.default_rng(cfg.seed)
-    collect_cfg = CollectConfig(task=cfg.task, frames=cfg.frames, episode_steps=150)
-    env = make_env(collect_cfg.env_config())
+    collect_cfg = from_flat(CollectConfig, task=cfg.task, frames=cfg.frames, episode_steps=150)
+    env = make_env(collect_cfg.env)
     policy = BehaviourPolicy(collect_cfg, rng)
     preds, gts, fixations = [], [], []
     while len(gts) < cfg.frames:
         env.reset(seed=int(rng.integers(2**31 - 1)))
         policy.new_episode()
-        for _ in range(collect_cfg.episode_steps):
+        for _ in range(collect_cfg.env.max_episode_steps):
             draws = [env.oracle_clicks(rng) for _ in range(cfg.samples)]
             maps = np.stack([clicks_to_map(c, cfg.size) for c in draws])
             preds.append(maps[1:].mean(0)); gts.append(maps[0]); fixations.append(draws[0])

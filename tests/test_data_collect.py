@@ -10,13 +10,14 @@ import h5py
 import numpy as np
 import pytest
 
+from common.cli import from_flat
 from data.collect import CollectConfig, collect
 from data.shards import ShardError, find_shard_folders, iter_samples, list_shards, load_arrays, oracle_maps, read_manifest
 from data.to_hdf5 import ToHdf5Config, convert
 
 
 def _cfg(out, **kw):
-    return CollectConfig(**{"task": "reach-v3", "frames": 120, "shard_size": 50, "out": str(out), "episode_steps": 40, **kw})
+    return from_flat(CollectConfig, **{"task": "reach-v3", "frames": 120, "shard_size": 50, "out": str(out), "episode_steps": 40, **kw})
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +76,7 @@ def test_resume_after_kill_ends_with_exactly_n_distinct_samples(tmp_path):
     assert m["status"] == "complete" and m["frames_written"] == 300 and len(m["shards"]) == 5
     assert not list(out.glob(".*.tmp"))
     # Finished shards were kept, not rewritten, and equal a fresh uninterrupted collection.
-    fresh = load_arrays(collect(CollectConfig(task="reach-v3", frames=300, shard_size=60, episode_steps=40, out=str(tmp_path / "fresh")), progress=False))
+    fresh = load_arrays(collect(from_flat(CollectConfig, task="reach-v3", frames=300, shard_size=60, episode_steps=40, out=str(tmp_path / "fresh")), progress=False))
     assert np.array_equal(a["rgb"], fresh["rgb"])
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from common.cli import from_flat
 from data.shards import read_manifest, write_manifest
 from pretrain.augment import apply_crops, crop_boxes, random_resized_crop
 from pretrain.config import PRESETS, PretrainConfig
@@ -28,7 +29,7 @@ def shards(tmp_path_factory) -> Path:
     from data.collect import CollectConfig, collect
 
     root = tmp_path_factory.mktemp("probe_shards")
-    collect(CollectConfig(task="reach-v3", frames=240, out=str(root / "reach-v3"), shard_size=120, episode_steps=20, seed=3))
+    collect(from_flat(CollectConfig, task="reach-v3", frames=240, out=str(root / "reach-v3"), shard_size=120, episode_steps=20, seed=3))
     return root
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from common.cli import parse_config
+from common.cli import from_flat, parse_config
 from data.shards import ShardError, iter_samples, list_shards, read_manifest, write_manifest, write_shard_entry
 from pretrain.config import PRESETS, PretrainConfig
 from pretrain.data import load_frames, select_folders, split_episodes
@@ -29,7 +29,7 @@ def shards(tmp_path_factory) -> Path:
     from data.collect import CollectConfig, collect  # here, so DDP worker processes skip importing Meta-World
 
     root = tmp_path_factory.mktemp("shards")
-    collect(CollectConfig(task="reach-v3", frames=160, out=str(root / "reach-v3"), shard_size=80, episode_steps=40, seed=0))
+    collect(from_flat(CollectConfig, task="reach-v3", frames=160, out=str(root / "reach-v3"), shard_size=80, episode_steps=40, seed=0))
     labelled = root / "reach-v3-sal"
     entries = []
     for shard in list_shards(root / "reach-v3"):

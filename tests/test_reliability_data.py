@@ -10,6 +10,7 @@ import tarfile
 import numpy as np
 import pytest
 
+from common.cli import from_flat
 from common.io import DiskFullError, atomic_write_json
 from data.collect import CollectConfig, collect
 from data.shards import MANIFEST, ShardError, load_arrays, read_manifest, verified_shards, write_manifest
@@ -22,7 +23,7 @@ ARGS = ["--task", "reach-v3", "--frames", "300", "--shard-size", "100", "--episo
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory):
     out = tmp_path_factory.mktemp("rel") / "reach-v3"
-    collect(CollectConfig(**SETTINGS, out=str(out)), progress=False)
+    collect(from_flat(CollectConfig, **SETTINGS, out=str(out)), progress=False)
     return out
 
 
@@ -123,7 +124,7 @@ def test_legacy_manifest_stays_readable_and_recollecting_adds_checksums(folder, 
     with pytest.warns(UserWarning, match="no checksums"):
         assert len(load_arrays(folder)["keys"]) == 300
     stamps = {p.name: p.stat().st_mtime_ns for p in folder.glob("shard-*.tar")}
-    collect(CollectConfig(**SETTINGS, out=str(folder)), progress=False)
+    collect(from_flat(CollectConfig, **SETTINGS, out=str(folder)), progress=False)
     assert read_manifest(folder)["shards"] == read_manifest(pristine)["shards"]
     assert {p.name: p.stat().st_mtime_ns for p in folder.glob("shard-*.tar")} == stamps  # checked, not rewritten
 

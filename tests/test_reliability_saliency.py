@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from common.cli import from_flat
 from common.io import CheckpointError, NonFiniteError, atomic_torch_save, safe_torch_load
 from data.collect import CollectConfig, collect
 from data.shards import ShardError, load_arrays, read_manifest, write_manifest
@@ -23,7 +24,7 @@ from saliency.student import StudentConfig, StudentNet
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
     out = tmp_path_factory.mktemp("rsal") / "reach-v3"
-    collect(CollectConfig(task="reach-v3", frames=60, shard_size=20, episode_steps=20, out=str(out)), progress=False)
+    collect(from_flat(CollectConfig, task="reach-v3", frames=60, shard_size=20, episode_steps=20, out=str(out)), progress=False)
     return out
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from common.cli import from_flat
 from data.collect import CollectConfig, collect
 from data.shards import list_shards, load_arrays, read_manifest, saliency_to_uint8
 from saliency import data as sdata
@@ -17,7 +18,7 @@ from saliency.predictor import SaliencyPredictor
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
     out = tmp_path_factory.mktemp("sal") / "reach-v3"
-    collect(CollectConfig(task="reach-v3", frames=160, shard_size=40, out=str(out), episode_steps=40), progress=False)
+    collect(from_flat(CollectConfig, task="reach-v3", frames=160, shard_size=40, out=str(out), episode_steps=40), progress=False)
     return out
 
 

@@ -1,0 +1,79 @@
+"""Nested typed configs: inner fields are flat flags, presets and config.json use the flat names."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import pytest
+
+from common.cli import check_finite, flat_dict, from_flat, nested, parse_config, replace_flat
+from common.runs import prepare_run_dir
+
+
+@dataclass
+class Inner:
+    k: int = field(default=16, metadata={"help": "neighbours"})
+    weight: float = field(default=0.1, metadata={"help": "loss weight"})
+    on: bool = field(default=True, metadata={"help": "switch"})
+
+
+@dataclass
+class Env:
+    task: str = field(default="reach-v3", metadata={"help": "task"})
+    max_episode_steps: int = field(default=500, metadata={"help": "episode length"})
+
+
+@dataclass
+class Outer:
+    steps: int = field(default=10, metadata={"help": "steps"})
+    env: Env = nested(Env, rename={"max_episode_steps": "episode_steps"}, max_episode_steps=150)
+    gaze: Inner = nested(Inner, prefix="gaze_")
+
+
+PRESETS = {"fast": {"steps": 2, "gaze_k": 4, "episode_steps": 40}}
+
+
+def test_inner_fields_are_flat_flags_with_renames_prefixes_and_outer_defaults():
+    cfg = parse_config(Outer, ["--gaze-k", "3", "--episode-steps", "7", "--task", "door-open-v3", "--no-gaze-on"])
+    assert cfg == Outer(steps=10, env=Env("door-open-v3", 7), gaze=Inner(k=3, weight=0.1, on=False))
+    assert parse_config(Outer, []).env.max_episode_steps == 150  # the outer config's default, not Env's 500
+    assert Env().max_episode_steps == 500
+
+
+def test_presets_use_flat_names_and_explicit_flags_win():
+    cfg = parse_config(Outer, ["--preset", "fast", "--gaze-k", "9"], presets=PRESETS)
+    assert (cfg.steps, cfg.gaze.k, cfg.env.max_episode_steps) == (2, 9, 40)
+
+
+def test_flat_dict_round_trips_and_replace_changes_only_what_is_named():
+    cfg = Outer(steps=3, env=Env("faucet-open-v3", 20), gaze=Inner(k=2, weight=0.5, on=False))
+    flat = flat_dict(cfg)
+    assert flat == {"steps": 3, "task": "faucet-open-v3", "episode_steps": 20, "gaze_k": 2, "gaze_weight": 0.5, "gaze_on": False}
+    assert from_flat(Outer, flat) == cfg
+    assert replace_flat(cfg, gaze_k=8) == Outer(steps=3, env=Env("faucet-open-v3", 20), gaze=Inner(k=8, weight=0.5, on=False))
+    assert cfg.gaze.k == 2  # a copy, not an edit
+    with pytest.raises(TypeError, match="no field.*gaze_bogus"):
+        from_flat(Outer, gaze_bogus=1)
+
+
+def test_non_finite_values_of_inner_fields_are_refused_by_flag_name(capsys):
+    with pytest.raises(ValueError, match="--gaze-weight must be a finite number"):
+        check_finite(Outer(gaze=Inner(weight=float("nan"))))
+    with pytest.raises(SystemExit) as exit_info:
+        parse_config(Outer, ["--gaze-weight", "inf"])
+    assert exit_info.value.code == 2 and "--gaze-weight: must be a finite number" in capsys.readouterr().err
+
+
+def test_help_lists_every_inner_flag(capsys):
+    with pytest.raises(SystemExit):
+        parse_config(Outer, ["--help"])
+    text = capsys.readouterr().out
+    for flag in ("--task", "--episode-steps", "--gaze-k", "--gaze-weight", "--gaze-on", "--steps"):
+        assert flag in text
+    assert "--max-episode-steps" not in text and "(default: 150)" in text
+
+
+def test_config_json_is_flat(tmp_path):
+    prepare_run_dir(tmp_path / "run", Outer(gaze=Inner(k=5)))
+    stored = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert stored["gaze_k"] == 5 and stored["episode_steps"] == 150 and "gaze" not in stored and "env" not in stored
