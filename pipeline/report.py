@@ -4,12 +4,15 @@ Reads only what runs leave on disk: every `summary.json` below the given roots (
 SAC run, beside its `eval.csv`), plus pictures the earlier stages write (saliency examples,
 MultiMAE reconstructions, gaze overlays), so it works on any mix of finished and running grids.
 Sections: the paper's Table I analog with the paper's numbers beside ours, learning curves per task
-(the paper's Fig. 3), pictures, and a footer with the budget, seed, device and wall time of every run.
+(the paper's Fig. 3), the linear probe of every frozen MultiMAE encoder (the probe_<inputs>.json
+`pretrain.probe` writes beside each encoder.pt), pictures, and a footer with the budget, seed, device
+and wall time of every run.
 """
 from __future__ import annotations
 
 import csv
 import json
+import math
 import shutil
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -40,6 +43,7 @@ ENCODER_LABELS = {
     "cnn_rgb_x_saliency": "CNN RGB x Saliency", "cnn_rgbs": "CNN RGBS", "mmae_rgb": "MMAE RGB",
     "mmae_rgbs_po": "MMAE RGB+Saliency (PO)", "mmae_rgbs": "MMAE RGB+Saliency (ViSaRL)", "gaze": "Gaze on the Prize",
     "gaze_nocontrast": "Gaze, no contrastive loss", "gaze_patch": "Gaze, patch attention", "gaze_mix": "Gaze, Gaussian mixture",
+    "mmae_rgbs_grid2": "MMAE RGB+Saliency, 2x2 grid pool",
 }
 ENCODER_ORDER = list(ENCODER_LABELS)
 PICTURE_GLOBS = {
@@ -47,6 +51,9 @@ PICTURE_GLOBS = {
     "MultiMAE reconstructions (the paper's Fig. 6)": ["mmae/*/figures/*.png"],
     "Gaze overlays": ["sac/**/gaze*.png"],
 }
+#: where pretrain.probe writes its results (below the pictures root), and the positions it scores
+PROBE_GLOB = "mmae/**/probe_*.json"
+PROBE_TARGETS = ("hand", "object", "goal")
 
 
 @dataclass
@@ -167,6 +174,40 @@ def collect_pictures(root: Path, out: Path) -> dict[str, list[Path]]:
     return found
 
 
+def load_probes(root: Path) -> list[dict]:
+    """Every probe result below `root` (pretrain.probe's JSON), with "file" relative to `root`."""
+    probes = []
+    for path in sorted(root.glob(PROBE_GLOB)):
+        result = json.loads(path.read_text())
+        result["file"] = path.relative_to(root)
+        probes.append(result)
+    return probes
+
+
+def _r2(value: float | None) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:.2f}"  # NaN: a position that never moved
+
+
+def probe_table(probes: list[dict]) -> str:
+    """Markdown: R^2 of hand/object/goal per encoder, inputs and pool (the replay buffer's precision in
+    parentheses when it loses more than 0.005), then the probes' warnings."""
+    lines = ["| Encoder | Inputs | Features | Pool | Dim | " + " | ".join(f"{t} R^2" for t in PROBE_TARGETS) + " |",
+             "|---|---|---|---|---|" + "---|" * len(PROBE_TARGETS)]
+    warnings = []
+    for probe in probes:
+        encoder = probe["file"].parent / Path(probe["encoder"]).name
+        for row in probe["rows"]:
+            cells = []
+            for t in PROBE_TARGETS:
+                r2, kept = row["r2"].get(t), row.get("r2_stored", {}).get(t)
+                lost = r2 is not None and kept is not None and r2 - kept > 0.005
+                cells.append(f"{_r2(r2)} ({_r2(kept)} in {probe['store']})" if lost else _r2(r2))
+            lines.append(f"| {encoder} | {'+'.join(probe['inputs'])} | {row['kind']} | {row['pool']} | {row['dim']} | "
+                         + " | ".join(cells) + " |")
+        warnings += probe.get("warnings", [])
+    return "\n".join(lines + [""] + [f"- WARNING: {w}" for w in warnings])
+
+
 def footer(runs: list[dict]) -> str:
     lines = ["| Run | Steps | Preset | Seed | Eval episodes | Device | Wall time | Steps/s |", "|---|---|---|---|---|---|---|---|"]
     for r in sorted(runs, key=lambda r: (r["task"], r["encoder"], r["seed"])):
@@ -184,6 +225,7 @@ def write_report(cfg: ReportConfig) -> Path:
         raise SystemExit(f"error: no finished runs (summary.json) under {cfg.roots}; run `python -m rl.grid` or `python -m rl.sac` first")
     curves = plot_curves(runs, out)
     pictures = collect_pictures(Path(cfg.pictures_root), out)
+    probes = load_probes(Path(cfg.pictures_root))
     budgets = sorted({r["steps"] for r in runs})
     parts = [
         f"# {cfg.title}\n",
@@ -197,6 +239,12 @@ def write_report(cfg: ReportConfig) -> Path:
         "## Learning curves (the paper's Fig. 3)\n",
         *[f"![{p.stem}]({p.relative_to(out)})\n" for p in curves],
     ]
+    if probes:
+        parts += ["## Frozen MultiMAE probe\n",
+                  "Linear-probe R^2 of the hand, object and goal positions from each frozen encoder's features, "
+                  "scored on frames of held-out episodes (`python -m pretrain.probe`); random init and raw pixels "
+                  "are the baselines.\n",
+                  probe_table(probes) + "\n"]
     for title, pics in pictures.items():
         parts += [f"## {title}\n", *[f"![{p.stem}]({p.relative_to(out)})\n" for p in pics]]
     parts += ["## Runs\n", footer(runs) + "\n"]

@@ -72,3 +72,42 @@ def test_bootstrap_interval_covers_the_mean_and_narrows_with_agreement():
 def test_report_without_runs_names_the_command(tmp_path):
     with pytest.raises(SystemExit, match="rl.grid"):
         write_report(ReportConfig(roots=str(tmp_path), out=str(tmp_path / "r")))
+
+
+def _probe_json(path: Path, inputs: list[str], object_r2: float, object_stored: float) -> None:
+    """A probe result as pretrain.probe writes it (rows per pool and baseline), warnings from its own gate."""
+    from pretrain.probe import gate_warnings
+
+    def row(kind: str, pool: str, dim: int, hand: float, obj: float, goal: float, obj_stored: float | None = None) -> dict:
+        r2 = {"hand": hand, "object": obj, "goal": goal}
+        return {"features": f"{kind}, {'+'.join(inputs)}", "kind": kind, "pool": pool, "dim": dim, "r2": r2,
+                "alpha": {t: 1.0 for t in r2}, "r2_stored": {**r2, "object": obj if obj_stored is None else obj_stored}}
+
+    result = {"encoder": str(path.parent / "encoder.pt"), "inputs": inputs, "store": "float16", "rows": [
+        row("pretrained", "mean", 256, 0.96, object_r2, 0.55, object_stored),
+        row("pretrained", "grid2", 1024, 0.98, 0.87, 0.61),
+        row("random init", "mean", 256, 0.93, 0.25, float("nan")),
+        row("pixels", "-", 768, 0.99, 0.84, 0.42)]}
+    result["warnings"] = gate_warnings(result)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result))
+
+
+def test_report_shows_the_probe_of_every_encoder(tmp_path):
+    _fake_run(tmp_path / "sac", "reach-v3", "mmae_rgbs_grid2", 0, 0.5)
+    cfg = ReportConfig(roots=str(tmp_path / "sac"), out=str(tmp_path / "report"), pictures_root=str(tmp_path))
+    assert "probe" not in write_report(cfg).read_text().lower()  # no probe JSON: no section
+    _probe_json(tmp_path / "mmae/rgbs/reach-v3/probe_rgb+saliency.json", ["rgb", "saliency"], 0.42, 0.42)
+    _probe_json(tmp_path / "mmae/rgbs/reach-v3/probe_rgb.json", ["rgb"], 0.35, 0.06)
+    text = write_report(cfg).read_text()
+    assert "## Frozen MultiMAE probe" in text and "MMAE RGB+Saliency, 2x2 grid pool" in text
+    section = text.split("## Frozen MultiMAE probe")[1].split("\n## ")[0]
+    table = [line for line in section.splitlines() if line.startswith("| ")]
+    assert table[0] == "| Encoder | Inputs | Features | Pool | Dim | hand R^2 | object R^2 | goal R^2 |"
+    assert len(table) == 1 + 2 * 4  # header + 4 rows per probe
+    assert "| mmae/rgbs/reach-v3/encoder.pt | rgb+saliency | pretrained | grid2 | 1024 | 0.98 | 0.87 | 0.61 |" in table
+    assert "| mmae/rgbs/reach-v3/encoder.pt | rgb | pretrained | mean | 256 | 0.96 | 0.35 (0.06 in float16) | 0.55 |" in table
+    assert "| mmae/rgbs/reach-v3/encoder.pt | rgb | random init | mean | 256 | 0.93 | 0.25 | n/a |" in table
+    assert "| mmae/rgbs/reach-v3/encoder.pt | rgb | pixels | - | 768 | 0.99 | 0.84 | 0.42 |" in table
+    warnings = [line for line in text.splitlines() if line.startswith("- WARNING:")]
+    assert len(warnings) == 1 and "drops object R^2 from 0.35 to 0.06" in warnings[0]
