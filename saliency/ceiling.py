@@ -17,7 +17,7 @@ from common.cli import from_flat, parse_config
 from data.clicks import clicks_to_map
 from data.collect import BehaviourPolicy, CollectConfig
 from data.env import make_env
-from saliency.metrics import evaluate
+from saliency.metrics import score_maps
 
 
 @dataclass
@@ -54,7 +54,7 @@ def run(cfg: CeilingConfig) -> dict[str, float]:
                 break
             env.step_state_only(policy.act(env.raw_state))
     env.close()
-    scores = evaluate(np.stack(preds), np.stack(gts), fixations)
+    scores = score_maps(np.stack(preds), np.stack(gts), fixations)
     print(json.dumps({"task": cfg.task, "frames": cfg.frames, "samples": cfg.samples,
                       **{k: round(v, 4) if isinstance(v, float) else v for k, v in scores.items()}}))
     return scores

@@ -21,7 +21,7 @@ from common.io import atomic_write_json
 from common.runs import code_version, device_description
 from data.shards import load_arrays, oracle_maps
 from saliency.config import EvalConfig, clean_errors, presets_for
-from saliency.metrics import GT_THRESHOLD, evaluate
+from saliency.metrics import GT_THRESHOLD, score_maps
 from saliency.predictor import SaliencyPredictor
 
 
@@ -48,7 +48,7 @@ def score(predictor: SaliencyPredictor, data: str | Path, n: int, allow_incomple
     t0 = time.perf_counter()
     pred = predictor(sample["frames"])
     elapsed = time.perf_counter() - t0
-    metrics = evaluate(pred, sample["gt"], fixations=sample["clicks"])
+    metrics = score_maps(pred, sample["gt"], fixations=sample["clicks"])
     metrics.update({"frames_per_s": len(pred) / elapsed, "first_key": sample["keys"][0], "last_key": sample["keys"][-1]})
     return metrics, {**sample, "pred": pred}
 

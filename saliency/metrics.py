@@ -1,4 +1,4 @@
-"""Saliency metrics over batches of maps: `evaluate(pred, gt, fixations=None) -> dict`.
+"""Saliency metrics over batches of maps: `score_maps(pred, gt, fixations=None) -> dict`.
 
 * F-measure (zeta^2 = 0.3, PiCANet / ViSaRL): the ground truth is binarised at GT_THRESHOLD = 0.5
   (everywhere in this project). `f_adaptive`: each predicted map binarised at min(2 x its mean, 1),
@@ -80,7 +80,7 @@ def fixation_masks(fixations, shape: tuple[int, int, int]) -> np.ndarray:
     return np.stack([bench.fixation_mask(pts, h, w) for pts in fixations])
 
 
-def evaluate(pred, gt, fixations=None) -> dict[str, float]:
+def score_maps(pred, gt, fixations=None) -> dict[str, float]:
     """Scores of predicted maps against ground-truth maps (both [N, H, W] float in [0, 1]).
 
     Returns f_adaptive, f_max, f_max_threshold, mae, cc, sim, kld, n, n_empty_gt, and nss and

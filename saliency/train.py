@@ -27,7 +27,7 @@ from common.runs import MetricLogger, device_description, prepare_run_dir
 from data.preprocess import frames_to_tensor
 from saliency.config import TrainConfig, clean_errors, presets_for
 from saliency.data import Augment, load_annotations, split
-from saliency.metrics import evaluate
+from saliency.metrics import score_maps
 from saliency.picanet import PiCANet
 from saliency.predictor import predict_maps, resolve_device, save_checkpoint
 
@@ -135,7 +135,7 @@ def fit(
         if epoch % spec.eval_every == 0 or epoch == spec.epochs:
             if val is not None and len(val[0]):
                 model.eval()
-                scores = evaluate(predict_maps(model, val[0], device=device), val[1])
+                scores = score_maps(predict_maps(model, val[0], device=device), val[1])
                 score = (scores["f_max"] if not math.isnan(scores["f_max"]) else 0.0) - scores["mae"]
                 row.update({f"val_{k}": scores[k] for k in VAL_KEYS})
             else:
