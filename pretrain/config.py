@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common.cli import check_finite
+from common.cli import RESUME_HELP, check_finite, resume_field, resume_mode
 from data.shards import ALLOW_INCOMPLETE_HELP
 from pretrain.model import ModelConfig
 
@@ -19,7 +19,7 @@ class PretrainConfig:
     modalities: str = field(default="rgb,saliency", metadata={"help": "'rgb,saliency' (full model) or 'rgb' (the MMAE RGB baseline)"})
     saliency: str = field(default="predicted", metadata={"help": "saliency source: 'predicted' (saliency.png written by saliency.label) or 'oracle' (maps from the stored oracle clicks)", "choices": ["predicted", "oracle"]})
     out: str = field(default="", metadata={"help": "run folder (default runs/mmae/rgbs for rgb,saliency, runs/mmae/rgb for rgb); with several tasks under --data and no --pooled, one subfolder per task"})
-    resume: bool = field(default=False, metadata={"help": "continue the run in --out from its checkpoint (optimizer, schedule, step, RNG)"})
+    resume: bool | str = resume_field(RESUME_HELP + " (optimizer, schedule, step, RNG)")
     epochs: int = field(default=200, metadata={"help": "passes over the training frames"})
     batch_size: int = field(default=512, metadata={"help": "global batch (split evenly across torchrun processes)"})
     lr: float = field(default=1e-4, metadata={"help": "peak learning rate (AdamW, betas 0.9/0.95)"})
@@ -55,6 +55,7 @@ class PretrainConfig:
 
     def validate(self) -> "PretrainConfig":
         check_finite(self)  # NaN/inf hyperparameters are refused here, whoever built the config
+        self.resume = resume_mode(self.resume)
         self.model_config().validate()
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("--epochs and --batch-size must be >= 1")

@@ -23,7 +23,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from common.cli import one_line_errors, parse_config
+from common.cli import one_line_errors, parse_config, should_resume
 from common.io import NonFiniteError, atomic_torch_save, atomic_write_json, safe_torch_load
 from common.runs import MetricLogger, code_version, device_description, prepare_run_dir
 from data.shards import ShardError
@@ -77,7 +77,8 @@ class Trainer:
         self.run_dir = cfg.run_dir
         self.model_cfg = cfg.model_config()
         if not cfg.resume and (self.run_dir / CHECKPOINT).exists():
-            raise ValueError(f"{self.run_dir} already holds a run; pass --resume to continue it or choose another --out")
+            raise ValueError(f"{self.run_dir} already holds a run; pass --resume (or --resume auto) to continue it or choose another --out")
+        self.resuming = should_resume(cfg.resume, (self.run_dir / CHECKPOINT).exists(), self.run_dir / CHECKPOINT)
 
         # data: whole folders in memory as uint8 (moved to the GPU when there is one)
         saliency = cfg.saliency if "saliency" in self.model_cfg.modalities else None
@@ -114,7 +115,7 @@ class Trainer:
         self.saved_step: int | None = None  # step of the last checkpoint written (or resumed from)
         # mean training patch per position: the trivial baseline of the held-out evaluation
         self.mean_image = self._mean_image()
-        if cfg.resume:
+        if self.resuming:
             self._load_checkpoint()
 
     # -- data order ---------------------------------------------------------------------------
@@ -246,8 +247,6 @@ class Trainer:
 
     def _load_checkpoint(self) -> None:
         path = self.run_dir / CHECKPOINT
-        if not path.exists():
-            raise FileNotFoundError(f"--resume: {path} not found; start without --resume (or point --out at the run to continue)")
         state = safe_torch_load(path, map_location=self.device)
         mine, theirs = self._identity(), state.get("identity", {})
         diff = sorted(k for k in mine if mine[k] != theirs.get(k))
@@ -286,7 +285,7 @@ class Trainer:
                   f"batch {cfg.batch_size} x {self.steps_per_epoch} steps x {cfg.epochs} epochs | {self.world} process(es) on {device_description()}", flush=True)
         train_log = MetricLogger(self.run_dir, "train") if self.is_main else None
         eval_log = MetricLogger(self.run_dir, "eval", tensorboard=False) if self.is_main else None
-        if self.is_main and cfg.resume:
+        if self.is_main:  # rows after the checkpoint (all of them on a fresh start) were logged by a killed run
             train_log.truncate_after(self.step)
             eval_log.truncate_after(self.step)
         previous = signal.signal(signal.SIGTERM, self._request_stop) if _main_thread() else None
@@ -328,7 +327,7 @@ class Trainer:
                     log.close()
         if self.is_main:
             loss_curve(self.run_dir)
-            state = "stopped early (resume with --resume)" if self.step < self.total_steps else "finished"
+            state = "stopped early (continue with --resume or --resume auto)" if self.step < self.total_steps else "finished"
             print(f"{state} at step {self.step}/{self.total_steps}: checkpoint {self.run_dir / CHECKPOINT}, "
                   f"frozen encoder {self.run_dir / ENCODER}, logs {self.run_dir}/train.csv, figures {self.run_dir}/figures", flush=True)
         return self.run_dir

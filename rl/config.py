@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common.cli import RESUME_HELP, resume_field, resume_mode
 from data.env import CAMERAS, RENDER_QUALITIES, check_task
 from rl.encoders import ENCODERS, EXTRA, TABLE_I, encoder_names
 
@@ -40,7 +41,7 @@ class SACConfig:
     steps: int = _f(1_000_000, "environment steps in total (summed over --num-envs)")
     seed: int = _f(0, "seed of networks, replay sampling, exploration and training envs")
     out: str = _f("", "run folder (default runs/sac/<task>/<encoder>/seed<seed>)")
-    resume: bool = _f(False, "continue the run in --out from its last checkpoint (same config required)")
+    resume: bool | str = resume_field(RESUME_HELP + " (same config required)")
     preset: str = field(default="", init=False, metadata={"help": "preset the run was started from (set by --preset)"})
     device: str = _f("auto", "torch device: auto (cuda if available), cpu, cuda, cuda:1, ...")
     cuda_graphs: bool = _f(True, "on a GPU, replay each SAC update of the pack from a captured CUDA graph (gaze encoders stay eager)")
@@ -78,7 +79,7 @@ class SACConfig:
     eval_envs: int = _f(0, "parallel evaluation envs (0: same as --num-envs)")
     log_every: int = _f(1000, "write a metrics.csv row every this many env steps")
     checkpoint_every: int = _f(50_000, "save a resumable checkpoint at the first episode boundary after every this many env steps")
-    max_minutes: float = _f(0.0, "pause at the first episode boundary after this many minutes of training, checkpoints written (0: no limit); continue with --resume")
+    max_minutes: float = _f(0.0, "pause at the first episode boundary after this many minutes of training, checkpoints written (0: no limit); continue with --resume (or --resume auto)")
     # -- Gaze on the Prize (rl/gaze.py) --------------------------------------------------------
     gaze_components: int = _f(1, "gaze: number of Gaussian gaze components")
     gaze_contrast_weight: float = _f(0.1, "gaze: weight of the return-guided triplet loss")
@@ -95,6 +96,7 @@ class SACConfig:
 
     def validate(self) -> "SACConfig":
         check_task(self.task)
+        self.resume = resume_mode(self.resume)
         if self.encoder not in ENCODERS:
             raise ValueError(f"unknown encoder {self.encoder!r}; valid encoders: {', '.join(sorted(encoder_names()))}")
         if self.saliency not in SALIENCY_SOURCES:

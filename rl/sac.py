@@ -4,16 +4,17 @@
 
 Writes runs/sac/<task>/<encoder>/seed<k>/: config.json, metrics.csv (training curve, steps/s),
 eval.csv (success rate of the deterministic policy on fresh seeds), tb/ (TensorBoard: training and
-evaluation), checkpoint-<step>.pt with replay-<step>/ (resumable with --resume, saved at episode
-boundaries), agent.pt (final weights) and summary.json. One SAC update per env step; frozen
-encoders run once per env step and the replay buffer stores their embeddings. Many runs train in
-one process with `python -m rl.grid --pack N` (rl/workspace.py).
+evaluation), checkpoint-<step>.pt with replay-<step>/ (saved at episode boundaries; --resume
+continues from the newest, --resume auto also starts when there is none), agent.pt (final weights)
+and summary.json. One SAC update per env step; frozen encoders run once per env step and the replay
+buffer stores their embeddings. Many runs train in one process with `python -m rl.grid --pack N`
+(rl/workspace.py).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from common.cli import parse_config
+from common.cli import one_line_errors, parse_config
 from rl.config import PRESETS, SACConfig
 from rl.workspace import train
 
@@ -25,10 +26,8 @@ def run(cfg: SACConfig) -> Path:
 
 def main(argv: list[str] | None = None) -> Path:
     cfg = parse_config(SACConfig, argv, presets=PRESETS)
-    try:
+    with one_line_errors():
         return run(cfg)
-    except (FileNotFoundError, ValueError) as err:
-        raise SystemExit(f"error: {err}") from err
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ exploration noise and replay indices (none depend on the runs beside it), its ow
 config.json, metrics.csv, eval.csv, aux.csv (gaze), tb/ (TensorBoard), checkpoint-<step>.pt with
 replay-<step>/ (resumable), agent.pt and summary.json.
 
-    python -m rl.workspace --spec pack.json    # the runs of a pack (rl.grid writes these)
+    python -m rl.workspace --spec pack.json [--resume auto]   # the runs of a pack (rl.grid writes these)
 
 A pack resumes from the newest step at which every run has a checkpoint: checkpoints of a step
 are written for all runs before the previous step's are deleted, so a kill at any moment leaves
@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from common.cli import RESUME_HELP, OneLineParser, one_line_errors, resume_mode, should_resume
 from common.io import atomic_torch_save, atomic_write_json, safe_torch_load
 from common.runs import MetricLogger, device_description, prepare_run_dir
 from data.env import EnvConfig
@@ -147,11 +148,17 @@ class Pack:
         have = []
         for cfg, run_dir in zip(self.cfgs, self.run_dirs):
             if not cfg.resume and (run_dir / "config.json").exists():
-                raise SystemExit(f"error: {run_dir} already holds a run; pass --resume to continue it or choose another --out")
+                raise SystemExit(f"error: {run_dir} already holds a run; pass --resume (or --resume auto) to continue it or choose another --out")
             have.append(set(checkpoint_steps(run_dir)) if cfg.resume else set())
         if not any(have):
+            for cfg, run_dir in zip(self.cfgs, self.run_dirs):  # bare --resume needs a checkpoint
+                should_resume(cfg.resume, False, run_dir / "checkpoint-*.pt")
             return None
         common = set.intersection(*have)
+        if not common and all(c.resume == "auto" for c in self.cfgs) and not all(have):
+            # killed while the first checkpoints were written: 'auto' starts the pack over
+            print("note: no checkpoint step held by every run of the pack; starting over", flush=True)
+            return None
         if not common:
             raise SystemExit("error: these runs hold no checkpoint at a common step ("
                              + "; ".join(f"{d}: {sorted(h) or 'none'}" for d, h in zip(self.run_dirs, have))
@@ -392,7 +399,7 @@ def train(cfgs: list[SACConfig]) -> list[Path]:
             if log is not None:
                 log.close()
         print(f"paused at step {step} of {cfg.steps} after {wall / 60:.1f} min (--max-minutes {cfg.max_minutes:g}); "
-              "checkpoints written: run again with --resume to continue", flush=True)
+              "checkpoints written: run again with --resume (or --resume auto) to continue", flush=True)
         return pack.run_dirs
     if not ep_len.any() and len(pack.diverged) < R:
         size = pack.save_checkpoints(wall)
@@ -437,15 +444,17 @@ def load_spec(path: str | Path) -> list[SACConfig]:
 
 
 def main(argv: list[str] | None = None) -> list[Path]:
-    import argparse
-
-    parser = argparse.ArgumentParser(description="Train the SAC runs of a pack spec (JSON list of rl.sac configs) in one process.")
+    parser = OneLineParser(prog="python -m rl.workspace",
+                           description="Train the SAC runs of a pack spec (JSON list of rl.sac configs) in one process.")
     parser.add_argument("--spec", required=True, help="pack spec written by rl.grid")
+    parser.add_argument("--resume", nargs="?", const=True, type=resume_mode, metavar="auto",
+                        help="for every run of the spec (default: the spec's own setting): " + RESUME_HELP)
     args = parser.parse_args(argv)
-    try:
-        return train(load_spec(args.spec))
-    except (FileNotFoundError, ValueError) as err:
-        raise SystemExit(f"error: {err}") from err
+    with one_line_errors():
+        cfgs = load_spec(args.spec)
+        for cfg in cfgs if args.resume is not None else ():
+            cfg.resume = args.resume
+        return train(cfgs)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from common.cli import check_finite, one_line_errors
+from common.cli import RESUME_HELP, check_finite, one_line_errors, resume_field, resume_mode
 from data.shards import ALLOW_INCOMPLETE_HELP
 
 T = TypeVar("T")
@@ -47,7 +47,7 @@ class TrainConfig:
     seed: int = field(default=0, metadata={"help": "seed of split, initialisation and augmentation"})
     threads: int = field(default=2, metadata={"help": "torch CPU threads"})
     device: str = field(default="auto", metadata={"help": "auto, cpu or cuda", "choices": list(DEVICES)})
-    resume: bool = field(default=False, metadata={"help": "continue the run in --out from its last.pt"})
+    resume: bool | str = resume_field(RESUME_HELP + " (its last.pt)")
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
 
     def validate(self) -> "TrainConfig":
@@ -58,7 +58,8 @@ class TrainConfig:
             raise ValueError(f"val_frac must lie in [0, 1), got {self.val_frac}")
         if self.color_jitter < 0:
             raise ValueError("color_jitter must be >= 0")
-        if self.resume and self.backbone_weights:
+        self.resume = resume_mode(self.resume)
+        if self.resume is True and self.backbone_weights:
             raise ValueError("--backbone-weights has no effect with --resume (the run continues from its last.pt); drop one")
         self.model_config().validate()
         return self
@@ -95,10 +96,12 @@ class DistillConfig:
     seed: int = field(default=0, metadata={"help": "seed"})
     threads: int = field(default=2, metadata={"help": "torch CPU threads"})
     device: str = field(default="auto", metadata={"help": "auto, cpu or cuda", "choices": list(DEVICES)})
+    resume: bool | str = resume_field(RESUME_HELP + " (its <out stem>-last.pt beside --out); without it an existing --out is refused")
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
 
     def validate(self) -> "DistillConfig":
         check_finite(self)
+        self.resume = resume_mode(self.resume)
         if self.frames < 2 or self.epochs < 1 or self.batch_size < 1 or self.eval_every < 1:
             raise ValueError("frames must be >= 2; epochs, batch_size and eval_every >= 1")
         if not 0 < self.val_frac < 1:

@@ -13,22 +13,26 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.cli import parse_config
+from common.cli import parse_config, should_resume
 from common.runs import device_description
 from data.shards import load_arrays
 from saliency.config import DistillConfig, clean_errors, presets_for
 from saliency.data import Augment, split
 from saliency.predictor import SaliencyPredictor, resolve_device
 from saliency.student import StudentConfig, StudentNet
-from saliency.train import FitSpec, fit
+from saliency.train import FitSpec, fit, last_checkpoint
 
 
 def run(cfg: DistillConfig) -> Path:
     """Distil as configured; returns the student checkpoint's path."""
     cfg.validate()
     out = cfg.out_path
-    if out.exists():
-        raise SystemExit(f"error: {out} exists; refusing to overwrite a trained student (choose another --out or delete it)")
+    log_name = f"distill-{out.stem}"
+    last = last_checkpoint(out.parent, log_name)
+    if out.exists() and not cfg.resume:
+        raise SystemExit(f"error: {out} exists; refusing to overwrite a trained student (pass --resume auto to continue "
+                         "its training, choose another --out or delete it)")
+    resuming = should_resume(cfg.resume, last.exists(), last)
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
@@ -59,7 +63,7 @@ def run(cfg: DistillConfig) -> Path:
     print(f"student width {cfg.width} ({n_params / 1e3:.1f}k parameters) on {len(tr)} pseudo-labelled frames "
           f"({len(va)} held out) from {cfg.teacher}")
     best = fit(model, "student", (frames[tr], pseudo[tr]), (frames[va], pseudo[va]), spec, out.parent, device, out,
-               extra, log_name=f"distill-{out.stem}")
+               extra, resuming, log_name=log_name)
     print(f"best agreement with the teacher (epoch {best.get('epoch')}): max-F {best.get('f_max', float('nan')):.4f}, "
           f"MAE {best.get('mae', float('nan')):.4f} -> {out}")
     return out

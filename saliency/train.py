@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from common.cli import parse_config
+from common.cli import parse_config, should_resume
 from common.io import check_finite_loss, safe_torch_load
 from common.runs import MetricLogger, device_description, prepare_run_dir
 from data.preprocess import frames_to_tensor
@@ -73,6 +73,11 @@ class FitSpec:
     progress: bool = True
 
 
+def last_checkpoint(run_dir: Path, log_name: str = "train") -> Path:
+    """The resumable checkpoint `fit` keeps in `run_dir`: last.pt, or <log_name>-last.pt."""
+    return Path(run_dir) / ("last.pt" if log_name == "train" else f"{log_name}-last.pt")
+
+
 def fit(
     model: nn.Module,
     kind: str,
@@ -83,12 +88,13 @@ def fit(
     device: torch.device,
     best_path: Path,
     extra: dict,
-    resume: bool = False,
+    resume: bool | str = False,
     log_name: str = "train",
 ) -> dict:
     """Train `model` on (uint8 frames [N, H, W, 3], maps [N, H, W] in [0, 1]); keep the best
     validation checkpoint at `best_path` and a resumable `last.pt` (`<log_name>-last.pt`) in
-    `run_dir`, metrics in `<log_name>.csv`. Returns the best validation metrics."""
+    `run_dir`, metrics in `<log_name>.csv`; `resume` as common.cli.should_resume. Returns the best
+    validation metrics."""
     size = model.cfg.input_size
     x_all = frames_to_tensor(train[0], size=size)  # [N, 3, S, S]
     y_all = maps_to_tensor(train[1], size)  # [N, 1, S, S]
@@ -98,15 +104,15 @@ def fit(
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, [decay_epoch], 0.1)
     gen = torch.Generator().manual_seed(spec.seed)
     logger = MetricLogger(run_dir, log_name)
-    last_path = run_dir / ("last.pt" if log_name == "train" else f"{log_name}-last.pt")
+    last_path = last_checkpoint(run_dir, log_name)
     start, best, saved = 1, {"score": -math.inf}, None
-    if resume and last_path.exists():
+    if should_resume(resume, last_path.exists(), last_path):
         state = safe_torch_load(last_path)
         model.load_state_dict(state["state_dict"]); opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"]); gen.set_state(state["generator"])
         start, best, saved = state["epoch"] + 1, state["best"], state["epoch"]
-        logger.truncate_after(state["epoch"])
         print(f"resuming {run_dir} at epoch {start}")
+    logger.truncate_after(start - 1)  # rows after the checkpoint (all of them on a fresh start) come from a killed run
     n = len(x_all)
     steps_per_epoch = math.ceil(n / spec.batch_size)
     bar = tqdm(range(start, spec.epochs + 1), desc=f"train {kind}", unit="epoch", disable=not spec.progress)
@@ -159,6 +165,8 @@ def run(cfg: TrainConfig) -> Path:
     torch.manual_seed(cfg.seed)
     ann = load_annotations(cfg.annotations)
     tr, va = split(len(ann), cfg.val_frac, cfg.seed)
+    last = last_checkpoint(cfg.out_dir)
+    resuming = should_resume(cfg.resume, last.exists(), last)  # before config.json is written: a refusal leaves no trace
     run_dir = prepare_run_dir(cfg.out_dir, cfg, resume=cfg.resume)
     device = resolve_device(cfg.device)
     model = PiCANet(cfg.model_config())
@@ -178,7 +186,7 @@ def run(cfg: TrainConfig) -> Path:
     print(f"PiCANet {cfg.layout} at {cfg.input_size} px, width {cfg.width}: {n_params / 1e6:.2f}M parameters; "
           f"{len(tr)} train / {len(va)} val maps on {device_description()}")
     best = fit(model, "picanet", (ann.images[tr], ann.maps[tr]), (ann.images[va], ann.maps[va]) if len(va) else None,
-               spec, run_dir, device, run_dir / "best.pt", extra, cfg.resume)
+               spec, run_dir, device, run_dir / "best.pt", extra, resuming)
     print(f"best validation (epoch {best.get('epoch')}): max-F {best.get('f_max', float('nan')):.4f}, "
           f"MAE {best.get('mae', float('nan')):.4f} -> {run_dir / 'best.pt'}")
     return run_dir / "best.pt"
