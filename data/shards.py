@@ -1,5 +1,9 @@
 """The shard contract: WebDataset tar shards of frames, written atomically and read back checked.
 
+Shards are written with `webdataset.TarWriter` and read with webdataset's tar iterator and
+`group_by_keys` (`raw_pipeline` is the WebDataset pipeline every folder reader uses); shards written
+before by hand with `tarfile` hold the same members and read the same.
+
 A shard folder holds `manifest.json` and `shard-00000.tar`, `shard-00001.tar`, ... Each sample:
 
 | field          | content                                                           |
@@ -27,13 +31,17 @@ import io
 import json
 import tarfile
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import webdataset as wds
 from PIL import Image
+from webdataset.tariterators import group_by_keys, tar_file_iterator
 
 from common.io import ShardError, atomic_write_bytes, atomic_write_json
 from data.clicks import clicks_to_map
@@ -89,18 +97,15 @@ def saliency_to_uint8(saliency: np.ndarray) -> np.ndarray:
 
 
 def write_shard_entry(path: str | Path, samples: Iterable[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
-    """Write (key, sample) pairs as one tar, atomically (the file appears complete or not at all);
-    returns its manifest entry {"file", "frames", "sha256"} (the checksum of the bytes renamed into place)."""
+    """Write (key, sample) pairs as one tar with `webdataset.TarWriter`, atomically (built in memory, then
+    renamed into place complete or not at all); returns its manifest entry {"file", "frames", "sha256"}
+    (the checksum of the bytes renamed into place). Members carry fixed metadata (mtime 0, mode 0644,
+    no owner), so the same samples give the same bytes."""
     buf = io.BytesIO()
     count = 0
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+    with wds.TarWriter(buf, user="", group="", mode=0o644, mtime=0, encoder=False) as sink:
         for key, sample in samples:
-            members = encode_sample(key, sample)
-            members.pop("__key__")
-            for suffix, payload in members.items():
-                info = tarfile.TarInfo(f"{key}.{suffix}")
-                info.size, info.mode, info.mtime = len(payload), 0o644, 0
-                tar.addfile(info, io.BytesIO(payload))
+            sink.write(encode_sample(key, sample))
             count += 1
     payload = buf.getvalue()
     atomic_write_bytes(path, payload)
@@ -113,8 +118,19 @@ def write_shard(path: str | Path, samples: Iterable[tuple[str, dict[str, Any]]])
 
 
 # -- decoding -----------------------------------------------------------------------------------
-def decode_sample(raw: dict[str, bytes], source: str = "?") -> dict[str, Any]:
-    """Tar members of one sample -> numpy fields; ShardError names the file and the missing field."""
+def decode_meta(raw: dict[str, bytes], source: str | None = None) -> dict[str, Any]:
+    """The `meta.json` of one raw sample alone (no image decoded); ShardError names the file if it is bad."""
+    source = source or raw.get("__url__", "?")
+    try:
+        return json.loads(raw["meta.json"])
+    except (KeyError, ValueError) as err:
+        raise ShardError(f"{source}: sample {raw.get('__key__', '?')!r} has a missing or corrupt meta.json ({type(err).__name__}: {err})") from err
+
+
+def decode_sample(raw: dict[str, bytes], source: str | None = None) -> dict[str, Any]:
+    """Tar members of one sample -> numpy fields; ShardError names the file (`source`, else the
+    sample's `__url__`) and the missing field."""
+    source = source or raw.get("__url__", "?")
     key = raw.get("__key__", "?")
     missing = [f for f in REQUIRED_FIELDS if f not in raw]
     if missing:
@@ -129,8 +145,6 @@ def decode_sample(raw: dict[str, bytes], source: str = "?") -> dict[str, Any]:
         }
         if "saliency.png" in raw:
             sample["saliency"] = np.asarray(Image.open(io.BytesIO(raw["saliency.png"])).convert("L"))
-    except ShardError:
-        raise
     except Exception as err:
         raise ShardError(f"{source}: sample {key!r} is corrupt ({type(err).__name__}: {err})") from err
     return sample
@@ -158,7 +172,7 @@ def _read_checked(shard: ShardFile) -> bytes:
 
 
 def iter_raw(path: str | Path | ShardFile) -> Iterator[dict[str, bytes]]:
-    """Group a tar's members into samples (members of a sample are contiguous).
+    """The raw samples of one shard ({"__key__", "__url__", "<field>": bytes}), grouped by webdataset.
 
     The whole file is read and checked first: its checksum and sample count against the manifest
     when `path` is a ShardFile that lists them, and always that nothing but zero padding follows the
@@ -169,34 +183,41 @@ def iter_raw(path: str | Path | ShardFile) -> Iterator[dict[str, bytes]]:
 
 
 def _split_samples(payload: bytes, shard: ShardFile) -> list[dict[str, bytes]]:
-    samples: list[dict[str, bytes]] = []
-    current: dict[str, bytes] = {}
+    """`payload` -> samples with webdataset's tar iterator and `group_by_keys`, checked. Shards are
+    USTAR with short names (one 512-byte header per member), so the end of the last member read is
+    known exactly: past it only the zero end-of-archive blocks may follow."""
+    end = 0
+
+    def members() -> Iterator[dict[str, Any]]:
+        nonlocal end
+        for member in tar_file_iterator(io.BytesIO(payload)):
+            end += tarfile.BLOCKSIZE * (1 + -(-len(member["data"]) // tarfile.BLOCKSIZE))
+            yield {**member, "__url__": str(shard.path)}
+
     try:
-        with tarfile.open(fileobj=io.BytesIO(payload), mode="r") as tar:
-            for member in tar:
-                if not member.isfile():
-                    continue
-                key, _, suffix = Path(member.name).name.partition(".")
-                if current and current["__key__"] != key:
-                    samples.append(current)
-                    current = {}
-                current["__key__"] = key
-                data = tar.extractfile(member).read()
-                if len(data) != member.size:
-                    raise tarfile.ReadError(f"member {member.name} is cut short")
-                current[suffix] = data
-            if len(payload) < tar.offset + 2 * tarfile.BLOCKSIZE:
-                raise tarfile.ReadError("the end-of-archive marker is missing")
-            if any(payload[tar.offset:]):
-                raise tarfile.ReadError(f"damaged tar header at byte {tar.offset}: the members after it are unreadable")
-    except (tarfile.TarError, OSError, EOFError) as err:
-        reason = " ".join(str(err).split())
+        samples = list(group_by_keys(members()))
+        if len(payload) < end + 2 * tarfile.BLOCKSIZE:
+            raise tarfile.ReadError("the end-of-archive marker is missing")
+        if any(payload[end:]):
+            raise tarfile.ReadError(f"damaged tar header at byte {end}: the members after it are unreadable")
+    except (tarfile.TarError, OSError, EOFError, ValueError) as err:
+        reason = " ".join(str(err.args[0] if err.args else err).split(" @ ")[0].split())
         raise ShardError(f"{shard.path}: corrupt or truncated shard ({reason}); {shard.repair}") from err
-    if current:
-        samples.append(current)
     if shard.frames is not None and len(samples) != shard.frames:
         raise ShardError(f"{shard.path}: holds {len(samples)} samples, manifest.json says {shard.frames}; {shard.repair}")
     return samples
+
+
+def _expand(by_url: dict[str, ShardFile], src: Iterable[dict[str, str]]) -> Iterator[dict[str, bytes]]:
+    for item in src:
+        yield from iter_raw(by_url[item["url"]])
+
+
+def raw_pipeline(shards: Sequence[ShardFile]) -> wds.DataPipeline:
+    """WebDataset pipeline of the raw samples of `shards` in order, split across DataLoader workers
+    (`wds.split_by_worker`), every shard checked by `iter_raw`; `.compose(wds.map(decode_sample))` decodes."""
+    by_url = {str(s.path): s for s in shards}
+    return wds.DataPipeline(wds.SimpleShardList(list(by_url)), wds.split_by_worker, partial(_expand, by_url))
 
 
 def iter_samples(path: str | Path | ShardFile) -> Iterator[dict[str, Any]]:
@@ -318,14 +339,10 @@ def load_arrays(
     and saliency uint8 [N, H, W] when every sample has it (required if `need_saliency`).
     """
     rgb, state, clicks, keys, meta, sal = [], [], [], [], [], []
-    for shard in verified_shards(directory, allow_incomplete):
-        for s in iter_samples(shard):
-            rgb.append(s["rgb"]); state.append(s["state"]); clicks.append(s["clicks"])
-            keys.append(s["key"]); meta.append(s["meta"]); sal.append(s.get("saliency"))
-            if limit is not None and len(rgb) >= limit:
-                break
-        if limit is not None and len(rgb) >= limit:
-            break
+    pipeline = raw_pipeline(verified_shards(directory, allow_incomplete)).compose(wds.map(decode_sample))
+    for s in islice(pipeline, limit):
+        rgb.append(s["rgb"]); state.append(s["state"]); clicks.append(s["clicks"])
+        keys.append(s["key"]); meta.append(s["meta"]); sal.append(s.get("saliency"))
     out: dict[str, Any] = {
         "rgb": np.stack(rgb), "state": np.stack(state), "clicks": clicks, "keys": keys, "meta": meta,
     }
