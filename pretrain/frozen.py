@@ -3,6 +3,7 @@
     enc = FrozenEncoder.load("runs/mmae/rgbs/encoder.pt")                   # rgb + saliency
     enc = FrozenEncoder.load("runs/mmae/rgbs/encoder.pt", inputs=("rgb",))  # the paper's PO variant
     enc = FrozenEncoder.load(path, pool="grid2")                            # 2x2 grid of mean tokens, [B, 4*256]
+    enc = FrozenEncoder.load("runs/mmae/rgbs/encoder.safetensors")          # the hub copy (pretrain.export): same encoder
     feats = enc(rgb, saliency)  # rgb [B, 3, 64, 64], saliency [B, 1, 64, 64] in [0, 1] -> [B, enc.out_dim]
 
 Pools (`pretrain.model.POOLS`): "mean" of all tokens (the paper, the default), "global" token,
@@ -15,17 +16,52 @@ trained with it): callers always pass [0, 1] images.
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from common.hub import read_safetensors
 from common.io import safe_torch_load
 from pretrain.model import POOLS, ModelConfig, MultiMAE
 
 ENCODER_FORMAT = "visarl-mmae-encoder/1"
+#: encoder.pt fields kept as FrozenEncoder.meta (and as JSON metadata in encoder.safetensors)
+META_KEYS = ("step", "epoch", "saliency_source", "data", "task", "code_version")
+
+
+def encoder_safetensors(blob: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """An encoder.pt dict -> (tensors, metadata) of encoder.safetensors: weights under "state_dict.",
+    feature statistics under "feature_stats.<inputs|pool>.mean/std", the rest as JSON strings."""
+    tensors = {f"state_dict.{k}": v for k, v in blob["state_dict"].items()}
+    for key, stats in blob.get("feature_stats", {}).items():
+        tensors.update({f"feature_stats.{key}.{s}": stats[s] for s in ("mean", "std")})
+    meta = {"format": blob["format"], "model_config": json.dumps(blob["model_config"]),
+            "meta": json.dumps({k: blob[k] for k in META_KEYS if k in blob})}
+    return tensors, meta
+
+
+def read_encoder_file(path: Path) -> Any:
+    """The encoder.pt dict of `path`: encoder.pt itself, or encoder.safetensors rebuilt into the same dict."""
+    if path.suffix != ".safetensors":
+        return safe_torch_load(path, what="MultiMAE encoder")
+    tensors, meta = read_safetensors(path, what="MultiMAE encoder")
+    if meta.get("format") != ENCODER_FORMAT:
+        return meta
+    blob: dict[str, Any] = {"format": meta["format"], "model_config": json.loads(meta["model_config"]),
+                            **json.loads(meta.get("meta", "{}")), "state_dict": {}, "feature_stats": {}}
+    for name, t in tensors.items():
+        group, _, rest = name.partition(".")
+        if group == "state_dict":
+            blob["state_dict"][rest] = t
+        elif group == "feature_stats":
+            key, _, stat = rest.rpartition(".")
+            blob["feature_stats"].setdefault(key, {})[stat] = t
+    return blob
 
 
 class FrozenEncoder(nn.Module):
@@ -53,7 +89,8 @@ class FrozenEncoder(nn.Module):
     @classmethod
     def load(cls, path: str | Path, inputs: Sequence[str] | None = None, device: torch.device | str = "cpu",
              standardize: bool | None = None, pool: str = "mean") -> "FrozenEncoder":
-        """Load `encoder.pt` (written by pretraining) with `inputs` None (all pretrained modalities) or a subset.
+        """Load `encoder.pt` (written by pretraining) or its `encoder.safetensors` copy, with `inputs`
+        None (all pretrained modalities) or a subset.
 
         `standardize`: None (default) applies the per-dimension statistics stored for these inputs
         and pool when the export has them, else returns raw features; True requires them; False
@@ -62,15 +99,16 @@ class FrozenEncoder(nn.Module):
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"{path} not found: pretrain first with `python -m pretrain.multimae --out {path.parent}`")
-        blob = safe_torch_load(path, what="MultiMAE encoder")
+        blob = read_encoder_file(path)
         if not isinstance(blob, dict) or blob.get("format") != ENCODER_FORMAT:
-            raise ValueError(f"{path} is not a MultiMAE encoder export ({ENCODER_FORMAT}); use runs/mmae/<name>/encoder.pt")
+            raise ValueError(f"{path} is not a MultiMAE encoder export ({ENCODER_FORMAT}); use runs/mmae/<name>/encoder.pt "
+                             "(or its encoder.safetensors)")
         enc = cls(ModelConfig.from_dict(blob["model_config"]), inputs, pool)
         try:
             enc.model.load_state_dict(blob["state_dict"])
         except RuntimeError as err:
             raise ValueError(f"{path}: weights do not match its model_config ({str(err).splitlines()[0]}); re-export it") from None
-        enc.meta = {k: blob[k] for k in ("step", "epoch", "saliency_source", "data", "task") if k in blob}
+        enc.meta = {k: blob[k] for k in META_KEYS if k in blob and k != "code_version"}
         key = ",".join(enc.inputs)
         stats_all = blob.get("feature_stats", {})
         stats = stats_all.get(f"{key}|{pool}") or (stats_all.get(key) if pool == "mean" else None)

@@ -15,7 +15,8 @@ and 4x4 grids of mean patch tokens), the same architecture at random init, and r
 downsampled to 16x16x3. The "stored" columns score the features after a round trip through
 the replay buffer's precision (--store, float16 today), as RL receives them from
 `FrozenEncoder.load(path, inputs=..., pool=...)` (standardised with the export's statistics when
-it has them). Writes a table to stdout and a JSON next to the encoder (probe_<inputs>.json).
+it has them). Writes a table to stdout and a JSON next to the encoder (probe_<inputs>.json), and
+refreshes the encoder's model card when it has a hub copy (pretrain.export).
 """
 from __future__ import annotations
 
@@ -258,6 +259,10 @@ def probe(cfg: ProbeConfig, verbose: bool = True) -> dict:
     result["warnings"] = gate_warnings(result)
     out = Path(cfg.out) if cfg.out else path.parent / f"probe_{label}.json"
     atomic_write_json(out, result)
+    if out.parent == path.parent:  # the encoder's model card lists the probes beside it
+        from pretrain.export import refresh_card  # here: pretrain.export imports this module
+
+        refresh_card(path)
     if verbose:
         for w in result["warnings"]:
             print(f"WARNING: {w}", flush=True)

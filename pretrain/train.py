@@ -30,6 +30,7 @@ from data.shards import ShardError
 from pretrain.augment import random_resized_crop
 from pretrain.config import PRESETS, PretrainConfig
 from pretrain.data import load_frames, split_episodes, tasks_under
+from pretrain.export import write_hub_files
 from pretrain.figures import loss_curve, reconstruction_grid
 from pretrain.frozen import ENCODER_FORMAT, FrozenEncoder
 from pretrain.model import POOLS, MultiMAE, count_parameters, patchify
@@ -236,14 +237,18 @@ class Trainer:
         return export_feature_stats(self.model, self.train_frames, self.cfg.image_size, frames)
 
     def export_encoder(self) -> Path:
-        """Weights + config of the encoder alone (pretrain.frozen.FrozenEncoder loads it)."""
-        return atomic_torch_save({
+        """Weights + config of the encoder alone (pretrain.frozen.FrozenEncoder loads it), and its hub copy
+        beside it (encoder.safetensors + model card, pretrain.export)."""
+        blob = {
             "format": ENCODER_FORMAT, "model_config": self.model_cfg.to_dict(),
             "state_dict": {k: v.detach().cpu() for k, v in self.model.encoder_state_dict().items()},
             "feature_stats": self.feature_stats(),
             "step": self.step, "epoch": self.step // self.steps_per_epoch, "saliency_source": self.cfg.saliency,
             "data": str(self.cfg.data), "code_version": code_version(),
-        }, self.run_dir / ENCODER)
+        }
+        path = atomic_torch_save(blob, self.run_dir / ENCODER)
+        write_hub_files(path, blob)
+        return path
 
     def _load_checkpoint(self) -> None:
         path = self.run_dir / CHECKPOINT

@@ -1,12 +1,14 @@
 """The one inference API: `SaliencyPredictor.load(path)(frames uint8 [N, H, W, 3]) -> float32 [N, H, W]`.
 
-Works for PiCANet (best.pt) and the student (student.pt): the checkpoint names its kind and holds
+Works for PiCANet (best.pt) and the student (student.pt), and for their safetensors hub copies
+(best.safetensors, student.safetensors: saliency.export): the checkpoint names its kind and holds
 its architecture as a plain dict. Frames go through `data.preprocess.frames_to_tensor` (the one
 preprocessing path shared with training, pseudo-labelling and RL); the sigmoid output is resized
 back to the frames' H x W. On a GPU inference runs in bf16 with channels_last.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from common.hub import read_safetensors
 from common.io import atomic_torch_save, safe_torch_load
 from data.preprocess import frames_to_tensor
 from saliency.picanet import PiCANet, PiCANetConfig
@@ -51,15 +54,27 @@ def save_checkpoint(path: str | Path, model: nn.Module, kind: str, **extra: Any)
     return atomic_torch_save({"format": FORMAT, "kind": kind, "model": asdict(model.cfg), "state_dict": state, **extra}, path)
 
 
+def read_checkpoint(path: Path) -> Any:
+    """The checkpoint dict of a .pt, or of a .safetensors hub copy rebuilt into the same dict (weights as
+    tensors; metadata "format", "kind", "model" and "info", the last two JSON, as saliency.export writes them)."""
+    if path.suffix != ".safetensors":
+        return safe_torch_load(path, what="saliency checkpoint")
+    tensors, meta = read_safetensors(path, what="saliency checkpoint")
+    if "model" not in meta:
+        return meta
+    return {**json.loads(meta.get("info", "{}")), "format": meta.get("format"), "kind": meta.get("kind"),
+            "model": json.loads(meta["model"]), "state_dict": tensors}
+
+
 def load_checkpoint(path: str | Path, device: str | torch.device | None = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """(model in eval mode, checkpoint dict) from a saliency checkpoint; clear errors for anything else."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: train one with `python -m saliency.train` (or `saliency.distill`)")
-    ckpt = safe_torch_load(path, what="saliency checkpoint")
+    ckpt = read_checkpoint(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or "kind" not in ckpt:
         raise ValueError(f"{path} is not a saliency checkpoint (expected format {FORMAT!r} with a 'kind'); "
-                         "pass runs/saliency/<task>/best.pt or student.pt")
+                         "pass runs/saliency/<task>/best.pt or student.pt (or their .safetensors copies)")
     model = build_model(ckpt["kind"], ckpt["model"])
     try:
         model.load_state_dict(ckpt["state_dict"])

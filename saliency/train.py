@@ -27,6 +27,7 @@ from common.runs import MetricLogger, device_description, prepare_run_dir
 from data.preprocess import frames_to_tensor
 from saliency.config import TrainConfig, clean_errors, presets_for
 from saliency.data import Augment, load_annotations, split
+from saliency.export import write_hub_files
 from saliency.metrics import score_maps
 from saliency.picanet import PiCANet
 from saliency.predictor import predict_maps, resolve_device, save_checkpoint
@@ -148,7 +149,7 @@ def fit(
                 score, scores = -row["loss"], {}
             if score > best["score"]:
                 best = {"score": score, "epoch": epoch, **{k: float(v) for k, v in scores.items()}}
-                save_checkpoint(best_path, model, kind, epoch=epoch, val=best, **extra)
+                write_hub_files(save_checkpoint(best_path, model, kind, epoch=epoch, val=best, **extra))
             save_checkpoint(last_path, model, kind, epoch=epoch, best=best, optimizer=opt.state_dict(),
                             scheduler=sched.state_dict(), generator=gen.get_state(), **extra)
             saved = epoch

@@ -1,0 +1,76 @@
+"""Files that let a trained model be shared on a model hub: safetensors weights and a model card.
+
+* `write_safetensors(path, tensors, metadata)`: atomic, and refuses NaN/inf tensors like
+  `common.io.atomic_torch_save` (nothing is written). Metadata values are strings (JSON for structure).
+* `read_safetensors(path)`: (tensors, metadata); any failure is a one-line `CheckpointError`.
+* `model_card(front, body)`: Hugging Face model-card style text, YAML front matter then Markdown;
+  `write_card(folder, text)` writes it as README.md unless a README.md that no exporter wrote is
+  there (a hand-written note is never overwritten: the card goes to MODEL_CARD.md instead).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from common.io import CheckpointError, NonFiniteError, atomic_write_bytes, nonfinite_tensors
+
+#: the first line of every card's body: marks a README.md an exporter may rewrite
+CARD_MARK = "<!-- model card written by a visarl exporter; rewritten on every export -->"
+
+
+def write_safetensors(path: str | os.PathLike, tensors: dict[str, Any], metadata: dict[str, str]) -> Path:
+    """Tensors (any device, possibly sharing storage) -> `path` atomically; NonFiniteError if any holds NaN/inf."""
+    from safetensors.torch import save
+
+    bad = nonfinite_tensors(tensors)
+    if bad:
+        raise NonFiniteError(f"refusing to write {path}: {len(bad)} tensor(s) hold NaN or inf "
+                             f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); the previous file (if any) is kept")
+    # safetensors refuses tensors that share memory or are not contiguous: write independent copies
+    plain = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
+    return atomic_write_bytes(path, save(plain, metadata=metadata))
+
+
+def read_safetensors(path: str | os.PathLike, what: str = "safetensors file") -> tuple[dict[str, Any], dict[str, str]]:
+    """(tensors on the CPU, metadata) of a safetensors file; CheckpointError naming the file on any failure."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{what} {path} not found")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+    except Exception as err:  # the library raises its own error types (header, truncation, dtype)
+        raise CheckpointError(f"cannot load {what} {path}: it is damaged or not a safetensors file "
+                              f"({' '.join(str(err).split())[:200]})") from None
+
+
+def _yaml_value(value: Any) -> str:
+    """A YAML scalar: JSON strings/numbers/booleans are valid YAML."""
+    return json.dumps(value)
+
+
+def model_card(front: dict[str, Any], body: str) -> str:
+    """YAML front matter (scalars, or lists as block sequences) + CARD_MARK + the Markdown body."""
+    lines = ["---"]
+    for key, value in front.items():
+        if isinstance(value, (list, tuple)):
+            lines += [f"{key}:"] + [f"- {_yaml_value(v)}" for v in value]
+        else:
+            lines.append(f"{key}: {_yaml_value(value)}")
+    return "\n".join(lines + ["---", CARD_MARK, "", body.strip(), ""])
+
+
+def write_card(folder: str | os.PathLike, text: str) -> Path:
+    """`folder`/README.md, or MODEL_CARD.md when README.md exists and was not written by an exporter."""
+    readme = Path(folder) / "README.md"
+    foreign = readme.exists() and CARD_MARK not in readme.read_text(errors="replace")
+    return atomic_write_bytes(readme.with_name("MODEL_CARD.md") if foreign else readme, text.encode())
+
+
+def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
+    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+                     + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
