@@ -48,19 +48,15 @@ def read_safetensors(path: str | os.PathLike, what: str = "safetensors file") ->
                               f"({' '.join(str(err).split())[:200]})") from None
 
 
-def _yaml_value(value: Any) -> str:
-    """A YAML scalar: JSON strings/numbers/booleans are valid YAML."""
-    return json.dumps(value)
-
-
 def model_card(front: dict[str, Any], body: str) -> str:
-    """YAML front matter (scalars, or lists as block sequences) + CARD_MARK + the Markdown body."""
+    """YAML front matter (scalars, or lists as block sequences) + CARD_MARK + the Markdown body.
+    Values are written as JSON, which is valid YAML (quoted strings, numbers, booleans)."""
     lines = ["---"]
     for key, value in front.items():
         if isinstance(value, (list, tuple)):
-            lines += [f"{key}:"] + [f"- {_yaml_value(v)}" for v in value]
+            lines += [f"{key}:"] + [f"- {json.dumps(v)}" for v in value]
         else:
-            lines.append(f"{key}: {_yaml_value(value)}")
+            lines.append(f"{key}: {json.dumps(value)}")
     return "\n".join(lines + ["---", CARD_MARK, "", body.strip(), ""])
 
 

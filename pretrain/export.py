@@ -34,7 +34,8 @@ TRAIN_KEYS = ("preset", "epochs", "batch_size", "lr", "warmup_epochs", "weight_d
 
 @dataclass
 class ExportConfig:
-    """Write encoder.safetensors and a model card (README.md) beside every encoder.pt of a run."""
+    """Write encoder.safetensors and a model card (README.md) beside every encoder.pt of a run
+    (`python -m pretrain.export PATH` is short for --path PATH)."""
 
     path: str = field(default="runs/mmae/rgbs", metadata={"help": "encoder.pt, or a folder searched recursively for encoder.pt files"})
 

@@ -33,7 +33,8 @@ TITLES = {"picanet": "PiCANet saliency predictor", "student": "student saliency 
 
 @dataclass
 class ExportConfig:
-    """Write <name>.safetensors beside saliency checkpoints and the folder's model card (README.md)."""
+    """Write <name>.safetensors beside saliency checkpoints and the folder's model card (README.md)
+    (`python -m saliency.export PATH` is short for --path PATH)."""
 
     path: str = field(default="runs/saliency/reach-v3", metadata={"help": "a saliency checkpoint (.pt), or a folder of them (last.pt files are skipped)"})
 
