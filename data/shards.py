@@ -119,34 +119,34 @@ def write_shard(path: str | Path, samples: Iterable[tuple[str, dict[str, Any]]])
 
 # -- decoding -----------------------------------------------------------------------------------
 def decode_meta(raw: dict[str, bytes], source: str | None = None) -> dict[str, Any]:
-    """The `meta.json` of one raw sample alone (no image decoded); ShardError names the file if it is bad."""
-    source = source or raw.get("__url__", "?")
-    try:
-        return json.loads(raw["meta.json"])
-    except (KeyError, ValueError) as err:
-        raise ShardError(f"{source}: sample {raw.get('__key__', '?')!r} has a missing or corrupt meta.json ({type(err).__name__}: {err})") from err
-
-
-def decode_sample(raw: dict[str, bytes], source: str | None = None) -> dict[str, Any]:
-    """Tar members of one sample -> numpy fields; ShardError names the file (`source`, else the
-    sample's `__url__`) and the missing field."""
-    source = source or raw.get("__url__", "?")
-    key = raw.get("__key__", "?")
+    """The `meta.json` of one raw sample, its other fields checked present but not decoded; ShardError
+    names the file (`source`, else the sample's `__url__`) and what is missing or corrupt."""
+    source, key = source or raw.get("__url__", "?"), raw.get("__key__", "?")
     missing = [f for f in REQUIRED_FIELDS if f not in raw]
     if missing:
         raise ShardError(f"{source}: sample {key!r} lacks field(s) {', '.join(missing)}")
+    try:
+        return json.loads(raw["meta.json"])
+    except ValueError as err:
+        raise ShardError(f"{source}: sample {key!r} is corrupt ({type(err).__name__}: {err})") from err
+
+
+def decode_sample(raw: dict[str, bytes], source: str | None = None) -> dict[str, Any]:
+    """Tar members of one sample -> numpy fields (see `decode_meta` for the errors)."""
+    meta = decode_meta(raw, source)
+    key = raw.get("__key__", "?")
     try:
         sample = {
             "key": key,
             "rgb": np.asarray(Image.open(io.BytesIO(raw["rgb.png"])).convert("RGB")),
             "state": np.load(io.BytesIO(raw["state.npy"]), allow_pickle=False),
             "clicks": np.load(io.BytesIO(raw["clicks.npy"]), allow_pickle=False),
-            "meta": json.loads(raw["meta.json"]),
+            "meta": meta,
         }
         if "saliency.png" in raw:
             sample["saliency"] = np.asarray(Image.open(io.BytesIO(raw["saliency.png"])).convert("L"))
     except Exception as err:
-        raise ShardError(f"{source}: sample {key!r} is corrupt ({type(err).__name__}: {err})") from err
+        raise ShardError(f"{source or raw.get('__url__', '?')}: sample {key!r} is corrupt ({type(err).__name__}: {err})") from err
     return sample
 
 

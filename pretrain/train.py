@@ -1,8 +1,10 @@
 """MultiMAE pretraining loop: `python -m pretrain.multimae --data data/shards [--preset cpu]`.
 
 Single process or torchrun (DistributedDataParallel, NCCL on GPU / gloo on CPU): every rank
-draws the same per-epoch permutation and takes its own slice of each global batch. Masks come
-from a generator seeded by (seed, step, rank), so `--resume` replays the same batches and masks.
+decodes and trains on its own share of the shards (pretrain.data.load_split), drawing its part of
+each global batch from a per-epoch permutation seeded by (seed, epoch, rank); all ranks take the
+same number of steps. Masks come from a generator seeded by (seed, step, rank), so `--resume`
+replays the same batches and masks.
 A checkpoint is written every epoch and on SIGTERM; the frozen encoder is exported beside it.
 Frames get a RandomResizedCrop per sample (shared by its modalities) before masking. A NaN or inf
 loss stops training with a one-line error before anything more is saved: checkpoint.pt and
@@ -29,7 +31,7 @@ from common.runs import MetricLogger, code_version, device_description, prepare_
 from data.shards import ShardError
 from pretrain.augment import random_resized_crop
 from pretrain.config import PRESETS, PretrainConfig
-from pretrain.data import load_frames, split_episodes, tasks_under
+from pretrain.data import load_split, tasks_under
 from pretrain.export import write_hub_files
 from pretrain.figures import loss_curve, reconstruction_grid
 from pretrain.frozen import ENCODER_FORMAT, FrozenEncoder
@@ -81,19 +83,21 @@ class Trainer:
             raise ValueError(f"{self.run_dir} already holds a run; pass --resume (or --resume auto) to continue it or choose another --out")
         self.resuming = should_resume(cfg.resume, (self.run_dir / CHECKPOINT).exists(), self.run_dir / CHECKPOINT)
 
-        # data: whole folders in memory as uint8 (moved to the GPU when there is one)
+        # data: this rank's share of the training shards in memory as uint8 (moved to the GPU when there
+        # is one), the held-out frames on the main rank; every rank takes as many steps as the smallest share
         saliency = cfg.saliency if "saliency" in self.model_cfg.modalities else None
-        frames, self.data_info = load_frames(cfg.data, saliency, cfg.limit, task=cfg.task,
-                                             allow_incomplete=cfg.allow_incomplete)
-        self.train_frames, self.val_frames = split_episodes(frames, cfg.val_fraction, cfg.seed)
-        if len(self.train_frames) < cfg.batch_size:
-            raise ValueError(
-                f"--batch-size {cfg.batch_size} exceeds the {len(self.train_frames)} training frames in {cfg.data}; "
-                "lower --batch-size or collect more frames")
-        self.train_frames = self.train_frames.to(self.device)
-        self.steps_per_epoch = len(self.train_frames) // cfg.batch_size
-        self.total_steps = self.steps_per_epoch * cfg.epochs
+        split = load_split(cfg.data, saliency, cfg.val_fraction, cfg.seed, cfg.limit, task=cfg.task,
+                           allow_incomplete=cfg.allow_incomplete, rank=self.rank, world=self.world)
+        self.data_info, self.val_frames, self.train_total = split.info, split.val, sum(split.train_counts)
         self.local_batch = cfg.batch_size // self.world
+        self.steps_per_epoch = min(split.train_counts) // self.local_batch
+        if self.steps_per_epoch == 0:
+            share = "" if self.world == 1 else f" (the smallest share of {self.world} processes holds {min(split.train_counts)})"
+            raise ValueError(
+                f"--batch-size {cfg.batch_size} exceeds the {self.train_total} training frames in {cfg.data}{share}; "
+                "lower --batch-size or collect more frames")
+        self.train_frames = split.train.to(self.device)
+        self.total_steps = self.steps_per_epoch * cfg.epochs
 
         torch.manual_seed(cfg.seed)
         self.model = MultiMAE(self.model_cfg).to(self.device)
@@ -121,11 +125,10 @@ class Trainer:
 
     # -- data order ---------------------------------------------------------------------------
     def epoch_indices(self, epoch: int) -> torch.Tensor:
-        """This rank's frame indices for every step of `epoch`: long [steps_per_epoch, local_batch]."""
-        g = torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch)
-        perm = torch.randperm(len(self.train_frames), generator=g)[: self.steps_per_epoch * self.cfg.batch_size]
-        per_step = perm.view(self.steps_per_epoch, self.cfg.batch_size)  # [S, global batch]
-        return per_step[:, self.rank * self.local_batch:(self.rank + 1) * self.local_batch]
+        """Indices into this rank's training frames for every step of `epoch`: long [steps_per_epoch, local_batch]."""
+        g = torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch + 1_000_003 * self.rank)
+        perm = torch.randperm(len(self.train_frames), generator=g)[: self.steps_per_epoch * self.local_batch]
+        return perm.view(self.steps_per_epoch, self.local_batch)
 
     def _mean_image(self) -> dict[str, torch.Tensor]:
         out, n = {}, len(self.train_frames)
@@ -133,7 +136,10 @@ class Trainer:
             b = self.train_frames.batch(torch.arange(start, min(n, start + 1024)), self.model_cfg.modalities, self.cfg.image_size, self.device)
             for m, x in b.items():
                 out[m] = out.get(m, 0) + x.sum(0, keepdim=True)
-        return {m: v / n for m, v in out.items()}  # {m: [1, C, H, W]}
+        if self.world > 1:  # over every rank's share: the mean of all training frames
+            for v in out.values():
+                dist.all_reduce(v)
+        return {m: v / self.train_total for m, v in out.items()}  # {m: [1, C, H, W]}
 
     # -- one step -----------------------------------------------------------------------------
     def train_step(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -210,7 +216,7 @@ class Trainer:
     # -- checkpoints --------------------------------------------------------------------------
     def _identity(self) -> dict:
         keep = {k: v for k, v in dataclasses.asdict(self.cfg).items() if k not in RESUMABLE}
-        return {**keep, "steps_per_epoch": self.steps_per_epoch, "train_frames": len(self.train_frames)}
+        return {**keep, "steps_per_epoch": self.steps_per_epoch, "train_frames": self.train_total}
 
     def save_checkpoint(self) -> Path:
         self.check_finite()  # a diverged model is never saved (atomic_torch_save also refuses NaN/inf tensors)
@@ -283,10 +289,10 @@ class Trainer:
         cfg = self.cfg
         if self.is_main:
             prepare_run_dir(self.run_dir, cfg, resume=cfg.resume, allow_existing=True)
-            atomic_write_json(self.run_dir / "data.json", {"folders": self.data_info, "train_frames": len(self.train_frames), "held_out_frames": len(self.val_frames)})
+            atomic_write_json(self.run_dir / "data.json", {"folders": self.data_info, "train_frames": self.train_total, "held_out_frames": len(self.val_frames)})
             n_all, n_enc = count_parameters(self.model), count_parameters(self.model) - sum(p.numel() for p in self.model.decoders.parameters())
             print(f"MultiMAE {','.join(self.model_cfg.modalities)} -> {','.join(self.model_cfg.outputs)}: {n_all / 1e6:.2f}M parameters "
-                  f"(encoder {n_enc / 1e6:.2f}M) | {len(self.train_frames)} train / {len(self.val_frames)} held-out frames | "
+                  f"(encoder {n_enc / 1e6:.2f}M) | {self.train_total} train / {len(self.val_frames)} held-out frames | "
                   f"batch {cfg.batch_size} x {self.steps_per_epoch} steps x {cfg.epochs} epochs | {self.world} process(es) on {device_description()}", flush=True)
         train_log = MetricLogger(self.run_dir, "train") if self.is_main else None
         eval_log = MetricLogger(self.run_dir, "eval", tensorboard=False) if self.is_main else None

@@ -152,7 +152,7 @@ def test_bad_input_errors(shards, tmp_path, monkeypatch, capsys):
 def _ddp_worker(rank: int, cfg: PretrainConfig, port: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank))
     trainer = Trainer(cfg)
-    first_batch = trainer.epoch_indices(0)[0].clone()
+    first_batch = trainer.train_frames.index[trainer.epoch_indices(0)[0]].clone()  # positions among all frames
     trainer.fit()
     flat = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
     torch.save({"params": flat, "first_batch": first_batch}, f"{out}/rank{rank}.pt")
