@@ -8,18 +8,31 @@ encoder, or frozen encoders of one embedding size) train in lockstep in one proc
 (`python -m rl.workspace`, rl/workspace.py); runs that cannot stack go to separate packs. Packs
 execute as local processes (`--parallel` at once, GPUs assigned round-robin) or, with `--backend
 ray`, as Ray tasks on a cluster (`ray start --head` on one machine, `ray start --address HEAD:6379`
-on the others, then `--ray-address auto`), each asking for `--cpus-per-run` CPUs and `--gpus-per-run`
-GPUs per pack. Ray workers send their runs' small result files back, so results gather under
-`--out` on the driver even without a shared disk.
+on the others, then `--ray-address auto`). Every pack runs with `--resume auto`, so a pack whose
+worker or node died is retried (`--retries`) and continues from its newest checkpoint; rows logged
+after that checkpoint are dropped, none is duplicated.
+
+On Ray, the workers get this checkout as the runtime_env working_dir (`--ray-working-dir`, plus
+`--ray-pip` / `--ray-conda` for their Python environment), each pack asks for `--cpus-per-run`
+CPUs and its share of a GPU (by default runs/24, the packed engine's runs per GPU), and the run
+folders live either on storage every node mounts at the driver's path (`--storage shared`:
+retries resume on any node) or travel with the pack (`--storage driver`: the driver's folders go to
+the worker, and come back whole, checkpoints, agent.pt and tb/ included, when the pack ends; a
+retry resumes from what its node holds).
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -31,7 +44,15 @@ from data.env import check_task
 from rl.encoders import TABLE_I
 
 ALL_ENCODERS = (*TABLE_I, "gaze")
-RESULT_FILES = ("summary.json", "eval.csv", "metrics.csv", "config.json", "stdout.log")
+CHECKOUT = Path(__file__).resolve().parent.parent
+#: runs per pack, and so per GPU, when packs go to GPUs (24 seeds of a frozen encoder fill an H100)
+GPU_PACK = 24
+#: never uploaded as the Ray working_dir: data and results travel by --storage
+#: a pack's process starts through this: it gets SIGKILL when the process that started it dies
+#: (PR_SET_PDEATHSIG, kept across exec), so a killed Ray worker leaves no trainer writing beside its retry
+DIE_WITH_PARENT = ("import ctypes, os, sys\ntry:\n    ctypes.CDLL(None).prctl(1, 9)\nexcept (OSError, AttributeError):\n"
+                   "    pass\nos.execv(sys.executable, [sys.executable, *sys.argv[1:]])")
+UPLOAD_EXCLUDES = [".git", ".venv", "runs", "data/shards", "data/annotations", "artifacts", "*.egg-info", "__pycache__"]
 
 
 @dataclass
@@ -46,10 +67,16 @@ class GridConfig:
     sac_preset: str = field(default="cpu", metadata={"help": "rl.sac preset for every run (micro, demo, cpu, paper)"})
     out: str = field(default="runs/sac", metadata={"help": "root of the run folders"})
     parallel: int = field(default=1, metadata={"help": "local backend: packs (processes) at once"})
-    backend: str = field(default="local", metadata={"help": "local (subprocesses) or ray"})
-    ray_address: str = field(default="", metadata={"help": "ray backend: '' starts a local instance, 'auto' joins a running cluster"})
-    cpus_per_run: float = field(default=1.0, metadata={"help": "ray backend: CPUs each pack asks for"})
-    gpus_per_run: float = field(default=0.0, metadata={"help": "ray backend: GPUs each pack asks for"})
+    backend: str = field(default="local", metadata={"help": "local (subprocesses) or ray", "choices": ["local", "ray"]})
+    ray_address: str = field(default="", metadata={"help": "ray backend: '' starts a local instance, 'auto' joins a running cluster, or HOST:PORT"})
+    ray_working_dir: str = field(default="", metadata={"help": "ray backend: the code workers run: '' uploads this checkout (without runs/, data/shards, .venv, .git) as the runtime_env working_dir; a path or URI (a shared checkout, a .zip on S3) is passed to Ray as is; 'none': every node has this checkout at the driver's path"})
+    ray_pip: str = field(default="", metadata={"help": "ray backend: runtime_env pip for the workers, a requirements file or comma-separated packages (default: the nodes' own Python)"})
+    ray_conda: str = field(default="", metadata={"help": "ray backend: runtime_env conda for the workers, an environment name or environment.yml"})
+    storage: str = field(default="driver", metadata={"help": "ray backend: where run folders live: 'shared' (the driver's folder is mounted at the same path on every node; workers write there and a retry on any node resumes) or 'driver' (each pack's folders are copied to its worker and come back whole when it ends; a retry resumes from what its node holds)", "choices": ["driver", "shared"]})
+    scratch: str = field(default="", metadata={"help": "ray backend, --storage driver: node-local folder holding the packs' run folders (default: <tmp>/visarl-grid)"})
+    retries: int = field(default=3, metadata={"help": "ray backend: times a pack whose worker or node died runs again (it continues from its checkpoint)"})
+    cpus_per_run: float = field(default=1.0, metadata={"help": "ray backend: CPUs each pack (one process) asks for"})
+    gpus_per_run: float = field(default=-1.0, metadata={"help": f"ray backend: GPUs each pack asks for; -1: its share of a GPU, runs in the pack / {GPU_PACK} (the packed engine's runs per GPU), on a cluster with GPUs, else 0"})
     extra: str = field(default="", metadata={"help": "extra flags for every rl.sac run, e.g. '--saliency oracle --eval-episodes 10'"})
 
     def validate(self) -> "GridConfig":
@@ -62,8 +89,10 @@ class GridConfig:
             raise ValueError(f"unknown encoder(s) {unknown}; valid: {', '.join(sorted(ENCODERS))}, or 'all'")
         if self.backend not in ("local", "ray"):
             raise ValueError("backend must be 'local' or 'ray'")
-        if self.parallel < 1 or self.steps < 1 or self.pack < 0:
-            raise ValueError("parallel and steps must be >= 1, pack >= 0")
+        if self.storage not in ("driver", "shared"):
+            raise ValueError(f"storage must be 'driver' or 'shared', got {self.storage!r}")
+        if self.parallel < 1 or self.steps < 1 or self.pack < 0 or self.retries < 0:
+            raise ValueError("parallel and steps must be >= 1, pack and retries >= 0")
         return self
 
     @property
@@ -111,7 +140,7 @@ def sac_command(cfg: GridConfig, run: Run) -> list[str]:
     cmd = [sys.executable, "-m", "rl.sac", "--task", run.task, "--encoder", run.encoder, "--seed", str(run.seed),
            "--steps", str(cfg.steps), "--preset", cfg.sac_preset, "--out", str(run.run_dir)]
     if (run.run_dir / "config.json").exists():  # started before: continue from its checkpoint, if any
-        cmd.append("--resume")
+        cmd += ["--resume", "auto"]
     return cmd + cfg.extra.split()
 
 
@@ -122,19 +151,20 @@ def run_config(cfg: GridConfig, run: Run):
     return parse_config(SACConfig, sac_command(cfg, run)[3:], presets=PRESETS)
 
 
-def default_pack_size() -> int:
+def default_pack_size(gpus: bool | None = None) -> int:
+    """Runs per pack when --pack is 0: GPU_PACK with GPUs (this machine's, or the cluster's: `gpus`), else 4."""
     import torch
 
-    return 24 if torch.cuda.is_available() else 4
+    return GPU_PACK if (torch.cuda.is_available() if gpus is None else gpus) else 4
 
 
-def plan_packs(cfg: GridConfig, runs: list[Run]) -> list[list[Run]]:
+def plan_packs(cfg: GridConfig, runs: list[Run], gpus: bool | None = None) -> list[list[Run]]:
     """Runs grouped into packs of at most `cfg.pack` whose networks stack (rl.workspace.pack_key);
     runs that cannot stack with others, or whose encoder cannot be built here, get packs of their own."""
     from rl.encoders import build_encoder
     from rl.workspace import checkpoint_steps, pack_key
 
-    size = cfg.pack or default_pack_size()
+    size = cfg.pack or default_pack_size(gpus)
     groups: dict[tuple, list[Run]] = {}
     for run in runs:
         sac = run_config(cfg, run)
@@ -158,30 +188,162 @@ def write_spec(cfg: GridConfig, pack: list[Run]) -> Path:
     return atomic_write_json(Path(cfg.out) / "packs" / f"{pack[0].task}-{pack[0].encoder}-{name}.json", items)
 
 
-def _execute(cmd: list[str], run_dirs: list[str], cwd: str, gpu: int | None = None) -> tuple[int, dict[str, dict[str, bytes]]]:
-    """Run one pack's command, its output appended to every run's stdout.log; return code and result files."""
+def pack_command(spec: Path | str) -> list[str]:
+    """The pack's command: `--resume auto` so that a rerun (a retried Ray task, a requeued job) continues."""
+    return ["-m", "rl.workspace", "--spec", str(spec), "--resume", "auto"]
+
+
+def _execute(cmd: list[str], run_dirs: list[str], cwd: str, gpu: int | None = None,
+             env: dict[str, str] | None = None) -> int:
+    """Run one pack's command (this Python, `cmd` its arguments), its output appended to every run's stdout.log."""
     paths = [Path(cwd) / d for d in run_dirs]
     for path in paths:
         path.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, **({"CUDA_VISIBLE_DEVICES": str(gpu)} if gpu is not None else {}))
+    env = dict(env or os.environ, **({"CUDA_VISIBLE_DEVICES": str(gpu)} if gpu is not None else {}))
     log_path = paths[0] / "stdout.log"
     with open(log_path, "ab") as log:
-        code = subprocess.run(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+        code = subprocess.run([sys.executable, "-c", DIE_WITH_PARENT, *cmd], cwd=cwd, stdout=log,
+                              stderr=subprocess.STDOUT, env=env).returncode
     for path in paths[1:]:  # every run folder keeps the pack's log
         with open(path / "stdout.log", "ab") as log:
             log.write(log_path.read_bytes())
-    files = {str(d): {name: (p / name).read_bytes() for name in RESULT_FILES if (p / name).exists()}
-             for d, p in zip(run_dirs, paths)}
-    return code, files
+    return code
 
 
-def _gather(run: Run, files: dict[str, bytes]) -> None:
-    """Write result files sent back by a remote worker, unless this machine already has them."""
-    run.run_dir.mkdir(parents=True, exist_ok=True)
-    for name, payload in files.items():
-        target = run.run_dir / name
-        if not target.exists() or target.stat().st_size < len(payload):
-            target.write_bytes(payload)
+# -- the Ray backend ------------------------------------------------------------------------------------
+
+def relative(path: Path | str) -> Path:
+    """`path` as a path below a worker's root: relative paths stay, absolute ones lose their anchor."""
+    path = Path(path)
+    return Path(*path.parts[1:]) if path.is_absolute() else path
+
+
+def _tar(path: Path) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        tar.add(path, arcname=".")
+    return buf.getvalue()
+
+
+def _newest_step(names) -> int:
+    from rl.workspace import CHECKPOINT
+
+    return max((int(m.group(1)) for n in names if (m := CHECKPOINT.search(str(n)))), default=-1)
+
+
+def _untar(payload: bytes, path: Path, keep_newer: bool) -> None:
+    """Replace folder `path` by the tar `payload`; with `keep_newer`, a folder holding a newer checkpoint
+    (left by a killed attempt on this node) is kept."""
+    with tarfile.open(fileobj=io.BytesIO(payload)) as tar:
+        names = tar.getnames()
+        if keep_newer and path.is_dir() and _newest_step(p.name for p in path.iterdir()) > _newest_step(names):
+            return
+        fresh = path.with_name(path.name + ".incoming")
+        shutil.rmtree(fresh, ignore_errors=True)
+        tar.extractall(fresh, filter="data")
+    shutil.rmtree(path, ignore_errors=True)
+    fresh.rename(path)
+
+
+def pack_inputs(cfg: GridConfig, pack: list[Run]) -> list[Path]:
+    """Files the pack reads besides its run folders (frozen MultiMAE exports, saliency predictors) that exist here."""
+    from rl.encoders import build_encoder, mmae_path
+    from rl.observe import default_saliency_model
+
+    found: dict[Path, None] = {}
+    for run in pack:
+        sac = run_config(cfg, run)
+        if run.encoder.startswith("mmae"):
+            found[mmae_path(sac)] = None
+        try:
+            needs_saliency = sac.saliency == "predictor" and "saliency" in build_encoder(sac).obs_keys
+        except (FileNotFoundError, ValueError):
+            needs_saliency = False
+        if needs_saliency:
+            found[Path(sac.saliency_model) if sac.saliency_model else default_saliency_model(run.task)] = None
+    return [p for p in found if p.is_file()]
+
+
+def _ray_pack(spec_name: str, spec: list[dict], storage: str, driver_cwd: str, scratch: str,
+              uploads: dict[str, bytes]) -> tuple[int, dict[str, bytes]]:
+    """One pack as a Ray task. Its run folders live below the driver's folder (`shared`) or a node-local
+    root (`driver`: `uploads` {relative path: file or tarred folder} land there first, and the run
+    folders go back whole as tar bytes). Returns the exit code and {run folder: tar bytes}."""
+    code_dir = os.getcwd()  # the runtime_env working_dir (or the driver's checkout)
+    if storage == "shared":
+        root = Path(driver_cwd)
+        if not root.is_dir():
+            raise FileNotFoundError(f"--storage shared: {root} is not mounted on node {socket.gethostname()}; "
+                                    "mount it at the driver's path on every node or use --storage driver")
+    else:
+        root = Path(scratch or tempfile.gettempdir()) / "visarl-grid" / hashlib.sha1(driver_cwd.encode()).hexdigest()[:12]
+        for rel, payload in uploads.items():
+            target = root / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if rel.endswith("/"):
+                _untar(payload, target, keep_newer=True)
+            elif not target.exists() or target.read_bytes() != payload:
+                target.write_bytes(payload)
+    run_dirs = [str(relative(item["out"])) if storage == "driver" else item["out"] for item in spec]
+    spec = [{**item, "out": d} for item, d in zip(spec, run_dirs)]
+    spec_path = atomic_write_json(root / relative(spec_name), spec)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (code_dir, os.environ.get("PYTHONPATH", "")) if p))
+    code = _execute(pack_command(spec_path), run_dirs, str(root), env=env)
+    return code, ({d: _tar(root / d) for d in run_dirs} if storage == "driver" else {})
+
+
+def runtime_env(cfg: GridConfig) -> dict:
+    """The Ray runtime_env of the workers: code (working_dir), Python packages (pip/conda), MUJOCO_GL."""
+    env: dict = {"env_vars": {"MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}}
+    if cfg.ray_working_dir == "none":
+        env["env_vars"]["PYTHONPATH"] = str(CHECKOUT)
+    elif cfg.ray_working_dir:
+        env["working_dir"] = cfg.ray_working_dir
+    else:
+        env.update(working_dir=str(CHECKOUT), excludes=UPLOAD_EXCLUDES)
+    if cfg.ray_pip:
+        env["pip"] = cfg.ray_pip if cfg.ray_pip.endswith(".txt") else [p for p in cfg.ray_pip.split(",") if p]
+    if cfg.ray_conda:
+        env["conda"] = cfg.ray_conda
+    return env
+
+
+def pack_gpus(cfg: GridConfig, pack: list[Run], cluster_gpus: float) -> float:
+    """GPUs a pack asks Ray for: --gpus-per-run, or its share of one GPU (GPU_PACK runs fill one)."""
+    if cfg.gpus_per_run >= 0:
+        return cfg.gpus_per_run
+    return min(1.0, len(pack) / GPU_PACK) if cluster_gpus else 0.0
+
+
+def _run_ray(cfg: GridConfig, packs: list[list[Run]], specs: list[Path], record) -> None:
+    import ray
+
+    remote = ray.remote(max_retries=cfg.retries, num_cpus=cfg.cpus_per_run)(_ray_pack)
+    gpus = ray.cluster_resources().get("GPU", 0)
+    driver_cwd = str(Path.cwd())
+    refs = {}
+    for pack, spec in zip(packs, specs):
+        uploads = {}
+        if cfg.storage == "driver":
+            uploads = {str(relative(p)): p.read_bytes() for p in pack_inputs(cfg, pack)}
+            uploads |= {f"{relative(r.run_dir)}/": _tar(r.run_dir) for r in pack if r.run_dir.is_dir()}
+        ref = remote.options(num_gpus=pack_gpus(cfg, pack, gpus)).remote(
+            str(spec), json.loads(spec.read_text()), cfg.storage, driver_cwd, cfg.scratch, uploads)
+        refs[ref] = pack
+    pending = list(refs)
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1)
+        pack = refs[ready[0]]
+        try:
+            code, folders = ray.get(ready[0])
+        except (ray.exceptions.RayError, FileNotFoundError) as err:  # retries spent, or storage missing
+            print(f"error: {pack[0].name}'s pack failed on Ray: {' '.join(str(err).split())[:500]}", flush=True)
+            record(pack, -1)
+            continue
+        for run in pack:
+            if str(relative(run.run_dir)) in folders:
+                _untar(folders[str(relative(run.run_dir))], run.run_dir, keep_newer=False)
+        record(pack, code)
 
 
 def run_grid(cfg: GridConfig) -> dict[str, str]:
@@ -190,12 +352,21 @@ def run_grid(cfg: GridConfig) -> dict[str, str]:
     runs = plan(cfg)
     status = {r.name: "skipped" for r in runs if is_finished(r, cfg.steps)}
     todo = [r for r in runs if r.name not in status]
-    packs = plan_packs(cfg, todo)
+    gpus = None
+    if cfg.backend == "ray":
+        try:
+            import ray
+        except ImportError as err:
+            raise SystemExit("error: --backend ray needs Ray: pip install 'visarl[cluster]'") from err
+        ray.init(address=cfg.ray_address or None, ignore_reinit_error=True, include_dashboard=False,
+                 log_to_driver=False, runtime_env=runtime_env(cfg),
+                 **({} if cfg.ray_address else {"num_cpus": max(1, int(cfg.cpus_per_run * cfg.parallel))}))
+        gpus = ray.cluster_resources().get("GPU", 0) > 0
+    packs = plan_packs(cfg, todo, gpus)
     print(f"grid: {len(runs)} runs, {len(status)} already finished, {len(todo)} to run in {len(packs)} pack(s) "
           f"({cfg.backend})", flush=True)
-    cwd = str(Path.cwd())
     t0 = time.time()
-    commands = [[sys.executable, "-m", "rl.workspace", "--spec", str(write_spec(cfg, p))] for p in packs]
+    specs = [write_spec(cfg, p) for p in packs]
 
     def record(pack: list[Run], code: int) -> None:
         for run in pack:
@@ -208,31 +379,19 @@ def run_grid(cfg: GridConfig) -> dict[str, str]:
     if cfg.backend == "local":
         import torch
 
-        gpus = torch.cuda.device_count()
+        n_gpus, cwd = torch.cuda.device_count(), str(Path.cwd())
         with ThreadPoolExecutor(cfg.parallel) as pool:
-            futures = {pool.submit(_execute, cmd, [str(r.run_dir) for r in p], cwd, i % gpus if gpus else None): p
-                       for i, (cmd, p) in enumerate(zip(commands, packs))}
+            futures = {pool.submit(_execute, pack_command(spec), [str(r.run_dir) for r in p], cwd,
+                                   i % n_gpus if n_gpus else None): p
+                       for i, (spec, p) in enumerate(zip(specs, packs))}
             for fut in as_completed(futures):
-                record(futures[fut], fut.result()[0])
+                record(futures[fut], fut.result())
     else:
         try:
-            import ray
-        except ImportError as err:
-            raise SystemExit("error: --backend ray needs Ray: pip install 'visarl[cluster]'") from err
-
-        ray.init(address=cfg.ray_address or None, ignore_reinit_error=True, include_dashboard=False,
-                 log_to_driver=False, **({} if cfg.ray_address else {"num_cpus": max(1, int(cfg.cpus_per_run * cfg.parallel))}))
-        remote = ray.remote(num_cpus=cfg.cpus_per_run, num_gpus=cfg.gpus_per_run)(_execute)
-        refs = {remote.remote(cmd, [str(r.run_dir) for r in p], cwd): p for cmd, p in zip(commands, packs)}
-        pending = list(refs)
-        while pending:
-            ready, pending = ray.wait(pending, num_returns=1)
-            code, files = ray.get(ready[0])
-            for run in refs[ready[0]]:
-                _gather(run, files.get(str(run.run_dir), {}))
-            record(refs[ready[0]], code)
-        if not cfg.ray_address:
-            ray.shutdown()
+            _run_ray(cfg, packs, specs, record)
+        finally:
+            if not cfg.ray_address:
+                ray.shutdown()
     return status
 
 
