@@ -44,7 +44,7 @@ def test_grid2_is_registered_outside_table_i_and_in_help():
     assert "mmae_rgbs_grid2" in ENCODERS and "mmae_rgbs_grid2" in EXTRA and "mmae_rgbs_grid2" not in TABLE_I
     assert MMAEEncoder.VARIANTS["mmae_rgbs_grid2"] == ("rgbs", ("rgb", "saliency"), "grid2")
     help_text = next(f.metadata["help"] for f in SACConfig.__dataclass_fields__.values() if f.name == "encoder")
-    assert "mmae_rgbs_grid2 (" in help_text and "mmae_rgbs_grid2" in SACConfig.__dataclass_fields__["mmae"].metadata["help"]
+    assert EXTRA["mmae_rgbs_grid2"] in help_text and "mmae_rgbs_grid2" in SACConfig.__dataclass_fields__["mmae"].metadata["help"]
 
 
 def test_grid2_features_are_four_region_means(tmp_path, exports):
