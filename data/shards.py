@@ -133,8 +133,8 @@ def decode_meta(raw: dict[str, bytes], source: str | None = None) -> dict[str, A
 
 def decode_sample(raw: dict[str, bytes], source: str | None = None) -> dict[str, Any]:
     """Tar members of one sample -> numpy fields (see `decode_meta` for the errors)."""
+    source, key = source or raw.get("__url__", "?"), raw.get("__key__", "?")
     meta = decode_meta(raw, source)
-    key = raw.get("__key__", "?")
     try:
         sample = {
             "key": key,
@@ -146,7 +146,7 @@ def decode_sample(raw: dict[str, bytes], source: str | None = None) -> dict[str,
         if "saliency.png" in raw:
             sample["saliency"] = np.asarray(Image.open(io.BytesIO(raw["saliency.png"])).convert("L"))
     except Exception as err:
-        raise ShardError(f"{source or raw.get('__url__', '?')}: sample {key!r} is corrupt ({type(err).__name__}: {err})") from err
+        raise ShardError(f"{source}: sample {key!r} is corrupt ({type(err).__name__}: {err})") from err
     return sample
 
 
@@ -264,8 +264,9 @@ def repair_command(directory: str | Path, manifest: dict[str, Any]) -> str:
     from data.collect import CollectConfig  # here: data.collect imports this module
 
     default = CollectConfig().identity()
-    flags = [f"--{k.replace('_', '-')} {manifest[k]}" for k in default
-             if k in manifest and (k in ("task", "frames") or manifest[k] != default[k])]
+    first = ("task", "frames")  # always named, first; then the settings that differ from the defaults
+    flags = [f"--{k.replace('_', '-')} {manifest[k]}" for k in dict.fromkeys([*first, *default])
+             if k in manifest and (k in first or manifest[k] != default[k])]
     return " ".join(["python -m data.collect --out", str(directory), *flags])
 
 

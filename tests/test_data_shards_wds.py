@@ -183,6 +183,13 @@ def root(tmp_path) -> Path:
 def test_ranks_decode_disjoint_shares_with_the_same_held_out_split_and_steps(root, monkeypatch):
     frames, _ = load_frames(root, "oracle")
     train, val = split_episodes(frames, 0.2, seed=3)  # the single-process split
+    # ... the held-out episodes chosen as before this change (load_arrays, episode ids, then a seeded draw)
+    episodes = [(m["shard"], m["episode"]) for m in load_arrays(root)["meta"]]
+    ids = {e: k for k, e in enumerate(dict.fromkeys(episodes))}
+    group = torch.tensor([ids[e] for e in episodes])
+    groups = torch.unique(group)
+    chosen = groups[torch.randperm(len(groups), generator=torch.Generator().manual_seed(3))[:round(len(groups) * 0.2)]]
+    assert torch.equal(val.index, torch.nonzero(torch.isin(group, chosen)).squeeze(1)) and 0 < len(val) < len(frames)
     one = load_split(root, "oracle", 0.2, seed=3)
     assert torch.equal(one.train.index, train.index) and torch.equal(one.val.index, val.index)
     assert torch.equal(one.train.rgb, train.rgb) and torch.equal(one.train.saliency, train.saliency)
