@@ -8,6 +8,10 @@
 | paper | the paper's budgets, for GPUs | 200k frames, 200 epochs, 1M SAC steps, 50 eval rollouts, 3 seeds, 4 tasks |
 | gpu   | a Table I slice on one GPU node in 9-minute commands (`--tasks` picks the task) | 200k frames, paper-size saliency, 5M images per MultiMAE, 6 encoders x 3 seeds x 250k steps packed |
 
+The paper preset is meant for a cluster: `python -m pipeline --preset paper --backend ray --ray-address auto
+--grid-extra '--storage shared' --nproc-per-node 8` (SAC grid as Ray tasks, pretraining under torchrun
+on this node's 8 GPUs; BENCHMARKS.md estimates its hours).
+
 The gpu preset pauses after 9 minutes (between stages; SAC at an episode boundary with its
 checkpoints) and continues where it stopped when the same command runs again, so it fits a lent
 GPU's 10-minute commands: `python -m pipeline --preset gpu [--tasks drawer-open-v3]`, repeated.

@@ -1,4 +1,5 @@
-"""`python -m pipeline --preset demo|micro|cpu|paper [--tasks ...]`: the whole ViSaRL pipeline in one command.
+"""`python -m pipeline --preset demo|micro|cpu|paper [--tasks ...] [--backend ray --ray-address auto] [--nproc-per-node N]`:
+the whole ViSaRL pipeline in one command.
 
 collect frames -> oracle annotator (stands in for the human, `annotate_n` frames) -> export ->
 train PiCANet -> distill the student -> evaluate it -> pseudo-label the frames -> pretrain MultiMAE
@@ -8,7 +9,12 @@ Outputs go where each stage's own command writes by default (data/shards, data/a
 runs/saliency, runs/mmae, runs/sac, runs/report), below `--root`, so a bare `python -m rl.sac
 --encoder mmae_rgbs` afterwards finds what the pipeline made. A stage whose outputs exist is
 skipped, so re-running is cheap and an interrupted pipeline resumes where it stopped; a stage that
-finds outputs of another preset says so instead of mixing them.
+finds outputs of another preset says so instead of mixing them. The training stages run with
+`--resume auto`, so a job killed mid-stage and requeued with the same command continues the stage.
+
+The SAC grid runs as local processes or, with `--backend ray`, as Ray tasks on a cluster (rl.grid:
+code shipped as the runtime_env, retried packs resume; `--grid-extra` passes more rl.grid flags);
+the other stages run on this machine, pretraining across its GPUs with `--nproc-per-node N` (torchrun).
 """
 from __future__ import annotations
 
@@ -16,6 +22,8 @@ import contextlib
 import json
 import os
 import shlex
+import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,13 +50,23 @@ class PipelineConfig:
     pack: int = field(default=0, metadata={"help": "SAC runs trained together in one process (0: rl.grid's default for the device)"})
     workers: int = field(default=1, metadata={"help": "frame-collection worker processes per task (0: one per core)"})
     pretrain_extra: str = field(default="", metadata={"help": "extra pretrain.multimae flags (e.g. a GPU budget)"})
+    nproc_per_node: int = field(default=0, metadata={"help": "run pretrain.multimae under torchrun with this many processes (one per GPU of this machine; the global batch is split across them); 0: in this process"})
+    backend: str = field(default="local", metadata={"help": "where the SAC grid's packs run: local (processes on this machine) or ray (tasks on a Ray cluster)", "choices": ["local", "ray"]})
+    ray_address: str = field(default="", metadata={"help": "--backend ray: '' starts a Ray instance here, 'auto' joins the cluster this machine belongs to (`ray start`), or HOST:PORT"})
+    grid_extra: str = field(default="", metadata={"help": "more rl.grid flags, e.g. '--storage shared --ray-pip requirements.txt --gpus-per-run 0.25' (see python -m rl.grid --help)"})
     max_minutes: float = field(default=0.0, metadata={"help": "pause once this many minutes have passed: between stages, and SAC at an episode boundary with checkpoints; run the same command again to continue (0: no limit)"})
     root: str = field(default=".", metadata={"help": "folder holding data/ and runs/ (default: this checkout)"})
 
     def validate(self) -> "PipelineConfig":
-        if self.workers < 0 or self.pack < 0 or self.parallel < 1 or not self.max_minutes >= 0:
-            raise ValueError("workers and pack must be >= 0, parallel >= 1, max-minutes >= 0")
+        if self.workers < 0 or self.pack < 0 or self.nproc_per_node < 0 or self.parallel < 1 or not self.max_minutes >= 0:
+            raise ValueError("workers, pack and nproc-per-node must be >= 0, parallel >= 1, max-minutes >= 0")
+        if self.backend not in ("local", "ray"):
+            raise ValueError(f"backend must be 'local' or 'ray', got {self.backend!r}")
         return self
+
+
+#: training stages continue a run a killed job left behind (and start when there is none)
+RESUME = ["--resume", "auto"]
 
 
 class Paused(Exception):
@@ -100,9 +118,8 @@ def run(cfg: PipelineConfig) -> Path:
     from data.env import check_task
     from pipeline.report import ReportConfig, write_report
     from pretrain.gate import encoder_paths, probe_gate
-    from pretrain.train import main as pretrain_main
     from rl import gaze_viz
-    from rl.grid import GridConfig, plan, run_grid
+    from rl.grid import plan, run_grid
     from saliency import distill, evaluate, label, train
 
     tasks = [check_task(t) for t in cfg.tasks.split(",") if t]
@@ -123,9 +140,9 @@ def run(cfg: PipelineConfig) -> Path:
                    lambda: annotate_oracle(task, shards, n=cfg.annotate_n))
         stages.run(f"export annotations {task}", [npz], lambda: export(ExportConfig(task=task)))
         stages.run(f"saliency.train {task}", [sal / "best.pt"],
-                   lambda: train.main(["--preset", p, "--annotations", str(npz), "--out", str(sal)]))
+                   lambda: train.main(["--preset", p, "--annotations", str(npz), "--out", str(sal), *RESUME]))
         stages.run(f"saliency.distill {task}", [sal / "student.pt"],
-                   lambda: distill.main(["--preset", p, "--teacher", str(sal / "best.pt"), "--data", str(shards)]))
+                   lambda: distill.main(["--preset", p, "--teacher", str(sal / "best.pt"), "--data", str(shards), *RESUME]))
         stages.run(f"saliency.evaluate {task}", [sal / "eval" / "metrics.json"],
                    lambda: evaluate.main(["--preset", p, "--model", str(sal / "student.pt"), "--data", str(shards),
                                           "--out", str(sal / "eval")]))
@@ -137,24 +154,56 @@ def run(cfg: PipelineConfig) -> Path:
         # one MultiMAE per task (out/<task>/ when there are several); the linear probe runs right after
         # pretraining (table printed, probe_*.json beside each encoder, loud warning if worse than random init)
         stages.run(f"pretrain.multimae {name}", list(encoder_paths(out, tasks).values()),
-                   lambda: (pretrain_main(["--preset", p, "--data", "data/shards", "--modalities", modalities, "--out", str(out),
-                                           *shlex.split(cfg.pretrain_extra)]), probe_gate(out, tasks, modalities)))
+                   lambda: (pretrain(cfg, ["--data", "data/shards", "--modalities", modalities, "--out", str(out)]),
+                            probe_gate(out, tasks, modalities)))
+
     def sac_grid() -> None:
         budget = f" --max-minutes {max(stages.minutes_left(), 0.01):.2f}" if cfg.max_minutes else ""
-        grid = GridConfig(tasks=",".join(tasks), encoders=cfg.encoders, seeds=cfg.seeds, steps=cfg.sac_steps,
-                          sac_preset=p, out="runs/sac", parallel=cfg.parallel, pack=cfg.pack, extra=cfg.sac_extra + budget)
-        _check_grid(run_grid(grid))
+        _check_grid(run_grid(grid_config(cfg, budget)))
 
-    grid = GridConfig(tasks=",".join(tasks), encoders=cfg.encoders, seeds=cfg.seeds, steps=cfg.sac_steps,
-                      sac_preset=p, out="runs/sac")
     stages.run("rl.grid", [], sac_grid)
-    gaze_runs = [r.run_dir for r in plan(grid) if r.encoder.startswith("gaze")]
+    gaze_runs = [r.run_dir for r in plan(grid_config(cfg)) if r.encoder.startswith("gaze")]
     for run_dir in gaze_runs:
         stages.run(f"rl.gaze_viz {run_dir}", [run_dir / "gaze_strip.png"],
                    lambda run_dir=run_dir: gaze_viz.main(["--run", str(run_dir), "--frames", "6"]))
     report = Path("runs/report/REPORT.md")
     stages.run("pipeline.report", [], lambda: write_report(ReportConfig(roots="runs/sac", out="runs/report", pictures_root="runs")))
     return report
+
+
+def pretrain_command(cfg: PipelineConfig, args: list[str]) -> list[str]:
+    """pretrain.multimae's arguments for this pipeline; under torchrun (`--nproc-per-node N`) the whole command."""
+    args = ["--preset", cfg.stage_preset, *args, *shlex.split(cfg.pretrain_extra), *RESUME]
+    if not cfg.nproc_per_node:
+        return args
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(cfg.nproc_per_node),
+            "-m", "pretrain.multimae", *args]
+
+
+def pretrain(cfg: PipelineConfig, args: list[str]) -> None:
+    """Pretrain in this process, or under torchrun (`torchrun --nproc-per-node N -m pretrain.multimae ...`)."""
+    command = pretrain_command(cfg, args)
+    if not cfg.nproc_per_node:
+        from pretrain.train import main as pretrain_main
+
+        pretrain_main(command)
+        return
+    print(f"  torchrun: {shlex.join(command)}", flush=True)
+    code = subprocess.run(command).returncode
+    if code:
+        raise SystemExit(f"error: pretraining under torchrun failed (exit {code}, its output is above); the same "
+                         "command continues from its checkpoint")
+
+
+def grid_config(cfg: PipelineConfig, sac_extra: str = ""):
+    """The rl.grid config of the SAC stage: the pipeline's settings, then --grid-extra's flags."""
+    from rl.grid import GridConfig
+
+    argv = ["--tasks", cfg.tasks, "--encoders", cfg.encoders, "--seeds", cfg.seeds, "--steps", str(cfg.sac_steps),
+            "--sac-preset", cfg.stage_preset, "--out", "runs/sac", "--parallel", str(cfg.parallel), "--pack", str(cfg.pack),
+            "--backend", cfg.backend, "--ray-address", cfg.ray_address, f"--extra={cfg.sac_extra + sac_extra}",
+            *shlex.split(cfg.grid_extra)]
+    return parse_config(GridConfig, argv)
 
 
 def _complete(folder: Path) -> bool:
@@ -174,6 +223,7 @@ def _check_grid(status: dict[str, str]) -> None:
 
 def main(argv=None) -> None:
     cfg = parse_config(PipelineConfig, argv, presets=PRESETS)
+    grid_config(cfg)  # a bad --grid-extra or task/encoder name fails now, not hours later at the SAC stage
     root = Path(cfg.root)
     root.mkdir(parents=True, exist_ok=True)
     start = time.time()
