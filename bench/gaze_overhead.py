@@ -23,6 +23,7 @@ import faiss
 import numpy as np
 import torch
 
+from common.cli import from_flat
 from common.runs import device_description
 from rl.config import SACConfig
 from rl.encoders import ENCODERS
@@ -88,7 +89,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
             for enc in rates:
-                cfg = SACConfig(encoder=enc, out=f"{tmp}/{enc}-{r}", **sac_settings(args))
+                cfg = from_flat(SACConfig, encoder=enc, out=f"{tmp}/{enc}-{r}", **sac_settings(args))
                 rates[enc].append(update_phase_rate(run(cfg), args.random_steps))
     med = {k: statistics.median(v) for k, v in rates.items()}
     print(f"\ndevice: {device_description()}; {args.task}, 64x64, batch {args.batch}, hidden {args.hidden}, "

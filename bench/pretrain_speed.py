@@ -15,6 +15,7 @@ import time
 
 import torch
 
+from common.cli import from_stored
 from common.runs import device_description
 from pretrain.augment import random_resized_crop
 from pretrain.config import PRESETS, PretrainConfig
@@ -36,8 +37,8 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = PretrainConfig(**{k: v for k, v in PRESETS[args.preset].items() if k in PretrainConfig.__dataclass_fields__}, modalities=args.modalities)
-    mcfg = cfg.model_config()
+    cfg = from_stored(PretrainConfig, {**PRESETS[args.preset], "modalities": args.modalities})
+    mcfg = cfg.model
     dev = torch.device(args.device)
     model = MultiMAE(mcfg).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import json
 import statistics
 import subprocess
@@ -29,6 +28,7 @@ from pathlib import Path
 import torch
 from sac_pixels import encoder_export
 
+from common.cli import flat_dict, from_flat
 from common.runs import device_description
 from rl.config import SACConfig
 
@@ -55,7 +55,7 @@ def learning_rate(run_dir: Path) -> float:
 
 
 def configs(encoder: str, n: int, args, root: Path, extra: dict) -> list[SACConfig]:
-    return [SACConfig(encoder=encoder, seed=s, hidden_dim=args.hidden, steps=RANDOM + args.steps, random_steps=RANDOM,
+    return [from_flat(SACConfig, encoder=encoder, seed=s, hidden_dim=args.hidden, steps=RANDOM + args.steps, random_steps=RANDOM,
                       log_every=50, eval_every=0, eval_episodes=1, checkpoint_every=10**9, replay_size=20_000,
                       torch_threads=args.threads, device=args.device, out=str(root / f"seed{s}"), **extra)
             for s in range(n)]
@@ -65,7 +65,7 @@ def packed(encoder: str, n: int, args, root: Path, extra: dict) -> float:
     cfgs = configs(encoder, n, args, root, extra)
     spec = root / "pack.json"
     root.mkdir(parents=True)
-    spec.write_text(json.dumps([dataclasses.asdict(c) for c in cfgs]))
+    spec.write_text(json.dumps([flat_dict(c) for c in cfgs]))
     subprocess.run([sys.executable, "-m", "rl.workspace", "--spec", str(spec)], check=True, capture_output=True)
     return n * learning_rate(cfgs[0].run_dir())
 
@@ -74,11 +74,10 @@ def separate(encoder: str, n: int, args, root: Path, extra: dict, checkout: str 
     """N concurrent `python -m rl.sac` processes (of `checkout`, another working tree, when given), rates summed."""
     procs = []
     for cfg in configs(encoder, n, args, root, extra):
-        flags = []
-        for f in dataclasses.fields(cfg):
-            value = getattr(cfg, f.name)
-            if f.init and value != f.default and not isinstance(value, bool):
-                flags += [f"--{f.name.replace('_', '-')}", str(value)]
+        flags, defaults = [], flat_dict(SACConfig())
+        for name, value in flat_dict(cfg).items():
+            if value != defaults[name] and not isinstance(value, bool):
+                flags += [f"--{name.replace('_', '-')}", str(value)]
         procs.append((cfg.run_dir(), subprocess.Popen([sys.executable, "-m", "rl.sac", *flags], cwd=checkout or None,
                                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)))
     for _, p in procs:
@@ -91,12 +90,12 @@ def profile(encoder: str, n: int, args, root: Path, extra: dict, steps: int = 60
     """Milliseconds per packed step in each phase, after RANDOM filled the buffer."""
     import numpy as np
 
-    from rl.workspace import Pack, env_config, make_envs
+    from rl.workspace import Pack, make_envs
 
     torch.set_num_threads(args.threads)
     pack = Pack(configs(encoder, n, args, root, extra))
     cfg, obs_ = pack.cfg, pack.observer
-    envs = make_envs(env_config(cfg), 1, pixels=obs_.pixels, oracle_saliency=obs_.oracle,
+    envs = make_envs(cfg.env, 1, pixels=obs_.pixels, oracle_saliency=obs_.oracle,
                      seed_bases=[c.seed for c in pack.cfgs])
     rows = np.arange(n)
     raw, _ = envs.reset()

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common.cli import from_flat
 from common.runs import device_description
 from rl.config import SACConfig
 from rl.encoders import ENCODERS, MMAEEncoder, register_encoder
@@ -58,7 +59,7 @@ def encoder_export(name: str, tmp: Path) -> tuple[str, str]:
 def measure(encoder: str, steps: int, hidden: int, out: Path, **kw) -> float:
     from rl.sac import run
 
-    cfg = SACConfig(encoder=encoder, hidden_dim=hidden, steps=RANDOM + steps, random_steps=RANDOM,
+    cfg = from_flat(SACConfig, encoder=encoder, hidden_dim=hidden, steps=RANDOM + steps, random_steps=RANDOM,
                     log_every=steps if steps < 100 else 100, eval_every=0, eval_episodes=1, checkpoint_every=10**9,
                     replay_size=20_000, out=str(out), **kw)
     with open(run(cfg) / "metrics.csv") as f:
@@ -75,7 +76,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    register_encoder("mmae_rgb_reencode")(reencode_factory)
+    register_encoder("mmae_rgb_reencode", "MMAE RGB, re-encoded in every update")(reencode_factory)
     student = Path("runs/saliency/reach-v3/student.pt")
     sal = dict(saliency="predictor", saliency_model=str(student)) if student.exists() else dict(saliency="oracle")
     rows = []

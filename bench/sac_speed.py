@@ -21,6 +21,7 @@ from pathlib import Path
 import gymnasium as gym
 import torch
 
+from common.cli import from_flat
 from common.runs import device_description
 from data.env import EnvConfig
 from rl.config import SACConfig
@@ -33,7 +34,7 @@ def ours(hidden: int, steps: int, every: int, out: Path) -> float:
     """Env-steps/s of `python -m rl.sac --encoder state` between step RANDOM and RANDOM + steps (metrics.csv)."""
     from rl.sac import run
 
-    cfg = SACConfig(encoder="state", hidden_dim=hidden, steps=RANDOM + steps, random_steps=RANDOM, log_every=100,
+    cfg = from_flat(SACConfig, encoder="state", hidden_dim=hidden, steps=RANDOM + steps, random_steps=RANDOM, log_every=100,
                     eval_every=0, eval_episodes=1, checkpoint_every=10**9, replay_size=100_000,
                     actor_update_every=every, target_update_every=every, out=str(out))
     with open(run(cfg) / "metrics.csv") as f:

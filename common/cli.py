@@ -121,6 +121,13 @@ def from_flat(cls: type[T], values: Mapping[str, Any] | None = None, /, **more: 
     return cls(**kwargs)
 
 
+def from_stored(cls: type[T], stored: Mapping[str, Any]) -> T:
+    """Config class `cls` from a stored flat dict (config.json, a checkpoint's "config"), ignoring names
+    that are not (or no longer) its fields, such as `code_version`."""
+    names = {name for name, *_ in flat_fields(cls)}
+    return from_flat(cls, {k: v for k, v in stored.items() if k in names})
+
+
 def replace_flat(cfg: T, **changes: Any) -> T:
     """A copy of config `cfg` with fields changed by flag name (`replace_flat(sac, task="door-open-v3", gaze_k=8)`)."""
     new = from_flat(type(cfg), {**flat_dict(cfg), **changes})
@@ -242,6 +249,8 @@ def build_parser(cls: type, presets: Mapping[str, Mapping[str, Any]] | None = No
         flag = "--" + name.replace("_", "-")
         tp = _base_type(typing.get_type_hints(_owner(cls, path))[f.name])
         default = defaults[name]
+        if isinstance(default, tuple):  # a tuple field takes "a,b" (its __post_init__ splits it)
+            tp, default = str, ",".join(map(str, default))
         help_text = f.metadata.get("help", "")
         if "nargs" in f.metadata:  # e.g. resume_field(): an optional value
             parser.add_argument(flag, dest=name, nargs=f.metadata["nargs"], const=f.metadata["const"], type=f.metadata["type"],

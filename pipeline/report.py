@@ -27,6 +27,7 @@ import numpy as np  # noqa: E402
 from common.cli import parse_config  # noqa: E402
 from common.figures import write_figure  # noqa: E402
 from data.env import PAPER_TASKS  # noqa: E402
+from rl.encoders import ENCODER_LABELS, TABLE_I  # noqa: E402  (labels of every registered encoder: importing rl registers the gaze ones)
 
 #: The paper's Table I: success over 50 rollouts and 3 seeds (mean, std), 1M steps.
 PAPER_TABLE_I: dict[str, dict[str, tuple[float, float]]] = {
@@ -38,14 +39,7 @@ PAPER_TABLE_I: dict[str, dict[str, tuple[float, float]]] = {
     "mmae_rgbs_po": {"reach-v3": (0.48, 0.06), "drawer-open-v3": (0.88, 0.21), "faucet-open-v3": (0.40, 0.21), "door-open-v3": (0.52, 0.08)},
     "mmae_rgbs": {"reach-v3": (0.62, 0.05), "drawer-open-v3": (0.94, 0.03), "faucet-open-v3": (0.61, 0.16), "door-open-v3": (0.64, 0.02)},
 }
-ENCODER_LABELS = {
-    "state": "State (sanity check)", "cnn_rgb": "CNN RGB", "cnn_saliency": "CNN Saliency",
-    "cnn_rgb_x_saliency": "CNN RGB x Saliency", "cnn_rgbs": "CNN RGBS", "mmae_rgb": "MMAE RGB",
-    "mmae_rgbs_po": "MMAE RGB+Saliency (PO)", "mmae_rgbs": "MMAE RGB+Saliency (ViSaRL)", "gaze": "Gaze on the Prize",
-    "gaze_nocontrast": "Gaze, no contrastive loss", "gaze_patch": "Gaze, patch attention", "gaze_mix": "Gaze, Gaussian mixture",
-    "mmae_rgbs_grid2": "MMAE RGB+Saliency, 2x2 grid pool",
-}
-ENCODER_ORDER = list(ENCODER_LABELS)
+ENCODER_ORDER = ["state", *TABLE_I, *(e for e in ENCODER_LABELS if e not in TABLE_I and e != "state")]
 PICTURE_GLOBS = {
     "Saliency examples (the paper's Fig. 7)": ["saliency/**/fig7*.png"],
     "MultiMAE reconstructions (the paper's Fig. 6)": ["mmae/*/figures/*.png"],

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common.cli import RESUME_HELP, check_finite, resume_field, resume_mode
+from common.cli import RESUME_HELP, check_finite, nested, resume_field, resume_mode
 from data.shards import ALLOW_INCOMPLETE_HELP
 from pretrain.model import ModelConfig
 
@@ -16,7 +16,7 @@ class PretrainConfig:
     data: str = field(default="data/shards", metadata={"help": "a shard folder or a folder of shard folders (several tasks); a labelled folder (manifest 'labelled_from') replaces its source"})
     pooled: bool = field(default=False, metadata={"help": "one model on the frames of every task under --data; default: one model per task (the paper), in --out/<task>/ when --data holds several tasks"})
     task: str = field(default="", metadata={"help": "train on the folders of this task only (manifest 'task'); set per run when --data holds several tasks"})
-    modalities: str = field(default="rgb,saliency", metadata={"help": "'rgb,saliency' (full model) or 'rgb' (the MMAE RGB baseline)"})
+    model: ModelConfig = nested(ModelConfig)  # --modalities, --dim, --depth, --num-visible, ... (pretrain/model.py)
     saliency: str = field(default="predicted", metadata={"help": "saliency source: 'predicted' (saliency.png written by saliency.label) or 'oracle' (maps from the stored oracle clicks)", "choices": ["predicted", "oracle"]})
     out: str = field(default="", metadata={"help": "run folder (default runs/mmae/rgbs for rgb,saliency, runs/mmae/rgb for rgb); with several tasks under --data and no --pooled, one subfolder per task"})
     resume: bool | str = resume_field(RESUME_HELP + " (optimizer, schedule, step, RNG)")
@@ -26,20 +26,8 @@ class PretrainConfig:
     min_lr: float = field(default=1e-6, metadata={"help": "learning rate at the end of the cosine schedule"})
     warmup_epochs: float = field(default=40, metadata={"help": "linear warm-up epochs before the cosine decay"})
     weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay (not on biases, norms, tokens, embeddings)"})
-    dim: int = field(default=256, metadata={"help": "encoder width (the RL feature size)"})
-    depth: int = field(default=4, metadata={"help": "encoder blocks"})
-    num_heads: int = field(default=4, metadata={"help": "encoder attention heads"})
-    mlp_ratio: float = field(default=4.0, metadata={"help": "MLP hidden size / width, encoder and decoders"})
-    decoder_dim: int = field(default=256, metadata={"help": "decoder width"})
-    decoder_depth: int = field(default=3, metadata={"help": "self-attention blocks per decoder (after its cross-attention)"})
-    decoder_heads: int = field(default=4, metadata={"help": "decoder attention heads"})
-    num_visible: int = field(default=0, metadata={"help": "visible tokens per sample, split across modalities by a Dirichlet draw; 0 = a quarter of all input tokens (the paper's masking ratio 0.75: 32 of 128 for rgb,saliency, 16 of 64 for rgb)"})
-    alpha: float = field(default=1.0, metadata={"help": "Dirichlet concentration of the visible-token split"})
-    input_norm: str = field(default="imagenet", metadata={"help": "RGB input normalisation inside the model: 'imagenet' (MultiMAE's mean/std) or 'none' (raw [0, 1], models made before it)", "choices": ["imagenet", "none"]})
     augment: str = field(default="crop", metadata={"help": "training augmentation: 'crop' (RandomResizedCrop, the paper's Table II, one box per sample shared by its modalities) or 'none'", "choices": ["crop", "none"]})
     crop_scale: float = field(default=0.2, metadata={"help": "smallest crop area share of RandomResizedCrop (largest 1.0; MAE/MultiMAE use 0.2)"})
-    image_size: int = field(default=64, metadata={"help": "frame size the model sees (frames are resized by data.preprocess)"})
-    patch_size: int = field(default=8, metadata={"help": "patch size in pixels"})
     limit: int = field(default=0, metadata={"help": "use at most this many frames per shard folder (0 = all)"})
     allow_incomplete: bool = field(default=False, metadata={"help": ALLOW_INCOMPLETE_HELP})
     val_fraction: float = field(default=0.05, metadata={"help": "share of each folder's episodes held out for evaluation and figures"})
@@ -56,7 +44,7 @@ class PretrainConfig:
     def validate(self) -> "PretrainConfig":
         check_finite(self)  # NaN/inf hyperparameters are refused here, whoever built the config
         self.resume = resume_mode(self.resume)
-        self.model_config().validate()
+        self.model.validate()
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("--epochs and --batch-size must be >= 1")
         if not 0 <= self.val_fraction < 1:
@@ -65,35 +53,16 @@ class PretrainConfig:
             raise ValueError("--lr must be > 0, --min-lr and --warmup-epochs >= 0")
         if self.augment not in ("crop", "none") or not 0 < self.crop_scale <= 1:
             raise ValueError(f"--augment must be 'crop' or 'none' and --crop-scale in (0, 1], got {self.augment!r}, {self.crop_scale}")
-        if self.num_visible < 0:
-            raise ValueError(f"--num-visible must be >= 0 (0 = a quarter of the input tokens), got {self.num_visible}")
         if self.saliency not in ("predicted", "oracle"):
             raise ValueError(f"--saliency must be 'predicted' or 'oracle', got {self.saliency!r}")
         return self
 
     @property
-    def modality_tuple(self) -> tuple[str, ...]:
-        return tuple(m.strip() for m in self.modalities.split(",") if m.strip())
-
-    @property
     def run_dir(self) -> Path:
         if self.out:
             return Path(self.out)
-        return Path("runs/mmae") / ("rgbs" if "saliency" in self.modality_tuple else "rgb")
+        return Path("runs/mmae") / ("rgbs" if "saliency" in self.model.modalities else "rgb")
 
-    @property
-    def visible_tokens(self) -> int:
-        """--num-visible, or a quarter of all input tokens when it is 0 (masking ratio 0.75)."""
-        tokens = len(self.modality_tuple) * (self.image_size // max(1, self.patch_size)) ** 2
-        return self.num_visible or max(1, tokens // 4)
-
-    def model_config(self) -> ModelConfig:
-        return ModelConfig(
-            modalities=self.modality_tuple, image_size=self.image_size, patch_size=self.patch_size,
-            dim=self.dim, depth=self.depth, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio,
-            num_visible=self.visible_tokens, alpha=self.alpha, decoder_dim=self.decoder_dim,
-            decoder_depth=self.decoder_depth, decoder_heads=self.decoder_heads, input_norm=self.input_norm,
-        )
 
 
 # The paper's model (encoder 256 x 4, three decoders 256 x 3, ~13M parameters) takes ~2 s per

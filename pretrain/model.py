@@ -12,7 +12,8 @@ Trained by `python -m pretrain.multimae --data data/shards` (the entry in pretra
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -30,23 +31,42 @@ POOLS = {"mean": 1, "global": 1, "grid2": 4, "grid4": 16}
 OUTPUTS = {"rgb": ("rgb", "mse", 1.0), "saliency": ("saliency", "l1", 10.0), "rgb_norm": ("rgb", "mse", 1.0)}
 
 
+def _m(default: Any, help: str, **kw: Any) -> Any:
+    return field(default=default, metadata={"help": help, **kw})
+
+
 @dataclass
 class ModelConfig:
-    """Architecture of one MultiMAE; stored (as a dict) in every checkpoint and encoder export."""
+    """Architecture of one MultiMAE; stored (as a dict) in every checkpoint and encoder export.
 
-    modalities: tuple[str, ...] = ("rgb", "saliency")
-    image_size: int = 64
-    patch_size: int = 8
-    dim: int = 256
-    depth: int = 4
-    num_heads: int = 4
-    mlp_ratio: float = 4.0
-    num_visible: int = 32
-    alpha: float = 1.0
-    decoder_dim: int = 256
-    decoder_depth: int = 3
-    decoder_heads: int = 4
-    input_norm: str = "imagenet"  # "imagenet" (MultiMAE) or "none" (exports made before it: [0, 1] in)
+    Nested in `pretrain.config.PretrainConfig`: its fields are flags of `python -m pretrain.multimae`.
+    """
+
+    modalities: tuple[str, ...] = _m(("rgb", "saliency"), "'rgb,saliency' (full model) or 'rgb' (the MMAE RGB baseline)")
+    image_size: int = _m(64, "frame size the model sees (frames are resized by data.preprocess)")
+    patch_size: int = _m(8, "patch size in pixels")
+    dim: int = _m(256, "encoder width (the RL feature size)")
+    depth: int = _m(4, "encoder blocks")
+    num_heads: int = _m(4, "encoder attention heads")
+    mlp_ratio: float = _m(4.0, "MLP hidden size / width, encoder and decoders")
+    num_visible: int = _m(0, "visible tokens per sample, split across modalities by a Dirichlet draw; 0 = a quarter of all "
+                          "input tokens (the paper's masking ratio 0.75: 32 of 128 for rgb,saliency, 16 of 64 for rgb)")
+    alpha: float = _m(1.0, "Dirichlet concentration of the visible-token split")
+    decoder_dim: int = _m(256, "decoder width")
+    decoder_depth: int = _m(3, "self-attention blocks per decoder (after its cross-attention)")
+    decoder_heads: int = _m(4, "decoder attention heads")
+    input_norm: str = _m("imagenet", "RGB input normalisation inside the model: 'imagenet' (MultiMAE's mean/std) or "
+                         "'none' (raw [0, 1], models made before it)", choices=["imagenet", "none"])
+
+    def __post_init__(self) -> None:
+        if isinstance(self.modalities, str):  # the flag's form, "rgb,saliency"
+            self.modalities = tuple(m.strip() for m in self.modalities.split(",") if m.strip())
+        self.modalities = tuple(self.modalities)
+
+    @property
+    def visible_tokens(self) -> int:
+        """--num-visible, or a quarter of all input tokens when it is 0 (masking ratio 0.75)."""
+        return self.num_visible or max(1, len(self.modalities) * self.grid**2 // 4)
 
     @property
     def outputs(self) -> tuple[str, ...]:
@@ -63,7 +83,6 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
         fields = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        fields["modalities"] = tuple(fields.get("modalities", cls.modalities))
         fields.setdefault("input_norm", "none")  # exports from before the ImageNet normalisation saw [0, 1] rgb
         return cls(**fields)
 
@@ -79,8 +98,8 @@ class ModelConfig:
             raise ValueError("--dim/--decoder-dim must be divisible by --num-heads/--decoder-heads")
         if self.input_norm not in ("imagenet", "none"):
             raise ValueError(f"--input-norm must be 'imagenet' or 'none', got {self.input_norm!r}")
-        if not 0 < self.num_visible <= self.grid**2:
-            raise ValueError(f"--num-visible must be in [1, {self.grid ** 2}] tokens per modality, got {self.num_visible}")
+        if self.num_visible < 0 or not 0 < self.visible_tokens <= self.grid**2:
+            raise ValueError(f"--num-visible must be in [1, {self.grid ** 2}] tokens (0: a quarter of all), got {self.num_visible}")
 
 
 def sincos_2d(grid: int, dim: int, temperature: float = 10000.0) -> torch.Tensor:
@@ -269,9 +288,9 @@ class MultiMAE(nn.Module):
         inputs = {m: inputs[m] for m in cfg.modalities}
         B, M, L = next(iter(inputs.values())).shape[0], len(cfg.modalities), cfg.grid**2
         tokens = self.tokenize(inputs)  # [B, M*L, E]
-        _, visible = sample_visible(B, M, L, cfg.num_visible, cfg.alpha, generator, tokens.device)  # [B, M*L]
+        _, visible = sample_visible(B, M, L, cfg.visible_tokens, cfg.alpha, generator, tokens.device)  # [B, M*L]
         # visible tokens first (stable order within), exactly num_visible of them per row
-        ids_keep = torch.argsort((~visible).to(torch.int8), dim=1, stable=True)[:, : cfg.num_visible]  # [B, K]
+        ids_keep = torch.argsort((~visible).to(torch.int8), dim=1, stable=True)[:, : cfg.visible_tokens]  # [B, K]
         kept = tokens.gather(1, ids_keep[..., None].expand(-1, -1, tokens.shape[-1]))  # [B, K, E]
         encoded = self.encode(kept)  # [B, 1+K, E]
         preds = {o: dec(encoded, ids_keep, M) for o, dec in self.decoders.items()}

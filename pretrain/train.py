@@ -13,7 +13,6 @@ With several tasks under --data, one model is trained per task (in --out/<task>)
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import signal
@@ -25,7 +24,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from common.cli import one_line_errors, parse_config, should_resume
+from common.cli import flat_dict, one_line_errors, parse_config, replace_flat, should_resume
 from common.io import NonFiniteError, atomic_torch_save, atomic_write_json, safe_torch_load
 from common.runs import MetricLogger, code_version, device_description, prepare_run_dir
 from data.shards import ShardError
@@ -78,7 +77,7 @@ class Trainer:
             dist.init_process_group("nccl" if use_cuda else "gloo")
         self.is_main = self.rank == 0
         self.run_dir = cfg.run_dir
-        self.model_cfg = cfg.model_config()
+        self.model_cfg = cfg.model
         if not cfg.resume and (self.run_dir / CHECKPOINT).exists():
             raise ValueError(f"{self.run_dir} already holds a run; pass --resume (or --resume auto) to continue it or choose another --out")
         self.resuming = should_resume(cfg.resume, (self.run_dir / CHECKPOINT).exists(), self.run_dir / CHECKPOINT)
@@ -133,7 +132,7 @@ class Trainer:
     def _mean_image(self) -> dict[str, torch.Tensor]:
         out, n = {}, len(self.train_frames)
         for start in range(0, n, 1024):
-            b = self.train_frames.batch(torch.arange(start, min(n, start + 1024)), self.model_cfg.modalities, self.cfg.image_size, self.device)
+            b = self.train_frames.batch(torch.arange(start, min(n, start + 1024)), self.model_cfg.modalities, self.model_cfg.image_size, self.device)
             for m, x in b.items():
                 out[m] = out.get(m, 0) + x.sum(0, keepdim=True)
         if self.world > 1:  # over every rank's share: the mean of all training frames
@@ -145,7 +144,7 @@ class Trainer:
     def train_step(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
         """One optimizer step on this rank's indices [local_batch]; returns the (rank-local) losses, detached."""
         self.model.train()
-        inputs = self.train_frames.batch(idx, self.model_cfg.modalities, self.cfg.image_size, self.device)
+        inputs = self.train_frames.batch(idx, self.model_cfg.modalities, self.model_cfg.image_size, self.device)
         self.mask_gen.manual_seed((self.cfg.seed * 1_000_003 + self.step) * 1009 + self.rank)
         if self.cfg.augment == "crop":  # [B, C, H, W] each, one box per sample for all its modalities
             inputs = random_resized_crop(inputs, (self.cfg.crop_scale, 1.0), generator=self.mask_gen)
@@ -185,7 +184,7 @@ class Trainer:
         sums: dict[str, float] = {}
         count: dict[str, float] = {}
         for start in range(0, n, 256):
-            inputs = frames.batch(torch.arange(start, min(n, start + 256)), self.model_cfg.modalities, self.cfg.image_size, self.device)
+            inputs = frames.batch(torch.arange(start, min(n, start + 256)), self.model_cfg.modalities, self.model_cfg.image_size, self.device)
             with self.autocast:
                 _, _, preds, visible = self.model(inputs, generator=gen)
             for m_i, m in enumerate(self.model_cfg.modalities):
@@ -207,7 +206,7 @@ class Trainer:
     def figure(self, epoch: int) -> Path:
         frames = self.val_frames if len(self.val_frames) else self.train_frames
         idx = torch.linspace(0, len(frames) - 1, min(6, len(frames))).long()
-        inputs = frames.batch(idx, self.model_cfg.modalities, self.cfg.image_size, self.device)
+        inputs = frames.batch(idx, self.model_cfg.modalities, self.model_cfg.image_size, self.device)
         title = f"{self.run_dir.name} epoch {epoch} step {self.step} ({'held-out' if len(self.val_frames) else 'training'} frames)"
         path = reconstruction_grid(self.model, inputs, self.run_dir / "figures" / f"recon_epoch{epoch:04d}.png", title=title)
         (self.run_dir / "recon_latest.png").write_bytes(path.read_bytes())
@@ -215,7 +214,9 @@ class Trainer:
 
     # -- checkpoints --------------------------------------------------------------------------
     def _identity(self) -> dict:
-        keep = {k: v for k, v in dataclasses.asdict(self.cfg).items() if k not in RESUMABLE}
+        # flat, as the flags; modalities as the flag's "rgb,saliency" (the form checkpoints before nested configs hold)
+        keep = {k: v for k, v in flat_dict(self.cfg).items() if k not in RESUMABLE}
+        keep["modalities"] = ",".join(self.model_cfg.modalities)
         return {**keep, "steps_per_epoch": self.steps_per_epoch, "train_frames": self.train_total}
 
     def save_checkpoint(self) -> Path:
@@ -240,7 +241,7 @@ class Trainer:
         Mean-pooled features of a static-camera scene vary little between frames (about 0.1 % of
         their magnitude after a short CPU run): FrozenEncoder standardises with these by default.
         """
-        return export_feature_stats(self.model, self.train_frames, self.cfg.image_size, frames)
+        return export_feature_stats(self.model, self.train_frames, self.model_cfg.image_size, frames)
 
     def export_encoder(self) -> Path:
         """Weights + config of the encoder alone (pretrain.frozen.FrozenEncoder loads it), and its hub copy
@@ -375,7 +376,7 @@ def task_configs(cfg: PretrainConfig) -> list[PretrainConfig]:
     tasks = tasks_under(cfg.data)
     if len(tasks) <= 1:
         return [cfg]
-    return [dataclasses.replace(cfg, task=t, out=str(cfg.run_dir / t)) for t in tasks]
+    return [replace_flat(cfg, task=t, out=str(cfg.run_dir / t)) for t in tasks]
 
 
 def _main_thread() -> bool:

@@ -8,13 +8,14 @@ corner-camera frames, frame stack 1, no action repeat, 500-step episodes, 1M ste
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common.cli import RESUME_HELP, resume_field, resume_mode
-from data.env import CAMERAS, RENDER_QUALITIES, check_task
+from common.cli import RESUME_HELP, flat_dict, nested, resume_field, resume_mode
+from data.env import EnvConfig
 from rl.encoders import ENCODERS, EXTRA, TABLE_I, encoder_names
+from rl.gaze import GazeConfig
 
 SALIENCY_SOURCES: tuple[str, ...] = ("predictor", "oracle")
 
@@ -36,8 +37,8 @@ class SACConfig:
     """Soft actor-critic on a Meta-World pixel task with one of the paper's encoders."""
 
     # -- what to run ---------------------------------------------------------------------------
-    task: str = _f("reach-v3", "Meta-World v3 task, e.g. reach-v3, drawer-open-v3, faucet-open-v3, door-open-v3")
-    encoder: str = _f("cnn_rgb", "encoder: state, " + ", ".join(TABLE_I) + ", " + "".join(f"{k} ({v}), " for k, v in EXTRA.items()) + "or a gaze encoder (gaze, gaze_nocontrast, gaze_patch, gaze_mix)")
+    encoder: str = _f("cnn_rgb", f"encoder, one of {', '.join(encoder_names())}; Table I is {', '.join(TABLE_I)}; "
+                      + "; ".join(f"{k}: {v}" for k, v in EXTRA.items()) + "; gaze*: rl/gaze.py")
     steps: int = _f(1_000_000, "environment steps in total (summed over --num-envs)")
     seed: int = _f(0, "seed of networks, replay sampling, exploration and training envs")
     out: str = _f("", "run folder (default runs/sac/<task>/<encoder>/seed<seed>)")
@@ -46,12 +47,9 @@ class SACConfig:
     device: str = _f("auto", "torch device: auto (cuda if available), cpu, cuda, cuda:1, ...")
     cuda_graphs: bool = _f(True, "on a GPU, replay each SAC update of the pack from a captured CUDA graph (gaze encoders stay eager)")
     torch_threads: int = _f(0, "torch CPU threads (0: torch's default; 1 is fastest on a busy shared CPU)")
-    # -- environment ---------------------------------------------------------------------------
+    # -- environment (the EnvConfig that data.collect uses: --task, --image-size, --camera, --render-quality, ...) --
+    env: EnvConfig = nested(EnvConfig)
     num_envs: int = _f(1, "parallel training envs (subprocesses when > 1); one SAC update per env step")
-    image_size: int = _f(64, "frame size in pixels (square)")
-    camera: str = _f("corner", f"camera, one of {', '.join(CAMERAS)}")
-    render_quality: str = _f("fast", f"renderer setting, one of {', '.join(RENDER_QUALITIES)}; must match the pretraining data")
-    max_episode_steps: int = _f(500, "episode length; the time limit is truncation (bootstrapped), not a terminal state")
     # -- inputs of pretrained encoders ---------------------------------------------------------
     saliency: str = _f("predictor", "saliency source for saliency-consuming encoders: predictor (trained model on every frame) or oracle (simulator clicks -> map, for ablations and CPU runs)")
     saliency_model: str = _f("", "saliency checkpoint (default runs/saliency/<task>/student.pt, else best.pt)")
@@ -80,22 +78,12 @@ class SACConfig:
     log_every: int = _f(1000, "write a metrics.csv row every this many env steps")
     checkpoint_every: int = _f(50_000, "save a resumable checkpoint at the first episode boundary after every this many env steps")
     max_minutes: float = _f(0.0, "pause at the first episode boundary after this many minutes of training, checkpoints written (0: no limit); continue with --resume (or --resume auto)")
-    # -- Gaze on the Prize (rl/gaze.py) --------------------------------------------------------
-    gaze_components: int = _f(1, "gaze: number of Gaussian gaze components")
-    gaze_contrast_weight: float = _f(0.1, "gaze: weight of the return-guided triplet loss")
-    gaze_spread_weight: float = _f(0.01, "gaze: weight of the spread regulariser")
-    gaze_k: int = _f(16, "gaze: nearest neighbours searched per anchor")
-    gaze_triplet_margin: float = _f(0.2, "gaze: triplet margin on cosine distance")
-    gaze_return_margin: float = _f(0.0, "gaze: return difference that makes a positive/negative (0: automatic)")
-    gaze_buffer_size: int = _f(100_000, "gaze: capacity of the feature/return buffer")
-    gaze_update_every: int = _f(1, "gaze: contrastive update every this many SAC updates")
-    gaze_anchors: int = _f(128, "gaze: anchors per contrastive update")
-    gaze_return_discount: float = _f(1.0, "gaze: discount of the return-to-go (1.0: undiscounted)")
-    gaze_sigma_floor: float = _f(0.15, "gaze: minimum standard deviation of a gaze Gaussian (grid units)")
-    gaze_spread_target: float = _f(0.5, "gaze: target standard deviation s0 of the spread regulariser")
+    # -- Gaze on the Prize (rl/gaze.py): --gaze-k, --gaze-contrast-weight, ... -------------------
+    gaze: GazeConfig = nested(GazeConfig, prefix="gaze_")
 
     def validate(self) -> "SACConfig":
-        check_task(self.task)
+        self.env.validate()
+        self.gaze.validate()
         self.resume = resume_mode(self.resume)
         if self.encoder not in ENCODERS:
             raise ValueError(f"unknown encoder {self.encoder!r}; valid encoders: {', '.join(sorted(encoder_names()))}")
@@ -109,12 +97,8 @@ class SACConfig:
                 raise ValueError(f"{name.replace('_', '-')} must be a finite number > 0, got {value}")
         if self.target_entropy is not None and not math.isfinite(self.target_entropy):
             raise ValueError(f"target-entropy must be finite, got {self.target_entropy}")
-        if self.camera not in CAMERAS:
-            raise ValueError(f"unknown camera {self.camera!r}; valid cameras: {', '.join(CAMERAS)}")
-        if self.render_quality not in RENDER_QUALITIES:
-            raise ValueError(f"render_quality must be one of {', '.join(RENDER_QUALITIES)}")
         positive = ("steps", "num_envs", "hidden_dim", "feature_dim", "batch_size", "replay_size", "eval_episodes",
-                    "log_every", "checkpoint_every", "actor_update_every", "target_update_every", "max_episode_steps")
+                    "log_every", "checkpoint_every", "actor_update_every", "target_update_every")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
@@ -127,17 +111,17 @@ class SACConfig:
             raise ValueError("discount and tau must be in (0, 1]")
         if self.log_std_min >= self.log_std_max:
             raise ValueError("log-std-min must be below log-std-max")
-        if self.replay_size < 2 * self.num_envs * (self.max_episode_steps + 1):
+        if self.replay_size < 2 * self.num_envs * (self.env.max_episode_steps + 1):
             raise ValueError(f"replay-size {self.replay_size} is too small: it must hold two episodes per env "
-                             f"(>= {2 * self.num_envs * (self.max_episode_steps + 1)})")
+                             f"(>= {2 * self.num_envs * (self.env.max_episode_steps + 1)})")
         return self
 
     def run_dir(self) -> Path:
-        return Path(self.out) if self.out else Path("runs/sac") / self.task / self.encoder / f"seed{self.seed}"
+        return Path(self.out) if self.out else Path("runs/sac") / self.env.task / self.encoder / f"seed{self.seed}"
 
     def differences(self, stored: dict[str, Any]) -> list[str]:
         """Fields (other than those that only extend a run) where `stored` differs from this config."""
-        mine = asdict(self)
+        mine = flat_dict(self)
         return [f"{k}: checkpoint {stored.get(k)!r} vs now {mine[k]!r}"
                 for k in mine if k not in RESUMABLE_FIELDS and stored.get(k, mine[k]) != mine[k]]
 

@@ -27,6 +27,8 @@ from data.preprocess import frames_to_tensor
 from rl.nets import PackedConvTrunk, PackedProjection
 
 ENCODERS: dict[str, Callable[..., "Encoder"]] = {}
+#: encoder name -> the label tables and plots show (the paper's names for Table I)
+ENCODER_LABELS: dict[str, str] = {}
 
 #: the encoders of the paper's Table I, in its order
 TABLE_I: tuple[str, ...] = (
@@ -38,13 +40,14 @@ EXTRA: dict[str, str] = {
 }
 
 
-def register_encoder(name: str):
-    """Class/function decorator adding a factory `f(config, image_size, runs) -> Encoder` under `name`."""
+def register_encoder(name: str, label: str):
+    """Class/function decorator adding a factory `f(config, image_size, runs) -> Encoder` under `name`,
+    shown as `label` in reports."""
 
     def deco(factory):
         if name in ENCODERS:
             raise ValueError(f"encoder {name!r} registered twice")
-        ENCODERS[name] = factory
+        ENCODERS[name], ENCODER_LABELS[name] = factory, label
         return factory
 
     return deco
@@ -97,7 +100,7 @@ def image_input(x: torch.Tensor, size: int | None = None) -> torch.Tensor:
     return flat.view(*lead, *flat.shape[1:])
 
 
-@register_encoder("state")
+@register_encoder("state", "State (sanity check)")
 class StateEncoder(Encoder):
     """The 39-d simulator state as the feature (the sanity check: no vision)."""
 
@@ -149,8 +152,10 @@ class CNNEncoder(Encoder):
         return self.projection(h)
 
 
+CNN_LABELS = {"cnn_rgb": "CNN RGB", "cnn_saliency": "CNN Saliency", "cnn_rgb_x_saliency": "CNN RGB x Saliency",
+              "cnn_rgbs": "CNN RGBS"}
 for _name in CNNEncoder.VARIANTS:
-    register_encoder(_name)(
+    register_encoder(_name, CNN_LABELS[_name])(
         lambda cfg, image_size=64, runs=1, _n=_name: CNNEncoder(_n, image_size, cfg.feature_dim, runs))
 
 
@@ -209,7 +214,7 @@ def mmae_path(cfg: Any) -> Path:
     if cfg.mmae:
         return Path(cfg.mmae)
     root = Path("runs/mmae") / MMAEEncoder.VARIANTS[cfg.encoder][0]
-    per_task = root / cfg.task / "encoder.pt"
+    per_task = root / cfg.env.task / "encoder.pt"
     return per_task if per_task.exists() else root / "encoder.pt"
 
 
@@ -230,8 +235,10 @@ def _mmae_factory(name: str):
     return factory
 
 
+MMAE_LABELS = {"mmae_rgb": "MMAE RGB", "mmae_rgbs_po": "MMAE RGB+Saliency (PO)", "mmae_rgbs": "MMAE RGB+Saliency (ViSaRL)",
+               "mmae_rgbs_grid2": "MMAE RGB+Saliency, 2x2 grid pool"}
 for _name in MMAEEncoder.VARIANTS:
-    register_encoder(_name)(_mmae_factory(_name))
+    register_encoder(_name, MMAE_LABELS[_name])(_mmae_factory(_name))
 
 
 def build_encoder(cfg: Any, image_size: int = 64, runs: int = 1) -> Encoder:

@@ -14,8 +14,8 @@ the current head) plus a log-space spread regulariser on sigma. That loss reache
 head: stored features are detached and the head has its own optimiser.
 
 Choices (documented, not from the paper, which has no public code):
-- The head reads the trunk map average-pooled to `gaze_pool` x `gaze_pool` cells (default 3,
-  288 numbers); `gaze_pool=1` is the paper's global pooling, which is translation invariant on
+- The head reads the trunk map average-pooled to `--gaze-pool` x `--gaze-pool` cells (default 3,
+  288 numbers); `--gaze-pool 1` is the paper's global pooling, which is translation invariant on
   this padding-free trunk and so cannot follow an object that moves between episodes.
 - The FAISS keys are the globally average-pooled trunk features, L2-normalised (32-d). Exact flat
   search cost grows with the key size, and faiss-cpu 1.15's flat search measured here ~10x slower
@@ -28,7 +28,7 @@ Choices (documented, not from the paper, which has no public code):
   ring buffer's overwritten rows to an index.
 - The attention map sums to 1 over the grid and is multiplied by the number of cells, so a uniform
   gaze leaves the features unchanged and the initial (wide) gaze keeps the baseline's scale.
-- `gaze_return_margin = 0` means automatic: 0.1 x the standard deviation of stored returns
+- `--gaze-return-margin 0` means automatic: 0.1 x the standard deviation of stored returns
   (0 when all returns are equal, so constant returns mine nothing).
 
 Packing: every network is packed over R runs (rl/nets.py); each run keeps its own ReturnBuffer,
@@ -39,12 +39,13 @@ finished episode yet while another has would still see its head's Adam step coun
 
 Encoders registered here: `gaze` (1 Gaussian + contrastive), `gaze_nocontrast` (1 Gaussian, RL
 only), `gaze_patch` (softmax over cells instead of a Gaussian, + contrastive; its spread term acts
-on the map's spatial standard deviation), `gaze_mix` (mixture of max(2, gaze_components)
+on the map's spatial standard deviation), `gaze_mix` (mixture of max(2, --gaze-components)
 Gaussians + contrastive).
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -56,23 +57,48 @@ from rl.encoders import Encoder, image_input, register_encoder
 from rl.gaze_buffer import ReturnBuffer, cosine_triplet_loss, gazed_cosine, mine_triplets, spread_loss  # noqa: F401  (re-exported: the gaze API in one place)
 from rl.nets import PackedConvTrunk, PackedMLP, PackedProjection, slice_state, stack_states
 
-#: defaults of the flat gaze_* fields of SACConfig (read with getattr so any config object works)
-GAZE_DEFAULTS: dict[str, Any] = {
-    "gaze_components": 1,
-    "gaze_contrast_weight": 0.1,
-    "gaze_spread_weight": 0.01,
-    "gaze_k": 16,
-    "gaze_triplet_margin": 0.2,
-    "gaze_return_margin": 0.0,
-    "gaze_buffer_size": 100_000,
-    "gaze_update_every": 1,
-    "gaze_anchors": 128,
-    "gaze_return_discount": 1.0,
-    "gaze_sigma_floor": 0.15,
-    "gaze_spread_target": 0.5,
-    "gaze_pool": 3,
-    "gaze_lr": 1e-4,
-}
+
+def _g(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": "gaze: " + help})
+
+
+@dataclass
+class GazeConfig:
+    """Settings of the gaze encoders; `SACConfig.gaze`, whose fields are the flags `--gaze-<name>`."""
+
+    components: int = _g(1, "number of Gaussian gaze components")
+    contrast_weight: float = _g(0.1, "weight of the return-guided triplet loss")
+    spread_weight: float = _g(0.01, "weight of the spread regulariser")
+    k: int = _g(16, "nearest neighbours searched per anchor")
+    triplet_margin: float = _g(0.2, "triplet margin on cosine distance")
+    return_margin: float = _g(0.0, "return difference that makes a positive/negative (0: automatic)")
+    buffer_size: int = _g(100_000, "capacity of the feature/return buffer")
+    update_every: int = _g(1, "contrastive update every this many SAC updates")
+    anchors: int = _g(128, "anchors per contrastive update")
+    return_discount: float = _g(1.0, "discount of the return-to-go (1.0: undiscounted)")
+    sigma_floor: float = _g(0.15, "minimum standard deviation of a gaze Gaussian (grid units)")
+    spread_target: float = _g(0.5, "target standard deviation s0 of the spread regulariser")
+    pool: int = _g(3, "the head reads the trunk map average-pooled to pool x pool cells (1: the paper's global pooling)")
+    lr: float = _g(1e-4, "learning rate (Adam) of the gaze head's contrastive and spread losses")
+
+    def validate(self) -> "GazeConfig":
+        checks = [
+            ("k", self.k >= 1, ">= 1"),
+            ("anchors", self.anchors >= 1, ">= 1"),
+            ("update_every", self.update_every >= 1, ">= 1"),
+            ("buffer_size", self.buffer_size >= 1, ">= 1"),
+            ("components", self.components >= 1, ">= 1"),
+            ("return_discount", 0 < self.return_discount <= 1, "in (0, 1]"),
+            ("sigma_floor", self.sigma_floor > 0, "> 0"),
+            ("spread_target", self.spread_target > 0, "> 0"),
+            ("return_margin", self.return_margin >= 0, ">= 0 (0 = automatic)"),
+            ("pool", self.pool >= 1, ">= 1"),
+            ("lr", self.lr > 0, "> 0"),
+        ]
+        for name, ok, rule in checks:
+            if not ok:
+                raise ValueError(f"--gaze-{name.replace('_', '-')} must be {rule}, got {getattr(self, name)}")
+        return self
 
 
 #: what auxiliary_update returns for the contrastive encoders (gaze_nocontrast: only gaze/sigma)
@@ -88,9 +114,9 @@ METRIC_KEYS = (
 )
 
 
-def gaze_setting(cfg: Any, name: str) -> Any:
-    """`cfg.<name>` if the config has it, else this module's default."""
-    return getattr(cfg, name, GAZE_DEFAULTS[name]) if cfg is not None else GAZE_DEFAULTS[name]
+def gaze_config(cfg: Any) -> GazeConfig:
+    """The gaze settings of a run config (its `.gaze`), validated; defaults without one."""
+    return (getattr(cfg, "gaze", None) or GazeConfig()).validate()
 
 
 def grid_coords(height: int, width: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -234,11 +260,10 @@ class GazeEncoder(Encoder):
         self.trunk = PackedConvTrunk(runs, 3)
         c, h, w = self.trunk.feature_shape(image_size)
         self.feat_shape, self.grid = (c, h, w), (h, w)
-        self.settings = {name: gaze_setting(cfg, name) for name in GAZE_DEFAULTS}
-        self._check_settings()
-        pool = int(self.settings["gaze_pool"])
+        self.settings = settings = gaze_config(cfg)
+        pool = settings.pool
         if head == "gaussian":
-            self.head = GaussianGazeHead(c, self.grid, components, pool, float(self.settings["gaze_sigma_floor"]), runs=runs)
+            self.head = GaussianGazeHead(c, self.grid, components, pool, settings.sigma_floor, runs=runs)
         elif head == "patch":
             self.head = PatchGazeHead(c, self.grid, pool, runs=runs)
         else:
@@ -254,13 +279,13 @@ class GazeEncoder(Encoder):
             self.buffers = [self._new_buffer("cpu") for _ in range(runs)]
             # a pack is built from packs of one, whose rngs (seeded by their run) load_extra_state brings in
             self.rngs = [np.random.default_rng(int(getattr(cfg, "seed", 0)) + 7919) for _ in range(runs)]
-            self.head_optimizer = torch.optim.Adam(self.head.parameters(), lr=float(self.settings["gaze_lr"]))
+            self.head_optimizer = torch.optim.Adam(self.head.parameters(), lr=settings.lr)
 
     def _new_buffer(self, device: torch.device | str) -> ReturnBuffer:
         c = self.feat_shape[0]
         pooled = c * self.head.pool * self.head.pool
-        return ReturnBuffer(int(self.settings["gaze_buffer_size"]), self.feat_shape, c, pooled,
-                            float(self.settings["gaze_return_discount"]), device=device)
+        return ReturnBuffer(self.settings.buffer_size, self.feat_shape, c, pooled, self.settings.return_discount,
+                            device=device)
 
     def _apply(self, fn, recurse: bool = True):
         """Moving the encoder moves the buffers' k-NN key mirrors too (torch search on a GPU)."""
@@ -276,22 +301,6 @@ class GazeEncoder(Encoder):
 
     def pack_signature(self) -> tuple:
         return ("gaze", *self.kind, self.out_dim)
-
-    def _check_settings(self) -> None:
-        c = self.settings
-        checks = [
-            ("gaze_k", c["gaze_k"] >= 1, ">= 1"),
-            ("gaze_anchors", c["gaze_anchors"] >= 1, ">= 1"),
-            ("gaze_update_every", c["gaze_update_every"] >= 1, ">= 1"),
-            ("gaze_return_discount", 0 < c["gaze_return_discount"] <= 1, "in (0, 1]"),
-            ("gaze_sigma_floor", c["gaze_sigma_floor"] > 0, "> 0"),
-            ("gaze_spread_target", c["gaze_spread_target"] > 0, "> 0"),
-            ("gaze_return_margin", c["gaze_return_margin"] >= 0, ">= 0 (0 = automatic)"),
-            ("gaze_pool", c["gaze_pool"] >= 1, ">= 1"),
-        ]
-        for name, ok, rule in checks:
-            if not ok:
-                raise ValueError(f"{name} (--{name.replace('_', '-')}) must be {rule}, got {c[name]}")
 
     # -- forward ---------------------------------------------------------------------------------
     def gaze(self, feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -349,7 +358,7 @@ class GazeEncoder(Encoder):
         the same keys (the latest values between updates), so a CSV logger's header fits every row."""
         if not self.contrastive:
             return [{"gaze/sigma": s} for s in self._last_sigma]
-        if step % int(self.settings["gaze_update_every"]):
+        if step % self.settings.update_every:
             return [dict(m) for m in self._metrics]
         mined = [self._mine(r) for r in range(self.runs)]
         if all(m is None for m in mined):  # no finished episode yet
@@ -389,9 +398,9 @@ class GazeEncoder(Encoder):
         if len(candidates) < 2:
             self._metrics[r].update({"gaze/sigma": self._last_sigma[r], "gaze/buffer": float(len(candidates))})
             return None
-        anchors = self.rngs[r].choice(candidates, min(int(self.settings["gaze_anchors"]), len(candidates)), replace=False)
-        margin = float(self.settings["gaze_return_margin"]) or 0.1 * float(buf.returns[:n][valid].std())
-        mined = mine_triplets(buf.search_keys(), buf.returns[:n], valid, anchors, int(self.settings["gaze_k"]), margin)
+        anchors = self.rngs[r].choice(candidates, min(self.settings.anchors, len(candidates)), replace=False)
+        margin = self.settings.return_margin or 0.1 * float(buf.returns[:n][valid].std())
+        mined = mine_triplets(buf.search_keys(), buf.returns[:n], valid, anchors, self.settings.k, margin)
         rows, inverse = np.unique(np.concatenate([anchors, mined["positive"], mined["negative"]]), return_inverse=True)
         return {**mined, "anchors": anchors, "margin": margin, "rows": rows, "inverse": inverse,
                 "candidates": len(candidates)}
@@ -404,8 +413,8 @@ class GazeEncoder(Encoder):
         slot = dict(zip(m["rows"].tolist(), range(len(m["rows"]))))
         i_a = at(np.array([slot[i] for i in m["anchor"]], np.int64))
         i_p, i_n = at(inverse[n_anchor : n_anchor + n_trip]), at(inverse[n_anchor + n_trip :])
-        spread = spread_loss(sigma[i_anchor_rows], float(self.settings["gaze_spread_target"]))
-        loss = float(self.settings["gaze_spread_weight"]) * spread
+        spread = spread_loss(sigma[i_anchor_rows], self.settings.spread_target)
+        loss = self.settings.spread_weight * spread
         triplet = None
         if n_trip:
             fa, fp, fn = (buf.feats[m[k]].astype(np.float32) for k in ("anchor", "positive", "negative"))
@@ -413,8 +422,8 @@ class GazeEncoder(Encoder):
             sq = at(buf.cell_sq[m["rows"]])  # [U, S]
             cos_ap = gazed_cosine(attn[i_a], attn[i_p], dots_ap, sq[i_a], sq[i_p])
             cos_an = gazed_cosine(attn[i_a], attn[i_n], dots_an, sq[i_a], sq[i_n])
-            triplet = cosine_triplet_loss(cos_ap, cos_an, float(self.settings["gaze_triplet_margin"]))
-            loss = loss + float(self.settings["gaze_contrast_weight"]) * triplet
+            triplet = cosine_triplet_loss(cos_ap, cos_an, self.settings.triplet_margin)
+            loss = loss + self.settings.contrast_weight * triplet
         self._metrics[r] = {
             "gaze/buffer": float(m["candidates"]),
             "gaze/triplets": float(n_trip),
@@ -443,26 +452,26 @@ class GazeEncoder(Encoder):
                 rng.bit_generator.state = s["rng"]
 
 
-@register_encoder("gaze")
+@register_encoder("gaze", "Gaze on the Prize")
 def make_gaze(cfg: Any, image_size: int = 64, runs: int = 1) -> GazeEncoder:
     """One Gaussian, trained by RL and by return-guided contrastive learning (the paper's method)."""
     return GazeEncoder(cfg, image_size, runs, head="gaussian", components=1, contrastive=True)
 
 
-@register_encoder("gaze_nocontrast")
+@register_encoder("gaze_nocontrast", "Gaze, no contrastive loss")
 def make_gaze_nocontrast(cfg: Any, image_size: int = 64, runs: int = 1) -> GazeEncoder:
     """One Gaussian trained by RL only."""
     return GazeEncoder(cfg, image_size, runs, head="gaussian", components=1, contrastive=False)
 
 
-@register_encoder("gaze_patch")
+@register_encoder("gaze_patch", "Gaze, patch attention")
 def make_gaze_patch(cfg: Any, image_size: int = 64, runs: int = 1) -> GazeEncoder:
     """Unconstrained per-cell attention (softmax over cells) + contrastive learning."""
     return GazeEncoder(cfg, image_size, runs, head="patch", contrastive=True)
 
 
-@register_encoder("gaze_mix")
+@register_encoder("gaze_mix", "Gaze, Gaussian mixture")
 def make_gaze_mix(cfg: Any, image_size: int = 64, runs: int = 1) -> GazeEncoder:
     """A mixture of max(2, gaze_components) Gaussians + contrastive learning."""
-    k = max(2, int(gaze_setting(cfg, "gaze_components")))
+    k = max(2, gaze_config(cfg).components)
     return GazeEncoder(cfg, image_size, runs, head="gaussian", components=k, contrastive=True)

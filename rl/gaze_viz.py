@@ -15,7 +15,6 @@ field (pixels 21.5 ... 41.5 of a 64-px frame, 10 px per grid unit), and every re
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.patches import Ellipse  # noqa: E402
 
-from common.cli import parse_config  # noqa: E402
+from common.cli import from_stored, parse_config  # noqa: E402
 from common.figures import write_figure  # noqa: E402
 from common.io import safe_torch_load  # noqa: E402
 from data.clicks import clicks_to_map  # noqa: E402
@@ -153,9 +152,8 @@ def load_agent(run_dir: Path):
         raise FileNotFoundError(f"{run_dir} holds neither agent.pt nor a checkpoint; train one with "
                                 f"`python -m rl.sac --encoder gaze --out {run_dir}`")
     ckpt = safe_torch_load(path, what="SAC checkpoint")
-    names = {f.name for f in dataclasses.fields(SACConfig) if f.init}
-    cfg = SACConfig(**{k: v for k, v in ckpt["config"].items() if k in names})
-    encoder = build_encoder(cfg, cfg.image_size)
+    cfg = from_stored(SACConfig, ckpt["config"])
+    encoder = build_encoder(cfg, cfg.env.image_size)
     if not isinstance(encoder, GazeEncoder):
         raise ValueError(f"{run_dir} trained encoder {cfg.encoder!r}, which has no gaze; pick a gaze run")
     agent = SAC(encoder, encoder.out_dim, 4, cfg)
@@ -169,9 +167,8 @@ def rollout(cfg: Any, agent, policy: str, seed: int, steps: int, n_frames: int) 
 
     from rl.envs import EVAL_SEED_BASE
 
-    env = make_env(task=cfg.task, image_size=cfg.image_size, camera=cfg.camera, render_quality=cfg.render_quality,
-                   max_episode_steps=cfg.max_episode_steps)
-    expert = ENV_POLICY_MAP[cfg.task]() if policy == "expert" else None
+    env = make_env(cfg.env)
+    expert = ENV_POLICY_MAP[cfg.env.task]() if policy == "expert" else None
     rng = np.random.default_rng(seed)
     keep = set(np.linspace(0, steps - 1, n_frames).round().astype(int).tolist())
     frames, clicks, kept = [], [], []
@@ -212,10 +209,10 @@ def run(cfg: GazeVizConfig) -> Path:
     cfg.validate()
     run_dir = Path(cfg.run)
     sac_cfg, agent = load_agent(run_dir)
-    steps = cfg.episode_steps or sac_cfg.max_episode_steps
+    steps = cfg.episode_steps or sac_cfg.env.max_episode_steps
     ep = rollout(sac_cfg, agent, cfg.policy, cfg.seed, steps, cfg.frames)
-    sal, label = saliency_maps(sac_cfg.task, ep["frames"], ep["clicks"], cfg.saliency_model)
-    title = f"{sac_cfg.encoder} on {sac_cfg.task} ({run_dir}), {cfg.policy} policy, episode seed {cfg.seed}"
+    sal, label = saliency_maps(sac_cfg.env.task, ep["frames"], ep["clicks"], cfg.saliency_model)
+    title = f"{sac_cfg.encoder} on {sac_cfg.env.task} ({run_dir}), {cfg.policy} policy, episode seed {cfg.seed}"
     out = gaze_strip(agent.encoder, ep["frames"], sal, label, cfg.out or run_dir / "gaze_strip.png", title, ep["steps"])
     print(f"wrote {out}")
     return out

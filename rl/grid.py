@@ -22,7 +22,6 @@ retry resumes from what its node holds).
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import io
 import json
@@ -38,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common.cli import parse_config
+from common.cli import flat_dict, parse_config
 from common.io import atomic_write_json
 from data.env import check_task
 from rl.encoders import TABLE_I
@@ -171,7 +170,7 @@ def plan_packs(cfg: GridConfig, runs: list[Run], gpus: bool | None = None) -> li
         try:
             # runs resume together only from a step they all hold: group by their newest checkpoint too
             steps = checkpoint_steps(run.run_dir)
-            key = (*pack_key(sac, build_encoder(sac, sac.image_size)), steps[-1] if steps else None)
+            key = (*pack_key(sac, build_encoder(sac, sac.env.image_size)), steps[-1] if steps else None)
         except (FileNotFoundError, ValueError):  # a missing pretrained model: the run reports it alone
             key = ("alone", run.name)
         groups.setdefault(key, []).append(run)
@@ -183,7 +182,7 @@ def write_spec(cfg: GridConfig, pack: list[Run]) -> Path:
     items = []
     for run in pack:
         sac = run_config(cfg, run)
-        items.append({**dataclasses.asdict(sac), "preset": sac.preset})
+        items.append({**flat_dict(sac), "preset": sac.preset})
     name = hashlib.sha1(",".join(r.name for r in pack).encode()).hexdigest()[:10]
     return atomic_write_json(Path(cfg.out) / "packs" / f"{pack[0].task}-{pack[0].encoder}-{name}.json", items)
 
@@ -286,10 +285,16 @@ def _ray_pack(spec_name: str, spec: list[dict], storage: str, driver_cwd: str, s
                 target.write_bytes(payload)
     run_dirs = [str(relative(item["out"])) if storage == "driver" else item["out"] for item in spec]
     spec = [{**item, "out": d} for item, d in zip(spec, run_dirs)]
-    spec_path = atomic_write_json(root / relative(spec_name), spec)
+    spec_path = atomic_write_json(root / (relative(spec_name) if storage == "driver" else spec_name), spec)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (code_dir, os.environ.get("PYTHONPATH", "")) if p))
     code = _execute(pack_command(spec_path), run_dirs, str(root), env=env)
-    return code, ({d: _tar(root / d) for d in run_dirs} if storage == "driver" else {})
+    if storage == "shared":
+        return code, {}
+    folders = {d: _tar(root / d) for d in run_dirs}
+    if code == 0:  # the driver gets them whole; a failed pack's stay for a retry on this node
+        for d in run_dirs:
+            shutil.rmtree(root / d, ignore_errors=True)
+    return code, folders
 
 
 def runtime_env(cfg: GridConfig) -> dict:

@@ -64,7 +64,7 @@ class Observer:
         self.saliency_model = ""
         if "saliency" in self.keys:
             if cfg.saliency == "predictor":
-                self.predictor, self.saliency_model = load_predictor(cfg.task, cfg.saliency_model, device)
+                self.predictor, self.saliency_model = load_predictor(cfg.env.task, cfg.saliency_model, device)
             else:
                 self.saliency_model = cfg.saliency
         self.pixels = "pixels" in self.keys or "saliency" in self.keys

@@ -16,7 +16,6 @@ a step that every run holds.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import re
@@ -30,10 +29,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from common.cli import RESUME_HELP, OneLineParser, one_line_errors, resume_mode, should_resume
+from common.cli import RESUME_HELP, OneLineParser, flat_dict, from_flat, one_line_errors, resume_mode, should_resume
 from common.io import atomic_torch_save, atomic_write_json, safe_torch_load
 from common.runs import MetricLogger, device_description, prepare_run_dir
-from data.env import EnvConfig
 from rl.agent import SAC, GraphedUpdates, RunNoise
 from rl.config import PACK_FIELDS, SACConfig
 from rl.encoders import Encoder, build_encoder
@@ -46,11 +44,6 @@ CHECKPOINT = re.compile(r"checkpoint-(\d+)\.pt$")
 LOG_KEYS = ("critic_loss", "actor_loss", "alpha_loss", "q_mean", "entropy")
 
 
-def env_config(cfg: SACConfig) -> EnvConfig:
-    return EnvConfig(task=cfg.task, image_size=cfg.image_size, camera=cfg.camera,
-                     render_quality=cfg.render_quality, max_episode_steps=cfg.max_episode_steps)
-
-
 def resolve_device(name: str) -> torch.device:
     return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
 
@@ -58,7 +51,7 @@ def resolve_device(name: str) -> torch.device:
 def pack_key(cfg: SACConfig, encoder: Encoder) -> tuple:
     """Runs with equal keys can train in one pack: same settings apart from seed, folder and the
     encoder of the same kind (networks of equal shapes)."""
-    shared = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in PACK_FIELDS}
+    shared = {k: v for k, v in flat_dict(cfg).items() if k not in PACK_FIELDS}
     return (encoder.pack_signature(), json.dumps(shared, sort_keys=True, default=str))
 
 
@@ -112,14 +105,14 @@ class Pack:
         singles: list[tuple[Encoder, SAC]] = []
         for cfg in cfgs:
             torch.manual_seed(cfg.seed)
-            enc = build_encoder(cfg, cfg.image_size, runs=1)
+            enc = build_encoder(cfg, cfg.env.image_size, runs=1)
             singles.append((enc, SAC(None if enc.frozen else enc, enc.out_dim, ACTION_DIM, cfg, runs=1)))
         keys = {pack_key(c, e) for c, (e, _) in zip(cfgs, singles)}
         if len(keys) > 1:
             raise ValueError("these runs cannot share a pack (encoders of different kinds or other settings differ); "
                              "rl.grid splits such runs into separate packs")
         frozen = singles[0][0].frozen
-        self.encoder = None if frozen else build_encoder(self.cfg, self.cfg.image_size, runs=self.runs).to(self.device)
+        self.encoder = None if frozen else build_encoder(self.cfg, self.cfg.env.image_size, runs=self.runs).to(self.device)
         self.agent = SAC(self.encoder, singles[0][0].out_dim, ACTION_DIM, self.cfg, runs=self.runs)
         self.agent.load_run_states([a.run_state(0) for _, a in singles])
         self.agent.to(self.device)
@@ -128,7 +121,7 @@ class Pack:
         obs_keys = tuple(dict.fromkeys(k for e, _ in singles for k in e.obs_keys))
         self.observer = Observer(obs_keys, [e if e.frozen else None for e, _ in singles], self.cfg, self.device,
                                  self.envs_per_run)
-        specs = self.observer.specs(self.cfg.image_size)
+        specs = self.observer.specs(self.cfg.env.image_size)
         storage = "cpu"
         if self.device.type == "cuda":  # on the device where it fits (embeddings, states), beside half the free memory
             need = ReplayBuffer.bytes_needed(specs, ACTION_DIM, self.cfg.replay_size, self.runs)
@@ -197,7 +190,7 @@ class Pack:
                 continue
             replay = self.buffer.save_run(r, run_dir / name)
             state = {
-                "config": dataclasses.asdict(self.cfgs[r]), "step": self.step, "episodes": self.episodes[r],
+                "config": flat_dict(self.cfgs[r]), "step": self.step, "episodes": self.episodes[r],
                 "wall_s": self.wall_before[r] + wall, "agent": self.agent.run_state(r),
                 "encoder_extra": self.encoder.extra_state(r) if self.encoder is not None else {},
                 "replay": {**replay, "dir": name}, "rng_numpy": self.action_rngs[r].bit_generator.state,
@@ -221,7 +214,7 @@ class Pack:
         """
         cfg = self.cfg
         per_run = min(cfg.eval_envs or cfg.num_envs, cfg.eval_episodes)
-        envs = make_envs(env_config(cfg), per_run, pixels=self.observer.pixels, oracle_saliency=self.observer.oracle,
+        envs = make_envs(cfg.env, per_run, pixels=self.observer.pixels, oracle_saliency=self.observer.oracle,
                          seed_bases=[EVAL_SEED_BASE + c.seed * TRAIN_SEED_STRIDE for c in self.cfgs])
         start = time.time()
         run_of_row = np.repeat(np.arange(self.runs), per_run)
@@ -274,10 +267,10 @@ def train(cfgs: list[SACConfig]) -> list[Path]:
         if log is not None:
             log.truncate_after(pack.step if resumed else -1)
     names = ", ".join(f"{c.encoder}/seed{c.seed}" for c in cfgs)
-    print(f"SAC pack of {R} on {cfg.task} ({names}), {device_description()}, replay on {buffer.storage}"
+    print(f"SAC pack of {R} on {cfg.env.task} ({names}), {device_description()}, replay on {buffer.storage}"
           + (f" (resumed at step {pack.step})" if resumed else ""), flush=True)
 
-    envs = make_envs(env_config(cfg), E, pixels=observer.pixels, oracle_saliency=observer.oracle,
+    envs = make_envs(cfg.env, E, pixels=observer.pixels, oracle_saliency=observer.oracle,
                      seed_bases=[c.seed * TRAIN_SEED_STRIDE for c in cfgs], first_episodes=[e // E for e in pack.episodes])
     run_of_row = np.repeat(np.arange(R), E)
     raw, _ = envs.reset()
@@ -412,10 +405,10 @@ def train(cfgs: list[SACConfig]) -> list[Path]:
         if r in pack.diverged:
             continue
         run_wall = pack.wall_before[r] + wall
-        atomic_torch_save({"config": dataclasses.asdict(c), "step": step, "model": agent.run_state(r)["model"]},
+        atomic_torch_save({"config": flat_dict(c), "step": step, "model": agent.run_state(r)["model"]},
                           run_dir / "agent.pt")
         atomic_write_json(run_dir / "summary.json", {
-            "task": c.task, "encoder": c.encoder, "seed": c.seed, "steps": step, "preset": c.preset,
+            "task": c.env.task, "encoder": c.encoder, "seed": c.seed, "steps": step, "preset": c.preset,
             "success_rate": results[r]["success_rate"], "return_mean": results[r]["return_mean"],
             "eval_episodes": results[r]["episodes"], "wall_time_s": round(run_wall, 1),
             "steps_per_s": round(step / max(run_wall, 1e-9), 2), "device": device_description(),
@@ -430,14 +423,13 @@ def train(cfgs: list[SACConfig]) -> list[Path]:
 
 def load_spec(path: str | Path) -> list[SACConfig]:
     """A pack spec (JSON list of SACConfig fields, as rl.grid writes them) -> configs."""
-    names = {f.name for f in dataclasses.fields(SACConfig) if f.init}
     items = json.loads(Path(path).read_text())
     cfgs = []
     for item in items:
-        unknown = sorted(set(item) - names - {"preset"})
-        if unknown:
-            raise ValueError(f"{path}: unknown SACConfig fields {unknown}")
-        cfg = SACConfig(**{k: v for k, v in item.items() if k in names})
+        try:
+            cfg = from_flat(SACConfig, {k: v for k, v in item.items() if k != "preset"})
+        except TypeError as err:
+            raise ValueError(f"{path}: {err}") from None
         cfg.preset = item.get("preset", "")
         cfgs.append(cfg)
     return cfgs

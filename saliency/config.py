@@ -11,13 +11,13 @@ evaluate, study); `--preset NAME` applies them before explicit flags, and
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from common.cli import RESUME_HELP, check_finite, one_line_errors, resume_field, resume_mode
+from common.cli import RESUME_HELP, check_finite, from_flat, nested, resume_field, resume_mode
 from data.shards import ALLOW_INCOMPLETE_HELP
+from saliency.picanet import PiCANetConfig
 
 T = TypeVar("T")
 
@@ -30,10 +30,7 @@ class TrainConfig:
 
     annotations: str = field(default="data/annotations/reach-v3.npz", metadata={"help": "annotation export (.npz: images, maps, keys, annotators)"})
     out: str = field(default="", metadata={"help": "run folder (default: runs/saliency/<annotations file stem>)"})
-    layout: str = field(default="LLL", metadata={"help": "PiCANet decoder layout: LLL (trimmed, ViSaRL) or GGLLL (full)", "choices": ["LLL", "GGLLL"]})
-    input_size: int = field(default=224, metadata={"help": "frames are resized to this size by data.preprocess (paper: 224)"})
-    width: float = field(default=1.0, metadata={"help": "VGG16 channel multiplier (1.0: torchvision VGG16)"})
-    batch_norm: bool = field(default=True, metadata={"help": "VGG16 with BatchNorm (from-scratch training); --no-batch-norm for plain vgg16 weights"})
+    model: PiCANetConfig = nested(PiCANetConfig)  # --layout, --input-size, --width, --batch-norm, ...
     backbone_weights: str = field(default="", metadata={"help": "optional torchvision vgg16(_bn) state dict to start the encoder from (default: from scratch)"})
     epochs: int = field(default=1000, metadata={"help": "training epochs (paper: 1000)"})
     batch_size: int = field(default=16, metadata={"help": "batch size (paper: 16)"})
@@ -61,17 +58,13 @@ class TrainConfig:
         self.resume = resume_mode(self.resume)
         if self.resume is True and self.backbone_weights:
             raise ValueError("--backbone-weights has no effect with --resume (the run continues from its last.pt); drop one")
-        self.model_config().validate()
+        self.model.validate()
         return self
 
     @property
     def out_dir(self) -> Path:
         return Path(self.out or f"runs/saliency/{Path(self.annotations).stem}")
 
-    def model_config(self):
-        from saliency.picanet import PiCANetConfig
-
-        return PiCANetConfig(layout=self.layout, input_size=self.input_size, width=self.width, batch_norm=self.batch_norm)
 
 
 @dataclass
@@ -226,14 +219,8 @@ def from_preset(cls: type[T], preset: str | None = None, **overrides: Any) -> T:
     if preset is not None and preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     values = {**(PRESETS[preset][ENTRY[cls]] if preset else {}), **overrides}
-    unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
-    if unknown:
-        raise ValueError(f"{cls.__name__} has no field(s) {sorted(unknown)}")
-    cfg = cls(**values)
+    try:
+        cfg = from_flat(cls, values)
+    except TypeError as err:
+        raise ValueError(str(err)) from None
     return cfg.validate() if hasattr(cfg, "validate") else cfg
-
-
-def clean_errors(*extra: type[BaseException]):
-    """In a command's main(): bad input (missing or malformed files, damaged shards, unloadable
-    checkpoints, a full disk, diverged training) exits with a one-line `error: ...` (status 2)."""
-    return one_line_errors(*extra)

@@ -154,9 +154,9 @@ def main(argv=None) -> None:
     out = Path(cfg.out)
     if out.exists():
         raise SystemExit(f"error: {out} exists; refusing to overwrite an annotation export (choose another --out)")
-    from saliency.config import clean_errors
+    from common.cli import one_line_errors
 
-    with clean_errors():
+    with one_line_errors():
         ann = build_oracle_annotations(cfg.data, cfg.n, cfg.seed, cfg.pool, cfg.allow_incomplete)
         save_annotations(out, ann)
     print(f"wrote {len(ann)} oracle-annotated frames to {out}")

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.cli import parse_config, should_resume
+from common.cli import one_line_errors, parse_config, should_resume
 from common.runs import device_description
 from data.shards import load_arrays
-from saliency.config import DistillConfig, clean_errors, presets_for
+from saliency.config import DistillConfig, presets_for
 from saliency.data import Augment, split
 from saliency.predictor import SaliencyPredictor, resolve_device
 from saliency.student import StudentConfig, StudentNet
@@ -71,7 +71,7 @@ def run(cfg: DistillConfig) -> Path:
 
 def main(argv=None) -> None:
     cfg = parse_config(DistillConfig, argv, presets=presets_for(DistillConfig))
-    with clean_errors():
+    with one_line_errors():
         run(cfg)
 
 

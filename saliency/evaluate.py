@@ -15,12 +15,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from common.cli import parse_config
+from common.cli import one_line_errors, parse_config
 from common.figures import write_figure
 from common.io import atomic_write_json
 from common.runs import code_version, device_description
 from data.shards import load_arrays, oracle_maps
-from saliency.config import EvalConfig, clean_errors, presets_for
+from saliency.config import EvalConfig, presets_for
 from saliency.metrics import GT_THRESHOLD, score_maps
 from saliency.predictor import SaliencyPredictor
 
@@ -98,7 +98,7 @@ def run(cfg: EvalConfig) -> Path:
 
 def main(argv=None) -> None:
     cfg = parse_config(EvalConfig, argv, presets=presets_for(EvalConfig))
-    with clean_errors():
+    with one_line_errors():
         run(cfg)
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from common.cli import parse_config
+from common.cli import one_line_errors, parse_config
 from common.io import atomic_write_json, check_writable_dir
 from data.shards import (
     ShardError,
@@ -33,7 +33,7 @@ from data.shards import (
     write_manifest,
     write_shard_entry,
 )
-from saliency.config import LabelConfig, clean_errors, presets_for
+from saliency.config import LabelConfig, presets_for
 from saliency.predictor import SaliencyPredictor, resolve_device
 
 MARKER = "labelling.json"
@@ -132,7 +132,7 @@ def _labelled_shards(out: Path, shards: list[ShardFile]) -> dict[str, dict]:
 
 def main(argv=None) -> None:
     cfg = parse_config(LabelConfig, argv, presets=presets_for(LabelConfig))
-    with clean_errors():
+    with one_line_errors():
         run(cfg)
 
 

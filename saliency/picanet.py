@@ -34,10 +34,10 @@ SIDE_BIAS = -4.6  # logit(0.01): saliency maps are mostly zero, so outputs start
 class PiCANetConfig:
     """Architecture of one PiCANet; stored as a plain dict inside every checkpoint."""
 
-    layout: str = field(default="LLL", metadata={"help": "decoder attention layout: LLL (trimmed) or GGLLL (full)"})
-    input_size: int = field(default=224, metadata={"help": "frames are resized to this square size (paper: 224)"})
+    layout: str = field(default="LLL", metadata={"help": "decoder attention layout: LLL (trimmed, ViSaRL) or GGLLL (full)", "choices": ["LLL", "GGLLL"]})
+    input_size: int = field(default=224, metadata={"help": "frames are resized to this square size by data.preprocess (paper: 224)"})
     width: float = field(default=1.0, metadata={"help": "VGG16 channel multiplier (1.0 = torchvision VGG16)"})
-    batch_norm: bool = field(default=True, metadata={"help": "VGG16 with BatchNorm (vgg16_bn layout); helps from-scratch training"})
+    batch_norm: bool = field(default=True, metadata={"help": "VGG16 with BatchNorm (vgg16_bn layout; from-scratch training); --no-batch-norm for plain vgg16 weights"})
     local_hidden: int = field(default=128, metadata={"help": "hidden channels of the local attention's 7x7 conv (x width)"})
     global_hidden: int = field(default=256, metadata={"help": "LSTM hidden size of the global ReNet, per direction (x width)"})
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from common.cli import parse_config
+from common.cli import one_line_errors, parse_config
 from common.io import atomic_write_json
 from saliency import train
-from saliency.config import PRESETS, StudyConfig, TrainConfig, clean_errors, from_preset, presets_for
+from saliency.config import PRESETS, StudyConfig, TrainConfig, from_preset, presets_for
 from saliency.data import build_oracle_annotations, save_annotations, split
 from saliency.evaluate import score
 from saliency.predictor import SaliencyPredictor
@@ -70,7 +70,7 @@ def run(cfg: StudyConfig) -> Path:
 
 def main(argv=None) -> None:
     cfg = parse_config(StudyConfig, argv, presets=presets_for(StudyConfig))
-    with clean_errors():
+    with one_line_errors():
         run(cfg)
 
 

@@ -21,11 +21,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from common.cli import parse_config, should_resume
+from common.cli import one_line_errors, parse_config, should_resume
 from common.io import check_finite_loss, safe_torch_load
 from common.runs import MetricLogger, device_description, prepare_run_dir
 from data.preprocess import frames_to_tensor
-from saliency.config import TrainConfig, clean_errors, presets_for
+from saliency.config import TrainConfig, presets_for
 from saliency.data import Augment, load_annotations, split
 from saliency.export import write_hub_files
 from saliency.metrics import score_maps
@@ -170,7 +170,7 @@ def run(cfg: TrainConfig) -> Path:
     resuming = should_resume(cfg.resume, last.exists(), last)  # before config.json is written: a refusal leaves no trace
     run_dir = prepare_run_dir(cfg.out_dir, cfg, resume=cfg.resume)
     device = resolve_device(cfg.device)
-    model = PiCANet(cfg.model_config())
+    model = PiCANet(cfg.model)
     if cfg.backbone_weights:
         model.load_backbone(cfg.backbone_weights)
     extra = {
@@ -184,7 +184,7 @@ def run(cfg: TrainConfig) -> Path:
                    Augment(flip=cfg.flip, brightness=cfg.color_jitter, contrast=cfg.color_jitter,
                            saturation=cfg.color_jitter, hue=cfg.color_jitter / 10), cfg.progress)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"PiCANet {cfg.layout} at {cfg.input_size} px, width {cfg.width}: {n_params / 1e6:.2f}M parameters; "
+    print(f"PiCANet {cfg.model.layout} at {cfg.model.input_size} px, width {cfg.model.width}: {n_params / 1e6:.2f}M parameters; "
           f"{len(tr)} train / {len(va)} val maps on {device_description()}")
     best = fit(model, "picanet", (ann.images[tr], ann.maps[tr]), (ann.images[va], ann.maps[va]) if len(va) else None,
                spec, run_dir, device, run_dir / "best.pt", extra, resuming)
@@ -195,7 +195,7 @@ def run(cfg: TrainConfig) -> Path:
 
 def main(argv=None) -> None:
     cfg = parse_config(TrainConfig, argv, presets=presets_for(TrainConfig))
-    with clean_errors():
+    with one_line_errors():
         run(cfg)
 
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from common.cli import from_flat
 from common.hub import CARD_MARK
 from common.io import CheckpointError, NonFiniteError
 from data.shards import write_manifest
@@ -188,8 +189,8 @@ def test_pretraining_writes_the_hub_copy_beside_encoder_pt(tmp_path):
 
     collect(parse_config(CollectConfig, ["--task", "reach-v3", "--frames", "80", "--out", str(tmp_path / "shards" / "reach-v3"),
                                          "--shard-size", "80", "--episode-steps", "20", "--seed", "0"]))
-    cfg = PretrainConfig(data=str(tmp_path / "shards"), out=str(tmp_path / "mmae"), saliency="oracle",
-                         **{**PRESETS["micro"], "epochs": 1, "threads": 1, "progress": False, "val_fraction": 0.25})
+    cfg = from_flat(PretrainConfig, data=str(tmp_path / "shards"), out=str(tmp_path / "mmae"), saliency="oracle",
+                    **{**PRESETS["micro"], "epochs": 1, "threads": 1, "progress": False, "val_fraction": 0.25})
     run_dir = run(cfg)
     pt = run_dir / "encoder.pt"
     g = torch.Generator().manual_seed(0)

@@ -53,7 +53,8 @@ def test_forward_shapes_and_visible_count():
     assert torch.allclose(loss, expected)
     rgb_only = MultiMAE(ModelConfig(modalities=("rgb",), **TINY))
     _, l2, p2, v2 = rgb_only({"rgb": _inputs()["rgb"]})
-    assert set(l2) == {"rgb", "rgb_norm"} and v2.shape == (4, 64) and (v2.sum(1) == 32).all()
+    # num_visible 0 (the default): a quarter of all input tokens, 16 of rgb's 64 (masking ratio 0.75)
+    assert set(l2) == {"rgb", "rgb_norm"} and v2.shape == (4, 64) and (v2.sum(1) == 16).all()
 
 
 def test_patchify_roundtrip():

@@ -140,11 +140,10 @@ def test_random_resized_crop_boxes_and_shared_crops():
 
 
 def test_rgb_only_model_sees_16_of_64_patches():
-    cfg = PretrainConfig(modalities="rgb", **{k: v for k, v in TINY.items()})
-    model = MultiMAE(cfg.model_config())
+    model = MultiMAE(ModelConfig(**{**TINY, "modalities": "rgb"}))
     _, _, _, visible = model({"rgb": torch.rand(3, 3, 64, 64)})
     assert (visible.sum(1) == 16).all()
-    both = MultiMAE(PretrainConfig(**TINY).model_config())
+    both = MultiMAE(ModelConfig(**TINY))
     _, _, _, visible = both({"rgb": torch.rand(3, 3, 64, 64), "saliency": torch.rand(3, 1, 64, 64)})
     assert (visible.sum(1) == 32).all()
 

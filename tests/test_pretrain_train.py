@@ -40,7 +40,7 @@ def shards(tmp_path_factory) -> Path:
 
 
 def _cfg(shards: Path, out: Path, **kw) -> PretrainConfig:
-    return PretrainConfig(data=str(shards), out=str(out), **{**MICRO, **kw})
+    return from_flat(PretrainConfig, data=str(shards), out=str(out), **{**MICRO, **kw})
 
 
 def _losses(run_dir: Path) -> dict[int, float]:
@@ -54,16 +54,16 @@ def test_labelled_folder_replaces_its_source(shards):
 
 def test_bare_command_defaults():
     cfg = parse_config(PretrainConfig, ["--data", "data/shards"], presets=PRESETS)
-    assert cfg.modality_tuple == ("rgb", "saliency") and cfg.saliency == "predicted"
+    assert cfg.model.modalities == ("rgb", "saliency") and cfg.saliency == "predicted"
     assert cfg.run_dir == Path("runs/mmae/rgbs")
-    assert (cfg.dim, cfg.depth, cfg.num_heads, cfg.decoder_depth, cfg.batch_size) == (256, 4, 4, 3, 512)
+    assert (cfg.model.dim, cfg.model.depth, cfg.model.num_heads, cfg.model.decoder_depth, cfg.batch_size) == (256, 4, 4, 3, 512)
     # the paper's masking ratio 0.75: 32 of 128 tokens visible with saliency, 16 of 64 for rgb alone
-    assert cfg.model_config().num_visible == 32 and (cfg.input_norm, cfg.augment, cfg.crop_scale) == ("imagenet", "crop", 0.2)
+    assert cfg.model.visible_tokens == 32 and (cfg.model.input_norm, cfg.augment, cfg.crop_scale) == ("imagenet", "crop", 0.2)
     rgb = parse_config(PretrainConfig, ["--modalities", "rgb", "--preset", "cpu"], presets=PRESETS)
     assert rgb.run_dir == Path("runs/mmae/rgb") and rgb.preset == "cpu" and rgb.epochs == PRESETS["cpu"]["epochs"]
-    assert rgb.model_config().num_visible == 16
+    assert rgb.model.visible_tokens == 16
     old = parse_config(PretrainConfig, ["--modalities", "rgb", "--num-visible", "32", "--input-norm", "none", "--augment", "none"])
-    assert old.model_config().num_visible == 32 and old.model_config().input_norm == "none"
+    assert old.model.visible_tokens == 32 and old.model.input_norm == "none"
 
 
 def test_micro_run_writes_checkpoint_encoder_logs_and_figures(shards, tmp_path):
@@ -168,7 +168,7 @@ def test_ddp_two_gloo_processes_agree_after_a_step(shards, tmp_path):
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert torch.equal(r0["params"], r1["params"])  # gradients were averaged: identical weights
     torch.manual_seed(cfg.seed)
-    init = torch.cat([p.detach().flatten() for p in MultiMAE(cfg.model_config()).parameters()])
+    init = torch.cat([p.detach().flatten() for p in MultiMAE(cfg.model).parameters()])
     assert not torch.allclose(init, r0["params"])  # and they moved
     assert len(r0["first_batch"]) == 8 and not set(r0["first_batch"].tolist()) & set(r1["first_batch"].tolist())
     assert torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=True)["step"] == 1

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from common.cli import from_flat
 from pretrain.frozen import ENCODER_FORMAT, FrozenEncoder
 from pretrain.model import ModelConfig, MultiMAE
 from rl.config import SACConfig
@@ -36,7 +37,7 @@ def exports(tmp_path_factory) -> dict[int, Path]:
 
 
 def sac(tmp_path: Path, encoder: str, mmae: Path, seed: int = 0, **kw) -> SACConfig:
-    return SACConfig(**{**TINY, **kw}, encoder=encoder, mmae=str(mmae), seed=seed,
+    return from_flat(SACConfig, **{**TINY, **kw}, encoder=encoder, mmae=str(mmae), seed=seed,
                      out=str(tmp_path / f"{encoder}-{mmae.parent.name}-s{seed}")).validate()
 
 

@@ -3,12 +3,13 @@ the rule that the contrastive loss trains only the gaze head."""
 from __future__ import annotations
 
 import io
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
+from common.cli import from_flat, parse_config
+from rl.config import SACConfig
 from rl.encoders import ENCODERS
 from rl.gaze import (
     METRIC_KEYS,
@@ -32,9 +33,9 @@ def _threads():
     torch.set_num_threads(1)  # the cores are shared: 2 threads stall under load
 
 
-def small_cfg(**kw) -> SimpleNamespace:
+def small_cfg(**kw) -> SACConfig:
     base = dict(gaze_buffer_size=2000, gaze_anchors=32, gaze_k=8, gaze_lr=1e-2, seed=0)
-    return SimpleNamespace(**{**base, **kw})
+    return from_flat(SACConfig, {**base, **kw})
 
 
 def test_gaussian_map_normalised_and_peaks_at_mu():
@@ -238,7 +239,7 @@ def test_contrastive_update_changes_only_the_gaze_head():
     assert enc.head.mlp.layers[0].weight.grad is sentinel
     assert all(p.grad is None for n, p in enc.named_parameters() if n != "head.mlp.layers.0.weight")
     # update_every: off-steps do nothing
-    enc.settings["gaze_update_every"] = 4
+    enc.settings.update_every = 4
     before = {n: p.detach().clone() for n, p in enc.named_parameters()}
     assert enc.auxiliary_update(step=3) == [metrics]  # the latest values, same keys
     assert all(torch.equal(p, before[n]) for n, p in enc.named_parameters())
@@ -347,10 +348,12 @@ def test_a_run_in_a_pack_takes_the_same_contrastive_step_as_alone():
 
 
 def test_bad_settings_are_named():
-    with pytest.raises(ValueError, match="gaze_k"):
+    with pytest.raises(ValueError, match="--gaze-k must be >= 1, got 0"):
         ENCODERS["gaze"](small_cfg(gaze_k=0), 64)
-    with pytest.raises(ValueError, match="gaze_return_discount"):
+    with pytest.raises(ValueError, match=r"--gaze-return-discount must be in \(0, 1\], got 1.5"):
         ENCODERS["gaze"](small_cfg(gaze_return_discount=1.5), 64)
+    with pytest.raises(SystemExit):  # the same check refuses the flag before anything is built
+        parse_config(SACConfig, ["--encoder", "gaze", "--gaze-k", "0"])
 
 
 @pytest.mark.parametrize("name", ["gaze_patch", "gaze_mix"])

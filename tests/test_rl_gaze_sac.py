@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from common.cli import from_flat
 from rl.config import PRESETS, SACConfig
 from rl.encoders import ENCODERS
 from rl.gaze_viz import GazeVizConfig, cell_centre_px, gaze_strip
@@ -18,7 +19,7 @@ from rl.workspace import checkpoint_steps, latest_checkpoint, train
 
 def gaze_cfg(out: Path, **kw) -> SACConfig:
     """The gaze encoder on CPU with 20-step episodes, so returns reach the buffer."""
-    return SACConfig(**{**PRESETS["micro"], "encoder": "gaze", "out": str(out), "steps": 160, "random_steps": 60,
+    return from_flat(SACConfig, **{**PRESETS["micro"], "encoder": "gaze", "out": str(out), "steps": 160, "random_steps": 60,
                         "batch_size": 8, "max_episode_steps": 20, "replay_size": 1000, "log_every": 80, "checkpoint_every": 80,
                         "gaze_buffer_size": 500, "gaze_anchors": 32, "torch_threads": 1, **kw})
 
@@ -52,7 +53,7 @@ def test_gaze_trains_through_rl_sac(gaze_run: Path):
     assert updates >= 100 and int(next(iter(extra["head_optimizer"]["state"].values()))["step"]) == updates
     first = next(iter(extra["head_optimizer"]["state"].values()))
     assert first["exp_avg"].shape[0] == 1  # run-leading moments of a pack of one
-    enc = ENCODERS["gaze"](SACConfig(**{**PRESETS["micro"], "gaze_buffer_size": 500}), 64)
+    enc = ENCODERS["gaze"](from_flat(SACConfig, **{**PRESETS["micro"], "gaze_buffer_size": 500}), 64)
     enc.load_extra_state([extra])
     assert enc.buffers[0].size == 160 and enc.rngs[0].bit_generator.state == extra["rng"]
 
@@ -102,7 +103,7 @@ def test_gaze_strip_and_command(gaze_run: Path, tmp_path: Path):
     frames = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
     sal = np.random.default_rng(1).random((3, 64, 64)).astype(np.float32)
     for name in ("gaze_patch", "gaze_mix"):
-        enc = ENCODERS[name](SACConfig(gaze_components=3), 64)
+        enc = ENCODERS[name](from_flat(SACConfig, gaze_components=3), 64)
         out = gaze_strip(enc, frames, sal, "test maps", tmp_path / f"{name}.png", name)
         assert out.stat().st_size > 10_000 and out.read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(ValueError, match="saliency maps"):

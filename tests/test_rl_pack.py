@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from common.cli import from_flat, replace_flat
 from rl.config import SACConfig
 from rl.grid import GridConfig, plan, plan_packs
 from rl.replay import ReplayBuffer
@@ -19,7 +20,7 @@ TINY = dict(random_steps=50, max_episode_steps=50, batch_size=16, hidden_dim=64,
 
 
 def configs(root: Path, encoder: str, seeds, steps: int, tag: str, **kw) -> list[SACConfig]:
-    return [SACConfig(**{**TINY, **kw}, encoder=encoder, seed=s, steps=steps, out=str(root / f"{tag}{s}")) for s in seeds]
+    return [from_flat(SACConfig, **{**TINY, **kw}, encoder=encoder, seed=s, steps=steps, out=str(root / f"{tag}{s}")) for s in seeds]
 
 
 @pytest.fixture
@@ -94,7 +95,7 @@ def test_killed_pack_resumes_every_run_exactly(tmp_path):
     straight = train(configs(tmp_path, "state", (3, 4), 150, "s"))
     cut = configs(tmp_path, "state", (3, 4), 100, "r")
     train(cut)  # as if killed after the checkpoint at step 100
-    resumed = train([SACConfig(**{**c.__dict__, "steps": 150, "resume": True}) for c in cut])
+    resumed = train([replace_flat(c, steps=150, resume=True) for c in cut])
     for a_dir, b_dir in zip(straight, resumed):
         a = torch.load(a_dir / "agent.pt", weights_only=True)["model"]
         b = torch.load(b_dir / "agent.pt", weights_only=True)["model"]
@@ -113,11 +114,11 @@ def test_a_pack_resumes_from_the_newest_step_every_run_holds(tmp_path):
     run0 = cfgs[0].run_dir()
     ckpt = torch.load(run0 / "checkpoint-000000100.pt", weights_only=True)
     torch.save({**ckpt, "step": 150}, run0 / "checkpoint-000000150.pt")  # only run 0 reached step 150
-    pack = Pack([SACConfig(**{**c.__dict__, "steps": 200, "resume": True}) for c in cfgs])
+    pack = Pack([replace_flat(c, steps=200, resume=True) for c in cfgs])
     assert pack.step == 100
     (cfgs[1].run_dir() / "checkpoint-000000100.pt").unlink()
     with pytest.raises(SystemExit, match="no checkpoint at a common step"):
-        Pack([SACConfig(**{**c.__dict__, "steps": 200, "resume": True}) for c in cfgs])
+        Pack([replace_flat(c, steps=200, resume=True) for c in cfgs])
 
 
 def test_runs_that_cannot_stack_are_split_not_refused(tmp_path):
@@ -135,7 +136,7 @@ def test_graphed_updates_equal_eager_updates():
     from rl.agent import SAC, GraphedUpdates
     from rl.encoders import build_encoder
 
-    cfg = SACConfig(encoder="state", hidden_dim=64)
+    cfg = from_flat(SACConfig, encoder="state", hidden_dim=64)
     agents = []
     for _ in range(2):
         torch.manual_seed(0)
@@ -164,8 +165,8 @@ def test_max_minutes_pauses_at_an_episode_boundary_and_resume_finishes_exactly(t
     assert [p.name for p in dirs[0].glob("checkpoint-*.pt")] == ["checkpoint-000000050.pt"]
     assert not (dirs[0] / "agent.pt").exists() and not (dirs[0] / "summary.json").exists()
     for _ in range(2):  # each command advances one episode
-        train([SACConfig(**{**c.__dict__, "resume": True}) for c in boxed])
-    final = train([SACConfig(**{**c.__dict__, "resume": True, "max_minutes": 0.0}) for c in boxed])
+        train([replace_flat(c, resume=True) for c in boxed])
+    final = train([replace_flat(c, resume=True, max_minutes=0.0) for c in boxed])
     for a_dir, b_dir in zip(straight, final):
         a = torch.load(a_dir / "agent.pt", weights_only=True)["model"]
         b = torch.load(b_dir / "agent.pt", weights_only=True)["model"]

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from common.cli import from_flat
 from rl.config import PRESETS, SACConfig
 from rl.sac import main, run
 from rl.workspace import latest_checkpoint
@@ -18,7 +19,7 @@ TINY = dict(steps=150, random_steps=50, max_episode_steps=50, batch_size=8, hidd
 
 
 def tiny(tmp_path: Path, encoder: str, **kw) -> SACConfig:
-    return SACConfig(**{**TINY, "encoder": encoder, "out": str(tmp_path / encoder), **kw}).validate()
+    return from_flat(SACConfig, **{**TINY, "encoder": encoder, "out": str(tmp_path / encoder), **kw}).validate()
 
 
 @pytest.fixture(scope="module")
@@ -130,9 +131,9 @@ def test_gaze_encoder_runs_through_the_hooks(tmp_path):
 def test_resume_continues_exactly(tmp_path):
     kw = dict(encoder="state", steps=150, random_steps=50, max_episode_steps=50, batch_size=16, hidden_dim=32,
               eval_every=0, eval_episodes=1, log_every=25, checkpoint_every=50, torch_threads=1)
-    straight = run(SACConfig(**kw, out=str(tmp_path / "a")))
-    run(SACConfig(**{**kw, "steps": 100}, out=str(tmp_path / "b")))
-    resumed = run(SACConfig(**kw, out=str(tmp_path / "b"), resume=True))
+    straight = run(from_flat(SACConfig, **kw, out=str(tmp_path / "a")))
+    run(from_flat(SACConfig, **{**kw, "steps": 100}, out=str(tmp_path / "b")))
+    resumed = run(from_flat(SACConfig, **kw, out=str(tmp_path / "b"), resume=True))
     a = torch.load(straight / "agent.pt", weights_only=True)["model"]
     b = torch.load(resumed / "agent.pt", weights_only=True)["model"]
     for k in a:
@@ -162,14 +163,16 @@ def test_bad_names_list_the_valid_ones(capsys):
     assert "unknown encoder 'resnet'" in err and all(e in err for e in ENCODERS)
 
 
-def test_missing_pretrained_models_name_the_command(tmp_path, monkeypatch):
+def test_missing_pretrained_models_name_the_command(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit, match="python -m pretrain.multimae --modalities rgb,saliency"):
-        main(["--encoder", "mmae_rgbs"])
-    with pytest.raises(SystemExit, match="python -m pretrain.multimae --modalities rgb`"):
-        main(["--encoder", "mmae_rgb"])
-    with pytest.raises(SystemExit, match="python -m saliency.train --annotations data/annotations/reach-v3.npz"):
-        main(["--encoder", "cnn_rgbs", "--preset", "micro", "--saliency", "predictor"])
+    for flags, command in ((["--encoder", "mmae_rgbs"], "python -m pretrain.multimae --modalities rgb,saliency"),
+                           (["--encoder", "mmae_rgb"], "python -m pretrain.multimae --modalities rgb`"),
+                           (["--encoder", "cnn_rgbs", "--preset", "micro", "--saliency", "predictor"],
+                            "python -m saliency.train --annotations data/annotations/reach-v3.npz")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(flags)
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and command in err and err.count("\n") == 1
 
 
 def test_non_finite_settings_and_ignored_flags_are_refused(capsys):
@@ -182,7 +185,7 @@ def test_non_finite_settings_and_ignored_flags_are_refused(capsys):
         err = capsys.readouterr().err
         assert exit_info.value.code == 2 and message in err and "Traceback" not in err
     with pytest.raises(ValueError, match="alpha-lr must be a finite number > 0, got inf"):
-        SACConfig(encoder="state", alpha_lr=float("inf")).validate()
+        from_flat(SACConfig, encoder="state", alpha_lr=float("inf")).validate()
 
 
 def test_a_diverging_run_stops_keeps_its_checkpoint_and_exports_nothing(tmp_path, monkeypatch):
@@ -212,6 +215,6 @@ def test_help_documents_every_field_and_gaze_flags(capsys):
     for flag in ("--gaze-components", "--gaze-return-margin", "--num-envs", "--saliency-model", "--mmae", "--preset"):
         assert flag in out
     assert set(PRESETS) == {"micro", "demo", "cpu", "paper"} and PRESETS["cpu"]["hidden_dim"] == 256
-    cfg = SACConfig(encoder="state")
+    cfg = from_flat(SACConfig, encoder="state")
     assert (cfg.hidden_dim, cfg.batch_size, cfg.init_temperature, cfg.random_steps, cfg.log_std_min) == (1024, 128, 0.1, 1000, -10.0)
     assert np.isclose(cfg.tau, 0.005) and cfg.actor_update_every == cfg.target_update_every == 2
