@@ -266,6 +266,16 @@ def build_parser(cls: type, presets: Mapping[str, Mapping[str, Any]] | None = No
     return parser
 
 
+def _positional_as_flag(cls: type, argv: list[str]) -> list[str]:
+    """Leading words before any flag fill the field whose metadata sets `"positional": True`, joined by
+    commas (`python -m pipeline.report runs/sac runs/other` is `--roots runs/sac,runs/other`)."""
+    names = [name for name, _, f in flat_fields(cls) if f.metadata.get("positional")]
+    words = []
+    while names and argv and not argv[0].startswith("-"):
+        words.append(argv.pop(0))
+    return ["--" + names[0].replace("_", "-"), ",".join(words), *argv] if words else argv
+
+
 def parse_config(
     cls: type[T],
     argv: Sequence[str] | None = None,
@@ -274,7 +284,7 @@ def parse_config(
 ) -> T:
     """Parse argv into `cls`: defaults < preset < explicit flags."""
     parser = build_parser(cls, presets, description, prog=command_name(sys._getframe(1).f_globals.get("__name__", cls.__module__)))
-    args = vars(parser.parse_args(sys.argv[1:] if argv is None else list(argv)))
+    args = vars(parser.parse_args(_positional_as_flag(cls, sys.argv[1:] if argv is None else list(argv))))
     values: dict[str, Any] = {}
     preset = args.pop("preset", None) if presets else None
     if preset:

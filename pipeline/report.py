@@ -54,7 +54,7 @@ PROBE_TARGETS = ("hand", "object", "goal")
 class ReportConfig:
     """Write REPORT.md (+ PNGs) comparing every finished SAC run below the given roots."""
 
-    roots: str = field(default="runs/sac", metadata={"help": "comma-separated folders searched for summary.json"})
+    roots: str = field(default="runs/sac", metadata={"help": "comma-separated folders searched for summary.json (also as leading words: `python -m pipeline.report runs/sac runs/other`)", "positional": True})
     out: str = field(default="runs/report", metadata={"help": "folder for REPORT.md and its pictures"})
     pictures_root: str = field(default="runs", metadata={"help": "folder searched for stage pictures (saliency, mmae, gaze)"})
     title: str = field(default="ViSaRL vs Gaze on the Prize on Meta-World", metadata={"help": "report title"})
@@ -248,14 +248,6 @@ def write_report(cfg: ReportConfig) -> Path:
 
 
 def main(argv=None) -> None:
-    import sys
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    roots = []
-    while argv and not argv[0].startswith("-"):  # `python -m pipeline.report runs/sac runs/other [--out ...]`
-        roots.append(argv.pop(0))
-    if roots:
-        argv += ["--roots", ",".join(roots)]
     cfg = parse_config(ReportConfig, argv)
     print(f"report: {write_report(cfg)}")
 

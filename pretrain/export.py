@@ -37,7 +37,7 @@ class ExportConfig:
     """Write encoder.safetensors and a model card (README.md) beside every encoder.pt of a run
     (`python -m pretrain.export PATH` is short for --path PATH)."""
 
-    path: str = field(default="runs/mmae/rgbs", metadata={"help": "encoder.pt, or a folder searched recursively for encoder.pt files"})
+    path: str = field(default="runs/mmae/rgbs", metadata={"help": "encoder.pt, or a folder searched recursively for encoder.pt files", "positional": True})
 
 
 def _json(path: Path) -> dict[str, Any]:
@@ -162,11 +162,6 @@ def encoder_files(path: str | Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> list[tuple[Path, Path]]:
-    import sys
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and not argv[0].startswith("-"):  # `python -m pretrain.export runs/mmae/rgbs`
-        argv = ["--path", *argv]
     cfg = parse_config(ExportConfig, argv)
     with one_line_errors():
         written = [write_hub_files(p) for p in encoder_files(cfg.path)]

@@ -36,7 +36,7 @@ class ExportConfig:
     """Write <name>.safetensors beside saliency checkpoints and the folder's model card (README.md)
     (`python -m saliency.export PATH` is short for --path PATH)."""
 
-    path: str = field(default="runs/saliency/reach-v3", metadata={"help": "a saliency checkpoint (.pt), or a folder of them (last.pt files are skipped)"})
+    path: str = field(default="runs/saliency/reach-v3", metadata={"help": "a saliency checkpoint (.pt), or a folder of them (last.pt files are skipped)", "positional": True})
 
 
 def checkpoint_safetensors(ckpt: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
@@ -143,11 +143,6 @@ def checkpoint_files(path: str | Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> list[tuple[Path, Path]]:
-    import sys
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and not argv[0].startswith("-"):  # `python -m saliency.export runs/saliency/reach-v3`
-        argv = ["--path", *argv]
     cfg = parse_config(ExportConfig, argv)
     with one_line_errors():
         written = [write_hub_files(p) for p in checkpoint_files(cfg.path)]

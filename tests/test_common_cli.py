@@ -77,3 +77,15 @@ def test_config_json_is_flat(tmp_path):
     prepare_run_dir(tmp_path / "run", Outer(gaze=Inner(k=5)))
     stored = json.loads((tmp_path / "run" / "config.json").read_text())
     assert stored["gaze_k"] == 5 and stored["episode_steps"] == 150 and "gaze" not in stored and "env" not in stored
+
+
+@dataclass
+class WithRoots:
+    roots: str = field(default="runs/sac", metadata={"help": "folders", "positional": True})
+    out: str = field(default="runs/report", metadata={"help": "output"})
+
+
+def test_leading_words_fill_the_positional_field():
+    assert parse_config(WithRoots, ["a", "b", "--out", "x"]) == WithRoots(roots="a,b", out="x")
+    assert parse_config(WithRoots, ["--roots", "c"]) == WithRoots(roots="c")
+    assert parse_config(WithRoots, []) == WithRoots()
