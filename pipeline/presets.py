@@ -33,7 +33,8 @@ PRESETS: dict[str, dict] = {
     "demo": dict(
         stage_preset="demo", tasks="reach-v3", frames=2000, shard_size=500, annotate_n=30,
         # the CNN-trunk runs are the long ones (~2-4 steps/s with updates here): they start first
-        encoders="gaze,cnn_rgb,mmae_rgbs,mmae_rgb", seeds="0", sac_steps=1500, sac_extra="", parallel=2,
+        # evaluations every 500 steps: the README's learning curve has points, not one dot
+        encoders="gaze,cnn_rgb,mmae_rgbs,mmae_rgb", seeds="0", sac_steps=1500, sac_extra="--eval-every 500", parallel=2,
     ),
     "cpu": dict(
         stage_preset="cpu", tasks="reach-v3", frames=20_000, shard_size=1000, annotate_n=30,

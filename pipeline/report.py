@@ -42,7 +42,7 @@ PAPER_TABLE_I: dict[str, dict[str, tuple[float, float]]] = {
 ENCODER_ORDER = ["state", *TABLE_I, *(e for e in ENCODER_LABELS if e not in TABLE_I and e != "state")]
 PICTURE_GLOBS = {
     "Saliency examples (the paper's Fig. 7)": ["saliency/**/fig7*.png"],
-    "MultiMAE reconstructions (the paper's Fig. 6)": ["mmae/*/figures/*.png"],
+    "MultiMAE reconstructions (the paper's Fig. 6)": ["mmae/**/figures/*.png"],
     "Gaze overlays": ["sac/**/gaze*.png"],
 }
 #: where pretrain.probe writes its results (below the pictures root), and the positions it scores

@@ -28,7 +28,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from common.cli import from_flat, parse_config
+from common.cli import from_flat, one_line_errors, parse_config
 from common.io import atomic_write_json
 from pipeline.presets import PRESETS
 
@@ -63,10 +63,6 @@ class PipelineConfig:
         if self.backend not in ("local", "ray"):
             raise ValueError(f"backend must be 'local' or 'ray', got {self.backend!r}")
         return self
-
-
-#: training stages continue a run a killed job left behind (and start when there is none)
-RESUME = ["--resume", "auto"]
 
 
 class Paused(Exception):
@@ -121,6 +117,7 @@ def run(cfg: PipelineConfig) -> Path:
     from rl import gaze_viz
     from rl.grid import plan, run_grid
     from saliency import distill, evaluate, label, train
+    from saliency.config import DistillConfig, EvalConfig, LabelConfig, TrainConfig, from_preset
 
     tasks = [check_task(t) for t in cfg.tasks.split(",") if t]
     p = cfg.stage_preset
@@ -140,21 +137,22 @@ def run(cfg: PipelineConfig) -> Path:
                    lambda: annotate_oracle(task, shards, n=cfg.annotate_n))
         stages.run(f"export annotations {task}", [npz], lambda: export(ExportConfig(task=task)))
         stages.run(f"saliency.train {task}", [sal / "best.pt"],
-                   lambda: train.main(["--preset", p, "--annotations", str(npz), "--out", str(sal), *RESUME]))
+                   lambda: train.run(from_preset(TrainConfig, p, annotations=str(npz), out=str(sal), resume="auto")))
         stages.run(f"saliency.distill {task}", [sal / "student.pt"],
-                   lambda: distill.main(["--preset", p, "--teacher", str(sal / "best.pt"), "--data", str(shards), *RESUME]))
+                   lambda: distill.run(from_preset(DistillConfig, p, teacher=str(sal / "best.pt"), data=str(shards), resume="auto")))
         stages.run(f"saliency.evaluate {task}", [sal / "eval" / "metrics.json"],
-                   lambda: evaluate.main(["--preset", p, "--model", str(sal / "student.pt"), "--data", str(shards),
-                                          "--out", str(sal / "eval")]))
+                   lambda: evaluate.run(from_preset(EvalConfig, p, model=str(sal / "student.pt"), data=str(shards),
+                                                    out=str(sal / "eval"))))
         stages.run(f"saliency.label {task}", [labelled / "manifest.json"] if _complete(labelled) else [],
-                   lambda: label.main(["--preset", p, "--model", str(sal / "student.pt"), "--data", str(shards),
-                                       "--out", str(labelled)]))
+                   lambda: label.run(from_preset(LabelConfig, p, model=str(sal / "student.pt"), data=str(shards),
+                                                 out=str(labelled))))
     for name, modalities in (("rgbs", "rgb,saliency"), ("rgb", "rgb")):
         out = Path("runs/mmae") / name
         # one MultiMAE per task (out/<task>/ when there are several); the linear probe runs right after
         # pretraining (table printed, probe_*.json beside each encoder, loud warning if worse than random init)
         stages.run(f"pretrain.multimae {name}", list(encoder_paths(out, tasks).values()),
-                   lambda: (pretrain(cfg, ["--data", "data/shards", "--modalities", modalities, "--out", str(out)]),
+                   lambda: ([pretrain(cfg, ["--data", "data/shards", "--task", t, "--modalities", modalities, "--out", str(path.parent)])
+                             for t, path in encoder_paths(out, tasks).items()],
                             probe_gate(out, tasks, modalities)))
 
     def sac_grid() -> None:
@@ -165,7 +163,7 @@ def run(cfg: PipelineConfig) -> Path:
     gaze_runs = [r.run_dir for r in plan(grid_config(cfg)) if r.encoder.startswith("gaze")]
     for run_dir in gaze_runs:
         stages.run(f"rl.gaze_viz {run_dir}", [run_dir / "gaze_strip.png"],
-                   lambda run_dir=run_dir: gaze_viz.main(["--run", str(run_dir), "--frames", "6"]))
+                   lambda run_dir=run_dir: gaze_viz.run(gaze_viz.GazeVizConfig(run=str(run_dir), frames=6)))
     report = Path("runs/report/REPORT.md")
     stages.run("pipeline.report", [], lambda: write_report(ReportConfig(roots="runs/sac", out="runs/report", pictures_root="runs")))
     return report
@@ -173,7 +171,7 @@ def run(cfg: PipelineConfig) -> Path:
 
 def pretrain_command(cfg: PipelineConfig, args: list[str]) -> list[str]:
     """pretrain.multimae's arguments for this pipeline; under torchrun (`--nproc-per-node N`) the whole command."""
-    args = ["--preset", cfg.stage_preset, *args, *shlex.split(cfg.pretrain_extra), *RESUME]
+    args = ["--preset", cfg.stage_preset, *args, *shlex.split(cfg.pretrain_extra), "--resume", "auto"]
     if not cfg.nproc_per_node:
         return args
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(cfg.nproc_per_node),
@@ -181,7 +179,10 @@ def pretrain_command(cfg: PipelineConfig, args: list[str]) -> list[str]:
 
 
 def pretrain(cfg: PipelineConfig, args: list[str]) -> None:
-    """Pretrain in this process, or under torchrun (`torchrun --nproc-per-node N -m pretrain.multimae ...`)."""
+    """Pretrain in this process, or under torchrun (`torchrun --nproc-per-node N -m pretrain.multimae ...`).
+
+    The one stage called with flags rather than a config: the same command runs in torchrun's processes,
+    and --pretrain-extra holds pretrain.multimae flags."""
     command = pretrain_command(cfg, args)
     if not cfg.nproc_per_node:
         from pretrain.train import main as pretrain_main
@@ -227,7 +228,7 @@ def main(argv=None) -> None:
     root = Path(cfg.root)
     root.mkdir(parents=True, exist_ok=True)
     start = time.time()
-    with contextlib.chdir(root):
+    with contextlib.chdir(root), one_line_errors():
         try:
             report = run(cfg)
         except Paused as why:

@@ -17,10 +17,9 @@ BANNER = "!" * 100
 
 
 def encoder_paths(run_dir: str | Path, tasks: list[str]) -> dict[str, Path]:
-    """Where `pretrain.multimae --data <root> --out run_dir` writes each task's encoder: run_dir/encoder.pt
-    for one task, run_dir/<task>/encoder.pt for several (one model per task)."""
-    run_dir = Path(run_dir)
-    return {t: run_dir / "encoder.pt" for t in tasks} if len(tasks) == 1 else {t: run_dir / t / "encoder.pt" for t in tasks}
+    """Each task's encoder as the pipeline trains it, `pretrain.multimae --task <task> --out run_dir/<task>`:
+    run_dir/<task>/encoder.pt, whatever other tasks the shard root holds (rl.sac reads it by default)."""
+    return {t: Path(run_dir) / t / "encoder.pt" for t in tasks}
 
 
 def probe_gate(run_dir: str | Path, tasks: list[str], modalities: str, data_root: str | Path = "data/shards",

@@ -53,7 +53,7 @@ class SACConfig:
     # -- inputs of pretrained encoders ---------------------------------------------------------
     saliency: str = _f("predictor", "saliency source for saliency-consuming encoders: predictor (trained model on every frame) or oracle (simulator clicks -> map, for ablations and CPU runs)")
     saliency_model: str = _f("", "saliency checkpoint (default runs/saliency/<task>/student.pt, else best.pt)")
-    mmae: str = _f("", "frozen MultiMAE encoder (default runs/mmae/rgb/encoder.pt for mmae_rgb, runs/mmae/rgbs/encoder.pt for mmae_rgbs, mmae_rgbs_po and mmae_rgbs_grid2)")
+    mmae: str = _f("", "frozen MultiMAE encoder (default runs/mmae/rgb/<task>/encoder.pt, else runs/mmae/rgb/encoder.pt, for mmae_rgb; runs/mmae/rgbs/... for mmae_rgbs, mmae_rgbs_po and mmae_rgbs_grid2)")
     # -- SAC -----------------------------------------------------------------------------------
     hidden_dim: int = _f(1024, "width of the two hidden layers of actor and critics")
     feature_dim: int = _f(100, "output size of the CNN encoders' projection (Linear + LayerNorm + tanh)")

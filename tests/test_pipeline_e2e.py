@@ -25,7 +25,7 @@ def test_micro_pipeline_reports_a_row_for_every_encoder(tmp_path):
         assert "(n=1)" in row[0]
     assert (tmp_path / "runs" / "report" / "curves_reach-v3.png").stat().st_size > 10_000
     for must in ("data/shards/reach-v3-sal/manifest.json", "runs/saliency/reach-v3/student.pt",
-                 "runs/mmae/rgbs/encoder.pt", "runs/mmae/rgb/encoder.pt"):
+                 "runs/mmae/rgbs/reach-v3/encoder.pt", "runs/mmae/rgb/reach-v3/encoder.pt"):
         assert (tmp_path / must).exists(), must
     # A second run skips every stage whose outputs exist.
     again = subprocess.run([sys.executable, "-m", "pipeline", "--preset", "micro", "--root", str(tmp_path)],

@@ -237,14 +237,15 @@ def test_presets_keep_the_paper_recipe():
 def test_pipeline_gate_probes_each_encoder_and_skips_unusable_data(shards, tmp_path, capsys):
     from pretrain.gate import encoder_paths, probe_gate
 
-    assert encoder_paths("runs/mmae/rgbs", ["reach-v3"]) == {"reach-v3": Path("runs/mmae/rgbs/encoder.pt")}
+    # one folder per task, also for a single task: a shard root that gains tasks later keeps the layout
+    assert encoder_paths("runs/mmae/rgbs", ["reach-v3"]) == {"reach-v3": Path("runs/mmae/rgbs/reach-v3/encoder.pt")}
     assert encoder_paths("runs/mmae/rgbs", ["a", "b"])["b"] == Path("runs/mmae/rgbs/b/encoder.pt")
     torch.manual_seed(0)
     run_dir = tmp_path / "rgb"
-    run_dir.mkdir()
-    _export(MultiMAE(ModelConfig(modalities=("rgb",), **TINY), decoders=False), run_dir / "encoder.pt")
+    (run_dir / "reach-v3").mkdir(parents=True)
+    _export(MultiMAE(ModelConfig(modalities=("rgb",), **TINY), decoders=False), run_dir / "reach-v3" / "encoder.pt")
     results = probe_gate(run_dir, ["reach-v3"], "rgb", data_root=shards, pools="mean", fit_frames=120, score_frames=40)
-    assert len(results) == 1 and (run_dir / "probe_rgb.json").exists()
+    assert len(results) == 1 and (run_dir / "reach-v3" / "probe_rgb.json").exists()
     assert [r["kind"] for r in results[0]["rows"]] == ["pretrained", "random init", "pixels"]
     capsys.readouterr()
     assert probe_gate(run_dir, ["reach-v3"], "rgb", data_root=tmp_path / "no-data", pools="mean") == []  # never fatal
