@@ -83,7 +83,8 @@ class MetricLogger:
                     self._tb.add_scalar(f"{self.path.stem}/{k}", v, step)
 
     def truncate_after(self, step: int) -> None:
-        """On resume: drop rows logged after the checkpoint's step, so no row is duplicated."""
+        """On resume: drop rows (and TensorBoard scalars) logged after the checkpoint's step, so none is duplicated."""
+        self._truncate_tensorboard(step)
         if not self.path.exists():
             return
         with open(self.path, newline="") as f:
@@ -94,6 +95,28 @@ class MetricLogger:
         keep = [r for r in body if r and float(r[0]) <= step]
         with open(self.path, "w", newline="") as f:
             csv.writer(f).writerows([header, *keep])
+
+    def _truncate_tensorboard(self, step: int) -> None:
+        """Rewrite the event files of <run>/tb that hold summaries after `step` without them (a killed
+        run's; TensorBoard's purge_step would hide this attempt's events too when loggers open late)."""
+        tb = self.path.parent / "tb"
+        if self._tb is None or not tb.is_dir():
+            return
+        from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+        from tensorboard.compat.proto.event_pb2 import Event
+        from tensorboard.summary.writer.record_writer import RecordWriter
+
+        for path in sorted(tb.glob("events.out.tfevents.*")):
+            records = list(RawEventFileLoader(str(path)).Load())
+            keep = [r for r in records if not (e := Event.FromString(r)).HasField("summary") or e.step <= step]
+            if len(keep) == len(records):
+                continue
+            tmp = path.with_name(f".{path.name}.part")
+            with open(tmp, "wb") as f:
+                writer = RecordWriter(f)
+                for record in keep:
+                    writer.write(record)
+            tmp.replace(path)
 
     def close(self) -> None:
         if self._tb is not None:

@@ -39,6 +39,15 @@ def logged_steps(run_dir: Path) -> list[int]:
     return [int(r["step"]) for r in csv.DictReader(open(run_dir / "metrics.csv"))]
 
 
+def tensorboard_steps(run_dir: Path) -> list[int]:
+    """Steps of metrics/episodes as TensorBoard shows them (events a killed attempt logged after its checkpoint are purged)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tb"))
+    events.Reload()
+    return [e.step for e in events.Scalars("metrics/episodes")]
+
+
 @pytest.mark.slow
 def test_a_killed_worker_node_is_retried_and_resumes_without_duplicated_rows(cluster, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -65,6 +74,7 @@ def test_a_killed_worker_node_is_retried_and_resumes_without_duplicated_rows(clu
     assert any("resumed at step" in log for log in logs), logs  # the retried pack continued, not restarted
     for run in runs:
         assert logged_steps(run) == list(range(100, STEPS + 1, 100))  # one row per step: none duplicated, none lost
+        assert tensorboard_steps(run) == list(range(100, STEPS + 1, 100))
         assert json.loads((run / "summary.json").read_text())["steps"] == STEPS
     print(f"killed a node {killed[0] - t0:.0f} s in; grid done after {time.time() - t0:.0f} s")
 
