@@ -85,11 +85,13 @@ class Stages:
         return self.cfg.max_minutes - (time.time() - self.t0) / 60
 
     def run(self, name: str, outputs: list[Path], fn) -> None:
-        """Run `fn` unless every path in `outputs` exists (then the stage is skipped)."""
+        """Run `fn` unless every path in `outputs` exists (then the stage is skipped) and the stage did not
+        stop midway (training stages write their outputs before they finish: a killed one runs again and
+        continues, `--resume auto`)."""
         self.done += 1
         head = f"[{self.done}/{self.total}] {name}"
         previous = self.record.get(name, {})
-        if outputs and all(p.exists() for p in outputs):
+        if outputs and all(p.exists() for p in outputs) and previous.get("status") != "running":
             if previous.get("preset") not in (None, self.cfg.stage_preset):
                 raise SystemExit(
                     f"error: {', '.join(map(str, outputs))} came from preset {previous['preset']!r}, not "
@@ -98,11 +100,13 @@ class Stages:
             return
         if self.minutes_left() <= 0:
             raise Paused(f"the {self.cfg.max_minutes:g}-minute budget ran out before {name}")
-        print(f"{head} ...", flush=True)
+        print(f"{head} ..." + (" (continues where it stopped)" if previous.get("status") == "running" else ""), flush=True)
+        self.record[name] = {"preset": self.cfg.stage_preset, "status": "running"}
+        atomic_write_json(self.record_path, self.record)
         start = time.time()
         fn()
         took = time.time() - start
-        self.record[name] = {"preset": self.cfg.stage_preset, "seconds": round(took, 1)}
+        self.record[name] = {"preset": self.cfg.stage_preset, "status": "done", "seconds": round(took, 1)}
         atomic_write_json(self.record_path, self.record)
         print(f"{head}: done in {took:.0f} s (total {time.time() - self.t0:.0f} s)", flush=True)
 

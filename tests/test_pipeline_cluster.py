@@ -44,3 +44,23 @@ def test_pretraining_under_torchrun(tmp_path, monkeypatch, capfd):
     log = list(csv.DictReader(open(tmp_path / "m" / "train.csv")))
     assert [int(r["step"]) for r in log] == list(range(1, len(log) + 1)) and (tmp_path / "m" / "encoder.pt").exists()
     assert "2 process(es)" in capfd.readouterr().out  # the torchrun children's own report
+
+
+def test_a_stage_killed_after_writing_its_outputs_runs_again(tmp_path, monkeypatch):
+    """Training stages write best.pt / student.pt / encoder.pt before they finish: a requeued pipeline
+    reruns a stage that started and never ended (it continues: --resume auto), and skips finished ones."""
+    from pipeline.run import Stages
+
+    monkeypatch.chdir(tmp_path)
+    output = tmp_path / "best.pt"
+    calls = []
+
+    def killed() -> None:
+        output.write_text("epoch 1 of 10")
+        raise KeyboardInterrupt  # the job is killed mid-stage
+
+    with pytest.raises(KeyboardInterrupt):
+        Stages(PipelineConfig(), total=1).run("saliency.train", [output], killed)
+    Stages(PipelineConfig(), total=1).run("saliency.train", [output], lambda: calls.append("continued"))
+    Stages(PipelineConfig(), total=1).run("saliency.train", [output], lambda: calls.append("again"))
+    assert calls == ["continued"]
