@@ -128,6 +128,18 @@ def from_stored(cls: type[T], stored: Mapping[str, Any]) -> T:
     return from_flat(cls, {k: v for k, v in stored.items() if k in names})
 
 
+def as_flags(values: Mapping[str, Any]) -> list[str]:
+    """{flag name: value} -> the words that set them on a command line (`--gaze-k 8`, `--no-flip`)."""
+    words: list[str] = []
+    for name, value in values.items():
+        flag = name.replace("_", "-")
+        if isinstance(value, bool):
+            words.append(f"--{flag}" if value else f"--no-{flag}")
+        else:
+            words += [f"--{flag}", ",".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)]
+    return words
+
+
 def replace_flat(cfg: T, **changes: Any) -> T:
     """A copy of config `cfg` with fields changed by flag name (`replace_flat(sac, task="door-open-v3", gaze_k=8)`)."""
     new = from_flat(type(cfg), {**flat_dict(cfg), **changes})

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from common.cli import check_finite, flat_dict, nested, one_line_errors, parse_config
+from common.cli import as_flags, check_finite, flat_dict, nested, one_line_errors, parse_config
 from common.io import check_writable_dir
 from common.runs import code_version
 from data.env import EnvConfig, PixelMetaWorld
@@ -56,6 +56,12 @@ class CollectConfig:
     def shard_sizes(self) -> list[int]:
         n_full, rest = divmod(self.frames, self.shard_size)
         return [self.shard_size] * n_full + ([rest] if rest else [])
+
+    def flags(self) -> str:
+        """--task and --frames, then the settings that differ from the defaults: what repairs this folder."""
+        mine, default = self.identity(), CollectConfig().identity()
+        first = ("task", "frames")
+        return " ".join(as_flags({k: mine[k] for k in dict.fromkeys([*first, *mine]) if k in first or mine[k] != default[k]}))
 
     def identity(self) -> dict:
         """Settings that define the data (flat, as in the manifest); a resume must match them exactly."""
@@ -139,6 +145,7 @@ def _manifest(cfg: CollectConfig, done: dict[int, dict], sizes: list[int]) -> di
         "format": "visarl-shards/1",
         "status": "complete" if complete else "in_progress",
         **cfg.identity(),
+        "flags": cfg.flags(),
         "frames_written": int(sum(e["frames"] for e in done.values())),
         "shards": [done[i] for i in sorted(done)],
         "policy_mix": {"expert": cfg.expert_frac, "random": cfg.random_frac,

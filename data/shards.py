@@ -43,6 +43,7 @@ import webdataset as wds
 from PIL import Image
 from webdataset.tariterators import group_by_keys, tar_file_iterator
 
+from common.cli import as_flags
 from common.io import ShardError, atomic_write_bytes, atomic_write_json
 from data.clicks import clicks_to_map
 
@@ -255,19 +256,20 @@ def write_manifest(directory: str | Path, manifest: dict[str, Any]) -> None:
     atomic_write_json(Path(directory) / MANIFEST, manifest)
 
 
+#: the data.collect settings a manifest of a collection from before "flags" records (its identity)
+COLLECT_SETTINGS = ("task", "frames", "image_size", "camera", "render_quality", "episode_steps", "goal_observable", "seed",
+                    "shard_size", "expert_frac", "random_frac", "noise_std_max")
+
+
 def repair_command(directory: str | Path, manifest: dict[str, Any]) -> str:
     """The command that regenerates a folder's missing or damaged shards, and only those."""
     directory = Path(directory)
     if manifest.get("labelled_from"):
         source = directory.parent / Path(manifest["labelled_from"]).name
         return f"python -m saliency.label --model {manifest.get('saliency_model', 'MODEL')} --data {source} --out {directory}"
-    from data.collect import CollectConfig  # here: data.collect imports this module
-
-    default = CollectConfig().identity()
-    first = ("task", "frames")  # always named, first; then the settings that differ from the defaults
-    flags = [f"--{k.replace('_', '-')} {manifest[k]}" for k in dict.fromkeys([*first, *default])
-             if k in manifest and (k in first or manifest[k] != default[k])]
-    return " ".join(["python -m data.collect --out", str(directory), *flags])
+    # data.collect records its flags; a folder collected before it did is named by every setting it records
+    flags = manifest.get("flags") or " ".join(as_flags({k: manifest[k] for k in COLLECT_SETTINGS if k in manifest}))
+    return f"python -m data.collect --out {directory} {flags}"
 
 
 def verified_shards(directory: str | Path, allow_incomplete: bool = False) -> list[ShardFile]:

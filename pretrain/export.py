@@ -23,7 +23,7 @@ from common.io import safe_torch_load
 from data.shards import ShardError, read_manifest
 from pretrain.frozen import ENCODER_FORMAT, encoder_safetensors
 from pretrain.model import POOLS
-from pretrain.probe import markdown_table as probe_table
+from pretrain.probe_table import markdown_table as probe_table
 
 #: manifest fields (data.collect's settings) that say how the frames were rendered
 RENDER_KEYS = ("camera", "image_size", "render_quality", "episode_steps")

@@ -33,11 +33,13 @@ from common.runs import code_version, device_description
 from data.preprocess import frames_to_tensor
 from data.shards import ShardError, read_manifest
 from pretrain.data import Frames, load_frames, select_folders
+from pretrain.export import refresh_card
 from pretrain.frozen import FrozenEncoder
 from pretrain.model import POOLS
+from pretrain.probe_table import TARGET_NAMES, fmt_r2, format_row, table_header
 
 #: position name -> slice of the 39-d Meta-World state
-TARGETS = {"hand": slice(0, 3), "object": slice(4, 7), "goal": slice(36, 39)}
+TARGETS = dict(zip(TARGET_NAMES, (slice(0, 3), slice(4, 7), slice(36, 39))))  # state columns of each position
 ALPHAS = (1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4, 1e5)
 STORE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 #: R^2 differences below this are within the probe's noise (seeds, frame samples): the gate ignores them
@@ -260,8 +262,6 @@ def probe(cfg: ProbeConfig, verbose: bool = True) -> dict:
     out = Path(cfg.out) if cfg.out else path.parent / f"probe_{label}.json"
     atomic_write_json(out, result)
     if out.parent == path.parent:  # the encoder's model card lists the probes beside it
-        from pretrain.export import refresh_card  # here: pretrain.export imports this module
-
         refresh_card(path)
     if verbose:
         for w in result["warnings"]:
@@ -272,24 +272,6 @@ def probe(cfg: ProbeConfig, verbose: bool = True) -> dict:
 
 
 # -- reporting --------------------------------------------------------------------------------
-def _fmt(v: float | None) -> str:
-    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}"
-
-
-def table_header(store: str = "float16") -> str:
-    cols = [f"{t} R^2" for t in TARGETS] + [f"{t}, {store}" for t in TARGETS]
-    return "| features | pool | dim | " + " | ".join(cols) + " |\n|" + "---|" * (3 + len(cols))
-
-
-def format_row(row: dict) -> str:
-    vals = [row["r2"][t] for t in TARGETS] + [row["r2_stored"][t] for t in TARGETS]
-    return f"| {row['features']} | {row['pool']} | {row['dim']} | " + " | ".join(_fmt(v) for v in vals) + " |"
-
-
-def markdown_table(result: dict) -> str:
-    return "\n".join([table_header(result["store"])] + [format_row(r) for r in result["rows"]])
-
-
 def _row(result: dict, kind: str, pool: str) -> dict | None:
     return next((r for r in result["rows"] if r["kind"] == kind and r["pool"] == pool), None)
 
@@ -302,13 +284,13 @@ def gate_warnings(result: dict) -> list[str]:
         pre, rnd = _row(result, "pretrained", pool), _row(result, "random init", pool)
         if pre and rnd and not pre["r2"]["hand"] >= rnd["r2"]["hand"] - TOLERANCE:
             out.append(f"{result['encoder']} ({'+'.join(result['inputs'])}, pool {pool}) reads the hand position worse than the same "
-                       f"model at random init (R^2 {_fmt(pre['r2']['hand'])} vs {_fmt(rnd['r2']['hand'])}): pretraining did not help")
+                       f"model at random init (R^2 {fmt_r2(pre['r2']['hand'])} vs {fmt_r2(rnd['r2']['hand'])}): pretraining did not help")
         if pre:
             for t in TARGETS:
                 a, b = pre["r2"][t], pre["r2_stored"][t]
                 if not (math.isnan(a) or math.isnan(b)) and a - b > 5 * TOLERANCE:
                     out.append(f"{result['encoder']} pool {pool}: storing features as {result['store']} drops {t} R^2 from "
-                               f"{_fmt(a)} to {_fmt(b)}; store float32 or standardise the features")
+                               f"{fmt_r2(a)} to {fmt_r2(b)}; store float32 or standardise the features")
     return out
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from common.cli import check_finite, flat_dict, from_flat, nested, parse_config, replace_flat
+from common.cli import as_flags, check_finite, flat_dict, from_flat, nested, parse_config, replace_flat
 from common.runs import prepare_run_dir
 
 
@@ -89,3 +89,10 @@ def test_leading_words_fill_the_positional_field():
     assert parse_config(WithRoots, ["a", "b", "--out", "x"]) == WithRoots(roots="a,b", out="x")
     assert parse_config(WithRoots, ["--roots", "c"]) == WithRoots(roots="c")
     assert parse_config(WithRoots, []) == WithRoots()
+
+
+def test_as_flags_is_the_inverse_of_the_parser():
+    cfg = Outer(steps=3, env=Env("door-open-v3", 20), gaze=Inner(k=2, weight=0.5, on=False))
+    words = as_flags(flat_dict(cfg))
+    assert "--no-gaze-on" in words and words[words.index("--episode-steps") + 1] == "20"
+    assert parse_config(Outer, words) == cfg

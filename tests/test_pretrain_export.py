@@ -18,7 +18,7 @@ from pretrain.export import main as export_encoders
 from pretrain.export import refresh_card, write_hub_files
 from pretrain.frozen import ENCODER_FORMAT, FrozenEncoder
 from pretrain.model import ModelConfig, MultiMAE
-from pretrain.probe import format_row
+from pretrain.probe_table import format_row
 from saliency.export import main as export_saliency
 from saliency.picanet import PiCANet, PiCANetConfig
 from saliency.predictor import SaliencyPredictor, save_checkpoint
