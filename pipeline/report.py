@@ -67,17 +67,19 @@ def load_runs(roots: list[Path]) -> list[dict]:
         for summary in sorted(root.glob("**/summary.json")):
             run = json.loads(summary.read_text())
             run["dir"] = summary.parent
-            run["curve"] = _read_curve(summary.parent / "eval.csv")
+            run["curve"] = _read_curve(summary.parent / "eval.csv", "success")
+            run["return_curve"] = _read_curve(summary.parent / "eval.csv", "return_mean")
             runs.append(run)
     return runs
 
 
-def _read_curve(path: Path) -> list[tuple[float, float]]:
+def _read_curve(path: Path, column: str) -> list[tuple[float, float]]:
+    """(step, value) of the first eval.csv column whose name contains `column`."""
     if not path.exists():
         return []
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
-    key = next((k for k in (rows[0] if rows else {}) if "success" in k), None)
+    key = next((k for k in (rows[0] if rows else {}) if column in k), None)
     return [(float(r["step"]), float(r[key])) for r in rows if key and r.get(key) not in (None, "")]
 
 
@@ -125,26 +127,28 @@ def table_i(runs: list[dict]) -> str:
 
 
 def plot_curves(runs: list[dict], out: Path) -> list[Path]:
-    """One PNG per task: success vs env steps, mean across seeds (a marker at every evaluation) with a
-    shaded 95 % bootstrap confidence band over seeds."""
+    """One PNG per task: evaluation success (the paper's Fig. 3) and return vs env steps, the mean across
+    seeds (a marker at every evaluation) with a shaded 95 % bootstrap confidence band over seeds. The
+    return shows learning long before the first success."""
     paths = []
     for task in sorted({r["task"] for r in runs}):
-        fig, ax = plt.subplots(figsize=(6, 4))
-        by_enc = defaultdict(list)
-        for r in runs:
-            if r["task"] == task and r["curve"]:
-                by_enc[r["encoder"]].append(r["curve"])
-        for enc, curves in sorted(by_enc.items(), key=lambda kv: ENCODER_ORDER.index(kv[0]) if kv[0] in ENCODER_ORDER else 99):
-            steps = sorted({s for c in curves for s, _ in c})
-            ys = np.array([np.interp(steps, [s for s, _ in c], [v for _, v in c]) for c in curves])
-            mean = ys.mean(0)
-            line, = ax.plot(steps, mean, marker="o", markersize=3, label=f"{ENCODER_LABELS.get(enc, enc)} (n={len(ys)})")
-            if len(ys) > 1:
-                lo, hi = bootstrap_ci(ys)
-                ax.fill_between(steps, lo, hi, alpha=0.2, color=line.get_color())
-        ax.set(title=task, xlabel="environment steps", ylabel="success rate", ylim=(-0.02, 1.02))
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        for ax, key, label in ((axes[0], "curve", "success rate"), (axes[1], "return_curve", "evaluation return")):
+            by_enc = defaultdict(list)
+            for r in runs:
+                if r["task"] == task and r.get(key):
+                    by_enc[r["encoder"]].append(r[key])
+            for enc, curves in sorted(by_enc.items(), key=lambda kv: ENCODER_ORDER.index(kv[0]) if kv[0] in ENCODER_ORDER else 99):
+                steps = sorted({s for c in curves for s, _ in c})
+                ys = np.array([np.interp(steps, [s for s, _ in c], [v for _, v in c]) for c in curves])  # [seeds, T]
+                line, = ax.plot(steps, ys.mean(0), marker="o", markersize=3, label=f"{ENCODER_LABELS.get(enc, enc)} (n={len(ys)})")
+                if len(ys) > 1:
+                    lo, hi = bootstrap_ci(ys)
+                    ax.fill_between(steps, lo, hi, alpha=0.2, color=line.get_color())
+            ax.set(title=f"{task}: {label}", xlabel="environment steps", ylabel=label)
+            ax.grid(alpha=0.3)
+        axes[0].set_ylim(-0.02, 1.02)
+        axes[0].legend(fontsize=7)
         paths.append(write_figure(fig, out / f"curves_{task}.png"))
     return paths
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.report import PAPER_TABLE_I, ReportConfig, write_report
+from pipeline.report import PAPER_TABLE_I, ReportConfig, load_runs, write_report
 from rl.grid import ALL_ENCODERS, GridConfig, Run, is_finished, plan, sac_command
 
 
@@ -16,7 +16,8 @@ def _fake_run(root: Path, task: str, encoder: str, seed: int, success: float, st
     (d / "summary.json").write_text(json.dumps({
         "task": task, "encoder": encoder, "seed": seed, "steps": steps, "preset": "micro", "success_rate": success,
         "eval_episodes": 10, "wall_time_s": 60.0, "steps_per_s": 16.7, "device": "CPU test"}))
-    rows = ["step,wall_s,success_rate"] + [f"{s},{s / 10},{success * s / steps:.3f}" for s in range(0, steps + 1, 250)]
+    rows = ["step,wall_s,success_rate,return_mean"] + [f"{s},{s / 10},{success * s / steps:.3f},{100 + s / 10}"
+                                                       for s in range(0, steps + 1, 250)]
     (d / "eval.csv").write_text("\n".join(rows) + "\n")
     return d
 
@@ -55,6 +56,10 @@ def test_report_has_a_row_per_encoder_with_paper_numbers_and_curves(tmp_path):
     curve = tmp_path / "report" / "curves_reach-v3.png"
     img = np.asarray(Image.open(curve).convert("L"), float)
     assert img.shape[0] > 200 and img.std() > 10  # a drawn plot, not a blank canvas
+    left, right = img[:, : img.shape[1] // 2], img[:, img.shape[1] // 2:]
+    assert left.std() > 10 and right.std() > 10  # success panel and return panel both drawn
+    runs = load_runs([tmp_path / "sac"])
+    assert runs[0]["return_curve"][-1] == (1000.0, 200.0) and runs[0]["curve"][0] == (0.0, 0.0)
     assert "CPU test" in text and "1.0 min" in text  # footer: device and wall time of every run
 
 
