@@ -19,7 +19,7 @@ import dataclasses
 import math
 import sys
 import typing
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import field
 from typing import Any, NoReturn, TypeVar
 
@@ -293,9 +293,12 @@ def parse_config(
     argv: Sequence[str] | None = None,
     presets: Mapping[str, Mapping[str, Any]] | None = None,
     description: str | None = None,
+    module: str | None = None,
 ) -> T:
-    """Parse argv into `cls`: defaults < preset < explicit flags."""
-    parser = build_parser(cls, presets, description, prog=command_name(sys._getframe(1).f_globals.get("__name__", cls.__module__)))
+    """Parse argv into `cls`: defaults < preset < explicit flags. `module` (default: the caller's) names
+    the command in usage lines."""
+    module = module or sys._getframe(1).f_globals.get("__name__", cls.__module__)
+    parser = build_parser(cls, presets, description, prog=command_name(module))
     args = vars(parser.parse_args(_positional_as_flag(cls, sys.argv[1:] if argv is None else list(argv))))
     values: dict[str, Any] = {}
     preset = args.pop("preset", None) if presets else None
@@ -311,3 +314,14 @@ def parse_config(
     if preset and any(f.name == "preset" for f in dataclasses.fields(cls)):
         cfg.preset = preset  # type: ignore[attr-defined]
     return cfg
+
+
+def run_command(cls: type[T], run: Callable[[T], Any], argv: Sequence[str] | None = None,
+                presets: Mapping[str, Mapping[str, Any]] | None = None, description: str | None = None,
+                errors: tuple[type[BaseException], ...] = ()) -> Any:
+    """A command's main(): parse argv into `cls`, then return `run(cfg)`; bad flags and the errors a user
+    can fix (`one_line_errors`, plus `errors`) end with one line on stderr and exit status 2."""
+    module = sys._getframe(1).f_globals.get("__name__", cls.__module__)
+    cfg = parse_config(cls, argv, presets, description, module=module)
+    with one_line_errors(*errors):
+        return run(cfg)

@@ -24,7 +24,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from common.cli import parse_config  # noqa: E402
+from common.cli import run_command  # noqa: E402
 from common.figures import write_figure  # noqa: E402
 from data.env import PAPER_TASKS  # noqa: E402
 from rl.encoders import ENCODER_LABELS, TABLE_I  # noqa: E402  (labels of every registered encoder: importing rl registers the gaze ones)
@@ -252,8 +252,7 @@ def write_report(cfg: ReportConfig) -> Path:
 
 
 def main(argv=None) -> None:
-    cfg = parse_config(ReportConfig, argv)
-    print(f"report: {write_report(cfg)}")
+    print(f"report: {run_command(ReportConfig, write_report, argv)}")
 
 
 if __name__ == "__main__":

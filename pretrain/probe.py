@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from common.cli import one_line_errors, parse_config
+from common.cli import run_command
 from common.io import atomic_write_json
 from common.runs import code_version, device_description
 from data.preprocess import frames_to_tensor
@@ -295,10 +295,7 @@ def gate_warnings(result: dict) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    cfg = parse_config(ProbeConfig, argv)
-    with one_line_errors(ShardError):
-        result = probe(cfg)
-    return result
+    return run_command(ProbeConfig, probe, argv)
 
 
 if __name__ == "__main__":

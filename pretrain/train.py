@@ -24,10 +24,9 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from common.cli import flat_dict, one_line_errors, parse_config, replace_flat, should_resume
+from common.cli import flat_dict, replace_flat, run_command, should_resume
 from common.io import NonFiniteError, atomic_torch_save, atomic_write_json, safe_torch_load
 from common.runs import MetricLogger, code_version, device_description, prepare_run_dir
-from data.shards import ShardError
 from pretrain.augment import random_resized_crop
 from pretrain.config import PRESETS, PretrainConfig
 from pretrain.data import load_split, tasks_under
@@ -404,11 +403,9 @@ def run(cfg: PretrainConfig) -> Path:
 
 
 def main(argv: list[str] | None = None) -> Path:
-    cfg = parse_config(PretrainConfig, argv, presets=PRESETS,
+    return run_command(PretrainConfig, run, argv, presets=PRESETS,
                        description="MultiMAE pretraining on RGB (+ saliency) frames (ViSaRL). "
                        "Multi-GPU: torchrun --nproc-per-node N -m pretrain.multimae ...")
-    with one_line_errors(ShardError):
-        return run(cfg)
 
 
 if __name__ == "__main__":

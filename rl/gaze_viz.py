@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.patches import Ellipse  # noqa: E402
 
-from common.cli import from_stored, parse_config  # noqa: E402
+from common.cli import from_stored, run_command  # noqa: E402
 from common.figures import write_figure  # noqa: E402
 from common.io import safe_torch_load  # noqa: E402
 from data.clicks import clicks_to_map  # noqa: E402
@@ -219,11 +219,7 @@ def run(cfg: GazeVizConfig) -> Path:
 
 
 def main(argv: list[str] | None = None) -> Path:
-    cfg = parse_config(GazeVizConfig, argv)
-    try:
-        return run(cfg)
-    except (FileNotFoundError, ValueError) as err:
-        raise SystemExit(f"error: {err}") from err
+    return run_command(GazeVizConfig, run, argv)
 
 
 if __name__ == "__main__":

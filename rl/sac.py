@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from common.cli import one_line_errors, parse_config
+from common.cli import run_command
 from rl.config import PRESETS, SACConfig
 from rl.workspace import train
 
@@ -25,9 +25,7 @@ def run(cfg: SACConfig) -> Path:
 
 
 def main(argv: list[str] | None = None) -> Path:
-    cfg = parse_config(SACConfig, argv, presets=PRESETS)
-    with one_line_errors():
-        return run(cfg)
+    return run_command(SACConfig, run, argv, presets=PRESETS)
 
 
 if __name__ == "__main__":

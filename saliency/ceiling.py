@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from common.cli import from_flat, parse_config
+from common.cli import from_flat, run_command
 from data.clicks import clicks_to_map
 from data.collect import BehaviourPolicy, CollectConfig
 from data.env import make_env
@@ -61,7 +61,7 @@ def run(cfg: CeilingConfig) -> dict[str, float]:
 
 
 def main(argv=None) -> None:
-    run(parse_config(CeilingConfig, argv))
+    run_command(CeilingConfig, run, argv)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.cli import one_line_errors, parse_config, should_resume
+from common.cli import run_command, should_resume
 from common.runs import device_description
 from data.shards import load_arrays
 from saliency.config import DistillConfig, presets_for
@@ -70,9 +70,7 @@ def run(cfg: DistillConfig) -> Path:
 
 
 def main(argv=None) -> None:
-    cfg = parse_config(DistillConfig, argv, presets=presets_for(DistillConfig))
-    with one_line_errors():
-        run(cfg)
+    run_command(DistillConfig, run, argv, presets=presets_for(DistillConfig))
 
 
 if __name__ == "__main__":

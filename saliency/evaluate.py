@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from common.cli import one_line_errors, parse_config
+from common.cli import run_command
 from common.figures import write_figure
 from common.io import atomic_write_json
 from common.runs import code_version, device_description
@@ -97,9 +97,7 @@ def run(cfg: EvalConfig) -> Path:
 
 
 def main(argv=None) -> None:
-    cfg = parse_config(EvalConfig, argv, presets=presets_for(EvalConfig))
-    with one_line_errors():
-        run(cfg)
+    run_command(EvalConfig, run, argv, presets=presets_for(EvalConfig))
 
 
 if __name__ == "__main__":

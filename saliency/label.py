@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from common.cli import one_line_errors, parse_config
+from common.cli import run_command
 from common.io import atomic_write_json, check_writable_dir
 from data.shards import (
     ShardError,
@@ -131,9 +131,7 @@ def _labelled_shards(out: Path, shards: list[ShardFile]) -> dict[str, dict]:
 
 
 def main(argv=None) -> None:
-    cfg = parse_config(LabelConfig, argv, presets=presets_for(LabelConfig))
-    with one_line_errors():
-        run(cfg)
+    run_command(LabelConfig, run, argv, presets=presets_for(LabelConfig))
 
 
 if __name__ == "__main__":

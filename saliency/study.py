@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.cli import one_line_errors, parse_config
+from common.cli import run_command
 from common.io import atomic_write_json
 from saliency import train
 from saliency.config import PRESETS, StudyConfig, TrainConfig, from_preset, presets_for
@@ -69,9 +69,7 @@ def run(cfg: StudyConfig) -> Path:
 
 
 def main(argv=None) -> None:
-    cfg = parse_config(StudyConfig, argv, presets=presets_for(StudyConfig))
-    with one_line_errors():
-        run(cfg)
+    run_command(StudyConfig, run, argv, presets=presets_for(StudyConfig))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from common.cli import one_line_errors, parse_config, should_resume
+from common.cli import run_command, should_resume
 from common.io import check_finite_loss, safe_torch_load
 from common.runs import MetricLogger, device_description, prepare_run_dir
 from data.preprocess import frames_to_tensor
@@ -194,9 +194,7 @@ def run(cfg: TrainConfig) -> Path:
 
 
 def main(argv=None) -> None:
-    cfg = parse_config(TrainConfig, argv, presets=presets_for(TrainConfig))
-    with one_line_errors():
-        run(cfg)
+    run_command(TrainConfig, run, argv, presets=presets_for(TrainConfig))
 
 
 if __name__ == "__main__":

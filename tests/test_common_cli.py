@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from common.cli import as_flags, check_finite, flat_dict, from_flat, nested, parse_config, replace_flat
+from common.cli import as_flags, check_finite, flat_dict, from_flat, nested, parse_config, replace_flat, run_command
 from common.runs import prepare_run_dir
 
 
@@ -96,3 +96,14 @@ def test_as_flags_is_the_inverse_of_the_parser():
     words = as_flags(flat_dict(cfg))
     assert "--no-gaze-on" in words and words[words.index("--episode-steps") + 1] == "20"
     assert parse_config(Outer, words) == cfg
+
+
+def test_run_command_returns_the_result_and_turns_user_errors_into_one_line(capsys):
+    assert run_command(WithRoots, lambda cfg: cfg.roots.split(","), ["a", "b"]) == ["a", "b"]
+
+    def fails(cfg):
+        raise FileNotFoundError(f"{cfg.roots} holds no runs; run `python -m rl.grid` first")
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_command(WithRoots, fails, ["x"])
+    assert exit_info.value.code == 2 and capsys.readouterr().err == "error: x holds no runs; run `python -m rl.grid` first\n"
