@@ -224,8 +224,10 @@ def _mmae_factory(name: str):
     def factory(cfg: Any, image_size: int = 64, runs: int = 1) -> MMAEEncoder:
         path = mmae_path(cfg)
         if not path.exists():
+            where = (f"{path}, which does not exist" if cfg.mmae else
+                     f"{path.parent / cfg.env.task / path.name} (the task's own) or {path}, and neither exists")
             raise FileNotFoundError(
-                f"encoder {name!r} needs the frozen MultiMAE encoder {path}, which does not exist; "
+                f"encoder {name!r} needs a frozen MultiMAE encoder: {where}; "
                 f"produce it with `{mmae_command(folder)}` or pass --mmae PATH")
         from pretrain.frozen import FrozenEncoder
 
