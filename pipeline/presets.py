@@ -28,13 +28,14 @@ ALL = ",".join(ALL_ENCODERS)
 PRESETS: dict[str, dict] = {
     "micro": dict(
         stage_preset="micro", tasks="reach-v3", frames=300, shard_size=150, annotate_n=10,
-        encoders=ALL, seeds="0", sac_steps=300, sac_extra="", parallel=2,
+        encoders=ALL, seeds="0", sac_steps=300, sac_extra="", parallel=2, probe_frames=150,
     ),
     "demo": dict(
         stage_preset="demo", tasks="reach-v3", frames=2000, shard_size=500, annotate_n=30,
         # the CNN-trunk runs are the long ones (~2-4 steps/s with updates here): they start first
         # evaluations every 500 steps: the README's learning curve has points, not one dot
         encoders="gaze,cnn_rgb,mmae_rgbs,mmae_rgb", seeds="0", sac_steps=1500, sac_extra="--eval-every 500", parallel=2,
+        probe_frames=600,  # the probe after pretraining took 130-180 s per model at 1500
     ),
     "cpu": dict(
         stage_preset="cpu", tasks="reach-v3", frames=20_000, shard_size=1000, annotate_n=30,

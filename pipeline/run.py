@@ -50,6 +50,7 @@ class PipelineConfig:
     pack: int = field(default=0, metadata={"help": "SAC runs trained together in one process (0: rl.grid's default for the device)"})
     workers: int = field(default=1, metadata={"help": "frame-collection worker processes per task (0: one per core)"})
     pretrain_extra: str = field(default="", metadata={"help": "extra pretrain.multimae flags (e.g. a GPU budget)"})
+    probe_frames: int = field(default=1500, metadata={"help": "frames the probe after pretraining fits on (a third as many more, of other episodes, are scored)"})
     nproc_per_node: int = field(default=0, metadata={"help": "run pretrain.multimae under torchrun with this many processes (one per GPU of this machine; the global batch is split across them); 0: in this process"})
     backend: str = field(default="local", metadata={"help": "where the SAC grid's packs run: local (processes on this machine) or ray (tasks on a Ray cluster)", "choices": ["local", "ray"]})
     ray_address: str = field(default="", metadata={"help": "--backend ray: '' starts a Ray instance here, 'auto' joins the cluster this machine belongs to (`ray start`), or HOST:PORT"})
@@ -60,6 +61,8 @@ class PipelineConfig:
     def validate(self) -> "PipelineConfig":
         if self.workers < 0 or self.pack < 0 or self.nproc_per_node < 0 or self.parallel < 1 or not self.max_minutes >= 0:
             raise ValueError("workers, pack and nproc-per-node must be >= 0, parallel >= 1, max-minutes >= 0")
+        if self.probe_frames < 30:
+            raise ValueError(f"probe-frames must be >= 30, got {self.probe_frames}")
         if self.backend not in ("local", "ray"):
             raise ValueError(f"backend must be 'local' or 'ray', got {self.backend!r}")
         return self
@@ -157,7 +160,8 @@ def run(cfg: PipelineConfig) -> Path:
         stages.run(f"pretrain.multimae {name}", list(encoder_paths(out, tasks).values()),
                    lambda: ([pretrain(cfg, ["--data", "data/shards", "--task", t, "--modalities", modalities, "--out", str(path.parent)])
                              for t, path in encoder_paths(out, tasks).items()],
-                            probe_gate(out, tasks, modalities)))
+                            probe_gate(out, tasks, modalities, fit_frames=cfg.probe_frames,
+                                       score_frames=max(10, cfg.probe_frames // 3))))
 
     def sac_grid() -> None:
         budget = f" --max-minutes {max(stages.minutes_left(), 0.01):.2f}" if cfg.max_minutes else ""

@@ -13,6 +13,9 @@ def test_gpu_preset_is_the_table_i_slice():
     assert gpu.seeds == "0,1,2" and gpu.frames == 200_000 and gpu.sac_steps >= 250_000 and gpu.workers == 0
     assert 0 < gpu.max_minutes < 10 and gpu.pack >= 9  # the nine frozen-encoder runs share one process
     assert "--eval-episodes 50" in gpu.sac_extra
+    assert gpu.probe_frames == 1500 and PipelineConfig(**PRESETS["demo"]).probe_frames < 1000  # the demo's budget
+    with pytest.raises(ValueError, match="probe-frames must be >= 30"):
+        PipelineConfig(probe_frames=5).validate()
 
 
 def test_a_spent_budget_pauses_before_the_next_stage_and_keeps_everything(tmp_path, capsys):
