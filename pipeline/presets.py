@@ -3,7 +3,7 @@
 | preset | for | budget |
 |---|---|---|
 | micro | CI: every stage end to end in a few minutes | tiny models, 300 SAC steps |
-| demo  | `make demo`: the whole pipeline on a 2-core CPU (target 20 min; measured 32.6 min, RESULTS.md) | 2k frames, 1500 SAC steps, 3 evaluations |
+| demo  | `make demo`: the whole pipeline in <= 20 minutes on a 2-core CPU (16.9 min measured, RESULTS.md) | 2k frames, 1500 SAC steps, 3 evaluations |
 | cpu   | a meaningful CPU run (hours) | 20k frames, 100k SAC steps, every encoder |
 | paper | the paper's budgets, for GPUs | 200k frames, 200 epochs, 1M SAC steps, 50 eval rollouts, 3 seeds, 4 tasks |
 | gpu   | a Table I slice on one GPU node in 9-minute commands (`--tasks` picks the task) | 200k frames, paper-size saliency, 5M images per MultiMAE, 6 encoders x 3 seeds x 250k steps packed |
