@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from sac_pixels import encoder_export
 
-from common.cli import flat_dict, from_flat
+from common.cli import as_flags, flat_dict, from_flat
 from common.runs import device_description
 from rl.config import SACConfig
 
@@ -74,10 +74,9 @@ def separate(encoder: str, n: int, args, root: Path, extra: dict, checkout: str 
     """N concurrent `python -m rl.sac` processes (of `checkout`, another working tree, when given), rates summed."""
     procs = []
     for cfg in configs(encoder, n, args, root, extra):
-        flags, defaults = [], flat_dict(SACConfig())
-        for name, value in flat_dict(cfg).items():
-            if value != defaults[name] and not isinstance(value, bool):
-                flags += [f"--{name.replace('_', '-')}", str(value)]
+        defaults = flat_dict(SACConfig())
+        # bool flags left out: a --baseline-checkout may predate some of them
+        flags = as_flags({k: v for k, v in flat_dict(cfg).items() if v != defaults[k] and not isinstance(v, bool)})
         procs.append((cfg.run_dir(), subprocess.Popen([sys.executable, "-m", "rl.sac", *flags], cwd=checkout or None,
                                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)))
     for _, p in procs:

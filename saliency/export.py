@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common.cli import one_line_errors, parse_config
+from common.cli import run_command
 from common.hub import markdown_table, model_card, write_card, write_safetensors
 from common.io import safe_torch_load
 from data.shards import ShardError, read_manifest
@@ -142,13 +142,17 @@ def checkpoint_files(path: str | Path) -> list[Path]:
     return found
 
 
-def main(argv: list[str] | None = None) -> list[tuple[Path, Path]]:
-    cfg = parse_config(ExportConfig, argv)
-    with one_line_errors():
-        written = [write_hub_files(p) for p in checkpoint_files(cfg.path)]
-    for weights, card in written:
-        print(f"{weights} + {card}")
+def export(cfg: ExportConfig) -> list[tuple[Path, Path]]:
+    """The hub files of every checkpoint `cfg.path` names, each printed as it is written."""
+    written = []
+    for path in checkpoint_files(cfg.path):
+        written.append(write_hub_files(path))
+        print(" + ".join(map(str, written[-1])), flush=True)
     return written
+
+
+def main(argv: list[str] | None = None) -> list[tuple[Path, Path]]:
+    return run_command(ExportConfig, export, argv)
 
 
 if __name__ == "__main__":
