@@ -58,7 +58,8 @@ HEAD_JS = """
     el.click();
   });
   // Never lose a click: Gradio ignores clicks on the picture while its redrawn version is still
-  // loading (naturalWidth 0). Hold such clicks and replay them, in order, once it has loaded.
+  // loading (naturalWidth 0) or while the <img> is being swapped (the click then lands on its
+  // container). Hold such clicks and replay them on the picture, in order, once it has loaded.
   const held = [];
   const ready = (img) => img && img.complete && img.naturalWidth > 0;
   const flush = () => {
@@ -72,8 +73,10 @@ HEAD_JS = """
     }
   };
   document.addEventListener('click', (e) => {
-    const img = e.target instanceof Element ? e.target.closest('#frame-view img') : null;
-    if (!img || e.replayed || (ready(img) && held.length === 0)) return;
+    const view = e.target instanceof Element ? e.target.closest('#frame-view') : null;
+    if (!view || e.replayed) return;
+    const img = view.querySelector('img');
+    if (e.target === img && ready(img) && held.length === 0) return;
     e.stopImmediatePropagation();
     e.preventDefault();
     held.push([e.clientX, e.clientY]);
