@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export MUJOCO_GL ?= egl
 
-.PHONY: demo test venv sysdeps bench clean-venv
+.PHONY: demo test venv sysdeps bench cpu-slice clean-venv
 
 venv: $(STAMP)
 
@@ -31,6 +31,29 @@ demo: venv
 
 test: venv sysdeps
 	$(PY) -m pytest -q
+
+# RESULTS.md "Table I rows at a CPU budget": state and the frozen-encoder rows, 3 seeds x 100k steps on
+# reach-v3, packed, with MultiMAEs pretrained here (cpu preset) on frames labelled by the committed
+# saliency student. Many hours on 2 cores: run it again to continue (every step skips or resumes).
+SLICE ?= runs/cpu_slice
+SLICE_PY := $(abspath $(PY))
+SLICE_SAC := --eval-every 25000 --eval-episodes 20 --eval-envs 5 --checkpoint-every 10000
+# probe of model $(1) with inputs $(2) ('': all it was trained on), skipped once its probe_$(3).json exists
+slice_probe = test -f runs/mmae/$(1)/reach-v3/probe_$(3).json || $(SLICE_PY) -m pretrain.probe \
+	--encoder runs/mmae/$(1)/reach-v3/encoder.pt --data shards/reach-v3-sal --inputs '$(2)' --threads 2
+cpu-slice: venv
+	mkdir -p $(SLICE)/runs/saliency/reach-v3
+	cp -n artifacts/saliency/reach-v3/student.pt $(SLICE)/runs/saliency/reach-v3/
+	cd $(SLICE) && $(SLICE_PY) -m data.collect --task reach-v3 --frames 8000 --workers 2 --shard-size 1000 --out shards/reach-v3
+	cd $(SLICE) && $(SLICE_PY) -m saliency.label --model runs/saliency/reach-v3/student.pt --data shards/reach-v3 --out shards/reach-v3-sal
+	cd $(SLICE) && $(SLICE_PY) -m pretrain.multimae --data shards/reach-v3-sal --preset cpu --modalities rgb,saliency --threads 1 --resume auto --out runs/mmae/rgbs/reach-v3
+	cd $(SLICE) && $(SLICE_PY) -m pretrain.multimae --data shards/reach-v3-sal --preset cpu --modalities rgb --threads 1 --resume auto --out runs/mmae/rgb/reach-v3
+	cd $(SLICE) && $(call slice_probe,rgbs,,rgb+saliency)
+	cd $(SLICE) && $(call slice_probe,rgbs,rgb,rgb)
+	cd $(SLICE) && $(call slice_probe,rgb,,rgb)
+	cd $(SLICE) && $(SLICE_PY) -m rl.grid --tasks reach-v3 --encoders state,mmae_rgb,mmae_rgbs_po,mmae_rgbs --seeds 0,1,2 \
+		--steps 100000 --sac-preset cpu --pack 3 --parallel 2 --out runs/sac --extra "$(SLICE_SAC)"
+	cd $(SLICE) && $(SLICE_PY) -m pipeline.report --roots runs/sac --out report
 
 bench: venv
 	$(PY) bench/collection.py
