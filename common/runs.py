@@ -1,12 +1,16 @@
 """Run directories: config.json, metrics as CSV and TensorBoard, append-safe across resumes."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
+import fcntl
+import os
+import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from common.cli import flat_dict, resume_mode
 from common.io import atomic_write_json, check_writable_dir
@@ -48,6 +52,46 @@ def prepare_run_dir(out: str | Path, config: Any, resume: bool | str = False, al
         raise SystemExit(f"error: {out} already holds a run; pass --resume (or --resume auto) to continue it or choose another --out")
     atomic_write_json(path, {**cfg, "code_version": code_version()})
     return out
+
+
+_HELD: dict[Path, list[int]] = {}  # run folder -> [lock file descriptor, nesting depth] held by this process
+
+
+@contextlib.contextmanager
+def exclusive_run_dir(run_dir: str | Path) -> Iterator[Path]:
+    """Hold `run_dir` for this process while the block runs: a second process training into the same
+    folder (the same command started twice, a requeued job while the first still runs) stops with an
+    error naming the holder instead of interleaving rows and checkpoints. The lock is the kernel's
+    (fcntl.lockf on `<run_dir>/.lock`): a killed process leaves none behind, and processes it forks
+    (env workers) do not inherit it. Re-entrant within one process. A folder it created and nothing
+    filled (a run refused before it started) is removed again."""
+    created = not Path(run_dir).exists()
+    path = check_writable_dir(run_dir).resolve()
+    if path in _HELD:
+        _HELD[path][1] += 1
+    else:
+        fd = os.open(path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise SystemExit(f"error: {run_dir} is in use by {holder}; wait for it to end (or stop it), "
+                             "then run the same command again: it continues from the checkpoint") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        _HELD[path] = [fd, 1]
+    try:
+        yield Path(run_dir)
+    finally:
+        _HELD[path][1] -= 1
+        if not _HELD[path][1]:
+            fd = _HELD.pop(path)[0]
+            if created and [p.name for p in path.iterdir()] == [".lock"]:
+                with contextlib.suppress(OSError):  # still locked here, so no other process is inside
+                    (path / ".lock").unlink()
+                    path.rmdir()
+            os.close(fd)  # closing the descriptor releases the lock
 
 
 class MetricLogger:

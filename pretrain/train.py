@@ -13,6 +13,7 @@ With several tasks under --data, one model is trained per task (in --out/<task>)
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
@@ -26,7 +27,7 @@ from tqdm import tqdm
 
 from common.cli import flat_dict, replace_flat, run_command, should_resume
 from common.io import NonFiniteError, atomic_torch_save, atomic_write_json, safe_torch_load
-from common.runs import MetricLogger, code_version, device_description, prepare_run_dir
+from common.runs import MetricLogger, code_version, device_description, exclusive_run_dir, prepare_run_dir
 from pretrain.augment import random_resized_crop
 from pretrain.config import PRESETS, PretrainConfig
 from pretrain.data import load_split, tasks_under
@@ -392,13 +393,16 @@ def run(cfg: PretrainConfig) -> Path:
         print(f"{len(configs)} tasks under {cfg.data}: one MultiMAE each ({', '.join(c.task for c in configs)}); "
               "--pooled trains one on all", flush=True)
     out = cfg.run_dir
+    main_rank = int(os.environ.get("RANK", "0")) == 0
     for c in configs:
-        trainer = Trainer(c)
-        try:
-            out = trainer.fit()
-        finally:
-            if trainer.world > 1 and dist.is_initialized():
-                dist.destroy_process_group()
+        # the main rank holds the folder: no other job trains into it meanwhile
+        with exclusive_run_dir(c.run_dir) if main_rank else contextlib.nullcontext():
+            trainer = Trainer(c)
+            try:
+                out = trainer.fit()
+            finally:
+                if trainer.world > 1 and dist.is_initialized():
+                    dist.destroy_process_group()
     return out
 
 

@@ -16,6 +16,7 @@ a step that every run holds.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -31,7 +32,7 @@ from tqdm import tqdm
 
 from common.cli import RESUME_HELP, OneLineParser, flat_dict, from_flat, one_line_errors, resume_mode, should_resume
 from common.io import atomic_torch_save, atomic_write_json, safe_torch_load
-from common.runs import MetricLogger, device_description, prepare_run_dir
+from common.runs import MetricLogger, device_description, exclusive_run_dir, prepare_run_dir
 from rl.agent import SAC, GraphedUpdates, RunNoise
 from rl.config import PACK_FIELDS, SACConfig
 from rl.encoders import Encoder, build_encoder
@@ -251,6 +252,13 @@ class Pack:
 
 def train(cfgs: list[SACConfig]) -> list[Path]:
     """Train (or resume) the runs of one pack in lockstep; returns their run folders."""
+    with contextlib.ExitStack() as held:  # no other process trains into these folders meanwhile
+        for c in cfgs:
+            held.enter_context(exclusive_run_dir(c.run_dir()))
+        return _train(cfgs)
+
+
+def _train(cfgs: list[SACConfig]) -> list[Path]:
     pack = Pack(cfgs)
     cfg, R, E = pack.cfg, pack.runs, pack.envs_per_run
     agent, observer, buffer, encoder = pack.agent, pack.observer, pack.buffer, pack.encoder

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from common.cli import run_command, should_resume
 from common.io import check_finite_loss, safe_torch_load
-from common.runs import MetricLogger, device_description, prepare_run_dir
+from common.runs import MetricLogger, device_description, exclusive_run_dir, prepare_run_dir
 from data.preprocess import frames_to_tensor
 from saliency.config import TrainConfig, presets_for
 from saliency.data import Augment, load_annotations, split
@@ -162,6 +162,11 @@ def fit(
 def run(cfg: TrainConfig) -> Path:
     """Train PiCANet as configured; returns the path of best.pt."""
     cfg.validate()
+    with exclusive_run_dir(cfg.out_dir):  # no other process trains into this folder meanwhile
+        return _train(cfg)
+
+
+def _train(cfg: TrainConfig) -> Path:
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     ann = load_annotations(cfg.annotations)

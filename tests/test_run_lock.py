@@ -1,0 +1,75 @@
+"""One process per run folder: a second job training into a held folder is refused; a killed holder frees it."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from common.runs import exclusive_run_dir
+
+HOLDER = textwrap.dedent("""
+    import os, sys, time
+    from common.runs import exclusive_run_dir
+    with exclusive_run_dir(sys.argv[1]):
+        child = os.fork()  # like an env worker: forked while the folder is held
+        if child == 0:
+            time.sleep(600)
+            os._exit(0)
+        print(child, flush=True)
+        time.sleep(600)
+""")
+
+
+@pytest.fixture
+def holder(tmp_path):
+    """A process holding tmp_path/run (and a child it forked meanwhile); yields (process, child pid)."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path / "run")], stdout=subprocess.PIPE, text=True)
+    child = int(proc.stdout.readline())
+    yield proc, child
+    for pid in (proc.pid, child):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait()
+
+
+def test_a_held_folder_is_refused_and_a_killed_holder_frees_it(tmp_path, holder):
+    proc, child = holder
+    with pytest.raises(SystemExit, match=rf"run is in use by pid {proc.pid} on .*run the same command again"):
+        with exclusive_run_dir(tmp_path / "run"):
+            pass
+    proc.kill()
+    proc.wait()
+    os.kill(child, 0)  # the forked child still lives, and does not hold the folder
+    with exclusive_run_dir(tmp_path / "run") as run:
+        assert (run / ".lock").read_text() == f"pid {os.getpid()} on {os.uname().nodename}\n"
+
+
+def test_reentrant_and_an_unused_new_folder_is_removed(tmp_path):
+    with exclusive_run_dir(tmp_path / "a"):
+        with exclusive_run_dir(tmp_path / "a"):  # the same process may enter again
+            pass
+        assert (tmp_path / "a" / ".lock").exists()
+    assert not (tmp_path / "a").exists()  # created here, nothing written: no trace left
+    with exclusive_run_dir(tmp_path / "b") as run:
+        (run / "config.json").write_text("{}")
+    assert sorted(p.name for p in run.iterdir()) == [".lock", "config.json"]
+
+
+def test_rl_sac_refuses_a_folder_another_process_trains_into(tmp_path, holder):
+    proc, _ = holder
+    run = tmp_path / "run"
+    args = ["--preset", "micro", "--encoder", "state", "--steps", "200", "--out", str(run), "--resume", "auto"]
+    from rl.sac import main
+
+    with pytest.raises(SystemExit, match=rf"in use by pid {proc.pid}"):
+        main(args)
+    assert sorted(p.name for p in run.iterdir()) == [".lock"]  # nothing written beside the holder's lock
+    proc.kill()
+    proc.wait()
+    main(args)  # the holder is gone: the same command runs
+    assert json.loads((run / "summary.json").read_text())["steps"] == 200
