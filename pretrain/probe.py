@@ -92,9 +92,20 @@ def r2_pooled(pred: torch.Tensor, y: torch.Tensor) -> float:
     return float(1 - (pred - y).pow(2).sum() / sst)
 
 
+#: spreads below this share of the median feature's are floored there before dividing (see _standardizer)
+SPREAD_FLOOR = 0.01
+
+
 def _standardizer(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and spread per feature of the fit frames. Constant features keep spread 1; spreads below
+    SPREAD_FLOOR x the median live spread are floored there: a raw pixel that the arm crosses in a
+    handful of fit frames (spread ~1e-5) would otherwise become a unit-variance input whose values on
+    unseen frames reach thousands: such pixels sent the raw-pixel baseline's hand R^2 to -4.9 (0.98
+    floored). Features of ordinary spread, however scaled, are standardised as before."""
     mean, std = x.mean(0), x.std(0)
-    return mean, torch.where(std > 1e-12 * (1 + mean.abs()), std, torch.ones_like(std))
+    live = std > 1e-12 * (1 + mean.abs())
+    floor = SPREAD_FLOOR * std[live].median() if live.any() else 0.0
+    return mean, torch.where(live, std.clamp(min=floor), torch.ones_like(std))
 
 
 class Ridge:

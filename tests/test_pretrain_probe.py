@@ -16,7 +16,7 @@ from pretrain.config import PRESETS, PretrainConfig
 from pretrain.data import load_frames, split_episodes, tasks_under
 from pretrain.frozen import ENCODER_FORMAT, FrozenEncoder
 from pretrain.model import IMAGENET_MEAN, IMAGENET_STD, ModelConfig, MultiMAE
-from pretrain.probe import ALPHAS, ProbeConfig, Ridge, choose_alphas, gate_warnings, probe, r2_pooled, stored
+from pretrain.probe import ALPHAS, ProbeConfig, Ridge, choose_alphas, gate_warnings, probe, probe_features, r2_pooled, stored
 from pretrain.train import export_feature_stats, task_configs
 
 TINY = dict(dim=32, depth=1, num_heads=2, decoder_dim=32, decoder_depth=1, decoder_heads=2)
@@ -53,6 +53,24 @@ def test_ridge_recovers_a_linear_map_in_both_forms():
         assert r2 > (0.99 if d <= n else 0.2), (n, d, r2)
     assert math.isnan(r2_pooled(torch.zeros(5, 3), torch.ones(5, 3)))  # a constant target has no R^2
     assert r2_pooled(torch.zeros(4, 1), torch.tensor([[1.0], [-1.0], [1.0], [-1.0]])) == pytest.approx(0.0)
+
+
+def test_a_feature_nearly_constant_in_the_fit_frames_cannot_blow_up_unseen_ones():
+    g = torch.Generator().manual_seed(2)
+    groups = torch.arange(65).repeat_interleave(20)  # 65 episodes of 20 frames
+    pos = torch.rand(1300, 3, generator=g)
+    signal = pos @ torch.randn(3, 20, generator=g) + 0.3 * torch.randn(1300, 20, generator=g)  # [n, 20]
+    pixels = torch.full((1300, 5), 0.5)  # background pixels the arm crosses: faintly in one fit frame,
+    pixels[5] += 1e-4 * torch.rand(5, generator=g)
+    pixels[1000::7] += 0.3  # plainly in every 7th unseen frame
+    fit, score = slice(0, 1000), slice(1000, None)
+
+    def r2(x):
+        return probe_features(x[fit], x[score], {"p": pos[fit]}, {"p": pos[score]}, groups[fit])["r2"]["p"]
+
+    without = r2(signal)
+    assert without > 0.9
+    assert r2(torch.cat([signal, pixels], 1)) == pytest.approx(without, abs=0.01)  # unfloored: R^2 ~ -4e8
 
 
 def test_alpha_choice_follows_held_out_episodes():
