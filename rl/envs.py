@@ -12,6 +12,8 @@ The envs of every run of a pack live in one vector env (run-major). Vector envs 
 """
 from __future__ import annotations
 
+import multiprocessing
+import signal
 from collections.abc import Callable, Sequence
 
 import gymnasium as gym
@@ -75,6 +77,9 @@ class OracleSaliency(gym.ObservationWrapper):
 def _worker(config: EnvConfig, pixels: bool, oracle: bool, base: int, offset: int, stride: int,
             first_episode: int) -> Callable[[], gym.Env]:
     def thunk() -> gym.Env:
+        if multiprocessing.parent_process() is not None:  # a worker: SIGTERM/SIGINT to the whole process
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # group are for the trainer, which pauses at an
+            signal.signal(signal.SIGINT, signal.SIG_IGN)   # episode boundary and then closes its workers
         env: gym.Env = make_env(config) if pixels else StateOnlyMetaWorld(config)
         if oracle:
             env = OracleSaliency(env)

@@ -21,7 +21,9 @@ import json
 import math
 import re
 import shutil
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -295,6 +297,9 @@ def _train(cfgs: list[SACConfig]) -> list[Path]:
     next_ckpt = (step // cfg.checkpoint_every + 1) * cfg.checkpoint_every
     t0, t_log, steps_at_log = time.time(), time.time(), step
     last_success, paused = math.nan, False
+    stop_signal: list[str] = []  # SIGTERM (a scheduler's or Ray's notice) pauses like --max-minutes
+    previous_handler = (signal.signal(signal.SIGTERM, lambda signum, _: stop_signal.append(signal.Signals(signum).name))
+                        if threading.current_thread() is threading.main_thread() else None)
     bar = tqdm(total=cfg.steps * R, initial=step * R, unit="env-step", unit_scale=True, dynamic_ncols=True,
                desc=f"pack of {R} {cfg.encoder}", disable=None, file=sys.stdout)
 
@@ -382,7 +387,7 @@ def _train(cfgs: list[SACConfig]) -> list[Path]:
             if step >= next_eval and step < cfg.steps:
                 last_success = float(np.mean([res["success_rate"] for res in do_eval()]))
                 next_eval = (step // cfg.eval_every + 1) * cfg.eval_every
-            out_of_time = cfg.max_minutes and time.time() - t0 >= 60 * cfg.max_minutes
+            out_of_time = bool(stop_signal) or (cfg.max_minutes and time.time() - t0 >= 60 * cfg.max_minutes)
             if (step >= next_ckpt or out_of_time) and not ep_len.any():  # only at episode boundaries: exact resume
                 size = pack.save_checkpoints(time.time() - t0)
                 tqdm.write(f"step {step}: checkpoints written, {size / 2**20:.1f} MiB", file=sys.stdout)
@@ -393,13 +398,16 @@ def _train(cfgs: list[SACConfig]) -> list[Path]:
     finally:
         envs.close()
         bar.close()
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
 
     wall = time.time() - t0
     if paused:
         for log in (*metrics_logs, *eval_logs, *aux_logs):
             if log is not None:
                 log.close()
-        print(f"paused at step {step} of {cfg.steps} after {wall / 60:.1f} min (--max-minutes {cfg.max_minutes:g}); "
+        why = f"on {stop_signal[0]}" if stop_signal else f"(--max-minutes {cfg.max_minutes:g})"
+        print(f"paused at step {step} of {cfg.steps} after {wall / 60:.1f} min {why}; "
               "checkpoints written: run again with --resume (or --resume auto) to continue", flush=True)
         return pack.run_dirs
     if not ep_len.any() and len(pack.diverged) < R:

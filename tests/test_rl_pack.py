@@ -3,6 +3,7 @@ killed pack resumes every run exactly, and runs that cannot stack are split into
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from common.cli import from_flat, replace_flat
 from rl.config import SACConfig
 from rl.grid import GridConfig, plan, plan_packs
 from rl.replay import ReplayBuffer
-from rl.workspace import Pack, latest_checkpoint, train
+from rl.workspace import Pack, checkpoint_steps, latest_checkpoint, train
 
 TINY = dict(random_steps=50, max_episode_steps=50, batch_size=16, hidden_dim=64, feature_dim=16, replay_size=2000,
             eval_every=0, eval_episodes=1, log_every=50, checkpoint_every=50, torch_threads=1, saliency="oracle")
@@ -171,3 +172,37 @@ def test_max_minutes_pauses_at_an_episode_boundary_and_resume_finishes_exactly(t
         a = torch.load(a_dir / "agent.pt", weights_only=True)["model"]
         b = torch.load(b_dir / "agent.pt", weights_only=True)["model"]
         assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_sigterm_pauses_at_an_episode_boundary_and_the_rerun_finishes(tmp_path):
+    """SIGTERM to the whole process group (a scheduler's or Ray's notice) pauses the pack with
+    checkpoints, like --max-minutes; the same command with --resume auto then finishes it, one row per
+    logged step. Pixel env workers ignore the signal, so the trainer can still reach the boundary."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "rl.sac", "--preset", "micro", "--encoder", "cnn_rgb", "--steps", "100000",
+           "--hidden-dim", "16", "--batch-size", "4", "--log-every", "50", "--out", str(run), "--resume", "auto"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    metrics = run / "metrics.csv"
+    deadline = time.time() + 300
+    while not (metrics.exists() and len(metrics.read_text().splitlines()) > 2) and time.time() < deadline:
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGTERM)  # the trainer and its env workers alike
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    assert "on SIGTERM; checkpoints written" in out, out
+    paused_at = checkpoint_steps(run)[-1]
+    assert paused_at % 100 == 0 and paused_at > 0  # micro episodes are 100 steps: a boundary
+    assert not (run / "summary.json").exists()
+    steps = [int(r["step"]) for r in csv.DictReader(open(metrics))]
+    assert steps[-1] >= paused_at  # rows after the checkpoint are dropped on resume, not duplicated
+    cmd[cmd.index("100000")] = str(paused_at + 100)
+    subprocess.run(cmd, check=True, capture_output=True, timeout=300)
+    steps = [int(r["step"]) for r in csv.DictReader(open(metrics))]
+    assert steps == list(range(50, paused_at + 101, 50))
+    assert json.loads((run / "summary.json").read_text())["steps"] == paused_at + 100
