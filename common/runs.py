@@ -8,6 +8,7 @@ import fcntl
 import os
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -52,6 +53,11 @@ def prepare_run_dir(out: str | Path, config: Any, resume: bool | str = False, al
         raise SystemExit(f"error: {out} already holds a run; pass --resume (or --resume auto) to continue it or choose another --out")
     atomic_write_json(path, {**cfg, "code_version": code_version()})
     return out
+
+
+def on_main_thread() -> bool:
+    """Whether signal handlers can be installed here (Python allows it on the main thread only)."""
+    return threading.current_thread() is threading.main_thread()
 
 
 _HELD: dict[Path, list[int]] = {}  # run folder -> [lock file descriptor, nesting depth] held by this process

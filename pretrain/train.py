@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from common.cli import flat_dict, replace_flat, run_command, should_resume
 from common.io import NonFiniteError, atomic_torch_save, atomic_write_json, safe_torch_load
-from common.runs import MetricLogger, code_version, device_description, exclusive_run_dir, prepare_run_dir
+from common.runs import MetricLogger, code_version, device_description, exclusive_run_dir, on_main_thread, prepare_run_dir
 from pretrain.augment import random_resized_crop
 from pretrain.config import PRESETS, PretrainConfig
 from pretrain.data import load_split, tasks_under
@@ -300,7 +300,7 @@ class Trainer:
         if self.is_main:  # rows after the checkpoint (all of them on a fresh start) were logged by a killed run
             train_log.truncate_after(self.step)
             eval_log.truncate_after(self.step)
-        previous = signal.signal(signal.SIGTERM, self._request_stop) if _main_thread() else None
+        previous = signal.signal(signal.SIGTERM, self._request_stop) if on_main_thread() else None
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not (self.is_main and cfg.progress), unit="step", dynamic_ncols=True)
         steps_here, t0, stopped = 0, time.time(), False
         try:
@@ -377,12 +377,6 @@ def task_configs(cfg: PretrainConfig) -> list[PretrainConfig]:
     if len(tasks) <= 1:
         return [cfg]
     return [replace_flat(cfg, task=t, out=str(cfg.run_dir / t)) for t in tasks]
-
-
-def _main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
 
 
 def run(cfg: PretrainConfig) -> Path:

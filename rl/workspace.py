@@ -23,7 +23,6 @@ import re
 import shutil
 import signal
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ from tqdm import tqdm
 
 from common.cli import RESUME_HELP, OneLineParser, flat_dict, from_flat, one_line_errors, resume_mode, should_resume
 from common.io import atomic_torch_save, atomic_write_json, safe_torch_load
-from common.runs import MetricLogger, device_description, exclusive_run_dir, prepare_run_dir
+from common.runs import MetricLogger, device_description, exclusive_run_dir, on_main_thread, prepare_run_dir
 from rl.agent import SAC, GraphedUpdates, RunNoise
 from rl.config import PACK_FIELDS, SACConfig
 from rl.encoders import Encoder, build_encoder
@@ -299,7 +298,7 @@ def _train(cfgs: list[SACConfig]) -> list[Path]:
     last_success, paused = math.nan, False
     stop_signal: list[str] = []  # SIGTERM (a scheduler's or Ray's notice) pauses like --max-minutes
     previous_handler = (signal.signal(signal.SIGTERM, lambda signum, _: stop_signal.append(signal.Signals(signum).name))
-                        if threading.current_thread() is threading.main_thread() else None)
+                        if on_main_thread() else None)
     bar = tqdm(total=cfg.steps * R, initial=step * R, unit="env-step", unit_scale=True, dynamic_ncols=True,
                desc=f"pack of {R} {cfg.encoder}", disable=None, file=sys.stdout)
 
