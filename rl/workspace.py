@@ -32,7 +32,7 @@ import torch
 from tqdm import tqdm
 
 from common.cli import RESUME_HELP, OneLineParser, flat_dict, from_flat, one_line_errors, resume_mode, should_resume
-from common.io import atomic_torch_save, atomic_write_json, safe_torch_load
+from common.io import atomic_torch_save, atomic_write_json, nonfinite_tensors, safe_torch_load
 from common.runs import MetricLogger, device_description, exclusive_run_dir, on_main_thread, prepare_run_dir
 from rl.agent import SAC, GraphedUpdates, RunNoise
 from rl.config import PACK_FIELDS, SACConfig
@@ -135,7 +135,28 @@ class Pack:
         self.step, self.episodes, self.wall_before = 0, [0] * self.runs, [0.0] * self.runs
         if self.states is not None:
             self._restore()
-        self.diverged: dict[int, str] = {}
+        self.diverged: dict[int, str] = {}  # run -> why it stopped; it is never checkpointed again
+
+    # -- divergence ------------------------------------------------------------------------------
+    def mark_diverged(self, run: int, why: str) -> None:
+        """Stop run `run` (the others go on): no more logs or checkpoints, its last good checkpoint kept."""
+        if run not in self.diverged:
+            self.diverged[run] = f"{self.run_dirs[run]}: {why}; its last good checkpoint is kept"
+            tqdm.write(f"error: {self.diverged[run]}", file=sys.stderr)
+
+    def checked_actions(self, action: np.ndarray, step: int) -> np.ndarray:
+        """`action` [R * N, A] with a run whose actions are NaN/inf marked diverged and every diverged run's zeroed.
+
+        Detected here, on the host copy the env needs anyway, a diverged run stops at once rather than
+        at the next log, and MuJoCo never receives a non-finite control (it warns and resets the
+        simulation) while the pack's other runs go on.
+        """
+        per_run = action.reshape(self.runs, -1)  # [R, N * A], a view: zeroing writes into `action`
+        for r in np.flatnonzero(~np.isfinite(per_run).all(1)):
+            self.mark_diverged(int(r), f"non-finite action at step {step}")
+        if self.diverged:
+            per_run[sorted(self.diverged)] = 0.0
+        return action
 
     # -- resume ----------------------------------------------------------------------------------
     def _load_checkpoints(self) -> list[dict[str, Any]] | None:
@@ -184,7 +205,13 @@ class Pack:
 
     def save_checkpoints(self, wall: float) -> int:
         """checkpoint-<step>.pt + replay-<step>/ for every live run, then older ones removed; returns bytes written."""
-        total = 0
+        total, learned = 0, {}
+        for r in range(self.runs):  # a run that diverged since the last log is caught before anything is written
+            if r not in self.diverged:
+                learned[r] = {"agent": self.agent.run_state(r),
+                              "encoder_extra": self.encoder.extra_state(r) if self.encoder is not None else {}}
+                if bad := nonfinite_tensors(learned[r]):
+                    self.mark_diverged(r, f"non-finite weights at step {self.step} ({', '.join(bad[:2])})")
         live = [r for r in range(self.runs) if r not in self.diverged]
         for r in live:
             run_dir, name = self.run_dirs[r], f"replay-{self.step:09d}"
@@ -193,8 +220,7 @@ class Pack:
             replay = self.buffer.save_run(r, run_dir / name)
             state = {
                 "config": flat_dict(self.cfgs[r]), "step": self.step, "episodes": self.episodes[r],
-                "wall_s": self.wall_before[r] + wall, "agent": self.agent.run_state(r),
-                "encoder_extra": self.encoder.extra_state(r) if self.encoder is not None else {},
+                "wall_s": self.wall_before[r] + wall, **learned[r],
                 "replay": {**replay, "dir": name}, "rng_numpy": self.action_rngs[r].bit_generator.state,
                 "noise": self.noise.state(r),
             }
@@ -231,7 +257,7 @@ class Pack:
             while min(len(s) for s in successes) < cfg.eval_episodes:
                 stored = self.observer.store(self.observer.fields(raw), run_of_row)
                 action = self.agent.act(self.observer.per_run(stored, per_run)).flatten(0, 1).cpu().numpy()
-                raw, reward, term, trunc, info = envs.step(action)
+                raw, reward, term, trunc, info = envs.step(self.checked_actions(action, self.step))
                 done = term | trunc
                 ret += reward
                 succ = np.maximum(succ, step_success(info, done))
@@ -305,8 +331,10 @@ def _train(cfgs: list[SACConfig]) -> list[Path]:
     def do_eval() -> list[dict[str, float]]:
         results = pack.evaluate()
         for r, res in enumerate(results):
-            eval_logs[r].log(step, **res)
-        tqdm.write(f"step {step}: eval success " + " ".join(f"{res['success_rate']:.2f}" for res in results)
+            if r not in pack.diverged:
+                eval_logs[r].log(step, **res)
+        tqdm.write(f"step {step}: eval success " + " ".join("-" if r in pack.diverged else f"{res['success_rate']:.2f}"
+                                                             for r, res in enumerate(results))
                    + f" ({results[0]['episodes']} episodes per run, {results[0]['eval_s']} s)", file=sys.stdout)
         return results
 
@@ -318,7 +346,9 @@ def _train(cfgs: list[SACConfig]) -> list[Path]:
                                          for rng in pack.action_rngs])
             else:
                 noise = pack.noise.normal(E, ACTION_DIM, device=pack.device)
-                action = agent.act(observer.per_run(stored), noise).flatten(0, 1).cpu().numpy()
+                action = pack.checked_actions(agent.act(observer.per_run(stored), noise).flatten(0, 1).cpu().numpy(), step)
+                if len(pack.diverged) == R:
+                    break
             overlapped = hasattr(envs, "step_async")
             if overlapped:  # the env workers render while the agent updates
                 envs.step_async(action)
@@ -365,9 +395,7 @@ def _train(cfgs: list[SACConfig]) -> list[Path]:
                         **{k: values[k][r] if k in values else math.nan for k in LOG_KEYS},
                     }
                     if not (math.isfinite(row["alpha"]) and ("critic_loss" not in values or math.isfinite(row["critic_loss"]))):
-                        pack.diverged[r] = (f"{pack.run_dirs[r]}: non-finite loss at step {step} (critic loss "
-                                            f"{row['critic_loss']}, alpha {row['alpha']}); its last good checkpoint is kept")
-                        tqdm.write(f"error: {pack.diverged[r]}", file=sys.stderr)
+                        pack.mark_diverged(r, f"non-finite loss at step {step} (critic loss {row['critic_loss']}, alpha {row['alpha']})")
                         continue
                     metrics_logs[r].log(step, **row)
                     if aux:  # auxiliary losses of encoders with their own learning signal (gaze)
@@ -384,7 +412,7 @@ def _train(cfgs: list[SACConfig]) -> list[Path]:
                 if len(pack.diverged) == R:
                     break
             if step >= next_eval and step < cfg.steps:
-                last_success = float(np.mean([res["success_rate"] for res in do_eval()]))
+                last_success = float(np.mean([res["success_rate"] for r, res in enumerate(do_eval()) if r not in pack.diverged]))
                 next_eval = (step // cfg.eval_every + 1) * cfg.eval_every
             out_of_time = bool(stop_signal) or (cfg.max_minutes and time.time() - t0 >= 60 * cfg.max_minutes)
             if (step >= next_ckpt or out_of_time) and not ep_len.any():  # only at episode boundaries: exact resume

@@ -206,3 +206,50 @@ def test_sigterm_pauses_at_an_episode_boundary_and_the_rerun_finishes(tmp_path):
     steps = [int(r["step"]) for r in csv.DictReader(open(metrics))]
     assert steps == list(range(50, paused_at + 101, 50))
     assert json.loads((run / "summary.json").read_text())["steps"] == paused_at + 100
+
+
+def test_a_diverging_run_stops_at_once_and_its_pack_mates_finish_untouched(tmp_path, monkeypatch):
+    """Run 1's loss turns NaN at update 61 (step 110): it stops at its first NaN action (step 112) with its
+    clean step-100 checkpoint, no NaN control ever reaches MuJoCo, and run 0 finishes exactly as alone."""
+    from rl.agent import SAC
+
+    update = SAC.update
+
+    def poison_run_1(self, batch, noise):
+        if self.runs == 2 and self.num_updates >= 60:
+            batch["reward"] = batch["reward"] * torch.tensor([[1.0], [float("nan")]])  # [R, B]: run 1 only
+        return update(self, batch, noise)
+
+    monkeypatch.setattr(SAC, "update", poison_run_1)
+    monkeypatch.chdir(tmp_path)  # MuJoCo logs unstable simulations (NaN controls) to ./MUJOCO_LOG.TXT
+    cfgs = configs(tmp_path, "state", (0, 1), 200, "d")
+    with pytest.raises(SystemExit) as stop:
+        train(cfgs)
+    message = str(stop.value)
+    assert f"{cfgs[1].run_dir()}: non-finite action at step 112" in message and str(cfgs[0].run_dir()) not in message
+    assert not (tmp_path / "MUJOCO_LOG.TXT").exists()
+    healthy, diverged = cfgs[0].run_dir(), cfgs[1].run_dir()
+    assert [p.name for p in diverged.glob("checkpoint-*.pt")] == ["checkpoint-000000100.pt"]
+    kept = torch.load(diverged / "checkpoint-000000100.pt", weights_only=True)
+    assert all(torch.isfinite(v).all() for v in kept["agent"]["model"].values())
+    assert not (diverged / "agent.pt").exists() and not (diverged / "summary.json").exists()
+    with open(diverged / "metrics.csv", newline="") as f:
+        assert [int(r["step"]) for r in csv.DictReader(f)] == [50, 100]
+    alone = train(configs(tmp_path, "state", (0,), 200, "a"))[0]
+    a = torch.load(healthy / "agent.pt", weights_only=True)["model"]
+    b = torch.load(alone / "agent.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_run_whose_weights_went_nan_since_the_last_log_is_not_checkpointed(tmp_path):
+    cfgs = configs(tmp_path, "state", (0, 1), 100, "w")
+    train(cfgs)
+    pack = Pack([replace_flat(c, steps=200, resume=True) for c in cfgs])
+    with torch.no_grad():
+        next(iter(pack.agent.actor.parameters()))[1].fill_(float("nan"))  # [R, ...]: run 1's slice only
+    pack.step = 150
+    pack.save_checkpoints(wall=1.0)
+    assert list(pack.diverged) == [1] and "non-finite weights at step 150 (agent.model.actor." in pack.diverged[1]
+    assert [p.name for p in cfgs[0].run_dir().glob("checkpoint-*.pt")] == ["checkpoint-000000150.pt"]
+    assert [p.name for p in cfgs[1].run_dir().glob("checkpoint-*.pt")] == ["checkpoint-000000100.pt"]
+    assert [p.name for p in cfgs[1].run_dir().glob("replay-*")] == ["replay-000000100"]

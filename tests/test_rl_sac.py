@@ -189,19 +189,19 @@ def test_non_finite_settings_and_ignored_flags_are_refused(capsys):
 
 
 def test_a_diverging_run_stops_keeps_its_checkpoint_and_exports_nothing(tmp_path, monkeypatch):
-    """A non-finite loss stops the run with a clear error; the last good checkpoint stays, no agent.pt."""
+    """A NaN loss stops the run at its first NaN action with a clear error; the last good checkpoint stays, no agent.pt."""
     from rl.agent import SAC
 
     update = SAC.update
 
     def poisoned(self, batch, noise):
-        if self.num_updates >= 60:  # after the checkpoint at step 100
+        if self.num_updates >= 60:  # from update 61 (step 100), after the checkpoint at step 100; NaN actor at step 102
             batch["reward"] = batch["reward"] * float("nan")
         return update(self, batch, noise)
 
     monkeypatch.setattr(SAC, "update", poisoned)
     cfg = tiny(tmp_path, "state", steps=200, random_steps=40)
-    with pytest.raises(SystemExit, match="non-finite loss at step 150"):
+    with pytest.raises(SystemExit, match="non-finite action at step 102"):
         run(cfg)
     run_dir = cfg.run_dir()
     assert latest_checkpoint(run_dir).name == "checkpoint-000000100.pt" and not (run_dir / "agent.pt").exists()
