@@ -83,7 +83,7 @@ def exclusive_run_dir(run_dir: str | Path) -> Iterator[Path]:
             holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
             os.close(fd)
             raise SystemExit(f"error: {run_dir} is in use by {holder}; wait for it to end (or stop it), "
-                             "then run the same command again: it continues from the checkpoint") from None
+                             "then run the same command again: it continues where it stopped") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
         _HELD[path] = [fd, 1]

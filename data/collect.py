@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from common.cli import as_flags, check_finite, flat_dict, nested, one_line_errors, parse_config
 from common.io import check_writable_dir
-from common.runs import code_version
+from common.runs import code_version, exclusive_run_dir
 from data.env import EnvConfig, PixelMetaWorld
 from data.shards import ShardError, check_shard, read_manifest, shard_name, write_manifest, write_shard_entry
 
@@ -158,6 +158,11 @@ def _manifest(cfg: CollectConfig, done: dict[int, dict], sizes: list[int]) -> di
 def collect(cfg: CollectConfig, progress: bool = True) -> Path:
     """Run (or resume) a collection; returns the shard folder."""
     cfg.validate()
+    with exclusive_run_dir(cfg.out_dir):  # a second collection into this folder stops instead of racing on its shards
+        return _collect(cfg, progress)
+
+
+def _collect(cfg: CollectConfig, progress: bool) -> Path:
     out = check_writable_dir(cfg.out_dir)
     if (out / "manifest.json").exists():
         old = read_manifest(out)

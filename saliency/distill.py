@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from common.cli import run_command, should_resume
-from common.runs import device_description
+from common.runs import device_description, exclusive_run_dir
 from data.shards import load_arrays
 from saliency.config import DistillConfig, presets_for
 from saliency.data import Augment, split
@@ -26,6 +26,11 @@ from saliency.train import FitSpec, fit, last_checkpoint
 def run(cfg: DistillConfig) -> Path:
     """Distil as configured; returns the student checkpoint's path."""
     cfg.validate()
+    with exclusive_run_dir(cfg.out_path.parent):  # its logs and checkpoints go beside the student
+        return _distill(cfg)
+
+
+def _distill(cfg: DistillConfig) -> Path:
     out = cfg.out_path
     log_name = f"distill-{out.stem}"
     last = last_checkpoint(out.parent, log_name)

@@ -11,6 +11,7 @@ writes the manifest (the source's, with the labelled shards' own counts and sha2
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -23,6 +24,7 @@ from tqdm import tqdm
 
 from common.cli import run_command
 from common.io import atomic_write_json, check_writable_dir
+from common.runs import exclusive_run_dir
 from data.shards import (
     ShardError,
     ShardFile,
@@ -70,6 +72,12 @@ def run(cfg: LabelConfig) -> Path:
     src, out = Path(cfg.data), cfg.out_dir
     if src.resolve() == out.resolve():
         raise ValueError(f"--out must differ from --data ({src}); labelled shards go to a new folder")
+    rank = dist_rank()[0]
+    with exclusive_run_dir(out) if rank == 0 else contextlib.nullcontext():  # one labelling job per folder (its ranks share it)
+        return _label(cfg, src, out)
+
+
+def _label(cfg: LabelConfig, src: Path, out: Path) -> Path:
     manifest = read_manifest(src)
     shards = verified_shards(src, cfg.allow_incomplete)
     rank, world, local_rank = dist_rank()

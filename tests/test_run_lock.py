@@ -73,3 +73,24 @@ def test_rl_sac_refuses_a_folder_another_process_trains_into(tmp_path, holder):
     proc.wait()
     main(args)  # the holder is gone: the same command runs
     assert json.loads((run / "summary.json").read_text())["steps"] == 200
+
+
+def test_collect_label_and_distill_refuse_a_folder_another_process_writes(tmp_path, holder):
+    """Shard folders (data.collect, saliency.label) and the student's folder (saliency.distill) are held too:
+    a second job stops before reading or writing anything."""
+    from data.collect import CollectConfig, collect
+    from saliency.config import DistillConfig, LabelConfig
+    from saliency.distill import run as distill
+    from saliency.label import run as label
+
+    proc, _ = holder
+    run = tmp_path / "run"
+    jobs = {
+        "collect": lambda: collect(CollectConfig(frames=10, out=str(run)), progress=False),
+        "label": lambda: label(LabelConfig(data=str(tmp_path / "absent"), model=str(tmp_path / "absent.pt"), out=str(run))),
+        "distill": lambda: distill(DistillConfig(teacher=str(tmp_path / "absent.pt"), out=str(run / "student.pt"))),
+    }
+    for name, job in jobs.items():
+        with pytest.raises(SystemExit, match=rf"run is in use by pid {proc.pid}"):
+            job()
+        assert sorted(p.name for p in run.iterdir()) == [".lock"], name
