@@ -1,10 +1,12 @@
 """`python -m pipeline.report runs/sac [more roots] [--out runs/report]`: REPORT.md and its pictures.
 
 Reads only what runs leave on disk: every `summary.json` below the given roots (one per finished
-SAC run, beside its `eval.csv`), plus pictures the earlier stages write (saliency examples,
-MultiMAE reconstructions, gaze overlays), so it works on any mix of finished and running grids.
-Sections: the paper's Table I analog with the paper's numbers beside ours, learning curves per task
-(the paper's Fig. 3), the linear probe of every frozen MultiMAE encoder (the probe_<inputs>.json
+SAC run, beside its `eval.csv`), the `eval.csv` of runs still going (a `config.json` and no
+`summary.json` yet), plus pictures the earlier stages write (saliency examples, MultiMAE
+reconstructions, gaze overlays), so it works on any mix of finished and running grids.
+Sections: the paper's Table I analog with the paper's numbers beside ours (finished runs only), the
+runs in progress at the newest evaluation all their seeds have reached, learning curves per task
+(the paper's Fig. 3; an encoder's curve ends where its least advanced seed ends), the linear probe of every frozen MultiMAE encoder (the probe_<inputs>.json
 `pretrain.probe` writes beside each encoder.pt), pictures, and a footer with the budget, seed, device
 and wall time of every run.
 """
@@ -52,7 +54,7 @@ PROBE_TARGETS = ("hand", "object", "goal")
 
 @dataclass
 class ReportConfig:
-    """Write REPORT.md (+ PNGs) comparing every finished SAC run below the given roots."""
+    """Write REPORT.md (+ PNGs) comparing every SAC run below the given roots (finished, and in progress so far)."""
 
     roots: str = field(default="runs/sac", metadata={"help": "comma-separated folders searched for summary.json (also as leading words: `python -m pipeline.report runs/sac runs/other`)", "positional": True})
     out: str = field(default="runs/report", metadata={"help": "folder for REPORT.md and its pictures"})
@@ -70,6 +72,24 @@ def load_runs(roots: list[Path]) -> list[dict]:
             run["curve"] = _read_curve(summary.parent / "eval.csv", "success")
             run["return_curve"] = _read_curve(summary.parent / "eval.csv", "return_mean")
             runs.append(run)
+    return runs
+
+
+def load_running(roots: list[Path]) -> list[dict]:
+    """Every run still going (config.json and an evaluation in eval.csv, no summary.json yet): its
+    task, encoder, seed, budget ("steps") and eval curves so far, with "running": True."""
+    runs = []
+    for root in roots:
+        for config in sorted(root.glob("**/config.json")):
+            run_dir = config.parent
+            if (run_dir / "summary.json").exists() or not (run_dir / "eval.csv").exists():
+                continue
+            cfg = json.loads(config.read_text())
+            curve = _read_curve(run_dir / "eval.csv", "success")
+            if "encoder" in cfg and curve:  # an SAC run (other stages write config.json too)
+                runs.append({"task": cfg.get("task", "?"), "encoder": cfg["encoder"], "seed": cfg.get("seed"),
+                             "steps": cfg.get("steps"), "dir": run_dir, "curve": curve, "running": True,
+                             "return_curve": _read_curve(run_dir / "eval.csv", "return_mean")})
     return runs
 
 
@@ -92,14 +112,14 @@ def bootstrap_ci(values, level: float = 0.95, resamples: int = 10_000, seed: int
     return lo, hi
 
 
-def _fmt(values: list[float]) -> str:
+def _fmt(values: list[float], spec: str = ".2f") -> str:
     """mean ± std [95 % bootstrap CI of the mean] over seeds."""
     if not values:
         return "-"
     if len(values) == 1:
-        return f"{values[0]:.2f}"
+        return f"{values[0]:{spec}}"
     lo, hi = bootstrap_ci(values)
-    return f"{np.mean(values):.2f} ± {np.std(values):.2f} [{lo:.2f}, {hi:.2f}]"
+    return f"{np.mean(values):{spec}} ± {np.std(values):{spec}} [{lo:{spec}}, {hi:{spec}}]"
 
 
 def table_i(runs: list[dict]) -> str:
@@ -109,7 +129,7 @@ def table_i(runs: list[dict]) -> str:
     by = defaultdict(list)
     for r in runs:
         by[(r["encoder"], r["task"])].append(float(r["success_rate"]))
-    encoders = sorted({r["encoder"] for r in runs}, key=lambda e: ENCODER_ORDER.index(e) if e in ENCODER_ORDER else 99)
+    encoders = sorted({r["encoder"] for r in runs}, key=_encoder_key)
     lines = ["| Encoder | " + " | ".join(f"{t} (ours / paper)" for t in tasks) + " | Average (ours) |",
              "|---|" + "---|" * (len(tasks) + 1)]
     for enc in encoders:
@@ -126,22 +146,51 @@ def table_i(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _encoder_key(encoder: str) -> int:
+    return ENCODER_ORDER.index(encoder) if encoder in ENCODER_ORDER else 99
+
+
+def progress_table(running: list[dict]) -> str:
+    """Markdown: per encoder and task still running, success and return at the newest evaluation step
+    that every one of its seeds has reached (mean ± std [95 % bootstrap CI] over those seeds)."""
+    groups = defaultdict(list)
+    for r in running:
+        groups[(r["encoder"], r["task"])].append(r)
+    lines = ["| Encoder | Task | Evaluated at (env steps) | Success | Evaluation return |", "|---|---|---|---|---|"]
+    for (enc, task), rs in sorted(groups.items(), key=lambda kv: (kv[0][1], _encoder_key(kv[0][0]))):
+        step = min(r["curve"][-1][0] for r in rs)
+        at = [r for r in rs if step in dict(r["curve"])]  # seeds on another evaluation schedule are left out
+        success = [dict(r["curve"])[step] for r in at]
+        returns = [dict(r["return_curve"])[step] for r in at if step in dict(r["return_curve"])]
+        budgets = "/".join(sorted({f"{r['steps']:,}" for r in at if r["steps"]}))
+        seeds = ", ".join(str(r["seed"]) for r in sorted(at, key=lambda r: r["seed"] or 0))
+        lines.append(f"| {ENCODER_LABELS.get(enc, enc)} | {task} | {step:,.0f} of {budgets or '?'} | "
+                     f"{_fmt(success)} (n={len(success)}; seeds {seeds}) | {_fmt(returns, '.0f')} |")
+    return "\n".join(lines)
+
+
 def plot_curves(runs: list[dict], out: Path) -> list[Path]:
     """One PNG per task: evaluation success (the paper's Fig. 3) and return vs env steps, the mean across
     seeds (a marker at every evaluation) with a shaded 95 % bootstrap confidence band over seeds. The
-    return shows learning long before the first success."""
+    return shows learning long before the first success. An encoder's curve stops at the last step
+    all its seeds have evaluated (dashed while any of them is still running)."""
     paths = []
     for task in sorted({r["task"] for r in runs}):
         fig, axes = plt.subplots(1, 2, figsize=(11, 4))
         for ax, key, label in ((axes[0], "curve", "success rate"), (axes[1], "return_curve", "evaluation return")):
-            by_enc = defaultdict(list)
+            by_enc, running = defaultdict(list), set()
             for r in runs:
                 if r["task"] == task and r.get(key):
                     by_enc[r["encoder"]].append(r[key])
-            for enc, curves in sorted(by_enc.items(), key=lambda kv: ENCODER_ORDER.index(kv[0]) if kv[0] in ENCODER_ORDER else 99):
-                steps = sorted({s for c in curves for s, _ in c})
+                    if r.get("running"):
+                        running.add(r["encoder"])
+            for enc, curves in sorted(by_enc.items(), key=lambda kv: _encoder_key(kv[0])):
+                end = min(c[-1][0] for c in curves)  # never extrapolate a seed past its last evaluation
+                steps = sorted({s for c in curves for s, _ in c if s <= end})
                 ys = np.array([np.interp(steps, [s for s, _ in c], [v for _, v in c]) for c in curves])  # [seeds, T]
-                line, = ax.plot(steps, ys.mean(0), marker="o", markersize=3, label=f"{ENCODER_LABELS.get(enc, enc)} (n={len(ys)})")
+                legend = f"{ENCODER_LABELS.get(enc, enc)} (n={len(ys)}{', running' if enc in running else ''})"
+                line, = ax.plot(steps, ys.mean(0), marker="o", markersize=3, label=legend,
+                                linestyle="--" if enc in running else "-")
                 if len(ys) > 1:
                     lo, hi = bootstrap_ci(ys)
                     ax.fill_between(steps, lo, hi, alpha=0.2, color=line.get_color())
@@ -218,25 +267,33 @@ def footer(runs: list[dict]) -> str:
 def write_report(cfg: ReportConfig) -> Path:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    runs = load_runs([Path(r) for r in cfg.roots.split(",") if r])
-    if not runs:
-        raise SystemExit(f"error: no finished runs (summary.json) under {cfg.roots}; run `python -m rl.grid` or `python -m rl.sac` first")
-    curves = plot_curves(runs, out)
+    roots = [Path(r) for r in cfg.roots.split(",") if r]
+    runs, running = load_runs(roots), load_running(roots)
+    if not runs and not running:
+        raise SystemExit(f"error: no finished runs (summary.json) and no evaluated running ones (eval.csv) under {cfg.roots}; "
+                         "run `python -m rl.grid` or `python -m rl.sac` first")
+    curves = plot_curves(runs + running, out)
     pictures = collect_pictures(Path(cfg.pictures_root), out)
     probes = load_probes(Path(cfg.pictures_root))
-    budgets = sorted({r["steps"] for r in runs})
+    budgets = sorted({r["steps"] for r in runs + running if r["steps"]})
+    devices = sorted({r.get("device", "?") for r in runs})
     parts = [
         f"# {cfg.title}\n",
-        f"{len(runs)} finished SAC runs; budgets (env steps): {', '.join(f'{b:,}' for b in budgets)}; "
-        f"devices: {', '.join(sorted({r.get('device', '?') for r in runs}))}. The paper's numbers are at 1M steps "
+        f"{len(runs)} finished SAC runs" + (f" and {len(running)} still running" if running else "")
+        + f"; budgets (env steps): {', '.join(f'{b:,}' for b in budgets)}"
+        + (f"; devices: {', '.join(devices)}" if devices else "") + ". The paper's numbers are at 1M steps "
         "with 3 seeds and 50 rollouts: runs with smaller budgets are not comparable in level, only in ordering.\n",
         "## Success rate (the paper's Table I)\n",
         "Final evaluation of the deterministic policy (any success within an episode), mean ± std over seeds "
         "[95 % percentile-bootstrap confidence interval of the mean over seeds].\n",
-        table_i(runs) + "\n",
-        "## Learning curves (the paper's Fig. 3)\n",
-        *[f"![{p.stem}]({p.relative_to(out)})\n" for p in curves],
+        (table_i(runs) if runs else "No run has finished yet.") + "\n",
     ]
+    if running:
+        parts += ["## Runs in progress\n",
+                  "Not final: each encoder at the newest evaluation all its running seeds have reached "
+                  "(mean ± std [95 % bootstrap CI] over those seeds).\n",
+                  progress_table(running) + "\n"]
+    parts += ["## Learning curves (the paper's Fig. 3)\n", *[f"![{p.stem}]({p.relative_to(out)})\n" for p in curves]]
     if probes:
         parts += ["## Frozen MultiMAE probe\n",
                   "Linear-probe R^2 of the hand, object and goal positions from each frozen encoder's features, "

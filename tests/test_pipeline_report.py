@@ -63,6 +63,33 @@ def test_report_has_a_row_per_encoder_with_paper_numbers_and_curves(tmp_path):
     assert "CPU test" in text and "1.0 min" in text  # footer: device and wall time of every run
 
 
+def _running_run(root: Path, encoder: str, seed: int, successes: list[float], steps: int = 1000) -> Path:
+    """A run still going, as rl.workspace leaves it: config.json and eval.csv rows so far, no summary.json."""
+    d = root / "reach-v3" / encoder / f"seed{seed}"
+    d.mkdir(parents=True)
+    (d / "config.json").write_text(json.dumps({"task": "reach-v3", "encoder": encoder, "seed": seed, "steps": steps}))
+    rows = ["step,wall_s,success_rate,return_mean"] + [f"{250 * (i + 1)},1.0,{v},{1000 * v}" for i, v in enumerate(successes)]
+    (d / "eval.csv").write_text("\n".join(rows) + "\n")
+    return d
+
+
+def test_report_shows_running_runs_at_the_newest_evaluation_all_their_seeds_reached(tmp_path):
+    runs = tmp_path / "sac"
+    _running_run(runs, "mmae_rgb", 0, [0.1, 0.3, 0.9])  # ahead: evaluated at 250, 500, 750
+    _running_run(runs, "mmae_rgb", 1, [0.2, 0.5])
+    _running_run(runs, "mmae_rgbs", 0, [])  # started, not evaluated yet: nothing to show
+    (tmp_path / "sac" / "mmae").mkdir()
+    (tmp_path / "sac" / "mmae" / "config.json").write_text("{}")  # another stage's run folder
+    report = write_report(ReportConfig(roots=str(runs), out=str(tmp_path / "report"), pictures_root=str(tmp_path)))
+    text = report.read_text()
+    assert "0 finished SAC runs and 2 still running" in text and "No run has finished yet." in text
+    assert "| MMAE RGB | reach-v3 | 500 of 1,000 | 0.40 ± 0.10 [0.30, 0.50] (n=2; seeds 0, 1) | 400 ± 100 [300, 500] |" in text
+    assert "ViSaRL" not in text.split("## Runs in progress")[1].split("## Learning")[0]
+    _fake_run(runs, "reach-v3", "state", 0, success=0.8)
+    text = write_report(ReportConfig(roots=str(runs), out=str(tmp_path / "report"), pictures_root=str(tmp_path))).read_text()
+    assert "1 finished SAC runs and 2 still running" in text and "| State (sanity check) | 0.80 (n=1)" in text
+
+
 def test_bootstrap_interval_covers_the_mean_and_narrows_with_agreement():
     from pipeline.report import bootstrap_ci
 
