@@ -169,6 +169,30 @@ def progress_table(running: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def curve_table(runs: list[dict], task: str, max_columns: int = 10) -> str:
+    """Markdown: the success curves of `task` as numbers, an encoder per row and an evaluation step per
+    column (the newest `max_columns`): mean [95 % bootstrap CI] over the seeds evaluated at that step,
+    with their count where it differs from the encoder's number of seeds."""
+    by_enc = defaultdict(list)
+    for r in runs:
+        if r["task"] == task and r.get("curve"):
+            by_enc[r["encoder"]].append(dict(r["curve"]))
+    steps = sorted({s for curves in by_enc.values() for c in curves for s in c})[-max_columns:]
+    lines = ["| Encoder | " + " | ".join(f"{s / 1000:g}k" for s in steps) + " |", "|---|" + "---|" * len(steps)]
+    for enc, curves in sorted(by_enc.items(), key=lambda kv: _encoder_key(kv[0])):
+        cells = []
+        for s in steps:
+            values = [c[s] for c in curves if s in c]
+            if len(values) > 1:
+                lo, hi = bootstrap_ci(values)
+                cell = f"{np.mean(values):.2f} [{lo:.2f}, {hi:.2f}]"
+            else:
+                cell = f"{values[0]:.2f}" if values else "-"
+            cells.append(cell + (f" (n={len(values)})" if values and len(values) != len(curves) else ""))
+        lines.append(f"| {ENCODER_LABELS.get(enc, enc)} (n={len(curves)}) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def plot_curves(runs: list[dict], out: Path) -> list[Path]:
     """One PNG per task: evaluation success (the paper's Fig. 3) and return vs env steps, the mean across
     seeds (a marker at every evaluation) with a shaded 95 % bootstrap confidence band over seeds. The
@@ -293,7 +317,11 @@ def write_report(cfg: ReportConfig) -> Path:
                   "Not final: each encoder at the newest evaluation all its running seeds have reached "
                   "(mean ± std [95 % bootstrap CI] over those seeds).\n",
                   progress_table(running) + "\n"]
-    parts += ["## Learning curves (the paper's Fig. 3)\n", *[f"![{p.stem}]({p.relative_to(out)})\n" for p in curves]]
+    parts += ["## Learning curves (the paper's Fig. 3)\n"]
+    for task, picture in zip(sorted({r["task"] for r in runs + running}), curves):
+        parts += [f"![{picture.stem}]({picture.relative_to(out)})\n",
+                  f"Success at each evaluation on {task}, mean [95 % bootstrap CI] over seeds:\n",
+                  curve_table(runs + running, task) + "\n"]
     if probes:
         parts += ["## Frozen MultiMAE probe\n",
                   "Linear-probe R^2 of the hand, object and goal positions from each frozen encoder's features, "

@@ -49,7 +49,7 @@ def test_report_has_a_row_per_encoder_with_paper_numbers_and_curves(tmp_path):
             _fake_run(runs, "reach-v3", enc, seed, success=0.1 * i + 0.05 * seed)
     report = write_report(ReportConfig(roots=str(runs), out=str(tmp_path / "report"), pictures_root=str(tmp_path)))
     text = report.read_text()
-    table = [line for line in text.splitlines() if line.startswith("| ") and "(n=2)" in line]
+    table = [line for line in text.split("## Learning")[0].splitlines() if line.startswith("| ") and "(n=2)" in line]
     assert len(table) == len(ALL_ENCODERS)
     assert "| CNN RGB | 0.03 ± 0.03 [0.00, 0.05] (n=2) / 0.39 ± 0.13 | 0.03 |" in text
     assert f"{PAPER_TABLE_I['mmae_rgbs']['reach-v3'][0]:.2f} ± 0.05" in text and "Gaze on the Prize" in text
@@ -85,6 +85,8 @@ def test_report_shows_running_runs_at_the_newest_evaluation_all_their_seeds_reac
     assert "0 finished SAC runs and 2 still running" in text and "No run has finished yet." in text
     assert "| MMAE RGB | reach-v3 | 500 of 1,000 | 0.40 ± 0.10 [0.30, 0.50] (n=2; seeds 0, 1) | 400 ± 100 [300, 500] |" in text
     assert "ViSaRL" not in text.split("## Runs in progress")[1].split("## Learning")[0]
+    assert "| Encoder | 0.25k | 0.5k | 0.75k |" in text  # the curves as numbers: every seed's evaluations
+    assert "| MMAE RGB (n=2) | 0.15 [0.10, 0.20] | 0.40 [0.30, 0.50] | 0.90 (n=1) |" in text
     _fake_run(runs, "reach-v3", "state", 0, success=0.8)
     text = write_report(ReportConfig(roots=str(runs), out=str(tmp_path / "report"), pictures_root=str(tmp_path))).read_text()
     assert "1 finished SAC runs and 2 still running" in text and "| State (sanity check) | 0.80 (n=1)" in text
