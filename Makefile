@@ -35,8 +35,8 @@ test: venv sysdeps
 # RESULTS.md "Table I rows at a CPU budget": state and the frozen-encoder rows, 3 seeds x 100k steps on
 # reach-v3, packed, with MultiMAEs pretrained here (cpu preset) on frames labelled by the committed
 # saliency student. Many hours on 2 cores: run it again to continue (every step skips or resumes).
-# All four packs train at once (the work is CPU-bound either way), so every encoder has reached
-# about the same step whenever the grid is stopped (pipeline.report shows the runs in progress).
+# Two packs at a time: each evaluation spawns 15 env workers (~0.8 GB each), and three packs whose
+# evaluations overlapped were OOM-killed on this 24 GiB machine (pipeline.report shows runs in progress).
 SLICE ?= runs/cpu_slice
 SLICE_PY := $(abspath $(PY))
 SLICE_SAC := --eval-every 25000 --eval-episodes 20 --eval-envs 5 --checkpoint-every 10000
@@ -54,7 +54,7 @@ cpu-slice: venv
 	cd $(SLICE) && $(call slice_probe,rgbs,rgb,rgb)
 	cd $(SLICE) && $(call slice_probe,rgb,,rgb)
 	cd $(SLICE) && $(SLICE_PY) -m rl.grid --tasks reach-v3 --encoders state,mmae_rgb,mmae_rgbs_po,mmae_rgbs --seeds 0,1,2 \
-		--steps 100000 --sac-preset cpu --pack 3 --parallel 4 --out runs/sac --extra "$(SLICE_SAC)"
+		--steps 100000 --sac-preset cpu --pack 3 --parallel 2 --out runs/sac --extra "$(SLICE_SAC)"
 	cd $(SLICE) && $(SLICE_PY) -m pipeline.report --roots runs/sac --out report
 
 bench: venv
