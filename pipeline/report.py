@@ -6,8 +6,9 @@ SAC run, beside its `eval.csv`), the `eval.csv` of runs still going (a `config.j
 reconstructions, gaze overlays), so it works on any mix of finished and running grids.
 Sections: the paper's Table I analog with the paper's numbers beside ours (finished runs only), the
 runs in progress at the newest evaluation all their seeds have reached, learning curves per task
-(the paper's Fig. 3; an encoder's curve ends where its least advanced seed ends), the linear probe of every frozen MultiMAE encoder (the probe_<inputs>.json
-`pretrain.probe` writes beside each encoder.pt), pictures, and a footer with the budget, seed, device
+(the paper's Fig. 3; an encoder's curve ends where its least advanced seed ends), the linear probe
+of every frozen MultiMAE encoder (the probe_<inputs>.json `pretrain.probe` writes beside each
+encoder.pt), pictures, and a footer with the budget, seed, device
 and wall time of every run.
 """
 from __future__ import annotations
@@ -161,7 +162,7 @@ def progress_table(running: list[dict]) -> str:
         step = min(r["curve"][-1][0] for r in rs)
         at = [r for r in rs if step in dict(r["curve"])]  # seeds on another evaluation schedule are left out
         success = [dict(r["curve"])[step] for r in at]
-        returns = [dict(r["return_curve"])[step] for r in at if step in dict(r["return_curve"])]
+        returns = [ret[step] for ret in (dict(r["return_curve"]) for r in at) if step in ret]
         budgets = "/".join(sorted({f"{r['steps']:,}" for r in at if r["steps"]}))
         seeds = ", ".join(str(r["seed"]) for r in sorted(at, key=lambda r: r["seed"] or 0))
         lines.append(f"| {ENCODER_LABELS.get(enc, enc)} | {task} | {step:,.0f} of {budgets or '?'} | "
@@ -193,12 +194,12 @@ def curve_table(runs: list[dict], task: str, max_columns: int = 10) -> str:
     return "\n".join(lines)
 
 
-def plot_curves(runs: list[dict], out: Path) -> list[Path]:
+def plot_curves(runs: list[dict], out: Path) -> dict[str, Path]:
     """One PNG per task: evaluation success (the paper's Fig. 3) and return vs env steps, the mean across
     seeds (a marker at every evaluation) with a shaded 95 % bootstrap confidence band over seeds. The
     return shows learning long before the first success. An encoder's curve stops at the last step
     all its seeds have evaluated (dashed while any of them is still running)."""
-    paths = []
+    paths = {}
     for task in sorted({r["task"] for r in runs}):
         fig, axes = plt.subplots(1, 2, figsize=(11, 4))
         for ax, key, label in ((axes[0], "curve", "success rate"), (axes[1], "return_curve", "evaluation return")):
@@ -222,7 +223,7 @@ def plot_curves(runs: list[dict], out: Path) -> list[Path]:
             ax.grid(alpha=0.3)
         axes[0].set_ylim(-0.02, 1.02)
         axes[0].legend(fontsize=7)
-        paths.append(write_figure(fig, out / f"curves_{task}.png"))
+        paths[task] = write_figure(fig, out / f"curves_{task}.png")
     return paths
 
 
@@ -318,7 +319,7 @@ def write_report(cfg: ReportConfig) -> Path:
                   "(mean ± std [95 % bootstrap CI] over those seeds).\n",
                   progress_table(running) + "\n"]
     parts += ["## Learning curves (the paper's Fig. 3)\n"]
-    for task, picture in zip(sorted({r["task"] for r in runs + running}), curves):
+    for task, picture in curves.items():
         parts += [f"![{picture.stem}]({picture.relative_to(out)})\n",
                   f"Success at each evaluation on {task}, mean [95 % bootstrap CI] over seeds:\n",
                   curve_table(runs + running, task) + "\n"]
