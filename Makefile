@@ -35,8 +35,9 @@ test: venv sysdeps
 # RESULTS.md "Table I rows at a CPU budget": state and the frozen-encoder rows, 3 seeds x 100k steps on
 # reach-v3, packed, with MultiMAEs pretrained here (cpu preset) on frames labelled by the committed
 # saliency student. Many hours on 2 cores: run it again to continue (every step skips or resumes).
-# Two packs at a time: each evaluation spawns 15 env workers (~0.8 GB each), and three packs whose
-# evaluations overlapped were OOM-killed on this 24 GiB machine (pipeline.report shows runs in progress).
+# Two packs at a time (two cores). Each evaluation spawns 15 env workers: at ~0.8 GB each (when they
+# still imported the trainer's torch) three packs whose evaluations overlapped were OOM-killed on this
+# 24 GiB machine; workers now hold ~0.3 GB (pipeline.report shows runs in progress).
 SLICE ?= runs/cpu_slice
 SLICE_PY := $(abspath $(PY))
 SLICE_SAC := --eval-every 25000 --eval-episodes 20 --eval-envs 5 --checkpoint-every 10000

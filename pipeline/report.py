@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 from common.cli import run_command  # noqa: E402
 from common.figures import write_figure  # noqa: E402
 from data.env import PAPER_TASKS  # noqa: E402
-from rl.encoders import ENCODER_LABELS, TABLE_I  # noqa: E402  (labels of every registered encoder: importing rl registers the gaze ones)
+from rl.encoders import ENCODER_LABELS, TABLE_I  # noqa: E402  (labels of every registered encoder, gaze ones included)
 
 #: The paper's Table I: success over 50 rollouts and 3 seeds (mean, std), 1M steps.
 PAPER_TABLE_I: dict[str, dict[str, tuple[float, float]]] = {

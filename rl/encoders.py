@@ -54,7 +54,7 @@ def register_encoder(name: str, label: str):
 
 
 def encoder_names() -> list[str]:
-    """Every registered encoder (gaze encoders included: importing `rl` registers them), in registration order."""
+    """Every registered encoder (the gaze encoders included), in registration order."""
     return list(ENCODERS)
 
 
@@ -249,3 +249,8 @@ def build_encoder(cfg: Any, image_size: int = 64, runs: int = 1) -> Encoder:
     if cfg.encoder not in ENCODERS:
         raise ValueError(f"unknown encoder {cfg.encoder!r}; valid encoders: {', '.join(sorted(names))}")
     return ENCODERS[cfg.encoder](cfg, image_size, runs)
+
+
+# The gaze encoders register themselves here, so every reader of the registry sees them. Last, since
+# rl.gaze imports this module's names (imported first, it finds them defined and this line a no-op).
+from rl import gaze  # noqa: E402, F401
