@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export MUJOCO_GL ?= egl
 
-.PHONY: demo test venv sysdeps bench cpu-slice clean-venv
+.PHONY: demo test venv sysdeps bench cpu-slice gpu-bundle clean-venv
 
 venv: $(STAMP)
 
@@ -57,6 +57,10 @@ cpu-slice: venv
 	cd $(SLICE) && $(SLICE_PY) -m rl.grid --tasks reach-v3 --encoders state,mmae_rgb,mmae_rgbs_po,mmae_rgbs --seeds 0,1,2 \
 		--steps 100000 --sac-preset cpu --pack 3 --parallel 2 --out runs/sac --extra "$(SLICE_SAC)"
 	cd $(SLICE) && $(SLICE_PY) -m pipeline.report --roots runs/sac --out report
+
+# .gpu/: what a lent GPU node lacks, small enough to travel (README, "On a lent GPU node")
+gpu-bundle: venv
+	$(PY) -m pipeline.bundle
 
 bench: venv
 	$(PY) bench/collection.py
