@@ -42,6 +42,11 @@ PAPER_TABLE_I: dict[str, dict[str, tuple[float, float]]] = {
     "mmae_rgbs_po": {"reach-v3": (0.48, 0.06), "drawer-open-v3": (0.88, 0.21), "faucet-open-v3": (0.40, 0.21), "door-open-v3": (0.52, 0.08)},
     "mmae_rgbs": {"reach-v3": (0.62, 0.05), "drawer-open-v3": (0.94, 0.03), "faucet-open-v3": (0.61, 0.16), "door-open-v3": (0.64, 0.02)},
 }
+#: the orderings the papers claim, (worse, better): ViSaRL's Table I, and Gaze on the Prize over CNN RGB
+PAPER_ORDERINGS: tuple[tuple[str, str], ...] = (
+    ("cnn_rgb", "cnn_rgbs"), ("mmae_rgb", "mmae_rgbs_po"), ("mmae_rgbs_po", "mmae_rgbs"), ("mmae_rgb", "mmae_rgbs"),
+    ("cnn_rgb", "gaze"),
+)
 ENCODER_ORDER = ["state", *TABLE_I, *(e for e in ENCODER_LABELS if e not in TABLE_I and e != "state")]
 PICTURE_GLOBS = {
     "Saliency examples (the paper's Fig. 7)": ["saliency/**/fig7*.png"],
@@ -111,6 +116,40 @@ def bootstrap_ci(values, level: float = 0.95, resamples: int = 10_000, seed: int
     means = x[rng.integers(0, len(x), (resamples, len(x)))].mean(1)  # [resamples(, T)]
     lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2], axis=0)
     return lo, hi
+
+
+def bootstrap_diff_ci(worse, better, level: float = 0.95, resamples: int = 10_000, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap CI of mean(better) - mean(worse), the seeds of each resampled on their own."""
+    a, b = np.asarray(worse, float), np.asarray(better, float)
+    rng = np.random.default_rng(seed)
+    diffs = (b[rng.integers(0, len(b), (resamples, len(b)))].mean(1)
+             - a[rng.integers(0, len(a), (resamples, len(a)))].mean(1))  # [resamples]
+    lo, hi = np.quantile(diffs, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def ordering_table(runs: list[dict]) -> str:
+    """Markdown: each ordering the papers claim (PAPER_ORDERINGS) on each task where both encoders
+    finished: our difference of mean final success with its 95 % bootstrap CI, the verdict (holds
+    only when the CI excludes 0), and the paper's difference."""
+    by = defaultdict(list)
+    for r in runs:
+        by[(r["encoder"], r["task"])].append(float(r["success_rate"]))
+    tasks = [t for t in PAPER_TASKS if any(r["task"] == t for r in runs)] + sorted({r["task"] for r in runs} - set(PAPER_TASKS))
+    lines = ["| Claim | Task | Ours: better - worse [95 % CI] | Verdict | Paper |", "|---|---|---|---|---|"]
+    for worse, better in PAPER_ORDERINGS:
+        for task in tasks:
+            a, b = by.get((worse, task), []), by.get((better, task), [])
+            if not a or not b:
+                continue
+            lo, hi = bootstrap_diff_ci(a, b)
+            verdict = ("holds" if lo > 0 else "reversed" if hi < 0 else "not resolved (the CI contains 0)") + \
+                (f" (n={len(a)} / {len(b)})" if min(len(a), len(b)) < 3 else "")
+            pa, pb = PAPER_TABLE_I.get(worse, {}).get(task), PAPER_TABLE_I.get(better, {}).get(task)
+            paper = f"{pb[0] - pa[0]:+.2f}" if pa and pb else "n/a"
+            lines.append(f"| {ENCODER_LABELS.get(worse, worse)} < {ENCODER_LABELS.get(better, better)} | {task} | "
+                         f"{np.mean(b) - np.mean(a):+.2f} [{lo:+.2f}, {hi:+.2f}] | {verdict} | {paper} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 def _fmt(values: list[float], spec: str = ".2f") -> str:
@@ -313,6 +352,12 @@ def write_report(cfg: ReportConfig) -> Path:
         "[95 % percentile-bootstrap confidence interval of the mean over seeds].\n",
         (table_i(runs) if runs else "No run has finished yet.") + "\n",
     ]
+    orderings = ordering_table(runs)
+    if orderings:
+        parts += ["## The papers' orderings\n",
+                  "Each claimed ordering where both encoders finished: the difference of mean final success "
+                  "(percentile bootstrap over each encoder's seeds); it holds only when its CI excludes 0.\n",
+                  orderings + "\n"]
     if running:
         parts += ["## Runs in progress\n",
                   "Not final: each encoder at the newest evaluation all its running seeds have reached "

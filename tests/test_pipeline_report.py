@@ -145,3 +145,27 @@ def test_report_shows_the_probe_of_every_encoder(tmp_path):
     assert "| mmae/rgbs/reach-v3/encoder.pt | rgb | pixels | - | 768 | 0.99 | 0.84 | 0.42 |" in table
     warnings = [line for line in text.splitlines() if line.startswith("- WARNING:")]
     assert len(warnings) == 1 and "drops object R^2 from 0.35 to 0.06" in warnings[0]
+
+
+def test_the_papers_orderings_hold_only_when_the_interval_of_the_difference_excludes_zero(tmp_path):
+    from pipeline.report import bootstrap_diff_ci, ordering_table
+
+    runs = tmp_path / "sac"
+    for seed, (rgb, po, visarl, cnn) in enumerate([(0.10, 0.50, 0.30, 0.4), (0.20, 0.60, 0.70, 0.5), (0.15, 0.55, 0.50, 0.6)]):
+        _fake_run(runs, "reach-v3", "mmae_rgb", seed, success=rgb)
+        _fake_run(runs, "reach-v3", "mmae_rgbs_po", seed, success=po)
+        _fake_run(runs, "reach-v3", "mmae_rgbs", seed, success=visarl)
+        _fake_run(runs, "reach-v3", "cnn_rgbs", seed, success=cnn)
+        _fake_run(runs, "reach-v3", "cnn_rgb", seed, success=0.9)  # no gaze: its claim has no row
+    table = ordering_table(load_runs([runs]))
+    rows = {line.split(" | ")[0][2:]: line for line in table.splitlines()[2:]}
+    assert set(rows) == {"CNN RGB < CNN RGBS", "MMAE RGB < MMAE RGB+Saliency (PO)", "MMAE RGB+Saliency (PO) < MMAE RGB+Saliency (ViSaRL)",
+                         "MMAE RGB < MMAE RGB+Saliency (ViSaRL)"}
+    assert "| +0.40 [+0.33, +0.47] | holds | -0.01 |" in rows["MMAE RGB < MMAE RGB+Saliency (PO)"]
+    assert "| -0.05 [" in rows["MMAE RGB+Saliency (PO) < MMAE RGB+Saliency (ViSaRL)"]
+    assert "not resolved (the CI contains 0) | +0.14 |" in rows["MMAE RGB+Saliency (PO) < MMAE RGB+Saliency (ViSaRL)"]
+    assert "| -0.40 [-0.50, -0.30] | reversed | +0.12 |" in rows["CNN RGB < CNN RGBS"]
+    lo, hi = bootstrap_diff_ci([0.9, 0.8], [0.1, 0.2])
+    assert -0.8 <= lo <= hi < 0  # reversed: the interval lies below 0
+    text = write_report(ReportConfig(roots=str(runs), out=str(tmp_path / "report"), pictures_root=str(tmp_path))).read_text()
+    assert "## The papers' orderings" in text and "| holds |" in text
