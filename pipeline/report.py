@@ -111,19 +111,21 @@ def _read_curve(path: Path, column: str) -> list[tuple[float, float]]:
 
 def bootstrap_ci(values, level: float = 0.95, resamples: int = 10_000, seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap confidence interval of the mean over seeds (values [n] or [n, T] -> per column)."""
-    x = np.asarray(values, float)
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, len(x), (resamples, len(x)))].mean(1)  # [resamples(, T)]
+    means = _resampled_means(np.asarray(values, float), np.random.default_rng(seed), resamples)  # [resamples(, T)]
     lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2], axis=0)
     return lo, hi
 
 
+def _resampled_means(x: np.ndarray, rng: np.random.Generator, resamples: int) -> np.ndarray:
+    """Means of `resamples` resamples (with replacement) of the seeds (rows) of x."""
+    return x[rng.integers(0, len(x), (resamples, len(x)))].mean(1)
+
+
 def bootstrap_diff_ci(worse, better, level: float = 0.95, resamples: int = 10_000, seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap CI of mean(better) - mean(worse), the seeds of each resampled on their own."""
-    a, b = np.asarray(worse, float), np.asarray(better, float)
     rng = np.random.default_rng(seed)
-    diffs = (b[rng.integers(0, len(b), (resamples, len(b)))].mean(1)
-             - a[rng.integers(0, len(a), (resamples, len(a)))].mean(1))  # [resamples]
+    diffs = (_resampled_means(np.asarray(better, float), rng, resamples)
+             - _resampled_means(np.asarray(worse, float), rng, resamples))  # [resamples]
     lo, hi = np.quantile(diffs, [(1 - level) / 2, (1 + level) / 2])
     return float(lo), float(hi)
 
@@ -132,10 +134,7 @@ def ordering_table(runs: list[dict]) -> str:
     """Markdown: each ordering the papers claim (PAPER_ORDERINGS) on each task where both encoders
     finished: our difference of mean final success with its 95 % bootstrap CI, the verdict (holds
     only when the CI excludes 0), and the paper's difference."""
-    by = defaultdict(list)
-    for r in runs:
-        by[(r["encoder"], r["task"])].append(float(r["success_rate"]))
-    tasks = [t for t in PAPER_TASKS if any(r["task"] == t for r in runs)] + sorted({r["task"] for r in runs} - set(PAPER_TASKS))
+    tasks, by = _final_success(runs)
     lines = ["| Claim | Task | Ours: better - worse [95 % CI] | Verdict | Paper |", "|---|---|---|---|---|"]
     for worse, better in PAPER_ORDERINGS:
         for task in tasks:
@@ -162,13 +161,19 @@ def _fmt(values: list[float], spec: str = ".2f") -> str:
     return f"{np.mean(values):{spec}} ± {np.std(values):{spec}} [{lo:{spec}}, {hi:{spec}}]"
 
 
-def table_i(runs: list[dict]) -> str:
-    """Markdown Table I analog: mean ± std [95 % bootstrap CI] over seeds of the final success rate, paper beside ours."""
+def _final_success(runs: list[dict]) -> tuple[list[str], dict[tuple[str, str], list[float]]]:
+    """The tasks of `runs` (the paper's first, in its order) and the final success of every seed by (encoder, task)."""
     tasks = [t for t in PAPER_TASKS if any(r["task"] == t for r in runs)]
     tasks += sorted({r["task"] for r in runs} - set(tasks))
     by = defaultdict(list)
     for r in runs:
         by[(r["encoder"], r["task"])].append(float(r["success_rate"]))
+    return tasks, by
+
+
+def table_i(runs: list[dict]) -> str:
+    """Markdown Table I analog: mean ± std [95 % bootstrap CI] over seeds of the final success rate, paper beside ours."""
+    tasks, by = _final_success(runs)
     encoders = sorted({r["encoder"] for r in runs}, key=_encoder_key)
     lines = ["| Encoder | " + " | ".join(f"{t} (ours / paper)" for t in tasks) + " | Average (ours) |",
              "|---|" + "---|" * (len(tasks) + 1)]

@@ -9,7 +9,7 @@ Every env worker builds `data.env.make_env` and wraps it:
     renderer is ~15x the cost of a physics step on a CPU).
 The envs of every run of a pack live in one vector env (run-major). Vector envs use gymnasium's
 SAME_STEP autoreset (the episode's last observation in `info["final_obs"]`). Workers import only
-this module and the env (~0.1 GB), not the trainer's torch and encoders (see `_spawn_without_main`).
+this module and the env (~0.3 GB), not the trainer's torch and encoders (see `_spawn_without_main`).
 """
 from __future__ import annotations
 
