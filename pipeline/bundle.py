@@ -138,7 +138,10 @@ export MUJOCO_GL=egl
 
 def tracked_bytes() -> int:
     """Bytes of the files git tracks in this checkout (what always travels)."""
-    names = subprocess.run(["git", "ls-files", "-z"], capture_output=True, check=True).stdout.split(b"\0")
+    listed = subprocess.run(["git", "ls-files", "-z"], capture_output=True)
+    if listed.returncode != 0:
+        raise ValueError("run it from the project's git checkout: what travels is its tracked files plus the bundle")
+    names = listed.stdout.split(b"\0")
     return sum(Path(n.decode()).stat().st_size for n in names if n and Path(n.decode()).is_file())
 
 
