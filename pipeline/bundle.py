@@ -21,6 +21,7 @@ import base64
 import csv
 import hashlib
 import io
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -117,7 +118,7 @@ def _pip_download(requirements: list[str], folder: Path, python_version: str) ->
     for platform in ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64"):
         cmd += ["--platform", platform]
     if subprocess.run(cmd + requirements).returncode != 0:
-        raise OSError(f"pip download of {', '.join(requirements)} failed (a package index must be reachable here)")
+        raise OSError(f"pip download of {', '.join(requirements)} failed (a package index must be reachable here); the bundle is unchanged")
 
 
 SETUP = """#!/bin/sh
@@ -154,25 +155,26 @@ def bundle(cfg: BundleConfig) -> Path:
     out = Path(cfg.out)
     if out.is_absolute() or ".." in out.parts:
         raise ValueError(f"--out {cfg.out}: must be a folder inside the checkout, which is what travels (e.g. .gpu)")
-    wheels, debs = out / "wheels", out / "debs"
     keep = used_assets(cfg.task_list)
-    for folder in (wheels, debs):
-        folder.mkdir(parents=True, exist_ok=True)
-        for old in folder.iterdir():  # downloads only: a bundle of other versions must not linger
-            old.unlink()
-    with tempfile.TemporaryDirectory() as tmp:  # the untrimmed Meta-World wheel never enters the bundle
-        raw = Path(tmp)
+    out.mkdir(parents=True, exist_ok=True)
+    # built beside the bundle and swapped in only when complete: a failed download keeps the old bundle
+    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory(dir=out) as fresh:
+        raw, wheels, debs = Path(tmp), Path(fresh) / "wheels", Path(fresh) / "debs"
+        wheels.mkdir(), debs.mkdir()
         _pip_download([f"{name}=={metadata.version(name)}" for name in NODE_LACKS], raw, cfg.python_version)
-        for whl in sorted(raw.glob("*.whl")):
+        for whl in sorted(raw.glob("*.whl")):  # the untrimmed Meta-World wheel never enters the bundle
             target = wheels / whl.name
             if whl.name.lower().startswith("metaworld-"):
                 n, size = trim_wheel(whl, target, "metaworld", keep)
                 print(f"{whl.name}: {whl.stat().st_size / MIB:.1f} -> {target.stat().st_size / MIB:.1f} MiB "
                       f"({n} asset files of other tasks dropped, {size / MIB:.1f} MiB; kept {len(keep)} for {cfg.tasks})")
             else:
-                target.write_bytes(whl.read_bytes())
-    if subprocess.run(["apt-get", "download", *GL_DEBS], cwd=debs, capture_output=True).returncode != 0:
-        raise OSError(f"apt-get download {' '.join(GL_DEBS)} failed in {debs} (needs a Debian package source)")
+                shutil.copyfile(whl, target)
+        if subprocess.run(["apt-get", "download", *GL_DEBS], cwd=debs, capture_output=True).returncode != 0:
+            raise OSError(f"apt-get download {' '.join(GL_DEBS)} failed (needs a Debian package source); {out} is unchanged")
+        for name in ("wheels", "debs"):  # downloads only: a bundle of other versions must not linger
+            shutil.rmtree(out / name, ignore_errors=True)
+            (Path(fresh) / name).rename(out / name)
     (out / "setup.sh").write_text(SETUP.format(out=out.as_posix()))
     (out / "env.sh").write_text(ENV.format(out=out.as_posix()))
     total, tracked = folder_bytes(out), tracked_bytes()
