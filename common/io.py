@@ -79,6 +79,16 @@ def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> Path:
     return path
 
 
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the hidden `.<name>.*.tmp` files that a writer killed mid-write left in `folder` (atomic
+    writes never leave one otherwise). Only for a folder this process holds: another writer's file
+    in flight has the same name. Returns what was removed."""
+    stale = sorted(Path(folder).glob(".?*.tmp"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 

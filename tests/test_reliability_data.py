@@ -118,6 +118,16 @@ def test_recollecting_regenerates_only_missing_or_damaged_shards(folder, pristin
     assert read_manifest(folder)["shards"] == read_manifest(pristine)["shards"]
 
 
+def test_recollecting_removes_what_a_killed_writer_left_half_written(folder, pristine):
+    """SIGKILL between an atomic write's temp file and its rename leaves `.<name>.*.tmp` behind."""
+    stale = [folder / ".manifest.json.k9_x2a1q.tmp", folder / ".shard-00001.tar.3vb8zz0p.tmp"]
+    for path in stale:
+        path.write_bytes(b"half written")
+    collect(from_flat(CollectConfig, **SETTINGS, out=str(folder)), progress=False)
+    assert not any(p.exists() for p in stale)
+    assert read_manifest(folder)["shards"] == read_manifest(pristine)["shards"]
+
+
 def test_legacy_manifest_stays_readable_and_recollecting_adds_checksums(folder, pristine):
     m = read_manifest(folder)
     write_manifest(folder, {**m, "shards": [{"file": s["file"], "frames": s["frames"]} for s in m["shards"]]})

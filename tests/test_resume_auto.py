@@ -45,7 +45,10 @@ def test_rl_sac(tmp_path, capsys):
     assert not (tmp_path / "run" / "config.json").exists()  # a refusal leaves no run behind
     sac.main([*RL, "--steps", "100", *out, "--resume", "auto"])
     assert "resumed" not in capsys.readouterr().out
+    half_written = tmp_path / "run" / ".checkpoint-000000125.pt.qz81_x0c.tmp"  # the last run was killed mid-save
+    half_written.write_bytes(b"\0" * 1000)
     sac.main([*RL, "--steps", "150", *out, "--resume", "auto"])
+    assert not half_written.exists()
     assert "resumed at step 100" in capsys.readouterr().out
     assert steps_of(tmp_path / "run" / "metrics.csv") == [25, 50, 75, 100, 125, 150]
     with pytest.raises(SystemExit, match="already holds a run"):
