@@ -40,6 +40,8 @@ test: venv sysdeps
 # 24 GiB machine; workers now hold ~0.3 GB (pipeline.report shows runs in progress).
 SLICE ?= runs/cpu_slice
 SLICE_PY := $(abspath $(PY))
+# rows to train; e.g. `make cpu-slice SLICE_ENCODERS=mmae_rgbs_grid2` adds a row beside the finished ones
+SLICE_ENCODERS ?= state,mmae_rgb,mmae_rgbs_po,mmae_rgbs
 SLICE_SAC := --eval-every 25000 --eval-episodes 20 --eval-envs 5 --checkpoint-every 10000
 # probe of model $(1) with inputs $(2) ('': all it was trained on), skipped once its probe_$(3).json exists
 slice_probe = test -f runs/mmae/$(1)/reach-v3/probe_$(3).json || $(SLICE_PY) -m pretrain.probe \
@@ -54,7 +56,7 @@ cpu-slice: venv
 	cd $(SLICE) && $(call slice_probe,rgbs,,rgb+saliency)
 	cd $(SLICE) && $(call slice_probe,rgbs,rgb,rgb)
 	cd $(SLICE) && $(call slice_probe,rgb,,rgb)
-	cd $(SLICE) && $(SLICE_PY) -m rl.grid --tasks reach-v3 --encoders state,mmae_rgb,mmae_rgbs_po,mmae_rgbs --seeds 0,1,2 \
+	cd $(SLICE) && $(SLICE_PY) -m rl.grid --tasks reach-v3 --encoders $(SLICE_ENCODERS) --seeds 0,1,2 \
 		--steps 100000 --sac-preset cpu --pack 3 --parallel 2 --out runs/sac --extra "$(SLICE_SAC)"
 	cd $(SLICE) && $(SLICE_PY) -m pipeline.report --roots runs/sac --out report
 
