@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from common.cli import flat_dict, resume_mode
-from common.io import atomic_write_json, check_writable_dir
+from common.io import atomic_write_json, check_writable_dir, remove_stale_temporaries
 
 
 def code_version() -> str:
@@ -69,8 +69,9 @@ def exclusive_run_dir(run_dir: str | Path) -> Iterator[Path]:
     folder (the same command started twice, a requeued job while the first still runs) stops with an
     error naming the holder instead of interleaving rows and checkpoints. The lock is the kernel's
     (fcntl.lockf on `<run_dir>/.lock`): a killed process leaves none behind, and processes it forks
-    (env workers) do not inherit it. Re-entrant within one process. A folder it created and nothing
-    filled (a run refused before it started) is removed again."""
+    (env workers) do not inherit it. Re-entrant within one process. On taking the lock it deletes the
+    temp files of atomic writes a killed holder left half-written (a checkpoint, a shard, a manifest).
+    A folder it created and nothing filled (a run refused before it started) is removed again."""
     created = not Path(run_dir).exists()
     path = check_writable_dir(run_dir).resolve()
     if path in _HELD:
@@ -87,6 +88,7 @@ def exclusive_run_dir(run_dir: str | Path) -> Iterator[Path]:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
         _HELD[path] = [fd, 1]
+        remove_stale_temporaries(path)
     try:
         yield Path(run_dir)
     finally:

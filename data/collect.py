@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from common.cli import as_flags, check_finite, flat_dict, nested, one_line_errors, parse_config
-from common.io import check_writable_dir, remove_stale_temporaries
+from common.io import check_writable_dir
 from common.runs import code_version, exclusive_run_dir
 from data.env import EnvConfig, PixelMetaWorld
 from data.shards import ShardError, check_shard, read_manifest, shard_name, write_manifest, write_shard_entry
@@ -174,7 +174,6 @@ def _collect(cfg: CollectConfig, progress: bool) -> Path:
                 f"error: {out} holds a different collection (stored vs asked: {diff}); "
                 "use the same settings to resume it or choose another --out"
             )
-    remove_stale_temporaries(out)  # a killed collection's half-written shard or manifest
     sizes = cfg.shard_sizes()
     done = _intact_shards(out, sizes)
     todo = [(cfg, i, sizes[i]) for i in range(len(sizes)) if i not in done]

@@ -32,7 +32,7 @@ import torch
 from tqdm import tqdm
 
 from common.cli import RESUME_HELP, OneLineParser, flat_dict, from_flat, one_line_errors, resume_mode, should_resume
-from common.io import atomic_torch_save, atomic_write_json, nonfinite_tensors, remove_stale_temporaries, safe_torch_load
+from common.io import atomic_torch_save, atomic_write_json, nonfinite_tensors, safe_torch_load
 from common.runs import MetricLogger, device_description, exclusive_run_dir, on_main_thread, prepare_run_dir
 from rl.agent import SAC, GraphedUpdates, RunNoise
 from rl.config import PACK_FIELDS, SACConfig
@@ -294,7 +294,6 @@ def _train(cfgs: list[SACConfig]) -> list[Path]:
     update = GraphedUpdates(agent) if graphed else agent.update
     for c, run_dir in zip(cfgs, pack.run_dirs):
         prepare_run_dir(run_dir, c, resume=c.resume)
-        remove_stale_temporaries(run_dir)  # a checkpoint half-written when the last run was killed
     metrics_logs = [MetricLogger(d, "metrics") for d in pack.run_dirs]
     eval_logs = [MetricLogger(d, "eval") for d in pack.run_dirs]  # success, return, eval time in TensorBoard too
     aux_logs: list[MetricLogger | None] = [MetricLogger(d, "aux") if (d / "aux.csv").exists() else None

@@ -39,14 +39,18 @@ def holder(tmp_path):
 
 def test_a_held_folder_is_refused_and_a_killed_holder_frees_it(tmp_path, holder):
     proc, child = holder
+    in_flight = tmp_path / "run" / ".checkpoint.pt.x81kq0za.tmp"  # the holder's atomic write, not yet renamed
+    in_flight.write_bytes(b"half")
     with pytest.raises(SystemExit, match=rf"run is in use by pid {proc.pid} on .*run the same command again"):
         with exclusive_run_dir(tmp_path / "run"):
             pass
+    assert in_flight.exists()  # a refused process touches nothing
     proc.kill()
     proc.wait()
     os.kill(child, 0)  # the forked child still lives, and does not hold the folder
     with exclusive_run_dir(tmp_path / "run") as run:
         assert (run / ".lock").read_text() == f"pid {os.getpid()} on {os.uname().nodename}\n"
+        assert not in_flight.exists()  # what the killed holder left half-written is gone
 
 
 def test_reentrant_and_an_unused_new_folder_is_removed(tmp_path):
