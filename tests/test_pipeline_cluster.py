@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import subprocess
 import sys
+
 import pytest
 
 from pipeline.presets import PRESETS
