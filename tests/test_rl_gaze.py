@@ -26,6 +26,8 @@ from rl.gaze import (
 )
 from rl.nets import slice_state, stack_states
 
+from numerics import relative_update_difference
+
 
 @pytest.fixture(autouse=True)
 def _threads():
@@ -337,8 +339,9 @@ def test_a_run_in_a_pack_takes_the_same_contrastive_step_as_alone():
     assert metrics_pack[1]["gaze/triplets"] == metrics_alone["gaze/triplets"]
     assert metrics_pack[1] == pytest.approx(metrics_alone, rel=1e-4, abs=1e-6)
     assert metrics_pack[0] != pytest.approx(metrics_alone, rel=1e-4, abs=1e-6)  # run 0 mined its own data
+    # the same step up to summation order (tests/numerics.py): measured <= 2e-6 relative on an AVX2 CPU
     for (name, p), q in zip(pack.head.named_parameters(), alone.head.parameters()):
-        torch.testing.assert_close(p[1:], q, rtol=1e-5, atol=1e-6, msg=name)
+        assert relative_update_difference(p[1:], q, ckpt["encoder"][f"head.{name}"]) < 1e-3, name
         assert not torch.allclose(p[:1], q), name
     assert alone.rngs[0].bit_generator.state == pack.rngs[1].bit_generator.state
     state = slice_state(pack.head_optimizer.state_dict(), 1, 2)["state"]

@@ -16,6 +16,8 @@ from rl.grid import GridConfig, plan, plan_packs
 from rl.replay import ReplayBuffer
 from rl.workspace import Pack, checkpoint_steps, latest_checkpoint, train
 
+from numerics import relative_update_difference
+
 TINY = dict(random_steps=50, max_episode_steps=50, batch_size=16, hidden_dim=64, feature_dim=16, replay_size=2000,
             eval_every=0, eval_episodes=1, log_every=50, checkpoint_every=50, torch_threads=1, saliency="oracle")
 
@@ -69,8 +71,11 @@ def test_packed_state_run_is_bit_identical_to_the_same_run_alone(tmp_path, index
 
 
 def test_packed_cnn_run_matches_alone_within_float_tolerance(tmp_path, index_streams):
-    """Grouped convolutions differ from a single one in the last bits: the random-phase data and
-    every replay index are identical, the weights equal within float tolerance after 50 updates."""
+    """Grouped convolutions of a pack and the single convolution of a run alone take different kernels
+    (which ones depends on the CPU: AVX2, AVX-512, AMX), so their float32 sums are ordered differently.
+    The random-phase data and every replay index are identical; the weights' updates from their shared
+    initialisation agree up to that reordering."""
+    init = Pack(configs(tmp_path, "cnn_rgb", (1,), 100, "i")).agent.state_dict()
     packed = train(configs(tmp_path, "cnn_rgb", (0, 1), 100, "p"))
     buffers = list(dict.fromkeys(k[0] for k in index_streams))
     alone = train(configs(tmp_path, "cnn_rgb", (1,), 100, "a"))
@@ -81,13 +86,12 @@ def test_packed_cnn_run_matches_alone_within_float_tolerance(tmp_path, index_str
     np.testing.assert_array_equal(replay(packed[1], "obs.pixels")[:, random_phase], replay(alone[0], "obs.pixels")[:, random_phase])
     a = torch.load(packed[1] / "agent.pt", weights_only=True)["model"]
     b = torch.load(alone[0] / "agent.pt", weights_only=True)["model"]
-    # Adam's normalised steps turn last-bit differences of near-zero trunk gradients (dead ReLUs) into
-    # up to a learning rate (1e-4) of difference per update; everything else agrees to ~1e-7
-    diffs = torch.cat([(a[k] - b[k]).abs().flatten() for k in a])
-    assert diffs.max() < 1e-3 and diffs.median() < 1e-7
+    # what training did, relative to its size (tests/numerics.py): near-zero trunk gradients (dead
+    # ReLUs) amplify reordering most; measured <= 1.3e-2 in the trunk, <= 1e-5 after it on an AVX2 CPU
+    # (2026-12-03); the bounds leave ~8x and ~100x for other kernels, and another run's data gives ~1
     for k in a:
-        if not k.startswith("encoder.trunk."):
-            torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=1e-5)
+        relative = relative_update_difference(a[k], b[k], init[k])
+        assert relative < (0.1 if k.startswith("encoder.trunk.") else 1e-3), (k, relative)
     moved = torch.load(packed[0] / "agent.pt", weights_only=True)["model"]
     assert not torch.allclose(moved["actor.net.layers.0.weight"], a["actor.net.layers.0.weight"])  # seeds differ
 
