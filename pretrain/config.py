@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.cli import RESUME_HELP, check_finite, nested, resume_field, resume_mode
+from common.precision import check_precision, precision_field
 from data.shards import ALLOW_INCOMPLETE_HELP
 from pretrain.model import ModelConfig
 
@@ -38,12 +39,14 @@ class PretrainConfig:
     seed: int = field(default=0, metadata={"help": "seed of weights, data order and masks"})
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch default)"})
     device: str = field(default="auto", metadata={"help": "auto (cuda:LOCAL_RANK if available, else cpu), cpu or cuda"})
+    precision: str = precision_field()
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
     preset: str = field(default="", init=False, metadata={"help": "set by --preset (recorded in config.json)"})
 
     def validate(self) -> "PretrainConfig":
         check_finite(self)  # NaN/inf hyperparameters are refused here, whoever built the config
         self.resume = resume_mode(self.resume)
+        check_precision(self.precision)
         self.model.validate()
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("--epochs and --batch-size must be >= 1")

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import Mlp
+from timm.layers import Mlp, use_fused_attn
 from timm.models.vision_transformer import Block
 
 CHANNELS = {"rgb": 3, "saliency": 1}
@@ -162,13 +162,18 @@ class CrossAttention(nn.Module):
         self.norm_q, self.norm_kv, self.norm_mlp = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.q, self.kv, self.proj = nn.Linear(dim, dim), nn.Linear(dim, 2 * dim), nn.Linear(dim, dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.fused_attn = use_fused_attn()  # as timm's Attention: off, attention is matmul-softmax-matmul
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         B, Lq, D = x.shape
         h = self.num_heads
         q = self.q(self.norm_q(x)).reshape(B, Lq, h, D // h).transpose(1, 2)  # [B, h, Lq, D/h]
         k, v = self.kv(self.norm_kv(context)).reshape(B, -1, 2, h, D // h).permute(2, 0, 3, 1, 4)  # [B, h, Lc, D/h]
-        attn = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, Lq, D)  # [B, Lq, D]
+        if self.fused_attn:
+            attn = F.scaled_dot_product_attention(q, k, v)  # [B, h, Lq, D/h]
+        else:
+            attn = ((q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)).softmax(-1) @ v  # [B, h, Lq, D/h]
+        attn = attn.transpose(1, 2).reshape(B, Lq, D)  # [B, Lq, D]
         x = x + self.proj(attn)
         return x + self.mlp(self.norm_mlp(x))
 

@@ -29,6 +29,7 @@ import torch
 
 from common.cli import run_command
 from common.io import atomic_write_json
+from common.precision import autocast, check_precision, precision_field, resolve_precision
 from common.runs import code_version, device_description
 from data.preprocess import frames_to_tensor
 from data.shards import ShardError, read_manifest
@@ -64,9 +65,11 @@ class ProbeConfig:
     seed: int = field(default=0, metadata={"help": "seed of the episode split, frame sampling and the random-init encoder"})
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch default)"})
     device: str = field(default="cpu", metadata={"help": "device for the encoder forward passes"})
+    precision: str = precision_field()
     out: str = field(default="", metadata={"help": "JSON path (default: probe_<inputs>.json next to the encoder)"})
 
     def validate(self) -> "ProbeConfig":
+        check_precision(self.precision)
         bad = [p for p in self.pool_list if p not in POOLS]
         if bad or not self.pool_list:
             raise ValueError(f"--pools must be a comma-separated subset of {', '.join(POOLS)}, got {self.pools!r}")
@@ -191,12 +194,14 @@ def split_for_probe(frames: Frames, fit_n: int, score_n: int, held_out: float, s
 
 @torch.no_grad()
 def encode_pools(enc: FrozenEncoder, frames: Frames, idx: torch.Tensor, pools: list[str], device: torch.device | str,
-                 batch: int = 256) -> dict[str, torch.Tensor]:
-    """Raw (unstandardised) features {pool: [n, k*E]} of frames[idx] (all tokens, no masking), on the CPU."""
+                 batch: int = 256, precision: str = "fp32") -> dict[str, torch.Tensor]:
+    """Raw (unstandardised) features {pool: [n, k*E]} of frames[idx] (all tokens, no masking), float32 on the
+    CPU; the encoder runs at `precision` (resolved), as RL's frozen encoder does."""
     out: dict[str, list[torch.Tensor]] = {p: [] for p in pools}
     for chunk in idx.split(batch):
         b = frames.batch(chunk, enc.inputs, enc.image_size, device)
-        tokens = enc.tokens(b["rgb"], b.get("saliency"))  # [b, 1+M*L, E]
+        with autocast(precision, device):
+            tokens = enc.tokens(b["rgb"], b.get("saliency"))  # [b, 1+M*L, E]
         for p in pools:
             out[p].append(enc.model.pool(tokens, p).float().cpu())
     return {p: torch.cat(v) for p, v in out.items()}
@@ -218,6 +223,7 @@ def probe(cfg: ProbeConfig, verbose: bool = True) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     path = Path(cfg.encoder)
+    precision = resolve_precision(cfg.precision, cfg.device)
     first = FrozenEncoder.load(path, inputs=tuple(m for m in cfg.inputs.split(",") if m) or None, device=cfg.device)
     inputs, mcfg = first.inputs, first.model.cfg
     sal = saliency_source(cfg, inputs)
@@ -249,8 +255,8 @@ def probe(cfg: ProbeConfig, verbose: bool = True) -> dict:
         print(table_header(cfg.store), flush=True)
     for kind, enc0 in (("pretrained", first), ("random init", FrozenEncoder.random_init(mcfg, inputs, seed=cfg.seed))):
         enc0 = enc0.to(cfg.device)
-        fit_f = encode_pools(enc0, frames, fit_idx, cfg.pool_list, cfg.device)
-        score_f = encode_pools(enc0, frames, score_idx, cfg.pool_list, cfg.device)
+        fit_f = encode_pools(enc0, frames, fit_idx, cfg.pool_list, cfg.device, precision=precision)
+        score_f = encode_pools(enc0, frames, score_idx, cfg.pool_list, cfg.device, precision=precision)
         for pool in cfg.pool_list:
             if kind == "pretrained":  # as RL loads it: standardised with the export's statistics when it has them
                 enc = FrozenEncoder.load(path, inputs=inputs, pool=pool)
@@ -266,7 +272,7 @@ def probe(cfg: ProbeConfig, verbose: bool = True) -> dict:
         "fit_frames": len(fit_idx), "score_frames": len(score_idx), "fit_episodes": len(torch.unique(fit_groups)),
         "score_episodes": len(torch.unique(frames.group[score_idx])), "store": cfg.store, "seed": cfg.seed,
         "encoder_meta": first.meta, "model_config": mcfg.to_dict(), "rows": rows, "warnings": [],
-        "device": device_description() if str(cfg.device) == "cpu" else str(cfg.device),
+        "device": device_description() if str(cfg.device) == "cpu" else str(cfg.device), "precision": precision,
         "seconds": round(time.time() - t0, 1), "code_version": code_version(), "config": asdict(cfg),
     }
     result["warnings"] = gate_warnings(result)

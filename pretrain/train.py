@@ -20,6 +20,7 @@ import signal
 import time
 from pathlib import Path
 
+import timm.layers
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
@@ -27,6 +28,7 @@ from tqdm import tqdm
 
 from common.cli import flat_dict, replace_flat, run_command, should_resume
 from common.io import NonFiniteError, atomic_torch_save, atomic_write_json, safe_torch_load
+from common.precision import autocast, resolve_precision
 from common.runs import MetricLogger, code_version, device_description, exclusive_run_dir, on_main_thread, prepare_run_dir
 from pretrain.augment import random_resized_crop
 from pretrain.config import PRESETS, PretrainConfig
@@ -39,7 +41,7 @@ from pretrain.model import POOLS, MultiMAE, count_parameters, patchify
 CHECKPOINT = "checkpoint.pt"
 ENCODER = "encoder.pt"
 # fields that may differ when resuming (they do not change what the checkpoint means)
-RESUMABLE = {"resume", "allow_incomplete", "max_steps", "progress", "threads", "device", "log_every", "figure_every", "eval_frames", "out", "data", "preset", "pooled"}
+RESUMABLE = {"resume", "allow_incomplete", "max_steps", "progress", "threads", "device", "precision", "log_every", "figure_every", "eval_frames", "out", "data", "preset", "pooled"}
 
 
 def _no_decay(name: str, p: torch.nn.Parameter) -> bool:
@@ -98,6 +100,12 @@ class Trainer:
         self.train_frames = split.train.to(self.device)
         self.total_steps = self.steps_per_epoch * cfg.epochs
 
+        cfg.precision = resolve_precision(cfg.precision, self.device)  # config.json records what ran
+        self.autocast = autocast(cfg.precision, self.device)
+        if cfg.precision == "bf16" and self.device.type == "cpu":
+            # the CPU's fused attention is slow in bf16 backward; matmul-softmax-matmul lets AMX run the
+            # matmuls (a paper-size step: 85 -> 121 img/s, ../shared/notes/cpu.md). Read at model build.
+            timm.layers.set_fused_attn(False)
         torch.manual_seed(cfg.seed)
         self.model = MultiMAE(self.model_cfg).to(self.device)
         self.ddp = DistributedDataParallel(self.model, device_ids=[self.device.index] if use_cuda else None) if self.world > 1 else None
@@ -111,7 +119,6 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_lambda(s, warmup, self.total_steps, cfg.min_lr / cfg.lr))
         self.step = 0
-        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_cuda else torch.autocast("cpu", enabled=False)
         self.mask_gen = torch.Generator(self.device)
         self._stop = False
         self._nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)  # any NaN/inf loss since the last check

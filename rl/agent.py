@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.precision import autocast
 from rl.encoders import Encoder
 from rl.nets import PackedMLP, slice_state, stack_states
 
@@ -82,9 +83,11 @@ class SAC(nn.Module):
     """Actors, twin critics with targets and temperatures of R runs; `update(batch, noise)` is one
     SAC gradient step of every run."""
 
-    def __init__(self, encoder: Encoder | None, feature_dim: int, action_dim: int, cfg: Any, runs: int = 1):
+    def __init__(self, encoder: Encoder | None, feature_dim: int, action_dim: int, cfg: Any, runs: int = 1,
+                 precision: str = "fp32"):
         super().__init__()
         self.encoder, self.cfg, self.runs, self.action_dim = encoder, cfg, runs, action_dim
+        self.precision = precision  # resolved ('bf16' or 'fp32', common/precision.py)
         self.actor = Actor(runs, feature_dim, action_dim, cfg.hidden_dim, cfg.log_std_min, cfg.log_std_max)
         self.critic = Critic(runs, feature_dim, action_dim, cfg.hidden_dim)
         self.critic_target = Critic(runs, feature_dim, action_dim, cfg.hidden_dim).requires_grad_(False)
@@ -104,10 +107,15 @@ class SAC(nn.Module):
             return obs["embedding"].float()
         return self.encoder(obs)
 
+    def autocast(self) -> torch.autocast:
+        """The region of the pack's precision: bf16 matmuls and convolutions, float32 output layers."""
+        return autocast(self.precision, self.log_alpha.device)
+
     @torch.no_grad()
     def act(self, obs: dict[str, torch.Tensor], noise: torch.Tensor | None = None) -> torch.Tensor:  # [R, N, A]
         """Sampled actions with `noise` [R, N, A] (each run's own), the mean action without."""
-        return self.actor(self.features(obs), noise)[0]
+        with self.autocast():
+            return self.actor(self.features(obs), noise)[0]
 
     def update(self, batch: dict[str, Any], noise: torch.Tensor) -> dict[str, torch.Tensor]:
         """One critic step of every run; actor, temperature and target steps every `*_update_every` calls.
@@ -116,7 +124,8 @@ class SAC(nn.Module):
         Returns detached per-run metrics [R] (converted to numbers only when logged).
         """
         self.num_updates += 1
-        return self.step(batch, noise, *self.schedule(self.num_updates))
+        with self.autocast():
+            return self.step(batch, noise, *self.schedule(self.num_updates))
 
     def schedule(self, update: int) -> tuple[bool, bool]:
         """(actor and temperature step?, target step?) of the update numbered `update` (from 1)."""
@@ -221,7 +230,7 @@ class GraphedUpdates:
                 graph = torch.cuda.CUDAGraph()
                 for opt in agent._optimizers().values():
                     opt.zero_grad(set_to_none=True)
-                with torch.cuda.graph(graph):
+                with torch.cuda.graph(graph), agent.autocast():
                     outputs = agent.step(*self.static, *key)
                 self.graphs[key] = (graph, outputs)
             except RuntimeError as err:  # e.g. an encoder with host synchronisation in its forward

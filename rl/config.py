@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from common.cli import RESUME_HELP, flat_dict, nested, resume_field, resume_mode
+from common.precision import check_precision, precision_field
 from data.env import EnvConfig
 from rl.encoders import ENCODERS, EXTRA, TABLE_I, encoder_names
 from rl.gaze import GazeConfig
@@ -22,7 +23,7 @@ SALIENCY_SOURCES: tuple[str, ...] = ("predictor", "oracle")
 #: fields that may differ between a checkpoint and the run resuming it (they only extend a run)
 RESUMABLE_FIELDS: frozenset[str] = frozenset(
     {"steps", "resume", "out", "log_every", "checkpoint_every", "eval_every", "eval_episodes", "torch_threads", "preset",
-     "device", "max_minutes"}
+     "device", "precision", "max_minutes"}
 )
 #: fields that may differ between the runs of one pack (rl/workspace.py); every other field is shared
 PACK_FIELDS: frozenset[str] = frozenset({"seed", "out", "encoder", "mmae", "resume", "preset"})
@@ -45,6 +46,7 @@ class SACConfig:
     resume: bool | str = resume_field(RESUME_HELP + " (same config required)")
     preset: str = field(default="", init=False, metadata={"help": "preset the run was started from (set by --preset)"})
     device: str = _f("auto", "torch device: auto (cuda if available), cpu, cuda, cuda:1, ...")
+    precision: str = precision_field()
     cuda_graphs: bool = _f(True, "on a GPU, replay each SAC update of the pack from a captured CUDA graph (gaze encoders stay eager)")
     torch_threads: int = _f(0, "torch CPU threads (0: torch's default; 1 is fastest on a busy shared CPU)")
     # -- environment (the EnvConfig that data.collect uses: --task, --image-size, --camera, --render-quality, ...) --
@@ -85,6 +87,7 @@ class SACConfig:
         self.env.validate()
         self.gaze.validate()
         self.resume = resume_mode(self.resume)
+        check_precision(self.precision)
         if self.encoder not in ENCODERS:
             raise ValueError(f"unknown encoder {self.encoder!r}; valid encoders: {', '.join(sorted(encoder_names()))}")
         if self.saliency not in SALIENCY_SOURCES:

@@ -39,6 +39,7 @@ from pathlib import Path
 
 from common.cli import flat_dict, parse_config
 from common.io import atomic_write_json
+from common.precision import PRECISION_HELP, check_precision, precision_field
 from data.env import check_task
 from rl.encoders import TABLE_I
 
@@ -76,6 +77,7 @@ class GridConfig:
     retries: int = field(default=3, metadata={"help": "ray backend: times a pack whose worker or node died runs again (it continues from its checkpoint)"})
     cpus_per_run: float = field(default=1.0, metadata={"help": "ray backend: CPUs each pack (one process) asks for"})
     gpus_per_run: float = field(default=-1.0, metadata={"help": f"ray backend: GPUs each pack asks for; -1: its share of a GPU, runs in the pack / {GPU_PACK} (the packed engine's runs per GPU), on a cluster with GPUs, else 0"})
+    precision: str = precision_field(PRECISION_HELP + "; passed to every rl.sac run")
     extra: str = field(default="", metadata={"help": "extra flags for every rl.sac run, e.g. '--saliency oracle --eval-episodes 10'"})
 
     def validate(self) -> "GridConfig":
@@ -86,6 +88,7 @@ class GridConfig:
         unknown = [e for e in self.encoder_list if e not in ENCODERS]
         if unknown:
             raise ValueError(f"unknown encoder(s) {unknown}; valid: {', '.join(sorted(ENCODERS))}, or 'all'")
+        check_precision(self.precision)
         if self.backend not in ("local", "ray"):
             raise ValueError("backend must be 'local' or 'ray'")
         if self.storage not in ("driver", "shared"):
@@ -137,7 +140,7 @@ def is_finished(run: Run, steps: int) -> bool:
 def sac_command(cfg: GridConfig, run: Run) -> list[str]:
     """The single-run command of `run` (what a pack of one executes)."""
     cmd = [sys.executable, "-m", "rl.sac", "--task", run.task, "--encoder", run.encoder, "--seed", str(run.seed),
-           "--steps", str(cfg.steps), "--preset", cfg.sac_preset, "--out", str(run.run_dir)]
+           "--steps", str(cfg.steps), "--preset", cfg.sac_preset, "--out", str(run.run_dir), "--precision", cfg.precision]
     if (run.run_dir / "config.json").exists():  # started before: continue from its checkpoint, if any
         cmd += ["--resume", "auto"]
     return cmd + cfg.extra.split()

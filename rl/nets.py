@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.precision import full_precision
+
 
 class PackedLinear(nn.Module):
     """`members` independent Linear layers as one batched matmul: [members, B, in] -> [members, B, out].
@@ -47,18 +49,22 @@ class PackedLinear(nn.Module):
 
 
 class PackedMLP(nn.Module):
-    """Linear -> ReLU -> ... -> Linear for `members` independent networks: [members, B, in] -> [members, B, out]."""
+    """Linear -> ReLU -> ... -> Linear for `members` independent networks: [members, B, in] -> [members, B, out].
+
+    The output layer always computes in float32, also inside a bf16 autocast region: it is cheap (few
+    outputs) and its values (Q-values, the policy's mean and log-std) need more than bf16's 8 bits.
+    """
 
     def __init__(self, members: int, dims: Sequence[int], init: str = "orthogonal"):
         super().__init__()
         self.layers = nn.ModuleList(PackedLinear(members, a, b, init) for a, b in zip(dims[:-1], dims[1:]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for i, layer in enumerate(self.layers):
-            x = layer(x)
-            if i < len(self.layers) - 1:
-                x = F.relu(x)
-        return x
+        *hidden, head = self.layers
+        for layer in hidden:
+            x = F.relu(layer(x))
+        with full_precision(x.device):
+            return head(x.float())
 
 
 class PackedConvTrunk(nn.Module):

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from common.precision import autocast
 from data.env import STATE_DIM
 from rl.encoders import Encoder
 
@@ -31,7 +32,7 @@ def default_saliency_model(task: str) -> Path:
     return root / "student.pt" if (root / "student.pt").exists() else root / "best.pt"
 
 
-def load_predictor(task: str, path: str = "", device: torch.device | str = "auto"):
+def load_predictor(task: str, path: str = "", device: torch.device | str = "auto", precision: str = "auto"):
     """The saliency predictor of `path` (default: the task's student, else its PiCANet), or a clear error."""
     model = Path(path) if path else default_saliency_model(task)
     if not model.exists():
@@ -40,7 +41,7 @@ def load_predictor(task: str, path: str = "", device: torch.device | str = "auto
             "`python -m saliency.distill` adds student.pt), pass --saliency-model PATH, or use --saliency oracle")
     from saliency.predictor import SaliencyPredictor
 
-    return SaliencyPredictor.load(str(model), device=device), str(model)
+    return SaliencyPredictor.load(str(model), device=device, precision=precision), str(model)
 
 
 def stack_final_obs(final: np.ndarray, rows: np.ndarray) -> dict[str, np.ndarray]:
@@ -53,18 +54,19 @@ class Observer:
     """Raw observations of a pack's envs -> encoder fields (saliency predicted here) -> stored fields.
 
     keys: the fields the pack's encoders read; frozen: per run, its frozen encoder (None for
-    trained encoders); runs sharing a frozen export share one module.
+    trained encoders); runs sharing a frozen export share one module. precision: resolved, for the
+    saliency predictor and the frozen encoders (embeddings are stored in float32 either way).
     """
 
     def __init__(self, keys: tuple[str, ...], frozen: list[Encoder | None], cfg: Any, device: torch.device,
-                 envs_per_run: int):
-        self.keys, self.device, self.envs_per_run = tuple(keys), device, envs_per_run
+                 envs_per_run: int, precision: str = "fp32"):
+        self.keys, self.device, self.envs_per_run, self.precision = tuple(keys), device, envs_per_run, precision
         self.runs = len(frozen)
         self.predictor = None
         self.saliency_model = ""
         if "saliency" in self.keys:
             if cfg.saliency == "predictor":
-                self.predictor, self.saliency_model = load_predictor(cfg.env.task, cfg.saliency_model, device)
+                self.predictor, self.saliency_model = load_predictor(cfg.env.task, cfg.saliency_model, device, precision)
             else:
                 self.saliency_model = cfg.saliency
         self.pixels = "pixels" in self.keys or "saliency" in self.keys
@@ -108,13 +110,14 @@ class Observer:
         if not self.stores_embedding:
             return obs
         n = next(iter(obs.values())).shape[0]
-        emb = torch.empty(n, self.embedding_dim, device=self.device)
-        for module, runs in self.frozen:
-            rows = torch.from_numpy(np.flatnonzero(np.isin(run_of_row, runs))).to(self.device)
-            if len(rows) == n:
-                emb.copy_(module(obs))
-            elif len(rows):
-                emb[rows] = module({k: v[rows] for k, v in obs.items()}).float()
+        emb = torch.empty(n, self.embedding_dim, device=self.device)  # float32 whatever the precision
+        with autocast(self.precision, self.device):
+            for module, runs in self.frozen:
+                rows = torch.from_numpy(np.flatnonzero(np.isin(run_of_row, runs))).to(self.device)
+                if len(rows) == n:
+                    emb.copy_(module(obs))
+                elif len(rows):
+                    emb[rows] = module({k: v[rows] for k, v in obs.items()}).float()
         return {"embedding": emb}
 
     def observe(self, raw: dict[str, np.ndarray], run_of_row: np.ndarray) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:

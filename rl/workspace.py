@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from common.cli import RESUME_HELP, OneLineParser, flat_dict, from_flat, one_line_errors, resume_mode, should_resume
 from common.io import atomic_torch_save, atomic_write_json, nonfinite_tensors, safe_torch_load
+from common.precision import resolve_precision
 from common.runs import MetricLogger, device_description, exclusive_run_dir, on_main_thread, prepare_run_dir
 from rl.agent import SAC, GraphedUpdates, RunNoise
 from rl.config import PACK_FIELDS, SACConfig
@@ -100,6 +101,9 @@ class Pack:
         if self.cfg.torch_threads:
             torch.set_num_threads(self.cfg.torch_threads)
         self.device = resolve_device(self.cfg.device)
+        for cfg in cfgs:  # config.json records what ran: bf16 or fp32
+            cfg.precision = resolve_precision(cfg.precision, self.device)
+        self.precision = self.cfg.precision
         self.envs_per_run = self.cfg.num_envs
         self.states = self._load_checkpoints()
 
@@ -115,14 +119,14 @@ class Pack:
                              "rl.grid splits such runs into separate packs")
         frozen = singles[0][0].frozen
         self.encoder = None if frozen else build_encoder(self.cfg, self.cfg.env.image_size, runs=self.runs).to(self.device)
-        self.agent = SAC(self.encoder, singles[0][0].out_dim, ACTION_DIM, self.cfg, runs=self.runs)
+        self.agent = SAC(self.encoder, singles[0][0].out_dim, ACTION_DIM, self.cfg, runs=self.runs, precision=self.precision)
         self.agent.load_run_states([a.run_state(0) for _, a in singles])
         self.agent.to(self.device)
         if self.encoder is not None:
             self.encoder.load_extra_state([e.extra_state(0) for e, _ in singles])
         obs_keys = tuple(dict.fromkeys(k for e, _ in singles for k in e.obs_keys))
         self.observer = Observer(obs_keys, [e if e.frozen else None for e, _ in singles], self.cfg, self.device,
-                                 self.envs_per_run)
+                                 self.envs_per_run, self.precision)
         specs = self.observer.specs(self.cfg.env.image_size)
         storage = "cpu"
         if self.device.type == "cuda":  # on the device where it fits (embeddings, states), beside half the free memory
@@ -302,7 +306,7 @@ def _train(cfgs: list[SACConfig]) -> list[Path]:
         if log is not None:
             log.truncate_after(pack.step if resumed else -1)
     names = ", ".join(f"{c.encoder}/seed{c.seed}" for c in cfgs)
-    print(f"SAC pack of {R} on {cfg.env.task} ({names}), {device_description()}, replay on {buffer.storage}"
+    print(f"SAC pack of {R} on {cfg.env.task} ({names}), {device_description()}, {pack.precision}, replay on {buffer.storage}"
           + (f" (resumed at step {pack.step})" if resumed else ""), flush=True)
 
     envs = make_envs(cfg.env, E, pixels=observer.pixels, oracle_saliency=observer.oracle,
@@ -357,7 +361,8 @@ def _train(cfgs: list[SACConfig]) -> list[Path]:
                     noise = pack.noise.normal(2, cfg.batch_size, ACTION_DIM, device=pack.device).transpose(0, 1)
                     last.update(update(buffer.sample(cfg.batch_size, pack.device), noise))
                     if encoder is not None:
-                        aux = encoder.auxiliary_update(agent.num_updates) or aux
+                        with agent.autocast():
+                            aux = encoder.auxiliary_update(agent.num_updates) or aux
             raw, reward, term, trunc, info = envs.step_wait() if overlapped else envs.step(action)
             done = term | trunc
             next_obs, next_stored = observer.observe(raw, run_of_row)
@@ -456,6 +461,7 @@ def _train(cfgs: list[SACConfig]) -> list[Path]:
             "eval_episodes": results[r]["episodes"], "wall_time_s": round(run_wall, 1),
             "steps_per_s": round(step / max(run_wall, 1e-9), 2), "device": device_description(),
             "saliency": observer.saliency_model, "hidden_dim": c.hidden_dim, "num_envs": c.num_envs, "pack": R,
+            "precision": c.precision,
         })
         print(f"done: {c.encoder}/seed{c.seed}, {step} steps in {run_wall:.0f} s, final success "
               f"{results[r]['success_rate']:.2f}; outputs in {run_dir}", flush=True)

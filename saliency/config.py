@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from common.cli import RESUME_HELP, check_finite, from_flat, nested, resume_field, resume_mode
+from common.precision import precision_field
 from data.shards import ALLOW_INCOMPLETE_HELP
 from saliency.picanet import PiCANetConfig
 
@@ -44,6 +45,7 @@ class TrainConfig:
     seed: int = field(default=0, metadata={"help": "seed of split, initialisation and augmentation"})
     threads: int = field(default=2, metadata={"help": "torch CPU threads"})
     device: str = field(default="auto", metadata={"help": "auto, cpu or cuda", "choices": list(DEVICES)})
+    precision: str = precision_field()
     resume: bool | str = resume_field(RESUME_HELP + " (its last.pt)")
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
 
@@ -89,6 +91,7 @@ class DistillConfig:
     seed: int = field(default=0, metadata={"help": "seed"})
     threads: int = field(default=2, metadata={"help": "torch CPU threads"})
     device: str = field(default="auto", metadata={"help": "auto, cpu or cuda", "choices": list(DEVICES)})
+    precision: str = precision_field()
     resume: bool | str = resume_field(RESUME_HELP + " (its <out stem>-last.pt beside --out); without it an existing --out is refused")
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
 
@@ -116,7 +119,8 @@ class LabelConfig:
     out: str = field(default="", metadata={"help": "labelled shard folder (default: <data>-sal)"})
     batch_size: int = field(default=256, metadata={"help": "frames per forward pass"})
     threads: int = field(default=2, metadata={"help": "torch CPU threads"})
-    device: str = field(default="auto", metadata={"help": "auto, cpu or cuda (bf16 + channels_last on GPU)", "choices": list(DEVICES)})
+    device: str = field(default="auto", metadata={"help": "auto, cpu or cuda", "choices": list(DEVICES)})
+    precision: str = precision_field()
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
 
     def validate(self) -> "LabelConfig":
@@ -142,6 +146,7 @@ class EvalConfig:
     batch_size: int = field(default=256, metadata={"help": "frames per forward pass"})
     threads: int = field(default=2, metadata={"help": "torch CPU threads"})
     device: str = field(default="auto", metadata={"help": "auto, cpu or cuda", "choices": list(DEVICES)})
+    precision: str = precision_field()
 
     def validate(self) -> "EvalConfig":
         if self.n < 1 or self.figure_rows < 0:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from common.cli import run_command, should_resume
+from common.precision import resolve_precision
 from common.runs import device_description, exclusive_run_dir
 from data.shards import load_arrays
 from saliency.config import DistillConfig, presets_for
@@ -41,7 +42,8 @@ def _distill(cfg: DistillConfig) -> Path:
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
-    teacher = SaliencyPredictor.load(cfg.teacher, device)
+    precision = resolve_precision(cfg.precision, device)
+    teacher = SaliencyPredictor.load(cfg.teacher, device, precision=precision)
     if teacher.kind != "picanet":
         raise ValueError(f"{cfg.teacher} is a {teacher.kind} checkpoint; distil from a PiCANet (best.pt)")
     arrays = load_arrays(cfg.data, limit=cfg.frames, allow_incomplete=cfg.allow_incomplete)
@@ -56,7 +58,7 @@ def _distill(cfg: DistillConfig) -> Path:
     model = StudentNet(StudentConfig(width=cfg.width, input_size=h))
     spec = FitSpec(cfg.epochs, cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.lr_decay_at, cfg.eval_every, cfg.seed,
                    Augment(flip=cfg.flip, brightness=cfg.color_jitter, contrast=cfg.color_jitter,
-                           saturation=cfg.color_jitter, hue=cfg.color_jitter / 10), cfg.progress)
+                           saturation=cfg.color_jitter, hue=cfg.color_jitter / 10), cfg.progress, precision)
     extra = {
         "seen_keys": sorted(teacher.seen_keys | {str(k) for k in keys}),
         "teacher": str(cfg.teacher),

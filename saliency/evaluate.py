@@ -82,11 +82,11 @@ def run(cfg: EvalConfig) -> Path:
     """Score and draw; returns the output folder (metrics.json, fig7.png)."""
     cfg.validate()
     torch.set_num_threads(cfg.threads)
-    predictor = SaliencyPredictor.load(cfg.model, cfg.device, cfg.batch_size)
+    predictor = SaliencyPredictor.load(cfg.model, cfg.device, cfg.batch_size, cfg.precision)
     out = Path(cfg.out) if cfg.out else Path(cfg.model).parent / f"eval-{Path(cfg.model).stem}-{Path(cfg.data).name}"
     metrics, sample = score(predictor, cfg.data, cfg.n, cfg.allow_incomplete)
     record = {"model": str(cfg.model), "kind": predictor.kind, "data": str(cfg.data), "gt": f"oracle maps, binarised at {GT_THRESHOLD} for F",
-              "metrics": metrics, "device": device_description(), "code_version": code_version()}
+              "metrics": metrics, "device": device_description(), "precision": predictor.precision, "code_version": code_version()}
     atomic_write_json(out / "metrics.json", record)
     if cfg.figure_rows:
         save_figure(sample, out / "fig7.png", cfg.figure_rows,

@@ -95,12 +95,12 @@ def _label(cfg: LabelConfig, src: Path, out: Path) -> Path:
                              f"(sha {old.get('model_sha256')}); choose another --out or delete it")
     else:
         atomic_write_json(marker, identity)
-    predictor = SaliencyPredictor.load(cfg.model, device, cfg.batch_size)
+    predictor = SaliencyPredictor.load(cfg.model, device, cfg.batch_size, cfg.precision)
     mine = [s for i, s in enumerate(shards) if i % world == rank]
     done = _labelled_shards(out, mine)
     todo = [s for s in mine if s.path.name not in done]
     print(f"rank {rank}/{world}: {len(mine) - len(todo)} of {len(mine)} shards already labelled; "
-          f"{predictor.kind} on {device}")
+          f"{predictor.kind} on {device}, {predictor.precision}")
     t0, frames = time.time(), 0
     with tqdm(total=sum(s.frames for s in todo) or None, desc=f"label r{rank}", unit="frame", disable=not cfg.progress) as bar:
         for shard in todo:

@@ -4,7 +4,8 @@ Works for PiCANet (best.pt) and the student (student.pt), and for their safetens
 (best.safetensors, student.safetensors: saliency.export): the checkpoint names its kind and holds
 its architecture as a plain dict. Frames go through `data.preprocess.frames_to_tensor` (the one
 preprocessing path shared with training, pseudo-labelling and RL); the sigmoid output is resized
-back to the frames' H x W. On a GPU inference runs in bf16 with channels_last.
+back to the frames' H x W. In bf16 (`precision`, common/precision.py: auto picks it on a GPU or an
+AMX CPU) inference runs under autocast with channels_last; maps come back float32.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 
 from common.hub import read_safetensors
 from common.io import atomic_torch_save, safe_torch_load
+from common.precision import autocast, resolve_precision
 from data.preprocess import frames_to_tensor
 from saliency.picanet import PiCANet, PiCANetConfig
 from saliency.student import StudentConfig, StudentNet
@@ -85,7 +87,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device | None = "cpu")
 
 
 @torch.inference_mode()
-def predict_maps(model: nn.Module, frames, batch_size: int = 256, device: torch.device | None = None) -> np.ndarray:
+def predict_maps(model: nn.Module, frames, batch_size: int = 256, device: torch.device | None = None,
+                 precision: str = "auto") -> np.ndarray:
     """uint8 frames [N, H, W, 3] -> float32 maps [N, H, W] in [0, 1] (the final side output)."""
     frames = frames.cpu().numpy() if torch.is_tensor(frames) else np.asarray(frames)
     if frames.dtype != np.uint8:
@@ -95,14 +98,14 @@ def predict_maps(model: nn.Module, frames, batch_size: int = 256, device: torch.
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"frames must be [N, H, W, 3] RGB, got shape {frames.shape}")
     device = device or next(model.parameters()).device
+    precision = resolve_precision(precision, device)
     size, (h, w) = model.cfg.input_size, frames.shape[1:3]
-    gpu = device.type == "cuda"
     out = np.empty((len(frames), h, w), np.float32)
     for i in range(0, len(frames), batch_size):
         x = frames_to_tensor(frames[i : i + batch_size], size=size, device=device)  # [B, 3, S, S]
-        if gpu:
+        if precision == "bf16":
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=gpu):
+        with autocast(precision, device):
             logits = model(x)[-1].float()  # [B, 1, S, S]
         maps = torch.sigmoid(logits)
         if (h, w) != (size, size):
@@ -114,19 +117,22 @@ def predict_maps(model: nn.Module, frames, batch_size: int = 256, device: torch.
 class SaliencyPredictor:
     """Batched saliency for uint8 frames; `SaliencyPredictor.load(path)` picks student or PiCANet."""
 
-    def __init__(self, model: nn.Module, kind: str, batch_size: int = 256, checkpoint: dict[str, Any] | None = None):
+    def __init__(self, model: nn.Module, kind: str, batch_size: int = 256, checkpoint: dict[str, Any] | None = None,
+                 precision: str = "auto"):
         self.model, self.kind, self.batch_size = model.eval(), kind, batch_size
         self.device = next(model.parameters()).device
+        self.precision = resolve_precision(precision, self.device)
         self.info = {k: v for k, v in (checkpoint or {}).items() if k not in ("state_dict", "optimizer")}
-        if self.device.type == "cuda":
+        if self.precision == "bf16":
             self.model = self.model.to(memory_format=torch.channels_last)
         for p in self.model.parameters():
             p.requires_grad_(False)
 
     @classmethod
-    def load(cls, path: str | Path, device: str | torch.device | None = "auto", batch_size: int = 256) -> "SaliencyPredictor":
+    def load(cls, path: str | Path, device: str | torch.device | None = "auto", batch_size: int = 256,
+             precision: str = "auto") -> "SaliencyPredictor":
         model, ckpt = load_checkpoint(path, resolve_device(device))
-        return cls(model, ckpt["kind"], batch_size, ckpt)
+        return cls(model, ckpt["kind"], batch_size, ckpt, precision)
 
     @property
     def input_size(self) -> int:
@@ -139,4 +145,4 @@ class SaliencyPredictor:
 
     def __call__(self, frames) -> np.ndarray:
         """uint8 [N, H, W, 3] (or one [H, W, 3]) -> float32 [N, H, W] in [0, 1]."""
-        return predict_maps(self.model, frames, self.batch_size, self.device)
+        return predict_maps(self.model, frames, self.batch_size, self.device, self.precision)

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from common.cli import run_command, should_resume
 from common.io import check_finite_loss, safe_torch_load
+from common.precision import autocast, resolve_precision
 from common.runs import MetricLogger, device_description, exclusive_run_dir, prepare_run_dir
 from data.preprocess import frames_to_tensor
 from saliency.config import TrainConfig, presets_for
@@ -72,6 +73,7 @@ class FitSpec:
     seed: int
     augment: Augment
     progress: bool = True
+    precision: str = "fp32"  # resolved (common/precision.py)
 
 
 def last_checkpoint(run_dir: Path, log_name: str = "train") -> Path:
@@ -127,7 +129,7 @@ def fit(
             if len(idx) < 2 and n >= 2:  # BatchNorm needs two samples: fold a lone tail sample into the next epoch
                 continue
             x, y = spec.augment(x_all[idx], y_all[idx], gen)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            with autocast(spec.precision, device):
                 loss = deep_supervised_bce(model(x.to(device)), y.to(device))
             check_finite_loss(float(loss.detach()), f"epoch {epoch}, batch {i + 1}",
                               f"The last good checkpoints are kept: {last_path} (epoch {saved}), {best_path} (epoch "
@@ -142,7 +144,7 @@ def fit(
         if epoch % spec.eval_every == 0 or epoch == spec.epochs:
             if val is not None and len(val[0]):
                 model.eval()
-                scores = score_maps(predict_maps(model, val[0], device=device), val[1])
+                scores = score_maps(predict_maps(model, val[0], device=device, precision=spec.precision), val[1])
                 score = (scores["f_max"] if not math.isnan(scores["f_max"]) else 0.0) - scores["mae"]
                 row.update({f"val_{k}": scores[k] for k in VAL_KEYS})
             else:
@@ -187,10 +189,11 @@ def _train(cfg: TrainConfig) -> Path:
     }
     spec = FitSpec(cfg.epochs, cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.lr_decay_at, cfg.eval_every, cfg.seed,
                    Augment(flip=cfg.flip, brightness=cfg.color_jitter, contrast=cfg.color_jitter,
-                           saturation=cfg.color_jitter, hue=cfg.color_jitter / 10), cfg.progress)
+                           saturation=cfg.color_jitter, hue=cfg.color_jitter / 10), cfg.progress,
+                   resolve_precision(cfg.precision, device))
     n_params = sum(p.numel() for p in model.parameters())
     print(f"PiCANet {cfg.model.layout} at {cfg.model.input_size} px, width {cfg.model.width}: {n_params / 1e6:.2f}M parameters; "
-          f"{len(tr)} train / {len(va)} val maps on {device_description()}")
+          f"{len(tr)} train / {len(va)} val maps on {device_description()}, {spec.precision}")
     best = fit(model, "picanet", (ann.images[tr], ann.maps[tr]), (ann.images[va], ann.maps[va]) if len(va) else None,
                spec, run_dir, device, run_dir / "best.pt", extra, resuming)
     print(f"best validation (epoch {best.get('epoch')}): max-F {best.get('f_max', float('nan')):.4f}, "

@@ -1,0 +1,87 @@
+"""One precision switch for every command that trains or infers: `--precision auto|bf16|fp32`.
+
+bf16 is for the matmuls and convolutions only (torch.autocast): master weights, optimiser state,
+loss reductions, replay contents and stored features stay float32, and the few places where 8 bits
+of mantissa are too few (a Q-value of 400 is known to about +-2 in bf16) leave autocast through
+`full_precision()` (the critics' and the actor's output layers, hence the TD target and the
+log-probabilities).
+
+`auto` picks bf16 where it is fast: a CUDA GPU with bf16, or a CPU with AMX or AVX512-BF16 units
+(oneDNN runs bf16 matmuls there at 4-30x the float32 rate, ../shared/notes/cpu.md). On other CPUs
+(e.g. AVX2 only) bf16 is emulated and slower than float32, so `auto` stays float32 and says so once.
+"""
+from __future__ import annotations
+
+import functools
+import sys
+from dataclasses import field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+PRECISIONS: tuple[str, ...] = ("auto", "bf16", "fp32")
+#: CPU flags (/proc/cpuinfo) of units that run bf16 matmuls natively
+BF16_CPU_FLAGS: tuple[str, ...] = ("amx_bf16", "avx512_bf16")
+PRECISION_HELP = ("matmul/convolution precision: bf16 (autocast; weights, optimiser state, losses and stored "
+                  "features stay float32), fp32, or auto (bf16 on a CUDA GPU with bf16 or a CPU with AMX/AVX512-BF16, "
+                  "fp32 elsewhere)")
+
+
+def precision_field(help: str = PRECISION_HELP) -> Any:
+    """The `precision` field of a command's config dataclass (`--precision`)."""
+    return field(default="auto", metadata={"help": help, "choices": PRECISIONS})
+
+
+@functools.cache
+def cpu_bf16_units(cpuinfo: str = "/proc/cpuinfo") -> tuple[str, ...]:
+    """The CPU's native bf16 matmul units among BF16_CPU_FLAGS (empty where unknown, e.g. not Linux)."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return ()
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return tuple(f for f in BF16_CPU_FLAGS if f in flags)
+
+
+def check_precision(requested: str) -> str:
+    if requested not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {requested!r}")
+    return requested
+
+
+_announced: set[str] = set()
+
+
+def resolve_precision(requested: str, device: torch.device | str = "cpu") -> str:
+    """'bf16' or 'fp32' for `requested` on `device`; `auto` that stays fp32 says why once per process."""
+    check_precision(requested)
+    if requested != "auto":
+        return requested
+    device = torch.device(device)
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if cpu_bf16_units():
+        return "bf16"
+    if device.type not in _announced:
+        _announced.add(device.type)
+        print("note: --precision auto runs fp32 here: this CPU has no AMX or AVX512-BF16 units, where bf16 would be "
+              "emulated and slower (--precision bf16 forces it)", file=sys.stderr, flush=True)
+    return "fp32"
+
+
+def autocast(precision: str, device: torch.device | str) -> torch.autocast:
+    """The autocast region of a resolved precision ('bf16' or 'fp32': then a no-op region).
+
+    The cast cache is off: a region may span an optimiser step (SAC's update), after which cached
+    bf16 copies of the weights would be stale.
+    """
+    if precision not in ("bf16", "fp32"):
+        raise ValueError(f"resolve the precision first (resolve_precision), got {precision!r}")
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16",
+                          cache_enabled=False)
+
+
+def full_precision(device: torch.device | str) -> torch.autocast:
+    """A float32 island inside an autocast region (inputs must be cast with `.float()` by the caller)."""
+    return torch.autocast(torch.device(device).type, enabled=False)
