@@ -69,7 +69,13 @@ class PackedMLP(nn.Module):
 
 class PackedConvTrunk(nn.Module):
     """The paper's CNN (after RAD/SGQN) for R runs: 11 conv layers of 32 3x3 filters, stride 2 then 1,
-    no padding, each layer one grouped convolution over the runs.
+    no padding, ReLU between layers (the trunk ends on the last convolution, as SGQN's shared CNN), each
+    layer one grouped convolution over the runs.
+
+    Initialised as the references' `weight_init` (SAC-AE, RAD, SGQN): delta-orthogonal kernels (an
+    orthogonal matrix at the kernel's centre tap, ReLU gain, zeros elsewhere) and zero biases, so a
+    signal passes the 11 layers at its scale and the features of different frames differ at init
+    (with nn.Conv2d's default uniform init they are nearly one constant vector).
 
     64x64 input -> feature map [R, B, 32, 11, 11]: (64 - 3) // 2 + 1 = 31, then ten more unpadded
     layers take 2 px each. (The paper's text says 12x12, which these layers cannot give at 64 px.)
@@ -81,10 +87,13 @@ class PackedConvTrunk(nn.Module):
         chans = [in_channels] + [num_filters] * num_layers
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
+        gain = nn.init.calculate_gain("relu")
         for c_in in chans[:-1]:
-            bound = 1.0 / math.sqrt(c_in * 9)  # nn.Conv2d's default initialisation
-            self.weights.append(nn.Parameter(torch.empty(runs * num_filters, c_in, 3, 3).uniform_(-bound, bound)))
-            self.biases.append(nn.Parameter(torch.empty(runs * num_filters).uniform_(-bound, bound)))
+            weight = torch.zeros(runs * num_filters, c_in, 3, 3)
+            for r in range(runs):  # each run's filters [32, c_in] orthogonal at the centre tap
+                nn.init.orthogonal_(weight[r * num_filters:(r + 1) * num_filters, :, 1, 1], gain)
+            self.weights.append(nn.Parameter(weight))
+            self.biases.append(nn.Parameter(torch.zeros(runs * num_filters)))
 
     def feature_shape(self, image_size: int) -> tuple[int, int, int]:
         side = (image_size - 3) // 2 + 1 - 2 * (len(self.weights) - 1)
@@ -94,7 +103,9 @@ class PackedConvTrunk(nn.Module):
         r, b = x.shape[:2]
         h = x.transpose(0, 1).reshape(b, r * x.shape[2], *x.shape[3:])  # [B, R*C, H, W]: run r's channels together
         for i, (w, bias) in enumerate(zip(self.weights, self.biases)):
-            h = F.relu(F.conv2d(h, w, bias, stride=2 if i == 0 else 1, groups=r))  # [B, R*32, h', w']
+            if i:
+                h = F.relu(h)
+            h = F.conv2d(h, w, bias, stride=2 if i == 0 else 1, groups=r)  # [B, R*32, h', w']
         return h.view(b, r, self.num_filters, *h.shape[2:]).transpose(0, 1)  # [R, B, 32, h', w']
 
 
@@ -103,7 +114,7 @@ class PackedProjection(nn.Module):
 
     def __init__(self, runs: int, in_dim: int, out_dim: int = 100):
         super().__init__()
-        self.linear = PackedLinear(runs, in_dim, out_dim, init="default")
+        self.linear = PackedLinear(runs, in_dim, out_dim, init="orthogonal")  # the references' weight_init
         self.norm_weight = nn.Parameter(torch.ones(runs, 1, out_dim))
         self.norm_bias = nn.Parameter(torch.zeros(runs, 1, out_dim))
 

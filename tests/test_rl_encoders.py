@@ -99,3 +99,33 @@ def test_grid2_trains_packed_beside_another_frozen_encoder_as_it_does_alone(tmp_
     first = slice(0, 50)
     assert np.array_equal(emb["grid"].reshape(-1, 128)[first], emb["alone"].reshape(-1, 128)[first])
     assert not np.allclose(emb["grid"].reshape(-1, 128)[first], emb["wide"].reshape(-1, 128)[first])
+
+
+def test_cnn_trunk_starts_as_the_references_weight_init_on_rendered_frames():
+    """SAC-AE/RAD/SGQN's weight_init (delta-orthogonal convolutions with the ReLU gain, orthogonal linear
+    layers, zero biases): the 100-d feature of different rendered frames differs at init (std across
+    frames ~0.16; with nn.Conv2d's default uniform init it was 6.4e-5, one constant vector to the critic)."""
+    from data.env import make_env
+
+    env = make_env(task="reach-v3", seed=0)
+    frames = []
+    for episode in range(4):
+        env.reset(seed=episode)
+        for _ in range(4):
+            frames.append(env.step(env.action_space.sample())[0]["pixels"])
+    env.close()
+    pixels = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2)[None]  # [R=1, 16, 3, 64, 64]
+    torch.manual_seed(0)
+    enc = ENCODERS["cnn_rgb"](from_flat(SACConfig, feature_dim=100), 64, 1)
+    trunk = enc.trunk
+    assert all((b == 0).all() for b in trunk.biases) and (enc.projection.linear.bias == 0).all()
+    centre = trunk.weights[1][:, :, 1, 1]  # [32, 32] orthogonal x ReLU gain, zeros off-centre
+    torch.testing.assert_close(centre @ centre.T, 2.0 * torch.eye(32), atol=1e-5, rtol=0)
+    off_centre = trunk.weights[1].detach().clone()
+    off_centre[:, :, 1, 1] = 0
+    assert (off_centre == 0).all()
+    with torch.no_grad():
+        maps = trunk(image_input(pixels))  # [1, 16, 32, 11, 11]
+        features = enc({"pixels": pixels})  # [1, 16, 100]
+    assert (maps < 0).any()  # the trunk ends on its last convolution (no ReLU after it, as SGQN)
+    assert features.shape == (1, 16, 100) and features.std(1).mean() > 0.05
