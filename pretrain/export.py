@@ -28,7 +28,7 @@ from pretrain.probe_table import markdown_table as probe_table
 #: manifest fields (data.collect's settings) that say how the frames were rendered
 RENDER_KEYS = ("camera", "image_size", "render_quality", "episode_steps")
 #: config.json fields (pretrain.config) that say how the encoder was trained
-TRAIN_KEYS = ("preset", "epochs", "batch_size", "lr", "warmup_epochs", "weight_decay", "num_visible", "augment",
+TRAIN_KEYS = ("preset", "epochs", "batch_size", "blr", "lr", "warmup_epochs", "weight_decay", "num_visible", "augment",
               "crop_scale", "input_norm", "saliency", "seed")
 
 

@@ -114,10 +114,10 @@ class Trainer:
             {"params": [p for n, p in named if not _no_decay(n, p)], "weight_decay": cfg.weight_decay},
             {"params": [p for n, p in named if _no_decay(n, p)], "weight_decay": 0.0},
         ]
-        self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), fused=use_cuda or None)
+        self.optimizer = torch.optim.AdamW(groups, lr=cfg.peak_lr, betas=(0.9, 0.95), fused=use_cuda or None)
         warmup = int(round(cfg.warmup_epochs * self.steps_per_epoch))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: lr_lambda(s, warmup, self.total_steps, cfg.min_lr / cfg.lr))
+            self.optimizer, lambda s: lr_lambda(s, warmup, self.total_steps, cfg.min_lr / cfg.peak_lr))
         self.step = 0
         self.mask_gen = torch.Generator(self.device)
         self._stop = False
@@ -201,7 +201,7 @@ class Trainer:
                 mean_patch = patchify(self.mean_image[m], p).expand_as(target)
                 visible_mean = (target * vis).sum((1, 2), keepdim=True) / (vis.sum((1, 2), keepdim=True) * target.shape[-1]).clamp(min=1)
                 err = "mse" if m == "rgb" else "l1"
-                for name, guess in (("", preds[m].float()), ("_mean_patch", mean_patch), ("_visible_mean", visible_mean.expand_as(target))):
+                for name, guess in (("", self.model.to_pixels(m, preds[m])), ("_mean_patch", mean_patch), ("_visible_mean", visible_mean.expand_as(target))):
                     d = guess - target
                     per_patch = (d.pow(2) if err == "mse" else d.abs()).mean(-1)[masked]
                     key = f"{m}_{err}{name}"

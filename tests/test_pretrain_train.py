@@ -223,3 +223,14 @@ def test_export_refuses_non_finite_weights(shards, tmp_path):
     with pytest.raises(NonFiniteError, match="refusing to write .*encoder.pt"):
         trainer.export_encoder()
     assert (tmp_path / "x" / "encoder.pt").read_bytes() == before
+
+
+def test_peak_lr_follows_multimaes_batch_scaling(shards, tmp_path):
+    """lr = blr x batch / 256 (MultiMAE, MAE): the paper's base 1e-4 at batch 512 peaks at 2e-4; --lr overrides."""
+    paper = from_flat(PretrainConfig, **PRESETS["paper"])
+    assert paper.blr == 1e-4 and paper.batch_size == 512 and paper.peak_lr == pytest.approx(2e-4)
+    assert from_flat(PretrainConfig, **{**PRESETS["paper"], "batch_size": 256}).peak_lr == pytest.approx(1e-4)
+    assert from_flat(PretrainConfig, **{**PRESETS["paper"], "lr": 3e-4}).peak_lr == 3e-4
+    assert from_flat(PretrainConfig, **PRESETS["cpu"]).peak_lr == pytest.approx(5e-4)  # the CPU recipe's tuned peak
+    trainer = Trainer(_cfg(shards, tmp_path / "run", batch_size=8))  # micro: blr 1.6e-2 -> 5e-4 at batch 8
+    assert trainer.optimizer.param_groups[0]["initial_lr"] == pytest.approx(5e-4)
