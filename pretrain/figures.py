@@ -31,7 +31,7 @@ def reconstruction_grid(model: MultiMAE, inputs: dict[str, torch.Tensor], path: 
         target = patchify(inputs[m].float(), p)  # [B, L, C*p*p]
         vis = visible[:, m_i * L:(m_i + 1) * L, None].float()  # [B, L, 1]
         masked = unpatchify(target * vis + 0.5 * (1 - vis), p, C)  # [B, C, H, W]
-        pasted = unpatchify(target * vis + preds[m].float().clamp(0, 1) * (1 - vis), p, C)
+        pasted = unpatchify(target * vis + model.to_pixels(m, preds[m]).clamp(0, 1) * (1 - vis), p, C)
         cmap = None if C == 3 else "inferno"
         for name, img in ((f"{m}", inputs[m]), (f"{m} masked ({int(vis[0].sum())} visible)", masked), (f"{m} predicted", pasted)):
             columns.append((name, img.float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy(), cmap))

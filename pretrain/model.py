@@ -304,10 +304,12 @@ class MultiMAE(nn.Module):
         return loss, losses, preds, visible
 
     def targets(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Per-output targets [B, L, C*p*p]; rgb_norm is normalised per patch (MAE norm_pix_loss)."""
+        """Per-output targets [B, L, C*p*p] of the images the encoder sees (rgb ImageNet-normalised, as in
+        MultiMAE); rgb_norm is normalised per patch besides (MAE norm_pix_loss)."""
         out = {}
         for o in self.cfg.outputs:
-            t = patchify(inputs[OUTPUTS[o][0]].float(), self.cfg.patch_size)
+            m = OUTPUTS[o][0]
+            t = patchify(self.normalize(m, inputs[m].float()), self.cfg.patch_size)
             if o == "rgb_norm":
                 t = (t - t.mean(-1, keepdim=True)) / (t.var(-1, keepdim=True) + 1e-6).sqrt()
             out[o] = t
@@ -324,6 +326,14 @@ class MultiMAE(nn.Module):
             per_patch = err.abs().mean(-1) if OUTPUTS[o][1] == "l1" else err.pow(2).mean(-1)  # [B, L]
             out[o] = (per_patch * masked).sum() / masked.sum().clamp(min=1)
         return out
+
+    def to_pixels(self, output: str, pred: torch.Tensor) -> torch.Tensor:
+        """Output `output`'s prediction [B, L, C*p*p] in its image's own [0, 1] units (undoes the rgb
+        normalisation of `targets`; rgb_norm stays per-patch normalised)."""
+        if output != "rgb":
+            return pred.float()
+        pixels = self.cfg.patch_size**2  # patches are channels-last: the 3 channels repeat per pixel
+        return pred.float() * self.rgb_std.flatten().repeat(pixels) + self.rgb_mean.flatten().repeat(pixels)
 
     def encoder_state_dict(self) -> dict[str, torch.Tensor]:
         """Weights of the input adapters, global token, blocks and norm (what RL needs)."""

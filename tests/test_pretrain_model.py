@@ -6,7 +6,16 @@ import pytest
 import torch
 
 from pretrain.frozen import ENCODER_FORMAT, FrozenEncoder
-from pretrain.model import ModelConfig, MultiMAE, count_parameters, patchify, sample_visible, unpatchify
+from pretrain.model import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ModelConfig,
+    MultiMAE,
+    count_parameters,
+    patchify,
+    sample_visible,
+    unpatchify,
+)
 
 TINY = dict(dim=32, depth=1, num_heads=2, decoder_dim=32, decoder_depth=1, decoder_heads=2)
 
@@ -140,3 +149,18 @@ def test_frozen_encoder_export_roundtrip(tmp_path):
     torch.save({"model": {}}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not a MultiMAE encoder"):
         FrozenEncoder.load(tmp_path / "other.pt")
+
+
+def test_rgb_targets_are_the_normalised_image_the_encoder_sees():
+    """MultiMAE reconstructs the ImageNet-normalised rgb (its loss weighs rgb against saliency x10 on that
+    scale); `to_pixels` maps a prediction back to [0, 1] for pictures and pixel-space errors."""
+    model = MultiMAE(ModelConfig(**TINY))
+    x = _inputs(2)
+    targets = model.targets(x)
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    torch.testing.assert_close(targets["rgb"], patchify((x["rgb"] - mean) / std, 8))
+    torch.testing.assert_close(model.to_pixels("rgb", targets["rgb"]), patchify(x["rgb"], 8), atol=1e-6, rtol=0)
+    torch.testing.assert_close(targets["saliency"], patchify(x["saliency"], 8))
+    assert torch.equal(model.to_pixels("saliency", targets["saliency"]), targets["saliency"])
+    legacy = MultiMAE(ModelConfig(input_norm="none", **TINY))  # models made before the normalisation
+    torch.testing.assert_close(legacy.targets(x)["rgb"], patchify(x["rgb"], 8))
