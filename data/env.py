@@ -194,6 +194,9 @@ class PixelMetaWorld(gym.Env):
             self.seed(seed)
         self._steps = 0
         mw_obs, _ = self.mw.reset()
+        # reset moves the goal site in the model only; without a forward pass the reset frame would
+        # show the previous episode's goal (derived positions are refreshed; the state is unchanged)
+        mujoco.mj_forward(self.model, self.data)
         return self._observe(mw_obs), {"success": 0.0}
 
     def step(self, action):

@@ -1,5 +1,6 @@
 import gc
 
+import mujoco
 import numpy as np
 import pytest
 
@@ -97,3 +98,16 @@ def test_vector_env_same_step_autoreset():
         assert info["final_obs"][0]["pixels"].shape == (64, 64, 3)
     finally:
         venv.close()
+
+
+def test_reset_frame_shows_this_episodes_goal():
+    """Meta-World's reset moves the goal site in the model only; the reset frame must show the new goal,
+    exactly as it looks after the first step with no motion (the frame is rendered from derived positions)."""
+    env = make_env(task="reach-v3", seed=3)
+    goal = env.model.site("goal").id
+    for _ in range(3):  # from the second reset on, the stale position would be the previous episode's goal
+        first = env.reset()[0]["pixels"]
+        np.testing.assert_allclose(env.data.site_xpos[goal], env.raw_state[-3:], atol=1e-9)
+        mujoco.mj_forward(env.model, env.data)
+        np.testing.assert_array_equal(env.render(), first)
+    env.close()
