@@ -155,7 +155,14 @@ def performance_profiles(scores: Mapping[str, np.ndarray], taus: np.ndarray, rep
     and its stratified bootstrap CI [2, T]."""
     with seeded_global_rng(seed):
         return rly.create_performance_profile({k: np.asarray(v, float) for k, v in scores.items()}, taus,
-                                              reps=reps, confidence_interval_size=level)
+                                              custom_profile_func=score_distribution, reps=reps,
+                                              confidence_interval_size=level)
+
+
+def score_distribution(scores: np.ndarray, taus: np.ndarray) -> np.ndarray:
+    """rliable's `score_distributions` (the fraction of all scores above each tau) [T], vectorised over
+    taus: rliable loops over them in Python, 100x slower on 101 thresholds x 2,000 resamples."""
+    return (np.asarray(scores).reshape(-1, 1) > np.asarray(taus)[None]).mean(0)
 
 
 def bootstrap_coverage(runs: int, tasks: int = 1, level: float = LEVEL, experiments: int = 2000,
