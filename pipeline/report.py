@@ -266,10 +266,10 @@ def aggregate_table(runs: list[dict], reps: int = stats.REPS, seed: int = 0) -> 
     if not matrices:
         return ""
     estimates = stats.aggregate_intervals({e: m for e, (_, m) in matrices.items()}, reps=reps, seed=seed)
-    lines = ["| Encoder | Tasks | Runs per task | IQM [95 % CI] | Mean [95 % CI] |", "|---|---|---|---|---|"]
+    lines = ["| Encoder (runs per task x tasks) | Tasks | IQM [95 % CI] | Mean [95 % CI] |", "|---|---|---|---|"]
     for enc, (tasks, scores) in matrices.items():
         cells = [f"{p:.2f} [{lo:.2f}, {hi:.2f}]" for p, lo, hi in (estimates[enc]["iqm"], estimates[enc]["mean"])]
-        lines.append(f"| {_label(enc)} | {', '.join(tasks)} | {len(scores)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {_label(enc)} ({len(scores)} x {len(tasks)}) | {', '.join(tasks)} | " + " | ".join(cells) + " |")
     note = _coverage_note({(len(m), len(t)) for t, m in matrices.values()})
     return "\n".join(lines) + ("\n\n" + note if note else "")
 
