@@ -70,7 +70,12 @@ def check(cfg: QuotesConfig) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    run_command(QuotesConfig, lambda cfg: print(f"{check(cfg)} quoted report lines in {cfg.document} match their regeneration"), argv)
+    def say(cfg: QuotesConfig) -> None:
+        checked = check(cfg)
+        print(f"{checked} quoted report lines in {cfg.document} match their regeneration" if checked else
+              f"{cfg.document} quotes no report lines (no `<!-- quoted from ... -->` block): nothing to check")
+
+    run_command(QuotesConfig, say, argv)
 
 
 if __name__ == "__main__":
