@@ -71,6 +71,12 @@ PROBE_TARGETS = ("hand", "object", "goal")
 LAST_EVALS = 3
 #: simulated experiments behind the coverage the report states for its bootstrap intervals
 COVERAGE_EXPERIMENTS = 2000
+#: below this many runs in all (runs per task x tasks) a percentile bootstrap is no 95 % interval
+#: (at 3 runs it is [min, max]): such intervals are marked, and give no verdict
+MIN_BOOTSTRAP_RUNS = 5
+FEW_RUNS = "†"
+FEW_RUNS_NOTE = (f"{FEW_RUNS} fewer than {MIN_BOOTSTRAP_RUNS} runs in all: the percentile bootstrap is not a 95 % interval "
+                 "here (over 3 runs it is [min, max]) and gives no verdict; read the Student-t and Welch intervals instead.")
 
 
 @dataclass
@@ -268,10 +274,12 @@ def aggregate_table(runs: list[dict], reps: int = stats.REPS, seed: int = 0) -> 
     estimates = stats.aggregate_intervals({e: m for e, (_, m) in matrices.items()}, reps=reps, seed=seed)
     lines = ["| Encoder (runs per task x tasks) | Tasks | IQM [95 % CI] | Mean [95 % CI] |", "|---|---|---|---|"]
     for enc, (tasks, scores) in matrices.items():
-        cells = [f"{p:.2f} [{lo:.2f}, {hi:.2f}]" for p, lo, hi in (estimates[enc]["iqm"], estimates[enc]["mean"])]
+        mark = FEW_RUNS if scores.size < MIN_BOOTSTRAP_RUNS else ""
+        cells = [f"{p:.2f} [{lo:.2f}, {hi:.2f}]{mark}" for p, lo, hi in (estimates[enc]["iqm"], estimates[enc]["mean"])]
         lines.append(f"| {_label(enc)} ({len(scores)} x {len(tasks)}) | {', '.join(tasks)} | " + " | ".join(cells) + " |")
-    note = _coverage_note({(len(m), len(t)) for t, m in matrices.values()})
-    return "\n".join(lines) + ("\n\n" + note if note else "")
+    notes = [_coverage_note({(len(m), len(t)) for t, m in matrices.values()})]
+    notes += [FEW_RUNS_NOTE] if any(m.size < MIN_BOOTSTRAP_RUNS for _, m in matrices.values()) else []
+    return "\n\n".join(["\n".join(lines), *(n for n in notes if n)])
 
 
 def plot_profiles(runs: list[dict], out: Path, reps: int = stats.REPS, seed: int = 0) -> Path | None:
@@ -329,7 +337,7 @@ def improvement_table(runs: list[dict], reps: int = stats.REPS, seed: int = 0) -
     tasks, by = _cells(runs)
     lines = ["| Claim | Tasks | Runs per task (worse / better) | P(better > worse) [95 % CI] | Verdict | Mean gap: ours / paper |",
              "|---|---|---|---|---|---|"]
-    readings = []
+    readings, few_runs = [], False
     for worse, better in PAPER_ORDERINGS:
         common = [t for t in tasks if (worse, t) in by and (better, t) in by]
         a, _ = score_matrix(by, worse, common)
@@ -339,8 +347,10 @@ def improvement_table(runs: list[dict], reps: int = stats.REPS, seed: int = 0) -
         p, lo, hi = stats.probability_of_improvement(b, a, reps=reps, seed=seed)
         gap, paper = float(b.mean() - a.mean()), _paper_gap(worse, better, common)
         paper_s = "n/a" if math.isnan(paper) else f"{paper:+.2f}"
-        lines.append(f"| {_claim(worse, better)} | {', '.join(common)} | {len(a)} / {len(b)} | {p:.2f} [{lo:.2f}, {hi:.2f}] | "
-                     f"{_verdict(lo, hi, 0.5)} | {gap:+.2f} / {paper_s} |")
+        few = min(a.size, b.size) < MIN_BOOTSTRAP_RUNS
+        few_runs |= few
+        lines.append(f"| {_claim(worse, better)} | {', '.join(common)} | {len(a)} / {len(b)} | {p:.2f} [{lo:.2f}, {hi:.2f}]"
+                     f"{FEW_RUNS if few else ''} | {'n/a' + FEW_RUNS if few else _verdict(lo, hi, 0.5)} | {gap:+.2f} / {paper_s} |")
         sd = stats.pooled_sd([a[:, j] for j in range(len(common))] + [b[:, j] for j in range(len(common))])
         spread = "n/a" if math.isnan(sd) else f"{sd:.2f}"
         readings.append(f"- {_claim(worse, better)} over {_n(len(common), 'task')} "
@@ -348,8 +358,9 @@ def improvement_table(runs: list[dict], reps: int = stats.REPS, seed: int = 0) -
                         + _seeds_reading(paper, sd, min(len(a), len(b)), len(common)) + ".")
     if len(lines) == 2:
         return ""
-    return "\n".join(lines) + (f"\n\nSeeds needed (two-sided t-test at 5 %, {100 * stats.POWER:.0f} % power, the observed spread; "
-                               "'not resolved' with too few seeds means too few, not no effect):\n\n" + "\n".join(readings))
+    seeds_needed = (f"Seeds needed (two-sided t-test at 5 %, {100 * stats.POWER:.0f} % power, the observed spread; "
+                    "'not resolved' with too few seeds means too few, not no effect):")
+    return "\n\n".join(["\n".join(lines), *([FEW_RUNS_NOTE] if few_runs else []), seeds_needed, "\n".join(readings)])
 
 
 def ordering_table(runs: list[dict]) -> str:
