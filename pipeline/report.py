@@ -1,15 +1,20 @@
-"""`python -m pipeline.report runs/sac [more roots] [--out runs/report]`: REPORT.md and its pictures.
+"""`python -m pipeline.report results/<experiment> [more roots] [--out runs/report]`: REPORT.md and its pictures.
 
 Reads only what runs leave on disk: every `summary.json` below the given roots (one per finished
 SAC run, beside its `eval.csv`), the `eval.csv` of runs still going (a `config.json` and no
 `summary.json` yet), plus pictures the earlier stages write (saliency examples, MultiMAE
-reconstructions, gaze overlays), so it works on any mix of finished and running grids.
-Sections: the paper's Table I analog with the paper's numbers beside ours (finished runs only), the
-runs in progress at the newest evaluation all their seeds have reached, learning curves per task
-(the paper's Fig. 3; an encoder's curve ends where its least advanced seed ends), the linear probe
-of every frozen MultiMAE encoder (the probe_<inputs>.json `pretrain.probe` writes beside each
-encoder.pt), pictures, and a footer with the budget, seed, device
-and wall time of every run.
+reconstructions, gaze overlays), so it works on a run tree (`runs/sac`), on the raw results
+committed under `results/<experiment>` (`pipeline.keep` copies them there), and on any mix of
+finished and running grids.
+Sections: the paper's Table I analog with the paper's numbers beside ours (final evaluation with a
+Student-t interval over seeds, and the mean of the last 3 evaluations), every seed's value per task,
+rliable's aggregates across tasks and seeds (IQM and mean with stratified bootstrap CIs, performance
+profiles), the papers' orderings (probability of improvement across tasks, Welch t-intervals per
+task, and how many seeds the observed spread needs to resolve the paper's gap), the runs in progress,
+learning curves per task (the paper's Fig. 3, t-interval bands), the linear probe of every frozen
+MultiMAE encoder, pictures, and a footer with the budget, seed, device and wall time of every run.
+Intervals over seeds are Student-t, never a percentile bootstrap (at 3 seeds that is [min, max],
+~75 % coverage); bootstrap intervals appear only across tasks, with their simulated coverage.
 """
 from __future__ import annotations
 
@@ -29,7 +34,9 @@ import numpy as np  # noqa: E402
 
 from common.cli import run_command  # noqa: E402
 from common.figures import write_figure  # noqa: E402
+from common.io import atomic_write_bytes  # noqa: E402
 from data.env import PAPER_TASKS  # noqa: E402
+from pipeline import stats  # noqa: E402
 from rl.encoders import ENCODER_LABELS, TABLE_I  # noqa: E402  (labels of every registered encoder, gaze ones included)
 
 #: The paper's Table I: success over 50 rollouts and 3 seeds (mean, std), 1M steps.
@@ -42,6 +49,10 @@ PAPER_TABLE_I: dict[str, dict[str, tuple[float, float]]] = {
     "mmae_rgbs_po": {"reach-v3": (0.48, 0.06), "drawer-open-v3": (0.88, 0.21), "faucet-open-v3": (0.40, 0.21), "door-open-v3": (0.52, 0.08)},
     "mmae_rgbs": {"reach-v3": (0.62, 0.05), "drawer-open-v3": (0.94, 0.03), "faucet-open-v3": (0.61, 0.16), "door-open-v3": (0.64, 0.02)},
 }
+#: Table I's printed "Average" column (ViSaRL's 0.65 is not the mean of its four tasks, 0.70; the report
+#: computes the paper's gaps from the per-task numbers)
+PAPER_TABLE_I_AVERAGE: dict[str, float] = {"cnn_rgb": 0.45, "cnn_saliency": 0.05, "cnn_rgb_x_saliency": 0.35, "cnn_rgbs": 0.58,
+                                           "mmae_rgb": 0.47, "mmae_rgbs_po": 0.57, "mmae_rgbs": 0.65}
 #: the orderings the papers claim, (worse, better): ViSaRL's Table I, and Gaze on the Prize over CNN RGB
 PAPER_ORDERINGS: tuple[tuple[str, str], ...] = (
     ("cnn_rgb", "cnn_rgbs"), ("mmae_rgb", "mmae_rgbs_po"), ("mmae_rgbs_po", "mmae_rgbs"), ("mmae_rgb", "mmae_rgbs"),
@@ -56,16 +67,41 @@ PICTURE_GLOBS = {
 #: where pretrain.probe writes its results (below the pictures root), and the positions it scores
 PROBE_GLOB = "mmae/**/probe_*.json"
 PROBE_TARGETS = ("hand", "object", "goal")
+#: a seed's score beside its final evaluation: the mean of its last LAST_EVALS evaluations (one is noisy)
+LAST_EVALS = 3
+#: simulated experiments behind the coverage the report states for its bootstrap intervals
+COVERAGE_EXPERIMENTS = 2000
+#: below this many runs in all (runs per task x tasks) a percentile bootstrap is no 95 % interval
+#: (at 3 runs it is [min, max]): such intervals are marked, and give no verdict
+MIN_BOOTSTRAP_RUNS = 5
+FEW_RUNS = "†"
+FEW_RUNS_NOTE = (f"{FEW_RUNS} fewer than {MIN_BOOTSTRAP_RUNS} runs in all: the percentile bootstrap is not a 95 % interval "
+                 "here (over 3 runs it is [min, max]) and gives no verdict; read the Student-t and Welch intervals instead.")
 
 
 @dataclass
 class ReportConfig:
     """Write REPORT.md (+ PNGs) comparing every SAC run below the given roots (finished, and in progress so far)."""
 
-    roots: str = field(default="runs/sac", metadata={"help": "comma-separated folders searched for summary.json (also as leading words: `python -m pipeline.report runs/sac runs/other`)", "positional": True})
+    roots: str = field(default="runs/sac", metadata={"help": "comma-separated folders searched for summary.json (also as leading words: `python -m pipeline.report results/cpu-table runs/sac`)", "positional": True})
     out: str = field(default="runs/report", metadata={"help": "folder for REPORT.md and its pictures"})
-    pictures_root: str = field(default="runs", metadata={"help": "folder searched for stage pictures (saliency, mmae, gaze)"})
+    pictures_root: str = field(default="", metadata={"help": "folder searched for stage pictures (saliency, mmae, gaze) and probe results; '' = the folder above the first root when that is a `sac` folder (runs/sac -> runs), else the first root"})
     title: str = field(default="ViSaRL vs Gaze on the Prize on Meta-World", metadata={"help": "report title"})
+    reps: int = field(default=stats.REPS, metadata={"help": "stratified bootstrap resamples (rliable) for the aggregates, probabilities of improvement and profiles"})
+    seed: int = field(default=0, metadata={"help": "seed of the bootstrap resamples (the same seed regenerates the same report)"})
+
+    def validate(self) -> None:
+        if not [r for r in self.roots.split(",") if r]:
+            raise ValueError("--roots is empty: name the folders holding the runs, e.g. `python -m pipeline.report results/cpu-table`")
+        if self.reps < 100:
+            raise ValueError(f"--reps {self.reps} is too few for a 95 % interval's tails: use >= 100 (default {stats.REPS})")
+
+    def picture_folder(self) -> Path:
+        """The folder searched for pictures and probes (see pictures_root)."""
+        if self.pictures_root:
+            return Path(self.pictures_root)
+        first = Path(self.roots.split(",")[0])
+        return first.parent if first.name == "sac" else first
 
 
 def load_runs(roots: list[Path]) -> list[dict]:
@@ -109,114 +145,269 @@ def _read_curve(path: Path, column: str) -> list[tuple[float, float]]:
     return [(float(r["step"]), float(r[key])) for r in rows if key and r.get(key) not in (None, "")]
 
 
-def bootstrap_ci(values, level: float = 0.95, resamples: int = 10_000, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap confidence interval of the mean over seeds (values [n] or [n, T] -> per column)."""
-    means = _resampled_means(np.asarray(values, float), np.random.default_rng(seed), resamples)  # [resamples(, T)]
-    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2], axis=0)
-    return lo, hi
+def last_evals_mean(run: dict, k: int = LAST_EVALS) -> float:
+    """Mean success of a run's last k evaluations (eval.csv; the final one included), its final success without a curve."""
+    values = [v for _, v in run.get("curve", [])][-k:]
+    return float(np.mean(values)) if values else float(run["success_rate"])
 
 
-def _resampled_means(x: np.ndarray, rng: np.random.Generator, resamples: int) -> np.ndarray:
-    """Means of `resamples` resamples (with replacement) of the seeds (rows) of x."""
-    return x[rng.integers(0, len(x), (resamples, len(x)))].mean(1)
-
-
-def bootstrap_diff_ci(worse, better, level: float = 0.95, resamples: int = 10_000, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap CI of mean(better) - mean(worse), the seeds of each resampled on their own."""
-    rng = np.random.default_rng(seed)
-    diffs = (_resampled_means(np.asarray(better, float), rng, resamples)
-             - _resampled_means(np.asarray(worse, float), rng, resamples))  # [resamples]
-    lo, hi = np.quantile(diffs, [(1 - level) / 2, (1 + level) / 2])
-    return float(lo), float(hi)
-
-
-def ordering_table(runs: list[dict]) -> str:
-    """Markdown: each ordering the papers claim (PAPER_ORDERINGS) on each task where both encoders
-    finished: our difference of mean final success with its 95 % bootstrap CI, the verdict (holds
-    only when the CI excludes 0), and the paper's difference."""
-    tasks, by = _final_success(runs)
-    lines = ["| Claim | Task | Ours: better - worse [95 % CI] | Verdict | Paper |", "|---|---|---|---|---|"]
-    for worse, better in PAPER_ORDERINGS:
-        for task in tasks:
-            a, b = by.get((worse, task), []), by.get((better, task), [])
-            if not a or not b:
-                continue
-            lo, hi = bootstrap_diff_ci(a, b)
-            verdict = ("holds" if lo > 0 else "reversed" if hi < 0 else "not resolved (the CI contains 0)") + \
-                (f" (n={len(a)} / {len(b)})" if min(len(a), len(b)) < 3 else "")
-            pa, pb = PAPER_TABLE_I.get(worse, {}).get(task), PAPER_TABLE_I.get(better, {}).get(task)
-            paper = f"{pb[0] - pa[0]:+.2f}" if pa and pb else "n/a"
-            lines.append(f"| {ENCODER_LABELS.get(worse, worse)} < {ENCODER_LABELS.get(better, better)} | {task} | "
-                         f"{np.mean(b) - np.mean(a):+.2f} [{lo:+.2f}, {hi:+.2f}] | {verdict} | {paper} |")
-    return "\n".join(lines) if len(lines) > 2 else ""
-
-
-def _fmt(values: list[float], spec: str = ".2f") -> str:
-    """mean ± std [95 % bootstrap CI of the mean] over seeds."""
+def _ci(values: list[float], spec: str = ".2f") -> str:
+    """mean [95 % Student-t interval of the mean over seeds]; the value alone for one seed."""
     if not values:
         return "-"
     if len(values) == 1:
         return f"{values[0]:{spec}}"
-    lo, hi = bootstrap_ci(values)
-    return f"{np.mean(values):{spec}} ± {np.std(values):{spec}} [{lo:{spec}}, {hi:{spec}}]"
+    lo, hi = stats.t_interval(values)
+    return f"{np.mean(values):{spec}} [{lo:{spec}}, {hi:{spec}}]"
 
 
-def _final_success(runs: list[dict]) -> tuple[list[str], dict[tuple[str, str], list[float]]]:
-    """The tasks of `runs` (the paper's first, in its order) and the final success of every seed by (encoder, task)."""
-    tasks = [t for t in PAPER_TASKS if any(r["task"] == t for r in runs)]
-    tasks += sorted({r["task"] for r in runs} - set(tasks))
-    by = defaultdict(list)
-    for r in runs:
-        by[(r["encoder"], r["task"])].append(float(r["success_rate"]))
-    return tasks, by
+def _seeds(values: list[float], spec: str = ".2f") -> str:
+    return " / ".join(f"{v:{spec}}" for v in values)
 
 
-def table_i(runs: list[dict]) -> str:
-    """Markdown Table I analog: mean ± std [95 % bootstrap CI] over seeds of the final success rate, paper beside ours."""
-    tasks, by = _final_success(runs)
-    encoders = sorted({r["encoder"] for r in runs}, key=_encoder_key)
-    lines = ["| Encoder | " + " | ".join(f"{t} (ours / paper)" for t in tasks) + " | Average (ours) |",
-             "|---|" + "---|" * (len(tasks) + 1)]
-    for enc in encoders:
-        cells, means = [], []
-        for t in tasks:
-            vals = by.get((enc, t), [])
-            paper = PAPER_TABLE_I.get(enc, {}).get(t)
-            paper_s = f"{paper[0]:.2f} ± {paper[1]:.2f}" if paper else "n/a"
-            cells.append(f"{_fmt(vals)} (n={len(vals)}) / {paper_s}")
-            if vals:
-                means.append(float(np.mean(vals)))
-        average = f"{np.mean(means):.2f}" if means else "-"
-        lines.append(f"| {ENCODER_LABELS.get(enc, enc)} | " + " | ".join(cells) + f" | {average} |")
-    return "\n".join(lines)
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'s' if count != 1 else ''}"
+
+
+def _label(encoder: str) -> str:
+    return ENCODER_LABELS.get(encoder, encoder)
 
 
 def _encoder_key(encoder: str) -> int:
     return ENCODER_ORDER.index(encoder) if encoder in ENCODER_ORDER else 99
 
 
+def _cells(runs: list[dict]) -> tuple[list[str], dict[tuple[str, str], list[dict]]]:
+    """The tasks of `runs` (the paper's first, in its order) and the finished runs by (encoder, task), by seed."""
+    tasks = [t for t in PAPER_TASKS if any(r["task"] == t for r in runs)]
+    tasks += sorted({r["task"] for r in runs} - set(tasks))
+    by = defaultdict(list)
+    for r in sorted(runs, key=lambda r: (r["seed"] is None, r["seed"] or 0)):
+        by[(r["encoder"], r["task"])].append(r)
+    return tasks, by
+
+
+def _final(rs: list[dict]) -> list[float]:
+    return [float(r["success_rate"]) for r in rs]
+
+
+def _paper(encoder: str, task: str) -> str:
+    paper = PAPER_TABLE_I.get(encoder, {}).get(task)
+    return f"{paper[0]:.2f} ± {paper[1]:.2f}" if paper else "n/a"
+
+
+def table_i(runs: list[dict]) -> str:
+    """Markdown Table I analog: per encoder and task, the final success as mean [95 % t-interval] over
+    seeds, the mean of each seed's last 3 evaluations averaged over seeds, and the paper's mean ± std."""
+    tasks, by = _cells(runs)
+    encoders = sorted({r["encoder"] for r in runs}, key=_encoder_key)
+    lines = ["| Encoder | " + " | ".join(f"{t}: final [95 % t-CI]; last {LAST_EVALS} (n) / paper" for t in tasks)
+             + " | Average of task means: final / paper's printed |", "|---|" + "---|" * (len(tasks) + 1)]
+    for enc in encoders:
+        cells, means = [], []
+        for t in tasks:
+            rs = by.get((enc, t), [])
+            if not rs:
+                cells.append(f"- / {_paper(enc, t)}")
+                continue
+            last = [last_evals_mean(r) for r in rs]
+            cells.append(f"{_ci(_final(rs))}; last {LAST_EVALS}: {np.mean(last):.2f} (n={len(rs)}) / {_paper(enc, t)}")
+            means.append(float(np.mean(_final(rs))))
+        paper = PAPER_TABLE_I_AVERAGE.get(enc)
+        average = (f"{np.mean(means):.2f}" if means else "-") + (f" / {paper:.2f}" if paper is not None else " / n/a")
+        lines.append(f"| {_label(enc)} | " + " | ".join(cells) + f" | {average} |")
+    return "\n".join(lines)
+
+
+def seed_table(runs: list[dict]) -> str:
+    """Markdown: per task and encoder, every seed's final success and the mean of its last 3 evaluations,
+    each with its mean [95 % Student-t interval] over seeds."""
+    tasks, by = _cells(runs)
+    lines = ["| Task | Encoder | Seeds | Final success per seed | Mean [95 % t-CI] "
+             f"| Mean of the last {LAST_EVALS} evaluations per seed | Mean [95 % t-CI] | Paper (1M steps) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for task in tasks:
+        for enc in sorted({e for e, t in by if t == task}, key=_encoder_key):
+            rs = by[(enc, task)]
+            final, last = _final(rs), [last_evals_mean(r) for r in rs]
+            lines.append(f"| {task} | {_label(enc)} | {', '.join(str(r['seed']) for r in rs)} | {_seeds(final)} | "
+                         f"{_ci(final)} | {_seeds(last)} | {_ci(last)} | {_paper(enc, task)} |")
+    return "\n".join(lines)
+
+
+def score_matrix(by: dict[tuple[str, str], list[dict]], encoder: str, tasks: list[str]) -> tuple[np.ndarray, list]:
+    """Final success [runs, tasks] of `encoder` on `tasks` (rliable's layout), over the seeds it finished on
+    every one of them, and those seeds."""
+    per_task = [{r["seed"]: float(r["success_rate"]) for r in by.get((encoder, t), [])} for t in tasks]
+    seeds = sorted(set.intersection(*(set(p) for p in per_task)), key=lambda s: (s is None, s or 0)) if per_task else []
+    return np.array([[p[s] for p in per_task] for s in seeds]).reshape(len(seeds), len(tasks)), seeds
+
+
+def _encoder_matrices(runs: list[dict]) -> dict[str, tuple[list[str], np.ndarray]]:
+    """Per finished encoder: its tasks and its [runs, tasks] final-success matrix (encoders with a run on every task)."""
+    tasks, by = _cells(runs)
+    matrices = {}
+    for enc in sorted({r["encoder"] for r in runs}, key=_encoder_key):
+        own = [t for t in tasks if (enc, t) in by]
+        scores, _ = score_matrix(by, enc, own)
+        if len(scores):
+            matrices[enc] = (own, scores)
+    return matrices
+
+
+def _coverage_note(designs: set[tuple[int, int]]) -> str:
+    """What the nominal 95 % of a percentile bootstrap is worth at each (runs per task, tasks) design."""
+    parts = [f"{_n(runs, 'run')} per task x {_n(tasks, 'task')}: "
+             f"{100 * stats.bootstrap_coverage(runs, tasks, experiments=COVERAGE_EXPERIMENTS):.0f} %"
+             for runs, tasks in sorted(designs) if runs > 1]
+    return ("Percentile-bootstrap intervals cover less than their nominal 95 % at few runs: the interval of the mean "
+            f"covered the true mean in this share of {COVERAGE_EXPERIMENTS:,} simulated experiments (normal scores, one "
+            "spread) at " + "; ".join(parts) + ".") if parts else ""
+
+
+def aggregate_table(runs: list[dict], reps: int = stats.REPS, seed: int = 0) -> str:
+    """Markdown: per encoder, rliable's IQM and mean of the final success over all its runs and tasks,
+    each with its stratified bootstrap 95 % CI, and the coverage those intervals really have."""
+    matrices = _encoder_matrices(runs)
+    if not matrices:
+        return ""
+    estimates = stats.aggregate_intervals({e: m for e, (_, m) in matrices.items()}, reps=reps, seed=seed)
+    lines = ["| Encoder (runs per task x tasks) | Tasks | IQM [95 % CI] | Mean [95 % CI] |", "|---|---|---|---|"]
+    for enc, (tasks, scores) in matrices.items():
+        mark = FEW_RUNS if scores.size < MIN_BOOTSTRAP_RUNS else ""
+        cells = [f"{p:.2f} [{lo:.2f}, {hi:.2f}]{mark}" for p, lo, hi in (estimates[enc]["iqm"], estimates[enc]["mean"])]
+        lines.append(f"| {_label(enc)} ({len(scores)} x {len(tasks)}) | {', '.join(tasks)} | " + " | ".join(cells) + " |")
+    notes = [_coverage_note({(len(m), len(t)) for t, m in matrices.values()})]
+    notes += [FEW_RUNS_NOTE] if any(m.size < MIN_BOOTSTRAP_RUNS for _, m in matrices.values()) else []
+    return "\n\n".join(["\n".join(lines), *(n for n in notes if n)])
+
+
+def plot_profiles(runs: list[dict], out: Path, reps: int = stats.REPS, seed: int = 0) -> Path | None:
+    """rliable's performance profiles (score distributions): per encoder, the fraction of its runs (all
+    tasks) whose final success exceeds each threshold, with a stratified bootstrap 95 % band."""
+    matrices = _encoder_matrices(runs)
+    if not matrices:
+        return None
+    taus = np.linspace(0.0, 1.0, 101)
+    profiles, bands = stats.performance_profiles({e: m for e, (_, m) in matrices.items()}, taus, reps=reps, seed=seed)
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for enc, (tasks, scores) in matrices.items():
+        line, = ax.plot(taus, profiles[enc], label=f"{_label(enc)} ({_n(len(scores), 'run')} x {_n(len(tasks), 'task')})")
+        ax.fill_between(taus, bands[enc][0], bands[enc][1], alpha=0.15, color=line.get_color())
+    ax.set(title="Performance profiles (final success, all tasks)", xlabel="success threshold tau",
+           ylabel="fraction of runs with success > tau", ylim=(-0.02, 1.02))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return write_figure(fig, out / "performance_profiles.png")
+
+
+def _claim(worse: str, better: str) -> str:
+    return f"{_label(worse)} < {_label(better)}"
+
+
+def _verdict(lo: float, hi: float, null: float = 0.0) -> str:
+    return "holds" if lo > null else "reversed" if hi < null else "not resolved"
+
+
+def _paper_gap(worse: str, better: str, tasks: list[str]) -> float:
+    """The paper's mean over `tasks` of better - worse (NaN where the paper has no number)."""
+    pairs = [(PAPER_TABLE_I.get(worse, {}).get(t), PAPER_TABLE_I.get(better, {}).get(t)) for t in tasks]
+    return float(np.mean([b[0] - a[0] for a, b in pairs])) if pairs and all(a and b for a, b in pairs) else math.nan
+
+
+def _seeds_reading(gap: float, sd: float, have: int, tasks: int) -> str:
+    """Whether `have` seeds per arm (and task) could resolve the paper's `gap` at the observed spread `sd`."""
+    where = "per task" if tasks > 1 else ""
+    if have < 2 or math.isnan(sd):
+        return "the spread needs 2 seeds per arm to estimate"
+    smallest = f"the current {have} resolve gaps of {stats.detectable_gap(sd, have, tasks):.2f} or more"
+    if math.isnan(gap):
+        return f"the paper gives no gap here; {smallest}"
+    needed = stats.seeds_needed(gap, sd, tasks)
+    if needed is None:
+        return f"the paper's gap {gap:+.2f} needs over 1,000 seeds per arm {where}".rstrip() + f"; {smallest}"
+    reading = ("too few seeds" if needed > have else "enough seeds: a gap that large would likely have been resolved")
+    return f"the paper's gap {gap:+.2f} needs {needed} seeds per arm {where}".rstrip() + f" ({reading}); {smallest}"
+
+
+def improvement_table(runs: list[dict], reps: int = stats.REPS, seed: int = 0) -> str:
+    """Markdown: each ordering the papers claim, across the tasks both encoders finished: rliable's
+    probability of improvement with its stratified bootstrap 95 % CI (holds when the CI lies above 0.5),
+    the mean gaps (ours, the paper's), then a line per claim with the seeds the observed spread needs."""
+    tasks, by = _cells(runs)
+    lines = ["| Claim | Tasks | Runs per task (worse / better) | P(better > worse) [95 % CI] | Verdict | Mean gap: ours / paper |",
+             "|---|---|---|---|---|---|"]
+    readings, few_runs = [], False
+    for worse, better in PAPER_ORDERINGS:
+        common = [t for t in tasks if (worse, t) in by and (better, t) in by]
+        a, _ = score_matrix(by, worse, common)
+        b, _ = score_matrix(by, better, common)
+        if not common or not len(a) or not len(b):
+            continue
+        p, lo, hi = stats.probability_of_improvement(b, a, reps=reps, seed=seed)
+        gap, paper = float(b.mean() - a.mean()), _paper_gap(worse, better, common)
+        paper_s = "n/a" if math.isnan(paper) else f"{paper:+.2f}"
+        few = min(a.size, b.size) < MIN_BOOTSTRAP_RUNS
+        few_runs |= few
+        lines.append(f"| {_claim(worse, better)} | {', '.join(common)} | {len(a)} / {len(b)} | {p:.2f} [{lo:.2f}, {hi:.2f}]"
+                     f"{FEW_RUNS if few else ''} | {'n/a' + FEW_RUNS if few else _verdict(lo, hi, 0.5)} | {gap:+.2f} / {paper_s} |")
+        sd = stats.pooled_sd([a[:, j] for j in range(len(common))] + [b[:, j] for j in range(len(common))])
+        spread = "n/a" if math.isnan(sd) else f"{sd:.2f}"
+        readings.append(f"- {_claim(worse, better)} over {_n(len(common), 'task')} "
+                        f"(observed spread within tasks, sd {spread}): "
+                        + _seeds_reading(paper, sd, min(len(a), len(b)), len(common)) + ".")
+    if len(lines) == 2:
+        return ""
+    seeds_needed = (f"Seeds needed (two-sided t-test at 5 %, {100 * stats.POWER:.0f} % power, the observed spread; "
+                    "'not resolved' with too few seeds means too few, not no effect):")
+    return "\n\n".join(["\n".join(lines), *([FEW_RUNS_NOTE] if few_runs else []), seeds_needed, "\n".join(readings)])
+
+
+def ordering_table(runs: list[dict]) -> str:
+    """Markdown: each ordering the papers claim (PAPER_ORDERINGS) on each task where both encoders
+    finished: our difference of mean final success with its 95 % Welch t-interval, the verdict (holds
+    only when the interval excludes 0), the paper's difference, and the seeds the spread needs for it."""
+    tasks, by = _cells(runs)
+    lines = ["| Claim | Task | Ours: better - worse [95 % Welch t-CI] | Verdict | Paper | Seeds per arm for the paper's gap |",
+             "|---|---|---|---|---|---|"]
+    for worse, better in PAPER_ORDERINGS:
+        for task in tasks:
+            a, b = _final(by.get((worse, task), [])), _final(by.get((better, task), []))
+            if not a or not b:
+                continue
+            diff, lo, hi = stats.welch_interval(a, b)
+            interval = f"[{lo:+.2f}, {hi:+.2f}]" if not math.isnan(lo) else "[n/a: a side has 1 seed]"
+            verdict = (_verdict(lo, hi) if not math.isnan(lo) else "n/a") + f" (n={len(a)} / {len(b)})"
+            paper = _paper_gap(worse, better, [task])
+            lines.append(f"| {_claim(worse, better)} | {task} | {diff:+.2f} {interval} | {verdict} | "
+                         f"{'n/a' if math.isnan(paper) else f'{paper:+.2f}'} | "
+                         f"{_seeds_reading(paper, stats.pooled_sd([a, b]), min(len(a), len(b)), 1)} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def progress_table(running: list[dict]) -> str:
     """Markdown: per encoder and task still running, success and return at the newest evaluation step
-    that every one of its seeds has reached (mean ± std [95 % bootstrap CI] over those seeds)."""
+    that every one of its seeds has reached (mean [95 % t-interval] over those seeds, and each seed's value)."""
     groups = defaultdict(list)
     for r in running:
         groups[(r["encoder"], r["task"])].append(r)
-    lines = ["| Encoder | Task | Evaluated at (env steps) | Success | Evaluation return |", "|---|---|---|---|---|"]
+    lines = ["| Encoder | Task | Evaluated at (env steps) | Success [95 % t-CI] (per seed) | Evaluation return [95 % t-CI] |",
+             "|---|---|---|---|---|"]
     for (enc, task), rs in sorted(groups.items(), key=lambda kv: (kv[0][1], _encoder_key(kv[0][0]))):
         step = min(r["curve"][-1][0] for r in rs)
-        at = [r for r in rs if step in dict(r["curve"])]  # seeds on another evaluation schedule are left out
+        at = sorted((r for r in rs if step in dict(r["curve"])), key=lambda r: r["seed"] or 0)  # other schedules left out
         success = [dict(r["curve"])[step] for r in at]
         returns = [ret[step] for ret in (dict(r["return_curve"]) for r in at) if step in ret]
         budgets = "/".join(sorted({f"{r['steps']:,}" for r in at if r["steps"]}))
-        seeds = ", ".join(str(r["seed"]) for r in sorted(at, key=lambda r: r["seed"] or 0))
-        lines.append(f"| {ENCODER_LABELS.get(enc, enc)} | {task} | {step:,.0f} of {budgets or '?'} | "
-                     f"{_fmt(success)} (n={len(success)}; seeds {seeds}) | {_fmt(returns, '.0f')} |")
+        seeds = ", ".join(str(r["seed"]) for r in at)
+        lines.append(f"| {_label(enc)} | {task} | {step:,.0f} of {budgets or '?'} | "
+                     f"{_ci(success)} ({_seeds(success)}; n={len(success)}, seeds {seeds}) | {_ci(returns, '.0f')} |")
     return "\n".join(lines)
 
 
 def curve_table(runs: list[dict], task: str, max_columns: int = 10) -> str:
     """Markdown: the success curves of `task` as numbers, an encoder per row and an evaluation step per
-    column (the newest `max_columns`): mean [95 % bootstrap CI] over the seeds evaluated at that step,
+    column (the newest `max_columns`): mean [95 % t-interval] over the seeds evaluated at that step,
     with their count where it differs from the encoder's number of seeds."""
     by_enc = defaultdict(list)
     for r in runs:
@@ -228,21 +419,16 @@ def curve_table(runs: list[dict], task: str, max_columns: int = 10) -> str:
         cells = []
         for s in steps:
             values = [c[s] for c in curves if s in c]
-            if len(values) > 1:
-                lo, hi = bootstrap_ci(values)
-                cell = f"{np.mean(values):.2f} [{lo:.2f}, {hi:.2f}]"
-            else:
-                cell = f"{values[0]:.2f}" if values else "-"
-            cells.append(cell + (f" (n={len(values)})" if values and len(values) != len(curves) else ""))
-        lines.append(f"| {ENCODER_LABELS.get(enc, enc)} (n={len(curves)}) | " + " | ".join(cells) + " |")
+            cells.append(_ci(values) + (f" (n={len(values)})" if values and len(values) != len(curves) else ""))
+        lines.append(f"| {_label(enc)} (n={len(curves)}) | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def plot_curves(runs: list[dict], out: Path) -> dict[str, Path]:
     """One PNG per task: evaluation success (the paper's Fig. 3) and return vs env steps, the mean across
-    seeds (a marker at every evaluation) with a shaded 95 % bootstrap confidence band over seeds. The
-    return shows learning long before the first success. An encoder's curve stops at the last step
-    all its seeds have evaluated (dashed while any of them is still running)."""
+    seeds (a marker at every evaluation) with a shaded 95 % Student-t band over seeds. The return shows
+    learning long before the first success. An encoder's curve stops at the last step all its seeds
+    have evaluated (dashed while any of them is still running)."""
     paths = {}
     for task in sorted({r["task"] for r in runs}):
         fig, axes = plt.subplots(1, 2, figsize=(11, 4))
@@ -257,11 +443,11 @@ def plot_curves(runs: list[dict], out: Path) -> dict[str, Path]:
                 end = min(c[-1][0] for c in curves)  # never extrapolate a seed past its last evaluation
                 steps = sorted({s for c in curves for s, _ in c if s <= end})
                 ys = np.array([np.interp(steps, [s for s, _ in c], [v for _, v in c]) for c in curves])  # [seeds, T]
-                legend = f"{ENCODER_LABELS.get(enc, enc)} (n={len(ys)}{', running' if enc in running else ''})"
+                legend = f"{_label(enc)} (n={len(ys)}{', running' if enc in running else ''})"
                 line, = ax.plot(steps, ys.mean(0), marker="o", markersize=3, label=legend,
                                 linestyle="--" if enc in running else "-")
                 if len(ys) > 1:
-                    lo, hi = bootstrap_ci(ys)
+                    lo, hi = stats.t_interval(ys)
                     ax.fill_between(steps, lo, hi, alpha=0.2, color=line.get_color())
             ax.set(title=f"{task}: {label}", xlabel="environment steps", ylabel=label)
             ax.grid(alpha=0.3)
@@ -333,17 +519,24 @@ def footer(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+
+
 def write_report(cfg: ReportConfig) -> Path:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     roots = [Path(r) for r in cfg.roots.split(",") if r]
+    missing = [str(r) for r in roots if not r.is_dir()]
+    if missing:
+        raise FileNotFoundError(f"no such folder: {', '.join(missing)}; give the folders holding the run folders "
+                                "(e.g. `python -m pipeline.report results/cpu-table` or `runs/sac`)")
     runs, running = load_runs(roots), load_running(roots)
     if not runs and not running:
         raise SystemExit(f"error: no finished runs (summary.json) and no evaluated running ones (eval.csv) under {cfg.roots}; "
                          "run `python -m rl.grid` or `python -m rl.sac` first")
     curves = plot_curves(runs + running, out)
-    pictures = collect_pictures(Path(cfg.pictures_root), out)
-    probes = load_probes(Path(cfg.pictures_root))
+    pictures_root = cfg.picture_folder()
+    pictures = collect_pictures(pictures_root, out)
+    probes = load_probes(pictures_root)
     budgets = sorted({r["steps"] for r in runs + running if r["steps"]})
     devices = sorted({r.get("device", "?") for r in runs})
     parts = [
@@ -353,25 +546,42 @@ def write_report(cfg: ReportConfig) -> Path:
         + (f"; devices: {', '.join(devices)}" if devices else "") + ". The paper's numbers are at 1M steps "
         "with 3 seeds and 50 rollouts: runs with smaller budgets are not comparable in level, only in ordering.\n",
         "## Success rate (the paper's Table I)\n",
-        "Final evaluation of the deterministic policy (any success within an episode), mean ± std over seeds "
-        "[95 % percentile-bootstrap confidence interval of the mean over seeds].\n",
+        "Final evaluation of the deterministic policy (any success within an episode): mean over seeds [95 % "
+        f"Student-t confidence interval of the mean, unclipped: at few seeds it can pass 0 or 1]; beside it the mean over seeds of each seed's last {LAST_EVALS} "
+        "evaluations (one evaluation of a seed is noisy), the number of seeds, and the paper's mean ± std.\n",
         (table_i(runs) if runs else "No run has finished yet.") + "\n",
     ]
-    orderings = ordering_table(runs)
-    if orderings:
+    if runs:
+        profile = plot_profiles(runs, out, cfg.reps, cfg.seed)
+        parts += ["## Every seed, per task\n",
+                  "The seeds' own values (in seed order), their mean and 95 % Student-t interval: at 3 seeds a "
+                  "percentile bootstrap would be [min, max] and cover the true mean ~75 % of the time.\n",
+                  seed_table(runs) + "\n",
+                  "## Across tasks and seeds (rliable)\n",
+                  "Interquartile mean (IQM: the mean of the middle 50 % of all runs' final success, over tasks and "
+                  "seeds) and mean, with stratified bootstrap 95 % CIs (rliable, "
+                  f"{cfg.reps:,} resamples of the runs within each task; Agarwal et al., 2021).\n",
+                  aggregate_table(runs, cfg.reps, cfg.seed) + "\n",
+                  f"![performance profiles]({profile.relative_to(out)})\n" if profile else ""]
+    improvements, orderings = improvement_table(runs, cfg.reps, cfg.seed), ordering_table(runs)
+    if improvements:
         parts += ["## The papers' orderings\n",
-                  "Each claimed ordering where both encoders finished: the difference of mean final success "
-                  "(percentile bootstrap over each encoder's seeds); it holds only when its CI excludes 0.\n",
+                  "Across the tasks both encoders finished: the probability that a run of the better-claimed encoder "
+                  "beats a run of the other on the same task (ties count half), with its stratified bootstrap 95 % CI "
+                  "(rliable); the claim holds when the CI lies above 0.5, is reversed below it.\n",
+                  improvements + "\n",
+                  "Per task: the difference of mean final success with its 95 % Welch t-interval (holds only when "
+                  "it excludes 0).\n",
                   orderings + "\n"]
     if running:
         parts += ["## Runs in progress\n",
                   "Not final: each encoder at the newest evaluation all its running seeds have reached "
-                  "(mean ± std [95 % bootstrap CI] over those seeds).\n",
+                  "(mean [95 % Student-t interval] over those seeds, and each seed's value).\n",
                   progress_table(running) + "\n"]
     parts += ["## Learning curves (the paper's Fig. 3)\n"]
     for task, picture in curves.items():
         parts += [f"![{picture.stem}]({picture.relative_to(out)})\n",
-                  f"Success at each evaluation on {task}, mean [95 % bootstrap CI] over seeds:\n",
+                  f"Success at each evaluation on {task}, mean [95 % Student-t interval] over seeds:\n",
                   curve_table(runs + running, task) + "\n"]
     if probes:
         parts += ["## Frozen MultiMAE probe\n",
@@ -382,9 +592,7 @@ def write_report(cfg: ReportConfig) -> Path:
     for title, pics in pictures.items():
         parts += [f"## {title}\n", *[f"![{p.stem}]({p.relative_to(out)})\n" for p in pics]]
     parts += ["## Runs\n", footer(runs) + "\n"]
-    report = out / "REPORT.md"
-    report.write_text("\n".join(parts))
-    return report
+    return atomic_write_bytes(out / "REPORT.md", "\n".join(p for p in parts if p).encode())
 
 
 def main(argv=None) -> None:

@@ -47,11 +47,17 @@ def test_report_has_a_row_per_encoder_with_paper_numbers_and_curves(tmp_path):
     for i, enc in enumerate(ALL_ENCODERS):
         for seed in (0, 1):
             _fake_run(runs, "reach-v3", enc, seed, success=0.1 * i + 0.05 * seed)
-    report = write_report(ReportConfig(roots=str(runs), out=str(tmp_path / "report"), pictures_root=str(tmp_path)))
+    report = write_report(ReportConfig(roots=str(runs), out=str(tmp_path / "report"), pictures_root=str(tmp_path), reps=200))
     text = report.read_text()
-    table = [line for line in text.split("## Learning")[0].splitlines() if line.startswith("| ") and "(n=2)" in line]
+    table = [line for line in text.split("## Every seed")[0].splitlines() if line.startswith("| ") and "(n=2)" in line]
     assert len(table) == len(ALL_ENCODERS)
-    assert "| CNN RGB | 0.03 ± 0.03 [0.00, 0.05] (n=2) / 0.39 ± 0.13 | 0.03 |" in text
+    # CNN RGB's seeds end at 0.00 and 0.05: mean 0.025 +- t(1) 12.71 x 0.025; their last 3 evaluations
+    # (success x step / steps at 500, 750, 1000) average 0.0 and 0.0375
+    assert "| CNN RGB | 0.03 [-0.29, 0.34]; last 3: 0.02 (n=2) / 0.39 ± 0.13 | 0.03 / 0.45 |" in text
+    assert "| reach-v3 | CNN RGB | 0, 1 | 0.00 / 0.05 | 0.03 [-0.29, 0.34] | 0.00 / 0.04 | 0.02 [-0.22, 0.26] | 0.39 ± 0.13 |" in text
+    # rliable's stratified bootstrap over 2 runs: marked, it is no 95 % interval
+    assert "| CNN RGB (2 x 1) | reach-v3 | 0.03 [0.00, 0.05]† | 0.03 [0.00, 0.05]† |" in text and "† fewer than 5 runs in all" in text
+    assert "2 runs per task x 1 task: " in text and "performance_profiles.png" in text
     assert f"{PAPER_TABLE_I['mmae_rgbs']['reach-v3'][0]:.2f} ± 0.05" in text and "Gaze on the Prize" in text
     curve = tmp_path / "report" / "curves_reach-v3.png"
     img = np.asarray(Image.open(curve).convert("L"), float)
@@ -80,27 +86,17 @@ def test_report_shows_running_runs_at_the_newest_evaluation_all_their_seeds_reac
     _running_run(runs, "mmae_rgbs", 0, [])  # started, not evaluated yet: nothing to show
     (tmp_path / "sac" / "mmae").mkdir()
     (tmp_path / "sac" / "mmae" / "config.json").write_text("{}")  # another stage's run folder
-    report = write_report(ReportConfig(roots=str(runs), out=str(tmp_path / "report"), pictures_root=str(tmp_path)))
+    report = write_report(ReportConfig(roots=str(runs), out=str(tmp_path / "report"), pictures_root=str(tmp_path), reps=200))
     text = report.read_text()
     assert "0 finished SAC runs and 2 still running" in text and "No run has finished yet." in text
-    assert "| MMAE RGB | reach-v3 | 500 of 1,000 | 0.40 ± 0.10 [0.30, 0.50] (n=2; seeds 0, 1) | 400 ± 100 [300, 500] |" in text
+    # 0.3 and 0.5: mean 0.4 +- t(1) 12.71 x 0.1 (Student t at 2 seeds: honest, hence wide)
+    assert "| MMAE RGB | reach-v3 | 500 of 1,000 | 0.40 [-0.87, 1.67] (0.30 / 0.50; n=2, seeds 0, 1) | 400 [-871, 1671] |" in text
     assert "ViSaRL" not in text.split("## Runs in progress")[1].split("## Learning")[0]
     assert "| Encoder | 0.25k | 0.5k | 0.75k |" in text  # the curves as numbers: every seed's evaluations
-    assert "| MMAE RGB (n=2) | 0.15 [0.10, 0.20] | 0.40 [0.30, 0.50] | 0.90 (n=1) |" in text
+    assert "| MMAE RGB (n=2) | 0.15 [-0.49, 0.79] | 0.40 [-0.87, 1.67] | 0.90 (n=1) |" in text
     _fake_run(runs, "reach-v3", "state", 0, success=0.8)
-    text = write_report(ReportConfig(roots=str(runs), out=str(tmp_path / "report"), pictures_root=str(tmp_path))).read_text()
-    assert "1 finished SAC runs and 2 still running" in text and "| State (sanity check) | 0.80 (n=1)" in text
-
-
-def test_bootstrap_interval_covers_the_mean_and_narrows_with_agreement():
-    from pipeline.report import bootstrap_ci
-
-    lo, hi = bootstrap_ci([0.2, 0.4, 0.9])
-    assert 0.2 <= lo < 0.5 < hi <= 0.9
-    lo, hi = bootstrap_ci([0.5, 0.5, 0.5])
-    assert lo == hi == 0.5
-    lo, hi = bootstrap_ci(np.array([[0.0, 1.0], [0.0, 0.0]]))  # per evaluation step
-    assert lo.tolist() == [0.0, 0.0] and hi.tolist() == [0.0, 1.0]
+    text = write_report(ReportConfig(roots=str(runs), out=str(tmp_path / "report"), pictures_root=str(tmp_path), reps=200)).read_text()
+    assert "1 finished SAC runs and 2 still running" in text and "| State (sanity check) | 0.80; last 3: 0.60 (n=1) / n/a |" in text
 
 
 def test_report_without_runs_names_the_command(tmp_path):
@@ -129,7 +125,7 @@ def _probe_json(path: Path, inputs: list[str], object_r2: float, object_stored: 
 
 def test_report_shows_the_probe_of_every_encoder(tmp_path):
     _fake_run(tmp_path / "sac", "reach-v3", "mmae_rgbs_grid2", 0, 0.5)
-    cfg = ReportConfig(roots=str(tmp_path / "sac"), out=str(tmp_path / "report"), pictures_root=str(tmp_path))
+    cfg = ReportConfig(roots=str(tmp_path / "sac"), out=str(tmp_path / "report"), pictures_root=str(tmp_path), reps=200)
     assert "probe" not in write_report(cfg).read_text().lower()  # no probe JSON: no section
     _probe_json(tmp_path / "mmae/rgbs/reach-v3/probe_rgb+saliency.json", ["rgb", "saliency"], 0.42, 0.42)
     _probe_json(tmp_path / "mmae/rgbs/reach-v3/probe_rgb.json", ["rgb"], 0.35, 0.06)
@@ -148,7 +144,7 @@ def test_report_shows_the_probe_of_every_encoder(tmp_path):
 
 
 def test_the_papers_orderings_hold_only_when_the_interval_of_the_difference_excludes_zero(tmp_path):
-    from pipeline.report import bootstrap_diff_ci, ordering_table
+    from pipeline.report import improvement_table, ordering_table
 
     runs = tmp_path / "sac"
     for seed, (rgb, po, visarl, cnn) in enumerate([(0.10, 0.50, 0.30, 0.4), (0.20, 0.60, 0.70, 0.5), (0.15, 0.55, 0.50, 0.6)]):
@@ -157,15 +153,66 @@ def test_the_papers_orderings_hold_only_when_the_interval_of_the_difference_excl
         _fake_run(runs, "reach-v3", "mmae_rgbs", seed, success=visarl)
         _fake_run(runs, "reach-v3", "cnn_rgbs", seed, success=cnn)
         _fake_run(runs, "reach-v3", "cnn_rgb", seed, success=0.9)  # no gaze: its claim has no row
-    table = ordering_table(load_runs([runs]))
+    loaded = load_runs([runs])
+    table = ordering_table(loaded)
     rows = {line.split(" | ")[0][2:]: line for line in table.splitlines()[2:]}
     assert set(rows) == {"CNN RGB < CNN RGBS", "MMAE RGB < MMAE RGB+Saliency (PO)", "MMAE RGB+Saliency (PO) < MMAE RGB+Saliency (ViSaRL)",
                          "MMAE RGB < MMAE RGB+Saliency (ViSaRL)"}
-    assert "| +0.40 [+0.33, +0.47] | holds | -0.01 |" in rows["MMAE RGB < MMAE RGB+Saliency (PO)"]
-    assert "| -0.05 [" in rows["MMAE RGB+Saliency (PO) < MMAE RGB+Saliency (ViSaRL)"]
-    assert "not resolved (the CI contains 0) | +0.14 |" in rows["MMAE RGB+Saliency (PO) < MMAE RGB+Saliency (ViSaRL)"]
-    assert "| -0.40 [-0.50, -0.30] | reversed | +0.12 |" in rows["CNN RGB < CNN RGBS"]
-    lo, hi = bootstrap_diff_ci([0.9, 0.8], [0.1, 0.2])
-    assert -0.8 <= lo <= hi < 0  # reversed: the interval lies below 0
-    text = write_report(ReportConfig(roots=str(runs), out=str(tmp_path / "report"), pictures_root=str(tmp_path))).read_text()
-    assert "## The papers' orderings" in text and "| holds |" in text
+    # Welch: sds 0.05 / 0.05 -> se 0.0408, df 4, t 2.776; sds 0 / 0.1 -> se 0.0577, df 2, t 4.303
+    assert "| +0.40 [+0.29, +0.51] | holds (n=3 / 3) | -0.01 |" in rows["MMAE RGB < MMAE RGB+Saliency (PO)"]
+    assert "| -0.40 [-0.65, -0.15] | reversed (n=3 / 3) | +0.12 |" in rows["CNN RGB < CNN RGBS"]
+    po_visarl = rows["MMAE RGB+Saliency (PO) < MMAE RGB+Saliency (ViSaRL)"]
+    assert "| -0.05 [" in po_visarl and "| not resolved (n=3 / 3) | +0.14 |" in po_visarl
+    # pooled sd of (0.5, 0.6, 0.55) and (0.3, 0.7, 0.5): sqrt((0.005 + 0.08) / 4) = 0.146; the paper's 0.14 needs 19 seeds
+    assert "the paper's gap +0.14 needs 19 seeds per arm (too few seeds); the current 3 resolve gaps of 0.45 or more |" in po_visarl
+    improvements = improvement_table(loaded, reps=200)  # 3 runs a side: the bootstrap gives no verdict
+    assert "| MMAE RGB < MMAE RGB+Saliency (PO) | reach-v3 | 3 / 3 | 1.00 [1.00, 1.00]† | n/a† | +0.40 / -0.01 |" in improvements
+    assert "| CNN RGB < CNN RGBS | reach-v3 | 3 / 3 | 0.00 [0.00, 0.00]† | n/a† | -0.40 / +0.12 |" in improvements
+    assert "| 0.39 [" in improvements.split("(PO) < MMAE RGB+Saliency (ViSaRL) | reach-v3 | 3 / 3")[1].splitlines()[0]  # 3.5 of 9 pairs: 0.7 beats all, 0.5 ties 0.5
+    assert "- MMAE RGB+Saliency (PO) < MMAE RGB+Saliency (ViSaRL) over 1 task (observed spread within tasks, sd 0.15): " \
+           "the paper's gap +0.14 needs 19 seeds per arm (too few seeds)" in improvements
+    for seed in (3, 4):  # 5 runs a side: the probability of improvement gives a verdict
+        _fake_run(runs, "reach-v3", "mmae_rgb", seed, success=0.1 * seed - 0.2)
+        _fake_run(runs, "reach-v3", "mmae_rgbs_po", seed, success=0.55)
+    text = write_report(ReportConfig(roots=str(runs), out=str(tmp_path / "report"), pictures_root=str(tmp_path), reps=200)).read_text()
+    assert "## The papers' orderings" in text and "| holds (n=5 / 5) |" in text
+    assert "| MMAE RGB < MMAE RGB+Saliency (PO) | reach-v3 | 5 / 5 | 1.00 [1.00, 1.00] | holds |" in text
+
+
+def test_aggregates_stratify_over_tasks_and_profiles_are_drawn(tmp_path):
+    from pipeline.report import aggregate_table
+
+    runs = tmp_path / "sac"
+    scores = {"reach-v3": (0.0, 0.9, 0.2), "drawer-open-v3": (0.5, 1.0, 0.3), "faucet-open-v3": (0.4, 0.6, 0.1), "door-open-v3": (0.7, 0.8, 0.05)}
+    for task, values in scores.items():
+        for seed, value in enumerate(values):
+            _fake_run(runs, task, "mmae_rgbs", seed, success=value)
+    _fake_run(runs, "reach-v3", "mmae_rgb", 0, success=0.3)
+    _fake_run(runs, "door-open-v3", "mmae_rgb", 1, success=0.6)  # no seed on both of its tasks: no aggregate
+    table = aggregate_table(load_runs([runs]), reps=300)
+    # IQM of the 12 runs: the middle 6 of 0, .05, .1, .2, .3, .4, .5, .6, .7, .8, .9, 1 -> 0.45; mean 0.4625
+    row = next(line for line in table.splitlines() if line.startswith("| MMAE RGB+Saliency (ViSaRL) (3 x 4) |"))
+    assert row.startswith("| MMAE RGB+Saliency (ViSaRL) (3 x 4) | reach-v3, drawer-open-v3, faucet-open-v3, door-open-v3 | 0.45 [")
+    assert "| 0.46 [" in row
+    assert not any(line.startswith("| MMAE RGB (") for line in table.splitlines())
+    assert "3 runs per task x 4 tasks: 8" in table  # the simulated coverage, ~82 %, below the nominal 95 %
+    assert "†" not in table  # 12 runs: no mark
+    write_report(ReportConfig(roots=str(runs), out=str(tmp_path / "report"), pictures_root=str(tmp_path), reps=200))
+    img = np.asarray(Image.open(tmp_path / "report" / "performance_profiles.png").convert("L"), float)
+    assert img.shape[0] > 200 and img.std() > 10
+
+
+def test_report_reads_a_results_folder_given_as_a_word_and_names_a_missing_one(tmp_path, capsys):
+    from pipeline.report import main
+
+    results = tmp_path / "results" / "exp"
+    _fake_run(results / "runs" / "sac", "reach-v3", "state", 0, success=0.8)
+    _probe_json(results / "mmae/rgbs/reach-v3/probe_rgb.json", ["rgb"], 0.35, 0.35)  # the pictures root is the folder itself
+    main([str(results), "--out", str(tmp_path / "report"), "--reps", "200"])
+    text = (tmp_path / "report" / "REPORT.md").read_text()
+    assert "| State (sanity check) | 0.80; last 3: 0.60 (n=1) / n/a |" in text and "## Frozen MultiMAE probe" in text
+    main(["--roots", str(results), "--out", str(tmp_path / "again"), "--reps", "200"])  # the flag form still works
+    assert (tmp_path / "again" / "REPORT.md").read_text() == text.replace(str(tmp_path / "report"), str(tmp_path / "again"))
+    with pytest.raises(SystemExit) as exit_:
+        main([str(tmp_path / "results" / "nope"), "--out", str(tmp_path / "r")])
+    assert exit_.value.code == 2 and "no such folder" in capsys.readouterr().err

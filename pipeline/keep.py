@@ -1,0 +1,84 @@
+"""`python -m pipeline.keep runs/cpu_slice --out results/<experiment>`: the raw results a report reads, to commit.
+
+Copies, with their layout below the source, what `pipeline.report` needs and nothing heavy: of every SAC
+run folder (a `summary.json`, or a `config.json` naming an encoder) its `config.json`, `summary.json`,
+`eval.csv`, and `metrics.csv` when it is small; and every probe result (`mmae/**/probe_*.json`).
+Never checkpoints, replay, `agent.pt` or `tb/`. Then `python -m pipeline.report results/<experiment>`
+regenerates every table and figure from the repository alone.
+
+A file already kept is replaced only by an identical one or one that extends it (an `eval.csv` that
+grew while the run went on); a kept file that the source contradicts is refused, never overwritten.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from common.cli import run_command
+from common.io import atomic_write_bytes
+from pipeline.report import PROBE_GLOB
+
+RUN_FILES = ("config.json", "summary.json", "eval.csv")
+
+
+@dataclass
+class KeepConfig:
+    """Copy the raw results of the SAC runs (and probes) below a folder into results/<experiment>."""
+
+    source: str = field(default="runs", metadata={"help": "folder holding the run folders (searched recursively)", "positional": True})
+    out: str = field(default="", metadata={"help": "where to keep them, results/<experiment> (required)"})
+    max_metrics_kib: int = field(default=512, metadata={"help": "keep a run's metrics.csv only when it is at most this many KiB"})
+
+    def validate(self) -> None:
+        if not self.out:
+            raise ValueError("--out is required: name the experiment's folder, e.g. --out results/cpu-table")
+
+
+def run_folders(source: Path) -> list[Path]:
+    """SAC run folders below `source`: a summary.json, or a config.json that names an encoder."""
+    folders = {p.parent for p in source.glob("**/summary.json")}
+    for config in source.glob("**/config.json"):
+        try:
+            if "encoder" in json.loads(config.read_text()):
+                folders.add(config.parent)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{config} is not valid JSON ({err}); repair or remove that run folder") from err
+    return sorted(folders)
+
+
+def keep_file(src: Path, dst: Path) -> bool:
+    """Copy src to dst atomically unless dst already holds it; True if written. A dst that src does
+    not extend (same bytes, or src starts with them) is refused: nothing kept is lost."""
+    payload = src.read_bytes()
+    if dst.exists():
+        kept = dst.read_bytes()
+        if kept == payload:
+            return False
+        if not payload.startswith(kept):
+            raise ValueError(f"{dst} already holds a different result than {src}; keep this experiment under another --out")
+    atomic_write_bytes(dst, payload)
+    return True
+
+
+def keep(cfg: KeepConfig) -> list[Path]:
+    """Copy the raw results; returns the files written."""
+    source, out = Path(cfg.source), Path(cfg.out)
+    if not source.is_dir():
+        raise FileNotFoundError(f"no such folder: {source}; give the folder holding the run folders, e.g. runs/cpu_slice")
+    runs = run_folders(source)
+    files = [f for run in runs for f in (run / name for name in RUN_FILES) if f.exists()]
+    files += [m for run in runs if (m := run / "metrics.csv").exists() and m.stat().st_size <= cfg.max_metrics_kib * 1024]
+    files += sorted(source.glob(PROBE_GLOB))
+    if not any(f.name == "summary.json" or f.name == "eval.csv" for f in files):
+        raise FileNotFoundError(f"no SAC run with a summary.json or eval.csv below {source}; nothing to keep")
+    return [out / f.relative_to(source) for f in files if keep_file(f, out / f.relative_to(source))]
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_command(KeepConfig, lambda cfg: print(f"kept {len(keep(cfg))} new or grown files under {cfg.out}; "
+                                              f"`python -m pipeline.report {cfg.out}` reads them"), argv)
+
+
+if __name__ == "__main__":
+    main()
