@@ -15,7 +15,7 @@ from typing import Any
 from common.cli import RESUME_HELP, flat_dict, nested, resume_field, resume_mode
 from common.precision import check_precision, precision_field
 from data.env import EnvConfig
-from rl.encoders import ENCODERS, EXTRA, TABLE_I, encoder_names
+from rl.encoders import ENCODERS, EXTRA, SALIENCY_SCALES, TABLE_I, encoder_names
 from rl.gaze import GazeConfig
 
 SALIENCY_SOURCES: tuple[str, ...] = ("predictor", "oracle")
@@ -55,6 +55,7 @@ class SACConfig:
     # -- inputs of pretrained encoders ---------------------------------------------------------
     saliency: str = _f("predictor", "saliency source for saliency-consuming encoders: predictor (trained model on every frame) or oracle (simulator clicks -> map, for ablations and CPU runs)")
     saliency_model: str = _f("", "saliency checkpoint (default runs/saliency/<task>/student.pt, else best.pt)")
+    saliency_scale: str = _f("paper", "saliency channel of the cnn_saliency and cnn_rgbs rows: 'paper' (the map in [0, 1], the paper's text) or 'authors' (divided by 255 once more, as the authors' public code does)", choices=list(SALIENCY_SCALES))
     mmae: str = _f("", "frozen MultiMAE encoder (default runs/mmae/rgb/<task>/encoder.pt, else runs/mmae/rgb/encoder.pt, for mmae_rgb; runs/mmae/rgbs/... for mmae_rgbs, mmae_rgbs_po and mmae_rgbs_grid2)")
     # -- SAC -----------------------------------------------------------------------------------
     hidden_dim: int = _f(1024, "width of the two hidden layers of actor and critics")
@@ -90,6 +91,8 @@ class SACConfig:
         check_precision(self.precision)
         if self.encoder not in ENCODERS:
             raise ValueError(f"unknown encoder {self.encoder!r}; valid encoders: {', '.join(sorted(encoder_names()))}")
+        if self.saliency_scale not in SALIENCY_SCALES:
+            raise ValueError(f"saliency-scale must be one of {', '.join(SALIENCY_SCALES)}, got {self.saliency_scale!r}")
         if self.saliency not in SALIENCY_SOURCES:
             raise ValueError(f"saliency must be one of {', '.join(SALIENCY_SOURCES)}, got {self.saliency!r}")
         if self.saliency == "oracle" and self.saliency_model:

@@ -34,6 +34,9 @@ ENCODER_LABELS: dict[str, str] = {}
 TABLE_I: tuple[str, ...] = (
     "cnn_rgb", "cnn_saliency", "cnn_rgb_x_saliency", "cnn_rgbs", "mmae_rgb", "mmae_rgbs_po", "mmae_rgbs",
 )
+#: --saliency-scale -> factor on the CNN Saliency / RGBS rows' saliency channel: the paper's text feeds the map
+#: in [0, 1]; the authors' public code divides it by 255 a second time ([0, 0.004])
+SALIENCY_SCALES: dict[str, float] = {"paper": 1.0, "authors": 1.0 / 255}
 #: encoders beyond Table I (and the gaze ones), selectable with --encoder: name -> what it is
 EXTRA: dict[str, str] = {
     "mmae_rgbs_grid2": "mmae_rgbs read through a 2x2 grid of mean patch tokens (4x the features; object R^2 0.87 vs 0.42)",
@@ -125,9 +128,11 @@ class CNNEncoder(Encoder):
         "cnn_rgbs": (("pixels", "saliency"), 4),
     }
 
-    def __init__(self, variant: str, image_size: int, feature_dim: int, runs: int = 1):
+    def __init__(self, variant: str, image_size: int, feature_dim: int, runs: int = 1, saliency_scale: str = "paper"):
         super().__init__()
         self.variant = variant
+        # the authors' public code divides the saliency channel of the Saliency and RGBS rows by 255 twice
+        self.saliency_factor = SALIENCY_SCALES[saliency_scale] if variant in ("cnn_saliency", "cnn_rgbs") else 1.0
         self.obs_keys, channels = self.VARIANTS[variant]
         self.trunk = PackedConvTrunk(runs, channels)
         c, h, w = self.trunk.feature_shape(image_size)
@@ -135,14 +140,15 @@ class CNNEncoder(Encoder):
         self.out_dim = feature_dim
 
     def pack_signature(self) -> tuple:
-        return (self.variant, self.out_dim)
+        return (self.variant, self.out_dim, self.saliency_factor)
 
     def inputs(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:  # [R, B, C, H, W] float in [0, 1]
         if self.variant == "cnn_rgb":
             return image_input(obs["pixels"])
+        sal = image_input(obs["saliency"]) * self.saliency_factor
         if self.variant == "cnn_saliency":
-            return image_input(obs["saliency"])
-        rgb, sal = image_input(obs["pixels"]), image_input(obs["saliency"])
+            return sal
+        rgb = image_input(obs["pixels"])
         return rgb * sal if self.variant == "cnn_rgb_x_saliency" else torch.cat([rgb, sal], dim=2)
 
     def forward(self, obs: dict[str, torch.Tensor], detach: bool = False) -> torch.Tensor:  # [R, B, feature_dim]
@@ -156,7 +162,8 @@ CNN_LABELS = {"cnn_rgb": "CNN RGB", "cnn_saliency": "CNN Saliency", "cnn_rgb_x_s
               "cnn_rgbs": "CNN RGBS"}
 for _name in CNNEncoder.VARIANTS:
     register_encoder(_name, CNN_LABELS[_name])(
-        lambda cfg, image_size=64, runs=1, _n=_name: CNNEncoder(_n, image_size, cfg.feature_dim, runs))
+        lambda cfg, image_size=64, runs=1, _n=_name: CNNEncoder(_n, image_size, cfg.feature_dim, runs,
+                                                              getattr(cfg, "saliency_scale", "paper")))
 
 
 class MMAEEncoder(Encoder):

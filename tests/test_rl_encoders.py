@@ -129,3 +129,21 @@ def test_cnn_trunk_starts_as_the_references_weight_init_on_rendered_frames():
         features = enc({"pixels": pixels})  # [1, 16, 100]
     assert (maps < 0).any()  # the trunk ends on its last convolution (no ReLU after it, as SGQN)
     assert features.shape == (1, 16, 100) and features.std(1).mean() > 0.05
+
+
+def test_saliency_scale_authors_divides_the_cnn_rows_saliency_by_255_once_more():
+    """--saliency-scale authors reproduces the authors' public code ([0, 1/255]) on the Saliency and RGBS rows;
+    the paper's [0, 1] stays the default, and RGB x Saliency (a product, unscaled there) keeps it."""
+    g = torch.Generator().manual_seed(0)
+    obs = {"pixels": torch.randint(0, 256, (1, 2, 3, 64, 64), dtype=torch.uint8, generator=g),
+           "saliency": torch.full((1, 2, 1, 64, 64), 255, dtype=torch.uint8)}
+    for variant in ("cnn_saliency", "cnn_rgbs", "cnn_rgb_x_saliency"):
+        paper = ENCODERS[variant](from_flat(SACConfig), 64, 1).inputs(obs)
+        authors = ENCODERS[variant](from_flat(SACConfig, saliency_scale="authors"), 64, 1).inputs(obs)
+        if variant == "cnn_rgb_x_saliency":
+            assert torch.equal(authors, paper)
+            continue
+        assert paper[:, :, -1].max() == 1.0 and authors[:, :, -1].max() == pytest.approx(1 / 255)
+        assert torch.equal(authors[:, :, :-1], paper[:, :, :-1])  # rgb untouched
+    with pytest.raises(ValueError, match="saliency-scale"):
+        from_flat(SACConfig, saliency_scale="half").validate()
