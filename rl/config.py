@@ -55,6 +55,7 @@ class SACConfig:
     # -- inputs of pretrained encoders ---------------------------------------------------------
     saliency: str = _f("predictor", "saliency source for saliency-consuming encoders: predictor (trained model on every frame) or oracle (simulator clicks -> map, for ablations and CPU runs)")
     saliency_model: str = _f("", "saliency checkpoint (default runs/saliency/<task>/student.pt, else best.pt)")
+    mmae_features: str = _f("raw", "what a frozen MultiMAE hands SAC: 'raw' (the pooled tokens, the paper's mean of all tokens) or 'standardized' (per dimension, with the statistics stored in the export at pretraining)", choices=["raw", "standardized"])
     saliency_scale: str = _f("paper", "saliency channel of the cnn_saliency and cnn_rgbs rows: 'paper' (the map in [0, 1], the paper's text) or 'authors' (divided by 255 once more, as the authors' public code does)", choices=list(SALIENCY_SCALES))
     mmae: str = _f("", "frozen MultiMAE encoder (default runs/mmae/rgb/<task>/encoder.pt, else runs/mmae/rgb/encoder.pt, for mmae_rgb; runs/mmae/rgbs/... for mmae_rgbs, mmae_rgbs_po and mmae_rgbs_grid2)")
     # -- SAC -----------------------------------------------------------------------------------
@@ -91,6 +92,8 @@ class SACConfig:
         check_precision(self.precision)
         if self.encoder not in ENCODERS:
             raise ValueError(f"unknown encoder {self.encoder!r}; valid encoders: {', '.join(sorted(encoder_names()))}")
+        if self.mmae_features not in ("raw", "standardized"):
+            raise ValueError(f"mmae-features must be 'raw' or 'standardized', got {self.mmae_features!r}")
         if self.saliency_scale not in SALIENCY_SCALES:
             raise ValueError(f"saliency-scale must be one of {', '.join(SALIENCY_SCALES)}, got {self.saliency_scale!r}")
         if self.saliency not in SALIENCY_SOURCES:

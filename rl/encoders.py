@@ -238,7 +238,8 @@ def _mmae_factory(name: str):
                 f"produce it with `{mmae_command(folder)}` or pass --mmae PATH")
         from pretrain.frozen import FrozenEncoder
 
-        module = FrozenEncoder.load(str(path), inputs=inputs, pool=pool)
+        standardize = getattr(cfg, "mmae_features", "raw") == "standardized"
+        module = FrozenEncoder.load(str(path), inputs=inputs, pool=pool, standardize=standardize)
         return MMAEEncoder(module, inputs, f"{path}:{','.join(inputs)}|{pool}")
 
     return factory

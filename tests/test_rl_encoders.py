@@ -147,3 +147,21 @@ def test_saliency_scale_authors_divides_the_cnn_rows_saliency_by_255_once_more()
         assert torch.equal(authors[:, :, :-1], paper[:, :, :-1])  # rgb untouched
     with pytest.raises(ValueError, match="saliency-scale"):
         from_flat(SACConfig, saliency_scale="half").validate()
+
+
+def test_frozen_features_are_the_papers_raw_mean_unless_standardized_is_asked(exports, tmp_path):
+    """--mmae-features raw (default, the paper's mean of all tokens) or standardized (the export's statistics)."""
+    g = torch.Generator().manual_seed(0)
+    obs = {"pixels": torch.randint(0, 256, (1, 3, 3, 64, 64), dtype=torch.uint8, generator=g),
+           "saliency": torch.randint(0, 256, (1, 3, 1, 64, 64), dtype=torch.uint8, generator=g)}
+    raw_enc = build_encoder(sac(tmp_path, "mmae_rgbs", exports[32]), 64)
+    rgb, sal = image_input(obs["pixels"]).flatten(0, 1), image_input(obs["saliency"]).flatten(0, 1)
+    direct = FrozenEncoder.load(exports[32], standardize=False)(rgb, sal)
+    assert torch.equal(raw_enc(obs).view(3, 32), direct) and not raw_enc.module.standardized
+    with pytest.raises(ValueError, match="no feature statistics"):  # this tiny export was saved without them
+        build_encoder(sac(tmp_path, "mmae_rgbs", exports[32], mmae_features="standardized"), 64)
+    blob = torch.load(exports[32], weights_only=True)
+    blob["feature_stats"] = {"rgb,saliency|mean": {"mean": direct.mean(0), "std": direct.std(0)}}
+    torch.save(blob, tmp_path / "with_stats.pt")
+    std_enc = build_encoder(sac(tmp_path, "mmae_rgbs", tmp_path / "with_stats.pt", mmae_features="standardized"), 64)
+    torch.testing.assert_close(std_enc(obs).view(3, 32), (direct - direct.mean(0)) / direct.std(0))
