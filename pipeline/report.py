@@ -491,7 +491,7 @@ def _r2(value: float | None) -> str:
 
 
 def probe_table(probes: list[dict]) -> str:
-    """Markdown: R^2 of hand/object/goal per encoder, inputs and pool (the replay buffer's precision in
+    """Markdown: R^2 of hand/object/goal per encoder, inputs and pool (the --store precision's in
     parentheses when it loses more than 0.005), then the probes' warnings."""
     lines = ["| Encoder | Inputs | Features | Pool | Dim | " + " | ".join(f"{t} R^2" for t in PROBE_TARGETS) + " |",
              "|---|---|---|---|---|" + "---|" * len(PROBE_TARGETS)]

@@ -4,7 +4,7 @@
 inputs, and rgb only for an rgb+saliency model: the PO variant) on that task's frames (its labelled
 folder when there is one, as RL sees predicted saliency), writes probe_<inputs>.json beside each
 encoder and prints the table. An encoder that reads the hand position worse than the same model at
-random init, or whose features lose R^2 in the replay buffer's precision, gets a loud warning; a
+random init, or whose features lose R^2 in the --store precision (float16), gets a loud warning; a
 data set the probe cannot use (too few episodes) is reported and skipped, never fatal.
 """
 from __future__ import annotations

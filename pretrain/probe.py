@@ -13,9 +13,9 @@ are standardised on the fit frames first.
 Rows: the pretrained encoder for every pool (mean of all tokens = the paper, global token, 2x2
 and 4x4 grids of mean patch tokens), the same architecture at random init, and raw pixels
 downsampled to 16x16x3. The "stored" columns score the features after a round trip through
-the replay buffer's precision (--store, float16 today), as RL receives them from
+a storage precision (--store, e.g. float16; RL's replay buffer is float32), as RL receives them from
 `FrozenEncoder.load(path, inputs=..., pool=...)` (standardised with the export's statistics when
-it has them). Writes a table to stdout and a JSON next to the encoder (probe_<inputs>.json), and
+it has them; RL takes the raw features unless `--mmae-features standardized`). Writes a table to stdout and a JSON next to the encoder (probe_<inputs>.json), and
 refreshes the encoder's model card when it has a hub copy (pretrain.export).
 """
 from __future__ import annotations
@@ -172,7 +172,7 @@ def probe_features(fit_x: torch.Tensor, score_x: torch.Tensor, fit_y: dict[str, 
 
 
 def stored(x: torch.Tensor, dtype: str) -> torch.Tensor:
-    """Features after a round trip through the replay buffer's precision."""
+    """Features after a round trip through the --store precision."""
     return x.to(STORE_DTYPES[dtype]).float()
 
 
