@@ -32,7 +32,7 @@ import torch
 from tqdm import tqdm
 
 from common.cli import RESUME_HELP, OneLineParser, flat_dict, from_flat, one_line_errors, resume_mode, should_resume
-from common.io import atomic_torch_save, atomic_write_json, nonfinite_tensors, safe_torch_load
+from common.io import NonFiniteError, atomic_torch_save, atomic_write_json, nonfinite_tensors, safe_torch_load
 from common.precision import resolve_precision
 from common.runs import MetricLogger, device_description, exclusive_run_dir, on_main_thread, prepare_run_dir
 from rl.agent import SAC, GraphedUpdates, RunNoise
@@ -168,7 +168,7 @@ class Pack:
         have = []
         for cfg, run_dir in zip(self.cfgs, self.run_dirs):
             if not cfg.resume and (run_dir / "config.json").exists():
-                raise SystemExit(f"error: {run_dir} already holds a run; pass --resume (or --resume auto) to continue it or choose another --out")
+                raise ValueError(f"{run_dir} already holds a run; pass --resume (or --resume auto) to continue it or choose another --out")
             have.append(set(checkpoint_steps(run_dir)) if cfg.resume else set())
         if not any(have):
             for cfg, run_dir in zip(self.cfgs, self.run_dirs):  # bare --resume needs a checkpoint
@@ -180,7 +180,7 @@ class Pack:
             print("note: no checkpoint step held by every run of the pack; starting over", flush=True)
             return None
         if not common:
-            raise SystemExit("error: these runs hold no checkpoint at a common step ("
+            raise ValueError("these runs hold no checkpoint at a common step ("
                              + "; ".join(f"{d}: {sorted(h) or 'none'}" for d, h in zip(self.run_dirs, have))
                              + "); resume them in separate packs (rl.grid --pack 1)")
         step = max(common)
@@ -190,7 +190,7 @@ class Pack:
             state = safe_torch_load(path, what="SAC checkpoint")
             diffs = cfg.differences(state["config"])
             if diffs:
-                raise SystemExit(f"error: {path} was trained with another config; differences: " + "; ".join(diffs))
+                raise ValueError(f"{path} was trained with another config; differences: " + "; ".join(diffs))
             states.append(state)
         return states
 
@@ -290,184 +290,282 @@ def train(cfgs: list[SACConfig]) -> list[Path]:
 
 
 def _train(cfgs: list[SACConfig]) -> list[Path]:
-    pack = Pack(cfgs)
-    cfg, R, E = pack.cfg, pack.runs, pack.envs_per_run
-    agent, observer, buffer, encoder = pack.agent, pack.observer, pack.buffer, pack.encoder
-    resumed = pack.states is not None
-    graphed = pack.device.type == "cuda" and cfg.cuda_graphs and (encoder is None or encoder.graph_safe)
-    update = GraphedUpdates(agent) if graphed else agent.update
-    for c, run_dir in zip(cfgs, pack.run_dirs):
-        prepare_run_dir(run_dir, c, resume=c.resume)
-    metrics_logs = [MetricLogger(d, "metrics") for d in pack.run_dirs]
-    eval_logs = [MetricLogger(d, "eval") for d in pack.run_dirs]  # success, return, eval time in TensorBoard too
-    aux_logs: list[MetricLogger | None] = [MetricLogger(d, "aux") if (d / "aux.csv").exists() else None
-                                           for d in pack.run_dirs]
-    for log in (*metrics_logs, *eval_logs, *aux_logs):
-        if log is not None:
-            log.truncate_after(pack.step if resumed else -1)
-    names = ", ".join(f"{c.encoder}/seed{c.seed}" for c in cfgs)
-    print(f"SAC pack of {R} on {cfg.env.task} ({names}), {device_description()}, {pack.precision}, replay on {buffer.storage}"
-          + (f" (resumed at step {pack.step})" if resumed else ""), flush=True)
+    return PackTraining(Pack(cfgs)).run()
 
-    envs = make_envs(cfg.env, E, pixels=observer.pixels, oracle_saliency=observer.oracle,
-                     seed_bases=[c.seed * TRAIN_SEED_STRIDE for c in cfgs], first_episodes=[e // E for e in pack.episodes])
-    run_of_row = np.repeat(np.arange(R), E)
-    raw, _ = envs.reset()
-    obs, stored = observer.observe(raw, run_of_row)
-    buffer.start(stored)
-    ep_return, ep_success, ep_len = np.zeros(R * E), np.zeros(R * E), np.zeros(R * E, np.int64)
-    recent_returns: list[list[float]] = [[] for _ in range(R)]
-    recent_success: list[list[float]] = [[] for _ in range(R)]
-    last: dict[str, torch.Tensor] = {}
-    aux: list[dict[str, float]] = []
-    step = pack.step
-    next_log = (step // cfg.log_every + 1) * cfg.log_every
-    next_eval = (step // cfg.eval_every + 1) * cfg.eval_every if cfg.eval_every else math.inf
-    next_ckpt = (step // cfg.checkpoint_every + 1) * cfg.checkpoint_every
-    t0, t_log, steps_at_log = time.time(), time.time(), step
-    last_success, paused = math.nan, False
-    stop_signal: list[str] = []  # SIGTERM (a scheduler's or Ray's notice) pauses like --max-minutes
-    previous_handler = (signal.signal(signal.SIGTERM, lambda signum, _: stop_signal.append(signal.Signals(signum).name))
-                        if on_main_thread() else None)
-    bar = tqdm(total=cfg.steps * R, initial=step * R, unit="env-step", unit_scale=True, dynamic_ncols=True,
-               desc=f"pack of {R} {cfg.encoder}", disable=None, file=sys.stdout)
 
-    def do_eval() -> list[dict[str, float]]:
+class Every:
+    """Due once the step reaches the next multiple of `every` (DrQ-v2's `Every`); steps advance by the envs
+    per run, so a multiple can be passed rather than hit. `every` 0: never due."""
+
+    def __init__(self, every: int, step: int):
+        self.every = every
+        self.take(step)
+
+    def due(self, step: int) -> bool:
+        return step >= self.next
+
+    def take(self, step: int) -> None:
+        """Done at `step`: due again at the next multiple after it."""
+        self.next = (step // self.every + 1) * self.every if self.every else math.inf
+
+
+class Episodes:
+    """Each env's running episode (return, success, length) and the episodes each run finished since the last log."""
+
+    def __init__(self, run_of_row: np.ndarray, runs: int):
+        self.run_of_row, self.runs = run_of_row, runs
+        n = len(run_of_row)
+        self.ret, self.success, self.length = np.zeros(n), np.zeros(n), np.zeros(n, np.int64)
+        self.drain()
+
+    @property
+    def at_boundary(self) -> bool:
+        """No env is inside an episode: the moment a checkpoint resumes exactly."""
+        return not self.length.any()
+
+    def record(self, reward: np.ndarray, info: dict[str, Any], done: np.ndarray) -> list[int]:
+        """Add one vector step; returns the runs whose episodes ended (one entry per ended env)."""
+        self.ret += reward
+        self.length += 1
+        self.success = np.maximum(self.success, step_success(info, done))
+        ended = []
+        for i in np.flatnonzero(done):
+            r = int(self.run_of_row[i])
+            self.returns[r].append(self.ret[i])
+            self.successes[r].append(self.success[i])
+            self.ret[i] = self.success[i] = self.length[i] = 0
+            ended.append(r)
+        return ended
+
+    def drain(self) -> tuple[list[list[float]], list[list[float]]]:
+        """(returns, successes) per run of the episodes ended since the last drain, then forgets them."""
+        out = getattr(self, "returns", None), getattr(self, "successes", None)
+        self.returns: list[list[float]] = [[] for _ in range(self.runs)]
+        self.successes: list[list[float]] = [[] for _ in range(self.runs)]
+        return out
+
+
+class PackTraining:
+    """The training loop of a pack, DrQ-v2's loop in named steps: act, step the envs (the agent updates while
+    they render), then the scheduled log, evaluation and checkpoint; a pause (SIGTERM, --max-minutes) or the
+    end writes what a run leaves behind."""
+
+    def __init__(self, pack: Pack):
+        self.pack, self.cfg = pack, pack.cfg
+        cfg, agent, encoder = pack.cfg, pack.agent, pack.encoder
+        self.resumed = pack.states is not None
+        graphed = pack.device.type == "cuda" and cfg.cuda_graphs and (encoder is None or encoder.graph_safe)
+        self.update = GraphedUpdates(agent) if graphed else agent.update
+        for c, run_dir in zip(pack.cfgs, pack.run_dirs):
+            prepare_run_dir(run_dir, c, resume=c.resume)
+        self.metrics_logs = [MetricLogger(d, "metrics") for d in pack.run_dirs]
+        self.eval_logs = [MetricLogger(d, "eval") for d in pack.run_dirs]  # success, return, eval time in TensorBoard too
+        self.aux_logs: list[MetricLogger | None] = [MetricLogger(d, "aux") if (d / "aux.csv").exists() else None
+                                                    for d in pack.run_dirs]
+        for log in self.logs():
+            log.truncate_after(pack.step if self.resumed else -1)
+        self.run_of_row = np.repeat(np.arange(pack.runs), pack.envs_per_run)
+        self.episodes = Episodes(self.run_of_row, pack.runs)
+        self.log_every = Every(cfg.log_every, pack.step)
+        self.eval_every = Every(cfg.eval_every, pack.step)
+        self.checkpoint_every = Every(cfg.checkpoint_every, pack.step)
+        self.last_update: dict[str, torch.Tensor] = {}  # the newest update's metrics [R] per name
+        self.aux: list[dict[str, float]] = []  # the newest auxiliary (gaze) metrics, one dict per run
+        self.last_success = math.nan
+        self.stop_signal: list[str] = []  # SIGTERM (a scheduler's or Ray's notice) pauses like --max-minutes
+        self.steps_at_log = pack.step
+
+    def logs(self) -> list[MetricLogger]:
+        return [log for log in (*self.metrics_logs, *self.eval_logs, *self.aux_logs) if log is not None]
+
+    @property
+    def all_diverged(self) -> bool:
+        return len(self.pack.diverged) == self.pack.runs
+
+    # -- the loop ----------------------------------------------------------------------------------
+    def run(self) -> list[Path]:
+        pack, cfg = self.pack, self.cfg
+        names = ", ".join(f"{c.encoder}/seed{c.seed}" for c in pack.cfgs)
+        print(f"SAC pack of {pack.runs} on {cfg.env.task} ({names}), {device_description()}, {pack.precision}, "
+              f"replay on {pack.buffer.storage}" + (f" (resumed at step {pack.step})" if self.resumed else ""), flush=True)
+        self.envs = make_envs(cfg.env, pack.envs_per_run, pixels=pack.observer.pixels,
+                              oracle_saliency=pack.observer.oracle,
+                              seed_bases=[c.seed * TRAIN_SEED_STRIDE for c in pack.cfgs],
+                              first_episodes=[e // pack.envs_per_run for e in pack.episodes])
+        raw, _ = self.envs.reset()
+        self.obs, self.stored = pack.observer.observe(raw, self.run_of_row)
+        pack.buffer.start(self.stored)
+        self.t0 = self.t_log = time.time()
+        previous_handler = (signal.signal(signal.SIGTERM, lambda signum, _: self.stop_signal.append(signal.Signals(signum).name))
+                            if on_main_thread() else None)
+        self.bar = tqdm(total=cfg.steps * pack.runs, initial=pack.step * pack.runs, unit="env-step", unit_scale=True,
+                        dynamic_ncols=True, desc=f"pack of {pack.runs} {cfg.encoder}", disable=None, file=sys.stdout)
+        paused = False
+        try:
+            while pack.step < cfg.steps:
+                action = self.act()
+                if self.all_diverged:
+                    break
+                self.step_envs(action)
+                if self.log_every.due(pack.step):
+                    self.log()
+                    if self.all_diverged:
+                        break
+                if self.eval_every.due(pack.step) and pack.step < cfg.steps:
+                    self.evaluate()
+                paused = self.maybe_checkpoint()
+                if paused:
+                    break
+        finally:
+            self.envs.close()
+            self.bar.close()
+            if previous_handler is not None:
+                signal.signal(signal.SIGTERM, previous_handler)
+        return self.pause() if paused else self.finish()
+
+    def act(self) -> np.ndarray:
+        """Actions [R * E, A]: uniform random during the random steps, else each run's policy with its own noise."""
+        pack = self.pack
+        if pack.step < self.cfg.random_steps:
+            return np.concatenate([rng.uniform(-1.0, 1.0, (pack.envs_per_run, ACTION_DIM)).astype(np.float32)
+                                   for rng in pack.action_rngs])
+        noise = pack.noise.normal(pack.envs_per_run, ACTION_DIM, device=pack.device)
+        action = pack.agent.act(pack.observer.per_run(self.stored), noise).flatten(0, 1).cpu().numpy()
+        return pack.checked_actions(action, pack.step)
+
+    def step_envs(self, action: np.ndarray) -> None:
+        """One vector-env step of every run; the agent's updates run while the env workers render it."""
+        pack, R, E = self.pack, self.pack.runs, self.pack.envs_per_run
+        learning = pack.step >= self.cfg.random_steps
+        overlapped = hasattr(self.envs, "step_async")
+        if overlapped:
+            self.envs.step_async(action)
+        if learning:  # E updates per env step of every run, from transitions up to the previous step
+            for _ in range(E):
+                self.update_agent()
+        raw, reward, term, trunc, info = self.envs.step_wait() if overlapped else self.envs.step(action)
+        done = term | trunc
+        next_obs, next_stored = pack.observer.observe(raw, self.run_of_row)
+        pack.buffer.add(action, reward, term, next_stored, done,
+                        pack.observer.final_stored(info, done, next_stored, self.run_of_row))
+        if pack.encoder is not None:
+            pack.encoder.on_env_step(pack.observer.per_run(self.obs), reward.reshape(R, E), done.reshape(R, E))
+        pack.step += E
+        self.bar.update(R * E)
+        for r in self.episodes.record(reward, info, done):
+            pack.episodes[r] += 1
+        self.obs, self.stored = next_obs, next_stored
+
+    def update_agent(self) -> None:
+        """One SAC update of every run (and the encoder's own auxiliary step, e.g. gaze's contrastive one)."""
+        pack, cfg = self.pack, self.cfg
+        noise = pack.noise.normal(2, cfg.batch_size, ACTION_DIM, device=pack.device).transpose(0, 1)
+        self.last_update.update(self.update(pack.buffer.sample(cfg.batch_size, pack.device), noise))
+        if pack.encoder is not None:
+            with pack.agent.autocast():
+                self.aux = pack.encoder.auxiliary_update(pack.agent.num_updates) or self.aux
+
+    def log(self) -> None:
+        """A metrics row per live run; a run whose temperature or critic loss is non-finite stops here."""
+        pack, step = self.pack, self.pack.step
+        now = time.time()
+        sps = (step - self.steps_at_log) * pack.runs / max(now - self.t_log, 1e-9)
+        values = {k: v.float().cpu().tolist() for k, v in self.last_update.items()}
+        alpha = pack.agent.log_alpha.detach().exp().cpu().tolist()
+        returns, successes = self.episodes.drain()
+        for r in range(pack.runs):
+            if r in pack.diverged:
+                continue
+            row = {
+                "episodes": pack.episodes[r],
+                "episode_return": float(np.mean(returns[r])) if returns[r] else math.nan,
+                "episode_success": float(np.mean(successes[r])) if successes[r] else math.nan,
+                "steps_per_s": round(sps / pack.runs, 2), "pack_steps_per_s": round(sps, 2),
+                "updates": pack.agent.num_updates, "alpha": alpha[r],
+                **{k: values[k][r] if k in values else math.nan for k in LOG_KEYS},
+            }
+            if not (math.isfinite(row["alpha"]) and ("critic_loss" not in values or math.isfinite(row["critic_loss"]))):
+                pack.mark_diverged(r, f"non-finite loss at step {step} (critic loss {row['critic_loss']}, alpha {row['alpha']})")
+                continue
+            self.metrics_logs[r].log(step, **row)
+            if self.aux:  # auxiliary losses of encoders with their own learning signal (gaze)
+                self.aux_logs[r] = self.aux_logs[r] or MetricLogger(pack.run_dirs[r], "aux")
+                self.aux_logs[r].log(step, **{k: float(v) for k, v in self.aux[r].items()})
+        done_success = [s for r in range(pack.runs) for s in successes[r]]
+        if done_success:
+            self.last_success = float(np.mean(done_success))
+        self.bar.set_postfix({"env-steps/s": f"{sps:.0f}", "success": f"{self.last_success:.2f}"}, refresh=False)
+        self.t_log, self.steps_at_log = now, step
+        self.log_every.take(step)
+
+    def evaluate(self) -> list[dict[str, float]]:
+        """Evaluate every run (rl.workspace.Pack.evaluate), log it and say it."""
+        pack = self.pack
         results = pack.evaluate()
-        for r, res in enumerate(results):
-            if r not in pack.diverged:
-                eval_logs[r].log(step, **res)
-        tqdm.write(f"step {step}: eval success " + " ".join("-" if r in pack.diverged else f"{res['success_rate']:.2f}"
-                                                             for r, res in enumerate(results))
+        live = [r for r in range(pack.runs) if r not in pack.diverged]
+        for r in live:
+            self.eval_logs[r].log(pack.step, **results[r])
+        tqdm.write(f"step {pack.step}: eval success " + " ".join("-" if r in pack.diverged else f"{res['success_rate']:.2f}"
+                                                                 for r, res in enumerate(results))
                    + f" ({results[0]['episodes']} episodes per run, {results[0]['eval_s']} s)", file=sys.stdout)
+        if live:
+            self.last_success = float(np.mean([results[r]["success_rate"] for r in live]))
+        self.eval_every.take(pack.step)
         return results
 
-    try:
-        while step < cfg.steps:
-            learning = step >= cfg.random_steps  # uniform random actions and no updates before that
-            if not learning:
-                action = np.concatenate([rng.uniform(-1.0, 1.0, (E, ACTION_DIM)).astype(np.float32)
-                                         for rng in pack.action_rngs])
-            else:
-                noise = pack.noise.normal(E, ACTION_DIM, device=pack.device)
-                action = pack.checked_actions(agent.act(observer.per_run(stored), noise).flatten(0, 1).cpu().numpy(), step)
-                if len(pack.diverged) == R:
-                    break
-            overlapped = hasattr(envs, "step_async")
-            if overlapped:  # the env workers render while the agent updates
-                envs.step_async(action)
-            if learning:  # E updates per env step of every run, from transitions up to the previous step
-                for _ in range(E):
-                    noise = pack.noise.normal(2, cfg.batch_size, ACTION_DIM, device=pack.device).transpose(0, 1)
-                    last.update(update(buffer.sample(cfg.batch_size, pack.device), noise))
-                    if encoder is not None:
-                        with agent.autocast():
-                            aux = encoder.auxiliary_update(agent.num_updates) or aux
-            raw, reward, term, trunc, info = envs.step_wait() if overlapped else envs.step(action)
-            done = term | trunc
-            next_obs, next_stored = observer.observe(raw, run_of_row)
-            buffer.add(action, reward, term, next_stored, done, observer.final_stored(info, done, next_stored, run_of_row))
-            if encoder is not None:
-                encoder.on_env_step(observer.per_run(obs), reward.reshape(R, E), done.reshape(R, E))
-            step += E
-            pack.step = step
-            bar.update(R * E)
-            ep_return += reward
-            ep_len += 1
-            ep_success = np.maximum(ep_success, step_success(info, done))
-            for i in np.flatnonzero(done):
-                r = run_of_row[i]
-                recent_returns[r].append(ep_return[i])
-                recent_success[r].append(ep_success[i])
-                pack.episodes[r] += 1
-                ep_return[i] = ep_success[i] = ep_len[i] = 0
-            obs, stored = next_obs, next_stored
+    def out_of_time(self) -> bool:
+        return bool(self.stop_signal) or bool(self.cfg.max_minutes and time.time() - self.t0 >= 60 * self.cfg.max_minutes)
 
-            if step >= next_log:
-                now = time.time()
-                sps = (step - steps_at_log) * R / max(now - t_log, 1e-9)
-                values = {k: v.float().cpu().tolist() for k, v in last.items()}
-                alpha = agent.log_alpha.detach().exp().cpu().tolist()
-                for r in range(R):
-                    if r in pack.diverged:
-                        continue
-                    row = {
-                        "episodes": pack.episodes[r],
-                        "episode_return": float(np.mean(recent_returns[r])) if recent_returns[r] else math.nan,
-                        "episode_success": float(np.mean(recent_success[r])) if recent_success[r] else math.nan,
-                        "steps_per_s": round(sps / R, 2), "pack_steps_per_s": round(sps, 2),
-                        "updates": agent.num_updates, "alpha": alpha[r],
-                        **{k: values[k][r] if k in values else math.nan for k in LOG_KEYS},
-                    }
-                    if not (math.isfinite(row["alpha"]) and ("critic_loss" not in values or math.isfinite(row["critic_loss"]))):
-                        pack.mark_diverged(r, f"non-finite loss at step {step} (critic loss {row['critic_loss']}, alpha {row['alpha']})")
-                        continue
-                    metrics_logs[r].log(step, **row)
-                    if aux:  # auxiliary losses of encoders with their own learning signal (gaze)
-                        aux_logs[r] = aux_logs[r] or MetricLogger(pack.run_dirs[r], "aux")
-                        aux_logs[r].log(step, **{k: float(v) for k, v in aux[r].items()})
-                done_success = [s for r in range(R) for s in recent_success[r]]
-                if done_success:
-                    last_success = float(np.mean(done_success))
-                bar.set_postfix({"env-steps/s": f"{sps:.0f}", "success": f"{last_success:.2f}"}, refresh=False)
-                recent_returns = [[] for _ in range(R)]
-                recent_success = [[] for _ in range(R)]
-                t_log, steps_at_log = now, step
-                next_log = (step // cfg.log_every + 1) * cfg.log_every
-                if len(pack.diverged) == R:
-                    break
-            if step >= next_eval and step < cfg.steps:
-                last_success = float(np.mean([res["success_rate"] for r, res in enumerate(do_eval()) if r not in pack.diverged]))
-                next_eval = (step // cfg.eval_every + 1) * cfg.eval_every
-            out_of_time = bool(stop_signal) or (cfg.max_minutes and time.time() - t0 >= 60 * cfg.max_minutes)
-            if (step >= next_ckpt or out_of_time) and not ep_len.any():  # only at episode boundaries: exact resume
-                size = pack.save_checkpoints(time.time() - t0)
-                tqdm.write(f"step {step}: checkpoints written, {size / 2**20:.1f} MiB", file=sys.stdout)
-                next_ckpt = (step // cfg.checkpoint_every + 1) * cfg.checkpoint_every
-                if out_of_time and step < cfg.steps:
-                    paused = True
-                    break
-    finally:
-        envs.close()
-        bar.close()
-        if previous_handler is not None:
-            signal.signal(signal.SIGTERM, previous_handler)
+    def maybe_checkpoint(self) -> bool:
+        """Checkpoints when due or out of time, only at an episode boundary (exact resume); True: pause now."""
+        pack = self.pack
+        out_of_time = self.out_of_time()
+        if not (self.checkpoint_every.due(pack.step) or out_of_time) or not self.episodes.at_boundary:
+            return False
+        size = pack.save_checkpoints(time.time() - self.t0)
+        tqdm.write(f"step {pack.step}: checkpoints written, {size / 2**20:.1f} MiB", file=sys.stdout)
+        self.checkpoint_every.take(pack.step)
+        return out_of_time and pack.step < self.cfg.steps
 
-    wall = time.time() - t0
-    if paused:
-        for log in (*metrics_logs, *eval_logs, *aux_logs):
-            if log is not None:
-                log.close()
-        why = f"on {stop_signal[0]}" if stop_signal else f"(--max-minutes {cfg.max_minutes:g})"
-        print(f"paused at step {step} of {cfg.steps} after {wall / 60:.1f} min {why}; "
-              "checkpoints written: run again with --resume (or --resume auto) to continue", flush=True)
-        return pack.run_dirs
-    if not ep_len.any() and len(pack.diverged) < R:
-        size = pack.save_checkpoints(wall)
-        print(f"checkpoints at step {step}: {size / 2**20:.1f} MiB for {R - len(pack.diverged)} run(s)", flush=True)
-    results = do_eval() if len(pack.diverged) < R else []
-    for log in (*metrics_logs, *eval_logs, *aux_logs):
-        if log is not None:
+    # -- the ends --------------------------------------------------------------------------------
+    def pause(self) -> list[Path]:
+        for log in self.logs():
             log.close()
-    for r, (c, run_dir) in enumerate(zip(cfgs, pack.run_dirs)):
-        if r in pack.diverged:
-            continue
-        run_wall = pack.wall_before[r] + wall
-        atomic_torch_save({"config": flat_dict(c), "step": step, "model": agent.run_state(r)["model"]},
-                          run_dir / "agent.pt")
-        atomic_write_json(run_dir / "summary.json", {
-            "task": c.env.task, "encoder": c.encoder, "seed": c.seed, "steps": step, "preset": c.preset,
-            "success_rate": results[r]["success_rate"], "return_mean": results[r]["return_mean"],
-            "eval_episodes": results[r]["episodes"], "wall_time_s": round(run_wall, 1),
-            "steps_per_s": round(step / max(run_wall, 1e-9), 2), "device": device_description(),
-            "saliency": observer.saliency_model, "hidden_dim": c.hidden_dim, "num_envs": c.num_envs, "pack": R,
-            "precision": c.precision,
-        })
-        print(f"done: {c.encoder}/seed{c.seed}, {step} steps in {run_wall:.0f} s, final success "
-              f"{results[r]['success_rate']:.2f}; outputs in {run_dir}", flush=True)
-    if pack.diverged:
-        raise SystemExit("error: training diverged: " + "; ".join(pack.diverged.values()))
-    return pack.run_dirs
+        wall = time.time() - self.t0
+        why = f"on {self.stop_signal[0]}" if self.stop_signal else f"(--max-minutes {self.cfg.max_minutes:g})"
+        print(f"paused at step {self.pack.step} of {self.cfg.steps} after {wall / 60:.1f} min {why}; "
+              "checkpoints written: run again with --resume (or --resume auto) to continue", flush=True)
+        return self.pack.run_dirs
+
+    def finish(self) -> list[Path]:
+        """Last checkpoints and evaluation, then each live run's agent.pt and summary.json."""
+        pack, step = self.pack, self.pack.step
+        wall = time.time() - self.t0
+        if self.episodes.at_boundary and not self.all_diverged:
+            size = pack.save_checkpoints(wall)
+            print(f"checkpoints at step {step}: {size / 2**20:.1f} MiB for {pack.runs - len(pack.diverged)} run(s)", flush=True)
+        results = self.evaluate() if not self.all_diverged else []
+        for log in self.logs():
+            log.close()
+        for r, (c, run_dir) in enumerate(zip(pack.cfgs, pack.run_dirs)):
+            if r in pack.diverged:
+                continue
+            run_wall = pack.wall_before[r] + wall
+            atomic_torch_save({"config": flat_dict(c), "step": step, "model": pack.agent.run_state(r)["model"]},
+                              run_dir / "agent.pt")
+            atomic_write_json(run_dir / "summary.json", {
+                "task": c.env.task, "encoder": c.encoder, "seed": c.seed, "steps": step, "preset": c.preset,
+                "success_rate": results[r]["success_rate"], "return_mean": results[r]["return_mean"],
+                "eval_episodes": results[r]["episodes"], "wall_time_s": round(run_wall, 1),
+                "steps_per_s": round(step / max(run_wall, 1e-9), 2), "device": device_description(),
+                "saliency": pack.observer.saliency_model, "hidden_dim": c.hidden_dim, "num_envs": c.num_envs,
+                "pack": pack.runs, "precision": c.precision,
+            })
+            print(f"done: {c.encoder}/seed{c.seed}, {step} steps in {run_wall:.0f} s, final success "
+                  f"{results[r]['success_rate']:.2f}; outputs in {run_dir}", flush=True)
+        if pack.diverged:
+            raise NonFiniteError("training diverged: " + "; ".join(pack.diverged.values()))
+        return pack.run_dirs
 
 
 def load_spec(path: str | Path) -> list[SACConfig]:

@@ -51,8 +51,9 @@ def test_rl_sac(tmp_path, capsys):
     assert not half_written.exists()
     assert "resumed at step 100" in capsys.readouterr().out
     assert steps_of(tmp_path / "run" / "metrics.csv") == [25, 50, 75, 100, 125, 150]
-    with pytest.raises(SystemExit, match="already holds a run"):
+    with pytest.raises(SystemExit) as refused:
         sac.main([*RL, "--steps", "150", *out])
+    assert refused.value.code == 2 and "already holds a run" in capsys.readouterr().err
 
 
 def test_pretrain(shards, tmp_path, capsys):

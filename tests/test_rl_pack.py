@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from common.cli import from_flat, replace_flat
+from common.io import NonFiniteError
 from rl.config import SACConfig
 from rl.grid import GridConfig, plan, plan_packs
 from rl.replay import ReplayBuffer
@@ -122,7 +123,7 @@ def test_a_pack_resumes_from_the_newest_step_every_run_holds(tmp_path):
     pack = Pack([replace_flat(c, steps=200, resume=True) for c in cfgs])
     assert pack.step == 100
     (cfgs[1].run_dir() / "checkpoint-000000100.pt").unlink()
-    with pytest.raises(SystemExit, match="no checkpoint at a common step"):
+    with pytest.raises(ValueError, match="no checkpoint at a common step"):
         Pack([replace_flat(c, steps=200, resume=True) for c in cfgs])
 
 
@@ -227,7 +228,7 @@ def test_a_diverging_run_stops_at_once_and_its_pack_mates_finish_untouched(tmp_p
     monkeypatch.setattr(SAC, "update", poison_run_1)
     monkeypatch.chdir(tmp_path)  # MuJoCo logs unstable simulations (NaN controls) to ./MUJOCO_LOG.TXT
     cfgs = configs(tmp_path, "state", (0, 1), 200, "d")
-    with pytest.raises(SystemExit) as stop:
+    with pytest.raises(NonFiniteError) as stop:
         train(cfgs)
     message = str(stop.value)
     assert f"{cfgs[1].run_dir()}: non-finite action at step 112" in message and str(cfgs[0].run_dir()) not in message

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from common.cli import from_flat
+from common.io import NonFiniteError
 from rl.config import PRESETS, SACConfig
 from rl.sac import main, run
 from rl.workspace import latest_checkpoint
@@ -147,9 +148,9 @@ def test_resume_continues_exactly(tmp_path):
 def test_resume_refuses_another_config_and_existing_runs(tmp_path):
     cfg = tiny(tmp_path, "state", steps=50, random_steps=20)
     run(cfg)
-    with pytest.raises(SystemExit, match="already holds a run"):
+    with pytest.raises(ValueError, match="already holds a run"):
         run(tiny(tmp_path, "state", steps=50, random_steps=20))
-    with pytest.raises(SystemExit, match=r"hidden_dim: checkpoint 32 vs now 64"):
+    with pytest.raises(ValueError, match=r"hidden_dim: checkpoint 32 vs now 64"):
         run(tiny(tmp_path, "state", steps=100, random_steps=20, hidden_dim=64, resume=True))
 
 
@@ -201,7 +202,7 @@ def test_a_diverging_run_stops_keeps_its_checkpoint_and_exports_nothing(tmp_path
 
     monkeypatch.setattr(SAC, "update", poisoned)
     cfg = tiny(tmp_path, "state", steps=200, random_steps=40)
-    with pytest.raises(SystemExit, match="non-finite action at step 102"):
+    with pytest.raises(NonFiniteError, match="non-finite action at step 102"):
         run(cfg)
     run_dir = cfg.run_dir()
     assert latest_checkpoint(run_dir).name == "checkpoint-000000100.pt" and not (run_dir / "agent.pt").exists()
