@@ -247,6 +247,42 @@ class PatchGazeHead(nn.Module):
         return attn, sigma, {}
 
 
+@dataclass
+class Triplets:
+    """One run's contrastive batch. The head runs once on its distinct buffer rows (`rows`); every index
+    tensor points into those rows: `sampled` are the anchors drawn for the spread term, `anchor`,
+    `positive` and `negative` the complete return-guided triplets mined among their neighbours."""
+
+    rows: np.ndarray  # [U] distinct buffer rows
+    sampled: torch.Tensor  # [N] the sampled anchors
+    anchor: torch.Tensor  # [T] each triplet's anchor
+    positive: torch.Tensor  # [T] its most similar neighbour with a higher return
+    negative: torch.Tensor  # [T] its most similar neighbour with a lower return
+    dots_ap: torch.Tensor  # [T, S] per-cell dot products of anchor and positive stored maps
+    dots_an: torch.Tensor  # [T, S] the same for anchor and negative
+    cell_sq: torch.Tensor  # [U, S] per-cell squared norms of the rows' stored maps
+    metrics: dict[str, float]  # what mining found (buffer size, triplets, positive/negative shares, margin)
+
+    @classmethod
+    def gather(cls, buf: ReturnBuffer, sampled: np.ndarray, mined: dict[str, np.ndarray], margin: float,
+               candidates: int, device: torch.device) -> "Triplets":
+        """From `mine_triplets`' buffer indices to positions in the distinct rows, with the stored maps' sums."""
+        rows, position = np.unique(np.concatenate([sampled, mined["anchor"], mined["positive"], mined["negative"]]),
+                                   return_inverse=True)
+        n, t = len(sampled), len(mined["anchor"])
+        at = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device)  # noqa: E731
+        stored = {k: buf.feats[mined[k]].astype(np.float32) for k in ("anchor", "positive", "negative")}  # [T, C, S]
+        return cls(
+            rows=rows, sampled=at(position[:n]), anchor=at(position[n:n + t]), positive=at(position[n + t:n + 2 * t]),
+            negative=at(position[n + 2 * t:]),
+            dots_ap=at((stored["anchor"] * stored["positive"]).sum(1)), dots_an=at((stored["anchor"] * stored["negative"]).sum(1)),
+            cell_sq=at(buf.cell_sq[rows]),
+            metrics={"gaze/buffer": float(candidates), "gaze/triplets": float(t),
+                     "gaze/pos_frac": float(mined["has_pos"].mean()), "gaze/neg_frac": float(mined["has_neg"].mean()),
+                     "gaze/return_margin": margin},
+        )
+
+
 class GazeEncoder(Encoder):
     """ConvTrunk -> gaze head -> attention-weighted feature map -> Projection, for R runs (see module doc)."""
 
@@ -360,37 +396,36 @@ class GazeEncoder(Encoder):
             return [{"gaze/sigma": s} for s in self._last_sigma]
         if step % self.settings.update_every:
             return [dict(m) for m in self._metrics]
-        mined = [self._mine(r) for r in range(self.runs)]
-        if all(m is None for m in mined):  # no finished episode yet
+        batches = [self.mine(r) for r in range(self.runs)]
+        if all(b is None for b in batches):  # no finished episode yet
             return [dict(m) for m in self._metrics]
+        # the head runs once on the distinct buffer rows of every run (padded to the widest run)
+        width = max(len(b.rows) for b in batches if b is not None)
+        pooled = np.zeros((self.runs, width, self.buffers[0].pooled.shape[1]), np.float32)  # [R, U, P]
+        for r, b in enumerate(batches):
+            if b is not None:
+                pooled[r, : len(b.rows)] = self.buffers[r].pooled[b.rows]
         device = self.projection.linear.weight.device
-        at = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device)  # noqa: E731
-        # the head runs once per distinct entry of each run: anchors (spread term) and the triplets' positives/negatives
-        width = max(len(m["rows"]) for m in mined if m is not None)
-        pooled = np.zeros((self.runs, width, self.buffers[0].pooled.shape[1]), np.float32)
-        for r, m in enumerate(mined):
-            if m is not None:
-                pooled[r, : len(m["rows"])] = self.buffers[r].pooled[m["rows"]]
-        params = list(self.head.parameters())
-        losses = []
         with torch.enable_grad():
-            attn, sigma, _ = self.head.from_pooled(at(pooled))  # [R, U, h, w], [R, U, K, 2]
+            attn, sigma, _ = self.head.from_pooled(torch.from_numpy(pooled).to(device))  # [R, U, h, w], [R, U, K, 2]
             attn = attn.flatten(2)  # [R, U, S]
-            for r, m in enumerate(mined):
-                if m is not None:
-                    losses.append(self._run_loss(r, m, attn[r], sigma[r], at))
-            grads = torch.autograd.grad(torch.stack(losses).sum(), params)
-        # step the head's own optimiser without touching .grad that the SAC optimisers may hold
-        saved = [p.grad for p in params]
-        for p, g in zip(params, grads):
-            p.grad = g
+            loss = torch.zeros((), device=device)
+            for r, b in enumerate(batches):
+                if b is None:
+                    continue
+                spread, spread_metrics = self.spread_loss(sigma[r], b)
+                contrast, contrast_metrics = self.contrast_loss(attn[r], b)
+                loss = loss + self.settings.spread_weight * spread + self.settings.contrast_weight * contrast
+                self._metrics[r] = {**b.metrics, **contrast_metrics, **spread_metrics}
+            # the head's own optimiser owns its parameters' gradients here: SAC's critic step (which also
+            # trains the head) zeroes them before its next backward, so nothing it needs is overwritten
+            self.head_optimizer.zero_grad(set_to_none=True)
+            loss.backward(inputs=list(self.head.parameters()))
         self.head_optimizer.step()
-        for p, g in zip(params, saved):
-            p.grad = g
         return [dict(m) for m in self._metrics]
 
-    def _mine(self, r: int) -> dict[str, Any] | None:
-        """Run r's anchors and triplets (None while it has no finished episode)."""
+    def mine(self, r: int) -> Triplets | None:
+        """Run r's sampled anchors and return-guided triplets (None while it has no finished episode)."""
         buf = self.buffers[r]
         n = buf.size
         valid = buf.valid[:n]
@@ -398,43 +433,26 @@ class GazeEncoder(Encoder):
         if len(candidates) < 2:
             self._metrics[r].update({"gaze/sigma": self._last_sigma[r], "gaze/buffer": float(len(candidates))})
             return None
-        anchors = self.rngs[r].choice(candidates, min(self.settings.anchors, len(candidates)), replace=False)
+        sampled = self.rngs[r].choice(candidates, min(self.settings.anchors, len(candidates)), replace=False)
         margin = self.settings.return_margin or 0.1 * float(buf.returns[:n][valid].std())
-        mined = mine_triplets(buf.search_keys(), buf.returns[:n], valid, anchors, self.settings.k, margin)
-        rows, inverse = np.unique(np.concatenate([anchors, mined["positive"], mined["negative"]]), return_inverse=True)
-        return {**mined, "anchors": anchors, "margin": margin, "rows": rows, "inverse": inverse,
-                "candidates": len(candidates)}
+        mined = mine_triplets(buf.search_keys(), buf.returns[:n], valid, sampled, self.settings.k, margin)
+        return Triplets.gather(buf, sampled, mined, margin, len(candidates), self.projection.linear.weight.device)
 
-    def _run_loss(self, r: int, m: dict[str, Any], attn: torch.Tensor, sigma: torch.Tensor, at) -> torch.Tensor:
-        """Run r's spread + triplet loss from its head outputs over its distinct rows (attn [U, S], sigma [U, K, 2])."""
-        buf, n_anchor, n_trip = self.buffers[r], len(m["anchors"]), len(m["anchor"])
-        inverse = m["inverse"]
-        i_anchor_rows = at(inverse[:n_anchor])
-        slot = dict(zip(m["rows"].tolist(), range(len(m["rows"]))))
-        i_a = at(np.array([slot[i] for i in m["anchor"]], np.int64))
-        i_p, i_n = at(inverse[n_anchor : n_anchor + n_trip]), at(inverse[n_anchor + n_trip :])
-        spread = spread_loss(sigma[i_anchor_rows], self.settings.spread_target)
-        loss = self.settings.spread_weight * spread
-        triplet = None
-        if n_trip:
-            fa, fp, fn = (buf.feats[m[k]].astype(np.float32) for k in ("anchor", "positive", "negative"))
-            dots_ap, dots_an = at((fa * fp).sum(1)), at((fa * fn).sum(1))  # [T, S]
-            sq = at(buf.cell_sq[m["rows"]])  # [U, S]
-            cos_ap = gazed_cosine(attn[i_a], attn[i_p], dots_ap, sq[i_a], sq[i_p])
-            cos_an = gazed_cosine(attn[i_a], attn[i_n], dots_an, sq[i_a], sq[i_n])
-            triplet = cosine_triplet_loss(cos_ap, cos_an, self.settings.triplet_margin)
-            loss = loss + self.settings.contrast_weight * triplet
-        self._metrics[r] = {
-            "gaze/buffer": float(m["candidates"]),
-            "gaze/triplets": float(n_trip),
-            "gaze/pos_frac": float(m["has_pos"].mean()),
-            "gaze/neg_frac": float(m["has_neg"].mean()),
-            "gaze/contrast_loss": triplet.item() if triplet is not None else 0.0,
-            "gaze/spread_loss": spread.item(),
-            "gaze/sigma": sigma[i_anchor_rows].mean().item(),
-            "gaze/return_margin": m["margin"],
-        }
-        return loss
+    def spread_loss(self, sigma: torch.Tensor, batch: Triplets) -> tuple[torch.Tensor, dict[str, float]]:
+        """The spread regulariser on the sampled anchors' gaze widths; sigma [U, K, 2] over the batch's rows."""
+        anchor_sigma = sigma[batch.sampled]  # [N, K, 2]
+        loss = spread_loss(anchor_sigma, self.settings.spread_target)
+        return loss, {"gaze/spread_loss": loss.item(), "gaze/sigma": anchor_sigma.mean().item()}
+
+    def contrast_loss(self, attn: torch.Tensor, batch: Triplets) -> tuple[torch.Tensor, dict[str, float]]:
+        """The triplet loss on cosine distances of gazed stored maps; attn [U, S] over the batch's rows."""
+        if not len(batch.anchor):
+            return torch.zeros((), device=attn.device), {"gaze/contrast_loss": 0.0}
+        a, p, n = batch.anchor, batch.positive, batch.negative
+        cos_ap = gazed_cosine(attn[a], attn[p], batch.dots_ap, batch.cell_sq[a], batch.cell_sq[p])  # [T]
+        cos_an = gazed_cosine(attn[a], attn[n], batch.dots_an, batch.cell_sq[a], batch.cell_sq[n])  # [T]
+        loss = cosine_triplet_loss(cos_ap, cos_an, self.settings.triplet_margin)
+        return loss, {"gaze/contrast_loss": loss.item()}
 
     def extra_state(self, run: int) -> dict[str, Any]:
         if not self.contrastive:
