@@ -74,11 +74,8 @@ class PretrainConfig:
 
 
 
-# The paper's model (encoder 256 x 4, three decoders 256 x 3, ~13M parameters) takes ~2 s per
-# batch-64 step on this 2-core CPU, so demo and cpu keep the paper's encoder shape where they can
-# (the RL feature stays 256-d) but use small decoders and few epochs; micro is for CI only.
-# Measured on the shared 2-core CPU with --threads 1 (load average ~8): demo 103 s end to end
-# (3.0M params, 39 steps of 64 on 1,000 frames), cpu 37.6 min (4.6M params, 534 steps on 6,000 frames).
+# demo and cpu keep the paper's encoder shape (the RL feature stays 256-d) with small decoders and few epochs,
+# which a 2-core CPU affords (their costs: BENCHMARKS.md, MultiMAE pretraining); micro is for CI only.
 # Learning rates as MultiMAE sets them, a base lr scaled by the batch: the CPU presets' base keeps the peak they
 # were tuned at (5e-4 at batch 64, micro 1e-3 at 16); the paper's base 1e-4 at batch 512 peaks at 2e-4.
 PRESETS: dict[str, dict] = {

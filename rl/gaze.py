@@ -18,9 +18,8 @@ Choices (documented, not from the paper, which has no public code):
   288 numbers); `--gaze-pool 1` is the paper's global pooling, which is translation invariant on
   this padding-free trunk and so cannot follow an object that moves between episodes.
 - The FAISS keys are the globally average-pooled trunk features, L2-normalised (32-d). Exact flat
-  search cost grows with the key size, and faiss-cpu 1.15's flat search measured here ~10x slower
-  at 288-d (3x3-pooled) than at 32-d (100k entries, 128 queries: ~2.7 s vs ~0.2 s on 2 loaded
-  cores), which would dominate a SAC update. The buffer also stores the full map in float16, its
+  search cost grows with the key size: at 288-d (3x3-pooled) it would dominate a SAC update
+  (BENCHMARKS.md, Gaze on the Prize). The buffer also stores the full map in float16, its
   per-cell squared norms and the head's pooled input (9.4 kB per entry, 0.94 GB at 100k, memory
   committed only as it fills), so that the gaze is recomputed with the current head and the
   cosine of two gazed maps comes exactly from per-cell sums (`gazed_cosine`). Search uses `faiss.knn` with METRIC_INNER_PRODUCT over the

@@ -187,9 +187,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "study": {"sizes": "3,5", "train_preset": "micro", "n": 40},
     },
     "demo": {
-        # ~7 s per epoch on an idle 2-core CPU: 25 epochs keep the whole `make demo` under 20 minutes
+        # 25 epochs and the student's 600 frames keep the whole `make demo` under 20 minutes (BENCHMARKS.md)
         "train": {"input_size": 64, "width": 0.25, "epochs": 25, "batch_size": 8, "eval_every": 5},
-        # student training runs at ~25 frames/s here: 600 frames x 4 epochs is ~100 s of the demo
         "distill": {"frames": 600, "width": 16, "epochs": 4, "batch_size": 64, "eval_every": 2},
         "label": {"batch_size": 256},
         "evaluate": {"n": 500},
