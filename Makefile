@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export MUJOCO_GL ?= egl
 
-.PHONY: demo test venv sysdeps bench cpu-slice gpu-bundle clean-venv
+.PHONY: demo test venv sysdeps bench cpu-slice slice-encoders ablation-features gpu-bundle clean-venv
 
 venv: $(STAMP)
 
@@ -46,7 +46,13 @@ SLICE_SAC := --eval-every 25000 --eval-episodes 20 --eval-envs 5 --checkpoint-ev
 # probe of model $(1) with inputs $(2) ('': all it was trained on), skipped once its probe_$(3).json exists
 slice_probe = test -f runs/mmae/$(1)/reach-v3/probe_$(3).json || $(SLICE_PY) -m pretrain.probe \
 	--encoder runs/mmae/$(1)/reach-v3/encoder.pt --data shards/reach-v3-sal --inputs '$(2)' --threads 2
-cpu-slice: venv
+cpu-slice: slice-encoders
+	cd $(SLICE) && $(SLICE_PY) -m rl.grid --tasks reach-v3 --encoders $(SLICE_ENCODERS) --seeds 0,1,2 \
+		--steps 100000 --sac-preset cpu --pack 3 --parallel 2 --out runs/sac --extra "$(SLICE_SAC)"
+	cd $(SLICE) && $(SLICE_PY) -m pipeline.report --roots runs/sac --out report
+
+# the slice's frames, labels, both MultiMAEs and their probes (each step skips or resumes)
+slice-encoders: venv
 	mkdir -p $(SLICE)/runs/saliency/reach-v3
 	cp -n artifacts/saliency/reach-v3/student.pt $(SLICE)/runs/saliency/reach-v3/
 	cd $(SLICE) && $(SLICE_PY) -m data.collect --task reach-v3 --frames 8000 --workers 2 --shard-size 1000 --out shards/reach-v3
@@ -56,9 +62,17 @@ cpu-slice: venv
 	cd $(SLICE) && $(call slice_probe,rgbs,,rgb+saliency)
 	cd $(SLICE) && $(call slice_probe,rgbs,rgb,rgb)
 	cd $(SLICE) && $(call slice_probe,rgb,,rgb)
-	cd $(SLICE) && $(SLICE_PY) -m rl.grid --tasks reach-v3 --encoders $(SLICE_ENCODERS) --seeds 0,1,2 \
-		--steps 100000 --sac-preset cpu --pack 3 --parallel 2 --out runs/sac --extra "$(SLICE_SAC)"
-	cd $(SLICE) && $(SLICE_PY) -m pipeline.report --roots runs/sac --out report
+
+# Issue #24's measurement: ViSaRL's frozen features raw (the paper) vs standardised, at the slice's budget
+# (reach-v3, 3 seeds x 100k steps, the slice's encoders). Resumable like cpu-slice; ~10 h alone on 2 cores.
+ablation-features: slice-encoders
+	cd $(SLICE) && $(SLICE_PY) -m rl.grid --tasks reach-v3 --encoders mmae_rgbs --seeds 0,1,2 --steps 100000 \
+		--sac-preset cpu --pack 3 --parallel 2 --out runs/ablation-features/raw --extra "$(SLICE_SAC) --mmae-features raw"
+	cd $(SLICE) && $(SLICE_PY) -m rl.grid --tasks reach-v3 --encoders mmae_rgbs --seeds 0,1,2 --steps 100000 \
+		--sac-preset cpu --pack 3 --parallel 2 --out runs/ablation-features/standardized \
+		--extra "$(SLICE_SAC) --mmae-features standardized"
+	cd $(SLICE) && $(SLICE_PY) -m pipeline.report --roots runs/ablation-features/raw,runs/ablation-features/standardized \
+		--out report-ablation-features
 
 # .gpu/: what a lent GPU node lacks, small enough to travel (README, "On a lent GPU node")
 gpu-bundle: venv

@@ -104,6 +104,22 @@ class ReportConfig:
         return first.parent if first.name == "sac" else first
 
 
+#: config fields that change what a row measures (README, "Faithful to the paper"): a run that sets one
+#: otherwise than its default is a row of its own, e.g. "mmae_rgbs [mmae_features=standardized]"
+VARIANT_FIELDS: dict[str, object] = {"mmae_features": "raw", "saliency_scale": "paper", "gaze_return_discount": 1.0}
+
+
+def row_name(config: dict) -> str:
+    """The run's encoder, with the variant fields it sets otherwise than their defaults."""
+    changed = [f"{k}={config[k]}" for k, default in VARIANT_FIELDS.items() if k in config and config[k] != default]
+    return config["encoder"] + (f" [{', '.join(changed)}]" if changed else "")
+
+
+def _run_config(run_dir: Path) -> dict:
+    path = run_dir / "config.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def load_runs(roots: list[Path]) -> list[dict]:
     """Every finished run: its summary.json plus the eval curve from eval.csv."""
     runs = []
@@ -111,6 +127,7 @@ def load_runs(roots: list[Path]) -> list[dict]:
         for summary in sorted(root.glob("**/summary.json")):
             run = json.loads(summary.read_text())
             run["dir"] = summary.parent
+            run["encoder"] = row_name({**_run_config(summary.parent), "encoder": run["encoder"]})
             run["curve"] = _read_curve(summary.parent / "eval.csv", "success")
             run["return_curve"] = _read_curve(summary.parent / "eval.csv", "return_mean")
             runs.append(run)
@@ -129,7 +146,7 @@ def load_running(roots: list[Path]) -> list[dict]:
             cfg = json.loads(config.read_text())
             curve = _read_curve(run_dir / "eval.csv", "success")
             if "encoder" in cfg and curve:  # an SAC run (other stages write config.json too)
-                runs.append({"task": cfg.get("task", "?"), "encoder": cfg["encoder"], "seed": cfg.get("seed"),
+                runs.append({"task": cfg.get("task", "?"), "encoder": row_name(cfg), "seed": cfg.get("seed"),
                              "steps": cfg.get("steps"), "dir": run_dir, "curve": curve, "running": True,
                              "return_curve": _read_curve(run_dir / "eval.csv", "return_mean")})
     return runs
@@ -169,12 +186,14 @@ def _n(count: int, noun: str) -> str:
     return f"{count} {noun}{'s' if count != 1 else ''}"
 
 
-def _label(encoder: str) -> str:
-    return ENCODER_LABELS.get(encoder, encoder)
+def _label(row: str) -> str:
+    encoder, _, variant = row.partition(" ")
+    return ENCODER_LABELS.get(encoder, encoder) + (f" {variant}" if variant else "")
 
 
-def _encoder_key(encoder: str) -> int:
-    return ENCODER_ORDER.index(encoder) if encoder in ENCODER_ORDER else 99
+def _encoder_key(row: str) -> tuple[int, str]:
+    encoder = row.partition(" ")[0]
+    return ENCODER_ORDER.index(encoder) if encoder in ENCODER_ORDER else 99, row
 
 
 def _cells(runs: list[dict]) -> tuple[list[str], dict[tuple[str, str], list[dict]]]:

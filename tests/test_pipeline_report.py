@@ -216,3 +216,20 @@ def test_report_reads_a_results_folder_given_as_a_word_and_names_a_missing_one(t
     with pytest.raises(SystemExit) as exit_:
         main([str(tmp_path / "results" / "nope"), "--out", str(tmp_path / "r")])
     assert exit_.value.code == 2 and "no such folder" in capsys.readouterr().err
+
+
+def test_runs_with_a_fidelity_option_are_a_row_of_their_own(tmp_path):
+    """--mmae-features standardized (and the other options of README's "Faithful to the paper" table) change what a
+    row measures: such runs are never pooled with the default's seeds."""
+    runs = tmp_path / "sac"
+    for seed in (0, 1):
+        _fake_run(runs / "raw", "reach-v3", "mmae_rgbs", seed, 0.2)
+        std = _fake_run(runs / "std", "reach-v3", "mmae_rgbs", seed, 0.6)
+        (std / "config.json").write_text(json.dumps({"encoder": "mmae_rgbs", "mmae_features": "standardized",
+                                                     "saliency_scale": "paper", "gaze_return_discount": 1.0}))
+    rows = {r["encoder"]: r for r in load_runs([runs])}
+    assert set(rows) == {"mmae_rgbs", "mmae_rgbs [mmae_features=standardized]"}
+    text = write_report(ReportConfig(roots=str(runs), out=str(tmp_path / "report"), pictures_root=str(tmp_path),
+                                     reps=200)).read_text()
+    assert "| MMAE RGB+Saliency (ViSaRL) | 0.20" in text
+    assert "| MMAE RGB+Saliency (ViSaRL) [mmae_features=standardized] | 0.60" in text
