@@ -454,8 +454,9 @@ class Planner:
                       steps, "runs/sac", self.sac_extra(cfg.final_eval_episodes)).wave = (tuple(group), tuple(rows), tuple(seeds), steps)
             for task in group:
                 for row in rows:
-                    self.keep(task, row, [table_dir(task, row, s) for s in seeds], cfg.results, "runs/sac",
-                              blocked="" if final else f"{task} {row} seeds 0-{seeds[-1]}")
+                    mine = [table_dir(task, row, s) for s in seeds]
+                    self.keep(task, row, mine, cfg.results, "runs/sac",
+                              blocked="" if self.f.finished(mine, steps) else f"{task} {row} seeds 0-{seeds[-1]} at {steps:,}")
 
         self.by_budget(tasks, run)
 
