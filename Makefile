@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export MUJOCO_GL ?= egl
 
-.PHONY: demo test venv sysdeps bench cpu-slice gpu-bundle clean-venv
+.PHONY: demo test venv sysdeps bench cpu-slice cpu-table cpu-table-status gpu-bundle clean-venv
 
 venv: $(STAMP)
 
@@ -59,6 +59,20 @@ cpu-slice: venv
 	cd $(SLICE) && $(SLICE_PY) -m rl.grid --tasks reach-v3 --encoders $(SLICE_ENCODERS) --seeds 0,1,2 \
 		--steps 100000 --sac-preset cpu --pack 3 --parallel 2 --out runs/sac --extra "$(SLICE_SAC)"
 	cd $(SLICE) && $(SLICE_PY) -m pipeline.report --roots runs/sac --out report
+
+# The four-task Table I experiment on this CPU (issue #30; pipeline/table.py, README "The CPU table"): one
+# resumable command, safe to rerun at the start of every session. It starts `python -m pipeline.table` in the
+# background (nohup, nice 10; output appended to $(TABLE)/table.log), refused while another copy runs, and
+# commits nothing: each finished (task, row) is kept under results/cpu-table/ and the log prints the git line.
+TABLE ?= runs/cpu_table
+# A, B, C, D, E or all; e.g. `make cpu-table TABLE_PHASE=A`
+TABLE_PHASE ?= all
+cpu-table: venv
+	$(PY) -m pipeline.table --root $(TABLE) --phase $(TABLE_PHASE) --background
+
+# where it stands: per task the stage reached and the step budget, per row seeds done / planned and steps
+cpu-table-status: venv
+	$(PY) -m pipeline.table --root $(TABLE) --phase $(TABLE_PHASE) --status
 
 # .gpu/: what a lent GPU node lacks, small enough to travel (README, "On a lent GPU node")
 gpu-bundle: venv

@@ -85,6 +85,7 @@ class TableConfig:
     pretrain_images: int = field(default=1_000_000, metadata={"help": "images each MultiMAE trains on at the paper's model size (epochs = images / training frames, rounded up)"})
     pretrain_preset: str = field(default="paper", metadata={"help": "pretrain.multimae preset (model size and learning-rate rule)", "choices": ["micro", "demo", "cpu", "paper"]})
     pretrain_extra: str = field(default="--batch-size 512 --warmup-epochs 2 --threads 2 --no-progress", metadata={"help": "more pretrain.multimae flags (the paper's batch; the gpu preset's 2 warm-up epochs for a ~20-epoch run)"})
+    probe_extra: str = field(default="", metadata={"help": "more pretrain.probe flags (e.g. --fit-frames for a small test root)"})
     precision: str = field(default="auto", metadata={"help": "--precision of every training and inference command (auto: bf16 on AMX / AVX512-BF16 or a GPU, else fp32)", "choices": ["auto", "bf16", "fp32"]})
     hidden_dim: int = field(default=1024, metadata={"help": "SAC hidden width (the paper's 1024; the cpu preset's 256 costs ~1.5-2x less per step here)"})
     pack: int = field(default=5, metadata={"help": "SAC runs per pack (rl.grid --pack)"})
@@ -107,6 +108,7 @@ class TableConfig:
     final_eval_episodes: int = field(default=50, metadata={"help": "episodes of a run's last evaluation"})
     eval_envs: int = field(default=5, metadata={"help": "parallel evaluation envs per run"})
     checkpoint_every: int = field(default=25_000, metadata={"help": "SAC checkpoint interval"})
+    sac_extra: str = field(default="", metadata={"help": "more rl.sac flags for every table and pilot run, after the paper preset and the flags above"})
 
     def validate(self) -> "TableConfig":
         if self.phase not in (*PHASES, "all"):
@@ -399,7 +401,7 @@ class Planner:
             enc = f"runs/mmae/{name}/{task}"
             self.add(f"{task}: pretrain.probe {name} ({label} in)",
                      ["-m", "pretrain.probe", "--encoder", f"{enc}/encoder.pt", "--data", labelled, "--inputs", inputs,
-                      "--threads", "2", *precision], exists(f"{enc}/probe_{label}.json"))
+                      "--threads", "2", *precision, *shlex.split(cfg.probe_extra)], exists(f"{enc}/probe_{label}.json"))
         key = f"{task}: keep probes"
         self.add(key, [], True, marker=True, action=lambda: keep_probes(f, task),
                  note=f"copy runs/mmae/*/{task}/probe_*.json -> {self.cfg.results}/mmae/*/{task}/", kept=self.cfg.results)
@@ -407,13 +409,14 @@ class Planner:
     # -- SAC -------------------------------------------------------------------------------------
     def sac_extra(self, episodes: int) -> str:
         cfg = self.cfg
-        return (f"--hidden-dim {cfg.hidden_dim} --eval-every {cfg.eval_every} --eval-episodes {episodes} "
-                f"--eval-envs {cfg.eval_envs} --checkpoint-every {cfg.checkpoint_every} --torch-threads 1 --mmae-features raw")
+        return (f"--hidden-dim {cfg.hidden_dim} --eval-every {cfg.eval_every} --eval-episodes {episodes} --eval-envs "
+                f"{cfg.eval_envs} --checkpoint-every {cfg.checkpoint_every} --torch-threads 1 --mmae-features raw {cfg.sac_extra}").strip()
 
     def pilot_extra(self) -> str:
         cfg = self.cfg
         return (f"--hidden-dim {cfg.hidden_dim} --eval-every {cfg.pilot_eval_every} --eval-episodes {cfg.eval_episodes} "
-                f"--eval-envs {cfg.eval_envs} --checkpoint-every {cfg.checkpoint_every} --torch-threads 1 --mmae-features raw")
+                f"--eval-envs {cfg.eval_envs} --checkpoint-every {cfg.checkpoint_every} --torch-threads 1 --mmae-features raw "
+                f"{cfg.sac_extra}").strip()
 
     def grid(self, key: str, tasks: Sequence[str], rows: Sequence[str], seeds: Sequence[int], steps: int, out: str,
              extra: str, where: Callable[[str, str, int], str] = table_dir) -> Step:
@@ -637,7 +640,7 @@ def status_text(cfg: TableConfig) -> str:
         pilot = ""
         if task != REACH:
             done, final = folder.run_steps(pilot_dir(task, "state", cfg.pilot_seed))
-            pilot = f"pilot state at {done:,} steps{'' if final else ' (running)'}; "
+            pilot = f"pilot state at {done:,} steps{'' if final else ' (in progress)'}; " if done else "pilot not started; "
         lines.append(f"| {task} | {reached} | {upcoming} | {pilot}{b.reason} |")
     lines += ["", "| task | row | seeds done / planned | steps (min-max) of budget | final success (mean of done seeds) |",
               "|---|---|---|---|---|"]

@@ -121,6 +121,43 @@ def test_phase_a_on_a_fresh_root_prepares_reach_then_trains_ten_seeds_in_two_cal
     assert not (tmp_path / "root").exists()  # planning writes nothing
 
 
+def test_every_planned_command_parses_in_its_own_command(tmp_path, monkeypatch):
+    """The flags each step passes are its command's flags and values (parsed as its main() would, nothing run)."""
+    from annotate_app.export import ExportConfig
+    from annotate_app.oracle import OracleConfig
+    from annotate_app.oracle import PRESETS as ORACLE_PRESETS
+    from common.cli import parse_config
+    from data.collect import CollectConfig
+    from pipeline.keep import KeepConfig
+    from pretrain.config import PRESETS as PRETRAIN_PRESETS
+    from pretrain.config import PretrainConfig
+    from pretrain.probe import ProbeConfig
+    from rl.grid import GridConfig, Run, run_config
+    from saliency.config import DistillConfig, EvalConfig, LabelConfig, TrainConfig, presets_for
+
+    parsers = {"data.collect": (CollectConfig, None), "annotate_app.oracle": (OracleConfig, ORACLE_PRESETS),
+               "annotate_app.export": (ExportConfig, None), "pretrain.multimae": (PretrainConfig, PRETRAIN_PRESETS),
+               "pretrain.probe": (ProbeConfig, None), "pipeline.keep": (KeepConfig, None), "rl.grid": (GridConfig, None),
+               **{f"saliency.{name}": (cls, presets_for(cls)) for name, cls in
+                  (("train", TrainConfig), ("distill", DistillConfig), ("evaluate", EvalConfig), ("label", LabelConfig))}}
+    root = tmp_path / "root"
+    for task in table.PAPER_TASKS[1:]:  # decided budgets, so that every phase's grids are planned
+        finish_run(root / table.pilot_dir(task, "state", 100), 500_000, success=0.0, task=task)
+    steps = [s for s in table.plan(config(tmp_path)) if s.argv]
+    assert {s.argv[1] for s in steps} == set(parsers)
+    for step in steps:
+        cls, presets = parsers[step.argv[1]]
+        cfg = parse_config(cls, step.argv[2:], presets=presets)
+        if cls is PretrainConfig:
+            assert (cfg.model.dim, cfg.model.depth, cfg.model.decoder_dim, cfg.batch_size, cfg.epochs) == (256, 4, 256, 512, 22)
+        if cls is GridConfig:  # and the SAC runs it starts take the paper's settings with the table's evaluations
+            monkeypatch.chdir(root.parent)
+            sac = run_config(cfg, Run(cfg.task_list[0], cfg.encoder_list[0], cfg.seed_list[0], root / "x"))
+            assert (sac.hidden_dim, sac.batch_size, sac.actor_lr, sac.mmae_features, sac.eval_envs) == (1024, 128, 1e-4, "raw", 5)
+            assert sac.eval_episodes == (50 if "last evaluation" in step.key else 20)
+            assert sac.eval_every == (10_000 if cfg.out == "runs/pilot" else 25_000)
+
+
 def test_plan_skips_what_the_root_holds_and_resumes_the_rest(tmp_path):
     cfg = config(tmp_path, phase="A")
     prepared(cfg, "reach-v3")
