@@ -5,7 +5,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export MUJOCO_GL ?= egl
 
-.PHONY: demo test venv sysdeps bench cpu-slice slice-encoders ablation-features gpu-bundle clean-venv
+.PHONY: demo test venv sysdeps bench cpu-slice slice-encoders ablation-features cpu-table cpu-table-status gpu-bundle clean-venv
+
+# Long experiments keep their folders outside the checkout: a new session's work tree is laid anew, and the
+# git-ignored folders inside it (runs/) are gone; a machine handed on as it was keeps $(HOME).
+RUNS_HOME ?= $(HOME)/visarl-runs
 
 venv: $(STAMP)
 
@@ -38,7 +42,7 @@ test: venv sysdeps
 # Two packs at a time (two cores). Each evaluation spawns 15 env workers: at ~0.8 GB each (when they
 # still imported the trainer's torch) three packs whose evaluations overlapped were OOM-killed on this
 # 24 GiB machine; workers now hold ~0.3 GB (pipeline.report shows runs in progress).
-SLICE ?= runs/cpu_slice
+SLICE ?= $(RUNS_HOME)/cpu_slice
 SLICE_PY := $(abspath $(PY))
 # rows to train; e.g. `make cpu-slice SLICE_ENCODERS=mmae_rgbs_grid2` adds a row beside the finished ones
 SLICE_ENCODERS ?= state,mmae_rgb,mmae_rgbs_po,mmae_rgbs
@@ -73,6 +77,20 @@ ablation-features: slice-encoders
 		--extra "$(SLICE_SAC) --mmae-features standardized"
 	cd $(SLICE) && $(SLICE_PY) -m pipeline.report --roots runs/ablation-features/raw,runs/ablation-features/standardized \
 		--out report-ablation-features
+
+# The four-task Table I experiment on this CPU (issue #30; pipeline/table.py, README "The CPU table"): one
+# resumable command, safe to rerun at the start of every session. It starts `python -m pipeline.table` in the
+# background (nohup, nice 10; output appended to $(TABLE)/table.log), refused while another copy runs, and
+# commits nothing: each finished (task, row) is kept under results/cpu-table/ and the log prints the git line.
+TABLE ?= $(RUNS_HOME)/cpu_table
+# A, B, C, D, E or all; e.g. `make cpu-table TABLE_PHASE=A`
+TABLE_PHASE ?= all
+cpu-table: venv
+	$(PY) -m pipeline.table --root $(TABLE) --phase $(TABLE_PHASE) --background
+
+# where it stands: per task the stage reached and the step budget, per row seeds done / planned and steps
+cpu-table-status: venv
+	$(PY) -m pipeline.table --root $(TABLE) --phase $(TABLE_PHASE) --status
 
 # .gpu/: what a lent GPU node lacks, small enough to travel (README, "On a lent GPU node")
 gpu-bundle: venv

@@ -1,0 +1,783 @@
+"""`python -m pipeline.table [--phase A|B|C|D|E|all] [--root runs/cpu_table] [--dry-run | --status | --background]`:
+the four-task Table I experiment on a CPU (issue #30), one resumable command.
+
+Phases, in this order (`--phase all`), each ending in a table kept under `results/cpu-table/`:
+
+- **A** reach-v3: frames, oracle annotations, PiCANet + student, labels, both MultiMAEs and their
+  probes, then state / mmae_rgb / mmae_rgbs_po / mmae_rgbs x 10 seeds at 100k steps.
+- **B** drawer-open-v3, faucet-open-v3, door-open-v3: the state pilot (1 seed, the table's SAC
+  settings) in `--pilot-chunk` steps until the budget rule (`choose_budget`) decides each task's step
+  budget; their frames, saliency, MultiMAEs and probes; then the mmae_rgbs pilot to that budget.
+- **C** the three at their budgets, 3 seeds per row (a four-task aggregate exists from then on), then 5.
+- **D** cnn_rgb, cnn_rgbs and gaze on faucet-open-v3 and door-open-v3, 3 seeds; then mmae_rgbs_grid2
+  (ViSaRL read through the probe's better pool) on the same tasks and seeds.
+- **E** more seeds of the four rows on the three tasks, up to `--max-seeds`, while compute remains.
+
+Every step is a project command (data.collect, annotate_app.oracle/export, saliency.train/distill/
+evaluate/label, pretrain.multimae --resume auto, pretrain.probe, rl.grid, pipeline.keep) run with the
+root as working folder, so the stage's default paths hold (runs/saliency/<task>/student.pt,
+runs/mmae/<rgbs|rgb>/<task>/encoder.pt). A step is skipped when its outputs exist (a complete shard
+manifest, run summaries at the asked steps, a probe file) or, for training stages, when this
+command recorded it finished in `<root>/table.json`; otherwise it runs, and the resumable ones
+continue where they stopped. The plan is derived again after every step, so the command is safe to
+rerun at the start of every session. A table run's last evaluation has `--final-eval-episodes`
+episodes (the grid runs to budget - eval_every with `--eval-episodes`, then on to the budget).
+
+After each (task, row) finishes its seeds, `pipeline.keep` copies its raw results to
+`results/cpu-table/<task>/<row>/` (pilots: `results/cpu-table-pilot/`, so the report never mixes
+them into the table; probes: `results/cpu-table/mmae/`); committing is left to the person: the
+command prints the git line. `--status` prints where each task and row stands; `--background`
+starts the run under nohup and nice with its output appended to `<root>/table.log`, refused while
+another copy holds the root.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import fcntl
+import json
+import math
+import os
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from common.cli import fail, parse_config
+from common.io import atomic_write_json
+from common.runs import exclusive_run_dir
+from data.env import PAPER_TASKS
+
+CHECKOUT = Path(__file__).resolve().parent.parent
+PHASES = ("A", "B", "C", "D", "E")
+REACH = "reach-v3"
+#: the paper's Table I rows this experiment runs on every task
+TABLE_ROWS = ("state", "mmae_rgb", "mmae_rgbs_po", "mmae_rgbs")
+#: the rows of phase D: the CNN rows and gaze, then ViSaRL through the 2x2 grid pool
+CNN_ROWS = ("cnn_rgb", "cnn_rgbs", "gaze")
+GRID_ROWS = ("mmae_rgbs_grid2",)
+EPISODE_STEPS = 500
+STATE_FILE = "table.json"
+LOG_FILE = "table.log"
+#: settings a started experiment keeps: changing them would mix runs of different designs
+FROZEN = ("frames", "pretrain_images", "hidden_dim", "reach_steps", "pilot_seed", "budget_threshold",
+          "budget_in_a_row", "budget_cap", "eval_every")
+
+
+@dataclass
+class TableConfig:
+    """The four-task Table I experiment on a CPU, resumable step by step (issue #30)."""
+
+    phase: str = field(default="all", metadata={"help": "phase to run: A (reach-v3, 10 seeds at 100k), B (the other tasks' pilots and preparation), C (their table rows, 3 then 5 seeds), D (cnn_rgb, cnn_rgbs, gaze, then mmae_rgbs_grid2 on faucet-open and door-open), E (more seeds), or all (A to E in order)", "choices": [*PHASES, "all"]})
+    root: str = field(default="runs/cpu_table", metadata={"help": "folder holding the experiment's frames, models, runs, table.json and table.log"})
+    results: str = field(default="results/cpu-table", metadata={"help": "where pipeline.keep copies each finished (task, row); pilots go to <results>-pilot"})
+    dry_run: bool = field(default=False, metadata={"help": "print the steps still to run and their commands, the wall-time estimate, and stop"})
+    status: bool = field(default=False, metadata={"help": "print per task and row the stage reached, seeds done / planned, steps and the pilot's budget, and stop"})
+    background: bool = field(default=False, metadata={"help": "start this command under nohup and nice (output appended to <root>/table.log) and return; refused while another copy runs"})
+    nice: int = field(default=10, metadata={"help": "--background: niceness of the run"})
+    frames: int = field(default=50_000, metadata={"help": "pretraining frames collected per task"})
+    collect_workers: int = field(default=2, metadata={"help": "data.collect worker processes"})
+    annotate_n: int = field(default=30, metadata={"help": "frames the oracle annotator labels per task"})
+    saliency_preset: str = field(default="cpu", metadata={"help": "preset of saliency.train / distill / evaluate / label (the cpu PiCANet: 64 px, width 0.25)", "choices": ["micro", "demo", "cpu", "paper"]})
+    pretrain_images: int = field(default=1_000_000, metadata={"help": "images each MultiMAE trains on at the paper's model size (epochs = images / training frames, rounded up)"})
+    pretrain_preset: str = field(default="paper", metadata={"help": "pretrain.multimae preset (model size and learning-rate rule)", "choices": ["micro", "demo", "cpu", "paper"]})
+    pretrain_extra: str = field(default="--batch-size 512 --warmup-epochs 2 --threads 2 --no-progress", metadata={"help": "more pretrain.multimae flags (the paper's batch; the gpu preset's 2 warm-up epochs for a ~20-epoch run)"})
+    probe_extra: str = field(default="", metadata={"help": "more pretrain.probe flags (e.g. --fit-frames for a small test root)"})
+    precision: str = field(default="auto", metadata={"help": "--precision of every training and inference command (auto: bf16 on AMX / AVX512-BF16 or a GPU, else fp32)", "choices": ["auto", "bf16", "fp32"]})
+    hidden_dim: int = field(default=1024, metadata={"help": "SAC hidden width (the paper's 1024; the cpu preset's 256 costs ~1.5-2x less per step here)"})
+    pack: int = field(default=5, metadata={"help": "SAC runs per pack (rl.grid --pack)"})
+    parallel: int = field(default=2, metadata={"help": "SAC packs at once (rl.grid --parallel; one per core)"})
+    reach_steps: int = field(default=100_000, metadata={"help": "phase A's step budget on reach-v3 (it learns there)"})
+    reach_seeds: int = field(default=10, metadata={"help": "phase A's seeds per row"})
+    first_seeds: int = field(default=3, metadata={"help": "phase C's first seeds per row (the four-task aggregate)"})
+    more_seeds: int = field(default=5, metadata={"help": "phase C's seeds per row after the first ones"})
+    max_seeds: int = field(default=10, metadata={"help": "phase E's seeds per row"})
+    extra_tasks: str = field(default="faucet-open-v3,door-open-v3", metadata={"help": "phase D's tasks (the paper's largest gaps)"})
+    extra_seeds: int = field(default=3, metadata={"help": "phase D's seeds per row"})
+    pilot_seed: int = field(default=100, metadata={"help": "seed of the pilot runs (outside the table's seeds, so the budget is not chosen on a table run)"})
+    pilot_chunk: int = field(default=50_000, metadata={"help": "the state pilot runs in chunks of this many steps until the budget rule decides"})
+    pilot_eval_every: int = field(default=10_000, metadata={"help": "pilot evaluation interval (the budget rule reads these evaluations)"})
+    budget_threshold: float = field(default=0.8, metadata={"help": "budget rule: state's success that must hold"})
+    budget_in_a_row: int = field(default=2, metadata={"help": "budget rule: over this many evaluations in a row"})
+    budget_cap: int = field(default=500_000, metadata={"help": "budget rule: the most steps a task gets"})
+    eval_every: int = field(default=25_000, metadata={"help": "table runs' evaluation interval (budgets are rounded up to a multiple of it)"})
+    eval_episodes: int = field(default=20, metadata={"help": "episodes of the evaluations before the last one"})
+    final_eval_episodes: int = field(default=50, metadata={"help": "episodes of a run's last evaluation"})
+    eval_envs: int = field(default=5, metadata={"help": "parallel evaluation envs per run"})
+    checkpoint_every: int = field(default=25_000, metadata={"help": "SAC checkpoint interval"})
+    sac_extra: str = field(default="", metadata={"help": "more rl.sac flags for every table and pilot run, after the paper preset and the flags above"})
+
+    def validate(self) -> "TableConfig":
+        if self.phase not in (*PHASES, "all"):
+            raise ValueError(f"--phase must be one of {', '.join(PHASES)} or all, got {self.phase!r}")
+        if sum((self.dry_run, self.status, self.background)) > 1:
+            raise ValueError("--dry-run, --status and --background exclude each other; pick one")
+        for name in ("frames", "pretrain_images", "hidden_dim", "pack", "parallel", "reach_steps", "reach_seeds",
+                     "first_seeds", "extra_seeds", "pilot_chunk", "pilot_eval_every", "budget_in_a_row",
+                     "budget_cap", "eval_every", "eval_episodes", "final_eval_episodes", "eval_envs",
+                     "checkpoint_every", "annotate_n", "collect_workers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if not self.first_seeds <= self.more_seeds <= self.max_seeds:
+            raise ValueError(f"seeds must grow: --first-seeds {self.first_seeds} <= --more-seeds {self.more_seeds} "
+                             f"<= --max-seeds {self.max_seeds}")
+        if not 0 < self.budget_threshold <= 1:
+            raise ValueError(f"--budget-threshold must be in (0, 1], got {self.budget_threshold}")
+        for name in ("reach_steps", "budget_cap", "pilot_chunk"):
+            if getattr(self, name) % self.eval_every:
+                raise ValueError(f"--{name.replace('_', '-')} ({getattr(self, name)}) must be a multiple of "
+                                 f"--eval-every ({self.eval_every})")
+        if self.eval_every % EPISODE_STEPS or self.pilot_eval_every % EPISODE_STEPS:
+            raise ValueError(f"--eval-every and --pilot-eval-every must be multiples of the {EPISODE_STEPS}-step episode")
+        unknown = [t for t in self.extra_task_list if t not in PAPER_TASKS]
+        if unknown:
+            raise ValueError(f"--extra-tasks: {', '.join(unknown)} not among {', '.join(PAPER_TASKS)}")
+        return self
+
+    @property
+    def extra_task_list(self) -> list[str]:
+        return [t for t in self.extra_tasks.split(",") if t]
+
+    @property
+    def phases(self) -> tuple[str, ...]:
+        return PHASES if self.phase == "all" else (self.phase,)
+
+
+# -- the budget rule --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Budget:
+    """A task's step budget from its state pilot: `steps` None while the pilot must run on."""
+
+    steps: int | None
+    held_at: int | None
+    reason: str
+
+
+def choose_budget(rows: Iterable[Mapping[str, object]], pilot_steps: int, threshold: float = 0.8, in_a_row: int = 2,
+                  cap: int = 500_000, round_to: int = 25_000) -> Budget:
+    """The step budget from a state pilot's eval.csv rows ({"step", "success_rate"}) and the steps it ran.
+
+    The budget is the step of the `in_a_row`-th evaluation in a row at `threshold` success or more, rounded
+    up to a multiple of `round_to` (the table's evaluation grid), at most `cap`; `cap` when the pilot
+    reached `cap` without that; undecided (None) while the pilot is short of `cap` and has not held it.
+    """
+    evals = sorted((int(float(r["step"])), float(r["success_rate"])) for r in rows)
+    streak = 0
+    for step, success in evals:
+        if step > cap:
+            break
+        streak = streak + 1 if success >= threshold else 0
+        if streak >= in_a_row:
+            steps = min(cap, math.ceil(step / round_to) * round_to)
+            return Budget(steps, step, f"state held >= {threshold:g} over {in_a_row} evaluations in a row at "
+                                       f"{step:,} steps; budget {steps:,}")
+    if pilot_steps >= cap:
+        return Budget(cap, None, f"state did not hold >= {threshold:g} over {in_a_row} evaluations in a row "
+                                 f"by {cap:,} steps; budget = the cap, {cap:,}")
+    return Budget(None, None, f"pilot at {pilot_steps:,} steps: state has not held >= {threshold:g} over "
+                              f"{in_a_row} evaluations in a row yet")
+
+
+def read_eval_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of an eval.csv ([] when there is none)."""
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return [r for r in csv.DictReader(f) if r.get("step") and r.get("success_rate")]
+
+
+# -- what exists under the root ---------------------------------------------------------------------
+
+class Folder:
+    """What the root holds: run steps, shard manifests, and the record of finished steps (table.json)."""
+
+    def __init__(self, cfg: TableConfig):
+        self.cfg = cfg
+        self.root = Path(cfg.root).resolve()
+        self.results = Path(cfg.results).resolve()
+        path = self.root / STATE_FILE
+        self.state: dict = json.loads(path.read_text()) if path.exists() else {}
+        self.state.setdefault("done", {})
+        self.state.setdefault("budgets", {})
+
+    def save(self) -> None:
+        atomic_write_json(self.root / STATE_FILE, self.state)
+
+    def check_settings(self) -> None:
+        """Record the FROZEN settings on the first run; refuse later runs that change them."""
+        mine = {k: getattr(self.cfg, k) for k in FROZEN}
+        kept = self.state.setdefault("settings", mine)
+        changed = [f"--{k.replace('_', '-')} {mine[k]} (started with {kept[k]})" for k in FROZEN if k in kept and kept[k] != mine[k]]
+        if changed:
+            raise ValueError(f"{self.root} was started with other settings: {'; '.join(changed)}; use the settings it "
+                             "started with, or another --root")
+
+    def marked(self, key: str) -> bool:
+        return key in self.state["done"]
+
+    def mark(self, key: str, seconds: float) -> None:
+        self.state["done"][key] = {"seconds": round(seconds, 1), "at": time.strftime("%Y-%m-%d %H:%M:%S")}
+        self.save()
+
+    def shards_complete(self, rel: str, labelled: bool = False) -> bool:
+        from data.shards import ShardError, read_manifest
+
+        try:
+            manifest = read_manifest(self.root / rel)
+        except ShardError:
+            return False
+        return manifest.get("status", "complete") == "complete" and (not labelled or "labelled_from" in manifest)
+
+    def run_steps(self, run_dir: str) -> tuple[int, bool]:
+        """(steps, finished) of a SAC run folder: its summary's steps, else the newest metrics row (in progress)."""
+        folder = self.root / run_dir
+        summary = folder / "summary.json"
+        if summary.exists():
+            with contextlib.suppress(json.JSONDecodeError):
+                return int(json.loads(summary.read_text()).get("steps", 0)), True
+        metrics = folder / "metrics.csv"
+        if metrics.exists():
+            lines = metrics.read_text().strip().splitlines()
+            with contextlib.suppress(ValueError, IndexError):
+                return int(float(lines[-1].split(",")[0])), False
+        return 0, False
+
+    def finished(self, run_dirs: Iterable[str], steps: int) -> bool:
+        """Every run's summary reports at least `steps` (rl.grid skips it then)."""
+        for d in run_dirs:
+            done, final = self.run_steps(d)
+            if not final or done < steps:
+                return False
+        return True
+
+    def budget(self, task: str) -> Budget:
+        """The task's budget: reach's fixed one, the recorded one, or the rule over its state pilot."""
+        cfg = self.cfg
+        if task == REACH:
+            return Budget(cfg.reach_steps, None, f"fixed: {cfg.reach_steps:,} steps (it learns there)")
+        if task in self.state["budgets"]:
+            b = self.state["budgets"][task]
+            return Budget(b["steps"], b["held_at"], b["reason"])
+        run = pilot_dir(task, "state", cfg.pilot_seed)
+        steps, final = self.run_steps(run)
+        return choose_budget(read_eval_rows(self.root / run / "eval.csv"), steps if final else 0, cfg.budget_threshold,
+                             cfg.budget_in_a_row, cfg.budget_cap, cfg.eval_every)
+
+    def record_budgets(self) -> None:
+        for task in PAPER_TASKS[1:]:
+            b = self.budget(task)
+            if b.steps is not None and task not in self.state["budgets"]:
+                self.state["budgets"][task] = asdict(b)
+                self.save()
+                print(f"budget of {task}: {b.reason}", flush=True)
+
+
+def table_dir(task: str, row: str, seed: int) -> str:
+    return f"runs/sac/{task}/{row}/seed{seed}"
+
+
+def pilot_dir(task: str, row: str, seed: int) -> str:
+    return f"runs/pilot/{task}/{row}/seed{seed}"
+
+
+# -- the plan ------------------------------------------------------------------------------------------
+
+@dataclass
+class Step:
+    """One idempotent step: a project command run in the root (or an in-process copy), done or not."""
+
+    key: str
+    phase: str
+    argv: list[str] = field(default_factory=list)  # `python -m <module> ...` words after `python`
+    done: bool = False
+    blocked: str = ""  # why it cannot run yet (an undecided budget)
+    marker: bool = False  # done is recorded in table.json once the command succeeds
+    action: Callable[[], object] | None = None  # in-process step (copying probe results)
+    note: str = ""  # what an in-process step does
+    kept: str = ""  # results folder this step fills (the git line is printed after it)
+    wave: tuple[tuple[str, ...], tuple[str, ...], tuple[int, ...], int] | None = None  # a table grid's last call: tasks, rows, seeds, budget
+
+    def command(self) -> str:
+        if self.blocked:
+            return f"(waits: {self.blocked})"
+        return f"python {shlex.join(self.argv)}" if self.argv else self.note
+
+
+def seeds_text(seeds: Sequence[int]) -> str:
+    return ",".join(map(str, seeds))
+
+
+class Planner:
+    """The steps of the selected phases for what the root holds now."""
+
+    def __init__(self, folder: Folder):
+        self.f, self.cfg = folder, folder.cfg
+        self.steps: list[Step] = []
+        self.phase = ""
+
+    def add(self, key: str, argv: list[str], done: bool, marker: bool = False, **kw) -> Step:
+        step = Step(key, self.phase, argv, done if not marker else done and self.f.marked(key), marker=marker, **kw)
+        self.steps.append(step)
+        return step
+
+    def plan(self) -> list[Step]:
+        for phase in self.cfg.phases:
+            self.phase = phase
+            getattr(self, f"phase_{phase.lower()}")()
+        return self.steps
+
+    # -- the phases ------------------------------------------------------------------------------
+    def phase_a(self) -> None:
+        self.prepare(REACH)
+        self.table([REACH], TABLE_ROWS, range(self.cfg.reach_seeds))
+
+    def phase_b(self) -> None:
+        tasks = list(PAPER_TASKS[1:])
+        self.state_pilots(tasks)
+        for task in tasks:
+            self.prepare(task)
+        self.by_budget(tasks, lambda group, steps: self.grid(
+            f"pilot mmae_rgbs {','.join(group)} to {steps:,}", group, ["mmae_rgbs"], [self.cfg.pilot_seed], steps,
+            "runs/pilot", self.pilot_extra(), pilot_dir))
+        for task in tasks:
+            b = self.f.budget(task)
+            dirs = {row: [pilot_dir(task, row, self.cfg.pilot_seed)] for row in ("state", "mmae_rgbs")}
+            ready = b.steps is not None and self.f.finished(dirs["mmae_rgbs"], b.steps)
+            for row, runs in dirs.items():
+                self.keep(task, row, runs, f"{self.cfg.results}-pilot", "runs/pilot", blocked="" if ready else
+                          f"the pilot of {task} (budget {b.steps or 'undecided'})")
+
+    def phase_c(self) -> None:
+        tasks = list(PAPER_TASKS[1:])
+        for n in dict.fromkeys((self.cfg.first_seeds, self.cfg.more_seeds)):
+            self.table(tasks, TABLE_ROWS, range(n))
+
+    def phase_d(self) -> None:
+        seeds = range(self.cfg.extra_seeds)
+        self.table(self.cfg.extra_task_list, CNN_ROWS, seeds)
+        self.table(self.cfg.extra_task_list, GRID_ROWS, seeds)
+
+    def phase_e(self) -> None:
+        self.table(list(PAPER_TASKS[1:]), TABLE_ROWS, range(self.cfg.max_seeds))
+
+    # -- preparation of a task -------------------------------------------------------------------
+    def prepare(self, task: str) -> None:
+        cfg, f = self.cfg, self.f
+        shards, labelled, npz, sal = f"shards/{task}", f"shards/{task}-sal", f"annotations/{task}.npz", f"runs/saliency/{task}"
+        preset, precision = ["--preset", cfg.saliency_preset], ["--precision", cfg.precision]
+        exists = lambda rel: (f.root / rel).exists()  # noqa: E731
+        self.add(f"{task}: collect {cfg.frames:,} frames",
+                 ["-m", "data.collect", "--task", task, "--frames", str(cfg.frames), "--workers", str(cfg.collect_workers),
+                  "--shard-size", "1000", "--out", shards], f.shards_complete(shards))
+        self.add(f"{task}: oracle annotator, {cfg.annotate_n} frames",
+                 ["-m", "annotate_app.oracle", "--task", task, "--frames", shards, "--root", "annotations", "--n",
+                  str(cfg.annotate_n)], exists(f"annotations/{task}"), marker=True)
+        self.add(f"{task}: export annotations", ["-m", "annotate_app.export", "--task", task, "--root", "annotations"],
+                 exists(npz), marker=True)
+        self.add(f"{task}: saliency.train (PiCANet)",
+                 ["-m", "saliency.train", "--annotations", npz, *preset, "--out", sal, "--resume", "auto", *precision,
+                  "--no-progress"], exists(f"{sal}/best.pt"), marker=True)
+        self.add(f"{task}: saliency.distill (student)",
+                 ["-m", "saliency.distill", "--teacher", f"{sal}/best.pt", "--data", shards, *preset, "--resume", "auto",
+                  *precision, "--no-progress"], exists(f"{sal}/student.pt"), marker=True)
+        self.add(f"{task}: saliency.evaluate (student)",
+                 ["-m", "saliency.evaluate", "--model", f"{sal}/student.pt", "--data", shards, *preset, "--out",
+                  f"{sal}/eval", *precision], exists(f"{sal}/eval/metrics.json"), marker=True)
+        self.add(f"{task}: saliency.label {cfg.frames:,} frames",
+                 ["-m", "saliency.label", "--model", f"{sal}/student.pt", "--data", shards, "--out", labelled, *preset,
+                  *precision, "--no-progress"], f.shards_complete(labelled, labelled=True))
+        epochs = pretrain_epochs(cfg.pretrain_images, cfg.frames)
+        for name, modalities in (("rgbs", "rgb,saliency"), ("rgb", "rgb")):
+            out = f"runs/mmae/{name}/{task}"
+            self.add(f"{task}: pretrain.multimae {name} ({epochs} epochs, >= {cfg.pretrain_images:,} images)",
+                     ["-m", "pretrain.multimae", "--data", labelled, "--preset", cfg.pretrain_preset, "--modalities",
+                      modalities, "--epochs", str(epochs), *shlex.split(cfg.pretrain_extra), *precision,
+                      "--resume", "auto", "--out", out], exists(f"{out}/encoder.pt"), marker=True)
+        for name, inputs, label in PROBES:
+            enc = f"runs/mmae/{name}/{task}"
+            self.add(f"{task}: pretrain.probe {name} ({label} in)",
+                     ["-m", "pretrain.probe", "--encoder", f"{enc}/encoder.pt", "--data", labelled, "--inputs", inputs,
+                      "--threads", "2", *precision, *shlex.split(cfg.probe_extra)], exists(f"{enc}/probe_{label}.json"))
+        key = f"{task}: keep probes"
+        self.add(key, [], True, marker=True, action=lambda: keep_probes(f, task),
+                 note=f"copy runs/mmae/*/{task}/probe_*.json -> {self.cfg.results}/mmae/*/{task}/", kept=self.cfg.results)
+
+    # -- SAC -------------------------------------------------------------------------------------
+    def sac_extra(self, episodes: int) -> str:
+        cfg = self.cfg
+        return (f"--hidden-dim {cfg.hidden_dim} --eval-every {cfg.eval_every} --eval-episodes {episodes} --eval-envs "
+                f"{cfg.eval_envs} --checkpoint-every {cfg.checkpoint_every} --torch-threads 1 --mmae-features raw {cfg.sac_extra}").strip()
+
+    def pilot_extra(self) -> str:
+        cfg = self.cfg
+        return (f"--hidden-dim {cfg.hidden_dim} --eval-every {cfg.pilot_eval_every} --eval-episodes {cfg.eval_episodes} "
+                f"--eval-envs {cfg.eval_envs} --checkpoint-every {cfg.checkpoint_every} --torch-threads 1 --mmae-features raw "
+                f"{cfg.sac_extra}").strip()
+
+    def grid(self, key: str, tasks: Sequence[str], rows: Sequence[str], seeds: Sequence[int], steps: int, out: str,
+             extra: str, where: Callable[[str, str, int], str] = table_dir) -> Step:
+        cfg = self.cfg
+        runs = [where(t, r, s) for t in tasks for r in rows for s in seeds]
+        return self.add(key, ["-m", "rl.grid", "--tasks", ",".join(tasks), "--encoders", ",".join(rows), "--seeds",
+                              seeds_text(seeds), "--steps", str(steps), "--sac-preset", "paper", "--pack", str(cfg.pack),
+                              "--parallel", str(cfg.parallel), "--precision", cfg.precision, "--out", out,
+                              f"--extra={extra}"], self.f.finished(runs, steps))
+
+    def by_budget(self, tasks: Sequence[str], make: Callable[[list[str], int], object]) -> None:
+        """Call make(tasks, budget) per group of tasks sharing a budget; undecided ones get a waiting step each."""
+        groups: dict[int, list[str]] = {}
+        for task in tasks:
+            b = self.f.budget(task)
+            if b.steps is None:
+                key = f"{task}: waits for its budget"
+                if not any(s.key == key and s.phase == self.phase for s in self.steps):
+                    self.steps.append(Step(key, self.phase, blocked=f"the state pilot of {task}: {b.reason}"))
+            else:
+                groups.setdefault(b.steps, []).append(task)
+        for steps, group in groups.items():
+            make(group, steps)
+
+    def table(self, tasks: Sequence[str], rows: Sequence[str], seeds: Iterable[int]) -> None:
+        """rows x seeds on tasks at their budgets: to budget - eval_every with the short evaluations, on to the
+        budget (its last evaluation with --final-eval-episodes), then keep each (task, row)."""
+        seeds, cfg = list(seeds), self.cfg
+
+        def run(group: list[str], steps: int) -> None:
+            name = f"{','.join(group)} {','.join(rows)} seeds 0-{seeds[-1]}"
+            runs = [table_dir(t, r, s) for t in group for r in rows for s in seeds]
+            final = self.f.finished(runs, steps)
+            if steps > cfg.eval_every:
+                self.grid(f"{name} to {steps - cfg.eval_every:,}", group, rows, seeds, steps - cfg.eval_every, "runs/sac",
+                          self.sac_extra(cfg.eval_episodes)).done |= final
+            self.grid(f"{name} to {steps:,} (last evaluation {cfg.final_eval_episodes} episodes)", group, rows, seeds,
+                      steps, "runs/sac", self.sac_extra(cfg.final_eval_episodes)).wave = (tuple(group), tuple(rows), tuple(seeds), steps)
+            for task in group:
+                for row in rows:
+                    mine = [table_dir(task, row, s) for s in seeds]
+                    self.keep(task, row, mine, cfg.results, "runs/sac",
+                              blocked="" if self.f.finished(mine, steps) else f"{task} {row} seeds 0-{seeds[-1]} at {steps:,}")
+
+        self.by_budget(tasks, run)
+
+    def keep(self, task: str, row: str, runs: list[str], results: str, runs_root: str, blocked: str) -> None:
+        key = f"keep {runs_root}/{task}/{row} ({len(runs)} run{'s' * (len(runs) > 1)}) -> {results}"
+        dest = Path(results).resolve() / task / row
+        step = self.add(key, ["-m", "pipeline.keep", f"{runs_root}/{task}/{row}", "--out", str(dest)],
+                        True, marker=True, kept=results)
+        if blocked and not step.done:
+            step.blocked = blocked
+
+    def state_pilots(self, tasks: Sequence[str]) -> None:
+        """The next chunk of the state pilot of every task whose budget is undecided (one grid per chunk end)."""
+        cfg, chunks = self.cfg, {}
+        for task in tasks:
+            if self.f.budget(task).steps is None:
+                steps, final = self.f.run_steps(pilot_dir(task, "state", cfg.pilot_seed))
+                done = steps if final else 0
+                chunks.setdefault(min(cfg.budget_cap, (done // cfg.pilot_chunk + 1) * cfg.pilot_chunk), []).append(task)
+        for steps, group in sorted(chunks.items()):
+            self.grid(f"pilot state {','.join(group)} to {steps:,} (then the budget rule)", group, ["state"],
+                      [cfg.pilot_seed], steps, "runs/pilot", self.pilot_extra(), pilot_dir)
+
+
+#: (model, --inputs, probe file label) of the three probes per task: ViSaRL, PO, MMAE RGB
+PROBES = (("rgbs", "", "rgb+saliency"), ("rgbs", "rgb", "rgb"), ("rgb", "", "rgb"))
+
+
+def pretrain_epochs(images: int, frames: int, val_fraction: float = 0.05) -> int:
+    """Epochs giving at least `images` training images from `frames` frames (pretrain.multimae holds out
+    `val_fraction` of the episodes)."""
+    return math.ceil(images / (frames * (1 - val_fraction)))
+
+
+def keep_probes(folder: Folder, task: str) -> list[Path]:
+    """Copy the task's probe results into <results>/mmae/<model>/<task>/ (pipeline.keep.keep_file: never overwritten)."""
+    from pipeline.keep import keep_file
+
+    written = []
+    for src in sorted((folder.root / "runs/mmae").glob(f"*/{task}/probe_*.json")):
+        dst = folder.results / src.relative_to(folder.root / "runs")
+        if keep_file(src, dst):
+            written.append(dst)
+    return written
+
+
+def plan(cfg: TableConfig) -> list[Step]:
+    """Every step of the selected phases, in order, each marked done or not for what the root holds now."""
+    return Planner(Folder(cfg)).plan()
+
+
+# -- the wall-time estimate --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Rates:
+    """Measured speeds on the project's 2-core CPUs (sources in RATE_SOURCES). SAC in ms per env-step per run on
+    one core: `sac_ms` without the update, `update_ms` the update at hidden (256, 1024); evaluation (no update)."""
+
+    collect_fps: float
+    saliency_s: float
+    label_fps: float
+    pretrain_img_s: float
+    probe_s: float
+    sac_ms: Mapping[str, float]
+    update_ms: tuple[float, float]
+    eval_ms: Mapping[str, float]
+
+    def step_ms(self, kind: str, hidden: int) -> float:
+        """ms per training env-step of one run: the update interpolated in hidden^2 between the two widths measured."""
+        small, large = self.update_ms
+        return self.sac_ms[kind] + small + (large - small) * (hidden ** 2 - 256 ** 2) / (1024 ** 2 - 256 ** 2)
+
+
+RATES = {
+    "fp32 (AVX2, this machine)": Rates(
+        collect_fps=54.7, saliency_s=2600, label_fps=30.7, pretrain_img_s=42, probe_s=600,
+        sac_ms={"state": 19, "frozen": 33, "cnn": 656, "gaze": 741}, update_ms=(11, 40),
+        eval_ms={"state": 1, "frozen": 32, "cnn": 40, "gaze": 45}),
+    "bf16 (AMX)": Rates(
+        collect_fps=54.7, saliency_s=2600, label_fps=30.7, pretrain_img_s=121, probe_s=600,
+        sac_ms={"state": 19, "frozen": 20, "cnn": 656, "gaze": 741}, update_ms=(3, 21),
+        eval_ms={"state": 1, "frozen": 19, "cnn": 40, "gaze": 45}),
+}
+RATE_SOURCES = (
+    "collection 54.7 frames/s: BENCHMARKS.md, data.collect with 2 workers (load 3-7); saliency ~2,600 s per task: "
+    "PiCANet cpu preset 200 epochs (~160 s, from the demo's 20 s per 25 epochs) + student 1,500 frames x 40 epochs at "
+    "~25 frames/s (saliency/config.py) + evaluation; labelling 30.7 frames/s: BENCHMARKS.md (PiCANet; the student is "
+    "faster); MultiMAE paper size 42 img/s fp32, 121 img/s bf16: shared/notes/cpu.md (2 threads, attention unfused); "
+    "probe ~10 min: RESULTS.md (1.5-15 min); SAC update per run at hidden 256 / 1024: fp32 11 / 40 ms (BENCHMARKS.md's "
+    "packed profile, cpu.md), bf16 3 / 21 ms (cpu.md); besides the update, state 19 ms/step (BENCHMARKS.md: 16.9 "
+    "env-steps/s at hidden 1024, pack of one, less its 40 ms update), frozen rows fp32 33 ms (BENCHMARKS.md's mmae_rgbs "
+    "pack-of-4 profile: env 10.8, saliency + encoder 21.2, act + replay 0.6), bf16 20 ms (cpu.md's bf16 frozen encoder, "
+    "1.8 vs 4.5 ms/frame); cnn_rgb 656 ms (BENCHMARKS.md: 1.5 env-steps/s at hidden 256), gaze +13 % (BENCHMARKS.md); "
+    "CNN rows in bf16 unmeasured (fp32 rates used). The fp32 rates were measured on the Xeon's fp32 path; this AVX2 "
+    "EPYC's own are unmeasured"
+)
+
+
+def row_kind(row: str) -> str:
+    return "state" if row == "state" else "frozen" if row.startswith("mmae") else "gaze" if row.startswith("gaze") else "cnn"
+
+
+def run_seconds(rates: Rates, row: str, steps: int, hidden: int, eval_every: int, episodes: int, final_episodes: int) -> float:
+    """Core-seconds of one SAC run: training, the evaluations before the last, and the last one."""
+    kind = row_kind(row)
+    evals = max(0, math.ceil(steps / eval_every) - 1) * episodes + final_episodes
+    return (steps * rates.step_ms(kind, hidden) + evals * EPISODE_STEPS * rates.eval_ms[kind]) / 1000
+
+
+def estimate(cfg: TableConfig, budgets: Mapping[str, int | None]) -> dict[str, dict[str, float]]:
+    """Hours of each phase from scratch, per precision: preparation on the whole machine, SAC on --parallel cores.
+    Tasks without a budget yet are assumed to take the cap."""
+    out: dict[str, dict[str, float]] = {}
+    budget = lambda t: budgets.get(t) or cfg.budget_cap  # noqa: E731
+    others = PAPER_TASKS[1:]
+    for name, r in RATES.items():
+        prep = (cfg.frames / r.collect_fps + r.saliency_s + cfg.frames / r.label_fps
+                + 2 * pretrain_epochs(cfg.pretrain_images, cfg.frames) * cfg.frames * 0.95 / r.pretrain_img_s + 3 * r.probe_s)
+        sac = lambda tasks, rows, seeds, pilot=False: sum(  # noqa: E731
+            seeds * run_seconds(r, row, budget(t), cfg.hidden_dim, cfg.pilot_eval_every if pilot else cfg.eval_every, cfg.eval_episodes,
+                                cfg.eval_episodes if pilot else cfg.final_eval_episodes)
+            for t in tasks for row in rows) / cfg.parallel
+        sac_reach = sum(cfg.reach_seeds * run_seconds(r, row, cfg.reach_steps, cfg.hidden_dim, cfg.eval_every, cfg.eval_episodes,
+                                                      cfg.final_eval_episodes) for row in TABLE_ROWS) / cfg.parallel
+        out[name] = {
+            "A": (prep + sac_reach) / 3600,
+            "B": (3 * prep + sac(others, ["state", "mmae_rgbs"], 1, pilot=True)) / 3600,
+            "C": sac(others, TABLE_ROWS, cfg.more_seeds) / 3600,
+            "D": sac(cfg.extra_task_list, CNN_ROWS + GRID_ROWS, cfg.extra_seeds) / 3600,
+            "E": sac(others, TABLE_ROWS, cfg.max_seeds - cfg.more_seeds) / 3600,
+        }
+    return out
+
+
+def estimate_text(cfg: TableConfig, folder: Folder) -> str:
+    budgets = {t: folder.budget(t).steps for t in PAPER_TASKS}
+    table = estimate(cfg, budgets)
+    lines = [f"wall-time estimate per phase from scratch (hours on {cfg.parallel} cores, SAC hidden {cfg.hidden_dim}; "
+             f"undecided budgets taken at the cap, {cfg.budget_cap:,}):",
+             "| phase | " + " | ".join(table) + " |", "|---|" + "---|" * len(table)]
+    for phase in PHASES:
+        lines.append(f"| {phase} | " + " | ".join(f"{h[phase]:,.0f}" for h in table.values()) + " |")
+    lines.append("| all | " + " | ".join(f"{sum(h.values()):,.0f}" for h in table.values()) + " |")
+    lines.append(f"rates: {RATE_SOURCES}")
+    return "\n".join(lines)
+
+
+# -- status -------------------------------------------------------------------------------------------
+
+def lock_holder(root: Path) -> str | None:
+    """Who holds the root's lock (common.runs.exclusive_run_dir), or None when no run is going on."""
+    path = root / ".lock"
+    if not path.exists():
+        return None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+    finally:
+        os.close(fd)  # also releases the probe's shared lock
+    return None
+
+
+def status_text(cfg: TableConfig) -> str:
+    """Per task: the preparation stage reached and the budget; per (task, row): seeds done / planned, steps, success."""
+    folder = Folder(cfg)
+    steps = Planner(Folder(replace(cfg, phase="all"))).plan()
+    holder = lock_holder(folder.root)
+    lines = [f"cpu-table at {folder.root} ({'running: ' + holder if holder else 'not running'}; log {folder.root / LOG_FILE})", "",
+             "| task | stage reached | next stage | budget |", "|---|---|---|---|"]
+    for task in PAPER_TASKS:
+        prep = [s for s in steps if s.key.startswith(f"{task}: ") and s.argv[:2] != ["-m", "rl.grid"] and not s.blocked]
+        first_open = next((i for i, s in enumerate(prep) if not s.done), len(prep))
+        reached = prep[first_open - 1].key.removeprefix(f"{task}: ") if first_open else "not started"
+        upcoming = prep[first_open].key.removeprefix(f"{task}: ") if first_open < len(prep) else "-"
+        b = folder.budget(task)
+        pilot = ""
+        if task != REACH:
+            done, final = folder.run_steps(pilot_dir(task, "state", cfg.pilot_seed))
+            pilot = f"pilot state at {done:,} steps{'' if final else ' (in progress)'}; " if done else "pilot not started; "
+        lines.append(f"| {task} | {reached} | {upcoming} | {pilot}{b.reason} |")
+    lines += ["", "| task | row | seeds done / planned | steps (min-max) of budget | final success (mean of done seeds) |",
+              "|---|---|---|---|---|"]
+    waves: dict[tuple[str, str], list[Step]] = {}
+    for s in steps:
+        if s.wave:
+            for task in s.wave[0]:
+                for row in s.wave[1]:
+                    waves.setdefault((task, row), []).append(s)
+    for (task, row), mine in waves.items():
+        _, _, seeds, budget = next((s for s in mine if not s.done), mine[-1]).wave
+        runs = [folder.run_steps(table_dir(task, row, k)) for k in seeds]
+        done = [k for k, (n, final) in zip(seeds, runs) if final and n >= budget]
+        success = []
+        for k in done:
+            with contextlib.suppress(json.JSONDecodeError, KeyError):
+                success.append(json.loads((folder.root / table_dir(task, row, k) / "summary.json").read_text())["success_rate"])
+        started = [n for n, _ in runs if n]
+        span = f"{min(started):,}-{max(started):,}" if started else "0"
+        mean = f"{sum(success) / len(success):.2f} ({len(success)} seeds)" if success else "-"
+        lines.append(f"| {task} | {row} | {len(done)}/{len(seeds)} | {span} of {budget:,} | {mean} |")
+    todo = [s for s in Planner(folder).plan() if not s.done]
+    lines += ["", f"next step of phase(s) {','.join(cfg.phases)}: {todo[0].key}" if todo else
+              f"every step of phase(s) {','.join(cfg.phases)} is done", "", estimate_text(cfg, folder)]
+    return "\n".join(lines)
+
+
+# -- running ---------------------------------------------------------------------------------------------
+
+def hold_root(stack: contextlib.ExitStack, root: Path) -> None:
+    """Take the root's lock for this process; a second copy stops with one line and exit status 2."""
+    try:
+        stack.enter_context(exclusive_run_dir(root))
+    except SystemExit as err:
+        fail(str(err.code).removeprefix("error: "))
+
+
+def child_env() -> dict[str, str]:
+    """The steps' environment: this checkout first on the path, headless GL."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(CHECKOUT), env.get("PYTHONPATH", "")) if p)
+    env.setdefault("MUJOCO_GL", "egl")
+    return env
+
+
+def git_line(results: str, what: str) -> str:
+    return f"git add {shlex.quote(results)} && git commit -m {shlex.quote(f'{results}: {what}')}"
+
+
+def run(cfg: TableConfig) -> list[str]:
+    """Run the selected phases' steps in order until every one is done; returns the keys of the steps run."""
+    folder = Folder(cfg)
+    ran: list[str] = []
+    with contextlib.ExitStack() as stack:
+        hold_root(stack, folder.root)
+        folder.check_settings()
+        folder.save()
+        print(estimate_text(cfg, folder), flush=True)
+        while True:
+            folder.record_budgets()
+            todo = [s for s in Planner(folder).plan() if not s.done]
+            if not todo:
+                print(f"cpu-table: every step of phase(s) {','.join(cfg.phases)} is done; `python -m pipeline.report "
+                      f"{cfg.results}` regenerates the table", flush=True)
+                return ran
+            step = todo[0]
+            if step.blocked:
+                raise ValueError(f"{step.key} waits for {step.blocked}, which phase(s) {','.join(cfg.phases)} do not run; "
+                                 "run the phase that decides it first (--phase B), or --phase all")
+            if ran and ran[-1] == step.key:
+                raise RuntimeError(f"{step.key} ran and is still not done (paused, or an output is missing); its output "
+                                   f"is above in {folder.root / LOG_FILE}; `make cpu-table` continues it")
+            print(f"\n[{time.strftime('%H:%M:%S')}] {step.phase} | {step.key}\n  {step.command()}", flush=True)
+            start = time.time()
+            if step.action is not None:
+                step.action()
+            else:
+                code = subprocess.run([sys.executable, *step.argv], cwd=folder.root, env=child_env()).returncode
+                if code:
+                    raise RuntimeError(f"{step.key} failed (exit {code}); its output is above in {folder.root / LOG_FILE}; "
+                                       "rerun `make cpu-table` once fixed: finished steps are skipped, started ones resume")
+            if step.marker:
+                folder.mark(step.key, time.time() - start)
+            ran.append(step.key)
+            print(f"  done in {(time.time() - start) / 60:.1f} min", flush=True)
+            if step.kept:
+                print(f"  to commit: {git_line(cfg.results if step.kept == cfg.results else step.kept, step.key)}", flush=True)
+
+
+def dry_run_text(cfg: TableConfig) -> str:
+    folder = Folder(cfg)
+    steps = Planner(folder).plan()
+    lines = [f"cpu-table dry run, phase(s) {','.join(cfg.phases)}, root {folder.root} (commands run there):"]
+    for s in steps:
+        if not s.done:
+            lines.append(f"[{s.phase}] {s.key}\n    {s.command()}")
+    done = sum(s.done for s in steps)
+    lines += [f"{done} of {len(steps)} steps already done", estimate_text(cfg, folder)]
+    return "\n".join(lines)
+
+
+def background_command(cfg: TableConfig, argv: Sequence[str]) -> list[str]:
+    """The detached run: the same flags without --background, under nohup and nice."""
+    args = [a for a in argv if a != "--background"]
+    return ["nohup", "nice", "-n", str(cfg.nice), sys.executable, "-m", "pipeline.table", *args]
+
+
+def start_background(cfg: TableConfig, argv: Sequence[str]) -> subprocess.Popen:
+    """Start the run detached with its output appended to <root>/table.log; refused while a copy holds the root."""
+    root = Path(cfg.root).resolve()
+    with contextlib.ExitStack() as stack:  # a second copy is refused here, before anything starts
+        hold_root(stack, root)
+    root.mkdir(parents=True, exist_ok=True)
+    log = root / LOG_FILE
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(background_command(cfg, argv), stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True, env=child_env())
+    print(f"cpu-table started in the background (pid {proc.pid}, nice {cfg.nice}); log: {log}\n"
+          f"  tail -f {log}    # follow it\n  make cpu-table-status    # where it stands")
+    return proc
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    cfg = parse_config(TableConfig, argv)
+    try:
+        if cfg.status:
+            print(status_text(cfg))
+        elif cfg.dry_run:
+            print(dry_run_text(cfg))
+        elif cfg.background:
+            start_background(cfg, argv)
+        else:
+            run(cfg)
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        fail(str(err))
+
+
+if __name__ == "__main__":
+    main()
