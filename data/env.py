@@ -193,10 +193,15 @@ class PixelMetaWorld(gym.Env):
         if seed is not None:
             self.seed(seed)
         self._steps = 0
-        mw_obs, _ = self.mw.reset()
-        # reset moves the goal site in the model only; without a forward pass the reset frame would
-        # show the previous episode's goal (derived positions are refreshed; the state is unchanged)
+        self.mw.reset()
+        # Meta-World's reset places goal and objects without refreshing the derived positions it then
+        # reads: the reset frame showed the previous placement (reach: the goal; drawer, faucet: the
+        # object too) and drawer/faucet's state vector was stale. A forward pass refreshes them (qpos
+        # and qvel stay as they are), then the observation is read again as Meta-World's reset builds it.
         mujoco.mj_forward(self.model, self.data)
+        mw_obs = self.mw._get_obs()
+        self.mw._prev_obs = mw_obs[:18].copy()
+        mw_obs[18:36] = self.mw._prev_obs
         return self._observe(mw_obs), {"success": 0.0}
 
     def step(self, action):

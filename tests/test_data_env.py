@@ -100,14 +100,17 @@ def test_vector_env_same_step_autoreset():
         venv.close()
 
 
-def test_reset_frame_shows_this_episodes_goal():
-    """Meta-World's reset moves the goal site in the model only; the reset frame must show the new goal,
-    exactly as it looks after the first step with no motion (the frame is rendered from derived positions)."""
-    env = make_env(task="reach-v3", seed=3)
+@pytest.mark.parametrize("task", ["reach-v3", "drawer-open-v3"])
+def test_reset_shows_and_observes_this_episodes_placement(task):
+    """Meta-World's reset places goal and objects without refreshing the positions it then reads: the reset
+    frame must show this episode's placement and the state must hold it, exactly as after a fresh forward pass."""
+    env = make_env(task=task, seed=3)
     goal = env.model.site("goal").id
-    for _ in range(3):  # from the second reset on, the stale position would be the previous episode's goal
-        first = env.reset()[0]["pixels"]
+    for _ in range(3):  # from the second reset on, stale positions would be the previous episode's
+        obs = env.reset()[0]
         np.testing.assert_allclose(env.data.site_xpos[goal], env.raw_state[-3:], atol=1e-9)
         mujoco.mj_forward(env.model, env.data)
-        np.testing.assert_array_equal(env.render(), first)
+        np.testing.assert_array_equal(env.render(), obs["pixels"])
+        fresh = env.mw._get_obs()
+        np.testing.assert_array_equal(obs["state"][:18], fresh[:18].astype(np.float32))
     env.close()
