@@ -3,7 +3,9 @@
 Layout under the annotations root (default `data/annotations`):
 
     <task>/selection.json            which frames (keys from the shard folder), how they were chosen
-    <task>/frames.npz                those frames' pixels and the shards' oracle clicks (no pickle)
+    <task>/frames.npz                those frames' pixels, the shards' oracle clicks and, where the shards
+                                     have them, the frames' scene states (no pickle)
+    <task>/renders/<quality>-<size>px/<key>.png   the frames re-rendered at the display size (a cache)
     <task>/<annotator>/<key>.json    one annotator's clicks on one frame
     <task>/<annotator>/.lock         flock taken around every read-modify-write
 
@@ -72,6 +74,8 @@ class FrameSet:
     images: np.ndarray  # uint8 [N, H, W, 3]
     oracle_clicks: list[np.ndarray]  # N x float32 [K, 2]
     info: dict[str, Any]
+    scenes: np.ndarray | None = None  # [N] structured scene states (`PixelMetaWorld.scene_state`); None: none stored
+    has_scene: np.ndarray | None = None  # bool [N]: which entries of `scenes` are real
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -200,9 +204,10 @@ def create_or_load_frameset(root: str | Path, task: str, frames_dir: str | Path 
     method = method or "random"
     seed = 0 if seed is None else seed
     try:
-        manifest_task = read_manifest(frames_dir).get("task")
+        manifest = read_manifest(frames_dir)
     except ShardError:
-        manifest_task = None
+        manifest = {}
+    manifest_task = manifest.get("task")
     if manifest_task is not None and manifest_task != task:
         raise AnnotationError(f"{frames_dir} holds frames of task {manifest_task!r}, not {task!r}; pass the right --frames")
     samples, info = select_frames(frames_dir, n, method, seed, allow_incomplete=allow_incomplete)
@@ -214,13 +219,27 @@ def create_or_load_frameset(root: str | Path, task: str, frames_dir: str | Path 
     info = {"format": SELECTION_FORMAT, "task": task, "frames_dir": str(frames_dir), **info,
             "keys": [s["key"] for s in samples], "image_size": list(samples[0]["rgb"].shape[:2]),
             "created": time.time()}
+    arrays = {"images": np.stack([s["rgb"] for s in samples]),
+              "oracle_clicks": np.concatenate(clicks) if offsets[-1] else np.zeros((0, 2), np.float32),
+              "oracle_offsets": offsets, **_scene_arrays(samples)}
+    if "scenes" in arrays:  # how the collection rendered: what a re-render must use besides the size
+        info["render"] = {"camera": manifest.get("camera", "corner"), "render_quality": manifest.get("render_quality", "fast")}
     buf = io.BytesIO()
-    np.savez(buf, images=np.stack([s["rgb"] for s in samples]),
-             oracle_clicks=np.concatenate(clicks) if offsets[-1] else np.zeros((0, 2), np.float32),
-             oracle_offsets=offsets)
+    np.savez(buf, **arrays)
     atomic_write_bytes(tdir / "frames.npz", buf.getvalue())
     atomic_write_json(tdir / "selection.json", info)  # written last: its presence means complete
     return load_frameset(root, task)
+
+
+def _scene_arrays(samples: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """`scenes` [N] and `has_scene` bool [N] when some samples carry a scene state (all of one layout)."""
+    scenes = [s.get("scene") for s in samples]
+    dtypes = {sc.dtype for sc in scenes if sc is not None}
+    if len(dtypes) != 1:
+        return {}  # none (a folder collected before scene states), or a mix no re-render could use
+    dtype = dtypes.pop()
+    return {"scenes": np.stack([np.zeros((), dtype) if sc is None else sc for sc in scenes]),
+            "has_scene": np.array([sc is not None for sc in scenes])}
 
 
 def load_frameset(root: str | Path, task: str) -> FrameSet:
@@ -235,13 +254,15 @@ def load_frameset(root: str | Path, task: str) -> FrameSet:
         info = json.loads(sel_path.read_text())
         with np.load(tdir / "frames.npz", allow_pickle=False) as z:
             images, oc, off = z["images"], z["oracle_clicks"], z["oracle_offsets"]
+            scenes, has_scene = (z["scenes"], z["has_scene"]) if "scenes" in z.files else (None, None)
     except (OSError, ValueError, KeyError) as err:
         raise AnnotationError(f"{tdir}: selection.json or frames.npz is unreadable ({err}); move the task folder away and re-create it") from err
     keys = info.get("keys", [])
-    if info.get("format") != SELECTION_FORMAT or len(keys) != len(images) or len(off) != len(keys) + 1:
+    scenes_fit = scenes is None or len(scenes) == len(has_scene) == len(keys)
+    if info.get("format") != SELECTION_FORMAT or len(keys) != len(images) or len(off) != len(keys) + 1 or not scenes_fit:
         raise AnnotationError(f"{sel_path} does not match {tdir / 'frames.npz'}; move the task folder away and re-create it")
     clicks = [oc[off[i]:off[i + 1]] for i in range(len(keys))]
-    return FrameSet(task=task, keys=list(keys), images=images, oracle_clicks=clicks, info=info)
+    return FrameSet(task=task, keys=list(keys), images=images, oracle_clicks=clicks, info=info, scenes=scenes, has_scene=has_scene)
 
 
 # -- per-frame click files ------------------------------------------------------------------------
