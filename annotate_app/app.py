@@ -27,9 +27,11 @@ from PIL import Image
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before gradio is imported: it reads this at import
 import gradio as gr  # noqa: E402
 
+from annotate_app.guard import MAX_BODY, RequestGuard, is_ip
 from annotate_app.render import DisplayFrames, display_frames, enlarge, task_line
 from annotate_app.store import (
     IDLE_CAP_S,
+    MAX_CLICKS,
     ORACLE,
     SELECT_METHODS,
     AnnotationError,
@@ -117,7 +119,8 @@ class AppConfig:
     out: str = field(default="data/annotations", metadata={"help": "annotations root folder"})
     host: str = field(default="127.0.0.1", metadata={"help": "address to bind; any non-loopback address (0.0.0.0: every interface) needs --auth or --open-to-network"})
     port: int = field(default=7860, metadata={"help": "port to serve on"})
-    auth: str = field(default="", metadata={"help": "user:password required to open the page and its API"})
+    auth: str = field(default="", metadata={"help": "user:password required to open the page and its API (wrong passwords make the address wait: 1 s, doubling, up to 5 min)"})
+    allowed_hosts: str = field(default="", metadata={"help": "comma-separated host names the page may be opened under besides IP addresses, localhost and --host (e.g. annotate.lab.example); other Host headers get 403 (DNS rebinding)"})
     open_to_network: bool = field(default=False, metadata={"help": "serve a non-loopback --host without --auth: anyone who can reach the port may read the frames and add clicks"})
     allow_incomplete: bool = field(default=False, metadata={"help": ALLOW_INCOMPLETE_HELP})
     display_size: int = field(default=512, metadata={"help": "frames are shown at about this many pixels (the largest multiple of the frame size not above it): re-rendered from their scene states, else enlarged"})
@@ -191,13 +194,28 @@ class Annotator:
         if any(img.shape != (self.disp_h, self.disp_w, 3) for img in display.images):
             raise ValueError(f"display frames must all be {self.disp_h}x{self.disp_w} pixels")
         self.display = display
+        self._maps: dict[int, tuple[tuple, np.ndarray, np.ndarray, np.ndarray]] = {}  # see maps()
 
     # drawing ----------------------------------------------------------------------------------
-    def draw(self, index: int, clicks: np.ndarray, overlay: bool) -> np.ndarray:
+    def maps(self, index: int, rec: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A record's clicks [K, 2], overlay map [Hd/q, Wd/q] and exported-size map [H, W], kept per
+        frame until its clicks change (a refused or repeated view of a frame draws without recomputing)."""
+        key = (rec["revision"], rec["updated"], len(rec["clicks"]))
+        hit = self._maps.get(index)
+        if hit is None or hit[0] != key:
+            clicks = click_array(rec)
+            hit = (key, clicks, clicks_to_map(clicks, self.disp_h // self.q, self.disp_w // self.q),
+                   clicks_to_map(clicks, self.frames.height, self.frames.width))
+            self._maps[index] = hit
+        return hit[1], hit[2], hit[3]
+
+    def draw(self, index: int, clicks: np.ndarray, overlay: bool, m: np.ndarray | None = None) -> np.ndarray:
+        """The frame with the heat overlay (map `m` [Hd/q, Wd/q], computed if not given) and click markers."""
         out = self.display.images[index].copy()  # uint8 [Hd, Wd, 3]
         if overlay and len(clicks):
             q = self.q
-            m = clicks_to_map(clicks, self.disp_h // q, self.disp_w // q)  # [Hd/q, Wd/q]
+            if m is None:
+                m = clicks_to_map(clicks, self.disp_h // q, self.disp_w // q)  # [Hd/q, Wd/q]
             heat = np.take(self._lut, np.round(m * 255).astype(np.uint8), axis=0)  # [Hd/q, Wd/q, 3]
             alpha = (0.65 * np.sqrt(m))[..., None]  # [Hd/q, Wd/q, 1]
             rows, cols = np.nonzero(alpha[..., 0] > 0.5 / 255)  # blend only the cells the map reaches
@@ -207,7 +225,8 @@ class Annotator:
                 keep = enlarge(1.0 - alpha[r0:r1, c0:c1], q)  # [hq*q, wq*q, 1]
                 box = out[r0 * q:r1 * q, c0 * q:c1 * q]
                 box[:] = (box * keep + tint).astype(np.uint8)
-        for x, y in clicks:  # a hollow 7x7 marker (dark, then white ring) with a dark centre pixel
+        for x, y in clicks[-MAX_CLICKS:]:  # a hollow 7x7 marker (dark, then white ring) with a dark centre pixel; the newest
+            # MAX_CLICKS only: a frame holds no more unless its file was edited by hand, and they would cover it all
             cx, cy = min(int(x * self.disp_w), self.disp_w - 1), min(int(y * self.disp_h), self.disp_h - 1)
             for r, colour in ((3, 20), (2, 255)):
                 y0, y1, x0, x1 = max(cy - r, 0), min(cy + r + 1, self.disp_h), max(cx - r, 0), min(cx + r + 1, self.disp_w)
@@ -217,9 +236,10 @@ class Annotator:
             out[cy, cx] = 20
         return out
 
-    def draw_map(self, clicks: np.ndarray) -> np.ndarray:
+    def draw_map(self, clicks: np.ndarray, m: np.ndarray | None = None) -> np.ndarray:
         """The saliency map the clicks build at the stored frame size (what export writes), coloured."""
-        m = clicks_to_map(clicks, self.frames.height, self.frames.width)  # [H, W]
+        if m is None:
+            m = clicks_to_map(clicks, self.frames.height, self.frames.width)  # [H, W]
         return enlarge(np.take(self._lut, np.round(m * 255).astype(np.uint8), axis=0).astype(np.uint8), self.map_scale)
 
     def status(self, index: int, rec: dict[str, Any], message: str = "") -> str:
@@ -244,8 +264,8 @@ class Annotator:
         if rec is None:
             rec = self.store.read(index)
         state["seen"] = [c["id"] for c in rec["clicks"]]
-        clicks = click_array(rec)
-        return self.draw(index, clicks, overlay), self.draw_map(clicks), self.status(index, rec, message), state
+        clicks, overlay_map, frame_map = self.maps(index, rec)
+        return self.draw(index, clicks, overlay, overlay_map), self.draw_map(clicks, frame_map), self.status(index, rec, message), state
 
     # time ---------------------------------------------------------------------------------------
     @staticmethod
@@ -411,8 +431,20 @@ def build_app(store: AnnotatorStore, display_size: int = 512, display: DisplayFr
     return demo
 
 
-def launch_kwargs() -> dict[str, Any]:
-    return {"head": HEAD_JS, "css": CSS, "theme": gr.themes.Soft()}
+def launch_kwargs(allowed_hosts: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Page assets and the request guard (Host check, body cap, login throttle: `annotate_app.guard`)."""
+    from starlette.middleware import Middleware
+
+    return {"head": HEAD_JS, "css": CSS, "theme": gr.themes.Soft(), "max_file_size": MAX_BODY,
+            "app_kwargs": {"middleware": [Middleware(RequestGuard, allowed_hosts=allowed_hosts)]}}
+
+
+def allowed_host_names(cfg: AppConfig) -> tuple[str, ...]:
+    """--allowed-hosts, plus --host when it is a name rather than an address."""
+    names = [h.strip().lower() for h in cfg.allowed_hosts.split(",") if h.strip()]
+    if not is_ip(cfg.host.strip("[]")):
+        names.append(cfg.host.lower())
+    return tuple(names)
 
 
 def port_in_use(host: str, port: int) -> bool:
@@ -466,7 +498,7 @@ def main(argv=None) -> None:
     try:
         demo.queue(default_concurrency_limit=1).launch(
             server_name=cfg.host, server_port=cfg.port, auth=auth, show_error=True, quiet=True,
-            footer_links=[], **launch_kwargs())
+            footer_links=[], **launch_kwargs(allowed_host_names(cfg)))
     except OSError as err:
         sys.exit(f"error: cannot serve on {cfg.host}:{cfg.port} ({err}); pass --port with a free port or a valid --host")
 
