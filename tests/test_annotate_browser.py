@@ -73,6 +73,9 @@ def test_clicks_land_on_the_clicked_pixels_and_export(env):
     ap = open_page(env)
     assert "Frame 1 of 5" in ap.status() and ap.clicks_shown() == 0
     assert "next unannotated" in ap.page.content()  # the shortcut list is on the page
+    # synthetic frames have no scene states: shown enlarged, and said once (terminal and page header)
+    assert "stores no scene states" in ap.page.locator("#task-header").inner_text()
+    assert env["log"].read_text().count("stores no scene states") == 1
     ap.click_pixel(10, 20)
     rec = saved(env, 0)
     assert len(rec["clicks"]) == 1 and near(pixels(rec)[0], (10, 20))
