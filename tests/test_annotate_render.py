@@ -149,3 +149,13 @@ def test_the_page_names_the_task_in_one_line():
     assert task_line("pick-place-v3") == "pick place: the gripper must pick place (Meta-World task pick-place-v3)"
     assert "\n" not in task_line("door-open-v3")
 
+
+
+def test_render_quality_flag_is_checked(capsys):
+    from annotate_app.app import AppConfig
+    from common.cli import parse_config
+
+    assert parse_config(AppConfig, ["--annotator", "a", "--render-quality", "default"]).render_quality == "default"
+    with pytest.raises(SystemExit):
+        parse_config(AppConfig, ["--annotator", "a", "--render-quality", "ultra"])
+    assert "--render-quality must be one of fast, default" in capsys.readouterr().err

@@ -254,3 +254,14 @@ def test_a_huge_click_file_no_longer_slows_every_click(store, monkeypatch):
     state["index"] = 0
     _, _, status, _ = ann.click(state, True, 5.0, 5.0)
     assert f"at most {MAX_CLICKS}" in status and store.path(0).stat().st_mtime_ns == before.st_mtime_ns
+
+
+def test_allowed_host_names_add_a_named_host_and_ips_need_none():
+    from annotate_app.app import allowed_host_names
+    from annotate_app.guard import host_name
+
+    cfg = parse_config(AppConfig, ["--annotator", "a", "--host", "Lab-PC.example", "--auth", "u:p",
+                                   "--allowed-hosts", "annotate.example, other"])
+    assert allowed_host_names(cfg) == ("annotate.example", "other", "lab-pc.example")
+    assert allowed_host_names(parse_config(AppConfig, ["--annotator", "a"])) == ()
+    assert [host_name(h) for h in ("[::1]:7860", "Example.org:80", "10.0.0.2", "::1")] == ["::1", "example.org", "10.0.0.2", "::1"]
