@@ -6,4 +6,6 @@
 - `python -m annotate_app.agreement`  CC/NSS/SIM/KLD/AUC between annotators and with the oracle
 - `common.map_metrics`              the saliency-benchmark metrics (also used by `saliency`)
 - `annotate_app.store`                names, frame selection and the per-frame click files
+- `annotate_app.render`               frames re-rendered at the display size from their scene states
+- `annotate_app.guard`                Host check, request-body cap and login throttle in front of the page
 """

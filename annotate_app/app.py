@@ -2,14 +2,19 @@
 
 `python -m annotate_app --task reach-v3 --frames data/shards/reach-v3 --annotator alice`
 
+Each frame is shown re-rendered at the display size from its stored scene state (see
+`annotate_app.render`), beside the saliency map its clicks build; the page says the task in one line.
+
 The page binds to 127.0.0.1. Any other address needs `--auth user:password`, or `--open-to-network`
 to say explicitly that anyone who can reach the port may open the page and its API. Gradio's
 analytics are off.
 """
 import ipaddress
+import itertools
 import os
 import socket
 import sys
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -17,22 +22,28 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before gradio is imported: it reads this at import
 import gradio as gr  # noqa: E402
 
+from annotate_app.guard import MAX_BODY, RequestGuard, is_ip
+from annotate_app.render import DisplayFrames, display_frames, enlarge, task_line
 from annotate_app.store import (
     IDLE_CAP_S,
+    MAX_CLICKS,
     ORACLE,
     SELECT_METHODS,
     AnnotationError,
     AnnotatorStore,
     FrameSet,
     check_name,
+    click_array,
     create_or_load_frameset,
 )
 from common.cli import parse_config
 from data.clicks import clicks_to_map
+from data.env import RENDER_QUALITIES
 from data.shards import ALLOW_INCOMPLETE_HELP
 
 SHORTCUTS = (("z", "undo last click", "btn-undo"), ("c", "clear frame", "btn-clear"),
@@ -88,7 +99,8 @@ HEAD_JS = """
 
 CSS = """
 #frame-view img { image-rendering: pixelated; cursor: crosshair; }
-#frame-view .icon-button-wrapper { display: none !important; }
+#map-view img { image-rendering: pixelated; }
+#frame-view .icon-button-wrapper, #map-view .icon-button-wrapper { display: none !important; }
 #status { font-size: 1.05rem; }
 .shortcut-table td, .shortcut-table th { padding: 2px 10px; }
 """
@@ -107,10 +119,12 @@ class AppConfig:
     out: str = field(default="data/annotations", metadata={"help": "annotations root folder"})
     host: str = field(default="127.0.0.1", metadata={"help": "address to bind; any non-loopback address (0.0.0.0: every interface) needs --auth or --open-to-network"})
     port: int = field(default=7860, metadata={"help": "port to serve on"})
-    auth: str = field(default="", metadata={"help": "user:password required to open the page and its API"})
+    auth: str = field(default="", metadata={"help": "user:password required to open the page and its API (wrong passwords make the address wait: 1 s, doubling, up to 5 min)"})
+    allowed_hosts: str = field(default="", metadata={"help": "comma-separated host names the page may be opened under besides IP addresses, localhost and --host (e.g. annotate.lab.example); other Host headers get 403 (DNS rebinding)"})
     open_to_network: bool = field(default=False, metadata={"help": "serve a non-loopback --host without --auth: anyone who can reach the port may read the frames and add clicks"})
     allow_incomplete: bool = field(default=False, metadata={"help": ALLOW_INCOMPLETE_HELP})
-    display_size: int = field(default=512, metadata={"help": "frames are enlarged (nearest neighbour) to about this many pixels"})
+    display_size: int = field(default=512, metadata={"help": "frames are shown at about this many pixels (the largest multiple of the frame size not above it): re-rendered from their scene states, else enlarged"})
+    render_quality: str | None = field(default=None, metadata={"help": f"quality of the re-rendered frames: {' or '.join(RENDER_QUALITIES)} (MuJoCo's shadows, reflections, multisampling); default: the collection's"})
 
     def validate(self) -> "AppConfig":
         if not self.annotator:
@@ -136,6 +150,8 @@ class AppConfig:
             raise ValueError(f"--port must be in 1..65535, got {self.port}")
         if not 64 <= self.display_size <= 2048:
             raise ValueError(f"--display-size must be in [64, 2048], got {self.display_size}")
+        if self.render_quality is not None and self.render_quality not in RENDER_QUALITIES:
+            raise ValueError(f"--render-quality must be one of {', '.join(RENDER_QUALITIES)}, got {self.render_quality!r}")
         return self
 
 
@@ -155,38 +171,76 @@ def _heat_lut() -> np.ndarray:
     return (colormaps["jet"](np.linspace(0.0, 1.0, 256))[:, :3] * 255).astype(np.float32)  # [256, 3]
 
 
-class Annotator:
-    """Server-side logic of the page; every handler returns (image, status, session state)."""
+def display_scale(frames: FrameSet, display_size: int) -> int:
+    """The integer factor from the stored frame size to the display size (at least 1)."""
+    return max(1, display_size // max(frames.height, frames.width))
 
-    def __init__(self, store: AnnotatorStore, display_size: int = 512):
+
+class Annotator:
+    """Server-side logic of the page; every handler returns (frame picture, map picture, status, session state)."""
+
+    def __init__(self, store: AnnotatorStore, display_size: int = 512, display: DisplayFrames | None = None):
         self.store = store
         self.frames: FrameSet = store.frames
         h, w = self.frames.height, self.frames.width
-        self.scale = max(1, display_size // max(h, w))  # integer factor: every frame pixel is a block
+        self.scale = display_scale(self.frames, display_size)
         self.disp_h, self.disp_w = h * self.scale, w * self.scale
-        # pictures are composed at 1/q of the display size and enlarged q times at the end: a frame
-        # pixel is a (scale x scale) block, the heat map has (q x q) cells, ~q^2 times less work
-        self.q = next(q for q in (4, 2, 1) if self.scale % q == 0)
+        # the heat overlay is computed in (q x q) cells and enlarged: ~q^2 times less work
+        self.q = next(q for q in (4, 2, 1) if self.disp_h % q == 0 and self.disp_w % q == 0)
+        self.map_scale = max(1, self.scale // 2)  # the map panel: half the frame's display size
         self._lut = _heat_lut()
-        self._small = [np.repeat(np.repeat(img, self.scale // self.q, 0), self.scale // self.q, 1).astype(np.float32)
-                       for img in self.frames.images]  # N x [Hd/q, Wd/q, 3]
+        if display is None:  # no re-rendering asked: the stored frames enlarged
+            display = DisplayFrames([enlarge(img, self.scale) for img in self.frames.images], [False] * len(self.frames))
+        if any(img.shape != (self.disp_h, self.disp_w, 3) for img in display.images):
+            raise ValueError(f"display frames must all be {self.disp_h}x{self.disp_w} pixels")
+        self.display = display
+        self._maps: dict[int, tuple[tuple, np.ndarray, np.ndarray, np.ndarray]] = {}  # see maps()
 
     # drawing ----------------------------------------------------------------------------------
-    def draw(self, index: int, clicks: np.ndarray, overlay: bool) -> np.ndarray:
-        img = self._small[index]  # [Hd/q, Wd/q, 3] float32
+    def maps(self, index: int, rec: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A record's clicks [K, 2], overlay map [Hd/q, Wd/q] and exported-size map [H, W], kept per
+        frame until its clicks change (a refused or repeated view of a frame draws without recomputing)."""
+        key = (rec["revision"], rec["updated"], len(rec["clicks"]))
+        hit = self._maps.get(index)
+        if hit is None or hit[0] != key:
+            clicks = click_array(rec)
+            hit = (key, clicks, clicks_to_map(clicks, self.disp_h // self.q, self.disp_w // self.q),
+                   clicks_to_map(clicks, self.frames.height, self.frames.width))
+            self._maps[index] = hit
+        return hit[1], hit[2], hit[3]
+
+    def draw(self, index: int, clicks: np.ndarray, overlay: bool, m: np.ndarray | None = None) -> np.ndarray:
+        """The frame with the heat overlay (map `m` [Hd/q, Wd/q], computed if not given) and click markers."""
+        out = self.display.images[index].copy()  # uint8 [Hd, Wd, 3]
         if overlay and len(clicks):
-            m = clicks_to_map(clicks, img.shape[0], img.shape[1])  # [Hd/q, Wd/q]
+            q = self.q
+            if m is None:
+                m = clicks_to_map(clicks, self.disp_h // q, self.disp_w // q)  # [Hd/q, Wd/q]
             heat = np.take(self._lut, np.round(m * 255).astype(np.uint8), axis=0)  # [Hd/q, Wd/q, 3]
-            alpha = (0.65 * np.sqrt(m))[..., None]
-            img = img * (1 - alpha) + heat * alpha
-        q = self.q
-        out = np.repeat(np.repeat(img.astype(np.uint8), q, 0), q, 1)  # [Hd, Wd, 3]
-        for x, y in clicks:  # a small white-ringed dark dot at each click
-            cx, cy = int(x * self.disp_w), int(y * self.disp_h)
-            y0, y1, x0, x1 = max(cy - 3, 0), min(cy + 4, self.disp_h), max(cx - 3, 0), min(cx + 4, self.disp_w)
-            out[y0:y1, x0:x1] = 255
-            out[max(cy - 1, 0):cy + 2, max(cx - 1, 0):cx + 2] = (20, 20, 20)
+            alpha = (0.65 * np.sqrt(m))[..., None]  # [Hd/q, Wd/q, 1]
+            rows, cols = np.nonzero(alpha[..., 0] > 0.5 / 255)  # blend only the cells the map reaches
+            if len(rows):
+                r0, r1, c0, c1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+                tint = enlarge(heat[r0:r1, c0:c1] * alpha[r0:r1, c0:c1], q)  # [hq*q, wq*q, 3]
+                keep = enlarge(1.0 - alpha[r0:r1, c0:c1], q)  # [hq*q, wq*q, 1]
+                box = out[r0 * q:r1 * q, c0 * q:c1 * q]
+                box[:] = (box * keep + tint).astype(np.uint8)
+        for x, y in clicks[-MAX_CLICKS:]:  # a hollow 7x7 marker (dark, then white ring) with a dark centre pixel; the newest
+            # MAX_CLICKS only: a frame holds no more unless its file was edited by hand, and they would cover it all
+            cx, cy = min(int(x * self.disp_w), self.disp_w - 1), min(int(y * self.disp_h), self.disp_h - 1)
+            for r, colour in ((3, 20), (2, 255)):
+                y0, y1, x0, x1 = max(cy - r, 0), min(cy + r + 1, self.disp_h), max(cx - r, 0), min(cx + r + 1, self.disp_w)
+                inner = out[y0 + 1:y1 - 1, x0 + 1:x1 - 1].copy()
+                out[y0:y1, x0:x1] = colour
+                out[y0 + 1:y1 - 1, x0 + 1:x1 - 1] = inner  # keep what lies inside the ring visible
+            out[cy, cx] = 20
         return out
+
+    def draw_map(self, clicks: np.ndarray, m: np.ndarray | None = None) -> np.ndarray:
+        """The saliency map the clicks build at the stored frame size (what export writes), coloured."""
+        if m is None:
+            m = clicks_to_map(clicks, self.frames.height, self.frames.width)  # [H, W]
+        return enlarge(np.take(self._lut, np.round(m * 255).astype(np.uint8), axis=0).astype(np.uint8), self.map_scale)
 
     def status(self, index: int, rec: dict[str, Any], message: str = "") -> str:
         flags = self.store.done_flags()
@@ -210,8 +264,8 @@ class Annotator:
         if rec is None:
             rec = self.store.read(index)
         state["seen"] = [c["id"] for c in rec["clicks"]]
-        clicks = np.array([[c["x"], c["y"]] for c in rec["clicks"]], np.float32).reshape(-1, 2)
-        return self.draw(index, clicks, overlay), self.status(index, rec, message), state
+        clicks, overlay_map, frame_map = self.maps(index, rec)
+        return self.draw(index, clicks, overlay, overlay_map), self.draw_map(clicks, frame_map), self.status(index, rec, message), state
 
     # time ---------------------------------------------------------------------------------------
     @staticmethod
@@ -238,8 +292,9 @@ class Annotator:
             try:
                 return self.view(state, overlay, f"**Not saved:** {err}")
             except AnnotationError:
-                blank = self.draw(state["index"], np.zeros((0, 2), np.float32), False)
-                return blank, f"### Frame {state['index'] + 1} of {len(self.frames)}\n\n> **Error:** {err}", state
+                none = np.zeros((0, 2), np.float32)
+                return (self.draw(state["index"], none, False), self.draw_map(none),
+                        f"### Frame {state['index'] + 1} of {len(self.frames)}\n\n> **Error:** {err}", state)
         if isinstance(result, tuple):
             rec, message = result
             return self.view(state, overlay, message, rec)
@@ -286,24 +341,62 @@ class Annotator:
         return self._safe(state, overlay, lambda: "")
 
 
+class PictureFiles:
+    """Frame pictures handed to Gradio as files we encode ourselves, JPEG at quality 95 without chroma
+    subsampling (visually lossless): 2 ms and ~70 kB for a sharp 512-px render, where PNG takes
+    15-75 ms (its row filters dominate) and ~180 kB, too slow for a click round trip under 150 ms.
+    Gradio copies each file into its cache at once, so only the last few are kept here."""
+
+    KEEP = 64
+
+    def __init__(self):
+        self._dir = tempfile.TemporaryDirectory(prefix="visarl-annotate-")
+        self._count = itertools.count()
+
+    def __call__(self, img: np.ndarray) -> str:
+        n = next(self._count)  # atomic under the GIL: concurrent handlers get distinct files
+        path = Path(self._dir.name) / f"{n:09d}.jpg"
+        Image.fromarray(img).save(path, format="JPEG", quality=95, subsampling=0)  # a transient copy for Gradio, not saved data
+        (Path(self._dir.name) / f"{n - self.KEEP:09d}.jpg").unlink(missing_ok=True)
+        return str(path)
+
+
 def shortcut_markdown() -> str:
     rows = "\n".join(f"| <kbd>{'←' if k == 'ArrowLeft' else '→' if k == 'ArrowRight' else k}</kbd> | {what} |" for k, what, _ in SHORTCUTS)
     return "**Keyboard shortcuts**\n\n| key | action |\n|---|---|\n" + rows
 
 
-def build_app(store: AnnotatorStore, display_size: int = 512):
+def frames_line(ann: Annotator, quality: str | None) -> str:
+    """One line on what the pictures are: re-renders (size, quality) or enlarged stored frames (and why)."""
+    n, shown = len(ann.frames), sum(ann.display.rendered)
+    h = ann.frames.height
+    if shown == n:
+        return (f"Frames re-rendered at {ann.disp_w} px from the simulator state of each {h}-px frame "
+                f"({quality} rendering); clicks are saved as fractions of the picture.")
+    return f"**Note:** {ann.display.note}."
+
+
+def build_app(store: AnnotatorStore, display_size: int = 512, display: DisplayFrames | None = None,
+              quality: str | None = None):
     """The Gradio Blocks page for one annotator's store (launch with `launch_kwargs()`)."""
-    ann = Annotator(store, display_size)
+    ann = Annotator(store, display_size, display)
     title = f"Saliency annotation · {store.task} · {store.annotator}"
     with gr.Blocks(title=title, analytics_enabled=False) as demo:
         state = gr.State({})
         gr.Markdown(f"## {title}\n"
+                    f"**Task:** {task_line(store.task)}\n\n"
                     "Click every pixel that matters for solving the task (the arm, the object, the goal...). "
-                    "Each click adds a Gaussian to this frame's saliency map and is saved immediately.")
+                    "Each click adds a Gaussian to this frame's saliency map and is saved immediately. "
+                    + frames_line(ann, quality), elem_id="task-header")
         with gr.Row(equal_height=False):
             with gr.Column(scale=0, min_width=ann.disp_w):
-                image = gr.Image(value=None, interactive=False, show_label=False, buttons=[], format="png",
+                image = gr.Image(value=None, interactive=False, show_label=False, buttons=[], format="jpeg",
                                  elem_id="frame-view", height=ann.disp_h, width=ann.disp_w, container=False)
+            map_h, map_w = ann.frames.height * ann.map_scale, ann.frames.width * ann.map_scale
+            with gr.Column(scale=0, min_width=map_w):
+                gr.Markdown(f"**Saliency map of this frame** ({ann.frames.height}x{ann.frames.width}, as exported)")
+                heat = gr.Image(value=None, interactive=False, show_label=False, buttons=[], format="png",
+                                elem_id="map-view", height=map_h, width=map_w, container=False)
             with gr.Column(scale=1, min_width=300):
                 status = gr.Markdown(elem_id="status")
                 with gr.Row():
@@ -315,27 +408,43 @@ def build_app(store: AnnotatorStore, display_size: int = 512):
                 nxt_un = gr.Button("Next unannotated (n)", elem_id="btn-next-un", variant="primary")
                 overlay = gr.Checkbox(value=True, label="Show heat overlay (h)", elem_id="chk-overlay")
                 gr.Markdown(shortcut_markdown(), elem_classes=["shortcut-table"])
-        outs = [image, status, state]
+        outs = [image, heat, status, state]
         common = dict(outputs=outs, show_progress="hidden", trigger_mode="multiple",
                       concurrency_id="annotate", concurrency_limit=1)
+        files = PictureFiles()
+
+        def served(result):  # (frame, map, status, state) with the frame as a file we encoded
+            return (files(result[0]), *result[1:])
 
         def on_select(st, ov, evt: gr.SelectData):
             x, y = evt.index
-            return ann.click(st, ov, float(x), float(y))
+            return served(ann.click(st, ov, float(x), float(y)))
 
         image.select(on_select, inputs=[state, overlay], api_name="click", **common)
-        undo.click(ann.undo, inputs=[state, overlay], api_name="undo", **common)
-        clear.click(ann.clear, inputs=[state, overlay], api_name="clear", **common)
-        prev.click(lambda st, ov: ann.goto(st, ov, "prev"), inputs=[state, overlay], api_name="prev", **common)
-        nxt.click(lambda st, ov: ann.goto(st, ov, "next"), inputs=[state, overlay], api_name="next", **common)
-        nxt_un.click(lambda st, ov: ann.goto(st, ov, "unfinished"), inputs=[state, overlay], api_name="next_unannotated", **common)
-        overlay.change(ann.toggle, inputs=[state, overlay], api_name="overlay", **common)
-        demo.load(lambda ov: ann.new_session(ov), inputs=[overlay], outputs=outs, show_progress="hidden")
+        undo.click(lambda st, ov: served(ann.undo(st, ov)), inputs=[state, overlay], api_name="undo", **common)
+        clear.click(lambda st, ov: served(ann.clear(st, ov)), inputs=[state, overlay], api_name="clear", **common)
+        prev.click(lambda st, ov: served(ann.goto(st, ov, "prev")), inputs=[state, overlay], api_name="prev", **common)
+        nxt.click(lambda st, ov: served(ann.goto(st, ov, "next")), inputs=[state, overlay], api_name="next", **common)
+        nxt_un.click(lambda st, ov: served(ann.goto(st, ov, "unfinished")), inputs=[state, overlay], api_name="next_unannotated", **common)
+        overlay.change(lambda st, ov: served(ann.toggle(st, ov)), inputs=[state, overlay], api_name="overlay", **common)
+        demo.load(lambda ov: served(ann.new_session(ov)), inputs=[overlay], outputs=outs, show_progress="hidden")
     return demo
 
 
-def launch_kwargs() -> dict[str, Any]:
-    return {"head": HEAD_JS, "css": CSS, "theme": gr.themes.Soft()}
+def launch_kwargs(allowed_hosts: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Page assets and the request guard (Host check, body cap, login throttle: `annotate_app.guard`)."""
+    from starlette.middleware import Middleware
+
+    return {"head": HEAD_JS, "css": CSS, "theme": gr.themes.Soft(), "max_file_size": MAX_BODY,
+            "app_kwargs": {"middleware": [Middleware(RequestGuard, allowed_hosts=allowed_hosts)]}}
+
+
+def allowed_host_names(cfg: AppConfig) -> tuple[str, ...]:
+    """--allowed-hosts, plus --host when it is a name rather than an address."""
+    names = [h.strip().lower() for h in cfg.allowed_hosts.split(",") if h.strip()]
+    if not is_ip(cfg.host.strip("[]")):
+        names.append(cfg.host.lower())
+    return tuple(names)
 
 
 def port_in_use(host: str, port: int) -> bool:
@@ -370,7 +479,14 @@ def main(argv=None) -> None:
     if port_in_use(cfg.host, cfg.port):
         sys.exit(f"error: port {cfg.port} on {cfg.host} is already in use (another annotation server?); "
                  "pass --port with a free port")
-    demo = build_app(store, cfg.display_size)
+    frames = store.frames
+    scale = display_scale(frames, cfg.display_size)
+    quality = cfg.render_quality or (frames.info.get("render") or {}).get("render_quality")
+    print(f"Preparing {len(frames)} frames at {frames.height * scale} px ...", flush=True)
+    display = display_frames(frames, cfg.out, scale, quality)
+    if display.note:  # said once, here and in the page header
+        print(f"note: {display.note}", file=sys.stderr, flush=True)
+    demo = build_app(store, cfg.display_size, display, quality)
     auth = tuple(cfg.auth.split(":", 1)) if cfg.auth else None
     done = sum(r["done"] for r in store.records())
     print(f"Annotating {len(store.frames)} frames of {cfg.task} as {cfg.annotator} ({done} done); "
@@ -382,7 +498,7 @@ def main(argv=None) -> None:
     try:
         demo.queue(default_concurrency_limit=1).launch(
             server_name=cfg.host, server_port=cfg.port, auth=auth, show_error=True, quiet=True,
-            footer_links=[], **launch_kwargs())
+            footer_links=[], **launch_kwargs(allowed_host_names(cfg)))
     except OSError as err:
         sys.exit(f"error: cannot serve on {cfg.host}:{cfg.port} ({err}); pass --port with a free port or a valid --host")
 

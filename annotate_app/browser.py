@@ -74,11 +74,14 @@ class AnnotationPage:
         return int(re.search(r"Frame (\d+) of", self.status()).group(1))
 
     def click_pixel(self, col: int, row: int, wait: bool = True) -> None:
-        """Click the centre of frame pixel (col, row) on the enlarged image."""
+        """Click the centre of stored-frame pixel (col, row) on the displayed picture."""
+        self.click_fraction((col + 0.5) / self.frame_size, (row + 0.5) / self.frame_size, wait)
+
+    def click_fraction(self, x: float, y: float, wait: bool = True) -> None:
+        """Click the picture at normalised (x, y), as a click's saved coordinates."""
         box = self.image.bounding_box()
-        scale = box["width"] / self.frame_size
         before = self.clicks_shown()
-        self.page.mouse.click(box["x"] + (col + 0.5) * scale, box["y"] + (row + 0.5) * box["height"] / self.frame_size)
+        self.page.mouse.click(box["x"] + x * box["width"], box["y"] + y * box["height"])
         if wait:  # until the saved count grows (another session's clicks may arrive with ours)
             self.page.wait_for_function(
                 "n => { const m = /Clicks on this frame:\\s*(\\d+)/.exec(document.querySelector('#status').innerText);"

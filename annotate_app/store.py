@@ -3,7 +3,9 @@
 Layout under the annotations root (default `data/annotations`):
 
     <task>/selection.json            which frames (keys from the shard folder), how they were chosen
-    <task>/frames.npz                those frames' pixels and the shards' oracle clicks (no pickle)
+    <task>/frames.npz                those frames' pixels, the shards' oracle clicks and, where the shards
+                                     have them, the frames' scene states (no pickle)
+    <task>/renders/<quality>-<size>px/<key>.png   the frames re-rendered at the display size (a cache)
     <task>/<annotator>/<key>.json    one annotator's clicks on one frame
     <task>/<annotator>/.lock         flock taken around every read-modify-write
 
@@ -13,10 +15,14 @@ A frame file holds `clicks` (x, y normalised to [0, 1], unix time `t`, unique `i
 and a `revision` counter. Every change re-reads the file under the lock, applies one operation
 and writes it back atomically (temp + rename), so two browser sessions on the same files merge
 instead of overwriting each other, and a SIGKILL at any moment leaves the old or the new file.
+A file is parsed again only when it changed: views trust its size, mtime and inode (a handler costs
+one stat per frame, not one read), changes compare its bytes' hash under the lock (so a write by
+another process is never missed); a frame takes at most MAX_CLICKS clicks.
 """
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import io
 import json
 import math
@@ -39,6 +45,7 @@ ORACLE = "oracle"
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 IDLE_CAP_S = 120.0  # longer pauses between actions on a frame are not counted as work on it
 SELECT_METHODS = ("random", "diverse")
+MAX_CLICKS = 1000  # per frame; the paper's annotators clicked 25 +- 5.8 times
 
 
 class AnnotationError(RuntimeError):
@@ -72,6 +79,8 @@ class FrameSet:
     images: np.ndarray  # uint8 [N, H, W, 3]
     oracle_clicks: list[np.ndarray]  # N x float32 [K, 2]
     info: dict[str, Any]
+    scenes: np.ndarray | None = None  # [N] structured scene states (`PixelMetaWorld.scene_state`); None: none stored
+    has_scene: np.ndarray | None = None  # bool [N]: which entries of `scenes` are real
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -200,9 +209,10 @@ def create_or_load_frameset(root: str | Path, task: str, frames_dir: str | Path 
     method = method or "random"
     seed = 0 if seed is None else seed
     try:
-        manifest_task = read_manifest(frames_dir).get("task")
+        manifest = read_manifest(frames_dir)
     except ShardError:
-        manifest_task = None
+        manifest = {}
+    manifest_task = manifest.get("task")
     if manifest_task is not None and manifest_task != task:
         raise AnnotationError(f"{frames_dir} holds frames of task {manifest_task!r}, not {task!r}; pass the right --frames")
     samples, info = select_frames(frames_dir, n, method, seed, allow_incomplete=allow_incomplete)
@@ -214,13 +224,27 @@ def create_or_load_frameset(root: str | Path, task: str, frames_dir: str | Path 
     info = {"format": SELECTION_FORMAT, "task": task, "frames_dir": str(frames_dir), **info,
             "keys": [s["key"] for s in samples], "image_size": list(samples[0]["rgb"].shape[:2]),
             "created": time.time()}
+    arrays = {"images": np.stack([s["rgb"] for s in samples]),
+              "oracle_clicks": np.concatenate(clicks) if offsets[-1] else np.zeros((0, 2), np.float32),
+              "oracle_offsets": offsets, **_scene_arrays(samples)}
+    if "scenes" in arrays:  # how the collection rendered: what a re-render must use besides the size
+        info["render"] = {"camera": manifest.get("camera", "corner"), "render_quality": manifest.get("render_quality", "fast")}
     buf = io.BytesIO()
-    np.savez(buf, images=np.stack([s["rgb"] for s in samples]),
-             oracle_clicks=np.concatenate(clicks) if offsets[-1] else np.zeros((0, 2), np.float32),
-             oracle_offsets=offsets)
+    np.savez(buf, **arrays)
     atomic_write_bytes(tdir / "frames.npz", buf.getvalue())
     atomic_write_json(tdir / "selection.json", info)  # written last: its presence means complete
     return load_frameset(root, task)
+
+
+def _scene_arrays(samples: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """`scenes` [N] and `has_scene` bool [N] when some samples carry a scene state (all of one layout)."""
+    scenes = [s.get("scene") for s in samples]
+    dtypes = {sc.dtype for sc in scenes if sc is not None}
+    if len(dtypes) != 1:
+        return {}  # none (a folder collected before scene states), or a mix no re-render could use
+    dtype = dtypes.pop()
+    return {"scenes": np.stack([np.zeros((), dtype) if sc is None else sc for sc in scenes]),
+            "has_scene": np.array([sc is not None for sc in scenes])}
 
 
 def load_frameset(root: str | Path, task: str) -> FrameSet:
@@ -235,13 +259,15 @@ def load_frameset(root: str | Path, task: str) -> FrameSet:
         info = json.loads(sel_path.read_text())
         with np.load(tdir / "frames.npz", allow_pickle=False) as z:
             images, oc, off = z["images"], z["oracle_clicks"], z["oracle_offsets"]
+            scenes, has_scene = (z["scenes"], z["has_scene"]) if "scenes" in z.files else (None, None)
     except (OSError, ValueError, KeyError) as err:
         raise AnnotationError(f"{tdir}: selection.json or frames.npz is unreadable ({err}); move the task folder away and re-create it") from err
     keys = info.get("keys", [])
-    if info.get("format") != SELECTION_FORMAT or len(keys) != len(images) or len(off) != len(keys) + 1:
+    scenes_fit = scenes is None or len(scenes) == len(has_scene) == len(keys)
+    if info.get("format") != SELECTION_FORMAT or len(keys) != len(images) or len(off) != len(keys) + 1 or not scenes_fit:
         raise AnnotationError(f"{sel_path} does not match {tdir / 'frames.npz'}; move the task folder away and re-create it")
     clicks = [oc[off[i]:off[i + 1]] for i in range(len(keys))]
-    return FrameSet(task=task, keys=list(keys), images=images, oracle_clicks=clicks, info=info)
+    return FrameSet(task=task, keys=list(keys), images=images, oracle_clicks=clicks, info=info, scenes=scenes, has_scene=has_scene)
 
 
 # -- per-frame click files ------------------------------------------------------------------------
@@ -320,6 +346,8 @@ class AnnotatorStore:
         self.annotator = check_name(annotator, "annotator")
         self.dir = annotator_dir(root, self.task, annotator)
         self.dir.mkdir(parents=True, exist_ok=True)
+        # per frame: the file's (size, mtime, inode) and bytes' hash when parsed, and its record or error
+        self._parsed: dict[int, tuple[tuple[int, int, int], bytes, dict[str, Any] | AnnotationError]] = {}
 
     def path(self, index: int) -> Path:
         return self.dir / f"{check_name(self.frames.keys[index], 'frame key')}.json"
@@ -333,16 +361,38 @@ class AnnotatorStore:
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
-    def read(self, index: int) -> dict[str, Any]:
+    def read(self, index: int, verify: bool = False) -> dict[str, Any]:
+        """The frame's checked record (do not modify it: it is shared until the file changes).
+
+        Parsed again only if the file's size, mtime or inode changed; `verify` also compares the
+        bytes' hash (what a read-modify-write needs: equal stat fields do not prove equal content).
+        """
         path = self.path(index)
         key = self.frames.keys[index]
-        if not path.exists():
-            return empty_record(self.task, self.annotator, key, index, (self.frames.height, self.frames.width))
         try:
-            rec = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise AnnotationError(f"{path}: unreadable JSON ({err}); fix it by hand or move it away") from err
-        return validate_record(rec, path, self.task, self.annotator, key)
+            st = path.stat()
+        except FileNotFoundError:
+            return empty_record(self.task, self.annotator, key, index, (self.frames.height, self.frames.width))
+        signature = (st.st_size, st.st_mtime_ns, st.st_ino)
+        cached = self._parsed.get(index)
+        if cached is None or cached[0] != signature or verify:
+            try:
+                payload = path.read_bytes()
+            except OSError as err:
+                raise AnnotationError(f"{path}: unreadable ({err}); fix it by hand or move it away") from err
+            digest = hashlib.blake2b(payload, digest_size=16).digest()
+            if cached is None or cached[1] != digest:
+                try:
+                    result: dict[str, Any] | AnnotationError = validate_record(json.loads(payload), path, self.task, self.annotator, key)
+                except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                    result = AnnotationError(f"{path}: unreadable JSON ({err}); fix it by hand or move it away")
+                except AnnotationError as err:
+                    result = err
+                cached = (signature, digest, result)
+            self._parsed[index] = cached = (signature, digest, cached[2])
+        if isinstance(cached[2], AnnotationError):
+            raise cached[2]
+        return cached[2]
 
     def check_all(self) -> list[str]:
         """Problems with any stored frame file (empty if all are readable)."""
@@ -356,13 +406,15 @@ class AnnotatorStore:
 
     def _update(self, index: int, op, seconds: float = 0.0) -> dict[str, Any]:
         with self._locked():
-            rec = self.read(index)
+            stored = self.read(index, verify=True)
+            rec = {**stored, "clicks": list(stored["clicks"]), "removed": list(stored["removed"])}  # the cache stays as read
             if op(rec) is False:  # nothing to change (undo or clear with nothing to remove): no write
-                return rec
+                return stored
             rec["seconds"] += max(0.0, float(seconds))
             rec["revision"] += 1
             rec["updated"] = time.time()
             atomic_write_json(self.path(index), rec)
+            self._parsed.pop(index, None)  # the next read parses what was written
             return rec
 
     # operations -------------------------------------------------------------------------------
@@ -371,7 +423,13 @@ class AnnotatorStore:
         if not (np.isfinite(x) and np.isfinite(y) and 0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
             raise AnnotationError(f"click ({x}, {y}) lies outside the image (coordinates must be in [0, 1])")
         click = {"x": float(x), "y": float(y), "t": time.time() if t is None else t, "id": uuid.uuid4().hex, "session": session}
-        return self._update(index, lambda rec: rec["clicks"].append(click), seconds)
+
+        def op(rec):
+            if len(rec["clicks"]) >= MAX_CLICKS:
+                raise AnnotationError(f"frame {rec['key']} already holds {len(rec['clicks'])} clicks, at most {MAX_CLICKS} "
+                                      "are kept per frame; undo or clear some first")
+            rec["clicks"].append(click)
+        return self._update(index, op, seconds)
 
     def undo(self, index: int, known_ids: list[str] | None = None, seconds: float = 0.0) -> dict[str, Any]:
         """Remove the newest click (of those in `known_ids`, the clicks this session has seen)."""

@@ -7,6 +7,10 @@ the manifest's sha256 and sample count) and regenerates only the missing or dama
 folder always ends with exactly `frames` distinct samples. The behaviour policy mixes Meta-World's
 scripted expert with Gaussian noise and random actions so both success and failure states appear
 (the paper drew its frames from a state-based SAC replay buffer).
+
+Each sample also stores its scene state (`scene.npy`: the episode's reset seed, Meta-World's
+placement vector and MuJoCo's physics state, see `PixelMetaWorld.scene_state`), so the annotation
+app can re-render that exact scene at 512 px; the manifest states its cost in bytes per sample.
 """
 from __future__ import annotations
 
@@ -23,7 +27,16 @@ from common.cli import as_flags, check_finite, flat_dict, nested, one_line_error
 from common.io import check_writable_dir
 from common.runs import code_version, exclusive_run_dir
 from data.env import EnvConfig, PixelMetaWorld
-from data.shards import ShardError, check_shard, read_manifest, shard_name, write_manifest, write_shard_entry
+from data.shards import (
+    ShardError,
+    check_shard,
+    encode_sample,
+    read_manifest,
+    shard_name,
+    tar_member_bytes,
+    write_manifest,
+    write_shard_entry,
+)
 
 
 @dataclass
@@ -123,7 +136,8 @@ def generate_shard(cfg: CollectConfig, index: int, size: int):
         while produced < size:
             meta = {"task": cfg.env.task, "shard": index, "episode": episode, "step": step,
                     "reward": reward, "success": success, "policy": policy.mode}
-            sample = {"rgb": obs["pixels"], "state": obs["state"], "clicks": env.oracle_clicks(rng), "meta": meta}
+            sample = {"rgb": obs["pixels"], "state": obs["state"], "clicks": env.oracle_clicks(rng), "meta": meta,
+                      "scene": env.scene_state()}
             yield f"{index:05d}-{produced:05d}", sample
             produced += 1
             if done:
@@ -139,7 +153,16 @@ def _write_one(args: tuple[CollectConfig, int, int]) -> tuple[int, dict]:
     return index, write_shard_entry(cfg.out_dir / shard_name(index), generate_shard(cfg, index, size))
 
 
-def _manifest(cfg: CollectConfig, done: dict[int, dict], sizes: list[int]) -> dict:
+def scene_cost(cfg: CollectConfig) -> dict:
+    """What the per-sample scene state holds and the shard bytes it adds to each sample (fixed per task)."""
+    env = _worker_env(cfg)  # the model only: no renderer is created
+    scene = np.zeros((), env.scene_dtype())
+    member = encode_sample("x", {"rgb": np.zeros((1, 1, 3), np.uint8), "state": [], "clicks": [], "meta": {}, "scene": scene})["scene.npy"]
+    return {"field": "scene.npy", "bytes_per_sample": tar_member_bytes(member), "physics_values": int(scene["physics"].size),
+            "holds": "reset seed, Meta-World placement vector, MuJoCo physics state (time, qpos, qvel, act, mocap pose)"}
+
+
+def _manifest(cfg: CollectConfig, done: dict[int, dict], sizes: list[int], scene: dict) -> dict:
     complete = len(done) == len(sizes)
     return {
         "format": "visarl-shards/1",
@@ -150,7 +173,8 @@ def _manifest(cfg: CollectConfig, done: dict[int, dict], sizes: list[int]) -> di
         "shards": [done[i] for i in sorted(done)],
         "policy_mix": {"expert": cfg.expert_frac, "random": cfg.random_frac,
                        "mixed": round(1 - cfg.expert_frac - cfg.random_frac, 6)},
-        "fields": ["rgb.png", "state.npy", "clicks.npy", "meta.json"],
+        "fields": ["rgb.png", "state.npy", "clicks.npy", "meta.json", "scene.npy"],
+        "scene": scene,
         "code_version": code_version(),
     }
 
@@ -177,7 +201,8 @@ def _collect(cfg: CollectConfig, progress: bool) -> Path:
     sizes = cfg.shard_sizes()
     done = _intact_shards(out, sizes)
     todo = [(cfg, i, sizes[i]) for i in range(len(sizes)) if i not in done]
-    write_manifest(out, _manifest(cfg, done, sizes))
+    scene = scene_cost(cfg)
+    write_manifest(out, _manifest(cfg, done, sizes, scene))
     workers = max(1, min(cfg.workers, len(todo)))
     with (tqdm(total=cfg.frames, initial=sum(e["frames"] for e in done.values()), unit="frame",  # closed on errors too
                desc=f"collect {cfg.env.task}", disable=not progress, dynamic_ncols=True) as bar,
@@ -185,7 +210,7 @@ def _collect(cfg: CollectConfig, progress: bool) -> Path:
         for i, entry in (pool.imap_unordered(_write_one, todo) if pool else map(_write_one, todo)):
             done[i] = entry
             bar.update(entry["frames"])
-            write_manifest(out, _manifest(cfg, done, sizes))
+            write_manifest(out, _manifest(cfg, done, sizes, scene))
     return out
 
 
@@ -211,7 +236,8 @@ def main(argv=None) -> None:
     with one_line_errors():
         out = collect(cfg)
         m = read_manifest(out)
-    print(f"{m['frames_written']} frames of {cfg.env.task} in {out} ({len(m['shards'])} shards)")
+    print(f"{m['frames_written']} frames of {cfg.env.task} in {out} ({len(m['shards'])} shards; scene states for "
+          f"re-rendering: {m['scene']['bytes_per_sample']} bytes per sample)")
 
 
 if __name__ == "__main__":

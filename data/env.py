@@ -10,6 +10,10 @@ render, so several envs in one process render correctly. `render_quality="fast"`
 switches off shadows, reflections and multisampling and tessellates primitives coarsely: >10x the
 default render speed at 64x64 on a CPU, at the price of flatter frames (no shadow under the gripper, no reflection on the table).
 Data collection and RL must use the same setting; the manifest records it.
+
+`scene_state()` records what re-renders the current frame exactly (at any size): the seed of the
+episode's reset (which fixes the object/goal placement), Meta-World's placement vector as a check,
+and MuJoCo's physics state; `restore_scene()` puts an env (of any image size) back in that scene.
 """
 from __future__ import annotations
 
@@ -35,6 +39,13 @@ PAPER_TASKS: tuple[str, ...] = ("reach-v3", "drawer-open-v3", "faucet-open-v3", 
 CAMERAS: tuple[str, ...] = ("corner", "corner2", "corner3", "corner4", "topview", "behindGripper", "gripperPOV")
 RENDER_QUALITIES: tuple[str, ...] = ("fast", "default")
 STATE_DIM = 39
+# MuJoCo state saved per frame: time, qpos, qvel, act, plugin state and the mocap pose (the arm's hand
+# is a mocap-driven body); everything a render depends on besides the model placement set at reset.
+SCENE_SPEC = int(mujoco.mjtState.mjSTATE_FULLPHYSICS | mujoco.mjtState.mjSTATE_MOCAP_POS | mujoco.mjtState.mjSTATE_MOCAP_QUAT)
+
+
+class SceneError(ValueError):
+    """A stored scene state that cannot reproduce its frame here (another task or Meta-World version)."""
 
 
 @dataclass
@@ -124,6 +135,7 @@ class PixelMetaWorld(gym.Env):
         self._steps = 0
         self._state = np.zeros(STATE_DIM, np.float32)
         self._mw_obs = np.zeros(STATE_DIM)
+        self._reset_seed: int | None = None  # the seed of the last reset, if it had one
         self.seed(0 if seed is None else seed)
         _OPEN_ENVS.add(self)
 
@@ -188,10 +200,11 @@ class PixelMetaWorld(gym.Env):
     def _observe(self, mw_obs: np.ndarray) -> dict[str, np.ndarray]:
         return {"pixels": self.render(), "state": self._update_state(mw_obs)}
 
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
+    def _reset_sim(self, seed: int | None) -> np.ndarray:
         super().reset(seed=seed)
         if seed is not None:
             self.seed(seed)
+        self._reset_seed = None if seed is None else int(seed)
         self._steps = 0
         self.mw.reset()
         # Meta-World's reset places goal and objects without refreshing the derived positions it then
@@ -202,7 +215,10 @@ class PixelMetaWorld(gym.Env):
         mw_obs = self.mw._get_obs()
         self.mw._prev_obs = mw_obs[:18].copy()
         mw_obs[18:36] = self.mw._prev_obs
-        return self._observe(mw_obs), {"success": 0.0}
+        return mw_obs
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        return self._observe(self._reset_sim(seed)), {"success": 0.0}
 
     def step(self, action):
         action = np.clip(np.asarray(action, np.float32), -1.0, 1.0)
@@ -234,6 +250,49 @@ class PixelMetaWorld(gym.Env):
         from data.oracle import oracle_clicks
 
         return oracle_clicks(self, rng if rng is not None else np.random.default_rng(), **kwargs)
+
+    # -- scene states: re-render a frame at another size ------------------------------------
+    def scene_dtype(self) -> np.dtype:
+        """The structured dtype of this task's scene states (fixed sizes per task)."""
+        n_rand = self.mw._random_reset_space.low.size
+        n_state = mujoco.mj_stateSize(self.model, SCENE_SPEC)
+        return np.dtype([("reset_seed", "<i8"), ("step", "<i8"), ("spec", "<i4"),
+                         ("rand_vec", "<f8", (n_rand,)), ("physics", "<f8", (n_state,))])
+
+    def scene_state(self) -> np.ndarray:
+        """What re-renders the current frame exactly: a 0-d structured array (see `scene_dtype`).
+
+        Replaying the episode's seeded reset reproduces the model placement (object, goal) and,
+        for the reset frame itself, the render state Meta-World's reset leaves (its first frame is
+        drawn before the placement's kinematics are recomputed); later frames add the physics state.
+        """
+        if self._reset_seed is None:
+            raise SceneError("reset the env with a seed (reset(seed=...)) to record replayable scene states")
+        scene = np.zeros((), self.scene_dtype())
+        scene["reset_seed"], scene["step"], scene["spec"] = self._reset_seed, self._steps, SCENE_SPEC
+        scene["rand_vec"] = self.mw._last_rand_vec
+        physics = np.empty(mujoco.mj_stateSize(self.model, SCENE_SPEC))
+        mujoco.mj_getState(self.model, self.data, physics, SCENE_SPEC)
+        scene["physics"] = physics
+        return scene
+
+    def restore_scene(self, scene: np.ndarray) -> None:
+        """Put this env (any image size, camera or render quality) in the scene `scene_state` recorded."""
+        scene = np.asarray(scene)
+        want = self.scene_dtype()
+        if scene.dtype != want:
+            raise SceneError(f"scene state of another layout ({scene.dtype}) than {self.config.task}'s ({want}); "
+                             "was it recorded for another task?")
+        if int(scene["spec"]) != SCENE_SPEC:
+            raise SceneError(f"scene state saved with MuJoCo state spec {int(scene['spec'])}, expected {SCENE_SPEC}")
+        self._reset_sim(int(scene["reset_seed"]))  # no render: the caller renders at its own size
+        if not np.array_equal(self.mw._last_rand_vec, scene["rand_vec"]):
+            raise SceneError(f"replaying reset seed {int(scene['reset_seed'])} of {self.config.task} places objects "
+                             "elsewhere than when the frame was recorded (another Meta-World version?)")
+        if int(scene["step"]) > 0:  # a stepped frame: Meta-World's step ends with mj_forward, so do we
+            mujoco.mj_setState(self.model, self.data, np.ascontiguousarray(scene["physics"]), SCENE_SPEC)
+            mujoco.mj_forward(self.model, self.data)
+        self._steps = int(scene["step"])
 
     def close_renderer(self) -> None:
         if self._renderer is not None:

@@ -14,6 +14,7 @@ A shard folder holds `manifest.json` and `shard-00000.tar`, `shard-00001.tar`, .
 | `clicks.npy`   | float32 [N, 2] oracle clicks, normalised (x, y)                   |
 | `meta.json`    | task, episode, step, reward, success                              |
 | `saliency.png` | optional uint8 [H, W] predicted saliency x 255 (`saliency.label`) |
+| `scene.npy`    | optional 0-d structured array that re-renders the frame at any size (`data.env.PixelMetaWorld.scene_state`); folders collected before it have none |
 
 Maps from clicks are derived on read with `data.clicks.clicks_to_map`, never stored as the only copy.
 
@@ -58,7 +59,8 @@ def shard_name(index: int) -> str:
 
 
 # -- encoding -----------------------------------------------------------------------------------
-def _png(array: np.ndarray) -> bytes:
+def png_bytes(array: np.ndarray) -> bytes:
+    """uint8 [H, W(, 3)] -> lossless PNG bytes (fast compression)."""
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
@@ -77,13 +79,15 @@ def encode_sample(key: str, sample: dict[str, Any]) -> dict[str, bytes]:
         raise ValueError(f"rgb must be uint8 [H, W, 3], got {rgb.dtype} {rgb.shape}")
     out = {
         "__key__": key,
-        "rgb.png": _png(rgb),
+        "rgb.png": png_bytes(rgb),
         "state.npy": _npy(np.asarray(sample["state"], np.float32)),
         "clicks.npy": _npy(np.asarray(sample["clicks"], np.float32).reshape(-1, 2)),
         "meta.json": json.dumps(sample["meta"], sort_keys=True).encode(),
     }
     if sample.get("saliency") is not None:
-        out["saliency.png"] = _png(saliency_to_uint8(sample["saliency"]))
+        out["saliency.png"] = png_bytes(saliency_to_uint8(sample["saliency"]))
+    if sample.get("scene") is not None:
+        out["scene.npy"] = _npy(np.asarray(sample["scene"]))
     return out
 
 
@@ -95,6 +99,11 @@ def saliency_to_uint8(saliency: np.ndarray) -> np.ndarray:
     if saliency.size and (np.nanmin(saliency) < 0 or np.nanmax(saliency) > 1 or np.isnan(saliency).any()):
         raise ValueError("saliency maps must lie in [0, 1]")
     return np.round(saliency * 255.0).astype(np.uint8)
+
+
+def tar_member_bytes(payload: bytes) -> int:
+    """Bytes one member takes in a shard: a 512-byte header plus the payload padded to 512 bytes."""
+    return tarfile.BLOCKSIZE * (1 + -(-len(payload) // tarfile.BLOCKSIZE))
 
 
 def write_shard_entry(path: str | Path, samples: Iterable[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
@@ -146,6 +155,8 @@ def decode_sample(raw: dict[str, bytes], source: str | None = None) -> dict[str,
         }
         if "saliency.png" in raw:
             sample["saliency"] = np.asarray(Image.open(io.BytesIO(raw["saliency.png"])).convert("L"))
+        if "scene.npy" in raw:
+            sample["scene"] = np.load(io.BytesIO(raw["scene.npy"]), allow_pickle=False)
     except Exception as err:
         raise ShardError(f"{source}: sample {key!r} is corrupt ({type(err).__name__}: {err})") from err
     return sample
@@ -192,7 +203,7 @@ def _split_samples(payload: bytes, shard: ShardFile) -> list[dict[str, bytes]]:
     def members() -> Iterator[dict[str, Any]]:
         nonlocal end
         for member in tar_file_iterator(io.BytesIO(payload)):
-            end += tarfile.BLOCKSIZE * (1 + -(-len(member["data"]) // tarfile.BLOCKSIZE))
+            end += tar_member_bytes(member["data"])
             yield {**member, "__url__": str(shard.path)}
 
     try:

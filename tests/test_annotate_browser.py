@@ -18,9 +18,17 @@ N_FRAMES = 5
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
+def browser():
     from playwright.sync_api import sync_playwright
 
+    with sync_playwright() as pw:  # one Playwright per process: the sync API cannot nest
+        b = launch_browser(pw)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory, browser):
     tmp = tmp_path_factory.mktemp("annotate")
     shards = synthetic_shards(tmp / "shards", frames=20, shard_size=10)
     root = tmp / "ann"
@@ -28,10 +36,8 @@ def env(tmp_path_factory):
     state = {"root": root, "args": args, "log": tmp / "server.log"}
     state["port"] = free_port()
     state["proc"] = start_server(args, state["port"], state["log"])
-    with sync_playwright() as pw:
-        state["browser"] = launch_browser(pw)
-        yield state
-        state["browser"].close()
+    state["browser"] = browser
+    yield state
     if state["proc"].poll() is None:
         state["proc"].kill()
         state["proc"].wait()
@@ -67,6 +73,9 @@ def test_clicks_land_on_the_clicked_pixels_and_export(env):
     ap = open_page(env)
     assert "Frame 1 of 5" in ap.status() and ap.clicks_shown() == 0
     assert "next unannotated" in ap.page.content()  # the shortcut list is on the page
+    # synthetic frames have no scene states: shown enlarged, and said once (terminal and page header)
+    assert "stores no scene states" in ap.page.locator("#task-header").inner_text()
+    assert env["log"].read_text().count("stores no scene states") == 1
     ap.click_pixel(10, 20)
     rec = saved(env, 0)
     assert len(rec["clicks"]) == 1 and near(pixels(rec)[0], (10, 20))
@@ -180,3 +189,68 @@ def test_rapid_clicks_are_never_lost(env):
     assert near(pixels(saved(env, 3))[-1], (40, 20))
 
     ap.page.close()
+
+
+# -- real frames: sharp re-renders, the task line, the map panel, the README's screenshot ------------
+SCREENSHOT_ENV = "ANNOTATE_SCREENSHOT"  # set to a path (docs/annotate_screenshot.png) to keep the screenshot
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory, browser):
+    from common.cli import from_flat
+    from data.collect import CollectConfig, collect
+
+    tmp = tmp_path_factory.mktemp("annotate_real")
+    shards = collect(from_flat(CollectConfig, task="reach-v3", frames=30, shard_size=30, episode_steps=40,
+                               out=str(tmp / "reach-v3")), progress=False)
+    root = tmp / "ann"
+    args = ["--task", "reach-v3", "--frames", str(shards), "--annotator", "alice", "--n", "3", "--seed", "1", "--out", str(root)]
+    port = free_port()
+    proc = start_server(args, port, tmp / "server.log", timeout=180)
+    try:
+        yield {"root": root, "port": port, "browser": browser, "log": tmp / "server.log"}
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def picture(page, selector: str) -> np.ndarray:
+    """The picture an <img> shows, fetched from the server, uint8 [H, W, 3]."""
+    import io
+
+    from PIL import Image
+
+    src = page.locator(selector).get_attribute("src")
+    return np.asarray(Image.open(io.BytesIO(page.request.get(src).body())).convert("RGB"))
+
+
+def test_page_shows_sharp_rerenders_the_task_and_the_map_and_takes_the_screenshot(real, tmp_path):
+    from PIL import Image
+
+    page = real["browser"].new_page(viewport={"width": 1320, "height": 760})
+    ap = AnnotationPage(page, f"http://127.0.0.1:{real['port']}")
+    fs = load_frameset(real["root"], "reach-v3")
+    assert "reach: move the gripper to the red goal ball" in page.locator("#task-header").inner_text()
+    assert "re-rendered at 512 px" in page.locator("#task-header").inner_text()
+    cached = np.asarray(Image.open(real["root"] / "reach-v3" / "renders" / "fast-512px" / f"{fs.keys[0]}.png"))
+    shown = picture(page, "#frame-view img").astype(int)  # the 512-px re-render, sent as JPEG (quality 95)
+    assert shown.shape == cached.shape == (512, 512, 3) and np.abs(shown - cached).mean() < 2
+    empty_map = picture(page, "#map-view img")
+    assert empty_map.shape == (256, 256, 3) and len(np.unique(empty_map.reshape(-1, 3), axis=0)) == 1
+    clicks = fs.oracle_clicks[0]  # where the simulator oracle clicks: gripper and goal, ~25 clicks
+    for x, y in clicks:
+        ap.click_fraction(float(x), float(y))
+    ap.wait_status(f"Clicks on this frame: {len(clicks)}")
+    store = AnnotatorStore(real["root"], fs, "alice")
+    saved_xy = np.array([[c["x"], c["y"]] for c in store.read(0)["clicks"]])
+    assert np.abs(saved_xy - clicks).max() <= 1.01 / 512  # normalised, to the display pixel
+    heat = picture(page, "#map-view img").astype(int)
+    peak = np.unravel_index(heat[..., 0].argmax(), heat.shape[:2])  # jet: red is the hottest
+    assert np.min(np.abs(clicks * 256 - peak[::-1]).sum(1)) < 12  # the map peaks at a click
+    out = tmp_path / "annotate_screenshot.png"
+    page.screenshot(path=str(out), full_page=True)
+    shot = np.asarray(Image.open(out).convert("RGB"))
+    assert shot.shape[1] == 1320 and shot.shape[0] >= 600
+    if os.environ.get(SCREENSHOT_ENV):
+        Image.fromarray(shot).save(os.environ[SCREENSHOT_ENV])
+    page.close()

@@ -224,20 +224,21 @@ def test_app_refuses_a_busy_port_and_clicks_outside(tmp_path, frames):
             app_main(["--task", "reach-v3", "--annotator", "bob", "--out", str(tmp_path / "ann"), "--port", str(port)])
     ann = Annotator(AnnotatorStore(tmp_path / "ann", frames, "bob"), display_size=512)
     assert ann.scale == 8 and (ann.disp_h, ann.disp_w) == (512, 512)
-    _, status, fresh = ann.undo({}, True)  # an event before the page's load event starts a session
+    _, _, status, fresh = ann.undo({}, True)  # an event before the page's load event starts a session
     assert fresh["index"] == 0 and "Frame 1 of 6" in status
-    _, _, state = ann.new_session()
-    img, status, state = ann.click(state, True, 600.0, 10.0)
+    _, _, _, state = ann.new_session()
+    img, _, status, state = ann.click(state, True, 600.0, 10.0)
     assert "outside" in status and not ann.store.path(0).exists()
-    img, status, state = ann.click(state, True, 10 * 8 + 4, 20 * 8 + 4)
+    img, heat, status, state = ann.click(state, True, 10 * 8 + 4, 20 * 8 + 4)
     assert pixel_of(ann.store.read(0)["clicks"][0]) == (10, 20)
     assert "Clicks on this frame:** 1" in status and img.shape == (512, 512, 3)
-    hidden, _, _ = ann.toggle(state, False)
+    assert heat.shape == (256, 256, 3)  # the map panel: the 64x64 map, 4x
+    hidden, _, _, _ = ann.toggle(state, False)
     assert not np.array_equal(hidden, img)
     ann.store.path(4).write_text("{broken")  # another frame's file goes bad while the app runs
-    _, status, _ = ann.click(state, True, 5.0, 5.0)
+    _, _, status, _ = ann.click(state, True, 5.0, 5.0)
     assert "Clicks on this frame:** 2" in status and "frame(s) 5" in status
-    _, status, state = ann.goto(state, True, "unfinished")  # frames 2..4 are next; 5 is reported
+    _, _, status, state = ann.goto(state, True, "unfinished")  # frames 2..4 are next; 5 is reported
     assert state["index"] == 1 and "frame(s) 5" in status
 
 

@@ -3,6 +3,7 @@ import json
 import os
 import re
 import socket
+import time
 
 import pytest
 
@@ -133,3 +134,134 @@ def test_frames_flag_that_would_be_ignored_is_refused(store, tmp_path):
         create_or_load_frameset(tmp_path / "ann", "reach-v3", other)
     same = create_or_load_frameset(tmp_path / "ann", "reach-v3", tmp_path / "shards")  # the stored folder: fine
     assert same.keys == store.frames.keys
+
+
+# -- issue #27: the annotation server under abuse --------------------------------------------------
+PASSWORD = "correct-horse"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    from annotate_app.browser import free_port, start_server
+
+    tmp = tmp_path_factory.mktemp("guarded")
+    shards = synthetic_shards(tmp / "shards", frames=10)
+    port = free_port()
+    args = ["--task", "reach-v3", "--frames", str(shards), "--annotator", "alice", "--n", "3", "--out", str(tmp / "ann"),
+            "--auth", f"alice:{PASSWORD}"]
+    proc = start_server(args, port, tmp / "server.log")
+    yield {"url": f"http://127.0.0.1:{port}", "port": port}
+    proc.kill()
+    proc.wait()
+
+
+def _login(client, password: str):
+    return client.post("/login", data={"username": "alice", "password": password})
+
+
+def _logged_in(client):
+    """Log in with the right password, waiting out a lockout another test left."""
+    for _ in range(3):
+        r = _login(client, PASSWORD)
+        if r.status_code != 429:
+            break
+        time.sleep(float(r.headers["Retry-After"]) + 0.1)
+    assert r.status_code == 200
+    return client
+
+
+def test_password_guessing_is_throttled_per_address(server):
+    """Before: ~780 wrong passwords a second were each checked (HTTP 400). Now a wrong password makes
+    the next try from that address wait (1 s, doubling per failure up to 5 min): tries in the
+    meantime get 429 and are never checked, so guessing runs at a few tries per minute."""
+    import httpx
+
+    with httpx.Client(base_url=server["url"], timeout=10) as client:
+        assert _login(client, "guess-0").status_code == 400
+        codes, t0 = [], time.monotonic()
+        while time.monotonic() - t0 < 0.6:
+            codes.append(_login(client, f"guess-{len(codes) + 1}").status_code)
+        assert len(codes) > 20 and set(codes) == {429}
+        refused = _login(client, PASSWORD)  # locked out: not even the right password is checked yet
+        assert refused.status_code == 429 and "try again in" in refused.text
+        time.sleep(float(refused.headers["Retry-After"]) + 0.1)
+        assert _login(client, PASSWORD).status_code == 200  # a success clears the address's failures
+        assert _login(client, "typo").status_code == 400  # ... so the next wrong try waits 1 s again
+        assert 0 < float(_login(client, PASSWORD).headers["Retry-After"]) <= 1
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:80", "127.0.0.1.nip.io"])
+def test_requests_for_a_foreign_host_name_are_refused(server, host):
+    """DNS rebinding: a page on evil.example whose name now resolves to 127.0.0.1 sends Host: evil.example.
+    Before: served. Now: 403 for any Host that is not an IP address, localhost or an --allowed-hosts name."""
+    import httpx
+
+    with httpx.Client(base_url=server["url"], timeout=10) as client:
+        bad = client.get("/", headers={"Host": host})
+        assert bad.status_code == 403 and "--allowed-hosts" in bad.text
+        for good in (f"127.0.0.1:{server['port']}", f"localhost:{server['port']}"):
+            assert client.get("/", headers={"Host": good}).status_code == 200
+
+
+def test_request_bodies_are_capped(server):
+    """Before: a 2 MiB upload was accepted and stored. Now any request body over 1 MiB is refused
+    (413) before it is read, and one without a declared length is refused (411)."""
+    import httpx
+
+    with httpx.Client(base_url=server["url"], timeout=30) as client:
+        _logged_in(client)
+        small = client.post("/gradio_api/upload", files={"files": ("small.bin", b"\0" * 1000)})
+        assert small.status_code == 200  # a logged-in upload under the cap still works
+        big = client.post("/gradio_api/upload", files={"files": ("big.bin", b"\0" * (2 << 20))})
+        assert big.status_code == 413 and "1 MiB" in big.text
+
+        def chunks():
+            yield b"x" * 1024
+
+        assert client.post("/gradio_api/upload", content=chunks(),
+                           headers={"Content-Type": "multipart/form-data; boundary=x"}).status_code == 411
+
+
+def test_a_huge_click_file_no_longer_slows_every_click(store, monkeypatch):
+    """Before: every handler re-read every frame's file, so one 300,000-click file (37 MB) made every
+    click take 1.6-16 s. Now files are re-read only when they change (size, mtime, inode), and a frame
+    accepts at most MAX_CLICKS clicks, refused before its file is rewritten."""
+    import uuid
+
+    import numpy as np
+
+    from annotate_app.app import Annotator
+    from annotate_app.store import MAX_CLICKS
+
+    store.add_click(0, 0.5, 0.5)
+    rec = json.loads(store.path(0).read_text())
+    xy = np.random.default_rng(0).random((50_000, 2))  # 6 MB: enough to see a re-read; the probe used 300,000
+    rec["clicks"] = [{"x": float(x), "y": float(y), "t": 1.0 + i, "id": uuid.uuid4().hex, "session": "s"} for i, (x, y) in enumerate(xy)]
+    store.path(0).write_text(json.dumps(rec))
+    ann = Annotator(store, 256)
+    _, _, _, state = ann.new_session()  # opens frame 2 (frame 1 is not done): reads every file once
+    reads = []
+    real_read = type(store.path(0)).read_bytes
+    monkeypatch.setattr(type(store.path(0)), "read_bytes", lambda self: reads.append(self.name) or real_read(self))
+    state["index"] = 1
+    t0 = time.perf_counter()
+    for k in range(3):
+        _, _, status, state = ann.click(state, True, 10.0 + k, 10.0)
+    assert "Clicks on this frame:** 3" in status
+    assert f"{store.frames.keys[0]}.json" not in reads  # the big file is not read again
+    assert time.perf_counter() - t0 < 1.0  # was 4.6 s per click under load
+    before = store.path(0).stat()
+    state["index"] = 0
+    _, _, status, _ = ann.click(state, True, 5.0, 5.0)
+    assert f"at most {MAX_CLICKS}" in status and store.path(0).stat().st_mtime_ns == before.st_mtime_ns
+
+
+def test_allowed_host_names_add_a_named_host_and_ips_need_none():
+    from annotate_app.app import allowed_host_names
+    from annotate_app.guard import host_name
+
+    cfg = parse_config(AppConfig, ["--annotator", "a", "--host", "Lab-PC.example", "--auth", "u:p",
+                                   "--allowed-hosts", "annotate.example, other"])
+    assert allowed_host_names(cfg) == ("annotate.example", "other", "lab-pc.example")
+    assert allowed_host_names(parse_config(AppConfig, ["--annotator", "a"])) == ()
+    assert [host_name(h) for h in ("[::1]:7860", "Example.org:80", "10.0.0.2", "::1")] == ["::1", "example.org", "10.0.0.2", "::1"]
