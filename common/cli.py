@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import errno
 import math
 import sys
 import typing
@@ -24,6 +25,8 @@ from dataclasses import field
 from typing import Any, NoReturn, TypeVar
 
 T = TypeVar("T")
+
+NOT_WRITABLE_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
 def _base_type(tp: Any) -> Any:
@@ -169,12 +172,18 @@ def one_line_errors(*extra: type[BaseException]) -> Iterator[None]:
     """In a command's main(): errors a user can fix exit with one line `error: ...` and status 2.
 
     Covers ShardError, CheckpointError, NonFiniteError, DiskFullError (and any OSError that is a
-    full disk), FileNotFoundError, ValueError, TypeError, and the `extra` types given.
+    full disk), FileNotFoundError, ValueError, TypeError, a file or folder the process may not write
+    (read-only or no permission), `SystemExit("error: ...")` (whose status would be 1), and the
+    `extra` types given.
     """
     from common.io import DiskFullError, ShardError, disk_full_error, failed_path, is_disk_full
 
     try:
         yield
+    except SystemExit as err:
+        if isinstance(err.code, str) and err.code.startswith("error: "):  # a refusal raised with a message: status 2
+            fail(err.code.removeprefix("error: "))
+        raise
     except DiskFullError as err:
         fail(err.strerror)
     except (ShardError, FileNotFoundError, ValueError, TypeError, *extra) as err:
@@ -182,6 +191,8 @@ def one_line_errors(*extra: type[BaseException]) -> Iterator[None]:
     except (OSError, RuntimeError) as err:
         if is_disk_full(err):
             fail(disk_full_error(failed_path(err), err).strerror)
+        if isinstance(err, OSError) and err.errno in NOT_WRITABLE_ERRNOS:
+            fail(f"cannot access {failed_path(err)}: {err.strerror}; choose another --out (or fix its permissions)")
         raise
 
 

@@ -1,0 +1,125 @@
+"""Issue #27: the failures and minors of a 58-probe fault run, each kept as a test that failed before its fix."""
+import errno
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from annotate_app.synthetic import synthetic_shards
+from common.cli import one_line_errors
+from data.shards import ShardError, check_shard, load_arrays, read_manifest, shard_name, write_manifest, write_shard_entry
+from saliency import label
+from saliency.config import LabelConfig, from_preset
+from saliency.predictor import save_checkpoint
+from saliency.student import StudentConfig, StudentNet
+
+
+# -- refusals exit 2 with one line -----------------------------------------------------------------------
+def test_a_refusal_raised_as_a_message_exits_2_on_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_info, one_line_errors():
+        raise SystemExit("error: out.h5 exists; pass --overwrite to replace it")
+    assert exit_info.value.code == 2 and capsys.readouterr().err == "error: out.h5 exists; pass --overwrite to replace it\n"
+    with pytest.raises(SystemExit) as exit_info, one_line_errors():  # a status given as a number stays what it was
+        raise SystemExit(3)
+    assert exit_info.value.code == 3
+
+
+@pytest.mark.parametrize("code", [errno.EROFS, errno.EACCES])
+def test_a_read_only_out_is_one_line_naming_the_file(capsys, code):
+    with pytest.raises(SystemExit) as exit_info, one_line_errors():
+        raise OSError(code, os.strerror(code), "/ro/run/config.json")
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1
+    assert err.startswith("error: cannot access /ro/run/config.json: ") and "choose another --out" in err
+
+
+# -- shard keys are unique in a folder ---------------------------------------------------------------------
+@pytest.fixture
+def synthetic(tmp_path):
+    return synthetic_shards(tmp_path / "reach-v3", frames=60, shard_size=20)
+
+
+def test_a_shard_copied_under_another_name_is_refused_by_every_reader(synthetic):
+    # shard-00002.tar replaced by a copy of shard-00000.tar, the manifest updated to match it: its keys repeat
+    shutil.copy(synthetic / "shard-00000.tar", synthetic / "shard-00002.tar")
+    m = read_manifest(synthetic)
+    m["shards"][2] = {**m["shards"][0], "file": "shard-00002.tar"}
+    write_manifest(synthetic, m)
+    with pytest.raises(ShardError, match=r"shard-00002.tar: sample key '00000-00000' belongs to another shard"):
+        load_arrays(synthetic)
+    with pytest.raises(ShardError, match="belongs to another shard"):
+        check_shard(synthetic / "shard-00002.tar", 20)
+
+
+def test_a_key_repeated_within_a_shard_is_refused(tmp_path):
+    sample = {"rgb": np.zeros((8, 8, 3), np.uint8), "state": np.zeros(39), "clicks": np.zeros((0, 2)), "meta": {}}
+    entry = write_shard_entry(tmp_path / shard_name(0), [("00000-00000", sample), ("00000-00001", sample), ("00000-00000", sample)])
+    with pytest.raises(ShardError, match="sample key '00000-00000' appears twice"):
+        check_shard(tmp_path / shard_name(0), entry["frames"])
+
+
+# -- saliency.label: labels always of the frames beside them ----------------------------------------------
+@pytest.fixture(scope="module")
+def student(tmp_path_factory):
+    torch.manual_seed(0)
+    return save_checkpoint(tmp_path_factory.mktemp("model") / "student.pt", StudentNet(StudentConfig(width=4, input_size=64)), "student")
+
+
+def _label_main(student, src, out, capsys, *more):
+    with pytest.raises(SystemExit) as exit_info:
+        label.main(["--preset", "micro", "--model", str(student), "--data", str(src), "--out", str(out), "--threads", "1", *more])
+    return exit_info.value.code, capsys.readouterr().err
+
+
+def _label(student, src, out):
+    return label.run(from_preset(LabelConfig, "micro", model=str(student), data=str(src), out=str(out), threads=1))
+
+
+def _snapshot(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file() and p.name != ".lock"}
+
+
+@pytest.mark.parametrize("killed", [False, True])
+def test_labels_of_a_source_recollected_under_the_same_name_are_never_taken_as_done(synthetic, student, tmp_path, capsys, killed):
+    out = _label(student, synthetic, tmp_path / "sal")
+    if killed:  # killed after 2 of 3 shards: no manifest yet
+        (out / "manifest.json").unlink()
+        (out / "shard-00002.tar").unlink()
+    before = _snapshot(out)
+    shutil.rmtree(synthetic)
+    synthetic_shards(synthetic, frames=60, shard_size=20, seed=1)  # same name and sizes, other frames
+    code, err = _label_main(student, synthetic, out, capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert "holds labels of other frames than" in err and "shard-00000.tar and 2 more changed" in err
+    assert _snapshot(out) == before  # the old labels are kept, nothing mixed in
+
+
+def test_labelling_resumes_after_a_kill_when_the_source_is_unchanged(synthetic, student, tmp_path):
+    out = _label(student, synthetic, tmp_path / "sal")
+    good = load_arrays(out, need_saliency=True)
+    (out / "manifest.json").unlink()
+    (out / "shard-00001.tar").unlink()
+    _label(student, synthetic, out)
+    again = load_arrays(out, need_saliency=True)
+    assert again["keys"] == good["keys"] and np.array_equal(again["saliency"], good["saliency"])
+
+
+def test_labelling_into_an_existing_collection_is_refused_and_leaves_it_readable(synthetic, student, tmp_path, capsys):
+    other = synthetic_shards(tmp_path / "other", frames=40, shard_size=20, seed=2)
+    before = _snapshot(other)
+    code, err = _label_main(student, synthetic, other, capsys)
+    assert code == 2 and "holds shards that saliency.label did not write" in err
+    assert _snapshot(other) == before and len(load_arrays(other)["keys"]) == 40
+
+
+def test_a_bad_model_leaves_no_marker_so_the_corrected_rerun_runs(synthetic, student, tmp_path, capsys):
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(b"not a checkpoint at all" * 10)
+    code, err = _label_main(student.parent / "missing.pt", synthetic, tmp_path / "sal", capsys)  # also no trace
+    assert code == 2
+    code, err = _label_main(evil, synthetic, tmp_path / "sal", capsys)
+    assert code == 2 and "evil.pt" in err and not (tmp_path / "sal" / label.MARKER).exists()
+    out = _label(student, synthetic, tmp_path / "sal")
+    assert len(load_arrays(out, need_saliency=True)["saliency"]) == 60
