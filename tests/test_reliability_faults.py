@@ -123,3 +123,31 @@ def test_a_bad_model_leaves_no_marker_so_the_corrected_rerun_runs(synthetic, stu
     assert code == 2 and "evil.pt" in err and not (tmp_path / "sal" / label.MARKER).exists()
     out = _label(student, synthetic, tmp_path / "sal")
     assert len(load_arrays(out, need_saliency=True)["saliency"]) == 60
+
+
+# -- saliency.train / saliency.distill --resume refuse changed flags -------------------------------------
+def test_train_and_distill_resume_refuse_changed_flags(synthetic, tmp_path, capsys):
+    from saliency import distill, train
+    from saliency.data import build_oracle_annotations, save_annotations
+
+    annotations = save_annotations(tmp_path / "ann.npz", build_oracle_annotations(synthetic, 6, seed=0, pool=40))
+    run_dir = tmp_path / "sal"
+    argv = ["--preset", "micro", "--annotations", str(annotations), "--out", str(run_dir), "--threads", "1", "--epochs", "1"]
+    train.main(argv)
+    config, last = (run_dir / "config.json").read_bytes(), (run_dir / "last.pt").read_bytes()
+    with pytest.raises(SystemExit) as exit_info:
+        train.main([*argv, "--epochs", "2", "--lr", "1e30", "--resume"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "last.pt was made with other flags (--lr: checkpoint 0.0003 vs now 1e+30)" in err
+    assert (run_dir / "config.json").read_bytes() == config and (run_dir / "last.pt").read_bytes() == last
+    train.main([*argv, "--epochs", "2", "--threads", "2", "--resume"])  # more epochs and other threads: allowed
+
+    argv = ["--preset", "micro", "--teacher", str(run_dir / "best.pt"), "--data", str(synthetic), "--threads", "1",
+            "--epochs", "1", "--frames", "40"]
+    distill.main(argv)
+    student = (run_dir / "student.pt").read_bytes()
+    with pytest.raises(SystemExit) as exit_info:
+        distill.main([*argv, "--epochs", "2", "--frames", "60", "--resume", "auto"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "(--frames: checkpoint 40 vs now 60)" in err
+    assert (run_dir / "student.pt").read_bytes() == student
