@@ -151,3 +151,58 @@ def test_train_and_distill_resume_refuse_changed_flags(synthetic, tmp_path, caps
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "(--frames: checkpoint 40 vs now 60)" in err
     assert (run_dir / "student.pt").read_bytes() == student
+
+
+# -- data.to_hdf5: a full disk is an error, not a crash; two conversions never clobber each other ---------
+FULL_DISK = """
+import errno, os, sys
+real, used = os.write, {"bytes": 0}
+
+def small_disk(fd, data):  # a device with 150 kB free
+    used["bytes"] += len(data)
+    if used["bytes"] > 150_000:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    return real(fd, data)
+
+os.write = small_disk
+from data.to_hdf5 import main
+main(["--shards", sys.argv[1], "--out", sys.argv[2]])
+"""
+
+
+def test_to_hdf5_on_a_full_disk_is_one_line_exit_2_and_leaves_nothing(synthetic, tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "h5" / "x.h5"
+    out.parent.mkdir()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", FULL_DISK, str(synthetic), str(out)], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]  # before: the right error, then SIGSEGV (139)
+    assert proc.stderr.strip().splitlines()[-1] == (f"error: no space left on the device writing {out}; the previous "
+                                                    "file, if any, is unchanged. Free some space or choose another --out, "
+                                                    "then run the command again")
+    assert list(out.parent.iterdir()) == []
+
+
+def test_two_conversions_to_one_out_never_replace_or_delete_each_others_files(synthetic, tmp_path, monkeypatch):
+    import h5py
+
+    from data import to_hdf5
+
+    out, real = tmp_path / "x.h5", to_hdf5._write
+    winner = {}
+
+    def race(file, *args):  # the other conversion runs and finishes while this one writes
+        real(file, *args)
+        if not winner:
+            winner["bytes"] = b""
+            winner["bytes"] = to_hdf5.convert(to_hdf5.ToHdf5Config(shards=str(synthetic), out=str(out)), progress=False).read_bytes()
+
+    monkeypatch.setattr(to_hdf5, "_write", race)
+    with pytest.raises(SystemExit, match="x.h5 was written meanwhile .* it is kept: pass --overwrite"):
+        to_hdf5.convert(to_hdf5.ToHdf5Config(shards=str(synthetic), out=str(out)), progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reach-v3", "x.h5"] and out.read_bytes() == winner["bytes"]
+    with h5py.File(out) as h5:
+        assert h5["frames"].shape == (60, 64, 64, 3) and h5["keys"][0] == b"00000-00000"
