@@ -206,3 +206,33 @@ def test_two_conversions_to_one_out_never_replace_or_delete_each_others_files(sy
     assert sorted(p.name for p in tmp_path.iterdir()) == ["reach-v3", "x.h5"] and out.read_bytes() == winner["bytes"]
     with h5py.File(out) as h5:
         assert h5["frames"].shape == (60, 64, 64, 3) and h5["keys"][0] == b"00000-00000"
+
+
+# -- metrics.csv: truncating on resume is atomic -------------------------------------------------------------
+def test_truncate_after_keeps_every_row_when_killed_mid_rewrite(tmp_path, monkeypatch):
+    from common import runs
+
+    logger = runs.MetricLogger(tmp_path, tensorboard=False)
+    for step in (10, 20, 30):
+        logger.log(step, loss=step / 10)
+    before = (tmp_path / "metrics.csv").read_text()
+
+    class Killed(BaseException):
+        pass
+
+    class KilledWriter:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def writerows(self, rows):
+            raise Killed  # the process dies after the file was opened, before the rows are written
+
+    with monkeypatch.context() as m:
+        m.setattr(runs.csv, "writer", KilledWriter)
+        with pytest.raises(Killed):
+            runs.MetricLogger(tmp_path, tensorboard=False).truncate_after(20)
+    assert (tmp_path / "metrics.csv").read_text() == before  # before: 0 bytes, every row lost
+    runs.MetricLogger(tmp_path, tensorboard=False).truncate_after(20)
+    rows = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert rows[0] == "step,wall_s,loss" and [r.split(",")[0] for r in rows[1:]] == ["10", "20"]
+    assert not list(tmp_path.glob(".*.tmp"))
