@@ -37,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common.cli import flat_dict, parse_config
+from common.cli import flat_dict, int_list, parse_config
 from common.io import atomic_write_json
 from data.env import check_task
 from rl.encoders import TABLE_I
@@ -92,6 +92,7 @@ class GridConfig:
             raise ValueError(f"storage must be 'driver' or 'shared', got {self.storage!r}")
         if self.parallel < 1 or self.steps < 1 or self.pack < 0 or self.retries < 0:
             raise ValueError("parallel and steps must be >= 1, pack and retries >= 0")
+        int_list(self.seeds, "--seeds")
         return self
 
     @property
@@ -104,7 +105,7 @@ class GridConfig:
 
     @property
     def seed_list(self) -> list[int]:
-        return [int(s) for s in self.seeds.split(",") if s != ""]
+        return int_list(self.seeds, "--seeds")
 
 
 @dataclass(frozen=True)

@@ -236,3 +236,39 @@ def test_truncate_after_keeps_every_row_when_killed_mid_rewrite(tmp_path, monkey
     rows = (tmp_path / "metrics.csv").read_text().splitlines()
     assert rows[0] == "step,wall_s,loss" and [r.split(",")[0] for r in rows[1:]] == ["10", "20"]
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+# -- bad settings are one-line errors, not tracebacks -------------------------------------------------------
+def test_an_unknown_mujoco_gl_is_one_line_exit_2():
+    import subprocess
+    import sys
+
+    env = {**os.environ, "MUJOCO_GL": "foo", "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", "import data.env"], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: MUJOCO_GL='foo' is not a rendering backend")
+    assert proc.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("config, argv, message", [
+    ("rl.grid:GridConfig", ["--seeds", "0,x"], "--seeds takes comma-separated integers, got '0,x'"),
+    ("pipeline.run:PipelineConfig", ["--seeds", "0,x"], "--seeds takes comma-separated integers, got '0,x'"),
+    ("pretrain.config:PretrainConfig", ["--figure-every", "0"], "--figure-every and --log-every must be >= 1"),
+])
+def test_bad_flag_values_are_one_line_exit_2(config, argv, message, capsys):
+    import importlib
+
+    from common.cli import parse_config
+
+    module, name = config.split(":")
+    with pytest.raises(SystemExit) as exit_info:  # parsing only: nothing runs, whatever the outcome
+        parse_config(getattr(importlib.import_module(module), name), argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message in err and err.count("\n") == 1
+
+
+def test_running_out_of_memory_is_one_line_exit_2(capsys):
+    with pytest.raises(SystemExit) as exit_info, one_line_errors():
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: "
+                           "you tried to allocate 32000000000 bytes.\nmore")
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith("error: out of memory ([enforce fail") and "lower --batch-size" in err
