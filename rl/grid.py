@@ -202,11 +202,15 @@ def _execute(cmd: list[str], run_dirs: list[str], cwd: str, gpu: int | None = No
     env = dict(env or os.environ, **({"CUDA_VISIBLE_DEVICES": str(gpu)} if gpu is not None else {}))
     log_path = paths[0] / "stdout.log"
     with open(log_path, "ab") as log:
+        start = log.tell()  # what the first run's log held before: its own history, not this pack's
         code = subprocess.run([sys.executable, "-c", DIE_WITH_PARENT, *cmd], cwd=cwd, stdout=log,
                               stderr=subprocess.STDOUT, env=env).returncode
-    for path in paths[1:]:  # every run folder keeps the pack's log
+    with open(log_path, "rb") as log:
+        log.seek(start)
+        output = log.read()
+    for path in paths[1:]:  # every run folder keeps this pack's output (once)
         with open(path / "stdout.log", "ab") as log:
-            log.write(log_path.read_bytes())
+            log.write(output)
     return code
 
 

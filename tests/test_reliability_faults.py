@@ -272,3 +272,15 @@ def test_running_out_of_memory_is_one_line_exit_2(capsys):
                            "you tried to allocate 32000000000 bytes.\nmore")
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and err.startswith("error: out of memory ([enforce fail") and "lower --batch-size" in err
+
+
+# -- rl.grid: a rerun's stdout.log holds this pack's output only once -------------------------------------
+def test_a_packs_output_is_appended_to_each_runs_log_without_another_runs_history(tmp_path):
+    from rl.grid import _execute
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    (a / "stdout.log").write_text("history of run a\n")
+    assert _execute(["-c", "print('pack output')"], ["a", "b"], str(tmp_path)) == 0
+    assert (a / "stdout.log").read_text() == "history of run a\npack output\n"
+    assert (b / "stdout.log").read_text() == "pack output\n"  # before: run a's history too
