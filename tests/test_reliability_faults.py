@@ -284,3 +284,28 @@ def test_a_packs_output_is_appended_to_each_runs_log_without_another_runs_histor
     assert _execute(["-c", "print('pack output')"], ["a", "b"], str(tmp_path)) == 0
     assert (a / "stdout.log").read_text() == "history of run a\npack output\n"
     assert (b / "stdout.log").read_text() == "pack output\n"  # before: run a's history too
+
+
+# -- figures are written atomically: a full disk names the file and keeps the previous figure -------------
+def test_a_figure_on_a_full_disk_names_the_file_and_keeps_the_previous_one(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    from common.figures import write_figure
+    from common.io import DiskFullError
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0, 1])
+    path = write_figure(fig, tmp_path / "figures" / "recon.png")
+    before = path.read_bytes()
+    assert Image.open(path).size[0] > 100
+
+    def no_room(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", no_room)
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    with pytest.raises(DiskFullError, match=r"writing .*figures/recon.png"):
+        write_figure(fig, path)
+    assert path.read_bytes() == before and sorted(p.name for p in path.parent.iterdir()) == ["recon.png"]
