@@ -378,6 +378,14 @@ def load_arrays(
     return out
 
 
+def frame_digests(rgb: np.ndarray) -> list[str]:
+    """A content fingerprint of each frame of uint8 [N, H, W, 3] (16 hex digits of sha256 over shape and
+    pixels): the same image has the same one in any folder, unlike its key, which is a position
+    ('00000-00012') that every collection reuses."""
+    rgb = np.ascontiguousarray(rgb, np.uint8)
+    return [hashlib.sha256(f"{frame.shape}".encode() + frame.tobytes()).hexdigest()[:16] for frame in rgb]
+
+
 def oracle_maps(clicks: list[np.ndarray], size: int) -> np.ndarray:
     """Oracle saliency maps float32 [N, size, size] from stored clicks (the shared click-to-map)."""
     return np.stack([clicks_to_map(c, size) for c in clicks]) if clicks else np.zeros((0, size, size), np.float32)

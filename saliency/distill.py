@@ -16,7 +16,7 @@ import torch
 from common.cli import run_command, should_resume
 from common.io import safe_torch_load
 from common.runs import device_description, exclusive_run_dir
-from data.shards import load_arrays
+from data.shards import frame_digests, load_arrays
 from saliency.config import DistillConfig, presets_for
 from saliency.data import Augment, split
 from saliency.predictor import SaliencyPredictor, resolve_device
@@ -62,6 +62,7 @@ def _distill(cfg: DistillConfig) -> Path:
                            saturation=cfg.color_jitter, hue=cfg.color_jitter / 10), cfg.progress)
     extra = {
         "seen_keys": sorted(teacher.seen_keys | {str(k) for k in keys}),
+        "seen_frames": sorted(teacher.seen_frames | set(frame_digests(frames))),
         "teacher": str(cfg.teacher),
         "teacher_train_keys": list(teacher.info.get("train_keys", [])),
         "distill_config": asdict(cfg),

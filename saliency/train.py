@@ -26,6 +26,7 @@ from common.cli import run_command, should_resume
 from common.io import check_finite_loss, safe_torch_load
 from common.runs import MetricLogger, device_description, exclusive_run_dir, prepare_run_dir
 from data.preprocess import frames_to_tensor
+from data.shards import frame_digests
 from saliency.config import TrainConfig, presets_for
 from saliency.data import Augment, load_annotations, split
 from saliency.export import write_hub_files
@@ -203,6 +204,7 @@ def _train(cfg: TrainConfig) -> Path:
         model.load_backbone(cfg.backbone_weights)
     extra = {
         "seen_keys": [str(k) for k in ann.keys],
+        "seen_frames": frame_digests(ann.images),  # what evaluation excludes: keys repeat across collections
         "train_keys": [str(k) for k in ann.keys[tr]],
         "train_config": {k: v for k, v in asdict(cfg).items()},
         "annotations": str(cfg.annotations),

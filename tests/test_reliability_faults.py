@@ -1,5 +1,6 @@
 """Issue #27: the failures and minors of a 58-probe fault run, each kept as a test that failed before its fix."""
 import errno
+import json
 import os
 import shutil
 
@@ -309,3 +310,23 @@ def test_a_figure_on_a_full_disk_names_the_file_and_keeps_the_previous_one(tmp_p
     with pytest.raises(DiskFullError, match=r"writing .*figures/recon.png"):
         write_figure(fig, path)
     assert path.read_bytes() == before and sorted(p.name for p in path.parent.iterdir()) == ["recon.png"]
+
+
+# -- saliency.evaluate excludes the frames a model saw, not their positions -------------------------------
+def test_evaluate_scores_a_fresh_folder_whose_keys_repeat_the_training_folders(synthetic, tmp_path, capsys):
+    from saliency import distill, evaluate, train
+    from saliency.data import build_oracle_annotations, save_annotations
+
+    annotations = save_annotations(tmp_path / "ann.npz", build_oracle_annotations(synthetic, 6, seed=0, pool=40))
+    run_dir = tmp_path / "sal"
+    train.main(["--preset", "micro", "--annotations", str(annotations), "--out", str(run_dir), "--threads", "1", "--epochs", "1"])
+    distill.main(["--preset", "micro", "--teacher", str(run_dir / "best.pt"), "--data", str(synthetic), "--threads", "1",
+                  "--epochs", "1", "--frames", "60"])  # the student saw every frame of `synthetic`
+    fresh = synthetic_shards(tmp_path / "fresh", frames=60, shard_size=20, seed=1)  # same keys, other frames
+    argv = ["--preset", "micro", "--model", str(run_dir / "student.pt"), "--threads", "1", "--n", "60"]
+    evaluate.main([*argv, "--data", str(fresh), "--out", str(tmp_path / "eval")])
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["metrics"]["n"] == 60 and metrics["metrics"]["first_key"] == "00000-00000"  # before: refused, every key seen
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.main([*argv, "--data", str(synthetic), "--out", str(tmp_path / "eval2")])
+    assert exit_info.value.code == 2 and "every frame of" in capsys.readouterr().err
