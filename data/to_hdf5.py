@@ -23,7 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from common.cli import one_line_errors, parse_config
-from common.io import disk_full_error, is_disk_full
+from common.io import check_writable_dir, disk_full_error, is_disk_full
 from data.shards import ALLOW_INCOMPLETE_HELP, ShardFile, iter_samples, read_manifest, verified_shards
 
 CHUNK = 256
@@ -90,7 +90,7 @@ def convert(cfg: ToHdf5Config, progress: bool = True) -> Path:
     out = Path(cfg.out or str(Path(cfg.shards).with_suffix(".h5")))
     if out.exists() and not cfg.overwrite:
         raise SystemExit(f"error: {out} exists; pass --overwrite to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    check_writable_dir(out.parent)
     fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)  # this process's own
     tmp = Path(name)
     try:
