@@ -215,6 +215,16 @@ class ReplayBuffer:
         self.rngs[run].bit_generator.state = meta["rng"]
 
 
+def remove_replays_except(run_dir: Path, keep: str) -> list[Path]:
+    """Delete every `replay-<step>/` folder of `run_dir` but `keep` (the checkpoint's): the previous
+    checkpoint's and orphans of a checkpoint cut off after its replay was saved (a kill, a full disk
+    while writing the .pt), which no later checkpoint's step would name. Returns what was removed."""
+    gone = [d for d in sorted(Path(run_dir).glob("replay-*")) if d.is_dir() and d.name != keep]
+    for folder in gone:
+        shutil.rmtree(folder, ignore_errors=True)
+    return gone
+
+
 def _stream_to_npy(part: torch.Tensor, path: Path, named: Path) -> int:
     """Write tensor `part` [rows, n, ...] to the .npy file `path` in chunks of about CHUNK_BYTES; its
     blocks are allocated first, so a full disk raises DiskFullError naming `named` (where the file

@@ -263,3 +263,15 @@ def test_a_full_disk_while_saving_a_replay_is_an_error_that_leaves_nothing(tmp_p
     (tmp_path / ".replay-000000100.tmp" / "action.npy").write_bytes(b"\0" * 100)
     with exclusive_run_dir(tmp_path):
         assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "replay-000000050"]
+
+
+def test_remove_replays_except_deletes_the_previous_and_orphaned_replays(tmp_path: Path):
+    from rl.replay import remove_replays_except
+
+    for step in (100, 150, 200):  # 150: an orphan whose checkpoint .pt was never written
+        (tmp_path / f"replay-{step:09d}").mkdir()
+        (tmp_path / f"replay-{step:09d}" / "action.npy").write_bytes(b"\0")
+    (tmp_path / "checkpoint-000000200.pt").write_bytes(b"\0")
+    gone = remove_replays_except(tmp_path, "replay-000000200")
+    assert [p.name for p in gone] == ["replay-000000100", "replay-000000150"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-000000200.pt", "replay-000000200"]
