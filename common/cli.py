@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import errno
 import math
 import sys
 import typing
@@ -24,6 +25,8 @@ from dataclasses import field
 from typing import Any, NoReturn, TypeVar
 
 T = TypeVar("T")
+
+NOT_WRITABLE_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
 def _base_type(tp: Any) -> Any:
@@ -149,6 +152,17 @@ def replace_flat(cfg: T, **changes: Any) -> T:
     return new
 
 
+def int_list(text: str, flag: str) -> list[int]:
+    """Comma-separated integers ('0,1,2') as a list; ValueError naming `flag` if a word is no integer or none is given."""
+    try:
+        values = [int(word) for word in text.split(",") if word.strip()]
+    except ValueError:
+        raise ValueError(f"{flag} takes comma-separated integers, got {text!r}") from None
+    if not values:
+        raise ValueError(f"{flag} takes comma-separated integers, got none")
+    return values
+
+
 def check_finite(cfg: Any, names: Sequence[str] | None = None) -> Any:
     """Raise ValueError naming the first float field of config `cfg` (or of `names`) that is NaN or inf.
 
@@ -169,19 +183,32 @@ def one_line_errors(*extra: type[BaseException]) -> Iterator[None]:
     """In a command's main(): errors a user can fix exit with one line `error: ...` and status 2.
 
     Covers ShardError, CheckpointError, NonFiniteError, DiskFullError (and any OSError that is a
-    full disk), FileNotFoundError, ValueError, TypeError, and the `extra` types given.
+    full disk), FileNotFoundError, ValueError, TypeError, a file or folder the process may not write
+    (read-only or no permission), running out of memory, `SystemExit("error: ...")` (whose status
+    would be 1), and the `extra` types given.
     """
     from common.io import DiskFullError, ShardError, disk_full_error, failed_path, is_disk_full
 
     try:
         yield
+    except SystemExit as err:
+        if isinstance(err.code, str) and err.code.startswith("error: "):  # a refusal raised with a message: status 2
+            fail(err.code.removeprefix("error: "))
+        raise
     except DiskFullError as err:
         fail(err.strerror)
     except (ShardError, FileNotFoundError, ValueError, TypeError, *extra) as err:
         fail(str(err))
+    except MemoryError:
+        fail("out of memory; lower --batch-size (or the flag that sizes what was being allocated) and run again")
     except (OSError, RuntimeError) as err:
         if is_disk_full(err):
             fail(disk_full_error(failed_path(err), err).strerror)
+        if isinstance(err, RuntimeError) and ("can't allocate memory" in str(err) or "out of memory" in str(err).lower()):
+            fail(f"out of memory ({str(err).splitlines()[0][:200]}); lower --batch-size (or the flag that sizes what "
+                 "was being allocated) and run again")
+        if isinstance(err, OSError) and err.errno in NOT_WRITABLE_ERRNOS:
+            fail(f"cannot access {failed_path(err)}: {err.strerror}; choose another --out (or fix its permissions)")
         raise
 
 

@@ -15,6 +15,7 @@ import json
 import math
 import os
 import re
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -80,13 +81,16 @@ def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> Path:
 
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
-    """Delete the hidden `.<name>.*.tmp` files that a writer killed mid-write left in `folder` (atomic
-    writes never leave one otherwise). Only for a folder no other process writes to (`exclusive_run_dir`
-    calls it on taking the folder's lock): a writer's file in flight has the same name. Returns what
-    was removed."""
+    """Delete the hidden `.<name>.*.tmp` files (and `.<name>.tmp` folders: a replay being saved) that a
+    writer killed mid-write left in `folder` (atomic writes never leave one otherwise). Only for a folder
+    no other process writes to (`exclusive_run_dir` calls it on taking the folder's lock): a writer's
+    file in flight has the same name. Returns what was removed."""
     stale = sorted(Path(folder).glob(".?*.tmp"))
     for path in stale:
-        path.unlink(missing_ok=True)
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
     return stale
 
 

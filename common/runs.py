@@ -5,6 +5,7 @@ import contextlib
 import csv
 import dataclasses
 import fcntl
+import io
 import os
 import socket
 import subprocess
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from common.cli import flat_dict, resume_mode
-from common.io import atomic_write_json, check_writable_dir, remove_stale_temporaries
+from common.io import atomic_write_bytes, atomic_write_json, check_writable_dir, remove_stale_temporaries
 
 
 def code_version() -> str:
@@ -145,8 +146,11 @@ class MetricLogger:
             return
         header, body = rows[0], rows[1:]
         keep = [r for r in body if r and float(r[0]) <= step]
-        with open(self.path, "w", newline="") as f:
-            csv.writer(f).writerows([header, *keep])
+        if len(keep) == len(body):
+            return
+        text = io.StringIO(newline="")
+        csv.writer(text).writerows([header, *keep])
+        atomic_write_bytes(self.path, text.getvalue().encode())  # a kill mid-rewrite keeps every old row
 
     def _truncate_tensorboard(self, step: int) -> None:
         """Rewrite the event files of <run>/tb that hold summaries after `step` without them (a killed

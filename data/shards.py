@@ -21,7 +21,8 @@ Maps from clicks are derived on read with `data.clicks.clicks_to_map`, never sto
 `manifest.json` lists every shard with its sample count and the sha256 of its bytes (written when
 the shard is renamed into place) and says whether the collection is `complete`. Every reader goes
 through `verified_shards` + `iter_raw`: a missing, unlisted, truncated or changed shard, a wrong
-count, or an incomplete folder (unless `allow_incomplete`) is a ShardError naming the file and the
+count, a sample key of another shard or repeated (keys must be unique in the folder: annotations and
+exports are keyed by them), or an incomplete folder (unless `allow_incomplete`) is a ShardError naming the file and the
 command that repairs it (`repair_command`: re-running the collection regenerates only what is
 missing or damaged, and adds checksums to a manifest written before they existed).
 """
@@ -30,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import tarfile
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
@@ -217,7 +219,24 @@ def _split_samples(payload: bytes, shard: ShardFile) -> list[dict[str, bytes]]:
         raise ShardError(f"{shard.path}: corrupt or truncated shard ({reason}); {shard.repair}") from err
     if shard.frames is not None and len(samples) != shard.frames:
         raise ShardError(f"{shard.path}: holds {len(samples)} samples, manifest.json says {shard.frames}; {shard.repair}")
+    _check_keys(shard, [s.get("__key__", "") for s in samples])
     return samples
+
+
+def _check_keys(shard: ShardFile, keys: list[str]) -> None:
+    """Keys must be unique in the folder (annotations and exports are keyed by them): every key of
+    `shard-<i>.tar` starts with `<i>-`, and none repeats within the shard."""
+    found = re.fullmatch(r"shard-(\d+)\.tar", shard.path.name)
+    prefix = f"{found.group(1)}-" if found else ""
+    foreign = next((k for k in keys if not k.startswith(prefix)), None)
+    if foreign is not None:
+        raise ShardError(f"{shard.path}: sample key {foreign!r} belongs to another shard (the keys of {shard.path.name} "
+                         f"start with {prefix!r}): a shard copied or renamed from elsewhere, whose keys repeat another "
+                         f"shard's; {shard.repair}")
+    seen: set[str] = set()
+    twice = next((k for k in keys if k in seen or seen.add(k)), None)
+    if twice is not None:
+        raise ShardError(f"{shard.path}: sample key {twice!r} appears twice (keys must be unique); {shard.repair}")
 
 
 def _expand(by_url: dict[str, ShardFile], src: Iterable[dict[str, str]]) -> Iterator[dict[str, bytes]]:
@@ -368,6 +387,14 @@ def load_arrays(
             "or use --saliency oracle"
         )
     return out
+
+
+def frame_digests(rgb: np.ndarray) -> list[str]:
+    """A content fingerprint of each frame of uint8 [N, H, W, 3] (16 hex digits of sha256 over shape and
+    pixels): the same image has the same one in any folder, unlike its key, which is a position
+    ('00000-00012') that every collection reuses."""
+    rgb = np.ascontiguousarray(rgb, np.uint8)
+    return [hashlib.sha256(f"{frame.shape}".encode() + frame.tobytes()).hexdigest()[:16] for frame in rgb]
 
 
 def oracle_maps(clicks: list[np.ndarray], size: int) -> np.ndarray:

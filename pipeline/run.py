@@ -28,7 +28,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from common.cli import from_flat, one_line_errors, parse_config
+from common.cli import from_flat, int_list, one_line_errors, parse_config
 from common.io import atomic_write_json
 from pipeline.presets import PRESETS
 
@@ -65,6 +65,7 @@ class PipelineConfig:
             raise ValueError(f"probe-frames must be >= 30, got {self.probe_frames}")
         if self.backend not in ("local", "ray"):
             raise ValueError(f"backend must be 'local' or 'ray', got {self.backend!r}")
+        int_list(self.seeds, "--seeds")
         return self
 
 
@@ -129,7 +130,7 @@ def run(cfg: PipelineConfig) -> Path:
     tasks = [check_task(t) for t in cfg.tasks.split(",") if t]
     p = cfg.stage_preset
     encoders = cfg.encoders.split(",")
-    n_gaze = len(tasks) * len(cfg.seeds.split(",")) * sum(e.startswith("gaze") for e in encoders)
+    n_gaze = len(tasks) * len(int_list(cfg.seeds, "--seeds")) * sum(e.startswith("gaze") for e in encoders)
     stages = Stages(cfg, total=len(tasks) * 7 + 4 + n_gaze)
     atomic_write_json("runs/pipeline/config.json", asdict(cfg))
     for task in tasks:

@@ -49,8 +49,10 @@ class PretrainConfig:
         self.resume = resume_mode(self.resume)
         check_precision(self.precision)
         self.model.validate()
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("--epochs and --batch-size must be >= 1")
+        if self.epochs < 1 or self.batch_size < 1 or self.figure_every < 1 or self.log_every < 1:
+            raise ValueError("--epochs, --batch-size, --figure-every and --log-every must be >= 1")
+        if self.limit < 0 or self.eval_frames < 0 or self.max_steps < 0 or self.threads < 0:
+            raise ValueError("--limit, --eval-frames, --max-steps and --threads must be >= 0")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
         if self.blr <= 0 or (self.lr is not None and self.lr <= 0) or self.min_lr < 0 or self.warmup_epochs < 0:

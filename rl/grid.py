@@ -37,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common.cli import flat_dict, parse_config
+from common.cli import flat_dict, int_list, parse_config
 from common.io import atomic_write_json
 from common.precision import PRECISION_HELP, check_precision, precision_field
 from data.env import check_task
@@ -95,6 +95,7 @@ class GridConfig:
             raise ValueError(f"storage must be 'driver' or 'shared', got {self.storage!r}")
         if self.parallel < 1 or self.steps < 1 or self.pack < 0 or self.retries < 0:
             raise ValueError("parallel and steps must be >= 1, pack and retries >= 0")
+        int_list(self.seeds, "--seeds")
         return self
 
     @property
@@ -107,7 +108,7 @@ class GridConfig:
 
     @property
     def seed_list(self) -> list[int]:
-        return [int(s) for s in self.seeds.split(",") if s != ""]
+        return int_list(self.seeds, "--seeds")
 
 
 @dataclass(frozen=True)
@@ -204,11 +205,15 @@ def _execute(cmd: list[str], run_dirs: list[str], cwd: str, gpu: int | None = No
     env = dict(env or os.environ, **({"CUDA_VISIBLE_DEVICES": str(gpu)} if gpu is not None else {}))
     log_path = paths[0] / "stdout.log"
     with open(log_path, "ab") as log:
+        start = log.tell()  # what the first run's log held before: its own history, not this pack's
         code = subprocess.run([sys.executable, "-c", DIE_WITH_PARENT, *cmd], cwd=cwd, stdout=log,
                               stderr=subprocess.STDOUT, env=env).returncode
-    for path in paths[1:]:  # every run folder keeps the pack's log
+    with open(log_path, "rb") as log:
+        log.seek(start)
+        output = log.read()
+    for path in paths[1:]:  # every run folder keeps this pack's output (once)
         with open(path / "stdout.log", "ab") as log:
-            log.write(log_path.read_bytes())
+            log.write(output)
     return code
 
 

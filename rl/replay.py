@@ -23,11 +23,15 @@ to .npy files in chunks (`save_run`), never copying the whole buffer in memory.
 """
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from common.io import disk_full_error, is_disk_full
 
 FieldSpec = dict[str, tuple[tuple[int, ...], Any]]
 CHUNK_BYTES = 64 << 20  # checkpoint streaming granularity
@@ -166,21 +170,27 @@ class ReplayBuffer:
 
     def save_run(self, run: int, folder: Path) -> dict[str, Any]:
         """Stream run `run`'s filled slots to `folder`/<array>.npy in chunks; returns the bookkeeping
-        (tensors and numbers, for the checkpoint) including the bytes written."""
-        folder.mkdir(parents=True, exist_ok=True)
+        (tensors and numbers, for the checkpoint) including the bytes written.
+
+        The files are written into a hidden `.<folder name>.tmp` beside `folder` and renamed to it
+        once complete (replacing an orphan of a checkpoint cut off at this step), so `folder` is
+        whole or absent. Each file's blocks are allocated before it is filled: a disk without room
+        is a DiskFullError naming the file (a memory map of a sparse file would die with SIGBUS),
+        and nothing of this save is left behind."""
         block = self._run_rows(run)
         n = int(self.filled[block].max())
+        tmp = folder.with_name(f".{folder.name}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
         written = 0
-        for name, arr in self._arrays().items():
-            part = arr[block, :n]  # a view: nothing is copied yet
-            out = np.lib.format.open_memmap(folder / f"{name}.npy", mode="w+",
-                                            dtype=_numpy_dtype(part.dtype), shape=tuple(part.shape))
-            step = max(1, CHUNK_BYTES // max(1, part[:, :1].numel() * part.element_size()))
-            for t in range(0, n, step):
-                out[:, t:t + step] = part[:, t:t + step].cpu().numpy()
-            out.flush()
-            written += out.nbytes
-            del out
+        try:
+            for name, arr in self._arrays().items():
+                written += _stream_to_npy(arr[block, :n], tmp / f"{name}.npy", folder / f"{name}.npy")  # a view: nothing copied yet
+            shutil.rmtree(folder, ignore_errors=True)
+            tmp.rename(folder)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         return {
             "valid": torch.from_numpy(self.valid[block, :n].copy()), "pos": torch.from_numpy(self.pos[block].copy()),
             "filled": torch.from_numpy(self.filled[block].copy()), "rng": self.rngs[run].bit_generator.state,
@@ -203,6 +213,40 @@ class ReplayBuffer:
         self.pos[block] = meta["pos"].numpy()
         self.filled[block] = meta["filled"].numpy()
         self.rngs[run].bit_generator.state = meta["rng"]
+
+
+def remove_replays_except(run_dir: Path, keep: str) -> list[Path]:
+    """Delete every `replay-<step>/` folder of `run_dir` but `keep` (the checkpoint's): the previous
+    checkpoint's and orphans of a checkpoint cut off after its replay was saved (a kill, a full disk
+    while writing the .pt), which no later checkpoint's step would name. Returns what was removed."""
+    gone = [d for d in sorted(Path(run_dir).glob("replay-*")) if d.is_dir() and d.name != keep]
+    for folder in gone:
+        shutil.rmtree(folder, ignore_errors=True)
+    return gone
+
+
+def _stream_to_npy(part: torch.Tensor, path: Path, named: Path) -> int:
+    """Write tensor `part` [rows, n, ...] to the .npy file `path` in chunks of about CHUNK_BYTES; its
+    blocks are allocated first, so a full disk raises DiskFullError naming `named` (where the file
+    goes). Returns the bytes of data written."""
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=_numpy_dtype(part.dtype), shape=tuple(part.shape))
+    size = path.stat().st_size
+    try:
+        with open(path, "r+b") as f:
+            os.posix_fallocate(f.fileno(), 0, size)
+    except OSError as err:
+        del out
+        if is_disk_full(err):
+            raise disk_full_error(named, err, size) from err
+        raise
+    n = part.shape[1]
+    step = max(1, CHUNK_BYTES // max(1, part[:, :1].numel() * part.element_size()))
+    for t in range(0, n, step):
+        out[:, t:t + step] = part[:, t:t + step].cpu().numpy()
+    out.flush()
+    written = out.nbytes
+    del out
+    return written
 
 
 def _numpy_dtype(dtype: torch.dtype) -> np.dtype:

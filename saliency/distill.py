@@ -14,14 +14,15 @@ import numpy as np
 import torch
 
 from common.cli import run_command, should_resume
+from common.io import safe_torch_load
 from common.precision import resolve_precision
 from common.runs import device_description, exclusive_run_dir
-from data.shards import load_arrays
+from data.shards import frame_digests, load_arrays
 from saliency.config import DistillConfig, presets_for
 from saliency.data import Augment, split
 from saliency.predictor import SaliencyPredictor, resolve_device
 from saliency.student import StudentConfig, StudentNet
-from saliency.train import FitSpec, fit, last_checkpoint
+from saliency.train import FitSpec, check_resume_config, fit, last_checkpoint
 
 
 def run(cfg: DistillConfig) -> Path:
@@ -39,6 +40,8 @@ def _distill(cfg: DistillConfig) -> Path:
         raise SystemExit(f"error: {out} exists; refusing to overwrite a trained student (pass --resume auto to continue "
                          "its training, choose another --out or delete it)")
     resuming = should_resume(cfg.resume, last.exists(), last)
+    if resuming:
+        check_resume_config(last, safe_torch_load(last).get("distill_config", {}), cfg)
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
@@ -61,6 +64,7 @@ def _distill(cfg: DistillConfig) -> Path:
                            saturation=cfg.color_jitter, hue=cfg.color_jitter / 10), cfg.progress, precision)
     extra = {
         "seen_keys": sorted(teacher.seen_keys | {str(k) for k in keys}),
+        "seen_frames": sorted(teacher.seen_frames | set(frame_digests(frames))),
         "teacher": str(cfg.teacher),
         "teacher_train_keys": list(teacher.info.get("train_keys", [])),
         "distill_config": asdict(cfg),

@@ -2,7 +2,8 @@
 
 Ground truth = oracle maps from the clicks stored with each frame (data.shards.oracle_maps at the
 frames' resolution). Frames the model (or its teacher) was trained or validated on are excluded by
-key; the last `n` remaining frames of the folder are scored. Writes metrics.json and a Fig. 7-like
+content (their digests, so a fresh folder whose keys repeat the training folder's positions keeps its
+frames); the last `n` remaining frames of the folder are scored. Writes metrics.json and a Fig. 7-like
 grid (frame, oracle map, predicted map, frame x predicted map) to `--out`.
 """
 from __future__ import annotations
@@ -19,16 +20,20 @@ from common.cli import run_command
 from common.figures import write_figure
 from common.io import atomic_write_json
 from common.runs import code_version, device_description
-from data.shards import load_arrays, oracle_maps
+from data.shards import frame_digests, load_arrays, oracle_maps
 from saliency.config import EvalConfig, presets_for
 from saliency.metrics import GT_THRESHOLD, score_maps
 from saliency.predictor import SaliencyPredictor
 
 
-def unseen_frames(data: str | Path, n: int, exclude: set[str], allow_incomplete: bool = False) -> dict[str, Any]:
-    """The last `n` frames of a shard folder whose keys are not in `exclude`, with their oracle maps."""
+def unseen_frames(data: str | Path, n: int, seen_frames: set[str], seen_keys: set[str] = frozenset(),
+                  allow_incomplete: bool = False) -> dict[str, Any]:
+    """The last `n` frames of a shard folder that are not among `seen_frames` (frame digests), with
+    their oracle maps. `seen_keys` excludes by key instead, for checkpoints without digests: keys are
+    positions every collection reuses, so a fresh folder would lose the frames at those positions."""
     arrays = load_arrays(data, allow_incomplete=allow_incomplete)
-    keep = [i for i, k in enumerate(arrays["keys"]) if k not in exclude]
+    digests = frame_digests(arrays["rgb"])
+    keep = [i for i, (k, d) in enumerate(zip(arrays["keys"], digests)) if d not in seen_frames and k not in seen_keys]
     if not keep:
         raise ValueError(f"every frame of {data} was seen in training; evaluate on another folder")
     if len(keep) < n:
@@ -37,14 +42,16 @@ def unseen_frames(data: str | Path, n: int, exclude: set[str], allow_incomplete:
     clicks = [arrays["clicks"][i] for i in keep]
     frames = arrays["rgb"][keep]
     return {"frames": frames, "clicks": clicks, "keys": [arrays["keys"][i] for i in keep],
-            "gt": oracle_maps(clicks, frames.shape[1])}
+            "digests": [digests[i] for i in keep], "gt": oracle_maps(clicks, frames.shape[1])}
 
 
 def score(predictor: SaliencyPredictor, data: str | Path, n: int, allow_incomplete: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
     """(metrics, {frames, clicks, keys, gt, pred}) of `predictor` on `n` unseen frames of `data`."""
-    sample = unseen_frames(data, n, predictor.seen_keys, allow_incomplete)
-    overlap = set(sample["keys"]) & predictor.seen_keys
-    assert not overlap, f"evaluation frames overlap the training keys: {sorted(overlap)[:3]}"
+    seen_frames = predictor.seen_frames
+    seen_keys = set() if seen_frames else predictor.seen_keys  # a checkpoint from before frame digests: by key
+    sample = unseen_frames(data, n, seen_frames, seen_keys, allow_incomplete)
+    overlap = (set(sample["digests"]) & seen_frames) | (set(sample["keys"]) & seen_keys)
+    assert not overlap, f"evaluation frames overlap the training frames: {sorted(overlap)[:3]}"
     t0 = time.perf_counter()
     pred = predictor(sample["frames"])
     elapsed = time.perf_counter() - t0

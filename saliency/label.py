@@ -4,8 +4,10 @@ Every source shard becomes a shard of the same name in `--out` (default `<data>-
 same samples plus `saliency.png` (uint8 map from `SaliencyPredictor`, the path RL uses), written
 atomically. Source shards are checked against their manifest (see data.shards); finished output
 shards that pass their checks are skipped, damaged ones are redone, so a killed run resumes where it
-stopped; a marker file ties the folder to one model, so labels from two models never mix. Under torchrun each rank takes
-the shards i with i % WORLD_SIZE == RANK (GPU LOCAL_RANK); whichever rank finds every shard done
+stopped; a marker file ties the folder to one model and to the source shards' checksums, so labels
+from two models, or of a source re-collected under the same name, never mix (the rerun is refused).
+An existing folder that labelling did not write (a collection) is refused. Under torchrun each rank
+takes the shards i with i % WORLD_SIZE == RANK (GPU LOCAL_RANK); whichever rank finds every shard done
 writes the manifest (the source's, with the labelled shards' own counts and sha256, plus
 "labelled_from" and "saliency_model").
 """
@@ -27,6 +29,7 @@ from common.io import atomic_write_json, check_writable_dir
 from common.runs import exclusive_run_dir
 from data.shards import (
     ShardError,
+    SHARD_GLOB,
     ShardFile,
     check_shard,
     iter_samples,
@@ -86,16 +89,16 @@ def _label(cfg: LabelConfig, src: Path, out: Path) -> Path:
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", local_rank)
     check_writable_dir(out)
-    identity = {"saliency_model": str(cfg.model), "model_sha256": file_digest(cfg.model), "labelled_from": src.name}
+    identity = {"saliency_model": str(cfg.model), "model_sha256": file_digest(cfg.model), "labelled_from": src.name,
+                "source_shards": {s.path.name: [s.frames, s.sha256] for s in shards}}
     marker = out / MARKER
     if marker.exists():
-        old = json.loads(marker.read_text())
-        if old.get("model_sha256") != identity["model_sha256"] or old.get("labelled_from") != identity["labelled_from"]:
-            raise SystemExit(f"error: {out} holds labels of {old.get('labelled_from')} by {old.get('saliency_model')} "
-                             f"(sha {old.get('model_sha256')}); choose another --out or delete it")
-    else:
-        atomic_write_json(marker, identity)
-    predictor = SaliencyPredictor.load(cfg.model, device, cfg.batch_size, cfg.precision)
+        identity = _resumable_identity(out, json.loads(marker.read_text()), identity, src)
+    elif (out / "manifest.json").exists() or any(out.glob(SHARD_GLOB)):
+        raise SystemExit(f"error: {out} holds shards that saliency.label did not write (a collection?); labelled "
+                         "shards go to a folder of their own: choose another --out")
+    predictor = SaliencyPredictor.load(cfg.model, device, cfg.batch_size, cfg.precision)  # before the marker: a bad --model leaves no trace
+    atomic_write_json(marker, identity)
     mine = [s for i, s in enumerate(shards) if i % world == rank]
     done = _labelled_shards(out, mine)
     todo = [s for s in mine if s.path.name not in done]
@@ -117,6 +120,27 @@ def _label(cfg: LabelConfig, src: Path, out: Path) -> Path:
                              "saliency_model_sha256": identity["model_sha256"]})
         print(f"labelled folder complete: {out}")
     return out
+
+
+def _resumable_identity(out: Path, old: dict, new: dict, src: Path) -> dict:
+    """The marker to keep when labelling into `out` again: the old one plus shards new to it, or an
+    error if `out` holds labels of another model or of frames that have changed since. A source
+    re-collected under the same name has other shards; its labels are never mixed with the old ones
+    nor silently replaced (nothing saved is lost): the user deletes `out` or picks another."""
+    if old.get("model_sha256") != new["model_sha256"] or old.get("labelled_from") != new["labelled_from"]:
+        raise SystemExit(f"error: {out} holds labels of {old.get('labelled_from')} by {old.get('saliency_model')} "
+                         f"(sha {old.get('model_sha256')}); choose another --out or delete it")
+    if "source_shards" not in old:
+        raise SystemExit(f"error: {out} was labelled before labelling recorded its source's checksums, so whether its "
+                         f"labels still match {src} cannot be checked; delete it (or choose another --out) to label again")
+    before = old["source_shards"]
+    changed = sorted(name for name, (frames, sha) in new["source_shards"].items() if name in before
+                     and (before[name][0] != frames or (sha and before[name][1] and before[name][1] != sha)))
+    if changed:
+        raise SystemExit(f"error: {out} holds labels of other frames than {src} has now ({src / changed[0]} and "
+                         f"{len(changed) - 1} more changed since: re-collected?); its labels are kept: delete {out} or "
+                         "choose another --out to label the new frames")
+    return {**new, "source_shards": {**old["source_shards"], **new["source_shards"]}}
 
 
 def _labelled_shards(out: Path, shards: list[ShardFile]) -> dict[str, dict]:

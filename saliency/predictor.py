@@ -143,6 +143,12 @@ class SaliencyPredictor:
         """Frame keys this model (and, for a student, its teacher) was trained or selected on."""
         return set(self.info.get("seen_keys", []))
 
+    @property
+    def seen_frames(self) -> set[str]:
+        """`data.shards.frame_digests` of the frames it (or its teacher) saw; empty for a checkpoint
+        written before they were recorded (evaluation then excludes by key)."""
+        return set(self.info.get("seen_frames", []))
+
     def __call__(self, frames) -> np.ndarray:
         """uint8 [N, H, W, 3] (or one [H, W, 3]) -> float32 [N, H, W] in [0, 1]."""
         return predict_maps(self.model, frames, self.batch_size, self.device, self.precision)

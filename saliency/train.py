@@ -14,6 +14,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,6 +27,7 @@ from common.io import check_finite_loss, safe_torch_load
 from common.precision import autocast, resolve_precision
 from common.runs import MetricLogger, device_description, exclusive_run_dir, prepare_run_dir
 from data.preprocess import frames_to_tensor
+from data.shards import frame_digests
 from saliency.config import TrainConfig, presets_for
 from saliency.data import Augment, load_annotations, split
 from saliency.export import write_hub_files
@@ -74,6 +76,26 @@ class FitSpec:
     augment: Augment
     progress: bool = True
     precision: str = "fp32"  # resolved (common/precision.py)
+
+
+#: flags that may differ when a run resumes: they change neither its data nor how it trains (--epochs
+#: extends the run; its learning-rate schedule stays the checkpoint's)
+RESUMABLE = frozenset({"resume", "out", "epochs", "progress", "threads", "device", "precision", "eval_every", "allow_incomplete"})
+
+
+def check_resume_config(path: Path, stored: dict, cfg: Any) -> None:
+    """Refuse (ValueError) to continue the run of checkpoint `path`, made with config `stored`
+    (`asdict` of it), under other flags than it was made with, besides RESUMABLE ones: a changed
+    --lr or --frames would be recorded but not used, or would swap the data mid-run."""
+    def flat(d: dict) -> dict:
+        return {k: v for key, value in d.items() for k, v in (flat(value) if isinstance(value, dict) else {key: value}).items()}
+
+    mine, theirs = flat(asdict(cfg)), flat(stored)
+    diff = [k for k in mine if k not in RESUMABLE and k in theirs and theirs[k] != mine[k]]
+    if diff:
+        detail = "; ".join(f"--{k.replace('_', '-')}: checkpoint {theirs[k]!r} vs now {mine[k]!r}" for k in diff[:6])
+        raise ValueError(f"--resume: {path} was made with other flags ({detail}); resume with the same flags, or "
+                         "start a new run in another --out")
 
 
 def last_checkpoint(run_dir: Path, log_name: str = "train") -> Path:
@@ -175,6 +197,8 @@ def _train(cfg: TrainConfig) -> Path:
     tr, va = split(len(ann), cfg.val_frac, cfg.seed)
     last = last_checkpoint(cfg.out_dir)
     resuming = should_resume(cfg.resume, last.exists(), last)  # before config.json is written: a refusal leaves no trace
+    if resuming:
+        check_resume_config(last, safe_torch_load(last).get("train_config", {}), cfg)
     run_dir = prepare_run_dir(cfg.out_dir, cfg, resume=cfg.resume)
     device = resolve_device(cfg.device)
     model = PiCANet(cfg.model)
@@ -182,6 +206,7 @@ def _train(cfg: TrainConfig) -> Path:
         model.load_backbone(cfg.backbone_weights)
     extra = {
         "seen_keys": [str(k) for k in ann.keys],
+        "seen_frames": frame_digests(ann.images),  # what evaluation excludes: keys repeat across collections
         "train_keys": [str(k) for k in ann.keys[tr]],
         "train_config": {k: v for k, v in asdict(cfg).items()},
         "annotations": str(cfg.annotations),

@@ -234,3 +234,44 @@ def test_sampling_an_empty_buffer_says_so():
         buf.sample(4)
     with pytest.raises(ValueError, match="too small"):
         ReplayBuffer({"state": ((4,), np.float32)}, 2, 5, 4)
+
+
+def test_a_full_disk_while_saving_a_replay_is_an_error_that_leaves_nothing(tmp_path: Path, monkeypatch):
+    """Issue #27: a memory map over a sparse file died with SIGBUS on a full disk, leaving a partial
+    replay-<step>/; the blocks are now allocated first, so ENOSPC is an error and the save leaves nothing."""
+    import errno
+    import os
+
+    from common.io import DiskFullError
+    from common.runs import exclusive_run_dir
+
+    a = ReplayBuffer(SPEC, 2, 50, 2, seeds=4)
+    _feed([a], SyntheticEnvs(2, seed=7), 30)
+    a.save_run(0, tmp_path / "replay-000000050")  # the previous checkpoint's
+    kept = {p.name: p.read_bytes() for p in (tmp_path / "replay-000000050").iterdir()}
+
+    def no_room(fd, offset, size):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "posix_fallocate", no_room)
+    with pytest.raises(DiskFullError, match=r"no space left on the device writing .*replay-000000100/obs.state.npy"):
+        a.save_run(0, tmp_path / "replay-000000100")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["replay-000000050"]
+    assert {p.name: p.read_bytes() for p in (tmp_path / "replay-000000050").iterdir()} == kept
+    monkeypatch.undo()
+    (tmp_path / ".replay-000000100.tmp").mkdir()  # a save cut off by a kill: removed when the run folder is taken
+    (tmp_path / ".replay-000000100.tmp" / "action.npy").write_bytes(b"\0" * 100)
+    with exclusive_run_dir(tmp_path):
+        assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "replay-000000050"]
+
+
+def test_remove_replays_except_deletes_the_previous_and_orphaned_replays(tmp_path: Path):
+    from rl.replay import remove_replays_except
+
+    for step in (100, 150, 200):  # 150: an orphan whose checkpoint .pt was never written
+        (tmp_path / f"replay-{step:09d}").mkdir()
+        (tmp_path / f"replay-{step:09d}" / "action.npy").write_bytes(b"\0")
+    (tmp_path / "checkpoint-000000200.pt").write_bytes(b"\0")
+    gone = remove_replays_except(tmp_path, "replay-000000200")
+    assert [p.name for p in gone] == ["replay-000000100", "replay-000000150"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-000000200.pt", "replay-000000200"]

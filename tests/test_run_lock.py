@@ -64,14 +64,15 @@ def test_reentrant_and_an_unused_new_folder_is_removed(tmp_path):
     assert sorted(p.name for p in run.iterdir()) == [".lock", "config.json"]
 
 
-def test_rl_sac_refuses_a_folder_another_process_trains_into(tmp_path, holder):
+def test_rl_sac_refuses_a_folder_another_process_trains_into(tmp_path, holder, capsys):
     proc, _ = holder
     run = tmp_path / "run"
     args = ["--preset", "micro", "--encoder", "state", "--steps", "200", "--out", str(run), "--resume", "auto"]
     from rl.sac import main
 
-    with pytest.raises(SystemExit, match=rf"in use by pid {proc.pid}"):
+    with pytest.raises(SystemExit) as exit_:
         main(args)
+    assert exit_.value.code == 2 and f"in use by pid {proc.pid}" in capsys.readouterr().err
     assert sorted(p.name for p in run.iterdir()) == [".lock"]  # nothing written beside the holder's lock
     proc.kill()
     proc.wait()
