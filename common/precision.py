@@ -8,7 +8,8 @@ log-probabilities).
 
 `auto` picks bf16 where it is fast: a CUDA GPU with bf16, or a CPU with AMX or AVX512-BF16 units
 (oneDNN runs bf16 matmuls there at 4-30x the float32 rate, ../shared/notes/cpu.md). On other CPUs
-(e.g. AVX2 only) bf16 is emulated and slower than float32, so `auto` stays float32 and says so once.
+(e.g. AVX2 only, where oneDNN has no bf16 path) bf16 runs in PyTorch's generic kernels, 2-30x slower
+than float32 (BENCHMARKS.md), so `auto` stays float32 and says so once.
 """
 from __future__ import annotations
 
@@ -65,8 +66,8 @@ def resolve_precision(requested: str, device: torch.device | str = "cpu") -> str
         return "bf16"
     if device.type not in _announced:
         _announced.add(device.type)
-        print("note: --precision auto runs fp32 here: this CPU has no AMX or AVX512-BF16 units, where bf16 would be "
-              "emulated and slower (--precision bf16 forces it)", file=sys.stderr, flush=True)
+        print("note: --precision auto runs fp32 here: this CPU has no AMX or AVX512-BF16 units, and bf16 would run "
+              "in generic kernels, several times slower (--precision bf16 forces it)", flush=True)
     return "fp32"
 
 
