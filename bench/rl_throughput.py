@@ -131,7 +131,8 @@ def profile(encoder: str, n: int, args, root: Path, extra: dict, precision: str,
             t5 = time.perf_counter()
             pack.agent.update(batch, pack.noise.normal(2, cfg.batch_size, 4).transpose(0, 1))
             if pack.encoder is not None:
-                pack.encoder.auxiliary_update(pack.agent.num_updates)
+                with pack.agent.autocast():  # as rl.workspace runs it: at the pack's precision
+                    pack.encoder.auxiliary_update(pack.agent.num_updates)
             t6 = time.perf_counter()
             if timed:
                 for k, dt in zip(times, (t2 - t1, t3 - t2, t1 - t0, t5 - t4, t6 - t5)):
