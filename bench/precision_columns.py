@@ -55,7 +55,7 @@ def machine_lines() -> str:
     """The device line, the CPU's native bf16 units and the load average, for the top of a bench's output."""
     units = cpu_bf16_units()
     native = (", ".join(units) + " (native bf16 matmuls)") if units else \
-        "none (no AMX / AVX512-BF16: CPU bf16 is emulated by oneDNN and expected slower than fp32)"
+        "none (no AMX / AVX512-BF16: bf16 is not native here, expect it slower than fp32)"
     return (f"device: {device_description()}; {cpu_model() or platform.processor() or 'CPU model unknown'}; "
             f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}\n"
             f"CPU bf16 units: {native}\n"

@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
     cells = ([args.preset, args.modalities, f"{params / 1e6:.1f}M", str(B)] + side_by_side(img_s, precisions)
              + side_by_side(enc_ms, precisions, "{:.0f}".format, time_like=True)
-             + [f"{hours[q]:.0f} h ({hours[q] / 24:.1f} days)" for q in precisions])
+             + [f"{hours[q]:,.0f} h ({hours[q] / 24:,.1f} days)" for q in precisions])
     print("| " + " | ".join(cells) + " |")
 
 

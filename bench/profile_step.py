@@ -134,7 +134,7 @@ def report(title: str, prof: profile, wall_ms: float, steps: int, top: int) -> N
         print(f"| {name} | {cpu:.1f} | {own:.1f} |")
     print(f"\n| op (top {top} by self CPU time) | self CPU ms per step | share of self CPU | calls per step |\n|---|---|---|---|")
     for name, ms, share, calls in ops:
-        print(f"| `{name}` | {ms:.2f} | {100 * share:.1f} % | {calls:g} |")
+        print(f"| `{name}` | {ms:.2f} | {100 * share:.1f} % | {calls:.1f} |")
 
 
 def main(argv: list[str] | None = None) -> None:
