@@ -1,7 +1,9 @@
-"""Packed RL throughput: N SAC runs in one process (rl.workspace) beside the same N runs as separate processes.
+"""Packed RL throughput: N SAC runs in one process (rl.workspace) beside the same N runs as separate processes,
+fp32 and bf16 side by side.
 
     python bench/rl_throughput.py [--encoders mmae_rgbs,cnn_rgb,gaze] [--packs 1,4] [--hidden 256] [--steps 200]
-                                  [--rounds 1] [--threads 1] [--device cpu] [--profile] [--baseline-checkout DIR]
+                                  [--rounds 1] [--threads 1] [--device cpu] [--precision fp32,bf16] [--profile]
+                                  [--baseline-checkout DIR]
 
 Aggregate env-steps/s with one update per env step per run (reach-v3 64x64, batch 128, the given
 MLP width), measured in the learning phase only (after the random steps), from each run's
@@ -12,6 +14,12 @@ a randomly initialised paper-size export (identical cost); mmae_rgbs reads the s
 model runs/saliency/reach-v3/student.pt when present, else a randomly initialised student (identical
 cost). `--profile` adds where a packed step's time goes (env step, saliency + frozen encoder,
 replay sample, update), per run, for each N.
+
+Every measurement runs at each `--precision` (the runs' own `--precision` flag: bf16 autocast of the
+encoders' and the SAC networks' matmuls and convolutions, common/precision.py), the precisions
+adjacent and alternating (ABBA over rounds) so machine noise hits both alike; the table gives each
+precision's rate and the bf16/fp32 speed ratio. The before-packing baseline has no --precision: it
+runs in fp32 only.
 """
 from __future__ import annotations
 
@@ -26,10 +34,10 @@ import time
 from pathlib import Path
 
 import torch
+from precision_columns import PRECISION_LIST_HELP, headers, load_average, machine_lines, parse_precisions, round_order, side_by_side
 from sac_pixels import encoder_export
 
-from common.cli import as_flags, flat_dict, from_flat
-from common.runs import device_description
+from common.cli import OneLineParser, as_flags, flat_dict, from_flat
 from rl.config import SACConfig
 
 RANDOM = 200
@@ -54,15 +62,16 @@ def learning_rate(run_dir: Path) -> float:
     return (int(rows[-1]["step"]) - int(rows[0]["step"])) / (float(rows[-1]["wall_s"]) - float(rows[0]["wall_s"]))
 
 
-def configs(encoder: str, n: int, args, root: Path, extra: dict) -> list[SACConfig]:
+def configs(encoder: str, n: int, args, root: Path, extra: dict, precision: str) -> list[SACConfig]:
     return [from_flat(SACConfig, encoder=encoder, seed=s, hidden_dim=args.hidden, steps=RANDOM + args.steps, random_steps=RANDOM,
                       log_every=50, eval_every=0, eval_episodes=1, checkpoint_every=10**9, replay_size=20_000,
-                      torch_threads=args.threads, device=args.device, out=str(root / f"seed{s}"), **extra)
+                      torch_threads=args.threads, device=args.device, precision=precision, out=str(root / f"seed{s}"),
+                      **extra)
             for s in range(n)]
 
 
-def packed(encoder: str, n: int, args, root: Path, extra: dict) -> float:
-    cfgs = configs(encoder, n, args, root, extra)
+def packed(encoder: str, n: int, args, root: Path, extra: dict, precision: str) -> float:
+    cfgs = configs(encoder, n, args, root, extra, precision)
     spec = root / "pack.json"
     root.mkdir(parents=True)
     spec.write_text(json.dumps([flat_dict(c) for c in cfgs]))
@@ -70,13 +79,14 @@ def packed(encoder: str, n: int, args, root: Path, extra: dict) -> float:
     return n * learning_rate(cfgs[0].run_dir())
 
 
-def separate(encoder: str, n: int, args, root: Path, extra: dict, checkout: str = "") -> float:
+def separate(encoder: str, n: int, args, root: Path, extra: dict, precision: str, checkout: str = "") -> float:
     """N concurrent `python -m rl.sac` processes (of `checkout`, another working tree, when given), rates summed."""
     procs = []
-    for cfg in configs(encoder, n, args, root, extra):
+    for cfg in configs(encoder, n, args, root, extra, precision):
         defaults = flat_dict(SACConfig())
-        # bool flags left out: a --baseline-checkout may predate some of them
-        flags = as_flags({k: v for k, v in flat_dict(cfg).items() if v != defaults[k] and not isinstance(v, bool)})
+        # bool flags left out: a --baseline-checkout may predate some of them (and --precision: it runs fp32)
+        flags = as_flags({k: v for k, v in flat_dict(cfg).items() if v != defaults[k] and not isinstance(v, bool)
+                          and not (checkout and k == "precision")})
         procs.append((cfg.run_dir(), subprocess.Popen([sys.executable, "-m", "rl.sac", *flags], cwd=checkout or None,
                                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)))
     for _, p in procs:
@@ -85,14 +95,14 @@ def separate(encoder: str, n: int, args, root: Path, extra: dict, checkout: str 
     return sum(learning_rate(d) for d, _ in procs)
 
 
-def profile(encoder: str, n: int, args, root: Path, extra: dict, steps: int = 60) -> dict[str, float]:
+def profile(encoder: str, n: int, args, root: Path, extra: dict, precision: str, steps: int = 60) -> dict[str, float]:
     """Milliseconds per packed step in each phase, after RANDOM filled the buffer."""
     import numpy as np
 
     from rl.workspace import Pack, make_envs
 
     torch.set_num_threads(args.threads)
-    pack = Pack(configs(encoder, n, args, root, extra))
+    pack = Pack(configs(encoder, n, args, root, extra, precision))
     cfg, obs_ = pack.cfg, pack.observer
     envs = make_envs(cfg.env, 1, pixels=obs_.pixels, oracle_saliency=obs_.oracle,
                      seed_bases=[c.seed for c in pack.cfgs])
@@ -121,7 +131,8 @@ def profile(encoder: str, n: int, args, root: Path, extra: dict, steps: int = 60
             t5 = time.perf_counter()
             pack.agent.update(batch, pack.noise.normal(2, cfg.batch_size, 4).transpose(0, 1))
             if pack.encoder is not None:
-                pack.encoder.auxiliary_update(pack.agent.num_updates)
+                with pack.agent.autocast():  # as rl.workspace runs it: at the pack's precision
+                    pack.encoder.auxiliary_update(pack.agent.num_updates)
             t6 = time.perf_counter()
             if timed:
                 for k, dt in zip(times, (t2 - t1, t3 - t2, t1 - t0, t5 - t4, t6 - t5)):
@@ -131,7 +142,7 @@ def profile(encoder: str, n: int, args, root: Path, extra: dict, steps: int = 60
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--encoders", default="mmae_rgbs,cnn_rgb,gaze,state")
     p.add_argument("--packs", default="1,4", help="comma-separated N")
     p.add_argument("--hidden", type=int, default=256)
@@ -139,15 +150,22 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--precision", default="fp32,bf16", help=PRECISION_LIST_HELP)
     p.add_argument("--no-separate", action="store_true", help="only the packed processes")
     p.add_argument("--baseline-checkout", default="", help="also time N separate processes of the rl.sac in this "
-                   "working tree (e.g. `git worktree add /tmp/old d6771a0`, the single-run loop before packing)")
+                   "working tree (e.g. `git worktree add /tmp/old d6771a0`, the single-run loop before packing; fp32 only)")
     p.add_argument("--profile", action="store_true", help="also time the phases of a packed step")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    try:
+        precisions = parse_precisions(args.precision, "cuda" if args.device.startswith("cuda") else "cpu")
+    except ValueError as err:
+        p.error(str(err))
+    encoders = args.encoders.split(",")
     packs = [int(x) for x in args.packs.split(",")]
-    results: dict[tuple[str, int, str], list[float]] = {}
+    results: dict[tuple[str, int, str, str], list[float]] = {}
     notes: dict[str, str] = {}
+    print(machine_lines(), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         rgb, rgb_desc = encoder_export("rgb", tmp)
@@ -158,7 +176,7 @@ def main() -> None:
         notes = {"mmae_rgb": rgb_desc, "mmae_rgbs": f"{rgbs_desc}; saliency: {student_desc}", "cnn_rgbs": student_desc}
         k = 0
         for rnd in range(args.rounds):
-            for enc in args.encoders.split(","):
+            for enc in encoders:
                 for n in packs:
                     modes = [("packed", packed), ("separate", separate)]
                     if args.baseline_checkout:
@@ -166,39 +184,52 @@ def main() -> None:
                     for mode, fn in modes:
                         if mode != "packed" and (args.no_separate or (n == 1 and mode == "separate")):
                             continue
-                        k += 1
-                        v = fn(enc, n, args, tmp / f"r{k}", extra.get(enc, {}))
-                        results.setdefault((enc, n, mode), []).append(v)
-                        print(f"round {rnd}: {enc} N={n} {mode}: {v:.1f} env-steps/s", flush=True)
-        prof = {}
+                        for prec in round_order(precisions, rnd):
+                            if mode == "baseline" and prec != "fp32":
+                                continue
+                            k += 1
+                            v = fn(enc, n, args, tmp / f"r{k}", extra.get(enc, {}), prec)
+                            results.setdefault((enc, n, mode, prec), []).append(v)
+                            print(f"round {rnd}: {enc} N={n} {mode} {prec}: {v:.1f} env-steps/s", flush=True)
+        prof: dict[tuple[str, int], dict[str, dict[str, float]]] = {}
         if args.profile:
-            for enc in args.encoders.split(","):
+            for enc in encoders:
                 for n in packs:
-                    k += 1
-                    prof[(enc, n)] = profile(enc, n, args, tmp / f"p{k}", extra.get(enc, {}))
-    print(f"\ndevice: {device_description()}; reach-v3 64x64, 1 env per run, hidden {args.hidden}, batch 128, one "
-          f"update per env step, {args.steps} timed learning steps per run, torch threads {args.threads}, "
-          f"median of {args.rounds} round(s)\n")
-    print("| encoder | N | packed (1 process) | separate (N processes, sum) | packed / separate | "
-          "before packing (N processes, sum) | packed / before |\n|---|---|---|---|---|---|---|")
-    for enc in args.encoders.split(","):
+                    for prec in precisions:
+                        k += 1
+                        prof.setdefault((enc, n), {})[prec] = profile(enc, n, args, tmp / f"p{k}", extra.get(enc, {}), prec)
+    print(f"load average after (1, 5, 15 min): {load_average()}")
+    print(f"\nreach-v3 64x64, 1 env per run, hidden {args.hidden}, batch 128, one update per env step, {args.steps} "
+          f"timed learning steps per run, torch threads {args.threads}, median of {args.rounds} round(s); env-steps/s "
+          "summed over the runs\n")
+
+    def median(enc: str, n: int, mode: str) -> dict[str, float]:
+        return {q: statistics.median(results[(enc, n, mode, q)]) for q in precisions if (enc, n, mode, q) in results}
+
+    cols = (["encoder", "N"] + headers("packed (1 process)", precisions) + headers("separate (N processes)", precisions)
+            + [f"packed / separate {q}" for q in precisions] + ["before packing (N processes, fp32)", "packed / before (fp32)"])
+    print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
+    for enc in encoders:
         for n in packs:
-            a = statistics.median(results[(enc, n, "packed")])
-            cells = []
-            for mode in ("separate", "baseline"):
-                b = statistics.median(results[(enc, n, mode)]) if (enc, n, mode) in results else None
-                cells += [f"{b:.1f}" if b else "-", f"{a / b:.2f}x" if b else "-"]
-            print(f"| {enc} | {n} | {a:.1f} | " + " | ".join(cells) + " |")
+            a, b, old = median(enc, n, "packed"), median(enc, n, "separate"), median(enc, n, "baseline").get("fp32")
+            cells = [enc, str(n)] + side_by_side(a, precisions) + side_by_side(b, precisions)
+            cells += [f"{a[q] / b[q]:.2f}x" if q in b else "-" for q in precisions]
+            cells += [f"{old:.1f}", f"{a['fp32'] / old:.2f}x"] if old and "fp32" in a else ["-", "-"]
+            print("| " + " | ".join(cells) + " |")
     for enc, note in notes.items():
-        if enc in args.encoders.split(","):
+        if enc in encoders:
             print(f"\n{enc}: {note}")
     if prof:
-        keys = list(next(iter(prof.values())))
+        keys = list(next(iter(next(iter(prof.values())).values())))
         print("\nms per packed step (one env step and one update of every run), and per run:\n")
-        print("| encoder | N | " + " | ".join(keys) + " | total | per run |\n|---|---|" + "---|" * (len(keys) + 2))
-        for (enc, n), t in prof.items():
-            total = sum(t.values())
-            print(f"| {enc} | {n} | " + " | ".join(f"{v:.1f}" for v in t.values()) + f" | {total:.1f} | {total / n:.1f} |")
+        cols = ["encoder", "N", "precision", *keys, "total", "per run", "bf16/fp32 speed (total)"]
+        print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
+        for (enc, n), by_prec in prof.items():
+            totals = {q: sum(t.values()) for q, t in by_prec.items()}
+            for q, t in by_prec.items():
+                ratio = side_by_side(totals, precisions, time_like=True)[-1] if q == "bf16" and "fp32" in totals else ""
+                print(f"| {enc} | {n} | {q} | " + " | ".join(f"{v:.1f}" for v in t.values())
+                      + f" | {totals[q]:.1f} | {totals[q] / n:.1f} | {ratio} |")
 
 
 if __name__ == "__main__":
