@@ -27,7 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from common.cli import flat_dict, replace_flat, run_command, should_resume
-from common.io import NonFiniteError, atomic_torch_save, atomic_write_json, safe_torch_load
+from common.io import NonFiniteError, atomic_torch_save, atomic_write_bytes, atomic_write_json, safe_torch_load
 from common.precision import autocast, resolve_precision
 from common.runs import MetricLogger, code_version, device_description, exclusive_run_dir, on_main_thread, prepare_run_dir
 from pretrain.augment import random_resized_crop
@@ -216,7 +216,7 @@ class Trainer:
         inputs = frames.batch(idx, self.model_cfg.modalities, self.model_cfg.image_size, self.device)
         title = f"{self.run_dir.name} epoch {epoch} step {self.step} ({'held-out' if len(self.val_frames) else 'training'} frames)"
         path = reconstruction_grid(self.model, inputs, self.run_dir / "figures" / f"recon_epoch{epoch:04d}.png", title=title)
-        (self.run_dir / "recon_latest.png").write_bytes(path.read_bytes())
+        atomic_write_bytes(self.run_dir / "recon_latest.png", path.read_bytes())
         return path
 
     # -- checkpoints --------------------------------------------------------------------------

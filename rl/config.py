@@ -120,6 +120,9 @@ class SACConfig:
             raise ValueError("discount and tau must be in (0, 1]")
         if self.log_std_min >= self.log_std_max:
             raise ValueError("log-std-min must be below log-std-max")
+        if self.batch_size > self.replay_size:
+            raise ValueError(f"--batch-size {self.batch_size} exceeds --replay-size {self.replay_size}: a batch samples "
+                             "transitions from the replay; lower --batch-size")
         if self.replay_size < 2 * self.num_envs * (self.env.max_episode_steps + 1):
             raise ValueError(f"replay-size {self.replay_size} is too small: it must hold two episodes per env "
                              f"(>= {2 * self.num_envs * (self.env.max_episode_steps + 1)})")

@@ -20,7 +20,6 @@ import contextlib
 import json
 import math
 import re
-import shutil
 import signal
 import sys
 import time
@@ -40,7 +39,7 @@ from rl.config import PACK_FIELDS, SACConfig
 from rl.encoders import Encoder, build_encoder
 from rl.envs import EVAL_SEED_BASE, TRAIN_SEED_STRIDE, make_envs
 from rl.observe import Observer
-from rl.replay import ReplayBuffer
+from rl.replay import ReplayBuffer, remove_replays_except
 
 ACTION_DIM = 4
 CHECKPOINT = re.compile(r"checkpoint-(\d+)\.pt$")
@@ -234,7 +233,7 @@ class Pack:
             for old in checkpoint_steps(self.run_dirs[r]):
                 if old != self.step:
                     checkpoint_path(self.run_dirs[r], old).unlink(missing_ok=True)
-                    shutil.rmtree(self.run_dirs[r] / f"replay-{old:09d}", ignore_errors=True)
+            remove_replays_except(self.run_dirs[r], f"replay-{self.step:09d}")  # orphans of a cut-off save too
         return total
 
     # -- evaluation ------------------------------------------------------------------------------

@@ -65,7 +65,8 @@ def label_shard(predictor: SaliencyPredictor, src: ShardFile | Path, dst: Path) 
         return write_shard_entry(dst, [])
     maps = predictor(np.stack([s["rgb"] for s in samples]))  # [N, H, W] float32 in [0, 1]
     return write_shard_entry(dst, (
-        (s["key"], {"rgb": s["rgb"], "state": s["state"], "clicks": s["clicks"], "meta": s["meta"], "saliency": m})
+        (s["key"], {"rgb": s["rgb"], "state": s["state"], "clicks": s["clicks"], "meta": s["meta"], "saliency": m,
+                    "scene": s.get("scene")})  # scene states (re-rendering) travel with the frames
         for s, m in zip(samples, maps)
     ))
 

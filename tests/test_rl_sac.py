@@ -219,3 +219,10 @@ def test_help_documents_every_field_and_gaze_flags(capsys):
     cfg = from_flat(SACConfig, encoder="state")
     assert (cfg.hidden_dim, cfg.batch_size, cfg.init_temperature, cfg.random_steps, cfg.log_std_min) == (1024, 128, 0.1, 1000, -10.0)
     assert np.isclose(cfg.tau, 0.005) and cfg.actor_update_every == cfg.target_update_every == 2
+
+
+def test_a_batch_larger_than_the_replay_is_refused_before_training(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--encoder", "state", "--batch-size", "200000", "--replay-size", "100000"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "--batch-size 200000 exceeds --replay-size 100000" in err

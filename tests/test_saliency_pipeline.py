@@ -8,7 +8,7 @@ import torch
 
 from common.cli import from_flat
 from data.collect import CollectConfig, collect
-from data.shards import list_shards, load_arrays, read_manifest, saliency_to_uint8
+from data.shards import iter_samples, list_shards, load_arrays, read_manifest, saliency_to_uint8
 from saliency import data as sdata
 from saliency import distill, evaluate, label, study, train
 from saliency.config import DistillConfig, EvalConfig, LabelConfig, StudyConfig, TrainConfig, from_preset
@@ -129,6 +129,9 @@ def test_label_path_and_predictor_give_identical_maps_and_resume(trained, shards
     src, dst = load_arrays(shards), load_arrays(out, need_saliency=True)
     assert dst["keys"] == src["keys"] and np.array_equal(dst["rgb"], src["rgb"]) and np.array_equal(dst["state"], src["state"])
     assert all(np.array_equal(a, b) for a, b in zip(dst["clicks"], src["clicks"])) and dst["meta"] == src["meta"]
+    scenes = [(a.get("scene"), b.get("scene")) for a, b in zip(iter_samples(out / "shard-00000.tar"),
+                                                                 iter_samples(shards / "shard-00000.tar"))]
+    assert "scene.npy" in manifest["fields"] and all(a is not None and a.tobytes() == b.tobytes() for a, b in scenes)
     predictor = SaliencyPredictor.load(trained, "cpu")
     assert np.array_equal(dst["saliency"], saliency_to_uint8(predictor(src["rgb"])))  # one preprocessing path
     # a kill after some shards: only the missing shard is redone
