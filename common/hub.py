@@ -3,12 +3,14 @@
 * `write_safetensors(path, tensors, metadata)`: atomic, and refuses NaN/inf tensors like
   `common.io.atomic_torch_save` (nothing is written). Metadata values are strings (JSON for structure).
 * `read_safetensors(path)`: (tensors, metadata); any failure is a one-line `CheckpointError`.
+* `file_sha256(path)`: the digest runs record for every model file they load (provenance).
 * `model_card(front, body)`: Hugging Face model-card style text, YAML front matter then Markdown;
   `write_card(folder, text)` writes it as README.md unless a README.md that no exporter wrote is
   there (a hand-written note is never overwritten: the card goes to MODEL_CARD.md instead).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -18,6 +20,23 @@ from common.io import CheckpointError, NonFiniteError, atomic_write_bytes, nonfi
 
 #: the first line of every card's body: marks a README.md an exporter may rewrite
 CARD_MARK = "<!-- model card written by a visarl exporter; rewritten on every export -->"
+
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}  # (resolved path, mtime ns, size) -> sha256: a file read once per process
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The sha256 (hex) of a file's bytes, read in 1 MiB chunks; cached while the file's mtime and size stay."""
+    path = Path(path).resolve()
+    st = path.stat()
+    key = (str(path), st.st_mtime_ns, st.st_size)
+    if key not in _DIGESTS:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        _DIGESTS[key] = digest.hexdigest()
+    return _DIGESTS[key]
 
 
 def write_safetensors(path: str | os.PathLike, tensors: dict[str, Any], metadata: dict[str, str]) -> Path:
