@@ -107,7 +107,8 @@ def weights_path(run_dir: Path, checkpoint: str = "") -> Path:
                                     "checkpoint-<step>.pt of the run")
         return path
     if not run_dir.is_dir():
-        raise FileNotFoundError(f"run folder {run_dir} not found; train one with `python -m rl.sac --out {run_dir}`")
+        raise FileNotFoundError(f"run folder {run_dir} not found (no agent.pt or checkpoint to load); train one with "
+                                f"`python -m rl.sac --out {run_dir}`")
     path = run_dir / "agent.pt" if (run_dir / "agent.pt").exists() else latest_checkpoint(run_dir)
     if path is None:
         raise FileNotFoundError(f"{run_dir} holds neither agent.pt nor a checkpoint; train one with "
