@@ -28,7 +28,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from common.cli import from_flat, one_line_errors, parse_config
+from common.cli import from_flat, one_line_errors, parse_config, parse_flags
 from common.io import atomic_write_json
 from pipeline.presets import PRESETS
 
@@ -208,11 +208,15 @@ def grid_config(cfg: PipelineConfig, sac_extra: str = ""):
     """The rl.grid config of the SAC stage: the pipeline's settings, then --grid-extra's flags."""
     from rl.grid import GridConfig
 
-    argv = ["--tasks", cfg.tasks, "--encoders", cfg.encoders, "--seeds", cfg.seeds, "--steps", str(cfg.sac_steps),
+    return parse_config(GridConfig, grid_argv_of(cfg, sac_extra))
+
+
+def grid_argv_of(cfg: PipelineConfig, sac_extra: str = "") -> list[str]:
+    """rl.grid's arguments for the SAC stage: the pipeline's settings, then --grid-extra's flags."""
+    return ["--tasks", cfg.tasks, "--encoders", cfg.encoders, "--seeds", cfg.seeds, "--steps", str(cfg.sac_steps),
             "--sac-preset", cfg.stage_preset, "--out", "runs/sac", "--parallel", str(cfg.parallel), "--pack", str(cfg.pack),
             "--backend", cfg.backend, "--ray-address", cfg.ray_address, f"--extra={cfg.sac_extra + sac_extra}",
             *shlex.split(cfg.grid_extra)]
-    return parse_config(GridConfig, argv)
 
 
 def _complete(folder: Path) -> bool:
@@ -230,9 +234,32 @@ def _check_grid(status: dict[str, str]) -> None:
         raise Paused(f"{len(paused)} SAC run(s) paused at an episode boundary with their checkpoints")
 
 
+def check_pass_through(cfg: PipelineConfig) -> None:
+    """Parse --grid-extra, --sac-extra (for every planned run) and --pretrain-extra against their stage's config, as
+    the stages will: a typo fails now, with a one-line error naming the flag, not hours later at its stage."""
+    from dataclasses import replace
+
+    from pretrain.config import PRESETS as PRETRAIN_PRESETS
+    from pretrain.config import PretrainConfig
+    from rl.config import PRESETS as SAC_PRESETS
+    from rl.config import SACConfig
+    from rl.grid import GridConfig, plan, sac_command
+
+    grid_argv = grid_argv_of(cfg)
+    grid = parse_flags(GridConfig, grid_argv, command="python -m rl.grid", what="--grid-extra")
+    for run in plan(grid):
+        parse_flags(SACConfig, sac_command(grid, run)[3:], presets=SAC_PRESETS, command="python -m rl.sac", what="--sac-extra")
+    for modalities in ("rgb,saliency", "rgb"):
+        for task in (t for t in cfg.tasks.split(",") if t):
+            argv = pretrain_command(replace(cfg, nproc_per_node=0), ["--task", task, "--modalities", modalities])
+            parse_flags(PretrainConfig, argv, presets=PRETRAIN_PRESETS, command="python -m pretrain.multimae",
+                        what="--pretrain-extra")
+
+
 def main(argv=None) -> None:
     cfg = parse_config(PipelineConfig, argv, presets=PRESETS)
-    grid_config(cfg)  # a bad --grid-extra or task/encoder name fails now, not hours later at the SAC stage
+    with one_line_errors():  # exit 2 before any stage runs
+        check_pass_through(cfg)
     root = Path(cfg.root)
     root.mkdir(parents=True, exist_ok=True)
     start = time.time()
