@@ -4,7 +4,8 @@
   `common.io.atomic_torch_save` (nothing is written). Metadata values are strings (JSON for structure).
 * `read_safetensors(path)`: (tensors, metadata); any failure is a one-line `CheckpointError`.
 * `file_sha256(path)`: the digest runs record for every model file they load (provenance).
-* `model_card(front, body)`: Hugging Face model-card style text, YAML front matter then Markdown;
+* `model_card(front, body, results)`: a Hugging Face model card (`huggingface_hub.ModelCard` with
+  `ModelCardData`: license, tags, datasets, the run's metrics as eval results) then Markdown;
   `write_card(folder, text)` writes it as README.md unless a README.md that no exporter wrote is
   there (a hand-written note is never overwritten: the card goes to MODEL_CARD.md instead).
 """
@@ -13,11 +14,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from common.io import CheckpointError, NonFiniteError, atomic_write_bytes, nonfinite_tensors
 
+#: the license of this project (LICENSE), of every card and of the weights it writes
+LICENSE = "mit"
 #: the first line of every card's body: marks a README.md an exporter may rewrite
 CARD_MARK = "<!-- model card written by a visarl exporter; rewritten on every export -->"
 
@@ -67,16 +71,18 @@ def read_safetensors(path: str | os.PathLike, what: str = "safetensors file") ->
                               f"({' '.join(str(err).split())[:200]})") from None
 
 
-def model_card(front: dict[str, Any], body: str) -> str:
-    """YAML front matter (scalars, or lists as block sequences) + CARD_MARK + the Markdown body.
-    Values are written as JSON, which is valid YAML (quoted strings, numbers, booleans)."""
-    lines = ["---"]
-    for key, value in front.items():
-        if isinstance(value, (list, tuple)):
-            lines += [f"{key}:"] + [f"- {json.dumps(v)}" for v in value]
-        else:
-            lines.append(f"{key}: {json.dumps(value)}")
-    return "\n".join(lines + ["---", CARD_MARK, "", body.strip(), ""])
+def model_card(front: dict[str, Any], body: str, results: Sequence[dict[str, Any]] = ()) -> str:
+    """A Hugging Face model card through `huggingface_hub.ModelCard`: `ModelCardData` front matter (the project's
+    LICENSE, `front`'s keys: library_name, pipeline_tag, tags, datasets, model_name and project keys such as
+    task), the metrics `results` as model-index eval results (each: task_type, dataset_name, metric_type,
+    metric_value, optional metric_name / dataset_split), then CARD_MARK and the Markdown body."""
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    front = dict(front)
+    name = front.pop("model_name", None) or next((line[2:] for line in body.splitlines() if line.startswith("# ")), "model")
+    evals = [EvalResult(**{"dataset_type": r["dataset_name"], **r}) for r in results]
+    data = ModelCardData(license=LICENSE, model_name=name, eval_results=evals or None, **front)
+    return str(ModelCard(f"---\n{data.to_yaml()}\n---\n{CARD_MARK}\n\n{body.strip()}\n"))
 
 
 def write_card(folder: str | os.PathLike, text: str) -> Path:
