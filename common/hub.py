@@ -8,6 +8,9 @@
   `ModelCardData`: license, tags, datasets, the run's metrics as eval results) then Markdown;
   `write_card(folder, text)` writes it as README.md unless a README.md that no exporter wrote is
   there (a hand-written note is never overwritten: the card goes to MODEL_CARD.md instead).
+* `HubFolder`: the `save_pretrained` / `from_pretrained` of `huggingface_hub`'s mixins for local folders
+  (model.safetensors + config.json + README.md, every file written atomically): `FrozenEncoder` and
+  `SaliencyPredictor` use it. Nothing is downloaded: a folder that is not there is a FileNotFoundError.
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from common.io import CheckpointError, NonFiniteError, atomic_write_bytes, nonfinite_tensors
+from common.io import CheckpointError, NonFiniteError, atomic_write_bytes, atomic_write_json, nonfinite_tensors
 
 #: the license of this project (LICENSE), of every card and of the weights it writes
 LICENSE = "mit"
@@ -95,3 +98,36 @@ def write_card(folder: str | os.PathLike, text: str) -> Path:
 def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
                      + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
+
+
+#: the files of a `save_pretrained` folder
+WEIGHTS_NAME, CONFIG_NAME = "model.safetensors", "config.json"
+
+
+def local_model_folder(path: str | os.PathLike, what: str) -> Path:
+    """`path` when it is a folder holding model.safetensors and config.json, else a FileNotFoundError naming the fix."""
+    folder = Path(path)
+    missing = [n for n in (WEIGHTS_NAME, CONFIG_NAME) if not (folder / n).is_file()]
+    if not folder.is_dir() or missing:
+        raise FileNotFoundError(f"{what} folder {folder} not found or without {' and '.join(missing or [WEIGHTS_NAME])}: "
+                                "from_pretrained reads a local folder that save_pretrained wrote (nothing is downloaded)")
+    return folder
+
+
+class HubFolder:
+    """`from_pretrained` of a huggingface_hub mixin, for local folders only, and the folder's files written atomically.
+
+    A class mixing this in before the hub mixin implements `_save_pretrained(folder)` with `write_hub_folder`,
+    and `_from_pretrained(*, model_id, config, **kwargs)` from the folder's config dict."""
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any):
+        local_model_folder(pretrained_model_name_or_path, cls.__name__)
+        return super().from_pretrained(pretrained_model_name_or_path, local_files_only=True, **kwargs)  # type: ignore[misc]
+
+
+def write_hub_folder(folder: Path, tensors: dict[str, Any], metadata: dict[str, str], config: dict[str, Any], card: str) -> None:
+    """model.safetensors (NaN/inf refused: nothing written), config.json and the card, each atomically."""
+    write_safetensors(folder / WEIGHTS_NAME, tensors, metadata)
+    atomic_write_json(folder / CONFIG_NAME, config)
+    write_card(folder, card)

@@ -254,7 +254,7 @@ def saliency_overlay(big: np.ndarray, saliency: np.ndarray, scale: int, alpha: f
     from PIL import Image
 
     h, w = saliency.shape
-    smooth = np.asarray(Image.fromarray(saliency.astype(np.float32), mode="F").resize((w * scale, h * scale), Image.BILINEAR))
+    smooth = np.asarray(Image.fromarray(saliency.astype(np.float32)).resize((w * scale, h * scale), Image.BILINEAR))
     return _blend(big, _colormap(smooth, "jet"), alpha)
 
 
