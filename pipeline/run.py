@@ -3,7 +3,8 @@ the whole ViSaRL pipeline in one command.
 
 collect frames -> oracle annotator (stands in for the human, `annotate_n` frames) -> export ->
 train PiCANet -> distill the student -> evaluate it -> pseudo-label the frames -> pretrain MultiMAE
-(rgb, and rgb+saliency) -> SAC grid (the preset's encoders, gaze included) -> gaze pictures -> report.
+(rgb, and rgb+saliency) -> SAC grid (the preset's encoders, gaze included) -> gaze pictures -> a clip of
+each trained agent (`<run>/evaluate/clip.gif`, rl.evaluate) -> report.
 
 Outputs go where each stage's own command writes by default (data/shards, data/annotations,
 runs/saliency, runs/mmae, runs/sac, runs/report), below `--root`, so a bare `python -m rl.sac
@@ -31,6 +32,9 @@ from pathlib import Path
 from common.cli import from_flat, one_line_errors, parse_config, parse_flags
 from common.io import atomic_write_json
 from pipeline.presets import PRESETS
+
+#: the short looping clip of one evaluation episode the pipeline writes in <run>/evaluate/ (rl.evaluate.clip)
+CLIP_NAME = "clip.gif"
 
 
 @dataclass
@@ -121,6 +125,7 @@ def run(cfg: PipelineConfig) -> Path:
     from data.env import check_task
     from pipeline.report import ReportConfig, write_report
     from pretrain.gate import encoder_paths, probe_gate
+    from rl import evaluate as evaluate_agent
     from rl import gaze_viz
     from rl.grid import plan, run_grid
     from saliency import distill, evaluate, label, train
@@ -130,7 +135,7 @@ def run(cfg: PipelineConfig) -> Path:
     p = cfg.stage_preset
     encoders = cfg.encoders.split(",")
     n_gaze = len(tasks) * len(cfg.seeds.split(",")) * sum(e.startswith("gaze") for e in encoders)
-    stages = Stages(cfg, total=len(tasks) * 7 + 4 + n_gaze)
+    stages = Stages(cfg, total=len(tasks) * 7 + 4 + n_gaze + len(tasks) * len(encoders))
     atomic_write_json("runs/pipeline/config.json", asdict(cfg))
     for task in tasks:
         shards = Path("data/shards") / task
@@ -172,6 +177,11 @@ def run(cfg: PipelineConfig) -> Path:
     for run_dir in gaze_runs:
         stages.run(f"rl.gaze_viz {run_dir}", [run_dir / "gaze_strip.png"],
                    lambda run_dir=run_dir: gaze_viz.run(gaze_viz.GazeVizConfig(run=str(run_dir), frames=6)))
+    first_seed = int(cfg.seeds.split(",")[0])
+    for run in (r for r in plan(grid_config(cfg)) if r.seed == first_seed):  # one clip per encoder and task
+        out = run.run_dir / "evaluate" / CLIP_NAME
+        stages.run(f"rl.evaluate clip {run.run_dir}", [out],
+                   lambda run=run, out=out: evaluate_agent.clip(run.run_dir, out, overlay="gaze" if run.encoder.startswith("gaze") else "none"))
     report = Path("runs/report/REPORT.md")
     stages.run("pipeline.report", [], lambda: write_report(ReportConfig(roots="runs/sac", out="runs/report", pictures_root="runs")))
     return report
