@@ -18,8 +18,9 @@ pixels, large enough to see the gripper) with a caption (episode, step, return, 
 `--overlay saliency` draws the saliency map the agent saw (or, for encoders without saliency, the
 run's saliency source), `--overlay gaze` the attention and Gaussians of a gaze encoder.
 
-`load_agent(run_dir)` is the one loader of a trained agent (rl/gaze_viz.py uses it too), and
-`clip(run_dir, out)` the helper a report calls for a short looping clip of one episode.
+`load_agent(run_dir)` is the one loader of a trained agent (rl/gaze_viz.py uses it too); `clip(run_dir, out)`
+writes a short looping clip of one episode (the pipeline's `<run>/evaluate/clip.gif`), and
+`report_clips(sac_root, out)` gathers one per task and encoder for a report.
 """
 from __future__ import annotations
 
@@ -402,14 +403,41 @@ def evaluate(cfg: EvaluateConfig) -> Path:
     return path
 
 
-def clip(run_dir: str | Path, out: str | Path, episode_steps: int = 100, stride: int = 2, scale: int = 3, fps: int = 15,
+def clip(run_dir: str | Path, out: str | Path, max_steps: int = 100, stride: int = 2, scale: int = 3, fps: int = 15,
          overlay: str = "none", seed: int | None = None) -> Path:
     """A short looping clip of the first evaluation episode of a run, for a report: `out` (.gif, .webp or .mp4),
-    the first `episode_steps` steps, every `stride`-th, upscaled `scale` times."""
+    its first `max_steps` steps (at most the run's episode length), every `stride`-th, upscaled `scale` times."""
     loaded = load_agent(run_dir)
     observer = make_observer(loaded, saliency=overlay == "saliency")
-    _, videos = rollout(loaded, observer, 1, seed, episode_steps, record=1, stride=stride)
+    steps = min(max_steps, loaded.cfg.env.max_episode_steps)
+    _, videos = rollout(loaded, observer, 1, seed, steps, record=1, stride=stride)
     return write_video(video_frames(videos[0], scale, overlay, loaded.encoder), out, fps)
+
+
+def report_clips(sac_root: str | Path, out: str | Path, make: bool = False, name: str = "clip.gif") -> dict[tuple[str, str], Path]:
+    """One clip per (task, encoder) of the runs below `sac_root` (<task>/<encoder>/seed<k>/, the lowest seed with
+    weights), copied to `out`/<task>_<encoder>.gif for a self-contained report: the run's evaluate/<name>
+    (the pipeline writes it), else, with `make`, a new one (`clip`, a few seconds each)."""
+    import shutil
+
+    from rl.workspace import checkpoint_steps
+
+    chosen: dict[tuple[str, str], Path] = {}
+    for run_dir in sorted(Path(sac_root).glob("*/*/seed*"), key=lambda d: (d.parent, int(d.name[4:]) if d.name[4:].isdigit() else 0)):
+        has_weights = (run_dir / "agent.pt").exists() or checkpoint_steps(run_dir)
+        if has_weights and run_dir.name[4:].isdigit():
+            chosen.setdefault((run_dir.parent.parent.name, run_dir.parent.name), run_dir)
+    clips: dict[tuple[str, str], Path] = {}
+    for (task, encoder), run_dir in chosen.items():
+        source = run_dir / "evaluate" / name
+        if not source.exists() and make:
+            clip(run_dir, source, overlay="gaze" if encoder.startswith("gaze") else "none")
+        if source.exists():
+            target = Path(out) / f"{task}_{encoder}{source.suffix}"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+            clips[(task, encoder)] = target
+    return clips
 
 
 def main(argv: list[str] | None = None) -> Path:

@@ -13,8 +13,8 @@ import torch
 from common.cli import from_flat
 from rl.config import SACConfig
 from rl.envs import EVAL_SEED_BASE, TRAIN_SEED_STRIDE
-from rl.evaluate import (EvaluateConfig, clip, evaluate, gaze_overlay, load_agent, main, saliency_overlay, video_frames,
-                         write_video)
+from rl.evaluate import (EvaluateConfig, clip, evaluate, gaze_overlay, load_agent, main, report_clips, saliency_overlay,
+                         video_frames, write_video)
 from rl.provenance import INPUTS_KEY, run_inputs
 from rl.sac import run as sac_run
 from rl.workspace import Pack, checkpoint_steps, train
@@ -100,7 +100,7 @@ def test_videos_show_the_observations_upscaled(cnn_run: Path, tmp_path: Path):
         assert (im.n_frames, im.size, im.info["duration"], im.info["loop"]) == (10, (128, 128), 100, 0)
     with pytest.raises(ValueError, match=r"\.mp4, \.gif or \.webp"):
         write_video(frames, tmp_path / "ep.avi")
-    clip_path = clip(cnn_run, tmp_path / "clip.webp", episode_steps=12, stride=2, scale=3)
+    clip_path = clip(cnn_run, tmp_path / "clip.webp", max_steps=12, stride=2, scale=3)
     with Image.open(clip_path) as im:
         assert (im.n_frames, im.size) == (6, (192, 192))
 
@@ -185,3 +185,19 @@ def test_bad_requests_are_one_line_errors(cnn_run: Path, tmp_path: Path, capsys)
             main(argv)
         err = capsys.readouterr().err
         assert exit_info.value.code == 2 and message in err and err.count("\n") == 1, err
+
+
+def test_report_clips_gathers_one_clip_per_task_and_encoder(cnn_run: Path, tmp_path: Path):
+    root = tmp_path / "sac"
+    for seed in (1, 0):
+        shutil.copytree(cnn_run, root / "reach-v3" / "cnn_rgb" / f"seed{seed}", ignore=shutil.ignore_patterns("evaluate"))
+    (root / "reach-v3" / "state" / "seed0").mkdir(parents=True)  # no weights yet: no clip
+    assert report_clips(root, tmp_path / "report") == {}  # no clip made without make=True
+    clips = report_clips(root, tmp_path / "report", make=True)
+    assert clips == {("reach-v3", "cnn_rgb"): tmp_path / "report" / "reach-v3_cnn_rgb.gif"}
+    assert (root / "reach-v3" / "cnn_rgb" / "seed0" / "evaluate" / "clip.gif").is_file()  # the lowest seed's
+    assert not (root / "reach-v3" / "cnn_rgb" / "seed1" / "evaluate").exists()
+    from PIL import Image
+
+    with Image.open(clips[("reach-v3", "cnn_rgb")]) as im:
+        assert (im.n_frames, im.size) == (15, (192, 192))  # 30-step episodes, every 2nd step, 3x
