@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -191,8 +191,6 @@ def rollout(loaded: LoadedAgent, observer: Any, episodes: int, seed: int | None 
     """`episodes` episodes of the deterministic policy. Returns (per episode: seed, success, return, steps;
     per recorded episode (the first `record`): frames uint8 [T, H, W, 3], saliency [T, H, W] in [0, 1] or
     None, and step, return so far and success so far per kept frame)."""
-    from dataclasses import replace
-
     from rl.envs import make_envs
     from rl.workspace import step_success
 
