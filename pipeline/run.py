@@ -257,7 +257,7 @@ def check_pass_through(cfg: PipelineConfig) -> None:
 
     grid_argv = grid_argv_of(cfg)
     grid = parse_flags(GridConfig, grid_argv, command="python -m rl.grid", what="--grid-extra")
-    for run in plan(grid):
+    for run in (r for r in plan(grid) if r.seed == grid.seed_list[0]):  # seeds differ only in --seed and --out
         parse_flags(SACConfig, sac_command(grid, run)[3:], presets=SAC_PRESETS, command="python -m rl.sac", what="--sac-extra")
     for modalities in ("rgb,saliency", "rgb"):
         for task in (t for t in cfg.tasks.split(",") if t):
