@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -111,6 +112,34 @@ def local_model_folder(path: str | os.PathLike, what: str) -> Path:
         raise FileNotFoundError(f"{what} folder {folder} not found or without {' and '.join(missing or [WEIGHTS_NAME])}: "
                                 "from_pretrained reads a local folder that save_pretrained wrote (nothing is downloaded)")
     return folder
+
+
+def hub_mixins() -> tuple[type, type]:
+    """(ModelHubMixin, PyTorchModelHubMixin) of huggingface_hub, or stand-ins where it is missing or older than the
+    mixins' card metadata (0.22; a machine with only the runtime packages, such as the lent GPU node): there the
+    models import and work, and only save_pretrained / from_pretrained raise ImportError naming the fix."""
+    try:
+        from huggingface_hub import ModelHubMixin, PyTorchModelHubMixin
+
+        if "license" in inspect.signature(ModelHubMixin.__init_subclass__).parameters:
+            return ModelHubMixin, PyTorchModelHubMixin
+    except ImportError:
+        pass
+
+    class MissingHub:
+        """save_pretrained / from_pretrained without huggingface_hub: an ImportError naming the fix."""
+
+        def __init_subclass__(cls, **card_metadata: Any) -> None:
+            super().__init_subclass__()
+
+        def save_pretrained(self, *args: Any, **kwargs: Any) -> None:
+            raise ImportError("save_pretrained needs huggingface_hub>=0.24: `pip install -U huggingface_hub`")
+
+        @classmethod
+        def from_pretrained(cls, *args: Any, **kwargs: Any) -> None:
+            raise ImportError("from_pretrained needs huggingface_hub>=0.24: `pip install -U huggingface_hub`")
+
+    return MissingHub, MissingHub
 
 
 class HubFolder:

@@ -26,13 +26,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from huggingface_hub import PyTorchModelHubMixin
-
-from common.hub import HubFolder, markdown_table, model_card, read_safetensors, write_hub_folder
+from common.hub import HubFolder, hub_mixins, markdown_table, model_card, read_safetensors, write_hub_folder
 from common.io import safe_torch_load
 from pretrain.model import POOLS, ModelConfig, MultiMAE
 
 ENCODER_FORMAT = "visarl-mmae-encoder/1"
+_, PyTorchModelHubMixin = hub_mixins()
 #: encoder.pt fields kept as FrozenEncoder.meta (and as JSON metadata in encoder.safetensors)
 META_KEYS = ("step", "epoch", "saliency_source", "data", "task", "code_version")
 

@@ -20,15 +20,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from huggingface_hub import ModelHubMixin
-
-from common.hub import HubFolder, markdown_table, model_card, read_safetensors, write_hub_folder
+from common.hub import HubFolder, hub_mixins, markdown_table, model_card, read_safetensors, write_hub_folder
 from common.io import atomic_torch_save, safe_torch_load
 from data.preprocess import frames_to_tensor
 from saliency.picanet import PiCANet, PiCANetConfig
 from saliency.student import StudentConfig, StudentNet
 
 FORMAT = "visarl-saliency/1"
+ModelHubMixin, _ = hub_mixins()
 MODELS: dict[str, tuple[type[nn.Module], type]] = {"picanet": (PiCANet, PiCANetConfig), "student": (StudentNet, StudentConfig)}
 
 

@@ -112,3 +112,26 @@ def test_file_sha256_follows_the_bytes(tmp_path: Path):
     assert file_sha256(path) == hashlib.sha256(b"abc" * 1000).hexdigest()
     path.write_bytes(b"abd" * 1001)  # another size: the cached digest is not reused
     assert file_sha256(path) == hashlib.sha256(b"abd" * 1001).hexdigest()
+
+
+def test_without_huggingface_hub_the_models_still_work(monkeypatch):
+    """A machine with only the runtime packages (the lent GPU node): the mixins are stand-ins, only their
+    save/load methods fail, naming the fix."""
+    import sys
+
+    from common.hub import HubFolder, hub_mixins
+
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # `import huggingface_hub` raises ImportError
+    _, mixin = hub_mixins()
+
+    class Model(HubFolder, torch.nn.Module, mixin, license="mit", tags=["x"]):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(2))
+
+    model = Model()
+    assert torch.equal(model.w, torch.ones(2))
+    with pytest.raises(ImportError, match="pip install -U huggingface_hub"):
+        model.save_pretrained("anywhere")
+    with pytest.raises(ImportError, match="pip install -U huggingface_hub"):
+        mixin.from_pretrained("anywhere")
