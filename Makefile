@@ -13,12 +13,12 @@ RUNS_HOME ?= $(HOME)/visarl-runs
 
 venv: $(STAMP)
 
-# torch/torchvision first and pinned: pip takes them from this machine's disk (see README).
-$(STAMP): pyproject.toml
+# torch/torchvision first, at the exact pair of constraints.txt (pyproject.toml declares only floors; see README).
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -c constraints.txt torch torchvision
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 # System packages the tests need: Debian's Chromium for the browser tests, EGL/OSMesa for MuJoCo.

@@ -5,6 +5,11 @@ the dataclass fields (their `metadata["help"]`), applies the chosen `--preset` f
 flags after it, and returns the filled dataclass. Field `foo_bar` is the flag `--foo-bar`; bools
 take `--flag/--no-flag`; a field made by `resume_field()` takes `--resume` bare or `--resume auto`.
 
+`--config PATH` (every command) starts from a run's config.json: defaults < the file's values <
+`--preset` < explicit flags, so `python -m rl.sac --config runs/sac/.../config.json --out NEW` reruns
+a run. `parse_flags` parses flags given inside another command's flag (the pipeline's `--sac-extra`)
+and raises ValueError naming that flag instead of exiting.
+
 Refusals are one line on stderr and exit status 2: a bad flag (`error: argument --lr: must be a
 finite number, got 'inf'`), a failed `validate()`, and, inside `with one_line_errors():` in a
 command's main(), the errors users can fix (damaged shards, unloadable checkpoints, a full disk,
@@ -17,11 +22,13 @@ import argparse
 import contextlib
 import dataclasses
 import errno
+import json
 import math
 import sys
 import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import field
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 T = TypeVar("T")
@@ -46,6 +53,13 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         fail(f"{message} (see {self.prog} --help)")
+
+
+class RaisingParser(OneLineParser):
+    """argparse whose errors raise ValueError (for flags checked inside another command)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ValueError(f"{message} (see {self.prog} --help)")
 
 
 def finite_float(text: str) -> float:
@@ -270,13 +284,21 @@ def _owner(cls: type, path: Sequence[str]) -> type:
     return cls
 
 
+#: config.json entries that record a run rather than set a flag (common.runs, rl/provenance.py)
+RECORD_KEYS = frozenset({"code_version", "inputs", "preset"})
+
+
 def build_parser(cls: type, presets: Mapping[str, Mapping[str, Any]] | None = None, description: str | None = None,
-                 prog: str | None = None) -> argparse.ArgumentParser:
-    parser = OneLineParser(
+                 prog: str | None = None, parser_class: type[argparse.ArgumentParser] = OneLineParser) -> argparse.ArgumentParser:
+    parser = parser_class(
         prog=prog or command_name(cls.__module__),
         description=description or (cls.__doc__ or "").strip(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    if not any(name == "config" for name, *_ in flat_fields(cls)):
+        parser.add_argument("--config", dest="config_file", default=None, metavar="PATH",
+                            help="start from a run's config.json (what `--help` lists, as that run set it): its values, "
+                                 "then --preset, then the flags given here; e.g. add --out NEW to rerun the run")
     if presets:
         parser.add_argument(
             "--preset", choices=sorted(presets), default=None,
@@ -315,6 +337,51 @@ def _positional_as_flag(cls: type, argv: list[str]) -> list[str]:
     return ["--" + names[0].replace("_", "-"), ",".join(words), *argv] if words else argv
 
 
+def stored_values(cls: type, path: str | Path) -> tuple[dict[str, Any], str]:
+    """({flag name: value}, preset) of a config.json for config class `cls`; ValueError naming entries that
+    are not its fields (another command's config)."""
+    path = Path(path)
+    try:
+        stored = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"--config {path} not found; pass a run's config.json") from None
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"--config {path} is not a readable JSON file ({err})") from None
+    if not isinstance(stored, dict):
+        raise ValueError(f"--config {path} must hold a JSON object of flag names and values")
+    names = {name for name, *_ in flat_fields(cls)}
+    foreign = sorted(k for k in stored if k not in names and k not in RECORD_KEYS)
+    if foreign:
+        raise ValueError(f"--config {path} sets {', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}, which "
+                         f"{cls.__name__} does not have: is it another command's config.json?")
+    return {k: v for k, v in stored.items() if k in names}, str(stored.get("preset") or "")
+
+
+def _parse(cls: type[T], argv: Sequence[str], presets: Mapping[str, Mapping[str, Any]] | None, description: str | None,
+           prog: str, parser_class: type[argparse.ArgumentParser]) -> T:
+    parser = build_parser(cls, presets, description, prog=prog, parser_class=parser_class)
+    args = vars(parser.parse_args(_positional_as_flag(cls, list(argv))))
+    values: dict[str, Any] = {}
+    preset = args.pop("preset", None) if presets else None
+    config_file = args.pop("config_file", None)
+    try:
+        stored_preset = ""
+        if config_file:
+            stored, stored_preset = stored_values(cls, config_file)
+            values.update(stored)
+        if preset:
+            values.update(presets[preset])
+        values.update({k: v for k, v in args.items() if v is not None})
+        cfg = check_finite(from_flat(cls, values))
+        if hasattr(cfg, "validate"):
+            cfg.validate()
+    except (TypeError, ValueError) as err:
+        parser.error(str(err))
+    if (preset or stored_preset) and any(f.name == "preset" for f in dataclasses.fields(cls)):
+        cfg.preset = preset or stored_preset  # type: ignore[attr-defined]
+    return cfg
+
+
 def parse_config(
     cls: type[T],
     argv: Sequence[str] | None = None,
@@ -322,25 +389,20 @@ def parse_config(
     description: str | None = None,
     module: str | None = None,
 ) -> T:
-    """Parse argv into `cls`: defaults < preset < explicit flags. `module` (default: the caller's) names
-    the command in usage lines."""
+    """Parse argv into `cls`: defaults < --config file < preset < explicit flags. `module` (default: the
+    caller's) names the command in usage lines."""
     module = module or sys._getframe(1).f_globals.get("__name__", cls.__module__)
-    parser = build_parser(cls, presets, description, prog=command_name(module))
-    args = vars(parser.parse_args(_positional_as_flag(cls, sys.argv[1:] if argv is None else list(argv))))
-    values: dict[str, Any] = {}
-    preset = args.pop("preset", None) if presets else None
-    if preset:
-        values.update(presets[preset])
-    values.update({k: v for k, v in args.items() if v is not None})
+    return _parse(cls, sys.argv[1:] if argv is None else list(argv), presets, description, command_name(module), OneLineParser)
+
+
+def parse_flags(cls: type[T], words: Sequence[str], presets: Mapping[str, Mapping[str, Any]] | None = None,
+                command: str = "", what: str = "") -> T:
+    """`parse_config` for flags given inside another command's flag: ValueError `<what>: <problem> (see <command>
+    --help)` instead of an exit, so a pipeline can check its pass-through strings before any stage runs."""
     try:
-        cfg = check_finite(from_flat(cls, values))
-        if hasattr(cfg, "validate"):
-            cfg.validate()
-    except (TypeError, ValueError) as err:
-        parser.error(str(err))
-    if preset and any(f.name == "preset" for f in dataclasses.fields(cls)):
-        cfg.preset = preset  # type: ignore[attr-defined]
-    return cfg
+        return _parse(cls, words, presets, None, command or command_name(cls.__module__), RaisingParser)
+    except ValueError as err:
+        raise ValueError(f"{what}: {err}" if what else str(err)) from None
 
 
 def run_command(cls: type[T], run: Callable[[T], Any], argv: Sequence[str] | None = None,

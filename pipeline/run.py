@@ -3,7 +3,8 @@ the whole ViSaRL pipeline in one command.
 
 collect frames -> oracle annotator (stands in for the human, `annotate_n` frames) -> export ->
 train PiCANet -> distill the student -> evaluate it -> pseudo-label the frames -> pretrain MultiMAE
-(rgb, and rgb+saliency) -> SAC grid (the preset's encoders, gaze included) -> gaze pictures -> report.
+(rgb, and rgb+saliency) -> SAC grid (the preset's encoders, gaze included) -> gaze pictures -> a clip of
+each trained agent (`<run>/evaluate/clip.gif`, rl.evaluate) -> report.
 
 Outputs go where each stage's own command writes by default (data/shards, data/annotations,
 runs/saliency, runs/mmae, runs/sac, runs/report), below `--root`, so a bare `python -m rl.sac
@@ -28,9 +29,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from common.cli import from_flat, int_list, one_line_errors, parse_config
+from common.cli import from_flat, int_list, one_line_errors, parse_config, parse_flags
 from common.io import atomic_write_json
 from pipeline.presets import PRESETS
+
+#: the short looping clip of one evaluation episode the pipeline writes in <run>/evaluate/ (rl.evaluate.clip)
+CLIP_NAME = "clip.gif"
 
 
 @dataclass
@@ -122,6 +126,7 @@ def run(cfg: PipelineConfig) -> Path:
     from data.env import check_task
     from pipeline.report import ReportConfig, write_report
     from pretrain.gate import encoder_paths, probe_gate
+    from rl import evaluate as evaluate_agent
     from rl import gaze_viz
     from rl.grid import plan, run_grid
     from saliency import distill, evaluate, label, train
@@ -131,7 +136,7 @@ def run(cfg: PipelineConfig) -> Path:
     p = cfg.stage_preset
     encoders = cfg.encoders.split(",")
     n_gaze = len(tasks) * len(int_list(cfg.seeds, "--seeds")) * sum(e.startswith("gaze") for e in encoders)
-    stages = Stages(cfg, total=len(tasks) * 7 + 4 + n_gaze)
+    stages = Stages(cfg, total=len(tasks) * 7 + 4 + n_gaze + len(tasks) * len(encoders))
     atomic_write_json("runs/pipeline/config.json", asdict(cfg))
     for task in tasks:
         shards = Path("data/shards") / task
@@ -173,6 +178,11 @@ def run(cfg: PipelineConfig) -> Path:
     for run_dir in gaze_runs:
         stages.run(f"rl.gaze_viz {run_dir}", [run_dir / "gaze_strip.png"],
                    lambda run_dir=run_dir: gaze_viz.run(gaze_viz.GazeVizConfig(run=str(run_dir), frames=6)))
+    first_seed = int(cfg.seeds.split(",")[0])
+    for run in (r for r in plan(grid_config(cfg)) if r.seed == first_seed):  # one clip per encoder and task
+        out = run.run_dir / "evaluate" / CLIP_NAME
+        stages.run(f"rl.evaluate clip {run.run_dir}", [out],
+                   lambda run=run, out=out: evaluate_agent.clip(run.run_dir, out, overlay="gaze" if run.encoder.startswith("gaze") else "none"))
     report = Path("runs/report/REPORT.md")
     stages.run("pipeline.report", [], lambda: write_report(ReportConfig(roots="runs/sac", out="runs/report", pictures_root="runs")))
     return report
@@ -209,11 +219,15 @@ def grid_config(cfg: PipelineConfig, sac_extra: str = ""):
     """The rl.grid config of the SAC stage: the pipeline's settings, then --grid-extra's flags."""
     from rl.grid import GridConfig
 
-    argv = ["--tasks", cfg.tasks, "--encoders", cfg.encoders, "--seeds", cfg.seeds, "--steps", str(cfg.sac_steps),
+    return parse_config(GridConfig, grid_argv_of(cfg, sac_extra))
+
+
+def grid_argv_of(cfg: PipelineConfig, sac_extra: str = "") -> list[str]:
+    """rl.grid's arguments for the SAC stage: the pipeline's settings, then --grid-extra's flags."""
+    return ["--tasks", cfg.tasks, "--encoders", cfg.encoders, "--seeds", cfg.seeds, "--steps", str(cfg.sac_steps),
             "--sac-preset", cfg.stage_preset, "--out", "runs/sac", "--parallel", str(cfg.parallel), "--pack", str(cfg.pack),
             "--backend", cfg.backend, "--ray-address", cfg.ray_address, f"--extra={cfg.sac_extra + sac_extra}",
             *shlex.split(cfg.grid_extra)]
-    return parse_config(GridConfig, argv)
 
 
 def _complete(folder: Path) -> bool:
@@ -231,9 +245,32 @@ def _check_grid(status: dict[str, str]) -> None:
         raise Paused(f"{len(paused)} SAC run(s) paused at an episode boundary with their checkpoints")
 
 
+def check_pass_through(cfg: PipelineConfig) -> None:
+    """Parse --grid-extra, --sac-extra (for every planned run) and --pretrain-extra against their stage's config, as
+    the stages will: a typo fails now, with a one-line error naming the flag, not hours later at its stage."""
+    from dataclasses import replace
+
+    from pretrain.config import PRESETS as PRETRAIN_PRESETS
+    from pretrain.config import PretrainConfig
+    from rl.config import PRESETS as SAC_PRESETS
+    from rl.config import SACConfig
+    from rl.grid import GridConfig, plan, sac_command
+
+    grid_argv = grid_argv_of(cfg)
+    grid = parse_flags(GridConfig, grid_argv, command="python -m rl.grid", what="--grid-extra")
+    for run in (r for r in plan(grid) if r.seed == grid.seed_list[0]):  # seeds differ only in --seed and --out
+        parse_flags(SACConfig, sac_command(grid, run)[3:], presets=SAC_PRESETS, command="python -m rl.sac", what="--sac-extra")
+    for modalities in ("rgb,saliency", "rgb"):
+        for task in (t for t in cfg.tasks.split(",") if t):
+            argv = pretrain_command(replace(cfg, nproc_per_node=0), ["--task", task, "--modalities", modalities])
+            parse_flags(PretrainConfig, argv, presets=PRETRAIN_PRESETS, command="python -m pretrain.multimae",
+                        what="--pretrain-extra")
+
+
 def main(argv=None) -> None:
     cfg = parse_config(PipelineConfig, argv, presets=PRESETS)
-    grid_config(cfg)  # a bad --grid-extra or task/encoder name fails now, not hours later at the SAC stage
+    with one_line_errors():  # exit 2 before any stage runs
+        check_pass_through(cfg)
     root = Path(cfg.root)
     root.mkdir(parents=True, exist_ok=True)
     start = time.time()

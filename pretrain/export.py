@@ -131,7 +131,21 @@ def encoder_card(pt_path: Path, blob: dict[str, Any]) -> str:
         "statistics under `feature_stats.<inputs|pool>.mean/std`; the file's metadata holds `model_config` "
         f"(JSON) and `format` `{ENCODER_FORMAT}`. In RL: `python -m rl.sac --encoder mmae_rgbs --mmae PATH`.",
     ]
-    return model_card(front, "\n".join(body))
+    return model_card(front, "\n".join(body), probe_results(probes))
+
+
+def probe_results(probes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The pretrained rows of probe_*.json files as model-card eval results: R^2 of each probed position."""
+    results = []
+    for probe in probes:
+        for row in (r for r in probe.get("rows", []) if r.get("kind") == "pretrained"):
+            for target, value in row["r2"].items():
+                if isinstance(value, (int, float)) and value == value:  # NaN: not scored
+                    results.append({"task_type": "feature-extraction", "task_name": "linear probe of positions",
+                                    "dataset_name": Path(probe["data"]).name, "dataset_split": "held-out episodes",
+                                    "metric_type": "r_squared", "metric_value": round(float(value), 4),
+                                    "metric_name": f"{target} R^2 ({'+'.join(probe['inputs'])}, {row['pool']} pool)"})
+    return results
 
 
 def write_hub_files(pt_path: str | Path, blob: dict[str, Any] | None = None) -> tuple[Path, Path]:

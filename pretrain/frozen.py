@@ -4,6 +4,7 @@
     enc = FrozenEncoder.load("runs/mmae/rgbs/encoder.pt", inputs=("rgb",))  # the paper's PO variant
     enc = FrozenEncoder.load(path, pool="grid2")                            # 2x2 grid of mean tokens, [B, 4*256]
     enc = FrozenEncoder.load("runs/mmae/rgbs/encoder.safetensors")          # the hub copy (pretrain.export): same encoder
+    enc.save_pretrained("hub/mmae_rgbs"); FrozenEncoder.from_pretrained("hub/mmae_rgbs")  # huggingface_hub's API, local folders
     feats = enc(rgb, saliency)  # rgb [B, 3, 64, 64], saliency [B, 1, 64, 64] in [0, 1] -> [B, enc.out_dim]
 
 Pools (`pretrain.model.POOLS`): "mean" of all tokens (the paper, the default), "global" token,
@@ -25,11 +26,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common.hub import read_safetensors
+from common.hub import HubFolder, hub_mixins, markdown_table, model_card, read_safetensors, write_hub_folder
 from common.io import safe_torch_load
 from pretrain.model import POOLS, ModelConfig, MultiMAE
 
 ENCODER_FORMAT = "visarl-mmae-encoder/1"
+_, PyTorchModelHubMixin = hub_mixins()
 #: encoder.pt fields kept as FrozenEncoder.meta (and as JSON metadata in encoder.safetensors)
 META_KEYS = ("step", "epoch", "saliency_source", "data", "task", "code_version")
 
@@ -64,11 +66,18 @@ def read_encoder_file(path: Path) -> Any:
     return blob
 
 
-class FrozenEncoder(nn.Module):
-    """Input adapters + encoder of a pretrained MultiMAE and a pooling; eval mode, no gradients."""
+class FrozenEncoder(HubFolder, nn.Module, PyTorchModelHubMixin, library_name="visarl", license="mit",
+                    pipeline_tag="image-feature-extraction", tags=["visarl", "multimae", "reinforcement-learning", "meta-world"]):
+    """Input adapters + encoder of a pretrained MultiMAE and a pooling; eval mode, no gradients.
 
-    def __init__(self, model_config: ModelConfig, inputs: Sequence[str] | None = None, pool: str = "mean"):
+    `save_pretrained(folder)` / `FrozenEncoder.from_pretrained(folder)` (huggingface_hub's mixin) write and read
+    model.safetensors (weights and feature statistics), config.json (architecture, inputs, pool) and a model card."""
+
+    def __init__(self, model_config: ModelConfig | dict, inputs: Sequence[str] | None = None, pool: str = "mean"):
         super().__init__()
+        if isinstance(model_config, dict):  # as config.json holds it
+            model_config = ModelConfig.from_dict(model_config)
+        self.model_config = model_config
         self.model = MultiMAE(model_config, decoders=False)
         self.inputs = tuple(inputs or model_config.modalities)
         missing = [m for m in self.inputs if m not in model_config.modalities]
@@ -128,6 +137,47 @@ class FrozenEncoder(nn.Module):
             torch.manual_seed(seed)
             enc = cls(model_config, inputs, pool)
         return enc.requires_grad_(False).eval()
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        """model.safetensors, config.json and README.md: what `from_pretrained` reads (huggingface_hub calls this)."""
+        config = {"model_config": self.model_config.to_dict(), "inputs": list(self.inputs), "pool": self.pool,
+                  "standardized": self.standardized, "meta": self.meta, "out_dim": self.out_dim}
+        write_hub_folder(Path(save_directory), self.state_dict(), {"format": ENCODER_FORMAT, "inputs": ",".join(self.inputs),
+                                                                   "pool": self.pool}, config, self.card())
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, config: dict[str, Any] | None = None, map_location: str = "cpu",
+                         **hub_kwargs: Any) -> "FrozenEncoder":
+        """The encoder of a folder `save_pretrained` wrote; every weight must fit (no partial loads)."""
+        config = config or {}
+        tensors, _ = read_safetensors(Path(model_id) / "model.safetensors", what="MultiMAE encoder")
+        enc = cls(config["model_config"], config.get("inputs"), config.get("pool", "mean"))
+        try:
+            enc.load_state_dict(tensors)
+        except RuntimeError as err:
+            raise ValueError(f"{model_id}: weights do not match its config.json ({str(err).splitlines()[0]})") from None
+        enc.standardized, enc.meta = bool(config.get("standardized")), dict(config.get("meta") or {})
+        return enc.requires_grad_(False).to(map_location).eval()
+
+    def card(self) -> str:
+        """The model card of a `save_pretrained` folder: what the encoder reads and returns, and how to load it."""
+        mc = self.model_config
+        rows = [["inputs", " + ".join(self.inputs)], ["pool", f"{self.pool} ({self.out_dim}-d features)"],
+                ["standardised", "yes (per-dimension statistics of training frames)" if self.standardized else "no (raw features)"],
+                ["ViT", f"patch {mc.patch_size}, {mc.image_size}x{mc.image_size}, dim {mc.dim}, depth {mc.depth}, {mc.num_heads} heads"],
+                *[[k, str(v)] for k, v in self.meta.items()]]
+        body = "\n".join([
+            f"# Frozen MultiMAE encoder ({'+'.join(self.inputs)}, {self.pool} pool)", "",
+            "The encoder of a MultiMAE pretrained for ViSaRL (visual RL guided by human saliency) on Meta-World frames; "
+            "RL reads its pooled features with no masking.", "", markdown_table(["", ""], rows), "",
+            "```python", "from pretrain.frozen import FrozenEncoder  # pretrain/frozen.py of the ViSaRL pipeline",
+            "enc = FrozenEncoder.from_pretrained(FOLDER)",
+            f"feats = enc(rgb{', saliency' if 'saliency' in self.inputs else ''})  # [B, C, H, W] floats in [0, 1] -> [B, {self.out_dim}]",
+            "```"])
+        return model_card({"library_name": "visarl", "pipeline_tag": "image-feature-extraction",
+                           "tags": ["visarl", "multimae", *(["saliency"] if "saliency" in self.inputs else []),
+                                    "reinforcement-learning", "meta-world", *([self.meta["task"]] if self.meta.get("task") else [])]},
+                          body)
 
     def set_standardization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         """Features become (feature - mean) / std per dimension (std floored at 1e-8)."""

@@ -184,7 +184,8 @@ class MMAEEncoder(Encoder):
         "mmae_rgbs_grid2": ("rgbs", ("rgb", "saliency"), "grid2"),
     }
 
-    def __init__(self, module: nn.Module, inputs: tuple[str, ...], source: str = ""):
+    def __init__(self, module: nn.Module, inputs: tuple[str, ...], source: str = "",
+                 provenance: dict[str, Any] | None = None):
         super().__init__()
         self.module = module.eval().requires_grad_(False)
         self.inputs = tuple(inputs)
@@ -192,6 +193,8 @@ class MMAEEncoder(Encoder):
         self.out_dim = int(module.out_dim)
         self.size = int(getattr(module, "image_size", 64))
         self.source = source  # the export it was loaded from (runs sharing it share this module)
+        #: the file it was loaded from: {"path" (resolved), "sha256", "inputs", "pool", "chosen_by"} (rl/provenance.py)
+        self.provenance = dict(provenance or {})
 
     def pack_signature(self) -> tuple:
         return ("frozen", self.out_dim)
@@ -209,20 +212,33 @@ class MMAEEncoder(Encoder):
         return self.module(rgb, sal).view(*lead, self.out_dim)
 
 
-def mmae_command(folder: str) -> str:
-    """The pretraining command whose default output is runs/mmae/<folder>/encoder.pt."""
+def mmae_command(folder: str, task: str = "") -> str:
+    """The pretraining command whose output is runs/mmae/<folder>/<task>/encoder.pt (runs/mmae/<folder>/encoder.pt without a task)."""
     modalities = "rgb,saliency" if folder == "rgbs" else "rgb"
-    return f"python -m pretrain.multimae --modalities {modalities}"
+    where = f" --task {task} --out runs/mmae/{folder}/{task}" if task else ""
+    return f"python -m pretrain.multimae --modalities {modalities}{where}"
 
 
 def mmae_path(cfg: Any) -> Path:
-    """The frozen export a mmae_* run reads: --mmae, else the pretraining command's default output,
-    the task's own model (runs/mmae/<name>/<task>/encoder.pt, the paper's default) before a pooled one."""
+    """The frozen export a mmae_* run reads: --mmae, else the task's own model runs/mmae/<name>/<task>/encoder.pt
+    (the paper's default). Never a pooled model silently: that one is read only when --mmae names it."""
     if cfg.mmae:
         return Path(cfg.mmae)
-    root = Path("runs/mmae") / MMAEEncoder.VARIANTS[cfg.encoder][0]
-    per_task = root / cfg.env.task / "encoder.pt"
-    return per_task if per_task.exists() else root / "encoder.pt"
+    return Path("runs/mmae") / MMAEEncoder.VARIANTS[cfg.encoder][0] / cfg.env.task / "encoder.pt"
+
+
+def missing_mmae_message(cfg: Any) -> str:
+    """Why a mmae_* run has no frozen encoder, and the command (or flag) that gives it one."""
+    folder = MMAEEncoder.VARIANTS[cfg.encoder][0]
+    path = mmae_path(cfg)
+    if cfg.mmae:
+        return (f"encoder {cfg.encoder!r}: --mmae {path} does not exist; produce it with `{mmae_command(folder)} --out "
+                f"{path.parent}` or pass the path of an existing encoder.pt")
+    pooled = path.parent.parent / "encoder.pt"
+    alternative = (f"; or, to use the pooled model {pooled} that exists, name it: --mmae {pooled}" if pooled.exists()
+                   else "; or pass --mmae PATH")
+    return (f"encoder {cfg.encoder!r} needs the task's own frozen MultiMAE {path}, which does not exist; produce it "
+            f"with `{mmae_command(folder, cfg.env.task)}`{alternative}")
 
 
 def _mmae_factory(name: str):
@@ -231,16 +247,16 @@ def _mmae_factory(name: str):
     def factory(cfg: Any, image_size: int = 64, runs: int = 1) -> MMAEEncoder:
         path = mmae_path(cfg)
         if not path.exists():
-            where = (f"{path}, which does not exist" if cfg.mmae else
-                     f"{path.parent / cfg.env.task / path.name} (the task's own) or {path}, and neither exists")
-            raise FileNotFoundError(
-                f"encoder {name!r} needs a frozen MultiMAE encoder: {where}; "
-                f"produce it with `{mmae_command(folder)}` or pass --mmae PATH")
+            raise FileNotFoundError(missing_mmae_message(cfg))
+        from common.hub import file_sha256
         from pretrain.frozen import FrozenEncoder
 
         standardize = getattr(cfg, "mmae_features", "raw") == "standardized"
         module = FrozenEncoder.load(str(path), inputs=inputs, pool=pool, standardize=standardize)
-        return MMAEEncoder(module, inputs, f"{path}:{','.join(inputs)}|{pool}")
+        provenance = {"path": str(path.resolve()), "sha256": file_sha256(path), "inputs": list(inputs), "pool": pool,
+                      "features": "standardized" if standardize else "raw",
+                      "chosen_by": "--mmae" if cfg.mmae else "default (the task's own)"}
+        return MMAEEncoder(module, inputs, f"{path}:{','.join(inputs)}|{pool}", provenance)
 
     return factory
 

@@ -2,7 +2,7 @@
 
     python -m rl.gaze_viz --run runs/sac/reach-v3/gaze/seed0 [--frames 8] [--seed 0] [--policy agent|expert]
 
-Loads the run's SAC weights (agent.pt, else its latest checkpoint), rolls out one evaluation episode of the
+Loads the run's SAC weights (agent.pt, else its latest checkpoint; `rl.evaluate.load_agent`), rolls out one evaluation episode of the
 deterministic policy (or Meta-World's scripted expert, `--policy expert`), picks evenly spaced frames
 and writes `<run>/gaze_strip.png`: row 1, each frame with the gaze attention (heat) and each Gaussian's
 1- and 2-sigma ellipses; row 2, the same frames with the predicted human saliency
@@ -27,11 +27,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.patches import Ellipse  # noqa: E402
 
-from common.cli import from_stored, run_command  # noqa: E402
+from common.cli import run_command  # noqa: E402
 from common.figures import write_figure  # noqa: E402
-from common.io import safe_torch_load  # noqa: E402
 from data.clicks import clicks_to_map  # noqa: E402
 from data.env import make_env  # noqa: E402
+from rl.evaluate import load_agent  # noqa: E402
 from rl.gaze import GazeEncoder  # noqa: E402
 from rl.observe import default_saliency_model  # noqa: E402
 
@@ -140,27 +140,6 @@ def gaze_strip(
     return write_figure(fig, out, dpi=150)
 
 
-def load_agent(run_dir: Path):
-    """The SAC config and agent (a pack of one) of a run (agent.pt, else its latest checkpoint), on CPU in eval mode."""
-    from rl.agent import SAC
-    from rl.config import SACConfig
-    from rl.encoders import build_encoder
-    from rl.workspace import latest_checkpoint
-
-    path = run_dir / "agent.pt" if (run_dir / "agent.pt").exists() else latest_checkpoint(run_dir)
-    if path is None:
-        raise FileNotFoundError(f"{run_dir} holds neither agent.pt nor a checkpoint; train one with "
-                                f"`python -m rl.sac --encoder gaze --out {run_dir}`")
-    ckpt = safe_torch_load(path, what="SAC checkpoint")
-    cfg = from_stored(SACConfig, ckpt["config"])
-    encoder = build_encoder(cfg, cfg.env.image_size)
-    if not isinstance(encoder, GazeEncoder):
-        raise ValueError(f"{run_dir} trained encoder {cfg.encoder!r}, which has no gaze; pick a gaze run")
-    agent = SAC(encoder, encoder.out_dim, 4, cfg)
-    agent.load_state_dict(ckpt["model"] if "model" in ckpt else ckpt["agent"]["model"])
-    return cfg, agent.eval()
-
-
 def rollout(cfg: Any, agent, policy: str, seed: int, steps: int, n_frames: int) -> dict[str, Any]:
     """One episode; evenly spaced frames [n, H, W, 3], their step indices and oracle clicks."""
     from metaworld.policies import ENV_POLICY_MAP
@@ -208,7 +187,10 @@ def saliency_maps(task: str, frames: np.ndarray, clicks: list[np.ndarray], model
 def run(cfg: GazeVizConfig) -> Path:
     cfg.validate()
     run_dir = Path(cfg.run)
-    sac_cfg, agent = load_agent(run_dir)
+    loaded = load_agent(run_dir)
+    if not isinstance(loaded.encoder, GazeEncoder):
+        raise ValueError(f"{run_dir} trained encoder {loaded.cfg.encoder!r}, which has no gaze; pick a gaze run")
+    sac_cfg, agent = loaded.cfg, loaded.agent
     steps = cfg.episode_steps or sac_cfg.env.max_episode_steps
     ep = rollout(sac_cfg, agent, cfg.policy, cfg.seed, steps, cfg.frames)
     sal, label = saliency_maps(sac_cfg.env.task, ep["frames"], ep["clicks"], cfg.saliency_model)

@@ -103,24 +103,33 @@ def model_section(path: Path, ckpt: dict[str, Any]) -> tuple[list[str], dict[str
     return lines, {"tags": [kind, task], "datasets": datasets}
 
 
+def validation_results(path: Path, ckpt: dict[str, Any], dataset: str) -> list[dict[str, Any]]:
+    """A checkpoint's validation scores (the epoch it was kept at) as model-card eval results."""
+    val = ckpt.get("val", {})
+    return [{"task_type": "image-segmentation", "task_name": "saliency prediction", "dataset_name": dataset,
+             "dataset_split": "validation", "metric_type": key, "metric_value": round(float(val[key]), 4),
+             "metric_name": f"{path.stem} {key}"} for key in SCORE_KEYS if isinstance(val.get(key), (int, float))]
+
+
 def saliency_card(folder: Path) -> str:
     """The card of every saliency hub copy (*.safetensors) in `folder`."""
     body = ["# Saliency predictors for ViSaRL", "",
             "Predict where a human looks in a 64x64 Meta-World frame (a map in [0, 1] per frame); ViSaRL feeds the "
             "map to its encoders beside the RGB frame.", ""]
-    tags, datasets = ["visarl", "saliency-prediction", "meta-world", "reinforcement-learning"], []
+    tags, datasets, results = ["visarl", "saliency-prediction", "meta-world", "reinforcement-learning"], [], []
     for path in sorted(folder.glob("*.safetensors")):
         ckpt = read_checkpoint(path)
         if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
             continue
         lines, front = model_section(path, ckpt)
+        results += validation_results(path, ckpt, front["datasets"][0])
         body += lines
         tags += [t for t in front["tags"] if t not in tags]
         datasets += [d for d in front["datasets"] if d not in datasets]
     body += ["Without this code: `safetensors.torch.load_file` gives the weights (a state dict); the file's metadata "
              f"holds `kind`, `model` (the architecture, JSON), `info` (JSON) and `format` `{FORMAT}`."]
     return model_card({"library_name": "pytorch", "pipeline_tag": "image-segmentation", "tags": tags, "datasets": datasets,
-                       "task": ", ".join(t for t in tags if t.endswith("-v3")) or "unknown"}, "\n".join(body))
+                       "task": ", ".join(t for t in tags if t.endswith("-v3")) or "unknown"}, "\n".join(body), results)
 
 
 def write_hub_files(pt_path: str | Path) -> tuple[Path, Path]:

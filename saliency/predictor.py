@@ -6,6 +6,8 @@ its architecture as a plain dict. Frames go through `data.preprocess.frames_to_t
 preprocessing path shared with training, pseudo-labelling and RL); the sigmoid output is resized
 back to the frames' H x W. In bf16 (`precision`, common/precision.py: auto picks it on a GPU or an
 AMX CPU) inference runs under autocast with channels_last; maps come back float32.
+`predictor.save_pretrained(folder)` / `SaliencyPredictor.from_pretrained(folder)` (huggingface_hub's mixin, local
+folders) write and read model.safetensors, config.json and a model card.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common.hub import read_safetensors
+from common.hub import HubFolder, hub_mixins, markdown_table, model_card, read_safetensors, write_hub_folder
 from common.io import atomic_torch_save, safe_torch_load
 from common.precision import autocast, resolve_precision
 from data.preprocess import frames_to_tensor
@@ -27,6 +29,7 @@ from saliency.picanet import PiCANet, PiCANetConfig
 from saliency.student import StudentConfig, StudentNet
 
 FORMAT = "visarl-saliency/1"
+ModelHubMixin, _ = hub_mixins()
 MODELS: dict[str, tuple[type[nn.Module], type]] = {"picanet": (PiCANet, PiCANetConfig), "student": (StudentNet, StudentConfig)}
 
 
@@ -114,7 +117,20 @@ def predict_maps(model: nn.Module, frames, batch_size: int = 256, device: torch.
     return out
 
 
-class SaliencyPredictor:
+#: the metrics a checkpoint's "val" holds, in card order
+VAL_KEYS = ("f_max", "mae", "cc", "auc_judd", "nss")
+
+
+def _jsonable(value: Any) -> bool:
+    try:
+        json.dumps(value)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+class SaliencyPredictor(HubFolder, ModelHubMixin, library_name="visarl", license="mit", pipeline_tag="image-segmentation",
+                        tags=["visarl", "saliency-prediction", "meta-world"]):
     """Batched saliency for uint8 frames; `SaliencyPredictor.load(path)` picks student or PiCANet."""
 
     def __init__(self, model: nn.Module, kind: str, batch_size: int = 256, checkpoint: dict[str, Any] | None = None,
@@ -133,6 +149,41 @@ class SaliencyPredictor:
              precision: str = "auto") -> "SaliencyPredictor":
         model, ckpt = load_checkpoint(path, resolve_device(device))
         return cls(model, ckpt["kind"], batch_size, ckpt, precision)
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        """model.safetensors (read like saliency.export's hub copies), config.json and README.md (huggingface_hub calls this)."""
+        info = {k: v for k, v in self.info.items() if k not in ("format", "kind", "model") and _jsonable(v)}
+        architecture = asdict(self.model.cfg)
+        write_hub_folder(Path(save_directory), self.model.state_dict(),
+                         {"format": FORMAT, "kind": self.kind, "model": json.dumps(architecture), "info": json.dumps(info)},
+                         {"kind": self.kind, "architecture": architecture, "batch_size": self.batch_size}, self.card(info))
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, config: dict[str, Any] | None = None, device: str | torch.device | None = "auto",
+                         batch_size: int | None = None, **hub_kwargs: Any) -> "SaliencyPredictor":
+        """The predictor of a folder `save_pretrained` wrote (its weights must fit their architecture)."""
+        return cls.load(Path(model_id) / "model.safetensors", device, batch_size or int((config or {}).get("batch_size", 256)))
+
+    def card(self, info: dict[str, Any]) -> str:
+        """The model card of a `save_pretrained` folder: architecture, validation scores (also as eval results), usage."""
+        val = info.get("val", {})
+        scores = {k: float(val[k]) for k in VAL_KEYS if isinstance(val.get(k), (int, float))}
+        data = info.get("annotations") or info.get("distill_config", {}).get("data") or "unknown"
+        body = "\n".join([
+            f"# {self.kind} saliency predictor for ViSaRL", "",
+            "Predicts where a human looks in a Meta-World frame (a map in [0, 1] per frame); ViSaRL feeds the map to its "
+            "encoders beside the RGB frame.", "",
+            markdown_table(["", ""], [["architecture", f"{self.kind} {json.dumps(asdict(self.model.cfg))}"],
+                                      ["input size", f"{self.input_size} x {self.input_size} (maps are resized back to the frames)"],
+                                      ["data", f"`{data}`"], ["kept at epoch", info.get("epoch", "?")],
+                                      *[[f"validation {k}", f"{v:.4f}"] for k, v in scores.items()]]), "",
+            "```python", "from saliency.predictor import SaliencyPredictor  # saliency/predictor.py of the ViSaRL pipeline",
+            "maps = SaliencyPredictor.from_pretrained(FOLDER)(frames)  # uint8 [N, H, W, 3] -> float32 [N, H, W] in [0, 1]",
+            "```"])
+        results = [{"task_type": "image-segmentation", "task_name": "saliency prediction", "dataset_name": Path(str(data)).stem,
+                    "dataset_split": "validation", "metric_type": k, "metric_value": round(v, 4)} for k, v in scores.items()]
+        return model_card({"library_name": "visarl", "pipeline_tag": "image-segmentation",
+                           "tags": ["visarl", "saliency-prediction", "meta-world", self.kind]}, body, results)
 
     @property
     def input_size(self) -> int:

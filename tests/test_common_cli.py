@@ -107,3 +107,44 @@ def test_run_command_returns_the_result_and_turns_user_errors_into_one_line(caps
     with pytest.raises(SystemExit) as exit_info:
         run_command(WithRoots, fails, ["x"])
     assert exit_info.value.code == 2 and capsys.readouterr().err == "error: x holds no runs; run `python -m rl.grid` first\n"
+
+
+def test_config_reruns_a_runs_config_json_under_preset_and_flags(tmp_path, capsys):
+    """--config PATH: defaults < the file < --preset < explicit flags; its recorded preset is kept."""
+    run = prepare_run_dir(tmp_path / "run", Outer(steps=7, env=Env("door-open-v3", 20), gaze=Inner(k=5, on=False)))
+    stored = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**stored, "inputs": {"frozen_encoder": None}}))  # rl/provenance.py's record
+    again = parse_config(Outer, ["--config", str(run / "config.json")])
+    assert again == Outer(steps=7, env=Env("door-open-v3", 20), gaze=Inner(k=5, on=False))
+    assert parse_config(Outer, ["--config", str(run / "config.json"), "--gaze-k", "9"]).gaze.k == 9
+    presets = {"small": {"steps": 2, "gaze_weight": 0.7}}
+    mixed = parse_config(Outer, ["--config", str(run / "config.json"), "--preset", "small", "--steps", "4"], presets=presets)
+    assert (mixed.steps, mixed.gaze.weight, mixed.gaze.k, mixed.env.task) == (4, 0.7, 5, "door-open-v3")
+    (tmp_path / "other.json").write_text(json.dumps({"steps": 3, "lr": 0.1, "task": "reach-v3"}))
+    for path, message in ((tmp_path / "other.json", "sets lr, which Outer does not have"),
+                          (tmp_path / "missing.json", "missing.json not found")):
+        with pytest.raises(SystemExit) as exit_info:
+            parse_config(Outer, ["--config", str(path)])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and message in err and err.count("\n") == 1
+
+
+def test_config_keeps_the_recorded_preset_of_a_sac_run(tmp_path):
+    from rl.config import PRESETS, SACConfig
+
+    cfg = parse_config(SACConfig, ["--preset", "micro", "--encoder", "cnn_rgbs", "--gaze-k", "4", "--out", "a"], presets=PRESETS)
+    run = prepare_run_dir(tmp_path / "run", cfg)
+    stored = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**stored, "preset": cfg.preset}))
+    again = parse_config(SACConfig, ["--config", str(run / "config.json"), "--out", "b"], presets=PRESETS)
+    assert flat_dict(again) == {**flat_dict(cfg), "out": "b"} and again.preset == "micro"
+
+
+def test_parse_flags_raises_naming_the_pass_through_flag():
+    from common.cli import parse_flags
+
+    assert parse_flags(Outer, ["--gaze-k", "3"], what="--x-extra").gaze.k == 3
+    with pytest.raises(ValueError, match=r"^--x-extra: unrecognized arguments: --gaze-kk 3 \(see python -m outer --help\)$"):
+        parse_flags(Outer, ["--gaze-kk", "3"], command="python -m outer", what="--x-extra")
+    with pytest.raises(ValueError, match=r"^--x-extra: argument --steps: invalid int value: 'ten'"):
+        parse_flags(Outer, ["--steps", "ten"], command="python -m outer", what="--x-extra")

@@ -65,3 +65,17 @@ def test_a_stage_killed_after_writing_its_outputs_runs_again(tmp_path, monkeypat
     Stages(PipelineConfig(), total=1).run("saliency.train", [output], lambda: calls.append("continued"))
     Stages(PipelineConfig(), total=1).run("saliency.train", [output], lambda: calls.append("again"))
     assert calls == ["continued"]
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--sac-extra", "--eval-episodess 5", "--sac-extra: unrecognized arguments: --eval-episodess 5 (see python -m rl.sac --help)"),
+    ("--sac-extra", "--critic-lr -1", "--sac-extra: critic-lr must be a finite number > 0"),
+    ("--pretrain-extra", "--epochs two", "--pretrain-extra: argument --epochs: invalid int value: 'two' (see python -m pretrain.multimae --help)"),
+    ("--grid-extra", "--retries=-1", "--grid-extra: parallel and steps must be >= 1, pack and retries >= 0 (see python -m rl.grid --help)"),
+])
+def test_pass_through_flags_are_parsed_before_any_stage(tmp_path, capsys, flag, value, message):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--preset", "micro", "--root", str(tmp_path), f"{flag}={value}"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "runs").exists()

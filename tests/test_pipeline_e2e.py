@@ -27,6 +27,9 @@ def test_micro_pipeline_reports_a_row_for_every_encoder(tmp_path):
     for must in ("data/shards/reach-v3-sal/manifest.json", "runs/saliency/reach-v3/student.pt",
                  "runs/mmae/rgbs/reach-v3/encoder.pt", "runs/mmae/rgb/reach-v3/encoder.pt"):
         assert (tmp_path / must).exists(), must
+    for enc in PRESETS["micro"]["encoders"].split(","):  # a clip of every trained agent (rl.evaluate.clip)
+        clip = tmp_path / "runs" / "sac" / "reach-v3" / enc / "seed0" / "evaluate" / "clip.gif"
+        assert clip.read_bytes()[:6] == b"GIF89a", enc
     # A second run skips every stage whose outputs exist.
     again = subprocess.run([sys.executable, "-m", "pipeline", "--preset", "micro", "--root", str(tmp_path)],
                            capture_output=True, text=True, timeout=600)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 
 from common.cli import from_flat
@@ -73,9 +74,10 @@ def test_encoder_card_says_data_architecture_probe_and_how_to_load(tmp_path):
     pt = encoder_run(tmp_path)
     _, card = write_hub_files(pt)
     text = card.read_text()
-    front = text.split("---\n")[1]
-    assert front.startswith('library_name: "pytorch"\npipeline_tag: "image-feature-extraction"\ntags:\n- "visarl"\n')
-    assert '- "reach-v3"\ndatasets:\n- "reach-v3-sal"\ntask: "reach-v3"\n' in front and CARD_MARK in text
+    data = ModelCard.load(card).data  # huggingface_hub reads it back
+    assert (data.library_name, data.pipeline_tag, data.license, data.task) == ("pytorch", "image-feature-extraction", "mit", "reach-v3")
+    assert data.tags[0] == "visarl" and data.tags[-1] == "reach-v3" and data.datasets == ["reach-v3-sal"] and CARD_MARK in text
+    assert not data.eval_results  # no probe yet: no metrics
     folder = tmp_path / "shards" / "reach-v3-sal"
     assert f"| {folder} | reach-v3 | 160 | predicted | corner | 64 | fast | 40 |" in text
     assert "120 training frames and 40 held-out frames" in text and "dim 32, depth 1, 2 heads" in text
@@ -92,6 +94,10 @@ def test_encoder_card_says_data_architecture_probe_and_how_to_load(tmp_path):
     text = card.read_text()
     assert format_row(row) in text and "| pretrained, rgb+saliency | grid2 | 128 | 0.98 | 0.87 | 0.61 |" in text
     assert "- WARNING: a loud one" in text and "Not probed yet" not in text
+    results = {r.metric_name: r for r in ModelCard.load(card).data.eval_results}  # the probe's R^2 as the card's metrics
+    assert set(results) == {f"{t} R^2 (rgb+saliency, grid2 pool)" for t in ("hand", "object", "goal")}
+    obj = results["object R^2 (rgb+saliency, grid2 pool)"]
+    assert (obj.metric_type, obj.metric_value, obj.dataset_name, obj.dataset_split) == ("r_squared", 0.87, "reach-v3-sal", "held-out episodes")
 
 
 def test_non_finite_weights_are_refused_and_a_hand_written_readme_is_kept(tmp_path):
@@ -157,7 +163,10 @@ def test_saliency_safetensors_give_identical_maps_and_one_card(saliency_run):
         maps = a(frames)
         assert maps.shape == (4, 48, 48) and np.array_equal(maps, b(frames))
     text = (saliency_run / "README.md").read_text()
-    assert 'pipeline_tag: "image-segmentation"' in text and '- "picanet"\n- "reach-v3"\n- "student"\n' in text
+    data = ModelCard.load(saliency_run / "README.md").data
+    assert data.pipeline_tag == "image-segmentation" and data.license == "mit" and data.tags[-3:] == ["picanet", "reach-v3", "student"]
+    scores = {r.metric_name: r.metric_value for r in data.eval_results}
+    assert scores["best f_max"] == 0.9 and scores["best mae"] == 0.01 and scores["student f_max"] == 0.8
     assert "- Data: 10 annotated maps of `data/annotations/reach-v3.npz` (8 trained on" in text
     assert f"first 300 frames of `{saliency_run.parent.parent / 'shards' / 'reach-v3'}` (task reach-v3; camera corner, image_size 64, render_quality fast)" in text
     assert "validation f_max 0.9000, mae 0.0100 (2 maps)" in text and "| 1000 | 0.8500 | 0.0025 | 0.9600 | - | - |" in text

@@ -37,7 +37,7 @@ def pretrained(tmp_path_factory) -> dict[str, Path]:
     for name, modalities in (("rgb", ("rgb",)), ("rgbs", ("rgb", "saliency"))):
         cfg = ModelConfig(modalities=modalities, dim=32, depth=1, num_heads=2, decoder_dim=32, decoder_depth=1, decoder_heads=2)
         model = MultiMAE(cfg, decoders=False)
-        paths[name] = root / "runs/mmae" / name / "encoder.pt"
+        paths[name] = root / "runs/mmae" / name / "reach-v3" / "encoder.pt"  # the task's own, where rl.sac looks
         paths[name].parent.mkdir(parents=True)
         torch.save({"format": ENCODER_FORMAT, "model_config": cfg.to_dict(), "state_dict": model.encoder_state_dict()}, paths[name])
     paths["saliency"] = root / "runs/saliency/reach-v3/student.pt"
@@ -101,7 +101,7 @@ def test_frozen_encoder_is_never_trained(tmp_path, pretrained):
 
 
 def test_predicted_saliency_and_default_paths(tmp_path, pretrained, monkeypatch):
-    """The bare command's defaults find runs/mmae/rgbs/encoder.pt and runs/saliency/<task>/student.pt."""
+    """The bare command's defaults find runs/mmae/rgbs/<task>/encoder.pt and runs/saliency/<task>/student.pt."""
     monkeypatch.chdir(pretrained["root"])
     argv = ["--encoder", "mmae_rgbs", "--preset", "micro", "--saliency", "predictor", "--steps", "100",
             "--max-episode-steps", "50", "--random-steps", "50", "--out", str(tmp_path / "run")]
@@ -166,8 +166,9 @@ def test_bad_names_list_the_valid_ones(capsys):
 
 def test_missing_pretrained_models_name_the_command(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    for flags, command in ((["--encoder", "mmae_rgbs"], "python -m pretrain.multimae --modalities rgb,saliency"),
-                           (["--encoder", "mmae_rgb"], "python -m pretrain.multimae --modalities rgb`"),
+    for flags, command in ((["--encoder", "mmae_rgbs"], "python -m pretrain.multimae --modalities rgb,saliency --task reach-v3 "
+                                                        "--out runs/mmae/rgbs/reach-v3`"),
+                           (["--encoder", "mmae_rgb"], "python -m pretrain.multimae --modalities rgb --task reach-v3 --out runs/mmae/rgb/reach-v3`"),
                            (["--encoder", "cnn_rgbs", "--preset", "micro", "--saliency", "predictor"],
                             "python -m saliency.train --annotations data/annotations/reach-v3.npz")):
         with pytest.raises(SystemExit) as exit_info:
