@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from common.cli import as_flags, check_finite, flat_dict, nested, one_line_errors, parse_config
 from common.io import check_writable_dir
 from common.runs import code_version, exclusive_run_dir
+from common.progress import progress
 from data.env import EnvConfig, PixelMetaWorld
 from data.shards import (
     ShardError,
@@ -204,7 +204,7 @@ def _collect(cfg: CollectConfig, progress: bool) -> Path:
     scene = scene_cost(cfg)
     write_manifest(out, _manifest(cfg, done, sizes, scene))
     workers = max(1, min(cfg.workers, len(todo)))
-    with (tqdm(total=cfg.frames, initial=sum(e["frames"] for e in done.values()), unit="frame",  # closed on errors too
+    with (progress(total=cfg.frames, initial=sum(e["frames"] for e in done.values()), unit="frame",  # closed on errors too
                desc=f"collect {cfg.env.task}", disable=not progress, dynamic_ncols=True) as bar,
           mp.get_context("spawn").Pool(workers) if workers > 1 else contextlib.nullcontext() as pool):
         for i, entry in (pool.imap_unordered(_write_one, todo) if pool else map(_write_one, todo)):

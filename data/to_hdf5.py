@@ -20,10 +20,10 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-from tqdm import tqdm
 
 from common.cli import one_line_errors, parse_config
 from common.io import check_writable_dir, disk_full_error, is_disk_full
+from common.progress import progress
 from data.shards import ALLOW_INCOMPLETE_HELP, ShardFile, iter_samples, read_manifest, verified_shards
 
 CHUNK = 256
@@ -133,7 +133,7 @@ def _fill(h5: h5py.File, manifest: dict, shards: list[ShardFile], progress: bool
     h5.attrs["manifest"] = json.dumps(manifest)
     ds: dict[str, h5py.Dataset] = {}
     clicks, offsets, n = [], [0], 0
-    with tqdm(total=total, unit="frame", desc="to_hdf5", disable=not progress) as bar:  # closed on errors too
+    with progress(total=total, unit="frame", desc="to_hdf5", disable=not progress) as bar:  # closed on errors too
         for shard in shards:
             samples = list(iter_samples(shard))
             if not samples:

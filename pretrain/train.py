@@ -24,12 +24,12 @@ import timm.layers
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 from common.cli import flat_dict, replace_flat, run_command, should_resume
 from common.io import NonFiniteError, atomic_torch_save, atomic_write_bytes, atomic_write_json, safe_torch_load
 from common.precision import autocast, resolve_precision
 from common.runs import MetricLogger, code_version, device_description, exclusive_run_dir, on_main_thread, prepare_run_dir
+from common.progress import progress
 from pretrain.augment import random_resized_crop
 from pretrain.config import PRESETS, PretrainConfig
 from pretrain.data import load_split, tasks_under
@@ -308,7 +308,7 @@ class Trainer:
             train_log.truncate_after(self.step)
             eval_log.truncate_after(self.step)
         previous = signal.signal(signal.SIGTERM, self._request_stop) if on_main_thread() else None
-        bar = tqdm(total=self.total_steps, initial=self.step, disable=not (self.is_main and cfg.progress), unit="step", dynamic_ncols=True)
+        bar = progress(total=self.total_steps, initial=self.step, disable=not (self.is_main and cfg.progress), unit="step", dynamic_ncols=True)
         steps_here, t0, stopped = 0, time.time(), False
         try:
             while self.step < self.total_steps and not stopped:

@@ -57,7 +57,7 @@ class SACConfig:
     saliency_model: str = _f("", "saliency checkpoint (default runs/saliency/<task>/student.pt, else best.pt)")
     mmae_features: str = _f("raw", "what a frozen MultiMAE hands SAC: 'raw' (the pooled tokens, the paper's mean of all tokens) or 'standardized' (per dimension, with the statistics stored in the export at pretraining)", choices=["raw", "standardized"])
     saliency_scale: str = _f("paper", "saliency channel of the cnn_saliency and cnn_rgbs rows: 'paper' (the map in [0, 1], the paper's text) or 'authors' (divided by 255 once more, as the authors' public code does)", choices=list(SALIENCY_SCALES))
-    mmae: str = _f("", "frozen MultiMAE encoder (default runs/mmae/rgb/<task>/encoder.pt, else runs/mmae/rgb/encoder.pt, for mmae_rgb; runs/mmae/rgbs/... for mmae_rgbs, mmae_rgbs_po and mmae_rgbs_grid2)")
+    mmae: str = _f("", "frozen MultiMAE encoder (default: the task's own, runs/mmae/rgb/<task>/encoder.pt for mmae_rgb, runs/mmae/rgbs/<task>/encoder.pt for mmae_rgbs, mmae_rgbs_po and mmae_rgbs_grid2; a pooled model only when named here)")
     # -- SAC -----------------------------------------------------------------------------------
     hidden_dim: int = _f(1024, "width of the two hidden layers of actor and critics")
     feature_dim: int = _f(100, "output size of the CNN encoders' projection (Linear + LayerNorm + tanh)")

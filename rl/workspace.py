@@ -34,11 +34,13 @@ from common.cli import RESUME_HELP, OneLineParser, flat_dict, from_flat, one_lin
 from common.io import NonFiniteError, atomic_torch_save, atomic_write_json, nonfinite_tensors, safe_torch_load
 from common.precision import resolve_precision
 from common.runs import MetricLogger, device_description, exclusive_run_dir, on_main_thread, prepare_run_dir
+from common.progress import progress
 from rl.agent import SAC, GraphedUpdates, RunNoise
 from rl.config import PACK_FIELDS, SACConfig
 from rl.encoders import Encoder, build_encoder
 from rl.envs import EVAL_SEED_BASE, TRAIN_SEED_STRIDE, make_envs
 from rl.observe import Observer
+from rl.provenance import INPUTS_KEY, run_inputs
 from rl.replay import ReplayBuffer, remove_replays_except
 
 ACTION_DIM = 4
@@ -355,8 +357,9 @@ class PackTraining:
         self.resumed = pack.states is not None
         graphed = pack.device.type == "cuda" and cfg.cuda_graphs and (encoder is None or encoder.graph_safe)
         self.update = GraphedUpdates(agent) if graphed else agent.update
-        for c, run_dir in zip(pack.cfgs, pack.run_dirs):
-            prepare_run_dir(run_dir, c, resume=c.resume)
+        self.inputs = [run_inputs(pack.observer, r) for r in range(pack.runs)]  # the files each run loaded
+        for c, run_dir, inputs in zip(pack.cfgs, pack.run_dirs, self.inputs):
+            prepare_run_dir(run_dir, {**flat_dict(c), INPUTS_KEY: inputs}, resume=c.resume)
         self.metrics_logs = [MetricLogger(d, "metrics") for d in pack.run_dirs]
         self.eval_logs = [MetricLogger(d, "eval") for d in pack.run_dirs]  # success, return, eval time in TensorBoard too
         self.aux_logs: list[MetricLogger | None] = [MetricLogger(d, "aux") if (d / "aux.csv").exists() else None
@@ -397,7 +400,7 @@ class PackTraining:
         self.t0 = self.t_log = time.time()
         previous_handler = (signal.signal(signal.SIGTERM, lambda signum, _: self.stop_signal.append(signal.Signals(signum).name))
                             if on_main_thread() else None)
-        self.bar = tqdm(total=cfg.steps * pack.runs, initial=pack.step * pack.runs, unit="env-step", unit_scale=True,
+        self.bar = progress(total=cfg.steps * pack.runs, initial=pack.step * pack.runs, unit="env-step", unit_scale=True,
                         dynamic_ncols=True, desc=f"pack of {pack.runs} {cfg.encoder}", disable=None, file=sys.stdout)
         paused = False
         try:
@@ -558,7 +561,7 @@ class PackTraining:
                 "eval_episodes": results[r]["episodes"], "wall_time_s": round(run_wall, 1),
                 "steps_per_s": round(step / max(run_wall, 1e-9), 2), "device": device_description(),
                 "saliency": pack.observer.saliency_model, "hidden_dim": c.hidden_dim, "num_envs": c.num_envs,
-                "pack": pack.runs, "precision": c.precision,
+                "pack": pack.runs, "precision": c.precision, INPUTS_KEY: self.inputs[r],
             })
             print(f"done: {c.encoder}/seed{c.seed}, {step} steps in {run_wall:.0f} s, final success "
                   f"{results[r]['success_rate']:.2f}; outputs in {run_dir}", flush=True)

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from common.cli import run_command
 from common.io import atomic_write_json, check_writable_dir
 from common.runs import exclusive_run_dir
+from common.progress import progress
 from data.shards import (
     ShardError,
     SHARD_GLOB,
@@ -106,7 +106,7 @@ def _label(cfg: LabelConfig, src: Path, out: Path) -> Path:
     print(f"rank {rank}/{world}: {len(mine) - len(todo)} of {len(mine)} shards already labelled; "
           f"{predictor.kind} on {device}, {predictor.precision}")
     t0, frames = time.time(), 0
-    with tqdm(total=sum(s.frames for s in todo) or None, desc=f"label r{rank}", unit="frame", disable=not cfg.progress) as bar:
+    with progress(total=sum(s.frames for s in todo) or None, desc=f"label r{rank}", unit="frame", disable=not cfg.progress) as bar:
         for shard in todo:
             done[shard.path.name] = entry = label_shard(predictor, shard, out / shard.path.name)
             frames += entry["frames"]

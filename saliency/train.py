@@ -20,12 +20,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from common.cli import run_command, should_resume
 from common.io import check_finite_loss, safe_torch_load
 from common.precision import autocast, resolve_precision
 from common.runs import MetricLogger, device_description, exclusive_run_dir, prepare_run_dir
+from common.progress import progress
 from data.preprocess import frames_to_tensor
 from data.shards import frame_digests
 from saliency.config import TrainConfig, presets_for
@@ -140,7 +140,7 @@ def fit(
     logger.truncate_after(start - 1)  # rows after the checkpoint (all of them on a fresh start) come from a killed run
     n = len(x_all)
     steps_per_epoch = math.ceil(n / spec.batch_size)
-    bar = tqdm(range(start, spec.epochs + 1), desc=f"train {kind}", unit="epoch", disable=not spec.progress)
+    bar = progress(range(start, spec.epochs + 1), desc=f"train {kind}", unit="epoch", disable=not spec.progress)
     t0, seen = time.time(), 0
     for epoch in bar:
         model.train()

@@ -143,10 +143,11 @@ def test_frozen_run_records_its_encoder_and_refuses_another(tmp_path: Path, mmae
     inputs = run_inputs(Pack([cfg]).observer)
     digest = hashlib.sha256(mmae_export.read_bytes()).hexdigest()
     assert inputs == {"frozen_encoder": {"path": str(mmae_export.resolve()), "sha256": digest, "inputs": ["rgb"], "pool": "mean",
-                                         "chosen_by": "default (the task's own)"}, "saliency_model": None}
+                                         "features": "raw", "chosen_by": "default (the task's own)"},
+                      "saliency_model": None}
     run_dir = sac_run(cfg)
-    config = json.loads((run_dir / "config.json").read_text())
-    (run_dir / "config.json").write_text(json.dumps({**config, INPUTS_KEY: inputs}))  # what rl/workspace.py records
+    for record in ("config.json", "summary.json"):  # rl/workspace.py records what the run loaded in both
+        assert json.loads((run_dir / record).read_text())[INPUTS_KEY] == inputs
     monkeypatch.chdir(tmp_path)  # the default path runs/mmae/rgb/reach-v3/encoder.pt is not here
     report = json.loads(evaluate(EvaluateConfig(run=str(run_dir), episodes=1)).read_text())
     assert report["inputs"]["frozen_encoder"]["sha256"] == digest
