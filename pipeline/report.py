@@ -530,11 +530,29 @@ def probe_table(probes: list[dict]) -> str:
 
 
 def footer(runs: list[dict]) -> str:
-    lines = ["| Run | Steps | Preset | Seed | Eval episodes | Device | Wall time | Steps/s |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| Run | Steps | Preset | Seed | Eval episodes | Device | Precision | Wall time | Steps/s |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(runs, key=lambda r: (r["task"], r["encoder"], r["seed"])):
         lines.append(f"| {r['task']}/{r['encoder']} | {r['steps']:,} | {r.get('preset') or '-'} | {r['seed']} | "
-                     f"{r.get('eval_episodes', '-')} | {r.get('device', '?')} | {r.get('wall_time_s', 0) / 60:.1f} min | "
-                     f"{r.get('steps_per_s', '-')} |")
+                     f"{r.get('eval_episodes', '-')} | {r.get('device', '?')} | {r.get('precision', 'fp32')} | "
+                     f"{r.get('wall_time_s', 0) / 60:.1f} min | {r.get('steps_per_s', '-')} |")
+    return "\n".join(lines)
+
+
+def watch_table(roots: list[Path], out: Path) -> str:
+    """Markdown: per task, a clip of each encoder the runs below `roots` made (`rl.evaluate.report_clips`:
+    the clip a run's evaluate/ folder holds, copied beside the report); '' when no run has one."""
+    from rl.evaluate import report_clips
+
+    clips: dict[tuple[str, str], Path] = {}
+    for root in roots:
+        clips.update(report_clips(root, out / "clips"))
+    lines = []
+    for task in sorted({t for t, _ in clips}):
+        encoders = sorted((e for t, e in clips if t == task), key=_encoder_key)
+        lines += [f"**{task}**\n", "| " + " | ".join(_label(e) for e in encoders) + " |",
+                  "|" + "---|" * len(encoders),
+                  "| " + " | ".join(f"![{e}]({clips[(task, e)].relative_to(out)})" for e in encoders) + " |", ""]
     return "\n".join(lines)
 
 
@@ -608,6 +626,11 @@ def write_report(cfg: ReportConfig) -> Path:
                   "scored on frames of held-out episodes (`python -m pretrain.probe`); random init and raw pixels "
                   "are the baselines.\n",
                   probe_table(probes) + "\n"]
+    clips = watch_table(roots, out)
+    if clips:
+        parts += ["## Watch the agents\n",
+                  "One episode of each encoder's deterministic policy (its lowest seed with weights; "
+                  "`python -m rl.evaluate --run <run> --video` makes more).\n", clips + "\n"]
     for title, pics in pictures.items():
         parts += [f"## {title}\n", *[f"![{p.stem}]({p.relative_to(out)})\n" for p in pics]]
     parts += ["## Runs\n", footer(runs) + "\n"]

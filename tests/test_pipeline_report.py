@@ -233,3 +233,20 @@ def test_runs_with_a_fidelity_option_are_a_row_of_their_own(tmp_path):
                                      reps=200)).read_text()
     assert "| MMAE RGB+Saliency (ViSaRL) | 0.20" in text
     assert "| MMAE RGB+Saliency (ViSaRL) [mmae_features=standardized] | 0.60" in text
+
+
+def test_report_embeds_a_clip_per_task_and_encoder_and_states_the_precision(tmp_path):
+    runs = tmp_path / "sac"
+    for enc in ("cnn_rgb", "mmae_rgbs"):
+        for seed in (0, 1):
+            d = _fake_run(runs, "reach-v3", enc, seed, 0.5)
+            (d / "agent.pt").write_bytes(b"weights")
+            (d / "evaluate").mkdir()
+            Image.new("RGB", (8, 8), (seed * 200, 0, 0)).save(d / "evaluate" / "clip.gif")
+    text = write_report(ReportConfig(roots=str(runs), out=str(tmp_path / "report"), pictures_root=str(tmp_path),
+                                     reps=200)).read_text()
+    assert "## Watch the agents" in text and "| CNN RGB | MMAE RGB+Saliency (ViSaRL) |" in text
+    assert "![cnn_rgb](clips/reach-v3_cnn_rgb.gif)" in text
+    clip = Image.open(tmp_path / "report" / "clips" / "reach-v3_cnn_rgb.gif").convert("RGB")
+    assert clip.getpixel((0, 0)) == (0, 0, 0)  # the lowest seed's clip
+    assert "| Precision |" in text and "| fp32 |" in text  # runs from before the switch ran in fp32
