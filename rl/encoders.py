@@ -1,4 +1,5 @@
-"""The encoder interface of the RL stage, the one registry of encoder names, and the CNN encoders.
+"""The RL stage's encoders: state, the CNN and frozen MultiMAE encoders, and (imported at the end) the
+gaze encoders; the interface and the registry live in rl/encoder_base.py, re-exported here.
 
 Every encoder of the paper's Table I (and the gaze method) is an `Encoder` for a pack of R runs:
 it declares which observation fields it consumes, its output size, and whether it is frozen. The
@@ -15,20 +16,14 @@ Every list of encoder names derives from `ENCODERS` (registration order), `TABLE
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from data.preprocess import frames_to_tensor
+from rl.encoder_base import ENCODER_LABELS, ENCODERS, Encoder, encoder_names, image_input, register_encoder  # noqa: F401
 from rl.nets import PackedConvTrunk, PackedProjection
-
-ENCODERS: dict[str, Callable[..., "Encoder"]] = {}
-#: encoder name -> the label tables and plots show (the paper's names for Table I)
-ENCODER_LABELS: dict[str, str] = {}
 
 #: the encoders of the paper's Table I, in its order
 TABLE_I: tuple[str, ...] = (
@@ -41,66 +36,6 @@ SALIENCY_SCALES: dict[str, float] = {"paper": 1.0, "authors": 1.0 / 255}
 EXTRA: dict[str, str] = {
     "mmae_rgbs_grid2": "mmae_rgbs read through a 2x2 grid of mean patch tokens (4x the features; object R^2 0.87 vs 0.42)",
 }
-
-
-def register_encoder(name: str, label: str):
-    """Class/function decorator adding a factory `f(config, image_size, runs) -> Encoder` under `name`,
-    shown as `label` in reports."""
-
-    def deco(factory):
-        if name in ENCODERS:
-            raise ValueError(f"encoder {name!r} registered twice")
-        ENCODERS[name], ENCODER_LABELS[name] = factory, label
-        return factory
-
-    return deco
-
-
-def encoder_names() -> list[str]:
-    """Every registered encoder (the gaze encoders included), in registration order."""
-    return list(ENCODERS)
-
-
-class Encoder(nn.Module):
-    """Maps an observation dict of R runs to features [R, B, out_dim]."""
-
-    #: observation fields this encoder reads
-    obs_keys: tuple[str, ...] = ("pixels",)
-    #: feature size returned by forward
-    out_dim: int = 0
-    #: frozen encoders run once per env step and the replay buffer stores their output
-    frozen: bool = False
-    #: forward does no host work (no .item(), no numpy): updates can be captured as CUDA graphs
-    graph_safe: bool = True
-
-    def forward(self, obs: dict[str, torch.Tensor], detach: bool = False) -> torch.Tensor:  # [R, B, out_dim]
-        raise NotImplementedError
-
-    def pack_signature(self) -> tuple:
-        """Runs whose encoders have equal signatures can share a pack (their networks stack)."""
-        return (type(self).__name__, self.out_dim, self.obs_keys)
-
-    # -- hooks for methods with their own learning signal (no-ops by default) -----------------
-    def on_env_step(self, obs: dict[str, torch.Tensor], rewards: np.ndarray, dones: np.ndarray) -> None:
-        """Called once per vector-env step with the observations [R, N, ...] the policy acted on."""
-
-    def auxiliary_update(self, step: int) -> list[dict[str, float]]:
-        """Called after every SAC update; returns metrics to log, one dict per run ([] for none)."""
-        return []
-
-    def extra_state(self, run: int) -> dict[str, Any]:
-        """Run `run`'s non-parameter state to checkpoint (auxiliary buffers, rngs)."""
-        return {}
-
-    def load_extra_state(self, states: list[dict[str, Any]]) -> None:
-        """Restore every run's extra state (one dict per run, as `extra_state` wrote them)."""
-
-
-def image_input(x: torch.Tensor, size: int | None = None) -> torch.Tensor:
-    """uint8 [..., C, H, W] -> float [..., C, size, size] in [0, 1] through `data.preprocess.frames_to_tensor`."""
-    lead = x.shape[:-3]
-    flat = frames_to_tensor(x.reshape(-1, *x.shape[-3:]).permute(0, 2, 3, 1), size=size)  # [N, C, s, s]
-    return flat.view(*lead, *flat.shape[1:])
 
 
 @register_encoder("state", "State (sanity check)")
@@ -275,6 +210,6 @@ def build_encoder(cfg: Any, image_size: int = 64, runs: int = 1) -> Encoder:
     return ENCODERS[cfg.encoder](cfg, image_size, runs)
 
 
-# The gaze encoders register themselves here, so every reader of the registry sees them. Last, since
-# rl.gaze imports this module's names (imported first, it finds them defined and this line a no-op).
+# The gaze encoders (rl/gaze.py, built on rl.encoder_base) register themselves on import: last, so the
+# registry lists them after the paper's encoders, and every reader of this module sees them.
 from rl import gaze  # noqa: E402, F401

@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rl.encoders import Encoder, image_input, register_encoder
+from rl.encoder_base import Encoder, image_input, register_encoder
 from rl.gaze_buffer import ReturnBuffer, cosine_triplet_loss, gazed_cosine, mine_triplets, spread_loss  # noqa: F401  (re-exported: the gaze API in one place)
 from rl.nets import PackedConvTrunk, PackedMLP, PackedProjection, slice_state, stack_states
 
