@@ -9,7 +9,7 @@ and draws a grid of frames with every annotator's map (matplotlib).
 """
 import csv
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
 
@@ -26,7 +26,7 @@ from annotate_app.store import (
     load_frameset,
     task_dir,
 )
-from common.cli import parse_config
+from common.cli import option, parse_config
 from common.figures import write_figure
 from common.map_metrics import METRIC_NAMES, all_metrics, fixation_mask
 from data.clicks import clicks_to_map
@@ -36,10 +36,10 @@ from data.clicks import clicks_to_map
 class AgreementConfig:
     """Agreement between annotators and with the simulator oracle (CC, NSS, SIM, KLD, AUC-Judd)."""
 
-    task: str = field(default="reach-v3", metadata={"help": "task name"})
-    root: str = field(default="data/annotations", metadata={"help": "annotations root folder"})
-    out: str = field(default="", metadata={"help": "folder for agreement.csv and agreement.png (default <root>/<task>)"})
-    figure_frames: int = field(default=6, metadata={"help": "frames shown in the picture grid (0: no picture)"})
+    task: str = option("reach-v3", "task name")
+    root: str = option("data/annotations", "annotations root folder")
+    out: str = option("", "folder for agreement.csv and agreement.png (default <root>/<task>)")
+    figure_frames: int = option(6, "frames shown in the picture grid (0: no picture)")
 
     def validate(self) -> "AgreementConfig":
         try:

@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ from annotate_app.store import (
     click_array,
     create_or_load_frameset,
 )
-from common.cli import parse_config
+from common.cli import option, parse_config
 from data.clicks import clicks_to_map
 from data.env import RENDER_QUALITIES
 from data.shards import ALLOW_INCOMPLETE_HELP
@@ -110,21 +110,21 @@ CSS = """
 class AppConfig:
     """Serve the saliency annotation page for one task and one annotator."""
 
-    task: str = field(default="reach-v3", metadata={"help": "task name (letters, digits, - and _)"})
-    annotator: str = field(default="", metadata={"help": "your name (letters, digits, - and _); required"})
-    frames: str = field(default="", metadata={"help": "shard folder to choose frames from (default: data/shards/<task>); used only the first time a task is opened"})
-    n: int | None = field(default=None, metadata={"help": "frames per task, chosen once and stored (default 30)"})
-    select: str | None = field(default=None, metadata={"help": f"how frames are chosen the first time: {', '.join(SELECT_METHODS)} (default random)"})
-    seed: int | None = field(default=None, metadata={"help": "seed of the frame choice (default 0)"})
-    out: str = field(default="data/annotations", metadata={"help": "annotations root folder"})
-    host: str = field(default="127.0.0.1", metadata={"help": "address to bind; any non-loopback address (0.0.0.0: every interface) needs --auth or --open-to-network"})
-    port: int = field(default=7860, metadata={"help": "port to serve on"})
-    auth: str = field(default="", metadata={"help": "user:password required to open the page and its API (wrong passwords make the address wait: 1 s, doubling, up to 5 min)"})
-    allowed_hosts: str = field(default="", metadata={"help": "comma-separated host names the page may be opened under besides IP addresses, localhost and --host (e.g. annotate.lab.example); other Host headers get 403 (DNS rebinding)"})
-    open_to_network: bool = field(default=False, metadata={"help": "serve a non-loopback --host without --auth: anyone who can reach the port may read the frames and add clicks"})
-    allow_incomplete: bool = field(default=False, metadata={"help": ALLOW_INCOMPLETE_HELP})
-    display_size: int = field(default=512, metadata={"help": "frames are shown at about this many pixels (the largest multiple of the frame size not above it): re-rendered from their scene states, else enlarged"})
-    render_quality: str | None = field(default=None, metadata={"help": f"quality of the re-rendered frames: {' or '.join(RENDER_QUALITIES)} (MuJoCo's shadows, reflections, multisampling); default: the collection's"})
+    task: str = option("reach-v3", "task name (letters, digits, - and _)")
+    annotator: str = option("", "your name (letters, digits, - and _); required")
+    frames: str = option("", "shard folder to choose frames from (default: data/shards/<task>); used only the first time a task is opened")
+    n: int | None = option(None, "frames per task, chosen once and stored (default 30)")
+    select: str | None = option(None, f"how frames are chosen the first time: {', '.join(SELECT_METHODS)} (default random)")
+    seed: int | None = option(None, "seed of the frame choice (default 0)")
+    out: str = option("data/annotations", "annotations root folder")
+    host: str = option("127.0.0.1", "address to bind; any non-loopback address (0.0.0.0: every interface) needs --auth or --open-to-network")
+    port: int = option(7860, "port to serve on")
+    auth: str = option("", "user:password required to open the page and its API (wrong passwords make the address wait: 1 s, doubling, up to 5 min)")
+    allowed_hosts: str = option("", "comma-separated host names the page may be opened under besides IP addresses, localhost and --host (e.g. annotate.lab.example); other Host headers get 403 (DNS rebinding)")
+    open_to_network: bool = option(False, "serve a non-loopback --host without --auth: anyone who can reach the port may read the frames and add clicks")
+    allow_incomplete: bool = option(False, ALLOW_INCOMPLETE_HELP)
+    display_size: int = option(512, "frames are shown at about this many pixels (the largest multiple of the frame size not above it): re-rendered from their scene states, else enlarged")
+    render_quality: str | None = option(None, f"quality of the re-rendered frames: {' or '.join(RENDER_QUALITIES)} (MuJoCo's shadows, reflections, multisampling); default: the collection's")
 
     def validate(self) -> "AppConfig":
         if not self.annotator:

@@ -9,13 +9,13 @@ per (frame, annotator) instead. Frames nobody clicked on are left out.
 """
 import io
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from annotate_app.store import ORACLE, AnnotationError, AnnotatorStore, check_name, list_annotators, load_frameset
-from common.cli import parse_config
+from common.cli import option, parse_config
 from common.io import atomic_write_bytes
 from data.clicks import clicks_to_map
 
@@ -26,12 +26,12 @@ COMBINE = ("pool", "rows")
 class ExportConfig:
     """Export a task's click annotations as images + saliency maps (.npz) for the saliency trainer."""
 
-    task: str = field(default="reach-v3", metadata={"help": "task name"})
-    annotator: str = field(default="all", metadata={"help": "one annotator, or 'all' (every human; the oracle if there is none)"})
-    combine: str = field(default="pool", metadata={"help": "with several annotators: pool (one map per frame) or rows (one row per annotator)"})
-    root: str = field(default="data/annotations", metadata={"help": "annotations root folder"})
-    out: str = field(default="", metadata={"help": "output .npz (default: <root>/<task>.npz)"})
-    overwrite: bool = field(default=False, metadata={"help": "replace an existing export even if it holds more maps"})
+    task: str = option("reach-v3", "task name")
+    annotator: str = option("all", "one annotator, or 'all' (every human; the oracle if there is none)")
+    combine: str = option("pool", "with several annotators: pool (one map per frame) or rows (one row per annotator)")
+    root: str = option("data/annotations", "annotations root folder")
+    out: str = option("", "output .npz (default: <root>/<task>.npz)")
+    overwrite: bool = option(False, "replace an existing export even if it holds more maps")
 
     def validate(self) -> "ExportConfig":
         try:

@@ -5,7 +5,7 @@ frame's stored oracle clicks (written by data.collect from the simulator) into
 `<root>/<task>/oracle/<key>.json`, so export, agreement and the saliency trainer run with no human.
 """
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,7 @@ from annotate_app.store import (
     click_array,
     create_or_load_frameset,
 )
-from common.cli import parse_config
+from common.cli import option, parse_config
 from data.shards import ALLOW_INCOMPLETE_HELP
 
 PRESETS = {"micro": {"n": 8}, "demo": {"n": 30}, "cpu": {"n": 30}, "paper": {"n": 30}}  # paper: ~30 frames per task
@@ -29,13 +29,13 @@ PRESETS = {"micro": {"n": 8}, "demo": {"n": 30}, "cpu": {"n": 30}, "paper": {"n"
 class OracleConfig:
     """Annotate a task's selected frames with the simulator's oracle clicks (annotator 'oracle')."""
 
-    task: str = field(default="reach-v3", metadata={"help": "task name"})
-    frames: str = field(default="", metadata={"help": "shard folder (default data/shards/<task>); used if the task has no frame selection yet"})
-    n: int | None = field(default=None, metadata={"help": "frames to choose if there is no selection yet (default 30)"})
-    select: str | None = field(default=None, metadata={"help": f"selection method if there is none yet: {', '.join(SELECT_METHODS)}"})
-    seed: int | None = field(default=None, metadata={"help": "selection seed if there is none yet (default 0)"})
-    root: str = field(default="data/annotations", metadata={"help": "annotations root folder"})
-    allow_incomplete: bool = field(default=False, metadata={"help": ALLOW_INCOMPLETE_HELP})
+    task: str = option("reach-v3", "task name")
+    frames: str = option("", "shard folder (default data/shards/<task>); used if the task has no frame selection yet")
+    n: int | None = option(None, "frames to choose if there is no selection yet (default 30)")
+    select: str | None = option(None, f"selection method if there is none yet: {', '.join(SELECT_METHODS)}")
+    seed: int | None = option(None, "selection seed if there is none yet (default 0)")
+    root: str = option("data/annotations", "annotations root folder")
+    allow_incomplete: bool = option(False, ALLOW_INCOMPLETE_HELP)
 
     def validate(self) -> "OracleConfig":
         try:

@@ -73,6 +73,13 @@ def finite_float(text: str) -> float:
     return value
 
 
+def option(default: Any, help: str, **metadata: Any) -> Any:
+    """A documented config field: its default, the `--help` text, and parser settings (`choices=[...]`,
+    `positional=True`, `nonfinite=True`). The one way configs declare a field (mutable defaults use
+    `field(default_factory=...)`)."""
+    return field(default=default, metadata={"help": help, **metadata})
+
+
 def nested(cls: type, prefix: str = "", rename: Mapping[str, str] | None = None, **defaults: Any) -> Any:
     """A config field holding the config dataclass `cls`, whose fields are flat flags of the outer config.
 

@@ -14,12 +14,11 @@ than float32 (BENCHMARKS.md), so `auto` stays float32 and says so once.
 from __future__ import annotations
 
 import functools
-import sys
-from dataclasses import field
 from pathlib import Path
 from typing import Any
 
 import torch
+from common.cli import option
 
 PRECISIONS: tuple[str, ...] = ("auto", "bf16", "fp32")
 #: CPU flags (/proc/cpuinfo) of units that run bf16 matmuls natively
@@ -31,7 +30,7 @@ PRECISION_HELP = ("matmul/convolution precision: bf16 (autocast; weights, optimi
 
 def precision_field(help: str = PRECISION_HELP) -> Any:
     """The `precision` field of a command's config dataclass (`--precision`)."""
-    return field(default="auto", metadata={"help": help, "choices": PRECISIONS})
+    return option("auto", help, choices=PRECISIONS)
 
 
 @functools.cache

@@ -17,15 +17,15 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from common.cli import as_flags, check_finite, flat_dict, nested, one_line_errors, parse_config
+from common.cli import as_flags, check_finite, flat_dict, nested, one_line_errors, option, parse_config
 from common.io import check_writable_dir
 from common.runs import code_version, exclusive_run_dir
-from common.progress import progress
+from common.progress import progress as progress_bar
 from data.env import EnvConfig, PixelMetaWorld
 from data.shards import (
     ShardError,
@@ -44,14 +44,14 @@ class CollectConfig:
     """Collect upright Meta-World frames with oracle clicks into WebDataset shards."""
 
     env: EnvConfig = nested(EnvConfig, rename={"max_episode_steps": "episode_steps"}, max_episode_steps=150)
-    frames: int = field(default=2000, metadata={"help": "exact number of frames to end with"})
-    out: str = field(default="", metadata={"help": "output shard folder (default: data/shards/<task>)"})
-    workers: int = field(default=1, metadata={"help": "parallel worker processes (one renderer each)"})
-    seed: int = field(default=0, metadata={"help": "master seed; shard i uses the RNG seeded by (seed, i)"})
-    shard_size: int = field(default=500, metadata={"help": "frames per shard (the unit of resume)"})
-    expert_frac: float = field(default=0.5, metadata={"help": "share of episodes driven by the noisy scripted expert"})
-    random_frac: float = field(default=0.2, metadata={"help": "share of uniform-random-action episodes; the rest mix expert and random actions per step"})
-    noise_std_max: float = field(default=0.4, metadata={"help": "expert episodes add N(0, s) action noise, s ~ U(0, this) per episode"})
+    frames: int = option(2000, "exact number of frames to end with")
+    out: str = option("", "output shard folder (default: data/shards/<task>)")
+    workers: int = option(1, "parallel worker processes (one renderer each)")
+    seed: int = option(0, "master seed; shard i uses the RNG seeded by (seed, i)")
+    shard_size: int = option(500, "frames per shard (the unit of resume)")
+    expert_frac: float = option(0.5, "share of episodes driven by the noisy scripted expert")
+    random_frac: float = option(0.2, "share of uniform-random-action episodes; the rest mix expert and random actions per step")
+    noise_std_max: float = option(0.4, "expert episodes add N(0, s) action noise, s ~ U(0, this) per episode")
 
     def validate(self) -> "CollectConfig":
         check_finite(self)
@@ -204,7 +204,7 @@ def _collect(cfg: CollectConfig, progress: bool) -> Path:
     scene = scene_cost(cfg)
     write_manifest(out, _manifest(cfg, done, sizes, scene))
     workers = max(1, min(cfg.workers, len(todo)))
-    with (progress(total=cfg.frames, initial=sum(e["frames"] for e in done.values()), unit="frame",  # closed on errors too
+    with (progress_bar(total=cfg.frames, initial=sum(e["frames"] for e in done.values()), unit="frame",  # closed on errors too
                desc=f"collect {cfg.env.task}", disable=not progress, dynamic_ncols=True) as bar,
           mp.get_context("spawn").Pool(workers) if workers > 1 else contextlib.nullcontext() as pool):
         for i, entry in (pool.imap_unordered(_write_one, todo) if pool else map(_write_one, todo)):

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import atexit
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
+from common.cli import option
 from data.gl import GL_HINT, configure_headless_gl
 
 # Here and not only in data/__init__: a folder named `data/` in the working directory (a pipeline
@@ -52,18 +53,12 @@ class SceneError(ValueError):
 class EnvConfig:
     """How frames are produced; identical settings are required between collection and RL."""
 
-    task: str = field(default="reach-v3", metadata={"help": "Meta-World v3 task name, e.g. reach-v3"})
-    image_size: int = field(default=64, metadata={"help": "square frame size in pixels"})
-    camera: str = field(default="corner", metadata={"help": f"camera, one of {', '.join(CAMERAS)}"})
-    render_quality: str = field(
-        default="fast",
-        metadata={"help": "fast: no shadows/reflections/multisampling (~10x faster); default: MuJoCo's"},
-    )
-    max_episode_steps: int = field(default=500, metadata={"help": "steps before truncated=True"})
-    goal_observable: bool = field(
-        default=True,
-        metadata={"help": "include the goal position in the state vector (pixels always show it)"},
-    )
+    task: str = option("reach-v3", "Meta-World v3 task name, e.g. reach-v3")
+    image_size: int = option(64, "square frame size in pixels")
+    camera: str = option("corner", f"camera, one of {', '.join(CAMERAS)}")
+    render_quality: str = option("fast", "fast: no shadows/reflections/multisampling (~10x faster); default: MuJoCo's")
+    max_episode_steps: int = option(500, "steps before truncated=True")
+    goal_observable: bool = option(True, "include the goal position in the state vector (pixels always show it)")
 
     def validate(self) -> "EnvConfig":
         check_task(self.task)

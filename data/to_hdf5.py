@@ -15,15 +15,15 @@ import json
 import os
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from common.cli import one_line_errors, parse_config
+from common.cli import one_line_errors, option, parse_config
 from common.io import check_writable_dir, disk_full_error, is_disk_full
-from common.progress import progress
+from common.progress import progress as progress_bar
 from data.shards import ALLOW_INCOMPLETE_HELP, ShardFile, iter_samples, read_manifest, verified_shards
 
 CHUNK = 256
@@ -33,10 +33,10 @@ CHUNK = 256
 class ToHdf5Config:
     """Convert a shard folder into one HDF5 file."""
 
-    shards: str = field(default="data/shards/reach-v3", metadata={"help": "shard folder to convert"})
-    out: str = field(default="", metadata={"help": "output .h5 path (default: <shards>.h5)"})
-    overwrite: bool = field(default=False, metadata={"help": "replace an existing output file"})
-    allow_incomplete: bool = field(default=False, metadata={"help": ALLOW_INCOMPLETE_HELP})
+    shards: str = option("data/shards/reach-v3", "shard folder to convert")
+    out: str = option("", "output .h5 path (default: <shards>.h5)")
+    overwrite: bool = option(False, "replace an existing output file")
+    allow_incomplete: bool = option(False, ALLOW_INCOMPLETE_HELP)
 
 
 def _create_datasets(h5: h5py.File, block: dict[str, np.ndarray]) -> dict[str, h5py.Dataset]:
@@ -133,7 +133,7 @@ def _fill(h5: h5py.File, manifest: dict, shards: list[ShardFile], progress: bool
     h5.attrs["manifest"] = json.dumps(manifest)
     ds: dict[str, h5py.Dataset] = {}
     clicks, offsets, n = [], [0], 0
-    with progress(total=total, unit="frame", desc="to_hdf5", disable=not progress) as bar:  # closed on errors too
+    with progress_bar(total=total, unit="frame", desc="to_hdf5", disable=not progress) as bar:  # closed on errors too
         for shard in shards:
             samples = list(iter_samples(shard))
             if not samples:

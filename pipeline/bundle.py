@@ -26,11 +26,11 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from common.cli import run_command
+from common.cli import option, run_command
 from data.env import PAPER_TASKS
 
 #: distributions the node lacks (versions: those installed here, which the tests ran)
@@ -46,10 +46,10 @@ MIB = 1 << 20
 class BundleConfig:
     """Download and trim what the GPU node lacks into one folder that travels with the checkout."""
 
-    tasks: str = field(default=",".join(PAPER_TASKS), metadata={"help": "comma-separated Meta-World tasks whose assets the bundle keeps"})
-    out: str = field(default=".gpu", metadata={"help": "bundle folder (git-ignored; the device tool's carry)"})
-    python_version: str = field(default="3.12", metadata={"help": "the node's Python (the wheels' tag)"})
-    limit_mib: float = field(default=64.0, metadata={"help": "what may travel: tracked files + the bundle, MiB"})
+    tasks: str = option(",".join(PAPER_TASKS), "comma-separated Meta-World tasks whose assets the bundle keeps")
+    out: str = option(".gpu", "bundle folder (git-ignored; the device tool's carry)")
+    python_version: str = option("3.12", "the node's Python (the wheels' tag)")
+    limit_mib: float = option(64.0, "what may travel: tracked files + the bundle, MiB")
 
     @property
     def task_list(self) -> list[str]:

@@ -12,10 +12,10 @@ grew while the run went on); a kept file that the source contradicts is refused,
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from common.cli import run_command
+from common.cli import option, run_command
 from common.io import atomic_write_bytes
 from pipeline.report import PROBE_GLOB
 
@@ -26,9 +26,9 @@ RUN_FILES = ("config.json", "summary.json", "eval.csv")
 class KeepConfig:
     """Copy the raw results of the SAC runs (and probes) below a folder into results/<experiment>."""
 
-    source: str = field(default="runs", metadata={"help": "folder holding the run folders (searched recursively)", "positional": True})
-    out: str = field(default="", metadata={"help": "where to keep them, results/<experiment> (required)"})
-    max_metrics_kib: int = field(default=512, metadata={"help": "keep a run's metrics.csv only when it is at most this many KiB"})
+    source: str = option("runs", "folder holding the run folders (searched recursively)", positional=True)
+    out: str = option("", "where to keep them, results/<experiment> (required)")
+    max_metrics_kib: int = option(512, "keep a run's metrics.csv only when it is at most this many KiB")
 
     def validate(self) -> None:
         if not self.out:

@@ -14,10 +14,10 @@ from __future__ import annotations
 import re
 import shlex
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from common.cli import parse_config, run_command
+from common.cli import option, parse_config, run_command
 from pipeline.report import ReportConfig, write_report
 
 QUOTE = re.compile(r"<!-- quoted from `python -m pipeline\.report ([^`]+)` -->\n(.*?)\n?<!-- end of quote -->", re.DOTALL)
@@ -27,7 +27,7 @@ QUOTE = re.compile(r"<!-- quoted from `python -m pipeline\.report ([^`]+)` -->\n
 class QuotesConfig:
     """Check that the report lines a markdown document quotes match their regeneration."""
 
-    document: str = field(default="RESULTS.md", metadata={"help": "the markdown file holding the quotes", "positional": True})
+    document: str = option("RESULTS.md", "the markdown file holding the quotes", positional=True)
 
 
 def quoted_blocks(text: str) -> list[tuple[str, list[str]]]:

@@ -23,7 +23,7 @@ import json
 import math
 import shutil
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -32,7 +32,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from common.cli import run_command  # noqa: E402
+from common.cli import option, run_command  # noqa: E402
 from common.figures import write_figure  # noqa: E402
 from common.io import atomic_write_bytes  # noqa: E402
 from data.env import PAPER_TASKS  # noqa: E402
@@ -83,12 +83,12 @@ FEW_RUNS_NOTE = (f"{FEW_RUNS} fewer than {MIN_BOOTSTRAP_RUNS} runs in all: the p
 class ReportConfig:
     """Write REPORT.md (+ PNGs) comparing every SAC run below the given roots (finished, and in progress so far)."""
 
-    roots: str = field(default="runs/sac", metadata={"help": "comma-separated folders searched for summary.json (also as leading words: `python -m pipeline.report results/cpu-table runs/sac`)", "positional": True})
-    out: str = field(default="runs/report", metadata={"help": "folder for REPORT.md and its pictures"})
-    pictures_root: str = field(default="", metadata={"help": "folder searched for stage pictures (saliency, mmae, gaze) and probe results; '' = the folder above the first root when that is a `sac` folder (runs/sac -> runs), else the first root"})
-    title: str = field(default="ViSaRL vs Gaze on the Prize on Meta-World", metadata={"help": "report title"})
-    reps: int = field(default=stats.REPS, metadata={"help": "stratified bootstrap resamples (rliable) for the aggregates, probabilities of improvement and profiles"})
-    seed: int = field(default=0, metadata={"help": "seed of the bootstrap resamples (the same seed regenerates the same report)"})
+    roots: str = option("runs/sac", "comma-separated folders searched for summary.json (also as leading words: `python -m pipeline.report results/cpu-table runs/sac`)", positional=True)
+    out: str = option("runs/report", "folder for REPORT.md and its pictures")
+    pictures_root: str = option("", "folder searched for stage pictures (saliency, mmae, gaze) and probe results; '' = the folder above the first root when that is a `sac` folder (runs/sac -> runs), else the first root")
+    title: str = option("ViSaRL vs Gaze on the Prize on Meta-World", "report title")
+    reps: int = option(stats.REPS, "stratified bootstrap resamples (rliable) for the aggregates, probabilities of improvement and profiles")
+    seed: int = option(0, "seed of the bootstrap resamples (the same seed regenerates the same report)")
 
     def validate(self) -> None:
         if not [r for r in self.roots.split(",") if r]:

@@ -26,10 +26,10 @@ import shlex
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from common.cli import from_flat, int_list, one_line_errors, parse_config, parse_flags
+from common.cli import from_flat, int_list, one_line_errors, option, parse_config, parse_flags
 from common.io import atomic_write_json
 from pipeline.presets import PRESETS
 
@@ -41,26 +41,26 @@ CLIP_NAME = "clip.gif"
 class PipelineConfig:
     """Run every stage of the ViSaRL pipeline, skipping stages whose outputs exist."""
 
-    tasks: str = field(default="reach-v3", metadata={"help": "comma-separated Meta-World tasks"})
-    stage_preset: str = field(default="demo", metadata={"help": "preset passed to every stage (micro, demo, cpu, paper)"})
-    frames: int = field(default=2000, metadata={"help": "frames collected per task"})
-    shard_size: int = field(default=500, metadata={"help": "frames per shard"})
-    annotate_n: int = field(default=30, metadata={"help": "frames the (oracle) annotator labels per task"})
-    encoders: str = field(default="gaze,cnn_rgb,mmae_rgbs,mmae_rgb", metadata={"help": "SAC encoders to compare"})
-    seeds: str = field(default="0", metadata={"help": "comma-separated SAC seeds"})
-    sac_steps: int = field(default=1500, metadata={"help": "env steps per SAC run"})
-    sac_extra: str = field(default="", metadata={"help": "extra rl.sac flags for every run"})
-    parallel: int = field(default=2, metadata={"help": "SAC packs (processes) at once"})
-    pack: int = field(default=0, metadata={"help": "SAC runs trained together in one process (0: rl.grid's default for the device)"})
-    workers: int = field(default=1, metadata={"help": "frame-collection worker processes per task (0: one per core)"})
-    pretrain_extra: str = field(default="", metadata={"help": "extra pretrain.multimae flags (e.g. a GPU budget)"})
-    probe_frames: int = field(default=1500, metadata={"help": "frames the probe after pretraining fits on (a third as many more, of other episodes, are scored)"})
-    nproc_per_node: int = field(default=0, metadata={"help": "run pretrain.multimae under torchrun with this many processes (one per GPU of this machine; the global batch is split across them); 0: in this process"})
-    backend: str = field(default="local", metadata={"help": "where the SAC grid's packs run: local (processes on this machine) or ray (tasks on a Ray cluster)", "choices": ["local", "ray"]})
-    ray_address: str = field(default="", metadata={"help": "--backend ray: '' starts a Ray instance here, 'auto' joins the cluster this machine belongs to (`ray start`), or HOST:PORT"})
-    grid_extra: str = field(default="", metadata={"help": "more rl.grid flags, e.g. '--storage shared --ray-pip requirements.txt --gpus-per-run 0.25' (see python -m rl.grid --help)"})
-    max_minutes: float = field(default=0.0, metadata={"help": "pause once this many minutes have passed: between stages, and SAC at an episode boundary with checkpoints; run the same command again to continue (0: no limit)"})
-    root: str = field(default=".", metadata={"help": "folder holding data/ and runs/ (default: this checkout)"})
+    tasks: str = option("reach-v3", "comma-separated Meta-World tasks")
+    stage_preset: str = option("demo", "preset passed to every stage (micro, demo, cpu, paper)")
+    frames: int = option(2000, "frames collected per task")
+    shard_size: int = option(500, "frames per shard")
+    annotate_n: int = option(30, "frames the (oracle) annotator labels per task")
+    encoders: str = option("gaze,cnn_rgb,mmae_rgbs,mmae_rgb", "SAC encoders to compare")
+    seeds: str = option("0", "comma-separated SAC seeds")
+    sac_steps: int = option(1500, "env steps per SAC run")
+    sac_extra: str = option("", "extra rl.sac flags for every run")
+    parallel: int = option(2, "SAC packs (processes) at once")
+    pack: int = option(0, "SAC runs trained together in one process (0: rl.grid's default for the device)")
+    workers: int = option(1, "frame-collection worker processes per task (0: one per core)")
+    pretrain_extra: str = option("", "extra pretrain.multimae flags (e.g. a GPU budget)")
+    probe_frames: int = option(1500, "frames the probe after pretraining fits on (a third as many more, of other episodes, are scored)")
+    nproc_per_node: int = option(0, "run pretrain.multimae under torchrun with this many processes (one per GPU of this machine; the global batch is split across them); 0: in this process")
+    backend: str = option("local", "where the SAC grid's packs run: local (processes on this machine) or ray (tasks on a Ray cluster)", choices=["local", "ray"])
+    ray_address: str = option("", "--backend ray: '' starts a Ray instance here, 'auto' joins the cluster this machine belongs to (`ray start`), or HOST:PORT")
+    grid_extra: str = option("", "more rl.grid flags, e.g. '--storage shared --ray-pip requirements.txt --gpus-per-run 0.25' (see python -m rl.grid --help)")
+    max_minutes: float = option(0.0, "pause once this many minutes have passed: between stages, and SAC at an episode boundary with checkpoints; run the same command again to continue (0: no limit)")
+    root: str = option(".", "folder holding data/ and runs/ (default: this checkout)")
 
     def validate(self) -> "PipelineConfig":
         if self.workers < 0 or self.pack < 0 or self.nproc_per_node < 0 or self.parallel < 1 or not self.max_minutes >= 0:

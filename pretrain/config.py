@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common.cli import RESUME_HELP, check_finite, nested, resume_field, resume_mode
+from common.cli import RESUME_HELP, check_finite, nested, option, resume_field, resume_mode
 from common.precision import check_precision, precision_field
 from data.shards import ALLOW_INCOMPLETE_HELP
 from pretrain.model import ModelConfig
@@ -14,34 +14,34 @@ from pretrain.model import ModelConfig
 class PretrainConfig:
     """MultiMAE pretraining on RGB (+ saliency) frames from shard folders."""
 
-    data: str = field(default="data/shards", metadata={"help": "a shard folder or a folder of shard folders (several tasks); a labelled folder (manifest 'labelled_from') replaces its source"})
-    pooled: bool = field(default=False, metadata={"help": "one model on the frames of every task under --data; default: one model per task (the paper), in --out/<task>/ when --data holds several tasks"})
-    task: str = field(default="", metadata={"help": "train on the folders of this task only (manifest 'task'); set per run when --data holds several tasks"})
+    data: str = option("data/shards", "a shard folder or a folder of shard folders (several tasks); a labelled folder (manifest 'labelled_from') replaces its source")
+    pooled: bool = option(False, "one model on the frames of every task under --data; default: one model per task (the paper), in --out/<task>/ when --data holds several tasks")
+    task: str = option("", "train on the folders of this task only (manifest 'task'); set per run when --data holds several tasks")
     model: ModelConfig = nested(ModelConfig)  # --modalities, --dim, --depth, --num-visible, ... (pretrain/model.py)
-    saliency: str = field(default="predicted", metadata={"help": "saliency source: 'predicted' (saliency.png written by saliency.label) or 'oracle' (maps from the stored oracle clicks)", "choices": ["predicted", "oracle"]})
-    out: str = field(default="", metadata={"help": "run folder (default runs/mmae/rgbs for rgb,saliency, runs/mmae/rgb for rgb); with several tasks under --data and no --pooled, one subfolder per task"})
+    saliency: str = option("predicted", "saliency source: 'predicted' (saliency.png written by saliency.label) or 'oracle' (maps from the stored oracle clicks)", choices=["predicted", "oracle"])
+    out: str = option("", "run folder (default runs/mmae/rgbs for rgb,saliency, runs/mmae/rgb for rgb); with several tasks under --data and no --pooled, one subfolder per task")
     resume: bool | str = resume_field(RESUME_HELP + " (optimizer, schedule, step, RNG)")
-    epochs: int = field(default=200, metadata={"help": "passes over the training frames"})
-    batch_size: int = field(default=512, metadata={"help": "global batch (split evenly across torchrun processes)"})
-    blr: float = field(default=1e-4, metadata={"help": "base learning rate: the peak is blr x batch-size / 256 (MultiMAE's and MAE's rule: the paper's 1e-4 at batch 512 peaks at 2e-4)"})
-    lr: float | None = field(default=None, metadata={"help": "peak learning rate (AdamW, betas 0.9/0.95); overrides --blr"})
-    min_lr: float = field(default=1e-6, metadata={"help": "learning rate at the end of the cosine schedule"})
-    warmup_epochs: float = field(default=40, metadata={"help": "linear warm-up epochs before the cosine decay"})
-    weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay (not on biases, norms, tokens, embeddings)"})
-    augment: str = field(default="crop", metadata={"help": "training augmentation: 'crop' (RandomResizedCrop, the paper's Table II, one box per sample shared by its modalities) or 'none'", "choices": ["crop", "none"]})
-    crop_scale: float = field(default=0.2, metadata={"help": "smallest crop area share of RandomResizedCrop (largest 1.0; MAE/MultiMAE use 0.2)"})
-    limit: int = field(default=0, metadata={"help": "use at most this many frames per shard folder (0 = all)"})
-    allow_incomplete: bool = field(default=False, metadata={"help": ALLOW_INCOMPLETE_HELP})
-    val_fraction: float = field(default=0.05, metadata={"help": "share of each folder's episodes held out for evaluation and figures"})
-    eval_frames: int = field(default=512, metadata={"help": "held-out frames scored at the end of each epoch"})
-    figure_every: int = field(default=5, metadata={"help": "write a reconstruction grid every this many epochs (and at the end)"})
-    log_every: int = field(default=10, metadata={"help": "log training metrics every this many steps"})
-    max_steps: int = field(default=0, metadata={"help": "stop (with a checkpoint, resumable) after this many steps in this invocation; 0 = run to the end. The schedule still follows --epochs"})
-    seed: int = field(default=0, metadata={"help": "seed of weights, data order and masks"})
-    threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch default)"})
-    device: str = field(default="auto", metadata={"help": "auto (cuda:LOCAL_RANK if available, else cpu), cpu or cuda"})
+    epochs: int = option(200, "passes over the training frames")
+    batch_size: int = option(512, "global batch (split evenly across torchrun processes)")
+    blr: float = option(1e-4, "base learning rate: the peak is blr x batch-size / 256 (MultiMAE's and MAE's rule: the paper's 1e-4 at batch 512 peaks at 2e-4)")
+    lr: float | None = option(None, "peak learning rate (AdamW, betas 0.9/0.95); overrides --blr")
+    min_lr: float = option(1e-6, "learning rate at the end of the cosine schedule")
+    warmup_epochs: float = option(40, "linear warm-up epochs before the cosine decay")
+    weight_decay: float = option(0.05, "AdamW weight decay (not on biases, norms, tokens, embeddings)")
+    augment: str = option("crop", "training augmentation: 'crop' (RandomResizedCrop, the paper's Table II, one box per sample shared by its modalities) or 'none'", choices=["crop", "none"])
+    crop_scale: float = option(0.2, "smallest crop area share of RandomResizedCrop (largest 1.0; MAE/MultiMAE use 0.2)")
+    limit: int = option(0, "use at most this many frames per shard folder (0 = all)")
+    allow_incomplete: bool = option(False, ALLOW_INCOMPLETE_HELP)
+    val_fraction: float = option(0.05, "share of each folder's episodes held out for evaluation and figures")
+    eval_frames: int = option(512, "held-out frames scored at the end of each epoch")
+    figure_every: int = option(5, "write a reconstruction grid every this many epochs (and at the end)")
+    log_every: int = option(10, "log training metrics every this many steps")
+    max_steps: int = option(0, "stop (with a checkpoint, resumable) after this many steps in this invocation; 0 = run to the end. The schedule still follows --epochs")
+    seed: int = option(0, "seed of weights, data order and masks")
+    threads: int = option(0, "torch CPU threads (0 = torch default)")
+    device: str = option("auto", "auto (cuda:LOCAL_RANK if available, else cpu), cpu or cuda")
     precision: str = precision_field()
-    progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+    progress: bool = option(True, "show a progress bar")
     preset: str = field(default="", init=False, metadata={"help": "set by --preset (recorded in config.json)"})
 
     def validate(self) -> "PretrainConfig":

@@ -13,11 +13,11 @@ identical features; non-finite weights are refused as for encoder.pt.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common.cli import run_command
+from common.cli import option, run_command
 from common.hub import markdown_table, model_card, write_card, write_safetensors
 from common.io import safe_torch_load
 from data.shards import ShardError, read_manifest
@@ -37,7 +37,7 @@ class ExportConfig:
     """Write encoder.safetensors and a model card (README.md) beside every encoder.pt of a run
     (`python -m pretrain.export PATH` is short for --path PATH)."""
 
-    path: str = field(default="runs/mmae/rgbs", metadata={"help": "encoder.pt, or a folder searched recursively for encoder.pt files", "positional": True})
+    path: str = option("runs/mmae/rgbs", "encoder.pt, or a folder searched recursively for encoder.pt files", positional=True)
 
 
 def _json(path: Path) -> dict[str, Any]:

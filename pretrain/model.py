@@ -12,14 +12,14 @@ Trained by `python -m pretrain.multimae --data data/shards` (the entry in pretra
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import Mlp, use_fused_attn
 from timm.models.vision_transformer import Block
+from common.cli import option
 
 CHANNELS = {"rgb": 3, "saliency": 1}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -31,9 +31,6 @@ POOLS = {"mean": 1, "global": 1, "grid2": 4, "grid4": 16}
 OUTPUTS = {"rgb": ("rgb", "mse", 1.0), "saliency": ("saliency", "l1", 10.0), "rgb_norm": ("rgb", "mse", 1.0)}
 
 
-def _m(default: Any, help: str, **kw: Any) -> Any:
-    return field(default=default, metadata={"help": help, **kw})
-
 
 @dataclass
 class ModelConfig:
@@ -42,20 +39,20 @@ class ModelConfig:
     Nested in `pretrain.config.PretrainConfig`: its fields are flags of `python -m pretrain.multimae`.
     """
 
-    modalities: tuple[str, ...] = _m(("rgb", "saliency"), "'rgb,saliency' (full model) or 'rgb' (the MMAE RGB baseline)")
-    image_size: int = _m(64, "frame size the model sees (frames are resized by data.preprocess)")
-    patch_size: int = _m(8, "patch size in pixels")
-    dim: int = _m(256, "encoder width (the RL feature size)")
-    depth: int = _m(4, "encoder blocks")
-    num_heads: int = _m(4, "encoder attention heads")
-    mlp_ratio: float = _m(4.0, "MLP hidden size / width, encoder and decoders")
-    num_visible: int = _m(0, "visible tokens per sample, split across modalities by a Dirichlet draw; 0 = a quarter of all "
+    modalities: tuple[str, ...] = option(("rgb", "saliency"), "'rgb,saliency' (full model) or 'rgb' (the MMAE RGB baseline)")
+    image_size: int = option(64, "frame size the model sees (frames are resized by data.preprocess)")
+    patch_size: int = option(8, "patch size in pixels")
+    dim: int = option(256, "encoder width (the RL feature size)")
+    depth: int = option(4, "encoder blocks")
+    num_heads: int = option(4, "encoder attention heads")
+    mlp_ratio: float = option(4.0, "MLP hidden size / width, encoder and decoders")
+    num_visible: int = option(0, "visible tokens per sample, split across modalities by a Dirichlet draw; 0 = a quarter of all "
                           "input tokens (the paper's masking ratio 0.75: 32 of 128 for rgb,saliency, 16 of 64 for rgb)")
-    alpha: float = _m(1.0, "Dirichlet concentration of the visible-token split")
-    decoder_dim: int = _m(256, "decoder width")
-    decoder_depth: int = _m(3, "self-attention blocks per decoder (after its cross-attention)")
-    decoder_heads: int = _m(4, "decoder attention heads")
-    input_norm: str = _m("imagenet", "RGB input normalisation inside the model: 'imagenet' (MultiMAE's mean/std) or "
+    alpha: float = option(1.0, "Dirichlet concentration of the visible-token split")
+    decoder_dim: int = option(256, "decoder width")
+    decoder_depth: int = option(3, "self-attention blocks per decoder (after its cross-attention)")
+    decoder_heads: int = option(4, "decoder attention heads")
+    input_norm: str = option("imagenet", "RGB input normalisation inside the model: 'imagenet' (MultiMAE's mean/std) or "
                          "'none' (raw [0, 1], models made before it)", choices=["imagenet", "none"])
 
     def __post_init__(self) -> None:

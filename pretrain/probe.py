@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
-from common.cli import run_command
+from common.cli import option, run_command
 from common.io import atomic_write_json
 from common.precision import autocast, check_precision, precision_field, resolve_precision
 from common.runs import code_version, device_description
@@ -51,22 +51,22 @@ TOLERANCE = 0.01
 class ProbeConfig:
     """Linear-probe R^2 of hand, object and goal positions from a frozen MultiMAE encoder's features."""
 
-    encoder: str = field(default="runs/mmae/rgbs/encoder.pt", metadata={"help": "encoder.pt written by pretrain.multimae"})
-    data: str = field(default="data/shards/reach-v3", metadata={"help": "shard folder (or root of folders) with stored states; a labelled folder replaces its source"})
-    task: str = field(default="", metadata={"help": "only folders of this task (when --data holds several)"})
-    inputs: str = field(default="", metadata={"help": "encoder inputs: '' = every pretrained modality, 'rgb' = the PO variant of an rgb+saliency model"})
-    pools: str = field(default="mean,global,grid2,grid4", metadata={"help": f"pools to probe, comma-separated, of {', '.join(POOLS)}"})
-    saliency: str = field(default="auto", metadata={"help": "saliency input: predicted (saliency.label), oracle (stored clicks) or auto (predicted when the folders are labelled)", "choices": ["auto", "predicted", "oracle"]})
-    fit_frames: int = field(default=3000, metadata={"help": "frames to fit the ridge on (from fit episodes)"})
-    score_frames: int = field(default=1000, metadata={"help": "frames to score on (from held-out episodes)"})
-    held_out: float = field(default=0.25, metadata={"help": "share of episodes held out for scoring"})
-    store: str = field(default="float16", metadata={"help": "replay-buffer precision the 'stored' columns simulate", "choices": list(STORE_DTYPES)})
-    pixels: int = field(default=16, metadata={"help": "side of the raw-pixel baseline (frames downsampled to N x N x 3)"})
-    seed: int = field(default=0, metadata={"help": "seed of the episode split, frame sampling and the random-init encoder"})
-    threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch default)"})
-    device: str = field(default="cpu", metadata={"help": "device for the encoder forward passes"})
+    encoder: str = option("runs/mmae/rgbs/encoder.pt", "encoder.pt written by pretrain.multimae")
+    data: str = option("data/shards/reach-v3", "shard folder (or root of folders) with stored states; a labelled folder replaces its source")
+    task: str = option("", "only folders of this task (when --data holds several)")
+    inputs: str = option("", "encoder inputs: '' = every pretrained modality, 'rgb' = the PO variant of an rgb+saliency model")
+    pools: str = option("mean,global,grid2,grid4", f"pools to probe, comma-separated, of {', '.join(POOLS)}")
+    saliency: str = option("auto", "saliency input: predicted (saliency.label), oracle (stored clicks) or auto (predicted when the folders are labelled)", choices=["auto", "predicted", "oracle"])
+    fit_frames: int = option(3000, "frames to fit the ridge on (from fit episodes)")
+    score_frames: int = option(1000, "frames to score on (from held-out episodes)")
+    held_out: float = option(0.25, "share of episodes held out for scoring")
+    store: str = option("float16", "replay-buffer precision the 'stored' columns simulate", choices=list(STORE_DTYPES))
+    pixels: int = option(16, "side of the raw-pixel baseline (frames downsampled to N x N x 3)")
+    seed: int = option(0, "seed of the episode split, frame sampling and the random-init encoder")
+    threads: int = option(0, "torch CPU threads (0 = torch default)")
+    device: str = option("cpu", "device for the encoder forward passes")
     precision: str = precision_field()
-    out: str = field(default="", metadata={"help": "JSON path (default: probe_<inputs>.json next to the encoder)"})
+    out: str = option("", "JSON path (default: probe_<inputs>.json next to the encoder)")
 
     def validate(self) -> "ProbeConfig":
         check_precision(self.precision)

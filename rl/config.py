@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common.cli import RESUME_HELP, flat_dict, nested, resume_field, resume_mode
+from common.cli import RESUME_HELP, flat_dict, nested, option, resume_field, resume_mode
 from common.precision import check_precision, precision_field
 from data.env import EnvConfig
 from rl.encoders import ENCODERS, EXTRA, SALIENCY_SCALES, TABLE_I, encoder_names
@@ -29,59 +29,56 @@ RESUMABLE_FIELDS: frozenset[str] = frozenset(
 PACK_FIELDS: frozenset[str] = frozenset({"seed", "out", "encoder", "mmae", "resume", "preset"})
 
 
-def _f(default: Any, help: str, **kw) -> Any:
-    return field(default=default, metadata={"help": help, **kw})
-
 
 @dataclass
 class SACConfig:
     """Soft actor-critic on a Meta-World pixel task with one of the paper's encoders."""
 
     # -- what to run ---------------------------------------------------------------------------
-    encoder: str = _f("cnn_rgb", f"encoder, one of {', '.join(encoder_names())}; Table I is {', '.join(TABLE_I)}; "
+    encoder: str = option("cnn_rgb", f"encoder, one of {', '.join(encoder_names())}; Table I is {', '.join(TABLE_I)}; "
                       + "; ".join(f"{k}: {v}" for k, v in EXTRA.items()) + "; gaze*: rl/gaze.py")
-    steps: int = _f(1_000_000, "environment steps in total (summed over --num-envs)")
-    seed: int = _f(0, "seed of networks, replay sampling, exploration and training envs")
-    out: str = _f("", "run folder (default runs/sac/<task>/<encoder>/seed<seed>)")
+    steps: int = option(1_000_000, "environment steps in total (summed over --num-envs)")
+    seed: int = option(0, "seed of networks, replay sampling, exploration and training envs")
+    out: str = option("", "run folder (default runs/sac/<task>/<encoder>/seed<seed>)")
     resume: bool | str = resume_field(RESUME_HELP + " (same config required)")
     preset: str = field(default="", init=False, metadata={"help": "preset the run was started from (set by --preset)"})
-    device: str = _f("auto", "torch device: auto (cuda if available), cpu, cuda, cuda:1, ...")
+    device: str = option("auto", "torch device: auto (cuda if available), cpu, cuda, cuda:1, ...")
     precision: str = precision_field()
-    cuda_graphs: bool = _f(True, "on a GPU, replay each SAC update of the pack from a captured CUDA graph (gaze encoders stay eager)")
-    torch_threads: int = _f(0, "torch CPU threads (0: torch's default; 1 is fastest on a busy shared CPU)")
+    cuda_graphs: bool = option(True, "on a GPU, replay each SAC update of the pack from a captured CUDA graph (gaze encoders stay eager)")
+    torch_threads: int = option(0, "torch CPU threads (0: torch's default; 1 is fastest on a busy shared CPU)")
     # -- environment (the EnvConfig that data.collect uses: --task, --image-size, --camera, --render-quality, ...) --
     env: EnvConfig = nested(EnvConfig)
-    num_envs: int = _f(1, "parallel training envs (subprocesses when > 1); one SAC update per env step")
+    num_envs: int = option(1, "parallel training envs (subprocesses when > 1); one SAC update per env step")
     # -- inputs of pretrained encoders ---------------------------------------------------------
-    saliency: str = _f("predictor", "saliency source for saliency-consuming encoders: predictor (trained model on every frame) or oracle (simulator clicks -> map, for ablations and CPU runs)")
-    saliency_model: str = _f("", "saliency checkpoint (default runs/saliency/<task>/student.pt, else best.pt)")
-    mmae_features: str = _f("raw", "what a frozen MultiMAE hands SAC: 'raw' (the pooled tokens, the paper's mean of all tokens) or 'standardized' (per dimension, with the statistics stored in the export at pretraining)", choices=["raw", "standardized"])
-    saliency_scale: str = _f("paper", "saliency channel of the cnn_saliency and cnn_rgbs rows: 'paper' (the map in [0, 1], the paper's text) or 'authors' (divided by 255 once more, as the authors' public code does)", choices=list(SALIENCY_SCALES))
-    mmae: str = _f("", "frozen MultiMAE encoder (default: the task's own, runs/mmae/rgb/<task>/encoder.pt for mmae_rgb, runs/mmae/rgbs/<task>/encoder.pt for mmae_rgbs, mmae_rgbs_po and mmae_rgbs_grid2; a pooled model only when named here)")
+    saliency: str = option("predictor", "saliency source for saliency-consuming encoders: predictor (trained model on every frame) or oracle (simulator clicks -> map, for ablations and CPU runs)")
+    saliency_model: str = option("", "saliency checkpoint (default runs/saliency/<task>/student.pt, else best.pt)")
+    mmae_features: str = option("raw", "what a frozen MultiMAE hands SAC: 'raw' (the pooled tokens, the paper's mean of all tokens) or 'standardized' (per dimension, with the statistics stored in the export at pretraining)", choices=["raw", "standardized"])
+    saliency_scale: str = option("paper", "saliency channel of the cnn_saliency and cnn_rgbs rows: 'paper' (the map in [0, 1], the paper's text) or 'authors' (divided by 255 once more, as the authors' public code does)", choices=list(SALIENCY_SCALES))
+    mmae: str = option("", "frozen MultiMAE encoder (default: the task's own, runs/mmae/rgb/<task>/encoder.pt for mmae_rgb, runs/mmae/rgbs/<task>/encoder.pt for mmae_rgbs, mmae_rgbs_po and mmae_rgbs_grid2; a pooled model only when named here)")
     # -- SAC -----------------------------------------------------------------------------------
-    hidden_dim: int = _f(1024, "width of the two hidden layers of actor and critics")
-    feature_dim: int = _f(100, "output size of the CNN encoders' projection (Linear + LayerNorm + tanh)")
-    batch_size: int = _f(128, "SAC minibatch size")
-    discount: float = _f(0.99, "discount factor")
-    actor_lr: float = _f(1e-4, "actor learning rate (Adam)")
-    critic_lr: float = _f(1e-4, "critic (and trained encoder) learning rate (Adam)")
-    alpha_lr: float = _f(1e-4, "temperature learning rate (Adam)")
-    init_temperature: float = _f(0.1, "initial entropy temperature alpha")
-    target_entropy: float | None = _f(None, "target entropy (default -|A| = -4)")
-    tau: float = _f(0.005, "soft target update rate of the critics")
-    actor_update_every: int = _f(2, "update actor and temperature every this many SAC updates")
-    target_update_every: int = _f(2, "soft-update target critics every this many SAC updates")
-    log_std_min: float = _f(-10.0, "lower bound of the policy's log standard deviation")
-    log_std_max: float = _f(2.0, "upper bound of the policy's log standard deviation")
-    random_steps: int = _f(1000, "initial env steps with uniform random actions and no updates")
-    replay_size: int = _f(1_000_000, "replay capacity in transitions (split evenly across envs)")
+    hidden_dim: int = option(1024, "width of the two hidden layers of actor and critics")
+    feature_dim: int = option(100, "output size of the CNN encoders' projection (Linear + LayerNorm + tanh)")
+    batch_size: int = option(128, "SAC minibatch size")
+    discount: float = option(0.99, "discount factor")
+    actor_lr: float = option(1e-4, "actor learning rate (Adam)")
+    critic_lr: float = option(1e-4, "critic (and trained encoder) learning rate (Adam)")
+    alpha_lr: float = option(1e-4, "temperature learning rate (Adam)")
+    init_temperature: float = option(0.1, "initial entropy temperature alpha")
+    target_entropy: float | None = option(None, "target entropy (default -|A| = -4)")
+    tau: float = option(0.005, "soft target update rate of the critics")
+    actor_update_every: int = option(2, "update actor and temperature every this many SAC updates")
+    target_update_every: int = option(2, "soft-update target critics every this many SAC updates")
+    log_std_min: float = option(-10.0, "lower bound of the policy's log standard deviation")
+    log_std_max: float = option(2.0, "upper bound of the policy's log standard deviation")
+    random_steps: int = option(1000, "initial env steps with uniform random actions and no updates")
+    replay_size: int = option(1_000_000, "replay capacity in transitions (split evenly across envs)")
     # -- evaluation, logging, checkpoints ------------------------------------------------------
-    eval_every: int = _f(10_000, "evaluate every this many env steps (0: only at the end)")
-    eval_episodes: int = _f(50, "evaluation episodes (deterministic policy, fresh seeds); success = any success in the episode")
-    eval_envs: int = _f(0, "parallel evaluation envs (0: same as --num-envs)")
-    log_every: int = _f(1000, "write a metrics.csv row every this many env steps")
-    checkpoint_every: int = _f(50_000, "save a resumable checkpoint at the first episode boundary after every this many env steps")
-    max_minutes: float = _f(0.0, "pause at the first episode boundary after this many minutes of training, checkpoints written (0: no limit); continue with --resume (or --resume auto)")
+    eval_every: int = option(10_000, "evaluate every this many env steps (0: only at the end)")
+    eval_episodes: int = option(50, "evaluation episodes (deterministic policy, fresh seeds); success = any success in the episode")
+    eval_envs: int = option(0, "parallel evaluation envs (0: same as --num-envs)")
+    log_every: int = option(1000, "write a metrics.csv row every this many env steps")
+    checkpoint_every: int = option(50_000, "save a resumable checkpoint at the first episode boundary after every this many env steps")
+    max_minutes: float = option(0.0, "pause at the first episode boundary after this many minutes of training, checkpoints written (0: no limit); continue with --resume (or --resume auto)")
     # -- Gaze on the Prize (rl/gaze.py): --gaze-k, --gaze-contrast-weight, ... -------------------
     gaze: GazeConfig = nested(GazeConfig, prefix="gaze_")
 

@@ -26,14 +26,14 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from common.cli import from_stored, run_command
+from common.cli import from_stored, option, run_command
 from common.io import atomic_write_bytes, atomic_write_json, safe_torch_load
 
 ACTION_DIM = 4
@@ -45,22 +45,22 @@ VIDEO_FORMATS = ("mp4", "gif", "webp")
 class EvaluateConfig:
     """Evaluate a trained SAC agent's deterministic policy at fixed seeds; optionally write a video of its episodes."""
 
-    run: str = field(default="", metadata={"help": "SAC run folder (rl.sac / rl.grid output); `python -m rl.evaluate DIR` is short for --run DIR", "positional": True})
-    checkpoint: str = field(default="", metadata={"help": "weights to load: agent.pt or a checkpoint-<step>.pt (default: the run's agent.pt, else its newest checkpoint)"})
-    episodes: int = field(default=10, metadata={"help": "evaluation episodes"})
-    seed: int | None = field(default=None, metadata={"help": "evaluation seed S: episode k is seeded EVAL_SEED_BASE + S * TRAIN_SEED_STRIDE + k (default: the run's own seed, the episodes of its eval.csv)"})
-    episode_steps: int = field(default=0, metadata={"help": "steps per episode (0: the run's --max-episode-steps)"})
-    video: bool = field(default=False, metadata={"help": "write a video of the episodes beside the JSON"})
-    overlay: str = field(default="none", metadata={"help": "drawn over the video: none, saliency (the map the agent saw, or the run's saliency source) or gaze (a gaze encoder's attention and Gaussians)", "choices": list(OVERLAYS)})
-    video_format: str = field(default="mp4", metadata={"help": "mp4 (imageio + imageio-ffmpeg), gif or webp (animated, Pillow)", "choices": list(VIDEO_FORMATS)})
-    video_episodes: int = field(default=0, metadata={"help": "episodes in the video, the first ones (0: every evaluated episode)"})
-    frame_stride: int = field(default=1, metadata={"help": "keep every this many steps in the video"})
-    scale: int = field(default=4, metadata={"help": "video frames are the observations upscaled this many times (nearest neighbour)"})
-    fps: int = field(default=20, metadata={"help": "video frames per second"})
-    mmae: str = field(default="", metadata={"help": "frozen MultiMAE encoder to load (default: the file the run recorded in config.json, else its --mmae or default path)"})
-    saliency_model: str = field(default="", metadata={"help": "saliency checkpoint to load (default: the file the run recorded, else its --saliency-model or default path)"})
-    device: str = field(default="cpu", metadata={"help": "torch device: cpu, cuda, auto"})
-    out: str = field(default="", metadata={"help": "output folder (default <run>/evaluate)"})
+    run: str = option("", "SAC run folder (rl.sac / rl.grid output); `python -m rl.evaluate DIR` is short for --run DIR", positional=True)
+    checkpoint: str = option("", "weights to load: agent.pt or a checkpoint-<step>.pt (default: the run's agent.pt, else its newest checkpoint)")
+    episodes: int = option(10, "evaluation episodes")
+    seed: int | None = option(None, "evaluation seed S: episode k is seeded EVAL_SEED_BASE + S * TRAIN_SEED_STRIDE + k (default: the run's own seed, the episodes of its eval.csv)")
+    episode_steps: int = option(0, "steps per episode (0: the run's --max-episode-steps)")
+    video: bool = option(False, "write a video of the episodes beside the JSON")
+    overlay: str = option("none", "drawn over the video: none, saliency (the map the agent saw, or the run's saliency source) or gaze (a gaze encoder's attention and Gaussians)", choices=list(OVERLAYS))
+    video_format: str = option("mp4", "mp4 (imageio + imageio-ffmpeg), gif or webp (animated, Pillow)", choices=list(VIDEO_FORMATS))
+    video_episodes: int = option(0, "episodes in the video, the first ones (0: every evaluated episode)")
+    frame_stride: int = option(1, "keep every this many steps in the video")
+    scale: int = option(4, "video frames are the observations upscaled this many times (nearest neighbour)")
+    fps: int = option(20, "video frames per second")
+    mmae: str = option("", "frozen MultiMAE encoder to load (default: the file the run recorded in config.json, else its --mmae or default path)")
+    saliency_model: str = option("", "saliency checkpoint to load (default: the file the run recorded, else its --saliency-model or default path)")
+    device: str = option("cpu", "torch device: cpu, cuda, auto")
+    out: str = option("", "output folder (default <run>/evaluate)")
 
     def validate(self) -> "EvaluateConfig":
         if not self.run:

@@ -44,7 +44,7 @@ Gaussians + contrastive).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -52,33 +52,31 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.cli import option
 from rl.encoder_base import Encoder, image_input, register_encoder
 from rl.gaze_buffer import ReturnBuffer, cosine_triplet_loss, gazed_cosine, mine_triplets, spread_loss  # noqa: F401  (re-exported: the gaze API in one place)
 from rl.nets import PackedConvTrunk, PackedMLP, PackedProjection, slice_state, stack_states
 
-
-def _g(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": "gaze: " + help})
 
 
 @dataclass
 class GazeConfig:
     """Settings of the gaze encoders; `SACConfig.gaze`, whose fields are the flags `--gaze-<name>`."""
 
-    components: int = _g(1, "number of Gaussian gaze components")
-    contrast_weight: float = _g(0.1, "weight of the return-guided triplet loss")
-    spread_weight: float = _g(0.01, "weight of the spread regulariser")
-    k: int = _g(16, "nearest neighbours searched per anchor")
-    triplet_margin: float = _g(0.2, "triplet margin on cosine distance")
-    return_margin: float = _g(0.0, "return difference that makes a positive/negative (0: automatic)")
-    buffer_size: int = _g(100_000, "capacity of the feature/return buffer")
-    update_every: int = _g(1, "contrastive update every this many SAC updates")
-    anchors: int = _g(128, "anchors per contrastive update")
-    return_discount: float = _g(1.0, "discount of the return-to-go (1.0: undiscounted)")
-    sigma_floor: float = _g(0.15, "minimum standard deviation of a gaze Gaussian (grid units)")
-    spread_target: float = _g(0.5, "target standard deviation s0 of the spread regulariser")
-    pool: int = _g(3, "the head reads the trunk map average-pooled to pool x pool cells (1: the paper's global pooling)")
-    lr: float = _g(1e-4, "learning rate (Adam) of the gaze head's contrastive and spread losses")
+    components: int = option(1, "gaze: number of Gaussian gaze components")
+    contrast_weight: float = option(0.1, "gaze: weight of the return-guided triplet loss")
+    spread_weight: float = option(0.01, "gaze: weight of the spread regulariser")
+    k: int = option(16, "gaze: nearest neighbours searched per anchor")
+    triplet_margin: float = option(0.2, "gaze: triplet margin on cosine distance")
+    return_margin: float = option(0.0, "gaze: return difference that makes a positive/negative (0: automatic)")
+    buffer_size: int = option(100_000, "gaze: capacity of the feature/return buffer")
+    update_every: int = option(1, "gaze: contrastive update every this many SAC updates")
+    anchors: int = option(128, "gaze: anchors per contrastive update")
+    return_discount: float = option(1.0, "gaze: discount of the return-to-go (1.0: undiscounted)")
+    sigma_floor: float = option(0.15, "gaze: minimum standard deviation of a gaze Gaussian (grid units)")
+    spread_target: float = option(0.5, "gaze: target standard deviation s0 of the spread regulariser")
+    pool: int = option(3, "gaze: the head reads the trunk map average-pooled to pool x pool cells (1: the paper's global pooling)")
+    lr: float = option(1e-4, "gaze: learning rate (Adam) of the gaze head's contrastive and spread losses")
 
     def validate(self) -> "GazeConfig":
         checks = [

@@ -15,7 +15,7 @@ field (pixels 21.5 ... 41.5 of a 64-px frame, 10 px per grid unit), and every re
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.patches import Ellipse  # noqa: E402
 
-from common.cli import run_command  # noqa: E402
+from common.cli import option, run_command  # noqa: E402
 from common.figures import write_figure  # noqa: E402
 from data.clicks import clicks_to_map  # noqa: E402
 from data.env import make_env  # noqa: E402
@@ -40,13 +40,13 @@ from rl.observe import default_saliency_model  # noqa: E402
 class GazeVizConfig:
     """Draw a trained gaze agent's attention over an episode's frames, beside human saliency."""
 
-    run: str = field(default="runs/sac/reach-v3/gaze/seed0", metadata={"help": "SAC run folder of a gaze encoder"})
-    frames: int = field(default=8, metadata={"help": "frames in the strip (evenly spaced over the episode)"})
-    seed: int = field(default=0, metadata={"help": "seed of the rolled-out episode (offset from the evaluation seeds)"})
-    policy: str = field(default="agent", metadata={"help": "agent: the trained policy; expert: Meta-World's scripted policy"})
-    episode_steps: int = field(default=0, metadata={"help": "steps to roll out (0: the run's max episode steps)"})
-    saliency_model: str = field(default="", metadata={"help": "saliency checkpoint (default runs/saliency/<task>/student.pt, else best.pt; none: oracle maps)"})
-    out: str = field(default="", metadata={"help": "output PNG (default <run>/gaze_strip.png)"})
+    run: str = option("runs/sac/reach-v3/gaze/seed0", "SAC run folder of a gaze encoder")
+    frames: int = option(8, "frames in the strip (evenly spaced over the episode)")
+    seed: int = option(0, "seed of the rolled-out episode (offset from the evaluation seeds)")
+    policy: str = option("agent", "agent: the trained policy; expert: Meta-World's scripted policy")
+    episode_steps: int = option(0, "steps to roll out (0: the run's max episode steps)")
+    saliency_model: str = option("", "saliency checkpoint (default runs/saliency/<task>/student.pt, else best.pt; none: oracle maps)")
+    out: str = option("", "output PNG (default <run>/gaze_strip.png)")
 
     def validate(self) -> "GazeVizConfig":
         if self.frames < 1:

@@ -34,10 +34,10 @@ import tarfile
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from common.cli import flat_dict, int_list, parse_config
+from common.cli import flat_dict, int_list, option, parse_config
 from common.io import atomic_write_json
 from common.precision import PRECISION_HELP, check_precision, precision_field
 from data.env import check_task
@@ -59,26 +59,26 @@ UPLOAD_EXCLUDES = [".git", ".venv", "runs", "data/shards", "data/annotations", "
 class GridConfig:
     """Run the comparison grid of SAC runs, resumably, locally or on a Ray cluster."""
 
-    tasks: str = field(default="reach-v3", metadata={"help": "comma-separated Meta-World tasks"})
-    encoders: str = field(default="all", metadata={"help": f"comma-separated encoders, or 'all' ({', '.join(ALL_ENCODERS)})"})
-    seeds: str = field(default="0", metadata={"help": "comma-separated seeds"})
-    steps: int = field(default=100_000, metadata={"help": "env steps per run"})
-    pack: int = field(default=0, metadata={"help": "runs trained together in one process (0: 24 with a GPU, 4 without)"})
-    sac_preset: str = field(default="cpu", metadata={"help": "rl.sac preset for every run (micro, demo, cpu, paper)"})
-    out: str = field(default="runs/sac", metadata={"help": "root of the run folders"})
-    parallel: int = field(default=1, metadata={"help": "local backend: packs (processes) at once"})
-    backend: str = field(default="local", metadata={"help": "local (subprocesses) or ray", "choices": ["local", "ray"]})
-    ray_address: str = field(default="", metadata={"help": "ray backend: '' starts a local instance, 'auto' joins a running cluster, or HOST:PORT"})
-    ray_working_dir: str = field(default="", metadata={"help": "ray backend: the code workers run: '' uploads this checkout (without runs/, data/shards, .venv, .git) as the runtime_env working_dir; a path or URI (a shared checkout, a .zip on S3) is passed to Ray as is; 'none': every node has this checkout at the driver's path"})
-    ray_pip: str = field(default="", metadata={"help": "ray backend: runtime_env pip for the workers, a requirements file or comma-separated packages (default: the nodes' own Python)"})
-    ray_conda: str = field(default="", metadata={"help": "ray backend: runtime_env conda for the workers, an environment name or environment.yml"})
-    storage: str = field(default="driver", metadata={"help": "ray backend: where run folders live: 'shared' (the driver's folder is mounted at the same path on every node; workers write there and a retry on any node resumes) or 'driver' (each pack's folders are copied to its worker and come back whole when it ends; a retry resumes from what its node holds)", "choices": ["driver", "shared"]})
-    scratch: str = field(default="", metadata={"help": "ray backend, --storage driver: node-local folder holding the packs' run folders (default: <tmp>/visarl-grid)"})
-    retries: int = field(default=3, metadata={"help": "ray backend: times a pack whose worker or node died runs again (it continues from its checkpoint)"})
-    cpus_per_run: float = field(default=1.0, metadata={"help": "ray backend: CPUs each pack (one process) asks for"})
-    gpus_per_run: float = field(default=-1.0, metadata={"help": f"ray backend: GPUs each pack asks for; -1: its share of a GPU, runs in the pack / {GPU_PACK} (the packed engine's runs per GPU), on a cluster with GPUs, else 0"})
+    tasks: str = option("reach-v3", "comma-separated Meta-World tasks")
+    encoders: str = option("all", f"comma-separated encoders, or 'all' ({', '.join(ALL_ENCODERS)})")
+    seeds: str = option("0", "comma-separated seeds")
+    steps: int = option(100_000, "env steps per run")
+    pack: int = option(0, "runs trained together in one process (0: 24 with a GPU, 4 without)")
+    sac_preset: str = option("cpu", "rl.sac preset for every run (micro, demo, cpu, paper)")
+    out: str = option("runs/sac", "root of the run folders")
+    parallel: int = option(1, "local backend: packs (processes) at once")
+    backend: str = option("local", "local (subprocesses) or ray", choices=["local", "ray"])
+    ray_address: str = option("", "ray backend: '' starts a local instance, 'auto' joins a running cluster, or HOST:PORT")
+    ray_working_dir: str = option("", "ray backend: the code workers run: '' uploads this checkout (without runs/, data/shards, .venv, .git) as the runtime_env working_dir; a path or URI (a shared checkout, a .zip on S3) is passed to Ray as is; 'none': every node has this checkout at the driver's path")
+    ray_pip: str = option("", "ray backend: runtime_env pip for the workers, a requirements file or comma-separated packages (default: the nodes' own Python)")
+    ray_conda: str = option("", "ray backend: runtime_env conda for the workers, an environment name or environment.yml")
+    storage: str = option("driver", "ray backend: where run folders live: 'shared' (the driver's folder is mounted at the same path on every node; workers write there and a retry on any node resumes) or 'driver' (each pack's folders are copied to its worker and come back whole when it ends; a retry resumes from what its node holds)", choices=["driver", "shared"])
+    scratch: str = option("", "ray backend, --storage driver: node-local folder holding the packs' run folders (default: <tmp>/visarl-grid)")
+    retries: int = option(3, "ray backend: times a pack whose worker or node died runs again (it continues from its checkpoint)")
+    cpus_per_run: float = option(1.0, "ray backend: CPUs each pack (one process) asks for")
+    gpus_per_run: float = option(-1.0, f"ray backend: GPUs each pack asks for; -1: its share of a GPU, runs in the pack / {GPU_PACK} (the packed engine's runs per GPU), on a cluster with GPUs, else 0")
     precision: str = precision_field(PRECISION_HELP + "; passed to every rl.sac run")
-    extra: str = field(default="", metadata={"help": "extra flags for every rl.sac run, e.g. '--saliency oracle --eval-episodes 10'"})
+    extra: str = option("", "extra flags for every rl.sac run, e.g. '--saliency oracle --eval-episodes 10'")
 
     def validate(self) -> "GridConfig":
         for t in self.task_list:

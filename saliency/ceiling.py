@@ -9,11 +9,11 @@ as a trained model is scored. Needs no rendering: clicks come from the simulator
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from common.cli import from_flat, run_command
+from common.cli import from_flat, option, run_command
 from data.clicks import clicks_to_map
 from data.collect import BehaviourPolicy, CollectConfig
 from data.env import make_env
@@ -24,11 +24,11 @@ from saliency.metrics import score_maps
 class CeilingConfig:
     """Score the oracle's expected map against independent oracle draws (an upper bound on F / MAE)."""
 
-    task: str = field(default="reach-v3", metadata={"help": "Meta-World task"})
-    frames: int = field(default=300, metadata={"help": "states to score"})
-    samples: int = field(default=9, metadata={"help": "click draws per state (all but one are averaged)"})
-    size: int = field(default=64, metadata={"help": "map resolution"})
-    seed: int = field(default=0, metadata={"help": "seed"})
+    task: str = option("reach-v3", "Meta-World task")
+    frames: int = option(300, "states to score")
+    samples: int = option(9, "click draws per state (all but one are averaged)")
+    size: int = option(64, "map resolution")
+    seed: int = option(0, "seed")
 
     def validate(self) -> "CeilingConfig":
         if self.frames < 1 or self.samples < 2:

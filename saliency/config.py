@@ -11,11 +11,11 @@ evaluate, study); `--preset NAME` applies them before explicit flags, and
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from common.cli import RESUME_HELP, check_finite, from_flat, nested, resume_field, resume_mode
+from common.cli import RESUME_HELP, check_finite, from_flat, nested, option, resume_field, resume_mode
 from common.precision import precision_field
 from data.shards import ALLOW_INCOMPLETE_HELP
 from saliency.picanet import PiCANetConfig
@@ -29,25 +29,25 @@ DEVICES = ("auto", "cpu", "cuda")
 class TrainConfig:
     """Train PiCANet on an annotation export (.npz of frames and saliency maps)."""
 
-    annotations: str = field(default="data/annotations/reach-v3.npz", metadata={"help": "annotation export (.npz: images, maps, keys, annotators)"})
-    out: str = field(default="", metadata={"help": "run folder (default: runs/saliency/<annotations file stem>)"})
+    annotations: str = option("data/annotations/reach-v3.npz", "annotation export (.npz: images, maps, keys, annotators)")
+    out: str = option("", "run folder (default: runs/saliency/<annotations file stem>)")
     model: PiCANetConfig = nested(PiCANetConfig)  # --layout, --input-size, --width, --batch-norm, ...
-    backbone_weights: str = field(default="", metadata={"help": "optional torchvision vgg16(_bn) state dict to start the encoder from (default: from scratch)"})
-    epochs: int = field(default=1000, metadata={"help": "training epochs (paper: 1000)"})
-    batch_size: int = field(default=16, metadata={"help": "batch size (paper: 16)"})
-    lr: float = field(default=3e-4, metadata={"help": "AdamW learning rate"})
-    weight_decay: float = field(default=0.005, metadata={"help": "AdamW weight decay"})
-    lr_decay_at: float = field(default=0.75, metadata={"help": "fraction of the epochs after which the lr is multiplied by 0.1"})
-    val_frac: float = field(default=0.2, metadata={"help": "share of annotated frames held out for validation (seeded split)"})
-    flip: bool = field(default=True, metadata={"help": "random horizontal flips of frame and map"})
-    color_jitter: float = field(default=0.3, metadata={"help": "brightness/contrast/saturation jitter strength (0: off); hue gets a tenth"})
-    eval_every: int = field(default=10, metadata={"help": "validate (and maybe save best.pt) every this many epochs"})
-    seed: int = field(default=0, metadata={"help": "seed of split, initialisation and augmentation"})
-    threads: int = field(default=2, metadata={"help": "torch CPU threads"})
-    device: str = field(default="auto", metadata={"help": "auto, cpu or cuda", "choices": list(DEVICES)})
+    backbone_weights: str = option("", "optional torchvision vgg16(_bn) state dict to start the encoder from (default: from scratch)")
+    epochs: int = option(1000, "training epochs (paper: 1000)")
+    batch_size: int = option(16, "batch size (paper: 16)")
+    lr: float = option(3e-4, "AdamW learning rate")
+    weight_decay: float = option(0.005, "AdamW weight decay")
+    lr_decay_at: float = option(0.75, "fraction of the epochs after which the lr is multiplied by 0.1")
+    val_frac: float = option(0.2, "share of annotated frames held out for validation (seeded split)")
+    flip: bool = option(True, "random horizontal flips of frame and map")
+    color_jitter: float = option(0.3, "brightness/contrast/saturation jitter strength (0: off); hue gets a tenth")
+    eval_every: int = option(10, "validate (and maybe save best.pt) every this many epochs")
+    seed: int = option(0, "seed of split, initialisation and augmentation")
+    threads: int = option(2, "torch CPU threads")
+    device: str = option("auto", "auto, cpu or cuda", choices=list(DEVICES))
     precision: str = precision_field()
     resume: bool | str = resume_field(RESUME_HELP + " (its last.pt)")
-    progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+    progress: bool = option(True, "show a progress bar")
 
     def validate(self) -> "TrainConfig":
         check_finite(self)
@@ -73,27 +73,27 @@ class TrainConfig:
 class DistillConfig:
     """Distil a trained PiCANet into the fast 64x64 student on pseudo-labelled frames."""
 
-    teacher: str = field(default="runs/saliency/reach-v3/best.pt", metadata={"help": "trained PiCANet checkpoint"})
-    data: str = field(default="data/shards/reach-v3", metadata={"help": "shard folder whose first --frames frames the teacher labels"})
-    allow_incomplete: bool = field(default=False, metadata={"help": ALLOW_INCOMPLETE_HELP})
-    out: str = field(default="", metadata={"help": "student checkpoint (default: student.pt beside the teacher)"})
-    frames: int = field(default=1500, metadata={"help": "pseudo-labelled frames (the first ones of the folder)"})
-    width: int = field(default=16, metadata={"help": "student width (channels of its first stage)"})
-    epochs: int = field(default=40, metadata={"help": "training epochs over the pseudo-labelled frames"})
-    batch_size: int = field(default=64, metadata={"help": "batch size"})
-    lr: float = field(default=3e-3, metadata={"help": "AdamW learning rate"})
-    weight_decay: float = field(default=0.005, metadata={"help": "AdamW weight decay"})
-    lr_decay_at: float = field(default=0.75, metadata={"help": "fraction of the epochs after which the lr is multiplied by 0.1"})
-    val_frac: float = field(default=0.1, metadata={"help": "share of pseudo-labelled frames held out to pick the best epoch"})
-    flip: bool = field(default=True, metadata={"help": "random horizontal flips"})
-    color_jitter: float = field(default=0.3, metadata={"help": "colour jitter strength (0: off)"})
-    eval_every: int = field(default=2, metadata={"help": "validate every this many epochs"})
-    seed: int = field(default=0, metadata={"help": "seed"})
-    threads: int = field(default=2, metadata={"help": "torch CPU threads"})
-    device: str = field(default="auto", metadata={"help": "auto, cpu or cuda", "choices": list(DEVICES)})
+    teacher: str = option("runs/saliency/reach-v3/best.pt", "trained PiCANet checkpoint")
+    data: str = option("data/shards/reach-v3", "shard folder whose first --frames frames the teacher labels")
+    allow_incomplete: bool = option(False, ALLOW_INCOMPLETE_HELP)
+    out: str = option("", "student checkpoint (default: student.pt beside the teacher)")
+    frames: int = option(1500, "pseudo-labelled frames (the first ones of the folder)")
+    width: int = option(16, "student width (channels of its first stage)")
+    epochs: int = option(40, "training epochs over the pseudo-labelled frames")
+    batch_size: int = option(64, "batch size")
+    lr: float = option(3e-3, "AdamW learning rate")
+    weight_decay: float = option(0.005, "AdamW weight decay")
+    lr_decay_at: float = option(0.75, "fraction of the epochs after which the lr is multiplied by 0.1")
+    val_frac: float = option(0.1, "share of pseudo-labelled frames held out to pick the best epoch")
+    flip: bool = option(True, "random horizontal flips")
+    color_jitter: float = option(0.3, "colour jitter strength (0: off)")
+    eval_every: int = option(2, "validate every this many epochs")
+    seed: int = option(0, "seed")
+    threads: int = option(2, "torch CPU threads")
+    device: str = option("auto", "auto, cpu or cuda", choices=list(DEVICES))
     precision: str = precision_field()
     resume: bool | str = resume_field(RESUME_HELP + " (its <out stem>-last.pt beside --out); without it an existing --out is refused")
-    progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+    progress: bool = option(True, "show a progress bar")
 
     def validate(self) -> "DistillConfig":
         check_finite(self)
@@ -113,15 +113,15 @@ class DistillConfig:
 class LabelConfig:
     """Pseudo-label a shard folder: every sample gains saliency.png from a trained predictor."""
 
-    model: str = field(default="runs/saliency/reach-v3/best.pt", metadata={"help": "PiCANet or student checkpoint"})
-    data: str = field(default="data/shards/reach-v3", metadata={"help": "source shard folder"})
-    allow_incomplete: bool = field(default=False, metadata={"help": ALLOW_INCOMPLETE_HELP})
-    out: str = field(default="", metadata={"help": "labelled shard folder (default: <data>-sal)"})
-    batch_size: int = field(default=256, metadata={"help": "frames per forward pass"})
-    threads: int = field(default=2, metadata={"help": "torch CPU threads"})
-    device: str = field(default="auto", metadata={"help": "auto, cpu or cuda", "choices": list(DEVICES)})
+    model: str = option("runs/saliency/reach-v3/best.pt", "PiCANet or student checkpoint")
+    data: str = option("data/shards/reach-v3", "source shard folder")
+    allow_incomplete: bool = option(False, ALLOW_INCOMPLETE_HELP)
+    out: str = option("", "labelled shard folder (default: <data>-sal)")
+    batch_size: int = option(256, "frames per forward pass")
+    threads: int = option(2, "torch CPU threads")
+    device: str = option("auto", "auto, cpu or cuda", choices=list(DEVICES))
     precision: str = precision_field()
-    progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+    progress: bool = option(True, "show a progress bar")
 
     def validate(self) -> "LabelConfig":
         if self.batch_size < 1 or self.threads < 1:
@@ -137,15 +137,15 @@ class LabelConfig:
 class EvalConfig:
     """Score a predictor against oracle maps (from stored clicks) on frames it never saw; draw a Fig. 7 grid."""
 
-    model: str = field(default="runs/saliency/reach-v3/best.pt", metadata={"help": "PiCANet or student checkpoint"})
-    data: str = field(default="data/shards/reach-v3", metadata={"help": "shard folder with oracle clicks"})
-    allow_incomplete: bool = field(default=False, metadata={"help": ALLOW_INCOMPLETE_HELP})
-    n: int = field(default=1000, metadata={"help": "unseen frames to score (the last ones of the folder)"})
-    out: str = field(default="", metadata={"help": "folder for metrics JSON and figure (default: <model dir>/eval-<data name>)"})
-    figure_rows: int = field(default=6, metadata={"help": "frames shown in the figure"})
-    batch_size: int = field(default=256, metadata={"help": "frames per forward pass"})
-    threads: int = field(default=2, metadata={"help": "torch CPU threads"})
-    device: str = field(default="auto", metadata={"help": "auto, cpu or cuda", "choices": list(DEVICES)})
+    model: str = option("runs/saliency/reach-v3/best.pt", "PiCANet or student checkpoint")
+    data: str = option("data/shards/reach-v3", "shard folder with oracle clicks")
+    allow_incomplete: bool = option(False, ALLOW_INCOMPLETE_HELP)
+    n: int = option(1000, "unseen frames to score (the last ones of the folder)")
+    out: str = option("", "folder for metrics JSON and figure (default: <model dir>/eval-<data name>)")
+    figure_rows: int = option(6, "frames shown in the figure")
+    batch_size: int = option(256, "frames per forward pass")
+    threads: int = option(2, "torch CPU threads")
+    device: str = option("auto", "auto, cpu or cuda", choices=list(DEVICES))
     precision: str = precision_field()
 
     def validate(self) -> "EvalConfig":
@@ -158,15 +158,15 @@ class EvalConfig:
 class StudyConfig:
     """Table V analog: train PiCANet with 5, 10, 20, 30 oracle maps and score each on unseen frames."""
 
-    data: str = field(default="data/shards/reach-v3", metadata={"help": "shard folder (annotations drawn from its first 500 frames)"})
-    sizes: str = field(default="5,10,20,30", metadata={"help": "comma-separated numbers of annotated maps (nested draws)"})
-    out: str = field(default="runs/saliency/study", metadata={"help": "study folder (one run per size, results.json)"})
-    train_preset: str = field(default="cpu", metadata={"help": "saliency.train preset used for every size", "choices": ["micro", "demo", "cpu", "paper"]})
-    steps: int = field(default=0, metadata={"help": "optimiser steps per run (0: the preset's epochs at 30 maps), same for every size"})
-    n: int = field(default=1000, metadata={"help": "unseen frames scored per run"})
-    seed: int = field(default=0, metadata={"help": "seed of the frame draw and training"})
-    threads: int = field(default=2, metadata={"help": "torch CPU threads"})
-    allow_incomplete: bool = field(default=False, metadata={"help": ALLOW_INCOMPLETE_HELP})
+    data: str = option("data/shards/reach-v3", "shard folder (annotations drawn from its first 500 frames)")
+    sizes: str = option("5,10,20,30", "comma-separated numbers of annotated maps (nested draws)")
+    out: str = option("runs/saliency/study", "study folder (one run per size, results.json)")
+    train_preset: str = option("cpu", "saliency.train preset used for every size", choices=["micro", "demo", "cpu", "paper"])
+    steps: int = option(0, "optimiser steps per run (0: the preset's epochs at 30 maps), same for every size")
+    n: int = option(1000, "unseen frames scored per run")
+    seed: int = option(0, "seed of the frame draw and training")
+    threads: int = option(2, "torch CPU threads")
+    allow_incomplete: bool = option(False, ALLOW_INCOMPLETE_HELP)
 
     def validate(self) -> "StudyConfig":
         if not self.size_list or min(self.size_list) < 2:

@@ -9,14 +9,14 @@ writes an oracle export.
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torchvision.transforms.v2.functional as TF
 
-from common.cli import parse_config
+from common.cli import option, parse_config
 from common.io import atomic_write_bytes
 from data.shards import ALLOW_INCOMPLETE_HELP, load_arrays, oracle_maps
 
@@ -141,12 +141,12 @@ class Augment:
 class OracleExportConfig:
     """Write an oracle annotation export (.npz) from a shard folder: the oracle stands in for the human."""
 
-    data: str = field(default="data/shards/reach-v3", metadata={"help": "shard folder to draw frames from"})
-    n: int = field(default=30, metadata={"help": "number of annotated frames"})
-    out: str = field(default="data/annotations/reach-v3.npz", metadata={"help": "output .npz"})
-    seed: int = field(default=0, metadata={"help": "seed of the frame draw"})
-    pool: int = field(default=500, metadata={"help": "draw from the first `pool` frames of the folder"})
-    allow_incomplete: bool = field(default=False, metadata={"help": ALLOW_INCOMPLETE_HELP})
+    data: str = option("data/shards/reach-v3", "shard folder to draw frames from")
+    n: int = option(30, "number of annotated frames")
+    out: str = option("data/annotations/reach-v3.npz", "output .npz")
+    seed: int = option(0, "seed of the frame draw")
+    pool: int = option(500, "draw from the first `pool` frames of the folder")
+    allow_incomplete: bool = option(False, ALLOW_INCOMPLETE_HELP)
 
 
 def main(argv=None) -> None:

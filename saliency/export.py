@@ -13,11 +13,11 @@ scores (saliency.evaluate's metrics.json when present) and how to load it.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common.cli import run_command
+from common.cli import option, run_command
 from common.hub import markdown_table, model_card, write_card, write_safetensors
 from common.io import safe_torch_load
 from data.shards import ShardError, read_manifest
@@ -36,7 +36,7 @@ class ExportConfig:
     """Write <name>.safetensors beside saliency checkpoints and the folder's model card (README.md)
     (`python -m saliency.export PATH` is short for --path PATH)."""
 
-    path: str = field(default="runs/saliency/reach-v3", metadata={"help": "a saliency checkpoint (.pt), or a folder of them (last.pt files are skipped)", "positional": True})
+    path: str = option("runs/saliency/reach-v3", "a saliency checkpoint (.pt), or a folder of them (last.pt files are skipped)", positional=True)
 
 
 def checkpoint_safetensors(ckpt: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:

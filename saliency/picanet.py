@@ -16,13 +16,14 @@ Every cell emits a sigmoid side output; training deep-supervises them all with B
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.models import vgg
 
+from common.cli import option
 from common.io import safe_torch_load
 
 VGG16_CFG = vgg.cfgs["D"]  # [64, 64, 'M', 128, 128, 'M', 256, 256, 256, 'M', 512, 512, 512, 'M', 512, 512, 512, 'M']
@@ -34,12 +35,12 @@ SIDE_BIAS = -4.6  # logit(0.01): saliency maps are mostly zero, so outputs start
 class PiCANetConfig:
     """Architecture of one PiCANet; stored as a plain dict inside every checkpoint."""
 
-    layout: str = field(default="LLL", metadata={"help": "decoder attention layout: LLL (trimmed, ViSaRL) or GGLLL (full)", "choices": ["LLL", "GGLLL"]})
-    input_size: int = field(default=224, metadata={"help": "frames are resized to this square size by data.preprocess (paper: 224)"})
-    width: float = field(default=1.0, metadata={"help": "VGG16 channel multiplier (1.0 = torchvision VGG16)"})
-    batch_norm: bool = field(default=True, metadata={"help": "VGG16 with BatchNorm (vgg16_bn layout; from-scratch training); --no-batch-norm for plain vgg16 weights"})
-    local_hidden: int = field(default=128, metadata={"help": "hidden channels of the local attention's 7x7 conv (x width)"})
-    global_hidden: int = field(default=256, metadata={"help": "LSTM hidden size of the global ReNet, per direction (x width)"})
+    layout: str = option("LLL", "decoder attention layout: LLL (trimmed, ViSaRL) or GGLLL (full)", choices=["LLL", "GGLLL"])
+    input_size: int = option(224, "frames are resized to this square size by data.preprocess (paper: 224)")
+    width: float = option(1.0, "VGG16 channel multiplier (1.0 = torchvision VGG16)")
+    batch_norm: bool = option(True, "VGG16 with BatchNorm (vgg16_bn layout; from-scratch training); --no-batch-norm for plain vgg16 weights")
+    local_hidden: int = option(128, "hidden channels of the local attention's 7x7 conv (x width)")
+    global_hidden: int = option(256, "LSTM hidden size of the global ReNet, per direction (x width)")
 
     def validate(self) -> "PiCANetConfig":
         if self.layout not in LAYOUTS:

@@ -7,12 +7,13 @@ keeps the blobs' edges sharp.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from common.cli import option
 from saliency.picanet import SIDE_BIAS
 
 
@@ -20,8 +21,8 @@ from saliency.picanet import SIDE_BIAS
 class StudentConfig:
     """Architecture of the student; stored as a plain dict inside every student checkpoint."""
 
-    width: int = field(default=16, metadata={"help": "channels of the first stage (doubling per stage)"})
-    input_size: int = field(default=64, metadata={"help": "frames are resized to this square size (native: 64)"})
+    width: int = option(16, "channels of the first stage (doubling per stage)")
+    input_size: int = option(64, "frames are resized to this square size (native: 64)")
 
     def validate(self) -> "StudentConfig":
         if self.width < 4:
