@@ -33,7 +33,10 @@ sysdeps:
 demo: venv
 	$(PY) -m pipeline --preset demo
 
+# lint first (ruff: pyflakes, pycodestyle, import order; the formatter's layout), then the suite
 test: venv sysdeps
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m pytest -q
 
 # RESULTS.md "Table I rows at a CPU budget": state and the frozen-encoder rows, 3 seeds x 100k steps on

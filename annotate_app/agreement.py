@@ -7,6 +7,7 @@ SIM, KLD and AUC-Judd (common.map_metrics) of the prediction's map against the r
 resolution with data.clicks.clicks_to_map. Prints a per-frame and a mean table, writes them as CSV,
 and draws a grid of frames with every annotator's map (matplotlib).
 """
+
 import csv
 import sys
 from dataclasses import dataclass
@@ -53,8 +54,11 @@ class AgreementConfig:
 
 def annotator_clicks(root, frames: FrameSet) -> dict[str, list[np.ndarray]]:
     """Clicks per frame of every human annotator, and of the oracle (from the shards' stored clicks)."""
-    out = {a: [click_array(r) for r in AnnotatorStore(root, frames, a).records()]
-           for a in list_annotators(root, frames.task) if a != ORACLE}
+    out = {
+        a: [click_array(r) for r in AnnotatorStore(root, frames, a).records()]
+        for a in list_annotators(root, frames.task)
+        if a != ORACLE
+    }
     out[ORACLE] = [np.asarray(c, np.float32).reshape(-1, 2) for c in frames.oracle_clicks]
     return out
 
@@ -81,8 +85,11 @@ def summarise(rows: list[dict]) -> list[dict]:
     for r in rows:
         groups.setdefault((r["pred"], r["reference"]), []).append(r)
     groups[("all pairs", "")] = rows
-    return [{"pred": p, "reference": q, "frames": len(g), **{m: float(np.mean([r[m] for r in g])) for m in METRIC_NAMES}}
-            for (p, q), g in groups.items() if g]
+    return [
+        {"pred": p, "reference": q, "frames": len(g), **{m: float(np.mean([r[m] for r in g])) for m in METRIC_NAMES}}
+        for (p, q), g in groups.items()
+        if g
+    ]
 
 
 def format_table(rows: list[dict], first: list[str]) -> str:
@@ -100,11 +107,15 @@ def draw_grid(frames: FrameSet, clicks: dict[str, list[np.ndarray]], path: Path,
     import matplotlib.pyplot as plt
 
     names = sorted(a for a in clicks if a != ORACLE) + [ORACLE]
-    shown = [i for i in range(len(frames)) if any(len(clicks[a][i]) for a in names if a != ORACLE)] or list(range(len(frames)))
+    shown = [i for i in range(len(frames)) if any(len(clicks[a][i]) for a in names if a != ORACLE)] or list(
+        range(len(frames))
+    )
     shown = shown[:max_frames]
     if not shown:
         return None
-    fig, axes = plt.subplots(len(shown), len(names) + 1, figsize=(1.8 * (len(names) + 1), 1.8 * len(shown)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(shown), len(names) + 1, figsize=(1.8 * (len(names) + 1), 1.8 * len(shown)), squeeze=False
+    )
     for r, i in enumerate(shown):
         axes[r, 0].imshow(frames.images[i], interpolation="nearest")
         axes[r, 0].set_ylabel(frames.keys[i], fontsize=7)
@@ -116,7 +127,8 @@ def draw_grid(frames: FrameSet, clicks: dict[str, list[np.ndarray]], path: Path,
         for c, title in enumerate(["frame"] + names):
             axes[0, c].set_title(title, fontsize=8)
     for ax in axes.ravel():
-        ax.set_xticks([]); ax.set_yticks([])
+        ax.set_xticks([])
+        ax.set_yticks([])
     return write_figure(fig, path)
 
 
@@ -125,7 +137,9 @@ def run(cfg: AgreementConfig) -> Path:
     frames = load_frameset(cfg.root, cfg.task)
     clicks = annotator_clicks(cfg.root, frames)
     if len(clicks) == 1:
-        raise AnnotationError(f"no human annotations for {cfg.task!r} under {cfg.root}; annotate with `python -m annotate_app` first")
+        raise AnnotationError(
+            f"no human annotations for {cfg.task!r} under {cfg.root}; annotate with `python -m annotate_app` first"
+        )
     rows = agreement_rows(frames, clicks)
     out = Path(cfg.out) if cfg.out else task_dir(cfg.root, cfg.task)
     out.mkdir(parents=True, exist_ok=True)

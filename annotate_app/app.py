@@ -9,6 +9,7 @@ The page binds to 127.0.0.1. Any other address needs `--auth user:password`, or 
 to say explicitly that anyone who can reach the port may open the page and its API. Gradio's
 analytics are off.
 """
+
 import ipaddress
 import itertools
 import os
@@ -46,9 +47,14 @@ from data.clicks import clicks_to_map
 from data.env import RENDER_QUALITIES
 from data.shards import ALLOW_INCOMPLETE_HELP
 
-SHORTCUTS = (("z", "undo last click", "btn-undo"), ("c", "clear frame", "btn-clear"),
-             ("ArrowLeft", "previous frame", "btn-prev"), ("ArrowRight", "next frame", "btn-next"),
-             ("n", "next unannotated frame", "btn-next-un"), ("h", "hide / show the heat overlay", "chk-overlay"))
+SHORTCUTS = (
+    ("z", "undo last click", "btn-undo"),
+    ("c", "clear frame", "btn-clear"),
+    ("ArrowLeft", "previous frame", "btn-prev"),
+    ("ArrowRight", "next frame", "btn-next"),
+    ("n", "next unannotated frame", "btn-next-un"),
+    ("h", "hide / show the heat overlay", "chk-overlay"),
+)
 
 HEAD_JS = """
 <script>
@@ -112,19 +118,42 @@ class AppConfig:
 
     task: str = option("reach-v3", "task name (letters, digits, - and _)")
     annotator: str = option("", "your name (letters, digits, - and _); required")
-    frames: str = option("", "shard folder to choose frames from (default: data/shards/<task>); used only the first time a task is opened")
+    frames: str = option(
+        "",
+        "shard folder to choose frames from (default: data/shards/<task>); used only the first time a task is opened",
+    )
     n: int | None = option(None, "frames per task, chosen once and stored (default 30)")
-    select: str | None = option(None, f"how frames are chosen the first time: {', '.join(SELECT_METHODS)} (default random)")
+    select: str | None = option(
+        None, f"how frames are chosen the first time: {', '.join(SELECT_METHODS)} (default random)"
+    )
     seed: int | None = option(None, "seed of the frame choice (default 0)")
     out: str = option("data/annotations", "annotations root folder")
-    host: str = option("127.0.0.1", "address to bind; any non-loopback address (0.0.0.0: every interface) needs --auth or --open-to-network")
+    host: str = option(
+        "127.0.0.1",
+        "address to bind; any non-loopback address (0.0.0.0: every interface) needs --auth or --open-to-network",
+    )
     port: int = option(7860, "port to serve on")
-    auth: str = option("", "user:password required to open the page and its API (wrong passwords make the address wait: 1 s, doubling, up to 5 min)")
-    allowed_hosts: str = option("", "comma-separated host names the page may be opened under besides IP addresses, localhost and --host (e.g. annotate.lab.example); other Host headers get 403 (DNS rebinding)")
-    open_to_network: bool = option(False, "serve a non-loopback --host without --auth: anyone who can reach the port may read the frames and add clicks")
+    auth: str = option(
+        "",
+        "user:password required to open the page and its API (wrong passwords make the address wait: 1 s, doubling, up to 5 min)",
+    )
+    allowed_hosts: str = option(
+        "",
+        "comma-separated host names the page may be opened under besides IP addresses, localhost and --host (e.g. annotate.lab.example); other Host headers get 403 (DNS rebinding)",
+    )
+    open_to_network: bool = option(
+        False,
+        "serve a non-loopback --host without --auth: anyone who can reach the port may read the frames and add clicks",
+    )
     allow_incomplete: bool = option(False, ALLOW_INCOMPLETE_HELP)
-    display_size: int = option(512, "frames are shown at about this many pixels (the largest multiple of the frame size not above it): re-rendered from their scene states, else enlarged")
-    render_quality: str | None = option(None, f"quality of the re-rendered frames: {' or '.join(RENDER_QUALITIES)} (MuJoCo's shadows, reflections, multisampling); default: the collection's")
+    display_size: int = option(
+        512,
+        "frames are shown at about this many pixels (the largest multiple of the frame size not above it): re-rendered from their scene states, else enlarged",
+    )
+    render_quality: str | None = option(
+        None,
+        f"quality of the re-rendered frames: {' or '.join(RENDER_QUALITIES)} (MuJoCo's shadows, reflections, multisampling); default: the collection's",
+    )
 
     def validate(self) -> "AppConfig":
         if not self.annotator:
@@ -141,17 +170,23 @@ class AppConfig:
         if self.auth and (":" not in self.auth or not all(self.auth.split(":", 1))):
             raise ValueError("--auth must be user:password (both non-empty)")
         if self.open_to_network and (is_loopback(self.host) or self.auth):
-            raise ValueError(f"--open-to-network has no effect with {'--auth' if self.auth else f'--host {self.host}'}: "
-                             "it only allows a non-loopback --host without --auth; drop it")
+            raise ValueError(
+                f"--open-to-network has no effect with {'--auth' if self.auth else f'--host {self.host}'}: "
+                "it only allows a non-loopback --host without --auth; drop it"
+            )
         if not is_loopback(self.host) and not self.auth and not self.open_to_network:
-            raise ValueError(f"--host {self.host} would serve the page and its API to anyone who can reach port {self.port}, "
-                             "with no password: add --auth user:password, or pass --open-to-network if that is intended")
+            raise ValueError(
+                f"--host {self.host} would serve the page and its API to anyone who can reach port {self.port}, "
+                "with no password: add --auth user:password, or pass --open-to-network if that is intended"
+            )
         if not 1 <= self.port <= 65535:
             raise ValueError(f"--port must be in 1..65535, got {self.port}")
         if not 64 <= self.display_size <= 2048:
             raise ValueError(f"--display-size must be in [64, 2048], got {self.display_size}")
         if self.render_quality is not None and self.render_quality not in RENDER_QUALITIES:
-            raise ValueError(f"--render-quality must be one of {', '.join(RENDER_QUALITIES)}, got {self.render_quality!r}")
+            raise ValueError(
+                f"--render-quality must be one of {', '.join(RENDER_QUALITIES)}, got {self.render_quality!r}"
+            )
         return self
 
 
@@ -190,7 +225,9 @@ class Annotator:
         self.map_scale = max(1, self.scale // 2)  # the map panel: half the frame's display size
         self._lut = _heat_lut()
         if display is None:  # no re-rendering asked: the stored frames enlarged
-            display = DisplayFrames([enlarge(img, self.scale) for img in self.frames.images], [False] * len(self.frames))
+            display = DisplayFrames(
+                [enlarge(img, self.scale) for img in self.frames.images], [False] * len(self.frames)
+            )
         if any(img.shape != (self.disp_h, self.disp_w, 3) for img in display.images):
             raise ValueError(f"display frames must all be {self.disp_h}x{self.disp_w} pixels")
         self.display = display
@@ -204,8 +241,12 @@ class Annotator:
         hit = self._maps.get(index)
         if hit is None or hit[0] != key:
             clicks = click_array(rec)
-            hit = (key, clicks, clicks_to_map(clicks, self.disp_h // self.q, self.disp_w // self.q),
-                   clicks_to_map(clicks, self.frames.height, self.frames.width))
+            hit = (
+                key,
+                clicks,
+                clicks_to_map(clicks, self.disp_h // self.q, self.disp_w // self.q),
+                clicks_to_map(clicks, self.frames.height, self.frames.width),
+            )
             self._maps[index] = hit
         return hit[1], hit[2], hit[3]
 
@@ -223,16 +264,23 @@ class Annotator:
                 r0, r1, c0, c1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
                 tint = enlarge(heat[r0:r1, c0:c1] * alpha[r0:r1, c0:c1], q)  # [hq*q, wq*q, 3]
                 keep = enlarge(1.0 - alpha[r0:r1, c0:c1], q)  # [hq*q, wq*q, 1]
-                box = out[r0 * q:r1 * q, c0 * q:c1 * q]
+                box = out[r0 * q : r1 * q, c0 * q : c1 * q]
                 box[:] = (box * keep + tint).astype(np.uint8)
-        for x, y in clicks[-MAX_CLICKS:]:  # a hollow 7x7 marker (dark, then white ring) with a dark centre pixel; the newest
+        for x, y in clicks[
+            -MAX_CLICKS:
+        ]:  # a hollow 7x7 marker (dark, then white ring) with a dark centre pixel; the newest
             # MAX_CLICKS only: a frame holds no more unless its file was edited by hand, and they would cover it all
             cx, cy = min(int(x * self.disp_w), self.disp_w - 1), min(int(y * self.disp_h), self.disp_h - 1)
             for r, colour in ((3, 20), (2, 255)):
-                y0, y1, x0, x1 = max(cy - r, 0), min(cy + r + 1, self.disp_h), max(cx - r, 0), min(cx + r + 1, self.disp_w)
-                inner = out[y0 + 1:y1 - 1, x0 + 1:x1 - 1].copy()
+                y0, y1, x0, x1 = (
+                    max(cy - r, 0),
+                    min(cy + r + 1, self.disp_h),
+                    max(cx - r, 0),
+                    min(cx + r + 1, self.disp_w),
+                )
+                inner = out[y0 + 1 : y1 - 1, x0 + 1 : x1 - 1].copy()
                 out[y0:y1, x0:x1] = colour
-                out[y0 + 1:y1 - 1, x0 + 1:x1 - 1] = inner  # keep what lies inside the ring visible
+                out[y0 + 1 : y1 - 1, x0 + 1 : x1 - 1] = inner  # keep what lies inside the ring visible
             out[cy, cx] = 20
         return out
 
@@ -265,7 +313,12 @@ class Annotator:
             rec = self.store.read(index)
         state["seen"] = [c["id"] for c in rec["clicks"]]
         clicks, overlay_map, frame_map = self.maps(index, rec)
-        return self.draw(index, clicks, overlay, overlay_map), self.draw_map(clicks, frame_map), self.status(index, rec, message), state
+        return (
+            self.draw(index, clicks, overlay, overlay_map),
+            self.draw_map(clicks, frame_map),
+            self.status(index, rec, message),
+            state,
+        )
 
     # time ---------------------------------------------------------------------------------------
     @staticmethod
@@ -279,7 +332,11 @@ class Annotator:
     def new_session(self, overlay: bool = True):
         state = {"sid": uuid.uuid4().hex[:12], "index": self.store.resume_index(), "tick": time.time(), "seen": []}
         done = sum(f is True for f in self.store.done_flags())
-        msg = f"Resumed at the first unfinished frame ({done} done)." if done else "Click the pixels that matter for the task."
+        msg = (
+            f"Resumed at the first unfinished frame ({done} done)."
+            if done
+            else "Click the pixels that matter for the task."
+        )
         return self._safe(state, overlay, lambda: msg)
 
     def _safe(self, state: dict[str, Any], overlay: bool, action):
@@ -293,8 +350,12 @@ class Annotator:
                 return self.view(state, overlay, f"**Not saved:** {err}")
             except AnnotationError:
                 none = np.zeros((0, 2), np.float32)
-                return (self.draw(state["index"], none, False), self.draw_map(none),
-                        f"### Frame {state['index'] + 1} of {len(self.frames)}\n\n> **Error:** {err}", state)
+                return (
+                    self.draw(state["index"], none, False),
+                    self.draw_map(none),
+                    f"### Frame {state['index'] + 1} of {len(self.frames)}\n\n> **Error:** {err}",
+                    state,
+                )
         if isinstance(result, tuple):
             rec, message = result
             return self.view(state, overlay, message, rec)
@@ -303,10 +364,13 @@ class Annotator:
     def click(self, state: dict[str, Any], overlay: bool, px: float, py: float):
         def act():
             if not (0 <= px < self.disp_w and 0 <= py < self.disp_h):
-                raise AnnotationError(f"click at ({px}, {py}) lies outside the {self.disp_w}x{self.disp_h} image; ignored")
+                raise AnnotationError(
+                    f"click at ({px}, {py}) lies outside the {self.disp_w}x{self.disp_h} image; ignored"
+                )
             x, y = (px + 0.5) / self.disp_w, (py + 0.5) / self.disp_h
             rec = self.store.add_click(state["index"], x, y, session=state["sid"], seconds=self._elapsed(state))
             return rec, ""
+
         return self._safe(state, overlay, act)
 
     def undo(self, state, overlay):
@@ -314,12 +378,14 @@ class Annotator:
             seen = state.get("seen") or []
             rec = self.store.undo(state["index"], seen, seconds=self._elapsed(state))
             return rec, "Undid the last click." if seen else "Nothing to undo on this frame."
+
         return self._safe(state, overlay, act)
 
     def clear(self, state, overlay):
         def act():
             rec = self.store.clear(state["index"], state.get("seen") or [], seconds=self._elapsed(state))
             return rec, "Cleared this frame (the removed clicks stay in the file's history)."
+
         return self._safe(state, overlay, act)
 
     def goto(self, state, overlay, target: str):
@@ -335,6 +401,7 @@ class Annotator:
                 j, msg = (nxt, "") if nxt is not None else (i, f"All {n} frames are done. Thank you!")
             state["index"] = j
             return msg
+
         return self._safe(state, overlay, act)
 
     def toggle(self, state, overlay):
@@ -356,13 +423,18 @@ class PictureFiles:
     def __call__(self, img: np.ndarray) -> str:
         n = next(self._count)  # atomic under the GIL: concurrent handlers get distinct files
         path = Path(self._dir.name) / f"{n:09d}.jpg"
-        Image.fromarray(img).save(path, format="JPEG", quality=95, subsampling=0)  # a transient copy for Gradio, not saved data
+        Image.fromarray(img).save(
+            path, format="JPEG", quality=95, subsampling=0
+        )  # a transient copy for Gradio, not saved data
         (Path(self._dir.name) / f"{n - self.KEEP:09d}.jpg").unlink(missing_ok=True)
         return str(path)
 
 
 def shortcut_markdown() -> str:
-    rows = "\n".join(f"| <kbd>{'←' if k == 'ArrowLeft' else '→' if k == 'ArrowRight' else k}</kbd> | {what} |" for k, what, _ in SHORTCUTS)
+    rows = "\n".join(
+        f"| <kbd>{'←' if k == 'ArrowLeft' else '→' if k == 'ArrowRight' else k}</kbd> | {what} |"
+        for k, what, _ in SHORTCUTS
+    )
     return "**Keyboard shortcuts**\n\n| key | action |\n|---|---|\n" + rows
 
 
@@ -371,32 +443,56 @@ def frames_line(ann: Annotator, quality: str | None) -> str:
     n, shown = len(ann.frames), sum(ann.display.rendered)
     h = ann.frames.height
     if shown == n:
-        return (f"Frames re-rendered at {ann.disp_w} px from the simulator state of each {h}-px frame "
-                f"({quality} rendering); clicks are saved as fractions of the picture.")
+        return (
+            f"Frames re-rendered at {ann.disp_w} px from the simulator state of each {h}-px frame "
+            f"({quality} rendering); clicks are saved as fractions of the picture."
+        )
     return f"**Note:** {ann.display.note}."
 
 
-def build_app(store: AnnotatorStore, display_size: int = 512, display: DisplayFrames | None = None,
-              quality: str | None = None):
+def build_app(
+    store: AnnotatorStore, display_size: int = 512, display: DisplayFrames | None = None, quality: str | None = None
+):
     """The Gradio Blocks page for one annotator's store (launch with `launch_kwargs()`)."""
     ann = Annotator(store, display_size, display)
     title = f"Saliency annotation · {store.task} · {store.annotator}"
     with gr.Blocks(title=title, analytics_enabled=False) as demo:
         state = gr.State({})
-        gr.Markdown(f"## {title}\n"
-                    f"**Task:** {task_line(store.task)}\n\n"
-                    "Click every pixel that matters for solving the task (the arm, the object, the goal...). "
-                    "Each click adds a Gaussian to this frame's saliency map and is saved immediately. "
-                    + frames_line(ann, quality), elem_id="task-header")
+        gr.Markdown(
+            f"## {title}\n"
+            f"**Task:** {task_line(store.task)}\n\n"
+            "Click every pixel that matters for solving the task (the arm, the object, the goal...). "
+            "Each click adds a Gaussian to this frame's saliency map and is saved immediately. "
+            + frames_line(ann, quality),
+            elem_id="task-header",
+        )
         with gr.Row(equal_height=False):
             with gr.Column(scale=0, min_width=ann.disp_w):
-                image = gr.Image(value=None, interactive=False, show_label=False, buttons=[], format="jpeg",
-                                 elem_id="frame-view", height=ann.disp_h, width=ann.disp_w, container=False)
+                image = gr.Image(
+                    value=None,
+                    interactive=False,
+                    show_label=False,
+                    buttons=[],
+                    format="jpeg",
+                    elem_id="frame-view",
+                    height=ann.disp_h,
+                    width=ann.disp_w,
+                    container=False,
+                )
             map_h, map_w = ann.frames.height * ann.map_scale, ann.frames.width * ann.map_scale
             with gr.Column(scale=0, min_width=map_w):
                 gr.Markdown(f"**Saliency map of this frame** ({ann.frames.height}x{ann.frames.width}, as exported)")
-                heat = gr.Image(value=None, interactive=False, show_label=False, buttons=[], format="png",
-                                elem_id="map-view", height=map_h, width=map_w, container=False)
+                heat = gr.Image(
+                    value=None,
+                    interactive=False,
+                    show_label=False,
+                    buttons=[],
+                    format="png",
+                    elem_id="map-view",
+                    height=map_h,
+                    width=map_w,
+                    container=False,
+                )
             with gr.Column(scale=1, min_width=300):
                 status = gr.Markdown(elem_id="status")
                 with gr.Row():
@@ -409,8 +505,13 @@ def build_app(store: AnnotatorStore, display_size: int = 512, display: DisplayFr
                 overlay = gr.Checkbox(value=True, label="Show heat overlay (h)", elem_id="chk-overlay")
                 gr.Markdown(shortcut_markdown(), elem_classes=["shortcut-table"])
         outs = [image, heat, status, state]
-        common = dict(outputs=outs, show_progress="hidden", trigger_mode="multiple",
-                      concurrency_id="annotate", concurrency_limit=1)
+        common = dict(
+            outputs=outs,
+            show_progress="hidden",
+            trigger_mode="multiple",
+            concurrency_id="annotate",
+            concurrency_limit=1,
+        )
         files = PictureFiles()
 
         def served(result):  # (frame, map, status, state) with the frame as a file we encoded
@@ -425,7 +526,12 @@ def build_app(store: AnnotatorStore, display_size: int = 512, display: DisplayFr
         clear.click(lambda st, ov: served(ann.clear(st, ov)), inputs=[state, overlay], api_name="clear", **common)
         prev.click(lambda st, ov: served(ann.goto(st, ov, "prev")), inputs=[state, overlay], api_name="prev", **common)
         nxt.click(lambda st, ov: served(ann.goto(st, ov, "next")), inputs=[state, overlay], api_name="next", **common)
-        nxt_un.click(lambda st, ov: served(ann.goto(st, ov, "unfinished")), inputs=[state, overlay], api_name="next_unannotated", **common)
+        nxt_un.click(
+            lambda st, ov: served(ann.goto(st, ov, "unfinished")),
+            inputs=[state, overlay],
+            api_name="next_unannotated",
+            **common,
+        )
         overlay.change(lambda st, ov: served(ann.toggle(st, ov)), inputs=[state, overlay], api_name="overlay", **common)
         demo.load(lambda ov: served(ann.new_session(ov)), inputs=[overlay], outputs=outs, show_progress="hidden")
     return demo
@@ -435,8 +541,13 @@ def launch_kwargs(allowed_hosts: tuple[str, ...] = ()) -> dict[str, Any]:
     """Page assets and the request guard (Host check, body cap, login throttle: `annotate_app.guard`)."""
     from starlette.middleware import Middleware
 
-    return {"head": HEAD_JS, "css": CSS, "theme": gr.themes.Soft(), "max_file_size": MAX_BODY,
-            "app_kwargs": {"middleware": [Middleware(RequestGuard, allowed_hosts=allowed_hosts)]}}
+    return {
+        "head": HEAD_JS,
+        "css": CSS,
+        "theme": gr.themes.Soft(),
+        "max_file_size": MAX_BODY,
+        "app_kwargs": {"middleware": [Middleware(RequestGuard, allowed_hosts=allowed_hosts)]},
+    }
 
 
 def allowed_host_names(cfg: AppConfig) -> tuple[str, ...]:
@@ -458,15 +569,20 @@ def port_in_use(host: str, port: int) -> bool:
 
 
 def open_store(cfg: AppConfig) -> AnnotatorStore:
-    frames = create_or_load_frameset(cfg.out, cfg.task, cfg.frames or None, cfg.n, cfg.select, cfg.seed, cfg.allow_incomplete)
+    frames = create_or_load_frameset(
+        cfg.out, cfg.task, cfg.frames or None, cfg.n, cfg.select, cfg.seed, cfg.allow_incomplete
+    )
     store = AnnotatorStore(cfg.out, frames, cfg.annotator)
     problems = store.check_all()
     if problems:
         raise AnnotationError("stored annotations need attention:\n  " + "\n  ".join(problems))
     stray = sorted(p.name for p in store.dir.glob("*.json") if p.stem not in set(frames.keys))
     if stray:
-        print(f"note: {len(stray)} file(s) in {store.dir} belong to no selected frame and are ignored: "
-              f"{', '.join(stray[:5])}{' ...' if len(stray) > 5 else ''}", file=sys.stderr)
+        print(
+            f"note: {len(stray)} file(s) in {store.dir} belong to no selected frame and are ignored: "
+            f"{', '.join(stray[:5])}{' ...' if len(stray) > 5 else ''}",
+            file=sys.stderr,
+        )
     return store
 
 
@@ -477,8 +593,10 @@ def main(argv=None) -> None:
     except AnnotationError as err:
         sys.exit(f"error: {err}")
     if port_in_use(cfg.host, cfg.port):
-        sys.exit(f"error: port {cfg.port} on {cfg.host} is already in use (another annotation server?); "
-                 "pass --port with a free port")
+        sys.exit(
+            f"error: port {cfg.port} on {cfg.host} is already in use (another annotation server?); "
+            "pass --port with a free port"
+        )
     frames = store.frames
     scale = display_scale(frames, cfg.display_size)
     quality = cfg.render_quality or (frames.info.get("render") or {}).get("render_quality")
@@ -489,18 +607,33 @@ def main(argv=None) -> None:
     demo = build_app(store, cfg.display_size, display, quality)
     auth = tuple(cfg.auth.split(":", 1)) if cfg.auth else None
     done = sum(r["done"] for r in store.records())
-    print(f"Annotating {len(store.frames)} frames of {cfg.task} as {cfg.annotator} ({done} done); "
-          f"clicks are saved to {Path(store.dir).resolve()}", flush=True)
+    print(
+        f"Annotating {len(store.frames)} frames of {cfg.task} as {cfg.annotator} ({done} done); "
+        f"clicks are saved to {Path(store.dir).resolve()}",
+        flush=True,
+    )
     print(f"Open http://{cfg.host}:{cfg.port} in a browser (Ctrl+C stops the server).", flush=True)
     if not is_loopback(cfg.host) and not auth:
-        print(f"warning: --open-to-network: anyone who can reach {cfg.host}:{cfg.port} can open the page and add clicks "
-              f"as {cfg.annotator}", file=sys.stderr, flush=True)
+        print(
+            f"warning: --open-to-network: anyone who can reach {cfg.host}:{cfg.port} can open the page and add clicks "
+            f"as {cfg.annotator}",
+            file=sys.stderr,
+            flush=True,
+        )
     try:
         demo.queue(default_concurrency_limit=1).launch(
-            server_name=cfg.host, server_port=cfg.port, auth=auth, show_error=True, quiet=True,
-            footer_links=[], **launch_kwargs(allowed_host_names(cfg)))
+            server_name=cfg.host,
+            server_port=cfg.port,
+            auth=auth,
+            show_error=True,
+            quiet=True,
+            footer_links=[],
+            **launch_kwargs(allowed_host_names(cfg)),
+        )
     except OSError as err:
-        sys.exit(f"error: cannot serve on {cfg.host}:{cfg.port} ({err}); pass --port with a free port or a valid --host")
+        sys.exit(
+            f"error: cannot serve on {cfg.host}:{cfg.port} ({err}); pass --port with a free port or a valid --host"
+        )
 
 
 if __name__ == "__main__":

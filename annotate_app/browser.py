@@ -3,6 +3,7 @@
 Needs the `playwright` Python package and /usr/bin/chromium (`apt-get install -y chromium`);
 never `playwright install`.
 """
+
 import os
 import re
 import socket
@@ -13,8 +14,16 @@ import urllib.request
 from pathlib import Path
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def free_port() -> int:
@@ -27,8 +36,12 @@ def start_server(args: list[str], port: int, log: Path, timeout: float = 90.0) -
     """`python -m annotate_app ARGS --port PORT` in the background; returns once the page answers."""
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
     with open(log, "ab") as f:
-        proc = subprocess.Popen([sys.executable, "-m", "annotate_app", *args, "--port", str(port)],
-                                stdout=f, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "annotate_app", *args, "--port", str(port)],
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
@@ -64,7 +77,10 @@ class AnnotationPage:
         """Wait until the status text contains every part (e.g. 'Frame 2 of', 'Clicks on this frame: 3')."""
         self.page.wait_for_function(
             "parts => { const s = document.querySelector('#status');"
-            " return !!s && parts.every(p => s.innerText.includes(p)); }", arg=list(parts), timeout=timeout)
+            " return !!s && parts.every(p => s.innerText.includes(p)); }",
+            arg=list(parts),
+            timeout=timeout,
+        )
         return self.status()
 
     def clicks_shown(self) -> int:
@@ -85,7 +101,10 @@ class AnnotationPage:
         if wait:  # until the saved count grows (another session's clicks may arrive with ours)
             self.page.wait_for_function(
                 "n => { const m = /Clicks on this frame:\\s*(\\d+)/.exec(document.querySelector('#status').innerText);"
-                " return !!m && Number(m[1]) > n; }", arg=before, timeout=20_000)
+                " return !!m && Number(m[1]) > n; }",
+                arg=before,
+                timeout=20_000,
+            )
 
     def press(self, key: str) -> None:
         self.page.locator("body").press(key)

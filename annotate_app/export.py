@@ -7,6 +7,7 @@ data.clicks.clicks_to_map), `keys` [N] frame keys, `annotators` [N] who made eac
 into one map (as saliency benchmarks pool observers' fixations); `--combine rows` gives one row
 per (frame, annotator) instead. Frames nobody clicked on are left out.
 """
+
 import io
 import sys
 from dataclasses import dataclass
@@ -53,15 +54,19 @@ def resolve_annotators(root, task: str, annotator: str) -> list[str]:
     found = list_annotators(root, task)
     if annotator != "all":
         if annotator not in found:
-            raise AnnotationError(f"no annotations by {annotator!r} for task {task!r} under {root} (found: {', '.join(found) or 'none'})")
+            raise AnnotationError(
+                f"no annotations by {annotator!r} for task {task!r} under {root} (found: {', '.join(found) or 'none'})"
+            )
         return [annotator]
     humans = [a for a in found if a != ORACLE]
     if humans:
         return humans
     if ORACLE in found:
         return [ORACLE]
-    raise AnnotationError(f"no annotations for task {task!r} under {root}; annotate with `python -m annotate_app` "
-                          f"or fill them from the simulator with `python -m annotate_app.oracle --task {task}`")
+    raise AnnotationError(
+        f"no annotations for task {task!r} under {root}; annotate with `python -m annotate_app` "
+        f"or fill them from the simulator with `python -m annotate_app.oracle --task {task}`"
+    )
 
 
 def collect_maps(root, task: str, annotator: str = "all", combine: str = "pool") -> dict[str, np.ndarray]:
@@ -76,12 +81,20 @@ def collect_maps(root, task: str, annotator: str = "all", combine: str = "pool")
         per = [(a, c) for a, c in per if c]
         rows = [(",".join(a for a, _ in per), [xy for _, c in per for xy in c])] if combine == "pool" and per else per
         for name, clicks in rows:
-            images.append(frames.images[i]); keys.append(key); who.append(name); counts.append(len(clicks))
+            images.append(frames.images[i])
+            keys.append(key)
+            who.append(name)
+            counts.append(len(clicks))
             maps.append(clicks_to_map(np.asarray(clicks, np.float64), h, w))
     if not maps:
         raise AnnotationError(f"annotators {', '.join(names)} have no clicks on any frame of {task!r} yet")
-    return {"images": np.stack(images), "maps": np.stack(maps).astype(np.float32), "keys": np.array(keys),
-            "annotators": np.array(who), "n_clicks": np.array(counts, np.int32)}
+    return {
+        "images": np.stack(images),
+        "maps": np.stack(maps).astype(np.float32),
+        "keys": np.array(keys),
+        "annotators": np.array(who),
+        "n_clicks": np.array(counts, np.int32),
+    }
 
 
 def export(cfg: ExportConfig) -> Path:
@@ -95,7 +108,11 @@ def export(cfg: ExportConfig) -> Path:
         except (OSError, ValueError, KeyError):
             n_old = None
         if n_old is None or n_old > len(arrays["maps"]):
-            what = "is not a readable export" if n_old is None else f"holds {n_old} maps, more than the {len(arrays['maps'])} now"
+            what = (
+                "is not a readable export"
+                if n_old is None
+                else f"holds {n_old} maps, more than the {len(arrays['maps'])} now"
+            )
             raise AnnotationError(f"{out} {what}; pass --overwrite to replace it or choose another --out")
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
@@ -113,8 +130,10 @@ def main(argv=None) -> None:
     except AnnotationError as err:
         sys.exit(f"error: {err}")
     with np.load(out) as z:
-        print(f"wrote {len(z['maps'])} maps of {cfg.task} ({', '.join(sorted(set(z['annotators'])))}) "
-              f"{z['images'].shape[1]}x{z['images'].shape[2]} to {out}")
+        print(
+            f"wrote {len(z['maps'])} maps of {cfg.task} ({', '.join(sorted(set(z['annotators'])))}) "
+            f"{z['images'].shape[1]}x{z['images'].shape[2]} to {out}"
+        )
 
 
 if __name__ == "__main__":

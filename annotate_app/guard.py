@@ -11,6 +11,7 @@
   time; tries that come early get 429 with `Retry-After` and are not checked. A right password clears
   the address's count.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -90,8 +91,13 @@ class LoginThrottle:
 class RequestGuard:
     """The middleware; `allowed_hosts` are host names (not IPs) served besides localhost."""
 
-    def __init__(self, app: ASGIApp, allowed_hosts: tuple[str, ...] = (), max_body: int = MAX_BODY,
-                 throttle: LoginThrottle | None = None):
+    def __init__(
+        self,
+        app: ASGIApp,
+        allowed_hosts: tuple[str, ...] = (),
+        max_body: int = MAX_BODY,
+        throttle: LoginThrottle | None = None,
+    ):
         self.app = app
         self.allowed = {"localhost", *(h.lower() for h in allowed_hosts)}
         self.max_body = max_body
@@ -104,15 +110,24 @@ class RequestGuard:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         name = host_name(headers.get("host", ""))
         if not (is_ip(name) or name in self.allowed or name.endswith(".localhost")):
-            return await self._refuse(scope, send, 403, f"Host {headers.get('host', '')!r} is not this server's name "
-                                      "(a DNS-rebinding page?); start the app with --allowed-hosts NAME to serve it under that name")
+            return await self._refuse(
+                scope,
+                send,
+                403,
+                f"Host {headers.get('host', '')!r} is not this server's name "
+                "(a DNS-rebinding page?); start the app with --allowed-hosts NAME to serve it under that name",
+            )
         if scope["type"] == "http" and scope["method"] in BODY_METHODS:
             length = headers.get("content-length")
             if length is None:
                 return await self._refuse(scope, send, 411, "a request body must declare its Content-Length")
             if not length.isdigit() or int(length) > self.max_body:
-                return await self._refuse(scope, send, 413, f"request body of {length} bytes is over the "
-                                          f"{self.max_body / (1 << 20):g} MiB this server accepts")
+                return await self._refuse(
+                    scope,
+                    send,
+                    413,
+                    f"request body of {length} bytes is over the {self.max_body / (1 << 20):g} MiB this server accepts",
+                )
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in LOGIN_PATHS:
             return await self._login(scope, receive, send)
         await self.app(scope, receive, send)
@@ -122,8 +137,13 @@ class RequestGuard:
         wait = self.throttle.try_start(address)
         if wait > 0:
             seconds = math.ceil(wait)
-            return await self._refuse(scope, send, 429, f"too many wrong passwords from {address}; try again in "
-                                      f"{seconds} s", {"retry-after": str(seconds)})
+            return await self._refuse(
+                scope,
+                send,
+                429,
+                f"too many wrong passwords from {address}; try again in {seconds} s",
+                {"retry-after": str(seconds)},
+            )
         status = 0
 
         async def watch(message: dict[str, Any]) -> None:

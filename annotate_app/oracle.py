@@ -4,6 +4,7 @@
 frame's stored oracle clicks (written by data.collect from the simulator) into
 `<root>/<task>/oracle/<key>.json`, so export, agreement and the saliency trainer run with no human.
 """
+
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,9 +46,15 @@ class OracleConfig:
         return self
 
 
-def annotate_oracle(task: str, frames: str | Path | None = None, root: str | Path = "data/annotations",
-                    n: int | None = None, select: str | None = None, seed: int | None = None,
-                    allow_incomplete: bool = False) -> Path:
+def annotate_oracle(
+    task: str,
+    frames: str | Path | None = None,
+    root: str | Path = "data/annotations",
+    n: int | None = None,
+    select: str | None = None,
+    seed: int | None = None,
+    allow_incomplete: bool = False,
+) -> Path:
     """Write the oracle's click files for every selected frame (idempotent); returns their folder."""
     fs = create_or_load_frameset(root, task, frames, n, select, seed, allow_incomplete)
     store = AnnotatorStore(root, fs, ORACLE)

@@ -10,6 +10,7 @@ once. Clicks are normalised coordinates either way, so the maps do not depend on
 
 Renders are cached as PNG under `<root>/<task>/renders/<quality>-<size>px/<key>.png`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -63,9 +64,13 @@ def display_frames(frames: FrameSet, root: str | Path, scale: int, quality: str 
     enlarged = [enlarge(img, scale) for img in frames.images]
     render = frames.info.get("render")
     if frames.scenes is None or not render or frames.width != h:
-        return DisplayFrames(enlarged, [False] * len(frames), f"the shard folder {frames.info.get('frames_dir', '?')} stores no "
-                             "scene states (collected before they existed, or synthetic): frames are the stored "
-                             f"{h}-px frames enlarged; collect with `python -m data.collect` for sharp frames")
+        return DisplayFrames(
+            enlarged,
+            [False] * len(frames),
+            f"the shard folder {frames.info.get('frames_dir', '?')} stores no "
+            "scene states (collected before they existed, or synthetic): frames are the stored "
+            f"{h}-px frames enlarged; collect with `python -m data.collect` for sharp frames",
+        )
     quality = quality or render["render_quality"]
     cache = render_dir(root, frames.task, quality, size)
     images, rendered, problems = list(enlarged), [False] * len(frames), []
@@ -93,8 +98,11 @@ def display_frames(frames: FrameSet, root: str | Path, scale: int, quality: str 
             renderer.close()
     note = ""
     if problems:
-        note = (f"{len(frames) - sum(rendered)} of {len(frames)} frames show the stored {h}-px frame enlarged: "
-                + "; ".join(problems[:3]) + (" ..." if len(problems) > 3 else ""))
+        note = (
+            f"{len(frames) - sum(rendered)} of {len(frames)} frames show the stored {h}-px frame enlarged: "
+            + "; ".join(problems[:3])
+            + (" ..." if len(problems) > 3 else "")
+        )
     return DisplayFrames(images, rendered, note)
 
 
@@ -104,7 +112,9 @@ class SceneRenderer:
     def __init__(self, task: str, camera: str, stored_size: int, stored_quality: str, size: int, quality: str):
         from data.env import EnvConfig, PixelMetaWorld
 
-        self.check = PixelMetaWorld(EnvConfig(task=task, camera=camera, image_size=stored_size, render_quality=stored_quality))
+        self.check = PixelMetaWorld(
+            EnvConfig(task=task, camera=camera, image_size=stored_size, render_quality=stored_quality)
+        )
         self.large = PixelMetaWorld(EnvConfig(task=task, camera=camera, image_size=size, render_quality=quality))
 
     def render(self, scene: np.ndarray, stored: np.ndarray) -> tuple[np.ndarray | None, str]:
@@ -117,8 +127,10 @@ class SceneRenderer:
             return None, str(err)
         differ = int(np.any(self.check.render() != stored, axis=-1).sum())
         if differ:
-            return None, (f"its re-render differs from the stored frame in {differ} pixels "
-                          "(another Meta-World version or GL driver?)")
+            return None, (
+                f"its re-render differs from the stored frame in {differ} pixels "
+                "(another Meta-World version or GL driver?)"
+            )
         self.large.restore_scene(scene)
         return self.large.render(), ""
 

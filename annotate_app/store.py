@@ -19,6 +19,7 @@ A file is parsed again only when it changed: views trust its size, mtime and ino
 one stat per frame, not one read), changes compare its bytes' hash under the lock (so a write by
 another process is never missed); a frame takes at most MAX_CLICKS clicks.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -55,9 +56,7 @@ class AnnotationError(RuntimeError):
 def check_name(name: str, what: str = "name") -> str:
     """Accept only letters, digits, '-' and '_' (1-64 chars); never let a name reach a path otherwise."""
     if not isinstance(name, str) or not NAME_RE.fullmatch(name):
-        raise AnnotationError(
-            f"invalid {what} {name!r}: use 1-64 letters, digits, '-' or '_' (no '/', '.', spaces)"
-        )
+        raise AnnotationError(f"invalid {what} {name!r}: use 1-64 letters, digits, '-' or '_' (no '/', '.', spaces)")
     return name
 
 
@@ -111,7 +110,9 @@ def _read_samples(shards: list[ShardFile], wanted: np.ndarray) -> list[dict[str,
         raise AnnotationError(str(err)) from err
     missing = want - set(out)
     if missing:
-        raise AnnotationError(f"frames {sorted(missing)[:5]} not found: the shard manifest's counts disagree with the shards")
+        raise AnnotationError(
+            f"frames {sorted(missing)[:5]} not found: the shard manifest's counts disagree with the shards"
+        )
     return [out[int(i)] for i in wanted]
 
 
@@ -142,8 +143,14 @@ def _kmeans_pick(features: np.ndarray, k: int, rng: np.random.Generator, iters: 
     return np.array(picks)
 
 
-def select_frames(frames_dir: str | Path, n: int, method: str = "random", seed: int = 0,
-                  pool: int = 4000, allow_incomplete: bool = False) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def select_frames(
+    frames_dir: str | Path,
+    n: int,
+    method: str = "random",
+    seed: int = 0,
+    pool: int = 4000,
+    allow_incomplete: bool = False,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Choose `n` samples from a shard folder: seeded random, or k-means-diverse on 16x16 thumbnails.
 
     Returns the decoded samples (in folder order) and a description of the choice.
@@ -180,9 +187,15 @@ def _thumbnail(rgb: np.ndarray, size: int = 16) -> np.ndarray:
     return rgb[rows][:, cols].astype(np.float32).ravel() / 255.0
 
 
-def create_or_load_frameset(root: str | Path, task: str, frames_dir: str | Path | None = None,
-                            n: int | None = None, method: str | None = None, seed: int | None = None,
-                            allow_incomplete: bool = False) -> FrameSet:
+def create_or_load_frameset(
+    root: str | Path,
+    task: str,
+    frames_dir: str | Path | None = None,
+    n: int | None = None,
+    method: str | None = None,
+    seed: int | None = None,
+    allow_incomplete: bool = False,
+) -> FrameSet:
     """Load the task's stored selection, or choose and store it (once) from `frames_dir`.
 
     Settings given explicitly must match a stored selection: every annotator of a task sees the
@@ -214,21 +227,35 @@ def create_or_load_frameset(root: str | Path, task: str, frames_dir: str | Path 
         manifest = {}
     manifest_task = manifest.get("task")
     if manifest_task is not None and manifest_task != task:
-        raise AnnotationError(f"{frames_dir} holds frames of task {manifest_task!r}, not {task!r}; pass the right --frames")
+        raise AnnotationError(
+            f"{frames_dir} holds frames of task {manifest_task!r}, not {task!r}; pass the right --frames"
+        )
     samples, info = select_frames(frames_dir, n, method, seed, allow_incomplete=allow_incomplete)
     shapes = {s["rgb"].shape for s in samples}
     if len(shapes) != 1:
         raise AnnotationError(f"{frames_dir}: frames have different sizes {sorted(shapes)}")
     clicks = [np.asarray(s["clicks"], np.float32).reshape(-1, 2) for s in samples]
     offsets = np.cumsum([0] + [len(c) for c in clicks])
-    info = {"format": SELECTION_FORMAT, "task": task, "frames_dir": str(frames_dir), **info,
-            "keys": [s["key"] for s in samples], "image_size": list(samples[0]["rgb"].shape[:2]),
-            "created": time.time()}
-    arrays = {"images": np.stack([s["rgb"] for s in samples]),
-              "oracle_clicks": np.concatenate(clicks) if offsets[-1] else np.zeros((0, 2), np.float32),
-              "oracle_offsets": offsets, **_scene_arrays(samples)}
+    info = {
+        "format": SELECTION_FORMAT,
+        "task": task,
+        "frames_dir": str(frames_dir),
+        **info,
+        "keys": [s["key"] for s in samples],
+        "image_size": list(samples[0]["rgb"].shape[:2]),
+        "created": time.time(),
+    }
+    arrays = {
+        "images": np.stack([s["rgb"] for s in samples]),
+        "oracle_clicks": np.concatenate(clicks) if offsets[-1] else np.zeros((0, 2), np.float32),
+        "oracle_offsets": offsets,
+        **_scene_arrays(samples),
+    }
     if "scenes" in arrays:  # how the collection rendered: what a re-render must use besides the size
-        info["render"] = {"camera": manifest.get("camera", "corner"), "render_quality": manifest.get("render_quality", "fast")}
+        info["render"] = {
+            "camera": manifest.get("camera", "corner"),
+            "render_quality": manifest.get("render_quality", "fast"),
+        }
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     atomic_write_bytes(tdir / "frames.npz", buf.getvalue())
@@ -243,8 +270,10 @@ def _scene_arrays(samples: list[dict[str, Any]]) -> dict[str, np.ndarray]:
     if len(dtypes) != 1:
         return {}  # none (a folder collected before scene states), or a mix no re-render could use
     dtype = dtypes.pop()
-    return {"scenes": np.stack([np.zeros((), dtype) if sc is None else sc for sc in scenes]),
-            "has_scene": np.array([sc is not None for sc in scenes])}
+    return {
+        "scenes": np.stack([np.zeros((), dtype) if sc is None else sc for sc in scenes]),
+        "has_scene": np.array([sc is not None for sc in scenes]),
+    }
 
 
 def load_frameset(root: str | Path, task: str) -> FrameSet:
@@ -261,20 +290,42 @@ def load_frameset(root: str | Path, task: str) -> FrameSet:
             images, oc, off = z["images"], z["oracle_clicks"], z["oracle_offsets"]
             scenes, has_scene = (z["scenes"], z["has_scene"]) if "scenes" in z.files else (None, None)
     except (OSError, ValueError, KeyError) as err:
-        raise AnnotationError(f"{tdir}: selection.json or frames.npz is unreadable ({err}); move the task folder away and re-create it") from err
+        raise AnnotationError(
+            f"{tdir}: selection.json or frames.npz is unreadable ({err}); move the task folder away and re-create it"
+        ) from err
     keys = info.get("keys", [])
     scenes_fit = scenes is None or len(scenes) == len(has_scene) == len(keys)
-    if info.get("format") != SELECTION_FORMAT or len(keys) != len(images) or len(off) != len(keys) + 1 or not scenes_fit:
-        raise AnnotationError(f"{sel_path} does not match {tdir / 'frames.npz'}; move the task folder away and re-create it")
-    clicks = [oc[off[i]:off[i + 1]] for i in range(len(keys))]
-    return FrameSet(task=task, keys=list(keys), images=images, oracle_clicks=clicks, info=info, scenes=scenes, has_scene=has_scene)
+    if (
+        info.get("format") != SELECTION_FORMAT
+        or len(keys) != len(images)
+        or len(off) != len(keys) + 1
+        or not scenes_fit
+    ):
+        raise AnnotationError(
+            f"{sel_path} does not match {tdir / 'frames.npz'}; move the task folder away and re-create it"
+        )
+    clicks = [oc[off[i] : off[i + 1]] for i in range(len(keys))]
+    return FrameSet(
+        task=task, keys=list(keys), images=images, oracle_clicks=clicks, info=info, scenes=scenes, has_scene=has_scene
+    )
 
 
 # -- per-frame click files ------------------------------------------------------------------------
 def empty_record(task: str, annotator: str, key: str, index: int, size: tuple[int, int]) -> dict[str, Any]:
-    return {"format": FORMAT, "task": task, "annotator": annotator, "key": key, "frame_index": index,
-            "image_size": list(size), "clicks": [], "removed": [], "done": False, "seconds": 0.0,
-            "revision": 0, "updated": None}
+    return {
+        "format": FORMAT,
+        "task": task,
+        "annotator": annotator,
+        "key": key,
+        "frame_index": index,
+        "image_size": list(size),
+        "clicks": [],
+        "removed": [],
+        "done": False,
+        "seconds": 0.0,
+        "revision": 0,
+        "updated": None,
+    }
 
 
 def _number(v: Any) -> bool:
@@ -294,7 +345,12 @@ RECORD_FIELDS: tuple[tuple[str, Any, Any, str], ...] = (  # (field, default if a
     ("revision", 0, _count, "an integer >= 0"),
     ("updated", None, lambda v: v is None or _number(v), "a time in seconds or null"),
     ("frame_index", None, lambda v: v is None or _count(v), "an integer >= 0"),
-    ("image_size", None, lambda v: v is None or (isinstance(v, list) and len(v) == 2 and all(_count(x) for x in v)), "[height, width]"),
+    (
+        "image_size",
+        None,
+        lambda v: v is None or (isinstance(v, list) and len(v) == 2 and all(_count(x) for x in v)),
+        "[height, width]",
+    ),
 )
 CLICK_FIELDS: tuple[tuple[str, Any, str], ...] = (
     ("x", lambda v: _number(v) and 0.0 <= v <= 1.0, "a number in [0, 1]"),
@@ -317,7 +373,9 @@ def validate_record(rec: Any, path: Path, task: str, annotator: str, key: str) -
         raise AnnotationError(f"{path}: not a {FORMAT} file; {fix}")
     for field, want in (("task", task), ("annotator", annotator), ("key", key)):
         if rec.get(field) != want:
-            raise AnnotationError(f"{path}: {field} is {rec.get(field)!r}, expected {want!r} (a stale or copied file); {fix}")
+            raise AnnotationError(
+                f"{path}: {field} is {rec.get(field)!r}, expected {want!r} (a stale or copied file); {fix}"
+            )
     for name, default, ok, want in RECORD_FIELDS:
         if name not in rec and default is not MISSING:
             rec[name] = list(default) if isinstance(default, list) else default
@@ -383,7 +441,9 @@ class AnnotatorStore:
             digest = hashlib.blake2b(payload, digest_size=16).digest()
             if cached is None or cached[1] != digest:
                 try:
-                    result: dict[str, Any] | AnnotationError = validate_record(json.loads(payload), path, self.task, self.annotator, key)
+                    result: dict[str, Any] | AnnotationError = validate_record(
+                        json.loads(payload), path, self.task, self.annotator, key
+                    )
                 except (json.JSONDecodeError, UnicodeDecodeError) as err:
                     result = AnnotationError(f"{path}: unreadable JSON ({err}); fix it by hand or move it away")
                 except AnnotationError as err:
@@ -407,7 +467,11 @@ class AnnotatorStore:
     def _update(self, index: int, op, seconds: float = 0.0) -> dict[str, Any]:
         with self._locked():
             stored = self.read(index, verify=True)
-            rec = {**stored, "clicks": list(stored["clicks"]), "removed": list(stored["removed"])}  # the cache stays as read
+            rec = {
+                **stored,
+                "clicks": list(stored["clicks"]),
+                "removed": list(stored["removed"]),
+            }  # the cache stays as read
             if op(rec) is False:  # nothing to change (undo or clear with nothing to remove): no write
                 return stored
             rec["seconds"] += max(0.0, float(seconds))
@@ -418,21 +482,32 @@ class AnnotatorStore:
             return rec
 
     # operations -------------------------------------------------------------------------------
-    def add_click(self, index: int, x: float, y: float, session: str = "", t: float | None = None,
-                  seconds: float = 0.0) -> dict[str, Any]:
+    def add_click(
+        self, index: int, x: float, y: float, session: str = "", t: float | None = None, seconds: float = 0.0
+    ) -> dict[str, Any]:
         if not (np.isfinite(x) and np.isfinite(y) and 0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
             raise AnnotationError(f"click ({x}, {y}) lies outside the image (coordinates must be in [0, 1])")
-        click = {"x": float(x), "y": float(y), "t": time.time() if t is None else t, "id": uuid.uuid4().hex, "session": session}
+        click = {
+            "x": float(x),
+            "y": float(y),
+            "t": time.time() if t is None else t,
+            "id": uuid.uuid4().hex,
+            "session": session,
+        }
 
         def op(rec):
             if len(rec["clicks"]) >= MAX_CLICKS:
-                raise AnnotationError(f"frame {rec['key']} already holds {len(rec['clicks'])} clicks, at most {MAX_CLICKS} "
-                                      "are kept per frame; undo or clear some first")
+                raise AnnotationError(
+                    f"frame {rec['key']} already holds {len(rec['clicks'])} clicks, at most {MAX_CLICKS} "
+                    "are kept per frame; undo or clear some first"
+                )
             rec["clicks"].append(click)
+
         return self._update(index, op, seconds)
 
     def undo(self, index: int, known_ids: list[str] | None = None, seconds: float = 0.0) -> dict[str, Any]:
         """Remove the newest click (of those in `known_ids`, the clicks this session has seen)."""
+
         def op(rec):
             cand = [c for c in rec["clicks"] if known_ids is None or c["id"] in known_ids]
             if not cand:
@@ -442,10 +517,12 @@ class AnnotatorStore:
             rec["removed"].append({**last, "removed_at": time.time(), "how": "undo"})
             if not rec["clicks"]:
                 rec["done"] = False
+
         return self._update(index, op, seconds)
 
     def clear(self, index: int, known_ids: list[str] | None = None, seconds: float = 0.0) -> dict[str, Any]:
         """Remove every click this session has seen; clicks another session added meanwhile stay."""
+
         def op(rec):
             now = time.time()
             gone = [c for c in rec["clicks"] if known_ids is None or c["id"] in known_ids]
@@ -455,6 +532,7 @@ class AnnotatorStore:
             rec["removed"].extend({**c, "removed_at": now, "how": "clear"} for c in gone)
             if not rec["clicks"]:
                 rec["done"] = False
+
         return self._update(index, op, seconds)
 
     def leave(self, index: int, seconds: float) -> dict[str, Any]:
@@ -464,11 +542,16 @@ class AnnotatorStore:
     def write_clicks(self, index: int, clicks: np.ndarray, session: str = "oracle") -> dict[str, Any]:
         """Replace a frame's clicks wholesale (the oracle); old clicks go to `removed`, done = True."""
         now = time.time()
-        new = [{"x": float(x), "y": float(y), "t": now, "id": uuid.uuid4().hex, "session": session} for x, y in np.asarray(clicks).reshape(-1, 2)]
+        new = [
+            {"x": float(x), "y": float(y), "t": now, "id": uuid.uuid4().hex, "session": session}
+            for x, y in np.asarray(clicks).reshape(-1, 2)
+        ]
+
         def op(rec):
             rec["removed"].extend({**c, "removed_at": now, "how": "replaced"} for c in rec["clicks"])
             rec["clicks"] = new
             rec["done"] = bool(new)
+
         return self._update(index, op)
 
     # views ------------------------------------------------------------------------------------

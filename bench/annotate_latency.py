@@ -10,6 +10,7 @@ page shows 512-px re-renders); `--synthetic` uses synthetic 64-px frames (shown 
 median / p90 / max and a BENCHMARKS.md row. `--screenshot` also saves a picture of the page with the
 oracle's clicks on a fresh frame.
 """
+
 import argparse
 import json
 import os
@@ -71,7 +72,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--clicks", type=int, default=60, help="timed clicks (after 5 warm-up clicks)")
     p.add_argument("--frames", default="", help="shard folder to annotate (default: 60 reach-v3 frames collected here)")
-    p.add_argument("--synthetic", action="store_true", help="annotate synthetic 64-px frames (no scene states: enlarged)")
+    p.add_argument(
+        "--synthetic", action="store_true", help="annotate synthetic 64-px frames (no scene states: enlarged)"
+    )
     p.add_argument("--screenshot", default="", help="also save a screenshot of the page here")
     args = p.parse_args()
     from playwright.sync_api import sync_playwright
@@ -83,17 +86,41 @@ def main() -> None:
         elif args.synthetic:
             frames, what = str(synthetic_shards(tmp / "shards", frames=60)), "synthetic 64x64, enlarged"
         else:
-            frames = str(collect(from_flat(CollectConfig, task="reach-v3", frames=60, shard_size=60, episode_steps=50,
-                                           out=str(tmp / "reach-v3")), progress=False))
+            frames = str(
+                collect(
+                    from_flat(
+                        CollectConfig,
+                        task="reach-v3",
+                        frames=60,
+                        shard_size=60,
+                        episode_steps=50,
+                        out=str(tmp / "reach-v3"),
+                    ),
+                    progress=False,
+                )
+            )
             what = "reach-v3, re-rendered at 512 px (fast)"
         n = max(4, args.clicks // 20 + 3)
-        server_args = ["--task", "reach-v3", "--frames", frames, "--annotator", "alice", "--n", str(n), "--out", str(tmp / "ann")]
+        server_args = [
+            "--task",
+            "reach-v3",
+            "--frames",
+            frames,
+            "--annotator",
+            "alice",
+            "--n",
+            str(n),
+            "--out",
+            str(tmp / "ann"),
+        ]
         port = free_port()
         proc = start_server(server_args, port, tmp / "server.log")
         try:
             with sync_playwright() as pw:
                 browser = launch_browser(pw)
-                ap = AnnotationPage(browser.new_page(viewport={"width": 1320, "height": 760}), f"http://127.0.0.1:{port}")
+                ap = AnnotationPage(
+                    browser.new_page(viewport={"width": 1320, "height": 760}), f"http://127.0.0.1:{port}"
+                )
                 rng = np.random.default_rng(0)
                 measure(ap, 5, rng)  # warm-up
                 times = measure(ap, args.clicks, rng)
@@ -104,15 +131,24 @@ def main() -> None:
             proc.kill()
             proc.wait()
     q = statistics.quantiles(times, n=10)
-    result = {"clicks": len(times), "median_ms": statistics.median(times), "p90_ms": q[-1], "max_ms": max(times),
-              "mean_ms": statistics.fmean(times), "target_ms": TARGET_MS, "frames": what,
-              "device": f"CPU {platform.machine()} ({os.cpu_count()} cores), headless Chromium",
-              "load_average_1min": round(os.getloadavg()[0], 2)}
+    result = {
+        "clicks": len(times),
+        "median_ms": statistics.median(times),
+        "p90_ms": q[-1],
+        "max_ms": max(times),
+        "mean_ms": statistics.fmean(times),
+        "target_ms": TARGET_MS,
+        "frames": what,
+        "device": f"CPU {platform.machine()} ({os.cpu_count()} cores), headless Chromium",
+        "load_average_1min": round(os.getloadavg()[0], 2),
+    }
     print(json.dumps(result, indent=2))
     verdict = "met" if result["median_ms"] < TARGET_MS else f"MISSED by {result['median_ms'] - TARGET_MS:.0f} ms"
-    print(f"\n| click round-trip (click -> count + overlay shown), median of {len(times)} | "
-          f"{result['median_ms']:.0f} ms (p90 {result['p90_ms']:.0f}, max {result['max_ms']:.0f}) | < {TARGET_MS:.0f} ms: {verdict} | "
-          f"load avg {result['load_average_1min']} on {os.cpu_count()} cores |")
+    print(
+        f"\n| click round-trip (click -> count + overlay shown), median of {len(times)} | "
+        f"{result['median_ms']:.0f} ms (p90 {result['p90_ms']:.0f}, max {result['max_ms']:.0f}) | < {TARGET_MS:.0f} ms: {verdict} | "
+        f"load avg {result['load_average_1min']} on {os.cpu_count()} cores |"
+    )
 
 
 if __name__ == "__main__":

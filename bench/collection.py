@@ -4,6 +4,7 @@ Run: `.venv/bin/python bench/collection.py [--task reach-v3] [--steps 300] [--wo
 All variants run in this one process, interleaved over several rounds, so machine noise hits them
 alike; the table reports the median round.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,8 +66,14 @@ def main() -> None:
     base = None
     for w in [int(x) for x in args.workers.split(",")]:
         with tempfile.TemporaryDirectory() as tmp:
-            cfg = from_flat(CollectConfig, task=args.task, frames=args.frames_per_worker * w, shard_size=args.frames_per_worker // 2,
-                                workers=w, out=f"{tmp}/s")
+            cfg = from_flat(
+                CollectConfig,
+                task=args.task,
+                frames=args.frames_per_worker * w,
+                shard_size=args.frames_per_worker // 2,
+                workers=w,
+                out=f"{tmp}/s",
+            )
             t0 = time.perf_counter()
             collect(cfg, progress=False)
             fps = cfg.frames / (time.perf_counter() - t0)

@@ -5,6 +5,7 @@ Run: `.venv/bin/python bench/env_workers.py [--workers 15] [--rounds 2]` (15 = o
 pack of 3 runs at --eval-envs 5). This script imports torch, as `python -m rl.workspace` does. Both
 variants run in this one process, alternating, and the table reports the median round.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,9 @@ def _start(variant: str, config: EnvConfig, workers: int) -> tuple[float, float]
         envs = make_envs(config, workers, pixels=True, oracle_saliency=False, seed_bases=[0])
     else:
         fns = [_worker(config, True, False, 0, i, workers, 0) for i in range(workers)]
-        envs = gym.vector.AsyncVectorEnv(fns, context="spawn", shared_memory=True,
-                                         autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+        envs = gym.vector.AsyncVectorEnv(
+            fns, context="spawn", shared_memory=True, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
+        )
     envs.reset()
     seconds = time.perf_counter() - t0
     rss = statistics.mean(_rss_mb(p.pid) for p in envs.processes)

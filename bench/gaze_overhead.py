@@ -10,6 +10,7 @@ at the paper's full buffer: `auxiliary_update` timed on a gaze encoder whose 100
 filled with random features, divided by `gaze_update_every` and compared with the per-step time
 of `cnn_rgb` from part 1.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,10 +32,23 @@ from rl.sac import run
 
 
 def sac_settings(args: argparse.Namespace) -> dict:
-    return dict(task=args.task, steps=args.steps, random_steps=args.random_steps, max_episode_steps=args.episode,
-                hidden_dim=args.hidden, batch_size=args.batch, replay_size=max(10_000, 2 * (args.episode + 1)),
-                eval_every=0, eval_episodes=1, log_every=100, checkpoint_every=10**9,
-                torch_threads=args.torch_threads, seed=0, device="cpu", gaze_update_every=args.gaze_update_every)
+    return dict(
+        task=args.task,
+        steps=args.steps,
+        random_steps=args.random_steps,
+        max_episode_steps=args.episode,
+        hidden_dim=args.hidden,
+        batch_size=args.batch,
+        replay_size=max(10_000, 2 * (args.episode + 1)),
+        eval_every=0,
+        eval_episodes=1,
+        log_every=100,
+        checkpoint_every=10**9,
+        torch_threads=args.torch_threads,
+        seed=0,
+        device="cpu",
+        gaze_update_every=args.gaze_update_every,
+    )
 
 
 def update_phase_rate(run_dir: Path, random_steps: int) -> float:
@@ -53,11 +67,11 @@ def full_buffer_update_s(size: int, update_every_cfg: dict, repeats: int) -> flo
     chunk = 10_000
     for start in range(0, size, chunk):
         n = min(chunk, size - start)
-        buf.feats[start:start + n] = rng.random(buf.feats[start:start + n].shape, dtype=np.float32)
-        buf.cell_sq[start:start + n] = np.square(buf.feats[start:start + n], dtype=np.float32).sum(1)
-        buf.pooled[start:start + n] = rng.random((n, buf.pooled.shape[1]), dtype=np.float32)
+        buf.feats[start : start + n] = rng.random(buf.feats[start : start + n].shape, dtype=np.float32)
+        buf.cell_sq[start : start + n] = np.square(buf.feats[start : start + n], dtype=np.float32).sum(1)
+        buf.pooled[start : start + n] = rng.random((n, buf.pooled.shape[1]), dtype=np.float32)
         keys = rng.normal(size=(n, buf.key_dim)).astype(np.float32)
-        buf.keys[start:start + n] = keys / np.linalg.norm(keys, axis=1, keepdims=True)
+        buf.keys[start : start + n] = keys / np.linalg.norm(keys, axis=1, keepdims=True)
     buf.returns[:size] = rng.uniform(0, 1000, size)
     buf.valid[:size] = True
     buf.written = size
@@ -75,7 +89,9 @@ def main() -> None:
     p.add_argument("--random-steps", type=int, default=200)
     p.add_argument("--episode", type=int, default=100, help="max episode steps (short, so returns reach the buffer)")
     p.add_argument("--hidden", type=int, default=256)
-    p.add_argument("--batch", type=int, default=32, help="SAC batch (the paper's 128 runs at ~0.1-0.2 steps/s on this shared CPU)")
+    p.add_argument(
+        "--batch", type=int, default=32, help="SAC batch (the paper's 128 runs at ~0.1-0.2 steps/s on this shared CPU)"
+    )
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--torch-threads", type=int, default=1)
     p.add_argument("--gaze-update-every", type=int, default=1, help="gaze_update_every of the end-to-end gaze runs")
@@ -92,10 +108,12 @@ def main() -> None:
                 cfg = from_flat(SACConfig, encoder=enc, out=f"{tmp}/{enc}-{r}", **sac_settings(args))
                 rates[enc].append(update_phase_rate(run(cfg), args.random_steps))
     med = {k: statistics.median(v) for k, v in rates.items()}
-    print(f"\ndevice: {device_description()}; {args.task}, 64x64, batch {args.batch}, hidden {args.hidden}, "
-          f"{args.steps} steps ({args.random_steps} random), {args.episode}-step episodes, 1 env, "
-          f"median of {args.rounds} interleaved rounds; gaze: contrastive update every {args.gaze_update_every} SAC "
-          f"update(s), 128 anchors, k 16")
+    print(
+        f"\ndevice: {device_description()}; {args.task}, 64x64, batch {args.batch}, hidden {args.hidden}, "
+        f"{args.steps} steps ({args.random_steps} random), {args.episode}-step episodes, 1 env, "
+        f"median of {args.rounds} interleaved rounds; gaze: contrastive update every {args.gaze_update_every} SAC "
+        f"update(s), 128 anchors, k 16"
+    )
     print("| encoder | env-steps/s (update phase) | per round | vs cnn_rgb |")
     print("|---|---|---|---|")
     for k, v in med.items():

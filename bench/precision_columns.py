@@ -4,6 +4,7 @@ round, the machine lines and the markdown cells with the bf16/fp32 speed ratio.
 Speed ratios are always "bf16 speed / fp32 speed" (> 1: bf16 is faster), whether the cells hold
 rates or times.
 """
+
 from __future__ import annotations
 
 import os
@@ -16,8 +17,10 @@ import torch
 from common.precision import cpu_bf16_units, resolve_precision
 from common.runs import device_description
 
-PRECISION_LIST_HELP = ("comma list of precisions timed side by side, alternated within each round: fp32, bf16 "
-                       "(auto: what `--precision auto` picks on this device)")
+PRECISION_LIST_HELP = (
+    "comma list of precisions timed side by side, alternated within each round: fp32, bf16 "
+    "(auto: what `--precision auto` picks on this device)"
+)
 
 
 def parse_precisions(text: str, device: torch.device | str = "cpu") -> list[str]:
@@ -54,12 +57,17 @@ def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
 def machine_lines() -> str:
     """The device line, the CPU's native bf16 units and the load average, for the top of a bench's output."""
     units = cpu_bf16_units()
-    native = (", ".join(units) + " (native bf16 matmuls)") if units else \
-        "none (no AMX / AVX512-BF16: bf16 is not native here, expect it slower than fp32)"
-    return (f"device: {device_description()}; {cpu_model() or platform.processor() or 'CPU model unknown'}; "
-            f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}\n"
-            f"CPU bf16 units: {native}\n"
-            f"load average before (1, 5, 15 min): {load_average()}")
+    native = (
+        (", ".join(units) + " (native bf16 matmuls)")
+        if units
+        else "none (no AMX / AVX512-BF16: bf16 is not native here, expect it slower than fp32)"
+    )
+    return (
+        f"device: {device_description()}; {cpu_model() or platform.processor() or 'CPU model unknown'}; "
+        f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}\n"
+        f"CPU bf16 units: {native}\n"
+        f"load average before (1, 5, 15 min): {load_average()}"
+    )
 
 
 def load_average() -> str:
@@ -71,8 +79,12 @@ def ratio_header(precisions: Sequence[str]) -> list[str]:
     return ["bf16/fp32 speed"] if {"fp32", "bf16"} <= set(precisions) else []
 
 
-def side_by_side(values: dict[str, float], precisions: Sequence[str], fmt: Callable[[float], str] = "{:.1f}".format,
-                 time_like: bool = False) -> list[str]:
+def side_by_side(
+    values: dict[str, float],
+    precisions: Sequence[str],
+    fmt: Callable[[float], str] = "{:.1f}".format,
+    time_like: bool = False,
+) -> list[str]:
     """Cells: each precision's value (or '-'), then bf16/fp32 speed when both are timed.
 
     time_like: the values are times (ms, s/step), so the speed ratio is fp32 / bf16.

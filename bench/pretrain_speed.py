@@ -13,6 +13,7 @@ both alike. Prints the device, the CPU's native bf16 units, the load average bef
 one markdown row with each precision's rate, the bf16/fp32 speed ratio and the projected time of the
 paper's budget (200k frames x 200 epochs = 40M images).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,7 +23,6 @@ from collections.abc import Callable
 
 import timm.layers
 import torch
-from precision_columns import PRECISION_LIST_HELP, headers, load_average, machine_lines, parse_precisions, round_order, side_by_side
 
 from common.cli import OneLineParser, from_stored
 from common.precision import autocast
@@ -30,6 +30,16 @@ from pretrain.augment import random_resized_crop
 from pretrain.config import PRESETS, PretrainConfig
 from pretrain.frozen import FrozenEncoder
 from pretrain.model import ModelConfig, MultiMAE, count_parameters
+
+from precision_columns import (
+    PRECISION_LIST_HELP,
+    headers,
+    load_average,
+    machine_lines,
+    parse_precisions,
+    round_order,
+    side_by_side,
+)
 
 PAPER_IMAGES = 200_000 * 200
 
@@ -72,7 +82,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", default="fp32,bf16", help=PRECISION_LIST_HELP)
-    p.add_argument("--augment", default="crop", choices=["crop", "none"], help="time the crop augmentation too (the default recipe)")
+    p.add_argument(
+        "--augment",
+        default="crop",
+        choices=["crop", "none"],
+        help="time the crop augmentation too (the default recipe)",
+    )
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -85,7 +100,10 @@ def main(argv: list[str] | None = None) -> None:
     mcfg = cfg.model
     B, S = args.batch_size, mcfg.image_size
     g = torch.Generator().manual_seed(0)
-    inputs = {"rgb": torch.rand(B, 3, S, S, generator=g).to(dev), "saliency": torch.rand(B, 1, S, S, generator=g).to(dev)}
+    inputs = {
+        "rgb": torch.rand(B, 3, S, S, generator=g).to(dev),
+        "saliency": torch.rand(B, 1, S, S, generator=g).to(dev),
+    }
     batch = {m: inputs[m] for m in mcfg.modalities}
     sal = inputs["saliency"] if "saliency" in mcfg.modalities else None
     print(machine_lines(), flush=True)
@@ -127,8 +145,10 @@ def main(argv: list[str] | None = None) -> None:
         for prec in round_order(precisions, rnd):
             step_s[prec].append(timed(train_steps[prec], args.steps, dev))
             enc_s[prec].append(timed(encoder_fwds[prec], args.steps, dev))
-            print(f"round {rnd} {prec}: {step_s[prec][-1]:.2f} s/step, frozen encoder {1000 * enc_s[prec][-1]:.0f} ms/batch",
-                  flush=True)
+            print(
+                f"round {rnd} {prec}: {step_s[prec][-1]:.2f} s/step, frozen encoder {1000 * enc_s[prec][-1]:.0f} ms/batch",
+                flush=True,
+            )
 
     img_s = {q: B / statistics.median(v) for q, v in step_s.items()}
     enc_ms = {q: 1000 * statistics.median(v) for q, v in enc_s.items()}
@@ -136,12 +156,19 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"torch threads {torch.get_num_threads()}"
     print(f"load average after (1, 5, 15 min): {load_average()}")
     print(f"\n{device}; median over {args.rounds} round(s) of {args.steps} steps per precision\n")
-    cols = (["preset", "modalities", "params", "batch"] + headers("train img/s", precisions)
-            + headers("frozen-encoder fwd ms/batch", precisions) + [f"paper budget (40M img) {q}" for q in precisions])
+    cols = (
+        ["preset", "modalities", "params", "batch"]
+        + headers("train img/s", precisions)
+        + headers("frozen-encoder fwd ms/batch", precisions)
+        + [f"paper budget (40M img) {q}" for q in precisions]
+    )
     print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
-    cells = ([args.preset, args.modalities, f"{params / 1e6:.1f}M", str(B)] + side_by_side(img_s, precisions)
-             + side_by_side(enc_ms, precisions, "{:.0f}".format, time_like=True)
-             + [f"{hours[q]:,.0f} h ({hours[q] / 24:,.1f} days)" for q in precisions])
+    cells = (
+        [args.preset, args.modalities, f"{params / 1e6:.1f}M", str(B)]
+        + side_by_side(img_s, precisions)
+        + side_by_side(enc_ms, precisions, "{:.0f}".format, time_like=True)
+        + [f"{hours[q]:,.0f} h ({hours[q] / 24:,.1f} days)" for q in precisions]
+    )
     print("| " + " | ".join(cells) + " |")
 
 

@@ -16,6 +16,7 @@ runs/saliency/reach-v3/student.pt when present, else random-init models of the s
 Prints, per step kind, the wall time and CPU time of each phase and the top ops by self CPU time as
 markdown tables for BENCHMARKS.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,24 +27,37 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from precision_columns import load_average, machine_lines
 from rl_throughput import student_model
-from sac_pixels import encoder_export
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from common.cli import OneLineParser, from_flat
 from rl.config import SACConfig
 from rl.workspace import ACTION_DIM, Pack
 
+from precision_columns import load_average, machine_lines
+from sac_pixels import encoder_export
+
 PHASES = ("saliency + frozen encoder", "act", "replay add", "replay sample", "update")
 
 
 def build_pack(encoder: str, args: argparse.Namespace, root: Path, extra: dict) -> Pack:
     """A pack of `args.runs` runs of `encoder` at the bench's hidden width, batch and precision (seeds 0..R-1)."""
-    cfgs = [from_flat(SACConfig, encoder=encoder, seed=s, hidden_dim=args.hidden, batch_size=args.batch,
-                      replay_size=2_000, torch_threads=args.threads, device="cpu", precision=args.precision,
-                      out=str(root / encoder / f"seed{s}"), **extra)
-            for s in range(args.runs)]
+    cfgs = [
+        from_flat(
+            SACConfig,
+            encoder=encoder,
+            seed=s,
+            hidden_dim=args.hidden,
+            batch_size=args.batch,
+            replay_size=2_000,
+            torch_threads=args.threads,
+            device="cpu",
+            precision=args.precision,
+            out=str(root / encoder / f"seed{s}"),
+            **extra,
+        )
+        for s in range(args.runs)
+    ]
     return Pack(cfgs)
 
 
@@ -79,7 +93,9 @@ def frozen_step(pack: Pack, frames: np.ndarray) -> Callable[[], None]:
         with record_function("saliency + frozen encoder"):
             _, stored = pack.observer.observe({"pixels": frames}, run_of_row)
         with record_function("act"):
-            action = pack.agent.act(pack.observer.per_run(stored), pack.noise.normal(1, ACTION_DIM)).flatten(0, 1).numpy()
+            action = (
+                pack.agent.act(pack.observer.per_run(stored), pack.noise.normal(1, ACTION_DIM)).flatten(0, 1).numpy()
+            )
         with record_function("replay add"):
             pack.buffer.add(action, np.zeros(rows, np.float32), np.zeros(rows, bool), stored)
         update()
@@ -113,17 +129,23 @@ def profiled(step: Callable[[], None], steps: int) -> tuple[profile, float]:
     return prof, wall
 
 
-def op_rows(prof: profile, steps: int, top: int) -> tuple[list[tuple[str, float, float]], list[tuple[str, float, float, float]]]:
+def op_rows(
+    prof: profile, steps: int, top: int
+) -> tuple[list[tuple[str, float, float]], list[tuple[str, float, float, float]]]:
     """(phases: (name, CPU ms per step with children, Python ms per step outside torch ops),
     top ops by self CPU time: (op, self CPU ms per step, share of all self CPU time, calls per step))."""
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events) or 1.0
-    phases = [(e.key, e.cpu_time_total / 1000 / steps, e.self_cpu_time_total / 1000 / steps)
-              for e in events if e.key in PHASES]
+    phases = [
+        (e.key, e.cpu_time_total / 1000 / steps, e.self_cpu_time_total / 1000 / steps)
+        for e in events
+        if e.key in PHASES
+    ]
     phases.sort(key=lambda p: PHASES.index(p[0]))
     ops = sorted((e for e in events if e.key not in PHASES), key=lambda e: e.self_cpu_time_total, reverse=True)[:top]
-    return phases, [(e.key, e.self_cpu_time_total / 1000 / steps, e.self_cpu_time_total / total, e.count / steps)
-                    for e in ops]
+    return phases, [
+        (e.key, e.self_cpu_time_total / 1000 / steps, e.self_cpu_time_total / total, e.count / steps) for e in ops
+    ]
 
 
 def report(title: str, prof: profile, wall_ms: float, steps: int, top: int) -> None:
@@ -132,7 +154,9 @@ def report(title: str, prof: profile, wall_ms: float, steps: int, top: int) -> N
     print("| phase | CPU ms per step (with its ops) | of which Python outside torch ops |\n|---|---|---|")
     for name, cpu, own in phases:
         print(f"| {name} | {cpu:.1f} | {own:.1f} |")
-    print(f"\n| op (top {top} by self CPU time) | self CPU ms per step | share of self CPU | calls per step |\n|---|---|---|---|")
+    print(
+        f"\n| op (top {top} by self CPU time) | self CPU ms per step | share of self CPU | calls per step |\n|---|---|---|---|"
+    )
     for name, ms, share, calls in ops:
         print(f"| `{name}` | {ms:.2f} | {100 * share:.1f} % | {calls:.1f} |")
 
@@ -155,8 +179,11 @@ def main(argv: list[str] | None = None) -> None:
         p.error("--runs, --hidden, --batch, --steps, --threads and --top must be >= 1")
     torch.set_num_threads(args.threads)
     print(machine_lines())
-    print(f"precision {args.precision}, {args.runs} runs per pack, hidden {args.hidden}, batch {args.batch}, "
-          f"torch threads {args.threads}", flush=True)
+    print(
+        f"precision {args.precision}, {args.runs} runs per pack, hidden {args.hidden}, batch {args.batch}, "
+        f"torch threads {args.threads}",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         notes = []
@@ -166,10 +193,18 @@ def main(argv: list[str] | None = None) -> None:
             notes.append(f"mmae_rgbs: {rgbs_desc}; saliency: {student_desc}")
             pack = build_pack("mmae_rgbs", args, tmp, dict(mmae=rgbs, saliency_model=student))
             fill(pack, 2 * args.batch)
-            frames = np.random.default_rng(0).integers(0, 256, (args.runs * pack.envs_per_run, 64, 64, 3), dtype=np.uint8)
+            frames = np.random.default_rng(0).integers(
+                0, 256, (args.runs * pack.envs_per_run, 64, 64, 3), dtype=np.uint8
+            )
             prof, wall = profiled(frozen_step(pack, frames), args.steps)
-            report(f"(a) mmae_rgbs packed step ({args.runs} runs: saliency + frozen encoder on {len(frames)} frames, "
-                   f"act, one packed update), {args.precision}", prof, wall, args.steps, args.top)
+            report(
+                f"(a) mmae_rgbs packed step ({args.runs} runs: saliency + frozen encoder on {len(frames)} frames, "
+                f"act, one packed update), {args.precision}",
+                prof,
+                wall,
+                args.steps,
+                args.top,
+            )
             del pack
         if "cnn_rgb" in kinds:
             pack = build_pack("cnn_rgb", args, tmp, {})

@@ -21,6 +21,7 @@ adjacent and alternating (ABBA over rounds) so machine noise hits both alike; th
 precision's rate and the bf16/fp32 speed ratio. The before-packing baseline has no --precision: it
 runs in fp32 only.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,11 +35,20 @@ import time
 from pathlib import Path
 
 import torch
-from precision_columns import PRECISION_LIST_HELP, headers, load_average, machine_lines, parse_precisions, round_order, side_by_side
-from sac_pixels import encoder_export
 
 from common.cli import OneLineParser, as_flags, flat_dict, from_flat
 from rl.config import SACConfig
+
+from precision_columns import (
+    PRECISION_LIST_HELP,
+    headers,
+    load_average,
+    machine_lines,
+    parse_precisions,
+    round_order,
+    side_by_side,
+)
+from sac_pixels import encoder_export
 
 RANDOM = 200
 
@@ -63,11 +73,27 @@ def learning_rate(run_dir: Path) -> float:
 
 
 def configs(encoder: str, n: int, args, root: Path, extra: dict, precision: str) -> list[SACConfig]:
-    return [from_flat(SACConfig, encoder=encoder, seed=s, hidden_dim=args.hidden, steps=RANDOM + args.steps, random_steps=RANDOM,
-                      log_every=50, eval_every=0, eval_episodes=1, checkpoint_every=10**9, replay_size=20_000,
-                      torch_threads=args.threads, device=args.device, precision=precision, out=str(root / f"seed{s}"),
-                      **extra)
-            for s in range(n)]
+    return [
+        from_flat(
+            SACConfig,
+            encoder=encoder,
+            seed=s,
+            hidden_dim=args.hidden,
+            steps=RANDOM + args.steps,
+            random_steps=RANDOM,
+            log_every=50,
+            eval_every=0,
+            eval_episodes=1,
+            checkpoint_every=10**9,
+            replay_size=20_000,
+            torch_threads=args.threads,
+            device=args.device,
+            precision=precision,
+            out=str(root / f"seed{s}"),
+            **extra,
+        )
+        for s in range(n)
+    ]
 
 
 def packed(encoder: str, n: int, args, root: Path, extra: dict, precision: str) -> float:
@@ -85,10 +111,24 @@ def separate(encoder: str, n: int, args, root: Path, extra: dict, precision: str
     for cfg in configs(encoder, n, args, root, extra, precision):
         defaults = flat_dict(SACConfig())
         # bool flags left out: a --baseline-checkout may predate some of them (and --precision: it runs fp32)
-        flags = as_flags({k: v for k, v in flat_dict(cfg).items() if v != defaults[k] and not isinstance(v, bool)
-                          and not (checkout and k == "precision")})
-        procs.append((cfg.run_dir(), subprocess.Popen([sys.executable, "-m", "rl.sac", *flags], cwd=checkout or None,
-                                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)))
+        flags = as_flags(
+            {
+                k: v
+                for k, v in flat_dict(cfg).items()
+                if v != defaults[k] and not isinstance(v, bool) and not (checkout and k == "precision")
+            }
+        )
+        procs.append(
+            (
+                cfg.run_dir(),
+                subprocess.Popen(
+                    [sys.executable, "-m", "rl.sac", *flags],
+                    cwd=checkout or None,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                ),
+            )
+        )
     for _, p in procs:
         if p.wait() != 0:
             raise RuntimeError(p.stderr.read().decode()[-2000:])
@@ -104,8 +144,9 @@ def profile(encoder: str, n: int, args, root: Path, extra: dict, precision: str,
     torch.set_num_threads(args.threads)
     pack = Pack(configs(encoder, n, args, root, extra, precision))
     cfg, obs_ = pack.cfg, pack.observer
-    envs = make_envs(cfg.env, 1, pixels=obs_.pixels, oracle_saliency=obs_.oracle,
-                     seed_bases=[c.seed for c in pack.cfgs])
+    envs = make_envs(
+        cfg.env, 1, pixels=obs_.pixels, oracle_saliency=obs_.oracle, seed_bases=[c.seed for c in pack.cfgs]
+    )
     rows = np.arange(n)
     raw, _ = envs.reset()
     obs, stored = obs_.observe(raw, rows)
@@ -152,8 +193,12 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", default="fp32,bf16", help=PRECISION_LIST_HELP)
     p.add_argument("--no-separate", action="store_true", help="only the packed processes")
-    p.add_argument("--baseline-checkout", default="", help="also time N separate processes of the rl.sac in this "
-                   "working tree (e.g. `git worktree add /tmp/old d6771a0`, the single-run loop before packing; fp32 only)")
+    p.add_argument(
+        "--baseline-checkout",
+        default="",
+        help="also time N separate processes of the rl.sac in this "
+        "working tree (e.g. `git worktree add /tmp/old d6771a0`, the single-run loop before packing; fp32 only)",
+    )
     p.add_argument("--profile", action="store_true", help="also time the phases of a packed step")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -171,8 +216,11 @@ def main() -> None:
         rgb, rgb_desc = encoder_export("rgb", tmp)
         rgbs, rgbs_desc = encoder_export("rgbs", tmp)
         student, student_desc = student_model(tmp)
-        extra = {"mmae_rgb": dict(mmae=rgb), "mmae_rgbs": dict(mmae=rgbs, saliency_model=student),
-                 "cnn_rgbs": dict(saliency_model=student)}
+        extra = {
+            "mmae_rgb": dict(mmae=rgb),
+            "mmae_rgbs": dict(mmae=rgbs, saliency_model=student),
+            "cnn_rgbs": dict(saliency_model=student),
+        }
         notes = {"mmae_rgb": rgb_desc, "mmae_rgbs": f"{rgbs_desc}; saliency: {student_desc}", "cnn_rgbs": student_desc}
         k = 0
         for rnd in range(args.rounds):
@@ -197,17 +245,26 @@ def main() -> None:
                 for n in packs:
                     for prec in precisions:
                         k += 1
-                        prof.setdefault((enc, n), {})[prec] = profile(enc, n, args, tmp / f"p{k}", extra.get(enc, {}), prec)
+                        prof.setdefault((enc, n), {})[prec] = profile(
+                            enc, n, args, tmp / f"p{k}", extra.get(enc, {}), prec
+                        )
     print(f"load average after (1, 5, 15 min): {load_average()}")
-    print(f"\nreach-v3 64x64, 1 env per run, hidden {args.hidden}, batch 128, one update per env step, {args.steps} "
-          f"timed learning steps per run, torch threads {args.threads}, median of {args.rounds} round(s); env-steps/s "
-          "summed over the runs\n")
+    print(
+        f"\nreach-v3 64x64, 1 env per run, hidden {args.hidden}, batch 128, one update per env step, {args.steps} "
+        f"timed learning steps per run, torch threads {args.threads}, median of {args.rounds} round(s); env-steps/s "
+        "summed over the runs\n"
+    )
 
     def median(enc: str, n: int, mode: str) -> dict[str, float]:
         return {q: statistics.median(results[(enc, n, mode, q)]) for q in precisions if (enc, n, mode, q) in results}
 
-    cols = (["encoder", "N"] + headers("packed (1 process)", precisions) + headers("separate (N processes)", precisions)
-            + [f"packed / separate {q}" for q in precisions] + ["before packing (N processes, fp32)", "packed / before (fp32)"])
+    cols = (
+        ["encoder", "N"]
+        + headers("packed (1 process)", precisions)
+        + headers("separate (N processes)", precisions)
+        + [f"packed / separate {q}" for q in precisions]
+        + ["before packing (N processes, fp32)", "packed / before (fp32)"]
+    )
     print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
     for enc in encoders:
         for n in packs:
@@ -228,8 +285,11 @@ def main() -> None:
             totals = {q: sum(t.values()) for q, t in by_prec.items()}
             for q, t in by_prec.items():
                 ratio = side_by_side(totals, precisions, time_like=True)[-1] if q == "bf16" and "fp32" in totals else ""
-                print(f"| {enc} | {n} | {q} | " + " | ".join(f"{v:.1f}" for v in t.values())
-                      + f" | {totals[q]:.1f} | {totals[q] / n:.1f} | {ratio} |")
+                print(
+                    f"| {enc} | {n} | {q} | "
+                    + " | ".join(f"{v:.1f}" for v in t.values())
+                    + f" | {totals[q]:.1f} | {totals[q] / n:.1f} | {ratio} |"
+                )
 
 
 if __name__ == "__main__":

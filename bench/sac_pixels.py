@@ -11,6 +11,7 @@ runs/mmae/<name>/encoder.pt when present; otherwise a randomly initialised encod
 size (dim 256, depth 4: identical cost) is exported to a temp folder. mmae_rgbs gets the student
 saliency model (runs/saliency/reach-v3/student.pt) when present, else the oracle; the table says which.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,17 +52,34 @@ def encoder_export(name: str, tmp: Path) -> tuple[str, str]:
     cfg = ModelConfig(modalities=("rgb", "saliency") if name == "rgbs" else ("rgb",))
     out = tmp / name / "encoder.pt"
     out.parent.mkdir(parents=True)
-    torch.save({"format": ENCODER_FORMAT, "model_config": cfg.to_dict(),
-                "state_dict": MultiMAE(cfg, decoders=False).encoder_state_dict()}, out)
+    torch.save(
+        {
+            "format": ENCODER_FORMAT,
+            "model_config": cfg.to_dict(),
+            "state_dict": MultiMAE(cfg, decoders=False).encoder_state_dict(),
+        },
+        out,
+    )
     return str(out), "random-init paper-size encoder (no runs/mmae export yet)"
 
 
 def measure(encoder: str, steps: int, hidden: int, out: Path, **kw) -> float:
     from rl.sac import run
 
-    cfg = from_flat(SACConfig, encoder=encoder, hidden_dim=hidden, steps=RANDOM + steps, random_steps=RANDOM,
-                    log_every=steps if steps < 100 else 100, eval_every=0, eval_episodes=1, checkpoint_every=10**9,
-                    replay_size=20_000, out=str(out), **kw)
+    cfg = from_flat(
+        SACConfig,
+        encoder=encoder,
+        hidden_dim=hidden,
+        steps=RANDOM + steps,
+        random_steps=RANDOM,
+        log_every=steps if steps < 100 else 100,
+        eval_every=0,
+        eval_episodes=1,
+        checkpoint_every=10**9,
+        replay_size=20_000,
+        out=str(out),
+        **kw,
+    )
     with open(run(cfg) / "metrics.csv") as f:
         wall = {int(r["step"]): float(r["wall_s"]) for r in csv.DictReader(f)}
     first = min(s for s in wall if s >= RANDOM)
@@ -94,16 +112,23 @@ def main() -> None:
             rows.append((enc, v, desc))
             print(f"{enc}: {v:.2f} env-steps/s ({desc})", flush=True)
     speed = dict((r[0], r[1]) for r in rows)
-    print(f"\ndevice: {device_description()}; reach-v3 64x64, 1 env, hidden {args.hidden}, batch 128, one update per "
-          f"env step, {args.steps} timed learning steps ({args.baseline_steps} for the baseline)\n")
+    print(
+        f"\ndevice: {device_description()}; reach-v3 64x64, 1 env, hidden {args.hidden}, batch 128, one update per "
+        f"env step, {args.steps} timed learning steps ({args.baseline_steps} for the baseline)\n"
+    )
     print("| encoder | env-steps/s | notes |\n|---|---|---|")
     for enc, v, desc in rows:
         print(f"| {enc} | {v:.2f} | {desc} |")
-    print(f"\nmmae_rgb (embeddings in replay) vs re-encoding baseline: {speed['mmae_rgb'] / speed['mmae_rgb_reencode']:.1f}x\n")
+    print(
+        f"\nmmae_rgb (embeddings in replay) vs re-encoding baseline: {speed['mmae_rgb'] / speed['mmae_rgb_reencode']:.1f}x\n"
+    )
     print("| replay contents | bytes per transition | 1M transitions |\n|---|---|---|")
     specs = {
         "frames (cnn_rgb: uint8 3x64x64)": {"pixels": ((3, 64, 64), np.uint8)},
-        "frames + saliency (cnn_rgbs: uint8 4x64x64)": {"pixels": ((3, 64, 64), np.uint8), "saliency": ((1, 64, 64), np.uint8)},
+        "frames + saliency (cnn_rgbs: uint8 4x64x64)": {
+            "pixels": ((3, 64, 64), np.uint8),
+            "saliency": ((1, 64, 64), np.uint8),
+        },
         "embedding (mmae_*: float32 x 256)": {"embedding": ((256,), np.float32)},
         "state (float32 x 39)": {"state": ((39,), np.float32)},
     }

@@ -9,6 +9,7 @@ timed with the same (`identical`) and with the paper's every-2-steps schedule (`
 learning phase (after the random steps) is timed. Configurations alternate within each round so
 machine noise hits all of them alike; the median over rounds is reported.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,9 +35,21 @@ def ours(hidden: int, steps: int, every: int, out: Path) -> float:
     """Env-steps/s of `python -m rl.sac --encoder state` between step RANDOM and RANDOM + steps (metrics.csv)."""
     from rl.sac import run
 
-    cfg = from_flat(SACConfig, encoder="state", hidden_dim=hidden, steps=RANDOM + steps, random_steps=RANDOM, log_every=100,
-                    eval_every=0, eval_episodes=1, checkpoint_every=10**9, replay_size=100_000,
-                    actor_update_every=every, target_update_every=every, out=str(out))
+    cfg = from_flat(
+        SACConfig,
+        encoder="state",
+        hidden_dim=hidden,
+        steps=RANDOM + steps,
+        random_steps=RANDOM,
+        log_every=100,
+        eval_every=0,
+        eval_episodes=1,
+        checkpoint_every=10**9,
+        replay_size=100_000,
+        actor_update_every=every,
+        target_update_every=every,
+        out=str(out),
+    )
     with open(run(cfg) / "metrics.csv") as f:
         wall = {int(r["step"]): float(r["wall_s"]) for r in csv.DictReader(f)}
     return steps / (wall[RANDOM + steps] - wall[RANDOM])
@@ -64,9 +77,22 @@ def sb3(hidden: int, steps: int) -> float:
                 marks["start"] = time.time()
             return True
 
-    model = SAC("MlpPolicy", env, learning_rate=1e-4, buffer_size=100_000, learning_starts=RANDOM, batch_size=128,
-                tau=0.005, gamma=0.99, train_freq=1, gradient_steps=1, ent_coef="auto_0.1",
-                policy_kwargs=dict(net_arch=[hidden, hidden]), seed=0, device="cpu")
+    model = SAC(
+        "MlpPolicy",
+        env,
+        learning_rate=1e-4,
+        buffer_size=100_000,
+        learning_starts=RANDOM,
+        batch_size=128,
+        tau=0.005,
+        gamma=0.99,
+        train_freq=1,
+        gradient_steps=1,
+        ent_coef="auto_0.1",
+        policy_kwargs=dict(net_arch=[hidden, hidden]),
+        seed=0,
+        device="cpu",
+    )
     model.learn(RANDOM + steps, callback=Clock())
     return steps / (time.time() - marks["start"])
 
@@ -90,14 +116,20 @@ def main() -> None:
                         v = ours(hidden, args.steps, 1 if name == "identical" else 2, Path(tmp) / f"{name}{hidden}r{r}")
                     results.setdefault((hidden, name), []).append(v)
                     print(f"round {r} hidden {hidden} {name}: {v:.1f} env-steps/s", flush=True)
-    print(f"\ndevice: {device_description()}; {args.steps} timed learning steps after {RANDOM} random, "
-          f"median of {args.rounds} rounds, torch threads {args.threads}\n")
-    print("| hidden | SB3 SAC steps/s | ours, identical schedule | ours, paper schedule (actor/target every 2) | speed-up identical | speed-up paper |")
+    print(
+        f"\ndevice: {device_description()}; {args.steps} timed learning steps after {RANDOM} random, "
+        f"median of {args.rounds} rounds, torch threads {args.threads}\n"
+    )
+    print(
+        "| hidden | SB3 SAC steps/s | ours, identical schedule | ours, paper schedule (actor/target every 2) | speed-up identical | speed-up paper |"
+    )
     print("|---|---|---|---|---|---|")
     for hidden in args.hidden:
         m = {n: statistics.median(results[(hidden, n)]) for n in ("sb3", "identical", "paper")}
-        print(f"| {hidden} | {m['sb3']:.1f} | {m['identical']:.1f} | {m['paper']:.1f} | "
-              f"{m['identical'] / m['sb3']:.2f}x | {m['paper'] / m['sb3']:.2f}x |")
+        print(
+            f"| {hidden} | {m['sb3']:.1f} | {m['identical']:.1f} | {m['paper']:.1f} | "
+            f"{m['identical'] / m['sb3']:.2f}x | {m['paper'] / m['sb3']:.2f}x |"
+        )
 
 
 if __name__ == "__main__":

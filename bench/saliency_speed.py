@@ -10,6 +10,7 @@ untrained models of the same architecture stand in when no checkpoint is given. 
 full-width 224 px PiCANets (LLL and GGLLL, ~1 s per frame on CPU). Prints the device, the CPU's
 native bf16 units, the load average before and after and a markdown table for BENCHMARKS.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,16 +19,26 @@ import time
 
 import numpy as np
 import torch
-from precision_columns import PRECISION_LIST_HELP, headers, load_average, machine_lines, parse_precisions, round_order, side_by_side
 
 from common.cli import OneLineParser
 from saliency.picanet import PiCANet, PiCANetConfig
 from saliency.predictor import SaliencyPredictor, resolve_device
 from saliency.student import StudentConfig, StudentNet
 
+from precision_columns import (
+    PRECISION_LIST_HELP,
+    headers,
+    load_average,
+    machine_lines,
+    parse_precisions,
+    round_order,
+    side_by_side,
+)
 
-def frames_per_s(predictors: dict[str, SaliencyPredictor], frames: np.ndarray, repeats: int
-                 ) -> dict[str, tuple[float, float]]:
+
+def frames_per_s(
+    predictors: dict[str, SaliencyPredictor], frames: np.ndarray, repeats: int
+) -> dict[str, tuple[float, float]]:
     """Per precision: (frames per wall-clock second, frames per CPU-second of this process), best of `repeats`.
 
     On a shared machine wall-clock speed depends on the other jobs; CPU time does much less: with
@@ -67,37 +78,57 @@ def main(argv=None) -> None:
         """A predictor per precision (own copies: bf16 turns its model channels_last)."""
         if path:
             return {q: SaliencyPredictor.load(path, device, batch, precision=q) for q in precisions}, path
-        return {q: SaliencyPredictor(copy.deepcopy(fallback).to(device), "untrained", batch, precision=q)
-                for q in precisions}, "untrained"
+        return {
+            q: SaliencyPredictor(copy.deepcopy(fallback).to(device), "untrained", batch, precision=q)
+            for q in precisions
+        }, "untrained"
 
     rows = [
         ("student", *loaded(args.student, StudentNet(StudentConfig(width=16)), args.batch), args.batch),
-        ("PiCANet LLL (cpu preset: 64 px, width 0.25)",
-         *loaded(args.picanet, PiCANet(PiCANetConfig(input_size=64, width=0.25)), args.batch), args.batch),
-        ("PiCANet LLL full width at 64 px", *loaded("", PiCANet(PiCANetConfig(input_size=64, width=1.0)), args.batch), args.batch),
+        (
+            "PiCANet LLL (cpu preset: 64 px, width 0.25)",
+            *loaded(args.picanet, PiCANet(PiCANetConfig(input_size=64, width=0.25)), args.batch),
+            args.batch,
+        ),
+        (
+            "PiCANet LLL full width at 64 px",
+            *loaded("", PiCANet(PiCANetConfig(input_size=64, width=1.0)), args.batch),
+            args.batch,
+        ),
     ]
     if args.paper:
         for layout in ("LLL", "GGLLL"):
             model = PiCANet(PiCANetConfig(layout=layout, input_size=224, width=1.0, batch_norm=False))
             rows.append((f"PiCANet {layout} paper (224 px, full width)", *loaded("", model, 4), 4))
     print(machine_lines())
-    print(f"batch {args.batch} (224 px rows: 4, one pass), best of {args.repeats} passes per precision, "
-          f"torch threads {args.threads}\n")
-    cols = ["model", "weights", "parameters"] + headers("frames/s (wall)", precisions) + headers("frames per CPU-second", precisions)
+    print(
+        f"batch {args.batch} (224 px rows: 4, one pass), best of {args.repeats} passes per precision, "
+        f"torch threads {args.threads}\n"
+    )
+    cols = (
+        ["model", "weights", "parameters"]
+        + headers("frames/s (wall)", precisions)
+        + headers("frames per CPU-second", precisions)
+    )
     print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
     wall: dict[str, dict[str, float]] = {}
     for name, predictors, weights, batch in rows:
         speeds = frames_per_s(predictors, frames[:batch], args.repeats if batch == args.batch else 1)
         wall[name] = {q: s[0] for q, s in speeds.items()}
         n = sum(q.numel() for q in next(iter(predictors.values())).model.parameters())
-        cells = [name, weights, f"{n / 1e6:.2f}M"] + side_by_side(wall[name], precisions) \
+        cells = (
+            [name, weights, f"{n / 1e6:.2f}M"]
+            + side_by_side(wall[name], precisions)
             + side_by_side({q: s[1] for q, s in speeds.items()}, precisions)
+        )
         print("| " + " | ".join(cells) + " |", flush=True)
     student, teacher = wall["student"], wall["PiCANet LLL (cpu preset: 64 px, width 0.25)"]
     print(f"load average after (1, 5, 15 min): {load_average()}")
     for q in precisions:
-        print(f"{q}: student / cpu-preset PiCANet speed-up (wall): {student[q] / teacher[q]:.1f}x; "
-              f"student target >= 500 frames/s (wall): {'met' if student[q] >= 500 else 'missed'}")
+        print(
+            f"{q}: student / cpu-preset PiCANet speed-up (wall): {student[q] / teacher[q]:.1f}x; "
+            f"student target >= 500 frames/s (wall): {'met' if student[q] >= 500 else 'missed'}"
+        )
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ command's main(), the errors users can fix (damaged shards, unloadable checkpoin
 diverged training). Float fields accept finite numbers only (`check_finite`), unless their field
 metadata sets `"nonfinite": True`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,7 +40,11 @@ NOT_WRITABLE_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS)
 def _base_type(tp: Any) -> Any:
     """Optional[X] / X | None -> X."""
     args = [a for a in typing.get_args(tp) if a is not type(None)]
-    return args[0] if args and typing.get_origin(tp) in (typing.Union, getattr(__import__("types"), "UnionType", None)) else tp
+    return (
+        args[0]
+        if args and typing.get_origin(tp) in (typing.Union, getattr(__import__("types"), "UnionType", None))
+        else tp
+    )
 
 
 def fail(message: str) -> NoReturn:
@@ -86,8 +91,10 @@ def nested(cls: type, prefix: str = "", rename: Mapping[str, str] | None = None,
     Field `name` of `cls` is the flag `--<prefix><name>` (GazeConfig's `k` with prefix "gaze_" is
     `--gaze-k`), or `--<rename[name]>`; `defaults` override `cls`'s own defaults in this config.
     """
-    return field(default_factory=lambda: cls(**defaults),
-                 metadata={"nested": cls, "prefix": prefix, "rename": dict(rename or {})})
+    return field(
+        default_factory=lambda: cls(**defaults),
+        metadata={"nested": cls, "prefix": prefix, "rename": dict(rename or {})},
+    )
 
 
 def flat_fields(cls: type) -> list[tuple[str, tuple[str, ...], dataclasses.Field]]:
@@ -225,16 +232,22 @@ def one_line_errors(*extra: type[BaseException]) -> Iterator[None]:
     except (OSError, RuntimeError) as err:
         if is_disk_full(err):
             fail(disk_full_error(failed_path(err), err).strerror)
-        if isinstance(err, RuntimeError) and ("can't allocate memory" in str(err) or "out of memory" in str(err).lower()):
-            fail(f"out of memory ({str(err).splitlines()[0][:200]}); lower --batch-size (or the flag that sizes what "
-                 "was being allocated) and run again")
+        if isinstance(err, RuntimeError) and (
+            "can't allocate memory" in str(err) or "out of memory" in str(err).lower()
+        ):
+            fail(
+                f"out of memory ({str(err).splitlines()[0][:200]}); lower --batch-size (or the flag that sizes what "
+                "was being allocated) and run again"
+            )
         if isinstance(err, OSError) and err.errno in NOT_WRITABLE_ERRNOS:
             fail(f"cannot access {failed_path(err)}: {err.strerror}; choose another --out (or fix its permissions)")
         raise
 
 
-RESUME_HELP = ("continue the run in --out from its checkpoint (one must exist); '--resume auto': continue if a "
-               "checkpoint exists, else start (a requeued job reruns the same command); without it an existing run is refused")
+RESUME_HELP = (
+    "continue the run in --out from its checkpoint (one must exist); '--resume auto': continue if a "
+    "checkpoint exists, else start (a requeued job reruns the same command); without it an existing run is refused"
+)
 
 
 def resume_mode(value: Any) -> bool | str:
@@ -269,8 +282,9 @@ def should_resume(mode: Any, found: bool, where: Any) -> bool:
     one raises FileNotFoundError naming `where` and the fix."""
     mode = resume_mode(mode)
     if mode is True and not found:
-        raise FileNotFoundError(f"--resume: {where} not found; start without --resume, or pass --resume auto "
-                                "to start when there is none")
+        raise FileNotFoundError(
+            f"--resume: {where} not found; start without --resume, or pass --resume auto to start when there is none"
+        )
     return bool(mode) and found
 
 
@@ -295,20 +309,32 @@ def _owner(cls: type, path: Sequence[str]) -> type:
 RECORD_KEYS = frozenset({"code_version", "inputs", "preset"})
 
 
-def build_parser(cls: type, presets: Mapping[str, Mapping[str, Any]] | None = None, description: str | None = None,
-                 prog: str | None = None, parser_class: type[argparse.ArgumentParser] = OneLineParser) -> argparse.ArgumentParser:
+def build_parser(
+    cls: type,
+    presets: Mapping[str, Mapping[str, Any]] | None = None,
+    description: str | None = None,
+    prog: str | None = None,
+    parser_class: type[argparse.ArgumentParser] = OneLineParser,
+) -> argparse.ArgumentParser:
     parser = parser_class(
         prog=prog or command_name(cls.__module__),
         description=description or (cls.__doc__ or "").strip(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     if not any(name == "config" for name, *_ in flat_fields(cls)):
-        parser.add_argument("--config", dest="config_file", default=None, metavar="PATH",
-                            help="start from a run's config.json (what `--help` lists, as that run set it): its values, "
-                                 "then --preset, then the flags given here; e.g. add --out NEW to rerun the run")
+        parser.add_argument(
+            "--config",
+            dest="config_file",
+            default=None,
+            metavar="PATH",
+            help="start from a run's config.json (what `--help` lists, as that run set it): its values, "
+            "then --preset, then the flags given here; e.g. add --out NEW to rerun the run",
+        )
     if presets:
         parser.add_argument(
-            "--preset", choices=sorted(presets), default=None,
+            "--preset",
+            choices=sorted(presets),
+            default=None,
             help="named settings applied before explicit flags: "
             + "; ".join(f"{k}: {', '.join(f'{f}={v}' for f, v in p.items())}" for k, p in presets.items()),
         )
@@ -321,16 +347,35 @@ def build_parser(cls: type, presets: Mapping[str, Mapping[str, Any]] | None = No
             tp, default = str, ",".join(map(str, default))
         help_text = f.metadata.get("help", "")
         if "nargs" in f.metadata:  # e.g. resume_field(): an optional value
-            parser.add_argument(flag, dest=name, nargs=f.metadata["nargs"], const=f.metadata["const"], type=f.metadata["type"],
-                                default=None, metavar="auto", help=f"{help_text} (default: {default})")
+            parser.add_argument(
+                flag,
+                dest=name,
+                nargs=f.metadata["nargs"],
+                const=f.metadata["const"],
+                type=f.metadata["type"],
+                default=None,
+                metavar="auto",
+                help=f"{help_text} (default: {default})",
+            )
         elif tp is bool:
-            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None,
-                                help=f"{help_text} (default: {default})")
+            parser.add_argument(
+                flag,
+                dest=name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=f"{help_text} (default: {default})",
+            )
         else:
             if tp is float and not f.metadata.get("nonfinite"):
                 tp = finite_float
-            parser.add_argument(flag, dest=name, type=tp, default=None, help=f"{help_text} (default: {default})",
-                                choices=f.metadata.get("choices"))
+            parser.add_argument(
+                flag,
+                dest=name,
+                type=tp,
+                default=None,
+                help=f"{help_text} (default: {default})",
+                choices=f.metadata.get("choices"),
+            )
     return parser
 
 
@@ -359,13 +404,21 @@ def stored_values(cls: type, path: str | Path) -> tuple[dict[str, Any], str]:
     names = {name for name, *_ in flat_fields(cls)}
     foreign = sorted(k for k in stored if k not in names and k not in RECORD_KEYS)
     if foreign:
-        raise ValueError(f"--config {path} sets {', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}, which "
-                         f"{cls.__name__} does not have: is it another command's config.json?")
+        raise ValueError(
+            f"--config {path} sets {', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}, which "
+            f"{cls.__name__} does not have: is it another command's config.json?"
+        )
     return {k: v for k, v in stored.items() if k in names}, str(stored.get("preset") or "")
 
 
-def _parse(cls: type[T], argv: Sequence[str], presets: Mapping[str, Mapping[str, Any]] | None, description: str | None,
-           prog: str, parser_class: type[argparse.ArgumentParser]) -> T:
+def _parse(
+    cls: type[T],
+    argv: Sequence[str],
+    presets: Mapping[str, Mapping[str, Any]] | None,
+    description: str | None,
+    prog: str,
+    parser_class: type[argparse.ArgumentParser],
+) -> T:
     parser = build_parser(cls, presets, description, prog=prog, parser_class=parser_class)
     args = vars(parser.parse_args(_positional_as_flag(cls, list(argv))))
     values: dict[str, Any] = {}
@@ -399,11 +452,18 @@ def parse_config(
     """Parse argv into `cls`: defaults < --config file < preset < explicit flags. `module` (default: the
     caller's) names the command in usage lines."""
     module = module or sys._getframe(1).f_globals.get("__name__", cls.__module__)
-    return _parse(cls, sys.argv[1:] if argv is None else list(argv), presets, description, command_name(module), OneLineParser)
+    return _parse(
+        cls, sys.argv[1:] if argv is None else list(argv), presets, description, command_name(module), OneLineParser
+    )
 
 
-def parse_flags(cls: type[T], words: Sequence[str], presets: Mapping[str, Mapping[str, Any]] | None = None,
-                command: str = "", what: str = "") -> T:
+def parse_flags(
+    cls: type[T],
+    words: Sequence[str],
+    presets: Mapping[str, Mapping[str, Any]] | None = None,
+    command: str = "",
+    what: str = "",
+) -> T:
     """`parse_config` for flags given inside another command's flag: ValueError `<what>: <problem> (see <command>
     --help)` instead of an exit, so a pipeline can check its pass-through strings before any stage runs."""
     try:
@@ -412,9 +472,14 @@ def parse_flags(cls: type[T], words: Sequence[str], presets: Mapping[str, Mappin
         raise ValueError(f"{what}: {err}" if what else str(err)) from None
 
 
-def run_command(cls: type[T], run: Callable[[T], Any], argv: Sequence[str] | None = None,
-                presets: Mapping[str, Mapping[str, Any]] | None = None, description: str | None = None,
-                errors: tuple[type[BaseException], ...] = ()) -> Any:
+def run_command(
+    cls: type[T],
+    run: Callable[[T], Any],
+    argv: Sequence[str] | None = None,
+    presets: Mapping[str, Mapping[str, Any]] | None = None,
+    description: str | None = None,
+    errors: tuple[type[BaseException], ...] = (),
+) -> Any:
     """A command's main(): parse argv into `cls`, then return `run(cfg)`; bad flags and the errors a user
     can fix (`one_line_errors`, plus `errors`) end with one line on stderr and exit status 2."""
     module = sys._getframe(1).f_globals.get("__name__", cls.__module__)

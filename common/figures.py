@@ -1,4 +1,5 @@
 """Saving matplotlib figures the same way in every stage."""
+
 from __future__ import annotations
 
 import io

@@ -12,6 +12,7 @@
   (model.safetensors + config.json + README.md, every file written atomically): `FrozenEncoder` and
   `SaliencyPredictor` use it. Nothing is downloaded: a folder that is not there is a FileNotFoundError.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -29,7 +30,9 @@ LICENSE = "mit"
 CARD_MARK = "<!-- model card written by a visarl exporter; rewritten on every export -->"
 
 
-_DIGESTS: dict[tuple[str, int, int], str] = {}  # (resolved path, mtime ns, size) -> sha256: a file read once per process
+_DIGESTS: dict[
+    tuple[str, int, int], str
+] = {}  # (resolved path, mtime ns, size) -> sha256: a file read once per process
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -52,8 +55,10 @@ def write_safetensors(path: str | os.PathLike, tensors: dict[str, Any], metadata
 
     bad = nonfinite_tensors(tensors)
     if bad:
-        raise NonFiniteError(f"refusing to write {path}: {len(bad)} tensor(s) hold NaN or inf "
-                             f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); the previous file (if any) is kept")
+        raise NonFiniteError(
+            f"refusing to write {path}: {len(bad)} tensor(s) hold NaN or inf "
+            f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); the previous file (if any) is kept"
+        )
     # safetensors refuses tensors that share memory or are not contiguous: write independent copies
     plain = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
     return atomic_write_bytes(path, save(plain, metadata=metadata))
@@ -70,8 +75,9 @@ def read_safetensors(path: str | os.PathLike, what: str = "safetensors file") ->
         with safe_open(str(path), framework="pt") as f:
             return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
     except Exception as err:  # the library raises its own error types (header, truncation, dtype)
-        raise CheckpointError(f"cannot load {what} {path}: it is damaged or not a safetensors file "
-                              f"({' '.join(str(err).split())[:200]})") from None
+        raise CheckpointError(
+            f"cannot load {what} {path}: it is damaged or not a safetensors file ({' '.join(str(err).split())[:200]})"
+        ) from None
 
 
 def model_card(front: dict[str, Any], body: str, results: Sequence[dict[str, Any]] = ()) -> str:
@@ -82,7 +88,9 @@ def model_card(front: dict[str, Any], body: str, results: Sequence[dict[str, Any
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
     front = dict(front)
-    name = front.pop("model_name", None) or next((line[2:] for line in body.splitlines() if line.startswith("# ")), "model")
+    name = front.pop("model_name", None) or next(
+        (line[2:] for line in body.splitlines() if line.startswith("# ")), "model"
+    )
     evals = [EvalResult(**{"dataset_type": r["dataset_name"], **r}) for r in results]
     data = ModelCardData(license=LICENSE, model_name=name, eval_results=evals or None, **front)
     return str(ModelCard(f"---\n{data.to_yaml()}\n---\n{CARD_MARK}\n\n{body.strip()}\n"))
@@ -96,8 +104,10 @@ def write_card(folder: str | os.PathLike, text: str) -> Path:
 
 
 def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
-    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-                     + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
+    return "\n".join(
+        ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    )
 
 
 #: the files of a `save_pretrained` folder
@@ -109,8 +119,10 @@ def local_model_folder(path: str | os.PathLike, what: str) -> Path:
     folder = Path(path)
     missing = [n for n in (WEIGHTS_NAME, CONFIG_NAME) if not (folder / n).is_file()]
     if not folder.is_dir() or missing:
-        raise FileNotFoundError(f"{what} folder {folder} not found or without {' and '.join(missing or [WEIGHTS_NAME])}: "
-                                "from_pretrained reads a local folder that save_pretrained wrote (nothing is downloaded)")
+        raise FileNotFoundError(
+            f"{what} folder {folder} not found or without {' and '.join(missing or [WEIGHTS_NAME])}: "
+            "from_pretrained reads a local folder that save_pretrained wrote (nothing is downloaded)"
+        )
     return folder
 
 
@@ -154,7 +166,9 @@ class HubFolder:
         return super().from_pretrained(pretrained_model_name_or_path, local_files_only=True, **kwargs)  # type: ignore[misc]
 
 
-def write_hub_folder(folder: Path, tensors: dict[str, Any], metadata: dict[str, str], config: dict[str, Any], card: str) -> None:
+def write_hub_folder(
+    folder: Path, tensors: dict[str, Any], metadata: dict[str, str], config: dict[str, Any], card: str
+) -> None:
     """model.safetensors (NaN/inf refused: nothing written), config.json and the card, each atomically."""
     write_safetensors(folder / WEIGHTS_NAME, tensors, metadata)
     atomic_write_json(folder / CONFIG_NAME, config)

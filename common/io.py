@@ -7,6 +7,7 @@
 * `safe_torch_load`: `torch.load(weights_only=True)` whose every failure is a `CheckpointError`
   naming the file and the reason, never PyTorch's advice to retry with `weights_only=False`.
 """
+
 from __future__ import annotations
 
 import errno
@@ -45,7 +46,9 @@ def is_disk_full(err: BaseException) -> bool:
     RuntimeError naming errno 28 when it flushes onto a full disk)."""
     if isinstance(err, OSError) and err.errno in DISK_FULL_ERRNOS:
         return True
-    return isinstance(err, (OSError, RuntimeError)) and ("No space left on device" in str(err) or "Disk quota exceeded" in str(err))
+    return isinstance(err, (OSError, RuntimeError)) and (
+        "No space left on device" in str(err) or "Disk quota exceeded" in str(err)
+    )
 
 
 def failed_path(err: BaseException) -> str:
@@ -56,8 +59,11 @@ def failed_path(err: BaseException) -> str:
 
 def disk_full_error(path: str | os.PathLike, err: OSError, size: int | None = None) -> DiskFullError:
     need = f" ({size / 1e6:.1f} MB)" if size else ""
-    return DiskFullError(errno.ENOSPC, f"no space left on the device writing {path}{need}; the previous file, if any, "
-                         "is unchanged. Free some space or choose another --out, then run the command again")
+    return DiskFullError(
+        errno.ENOSPC,
+        f"no space left on the device writing {path}{need}; the previous file, if any, "
+        "is unchanged. Free some space or choose another --out, then run the command again",
+    )
 
 
 def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> Path:
@@ -111,8 +117,10 @@ def nonfinite_tensors(obj: Any, prefix: str = "") -> list[str]:
 def check_finite_loss(loss: float, where: str, kept: str) -> float:
     """Raise NonFiniteError if `loss` is NaN/inf: `where` says when, `kept` which checkpoint is intact."""
     if not math.isfinite(loss):
-        raise NonFiniteError(f"training diverged: the loss is {loss} at {where}; stopped without saving. {kept} "
-                             "Lower the learning rate (or check the data) and run again")
+        raise NonFiniteError(
+            f"training diverged: the loss is {loss} at {where}; stopped without saving. {kept} "
+            "Lower the learning rate (or check the data) and run again"
+        )
     return loss
 
 
@@ -125,9 +133,11 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike, allow_nonfinite: bool =
 
     bad = [] if allow_nonfinite else nonfinite_tensors(obj)
     if bad:
-        raise NonFiniteError(f"refusing to write {path}: {len(bad)} tensor(s) hold NaN or inf "
-                             f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); training diverged, "
-                             "the previous file (if any) is kept")
+        raise NonFiniteError(
+            f"refusing to write {path}: {len(bad)} tensor(s) hold NaN or inf "
+            f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); training diverged, "
+            "the previous file (if any) is kept"
+        )
     buf = io.BytesIO()
     torch.save(obj, buf)
     return atomic_write_bytes(path, buf.getvalue())
@@ -138,8 +148,10 @@ def _load_reason(err: BaseException) -> str:
     text = str(err)
     found = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:\n\n|Check the documentation|$)", text, re.S)
     if found:
-        return ("it holds objects other than tensors and plain values, which a safe (weights-only) load refuses: "
-                + " ".join(found.group(1).split())[:200])
+        return (
+            "it holds objects other than tensors and plain values, which a safe (weights-only) load refuses: "
+            + " ".join(found.group(1).split())[:200]
+        )
     if "zip archive" in text or "central directory" in text or isinstance(err, (EOFError, RuntimeError)):
         return f"it is damaged or not a PyTorch checkpoint ({text.split('. ')[0][:200]})"
     first = " ".join(s for s in text.split(". ") if "weights_only" not in s)

@@ -19,6 +19,7 @@ values are handled exactly (one ROC point per distinct threshold) instead of the
 random jitter, which gives the same area when there are no ties and is deterministic. std is the
 population standard deviation (ddof=0).
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -11,6 +11,7 @@ log-probabilities).
 (e.g. AVX2 only, where oneDNN has no bf16 path) bf16 runs in PyTorch's generic kernels, 2-30x slower
 than float32 (BENCHMARKS.md), so `auto` stays float32 and says so once.
 """
+
 from __future__ import annotations
 
 import functools
@@ -18,14 +19,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from common.cli import option
 
 PRECISIONS: tuple[str, ...] = ("auto", "bf16", "fp32")
 #: CPU flags (/proc/cpuinfo) of units that run bf16 matmuls natively
 BF16_CPU_FLAGS: tuple[str, ...] = ("amx_bf16", "avx512_bf16")
-PRECISION_HELP = ("matmul/convolution precision: bf16 (autocast; weights, optimiser state, losses and stored "
-                  "features stay float32), fp32, or auto (bf16 on a CUDA GPU with bf16 or a CPU with AMX/AVX512-BF16, "
-                  "fp32 elsewhere)")
+PRECISION_HELP = (
+    "matmul/convolution precision: bf16 (autocast; weights, optimiser state, losses and stored "
+    "features stay float32), fp32, or auto (bf16 on a CUDA GPU with bf16 or a CPU with AMX/AVX512-BF16, "
+    "fp32 elsewhere)"
+)
 
 
 def precision_field(help: str = PRECISION_HELP) -> Any:
@@ -65,8 +69,11 @@ def resolve_precision(requested: str, device: torch.device | str = "cpu") -> str
         return "bf16"
     if device.type not in _announced:
         _announced.add(device.type)
-        print("note: --precision auto runs fp32 here: this CPU has no AMX or AVX512-BF16 units, and bf16 would run "
-              "in generic kernels, several times slower (--precision bf16 forces it)", flush=True)
+        print(
+            "note: --precision auto runs fp32 here: this CPU has no AMX or AVX512-BF16 units, and bf16 would run "
+            "in generic kernels, several times slower (--precision bf16 forces it)",
+            flush=True,
+        )
     return "fp32"
 
 
@@ -78,8 +85,9 @@ def autocast(precision: str, device: torch.device | str) -> torch.autocast:
     """
     if precision not in ("bf16", "fp32"):
         raise ValueError(f"resolve the precision first (resolve_precision), got {precision!r}")
-    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16",
-                          cache_enabled=False)
+    return torch.autocast(
+        torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16", cache_enabled=False
+    )
 
 
 def full_precision(device: torch.device | str) -> torch.autocast:

@@ -10,6 +10,7 @@ the same object, which writes `desc: 45% 450/1000 frame [00:10<00:12, 45.0 frame
 line of its own at most every `every_s` seconds (default 30, or $VISARL_PROGRESS_SECONDS) and once more
 when it closes, and never a carriage return.
 """
+
 from __future__ import annotations
 
 import math

@@ -1,4 +1,5 @@
 """Run directories: config.json, metrics as CSV and TensorBoard, append-safe across resumes."""
+
 from __future__ import annotations
 
 import contextlib
@@ -22,8 +23,16 @@ def code_version() -> str:
     """The git commit of this checkout (with '+dirty' if modified), or 'unknown'."""
     root = Path(__file__).resolve().parent.parent
     try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, timeout=5).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
         return (sha + ("+dirty" if dirty else "")) or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -51,7 +60,9 @@ def prepare_run_dir(out: str | Path, config: Any, resume: bool | str = False, al
     cfg = flat_dict(config) if dataclasses.is_dataclass(config) else dict(config)  # flat: the flags that made it
     path = out / "config.json"
     if path.exists() and not allow_existing and not resume_mode(resume):
-        raise SystemExit(f"error: {out} already holds a run; pass --resume (or --resume auto) to continue it or choose another --out")
+        raise SystemExit(
+            f"error: {out} already holds a run; pass --resume (or --resume auto) to continue it or choose another --out"
+        )
     atomic_write_json(path, {**cfg, "code_version": code_version()})
     return out
 
@@ -84,8 +95,10 @@ def exclusive_run_dir(run_dir: str | Path) -> Iterator[Path]:
         except OSError:
             holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
             os.close(fd)
-            raise SystemExit(f"error: {run_dir} is in use by {holder}; wait for it to end (or stop it), "
-                             "then run the same command again: it continues where it stopped") from None
+            raise SystemExit(
+                f"error: {run_dir} is in use by {holder}; wait for it to end (or stop it), "
+                "then run the same command again: it continues where it stopped"
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
         _HELD[path] = [fd, 1]

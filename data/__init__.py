@@ -2,6 +2,7 @@
 
 Importing this package chooses a headless OpenGL backend before MuJoCo is imported anywhere.
 """
+
 from data.gl import configure_headless_gl
 
 configure_headless_gl()

@@ -5,6 +5,7 @@ same thing everywhere. A click is (x, y) in [0, 1] image coordinates (x to the r
 pixel centres at (i + 0.5) / size), each click a Gaussian whose standard deviation is a fraction
 of the image width (default 0.025: 10 px on the paper's 400 px canvas).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -24,9 +25,7 @@ def validate_clicks(clicks) -> np.ndarray:
     return arr
 
 
-def clicks_to_map(
-    clicks, height: int, width: int | None = None, sigma_frac: float = DEFAULT_SIGMA_FRAC
-) -> np.ndarray:
+def clicks_to_map(clicks, height: int, width: int | None = None, sigma_frac: float = DEFAULT_SIGMA_FRAC) -> np.ndarray:
     """Sum one Gaussian per click and normalise to max 1; no clicks gives an all-zero map.
 
     Returns float32 [height, width] in [0, 1].

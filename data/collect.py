@@ -12,6 +12,7 @@ Each sample also stores its scene state (`scene.npy`: the episode's reset seed, 
 placement vector and MuJoCo's physics state, see `PixelMetaWorld.scene_state`), so the annotation
 app can re-render that exact scene at 512 px; the manifest states its cost in bytes per sample.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -24,8 +25,8 @@ import numpy as np
 
 from common.cli import as_flags, check_finite, flat_dict, nested, one_line_errors, option, parse_config
 from common.io import check_writable_dir
-from common.runs import code_version, exclusive_run_dir
 from common.progress import progress as progress_bar
+from common.runs import code_version, exclusive_run_dir
 from data.env import EnvConfig, PixelMetaWorld
 from data.shards import (
     ShardError,
@@ -50,7 +51,9 @@ class CollectConfig:
     seed: int = option(0, "master seed; shard i uses the RNG seeded by (seed, i)")
     shard_size: int = option(500, "frames per shard (the unit of resume)")
     expert_frac: float = option(0.5, "share of episodes driven by the noisy scripted expert")
-    random_frac: float = option(0.2, "share of uniform-random-action episodes; the rest mix expert and random actions per step")
+    random_frac: float = option(
+        0.2, "share of uniform-random-action episodes; the rest mix expert and random actions per step"
+    )
     noise_std_max: float = option(0.4, "expert episodes add N(0, s) action noise, s ~ U(0, this) per episode")
 
     def validate(self) -> "CollectConfig":
@@ -74,7 +77,9 @@ class CollectConfig:
         """--task and --frames, then the settings that differ from the defaults: what repairs this folder."""
         mine, default = self.identity(), CollectConfig().identity()
         first = ("task", "frames")
-        return " ".join(as_flags({k: mine[k] for k in dict.fromkeys([*first, *mine]) if k in first or mine[k] != default[k]}))
+        return " ".join(
+            as_flags({k: mine[k] for k in dict.fromkeys([*first, *mine]) if k in first or mine[k] != default[k]})
+        )
 
     def identity(self) -> dict:
         """Settings that define the data (flat, as in the manifest); a resume must match them exactly."""
@@ -134,10 +139,22 @@ def generate_shard(cfg: CollectConfig, index: int, size: int):
         policy.new_episode()
         reward, success, step, done = 0.0, 0.0, 0, False
         while produced < size:
-            meta = {"task": cfg.env.task, "shard": index, "episode": episode, "step": step,
-                    "reward": reward, "success": success, "policy": policy.mode}
-            sample = {"rgb": obs["pixels"], "state": obs["state"], "clicks": env.oracle_clicks(rng), "meta": meta,
-                      "scene": env.scene_state()}
+            meta = {
+                "task": cfg.env.task,
+                "shard": index,
+                "episode": episode,
+                "step": step,
+                "reward": reward,
+                "success": success,
+                "policy": policy.mode,
+            }
+            sample = {
+                "rgb": obs["pixels"],
+                "state": obs["state"],
+                "clicks": env.oracle_clicks(rng),
+                "meta": meta,
+                "scene": env.scene_state(),
+            }
             yield f"{index:05d}-{produced:05d}", sample
             produced += 1
             if done:
@@ -157,9 +174,15 @@ def scene_cost(cfg: CollectConfig) -> dict:
     """What the per-sample scene state holds and the shard bytes it adds to each sample (fixed per task)."""
     env = _worker_env(cfg)  # the model only: no renderer is created
     scene = np.zeros((), env.scene_dtype())
-    member = encode_sample("x", {"rgb": np.zeros((1, 1, 3), np.uint8), "state": [], "clicks": [], "meta": {}, "scene": scene})["scene.npy"]
-    return {"field": "scene.npy", "bytes_per_sample": tar_member_bytes(member), "physics_values": int(scene["physics"].size),
-            "holds": "reset seed, Meta-World placement vector, MuJoCo physics state (time, qpos, qvel, act, mocap pose)"}
+    member = encode_sample(
+        "x", {"rgb": np.zeros((1, 1, 3), np.uint8), "state": [], "clicks": [], "meta": {}, "scene": scene}
+    )["scene.npy"]
+    return {
+        "field": "scene.npy",
+        "bytes_per_sample": tar_member_bytes(member),
+        "physics_values": int(scene["physics"].size),
+        "holds": "reset seed, Meta-World placement vector, MuJoCo physics state (time, qpos, qvel, act, mocap pose)",
+    }
 
 
 def _manifest(cfg: CollectConfig, done: dict[int, dict], sizes: list[int], scene: dict) -> dict:
@@ -171,8 +194,11 @@ def _manifest(cfg: CollectConfig, done: dict[int, dict], sizes: list[int], scene
         "flags": cfg.flags(),
         "frames_written": int(sum(e["frames"] for e in done.values())),
         "shards": [done[i] for i in sorted(done)],
-        "policy_mix": {"expert": cfg.expert_frac, "random": cfg.random_frac,
-                       "mixed": round(1 - cfg.expert_frac - cfg.random_frac, 6)},
+        "policy_mix": {
+            "expert": cfg.expert_frac,
+            "random": cfg.random_frac,
+            "mixed": round(1 - cfg.expert_frac - cfg.random_frac, 6),
+        },
         "fields": ["rgb.png", "state.npy", "clicks.npy", "meta.json", "scene.npy"],
         "scene": scene,
         "code_version": code_version(),
@@ -204,10 +230,18 @@ def _collect(cfg: CollectConfig, progress: bool) -> Path:
     scene = scene_cost(cfg)
     write_manifest(out, _manifest(cfg, done, sizes, scene))
     workers = max(1, min(cfg.workers, len(todo)))
-    with (progress_bar(total=cfg.frames, initial=sum(e["frames"] for e in done.values()), unit="frame",  # closed on errors too
-               desc=f"collect {cfg.env.task}", disable=not progress, dynamic_ncols=True) as bar,
-          mp.get_context("spawn").Pool(workers) if workers > 1 else contextlib.nullcontext() as pool):
-        for i, entry in (pool.imap_unordered(_write_one, todo) if pool else map(_write_one, todo)):
+    with (
+        progress_bar(
+            total=cfg.frames,
+            initial=sum(e["frames"] for e in done.values()),
+            unit="frame",  # closed on errors too
+            desc=f"collect {cfg.env.task}",
+            disable=not progress,
+            dynamic_ncols=True,
+        ) as bar,
+        mp.get_context("spawn").Pool(workers) if workers > 1 else contextlib.nullcontext() as pool,
+    ):
+        for i, entry in pool.imap_unordered(_write_one, todo) if pool else map(_write_one, todo):
             done[i] = entry
             bar.update(entry["frames"])
             write_manifest(out, _manifest(cfg, done, sizes, scene))
@@ -217,7 +251,9 @@ def _collect(cfg: CollectConfig, progress: bool) -> Path:
 def _intact_shards(out: Path, sizes: list[int]) -> dict[int, dict]:
     """Manifest entries of the shards already in `out` that pass their checks (checksum and count
     from the manifest when it lists them, else a full read); damaged ones are deleted to be redone."""
-    listed = {e.get("file"): e for e in read_manifest(out).get("shards", [])} if (out / "manifest.json").exists() else {}
+    listed = (
+        {e.get("file"): e for e in read_manifest(out).get("shards", [])} if (out / "manifest.json").exists() else {}
+    )
     done = {}
     for i, size in enumerate(sizes):
         path = out / shard_name(i)
@@ -236,8 +272,10 @@ def main(argv=None) -> None:
     with one_line_errors():
         out = collect(cfg)
         m = read_manifest(out)
-    print(f"{m['frames_written']} frames of {cfg.env.task} in {out} ({len(m['shards'])} shards; scene states for "
-          f"re-rendering: {m['scene']['bytes_per_sample']} bytes per sample)")
+    print(
+        f"{m['frames_written']} frames of {cfg.env.task} in {out} ({len(m['shards'])} shards; scene states for "
+        f"re-rendering: {m['scene']['bytes_per_sample']} bytes per sample)"
+    )
 
 
 if __name__ == "__main__":

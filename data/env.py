@@ -15,6 +15,7 @@ Data collection and RL must use the same setting; the manifest records it.
 episode's reset (which fixes the object/goal placement), Meta-World's placement vector as a check,
 and MuJoCo's physics state; `restore_scene()` puts an env (of any image size) back in that scene.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -42,7 +43,9 @@ RENDER_QUALITIES: tuple[str, ...] = ("fast", "default")
 STATE_DIM = 39
 # MuJoCo state saved per frame: time, qpos, qvel, act, plugin state and the mocap pose (the arm's hand
 # is a mocap-driven body); everything a render depends on besides the model placement set at reset.
-SCENE_SPEC = int(mujoco.mjtState.mjSTATE_FULLPHYSICS | mujoco.mjtState.mjSTATE_MOCAP_POS | mujoco.mjtState.mjSTATE_MOCAP_QUAT)
+SCENE_SPEC = int(
+    mujoco.mjtState.mjSTATE_FULLPHYSICS | mujoco.mjtState.mjSTATE_MOCAP_POS | mujoco.mjtState.mjSTATE_MOCAP_QUAT
+)
 
 
 class SceneError(ValueError):
@@ -251,8 +254,15 @@ class PixelMetaWorld(gym.Env):
         """The structured dtype of this task's scene states (fixed sizes per task)."""
         n_rand = self.mw._random_reset_space.low.size
         n_state = mujoco.mj_stateSize(self.model, SCENE_SPEC)
-        return np.dtype([("reset_seed", "<i8"), ("step", "<i8"), ("spec", "<i4"),
-                         ("rand_vec", "<f8", (n_rand,)), ("physics", "<f8", (n_state,))])
+        return np.dtype(
+            [
+                ("reset_seed", "<i8"),
+                ("step", "<i8"),
+                ("spec", "<i4"),
+                ("rand_vec", "<f8", (n_rand,)),
+                ("physics", "<f8", (n_state,)),
+            ]
+        )
 
     def scene_state(self) -> np.ndarray:
         """What re-renders the current frame exactly: a 0-d structured array (see `scene_dtype`).
@@ -276,14 +286,18 @@ class PixelMetaWorld(gym.Env):
         scene = np.asarray(scene)
         want = self.scene_dtype()
         if scene.dtype != want:
-            raise SceneError(f"scene state of another layout ({scene.dtype}) than {self.config.task}'s ({want}); "
-                             "was it recorded for another task?")
+            raise SceneError(
+                f"scene state of another layout ({scene.dtype}) than {self.config.task}'s ({want}); "
+                "was it recorded for another task?"
+            )
         if int(scene["spec"]) != SCENE_SPEC:
             raise SceneError(f"scene state saved with MuJoCo state spec {int(scene['spec'])}, expected {SCENE_SPEC}")
         self._reset_sim(int(scene["reset_seed"]))  # no render: the caller renders at its own size
         if not np.array_equal(self.mw._last_rand_vec, scene["rand_vec"]):
-            raise SceneError(f"replaying reset seed {int(scene['reset_seed'])} of {self.config.task} places objects "
-                             "elsewhere than when the frame was recorded (another Meta-World version?)")
+            raise SceneError(
+                f"replaying reset seed {int(scene['reset_seed'])} of {self.config.task} places objects "
+                "elsewhere than when the frame was recorded (another Meta-World version?)"
+            )
         if int(scene["step"]) > 0:  # a stepped frame: Meta-World's step ends with mj_forward, so do we
             mujoco.mj_setState(self.model, self.data, np.ascontiguousarray(scene["physics"]), SCENE_SPEC)
             mujoco.mj_forward(self.model, self.data)

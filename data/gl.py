@@ -1,4 +1,5 @@
 """Headless OpenGL selection for MuJoCo: EGL first, OSMesa as the fallback."""
+
 from __future__ import annotations
 
 import ctypes.util
@@ -6,8 +7,22 @@ import os
 import sys
 
 #: the values MuJoCo accepts for MUJOCO_GL on Linux (mujoco/gl_context.py), rendering off included
-VALID_BACKENDS = ("egl", "osmesa", "glfw", "glx", "enable", "enabled", "on", "true", "1",
-                  "disable", "disabled", "off", "false", "0")
+VALID_BACKENDS = (
+    "egl",
+    "osmesa",
+    "glfw",
+    "glx",
+    "enable",
+    "enabled",
+    "on",
+    "true",
+    "1",
+    "disable",
+    "disabled",
+    "off",
+    "false",
+    "0",
+)
 
 
 def configure_headless_gl() -> str:
@@ -21,8 +36,10 @@ def configure_headless_gl() -> str:
     if backend and backend.lower().strip() not in VALID_BACKENDS:
         from common.cli import fail
 
-        fail(f"MUJOCO_GL={backend!r} is not a rendering backend MuJoCo knows; set it to one of egl, osmesa, glfw "
-             "(or unset it to choose automatically)")
+        fail(
+            f"MUJOCO_GL={backend!r} is not a rendering backend MuJoCo knows; set it to one of egl, osmesa, glfw "
+            "(or unset it to choose automatically)"
+        )
     if not backend:
         if ctypes.util.find_library("EGL"):
             backend = "egl"

@@ -6,6 +6,7 @@ geometry or outside the image, and returns them as normalised clicks, exactly wh
 annotator's clicks are. Like the paper's annotators (25 +- 5.8 clicks per frame, more saliency
 near the gripper tip) most clicks go to the gripper.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -3,6 +3,7 @@
 The authors' release fed raw 0-255 frames at dataset resolution when pseudo-labelling but /255
 upsampled frames during RL; everything here goes through `frames_to_tensor` instead.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -10,9 +11,7 @@ import torch
 import torch.nn.functional as F
 
 
-def frames_to_tensor(
-    frames, size: int | None = None, device: torch.device | str | None = None
-) -> torch.Tensor:
+def frames_to_tensor(frames, size: int | None = None, device: torch.device | str | None = None) -> torch.Tensor:
     """uint8 frames [N, H, W, C] (numpy or torch) -> float32 [N, C, size, size] in [0, 1].
 
     Resizing (when `size` differs from H) is bilinear without antialiasing on upsampling and
@@ -29,7 +28,5 @@ def frames_to_tensor(
         x = x.to(device, non_blocking=True)
     x = x.permute(0, 3, 1, 2).float().div_(255.0)  # [N, C, H, W]
     if size is not None and (x.shape[-2], x.shape[-1]) != (size, size):
-        x = F.interpolate(
-            x, size=(size, size), mode="bilinear", align_corners=False, antialias=size < x.shape[-1]
-        )
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=size < x.shape[-1])
     return x.contiguous()

@@ -26,6 +26,7 @@ exports are keyed by them), or an incomplete folder (unless `allow_incomplete`) 
 command that repairs it (`repair_command`: re-running the collection regenerates only what is
 missing or damaged, and adds checksums to a manifest written before they existed).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -53,7 +54,9 @@ from data.clicks import clicks_to_map
 MANIFEST = "manifest.json"
 SHARD_GLOB = "shard-*.tar"
 REQUIRED_FIELDS = ("rgb.png", "state.npy", "clicks.npy", "meta.json")
-ALLOW_INCOMPLETE_HELP = "read a shard folder whose collection is not complete (e.g. a killed run): only the shards its manifest lists"
+ALLOW_INCOMPLETE_HELP = (
+    "read a shard folder whose collection is not complete (e.g. a killed run): only the shards its manifest lists"
+)
 
 
 def shard_name(index: int) -> str:
@@ -180,8 +183,10 @@ def _read_checked(shard: ShardFile) -> bytes:
     except OSError as err:
         raise ShardError(f"{shard.path}: unreadable ({err.strerror or err}); {shard.repair}") from err
     if shard.sha256 and hashlib.sha256(payload).hexdigest() != shard.sha256:
-        raise ShardError(f"{shard.path}: checksum mismatch with manifest.json (the file is damaged or was changed "
-                         f"after it was written); {shard.repair}")
+        raise ShardError(
+            f"{shard.path}: checksum mismatch with manifest.json (the file is damaged or was changed "
+            f"after it was written); {shard.repair}"
+        )
     return payload
 
 
@@ -218,7 +223,9 @@ def _split_samples(payload: bytes, shard: ShardFile) -> list[dict[str, bytes]]:
         reason = " ".join(str(err.args[0] if err.args else err).split(" @ ")[0].split())
         raise ShardError(f"{shard.path}: corrupt or truncated shard ({reason}); {shard.repair}") from err
     if shard.frames is not None and len(samples) != shard.frames:
-        raise ShardError(f"{shard.path}: holds {len(samples)} samples, manifest.json says {shard.frames}; {shard.repair}")
+        raise ShardError(
+            f"{shard.path}: holds {len(samples)} samples, manifest.json says {shard.frames}; {shard.repair}"
+        )
     _check_keys(shard, [s.get("__key__", "") for s in samples])
     return samples
 
@@ -230,9 +237,11 @@ def _check_keys(shard: ShardFile, keys: list[str]) -> None:
     prefix = f"{found.group(1)}-" if found else ""
     foreign = next((k for k in keys if not k.startswith(prefix)), None)
     if foreign is not None:
-        raise ShardError(f"{shard.path}: sample key {foreign!r} belongs to another shard (the keys of {shard.path.name} "
-                         f"start with {prefix!r}): a shard copied or renamed from elsewhere, whose keys repeat another "
-                         f"shard's; {shard.repair}")
+        raise ShardError(
+            f"{shard.path}: sample key {foreign!r} belongs to another shard (the keys of {shard.path.name} "
+            f"start with {prefix!r}): a shard copied or renamed from elsewhere, whose keys repeat another "
+            f"shard's; {shard.repair}"
+        )
     seen: set[str] = set()
     twice = next((k for k in keys if k in seen or seen.add(k)), None)
     if twice is not None:
@@ -258,8 +267,9 @@ def iter_samples(path: str | Path | ShardFile) -> Iterator[dict[str, Any]]:
         yield decode_sample(raw, source=source)
 
 
-def check_shard(path: str | Path, frames: int | None = None, sha256: str | None = None,
-                repair: str = ShardFile.repair) -> dict[str, Any]:
+def check_shard(
+    path: str | Path, frames: int | None = None, sha256: str | None = None, repair: str = ShardFile.repair
+) -> dict[str, Any]:
     """Read a whole shard; its manifest entry {"file", "frames", "sha256"}, or ShardError (ending with
     `repair`) if it is damaged or disagrees with the `frames` / `sha256` it should have."""
     shard = ShardFile(Path(path), frames, sha256, repair)
@@ -287,8 +297,20 @@ def write_manifest(directory: str | Path, manifest: dict[str, Any]) -> None:
 
 
 #: the data.collect settings a manifest of a collection from before "flags" records (its identity)
-COLLECT_SETTINGS = ("task", "frames", "image_size", "camera", "render_quality", "episode_steps", "goal_observable", "seed",
-                    "shard_size", "expert_frac", "random_frac", "noise_std_max")
+COLLECT_SETTINGS = (
+    "task",
+    "frames",
+    "image_size",
+    "camera",
+    "render_quality",
+    "episode_steps",
+    "goal_observable",
+    "seed",
+    "shard_size",
+    "expert_frac",
+    "random_frac",
+    "noise_std_max",
+)
 
 
 def repair_command(directory: str | Path, manifest: dict[str, Any]) -> str:
@@ -321,28 +343,37 @@ def verified_shards(directory: str | Path, allow_incomplete: bool = False) -> li
     on_disk = {p.name for p in directory.glob(SHARD_GLOB)}
     if not complete and not allow_incomplete:
         n = sum(int(e.get("frames", 0)) for e in entries)
-        raise ShardError(f"{directory}: incomplete collection ({n} of {manifest.get('frames', '?')} frames, status "
-                         f"{manifest.get('status')!r}: e.g. a killed run); pass --allow-incomplete to use the frames "
-                         f"it holds, or finish it: {fix}")
+        raise ShardError(
+            f"{directory}: incomplete collection ({n} of {manifest.get('frames', '?')} frames, status "
+            f"{manifest.get('status')!r}: e.g. a killed run); pass --allow-incomplete to use the frames "
+            f"it holds, or finish it: {fix}"
+        )
     if not entries:
         raise ShardError(f"{directory}: holds no shards (run `python -m data.collect --out {directory}`)")
     missing = sorted(listed - on_disk)
     if missing:
-        raise ShardError(f"{directory / missing[0]}: missing ({len(missing)} shard(s) listed in manifest.json are not "
-                         f"there); {fix}")
+        raise ShardError(
+            f"{directory / missing[0]}: missing ({len(missing)} shard(s) listed in manifest.json are not there); {fix}"
+        )
     unlisted = sorted(on_disk - listed)
     if unlisted and complete:
-        raise ShardError(f"{directory / unlisted[0]}: not listed in manifest.json (a stray file or a shard of another "
-                         f"collection); move it away, or {fix}")
+        raise ShardError(
+            f"{directory / unlisted[0]}: not listed in manifest.json (a stray file or a shard of another "
+            f"collection); move it away, or {fix}"
+        )
     try:
-        shards = [ShardFile(directory / e["file"], int(e["frames"]), e.get("sha256"), fix)
-                  for e in sorted(entries, key=lambda e: e["file"])]
+        shards = [
+            ShardFile(directory / e["file"], int(e["frames"]), e.get("sha256"), fix)
+            for e in sorted(entries, key=lambda e: e["file"])
+        ]
     except (KeyError, TypeError, ValueError) as err:
         raise ShardError(f"{directory / MANIFEST}: a shard entry lacks its file name or frame count ({err})") from err
     if any(s.sha256 is None for s in shards):
-        warnings.warn(f"{directory}: manifest.json has no checksums (written before they existed), so shards are "
-                      f"checked for presence and sample counts only; {fix.replace('it redoes', 'it adds them and redoes')}",
-                      stacklevel=2)
+        warnings.warn(
+            f"{directory}: manifest.json has no checksums (written before they existed), so shards are "
+            f"checked for presence and sample counts only; {fix.replace('it redoes', 'it adds them and redoes')}",
+            stacklevel=2,
+        )
     return shards
 
 
@@ -374,10 +405,18 @@ def load_arrays(
     rgb, state, clicks, keys, meta, sal = [], [], [], [], [], []
     pipeline = raw_pipeline(verified_shards(directory, allow_incomplete)).compose(wds.map(decode_sample))
     for s in islice(pipeline, limit):
-        rgb.append(s["rgb"]); state.append(s["state"]); clicks.append(s["clicks"])
-        keys.append(s["key"]); meta.append(s["meta"]); sal.append(s.get("saliency"))
+        rgb.append(s["rgb"])
+        state.append(s["state"])
+        clicks.append(s["clicks"])
+        keys.append(s["key"])
+        meta.append(s["meta"])
+        sal.append(s.get("saliency"))
     out: dict[str, Any] = {
-        "rgb": np.stack(rgb), "state": np.stack(state), "clicks": clicks, "keys": keys, "meta": meta,
+        "rgb": np.stack(rgb),
+        "state": np.stack(state),
+        "clicks": clicks,
+        "keys": keys,
+        "meta": meta,
     }
     if all(s is not None for s in sal):
         out["saliency"] = np.stack(sal)

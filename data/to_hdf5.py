@@ -8,6 +8,7 @@ missing or incomplete folder is refused, see data.shards), and the file appears 
 it is written to a hidden temp file of its own (`.<out>.*.tmp`, deleted on any error: a full disk is
 a one-line error) and renamed into place; without --overwrite an --out written meanwhile is kept.
 """
+
 from __future__ import annotations
 
 import io
@@ -46,8 +47,14 @@ def _create_datasets(h5: h5py.File, block: dict[str, np.ndarray]) -> dict[str, h
         dtype = h5py.string_dtype() if values.dtype == object else values.dtype
         rows = CHUNK if values.ndim > 1 else CHUNK * 16
         extra = dict(compression="gzip", compression_opts=4) if values.ndim > 1 else {}
-        ds[name] = h5.create_dataset(name, (0, *values.shape[1:]), dtype, maxshape=(None, *values.shape[1:]),
-                                     chunks=(rows, *values.shape[1:]), **extra)
+        ds[name] = h5.create_dataset(
+            name,
+            (0, *values.shape[1:]),
+            dtype,
+            maxshape=(None, *values.shape[1:]),
+            chunks=(rows, *values.shape[1:]),
+            **extra,
+        )
     return ds
 
 
@@ -116,8 +123,10 @@ def _publish(tmp: Path, out: Path, overwrite: bool) -> None:
     try:
         os.link(tmp, out)
     except FileExistsError:
-        raise SystemExit(f"error: {out} was written meanwhile (another data.to_hdf5 to the same --out?); it is "
-                         "kept: pass --overwrite to replace it") from None
+        raise SystemExit(
+            f"error: {out} was written meanwhile (another data.to_hdf5 to the same --out?); it is "
+            "kept: pass --overwrite to replace it"
+        ) from None
     tmp.unlink()
 
 

@@ -15,6 +15,7 @@ never run. `python -m pipeline.bundle` (on a machine with a package index) write
 and checks the total against the limit. On the node: `sh .gpu/setup.sh && . .gpu/env.sh`, then
 `python -m pipeline --preset gpu` (the device tool: carry [".gpu"]).
 """
+
 from __future__ import annotations
 
 import base64
@@ -34,7 +35,16 @@ from common.cli import option, run_command
 from data.env import PAPER_TASKS
 
 #: distributions the node lacks (versions: those installed here, which the tests ran)
-NODE_LACKS = ("metaworld", "mujoco", "gymnasium", "PyOpenGL", "glfw", "webdataset", "braceexpand", "Farama-Notifications")
+NODE_LACKS = (
+    "metaworld",
+    "mujoco",
+    "gymnasium",
+    "PyOpenGL",
+    "glfw",
+    "webdataset",
+    "braceexpand",
+    "Farama-Notifications",
+)
 #: libglvnd's libraries: MuJoCo's EGL backend loads libEGL.so.1, which dispatches to the NVIDIA driver
 GL_DEBS = ("libegl1", "libglvnd0", "libopengl0", "libgl1", "libglx0", "libgles2")
 #: files in Meta-World's wheel that only a model that names them loads
@@ -96,7 +106,7 @@ def trim_wheel(src: Path, dst: Path, package: str, keep: set[str]) -> tuple[int,
             if name.endswith(".dist-info/RECORD"):
                 record_name = name
                 continue
-            inside = name[len(package) + 1:] if name.startswith(package + "/") else None
+            inside = name[len(package) + 1 :] if name.startswith(package + "/") else None
             if inside is not None and Path(name).suffix.lower() in ASSET_SUFFIXES and inside not in keep:
                 dropped, dropped_bytes = dropped + 1, dropped_bytes + info.file_size
                 continue
@@ -113,12 +123,27 @@ def trim_wheel(src: Path, dst: Path, package: str, keep: set[str]) -> tuple[int,
 
 
 def _pip_download(requirements: list[str], folder: Path, python_version: str) -> None:
-    cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "--python-version", python_version,
-           "--implementation", "cp", "-d", str(folder)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "-q",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--python-version",
+        python_version,
+        "--implementation",
+        "cp",
+        "-d",
+        str(folder),
+    ]
     for platform in ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64"):
         cmd += ["--platform", platform]
     if subprocess.run(cmd + requirements).returncode != 0:
-        raise OSError(f"pip download of {', '.join(requirements)} failed (a package index must be reachable here); the bundle is unchanged")
+        raise OSError(
+            f"pip download of {', '.join(requirements)} failed (a package index must be reachable here); the bundle is unchanged"
+        )
 
 
 SETUP = """#!/bin/sh
@@ -166,23 +191,31 @@ def bundle(cfg: BundleConfig) -> Path:
             target = wheels / whl.name
             if whl.name.lower().startswith("metaworld-"):
                 n, size = trim_wheel(whl, target, "metaworld", keep)
-                print(f"{whl.name}: {whl.stat().st_size / MIB:.1f} -> {target.stat().st_size / MIB:.1f} MiB "
-                      f"({n} asset files of other tasks dropped, {size / MIB:.1f} MiB; kept {len(keep)} for {cfg.tasks})")
+                print(
+                    f"{whl.name}: {whl.stat().st_size / MIB:.1f} -> {target.stat().st_size / MIB:.1f} MiB "
+                    f"({n} asset files of other tasks dropped, {size / MIB:.1f} MiB; kept {len(keep)} for {cfg.tasks})"
+                )
             else:
                 shutil.copyfile(whl, target)
         if subprocess.run(["apt-get", "download", *GL_DEBS], cwd=debs, capture_output=True).returncode != 0:
-            raise OSError(f"apt-get download {' '.join(GL_DEBS)} failed (needs a Debian package source); {out} is unchanged")
+            raise OSError(
+                f"apt-get download {' '.join(GL_DEBS)} failed (needs a Debian package source); {out} is unchanged"
+            )
         for name in ("wheels", "debs"):  # downloads only: a bundle of other versions must not linger
             shutil.rmtree(out / name, ignore_errors=True)
             (Path(fresh) / name).rename(out / name)
     (out / "setup.sh").write_text(SETUP.format(out=out.as_posix()))
     (out / "env.sh").write_text(ENV.format(out=out.as_posix()))
     total, tracked = folder_bytes(out), tracked_bytes()
-    print(f"bundle {out}: {total / MIB:.1f} MiB; tracked files {tracked / MIB:.1f} MiB; "
-          f"together {(total + tracked) / MIB:.1f} of {cfg.limit_mib:g} MiB")
+    print(
+        f"bundle {out}: {total / MIB:.1f} MiB; tracked files {tracked / MIB:.1f} MiB; "
+        f"together {(total + tracked) / MIB:.1f} of {cfg.limit_mib:g} MiB"
+    )
     if total + tracked > cfg.limit_mib * MIB:
-        raise ValueError(f"the bundle and the tracked files take {(total + tracked) / MIB:.1f} MiB, over the "
-                         f"{cfg.limit_mib:g} MiB that travel: bundle fewer --tasks or untrack large files")
+        raise ValueError(
+            f"the bundle and the tracked files take {(total + tracked) / MIB:.1f} MiB, over the "
+            f"{cfg.limit_mib:g} MiB that travel: bundle fewer --tasks or untrack large files"
+        )
     return out
 
 

@@ -9,6 +9,7 @@ regenerates every table and figure from the repository alone.
 A file already kept is replaced only by an identical one or one that extends it (an `eval.csv` that
 grew while the run went on); a kept file that the source contradicts is refused, never overwritten.
 """
+
 from __future__ import annotations
 
 import json
@@ -56,7 +57,9 @@ def keep_file(src: Path, dst: Path) -> bool:
         if kept == payload:
             return False
         if not payload.startswith(kept):
-            raise ValueError(f"{dst} already holds a different result than {src}; keep this experiment under another --out")
+            raise ValueError(
+                f"{dst} already holds a different result than {src}; keep this experiment under another --out"
+            )
     atomic_write_bytes(dst, payload)
     return True
 
@@ -65,10 +68,14 @@ def keep(cfg: KeepConfig) -> list[Path]:
     """Copy the raw results; returns the files written."""
     source, out = Path(cfg.source), Path(cfg.out)
     if not source.is_dir():
-        raise FileNotFoundError(f"no such folder: {source}; give the folder holding the run folders, e.g. runs/cpu_slice")
+        raise FileNotFoundError(
+            f"no such folder: {source}; give the folder holding the run folders, e.g. runs/cpu_slice"
+        )
     runs = run_folders(source)
     files = [f for run in runs for f in (run / name for name in RUN_FILES) if f.exists()]
-    files += [m for run in runs if (m := run / "metrics.csv").exists() and m.stat().st_size <= cfg.max_metrics_kib * 1024]
+    files += [
+        m for run in runs if (m := run / "metrics.csv").exists() and m.stat().st_size <= cfg.max_metrics_kib * 1024
+    ]
     files += sorted(source.glob(PROBE_GLOB))
     if not any(f.name == "summary.json" or f.name == "eval.csv" for f in files):
         raise FileNotFoundError(f"no SAC run with a summary.json or eval.csv below {source}; nothing to keep")
@@ -76,8 +83,14 @@ def keep(cfg: KeepConfig) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    run_command(KeepConfig, lambda cfg: print(f"kept {len(keep(cfg))} new or grown files under {cfg.out}; "
-                                              f"`python -m pipeline.report {cfg.out}` reads them"), argv)
+    run_command(
+        KeepConfig,
+        lambda cfg: print(
+            f"kept {len(keep(cfg))} new or grown files under {cfg.out}; "
+            f"`python -m pipeline.report {cfg.out}` reads them"
+        ),
+        argv,
+    )
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ GPU's 10-minute commands: `python -m pipeline --preset gpu [--tasks drawer-open-
 MultiMAE gets 25 epochs over 200k frames per model (batch 2048, lr 4e-4: the recipe that beat the
 mean-patch baseline on an H100), two models in ~11 minutes at the measured 15.8k img/s.
 """
+
 from __future__ import annotations
 
 from data.env import PAPER_TASKS
@@ -27,29 +28,71 @@ ALL = ",".join(ALL_ENCODERS)
 
 PRESETS: dict[str, dict] = {
     "micro": dict(
-        stage_preset="micro", tasks="reach-v3", frames=300, shard_size=150, annotate_n=10,
-        encoders=ALL, seeds="0", sac_steps=300, sac_extra="", parallel=2, probe_frames=150,
+        stage_preset="micro",
+        tasks="reach-v3",
+        frames=300,
+        shard_size=150,
+        annotate_n=10,
+        encoders=ALL,
+        seeds="0",
+        sac_steps=300,
+        sac_extra="",
+        parallel=2,
+        probe_frames=150,
     ),
     "demo": dict(
-        stage_preset="demo", tasks="reach-v3", frames=2000, shard_size=500, annotate_n=30,
+        stage_preset="demo",
+        tasks="reach-v3",
+        frames=2000,
+        shard_size=500,
+        annotate_n=30,
         # the CNN-trunk runs are the long ones (~2-4 steps/s with updates here): they start first
         # evaluations every 500 steps: the README's learning curve has points, not one dot
-        encoders="gaze,cnn_rgb,mmae_rgbs,mmae_rgb", seeds="0", sac_steps=1500, sac_extra="--eval-every 500", parallel=2,
+        encoders="gaze,cnn_rgb,mmae_rgbs,mmae_rgb",
+        seeds="0",
+        sac_steps=1500,
+        sac_extra="--eval-every 500",
+        parallel=2,
         probe_frames=600,  # the probe after pretraining took 130-180 s per model at 1500
     ),
     "cpu": dict(
-        stage_preset="cpu", tasks="reach-v3", frames=20_000, shard_size=1000, annotate_n=30,
-        encoders=ALL, seeds="0", sac_steps=100_000, sac_extra="", parallel=2,
+        stage_preset="cpu",
+        tasks="reach-v3",
+        frames=20_000,
+        shard_size=1000,
+        annotate_n=30,
+        encoders=ALL,
+        seeds="0",
+        sac_steps=100_000,
+        sac_extra="",
+        parallel=2,
     ),
     "paper": dict(
-        stage_preset="paper", tasks=",".join(PAPER_TASKS), frames=200_000, shard_size=1000, annotate_n=30,
-        encoders=ALL, seeds="0,1,2", sac_steps=1_000_000, sac_extra="--eval-episodes 50", parallel=4,
+        stage_preset="paper",
+        tasks=",".join(PAPER_TASKS),
+        frames=200_000,
+        shard_size=1000,
+        annotate_n=30,
+        encoders=ALL,
+        seeds="0,1,2",
+        sac_steps=1_000_000,
+        sac_extra="--eval-episodes 50",
+        parallel=4,
     ),
     "gpu": dict(
-        stage_preset="paper", tasks="reach-v3", frames=200_000, shard_size=2000, annotate_n=30, workers=0,
-        encoders="cnn_rgb,cnn_rgbs,mmae_rgb,mmae_rgbs_po,mmae_rgbs,gaze", seeds="0,1,2", sac_steps=250_000,
+        stage_preset="paper",
+        tasks="reach-v3",
+        frames=200_000,
+        shard_size=2000,
+        annotate_n=30,
+        workers=0,
+        encoders="cnn_rgb,cnn_rgbs,mmae_rgb,mmae_rgbs_po,mmae_rgbs,gaze",
+        seeds="0,1,2",
+        sac_steps=250_000,
         sac_extra="--eval-episodes 50 --eval-envs 10 --eval-every 25000 --checkpoint-every 25000",
-        pack=24, parallel=4, pretrain_extra="--epochs 25 --batch-size 2048 --lr 4e-4 --warmup-epochs 2",
+        pack=24,
+        parallel=4,
+        pretrain_extra="--epochs 25 --batch-size 2048 --lr 4e-4 --warmup-epochs 2",
         max_minutes=9.0,
     ),
 }

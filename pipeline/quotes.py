@@ -9,6 +9,7 @@ A quote is a block of lines copied from a REPORT.md, between
 Each quoted command is rerun (paths relative to the document's folder, the report written to a temporary
 folder) and every non-blank line of the block must be a line of the regenerated REPORT.md.
 """
+
 from __future__ import annotations
 
 import re
@@ -20,7 +21,9 @@ from pathlib import Path
 from common.cli import option, parse_config, run_command
 from pipeline.report import ReportConfig, write_report
 
-QUOTE = re.compile(r"<!-- quoted from `python -m pipeline\.report ([^`]+)` -->\n(.*?)\n?<!-- end of quote -->", re.DOTALL)
+QUOTE = re.compile(
+    r"<!-- quoted from `python -m pipeline\.report ([^`]+)` -->\n(.*?)\n?<!-- end of quote -->", re.DOTALL
+)
 
 
 @dataclass
@@ -32,7 +35,10 @@ class QuotesConfig:
 
 def quoted_blocks(text: str) -> list[tuple[str, list[str]]]:
     """(the report command's arguments, the quoted non-blank lines) of every quote in `text`."""
-    return [(args.strip(), [line.strip() for line in block.splitlines() if line.strip()]) for args, block in QUOTE.findall(text)]
+    return [
+        (args.strip(), [line.strip() for line in block.splitlines() if line.strip()])
+        for args, block in QUOTE.findall(text)
+    ]
 
 
 def regenerate(args: str, base: Path, out: Path) -> str:
@@ -53,10 +59,16 @@ def mismatches(document: Path) -> tuple[int, list[str]]:
     with tempfile.TemporaryDirectory() as tmp:
         for args, lines in blocks:
             if args not in reports:
-                reports[args] = set(line.strip() for line in
-                                    regenerate(args, document.parent, Path(tmp) / str(len(reports))).splitlines())
+                reports[args] = set(
+                    line.strip()
+                    for line in regenerate(args, document.parent, Path(tmp) / str(len(reports))).splitlines()
+                )
             checked += len(lines)
-            wrong += [f"`python -m pipeline.report {args}` does not regenerate: {line}" for line in lines if line not in reports[args]]
+            wrong += [
+                f"`python -m pipeline.report {args}` does not regenerate: {line}"
+                for line in lines
+                if line not in reports[args]
+            ]
     return checked, wrong
 
 
@@ -64,16 +76,21 @@ def check(cfg: QuotesConfig) -> int:
     """Raise ValueError naming the first lines that do not match; returns the number of lines checked."""
     checked, wrong = mismatches(Path(cfg.document))
     if wrong:
-        raise ValueError(f"{len(wrong)} of {checked} quoted lines in {cfg.document} differ from their regeneration; "
-                         f"first: {wrong[0]}")
+        raise ValueError(
+            f"{len(wrong)} of {checked} quoted lines in {cfg.document} differ from their regeneration; "
+            f"first: {wrong[0]}"
+        )
     return checked
 
 
 def main(argv: list[str] | None = None) -> None:
     def say(cfg: QuotesConfig) -> None:
         checked = check(cfg)
-        print(f"{checked} quoted report lines in {cfg.document} match their regeneration" if checked else
-              f"{cfg.document} quotes no report lines (no `<!-- quoted from ... -->` block): nothing to check")
+        print(
+            f"{checked} quoted report lines in {cfg.document} match their regeneration"
+            if checked
+            else f"{cfg.document} quotes no report lines (no `<!-- quoted from ... -->` block): nothing to check"
+        )
 
     run_command(QuotesConfig, say, argv)
 

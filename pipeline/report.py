@@ -16,6 +16,7 @@ MultiMAE encoder, pictures, and a footer with the budget, seed, device and wall 
 Intervals over seeds are Student-t, never a percentile bootstrap (at 3 seeds that is [min, max],
 ~75 % coverage); bootstrap intervals appear only across tasks, with their simulated coverage.
 """
+
 from __future__ import annotations
 
 import csv
@@ -41,21 +42,66 @@ from rl.encoders import ENCODER_LABELS, TABLE_I  # noqa: E402  (labels of every 
 
 #: The paper's Table I: success over 50 rollouts and 3 seeds (mean, std), 1M steps.
 PAPER_TABLE_I: dict[str, dict[str, tuple[float, float]]] = {
-    "cnn_rgb": {"reach-v3": (0.39, 0.13), "drawer-open-v3": (0.18, 0.25), "faucet-open-v3": (0.82, 0.02), "door-open-v3": (0.42, 0.04)},
-    "cnn_saliency": {"reach-v3": (0.04, 0.01), "drawer-open-v3": (0.04, 0.02), "faucet-open-v3": (0.01, 0.01), "door-open-v3": (0.10, 0.06)},
-    "cnn_rgb_x_saliency": {"reach-v3": (0.38, 0.05), "drawer-open-v3": (0.09, 0.04), "faucet-open-v3": (0.71, 0.16), "door-open-v3": (0.22, 0.10)},
-    "cnn_rgbs": {"reach-v3": (0.51, 0.07), "drawer-open-v3": (0.48, 0.07), "faucet-open-v3": (0.85, 0.01), "door-open-v3": (0.48, 0.07)},
-    "mmae_rgb": {"reach-v3": (0.49, 0.03), "drawer-open-v3": (0.83, 0.20), "faucet-open-v3": (0.19, 0.03), "door-open-v3": (0.35, 0.19)},
-    "mmae_rgbs_po": {"reach-v3": (0.48, 0.06), "drawer-open-v3": (0.88, 0.21), "faucet-open-v3": (0.40, 0.21), "door-open-v3": (0.52, 0.08)},
-    "mmae_rgbs": {"reach-v3": (0.62, 0.05), "drawer-open-v3": (0.94, 0.03), "faucet-open-v3": (0.61, 0.16), "door-open-v3": (0.64, 0.02)},
+    "cnn_rgb": {
+        "reach-v3": (0.39, 0.13),
+        "drawer-open-v3": (0.18, 0.25),
+        "faucet-open-v3": (0.82, 0.02),
+        "door-open-v3": (0.42, 0.04),
+    },
+    "cnn_saliency": {
+        "reach-v3": (0.04, 0.01),
+        "drawer-open-v3": (0.04, 0.02),
+        "faucet-open-v3": (0.01, 0.01),
+        "door-open-v3": (0.10, 0.06),
+    },
+    "cnn_rgb_x_saliency": {
+        "reach-v3": (0.38, 0.05),
+        "drawer-open-v3": (0.09, 0.04),
+        "faucet-open-v3": (0.71, 0.16),
+        "door-open-v3": (0.22, 0.10),
+    },
+    "cnn_rgbs": {
+        "reach-v3": (0.51, 0.07),
+        "drawer-open-v3": (0.48, 0.07),
+        "faucet-open-v3": (0.85, 0.01),
+        "door-open-v3": (0.48, 0.07),
+    },
+    "mmae_rgb": {
+        "reach-v3": (0.49, 0.03),
+        "drawer-open-v3": (0.83, 0.20),
+        "faucet-open-v3": (0.19, 0.03),
+        "door-open-v3": (0.35, 0.19),
+    },
+    "mmae_rgbs_po": {
+        "reach-v3": (0.48, 0.06),
+        "drawer-open-v3": (0.88, 0.21),
+        "faucet-open-v3": (0.40, 0.21),
+        "door-open-v3": (0.52, 0.08),
+    },
+    "mmae_rgbs": {
+        "reach-v3": (0.62, 0.05),
+        "drawer-open-v3": (0.94, 0.03),
+        "faucet-open-v3": (0.61, 0.16),
+        "door-open-v3": (0.64, 0.02),
+    },
 }
 #: Table I's printed "Average" column (ViSaRL's 0.65 is not the mean of its four tasks, 0.70; the report
 #: computes the paper's gaps from the per-task numbers)
-PAPER_TABLE_I_AVERAGE: dict[str, float] = {"cnn_rgb": 0.45, "cnn_saliency": 0.05, "cnn_rgb_x_saliency": 0.35, "cnn_rgbs": 0.58,
-                                           "mmae_rgb": 0.47, "mmae_rgbs_po": 0.57, "mmae_rgbs": 0.65}
+PAPER_TABLE_I_AVERAGE: dict[str, float] = {
+    "cnn_rgb": 0.45,
+    "cnn_saliency": 0.05,
+    "cnn_rgb_x_saliency": 0.35,
+    "cnn_rgbs": 0.58,
+    "mmae_rgb": 0.47,
+    "mmae_rgbs_po": 0.57,
+    "mmae_rgbs": 0.65,
+}
 #: the orderings the papers claim, (worse, better): ViSaRL's Table I, and Gaze on the Prize over CNN RGB
 PAPER_ORDERINGS: tuple[tuple[str, str], ...] = (
-    ("cnn_rgb", "cnn_rgbs"), ("mmae_rgb", "mmae_rgbs_po"), ("mmae_rgbs_po", "mmae_rgbs"), ("mmae_rgb", "mmae_rgbs"),
+    ("cnn_rgb", "cnn_rgbs"),
+    ("mmae_rgb", "mmae_rgbs_po"),
+    ("mmae_rgbs_po", "mmae_rgbs"),
+    ("mmae_rgb", "mmae_rgbs"),
     ("cnn_rgb", "gaze"),
 )
 ENCODER_ORDER = ["state", *TABLE_I, *(e for e in ENCODER_LABELS if e not in TABLE_I and e != "state")]
@@ -75,26 +121,42 @@ COVERAGE_EXPERIMENTS = 2000
 #: (at 3 runs it is [min, max]): such intervals are marked, and give no verdict
 MIN_BOOTSTRAP_RUNS = 5
 FEW_RUNS = "†"
-FEW_RUNS_NOTE = (f"{FEW_RUNS} fewer than {MIN_BOOTSTRAP_RUNS} runs in all: the percentile bootstrap is not a 95 % interval "
-                 "here (over 3 runs it is [min, max]) and gives no verdict; read the Student-t and Welch intervals instead.")
+FEW_RUNS_NOTE = (
+    f"{FEW_RUNS} fewer than {MIN_BOOTSTRAP_RUNS} runs in all: the percentile bootstrap is not a 95 % interval "
+    "here (over 3 runs it is [min, max]) and gives no verdict; read the Student-t and Welch intervals instead."
+)
 
 
 @dataclass
 class ReportConfig:
     """Write REPORT.md (+ PNGs) comparing every SAC run below the given roots (finished, and in progress so far)."""
 
-    roots: str = option("runs/sac", "comma-separated folders searched for summary.json (also as leading words: `python -m pipeline.report results/cpu-table runs/sac`)", positional=True)
+    roots: str = option(
+        "runs/sac",
+        "comma-separated folders searched for summary.json (also as leading words: `python -m pipeline.report results/cpu-table runs/sac`)",
+        positional=True,
+    )
     out: str = option("runs/report", "folder for REPORT.md and its pictures")
-    pictures_root: str = option("", "folder searched for stage pictures (saliency, mmae, gaze) and probe results; '' = the folder above the first root when that is a `sac` folder (runs/sac -> runs), else the first root")
+    pictures_root: str = option(
+        "",
+        "folder searched for stage pictures (saliency, mmae, gaze) and probe results; '' = the folder above the first root when that is a `sac` folder (runs/sac -> runs), else the first root",
+    )
     title: str = option("ViSaRL vs Gaze on the Prize on Meta-World", "report title")
-    reps: int = option(stats.REPS, "stratified bootstrap resamples (rliable) for the aggregates, probabilities of improvement and profiles")
+    reps: int = option(
+        stats.REPS,
+        "stratified bootstrap resamples (rliable) for the aggregates, probabilities of improvement and profiles",
+    )
     seed: int = option(0, "seed of the bootstrap resamples (the same seed regenerates the same report)")
 
     def validate(self) -> None:
         if not [r for r in self.roots.split(",") if r]:
-            raise ValueError("--roots is empty: name the folders holding the runs, e.g. `python -m pipeline.report results/cpu-table`")
+            raise ValueError(
+                "--roots is empty: name the folders holding the runs, e.g. `python -m pipeline.report results/cpu-table`"
+            )
         if self.reps < 100:
-            raise ValueError(f"--reps {self.reps} is too few for a 95 % interval's tails: use >= 100 (default {stats.REPS})")
+            raise ValueError(
+                f"--reps {self.reps} is too few for a 95 % interval's tails: use >= 100 (default {stats.REPS})"
+            )
 
     def picture_folder(self) -> Path:
         """The folder searched for pictures and probes (see pictures_root)."""
@@ -146,9 +208,18 @@ def load_running(roots: list[Path]) -> list[dict]:
             cfg = json.loads(config.read_text())
             curve = _read_curve(run_dir / "eval.csv", "success")
             if "encoder" in cfg and curve:  # an SAC run (other stages write config.json too)
-                runs.append({"task": cfg.get("task", "?"), "encoder": row_name(cfg), "seed": cfg.get("seed"),
-                             "steps": cfg.get("steps"), "dir": run_dir, "curve": curve, "running": True,
-                             "return_curve": _read_curve(run_dir / "eval.csv", "return_mean")})
+                runs.append(
+                    {
+                        "task": cfg.get("task", "?"),
+                        "encoder": row_name(cfg),
+                        "seed": cfg.get("seed"),
+                        "steps": cfg.get("steps"),
+                        "dir": run_dir,
+                        "curve": curve,
+                        "running": True,
+                        "return_curve": _read_curve(run_dir / "eval.csv", "return_mean"),
+                    }
+                )
     return runs
 
 
@@ -220,8 +291,12 @@ def table_i(runs: list[dict]) -> str:
     seeds, the mean of each seed's last 3 evaluations averaged over seeds, and the paper's mean ± std."""
     tasks, by = _cells(runs)
     encoders = sorted({r["encoder"] for r in runs}, key=_encoder_key)
-    lines = ["| Encoder | " + " | ".join(f"{t}: final [95 % t-CI]; last {LAST_EVALS} (n) / paper" for t in tasks)
-             + " | Average of task means: final / paper's printed |", "|---|" + "---|" * (len(tasks) + 1)]
+    lines = [
+        "| Encoder | "
+        + " | ".join(f"{t}: final [95 % t-CI]; last {LAST_EVALS} (n) / paper" for t in tasks)
+        + " | Average of task means: final / paper's printed |",
+        "|---|" + "---|" * (len(tasks) + 1),
+    ]
     for enc in encoders:
         cells, means = [], []
         for t in tasks:
@@ -242,15 +317,19 @@ def seed_table(runs: list[dict]) -> str:
     """Markdown: per task and encoder, every seed's final success and the mean of its last 3 evaluations,
     each with its mean [95 % Student-t interval] over seeds."""
     tasks, by = _cells(runs)
-    lines = ["| Task | Encoder | Seeds | Final success per seed | Mean [95 % t-CI] "
-             f"| Mean of the last {LAST_EVALS} evaluations per seed | Mean [95 % t-CI] | Paper (1M steps) |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| Task | Encoder | Seeds | Final success per seed | Mean [95 % t-CI] "
+        f"| Mean of the last {LAST_EVALS} evaluations per seed | Mean [95 % t-CI] | Paper (1M steps) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for task in tasks:
         for enc in sorted({e for e, t in by if t == task}, key=_encoder_key):
             rs = by[(enc, task)]
             final, last = _final(rs), [last_evals_mean(r) for r in rs]
-            lines.append(f"| {task} | {_label(enc)} | {', '.join(str(r['seed']) for r in rs)} | {_seeds(final)} | "
-                         f"{_ci(final)} | {_seeds(last)} | {_ci(last)} | {_paper(enc, task)} |")
+            lines.append(
+                f"| {task} | {_label(enc)} | {', '.join(str(r['seed']) for r in rs)} | {_seeds(final)} | "
+                f"{_ci(final)} | {_seeds(last)} | {_ci(last)} | {_paper(enc, task)} |"
+            )
     return "\n".join(lines)
 
 
@@ -276,12 +355,21 @@ def _encoder_matrices(runs: list[dict]) -> dict[str, tuple[list[str], np.ndarray
 
 def _coverage_note(designs: set[tuple[int, int]]) -> str:
     """What the nominal 95 % of a percentile bootstrap is worth at each (runs per task, tasks) design."""
-    parts = [f"{_n(runs, 'run')} per task x {_n(tasks, 'task')}: "
-             f"{100 * stats.bootstrap_coverage(runs, tasks, experiments=COVERAGE_EXPERIMENTS):.0f} %"
-             for runs, tasks in sorted(designs) if runs > 1]
-    return ("Percentile-bootstrap intervals cover less than their nominal 95 % at few runs: the interval of the mean "
+    parts = [
+        f"{_n(runs, 'run')} per task x {_n(tasks, 'task')}: "
+        f"{100 * stats.bootstrap_coverage(runs, tasks, experiments=COVERAGE_EXPERIMENTS):.0f} %"
+        for runs, tasks in sorted(designs)
+        if runs > 1
+    ]
+    return (
+        (
+            "Percentile-bootstrap intervals cover less than their nominal 95 % at few runs: the interval of the mean "
             f"covered the true mean in this share of {COVERAGE_EXPERIMENTS:,} simulated experiments (normal scores, one "
-            "spread) at " + "; ".join(parts) + ".") if parts else ""
+            "spread) at " + "; ".join(parts) + "."
+        )
+        if parts
+        else ""
+    )
 
 
 def aggregate_table(runs: list[dict], reps: int = stats.REPS, seed: int = 0) -> str:
@@ -295,7 +383,9 @@ def aggregate_table(runs: list[dict], reps: int = stats.REPS, seed: int = 0) -> 
     for enc, (tasks, scores) in matrices.items():
         mark = FEW_RUNS if scores.size < MIN_BOOTSTRAP_RUNS else ""
         cells = [f"{p:.2f} [{lo:.2f}, {hi:.2f}]{mark}" for p, lo, hi in (estimates[enc]["iqm"], estimates[enc]["mean"])]
-        lines.append(f"| {_label(enc)} ({len(scores)} x {len(tasks)}) | {', '.join(tasks)} | " + " | ".join(cells) + " |")
+        lines.append(
+            f"| {_label(enc)} ({len(scores)} x {len(tasks)}) | {', '.join(tasks)} | " + " | ".join(cells) + " |"
+        )
     notes = [_coverage_note({(len(m), len(t)) for t, m in matrices.values()})]
     notes += [FEW_RUNS_NOTE] if any(m.size < MIN_BOOTSTRAP_RUNS for _, m in matrices.values()) else []
     return "\n\n".join(["\n".join(lines), *(n for n in notes if n)])
@@ -311,10 +401,16 @@ def plot_profiles(runs: list[dict], out: Path, reps: int = stats.REPS, seed: int
     profiles, bands = stats.performance_profiles({e: m for e, (_, m) in matrices.items()}, taus, reps=reps, seed=seed)
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for enc, (tasks, scores) in matrices.items():
-        line, = ax.plot(taus, profiles[enc], label=f"{_label(enc)} ({_n(len(scores), 'run')} x {_n(len(tasks), 'task')})")
+        (line,) = ax.plot(
+            taus, profiles[enc], label=f"{_label(enc)} ({_n(len(scores), 'run')} x {_n(len(tasks), 'task')})"
+        )
         ax.fill_between(taus, bands[enc][0], bands[enc][1], alpha=0.15, color=line.get_color())
-    ax.set(title="Performance profiles (final success, all tasks)", xlabel="success threshold tau",
-           ylabel="fraction of runs with success > tau", ylim=(-0.02, 1.02))
+    ax.set(
+        title="Performance profiles (final success, all tasks)",
+        xlabel="success threshold tau",
+        ylabel="fraction of runs with success > tau",
+        ylim=(-0.02, 1.02),
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return write_figure(fig, out / "performance_profiles.png")
@@ -345,7 +441,7 @@ def _seeds_reading(gap: float, sd: float, have: int, tasks: int) -> str:
     needed = stats.seeds_needed(gap, sd, tasks)
     if needed is None:
         return f"the paper's gap {gap:+.2f} needs over 1,000 seeds per arm {where}".rstrip() + f"; {smallest}"
-    reading = ("too few seeds" if needed > have else "enough seeds: a gap that large would likely have been resolved")
+    reading = "too few seeds" if needed > have else "enough seeds: a gap that large would likely have been resolved"
     return f"the paper's gap {gap:+.2f} needs {needed} seeds per arm {where}".rstrip() + f" ({reading}); {smallest}"
 
 
@@ -354,8 +450,10 @@ def improvement_table(runs: list[dict], reps: int = stats.REPS, seed: int = 0) -
     probability of improvement with its stratified bootstrap 95 % CI (holds when the CI lies above 0.5),
     the mean gaps (ours, the paper's), then a line per claim with the seeds the observed spread needs."""
     tasks, by = _cells(runs)
-    lines = ["| Claim | Tasks | Runs per task (worse / better) | P(better > worse) [95 % CI] | Verdict | Mean gap: ours / paper |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| Claim | Tasks | Runs per task (worse / better) | P(better > worse) [95 % CI] | Verdict | Mean gap: ours / paper |",
+        "|---|---|---|---|---|---|",
+    ]
     readings, few_runs = [], False
     for worse, better in PAPER_ORDERINGS:
         common = [t for t in tasks if (worse, t) in by and (better, t) in by]
@@ -368,17 +466,24 @@ def improvement_table(runs: list[dict], reps: int = stats.REPS, seed: int = 0) -
         paper_s = "n/a" if math.isnan(paper) else f"{paper:+.2f}"
         few = min(a.size, b.size) < MIN_BOOTSTRAP_RUNS
         few_runs |= few
-        lines.append(f"| {_claim(worse, better)} | {', '.join(common)} | {len(a)} / {len(b)} | {p:.2f} [{lo:.2f}, {hi:.2f}]"
-                     f"{FEW_RUNS if few else ''} | {'n/a' + FEW_RUNS if few else _verdict(lo, hi, 0.5)} | {gap:+.2f} / {paper_s} |")
+        lines.append(
+            f"| {_claim(worse, better)} | {', '.join(common)} | {len(a)} / {len(b)} | {p:.2f} [{lo:.2f}, {hi:.2f}]"
+            f"{FEW_RUNS if few else ''} | {'n/a' + FEW_RUNS if few else _verdict(lo, hi, 0.5)} | {gap:+.2f} / {paper_s} |"
+        )
         sd = stats.pooled_sd([a[:, j] for j in range(len(common))] + [b[:, j] for j in range(len(common))])
         spread = "n/a" if math.isnan(sd) else f"{sd:.2f}"
-        readings.append(f"- {_claim(worse, better)} over {_n(len(common), 'task')} "
-                        f"(observed spread within tasks, sd {spread}): "
-                        + _seeds_reading(paper, sd, min(len(a), len(b)), len(common)) + ".")
+        readings.append(
+            f"- {_claim(worse, better)} over {_n(len(common), 'task')} "
+            f"(observed spread within tasks, sd {spread}): "
+            + _seeds_reading(paper, sd, min(len(a), len(b)), len(common))
+            + "."
+        )
     if len(lines) == 2:
         return ""
-    seeds_needed = (f"Seeds needed (two-sided t-test at 5 %, {100 * stats.POWER:.0f} % power, the observed spread; "
-                    "'not resolved' with too few seeds means too few, not no effect):")
+    seeds_needed = (
+        f"Seeds needed (two-sided t-test at 5 %, {100 * stats.POWER:.0f} % power, the observed spread; "
+        "'not resolved' with too few seeds means too few, not no effect):"
+    )
     return "\n\n".join(["\n".join(lines), *([FEW_RUNS_NOTE] if few_runs else []), seeds_needed, "\n".join(readings)])
 
 
@@ -387,8 +492,10 @@ def ordering_table(runs: list[dict]) -> str:
     finished: our difference of mean final success with its 95 % Welch t-interval, the verdict (holds
     only when the interval excludes 0), the paper's difference, and the seeds the spread needs for it."""
     tasks, by = _cells(runs)
-    lines = ["| Claim | Task | Ours: better - worse [95 % Welch t-CI] | Verdict | Paper | Seeds per arm for the paper's gap |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| Claim | Task | Ours: better - worse [95 % Welch t-CI] | Verdict | Paper | Seeds per arm for the paper's gap |",
+        "|---|---|---|---|---|---|",
+    ]
     for worse, better in PAPER_ORDERINGS:
         for task in tasks:
             a, b = _final(by.get((worse, task), [])), _final(by.get((better, task), []))
@@ -398,9 +505,11 @@ def ordering_table(runs: list[dict]) -> str:
             interval = f"[{lo:+.2f}, {hi:+.2f}]" if not math.isnan(lo) else "[n/a: a side has 1 seed]"
             verdict = (_verdict(lo, hi) if not math.isnan(lo) else "n/a") + f" (n={len(a)} / {len(b)})"
             paper = _paper_gap(worse, better, [task])
-            lines.append(f"| {_claim(worse, better)} | {task} | {diff:+.2f} {interval} | {verdict} | "
-                         f"{'n/a' if math.isnan(paper) else f'{paper:+.2f}'} | "
-                         f"{_seeds_reading(paper, stats.pooled_sd([a, b]), min(len(a), len(b)), 1)} |")
+            lines.append(
+                f"| {_claim(worse, better)} | {task} | {diff:+.2f} {interval} | {verdict} | "
+                f"{'n/a' if math.isnan(paper) else f'{paper:+.2f}'} | "
+                f"{_seeds_reading(paper, stats.pooled_sd([a, b]), min(len(a), len(b)), 1)} |"
+            )
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
@@ -410,17 +519,23 @@ def progress_table(running: list[dict]) -> str:
     groups = defaultdict(list)
     for r in running:
         groups[(r["encoder"], r["task"])].append(r)
-    lines = ["| Encoder | Task | Evaluated at (env steps) | Success [95 % t-CI] (per seed) | Evaluation return [95 % t-CI] |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "| Encoder | Task | Evaluated at (env steps) | Success [95 % t-CI] (per seed) | Evaluation return [95 % t-CI] |",
+        "|---|---|---|---|---|",
+    ]
     for (enc, task), rs in sorted(groups.items(), key=lambda kv: (kv[0][1], _encoder_key(kv[0][0]))):
         step = min(r["curve"][-1][0] for r in rs)
-        at = sorted((r for r in rs if step in dict(r["curve"])), key=lambda r: r["seed"] or 0)  # other schedules left out
+        at = sorted(
+            (r for r in rs if step in dict(r["curve"])), key=lambda r: r["seed"] or 0
+        )  # other schedules left out
         success = [dict(r["curve"])[step] for r in at]
         returns = [ret[step] for ret in (dict(r["return_curve"]) for r in at) if step in ret]
         budgets = "/".join(sorted({f"{r['steps']:,}" for r in at if r["steps"]}))
         seeds = ", ".join(str(r["seed"]) for r in at)
-        lines.append(f"| {_label(enc)} | {task} | {step:,.0f} of {budgets or '?'} | "
-                     f"{_ci(success)} ({_seeds(success)}; n={len(success)}, seeds {seeds}) | {_ci(returns, '.0f')} |")
+        lines.append(
+            f"| {_label(enc)} | {task} | {step:,.0f} of {budgets or '?'} | "
+            f"{_ci(success)} ({_seeds(success)}; n={len(success)}, seeds {seeds}) | {_ci(returns, '.0f')} |"
+        )
     return "\n".join(lines)
 
 
@@ -463,8 +578,9 @@ def plot_curves(runs: list[dict], out: Path) -> dict[str, Path]:
                 steps = sorted({s for c in curves for s, _ in c if s <= end})
                 ys = np.array([np.interp(steps, [s for s, _ in c], [v for _, v in c]) for c in curves])  # [seeds, T]
                 legend = f"{_label(enc)} (n={len(ys)}{', running' if enc in running else ''})"
-                line, = ax.plot(steps, ys.mean(0), marker="o", markersize=3, label=legend,
-                                linestyle="--" if enc in running else "-")
+                (line,) = ax.plot(
+                    steps, ys.mean(0), marker="o", markersize=3, label=legend, linestyle="--" if enc in running else "-"
+                )
                 if len(ys) > 1:
                     lo, hi = stats.t_interval(ys)
                     ax.fill_between(steps, lo, hi, alpha=0.2, color=line.get_color())
@@ -512,8 +628,10 @@ def _r2(value: float | None) -> str:
 def probe_table(probes: list[dict]) -> str:
     """Markdown: R^2 of hand/object/goal per encoder, inputs and pool (the --store precision's in
     parentheses when it loses more than 0.005), then the probes' warnings."""
-    lines = ["| Encoder | Inputs | Features | Pool | Dim | " + " | ".join(f"{t} R^2" for t in PROBE_TARGETS) + " |",
-             "|---|---|---|---|---|" + "---|" * len(PROBE_TARGETS)]
+    lines = [
+        "| Encoder | Inputs | Features | Pool | Dim | " + " | ".join(f"{t} R^2" for t in PROBE_TARGETS) + " |",
+        "|---|---|---|---|---|" + "---|" * len(PROBE_TARGETS),
+    ]
     warnings = []
     for probe in probes:
         encoder = probe["file"].parent / Path(probe["encoder"]).name
@@ -523,19 +641,26 @@ def probe_table(probes: list[dict]) -> str:
                 r2, kept = row["r2"].get(t), row.get("r2_stored", {}).get(t)
                 lost = r2 is not None and kept is not None and r2 - kept > 0.005
                 cells.append(f"{_r2(r2)} ({_r2(kept)} in {probe['store']})" if lost else _r2(r2))
-            lines.append(f"| {encoder} | {'+'.join(probe['inputs'])} | {row['kind']} | {row['pool']} | {row['dim']} | "
-                         + " | ".join(cells) + " |")
+            lines.append(
+                f"| {encoder} | {'+'.join(probe['inputs'])} | {row['kind']} | {row['pool']} | {row['dim']} | "
+                + " | ".join(cells)
+                + " |"
+            )
         warnings += probe.get("warnings", [])
     return "\n".join(lines + [""] + [f"- WARNING: {w}" for w in warnings])
 
 
 def footer(runs: list[dict]) -> str:
-    lines = ["| Run | Steps | Preset | Seed | Eval episodes | Device | Precision | Wall time | Steps/s |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| Run | Steps | Preset | Seed | Eval episodes | Device | Precision | Wall time | Steps/s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in sorted(runs, key=lambda r: (r["task"], r["encoder"], r["seed"])):
-        lines.append(f"| {r['task']}/{r['encoder']} | {r['steps']:,} | {r.get('preset') or '-'} | {r['seed']} | "
-                     f"{r.get('eval_episodes', '-')} | {r.get('device', '?')} | {r.get('precision', 'fp32')} | "
-                     f"{r.get('wall_time_s', 0) / 60:.1f} min | {r.get('steps_per_s', '-')} |")
+        lines.append(
+            f"| {r['task']}/{r['encoder']} | {r['steps']:,} | {r.get('preset') or '-'} | {r['seed']} | "
+            f"{r.get('eval_episodes', '-')} | {r.get('device', '?')} | {r.get('precision', 'fp32')} | "
+            f"{r.get('wall_time_s', 0) / 60:.1f} min | {r.get('steps_per_s', '-')} |"
+        )
     return "\n".join(lines)
 
 
@@ -550,12 +675,14 @@ def watch_table(roots: list[Path], out: Path) -> str:
     lines = []
     for task in sorted({t for t, _ in clips}):
         encoders = sorted((e for t, e in clips if t == task), key=_encoder_key)
-        lines += [f"**{task}**\n", "| " + " | ".join(_label(e) for e in encoders) + " |",
-                  "|" + "---|" * len(encoders),
-                  "| " + " | ".join(f"![{e}]({clips[(task, e)].relative_to(out)})" for e in encoders) + " |", ""]
+        lines += [
+            f"**{task}**\n",
+            "| " + " | ".join(_label(e) for e in encoders) + " |",
+            "|" + "---|" * len(encoders),
+            "| " + " | ".join(f"![{e}]({clips[(task, e)].relative_to(out)})" for e in encoders) + " |",
+            "",
+        ]
     return "\n".join(lines)
-
-
 
 
 def write_report(cfg: ReportConfig) -> Path:
@@ -564,12 +691,16 @@ def write_report(cfg: ReportConfig) -> Path:
     roots = [Path(r) for r in cfg.roots.split(",") if r]
     missing = [str(r) for r in roots if not r.is_dir()]
     if missing:
-        raise FileNotFoundError(f"no such folder: {', '.join(missing)}; give the folders holding the run folders "
-                                "(e.g. `python -m pipeline.report results/cpu-table` or `runs/sac`)")
+        raise FileNotFoundError(
+            f"no such folder: {', '.join(missing)}; give the folders holding the run folders "
+            "(e.g. `python -m pipeline.report results/cpu-table` or `runs/sac`)"
+        )
     runs, running = load_runs(roots), load_running(roots)
     if not runs and not running:
-        raise SystemExit(f"error: no finished runs (summary.json) and no evaluated running ones (eval.csv) under {cfg.roots}; "
-                         "run `python -m rl.grid` or `python -m rl.sac` first")
+        raise SystemExit(
+            f"error: no finished runs (summary.json) and no evaluated running ones (eval.csv) under {cfg.roots}; "
+            "run `python -m rl.grid` or `python -m rl.sac` first"
+        )
     curves = plot_curves(runs + running, out)
     pictures_root = cfg.picture_folder()
     pictures = collect_pictures(pictures_root, out)
@@ -578,9 +709,11 @@ def write_report(cfg: ReportConfig) -> Path:
     devices = sorted({r.get("device", "?") for r in runs})
     parts = [
         f"# {cfg.title}\n",
-        f"{len(runs)} finished SAC runs" + (f" and {len(running)} still running" if running else "")
+        f"{len(runs)} finished SAC runs"
+        + (f" and {len(running)} still running" if running else "")
         + f"; budgets (env steps): {', '.join(f'{b:,}' for b in budgets)}"
-        + (f"; devices: {', '.join(devices)}" if devices else "") + ". The paper's numbers are at 1M steps "
+        + (f"; devices: {', '.join(devices)}" if devices else "")
+        + ". The paper's numbers are at 1M steps "
         "with 3 seeds and 50 rollouts: runs with smaller budgets are not comparable in level, only in ordering.\n",
         "## Success rate (the paper's Table I)\n",
         "Final evaluation of the deterministic policy (any success within an episode): mean over seeds [95 % "
@@ -590,47 +723,60 @@ def write_report(cfg: ReportConfig) -> Path:
     ]
     if runs:
         profile = plot_profiles(runs, out, cfg.reps, cfg.seed)
-        parts += ["## Every seed, per task\n",
-                  "The seeds' own values (in seed order), their mean and 95 % Student-t interval: at 3 seeds a "
-                  "percentile bootstrap would be [min, max] and cover the true mean ~75 % of the time.\n",
-                  seed_table(runs) + "\n",
-                  "## Across tasks and seeds (rliable)\n",
-                  "Interquartile mean (IQM: the mean of the middle 50 % of all runs' final success, over tasks and "
-                  "seeds) and mean, with stratified bootstrap 95 % CIs (rliable, "
-                  f"{cfg.reps:,} resamples of the runs within each task; Agarwal et al., 2021).\n",
-                  aggregate_table(runs, cfg.reps, cfg.seed) + "\n",
-                  f"![performance profiles]({profile.relative_to(out)})\n" if profile else ""]
+        parts += [
+            "## Every seed, per task\n",
+            "The seeds' own values (in seed order), their mean and 95 % Student-t interval: at 3 seeds a "
+            "percentile bootstrap would be [min, max] and cover the true mean ~75 % of the time.\n",
+            seed_table(runs) + "\n",
+            "## Across tasks and seeds (rliable)\n",
+            "Interquartile mean (IQM: the mean of the middle 50 % of all runs' final success, over tasks and "
+            "seeds) and mean, with stratified bootstrap 95 % CIs (rliable, "
+            f"{cfg.reps:,} resamples of the runs within each task; Agarwal et al., 2021).\n",
+            aggregate_table(runs, cfg.reps, cfg.seed) + "\n",
+            f"![performance profiles]({profile.relative_to(out)})\n" if profile else "",
+        ]
     improvements, orderings = improvement_table(runs, cfg.reps, cfg.seed), ordering_table(runs)
     if improvements:
-        parts += ["## The papers' orderings\n",
-                  "Across the tasks both encoders finished: the probability that a run of the better-claimed encoder "
-                  "beats a run of the other on the same task (ties count half), with its stratified bootstrap 95 % CI "
-                  "(rliable); the claim holds when the CI lies above 0.5, is reversed below it.\n",
-                  improvements + "\n",
-                  "Per task: the difference of mean final success with its 95 % Welch t-interval (holds only when "
-                  "it excludes 0).\n",
-                  orderings + "\n"]
+        parts += [
+            "## The papers' orderings\n",
+            "Across the tasks both encoders finished: the probability that a run of the better-claimed encoder "
+            "beats a run of the other on the same task (ties count half), with its stratified bootstrap 95 % CI "
+            "(rliable); the claim holds when the CI lies above 0.5, is reversed below it.\n",
+            improvements + "\n",
+            "Per task: the difference of mean final success with its 95 % Welch t-interval (holds only when "
+            "it excludes 0).\n",
+            orderings + "\n",
+        ]
     if running:
-        parts += ["## Runs in progress\n",
-                  "Not final: each encoder at the newest evaluation all its running seeds have reached "
-                  "(mean [95 % Student-t interval] over those seeds, and each seed's value).\n",
-                  progress_table(running) + "\n"]
+        parts += [
+            "## Runs in progress\n",
+            "Not final: each encoder at the newest evaluation all its running seeds have reached "
+            "(mean [95 % Student-t interval] over those seeds, and each seed's value).\n",
+            progress_table(running) + "\n",
+        ]
     parts += ["## Learning curves (the paper's Fig. 3)\n"]
     for task, picture in curves.items():
-        parts += [f"![{picture.stem}]({picture.relative_to(out)})\n",
-                  f"Success at each evaluation on {task}, mean [95 % Student-t interval] over seeds:\n",
-                  curve_table(runs + running, task) + "\n"]
+        parts += [
+            f"![{picture.stem}]({picture.relative_to(out)})\n",
+            f"Success at each evaluation on {task}, mean [95 % Student-t interval] over seeds:\n",
+            curve_table(runs + running, task) + "\n",
+        ]
     if probes:
-        parts += ["## Frozen MultiMAE probe\n",
-                  "Linear-probe R^2 of the hand, object and goal positions from each frozen encoder's features, "
-                  "scored on frames of held-out episodes (`python -m pretrain.probe`); random init and raw pixels "
-                  "are the baselines.\n",
-                  probe_table(probes) + "\n"]
+        parts += [
+            "## Frozen MultiMAE probe\n",
+            "Linear-probe R^2 of the hand, object and goal positions from each frozen encoder's features, "
+            "scored on frames of held-out episodes (`python -m pretrain.probe`); random init and raw pixels "
+            "are the baselines.\n",
+            probe_table(probes) + "\n",
+        ]
     clips = watch_table(roots, out)
     if clips:
-        parts += ["## Watch the agents\n",
-                  "One episode of each encoder's deterministic policy (its lowest seed with weights; "
-                  "`python -m rl.evaluate --run <run> --video` makes more).\n", clips + "\n"]
+        parts += [
+            "## Watch the agents\n",
+            "One episode of each encoder's deterministic policy (its lowest seed with weights; "
+            "`python -m rl.evaluate --run <run> --video` makes more).\n",
+            clips + "\n",
+        ]
     for title, pics in pictures.items():
         parts += [f"## {title}\n", *[f"![{p.stem}]({p.relative_to(out)})\n" for p in pics]]
     parts += ["## Runs\n", footer(runs) + "\n"]

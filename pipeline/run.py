@@ -17,6 +17,7 @@ The SAC grid runs as local processes or, with `--backend ray`, as Ray tasks on a
 code shipped as the runtime_env, retried packs resume; `--grid-extra` passes more rl.grid flags);
 the other stages run on this machine, pretraining across its GPUs with `--nproc-per-node N` (torchrun).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -54,16 +55,40 @@ class PipelineConfig:
     pack: int = option(0, "SAC runs trained together in one process (0: rl.grid's default for the device)")
     workers: int = option(1, "frame-collection worker processes per task (0: one per core)")
     pretrain_extra: str = option("", "extra pretrain.multimae flags (e.g. a GPU budget)")
-    probe_frames: int = option(1500, "frames the probe after pretraining fits on (a third as many more, of other episodes, are scored)")
-    nproc_per_node: int = option(0, "run pretrain.multimae under torchrun with this many processes (one per GPU of this machine; the global batch is split across them); 0: in this process")
-    backend: str = option("local", "where the SAC grid's packs run: local (processes on this machine) or ray (tasks on a Ray cluster)", choices=["local", "ray"])
-    ray_address: str = option("", "--backend ray: '' starts a Ray instance here, 'auto' joins the cluster this machine belongs to (`ray start`), or HOST:PORT")
-    grid_extra: str = option("", "more rl.grid flags, e.g. '--storage shared --ray-pip requirements.txt --gpus-per-run 0.25' (see python -m rl.grid --help)")
-    max_minutes: float = option(0.0, "pause once this many minutes have passed: between stages, and SAC at an episode boundary with checkpoints; run the same command again to continue (0: no limit)")
+    probe_frames: int = option(
+        1500, "frames the probe after pretraining fits on (a third as many more, of other episodes, are scored)"
+    )
+    nproc_per_node: int = option(
+        0,
+        "run pretrain.multimae under torchrun with this many processes (one per GPU of this machine; the global batch is split across them); 0: in this process",
+    )
+    backend: str = option(
+        "local",
+        "where the SAC grid's packs run: local (processes on this machine) or ray (tasks on a Ray cluster)",
+        choices=["local", "ray"],
+    )
+    ray_address: str = option(
+        "",
+        "--backend ray: '' starts a Ray instance here, 'auto' joins the cluster this machine belongs to (`ray start`), or HOST:PORT",
+    )
+    grid_extra: str = option(
+        "",
+        "more rl.grid flags, e.g. '--storage shared --ray-pip requirements.txt --gpus-per-run 0.25' (see python -m rl.grid --help)",
+    )
+    max_minutes: float = option(
+        0.0,
+        "pause once this many minutes have passed: between stages, and SAC at an episode boundary with checkpoints; run the same command again to continue (0: no limit)",
+    )
     root: str = option(".", "folder holding data/ and runs/ (default: this checkout)")
 
     def validate(self) -> "PipelineConfig":
-        if self.workers < 0 or self.pack < 0 or self.nproc_per_node < 0 or self.parallel < 1 or not self.max_minutes >= 0:
+        if (
+            self.workers < 0
+            or self.pack < 0
+            or self.nproc_per_node < 0
+            or self.parallel < 1
+            or not self.max_minutes >= 0
+        ):
             raise ValueError("workers, pack and nproc-per-node must be >= 0, parallel >= 1, max-minutes >= 0")
         if self.probe_frames < 30:
             raise ValueError(f"probe-frames must be >= 30, got {self.probe_frames}")
@@ -103,12 +128,15 @@ class Stages:
             if previous.get("preset") not in (None, self.cfg.stage_preset):
                 raise SystemExit(
                     f"error: {', '.join(map(str, outputs))} came from preset {previous['preset']!r}, not "
-                    f"{self.cfg.stage_preset!r}; delete them or use another --root")
+                    f"{self.cfg.stage_preset!r}; delete them or use another --root"
+                )
             print(f"{head}: skipped, outputs exist ({outputs[0]})", flush=True)
             return
         if self.minutes_left() <= 0:
             raise Paused(f"the {self.cfg.max_minutes:g}-minute budget ran out before {name}")
-        print(f"{head} ..." + (" (continues where it stopped)" if previous.get("status") == "running" else ""), flush=True)
+        print(
+            f"{head} ..." + (" (continues where it stopped)" if previous.get("status") == "running" else ""), flush=True
+        )
         self.record[name] = {"preset": self.cfg.stage_preset, "status": "running"}
         atomic_write_json(self.record_path, self.record)
         start = time.time()
@@ -143,31 +171,68 @@ def run(cfg: PipelineConfig) -> Path:
         labelled = Path(f"data/shards/{task}-sal")
         npz = Path("data/annotations") / f"{task}.npz"
         sal = Path("runs/saliency") / task
-        stages.run(f"collect {task}", [shards / "manifest.json"] if _complete(shards) else [],
-                   lambda: collect(from_flat(CollectConfig, task=task, frames=cfg.frames, shard_size=cfg.shard_size, out=str(shards),
-                                                 workers=cfg.workers or os.cpu_count() or 1)))
-        stages.run(f"oracle annotator {task}", [npz],
-                   lambda: annotate_oracle(task, shards, n=cfg.annotate_n))
+        stages.run(
+            f"collect {task}",
+            [shards / "manifest.json"] if _complete(shards) else [],
+            lambda: collect(
+                from_flat(
+                    CollectConfig,
+                    task=task,
+                    frames=cfg.frames,
+                    shard_size=cfg.shard_size,
+                    out=str(shards),
+                    workers=cfg.workers or os.cpu_count() or 1,
+                )
+            ),
+        )
+        stages.run(f"oracle annotator {task}", [npz], lambda: annotate_oracle(task, shards, n=cfg.annotate_n))
         stages.run(f"export annotations {task}", [npz], lambda: export(ExportConfig(task=task)))
-        stages.run(f"saliency.train {task}", [sal / "best.pt"],
-                   lambda: train.run(from_preset(TrainConfig, p, annotations=str(npz), out=str(sal), resume="auto")))
-        stages.run(f"saliency.distill {task}", [sal / "student.pt"],
-                   lambda: distill.run(from_preset(DistillConfig, p, teacher=str(sal / "best.pt"), data=str(shards), resume="auto")))
-        stages.run(f"saliency.evaluate {task}", [sal / "eval" / "metrics.json"],
-                   lambda: evaluate.run(from_preset(EvalConfig, p, model=str(sal / "student.pt"), data=str(shards),
-                                                    out=str(sal / "eval"))))
-        stages.run(f"saliency.label {task}", [labelled / "manifest.json"] if _complete(labelled) else [],
-                   lambda: label.run(from_preset(LabelConfig, p, model=str(sal / "student.pt"), data=str(shards),
-                                                 out=str(labelled))))
+        stages.run(
+            f"saliency.train {task}",
+            [sal / "best.pt"],
+            lambda: train.run(from_preset(TrainConfig, p, annotations=str(npz), out=str(sal), resume="auto")),
+        )
+        stages.run(
+            f"saliency.distill {task}",
+            [sal / "student.pt"],
+            lambda: distill.run(
+                from_preset(DistillConfig, p, teacher=str(sal / "best.pt"), data=str(shards), resume="auto")
+            ),
+        )
+        stages.run(
+            f"saliency.evaluate {task}",
+            [sal / "eval" / "metrics.json"],
+            lambda: evaluate.run(
+                from_preset(EvalConfig, p, model=str(sal / "student.pt"), data=str(shards), out=str(sal / "eval"))
+            ),
+        )
+        stages.run(
+            f"saliency.label {task}",
+            [labelled / "manifest.json"] if _complete(labelled) else [],
+            lambda: label.run(
+                from_preset(LabelConfig, p, model=str(sal / "student.pt"), data=str(shards), out=str(labelled))
+            ),
+        )
     for name, modalities in (("rgbs", "rgb,saliency"), ("rgb", "rgb")):
         out = Path("runs/mmae") / name
         # one MultiMAE per task (out/<task>/ when there are several); the linear probe runs right after
         # pretraining (table printed, probe_*.json beside each encoder, loud warning if worse than random init)
-        stages.run(f"pretrain.multimae {name}", list(encoder_paths(out, tasks).values()),
-                   lambda: ([pretrain(cfg, ["--data", "data/shards", "--task", t, "--modalities", modalities, "--out", str(path.parent)])
-                             for t, path in encoder_paths(out, tasks).items()],
-                            probe_gate(out, tasks, modalities, fit_frames=cfg.probe_frames,
-                                       score_frames=max(10, cfg.probe_frames // 3))))
+        stages.run(
+            f"pretrain.multimae {name}",
+            list(encoder_paths(out, tasks).values()),
+            lambda: (
+                [
+                    pretrain(
+                        cfg,
+                        ["--data", "data/shards", "--task", t, "--modalities", modalities, "--out", str(path.parent)],
+                    )
+                    for t, path in encoder_paths(out, tasks).items()
+                ],
+                probe_gate(
+                    out, tasks, modalities, fit_frames=cfg.probe_frames, score_frames=max(10, cfg.probe_frames // 3)
+                ),
+            ),
+        )
 
     def sac_grid() -> None:
         budget = f" --max-minutes {max(stages.minutes_left(), 0.01):.2f}" if cfg.max_minutes else ""
@@ -176,15 +241,27 @@ def run(cfg: PipelineConfig) -> Path:
     stages.run("rl.grid", [], sac_grid)
     gaze_runs = [r.run_dir for r in plan(grid_config(cfg)) if r.encoder.startswith("gaze")]
     for run_dir in gaze_runs:
-        stages.run(f"rl.gaze_viz {run_dir}", [run_dir / "gaze_strip.png"],
-                   lambda run_dir=run_dir: gaze_viz.run(gaze_viz.GazeVizConfig(run=str(run_dir), frames=6)))
+        stages.run(
+            f"rl.gaze_viz {run_dir}",
+            [run_dir / "gaze_strip.png"],
+            lambda run_dir=run_dir: gaze_viz.run(gaze_viz.GazeVizConfig(run=str(run_dir), frames=6)),
+        )
     first_seed = int(cfg.seeds.split(",")[0])
     for run in (r for r in plan(grid_config(cfg)) if r.seed == first_seed):  # one clip per encoder and task
         out = run.run_dir / "evaluate" / CLIP_NAME
-        stages.run(f"rl.evaluate clip {run.run_dir}", [out],
-                   lambda run=run, out=out: evaluate_agent.clip(run.run_dir, out, overlay="gaze" if run.encoder.startswith("gaze") else "none"))
+        stages.run(
+            f"rl.evaluate clip {run.run_dir}",
+            [out],
+            lambda run=run, out=out: evaluate_agent.clip(
+                run.run_dir, out, overlay="gaze" if run.encoder.startswith("gaze") else "none"
+            ),
+        )
     report = Path("runs/report/REPORT.md")
-    stages.run("pipeline.report", [], lambda: write_report(ReportConfig(roots="runs/sac", out="runs/report", pictures_root="runs")))
+    stages.run(
+        "pipeline.report",
+        [],
+        lambda: write_report(ReportConfig(roots="runs/sac", out="runs/report", pictures_root="runs")),
+    )
     return report
 
 
@@ -193,8 +270,17 @@ def pretrain_command(cfg: PipelineConfig, args: list[str]) -> list[str]:
     args = ["--preset", cfg.stage_preset, *args, *shlex.split(cfg.pretrain_extra), "--resume", "auto"]
     if not cfg.nproc_per_node:
         return args
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(cfg.nproc_per_node),
-            "-m", "pretrain.multimae", *args]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        str(cfg.nproc_per_node),
+        "-m",
+        "pretrain.multimae",
+        *args,
+    ]
 
 
 def pretrain(cfg: PipelineConfig, args: list[str]) -> None:
@@ -211,8 +297,10 @@ def pretrain(cfg: PipelineConfig, args: list[str]) -> None:
     print(f"  torchrun: {shlex.join(command)}", flush=True)
     code = subprocess.run(command).returncode
     if code:
-        raise SystemExit(f"error: pretraining under torchrun failed (exit {code}, its output is above); the same "
-                         "command continues from its checkpoint")
+        raise SystemExit(
+            f"error: pretraining under torchrun failed (exit {code}, its output is above); the same "
+            "command continues from its checkpoint"
+        )
 
 
 def grid_config(cfg: PipelineConfig, sac_extra: str = ""):
@@ -224,10 +312,30 @@ def grid_config(cfg: PipelineConfig, sac_extra: str = ""):
 
 def grid_argv_of(cfg: PipelineConfig, sac_extra: str = "") -> list[str]:
     """rl.grid's arguments for the SAC stage: the pipeline's settings, then --grid-extra's flags."""
-    return ["--tasks", cfg.tasks, "--encoders", cfg.encoders, "--seeds", cfg.seeds, "--steps", str(cfg.sac_steps),
-            "--sac-preset", cfg.stage_preset, "--out", "runs/sac", "--parallel", str(cfg.parallel), "--pack", str(cfg.pack),
-            "--backend", cfg.backend, "--ray-address", cfg.ray_address, f"--extra={cfg.sac_extra + sac_extra}",
-            *shlex.split(cfg.grid_extra)]
+    return [
+        "--tasks",
+        cfg.tasks,
+        "--encoders",
+        cfg.encoders,
+        "--seeds",
+        cfg.seeds,
+        "--steps",
+        str(cfg.sac_steps),
+        "--sac-preset",
+        cfg.stage_preset,
+        "--out",
+        "runs/sac",
+        "--parallel",
+        str(cfg.parallel),
+        "--pack",
+        str(cfg.pack),
+        "--backend",
+        cfg.backend,
+        "--ray-address",
+        cfg.ray_address,
+        f"--extra={cfg.sac_extra + sac_extra}",
+        *shlex.split(cfg.grid_extra),
+    ]
 
 
 def _complete(folder: Path) -> bool:
@@ -259,12 +367,19 @@ def check_pass_through(cfg: PipelineConfig) -> None:
     grid_argv = grid_argv_of(cfg)
     grid = parse_flags(GridConfig, grid_argv, command="python -m rl.grid", what="--grid-extra")
     for run in (r for r in plan(grid) if r.seed == grid.seed_list[0]):  # seeds differ only in --seed and --out
-        parse_flags(SACConfig, sac_command(grid, run)[3:], presets=SAC_PRESETS, command="python -m rl.sac", what="--sac-extra")
+        parse_flags(
+            SACConfig, sac_command(grid, run)[3:], presets=SAC_PRESETS, command="python -m rl.sac", what="--sac-extra"
+        )
     for modalities in ("rgb,saliency", "rgb"):
         for task in (t for t in cfg.tasks.split(",") if t):
             argv = pretrain_command(replace(cfg, nproc_per_node=0), ["--task", task, "--modalities", modalities])
-            parse_flags(PretrainConfig, argv, presets=PRETRAIN_PRESETS, command="python -m pretrain.multimae",
-                        what="--pretrain-extra")
+            parse_flags(
+                PretrainConfig,
+                argv,
+                presets=PRETRAIN_PRESETS,
+                command="python -m pretrain.multimae",
+                what="--pretrain-extra",
+            )
 
 
 def main(argv=None) -> None:

@@ -10,6 +10,7 @@ whether "not resolved" means "no effect" or "too few seeds".
 Score matrices are [runs, tasks] as in rliable. rliable draws its resamples from numpy's global random
 state (whatever `random_state` says), so every call here seeds it and restores it afterwards.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -39,7 +40,9 @@ def seeded_global_rng(seed: int) -> Iterator[None]:
         np.random.set_state(state)
 
 
-def t_interval(values: Sequence[float] | np.ndarray, level: float = LEVEL) -> tuple[np.ndarray | float, np.ndarray | float]:
+def t_interval(
+    values: Sequence[float] | np.ndarray, level: float = LEVEL
+) -> tuple[np.ndarray | float, np.ndarray | float]:
     """Student-t confidence interval of the mean over seeds (values [n] or [n, T] -> per column); NaN at n < 2."""
     x = np.asarray(values, float)
     n = len(x)
@@ -60,7 +63,7 @@ def welch_interval(worse: Sequence[float], better: Sequence[float], level: float
     se = math.sqrt(va + vb)
     if se == 0:
         return diff, diff, diff
-    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
     half = stats.t.ppf((1 + level) / 2, df) * se
     return diff, diff - half, diff + half
 
@@ -118,18 +121,26 @@ def iqm(scores: np.ndarray) -> float:
     return float(metrics.aggregate_iqm(np.asarray(scores, float)))
 
 
-def aggregate_intervals(scores: Mapping[str, np.ndarray], reps: int = REPS, seed: int = 0,
-                        level: float = LEVEL) -> dict[str, dict[str, tuple[float, float, float]]]:
+def aggregate_intervals(
+    scores: Mapping[str, np.ndarray], reps: int = REPS, seed: int = 0, level: float = LEVEL
+) -> dict[str, dict[str, tuple[float, float, float]]]:
     """Per key: {"iqm": (point, lo, hi), "mean": (point, lo, hi)} over its [runs, tasks] matrix,
     percentile CIs of rliable's stratified bootstrap (runs resampled within each task)."""
+
     def both(x: np.ndarray) -> np.ndarray:
         return np.array([metrics.aggregate_iqm(x), metrics.aggregate_mean(x)])
 
     with seeded_global_rng(seed):
-        points, cis = rly.get_interval_estimates({k: np.asarray(v, float) for k, v in scores.items()}, both,
-                                                 reps=reps, confidence_interval_size=level)
-    return {k: {name: (float(points[k][i]), float(cis[k][0, i]), float(cis[k][1, i])) for i, name in enumerate(("iqm", "mean"))}
-            for k in scores}
+        points, cis = rly.get_interval_estimates(
+            {k: np.asarray(v, float) for k, v in scores.items()}, both, reps=reps, confidence_interval_size=level
+        )
+    return {
+        k: {
+            name: (float(points[k][i]), float(cis[k][0, i]), float(cis[k][1, i]))
+            for i, name in enumerate(("iqm", "mean"))
+        }
+        for k in scores
+    }
 
 
 def improvement_probability(x: np.ndarray, y: np.ndarray) -> float:
@@ -139,24 +150,34 @@ def improvement_probability(x: np.ndarray, y: np.ndarray) -> float:
     return float(((pairs > 0) + 0.5 * (pairs == 0)).mean((0, 1)).mean())
 
 
-def probability_of_improvement(better: np.ndarray, worse: np.ndarray, reps: int = REPS, seed: int = 0,
-                               level: float = LEVEL) -> tuple[float, float, float]:
+def probability_of_improvement(
+    better: np.ndarray, worse: np.ndarray, reps: int = REPS, seed: int = 0, level: float = LEVEL
+) -> tuple[float, float, float]:
     """P(a run of `better` beats a run of `worse` on the same task), averaged over tasks (ties count half),
     with its stratified bootstrap CI (each side's runs resampled on their own within each task)."""
     with seeded_global_rng(seed):
-        points, cis = rly.get_interval_estimates({"pair": (np.asarray(better, float), np.asarray(worse, float))},
-                                                 improvement_probability, reps=reps, confidence_interval_size=level)
+        points, cis = rly.get_interval_estimates(
+            {"pair": (np.asarray(better, float), np.asarray(worse, float))},
+            improvement_probability,
+            reps=reps,
+            confidence_interval_size=level,
+        )
     return float(points["pair"]), float(cis["pair"][0].item()), float(cis["pair"][1].item())
 
 
-def performance_profiles(scores: Mapping[str, np.ndarray], taus: np.ndarray, reps: int = REPS,
-                         seed: int = 0, level: float = LEVEL) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def performance_profiles(
+    scores: Mapping[str, np.ndarray], taus: np.ndarray, reps: int = REPS, seed: int = 0, level: float = LEVEL
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """rliable's score distributions: per key the fraction of runs (all tasks) scoring above each tau [T],
     and its stratified bootstrap CI [2, T]."""
     with seeded_global_rng(seed):
-        return rly.create_performance_profile({k: np.asarray(v, float) for k, v in scores.items()}, taus,
-                                              custom_profile_func=score_distribution, reps=reps,
-                                              confidence_interval_size=level)
+        return rly.create_performance_profile(
+            {k: np.asarray(v, float) for k, v in scores.items()},
+            taus,
+            custom_profile_func=score_distribution,
+            reps=reps,
+            confidence_interval_size=level,
+        )
 
 
 def score_distribution(scores: np.ndarray, taus: np.ndarray) -> np.ndarray:
@@ -165,8 +186,9 @@ def score_distribution(scores: np.ndarray, taus: np.ndarray) -> np.ndarray:
     return (np.asarray(scores).reshape(-1, 1) > np.asarray(taus)[None]).mean(0)
 
 
-def bootstrap_coverage(runs: int, tasks: int = 1, level: float = LEVEL, experiments: int = 2000,
-                       reps: int = 1000, seed: int = 0) -> float:
+def bootstrap_coverage(
+    runs: int, tasks: int = 1, level: float = LEVEL, experiments: int = 2000, reps: int = 1000, seed: int = 0
+) -> float:
     """How often the stratified percentile-bootstrap CI of the mean covers the true mean when each task's
     `runs` scores are normal with one spread (a simulation): 95 % is only its nominal level at small n."""
     rng = np.random.default_rng(seed)

@@ -30,6 +30,7 @@ command prints the git line. `--status` prints where each task and row stands; `
 starts the run under nohup and nice with its output appended to `<root>/table.log`, refused while
 another copy holds the root.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -63,31 +64,73 @@ EPISODE_STEPS = 500
 STATE_FILE = "table.json"
 LOG_FILE = "table.log"
 #: settings a started experiment keeps: changing them would mix runs of different designs
-FROZEN = ("frames", "pretrain_images", "hidden_dim", "reach_steps", "pilot_seed", "budget_threshold",
-          "budget_in_a_row", "budget_cap", "eval_every")
+FROZEN = (
+    "frames",
+    "pretrain_images",
+    "hidden_dim",
+    "reach_steps",
+    "pilot_seed",
+    "budget_threshold",
+    "budget_in_a_row",
+    "budget_cap",
+    "eval_every",
+)
 
 
 @dataclass
 class TableConfig:
     """The four-task Table I experiment on a CPU, resumable step by step (issue #30)."""
 
-    phase: str = option("all", "phase to run: A (reach-v3, 10 seeds at 100k), B (the other tasks' pilots and preparation), C (their table rows, 3 then 5 seeds), D (cnn_rgb, cnn_rgbs, gaze, then mmae_rgbs_grid2 on faucet-open and door-open), E (more seeds), or all (A to E in order)", choices=[*PHASES, "all"])
-    root: str = option("runs/cpu_table", "folder holding the experiment's frames, models, runs, table.json and table.log")
-    results: str = option("results/cpu-table", "where pipeline.keep copies each finished (task, row); pilots go to <results>-pilot")
+    phase: str = option(
+        "all",
+        "phase to run: A (reach-v3, 10 seeds at 100k), B (the other tasks' pilots and preparation), C (their table rows, 3 then 5 seeds), D (cnn_rgb, cnn_rgbs, gaze, then mmae_rgbs_grid2 on faucet-open and door-open), E (more seeds), or all (A to E in order)",
+        choices=[*PHASES, "all"],
+    )
+    root: str = option(
+        "runs/cpu_table", "folder holding the experiment's frames, models, runs, table.json and table.log"
+    )
+    results: str = option(
+        "results/cpu-table", "where pipeline.keep copies each finished (task, row); pilots go to <results>-pilot"
+    )
     dry_run: bool = option(False, "print the steps still to run and their commands, the wall-time estimate, and stop")
-    status: bool = option(False, "print per task and row the stage reached, seeds done / planned, steps and the pilot's budget, and stop")
-    background: bool = option(False, "start this command under nohup and nice (output appended to <root>/table.log) and return; refused while another copy runs")
+    status: bool = option(
+        False, "print per task and row the stage reached, seeds done / planned, steps and the pilot's budget, and stop"
+    )
+    background: bool = option(
+        False,
+        "start this command under nohup and nice (output appended to <root>/table.log) and return; refused while another copy runs",
+    )
     nice: int = option(10, "--background: niceness of the run")
     frames: int = option(50_000, "pretraining frames collected per task")
     collect_workers: int = option(2, "data.collect worker processes")
     annotate_n: int = option(30, "frames the oracle annotator labels per task")
-    saliency_preset: str = option("cpu", "preset of saliency.train / distill / evaluate / label (the cpu PiCANet: 64 px, width 0.25)", choices=["micro", "demo", "cpu", "paper"])
-    pretrain_images: int = option(1_000_000, "images each MultiMAE trains on at the paper's model size (epochs = images / training frames, rounded up)")
-    pretrain_preset: str = option("paper", "pretrain.multimae preset (model size and learning-rate rule)", choices=["micro", "demo", "cpu", "paper"])
-    pretrain_extra: str = option("--batch-size 512 --warmup-epochs 2 --threads 2 --no-progress", "more pretrain.multimae flags (the paper's batch; the gpu preset's 2 warm-up epochs for a ~20-epoch run)")
+    saliency_preset: str = option(
+        "cpu",
+        "preset of saliency.train / distill / evaluate / label (the cpu PiCANet: 64 px, width 0.25)",
+        choices=["micro", "demo", "cpu", "paper"],
+    )
+    pretrain_images: int = option(
+        1_000_000,
+        "images each MultiMAE trains on at the paper's model size (epochs = images / training frames, rounded up)",
+    )
+    pretrain_preset: str = option(
+        "paper",
+        "pretrain.multimae preset (model size and learning-rate rule)",
+        choices=["micro", "demo", "cpu", "paper"],
+    )
+    pretrain_extra: str = option(
+        "--batch-size 512 --warmup-epochs 2 --threads 2 --no-progress",
+        "more pretrain.multimae flags (the paper's batch; the gpu preset's 2 warm-up epochs for a ~20-epoch run)",
+    )
     probe_extra: str = option("", "more pretrain.probe flags (e.g. --fit-frames for a small test root)")
-    precision: str = option("auto", "--precision of every training and inference command (auto: bf16 on AMX / AVX512-BF16 or a GPU, else fp32)", choices=["auto", "bf16", "fp32"])
-    hidden_dim: int = option(1024, "SAC hidden width (the paper's 1024; the cpu preset's 256 costs ~1.5-2x less per step here)")
+    precision: str = option(
+        "auto",
+        "--precision of every training and inference command (auto: bf16 on AMX / AVX512-BF16 or a GPU, else fp32)",
+        choices=["auto", "bf16", "fp32"],
+    )
+    hidden_dim: int = option(
+        1024, "SAC hidden width (the paper's 1024; the cpu preset's 256 costs ~1.5-2x less per step here)"
+    )
     pack: int = option(5, "SAC runs per pack (rl.grid --pack)")
     parallel: int = option(2, "SAC packs at once (rl.grid --parallel; one per core)")
     reach_steps: int = option(100_000, "phase A's step budget on reach-v3 (it learns there)")
@@ -97,7 +140,9 @@ class TableConfig:
     max_seeds: int = option(10, "phase E's seeds per row")
     extra_tasks: str = option("faucet-open-v3,door-open-v3", "phase D's tasks (the paper's largest gaps)")
     extra_seeds: int = option(3, "phase D's seeds per row")
-    pilot_seed: int = option(100, "seed of the pilot runs (outside the table's seeds, so the budget is not chosen on a table run)")
+    pilot_seed: int = option(
+        100, "seed of the pilot runs (outside the table's seeds, so the budget is not chosen on a table run)"
+    )
     pilot_chunk: int = option(50_000, "the state pilot runs in chunks of this many steps until the budget rule decides")
     pilot_eval_every: int = option(10_000, "pilot evaluation interval (the budget rule reads these evaluations)")
     budget_threshold: float = option(0.8, "budget rule: state's success that must hold")
@@ -108,30 +153,56 @@ class TableConfig:
     final_eval_episodes: int = option(50, "episodes of a run's last evaluation")
     eval_envs: int = option(5, "parallel evaluation envs per run")
     checkpoint_every: int = option(25_000, "SAC checkpoint interval")
-    sac_extra: str = option("", "more rl.sac flags for every table and pilot run, after the paper preset and the flags above")
+    sac_extra: str = option(
+        "", "more rl.sac flags for every table and pilot run, after the paper preset and the flags above"
+    )
 
     def validate(self) -> "TableConfig":
         if self.phase not in (*PHASES, "all"):
             raise ValueError(f"--phase must be one of {', '.join(PHASES)} or all, got {self.phase!r}")
         if sum((self.dry_run, self.status, self.background)) > 1:
             raise ValueError("--dry-run, --status and --background exclude each other; pick one")
-        for name in ("frames", "pretrain_images", "hidden_dim", "pack", "parallel", "reach_steps", "reach_seeds",
-                     "first_seeds", "extra_seeds", "pilot_chunk", "pilot_eval_every", "budget_in_a_row",
-                     "budget_cap", "eval_every", "eval_episodes", "final_eval_episodes", "eval_envs",
-                     "checkpoint_every", "annotate_n", "collect_workers"):
+        for name in (
+            "frames",
+            "pretrain_images",
+            "hidden_dim",
+            "pack",
+            "parallel",
+            "reach_steps",
+            "reach_seeds",
+            "first_seeds",
+            "extra_seeds",
+            "pilot_chunk",
+            "pilot_eval_every",
+            "budget_in_a_row",
+            "budget_cap",
+            "eval_every",
+            "eval_episodes",
+            "final_eval_episodes",
+            "eval_envs",
+            "checkpoint_every",
+            "annotate_n",
+            "collect_workers",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if not self.first_seeds <= self.more_seeds <= self.max_seeds:
-            raise ValueError(f"seeds must grow: --first-seeds {self.first_seeds} <= --more-seeds {self.more_seeds} "
-                             f"<= --max-seeds {self.max_seeds}")
+            raise ValueError(
+                f"seeds must grow: --first-seeds {self.first_seeds} <= --more-seeds {self.more_seeds} "
+                f"<= --max-seeds {self.max_seeds}"
+            )
         if not 0 < self.budget_threshold <= 1:
             raise ValueError(f"--budget-threshold must be in (0, 1], got {self.budget_threshold}")
         for name in ("reach_steps", "budget_cap", "pilot_chunk"):
             if getattr(self, name) % self.eval_every:
-                raise ValueError(f"--{name.replace('_', '-')} ({getattr(self, name)}) must be a multiple of "
-                                 f"--eval-every ({self.eval_every})")
+                raise ValueError(
+                    f"--{name.replace('_', '-')} ({getattr(self, name)}) must be a multiple of "
+                    f"--eval-every ({self.eval_every})"
+                )
         if self.eval_every % EPISODE_STEPS or self.pilot_eval_every % EPISODE_STEPS:
-            raise ValueError(f"--eval-every and --pilot-eval-every must be multiples of the {EPISODE_STEPS}-step episode")
+            raise ValueError(
+                f"--eval-every and --pilot-eval-every must be multiples of the {EPISODE_STEPS}-step episode"
+            )
         unknown = [t for t in self.extra_task_list if t not in PAPER_TASKS]
         if unknown:
             raise ValueError(f"--extra-tasks: {', '.join(unknown)} not among {', '.join(PAPER_TASKS)}")
@@ -148,6 +219,7 @@ class TableConfig:
 
 # -- the budget rule --------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Budget:
     """A task's step budget from its state pilot: `steps` None while the pilot must run on."""
@@ -157,8 +229,14 @@ class Budget:
     reason: str
 
 
-def choose_budget(rows: Iterable[Mapping[str, object]], pilot_steps: int, threshold: float = 0.8, in_a_row: int = 2,
-                  cap: int = 500_000, round_to: int = 25_000) -> Budget:
+def choose_budget(
+    rows: Iterable[Mapping[str, object]],
+    pilot_steps: int,
+    threshold: float = 0.8,
+    in_a_row: int = 2,
+    cap: int = 500_000,
+    round_to: int = 25_000,
+) -> Budget:
     """The step budget from a state pilot's eval.csv rows ({"step", "success_rate"}) and the steps it ran.
 
     The budget is the step of the `in_a_row`-th evaluation in a row at `threshold` success or more, rounded
@@ -173,13 +251,23 @@ def choose_budget(rows: Iterable[Mapping[str, object]], pilot_steps: int, thresh
         streak = streak + 1 if success >= threshold else 0
         if streak >= in_a_row:
             steps = min(cap, math.ceil(step / round_to) * round_to)
-            return Budget(steps, step, f"state held >= {threshold:g} over {in_a_row} evaluations in a row at "
-                                       f"{step:,} steps; budget {steps:,}")
+            return Budget(
+                steps,
+                step,
+                f"state held >= {threshold:g} over {in_a_row} evaluations in a row at {step:,} steps; budget {steps:,}",
+            )
     if pilot_steps >= cap:
-        return Budget(cap, None, f"state did not hold >= {threshold:g} over {in_a_row} evaluations in a row "
-                                 f"by {cap:,} steps; budget = the cap, {cap:,}")
-    return Budget(None, None, f"pilot at {pilot_steps:,} steps: state has not held >= {threshold:g} over "
-                              f"{in_a_row} evaluations in a row yet")
+        return Budget(
+            cap,
+            None,
+            f"state did not hold >= {threshold:g} over {in_a_row} evaluations in a row "
+            f"by {cap:,} steps; budget = the cap, {cap:,}",
+        )
+    return Budget(
+        None,
+        None,
+        f"pilot at {pilot_steps:,} steps: state has not held >= {threshold:g} over {in_a_row} evaluations in a row yet",
+    )
 
 
 def read_eval_rows(path: Path) -> list[dict[str, str]]:
@@ -191,6 +279,7 @@ def read_eval_rows(path: Path) -> list[dict[str, str]]:
 
 
 # -- what exists under the root ---------------------------------------------------------------------
+
 
 class Folder:
     """What the root holds: run steps, shard manifests, and the record of finished steps (table.json)."""
@@ -211,10 +300,16 @@ class Folder:
         """Record the FROZEN settings on the first run; refuse later runs that change them."""
         mine = {k: getattr(self.cfg, k) for k in FROZEN}
         kept = self.state.setdefault("settings", mine)
-        changed = [f"--{k.replace('_', '-')} {mine[k]} (started with {kept[k]})" for k in FROZEN if k in kept and kept[k] != mine[k]]
+        changed = [
+            f"--{k.replace('_', '-')} {mine[k]} (started with {kept[k]})"
+            for k in FROZEN
+            if k in kept and kept[k] != mine[k]
+        ]
         if changed:
-            raise ValueError(f"{self.root} was started with other settings: {'; '.join(changed)}; use the settings it "
-                             "started with, or another --root")
+            raise ValueError(
+                f"{self.root} was started with other settings: {'; '.join(changed)}; use the settings it "
+                "started with, or another --root"
+            )
 
     def marked(self, key: str) -> bool:
         return key in self.state["done"]
@@ -264,8 +359,14 @@ class Folder:
             return Budget(b["steps"], b["held_at"], b["reason"])
         run = pilot_dir(task, "state", cfg.pilot_seed)
         steps, final = self.run_steps(run)
-        return choose_budget(read_eval_rows(self.root / run / "eval.csv"), steps if final else 0, cfg.budget_threshold,
-                             cfg.budget_in_a_row, cfg.budget_cap, cfg.eval_every)
+        return choose_budget(
+            read_eval_rows(self.root / run / "eval.csv"),
+            steps if final else 0,
+            cfg.budget_threshold,
+            cfg.budget_in_a_row,
+            cfg.budget_cap,
+            cfg.eval_every,
+        )
 
     def record_budgets(self) -> None:
         for task in PAPER_TASKS[1:]:
@@ -286,6 +387,7 @@ def pilot_dir(task: str, row: str, seed: int) -> str:
 
 # -- the plan ------------------------------------------------------------------------------------------
 
+
 @dataclass
 class Step:
     """One idempotent step: a project command run in the root (or an in-process copy), done or not."""
@@ -299,7 +401,9 @@ class Step:
     action: Callable[[], object] | None = None  # in-process step (copying probe results)
     note: str = ""  # what an in-process step does
     kept: str = ""  # results folder this step fills (the git line is printed after it)
-    wave: tuple[tuple[str, ...], tuple[str, ...], tuple[int, ...], int] | None = None  # a table grid's last call: tasks, rows, seeds, budget
+    wave: tuple[tuple[str, ...], tuple[str, ...], tuple[int, ...], int] | None = (
+        None  # a table grid's last call: tasks, rows, seeds, budget
+    )
 
     def command(self) -> str:
         if self.blocked:
@@ -340,16 +444,32 @@ class Planner:
         self.state_pilots(tasks)
         for task in tasks:
             self.prepare(task)
-        self.by_budget(tasks, lambda group, steps: self.grid(
-            f"pilot mmae_rgbs {','.join(group)} to {steps:,}", group, ["mmae_rgbs"], [self.cfg.pilot_seed], steps,
-            "runs/pilot", self.pilot_extra(), pilot_dir))
+        self.by_budget(
+            tasks,
+            lambda group, steps: self.grid(
+                f"pilot mmae_rgbs {','.join(group)} to {steps:,}",
+                group,
+                ["mmae_rgbs"],
+                [self.cfg.pilot_seed],
+                steps,
+                "runs/pilot",
+                self.pilot_extra(),
+                pilot_dir,
+            ),
+        )
         for task in tasks:
             b = self.f.budget(task)
             dirs = {row: [pilot_dir(task, row, self.cfg.pilot_seed)] for row in ("state", "mmae_rgbs")}
             ready = b.steps is not None and self.f.finished(dirs["mmae_rgbs"], b.steps)
             for row, runs in dirs.items():
-                self.keep(task, row, runs, f"{self.cfg.results}-pilot", "runs/pilot", blocked="" if ready else
-                          f"the pilot of {task} (budget {b.steps or 'undecided'})")
+                self.keep(
+                    task,
+                    row,
+                    runs,
+                    f"{self.cfg.results}-pilot",
+                    "runs/pilot",
+                    blocked="" if ready else f"the pilot of {task} (budget {b.steps or 'undecided'})",
+                )
 
     def phase_c(self) -> None:
         tasks = list(PAPER_TASKS[1:])
@@ -367,65 +487,238 @@ class Planner:
     # -- preparation of a task -------------------------------------------------------------------
     def prepare(self, task: str) -> None:
         cfg, f = self.cfg, self.f
-        shards, labelled, npz, sal = f"shards/{task}", f"shards/{task}-sal", f"annotations/{task}.npz", f"runs/saliency/{task}"
+        shards, labelled, npz, sal = (
+            f"shards/{task}",
+            f"shards/{task}-sal",
+            f"annotations/{task}.npz",
+            f"runs/saliency/{task}",
+        )
         preset, precision = ["--preset", cfg.saliency_preset], ["--precision", cfg.precision]
         exists = lambda rel: (f.root / rel).exists()  # noqa: E731
-        self.add(f"{task}: collect {cfg.frames:,} frames",
-                 ["-m", "data.collect", "--task", task, "--frames", str(cfg.frames), "--workers", str(cfg.collect_workers),
-                  "--shard-size", "1000", "--out", shards], f.shards_complete(shards))
-        self.add(f"{task}: oracle annotator, {cfg.annotate_n} frames",
-                 ["-m", "annotate_app.oracle", "--task", task, "--frames", shards, "--root", "annotations", "--n",
-                  str(cfg.annotate_n)], exists(f"annotations/{task}"), marker=True)
-        self.add(f"{task}: export annotations", ["-m", "annotate_app.export", "--task", task, "--root", "annotations"],
-                 exists(npz), marker=True)
-        self.add(f"{task}: saliency.train (PiCANet)",
-                 ["-m", "saliency.train", "--annotations", npz, *preset, "--out", sal, "--resume", "auto", *precision,
-                  "--no-progress"], exists(f"{sal}/best.pt"), marker=True)
-        self.add(f"{task}: saliency.distill (student)",
-                 ["-m", "saliency.distill", "--teacher", f"{sal}/best.pt", "--data", shards, *preset, "--resume", "auto",
-                  *precision, "--no-progress"], exists(f"{sal}/student.pt"), marker=True)
-        self.add(f"{task}: saliency.evaluate (student)",
-                 ["-m", "saliency.evaluate", "--model", f"{sal}/student.pt", "--data", shards, *preset, "--out",
-                  f"{sal}/eval", *precision], exists(f"{sal}/eval/metrics.json"), marker=True)
-        self.add(f"{task}: saliency.label {cfg.frames:,} frames",
-                 ["-m", "saliency.label", "--model", f"{sal}/student.pt", "--data", shards, "--out", labelled, *preset,
-                  *precision, "--no-progress"], f.shards_complete(labelled, labelled=True))
+        self.add(
+            f"{task}: collect {cfg.frames:,} frames",
+            [
+                "-m",
+                "data.collect",
+                "--task",
+                task,
+                "--frames",
+                str(cfg.frames),
+                "--workers",
+                str(cfg.collect_workers),
+                "--shard-size",
+                "1000",
+                "--out",
+                shards,
+            ],
+            f.shards_complete(shards),
+        )
+        self.add(
+            f"{task}: oracle annotator, {cfg.annotate_n} frames",
+            [
+                "-m",
+                "annotate_app.oracle",
+                "--task",
+                task,
+                "--frames",
+                shards,
+                "--root",
+                "annotations",
+                "--n",
+                str(cfg.annotate_n),
+            ],
+            exists(f"annotations/{task}"),
+            marker=True,
+        )
+        self.add(
+            f"{task}: export annotations",
+            ["-m", "annotate_app.export", "--task", task, "--root", "annotations"],
+            exists(npz),
+            marker=True,
+        )
+        self.add(
+            f"{task}: saliency.train (PiCANet)",
+            [
+                "-m",
+                "saliency.train",
+                "--annotations",
+                npz,
+                *preset,
+                "--out",
+                sal,
+                "--resume",
+                "auto",
+                *precision,
+                "--no-progress",
+            ],
+            exists(f"{sal}/best.pt"),
+            marker=True,
+        )
+        self.add(
+            f"{task}: saliency.distill (student)",
+            [
+                "-m",
+                "saliency.distill",
+                "--teacher",
+                f"{sal}/best.pt",
+                "--data",
+                shards,
+                *preset,
+                "--resume",
+                "auto",
+                *precision,
+                "--no-progress",
+            ],
+            exists(f"{sal}/student.pt"),
+            marker=True,
+        )
+        self.add(
+            f"{task}: saliency.evaluate (student)",
+            [
+                "-m",
+                "saliency.evaluate",
+                "--model",
+                f"{sal}/student.pt",
+                "--data",
+                shards,
+                *preset,
+                "--out",
+                f"{sal}/eval",
+                *precision,
+            ],
+            exists(f"{sal}/eval/metrics.json"),
+            marker=True,
+        )
+        self.add(
+            f"{task}: saliency.label {cfg.frames:,} frames",
+            [
+                "-m",
+                "saliency.label",
+                "--model",
+                f"{sal}/student.pt",
+                "--data",
+                shards,
+                "--out",
+                labelled,
+                *preset,
+                *precision,
+                "--no-progress",
+            ],
+            f.shards_complete(labelled, labelled=True),
+        )
         epochs = pretrain_epochs(cfg.pretrain_images, cfg.frames)
         for name, modalities in (("rgbs", "rgb,saliency"), ("rgb", "rgb")):
             out = f"runs/mmae/{name}/{task}"
-            self.add(f"{task}: pretrain.multimae {name} ({epochs} epochs, >= {cfg.pretrain_images:,} images)",
-                     ["-m", "pretrain.multimae", "--data", labelled, "--preset", cfg.pretrain_preset, "--modalities",
-                      modalities, "--epochs", str(epochs), *shlex.split(cfg.pretrain_extra), *precision,
-                      "--resume", "auto", "--out", out], exists(f"{out}/encoder.pt"), marker=True)
+            self.add(
+                f"{task}: pretrain.multimae {name} ({epochs} epochs, >= {cfg.pretrain_images:,} images)",
+                [
+                    "-m",
+                    "pretrain.multimae",
+                    "--data",
+                    labelled,
+                    "--preset",
+                    cfg.pretrain_preset,
+                    "--modalities",
+                    modalities,
+                    "--epochs",
+                    str(epochs),
+                    *shlex.split(cfg.pretrain_extra),
+                    *precision,
+                    "--resume",
+                    "auto",
+                    "--out",
+                    out,
+                ],
+                exists(f"{out}/encoder.pt"),
+                marker=True,
+            )
         for name, inputs, label in PROBES:
             enc = f"runs/mmae/{name}/{task}"
-            self.add(f"{task}: pretrain.probe {name} ({label} in)",
-                     ["-m", "pretrain.probe", "--encoder", f"{enc}/encoder.pt", "--data", labelled, "--inputs", inputs,
-                      "--threads", "2", *precision, *shlex.split(cfg.probe_extra)], exists(f"{enc}/probe_{label}.json"))
+            self.add(
+                f"{task}: pretrain.probe {name} ({label} in)",
+                [
+                    "-m",
+                    "pretrain.probe",
+                    "--encoder",
+                    f"{enc}/encoder.pt",
+                    "--data",
+                    labelled,
+                    "--inputs",
+                    inputs,
+                    "--threads",
+                    "2",
+                    *precision,
+                    *shlex.split(cfg.probe_extra),
+                ],
+                exists(f"{enc}/probe_{label}.json"),
+            )
         key = f"{task}: keep probes"
-        self.add(key, [], True, marker=True, action=lambda: keep_probes(f, task),
-                 note=f"copy runs/mmae/*/{task}/probe_*.json -> {self.cfg.results}/mmae/*/{task}/", kept=self.cfg.results)
+        self.add(
+            key,
+            [],
+            True,
+            marker=True,
+            action=lambda: keep_probes(f, task),
+            note=f"copy runs/mmae/*/{task}/probe_*.json -> {self.cfg.results}/mmae/*/{task}/",
+            kept=self.cfg.results,
+        )
 
     # -- SAC -------------------------------------------------------------------------------------
     def sac_extra(self, episodes: int) -> str:
         cfg = self.cfg
-        return (f"--hidden-dim {cfg.hidden_dim} --eval-every {cfg.eval_every} --eval-episodes {episodes} --eval-envs "
-                f"{cfg.eval_envs} --checkpoint-every {cfg.checkpoint_every} --torch-threads 1 --mmae-features raw {cfg.sac_extra}").strip()
+        return (
+            f"--hidden-dim {cfg.hidden_dim} --eval-every {cfg.eval_every} --eval-episodes {episodes} --eval-envs "
+            f"{cfg.eval_envs} --checkpoint-every {cfg.checkpoint_every} --torch-threads 1 --mmae-features raw {cfg.sac_extra}"
+        ).strip()
 
     def pilot_extra(self) -> str:
         cfg = self.cfg
-        return (f"--hidden-dim {cfg.hidden_dim} --eval-every {cfg.pilot_eval_every} --eval-episodes {cfg.eval_episodes} "
-                f"--eval-envs {cfg.eval_envs} --checkpoint-every {cfg.checkpoint_every} --torch-threads 1 --mmae-features raw "
-                f"{cfg.sac_extra}").strip()
+        return (
+            f"--hidden-dim {cfg.hidden_dim} --eval-every {cfg.pilot_eval_every} --eval-episodes {cfg.eval_episodes} "
+            f"--eval-envs {cfg.eval_envs} --checkpoint-every {cfg.checkpoint_every} --torch-threads 1 --mmae-features raw "
+            f"{cfg.sac_extra}"
+        ).strip()
 
-    def grid(self, key: str, tasks: Sequence[str], rows: Sequence[str], seeds: Sequence[int], steps: int, out: str,
-             extra: str, where: Callable[[str, str, int], str] = table_dir) -> Step:
+    def grid(
+        self,
+        key: str,
+        tasks: Sequence[str],
+        rows: Sequence[str],
+        seeds: Sequence[int],
+        steps: int,
+        out: str,
+        extra: str,
+        where: Callable[[str, str, int], str] = table_dir,
+    ) -> Step:
         cfg = self.cfg
         runs = [where(t, r, s) for t in tasks for r in rows for s in seeds]
-        return self.add(key, ["-m", "rl.grid", "--tasks", ",".join(tasks), "--encoders", ",".join(rows), "--seeds",
-                              seeds_text(seeds), "--steps", str(steps), "--sac-preset", "paper", "--pack", str(cfg.pack),
-                              "--parallel", str(cfg.parallel), "--precision", cfg.precision, "--out", out,
-                              f"--extra={extra}"], self.f.finished(runs, steps))
+        return self.add(
+            key,
+            [
+                "-m",
+                "rl.grid",
+                "--tasks",
+                ",".join(tasks),
+                "--encoders",
+                ",".join(rows),
+                "--seeds",
+                seeds_text(seeds),
+                "--steps",
+                str(steps),
+                "--sac-preset",
+                "paper",
+                "--pack",
+                str(cfg.pack),
+                "--parallel",
+                str(cfg.parallel),
+                "--precision",
+                cfg.precision,
+                "--out",
+                out,
+                f"--extra={extra}",
+            ],
+            self.f.finished(runs, steps),
+        )
 
     def by_budget(self, tasks: Sequence[str], make: Callable[[list[str], int], object]) -> None:
         """Call make(tasks, budget) per group of tasks sharing a budget; undecided ones get a waiting step each."""
@@ -451,23 +744,50 @@ class Planner:
             runs = [table_dir(t, r, s) for t in group for r in rows for s in seeds]
             final = self.f.finished(runs, steps)
             if steps > cfg.eval_every:
-                self.grid(f"{name} to {steps - cfg.eval_every:,}", group, rows, seeds, steps - cfg.eval_every, "runs/sac",
-                          self.sac_extra(cfg.eval_episodes)).done |= final
-            self.grid(f"{name} to {steps:,} (last evaluation {cfg.final_eval_episodes} episodes)", group, rows, seeds,
-                      steps, "runs/sac", self.sac_extra(cfg.final_eval_episodes)).wave = (tuple(group), tuple(rows), tuple(seeds), steps)
+                self.grid(
+                    f"{name} to {steps - cfg.eval_every:,}",
+                    group,
+                    rows,
+                    seeds,
+                    steps - cfg.eval_every,
+                    "runs/sac",
+                    self.sac_extra(cfg.eval_episodes),
+                ).done |= final
+            self.grid(
+                f"{name} to {steps:,} (last evaluation {cfg.final_eval_episodes} episodes)",
+                group,
+                rows,
+                seeds,
+                steps,
+                "runs/sac",
+                self.sac_extra(cfg.final_eval_episodes),
+            ).wave = (tuple(group), tuple(rows), tuple(seeds), steps)
             for task in group:
                 for row in rows:
                     mine = [table_dir(task, row, s) for s in seeds]
-                    self.keep(task, row, mine, cfg.results, "runs/sac",
-                              blocked="" if self.f.finished(mine, steps) else f"{task} {row} seeds 0-{seeds[-1]} at {steps:,}")
+                    self.keep(
+                        task,
+                        row,
+                        mine,
+                        cfg.results,
+                        "runs/sac",
+                        blocked=""
+                        if self.f.finished(mine, steps)
+                        else f"{task} {row} seeds 0-{seeds[-1]} at {steps:,}",
+                    )
 
         self.by_budget(tasks, run)
 
     def keep(self, task: str, row: str, runs: list[str], results: str, runs_root: str, blocked: str) -> None:
         key = f"keep {runs_root}/{task}/{row} ({len(runs)} run{'s' * (len(runs) > 1)}) -> {results}"
         dest = Path(results).resolve() / task / row
-        step = self.add(key, ["-m", "pipeline.keep", f"{runs_root}/{task}/{row}", "--out", str(dest)],
-                        True, marker=True, kept=results)
+        step = self.add(
+            key,
+            ["-m", "pipeline.keep", f"{runs_root}/{task}/{row}", "--out", str(dest)],
+            True,
+            marker=True,
+            kept=results,
+        )
         if blocked and not step.done:
             step.blocked = blocked
 
@@ -480,8 +800,16 @@ class Planner:
                 done = steps if final else 0
                 chunks.setdefault(min(cfg.budget_cap, (done // cfg.pilot_chunk + 1) * cfg.pilot_chunk), []).append(task)
         for steps, group in sorted(chunks.items()):
-            self.grid(f"pilot state {','.join(group)} to {steps:,} (then the budget rule)", group, ["state"],
-                      [cfg.pilot_seed], steps, "runs/pilot", self.pilot_extra(), pilot_dir)
+            self.grid(
+                f"pilot state {','.join(group)} to {steps:,} (then the budget rule)",
+                group,
+                ["state"],
+                [cfg.pilot_seed],
+                steps,
+                "runs/pilot",
+                self.pilot_extra(),
+                pilot_dir,
+            )
 
 
 #: (model, --inputs, probe file label) of the three probes per task: ViSaRL, PO, MMAE RGB
@@ -513,6 +841,7 @@ def plan(cfg: TableConfig) -> list[Step]:
 
 # -- the wall-time estimate --------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Rates:
     """Measured speeds on the project's 2-core CPUs (sources in RATE_SOURCES). SAC in ms per env-step per run on
@@ -530,18 +859,30 @@ class Rates:
     def step_ms(self, kind: str, hidden: int) -> float:
         """ms per training env-step of one run: the update interpolated in hidden^2 between the two widths measured."""
         small, large = self.update_ms
-        return self.sac_ms[kind] + small + (large - small) * (hidden ** 2 - 256 ** 2) / (1024 ** 2 - 256 ** 2)
+        return self.sac_ms[kind] + small + (large - small) * (hidden**2 - 256**2) / (1024**2 - 256**2)
 
 
 RATES = {
     "fp32 (AVX2, this machine)": Rates(
-        collect_fps=54.7, saliency_s=2600, label_fps=30.7, pretrain_img_s=42, probe_s=600,
-        sac_ms={"state": 19, "frozen": 33, "cnn": 656, "gaze": 741}, update_ms=(11, 40),
-        eval_ms={"state": 1, "frozen": 32, "cnn": 40, "gaze": 45}),
+        collect_fps=54.7,
+        saliency_s=2600,
+        label_fps=30.7,
+        pretrain_img_s=42,
+        probe_s=600,
+        sac_ms={"state": 19, "frozen": 33, "cnn": 656, "gaze": 741},
+        update_ms=(11, 40),
+        eval_ms={"state": 1, "frozen": 32, "cnn": 40, "gaze": 45},
+    ),
     "bf16 (AMX)": Rates(
-        collect_fps=54.7, saliency_s=2600, label_fps=30.7, pretrain_img_s=121, probe_s=600,
-        sac_ms={"state": 19, "frozen": 20, "cnn": 656, "gaze": 741}, update_ms=(3, 21),
-        eval_ms={"state": 1, "frozen": 19, "cnn": 40, "gaze": 45}),
+        collect_fps=54.7,
+        saliency_s=2600,
+        label_fps=30.7,
+        pretrain_img_s=121,
+        probe_s=600,
+        sac_ms={"state": 19, "frozen": 20, "cnn": 656, "gaze": 741},
+        update_ms=(3, 21),
+        eval_ms={"state": 1, "frozen": 19, "cnn": 40, "gaze": 45},
+    ),
 }
 RATE_SOURCES = (
     "collection 54.7 frames/s: BENCHMARKS.md, data.collect with 2 workers (load 3-7); saliency ~2,600 s per task: "
@@ -559,10 +900,20 @@ RATE_SOURCES = (
 
 
 def row_kind(row: str) -> str:
-    return "state" if row == "state" else "frozen" if row.startswith("mmae") else "gaze" if row.startswith("gaze") else "cnn"
+    return (
+        "state"
+        if row == "state"
+        else "frozen"
+        if row.startswith("mmae")
+        else "gaze"
+        if row.startswith("gaze")
+        else "cnn"
+    )
 
 
-def run_seconds(rates: Rates, row: str, steps: int, hidden: int, eval_every: int, episodes: int, final_episodes: int) -> float:
+def run_seconds(
+    rates: Rates, row: str, steps: int, hidden: int, eval_every: int, episodes: int, final_episodes: int
+) -> float:
     """Core-seconds of one SAC run: training, the evaluations before the last, and the last one."""
     kind = row_kind(row)
     evals = max(0, math.ceil(steps / eval_every) - 1) * episodes + final_episodes
@@ -576,14 +927,43 @@ def estimate(cfg: TableConfig, budgets: Mapping[str, int | None]) -> dict[str, d
     budget = lambda t: budgets.get(t) or cfg.budget_cap  # noqa: E731
     others = PAPER_TASKS[1:]
     for name, r in RATES.items():
-        prep = (cfg.frames / r.collect_fps + r.saliency_s + cfg.frames / r.label_fps
-                + 2 * pretrain_epochs(cfg.pretrain_images, cfg.frames) * cfg.frames * 0.95 / r.pretrain_img_s + 3 * r.probe_s)
-        sac = lambda tasks, rows, seeds, pilot=False: sum(  # noqa: E731
-            seeds * run_seconds(r, row, budget(t), cfg.hidden_dim, cfg.pilot_eval_every if pilot else cfg.eval_every, cfg.eval_episodes,
-                                cfg.eval_episodes if pilot else cfg.final_eval_episodes)
-            for t in tasks for row in rows) / cfg.parallel
-        sac_reach = sum(cfg.reach_seeds * run_seconds(r, row, cfg.reach_steps, cfg.hidden_dim, cfg.eval_every, cfg.eval_episodes,
-                                                      cfg.final_eval_episodes) for row in TABLE_ROWS) / cfg.parallel
+        prep = (
+            cfg.frames / r.collect_fps
+            + r.saliency_s
+            + cfg.frames / r.label_fps
+            + 2 * pretrain_epochs(cfg.pretrain_images, cfg.frames) * cfg.frames * 0.95 / r.pretrain_img_s
+            + 3 * r.probe_s
+        )
+
+        def sac(tasks, rows, seeds, pilot=False) -> float:
+            return (
+                sum(
+                    seeds
+                    * run_seconds(
+                        r,
+                        row,
+                        budget(t),
+                        cfg.hidden_dim,
+                        cfg.pilot_eval_every if pilot else cfg.eval_every,
+                        cfg.eval_episodes,
+                        cfg.eval_episodes if pilot else cfg.final_eval_episodes,
+                    )
+                    for t in tasks
+                    for row in rows
+                )
+                / cfg.parallel
+            )
+
+        sac_reach = (
+            sum(
+                cfg.reach_seeds
+                * run_seconds(
+                    r, row, cfg.reach_steps, cfg.hidden_dim, cfg.eval_every, cfg.eval_episodes, cfg.final_eval_episodes
+                )
+                for row in TABLE_ROWS
+            )
+            / cfg.parallel
+        )
         out[name] = {
             "A": (prep + sac_reach) / 3600,
             "B": (3 * prep + sac(others, ["state", "mmae_rgbs"], 1, pilot=True)) / 3600,
@@ -597,9 +977,12 @@ def estimate(cfg: TableConfig, budgets: Mapping[str, int | None]) -> dict[str, d
 def estimate_text(cfg: TableConfig, folder: Folder) -> str:
     budgets = {t: folder.budget(t).steps for t in PAPER_TASKS}
     table = estimate(cfg, budgets)
-    lines = [f"wall-time estimate per phase from scratch (hours on {cfg.parallel} cores, SAC hidden {cfg.hidden_dim}; "
-             f"undecided budgets taken at the cap, {cfg.budget_cap:,}):",
-             "| phase | " + " | ".join(table) + " |", "|---|" + "---|" * len(table)]
+    lines = [
+        f"wall-time estimate per phase from scratch (hours on {cfg.parallel} cores, SAC hidden {cfg.hidden_dim}; "
+        f"undecided budgets taken at the cap, {cfg.budget_cap:,}):",
+        "| phase | " + " | ".join(table) + " |",
+        "|---|" + "---|" * len(table),
+    ]
     for phase in PHASES:
         lines.append(f"| {phase} | " + " | ".join(f"{h[phase]:,.0f}" for h in table.values()) + " |")
     lines.append("| all | " + " | ".join(f"{sum(h.values()):,.0f}" for h in table.values()) + " |")
@@ -608,6 +991,7 @@ def estimate_text(cfg: TableConfig, folder: Folder) -> str:
 
 
 # -- status -------------------------------------------------------------------------------------------
+
 
 def lock_holder(root: Path) -> str | None:
     """Who holds the root's lock (common.runs.exclusive_run_dir), or None when no run is going on."""
@@ -629,8 +1013,12 @@ def status_text(cfg: TableConfig) -> str:
     folder = Folder(cfg)
     steps = Planner(Folder(replace(cfg, phase="all"))).plan()
     holder = lock_holder(folder.root)
-    lines = [f"cpu-table at {folder.root} ({'running: ' + holder if holder else 'not running'}; log {folder.root / LOG_FILE})", "",
-             "| task | stage reached | next stage | budget |", "|---|---|---|---|"]
+    lines = [
+        f"cpu-table at {folder.root} ({'running: ' + holder if holder else 'not running'}; log {folder.root / LOG_FILE})",
+        "",
+        "| task | stage reached | next stage | budget |",
+        "|---|---|---|---|",
+    ]
     for task in PAPER_TASKS:
         prep = [s for s in steps if s.key.startswith(f"{task}: ") and s.argv[:2] != ["-m", "rl.grid"] and not s.blocked]
         first_open = next((i for i, s in enumerate(prep) if not s.done), len(prep))
@@ -640,10 +1028,15 @@ def status_text(cfg: TableConfig) -> str:
         pilot = ""
         if task != REACH:
             done, final = folder.run_steps(pilot_dir(task, "state", cfg.pilot_seed))
-            pilot = f"pilot state at {done:,} steps{'' if final else ' (in progress)'}; " if done else "pilot not started; "
+            pilot = (
+                f"pilot state at {done:,} steps{'' if final else ' (in progress)'}; " if done else "pilot not started; "
+            )
         lines.append(f"| {task} | {reached} | {upcoming} | {pilot}{b.reason} |")
-    lines += ["", "| task | row | seeds done / planned | steps (min-max) of budget | final success (mean of done seeds) |",
-              "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "| task | row | seeds done / planned | steps (min-max) of budget | final success (mean of done seeds) |",
+        "|---|---|---|---|---|",
+    ]
     waves: dict[tuple[str, str], list[Step]] = {}
     for s in steps:
         if s.wave:
@@ -657,18 +1050,27 @@ def status_text(cfg: TableConfig) -> str:
         success = []
         for k in done:
             with contextlib.suppress(json.JSONDecodeError, KeyError):
-                success.append(json.loads((folder.root / table_dir(task, row, k) / "summary.json").read_text())["success_rate"])
+                success.append(
+                    json.loads((folder.root / table_dir(task, row, k) / "summary.json").read_text())["success_rate"]
+                )
         started = [n for n, _ in runs if n]
         span = f"{min(started):,}-{max(started):,}" if started else "0"
         mean = f"{sum(success) / len(success):.2f} ({len(success)} seeds)" if success else "-"
         lines.append(f"| {task} | {row} | {len(done)}/{len(seeds)} | {span} of {budget:,} | {mean} |")
     todo = [s for s in Planner(folder).plan() if not s.done]
-    lines += ["", f"next step of phase(s) {','.join(cfg.phases)}: {todo[0].key}" if todo else
-              f"every step of phase(s) {','.join(cfg.phases)} is done", "", estimate_text(cfg, folder)]
+    lines += [
+        "",
+        f"next step of phase(s) {','.join(cfg.phases)}: {todo[0].key}"
+        if todo
+        else f"every step of phase(s) {','.join(cfg.phases)} is done",
+        "",
+        estimate_text(cfg, folder),
+    ]
     return "\n".join(lines)
 
 
 # -- running ---------------------------------------------------------------------------------------------
+
 
 def hold_root(stack: contextlib.ExitStack, root: Path) -> None:
     """Take the root's lock for this process; a second copy stops with one line and exit status 2."""
@@ -703,16 +1105,23 @@ def run(cfg: TableConfig) -> list[str]:
             folder.record_budgets()
             todo = [s for s in Planner(folder).plan() if not s.done]
             if not todo:
-                print(f"cpu-table: every step of phase(s) {','.join(cfg.phases)} is done; `python -m pipeline.report "
-                      f"{cfg.results}` regenerates the table", flush=True)
+                print(
+                    f"cpu-table: every step of phase(s) {','.join(cfg.phases)} is done; `python -m pipeline.report "
+                    f"{cfg.results}` regenerates the table",
+                    flush=True,
+                )
                 return ran
             step = todo[0]
             if step.blocked:
-                raise ValueError(f"{step.key} waits for {step.blocked}, which phase(s) {','.join(cfg.phases)} do not run; "
-                                 "run the phase that decides it first (--phase B), or --phase all")
+                raise ValueError(
+                    f"{step.key} waits for {step.blocked}, which phase(s) {','.join(cfg.phases)} do not run; "
+                    "run the phase that decides it first (--phase B), or --phase all"
+                )
             if ran and ran[-1] == step.key:
-                raise RuntimeError(f"{step.key} ran and is still not done (paused, or an output is missing); its output "
-                                   f"is above in {folder.root / LOG_FILE}; `make cpu-table` continues it")
+                raise RuntimeError(
+                    f"{step.key} ran and is still not done (paused, or an output is missing); its output "
+                    f"is above in {folder.root / LOG_FILE}; `make cpu-table` continues it"
+                )
             print(f"\n[{time.strftime('%H:%M:%S')}] {step.phase} | {step.key}\n  {step.command()}", flush=True)
             start = time.time()
             if step.action is not None:
@@ -720,14 +1129,19 @@ def run(cfg: TableConfig) -> list[str]:
             else:
                 code = subprocess.run([sys.executable, *step.argv], cwd=folder.root, env=child_env()).returncode
                 if code:
-                    raise RuntimeError(f"{step.key} failed (exit {code}); its output is above in {folder.root / LOG_FILE}; "
-                                       "rerun `make cpu-table` once fixed: finished steps are skipped, started ones resume")
+                    raise RuntimeError(
+                        f"{step.key} failed (exit {code}); its output is above in {folder.root / LOG_FILE}; "
+                        "rerun `make cpu-table` once fixed: finished steps are skipped, started ones resume"
+                    )
             if step.marker:
                 folder.mark(step.key, time.time() - start)
             ran.append(step.key)
             print(f"  done in {(time.time() - start) / 60:.1f} min", flush=True)
             if step.kept:
-                print(f"  to commit: {git_line(cfg.results if step.kept == cfg.results else step.kept, step.key)}", flush=True)
+                print(
+                    f"  to commit: {git_line(cfg.results if step.kept == cfg.results else step.kept, step.key)}",
+                    flush=True,
+                )
 
 
 def dry_run_text(cfg: TableConfig) -> str:
@@ -756,10 +1170,18 @@ def start_background(cfg: TableConfig, argv: Sequence[str]) -> subprocess.Popen:
     root.mkdir(parents=True, exist_ok=True)
     log = root / LOG_FILE
     with open(log, "ab") as out:
-        proc = subprocess.Popen(background_command(cfg, argv), stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True, env=child_env())
-    print(f"cpu-table started in the background (pid {proc.pid}, nice {cfg.nice}); log: {log}\n"
-          f"  tail -f {log}    # follow it\n  make cpu-table-status    # where it stands")
+        proc = subprocess.Popen(
+            background_command(cfg, argv),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=child_env(),
+        )
+    print(
+        f"cpu-table started in the background (pid {proc.pid}, nice {cfg.nice}); log: {log}\n"
+        f"  tail -f {log}    # follow it\n  make cpu-table-status    # where it stands"
+    )
     return proc
 
 

@@ -5,6 +5,7 @@ ratio ~ U(log ratio), up to 10 tries, else the whole frame), drawn per sample fr
 are applied identically to every modality of a sample (as MultiMAE does) by bilinear resampling
 back to the input size.
 """
+
 from __future__ import annotations
 
 import math
@@ -16,8 +17,11 @@ TRIES = 10
 
 
 def crop_boxes(
-    batch: int, scale: tuple[float, float] = (0.2, 1.0), ratio: tuple[float, float] = (3 / 4, 4 / 3),
-    generator: torch.Generator | None = None, device: torch.device | str | None = None,
+    batch: int,
+    scale: tuple[float, float] = (0.2, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
 ) -> torch.Tensor:
     """Boxes float [B, 4] = (x0, y0, w, h) as fractions of the frame side."""
     u = torch.rand(batch, TRIES, 4, generator=generator, device=device)  # [B, T, 4]
@@ -32,8 +36,15 @@ def crop_boxes(
     y0 = (1 - h) * u[..., 3].gather(1, pick)[:, 0]
     fallback = first == TRIES  # no valid try: the whole frame (torchvision: a centre crop of the allowed ratio)
     one, zero = torch.ones_like(w), torch.zeros_like(w)
-    return torch.stack([torch.where(fallback, zero, x0), torch.where(fallback, zero, y0),
-                        torch.where(fallback, one, w), torch.where(fallback, one, h)], dim=1)
+    return torch.stack(
+        [
+            torch.where(fallback, zero, x0),
+            torch.where(fallback, zero, y0),
+            torch.where(fallback, one, w),
+            torch.where(fallback, one, h),
+        ],
+        dim=1,
+    )
 
 
 def apply_crops(inputs: dict[str, torch.Tensor], boxes: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -51,7 +62,9 @@ def apply_crops(inputs: dict[str, torch.Tensor], boxes: torch.Tensor) -> dict[st
 
 
 def random_resized_crop(
-    inputs: dict[str, torch.Tensor], scale: tuple[float, float] = (0.2, 1.0), ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    inputs: dict[str, torch.Tensor],
+    scale: tuple[float, float] = (0.2, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
     generator: torch.Generator | None = None,
 ) -> dict[str, torch.Tensor]:
     """One random crop per sample, shared by its modalities, resized back to the input size."""

@@ -6,6 +6,7 @@ are the same for every number of processes.
 Batches are gathered by index from the in-memory tensors and converted with the shared
 `data.preprocess.frames_to_tensor`; there is no per-sample Python work after loading.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,7 +41,9 @@ def select_folders(root: str | Path) -> list[Path]:
     clash = {s: fs for s, fs in labelled.items() if len(fs) > 1}
     if clash:
         s, fs = next(iter(clash.items()))
-        raise ShardError(f"{root}: several labelled copies of {s!r} ({', '.join(map(str, fs))}); keep one or pass one folder as --data")
+        raise ShardError(
+            f"{root}: several labelled copies of {s!r} ({', '.join(map(str, fs))}); keep one or pass one folder as --data"
+        )
     return [f for f in folders if f.name not in labelled]
 
 
@@ -70,9 +73,13 @@ class Frames:
 
     def to(self, device: torch.device | str) -> "Frames":
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
-        return Frames(self.rgb.to(device), move(self.saliency), self.group.to(device), move(self.state), move(self.index))
+        return Frames(
+            self.rgb.to(device), move(self.saliency), self.group.to(device), move(self.state), move(self.index)
+        )
 
-    def batch(self, idx: torch.Tensor, modalities: tuple[str, ...], size: int, device: torch.device | str) -> dict[str, torch.Tensor]:
+    def batch(
+        self, idx: torch.Tensor, modalities: tuple[str, ...], size: int, device: torch.device | str
+    ) -> dict[str, torch.Tensor]:
         """Indices [B] -> {modality: float32 [B, C, size, size] in [0, 1]} on `device`."""
         idx = idx.to(self.rgb.device)
         out = {"rgb": frames_to_tensor(self.rgb[idx], size=size, device=device)}
@@ -108,7 +115,9 @@ def _folders(root: str | Path, task: str) -> list[Path]:
     if task:
         folders = [f for f in folders if folder_task(f) == task]
         if not folders:
-            raise ShardError(f"{root}: no shard folder of task {task!r} (found: {', '.join(sorted({folder_task(f) for f in select_folders(root)}))})")
+            raise ShardError(
+                f"{root}: no shard folder of task {task!r} (found: {', '.join(sorted({folder_task(f) for f in select_folders(root)}))})"
+            )
     return folders
 
 
@@ -133,8 +142,17 @@ def _shards(folders: list[Path], limit: int, allow_incomplete: bool) -> list[tup
     return out
 
 
-def load_split(root: str | Path, saliency: str | None, val_fraction: float, seed: int = 0, limit: int = 0,
-               task: str = "", allow_incomplete: bool = False, rank: int = 0, world: int = 1) -> Split:
+def load_split(
+    root: str | Path,
+    saliency: str | None,
+    val_fraction: float,
+    seed: int = 0,
+    limit: int = 0,
+    task: str = "",
+    allow_incomplete: bool = False,
+    rank: int = 0,
+    world: int = 1,
+) -> Split:
     """Read the selected folders under `root` (only those of `task`; each folder's first `limit` frames)
     for rank `rank` of `world`; `saliency` is None, 'predicted' or 'oracle'.
 
@@ -146,8 +164,10 @@ def load_split(root: str | Path, saliency: str | None, val_fraction: float, seed
     folders = _folders(root, task)
     shards = _shards(folders, limit, allow_incomplete)
     if len(shards) < world:
-        raise ShardError(f"{root}: {len(shards)} shard(s) for {world} processes (each process trains on its own shards); "
-                         "use at most as many processes as shards, or collect with a smaller --shard-size")
+        raise ShardError(
+            f"{root}: {len(shards)} shard(s) for {world} processes (each process trains on its own shards); "
+            "use at most as many processes as shards, or collect with a smaller --shard-size"
+        )
     ordinal = {str(s.path): j for j, (_, s) in enumerate(shards)}
     group, owner, kept, sizes = [], [], {}, {}
     counts, episodes = [0] * len(folders), [{} for _ in folders]
@@ -160,7 +180,8 @@ def load_split(root: str | Path, saliency: str | None, val_fraction: float, seed
             raise ShardError(
                 f"{folders[i]}: frames have no saliency.png (needed for --modalities rgb,saliency with --saliency predicted). "
                 f"Label them first with `python -m saliency.label --data {folders[i]}`, train with --saliency oracle "
-                "(maps from the stored oracle clicks), or use --modalities rgb")
+                "(maps from the stored oracle clicks), or use --modalities rgb"
+            )
         meta = decode_meta(raw)
         episode = (meta.get("shard", 0), meta.get("episode", counts[i]))
         group.append(i * 1_000_000 + episodes[i].setdefault(episode, len(episodes[i])))
@@ -172,7 +193,9 @@ def load_split(root: str | Path, saliency: str | None, val_fraction: float, seed
         owner.append(j % world)
         counts[i] += 1
     if len(set(sizes.values())) > 1:
-        raise ShardError(f"{root}: folders hold frames of different sizes ({json.dumps([list(s) for s in sizes.values()])}); pass one size")
+        raise ShardError(
+            f"{root}: folders hold frames of different sizes ({json.dumps([list(s) for s in sizes.values()])}); pass one size"
+        )
     group_t, owner_t = torch.tensor(group), torch.tensor(owner)
     is_val = held_out(group_t, val_fraction, seed)
 
@@ -180,18 +203,24 @@ def load_split(root: str | Path, saliency: str | None, val_fraction: float, seed
 
     def frames(idx: torch.Tensor) -> Frames:
         decoded = [kept[k] if isinstance(kept[k], tuple) else _frame(kept[k], saliency) for k in idx.tolist()]
-        rgb, state, sal = (None if one is None else torch.from_numpy(np.stack(col) if col else np.empty((0, *one.shape), one.dtype))
-                           for col, one in zip(list(zip(*decoded)) or [()] * 3, like))
+        rgb, state, sal = (
+            None if one is None else torch.from_numpy(np.stack(col) if col else np.empty((0, *one.shape), one.dtype))
+            for col, one in zip(list(zip(*decoded)) or [()] * 3, like)
+        )
         return Frames(rgb, sal, group_t[idx], state, idx)
 
     train = frames(torch.nonzero(~is_val & (owner_t == rank)).squeeze(1))
     val = frames(torch.nonzero(is_val).squeeze(1) if rank == 0 else torch.zeros(0, dtype=torch.long))
-    info = [{"folder": str(f), "task": folder_task(f), "frames": n, "saliency": saliency or "none"} for f, n in zip(folders, counts)]
+    info = [
+        {"folder": str(f), "task": folder_task(f), "frames": n, "saliency": saliency or "none"}
+        for f, n in zip(folders, counts)
+    ]
     return Split(train, val, torch.bincount(owner_t[~is_val], minlength=world).tolist(), info)
 
 
-def load_frames(root: str | Path, saliency: str | None, limit: int = 0, task: str = "",
-                allow_incomplete: bool = False) -> tuple[Frames, list[dict]]:
+def load_frames(
+    root: str | Path, saliency: str | None, limit: int = 0, task: str = "", allow_incomplete: bool = False
+) -> tuple[Frames, list[dict]]:
     """Every frame of the selected folders under `root` (see `load_split`), states included, and one
     info dict per folder (path, task, frames, saliency source)."""
     split = load_split(root, saliency, 0.0, limit=limit, task=task, allow_incomplete=allow_incomplete)

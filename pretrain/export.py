@@ -10,6 +10,7 @@ folders' manifests when they are still there), its architecture and budget, the 
 (probe_*.json beside it) and how to load it. `FrozenEncoder.load` reads either file and gives
 identical features; non-finite weights are refused as for encoder.pt.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,21 @@ from pretrain.probe_table import markdown_table as probe_table
 #: manifest fields (data.collect's settings) that say how the frames were rendered
 RENDER_KEYS = ("camera", "image_size", "render_quality", "episode_steps")
 #: config.json fields (pretrain.config) that say how the encoder was trained
-TRAIN_KEYS = ("preset", "epochs", "batch_size", "blr", "lr", "warmup_epochs", "weight_decay", "num_visible", "augment",
-              "crop_scale", "input_norm", "saliency", "seed")
+TRAIN_KEYS = (
+    "preset",
+    "epochs",
+    "batch_size",
+    "blr",
+    "lr",
+    "warmup_epochs",
+    "weight_decay",
+    "num_visible",
+    "augment",
+    "crop_scale",
+    "input_norm",
+    "saliency",
+    "seed",
+)
 
 
 @dataclass
@@ -37,7 +51,9 @@ class ExportConfig:
     """Write encoder.safetensors and a model card (README.md) beside every encoder.pt of a run
     (`python -m pretrain.export PATH` is short for --path PATH)."""
 
-    path: str = option("runs/mmae/rgbs", "encoder.pt, or a folder searched recursively for encoder.pt files", positional=True)
+    path: str = option(
+        "runs/mmae/rgbs", "encoder.pt, or a folder searched recursively for encoder.pt files", positional=True
+    )
 
 
 def _json(path: Path) -> dict[str, Any]:
@@ -70,21 +86,41 @@ def encoder_card(pt_path: Path, blob: dict[str, Any]) -> str:
     modalities = list(mcfg["modalities"])
     sources = data.get("folders", [])
     manifests = {s["folder"]: _manifest(s["folder"]) for s in sources}
-    tasks = sorted({_task(s, manifests[s["folder"]]) for s in sources} or ({config["task"]} if config.get("task") else set()))
+    tasks = sorted(
+        {_task(s, manifests[s["folder"]]) for s in sources} or ({config["task"]} if config.get("task") else set())
+    )
     probes = [_json(p) for p in sorted(folder.glob("probe_*.json"))]
     params = sum(t.numel() for t in blob["state_dict"].values())
     front = {
         "library_name": "pytorch",
         "pipeline_tag": "image-feature-extraction",
-        "tags": ["visarl", "multimae", "masked-autoencoder", *(["saliency"] if "saliency" in modalities else []),
-                 "reinforcement-learning", "meta-world", *tasks],
+        "tags": [
+            "visarl",
+            "multimae",
+            "masked-autoencoder",
+            *(["saliency"] if "saliency" in modalities else []),
+            "reinforcement-learning",
+            "meta-world",
+            *tasks,
+        ],
         "datasets": [Path(s["folder"]).name for s in sources],
         "task": ", ".join(tasks) or "unknown",
     }
-    rows = [[s["folder"], _task(s, manifests[s["folder"]]), s.get("frames", "?"), s.get("saliency", "?"),
-             *[manifests[s["folder"]].get(k, "?") for k in RENDER_KEYS]] for s in sources]
-    frames = (f"{data['train_frames']:,} training frames and {data['held_out_frames']:,} held-out frames (whole episodes)"
-              if "train_frames" in data else "frame counts unknown (no data.json beside the export)")
+    rows = [
+        [
+            s["folder"],
+            _task(s, manifests[s["folder"]]),
+            s.get("frames", "?"),
+            s.get("saliency", "?"),
+            *[manifests[s["folder"]].get(k, "?") for k in RENDER_KEYS],
+        ]
+        for s in sources
+    ]
+    frames = (
+        f"{data['train_frames']:,} training frames and {data['held_out_frames']:,} held-out frames (whole episodes)"
+        if "train_frames" in data
+        else "frame counts unknown (no data.json beside the export)"
+    )
     trained = ", ".join(f"{k} {config[k]}" for k in TRAIN_KEYS if k in config) or "config.json not found"
     pools = ", ".join(f"{p} {k * mcfg['dim']}-d" for p, k in POOLS.items())
     stats = sorted({_stats_label(k) for k in blob.get("feature_stats", {})})
@@ -100,7 +136,9 @@ def encoder_card(pt_path: Path, blob: dict[str, Any]) -> str:
         f"Pretrained on {frames} from `{blob.get('data', '?')}`, saliency source `{blob.get('saliency_source', 'none')}`. "
         "Render settings are those of each shard folder's manifest (`?`: the folder is no longer where it was).",
         "",
-        markdown_table(["shard folder", "task", "frames", "saliency", *RENDER_KEYS], rows) if rows else "No data.json beside the export.",
+        markdown_table(["shard folder", "task", "frames", "saliency", *RENDER_KEYS], rows)
+        if rows
+        else "No data.json beside the export.",
         "",
         "## Architecture and training",
         "",
@@ -113,9 +151,15 @@ def encoder_card(pt_path: Path, blob: dict[str, Any]) -> str:
         "",
     ]
     for probe in probes:
-        body += [f"Inputs {'+'.join(probe['inputs'])}, {probe['fit_frames']} fit frames of {probe['fit_episodes']} episodes, "
-                 f"R^2 on {probe['score_frames']} frames of {probe['score_episodes']} other episodes of `{probe['data']}`:", "",
-                 probe_table(probe), "", *[f"- WARNING: {w}" for w in probe.get("warnings", [])], ""]
+        body += [
+            f"Inputs {'+'.join(probe['inputs'])}, {probe['fit_frames']} fit frames of {probe['fit_episodes']} episodes, "
+            f"R^2 on {probe['score_frames']} frames of {probe['score_episodes']} other episodes of `{probe['data']}`:",
+            "",
+            probe_table(probe),
+            "",
+            *[f"- WARNING: {w}" for w in probe.get("warnings", [])],
+            "",
+        ]
     if not probes:
         body += ["Not probed yet: `python -m pretrain.probe --encoder " + str(pt_path) + "` (then re-export).", ""]
     body += [
@@ -141,10 +185,17 @@ def probe_results(probes: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for row in (r for r in probe.get("rows", []) if r.get("kind") == "pretrained"):
             for target, value in row["r2"].items():
                 if isinstance(value, (int, float)) and value == value:  # NaN: not scored
-                    results.append({"task_type": "feature-extraction", "task_name": "linear probe of positions",
-                                    "dataset_name": Path(probe["data"]).name, "dataset_split": "held-out episodes",
-                                    "metric_type": "r_squared", "metric_value": round(float(value), 4),
-                                    "metric_name": f"{target} R^2 ({'+'.join(probe['inputs'])}, {row['pool']} pool)"})
+                    results.append(
+                        {
+                            "task_type": "feature-extraction",
+                            "task_name": "linear probe of positions",
+                            "dataset_name": Path(probe["data"]).name,
+                            "dataset_split": "held-out episodes",
+                            "metric_type": "r_squared",
+                            "metric_value": round(float(value), 4),
+                            "metric_name": f"{target} R^2 ({'+'.join(probe['inputs'])}, {row['pool']} pool)",
+                        }
+                    )
     return results
 
 
@@ -171,7 +222,9 @@ def encoder_files(path: str | Path) -> list[Path]:
     path = Path(path)
     found = [path] if path.is_file() else sorted(path.glob("**/encoder.pt"))
     if not found:
-        raise FileNotFoundError(f"no encoder.pt in {path}: pretrain first with `python -m pretrain.multimae --out {path}`")
+        raise FileNotFoundError(
+            f"no encoder.pt in {path}: pretrain first with `python -m pretrain.multimae --out {path}`"
+        )
     return found
 
 

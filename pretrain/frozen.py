@@ -15,6 +15,7 @@ float16's resolution, and standardised ones keep their information in a float16 
 (see `python -m pretrain.probe`). RGB is normalised inside the model (ImageNet mean/std for models
 trained with it): callers always pass [0, 1] images.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,8 +43,11 @@ def encoder_safetensors(blob: dict[str, Any]) -> tuple[dict[str, torch.Tensor], 
     tensors = {f"state_dict.{k}": v for k, v in blob["state_dict"].items()}
     for key, stats in blob.get("feature_stats", {}).items():
         tensors.update({f"feature_stats.{key}.{s}": stats[s] for s in ("mean", "std")})
-    meta = {"format": blob["format"], "model_config": json.dumps(blob["model_config"]),
-            "meta": json.dumps({k: blob[k] for k in META_KEYS if k in blob})}
+    meta = {
+        "format": blob["format"],
+        "model_config": json.dumps(blob["model_config"]),
+        "meta": json.dumps({k: blob[k] for k in META_KEYS if k in blob}),
+    }
     return tensors, meta
 
 
@@ -54,8 +58,13 @@ def read_encoder_file(path: Path) -> Any:
     tensors, meta = read_safetensors(path, what="MultiMAE encoder")
     if meta.get("format") != ENCODER_FORMAT:
         return meta
-    blob: dict[str, Any] = {"format": meta["format"], "model_config": json.loads(meta["model_config"]),
-                            **json.loads(meta.get("meta", "{}")), "state_dict": {}, "feature_stats": {}}
+    blob: dict[str, Any] = {
+        "format": meta["format"],
+        "model_config": json.loads(meta["model_config"]),
+        **json.loads(meta.get("meta", "{}")),
+        "state_dict": {},
+        "feature_stats": {},
+    }
     for name, t in tensors.items():
         group, _, rest = name.partition(".")
         if group == "state_dict":
@@ -66,8 +75,15 @@ def read_encoder_file(path: Path) -> Any:
     return blob
 
 
-class FrozenEncoder(HubFolder, nn.Module, PyTorchModelHubMixin, library_name="visarl", license="mit",
-                    pipeline_tag="image-feature-extraction", tags=["visarl", "multimae", "reinforcement-learning", "meta-world"]):
+class FrozenEncoder(
+    HubFolder,
+    nn.Module,
+    PyTorchModelHubMixin,
+    library_name="visarl",
+    license="mit",
+    pipeline_tag="image-feature-extraction",
+    tags=["visarl", "multimae", "reinforcement-learning", "meta-world"],
+):
     """Input adapters + encoder of a pretrained MultiMAE and a pooling; eval mode, no gradients.
 
     `save_pretrained(folder)` / `FrozenEncoder.from_pretrained(folder)` (huggingface_hub's mixin) write and read
@@ -84,7 +100,8 @@ class FrozenEncoder(HubFolder, nn.Module, PyTorchModelHubMixin, library_name="vi
         if missing or "rgb" not in self.inputs:
             raise ValueError(
                 f"inputs {self.inputs} must include rgb and only modalities the model was pretrained on "
-                f"({', '.join(model_config.modalities)})")
+                f"({', '.join(model_config.modalities)})"
+            )
         if pool not in POOLS:
             raise ValueError(f"pool must be one of {', '.join(POOLS)}, got {pool!r}")
         self.pool = pool
@@ -96,8 +113,14 @@ class FrozenEncoder(HubFolder, nn.Module, PyTorchModelHubMixin, library_name="vi
         self.meta: dict = {}
 
     @classmethod
-    def load(cls, path: str | Path, inputs: Sequence[str] | None = None, device: torch.device | str = "cpu",
-             standardize: bool | None = None, pool: str = "mean") -> "FrozenEncoder":
+    def load(
+        cls,
+        path: str | Path,
+        inputs: Sequence[str] | None = None,
+        device: torch.device | str = "cpu",
+        standardize: bool | None = None,
+        pool: str = "mean",
+    ) -> "FrozenEncoder":
         """Load `encoder.pt` (written by pretraining) or its `encoder.safetensors` copy, with `inputs`
         None (all pretrained modalities) or a subset.
 
@@ -107,31 +130,40 @@ class FrozenEncoder(HubFolder, nn.Module, PyTorchModelHubMixin, library_name="vi
         """
         path = Path(path)
         if not path.exists():
-            raise FileNotFoundError(f"{path} not found: pretrain first with `python -m pretrain.multimae --out {path.parent}`")
+            raise FileNotFoundError(
+                f"{path} not found: pretrain first with `python -m pretrain.multimae --out {path.parent}`"
+            )
         blob = read_encoder_file(path)
         if not isinstance(blob, dict) or blob.get("format") != ENCODER_FORMAT:
-            raise ValueError(f"{path} is not a MultiMAE encoder export ({ENCODER_FORMAT}); use runs/mmae/<name>/encoder.pt "
-                             "(or its encoder.safetensors)")
+            raise ValueError(
+                f"{path} is not a MultiMAE encoder export ({ENCODER_FORMAT}); use runs/mmae/<name>/encoder.pt "
+                "(or its encoder.safetensors)"
+            )
         enc = cls(ModelConfig.from_dict(blob["model_config"]), inputs, pool)
         try:
             enc.model.load_state_dict(blob["state_dict"])
         except RuntimeError as err:
-            raise ValueError(f"{path}: weights do not match its model_config ({str(err).splitlines()[0]}); re-export it") from None
+            raise ValueError(
+                f"{path}: weights do not match its model_config ({str(err).splitlines()[0]}); re-export it"
+            ) from None
         enc.meta = {k: blob[k] for k in META_KEYS if k in blob and k != "code_version"}
         key = ",".join(enc.inputs)
         stats_all = blob.get("feature_stats", {})
         stats = stats_all.get(f"{key}|{pool}") or (stats_all.get(key) if pool == "mean" else None)
         if standardize and stats is None:
-            raise ValueError(f"{path} has no feature statistics for inputs {enc.inputs} and pool {pool!r}; "
-                             "re-export it or load with standardize=False")
+            raise ValueError(
+                f"{path} has no feature statistics for inputs {enc.inputs} and pool {pool!r}; "
+                "re-export it or load with standardize=False"
+            )
         if stats is not None and standardize is not False:
             enc.set_standardization(stats["mean"], stats["std"])
         enc.requires_grad_(False)
         return enc.to(device).eval()
 
     @classmethod
-    def random_init(cls, model_config: ModelConfig, inputs: Sequence[str] | None = None, pool: str = "mean",
-                    seed: int = 0) -> "FrozenEncoder":
+    def random_init(
+        cls, model_config: ModelConfig, inputs: Sequence[str] | None = None, pool: str = "mean", seed: int = 0
+    ) -> "FrozenEncoder":
         """The same architecture at its initialisation (seeded), raw features: the probe's baseline."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -140,14 +172,26 @@ class FrozenEncoder(HubFolder, nn.Module, PyTorchModelHubMixin, library_name="vi
 
     def _save_pretrained(self, save_directory: Path) -> None:
         """model.safetensors, config.json and README.md: what `from_pretrained` reads (huggingface_hub calls this)."""
-        config = {"model_config": self.model_config.to_dict(), "inputs": list(self.inputs), "pool": self.pool,
-                  "standardized": self.standardized, "meta": self.meta, "out_dim": self.out_dim}
-        write_hub_folder(Path(save_directory), self.state_dict(), {"format": ENCODER_FORMAT, "inputs": ",".join(self.inputs),
-                                                                   "pool": self.pool}, config, self.card())
+        config = {
+            "model_config": self.model_config.to_dict(),
+            "inputs": list(self.inputs),
+            "pool": self.pool,
+            "standardized": self.standardized,
+            "meta": self.meta,
+            "out_dim": self.out_dim,
+        }
+        write_hub_folder(
+            Path(save_directory),
+            self.state_dict(),
+            {"format": ENCODER_FORMAT, "inputs": ",".join(self.inputs), "pool": self.pool},
+            config,
+            self.card(),
+        )
 
     @classmethod
-    def _from_pretrained(cls, *, model_id: str, config: dict[str, Any] | None = None, map_location: str = "cpu",
-                         **hub_kwargs: Any) -> "FrozenEncoder":
+    def _from_pretrained(
+        cls, *, model_id: str, config: dict[str, Any] | None = None, map_location: str = "cpu", **hub_kwargs: Any
+    ) -> "FrozenEncoder":
         """The encoder of a folder `save_pretrained` wrote; every weight must fit (no partial loads)."""
         config = config or {}
         tensors, _ = read_safetensors(Path(model_id) / "model.safetensors", what="MultiMAE encoder")
@@ -162,22 +206,50 @@ class FrozenEncoder(HubFolder, nn.Module, PyTorchModelHubMixin, library_name="vi
     def card(self) -> str:
         """The model card of a `save_pretrained` folder: what the encoder reads and returns, and how to load it."""
         mc = self.model_config
-        rows = [["inputs", " + ".join(self.inputs)], ["pool", f"{self.pool} ({self.out_dim}-d features)"],
-                ["standardised", "yes (per-dimension statistics of training frames)" if self.standardized else "no (raw features)"],
-                ["ViT", f"patch {mc.patch_size}, {mc.image_size}x{mc.image_size}, dim {mc.dim}, depth {mc.depth}, {mc.num_heads} heads"],
-                *[[k, str(v)] for k, v in self.meta.items()]]
-        body = "\n".join([
-            f"# Frozen MultiMAE encoder ({'+'.join(self.inputs)}, {self.pool} pool)", "",
-            "The encoder of a MultiMAE pretrained for ViSaRL (visual RL guided by human saliency) on Meta-World frames; "
-            "RL reads its pooled features with no masking.", "", markdown_table(["", ""], rows), "",
-            "```python", "from pretrain.frozen import FrozenEncoder  # pretrain/frozen.py of the ViSaRL pipeline",
-            "enc = FrozenEncoder.from_pretrained(FOLDER)",
-            f"feats = enc(rgb{', saliency' if 'saliency' in self.inputs else ''})  # [B, C, H, W] floats in [0, 1] -> [B, {self.out_dim}]",
-            "```"])
-        return model_card({"library_name": "visarl", "pipeline_tag": "image-feature-extraction",
-                           "tags": ["visarl", "multimae", *(["saliency"] if "saliency" in self.inputs else []),
-                                    "reinforcement-learning", "meta-world", *([self.meta["task"]] if self.meta.get("task") else [])]},
-                          body)
+        rows = [
+            ["inputs", " + ".join(self.inputs)],
+            ["pool", f"{self.pool} ({self.out_dim}-d features)"],
+            [
+                "standardised",
+                "yes (per-dimension statistics of training frames)" if self.standardized else "no (raw features)",
+            ],
+            [
+                "ViT",
+                f"patch {mc.patch_size}, {mc.image_size}x{mc.image_size}, dim {mc.dim}, depth {mc.depth}, {mc.num_heads} heads",
+            ],
+            *[[k, str(v)] for k, v in self.meta.items()],
+        ]
+        body = "\n".join(
+            [
+                f"# Frozen MultiMAE encoder ({'+'.join(self.inputs)}, {self.pool} pool)",
+                "",
+                "The encoder of a MultiMAE pretrained for ViSaRL (visual RL guided by human saliency) on Meta-World frames; "
+                "RL reads its pooled features with no masking.",
+                "",
+                markdown_table(["", ""], rows),
+                "",
+                "```python",
+                "from pretrain.frozen import FrozenEncoder  # pretrain/frozen.py of the ViSaRL pipeline",
+                "enc = FrozenEncoder.from_pretrained(FOLDER)",
+                f"feats = enc(rgb{', saliency' if 'saliency' in self.inputs else ''})  # [B, C, H, W] floats in [0, 1] -> [B, {self.out_dim}]",
+                "```",
+            ]
+        )
+        return model_card(
+            {
+                "library_name": "visarl",
+                "pipeline_tag": "image-feature-extraction",
+                "tags": [
+                    "visarl",
+                    "multimae",
+                    *(["saliency"] if "saliency" in self.inputs else []),
+                    "reinforcement-learning",
+                    "meta-world",
+                    *([self.meta["task"]] if self.meta.get("task") else []),
+                ],
+            },
+            body,
+        )
 
     def set_standardization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         """Features become (feature - mean) / std per dimension (std floored at 1e-8)."""

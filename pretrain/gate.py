@@ -7,6 +7,7 @@ encoder and prints the table. An encoder that reads the hand position worse than
 random init, or whose features lose R^2 in the --store precision (float16), gets a loud warning; a
 data set the probe cannot use (too few episodes) is reported and skipped, never fatal.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,8 +23,15 @@ def encoder_paths(run_dir: str | Path, tasks: list[str]) -> dict[str, Path]:
     return {t: Path(run_dir) / t / "encoder.pt" for t in tasks}
 
 
-def probe_gate(run_dir: str | Path, tasks: list[str], modalities: str, data_root: str | Path = "data/shards",
-               pools: str = "mean,grid2", fit_frames: int = 1500, score_frames: int = 500) -> list[dict]:
+def probe_gate(
+    run_dir: str | Path,
+    tasks: list[str],
+    modalities: str,
+    data_root: str | Path = "data/shards",
+    pools: str = "mean,grid2",
+    fit_frames: int = 1500,
+    score_frames: int = 500,
+) -> list[dict]:
     """Probe each task's encoder under `run_dir`; returns the probe results (JSON written beside each encoder)."""
     from pretrain.probe import ProbeConfig, probe
 
@@ -33,8 +41,14 @@ def probe_gate(run_dir: str | Path, tasks: list[str], modalities: str, data_root
         labelled = Path(data_root) / f"{task}-sal"
         data = labelled if (labelled / "manifest.json").exists() else Path(data_root) / task
         for inputs in variants:
-            cfg = ProbeConfig(encoder=str(enc), data=str(data), inputs=inputs, pools=pools,
-                              fit_frames=fit_frames, score_frames=score_frames)
+            cfg = ProbeConfig(
+                encoder=str(enc),
+                data=str(data),
+                inputs=inputs,
+                pools=pools,
+                fit_frames=fit_frames,
+                score_frames=score_frames,
+            )
             try:
                 res = probe(cfg)
             except (ValueError, ShardError, FileNotFoundError) as err:

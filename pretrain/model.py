@@ -9,6 +9,7 @@ predicts C*P*P values per patch. Losses are computed on masked patches only.
 
 Trained by `python -m pretrain.multimae --data data/shards` (the entry in pretrain/multimae.py; loop in pretrain/train.py).
 """
+
 from __future__ import annotations
 
 import math
@@ -19,6 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import Mlp, use_fused_attn
 from timm.models.vision_transformer import Block
+
 from common.cli import option
 
 CHANNELS = {"rgb": 3, "saliency": 1}
@@ -31,7 +33,6 @@ POOLS = {"mean": 1, "global": 1, "grid2": 4, "grid4": 16}
 OUTPUTS = {"rgb": ("rgb", "mse", 1.0), "saliency": ("saliency", "l1", 10.0), "rgb_norm": ("rgb", "mse", 1.0)}
 
 
-
 @dataclass
 class ModelConfig:
     """Architecture of one MultiMAE; stored (as a dict) in every checkpoint and encoder export.
@@ -39,21 +40,30 @@ class ModelConfig:
     Nested in `pretrain.config.PretrainConfig`: its fields are flags of `python -m pretrain.multimae`.
     """
 
-    modalities: tuple[str, ...] = option(("rgb", "saliency"), "'rgb,saliency' (full model) or 'rgb' (the MMAE RGB baseline)")
+    modalities: tuple[str, ...] = option(
+        ("rgb", "saliency"), "'rgb,saliency' (full model) or 'rgb' (the MMAE RGB baseline)"
+    )
     image_size: int = option(64, "frame size the model sees (frames are resized by data.preprocess)")
     patch_size: int = option(8, "patch size in pixels")
     dim: int = option(256, "encoder width (the RL feature size)")
     depth: int = option(4, "encoder blocks")
     num_heads: int = option(4, "encoder attention heads")
     mlp_ratio: float = option(4.0, "MLP hidden size / width, encoder and decoders")
-    num_visible: int = option(0, "visible tokens per sample, split across modalities by a Dirichlet draw; 0 = a quarter of all "
-                          "input tokens (the paper's masking ratio 0.75: 32 of 128 for rgb,saliency, 16 of 64 for rgb)")
+    num_visible: int = option(
+        0,
+        "visible tokens per sample, split across modalities by a Dirichlet draw; 0 = a quarter of all "
+        "input tokens (the paper's masking ratio 0.75: 32 of 128 for rgb,saliency, 16 of 64 for rgb)",
+    )
     alpha: float = option(1.0, "Dirichlet concentration of the visible-token split")
     decoder_dim: int = option(256, "decoder width")
     decoder_depth: int = option(3, "self-attention blocks per decoder (after its cross-attention)")
     decoder_heads: int = option(4, "decoder attention heads")
-    input_norm: str = option("imagenet", "RGB input normalisation inside the model: 'imagenet' (MultiMAE's mean/std) or "
-                         "'none' (raw [0, 1], models made before it)", choices=["imagenet", "none"])
+    input_norm: str = option(
+        "imagenet",
+        "RGB input normalisation inside the model: 'imagenet' (MultiMAE's mean/std) or "
+        "'none' (raw [0, 1], models made before it)",
+        choices=["imagenet", "none"],
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.modalities, str):  # the flag's form, "rgb,saliency"
@@ -86,7 +96,9 @@ class ModelConfig:
     def validate(self) -> None:
         unknown = [m for m in self.modalities if m not in CHANNELS]
         if not self.modalities or unknown or len(set(self.modalities)) != len(self.modalities):
-            raise ValueError(f"--modalities must be 'rgb' or 'rgb,saliency' (known: {', '.join(CHANNELS)}), got {','.join(self.modalities)}")
+            raise ValueError(
+                f"--modalities must be 'rgb' or 'rgb,saliency' (known: {', '.join(CHANNELS)}), got {','.join(self.modalities)}"
+            )
         if "rgb" not in self.modalities:
             raise ValueError("--modalities must include rgb (the RL encoder always sees rgb)")
         if self.image_size % self.patch_size:
@@ -96,13 +108,17 @@ class ModelConfig:
         if self.input_norm not in ("imagenet", "none"):
             raise ValueError(f"--input-norm must be 'imagenet' or 'none', got {self.input_norm!r}")
         if self.num_visible < 0 or not 0 < self.visible_tokens <= self.grid**2:
-            raise ValueError(f"--num-visible must be in [1, {self.grid ** 2}] tokens (0: a quarter of all), got {self.num_visible}")
+            raise ValueError(
+                f"--num-visible must be in [1, {self.grid**2}] tokens (0: a quarter of all), got {self.num_visible}"
+            )
 
 
 def sincos_2d(grid: int, dim: int, temperature: float = 10000.0) -> torch.Tensor:
     """Fixed 2-D sin-cos position embedding [grid*grid, dim] (MAE/MoCo-v3 form)."""
     assert dim % 4 == 0, "sin-cos embedding needs dim divisible by 4"
-    y, x = torch.meshgrid(torch.arange(grid, dtype=torch.float32), torch.arange(grid, dtype=torch.float32), indexing="ij")
+    y, x = torch.meshgrid(
+        torch.arange(grid, dtype=torch.float32), torch.arange(grid, dtype=torch.float32), indexing="ij"
+    )
     omega = 1.0 / temperature ** (torch.arange(dim // 4, dtype=torch.float32) / (dim // 4))
     out_x, out_y = x.flatten()[:, None] * omega, y.flatten()[:, None] * omega  # [L, dim/4]
     return torch.cat([out_x.sin(), out_x.cos(), out_y.sin(), out_y.cos()], dim=1)  # [L, dim]
@@ -124,8 +140,13 @@ def unpatchify(x: torch.Tensor, p: int, channels: int) -> torch.Tensor:
 
 
 def sample_visible(
-    batch: int, num_modalities: int, tokens_per_modality: int, num_visible: int, alpha: float = 1.0,
-    generator: torch.Generator | None = None, device: torch.device | str | None = None,
+    batch: int,
+    num_modalities: int,
+    tokens_per_modality: int,
+    num_visible: int,
+    alpha: float = 1.0,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Dirichlet(alpha) split of exactly `num_visible` tokens across modalities, uniform within each.
 
@@ -187,7 +208,9 @@ class SpatialDecoder(nn.Module):
         self.task_emb = nn.Parameter(torch.zeros(1, len(cfg.modalities), 1, D))  # one per input modality
         self.register_buffer("pos", sincos_2d(cfg.grid, D)[None], persistent=False)  # [1, L, D]
         self.xattn = CrossAttention(D, cfg.decoder_heads, cfg.mlp_ratio)
-        self.blocks = nn.Sequential(*[Block(D, cfg.decoder_heads, cfg.mlp_ratio, qkv_bias=True) for _ in range(cfg.decoder_depth)])
+        self.blocks = nn.Sequential(
+            *[Block(D, cfg.decoder_heads, cfg.mlp_ratio, qkv_bias=True) for _ in range(cfg.decoder_depth)]
+        )
         self.norm = nn.LayerNorm(D)
         self.head = nn.Linear(D, channels * cfg.patch_size**2)
 
@@ -201,9 +224,11 @@ class SpatialDecoder(nn.Module):
         idx = ids_keep[..., None].expand(-1, -1, D)  # [B, K, D]
         context = torch.cat([x[:, :1], x[:, 1:] + emb.expand(B, -1, -1).gather(1, idx)], dim=1)  # [B, 1+K, D]
         # queries: this output's modality grid; visible positions carry their encoded token
-        full = self.mask_token.expand(B, num_modalities * L, D).scatter(1, idx, x[:, 1:].to(self.mask_token.dtype))  # [B, M*L, D]
+        full = self.mask_token.expand(B, num_modalities * L, D).scatter(
+            1, idx, x[:, 1:].to(self.mask_token.dtype)
+        )  # [B, M*L, D]
         m = self.query_modality
-        queries = full[:, m * L:(m + 1) * L] + emb[:, m * L:(m + 1) * L]  # [B, L, D]
+        queries = full[:, m * L : (m + 1) * L] + emb[:, m * L : (m + 1) * L]  # [B, L, D]
         y = self.xattn(queries, context)
         y = self.blocks(y)
         return self.head(self.norm(y))  # [B, L, C*p*p]
@@ -220,14 +245,19 @@ class MultiMAE(nn.Module):
         self.patch_embed = nn.ModuleDict({m: nn.Conv2d(CHANNELS[m], E, p, p) for m in cfg.modalities})
         self.register_buffer("pos", sincos_2d(cfg.grid, E)[None], persistent=False)  # [1, L, E] precomputed
         norm = cfg.input_norm == "imagenet"
-        self.register_buffer("rgb_mean", torch.tensor(IMAGENET_MEAN if norm else (0.0,) * 3).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("rgb_std", torch.tensor(IMAGENET_STD if norm else (1.0,) * 3).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer(
+            "rgb_mean", torch.tensor(IMAGENET_MEAN if norm else (0.0,) * 3).view(1, 3, 1, 1), persistent=False
+        )
+        self.register_buffer(
+            "rgb_std", torch.tensor(IMAGENET_STD if norm else (1.0,) * 3).view(1, 3, 1, 1), persistent=False
+        )
         self.global_token = nn.Parameter(torch.zeros(1, 1, E))
         self.blocks = nn.Sequential(*[Block(E, cfg.num_heads, cfg.mlp_ratio, qkv_bias=True) for _ in range(cfg.depth)])
         self.norm = nn.LayerNorm(E)
         self.decoders = nn.ModuleDict(
             {o: SpatialDecoder(cfg, CHANNELS[OUTPUTS[o][0]], cfg.modalities.index(OUTPUTS[o][0])) for o in cfg.outputs}
-            if decoders else {}
+            if decoders
+            else {}
         )
         self.apply(self._init)
         nn.init.normal_(self.global_token, std=0.02)
@@ -250,8 +280,13 @@ class MultiMAE(nn.Module):
 
         RGB is normalised here (ImageNet mean/std unless cfg.input_norm == "none"); saliency stays in [0, 1].
         """
-        return torch.cat([self.patch_embed[m](self.normalize(m, x)).flatten(2).transpose(1, 2) + self.pos
-                          for m, x in inputs.items()], dim=1)
+        return torch.cat(
+            [
+                self.patch_embed[m](self.normalize(m, x)).flatten(2).transpose(1, 2) + self.pos
+                for m, x in inputs.items()
+            ],
+            dim=1,
+        )
 
     def normalize(self, modality: str, x: torch.Tensor) -> torch.Tensor:
         return (x - self.rgb_mean) / self.rgb_std if modality == "rgb" else x
@@ -312,13 +347,15 @@ class MultiMAE(nn.Module):
             out[o] = t
         return out
 
-    def losses(self, inputs: dict[str, torch.Tensor], preds: dict[str, torch.Tensor], visible: torch.Tensor) -> dict[str, torch.Tensor]:
+    def losses(
+        self, inputs: dict[str, torch.Tensor], preds: dict[str, torch.Tensor], visible: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         """Unweighted loss per output, averaged over masked patches only."""
         L = self.cfg.grid**2
         out = {}
         for o, t in self.targets(inputs).items():
             m = self.cfg.modalities.index(OUTPUTS[o][0])
-            masked = (~visible[:, m * L:(m + 1) * L]).float()  # [B, L]
+            masked = (~visible[:, m * L : (m + 1) * L]).float()  # [B, L]
             err = preds[o].float() - t
             per_patch = err.abs().mean(-1) if OUTPUTS[o][1] == "l1" else err.pow(2).mean(-1)  # [B, L]
             out[o] = (per_patch * masked).sum() / masked.sum().clamp(min=1)

@@ -2,6 +2,7 @@
 
 The entry point only; the model is pretrain/model.py, the training loop pretrain/train.py.
 """
+
 from pretrain.train import main
 
 if __name__ == "__main__":

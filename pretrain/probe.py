@@ -18,6 +18,7 @@ a storage precision (--store, e.g. float16; RL's replay buffer is float32), as R
 it has them; RL takes the raw features unless `--mmae-features standardized`). Writes a table to stdout and a JSON next to the encoder (probe_<inputs>.json), and
 refreshes the encoder's model card when it has a hub copy (pretrain.export).
 """
+
 from __future__ import annotations
 
 import math
@@ -52,11 +53,20 @@ class ProbeConfig:
     """Linear-probe R^2 of hand, object and goal positions from a frozen MultiMAE encoder's features."""
 
     encoder: str = option("runs/mmae/rgbs/encoder.pt", "encoder.pt written by pretrain.multimae")
-    data: str = option("data/shards/reach-v3", "shard folder (or root of folders) with stored states; a labelled folder replaces its source")
+    data: str = option(
+        "data/shards/reach-v3",
+        "shard folder (or root of folders) with stored states; a labelled folder replaces its source",
+    )
     task: str = option("", "only folders of this task (when --data holds several)")
-    inputs: str = option("", "encoder inputs: '' = every pretrained modality, 'rgb' = the PO variant of an rgb+saliency model")
+    inputs: str = option(
+        "", "encoder inputs: '' = every pretrained modality, 'rgb' = the PO variant of an rgb+saliency model"
+    )
     pools: str = option("mean,global,grid2,grid4", f"pools to probe, comma-separated, of {', '.join(POOLS)}")
-    saliency: str = option("auto", "saliency input: predicted (saliency.label), oracle (stored clicks) or auto (predicted when the folders are labelled)", choices=["auto", "predicted", "oracle"])
+    saliency: str = option(
+        "auto",
+        "saliency input: predicted (saliency.label), oracle (stored clicks) or auto (predicted when the folders are labelled)",
+        choices=["auto", "predicted", "oracle"],
+    )
     fit_frames: int = option(3000, "frames to fit the ridge on (from fit episodes)")
     score_frames: int = option(1000, "frames to score on (from held-out episodes)")
     held_out: float = option(0.25, "share of episodes held out for scoring")
@@ -134,11 +144,16 @@ class Ridge:
         return ((x.double() - self.mu) / self.sd) @ w + self.y_mean
 
 
-def choose_alphas(x: torch.Tensor, y: dict[str, torch.Tensor], groups: torch.Tensor, folds: int = 5) -> dict[str, float]:
+def choose_alphas(
+    x: torch.Tensor, y: dict[str, torch.Tensor], groups: torch.Tensor, folds: int = 5
+) -> dict[str, float]:
     """Per target, the ridge penalty of ALPHAS with the best R^2 over `folds` folds of whole episodes."""
     episodes = torch.unique(groups)
     folds = max(2, min(folds, len(episodes)))
-    fold_of = {int(e): i % folds for i, e in enumerate(episodes[torch.randperm(len(episodes), generator=torch.Generator().manual_seed(0))])}
+    fold_of = {
+        int(e): i % folds
+        for i, e in enumerate(episodes[torch.randperm(len(episodes), generator=torch.Generator().manual_seed(0))])
+    }
     fold = torch.tensor([fold_of[int(g)] for g in groups])
     y_all = torch.cat(list(y.values()), 1)  # [n, 3 * targets]
     scores = {name: torch.zeros(len(ALPHAS)) for name in y}
@@ -151,21 +166,27 @@ def choose_alphas(x: torch.Tensor, y: dict[str, torch.Tensor], groups: torch.Ten
             pred = ridge.predict(x[te], alpha)
             col = 0
             for name, t in y.items():
-                r2 = r2_pooled(pred[:, col:col + t.shape[1]], t[te].double())
+                r2 = r2_pooled(pred[:, col : col + t.shape[1]], t[te].double())
                 scores[name][a_i] += 0.0 if math.isnan(r2) else r2
                 col += t.shape[1]
     return {name: ALPHAS[int(torch.argmax(s))] for name, s in scores.items()}
 
 
-def probe_features(fit_x: torch.Tensor, score_x: torch.Tensor, fit_y: dict[str, torch.Tensor], score_y: dict[str, torch.Tensor],
-                   fit_groups: torch.Tensor, alphas: dict[str, float] | None = None) -> dict[str, dict[str, float]]:
+def probe_features(
+    fit_x: torch.Tensor,
+    score_x: torch.Tensor,
+    fit_y: dict[str, torch.Tensor],
+    score_y: dict[str, torch.Tensor],
+    fit_groups: torch.Tensor,
+    alphas: dict[str, float] | None = None,
+) -> dict[str, dict[str, float]]:
     """Features [n, d] of fit and score frames -> {"r2": {target: R^2}, "alpha": {target: penalty}}
     (penalties chosen by grouped cross-validation unless given)."""
     alphas = alphas or choose_alphas(fit_x, fit_y, fit_groups)
     ridge = Ridge(fit_x, torch.cat(list(fit_y.values()), 1))
     r2, col = {}, 0
     for name, t in score_y.items():
-        pred = ridge.predict(score_x, alphas[name])[:, col:col + t.shape[1]]
+        pred = ridge.predict(score_x, alphas[name])[:, col : col + t.shape[1]]
         r2[name] = r2_pooled(pred, t.double())
         col += t.shape[1]
     return {"r2": r2, "alpha": alphas}
@@ -177,7 +198,9 @@ def stored(x: torch.Tensor, dtype: str) -> torch.Tensor:
 
 
 # -- frames and features ------------------------------------------------------------------------
-def split_for_probe(frames: Frames, fit_n: int, score_n: int, held_out: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def split_for_probe(
+    frames: Frames, fit_n: int, score_n: int, held_out: float, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices of fit frames and of score frames, from disjoint sets of whole episodes."""
     episodes = torch.unique(frames.group)
     if len(episodes) < 4:
@@ -193,8 +216,15 @@ def split_for_probe(frames: Frames, fit_n: int, score_n: int, held_out: float, s
 
 
 @torch.no_grad()
-def encode_pools(enc: FrozenEncoder, frames: Frames, idx: torch.Tensor, pools: list[str], device: torch.device | str,
-                 batch: int = 256, precision: str = "fp32") -> dict[str, torch.Tensor]:
+def encode_pools(
+    enc: FrozenEncoder,
+    frames: Frames,
+    idx: torch.Tensor,
+    pools: list[str],
+    device: torch.device | str,
+    batch: int = 256,
+    precision: str = "fp32",
+) -> dict[str, torch.Tensor]:
     """Raw (unstandardised) features {pool: [n, k*E]} of frames[idx] (all tokens, no masking), float32 on the
     CPU; the encoder runs at `precision` (resolved), as RL's frozen encoder does."""
     out: dict[str, list[torch.Tensor]] = {p: [] for p in pools}
@@ -236,22 +266,36 @@ def probe(cfg: ProbeConfig, verbose: bool = True) -> dict:
     fit_groups = frames.group[fit_idx]
     rows: list[dict] = []
 
-    def add(name: str, kind: str, pool: str, fit_x: torch.Tensor, score_x: torch.Tensor, raw: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+    def add(
+        name: str,
+        kind: str,
+        pool: str,
+        fit_x: torch.Tensor,
+        score_x: torch.Tensor,
+        raw: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> None:
         row = {"features": name, "kind": kind, "pool": pool, "dim": int(fit_x.shape[1])}
         row.update(probe_features(fit_x, score_x, fit_y, score_y, fit_groups))
         # the same readout (penalties) on the features after the buffer's storage precision
-        row["r2_stored"] = probe_features(stored(fit_x, cfg.store), stored(score_x, cfg.store), fit_y, score_y, fit_groups, row["alpha"])["r2"]
+        row["r2_stored"] = probe_features(
+            stored(fit_x, cfg.store), stored(score_x, cfg.store), fit_y, score_y, fit_groups, row["alpha"]
+        )["r2"]
         if raw is not None:  # the unstandardised features through the same storage, for comparison
-            row["r2_stored_raw"] = probe_features(stored(raw[0], cfg.store), stored(raw[1], cfg.store), fit_y, score_y, fit_groups, row["alpha"])["r2"]
+            row["r2_stored_raw"] = probe_features(
+                stored(raw[0], cfg.store), stored(raw[1], cfg.store), fit_y, score_y, fit_groups, row["alpha"]
+            )["r2"]
         rows.append(row)
         if verbose:
             print(format_row(row), flush=True)
 
     label = "+".join(inputs)
     if verbose:
-        print(f"probe {path} ({label}) on {cfg.data}: {len(fit_idx)} fit frames from {len(torch.unique(fit_groups))} episodes, "
-              f"{len(score_idx)} score frames from {len(torch.unique(frames.group[score_idx]))} other episodes; "
-              f"saliency {sal or 'not used'}; stored = {cfg.store}", flush=True)
+        print(
+            f"probe {path} ({label}) on {cfg.data}: {len(fit_idx)} fit frames from {len(torch.unique(fit_groups))} episodes, "
+            f"{len(score_idx)} score frames from {len(torch.unique(frames.group[score_idx]))} other episodes; "
+            f"saliency {sal or 'not used'}; stored = {cfg.store}",
+            flush=True,
+        )
         print(table_header(cfg.store), flush=True)
     for kind, enc0 in (("pretrained", first), ("random init", FrozenEncoder.random_init(mcfg, inputs, seed=cfg.seed))):
         enc0 = enc0.to(cfg.device)
@@ -261,19 +305,39 @@ def probe(cfg: ProbeConfig, verbose: bool = True) -> dict:
             if kind == "pretrained":  # as RL loads it: standardised with the export's statistics when it has them
                 enc = FrozenEncoder.load(path, inputs=inputs, pool=pool)
                 shift, scale = enc.shift.cpu(), enc.scale.cpu()
-                add(f"pretrained, {label}", kind, pool, (fit_f[pool] - shift) / scale, (score_f[pool] - shift) / scale,
-                    (fit_f[pool], score_f[pool]) if enc.standardized else None)
+                add(
+                    f"pretrained, {label}",
+                    kind,
+                    pool,
+                    (fit_f[pool] - shift) / scale,
+                    (score_f[pool] - shift) / scale,
+                    (fit_f[pool], score_f[pool]) if enc.standardized else None,
+                )
             else:
                 add(f"random init, {label}", kind, pool, fit_f[pool], score_f[pool])
     px = lambda idx: frames_to_tensor(frames.rgb[idx], size=cfg.pixels).flatten(1)  # noqa: E731  [n, 3*N*N]
     add(f"raw pixels {cfg.pixels}x{cfg.pixels}x3", "pixels", "-", px(fit_idx), px(score_idx))
     result = {
-        "encoder": str(path), "data": str(cfg.data), "folders": info, "inputs": list(inputs), "saliency": sal,
-        "fit_frames": len(fit_idx), "score_frames": len(score_idx), "fit_episodes": len(torch.unique(fit_groups)),
-        "score_episodes": len(torch.unique(frames.group[score_idx])), "store": cfg.store, "seed": cfg.seed,
-        "encoder_meta": first.meta, "model_config": mcfg.to_dict(), "rows": rows, "warnings": [],
-        "device": device_description() if str(cfg.device) == "cpu" else str(cfg.device), "precision": precision,
-        "seconds": round(time.time() - t0, 1), "code_version": code_version(), "config": asdict(cfg),
+        "encoder": str(path),
+        "data": str(cfg.data),
+        "folders": info,
+        "inputs": list(inputs),
+        "saliency": sal,
+        "fit_frames": len(fit_idx),
+        "score_frames": len(score_idx),
+        "fit_episodes": len(torch.unique(fit_groups)),
+        "score_episodes": len(torch.unique(frames.group[score_idx])),
+        "store": cfg.store,
+        "seed": cfg.seed,
+        "encoder_meta": first.meta,
+        "model_config": mcfg.to_dict(),
+        "rows": rows,
+        "warnings": [],
+        "device": device_description() if str(cfg.device) == "cpu" else str(cfg.device),
+        "precision": precision,
+        "seconds": round(time.time() - t0, 1),
+        "code_version": code_version(),
+        "config": asdict(cfg),
     }
     result["warnings"] = gate_warnings(result)
     out = Path(cfg.out) if cfg.out else path.parent / f"probe_{label}.json"
@@ -300,14 +364,18 @@ def gate_warnings(result: dict) -> list[str]:
     for pool in dict.fromkeys(r["pool"] for r in result["rows"] if r["kind"] == "pretrained"):
         pre, rnd = _row(result, "pretrained", pool), _row(result, "random init", pool)
         if pre and rnd and not pre["r2"]["hand"] >= rnd["r2"]["hand"] - TOLERANCE:
-            out.append(f"{result['encoder']} ({'+'.join(result['inputs'])}, pool {pool}) reads the hand position worse than the same "
-                       f"model at random init (R^2 {fmt_r2(pre['r2']['hand'])} vs {fmt_r2(rnd['r2']['hand'])}): pretraining did not help")
+            out.append(
+                f"{result['encoder']} ({'+'.join(result['inputs'])}, pool {pool}) reads the hand position worse than the same "
+                f"model at random init (R^2 {fmt_r2(pre['r2']['hand'])} vs {fmt_r2(rnd['r2']['hand'])}): pretraining did not help"
+            )
         if pre:
             for t in TARGETS:
                 a, b = pre["r2"][t], pre["r2_stored"][t]
                 if not (math.isnan(a) or math.isnan(b)) and a - b > 5 * TOLERANCE:
-                    out.append(f"{result['encoder']} pool {pool}: storing features as {result['store']} drops {t} R^2 from "
-                               f"{fmt_r2(a)} to {fmt_r2(b)}; store float32 or standardise the features")
+                    out.append(
+                        f"{result['encoder']} pool {pool}: storing features as {result['store']} drops {t} R^2 from "
+                        f"{fmt_r2(a)} to {fmt_r2(b)}; store float32 or standardise the features"
+                    )
     return out
 
 

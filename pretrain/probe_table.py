@@ -1,4 +1,5 @@
 """The linear probe's results as Markdown: printed by `pretrain.probe`, written into model cards by `pretrain.export`."""
+
 from __future__ import annotations
 
 import math

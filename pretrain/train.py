@@ -11,6 +11,7 @@ loss stops training with a one-line error before anything more is saved: checkpo
 encoder.pt keep the last good state, and nothing with non-finite weights is ever written.
 With several tasks under --data, one model is trained per task (in --out/<task>), unless --pooled.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -28,8 +29,15 @@ from torch.nn.parallel import DistributedDataParallel
 from common.cli import flat_dict, replace_flat, run_command, should_resume
 from common.io import NonFiniteError, atomic_torch_save, atomic_write_bytes, atomic_write_json, safe_torch_load
 from common.precision import autocast, resolve_precision
-from common.runs import MetricLogger, code_version, device_description, exclusive_run_dir, on_main_thread, prepare_run_dir
 from common.progress import progress
+from common.runs import (
+    MetricLogger,
+    code_version,
+    device_description,
+    exclusive_run_dir,
+    on_main_thread,
+    prepare_run_dir,
+)
 from pretrain.augment import random_resized_crop
 from pretrain.config import PRESETS, PretrainConfig
 from pretrain.data import load_split, tasks_under
@@ -41,7 +49,22 @@ from pretrain.model import POOLS, MultiMAE, count_parameters, patchify
 CHECKPOINT = "checkpoint.pt"
 ENCODER = "encoder.pt"
 # fields that may differ when resuming (they do not change what the checkpoint means)
-RESUMABLE = {"resume", "allow_incomplete", "max_steps", "progress", "threads", "device", "precision", "log_every", "figure_every", "eval_frames", "out", "data", "preset", "pooled"}
+RESUMABLE = {
+    "resume",
+    "allow_incomplete",
+    "max_steps",
+    "progress",
+    "threads",
+    "device",
+    "precision",
+    "log_every",
+    "figure_every",
+    "eval_frames",
+    "out",
+    "data",
+    "preset",
+    "pooled",
+}
 
 
 def _no_decay(name: str, p: torch.nn.Parameter) -> bool:
@@ -68,7 +91,8 @@ class Trainer:
         if cfg.batch_size % self.world:
             raise ValueError(
                 f"--batch-size {cfg.batch_size} is not divisible across {self.world} processes (WORLD_SIZE); "
-                f"use a multiple of {self.world}, e.g. {cfg.batch_size // self.world * self.world or self.world}")
+                f"use a multiple of {self.world}, e.g. {cfg.batch_size // self.world * self.world or self.world}"
+            )
         use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
         self.device = torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
         if use_cuda:
@@ -81,22 +105,38 @@ class Trainer:
         self.run_dir = cfg.run_dir
         self.model_cfg = cfg.model
         if not cfg.resume and (self.run_dir / CHECKPOINT).exists():
-            raise ValueError(f"{self.run_dir} already holds a run; pass --resume (or --resume auto) to continue it or choose another --out")
+            raise ValueError(
+                f"{self.run_dir} already holds a run; pass --resume (or --resume auto) to continue it or choose another --out"
+            )
         self.resuming = should_resume(cfg.resume, (self.run_dir / CHECKPOINT).exists(), self.run_dir / CHECKPOINT)
 
         # data: this rank's share of the training shards in memory as uint8 (moved to the GPU when there
         # is one), the held-out frames on the main rank; every rank takes as many steps as the smallest share
         saliency = cfg.saliency if "saliency" in self.model_cfg.modalities else None
-        split = load_split(cfg.data, saliency, cfg.val_fraction, cfg.seed, cfg.limit, task=cfg.task,
-                           allow_incomplete=cfg.allow_incomplete, rank=self.rank, world=self.world)
+        split = load_split(
+            cfg.data,
+            saliency,
+            cfg.val_fraction,
+            cfg.seed,
+            cfg.limit,
+            task=cfg.task,
+            allow_incomplete=cfg.allow_incomplete,
+            rank=self.rank,
+            world=self.world,
+        )
         self.data_info, self.val_frames, self.train_total = split.info, split.val, sum(split.train_counts)
         self.local_batch = cfg.batch_size // self.world
         self.steps_per_epoch = min(split.train_counts) // self.local_batch
         if self.steps_per_epoch == 0:
-            share = "" if self.world == 1 else f" (the smallest share of {self.world} processes holds {min(split.train_counts)})"
+            share = (
+                ""
+                if self.world == 1
+                else f" (the smallest share of {self.world} processes holds {min(split.train_counts)})"
+            )
             raise ValueError(
                 f"--batch-size {cfg.batch_size} exceeds the {self.train_total} training frames in {cfg.data}{share}; "
-                "lower --batch-size or collect more frames")
+                "lower --batch-size or collect more frames"
+            )
         self.train_frames = split.train.to(self.device)
         self.total_steps = self.steps_per_epoch * cfg.epochs
 
@@ -108,7 +148,11 @@ class Trainer:
             timm.layers.set_fused_attn(False)
         torch.manual_seed(cfg.seed)
         self.model = MultiMAE(self.model_cfg).to(self.device)
-        self.ddp = DistributedDataParallel(self.model, device_ids=[self.device.index] if use_cuda else None) if self.world > 1 else None
+        self.ddp = (
+            DistributedDataParallel(self.model, device_ids=[self.device.index] if use_cuda else None)
+            if self.world > 1
+            else None
+        )
         named = list(self.model.named_parameters())
         groups = [
             {"params": [p for n, p in named if not _no_decay(n, p)], "weight_decay": cfg.weight_decay},
@@ -117,7 +161,8 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(groups, lr=cfg.peak_lr, betas=(0.9, 0.95), fused=use_cuda or None)
         warmup = int(round(cfg.warmup_epochs * self.steps_per_epoch))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: lr_lambda(s, warmup, self.total_steps, cfg.min_lr / cfg.peak_lr))
+            self.optimizer, lambda s: lr_lambda(s, warmup, self.total_steps, cfg.min_lr / cfg.peak_lr)
+        )
         self.step = 0
         self.mask_gen = torch.Generator(self.device)
         self._stop = False
@@ -139,7 +184,12 @@ class Trainer:
     def _mean_image(self) -> dict[str, torch.Tensor]:
         out, n = {}, len(self.train_frames)
         for start in range(0, n, 1024):
-            b = self.train_frames.batch(torch.arange(start, min(n, start + 1024)), self.model_cfg.modalities, self.model_cfg.image_size, self.device)
+            b = self.train_frames.batch(
+                torch.arange(start, min(n, start + 1024)),
+                self.model_cfg.modalities,
+                self.model_cfg.image_size,
+                self.device,
+            )
             for m, x in b.items():
                 out[m] = out.get(m, 0) + x.sum(0, keepdim=True)
         if self.world > 1:  # over every rank's share: the mean of all training frames
@@ -172,10 +222,16 @@ class Trainer:
         if bool(self._nonfinite):
             first = self._checked_step + 1
             where = f"step {first}" if first >= self.step else f"a step between {first} and {self.step}"
-            kept = (f"The last good checkpoint {self.run_dir / CHECKPOINT} (step {self.saved_step}) and its "
-                    f"{ENCODER} are kept." if self.saved_step is not None else "No checkpoint had been written yet.")
-            raise NonFiniteError(f"training diverged: the loss is not finite at {where}; stopped without saving. {kept} "
-                                 "Lower --lr (or check the data) and run again")
+            kept = (
+                f"The last good checkpoint {self.run_dir / CHECKPOINT} (step {self.saved_step}) and its "
+                f"{ENCODER} are kept."
+                if self.saved_step is not None
+                else "No checkpoint had been written yet."
+            )
+            raise NonFiniteError(
+                f"training diverged: the loss is not finite at {where}; stopped without saving. {kept} "
+                "Lower --lr (or check the data) and run again"
+            )
         self._checked_step = self.step
 
     # -- evaluation ---------------------------------------------------------------------------
@@ -191,17 +247,28 @@ class Trainer:
         sums: dict[str, float] = {}
         count: dict[str, float] = {}
         for start in range(0, n, 256):
-            inputs = frames.batch(torch.arange(start, min(n, start + 256)), self.model_cfg.modalities, self.model_cfg.image_size, self.device)
+            inputs = frames.batch(
+                torch.arange(start, min(n, start + 256)),
+                self.model_cfg.modalities,
+                self.model_cfg.image_size,
+                self.device,
+            )
             with self.autocast:
                 _, _, preds, visible = self.model(inputs, generator=gen)
             for m_i, m in enumerate(self.model_cfg.modalities):
                 target = patchify(inputs[m], p)  # [B, L, C*p*p]
-                masked = ~visible[:, m_i * L:(m_i + 1) * L]  # [B, L]
+                masked = ~visible[:, m_i * L : (m_i + 1) * L]  # [B, L]
                 vis = (~masked).float()[..., None]
                 mean_patch = patchify(self.mean_image[m], p).expand_as(target)
-                visible_mean = (target * vis).sum((1, 2), keepdim=True) / (vis.sum((1, 2), keepdim=True) * target.shape[-1]).clamp(min=1)
+                visible_mean = (target * vis).sum((1, 2), keepdim=True) / (
+                    vis.sum((1, 2), keepdim=True) * target.shape[-1]
+                ).clamp(min=1)
                 err = "mse" if m == "rgb" else "l1"
-                for name, guess in (("", self.model.to_pixels(m, preds[m])), ("_mean_patch", mean_patch), ("_visible_mean", visible_mean.expand_as(target))):
+                for name, guess in (
+                    ("", self.model.to_pixels(m, preds[m])),
+                    ("_mean_patch", mean_patch),
+                    ("_visible_mean", visible_mean.expand_as(target)),
+                ):
                     d = guess - target
                     per_patch = (d.pow(2) if err == "mse" else d.abs()).mean(-1)[masked]
                     key = f"{m}_{err}{name}"
@@ -215,7 +282,9 @@ class Trainer:
         idx = torch.linspace(0, len(frames) - 1, min(6, len(frames))).long()
         inputs = frames.batch(idx, self.model_cfg.modalities, self.model_cfg.image_size, self.device)
         title = f"{self.run_dir.name} epoch {epoch} step {self.step} ({'held-out' if len(self.val_frames) else 'training'} frames)"
-        path = reconstruction_grid(self.model, inputs, self.run_dir / "figures" / f"recon_epoch{epoch:04d}.png", title=title)
+        path = reconstruction_grid(
+            self.model, inputs, self.run_dir / "figures" / f"recon_epoch{epoch:04d}.png", title=title
+        )
         atomic_write_bytes(self.run_dir / "recon_latest.png", path.read_bytes())
         return path
 
@@ -229,10 +298,16 @@ class Trainer:
     def save_checkpoint(self) -> Path:
         self.check_finite()  # a diverged model is never saved (atomic_torch_save also refuses NaN/inf tensors)
         state = {
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "step": self.step, "identity": self._identity(),
-            "model_config": self.model_cfg.to_dict(), "rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else torch.zeros(0, dtype=torch.uint8),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "step": self.step,
+            "identity": self._identity(),
+            "model_config": self.model_cfg.to_dict(),
+            "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(self.device)
+            if self.device.type == "cuda"
+            else torch.zeros(0, dtype=torch.uint8),
             "code_version": code_version(),
         }
         path = atomic_torch_save(state, self.run_dir / CHECKPOINT)
@@ -254,11 +329,15 @@ class Trainer:
         """Weights + config of the encoder alone (pretrain.frozen.FrozenEncoder loads it), and its hub copy
         beside it (encoder.safetensors + model card, pretrain.export)."""
         blob = {
-            "format": ENCODER_FORMAT, "model_config": self.model_cfg.to_dict(),
+            "format": ENCODER_FORMAT,
+            "model_config": self.model_cfg.to_dict(),
             "state_dict": {k: v.detach().cpu() for k, v in self.model.encoder_state_dict().items()},
             "feature_stats": self.feature_stats(),
-            "step": self.step, "epoch": self.step // self.steps_per_epoch, "saliency_source": self.cfg.saliency,
-            "data": str(self.cfg.data), "code_version": code_version(),
+            "step": self.step,
+            "epoch": self.step // self.steps_per_epoch,
+            "saliency_source": self.cfg.saliency,
+            "data": str(self.cfg.data),
+            "code_version": code_version(),
         }
         path = atomic_torch_save(blob, self.run_dir / ENCODER)
         write_hub_files(path, blob)
@@ -271,7 +350,9 @@ class Trainer:
         diff = sorted(k for k in mine if mine[k] != theirs.get(k))
         if diff:
             detail = "; ".join(f"{k}: checkpoint {theirs.get(k)!r} vs now {mine.get(k)!r}" for k in diff[:6])
-            raise ValueError(f"--resume: {path} was made with another config ({detail}); use the same flags or another --out")
+            raise ValueError(
+                f"--resume: {path} was made with another config ({detail}); use the same flags or another --out"
+            )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -297,18 +378,33 @@ class Trainer:
         cfg = self.cfg
         if self.is_main:
             prepare_run_dir(self.run_dir, cfg, resume=cfg.resume, allow_existing=True)
-            atomic_write_json(self.run_dir / "data.json", {"folders": self.data_info, "train_frames": self.train_total, "held_out_frames": len(self.val_frames)})
-            n_all, n_enc = count_parameters(self.model), count_parameters(self.model) - sum(p.numel() for p in self.model.decoders.parameters())
-            print(f"MultiMAE {','.join(self.model_cfg.modalities)} -> {','.join(self.model_cfg.outputs)}: {n_all / 1e6:.2f}M parameters "
-                  f"(encoder {n_enc / 1e6:.2f}M) | {self.train_total} train / {len(self.val_frames)} held-out frames | "
-                  f"batch {cfg.batch_size} x {self.steps_per_epoch} steps x {cfg.epochs} epochs | {self.world} process(es) on {device_description()}", flush=True)
+            atomic_write_json(
+                self.run_dir / "data.json",
+                {"folders": self.data_info, "train_frames": self.train_total, "held_out_frames": len(self.val_frames)},
+            )
+            n_all, n_enc = (
+                count_parameters(self.model),
+                count_parameters(self.model) - sum(p.numel() for p in self.model.decoders.parameters()),
+            )
+            print(
+                f"MultiMAE {','.join(self.model_cfg.modalities)} -> {','.join(self.model_cfg.outputs)}: {n_all / 1e6:.2f}M parameters "
+                f"(encoder {n_enc / 1e6:.2f}M) | {self.train_total} train / {len(self.val_frames)} held-out frames | "
+                f"batch {cfg.batch_size} x {self.steps_per_epoch} steps x {cfg.epochs} epochs | {self.world} process(es) on {device_description()}",
+                flush=True,
+            )
         train_log = MetricLogger(self.run_dir, "train") if self.is_main else None
         eval_log = MetricLogger(self.run_dir, "eval", tensorboard=False) if self.is_main else None
         if self.is_main:  # rows after the checkpoint (all of them on a fresh start) were logged by a killed run
             train_log.truncate_after(self.step)
             eval_log.truncate_after(self.step)
         previous = signal.signal(signal.SIGTERM, self._request_stop) if on_main_thread() else None
-        bar = progress(total=self.total_steps, initial=self.step, disable=not (self.is_main and cfg.progress), unit="step", dynamic_ncols=True)
+        bar = progress(
+            total=self.total_steps,
+            initial=self.step,
+            disable=not (self.is_main and cfg.progress),
+            unit="step",
+            dynamic_ncols=True,
+        )
         steps_here, t0, stopped = 0, time.time(), False
         try:
             while self.step < self.total_steps and not stopped:
@@ -322,7 +418,13 @@ class Trainer:
                         self.check_finite()
                         metrics = {k: round(v.item(), 6) for k, v in losses.items()}
                         rate = steps_here * cfg.batch_size / (time.time() - t0)
-                        train_log.log(self.step, epoch=epoch, lr=self.optimizer.param_groups[0]["lr"], img_per_s=round(rate, 2), **metrics)
+                        train_log.log(
+                            self.step,
+                            epoch=epoch,
+                            lr=self.optimizer.param_groups[0]["lr"],
+                            img_per_s=round(rate, 2),
+                            **metrics,
+                        )
                         bar.set_postfix(loss=f"{metrics['loss']:.4f}", img_s=f"{rate:.0f}")
                     if self._should_stop(steps_here):
                         stopped = True
@@ -346,9 +448,16 @@ class Trainer:
                     log.close()
         if self.is_main:
             loss_curve(self.run_dir)
-            state = "stopped early (continue with --resume or --resume auto)" if self.step < self.total_steps else "finished"
-            print(f"{state} at step {self.step}/{self.total_steps}: checkpoint {self.run_dir / CHECKPOINT}, "
-                  f"frozen encoder {self.run_dir / ENCODER}, logs {self.run_dir}/train.csv, figures {self.run_dir}/figures", flush=True)
+            state = (
+                "stopped early (continue with --resume or --resume auto)"
+                if self.step < self.total_steps
+                else "finished"
+            )
+            print(
+                f"{state} at step {self.step}/{self.total_steps}: checkpoint {self.run_dir / CHECKPOINT}, "
+                f"frozen encoder {self.run_dir / ENCODER}, logs {self.run_dir}/train.csv, figures {self.run_dir}/figures",
+                flush=True,
+            )
         return self.run_dir
 
 
@@ -391,8 +500,11 @@ def run(cfg: PretrainConfig) -> Path:
     (checkpoint.pt, encoder.pt, train.csv, figures/). With several tasks the folders are --out/<task>."""
     configs = task_configs(cfg)
     if len(configs) > 1:
-        print(f"{len(configs)} tasks under {cfg.data}: one MultiMAE each ({', '.join(c.task for c in configs)}); "
-              "--pooled trains one on all", flush=True)
+        print(
+            f"{len(configs)} tasks under {cfg.data}: one MultiMAE each ({', '.join(c.task for c in configs)}); "
+            "--pooled trains one on all",
+            flush=True,
+        )
     out = cfg.run_dir
     main_rank = int(os.environ.get("RANK", "0")) == 0
     for c in configs:
@@ -408,9 +520,14 @@ def run(cfg: PretrainConfig) -> Path:
 
 
 def main(argv: list[str] | None = None) -> Path:
-    return run_command(PretrainConfig, run, argv, presets=PRESETS,
-                       description="MultiMAE pretraining on RGB (+ saliency) frames (ViSaRL). "
-                       "Multi-GPU: torchrun --nproc-per-node N -m pretrain.multimae ...")
+    return run_command(
+        PretrainConfig,
+        run,
+        argv,
+        presets=PRESETS,
+        description="MultiMAE pretraining on RGB (+ saliency) frames (ViSaRL). "
+        "Multi-GPU: torchrun --nproc-per-node N -m pretrain.multimae ...",
+    )
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ observation without gradients. Frozen encoders' features come precomputed from t
 Randomness that shapes a run's data (exploration noise, the policy's reparameterisation noise)
 comes from that run's own generator (`RunNoise`), never from a generator the pack shares.
 """
+
 from __future__ import annotations
 
 import math
@@ -43,7 +44,9 @@ class Critic(nn.Module):
 class Actor(nn.Module):
     """Tanh-squashed Gaussian policies of R runs; log-std squashed into [log_std_min, log_std_max]."""
 
-    def __init__(self, runs: int, feature_dim: int, action_dim: int, hidden_dim: int, log_std_min: float, log_std_max: float):
+    def __init__(
+        self, runs: int, feature_dim: int, action_dim: int, hidden_dim: int, log_std_min: float, log_std_max: float
+    ):
         super().__init__()
         self.net = PackedMLP(runs, [feature_dim, hidden_dim, hidden_dim, 2 * action_dim])
         self.log_std_min, self.log_std_max = log_std_min, log_std_max
@@ -83,8 +86,15 @@ class SAC(nn.Module):
     """Actors, twin critics with targets and temperatures of R runs; `update(batch, noise)` is one
     SAC gradient step of every run."""
 
-    def __init__(self, encoder: Encoder | None, feature_dim: int, action_dim: int, cfg: Any, runs: int = 1,
-                 precision: str = "fp32"):
+    def __init__(
+        self,
+        encoder: Encoder | None,
+        feature_dim: int,
+        action_dim: int,
+        cfg: Any,
+        runs: int = 1,
+        precision: str = "fp32",
+    ):
         super().__init__()
         self.encoder, self.cfg, self.runs, self.action_dim = encoder, cfg, runs, action_dim
         self.precision = precision  # resolved ('bf16' or 'fp32', common/precision.py)
@@ -131,7 +141,9 @@ class SAC(nn.Module):
         """(actor and temperature step?, target step?) of the update numbered `update` (from 1)."""
         return update % self.cfg.actor_update_every == 0, update % self.cfg.target_update_every == 0
 
-    def step(self, batch: dict[str, Any], noise: torch.Tensor, actor_step: bool, target_step: bool) -> dict[str, torch.Tensor]:
+    def step(
+        self, batch: dict[str, Any], noise: torch.Tensor, actor_step: bool, target_step: bool
+    ) -> dict[str, torch.Tensor]:
         """The tensor work of one update: no host synchronisation, so a GPU can capture it as a graph."""
         cfg = self.cfg
         alpha = self.log_alpha.detach().exp()[:, None]  # [R, 1]
@@ -161,7 +173,9 @@ class SAC(nn.Module):
             self.alpha_opt.zero_grad(set_to_none=True)
             alpha_loss.sum().backward()
             self.alpha_opt.step()
-            metrics.update(actor_loss=actor_loss.detach(), alpha_loss=alpha_loss.detach(), entropy=-logp.detach().mean(1))
+            metrics.update(
+                actor_loss=actor_loss.detach(), alpha_loss=alpha_loss.detach(), entropy=-logp.detach().mean(1)
+            )
         if target_step:
             with torch.no_grad():
                 torch._foreach_lerp_(self._target_params, self._critic_params, cfg.tau)

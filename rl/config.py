@@ -5,6 +5,7 @@ temperature 0.1, tau 0.005, actor and target updates every 2 steps, batch 128, t
 of 1024, discount 0.99, 1000 random steps, log-std in [-10, 2], target entropy -|A|; 64x64
 corner-camera frames, frame stack 1, no action repeat, 500-step episodes, 1M steps).
 """
+
 from __future__ import annotations
 
 import math
@@ -22,12 +23,23 @@ SALIENCY_SOURCES: tuple[str, ...] = ("predictor", "oracle")
 
 #: fields that may differ between a checkpoint and the run resuming it (they only extend a run)
 RESUMABLE_FIELDS: frozenset[str] = frozenset(
-    {"steps", "resume", "out", "log_every", "checkpoint_every", "eval_every", "eval_episodes", "torch_threads", "preset",
-     "device", "precision", "max_minutes"}
+    {
+        "steps",
+        "resume",
+        "out",
+        "log_every",
+        "checkpoint_every",
+        "eval_every",
+        "eval_episodes",
+        "torch_threads",
+        "preset",
+        "device",
+        "precision",
+        "max_minutes",
+    }
 )
 #: fields that may differ between the runs of one pack (rl/workspace.py); every other field is shared
 PACK_FIELDS: frozenset[str] = frozenset({"seed", "out", "encoder", "mmae", "resume", "preset"})
-
 
 
 @dataclass
@@ -35,8 +47,12 @@ class SACConfig:
     """Soft actor-critic on a Meta-World pixel task with one of the paper's encoders."""
 
     # -- what to run ---------------------------------------------------------------------------
-    encoder: str = option("cnn_rgb", f"encoder, one of {', '.join(encoder_names())}; Table I is {', '.join(TABLE_I)}; "
-                      + "; ".join(f"{k}: {v}" for k, v in EXTRA.items()) + "; gaze*: rl/gaze.py")
+    encoder: str = option(
+        "cnn_rgb",
+        f"encoder, one of {', '.join(encoder_names())}; Table I is {', '.join(TABLE_I)}; "
+        + "; ".join(f"{k}: {v}" for k, v in EXTRA.items())
+        + "; gaze*: rl/gaze.py",
+    )
     steps: int = option(1_000_000, "environment steps in total (summed over --num-envs)")
     seed: int = option(0, "seed of networks, replay sampling, exploration and training envs")
     out: str = option("", "run folder (default runs/sac/<task>/<encoder>/seed<seed>)")
@@ -44,17 +60,33 @@ class SACConfig:
     preset: str = field(default="", init=False, metadata={"help": "preset the run was started from (set by --preset)"})
     device: str = option("auto", "torch device: auto (cuda if available), cpu, cuda, cuda:1, ...")
     precision: str = precision_field()
-    cuda_graphs: bool = option(True, "on a GPU, replay each SAC update of the pack from a captured CUDA graph (gaze encoders stay eager)")
+    cuda_graphs: bool = option(
+        True, "on a GPU, replay each SAC update of the pack from a captured CUDA graph (gaze encoders stay eager)"
+    )
     torch_threads: int = option(0, "torch CPU threads (0: torch's default; 1 is fastest on a busy shared CPU)")
     # -- environment (the EnvConfig that data.collect uses: --task, --image-size, --camera, --render-quality, ...) --
     env: EnvConfig = nested(EnvConfig)
     num_envs: int = option(1, "parallel training envs (subprocesses when > 1); one SAC update per env step")
     # -- inputs of pretrained encoders ---------------------------------------------------------
-    saliency: str = option("predictor", "saliency source for saliency-consuming encoders: predictor (trained model on every frame) or oracle (simulator clicks -> map, for ablations and CPU runs)")
+    saliency: str = option(
+        "predictor",
+        "saliency source for saliency-consuming encoders: predictor (trained model on every frame) or oracle (simulator clicks -> map, for ablations and CPU runs)",
+    )
     saliency_model: str = option("", "saliency checkpoint (default runs/saliency/<task>/student.pt, else best.pt)")
-    mmae_features: str = option("raw", "what a frozen MultiMAE hands SAC: 'raw' (the pooled tokens, the paper's mean of all tokens) or 'standardized' (per dimension, with the statistics stored in the export at pretraining)", choices=["raw", "standardized"])
-    saliency_scale: str = option("paper", "saliency channel of the cnn_saliency and cnn_rgbs rows: 'paper' (the map in [0, 1], the paper's text) or 'authors' (divided by 255 once more, as the authors' public code does)", choices=list(SALIENCY_SCALES))
-    mmae: str = option("", "frozen MultiMAE encoder (default: the task's own, runs/mmae/rgb/<task>/encoder.pt for mmae_rgb, runs/mmae/rgbs/<task>/encoder.pt for mmae_rgbs, mmae_rgbs_po and mmae_rgbs_grid2; a pooled model only when named here)")
+    mmae_features: str = option(
+        "raw",
+        "what a frozen MultiMAE hands SAC: 'raw' (the pooled tokens, the paper's mean of all tokens) or 'standardized' (per dimension, with the statistics stored in the export at pretraining)",
+        choices=["raw", "standardized"],
+    )
+    saliency_scale: str = option(
+        "paper",
+        "saliency channel of the cnn_saliency and cnn_rgbs rows: 'paper' (the map in [0, 1], the paper's text) or 'authors' (divided by 255 once more, as the authors' public code does)",
+        choices=list(SALIENCY_SCALES),
+    )
+    mmae: str = option(
+        "",
+        "frozen MultiMAE encoder (default: the task's own, runs/mmae/rgb/<task>/encoder.pt for mmae_rgb, runs/mmae/rgbs/<task>/encoder.pt for mmae_rgbs, mmae_rgbs_po and mmae_rgbs_grid2; a pooled model only when named here)",
+    )
     # -- SAC -----------------------------------------------------------------------------------
     hidden_dim: int = option(1024, "width of the two hidden layers of actor and critics")
     feature_dim: int = option(100, "output size of the CNN encoders' projection (Linear + LayerNorm + tanh)")
@@ -74,11 +106,18 @@ class SACConfig:
     replay_size: int = option(1_000_000, "replay capacity in transitions (split evenly across envs)")
     # -- evaluation, logging, checkpoints ------------------------------------------------------
     eval_every: int = option(10_000, "evaluate every this many env steps (0: only at the end)")
-    eval_episodes: int = option(50, "evaluation episodes (deterministic policy, fresh seeds); success = any success in the episode")
+    eval_episodes: int = option(
+        50, "evaluation episodes (deterministic policy, fresh seeds); success = any success in the episode"
+    )
     eval_envs: int = option(0, "parallel evaluation envs (0: same as --num-envs)")
     log_every: int = option(1000, "write a metrics.csv row every this many env steps")
-    checkpoint_every: int = option(50_000, "save a resumable checkpoint at the first episode boundary after every this many env steps")
-    max_minutes: float = option(0.0, "pause at the first episode boundary after this many minutes of training, checkpoints written (0: no limit); continue with --resume (or --resume auto)")
+    checkpoint_every: int = option(
+        50_000, "save a resumable checkpoint at the first episode boundary after every this many env steps"
+    )
+    max_minutes: float = option(
+        0.0,
+        "pause at the first episode boundary after this many minutes of training, checkpoints written (0: no limit); continue with --resume (or --resume auto)",
+    )
     # -- Gaze on the Prize (rl/gaze.py): --gaze-k, --gaze-contrast-weight, ... -------------------
     gaze: GazeConfig = nested(GazeConfig, prefix="gaze_")
 
@@ -96,15 +135,28 @@ class SACConfig:
         if self.saliency not in SALIENCY_SOURCES:
             raise ValueError(f"saliency must be one of {', '.join(SALIENCY_SOURCES)}, got {self.saliency!r}")
         if self.saliency == "oracle" and self.saliency_model:
-            raise ValueError("--saliency-model is read only with --saliency predictor; drop it or use --saliency predictor")
+            raise ValueError(
+                "--saliency-model is read only with --saliency predictor; drop it or use --saliency predictor"
+            )
         for name in ("actor_lr", "critic_lr", "alpha_lr", "init_temperature", "discount", "tau"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name.replace('_', '-')} must be a finite number > 0, got {value}")
         if self.target_entropy is not None and not math.isfinite(self.target_entropy):
             raise ValueError(f"target-entropy must be finite, got {self.target_entropy}")
-        positive = ("steps", "num_envs", "hidden_dim", "feature_dim", "batch_size", "replay_size", "eval_episodes",
-                    "log_every", "checkpoint_every", "actor_update_every", "target_update_every")
+        positive = (
+            "steps",
+            "num_envs",
+            "hidden_dim",
+            "feature_dim",
+            "batch_size",
+            "replay_size",
+            "eval_episodes",
+            "log_every",
+            "checkpoint_every",
+            "actor_update_every",
+            "target_update_every",
+        )
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
@@ -118,11 +170,15 @@ class SACConfig:
         if self.log_std_min >= self.log_std_max:
             raise ValueError("log-std-min must be below log-std-max")
         if self.batch_size > self.replay_size:
-            raise ValueError(f"--batch-size {self.batch_size} exceeds --replay-size {self.replay_size}: a batch samples "
-                             "transitions from the replay; lower --batch-size")
+            raise ValueError(
+                f"--batch-size {self.batch_size} exceeds --replay-size {self.replay_size}: a batch samples "
+                "transitions from the replay; lower --batch-size"
+            )
         if self.replay_size < 2 * self.num_envs * (self.env.max_episode_steps + 1):
-            raise ValueError(f"replay-size {self.replay_size} is too small: it must hold two episodes per env "
-                             f"(>= {2 * self.num_envs * (self.env.max_episode_steps + 1)})")
+            raise ValueError(
+                f"replay-size {self.replay_size} is too small: it must hold two episodes per env "
+                f"(>= {2 * self.num_envs * (self.env.max_episode_steps + 1)})"
+            )
         return self
 
     def run_dir(self) -> Path:
@@ -131,21 +187,53 @@ class SACConfig:
     def differences(self, stored: dict[str, Any]) -> list[str]:
         """Fields (other than those that only extend a run) where `stored` differs from this config."""
         mine = flat_dict(self)
-        return [f"{k}: checkpoint {stored.get(k)!r} vs now {mine[k]!r}"
-                for k in mine if k not in RESUMABLE_FIELDS and stored.get(k, mine[k]) != mine[k]]
+        return [
+            f"{k}: checkpoint {stored.get(k)!r} vs now {mine[k]!r}"
+            for k in mine
+            if k not in RESUMABLE_FIELDS and stored.get(k, mine[k]) != mine[k]
+        ]
 
 
 PRESETS: dict[str, dict[str, Any]] = {
     # seconds: CI tests of the whole pipeline
-    "micro": dict(steps=300, hidden_dim=64, feature_dim=32, batch_size=16, random_steps=100, replay_size=1000,
-                  max_episode_steps=100, eval_every=0, eval_episodes=1, log_every=100, checkpoint_every=100,
-                  saliency="oracle", torch_threads=1),
+    "micro": dict(
+        steps=300,
+        hidden_dim=64,
+        feature_dim=32,
+        batch_size=16,
+        random_steps=100,
+        replay_size=1000,
+        max_episode_steps=100,
+        eval_every=0,
+        eval_episodes=1,
+        log_every=100,
+        checkpoint_every=100,
+        saliency="oracle",
+        torch_threads=1,
+    ),
     # the RL share of `make demo` on a 2-core CPU (~2 minutes with a pixel encoder)
-    "demo": dict(steps=2000, hidden_dim=256, batch_size=64, random_steps=500, replay_size=10_000,
-                 eval_every=0, eval_episodes=2, log_every=250, checkpoint_every=1000, torch_threads=1),
+    "demo": dict(
+        steps=2000,
+        hidden_dim=256,
+        batch_size=64,
+        random_steps=500,
+        replay_size=10_000,
+        eval_every=0,
+        eval_episodes=2,
+        log_every=250,
+        checkpoint_every=1000,
+        torch_threads=1,
+    ),
     # a meaningful CPU run: the paper's settings with a 256-wide MLP (1024 costs ~7x per update here)
-    "cpu": dict(steps=100_000, hidden_dim=256, replay_size=100_000, eval_every=10_000, eval_episodes=50,
-                checkpoint_every=20_000, torch_threads=1),
+    "cpu": dict(
+        steps=100_000,
+        hidden_dim=256,
+        replay_size=100_000,
+        eval_every=10_000,
+        eval_episodes=50,
+        checkpoint_every=20_000,
+        torch_threads=1,
+    ),
     # the paper's budget (for a GPU)
     "paper": dict(steps=1_000_000, hidden_dim=1024, replay_size=1_000_000, eval_every=10_000, eval_episodes=50),
 }

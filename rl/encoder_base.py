@@ -4,6 +4,7 @@
 module and register their factories here; `rl.encoders` imports `rl.gaze`, so importing it gives the
 whole registry. Neither imports the other back.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable

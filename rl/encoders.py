@@ -14,6 +14,7 @@ Observation fields (batched tensors on the agent's device, one row block per run
 
 Every list of encoder names derives from `ENCODERS` (registration order), `TABLE_I` and `EXTRA`.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,7 +28,13 @@ from rl.nets import PackedConvTrunk, PackedProjection
 
 #: the encoders of the paper's Table I, in its order
 TABLE_I: tuple[str, ...] = (
-    "cnn_rgb", "cnn_saliency", "cnn_rgb_x_saliency", "cnn_rgbs", "mmae_rgb", "mmae_rgbs_po", "mmae_rgbs",
+    "cnn_rgb",
+    "cnn_saliency",
+    "cnn_rgb_x_saliency",
+    "cnn_rgbs",
+    "mmae_rgb",
+    "mmae_rgbs_po",
+    "mmae_rgbs",
 )
 #: --saliency-scale -> factor on the CNN Saliency / RGBS rows' saliency channel: the paper's text feeds the map
 #: in [0, 1]; the authors' public code divides it by 255 a second time ([0, 0.004])
@@ -93,12 +100,18 @@ class CNNEncoder(Encoder):
         return self.projection(h)
 
 
-CNN_LABELS = {"cnn_rgb": "CNN RGB", "cnn_saliency": "CNN Saliency", "cnn_rgb_x_saliency": "CNN RGB x Saliency",
-              "cnn_rgbs": "CNN RGBS"}
+CNN_LABELS = {
+    "cnn_rgb": "CNN RGB",
+    "cnn_saliency": "CNN Saliency",
+    "cnn_rgb_x_saliency": "CNN RGB x Saliency",
+    "cnn_rgbs": "CNN RGBS",
+}
 for _name in CNNEncoder.VARIANTS:
     register_encoder(_name, CNN_LABELS[_name])(
-        lambda cfg, image_size=64, runs=1, _n=_name: CNNEncoder(_n, image_size, cfg.feature_dim, runs,
-                                                              getattr(cfg, "saliency_scale", "paper")))
+        lambda cfg, image_size=64, runs=1, _n=_name: CNNEncoder(
+            _n, image_size, cfg.feature_dim, runs, getattr(cfg, "saliency_scale", "paper")
+        )
+    )
 
 
 class MMAEEncoder(Encoder):
@@ -119,8 +132,9 @@ class MMAEEncoder(Encoder):
         "mmae_rgbs_grid2": ("rgbs", ("rgb", "saliency"), "grid2"),
     }
 
-    def __init__(self, module: nn.Module, inputs: tuple[str, ...], source: str = "",
-                 provenance: dict[str, Any] | None = None):
+    def __init__(
+        self, module: nn.Module, inputs: tuple[str, ...], source: str = "", provenance: dict[str, Any] | None = None
+    ):
         super().__init__()
         self.module = module.eval().requires_grad_(False)
         self.inputs = tuple(inputs)
@@ -167,13 +181,20 @@ def missing_mmae_message(cfg: Any) -> str:
     folder = MMAEEncoder.VARIANTS[cfg.encoder][0]
     path = mmae_path(cfg)
     if cfg.mmae:
-        return (f"encoder {cfg.encoder!r}: --mmae {path} does not exist; produce it with `{mmae_command(folder)} --out "
-                f"{path.parent}` or pass the path of an existing encoder.pt")
+        return (
+            f"encoder {cfg.encoder!r}: --mmae {path} does not exist; produce it with `{mmae_command(folder)} --out "
+            f"{path.parent}` or pass the path of an existing encoder.pt"
+        )
     pooled = path.parent.parent / "encoder.pt"
-    alternative = (f"; or, to use the pooled model {pooled} that exists, name it: --mmae {pooled}" if pooled.exists()
-                   else "; or pass --mmae PATH")
-    return (f"encoder {cfg.encoder!r} needs the task's own frozen MultiMAE {path}, which does not exist; produce it "
-            f"with `{mmae_command(folder, cfg.env.task)}`{alternative}")
+    alternative = (
+        f"; or, to use the pooled model {pooled} that exists, name it: --mmae {pooled}"
+        if pooled.exists()
+        else "; or pass --mmae PATH"
+    )
+    return (
+        f"encoder {cfg.encoder!r} needs the task's own frozen MultiMAE {path}, which does not exist; produce it "
+        f"with `{mmae_command(folder, cfg.env.task)}`{alternative}"
+    )
 
 
 def _mmae_factory(name: str):
@@ -188,16 +209,25 @@ def _mmae_factory(name: str):
 
         standardize = getattr(cfg, "mmae_features", "raw") == "standardized"
         module = FrozenEncoder.load(str(path), inputs=inputs, pool=pool, standardize=standardize)
-        provenance = {"path": str(path.resolve()), "sha256": file_sha256(path), "inputs": list(inputs), "pool": pool,
-                      "features": "standardized" if standardize else "raw",
-                      "chosen_by": "--mmae" if cfg.mmae else "default (the task's own)"}
+        provenance = {
+            "path": str(path.resolve()),
+            "sha256": file_sha256(path),
+            "inputs": list(inputs),
+            "pool": pool,
+            "features": "standardized" if standardize else "raw",
+            "chosen_by": "--mmae" if cfg.mmae else "default (the task's own)",
+        }
         return MMAEEncoder(module, inputs, f"{path}:{','.join(inputs)}|{pool}", provenance)
 
     return factory
 
 
-MMAE_LABELS = {"mmae_rgb": "MMAE RGB", "mmae_rgbs_po": "MMAE RGB+Saliency (PO)", "mmae_rgbs": "MMAE RGB+Saliency (ViSaRL)",
-               "mmae_rgbs_grid2": "MMAE RGB+Saliency, 2x2 grid pool"}
+MMAE_LABELS = {
+    "mmae_rgb": "MMAE RGB",
+    "mmae_rgbs_po": "MMAE RGB+Saliency (PO)",
+    "mmae_rgbs": "MMAE RGB+Saliency (ViSaRL)",
+    "mmae_rgbs_grid2": "MMAE RGB+Saliency, 2x2 grid pool",
+}
 for _name in MMAEEncoder.VARIANTS:
     register_encoder(_name, MMAE_LABELS[_name])(_mmae_factory(_name))
 

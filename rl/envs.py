@@ -11,6 +11,7 @@ The envs of every run of a pack live in one vector env (run-major). Vector envs 
 SAME_STEP autoreset (the episode's last observation in `info["final_obs"]`). Workers import only
 this module and the env (~0.3 GB), not the trainer's torch and encoders (see `_spawn_without_main`).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -77,12 +78,13 @@ class OracleSaliency(gym.ObservationWrapper):
         return {**obs, "saliency": np.round(saliency * 255.0).astype(np.uint8)}
 
 
-def _worker(config: EnvConfig, pixels: bool, oracle: bool, base: int, offset: int, stride: int,
-            first_episode: int) -> Callable[[], gym.Env]:
+def _worker(
+    config: EnvConfig, pixels: bool, oracle: bool, base: int, offset: int, stride: int, first_episode: int
+) -> Callable[[], gym.Env]:
     def thunk() -> gym.Env:
         if multiprocessing.parent_process() is not None:  # a worker: SIGTERM/SIGINT to the whole process
             signal.signal(signal.SIGTERM, signal.SIG_IGN)  # group are for the trainer, which pauses at an
-            signal.signal(signal.SIGINT, signal.SIG_IGN)   # episode boundary and then closes its workers
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # episode boundary and then closes its workers
         env: gym.Env = make_env(config) if pixels else StateOnlyMetaWorld(config)
         if oracle:
             env = OracleSaliency(env)
@@ -129,8 +131,11 @@ def make_envs(
     if oracle_saliency and not pixels:
         raise ValueError("oracle saliency needs rendered pixels")
     first_episodes = list(first_episodes or [0] * len(seed_bases))
-    fns = [_worker(config, pixels, oracle_saliency, base, i, num_envs, first)
-           for base, first in zip(seed_bases, first_episodes) for i in range(num_envs)]
+    fns = [
+        _worker(config, pixels, oracle_saliency, base, i, num_envs, first)
+        for base, first in zip(seed_bases, first_episodes)
+        for i in range(num_envs)
+    ]
     kwargs = dict(autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     # Pixel envs render in workers (even one: it renders while the agent updates). State-only envs step
     # at ~2k steps/s: subprocess round trips would cost more than they save.

@@ -22,6 +22,7 @@ run's saliency source), `--overlay gaze` the attention and Gaussians of a gaze e
 writes a short looping clip of one episode (the pipeline's `<run>/evaluate/clip.gif`), and
 `report_clips(sac_root, out)` gathers one per task and encoder for a report.
 """
+
 from __future__ import annotations
 
 import io
@@ -45,26 +46,50 @@ VIDEO_FORMATS = ("mp4", "gif", "webp")
 class EvaluateConfig:
     """Evaluate a trained SAC agent's deterministic policy at fixed seeds; optionally write a video of its episodes."""
 
-    run: str = option("", "SAC run folder (rl.sac / rl.grid output); `python -m rl.evaluate DIR` is short for --run DIR", positional=True)
-    checkpoint: str = option("", "weights to load: agent.pt or a checkpoint-<step>.pt (default: the run's agent.pt, else its newest checkpoint)")
+    run: str = option(
+        "",
+        "SAC run folder (rl.sac / rl.grid output); `python -m rl.evaluate DIR` is short for --run DIR",
+        positional=True,
+    )
+    checkpoint: str = option(
+        "",
+        "weights to load: agent.pt or a checkpoint-<step>.pt (default: the run's agent.pt, else its newest checkpoint)",
+    )
     episodes: int = option(10, "evaluation episodes")
-    seed: int | None = option(None, "evaluation seed S: episode k is seeded EVAL_SEED_BASE + S * TRAIN_SEED_STRIDE + k (default: the run's own seed, the episodes of its eval.csv)")
+    seed: int | None = option(
+        None,
+        "evaluation seed S: episode k is seeded EVAL_SEED_BASE + S * TRAIN_SEED_STRIDE + k (default: the run's own seed, the episodes of its eval.csv)",
+    )
     episode_steps: int = option(0, "steps per episode (0: the run's --max-episode-steps)")
     video: bool = option(False, "write a video of the episodes beside the JSON")
-    overlay: str = option("none", "drawn over the video: none, saliency (the map the agent saw, or the run's saliency source) or gaze (a gaze encoder's attention and Gaussians)", choices=list(OVERLAYS))
-    video_format: str = option("mp4", "mp4 (imageio + imageio-ffmpeg), gif or webp (animated, Pillow)", choices=list(VIDEO_FORMATS))
+    overlay: str = option(
+        "none",
+        "drawn over the video: none, saliency (the map the agent saw, or the run's saliency source) or gaze (a gaze encoder's attention and Gaussians)",
+        choices=list(OVERLAYS),
+    )
+    video_format: str = option(
+        "mp4", "mp4 (imageio + imageio-ffmpeg), gif or webp (animated, Pillow)", choices=list(VIDEO_FORMATS)
+    )
     video_episodes: int = option(0, "episodes in the video, the first ones (0: every evaluated episode)")
     frame_stride: int = option(1, "keep every this many steps in the video")
     scale: int = option(4, "video frames are the observations upscaled this many times (nearest neighbour)")
     fps: int = option(20, "video frames per second")
-    mmae: str = option("", "frozen MultiMAE encoder to load (default: the file the run recorded in config.json, else its --mmae or default path)")
-    saliency_model: str = option("", "saliency checkpoint to load (default: the file the run recorded, else its --saliency-model or default path)")
+    mmae: str = option(
+        "",
+        "frozen MultiMAE encoder to load (default: the file the run recorded in config.json, else its --mmae or default path)",
+    )
+    saliency_model: str = option(
+        "",
+        "saliency checkpoint to load (default: the file the run recorded, else its --saliency-model or default path)",
+    )
     device: str = option("cpu", "torch device: cpu, cuda, auto")
     out: str = option("", "output folder (default <run>/evaluate)")
 
     def validate(self) -> "EvaluateConfig":
         if not self.run:
-            raise ValueError("--run is required: the SAC run folder to evaluate, e.g. --run runs/sac/reach-v3/cnn_rgb/seed0")
+            raise ValueError(
+                "--run is required: the SAC run folder to evaluate, e.g. --run runs/sac/reach-v3/cnn_rgb/seed0"
+            )
         for name in ("episodes", "frame_stride", "scale", "fps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
@@ -104,16 +129,22 @@ def weights_path(run_dir: Path, checkpoint: str = "") -> Path:
         path = Path(checkpoint)
         path = path if path.exists() or path.is_absolute() else run_dir / checkpoint
         if not path.is_file():
-            raise FileNotFoundError(f"--checkpoint {checkpoint} not found (looked in {run_dir} too); pass agent.pt or a "
-                                    "checkpoint-<step>.pt of the run")
+            raise FileNotFoundError(
+                f"--checkpoint {checkpoint} not found (looked in {run_dir} too); pass agent.pt or a "
+                "checkpoint-<step>.pt of the run"
+            )
         return path
     if not run_dir.is_dir():
-        raise FileNotFoundError(f"run folder {run_dir} not found (no agent.pt or checkpoint to load); train one with "
-                                f"`python -m rl.sac --out {run_dir}`")
+        raise FileNotFoundError(
+            f"run folder {run_dir} not found (no agent.pt or checkpoint to load); train one with "
+            f"`python -m rl.sac --out {run_dir}`"
+        )
     path = run_dir / "agent.pt" if (run_dir / "agent.pt").exists() else latest_checkpoint(run_dir)
     if path is None:
-        raise FileNotFoundError(f"{run_dir} holds neither agent.pt nor a checkpoint; train one with "
-                                f"`python -m rl.sac --out {run_dir}` (checkpoints come every --checkpoint-every steps)")
+        raise FileNotFoundError(
+            f"{run_dir} holds neither agent.pt nor a checkpoint; train one with "
+            f"`python -m rl.sac --out {run_dir}` (checkpoints come every --checkpoint-every steps)"
+        )
     return path
 
 
@@ -136,8 +167,13 @@ def _prefer_recorded(given: str, recorded: dict[str, Any] | None, configured: st
     return path if path and Path(path).is_file() else configured
 
 
-def load_agent(run_dir: str | Path, checkpoint: str = "", device: str | torch.device = "cpu", mmae: str = "",
-               saliency_model: str = "") -> LoadedAgent:
+def load_agent(
+    run_dir: str | Path,
+    checkpoint: str = "",
+    device: str | torch.device = "cpu",
+    mmae: str = "",
+    saliency_model: str = "",
+) -> LoadedAgent:
     """The trained agent of a run folder (any encoder; agent.pt or a checkpoint), on `device` in eval mode.
 
     Frozen encoders and saliency models are loaded from the files the run recorded when they exist
@@ -151,21 +187,28 @@ def load_agent(run_dir: str | Path, checkpoint: str = "", device: str | torch.de
     path = weights_path(run_dir, checkpoint)
     ckpt = safe_torch_load(path, what="SAC checkpoint")
     if not isinstance(ckpt, dict) or "config" not in ckpt or not ("model" in ckpt or "agent" in ckpt):
-        raise ValueError(f"{path} is not a SAC agent.pt or checkpoint (no config and weights); pass one that rl.sac wrote")
+        raise ValueError(
+            f"{path} is not a SAC agent.pt or checkpoint (no config and weights); pass one that rl.sac wrote"
+        )
     cfg = from_stored(SACConfig, ckpt["config"])
     recorded = recorded_inputs(path.parent)
     cfg.mmae = _prefer_recorded(mmae, (recorded or {}).get("frozen_encoder"), cfg.mmae)
     if cfg.saliency == "predictor":
-        cfg.saliency_model = _prefer_recorded(saliency_model, (recorded or {}).get("saliency_model"), cfg.saliency_model)
+        cfg.saliency_model = _prefer_recorded(
+            saliency_model, (recorded or {}).get("saliency_model"), cfg.saliency_model
+        )
     device = resolve_device(str(device))
     encoder = build_encoder(cfg, cfg.env.image_size, runs=1)
     agent = SAC(None if encoder.frozen else encoder, encoder.out_dim, ACTION_DIM, cfg, runs=1)
     try:
         agent.load_state_dict(ckpt["model"] if "model" in ckpt else ckpt["agent"]["model"])
     except RuntimeError as err:
-        raise ValueError(f"{path}: weights do not fit encoder {cfg.encoder!r} with this code "
-                         f"({str(err).splitlines()[0][:200]})") from None
-    return LoadedAgent(cfg, agent.to(device).eval(), encoder.to(device).eval(), path, int(ckpt.get("step", 0)), recorded)
+        raise ValueError(
+            f"{path}: weights do not fit encoder {cfg.encoder!r} with this code ({str(err).splitlines()[0][:200]})"
+        ) from None
+    return LoadedAgent(
+        cfg, agent.to(device).eval(), encoder.to(device).eval(), path, int(ckpt.get("step", 0)), recorded
+    )
 
 
 def make_observer(loaded: LoadedAgent, saliency: bool = False):
@@ -186,8 +229,15 @@ def episode_seed_base(cfg: Any, seed: int | None) -> int:
 
 
 @torch.no_grad()
-def rollout(loaded: LoadedAgent, observer: Any, episodes: int, seed: int | None = None, episode_steps: int = 0,
-            record: int = 0, stride: int = 1) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def rollout(
+    loaded: LoadedAgent,
+    observer: Any,
+    episodes: int,
+    seed: int | None = None,
+    episode_steps: int = 0,
+    record: int = 0,
+    stride: int = 1,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """`episodes` episodes of the deterministic policy. Returns (per episode: seed, success, return, steps;
     per recorded episode (the first `record`): frames uint8 [T, H, W, 3], saliency [T, H, W] in [0, 1] or
     None, and step, return so far and success so far per kept frame)."""
@@ -197,8 +247,14 @@ def rollout(loaded: LoadedAgent, observer: Any, episodes: int, seed: int | None 
     cfg = loaded.cfg
     env_cfg = replace(cfg.env, max_episode_steps=episode_steps) if episode_steps else cfg.env
     base = episode_seed_base(cfg, seed)
-    envs = make_envs(env_cfg, 1, pixels=observer.pixels or record > 0, oracle_saliency=observer.oracle,
-                     seed_bases=[base], asynchronous=False)
+    envs = make_envs(
+        env_cfg,
+        1,
+        pixels=observer.pixels or record > 0,
+        oracle_saliency=observer.oracle,
+        seed_bases=[base],
+        asynchronous=False,
+    )
     rows = np.zeros(1, np.int64)
     results: list[dict[str, Any]] = []
     videos: list[dict[str, Any]] = []
@@ -224,9 +280,16 @@ def rollout(loaded: LoadedAgent, observer: Any, episodes: int, seed: int | None 
                 k = len(results)
                 results.append({"episode": k, "seed": base + k, "success": success, "return": ret, "steps": t})
                 if k < record:
-                    videos.append({"frames": np.stack(current["frames"]), "captions": current["captions"],
-                                   "saliency": np.stack(current["saliency"]) if current["saliency"] else None,
-                                   "episode": k, "success": success, "return": ret})
+                    videos.append(
+                        {
+                            "frames": np.stack(current["frames"]),
+                            "captions": current["captions"],
+                            "saliency": np.stack(current["saliency"]) if current["saliency"] else None,
+                            "episode": k,
+                            "success": success,
+                            "return": ret,
+                        }
+                    )
                 current = {"frames": [], "saliency": [], "captions": []}
                 ret, success, t = 0.0, 0.0, 0
     finally:
@@ -235,6 +298,7 @@ def rollout(loaded: LoadedAgent, observer: Any, episodes: int, seed: int | None 
 
 
 # -- pictures --------------------------------------------------------------------------------------
+
 
 def _colormap(values: np.ndarray, name: str) -> np.ndarray:
     """float [...] in [0, 1] -> uint8 RGB [..., 3] through a matplotlib colormap."""
@@ -257,7 +321,9 @@ def saliency_overlay(big: np.ndarray, saliency: np.ndarray, scale: int, alpha: f
     return _blend(big, _colormap(smooth, "jet"), alpha)
 
 
-def gaze_overlay(big: np.ndarray, gaze: dict[str, np.ndarray], scale: int, num_layers: int, alpha: float = 0.45) -> np.ndarray:
+def gaze_overlay(
+    big: np.ndarray, gaze: dict[str, np.ndarray], scale: int, num_layers: int, alpha: float = 0.45
+) -> np.ndarray:
     """An upscaled frame with a gaze encoder's attention (inferno, each grid cell over its receptive-field
     centre, as in rl/gaze_viz.py) and each Gaussian's 1-sigma ellipse and centre (cyan)."""
     from PIL import Image, ImageDraw
@@ -323,7 +389,9 @@ def video_frames(episode: dict[str, Any], scale: int, overlay: str = "none", enc
         elif gazes is not None:
             big = gaze_overlay(big, gazes[i], scale, layers)
         t, ret, success = episode["captions"][i]
-        out.append(caption(big, f"episode {episode['episode']}  t={t}  return {ret:.0f}" + ("  SUCCESS" if success else "")))
+        out.append(
+            caption(big, f"episode {episode['episode']}  t={t}  return {ret:.0f}" + ("  SUCCESS" if success else ""))
+        )
     return out
 
 
@@ -338,17 +406,28 @@ def write_video(frames: list[np.ndarray], path: str | Path, fps: int = 20) -> Pa
             import imageio.v3 as iio
             import imageio_ffmpeg  # noqa: F401  (the ffmpeg binary imageio writes MP4 with)
         except ImportError:
-            raise ValueError("writing MP4 needs imageio and imageio-ffmpeg: `pip install imageio imageio-ffmpeg`, or pass "
-                             "--video-format gif|webp") from None
-        payload = iio.imwrite("<bytes>", np.stack(frames), extension=".mp4", fps=fps, codec="libx264", macro_block_size=2)
+            raise ValueError(
+                "writing MP4 needs imageio and imageio-ffmpeg: `pip install imageio imageio-ffmpeg`, or pass "
+                "--video-format gif|webp"
+            ) from None
+        payload = iio.imwrite(
+            "<bytes>", np.stack(frames), extension=".mp4", fps=fps, codec="libx264", macro_block_size=2
+        )
     elif suffix in (".gif", ".webp"):
         from PIL import Image
 
         images = [Image.fromarray(f) for f in frames]
         buffer = io.BytesIO()
         extra = {"quality": 80, "method": 4} if suffix == ".webp" else {"optimize": False}
-        images[0].save(buffer, format=suffix[1:].upper(), save_all=True, append_images=images[1:],
-                       duration=max(1, round(1000 / fps)), loop=0, **extra)
+        images[0].save(
+            buffer,
+            format=suffix[1:].upper(),
+            save_all=True,
+            append_images=images[1:],
+            duration=max(1, round(1000 / fps)),
+            loop=0,
+            **extra,
+        )
         payload = buffer.getvalue()
     else:
         raise ValueError(f"video {path}: the suffix must be .mp4, .gif or .webp")
@@ -357,10 +436,14 @@ def write_video(frames: list[np.ndarray], path: str | Path, fps: int = 20) -> Pa
 
 # -- the command -----------------------------------------------------------------------------------
 
+
 def _summary(results: list[dict[str, Any]]) -> dict[str, float]:
     returns = [r["return"] for r in results]
-    return {"success_rate": float(np.mean([r["success"] for r in results])), "return_mean": float(np.mean(returns)),
-            "return_std": float(np.std(returns))}
+    return {
+        "success_rate": float(np.mean([r["success"] for r in results])),
+        "return_mean": float(np.mean(returns)),
+        "return_std": float(np.std(returns)),
+    }
 
 
 def evaluate(cfg: EvaluateConfig) -> Path:
@@ -372,14 +455,17 @@ def evaluate(cfg: EvaluateConfig) -> Path:
     cfg.validate()
     loaded = load_agent(cfg.run, cfg.checkpoint, cfg.device, cfg.mmae, cfg.saliency_model)
     if cfg.overlay == "gaze" and not isinstance(loaded.encoder, GazeEncoder):
-        raise ValueError(f"--overlay gaze: {cfg.run} trained encoder {loaded.cfg.encoder!r}, which has no gaze; "
-                         "use --overlay saliency or none")
+        raise ValueError(
+            f"--overlay gaze: {cfg.run} trained encoder {loaded.cfg.encoder!r}, which has no gaze; "
+            "use --overlay saliency or none"
+        )
     observer = make_observer(loaded, saliency=cfg.overlay == "saliency")
     inputs = run_inputs(observer)
     check_inputs(loaded.recorded_inputs, inputs, f"{loaded.run_dir / 'config.json'}")
     record = (cfg.video_episodes or cfg.episodes) if cfg.video else 0
-    results, videos = rollout(loaded, observer, cfg.episodes, cfg.seed, cfg.episode_steps, min(record, cfg.episodes),
-                              cfg.frame_stride)
+    results, videos = rollout(
+        loaded, observer, cfg.episodes, cfg.seed, cfg.episode_steps, min(record, cfg.episodes), cfg.frame_stride
+    )
     seed = loaded.cfg.seed if cfg.seed is None else cfg.seed
     out = Path(cfg.out) if cfg.out else loaded.run_dir / "evaluate"
     stem = f"{loaded.checkpoint.stem}-seed{seed}-{cfg.episodes}ep"
@@ -389,20 +475,39 @@ def evaluate(cfg: EvaluateConfig) -> Path:
         overlay = "" if cfg.overlay == "none" else f"-{cfg.overlay}"
         video_path = write_video(frames, out / f"{stem}{overlay}.{cfg.video_format}", cfg.fps)
     report = {
-        "run": str(loaded.run_dir), "checkpoint": str(loaded.checkpoint), "step": loaded.step, "task": loaded.cfg.env.task,
-        "encoder": loaded.cfg.encoder, "seed": seed, "episode_steps": cfg.episode_steps or loaded.cfg.env.max_episode_steps,
-        **_summary(results), "episodes": results, "inputs": inputs, "device": device_description(),
+        "run": str(loaded.run_dir),
+        "checkpoint": str(loaded.checkpoint),
+        "step": loaded.step,
+        "task": loaded.cfg.env.task,
+        "encoder": loaded.cfg.encoder,
+        "seed": seed,
+        "episode_steps": cfg.episode_steps or loaded.cfg.env.max_episode_steps,
+        **_summary(results),
+        "episodes": results,
+        "inputs": inputs,
+        "device": device_description(),
         "video": str(video_path) if video_path else None,
     }
     path = atomic_write_json(out / f"{stem}.json", report)
-    print(f"{loaded.cfg.encoder} on {loaded.cfg.env.task} ({loaded.checkpoint}, step {loaded.step}): success "
-          f"{report['success_rate']:.2f}, return {report['return_mean']:.1f} +- {report['return_std']:.1f} over "
-          f"{len(results)} episodes (seed {seed}); wrote {path}" + (f" and {video_path}" if video_path else ""), flush=True)
+    print(
+        f"{loaded.cfg.encoder} on {loaded.cfg.env.task} ({loaded.checkpoint}, step {loaded.step}): success "
+        f"{report['success_rate']:.2f}, return {report['return_mean']:.1f} +- {report['return_std']:.1f} over "
+        f"{len(results)} episodes (seed {seed}); wrote {path}" + (f" and {video_path}" if video_path else ""),
+        flush=True,
+    )
     return path
 
 
-def clip(run_dir: str | Path, out: str | Path, max_steps: int = 100, stride: int = 2, scale: int = 3, fps: int = 15,
-         overlay: str = "none", seed: int | None = None) -> Path:
+def clip(
+    run_dir: str | Path,
+    out: str | Path,
+    max_steps: int = 100,
+    stride: int = 2,
+    scale: int = 3,
+    fps: int = 15,
+    overlay: str = "none",
+    seed: int | None = None,
+) -> Path:
     """A short looping clip of the first evaluation episode of a run, for a report: `out` (.gif, .webp or .mp4),
     its first `max_steps` steps (at most the run's episode length), every `stride`-th, upscaled `scale` times."""
     loaded = load_agent(run_dir)
@@ -412,7 +517,9 @@ def clip(run_dir: str | Path, out: str | Path, max_steps: int = 100, stride: int
     return write_video(video_frames(videos[0], scale, overlay, loaded.encoder), out, fps)
 
 
-def report_clips(sac_root: str | Path, out: str | Path, make: bool = False, name: str = "clip.gif") -> dict[tuple[str, str], Path]:
+def report_clips(
+    sac_root: str | Path, out: str | Path, make: bool = False, name: str = "clip.gif"
+) -> dict[tuple[str, str], Path]:
     """One clip per (task, encoder) of the runs below `sac_root` (<task>/<encoder>/seed<k>/, the lowest seed with
     weights), copied to `out`/<task>_<encoder>.gif for a self-contained report: the run's evaluate/<name>
     (the pipeline writes it), else, with `make`, a new one (`clip`, a few seconds each)."""
@@ -421,7 +528,9 @@ def report_clips(sac_root: str | Path, out: str | Path, make: bool = False, name
     from rl.workspace import checkpoint_steps
 
     chosen: dict[tuple[str, str], Path] = {}
-    for run_dir in sorted(Path(sac_root).glob("*/*/seed*"), key=lambda d: (d.parent, int(d.name[4:]) if d.name[4:].isdigit() else 0)):
+    for run_dir in sorted(
+        Path(sac_root).glob("*/*/seed*"), key=lambda d: (d.parent, int(d.name[4:]) if d.name[4:].isdigit() else 0)
+    ):
         has_weights = (run_dir / "agent.pt").exists() or checkpoint_steps(run_dir)
         if has_weights and run_dir.name[4:].isdigit():
             chosen.setdefault((run_dir.parent.parent.name, run_dir.parent.name), run_dir)

@@ -41,6 +41,7 @@ only), `gaze_patch` (softmax over cells instead of a Gaussian, + contrastive; it
 on the map's spatial standard deviation), `gaze_mix` (mixture of max(2, --gaze-components)
 Gaussians + contrastive).
 """
+
 from __future__ import annotations
 
 import math
@@ -56,7 +57,6 @@ from common.cli import option
 from rl.encoder_base import Encoder, image_input, register_encoder
 from rl.gaze_buffer import ReturnBuffer, cosine_triplet_loss, gazed_cosine, mine_triplets, spread_loss  # noqa: F401  (re-exported: the gaze API in one place)
 from rl.nets import PackedConvTrunk, PackedMLP, PackedProjection, slice_state, stack_states
-
 
 
 @dataclass
@@ -75,7 +75,9 @@ class GazeConfig:
     return_discount: float = option(1.0, "gaze: discount of the return-to-go (1.0: undiscounted)")
     sigma_floor: float = option(0.15, "gaze: minimum standard deviation of a gaze Gaussian (grid units)")
     spread_target: float = option(0.5, "gaze: target standard deviation s0 of the spread regulariser")
-    pool: int = option(3, "gaze: the head reads the trunk map average-pooled to pool x pool cells (1: the paper's global pooling)")
+    pool: int = option(
+        3, "gaze: the head reads the trunk map average-pooled to pool x pool cells (1: the paper's global pooling)"
+    )
     lr: float = option(1e-4, "gaze: learning rate (Adam) of the gaze head's contrastive and spread losses")
 
     def validate(self) -> "GazeConfig":
@@ -123,9 +125,7 @@ def grid_coords(height: int, width: int, device=None) -> tuple[torch.Tensor, tor
     return xs, ys
 
 
-def gaussian_map(
-    mu: torch.Tensor, sigma: torch.Tensor, rho: torch.Tensor, height: int, width: int
-) -> torch.Tensor:
+def gaussian_map(mu: torch.Tensor, sigma: torch.Tensor, rho: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Bivariate Gaussians on the [-1, 1] cell grid, each normalised to sum 1 over the cells.
 
     mu, sigma: [..., 2] (x, y); rho: [...] in (-1, 1). Returns [..., H, W].
@@ -261,22 +261,38 @@ class Triplets:
     metrics: dict[str, float]  # what mining found (buffer size, triplets, positive/negative shares, margin)
 
     @classmethod
-    def gather(cls, buf: ReturnBuffer, sampled: np.ndarray, mined: dict[str, np.ndarray], margin: float,
-               candidates: int, device: torch.device) -> "Triplets":
+    def gather(
+        cls,
+        buf: ReturnBuffer,
+        sampled: np.ndarray,
+        mined: dict[str, np.ndarray],
+        margin: float,
+        candidates: int,
+        device: torch.device,
+    ) -> "Triplets":
         """From `mine_triplets`' buffer indices to positions in the distinct rows, with the stored maps' sums."""
-        rows, position = np.unique(np.concatenate([sampled, mined["anchor"], mined["positive"], mined["negative"]]),
-                                   return_inverse=True)
+        rows, position = np.unique(
+            np.concatenate([sampled, mined["anchor"], mined["positive"], mined["negative"]]), return_inverse=True
+        )
         n, t = len(sampled), len(mined["anchor"])
         at = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device)  # noqa: E731
         stored = {k: buf.feats[mined[k]].astype(np.float32) for k in ("anchor", "positive", "negative")}  # [T, C, S]
         return cls(
-            rows=rows, sampled=at(position[:n]), anchor=at(position[n:n + t]), positive=at(position[n + t:n + 2 * t]),
-            negative=at(position[n + 2 * t:]),
-            dots_ap=at((stored["anchor"] * stored["positive"]).sum(1)), dots_an=at((stored["anchor"] * stored["negative"]).sum(1)),
+            rows=rows,
+            sampled=at(position[:n]),
+            anchor=at(position[n : n + t]),
+            positive=at(position[n + t : n + 2 * t]),
+            negative=at(position[n + 2 * t :]),
+            dots_ap=at((stored["anchor"] * stored["positive"]).sum(1)),
+            dots_an=at((stored["anchor"] * stored["negative"]).sum(1)),
             cell_sq=at(buf.cell_sq[rows]),
-            metrics={"gaze/buffer": float(candidates), "gaze/triplets": float(t),
-                     "gaze/pos_frac": float(mined["has_pos"].mean()), "gaze/neg_frac": float(mined["has_neg"].mean()),
-                     "gaze/return_margin": margin},
+            metrics={
+                "gaze/buffer": float(candidates),
+                "gaze/triplets": float(t),
+                "gaze/pos_frac": float(mined["has_pos"].mean()),
+                "gaze/neg_frac": float(mined["has_neg"].mean()),
+                "gaze/return_margin": margin,
+            },
         )
 
 
@@ -286,8 +302,15 @@ class GazeEncoder(Encoder):
     obs_keys = ("pixels",)
     graph_safe = False  # forward records sigma on the host and caches acting features
 
-    def __init__(self, cfg: Any, image_size: int, runs: int = 1, head: str = "gaussian", components: int = 1,
-                 contrastive: bool = True):
+    def __init__(
+        self,
+        cfg: Any,
+        image_size: int,
+        runs: int = 1,
+        head: str = "gaussian",
+        components: int = 1,
+        contrastive: bool = True,
+    ):
         super().__init__()
         self.runs = runs
         self.trunk = PackedConvTrunk(runs, 3)
@@ -317,8 +340,9 @@ class GazeEncoder(Encoder):
     def _new_buffer(self, device: torch.device | str) -> ReturnBuffer:
         c = self.feat_shape[0]
         pooled = c * self.head.pool * self.head.pool
-        return ReturnBuffer(self.settings.buffer_size, self.feat_shape, c, pooled, self.settings.return_discount,
-                            device=device)
+        return ReturnBuffer(
+            self.settings.buffer_size, self.feat_shape, c, pooled, self.settings.return_discount, device=device
+        )
 
     def _apply(self, fn, recurse: bool = True):
         """Moving the encoder moves the buffers' k-NN key mirrors too (torch search on a GPU)."""
@@ -454,8 +478,11 @@ class GazeEncoder(Encoder):
     def extra_state(self, run: int) -> dict[str, Any]:
         if not self.contrastive:
             return {}
-        return {"head_optimizer": slice_state(self.head_optimizer.state_dict(), run, self.runs),
-                "buffer": self.buffers[run].state_dict(), "rng": self.rngs[run].bit_generator.state}
+        return {
+            "head_optimizer": slice_state(self.head_optimizer.state_dict(), run, self.runs),
+            "buffer": self.buffers[run].state_dict(),
+            "rng": self.rngs[run].bit_generator.state,
+        }
 
     def load_extra_state(self, states: list[dict[str, Any]]) -> None:
         if not self.contrastive or not any(states):

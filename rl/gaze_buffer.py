@@ -4,6 +4,7 @@ triplet mining, and the losses on gazed features (see rl/gaze.py for the encoder
 k-NN search is exact: faiss's flat inner-product search on CPU, a matrix product + top-k in torch
 on a GPU (where the keys are mirrored on the device), with identical results up to ties.
 """
+
 from __future__ import annotations
 
 import math
@@ -38,8 +39,15 @@ class ReturnBuffer:
     the ring has not overwritten meanwhile.
     """
 
-    def __init__(self, capacity: int, feat_shape: tuple[int, int, int], key_dim: int, pooled_dim: int,
-                 discount: float = 1.0, device: torch.device | str = "cpu"):
+    def __init__(
+        self,
+        capacity: int,
+        feat_shape: tuple[int, int, int],
+        key_dim: int,
+        pooled_dim: int,
+        discount: float = 1.0,
+        device: torch.device | str = "cpu",
+    ):
         if capacity < 2:
             raise ValueError(f"gaze_buffer_size must be >= 2, got {capacity}")
         self.capacity, self.feat_shape, self.key_dim, self.discount = capacity, tuple(feat_shape), key_dim, discount
@@ -61,7 +69,9 @@ class ReturnBuffer:
     def size(self) -> int:
         return min(self.written, self.capacity)
 
-    def add(self, feats: np.ndarray, keys: np.ndarray, pooled: np.ndarray, rewards: np.ndarray, dones: np.ndarray) -> None:
+    def add(
+        self, feats: np.ndarray, keys: np.ndarray, pooled: np.ndarray, rewards: np.ndarray, dones: np.ndarray
+    ) -> None:
         """One vector-env step: feats [N, C, h, w], keys [N, D] (normalised), pooled [N, P], rewards [N], dones [N]."""
         feats16 = np.asarray(feats, np.float16).reshape(len(rewards), self.feats.shape[1], -1)  # [N, C, h*w]
         cell_sq = np.square(feats16, dtype=np.float32).sum(1)  # [N, h*w], of the stored (rounded) values
@@ -141,7 +151,9 @@ def mine_triplets(
     return > anchor + margin, negatives < anchor - margin; the most similar of each is chosen.
     Returns anchor/positive/negative indices of the complete triplets and per-anchor has_pos/has_neg.
     """
-    queries = keys[anchors] if isinstance(keys, np.ndarray) else keys[torch.from_numpy(anchors).to(keys.device)].cpu().numpy()
+    queries = (
+        keys[anchors] if isinstance(keys, np.ndarray) else keys[torch.from_numpy(anchors).to(keys.device)].cpu().numpy()
+    )
     sims, nbrs = knn_inner_product(queries, keys, min(k + 1, len(keys)))  # [A, k+1]
     ok = (nbrs >= 0) & (nbrs != anchors[:, None])
     ok &= valid[np.where(ok, nbrs, 0)]

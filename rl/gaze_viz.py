@@ -13,6 +13,7 @@ The gaze lives on the trunk's 11 x 11 feature grid; a cell is drawn at the centr
 field (pixels 21.5 ... 41.5 of a 64-px frame, 10 px per grid unit), and every receptive field spans
 43 px: the attention selects features that see most of the frame, centred where it is drawn.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -45,7 +46,9 @@ class GazeVizConfig:
     seed: int = option(0, "seed of the rolled-out episode (offset from the evaluation seeds)")
     policy: str = option("agent", "agent: the trained policy; expert: Meta-World's scripted policy")
     episode_steps: int = option(0, "steps to roll out (0: the run's max episode steps)")
-    saliency_model: str = option("", "saliency checkpoint (default runs/saliency/<task>/student.pt, else best.pt; none: oracle maps)")
+    saliency_model: str = option(
+        "", "saliency checkpoint (default runs/saliency/<task>/student.pt, else best.pt; none: oracle maps)"
+    )
     out: str = option("", "output PNG (default <run>/gaze_strip.png)")
 
     def validate(self) -> "GazeVizConfig":
@@ -77,8 +80,13 @@ def draw_gaze(ax, frame: np.ndarray, gaze: dict[str, np.ndarray], num_layers: in
     y0, y1 = cell_centre_px(-1.0, h, num_layers), cell_centre_px(1.0, h, num_layers)
     half_x, half_y = (x1 - x0) / (w - 1) / 2, (y1 - y0) / (h - 1) / 2
     ax.imshow(frame, extent=(0, frame.shape[1], frame.shape[0], 0))
-    ax.imshow(gaze["attention"], cmap="inferno", alpha=0.45, interpolation="nearest",
-              extent=(x0 - half_x, x1 + half_x, y1 + half_y, y0 - half_y))
+    ax.imshow(
+        gaze["attention"],
+        cmap="inferno",
+        alpha=0.45,
+        interpolation="nearest",
+        extent=(x0 - half_x, x1 + half_x, y1 + half_y, y0 - half_y),
+    )
     if "mu" in gaze:
         scale = np.array([(x1 - x0) / 2, (y1 - y0) / 2])  # pixels per grid unit (x, y)
         for mu, sigma, rho, weight in zip(gaze["mu"], gaze["sigma"], gaze["rho"], gaze["weight"]):
@@ -88,8 +96,18 @@ def draw_gaze(ax, frame: np.ndarray, gaze: dict[str, np.ndarray], num_layers: in
             angle = np.degrees(np.arctan2(vecs[1, 1], vecs[0, 1]))
             centre = (cell_centre_px(mu[0], w, num_layers), cell_centre_px(mu[1], h, num_layers))
             for n_sigma, style in ((1, "-"), (2, "--")):
-                ax.add_patch(Ellipse(centre, 2 * n_sigma * np.sqrt(vals[1]), 2 * n_sigma * np.sqrt(vals[0]),
-                                     angle=angle, fill=False, color="cyan", ls=style, lw=0.6 + 1.4 * float(weight)))
+                ax.add_patch(
+                    Ellipse(
+                        centre,
+                        2 * n_sigma * np.sqrt(vals[1]),
+                        2 * n_sigma * np.sqrt(vals[0]),
+                        angle=angle,
+                        fill=False,
+                        color="cyan",
+                        ls=style,
+                        lw=0.6 + 1.4 * float(weight),
+                    )
+                )
             ax.plot(*centre, "c+", ms=5)
     ax.set_xlim(0, frame.shape[1])
     ax.set_ylim(frame.shape[0], 0)
@@ -133,9 +151,13 @@ def gaze_strip(
             axes[1, i].imshow(frames[i])
             axes[1, i].imshow(saliency[i], cmap="jet", alpha=0.45, vmin=0, vmax=1)
             axes[1, i].set_axis_off()
-    axes[0, 0].text(-0.08, 0.5, "gaze", transform=axes[0, 0].transAxes, rotation=90, va="center", ha="right", fontsize=8)
+    axes[0, 0].text(
+        -0.08, 0.5, "gaze", transform=axes[0, 0].transAxes, rotation=90, va="center", ha="right", fontsize=8
+    )
     if saliency is not None:
-        axes[1, 0].text(-0.08, 0.5, "saliency", transform=axes[1, 0].transAxes, rotation=90, va="center", ha="right", fontsize=8)
+        axes[1, 0].text(
+            -0.08, 0.5, "saliency", transform=axes[1, 0].transAxes, rotation=90, va="center", ha="right", fontsize=8
+        )
     fig.suptitle(f"{title}\nrow 2: {saliency_label}" if saliency is not None else title, fontsize=8)
     return write_figure(fig, out, dpi=150)
 

@@ -20,6 +20,7 @@ retries resume on any node) or travel with the pack (`--storage driver`: the dri
 the worker, and come back whole, checkpoints, agent.pt and tb/ included, when the pack ends; a
 retry resumes from what its node holds).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -50,8 +51,10 @@ GPU_PACK = 24
 #: never uploaded as the Ray working_dir: data and results travel by --storage
 #: a pack's process starts through this: it gets SIGKILL when the process that started it dies
 #: (PR_SET_PDEATHSIG, kept across exec), so a killed Ray worker leaves no trainer writing beside its retry
-DIE_WITH_PARENT = ("import ctypes, os, sys\ntry:\n    ctypes.CDLL(None).prctl(1, 9)\nexcept (OSError, AttributeError):\n"
-                   "    pass\nos.execv(sys.executable, [sys.executable, *sys.argv[1:]])")
+DIE_WITH_PARENT = (
+    "import ctypes, os, sys\ntry:\n    ctypes.CDLL(None).prctl(1, 9)\nexcept (OSError, AttributeError):\n"
+    "    pass\nos.execv(sys.executable, [sys.executable, *sys.argv[1:]])"
+)
 UPLOAD_EXCLUDES = [".git", ".venv", "runs", "data/shards", "data/annotations", "artifacts", "*.egg-info", "__pycache__"]
 
 
@@ -68,15 +71,37 @@ class GridConfig:
     out: str = option("runs/sac", "root of the run folders")
     parallel: int = option(1, "local backend: packs (processes) at once")
     backend: str = option("local", "local (subprocesses) or ray", choices=["local", "ray"])
-    ray_address: str = option("", "ray backend: '' starts a local instance, 'auto' joins a running cluster, or HOST:PORT")
-    ray_working_dir: str = option("", "ray backend: the code workers run: '' uploads this checkout (without runs/, data/shards, .venv, .git) as the runtime_env working_dir; a path or URI (a shared checkout, a .zip on S3) is passed to Ray as is; 'none': every node has this checkout at the driver's path")
-    ray_pip: str = option("", "ray backend: runtime_env pip for the workers, a requirements file or comma-separated packages (default: the nodes' own Python)")
-    ray_conda: str = option("", "ray backend: runtime_env conda for the workers, an environment name or environment.yml")
-    storage: str = option("driver", "ray backend: where run folders live: 'shared' (the driver's folder is mounted at the same path on every node; workers write there and a retry on any node resumes) or 'driver' (each pack's folders are copied to its worker and come back whole when it ends; a retry resumes from what its node holds)", choices=["driver", "shared"])
-    scratch: str = option("", "ray backend, --storage driver: node-local folder holding the packs' run folders (default: <tmp>/visarl-grid)")
-    retries: int = option(3, "ray backend: times a pack whose worker or node died runs again (it continues from its checkpoint)")
+    ray_address: str = option(
+        "", "ray backend: '' starts a local instance, 'auto' joins a running cluster, or HOST:PORT"
+    )
+    ray_working_dir: str = option(
+        "",
+        "ray backend: the code workers run: '' uploads this checkout (without runs/, data/shards, .venv, .git) as the runtime_env working_dir; a path or URI (a shared checkout, a .zip on S3) is passed to Ray as is; 'none': every node has this checkout at the driver's path",
+    )
+    ray_pip: str = option(
+        "",
+        "ray backend: runtime_env pip for the workers, a requirements file or comma-separated packages (default: the nodes' own Python)",
+    )
+    ray_conda: str = option(
+        "", "ray backend: runtime_env conda for the workers, an environment name or environment.yml"
+    )
+    storage: str = option(
+        "driver",
+        "ray backend: where run folders live: 'shared' (the driver's folder is mounted at the same path on every node; workers write there and a retry on any node resumes) or 'driver' (each pack's folders are copied to its worker and come back whole when it ends; a retry resumes from what its node holds)",
+        choices=["driver", "shared"],
+    )
+    scratch: str = option(
+        "",
+        "ray backend, --storage driver: node-local folder holding the packs' run folders (default: <tmp>/visarl-grid)",
+    )
+    retries: int = option(
+        3, "ray backend: times a pack whose worker or node died runs again (it continues from its checkpoint)"
+    )
     cpus_per_run: float = option(1.0, "ray backend: CPUs each pack (one process) asks for")
-    gpus_per_run: float = option(-1.0, f"ray backend: GPUs each pack asks for; -1: its share of a GPU, runs in the pack / {GPU_PACK} (the packed engine's runs per GPU), on a cluster with GPUs, else 0")
+    gpus_per_run: float = option(
+        -1.0,
+        f"ray backend: GPUs each pack asks for; -1: its share of a GPU, runs in the pack / {GPU_PACK} (the packed engine's runs per GPU), on a cluster with GPUs, else 0",
+    )
     precision: str = precision_field(PRECISION_HELP + "; passed to every rl.sac run")
     extra: str = option("", "extra flags for every rl.sac run, e.g. '--saliency oracle --eval-episodes 10'")
 
@@ -124,8 +149,12 @@ class Run:
 
 
 def plan(cfg: GridConfig) -> list[Run]:
-    return [Run(t, e, s, Path(cfg.out) / t / e / f"seed{s}")
-            for t in cfg.task_list for e in cfg.encoder_list for s in cfg.seed_list]
+    return [
+        Run(t, e, s, Path(cfg.out) / t / e / f"seed{s}")
+        for t in cfg.task_list
+        for e in cfg.encoder_list
+        for s in cfg.seed_list
+    ]
 
 
 def is_finished(run: Run, steps: int) -> bool:
@@ -140,8 +169,25 @@ def is_finished(run: Run, steps: int) -> bool:
 
 def sac_command(cfg: GridConfig, run: Run) -> list[str]:
     """The single-run command of `run` (what a pack of one executes)."""
-    cmd = [sys.executable, "-m", "rl.sac", "--task", run.task, "--encoder", run.encoder, "--seed", str(run.seed),
-           "--steps", str(cfg.steps), "--preset", cfg.sac_preset, "--out", str(run.run_dir), "--precision", cfg.precision]
+    cmd = [
+        sys.executable,
+        "-m",
+        "rl.sac",
+        "--task",
+        run.task,
+        "--encoder",
+        run.encoder,
+        "--seed",
+        str(run.seed),
+        "--steps",
+        str(cfg.steps),
+        "--preset",
+        cfg.sac_preset,
+        "--out",
+        str(run.run_dir),
+        "--precision",
+        cfg.precision,
+    ]
     if (run.run_dir / "config.json").exists():  # started before: continue from its checkpoint, if any
         cmd += ["--resume", "auto"]
     return cmd + cfg.extra.split()
@@ -178,7 +224,7 @@ def plan_packs(cfg: GridConfig, runs: list[Run], gpus: bool | None = None) -> li
         except (FileNotFoundError, ValueError):  # a missing pretrained model: the run reports it alone
             key = ("alone", run.name)
         groups.setdefault(key, []).append(run)
-    return [group[i:i + size] for group in groups.values() for i in range(0, len(group), size)]
+    return [group[i : i + size] for group in groups.values() for i in range(0, len(group), size)]
 
 
 def write_spec(cfg: GridConfig, pack: list[Run]) -> Path:
@@ -196,8 +242,9 @@ def pack_command(spec: Path | str) -> list[str]:
     return ["-m", "rl.workspace", "--spec", str(spec), "--resume", "auto"]
 
 
-def _execute(cmd: list[str], run_dirs: list[str], cwd: str, gpu: int | None = None,
-             env: dict[str, str] | None = None) -> int:
+def _execute(
+    cmd: list[str], run_dirs: list[str], cwd: str, gpu: int | None = None, env: dict[str, str] | None = None
+) -> int:
     """Run one pack's command (this Python, `cmd` its arguments), its output appended to every run's stdout.log."""
     paths = [Path(cwd) / d for d in run_dirs]
     for path in paths:
@@ -206,8 +253,9 @@ def _execute(cmd: list[str], run_dirs: list[str], cwd: str, gpu: int | None = No
     log_path = paths[0] / "stdout.log"
     with open(log_path, "ab") as log:
         start = log.tell()  # what the first run's log held before: its own history, not this pack's
-        code = subprocess.run([sys.executable, "-c", DIE_WITH_PARENT, *cmd], cwd=cwd, stdout=log,
-                              stderr=subprocess.STDOUT, env=env).returncode
+        code = subprocess.run(
+            [sys.executable, "-c", DIE_WITH_PARENT, *cmd], cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env
+        ).returncode
     with open(log_path, "rb") as log:
         log.seek(start)
         output = log.read()
@@ -218,6 +266,7 @@ def _execute(cmd: list[str], run_dirs: list[str], cwd: str, gpu: int | None = No
 
 
 # -- the Ray backend ------------------------------------------------------------------------------------
+
 
 def relative(path: Path | str) -> Path:
     """`path` as a path below a worker's root: relative paths stay, absolute ones lose their anchor."""
@@ -271,8 +320,9 @@ def pack_inputs(cfg: GridConfig, pack: list[Run]) -> list[Path]:
     return [p for p in found if p.is_file()]
 
 
-def _ray_pack(spec_name: str, spec: list[dict], storage: str, driver_cwd: str, scratch: str,
-              uploads: dict[str, bytes]) -> tuple[int, dict[str, bytes]]:
+def _ray_pack(
+    spec_name: str, spec: list[dict], storage: str, driver_cwd: str, scratch: str, uploads: dict[str, bytes]
+) -> tuple[int, dict[str, bytes]]:
     """One pack as a Ray task. Its run folders live below the driver's folder (`shared`) or a node-local
     root (`driver`: `uploads` {relative path: file or tarred folder} land there first, and the run
     folders go back whole as tar bytes). Returns the exit code and {run folder: tar bytes}."""
@@ -280,10 +330,14 @@ def _ray_pack(spec_name: str, spec: list[dict], storage: str, driver_cwd: str, s
     if storage == "shared":
         root = Path(driver_cwd)
         if not root.is_dir():
-            raise FileNotFoundError(f"--storage shared: {root} is not mounted on node {socket.gethostname()}; "
-                                    "mount it at the driver's path on every node or use --storage driver")
+            raise FileNotFoundError(
+                f"--storage shared: {root} is not mounted on node {socket.gethostname()}; "
+                "mount it at the driver's path on every node or use --storage driver"
+            )
     else:
-        root = Path(scratch or tempfile.gettempdir()) / "visarl-grid" / hashlib.sha1(driver_cwd.encode()).hexdigest()[:12]
+        root = (
+            Path(scratch or tempfile.gettempdir()) / "visarl-grid" / hashlib.sha1(driver_cwd.encode()).hexdigest()[:12]
+        )
         for rel, payload in uploads.items():
             target = root / rel
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -341,7 +395,8 @@ def _run_ray(cfg: GridConfig, packs: list[list[Run]], specs: list[Path], record)
             uploads = {str(relative(p)): p.read_bytes() for p in pack_inputs(cfg, pack)}
             uploads |= {f"{relative(r.run_dir)}/": _tar(r.run_dir) for r in pack if r.run_dir.is_dir()}
         ref = remote.options(num_gpus=pack_gpus(cfg, pack, gpus)).remote(
-            str(spec), json.loads(spec.read_text()), cfg.storage, driver_cwd, cfg.scratch, uploads)
+            str(spec), json.loads(spec.read_text()), cfg.storage, driver_cwd, cfg.scratch, uploads
+        )
         refs[ref] = pack
     pending = list(refs)
     while pending:
@@ -371,13 +426,21 @@ def run_grid(cfg: GridConfig) -> dict[str, str]:
             import ray
         except ImportError as err:
             raise SystemExit("error: --backend ray needs Ray: pip install 'visarl[cluster]'") from err
-        ray.init(address=cfg.ray_address or None, ignore_reinit_error=True, include_dashboard=False,
-                 log_to_driver=False, runtime_env=runtime_env(cfg),
-                 **({} if cfg.ray_address else {"num_cpus": max(1, int(cfg.cpus_per_run * cfg.parallel))}))
+        ray.init(
+            address=cfg.ray_address or None,
+            ignore_reinit_error=True,
+            include_dashboard=False,
+            log_to_driver=False,
+            runtime_env=runtime_env(cfg),
+            **({} if cfg.ray_address else {"num_cpus": max(1, int(cfg.cpus_per_run * cfg.parallel))}),
+        )
         gpus = ray.cluster_resources().get("GPU", 0) > 0
     packs = plan_packs(cfg, todo, gpus)
-    print(f"grid: {len(runs)} runs, {len(status)} already finished, {len(todo)} to run in {len(packs)} pack(s) "
-          f"({cfg.backend})", flush=True)
+    print(
+        f"grid: {len(runs)} runs, {len(status)} already finished, {len(todo)} to run in {len(packs)} pack(s) "
+        f"({cfg.backend})",
+        flush=True,
+    )
     t0 = time.time()
     specs = [write_spec(cfg, p) for p in packs]
 
@@ -394,9 +457,12 @@ def run_grid(cfg: GridConfig) -> dict[str, str]:
 
         n_gpus, cwd = torch.cuda.device_count(), str(Path.cwd())
         with ThreadPoolExecutor(cfg.parallel) as pool:
-            futures = {pool.submit(_execute, pack_command(spec), [str(r.run_dir) for r in p], cwd,
-                                   i % n_gpus if n_gpus else None): p
-                       for i, (spec, p) in enumerate(zip(specs, packs))}
+            futures = {
+                pool.submit(
+                    _execute, pack_command(spec), [str(r.run_dir) for r in p], cwd, i % n_gpus if n_gpus else None
+                ): p
+                for i, (spec, p) in enumerate(zip(specs, packs))
+            }
             for fut in as_completed(futures):
                 record(futures[fut], fut.result())
     else:
@@ -413,8 +479,10 @@ def main(argv=None) -> None:
     status = run_grid(cfg)
     failed = [k for k, v in status.items() if v.startswith("failed")]
     paused = [k for k, v in status.items() if v == "paused"]
-    print(f"grid finished: {len(status) - len(failed) - len(paused)} ok, {len(paused)} paused (run again to continue), "
-          f"{len(failed)} failed; results under {cfg.out}")
+    print(
+        f"grid finished: {len(status) - len(failed) - len(paused)} ok, {len(paused)} paused (run again to continue), "
+        f"{len(failed)} failed; results under {cfg.out}"
+    )
     if failed:
         raise SystemExit(1)
 

@@ -9,6 +9,7 @@ Packs are built from packs of one (`stack_states`): each run is initialised alon
 seed, so run k's initial weights never depend on which runs share its process, and a run's slice
 (`slice_state`) is again a pack of one.
 """
+
 from __future__ import annotations
 
 import math
@@ -91,7 +92,7 @@ class PackedConvTrunk(nn.Module):
         for c_in in chans[:-1]:
             weight = torch.zeros(runs * num_filters, c_in, 3, 3)
             for r in range(runs):  # each run's filters [32, c_in] orthogonal at the centre tap
-                nn.init.orthogonal_(weight[r * num_filters:(r + 1) * num_filters, :, 1, 1], gain)
+                nn.init.orthogonal_(weight[r * num_filters : (r + 1) * num_filters, :, 1, 1], gain)
             self.weights.append(nn.Parameter(weight))
             self.biases.append(nn.Parameter(torch.zeros(runs * num_filters)))
 
@@ -126,6 +127,7 @@ class PackedProjection(nn.Module):
 
 # -- packs from packs of one and back ------------------------------------------------------------------
 
+
 def stack_states(states: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Concatenate the state dicts of packs (usually packs of one) along every tensor's leading dim."""
     out: dict[str, Any] = {}
@@ -145,7 +147,7 @@ def slice_state(state: dict[str, Any], run: int, runs: int) -> dict[str, Any]:
     for key, value in state.items():
         if isinstance(value, torch.Tensor) and value.dim() > 0:
             per = value.shape[0] // runs
-            out[key] = value[run * per:(run + 1) * per].clone()
+            out[key] = value[run * per : (run + 1) * per].clone()
         elif isinstance(value, dict):
             out[key] = slice_state(value, run, runs)
         else:

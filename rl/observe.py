@@ -10,6 +10,7 @@ Fields are torch tensors on the agent's device, rows in the vector env's run-maj
   "pixels": uint8 [N, 3, H, W], "saliency": uint8 [N, 1, H, W], "state": float32 [N, 39],
   "embedding": float32 [N, D] (frozen encoders' output; float32 keeps their small variations).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -38,7 +39,8 @@ def load_predictor(task: str, path: str = "", device: torch.device | str = "auto
     if not model.exists():
         raise FileNotFoundError(
             f"saliency predictor {model} does not exist; train one with `{saliency_command(task)}` (writes best.pt; "
-            "`python -m saliency.distill` adds student.pt), pass --saliency-model PATH, or use --saliency oracle")
+            "`python -m saliency.distill` adds student.pt), pass --saliency-model PATH, or use --saliency oracle"
+        )
     from saliency.predictor import SaliencyPredictor
 
     return SaliencyPredictor.load(str(model), device=device, precision=precision), str(model)
@@ -58,15 +60,24 @@ class Observer:
     saliency predictor and the frozen encoders (embeddings are stored in float32 either way).
     """
 
-    def __init__(self, keys: tuple[str, ...], frozen: list[Encoder | None], cfg: Any, device: torch.device,
-                 envs_per_run: int, precision: str = "fp32"):
+    def __init__(
+        self,
+        keys: tuple[str, ...],
+        frozen: list[Encoder | None],
+        cfg: Any,
+        device: torch.device,
+        envs_per_run: int,
+        precision: str = "fp32",
+    ):
         self.keys, self.device, self.envs_per_run, self.precision = tuple(keys), device, envs_per_run, precision
         self.runs = len(frozen)
         self.predictor = None
         self.saliency_model = ""
         if "saliency" in self.keys:
             if cfg.saliency == "predictor":
-                self.predictor, self.saliency_model = load_predictor(cfg.env.task, cfg.saliency_model, device, precision)
+                self.predictor, self.saliency_model = load_predictor(
+                    cfg.env.task, cfg.saliency_model, device, precision
+                )
             else:
                 self.saliency_model = cfg.saliency
         self.pixels = "pixels" in self.keys or "saliency" in self.keys
@@ -120,13 +131,16 @@ class Observer:
                     emb[rows] = module({k: v[rows] for k, v in obs.items()}).float()
         return {"embedding": emb}
 
-    def observe(self, raw: dict[str, np.ndarray], run_of_row: np.ndarray) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    def observe(
+        self, raw: dict[str, np.ndarray], run_of_row: np.ndarray
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """(fields, stored) of raw observations."""
         obs = self.fields(raw)
         return obs, self.store(obs, run_of_row)
 
-    def final_stored(self, info: dict[str, Any], done: np.ndarray, next_stored: dict[str, torch.Tensor],
-                     run_of_row: np.ndarray) -> dict[str, torch.Tensor] | None:
+    def final_stored(
+        self, info: dict[str, Any], done: np.ndarray, next_stored: dict[str, torch.Tensor], run_of_row: np.ndarray
+    ) -> dict[str, torch.Tensor] | None:
         """What the buffer keeps of the last observation of every episode that just ended (SAME_STEP
         autoreset puts it in info["final_obs"]): full-size fields, the ended rows filled; None if none ended."""
         if not done.any():
@@ -147,6 +161,9 @@ class Observer:
     def specs(self, image_size: int) -> dict[str, tuple[tuple[int, ...], Any]]:
         if self.stores_embedding:
             return {"embedding": ((self.embedding_dim,), np.float32)}
-        shapes = {"pixels": ((3, image_size, image_size), np.uint8), "saliency": ((1, image_size, image_size), np.uint8),
-                  "state": ((STATE_DIM,), np.float32)}
+        shapes = {
+            "pixels": ((3, image_size, image_size), np.uint8),
+            "saliency": ((1, image_size, image_size), np.uint8),
+            "state": ((STATE_DIM,), np.float32),
+        }
         return {k: shapes[k] for k in self.keys}

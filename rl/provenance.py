@@ -11,6 +11,7 @@ writes it under "inputs" into the run's config.json and summary.json:
 A field is null when the run reads no such input; `"saliency_model": {"source": "oracle"}` for the
 oracle's maps. `rl.evaluate` loads the recorded files again and refuses one whose sha256 differs.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -32,8 +33,14 @@ def run_inputs(observer: Any, run: int = 0) -> dict[str, Any]:
 
     A frozen encoder records itself when it is loaded (`MMAEEncoder.provenance`); the saliency model is
     hashed here, from the path the observer loaded."""
-    frozen = next((dict(module.provenance) for module, runs in observer.frozen if run in runs.tolist()
-                   and getattr(module, "provenance", None)), None)
+    frozen = next(
+        (
+            dict(module.provenance)
+            for module, runs in observer.frozen
+            if run in runs.tolist() and getattr(module, "provenance", None)
+        ),
+        None,
+    )
     saliency: dict[str, str] | None = None
     if observer.predictor is not None:
         saliency = file_record(observer.saliency_model)
@@ -50,4 +57,5 @@ def check_inputs(recorded: dict[str, Any] | None, loaded: dict[str, Any], where:
             raise ValueError(
                 f"{where} records {key.replace('_', ' ')} {then['path']} with sha256 {then['sha256'][:12]}..., but "
                 f"{now['path']} has sha256 {now['sha256'][:12]}...: the run was trained with another file; pass "
-                f"{flag} with the file it recorded")
+                f"{flag} with the file it recorded"
+            )

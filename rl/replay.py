@@ -21,6 +21,7 @@ fields keep their own dtype: uint8 frames, float32 state, float32 embeddings of 
 (computed once per env step, never again at update time). Checkpoints stream a run's filled slots
 to .npy files in chunks (`save_run`), never copying the whole buffer in memory.
 """
+
 from __future__ import annotations
 
 import os
@@ -36,13 +37,24 @@ from common.io import disk_full_error, is_disk_full
 FieldSpec = dict[str, tuple[tuple[int, ...], Any]]
 CHUNK_BYTES = 64 << 20  # checkpoint streaming granularity
 
-_TORCH_DTYPES = {np.dtype(np.uint8): torch.uint8, np.dtype(np.float32): torch.float32,
-                 np.dtype(np.float16): torch.float16, np.dtype(bool): torch.bool}
+_TORCH_DTYPES = {
+    np.dtype(np.uint8): torch.uint8,
+    np.dtype(np.float32): torch.float32,
+    np.dtype(np.float16): torch.float16,
+    np.dtype(bool): torch.bool,
+}
 
 
 class ReplayBuffer:
-    def __init__(self, fields: FieldSpec, action_dim: int, capacity: int, num_envs: int = 1,
-                 seeds: list[int] | int = 0, storage: torch.device | str = "cpu"):
+    def __init__(
+        self,
+        fields: FieldSpec,
+        action_dim: int,
+        capacity: int,
+        num_envs: int = 1,
+        seeds: list[int] | int = 0,
+        storage: torch.device | str = "cpu",
+    ):
         seeds = [seeds] if isinstance(seeds, int) else list(seeds)
         if capacity // num_envs < 3:
             raise ValueError(f"capacity {capacity} is too small for {num_envs} envs")
@@ -92,7 +104,8 @@ class ReplayBuffer:
         reward: np.ndarray,  # [R*E]
         terminated: np.ndarray,  # [R*E] true terminal states (no bootstrap); time limits are not terminal
         next_obs: dict[str, Any],  # [R*E, ...] observations returned by the step
-        done: np.ndarray | None = None,  # [R*E] episode ended (terminated or truncated): next_obs is a new episode's first
+        done: np.ndarray
+        | None = None,  # [R*E] episode ended (terminated or truncated): next_obs is a new episode's first
         final_obs: dict[str, Any] | None = None,  # [R*E, ...] last observation of each ended episode (rows where done)
     ) -> None:
         if (self.pos < 0).any():
@@ -165,8 +178,12 @@ class ReplayBuffer:
         return obs + self.action.shape[-1] * 4 + 4 + 4 + 1
 
     def _arrays(self) -> dict[str, torch.Tensor]:
-        return {**{f"obs.{k}": v for k, v in self.obs.items()},
-                "action": self.action, "reward": self.reward, "terminal": self.terminal}
+        return {
+            **{f"obs.{k}": v for k, v in self.obs.items()},
+            "action": self.action,
+            "reward": self.reward,
+            "terminal": self.terminal,
+        }
 
     def save_run(self, run: int, folder: Path) -> dict[str, Any]:
         """Stream run `run`'s filled slots to `folder`/<array>.npy in chunks; returns the bookkeeping
@@ -185,16 +202,21 @@ class ReplayBuffer:
         written = 0
         try:
             for name, arr in self._arrays().items():
-                written += _stream_to_npy(arr[block, :n], tmp / f"{name}.npy", folder / f"{name}.npy")  # a view: nothing copied yet
+                written += _stream_to_npy(
+                    arr[block, :n], tmp / f"{name}.npy", folder / f"{name}.npy"
+                )  # a view: nothing copied yet
             shutil.rmtree(folder, ignore_errors=True)
             tmp.rename(folder)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return {
-            "valid": torch.from_numpy(self.valid[block, :n].copy()), "pos": torch.from_numpy(self.pos[block].copy()),
-            "filled": torch.from_numpy(self.filled[block].copy()), "rng": self.rngs[run].bit_generator.state,
-            "fields": sorted(self.obs), "bytes": written,
+            "valid": torch.from_numpy(self.valid[block, :n].copy()),
+            "pos": torch.from_numpy(self.pos[block].copy()),
+            "filled": torch.from_numpy(self.filled[block].copy()),
+            "rng": self.rngs[run].bit_generator.state,
+            "fields": sorted(self.obs),
+            "bytes": written,
         }
 
     def load_run(self, run: int, folder: Path, meta: dict[str, Any]) -> None:
@@ -242,7 +264,7 @@ def _stream_to_npy(part: torch.Tensor, path: Path, named: Path) -> int:
     n = part.shape[1]
     step = max(1, CHUNK_BYTES // max(1, part[:, :1].numel() * part.element_size()))
     for t in range(0, n, step):
-        out[:, t:t + step] = part[:, t:t + step].cpu().numpy()
+        out[:, t : t + step] = part[:, t : t + step].cpu().numpy()
     out.flush()
     written = out.nbytes
     del out

@@ -10,6 +10,7 @@ and summary.json. One SAC update per env step; frozen encoders run once per env 
 buffer stores their embeddings. Many runs train in one process with `python -m rl.grid --pack N`
 (rl/workspace.py).
 """
+
 from __future__ import annotations
 
 from pathlib import Path

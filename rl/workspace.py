@@ -14,6 +14,7 @@ A pack resumes from the newest step at which every run has a checkpoint: checkpo
 are written for all runs before the previous step's are deleted, so a kill at any moment leaves
 a step that every run holds.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -33,8 +34,8 @@ from tqdm import tqdm
 from common.cli import RESUME_HELP, OneLineParser, flat_dict, from_flat, one_line_errors, resume_mode, should_resume
 from common.io import NonFiniteError, atomic_torch_save, atomic_write_json, nonfinite_tensors, safe_torch_load
 from common.precision import resolve_precision
-from common.runs import MetricLogger, device_description, exclusive_run_dir, on_main_thread, prepare_run_dir
 from common.progress import progress
+from common.runs import MetricLogger, device_description, exclusive_run_dir, on_main_thread, prepare_run_dir
 from rl.agent import SAC, GraphedUpdates, RunNoise
 from rl.config import PACK_FIELDS, SACConfig
 from rl.encoders import Encoder, build_encoder
@@ -60,6 +61,7 @@ def pack_key(cfg: SACConfig, encoder: Encoder) -> tuple:
 
 
 # -- checkpoints ---------------------------------------------------------------------------------------
+
 
 def checkpoint_steps(run_dir: Path) -> list[int]:
     """Steps at which `run_dir` holds a complete checkpoint, oldest first."""
@@ -116,25 +118,38 @@ class Pack:
             singles.append((enc, SAC(None if enc.frozen else enc, enc.out_dim, ACTION_DIM, cfg, runs=1)))
         keys = {pack_key(c, e) for c, (e, _) in zip(cfgs, singles)}
         if len(keys) > 1:
-            raise ValueError("these runs cannot share a pack (encoders of different kinds or other settings differ); "
-                             "rl.grid splits such runs into separate packs")
+            raise ValueError(
+                "these runs cannot share a pack (encoders of different kinds or other settings differ); "
+                "rl.grid splits such runs into separate packs"
+            )
         frozen = singles[0][0].frozen
-        self.encoder = None if frozen else build_encoder(self.cfg, self.cfg.env.image_size, runs=self.runs).to(self.device)
-        self.agent = SAC(self.encoder, singles[0][0].out_dim, ACTION_DIM, self.cfg, runs=self.runs, precision=self.precision)
+        self.encoder = (
+            None if frozen else build_encoder(self.cfg, self.cfg.env.image_size, runs=self.runs).to(self.device)
+        )
+        self.agent = SAC(
+            self.encoder, singles[0][0].out_dim, ACTION_DIM, self.cfg, runs=self.runs, precision=self.precision
+        )
         self.agent.load_run_states([a.run_state(0) for _, a in singles])
         self.agent.to(self.device)
         if self.encoder is not None:
             self.encoder.load_extra_state([e.extra_state(0) for e, _ in singles])
         obs_keys = tuple(dict.fromkeys(k for e, _ in singles for k in e.obs_keys))
-        self.observer = Observer(obs_keys, [e if e.frozen else None for e, _ in singles], self.cfg, self.device,
-                                 self.envs_per_run, self.precision)
+        self.observer = Observer(
+            obs_keys,
+            [e if e.frozen else None for e, _ in singles],
+            self.cfg,
+            self.device,
+            self.envs_per_run,
+            self.precision,
+        )
         specs = self.observer.specs(self.cfg.env.image_size)
         storage = "cpu"
         if self.device.type == "cuda":  # on the device where it fits (embeddings, states), beside half the free memory
             need = ReplayBuffer.bytes_needed(specs, ACTION_DIM, self.cfg.replay_size, self.runs)
             storage = self.device if need < 0.5 * torch.cuda.mem_get_info(self.device)[0] else "cpu"
-        self.buffer = ReplayBuffer(specs, ACTION_DIM, self.cfg.replay_size, self.envs_per_run,
-                                   seeds=[c.seed for c in cfgs], storage=storage)
+        self.buffer = ReplayBuffer(
+            specs, ACTION_DIM, self.cfg.replay_size, self.envs_per_run, seeds=[c.seed for c in cfgs], storage=storage
+        )
         self.action_rngs = [np.random.default_rng([c.seed, 2]) for c in cfgs]
         self.noise = RunNoise([c.seed for c in cfgs])
         self.step, self.episodes, self.wall_before = 0, [0] * self.runs, [0.0] * self.runs
@@ -169,7 +184,9 @@ class Pack:
         have = []
         for cfg, run_dir in zip(self.cfgs, self.run_dirs):
             if not cfg.resume and (run_dir / "config.json").exists():
-                raise ValueError(f"{run_dir} already holds a run; pass --resume (or --resume auto) to continue it or choose another --out")
+                raise ValueError(
+                    f"{run_dir} already holds a run; pass --resume (or --resume auto) to continue it or choose another --out"
+                )
             have.append(set(checkpoint_steps(run_dir)) if cfg.resume else set())
         if not any(have):
             for cfg, run_dir in zip(self.cfgs, self.run_dirs):  # bare --resume needs a checkpoint
@@ -181,9 +198,11 @@ class Pack:
             print("note: no checkpoint step held by every run of the pack; starting over", flush=True)
             return None
         if not common:
-            raise ValueError("these runs hold no checkpoint at a common step ("
-                             + "; ".join(f"{d}: {sorted(h) or 'none'}" for d, h in zip(self.run_dirs, have))
-                             + "); resume them in separate packs (rl.grid --pack 1)")
+            raise ValueError(
+                "these runs hold no checkpoint at a common step ("
+                + "; ".join(f"{d}: {sorted(h) or 'none'}" for d, h in zip(self.run_dirs, have))
+                + "); resume them in separate packs (rl.grid --pack 1)"
+            )
         step = max(common)
         states = []
         for cfg, run_dir in zip(self.cfgs, self.run_dirs):
@@ -213,8 +232,10 @@ class Pack:
         total, learned = 0, {}
         for r in range(self.runs):  # a run that diverged since the last log is caught before anything is written
             if r not in self.diverged:
-                learned[r] = {"agent": self.agent.run_state(r),
-                              "encoder_extra": self.encoder.extra_state(r) if self.encoder is not None else {}}
+                learned[r] = {
+                    "agent": self.agent.run_state(r),
+                    "encoder_extra": self.encoder.extra_state(r) if self.encoder is not None else {},
+                }
                 if bad := nonfinite_tensors(learned[r]):
                     self.mark_diverged(r, f"non-finite weights at step {self.step} ({', '.join(bad[:2])})")
         live = [r for r in range(self.runs) if r not in self.diverged]
@@ -224,9 +245,13 @@ class Pack:
                 continue
             replay = self.buffer.save_run(r, run_dir / name)
             state = {
-                "config": flat_dict(self.cfgs[r]), "step": self.step, "episodes": self.episodes[r],
-                "wall_s": self.wall_before[r] + wall, **learned[r],
-                "replay": {**replay, "dir": name}, "rng_numpy": self.action_rngs[r].bit_generator.state,
+                "config": flat_dict(self.cfgs[r]),
+                "step": self.step,
+                "episodes": self.episodes[r],
+                "wall_s": self.wall_before[r] + wall,
+                **learned[r],
+                "replay": {**replay, "dir": name},
+                "rng_numpy": self.action_rngs[r].bit_generator.state,
                 "noise": self.noise.state(r),
             }
             path = atomic_torch_save(state, checkpoint_path(run_dir, self.step))
@@ -247,8 +272,13 @@ class Pack:
         """
         cfg = self.cfg
         per_run = min(cfg.eval_envs or cfg.num_envs, cfg.eval_episodes)
-        envs = make_envs(cfg.env, per_run, pixels=self.observer.pixels, oracle_saliency=self.observer.oracle,
-                         seed_bases=[EVAL_SEED_BASE + c.seed * TRAIN_SEED_STRIDE for c in self.cfgs])
+        envs = make_envs(
+            cfg.env,
+            per_run,
+            pixels=self.observer.pixels,
+            oracle_saliency=self.observer.oracle,
+            seed_bases=[EVAL_SEED_BASE + c.seed * TRAIN_SEED_STRIDE for c in self.cfgs],
+        )
         start = time.time()
         run_of_row = np.repeat(np.arange(self.runs), per_run)
         if self.encoder is not None:
@@ -278,8 +308,16 @@ class Pack:
             if self.encoder is not None:
                 self.encoder.train()
         took = round(time.time() - start, 2)
-        return [{"success_rate": float(np.mean(s)), "return_mean": float(np.mean(r)), "return_std": float(np.std(r)),
-                 "episodes": len(r), "eval_s": took} for r, s in zip(returns, successes)]
+        return [
+            {
+                "success_rate": float(np.mean(s)),
+                "return_mean": float(np.mean(r)),
+                "return_std": float(np.std(r)),
+                "episodes": len(r),
+                "eval_s": took,
+            }
+            for r, s in zip(returns, successes)
+        ]
 
 
 def train(cfgs: list[SACConfig]) -> list[Path]:
@@ -361,9 +399,12 @@ class PackTraining:
         for c, run_dir, inputs in zip(pack.cfgs, pack.run_dirs, self.inputs):
             prepare_run_dir(run_dir, {**flat_dict(c), INPUTS_KEY: inputs}, resume=c.resume)
         self.metrics_logs = [MetricLogger(d, "metrics") for d in pack.run_dirs]
-        self.eval_logs = [MetricLogger(d, "eval") for d in pack.run_dirs]  # success, return, eval time in TensorBoard too
-        self.aux_logs: list[MetricLogger | None] = [MetricLogger(d, "aux") if (d / "aux.csv").exists() else None
-                                                    for d in pack.run_dirs]
+        self.eval_logs = [
+            MetricLogger(d, "eval") for d in pack.run_dirs
+        ]  # success, return, eval time in TensorBoard too
+        self.aux_logs: list[MetricLogger | None] = [
+            MetricLogger(d, "aux") if (d / "aux.csv").exists() else None for d in pack.run_dirs
+        ]
         for log in self.logs():
             log.truncate_after(pack.step if self.resumed else -1)
         self.run_of_row = np.repeat(np.arange(pack.runs), pack.envs_per_run)
@@ -388,20 +429,38 @@ class PackTraining:
     def run(self) -> list[Path]:
         pack, cfg = self.pack, self.cfg
         names = ", ".join(f"{c.encoder}/seed{c.seed}" for c in pack.cfgs)
-        print(f"SAC pack of {pack.runs} on {cfg.env.task} ({names}), {device_description()}, {pack.precision}, "
-              f"replay on {pack.buffer.storage}" + (f" (resumed at step {pack.step})" if self.resumed else ""), flush=True)
-        self.envs = make_envs(cfg.env, pack.envs_per_run, pixels=pack.observer.pixels,
-                              oracle_saliency=pack.observer.oracle,
-                              seed_bases=[c.seed * TRAIN_SEED_STRIDE for c in pack.cfgs],
-                              first_episodes=[e // pack.envs_per_run for e in pack.episodes])
+        print(
+            f"SAC pack of {pack.runs} on {cfg.env.task} ({names}), {device_description()}, {pack.precision}, "
+            f"replay on {pack.buffer.storage}" + (f" (resumed at step {pack.step})" if self.resumed else ""),
+            flush=True,
+        )
+        self.envs = make_envs(
+            cfg.env,
+            pack.envs_per_run,
+            pixels=pack.observer.pixels,
+            oracle_saliency=pack.observer.oracle,
+            seed_bases=[c.seed * TRAIN_SEED_STRIDE for c in pack.cfgs],
+            first_episodes=[e // pack.envs_per_run for e in pack.episodes],
+        )
         raw, _ = self.envs.reset()
         self.obs, self.stored = pack.observer.observe(raw, self.run_of_row)
         pack.buffer.start(self.stored)
         self.t0 = self.t_log = time.time()
-        previous_handler = (signal.signal(signal.SIGTERM, lambda signum, _: self.stop_signal.append(signal.Signals(signum).name))
-                            if on_main_thread() else None)
-        self.bar = progress(total=cfg.steps * pack.runs, initial=pack.step * pack.runs, unit="env-step", unit_scale=True,
-                        dynamic_ncols=True, desc=f"pack of {pack.runs} {cfg.encoder}", disable=None, file=sys.stdout)
+        previous_handler = (
+            signal.signal(signal.SIGTERM, lambda signum, _: self.stop_signal.append(signal.Signals(signum).name))
+            if on_main_thread()
+            else None
+        )
+        self.bar = progress(
+            total=cfg.steps * pack.runs,
+            initial=pack.step * pack.runs,
+            unit="env-step",
+            unit_scale=True,
+            dynamic_ncols=True,
+            desc=f"pack of {pack.runs} {cfg.encoder}",
+            disable=None,
+            file=sys.stdout,
+        )
         paused = False
         try:
             while pack.step < cfg.steps:
@@ -429,8 +488,9 @@ class PackTraining:
         """Actions [R * E, A]: uniform random during the random steps, else each run's policy with its own noise."""
         pack = self.pack
         if pack.step < self.cfg.random_steps:
-            return np.concatenate([rng.uniform(-1.0, 1.0, (pack.envs_per_run, ACTION_DIM)).astype(np.float32)
-                                   for rng in pack.action_rngs])
+            return np.concatenate(
+                [rng.uniform(-1.0, 1.0, (pack.envs_per_run, ACTION_DIM)).astype(np.float32) for rng in pack.action_rngs]
+            )
         noise = pack.noise.normal(pack.envs_per_run, ACTION_DIM, device=pack.device)
         action = pack.agent.act(pack.observer.per_run(self.stored), noise).flatten(0, 1).cpu().numpy()
         return pack.checked_actions(action, pack.step)
@@ -448,8 +508,14 @@ class PackTraining:
         raw, reward, term, trunc, info = self.envs.step_wait() if overlapped else self.envs.step(action)
         done = term | trunc
         next_obs, next_stored = pack.observer.observe(raw, self.run_of_row)
-        pack.buffer.add(action, reward, term, next_stored, done,
-                        pack.observer.final_stored(info, done, next_stored, self.run_of_row))
+        pack.buffer.add(
+            action,
+            reward,
+            term,
+            next_stored,
+            done,
+            pack.observer.final_stored(info, done, next_stored, self.run_of_row),
+        )
         if pack.encoder is not None:
             pack.encoder.on_env_step(pack.observer.per_run(self.obs), reward.reshape(R, E), done.reshape(R, E))
         pack.step += E
@@ -482,12 +548,16 @@ class PackTraining:
                 "episodes": pack.episodes[r],
                 "episode_return": float(np.mean(returns[r])) if returns[r] else math.nan,
                 "episode_success": float(np.mean(successes[r])) if successes[r] else math.nan,
-                "steps_per_s": round(sps / pack.runs, 2), "pack_steps_per_s": round(sps, 2),
-                "updates": pack.agent.num_updates, "alpha": alpha[r],
+                "steps_per_s": round(sps / pack.runs, 2),
+                "pack_steps_per_s": round(sps, 2),
+                "updates": pack.agent.num_updates,
+                "alpha": alpha[r],
                 **{k: values[k][r] if k in values else math.nan for k in LOG_KEYS},
             }
             if not (math.isfinite(row["alpha"]) and ("critic_loss" not in values or math.isfinite(row["critic_loss"]))):
-                pack.mark_diverged(r, f"non-finite loss at step {step} (critic loss {row['critic_loss']}, alpha {row['alpha']})")
+                pack.mark_diverged(
+                    r, f"non-finite loss at step {step} (critic loss {row['critic_loss']}, alpha {row['alpha']})"
+                )
                 continue
             self.metrics_logs[r].log(step, **row)
             if self.aux:  # auxiliary losses of encoders with their own learning signal (gaze)
@@ -507,16 +577,21 @@ class PackTraining:
         live = [r for r in range(pack.runs) if r not in pack.diverged]
         for r in live:
             self.eval_logs[r].log(pack.step, **results[r])
-        tqdm.write(f"step {pack.step}: eval success " + " ".join("-" if r in pack.diverged else f"{res['success_rate']:.2f}"
-                                                                 for r, res in enumerate(results))
-                   + f" ({results[0]['episodes']} episodes per run, {results[0]['eval_s']} s)", file=sys.stdout)
+        tqdm.write(
+            f"step {pack.step}: eval success "
+            + " ".join("-" if r in pack.diverged else f"{res['success_rate']:.2f}" for r, res in enumerate(results))
+            + f" ({results[0]['episodes']} episodes per run, {results[0]['eval_s']} s)",
+            file=sys.stdout,
+        )
         if live:
             self.last_success = float(np.mean([results[r]["success_rate"] for r in live]))
         self.eval_every.take(pack.step)
         return results
 
     def out_of_time(self) -> bool:
-        return bool(self.stop_signal) or bool(self.cfg.max_minutes and time.time() - self.t0 >= 60 * self.cfg.max_minutes)
+        return bool(self.stop_signal) or bool(
+            self.cfg.max_minutes and time.time() - self.t0 >= 60 * self.cfg.max_minutes
+        )
 
     def maybe_checkpoint(self) -> bool:
         """Checkpoints when due or out of time, only at an episode boundary (exact resume); True: pause now."""
@@ -535,8 +610,11 @@ class PackTraining:
             log.close()
         wall = time.time() - self.t0
         why = f"on {self.stop_signal[0]}" if self.stop_signal else f"(--max-minutes {self.cfg.max_minutes:g})"
-        print(f"paused at step {self.pack.step} of {self.cfg.steps} after {wall / 60:.1f} min {why}; "
-              "checkpoints written: run again with --resume (or --resume auto) to continue", flush=True)
+        print(
+            f"paused at step {self.pack.step} of {self.cfg.steps} after {wall / 60:.1f} min {why}; "
+            "checkpoints written: run again with --resume (or --resume auto) to continue",
+            flush=True,
+        )
         return self.pack.run_dirs
 
     def finish(self) -> list[Path]:
@@ -545,7 +623,10 @@ class PackTraining:
         wall = time.time() - self.t0
         if self.episodes.at_boundary and not self.all_diverged:
             size = pack.save_checkpoints(wall)
-            print(f"checkpoints at step {step}: {size / 2**20:.1f} MiB for {pack.runs - len(pack.diverged)} run(s)", flush=True)
+            print(
+                f"checkpoints at step {step}: {size / 2**20:.1f} MiB for {pack.runs - len(pack.diverged)} run(s)",
+                flush=True,
+            )
         results = self.evaluate() if not self.all_diverged else []
         for log in self.logs():
             log.close()
@@ -553,18 +634,36 @@ class PackTraining:
             if r in pack.diverged:
                 continue
             run_wall = pack.wall_before[r] + wall
-            atomic_torch_save({"config": flat_dict(c), "step": step, "model": pack.agent.run_state(r)["model"]},
-                              run_dir / "agent.pt")
-            atomic_write_json(run_dir / "summary.json", {
-                "task": c.env.task, "encoder": c.encoder, "seed": c.seed, "steps": step, "preset": c.preset,
-                "success_rate": results[r]["success_rate"], "return_mean": results[r]["return_mean"],
-                "eval_episodes": results[r]["episodes"], "wall_time_s": round(run_wall, 1),
-                "steps_per_s": round(step / max(run_wall, 1e-9), 2), "device": device_description(),
-                "saliency": pack.observer.saliency_model, "hidden_dim": c.hidden_dim, "num_envs": c.num_envs,
-                "pack": pack.runs, "precision": c.precision, INPUTS_KEY: self.inputs[r],
-            })
-            print(f"done: {c.encoder}/seed{c.seed}, {step} steps in {run_wall:.0f} s, final success "
-                  f"{results[r]['success_rate']:.2f}; outputs in {run_dir}", flush=True)
+            atomic_torch_save(
+                {"config": flat_dict(c), "step": step, "model": pack.agent.run_state(r)["model"]}, run_dir / "agent.pt"
+            )
+            atomic_write_json(
+                run_dir / "summary.json",
+                {
+                    "task": c.env.task,
+                    "encoder": c.encoder,
+                    "seed": c.seed,
+                    "steps": step,
+                    "preset": c.preset,
+                    "success_rate": results[r]["success_rate"],
+                    "return_mean": results[r]["return_mean"],
+                    "eval_episodes": results[r]["episodes"],
+                    "wall_time_s": round(run_wall, 1),
+                    "steps_per_s": round(step / max(run_wall, 1e-9), 2),
+                    "device": device_description(),
+                    "saliency": pack.observer.saliency_model,
+                    "hidden_dim": c.hidden_dim,
+                    "num_envs": c.num_envs,
+                    "pack": pack.runs,
+                    "precision": c.precision,
+                    INPUTS_KEY: self.inputs[r],
+                },
+            )
+            print(
+                f"done: {c.encoder}/seed{c.seed}, {step} steps in {run_wall:.0f} s, final success "
+                f"{results[r]['success_rate']:.2f}; outputs in {run_dir}",
+                flush=True,
+            )
         if pack.diverged:
             raise NonFiniteError("training diverged: " + "; ".join(pack.diverged.values()))
         return pack.run_dirs
@@ -585,11 +684,19 @@ def load_spec(path: str | Path) -> list[SACConfig]:
 
 
 def main(argv: list[str] | None = None) -> list[Path]:
-    parser = OneLineParser(prog="python -m rl.workspace",
-                           description="Train the SAC runs of a pack spec (JSON list of rl.sac configs) in one process.")
+    parser = OneLineParser(
+        prog="python -m rl.workspace",
+        description="Train the SAC runs of a pack spec (JSON list of rl.sac configs) in one process.",
+    )
     parser.add_argument("--spec", required=True, help="pack spec written by rl.grid")
-    parser.add_argument("--resume", nargs="?", const=True, type=resume_mode, metavar="auto",
-                        help="for every run of the spec (default: the spec's own setting): " + RESUME_HELP)
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        type=resume_mode,
+        metavar="auto",
+        help="for every run of the spec (default: the spec's own setting): " + RESUME_HELP,
+    )
     args = parser.parse_args(argv)
     with one_line_errors():
         cfgs = load_spec(args.spec)

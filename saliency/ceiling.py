@@ -6,6 +6,7 @@ state: the mean of `samples - 1` maps (an estimate of the best possible predicti
 map) is scored against the remaining independent draw with `saliency.metrics.evaluate`, exactly
 as a trained model is scored. Needs no rendering: clicks come from the simulator geometry.
 """
+
 from __future__ import annotations
 
 import json
@@ -49,14 +50,24 @@ def run(cfg: CeilingConfig) -> dict[str, float]:
         for _ in range(collect_cfg.env.max_episode_steps):
             draws = [env.oracle_clicks(rng) for _ in range(cfg.samples)]
             maps = np.stack([clicks_to_map(c, cfg.size) for c in draws])
-            preds.append(maps[1:].mean(0)); gts.append(maps[0]); fixations.append(draws[0])
+            preds.append(maps[1:].mean(0))
+            gts.append(maps[0])
+            fixations.append(draws[0])
             if len(gts) >= cfg.frames:
                 break
             env.step_state_only(policy.act(env.raw_state))
     env.close()
     scores = score_maps(np.stack(preds), np.stack(gts), fixations)
-    print(json.dumps({"task": cfg.task, "frames": cfg.frames, "samples": cfg.samples,
-                      **{k: round(v, 4) if isinstance(v, float) else v for k, v in scores.items()}}))
+    print(
+        json.dumps(
+            {
+                "task": cfg.task,
+                "frames": cfg.frames,
+                "samples": cfg.samples,
+                **{k: round(v, 4) if isinstance(v, float) else v for k, v in scores.items()},
+            }
+        )
+    )
     return scores
 
 

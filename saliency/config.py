@@ -9,6 +9,7 @@ evaluate, study); `--preset NAME` applies them before explicit flags, and
 * cpu: the CPU runs reported in RESULTS.md (64 px PiCANet at 1/4 width, 200 epochs, 1 thread).
 * paper: the paper's budget for a GPU (224 px, full-width VGG16, 1000 epochs, batch 16).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -29,10 +30,14 @@ DEVICES = ("auto", "cpu", "cuda")
 class TrainConfig:
     """Train PiCANet on an annotation export (.npz of frames and saliency maps)."""
 
-    annotations: str = option("data/annotations/reach-v3.npz", "annotation export (.npz: images, maps, keys, annotators)")
+    annotations: str = option(
+        "data/annotations/reach-v3.npz", "annotation export (.npz: images, maps, keys, annotators)"
+    )
     out: str = option("", "run folder (default: runs/saliency/<annotations file stem>)")
     model: PiCANetConfig = nested(PiCANetConfig)  # --layout, --input-size, --width, --batch-norm, ...
-    backbone_weights: str = option("", "optional torchvision vgg16(_bn) state dict to start the encoder from (default: from scratch)")
+    backbone_weights: str = option(
+        "", "optional torchvision vgg16(_bn) state dict to start the encoder from (default: from scratch)"
+    )
     epochs: int = option(1000, "training epochs (paper: 1000)")
     batch_size: int = option(16, "batch size (paper: 16)")
     lr: float = option(3e-4, "AdamW learning rate")
@@ -59,14 +64,15 @@ class TrainConfig:
             raise ValueError("color_jitter must be >= 0")
         self.resume = resume_mode(self.resume)
         if self.resume is True and self.backbone_weights:
-            raise ValueError("--backbone-weights has no effect with --resume (the run continues from its last.pt); drop one")
+            raise ValueError(
+                "--backbone-weights has no effect with --resume (the run continues from its last.pt); drop one"
+            )
         self.model.validate()
         return self
 
     @property
     def out_dir(self) -> Path:
         return Path(self.out or f"runs/saliency/{Path(self.annotations).stem}")
-
 
 
 @dataclass
@@ -92,7 +98,9 @@ class DistillConfig:
     threads: int = option(2, "torch CPU threads")
     device: str = option("auto", "auto, cpu or cuda", choices=list(DEVICES))
     precision: str = precision_field()
-    resume: bool | str = resume_field(RESUME_HELP + " (its <out stem>-last.pt beside --out); without it an existing --out is refused")
+    resume: bool | str = resume_field(
+        RESUME_HELP + " (its <out stem>-last.pt beside --out); without it an existing --out is refused"
+    )
     progress: bool = option(True, "show a progress bar")
 
     def validate(self) -> "DistillConfig":
@@ -161,7 +169,9 @@ class StudyConfig:
     data: str = option("data/shards/reach-v3", "shard folder (annotations drawn from its first 500 frames)")
     sizes: str = option("5,10,20,30", "comma-separated numbers of annotated maps (nested draws)")
     out: str = option("runs/saliency/study", "study folder (one run per size, results.json)")
-    train_preset: str = option("cpu", "saliency.train preset used for every size", choices=["micro", "demo", "cpu", "paper"])
+    train_preset: str = option(
+        "cpu", "saliency.train preset used for every size", choices=["micro", "demo", "cpu", "paper"]
+    )
     steps: int = option(0, "optimiser steps per run (0: the preset's epochs at 30 maps), same for every size")
     n: int = option(1000, "unseen frames scored per run")
     seed: int = option(0, "seed of the frame draw and training")
@@ -210,7 +220,13 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     },
 }
 
-ENTRY = {TrainConfig: "train", DistillConfig: "distill", LabelConfig: "label", EvalConfig: "evaluate", StudyConfig: "study"}
+ENTRY = {
+    TrainConfig: "train",
+    DistillConfig: "distill",
+    LabelConfig: "label",
+    EvalConfig: "evaluate",
+    StudyConfig: "study",
+}
 
 
 def presets_for(cls: type) -> dict[str, dict[str, Any]]:

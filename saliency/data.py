@@ -6,6 +6,7 @@ with the simulator oracle standing in for the human) holds images (N, H, W, 3) u
 `python -m saliency.data --data runs/saliency/data/reach-v3 --n 30 --out data/annotations/reach-v3.npz`
 writes an oracle export.
 """
+
 from __future__ import annotations
 
 import io
@@ -75,7 +76,9 @@ def load_annotations(path: str | Path) -> Annotations:
     if maps.shape != images.shape[:3]:
         raise ValueError(f"{path}: maps {maps.shape} do not match images {images.shape[:3]} (one [H, W] map per frame)")
     if len(keys) != len(images) or len(annotators) != len(images):
-        raise ValueError(f"{path}: keys ({len(keys)}) / annotators ({len(annotators)}) do not match {len(images)} images")
+        raise ValueError(
+            f"{path}: keys ({len(keys)}) / annotators ({len(annotators)}) do not match {len(images)} images"
+        )
     return Annotations(images, maps, keys.astype(str), annotators.astype(str))
 
 
@@ -88,12 +91,15 @@ def split(n: int, val_frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def save_annotations(path: str | Path, ann: Annotations) -> Path:
     buf = io.BytesIO()
-    np.savez_compressed(buf, images=ann.images, maps=ann.maps, keys=ann.keys.astype(str), annotators=ann.annotators.astype(str))
+    np.savez_compressed(
+        buf, images=ann.images, maps=ann.maps, keys=ann.keys.astype(str), annotators=ann.annotators.astype(str)
+    )
     return atomic_write_bytes(path, buf.getvalue())
 
 
-def build_oracle_annotations(shard_dir: str | Path, n: int, seed: int = 0, pool: int = 500,
-                             allow_incomplete: bool = False) -> Annotations:
+def build_oracle_annotations(
+    shard_dir: str | Path, n: int, seed: int = 0, pool: int = 500, allow_incomplete: bool = False
+) -> Annotations:
     """`n` frames drawn (seeded) from the first `pool` frames of a shard folder, with oracle maps from
     their stored clicks at the frames' resolution (the simulator oracle stands in for the human)."""
     arrays = load_arrays(shard_dir, limit=max(pool, n), allow_incomplete=allow_incomplete)

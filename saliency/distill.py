@@ -5,6 +5,7 @@ SaliencyPredictor path RL uses); the student (native 64x64) learns those maps wi
 colour jitter, and the epoch that agrees best with the teacher on held-out frames is kept.
 The student checkpoint records every frame key it or its teacher saw, so evaluation excludes them.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict
@@ -37,8 +38,10 @@ def _distill(cfg: DistillConfig) -> Path:
     log_name = f"distill-{out.stem}"
     last = last_checkpoint(out.parent, log_name)
     if out.exists() and not cfg.resume:
-        raise SystemExit(f"error: {out} exists; refusing to overwrite a trained student (pass --resume auto to continue "
-                         "its training, choose another --out or delete it)")
+        raise SystemExit(
+            f"error: {out} exists; refusing to overwrite a trained student (pass --resume auto to continue "
+            "its training, choose another --out or delete it)"
+        )
     resuming = should_resume(cfg.resume, last.exists(), last)
     if resuming:
         check_resume_config(last, safe_torch_load(last).get("distill_config", {}), cfg)
@@ -59,9 +62,24 @@ def _distill(cfg: DistillConfig) -> Path:
     pseudo = teacher(frames)  # [N, H, W] float32 in [0, 1]
     tr, va = split(len(frames), cfg.val_frac, cfg.seed)
     model = StudentNet(StudentConfig(width=cfg.width, input_size=h))
-    spec = FitSpec(cfg.epochs, cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.lr_decay_at, cfg.eval_every, cfg.seed,
-                   Augment(flip=cfg.flip, brightness=cfg.color_jitter, contrast=cfg.color_jitter,
-                           saturation=cfg.color_jitter, hue=cfg.color_jitter / 10), cfg.progress, precision)
+    spec = FitSpec(
+        cfg.epochs,
+        cfg.batch_size,
+        cfg.lr,
+        cfg.weight_decay,
+        cfg.lr_decay_at,
+        cfg.eval_every,
+        cfg.seed,
+        Augment(
+            flip=cfg.flip,
+            brightness=cfg.color_jitter,
+            contrast=cfg.color_jitter,
+            saturation=cfg.color_jitter,
+            hue=cfg.color_jitter / 10,
+        ),
+        cfg.progress,
+        precision,
+    )
     extra = {
         "seen_keys": sorted(teacher.seen_keys | {str(k) for k in keys}),
         "seen_frames": sorted(teacher.seen_frames | set(frame_digests(frames))),
@@ -71,12 +89,27 @@ def _distill(cfg: DistillConfig) -> Path:
         "device": device_description(),
     }
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"student width {cfg.width} ({n_params / 1e3:.1f}k parameters) on {len(tr)} pseudo-labelled frames "
-          f"({len(va)} held out) from {cfg.teacher}")
-    best = fit(model, "student", (frames[tr], pseudo[tr]), (frames[va], pseudo[va]), spec, out.parent, device, out,
-               extra, resuming, log_name=log_name)
-    print(f"best agreement with the teacher (epoch {best.get('epoch')}): max-F {best.get('f_max', float('nan')):.4f}, "
-          f"MAE {best.get('mae', float('nan')):.4f} -> {out}")
+    print(
+        f"student width {cfg.width} ({n_params / 1e3:.1f}k parameters) on {len(tr)} pseudo-labelled frames "
+        f"({len(va)} held out) from {cfg.teacher}"
+    )
+    best = fit(
+        model,
+        "student",
+        (frames[tr], pseudo[tr]),
+        (frames[va], pseudo[va]),
+        spec,
+        out.parent,
+        device,
+        out,
+        extra,
+        resuming,
+        log_name=log_name,
+    )
+    print(
+        f"best agreement with the teacher (epoch {best.get('epoch')}): max-F {best.get('f_max', float('nan')):.4f}, "
+        f"MAE {best.get('mae', float('nan')):.4f} -> {out}"
+    )
     return out
 
 

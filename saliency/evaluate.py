@@ -6,6 +6,7 @@ content (their digests, so a fresh folder whose keys repeat the training folder'
 frames); the last `n` remaining frames of the folder are scored. Writes metrics.json and a Fig. 7-like
 grid (frame, oracle map, predicted map, frame x predicted map) to `--out`.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,9 @@ from saliency.metrics import GT_THRESHOLD, score_maps
 from saliency.predictor import SaliencyPredictor
 
 
-def unseen_frames(data: str | Path, n: int, seen_frames: set[str], seen_keys: set[str] = frozenset(),
-                  allow_incomplete: bool = False) -> dict[str, Any]:
+def unseen_frames(
+    data: str | Path, n: int, seen_frames: set[str], seen_keys: set[str] = frozenset(), allow_incomplete: bool = False
+) -> dict[str, Any]:
     """The last `n` frames of a shard folder that are not among `seen_frames` (frame digests), with
     their oracle maps. `seen_keys` excludes by key instead, for checkpoints without digests: keys are
     positions every collection reuses, so a fresh folder would lose the frames at those positions."""
@@ -41,11 +43,18 @@ def unseen_frames(data: str | Path, n: int, seen_frames: set[str], seen_keys: se
     keep = keep[-n:]
     clicks = [arrays["clicks"][i] for i in keep]
     frames = arrays["rgb"][keep]
-    return {"frames": frames, "clicks": clicks, "keys": [arrays["keys"][i] for i in keep],
-            "digests": [digests[i] for i in keep], "gt": oracle_maps(clicks, frames.shape[1])}
+    return {
+        "frames": frames,
+        "clicks": clicks,
+        "keys": [arrays["keys"][i] for i in keep],
+        "digests": [digests[i] for i in keep],
+        "gt": oracle_maps(clicks, frames.shape[1]),
+    }
 
 
-def score(predictor: SaliencyPredictor, data: str | Path, n: int, allow_incomplete: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+def score(
+    predictor: SaliencyPredictor, data: str | Path, n: int, allow_incomplete: bool = False
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """(metrics, {frames, clicks, keys, gt, pred}) of `predictor` on `n` unseen frames of `data`."""
     seen_frames = predictor.seen_frames
     seen_keys = set() if seen_frames else predictor.seen_keys  # a checkpoint from before frame digests: by key
@@ -56,7 +65,9 @@ def score(predictor: SaliencyPredictor, data: str | Path, n: int, allow_incomple
     pred = predictor(sample["frames"])
     elapsed = time.perf_counter() - t0
     metrics = score_maps(pred, sample["gt"], fixations=sample["clicks"])
-    metrics.update({"frames_per_s": len(pred) / elapsed, "first_key": sample["keys"][0], "last_key": sample["keys"][-1]})
+    metrics.update(
+        {"frames_per_s": len(pred) / elapsed, "first_key": sample["keys"][0], "last_key": sample["keys"][-1]}
+    )
     return metrics, {**sample, "pred": pred}
 
 
@@ -72,12 +83,17 @@ def save_figure(sample: dict[str, Any], path: Path, rows: int, title: str) -> Pa
     for r, i in enumerate(idx):
         frame = sample["frames"][i].astype(np.float32) / 255
         pred = sample["pred"][i]
-        panels = [(frame, None, "frame"), (sample["gt"][i], "inferno", "oracle map"), (pred, "inferno", "predicted"),
-                  (frame * pred[..., None], None, "frame x predicted")]
+        panels = [
+            (frame, None, "frame"),
+            (sample["gt"][i], "inferno", "oracle map"),
+            (pred, "inferno", "predicted"),
+            (frame * pred[..., None], None, "frame x predicted"),
+        ]
         for c, (img, cmap, name) in enumerate(panels):
             ax = axes[r, c]
             ax.imshow(img, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
-            ax.set_xticks([]); ax.set_yticks([])
+            ax.set_xticks([])
+            ax.set_yticks([])
             if r == 0:
                 ax.set_title(name, fontsize=9)
         axes[r, 0].set_ylabel(sample["keys"][i], fontsize=7)
@@ -92,12 +108,24 @@ def run(cfg: EvalConfig) -> Path:
     predictor = SaliencyPredictor.load(cfg.model, cfg.device, cfg.batch_size, cfg.precision)
     out = Path(cfg.out) if cfg.out else Path(cfg.model).parent / f"eval-{Path(cfg.model).stem}-{Path(cfg.data).name}"
     metrics, sample = score(predictor, cfg.data, cfg.n, cfg.allow_incomplete)
-    record = {"model": str(cfg.model), "kind": predictor.kind, "data": str(cfg.data), "gt": f"oracle maps, binarised at {GT_THRESHOLD} for F",
-              "metrics": metrics, "device": device_description(), "precision": predictor.precision, "code_version": code_version()}
+    record = {
+        "model": str(cfg.model),
+        "kind": predictor.kind,
+        "data": str(cfg.data),
+        "gt": f"oracle maps, binarised at {GT_THRESHOLD} for F",
+        "metrics": metrics,
+        "device": device_description(),
+        "precision": predictor.precision,
+        "code_version": code_version(),
+    }
     atomic_write_json(out / "metrics.json", record)
     if cfg.figure_rows:
-        save_figure(sample, out / "fig7.png", cfg.figure_rows,
-                    f"{predictor.kind} on {Path(cfg.data).name}: max-F {metrics['f_max']:.3f}, MAE {metrics['mae']:.4f}")
+        save_figure(
+            sample,
+            out / "fig7.png",
+            cfg.figure_rows,
+            f"{predictor.kind} on {Path(cfg.data).name}: max-F {metrics['f_max']:.3f}, MAE {metrics['mae']:.4f}",
+        )
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}))
     print(f"wrote {out / 'metrics.json'}" + (f" and {out / 'fig7.png'}" if cfg.figure_rows else ""))
     return out

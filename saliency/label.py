@@ -11,6 +11,7 @@ takes the shards i with i % WORLD_SIZE == RANK (GPU LOCAL_RANK); whichever rank 
 writes the manifest (the source's, with the labelled shards' own counts and sha256, plus
 "labelled_from" and "saliency_model").
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -25,11 +26,11 @@ import torch
 
 from common.cli import run_command
 from common.io import atomic_write_json, check_writable_dir
-from common.runs import exclusive_run_dir
 from common.progress import progress
+from common.runs import exclusive_run_dir
 from data.shards import (
-    ShardError,
     SHARD_GLOB,
+    ShardError,
     ShardFile,
     check_shard,
     iter_samples,
@@ -64,11 +65,23 @@ def label_shard(predictor: SaliencyPredictor, src: ShardFile | Path, dst: Path) 
     if not samples:
         return write_shard_entry(dst, [])
     maps = predictor(np.stack([s["rgb"] for s in samples]))  # [N, H, W] float32 in [0, 1]
-    return write_shard_entry(dst, (
-        (s["key"], {"rgb": s["rgb"], "state": s["state"], "clicks": s["clicks"], "meta": s["meta"], "saliency": m,
-                    "scene": s.get("scene")})  # scene states (re-rendering) travel with the frames
-        for s, m in zip(samples, maps)
-    ))
+    return write_shard_entry(
+        dst,
+        (
+            (
+                s["key"],
+                {
+                    "rgb": s["rgb"],
+                    "state": s["state"],
+                    "clicks": s["clicks"],
+                    "meta": s["meta"],
+                    "saliency": m,
+                    "scene": s.get("scene"),
+                },
+            )  # scene states (re-rendering) travel with the frames
+            for s, m in zip(samples, maps)
+        ),
+    )
 
 
 def run(cfg: LabelConfig) -> Path:
@@ -77,7 +90,9 @@ def run(cfg: LabelConfig) -> Path:
     if src.resolve() == out.resolve():
         raise ValueError(f"--out must differ from --data ({src}); labelled shards go to a new folder")
     rank = dist_rank()[0]
-    with exclusive_run_dir(out) if rank == 0 else contextlib.nullcontext():  # one labelling job per folder (its ranks share it)
+    with (
+        exclusive_run_dir(out) if rank == 0 else contextlib.nullcontext()
+    ):  # one labelling job per folder (its ranks share it)
         return _label(cfg, src, out)
 
 
@@ -90,23 +105,35 @@ def _label(cfg: LabelConfig, src: Path, out: Path) -> Path:
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", local_rank)
     check_writable_dir(out)
-    identity = {"saliency_model": str(cfg.model), "model_sha256": file_digest(cfg.model), "labelled_from": src.name,
-                "source_shards": {s.path.name: [s.frames, s.sha256] for s in shards}}
+    identity = {
+        "saliency_model": str(cfg.model),
+        "model_sha256": file_digest(cfg.model),
+        "labelled_from": src.name,
+        "source_shards": {s.path.name: [s.frames, s.sha256] for s in shards},
+    }
     marker = out / MARKER
     if marker.exists():
         identity = _resumable_identity(out, json.loads(marker.read_text()), identity, src)
     elif (out / "manifest.json").exists() or any(out.glob(SHARD_GLOB)):
-        raise SystemExit(f"error: {out} holds shards that saliency.label did not write (a collection?); labelled "
-                         "shards go to a folder of their own: choose another --out")
-    predictor = SaliencyPredictor.load(cfg.model, device, cfg.batch_size, cfg.precision)  # before the marker: a bad --model leaves no trace
+        raise SystemExit(
+            f"error: {out} holds shards that saliency.label did not write (a collection?); labelled "
+            "shards go to a folder of their own: choose another --out"
+        )
+    predictor = SaliencyPredictor.load(
+        cfg.model, device, cfg.batch_size, cfg.precision
+    )  # before the marker: a bad --model leaves no trace
     atomic_write_json(marker, identity)
     mine = [s for i, s in enumerate(shards) if i % world == rank]
     done = _labelled_shards(out, mine)
     todo = [s for s in mine if s.path.name not in done]
-    print(f"rank {rank}/{world}: {len(mine) - len(todo)} of {len(mine)} shards already labelled; "
-          f"{predictor.kind} on {device}, {predictor.precision}")
+    print(
+        f"rank {rank}/{world}: {len(mine) - len(todo)} of {len(mine)} shards already labelled; "
+        f"{predictor.kind} on {device}, {predictor.precision}"
+    )
     t0, frames = time.time(), 0
-    with progress(total=sum(s.frames for s in todo) or None, desc=f"label r{rank}", unit="frame", disable=not cfg.progress) as bar:
+    with progress(
+        total=sum(s.frames for s in todo) or None, desc=f"label r{rank}", unit="frame", disable=not cfg.progress
+    ) as bar:
         for shard in todo:
             done[shard.path.name] = entry = label_shard(predictor, shard, out / shard.path.name)
             frames += entry["frames"]
@@ -116,9 +143,18 @@ def _label(cfg: LabelConfig, src: Path, out: Path) -> Path:
     if all((out / s.path.name).exists() for s in shards):
         entries = [done.get(s.path.name) or check_shard(out / s.path.name, s.frames) for s in shards]
         fields = list(dict.fromkeys([*manifest.get("fields", []), "saliency.png"]))
-        write_manifest(out, {**manifest, "shards": entries, "fields": fields, "labelled_from": src.name,
-                             "saliency_model": str(cfg.model), "saliency_model_kind": predictor.kind,
-                             "saliency_model_sha256": identity["model_sha256"]})
+        write_manifest(
+            out,
+            {
+                **manifest,
+                "shards": entries,
+                "fields": fields,
+                "labelled_from": src.name,
+                "saliency_model": str(cfg.model),
+                "saliency_model_kind": predictor.kind,
+                "saliency_model_sha256": identity["model_sha256"],
+            },
+        )
         print(f"labelled folder complete: {out}")
     return out
 
@@ -129,18 +165,27 @@ def _resumable_identity(out: Path, old: dict, new: dict, src: Path) -> dict:
     re-collected under the same name has other shards; its labels are never mixed with the old ones
     nor silently replaced (nothing saved is lost): the user deletes `out` or picks another."""
     if old.get("model_sha256") != new["model_sha256"] or old.get("labelled_from") != new["labelled_from"]:
-        raise SystemExit(f"error: {out} holds labels of {old.get('labelled_from')} by {old.get('saliency_model')} "
-                         f"(sha {old.get('model_sha256')}); choose another --out or delete it")
+        raise SystemExit(
+            f"error: {out} holds labels of {old.get('labelled_from')} by {old.get('saliency_model')} "
+            f"(sha {old.get('model_sha256')}); choose another --out or delete it"
+        )
     if "source_shards" not in old:
-        raise SystemExit(f"error: {out} was labelled before labelling recorded its source's checksums, so whether its "
-                         f"labels still match {src} cannot be checked; delete it (or choose another --out) to label again")
+        raise SystemExit(
+            f"error: {out} was labelled before labelling recorded its source's checksums, so whether its "
+            f"labels still match {src} cannot be checked; delete it (or choose another --out) to label again"
+        )
     before = old["source_shards"]
-    changed = sorted(name for name, (frames, sha) in new["source_shards"].items() if name in before
-                     and (before[name][0] != frames or (sha and before[name][1] and before[name][1] != sha)))
+    changed = sorted(
+        name
+        for name, (frames, sha) in new["source_shards"].items()
+        if name in before and (before[name][0] != frames or (sha and before[name][1] and before[name][1] != sha))
+    )
     if changed:
-        raise SystemExit(f"error: {out} holds labels of other frames than {src} has now ({src / changed[0]} and "
-                         f"{len(changed) - 1} more changed since: re-collected?); its labels are kept: delete {out} or "
-                         "choose another --out to label the new frames")
+        raise SystemExit(
+            f"error: {out} holds labels of other frames than {src} has now ({src / changed[0]} and "
+            f"{len(changed) - 1} more changed since: re-collected?); its labels are kept: delete {out} or "
+            "choose another --out to label the new frames"
+        )
     return {**new, "source_shards": {**old["source_shards"], **new["source_shards"]}}
 
 

@@ -14,6 +14,7 @@
 * Saliency-benchmark metrics (CC, SIM, KLD against the GT maps; NSS, AUC-Judd against click /
   fixation points when given) come from `common.map_metrics`, implemented once there.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -92,7 +93,11 @@ def score_maps(pred, gt, fixations=None) -> dict[str, float]:
     if len(pred) == 0:
         raise ValueError("no maps to evaluate")
     valid = (gt >= GT_THRESHOLD).any((1, 2))
-    out: dict[str, float] = {"n": int(len(pred)), "n_empty_gt": int((~valid).sum()), "mae": float(np.abs(pred - gt).mean())}
+    out: dict[str, float] = {
+        "n": int(len(pred)),
+        "n_empty_gt": int((~valid).sum()),
+        "mae": float(np.abs(pred - gt).mean()),
+    }
     if valid.any():
         out["f_adaptive"] = float(np.nanmean(f_adaptive(pred[valid], gt[valid])))
         p, r = pr_curves(pred[valid], gt[valid])
@@ -110,7 +115,9 @@ def _benchmark_metrics(pred: np.ndarray, gt: np.ndarray, fixations) -> dict[str,
     out = {"cc": [], "sim": [], "kld": []}
     for p, g in zip(pred, gt):
         if g.max() > 0:
-            out["cc"].append(bench.cc(p, g)); out["sim"].append(bench.sim(p, g)); out["kld"].append(bench.kld(p, g))
+            out["cc"].append(bench.cc(p, g))
+            out["sim"].append(bench.sim(p, g))
+            out["kld"].append(bench.kld(p, g))
     if fixations is not None:
         mask = fixation_masks(fixations, pred.shape)
         out["nss"] = [bench.nss(p, f) for p, f in zip(pred, mask) if f.any()]

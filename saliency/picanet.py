@@ -14,6 +14,7 @@ dilation 2 (gathered with `unfold`). Global module: a bi-directional LSTM ReNet 
 horizontal sweeps) predicts softmax weights over a 10x10 grid spanning the whole map.
 Every cell emits a sigmoid side output; training deep-supervises them all with BCE.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -35,10 +36,14 @@ SIDE_BIAS = -4.6  # logit(0.01): saliency maps are mostly zero, so outputs start
 class PiCANetConfig:
     """Architecture of one PiCANet; stored as a plain dict inside every checkpoint."""
 
-    layout: str = option("LLL", "decoder attention layout: LLL (trimmed, ViSaRL) or GGLLL (full)", choices=["LLL", "GGLLL"])
+    layout: str = option(
+        "LLL", "decoder attention layout: LLL (trimmed, ViSaRL) or GGLLL (full)", choices=["LLL", "GGLLL"]
+    )
     input_size: int = option(224, "frames are resized to this square size by data.preprocess (paper: 224)")
     width: float = option(1.0, "VGG16 channel multiplier (1.0 = torchvision VGG16)")
-    batch_norm: bool = option(True, "VGG16 with BatchNorm (vgg16_bn layout; from-scratch training); --no-batch-norm for plain vgg16 weights")
+    batch_norm: bool = option(
+        True, "VGG16 with BatchNorm (vgg16_bn layout; from-scratch training); --no-batch-norm for plain vgg16 weights"
+    )
     local_hidden: int = option(128, "hidden channels of the local attention's 7x7 conv (x width)")
     global_hidden: int = option(256, "LSTM hidden size of the global ReNet, per direction (x width)")
 
@@ -60,7 +65,8 @@ class LocalAttention(nn.Module):
         self.kernel, self.dilation = kernel, dilation
         pad = dilation * (kernel - 1) // 2
         self.attend = nn.Sequential(
-            nn.Conv2d(channels, hidden, kernel, padding=pad, dilation=dilation), nn.ReLU(inplace=True),
+            nn.Conv2d(channels, hidden, kernel, padding=pad, dilation=dilation),
+            nn.ReLU(inplace=True),
             nn.Conv2d(hidden, kernel * kernel, 1),
         )
 
@@ -122,9 +128,14 @@ class DecoderCell(nn.Module):
         if mode == "C":
             self.side = nn.Conv2d(channels, 1, 1)
             return
-        self.attention = (LocalAttention(channels, max(16, round(cfg.local_hidden * cfg.width))) if mode == "L"
-                          else GlobalAttention(channels, max(16, round(cfg.global_hidden * cfg.width))))
-        self.out = nn.Sequential(nn.Conv2d(2 * channels, out_channels, 1), nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
+        self.attention = (
+            LocalAttention(channels, max(16, round(cfg.local_hidden * cfg.width)))
+            if mode == "L"
+            else GlobalAttention(channels, max(16, round(cfg.global_hidden * cfg.width)))
+        )
+        self.out = nn.Sequential(
+            nn.Conv2d(2 * channels, out_channels, 1), nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True)
+        )
         self.side = nn.Conv2d(out_channels, 1, 1)
 
     def forward(self, skip: torch.Tensor, dec: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor]:
@@ -168,21 +179,26 @@ class PiCANet(nn.Module):
             # PiCANet's dilated tail: pool4 keeps the resolution, conv5 dilated by 2, pool5 stride 1,
             # fc6 / fc7 as 3x3 convolutions (fc6 dilated, 12 at 224 px), all at 1/8 of the input.
             self.features[pool_idx[3]] = nn.MaxPool2d(3, 1, 1)
-            for m in self.features[pool_idx[3]:]:
+            for m in self.features[pool_idx[3] :]:
                 if isinstance(m, nn.Conv2d):
                     m.dilation, m.padding = (2, 2), (2, 2)
             self.features[pool_idx[4]] = nn.MaxPool2d(3, 1, 1)
             fc = max(16, round(1024 * cfg.width))
             dil = max(1, 12 * cfg.input_size // 224)
-            self.fc = nn.Sequential(nn.Conv2d(chans[12], fc, 3, padding=dil, dilation=dil), nn.ReLU(inplace=True),
-                                    nn.Conv2d(fc, fc, 3, padding=1), nn.ReLU(inplace=True))
+            self.fc = nn.Sequential(
+                nn.Conv2d(chans[12], fc, 3, padding=dil, dilation=dil),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(fc, fc, 3, padding=1),
+                nn.ReLU(inplace=True),
+            )
             tap_ch = tap_ch + [chans[12], fc]
         else:
             self.fc = None
         enc_ch = tap_ch[::-1]  # coarse to fine: [fc7, conv5_3,] conv4_3, conv3_3, conv2_2, conv1_2
         modes = cfg.layout + "C"
         self.cells = nn.ModuleList(
-            DecoderCell(enc_ch[i], enc_ch[i + 1] if i + 1 < len(enc_ch) else 1, modes[i], cfg) for i in range(len(modes))
+            DecoderCell(enc_ch[i], enc_ch[i + 1] if i + 1 < len(enc_ch) else 1, modes[i], cfg)
+            for i in range(len(modes))
         )
         for cell in self.cells:  # start every side output at the prior of a sparse map (focal-loss init)
             nn.init.constant_(cell.side.bias, SIDE_BIAS)
@@ -206,7 +222,9 @@ class PiCANet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         if x.ndim != 4 or x.shape[1] != 3 or x.shape[-1] != self.cfg.input_size or x.shape[-2] != self.cfg.input_size:
-            raise ValueError(f"PiCANet expects [B, 3, {self.cfg.input_size}, {self.cfg.input_size}], got {tuple(x.shape)}")
+            raise ValueError(
+                f"PiCANet expects [B, 3, {self.cfg.input_size}, {self.cfg.input_size}], got {tuple(x.shape)}"
+            )
         taps = self.encode((x - self.mean) / self.std)
         dec, sides = None, []
         for cell, skip in zip(self.cells, taps):
@@ -220,7 +238,9 @@ class PiCANet(nn.Module):
         state = safe_torch_load(path, what="backbone weights")
         if not isinstance(state, dict):
             raise ValueError(f"{path} is not a state dict (a torchvision vgg16(_bn) state dict is needed)")
-        state = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.") or k[0].isdigit()}
+        state = {
+            k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.") or k[0].isdigit()
+        }
         own = self.features.state_dict()
         missing = [k for k in own if k not in state]
         wrong = [k for k in own if k in state and state[k].shape != own[k].shape]

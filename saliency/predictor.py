@@ -9,6 +9,7 @@ AMX CPU) inference runs under autocast with channels_last; maps come back float3
 `predictor.save_pretrained(folder)` / `SaliencyPredictor.from_pretrained(folder)` (huggingface_hub's mixin, local
 folders) write and read model.safetensors, config.json and a model card.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,7 +31,10 @@ from saliency.student import StudentConfig, StudentNet
 
 FORMAT = "visarl-saliency/1"
 ModelHubMixin, _ = hub_mixins()
-MODELS: dict[str, tuple[type[nn.Module], type]] = {"picanet": (PiCANet, PiCANetConfig), "student": (StudentNet, StudentConfig)}
+MODELS: dict[str, tuple[type[nn.Module], type]] = {
+    "picanet": (PiCANet, PiCANetConfig),
+    "student": (StudentNet, StudentConfig),
+}
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -56,7 +60,9 @@ def build_model(kind: str, config: dict[str, Any]) -> nn.Module:
 def save_checkpoint(path: str | Path, model: nn.Module, kind: str, **extra: Any) -> Path:
     """Atomic save of weights + plain-dict architecture (+ extra plain values) for weights_only loading."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    return atomic_torch_save({"format": FORMAT, "kind": kind, "model": asdict(model.cfg), "state_dict": state, **extra}, path)
+    return atomic_torch_save(
+        {"format": FORMAT, "kind": kind, "model": asdict(model.cfg), "state_dict": state, **extra}, path
+    )
 
 
 def read_checkpoint(path: Path) -> Any:
@@ -67,8 +73,13 @@ def read_checkpoint(path: Path) -> Any:
     tensors, meta = read_safetensors(path, what="saliency checkpoint")
     if "model" not in meta:
         return meta
-    return {**json.loads(meta.get("info", "{}")), "format": meta.get("format"), "kind": meta.get("kind"),
-            "model": json.loads(meta["model"]), "state_dict": tensors}
+    return {
+        **json.loads(meta.get("info", "{}")),
+        "format": meta.get("format"),
+        "kind": meta.get("kind"),
+        "model": json.loads(meta["model"]),
+        "state_dict": tensors,
+    }
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device | None = "cpu") -> tuple[nn.Module, dict[str, Any]]:
@@ -78,20 +89,25 @@ def load_checkpoint(path: str | Path, device: str | torch.device | None = "cpu")
         raise FileNotFoundError(f"{path} not found: train one with `python -m saliency.train` (or `saliency.distill`)")
     ckpt = read_checkpoint(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or "kind" not in ckpt:
-        raise ValueError(f"{path} is not a saliency checkpoint (expected format {FORMAT!r} with a 'kind'); "
-                         "pass runs/saliency/<task>/best.pt or student.pt (or their .safetensors copies)")
+        raise ValueError(
+            f"{path} is not a saliency checkpoint (expected format {FORMAT!r} with a 'kind'); "
+            "pass runs/saliency/<task>/best.pt or student.pt (or their .safetensors copies)"
+        )
     model = build_model(ckpt["kind"], ckpt["model"])
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as err:
-        raise ValueError(f"{path}: weights do not match its {ckpt['kind']} architecture {ckpt['model']} "
-                         f"(a checkpoint from another architecture or code version): {str(err)[:300]}") from err
+        raise ValueError(
+            f"{path}: weights do not match its {ckpt['kind']} architecture {ckpt['model']} "
+            f"(a checkpoint from another architecture or code version): {str(err)[:300]}"
+        ) from err
     return model.to(resolve_device(device)).eval(), ckpt
 
 
 @torch.inference_mode()
-def predict_maps(model: nn.Module, frames, batch_size: int = 256, device: torch.device | None = None,
-                 precision: str = "auto") -> np.ndarray:
+def predict_maps(
+    model: nn.Module, frames, batch_size: int = 256, device: torch.device | None = None, precision: str = "auto"
+) -> np.ndarray:
     """uint8 frames [N, H, W, 3] -> float32 maps [N, H, W] in [0, 1] (the final side output)."""
     frames = frames.cpu().numpy() if torch.is_tensor(frames) else np.asarray(frames)
     if frames.dtype != np.uint8:
@@ -112,7 +128,9 @@ def predict_maps(model: nn.Module, frames, batch_size: int = 256, device: torch.
             logits = model(x)[-1].float()  # [B, 1, S, S]
         maps = torch.sigmoid(logits)
         if (h, w) != (size, size):
-            maps = F.interpolate(maps, size=(h, w), mode="bilinear", align_corners=False, antialias=size > h).clamp_(0, 1)
+            maps = F.interpolate(maps, size=(h, w), mode="bilinear", align_corners=False, antialias=size > h).clamp_(
+                0, 1
+            )
         out[i : i + len(x)] = maps[:, 0].cpu().numpy()
     return out
 
@@ -129,12 +147,24 @@ def _jsonable(value: Any) -> bool:
         return False
 
 
-class SaliencyPredictor(HubFolder, ModelHubMixin, library_name="visarl", license="mit", pipeline_tag="image-segmentation",
-                        tags=["visarl", "saliency-prediction", "meta-world"]):
+class SaliencyPredictor(
+    HubFolder,
+    ModelHubMixin,
+    library_name="visarl",
+    license="mit",
+    pipeline_tag="image-segmentation",
+    tags=["visarl", "saliency-prediction", "meta-world"],
+):
     """Batched saliency for uint8 frames; `SaliencyPredictor.load(path)` picks student or PiCANet."""
 
-    def __init__(self, model: nn.Module, kind: str, batch_size: int = 256, checkpoint: dict[str, Any] | None = None,
-                 precision: str = "auto"):
+    def __init__(
+        self,
+        model: nn.Module,
+        kind: str,
+        batch_size: int = 256,
+        checkpoint: dict[str, Any] | None = None,
+        precision: str = "auto",
+    ):
         self.model, self.kind, self.batch_size = model.eval(), kind, batch_size
         self.device = next(model.parameters()).device
         self.precision = resolve_precision(precision, self.device)
@@ -145,8 +175,13 @@ class SaliencyPredictor(HubFolder, ModelHubMixin, library_name="visarl", license
             p.requires_grad_(False)
 
     @classmethod
-    def load(cls, path: str | Path, device: str | torch.device | None = "auto", batch_size: int = 256,
-             precision: str = "auto") -> "SaliencyPredictor":
+    def load(
+        cls,
+        path: str | Path,
+        device: str | torch.device | None = "auto",
+        batch_size: int = 256,
+        precision: str = "auto",
+    ) -> "SaliencyPredictor":
         model, ckpt = load_checkpoint(path, resolve_device(device))
         return cls(model, ckpt["kind"], batch_size, ckpt, precision)
 
@@ -154,36 +189,78 @@ class SaliencyPredictor(HubFolder, ModelHubMixin, library_name="visarl", license
         """model.safetensors (read like saliency.export's hub copies), config.json and README.md (huggingface_hub calls this)."""
         info = {k: v for k, v in self.info.items() if k not in ("format", "kind", "model") and _jsonable(v)}
         architecture = asdict(self.model.cfg)
-        write_hub_folder(Path(save_directory), self.model.state_dict(),
-                         {"format": FORMAT, "kind": self.kind, "model": json.dumps(architecture), "info": json.dumps(info)},
-                         {"kind": self.kind, "architecture": architecture, "batch_size": self.batch_size}, self.card(info))
+        write_hub_folder(
+            Path(save_directory),
+            self.model.state_dict(),
+            {"format": FORMAT, "kind": self.kind, "model": json.dumps(architecture), "info": json.dumps(info)},
+            {"kind": self.kind, "architecture": architecture, "batch_size": self.batch_size},
+            self.card(info),
+        )
 
     @classmethod
-    def _from_pretrained(cls, *, model_id: str, config: dict[str, Any] | None = None, device: str | torch.device | None = "auto",
-                         batch_size: int | None = None, **hub_kwargs: Any) -> "SaliencyPredictor":
+    def _from_pretrained(
+        cls,
+        *,
+        model_id: str,
+        config: dict[str, Any] | None = None,
+        device: str | torch.device | None = "auto",
+        batch_size: int | None = None,
+        **hub_kwargs: Any,
+    ) -> "SaliencyPredictor":
         """The predictor of a folder `save_pretrained` wrote (its weights must fit their architecture)."""
-        return cls.load(Path(model_id) / "model.safetensors", device, batch_size or int((config or {}).get("batch_size", 256)))
+        return cls.load(
+            Path(model_id) / "model.safetensors", device, batch_size or int((config or {}).get("batch_size", 256))
+        )
 
     def card(self, info: dict[str, Any]) -> str:
         """The model card of a `save_pretrained` folder: architecture, validation scores (also as eval results), usage."""
         val = info.get("val", {})
         scores = {k: float(val[k]) for k in VAL_KEYS if isinstance(val.get(k), (int, float))}
         data = info.get("annotations") or info.get("distill_config", {}).get("data") or "unknown"
-        body = "\n".join([
-            f"# {self.kind} saliency predictor for ViSaRL", "",
-            "Predicts where a human looks in a Meta-World frame (a map in [0, 1] per frame); ViSaRL feeds the map to its "
-            "encoders beside the RGB frame.", "",
-            markdown_table(["", ""], [["architecture", f"{self.kind} {json.dumps(asdict(self.model.cfg))}"],
-                                      ["input size", f"{self.input_size} x {self.input_size} (maps are resized back to the frames)"],
-                                      ["data", f"`{data}`"], ["kept at epoch", info.get("epoch", "?")],
-                                      *[[f"validation {k}", f"{v:.4f}"] for k, v in scores.items()]]), "",
-            "```python", "from saliency.predictor import SaliencyPredictor  # saliency/predictor.py of the ViSaRL pipeline",
-            "maps = SaliencyPredictor.from_pretrained(FOLDER)(frames)  # uint8 [N, H, W, 3] -> float32 [N, H, W] in [0, 1]",
-            "```"])
-        results = [{"task_type": "image-segmentation", "task_name": "saliency prediction", "dataset_name": Path(str(data)).stem,
-                    "dataset_split": "validation", "metric_type": k, "metric_value": round(v, 4)} for k, v in scores.items()]
-        return model_card({"library_name": "visarl", "pipeline_tag": "image-segmentation",
-                           "tags": ["visarl", "saliency-prediction", "meta-world", self.kind]}, body, results)
+        body = "\n".join(
+            [
+                f"# {self.kind} saliency predictor for ViSaRL",
+                "",
+                "Predicts where a human looks in a Meta-World frame (a map in [0, 1] per frame); ViSaRL feeds the map to its "
+                "encoders beside the RGB frame.",
+                "",
+                markdown_table(
+                    ["", ""],
+                    [
+                        ["architecture", f"{self.kind} {json.dumps(asdict(self.model.cfg))}"],
+                        ["input size", f"{self.input_size} x {self.input_size} (maps are resized back to the frames)"],
+                        ["data", f"`{data}`"],
+                        ["kept at epoch", info.get("epoch", "?")],
+                        *[[f"validation {k}", f"{v:.4f}"] for k, v in scores.items()],
+                    ],
+                ),
+                "",
+                "```python",
+                "from saliency.predictor import SaliencyPredictor  # saliency/predictor.py of the ViSaRL pipeline",
+                "maps = SaliencyPredictor.from_pretrained(FOLDER)(frames)  # uint8 [N, H, W, 3] -> float32 [N, H, W] in [0, 1]",
+                "```",
+            ]
+        )
+        results = [
+            {
+                "task_type": "image-segmentation",
+                "task_name": "saliency prediction",
+                "dataset_name": Path(str(data)).stem,
+                "dataset_split": "validation",
+                "metric_type": k,
+                "metric_value": round(v, 4),
+            }
+            for k, v in scores.items()
+        ]
+        return model_card(
+            {
+                "library_name": "visarl",
+                "pipeline_tag": "image-segmentation",
+                "tags": ["visarl", "saliency-prediction", "meta-world", self.kind],
+            },
+            body,
+            results,
+        )
 
     @property
     def input_size(self) -> int:

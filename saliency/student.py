@@ -5,6 +5,7 @@ every env step. Three stride-2 stages down to 1/8, a dilated context conv there,
 up-sampling with skip connections back to full resolution, where a 3x3 conv on the image itself
 keeps the blobs' edges sharp.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -33,8 +34,11 @@ class StudentConfig:
 
 
 def conv_bn(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, padding=dilation, dilation=dilation, bias=False),
-                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride, padding=dilation, dilation=dilation, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
 
 
 class StudentNet(nn.Module):

@@ -5,6 +5,7 @@ nested subsets of 5, 10, 20, 30 of them with the same number of optimiser steps 
 model on the same unseen frames, and prints a markdown table (also in results.json). Finished
 sizes are reused when the study is re-run.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,10 +24,15 @@ from saliency.predictor import SaliencyPredictor
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| annotated maps | train / val | MAE | F_zeta (max) | F_zeta (adaptive) | CC |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| annotated maps | train / val | MAE | F_zeta (max) | F_zeta (adaptive) | CC |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
         m = r["metrics"]
-        lines.append(f"| {r['size']} | {r['train']} / {r['val']} | {m['mae']:.4f} | {m['f_max']:.4f} | {m['f_adaptive']:.4f} | {m['cc']:.3f} |")
+        lines.append(
+            f"| {r['size']} | {r['train']} / {r['val']} | {m['mae']:.4f} | {m['f_max']:.4f} | {m['f_adaptive']:.4f} | {m['cc']:.3f} |"
+        )
     return "\n".join(lines)
 
 
@@ -55,14 +61,32 @@ def run(cfg: StudyConfig) -> Path:
         if not ann_path.exists():
             save_annotations(ann_path, pool.subset(np.sort(order[:size])))
         epochs = max(1, round(steps / math.ceil(n_train / batch)))
-        tcfg = from_preset(TrainConfig, cfg.train_preset, annotations=str(ann_path), out=str(run_dir), epochs=epochs,
-                           seed=cfg.seed, threads=cfg.threads, progress=False, resume=(run_dir / "last.pt").exists())
+        tcfg = from_preset(
+            TrainConfig,
+            cfg.train_preset,
+            annotations=str(ann_path),
+            out=str(run_dir),
+            epochs=epochs,
+            seed=cfg.seed,
+            threads=cfg.threads,
+            progress=False,
+            resume=(run_dir / "last.pt").exists(),
+        )
         best = train.run(tcfg)
         metrics, _ = score(SaliencyPredictor.load(best, "cpu"), cfg.data, cfg.n, cfg.allow_incomplete)
-        row = {"size": size, "train": n_train, "val": size - n_train, "epochs": epochs, "steps": steps, "metrics": metrics}
+        row = {
+            "size": size,
+            "train": n_train,
+            "val": size - n_train,
+            "epochs": epochs,
+            "steps": steps,
+            "metrics": metrics,
+        }
         atomic_write_json(result, row)
         rows.append(row)
-    atomic_write_json(out / "results.json", {"data": cfg.data, "train_preset": cfg.train_preset, "steps": steps, "rows": rows})
+    atomic_write_json(
+        out / "results.json", {"data": cfg.data, "train_preset": cfg.train_preset, "steps": steps, "rows": rows}
+    )
     print(table(rows))
     print(f"wrote {out / 'results.json'}")
     return out

@@ -8,6 +8,7 @@ TensorBoard. Frames reach the model through data.preprocess.frames_to_tensor onl
 stops training with a one-line error before anything more is saved: best.pt and last.pt keep the
 last good state, and no checkpoint is ever written with NaN or inf weights.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,8 +25,8 @@ import torch.nn.functional as F
 from common.cli import run_command, should_resume
 from common.io import check_finite_loss, safe_torch_load
 from common.precision import autocast, resolve_precision
-from common.runs import MetricLogger, device_description, exclusive_run_dir, prepare_run_dir
 from common.progress import progress
+from common.runs import MetricLogger, device_description, exclusive_run_dir, prepare_run_dir
 from data.preprocess import frames_to_tensor
 from data.shards import frame_digests
 from saliency.config import TrainConfig, presets_for
@@ -80,22 +81,31 @@ class FitSpec:
 
 #: flags that may differ when a run resumes: they change neither its data nor how it trains (--epochs
 #: extends the run; its learning-rate schedule stays the checkpoint's)
-RESUMABLE = frozenset({"resume", "out", "epochs", "progress", "threads", "device", "precision", "eval_every", "allow_incomplete"})
+RESUMABLE = frozenset(
+    {"resume", "out", "epochs", "progress", "threads", "device", "precision", "eval_every", "allow_incomplete"}
+)
 
 
 def check_resume_config(path: Path, stored: dict, cfg: Any) -> None:
     """Refuse (ValueError) to continue the run of checkpoint `path`, made with config `stored`
     (`asdict` of it), under other flags than it was made with, besides RESUMABLE ones: a changed
     --lr or --frames would be recorded but not used, or would swap the data mid-run."""
+
     def flat(d: dict) -> dict:
-        return {k: v for key, value in d.items() for k, v in (flat(value) if isinstance(value, dict) else {key: value}).items()}
+        return {
+            k: v
+            for key, value in d.items()
+            for k, v in (flat(value) if isinstance(value, dict) else {key: value}).items()
+        }
 
     mine, theirs = flat(asdict(cfg)), flat(stored)
     diff = [k for k in mine if k not in RESUMABLE and k in theirs and theirs[k] != mine[k]]
     if diff:
         detail = "; ".join(f"--{k.replace('_', '-')}: checkpoint {theirs[k]!r} vs now {mine[k]!r}" for k in diff[:6])
-        raise ValueError(f"--resume: {path} was made with other flags ({detail}); resume with the same flags, or "
-                         "start a new run in another --out")
+        raise ValueError(
+            f"--resume: {path} was made with other flags ({detail}); resume with the same flags, or "
+            "start a new run in another --out"
+        )
 
 
 def last_checkpoint(run_dir: Path, log_name: str = "train") -> Path:
@@ -133,8 +143,10 @@ def fit(
     start, best, saved = 1, {"score": -math.inf}, None
     if should_resume(resume, last_path.exists(), last_path):
         state = safe_torch_load(last_path)
-        model.load_state_dict(state["state_dict"]); opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"]); gen.set_state(state["generator"])
+        model.load_state_dict(state["state_dict"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        gen.set_state(state["generator"])
         start, best, saved = state["epoch"] + 1, state["best"], state["epoch"]
         print(f"resuming {run_dir} at epoch {start}")
     logger.truncate_after(start - 1)  # rows after the checkpoint (all of them on a fresh start) come from a killed run
@@ -153,16 +165,26 @@ def fit(
             x, y = spec.augment(x_all[idx], y_all[idx], gen)
             with autocast(spec.precision, device):
                 loss = deep_supervised_bce(model(x.to(device)), y.to(device))
-            check_finite_loss(float(loss.detach()), f"epoch {epoch}, batch {i + 1}",
-                              f"The last good checkpoints are kept: {last_path} (epoch {saved}), {best_path} (epoch "
-                              f"{best.get('epoch')})." if saved else "No checkpoint had been written yet.")
+            check_finite_loss(
+                float(loss.detach()),
+                f"epoch {epoch}, batch {i + 1}",
+                f"The last good checkpoints are kept: {last_path} (epoch {saved}), {best_path} (epoch "
+                f"{best.get('epoch')})."
+                if saved
+                else "No checkpoint had been written yet.",
+            )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss.detach()) * len(idx); seen += len(idx)
+            total += float(loss.detach()) * len(idx)
+            seen += len(idx)
         sched.step()
-        row = {"loss": total / n, "lr": opt.param_groups[0]["lr"], "frames_per_s": seen / max(time.time() - t0, 1e-9),
-               **{f"val_{k}": "" for k in VAL_KEYS}}  # same CSV columns on every row
+        row = {
+            "loss": total / n,
+            "lr": opt.param_groups[0]["lr"],
+            "frames_per_s": seen / max(time.time() - t0, 1e-9),
+            **{f"val_{k}": "" for k in VAL_KEYS},
+        }  # same CSV columns on every row
         if epoch % spec.eval_every == 0 or epoch == spec.epochs:
             if val is not None and len(val[0]):
                 model.eval()
@@ -174,11 +196,22 @@ def fit(
             if score > best["score"]:
                 best = {"score": score, "epoch": epoch, **{k: float(v) for k, v in scores.items()}}
                 write_hub_files(save_checkpoint(best_path, model, kind, epoch=epoch, val=best, **extra))
-            save_checkpoint(last_path, model, kind, epoch=epoch, best=best, optimizer=opt.state_dict(),
-                            scheduler=sched.state_dict(), generator=gen.get_state(), **extra)
+            save_checkpoint(
+                last_path,
+                model,
+                kind,
+                epoch=epoch,
+                best=best,
+                optimizer=opt.state_dict(),
+                scheduler=sched.state_dict(),
+                generator=gen.get_state(),
+                **extra,
+            )
             saved = epoch
         logger.log(epoch, **row)
-        bar.set_postfix(loss=f"{row['loss']:.4f}", **({"valF": f"{row['val_f_max']:.3f}"} if row["val_f_max"] != "" else {}))
+        bar.set_postfix(
+            loss=f"{row['loss']:.4f}", **({"valF": f"{row['val_f_max']:.3f}"} if row["val_f_max"] != "" else {})
+        )
     logger.close()
     return best
 
@@ -196,7 +229,9 @@ def _train(cfg: TrainConfig) -> Path:
     ann = load_annotations(cfg.annotations)
     tr, va = split(len(ann), cfg.val_frac, cfg.seed)
     last = last_checkpoint(cfg.out_dir)
-    resuming = should_resume(cfg.resume, last.exists(), last)  # before config.json is written: a refusal leaves no trace
+    resuming = should_resume(
+        cfg.resume, last.exists(), last
+    )  # before config.json is written: a refusal leaves no trace
     if resuming:
         check_resume_config(last, safe_torch_load(last).get("train_config", {}), cfg)
     run_dir = prepare_run_dir(cfg.out_dir, cfg, resume=cfg.resume)
@@ -212,17 +247,45 @@ def _train(cfg: TrainConfig) -> Path:
         "annotations": str(cfg.annotations),
         "device": device_description(),
     }
-    spec = FitSpec(cfg.epochs, cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.lr_decay_at, cfg.eval_every, cfg.seed,
-                   Augment(flip=cfg.flip, brightness=cfg.color_jitter, contrast=cfg.color_jitter,
-                           saturation=cfg.color_jitter, hue=cfg.color_jitter / 10), cfg.progress,
-                   resolve_precision(cfg.precision, device))
+    spec = FitSpec(
+        cfg.epochs,
+        cfg.batch_size,
+        cfg.lr,
+        cfg.weight_decay,
+        cfg.lr_decay_at,
+        cfg.eval_every,
+        cfg.seed,
+        Augment(
+            flip=cfg.flip,
+            brightness=cfg.color_jitter,
+            contrast=cfg.color_jitter,
+            saturation=cfg.color_jitter,
+            hue=cfg.color_jitter / 10,
+        ),
+        cfg.progress,
+        resolve_precision(cfg.precision, device),
+    )
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"PiCANet {cfg.model.layout} at {cfg.model.input_size} px, width {cfg.model.width}: {n_params / 1e6:.2f}M parameters; "
-          f"{len(tr)} train / {len(va)} val maps on {device_description()}, {spec.precision}")
-    best = fit(model, "picanet", (ann.images[tr], ann.maps[tr]), (ann.images[va], ann.maps[va]) if len(va) else None,
-               spec, run_dir, device, run_dir / "best.pt", extra, resuming)
-    print(f"best validation (epoch {best.get('epoch')}): max-F {best.get('f_max', float('nan')):.4f}, "
-          f"MAE {best.get('mae', float('nan')):.4f} -> {run_dir / 'best.pt'}")
+    print(
+        f"PiCANet {cfg.model.layout} at {cfg.model.input_size} px, width {cfg.model.width}: {n_params / 1e6:.2f}M parameters; "
+        f"{len(tr)} train / {len(va)} val maps on {device_description()}, {spec.precision}"
+    )
+    best = fit(
+        model,
+        "picanet",
+        (ann.images[tr], ann.maps[tr]),
+        (ann.images[va], ann.maps[va]) if len(va) else None,
+        spec,
+        run_dir,
+        device,
+        run_dir / "best.pt",
+        extra,
+        resuming,
+    )
+    print(
+        f"best validation (epoch {best.get('epoch')}): max-F {best.get('f_max', float('nan')):.4f}, "
+        f"MAE {best.get('mae', float('nan')):.4f} -> {run_dir / 'best.pt'}"
+    )
     return run_dir / "best.pt"
 
 

@@ -6,6 +6,7 @@ alone's plain one), so the same math is summed in another order and differs in t
 last-bit difference of a near-zero gradient into up to a learning rate per update: weights are
 compared through what training did to them, relative to its size, not element-wise at 1e-6.
 """
+
 from __future__ import annotations
 
 import torch

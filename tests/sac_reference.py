@@ -5,6 +5,7 @@ targets, a tanh-squashed Gaussian actor whose log-std is squashed into [min, max
 actor and target updates every `update_every` critic updates. Its log-probability comes from
 torch.distributions, not from the closed form the packed actor uses.
 """
+
 from __future__ import annotations
 
 import copy
@@ -30,7 +31,10 @@ class ReferenceSAC:
     def __init__(self, feature_dim: int, action_dim: int, cfg):
         self.cfg = cfg
         hidden = cfg.hidden_dim
-        self.q1, self.q2 = mlp([feature_dim + action_dim, hidden, hidden, 1]), mlp([feature_dim + action_dim, hidden, hidden, 1])
+        self.q1, self.q2 = (
+            mlp([feature_dim + action_dim, hidden, hidden, 1]),
+            mlp([feature_dim + action_dim, hidden, hidden, 1]),
+        )
         self.actor = mlp([feature_dim, hidden, hidden, 2 * action_dim])
         self.log_alpha = torch.zeros(1, requires_grad=True)
         self.target_entropy = -float(action_dim)
@@ -62,8 +66,13 @@ class ReferenceSAC:
         alpha = self.log_alpha.detach().exp()
         with torch.no_grad():
             next_action, next_logp = self.policy(batch["next_obs"], noise[0])
-            next_q = torch.min(self.q(self.q1_target, batch["next_obs"], next_action),
-                               self.q(self.q2_target, batch["next_obs"], next_action)) - alpha * next_logp
+            next_q = (
+                torch.min(
+                    self.q(self.q1_target, batch["next_obs"], next_action),
+                    self.q(self.q2_target, batch["next_obs"], next_action),
+                )
+                - alpha * next_logp
+            )
             target = batch["reward"] + cfg.discount * (1 - batch["terminal"]) * next_q
         q1, q2 = self.q(self.q1, batch["obs"], batch["action"]), self.q(self.q2, batch["obs"], batch["action"])
         critic_loss = F.mse_loss(q1, target) + F.mse_loss(q2, target)

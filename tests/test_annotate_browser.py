@@ -1,4 +1,5 @@
 """The real annotation page in headless Chromium: clicks land on the pixels clicked, and survive SIGKILL."""
+
 import os
 import signal
 
@@ -12,7 +13,9 @@ from annotate_app.synthetic import synthetic_shards
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} not installed (apt-get install -y chromium; make sysdeps)"),
+    pytest.mark.skipif(
+        not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} not installed (apt-get install -y chromium; make sysdeps)"
+    ),
 ]
 N_FRAMES = 5
 
@@ -32,7 +35,18 @@ def env(tmp_path_factory, browser):
     tmp = tmp_path_factory.mktemp("annotate")
     shards = synthetic_shards(tmp / "shards", frames=20, shard_size=10)
     root = tmp / "ann"
-    args = ["--task", "reach-v3", "--frames", str(shards), "--annotator", "alice", "--n", str(N_FRAMES), "--out", str(root)]
+    args = [
+        "--task",
+        "reach-v3",
+        "--frames",
+        str(shards),
+        "--annotator",
+        "alice",
+        "--n",
+        str(N_FRAMES),
+        "--out",
+        str(root),
+    ]
     state = {"root": root, "args": args, "log": tmp / "server.log"}
     state["port"] = free_port()
     state["proc"] = start_server(args, state["port"], state["log"])
@@ -60,7 +74,7 @@ def pixels(rec: dict) -> list[tuple[int, int]]:
 def local_peak(m: np.ndarray, col: int, row: int, radius: int = 4) -> tuple[int, int]:
     """(col, row) of the maximum of `m` within `radius` pixels of (col, row)."""
     r0, c0 = max(row - radius, 0), max(col - radius, 0)
-    window = m[r0:row + radius + 1, c0:col + radius + 1]
+    window = m[r0 : row + radius + 1, c0 : col + radius + 1]
     r, c = np.unravel_index(window.argmax(), window.shape)
     return int(c0 + c), int(r0 + r)
 
@@ -179,12 +193,15 @@ def test_rapid_clicks_are_never_lost(env):
     assert (n_saved, ap.clicks_shown()) == (25, 25), f"{n_saved} of 25 clicks saved; page shows {ap.status()!r}"
     # a click on the picture's container while the picture is not loaded (as while Gradio swaps the
     # <img>) is held and replayed on the picture once it has loaded
-    ap.page.evaluate("""([x, y]) => {
+    ap.page.evaluate(
+        """([x, y]) => {
         const img = document.querySelector('#frame-view img'), src = img.src;
         img.removeAttribute('src');
         img.parentElement.dispatchEvent(new MouseEvent('click', {bubbles: true, cancelable: true, clientX: x, clientY: y, view: window}));
         setTimeout(() => { img.src = src; }, 300);
-    }""", [box["x"] + 8 * 40 + 4, box["y"] + 8 * 20 + 4])
+    }""",
+        [box["x"] + 8 * 40 + 4, box["y"] + 8 * 20 + 4],
+    )
     ap.wait_status("Clicks on this frame: 26")
     assert near(pixels(saved(env, 3))[-1], (40, 20))
 
@@ -201,10 +218,27 @@ def real(tmp_path_factory, browser):
     from data.collect import CollectConfig, collect
 
     tmp = tmp_path_factory.mktemp("annotate_real")
-    shards = collect(from_flat(CollectConfig, task="reach-v3", frames=30, shard_size=30, episode_steps=40,
-                               out=str(tmp / "reach-v3")), progress=False)
+    shards = collect(
+        from_flat(
+            CollectConfig, task="reach-v3", frames=30, shard_size=30, episode_steps=40, out=str(tmp / "reach-v3")
+        ),
+        progress=False,
+    )
     root = tmp / "ann"
-    args = ["--task", "reach-v3", "--frames", str(shards), "--annotator", "alice", "--n", "3", "--seed", "1", "--out", str(root)]
+    args = [
+        "--task",
+        "reach-v3",
+        "--frames",
+        str(shards),
+        "--annotator",
+        "alice",
+        "--n",
+        "3",
+        "--seed",
+        "1",
+        "--out",
+        str(root),
+    ]
     port = free_port()
     proc = start_server(args, port, tmp / "server.log", timeout=180)
     try:

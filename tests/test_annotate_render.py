@@ -1,4 +1,5 @@
 """Sharp frames for annotators: stored scene states re-render the exact collected scene at any size."""
+
 import numpy as np
 import pytest
 
@@ -22,7 +23,9 @@ TASK = "drawer-open-v3"  # a task with an object (the drawer), a goal and the gr
 def folder(tmp_path_factory):
     out = tmp_path_factory.mktemp("shards") / TASK
     # 10-step episodes: several reset frames (step 0), whose render state Meta-World's reset leaves stale
-    collect(from_flat(CollectConfig, task=TASK, frames=24, shard_size=12, episode_steps=10, out=str(out)), progress=False)
+    collect(
+        from_flat(CollectConfig, task=TASK, frames=24, shard_size=12, episode_steps=10, out=str(out)), progress=False
+    )
     return out
 
 
@@ -37,7 +40,7 @@ def on_body(env, seg: np.ndarray, uv: np.ndarray, bodies: set[int], radius: int)
     """True when a geom of one of `bodies` is drawn within `radius` px of normalised point `uv`."""
     h, w = seg.shape[:2]
     col, row = int(uv[0] * w), int(uv[1] * h)
-    win = seg[max(row - radius, 0):row + radius + 1, max(col - radius, 0):col + radius + 1].reshape(-1, 2)
+    win = seg[max(row - radius, 0) : row + radius + 1, max(col - radius, 0) : col + radius + 1].reshape(-1, 2)
     return any(t == GEOM and env.model.geom_bodyid[g] in bodies for g, t in win)
 
 
@@ -129,7 +132,10 @@ def test_unreproducible_scenes_fall_back_and_say_why(folder, tmp_path):
     display = display_frames(fs, tmp_path / "ann", scale=8)
     assert display.rendered == [False, False, True]
     assert np.array_equal(display.images[0], np.repeat(np.repeat(fs.images[0], 8, 0), 8, 1))
-    assert "frame 1: replaying reset seed" in display.note and "frame 2: its re-render differs from the stored frame" in display.note
+    assert (
+        "frame 1: replaying reset seed" in display.note
+        and "frame 2: its re-render differs from the stored frame" in display.note
+    )
 
 
 def test_folders_without_scene_states_show_enlarged_frames_and_say_so(tmp_path):
@@ -148,7 +154,6 @@ def test_the_page_names_the_task_in_one_line():
     assert task_line("drawer-open-v3").startswith("drawer open: ")
     assert task_line("pick-place-v3") == "pick place: the gripper must pick place (Meta-World task pick-place-v3)"
     assert "\n" not in task_line("door-open-v3")
-
 
 
 def test_render_quality_flag_is_checked(capsys):

@@ -1,4 +1,5 @@
 """Annotation storage, frame selection, export, oracle and agreement (no browser)."""
+
 import json
 import os
 import signal
@@ -79,8 +80,18 @@ def test_diverse_selection_covers_rare_kinds_of_frames(tmp_path):
     rng = np.random.default_rng(0)
     kinds = [synthetic_frame(rng)[0] for _ in range(3)]
     order = [0] * 54 + [1] * 3 + [2] * 3  # one kind of frame dominates
-    samples = [(f"00000-{i:05d}", {"rgb": kinds[k], "state": np.zeros(39, np.float32), "clicks": np.zeros((0, 2)),
-                                   "meta": {"task": "reach-v3", "kind": k}}) for i, k in enumerate(order)]
+    samples = [
+        (
+            f"00000-{i:05d}",
+            {
+                "rgb": kinds[k],
+                "state": np.zeros(39, np.float32),
+                "clicks": np.zeros((0, 2)),
+                "meta": {"task": "reach-v3", "kind": k},
+            },
+        )
+        for i, k in enumerate(order)
+    ]
     entry = write_shard_entry(tmp_path / "s" / shard_name(0), samples)
     write_manifest(tmp_path / "s", {"status": "complete", "task": "reach-v3", "shards": [entry]})
     fs = create_or_load_frameset(tmp_path / "ann", "reach-v3", tmp_path / "s", n=3, method="diverse")
@@ -307,7 +318,11 @@ def test_agreement_of_a_perfect_and_a_shifted_annotator(tmp_path, shards, capsys
         assert r["kld"] == pytest.approx(0.0, abs=1e-6) and r["auc"] > 0.99 and r["nss"] > 5
     shifted_rows = [r for r in rows if r["pred"] == "shifted" and r["reference"] == "oracle"]
     assert all(r["cc"] < 0.3 and r["kld"] > 1.0 for r in shifted_rows)
-    assert {(r["pred"], r["reference"]) for r in rows} == {("perfect", "shifted"), ("perfect", "oracle"), ("shifted", "oracle")}
+    assert {(r["pred"], r["reference"]) for r in rows} == {
+        ("perfect", "shifted"),
+        ("perfect", "oracle"),
+        ("shifted", "oracle"),
+    }
     csv_path = run_agreement(AgreementConfig(task="reach-v3", root=str(root), figure_frames=2))
     assert len(csv_path.read_text().splitlines()) == 1 + 9
     assert (csv_path.parent / "agreement.png").stat().st_size > 10_000

@@ -1,5 +1,6 @@
 """The fp32/bf16 columns of the benches (bench/precision_columns.py): the --precision list, the ABBA
 order of rounds, and the bf16/fp32 speed ratio of rates and of times."""
+
 from __future__ import annotations
 
 import pytest
@@ -22,7 +23,11 @@ def test_precision_list_is_resolved_deduplicated_and_checked(monkeypatch):
 
 
 def test_rounds_alternate_the_order():
-    assert [round_order(["fp32", "bf16"], r) for r in range(3)] == [["fp32", "bf16"], ["bf16", "fp32"], ["fp32", "bf16"]]
+    assert [round_order(["fp32", "bf16"], r) for r in range(3)] == [
+        ["fp32", "bf16"],
+        ["bf16", "fp32"],
+        ["fp32", "bf16"],
+    ]
     assert round_order(["bf16"], 1) == ["bf16"]
 
 

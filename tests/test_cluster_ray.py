@@ -2,6 +2,7 @@
 its pack trains; Ray retries the pack, which continues from its checkpoint (`--resume auto`) and ends
 with exactly one metrics.csv row per logged step. Then `--storage driver` brings whole run folders back.
 Tiny state-encoder SAC runs keep it within a few minutes on a busy 2-core CPU."""
+
 from __future__ import annotations
 
 import csv
@@ -31,8 +32,20 @@ def cluster():
 
 
 def grid(cluster, **kw) -> GridConfig:
-    return GridConfig(**{"encoders": "state", "seeds": "0,1", "steps": STEPS, "sac_preset": "micro", "pack": 1,
-                         "out": "runs/sac", "backend": "ray", "ray_address": cluster.address, "extra": EXTRA, **kw})
+    return GridConfig(
+        **{
+            "encoders": "state",
+            "seeds": "0,1",
+            "steps": STEPS,
+            "sac_preset": "micro",
+            "pack": 1,
+            "out": "runs/sac",
+            "backend": "ray",
+            "ray_address": cluster.address,
+            "extra": EXTRA,
+            **kw,
+        }
+    )
 
 
 def logged_steps(run_dir: Path) -> list[int]:
@@ -82,5 +95,7 @@ def test_a_killed_worker_node_is_retried_and_resumes_without_duplicated_rows(clu
     status = run_grid(grid(cluster, seeds="2", steps=300, storage="driver", scratch=str(tmp_path / "scratch")))
     assert status == {"reach-v3/state/seed2": "done"}
     back = Path("runs/sac/reach-v3/state/seed2")
-    assert {"agent.pt", "summary.json", "metrics.csv", "config.json", "checkpoint-000000300.pt"} <= {p.name for p in back.iterdir()}
+    assert {"agent.pt", "summary.json", "metrics.csv", "config.json", "checkpoint-000000300.pt"} <= {
+        p.name for p in back.iterdir()
+    }
     assert any((back / "tb").iterdir()) and any(back.glob("replay-*/*"))

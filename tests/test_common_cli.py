@@ -1,4 +1,5 @@
 """Nested typed configs: inner fields are flat flags, presets and config.json use the flat names."""
+
 from __future__ import annotations
 
 import json
@@ -48,9 +49,18 @@ def test_presets_use_flat_names_and_explicit_flags_win():
 def test_flat_dict_round_trips_and_replace_changes_only_what_is_named():
     cfg = Outer(steps=3, env=Env("faucet-open-v3", 20), gaze=Inner(k=2, weight=0.5, on=False))
     flat = flat_dict(cfg)
-    assert flat == {"steps": 3, "task": "faucet-open-v3", "episode_steps": 20, "gaze_k": 2, "gaze_weight": 0.5, "gaze_on": False}
+    assert flat == {
+        "steps": 3,
+        "task": "faucet-open-v3",
+        "episode_steps": 20,
+        "gaze_k": 2,
+        "gaze_weight": 0.5,
+        "gaze_on": False,
+    }
     assert from_flat(Outer, flat) == cfg
-    assert replace_flat(cfg, gaze_k=8) == Outer(steps=3, env=Env("faucet-open-v3", 20), gaze=Inner(k=8, weight=0.5, on=False))
+    assert replace_flat(cfg, gaze_k=8) == Outer(
+        steps=3, env=Env("faucet-open-v3", 20), gaze=Inner(k=8, weight=0.5, on=False)
+    )
     assert cfg.gaze.k == 2  # a copy, not an edit
     with pytest.raises(TypeError, match="no field.*gaze_bogus"):
         from_flat(Outer, gaze_bogus=1)
@@ -106,23 +116,32 @@ def test_run_command_returns_the_result_and_turns_user_errors_into_one_line(caps
 
     with pytest.raises(SystemExit) as exit_info:
         run_command(WithRoots, fails, ["x"])
-    assert exit_info.value.code == 2 and capsys.readouterr().err == "error: x holds no runs; run `python -m rl.grid` first\n"
+    assert (
+        exit_info.value.code == 2
+        and capsys.readouterr().err == "error: x holds no runs; run `python -m rl.grid` first\n"
+    )
 
 
 def test_config_reruns_a_runs_config_json_under_preset_and_flags(tmp_path, capsys):
     """--config PATH: defaults < the file < --preset < explicit flags; its recorded preset is kept."""
     run = prepare_run_dir(tmp_path / "run", Outer(steps=7, env=Env("door-open-v3", 20), gaze=Inner(k=5, on=False)))
     stored = json.loads((run / "config.json").read_text())
-    (run / "config.json").write_text(json.dumps({**stored, "inputs": {"frozen_encoder": None}}))  # rl/provenance.py's record
+    (run / "config.json").write_text(
+        json.dumps({**stored, "inputs": {"frozen_encoder": None}})
+    )  # rl/provenance.py's record
     again = parse_config(Outer, ["--config", str(run / "config.json")])
     assert again == Outer(steps=7, env=Env("door-open-v3", 20), gaze=Inner(k=5, on=False))
     assert parse_config(Outer, ["--config", str(run / "config.json"), "--gaze-k", "9"]).gaze.k == 9
     presets = {"small": {"steps": 2, "gaze_weight": 0.7}}
-    mixed = parse_config(Outer, ["--config", str(run / "config.json"), "--preset", "small", "--steps", "4"], presets=presets)
+    mixed = parse_config(
+        Outer, ["--config", str(run / "config.json"), "--preset", "small", "--steps", "4"], presets=presets
+    )
     assert (mixed.steps, mixed.gaze.weight, mixed.gaze.k, mixed.env.task) == (4, 0.7, 5, "door-open-v3")
     (tmp_path / "other.json").write_text(json.dumps({"steps": 3, "lr": 0.1, "task": "reach-v3"}))
-    for path, message in ((tmp_path / "other.json", "sets lr, which Outer does not have"),
-                          (tmp_path / "missing.json", "missing.json not found")):
+    for path, message in (
+        (tmp_path / "other.json", "sets lr, which Outer does not have"),
+        (tmp_path / "missing.json", "missing.json not found"),
+    ):
         with pytest.raises(SystemExit) as exit_info:
             parse_config(Outer, ["--config", str(path)])
         err = capsys.readouterr().err
@@ -132,7 +151,9 @@ def test_config_reruns_a_runs_config_json_under_preset_and_flags(tmp_path, capsy
 def test_config_keeps_the_recorded_preset_of_a_sac_run(tmp_path):
     from rl.config import PRESETS, SACConfig
 
-    cfg = parse_config(SACConfig, ["--preset", "micro", "--encoder", "cnn_rgbs", "--gaze-k", "4", "--out", "a"], presets=PRESETS)
+    cfg = parse_config(
+        SACConfig, ["--preset", "micro", "--encoder", "cnn_rgbs", "--gaze-k", "4", "--out", "a"], presets=PRESETS
+    )
     run = prepare_run_dir(tmp_path / "run", cfg)
     stored = json.loads((run / "config.json").read_text())
     (run / "config.json").write_text(json.dumps({**stored, "preset": cfg.preset}))
@@ -144,7 +165,9 @@ def test_parse_flags_raises_naming_the_pass_through_flag():
     from common.cli import parse_flags
 
     assert parse_flags(Outer, ["--gaze-k", "3"], what="--x-extra").gaze.k == 3
-    with pytest.raises(ValueError, match=r"^--x-extra: unrecognized arguments: --gaze-kk 3 \(see python -m outer --help\)$"):
+    with pytest.raises(
+        ValueError, match=r"^--x-extra: unrecognized arguments: --gaze-kk 3 \(see python -m outer --help\)$"
+    ):
         parse_flags(Outer, ["--gaze-kk", "3"], command="python -m outer", what="--x-extra")
     with pytest.raises(ValueError, match=r"^--x-extra: argument --steps: invalid int value: 'ten'"):
         parse_flags(Outer, ["--steps", "ten"], command="python -m outer", what="--x-extra")

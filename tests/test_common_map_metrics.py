@@ -1,4 +1,5 @@
 """Saliency-benchmark metrics against values computed by hand on 2x2 maps, plus a MIT-style AUC loop."""
+
 import math
 
 import numpy as np

@@ -1,4 +1,5 @@
 """common.progress: a tqdm bar on a terminal, plain lines (no carriage returns) in a log file."""
+
 from __future__ import annotations
 
 import io

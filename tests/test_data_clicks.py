@@ -20,7 +20,9 @@ def test_width_is_a_fraction_of_the_image_so_maps_agree_across_resolutions():
     small, big = clicks_to_map(clicks, 64), clicks_to_map(clicks, 400)
     # 400 px, sigma 10 px, as the paper's canvas; downsampled it matches the 64 px map.
     assert big[240, 120] == pytest.approx(1.0, abs=1e-3)
-    pooled = torch.nn.functional.interpolate(torch.from_numpy(big)[None, None], size=(64, 64), mode="area")[0, 0].numpy()
+    pooled = torch.nn.functional.interpolate(torch.from_numpy(big)[None, None], size=(64, 64), mode="area")[
+        0, 0
+    ].numpy()
     assert np.abs(pooled / pooled.max() - small).max() < 0.12
 
 

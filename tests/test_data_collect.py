@@ -12,12 +12,23 @@ import pytest
 
 from common.cli import from_flat
 from data.collect import CollectConfig, collect
-from data.shards import ShardError, find_shard_folders, iter_samples, list_shards, load_arrays, oracle_maps, read_manifest
+from data.shards import (
+    ShardError,
+    find_shard_folders,
+    iter_samples,
+    list_shards,
+    load_arrays,
+    oracle_maps,
+    read_manifest,
+)
 from data.to_hdf5 import ToHdf5Config, convert
 
 
 def _cfg(out, **kw):
-    return from_flat(CollectConfig, **{"task": "reach-v3", "frames": 120, "shard_size": 50, "out": str(out), "episode_steps": 40, **kw})
+    return from_flat(
+        CollectConfig,
+        **{"task": "reach-v3", "frames": 120, "shard_size": 50, "out": str(out), "episode_steps": 40, **kw},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +69,21 @@ def test_policy_mix_covers_success_and_failure(tmp_path):
 
 def test_resume_after_kill_ends_with_exactly_n_distinct_samples(tmp_path):
     out = tmp_path / "killed"
-    args = [sys.executable, "-m", "data.collect", "--task", "reach-v3", "--frames", "300", "--shard-size", "60",
-            "--episode-steps", "40", "--out", str(out)]
+    args = [
+        sys.executable,
+        "-m",
+        "data.collect",
+        "--task",
+        "reach-v3",
+        "--frames",
+        "300",
+        "--shard-size",
+        "60",
+        "--episode-steps",
+        "40",
+        "--out",
+        str(out),
+    ]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 120
     while time.time() < deadline and len(list(out.glob("shard-*.tar"))) < 2:
@@ -76,7 +100,14 @@ def test_resume_after_kill_ends_with_exactly_n_distinct_samples(tmp_path):
     assert m["status"] == "complete" and m["frames_written"] == 300 and len(m["shards"]) == 5
     assert not list(out.glob(".*.tmp"))
     # Finished shards were kept, not rewritten, and equal a fresh uninterrupted collection.
-    fresh = load_arrays(collect(from_flat(CollectConfig, task="reach-v3", frames=300, shard_size=60, episode_steps=40, out=str(tmp_path / "fresh")), progress=False))
+    fresh = load_arrays(
+        collect(
+            from_flat(
+                CollectConfig, task="reach-v3", frames=300, shard_size=60, episode_steps=40, out=str(tmp_path / "fresh")
+            ),
+            progress=False,
+        )
+    )
     assert np.array_equal(a["rgb"], fresh["rgb"])
 
 
@@ -125,7 +156,9 @@ def test_cli_errors_for_unknown_task_and_unwritable_out(tmp_path):
         target = blocker / "sub"  # a path under a regular file can never be created, even by root
     else:
         target = locked / "sub"
-    r = subprocess.run([sys.executable, "-m", "data.collect", "--frames", "5", "--out", str(target)], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "data.collect", "--frames", "5", "--out", str(target)], capture_output=True, text=True
+    )
     assert r.returncode != 0 and "cannot write" in r.stderr
 
 
@@ -135,7 +168,7 @@ def test_to_hdf5_round_trip(small, tmp_path):
     with h5py.File(out) as h5:
         assert np.array_equal(h5["frames"][:], a["rgb"]) and np.array_equal(h5["states"][:], a["state"])
         off = h5["click_offsets"][:]
-        assert np.array_equal(h5["clicks"][off[7]:off[8]], a["clicks"][7])
+        assert np.array_equal(h5["clicks"][off[7] : off[8]], a["clicks"][7])
         assert json.loads(h5.attrs["manifest"])["frames_written"] == 120
         assert h5["frames"].chunks[0] == 256 and h5["frames"].compression == "gzip"
     with pytest.raises(SystemExit, match="overwrite"):

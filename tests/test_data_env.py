@@ -45,7 +45,8 @@ def test_seeded_reset_is_reproducible_and_goals_rerandomise():
     assert np.array_equal(oa["pixels"], ob["pixels"]) and np.array_equal(oa["state"], ob["state"])
     goals = {tuple(np.round(a.reset()[0]["state"][-3:], 4)) for _ in range(4)}
     assert len(goals) == 4, "goal must be re-randomised every episode"
-    a.close(); b.close()
+    a.close()
+    b.close()
 
 
 def test_truncates_at_time_limit_and_never_terminates():
@@ -65,7 +66,9 @@ def test_several_envs_in_one_process_render_correct_frames():
     assert ob["pixels"].mean() > 20, "second env rendered black"
     again = a.render()
     assert np.array_equal(first, again), "first env's frame changed after a second env was created"
-    b.close(); del b; gc.collect()
+    b.close()
+    del b
+    gc.collect()
     assert np.array_equal(first, a.render()), "first env's frame changed after the second was collected"
     a.close()
 
@@ -74,7 +77,8 @@ def test_fast_mode_keeps_frames_close_to_default():
     fast, slow = make_env(task="reach-v3"), make_env(task="reach-v3", render_quality="default")
     f, s = fast.reset(seed=4)[0]["pixels"].astype(float), slow.reset(seed=4)[0]["pixels"].astype(float)
     assert np.abs(f - s).mean() < 20  # same scene; only shadows/reflections/antialiasing differ
-    fast.close(); slow.close()
+    fast.close()
+    slow.close()
 
 
 def test_unknown_task_lists_valid_names():
@@ -87,7 +91,9 @@ def test_unknown_task_lists_valid_names():
 def test_vector_env_same_step_autoreset():
     from rl.envs import make_envs
 
-    venv = make_envs(EnvConfig(task="reach-v3", max_episode_steps=3), 2, pixels=True, oracle_saliency=False, seed_bases=[0])
+    venv = make_envs(
+        EnvConfig(task="reach-v3", max_episode_steps=3), 2, pixels=True, oracle_saliency=False, seed_bases=[0]
+    )
     try:
         obs, _ = venv.reset(seed=0)
         assert obs["pixels"].shape == (2, 64, 64, 3)

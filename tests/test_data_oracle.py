@@ -16,7 +16,7 @@ def _geoms_of(model, bodies):
 def _hits(seg, uv, geoms, radius=1):
     h, w = seg.shape[:2]
     col, row = int(uv[0] * w), int(uv[1] * h)
-    win = seg[max(row - radius, 0): row + radius + 1, max(col - radius, 0): col + radius + 1]
+    win = seg[max(row - radius, 0) : row + radius + 1, max(col - radius, 0) : col + radius + 1]
     return any((g[1] == GEOM and g[0] in geoms) for g in win.reshape(-1, 2))
 
 

@@ -1,5 +1,6 @@
 """Issue #14, shards through webdataset: the same files as the hand-written tar code, read back checked,
 and pretraining ranks that decode only their share of the shards."""
+
 from __future__ import annotations
 
 import hashlib
@@ -31,14 +32,26 @@ from data.shards import (
 from pretrain.data import load_frames, load_split, split_episodes
 
 
-def _samples(shard: int, n: int, rng: np.random.Generator, saliency: bool = False, episode_len: int = 7) -> list[tuple[str, dict]]:
+def _samples(
+    shard: int, n: int, rng: np.random.Generator, saliency: bool = False, episode_len: int = 7
+) -> list[tuple[str, dict]]:
     """`n` random samples of shard `shard`, in episodes of `episode_len` frames (as data.collect numbers them)."""
     out = []
     for j in range(n):
-        sample = {"rgb": rng.integers(0, 256, (16, 16, 3), dtype=np.uint8), "state": rng.standard_normal(39).astype(np.float32),
-                  "clicks": rng.random((int(rng.integers(0, 4)), 2)).astype(np.float32),
-                  "meta": {"task": "reach-v3", "shard": shard, "episode": j // episode_len, "step": j % episode_len,
-                           "reward": 0.5, "success": 0.0, "policy": "expert"}}
+        sample = {
+            "rgb": rng.integers(0, 256, (16, 16, 3), dtype=np.uint8),
+            "state": rng.standard_normal(39).astype(np.float32),
+            "clicks": rng.random((int(rng.integers(0, 4)), 2)).astype(np.float32),
+            "meta": {
+                "task": "reach-v3",
+                "shard": shard,
+                "episode": j // episode_len,
+                "step": j % episode_len,
+                "reward": 0.5,
+                "success": 0.0,
+                "policy": "expert",
+            },
+        }
         if saliency:
             sample["saliency"] = rng.random((16, 16)).astype(np.float32)
         out.append((f"{shard:05d}-{j:05d}", sample))
@@ -62,7 +75,9 @@ def _old_write(path: Path, samples: list[tuple[str, dict]]) -> None:
 def _members(path: Path) -> dict[str, tuple]:
     """Every member of a tar: name -> (bytes, mode, mtime, owner, group, uid, gid, type)."""
     with tarfile.open(path) as tar:
-        return {m.name: (tar.extractfile(m).read(), m.mode, m.mtime, m.uname, m.gname, m.uid, m.gid, m.type) for m in tar}
+        return {
+            m.name: (tar.extractfile(m).read(), m.mode, m.mtime, m.uname, m.gname, m.uid, m.gid, m.type) for m in tar
+        }
 
 
 def _folder(out: Path, sizes: list[int], seed: int = 0, old: bool = False) -> Path:
@@ -77,7 +92,16 @@ def _folder(out: Path, sizes: list[int], seed: int = 0, old: bool = False) -> Pa
             entries.append(check_shard(out / shard_name(s), n))
         else:
             entries.append(write_shard_entry(out / shard_name(s), samples))
-    write_manifest(out, {"format": "visarl-shards/1", "status": "complete", "task": "reach-v3", "frames": sum(sizes), "shards": entries})
+    write_manifest(
+        out,
+        {
+            "format": "visarl-shards/1",
+            "status": "complete",
+            "task": "reach-v3",
+            "frames": sum(sizes),
+            "shards": entries,
+        },
+    )
     return out
 
 
@@ -85,7 +109,9 @@ def _assert_same(decoded: dict, key: str, sample: dict) -> None:
     assert decoded["key"] == key and decoded["meta"] == sample["meta"]
     for field in ("rgb", "state", "clicks"):
         expected = np.asarray(sample[field])
-        assert decoded[field].dtype == expected.dtype and np.array_equal(decoded[field], expected.reshape(decoded[field].shape)), field
+        assert decoded[field].dtype == expected.dtype and np.array_equal(
+            decoded[field], expected.reshape(decoded[field].shape)
+        ), field
     if "saliency" in sample:
         assert np.array_equal(decoded["saliency"], np.round(sample["saliency"] * 255).astype(np.uint8))
 
@@ -109,7 +135,11 @@ def test_the_new_writer_gives_the_old_members_and_is_deterministic(tmp_path):
     old, new = _members(tmp_path / "old.tar"), _members(tmp_path / "new.tar")
     assert len(new) == 25 * 5 and new == old  # every member: name, bytes, mode, mtime, owner, type
     assert (tmp_path / "new.tar").stat().st_size == (tmp_path / "old.tar").stat().st_size
-    assert entry == {"file": "new.tar", "frames": 25, "sha256": hashlib.sha256((tmp_path / "new.tar").read_bytes()).hexdigest()}
+    assert entry == {
+        "file": "new.tar",
+        "frames": 25,
+        "sha256": hashlib.sha256((tmp_path / "new.tar").read_bytes()).hexdigest(),
+    }
     write_shard_entry(tmp_path / "again.tar", samples)
     assert (tmp_path / "again.tar").read_bytes() == (tmp_path / "new.tar").read_bytes()
     for d, (key, sample) in zip(iter_samples(tmp_path / "new.tar"), samples):
@@ -136,7 +166,9 @@ write_shard_entry(sys.argv[1], samples())
 def test_a_killed_or_failed_write_leaves_no_file_under_the_final_name(tmp_path):
     target = tmp_path / "shard-00000.tar"
     tests = Path(__file__).parent
-    r = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(target), str(tests)], capture_output=True, text=True, cwd=tests.parent)
+    r = subprocess.run(
+        [sys.executable, "-c", KILLED_WRITER, str(target), str(tests)], capture_output=True, text=True, cwd=tests.parent
+    )
     assert r.returncode == -9, r.stderr[-2000:]
     assert not target.exists()
 
@@ -155,14 +187,16 @@ def test_damaged_shards_fail_with_one_line_errors_through_the_pipeline(tmp_path)
     payload = shard.read_bytes()
     with tarfile.open(shard) as tar:
         rgb = [m for m in tar if m.name.endswith("rgb.png")][3]
-    shard.write_bytes(payload[:rgb.offset_data + 100])  # cut inside a member's data
+    shard.write_bytes(payload[: rgb.offset_data + 100])  # cut inside a member's data
     with pytest.raises(ShardError, match=r"shard-00001.tar: checksum mismatch .*re-run `python -m data.collect") as err:
         load_arrays(folder)
     assert "\n" not in str(err.value)
-    with pytest.raises(ShardError, match=r"shard-00001.tar: corrupt or truncated shard \(unexpected end of data\); regen") as err:
+    with pytest.raises(
+        ShardError, match=r"shard-00001.tar: corrupt or truncated shard \(unexpected end of data\); regen"
+    ) as err:
         check_shard(shard, 10, repair="regenerate it")  # no checksum to compare: the tar structure itself
     assert "\n" not in str(err.value) and " @ " not in str(err.value)
-    shard.write_bytes(payload[:rgb.offset])  # whole members, then nothing: no end-of-archive marker
+    shard.write_bytes(payload[: rgb.offset])  # whole members, then nothing: no end-of-archive marker
     with pytest.raises(ShardError, match=r"corrupt or truncated shard \(the end-of-archive marker is missing\)"):
         check_shard(shard, 10)
 
@@ -188,7 +222,7 @@ def test_ranks_decode_disjoint_shares_with_the_same_held_out_split_and_steps(roo
     ids = {e: k for k, e in enumerate(dict.fromkeys(episodes))}
     group = torch.tensor([ids[e] for e in episodes])
     groups = torch.unique(group)
-    chosen = groups[torch.randperm(len(groups), generator=torch.Generator().manual_seed(3))[:round(len(groups) * 0.2)]]
+    chosen = groups[torch.randperm(len(groups), generator=torch.Generator().manual_seed(3))[: round(len(groups) * 0.2)]]
     assert torch.equal(val.index, torch.nonzero(torch.isin(group, chosen)).squeeze(1)) and 0 < len(val) < len(frames)
     one = load_split(root, "oracle", 0.2, seed=3)
     assert torch.equal(one.train.index, train.index) and torch.equal(one.val.index, val.index)

@@ -1,5 +1,6 @@
 """huggingface_hub's save_pretrained / from_pretrained and model cards for the frozen encoder and the saliency
 predictor (local folders, no network), the project's license, and the digests runs record."""
+
 from __future__ import annotations
 
 import hashlib
@@ -21,7 +22,9 @@ from saliency.predictor import SaliencyPredictor, save_checkpoint
 from saliency.student import StudentConfig, StudentNet
 
 ROOT = Path(__file__).resolve().parent.parent
-MCFG = ModelConfig(modalities=("rgb", "saliency"), dim=32, depth=1, num_heads=2, decoder_dim=32, decoder_depth=1, decoder_heads=2)
+MCFG = ModelConfig(
+    modalities=("rgb", "saliency"), dim=32, depth=1, num_heads=2, decoder_dim=32, decoder_depth=1, decoder_heads=2
+)
 
 
 def encoder() -> FrozenEncoder:
@@ -37,7 +40,12 @@ def test_frozen_encoder_round_trips_through_save_pretrained(tmp_path: Path):
     enc.save_pretrained(tmp_path / "hub")
     assert sorted(os.listdir(tmp_path / "hub")) == ["README.md", "config.json", "model.safetensors"]
     config = json.loads((tmp_path / "hub" / "config.json").read_text())
-    assert (config["inputs"], config["pool"], config["standardized"], config["out_dim"]) == (["rgb", "saliency"], "grid2", True, 128)
+    assert (config["inputs"], config["pool"], config["standardized"], config["out_dim"]) == (
+        ["rgb", "saliency"],
+        "grid2",
+        True,
+        128,
+    )
     back = FrozenEncoder.from_pretrained(tmp_path / "hub")
     g = torch.Generator().manual_seed(1)
     rgb, sal = torch.rand(4, 3, 64, 64, generator=g), torch.rand(4, 1, 64, 64, generator=g)
@@ -73,9 +81,15 @@ def test_non_finite_weights_are_never_saved(tmp_path: Path):
 
 def test_saliency_predictor_round_trips_with_its_scores_in_the_card(tmp_path: Path):
     torch.manual_seed(0)
-    save_checkpoint(tmp_path / "student.pt", StudentNet(StudentConfig(width=4)), "student", epoch=5,
-                    val={"f_max": 0.8, "mae": 0.02, "n": 30.0}, seen_keys=["00000-00001"],
-                    distill_config={"data": "shards/reach-v3", "frames": 300})
+    save_checkpoint(
+        tmp_path / "student.pt",
+        StudentNet(StudentConfig(width=4)),
+        "student",
+        epoch=5,
+        val={"f_max": 0.8, "mae": 0.02, "n": 30.0},
+        seen_keys=["00000-00001"],
+        distill_config={"data": "shards/reach-v3", "frames": 300},
+    )
     original = SaliencyPredictor.load(tmp_path / "student.pt", device="cpu")
     original.save_pretrained(tmp_path / "hub")
     back = SaliencyPredictor.from_pretrained(tmp_path / "hub", device="cpu")
@@ -83,17 +97,31 @@ def test_saliency_predictor_round_trips_with_its_scores_in_the_card(tmp_path: Pa
     assert np.array_equal(original(frames), back(frames)) and back.kind == "student"
     assert back.seen_keys == {"00000-00001"} and back.info["epoch"] == 5
     # the folder's weights are a hub copy saliency.export would write: SaliencyPredictor.load reads them too
-    assert np.array_equal(SaliencyPredictor.load(tmp_path / "hub" / "model.safetensors", device="cpu")(frames), back(frames))
+    assert np.array_equal(
+        SaliencyPredictor.load(tmp_path / "hub" / "model.safetensors", device="cpu")(frames), back(frames)
+    )
     card = ModelCard.load(tmp_path / "hub" / "README.md").data
     assert card.license == "mit" and "student" in card.tags
     assert {(r.metric_type, r.metric_value, r.dataset_name, r.dataset_split) for r in card.eval_results} == {
-        ("f_max", 0.8, "reach-v3", "validation"), ("mae", 0.02, "reach-v3", "validation")}
+        ("f_max", 0.8, "reach-v3", "validation"),
+        ("mae", 0.02, "reach-v3", "validation"),
+    }
 
 
 def test_model_card_metrics_and_license():
-    text = model_card({"library_name": "visarl", "tags": ["a"], "task": "reach-v3"}, "# My model\n\nbody",
-                      [{"task_type": "feature-extraction", "dataset_name": "d", "metric_type": "r_squared", "metric_value": 0.5,
-                        "metric_name": "hand R^2"}])
+    text = model_card(
+        {"library_name": "visarl", "tags": ["a"], "task": "reach-v3"},
+        "# My model\n\nbody",
+        [
+            {
+                "task_type": "feature-extraction",
+                "dataset_name": "d",
+                "metric_type": "r_squared",
+                "metric_value": 0.5,
+                "metric_name": "hand R^2",
+            }
+        ],
+    )
     card = ModelCard(text)
     assert card.data.license == "mit" and card.data.model_name == "My model" and card.data.task == "reach-v3"
     assert [(r.metric_name, r.metric_value) for r in card.data.eval_results] == [("hand R^2", 0.5)]

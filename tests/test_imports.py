@@ -1,5 +1,6 @@
 """The house's import rules, read from the source: data flows one way (a package imports only the packages
 before it, and common/), and no module-level import circle exists."""
+
 from __future__ import annotations
 
 import ast
@@ -28,8 +29,12 @@ def modules() -> dict[str, Path]:
 
 
 def test_data_flows_one_way():
-    wrong = [f"{mod} imports {dep}" for mod, path in modules().items() for dep in imports(path, False)
-             if ORDER.index(dep.split(".")[0]) > ORDER.index(mod.split(".")[0])]
+    wrong = [
+        f"{mod} imports {dep}"
+        for mod, path in modules().items()
+        for dep in imports(path, False)
+        if ORDER.index(dep.split(".")[0]) > ORDER.index(mod.split(".")[0])
+    ]
     assert not wrong, wrong
 
 
@@ -42,7 +47,7 @@ def test_no_module_level_import_circle():
         state[mod] = 1
         for dep in sorted(graph[mod]):
             if state.get(dep) == 1:
-                circles.append(" -> ".join(path[path.index(dep):] + [dep]))
+                circles.append(" -> ".join(path[path.index(dep) :] + [dep]))
             elif dep not in state:
                 visit(dep, path + [dep])
         state[mod] = 2

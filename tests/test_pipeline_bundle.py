@@ -1,5 +1,6 @@
 """The GPU node's bundle: Meta-World's wheel trimmed to the assets the tasks load still renders
 every task exactly as the full install does, and installs with pip from its rebuilt RECORD."""
+
 from __future__ import annotations
 
 import csv
@@ -45,7 +46,9 @@ def _installed_wheel(path: Path) -> Path:
 
 def _render(tasks, pythonpath: list[str]) -> dict:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([*pythonpath, str(REPO)]))
-    done = subprocess.run([sys.executable, "-c", RENDER % (list(tasks),)], env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", RENDER % (list(tasks),)], env=env, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -72,8 +75,11 @@ def test_the_trimmed_wheel_installs_and_renders_every_task_as_the_full_install(t
         rows = list(csv.reader(io.StringIO(z.read(record).decode())))
         assert sorted(r[0] for r in rows) == sorted(z.namelist())
     site = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--target", str(site), str(trimmed)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--target", str(site), str(trimmed)],
+        check=True,
+        capture_output=True,
+    )
     ours, reference = _render(PAPER_TASKS, [str(site)]), _render(PAPER_TASKS, [])
     assert ours["metaworld"].startswith(str(site)) and not reference["metaworld"].startswith(str(site))
     assert ours["frames"] == reference["frames"]

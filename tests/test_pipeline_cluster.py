@@ -1,5 +1,6 @@
 """The pipeline's cluster options: the SAC grid on a backend (--backend, --ray-address, --grid-extra),
 pretraining under torchrun (--nproc-per-node), and stages that continue after a requeue (--resume auto)."""
+
 from __future__ import annotations
 
 import csv
@@ -13,9 +14,17 @@ from pipeline.run import PipelineConfig, grid_config, main, pretrain, pretrain_c
 
 
 def test_the_paper_preset_goes_to_a_ray_cluster_with_one_command():
-    cfg = PipelineConfig(**{**PRESETS["paper"], "backend": "ray", "ray_address": "auto", "grid_extra": "--storage shared"})
+    cfg = PipelineConfig(
+        **{**PRESETS["paper"], "backend": "ray", "ray_address": "auto", "grid_extra": "--storage shared"}
+    )
     grid = grid_config(cfg, " --max-minutes 5")
-    assert (grid.backend, grid.ray_address, grid.storage, grid.steps, grid.seeds) == ("ray", "auto", "shared", 1_000_000, "0,1,2")
+    assert (grid.backend, grid.ray_address, grid.storage, grid.steps, grid.seeds) == (
+        "ray",
+        "auto",
+        "shared",
+        1_000_000,
+        "0,1,2",
+    )
     assert grid.extra == "--eval-episodes 50 --max-minutes 5" and len(grid.task_list) == 4
 
 
@@ -30,16 +39,46 @@ def test_bad_grid_flags_fail_before_any_stage(tmp_path, capsys):
 def test_pretraining_under_torchrun(tmp_path, monkeypatch, capfd):
     """`--nproc-per-node 2`: the stage runs `torchrun --nproc-per-node 2 -m pretrain.multimae ... --resume auto`
     (2 CPU processes here, gloo)."""
-    cfg = PipelineConfig(stage_preset="micro", nproc_per_node=2, pretrain_extra="--threads 1 --no-progress --epochs 2 --limit 0 --batch-size 8")
-    args = ["--data", str(tmp_path / "reach-v3"), "--modalities", "rgb", "--saliency", "oracle", "--out", str(tmp_path / "m")]
+    cfg = PipelineConfig(
+        stage_preset="micro",
+        nproc_per_node=2,
+        pretrain_extra="--threads 1 --no-progress --epochs 2 --limit 0 --batch-size 8",
+    )
+    args = [
+        "--data",
+        str(tmp_path / "reach-v3"),
+        "--modalities",
+        "rgb",
+        "--saliency",
+        "oracle",
+        "--out",
+        str(tmp_path / "m"),
+    ]
     command = pretrain_command(cfg, args)
     assert command[1:7] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m"]
     assert command[7] == "pretrain.multimae" and command[-2:] == ["--resume", "auto"]
     assert pretrain_command(PipelineConfig(stage_preset="micro"), args)[:2] == ["--preset", "micro"]  # in process
 
     # frames collected in a child process: MuJoCo's GL libraries loaded here would crash a later import of triton
-    subprocess.run([sys.executable, "-m", "data.collect", "--task", "reach-v3", "--frames", "160", "--shard-size", "40",
-                    "--episode-steps", "40", "--out", str(tmp_path / "reach-v3")], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "data.collect",
+            "--task",
+            "reach-v3",
+            "--frames",
+            "160",
+            "--shard-size",
+            "40",
+            "--episode-steps",
+            "40",
+            "--out",
+            str(tmp_path / "reach-v3"),
+        ],
+        check=True,
+        capture_output=True,
+    )
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     pretrain(cfg, args)
     log = list(csv.DictReader(open(tmp_path / "m" / "train.csv")))
@@ -67,12 +106,27 @@ def test_a_stage_killed_after_writing_its_outputs_runs_again(tmp_path, monkeypat
     assert calls == ["continued"]
 
 
-@pytest.mark.parametrize("flag, value, message", [
-    ("--sac-extra", "--eval-episodess 5", "--sac-extra: unrecognized arguments: --eval-episodess 5 (see python -m rl.sac --help)"),
-    ("--sac-extra", "--critic-lr -1", "--sac-extra: critic-lr must be a finite number > 0"),
-    ("--pretrain-extra", "--epochs two", "--pretrain-extra: argument --epochs: invalid int value: 'two' (see python -m pretrain.multimae --help)"),
-    ("--grid-extra", "--retries=-1", "--grid-extra: parallel and steps must be >= 1, pack and retries >= 0 (see python -m rl.grid --help)"),
-])
+@pytest.mark.parametrize(
+    "flag, value, message",
+    [
+        (
+            "--sac-extra",
+            "--eval-episodess 5",
+            "--sac-extra: unrecognized arguments: --eval-episodess 5 (see python -m rl.sac --help)",
+        ),
+        ("--sac-extra", "--critic-lr -1", "--sac-extra: critic-lr must be a finite number > 0"),
+        (
+            "--pretrain-extra",
+            "--epochs two",
+            "--pretrain-extra: argument --epochs: invalid int value: 'two' (see python -m pretrain.multimae --help)",
+        ),
+        (
+            "--grid-extra",
+            "--retries=-1",
+            "--grid-extra: parallel and steps must be >= 1, pack and retries >= 0 (see python -m rl.grid --help)",
+        ),
+    ],
+)
 def test_pass_through_flags_are_parsed_before_any_stage(tmp_path, capsys, flag, value, message):
     with pytest.raises(SystemExit) as exit_:
         main(["--preset", "micro", "--root", str(tmp_path), f"{flag}={value}"])

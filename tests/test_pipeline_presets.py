@@ -1,4 +1,5 @@
 """The pipeline's presets and its time budget (the GPU slice runs as repeated 9-minute commands)."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """The grid's planning/skip/resume rules and the report's content, on synthetic run folders."""
+
 import json
 from pathlib import Path
 
@@ -13,11 +14,25 @@ from rl.grid import ALL_ENCODERS, GridConfig, Run, is_finished, plan, sac_comman
 def _fake_run(root: Path, task: str, encoder: str, seed: int, success: float, steps: int = 1000) -> Path:
     d = root / task / encoder / f"seed{seed}"
     d.mkdir(parents=True)
-    (d / "summary.json").write_text(json.dumps({
-        "task": task, "encoder": encoder, "seed": seed, "steps": steps, "preset": "micro", "success_rate": success,
-        "eval_episodes": 10, "wall_time_s": 60.0, "steps_per_s": 16.7, "device": "CPU test"}))
-    rows = ["step,wall_s,success_rate,return_mean"] + [f"{s},{s / 10},{success * s / steps:.3f},{100 + s / 10}"
-                                                       for s in range(0, steps + 1, 250)]
+    (d / "summary.json").write_text(
+        json.dumps(
+            {
+                "task": task,
+                "encoder": encoder,
+                "seed": seed,
+                "steps": steps,
+                "preset": "micro",
+                "success_rate": success,
+                "eval_episodes": 10,
+                "wall_time_s": 60.0,
+                "steps_per_s": 16.7,
+                "device": "CPU test",
+            }
+        )
+    )
+    rows = ["step,wall_s,success_rate,return_mean"] + [
+        f"{s},{s / 10},{success * s / steps:.3f},{100 + s / 10}" for s in range(0, steps + 1, 250)
+    ]
     (d / "eval.csv").write_text("\n".join(rows) + "\n")
     return d
 
@@ -47,22 +62,30 @@ def test_report_has_a_row_per_encoder_with_paper_numbers_and_curves(tmp_path):
     for i, enc in enumerate(ALL_ENCODERS):
         for seed in (0, 1):
             _fake_run(runs, "reach-v3", enc, seed, success=0.1 * i + 0.05 * seed)
-    report = write_report(ReportConfig(roots=str(runs), out=str(tmp_path / "report"), pictures_root=str(tmp_path), reps=200))
+    report = write_report(
+        ReportConfig(roots=str(runs), out=str(tmp_path / "report"), pictures_root=str(tmp_path), reps=200)
+    )
     text = report.read_text()
     table = [line for line in text.split("## Every seed")[0].splitlines() if line.startswith("| ") and "(n=2)" in line]
     assert len(table) == len(ALL_ENCODERS)
     # CNN RGB's seeds end at 0.00 and 0.05: mean 0.025 +- t(1) 12.71 x 0.025; their last 3 evaluations
     # (success x step / steps at 500, 750, 1000) average 0.0 and 0.0375
     assert "| CNN RGB | 0.03 [-0.29, 0.34]; last 3: 0.02 (n=2) / 0.39 ± 0.13 | 0.03 / 0.45 |" in text
-    assert "| reach-v3 | CNN RGB | 0, 1 | 0.00 / 0.05 | 0.03 [-0.29, 0.34] | 0.00 / 0.04 | 0.02 [-0.22, 0.26] | 0.39 ± 0.13 |" in text
+    assert (
+        "| reach-v3 | CNN RGB | 0, 1 | 0.00 / 0.05 | 0.03 [-0.29, 0.34] | 0.00 / 0.04 | 0.02 [-0.22, 0.26] | 0.39 ± 0.13 |"
+        in text
+    )
     # rliable's stratified bootstrap over 2 runs: marked, it is no 95 % interval
-    assert "| CNN RGB (2 x 1) | reach-v3 | 0.03 [0.00, 0.05]† | 0.03 [0.00, 0.05]† |" in text and "† fewer than 5 runs in all" in text
+    assert (
+        "| CNN RGB (2 x 1) | reach-v3 | 0.03 [0.00, 0.05]† | 0.03 [0.00, 0.05]† |" in text
+        and "† fewer than 5 runs in all" in text
+    )
     assert "2 runs per task x 1 task: " in text and "performance_profiles.png" in text
     assert f"{PAPER_TABLE_I['mmae_rgbs']['reach-v3'][0]:.2f} ± 0.05" in text and "Gaze on the Prize" in text
     curve = tmp_path / "report" / "curves_reach-v3.png"
     img = np.asarray(Image.open(curve).convert("L"), float)
     assert img.shape[0] > 200 and img.std() > 10  # a drawn plot, not a blank canvas
-    left, right = img[:, : img.shape[1] // 2], img[:, img.shape[1] // 2:]
+    left, right = img[:, : img.shape[1] // 2], img[:, img.shape[1] // 2 :]
     assert left.std() > 10 and right.std() > 10  # success panel and return panel both drawn
     runs = load_runs([tmp_path / "sac"])
     assert runs[0]["return_curve"][-1] == (1000.0, 200.0) and runs[0]["curve"][0] == (0.0, 0.0)
@@ -74,7 +97,9 @@ def _running_run(root: Path, encoder: str, seed: int, successes: list[float], st
     d = root / "reach-v3" / encoder / f"seed{seed}"
     d.mkdir(parents=True)
     (d / "config.json").write_text(json.dumps({"task": "reach-v3", "encoder": encoder, "seed": seed, "steps": steps}))
-    rows = ["step,wall_s,success_rate,return_mean"] + [f"{250 * (i + 1)},1.0,{v},{1000 * v}" for i, v in enumerate(successes)]
+    rows = ["step,wall_s,success_rate,return_mean"] + [
+        f"{250 * (i + 1)},1.0,{v},{1000 * v}" for i, v in enumerate(successes)
+    ]
     (d / "eval.csv").write_text("\n".join(rows) + "\n")
     return d
 
@@ -86,17 +111,27 @@ def test_report_shows_running_runs_at_the_newest_evaluation_all_their_seeds_reac
     _running_run(runs, "mmae_rgbs", 0, [])  # started, not evaluated yet: nothing to show
     (tmp_path / "sac" / "mmae").mkdir()
     (tmp_path / "sac" / "mmae" / "config.json").write_text("{}")  # another stage's run folder
-    report = write_report(ReportConfig(roots=str(runs), out=str(tmp_path / "report"), pictures_root=str(tmp_path), reps=200))
+    report = write_report(
+        ReportConfig(roots=str(runs), out=str(tmp_path / "report"), pictures_root=str(tmp_path), reps=200)
+    )
     text = report.read_text()
     assert "0 finished SAC runs and 2 still running" in text and "No run has finished yet." in text
     # 0.3 and 0.5: mean 0.4 +- t(1) 12.71 x 0.1 (Student t at 2 seeds: honest, hence wide)
-    assert "| MMAE RGB | reach-v3 | 500 of 1,000 | 0.40 [-0.87, 1.67] (0.30 / 0.50; n=2, seeds 0, 1) | 400 [-871, 1671] |" in text
+    assert (
+        "| MMAE RGB | reach-v3 | 500 of 1,000 | 0.40 [-0.87, 1.67] (0.30 / 0.50; n=2, seeds 0, 1) | 400 [-871, 1671] |"
+        in text
+    )
     assert "ViSaRL" not in text.split("## Runs in progress")[1].split("## Learning")[0]
     assert "| Encoder | 0.25k | 0.5k | 0.75k |" in text  # the curves as numbers: every seed's evaluations
     assert "| MMAE RGB (n=2) | 0.15 [-0.49, 0.79] | 0.40 [-0.87, 1.67] | 0.90 (n=1) |" in text
     _fake_run(runs, "reach-v3", "state", 0, success=0.8)
-    text = write_report(ReportConfig(roots=str(runs), out=str(tmp_path / "report"), pictures_root=str(tmp_path), reps=200)).read_text()
-    assert "1 finished SAC runs and 2 still running" in text and "| State (sanity check) | 0.80; last 3: 0.60 (n=1) / n/a |" in text
+    text = write_report(
+        ReportConfig(roots=str(runs), out=str(tmp_path / "report"), pictures_root=str(tmp_path), reps=200)
+    ).read_text()
+    assert (
+        "1 finished SAC runs and 2 still running" in text
+        and "| State (sanity check) | 0.80; last 3: 0.60 (n=1) / n/a |" in text
+    )
 
 
 def test_report_without_runs_names_the_command(tmp_path):
@@ -108,16 +143,31 @@ def _probe_json(path: Path, inputs: list[str], object_r2: float, object_stored: 
     """A probe result as pretrain.probe writes it (rows per pool and baseline), warnings from its own gate."""
     from pretrain.probe import gate_warnings
 
-    def row(kind: str, pool: str, dim: int, hand: float, obj: float, goal: float, obj_stored: float | None = None) -> dict:
+    def row(
+        kind: str, pool: str, dim: int, hand: float, obj: float, goal: float, obj_stored: float | None = None
+    ) -> dict:
         r2 = {"hand": hand, "object": obj, "goal": goal}
-        return {"features": f"{kind}, {'+'.join(inputs)}", "kind": kind, "pool": pool, "dim": dim, "r2": r2,
-                "alpha": {t: 1.0 for t in r2}, "r2_stored": {**r2, "object": obj if obj_stored is None else obj_stored}}
+        return {
+            "features": f"{kind}, {'+'.join(inputs)}",
+            "kind": kind,
+            "pool": pool,
+            "dim": dim,
+            "r2": r2,
+            "alpha": {t: 1.0 for t in r2},
+            "r2_stored": {**r2, "object": obj if obj_stored is None else obj_stored},
+        }
 
-    result = {"encoder": str(path.parent / "encoder.pt"), "inputs": inputs, "store": "float16", "rows": [
-        row("pretrained", "mean", 256, 0.96, object_r2, 0.55, object_stored),
-        row("pretrained", "grid2", 1024, 0.98, 0.87, 0.61),
-        row("random init", "mean", 256, 0.93, 0.25, float("nan")),
-        row("pixels", "-", 768, 0.99, 0.84, 0.42)]}
+    result = {
+        "encoder": str(path.parent / "encoder.pt"),
+        "inputs": inputs,
+        "store": "float16",
+        "rows": [
+            row("pretrained", "mean", 256, 0.96, object_r2, 0.55, object_stored),
+            row("pretrained", "grid2", 1024, 0.98, 0.87, 0.61),
+            row("random init", "mean", 256, 0.93, 0.25, float("nan")),
+            row("pixels", "-", 768, 0.99, 0.84, 0.42),
+        ],
+    }
     result["warnings"] = gate_warnings(result)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result))
@@ -136,7 +186,10 @@ def test_report_shows_the_probe_of_every_encoder(tmp_path):
     assert table[0] == "| Encoder | Inputs | Features | Pool | Dim | hand R^2 | object R^2 | goal R^2 |"
     assert len(table) == 1 + 2 * 4  # header + 4 rows per probe
     assert "| mmae/rgbs/reach-v3/encoder.pt | rgb+saliency | pretrained | grid2 | 1024 | 0.98 | 0.87 | 0.61 |" in table
-    assert "| mmae/rgbs/reach-v3/encoder.pt | rgb | pretrained | mean | 256 | 0.96 | 0.35 (0.06 in float16) | 0.55 |" in table
+    assert (
+        "| mmae/rgbs/reach-v3/encoder.pt | rgb | pretrained | mean | 256 | 0.96 | 0.35 (0.06 in float16) | 0.55 |"
+        in table
+    )
     assert "| mmae/rgbs/reach-v3/encoder.pt | rgb | random init | mean | 256 | 0.93 | 0.25 | n/a |" in table
     assert "| mmae/rgbs/reach-v3/encoder.pt | rgb | pixels | - | 768 | 0.99 | 0.84 | 0.42 |" in table
     warnings = [line for line in text.splitlines() if line.startswith("- WARNING:")]
@@ -147,7 +200,9 @@ def test_the_papers_orderings_hold_only_when_the_interval_of_the_difference_excl
     from pipeline.report import improvement_table, ordering_table
 
     runs = tmp_path / "sac"
-    for seed, (rgb, po, visarl, cnn) in enumerate([(0.10, 0.50, 0.30, 0.4), (0.20, 0.60, 0.70, 0.5), (0.15, 0.55, 0.50, 0.6)]):
+    for seed, (rgb, po, visarl, cnn) in enumerate(
+        [(0.10, 0.50, 0.30, 0.4), (0.20, 0.60, 0.70, 0.5), (0.15, 0.55, 0.50, 0.6)]
+    ):
         _fake_run(runs, "reach-v3", "mmae_rgb", seed, success=rgb)
         _fake_run(runs, "reach-v3", "mmae_rgbs_po", seed, success=po)
         _fake_run(runs, "reach-v3", "mmae_rgbs", seed, success=visarl)
@@ -156,25 +211,41 @@ def test_the_papers_orderings_hold_only_when_the_interval_of_the_difference_excl
     loaded = load_runs([runs])
     table = ordering_table(loaded)
     rows = {line.split(" | ")[0][2:]: line for line in table.splitlines()[2:]}
-    assert set(rows) == {"CNN RGB < CNN RGBS", "MMAE RGB < MMAE RGB+Saliency (PO)", "MMAE RGB+Saliency (PO) < MMAE RGB+Saliency (ViSaRL)",
-                         "MMAE RGB < MMAE RGB+Saliency (ViSaRL)"}
+    assert set(rows) == {
+        "CNN RGB < CNN RGBS",
+        "MMAE RGB < MMAE RGB+Saliency (PO)",
+        "MMAE RGB+Saliency (PO) < MMAE RGB+Saliency (ViSaRL)",
+        "MMAE RGB < MMAE RGB+Saliency (ViSaRL)",
+    }
     # Welch: sds 0.05 / 0.05 -> se 0.0408, df 4, t 2.776; sds 0 / 0.1 -> se 0.0577, df 2, t 4.303
     assert "| +0.40 [+0.29, +0.51] | holds (n=3 / 3) | -0.01 |" in rows["MMAE RGB < MMAE RGB+Saliency (PO)"]
     assert "| -0.40 [-0.65, -0.15] | reversed (n=3 / 3) | +0.12 |" in rows["CNN RGB < CNN RGBS"]
     po_visarl = rows["MMAE RGB+Saliency (PO) < MMAE RGB+Saliency (ViSaRL)"]
     assert "| -0.05 [" in po_visarl and "| not resolved (n=3 / 3) | +0.14 |" in po_visarl
     # pooled sd of (0.5, 0.6, 0.55) and (0.3, 0.7, 0.5): sqrt((0.005 + 0.08) / 4) = 0.146; the paper's 0.14 needs 19 seeds
-    assert "the paper's gap +0.14 needs 19 seeds per arm (too few seeds); the current 3 resolve gaps of 0.45 or more |" in po_visarl
+    assert (
+        "the paper's gap +0.14 needs 19 seeds per arm (too few seeds); the current 3 resolve gaps of 0.45 or more |"
+        in po_visarl
+    )
     improvements = improvement_table(loaded, reps=200)  # 3 runs a side: the bootstrap gives no verdict
-    assert "| MMAE RGB < MMAE RGB+Saliency (PO) | reach-v3 | 3 / 3 | 1.00 [1.00, 1.00]† | n/a† | +0.40 / -0.01 |" in improvements
+    assert (
+        "| MMAE RGB < MMAE RGB+Saliency (PO) | reach-v3 | 3 / 3 | 1.00 [1.00, 1.00]† | n/a† | +0.40 / -0.01 |"
+        in improvements
+    )
     assert "| CNN RGB < CNN RGBS | reach-v3 | 3 / 3 | 0.00 [0.00, 0.00]† | n/a† | -0.40 / +0.12 |" in improvements
-    assert "| 0.39 [" in improvements.split("(PO) < MMAE RGB+Saliency (ViSaRL) | reach-v3 | 3 / 3")[1].splitlines()[0]  # 3.5 of 9 pairs: 0.7 beats all, 0.5 ties 0.5
-    assert "- MMAE RGB+Saliency (PO) < MMAE RGB+Saliency (ViSaRL) over 1 task (observed spread within tasks, sd 0.15): " \
-           "the paper's gap +0.14 needs 19 seeds per arm (too few seeds)" in improvements
+    assert (
+        "| 0.39 [" in improvements.split("(PO) < MMAE RGB+Saliency (ViSaRL) | reach-v3 | 3 / 3")[1].splitlines()[0]
+    )  # 3.5 of 9 pairs: 0.7 beats all, 0.5 ties 0.5
+    assert (
+        "- MMAE RGB+Saliency (PO) < MMAE RGB+Saliency (ViSaRL) over 1 task (observed spread within tasks, sd 0.15): "
+        "the paper's gap +0.14 needs 19 seeds per arm (too few seeds)" in improvements
+    )
     for seed in (3, 4):  # 5 runs a side: the probability of improvement gives a verdict
         _fake_run(runs, "reach-v3", "mmae_rgb", seed, success=0.1 * seed - 0.2)
         _fake_run(runs, "reach-v3", "mmae_rgbs_po", seed, success=0.55)
-    text = write_report(ReportConfig(roots=str(runs), out=str(tmp_path / "report"), pictures_root=str(tmp_path), reps=200)).read_text()
+    text = write_report(
+        ReportConfig(roots=str(runs), out=str(tmp_path / "report"), pictures_root=str(tmp_path), reps=200)
+    ).read_text()
     assert "## The papers' orderings" in text and "| holds (n=5 / 5) |" in text
     assert "| MMAE RGB < MMAE RGB+Saliency (PO) | reach-v3 | 5 / 5 | 1.00 [1.00, 1.00] | holds |" in text
 
@@ -183,7 +254,12 @@ def test_aggregates_stratify_over_tasks_and_profiles_are_drawn(tmp_path):
     from pipeline.report import aggregate_table
 
     runs = tmp_path / "sac"
-    scores = {"reach-v3": (0.0, 0.9, 0.2), "drawer-open-v3": (0.5, 1.0, 0.3), "faucet-open-v3": (0.4, 0.6, 0.1), "door-open-v3": (0.7, 0.8, 0.05)}
+    scores = {
+        "reach-v3": (0.0, 0.9, 0.2),
+        "drawer-open-v3": (0.5, 1.0, 0.3),
+        "faucet-open-v3": (0.4, 0.6, 0.1),
+        "door-open-v3": (0.7, 0.8, 0.05),
+    }
     for task, values in scores.items():
         for seed, value in enumerate(values):
             _fake_run(runs, task, "mmae_rgbs", seed, success=value)
@@ -192,7 +268,9 @@ def test_aggregates_stratify_over_tasks_and_profiles_are_drawn(tmp_path):
     table = aggregate_table(load_runs([runs]), reps=300)
     # IQM of the 12 runs: the middle 6 of 0, .05, .1, .2, .3, .4, .5, .6, .7, .8, .9, 1 -> 0.45; mean 0.4625
     row = next(line for line in table.splitlines() if line.startswith("| MMAE RGB+Saliency (ViSaRL) (3 x 4) |"))
-    assert row.startswith("| MMAE RGB+Saliency (ViSaRL) (3 x 4) | reach-v3, drawer-open-v3, faucet-open-v3, door-open-v3 | 0.45 [")
+    assert row.startswith(
+        "| MMAE RGB+Saliency (ViSaRL) (3 x 4) | reach-v3, drawer-open-v3, faucet-open-v3, door-open-v3 | 0.45 ["
+    )
     assert "| 0.46 [" in row
     assert not any(line.startswith("| MMAE RGB (") for line in table.splitlines())
     assert "3 runs per task x 4 tasks: 8" in table  # the simulated coverage, ~82 %, below the nominal 95 %
@@ -207,12 +285,16 @@ def test_report_reads_a_results_folder_given_as_a_word_and_names_a_missing_one(t
 
     results = tmp_path / "results" / "exp"
     _fake_run(results / "runs" / "sac", "reach-v3", "state", 0, success=0.8)
-    _probe_json(results / "mmae/rgbs/reach-v3/probe_rgb.json", ["rgb"], 0.35, 0.35)  # the pictures root is the folder itself
+    _probe_json(
+        results / "mmae/rgbs/reach-v3/probe_rgb.json", ["rgb"], 0.35, 0.35
+    )  # the pictures root is the folder itself
     main([str(results), "--out", str(tmp_path / "report"), "--reps", "200"])
     text = (tmp_path / "report" / "REPORT.md").read_text()
     assert "| State (sanity check) | 0.80; last 3: 0.60 (n=1) / n/a |" in text and "## Frozen MultiMAE probe" in text
     main(["--roots", str(results), "--out", str(tmp_path / "again"), "--reps", "200"])  # the flag form still works
-    assert (tmp_path / "again" / "REPORT.md").read_text() == text.replace(str(tmp_path / "report"), str(tmp_path / "again"))
+    assert (tmp_path / "again" / "REPORT.md").read_text() == text.replace(
+        str(tmp_path / "report"), str(tmp_path / "again")
+    )
     with pytest.raises(SystemExit) as exit_:
         main([str(tmp_path / "results" / "nope"), "--out", str(tmp_path / "r")])
     assert exit_.value.code == 2 and "no such folder" in capsys.readouterr().err
@@ -225,12 +307,21 @@ def test_runs_with_a_fidelity_option_are_a_row_of_their_own(tmp_path):
     for seed in (0, 1):
         _fake_run(runs / "raw", "reach-v3", "mmae_rgbs", seed, 0.2)
         std = _fake_run(runs / "std", "reach-v3", "mmae_rgbs", seed, 0.6)
-        (std / "config.json").write_text(json.dumps({"encoder": "mmae_rgbs", "mmae_features": "standardized",
-                                                     "saliency_scale": "paper", "gaze_return_discount": 1.0}))
+        (std / "config.json").write_text(
+            json.dumps(
+                {
+                    "encoder": "mmae_rgbs",
+                    "mmae_features": "standardized",
+                    "saliency_scale": "paper",
+                    "gaze_return_discount": 1.0,
+                }
+            )
+        )
     rows = {r["encoder"]: r for r in load_runs([runs])}
     assert set(rows) == {"mmae_rgbs", "mmae_rgbs [mmae_features=standardized]"}
-    text = write_report(ReportConfig(roots=str(runs), out=str(tmp_path / "report"), pictures_root=str(tmp_path),
-                                     reps=200)).read_text()
+    text = write_report(
+        ReportConfig(roots=str(runs), out=str(tmp_path / "report"), pictures_root=str(tmp_path), reps=200)
+    ).read_text()
     assert "| MMAE RGB+Saliency (ViSaRL) | 0.20" in text
     assert "| MMAE RGB+Saliency (ViSaRL) [mmae_features=standardized] | 0.60" in text
 
@@ -243,8 +334,9 @@ def test_report_embeds_a_clip_per_task_and_encoder_and_states_the_precision(tmp_
             (d / "agent.pt").write_bytes(b"weights")
             (d / "evaluate").mkdir()
             Image.new("RGB", (8, 8), (seed * 200, 0, 0)).save(d / "evaluate" / "clip.gif")
-    text = write_report(ReportConfig(roots=str(runs), out=str(tmp_path / "report"), pictures_root=str(tmp_path),
-                                     reps=200)).read_text()
+    text = write_report(
+        ReportConfig(roots=str(runs), out=str(tmp_path / "report"), pictures_root=str(tmp_path), reps=200)
+    ).read_text()
     assert "## Watch the agents" in text and "| CNN RGB | MMAE RGB+Saliency (ViSaRL) |" in text
     assert "![cnn_rgb](clips/reach-v3_cnn_rgb.gif)" in text
     clip = Image.open(tmp_path / "report" / "clips" / "reach-v3_cnn_rgb.gif").convert("RGB")

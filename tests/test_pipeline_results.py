@@ -1,4 +1,5 @@
 """Committed raw results: pipeline.keep copies what a report needs, pipeline.quotes checks RESULTS.md against it."""
+
 import json
 from pathlib import Path
 
@@ -24,9 +25,22 @@ def _sac_run(root: Path, encoder: str, seed: int, successes: list[float], finish
     (d / "eval.csv").write_text("\n".join(["step,wall_s,success_rate,return_mean", *rows]) + "\n")
     if finished:
         (d / "agent.pt").write_bytes(b"\0" * 4096)
-        (d / "summary.json").write_text(json.dumps({
-            "task": "reach-v3", "encoder": encoder, "seed": seed, "steps": 1000, "preset": "micro",
-            "success_rate": successes[-1], "eval_episodes": 20, "wall_time_s": 60.0, "steps_per_s": 16.7, "device": "CPU test"}))
+        (d / "summary.json").write_text(
+            json.dumps(
+                {
+                    "task": "reach-v3",
+                    "encoder": encoder,
+                    "seed": seed,
+                    "steps": 1000,
+                    "preset": "micro",
+                    "success_rate": successes[-1],
+                    "eval_episodes": 20,
+                    "wall_time_s": 60.0,
+                    "steps_per_s": 16.7,
+                    "device": "CPU test",
+                }
+            )
+        )
     return d
 
 
@@ -34,22 +48,32 @@ def test_keep_copies_what_the_report_reads_and_nothing_heavy(tmp_path):
     source, out = tmp_path / "runs_here", tmp_path / "results" / "exp"
     _sac_run(source, "mmae_rgb", 0, [0.1, 0.2, 0.3, 0.4])
     running = _sac_run(source, "mmae_rgbs", 0, [0.2, 0.3], finished=False)
-    (source / "runs" / "sac" / "reach-v3" / "mmae_rgb" / "seed0" / "metrics.csv").write_text("x" * 3000)  # over the limit below
+    (source / "runs" / "sac" / "reach-v3" / "mmae_rgb" / "seed0" / "metrics.csv").write_text(
+        "x" * 3000
+    )  # over the limit below
     (source / "mmae" / "rgbs").mkdir(parents=True)
     (source / "mmae" / "rgbs" / "probe_rgb.json").write_text("{}")
     (source / "mmae" / "rgbs" / "config.json").write_text("{}")  # another stage's folder: not a SAC run
     keep(KeepConfig(source=str(source), out=str(out), max_metrics_kib=1))
     kept = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
-    assert kept == ["mmae/rgbs/probe_rgb.json",
-                    "runs/sac/reach-v3/mmae_rgb/seed0/config.json", "runs/sac/reach-v3/mmae_rgb/seed0/eval.csv",
-                    "runs/sac/reach-v3/mmae_rgb/seed0/summary.json",
-                    "runs/sac/reach-v3/mmae_rgbs/seed0/config.json", "runs/sac/reach-v3/mmae_rgbs/seed0/eval.csv",
-                    "runs/sac/reach-v3/mmae_rgbs/seed0/metrics.csv"]
-    assert keep(KeepConfig(source=str(source), out=str(out))) == [out / "runs/sac/reach-v3/mmae_rgb/seed0/metrics.csv"]  # new limit
+    assert kept == [
+        "mmae/rgbs/probe_rgb.json",
+        "runs/sac/reach-v3/mmae_rgb/seed0/config.json",
+        "runs/sac/reach-v3/mmae_rgb/seed0/eval.csv",
+        "runs/sac/reach-v3/mmae_rgb/seed0/summary.json",
+        "runs/sac/reach-v3/mmae_rgbs/seed0/config.json",
+        "runs/sac/reach-v3/mmae_rgbs/seed0/eval.csv",
+        "runs/sac/reach-v3/mmae_rgbs/seed0/metrics.csv",
+    ]
+    assert keep(KeepConfig(source=str(source), out=str(out))) == [
+        out / "runs/sac/reach-v3/mmae_rgb/seed0/metrics.csv"
+    ]  # new limit
     with open(running / "eval.csv", "a") as f:  # the running run evaluated again: its kept eval.csv grows
         f.write("750,1.0,0.5,500.0\n")
     assert keep(KeepConfig(source=str(source), out=str(out))) == [out / "runs/sac/reach-v3/mmae_rgbs/seed0/eval.csv"]
-    (running / "eval.csv").write_text("step,wall_s,success_rate,return_mean\n250,1.0,0.9,900.0\n")  # contradicts what was kept
+    (running / "eval.csv").write_text(
+        "step,wall_s,success_rate,return_mean\n250,1.0,0.9,900.0\n"
+    )  # contradicts what was kept
     with pytest.raises(ValueError, match="already holds a different result.*another --out"):
         keep(KeepConfig(source=str(source), out=str(out)))
     assert "750,1.0,0.5" in (out / "runs/sac/reach-v3/mmae_rgbs/seed0/eval.csv").read_text()  # nothing kept was lost
@@ -70,12 +94,16 @@ def test_quoted_report_lines_are_checked_against_their_regeneration(tmp_path):
     keep(KeepConfig(source=str(source), out=str(tmp_path / "results" / "exp")))
     from pipeline.report import ReportConfig, write_report
 
-    report = write_report(ReportConfig(roots=str(tmp_path / "results" / "exp"), out=str(tmp_path / "report"), reps=200)).read_text()
+    report = write_report(
+        ReportConfig(roots=str(tmp_path / "results" / "exp"), out=str(tmp_path / "report"), reps=200)
+    ).read_text()
     row = next(line for line in report.splitlines() if line.startswith("| reach-v3 | MMAE RGB |"))
     aggregate = next(line for line in report.splitlines() if line.startswith("| MMAE RGB (3 x 1) |"))
     assert "| 0.55 / 0.15 / 0.35 | 0.35 [-0.15, 0.85] |" in row
     document = tmp_path / "RESULTS.md"
-    document.write_text("# Results\n\nSome prose.\n\n" + _quote("results/exp --reps 200", [row, "", aggregate]) + "\n\nMore prose.\n")
+    document.write_text(
+        "# Results\n\nSome prose.\n\n" + _quote("results/exp --reps 200", [row, "", aggregate]) + "\n\nMore prose.\n"
+    )
     assert quoted_blocks(document.read_text()) == [("results/exp --reps 200", [row, aggregate])]
     assert check(QuotesConfig(document=str(document))) == 2
     document.write_text(_quote("results/exp --reps 200", [row.replace("0.85]", "0.80]")]))  # a number edited by hand
@@ -89,11 +117,15 @@ def test_every_number_results_md_quotes_from_a_committed_experiment_regenerates(
     document = REPO / "RESULTS.md"
     blocks = quoted_blocks(document.read_text())
     if not blocks:
-        pytest.skip("RESULTS.md quotes no committed results/<experiment> yet (the CPU slice's raw results are lost); "
-                    "this check starts with the first quote")
+        pytest.skip(
+            "RESULTS.md quotes no committed results/<experiment> yet (the CPU slice's raw results are lost); "
+            "this check starts with the first quote"
+        )
     for args, _ in blocks:
         root = args.split()[0]
-        assert (REPO / root).is_dir(), f"RESULTS.md quotes `python -m pipeline.report {args}` but {root} is not committed"
+        assert (REPO / root).is_dir(), (
+            f"RESULTS.md quotes `python -m pipeline.report {args}` but {root} is not committed"
+        )
     checked, wrong = mismatches(document)
     assert not wrong, "\n".join(wrong[:5])
     assert checked >= len(blocks)

@@ -1,4 +1,5 @@
 """pipeline.stats against hand computations: small-n intervals, rliable's aggregates, power."""
+
 import math
 
 import numpy as np
@@ -16,7 +17,9 @@ def test_t_interval_of_three_seeds_is_the_textbook_one_and_twice_the_bootstrap_r
     values = [0.55, 0.15, 0.35]  # MMAE RGB on the CPU slice
     sd = math.sqrt(((0.2) ** 2 + (0.2) ** 2 + 0) / 2)  # 0.2
     lo, hi = stats.t_interval(values)
-    assert lo == pytest.approx(0.35 - T_975_DF2 * sd / math.sqrt(3)) and hi == pytest.approx(0.35 + T_975_DF2 * sd / math.sqrt(3))
+    assert lo == pytest.approx(0.35 - T_975_DF2 * sd / math.sqrt(3)) and hi == pytest.approx(
+        0.35 + T_975_DF2 * sd / math.sqrt(3)
+    )
     assert (round(lo, 2), round(hi, 2)) == (-0.15, 0.85)
     # rliable's percentile bootstrap over the same 3 seeds is exactly [min, max]: each extreme is drawn
     # three times in 1/27 = 3.7 % of the resamples, above the 2.5 % tail
@@ -30,7 +33,7 @@ def test_t_interval_of_three_seeds_is_the_textbook_one_and_twice_the_bootstrap_r
 def test_welch_interval_by_hand():
     worse, better = [0.10, 0.20, 0.15], [0.50, 0.60, 0.55]
     diff, lo, hi = stats.welch_interval(worse, better)
-    se = math.sqrt(0.05 ** 2 / 3 + 0.05 ** 2 / 3)  # equal spreads: Welch's df = 2n - 2 = 4
+    se = math.sqrt(0.05**2 / 3 + 0.05**2 / 3)  # equal spreads: Welch's df = 2n - 2 = 4
     assert diff == pytest.approx(0.40)
     assert (lo, hi) == pytest.approx((0.40 - T_975_DF4 * se, 0.40 + T_975_DF4 * se))
     diff, lo, hi = stats.welch_interval([0.9, 0.9, 0.9], [0.4, 0.5, 0.6])  # one side without spread: df = n - 1 = 2
@@ -71,7 +74,9 @@ def test_seeds_needed_matches_the_classic_power_table():
     gap = stats.detectable_gap(0.2, 3)
     assert stats.power(gap, 0.2, 3) == pytest.approx(stats.POWER, abs=1e-6)
     assert stats.seeds_needed(gap, 0.2) == 3
-    assert stats.pooled_sd([[0.55, 0.15, 0.35], [0.30, 0.35, 0.10], [0.7]]) == pytest.approx(math.sqrt((0.08 + 0.035) / 4))
+    assert stats.pooled_sd([[0.55, 0.15, 0.35], [0.30, 0.35, 0.10], [0.7]]) == pytest.approx(
+        math.sqrt((0.08 + 0.035) / 4)
+    )
 
 
 def test_percentile_bootstrap_undercovers_at_three_runs_and_approaches_nominal_with_more():
@@ -94,4 +99,8 @@ def test_performance_profile_is_rliables_score_distribution():
     assert np.array_equal(stats.score_distribution(scores, taus), rly.score_distributions(scores, taus))
     profiles, bands = stats.performance_profiles({"a": scores}, taus, reps=200)
     assert profiles["a"][[0, 5, 10]].tolist() == pytest.approx([1.0, 2 / 6, 0.0])  # > 0, > 0.5, > 1
-    assert bands["a"].shape == (2, 11) and (bands["a"][0] <= profiles["a"]).all() and (profiles["a"] <= bands["a"][1]).all()
+    assert (
+        bands["a"].shape == (2, 11)
+        and (bands["a"][0] <= profiles["a"]).all()
+        and (profiles["a"] <= bands["a"][1]).all()
+    )

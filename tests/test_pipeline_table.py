@@ -1,4 +1,5 @@
 """pipeline.table: the budget rule, the plan of phases for a given state of the root, status, the lock."""
+
 import contextlib
 import json
 import os
@@ -22,6 +23,7 @@ def evals(*pairs):
 
 
 # -- the budget rule -----------------------------------------------------------------------------------
+
 
 def test_budget_is_the_second_evaluation_in_a_row_at_threshold_rounded_up_to_the_evaluation_grid():
     rows = evals((10_000, 0.5), (20_000, 0.85), (30_000, 0.7), (40_000, 0.8), (50_000, 0.9), (60_000, 0.2))
@@ -48,6 +50,7 @@ def test_budget_undecided_below_the_cap_and_the_cap_when_never_held():
 
 # -- synthetic roots ------------------------------------------------------------------------------------
 
+
 def config(tmp_path: Path, **kw) -> TableConfig:
     return TableConfig(root=str(tmp_path / "root"), results=str(tmp_path / "results"), **kw).validate()
 
@@ -61,20 +64,42 @@ def finish_run(run_dir: Path, steps: int, success: float = 0.5, task: str = "rea
     """A SAC run folder as rl.workspace leaves it: config, eval.csv, summary at `steps`."""
     encoder, seed = run_dir.parent.name, int(run_dir.name.removeprefix("seed"))
     write(run_dir / "config.json", json.dumps({"encoder": encoder, "seed": seed, "task": task}))
-    write(run_dir / "eval.csv", "step,wall_s,success_rate\n" + "".join(
-        f"{s},1.0,{success}\n" for s in range(25_000, steps + 1, 25_000)))
-    write(run_dir / "summary.json", json.dumps({"task": task, "encoder": encoder, "seed": seed, "steps": steps,
-                                                "success_rate": success, "eval_episodes": 50}))
+    write(
+        run_dir / "eval.csv",
+        "step,wall_s,success_rate\n" + "".join(f"{s},1.0,{success}\n" for s in range(25_000, steps + 1, 25_000)),
+    )
+    write(
+        run_dir / "summary.json",
+        json.dumps(
+            {
+                "task": task,
+                "encoder": encoder,
+                "seed": seed,
+                "steps": steps,
+                "success_rate": success,
+                "eval_episodes": 50,
+            }
+        ),
+    )
 
 
 def prepared(cfg: TableConfig, task: str) -> None:
     """Every preparation step of `task` done: outputs there and recorded in table.json."""
     root = Path(cfg.root)
     write(root / f"shards/{task}/manifest.json", json.dumps({"status": "complete", "shards": []}))
-    write(root / f"shards/{task}-sal/manifest.json", json.dumps({"status": "complete", "shards": [], "labelled_from": task}))
-    for rel in (f"annotations/{task}/oracle/a.json", f"annotations/{task}.npz", f"runs/saliency/{task}/best.pt",
-                f"runs/saliency/{task}/student.pt", f"runs/saliency/{task}/eval/metrics.json",
-                f"runs/mmae/rgbs/{task}/encoder.pt", f"runs/mmae/rgb/{task}/encoder.pt"):
+    write(
+        root / f"shards/{task}-sal/manifest.json",
+        json.dumps({"status": "complete", "shards": [], "labelled_from": task}),
+    )
+    for rel in (
+        f"annotations/{task}/oracle/a.json",
+        f"annotations/{task}.npz",
+        f"runs/saliency/{task}/best.pt",
+        f"runs/saliency/{task}/student.pt",
+        f"runs/saliency/{task}/eval/metrics.json",
+        f"runs/mmae/rgbs/{task}/encoder.pt",
+        f"runs/mmae/rgb/{task}/encoder.pt",
+    ):
         write(root / rel, "x")
     for name, _, label in table.PROBES:
         write(root / f"runs/mmae/{name}/{task}/probe_{label}.json", json.dumps({"rows": [], "model": name}))
@@ -93,27 +118,52 @@ def modules(steps) -> list[str]:
 
 # -- the plan ---------------------------------------------------------------------------------------------
 
+
 def test_phase_a_on_a_fresh_root_prepares_reach_then_trains_ten_seeds_in_two_calls_then_keeps_each_row(tmp_path):
     cfg = config(tmp_path, phase="A")
     steps = table.plan(cfg)
     assert not any(s.done for s in steps)
-    assert modules(steps) == ["data.collect", "annotate_app.oracle", "annotate_app.export", "saliency.train",
-                              "saliency.distill", "saliency.evaluate", "saliency.label", "pretrain.multimae",
-                              "pretrain.multimae", "pretrain.probe", "pretrain.probe", "pretrain.probe", "(in process)",
-                              "rl.grid", "rl.grid", *["pipeline.keep"] * 4]
+    assert modules(steps) == [
+        "data.collect",
+        "annotate_app.oracle",
+        "annotate_app.export",
+        "saliency.train",
+        "saliency.distill",
+        "saliency.evaluate",
+        "saliency.label",
+        "pretrain.multimae",
+        "pretrain.multimae",
+        "pretrain.probe",
+        "pretrain.probe",
+        "pretrain.probe",
+        "(in process)",
+        "rl.grid",
+        "rl.grid",
+        *["pipeline.keep"] * 4,
+    ]
     args = [dict(zip(s.argv[2::2], s.argv[3::2])) for s in steps]
     assert args[0]["--frames"] == "50000" and args[0]["--out"] == "shards/reach-v3"
     assert [a["--modalities"] for a in args[7:9]] == ["rgb,saliency", "rgb"]
     assert args[7]["--epochs"] == "22"  # 22 x 47,500 training frames >= 1M images
     assert [(a["--encoder"], a["--inputs"]) for a in args[9:12]] == [
-        ("runs/mmae/rgbs/reach-v3/encoder.pt", ""), ("runs/mmae/rgbs/reach-v3/encoder.pt", "rgb"),
-        ("runs/mmae/rgb/reach-v3/encoder.pt", "")]
+        ("runs/mmae/rgbs/reach-v3/encoder.pt", ""),
+        ("runs/mmae/rgbs/reach-v3/encoder.pt", "rgb"),
+        ("runs/mmae/rgb/reach-v3/encoder.pt", ""),
+    ]
     first, last = steps[13].argv, steps[14].argv
     for argv, until, episodes in ((first, "75000", 20), (last, "100000", 50)):
         a = dict(zip(argv[2::2], argv[3::2]))
-        assert (a["--encoders"], a["--seeds"], a["--steps"], a["--sac-preset"]) == (",".join(ROWS), "0,1,2,3,4,5,6,7,8,9", until, "paper")
+        assert (a["--encoders"], a["--seeds"], a["--steps"], a["--sac-preset"]) == (
+            ",".join(ROWS),
+            "0,1,2,3,4,5,6,7,8,9",
+            until,
+            "paper",
+        )
         extra = argv[-1].removeprefix("--extra=").split()
-        assert extra[extra.index("--eval-episodes") + 1] == str(episodes) and extra[extra.index("--hidden-dim") + 1] == "1024"
+        assert (
+            extra[extra.index("--eval-episodes") + 1] == str(episodes)
+            and extra[extra.index("--hidden-dim") + 1] == "1024"
+        )
     keeps = steps[15:]
     assert [s.argv[2] for s in keeps] == [f"runs/sac/reach-v3/{r}" for r in ROWS]
     assert all(s.argv[4] == str(tmp_path / "results" / "reach-v3" / r) for s, r in zip(keeps, ROWS))
@@ -124,8 +174,8 @@ def test_phase_a_on_a_fresh_root_prepares_reach_then_trains_ten_seeds_in_two_cal
 def test_every_planned_command_parses_in_its_own_command(tmp_path, monkeypatch):
     """The flags each step passes are its command's flags and values (parsed as its main() would, nothing run)."""
     from annotate_app.export import ExportConfig
-    from annotate_app.oracle import OracleConfig
     from annotate_app.oracle import PRESETS as ORACLE_PRESETS
+    from annotate_app.oracle import OracleConfig
     from common.cli import parse_config
     from data.collect import CollectConfig
     from pipeline.keep import KeepConfig
@@ -135,11 +185,24 @@ def test_every_planned_command_parses_in_its_own_command(tmp_path, monkeypatch):
     from rl.grid import GridConfig, Run, run_config
     from saliency.config import DistillConfig, EvalConfig, LabelConfig, TrainConfig, presets_for
 
-    parsers = {"data.collect": (CollectConfig, None), "annotate_app.oracle": (OracleConfig, ORACLE_PRESETS),
-               "annotate_app.export": (ExportConfig, None), "pretrain.multimae": (PretrainConfig, PRETRAIN_PRESETS),
-               "pretrain.probe": (ProbeConfig, None), "pipeline.keep": (KeepConfig, None), "rl.grid": (GridConfig, None),
-               **{f"saliency.{name}": (cls, presets_for(cls)) for name, cls in
-                  (("train", TrainConfig), ("distill", DistillConfig), ("evaluate", EvalConfig), ("label", LabelConfig))}}
+    parsers = {
+        "data.collect": (CollectConfig, None),
+        "annotate_app.oracle": (OracleConfig, ORACLE_PRESETS),
+        "annotate_app.export": (ExportConfig, None),
+        "pretrain.multimae": (PretrainConfig, PRETRAIN_PRESETS),
+        "pretrain.probe": (ProbeConfig, None),
+        "pipeline.keep": (KeepConfig, None),
+        "rl.grid": (GridConfig, None),
+        **{
+            f"saliency.{name}": (cls, presets_for(cls))
+            for name, cls in (
+                ("train", TrainConfig),
+                ("distill", DistillConfig),
+                ("evaluate", EvalConfig),
+                ("label", LabelConfig),
+            )
+        },
+    }
     root = tmp_path / "root"
     for task in table.PAPER_TASKS[1:]:  # decided budgets, so that every phase's grids are planned
         finish_run(root / table.pilot_dir(task, "state", 100), 500_000, success=0.0, task=task)
@@ -149,11 +212,23 @@ def test_every_planned_command_parses_in_its_own_command(tmp_path, monkeypatch):
         cls, presets = parsers[step.argv[1]]
         cfg = parse_config(cls, step.argv[2:], presets=presets)
         if cls is PretrainConfig:
-            assert (cfg.model.dim, cfg.model.depth, cfg.model.decoder_dim, cfg.batch_size, cfg.epochs) == (256, 4, 256, 512, 22)
+            assert (cfg.model.dim, cfg.model.depth, cfg.model.decoder_dim, cfg.batch_size, cfg.epochs) == (
+                256,
+                4,
+                256,
+                512,
+                22,
+            )
         if cls is GridConfig:  # and the SAC runs it starts take the paper's settings with the table's evaluations
             monkeypatch.chdir(root.parent)
             sac = run_config(cfg, Run(cfg.task_list[0], cfg.encoder_list[0], cfg.seed_list[0], root / "x"))
-            assert (sac.hidden_dim, sac.batch_size, sac.actor_lr, sac.mmae_features, sac.eval_envs) == (1024, 128, 1e-4, "raw", 5)
+            assert (sac.hidden_dim, sac.batch_size, sac.actor_lr, sac.mmae_features, sac.eval_envs) == (
+                1024,
+                128,
+                1e-4,
+                "raw",
+                5,
+            )
             assert sac.eval_episodes == (50 if "last evaluation" in step.key else 20)
             assert sac.eval_every == (10_000 if cfg.out == "runs/pilot" else 25_000)
 
@@ -164,11 +239,15 @@ def test_plan_skips_what_the_root_holds_and_resumes_the_rest(tmp_path):
     root = Path(cfg.root)
     for row in ROWS:
         for seed in range(10):
-            finish_run(root / table.table_dir("reach-v3", row, seed), 100_000 if (row, seed) != ("state", 9) else 75_000)
+            finish_run(
+                root / table.table_dir("reach-v3", row, seed), 100_000 if (row, seed) != ("state", 9) else 75_000
+            )
     todo = [s for s in table.plan(cfg) if not s.done]
     # the preparation is skipped; the 75k call is done; state seed 9 goes on to 100k; the other rows can be kept
-    assert [s.key for s in todo][:2] == ["reach-v3: keep probes",
-                                         "reach-v3 state,mmae_rgb,mmae_rgbs_po,mmae_rgbs seeds 0-9 to 100,000 (last evaluation 50 episodes)"]
+    assert [s.key for s in todo][:2] == [
+        "reach-v3: keep probes",
+        "reach-v3 state,mmae_rgb,mmae_rgbs_po,mmae_rgbs seeds 0-9 to 100,000 (last evaluation 50 episodes)",
+    ]
     keeps = {s.argv[2]: s.blocked for s in todo if s.argv and s.argv[1] == "pipeline.keep"}
     assert keeps["runs/sac/reach-v3/state"] and not keeps["runs/sac/reach-v3/mmae_rgbs"]
     # an unfinished preparation step is redone even when its output file exists (its run was killed)
@@ -183,8 +262,9 @@ def test_pilot_budgets_decide_the_pilot_chunks_and_the_steps_of_phases_b_and_c(t
     root = Path(cfg.root)
     drawer = root / table.pilot_dir("drawer-open-v3", "state", cfg.pilot_seed)
     finish_run(drawer, 150_000, task="drawer-open-v3")
-    (drawer / "eval.csv").write_text("step,success_rate\n" + "".join(
-        f"{s},{0.9 if s >= 130_000 else 0.3}\n" for s in range(10_000, 150_001, 10_000)))  # holds at 140k -> 150k
+    (drawer / "eval.csv").write_text(
+        "step,success_rate\n" + "".join(f"{s},{0.9 if s >= 130_000 else 0.3}\n" for s in range(10_000, 150_001, 10_000))
+    )  # holds at 140k -> 150k
     faucet = root / table.pilot_dir("faucet-open-v3", "state", cfg.pilot_seed)
     finish_run(faucet, 50_000, success=0.0, task="faucet-open-v3")
     door = root / table.pilot_dir("door-open-v3", "state", cfg.pilot_seed)
@@ -194,18 +274,28 @@ def test_pilot_budgets_decide_the_pilot_chunks_and_the_steps_of_phases_b_and_c(t
     # faucet's pilot goes on by a chunk; the mmae_rgbs pilots run to their tasks' budgets; faucet's waits
     assert [(g["--tasks"], g["--encoders"], g["--steps"], g["--out"]) for g in grids] == [
         ("faucet-open-v3", "state", "100000", "runs/pilot"),
-        ("drawer-open-v3", "mmae_rgbs", "150000", "runs/pilot"), ("door-open-v3", "mmae_rgbs", "500000", "runs/pilot")]
+        ("drawer-open-v3", "mmae_rgbs", "150000", "runs/pilot"),
+        ("door-open-v3", "mmae_rgbs", "500000", "runs/pilot"),
+    ]
     assert all(g["--seeds"] == str(cfg.pilot_seed) for g in grids)
     assert any(s.key == "faucet-open-v3: waits for its budget" and s.blocked for s in steps)
     c = table.plan(config(tmp_path, phase="C"))
     waves = [(s.wave[0], s.wave[2], s.wave[3]) for s in c if s.wave]
-    assert waves == [(("drawer-open-v3",), (0, 1, 2), 150_000), (("door-open-v3",), (0, 1, 2), 500_000),
-                     (("drawer-open-v3",), (0, 1, 2, 3, 4), 150_000), (("door-open-v3",), (0, 1, 2, 3, 4), 500_000)]
+    assert waves == [
+        (("drawer-open-v3",), (0, 1, 2), 150_000),
+        (("door-open-v3",), (0, 1, 2), 500_000),
+        (("drawer-open-v3",), (0, 1, 2, 3, 4), 150_000),
+        (("door-open-v3",), (0, 1, 2, 3, 4), 500_000),
+    ]
     first = next(s for s in c if s.argv[:2] == ["-m", "rl.grid"])
-    assert dict(zip(first.argv[2::2], first.argv[3::2]))["--steps"] == "125000"  # then 150k with the 50-episode evaluation
+    assert (
+        dict(zip(first.argv[2::2], first.argv[3::2]))["--steps"] == "125000"
+    )  # then 150k with the 50-episode evaluation
     d = table.plan(config(tmp_path, phase="D"))
-    assert [(s.wave[0], s.wave[1]) for s in d if s.wave] == [(("door-open-v3",), ("cnn_rgb", "cnn_rgbs", "gaze")),
-                                                            (("door-open-v3",), ("mmae_rgbs_grid2",))]
+    assert [(s.wave[0], s.wave[1]) for s in d if s.wave] == [
+        (("door-open-v3",), ("cnn_rgb", "cnn_rgbs", "gaze")),
+        (("door-open-v3",), ("mmae_rgbs_grid2",)),
+    ]
 
 
 def test_a_recorded_budget_stays_and_changed_settings_are_refused(tmp_path):
@@ -223,6 +313,7 @@ def test_a_recorded_budget_stays_and_changed_settings_are_refused(tmp_path):
 
 
 # -- running, status, the lock ------------------------------------------------------------------------------
+
 
 def keep_in_process(argv, cwd, **kw):
     """subprocess.run for `python -m pipeline.keep ...` in this process (a new interpreter takes ~15 s to import it)."""
@@ -256,7 +347,9 @@ def test_run_keeps_finished_rows_and_probes_then_stops_with_the_git_line(tmp_pat
 def test_a_failed_step_stops_the_run_and_is_not_recorded(tmp_path, monkeypatch):
     cfg = config(tmp_path, phase="A")
     calls = []
-    monkeypatch.setattr(table.subprocess, "run", lambda argv, **kw: calls.append(argv) or subprocess.CompletedProcess(argv, 3))
+    monkeypatch.setattr(
+        table.subprocess, "run", lambda argv, **kw: calls.append(argv) or subprocess.CompletedProcess(argv, 3)
+    )
     with pytest.raises(RuntimeError, match=r"reach-v3: collect 50,000 frames failed \(exit 3\)"):
         table.run(cfg)
     assert calls[0][1:4] == ["-m", "data.collect", "--task"]
@@ -270,11 +363,16 @@ def test_status_shows_stage_budget_seeds_and_steps(tmp_path):
     for seed in range(3):
         finish_run(root / table.table_dir("reach-v3", "state", seed), 100_000, success=0.8)
     write(root / table.table_dir("reach-v3", "state", 3) / "metrics.csv", "step,wall_s\n1000,1\n42000,9\n")  # running
-    finish_run(root / table.pilot_dir("drawer-open-v3", "state", cfg.pilot_seed), 50_000, success=0.1, task="drawer-open-v3")
+    finish_run(
+        root / table.pilot_dir("drawer-open-v3", "state", cfg.pilot_seed), 50_000, success=0.1, task="drawer-open-v3"
+    )
     text = table.status_text(cfg)
     assert "not running" in text
     assert "| reach-v3 | pretrain.probe rgb (rgb in) | keep probes | fixed: 100,000 steps (it learns there) |" in text
-    assert "| drawer-open-v3 | not started | collect 50,000 frames | pilot state at 50,000 steps; pilot at 50,000 steps: state has not held" in text
+    assert (
+        "| drawer-open-v3 | not started | collect 50,000 frames | pilot state at 50,000 steps; pilot at 50,000 steps: state has not held"
+        in text
+    )
     assert "| reach-v3 | state | 3/10 | 42,000-100,000 of 100,000 | 0.80 (3 seeds) |" in text
     assert "| reach-v3 | mmae_rgbs | 0/10 | 0 of 100,000 | - |" in text
     assert "next step of phase(s) A,B,C,D,E: reach-v3: keep probes" in text
@@ -292,8 +390,12 @@ HOLDER = textwrap.dedent("""
 
 def test_a_second_copy_is_refused_while_one_holds_the_root(tmp_path, capsys):
     root = tmp_path / "root"
-    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(root)], stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(table.CHECKOUT)})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(root)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(table.CHECKOUT)},
+    )
     try:
         assert proc.stdout.readline().strip() == "held"
         for flags in (["--background"], []):
@@ -314,14 +416,28 @@ def test_a_second_copy_is_refused_while_one_holds_the_root(tmp_path, capsys):
 def test_background_command_is_the_same_run_under_nohup_and_nice():
     cfg = TableConfig(phase="A")
     argv = ["--phase", "A", "--background", "--root", "runs/x"]
-    assert table.background_command(cfg, argv) == ["nohup", "nice", "-n", "10", sys.executable, "-m", "pipeline.table",
-                                                   "--phase", "A", "--root", "runs/x"]
+    assert table.background_command(cfg, argv) == [
+        "nohup",
+        "nice",
+        "-n",
+        "10",
+        sys.executable,
+        "-m",
+        "pipeline.table",
+        "--phase",
+        "A",
+        "--root",
+        "runs/x",
+    ]
 
 
 def test_bad_settings_are_one_line_errors(capsys):
-    for argv, words in ((["--reach-steps", "110000"], "--reach-steps (110000) must be a multiple of --eval-every"),
-                        (["--first-seeds", "6"], "seeds must grow"), (["--status", "--dry-run"], "exclude each other"),
-                        (["--extra-tasks", "pick-place-v3"], "pick-place-v3 not among")):
+    for argv, words in (
+        (["--reach-steps", "110000"], "--reach-steps (110000) must be a multiple of --eval-every"),
+        (["--first-seeds", "6"], "seeds must grow"),
+        (["--status", "--dry-run"], "exclude each other"),
+        (["--extra-tasks", "pick-place-v3"], "pick-place-v3 not among"),
+    ):
         with pytest.raises(SystemExit) as stop:
             table.main(argv)
         assert stop.value.code == 2 and words in capsys.readouterr().err

@@ -8,6 +8,7 @@ bf16", and a wrong computation (another input, a missing layer, a swapped run) i
 These hold with and without native bf16 units (on AVX2-only CPUs PyTorch's generic kernels compute bf16,
 with the same input rounding and float32 accumulation).
 """
+
 from __future__ import annotations
 
 import json
@@ -55,7 +56,16 @@ def test_every_command_takes_the_switch(capsys):
     from rl.grid import GridConfig
     from saliency.config import DistillConfig, EvalConfig, LabelConfig, TrainConfig
 
-    for cls in (SACConfig, GridConfig, PretrainConfig, ProbeConfig, TrainConfig, DistillConfig, LabelConfig, EvalConfig):
+    for cls in (
+        SACConfig,
+        GridConfig,
+        PretrainConfig,
+        ProbeConfig,
+        TrainConfig,
+        DistillConfig,
+        LabelConfig,
+        EvalConfig,
+    ):
         assert from_flat(cls).precision == "auto", cls.__name__
     assert parse_config(SACConfig, ["--precision", "bf16"]).precision == "bf16"
     with pytest.raises(SystemExit) as exit_info:
@@ -81,10 +91,13 @@ def _agent(precision_name: str, hidden: int = 64) -> SAC:
 
 def test_sac_update_in_bf16_matches_fp32_and_keeps_float32_state():
     g = torch.Generator().manual_seed(1)
-    batch = {"obs": {"embedding": torch.randn(2, 64, 32, generator=g)},
-             "next_obs": {"embedding": torch.randn(2, 64, 32, generator=g)},
-             "action": torch.rand(2, 64, 4, generator=g) * 2 - 1,
-             "reward": torch.rand(2, 64, generator=g) * 10, "terminal": torch.zeros(2, 64)}
+    batch = {
+        "obs": {"embedding": torch.randn(2, 64, 32, generator=g)},
+        "next_obs": {"embedding": torch.randn(2, 64, 32, generator=g)},
+        "action": torch.rand(2, 64, 4, generator=g) * 2 - 1,
+        "reward": torch.rand(2, 64, generator=g) * 10,
+        "terminal": torch.zeros(2, 64),
+    }
     noise = torch.randn(2, 2, 64, 4, generator=g)
     full, half = _agent("fp32"), _agent("bf16")
     with half.autocast():  # the output layers stay float32: Q-values and log-probabilities
@@ -127,12 +140,20 @@ def test_observer_stores_float32_embeddings_in_bf16(tmp_path):
 
     cfg = ModelConfig(dim=32, depth=1, num_heads=2, decoder_dim=32, decoder_depth=1, decoder_heads=2)
     path = tmp_path / "encoder.pt"
-    torch.save({"format": ENCODER_FORMAT, "model_config": cfg.to_dict(),
-                "state_dict": MultiMAE(cfg, decoders=False).encoder_state_dict()}, path)
+    torch.save(
+        {
+            "format": ENCODER_FORMAT,
+            "model_config": cfg.to_dict(),
+            "state_dict": MultiMAE(cfg, decoders=False).encoder_state_dict(),
+        },
+        path,
+    )
     sac = from_flat(SACConfig, encoder="mmae_rgbs", mmae=str(path), saliency="oracle")
     enc = build_encoder(sac, 64, runs=1)
-    raw = {"pixels": np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8),
-           "saliency": np.random.default_rng(1).integers(0, 256, (3, 64, 64), dtype=np.uint8)}
+    raw = {
+        "pixels": np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8),
+        "saliency": np.random.default_rng(1).integers(0, 256, (3, 64, 64), dtype=np.uint8),
+    }
     stored = {}
     for name in ("fp32", "bf16"):
         observer = Observer(enc.obs_keys, [enc], sac, torch.device("cpu"), 3, precision=name)
@@ -177,9 +198,23 @@ def test_pretraining_step_in_bf16_matches_fp32(tmp_path):
 def test_a_bf16_run_records_its_precision(tmp_path):
     from rl.workspace import train
 
-    cfg = from_flat(SACConfig, steps=100, random_steps=50, max_episode_steps=50, batch_size=8, hidden_dim=32,
-                    replay_size=1000, eval_every=0, eval_episodes=1, log_every=50, checkpoint_every=50,
-                    torch_threads=1, encoder="state", precision="bf16", out=str(tmp_path / "run"))
+    cfg = from_flat(
+        SACConfig,
+        steps=100,
+        random_steps=50,
+        max_episode_steps=50,
+        batch_size=8,
+        hidden_dim=32,
+        replay_size=1000,
+        eval_every=0,
+        eval_episodes=1,
+        log_every=50,
+        checkpoint_every=50,
+        torch_threads=1,
+        encoder="state",
+        precision="bf16",
+        out=str(tmp_path / "run"),
+    )
     (run_dir,) = train([cfg])
     assert json.loads((run_dir / "config.json").read_text())["precision"] == "bf16"
     summary = json.loads((run_dir / "summary.json").read_text())

@@ -1,5 +1,6 @@
 """Hub copies (safetensors + model card) of MultiMAE encoders and saliency models: identical outputs
 from either file, cards that say what data / architecture / probe, refusals, and the training hooks."""
+
 from __future__ import annotations
 
 import json
@@ -25,30 +26,63 @@ from saliency.picanet import PiCANet, PiCANetConfig
 from saliency.predictor import SaliencyPredictor, save_checkpoint
 from saliency.student import StudentConfig, StudentNet
 
-MCFG = ModelConfig(modalities=("rgb", "saliency"), dim=32, depth=1, num_heads=2, decoder_dim=32, decoder_depth=1, decoder_heads=2)
+MCFG = ModelConfig(
+    modalities=("rgb", "saliency"), dim=32, depth=1, num_heads=2, decoder_dim=32, decoder_depth=1, decoder_heads=2
+)
 
 
 def encoder_blob(seed: int = 0) -> dict:
     """What Trainer.export_encoder writes, for a tiny seeded model (statistics for two pools, and the bare legacy key)."""
     torch.manual_seed(seed)
-    stats = {f"{inputs}|{pool}": {"mean": torch.randn(k * 32), "std": torch.rand(k * 32) + 0.5}
-             for inputs in ("rgb,saliency", "rgb") for pool, k in (("mean", 1), ("grid2", 4))}
+    stats = {
+        f"{inputs}|{pool}": {"mean": torch.randn(k * 32), "std": torch.rand(k * 32) + 0.5}
+        for inputs in ("rgb,saliency", "rgb")
+        for pool, k in (("mean", 1), ("grid2", 4))
+    }
     stats["rgb,saliency"] = stats["rgb,saliency|mean"]
-    return {"format": ENCODER_FORMAT, "model_config": MCFG.to_dict(), "state_dict": MultiMAE(MCFG, decoders=False).encoder_state_dict(),
-            "feature_stats": stats, "step": 12, "epoch": 2, "saliency_source": "oracle", "data": "data/shards", "code_version": "abc1234"}
+    return {
+        "format": ENCODER_FORMAT,
+        "model_config": MCFG.to_dict(),
+        "state_dict": MultiMAE(MCFG, decoders=False).encoder_state_dict(),
+        "feature_stats": stats,
+        "step": 12,
+        "epoch": 2,
+        "saliency_source": "oracle",
+        "data": "data/shards",
+        "code_version": "abc1234",
+    }
 
 
 def encoder_run(root: Path, seed: int = 0) -> Path:
     """A run folder as pretraining leaves it: encoder.pt, config.json, data.json naming a shard folder with a manifest."""
     shards = root / "shards" / "reach-v3-sal"
-    write_manifest(shards, {"shards": [], "task": "reach-v3", "camera": "corner", "image_size": 64, "render_quality": "fast",
-                            "episode_steps": 40, "labelled_from": "reach-v3"})
+    write_manifest(
+        shards,
+        {
+            "shards": [],
+            "task": "reach-v3",
+            "camera": "corner",
+            "image_size": 64,
+            "render_quality": "fast",
+            "episode_steps": 40,
+            "labelled_from": "reach-v3",
+        },
+    )
     run = root / "run"
     run.mkdir(parents=True)
     torch.save(encoder_blob(seed), run / "encoder.pt")
-    (run / "config.json").write_text(json.dumps({"preset": "micro", "epochs": 2, "batch_size": 16, "lr": 0.001, "seed": 0}))
-    (run / "data.json").write_text(json.dumps({"folders": [{"folder": str(shards), "task": "reach-v3", "frames": 160, "saliency": "predicted"}],
-                                               "train_frames": 120, "held_out_frames": 40}))
+    (run / "config.json").write_text(
+        json.dumps({"preset": "micro", "epochs": 2, "batch_size": 16, "lr": 0.001, "seed": 0})
+    )
+    (run / "data.json").write_text(
+        json.dumps(
+            {
+                "folders": [{"folder": str(shards), "task": "reach-v3", "frames": 160, "saliency": "predicted"}],
+                "train_frames": 120,
+                "held_out_frames": 40,
+            }
+        )
+    )
     return run / "encoder.pt"
 
 
@@ -65,9 +99,17 @@ def test_encoder_safetensors_gives_identical_features_for_every_inputs_and_pool(
     tensors = load_file(weights)  # readable without this code, names as the card says
     blob = encoder_blob()
     assert set(tensors) == {f"state_dict.{k}" for k in blob["state_dict"]} | {
-        f"feature_stats.{k}.{s}" for k in blob["feature_stats"] for s in ("mean", "std")}
-    assert torch.equal(tensors["feature_stats.rgb,saliency|grid2.std"], blob["feature_stats"]["rgb,saliency|grid2"]["std"])
-    assert FrozenEncoder.load(weights).meta == {"step": 12, "epoch": 2, "saliency_source": "oracle", "data": "data/shards"}
+        f"feature_stats.{k}.{s}" for k in blob["feature_stats"] for s in ("mean", "std")
+    }
+    assert torch.equal(
+        tensors["feature_stats.rgb,saliency|grid2.std"], blob["feature_stats"]["rgb,saliency|grid2"]["std"]
+    )
+    assert FrozenEncoder.load(weights).meta == {
+        "step": 12,
+        "epoch": 2,
+        "saliency_source": "oracle",
+        "data": "data/shards",
+    }
 
 
 def test_encoder_card_says_data_architecture_probe_and_how_to_load(tmp_path):
@@ -75,29 +117,68 @@ def test_encoder_card_says_data_architecture_probe_and_how_to_load(tmp_path):
     _, card = write_hub_files(pt)
     text = card.read_text()
     data = ModelCard.load(card).data  # huggingface_hub reads it back
-    assert (data.library_name, data.pipeline_tag, data.license, data.task) == ("pytorch", "image-feature-extraction", "mit", "reach-v3")
-    assert data.tags[0] == "visarl" and data.tags[-1] == "reach-v3" and data.datasets == ["reach-v3-sal"] and CARD_MARK in text
+    assert (data.library_name, data.pipeline_tag, data.license, data.task) == (
+        "pytorch",
+        "image-feature-extraction",
+        "mit",
+        "reach-v3",
+    )
+    assert (
+        data.tags[0] == "visarl"
+        and data.tags[-1] == "reach-v3"
+        and data.datasets == ["reach-v3-sal"]
+        and CARD_MARK in text
+    )
     assert not data.eval_results  # no probe yet: no metrics
     folder = tmp_path / "shards" / "reach-v3-sal"
     assert f"| {folder} | reach-v3 | 160 | predicted | corner | 64 | fast | 40 |" in text
     assert "120 training frames and 40 held-out frames" in text and "dim 32, depth 1, 2 heads" in text
-    assert "grid2 128-d" in text and "rgb+saliency grid2" in text and "Trained 12 steps (2 epochs): preset micro, epochs 2" in text
-    assert 'FrozenEncoder.load("encoder.safetensors", inputs=(\'rgb\', \'saliency\'), pool="mean")' in text
+    assert (
+        "grid2 128-d" in text
+        and "rgb+saliency grid2" in text
+        and "Trained 12 steps (2 epochs): preset micro, epochs 2" in text
+    )
+    assert "FrozenEncoder.load(\"encoder.safetensors\", inputs=('rgb', 'saliency'), pool=\"mean\")" in text
     assert "Not probed yet" in text
     # a probe beside the encoder: its table lands in the card
-    row = {"features": "pretrained, rgb+saliency", "kind": "pretrained", "pool": "grid2", "dim": 128,
-           "r2": {"hand": 0.98, "object": 0.87, "goal": 0.61}, "r2_stored": {"hand": 0.98, "object": 0.87, "goal": 0.61}}
-    (pt.parent / "probe_rgb+saliency.json").write_text(json.dumps({
-        "inputs": ["rgb", "saliency"], "fit_frames": 90, "fit_episodes": 3, "score_frames": 30, "score_episodes": 1,
-        "data": str(folder), "store": "float16", "rows": [row], "warnings": ["a loud one"]}))
+    row = {
+        "features": "pretrained, rgb+saliency",
+        "kind": "pretrained",
+        "pool": "grid2",
+        "dim": 128,
+        "r2": {"hand": 0.98, "object": 0.87, "goal": 0.61},
+        "r2_stored": {"hand": 0.98, "object": 0.87, "goal": 0.61},
+    }
+    (pt.parent / "probe_rgb+saliency.json").write_text(
+        json.dumps(
+            {
+                "inputs": ["rgb", "saliency"],
+                "fit_frames": 90,
+                "fit_episodes": 3,
+                "score_frames": 30,
+                "score_episodes": 1,
+                "data": str(folder),
+                "store": "float16",
+                "rows": [row],
+                "warnings": ["a loud one"],
+            }
+        )
+    )
     assert refresh_card(pt) == card
     text = card.read_text()
     assert format_row(row) in text and "| pretrained, rgb+saliency | grid2 | 128 | 0.98 | 0.87 | 0.61 |" in text
     assert "- WARNING: a loud one" in text and "Not probed yet" not in text
-    results = {r.metric_name: r for r in ModelCard.load(card).data.eval_results}  # the probe's R^2 as the card's metrics
+    results = {
+        r.metric_name: r for r in ModelCard.load(card).data.eval_results
+    }  # the probe's R^2 as the card's metrics
     assert set(results) == {f"{t} R^2 (rgb+saliency, grid2 pool)" for t in ("hand", "object", "goal")}
     obj = results["object R^2 (rgb+saliency, grid2 pool)"]
-    assert (obj.metric_type, obj.metric_value, obj.dataset_name, obj.dataset_split) == ("r_squared", 0.87, "reach-v3-sal", "held-out episodes")
+    assert (obj.metric_type, obj.metric_value, obj.dataset_name, obj.dataset_split) == (
+        "r_squared",
+        0.87,
+        "reach-v3-sal",
+        "held-out episodes",
+    )
 
 
 def test_non_finite_weights_are_refused_and_a_hand_written_readme_is_kept(tmp_path):
@@ -137,17 +218,43 @@ def saliency_run(tmp_path) -> Path:
     torch.manual_seed(0)
     teacher = PiCANet(PiCANetConfig(input_size=64, width=0.125, local_hidden=16, global_hidden=16))
     keys = [f"00000-{i:05d}" for i in range(10)]
-    save_checkpoint(run / "best.pt", teacher, "picanet", epoch=30, val={"f_max": 0.9, "mae": 0.01, "n": 2.0}, seen_keys=keys,
-                    train_keys=keys[:8], train_config={"annotations": "data/annotations/reach-v3.npz", "epochs": 40, "layout": "LLL", "seed": 0},
-                    annotations="data/annotations/reach-v3.npz")
+    save_checkpoint(
+        run / "best.pt",
+        teacher,
+        "picanet",
+        epoch=30,
+        val={"f_max": 0.9, "mae": 0.01, "n": 2.0},
+        seen_keys=keys,
+        train_keys=keys[:8],
+        train_config={"annotations": "data/annotations/reach-v3.npz", "epochs": 40, "layout": "LLL", "seed": 0},
+        annotations="data/annotations/reach-v3.npz",
+    )
     save_checkpoint(run / "last.pt", teacher, "picanet", epoch=40, optimizer={"state": {}})
     shards = tmp_path / "shards" / "reach-v3"
-    write_manifest(shards, {"shards": [], "task": "reach-v3", "camera": "corner", "image_size": 64, "render_quality": "fast"})
-    save_checkpoint(run / "student.pt", StudentNet(StudentConfig(width=4)), "student", epoch=5, val={"f_max": 0.8, "mae": 0.02, "n": 30.0},
-                    seen_keys=keys + ["00001-00000"], teacher=str(run / "best.pt"), distill_config={"data": str(shards), "frames": 300, "epochs": 5})
+    write_manifest(
+        shards, {"shards": [], "task": "reach-v3", "camera": "corner", "image_size": 64, "render_quality": "fast"}
+    )
+    save_checkpoint(
+        run / "student.pt",
+        StudentNet(StudentConfig(width=4)),
+        "student",
+        epoch=5,
+        val={"f_max": 0.8, "mae": 0.02, "n": 30.0},
+        seen_keys=keys + ["00001-00000"],
+        teacher=str(run / "best.pt"),
+        distill_config={"data": str(shards), "frames": 300, "epochs": 5},
+    )
     (run / "eval-student-reach-v3").mkdir()
-    (run / "eval-student-reach-v3" / "metrics.json").write_text(json.dumps({
-        "model": str(run / "student.pt"), "data": str(shards), "gt": "oracle maps", "metrics": {"n": 1000, "f_max": 0.85, "mae": 0.0025, "cc": 0.96}}))
+    (run / "eval-student-reach-v3" / "metrics.json").write_text(
+        json.dumps(
+            {
+                "model": str(run / "student.pt"),
+                "data": str(shards),
+                "gt": "oracle maps",
+                "metrics": {"n": 1000, "f_max": 0.85, "mae": 0.0025, "cc": 0.96},
+            }
+        )
+    )
     return run
 
 
@@ -164,12 +271,21 @@ def test_saliency_safetensors_give_identical_maps_and_one_card(saliency_run):
         assert maps.shape == (4, 48, 48) and np.array_equal(maps, b(frames))
     text = (saliency_run / "README.md").read_text()
     data = ModelCard.load(saliency_run / "README.md").data
-    assert data.pipeline_tag == "image-segmentation" and data.license == "mit" and data.tags[-3:] == ["picanet", "reach-v3", "student"]
+    assert (
+        data.pipeline_tag == "image-segmentation"
+        and data.license == "mit"
+        and data.tags[-3:] == ["picanet", "reach-v3", "student"]
+    )
     scores = {r.metric_name: r.metric_value for r in data.eval_results}
     assert scores["best f_max"] == 0.9 and scores["best mae"] == 0.01 and scores["student f_max"] == 0.8
     assert "- Data: 10 annotated maps of `data/annotations/reach-v3.npz` (8 trained on" in text
-    assert f"first 300 frames of `{saliency_run.parent.parent / 'shards' / 'reach-v3'}` (task reach-v3; camera corner, image_size 64, render_quality fast)" in text
-    assert "validation f_max 0.9000, mae 0.0100 (2 maps)" in text and "| 1000 | 0.8500 | 0.0025 | 0.9600 | - | - |" in text
+    assert (
+        f"first 300 frames of `{saliency_run.parent.parent / 'shards' / 'reach-v3'}` (task reach-v3; camera corner, image_size 64, render_quality fast)"
+        in text
+    )
+    assert (
+        "validation f_max 0.9000, mae 0.0100 (2 maps)" in text and "| 1000 | 0.8500 | 0.0025 | 0.9600 | - | - |" in text
+    )
     assert 'SaliencyPredictor.load("student.safetensors")(frames)' in text
 
 
@@ -181,9 +297,28 @@ def test_saliency_training_writes_the_hub_copy_of_its_best_checkpoint(tmp_path):
     frames, maps = rng.integers(0, 256, (8, 64, 64, 3), dtype=np.uint8), rng.random((8, 64, 64)).astype(np.float32)
     torch.manual_seed(0)
     model = StudentNet(StudentConfig(width=4))
-    spec = FitSpec(epochs=2, batch_size=4, lr=1e-3, weight_decay=0.0, lr_decay_at=0.5, eval_every=1, seed=0, augment=Augment(), progress=False)
-    best = fit(model, "student", (frames[:6], maps[:6]), (frames[6:], maps[6:]), spec, tmp_path, torch.device("cpu"),
-               tmp_path / "student.pt", {"seen_keys": ["a"]})
+    spec = FitSpec(
+        epochs=2,
+        batch_size=4,
+        lr=1e-3,
+        weight_decay=0.0,
+        lr_decay_at=0.5,
+        eval_every=1,
+        seed=0,
+        augment=Augment(),
+        progress=False,
+    )
+    best = fit(
+        model,
+        "student",
+        (frames[:6], maps[:6]),
+        (frames[6:], maps[6:]),
+        spec,
+        tmp_path,
+        torch.device("cpu"),
+        tmp_path / "student.pt",
+        {"seen_keys": ["a"]},
+    )
     a = SaliencyPredictor.load(tmp_path / "student.pt", device="cpu")
     b = SaliencyPredictor.load(tmp_path / "student.safetensors", device="cpu")
     assert a.info["epoch"] == b.info["epoch"] == best["epoch"] and np.array_equal(a(frames), b(frames))
@@ -196,10 +331,32 @@ def test_pretraining_writes_the_hub_copy_beside_encoder_pt(tmp_path):
     from pretrain.config import PRESETS, PretrainConfig
     from pretrain.train import run
 
-    collect(parse_config(CollectConfig, ["--task", "reach-v3", "--frames", "80", "--out", str(tmp_path / "shards" / "reach-v3"),
-                                         "--shard-size", "80", "--episode-steps", "20", "--seed", "0"]))
-    cfg = from_flat(PretrainConfig, data=str(tmp_path / "shards"), out=str(tmp_path / "mmae"), saliency="oracle",
-                    **{**PRESETS["micro"], "epochs": 1, "threads": 1, "progress": False, "val_fraction": 0.25})
+    collect(
+        parse_config(
+            CollectConfig,
+            [
+                "--task",
+                "reach-v3",
+                "--frames",
+                "80",
+                "--out",
+                str(tmp_path / "shards" / "reach-v3"),
+                "--shard-size",
+                "80",
+                "--episode-steps",
+                "20",
+                "--seed",
+                "0",
+            ],
+        )
+    )
+    cfg = from_flat(
+        PretrainConfig,
+        data=str(tmp_path / "shards"),
+        out=str(tmp_path / "mmae"),
+        saliency="oracle",
+        **{**PRESETS["micro"], "epochs": 1, "threads": 1, "progress": False, "val_fraction": 0.25},
+    )
     run_dir = run(cfg)
     pt = run_dir / "encoder.pt"
     g = torch.Generator().manual_seed(0)
@@ -208,4 +365,6 @@ def test_pretraining_writes_the_hub_copy_beside_encoder_pt(tmp_path):
     assert a.standardized and b.standardized and torch.equal(a(rgb, sal), b(rgb, sal))
     text = (run_dir / "README.md").read_text()
     assert f"| {tmp_path / 'shards' / 'reach-v3'} | reach-v3 | 64 | oracle | corner | 64 | fast | 20 |" in text
-    assert "dim 64, depth 1, 2 heads" in text and "Trained 2 steps (1 epochs): epochs 1, batch_size 16, lr 0.001" in text
+    assert (
+        "dim 64, depth 1, 2 heads" in text and "Trained 2 steps (1 epochs): epochs 1, batch_size 16, lr 0.001" in text
+    )

@@ -1,4 +1,5 @@
 """MultiMAE model: token sampling, masked-only losses, parameter count, frozen-encoder export."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -56,7 +57,11 @@ def test_forward_shapes_and_visible_count():
     model = MultiMAE(ModelConfig(**TINY))
     loss, losses, preds, visible = model(_inputs(), generator=torch.Generator().manual_seed(0))
     assert set(losses) == {"rgb", "saliency", "rgb_norm"}
-    assert preds["rgb"].shape == (4, 64, 192) and preds["saliency"].shape == (4, 64, 64) and preds["rgb_norm"].shape == (4, 64, 192)
+    assert (
+        preds["rgb"].shape == (4, 64, 192)
+        and preds["saliency"].shape == (4, 64, 64)
+        and preds["rgb_norm"].shape == (4, 64, 192)
+    )
     assert (visible.sum(1) == 32).all()
     expected = losses["rgb"] + 10 * losses["saliency"] + losses["rgb_norm"]
     assert torch.allclose(loss, expected)
@@ -79,7 +84,7 @@ def test_loss_only_on_masked_patches():
     base = {k: v.item() for k, v in model.losses(inputs, preds, visible).items()}
     assert base == pytest.approx({k: v.item() for k, v in losses.items()})
     for m_i, m in enumerate(("rgb", "saliency")):
-        vis = visible[:, m_i * 64:(m_i + 1) * 64]  # [B, 64]
+        vis = visible[:, m_i * 64 : (m_i + 1) * 64]  # [B, 64]
         pix = unpatchify(vis[..., None].float().expand(-1, -1, inputs[m].shape[1] * 64), 8, inputs[m].shape[1]).bool()
         changed = dict(inputs)
         changed[m] = torch.where(pix, torch.rand_like(inputs[m]), inputs[m])  # new targets at visible patches only
@@ -125,7 +130,10 @@ def test_frozen_encoder_export_roundtrip(tmp_path):
     cfg = ModelConfig(**TINY)
     model = MultiMAE(cfg)
     path = tmp_path / "encoder.pt"
-    torch.save({"format": ENCODER_FORMAT, "model_config": cfg.to_dict(), "state_dict": model.encoder_state_dict(), "step": 7}, path)
+    torch.save(
+        {"format": ENCODER_FORMAT, "model_config": cfg.to_dict(), "state_dict": model.encoder_state_dict(), "step": 7},
+        path,
+    )
     assert not any(k.startswith("decoders.") for k in torch.load(path, weights_only=True)["state_dict"])
     enc = FrozenEncoder.load(path)
     assert enc.inputs == ("rgb", "saliency") and enc.out_dim == 32 and not enc.training
@@ -143,7 +151,10 @@ def test_frozen_encoder_export_roundtrip(tmp_path):
     with pytest.raises(ValueError, match="no feature statistics"):
         FrozenEncoder.load(path, standardize=True)
     rgb_only = MultiMAE(ModelConfig(modalities=("rgb",), **TINY))
-    torch.save({"format": ENCODER_FORMAT, "model_config": rgb_only.cfg.to_dict(), "state_dict": rgb_only.encoder_state_dict()}, path)
+    torch.save(
+        {"format": ENCODER_FORMAT, "model_config": rgb_only.cfg.to_dict(), "state_dict": rgb_only.encoder_state_dict()},
+        path,
+    )
     with pytest.raises(ValueError, match="pretrained on"):
         FrozenEncoder.load(path, inputs=("rgb", "saliency"))
     torch.save({"model": {}}, tmp_path / "other.pt")

@@ -1,4 +1,5 @@
 """Linear probe, pooling, storage precision, input normalisation, crops, per-task runs, old exports."""
+
 from __future__ import annotations
 
 import json
@@ -16,7 +17,17 @@ from pretrain.config import PRESETS, PretrainConfig
 from pretrain.data import load_frames, split_episodes, tasks_under
 from pretrain.frozen import ENCODER_FORMAT, FrozenEncoder
 from pretrain.model import IMAGENET_MEAN, IMAGENET_STD, ModelConfig, MultiMAE
-from pretrain.probe import ALPHAS, ProbeConfig, Ridge, choose_alphas, gate_warnings, probe, probe_features, r2_pooled, stored
+from pretrain.probe import (
+    ALPHAS,
+    ProbeConfig,
+    Ridge,
+    choose_alphas,
+    gate_warnings,
+    probe,
+    probe_features,
+    r2_pooled,
+    stored,
+)
 from pretrain.train import export_feature_stats, task_configs
 
 TINY = dict(dim=32, depth=1, num_heads=2, decoder_dim=32, decoder_depth=1, decoder_heads=2)
@@ -29,12 +40,27 @@ def shards(tmp_path_factory) -> Path:
     from data.collect import CollectConfig, collect
 
     root = tmp_path_factory.mktemp("probe_shards")
-    collect(from_flat(CollectConfig, task="reach-v3", frames=240, out=str(root / "reach-v3"), shard_size=120, episode_steps=20, seed=3))
+    collect(
+        from_flat(
+            CollectConfig,
+            task="reach-v3",
+            frames=240,
+            out=str(root / "reach-v3"),
+            shard_size=120,
+            episode_steps=20,
+            seed=3,
+        )
+    )
     return root
 
 
 def _export(model: MultiMAE, path: Path, frames=None) -> Path:
-    blob = {"format": ENCODER_FORMAT, "model_config": model.cfg.to_dict(), "state_dict": model.encoder_state_dict(), "step": 0}
+    blob = {
+        "format": ENCODER_FORMAT,
+        "model_config": model.cfg.to_dict(),
+        "state_dict": model.encoder_state_dict(),
+        "step": 0,
+    }
     if frames is not None:
         blob["feature_stats"] = export_feature_stats(model, frames, model.cfg.image_size, 128)
     torch.save(blob, path)
@@ -103,7 +129,9 @@ def test_float16_storage_eats_near_constant_features_and_standardising_saves_the
 
 def test_pools_shapes_and_values():
     model = MultiMAE(ModelConfig(**TINY), decoders=False)
-    enc = model.encode(model.tokenize({"rgb": torch.rand(2, 3, 64, 64), "saliency": torch.rand(2, 1, 64, 64)}))  # [2, 129, 32]
+    enc = model.encode(
+        model.tokenize({"rgb": torch.rand(2, 3, 64, 64), "saliency": torch.rand(2, 1, 64, 64)})
+    )  # [2, 129, 32]
     assert torch.equal(model.pool(enc, "mean"), enc.mean(1)) and torch.equal(model.pool(enc, "global"), enc[:, 0])
     grid2 = model.pool(enc, "grid2").view(2, 2, 2, 32)  # [B, row, col, E]
     patches = enc[:, 1:].reshape(2, 2, 8, 8, 32).mean(1)  # mean over the two modalities, [B, 8, 8, E]
@@ -128,12 +156,16 @@ def test_imagenet_normalisation_inside_the_model_and_old_configs():
     expected = model.patch_embed["rgb"](norm).flatten(2).transpose(1, 2) + model.pos
     assert torch.allclose(model.tokenize({"rgb": x}), expected, atol=1e-5)
     s = torch.rand(2, 1, 64, 64)  # saliency stays in [0, 1]
-    assert torch.allclose(model.tokenize({"saliency": s}), model.patch_embed["saliency"](s).flatten(2).transpose(1, 2) + model.pos)
+    assert torch.allclose(
+        model.tokenize({"saliency": s}), model.patch_embed["saliency"](s).flatten(2).transpose(1, 2) + model.pos
+    )
     legacy = {k: v for k, v in cfg.to_dict().items() if k != "input_norm"}  # an export made before the change
     old = MultiMAE(ModelConfig.from_dict(legacy), decoders=False)
     assert old.cfg.input_norm == "none"
     old.load_state_dict(model.state_dict())
-    assert torch.allclose(old.tokenize({"rgb": x}), model.patch_embed["rgb"](x).flatten(2).transpose(1, 2) + model.pos, atol=1e-6)
+    assert torch.allclose(
+        old.tokenize({"rgb": x}), model.patch_embed["rgb"](x).flatten(2).transpose(1, 2) + model.pos, atol=1e-6
+    )
     with pytest.raises(ValueError, match="--input-norm"):
         ModelConfig(input_norm="zca", **TINY).validate()
 
@@ -153,7 +185,9 @@ def test_random_resized_crop_boxes_and_shared_crops():
     ref = torch.nn.functional.interpolate(rgb[:, :, :32, 32:], size=64, mode="bilinear", align_corners=False)
     assert torch.allclose(quarter[..., 1:-1, 1:-1], ref[..., 1:-1, 1:-1], atol=1e-5)
     out = random_resized_crop({"rgb": rgb, "saliency": rgb.mean(1, keepdim=True)}, generator=g)
-    assert out["rgb"].shape == rgb.shape and torch.allclose(out["saliency"], out["rgb"].mean(1, keepdim=True), atol=1e-5)
+    assert out["rgb"].shape == rgb.shape and torch.allclose(
+        out["saliency"], out["rgb"].mean(1, keepdim=True), atol=1e-5
+    )
     assert not torch.allclose(out["rgb"], rgb)
 
 
@@ -177,21 +211,45 @@ def test_probe_end_to_end_table_json_and_gate(shards, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| features | pool | dim | hand R^2" in out and "raw pixels 16x16x3" in out
     saved = json.loads((tmp_path / "probe_rgb.json").read_text())
-    assert len(saved["rows"]) == len(res["rows"]) == 9 and saved["fit_frames"] == 150 and 40 <= saved["score_frames"] <= 60
+    assert (
+        len(saved["rows"]) == len(res["rows"]) == 9 and saved["fit_frames"] == 150 and 40 <= saved["score_frames"] <= 60
+    )
     assert saved["fit_episodes"] + saved["score_episodes"] <= 12 and saved["score_episodes"] >= 2
     kinds = [(r["kind"], r["pool"], r["dim"]) for r in saved["rows"]]
-    assert kinds == [("pretrained", p, k * 32) for p, k in (("mean", 1), ("global", 1), ("grid2", 4), ("grid4", 16))] + \
-        [("random init", p, k * 32) for p, k in (("mean", 1), ("global", 1), ("grid2", 4), ("grid4", 16))] + [("pixels", "-", 768)]
+    assert kinds == [
+        ("pretrained", p, k * 32) for p, k in (("mean", 1), ("global", 1), ("grid2", 4), ("grid4", 16))
+    ] + [("random init", p, k * 32) for p, k in (("mean", 1), ("global", 1), ("grid2", 4), ("grid4", 16))] + [
+        ("pixels", "-", 768)
+    ]
     pixels = saved["rows"][-1]
     assert pixels["r2"]["hand"] > 0.5  # raw pixels see the arm
-    assert all(set(r["r2"]) == {"hand", "object", "goal"} and set(r["r2_stored"]) == {"hand", "object", "goal"} for r in saved["rows"])
+    assert all(
+        set(r["r2"]) == {"hand", "object", "goal"} and set(r["r2_stored"]) == {"hand", "object", "goal"}
+        for r in saved["rows"]
+    )
     # this export's features are standardised with its statistics: float16 storage costs nothing
     mean = saved["rows"][0]
     assert "r2_stored_raw" in mean and abs(mean["r2_stored"]["hand"] - mean["r2"]["hand"]) < 0.02
     # the gate: pretrained worse than random init on the hand position is a loud warning
-    fake = {"encoder": "e.pt", "inputs": ["rgb"], "store": "float16", "rows": [
-        {"kind": "pretrained", "pool": "mean", "r2": {"hand": 0.5, "object": 0.1, "goal": 0.1}, "r2_stored": {"hand": 0.1, "object": 0.1, "goal": 0.1}},
-        {"kind": "random init", "pool": "mean", "r2": {"hand": 0.9, "object": 0.1, "goal": 0.1}, "r2_stored": {"hand": 0.9, "object": 0.1, "goal": 0.1}}]}
+    fake = {
+        "encoder": "e.pt",
+        "inputs": ["rgb"],
+        "store": "float16",
+        "rows": [
+            {
+                "kind": "pretrained",
+                "pool": "mean",
+                "r2": {"hand": 0.5, "object": 0.1, "goal": 0.1},
+                "r2_stored": {"hand": 0.1, "object": 0.1, "goal": 0.1},
+            },
+            {
+                "kind": "random init",
+                "pool": "mean",
+                "r2": {"hand": 0.9, "object": 0.1, "goal": 0.1},
+                "r2_stored": {"hand": 0.9, "object": 0.1, "goal": 0.1},
+            },
+        ],
+    }
     warnings = gate_warnings(fake)
     assert any("worse than the same model at random init" in w for w in warnings)
     assert any("storing features as float16 drops hand R^2 from 0.50 to 0.10" in w for w in warnings)
@@ -202,7 +260,11 @@ def test_probe_end_to_end_table_json_and_gate(shards, tmp_path, capsys):
 def test_probe_refuses_bad_flags(capsys):
     from pretrain.probe import main
 
-    for argv, msg in ((["--pools", "mean,max"], "--pools"), (["--held-out", "nan"], "finite"), (["--held-out", "1.5"], "--held-out")):
+    for argv, msg in (
+        (["--pools", "mean,max"], "--pools"),
+        (["--held-out", "nan"], "finite"),
+        (["--held-out", "1.5"], "--held-out"),
+    ):
         with pytest.raises(SystemExit) as exc:
             main(argv)
         assert exc.value.code == 2
@@ -220,7 +282,9 @@ def test_one_model_per_task_unless_pooled(shards, tmp_path):
     runs = task_configs(cfg)
     assert [(c.task, c.out) for c in runs] == [(t, str(tmp_path / "rgbs" / t)) for t in ("drawer-open-v3", "reach-v3")]
     assert task_configs(PretrainConfig(data=str(root), pooled=True)) == [PretrainConfig(data=str(root), pooled=True)]
-    assert task_configs(PretrainConfig(data=str(shards))) == [PretrainConfig(data=str(shards))]  # one task: --out itself
+    assert task_configs(PretrainConfig(data=str(shards))) == [
+        PretrainConfig(data=str(shards))
+    ]  # one task: --out itself
     frames, info = load_frames(root, None, task="drawer-open-v3")
     assert len(frames) == 240 and [i["task"] for i in info] == ["drawer-open-v3"]
     assert len(load_frames(root, None)[0]) == 480
@@ -242,7 +306,11 @@ def test_damaged_export_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match=f"cannot load MultiMAE encoder {bad}"):
         FrozenEncoder.load(bad)
     model = MultiMAE(ModelConfig(**TINY), decoders=False)
-    blob = {"format": ENCODER_FORMAT, "model_config": {**model.cfg.to_dict(), "dim": 64}, "state_dict": model.encoder_state_dict()}
+    blob = {
+        "format": ENCODER_FORMAT,
+        "model_config": {**model.cfg.to_dict(), "dim": 64},
+        "state_dict": model.encoder_state_dict(),
+    }
     torch.save(blob, bad)
     with pytest.raises(ValueError, match="do not match its model_config"):
         FrozenEncoder.load(bad)

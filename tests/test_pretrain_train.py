@@ -1,4 +1,5 @@
 """Pretraining runs on real (tiny) shard folders: outputs, exact resume, DDP on 2 CPU processes, bad input."""
+
 from __future__ import annotations
 
 import csv
@@ -29,13 +30,28 @@ def shards(tmp_path_factory) -> Path:
     from data.collect import CollectConfig, collect  # here, so DDP worker processes skip importing Meta-World
 
     root = tmp_path_factory.mktemp("shards")
-    collect(from_flat(CollectConfig, task="reach-v3", frames=160, out=str(root / "reach-v3"), shard_size=80, episode_steps=40, seed=0))
+    collect(
+        from_flat(
+            CollectConfig,
+            task="reach-v3",
+            frames=160,
+            out=str(root / "reach-v3"),
+            shard_size=80,
+            episode_steps=40,
+            seed=0,
+        )
+    )
     labelled = root / "reach-v3-sal"
     entries = []
     for shard in list_shards(root / "reach-v3"):
-        samples = [(s["key"], {**s, "saliency": (s["rgb"][..., 0] > 128).astype("float32")}) for s in iter_samples(shard)]
+        samples = [
+            (s["key"], {**s, "saliency": (s["rgb"][..., 0] > 128).astype("float32")}) for s in iter_samples(shard)
+        ]
         entries.append(write_shard_entry(labelled / shard.name, samples))  # its own checksums, as saliency.label writes
-    write_manifest(labelled, {**read_manifest(root / "reach-v3"), "shards": entries, "labelled_from": "reach-v3", "saliency_model": "test"})
+    write_manifest(
+        labelled,
+        {**read_manifest(root / "reach-v3"), "shards": entries, "labelled_from": "reach-v3", "saliency_model": "test"},
+    )
     return root
 
 
@@ -56,13 +72,25 @@ def test_bare_command_defaults():
     cfg = parse_config(PretrainConfig, ["--data", "data/shards"], presets=PRESETS)
     assert cfg.model.modalities == ("rgb", "saliency") and cfg.saliency == "predicted"
     assert cfg.run_dir == Path("runs/mmae/rgbs")
-    assert (cfg.model.dim, cfg.model.depth, cfg.model.num_heads, cfg.model.decoder_depth, cfg.batch_size) == (256, 4, 4, 3, 512)
+    assert (cfg.model.dim, cfg.model.depth, cfg.model.num_heads, cfg.model.decoder_depth, cfg.batch_size) == (
+        256,
+        4,
+        4,
+        3,
+        512,
+    )
     # the paper's masking ratio 0.75: 32 of 128 tokens visible with saliency, 16 of 64 for rgb alone
-    assert cfg.model.visible_tokens == 32 and (cfg.model.input_norm, cfg.augment, cfg.crop_scale) == ("imagenet", "crop", 0.2)
+    assert cfg.model.visible_tokens == 32 and (cfg.model.input_norm, cfg.augment, cfg.crop_scale) == (
+        "imagenet",
+        "crop",
+        0.2,
+    )
     rgb = parse_config(PretrainConfig, ["--modalities", "rgb", "--preset", "cpu"], presets=PRESETS)
     assert rgb.run_dir == Path("runs/mmae/rgb") and rgb.preset == "cpu" and rgb.epochs == PRESETS["cpu"]["epochs"]
     assert rgb.model.visible_tokens == 16
-    old = parse_config(PretrainConfig, ["--modalities", "rgb", "--num-visible", "32", "--input-norm", "none", "--augment", "none"])
+    old = parse_config(
+        PretrainConfig, ["--modalities", "rgb", "--num-visible", "32", "--input-norm", "none", "--augment", "none"]
+    )
     assert old.model.visible_tokens == 32 and old.model.input_norm == "none"
 
 
@@ -70,7 +98,9 @@ def test_micro_run_writes_checkpoint_encoder_logs_and_figures(shards, tmp_path):
     run_dir = run(_cfg(shards, tmp_path / "rgbs"))
     rows = list(csv.DictReader(open(run_dir / "train.csv")))
     info = json.loads((run_dir / "data.json").read_text())
-    assert 100 <= info["train_frames"] <= 140 and info["held_out_frames"] == 160 - info["train_frames"]  # 1 of 4 episodes held out
+    assert (
+        100 <= info["train_frames"] <= 140 and info["held_out_frames"] == 160 - info["train_frames"]
+    )  # 1 of 4 episodes held out
     steps_per_epoch = info["train_frames"] // 16
     assert [int(r["step"]) for r in rows] == list(range(1, 2 * steps_per_epoch + 1))
     assert {"loss_rgb", "loss_saliency", "loss_rgb_norm", "lr", "img_per_s"} <= set(rows[0])
@@ -82,7 +112,11 @@ def test_micro_run_writes_checkpoint_encoder_logs_and_figures(shards, tmp_path):
     ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=True)
     assert ckpt["step"] == 2 * steps_per_epoch
     enc = FrozenEncoder.load(run_dir / "encoder.pt", standardize=False)
-    assert enc.inputs == ("rgb", "saliency") and enc.meta["step"] == ckpt["step"] and enc.model.cfg.input_norm == "imagenet"
+    assert (
+        enc.inputs == ("rgb", "saliency")
+        and enc.meta["step"] == ckpt["step"]
+        and enc.model.cfg.input_norm == "imagenet"
+    )
     model = MultiMAE(enc.model.cfg)
     model.load_state_dict(ckpt["model"])
     x, s = torch.rand(2, 3, 64, 64), torch.rand(2, 1, 64, 64)
@@ -150,7 +184,9 @@ def test_bad_input_errors(shards, tmp_path, monkeypatch, capsys):
 
 
 def _ddp_worker(rank: int, cfg: PretrainConfig, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank)
+    )
     trainer = Trainer(cfg)
     first_batch = trainer.train_frames.index[trainer.epoch_indices(0)[0]].clone()  # positions among all frames
     trainer.fit()
@@ -198,8 +234,25 @@ def test_nan_loss_stops_keeping_the_last_good_checkpoint(shards, tmp_path, monke
 
     monkeypatch.setattr(Trainer, "train_step", diverge_after_epoch_1)
     with pytest.raises(SystemExit) as exc:
-        main(["--data", str(shards), "--out", str(out), "--preset", "micro", "--limit", "0", "--val-fraction", "0.25",
-              "--threads", "1", "--no-progress", "--epochs", "3"])
+        main(
+            [
+                "--data",
+                str(shards),
+                "--out",
+                str(out),
+                "--preset",
+                "micro",
+                "--limit",
+                "0",
+                "--val-fraction",
+                "0.25",
+                "--threads",
+                "1",
+                "--no-progress",
+                "--epochs",
+                "3",
+            ]
+        )
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip()
     spe = json.loads((out / "data.json").read_text())["train_frames"] // 16

@@ -1,4 +1,5 @@
 """Issue #15, annotation app: never open to the network by accident, no analytics, click files checked field by field."""
+
 import json
 import os
 import re
@@ -34,23 +35,36 @@ def test_non_loopback_host_without_auth_is_refused(host, capsys):
         parse_config(AppConfig, ["--annotator", "alice", "--host", host])
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and err.count("\n") == 1
-    assert f"--host {host} would serve the page and its API to anyone" in err and "--auth" in err and "--open-to-network" in err
+    assert (
+        f"--host {host} would serve the page and its API to anyone" in err
+        and "--auth" in err
+        and "--open-to-network" in err
+    )
 
 
-@pytest.mark.parametrize("argv", [
-    ["--host", "0.0.0.0", "--auth", "ann:secret"],
-    ["--host", "0.0.0.0", "--open-to-network"],
-    ["--host", "127.0.0.1"], ["--host", "localhost"], ["--host", "::1"], ["--host", "127.0.0.5"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--host", "0.0.0.0", "--auth", "ann:secret"],
+        ["--host", "0.0.0.0", "--open-to-network"],
+        ["--host", "127.0.0.1"],
+        ["--host", "localhost"],
+        ["--host", "::1"],
+        ["--host", "127.0.0.5"],
+    ],
+)
 def test_loopback_or_explicit_choices_are_accepted(argv):
     assert parse_config(AppConfig, ["--annotator", "alice", *argv]).host == argv[1]
 
 
-@pytest.mark.parametrize("argv, reason", [
-    (["--open-to-network"], "has no effect with --host 127.0.0.1"),
-    (["--host", "0.0.0.0", "--auth", "a:b", "--open-to-network"], "has no effect with --auth"),
-    (["--host", "0.0.0.0", "--auth", "user:"], "both non-empty"),
-])
+@pytest.mark.parametrize(
+    "argv, reason",
+    [
+        (["--open-to-network"], "has no effect with --host 127.0.0.1"),
+        (["--host", "0.0.0.0", "--auth", "a:b", "--open-to-network"], "has no effect with --auth"),
+        (["--host", "0.0.0.0", "--auth", "user:"], "both non-empty"),
+    ],
+)
 def test_flags_that_would_be_ignored_or_empty_are_refused(argv, reason, capsys):
     with pytest.raises(SystemExit) as exit_:
         parse_config(AppConfig, ["--annotator", "alice", *argv])
@@ -65,30 +79,48 @@ def test_open_to_network_warns_and_analytics_are_off(store, tmp_path, monkeypatc
 
     monkeypatch.setattr(app_module.gr.Blocks, "launch", fake_launch)
     assert os.environ["GRADIO_ANALYTICS_ENABLED"] == "False"
-    app_main(["--task", "reach-v3", "--annotator", "alice", "--out", str(tmp_path / "ann"), "--host", "0.0.0.0",
-              "--open-to-network", "--port", str(_free_port())])
+    app_main(
+        [
+            "--task",
+            "reach-v3",
+            "--annotator",
+            "alice",
+            "--out",
+            str(tmp_path / "ann"),
+            "--host",
+            "0.0.0.0",
+            "--open-to-network",
+            "--port",
+            str(_free_port()),
+        ]
+    )
     assert seen["server_name"] == "0.0.0.0" and seen["auth"] is None and seen["analytics"] is False
     assert "warning: --open-to-network: anyone who can reach 0.0.0.0" in capsys.readouterr().err
     seen.clear()
-    app_main(["--task", "reach-v3", "--annotator", "alice", "--out", str(tmp_path / "ann"), "--port", str(_free_port())])
+    app_main(
+        ["--task", "reach-v3", "--annotator", "alice", "--out", str(tmp_path / "ann"), "--port", str(_free_port())]
+    )
     assert seen["server_name"] == "127.0.0.1" and seen["analytics"] is False
     assert "warning" not in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("field, value, want", [
-    ("seconds", "abc", "a number >= 0"),
-    ("seconds", -3, "a number >= 0"),
-    ("removed", "x", "a list of removed clicks"),
-    ("done", "yes", "true or false"),
-    ("revision", "3", "an integer >= 0"),
-    ("updated", "yesterday", "a time in seconds or null"),
-    ("clicks", {"x": 0.5}, "a list of clicks"),
-    ("clicks.0.t", "now", "a time in seconds"),
-    ("clicks.0.id", 5, "a non-empty string"),
-    ("clicks.0.x", None, "a number in [0, 1]"),
-    ("removed.0", 7, "an object with x, y, t"),
-    ("frame_index", -1, "an integer >= 0"),
-])
+@pytest.mark.parametrize(
+    "field, value, want",
+    [
+        ("seconds", "abc", "a number >= 0"),
+        ("seconds", -3, "a number >= 0"),
+        ("removed", "x", "a list of removed clicks"),
+        ("done", "yes", "true or false"),
+        ("revision", "3", "an integer >= 0"),
+        ("updated", "yesterday", "a time in seconds or null"),
+        ("clicks", {"x": 0.5}, "a list of clicks"),
+        ("clicks.0.t", "now", "a time in seconds"),
+        ("clicks.0.id", 5, "a non-empty string"),
+        ("clicks.0.x", None, "a number in [0, 1]"),
+        ("removed.0", 7, "an object with x, y, t"),
+        ("frame_index", -1, "an integer >= 0"),
+    ],
+)
 def test_click_files_with_wrong_field_types_name_file_and_field(store, field, value, want):
     store.add_click(0, 0.25, 0.5)
     store.undo(0)
@@ -108,7 +140,9 @@ def test_click_files_with_wrong_field_types_name_file_and_field(store, field, va
     before = path.read_text()
     shown = field.replace(".0", "[0]", 1)
     for action in (lambda: store.read(0), lambda: store.undo(0), lambda: store.add_click(0, 0.1, 0.1), store.records):
-        with pytest.raises(AnnotationError, match=re.escape(f"{path.name}: ") + ".*" + re.escape(f"{shown!r} must be {want}")):
+        with pytest.raises(
+            AnnotationError, match=re.escape(f"{path.name}: ") + ".*" + re.escape(f"{shown!r} must be {want}")
+        ):
             action()
     assert path.read_text() == before  # nothing written over the bad file
     problems = store.check_all()
@@ -123,8 +157,12 @@ def test_app_start_with_a_bad_click_file_is_a_clear_error(store, tmp_path, monke
     store.add_click(1, 0.5, 0.5)
     rec = json.loads(store.path(1).read_text()) | {"removed": "oops"}
     store.path(1).write_text(json.dumps(rec))
-    with pytest.raises(SystemExit, match=r"(?s)need attention:.*reach-v3/alice/.*\.json: field 'removed' must be a list"):
-        app_main(["--task", "reach-v3", "--annotator", "alice", "--out", str(tmp_path / "ann"), "--port", str(_free_port())])
+    with pytest.raises(
+        SystemExit, match=r"(?s)need attention:.*reach-v3/alice/.*\.json: field 'removed' must be a list"
+    ):
+        app_main(
+            ["--task", "reach-v3", "--annotator", "alice", "--out", str(tmp_path / "ann"), "--port", str(_free_port())]
+        )
 
 
 def test_frames_flag_that_would_be_ignored_is_refused(store, tmp_path):
@@ -147,8 +185,20 @@ def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("guarded")
     shards = synthetic_shards(tmp / "shards", frames=10)
     port = free_port()
-    args = ["--task", "reach-v3", "--frames", str(shards), "--annotator", "alice", "--n", "3", "--out", str(tmp / "ann"),
-            "--auth", f"alice:{PASSWORD}"]
+    args = [
+        "--task",
+        "reach-v3",
+        "--frames",
+        str(shards),
+        "--annotator",
+        "alice",
+        "--n",
+        "3",
+        "--out",
+        str(tmp / "ann"),
+        "--auth",
+        f"alice:{PASSWORD}",
+    ]
     proc = start_server(args, port, tmp / "server.log")
     yield {"url": f"http://127.0.0.1:{port}", "port": port}
     proc.kill()
@@ -218,8 +268,12 @@ def test_request_bodies_are_capped(server):
         def chunks():
             yield b"x" * 1024
 
-        assert client.post("/gradio_api/upload", content=chunks(),
-                           headers={"Content-Type": "multipart/form-data; boundary=x"}).status_code == 411
+        assert (
+            client.post(
+                "/gradio_api/upload", content=chunks(), headers={"Content-Type": "multipart/form-data; boundary=x"}
+            ).status_code
+            == 411
+        )
 
 
 def test_a_huge_click_file_no_longer_slows_every_click(store, monkeypatch):
@@ -236,7 +290,10 @@ def test_a_huge_click_file_no_longer_slows_every_click(store, monkeypatch):
     store.add_click(0, 0.5, 0.5)
     rec = json.loads(store.path(0).read_text())
     xy = np.random.default_rng(0).random((50_000, 2))  # 6 MB: enough to see a re-read; the probe used 300,000
-    rec["clicks"] = [{"x": float(x), "y": float(y), "t": 1.0 + i, "id": uuid.uuid4().hex, "session": "s"} for i, (x, y) in enumerate(xy)]
+    rec["clicks"] = [
+        {"x": float(x), "y": float(y), "t": 1.0 + i, "id": uuid.uuid4().hex, "session": "s"}
+        for i, (x, y) in enumerate(xy)
+    ]
     store.path(0).write_text(json.dumps(rec))
     ann = Annotator(store, 256)
     _, _, _, state = ann.new_session()  # opens frame 2 (frame 1 is not done): reads every file once
@@ -260,8 +317,15 @@ def test_allowed_host_names_add_a_named_host_and_ips_need_none():
     from annotate_app.app import allowed_host_names
     from annotate_app.guard import host_name
 
-    cfg = parse_config(AppConfig, ["--annotator", "a", "--host", "Lab-PC.example", "--auth", "u:p",
-                                   "--allowed-hosts", "annotate.example, other"])
+    cfg = parse_config(
+        AppConfig,
+        ["--annotator", "a", "--host", "Lab-PC.example", "--auth", "u:p", "--allowed-hosts", "annotate.example, other"],
+    )
     assert allowed_host_names(cfg) == ("annotate.example", "other", "lab-pc.example")
     assert allowed_host_names(parse_config(AppConfig, ["--annotator", "a"])) == ()
-    assert [host_name(h) for h in ("[::1]:7860", "Example.org:80", "10.0.0.2", "::1")] == ["::1", "example.org", "10.0.0.2", "::1"]
+    assert [host_name(h) for h in ("[::1]:7860", "Example.org:80", "10.0.0.2", "::1")] == [
+        "::1",
+        "example.org",
+        "10.0.0.2",
+        "::1",
+    ]

@@ -1,4 +1,5 @@
 """Issue #15, shards: damaged, missing or incomplete data is never read silently; re-collecting repairs it."""
+
 import errno
 import io
 import json
@@ -47,8 +48,10 @@ def _flip(path, offset: int) -> None:
 
 def _readers(folder, tmp_path):
     """Every shard reader of data/: the loader and the HDF5 export (labelling: test_reliability_saliency)."""
-    return {"load_arrays": lambda: load_arrays(folder),
-            "to_hdf5": lambda: convert(ToHdf5Config(shards=str(folder), out=str(tmp_path / "x.h5")), progress=False)}
+    return {
+        "load_arrays": lambda: load_arrays(folder),
+        "to_hdf5": lambda: convert(ToHdf5Config(shards=str(folder), out=str(tmp_path / "x.h5")), progress=False),
+    }
 
 
 def test_manifest_lists_a_checksum_per_shard(pristine):
@@ -57,12 +60,15 @@ def test_manifest_lists_a_checksum_per_shard(pristine):
     assert all(len(s["sha256"]) == 64 and s["frames"] == 100 for s in shards)
 
 
-@pytest.mark.parametrize("damage, match", [
-    ("missing", r"shard-00001.tar: missing .*python -m data.collect --out .* --task reach-v3 --frames 300"),
-    ("header", r"shard-00001.tar: checksum mismatch"),
-    ("state", r"shard-00001.tar: checksum mismatch"),
-    ("clicks", r"shard-00001.tar: checksum mismatch"),
-])
+@pytest.mark.parametrize(
+    "damage, match",
+    [
+        ("missing", r"shard-00001.tar: missing .*python -m data.collect --out .* --task reach-v3 --frames 300"),
+        ("header", r"shard-00001.tar: checksum mismatch"),
+        ("state", r"shard-00001.tar: checksum mismatch"),
+        ("clicks", r"shard-00001.tar: checksum mismatch"),
+    ],
+)
 def test_damaged_or_missing_shards_are_refused_by_every_reader(folder, tmp_path, damage, match):
     shard = folder / "shard-00001.tar"
     if damage == "missing":
@@ -70,7 +76,12 @@ def test_damaged_or_missing_shards_are_refused_by_every_reader(folder, tmp_path,
     elif damage == "header":
         _flip(shard, _member_offset(shard, "rgb.png", 40) - 512 + 100)  # a header mid-shard: tar reads it as the end
     else:
-        _flip(shard, _member_offset(shard, f"{damage}.npy", 7) + 200 if damage == "state" else _member_offset(shard, "clicks.npy", 7) + 140)
+        _flip(
+            shard,
+            _member_offset(shard, f"{damage}.npy", 7) + 200
+            if damage == "state"
+            else _member_offset(shard, "clicks.npy", 7) + 140,
+        )
     for name, read in _readers(folder, tmp_path).items():
         with pytest.raises(ShardError, match=match):
             read()
@@ -83,7 +94,10 @@ def test_damaged_header_is_caught_without_checksums(folder):
     write_manifest(folder, {**m, "shards": [{k: v for k, v in s.items() if k != "sha256"} for s in m["shards"]]})
     shard = folder / "shard-00001.tar"
     _flip(shard, _member_offset(shard, "rgb.png", 40) - 512 + 100)
-    with pytest.warns(UserWarning, match="no checksums.*python -m data.collect"), pytest.raises(ShardError, match="damaged tar header"):
+    with (
+        pytest.warns(UserWarning, match="no checksums.*python -m data.collect"),
+        pytest.raises(ShardError, match="damaged tar header"),
+    ):
         load_arrays(folder)
 
 
@@ -95,7 +109,9 @@ def test_incomplete_collection_is_refused_unless_asked_for(folder, tmp_path):
         with pytest.raises(ShardError, match=r"incomplete collection \(200 of 300 frames.*--allow-incomplete"):
             read()
     assert len(load_arrays(folder, allow_incomplete=True)["keys"]) == 200
-    out = convert(ToHdf5Config(shards=str(folder), out=str(tmp_path / "part.h5"), allow_incomplete=True), progress=False)
+    out = convert(
+        ToHdf5Config(shards=str(folder), out=str(tmp_path / "part.h5"), allow_incomplete=True), progress=False
+    )
     assert out.exists()
 
 
@@ -109,9 +125,14 @@ def test_recollecting_regenerates_only_missing_or_damaged_shards(folder, pristin
     (folder / "shard-00000.tar").unlink()
     _flip(folder / "shard-00001.tar", _member_offset(folder / "shard-00001.tar", "state.npy", 3) + 150)
     untouched = (folder / "shard-00002.tar").stat().st_mtime_ns
-    r = subprocess.run([sys.executable, "-m", "data.collect", *ARGS, "--out", str(folder)], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "data.collect", *ARGS, "--out", str(folder)], capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "shard-00001.tar: checksum mismatch with manifest.json (the file is damaged or was changed after it was written); regenerating it" in r.stderr
+    assert (
+        "shard-00001.tar: checksum mismatch with manifest.json (the file is damaged or was changed after it was written); regenerating it"
+        in r.stderr
+    )
     assert (folder / "shard-00002.tar").stat().st_mtime_ns == untouched
     for name in ("shard-00000.tar", "shard-00001.tar"):  # the same bytes as the original collection
         assert (folder / name).read_bytes() == (pristine / name).read_bytes()
@@ -141,13 +162,17 @@ def test_legacy_manifest_stays_readable_and_recollecting_adds_checksums(folder, 
 
 def test_cli_errors_are_one_line_with_status_2(folder, tmp_path):
     (folder / "shard-00001.tar").unlink()
-    r = subprocess.run([sys.executable, "-m", "data.to_hdf5", "--shards", str(folder), "--out", str(tmp_path / "x.h5")],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "data.to_hdf5", "--shards", str(folder), "--out", str(tmp_path / "x.h5")],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2 and r.stderr.startswith("error: ") and r.stderr.count("\n") == 1, r.stderr
     assert "shard-00001.tar: missing" in r.stderr and "Traceback" not in r.stderr
     r = subprocess.run([sys.executable, "-m", "data.collect", "--expert-frac", "nan"], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.strip() == (
-        "error: argument --expert-frac: must be a finite number, got 'nan' (see python -m data.collect --help)")
+        "error: argument --expert-frac: must be a finite number, got 'nan' (see python -m data.collect --help)"
+    )
 
 
 def test_full_disk_is_a_one_line_error_and_keeps_the_old_file(tmp_path, monkeypatch, capsys):
@@ -166,7 +191,9 @@ def test_full_disk_is_a_one_line_error_and_keeps_the_old_file(tmp_path, monkeypa
     with pytest.raises(SystemExit) as exit_:
         main([*ARGS, "--out", str(tmp_path / "full")])
     err = capsys.readouterr().err
-    assert exit_.value.code == 2 and err.startswith("error: no space left on the device writing") and err.count("\n") == 1
+    assert (
+        exit_.value.code == 2 and err.startswith("error: no space left on the device writing") and err.count("\n") == 1
+    )
 
 
 def test_os_level_enospc_from_a_library_is_one_line(capsys):
@@ -216,9 +243,15 @@ def test_hdf5_full_disk_error_is_one_line(capsys):
     from common.cli import one_line_errors
 
     with pytest.raises(SystemExit) as exit_, one_line_errors():
-        raise RuntimeError("Disable slist on flush dest failure failed (file write failed: time = Mon Nov 23 2026\n, "
-                           "filename = '/data/x.h5.tmp', file descriptor = 3, errno = 28, error message = 'No space left on device')")
+        raise RuntimeError(
+            "Disable slist on flush dest failure failed (file write failed: time = Mon Nov 23 2026\n, "
+            "filename = '/data/x.h5.tmp', file descriptor = 3, errno = 28, error message = 'No space left on device')"
+        )
     err = capsys.readouterr().err
-    assert exit_.value.code == 2 and err.startswith("error: no space left on the device writing /data/x.h5.tmp;") and err.count("\n") == 1
+    assert (
+        exit_.value.code == 2
+        and err.startswith("error: no space left on the device writing /data/x.h5.tmp;")
+        and err.count("\n") == 1
+    )
     with pytest.raises(RuntimeError, match="unrelated"), one_line_errors():
         raise RuntimeError("unrelated bug")  # anything else keeps its traceback

@@ -1,4 +1,5 @@
 """Issue #27: the failures and minors of a 58-probe fault run, each kept as a test that failed before its fix."""
+
 import errno
 import json
 import os
@@ -10,7 +11,15 @@ import torch
 
 from annotate_app.synthetic import synthetic_shards
 from common.cli import one_line_errors
-from data.shards import ShardError, check_shard, load_arrays, read_manifest, shard_name, write_manifest, write_shard_entry
+from data.shards import (
+    ShardError,
+    check_shard,
+    load_arrays,
+    read_manifest,
+    shard_name,
+    write_manifest,
+    write_shard_entry,
+)
 from saliency import label
 from saliency.config import LabelConfig, from_preset
 from saliency.predictor import save_checkpoint
@@ -21,7 +30,10 @@ from saliency.student import StudentConfig, StudentNet
 def test_a_refusal_raised_as_a_message_exits_2_on_one_line(capsys):
     with pytest.raises(SystemExit) as exit_info, one_line_errors():
         raise SystemExit("error: out.h5 exists; pass --overwrite to replace it")
-    assert exit_info.value.code == 2 and capsys.readouterr().err == "error: out.h5 exists; pass --overwrite to replace it\n"
+    assert (
+        exit_info.value.code == 2
+        and capsys.readouterr().err == "error: out.h5 exists; pass --overwrite to replace it\n"
+    )
     with pytest.raises(SystemExit) as exit_info, one_line_errors():  # a status given as a number stays what it was
         raise SystemExit(3)
     assert exit_info.value.code == 3
@@ -56,7 +68,9 @@ def test_a_shard_copied_under_another_name_is_refused_by_every_reader(synthetic)
 
 def test_a_key_repeated_within_a_shard_is_refused(tmp_path):
     sample = {"rgb": np.zeros((8, 8, 3), np.uint8), "state": np.zeros(39), "clicks": np.zeros((0, 2)), "meta": {}}
-    entry = write_shard_entry(tmp_path / shard_name(0), [("00000-00000", sample), ("00000-00001", sample), ("00000-00000", sample)])
+    entry = write_shard_entry(
+        tmp_path / shard_name(0), [("00000-00000", sample), ("00000-00001", sample), ("00000-00000", sample)]
+    )
     with pytest.raises(ShardError, match="sample key '00000-00000' appears twice"):
         check_shard(tmp_path / shard_name(0), entry["frames"])
 
@@ -65,12 +79,28 @@ def test_a_key_repeated_within_a_shard_is_refused(tmp_path):
 @pytest.fixture(scope="module")
 def student(tmp_path_factory):
     torch.manual_seed(0)
-    return save_checkpoint(tmp_path_factory.mktemp("model") / "student.pt", StudentNet(StudentConfig(width=4, input_size=64)), "student")
+    return save_checkpoint(
+        tmp_path_factory.mktemp("model") / "student.pt", StudentNet(StudentConfig(width=4, input_size=64)), "student"
+    )
 
 
 def _label_main(student, src, out, capsys, *more):
     with pytest.raises(SystemExit) as exit_info:
-        label.main(["--preset", "micro", "--model", str(student), "--data", str(src), "--out", str(out), "--threads", "1", *more])
+        label.main(
+            [
+                "--preset",
+                "micro",
+                "--model",
+                str(student),
+                "--data",
+                str(src),
+                "--out",
+                str(out),
+                "--threads",
+                "1",
+                *more,
+            ]
+        )
     return exit_info.value.code, capsys.readouterr().err
 
 
@@ -83,7 +113,9 @@ def _snapshot(folder):
 
 
 @pytest.mark.parametrize("killed", [False, True])
-def test_labels_of_a_source_recollected_under_the_same_name_are_never_taken_as_done(synthetic, student, tmp_path, capsys, killed):
+def test_labels_of_a_source_recollected_under_the_same_name_are_never_taken_as_done(
+    synthetic, student, tmp_path, capsys, killed
+):
     out = _label(student, synthetic, tmp_path / "sal")
     if killed:  # killed after 2 of 3 shards: no manifest yet
         (out / "manifest.json").unlink()
@@ -133,18 +165,43 @@ def test_train_and_distill_resume_refuse_changed_flags(synthetic, tmp_path, caps
 
     annotations = save_annotations(tmp_path / "ann.npz", build_oracle_annotations(synthetic, 6, seed=0, pool=40))
     run_dir = tmp_path / "sal"
-    argv = ["--preset", "micro", "--annotations", str(annotations), "--out", str(run_dir), "--threads", "1", "--epochs", "1"]
+    argv = [
+        "--preset",
+        "micro",
+        "--annotations",
+        str(annotations),
+        "--out",
+        str(run_dir),
+        "--threads",
+        "1",
+        "--epochs",
+        "1",
+    ]
     train.main(argv)
     config, last = (run_dir / "config.json").read_bytes(), (run_dir / "last.pt").read_bytes()
     with pytest.raises(SystemExit) as exit_info:
         train.main([*argv, "--epochs", "2", "--lr", "1e30", "--resume"])
     err = capsys.readouterr().err
-    assert exit_info.value.code == 2 and "last.pt was made with other flags (--lr: checkpoint 0.0003 vs now 1e+30)" in err
+    assert (
+        exit_info.value.code == 2 and "last.pt was made with other flags (--lr: checkpoint 0.0003 vs now 1e+30)" in err
+    )
     assert (run_dir / "config.json").read_bytes() == config and (run_dir / "last.pt").read_bytes() == last
     train.main([*argv, "--epochs", "2", "--threads", "2", "--resume"])  # more epochs and other threads: allowed
 
-    argv = ["--preset", "micro", "--teacher", str(run_dir / "best.pt"), "--data", str(synthetic), "--threads", "1",
-            "--epochs", "1", "--frames", "40"]
+    argv = [
+        "--preset",
+        "micro",
+        "--teacher",
+        str(run_dir / "best.pt"),
+        "--data",
+        str(synthetic),
+        "--threads",
+        "1",
+        "--epochs",
+        "1",
+        "--frames",
+        "40",
+    ]
     distill.main(argv)
     student = (run_dir / "student.pt").read_bytes()
     with pytest.raises(SystemExit) as exit_info:
@@ -178,12 +235,19 @@ def test_to_hdf5_on_a_full_disk_is_one_line_exit_2_and_leaves_nothing(synthetic,
     out = tmp_path / "h5" / "x.h5"
     out.parent.mkdir()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, "-c", FULL_DISK, str(synthetic), str(out)], capture_output=True, text=True,
-                          env=env, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", FULL_DISK, str(synthetic), str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 2, proc.stderr[-2000:]  # before: the right error, then SIGSEGV (139)
-    assert proc.stderr.strip().splitlines()[-1] == (f"error: no space left on the device writing {out}; the previous "
-                                                    "file, if any, is unchanged. Free some space or choose another --out, "
-                                                    "then run the command again")
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: no space left on the device writing {out}; the previous "
+        "file, if any, is unchanged. Free some space or choose another --out, "
+        "then run the command again"
+    )
     assert list(out.parent.iterdir()) == []
 
 
@@ -199,7 +263,9 @@ def test_two_conversions_to_one_out_never_replace_or_delete_each_others_files(sy
         real(file, *args)
         if not winner:
             winner["bytes"] = b""
-            winner["bytes"] = to_hdf5.convert(to_hdf5.ToHdf5Config(shards=str(synthetic), out=str(out)), progress=False).read_bytes()
+            winner["bytes"] = to_hdf5.convert(
+                to_hdf5.ToHdf5Config(shards=str(synthetic), out=str(out)), progress=False
+            ).read_bytes()
 
     monkeypatch.setattr(to_hdf5, "_write", race)
     with pytest.raises(SystemExit, match="x.h5 was written meanwhile .* it is kept: pass --overwrite"):
@@ -244,17 +310,26 @@ def test_an_unknown_mujoco_gl_is_one_line_exit_2():
     import subprocess
     import sys
 
-    env = {**os.environ, "MUJOCO_GL": "foo", "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, "-c", "import data.env"], capture_output=True, text=True, env=env, timeout=120)
+    env = {
+        **os.environ,
+        "MUJOCO_GL": "foo",
+        "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")]),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", "import data.env"], capture_output=True, text=True, env=env, timeout=120
+    )
     assert proc.returncode == 2 and proc.stderr.startswith("error: MUJOCO_GL='foo' is not a rendering backend")
     assert proc.stderr.count("\n") == 1
 
 
-@pytest.mark.parametrize("config, argv, message", [
-    ("rl.grid:GridConfig", ["--seeds", "0,x"], "--seeds takes comma-separated integers, got '0,x'"),
-    ("pipeline.run:PipelineConfig", ["--seeds", "0,x"], "--seeds takes comma-separated integers, got '0,x'"),
-    ("pretrain.config:PretrainConfig", ["--figure-every", "0"], "--figure-every and --log-every must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "config, argv, message",
+    [
+        ("rl.grid:GridConfig", ["--seeds", "0,x"], "--seeds takes comma-separated integers, got '0,x'"),
+        ("pipeline.run:PipelineConfig", ["--seeds", "0,x"], "--seeds takes comma-separated integers, got '0,x'"),
+        ("pretrain.config:PretrainConfig", ["--figure-every", "0"], "--figure-every and --log-every must be >= 1"),
+    ],
+)
 def test_bad_flag_values_are_one_line_exit_2(config, argv, message, capsys):
     import importlib
 
@@ -269,10 +344,16 @@ def test_bad_flag_values_are_one_line_exit_2(config, argv, message, capsys):
 
 def test_running_out_of_memory_is_one_line_exit_2(capsys):
     with pytest.raises(SystemExit) as exit_info, one_line_errors():
-        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: "
-                           "you tried to allocate 32000000000 bytes.\nmore")
+        raise RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: "
+            "you tried to allocate 32000000000 bytes.\nmore"
+        )
     err = capsys.readouterr().err
-    assert exit_info.value.code == 2 and err.startswith("error: out of memory ([enforce fail") and "lower --batch-size" in err
+    assert (
+        exit_info.value.code == 2
+        and err.startswith("error: out of memory ([enforce fail")
+        and "lower --batch-size" in err
+    )
 
 
 # -- rl.grid: a rerun's stdout.log holds this pack's output only once -------------------------------------
@@ -319,14 +400,43 @@ def test_evaluate_scores_a_fresh_folder_whose_keys_repeat_the_training_folders(s
 
     annotations = save_annotations(tmp_path / "ann.npz", build_oracle_annotations(synthetic, 6, seed=0, pool=40))
     run_dir = tmp_path / "sal"
-    train.main(["--preset", "micro", "--annotations", str(annotations), "--out", str(run_dir), "--threads", "1", "--epochs", "1"])
-    distill.main(["--preset", "micro", "--teacher", str(run_dir / "best.pt"), "--data", str(synthetic), "--threads", "1",
-                  "--epochs", "1", "--frames", "60"])  # the student saw every frame of `synthetic`
+    train.main(
+        [
+            "--preset",
+            "micro",
+            "--annotations",
+            str(annotations),
+            "--out",
+            str(run_dir),
+            "--threads",
+            "1",
+            "--epochs",
+            "1",
+        ]
+    )
+    distill.main(
+        [
+            "--preset",
+            "micro",
+            "--teacher",
+            str(run_dir / "best.pt"),
+            "--data",
+            str(synthetic),
+            "--threads",
+            "1",
+            "--epochs",
+            "1",
+            "--frames",
+            "60",
+        ]
+    )  # the student saw every frame of `synthetic`
     fresh = synthetic_shards(tmp_path / "fresh", frames=60, shard_size=20, seed=1)  # same keys, other frames
     argv = ["--preset", "micro", "--model", str(run_dir / "student.pt"), "--threads", "1", "--n", "60"]
     evaluate.main([*argv, "--data", str(fresh), "--out", str(tmp_path / "eval")])
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    assert metrics["metrics"]["n"] == 60 and metrics["metrics"]["first_key"] == "00000-00000"  # before: refused, every key seen
+    assert (
+        metrics["metrics"]["n"] == 60 and metrics["metrics"]["first_key"] == "00000-00000"
+    )  # before: refused, every key seen
     with pytest.raises(SystemExit) as exit_info:
         evaluate.main([*argv, "--data", str(synthetic), "--out", str(tmp_path / "eval2")])
     assert exit_info.value.code == 2 and "every frame of" in capsys.readouterr().err

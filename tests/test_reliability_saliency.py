@@ -1,5 +1,6 @@
 """Issue #15, saliency: checked shards in labelling, finite hyperparameters, diverged training never saved,
 checkpoint loads that never advise an unsafe retry."""
+
 import io
 import math
 import os
@@ -24,26 +25,37 @@ from saliency.student import StudentConfig, StudentNet
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
     out = tmp_path_factory.mktemp("rsal") / "reach-v3"
-    collect(from_flat(CollectConfig, task="reach-v3", frames=60, shard_size=20, episode_steps=20, out=str(out)), progress=False)
+    collect(
+        from_flat(CollectConfig, task="reach-v3", frames=60, shard_size=20, episode_steps=20, out=str(out)),
+        progress=False,
+    )
     return out
 
 
 @pytest.fixture(scope="module")
 def student(tmp_path_factory):
     torch.manual_seed(0)
-    return save_checkpoint(tmp_path_factory.mktemp("model") / "student.pt", StudentNet(StudentConfig(width=4, input_size=64)), "student")
+    return save_checkpoint(
+        tmp_path_factory.mktemp("model") / "student.pt", StudentNet(StudentConfig(width=4, input_size=64)), "student"
+    )
 
 
 @pytest.fixture
 def annotations(tmp_path):
     rng = np.random.default_rng(0)
-    ann = Annotations(rng.integers(0, 255, (8, 64, 64, 3), dtype=np.uint8), rng.random((8, 64, 64)).astype(np.float32),
-                      np.array([f"k{i}" for i in range(8)]), np.array(["oracle"] * 8))
+    ann = Annotations(
+        rng.integers(0, 255, (8, 64, 64, 3), dtype=np.uint8),
+        rng.random((8, 64, 64)).astype(np.float32),
+        np.array([f"k{i}" for i in range(8)]),
+        np.array(["oracle"] * 8),
+    )
     return save_annotations(tmp_path / "ann.npz", ann)
 
 
 def _label(student, src, out, **kw):
-    return label.run(from_preset(LabelConfig, "micro", model=str(student), data=str(src), out=str(out), threads=1, **kw))
+    return label.run(
+        from_preset(LabelConfig, "micro", model=str(student), data=str(src), out=str(out), threads=1, **kw)
+    )
 
 
 def _malicious(path):
@@ -93,12 +105,16 @@ def test_labelled_manifest_has_its_own_checksums_and_damaged_labels_are_redone(s
         load_arrays(out)
     _label(student, shards, out)
     after = {p.name: p.stat().st_mtime_ns for p in out.glob("shard-*.tar")}
-    assert after["shard-00000.tar"] == before["shard-00000.tar"] and after["shard-00002.tar"] == before["shard-00002.tar"]
+    assert (
+        after["shard-00000.tar"] == before["shard-00000.tar"] and after["shard-00002.tar"] == before["shard-00002.tar"]
+    )
     assert np.array_equal(load_arrays(out, need_saliency=True)["saliency"], good)
 
 
 # -- hyperparameters and divergence -------------------------------------------------------------------------
-@pytest.mark.parametrize("entry, flag", [("train", "--lr"), ("train", "--weight-decay"), ("distill", "--lr"), ("distill", "--val-frac")])
+@pytest.mark.parametrize(
+    "entry, flag", [("train", "--lr"), ("train", "--weight-decay"), ("distill", "--lr"), ("distill", "--val-frac")]
+)
 @pytest.mark.parametrize("value", ["inf", "nan", "-inf"])
 def test_non_finite_hyperparameters_are_one_line_errors_with_status_2(entry, flag, value, capsys):
     from saliency import distill
@@ -107,7 +123,11 @@ def test_non_finite_hyperparameters_are_one_line_errors_with_status_2(entry, fla
     with pytest.raises(SystemExit) as exit_:
         main([f"{flag}={value}"])  # "--lr -inf" would read -inf as a flag
     err = capsys.readouterr().err
-    assert exit_.value.code == 2 and err == f"error: argument {flag}: must be a finite number, got '{value}' (see python -m saliency.{entry} --help)\n"
+    assert (
+        exit_.value.code == 2
+        and err
+        == f"error: argument {flag}: must be a finite number, got '{value}' (see python -m saliency.{entry} --help)\n"
+    )
 
 
 def test_non_finite_values_set_in_code_are_refused_by_validate():
@@ -133,20 +153,40 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoints(annotations
 
     monkeypatch.setattr(train, "deep_supervised_bce", diverging)
     run = tmp_path / "run"
-    cfg = from_preset(TrainConfig, "micro", annotations=str(annotations), out=str(run), epochs=3, eval_every=1, threads=1)
+    cfg = from_preset(
+        TrainConfig, "micro", annotations=str(annotations), out=str(run), epochs=3, eval_every=1, threads=1
+    )
     with pytest.raises(NonFiniteError, match=r"loss is nan at epoch 2, batch 1.*last.pt \(epoch 1\)"):
         train.run(cfg)
     for name in ("last.pt", "best.pt"):
         ckpt = torch.load(run / name, weights_only=True)
-        assert ckpt["epoch"] == 1 and all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+        assert ckpt["epoch"] == 1 and all(
+            torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point()
+        )
 
 
 def test_real_divergence_exits_with_one_line_and_saves_nothing(annotations, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
-        train.main(["--preset", "micro", "--annotations", str(annotations), "--out", str(tmp_path / "run"),
-                    "--lr", "1e30", "--epochs", "3", "--threads", "1"])
+        train.main(
+            [
+                "--preset",
+                "micro",
+                "--annotations",
+                str(annotations),
+                "--out",
+                str(tmp_path / "run"),
+                "--lr",
+                "1e30",
+                "--epochs",
+                "3",
+                "--threads",
+                "1",
+            ]
+        )
     err = capsys.readouterr().err
-    assert exit_.value.code == 2 and err.startswith("error: training diverged: the loss is nan") and err.count("\n") == 1
+    assert (
+        exit_.value.code == 2 and err.startswith("error: training diverged: the loss is nan") and err.count("\n") == 1
+    )
     assert not list((tmp_path / "run").glob("*.pt"))
 
 
@@ -154,7 +194,9 @@ def test_non_finite_weights_are_never_written(tmp_path):
     path = tmp_path / "encoder.pt"
     atomic_torch_save({"state_dict": {"w": torch.ones(3)}}, path)
     before = path.read_bytes()
-    with pytest.raises(NonFiniteError, match=r"refusing to write .*encoder.pt: 1 tensor\(s\) hold NaN or inf \(state_dict.w\)"):
+    with pytest.raises(
+        NonFiniteError, match=r"refusing to write .*encoder.pt: 1 tensor\(s\) hold NaN or inf \(state_dict.w\)"
+    ):
         atomic_torch_save({"state_dict": {"w": torch.tensor([1.0, math.nan, 2.0])}}, path)
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["encoder.pt"]
     model = StudentNet(StudentConfig(width=4, input_size=64))
@@ -183,7 +225,11 @@ def test_load_errors_never_advise_weights_only_false(tmp_path, student, shards, 
     with pytest.raises(SystemExit) as exit_:
         evaluate.main(["--model", str(evil), "--data", str(shards), "--device", "cpu"])
     out = capsys.readouterr().err
-    assert exit_.value.code == 2 and out.startswith(f"error: cannot load saliency checkpoint {evil}") and out.count("\n") == 1
+    assert (
+        exit_.value.code == 2
+        and out.startswith(f"error: cannot load saliency checkpoint {evil}")
+        and out.count("\n") == 1
+    )
     assert "weights_only" not in out and "owned" not in out
 
 

@@ -1,5 +1,6 @@
 """`--resume auto` on the four long jobs: it starts when there is no checkpoint and resumes when there is
 one, so a requeued job reruns the same command; bare `--resume` without a checkpoint is a one-line error."""
+
 from __future__ import annotations
 
 import csv
@@ -15,14 +16,33 @@ from saliency import data as sdata
 from saliency import distill
 from saliency import train as sal_train
 
-RL = ["--preset", "micro", "--encoder", "state", "--random-steps", "50", "--max-episode-steps", "50",
-      "--log-every", "25", "--checkpoint-every", "50", "--hidden-dim", "32", "--batch-size", "16"]
+RL = [
+    "--preset",
+    "micro",
+    "--encoder",
+    "state",
+    "--random-steps",
+    "50",
+    "--max-episode-steps",
+    "50",
+    "--log-every",
+    "25",
+    "--checkpoint-every",
+    "50",
+    "--hidden-dim",
+    "32",
+    "--batch-size",
+    "16",
+]
 
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("resume") / "reach-v3"
-    collect(from_flat(CollectConfig, task="reach-v3", frames=80, shard_size=40, out=str(out), episode_steps=40), progress=False)
+    collect(
+        from_flat(CollectConfig, task="reach-v3", frames=80, shard_size=40, out=str(out), episode_steps=40),
+        progress=False,
+    )
     return out
 
 
@@ -57,8 +77,25 @@ def test_rl_sac(tmp_path, capsys):
 
 
 def test_pretrain(shards, tmp_path, capsys):
-    argv = ["--preset", "micro", "--data", str(shards), "--modalities", "rgb", "--saliency", "oracle",
-            "--out", str(tmp_path / "m"), "--threads", "1", "--no-progress", "--limit", "0", "--epochs", "2"]
+    argv = [
+        "--preset",
+        "micro",
+        "--data",
+        str(shards),
+        "--modalities",
+        "rgb",
+        "--saliency",
+        "oracle",
+        "--out",
+        str(tmp_path / "m"),
+        "--threads",
+        "1",
+        "--no-progress",
+        "--limit",
+        "0",
+        "--epochs",
+        "2",
+    ]
     assert "checkpoint.pt not found" in refused_bare(capsys, pretrain.main, argv)
     pretrain.main([*argv, "--max-steps", "2", "--resume", "auto"])
     assert steps_of(tmp_path / "m" / "train.csv")[-1] == 2

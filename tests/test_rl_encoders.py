@@ -1,5 +1,6 @@
 """The encoder registry's frozen MultiMAE variants: mmae_rgbs_grid2 (the 2x2 grid pool) has 4x the
 features of mmae_rgbs, packs only with frozen encoders of its embedding size, and trains."""
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,20 @@ from rl.config import SACConfig
 from rl.encoders import ENCODERS, EXTRA, TABLE_I, MMAEEncoder, build_encoder, image_input
 from rl.workspace import Pack, latest_checkpoint, pack_key, train
 
-TINY = dict(steps=150, random_steps=50, max_episode_steps=50, batch_size=8, hidden_dim=32, replay_size=1000,
-            eval_every=0, eval_episodes=1, log_every=50, checkpoint_every=50, torch_threads=1, saliency="oracle")
+TINY = dict(
+    steps=150,
+    random_steps=50,
+    max_episode_steps=50,
+    batch_size=8,
+    hidden_dim=32,
+    replay_size=1000,
+    eval_every=0,
+    eval_episodes=1,
+    log_every=50,
+    checkpoint_every=50,
+    torch_threads=1,
+    saliency="oracle",
+)
 
 
 @pytest.fixture(scope="module")
@@ -27,25 +40,47 @@ def exports(tmp_path_factory) -> dict[int, Path]:
     paths = {}
     for dim in (32, 128):
         torch.manual_seed(dim)
-        cfg = ModelConfig(modalities=("rgb", "saliency"), dim=dim, depth=1, num_heads=2, decoder_dim=32, decoder_depth=1,
-                          decoder_heads=2)
+        cfg = ModelConfig(
+            modalities=("rgb", "saliency"),
+            dim=dim,
+            depth=1,
+            num_heads=2,
+            decoder_dim=32,
+            decoder_depth=1,
+            decoder_heads=2,
+        )
         paths[dim] = root / f"dim{dim}" / "encoder.pt"
         paths[dim].parent.mkdir()
-        torch.save({"format": ENCODER_FORMAT, "model_config": cfg.to_dict(),
-                    "state_dict": MultiMAE(cfg, decoders=False).encoder_state_dict()}, paths[dim])
+        torch.save(
+            {
+                "format": ENCODER_FORMAT,
+                "model_config": cfg.to_dict(),
+                "state_dict": MultiMAE(cfg, decoders=False).encoder_state_dict(),
+            },
+            paths[dim],
+        )
     return paths
 
 
 def sac(tmp_path: Path, encoder: str, mmae: Path, seed: int = 0, **kw) -> SACConfig:
-    return from_flat(SACConfig, **{**TINY, **kw}, encoder=encoder, mmae=str(mmae), seed=seed,
-                     out=str(tmp_path / f"{encoder}-{mmae.parent.name}-s{seed}")).validate()
+    return from_flat(
+        SACConfig,
+        **{**TINY, **kw},
+        encoder=encoder,
+        mmae=str(mmae),
+        seed=seed,
+        out=str(tmp_path / f"{encoder}-{mmae.parent.name}-s{seed}"),
+    ).validate()
 
 
 def test_grid2_is_registered_outside_table_i_and_in_help():
     assert "mmae_rgbs_grid2" in ENCODERS and "mmae_rgbs_grid2" in EXTRA and "mmae_rgbs_grid2" not in TABLE_I
     assert MMAEEncoder.VARIANTS["mmae_rgbs_grid2"] == ("rgbs", ("rgb", "saliency"), "grid2")
     help_text = next(f.metadata["help"] for f in SACConfig.__dataclass_fields__.values() if f.name == "encoder")
-    assert EXTRA["mmae_rgbs_grid2"] in help_text and "mmae_rgbs_grid2" in SACConfig.__dataclass_fields__["mmae"].metadata["help"]
+    assert (
+        EXTRA["mmae_rgbs_grid2"] in help_text
+        and "mmae_rgbs_grid2" in SACConfig.__dataclass_fields__["mmae"].metadata["help"]
+    )
 
 
 def test_grid2_features_are_four_region_means(tmp_path, exports):
@@ -54,8 +89,10 @@ def test_grid2_features_are_four_region_means(tmp_path, exports):
     assert (grid.out_dim, mean.out_dim) == (128, 32) and grid.obs_keys == ("pixels", "saliency") and grid.frozen
     assert grid.source.endswith("encoder.pt:rgb,saliency|grid2") and mean.source.endswith("|mean")
     g = torch.Generator().manual_seed(0)
-    obs = {"pixels": torch.randint(0, 256, (2, 3, 3, 64, 64), dtype=torch.uint8, generator=g),
-           "saliency": torch.randint(0, 256, (2, 3, 1, 64, 64), dtype=torch.uint8, generator=g)}
+    obs = {
+        "pixels": torch.randint(0, 256, (2, 3, 3, 64, 64), dtype=torch.uint8, generator=g),
+        "saliency": torch.randint(0, 256, (2, 3, 1, 64, 64), dtype=torch.uint8, generator=g),
+    }
     feats = grid(obs)  # [R=2, B=3, 128]
     assert feats.shape == (2, 3, 128)
     rgb, sal = image_input(obs["pixels"]).flatten(0, 1), image_input(obs["saliency"]).flatten(0, 1)
@@ -71,7 +108,10 @@ def test_grid2_packs_only_with_frozen_encoders_of_its_size(tmp_path, exports):
     grid = sac(tmp_path, "mmae_rgbs_grid2", exports[32])
     wide_mean = sac(tmp_path, "mmae_rgbs", exports[128], seed=1)  # mean pool of a 128-wide model: 128-d too
     narrow_mean = sac(tmp_path, "mmae_rgbs", exports[32], seed=1)
-    keys = {name: pack_key(c, build_encoder(c)) for name, c in (("grid", grid), ("wide", wide_mean), ("narrow", narrow_mean))}
+    keys = {
+        name: pack_key(c, build_encoder(c))
+        for name, c in (("grid", grid), ("wide", wide_mean), ("narrow", narrow_mean))
+    }
     assert keys["grid"] == keys["wide"] != keys["narrow"]
     assert keys["grid"][0] == ("frozen", 128)
     with pytest.raises(ValueError, match="cannot share a pack"):
@@ -81,9 +121,13 @@ def test_grid2_packs_only_with_frozen_encoders_of_its_size(tmp_path, exports):
 def test_grid2_trains_packed_beside_another_frozen_encoder_as_it_does_alone(tmp_path, exports):
     """A packed run of mmae_rgbs_grid2 and a 128-d mean-pool encoder: two export modules embed their
     own runs' frames; the grid2 run stores the embeddings it stores alone and its critic trains."""
-    alone_dir, = train([sac(tmp_path / "alone", "mmae_rgbs_grid2", exports[32])])
-    grid_dir, wide_dir = train([sac(tmp_path / "pack", "mmae_rgbs_grid2", exports[32]),
-                                sac(tmp_path / "pack", "mmae_rgbs", exports[128], seed=1)])
+    (alone_dir,) = train([sac(tmp_path / "alone", "mmae_rgbs_grid2", exports[32])])
+    grid_dir, wide_dir = train(
+        [
+            sac(tmp_path / "pack", "mmae_rgbs_grid2", exports[32]),
+            sac(tmp_path / "pack", "mmae_rgbs", exports[128], seed=1),
+        ]
+    )
     emb = {}
     for name, run_dir in (("alone", alone_dir), ("grid", grid_dir), ("wide", wide_dir)):
         summary = json.loads((run_dir / "summary.json").read_text())
@@ -135,8 +179,10 @@ def test_saliency_scale_authors_divides_the_cnn_rows_saliency_by_255_once_more()
     """--saliency-scale authors reproduces the authors' public code ([0, 1/255]) on the Saliency and RGBS rows;
     the paper's [0, 1] stays the default, and RGB x Saliency (a product, unscaled there) keeps it."""
     g = torch.Generator().manual_seed(0)
-    obs = {"pixels": torch.randint(0, 256, (1, 2, 3, 64, 64), dtype=torch.uint8, generator=g),
-           "saliency": torch.full((1, 2, 1, 64, 64), 255, dtype=torch.uint8)}
+    obs = {
+        "pixels": torch.randint(0, 256, (1, 2, 3, 64, 64), dtype=torch.uint8, generator=g),
+        "saliency": torch.full((1, 2, 1, 64, 64), 255, dtype=torch.uint8),
+    }
     for variant in ("cnn_saliency", "cnn_rgbs", "cnn_rgb_x_saliency"):
         paper = ENCODERS[variant](from_flat(SACConfig), 64, 1).inputs(obs)
         authors = ENCODERS[variant](from_flat(SACConfig, saliency_scale="authors"), 64, 1).inputs(obs)
@@ -152,8 +198,10 @@ def test_saliency_scale_authors_divides_the_cnn_rows_saliency_by_255_once_more()
 def test_frozen_features_are_the_papers_raw_mean_unless_standardized_is_asked(exports, tmp_path):
     """--mmae-features raw (default, the paper's mean of all tokens) or standardized (the export's statistics)."""
     g = torch.Generator().manual_seed(0)
-    obs = {"pixels": torch.randint(0, 256, (1, 3, 3, 64, 64), dtype=torch.uint8, generator=g),
-           "saliency": torch.randint(0, 256, (1, 3, 1, 64, 64), dtype=torch.uint8, generator=g)}
+    obs = {
+        "pixels": torch.randint(0, 256, (1, 3, 3, 64, 64), dtype=torch.uint8, generator=g),
+        "saliency": torch.randint(0, 256, (1, 3, 1, 64, 64), dtype=torch.uint8, generator=g),
+    }
     raw_enc = build_encoder(sac(tmp_path, "mmae_rgbs", exports[32]), 64)
     rgb, sal = image_input(obs["pixels"]).flatten(0, 1), image_input(obs["saliency"]).flatten(0, 1)
     direct = FrozenEncoder.load(exports[32], standardize=False)(rgb, sal)

@@ -1,4 +1,5 @@
 """Env workers: spawned pixel workers import the env, not the trainer's main module (torch, encoders)."""
+
 from __future__ import annotations
 
 import json
@@ -10,7 +11,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 # A trainer-like main module run with `python -m`: it imports torch before it builds its envs.
-TRAINER = '''
+TRAINER = """
 import json, sys
 import torch  # noqa: F401
 from data.env import EnvConfig
@@ -31,13 +32,15 @@ def main():
 
 if __name__ == "__main__":
     main()
-'''
+"""
 
 
 def test_pixel_workers_of_a_torch_main_module_do_not_import_torch(tmp_path):
     (tmp_path / "fake_trainer.py").write_text(TRAINER)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
-    done = subprocess.run([sys.executable, "-m", "fake_trainer"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "fake_trainer"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert [w["torch"] for w in report["workers"]] == [False, False]

@@ -1,4 +1,5 @@
 """rl.evaluate: a trained agent's evaluation at fixed seeds, its videos and overlays, and the input files a run records."""
+
 from __future__ import annotations
 
 import hashlib
@@ -13,15 +14,37 @@ import torch
 from common.cli import from_flat
 from rl.config import SACConfig
 from rl.envs import EVAL_SEED_BASE, TRAIN_SEED_STRIDE
-from rl.evaluate import (EvaluateConfig, clip, evaluate, gaze_overlay, load_agent, main, report_clips, saliency_overlay,
-                         video_frames, write_video)
+from rl.evaluate import (
+    EvaluateConfig,
+    clip,
+    evaluate,
+    gaze_overlay,
+    load_agent,
+    main,
+    report_clips,
+    saliency_overlay,
+    video_frames,
+    write_video,
+)
 from rl.provenance import INPUTS_KEY, run_inputs
 from rl.sac import run as sac_run
 from rl.workspace import Pack, checkpoint_steps, train
 
-TINY = dict(steps=120, random_steps=60, max_episode_steps=30, batch_size=8, hidden_dim=32, feature_dim=16,
-            replay_size=1000, eval_every=0, eval_episodes=2, log_every=60, checkpoint_every=60, torch_threads=1,
-            saliency="oracle")
+TINY = dict(
+    steps=120,
+    random_steps=60,
+    max_episode_steps=30,
+    batch_size=8,
+    hidden_dim=32,
+    feature_dim=16,
+    replay_size=1000,
+    eval_every=0,
+    eval_episodes=2,
+    log_every=60,
+    checkpoint_every=60,
+    torch_threads=1,
+    saliency="oracle",
+)
 
 
 def tiny(out: Path, encoder: str, **kw) -> SACConfig:
@@ -42,10 +65,19 @@ def mmae_export(tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("root")
     torch.manual_seed(0)
-    cfg = ModelConfig(modalities=("rgb",), dim=32, depth=1, num_heads=2, decoder_dim=32, decoder_depth=1, decoder_heads=2)
+    cfg = ModelConfig(
+        modalities=("rgb",), dim=32, depth=1, num_heads=2, decoder_dim=32, decoder_depth=1, decoder_heads=2
+    )
     path = root / "runs/mmae/rgb/reach-v3/encoder.pt"
     path.parent.mkdir(parents=True)
-    torch.save({"format": ENCODER_FORMAT, "model_config": cfg.to_dict(), "state_dict": MultiMAE(cfg, decoders=False).encoder_state_dict()}, path)
+    torch.save(
+        {
+            "format": ENCODER_FORMAT,
+            "model_config": cfg.to_dict(),
+            "state_dict": MultiMAE(cfg, decoders=False).encoder_state_dict(),
+        },
+        path,
+    )
     return path
 
 
@@ -71,7 +103,10 @@ def test_a_pack_run_evaluates_from_its_checkpoint(tmp_path: Path):
     (dirs[1] / "agent.pt").unlink()
     report = json.loads(evaluate(EvaluateConfig(run=str(dirs[1]), episodes=2, out=str(tmp_path / "eval"))).read_text())
     summary = json.loads((dirs[1] / "summary.json").read_text())
-    assert Path(report["checkpoint"]).name == f"checkpoint-{checkpoint_steps(dirs[1])[-1]:09d}.pt" and report["step"] == 120
+    assert (
+        Path(report["checkpoint"]).name == f"checkpoint-{checkpoint_steps(dirs[1])[-1]:09d}.pt"
+        and report["step"] == 120
+    )
     assert report["episodes"][0]["seed"] == EVAL_SEED_BASE + TRAIN_SEED_STRIDE  # the run's own seed, 1
     assert report["return_mean"] == pytest.approx(summary["return_mean"], rel=1e-6)
     assert (tmp_path / "eval" / f"{Path(report['checkpoint']).stem}-seed1-2ep.json").is_file()
@@ -81,8 +116,11 @@ def test_videos_show_the_observations_upscaled(cnn_run: Path, tmp_path: Path):
     import imageio.v3 as iio
     from PIL import Image
 
-    path = evaluate(EvaluateConfig(run=str(cnn_run), episodes=2, video=True, video_episodes=1, frame_stride=3, scale=2,
-                                   out=str(tmp_path)))
+    path = evaluate(
+        EvaluateConfig(
+            run=str(cnn_run), episodes=2, video=True, video_episodes=1, frame_stride=3, scale=2, out=str(tmp_path)
+        )
+    )
     video = iio.imread(json.loads(path.read_text())["video"])
     assert video.shape == (10, 128, 128, 3)  # 30 steps, every 3rd, of the first episode
     loaded = load_agent(cnn_run)
@@ -121,8 +159,13 @@ def test_gaze_overlay_draws_the_attention_peak_and_the_gaussian():
     frame = np.zeros((64 * 2, 64 * 2, 3), np.uint8)
     attention = np.zeros((11, 11), np.float32)
     attention[5, 8] = 1.0  # row 5 (y), column 8 (x)
-    gaze = {"attention": attention, "mu": np.array([[0.0, 0.0]]), "sigma": np.array([[0.2, 0.2]]), "rho": np.array([0.0]),
-            "weight": np.array([1.0])}
+    gaze = {
+        "attention": attention,
+        "mu": np.array([[0.0, 0.0]]),
+        "sigma": np.array([[0.2, 0.2]]),
+        "rho": np.array([0.0]),
+        "weight": np.array([1.0]),
+    }
     out = gaze_overlay(frame, gaze, 2, num_layers=11).astype(int)
     x = cell_centre_px((8 / 10) * 2 - 1, 11) * 2
     y = cell_centre_px(0.0, 11) * 2
@@ -130,7 +173,7 @@ def test_gaze_overlay_draws_the_attention_peak_and_the_gaussian():
     assert out[2, 2].sum() == 0  # outside the cells' span: the frame untouched
     cx = int(cell_centre_px(0.0, 11) * 2)
     radius = 0.2 * (cell_centre_px(1.0, 11) - cell_centre_px(-1.0, 11)) / 2 * 2  # 1 sigma in output pixels
-    ring = out[cx, int(round(cx + radius)) - 1: int(round(cx + radius)) + 2]
+    ring = out[cx, int(round(cx + radius)) - 1 : int(round(cx + radius)) + 2]
     assert any((p[1] > 200) & (p[2] > 200) & (p[0] < 60) for p in ring)  # cyan ellipse one sigma right of the centre
 
 
@@ -142,9 +185,17 @@ def test_frozen_run_records_its_encoder_and_refuses_another(tmp_path: Path, mmae
     cfg = tiny(tmp_path / "run", "mmae_rgb", steps=60, random_steps=30, checkpoint_every=30)
     inputs = run_inputs(Pack([cfg]).observer)
     digest = hashlib.sha256(mmae_export.read_bytes()).hexdigest()
-    assert inputs == {"frozen_encoder": {"path": str(mmae_export.resolve()), "sha256": digest, "inputs": ["rgb"], "pool": "mean",
-                                         "features": "raw", "chosen_by": "default (the task's own)"},
-                      "saliency_model": None}
+    assert inputs == {
+        "frozen_encoder": {
+            "path": str(mmae_export.resolve()),
+            "sha256": digest,
+            "inputs": ["rgb"],
+            "pool": "mean",
+            "features": "raw",
+            "chosen_by": "default (the task's own)",
+        },
+        "saliency_model": None,
+    }
     run_dir = sac_run(cfg)
     for record in ("config.json", "summary.json"):  # rl/workspace.py records what the run loaded in both
         assert json.loads((run_dir / record).read_text())[INPUTS_KEY] == inputs
@@ -155,7 +206,9 @@ def test_frozen_run_records_its_encoder_and_refuses_another(tmp_path: Path, mmae
     shutil.copy(mmae_export, other)
     with open(other, "ab") as f:
         f.write(b"\0")  # the same weights, other bytes
-    with pytest.raises(ValueError, match=r"records frozen encoder .* with sha256 .* pass --mmae with the file it recorded"):
+    with pytest.raises(
+        ValueError, match=r"records frozen encoder .* with sha256 .* pass --mmae with the file it recorded"
+    ):
         evaluate(EvaluateConfig(run=str(run_dir), episodes=1, mmae=str(other)))
 
 
@@ -178,10 +231,18 @@ def test_no_silent_fallback_to_the_pooled_encoder(tmp_path: Path, mmae_export: P
 
 
 def test_bad_requests_are_one_line_errors(cnn_run: Path, tmp_path: Path, capsys):
-    for argv, message in (([str(tmp_path / "nothing")], "not found (no agent.pt or checkpoint to load); train one with `python -m rl.sac --out"),
-                          (["--run", str(cnn_run), "--overlay", "gaze", "--video"], "which has no gaze"),
-                          (["--run", str(cnn_run), "--overlay", "saliency"], "add --video"),
-                          (["--run", str(cnn_run), "--checkpoint", "checkpoint-000000007.pt"], "--checkpoint checkpoint-000000007.pt not found")):
+    for argv, message in (
+        (
+            [str(tmp_path / "nothing")],
+            "not found (no agent.pt or checkpoint to load); train one with `python -m rl.sac --out",
+        ),
+        (["--run", str(cnn_run), "--overlay", "gaze", "--video"], "which has no gaze"),
+        (["--run", str(cnn_run), "--overlay", "saliency"], "add --video"),
+        (
+            ["--run", str(cnn_run), "--checkpoint", "checkpoint-000000007.pt"],
+            "--checkpoint checkpoint-000000007.pt not found",
+        ),
+    ):
         with pytest.raises(SystemExit) as exit_info:
             main(argv)
         err = capsys.readouterr().err
@@ -191,7 +252,9 @@ def test_bad_requests_are_one_line_errors(cnn_run: Path, tmp_path: Path, capsys)
 def test_report_clips_gathers_one_clip_per_task_and_encoder(cnn_run: Path, tmp_path: Path):
     root = tmp_path / "sac"
     for seed in (1, 0):
-        shutil.copytree(cnn_run, root / "reach-v3" / "cnn_rgb" / f"seed{seed}", ignore=shutil.ignore_patterns("evaluate"))
+        shutil.copytree(
+            cnn_run, root / "reach-v3" / "cnn_rgb" / f"seed{seed}", ignore=shutil.ignore_patterns("evaluate")
+        )
     (root / "reach-v3" / "state" / "seed0").mkdir(parents=True)  # no weights yet: no clip
     assert report_clips(root, tmp_path / "report") == {}  # no clip made without make=True
     clips = report_clips(root, tmp_path / "report", make=True)

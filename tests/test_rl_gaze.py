@@ -1,5 +1,6 @@
 """Gaze on the Prize encoders: the Gaussian map, the heads, the return buffer, triplet mining, and
 the rule that the contrastive loss trains only the gaze head."""
+
 from __future__ import annotations
 
 import io
@@ -58,8 +59,12 @@ def test_gaussian_map_normalised_and_peaks_at_mu():
     dens = torch.exp(-0.5 * torch.einsum("hwi,ij,hwj->hw", d, torch.linalg.inv(cov), d))
     torch.testing.assert_close(maps[0], dens / dens.sum())
     # the spatial spread of a Gaussian well inside the grid is its sigma
-    torch.testing.assert_close(map_spread(gaussian_map(torch.zeros(1, 2), torch.full((1, 2), 0.25), torch.zeros(1), 41, 41)),
-                               torch.full((1, 2), 0.25), atol=2e-3, rtol=0)
+    torch.testing.assert_close(
+        map_spread(gaussian_map(torch.zeros(1, 2), torch.full((1, 2), 0.25), torch.zeros(1), 41, 41)),
+        torch.full((1, 2), 0.25),
+        atol=2e-3,
+        rtol=0,
+    )
 
 
 def test_heads_start_centred_wide_and_bounded():
@@ -105,7 +110,9 @@ def test_registered_encoders_forward_backward_and_detach():
         assert out.shape == (1, 4, 100) and out.abs().max() <= 1
         out.pow(2).sum().backward()
         for part in (enc.trunk, enc.head, enc.projection):
-            assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in part.parameters() if p.requires_grad), name
+            assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in part.parameters() if p.requires_grad), (
+                name
+            )
         att = enc.attention(pixels)
         assert att["sigma"].shape == (1, 4, n_comp, 2) and att["attention"].shape == (1, 4, 11, 11)
         enc.zero_grad(set_to_none=True)
@@ -129,8 +136,10 @@ def test_packed_encoder_runs_are_their_own_networks():
     out = pack({"pixels": pixels})
     assert out.shape == (2, 3, 100)
     for r, enc in enumerate(singles):
-        torch.testing.assert_close(out[r], enc({"pixels": pixels[r:r + 1]})[0], atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(pack.attention(pixels)["attention"][r], enc.attention(pixels[r:r + 1])["attention"][0])
+        torch.testing.assert_close(out[r], enc({"pixels": pixels[r : r + 1]})[0], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            pack.attention(pixels)["attention"][r], enc.attention(pixels[r : r + 1])["attention"][0]
+        )
         state = slice_state(pack.state_dict(), r, 2)
         assert all(torch.equal(state[k], v) for k, v in enc.state_dict().items())
     out[1].pow(2).sum().backward()
@@ -200,8 +209,15 @@ def test_gazed_cosine_equals_cosine_of_gazed_maps_and_losses():
     assert spread_loss(torch.full((3, 1, 2), 0.5 * np.e), 0.5).item() == pytest.approx(2.0)
 
 
-def _fill(enc: GazeEncoder, reward_of, episodes: int = 4, length: int = 12, num_envs: int = 4, pixels: bool = False,
-          seed: int = 1) -> None:
+def _fill(
+    enc: GazeEncoder,
+    reward_of,
+    episodes: int = 4,
+    length: int = 12,
+    num_envs: int = 4,
+    pixels: bool = False,
+    seed: int = 1,
+) -> None:
     """Episodes of random frames [R, N, 3, H, W] through on_env_step (pixels=True), or of random
     trunk-like features straight into every run's buffer (fast; each run gets its own data)."""
     rng = np.random.default_rng(seed)
@@ -233,7 +249,12 @@ def test_contrastive_update_changes_only_the_gaze_head():
     out = enc.auxiliary_update(step=0)
     assert isinstance(out, list) and len(out) == 1
     metrics = out[0]
-    assert set(metrics) == set(METRIC_KEYS) and metrics["gaze/triplets"] > 0 and 0 < metrics["gaze/pos_frac"] <= 1 and 0 < metrics["gaze/neg_frac"] <= 1
+    assert (
+        set(metrics) == set(METRIC_KEYS)
+        and metrics["gaze/triplets"] > 0
+        and 0 < metrics["gaze/pos_frac"] <= 1
+        and 0 < metrics["gaze/neg_frac"] <= 1
+    )
     assert metrics["gaze/contrast_loss"] > 0 and metrics["gaze/sigma"] == pytest.approx(1.0, abs=0.05)
     changed = {n for n, p in enc.named_parameters() if not torch.equal(p, before[n])}
     assert changed == {n for n, _ in enc.named_parameters() if n.startswith("head.")}
@@ -285,7 +306,9 @@ def test_on_env_step_reuses_acting_features_per_run():
         keys = torch.nn.functional.normalize(feat[r].mean((2, 3)), dim=-1)
         torch.testing.assert_close(torch.from_numpy(buf.keys[:2]), keys)
     with pytest.raises(ValueError, match="pixels"):
-        enc.on_env_step({"pixels": torch.zeros((2, 64, 64, 3), dtype=torch.uint8)}, np.zeros((1, 2)), np.zeros((1, 2), bool))
+        enc.on_env_step(
+            {"pixels": torch.zeros((2, 64, 64, 3), dtype=torch.uint8)}, np.zeros((1, 2)), np.zeros((1, 2), bool)
+        )
     with pytest.raises(ValueError, match="pixels"):  # channels last is not accepted any more
         enc.on_env_step({"pixels": pixels.permute(0, 1, 3, 4, 2)}, np.zeros((2, 2)), np.zeros((2, 2), bool))
 
@@ -333,7 +356,10 @@ def test_a_run_in_a_pack_takes_the_same_contrastive_step_as_alone():
     alone = ENCODERS["gaze"](small_cfg(), 64, 1)
     alone.load_state_dict(ckpt["encoder"])
     alone.load_extra_state([ckpt["extra"]])
-    assert alone.buffers[0].size == pack.buffers[1].size and alone.rngs[0].bit_generator.state == pack.rngs[1].bit_generator.state
+    assert (
+        alone.buffers[0].size == pack.buffers[1].size
+        and alone.rngs[0].bit_generator.state == pack.rngs[1].bit_generator.state
+    )
     metrics_pack = pack.auxiliary_update(1)
     (metrics_alone,) = alone.auxiliary_update(1)
     assert len(metrics_pack) == 2 and metrics_pack[1]["gaze/triplets"] > 0
@@ -366,6 +392,8 @@ def test_ablation_heads_take_contrastive_steps(name):
     _fill(enc, lambda ep, e, t: float(ep * 2 + e) * (t % 3))
     before = {n: p.detach().clone() for n, p in enc.named_parameters()}
     (metrics,) = enc.auxiliary_update(step=0)
-    assert metrics["gaze/triplets"] > 0 and np.isfinite(metrics["gaze/spread_loss"]) and metrics["gaze/contrast_loss"] > 0
+    assert (
+        metrics["gaze/triplets"] > 0 and np.isfinite(metrics["gaze/spread_loss"]) and metrics["gaze/contrast_loss"] > 0
+    )
     changed = {n for n, p in enc.named_parameters() if not torch.equal(p, before[n])}
     assert changed and all(n.startswith("head.") for n in changed)

@@ -1,4 +1,5 @@
 """`gaze` through the real SAC loop (rl.sac), its checkpoint, and the gaze pictures."""
+
 from __future__ import annotations
 
 import csv
@@ -19,9 +20,25 @@ from rl.workspace import checkpoint_steps, latest_checkpoint, train
 
 def gaze_cfg(out: Path, **kw) -> SACConfig:
     """The gaze encoder on CPU with 20-step episodes, so returns reach the buffer."""
-    return from_flat(SACConfig, **{**PRESETS["micro"], "encoder": "gaze", "out": str(out), "steps": 160, "random_steps": 60,
-                        "batch_size": 8, "max_episode_steps": 20, "replay_size": 1000, "log_every": 80, "checkpoint_every": 80,
-                        "gaze_buffer_size": 500, "gaze_anchors": 32, "torch_threads": 1, **kw})
+    return from_flat(
+        SACConfig,
+        **{
+            **PRESETS["micro"],
+            "encoder": "gaze",
+            "out": str(out),
+            "steps": 160,
+            "random_steps": 60,
+            "batch_size": 8,
+            "max_episode_steps": 20,
+            "replay_size": 1000,
+            "log_every": 80,
+            "checkpoint_every": 80,
+            "gaze_buffer_size": 500,
+            "gaze_anchors": 32,
+            "torch_threads": 1,
+            **kw,
+        },
+    )
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +78,9 @@ def test_gaze_trains_through_rl_sac(gaze_run: Path):
 def test_gaze_pack_of_two_keeps_each_run_its_own(gaze_run: Path, tmp_path: Path):
     """Seeds 0 and 1 trained in one pack: each run logs, buffers and checkpoints its own gaze; run 0's
     buffer entries from before the first update are those of seed 0 trained alone (rl.sac above)."""
-    dirs = train([gaze_cfg(tmp_path / f"seed{seed}", seed=seed, steps=80, log_every=40, checkpoint_every=40)
-                  for seed in (0, 1)])
+    dirs = train(
+        [gaze_cfg(tmp_path / f"seed{seed}", seed=seed, steps=80, log_every=40, checkpoint_every=40) for seed in (0, 1)]
+    )
     solo = torch.load(latest_checkpoint(gaze_run), weights_only=True)["encoder_extra"]["buffer"]
     extras = []
     for run_dir in dirs:
@@ -108,8 +126,15 @@ def test_gaze_strip_and_command(gaze_run: Path, tmp_path: Path):
         assert out.stat().st_size > 10_000 and out.read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(ValueError, match="saliency maps"):
         gaze_strip(enc, frames, sal[:2], "x", tmp_path / "bad.png")
-    out = viz_run(GazeVizConfig(run=str(gaze_run), frames=3, episode_steps=12, out=str(tmp_path / "run.png"),
-                                saliency_model=str(tmp_path / "missing.pt")))
+    out = viz_run(
+        GazeVizConfig(
+            run=str(gaze_run),
+            frames=3,
+            episode_steps=12,
+            out=str(tmp_path / "run.png"),
+            saliency_model=str(tmp_path / "missing.pt"),
+        )
+    )
     assert out.stat().st_size > 10_000
     with pytest.raises(FileNotFoundError, match="agent.pt"):
         viz_run(GazeVizConfig(run=str(tmp_path / "nothing")))

@@ -1,5 +1,6 @@
 """The packed engine: a run's data and learning do not depend on the runs packed beside it, a
 killed pack resumes every run exactly, and runs that cannot stack are split into separate packs."""
+
 from __future__ import annotations
 
 import csv
@@ -19,12 +20,27 @@ from rl.workspace import Pack, checkpoint_steps, latest_checkpoint, train
 
 from numerics import relative_update_difference
 
-TINY = dict(random_steps=50, max_episode_steps=50, batch_size=16, hidden_dim=64, feature_dim=16, replay_size=2000,
-            eval_every=0, eval_episodes=1, log_every=50, checkpoint_every=50, torch_threads=1, saliency="oracle")
+TINY = dict(
+    random_steps=50,
+    max_episode_steps=50,
+    batch_size=16,
+    hidden_dim=64,
+    feature_dim=16,
+    replay_size=2000,
+    eval_every=0,
+    eval_episodes=1,
+    log_every=50,
+    checkpoint_every=50,
+    torch_threads=1,
+    saliency="oracle",
+)
 
 
 def configs(root: Path, encoder: str, seeds, steps: int, tag: str, **kw) -> list[SACConfig]:
-    return [from_flat(SACConfig, **{**TINY, **kw}, encoder=encoder, seed=s, steps=steps, out=str(root / f"{tag}{s}")) for s in seeds]
+    return [
+        from_flat(SACConfig, **{**TINY, **kw}, encoder=encoder, seed=s, steps=steps, out=str(root / f"{tag}{s}"))
+        for s in seeds
+    ]
 
 
 @pytest.fixture
@@ -48,7 +64,7 @@ def replay(run_dir: Path, name: str) -> np.ndarray:
 
 
 def streams_of(streams, n_buffers_before: int) -> list[list[np.ndarray]]:
-    keys = sorted(streams, key=lambda k: (list(streams).index(k)))
+    keys = sorted(streams, key=lambda k: list(streams).index(k))
     return [streams[k] for k in keys[n_buffers_before:]]
 
 
@@ -84,7 +100,9 @@ def test_packed_cnn_run_matches_alone_within_float_tolerance(tmp_path, index_str
     ours, theirs = index_streams[(buffers[0], 1)], index_streams[(alone_buffer, 0)]
     assert len(ours) == 50 and all(np.array_equal(a, b) for a, b in zip(ours, theirs))
     random_phase = slice(0, 50)
-    np.testing.assert_array_equal(replay(packed[1], "obs.pixels")[:, random_phase], replay(alone[0], "obs.pixels")[:, random_phase])
+    np.testing.assert_array_equal(
+        replay(packed[1], "obs.pixels")[:, random_phase], replay(alone[0], "obs.pixels")[:, random_phase]
+    )
     a = torch.load(packed[1] / "agent.pt", weights_only=True)["model"]
     b = torch.load(alone[0] / "agent.pt", weights_only=True)["model"]
     # what training did, relative to its size (tests/numerics.py): near-zero trunk gradients (dead
@@ -128,10 +146,18 @@ def test_a_pack_resumes_from_the_newest_step_every_run_holds(tmp_path):
 
 
 def test_runs_that_cannot_stack_are_split_not_refused(tmp_path):
-    grid = GridConfig(encoders="state,cnn_rgb,cnn_rgbs", seeds="0,1,2", steps=100, sac_preset="micro", out=str(tmp_path), pack=2)
+    grid = GridConfig(
+        encoders="state,cnn_rgb,cnn_rgbs", seeds="0,1,2", steps=100, sac_preset="micro", out=str(tmp_path), pack=2
+    )
     packs = plan_packs(grid, plan(grid))
     assert sorted((p[0].encoder, len(p)) for p in packs) == [
-        ("cnn_rgb", 1), ("cnn_rgb", 2), ("cnn_rgbs", 1), ("cnn_rgbs", 2), ("state", 1), ("state", 2)]
+        ("cnn_rgb", 1),
+        ("cnn_rgb", 2),
+        ("cnn_rgbs", 1),
+        ("cnn_rgbs", 2),
+        ("state", 1),
+        ("state", 2),
+    ]
     with pytest.raises(ValueError, match="cannot share a pack"):
         Pack([*configs(tmp_path, "cnn_rgb", (0,), 100, "x"), *configs(tmp_path, "cnn_rgbs", (1,), 100, "y")])
 
@@ -152,8 +178,13 @@ def test_graphed_updates_equal_eager_updates():
     for _ in range(12):
         obs = {"state": torch.randn(3, 32, 39, device="cuda", generator=gen)}
         nxt = {"state": torch.randn(3, 32, 39, device="cuda", generator=gen)}
-        batch = {"obs": obs, "next_obs": nxt, "action": torch.rand(3, 32, 4, device="cuda", generator=gen) * 2 - 1,
-                 "reward": torch.randn(3, 32, device="cuda", generator=gen), "terminal": torch.zeros(3, 32, device="cuda")}
+        batch = {
+            "obs": obs,
+            "next_obs": nxt,
+            "action": torch.rand(3, 32, 4, device="cuda", generator=gen) * 2 - 1,
+            "reward": torch.randn(3, 32, device="cuda", generator=gen),
+            "terminal": torch.zeros(3, 32, device="cuda"),
+        }
         noise = torch.randn(2, 3, 32, 4, device="cuda", generator=gen)
         a, b = agents[0].update(batch, noise), graphed(batch, noise)
         torch.testing.assert_close(a["critic_loss"], b["critic_loss"], atol=1e-5, rtol=1e-4)
@@ -190,8 +221,27 @@ def test_sigterm_pauses_at_an_episode_boundary_and_the_rerun_finishes(tmp_path):
     import time
 
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "rl.sac", "--preset", "micro", "--encoder", "cnn_rgb", "--steps", "100000",
-           "--hidden-dim", "16", "--batch-size", "4", "--log-every", "50", "--out", str(run), "--resume", "auto"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "rl.sac",
+        "--preset",
+        "micro",
+        "--encoder",
+        "cnn_rgb",
+        "--steps",
+        "100000",
+        "--hidden-dim",
+        "16",
+        "--batch-size",
+        "4",
+        "--log-every",
+        "50",
+        "--out",
+        str(run),
+        "--resume",
+        "auto",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     metrics = run / "metrics.csv"
     deadline = time.time() + 300

@@ -1,5 +1,6 @@
 """The replay buffer's transitions are aligned across episode ends and ring wrap-around, a run's
 replay stream survives a checkpoint, and it does not depend on the runs packed beside it."""
+
 import io
 from pathlib import Path
 
@@ -59,8 +60,16 @@ class SyntheticEnvs:
 
 def one_run(batch: dict) -> dict:
     """The first (only) run of a sampled batch: [1, B, ...] -> [B, ...]."""
-    assert all(v.shape[0] == 1 for v in (batch["action"], batch["reward"], batch["terminal"], *batch["obs"].values(),
-                                          *batch["next_obs"].values()))
+    assert all(
+        v.shape[0] == 1
+        for v in (
+            batch["action"],
+            batch["reward"],
+            batch["terminal"],
+            *batch["obs"].values(),
+            *batch["next_obs"].values(),
+        )
+    )
     return {k: {f: x[0] for f, x in v.items()} if isinstance(v, dict) else v[0] for k, v in batch.items()}
 
 
@@ -101,10 +110,13 @@ def test_every_transition_aligned_across_episodes_and_wraparound(num_envs, capac
     rows, slots = np.nonzero(buf.valid)
     nxt = (slots + 1) % buf.slots
     rows, slots, nxt = torch.from_numpy(rows), torch.from_numpy(slots), torch.from_numpy(nxt)
-    batch = {"obs": {"state": buf.obs["state"][rows, slots], "frame": buf.obs["frame"][rows, slots]},
-             "next_obs": {"state": buf.obs["state"][rows, nxt], "frame": buf.obs["frame"][rows, nxt]},
-             "action": buf.action[rows, slots], "reward": buf.reward[rows, slots],
-             "terminal": buf.terminal[rows, slots]}
+    batch = {
+        "obs": {"state": buf.obs["state"][rows, slots], "frame": buf.obs["frame"][rows, slots]},
+        "next_obs": {"state": buf.obs["state"][rows, nxt], "frame": buf.obs["frame"][rows, nxt]},
+        "action": buf.action[rows, slots],
+        "reward": buf.reward[rows, slots],
+        "terminal": buf.terminal[rows, slots],
+    }
     check(batch, envs)
     # each episode of L steps occupies L + 1 slots: all but the final/current observations are valid
     assert len(buf) >= buf.slots * num_envs * 0.7
@@ -161,7 +173,12 @@ def test_resume_state_roundtrip_is_exact(tmp_path: Path):
     _feed([a], envs, 60)
     meta = a.save_run(0, tmp_path / "replay")
     assert sorted(p.name for p in (tmp_path / "replay").iterdir()) == [
-        "action.npy", "obs.frame.npy", "obs.state.npy", "reward.npy", "terminal.npy"]
+        "action.npy",
+        "obs.frame.npy",
+        "obs.state.npy",
+        "reward.npy",
+        "terminal.npy",
+    ]
     assert meta["bytes"] > 0 and meta["fields"] == ["frame", "state"]
     # the bookkeeping goes into the checkpoint (.pt, loaded with weights_only)
     blob = io.BytesIO()
@@ -192,7 +209,11 @@ def test_a_run_in_a_pack_replays_exactly_as_alone(tmp_path: Path):
     envs0, envs1 = SyntheticEnvs(E, seed=11), SyntheticEnvs(E, seed=12)
     pack = ReplayBuffer(SPEC, 2, 90, E, seeds=[4, 9])
     alone = ReplayBuffer(SPEC, 2, 90, E, seeds=9)
-    assert pack.runs == 2 and pack.obs["frame"].shape == (2 * E, 30, 4, 2, 1) and alone.obs["frame"].shape == (E, 30, 4, 2, 1)
+    assert (
+        pack.runs == 2
+        and pack.obs["frame"].shape == (2 * E, 30, 4, 2, 1)
+        and alone.obs["frame"].shape == (E, 30, 4, 2, 1)
+    )
     cat = lambda a, b: {k: np.concatenate([a[k], b[k]]) for k in a}  # noqa: E731  (run 0's rows, then run 1's)
     pack.start(cat(envs0.obs(envs0.state.copy()), envs1.obs(envs1.state.copy())))
     alone.start(envs1.obs(envs1.state.copy()))
@@ -202,8 +223,14 @@ def test_a_run_in_a_pack_replays_exactly_as_alone(tmp_path: Path):
         o0, r0, t0, d0, f0 = envs0.step(a0)
         o1, r1, t1, d1, f1 = envs1.step(a1)
         # the pack's rows: run 0's envs, then run 1's (the same data the pack of one gets)
-        pack.add(np.concatenate([a0, a1]), np.concatenate([r0, r1]), np.concatenate([t0, t1]), cat(o0, o1),
-                 np.concatenate([d0, d1]), cat(f0, f1))
+        pack.add(
+            np.concatenate([a0, a1]),
+            np.concatenate([r0, r1]),
+            np.concatenate([t0, t1]),
+            cat(o0, o1),
+            np.concatenate([d0, d1]),
+            cat(f0, f1),
+        )
         alone.add(a1, r1, t1, o1, d1, f1)
         if step > 4 and step % 5 == 0:
             rows, slots = pack.sample_indices(16, run=1)
@@ -213,10 +240,16 @@ def test_a_run_in_a_pack_replays_exactly_as_alone(tmp_path: Path):
             pack.sample_indices(16, run=0)  # drawing run 0's indices does not move run 1's generator
             batch, single = pack.sample(24), alone.sample(24)
             assert batch["action"].shape == (2, 24, 2) and batch["obs"]["state"].shape == (2, 24, 4)
-            _assert_batches_equal({k: {f: x[1:] for f, x in v.items()} if isinstance(v, dict) else v[1:]
-                                   for k, v in batch.items()}, single)
-            check(one_run({k: {f: x[:1] for f, x in v.items()} if isinstance(v, dict) else v[:1]
-                           for k, v in batch.items()}), envs0)
+            _assert_batches_equal(
+                {k: {f: x[1:] for f, x in v.items()} if isinstance(v, dict) else v[1:] for k, v in batch.items()},
+                single,
+            )
+            check(
+                one_run(
+                    {k: {f: x[:1] for f, x in v.items()} if isinstance(v, dict) else v[:1] for k, v in batch.items()}
+                ),
+                envs0,
+            )
             check(one_run(single), envs1)
     np.testing.assert_array_equal(pack.valid[E:], alone.valid)
     assert len(pack) == int(pack.valid[:E].sum()) + len(alone)

@@ -1,4 +1,5 @@
 """SAC end to end on reach-v3 with tiny settings: every encoder, frozen weights, exact resume, bad input."""
+
 import csv
 import json
 import math
@@ -14,9 +15,21 @@ from rl.config import PRESETS, SACConfig
 from rl.sac import main, run
 from rl.workspace import latest_checkpoint
 
-TINY = dict(steps=150, random_steps=50, max_episode_steps=50, batch_size=8, hidden_dim=32, feature_dim=16,
-            replay_size=1000, eval_every=0, eval_episodes=1, log_every=50, checkpoint_every=50, torch_threads=1,
-            saliency="oracle")
+TINY = dict(
+    steps=150,
+    random_steps=50,
+    max_episode_steps=50,
+    batch_size=8,
+    hidden_dim=32,
+    feature_dim=16,
+    replay_size=1000,
+    eval_every=0,
+    eval_episodes=1,
+    log_every=50,
+    checkpoint_every=50,
+    torch_threads=1,
+    saliency="oracle",
+)
 
 
 def tiny(tmp_path: Path, encoder: str, **kw) -> SACConfig:
@@ -35,11 +48,16 @@ def pretrained(tmp_path_factory) -> dict[str, Path]:
     torch.manual_seed(0)
     paths = {}
     for name, modalities in (("rgb", ("rgb",)), ("rgbs", ("rgb", "saliency"))):
-        cfg = ModelConfig(modalities=modalities, dim=32, depth=1, num_heads=2, decoder_dim=32, decoder_depth=1, decoder_heads=2)
+        cfg = ModelConfig(
+            modalities=modalities, dim=32, depth=1, num_heads=2, decoder_dim=32, decoder_depth=1, decoder_heads=2
+        )
         model = MultiMAE(cfg, decoders=False)
         paths[name] = root / "runs/mmae" / name / "reach-v3" / "encoder.pt"  # the task's own, where rl.sac looks
         paths[name].parent.mkdir(parents=True)
-        torch.save({"format": ENCODER_FORMAT, "model_config": cfg.to_dict(), "state_dict": model.encoder_state_dict()}, paths[name])
+        torch.save(
+            {"format": ENCODER_FORMAT, "model_config": cfg.to_dict(), "state_dict": model.encoder_state_dict()},
+            paths[name],
+        )
     paths["saliency"] = root / "runs/saliency/reach-v3/student.pt"
     paths["saliency"].parent.mkdir(parents=True)
     save_checkpoint(paths["saliency"], StudentNet(StudentConfig(width=4)), "student")
@@ -52,7 +70,16 @@ def rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-ENCODERS = ["state", "cnn_rgb", "cnn_saliency", "cnn_rgb_x_saliency", "cnn_rgbs", "mmae_rgb", "mmae_rgbs_po", "mmae_rgbs"]
+ENCODERS = [
+    "state",
+    "cnn_rgb",
+    "cnn_saliency",
+    "cnn_rgb_x_saliency",
+    "cnn_rgbs",
+    "mmae_rgb",
+    "mmae_rgbs_po",
+    "mmae_rgbs",
+]
 
 
 @pytest.mark.parametrize("encoder", ENCODERS)
@@ -103,16 +130,41 @@ def test_frozen_encoder_is_never_trained(tmp_path, pretrained):
 def test_predicted_saliency_and_default_paths(tmp_path, pretrained, monkeypatch):
     """The bare command's defaults find runs/mmae/rgbs/<task>/encoder.pt and runs/saliency/<task>/student.pt."""
     monkeypatch.chdir(pretrained["root"])
-    argv = ["--encoder", "mmae_rgbs", "--preset", "micro", "--saliency", "predictor", "--steps", "100",
-            "--max-episode-steps", "50", "--random-steps", "50", "--out", str(tmp_path / "run")]
+    argv = [
+        "--encoder",
+        "mmae_rgbs",
+        "--preset",
+        "micro",
+        "--saliency",
+        "predictor",
+        "--steps",
+        "100",
+        "--max-episode-steps",
+        "50",
+        "--random-steps",
+        "50",
+        "--out",
+        str(tmp_path / "run"),
+    ]
     run_dir = main(argv)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["saliency"].endswith("runs/saliency/reach-v3/student.pt") and summary["steps"] == 100
 
 
 def test_vector_envs_one_update_per_env_step(tmp_path):
-    run_dir = run(tiny(tmp_path, "cnn_rgb", num_envs=2, steps=140, random_steps=100, eval_episodes=2, eval_envs=1,
-                       log_every=20, max_episode_steps=35))
+    run_dir = run(
+        tiny(
+            tmp_path,
+            "cnn_rgb",
+            num_envs=2,
+            steps=140,
+            random_steps=100,
+            eval_episodes=2,
+            eval_envs=1,
+            log_every=20,
+            max_episode_steps=35,
+        )
+    )
     metrics = rows(run_dir / "metrics.csv")
     assert [int(r["step"]) for r in metrics] == list(range(20, 141, 20))
     assert int(metrics[-1]["updates"]) == 40 and int(metrics[-1]["episodes"]) == 4
@@ -121,8 +173,26 @@ def test_vector_envs_one_update_per_env_step(tmp_path):
 
 def test_gaze_encoder_runs_through_the_hooks(tmp_path):
     """rl/gaze.py's encoders plug in through the registry; their auxiliary losses land in aux.csv."""
-    cfg = main(["--encoder", "gaze", "--gaze-components", "2", "--preset", "micro", "--steps", "100",
-                "--random-steps", "50", "--max-episode-steps", "50", "--log-every", "50", "--out", str(tmp_path / "g")])
+    cfg = main(
+        [
+            "--encoder",
+            "gaze",
+            "--gaze-components",
+            "2",
+            "--preset",
+            "micro",
+            "--steps",
+            "100",
+            "--random-steps",
+            "50",
+            "--max-episode-steps",
+            "50",
+            "--log-every",
+            "50",
+            "--out",
+            str(tmp_path / "g"),
+        ]
+    )
     config = json.loads((cfg / "config.json").read_text())
     assert config["gaze_components"] == 2 and config["encoder"] == "gaze"
     aux = rows(cfg / "aux.csv")
@@ -130,8 +200,19 @@ def test_gaze_encoder_runs_through_the_hooks(tmp_path):
 
 
 def test_resume_continues_exactly(tmp_path):
-    kw = dict(encoder="state", steps=150, random_steps=50, max_episode_steps=50, batch_size=16, hidden_dim=32,
-              eval_every=0, eval_episodes=1, log_every=25, checkpoint_every=50, torch_threads=1)
+    kw = dict(
+        encoder="state",
+        steps=150,
+        random_steps=50,
+        max_episode_steps=50,
+        batch_size=16,
+        hidden_dim=32,
+        eval_every=0,
+        eval_episodes=1,
+        log_every=25,
+        checkpoint_every=50,
+        torch_threads=1,
+    )
     straight = run(from_flat(SACConfig, **kw, out=str(tmp_path / "a")))
     run(from_flat(SACConfig, **{**kw, "steps": 100}, out=str(tmp_path / "b")))
     resumed = run(from_flat(SACConfig, **kw, out=str(tmp_path / "b"), resume=True))
@@ -166,11 +247,20 @@ def test_bad_names_list_the_valid_ones(capsys):
 
 def test_missing_pretrained_models_name_the_command(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    for flags, command in ((["--encoder", "mmae_rgbs"], "python -m pretrain.multimae --modalities rgb,saliency --task reach-v3 "
-                                                        "--out runs/mmae/rgbs/reach-v3`"),
-                           (["--encoder", "mmae_rgb"], "python -m pretrain.multimae --modalities rgb --task reach-v3 --out runs/mmae/rgb/reach-v3`"),
-                           (["--encoder", "cnn_rgbs", "--preset", "micro", "--saliency", "predictor"],
-                            "python -m saliency.train --annotations data/annotations/reach-v3.npz")):
+    for flags, command in (
+        (
+            ["--encoder", "mmae_rgbs"],
+            "python -m pretrain.multimae --modalities rgb,saliency --task reach-v3 --out runs/mmae/rgbs/reach-v3`",
+        ),
+        (
+            ["--encoder", "mmae_rgb"],
+            "python -m pretrain.multimae --modalities rgb --task reach-v3 --out runs/mmae/rgb/reach-v3`",
+        ),
+        (
+            ["--encoder", "cnn_rgbs", "--preset", "micro", "--saliency", "predictor"],
+            "python -m saliency.train --annotations data/annotations/reach-v3.npz",
+        ),
+    ):
         with pytest.raises(SystemExit) as exit_info:
             main(flags)
         err = capsys.readouterr().err
@@ -178,10 +268,15 @@ def test_missing_pretrained_models_name_the_command(tmp_path, monkeypatch, capsy
 
 
 def test_non_finite_settings_and_ignored_flags_are_refused(capsys):
-    for flags, message in ((["--critic-lr", "inf"], "--critic-lr: must be a finite number"),
-                           (["--actor-lr", "nan"], "--actor-lr: must be a finite number"),
-                           (["--critic-lr", "-1"], "critic-lr must be a finite number > 0, got -1"),
-                           (["--saliency", "oracle", "--saliency-model", "x.pt"], "--saliency-model is read only with --saliency predictor")):
+    for flags, message in (
+        (["--critic-lr", "inf"], "--critic-lr: must be a finite number"),
+        (["--actor-lr", "nan"], "--actor-lr: must be a finite number"),
+        (["--critic-lr", "-1"], "critic-lr must be a finite number > 0, got -1"),
+        (
+            ["--saliency", "oracle", "--saliency-model", "x.pt"],
+            "--saliency-model is read only with --saliency predictor",
+        ),
+    ):
         with pytest.raises(SystemExit) as exit_info:
             main(["--encoder", "state", *flags])
         err = capsys.readouterr().err
@@ -218,7 +313,13 @@ def test_help_documents_every_field_and_gaze_flags(capsys):
         assert flag in out
     assert set(PRESETS) == {"micro", "demo", "cpu", "paper"} and PRESETS["cpu"]["hidden_dim"] == 256
     cfg = from_flat(SACConfig, encoder="state")
-    assert (cfg.hidden_dim, cfg.batch_size, cfg.init_temperature, cfg.random_steps, cfg.log_std_min) == (1024, 128, 0.1, 1000, -10.0)
+    assert (cfg.hidden_dim, cfg.batch_size, cfg.init_temperature, cfg.random_steps, cfg.log_std_min) == (
+        1024,
+        128,
+        0.1,
+        1000,
+        -10.0,
+    )
     assert np.isclose(cfg.tau, 0.005) and cfg.actor_update_every == cfg.target_update_every == 2
 
 

@@ -1,6 +1,7 @@
 """The packed SAC (rl/agent.py) held against an independent single-run SAC (tests/sac_reference.py): the
 same batch and noise give the same losses and updated weights, for a pack of one and for run k of a pack of
 three; the packed actor's closed-form log-probability equals torch.distributions'."""
+
 from __future__ import annotations
 
 import math
@@ -34,18 +35,20 @@ def load_run(agent: SAC, run: int) -> ReferenceSAC:
     ref.sync_targets()
     copy_mlp(ref.q1_target, "critic_target", 2 * run)
     copy_mlp(ref.q2_target, "critic_target", 2 * run + 1)
-    ref.log_alpha.data.copy_(state["log_alpha"][run:run + 1])
+    ref.log_alpha.data.copy_(state["log_alpha"][run : run + 1])
     return ref
 
 
 def batches(runs: int, n: int, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     for _ in range(n):
-        batch = {"obs": {"embedding": torch.randn(runs, B, F, generator=g)},
-                 "next_obs": {"embedding": torch.randn(runs, B, F, generator=g)},
-                 "action": torch.rand(runs, B, A, generator=g) * 2 - 1,
-                 "reward": torch.rand(runs, B, generator=g) * 5,
-                 "terminal": (torch.rand(runs, B, generator=g) < 0.1).float()}
+        batch = {
+            "obs": {"embedding": torch.randn(runs, B, F, generator=g)},
+            "next_obs": {"embedding": torch.randn(runs, B, F, generator=g)},
+            "action": torch.rand(runs, B, A, generator=g) * 2 - 1,
+            "reward": torch.rand(runs, B, generator=g) * 5,
+            "terminal": (torch.rand(runs, B, generator=g) < 0.1).float(),
+        }
         yield batch, torch.randn(2, runs, B, A, generator=g)
 
 
@@ -57,15 +60,27 @@ def test_packed_sac_takes_the_independent_single_run_step(runs, run):
     ref = load_run(agent, run)
     for batch, noise in batches(runs, 6):  # 6 updates: actor, temperature and targets step on every 2nd
         packed = agent.update(batch, noise)
-        single = ref.update({"obs": batch["obs"]["embedding"][run], "next_obs": batch["next_obs"]["embedding"][run],
-                             "action": batch["action"][run], "reward": batch["reward"][run],
-                             "terminal": batch["terminal"][run]}, noise[:, run])
+        single = ref.update(
+            {
+                "obs": batch["obs"]["embedding"][run],
+                "next_obs": batch["next_obs"]["embedding"][run],
+                "action": batch["action"][run],
+                "reward": batch["reward"][run],
+                "terminal": batch["terminal"][run],
+            },
+            noise[:, run],
+        )
         for key, value in single.items():
             assert packed[key][run].item() == pytest.approx(value, rel=1e-4, abs=1e-5), key
     # the same weights after 6 Adam steps (float32 summation order differs: batched vs plain matmuls)
     after = load_run(agent, run)
-    for mine, theirs in ((after.actor, ref.actor), (after.q1, ref.q1), (after.q2, ref.q2),
-                         (after.q1_target, ref.q1_target), (after.q2_target, ref.q2_target)):
+    for mine, theirs in (
+        (after.actor, ref.actor),
+        (after.q1, ref.q1),
+        (after.q2, ref.q2),
+        (after.q1_target, ref.q1_target),
+        (after.q2_target, ref.q2_target),
+    ):
         for p, q in zip(mine.parameters(), theirs.parameters()):
             torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(after.log_alpha, ref.log_alpha, rtol=1e-5, atol=1e-6)

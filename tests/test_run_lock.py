@@ -1,4 +1,5 @@
 """One process per run folder: a second job training into a held folder is refused; a killed holder frees it."""
+
 import json
 import os
 import signal
@@ -92,7 +93,9 @@ def test_collect_label_and_distill_refuse_a_folder_another_process_writes(tmp_pa
     run = tmp_path / "run"
     jobs = {
         "collect": lambda: collect(CollectConfig(frames=10, out=str(run)), progress=False),
-        "label": lambda: label(LabelConfig(data=str(tmp_path / "absent"), model=str(tmp_path / "absent.pt"), out=str(run))),
+        "label": lambda: label(
+            LabelConfig(data=str(tmp_path / "absent"), model=str(tmp_path / "absent.pt"), out=str(run))
+        ),
         "distill": lambda: distill(DistillConfig(teacher=str(tmp_path / "absent.pt"), out=str(run / "student.pt"))),
     }
     for name, job in jobs.items():

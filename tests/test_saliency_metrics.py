@@ -1,4 +1,5 @@
 """saliency.metrics against values computed by hand on small maps."""
+
 import numpy as np
 import pytest
 
@@ -71,13 +72,16 @@ def test_benchmark_metrics_come_from_annotate_app():
     assert "nss" not in score_maps(pred, gt)
 
 
-@pytest.mark.parametrize("pred, gt, match", [
-    (np.zeros((2, 4, 4)), np.zeros((2, 4, 5)), "same shape"),
-    (np.full((1, 4, 4), 1.5), np.zeros((1, 4, 4)), r"\[0, 1\]"),
-    (np.zeros((1, 4, 4), np.uint8), np.zeros((1, 4, 4)), "float"),
-    (np.zeros((1, 1, 4, 4)), np.zeros((1, 1, 4, 4)), r"\[N, H, W\]"),
-    (np.zeros((0, 4, 4)), np.zeros((0, 4, 4)), "no maps"),
-])
+@pytest.mark.parametrize(
+    "pred, gt, match",
+    [
+        (np.zeros((2, 4, 4)), np.zeros((2, 4, 5)), "same shape"),
+        (np.full((1, 4, 4), 1.5), np.zeros((1, 4, 4)), r"\[0, 1\]"),
+        (np.zeros((1, 4, 4), np.uint8), np.zeros((1, 4, 4)), "float"),
+        (np.zeros((1, 1, 4, 4)), np.zeros((1, 1, 4, 4)), r"\[N, H, W\]"),
+        (np.zeros((0, 4, 4)), np.zeros((0, 4, 4)), "no maps"),
+    ],
+)
 def test_bad_maps_are_refused(pred, gt, match):
     with pytest.raises(ValueError, match=match):
         score_maps(pred, gt)

@@ -1,4 +1,5 @@
 """PiCANet layouts, attention modules, the student, checkpoints and the predictor's input checks."""
+
 import numpy as np
 import pytest
 import torch

@@ -1,4 +1,5 @@
 """Train -> distill -> label -> evaluate -> study on a tiny shard folder with micro presets."""
+
 import json
 import os
 
@@ -18,7 +19,10 @@ from saliency.predictor import SaliencyPredictor
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
     out = tmp_path_factory.mktemp("sal") / "reach-v3"
-    collect(from_flat(CollectConfig, task="reach-v3", frames=160, shard_size=40, out=str(out), episode_steps=40), progress=False)
+    collect(
+        from_flat(CollectConfig, task="reach-v3", frames=160, shard_size=40, out=str(out), episode_steps=40),
+        progress=False,
+    )
     return out
 
 
@@ -46,13 +50,16 @@ def test_oracle_export_matches_the_shards(shards, annotations):
     assert list(ann.annotators) == ["oracle"] * 10 and ann.maps.max() == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("arrays, match", [
-    ({"images": np.zeros((0, 8, 8, 3), np.uint8), "maps": np.zeros((0, 8, 8), np.float32)}, "no annotated frames"),
-    ({"images": np.zeros((2, 8, 8, 3), np.uint8), "maps": np.zeros((2, 8, 9), np.float32)}, "do not match"),
-    ({"images": np.zeros((2, 8, 8, 3), np.uint8), "maps": np.full((2, 8, 8), 2.0, np.float32)}, r"\[0, 1\]"),
-    ({"images": np.zeros((2, 8, 8, 3), np.float32), "maps": np.zeros((2, 8, 8), np.float32)}, "uint8"),
-    ({"images": np.zeros((2, 8, 8, 3), np.uint8)}, "lacks"),
-])
+@pytest.mark.parametrize(
+    "arrays, match",
+    [
+        ({"images": np.zeros((0, 8, 8, 3), np.uint8), "maps": np.zeros((0, 8, 8), np.float32)}, "no annotated frames"),
+        ({"images": np.zeros((2, 8, 8, 3), np.uint8), "maps": np.zeros((2, 8, 9), np.float32)}, "do not match"),
+        ({"images": np.zeros((2, 8, 8, 3), np.uint8), "maps": np.full((2, 8, 8), 2.0, np.float32)}, r"\[0, 1\]"),
+        ({"images": np.zeros((2, 8, 8, 3), np.float32), "maps": np.zeros((2, 8, 8), np.float32)}, "uint8"),
+        ({"images": np.zeros((2, 8, 8, 3), np.uint8)}, "lacks"),
+    ],
+)
 def test_bad_annotation_files_are_refused(tmp_path, arrays, match):
     path = tmp_path / "bad.npz"
     np.savez(path, **arrays)
@@ -87,7 +94,9 @@ def test_training_applies_the_augmentation(annotations, tmp_path, monkeypatch):
         return xo, yo
 
     monkeypatch.setattr(sdata.Augment, "__call__", spy)
-    train.run(from_preset(TrainConfig, "micro", annotations=str(annotations), out=str(tmp_path / "a"), epochs=1, threads=1))
+    train.run(
+        from_preset(TrainConfig, "micro", annotations=str(annotations), out=str(tmp_path / "a"), epochs=1, threads=1)
+    )
     assert calls and all(changed for changed, _, _ in calls)
     assert calls[0][1:] == (True, 0.3)
 
@@ -107,7 +116,9 @@ def test_train_writes_checkpoint_log_and_refuses_to_clobber(trained, annotations
 def test_resume_continues_from_last(annotations, tmp_path):
     out = tmp_path / "r"
     train.run(from_preset(TrainConfig, "micro", annotations=str(annotations), out=str(out), threads=1))
-    train.run(from_preset(TrainConfig, "micro", annotations=str(annotations), out=str(out), epochs=3, resume=True, threads=1))
+    train.run(
+        from_preset(TrainConfig, "micro", annotations=str(annotations), out=str(out), epochs=3, resume=True, threads=1)
+    )
     steps = [int(r.split(",")[0]) for r in (out / "train.csv").read_text().strip().splitlines()[1:]]
     assert steps == [1, 2, 3]
 
@@ -127,15 +138,22 @@ def test_label_path_and_predictor_give_identical_maps_and_resume(trained, shards
     assert manifest["labelled_from"] == shards.name and manifest["saliency_model"] == str(trained)
     assert manifest["frames"] == read_manifest(shards)["frames"] and "saliency.png" in manifest["fields"]
     src, dst = load_arrays(shards), load_arrays(out, need_saliency=True)
-    assert dst["keys"] == src["keys"] and np.array_equal(dst["rgb"], src["rgb"]) and np.array_equal(dst["state"], src["state"])
+    assert (
+        dst["keys"] == src["keys"]
+        and np.array_equal(dst["rgb"], src["rgb"])
+        and np.array_equal(dst["state"], src["state"])
+    )
     assert all(np.array_equal(a, b) for a, b in zip(dst["clicks"], src["clicks"])) and dst["meta"] == src["meta"]
-    scenes = [(a.get("scene"), b.get("scene")) for a, b in zip(iter_samples(out / "shard-00000.tar"),
-                                                                 iter_samples(shards / "shard-00000.tar"))]
+    scenes = [
+        (a.get("scene"), b.get("scene"))
+        for a, b in zip(iter_samples(out / "shard-00000.tar"), iter_samples(shards / "shard-00000.tar"))
+    ]
     assert "scene.npy" in manifest["fields"] and all(a is not None and a.tobytes() == b.tobytes() for a, b in scenes)
     predictor = SaliencyPredictor.load(trained, "cpu")
     assert np.array_equal(dst["saliency"], saliency_to_uint8(predictor(src["rgb"])))  # one preprocessing path
     # a kill after some shards: only the missing shard is redone
-    monkeypatch.delenv("WORLD_SIZE"); monkeypatch.delenv("RANK")
+    monkeypatch.delenv("WORLD_SIZE")
+    monkeypatch.delenv("RANK")
     stamps = {p.name: p.stat().st_mtime_ns for p in list_shards(out)}
     (out / "shard-00001.tar").unlink()
     label.run(cfg)
@@ -149,8 +167,11 @@ def test_label_path_and_predictor_give_identical_maps_and_resume(trained, shards
 
 
 def test_distill_and_evaluate_exclude_seen_frames(trained, shards, tmp_path):
-    student = distill.run(from_preset(DistillConfig, "micro", teacher=str(trained), data=str(shards),
-                                      out=str(tmp_path / "student.pt"), threads=1))
+    student = distill.run(
+        from_preset(
+            DistillConfig, "micro", teacher=str(trained), data=str(shards), out=str(tmp_path / "student.pt"), threads=1
+        )
+    )
     pred = SaliencyPredictor.load(student, "cpu")
     assert pred.kind == "student" and pred.model.cfg.input_size == 64
     teacher_keys = set(torch.load(trained, weights_only=True)["seen_keys"])
@@ -158,7 +179,9 @@ def test_distill_and_evaluate_exclude_seen_frames(trained, shards, tmp_path):
     assert pred.seen_keys == teacher_keys | first48
     with pytest.raises(SystemExit, match="refusing to overwrite"):
         distill.run(from_preset(DistillConfig, "micro", teacher=str(trained), data=str(shards), out=str(student)))
-    out = evaluate.run(from_preset(EvalConfig, "micro", model=str(student), data=str(shards), out=str(tmp_path / "ev"), threads=1))
+    out = evaluate.run(
+        from_preset(EvalConfig, "micro", model=str(student), data=str(shards), out=str(tmp_path / "ev"), threads=1)
+    )
     record = json.loads((out / "metrics.json").read_text())
     m = record["metrics"]
     assert m["n"] == 40 and {"f_adaptive", "f_max", "mae", "cc", "nss", "sim", "kld", "auc_judd"} <= set(m)
