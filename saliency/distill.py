@@ -20,7 +20,7 @@ from common.precision import resolve_precision
 from common.runs import device_description, exclusive_run_dir
 from data.shards import frame_digests, load_arrays
 from saliency.config import DistillConfig, presets_for
-from saliency.data import Augment, split
+from saliency.data import split
 from saliency.predictor import SaliencyPredictor, resolve_device
 from saliency.student import StudentConfig, StudentNet
 from saliency.train import FitSpec, check_resume_config, fit, last_checkpoint
@@ -62,24 +62,7 @@ def _distill(cfg: DistillConfig) -> Path:
     pseudo = teacher(frames)  # [N, H, W] float32 in [0, 1]
     tr, va = split(len(frames), cfg.val_frac, cfg.seed)
     model = StudentNet(StudentConfig(width=cfg.width, input_size=h))
-    spec = FitSpec(
-        cfg.epochs,
-        cfg.batch_size,
-        cfg.lr,
-        cfg.weight_decay,
-        cfg.lr_decay_at,
-        cfg.eval_every,
-        cfg.seed,
-        Augment(
-            flip=cfg.flip,
-            brightness=cfg.color_jitter,
-            contrast=cfg.color_jitter,
-            saturation=cfg.color_jitter,
-            hue=cfg.color_jitter / 10,
-        ),
-        cfg.progress,
-        precision,
-    )
+    spec = FitSpec.of(cfg, precision)
     extra = {
         "seen_keys": sorted(teacher.seen_keys | {str(k) for k in keys}),
         "seen_frames": sorted(teacher.seen_frames | set(frame_digests(frames))),

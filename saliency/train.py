@@ -78,6 +78,25 @@ class FitSpec:
     progress: bool = True
     precision: str = "fp32"  # resolved (common/precision.py)
 
+    @classmethod
+    def of(cls, cfg: Any, precision: str) -> "FitSpec":
+        """The spec of a TrainConfig or DistillConfig (they share these fields); colour jitter on brightness,
+        contrast and saturation, a tenth of it on hue."""
+        jitter = cfg.color_jitter
+        augment = Augment(flip=cfg.flip, brightness=jitter, contrast=jitter, saturation=jitter, hue=jitter / 10)
+        return cls(
+            cfg.epochs,
+            cfg.batch_size,
+            cfg.lr,
+            cfg.weight_decay,
+            cfg.lr_decay_at,
+            cfg.eval_every,
+            cfg.seed,
+            augment,
+            cfg.progress,
+            precision,
+        )
+
 
 #: flags that may differ when a run resumes: they change neither its data nor how it trains (--epochs
 #: extends the run; its learning-rate schedule stays the checkpoint's)
@@ -247,24 +266,7 @@ def _train(cfg: TrainConfig) -> Path:
         "annotations": str(cfg.annotations),
         "device": device_description(),
     }
-    spec = FitSpec(
-        cfg.epochs,
-        cfg.batch_size,
-        cfg.lr,
-        cfg.weight_decay,
-        cfg.lr_decay_at,
-        cfg.eval_every,
-        cfg.seed,
-        Augment(
-            flip=cfg.flip,
-            brightness=cfg.color_jitter,
-            contrast=cfg.color_jitter,
-            saturation=cfg.color_jitter,
-            hue=cfg.color_jitter / 10,
-        ),
-        cfg.progress,
-        resolve_precision(cfg.precision, device),
-    )
+    spec = FitSpec.of(cfg, resolve_precision(cfg.precision, device))
     n_params = sum(p.numel() for p in model.parameters())
     print(
         f"PiCANet {cfg.model.layout} at {cfg.model.input_size} px, width {cfg.model.width}: {n_params / 1e6:.2f}M parameters; "
