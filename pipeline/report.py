@@ -674,14 +674,14 @@ def watch_table(roots: list[Path], out: Path) -> str:
         clips.update(report_clips(root, out / "clips"))
     lines = []
     for task in sorted({t for t, _ in clips}):
-        encoders = sorted((e for t, e in clips if t == task), key=_encoder_key)
-        lines += [
-            f"**{task}**\n",
-            "| " + " | ".join(_label(e) for e in encoders) + " |",
-            "|" + "---|" * len(encoders),
-            "| " + " | ".join(f"![{e}]({clips[(task, e)].relative_to(out)})" for e in encoders) + " |",
-            "",
-        ]
+        lines.append(
+            f"**{task}**: "
+            + " ".join(
+                f"{_label(e)} ![{e}]({clips[(task, e)].relative_to(out)})"
+                for e in sorted((e for t, e in clips if t == task), key=_encoder_key)
+            )
+            + "\n"
+        )
     return "\n".join(lines)
 
 

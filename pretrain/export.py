@@ -33,7 +33,6 @@ TRAIN_KEYS = (
     "preset",
     "epochs",
     "batch_size",
-    "blr",
     "lr",
     "warmup_epochs",
     "weight_decay",
@@ -121,6 +120,8 @@ def encoder_card(pt_path: Path, blob: dict[str, Any]) -> str:
         if "train_frames" in data
         else "frame counts unknown (no data.json beside the export)"
     )
+    if config.get("lr") is None and "blr" in config:  # the peak lr, from MultiMAE's rule blr x batch / 256
+        config = {**config, "lr": f"{config['blr'] * config['batch_size'] / 256:g} (blr {config['blr']:g})"}
     trained = ", ".join(f"{k} {config[k]}" for k in TRAIN_KEYS if k in config) or "config.json not found"
     pools = ", ".join(f"{p} {k * mcfg['dim']}-d" for p, k in POOLS.items())
     stats = sorted({_stats_label(k) for k in blob.get("feature_stats", {})})

@@ -337,8 +337,10 @@ def test_report_embeds_a_clip_per_task_and_encoder_and_states_the_precision(tmp_
     text = write_report(
         ReportConfig(roots=str(runs), out=str(tmp_path / "report"), pictures_root=str(tmp_path), reps=200)
     ).read_text()
-    assert "## Watch the agents" in text and "| CNN RGB | MMAE RGB+Saliency (ViSaRL) |" in text
-    assert "![cnn_rgb](clips/reach-v3_cnn_rgb.gif)" in text
+    assert "## Watch the agents" in text
+    assert (
+        "**reach-v3**: CNN RGB ![cnn_rgb](clips/reach-v3_cnn_rgb.gif) MMAE RGB+Saliency (ViSaRL) ![mmae_rgbs]" in text
+    )
     clip = Image.open(tmp_path / "report" / "clips" / "reach-v3_cnn_rgb.gif").convert("RGB")
     assert clip.getpixel((0, 0)) == (0, 0, 0)  # the lowest seed's clip
     assert "| Precision |" in text and "| fp32 |" in text  # runs from before the switch ran in fp32
