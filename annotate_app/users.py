@@ -51,6 +51,17 @@ def password_matches(stored: str, password: str) -> bool:
     return hmac.compare_digest(key.hex(), m[5])
 
 
+def check_user_name(name: str) -> str:
+    """The annotator-name check of the store, and `oracle` reserved (ValueError otherwise)."""
+    try:
+        check_name(name, "annotator")
+    except AnnotationError as err:
+        raise ValueError(str(err)) from err
+    if name == ORACLE:
+        raise ValueError(f"the name {ORACLE!r} is reserved for the simulator; choose another")
+    return name
+
+
 def parse_users(text: str, source: str, separators: str = "\n") -> dict[str, str]:
     """{name: stored password} from the users lines of `source` (a file name or the variable's name)."""
     users: dict[str, str] = {}
@@ -63,11 +74,9 @@ def parse_users(text: str, source: str, separators: str = "\n") -> dict[str, str
         if not sep or not password:
             raise ValueError(f"{where} is not name:password (both non-empty)")
         try:
-            check_name(name, "annotator")
-        except AnnotationError as err:
+            check_user_name(name)
+        except ValueError as err:
             raise ValueError(f"{where}: {err}") from err
-        if name == ORACLE:
-            raise ValueError(f"{where}: the name {ORACLE!r} is reserved for the simulator; choose another")
         if name in users:
             raise ValueError(f"{where}: {name!r} is listed twice; keep one line per annotator")
         if password.startswith("scrypt$") and not HASH_RE.fullmatch(password):
@@ -115,7 +124,7 @@ class HashConfig:
     name: str = option("", "the annotator's name (letters, digits, - and _)", positional=True)
 
     def validate(self) -> "HashConfig":
-        parse_users(f"{self.name}:x", "the name")  # the name check the server applies
+        check_user_name(self.name)
         return self
 
 

@@ -157,3 +157,16 @@ def test_a_single_annotator_server_needs_no_login(tmp_path, monkeypatch):
     _, _, status, _ = _click(_handlers(seen["demo"]), {}, None, 10.0, 20.0)
     assert "Frame 1 of 3 · alice" in status
     assert [p.parent.name for p in (root / "reach-v3").glob("*/*.json")] == ["alice"]
+
+
+def test_the_hash_command_prints_a_line_the_server_accepts(monkeypatch, capsys):
+    from annotate_app import users as users_module
+
+    typed = iter(["battery staple", "battery staple", "one", "two"])
+    monkeypatch.setattr(users_module.getpass, "getpass", lambda prompt="": next(typed))
+    users_module.main(["bob"])
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("bob:scrypt$") and Login(parse_users(line, "test"))("bob", "battery staple")
+    with pytest.raises(SystemExit) as exit_:  # the two passwords differ
+        users_module.main(["bob"])
+    assert exit_.value.code == 2 and "differ" in capsys.readouterr().err
