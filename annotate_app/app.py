@@ -1,13 +1,16 @@
 """The click-to-Gaussian annotation page (Gradio): one frame at a time, every click saved at once.
 
-`python -m annotate_app --task reach-v3 --frames data/shards/reach-v3 --annotator alice`
+`python -m annotate_app --task reach-v3 --frames data/shards/reach-v3 --annotator alice` serves alice alone,
+without a login; `--users FILE` (or the VISARL_ANNOTATE_USERS variable, see `annotate_app.users`) serves a
+team: each annotator logs in with their own name and password, and their clicks go to their own folder.
 
 Each frame is shown re-rendered at the display size from its stored scene state (see
 `annotate_app.render`), beside the saliency map its clicks build; the page says the task in one line.
 
-The page binds to 127.0.0.1. Any other address needs `--auth user:password`, or `--open-to-network`
-to say explicitly that anyone who can reach the port may open the page and its API. Gradio's
-analytics are off.
+The page binds to 127.0.0.1. Any other address needs logins (`--users`), or `--open-to-network`
+to say explicitly that anyone who can reach the port may open the page and its API. `--auth
+user:password` is refused: a password on the command line is visible to every user in `ps`.
+Gradio's analytics are off.
 """
 
 import ipaddress
@@ -18,6 +21,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +46,8 @@ from annotate_app.store import (
     click_array,
     create_or_load_frameset,
 )
-from common.cli import option, parse_config
+from annotate_app.users import USERS_ENV, Login, load_users
+from common.cli import fail, option, parse_config
 from data.clicks import clicks_to_map
 from data.env import RENDER_QUALITIES
 from data.shards import ALLOW_INCOMPLETE_HELP
@@ -114,10 +119,16 @@ CSS = """
 
 @dataclass
 class AppConfig:
-    """Serve the saliency annotation page for one task and one annotator."""
+    """Serve the saliency annotation page for one task: to one annotator (--annotator) or to a team (--users)."""
 
     task: str = option("reach-v3", "task name (letters, digits, - and _)")
-    annotator: str = option("", "your name (letters, digits, - and _); required")
+    annotator: str = option(
+        "", "your name (letters, digits, - and _): the page serves you alone, without a login; or use --users"
+    )
+    users: str = option(
+        "",
+        f"file of a team's annotators, one name:password (or name:scrypt$... from python -m annotate_app.users NAME) a line, chmod 600; each logs in and clicks into their own folder (default without --annotator: the {USERS_ENV} variable, entries separated by commas or newlines)",
+    )
     frames: str = option(
         "",
         "shard folder to choose frames from (default: data/shards/<task>); used only the first time a task is opened",
@@ -130,12 +141,11 @@ class AppConfig:
     out: str = option("data/annotations", "annotations root folder")
     host: str = option(
         "127.0.0.1",
-        "address to bind; any non-loopback address (0.0.0.0: every interface) needs --auth or --open-to-network",
+        "address to bind; any non-loopback address (0.0.0.0: every interface) needs --users or --open-to-network",
     )
     port: int = option(7860, "port to serve on")
     auth: str = option(
-        "",
-        "user:password required to open the page and its API (wrong passwords make the address wait: 1 s, doubling, up to 5 min)",
+        "", f"refused (a password on the command line is visible in ps): use --users FILE or {USERS_ENV}"
     )
     allowed_hosts: str = option(
         "",
@@ -143,7 +153,7 @@ class AppConfig:
     )
     open_to_network: bool = option(
         False,
-        "serve a non-loopback --host without --auth: anyone who can reach the port may read the frames and add clicks",
+        "serve a non-loopback --host without logins (--users): anyone who can reach the port may read the frames and add clicks",
     )
     allow_incomplete: bool = option(False, ALLOW_INCOMPLETE_HELP)
     display_size: int = option(
@@ -155,10 +165,27 @@ class AppConfig:
         f"quality of the re-rendered frames: {' or '.join(RENDER_QUALITIES)} (MuJoCo's shadows, reflections, multisampling); default: the collection's",
     )
 
+    @property
+    def team(self) -> bool:
+        """Logins decide the annotator: --users, or no --annotator and the users variable set."""
+        return bool(self.users) or (not self.annotator and bool(os.environ.get(USERS_ENV)))
+
     def validate(self) -> "AppConfig":
-        if not self.annotator:
-            raise ValueError("--annotator is required (your name: letters, digits, - and _)")
-        for what, name in (("task", self.task), ("annotator", self.annotator)):
+        if self.auth:
+            raise ValueError(
+                "--auth is refused: a password on the command line is visible to every user of this machine in ps; "
+                f"put name:password lines in a file only you can read (chmod 600) and pass --users FILE, or set {USERS_ENV}"
+            )
+        if self.annotator and self.users:
+            raise ValueError(
+                "--annotator serves one annotator without a login and --users a team with logins; pass one of them"
+            )
+        if not self.annotator and not self.team:
+            raise ValueError(
+                f"--annotator NAME (you alone, no login) or --users FILE (a team, each logs in; or set {USERS_ENV}) is required"
+            )
+        names = [("task", self.task)] + ([("annotator", self.annotator)] if self.annotator else [])
+        for what, name in names:
             try:
                 check_name(name, what)
             except AnnotationError as err:
@@ -167,17 +194,15 @@ class AppConfig:
             raise ValueError(f"annotator name {ORACLE!r} is reserved for the simulator (python -m annotate_app.oracle)")
         if self.select is not None and self.select not in SELECT_METHODS:
             raise ValueError(f"--select must be one of {', '.join(SELECT_METHODS)}, got {self.select!r}")
-        if self.auth and (":" not in self.auth or not all(self.auth.split(":", 1))):
-            raise ValueError("--auth must be user:password (both non-empty)")
-        if self.open_to_network and (is_loopback(self.host) or self.auth):
+        if self.open_to_network and (is_loopback(self.host) or self.team):
             raise ValueError(
-                f"--open-to-network has no effect with {'--auth' if self.auth else f'--host {self.host}'}: "
-                "it only allows a non-loopback --host without --auth; drop it"
+                f"--open-to-network has no effect with {'logins (--users)' if self.team else f'--host {self.host}'}: "
+                "it only allows a non-loopback --host without logins; drop it"
             )
-        if not is_loopback(self.host) and not self.auth and not self.open_to_network:
+        if not is_loopback(self.host) and not self.team and not self.open_to_network:
             raise ValueError(
                 f"--host {self.host} would serve the page and its API to anyone who can reach port {self.port}, "
-                "with no password: add --auth user:password, or pass --open-to-network if that is intended"
+                f"with no password: give logins with --users FILE (or {USERS_ENV}), or pass --open-to-network if that is intended"
             )
         if not 1 <= self.port <= 65535:
             raise ValueError(f"--port must be in 1..65535, got {self.port}")
@@ -296,7 +321,7 @@ class Annotator:
         n = len(self.frames)
         state = "done" if rec["done"] else ("in progress" if rec["clicks"] else "not started")
         lines = [
-            f"### Frame {index + 1} of {n}",
+            f"### Frame {index + 1} of {n} · {self.store.annotator}",
             f"**Clicks on this frame:** {len(rec['clicks'])} &nbsp;·&nbsp; **Frames done:** {done} of {n}",
             f"Frame `{self.frames.keys[index]}` ({state}), {rec['seconds']:.0f} s spent on it",
         ]
@@ -330,7 +355,13 @@ class Annotator:
 
     # handlers -----------------------------------------------------------------------------------
     def new_session(self, overlay: bool = True):
-        state = {"sid": uuid.uuid4().hex[:12], "index": self.store.resume_index(), "tick": time.time(), "seen": []}
+        state = {
+            "annotator": self.store.annotator,
+            "sid": uuid.uuid4().hex[:12],
+            "index": self.store.resume_index(),
+            "tick": time.time(),
+            "seen": [],
+        }
         done = sum(f is True for f in self.store.done_flags())
         msg = (
             f"Resumed at the first unfinished frame ({done} done)."
@@ -408,6 +439,52 @@ class Annotator:
         return self._safe(state, overlay, lambda: "")
 
 
+class Team:
+    """The Annotator each request works for: its login's (a team server) or the one annotator's (no login).
+
+    The frames and their display pictures are shared; stores, map caches and sessions are per annotator.
+    A session remembers whose it is, so a browser tab that logs in as someone else starts afresh.
+    """
+
+    def __init__(
+        self,
+        stores: list[AnnotatorStore],
+        display_size: int = 512,
+        display: DisplayFrames | None = None,
+        login: bool = False,
+    ):
+        first = Annotator(stores[0], display_size, display)
+        self.by_name = {first.store.annotator: first}
+        for store in stores[1:]:
+            self.by_name[store.annotator] = Annotator(store, display_size, first.display)
+        self.login = login
+        if not login and len(stores) != 1:
+            raise ValueError("a server without logins serves exactly one annotator")
+
+    def __len__(self) -> int:
+        return len(self.by_name)
+
+    @property
+    def any(self) -> Annotator:
+        """An annotator of the team, for what every annotator shares (frames, display)."""
+        return next(iter(self.by_name.values()))
+
+    def of(self, username: str | None) -> Annotator:
+        """The request's annotator: the logged-in name's, or the single annotator's when there is no login."""
+        if not self.login:
+            return self.any
+        if username not in self.by_name:  # Gradio lets no request without a login through; this is a backstop
+            raise gr.Error(f"not logged in as an annotator of this server (got {username!r}); reload the page")
+        return self.by_name[username]
+
+    def handle(self, request: gr.Request | None, state: dict[str, Any], act: Callable[[Annotator, dict], tuple]):
+        """Run `act(annotator, state)` for the request's annotator, starting a new session if `state` is someone else's."""
+        ann = self.of(getattr(request, "username", None))
+        if state.get("annotator") != ann.store.annotator:
+            state = {"annotator": ann.store.annotator}  # an empty session: _safe starts it
+        return act(ann, state)
+
+
 class PictureFiles:
     """Frame pictures handed to Gradio as files we encode ourselves, JPEG at quality 95 without chroma
     subsampling (visually lossless): 2 ms and ~70 kB for a sharp 512-px render, where PNG takes
@@ -451,11 +528,18 @@ def frames_line(ann: Annotator, quality: str | None) -> str:
 
 
 def build_app(
-    store: AnnotatorStore, display_size: int = 512, display: DisplayFrames | None = None, quality: str | None = None
+    stores: AnnotatorStore | list[AnnotatorStore],
+    display_size: int = 512,
+    display: DisplayFrames | None = None,
+    quality: str | None = None,
+    login: bool = False,
 ):
-    """The Gradio Blocks page for one annotator's store (launch with `launch_kwargs()`)."""
-    ann = Annotator(store, display_size, display)
-    title = f"Saliency annotation · {store.task} · {store.annotator}"
+    """The Gradio Blocks page for one annotator's store, or with `login` for a team's stores, each
+    request going to its login's store (launch with `launch_kwargs()` and auth)."""
+    team = Team(stores if isinstance(stores, list) else [stores], display_size, display, login)
+    ann = team.any  # what every annotator shares: frames, display size
+    store = ann.store
+    title = f"Saliency annotation · {store.task} · " + (f"team of {len(team)}" if login else store.annotator)
     with gr.Blocks(title=title, analytics_enabled=False) as demo:
         state = gr.State({})
         gr.Markdown(
@@ -514,26 +598,36 @@ def build_app(
         )
         files = PictureFiles()
 
-        def served(result):  # (frame, map, status, state) with the frame as a file we encoded
-            return (files(result[0]), *result[1:])
+        def handler(act: Callable[[Annotator, dict, bool], tuple]):
+            """A Gradio handler running `act(annotator, state, overlay)` for the request's annotator;
+            it returns (frame, map, status, state) with the frame as a file we encoded."""
 
-        def on_select(st, ov, evt: gr.SelectData):
+            def run(st, ov, request: gr.Request):
+                result = team.handle(request, st, lambda a, s: act(a, s, ov))
+                return (files(result[0]), *result[1:])
+
+            return run
+
+        def on_select(st, ov, evt: gr.SelectData, request: gr.Request):
             x, y = evt.index
-            return served(ann.click(st, ov, float(x), float(y)))
+            return handler(lambda a, s, o: a.click(s, o, float(x), float(y)))(st, ov, request)
+
+        def on_load(ov, request: gr.Request):
+            return handler(lambda a, s, o: a.new_session(o))({}, ov, request)
 
         image.select(on_select, inputs=[state, overlay], api_name="click", **common)
-        undo.click(lambda st, ov: served(ann.undo(st, ov)), inputs=[state, overlay], api_name="undo", **common)
-        clear.click(lambda st, ov: served(ann.clear(st, ov)), inputs=[state, overlay], api_name="clear", **common)
-        prev.click(lambda st, ov: served(ann.goto(st, ov, "prev")), inputs=[state, overlay], api_name="prev", **common)
-        nxt.click(lambda st, ov: served(ann.goto(st, ov, "next")), inputs=[state, overlay], api_name="next", **common)
+        undo.click(handler(lambda a, s, o: a.undo(s, o)), inputs=[state, overlay], api_name="undo", **common)
+        clear.click(handler(lambda a, s, o: a.clear(s, o)), inputs=[state, overlay], api_name="clear", **common)
+        prev.click(handler(lambda a, s, o: a.goto(s, o, "prev")), inputs=[state, overlay], api_name="prev", **common)
+        nxt.click(handler(lambda a, s, o: a.goto(s, o, "next")), inputs=[state, overlay], api_name="next", **common)
         nxt_un.click(
-            lambda st, ov: served(ann.goto(st, ov, "unfinished")),
+            handler(lambda a, s, o: a.goto(s, o, "unfinished")),
             inputs=[state, overlay],
             api_name="next_unannotated",
             **common,
         )
-        overlay.change(lambda st, ov: served(ann.toggle(st, ov)), inputs=[state, overlay], api_name="overlay", **common)
-        demo.load(lambda ov: served(ann.new_session(ov)), inputs=[overlay], outputs=outs, show_progress="hidden")
+        overlay.change(handler(lambda a, s, o: a.toggle(s, o)), inputs=[state, overlay], api_name="overlay", **common)
+        demo.load(on_load, inputs=[overlay], outputs=outs, show_progress="hidden")
     return demo
 
 
@@ -568,11 +662,17 @@ def port_in_use(host: str, port: int) -> bool:
     return False
 
 
-def open_store(cfg: AppConfig) -> AnnotatorStore:
+def open_stores(cfg: AppConfig, names: list[str]) -> list[AnnotatorStore]:
+    """The task's frames (chosen the first time) and the checked store of each annotator in `names`."""
     frames = create_or_load_frameset(
         cfg.out, cfg.task, cfg.frames or None, cfg.n, cfg.select, cfg.seed, cfg.allow_incomplete
     )
-    store = AnnotatorStore(cfg.out, frames, cfg.annotator)
+    return [open_store(cfg.out, frames, name) for name in names]
+
+
+def open_store(root: str, frames: FrameSet, annotator: str) -> AnnotatorStore:
+    """One annotator's store, refused if any of its files needs attention (stray files are noted)."""
+    store = AnnotatorStore(root, frames, annotator)
     problems = store.check_all()
     if problems:
         raise AnnotationError("stored annotations need attention:\n  " + "\n  ".join(problems))
@@ -589,9 +689,14 @@ def open_store(cfg: AppConfig) -> AnnotatorStore:
 def main(argv=None) -> None:
     cfg = parse_config(AppConfig, argv, description=AppConfig.__doc__)
     try:
-        store = open_store(cfg)
+        users = load_users(cfg.users or None) if cfg.team else {}
+    except (ValueError, FileNotFoundError) as err:
+        fail(str(err))
+    try:
+        stores = open_stores(cfg, sorted(users) or [cfg.annotator])
     except AnnotationError as err:
         sys.exit(f"error: {err}")
+    store = stores[0]
     if port_in_use(cfg.host, cfg.port):
         sys.exit(
             f"error: port {cfg.port} on {cfg.host} is already in use (another annotation server?); "
@@ -604,15 +709,17 @@ def main(argv=None) -> None:
     display = display_frames(frames, cfg.out, scale, quality)
     if display.note:  # said once, here and in the page header
         print(f"note: {display.note}", file=sys.stderr, flush=True)
-    demo = build_app(store, cfg.display_size, display, quality)
-    auth = tuple(cfg.auth.split(":", 1)) if cfg.auth else None
-    done = sum(r["done"] for r in store.records())
-    print(
-        f"Annotating {len(store.frames)} frames of {cfg.task} as {cfg.annotator} ({done} done); "
-        f"clicks are saved to {Path(store.dir).resolve()}",
-        flush=True,
-    )
-    print(f"Open http://{cfg.host}:{cfg.port} in a browser (Ctrl+C stops the server).", flush=True)
+    demo = build_app(stores, cfg.display_size, display, quality, login=bool(users))
+    auth = Login(users) if users else None
+    for s in stores:
+        done = sum(r["done"] for r in s.records())
+        print(
+            f"Annotating {len(frames)} frames of {cfg.task} as {s.annotator} ({done} done); "
+            f"clicks are saved to {Path(s.dir).resolve()}",
+            flush=True,
+        )
+    login = " (each annotator logs in with their name and password)" if users else ""
+    print(f"Open http://{cfg.host}:{cfg.port} in a browser{login} (Ctrl+C stops the server).", flush=True)
     if not is_loopback(cfg.host) and not auth:
         print(
             f"warning: --open-to-network: anyone who can reach {cfg.host}:{cfg.port} can open the page and add clicks "
@@ -625,6 +732,7 @@ def main(argv=None) -> None:
             server_name=cfg.host,
             server_port=cfg.port,
             auth=auth,
+            auth_message="Log in with your annotator name and password." if auth else None,
             show_error=True,
             quiet=True,
             footer_links=[],

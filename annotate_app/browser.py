@@ -60,6 +60,15 @@ def launch_browser(playwright):
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
 
 
+def log_in(page, url: str, name: str, password: str) -> None:
+    """Fill and send Gradio's login form at `url` (the page's session then carries the login cookie)."""
+    page.goto(url)
+    page.get_by_label(re.compile("username", re.I)).fill(name)
+    page.get_by_label(re.compile("password", re.I)).fill(password)
+    page.get_by_role("button", name=re.compile("login", re.I)).click()
+    page.locator("#frame-view img").wait_for(state="visible", timeout=60_000)
+
+
 class AnnotationPage:
     """A Playwright page on the app with helpers that click frame pixels and wait for the saved state."""
 

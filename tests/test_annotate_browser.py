@@ -6,7 +6,7 @@ import signal
 import numpy as np
 import pytest
 
-from annotate_app.browser import CHROMIUM, AnnotationPage, free_port, launch_browser, start_server
+from annotate_app.browser import CHROMIUM, AnnotationPage, free_port, launch_browser, log_in, start_server
 from annotate_app.export import main as export_main
 from annotate_app.store import AnnotatorStore, load_frameset
 from annotate_app.synthetic import synthetic_shards
@@ -155,6 +155,39 @@ def test_two_sessions_on_one_annotator_merge(env):
     assert len(got) == 3 and any(near(p, (5, 5)) for p in got) and any(near(p, (60, 60)) for p in got)
     a.page.close()
     b.page.close()
+
+
+def test_two_logins_on_one_team_server_click_into_their_own_folders(tmp_path, browser):
+    """Issue #26: one server for a team; each browser logs in with its own name and its clicks go to
+    that name's folder, never into the other's, even on the same frame at the same time."""
+    shards = synthetic_shards(tmp_path / "shards", frames=10, shard_size=10)
+    users = tmp_path / "team.txt"
+    users.write_text("alice:alice-pw\nbob:bob-pw\n")
+    users.chmod(0o600)
+    root, port = tmp_path / "ann", free_port()
+    args = ["--frames", str(shards), "--n", "3", "--out", str(root), "--users", str(users)]
+    proc = start_server(args, port, tmp_path / "server.log")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        pages = {}
+        for name in ("alice", "bob"):  # separate contexts: separate cookies, as two people's browsers
+            page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+            log_in(page, url, name, f"{name}-pw")
+            pages[name] = AnnotationPage(page, url)
+            assert f"Frame 1 of 3 · {name}" in pages[name].status()
+        pages["alice"].click_pixel(5, 5)
+        pages["bob"].click_pixel(60, 60)
+        pages["alice"].click_pixel(30, 30)
+        assert (pages["alice"].clicks_shown(), pages["bob"].clicks_shown()) == (2, 1)
+        frames = load_frameset(root, "reach-v3")
+        alice, bob = (AnnotatorStore(root, frames, n).read(0) for n in ("alice", "bob"))
+        assert len(pixels(alice)) == 2 and all(near(p, q) for p, q in zip(pixels(alice), [(5, 5), (30, 30)]))
+        assert len(pixels(bob)) == 1 and near(pixels(bob)[0], (60, 60))
+        for page in pages.values():
+            page.page.context.close()
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_sigkill_then_restart_resumes_with_every_click(env):

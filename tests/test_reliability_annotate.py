@@ -13,6 +13,7 @@ from annotate_app.app import AppConfig
 from annotate_app.app import main as app_main
 from annotate_app.store import AnnotationError, AnnotatorStore, create_or_load_frameset
 from annotate_app.synthetic import synthetic_shards
+from annotate_app.users import hash_password
 from common.cli import parse_config
 
 
@@ -37,7 +38,7 @@ def test_non_loopback_host_without_auth_is_refused(host, capsys):
     assert exit_.value.code == 2 and err.count("\n") == 1
     assert (
         f"--host {host} would serve the page and its API to anyone" in err
-        and "--auth" in err
+        and "--users" in err
         and "--open-to-network" in err
     )
 
@@ -45,30 +46,51 @@ def test_non_loopback_host_without_auth_is_refused(host, capsys):
 @pytest.mark.parametrize(
     "argv",
     [
-        ["--host", "0.0.0.0", "--auth", "ann:secret"],
-        ["--host", "0.0.0.0", "--open-to-network"],
-        ["--host", "127.0.0.1"],
-        ["--host", "localhost"],
-        ["--host", "::1"],
-        ["--host", "127.0.0.5"],
+        ["--users", "team.txt", "--host", "0.0.0.0"],
+        ["--annotator", "alice", "--host", "0.0.0.0", "--open-to-network"],
+        ["--annotator", "alice", "--host", "127.0.0.1"],
+        ["--annotator", "alice", "--host", "localhost"],
+        ["--annotator", "alice", "--host", "::1"],
+        ["--annotator", "alice", "--host", "127.0.0.5"],
     ],
 )
-def test_loopback_or_explicit_choices_are_accepted(argv):
-    assert parse_config(AppConfig, ["--annotator", "alice", *argv]).host == argv[1]
+def test_loopback_or_explicit_choices_are_accepted(argv, monkeypatch):
+    monkeypatch.delenv("VISARL_ANNOTATE_USERS", raising=False)
+    assert parse_config(AppConfig, argv).host == argv[3]
+
+
+def test_the_users_variable_alone_makes_a_team_server(monkeypatch):
+    monkeypatch.setenv("VISARL_ANNOTATE_USERS", "alice:pw,bob:pw2")
+    assert parse_config(AppConfig, ["--host", "0.0.0.0"]).team  # logins: a non-loopback host is fine
+    assert not parse_config(AppConfig, ["--annotator", "alice"]).team  # --annotator: alone, no login
 
 
 @pytest.mark.parametrize(
     "argv, reason",
     [
-        (["--open-to-network"], "has no effect with --host 127.0.0.1"),
-        (["--host", "0.0.0.0", "--auth", "a:b", "--open-to-network"], "has no effect with --auth"),
-        (["--host", "0.0.0.0", "--auth", "user:"], "both non-empty"),
+        (["--annotator", "alice", "--open-to-network"], "has no effect with --host 127.0.0.1"),
+        (["--users", "t.txt", "--host", "0.0.0.0", "--open-to-network"], "has no effect with logins (--users)"),
+        (["--annotator", "alice", "--users", "t.txt"], "pass one of them"),
+        ([], "--annotator NAME (you alone, no login) or --users FILE"),
     ],
 )
-def test_flags_that_would_be_ignored_or_empty_are_refused(argv, reason, capsys):
+def test_flags_that_would_be_ignored_or_empty_are_refused(argv, reason, capsys, monkeypatch):
+    monkeypatch.delenv("VISARL_ANNOTATE_USERS", raising=False)
     with pytest.raises(SystemExit) as exit_:
-        parse_config(AppConfig, ["--annotator", "alice", *argv])
+        parse_config(AppConfig, argv)
     assert exit_.value.code == 2 and reason in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["--annotator", "alice"], ["--host", "0.0.0.0"], ["--users", "t.txt"]])
+def test_a_password_on_the_command_line_is_refused(argv, capsys):
+    """Before: `--auth alice:PW` served the page, and every user of the machine could read PW in `ps`.
+    Now: refused with one line (exit 2) naming the users file and variable instead."""
+    with pytest.raises(SystemExit) as exit_:
+        parse_config(AppConfig, [*argv, "--auth", "alice:secret-pw"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1 and err.startswith("error: --auth is refused")
+    assert "visible to every user of this machine in ps" in err and "--users FILE" in err
+    assert "VISARL_ANNOTATE_USERS" in err and "secret-pw" not in err
 
 
 def test_open_to_network_warns_and_analytics_are_off(store, tmp_path, monkeypatch, capsys):
@@ -176,6 +198,7 @@ def test_frames_flag_that_would_be_ignored_is_refused(store, tmp_path):
 
 # -- issue #27: the annotation server under abuse --------------------------------------------------
 PASSWORD = "correct-horse"
+BOB_PASSWORD = "battery staple"
 
 
 @pytest.fixture(scope="module")
@@ -184,20 +207,21 @@ def server(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("guarded")
     shards = synthetic_shards(tmp / "shards", frames=10)
+    users = tmp / "team.txt"
+    users.write_text(f"# the team\nalice:{PASSWORD}\nbob:{hash_password(BOB_PASSWORD)}\n")
+    users.chmod(0o600)
     port = free_port()
     args = [
         "--task",
         "reach-v3",
         "--frames",
         str(shards),
-        "--annotator",
-        "alice",
         "--n",
         "3",
         "--out",
         str(tmp / "ann"),
-        "--auth",
-        f"alice:{PASSWORD}",
+        "--users",
+        str(users),
     ]
     proc = start_server(args, port, tmp / "server.log")
     yield {"url": f"http://127.0.0.1:{port}", "port": port}
@@ -205,8 +229,8 @@ def server(tmp_path_factory):
     proc.wait()
 
 
-def _login(client, password: str):
-    return client.post("/login", data={"username": "alice", "password": password})
+def _login(client, password: str, name: str = "alice"):
+    return client.post("/login", data={"username": name, "password": password})
 
 
 def _logged_in(client):
@@ -238,6 +262,23 @@ def test_password_guessing_is_throttled_per_address(server):
         assert _login(client, PASSWORD).status_code == 200  # a success clears the address's failures
         assert _login(client, "typo").status_code == 400  # ... so the next wrong try waits 1 s again
         assert 0 < float(_login(client, PASSWORD).headers["Retry-After"]) <= 1
+
+
+def test_a_team_server_logs_each_annotator_in_and_throttles_across_names(server):
+    """With several annotators (plain and hashed passwords in the users file), a wrong password for
+    one name makes the address wait for every name: guessing cannot spread over the team's names."""
+    import httpx
+
+    with httpx.Client(base_url=server["url"], timeout=10) as client:
+        _logged_in(client)  # waits out what the test above left
+        assert _login(client, BOB_PASSWORD, "bob").status_code == 200  # a hashed password
+        assert _login(client, PASSWORD, "bob").status_code == 400  # alice's password is not bob's
+        assert _login(client, PASSWORD, "alice").status_code == 429  # the address waits, whatever the name
+        assert _login(client, "x", "carol").status_code == 429
+        time.sleep(1.1)
+        assert _login(client, "x", "carol").status_code == 400  # an unknown name is a wrong try too
+        time.sleep(2.1)
+        assert _login(client, BOB_PASSWORD, "bob").status_code == 200
 
 
 @pytest.mark.parametrize("host", ["evil.example", "evil.example:80", "127.0.0.1.nip.io"])
@@ -319,7 +360,15 @@ def test_allowed_host_names_add_a_named_host_and_ips_need_none():
 
     cfg = parse_config(
         AppConfig,
-        ["--annotator", "a", "--host", "Lab-PC.example", "--auth", "u:p", "--allowed-hosts", "annotate.example, other"],
+        [
+            "--annotator",
+            "a",
+            "--host",
+            "Lab-PC.example",
+            "--open-to-network",
+            "--allowed-hosts",
+            "annotate.example, other",
+        ],
     )
     assert allowed_host_names(cfg) == ("annotate.example", "other", "lab-pc.example")
     assert allowed_host_names(parse_config(AppConfig, ["--annotator", "a"])) == ()
