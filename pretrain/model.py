@@ -12,13 +12,15 @@ Trained by `python -m pretrain.multimae --data data/shards` (the entry in pretra
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import Mlp, use_fused_attn
+from timm.layers import Mlp, set_fused_attn, use_fused_attn
 from timm.models.vision_transformer import Block
 
 from common.cli import option
@@ -169,6 +171,18 @@ def sample_visible(
     rank = torch.argsort(torch.argsort(noise, dim=2), dim=2)  # [B, M, N] uniform random order
     visible = rank < counts[:, :, None]  # [B, M, N]
     return counts, visible.reshape(batch, M * N)
+
+
+@contextlib.contextmanager
+def attention_kernels(fused: bool) -> Iterator[None]:
+    """Attention layers built inside use timm's fused kernel (SDPA) or matmul-softmax-matmul (timm reads its
+    setting when a layer is built); timm's process-wide setting is restored on leaving."""
+    previous = use_fused_attn()
+    set_fused_attn(fused)
+    try:
+        yield
+    finally:
+        set_fused_attn(previous)
 
 
 class CrossAttention(nn.Module):

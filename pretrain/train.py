@@ -21,9 +21,9 @@ import signal
 import time
 from pathlib import Path
 
-import timm.layers
 import torch
 import torch.distributed as dist
+from timm.layers import use_fused_attn
 from torch.nn.parallel import DistributedDataParallel
 
 from common.cli import flat_dict, replace_flat, run_command, should_resume
@@ -44,7 +44,7 @@ from pretrain.data import load_split, tasks_under
 from pretrain.export import write_hub_files
 from pretrain.figures import loss_curve, reconstruction_grid
 from pretrain.frozen import ENCODER_FORMAT, FrozenEncoder
-from pretrain.model import POOLS, MultiMAE, count_parameters, patchify
+from pretrain.model import POOLS, MultiMAE, attention_kernels, count_parameters, patchify
 
 CHECKPOINT = "checkpoint.pt"
 ENCODER = "encoder.pt"
@@ -142,12 +142,12 @@ class Trainer:
 
         cfg.precision = resolve_precision(cfg.precision, self.device)  # config.json records what ran
         self.autocast = autocast(cfg.precision, self.device)
-        if cfg.precision == "bf16" and self.device.type == "cpu":
-            # the CPU's fused attention is slow in bf16 backward; matmul-softmax-matmul lets AMX run the
-            # matmuls (a paper-size step: 85 -> 121 img/s, ../shared/notes/cpu.md). Read at model build.
-            timm.layers.set_fused_attn(False)
+        # the CPU's fused attention is slow in bf16 backward; matmul-softmax-matmul lets AMX run the matmuls
+        # (a paper-size step: 85 -> 121 img/s, ../shared/notes/cpu.md)
+        fused = use_fused_attn() and not (cfg.precision == "bf16" and self.device.type == "cpu")
         torch.manual_seed(cfg.seed)
-        self.model = MultiMAE(self.model_cfg).to(self.device)
+        with attention_kernels(fused):
+            self.model = MultiMAE(self.model_cfg).to(self.device)
         self.ddp = (
             DistributedDataParallel(self.model, device_ids=[self.device.index] if use_cuda else None)
             if self.world > 1

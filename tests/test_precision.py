@@ -219,3 +219,16 @@ def test_a_bf16_run_records_its_precision(tmp_path):
     assert json.loads((run_dir / "config.json").read_text())["precision"] == "bf16"
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["precision"] == "bf16" and 0.0 <= summary["success_rate"] <= 1.0
+
+
+def test_cpu_bf16_pretraining_builds_unfused_attention_and_leaves_timm_as_it_was():
+    from timm.layers import use_fused_attn
+
+    from pretrain.model import ModelConfig, MultiMAE, attention_kernels
+
+    before = use_fused_attn()
+    with attention_kernels(False):
+        model = MultiMAE(ModelConfig(dim=32, depth=1, num_heads=2, decoder_dim=32, decoder_depth=1, decoder_heads=2))
+    assert use_fused_attn() == before  # restored: models built later in the process are not affected
+    attention = [m for m in model.modules() if hasattr(m, "fused_attn")]
+    assert attention and not any(m.fused_attn for m in attention)  # timm's blocks and our cross-attention
