@@ -1,4 +1,4 @@
-"""`python -m pipeline.table [--phase A|B|C|D|E|all] [--root runs/cpu_table] [--dry-run | --status | --background]`:
+"""`python -m pipeline.table [--phase A|B|C|D|E|all] [--root ~/visarl-runs/cpu_table] [--dry-run | --status | --background]`:
 the four-task Table I experiment on a CPU (issue #30), one resumable command.
 
 Phases, in this order (`--phase all`), each ending in a table kept under `results/cpu-table/`:
@@ -87,7 +87,9 @@ class TableConfig:
         choices=[*PHASES, "all"],
     )
     root: str = option(
-        "runs/cpu_table", "folder holding the experiment's frames, models, runs, table.json and table.log"
+        "~/visarl-runs/cpu_table",
+        "folder holding the experiment's frames, models, runs, table.json and table.log (outside the checkout: a "
+        "new session's work tree does not keep git-ignored folders)",
     )
     results: str = option(
         "results/cpu-table", "where pipeline.keep copies each finished (task, row); pilots go to <results>-pilot"
@@ -286,7 +288,7 @@ class Folder:
 
     def __init__(self, cfg: TableConfig):
         self.cfg = cfg
-        self.root = Path(cfg.root).resolve()
+        self.root = Path(cfg.root).expanduser().resolve()
         self.results = Path(cfg.results).resolve()
         path = self.root / STATE_FILE
         self.state: dict = json.loads(path.read_text()) if path.exists() else {}
@@ -1164,7 +1166,7 @@ def background_command(cfg: TableConfig, argv: Sequence[str]) -> list[str]:
 
 def start_background(cfg: TableConfig, argv: Sequence[str]) -> subprocess.Popen:
     """Start the run detached with its output appended to <root>/table.log; refused while a copy holds the root."""
-    root = Path(cfg.root).resolve()
+    root = Path(cfg.root).expanduser().resolve()
     with contextlib.ExitStack() as stack:  # a second copy is refused here, before anything starts
         hold_root(stack, root)
     root.mkdir(parents=True, exist_ok=True)
