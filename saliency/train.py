@@ -132,6 +132,50 @@ def last_checkpoint(run_dir: Path, log_name: str = "train") -> Path:
     return Path(run_dir) / ("last.pt" if log_name == "train" else f"{log_name}-last.pt")
 
 
+def _train_epoch(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    data: tuple[torch.Tensor, torch.Tensor],
+    spec: FitSpec,
+    gen: torch.Generator,
+    device: torch.device,
+    epoch: int,
+    kept: str,
+) -> tuple[float, int]:
+    """One pass over the training frames in a seeded order: (summed loss x samples, samples seen)."""
+    x_all, y_all = data
+    n = len(x_all)
+    model.train()
+    perm = torch.randperm(n, generator=gen)
+    total, seen = 0.0, 0
+    for i in range(math.ceil(n / spec.batch_size)):
+        idx = perm[i * spec.batch_size : (i + 1) * spec.batch_size]
+        if len(idx) < 2 and n >= 2:  # BatchNorm needs two samples: fold a lone tail sample into the next epoch
+            continue
+        x, y = spec.augment(x_all[idx], y_all[idx], gen)
+        with autocast(spec.precision, device):
+            loss = deep_supervised_bce(model(x.to(device)), y.to(device))
+        check_finite_loss(float(loss.detach()), f"epoch {epoch}, batch {i + 1}", kept)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total += float(loss.detach()) * len(idx)
+        seen += len(idx)
+    return total, seen
+
+
+def _validate(
+    model: nn.Module, val: tuple[np.ndarray, np.ndarray] | None, spec: FitSpec, device: torch.device, train_loss: float
+) -> tuple[float, dict]:
+    """(selection score, validation metrics): max-F minus MAE on the held-out maps, or minus the training
+    loss when there are none."""
+    if val is None or not len(val[0]):
+        return -train_loss, {}
+    model.eval()
+    scores = score_maps(predict_maps(model, val[0], device=device, precision=spec.precision), val[1])
+    return (scores["f_max"] if not math.isnan(scores["f_max"]) else 0.0) - scores["mae"], scores
+
+
 def fit(
     model: nn.Module,
     kind: str,
@@ -170,33 +214,16 @@ def fit(
         print(f"resuming {run_dir} at epoch {start}")
     logger.truncate_after(start - 1)  # rows after the checkpoint (all of them on a fresh start) come from a killed run
     n = len(x_all)
-    steps_per_epoch = math.ceil(n / spec.batch_size)
     bar = progress(range(start, spec.epochs + 1), desc=f"train {kind}", unit="epoch", disable=not spec.progress)
     t0, seen = time.time(), 0
     for epoch in bar:
-        model.train()
-        perm = torch.randperm(n, generator=gen)
-        total = 0.0
-        for i in range(steps_per_epoch):
-            idx = perm[i * spec.batch_size : (i + 1) * spec.batch_size]
-            if len(idx) < 2 and n >= 2:  # BatchNorm needs two samples: fold a lone tail sample into the next epoch
-                continue
-            x, y = spec.augment(x_all[idx], y_all[idx], gen)
-            with autocast(spec.precision, device):
-                loss = deep_supervised_bce(model(x.to(device)), y.to(device))
-            check_finite_loss(
-                float(loss.detach()),
-                f"epoch {epoch}, batch {i + 1}",
-                f"The last good checkpoints are kept: {last_path} (epoch {saved}), {best_path} (epoch "
-                f"{best.get('epoch')})."
-                if saved
-                else "No checkpoint had been written yet.",
-            )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(idx)
-            seen += len(idx)
+        kept = (
+            f"The last good checkpoints are kept: {last_path} (epoch {saved}), {best_path} (epoch {best.get('epoch')})."
+            if saved
+            else "No checkpoint had been written yet."
+        )
+        total, count = _train_epoch(model, opt, (x_all, y_all), spec, gen, device, epoch, kept)
+        seen += count
         sched.step()
         row = {
             "loss": total / n,
@@ -205,13 +232,8 @@ def fit(
             **{f"val_{k}": "" for k in VAL_KEYS},
         }  # same CSV columns on every row
         if epoch % spec.eval_every == 0 or epoch == spec.epochs:
-            if val is not None and len(val[0]):
-                model.eval()
-                scores = score_maps(predict_maps(model, val[0], device=device, precision=spec.precision), val[1])
-                score = (scores["f_max"] if not math.isnan(scores["f_max"]) else 0.0) - scores["mae"]
-                row.update({f"val_{k}": scores[k] for k in VAL_KEYS})
-            else:
-                score, scores = -row["loss"], {}
+            score, scores = _validate(model, val, spec, device, row["loss"])
+            row.update({f"val_{k}": scores[k] for k in VAL_KEYS if k in scores})
             if score > best["score"]:
                 best = {"score": score, "epoch": epoch, **{k: float(v) for k, v in scores.items()}}
                 write_hub_files(save_checkpoint(best_path, model, kind, epoch=epoch, val=best, **extra))
