@@ -153,16 +153,7 @@ class Trainer:
             if self.world > 1
             else None
         )
-        named = list(self.model.named_parameters())
-        groups = [
-            {"params": [p for n, p in named if not _no_decay(n, p)], "weight_decay": cfg.weight_decay},
-            {"params": [p for n, p in named if _no_decay(n, p)], "weight_decay": 0.0},
-        ]
-        self.optimizer = torch.optim.AdamW(groups, lr=cfg.peak_lr, betas=(0.9, 0.95), fused=use_cuda or None)
-        warmup = int(round(cfg.warmup_epochs * self.steps_per_epoch))
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: lr_lambda(s, warmup, self.total_steps, cfg.min_lr / cfg.peak_lr)
-        )
+        self.optimizer, self.scheduler = self._optimizer(fused=use_cuda)
         self.step = 0
         self.mask_gen = torch.Generator(self.device)
         self._stop = False
@@ -173,6 +164,22 @@ class Trainer:
         self.mean_image = self._mean_image()
         if self.resuming:
             self._load_checkpoint()
+
+    def _optimizer(self, fused: bool) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
+        """MultiMAE's AdamW (betas 0.9/0.95; no decay on biases, norms, tokens, embeddings) and its schedule:
+        linear warm-up to the peak lr, then cosine to --min-lr."""
+        cfg = self.cfg
+        named = list(self.model.named_parameters())
+        groups = [
+            {"params": [p for n, p in named if not _no_decay(n, p)], "weight_decay": cfg.weight_decay},
+            {"params": [p for n, p in named if _no_decay(n, p)], "weight_decay": 0.0},
+        ]
+        optimizer = torch.optim.AdamW(groups, lr=cfg.peak_lr, betas=(0.9, 0.95), fused=fused or None)
+        warmup = int(round(cfg.warmup_epochs * self.steps_per_epoch))
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: lr_lambda(s, warmup, self.total_steps, cfg.min_lr / cfg.peak_lr)
+        )
+        return optimizer, schedule
 
     # -- data order ---------------------------------------------------------------------------
     def epoch_indices(self, epoch: int) -> torch.Tensor:
