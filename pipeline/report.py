@@ -685,6 +685,46 @@ def watch_table(roots: list[Path], out: Path) -> str:
     return "\n".join(lines)
 
 
+def statistics_sections(runs: list[dict], running: list[dict], out: Path, cfg: ReportConfig) -> list[str]:
+    """The report's statistics beyond Table I: every seed per task, the rliable aggregates and profiles, the
+    papers' orderings, and the runs still going."""
+    parts: list[str] = []
+    if runs:
+        profile = plot_profiles(runs, out, cfg.reps, cfg.seed)
+        parts += [
+            "## Every seed, per task\n",
+            "The seeds' own values (in seed order), their mean and 95 % Student-t interval: at 3 seeds a "
+            "percentile bootstrap would be [min, max] and cover the true mean ~75 % of the time.\n",
+            seed_table(runs) + "\n",
+            "## Across tasks and seeds (rliable)\n",
+            "Interquartile mean (IQM: the mean of the middle 50 % of all runs' final success, over tasks and "
+            "seeds) and mean, with stratified bootstrap 95 % CIs (rliable, "
+            f"{cfg.reps:,} resamples of the runs within each task; Agarwal et al., 2021).\n",
+            aggregate_table(runs, cfg.reps, cfg.seed) + "\n",
+            f"![performance profiles]({profile.relative_to(out)})\n" if profile else "",
+        ]
+    improvements, orderings = improvement_table(runs, cfg.reps, cfg.seed), ordering_table(runs)
+    if improvements:
+        parts += [
+            "## The papers' orderings\n",
+            "Across the tasks both encoders finished: the probability that a run of the better-claimed encoder "
+            "beats a run of the other on the same task (ties count half), with its stratified bootstrap 95 % CI "
+            "(rliable); the claim holds when the CI lies above 0.5, is reversed below it.\n",
+            improvements + "\n",
+            "Per task: the difference of mean final success with its 95 % Welch t-interval (holds only when "
+            "it excludes 0).\n",
+            orderings + "\n",
+        ]
+    if running:
+        parts += [
+            "## Runs in progress\n",
+            "Not final: each encoder at the newest evaluation all its running seeds have reached "
+            "(mean [95 % Student-t interval] over those seeds, and each seed's value).\n",
+            progress_table(running) + "\n",
+        ]
+    return parts
+
+
 def write_report(cfg: ReportConfig) -> Path:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -721,39 +761,7 @@ def write_report(cfg: ReportConfig) -> Path:
         "evaluations (one evaluation of a seed is noisy), the number of seeds, and the paper's mean ± std.\n",
         (table_i(runs) if runs else "No run has finished yet.") + "\n",
     ]
-    if runs:
-        profile = plot_profiles(runs, out, cfg.reps, cfg.seed)
-        parts += [
-            "## Every seed, per task\n",
-            "The seeds' own values (in seed order), their mean and 95 % Student-t interval: at 3 seeds a "
-            "percentile bootstrap would be [min, max] and cover the true mean ~75 % of the time.\n",
-            seed_table(runs) + "\n",
-            "## Across tasks and seeds (rliable)\n",
-            "Interquartile mean (IQM: the mean of the middle 50 % of all runs' final success, over tasks and "
-            "seeds) and mean, with stratified bootstrap 95 % CIs (rliable, "
-            f"{cfg.reps:,} resamples of the runs within each task; Agarwal et al., 2021).\n",
-            aggregate_table(runs, cfg.reps, cfg.seed) + "\n",
-            f"![performance profiles]({profile.relative_to(out)})\n" if profile else "",
-        ]
-    improvements, orderings = improvement_table(runs, cfg.reps, cfg.seed), ordering_table(runs)
-    if improvements:
-        parts += [
-            "## The papers' orderings\n",
-            "Across the tasks both encoders finished: the probability that a run of the better-claimed encoder "
-            "beats a run of the other on the same task (ties count half), with its stratified bootstrap 95 % CI "
-            "(rliable); the claim holds when the CI lies above 0.5, is reversed below it.\n",
-            improvements + "\n",
-            "Per task: the difference of mean final success with its 95 % Welch t-interval (holds only when "
-            "it excludes 0).\n",
-            orderings + "\n",
-        ]
-    if running:
-        parts += [
-            "## Runs in progress\n",
-            "Not final: each encoder at the newest evaluation all its running seeds have reached "
-            "(mean [95 % Student-t interval] over those seeds, and each seed's value).\n",
-            progress_table(running) + "\n",
-        ]
+    parts += statistics_sections(runs, running, out, cfg)
     parts += ["## Learning curves (the paper's Fig. 3)\n"]
     for task, picture in curves.items():
         parts += [
