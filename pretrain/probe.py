@@ -302,7 +302,8 @@ def probe(cfg: ProbeConfig, verbose: bool = True) -> dict:
         fit_f = encode_pools(enc0, frames, fit_idx, cfg.pool_list, cfg.device, precision=precision)
         score_f = encode_pools(enc0, frames, score_idx, cfg.pool_list, cfg.device, precision=precision)
         for pool in cfg.pool_list:
-            if kind == "pretrained":  # as RL loads it: standardised with the export's statistics when it has them
+            if kind == "pretrained":  # standardised with the export's statistics when it has them, as RL's
+                # --mmae-features standardized; r2_stored_raw is the raw feature (RL's default) through --store
                 enc = FrozenEncoder.load(path, inputs=inputs, pool=pool)
                 shift, scale = enc.shift.cpu(), enc.scale.cpu()
                 add(
