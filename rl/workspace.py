@@ -355,7 +355,8 @@ class Episodes:
         self.run_of_row, self.runs = run_of_row, runs
         n = len(run_of_row)
         self.ret, self.success, self.length = np.zeros(n), np.zeros(n), np.zeros(n, np.int64)
-        self.drain()
+        self.returns: list[list[float]] = [[] for _ in range(runs)]
+        self.successes: list[list[float]] = [[] for _ in range(runs)]
 
     @property
     def at_boundary(self) -> bool:
@@ -378,9 +379,8 @@ class Episodes:
 
     def drain(self) -> tuple[list[list[float]], list[list[float]]]:
         """(returns, successes) per run of the episodes ended since the last drain, then forgets them."""
-        out = getattr(self, "returns", None), getattr(self, "successes", None)
-        self.returns: list[list[float]] = [[] for _ in range(self.runs)]
-        self.successes: list[list[float]] = [[] for _ in range(self.runs)]
+        out = self.returns, self.successes
+        self.returns, self.successes = [[] for _ in range(self.runs)], [[] for _ in range(self.runs)]
         return out
 
 
