@@ -865,7 +865,7 @@ class Rates:
 
 
 RATES = {
-    "fp32 (AVX2, this machine)": Rates(
+    "fp32 (rates of the Xeon, 2026-12-02)": Rates(
         collect_fps=54.7,
         saliency_s=2600,
         label_fps=30.7,

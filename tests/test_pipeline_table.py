@@ -447,7 +447,7 @@ def test_estimate_grows_with_the_budget_and_is_cheaper_in_bf16():
     cfg = TableConfig()
     short = table.estimate(cfg, {t: 100_000 for t in table.PAPER_TASKS})
     long = table.estimate(cfg, {})  # undecided: the cap
-    fp32, bf16 = "fp32 (AVX2, this machine)", "bf16 (AMX)"
+    fp32, bf16 = "fp32 (rates of the Xeon, 2026-12-02)", "bf16 (AMX)"
     assert long[bf16]["C"] == pytest.approx(5 * short[bf16]["C"], rel=0.05)
     assert all(long[bf16][p] < long[fp32][p] for p in "ABCE")
     assert table.estimate(TableConfig(hidden_dim=256), {})[bf16]["C"] < long[bf16]["C"]
