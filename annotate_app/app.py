@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from markdown_it import MarkdownIt
 from PIL import Image
 
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before gradio is imported: it reads this at import
@@ -104,9 +105,36 @@ HEAD_JS = """
     held.push([e.clientX, e.clientY]);
     if (held.length === 1) flush();
   }, true);
+  // Gradio applies the responses of overlapping events in the order their data is ready, not the
+  // order they ran, so after rapid clicks an older view can be drawn last (49 clicks shown of 50
+  // saved). Each view's status carries its revision; when the one shown is older than one already
+  // drawn, ask the server for the current view (once per revision seen).
+  let newest = 0, asked = 0;
+  const check = () => {
+    const stamp = document.querySelector('#status .view-rev');
+    if (!stamp) return;
+    const rev = Number(stamp.dataset.rev);
+    if (rev >= newest) { newest = rev; return; }
+    if (asked >= newest) return;
+    const host = document.getElementById('btn-refresh');
+    const button = host && (host.tagName === 'BUTTON' ? host : host.querySelector('button'));
+    if (button) { asked = newest; button.click(); }
+  };
+  new MutationObserver(check).observe(document.documentElement, {childList: true, subtree: true, attributes: true, characterData: true});
 })();
 </script>
 """ % ("{" + ", ".join(f"'{k}': '{i}'" for k, _, i in SHORTCUTS) + "}")
+
+# The status is rendered to HTML here and shown by gr.HTML, which draws each value as it arrives. Gradio's
+# Markdown renders asynchronously, and under quick successive updates (rapid clicks) an older value's
+# render can finish last and stay on the page (seen: 49 clicks shown of 50 saved, for good).
+_STATUS_MARKDOWN = MarkdownIt("commonmark", {"html": False})
+
+
+def status_html(markdown: str) -> str:
+    """The status panel's HTML from its Markdown (raw HTML in it, as from an error message, is escaped)."""
+    return _STATUS_MARKDOWN.render(markdown)
+
 
 CSS = """
 #frame-view img { image-rendering: pixelated; cursor: crosshair; }
@@ -330,13 +358,14 @@ class Annotator:
             lines.append(f"> **Unreadable annotation file(s) for frame(s) {', '.join(bad)}**: open them to see why.")
         if message:
             lines.append(f"> {message}")
-        return "\n\n".join(lines)
+        return status_html("\n\n".join(lines))
 
     def view(self, state: dict[str, Any], overlay: bool, message: str = "", rec: dict[str, Any] | None = None):
         index = state["index"]
         if rec is None:
             rec = self.store.read(index)
         state["seen"] = [c["id"] for c in rec["clicks"]]
+        state["message"] = message
         clicks, overlay_map, frame_map = self.maps(index, rec)
         return (
             self.draw(index, clicks, overlay, overlay_map),
@@ -384,7 +413,7 @@ class Annotator:
                 return (
                     self.draw(state["index"], none, False),
                     self.draw_map(none),
-                    f"### Frame {state['index'] + 1} of {len(self.frames)}\n\n> **Error:** {err}",
+                    status_html(f"### Frame {state['index'] + 1} of {len(self.frames)}\n\n> **Error:** {err}"),
                     state,
                 )
         if isinstance(result, tuple):
@@ -437,6 +466,10 @@ class Annotator:
 
     def toggle(self, state, overlay):
         return self._safe(state, overlay, lambda: "")
+
+    def refresh(self, state, overlay):
+        """The current view again, with the last message (the page asks when it drew an older view last)."""
+        return self._safe(state, overlay, lambda: state.get("message", ""))
 
 
 class Team:
@@ -578,7 +611,7 @@ def build_app(
                     container=False,
                 )
             with gr.Column(scale=1, min_width=300):
-                status = gr.Markdown(elem_id="status")
+                status = gr.HTML(elem_id="status", js_on_load=None)
                 with gr.Row():
                     undo = gr.Button("Undo last click (z)", elem_id="btn-undo", size="sm")
                     clear = gr.Button("Clear frame (c)", elem_id="btn-clear", size="sm", variant="stop")
@@ -587,6 +620,7 @@ def build_app(
                     nxt = gr.Button("Next →", elem_id="btn-next", size="sm")
                 nxt_un = gr.Button("Next unannotated (n)", elem_id="btn-next-un", variant="primary")
                 overlay = gr.Checkbox(value=True, label="Show heat overlay (h)", elem_id="chk-overlay")
+                refresh = gr.Button("Redraw", elem_id="btn-refresh", visible="hidden")
                 gr.Markdown(shortcut_markdown(), elem_classes=["shortcut-table"])
         outs = [image, heat, status, state]
         common = dict(
@@ -597,14 +631,17 @@ def build_app(
             concurrency_limit=1,
         )
         files = PictureFiles()
+        revisions = itertools.count(1)
 
         def handler(act: Callable[[Annotator, dict, bool], tuple]):
             """A Gradio handler running `act(annotator, state, overlay)` for the request's annotator;
-            it returns (frame, map, status, state) with the frame as a file we encoded."""
+            it returns (frame, map, status, state) with the frame as a file we encoded and the status
+            stamped with the view's revision (HEAD_JS compares them)."""
 
             def run(st, ov, request: gr.Request):
-                result = team.handle(request, st, lambda a, s: act(a, s, ov))
-                return (files(result[0]), *result[1:])
+                frame, heat_map, status_text, st = team.handle(request, st, lambda a, s: act(a, s, ov))
+                stamp = f'<span class="view-rev" data-rev="{next(revisions)}" hidden></span>'
+                return files(frame), heat_map, status_text + stamp, st
 
             return run
 
@@ -627,6 +664,7 @@ def build_app(
             **common,
         )
         overlay.change(handler(lambda a, s, o: a.toggle(s, o)), inputs=[state, overlay], api_name="overlay", **common)
+        refresh.click(handler(lambda a, s, o: a.refresh(s, o)), inputs=[state, overlay], api_name="refresh", **common)
         demo.load(on_load, inputs=[overlay], outputs=outs, show_progress="hidden")
     return demo
 

@@ -84,12 +84,19 @@ class AnnotationPage:
 
     def wait_status(self, *parts: str, timeout: float = 20_000) -> str:
         """Wait until the status text contains every part (e.g. 'Frame 2 of', 'Clicks on this frame: 3')."""
-        self.page.wait_for_function(
-            "parts => { const s = document.querySelector('#status');"
-            " return !!s && parts.every(p => s.innerText.includes(p)); }",
-            arg=list(parts),
-            timeout=timeout,
-        )
+        from playwright.sync_api import TimeoutError as PageTimeout
+
+        try:
+            self.page.wait_for_function(
+                "parts => { const s = document.querySelector('#status');"
+                " return !!s && parts.every(p => s.innerText.includes(p)); }",
+                arg=list(parts),
+                timeout=timeout,
+            )
+        except PageTimeout as err:
+            raise PageTimeout(
+                f"status never showed {list(parts)} in {timeout / 1000:.0f} s; it shows {self.status()!r}"
+            ) from err
         return self.status()
 
     def clicks_shown(self) -> int:

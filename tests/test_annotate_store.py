@@ -238,13 +238,13 @@ def test_app_refuses_a_busy_port_and_clicks_outside(tmp_path, frames):
     assert "outside" in status and not ann.store.path(0).exists()
     img, heat, status, state = ann.click(state, True, 10 * 8 + 4, 20 * 8 + 4)
     assert pixel_of(ann.store.read(0)["clicks"][0]) == (10, 20)
-    assert "Clicks on this frame:** 1" in status and img.shape == (512, 512, 3)
+    assert "Clicks on this frame:</strong> 1" in status and img.shape == (512, 512, 3)
     assert heat.shape == (256, 256, 3)  # the map panel: the 64x64 map, 4x
     hidden, _, _, _ = ann.toggle(state, False)
     assert not np.array_equal(hidden, img)
     ann.store.path(4).write_text("{broken")  # another frame's file goes bad while the app runs
     _, _, status, _ = ann.click(state, True, 5.0, 5.0)
-    assert "Clicks on this frame:** 2" in status and "frame(s) 5" in status
+    assert "Clicks on this frame:</strong> 2" in status and "frame(s) 5" in status
     _, _, status, state = ann.goto(state, True, "unfinished")  # frames 2..4 are next; 5 is reported
     assert state["index"] == 1 and "frame(s) 5" in status
 

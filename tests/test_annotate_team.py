@@ -118,9 +118,9 @@ def test_each_login_clicks_into_its_own_folder_and_sessions_never_mix(team_serve
     assert not seen["auth"]("alice", "b-secret") and not seen["auth"]("bob", "a-secret")
     fns = _handlers(seen["demo"])
     _, _, status, alice = _click(fns, {}, "alice", 10.0, 20.0)
-    assert "Frame 1 of 3 · alice" in status and "Clicks on this frame:** 1" in status
+    assert "Frame 1 of 3 · alice" in status and "Clicks on this frame:</strong> 1" in status
     _, _, status, bob = _click(fns, {}, "bob", 30.0, 40.0)
-    assert "Frame 1 of 3 · bob" in status and "Clicks on this frame:** 1" in status  # not alice's click
+    assert "Frame 1 of 3 · bob" in status and "Clicks on this frame:</strong> 1" in status  # not alice's click
     _, _, _, alice = _click(fns, alice, "alice", 11.0, 21.0)
     _, _, _, bob = fns["next"](bob, True, gr.Request(username="bob"))
     _, _, status, bob = _click(fns, bob, "bob", 50.0, 60.0)
