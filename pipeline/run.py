@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from common.cli import from_flat, int_list, one_line_errors, option, parse_config, parse_flags
-from common.io import atomic_write_json
+from common.io import OutputError, atomic_write_json
 from pipeline.presets import PRESETS
 
 #: the short looping clip of one evaluation episode the pipeline writes in <run>/evaluate/ (rl.evaluate.clip)
@@ -102,6 +102,11 @@ class Paused(Exception):
     """The pipeline's time budget (--max-minutes) ran out; everything done so far is kept."""
 
 
+class StageError(RuntimeError):
+    """A stage's own process or runs failed (pretraining under torchrun, SAC runs); the message says where
+    their output is. Rerunning the pipeline continues from what they kept."""
+
+
 class Stages:
     """Runs named stages with progress lines and a record of what each did (runs/pipeline/stages.json)."""
 
@@ -126,8 +131,8 @@ class Stages:
         previous = self.record.get(name, {})
         if outputs and all(p.exists() for p in outputs) and previous.get("status") != "running":
             if previous.get("preset") not in (None, self.cfg.stage_preset):
-                raise SystemExit(
-                    f"error: {', '.join(map(str, outputs))} came from preset {previous['preset']!r}, not "
+                raise OutputError(
+                    f"{', '.join(map(str, outputs))} came from preset {previous['preset']!r}, not "
                     f"{self.cfg.stage_preset!r}; delete them or use another --root"
                 )
             print(f"{head}: skipped, outputs exist ({outputs[0]})", flush=True)
@@ -297,8 +302,8 @@ def pretrain(cfg: PipelineConfig, args: list[str]) -> None:
     print(f"  torchrun: {shlex.join(command)}", flush=True)
     code = subprocess.run(command).returncode
     if code:
-        raise SystemExit(
-            f"error: pretraining under torchrun failed (exit {code}, its output is above); the same "
+        raise StageError(
+            f"pretraining under torchrun failed (exit {code}, its output is above); the same "
             "command continues from its checkpoint"
         )
 
@@ -347,7 +352,7 @@ def _complete(folder: Path) -> bool:
 def _check_grid(status: dict[str, str]) -> None:
     failed = {k: v for k, v in status.items() if v.startswith("failed")}
     if failed:
-        raise SystemExit("error: SAC runs failed: " + "; ".join(f"{k}: {v}" for k, v in failed.items()))
+        raise StageError("SAC runs failed: " + "; ".join(f"{k}: {v}" for k, v in failed.items()))
     paused = [k for k, v in status.items() if v == "paused"]
     if paused:
         raise Paused(f"{len(paused)} SAC run(s) paused at an episode boundary with their checkpoints")
@@ -389,7 +394,7 @@ def main(argv=None) -> None:
     root = Path(cfg.root)
     root.mkdir(parents=True, exist_ok=True)
     start = time.time()
-    with contextlib.chdir(root), one_line_errors():
+    with contextlib.chdir(root), one_line_errors(StageError):
         try:
             report = run(cfg)
         except Paused as why:

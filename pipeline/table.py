@@ -48,7 +48,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from common.cli import fail, option, parse_config
-from common.io import atomic_write_json
+from common.io import OutputError, atomic_write_json
 from common.runs import exclusive_run_dir
 from data.env import PAPER_TASKS
 
@@ -1078,8 +1078,8 @@ def hold_root(stack: contextlib.ExitStack, root: Path) -> None:
     """Take the root's lock for this process; a second copy stops with one line and exit status 2."""
     try:
         stack.enter_context(exclusive_run_dir(root))
-    except SystemExit as err:
-        fail(str(err.code).removeprefix("error: "))
+    except OutputError as err:
+        fail(str(err))
 
 
 def child_env() -> dict[str, str]:
