@@ -43,10 +43,7 @@ class AgreementConfig:
     figure_frames: int = option(6, "frames shown in the picture grid (0: no picture)")
 
     def validate(self) -> "AgreementConfig":
-        try:
-            check_name(self.task, "task")
-        except AnnotationError as err:
-            raise ValueError(str(err)) from err
+        check_name(self.task, "task")
         if self.figure_frames < 0:
             raise ValueError("--figure-frames must be >= 0")
         return self

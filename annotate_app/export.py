@@ -35,12 +35,9 @@ class ExportConfig:
     overwrite: bool = option(False, "replace an existing export even if it holds more maps")
 
     def validate(self) -> "ExportConfig":
-        try:
-            check_name(self.task, "task")
-            if self.annotator != "all":
-                check_name(self.annotator, "annotator")
-        except AnnotationError as err:
-            raise ValueError(str(err)) from err
+        check_name(self.task, "task")
+        if self.annotator != "all":
+            check_name(self.annotator, "annotator")
         if self.combine not in COMBINE:
             raise ValueError(f"--combine must be one of {', '.join(COMBINE)}")
         return self

@@ -39,10 +39,7 @@ class OracleConfig:
     allow_incomplete: bool = option(False, ALLOW_INCOMPLETE_HELP)
 
     def validate(self) -> "OracleConfig":
-        try:
-            check_name(self.task, "task")
-        except AnnotationError as err:
-            raise ValueError(str(err)) from err
+        check_name(self.task, "task")
         return self
 
 

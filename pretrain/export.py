@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from common.cli import option, run_command
-from common.hub import markdown_table, model_card, write_card, write_safetensors
+from common.hub import export_each, markdown_table, model_card, write_card, write_safetensors
 from common.io import safe_torch_load
 from data.shards import ShardError, read_manifest
 from pretrain.frozen import ENCODER_FORMAT, encoder_safetensors
@@ -259,11 +259,7 @@ def encoder_files(path: str | Path) -> list[Path]:
 
 def export(cfg: ExportConfig) -> list[tuple[Path, Path]]:
     """The hub files of every checkpoint `cfg.path` names, each printed as it is written."""
-    written = []
-    for path in encoder_files(cfg.path):
-        written.append(write_hub_files(path))
-        print(" + ".join(map(str, written[-1])), flush=True)
-    return written
+    return export_each(encoder_files(cfg.path), write_hub_files)
 
 
 def main(argv: list[str] | None = None) -> list[tuple[Path, Path]]:
