@@ -9,7 +9,6 @@ and draws a grid of frames with every annotator's map (matplotlib).
 """
 
 import csv
-import sys
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
@@ -27,7 +26,7 @@ from annotate_app.store import (
     load_frameset,
     task_dir,
 )
-from common.cli import option, parse_config
+from common.cli import option, run_command
 from common.figures import write_figure
 from common.map_metrics import METRIC_NAMES, all_metrics, fixation_mask
 from data.clicks import clicks_to_map
@@ -43,10 +42,7 @@ class AgreementConfig:
     figure_frames: int = option(6, "frames shown in the picture grid (0: no picture)")
 
     def validate(self) -> "AgreementConfig":
-        try:
-            check_name(self.task, "task")
-        except AnnotationError as err:
-            raise ValueError(str(err)) from err
+        check_name(self.task, "task")
         if self.figure_frames < 0:
             raise ValueError("--figure-frames must be >= 0")
         return self
@@ -161,11 +157,7 @@ def run(cfg: AgreementConfig) -> Path:
 
 
 def main(argv=None) -> None:
-    cfg = parse_config(AgreementConfig, argv)
-    try:
-        run(cfg)
-    except AnnotationError as err:
-        sys.exit(f"error: {err}")
+    run_command(AgreementConfig, run, argv, errors=(AnnotationError,))
 
 
 if __name__ == "__main__":

@@ -214,10 +214,7 @@ class AppConfig:
             )
         names = [("task", self.task)] + ([("annotator", self.annotator)] if self.annotator else [])
         for what, name in names:
-            try:
-                check_name(name, what)
-            except AnnotationError as err:
-                raise ValueError(str(err)) from err
+            check_name(name, what)
         if self.annotator == ORACLE:
             raise ValueError(f"annotator name {ORACLE!r} is reserved for the simulator (python -m annotate_app.oracle)")
         if self.select is not None and self.select not in SELECT_METHODS:

@@ -9,14 +9,13 @@ per (frame, annotator) instead. Frames nobody clicked on are left out.
 """
 
 import io
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from annotate_app.store import ORACLE, AnnotationError, AnnotatorStore, check_name, list_annotators, load_frameset
-from common.cli import option, parse_config
+from common.cli import one_line_errors, option, parse_config
 from common.io import atomic_write_bytes
 from data.clicks import clicks_to_map
 
@@ -35,12 +34,9 @@ class ExportConfig:
     overwrite: bool = option(False, "replace an existing export even if it holds more maps")
 
     def validate(self) -> "ExportConfig":
-        try:
-            check_name(self.task, "task")
-            if self.annotator != "all":
-                check_name(self.annotator, "annotator")
-        except AnnotationError as err:
-            raise ValueError(str(err)) from err
+        check_name(self.task, "task")
+        if self.annotator != "all":
+            check_name(self.annotator, "annotator")
         if self.combine not in COMBINE:
             raise ValueError(f"--combine must be one of {', '.join(COMBINE)}")
         return self
@@ -125,10 +121,8 @@ run = export  # the pipeline's programmatic entry: run(ExportConfig(...)) -> Pat
 
 def main(argv=None) -> None:
     cfg = parse_config(ExportConfig, argv)
-    try:
+    with one_line_errors(AnnotationError):
         out = export(cfg)
-    except AnnotationError as err:
-        sys.exit(f"error: {err}")
     with np.load(out) as z:
         print(
             f"wrote {len(z['maps'])} maps of {cfg.task} ({', '.join(sorted(set(z['annotators'])))}) "

@@ -5,7 +5,6 @@ frame's stored oracle clicks (written by data.collect from the simulator) into
 `<root>/<task>/oracle/<key>.json`, so export, agreement and the saliency trainer run with no human.
 """
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from annotate_app.store import (
     click_array,
     create_or_load_frameset,
 )
-from common.cli import option, parse_config
+from common.cli import one_line_errors, option, parse_config
 from data.shards import ALLOW_INCOMPLETE_HELP
 
 PRESETS = {"micro": {"n": 8}, "demo": {"n": 30}, "cpu": {"n": 30}, "paper": {"n": 30}}  # paper: ~30 frames per task
@@ -39,10 +38,7 @@ class OracleConfig:
     allow_incomplete: bool = option(False, ALLOW_INCOMPLETE_HELP)
 
     def validate(self) -> "OracleConfig":
-        try:
-            check_name(self.task, "task")
-        except AnnotationError as err:
-            raise ValueError(str(err)) from err
+        check_name(self.task, "task")
         return self
 
 
@@ -72,10 +68,8 @@ def run(cfg: OracleConfig) -> Path:
 
 def main(argv=None) -> None:
     cfg = parse_config(OracleConfig, argv, presets=PRESETS)
-    try:
+    with one_line_errors(AnnotationError):
         out = run(cfg)
-    except AnnotationError as err:
-        sys.exit(f"error: {err}")
     print(f"oracle clicks for {len(list(out.glob('*.json')))} frames of {cfg.task} in {out}")
 
 

@@ -53,10 +53,15 @@ class AnnotationError(RuntimeError):
     """Bad annotation input or storage; the message names the file or value and the fix."""
 
 
+class BadNameError(AnnotationError, ValueError):
+    """A task, annotator or frame-key name that may not become a path; a ValueError too, so a config's
+    validate() refuses the flag with it as it stands (exit 2 at parse time)."""
+
+
 def check_name(name: str, what: str = "name") -> str:
     """Accept only letters, digits, '-' and '_' (1-64 chars); never let a name reach a path otherwise."""
     if not isinstance(name, str) or not NAME_RE.fullmatch(name):
-        raise AnnotationError(f"invalid {what} {name!r}: use 1-64 letters, digits, '-' or '_' (no '/', '.', spaces)")
+        raise BadNameError(f"invalid {what} {name!r}: use 1-64 letters, digits, '-' or '_' (no '/', '.', spaces)")
     return name
 
 

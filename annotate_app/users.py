@@ -25,7 +25,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from annotate_app.store import ORACLE, AnnotationError, check_name
+from annotate_app.store import ORACLE, check_name
 from common.cli import fail, option, parse_config
 
 USERS_ENV = "VISARL_ANNOTATE_USERS"
@@ -53,10 +53,7 @@ def password_matches(stored: str, password: str) -> bool:
 
 def check_user_name(name: str) -> str:
     """The annotator-name check of the store, and `oracle` reserved (ValueError otherwise)."""
-    try:
-        check_name(name, "annotator")
-    except AnnotationError as err:
-        raise ValueError(str(err)) from err
+    check_name(name, "annotator")
     if name == ORACLE:
         raise ValueError(f"the name {ORACLE!r} is reserved for the simulator; choose another")
     return name

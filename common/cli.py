@@ -210,8 +210,8 @@ def check_finite(cfg: Any, names: Sequence[str] | None = None) -> Any:
 def one_line_errors(*extra: type[BaseException]) -> Iterator[None]:
     """In a command's main(): errors a user can fix exit with one line `error: ...` and status 2.
 
-    Covers ShardError, CheckpointError, NonFiniteError, DiskFullError (and any OSError that is a
-    full disk), FileNotFoundError, ValueError, TypeError, a file or folder the process may not write
+    Covers ShardError, CheckpointError, NonFiniteError, OutputError, DiskFullError (and any OSError that
+    is a full disk), FileNotFoundError, ValueError, TypeError, a file or folder the process may not write
     (read-only or no permission), running out of memory, `SystemExit("error: ...")` (whose status
     would be 1), and the `extra` types given.
     """

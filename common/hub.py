@@ -8,6 +8,7 @@
   `ModelCardData`: license, tags, datasets, the run's metrics as eval results) then Markdown;
   `write_card(folder, text)` writes it as README.md unless a README.md that no exporter wrote is
   there (a hand-written note is never overwritten: the card goes to MODEL_CARD.md instead).
+* `export_each(files, write)`: an exporter's loop, the hub files of each checkpoint printed as written.
 * `HubFolder`: the `save_pretrained` / `from_pretrained` of `huggingface_hub`'s mixins for local folders
   (model.safetensors + config.json + README.md, every file written atomically): `FrozenEncoder` and
   `SaliencyPredictor` use it. Nothing is downloaded: a folder that is not there is a FileNotFoundError.
@@ -18,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,16 @@ def write_card(folder: str | os.PathLike, text: str) -> Path:
     readme = Path(folder) / "README.md"
     foreign = readme.exists() and CARD_MARK not in readme.read_text(errors="replace")
     return atomic_write_bytes(readme.with_name("MODEL_CARD.md") if foreign else readme, text.encode())
+
+
+def export_each(files: Sequence[Path], write: Callable[[Path], tuple[Path, Path]]) -> list[tuple[Path, Path]]:
+    """The hub files (weights, card) `write` makes of each of `files`, each pair printed as it is written:
+    the body of every exporter's `export(cfg)`."""
+    written = []
+    for path in files:
+        written.append(write(path))
+        print(" + ".join(map(str, written[-1])), flush=True)
+    return written
 
 
 def markdown_table(header: list[str], rows: list[list[Any]]) -> str:

@@ -41,6 +41,11 @@ class NonFiniteError(ValueError):
     """A loss or tensor is NaN or infinite: training diverged; the message says what was kept."""
 
 
+class OutputError(ValueError):
+    """An output file or folder cannot be used as asked: it exists, holds another run or other data,
+    another process holds it, or it cannot be written; nothing in it is touched, the message names the fix."""
+
+
 def is_disk_full(err: BaseException) -> bool:
     """True for ENOSPC / EDQUOT, also when a library only puts it in the message (h5py raises a
     RuntimeError naming errno 28 when it flushes onto a full disk)."""
@@ -182,5 +187,5 @@ def check_writable_dir(path: str | os.PathLike) -> Path:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as err:
-        raise SystemExit(f"error: cannot write to {path}: {err.strerror or err}. Choose another --out.") from err
+        raise OutputError(f"cannot write to {path}: {err.strerror or err}. Choose another --out.") from err
     return path

@@ -16,7 +16,13 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from common.cli import flat_dict, resume_mode
-from common.io import atomic_write_bytes, atomic_write_json, check_writable_dir, remove_stale_temporaries
+from common.io import (
+    OutputError,
+    atomic_write_bytes,
+    atomic_write_json,
+    check_writable_dir,
+    remove_stale_temporaries,
+)
 
 
 def code_version() -> str:
@@ -60,8 +66,8 @@ def prepare_run_dir(out: str | Path, config: Any, resume: bool | str = False, al
     cfg = flat_dict(config) if dataclasses.is_dataclass(config) else dict(config)  # flat: the flags that made it
     path = out / "config.json"
     if path.exists() and not allow_existing and not resume_mode(resume):
-        raise SystemExit(
-            f"error: {out} already holds a run; pass --resume (or --resume auto) to continue it or choose another --out"
+        raise OutputError(
+            f"{out} already holds a run; pass --resume (or --resume auto) to continue it or choose another --out"
         )
     atomic_write_json(path, {**cfg, "code_version": code_version()})
     return out
@@ -95,8 +101,8 @@ def exclusive_run_dir(run_dir: str | Path) -> Iterator[Path]:
         except OSError:
             holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
             os.close(fd)
-            raise SystemExit(
-                f"error: {run_dir} is in use by {holder}; wait for it to end (or stop it), "
+            raise OutputError(
+                f"{run_dir} is in use by {holder}; wait for it to end (or stop it), "
                 "then run the same command again: it continues where it stopped"
             ) from None
         os.ftruncate(fd, 0)

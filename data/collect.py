@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from common.cli import as_flags, check_finite, flat_dict, nested, one_line_errors, option, parse_config
-from common.io import check_writable_dir
+from common.io import OutputError, check_writable_dir
 from common.progress import progress as progress_bar
 from common.runs import code_version, exclusive_run_dir
 from data.env import EnvConfig, PixelMetaWorld
@@ -220,8 +220,8 @@ def _collect(cfg: CollectConfig, progress: bool) -> Path:
         defaults = CollectConfig().identity()
         diff = {k: (old.get(k, defaults[k]), v) for k, v in cfg.identity().items() if old.get(k, defaults[k]) != v}
         if diff:
-            raise SystemExit(
-                f"error: {out} holds a different collection (stored vs asked: {diff}); "
+            raise OutputError(
+                f"{out} holds a different collection (stored vs asked: {diff}); "
                 "use the same settings to resume it or choose another --out"
             )
     sizes = cfg.shard_sizes()

@@ -23,7 +23,7 @@ import h5py
 import numpy as np
 
 from common.cli import one_line_errors, option, parse_config
-from common.io import check_writable_dir, disk_full_error, is_disk_full
+from common.io import OutputError, check_writable_dir, disk_full_error, is_disk_full
 from common.progress import progress as progress_bar
 from data.shards import ALLOW_INCOMPLETE_HELP, ShardFile, iter_samples, read_manifest, verified_shards
 
@@ -96,7 +96,7 @@ def convert(cfg: ToHdf5Config, progress: bool = True) -> Path:
     shards = verified_shards(cfg.shards, cfg.allow_incomplete)
     out = Path(cfg.out or str(Path(cfg.shards).with_suffix(".h5")))
     if out.exists() and not cfg.overwrite:
-        raise SystemExit(f"error: {out} exists; pass --overwrite to replace it")
+        raise OutputError(f"{out} exists; pass --overwrite to replace it")
     check_writable_dir(out.parent)
     fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)  # this process's own
     tmp = Path(name)
@@ -123,8 +123,8 @@ def _publish(tmp: Path, out: Path, overwrite: bool) -> None:
     try:
         os.link(tmp, out)
     except FileExistsError:
-        raise SystemExit(
-            f"error: {out} was written meanwhile (another data.to_hdf5 to the same --out?); it is "
+        raise OutputError(
+            f"{out} was written meanwhile (another data.to_hdf5 to the same --out?); it is "
             "kept: pass --overwrite to replace it"
         ) from None
     tmp.unlink()

@@ -737,8 +737,8 @@ def write_report(cfg: ReportConfig) -> Path:
         )
     runs, running = load_runs(roots), load_running(roots)
     if not runs and not running:
-        raise SystemExit(
-            f"error: no finished runs (summary.json) and no evaluated running ones (eval.csv) under {cfg.roots}; "
+        raise FileNotFoundError(
+            f"no finished runs (summary.json) and no evaluated running ones (eval.csv) under {cfg.roots}; "
             "run `python -m rl.grid` or `python -m rl.sac` first"
         )
     curves = plot_curves(runs + running, out)

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from common.cli import from_flat, int_list, one_line_errors, option, parse_config, parse_flags
-from common.io import atomic_write_json
+from common.io import OutputError, atomic_write_json
 from pipeline.presets import PRESETS
 
 #: the short looping clip of one evaluation episode the pipeline writes in <run>/evaluate/ (rl.evaluate.clip)
@@ -102,6 +102,11 @@ class Paused(Exception):
     """The pipeline's time budget (--max-minutes) ran out; everything done so far is kept."""
 
 
+class StageError(RuntimeError):
+    """A stage's own process or runs failed (pretraining under torchrun, SAC runs); the message says where
+    their output is. Rerunning the pipeline continues from what they kept."""
+
+
 class Stages:
     """Runs named stages with progress lines and a record of what each did (runs/pipeline/stages.json)."""
 
@@ -126,8 +131,8 @@ class Stages:
         previous = self.record.get(name, {})
         if outputs and all(p.exists() for p in outputs) and previous.get("status") != "running":
             if previous.get("preset") not in (None, self.cfg.stage_preset):
-                raise SystemExit(
-                    f"error: {', '.join(map(str, outputs))} came from preset {previous['preset']!r}, not "
+                raise OutputError(
+                    f"{', '.join(map(str, outputs))} came from preset {previous['preset']!r}, not "
                     f"{self.cfg.stage_preset!r}; delete them or use another --root"
                 )
             print(f"{head}: skipped, outputs exist ({outputs[0]})", flush=True)
@@ -148,71 +153,94 @@ class Stages:
 
 
 def run(cfg: PipelineConfig) -> Path:
-    from annotate_app.export import ExportConfig, export
-    from annotate_app.oracle import annotate_oracle
-    from data.collect import CollectConfig, collect
+    """Run every stage not yet done, in order; returns the report's path."""
     from data.env import check_task
     from pipeline.report import ReportConfig, write_report
-    from pretrain.gate import encoder_paths, probe_gate
-    from rl import evaluate as evaluate_agent
-    from rl import gaze_viz
-    from rl.grid import plan, run_grid
-    from saliency import distill, evaluate, label, train
-    from saliency.config import DistillConfig, EvalConfig, LabelConfig, TrainConfig, from_preset
 
     tasks = [check_task(t) for t in cfg.tasks.split(",") if t]
-    p = cfg.stage_preset
     encoders = cfg.encoders.split(",")
     n_gaze = len(tasks) * len(int_list(cfg.seeds, "--seeds")) * sum(e.startswith("gaze") for e in encoders)
     stages = Stages(cfg, total=len(tasks) * 7 + 4 + n_gaze + len(tasks) * len(encoders))
     atomic_write_json("runs/pipeline/config.json", asdict(cfg))
     for task in tasks:
-        shards = Path("data/shards") / task
-        labelled = Path(f"data/shards/{task}-sal")
-        npz = Path("data/annotations") / f"{task}.npz"
-        sal = Path("runs/saliency") / task
-        stages.run(
-            f"collect {task}",
-            [shards / "manifest.json"] if _complete(shards) else [],
-            lambda: collect(
-                from_flat(
-                    CollectConfig,
-                    task=task,
-                    frames=cfg.frames,
-                    shard_size=cfg.shard_size,
-                    out=str(shards),
-                    workers=cfg.workers or os.cpu_count() or 1,
-                )
-            ),
-        )
-        stages.run(f"oracle annotator {task}", [npz], lambda: annotate_oracle(task, shards, n=cfg.annotate_n))
-        stages.run(f"export annotations {task}", [npz], lambda: export(ExportConfig(task=task)))
-        stages.run(
-            f"saliency.train {task}",
-            [sal / "best.pt"],
-            lambda: train.run(from_preset(TrainConfig, p, annotations=str(npz), out=str(sal), resume="auto")),
-        )
-        stages.run(
-            f"saliency.distill {task}",
-            [sal / "student.pt"],
-            lambda: distill.run(
-                from_preset(DistillConfig, p, teacher=str(sal / "best.pt"), data=str(shards), resume="auto")
-            ),
-        )
-        stages.run(
-            f"saliency.evaluate {task}",
-            [sal / "eval" / "metrics.json"],
-            lambda: evaluate.run(
-                from_preset(EvalConfig, p, model=str(sal / "student.pt"), data=str(shards), out=str(sal / "eval"))
-            ),
-        )
-        stages.run(
-            f"saliency.label {task}",
-            [labelled / "manifest.json"] if _complete(labelled) else [],
-            lambda: label.run(
-                from_preset(LabelConfig, p, model=str(sal / "student.pt"), data=str(shards), out=str(labelled))
-            ),
-        )
+        data_stages(stages, cfg, task)
+        saliency_stages(stages, cfg, task)
+    pretrain_stages(stages, cfg, tasks)
+    sac_stages(stages, cfg)
+    report = Path("runs/report/REPORT.md")
+    stages.run(
+        "pipeline.report",
+        [],
+        lambda: write_report(ReportConfig(roots="runs/sac", out="runs/report", pictures_root="runs")),
+    )
+    return report
+
+
+def data_stages(stages: Stages, cfg: PipelineConfig, task: str) -> None:
+    """Collect the task's frames, click them with the oracle annotator and export the clicks."""
+    from annotate_app.export import ExportConfig, export
+    from annotate_app.oracle import annotate_oracle
+    from data.collect import CollectConfig, collect
+
+    shards, npz = Path("data/shards") / task, Path("data/annotations") / f"{task}.npz"
+    stages.run(
+        f"collect {task}",
+        [shards / "manifest.json"] if _complete(shards) else [],
+        lambda: collect(
+            from_flat(
+                CollectConfig,
+                task=task,
+                frames=cfg.frames,
+                shard_size=cfg.shard_size,
+                out=str(shards),
+                workers=cfg.workers or os.cpu_count() or 1,
+            )
+        ),
+    )
+    stages.run(f"oracle annotator {task}", [npz], lambda: annotate_oracle(task, shards, n=cfg.annotate_n))
+    stages.run(f"export annotations {task}", [npz], lambda: export(ExportConfig(task=task)))
+
+
+def saliency_stages(stages: Stages, cfg: PipelineConfig, task: str) -> None:
+    """Train PiCANet on the task's clicks, distil the student, evaluate it and label every frame."""
+    from saliency import distill, evaluate, label, train
+    from saliency.config import DistillConfig, EvalConfig, LabelConfig, TrainConfig, from_preset
+
+    p = cfg.stage_preset
+    shards, labelled = Path("data/shards") / task, Path(f"data/shards/{task}-sal")
+    npz, sal = Path("data/annotations") / f"{task}.npz", Path("runs/saliency") / task
+    stages.run(
+        f"saliency.train {task}",
+        [sal / "best.pt"],
+        lambda: train.run(from_preset(TrainConfig, p, annotations=str(npz), out=str(sal), resume="auto")),
+    )
+    stages.run(
+        f"saliency.distill {task}",
+        [sal / "student.pt"],
+        lambda: distill.run(
+            from_preset(DistillConfig, p, teacher=str(sal / "best.pt"), data=str(shards), resume="auto")
+        ),
+    )
+    stages.run(
+        f"saliency.evaluate {task}",
+        [sal / "eval" / "metrics.json"],
+        lambda: evaluate.run(
+            from_preset(EvalConfig, p, model=str(sal / "student.pt"), data=str(shards), out=str(sal / "eval"))
+        ),
+    )
+    stages.run(
+        f"saliency.label {task}",
+        [labelled / "manifest.json"] if _complete(labelled) else [],
+        lambda: label.run(
+            from_preset(LabelConfig, p, model=str(sal / "student.pt"), data=str(shards), out=str(labelled))
+        ),
+    )
+
+
+def pretrain_stages(stages: Stages, cfg: PipelineConfig, tasks: list[str]) -> None:
+    """Pretrain the MultiMAE encoders (RGB + saliency, RGB alone), each probed right after."""
+    from pretrain.gate import encoder_paths, probe_gate
+
     for name, modalities in (("rgbs", "rgb,saliency"), ("rgb", "rgb")):
         out = Path("runs/mmae") / name
         # one MultiMAE per task (out/<task>/ when there are several); the linear probe runs right after
@@ -233,6 +261,13 @@ def run(cfg: PipelineConfig) -> Path:
                 ),
             ),
         )
+
+
+def sac_stages(stages: Stages, cfg: PipelineConfig) -> None:
+    """The SAC grid, then the gaze pictures of its gaze runs and one evaluation clip per encoder and task."""
+    from rl import evaluate as evaluate_agent
+    from rl import gaze_viz
+    from rl.grid import plan, run_grid
 
     def sac_grid() -> None:
         budget = f" --max-minutes {max(stages.minutes_left(), 0.01):.2f}" if cfg.max_minutes else ""
@@ -256,13 +291,6 @@ def run(cfg: PipelineConfig) -> Path:
                 run.run_dir, out, overlay="gaze" if run.encoder.startswith("gaze") else "none"
             ),
         )
-    report = Path("runs/report/REPORT.md")
-    stages.run(
-        "pipeline.report",
-        [],
-        lambda: write_report(ReportConfig(roots="runs/sac", out="runs/report", pictures_root="runs")),
-    )
-    return report
 
 
 def pretrain_command(cfg: PipelineConfig, args: list[str]) -> list[str]:
@@ -297,8 +325,8 @@ def pretrain(cfg: PipelineConfig, args: list[str]) -> None:
     print(f"  torchrun: {shlex.join(command)}", flush=True)
     code = subprocess.run(command).returncode
     if code:
-        raise SystemExit(
-            f"error: pretraining under torchrun failed (exit {code}, its output is above); the same "
+        raise StageError(
+            f"pretraining under torchrun failed (exit {code}, its output is above); the same "
             "command continues from its checkpoint"
         )
 
@@ -347,7 +375,7 @@ def _complete(folder: Path) -> bool:
 def _check_grid(status: dict[str, str]) -> None:
     failed = {k: v for k, v in status.items() if v.startswith("failed")}
     if failed:
-        raise SystemExit("error: SAC runs failed: " + "; ".join(f"{k}: {v}" for k, v in failed.items()))
+        raise StageError("SAC runs failed: " + "; ".join(f"{k}: {v}" for k, v in failed.items()))
     paused = [k for k, v in status.items() if v == "paused"]
     if paused:
         raise Paused(f"{len(paused)} SAC run(s) paused at an episode boundary with their checkpoints")
@@ -389,7 +417,7 @@ def main(argv=None) -> None:
     root = Path(cfg.root)
     root.mkdir(parents=True, exist_ok=True)
     start = time.time()
-    with contextlib.chdir(root), one_line_errors():
+    with contextlib.chdir(root), one_line_errors(StageError):
         try:
             report = run(cfg)
         except Paused as why:

@@ -48,7 +48,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from common.cli import fail, option, parse_config
-from common.io import atomic_write_json
+from common.io import OutputError, atomic_write_json
 from common.runs import exclusive_run_dir
 from data.env import PAPER_TASKS
 
@@ -488,181 +488,105 @@ class Planner:
 
     # -- preparation of a task -------------------------------------------------------------------
     def prepare(self, task: str) -> None:
-        cfg, f = self.cfg, self.f
-        shards, labelled, npz, sal = (
-            f"shards/{task}",
-            f"shards/{task}-sal",
-            f"annotations/{task}.npz",
-            f"runs/saliency/{task}",
-        )
-        preset, precision = ["--preset", cfg.saliency_preset], ["--precision", cfg.precision]
-        exists = lambda rel: (f.root / rel).exists()  # noqa: E731
+        """A task's steps before SAC: its frames and annotations, saliency models and labels, then the
+        pretrained encoders and their probes."""
+        self.prepare_frames(task)
+        self.prepare_saliency(task)
+        self.prepare_encoders(task)
+        self.prepare_probes(task)
+
+    def exists(self, rel: str) -> bool:
+        return (self.f.root / rel).exists()
+
+    def prepare_frames(self, task: str) -> None:
+        """Collect the task's frames, click them with the oracle annotator and export the clicks."""
+        cfg, f, shards = self.cfg, self.f, f"shards/{task}"
+        collect = ["--task", task, "--frames", str(cfg.frames), "--workers", str(cfg.collect_workers)]
         self.add(
             f"{task}: collect {cfg.frames:,} frames",
-            [
-                "-m",
-                "data.collect",
-                "--task",
-                task,
-                "--frames",
-                str(cfg.frames),
-                "--workers",
-                str(cfg.collect_workers),
-                "--shard-size",
-                "1000",
-                "--out",
-                shards,
-            ],
+            ["-m", "data.collect", *collect, "--shard-size", "1000", "--out", shards],
             f.shards_complete(shards),
         )
         self.add(
             f"{task}: oracle annotator, {cfg.annotate_n} frames",
-            [
-                "-m",
-                "annotate_app.oracle",
-                "--task",
-                task,
-                "--frames",
-                shards,
-                "--root",
-                "annotations",
-                "--n",
-                str(cfg.annotate_n),
-            ],
-            exists(f"annotations/{task}"),
+            ["-m", "annotate_app.oracle", "--task", task, "--frames", shards, "--root", "annotations"]
+            + ["--n", str(cfg.annotate_n)],
+            self.exists(f"annotations/{task}"),
             marker=True,
         )
         self.add(
             f"{task}: export annotations",
             ["-m", "annotate_app.export", "--task", task, "--root", "annotations"],
-            exists(npz),
+            self.exists(f"annotations/{task}.npz"),
             marker=True,
         )
+
+    def prepare_saliency(self, task: str) -> None:
+        """Train PiCANet on the exported clicks, distil the student, evaluate it and label every frame."""
+        cfg, shards, sal = self.cfg, f"shards/{task}", f"runs/saliency/{task}"
+        preset, precision = ["--preset", cfg.saliency_preset], ["--precision", cfg.precision]
+        resume = ["--resume", "auto", *precision, "--no-progress"]
         self.add(
             f"{task}: saliency.train (PiCANet)",
-            [
-                "-m",
-                "saliency.train",
-                "--annotations",
-                npz,
-                *preset,
-                "--out",
-                sal,
-                "--resume",
-                "auto",
-                *precision,
-                "--no-progress",
-            ],
-            exists(f"{sal}/best.pt"),
+            ["-m", "saliency.train", "--annotations", f"annotations/{task}.npz", *preset, "--out", sal, *resume],
+            self.exists(f"{sal}/best.pt"),
             marker=True,
         )
         self.add(
             f"{task}: saliency.distill (student)",
-            [
-                "-m",
-                "saliency.distill",
-                "--teacher",
-                f"{sal}/best.pt",
-                "--data",
-                shards,
-                *preset,
-                "--resume",
-                "auto",
-                *precision,
-                "--no-progress",
-            ],
-            exists(f"{sal}/student.pt"),
+            ["-m", "saliency.distill", "--teacher", f"{sal}/best.pt", "--data", shards, *preset, *resume],
+            self.exists(f"{sal}/student.pt"),
             marker=True,
         )
         self.add(
             f"{task}: saliency.evaluate (student)",
-            [
-                "-m",
-                "saliency.evaluate",
-                "--model",
-                f"{sal}/student.pt",
-                "--data",
-                shards,
-                *preset,
-                "--out",
-                f"{sal}/eval",
-                *precision,
-            ],
-            exists(f"{sal}/eval/metrics.json"),
+            ["-m", "saliency.evaluate", "--model", f"{sal}/student.pt", "--data", shards, *preset]
+            + ["--out", f"{sal}/eval", *precision],
+            self.exists(f"{sal}/eval/metrics.json"),
             marker=True,
         )
+        labelled = f"shards/{task}-sal"
         self.add(
             f"{task}: saliency.label {cfg.frames:,} frames",
-            [
-                "-m",
-                "saliency.label",
-                "--model",
-                f"{sal}/student.pt",
-                "--data",
-                shards,
-                "--out",
-                labelled,
-                *preset,
-                *precision,
-                "--no-progress",
-            ],
-            f.shards_complete(labelled, labelled=True),
+            ["-m", "saliency.label", "--model", f"{sal}/student.pt", "--data", shards, "--out", labelled]
+            + [*preset, *precision, "--no-progress"],
+            self.f.shards_complete(labelled, labelled=True),
         )
+
+    def prepare_encoders(self, task: str) -> None:
+        """Pretrain the MultiMAE encoders on the labelled frames: RGB + saliency, and RGB alone."""
+        cfg = self.cfg
         epochs = pretrain_epochs(cfg.pretrain_images, cfg.frames)
         for name, modalities in (("rgbs", "rgb,saliency"), ("rgb", "rgb")):
             out = f"runs/mmae/{name}/{task}"
             self.add(
                 f"{task}: pretrain.multimae {name} ({epochs} epochs, >= {cfg.pretrain_images:,} images)",
-                [
-                    "-m",
-                    "pretrain.multimae",
-                    "--data",
-                    labelled,
-                    "--preset",
-                    cfg.pretrain_preset,
-                    "--modalities",
-                    modalities,
-                    "--epochs",
-                    str(epochs),
-                    *shlex.split(cfg.pretrain_extra),
-                    *precision,
-                    "--resume",
-                    "auto",
-                    "--out",
-                    out,
-                ],
-                exists(f"{out}/encoder.pt"),
+                ["-m", "pretrain.multimae", "--data", f"shards/{task}-sal", "--preset", cfg.pretrain_preset]
+                + ["--modalities", modalities, "--epochs", str(epochs), *shlex.split(cfg.pretrain_extra)]
+                + ["--precision", cfg.precision, "--resume", "auto", "--out", out],
+                self.exists(f"{out}/encoder.pt"),
                 marker=True,
             )
+
+    def prepare_probes(self, task: str) -> None:
+        """Probe each pretrained encoder, then copy the probe results into the results folder."""
+        cfg = self.cfg
         for name, inputs, label in PROBES:
             enc = f"runs/mmae/{name}/{task}"
             self.add(
                 f"{task}: pretrain.probe {name} ({label} in)",
-                [
-                    "-m",
-                    "pretrain.probe",
-                    "--encoder",
-                    f"{enc}/encoder.pt",
-                    "--data",
-                    labelled,
-                    "--inputs",
-                    inputs,
-                    "--threads",
-                    "2",
-                    *precision,
-                    *shlex.split(cfg.probe_extra),
-                ],
-                exists(f"{enc}/probe_{label}.json"),
+                ["-m", "pretrain.probe", "--encoder", f"{enc}/encoder.pt", "--data", f"shards/{task}-sal"]
+                + ["--inputs", inputs, "--threads", "2", "--precision", cfg.precision, *shlex.split(cfg.probe_extra)],
+                self.exists(f"{enc}/probe_{label}.json"),
             )
-        key = f"{task}: keep probes"
         self.add(
-            key,
+            f"{task}: keep probes",
             [],
             True,
             marker=True,
-            action=lambda: keep_probes(f, task),
-            note=f"copy runs/mmae/*/{task}/probe_*.json -> {self.cfg.results}/mmae/*/{task}/",
-            kept=self.cfg.results,
+            action=lambda: keep_probes(self.f, task),
+            note=f"copy runs/mmae/*/{task}/probe_*.json -> {cfg.results}/mmae/*/{task}/",
+            kept=cfg.results,
         )
 
     # -- SAC -------------------------------------------------------------------------------------
@@ -1078,8 +1002,8 @@ def hold_root(stack: contextlib.ExitStack, root: Path) -> None:
     """Take the root's lock for this process; a second copy stops with one line and exit status 2."""
     try:
         stack.enter_context(exclusive_run_dir(root))
-    except SystemExit as err:
-        fail(str(err.code).removeprefix("error: "))
+    except OutputError as err:
+        fail(str(err))
 
 
 def child_env() -> dict[str, str]:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from common.cli import option, run_command
-from common.hub import markdown_table, model_card, write_card, write_safetensors
+from common.hub import export_each, markdown_table, model_card, write_card, write_safetensors
 from common.io import safe_torch_load
 from data.shards import ShardError, read_manifest
 from pretrain.frozen import ENCODER_FORMAT, encoder_safetensors
@@ -81,15 +81,13 @@ def encoder_card(pt_path: Path, blob: dict[str, Any]) -> str:
     """The model card of `pt_path` (its run folder's config.json, data.json and probe_*.json read when present)."""
     folder = pt_path.parent
     config, data = _json(folder / "config.json"), _json(folder / "data.json")
-    mcfg = blob["model_config"]
-    modalities = list(mcfg["modalities"])
+    modalities = list(blob["model_config"]["modalities"])
     sources = data.get("folders", [])
     manifests = {s["folder"]: _manifest(s["folder"]) for s in sources}
     tasks = sorted(
         {_task(s, manifests[s["folder"]]) for s in sources} or ({config["task"]} if config.get("task") else set())
     )
     probes = [_json(p) for p in sorted(folder.glob("probe_*.json"))]
-    params = sum(t.numel() for t in blob["state_dict"].values())
     front = {
         "library_name": "pytorch",
         "pipeline_tag": "image-feature-extraction",
@@ -105,6 +103,24 @@ def encoder_card(pt_path: Path, blob: dict[str, Any]) -> str:
         "datasets": [Path(s["folder"]).name for s in sources],
         "task": ", ".join(tasks) or "unknown",
     }
+    body = [
+        f"# MultiMAE encoder ({'+'.join(modalities)}), {', '.join(tasks) or 'unknown task'}",
+        "",
+        f"The frozen encoder of a MultiMAE pretrained for ViSaRL (visual RL guided by human saliency) on "
+        f"Meta-World frames{' and saliency maps' if 'saliency' in modalities else ''}. RL reads its pooled "
+        "features with no masking; the decoders are not included.",
+        "",
+        *_data_section(blob, data, manifests),
+        *_architecture_section(blob, config),
+        *_probe_section(pt_path, probes),
+        *_loading_section(pt_path, blob),
+    ]
+    return model_card(front, "\n".join(body), probe_results(probes))
+
+
+def _data_section(blob: dict[str, Any], data: dict[str, Any], manifests: dict[str, dict[str, Any]]) -> list[str]:
+    """The card's "Data": frame counts, data and saliency sources, one row per shard folder."""
+    sources = data.get("folders", [])
     rows = [
         [
             s["folder"],
@@ -120,18 +136,7 @@ def encoder_card(pt_path: Path, blob: dict[str, Any]) -> str:
         if "train_frames" in data
         else "frame counts unknown (no data.json beside the export)"
     )
-    if config.get("lr") is None and "blr" in config:  # the peak lr, from MultiMAE's rule blr x batch / 256
-        config = {**config, "lr": f"{config['blr'] * config['batch_size'] / 256:g} (blr {config['blr']:g})"}
-    trained = ", ".join(f"{k} {config[k]}" for k in TRAIN_KEYS if k in config) or "config.json not found"
-    pools = ", ".join(f"{p} {k * mcfg['dim']}-d" for p, k in POOLS.items())
-    stats = sorted({_stats_label(k) for k in blob.get("feature_stats", {})})
-    body = [
-        f"# MultiMAE encoder ({'+'.join(modalities)}), {', '.join(tasks) or 'unknown task'}",
-        "",
-        f"The frozen encoder of a MultiMAE pretrained for ViSaRL (visual RL guided by human saliency) on "
-        f"Meta-World frames{' and saliency maps' if 'saliency' in modalities else ''}. RL reads its pooled "
-        "features with no masking; the decoders are not included.",
-        "",
+    return [
         "## Data",
         "",
         f"Pretrained on {frames} from `{blob.get('data', '?')}`, saliency source `{blob.get('saliency_source', 'none')}`. "
@@ -141,6 +146,20 @@ def encoder_card(pt_path: Path, blob: dict[str, Any]) -> str:
         if rows
         else "No data.json beside the export.",
         "",
+    ]
+
+
+def _architecture_section(blob: dict[str, Any], config: dict[str, Any]) -> list[str]:
+    """The card's "Architecture and training": the ViT, its pooled features, the training settings."""
+    mcfg = blob["model_config"]
+    modalities = list(mcfg["modalities"])
+    if config.get("lr") is None and "blr" in config:  # the peak lr, from MultiMAE's rule blr x batch / 256
+        config = {**config, "lr": f"{config['blr'] * config['batch_size'] / 256:g} (blr {config['blr']:g})"}
+    trained = ", ".join(f"{k} {config[k]}" for k in TRAIN_KEYS if k in config) or "config.json not found"
+    pools = ", ".join(f"{p} {k * mcfg['dim']}-d" for p, k in POOLS.items())
+    stats = sorted({_stats_label(k) for k in blob.get("feature_stats", {})})
+    params = sum(t.numel() for t in blob["state_dict"].values())
+    return [
         "## Architecture and training",
         "",
         f"- ViT encoder: patch {mcfg['patch_size']} on {mcfg['image_size']}x{mcfg['image_size']} inputs ({', '.join(modalities)}), "
@@ -148,9 +167,12 @@ def encoder_card(pt_path: Path, blob: dict[str, Any]) -> str:
         f"- Features: {pools}; standardised per dimension with stored statistics for {', '.join(stats) or 'none (raw features)'}.",
         f"- Trained {blob.get('step', '?')} steps ({blob.get('epoch', '?')} epochs): {trained}; code {blob.get('code_version', '?')}.",
         "",
-        "## Linear probe",
-        "",
     ]
+
+
+def _probe_section(pt_path: Path, probes: list[dict[str, Any]]) -> list[str]:
+    """The card's "Linear probe": each probe's table and warnings, or the command that probes it."""
+    body = ["## Linear probe", ""]
     for probe in probes:
         body += [
             f"Inputs {'+'.join(probe['inputs'])}, {probe['fit_frames']} fit frames of {probe['fit_episodes']} episodes, "
@@ -163,7 +185,14 @@ def encoder_card(pt_path: Path, blob: dict[str, Any]) -> str:
         ]
     if not probes:
         body += ["Not probed yet: `python -m pretrain.probe --encoder " + str(pt_path) + "` (then re-export).", ""]
-    body += [
+    return body
+
+
+def _loading_section(pt_path: Path, blob: dict[str, Any]) -> list[str]:
+    """The card's "How to load": with this project's FrozenEncoder, or from the safetensors file alone."""
+    mcfg = blob["model_config"]
+    modalities = list(mcfg["modalities"])
+    return [
         "## How to load",
         "",
         "```python",
@@ -176,7 +205,6 @@ def encoder_card(pt_path: Path, blob: dict[str, Any]) -> str:
         "statistics under `feature_stats.<inputs|pool>.mean/std`; the file's metadata holds `model_config` "
         f"(JSON) and `format` `{ENCODER_FORMAT}`. In RL: `python -m rl.sac --encoder mmae_rgbs --mmae PATH`.",
     ]
-    return model_card(front, "\n".join(body), probe_results(probes))
 
 
 def probe_results(probes: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -231,11 +259,7 @@ def encoder_files(path: str | Path) -> list[Path]:
 
 def export(cfg: ExportConfig) -> list[tuple[Path, Path]]:
     """The hub files of every checkpoint `cfg.path` names, each printed as it is written."""
-    written = []
-    for path in encoder_files(cfg.path):
-        written.append(write_hub_files(path))
-        print(" + ".join(map(str, written[-1])), flush=True)
-    return written
+    return export_each(encoder_files(cfg.path), write_hub_files)
 
 
 def main(argv: list[str] | None = None) -> list[tuple[Path, Path]]:

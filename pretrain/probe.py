@@ -246,27 +246,18 @@ def saliency_source(cfg: ProbeConfig, inputs: tuple[str, ...]) -> str | None:
     return "predicted" if all(read_manifest(f).get("labelled_from") for f in folders) else "oracle"
 
 
-def probe(cfg: ProbeConfig, verbose: bool = True) -> dict:
-    """Run the probe; returns (and writes) the result dict with one row per feature set."""
-    cfg.validate()
-    t0 = time.time()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    path = Path(cfg.encoder)
-    precision = resolve_precision(cfg.precision, cfg.device)
-    first = FrozenEncoder.load(path, inputs=tuple(m for m in cfg.inputs.split(",") if m) or None, device=cfg.device)
-    inputs, mcfg = first.inputs, first.model.cfg
-    sal = saliency_source(cfg, inputs)
-    frames, info = load_frames(cfg.data, sal, task=cfg.task)
-    if frames.state is None or frames.state.shape[1] < 39:
-        raise ShardError(f"{cfg.data}: frames carry no 39-d Meta-World states; the probe needs them")
-    fit_idx, score_idx = split_for_probe(frames, cfg.fit_frames, cfg.score_frames, cfg.held_out, cfg.seed)
-    fit_y = {k: frames.state[fit_idx][:, s].double() for k, s in TARGETS.items()}
-    score_y = {k: frames.state[score_idx][:, s].double() for k, s in TARGETS.items()}
-    fit_groups = frames.group[fit_idx]
-    rows: list[dict] = []
+class Readout:
+    """The probe's rows: every feature set read out against the same targets, frames and storage precision."""
+
+    def __init__(self, cfg: ProbeConfig, frames: Frames, fit_idx: torch.Tensor, score_idx: torch.Tensor, verbose: bool):
+        self.cfg, self.verbose = cfg, verbose
+        self.fit_y = {k: frames.state[fit_idx][:, s].double() for k, s in TARGETS.items()}
+        self.score_y = {k: frames.state[score_idx][:, s].double() for k, s in TARGETS.items()}
+        self.fit_groups = frames.group[fit_idx]
+        self.rows: list[dict] = []
 
     def add(
+        self,
         name: str,
         kind: str,
         pool: str,
@@ -274,30 +265,44 @@ def probe(cfg: ProbeConfig, verbose: bool = True) -> dict:
         score_x: torch.Tensor,
         raw: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> None:
+        """Read out one feature set (and `raw`, its unstandardised form, after storage) and add its row."""
+        store, fit_y, score_y, groups = self.cfg.store, self.fit_y, self.score_y, self.fit_groups
         row = {"features": name, "kind": kind, "pool": pool, "dim": int(fit_x.shape[1])}
-        row.update(probe_features(fit_x, score_x, fit_y, score_y, fit_groups))
+        row.update(probe_features(fit_x, score_x, fit_y, score_y, groups))
         # the same readout (penalties) on the features after the buffer's storage precision
         row["r2_stored"] = probe_features(
-            stored(fit_x, cfg.store), stored(score_x, cfg.store), fit_y, score_y, fit_groups, row["alpha"]
+            stored(fit_x, store), stored(score_x, store), fit_y, score_y, groups, row["alpha"]
         )["r2"]
         if raw is not None:  # the unstandardised features through the same storage, for comparison
             row["r2_stored_raw"] = probe_features(
-                stored(raw[0], cfg.store), stored(raw[1], cfg.store), fit_y, score_y, fit_groups, row["alpha"]
+                stored(raw[0], store), stored(raw[1], store), fit_y, score_y, groups, row["alpha"]
             )["r2"]
-        rows.append(row)
-        if verbose:
+        self.rows.append(row)
+        if self.verbose:
             print(format_row(row), flush=True)
 
+
+def load_state_frames(cfg: ProbeConfig, sal: str | None) -> tuple[Frames, list[dict]]:
+    """The probe's frames and folder info; refused unless they carry the 39-d Meta-World states it reads out."""
+    frames, info = load_frames(cfg.data, sal, task=cfg.task)
+    if frames.state is None or frames.state.shape[1] < 39:
+        raise ShardError(f"{cfg.data}: frames carry no 39-d Meta-World states; the probe needs them")
+    return frames, info
+
+
+def read_encoders(
+    readout: Readout,
+    first: FrozenEncoder,
+    frames: Frames,
+    fit_idx: torch.Tensor,
+    score_idx: torch.Tensor,
+    precision: str,
+) -> None:
+    """Rows of the pretrained encoder `first` and of the same model at random init, for every pool."""
+    cfg, path, inputs = readout.cfg, Path(readout.cfg.encoder), first.inputs
     label = "+".join(inputs)
-    if verbose:
-        print(
-            f"probe {path} ({label}) on {cfg.data}: {len(fit_idx)} fit frames from {len(torch.unique(fit_groups))} episodes, "
-            f"{len(score_idx)} score frames from {len(torch.unique(frames.group[score_idx]))} other episodes; "
-            f"saliency {sal or 'not used'}; stored = {cfg.store}",
-            flush=True,
-        )
-        print(table_header(cfg.store), flush=True)
-    for kind, enc0 in (("pretrained", first), ("random init", FrozenEncoder.random_init(mcfg, inputs, seed=cfg.seed))):
+    random_init = FrozenEncoder.random_init(first.model.cfg, inputs, seed=cfg.seed)
+    for kind, enc0 in (("pretrained", first), ("random init", random_init)):
         enc0 = enc0.to(cfg.device)
         fit_f = encode_pools(enc0, frames, fit_idx, cfg.pool_list, cfg.device, precision=precision)
         score_f = encode_pools(enc0, frames, score_idx, cfg.pool_list, cfg.device, precision=precision)
@@ -306,7 +311,7 @@ def probe(cfg: ProbeConfig, verbose: bool = True) -> dict:
                 # --mmae-features standardized; r2_stored_raw is the raw feature (RL's default) through --store
                 enc = FrozenEncoder.load(path, inputs=inputs, pool=pool)
                 shift, scale = enc.shift.cpu(), enc.scale.cpu()
-                add(
+                readout.add(
                     f"pretrained, {label}",
                     kind,
                     pool,
@@ -315,33 +320,14 @@ def probe(cfg: ProbeConfig, verbose: bool = True) -> dict:
                     (fit_f[pool], score_f[pool]) if enc.standardized else None,
                 )
             else:
-                add(f"random init, {label}", kind, pool, fit_f[pool], score_f[pool])
-    px = lambda idx: frames_to_tensor(frames.rgb[idx], size=cfg.pixels).flatten(1)  # noqa: E731  [n, 3*N*N]
-    add(f"raw pixels {cfg.pixels}x{cfg.pixels}x3", "pixels", "-", px(fit_idx), px(score_idx))
-    result = {
-        "encoder": str(path),
-        "data": str(cfg.data),
-        "folders": info,
-        "inputs": list(inputs),
-        "saliency": sal,
-        "fit_frames": len(fit_idx),
-        "score_frames": len(score_idx),
-        "fit_episodes": len(torch.unique(fit_groups)),
-        "score_episodes": len(torch.unique(frames.group[score_idx])),
-        "store": cfg.store,
-        "seed": cfg.seed,
-        "encoder_meta": first.meta,
-        "model_config": mcfg.to_dict(),
-        "rows": rows,
-        "warnings": [],
-        "device": device_description() if str(cfg.device) == "cpu" else str(cfg.device),
-        "precision": precision,
-        "seconds": round(time.time() - t0, 1),
-        "code_version": code_version(),
-        "config": asdict(cfg),
-    }
-    result["warnings"] = gate_warnings(result)
-    out = Path(cfg.out) if cfg.out else path.parent / f"probe_{label}.json"
+                readout.add(f"random init, {label}", kind, pool, fit_f[pool], score_f[pool])
+
+
+def write_result(cfg: ProbeConfig, result: dict, verbose: bool) -> dict:
+    """Write `result` (to --out, or probe_<inputs>.json beside the encoder, whose card then lists it); returns
+    it with its path."""
+    path = Path(cfg.encoder)
+    out = Path(cfg.out) if cfg.out else path.parent / f"probe_{'+'.join(result['inputs'])}.json"
     atomic_write_json(out, result)
     if out.parent == path.parent:  # the encoder's model card lists the probes beside it
         refresh_card(path)
@@ -351,6 +337,58 @@ def probe(cfg: ProbeConfig, verbose: bool = True) -> dict:
         print(f"probe written to {out} ({result['seconds']:.0f} s)", flush=True)
     result["path"] = str(out)
     return result
+
+
+def probe(cfg: ProbeConfig, verbose: bool = True) -> dict:
+    """Run the probe; returns (and writes) the result dict with one row per feature set."""
+    cfg.validate()
+    t0 = time.time()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    path = Path(cfg.encoder)
+    precision = resolve_precision(cfg.precision, cfg.device)
+    first = FrozenEncoder.load(path, inputs=tuple(m for m in cfg.inputs.split(",") if m) or None, device=cfg.device)
+    inputs, label = first.inputs, "+".join(first.inputs)
+    sal = saliency_source(cfg, inputs)
+    frames, info = load_state_frames(cfg, sal)
+    fit_idx, score_idx = split_for_probe(frames, cfg.fit_frames, cfg.score_frames, cfg.held_out, cfg.seed)
+    readout = Readout(cfg, frames, fit_idx, score_idx, verbose)
+    fit_episodes, score_episodes = len(torch.unique(readout.fit_groups)), len(torch.unique(frames.group[score_idx]))
+    if verbose:
+        print(
+            f"probe {path} ({label}) on {cfg.data}: {len(fit_idx)} fit frames from {fit_episodes} episodes, "
+            f"{len(score_idx)} score frames from {score_episodes} other episodes; "
+            f"saliency {sal or 'not used'}; stored = {cfg.store}",
+            flush=True,
+        )
+        print(table_header(cfg.store), flush=True)
+    read_encoders(readout, first, frames, fit_idx, score_idx, precision)
+    px = lambda idx: frames_to_tensor(frames.rgb[idx], size=cfg.pixels).flatten(1)  # noqa: E731  [n, 3*N*N]
+    readout.add(f"raw pixels {cfg.pixels}x{cfg.pixels}x3", "pixels", "-", px(fit_idx), px(score_idx))
+    result = {
+        "encoder": str(path),
+        "data": str(cfg.data),
+        "folders": info,
+        "inputs": list(inputs),
+        "saliency": sal,
+        "fit_frames": len(fit_idx),
+        "score_frames": len(score_idx),
+        "fit_episodes": fit_episodes,
+        "score_episodes": score_episodes,
+        "store": cfg.store,
+        "seed": cfg.seed,
+        "encoder_meta": first.meta,
+        "model_config": first.model.cfg.to_dict(),
+        "rows": readout.rows,
+        "warnings": [],
+        "device": device_description() if str(cfg.device) == "cpu" else str(cfg.device),
+        "precision": precision,
+        "seconds": round(time.time() - t0, 1),
+        "code_version": code_version(),
+        "config": asdict(cfg),
+    }
+    result["warnings"] = gate_warnings(result)
+    return write_result(cfg, result, verbose)
 
 
 # -- reporting --------------------------------------------------------------------------------

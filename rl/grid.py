@@ -38,7 +38,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.cli import flat_dict, int_list, option, parse_config
+from common.cli import flat_dict, int_list, one_line_errors, option, parse_config
 from common.io import atomic_write_json
 from common.precision import PRECISION_HELP, check_precision, precision_field
 from data.env import check_task
@@ -425,7 +425,7 @@ def run_grid(cfg: GridConfig) -> dict[str, str]:
         try:
             import ray
         except ImportError as err:
-            raise SystemExit("error: --backend ray needs Ray: pip install 'visarl[cluster]'") from err
+            raise ValueError("--backend ray needs Ray: pip install 'visarl[cluster]'") from err
         ray.init(
             address=cfg.ray_address or None,
             ignore_reinit_error=True,
@@ -476,7 +476,8 @@ def run_grid(cfg: GridConfig) -> dict[str, str]:
 
 def main(argv=None) -> None:
     cfg = parse_config(GridConfig, argv)
-    status = run_grid(cfg)
+    with one_line_errors():
+        status = run_grid(cfg)
     failed = [k for k, v in status.items() if v.startswith("failed")]
     paused = [k for k, v in status.items() if v == "paused"]
     print(

@@ -27,7 +27,23 @@ DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass
-class TrainConfig:
+class FitOptions:
+    """The training settings saliency.train and saliency.distill share (`saliency.train.FitSpec.of` reads
+    them); each command adds its data, model, budget and split flags."""
+
+    weight_decay: float = option(0.005, "AdamW weight decay")
+    lr_decay_at: float = option(0.75, "fraction of the epochs after which the lr is multiplied by 0.1")
+    flip: bool = option(True, "random horizontal flips of frame and map")
+    color_jitter: float = option(0.3, "brightness/contrast/saturation jitter strength (0: off); hue gets a tenth")
+    seed: int = option(0, "seed of split, initialisation and augmentation")
+    threads: int = option(2, "torch CPU threads")
+    device: str = option("auto", "auto, cpu or cuda", choices=list(DEVICES))
+    precision: str = precision_field()
+    progress: bool = option(True, "show a progress bar")
+
+
+@dataclass
+class TrainConfig(FitOptions):
     """Train PiCANet on an annotation export (.npz of frames and saliency maps)."""
 
     annotations: str = option(
@@ -41,18 +57,9 @@ class TrainConfig:
     epochs: int = option(1000, "training epochs (paper: 1000)")
     batch_size: int = option(16, "batch size (paper: 16)")
     lr: float = option(3e-4, "AdamW learning rate")
-    weight_decay: float = option(0.005, "AdamW weight decay")
-    lr_decay_at: float = option(0.75, "fraction of the epochs after which the lr is multiplied by 0.1")
     val_frac: float = option(0.2, "share of annotated frames held out for validation (seeded split)")
-    flip: bool = option(True, "random horizontal flips of frame and map")
-    color_jitter: float = option(0.3, "brightness/contrast/saturation jitter strength (0: off); hue gets a tenth")
     eval_every: int = option(10, "validate (and maybe save best.pt) every this many epochs")
-    seed: int = option(0, "seed of split, initialisation and augmentation")
-    threads: int = option(2, "torch CPU threads")
-    device: str = option("auto", "auto, cpu or cuda", choices=list(DEVICES))
-    precision: str = precision_field()
     resume: bool | str = resume_field(RESUME_HELP + " (its last.pt)")
-    progress: bool = option(True, "show a progress bar")
 
     def validate(self) -> "TrainConfig":
         check_finite(self)
@@ -76,7 +83,7 @@ class TrainConfig:
 
 
 @dataclass
-class DistillConfig:
+class DistillConfig(FitOptions):
     """Distil a trained PiCANet into the fast 64x64 student on pseudo-labelled frames."""
 
     teacher: str = option("runs/saliency/reach-v3/best.pt", "trained PiCANet checkpoint")
@@ -88,20 +95,11 @@ class DistillConfig:
     epochs: int = option(40, "training epochs over the pseudo-labelled frames")
     batch_size: int = option(64, "batch size")
     lr: float = option(3e-3, "AdamW learning rate")
-    weight_decay: float = option(0.005, "AdamW weight decay")
-    lr_decay_at: float = option(0.75, "fraction of the epochs after which the lr is multiplied by 0.1")
     val_frac: float = option(0.1, "share of pseudo-labelled frames held out to pick the best epoch")
-    flip: bool = option(True, "random horizontal flips")
-    color_jitter: float = option(0.3, "colour jitter strength (0: off)")
     eval_every: int = option(2, "validate every this many epochs")
-    seed: int = option(0, "seed")
-    threads: int = option(2, "torch CPU threads")
-    device: str = option("auto", "auto, cpu or cuda", choices=list(DEVICES))
-    precision: str = precision_field()
     resume: bool | str = resume_field(
         RESUME_HELP + " (its <out stem>-last.pt beside --out); without it an existing --out is refused"
     )
-    progress: bool = option(True, "show a progress bar")
 
     def validate(self) -> "DistillConfig":
         check_finite(self)

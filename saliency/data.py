@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torchvision.transforms.v2.functional as TF
 
-from common.cli import option, parse_config
+from common.cli import fail, option, parse_config
 from common.io import atomic_write_bytes
 from data.shards import ALLOW_INCOMPLETE_HELP, load_arrays, oracle_maps
 
@@ -159,7 +159,7 @@ def main(argv=None) -> None:
     cfg = parse_config(OracleExportConfig, argv)
     out = Path(cfg.out)
     if out.exists():
-        raise SystemExit(f"error: {out} exists; refusing to overwrite an annotation export (choose another --out)")
+        fail(f"{out} exists; refusing to overwrite an annotation export (choose another --out)")
     from common.cli import one_line_errors
 
     with one_line_errors():

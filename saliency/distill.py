@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from common.cli import run_command, should_resume
-from common.io import safe_torch_load
+from common.io import OutputError, safe_torch_load
 from common.precision import resolve_precision
 from common.runs import device_description, exclusive_run_dir
 from data.shards import frame_digests, load_arrays
@@ -38,8 +38,8 @@ def _distill(cfg: DistillConfig) -> Path:
     log_name = f"distill-{out.stem}"
     last = last_checkpoint(out.parent, log_name)
     if out.exists() and not cfg.resume:
-        raise SystemExit(
-            f"error: {out} exists; refusing to overwrite a trained student (pass --resume auto to continue "
+        raise OutputError(
+            f"{out} exists; refusing to overwrite a trained student (pass --resume auto to continue "
             "its training, choose another --out or delete it)"
         )
     resuming = should_resume(cfg.resume, last.exists(), last)

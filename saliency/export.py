@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from common.cli import option, run_command
-from common.hub import markdown_table, model_card, write_card, write_safetensors
+from common.hub import export_each, markdown_table, model_card, write_card, write_safetensors
 from common.io import safe_torch_load
 from data.shards import ShardError, read_manifest
 from saliency.predictor import FORMAT, read_checkpoint
@@ -215,11 +215,7 @@ def checkpoint_files(path: str | Path) -> list[Path]:
 
 def export(cfg: ExportConfig) -> list[tuple[Path, Path]]:
     """The hub files of every checkpoint `cfg.path` names, each printed as it is written."""
-    written = []
-    for path in checkpoint_files(cfg.path):
-        written.append(write_hub_files(path))
-        print(" + ".join(map(str, written[-1])), flush=True)
-    return written
+    return export_each(checkpoint_files(cfg.path), write_hub_files)
 
 
 def main(argv: list[str] | None = None) -> list[tuple[Path, Path]]:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from common.cli import run_command
-from common.io import atomic_write_json, check_writable_dir
+from common.io import OutputError, atomic_write_json, check_writable_dir
 from common.progress import progress
 from common.runs import exclusive_run_dir
 from data.shards import (
@@ -115,8 +115,8 @@ def _label(cfg: LabelConfig, src: Path, out: Path) -> Path:
     if marker.exists():
         identity = _resumable_identity(out, json.loads(marker.read_text()), identity, src)
     elif (out / "manifest.json").exists() or any(out.glob(SHARD_GLOB)):
-        raise SystemExit(
-            f"error: {out} holds shards that saliency.label did not write (a collection?); labelled "
+        raise OutputError(
+            f"{out} holds shards that saliency.label did not write (a collection?); labelled "
             "shards go to a folder of their own: choose another --out"
         )
     predictor = SaliencyPredictor.load(
@@ -165,13 +165,13 @@ def _resumable_identity(out: Path, old: dict, new: dict, src: Path) -> dict:
     re-collected under the same name has other shards; its labels are never mixed with the old ones
     nor silently replaced (nothing saved is lost): the user deletes `out` or picks another."""
     if old.get("model_sha256") != new["model_sha256"] or old.get("labelled_from") != new["labelled_from"]:
-        raise SystemExit(
-            f"error: {out} holds labels of {old.get('labelled_from')} by {old.get('saliency_model')} "
+        raise OutputError(
+            f"{out} holds labels of {old.get('labelled_from')} by {old.get('saliency_model')} "
             f"(sha {old.get('model_sha256')}); choose another --out or delete it"
         )
     if "source_shards" not in old:
-        raise SystemExit(
-            f"error: {out} was labelled before labelling recorded its source's checksums, so whether its "
+        raise OutputError(
+            f"{out} was labelled before labelling recorded its source's checksums, so whether its "
             f"labels still match {src} cannot be checked; delete it (or choose another --out) to label again"
         )
     before = old["source_shards"]
@@ -181,8 +181,8 @@ def _resumable_identity(out: Path, old: dict, new: dict, src: Path) -> dict:
         if name in before and (before[name][0] != frames or (sha and before[name][1] and before[name][1] != sha))
     )
     if changed:
-        raise SystemExit(
-            f"error: {out} holds labels of other frames than {src} has now ({src / changed[0]} and "
+        raise OutputError(
+            f"{out} holds labels of other frames than {src} has now ({src / changed[0]} and "
             f"{len(changed) - 1} more changed since: re-collected?); its labels are kept: delete {out} or "
             "choose another --out to label the new frames"
         )

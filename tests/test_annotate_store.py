@@ -323,3 +323,19 @@ def test_agreement_of_a_perfect_and_a_shifted_annotator(tmp_path, shards, capsys
     assert len(csv_path.read_text().splitlines()) == 1 + 9
     assert (csv_path.parent / "agreement.png").stat().st_size > 10_000
     assert "| all pairs |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("module", ["export", "oracle", "agreement"])
+def test_annotation_commands_refuse_with_one_line_and_status_2(module, tmp_path, capsys):
+    """Before: an AnnotationError (here: no frames chosen for the task yet) left these commands through
+    sys.exit with status 1, the status of a bug. Now: one line and status 2, as every other refusal."""
+    import importlib
+
+    main = importlib.import_module(f"annotate_app.{module}").main
+    argv = ["--task", "reach-v3", "--root", str(tmp_path / "ann")]
+    if module == "oracle":
+        argv += ["--frames", str(tmp_path / "no-shards")]
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from common.cli import from_flat
+from common.io import OutputError
 from data.collect import CollectConfig, collect
 from data.shards import (
     ShardError,
@@ -140,7 +141,7 @@ def test_missing_field_and_empty_folder_errors(tmp_path, small):
 
 
 def test_changed_settings_refuse_to_mix_into_existing_folder(small):
-    with pytest.raises(SystemExit, match="different collection"):
+    with pytest.raises(OutputError, match="different collection"):
         collect(_cfg(small, seed=1), progress=False)
 
 
@@ -171,5 +172,5 @@ def test_to_hdf5_round_trip(small, tmp_path):
         assert np.array_equal(h5["clicks"][off[7] : off[8]], a["clicks"][7])
         assert json.loads(h5.attrs["manifest"])["frames_written"] == 120
         assert h5["frames"].chunks[0] == 256 and h5["frames"].compression == "gzip"
-    with pytest.raises(SystemExit, match="overwrite"):
+    with pytest.raises(OutputError, match="overwrite"):
         convert(ToHdf5Config(shards=str(small), out=str(out)), progress=False)

@@ -135,7 +135,7 @@ def test_report_shows_running_runs_at_the_newest_evaluation_all_their_seeds_reac
 
 
 def test_report_without_runs_names_the_command(tmp_path):
-    with pytest.raises(SystemExit, match="rl.grid"):
+    with pytest.raises(FileNotFoundError, match="rl.grid"):
         write_report(ReportConfig(roots=str(tmp_path), out=str(tmp_path / "r")))
 
 

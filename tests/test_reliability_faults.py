@@ -11,6 +11,7 @@ import torch
 
 from annotate_app.synthetic import synthetic_shards
 from common.cli import one_line_errors
+from common.io import OutputError
 from data.shards import (
     ShardError,
     check_shard,
@@ -268,7 +269,7 @@ def test_two_conversions_to_one_out_never_replace_or_delete_each_others_files(sy
             ).read_bytes()
 
     monkeypatch.setattr(to_hdf5, "_write", race)
-    with pytest.raises(SystemExit, match="x.h5 was written meanwhile .* it is kept: pass --overwrite"):
+    with pytest.raises(OutputError, match="x.h5 was written meanwhile .* it is kept: pass --overwrite"):
         to_hdf5.convert(to_hdf5.ToHdf5Config(shards=str(synthetic), out=str(out)), progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["reach-v3", "x.h5"] and out.read_bytes() == winner["bytes"]
     with h5py.File(out) as h5:

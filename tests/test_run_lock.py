@@ -9,6 +9,7 @@ import textwrap
 
 import pytest
 
+from common.io import OutputError
 from common.runs import exclusive_run_dir
 
 HOLDER = textwrap.dedent("""
@@ -42,7 +43,7 @@ def test_a_held_folder_is_refused_and_a_killed_holder_frees_it(tmp_path, holder)
     proc, child = holder
     in_flight = tmp_path / "run" / ".checkpoint.pt.x81kq0za.tmp"  # the holder's atomic write, not yet renamed
     in_flight.write_bytes(b"half")
-    with pytest.raises(SystemExit, match=rf"run is in use by pid {proc.pid} on .*run the same command again"):
+    with pytest.raises(OutputError, match=rf"run is in use by pid {proc.pid} on .*run the same command again"):
         with exclusive_run_dir(tmp_path / "run"):
             pass
     assert in_flight.exists()  # a refused process touches nothing
@@ -99,6 +100,6 @@ def test_collect_label_and_distill_refuse_a_folder_another_process_writes(tmp_pa
         "distill": lambda: distill(DistillConfig(teacher=str(tmp_path / "absent.pt"), out=str(run / "student.pt"))),
     }
     for name, job in jobs.items():
-        with pytest.raises(SystemExit, match=rf"run is in use by pid {proc.pid}"):
+        with pytest.raises(OutputError, match=rf"run is in use by pid {proc.pid}"):
             job()
         assert sorted(p.name for p in run.iterdir()) == [".lock"], name

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from common.cli import from_flat
+from common.io import OutputError
 from data.collect import CollectConfig, collect
 from data.shards import iter_samples, list_shards, load_arrays, read_manifest, saliency_to_uint8
 from saliency import data as sdata
@@ -109,7 +110,7 @@ def test_train_writes_checkpoint_log_and_refuses_to_clobber(trained, annotations
     rows = (trained.parent / "train.csv").read_text().strip().splitlines()
     assert rows[0].split(",")[:3] == ["step", "wall_s", "loss"] and "val_f_adaptive" in rows[0]
     assert len(rows) == 1 + 2  # micro: 2 epochs
-    with pytest.raises(SystemExit, match="--resume"):
+    with pytest.raises(OutputError, match="--resume"):
         train.run(from_preset(TrainConfig, "micro", annotations=str(annotations), out=str(trained.parent), threads=1))
 
 
@@ -162,7 +163,7 @@ def test_label_path_and_predictor_give_identical_maps_and_resume(trained, shards
     # another model may not add labels to this folder
     other = tmp_path / "other.pt"
     other.write_bytes(trained.read_bytes() + b"\0")
-    with pytest.raises(SystemExit, match="another --out"):
+    with pytest.raises(OutputError, match="another --out"):
         label.run(from_preset(LabelConfig, "micro", model=str(other), data=str(shards), out=str(out)))
 
 
@@ -177,7 +178,7 @@ def test_distill_and_evaluate_exclude_seen_frames(trained, shards, tmp_path):
     teacher_keys = set(torch.load(trained, weights_only=True)["seen_keys"])
     first48 = set(load_arrays(shards, limit=48)["keys"])
     assert pred.seen_keys == teacher_keys | first48
-    with pytest.raises(SystemExit, match="refusing to overwrite"):
+    with pytest.raises(OutputError, match="refusing to overwrite"):
         distill.run(from_preset(DistillConfig, "micro", teacher=str(trained), data=str(shards), out=str(student)))
     out = evaluate.run(
         from_preset(EvalConfig, "micro", model=str(student), data=str(shards), out=str(tmp_path / "ev"), threads=1)
