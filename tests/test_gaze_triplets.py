@@ -6,13 +6,22 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from scipy.stats import spearmanr
 
-from common.cli import as_flags
-from rl.gaze_triplets import Entries, chance_levels, main, measure, spearman
+from common.cli import as_flags, flat_dict, from_flat
+from common.io import atomic_torch_save
+from data.shards import load_arrays
+from rl.agent import SAC
+from rl.config import PRESETS, SACConfig
+from rl.encoder_base import image_input
+from rl.encoders import build_encoder
+from rl.evaluate import ACTION_DIM
+from rl.gaze_triplets import Entries, TripletsConfig, chance_levels, entries_from_shards, main, measure, spearman
 
 STEPS = 4  # entries per episode
 
@@ -126,3 +135,29 @@ def test_cli_refuses_what_it_cannot_measure(shards, tmp_path, capsys):
     with pytest.raises(SystemExit) as err:
         main(["--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.json")])
     assert err.value.code == 2 and "is not a shard folder" in capsys.readouterr().err
+
+
+def saved_agent(path: Path, encoder_name: str, seed: int) -> torch.nn.Module:
+    """An agent.pt as rl.workspace writes it, of a fresh SAC agent; returns its encoder."""
+    cfg = from_flat(SACConfig, **{**PRESETS["micro"], "encoder": encoder_name, "seed": seed})
+    torch.manual_seed(seed)
+    encoder = build_encoder(cfg, 64)
+    agent = SAC(encoder, encoder.out_dim, ACTION_DIM, cfg, runs=1)
+    atomic_torch_save({"config": flat_dict(cfg), "step": 7, "model": agent.run_state(0)["model"]}, path)
+    return encoder
+
+
+def test_checkpoint_keys_come_from_the_saved_trunk(shards, tmp_path):
+    path = tmp_path / "gaze" / "agent.pt"
+    encoder = saved_agent(path, "gaze", seed=5)
+    entries, read = entries_from_shards(TripletsConfig(data=str(shards), checkpoint=str(path)))
+    assert str(path) in read["keys"] and "step 7" in read["keys"]
+    first = torch.from_numpy(load_arrays(shards, limit=1)["rgb"]).permute(0, 3, 1, 2)[None]  # [1, 1, 3, H, W]
+    with torch.no_grad():
+        feat = encoder.trunk(image_input(first)).mean((3, 4))[0, 0]  # [C]
+    np.testing.assert_allclose(entries.keys[0], (feat / feat.norm()).numpy(), rtol=1e-5, atol=1e-6)
+    random_init, _ = entries_from_shards(TripletsConfig(data=str(shards)))
+    assert not np.allclose(random_init.keys[0], entries.keys[0])
+    saved_agent(tmp_path / "cnn" / "agent.pt", "cnn_rgb", seed=0)
+    with pytest.raises(ValueError, match="trained encoder 'cnn_rgb': pass a gaze run"):
+        entries_from_shards(TripletsConfig(data=str(shards), checkpoint=str(tmp_path / "cnn" / "agent.pt")))
