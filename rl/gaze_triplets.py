@@ -14,7 +14,8 @@ last frame, which RL never stores, is left out), and `sample_and_mine` draws the
 ones for every discount: same seed, same entries) and mines with the k and margin rule of training.
 
 Per discount: triplets found, P(positive's episode succeeded as the anchor's did), P(negative's episode
-did not), the shares of positives/negatives from the anchor's own episode, the mean step gap
+did not), P(the positive's episode succeeded and the negative's failed: the contrast success-vs-failure
+learning wants, whatever the anchor's outcome), the shares of positives/negatives from the anchor's own episode, the mean step gap
 |t_anchor - t_positive| and |t_anchor - t_negative|, and the Spearman correlation between |return
 difference| and |step gap| over all mined pairs (anchor-positive and anchor-negative). Chance levels
 (two random entries) are given beside them. Prints a markdown table and writes JSON (`--out`).
@@ -136,6 +137,12 @@ def triplet_quality(mined: dict[str, np.ndarray], entries: Entries, returns: np.
         "neg_frac": float(mined["has_neg"].mean()),
         "p_pos_same_success": _rate(ok[p] == ok[a]),
         "p_neg_other_success": _rate(ok[n] != ok[a]),
+        "p_pos_success": _rate(ok[p]),
+        "p_neg_failure": _rate(~ok[n]),
+        # what success-vs-failure contrast wants whatever the anchor's outcome: the positive's episode
+        # succeeded and the negative's failed (inverted: the reverse)
+        "p_success_ordered": _rate(ok[p] & ~ok[n]),
+        "p_success_inverted": _rate(~ok[p] & ok[n]),
         "p_pos_same_episode": _rate(episode[p] == episode[a]),
         "p_neg_same_episode": _rate(episode[n] == episode[a]),
         "step_gap_pos": _rate(gap_p),
@@ -270,6 +277,7 @@ COLUMNS = (
     ("triplets", "triplets", "{}"),
     ("p_pos_same_success", "P(pos same success)", "{:.3f}"),
     ("p_neg_other_success", "P(neg other success)", "{:.3f}"),
+    ("p_success_ordered", "P(pos won, neg failed)", "{:.3f}"),
     ("p_pos_same_episode", "P(pos same episode)", "{:.3f}"),
     ("p_neg_same_episode", "P(neg same episode)", "{:.3f}"),
     ("step_gap_pos", "step gap a-p", "{:.1f}"),
@@ -290,6 +298,7 @@ def markdown_table(result: dict[str, Any]) -> str:
         "discount": "chance",
         "p_pos_same_success": c["p_same_success"],
         "p_neg_other_success": 1 - c["p_same_success"],
+        "p_success_ordered": c["success_share"] * (1 - c["success_share"]),
         "step_gap_pos": c["step_gap"],
         "step_gap_neg": c["step_gap"],
     }

@@ -59,6 +59,8 @@ def test_undiscounted_triplets_pair_frames_of_one_episode_discounted_ones_pair_s
     assert u["anchors"] == 12 and u["triplets"] == 10
     assert u["p_pos_same_success"] == pytest.approx(0.9)  # only (0,0)'s positive is from another outcome
     assert u["p_neg_other_success"] == pytest.approx(0.1)  # only (1,3)'s negative
+    assert u["p_pos_success"] == pytest.approx(0.8) and u["p_neg_failure"] == pytest.approx(0.4)
+    assert u["p_success_ordered"] == pytest.approx(0.2) and u["p_success_inverted"] == 0.0  # (0,0)'s and (1,3)'s
     assert u["p_pos_same_episode"] == pytest.approx(0.8) and u["p_neg_same_episode"] == pytest.approx(0.8)
     assert u["step_gap_pos"] == pytest.approx(0.8) and u["step_gap_neg"] == pytest.approx(0.8)
     # |return gap| and |step gap| of the 20 pairs above, ranked by scipy
@@ -70,7 +72,7 @@ def test_undiscounted_triplets_pair_frames_of_one_episode_discounted_ones_pair_s
     # anchor (1,t) -> positive (2,0) (nearest angle), negative (0,3)
     d = measure(entries, 0.5, anchors=100, k=16, return_margin=0.25, seed=0)
     assert d["triplets"] == 4 and d["anchor_success_share"] == 1.0
-    assert d["p_pos_same_success"] == 1.0 and d["p_neg_other_success"] == 1.0
+    assert d["p_pos_same_success"] == 1.0 and d["p_neg_other_success"] == 1.0 and d["p_success_ordered"] == 1.0
     assert d["p_pos_same_episode"] == 0.0 and d["p_neg_same_episode"] == 0.0
     assert d["step_gap_pos"] == pytest.approx(1.5) and d["step_gap_neg"] == pytest.approx(1.5)  # t and 3 - t
     assert d["spearman_return_step"] is None  # every return gap is 1: no ranking
@@ -119,7 +121,7 @@ def test_cli_writes_the_measure_per_discount(shards, tmp_path, capsys):
     assert [r["discount"] for r in saved["rows"]] == [1.0, 0.99]
     for row in saved["rows"]:
         assert row["anchors"] == 60 and 0 < row["triplets"] <= 60
-        for key in ("p_pos_same_success", "p_neg_other_success", "p_pos_same_episode", "p_neg_same_episode"):
+        for key in ("p_pos_same_success", "p_neg_other_success", "p_success_ordered", "p_pos_same_episode"):
             assert 0 <= row[key] <= 1
         assert 0 <= row["step_gap_pos"] <= 19 and 0 <= row["step_gap_neg"] <= 19
         assert row["return_margin"] > 0
