@@ -55,7 +55,14 @@ from torch import nn
 
 from common.cli import option
 from rl.encoder_base import Encoder, image_input, register_encoder
-from rl.gaze_buffer import ReturnBuffer, cosine_triplet_loss, gazed_cosine, mine_triplets, spread_loss  # noqa: F401  (re-exported: the gaze API in one place)
+from rl.gaze_buffer import (  # noqa: F401  (re-exported: the gaze API in one place)
+    ReturnBuffer,
+    cosine_triplet_loss,
+    gazed_cosine,
+    mine_triplets,
+    sample_and_mine,
+    spread_loss,
+)
 from rl.nets import PackedConvTrunk, PackedMLP, PackedProjection, slice_state, stack_states
 
 
@@ -402,13 +409,18 @@ class GazeEncoder(Encoder):
             with torch.no_grad():
                 feat = self.trunk(image_input(pixels))
         self._act_cache = None
-        with torch.no_grad():
-            keys = F.normalize(feat.mean((3, 4)), dim=-1)  # [R, N, C]
-            pooled = self.head.pool_input(feat)  # [R, N, P]
-        feat, keys, pooled = feat.cpu().numpy(), keys.cpu().numpy(), pooled.cpu().numpy()
+        feat, keys, pooled = self.buffer_entries(feat)
         rewards, dones = np.asarray(rewards, np.float32), np.asarray(dones, bool)
         for r, buf in enumerate(self.buffers):
             buf.add(feat[r], keys[r], pooled[r], rewards[r], dones[r])
+
+    @torch.no_grad()
+    def buffer_entries(self, feat: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Trunk maps feat [R, N, C, h, w] -> what a ReturnBuffer stores of them, as numpy: the maps, the k-NN
+        keys [R, N, C] (globally average-pooled, L2-normalised) and the head's pooled input [R, N, P]."""
+        keys = F.normalize(feat.mean((3, 4)), dim=-1)  # [R, N, C]
+        pooled = self.head.pool_input(feat)  # [R, N, P]
+        return feat.cpu().numpy(), keys.cpu().numpy(), pooled.cpu().numpy()
 
     def auxiliary_update(self, step: int) -> list[dict[str, float]]:
         """Every `gaze_update_every` calls: one contrastive step of every run's gaze head. Always returns
@@ -447,17 +459,14 @@ class GazeEncoder(Encoder):
 
     def mine(self, r: int) -> Triplets | None:
         """Run r's sampled anchors and return-guided triplets (None while it has no finished episode)."""
-        buf = self.buffers[r]
-        n = buf.size
-        valid = buf.valid[:n]
-        candidates = np.flatnonzero(valid)
-        if len(candidates) < 2:
-            self._metrics[r].update({"gaze/sigma": self._last_sigma[r], "gaze/buffer": float(len(candidates))})
+        buf, s = self.buffers[r], self.settings
+        batch = sample_and_mine(buf, self.rngs[r], s.anchors, s.k, s.return_margin)
+        if batch is None:
+            self._metrics[r].update({"gaze/sigma": self._last_sigma[r], "gaze/buffer": float(buf.candidates().size)})
             return None
-        sampled = self.rngs[r].choice(candidates, min(self.settings.anchors, len(candidates)), replace=False)
-        margin = self.settings.return_margin or 0.1 * float(buf.returns[:n][valid].std())
-        mined = mine_triplets(buf.search_keys(), buf.returns[:n], valid, sampled, self.settings.k, margin)
-        return Triplets.gather(buf, sampled, mined, margin, len(candidates), self.projection.linear.weight.device)
+        return Triplets.gather(
+            buf, batch.sampled, batch.mined, batch.margin, batch.candidates, self.projection.linear.weight.device
+        )
 
     def spread_loss(self, sigma: torch.Tensor, batch: Triplets) -> tuple[torch.Tensor, dict[str, float]]:
         """The spread regulariser on the sampled anchors' gaze widths; sigma [U, K, 2] over the batch's rows."""

@@ -8,6 +8,7 @@ on a GPU (where the keys are mirrored on the device), with identical results up 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -89,6 +90,10 @@ class ReturnBuffer:
             self.written += 1
             if dones[env]:
                 self._finish(self.pending.pop(env))
+
+    def candidates(self) -> np.ndarray:
+        """Indices of the filled entries whose return-to-go is known (their episode ended)."""
+        return np.flatnonzero(self.valid[: self.size])
 
     def search_keys(self) -> np.ndarray | torch.Tensor:
         """The filled keys where the k-NN search runs (the device mirror on a GPU)."""
@@ -173,6 +178,33 @@ def mine_triplets(
         "has_pos": has_pos,
         "has_neg": has_neg,
     }
+
+
+@dataclass
+class MinedBatch:
+    """One contrastive update's mining: sampled anchors and the triplets `mine_triplets` found among them."""
+
+    sampled: np.ndarray  # [N] anchors drawn among the entries with a return
+    mined: dict[str, np.ndarray]  # mine_triplets' output (buffer indices)
+    margin: float  # the return difference that labelled positives and negatives
+    candidates: int  # entries with a known return
+
+
+def sample_and_mine(
+    buf: ReturnBuffer, rng: np.random.Generator, anchors: int, k: int, return_margin: float
+) -> MinedBatch | None:
+    """What each contrastive update mines: `anchors` entries drawn without replacement among those with a
+    return, their return-guided triplets among k neighbours, with margin `return_margin` (0: automatic,
+    0.1 x the standard deviation of the stored returns). None while fewer than 2 entries have a return."""
+    candidates = buf.candidates()
+    if len(candidates) < 2:
+        return None
+    n = buf.size
+    valid = buf.valid[:n]
+    sampled = rng.choice(candidates, min(anchors, len(candidates)), replace=False)
+    margin = return_margin or 0.1 * float(buf.returns[:n][valid].std())
+    mined = mine_triplets(buf.search_keys(), buf.returns[:n], valid, sampled, k, margin)
+    return MinedBatch(sampled, mined, margin, len(candidates))
 
 
 def gazed_cosine(
