@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export MUJOCO_GL ?= egl
 
-.PHONY: demo test venv sysdeps bench cpu-slice slice-encoders ablation-features cpu-table cpu-table-status gpu-bundle clean-venv
+.PHONY: demo test venv sysdeps bench cpu-slice slice-encoders ablation-features gaze-triplets ablation-gaze-discount cpu-table cpu-table-status gpu-bundle clean-venv
 
 # Long experiments keep their folders outside the checkout: a new session's work tree is laid anew, and the
 # git-ignored folders inside it (runs/) are gone; a machine handed on as it was keeps $(HOME).
@@ -80,6 +80,27 @@ ablation-features: slice-encoders
 		--extra "$(SLICE_SAC) --mmae-features standardized"
 	cd $(SLICE) && $(SLICE_PY) -m pipeline.report --roots runs/ablation-features/raw,runs/ablation-features/standardized \
 		--out report-ablation-features
+
+# Issue #24 item 5, part 1: how often return-guided triplets pair success against failure, undiscounted
+# (the paper) vs discounted 0.99 return-to-go, on 40 collected reach-v3 episodes (~15 min to collect, ~2 min
+# per seed to mine); writes results/gaze-discount/reach-v3/ (README section 6, RESULTS.md).
+GAZE_FRAMES ?= $(RUNS_HOME)/gaze_disc/reach-v3
+gaze-triplets: venv
+	$(PY) -m data.collect --task reach-v3 --frames 20040 --episode-steps 500 --shard-size 2505 --out $(GAZE_FRAMES)
+	for s in 0 1 2; do $(PY) -m rl.gaze_triplets --data $(GAZE_FRAMES) --seed $$s \
+		--out results/gaze-discount/reach-v3/triplets$$( [ $$s = 0 ] || echo _seed$$s ).json || exit 1; done
+
+# Part 2: gaze RL with either return-to-go at a small budget (reach-v3, 3 seeds x 20k steps each, the slice's
+# SAC settings); resumable; CNN-trunk runs are slow on this CPU (~1.5 env-steps/s each): ~8 h per discount.
+ablation-gaze-discount: venv
+	mkdir -p $(SLICE)
+	cd $(SLICE) && $(SLICE_PY) -m rl.grid --tasks reach-v3 --encoders gaze --seeds 0,1,2 --steps 20000 \
+		--sac-preset cpu --pack 3 --parallel 2 --out runs/ablation-gaze-discount/undiscounted --extra "$(SLICE_SAC) --eval-every 5000"
+	cd $(SLICE) && $(SLICE_PY) -m rl.grid --tasks reach-v3 --encoders gaze --seeds 0,1,2 --steps 20000 \
+		--sac-preset cpu --pack 3 --parallel 2 --out runs/ablation-gaze-discount/discounted \
+		--extra "$(SLICE_SAC) --eval-every 5000 --gaze-return-discount 0.99"
+	cd $(SLICE) && $(SLICE_PY) -m pipeline.report \
+		--roots runs/ablation-gaze-discount/undiscounted,runs/ablation-gaze-discount/discounted --out report-ablation-gaze-discount
 
 # The four-task Table I experiment on this CPU (issue #30; pipeline/table.py, README "The CPU table"): one
 # resumable command, safe to rerun at the start of every session. It starts `python -m pipeline.table` in the
