@@ -730,12 +730,11 @@ def main(argv=None) -> None:
     try:
         stores = open_stores(cfg, sorted(users) or [cfg.annotator])
     except AnnotationError as err:
-        sys.exit(f"error: {err}")
+        fail(str(err), keep_lines=True)
     store = stores[0]
     if port_in_use(cfg.host, cfg.port):
-        sys.exit(
-            f"error: port {cfg.port} on {cfg.host} is already in use (another annotation server?); "
-            "pass --port with a free port"
+        fail(
+            f"port {cfg.port} on {cfg.host} is already in use (another annotation server?); pass --port with a free port"
         )
     frames = store.frames
     scale = display_scale(frames, cfg.display_size)
@@ -774,9 +773,7 @@ def main(argv=None) -> None:
             **launch_kwargs(allowed_host_names(cfg)),
         )
     except OSError as err:
-        sys.exit(
-            f"error: cannot serve on {cfg.host}:{cfg.port} ({err}); pass --port with a free port or a valid --host"
-        )
+        fail(f"cannot serve on {cfg.host}:{cfg.port} ({err}); pass --port with a free port or a valid --host")
 
 
 if __name__ == "__main__":

@@ -47,9 +47,11 @@ def _base_type(tp: Any) -> Any:
     )
 
 
-def fail(message: str) -> NoReturn:
-    """Print `error: message` (one line) to stderr and exit with status 2."""
-    print(f"error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
+def fail(message: str, keep_lines: bool = False) -> NoReturn:
+    """Print `error: message` to stderr (one line, or its own lines with `keep_lines`, as for a list of
+    files that need attention) and exit with status 2."""
+    text = str(message).strip() if keep_lines else " ".join(str(message).split())
+    print(f"error: {text}", file=sys.stderr, flush=True)
     raise SystemExit(2)
 
 

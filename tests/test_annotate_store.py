@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -198,7 +199,7 @@ def test_sigkill_mid_writing_leaves_valid_files(tmp_path, frames):
     assert sum(len(r["clicks"]) for r in recs) > 10
 
 
-def test_corrupt_or_stale_files_are_reported_not_overwritten(tmp_path, frames):
+def test_corrupt_or_stale_files_are_reported_not_overwritten(tmp_path, frames, capsys):
     store = AnnotatorStore(tmp_path / "ann", frames, "alice")
     store.path(0).write_text("{not json")
     with pytest.raises(AnnotationError, match=r"00000.*unreadable JSON.*move it away"):
@@ -214,12 +215,15 @@ def test_corrupt_or_stale_files_are_reported_not_overwritten(tmp_path, frames):
     problems = store.check_all()
     assert len(problems) == 3
     assert "bad click" in problems[1] and "task is 'door-open-v3'" in problems[2]
-    with pytest.raises(SystemExit, match="need attention"):
+    with pytest.raises(SystemExit) as refused:
         app_main(["--task", "reach-v3", "--annotator", "alice", "--out", str(tmp_path / "ann")])
+    err = capsys.readouterr().err
+    assert refused.value.code == 2 and err.startswith("error: ") and "need attention" in err
+    assert len(err.strip().splitlines()) >= 4  # one line per file that needs attention
 
 
 @pytest.mark.filterwarnings("ignore:click at:UserWarning")
-def test_app_refuses_a_busy_port_and_clicks_outside(tmp_path, frames):
+def test_app_refuses_a_busy_port_and_clicks_outside(tmp_path, frames, capsys):
     import socket
 
     with socket.socket() as s:
@@ -227,8 +231,10 @@ def test_app_refuses_a_busy_port_and_clicks_outside(tmp_path, frames):
         s.listen()
         port = s.getsockname()[1]
         assert port_in_use("127.0.0.1", port)
-        with pytest.raises(SystemExit, match=f"port {port} .* already in use"):
+        with pytest.raises(SystemExit) as refused:
             app_main(["--task", "reach-v3", "--annotator", "bob", "--out", str(tmp_path / "ann"), "--port", str(port)])
+        assert refused.value.code == 2
+        assert re.fullmatch(f"error: port {port} .* already in use.*free port\n", capsys.readouterr().err)
     ann = Annotator(AnnotatorStore(tmp_path / "ann", frames, "bob"), display_size=512)
     assert ann.scale == 8 and (ann.disp_h, ann.disp_w) == (512, 512)
     _, _, status, fresh = ann.undo({}, True)  # an event before the page's load event starts a session

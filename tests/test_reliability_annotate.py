@@ -171,7 +171,7 @@ def test_click_files_with_wrong_field_types_name_file_and_field(store, field, va
     assert len(problems) == 1 and "\n" not in problems[0]
 
 
-def test_app_start_with_a_bad_click_file_is_a_clear_error(store, tmp_path, monkeypatch):
+def test_app_start_with_a_bad_click_file_is_a_clear_error(store, tmp_path, monkeypatch, capsys):
     def served(self, **kwargs):
         raise AssertionError("the app started serving despite a bad click file")
 
@@ -179,12 +179,14 @@ def test_app_start_with_a_bad_click_file_is_a_clear_error(store, tmp_path, monke
     store.add_click(1, 0.5, 0.5)
     rec = json.loads(store.path(1).read_text()) | {"removed": "oops"}
     store.path(1).write_text(json.dumps(rec))
-    with pytest.raises(
-        SystemExit, match=r"(?s)need attention:.*reach-v3/alice/.*\.json: field 'removed' must be a list"
-    ):
+    with pytest.raises(SystemExit) as refused:
         app_main(
             ["--task", "reach-v3", "--annotator", "alice", "--out", str(tmp_path / "ann"), "--port", str(_free_port())]
         )
+    assert refused.value.code == 2
+    assert re.search(
+        r"(?s)need attention:.*reach-v3/alice/.*\.json: field 'removed' must be a list", capsys.readouterr().err
+    )
 
 
 def test_frames_flag_that_would_be_ignored_is_refused(store, tmp_path):
