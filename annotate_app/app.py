@@ -557,6 +557,39 @@ def frames_line(ann: Annotator, quality: str | None) -> str:
     return f"**Note:** {ann.display.note}."
 
 
+def picture(elem_id: str, fmt: str, height: int, width: int) -> gr.Image:
+    """A picture the page draws into: not an input, no label, buttons or frame."""
+    return gr.Image(
+        value=None,
+        interactive=False,
+        show_label=False,
+        buttons=[],
+        format=fmt,
+        elem_id=elem_id,
+        height=height,
+        width=width,
+        container=False,
+    )
+
+
+def view_handler(team: Team) -> Callable:
+    """`handler(act)`: a Gradio handler running `act(annotator, state, overlay)` for the request's
+    annotator; it returns (frame, map, status, state) with the frame as a file we encoded and the status
+    stamped with the view's revision (HEAD_JS compares them)."""
+    files = PictureFiles()
+    revisions = itertools.count(1)
+
+    def handler(act: Callable[[Annotator, dict, bool], tuple]):
+        def run(st, ov, request: gr.Request):
+            frame, heat_map, status_text, st = team.handle(request, st, lambda a, s: act(a, s, ov))
+            stamp = f'<span class="view-rev" data-rev="{next(revisions)}" hidden></span>'
+            return files(frame), heat_map, status_text + stamp, st
+
+        return run
+
+    return handler
+
+
 def build_app(
     stores: AnnotatorStore | list[AnnotatorStore],
     display_size: int = 512,
@@ -582,31 +615,11 @@ def build_app(
         )
         with gr.Row(equal_height=False):
             with gr.Column(scale=0, min_width=ann.disp_w):
-                image = gr.Image(
-                    value=None,
-                    interactive=False,
-                    show_label=False,
-                    buttons=[],
-                    format="jpeg",
-                    elem_id="frame-view",
-                    height=ann.disp_h,
-                    width=ann.disp_w,
-                    container=False,
-                )
+                image = picture("frame-view", "jpeg", ann.disp_h, ann.disp_w)
             map_h, map_w = ann.frames.height * ann.map_scale, ann.frames.width * ann.map_scale
             with gr.Column(scale=0, min_width=map_w):
                 gr.Markdown(f"**Saliency map of this frame** ({ann.frames.height}x{ann.frames.width}, as exported)")
-                heat = gr.Image(
-                    value=None,
-                    interactive=False,
-                    show_label=False,
-                    buttons=[],
-                    format="png",
-                    elem_id="map-view",
-                    height=map_h,
-                    width=map_w,
-                    container=False,
-                )
+                heat = picture("map-view", "png", map_h, map_w)
             with gr.Column(scale=1, min_width=300):
                 status = gr.HTML(elem_id="status", js_on_load=None)
                 with gr.Row():
@@ -627,20 +640,7 @@ def build_app(
             concurrency_id="annotate",
             concurrency_limit=1,
         )
-        files = PictureFiles()
-        revisions = itertools.count(1)
-
-        def handler(act: Callable[[Annotator, dict, bool], tuple]):
-            """A Gradio handler running `act(annotator, state, overlay)` for the request's annotator;
-            it returns (frame, map, status, state) with the frame as a file we encoded and the status
-            stamped with the view's revision (HEAD_JS compares them)."""
-
-            def run(st, ov, request: gr.Request):
-                frame, heat_map, status_text, st = team.handle(request, st, lambda a, s: act(a, s, ov))
-                stamp = f'<span class="view-rev" data-rev="{next(revisions)}" hidden></span>'
-                return files(frame), heat_map, status_text + stamp, st
-
-            return run
+        handler = view_handler(team)
 
         def on_select(st, ov, evt: gr.SelectData, request: gr.Request):
             x, y = evt.index

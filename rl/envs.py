@@ -26,6 +26,7 @@ import numpy as np
 from data.clicks import clicks_to_map
 from data.env import EnvConfig, PixelMetaWorld, make_env
 
+ACTION_DIM = 4  # Meta-World's Sawyer arm: end-effector x, y, z displacement and gripper effort
 TRAIN_SEED_STRIDE = 1_000_000
 EVAL_SEED_BASE = 1_000_000_000  # evaluation episodes never share a seed with training episodes
 

@@ -37,7 +37,6 @@ import torch
 from common.cli import from_stored, option, run_command
 from common.io import atomic_write_bytes, atomic_write_json, safe_torch_load
 
-ACTION_DIM = 4
 OVERLAYS = ("none", "saliency", "gaze")
 VIDEO_FORMATS = ("mp4", "gif", "webp")
 
@@ -181,6 +180,7 @@ def load_agent(
     from rl.agent import SAC
     from rl.config import SACConfig
     from rl.encoders import build_encoder
+    from rl.envs import ACTION_DIM
     from rl.workspace import resolve_device
 
     run_dir = Path(run_dir)

@@ -39,12 +39,11 @@ from common.runs import MetricLogger, device_description, exclusive_run_dir, on_
 from rl.agent import SAC, GraphedUpdates, RunNoise
 from rl.config import PACK_FIELDS, SACConfig
 from rl.encoders import Encoder, build_encoder
-from rl.envs import EVAL_SEED_BASE, TRAIN_SEED_STRIDE, make_envs
+from rl.envs import ACTION_DIM, EVAL_SEED_BASE, TRAIN_SEED_STRIDE, make_envs
 from rl.observe import Observer
 from rl.provenance import INPUTS_KEY, run_inputs
 from rl.replay import ReplayBuffer, remove_replays_except
 
-ACTION_DIM = 4
 CHECKPOINT = re.compile(r"checkpoint-(\d+)\.pt$")
 LOG_KEYS = ("critic_loss", "actor_loss", "alpha_loss", "q_mean", "entropy")
 
