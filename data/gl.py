@@ -55,7 +55,18 @@ def configure_headless_gl() -> str:
         os.environ["MUJOCO_GL"] = backend
     if backend in ("egl", "osmesa"):
         os.environ.setdefault("PYOPENGL_PLATFORM", backend)
+        load_triton_before_mesa()
     return backend
+
+
+def load_triton_before_mesa() -> None:
+    """Import triton (when installed) before Mesa renders. Both carry an LLVM; triton loaded after Mesa's
+    llvmpipe segfaults the process, which torch does lazily at its first optimiser (a frame rendered, then
+    `torch.optim.Adam(...)`: crash; the other order works). ~0.1 s once torch is imported."""
+    import importlib.util
+
+    if "triton" not in sys.modules and importlib.util.find_spec("triton") is not None:
+        import triton  # noqa: F401
 
 
 GL_HINT = (
