@@ -32,7 +32,8 @@ from torch.profiler import ProfilerActivity, profile, record_function
 
 from common.cli import OneLineParser, from_flat
 from rl.config import SACConfig
-from rl.workspace import ACTION_DIM, Pack
+from rl.envs import ACTION_DIM
+from rl.workspace import Pack
 
 from precision_columns import load_average, machine_lines
 from sac_pixels import encoder_export

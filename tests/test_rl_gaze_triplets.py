@@ -20,7 +20,7 @@ from rl.agent import SAC
 from rl.config import PRESETS, SACConfig
 from rl.encoder_base import image_input
 from rl.encoders import build_encoder
-from rl.evaluate import ACTION_DIM
+from rl.envs import ACTION_DIM
 from rl.gaze_triplets import Entries, TripletsConfig, chance_levels, entries_from_shards, main, measure, spearman
 
 STEPS = 4  # entries per episode
