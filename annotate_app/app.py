@@ -125,9 +125,8 @@ HEAD_JS = """
 </script>
 """ % ("{" + ", ".join(f"'{k}': '{i}'" for k, _, i in SHORTCUTS) + "}")
 
-# The status is rendered to HTML here and shown by gr.HTML, which draws each value as it arrives. Gradio's
-# Markdown renders asynchronously, and under quick successive updates (rapid clicks) an older value's
-# render can finish last and stay on the page (seen: 49 clicks shown of 50 saved, for good).
+# The status is rendered to HTML here and shown by gr.HTML, so the view's revision stamp (a hidden span that
+# HEAD_JS reads) reaches the page as written, outside Markdown's sanitiser and asynchronous renderer.
 _STATUS_MARKDOWN = MarkdownIt("commonmark", {"html": False})
 
 

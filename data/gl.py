@@ -62,7 +62,8 @@ def configure_headless_gl() -> str:
 def load_triton_before_mesa() -> None:
     """Import triton (when installed) before Mesa renders. Both carry an LLVM; triton loaded after Mesa's
     llvmpipe segfaults the process, which torch does lazily at its first optimiser (a frame rendered, then
-    `torch.optim.Adam(...)`: crash; the other order works). ~0.1 s once torch is imported."""
+    `torch.optim.Adam(...)`: crash; the other order works). Here, not at the first renderer: OSMesa's LLVM
+    is loaded as soon as mujoco is imported. ~0.1 s once torch is imported."""
     import importlib.util
 
     if "triton" not in sys.modules and importlib.util.find_spec("triton") is not None:

@@ -200,10 +200,9 @@ def sample_and_mine(
     if len(candidates) < 2:
         return None
     n = buf.size
-    valid = buf.valid[:n]
     sampled = rng.choice(candidates, min(anchors, len(candidates)), replace=False)
-    margin = return_margin or 0.1 * float(buf.returns[:n][valid].std())
-    mined = mine_triplets(buf.search_keys(), buf.returns[:n], valid, sampled, k, margin)
+    margin = return_margin or 0.1 * float(buf.returns[candidates].std())
+    mined = mine_triplets(buf.search_keys(), buf.returns[:n], buf.valid[:n], sampled, k, margin)
     return MinedBatch(sampled, mined, margin, len(candidates))
 
 

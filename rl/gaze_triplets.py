@@ -34,6 +34,7 @@ import torch
 from scipy.stats import spearmanr
 
 from common.cli import from_flat, option, run_command
+from common.hub import file_sha256, markdown_table
 from common.io import atomic_write_json
 from common.runs import code_version
 from data.shards import ALLOW_INCOMPLETE_HELP, load_arrays, read_manifest, verified_shards
@@ -267,7 +268,7 @@ def data_digest(cfg: TripletsConfig) -> str:
     """sha256 over the shard files' checksums (each shard was checked against its manifest on read)."""
     h = hashlib.sha256()
     for shard in verified_shards(cfg.data, cfg.allow_incomplete):
-        h.update(f"{shard.path.name}:{shard.sha256 or hashlib.sha256(shard.path.read_bytes()).hexdigest()}\n".encode())
+        h.update(f"{shard.path.name}:{shard.sha256 or file_sha256(shard.path)}\n".encode())
     return h.hexdigest()
 
 
@@ -287,12 +288,10 @@ COLUMNS = (
 )
 
 
-def markdown_table(result: dict[str, Any]) -> str:
+def result_table(result: dict[str, Any]) -> str:
     """The per-discount rows, then chance (two random entries) where a column has one."""
     fmt = lambda spec, v: "-" if v is None else spec.format(v)  # noqa: E731
-    lines = ["| " + " | ".join(h for _, h, _ in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    for row in result["rows"]:
-        lines.append("| " + " | ".join(fmt(spec, row[k]) for k, _, spec in COLUMNS) + " |")
+    rows = [[fmt(spec, row[k]) for k, _, spec in COLUMNS] for row in result["rows"]]
     c = result["chance"]
     chance = {
         "discount": "chance",
@@ -302,8 +301,8 @@ def markdown_table(result: dict[str, Any]) -> str:
         "step_gap_pos": c["step_gap"],
         "step_gap_neg": c["step_gap"],
     }
-    lines.append("| " + " | ".join("" if k not in chance else fmt(spec, chance[k]) for k, _, spec in COLUMNS) + " |")
-    return "\n".join(lines)
+    rows.append(["" if k not in chance else fmt(spec, chance[k]) for k, _, spec in COLUMNS])
+    return markdown_table([h for _, h, _ in COLUMNS], rows)
 
 
 def run(cfg: TripletsConfig) -> dict[str, Any]:
@@ -343,7 +342,7 @@ def run(cfg: TripletsConfig) -> dict[str, Any]:
         f"{read['task']}: {read['episodes']} episodes of {read['episode_steps']} steps "
         f"({read['successful_episodes']} successful), {len(entries.reward)} entries; keys: {read['keys']}"
     )
-    print(markdown_table(result))
+    print(result_table(result))
     print(f"written to {out} ({result['seconds']:.0f} s)")
     return result | {"path": str(out)}
 
