@@ -63,6 +63,11 @@ class PretrainConfig:
         0,
         "stop (with a checkpoint, resumable) after this many steps in this invocation; 0 = run to the end. The schedule still follows --epochs",
     )
+    checkpoint_minutes: float = option(
+        20.0,
+        "also write a checkpoint within an epoch when this many minutes passed since the last one (0 = only at "
+        "epoch ends and on SIGTERM): a job killed without warning loses at most this much",
+    )
     seed: int = option(0, "seed of weights, data order and masks")
     threads: int = option(0, "torch CPU threads (0 = torch default)")
     device: str = option("auto", "auto (cuda:LOCAL_RANK if available, else cpu), cpu or cuda")

@@ -5,7 +5,7 @@ decodes and trains on its own share of the shards (pretrain.data.load_split), dr
 each global batch from a per-epoch permutation seeded by (seed, epoch, rank); all ranks take the
 same number of steps. Masks come from a generator seeded by (seed, step, rank), so `--resume`
 replays the same batches and masks.
-A checkpoint is written every epoch and on SIGTERM; the frozen encoder is exported beside it.
+A checkpoint is written every epoch, every --checkpoint-minutes within one (a hard kill loses at most that) and on SIGTERM; the frozen encoder is exported beside it.
 Frames get a RandomResizedCrop per sample (shared by its modalities) before masking. A NaN or inf
 loss stops training with a one-line error before anything more is saved: checkpoint.pt and
 encoder.pt keep the last good state, and nothing with non-finite weights is ever written.
@@ -53,6 +53,7 @@ RESUMABLE = {
     "resume",
     "allow_incomplete",
     "max_steps",
+    "checkpoint_minutes",
     "progress",
     "threads",
     "device",
@@ -373,6 +374,10 @@ class Trainer:
     def _request_stop(self, signum, frame) -> None:
         self._stop = True
 
+    def _checkpoint_due(self, saved_at: float) -> bool:
+        minutes = self.cfg.checkpoint_minutes
+        return minutes > 0 and time.time() - saved_at >= minutes * 60
+
     def _should_stop(self, steps_here: int) -> bool:
         stop = self._stop or (self.cfg.max_steps > 0 and steps_here >= self.cfg.max_steps)
         if self.world > 1:
@@ -413,6 +418,7 @@ class Trainer:
             dynamic_ncols=True,
         )
         steps_here, t0, stopped = 0, time.time(), False
+        saved_at = t0
         try:
             while self.step < self.total_steps and not stopped:
                 epoch, offset = divmod(self.step, self.steps_per_epoch)
@@ -436,6 +442,9 @@ class Trainer:
                     if self._should_stop(steps_here):
                         stopped = True
                         break
+                    if self.is_main and self._checkpoint_due(saved_at) and i < self.steps_per_epoch - 1:
+                        self.save_checkpoint()  # mid-epoch: resuming continues at this step (data order and masks are per step)
+                        saved_at = time.time()
                 if self.is_main:
                     done = self.step % self.steps_per_epoch == 0
                     if done:  # end of an epoch: score held-out frames, maybe draw
@@ -444,6 +453,7 @@ class Trainer:
                         if ep % cfg.figure_every == 0 or self.step == self.total_steps:
                             self.figure(ep)
                     self.save_checkpoint()
+                    saved_at = time.time()
                 if self.world > 1:
                     dist.barrier()
         finally:

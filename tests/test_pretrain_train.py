@@ -156,6 +156,29 @@ def test_resume_gives_the_same_next_step_loss(shards, tmp_path, monkeypatch):
     assert all(b[k] == pytest.approx(a[k], rel=1e-5) for k in a)
 
 
+def test_a_hard_kill_mid_epoch_loses_at_most_checkpoint_minutes(shards, tmp_path, monkeypatch):
+    """A session that ends with SIGKILL gives no SIGTERM checkpoint: --checkpoint-minutes saves within the epoch."""
+    full = run(_cfg(shards, tmp_path / "full", modalities="rgb"))
+    step = Trainer.train_step
+
+    def killed_after_step_3(self, idx):
+        if self.step == 3:
+            raise KeyboardInterrupt  # stands in for SIGKILL: nothing after this step runs
+        return step(self, idx)
+
+    monkeypatch.setattr(Trainer, "train_step", killed_after_step_3)
+    for minutes, saved in ((0, None), (1e-9, 3)):  # 0: only epoch ends save; tiny: every step saves
+        out = tmp_path / f"killed-{minutes}"
+        with pytest.raises(KeyboardInterrupt):
+            run(_cfg(shards, out, modalities="rgb", checkpoint_minutes=minutes))
+        ckpt = out / "checkpoint.pt"
+        assert (torch.load(ckpt, weights_only=True)["step"] if ckpt.exists() else None) == saved
+    monkeypatch.undo()
+    part = run(_cfg(shards, out, modalities="rgb", resume=True))
+    a, b = _losses(full), _losses(part)
+    assert sorted(a) == sorted(b) and all(b[k] == pytest.approx(a[k], rel=1e-5) for k in a)
+
+
 def test_checkpoint_of_another_config_is_refused(shards, tmp_path):
     run(_cfg(shards, tmp_path / "r", modalities="rgb", max_steps=1))
     with pytest.raises(ValueError, match="another config.*dim"):
