@@ -9,12 +9,15 @@ log-probabilities).
 `auto` picks bf16 where it is fast: a CUDA GPU with bf16, or a CPU with AMX or AVX512-BF16 units
 (oneDNN runs bf16 matmuls there at 4-30x the float32 rate, ../shared/notes/cpu.md). On other CPUs
 (e.g. AVX2 only, where oneDNN has no bf16 path) bf16 runs in PyTorch's generic kernels, 2-30x slower
-than float32 (BENCHMARKS.md), so `auto` stays float32 and says so once.
+than float32 (BENCHMARKS.md), so `auto` stays float32 and says so once. The environment variable
+VISARL_AUTO_PRECISION=bf16|fp32 overrides what `auto` picks (the test suite pins fp32: its comparisons of
+two code paths hold float32's rounding, not bf16's, whatever the CPU).
 """
 
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,8 @@ from common.cli import option
 PRECISIONS: tuple[str, ...] = ("auto", "bf16", "fp32")
 #: CPU flags (/proc/cpuinfo) of units that run bf16 matmuls natively
 BF16_CPU_FLAGS: tuple[str, ...] = ("amx_bf16", "avx512_bf16")
+#: environment variable that decides what `auto` means (bf16 or fp32) instead of the device
+AUTO_ENV = "VISARL_AUTO_PRECISION"
 PRECISION_HELP = (
     "matmul/convolution precision: bf16 (autocast; weights, optimiser state, losses and stored "
     "features stay float32), fp32, or auto (bf16 on a CUDA GPU with bf16 or a CPU with AMX/AVX512-BF16, "
@@ -62,6 +67,11 @@ def resolve_precision(requested: str, device: torch.device | str = "cpu") -> str
     check_precision(requested)
     if requested != "auto":
         return requested
+    forced = os.environ.get(AUTO_ENV, "")
+    if forced:
+        if forced not in ("bf16", "fp32"):
+            raise ValueError(f"{AUTO_ENV}={forced!r}: set it to bf16 or fp32, or unset it to let auto decide")
+        return forced
     device = torch.device(device)
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"

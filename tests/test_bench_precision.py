@@ -12,6 +12,7 @@ from common import precision
 def test_precision_list_is_resolved_deduplicated_and_checked(monkeypatch):
     assert parse_precisions("fp32,bf16") == ["fp32", "bf16"]
     assert parse_precisions(" bf16 , fp32,bf16,") == ["bf16", "fp32"]
+    monkeypatch.delenv(precision.AUTO_ENV)  # conftest pins auto to fp32 for the rest of the suite
     monkeypatch.setattr(precision, "cpu_bf16_units", lambda: ())
     assert parse_precisions("fp32,auto", "cpu") == ["fp32"]  # auto is fp32 without AMX / AVX512-BF16
     monkeypatch.setattr(precision, "cpu_bf16_units", lambda: ("amx_bf16",))

@@ -29,6 +29,7 @@ def relative(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def test_auto_picks_bf16_only_where_the_cpu_has_bf16_units(monkeypatch, capsys, tmp_path):
+    monkeypatch.delenv(precision.AUTO_ENV)  # conftest pins auto to fp32 for the rest of the suite
     amx = tmp_path / "amx"
     amx.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_tile amx_bf16\n")
     zen = tmp_path / "zen"
@@ -48,6 +49,18 @@ def test_auto_picks_bf16_only_where_the_cpu_has_bf16_units(monkeypatch, capsys, 
         resolve_precision("fp16", "cpu")
     with pytest.raises(ValueError, match="resolve"):
         autocast("auto", "cpu")
+
+
+def test_the_environment_decides_what_auto_means(monkeypatch):
+    monkeypatch.setattr(precision, "cpu_bf16_units", lambda: ("amx_bf16",))
+    monkeypatch.setenv(precision.AUTO_ENV, "fp32")
+    assert resolve_precision("auto", "cpu") == "fp32" and resolve_precision("bf16", "cpu") == "bf16"
+    monkeypatch.setattr(precision, "cpu_bf16_units", lambda: ())
+    monkeypatch.setenv(precision.AUTO_ENV, "bf16")
+    assert resolve_precision("auto", "cpu") == "bf16"
+    monkeypatch.setenv(precision.AUTO_ENV, "fp16")
+    with pytest.raises(ValueError, match="VISARL_AUTO_PRECISION='fp16': set it to bf16 or fp32"):
+        resolve_precision("auto", "cpu")
 
 
 def test_every_command_takes_the_switch(capsys):
