@@ -17,3 +17,8 @@ def relative_update_difference(after_a: torch.Tensor, after_b: torch.Tensor, bef
     ~1 or more for training on other data or with updates missing."""
     update_b = after_b - before
     return ((after_a - after_b).norm() / update_b.norm()).item()
+
+
+def relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:
+    """||a - b|| / ||b||, for quantities that are sums over the data themselves (Adam's moments, losses)."""
+    return ((a - b).norm() / b.norm()).item()

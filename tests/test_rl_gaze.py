@@ -27,7 +27,7 @@ from rl.gaze import (
 )
 from rl.nets import slice_state, stack_states
 
-from numerics import relative_update_difference
+from numerics import relative_difference, relative_update_difference
 
 
 @pytest.fixture(autouse=True)
@@ -371,10 +371,13 @@ def test_a_run_in_a_pack_takes_the_same_contrastive_step_as_alone():
         assert relative_update_difference(p[1:], q, ckpt["encoder"][f"head.{name}"]) < 1e-3, name
         assert not torch.allclose(p[:1], q), name
     assert alone.rngs[0].bit_generator.state == pack.rngs[1].bit_generator.state
+    # Adam's moments are running sums of the gradients (no division): their relative difference is the
+    # gradients' own, ~1e-7 per operation; measured <= 3.4e-7 on an AVX2 CPU (2026-12-03),
+    # the bound leaves ~300x for other kernels
     state = slice_state(pack.head_optimizer.state_dict(), 1, 2)["state"]
     for key, value in alone.head_optimizer.state_dict()["state"].items():
         for moment in ("exp_avg", "exp_avg_sq"):
-            torch.testing.assert_close(state[key][moment], value[moment], rtol=1e-5, atol=1e-9)
+            assert relative_difference(state[key][moment], value[moment]) < 1e-4, (key, moment)
 
 
 def test_bad_settings_are_named():

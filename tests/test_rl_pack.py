@@ -107,12 +107,13 @@ def test_packed_cnn_run_matches_alone_within_float_tolerance(tmp_path, index_str
     b = torch.load(alone[0] / "agent.pt", weights_only=True)["model"]
     # what training did, relative to its size (tests/numerics.py): near-zero trunk gradients (dead
     # ReLUs) amplify reordering most; measured <= 1.3e-2 in the trunk, <= 1e-5 after it on an AVX2 CPU
-    # (2026-12-03); the bounds leave ~8x and ~100x for other kernels, and another run's data gives ~1
+    # (2026-12-03); the bounds leave ~8x and ~100x for other kernels
     for k in a:
         relative = relative_update_difference(a[k], b[k], init[k])
         assert relative < (0.1 if k.startswith("encoder.trunk.") else 1e-3), (k, relative)
-    moved = torch.load(packed[0] / "agent.pt", weights_only=True)["model"]
-    assert not torch.allclose(moved["actor.net.layers.0.weight"], a["actor.net.layers.0.weight"])  # seeds differ
+    # the measure tells runs apart: the pack's other run (seed 0: its own initialisation and data) is >= 1 away
+    other = torch.load(packed[0] / "agent.pt", weights_only=True)["model"]
+    assert min(relative_update_difference(other[k], b[k], init[k]) for k in a if k.endswith("weight")) > 0.5
 
 
 def test_killed_pack_resumes_every_run_exactly(tmp_path):

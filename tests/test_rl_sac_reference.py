@@ -13,6 +13,7 @@ from common.cli import from_flat
 from rl.agent import SAC
 from rl.config import SACConfig
 
+from numerics import relative_update_difference
 from sac_reference import ReferenceSAC
 
 F, A, B = 12, 4, 32
@@ -57,7 +58,7 @@ def test_packed_sac_takes_the_independent_single_run_step(runs, run):
     cfg = from_flat(SACConfig, hidden_dim=32, actor_lr=3e-4, critic_lr=3e-4, alpha_lr=3e-4)
     torch.manual_seed(runs)
     agent = SAC(None, F, A, cfg, runs=runs, precision="fp32")
-    ref = load_run(agent, run)
+    ref, before = load_run(agent, run), load_run(agent, run)
     for batch, noise in batches(runs, 6):  # 6 updates: actor, temperature and targets step on every 2nd
         packed = agent.update(batch, noise)
         single = ref.update(
@@ -72,18 +73,20 @@ def test_packed_sac_takes_the_independent_single_run_step(runs, run):
         )
         for key, value in single.items():
             assert packed[key][run].item() == pytest.approx(value, rel=1e-4, abs=1e-5), key
-    # the same weights after 6 Adam steps (float32 summation order differs: batched vs plain matmuls)
+    # the same weights after 6 Adam steps, up to float32 summation order (batched vs plain matmuls): compared
+    # through what training did, relative to its size (tests/numerics.py); measured <= 1.2e-5 on an AVX2 CPU
+    # (2026-12-03), the bound leaves ~80x for other kernels, and one update fewer gives 0.17-0.49
     after = load_run(agent, run)
-    for mine, theirs in (
-        (after.actor, ref.actor),
-        (after.q1, ref.q1),
-        (after.q2, ref.q2),
-        (after.q1_target, ref.q1_target),
-        (after.q2_target, ref.q2_target),
+    for mine, theirs, start in (
+        (after.actor, ref.actor, before.actor),
+        (after.q1, ref.q1, before.q1),
+        (after.q2, ref.q2, before.q2),
+        (after.q1_target, ref.q1_target, before.q1_target),
+        (after.q2_target, ref.q2_target, before.q2_target),
     ):
-        for p, q in zip(mine.parameters(), theirs.parameters()):
-            torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(after.log_alpha, ref.log_alpha, rtol=1e-5, atol=1e-6)
+        for p, q, p0 in zip(mine.parameters(), theirs.parameters(), start.parameters()):
+            assert relative_update_difference(p, q, p0) < 1e-3
+    assert relative_update_difference(after.log_alpha, ref.log_alpha, before.log_alpha) < 1e-3
 
 
 def test_closed_form_log_probability_is_torch_distributions():
