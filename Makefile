@@ -56,7 +56,8 @@ slice_probe = test -f runs/mmae/$(1)/reach-v3/probe_$(3).json || $(SLICE_PY) -m 
 cpu-slice: slice-encoders
 	cd $(SLICE) && $(SLICE_PY) -m rl.grid --tasks reach-v3 --encoders $(SLICE_ENCODERS) --seeds 0,1,2 \
 		--steps 100000 --sac-preset cpu --pack 3 --parallel 2 --out runs/sac --extra "$(SLICE_SAC)"
-	cd $(SLICE) && $(SLICE_PY) -m pipeline.report --roots runs/sac --out report
+	$(PY) -m pipeline.keep --source $(SLICE)/runs/sac --out results/cpu-slice
+	$(PY) -m pipeline.report results/cpu-slice --out $(SLICE)/report
 
 # the slice's frames, labels, both MultiMAEs and their probes (each step skips or resumes)
 slice-encoders: venv
@@ -72,14 +73,16 @@ slice-encoders: venv
 
 # Issue #24's measurement: ViSaRL's frozen features raw (the paper) vs standardised, at the slice's budget
 # (reach-v3, 3 seeds x 100k steps, the slice's encoders). Resumable like cpu-slice; ~10 h alone on 2 cores.
+# Like every experiment target it ends by keeping the raw results under results/ (commit them) and reporting
+# from there, so what RESULTS.md quotes regenerates from the repository (results/README.md).
 ablation-features: slice-encoders
 	cd $(SLICE) && $(SLICE_PY) -m rl.grid --tasks reach-v3 --encoders mmae_rgbs --seeds 0,1,2 --steps 100000 \
 		--sac-preset cpu --pack 3 --parallel 2 --out runs/ablation-features/raw --extra "$(SLICE_SAC) --mmae-features raw"
 	cd $(SLICE) && $(SLICE_PY) -m rl.grid --tasks reach-v3 --encoders mmae_rgbs --seeds 0,1,2 --steps 100000 \
 		--sac-preset cpu --pack 3 --parallel 2 --out runs/ablation-features/standardized \
 		--extra "$(SLICE_SAC) --mmae-features standardized"
-	cd $(SLICE) && $(SLICE_PY) -m pipeline.report --roots runs/ablation-features/raw,runs/ablation-features/standardized \
-		--out report-ablation-features
+	$(PY) -m pipeline.keep --source $(SLICE)/runs/ablation-features --out results/ablation-features
+	$(PY) -m pipeline.report results/ablation-features --out $(SLICE)/report-ablation-features
 
 # Issue #24 item 5, part 1: how often return-guided triplets pair success against failure, undiscounted
 # (the paper) vs discounted 0.99 return-to-go, on 40 collected reach-v3 episodes (~15 min to collect, ~2 min
@@ -99,8 +102,8 @@ ablation-gaze-discount: venv
 	cd $(SLICE) && $(SLICE_PY) -m rl.grid --tasks reach-v3 --encoders gaze --seeds 0,1,2 --steps 20000 \
 		--sac-preset cpu --pack 3 --parallel 2 --out runs/ablation-gaze-discount/discounted \
 		--extra "$(SLICE_SAC) --eval-every 5000 --gaze-return-discount 0.99"
-	cd $(SLICE) && $(SLICE_PY) -m pipeline.report \
-		--roots runs/ablation-gaze-discount/undiscounted,runs/ablation-gaze-discount/discounted --out report-ablation-gaze-discount
+	$(PY) -m pipeline.keep --source $(SLICE)/runs/ablation-gaze-discount --out results/ablation-gaze-discount
+	$(PY) -m pipeline.report results/ablation-gaze-discount --out $(SLICE)/report-ablation-gaze-discount
 
 # The four-task Table I experiment on this CPU (issue #30; pipeline/table.py, README "The CPU table"): one
 # resumable command, safe to rerun at the start of every session. It starts `python -m pipeline.table` in the

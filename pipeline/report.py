@@ -14,7 +14,7 @@ task, and how many seeds the observed spread needs to resolve the paper's gap), 
 learning curves per task (the paper's Fig. 3, t-interval bands), the linear probe of every frozen
 MultiMAE encoder, pictures, and a footer with the budget, seed, device and wall time of every run.
 Intervals over seeds are Student-t, never a percentile bootstrap (at 3 seeds that is [min, max],
-~75 % coverage); bootstrap intervals appear only across tasks, with their simulated coverage.
+~74 % coverage); bootstrap intervals appear only across tasks, with their simulated coverage.
 """
 
 from __future__ import annotations
@@ -694,7 +694,7 @@ def statistics_sections(runs: list[dict], running: list[dict], out: Path, cfg: R
         parts += [
             "## Every seed, per task\n",
             "The seeds' own values (in seed order), their mean and 95 % Student-t interval: at 3 seeds a "
-            "percentile bootstrap would be [min, max] and cover the true mean ~75 % of the time.\n",
+            "percentile bootstrap would be [min, max] and cover the true mean ~74 % of the time (simulated).\n",
             seed_table(runs) + "\n",
             "## Across tasks and seeds (rliable)\n",
             "Interquartile mean (IQM: the mean of the middle 50 % of all runs' final success, over tasks and "

@@ -2,7 +2,7 @@
 
 Per task (a handful of seeds): Student-t intervals of the mean and Welch t-intervals of a difference,
 which keep their coverage at n = 3 (a percentile bootstrap over 3 seeds is [min, max] and covers the
-true mean about 76 % of the time). Across tasks and seeds: rliable's interquartile mean, mean,
+true mean about 74 % of the time). Across tasks and seeds: rliable's interquartile mean, mean,
 probability of improvement and performance profiles with stratified bootstrap CIs (Agarwal et al.,
 "Deep RL at the Edge of the Statistical Precipice", 2021). And the plain power calculation that says
 whether "not resolved" means "no effect" or "too few seeds".
