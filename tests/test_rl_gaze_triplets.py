@@ -4,8 +4,6 @@ on collected shards."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +11,9 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from common.cli import as_flags, flat_dict, from_flat
+from common.cli import flat_dict, from_flat
 from common.io import atomic_torch_save
+from data.collect import CollectConfig, collect
 from data.shards import load_arrays
 from rl.agent import SAC
 from rl.config import PRESETS, SACConfig
@@ -104,10 +103,10 @@ def test_spearman_and_chance_levels_by_hand():
 def shards(tmp_path_factory):
     """reach-v3, 6 whole 20-step episodes (21 frames each), a shard boundary between episodes."""
     out = tmp_path_factory.mktemp("triplet_shards") / "reach-v3"
-    flags = as_flags({"task": "reach-v3", "frames": 126, "shard_size": 63, "episode_steps": 20, "out": str(out)})
-    # collected in a child process: MuJoCo's GL libraries loaded here would crash the later import of triton
-    # (torch.optim's, when the gaze encoder is built)
-    subprocess.run([sys.executable, "-m", "data.collect", *flags], check=True, capture_output=True)
+    collect(
+        from_flat(CollectConfig, task="reach-v3", frames=126, shard_size=63, episode_steps=20, out=str(out)),
+        progress=False,
+    )
     return out
 
 
