@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from common.cli import from_flat
+from common.hub import file_sha256
 from common.io import NonFiniteError
 from rl.config import PRESETS, SACConfig
 from rl.sac import main, run
@@ -149,6 +150,12 @@ def test_predicted_saliency_and_default_paths(tmp_path, pretrained, monkeypatch)
     run_dir = main(argv)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["saliency"].endswith("runs/saliency/reach-v3/student.pt") and summary["steps"] == 100
+    # both records name the student file the run loaded, resolved, with the sha256 of its bytes
+    student = pretrained["saliency"]
+    config = json.loads((run_dir / "config.json").read_text())
+    for record in (summary, config):
+        used = record["inputs"]["saliency_model"]
+        assert (used["path"], used["sha256"]) == (str(student.resolve()), file_sha256(student))
 
 
 def test_vector_envs_one_update_per_env_step(tmp_path):
