@@ -35,9 +35,9 @@ def choose_saliency_model(task: str, path: str = "") -> tuple[Path, str]:
         return Path(path), "--saliency-model"
     root = Path("runs/saliency") / task
     if (root / "student.pt").exists():
-        return root / "student.pt", "default: the task's student"
+        return root / "student.pt", "default (the task's student)"
     return root / "best.pt", (
-        f"default: no {root / 'student.pt'}, so the task's PiCANet (slower; `python -m saliency.distill` makes the student)"
+        f"default (no {root / 'student.pt'}, so the task's PiCANet: slower; `python -m saliency.distill` makes the student)"
     )
 
 

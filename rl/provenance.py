@@ -7,7 +7,7 @@ writes it under "inputs" into the run's config.json and summary.json:
     "inputs": {"frozen_encoder": {"path": "/abs/runs/mmae/rgbs/reach-v3/encoder.pt", "sha256": "...",
                                   "inputs": ["rgb", "saliency"], "pool": "mean", "chosen_by": "--mmae"},
                "saliency_model": {"path": "/abs/runs/saliency/reach-v3/student.pt", "sha256": "...",
-                                  "chosen_by": "default: the task's student"}}
+                                  "chosen_by": "default (the task's student)"}}
 
 A field is null when the run reads no such input; `"saliency_model": {"source": "oracle"}` for the
 oracle's maps. "chosen_by" says why that file: the flag, or which default (a saliency model falls back

@@ -157,7 +157,7 @@ def test_predicted_saliency_and_default_paths(tmp_path, pretrained, monkeypatch)
     for record in (summary, config):
         used = record["inputs"]["saliency_model"]
         assert (used["path"], used["sha256"]) == (str(student.resolve()), file_sha256(student))
-        assert used["chosen_by"] == "default: the task's student"
+        assert used["chosen_by"] == "default (the task's student)"
 
 
 def test_a_missing_student_falls_back_to_picanet_and_says_so(tmp_path, pretrained, monkeypatch, capsys):
@@ -169,7 +169,7 @@ def test_a_missing_student_falls_back_to_picanet_and_says_so(tmp_path, pretraine
     argv = ["--encoder", "cnn_rgbs", "--preset", "micro", "--saliency", "predictor", "--steps", "60"]
     run_dir = main([*argv, "--max-episode-steps", "30", "--random-steps", "30", "--out", str(tmp_path / "run")])
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("saliency model:")]
-    why = "default: no runs/saliency/reach-v3/student.pt, so the task's PiCANet"
+    why = "default (no runs/saliency/reach-v3/student.pt, so the task's PiCANet"
     assert len(lines) == 1 and lines[0].startswith(f"saliency model: runs/saliency/reach-v3/best.pt ({why}")
     for name in ("config.json", "summary.json"):
         used = json.loads((run_dir / name).read_text())["inputs"]["saliency_model"]
