@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export MUJOCO_GL ?= egl
 
-.PHONY: demo test venv sysdeps bench cpu-slice slice-encoders ablation-features gaze-triplets ablation-gaze-discount cpu-table cpu-table-status gpu-bundle clean-venv
+.PHONY: demo demo-gif test venv sysdeps bench cpu-slice slice-encoders ablation-features gaze-triplets ablation-gaze-discount cpu-table cpu-table-status gpu-bundle clean-venv
 
 # Long experiments keep their folders outside the checkout: a new session's work tree is laid anew, and the
 # git-ignored folders inside it (runs/) are gone; a machine handed on as it was keeps $(HOME).
@@ -32,6 +32,13 @@ sysdeps:
 
 demo: venv
 	$(PY) -m pipeline --preset demo
+
+# The README's "Watch a trained agent" GIF, drawn again from the cnn_rgb run `make demo` trained (runs it first if
+# needed): rl.evaluate.clip, as the pipeline draws each run's evaluate/clip.gif (its first evaluation episode, the
+# first 100 steps, every 2nd, 3x, 15 fps), written atomically over docs/demo/
+DEMO_GIF_RUN ?= runs/sac/reach-v3/cnn_rgb/seed0
+demo-gif: demo
+	$(PY) -c "from rl.evaluate import clip; print(clip('$(DEMO_GIF_RUN)', 'docs/demo/watch_reach-v3_cnn_rgb.gif'))"
 
 # lint first (ruff: pyflakes, pycodestyle, import order; the formatter's layout), then the suite
 test: venv sysdeps

@@ -7,7 +7,8 @@ take `--flag/--no-flag`; a field made by `resume_field()` takes `--resume` bare 
 
 `--config PATH` (every command) starts from a run's config.json: defaults < the file's values <
 `--preset` < explicit flags, so `python -m rl.sac --config runs/sac/.../config.json --out NEW` reruns
-a run. `parse_flags` parses flags given inside another command's flag (the pipeline's `--sac-extra`)
+a run. Every stage writes a file it takes: a run folder's config.json, saliency.distill's
+`distill-<student>-config.json`, or a JSON report's "config" entry (pretrain.probe, rl.evaluate). `parse_flags` parses flags given inside another command's flag (the pipeline's `--sac-extra`)
 and raises ValueError naming that flag instead of exiting.
 
 Refusals are one line on stderr and exit status 2: a bad flag (`error: argument --lr: must be a
@@ -392,8 +393,9 @@ def _positional_as_flag(cls: type, argv: list[str]) -> list[str]:
 
 
 def stored_values(cls: type, path: str | Path) -> tuple[dict[str, Any], str]:
-    """({flag name: value}, preset) of a config.json for config class `cls`; ValueError naming entries that
-    are not its fields (another command's config)."""
+    """({flag name: value}, preset) of a config.json for config class `cls`, or of the "config" entry of a
+    JSON report that records its flags there (pretrain.probe's probe_*.json, rl.evaluate's report);
+    ValueError naming entries that are not its fields (another command's config)."""
     path = Path(path)
     try:
         stored = json.loads(path.read_text())
@@ -404,6 +406,8 @@ def stored_values(cls: type, path: str | Path) -> tuple[dict[str, Any], str]:
     if not isinstance(stored, dict):
         raise ValueError(f"--config {path} must hold a JSON object of flag names and values")
     names = {name for name, *_ in flat_fields(cls)}
+    if isinstance(stored.get("config"), dict) and "config" not in names:  # a report (pretrain.probe, rl.evaluate)
+        stored = stored["config"]
     foreign = sorted(k for k in stored if k not in names and k not in RECORD_KEYS)
     if foreign:
         raise ValueError(

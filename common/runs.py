@@ -56,20 +56,29 @@ def device_description() -> str:
     return f"CPU {platform.processor() or platform.machine()} x{os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
 
 
-def prepare_run_dir(out: str | Path, config: Any, resume: bool | str = False, allow_existing: bool = False) -> Path:
-    """Create the run folder and write config.json.
+def write_config(path: str | Path, config: Any, resume: bool | str = False, allow_existing: bool = False) -> Path:
+    """Write `config` (a config dataclass, flattened, or a flat dict) and the code version to `path`
+    atomically: the file `--config` reads back (common.cli.stored_values).
 
-    A folder that already holds a run is refused unless `resume` (True or 'auto', see
-    common.cli.resume_mode; the caller checks the checkpoint's config) or `allow_existing`.
+    An existing file is another run's record: refused unless `resume` (True or 'auto', see
+    common.cli.resume_mode; the caller checks the checkpoint's config) or `allow_existing` (the caller
+    has checked that the stored run is this one, as a collection's manifest does).
     """
-    out = check_writable_dir(out)
+    path = Path(path)
     cfg = flat_dict(config) if dataclasses.is_dataclass(config) else dict(config)  # flat: the flags that made it
-    path = out / "config.json"
     if path.exists() and not allow_existing and not resume_mode(resume):
+        where = path.parent if path.name == "config.json" else path
         raise OutputError(
-            f"{out} already holds a run; pass --resume (or --resume auto) to continue it or choose another --out"
+            f"{where} already holds a run; pass --resume (or --resume auto) to continue it or choose another --out"
         )
-    atomic_write_json(path, {**cfg, "code_version": code_version()})
+    return atomic_write_json(path, {**cfg, "code_version": code_version()})
+
+
+def prepare_run_dir(out: str | Path, config: Any, resume: bool | str = False, allow_existing: bool = False) -> Path:
+    """Create the run folder and write its config.json (`write_config`, which refuses a folder that
+    already holds a run unless `resume` or `allow_existing`)."""
+    out = check_writable_dir(out)
+    write_config(out / "config.json", config, resume, allow_existing)
     return out
 
 

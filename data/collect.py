@@ -11,6 +11,7 @@ scripted expert with Gaussian noise and random actions so both success and failu
 Each sample also stores its scene state (`scene.npy`: the episode's reset seed, Meta-World's
 placement vector and MuJoCo's physics state, see `PixelMetaWorld.scene_state`), so the annotation
 app can re-render that exact scene at 512 px; the manifest states its cost in bytes per sample.
+The folder's config.json holds the flags (`python -m data.collect --config <out>/config.json` reruns it).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import numpy as np
 from common.cli import as_flags, check_finite, flat_dict, nested, one_line_errors, option, parse_config
 from common.io import OutputError, check_writable_dir
 from common.progress import progress as progress_bar
-from common.runs import code_version, exclusive_run_dir
+from common.runs import code_version, exclusive_run_dir, prepare_run_dir
 from data.env import EnvConfig, PixelMetaWorld
 from data.shards import (
     ShardError,
@@ -224,6 +225,9 @@ def _collect(cfg: CollectConfig, progress: bool) -> Path:
                 f"{out} holds a different collection (stored vs asked: {diff}); "
                 "use the same settings to resume it or choose another --out"
             )
+    # the manifest check above refused another collection: only --out and --workers may differ, so the
+    # file --config reads back records this invocation's flags
+    prepare_run_dir(out, cfg, allow_existing=True)
     sizes = cfg.shard_sizes()
     done = _intact_shards(out, sizes)
     todo = [(cfg, i, sizes[i]) for i in range(len(sizes)) if i not in done]

@@ -152,6 +152,11 @@ class Stages:
         print(f"{head}: done in {took:.0f} s (total {time.time() - self.t0:.0f} s)", flush=True)
 
 
+def write_pipeline_config(cfg: PipelineConfig) -> Path:
+    """runs/pipeline/config.json: this invocation's flags (`--config` reads them back)."""
+    return atomic_write_json("runs/pipeline/config.json", asdict(cfg))
+
+
 def run(cfg: PipelineConfig) -> Path:
     """Run every stage not yet done, in order; returns the report's path."""
     from data.env import check_task
@@ -161,7 +166,7 @@ def run(cfg: PipelineConfig) -> Path:
     encoders = cfg.encoders.split(",")
     n_gaze = len(tasks) * len(int_list(cfg.seeds, "--seeds")) * sum(e.startswith("gaze") for e in encoders)
     stages = Stages(cfg, total=len(tasks) * 7 + 4 + n_gaze + len(tasks) * len(encoders))
-    atomic_write_json("runs/pipeline/config.json", asdict(cfg))
+    write_pipeline_config(cfg)
     for task in tasks:
         data_stages(stages, cfg, task)
         saliency_stages(stages, cfg, task)

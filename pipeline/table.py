@@ -561,9 +561,7 @@ class Planner:
             out = f"runs/mmae/{name}/{task}"
             self.add(
                 f"{task}: pretrain.multimae {name} ({epochs} epochs, >= {cfg.pretrain_images:,} images)",
-                ["-m", "pretrain.multimae", "--data", f"shards/{task}-sal", "--preset", cfg.pretrain_preset]
-                + ["--modalities", modalities, "--epochs", str(epochs), *shlex.split(cfg.pretrain_extra)]
-                + ["--precision", cfg.precision, "--resume", "auto", "--out", out],
+                ["-m", "pretrain.multimae", *pretrain_argv(cfg, task, modalities, out)],
                 self.exists(f"{out}/encoder.pt"),
                 marker=True,
             )
@@ -575,8 +573,7 @@ class Planner:
             enc = f"runs/mmae/{name}/{task}"
             self.add(
                 f"{task}: pretrain.probe {name} ({label} in)",
-                ["-m", "pretrain.probe", "--encoder", f"{enc}/encoder.pt", "--data", f"shards/{task}-sal"]
-                + ["--inputs", inputs, "--threads", "2", "--precision", cfg.precision, *shlex.split(cfg.probe_extra)],
+                ["-m", "pretrain.probe", *probe_argv(cfg, task, enc, inputs)],
                 self.exists(f"{enc}/probe_{label}.json"),
             )
         self.add(
@@ -591,19 +588,10 @@ class Planner:
 
     # -- SAC -------------------------------------------------------------------------------------
     def sac_extra(self, episodes: int) -> str:
-        cfg = self.cfg
-        return (
-            f"--hidden-dim {cfg.hidden_dim} --eval-every {cfg.eval_every} --eval-episodes {episodes} --eval-envs "
-            f"{cfg.eval_envs} --checkpoint-every {cfg.checkpoint_every} --torch-threads 1 --mmae-features raw {cfg.sac_extra}"
-        ).strip()
+        return sac_flags(self.cfg, self.cfg.eval_every, episodes)
 
     def pilot_extra(self) -> str:
-        cfg = self.cfg
-        return (
-            f"--hidden-dim {cfg.hidden_dim} --eval-every {cfg.pilot_eval_every} --eval-episodes {cfg.eval_episodes} "
-            f"--eval-envs {cfg.eval_envs} --checkpoint-every {cfg.checkpoint_every} --torch-threads 1 --mmae-features raw "
-            f"{cfg.sac_extra}"
-        ).strip()
+        return sac_flags(self.cfg, self.cfg.pilot_eval_every, self.cfg.eval_episodes)
 
     def grid(
         self,
@@ -616,33 +604,10 @@ class Planner:
         extra: str,
         where: Callable[[str, str, int], str] = table_dir,
     ) -> Step:
-        cfg = self.cfg
         runs = [where(t, r, s) for t in tasks for r in rows for s in seeds]
         return self.add(
             key,
-            [
-                "-m",
-                "rl.grid",
-                "--tasks",
-                ",".join(tasks),
-                "--encoders",
-                ",".join(rows),
-                "--seeds",
-                seeds_text(seeds),
-                "--steps",
-                str(steps),
-                "--sac-preset",
-                "paper",
-                "--pack",
-                str(cfg.pack),
-                "--parallel",
-                str(cfg.parallel),
-                "--precision",
-                cfg.precision,
-                "--out",
-                out,
-                f"--extra={extra}",
-            ],
+            ["-m", "rl.grid", *grid_argv(self.cfg, tasks, rows, seeds, steps, out, extra)],
             self.f.finished(runs, steps),
         )
 
@@ -736,6 +701,98 @@ class Planner:
                 self.pilot_extra(),
                 pilot_dir,
             )
+
+
+def sac_flags(cfg: TableConfig, eval_every: int, episodes: int) -> str:
+    """rl.grid's --extra of a table (or pilot) grid: the table's SAC settings, then --sac-extra."""
+    return (
+        f"--hidden-dim {cfg.hidden_dim} --eval-every {eval_every} --eval-episodes {episodes} --eval-envs "
+        f"{cfg.eval_envs} --checkpoint-every {cfg.checkpoint_every} --torch-threads 1 --mmae-features raw {cfg.sac_extra}"
+    ).strip()
+
+
+def grid_argv(
+    cfg: TableConfig, tasks: Sequence[str], rows: Sequence[str], seeds: Sequence[int], steps: int, out: str, extra: str
+) -> list[str]:
+    """rl.grid's arguments for `rows` x `seeds` on `tasks` to `steps`, with rl.sac flags `extra`."""
+    return [
+        "--tasks",
+        ",".join(tasks),
+        "--encoders",
+        ",".join(rows),
+        "--seeds",
+        seeds_text(seeds),
+        "--steps",
+        str(steps),
+        "--sac-preset",
+        "paper",
+        "--pack",
+        str(cfg.pack),
+        "--parallel",
+        str(cfg.parallel),
+        "--precision",
+        cfg.precision,
+        "--out",
+        out,
+        f"--extra={extra}",
+    ]
+
+
+def pretrain_argv(cfg: TableConfig, task: str, modalities: str, out: str) -> list[str]:
+    """pretrain.multimae's arguments for one encoder of `task` (--pretrain-extra after the table's settings)."""
+    epochs = pretrain_epochs(cfg.pretrain_images, cfg.frames)
+    return (
+        ["--data", f"shards/{task}-sal", "--preset", cfg.pretrain_preset]
+        + ["--modalities", modalities, "--epochs", str(epochs), *shlex.split(cfg.pretrain_extra)]
+        + ["--precision", cfg.precision, "--resume", "auto", "--out", out]
+    )
+
+
+def probe_argv(cfg: TableConfig, task: str, encoder_dir: str, inputs: str) -> list[str]:
+    """pretrain.probe's arguments for one probe of the encoder in `encoder_dir` (--probe-extra last)."""
+    return ["--encoder", f"{encoder_dir}/encoder.pt", "--data", f"shards/{task}-sal"] + [
+        "--inputs",
+        inputs,
+        "--threads",
+        "2",
+        "--precision",
+        cfg.precision,
+        *shlex.split(cfg.probe_extra),
+    ]
+
+
+def check_pass_through(cfg: TableConfig) -> None:
+    """Parse --sac-extra, --pretrain-extra and --probe-extra inside the commands the table runs, as those
+    commands will (pipeline.run's check): a typo is a ValueError naming the flag now, before any step
+    runs, not hours later when its step comes."""
+    from common.cli import parse_flags
+    from pretrain.config import PRESETS as PRETRAIN_PRESETS
+    from pretrain.config import PretrainConfig
+    from pretrain.probe import ProbeConfig
+    from rl.config import PRESETS as SAC_PRESETS
+    from rl.config import SACConfig
+    from rl.grid import GridConfig, plan, sac_command
+
+    table_rows = list(dict.fromkeys((*TABLE_ROWS, *CNN_ROWS, *GRID_ROWS)))
+    for rows, eval_every in ((table_rows, cfg.eval_every), (["state", "mmae_rgbs"], cfg.pilot_eval_every)):
+        extra = sac_flags(cfg, eval_every, cfg.eval_episodes)  # the table's grids, then the pilots'
+        argv = grid_argv(cfg, [REACH], rows, [0], cfg.eval_every, "runs/sac", extra)
+        grid = parse_flags(GridConfig, argv, command="python -m rl.grid", what="--sac-extra")
+        for run in plan(grid):
+            sac_argv = sac_command(grid, run)[3:]
+            parse_flags(SACConfig, sac_argv, presets=SAC_PRESETS, command="python -m rl.sac", what="--sac-extra")
+    for name, modalities in (("rgbs", "rgb,saliency"), ("rgb", "rgb")):
+        argv = pretrain_argv(cfg, REACH, modalities, f"runs/mmae/{name}/{REACH}")
+        parse_flags(
+            PretrainConfig,
+            argv,
+            presets=PRETRAIN_PRESETS,
+            command="python -m pretrain.multimae",
+            what="--pretrain-extra",
+        )
+    for name, inputs, _ in PROBES:
+        argv = probe_argv(cfg, REACH, f"runs/mmae/{name}/{REACH}", inputs)
+        parse_flags(ProbeConfig, argv, command="python -m pretrain.probe", what="--probe-extra")
 
 
 #: (model, --inputs, probe file label) of the three probes per task: ViSaRL, PO, MMAE RGB
@@ -1115,6 +1172,8 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     cfg = parse_config(TableConfig, argv)
     try:
+        if not cfg.status:  # a dry run shows what would run; the others start it
+            check_pass_through(cfg)
         if cfg.status:
             print(status_text(cfg))
         elif cfg.dry_run:

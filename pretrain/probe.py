@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from common.cli import option, run_command
+from common.cli import flat_dict, option, run_command
 from common.io import atomic_write_json
 from common.precision import autocast, check_precision, precision_field, resolve_precision
 from common.runs import code_version, device_description
@@ -324,10 +324,11 @@ def read_encoders(
 
 
 def write_result(cfg: ProbeConfig, result: dict, verbose: bool) -> dict:
-    """Write `result` (to --out, or probe_<inputs>.json beside the encoder, whose card then lists it); returns
-    it with its path."""
+    """Write `result` with the flags under "config" (what `--config` reads back) to --out, or to
+    probe_<inputs>.json beside the encoder, whose card then lists it; returns it with its path."""
     path = Path(cfg.encoder)
     out = Path(cfg.out) if cfg.out else path.parent / f"probe_{'+'.join(result['inputs'])}.json"
+    result["config"] = flat_dict(cfg)
     atomic_write_json(out, result)
     if out.parent == path.parent:  # the encoder's model card lists the probes beside it
         refresh_card(path)
@@ -385,7 +386,6 @@ def probe(cfg: ProbeConfig, verbose: bool = True) -> dict:
         "precision": precision,
         "seconds": round(time.time() - t0, 1),
         "code_version": code_version(),
-        "config": asdict(cfg),
     }
     result["warnings"] = gate_warnings(result)
     return write_result(cfg, result, verbose)

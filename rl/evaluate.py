@@ -8,7 +8,8 @@ checkpoint, or --checkpoint), rolls out the deterministic policy (the mean actio
 training observation path (rl/observe.py: the same saliency source and frozen encoder), and writes
 `<run>/evaluate/<checkpoint>-seed<S>-<N>ep.json`: success (any success within the episode) and
 return of every episode, their means, the episode seeds and the input files it loaded (path and
-sha256; a file that differs from the one the run recorded in config.json is refused).
+sha256; a file that differs from the one the run recorded in config.json is refused) and, under
+"config", its own flags (`--config <that json>` reruns the evaluation).
 
 Episode k is seeded `EVAL_SEED_BASE + S * TRAIN_SEED_STRIDE + k`, as the training evaluations seed
 them: with the default S (the run's own seed) the first N episodes are those of the run's eval.csv,
@@ -34,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from common.cli import from_stored, option, run_command
+from common.cli import flat_dict, from_stored, option, run_command
 from common.io import atomic_write_bytes, atomic_write_json, safe_torch_load
 
 OVERLAYS = ("none", "saliency", "gaze")
@@ -446,6 +447,12 @@ def _summary(results: list[dict[str, Any]]) -> dict[str, float]:
     }
 
 
+def write_report(cfg: EvaluateConfig, report: dict[str, Any], path: Path) -> Path:
+    """Write `report` with the flags under "config" (`python -m rl.evaluate --config <report>.json` reruns
+    the evaluation) to `path`, atomically."""
+    return atomic_write_json(path, {**report, "config": flat_dict(cfg)})
+
+
 def evaluate(cfg: EvaluateConfig) -> Path:
     """Evaluate the run of `cfg`; returns the JSON written (and the video beside it with --video)."""
     from common.runs import device_description
@@ -488,7 +495,7 @@ def evaluate(cfg: EvaluateConfig) -> Path:
         "device": device_description(),
         "video": str(video_path) if video_path else None,
     }
-    path = atomic_write_json(out / f"{stem}.json", report)
+    path = write_report(cfg, report, out / f"{stem}.json")
     print(
         f"{loaded.cfg.encoder} on {loaded.cfg.env.task} ({loaded.checkpoint}, step {loaded.step}): success "
         f"{report['success_rate']:.2f}, return {report['return_mean']:.1f} +- {report['return_std']:.1f} over "

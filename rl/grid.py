@@ -27,6 +27,7 @@ import hashlib
 import io
 import json
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -39,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.cli import flat_dict, int_list, one_line_errors, option, parse_config
-from common.io import atomic_write_json
+from common.io import atomic_write_bytes, atomic_write_json
 from common.precision import PRECISION_HELP, check_precision, precision_field
 from data.env import check_task
 from rl.encoders import TABLE_I
@@ -190,7 +191,7 @@ def sac_command(cfg: GridConfig, run: Run) -> list[str]:
     ]
     if (run.run_dir / "config.json").exists():  # started before: continue from its checkpoint, if any
         cmd += ["--resume", "auto"]
-    return cmd + cfg.extra.split()
+    return cmd + shlex.split(cfg.extra)  # as the pipeline splits its pass-through flags: quotes group words
 
 
 def run_config(cfg: GridConfig, run: Run):
@@ -344,7 +345,7 @@ def _ray_pack(
             if rel.endswith("/"):
                 _untar(payload, target, keep_newer=True)
             elif not target.exists() or target.read_bytes() != payload:
-                target.write_bytes(payload)
+                atomic_write_bytes(target, payload)  # a pack on this node may be reading the old copy
     run_dirs = [str(relative(item["out"])) if storage == "driver" else item["out"] for item in spec]
     spec = [{**item, "out": d} for item, d in zip(spec, run_dirs)]
     spec_path = atomic_write_json(root / (relative(spec_name) if storage == "driver" else spec_name), spec)

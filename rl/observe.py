@@ -28,9 +28,21 @@ def saliency_command(task: str) -> str:
     return f"python -m saliency.train --annotations data/annotations/{task}.npz"
 
 
-def default_saliency_model(task: str) -> Path:
+def choose_saliency_model(task: str, path: str = "") -> tuple[Path, str]:
+    """(saliency checkpoint, why it was chosen): `path` (--saliency-model), else the task's student.pt,
+    else its PiCANet best.pt, whose fallback the reason says (the student is the fast predictor)."""
+    if path:
+        return Path(path), "--saliency-model"
     root = Path("runs/saliency") / task
-    return root / "student.pt" if (root / "student.pt").exists() else root / "best.pt"
+    if (root / "student.pt").exists():
+        return root / "student.pt", "default (the task's student)"
+    return root / "best.pt", (
+        f"default (no {root / 'student.pt'}, so the task's PiCANet: slower; `python -m saliency.distill` makes the student)"
+    )
+
+
+def default_saliency_model(task: str) -> Path:
+    return choose_saliency_model(task)[0]
 
 
 def load_predictor(task: str, path: str = "", device: torch.device | str = "auto", precision: str = "auto"):
@@ -73,11 +85,12 @@ class Observer:
         self.runs = len(frozen)
         self.predictor = None
         self.saliency_model = ""
+        self.saliency_chosen_by = ""  # why that file: --saliency-model, or which default (rl/provenance.py records it)
         if "saliency" in self.keys:
             if cfg.saliency == "predictor":
-                self.predictor, self.saliency_model = load_predictor(
-                    cfg.env.task, cfg.saliency_model, device, precision
-                )
+                model, self.saliency_chosen_by = choose_saliency_model(cfg.env.task, cfg.saliency_model)
+                self.predictor, self.saliency_model = load_predictor(cfg.env.task, str(model), device, precision)
+                print(f"saliency model: {model} ({self.saliency_chosen_by})", flush=True)
             else:
                 self.saliency_model = cfg.saliency
         self.pixels = "pixels" in self.keys or "saliency" in self.keys

@@ -6,10 +6,13 @@ writes it under "inputs" into the run's config.json and summary.json:
 
     "inputs": {"frozen_encoder": {"path": "/abs/runs/mmae/rgbs/reach-v3/encoder.pt", "sha256": "...",
                                   "inputs": ["rgb", "saliency"], "pool": "mean", "chosen_by": "--mmae"},
-               "saliency_model": {"path": "/abs/runs/saliency/reach-v3/student.pt", "sha256": "..."}}
+               "saliency_model": {"path": "/abs/runs/saliency/reach-v3/student.pt", "sha256": "...",
+                                  "chosen_by": "default (the task's student)"}}
 
 A field is null when the run reads no such input; `"saliency_model": {"source": "oracle"}` for the
-oracle's maps. `rl.evaluate` loads the recorded files again and refuses one whose sha256 differs.
+oracle's maps. "chosen_by" says why that file: the flag, or which default (a saliency model falls back
+from the task's student.pt to its PiCANet best.pt; the run's first lines say so too). `rl.evaluate`
+loads the recorded files again and refuses one whose sha256 differs.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ def run_inputs(observer: Any, run: int = 0) -> dict[str, Any]:
     )
     saliency: dict[str, str] | None = None
     if observer.predictor is not None:
-        saliency = file_record(observer.saliency_model)
+        saliency = {**file_record(observer.saliency_model), "chosen_by": observer.saliency_chosen_by}
     elif "saliency" in observer.keys:
         saliency = {"source": "oracle"}
     return {"frozen_encoder": frozen, "saliency_model": saliency}

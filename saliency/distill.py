@@ -4,6 +4,7 @@ The teacher pseudo-labels the first `--frames` frames of the shard folder (throu
 SaliencyPredictor path RL uses); the student (native 64x64) learns those maps with BCE, flips and
 colour jitter, and the epoch that agrees best with the teacher on held-out frames is kept.
 The student checkpoint records every frame key it or its teacher saw, so evaluation excludes them.
+The flags go to `distill-<student stem>-config.json` beside it (`--config` reruns the distillation).
 """
 
 from __future__ import annotations
@@ -17,13 +18,19 @@ import torch
 from common.cli import run_command, should_resume
 from common.io import OutputError, safe_torch_load
 from common.precision import resolve_precision
-from common.runs import device_description, exclusive_run_dir
+from common.runs import device_description, exclusive_run_dir, write_config
 from data.shards import frame_digests, load_arrays
 from saliency.config import DistillConfig, presets_for
 from saliency.data import split
 from saliency.predictor import SaliencyPredictor, resolve_device
 from saliency.student import StudentConfig, StudentNet
 from saliency.train import FitSpec, check_resume_config, fit, last_checkpoint
+
+
+def config_path(cfg: DistillConfig) -> Path:
+    """Where a distillation records its flags for `--config`: `distill-<student stem>-config.json` beside the
+    student (its folder is usually the teacher's run, whose config.json is saliency.train's)."""
+    return cfg.out_path.parent / f"distill-{cfg.out_path.stem}-config.json"
 
 
 def run(cfg: DistillConfig) -> Path:
@@ -45,6 +52,7 @@ def _distill(cfg: DistillConfig) -> Path:
     resuming = should_resume(cfg.resume, last.exists(), last)
     if resuming:
         check_resume_config(last, safe_torch_load(last).get("distill_config", {}), cfg)
+    write_config(config_path(cfg), cfg, resume=cfg.resume)
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)

@@ -27,7 +27,7 @@ import torch
 from common.cli import run_command
 from common.io import OutputError, atomic_write_json, check_writable_dir
 from common.progress import progress
-from common.runs import exclusive_run_dir
+from common.runs import exclusive_run_dir, prepare_run_dir
 from data.shards import (
     SHARD_GLOB,
     ShardError,
@@ -123,6 +123,8 @@ def _label(cfg: LabelConfig, src: Path, out: Path) -> Path:
         cfg.model, device, cfg.batch_size, cfg.precision
     )  # before the marker: a bad --model leaves no trace
     atomic_write_json(marker, identity)
+    if rank == 0:  # the marker ties the folder to this model and source: the other flags may change on a rerun
+        prepare_run_dir(out, cfg, allow_existing=True)
     mine = [s for i, s in enumerate(shards) if i % world == rank]
     done = _labelled_shards(out, mine)
     todo = [s for s in mine if s.path.name not in done]

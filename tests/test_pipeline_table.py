@@ -443,6 +443,30 @@ def test_bad_settings_are_one_line_errors(capsys):
         assert stop.value.code == 2 and words in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "flag, value, words",
+    [
+        ("--sac-extra", "--actor-lr 1e-4 --hiden-dim 64", "--sac-extra: unrecognized arguments: --hiden-dim 64"),
+        ("--sac-extra", "--actor-lr inf", "--sac-extra: argument --actor-lr: must be a finite number, got 'inf'"),
+        ("--pretrain-extra", "--batch-size 512 --warmpu-epochs 2", "--pretrain-extra: unrecognized arguments"),
+        ("--probe-extra", "--fit-frames ten", "--probe-extra: argument --fit-frames: invalid int value: 'ten'"),
+    ],
+)
+def test_a_bad_pass_through_flag_stops_before_anything_runs(tmp_path, capsys, monkeypatch, flag, value, words):
+    ran = []
+    monkeypatch.setattr(table, "run", ran.append)
+    monkeypatch.setattr(table, "dry_run_text", lambda cfg: ran.append(cfg) or "")
+    argv = ["--root", str(tmp_path / "root"), "--results", str(tmp_path / "results"), "--phase", "A"]
+    for mode in ([], ["--dry-run"]):
+        with pytest.raises(SystemExit) as stop:
+            table.main([*argv, *mode, f"{flag}={value}"])
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and err.startswith("error: ") and words in err and len(err.splitlines()) == 1
+    assert ran == [] and not (tmp_path / "root").exists()
+    table.main([*argv, "--sac-extra=--actor-lr 3e-4", "--probe-extra=--fit-frames 300", "--dry-run"])
+    assert len(ran) == 1  # good flags pass
+
+
 def test_estimate_grows_with_the_budget_and_is_cheaper_in_bf16():
     cfg = TableConfig()
     short = table.estimate(cfg, {t: 100_000 for t in table.PAPER_TASKS})

@@ -10,8 +10,10 @@ import pytest
 import torch
 
 from common.cli import from_flat
+from common.hub import file_sha256
 from common.io import NonFiniteError
 from rl.config import PRESETS, SACConfig
+from rl.observe import choose_saliency_model
 from rl.sac import main, run
 from rl.workspace import latest_checkpoint
 
@@ -149,6 +151,30 @@ def test_predicted_saliency_and_default_paths(tmp_path, pretrained, monkeypatch)
     run_dir = main(argv)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["saliency"].endswith("runs/saliency/reach-v3/student.pt") and summary["steps"] == 100
+    # both records name the student file the run loaded, resolved, with the sha256 of its bytes
+    student = pretrained["saliency"]
+    config = json.loads((run_dir / "config.json").read_text())
+    for record in (summary, config):
+        used = record["inputs"]["saliency_model"]
+        assert (used["path"], used["sha256"]) == (str(student.resolve()), file_sha256(student))
+        assert used["chosen_by"] == "default (the task's student)"
+
+
+def test_a_missing_student_falls_back_to_picanet_and_says_so(tmp_path, pretrained, monkeypatch, capsys):
+    """Without runs/saliency/<task>/student.pt the run reads best.pt: its first lines and its records say why."""
+    best = tmp_path / "runs/saliency/reach-v3/best.pt"
+    best.parent.mkdir(parents=True)
+    best.write_bytes(pretrained["saliency"].read_bytes())  # a predictor checkpoint: its kind is in the file
+    monkeypatch.chdir(tmp_path)
+    argv = ["--encoder", "cnn_rgbs", "--preset", "micro", "--saliency", "predictor", "--steps", "60"]
+    run_dir = main([*argv, "--max-episode-steps", "30", "--random-steps", "30", "--out", str(tmp_path / "run")])
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("saliency model:")]
+    why = "default (no runs/saliency/reach-v3/student.pt, so the task's PiCANet"
+    assert len(lines) == 1 and lines[0].startswith(f"saliency model: runs/saliency/reach-v3/best.pt ({why}")
+    for name in ("config.json", "summary.json"):
+        used = json.loads((run_dir / name).read_text())["inputs"]["saliency_model"]
+        assert used["path"] == str(best.resolve()) and used["chosen_by"].startswith(why)
+    assert choose_saliency_model("reach-v3", str(best)) == (best, "--saliency-model")
 
 
 def test_vector_envs_one_update_per_env_step(tmp_path):
