@@ -243,13 +243,35 @@ def test_to_hdf5_on_a_full_disk_is_one_line_exit_2_and_leaves_nothing(synthetic,
         env=env,
         timeout=120,
     )
-    assert proc.returncode == 2, proc.stderr[-2000:]  # before: the right error, then SIGSEGV (139)
-    assert proc.stderr.strip().splitlines()[-1] == (
-        f"error: no space left on the device writing {out}; the previous "
-        "file, if any, is unchanged. Free some space or choose another --out, "
-        "then run the command again"
-    )
+    # a failed os.write is handled by _StopOnError; before the fix HDF5's own C driver wrote the file and
+    # this patch never fired (exit 0): the crash itself is reproduced on a real small disk below
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1] == _no_space(out)
     assert list(out.parent.iterdir()) == []
+
+
+def _no_space(out) -> str:
+    return (
+        f"error: no space left on the device writing {out}; the previous file, if any, is unchanged. "
+        "Free some space or choose another --out, then run the command again"
+    )
+
+
+def test_to_hdf5_on_a_real_full_disk_is_one_line_exit_2_and_leaves_nothing(synthetic, tmp_path):
+    import sys
+
+    from small_disk import run_on_small_disk, small_disk_or_skip
+
+    small_disk_or_skip()
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    out = disk / "x.h5"  # the file needs ~415 kB, the disk holds 150 kB
+    run = run_on_small_disk(
+        disk, 150, [sys.executable, "-m", "data.to_hdf5", "--shards", str(synthetic), "--out", str(out)]
+    )
+    assert run.returncode == 2, run.stderr[-2000:]  # before: the right error, then SIGSEGV (exit 139)
+    assert run.stderr.strip().splitlines()[-1] == _no_space(out) and "Traceback" not in run.stderr
+    assert run.left == []
 
 
 def test_two_conversions_to_one_out_never_replace_or_delete_each_others_files(synthetic, tmp_path, monkeypatch):
