@@ -335,8 +335,10 @@ def test_help_documents_every_field_and_gaze_flags(capsys):
     assert np.isclose(cfg.tau, 0.005) and cfg.actor_update_every == cfg.target_update_every == 2
 
 
-def test_a_batch_larger_than_the_replay_is_refused_before_training(capsys):
+def test_a_batch_larger_than_the_replay_is_refused_before_training(tmp_path, capsys):
+    out = tmp_path / "run"
     with pytest.raises(SystemExit) as exit_info:
-        main(["--encoder", "state", "--batch-size", "200000", "--replay-size", "100000"])
+        main(["--encoder", "state", "--batch-size", "200000", "--replay-size", "100000", "--out", str(out)])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "--batch-size 200000 exceeds --replay-size 100000" in err
+    assert err.count("\n") == 1 and not out.exists()
