@@ -130,6 +130,51 @@ def test_labels_of_a_source_recollected_under_the_same_name_are_never_taken_as_d
     assert _snapshot(out) == before  # the old labels are kept, nothing mixed in
 
 
+def _old_format_marker(out, old_format):
+    """Rewrite `out`'s labelling.json as labelling wrote it before it recorded its source's checksums, or
+    as it writes it for a source collected before shards had checksums."""
+    marker = json.loads((out / label.MARKER).read_text())
+    if old_format == "no source checksums in the marker":
+        del marker["source_shards"]
+    else:
+        marker["source_shards"] = {name: [frames, None] for name, (frames, _) in marker["source_shards"].items()}
+    (out / label.MARKER).write_text(json.dumps(marker))
+
+
+OLD_FORMATS = ["no source checksums in the marker", "a source without checksums"]
+
+
+@pytest.mark.parametrize("old_format", OLD_FORMATS)
+def test_an_old_labelled_set_of_the_same_frames_is_checked_by_content_and_upgraded(
+    synthetic, student, tmp_path, capsys, old_format
+):
+    out = _label(student, synthetic, tmp_path / "sal")
+    shards = {name: data for name, data in _snapshot(out).items() if name.endswith(".tar")}
+    _old_format_marker(out, old_format)
+    capsys.readouterr()
+    _label(student, synthetic, out)  # before: refused outright / taken as done unchecked
+    assert "comparing 3 labelled shards with" in capsys.readouterr().out
+    assert {name: data for name, data in _snapshot(out).items() if name.endswith(".tar")} == shards  # none redone
+    recorded = json.loads((out / label.MARKER).read_text())["source_shards"]
+    assert recorded == {e["file"]: [e["frames"], e["sha256"]] for e in read_manifest(synthetic)["shards"]}
+    _label(student, synthetic, out)
+    assert "comparing" not in capsys.readouterr().out  # the checksums recorded: no second comparison
+
+
+@pytest.mark.parametrize("old_format", OLD_FORMATS)
+def test_an_old_labelled_set_of_a_recollected_source_is_refused(synthetic, student, tmp_path, capsys, old_format):
+    out = _label(student, synthetic, tmp_path / "sal")
+    _old_format_marker(out, old_format)
+    before = _snapshot(out)
+    shutil.rmtree(synthetic)
+    synthetic_shards(synthetic, frames=60, shard_size=20, seed=1)  # same name and sizes, other frames
+    code, err = _label_main(student, synthetic, out, capsys)
+    assert code == 2 and err.count("\n") == 1  # before: the old labels taken as done (a source without checksums)
+    assert f"{out} holds labels of other frames than {synthetic} has now" in err
+    assert "shard-00000.tar and 2 more changed since" in err and f"delete {out}" in err
+    assert _snapshot(out) == before
+
+
 def test_labelling_resumes_after_a_kill_when_the_source_is_unchanged(synthetic, student, tmp_path):
     out = _label(student, synthetic, tmp_path / "sal")
     good = load_arrays(out, need_saliency=True)
