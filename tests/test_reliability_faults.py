@@ -257,6 +257,18 @@ def test_train_and_distill_resume_refuse_changed_flags(synthetic, tmp_path, caps
     assert (run_dir / "student.pt").read_bytes() == student
 
 
+def test_the_readme_row_names_every_flag_a_resume_may_change():
+    from pathlib import Path
+
+    from saliency.train import RESUMABLE
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if line.startswith("| `saliency.train --resume --lr 1e30`"))
+    listed = row.split("resume with the same flags, or start a new run in another --out` (")[1].split(")")[0]
+    named = {flag.replace("_", "-") for flag in RESUMABLE - {"resume", "out"}}
+    assert sorted(f.strip("`").lstrip("-") for f in listed.removesuffix(" may change").split(", ")) == sorted(named)
+
+
 # -- data.to_hdf5: a full disk is an error, not a crash; two conversions never clobber each other ---------
 FULL_DISK = """
 import errno, os, sys
