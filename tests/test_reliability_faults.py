@@ -386,20 +386,27 @@ def test_truncate_after_keeps_every_row_when_killed_mid_rewrite(tmp_path, monkey
 
 
 # -- bad settings are one-line errors, not tracebacks -------------------------------------------------------
-def test_an_unknown_mujoco_gl_is_one_line_exit_2():
+def _python(code_or_module: list[str], **env):
     import subprocess
     import sys
 
-    env = {
-        **os.environ,
-        "MUJOCO_GL": "foo",
-        "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")]),
-    }
-    proc = subprocess.run(
-        [sys.executable, "-c", "import data.env"], capture_output=True, text=True, env=env, timeout=120
-    )
+    env = {**os.environ, **env, "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, *code_or_module], capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_an_unknown_mujoco_gl_is_one_line_exit_2(tmp_path):
+    out = tmp_path / "frames"
+    proc = _python(["-m", "data.collect", "--frames", "20", "--out", str(out)], MUJOCO_GL="foo")
     assert proc.returncode == 2 and proc.stderr.startswith("error: MUJOCO_GL='foo' is not a rendering backend")
-    assert proc.stderr.count("\n") == 1
+    assert proc.stderr.count("\n") == 1 and not out.exists()
+
+
+def test_an_unknown_mujoco_gl_is_a_value_error_for_code_importing_the_library():
+    """Library code raises (before: SystemExit from inside the import); only a command exits."""
+    probe = "try:\n    import data.env\nexcept ValueError as err:\n    print(type(err).__name__, err)"
+    proc = _python(["-c", probe], MUJOCO_GL="foo")
+    assert proc.returncode == 0 and proc.stderr == ""
+    assert proc.stdout.startswith("StartupError MUJOCO_GL='foo' is not a rendering backend MuJoCo knows")
 
 
 @pytest.mark.parametrize(
