@@ -9,6 +9,7 @@ and draws a grid of frames with every annotator's map (matplotlib).
 """
 
 import csv
+import io
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
@@ -28,6 +29,7 @@ from annotate_app.store import (
 )
 from common.cli import option, run_command
 from common.figures import write_figure
+from common.io import atomic_write_bytes
 from common.map_metrics import METRIC_NAMES, all_metrics, fixation_mask
 from data.clicks import clicks_to_map
 
@@ -139,11 +141,11 @@ def run(cfg: AgreementConfig) -> Path:
     rows = agreement_rows(frames, clicks)
     out = Path(cfg.out) if cfg.out else task_dir(cfg.root, cfg.task)
     out.mkdir(parents=True, exist_ok=True)
-    csv_path = out / "agreement.csv"
-    with open(csv_path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["pred", "reference", "frame", "key", *METRIC_NAMES])
-        writer.writeheader()
-        writer.writerows(rows)
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=["pred", "reference", "frame", "key", *METRIC_NAMES])
+    writer.writeheader()
+    writer.writerows(rows)
+    csv_path = atomic_write_bytes(out / "agreement.csv", table.getvalue().encode())  # a kill keeps the previous one
     print(f"Per frame ({cfg.task}; pred's map vs reference's map / clicked pixels):\n")
     print(format_table(rows, ["pred", "reference", "frame", "key"]))
     print("\nMean over frames:\n")

@@ -19,6 +19,7 @@ import json
 import math
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
@@ -57,17 +58,24 @@ class _Failures:
 
 @dataclass
 class LoginThrottle:
-    """Per-address waits after wrong passwords (see the module docstring)."""
+    """Per-address waits after wrong passwords (see the module docstring). At most `max_addresses`
+    addresses are remembered: beyond them the one whose last try is oldest is forgotten (never one
+    being checked), so tries from many addresses cannot grow the table without bound, and an address
+    that keeps trying stays at the front and keeps its wait."""
 
     base_s: float = 1.0
     max_s: float = 300.0
-    _by_address: dict[str, _Failures] = field(default_factory=dict)
+    max_addresses: int = 10_000
+    _by_address: OrderedDict[str, _Failures] = field(default_factory=OrderedDict)  # oldest try first
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def try_start(self, address: str) -> float:
         """0 if a try from `address` may be checked now (and marks it busy), else the seconds to wait."""
         with self._lock:
             f = self._by_address.setdefault(address, _Failures())
+            self._by_address.move_to_end(address)
+            if len(self._by_address) > self.max_addresses:
+                self._forget_oldest(keep=address)
             wait = f.not_before - time.monotonic()
             if f.busy:
                 return max(wait, self.base_s)
@@ -75,6 +83,12 @@ class LoginThrottle:
                 return wait
             f.busy = True
             return 0.0
+
+    def _forget_oldest(self, keep: str) -> None:
+        """Drop the address whose last try is oldest among those not being checked, `keep` aside."""
+        oldest = next((a for a, f in self._by_address.items() if not f.busy and a != keep), None)
+        if oldest is not None:
+            del self._by_address[oldest]
 
     def finish(self, address: str, succeeded: bool | None) -> None:
         """Record the try's outcome (None: neither, e.g. a malformed request)."""

@@ -26,6 +26,7 @@ import dataclasses
 import errno
 import json
 import math
+import os
 import sys
 import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -54,6 +55,26 @@ def fail(message: str, keep_lines: bool = False) -> NoReturn:
     text = str(message).strip() if keep_lines else " ".join(str(message).split())
     print(f"error: {text}", file=sys.stderr, flush=True)
     raise SystemExit(2)
+
+
+class StartupError(ValueError):
+    """A bad setting found while modules load, before any command's main() and its `one_line_errors()`
+    run (an environment variable such as MUJOCO_GL). Library code raises it like any ValueError; left
+    uncaught, the process prints it as one line `error: ...` and exits 2 (`_exit_on_startup_error`)."""
+
+
+def _exit_on_startup_error(kind: type[BaseException], err: BaseException, tb: Any) -> None:
+    """sys.excepthook: an uncaught StartupError (raised by an import of a command's module, outside
+    main()) is one line and status 2; anything else goes to the hook that was there before."""
+    if issubclass(kind, StartupError):
+        sys.stdout.flush()
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr, flush=True)
+        os._exit(2)  # the interpreter sets status 1 after any excepthook; nothing else has run yet
+    _previous_excepthook(kind, err, tb)
+
+
+_previous_excepthook = sys.excepthook
+sys.excepthook = _exit_on_startup_error
 
 
 class OneLineParser(argparse.ArgumentParser):

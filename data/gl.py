@@ -6,6 +6,8 @@ import ctypes.util
 import os
 import sys
 
+from common.cli import StartupError
+
 #: the values MuJoCo accepts for MUJOCO_GL on Linux (mujoco/gl_context.py), rendering off included
 VALID_BACKENDS = (
     "egl",
@@ -28,15 +30,14 @@ VALID_BACKENDS = (
 def configure_headless_gl() -> str:
     """Set MUJOCO_GL (and PYOPENGL_PLATFORM) before MuJoCo is imported; return the backend.
 
-    A user's explicit MUJOCO_GL is respected; one MuJoCo does not know is a one-line error (exit 2)
-    instead of MuJoCo's traceback at import. Otherwise EGL is used when libEGL can be found
-    (Mesa's llvmpipe renders on a CPU-only machine), else OSMesa when libOSMesa can be found.
+    A user's explicit MUJOCO_GL is respected; one MuJoCo does not know is a StartupError (a ValueError;
+    a command started with it exits 2 with one line) instead of MuJoCo's traceback at import.
+    Otherwise EGL is used when libEGL can be found (Mesa's llvmpipe renders on a CPU-only machine),
+    else OSMesa when libOSMesa can be found.
     """
     backend = os.environ.get("MUJOCO_GL")
     if backend and backend.lower().strip() not in VALID_BACKENDS:
-        from common.cli import fail
-
-        fail(
+        raise StartupError(
             f"MUJOCO_GL={backend!r} is not a rendering backend MuJoCo knows; set it to one of egl, osmesa, glfw "
             "(or unset it to choose automatically)"
         )

@@ -5,7 +5,8 @@ same samples plus `saliency.png` (uint8 map from `SaliencyPredictor`, the path R
 atomically. Source shards are checked against their manifest (see data.shards); finished output
 shards that pass their checks are skipped, damaged ones are redone, so a killed run resumes where it
 stopped; a marker file ties the folder to one model and to the source shards' checksums, so labels
-from two models, or of a source re-collected under the same name, never mix (the rerun is refused).
+from two models, or of a source re-collected under the same name, never mix (the rerun is refused;
+labels made before the marker recorded checksums are compared with the source frame by frame).
 An existing folder that labelling did not write (a collection) is refused. Under torchrun each rank
 takes the shards i with i % WORLD_SIZE == RANK (GPU LOCAL_RANK); whichever rank finds every shard done
 writes the manifest (the source's, with the labelled shards' own counts and sha256, plus
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 
 from common.cli import run_command
+from common.hub import file_sha256
 from common.io import OutputError, atomic_write_json, check_writable_dir
 from common.progress import progress
 from common.runs import exclusive_run_dir, prepare_run_dir
@@ -109,11 +111,11 @@ def _label(cfg: LabelConfig, src: Path, out: Path) -> Path:
         "saliency_model": str(cfg.model),
         "model_sha256": file_digest(cfg.model),
         "labelled_from": src.name,
-        "source_shards": {s.path.name: [s.frames, s.sha256] for s in shards},
+        "source_shards": {s.path.name: [s.frames, s.sha256 or file_sha256(s.path)] for s in shards},
     }
     marker = out / MARKER
     if marker.exists():
-        identity = _resumable_identity(out, json.loads(marker.read_text()), identity, src)
+        identity = _resumable_identity(out, json.loads(marker.read_text()), identity, src, shards)
     elif (out / "manifest.json").exists() or any(out.glob(SHARD_GLOB)):
         raise OutputError(
             f"{out} holds shards that saliency.label did not write (a collection?); labelled "
@@ -161,34 +163,61 @@ def _label(cfg: LabelConfig, src: Path, out: Path) -> Path:
     return out
 
 
-def _resumable_identity(out: Path, old: dict, new: dict, src: Path) -> dict:
+def _resumable_identity(out: Path, old: dict, new: dict, src: Path, shards: list[ShardFile]) -> dict:
     """The marker to keep when labelling into `out` again: the old one plus shards new to it, or an
     error if `out` holds labels of another model or of frames that have changed since. A source
     re-collected under the same name has other shards; its labels are never mixed with the old ones
-    nor silently replaced (nothing saved is lost): the user deletes `out` or picks another."""
+    nor silently replaced (nothing saved is lost): the user deletes `out` or picks another.
+
+    A labelled shard whose source checksum the old marker lacks (labelled before markers recorded
+    them, or from a source without checksums) is compared by content: its keys and frames must be
+    the source shard's now. The returned marker records the checksums, so the next run compares those."""
     if old.get("model_sha256") != new["model_sha256"] or old.get("labelled_from") != new["labelled_from"]:
         raise OutputError(
             f"{out} holds labels of {old.get('labelled_from')} by {old.get('saliency_model')} "
             f"(sha {old.get('model_sha256')}); choose another --out or delete it"
         )
-    if "source_shards" not in old:
-        raise OutputError(
-            f"{out} was labelled before labelling recorded its source's checksums, so whether its "
-            f"labels still match {src} cannot be checked; delete it (or choose another --out) to label again"
+    before = old.get("source_shards", {})
+    changed, by_content = [], []
+    for shard in shards:
+        name = shard.path.name
+        frames, sha = new["source_shards"][name]
+        old_frames, old_sha = before.get(name, (None, None))
+        if old_frames is not None and old_frames != frames:
+            changed.append(name)
+        elif old_sha:
+            if old_sha != sha:
+                changed.append(name)
+        elif (out / name).exists():
+            by_content.append(shard)
+    if by_content:
+        print(
+            f"{out}: comparing {len(by_content)} labelled shards with {src} frame by frame (labelled "
+            "before their source's checksums were recorded; they are recorded now)"
         )
-    before = old["source_shards"]
-    changed = sorted(
-        name
-        for name, (frames, sha) in new["source_shards"].items()
-        if name in before and (before[name][0] != frames or (sha and before[name][1] and before[name][1] != sha))
-    )
+        changed += [s.path.name for s in by_content if _same_frames(out / s.path.name, s) is False]
     if changed:
         raise OutputError(
-            f"{out} holds labels of other frames than {src} has now ({src / changed[0]} and "
+            f"{out} holds labels of other frames than {src} has now ({src / sorted(changed)[0]} and "
             f"{len(changed) - 1} more changed since: re-collected?); its labels are kept: delete {out} or "
             "choose another --out to label the new frames"
         )
-    return {**new, "source_shards": {**old["source_shards"], **new["source_shards"]}}
+    return {**new, "source_shards": {**before, **new["source_shards"]}}
+
+
+def _same_frames(labelled: Path, source: ShardFile) -> bool | None:
+    """Whether the labelled shard holds the source shard's samples: the same keys and frames (rgb), in
+    order. None when the labelled shard is damaged: it is deleted and labelled again anyway."""
+    try:
+        ours = [(s["key"], s["rgb"]) for s in iter_samples(labelled)]
+    except ShardError:
+        return None
+    theirs = iter_samples(source)
+    for key, rgb in ours:
+        sample = next(theirs, None)
+        if sample is None or sample["key"] != key or not np.array_equal(sample["rgb"], rgb):
+            return False
+    return next(theirs, None) is None
 
 
 def _labelled_shards(out: Path, shards: list[ShardFile]) -> dict[str, dict]:

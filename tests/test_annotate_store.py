@@ -331,6 +331,33 @@ def test_agreement_of_a_perfect_and_a_shifted_annotator(tmp_path, shards, capsys
     assert "| all pairs |" in capsys.readouterr().out
 
 
+def test_agreement_csv_is_replaced_whole_or_not_at_all(tmp_path, shards, monkeypatch):
+    """Issue #27: agreement.csv was rewritten in place: a run killed while writing left it empty."""
+    from annotate_app import agreement
+
+    root = tmp_path / "ann"
+    fs = create_or_load_frameset(root, "reach-v3", shards, n=2)
+    store = AnnotatorStore(root, fs, "perfect")
+    for x, y in fs.oracle_clicks[0]:
+        store.add_click(0, x, y)
+    csv_path = run_agreement(AgreementConfig(task="reach-v3", root=str(root), figure_frames=0))
+    before = csv_path.read_text()
+    assert len(before.splitlines()) == 2  # header, perfect vs oracle on frame 0
+
+    class Killed(BaseException):
+        pass
+
+    class KilledWriter(agreement.csv.DictWriter):
+        def writerows(self, rows):
+            raise Killed  # the process dies while the rows are written
+
+    with monkeypatch.context() as m:
+        m.setattr(agreement.csv, "DictWriter", KilledWriter)
+        with pytest.raises(Killed):
+            run_agreement(AgreementConfig(task="reach-v3", root=str(root), figure_frames=0))
+    assert csv_path.read_text() == before and not list(csv_path.parent.glob(".agreement.csv.*"))
+
+
 @pytest.mark.parametrize("module", ["export", "oracle", "agreement"])
 def test_annotation_commands_refuse_with_one_line_and_status_2(module, tmp_path, capsys):
     """Before: an AnnotationError (here: no frames chosen for the task yet) left these commands through

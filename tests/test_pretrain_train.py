@@ -310,3 +310,53 @@ def test_peak_lr_follows_multimaes_batch_scaling(shards, tmp_path):
     assert from_flat(PretrainConfig, **PRESETS["cpu"]).peak_lr == pytest.approx(5e-4)  # the CPU recipe's tuned peak
     trainer = Trainer(_cfg(shards, tmp_path / "run", batch_size=8))  # micro: blr 1.6e-2 -> 5e-4 at batch 8
     assert trainer.optimizer.param_groups[0]["initial_lr"] == pytest.approx(5e-4)
+
+
+def test_recon_latest_on_a_full_disk_names_the_file_and_keeps_the_previous_one(shards, tmp_path, monkeypatch):
+    """Issue #27: recon_latest.png was rewritten in place, so a full disk left a truncated PNG."""
+    import errno
+    import io
+
+    from PIL import Image
+
+    from common.io import DiskFullError
+
+    trainer = Trainer(_cfg(shards, tmp_path / "run", max_steps=1))
+    latest = trainer.run_dir / "recon_latest.png"
+    trainer.figure(1)
+    before = latest.read_bytes()
+    real_open = io.open
+
+    class FillsUp:
+        """A file on a disk that fills up halfway through the write."""
+
+        def __init__(self, file):
+            self.file = file
+
+        def write(self, data) -> int:
+            self.file.write(bytes(data[: len(data) // 2]))
+            self.file.flush()
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def __getattr__(self, name):
+            return getattr(self.file, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc) -> None:
+            self.file.close()
+
+    def open_on_a_small_disk(file, mode="r", *args, **kwargs):  # in place (Path.write_bytes) or a temp file's fd
+        name = os.readlink(f"/proc/self/fd/{file}") if isinstance(file, int) else str(file)
+        handle = real_open(file, mode, *args, **kwargs)
+        return FillsUp(handle) if "recon_latest.png" in name and "w" in mode else handle
+
+    monkeypatch.setattr(io, "open", open_on_a_small_disk)
+    with pytest.raises(DiskFullError, match=r"no space left on the device writing .*/run/recon_latest.png"):
+        trainer.figure(2)
+    monkeypatch.undo()
+    assert latest.read_bytes() == before  # before: half a PNG
+    with Image.open(latest) as image:
+        image.load()  # whole: decodes to the end
+    assert not list(trainer.run_dir.glob(".recon_latest.png.*"))

@@ -380,3 +380,25 @@ def test_allowed_host_names_add_a_named_host_and_ips_need_none():
         "10.0.0.2",
         "::1",
     ]
+
+
+def test_the_login_throttle_remembers_a_bounded_number_of_addresses_and_keeps_an_active_attacker():
+    """Issue #27: every address that ever tried stayed in the table for good (memory grew with each)."""
+    from annotate_app.guard import LoginThrottle
+
+    throttle = LoginThrottle(base_s=100.0, max_addresses=3)
+    assert throttle.try_start("attacker") == 0
+    throttle.finish("attacker", False)  # waits 100 s now
+    for i in range(10):  # tries from 10 other addresses, the attacker retrying between them
+        address = f"10.0.0.{i}"
+        assert throttle.try_start(address) == 0
+        throttle.finish(address, False)
+        assert throttle.try_start("attacker") > 90  # refused unchecked, as before
+        assert len(throttle._by_address) <= 3
+    assert list(throttle._by_address) == ["10.0.0.8", "10.0.0.9", "attacker"]
+    assert throttle.try_start("10.0.0.0") == 0  # forgotten: its next try is checked at once
+    checking = LoginThrottle(max_addresses=1)
+    assert checking.try_start("a") == 0 and checking.try_start("b") == 0  # "a" is being checked: kept
+    checking.finish("a", False)
+    checking.finish("b", True)
+    assert list(checking._by_address) == ["a"]

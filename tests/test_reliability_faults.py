@@ -130,6 +130,51 @@ def test_labels_of_a_source_recollected_under_the_same_name_are_never_taken_as_d
     assert _snapshot(out) == before  # the old labels are kept, nothing mixed in
 
 
+def _old_format_marker(out, old_format):
+    """Rewrite `out`'s labelling.json as labelling wrote it before it recorded its source's checksums, or
+    as it writes it for a source collected before shards had checksums."""
+    marker = json.loads((out / label.MARKER).read_text())
+    if old_format == "no source checksums in the marker":
+        del marker["source_shards"]
+    else:
+        marker["source_shards"] = {name: [frames, None] for name, (frames, _) in marker["source_shards"].items()}
+    (out / label.MARKER).write_text(json.dumps(marker))
+
+
+OLD_FORMATS = ["no source checksums in the marker", "a source without checksums"]
+
+
+@pytest.mark.parametrize("old_format", OLD_FORMATS)
+def test_an_old_labelled_set_of_the_same_frames_is_checked_by_content_and_upgraded(
+    synthetic, student, tmp_path, capsys, old_format
+):
+    out = _label(student, synthetic, tmp_path / "sal")
+    shards = {name: data for name, data in _snapshot(out).items() if name.endswith(".tar")}
+    _old_format_marker(out, old_format)
+    capsys.readouterr()
+    _label(student, synthetic, out)  # before: refused outright / taken as done unchecked
+    assert "comparing 3 labelled shards with" in capsys.readouterr().out
+    assert {name: data for name, data in _snapshot(out).items() if name.endswith(".tar")} == shards  # none redone
+    recorded = json.loads((out / label.MARKER).read_text())["source_shards"]
+    assert recorded == {e["file"]: [e["frames"], e["sha256"]] for e in read_manifest(synthetic)["shards"]}
+    _label(student, synthetic, out)
+    assert "comparing" not in capsys.readouterr().out  # the checksums recorded: no second comparison
+
+
+@pytest.mark.parametrize("old_format", OLD_FORMATS)
+def test_an_old_labelled_set_of_a_recollected_source_is_refused(synthetic, student, tmp_path, capsys, old_format):
+    out = _label(student, synthetic, tmp_path / "sal")
+    _old_format_marker(out, old_format)
+    before = _snapshot(out)
+    shutil.rmtree(synthetic)
+    synthetic_shards(synthetic, frames=60, shard_size=20, seed=1)  # same name and sizes, other frames
+    code, err = _label_main(student, synthetic, out, capsys)
+    assert code == 2 and err.count("\n") == 1  # before: the old labels taken as done (a source without checksums)
+    assert f"{out} holds labels of other frames than {synthetic} has now" in err
+    assert "shard-00000.tar and 2 more changed since" in err and f"delete {out}" in err
+    assert _snapshot(out) == before
+
+
 def test_labelling_resumes_after_a_kill_when_the_source_is_unchanged(synthetic, student, tmp_path):
     out = _label(student, synthetic, tmp_path / "sal")
     good = load_arrays(out, need_saliency=True)
@@ -212,6 +257,18 @@ def test_train_and_distill_resume_refuse_changed_flags(synthetic, tmp_path, caps
     assert (run_dir / "student.pt").read_bytes() == student
 
 
+def test_the_readme_row_names_every_flag_a_resume_may_change():
+    from pathlib import Path
+
+    from saliency.train import RESUMABLE
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if line.startswith("| `saliency.train --resume --lr 1e30`"))
+    listed = row.split("resume with the same flags, or start a new run in another --out` (")[1].split(")")[0]
+    named = {flag.replace("_", "-") for flag in RESUMABLE - {"resume", "out"}}
+    assert sorted(f.strip("`").lstrip("-") for f in listed.removesuffix(" may change").split(", ")) == sorted(named)
+
+
 # -- data.to_hdf5: a full disk is an error, not a crash; two conversions never clobber each other ---------
 FULL_DISK = """
 import errno, os, sys
@@ -243,13 +300,35 @@ def test_to_hdf5_on_a_full_disk_is_one_line_exit_2_and_leaves_nothing(synthetic,
         env=env,
         timeout=120,
     )
-    assert proc.returncode == 2, proc.stderr[-2000:]  # before: the right error, then SIGSEGV (139)
-    assert proc.stderr.strip().splitlines()[-1] == (
-        f"error: no space left on the device writing {out}; the previous "
-        "file, if any, is unchanged. Free some space or choose another --out, "
-        "then run the command again"
-    )
+    # a failed os.write is handled by _StopOnError; before the fix HDF5's own C driver wrote the file and
+    # this patch never fired (exit 0): the crash itself is reproduced on a real small disk below
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1] == _no_space(out)
     assert list(out.parent.iterdir()) == []
+
+
+def _no_space(out) -> str:
+    return (
+        f"error: no space left on the device writing {out}; the previous file, if any, is unchanged. "
+        "Free some space or choose another --out, then run the command again"
+    )
+
+
+def test_to_hdf5_on_a_real_full_disk_is_one_line_exit_2_and_leaves_nothing(synthetic, tmp_path):
+    import sys
+
+    from small_disk import run_on_small_disk, small_disk_or_skip
+
+    small_disk_or_skip()
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    out = disk / "x.h5"  # the file needs ~415 kB, the disk holds 150 kB
+    run = run_on_small_disk(
+        disk, 150, [sys.executable, "-m", "data.to_hdf5", "--shards", str(synthetic), "--out", str(out)]
+    )
+    assert run.returncode == 2, run.stderr[-2000:]  # before: the right error, then SIGSEGV (exit 139)
+    assert run.stderr.strip().splitlines()[-1] == _no_space(out) and "Traceback" not in run.stderr
+    assert run.left == []
 
 
 def test_two_conversions_to_one_out_never_replace_or_delete_each_others_files(synthetic, tmp_path, monkeypatch):
@@ -307,20 +386,27 @@ def test_truncate_after_keeps_every_row_when_killed_mid_rewrite(tmp_path, monkey
 
 
 # -- bad settings are one-line errors, not tracebacks -------------------------------------------------------
-def test_an_unknown_mujoco_gl_is_one_line_exit_2():
+def _python(code_or_module: list[str], **env):
     import subprocess
     import sys
 
-    env = {
-        **os.environ,
-        "MUJOCO_GL": "foo",
-        "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")]),
-    }
-    proc = subprocess.run(
-        [sys.executable, "-c", "import data.env"], capture_output=True, text=True, env=env, timeout=120
-    )
+    env = {**os.environ, **env, "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, *code_or_module], capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_an_unknown_mujoco_gl_is_one_line_exit_2(tmp_path):
+    out = tmp_path / "frames"
+    proc = _python(["-m", "data.collect", "--frames", "20", "--out", str(out)], MUJOCO_GL="foo")
     assert proc.returncode == 2 and proc.stderr.startswith("error: MUJOCO_GL='foo' is not a rendering backend")
-    assert proc.stderr.count("\n") == 1
+    assert proc.stderr.count("\n") == 1 and not out.exists()
+
+
+def test_an_unknown_mujoco_gl_is_a_value_error_for_code_importing_the_library():
+    """Library code raises (before: SystemExit from inside the import); only a command exits."""
+    probe = "try:\n    import data.env\nexcept ValueError as err:\n    print(type(err).__name__, err)"
+    proc = _python(["-c", probe], MUJOCO_GL="foo")
+    assert proc.returncode == 0 and proc.stderr == ""
+    assert proc.stdout.startswith("StartupError MUJOCO_GL='foo' is not a rendering backend MuJoCo knows")
 
 
 @pytest.mark.parametrize(

@@ -308,3 +308,61 @@ def test_remove_replays_except_deletes_the_previous_and_orphaned_replays(tmp_pat
     gone = remove_replays_except(tmp_path, "replay-000000200")
     assert [p.name for p in gone] == ["replay-000000100", "replay-000000150"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-000000200.pt", "replay-000000200"]
+
+
+REPLAY_ON_A_FULL_DISK = """
+import json, sys
+from pathlib import Path
+
+import numpy as np
+
+from common.io import DiskFullError
+from rl.replay import ReplayBuffer
+
+disk, rng = Path(sys.argv[1]), np.random.default_rng(0)
+spec = {"frame": ((32, 32, 3), np.uint8)}
+buf = ReplayBuffer(spec, 2, 400, 2)
+frames = lambda: {"frame": rng.integers(0, 256, (2, 32, 32, 3), np.uint8)}
+buf.start(frames())
+
+
+def feed(steps):
+    for _ in range(steps):
+        buf.add(rng.uniform(-1, 1, (2, 2)).astype(np.float32), np.zeros(2), np.zeros(2), frames())
+
+
+read = lambda folder: {p.name: p.read_bytes() for p in folder.iterdir()}
+feed(10)
+meta = buf.save_run(0, disk / "replay-000000010")  # ~70 kB: fits
+kept = read(disk / "replay-000000010")
+feed(90)
+try:
+    buf.save_run(0, disk / "replay-000000100")  # ~620 kB: does not
+    error = None
+except DiskFullError as err:
+    error = str(err)
+restored = ReplayBuffer(spec, 2, 400, 2)
+restored.load_run(0, disk / "replay-000000010", meta)
+same = bool((restored.obs["frame"][:, :11] == buf.obs["frame"][:, :11]).all())
+same &= bool((restored.action[:, :10] == buf.action[:, :10]).all())
+print(json.dumps({"error": error, "kept": read(disk / "replay-000000010") == kept, "restored": same}))
+"""
+
+
+def test_a_replay_saved_onto_a_real_full_disk_is_an_error_that_leaves_the_previous_one_whole(tmp_path: Path):
+    """Issue #27 on a real full disk (a 300 kB tmpfs, tests/small_disk.py): the memory map's page faults
+    are what died with SIGBUS, which patching posix_fallocate above cannot show."""
+    import json
+    import sys
+
+    from small_disk import run_on_small_disk, small_disk_or_skip
+
+    small_disk_or_skip()
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    run = run_on_small_disk(disk, 300, [sys.executable, "-c", REPLAY_ON_A_FULL_DISK, str(disk)])
+    assert run.returncode == 0, run.stderr[-2000:]  # before: killed by SIGBUS (sh reports 135)
+    result = json.loads(run.stdout)
+    assert f"no space left on the device writing {disk}/replay-000000100/obs.frame.npy (0.6 MB)" in result["error"]
+    assert run.left == ["replay-000000010"]  # no replay-000000100/, no hidden temp folder
+    assert result["kept"] and result["restored"]

@@ -252,6 +252,18 @@ def test_resume_continues_exactly(tmp_path):
     assert [r["critic_loss"] for r in ra] == [r["critic_loss"] for r in rb]
 
 
+def test_a_checkpoint_deletes_replay_folders_of_checkpoints_never_written(tmp_path):
+    """Issue #27: a replay-<step>/ whose checkpoint .pt was never written (the run killed or the disk full
+    between the two) was kept for good, since a checkpoint only removed the replays of older .pt files."""
+    import shutil
+
+    run_dir = run(tiny(tmp_path, "state", steps=100))
+    shutil.copytree(run_dir / "replay-000000100", run_dir / "replay-000000075")  # the orphan
+    run(tiny(tmp_path, "state", steps=150, resume=True))
+    saved = sorted(p.name for p in run_dir.iterdir() if p.name.startswith(("replay-", "checkpoint-")))
+    assert saved == ["checkpoint-000000150.pt", "replay-000000150"]  # before: replay-000000075 too
+
+
 def test_resume_refuses_another_config_and_existing_runs(tmp_path):
     cfg = tiny(tmp_path, "state", steps=50, random_steps=20)
     run(cfg)
@@ -349,8 +361,10 @@ def test_help_documents_every_field_and_gaze_flags(capsys):
     assert np.isclose(cfg.tau, 0.005) and cfg.actor_update_every == cfg.target_update_every == 2
 
 
-def test_a_batch_larger_than_the_replay_is_refused_before_training(capsys):
+def test_a_batch_larger_than_the_replay_is_refused_before_training(tmp_path, capsys):
+    out = tmp_path / "run"
     with pytest.raises(SystemExit) as exit_info:
-        main(["--encoder", "state", "--batch-size", "200000", "--replay-size", "100000"])
+        main(["--encoder", "state", "--batch-size", "200000", "--replay-size", "100000", "--out", str(out)])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "--batch-size 200000 exceeds --replay-size 100000" in err
+    assert err.count("\n") == 1 and not out.exists()
