@@ -26,8 +26,8 @@ $(STAMP): pyproject.toml constraints.txt
 # the most dependencies and the micro pipeline (2026-12-03, 2 shared cores: ~5 min install, 3 min tests,
 # 17.5 min pipeline).
 FLOORS_VENV ?= .venv-floors
-FLOORS_TESTS := tests/test_hub.py tests/test_rl_evaluate.py tests/test_common_progress.py tests/test_pipeline_report.py \
-	tests/test_pretrain_export.py tests/test_data_collect.py tests/test_data_shards_wds.py
+FLOORS_TESTS := tests/test_hub.py tests/test_rl_evaluate.py tests/test_common_progress.py \
+	tests/test_pipeline_report.py tests/test_pretrain_export.py tests/test_data_collect.py tests/test_data_shards_wds.py
 check-floors: sysdeps
 	rm -rf $(FLOORS_VENV)
 	$(PYTHON) -m venv $(FLOORS_VENV)
