@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export MUJOCO_GL ?= egl
 
-.PHONY: demo demo-gif test venv sysdeps bench cpu-slice slice-encoders ablation-features gaze-triplets ablation-gaze-discount cpu-table cpu-table-status gpu-bundle clean-venv
+.PHONY: demo demo-gif test venv sysdeps bench cpu-slice slice-encoders ablation-features gaze-triplets ablation-gaze-discount cpu-table cpu-table-status gpu-bundle check-floors clean-venv
 
 # Long experiments keep their folders outside the checkout: a new session's work tree is laid anew, and the
 # git-ignored folders inside it (runs/) are gone; a machine handed on as it was keeps $(HOME).
@@ -20,6 +20,24 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt torch torchvision
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
+
+# The floors of pyproject.toml installed together, as `make venv` installs (torch/torchvision first, then the
+# project, under `-c`), each `>=X` pinned `==X` (.ci/floors.py), in a fresh venv; then the tests that touch
+# the most dependencies and the micro pipeline (2026-12-03, 2 shared cores: ~5 min install, 3 min tests,
+# 17.5 min pipeline).
+FLOORS_VENV ?= .venv-floors
+FLOORS_TESTS := tests/test_hub.py tests/test_rl_evaluate.py tests/test_common_progress.py \
+	tests/test_pipeline_report.py tests/test_pretrain_export.py tests/test_data_collect.py tests/test_data_shards_wds.py
+check-floors: sysdeps
+	rm -rf $(FLOORS_VENV)
+	$(PYTHON) -m venv $(FLOORS_VENV)
+	$(FLOORS_VENV)/bin/python -m pip install -q --upgrade pip
+	$(PYTHON) .ci/floors.py > $(FLOORS_VENV)/floors.txt
+	$(FLOORS_VENV)/bin/python -m pip install -q -c $(FLOORS_VENV)/floors.txt torch torchvision
+	$(FLOORS_VENV)/bin/python -m pip install -q -c $(FLOORS_VENV)/floors.txt -e . pytest
+	$(FLOORS_VENV)/bin/python -m pip check
+	$(FLOORS_VENV)/bin/python -m pytest -q -x -p no:cacheprovider $(FLOORS_TESTS)
+	$(FLOORS_VENV)/bin/python -m pipeline --preset micro --root $(FLOORS_VENV)/micro
 
 # System packages the tests need: Debian's Chromium for the browser tests, EGL/OSMesa for MuJoCo.
 sysdeps:
