@@ -530,8 +530,6 @@ def report_clips(
     """One clip per (task, encoder) of the runs below `sac_root` (<task>/<encoder>/seed<k>/, the lowest seed with
     weights), copied to `out`/<task>_<encoder>.gif for a self-contained report: the run's evaluate/<name>
     (the pipeline writes it), else, with `make`, a new one (`clip`, a few seconds each)."""
-    import shutil
-
     from rl.workspace import checkpoint_steps
 
     chosen: dict[tuple[str, str], Path] = {}
@@ -548,8 +546,7 @@ def report_clips(
             clip(run_dir, source, overlay="gaze" if encoder.startswith("gaze") else "none")
         if source.exists():
             target = Path(out) / f"{task}_{encoder}{source.suffix}"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, target)
+            atomic_write_bytes(target, source.read_bytes())  # a clip is a few hundred KiB
             clips[(task, encoder)] = target
     return clips
 
