@@ -391,28 +391,15 @@ def check_pass_through(cfg: PipelineConfig) -> None:
     the stages will: a typo fails now, with a one-line error naming the flag, not hours later at its stage."""
     from dataclasses import replace
 
-    from pretrain.config import PRESETS as PRETRAIN_PRESETS
-    from pretrain.config import PretrainConfig
-    from rl.config import PRESETS as SAC_PRESETS
-    from rl.config import SACConfig
-    from rl.grid import GridConfig, plan, sac_command
+    from pretrain.config import parse_pretrain_flags
+    from rl.grid import GridConfig, check_sac_flags
 
-    grid_argv = grid_argv_of(cfg)
-    grid = parse_flags(GridConfig, grid_argv, command="python -m rl.grid", what="--grid-extra")
-    for run in (r for r in plan(grid) if r.seed == grid.seed_list[0]):  # seeds differ only in --seed and --out
-        parse_flags(
-            SACConfig, sac_command(grid, run)[3:], presets=SAC_PRESETS, command="python -m rl.sac", what="--sac-extra"
-        )
+    grid = parse_flags(GridConfig, grid_argv_of(cfg), command="python -m rl.grid", what="--grid-extra")
+    check_sac_flags(grid, what="--sac-extra")
     for modalities in ("rgb,saliency", "rgb"):
         for task in (t for t in cfg.tasks.split(",") if t):
             argv = pretrain_command(replace(cfg, nproc_per_node=0), ["--task", task, "--modalities", modalities])
-            parse_flags(
-                PretrainConfig,
-                argv,
-                presets=PRETRAIN_PRESETS,
-                command="python -m pretrain.multimae",
-                what="--pretrain-extra",
-            )
+            parse_pretrain_flags(argv, what="--pretrain-extra")
 
 
 def main(argv=None) -> None:

@@ -766,30 +766,17 @@ def check_pass_through(cfg: TableConfig) -> None:
     commands will (pipeline.run's check): a typo is a ValueError naming the flag now, before any step
     runs, not hours later when its step comes."""
     from common.cli import parse_flags
-    from pretrain.config import PRESETS as PRETRAIN_PRESETS
-    from pretrain.config import PretrainConfig
+    from pretrain.config import parse_pretrain_flags
     from pretrain.probe import ProbeConfig
-    from rl.config import PRESETS as SAC_PRESETS
-    from rl.config import SACConfig
-    from rl.grid import GridConfig, plan, sac_command
+    from rl.grid import GridConfig, check_sac_flags
 
     table_rows = list(dict.fromkeys((*TABLE_ROWS, *CNN_ROWS, *GRID_ROWS)))
     for rows, eval_every in ((table_rows, cfg.eval_every), (["state", "mmae_rgbs"], cfg.pilot_eval_every)):
         extra = sac_flags(cfg, eval_every, cfg.eval_episodes)  # the table's grids, then the pilots'
         argv = grid_argv(cfg, [REACH], rows, [0], cfg.eval_every, "runs/sac", extra)
-        grid = parse_flags(GridConfig, argv, command="python -m rl.grid", what="--sac-extra")
-        for run in plan(grid):
-            sac_argv = sac_command(grid, run)[3:]
-            parse_flags(SACConfig, sac_argv, presets=SAC_PRESETS, command="python -m rl.sac", what="--sac-extra")
+        check_sac_flags(parse_flags(GridConfig, argv, command="python -m rl.grid", what="--sac-extra"), "--sac-extra")
     for name, modalities in (("rgbs", "rgb,saliency"), ("rgb", "rgb")):
-        argv = pretrain_argv(cfg, REACH, modalities, f"runs/mmae/{name}/{REACH}")
-        parse_flags(
-            PretrainConfig,
-            argv,
-            presets=PRETRAIN_PRESETS,
-            command="python -m pretrain.multimae",
-            what="--pretrain-extra",
-        )
+        parse_pretrain_flags(pretrain_argv(cfg, REACH, modalities, f"runs/mmae/{name}/{REACH}"), "--pretrain-extra")
     for name, inputs, _ in PROBES:
         argv = probe_argv(cfg, REACH, f"runs/mmae/{name}/{REACH}", inputs)
         parse_flags(ProbeConfig, argv, command="python -m pretrain.probe", what="--probe-extra")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common.cli import RESUME_HELP, check_finite, nested, option, resume_field, resume_mode
+from common.cli import RESUME_HELP, check_finite, nested, option, parse_flags, resume_field, resume_mode
 from common.precision import check_precision, precision_field
 from data.shards import ALLOW_INCOMPLETE_HELP
 from pretrain.model import ModelConfig
@@ -169,3 +169,9 @@ PRESETS: dict[str, dict] = {
         decoder_heads=4,
     ),
 }
+
+
+def parse_pretrain_flags(argv: list[str], what: str) -> PretrainConfig:
+    """`argv` parsed as `python -m pretrain.multimae` will; a bad flag is a ValueError naming `what`, the flag
+    that passed it through (e.g. --pretrain-extra)."""
+    return parse_flags(PretrainConfig, argv, presets=PRESETS, command="python -m pretrain.multimae", what=what)

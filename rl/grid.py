@@ -39,7 +39,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.cli import flat_dict, int_list, one_line_errors, option, parse_config
+from common.cli import flat_dict, int_list, one_line_errors, option, parse_config, parse_flags
 from common.io import atomic_write_bytes, atomic_write_json
 from common.precision import PRECISION_HELP, check_precision, precision_field
 from data.env import check_task
@@ -206,6 +206,15 @@ def default_pack_size(gpus: bool | None = None) -> int:
     import torch
 
     return GPU_PACK if (torch.cuda.is_available() if gpus is None else gpus) else 4
+
+
+def check_sac_flags(cfg: GridConfig, what: str) -> None:
+    """Parse the rl.sac command of every planned run as rl.sac will (one seed: seeds differ only in --seed and
+    --out); a bad flag is a ValueError naming `what`, the flag that passed it through (e.g. --sac-extra)."""
+    from rl.config import PRESETS, SACConfig
+
+    for run in (r for r in plan(cfg) if r.seed == cfg.seed_list[0]):
+        parse_flags(SACConfig, sac_command(cfg, run)[3:], presets=PRESETS, command="python -m rl.sac", what=what)
 
 
 def plan_packs(cfg: GridConfig, runs: list[Run], gpus: bool | None = None) -> list[list[Run]]:
