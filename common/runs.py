@@ -44,6 +44,25 @@ def code_version() -> str:
         return "unknown"
 
 
+def nice_own_session(autogroup: str | Path = "/proc/self/autogroup") -> bool:
+    """Give a session leader's scheduler autogroup its niceness; True when set.
+
+    With Linux autogroups (/proc/sys/kernel/sched_autogroup_enabled, on by default) CPU time is shared
+    fairly between sessions first, and nice only ranks the processes within one: a job detached into its
+    own session under `nice -n 19` still took as much CPU as the user's tests (measured: 31-44 % of the 2
+    cores vs 14 % for a nice 10 job of another session). Only a session leader (a detached job) does this,
+    so an interactive shell's group is never changed; where autogroups do not exist it does nothing.
+    """
+    niceness = os.nice(0)
+    if niceness <= 0 or os.getsid(0) != os.getpid():
+        return False
+    try:
+        Path(autogroup).write_text(str(niceness))
+    except OSError:
+        return False
+    return True
+
+
 def device_description() -> str:
     """A human-readable description of the compute device (recorded beside every figure)."""
     import os

@@ -49,7 +49,7 @@ from pathlib import Path
 
 from common.cli import fail, option, parse_config
 from common.io import OutputError, atomic_write_json
-from common.runs import exclusive_run_dir
+from common.runs import exclusive_run_dir, nice_own_session
 from data.env import PAPER_TASKS
 
 CHECKOUT = Path(__file__).resolve().parent.parent
@@ -1168,6 +1168,7 @@ def main(argv: list[str] | None = None) -> None:
         elif cfg.background:
             start_background(cfg, argv)
         else:
+            nice_own_session()  # detached by --background: nice then ranks it below other sessions too
             run(cfg)
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         fail(str(err))

@@ -10,7 +10,7 @@ import textwrap
 import pytest
 
 from common.io import OutputError
-from common.runs import exclusive_run_dir
+from common.runs import exclusive_run_dir, nice_own_session
 
 HOLDER = textwrap.dedent("""
     import os, sys, time
@@ -103,3 +103,20 @@ def test_collect_label_and_distill_refuse_a_folder_another_process_writes(tmp_pa
         with pytest.raises(OutputError, match=rf"run is in use by pid {proc.pid}"):
             job()
         assert sorted(p.name for p in run.iterdir()) == [".lock"], name
+
+
+def test_a_detached_niced_job_nices_its_own_session_only(tmp_path, monkeypatch):
+    autogroup = tmp_path / "autogroup"
+    autogroup.write_text("/autogroup-7 nice 0\n")
+    monkeypatch.setattr(os, "nice", lambda inc: 19)
+    monkeypatch.setattr(os, "getsid", lambda pid: 4242)
+    monkeypatch.setattr(os, "getpid", lambda: 4242)  # a session leader: the job --background detached
+    assert nice_own_session(autogroup) and autogroup.read_text() == "19"
+    autogroup.write_text("/autogroup-7 nice 0\n")
+    monkeypatch.setattr(os, "getpid", lambda: 4243)  # a process of the user's shell session: left alone
+    assert not nice_own_session(autogroup) and autogroup.read_text() == "/autogroup-7 nice 0\n"
+    monkeypatch.setattr(os, "getpid", lambda: 4242)
+    monkeypatch.setattr(os, "nice", lambda inc: 0)  # not niced: nothing to pass on
+    assert not nice_own_session(autogroup)
+    monkeypatch.setattr(os, "nice", lambda inc: 19)
+    assert not nice_own_session(tmp_path / "no-such-dir" / "autogroup")  # no autogroups (or not Linux)
