@@ -153,8 +153,23 @@ class Stages:
 
 
 def write_pipeline_config(cfg: PipelineConfig) -> Path:
-    """runs/pipeline/config.json: this invocation's flags (`--config` reads them back)."""
-    return atomic_write_json("runs/pipeline/config.json", asdict(cfg))
+    """runs/pipeline/config.json: this invocation's flags (`--config` reads them back). An earlier invocation's
+    other flags are kept beside it as config-1.json, config-2.json, ... (the stages they ran stay in runs/)."""
+    path = Path("runs/pipeline/config.json")
+    flags = json.loads(json.dumps(asdict(cfg)))  # as stored: tuples become lists
+    if path.exists():
+        try:
+            same = json.loads(path.read_text()) == flags
+        except ValueError:  # a damaged record is kept too, never overwritten
+            same = False
+        if not same:
+            kept = next(
+                path.with_name(f"config-{n}.json")
+                for n in range(1, 10**6)
+                if not path.with_name(f"config-{n}.json").exists()
+            )
+            os.replace(path, kept)
+    return atomic_write_json(path, flags)
 
 
 def run(cfg: PipelineConfig) -> Path:

@@ -180,3 +180,17 @@ def test_a_probe_reruns_from_its_report(shards, tmp_path):
     again = probe_main(["--config", str(report), "--out", str(tmp_path / "again.json")])
     assert again["config"] == {**first["config"], "out": str(tmp_path / "again.json")}
     assert [r["r2"] for r in again["rows"]] == [r["r2"] for r in first["rows"]]  # the same probe, the same numbers
+
+
+def test_a_pipeline_run_with_other_flags_keeps_the_earlier_record(tmp_path, monkeypatch):
+    from pipeline.run import PipelineConfig, write_pipeline_config
+
+    monkeypatch.chdir(tmp_path)
+    first = from_flat(PipelineConfig, frames=99, stage_preset="micro")
+    path = write_pipeline_config(first)
+    write_pipeline_config(first)  # the same flags again: one record
+    assert sorted(p.name for p in path.parent.iterdir()) == ["config.json"]
+    write_pipeline_config(from_flat(PipelineConfig, frames=120, stage_preset="micro"))
+    assert sorted(p.name for p in path.parent.iterdir()) == ["config-1.json", "config.json"]
+    assert json.loads((path.parent / "config-1.json").read_text())["frames"] == 99
+    assert json.loads(path.read_text())["frames"] == 120
