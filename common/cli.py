@@ -78,7 +78,13 @@ sys.excepthook = _exit_on_startup_error
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """argparse whose errors are one line (no usage block), exit status 2."""
+    """argparse whose errors are one line (no usage block), exit status 2. Flags are taken only whole: with
+    argparse's prefix matching a typo that shortens a flag (`--warmup-epoch`) was taken silently, and a
+    prefix that is unique today becomes ambiguous when a config gains a field."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         fail(f"{message} (see {self.prog} --help)")

@@ -171,3 +171,5 @@ def test_parse_flags_raises_naming_the_pass_through_flag():
         parse_flags(Outer, ["--gaze-kk", "3"], command="python -m outer", what="--x-extra")
     with pytest.raises(ValueError, match=r"^--x-extra: argument --steps: invalid int value: 'ten'"):
         parse_flags(Outer, ["--steps", "ten"], command="python -m outer", what="--x-extra")
+    with pytest.raises(ValueError, match=r"unrecognized arguments: --gaze 3"):  # a prefix of --gaze-k: taken only whole
+        parse_flags(Outer, ["--gaze", "3"], command="python -m outer", what="--x-extra")
