@@ -25,12 +25,14 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from common.cli import flat_dict, option, run_command
 from common.io import atomic_write_json
 from common.precision import autocast, check_precision, precision_field, resolve_precision
+from common.progress import progress
 from common.runs import code_version, device_description
 from data.preprocess import frames_to_tensor
 from data.shards import ShardError, read_manifest
@@ -224,9 +226,11 @@ def encode_pools(
     device: torch.device | str,
     batch: int = 256,
     precision: str = "fp32",
+    bar: Any = None,
 ) -> dict[str, torch.Tensor]:
     """Raw (unstandardised) features {pool: [n, k*E]} of frames[idx] (all tokens, no masking), float32 on the
-    CPU; the encoder runs at `precision` (resolved), as RL's frozen encoder does."""
+    CPU; the encoder runs at `precision` (resolved), as RL's frozen encoder does. `bar` (common.progress)
+    counts the frames."""
     out: dict[str, list[torch.Tensor]] = {p: [] for p in pools}
     for chunk in idx.split(batch):
         b = frames.batch(chunk, enc.inputs, enc.image_size, device)
@@ -234,6 +238,8 @@ def encode_pools(
             tokens = enc.tokens(b["rgb"], b.get("saliency"))  # [b, 1+M*L, E]
         for p in pools:
             out[p].append(enc.model.pool(tokens, p).float().cpu())
+        if bar is not None:
+            bar.update(len(chunk))
     return {p: torch.cat(v) for p, v in out.items()}
 
 
@@ -304,8 +310,14 @@ def read_encoders(
     random_init = FrozenEncoder.random_init(first.model.cfg, inputs, seed=cfg.seed)
     for kind, enc0 in (("pretrained", first), ("random init", random_init)):
         enc0 = enc0.to(cfg.device)
-        fit_f = encode_pools(enc0, frames, fit_idx, cfg.pool_list, cfg.device, precision=precision)
-        score_f = encode_pools(enc0, frames, score_idx, cfg.pool_list, cfg.device, precision=precision)
+        with progress(
+            total=len(fit_idx) + len(score_idx),
+            desc=f"probe: {kind} features",
+            unit="frame",
+            disable=not readout.verbose,
+        ) as bar:  # the slow part on a CPU (minutes at paper size); the readouts follow, a row each
+            fit_f = encode_pools(enc0, frames, fit_idx, cfg.pool_list, cfg.device, precision=precision, bar=bar)
+            score_f = encode_pools(enc0, frames, score_idx, cfg.pool_list, cfg.device, precision=precision, bar=bar)
         for pool in cfg.pool_list:
             if kind == "pretrained":  # standardised with the export's statistics when it has them, as RL's
                 # --mmae-features standardized; r2_stored_raw is the raw feature (RL's default) through --store

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -208,8 +209,12 @@ def test_probe_end_to_end_table_json_and_gate(shards, tmp_path, capsys):
     model = MultiMAE(ModelConfig(modalities=("rgb",), **TINY), decoders=False)
     path = _export(model, tmp_path / "encoder.pt", train)
     res = probe(ProbeConfig(encoder=str(path), data=str(shards), fit_frames=150, score_frames=60, threads=1))
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert "| features | pool | dim | hand R^2" in out and "raw pixels 16x16x3" in out
+    for kind in ("pretrained", "random init"):  # progress while the features are computed: plain lines, not a tty
+        assert re.search(rf"probe: {kind} features: 100% {150 + res['score_frames']}/\d+ frame", captured.err), kind
+    assert "\r" not in captured.err
     saved = json.loads((tmp_path / "probe_rgb.json").read_text())
     assert (
         len(saved["rows"]) == len(res["rows"]) == 9 and saved["fit_frames"] == 150 and 40 <= saved["score_frames"] <= 60
