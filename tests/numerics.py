@@ -1,7 +1,7 @@
 """Comparing two float32 trainings of the same run that differ only in summation order.
 
-Kernels differ by CPU (AVX2, AVX-512, AMX) and by shape (a pack's batched or grouped kernel, a run
-alone's plain one), so the same math is summed in another order and differs in the last bits
+Kernels differ by CPU (AVX2, AVX-512, AMX) and by shape (a pack's batched kernel, a run alone's
+plain one; a reference implementation's own layers), so the same math is summed in another order and differs in the last bits
 (~1e-7 relative per operation). Adam divides each gradient by its own running scale, which turns a
 last-bit difference of a near-zero gradient into up to a learning rate per update: weights are
 compared through what training did to them, relative to its size, not element-wise at 1e-6.

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from common.cli import from_flat
 from pretrain.frozen import ENCODER_FORMAT, FrozenEncoder
@@ -16,6 +17,8 @@ from pretrain.model import ModelConfig, MultiMAE
 from rl.config import SACConfig
 from rl.encoders import ENCODERS, EXTRA, TABLE_I, MMAEEncoder, build_encoder, image_input
 from rl.workspace import Pack, latest_checkpoint, pack_key, train
+
+from numerics import relative_difference
 
 TINY = dict(
     steps=150,
@@ -173,6 +176,42 @@ def test_cnn_trunk_starts_as_the_references_weight_init_on_rendered_frames():
         features = enc({"pixels": pixels})  # [1, 16, 100]
     assert (maps < 0).any()  # the trunk ends on its last convolution (no ReLU after it, as SGQN)
     assert features.shape == (1, 16, 100) and features.std(1).mean() > 0.05
+
+
+def test_cnn_trunk_runs_in_a_pack_compute_what_they_would_alone_and_match_the_grouped_layout():
+    """Each run of a pack convolves alone (channels-last, bench/conv_trunk.py: ~1.5x faster on CPU than
+    one grouped convolution): run r's output is bit-identical to a pack of one holding run r's kernels,
+    its gradient reaches only run r's kernels, and the stored [R * 32, c_in, 3, 3] weights mean what a
+    grouped convolution over the runs would compute with them."""
+    from rl.nets import PackedConvTrunk
+
+    torch.manual_seed(0)
+    runs = 3
+    pack = PackedConvTrunk(runs, 4)
+    with torch.no_grad():  # every tap non-zero, biases too, so the check sees the whole kernel
+        for w, b in zip(pack.weights, pack.biases):
+            w.normal_(0, 0.2)
+            b.normal_(0, 0.1)
+    x = torch.rand(runs, 5, 4, 64, 64)
+    out = pack(x)  # [3, 5, 32, 11, 11]
+    assert out.shape == (runs, 5, 32, 11, 11)
+    for r in range(runs):
+        alone = PackedConvTrunk(1, 4)
+        with torch.no_grad():
+            for dst, src in zip([*alone.weights, *alone.biases], [*pack.weights, *pack.biases]):
+                dst.copy_(src[r * 32 : (r + 1) * 32])
+        assert torch.equal(alone(x[r : r + 1])[0], out[r])
+
+    out[1].sum().backward()
+    for w in pack.weights:
+        assert (w.grad[32:64] != 0).any() and (w.grad[:32] == 0).all() and (w.grad[64:] == 0).all()
+
+    h = x.transpose(0, 1).reshape(5, runs * 4, 64, 64)  # [B, R*C, H, W]
+    with torch.no_grad():
+        for i, (w, b) in enumerate(zip(pack.weights, pack.biases)):
+            h = F.conv2d(F.relu(h) if i else h, w, b, stride=2 if i == 0 else 1, groups=runs)  # [B, R*32, h', w']
+    grouped = h.view(5, runs, 32, 11, 11).transpose(0, 1)
+    assert relative_difference(out.detach(), grouped) < 1e-4
 
 
 def test_saliency_scale_authors_divides_the_cnn_rows_saliency_by_255_once_more():
