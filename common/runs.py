@@ -182,8 +182,16 @@ class MetricLogger:
                 if isinstance(v, (int, float)):
                     self._tb.add_scalar(f"{self.path.stem}/{k}", v, step)
 
-    def truncate_after(self, step: int) -> None:
-        """On resume: drop rows (and TensorBoard scalars) logged after the checkpoint's step, so none is duplicated."""
+    def elapsed(self) -> float:
+        """The run's wall seconds so far, as the next row's `wall_s` would say."""
+        return time.time() - self._start
+
+    def truncate_after(self, step: int, wall_s: float | None = None) -> None:
+        """On resume: drop rows (and TensorBoard scalars) logged after the checkpoint's step, so none is
+        duplicated, and continue `wall_s` (a run's wall time, not its process's) from `wall_s`, the
+        checkpoint's, when given, else from the last kept row."""
+        if wall_s is not None:
+            self._start = time.time() - wall_s
         self._truncate_tensorboard(step)
         if not self.path.exists():
             return
@@ -193,6 +201,8 @@ class MetricLogger:
             return
         header, body = rows[0], rows[1:]
         keep = [r for r in body if r and float(r[0]) <= step]
+        if wall_s is None and keep and "wall_s" in header:
+            self._start = time.time() - float(keep[-1][header.index("wall_s")])
         if len(keep) == len(body):
             return
         text = io.StringIO(newline="")

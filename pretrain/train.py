@@ -408,7 +408,7 @@ class Trainer:
         eval_log = MetricLogger(self.run_dir, "eval", tensorboard=False) if self.is_main else None
         if self.is_main:  # rows after the checkpoint (all of them on a fresh start) were logged by a killed run
             train_log.truncate_after(self.step)
-            eval_log.truncate_after(self.step)
+            eval_log.truncate_after(self.step, train_log.elapsed())  # evaluations are rarer than train rows
         previous = signal.signal(signal.SIGTERM, self._request_stop) if on_main_thread() else None
         bar = progress(
             total=self.total_steps,

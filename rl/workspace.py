@@ -404,8 +404,10 @@ class PackTraining:
         self.aux_logs: list[MetricLogger | None] = [
             MetricLogger(d, "aux") if (d / "aux.csv").exists() else None for d in pack.run_dirs
         ]
-        for log in self.logs():
-            log.truncate_after(pack.step if self.resumed else -1)
+        for r in range(pack.runs):  # each run's clock goes on from its checkpoint's wall time
+            for log in (self.metrics_logs[r], self.eval_logs[r], self.aux_logs[r]):
+                if log is not None:
+                    log.truncate_after(pack.step if self.resumed else -1, pack.wall_before[r])
         self.run_of_row = np.repeat(np.arange(pack.runs), pack.envs_per_run)
         self.episodes = Episodes(self.run_of_row, pack.runs)
         self.log_every = Every(cfg.log_every, pack.step)

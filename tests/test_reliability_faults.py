@@ -385,6 +385,20 @@ def test_truncate_after_keeps_every_row_when_killed_mid_rewrite(tmp_path, monkey
     assert not list(tmp_path.glob(".*.tmp"))
 
 
+def test_a_resumed_logger_continues_the_runs_wall_clock(tmp_path):
+    """wall_s is the run's time, not its process's: after a resume it goes on from the checkpoint's row
+    (it restarted at 0, so a run's wall time per stage read from its CSV lost every earlier session)."""
+    from common import runs
+
+    (tmp_path / "metrics.csv").write_text("step,wall_s,loss\n10,500.0,1.0\n20,900.0,0.9\n30,1300.0,0.8\n")
+    logger = runs.MetricLogger(tmp_path, tensorboard=False)
+    logger.truncate_after(20)  # the checkpoint was at 20: the row at 30 came from the killed process
+    logger.log(30, loss=0.7)
+    rows = [r.split(",") for r in (tmp_path / "metrics.csv").read_text().splitlines()[1:]]
+    assert [r[0] for r in rows] == ["10", "20", "30"]
+    assert 900.0 <= float(rows[-1][1]) < 960.0
+
+
 # -- bad settings are one-line errors, not tracebacks -------------------------------------------------------
 def _python(code_or_module: list[str], **env):
     import subprocess
