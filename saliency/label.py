@@ -16,7 +16,6 @@ writes the manifest (the source's, with the labelled shards' own counts and sha2
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import time
@@ -45,14 +44,6 @@ from saliency.config import LabelConfig, presets_for
 from saliency.predictor import SaliencyPredictor, resolve_device
 
 MARKER = "labelling.json"
-
-
-def file_digest(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
 
 
 def dist_rank() -> tuple[int, int, int]:
@@ -109,7 +100,7 @@ def _label(cfg: LabelConfig, src: Path, out: Path) -> Path:
     check_writable_dir(out)
     identity = {
         "saliency_model": str(cfg.model),
-        "model_sha256": file_digest(cfg.model),
+        "model_sha256": file_sha256(cfg.model)[:16],  # 16 hex digits: what labelled sets have always recorded
         "labelled_from": src.name,
         "source_shards": {s.path.name: [s.frames, s.sha256 or file_sha256(s.path)] for s in shards},
     }
