@@ -29,6 +29,7 @@ RESUMABLE_FIELDS: frozenset[str] = frozenset(
         "out",
         "log_every",
         "checkpoint_every",
+        "checkpoint_minutes",
         "eval_every",
         "eval_episodes",
         "torch_threads",
@@ -114,6 +115,11 @@ class SACConfig:
     checkpoint_every: int = option(
         50_000, "save a resumable checkpoint at the first episode boundary after every this many env steps"
     )
+    checkpoint_minutes: float = option(
+        20.0,
+        "also save one at the first episode boundary after this many minutes since the last (0: by steps "
+        "only): a kill without warning (a session's hard end) loses at most this much training",
+    )
     max_minutes: float = option(
         0.0,
         "pause at the first episode boundary after this many minutes of training, checkpoints written (0: no limit); continue with --resume (or --resume auto)",
@@ -160,8 +166,9 @@ class SACConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if not (math.isfinite(self.max_minutes) and self.max_minutes >= 0):
-            raise ValueError(f"max-minutes must be a finite number >= 0, got {self.max_minutes}")
+        for name in ("max_minutes", "checkpoint_minutes"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise ValueError(f"{name.replace('_', '-')} must be a finite number >= 0, got {getattr(self, name)}")
         for name in ("random_steps", "eval_every", "eval_envs", "torch_threads"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")

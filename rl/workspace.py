@@ -446,7 +446,7 @@ class PackTraining:
         raw, _ = self.envs.reset()
         self.obs, self.stored = pack.observer.observe(raw, self.run_of_row)
         pack.buffer.start(self.stored)
-        self.t0 = self.t_log = time.time()
+        self.t0 = self.t_log = self.last_checkpoint = time.time()
         previous_handler = (
             signal.signal(signal.SIGTERM, lambda signum, _: self.stop_signal.append(signal.Signals(signum).name))
             if on_main_thread()
@@ -598,11 +598,14 @@ class PackTraining:
         """Checkpoints when due or out of time, only at an episode boundary (exact resume); True: pause now."""
         pack = self.pack
         out_of_time = self.out_of_time()
-        if not (self.checkpoint_every.due(pack.step) or out_of_time) or not self.episodes.at_boundary:
+        minutes = self.cfg.checkpoint_minutes
+        overdue = bool(minutes) and time.time() - self.last_checkpoint >= 60 * minutes
+        if not (self.checkpoint_every.due(pack.step) or overdue or out_of_time) or not self.episodes.at_boundary:
             return False
         size = pack.save_checkpoints(time.time() - self.t0)
         tqdm.write(f"step {pack.step}: checkpoints written, {size / 2**20:.1f} MiB", file=sys.stdout)
         self.checkpoint_every.take(pack.step)
+        self.last_checkpoint = time.time()
         return out_of_time and pack.step < self.cfg.steps
 
     # -- the ends --------------------------------------------------------------------------------

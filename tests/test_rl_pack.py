@@ -122,6 +122,31 @@ def test_killed_pack_resumes_every_run_exactly(tmp_path):
         assert [p.name for p in b_dir.glob("replay-*")] == ["replay-000000150"]
 
 
+def test_checkpoints_come_by_minutes_too_so_a_hard_kill_loses_little(tmp_path, capsys, monkeypatch):
+    """--checkpoint-minutes saves at the first episode boundary once that many minutes passed since the
+    last save, whatever --checkpoint-every says: at a few env-steps/s, 10k steps between checkpoints are
+    an hour or more of training that a kill without warning (a session's hard end) threw away."""
+    from rl import workspace
+
+    clock = [1_000.0]
+
+    def tick() -> float:  # every call of the loop's clock is one simulated second
+        clock[0] += 1.0
+        return clock[0]
+
+    monkeypatch.setattr(workspace.time, "time", tick)
+    by_steps = configs(tmp_path, "state", (0,), 150, "s", checkpoint_every=10_000, checkpoint_minutes=0)
+    train(by_steps)
+    assert "step 50: checkpoints written" not in capsys.readouterr().out
+    by_minutes = configs(tmp_path, "state", (0,), 150, "m", checkpoint_every=10_000, checkpoint_minutes=0.001)
+    train(by_minutes)
+    out = capsys.readouterr().out
+    assert "step 50: checkpoints written" in out and "step 100: checkpoints written" in out
+    assert [p.name for p in by_minutes[0].run_dir().glob("checkpoint-*.pt")] == ["checkpoint-000000150.pt"]
+    with pytest.raises(ValueError, match="checkpoint-minutes must be a finite number >= 0"):
+        configs(tmp_path, "state", (0,), 150, "x", checkpoint_minutes=-1)[0].validate()
+
+
 def test_a_pack_resumes_from_the_newest_step_every_run_holds(tmp_path):
     """A kill while a step's checkpoints are written leaves runs at different steps: the pack resumes
     from the newest step they all hold."""
