@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from common.cli import option, run_command
 from common.hub import export_each, markdown_table, model_card, write_card, write_safetensors
 from common.io import safe_torch_load
@@ -75,6 +77,16 @@ def _stats_label(key: str) -> str:
     """A feature-statistics key ("rgb,saliency|grid2", or a bare "rgb" of older exports = mean) -> "rgb+saliency grid2"."""
     inputs, _, pool = key.partition("|")
     return f"{inputs.replace(',', '+')} {pool or 'mean'}"
+
+
+def raw_feature_spread(stats: dict[str, torch.Tensor]) -> str:
+    """How much a raw pooled feature changes from frame to frame, from its stored statistics: RL's
+    `--mmae-features raw` hands the critic these numbers as they are, `standardized` at unit spread."""
+    mean, std = stats["mean"].float(), stats["std"].float()  # [D], [D]
+    return (
+        f"frame-to-frame spread {std.norm():.3g} (per dimension: median std {std.median():.3g}) "
+        f"around a mean vector of norm {mean.norm():.3g} ({std.norm() / mean.norm().clamp_min(1e-12):.1%} of it)"
+    )
 
 
 def encoder_card(pt_path: Path, blob: dict[str, Any]) -> str:
@@ -158,6 +170,13 @@ def _architecture_section(blob: dict[str, Any], config: dict[str, Any]) -> list[
     trained = ", ".join(f"{k} {config[k]}" for k in TRAIN_KEYS if k in config) or "config.json not found"
     pools = ", ".join(f"{p} {k * mcfg['dim']}-d" for p, k in POOLS.items())
     stats = sorted({_stats_label(k) for k in blob.get("feature_stats", {})})
+    mean_pools = {
+        _stats_label(k): v for k, v in blob.get("feature_stats", {}).items() if "|" not in k or k.endswith("|mean")
+    }
+    spreads = [
+        f"- Raw {label} features over the frames of the stored statistics: {raw_feature_spread(mean_pools[label])}."
+        for label in sorted(mean_pools)
+    ]
     params = sum(t.numel() for t in blob["state_dict"].values())
     return [
         "## Architecture and training",
@@ -165,6 +184,7 @@ def _architecture_section(blob: dict[str, Any], config: dict[str, Any]) -> list[
         f"- ViT encoder: patch {mcfg['patch_size']} on {mcfg['image_size']}x{mcfg['image_size']} inputs ({', '.join(modalities)}), "
         f"dim {mcfg['dim']}, depth {mcfg['depth']}, {mcfg['num_heads']} heads, one global token; {params / 1e6:.2f}M parameters.",
         f"- Features: {pools}; standardised per dimension with stored statistics for {', '.join(stats) or 'none (raw features)'}.",
+        *spreads,
         f"- Trained {blob.get('step', '?')} steps ({blob.get('epoch', '?')} epochs): {trained}; code {blob.get('code_version', '?')}.",
         "",
     ]

@@ -328,8 +328,9 @@ class Trainer:
         """Per-dimension mean/std of the frozen features over training frames, per input set and pool
         (keys "rgb,saliency|mean", ...; the mean pool also under the bare input key of older exports).
 
-        Mean-pooled features of a static-camera scene vary little between frames (about 0.1 % of
-        their magnitude after a short CPU run): FrozenEncoder standardises with these by default.
+        Mean-pooled features of a static-camera scene vary little between frames (~1 % of their
+        magnitude: the model card states it): FrozenEncoder standardises with these unless asked not
+        to; RL's mmae rows feed the raw features by default (`--mmae-features`).
         """
         return export_feature_stats(self.model, self.train_frames, self.model_cfg.image_size, frames)
 

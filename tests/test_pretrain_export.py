@@ -181,6 +181,25 @@ def test_encoder_card_says_data_architecture_probe_and_how_to_load(tmp_path):
     )
 
 
+def test_the_card_says_how_little_raw_mean_features_move_between_frames(tmp_path):
+    """--mmae-features raw hands SAC the mean-pooled tokens as they are: the card states their
+    frame-to-frame spread against their constant part, from the export's stored statistics."""
+    from pretrain.export import raw_feature_spread
+
+    stats = {"mean": torch.full((4,), 3.0), "std": torch.tensor([0.01, 0.02, 0.02, 0.04])}
+    assert raw_feature_spread(stats) == (
+        "frame-to-frame spread 0.05 (per dimension: median std 0.02) around a mean vector of norm 6 (0.8% of it)"
+    )
+    pt = encoder_run(tmp_path)
+    _, card = write_hub_files(pt)
+    lines = [line for line in card.read_text().splitlines() if line.startswith("- Raw ")]
+    blob = torch.load(pt, weights_only=True)
+    labels = ["rgb mean", "rgb+saliency mean"]
+    assert [line.split(" features")[0] for line in lines] == [f"- Raw {label}" for label in labels]
+    expected = raw_feature_spread(blob["feature_stats"]["rgb,saliency|mean"])
+    assert lines[1] == f"- Raw rgb+saliency mean features over the frames of the stored statistics: {expected}."
+
+
 def test_non_finite_weights_are_refused_and_a_hand_written_readme_is_kept(tmp_path):
     pt = encoder_run(tmp_path)
     (pt.parent / "README.md").write_text("my notes\n")
