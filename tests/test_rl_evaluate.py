@@ -143,6 +143,38 @@ def test_videos_show_the_observations_upscaled(cnn_run: Path, tmp_path: Path):
         assert (im.n_frames, im.size) == (6, (192, 192))
 
 
+def test_a_trained_runs_video_with_the_saliency_overlay_shows_its_saliency_source(cnn_run: Path, tmp_path: Path):
+    """`rl.evaluate --video --overlay saliency` end to end on a trained run whose encoder reads no
+    saliency: the video is the episode's frames with the run's saliency source (oracle here) drawn in
+    jet, red at the map's peak, and the file says which overlay it carries."""
+    import imageio.v3 as iio
+
+    from rl.evaluate import make_observer, rollout
+
+    report = json.loads(
+        evaluate(
+            EvaluateConfig(
+                run=str(cnn_run), episodes=1, video=True, frame_stride=3, scale=2, overlay="saliency", out=str(tmp_path)
+            )
+        ).read_text()
+    )
+    assert report["video"].endswith("-saliency.mp4")
+    video = iio.imread(report["video"])
+    assert video.shape == (10, 128, 128, 3)
+    loaded = load_agent(cnn_run)
+    _, episodes = rollout(loaded, make_observer(loaded, saliency=True), 1, record=1, stride=3)
+    overlaid, plain = video_frames(episodes[0], 2, "saliency"), video_frames(episodes[0], 2)
+    sal = episodes[0]["saliency"][0]  # [64, 64] in [0, 1]
+    assert sal.shape == (64, 64) and sal.max() > 0.5 and sal.min() < 0.1
+    below_caption = slice(40, None)
+    assert np.abs(video[0][below_caption].astype(int) - overlaid[0][below_caption]).mean() < 8  # H.264 is lossy
+    assert np.abs(overlaid[0][below_caption].astype(int) - plain[0][below_caption]).mean() > 20
+    y, x = np.unravel_index(sal.argmax(), sal.shape)
+    assert 2 * y >= 40  # the oracle's peak (the hand, the goal) lies below the caption band
+    red, _, blue = overlaid[0][2 * y, 2 * x].astype(int)
+    assert red > blue + 40  # jet's top is red
+
+
 def test_saliency_overlay_is_red_where_the_map_is_high():
     frame = np.full((8, 8, 3), 128, np.uint8).repeat(4, 0).repeat(4, 1)
     sal = np.zeros((8, 8), np.float32)
