@@ -839,7 +839,7 @@ RATES = {
         label_fps=30.7,
         pretrain_img_s=42,
         probe_s=600,
-        sac_ms={"state": 19, "frozen": 33, "cnn": 656, "gaze": 741},
+        sac_ms={"state": 19, "frozen": 33, "cnn": 434, "gaze": 491},
         update_ms=(11, 40),
         eval_ms={"state": 1, "frozen": 32, "cnn": 40, "gaze": 45},
     ),
@@ -849,7 +849,7 @@ RATES = {
         label_fps=30.7,
         pretrain_img_s=121,
         probe_s=600,
-        sac_ms={"state": 19, "frozen": 20, "cnn": 656, "gaze": 741},
+        sac_ms={"state": 19, "frozen": 20, "cnn": 434, "gaze": 491},
         update_ms=(3, 21),
         eval_ms={"state": 1, "frozen": 19, "cnn": 40, "gaze": 45},
     ),
@@ -863,7 +863,8 @@ RATE_SOURCES = (
     "packed profile, cpu.md), bf16 3 / 21 ms (cpu.md); besides the update, state 19 ms/step (BENCHMARKS.md: 16.9 "
     "env-steps/s at hidden 1024, pack of one, less its 40 ms update), frozen rows fp32 33 ms (BENCHMARKS.md's mmae_rgbs "
     "pack-of-4 profile: env 10.8, saliency + encoder 21.2, act + replay 0.6), bf16 20 ms (cpu.md's bf16 frozen encoder, "
-    "1.8 vs 4.5 ms/frame); cnn_rgb 656 ms (BENCHMARKS.md: 1.5 env-steps/s at hidden 256), gaze +13 % (BENCHMARKS.md); "
+    "1.8 vs 4.5 ms/frame); cnn_rgb 434 ms (BENCHMARKS.md: 656 ms at 1.5 env-steps/s, hidden 256, with the grouped-convolution "
+    "trunk; / 1.51 for the per-run trunk, bench/conv_trunk.py on the AVX2 EPYC), gaze +13 % (BENCHMARKS.md); "
     "CNN rows in bf16 unmeasured (fp32 rates used). The fp32 rates were measured on the Xeon's fp32 path; this AVX2 "
     "EPYC's own are unmeasured"
 )
