@@ -7,11 +7,15 @@ Never checkpoints, replay, `agent.pt` or `tb/`. Then `python -m pipeline.report 
 regenerates every table and figure from the repository alone.
 
 A file already kept is replaced only by an identical one or one that extends it (an `eval.csv` that
-grew while the run went on); a kept file that the source contradicts is refused, never overwritten.
+grew while the run went on), or, for a run kept unfinished, by a CSV that holds every kept row's
+results again (a resumed run rewrites the rows after its checkpoint: the same results, other wall
+times); a kept file that the source contradicts is refused, never overwritten.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +25,8 @@ from common.io import atomic_write_bytes
 from pipeline.report import PROBE_GLOB
 
 RUN_FILES = ("config.json", "summary.json", "eval.csv")
+#: CSV columns that time a run rather than say what it did: they differ when a resumed run recomputes a row
+TIMING_COLUMNS = frozenset({"wall_s", "eval_s", "steps_per_s", "pack_steps_per_s"})
 
 
 @dataclass
@@ -48,15 +54,32 @@ def run_folders(source: Path) -> list[Path]:
     return sorted(folders)
 
 
-def keep_file(src: Path, dst: Path) -> bool:
+def results_by_step(payload: bytes) -> dict[str, dict[str, str]]:
+    """A run's CSV as {step: {column: value}} without its timing columns."""
+    rows = csv.DictReader(io.StringIO(payload.decode()))
+    return {r["step"]: {k: v for k, v in r.items() if k not in TIMING_COLUMNS} for r in rows}
+
+
+def recomputed(kept: bytes, payload: bytes) -> bool:
+    """True if `payload` holds every row of `kept` with the same results (timing columns aside)."""
+    try:
+        old, new = results_by_step(kept), results_by_step(payload)
+    except (UnicodeDecodeError, csv.Error, KeyError):
+        return False
+    return all(new.get(step) == row for step, row in old.items())
+
+
+def keep_file(src: Path, dst: Path, provisional: bool = False) -> bool:
     """Copy src to dst atomically unless dst already holds it; True if written. A dst that src does
-    not extend (same bytes, or src starts with them) is refused: nothing kept is lost."""
+    not extend (same bytes, or src starts with them) is refused, unless it is `provisional` (a CSV of a
+    run kept unfinished) and src holds its results again: nothing kept is lost."""
     payload = src.read_bytes()
     if dst.exists():
         kept = dst.read_bytes()
         if kept == payload:
             return False
-        if not payload.startswith(kept):
+        resumed = provisional and dst.suffix == ".csv" and recomputed(kept, payload)
+        if not payload.startswith(kept) and not resumed:
             raise ValueError(
                 f"{dst} already holds a different result than {src}; keep this experiment under another --out"
             )
@@ -79,7 +102,12 @@ def keep(cfg: KeepConfig) -> list[Path]:
     files += sorted(source.glob(PROBE_GLOB))
     if not any(f.name == "summary.json" or f.name == "eval.csv" for f in files):
         raise FileNotFoundError(f"no SAC run with a summary.json or eval.csv below {source}; nothing to keep")
-    return [out / f.relative_to(source) for f in files if keep_file(f, out / f.relative_to(source))]
+    unfinished = {run for run in runs if not (out / run.relative_to(source) / "summary.json").exists()}
+    return [
+        out / f.relative_to(source)
+        for f in files
+        if keep_file(f, out / f.relative_to(source), provisional=f.parent in unfinished)
+    ]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -83,6 +83,31 @@ def test_keep_copies_what_the_report_reads_and_nothing_heavy(tmp_path):
         keep(KeepConfig(source=str(tmp_path / "nope"), out=str(tmp_path / "elsewhere")))
 
 
+def test_a_run_kept_unfinished_may_be_kept_again_after_it_resumed(tmp_path):
+    """A killed run resumes from its checkpoint and rewrites the rows after it: the same results, other
+    wall times. Kept while it ran, its CSVs are replaced by those that hold every kept result again;
+    one that changes a result is refused, and a finished run's files are final."""
+    source, out = tmp_path / "runs_here", tmp_path / "results" / "exp"
+    running = _sac_run(source, "mmae_rgbs", 0, [0.2, 0.3, 0.5], finished=False)
+    keep(KeepConfig(source=str(source), out=str(out)))
+    kept = out / "runs/sac/reach-v3/mmae_rgbs/seed0/eval.csv"
+    header = "step,wall_s,success_rate,return_mean\n"
+    resumed = header + "250,1.0,0.2,200.0\n500,1.0,0.3,300.0\n750,7.5,0.5,500.0\n1000,9.0,0.6,600.0\n"
+    (running / "eval.csv").write_text(resumed)  # 750 re-evaluated after the resume (another wall_s), then 1000
+    assert keep(KeepConfig(source=str(source), out=str(out))) == [kept]
+    assert kept.read_text() == resumed
+    (running / "eval.csv").write_text(resumed.replace("750,7.5,0.5", "750,7.5,0.4"))  # a result changed
+    with pytest.raises(ValueError, match="already holds a different result"):
+        keep(KeepConfig(source=str(source), out=str(out)))
+    assert kept.read_text() == resumed
+    (running / "eval.csv").write_text(resumed)
+    (running / "summary.json").write_text(json.dumps({"task": "reach-v3", "encoder": "mmae_rgbs", "seed": 0}))
+    keep(KeepConfig(source=str(source), out=str(out)))  # finished: summary.json kept, the run's files are final
+    (running / "eval.csv").write_text(resumed.replace("1000,9.0", "1000,9.5"))
+    with pytest.raises(ValueError, match="already holds a different result"):
+        keep(KeepConfig(source=str(source), out=str(out)))
+
+
 def _quote(args: str, lines: list[str]) -> str:
     return "\n".join([f"<!-- quoted from `python -m pipeline.report {args}` -->", *lines, "<!-- end of quote -->"])
 
