@@ -119,7 +119,8 @@ gaze-triplets: venv
 		--out results/gaze-discount/reach-v3/triplets$$( [ $$s = 0 ] || echo _seed$$s ).json || exit 1; done
 
 # Part 2: gaze RL with either return-to-go at a small budget (reach-v3, 3 seeds x 20k steps each, the slice's
-# SAC settings); resumable; CNN-trunk runs are slow on this CPU (~1.5 env-steps/s each): ~8 h per discount.
+# SAC settings); resumable. A packed update of 3 gaze runs takes ~3.4 s on one core of this CPU (bench/conv_trunk.py's
+# cnn_rgb 3.0 s, + 13 % for gaze): ~19 core-hours per discount, ~38 for both (one pack at a time, 1 torch thread).
 ablation-gaze-discount: venv
 	mkdir -p $(SLICE)
 	cd $(SLICE) && $(SLICE_PY) -m rl.grid --tasks reach-v3 --encoders gaze --seeds 0,1,2 --steps 20000 \
