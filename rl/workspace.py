@@ -24,6 +24,7 @@ import re
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -152,6 +153,8 @@ class Pack:
         self.action_rngs = [np.random.default_rng([c.seed, 2]) for c in cfgs]
         self.noise = RunNoise([c.seed for c in cfgs])
         self.step, self.episodes, self.wall_before = 0, [0] * self.runs, [0.0] * self.runs
+        #: per run, (returns, successes) of the episodes ended since the last metrics row, as checkpointed
+        self.unlogged: list[tuple[list[float], list[float]]] = [([], []) for _ in range(self.runs)]
         if self.states is not None:
             self._restore()
         self.diverged: dict[int, str] = {}  # run -> why it stopped; it is never checkpointed again
@@ -225,9 +228,13 @@ class Pack:
         self.step = int(states[0]["step"])
         self.episodes = [int(s["episodes"]) for s in states]
         self.wall_before = [float(s["wall_s"]) for s in states]
+        self.unlogged = [(list(s.get("unlogged_returns", [])), list(s.get("unlogged_successes", []))) for s in states]
 
-    def save_checkpoints(self, wall: float) -> int:
-        """checkpoint-<step>.pt + replay-<step>/ for every live run, then older ones removed; returns bytes written."""
+    def save_checkpoints(self, wall: float, unlogged: Sequence[tuple[list[float], list[float]]] | None = None) -> int:
+        """checkpoint-<step>.pt + replay-<step>/ for every live run, then older ones removed; returns bytes written.
+        `unlogged`: per run, the episodes ended since the last metrics row (a resumed run logs them in its next
+        row, as the run would have without the kill)."""
+        unlogged = unlogged or [([], [])] * self.runs
         total, learned = 0, {}
         for r in range(self.runs):  # a run that diverged since the last log is caught before anything is written
             if r not in self.diverged:
@@ -248,6 +255,8 @@ class Pack:
                 "step": self.step,
                 "episodes": self.episodes[r],
                 "wall_s": self.wall_before[r] + wall,
+                "unlogged_returns": [float(x) for x in unlogged[r][0]],
+                "unlogged_successes": [float(x) for x in unlogged[r][1]],
                 **learned[r],
                 "replay": {**replay, "dir": name},
                 "rng_numpy": self.action_rngs[r].bit_generator.state,
@@ -376,6 +385,10 @@ class Episodes:
             ended.append(r)
         return ended
 
+    def unlogged(self) -> list[tuple[list[float], list[float]]]:
+        """Per run, (returns, successes) of the episodes ended since the last drain, kept."""
+        return list(zip(self.returns, self.successes))
+
     def drain(self) -> tuple[list[list[float]], list[list[float]]]:
         """(returns, successes) per run of the episodes ended since the last drain, then forgets them."""
         out = self.returns, self.successes
@@ -410,6 +423,8 @@ class PackTraining:
                     log.truncate_after(pack.step if self.resumed else -1, pack.wall_before[r])
         self.run_of_row = np.repeat(np.arange(pack.runs), pack.envs_per_run)
         self.episodes = Episodes(self.run_of_row, pack.runs)
+        self.episodes.returns = [list(returns) for returns, _ in pack.unlogged]
+        self.episodes.successes = [list(successes) for _, successes in pack.unlogged]
         self.log_every = Every(cfg.log_every, pack.step)
         self.eval_every = Every(cfg.eval_every, pack.step)
         self.checkpoint_every = Every(cfg.checkpoint_every, pack.step)
@@ -602,7 +617,7 @@ class PackTraining:
         overdue = bool(minutes) and time.time() - self.last_checkpoint >= 60 * minutes
         if not (self.checkpoint_every.due(pack.step) or overdue or out_of_time) or not self.episodes.at_boundary:
             return False
-        size = pack.save_checkpoints(time.time() - self.t0)
+        size = pack.save_checkpoints(time.time() - self.t0, self.episodes.unlogged())
         tqdm.write(f"step {pack.step}: checkpoints written, {size / 2**20:.1f} MiB", file=sys.stdout)
         self.checkpoint_every.take(pack.step)
         self.last_checkpoint = time.time()
@@ -626,7 +641,7 @@ class PackTraining:
         pack, step = self.pack, self.pack.step
         wall = time.time() - self.t0
         if self.episodes.at_boundary and not self.all_diverged:
-            size = pack.save_checkpoints(wall)
+            size = pack.save_checkpoints(wall, self.episodes.unlogged())
             print(
                 f"checkpoints at step {step}: {size / 2**20:.1f} MiB for {pack.runs - len(pack.diverged)} run(s)",
                 flush=True,

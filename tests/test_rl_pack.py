@@ -147,6 +147,25 @@ def test_checkpoints_come_by_minutes_too_so_a_hard_kill_loses_little(tmp_path, c
         configs(tmp_path, "state", (0,), 150, "x", checkpoint_minutes=-1)[0].validate()
 
 
+def test_a_run_resumed_between_metrics_rows_logs_what_it_would_have_logged(tmp_path):
+    """A checkpoint between two metrics rows (--checkpoint-minutes fires at any episode boundary) keeps the
+    episodes ended since the last row: the resumed run's next row counts them, so its metrics.csv is the
+    uninterrupted run's, timing columns aside (pipeline.keep re-keeps such a run only if it is)."""
+    timing = {"wall_s", "steps_per_s", "pack_steps_per_s"}
+
+    def rows(run_dir: Path) -> list[dict[str, str]]:
+        with open(run_dir / "metrics.csv", newline="") as f:
+            return [{k: v for k, v in r.items() if k not in timing} for r in csv.DictReader(f)]
+
+    straight = train(configs(tmp_path, "state", (3, 4), 200, "s", log_every=100))
+    cut = configs(tmp_path, "state", (3, 4), 150, "r", log_every=100)
+    train(cut)  # as if killed after a checkpoint at step 150, an episode after the row at 100
+    resumed = train([replace_flat(c, steps=200, resume=True) for c in cut])
+    for a_dir, b_dir in zip(straight, resumed):
+        assert [r["step"] for r in rows(b_dir)] == ["100", "200"]
+        assert rows(b_dir) == rows(a_dir)
+
+
 def test_a_pack_resumes_from_the_newest_step_every_run_holds(tmp_path):
     """A kill while a step's checkpoints are written leaves runs at different steps: the pack resumes
     from the newest step they all hold."""
