@@ -3,7 +3,8 @@
 Every parameter has a leading dimension of R x (members per run), so a step of R runs is a few
 large kernels (one `baddbmm` per linear layer) instead of R x many small ones, and one optimiser step
 over the stacked tensors is R independent steps (Adam is element-wise). The conv trunk stores its
-runs' kernels stacked too but convolves each run alone (faster on CPU than a grouped convolution). A pack of one is the single-run network, with the same kernels as before.
+runs' kernels stacked too but convolves each run alone (faster on CPU than a grouped convolution).
+A pack of one is the single-run network, with the same kernels as before.
 
 Packs are built from packs of one (`stack_states`): each run is initialised alone under its own
 seed, so run k's initial weights never depend on which runs share its process, and a run's slice
