@@ -141,7 +141,8 @@ TABLE_PHASE ?= all
 cpu-table: venv
 	$(PY) -m pipeline.table --root $(TABLE) --phase $(TABLE_PHASE) --background
 
-# where it stands: per task the stage reached and the step budget, per row seeds done / planned and steps
+# where it stands: per task the stage reached and the step budget, per row seeds done / planned and steps,
+# the running step's progress, rate and time left at that rate
 cpu-table-status: venv
 	$(PY) -m pipeline.table --root $(TABLE) --phase $(TABLE_PHASE) --status
 

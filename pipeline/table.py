@@ -26,7 +26,7 @@ episodes (the grid runs to budget - eval_every with `--eval-episodes`, then on t
 After each (task, row) finishes its seeds, `pipeline.keep` copies its raw results to
 `results/cpu-table/<task>/<row>/` (pilots: `results/cpu-table-pilot/`, so the report never mixes
 them into the table; probes: `results/cpu-table/mmae/`); committing is left to the person: the
-command prints the git line. `--status` prints where each task and row stands; `--background`
+command prints the git line. `--status` prints where each task and row stands and how far the running step has got; `--background`
 starts the run under nohup and nice with its output appended to `<root>/table.log`, refused while
 another copy holds the root.
 """
@@ -1034,10 +1034,87 @@ def status_text(cfg: TableConfig) -> str:
         f"next step of phase(s) {','.join(cfg.phases)}: {todo[0].key}"
         if todo
         else f"every step of phase(s) {','.join(cfg.phases)} is done",
-        "",
-        estimate_text(cfg, folder),
     ]
+    progress = step_progress(folder.root, todo[0]) if todo else ""
+    lines += [f"  where it stands: {progress}"] * bool(progress) + ["", estimate_text(cfg, folder)]
     return "\n".join(lines)
+
+
+def flag_value(argv: Sequence[str], name: str) -> str | None:
+    """The word after `name` in argv (None when absent)."""
+    return argv[argv.index(name) + 1] if name in argv[:-1] else None
+
+
+def csv_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of a CSV log ([] when it does not exist yet)."""
+    try:
+        with path.open(newline="") as f:
+            return list(csv.DictReader(f))
+    except FileNotFoundError:
+        return []
+
+
+def hours(seconds: float) -> str:
+    return f"{seconds / 3600:,.1f} h"
+
+
+def step_progress(root: Path, step: Step) -> str:
+    """How far the step's command has got, read from its own logs: a MultiMAE's steps and image rate, a SAC
+    grid's runs in progress and their env-step rate, each with the time left at that rate ('' when it has
+    not logged yet, or for other commands)."""
+    module, out = step.argv[1:2], flag_value(step.argv, "--out")
+    if out is None:
+        return ""
+    if module == ["pretrain.multimae"]:
+        return pretrain_progress(root / out)
+    if module == ["rl.grid"]:
+        words = {name: flag_value(step.argv, f"--{name}") or "" for name in ("tasks", "encoders", "seeds", "steps")}
+        runs = [
+            root / out / task / row / f"seed{seed}"
+            for task in words["tasks"].split(",")
+            for row in words["encoders"].split(",")
+            for seed in words["seeds"].split(",")
+        ]
+        return sac_progress(runs, int(words["steps"]))
+    return ""
+
+
+def pretrain_progress(run: Path) -> str:
+    """'step S of T (P %), R img/s, ~H left at that rate' from a pretrain.multimae run folder's config.json,
+    data.json and train.csv ('' before its first train.csv row). R is the last row's img_per_s: the rate of
+    the process that wrote it, since that process started."""
+    rows = csv_rows(run / "train.csv")
+    try:
+        cfg = json.loads((run / "config.json").read_text())
+        data = json.loads((run / "data.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return ""
+    if not rows:
+        return ""
+    batch = int(cfg["batch_size"])
+    total = data.get("total_steps") or int(cfg["epochs"]) * (int(data["train_frames"]) // batch)
+    step, rate = int(rows[-1]["step"]), float(rows[-1]["img_per_s"])
+    left = f"~{hours((total - step) * batch / rate)} left at that rate" if rate > 0 else "no rate logged yet"
+    return f"step {step:,} of {total:,} ({100 * step / total:.1f} %), {rate:.1f} img/s (its last train.csv row): {left}"
+
+
+def sac_progress(runs: Sequence[Path], steps: int) -> str:
+    """The grid's runs in progress (metrics.csv, no summary.json): how many, their steps, the mean env-step rate
+    per run of their last metrics rows and the time the furthest-behind one needs at it ('' when none is)."""
+    going = []
+    for run in runs:
+        rows = csv_rows(run / "metrics.csv")
+        if rows and not (run / "summary.json").exists():
+            going.append((int(float(rows[-1]["step"])), float(rows[-1].get("steps_per_s") or 0)))
+    if not going:
+        return ""
+    rate = sum(r for _, r in going) / len(going)
+    low, high = min(s for s, _ in going), max(s for s, _ in going)
+    left = f"~{hours((steps - low) / rate)} left at that rate" if rate > 0 else "no rate logged yet"
+    return (
+        f"{len(going)} of {len(runs)} runs in progress at {low:,}-{high:,} of {steps:,} steps, "
+        f"{rate:.2f} env-steps/s per run (their last metrics rows): {left}"
+    )
 
 
 # -- running ---------------------------------------------------------------------------------------------

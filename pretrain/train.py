@@ -393,7 +393,12 @@ class Trainer:
             prepare_run_dir(self.run_dir, cfg, resume=cfg.resume, allow_existing=True)
             atomic_write_json(
                 self.run_dir / "data.json",
-                {"folders": self.data_info, "train_frames": self.train_total, "held_out_frames": len(self.val_frames)},
+                {
+                    "folders": self.data_info,
+                    "train_frames": self.train_total,
+                    "held_out_frames": len(self.val_frames),
+                    "total_steps": self.total_steps,  # what a status line measures progress against
+                },
             )
             n_all, n_enc = (
                 count_parameters(self.model),

@@ -379,6 +379,45 @@ def test_status_shows_stage_budget_seeds_and_steps(tmp_path):
     assert "| A |" in text and "bf16 (AMX)" in text
 
 
+def test_status_says_where_a_running_pretraining_stands_and_its_time_left(tmp_path):
+    cfg = config(tmp_path)
+    prepared(cfg, "reach-v3")
+    root = Path(cfg.root)
+    (root / "runs/mmae/rgbs/reach-v3/encoder.pt").unlink()  # the rgb+saliency MultiMAE is still training
+    state = json.loads((root / table.STATE_FILE).read_text())
+    state["done"] = {k: v for k, v in state["done"].items() if "pretrain.multimae rgbs" not in k}
+    write(root / table.STATE_FILE, json.dumps(state))
+    run = root / "runs/mmae/rgbs/reach-v3"
+    write(run / "config.json", json.dumps({"batch_size": 512, "epochs": 22}))
+    write(run / "data.json", json.dumps({"train_frames": 47_510}))  # 92 steps of 512 per epoch: 2,024 in all
+    write(run / "train.csv", "step,wall_s,img_per_s\n10,100,51.2\n20,200,25.6\n")
+    text = table.status_text(cfg)
+    assert "next step of phase(s) A,B,C,D,E: reach-v3: pretrain.multimae rgbs" in text
+    # (2,024 - 20) x 512 images at 25.6 img/s = 40,080 s
+    assert (
+        "  where it stands: step 20 of 2,024 (1.0 %), 25.6 img/s (its last train.csv row): ~11.1 h left at that rate"
+        in text
+    )
+    write(run / "data.json", json.dumps({"train_frames": 47_510, "total_steps": 1_000}))  # what pretrain now records
+    assert "step 20 of 1,000 (2.0 %)" in table.status_text(cfg)
+
+
+def test_status_says_where_a_running_sac_grid_stands(tmp_path):
+    cfg = config(tmp_path)
+    argv = table.grid_argv(cfg, ["reach-v3"], ["state", "mmae_rgbs"], [0, 1], 100_000, "runs/sac", "")
+    step = table.Step("grid", "A", ["-m", "rl.grid", *argv])
+    root = Path(cfg.root)
+    assert table.step_progress(root, step) == ""  # nothing logged yet
+    finish_run(root / table.table_dir("reach-v3", "state", 0), 100_000)
+    write(root / table.table_dir("reach-v3", "state", 1) / "metrics.csv", "step,steps_per_s\n40000,5.0\n")
+    write(root / table.table_dir("reach-v3", "mmae_rgbs", 0) / "metrics.csv", "step,steps_per_s\n50000,3.0\n")
+    # the finished run and the one not started are not in progress; the slowest needs 60,000 steps at 4.0/s
+    assert table.step_progress(root, step) == (
+        "2 of 4 runs in progress at 40,000-50,000 of 100,000 steps, 4.00 env-steps/s per run "
+        "(their last metrics rows): ~4.2 h left at that rate"
+    )
+
+
 HOLDER = textwrap.dedent("""
     import sys, time
     from common.runs import exclusive_run_dir

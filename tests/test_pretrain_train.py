@@ -103,6 +103,7 @@ def test_micro_run_writes_checkpoint_encoder_logs_and_figures(shards, tmp_path):
     )  # 1 of 4 episodes held out
     steps_per_epoch = info["train_frames"] // 16
     assert [int(r["step"]) for r in rows] == list(range(1, 2 * steps_per_epoch + 1))
+    assert info["total_steps"] == 2 * steps_per_epoch  # what pipeline.table's status measures progress against
     assert {"loss_rgb", "loss_saliency", "loss_rgb_norm", "lr", "img_per_s"} <= set(rows[0])
     ev = list(csv.DictReader(open(run_dir / "eval.csv")))
     assert len(ev) == 2 and ev[0]["held_out"] == "True" and int(ev[0]["eval_frames"]) == 16
