@@ -26,9 +26,9 @@ episodes (the grid runs to budget - eval_every with `--eval-episodes`, then on t
 After each (task, row) finishes its seeds, `pipeline.keep` copies its raw results to
 `results/cpu-table/<task>/<row>/` (pilots: `results/cpu-table-pilot/`, so the report never mixes
 them into the table; probes: `results/cpu-table/mmae/`); committing is left to the person: the
-command prints the git line. `--status` prints where each task and row stands and how far the running step has got; `--background`
-starts the run under nohup and nice with its output appended to `<root>/table.log`, refused while
-another copy holds the root.
+command prints the git line. `--status` prints where each task and row stands and how far the
+running step has got; `--background` starts the run under nohup and nice with its output appended
+to `<root>/table.log`, refused while another copy holds the root.
 """
 
 from __future__ import annotations
