@@ -134,6 +134,11 @@ class TableConfig:
         1024, "SAC hidden width (the paper's 1024; the cpu preset's 256 costs ~1.5-2x less per step here)"
     )
     pack: int = option(5, "SAC runs per pack (rl.grid --pack)")
+    cnn_pack: int = option(
+        1,
+        "SAC runs per pack of the CNN rows (cnn_rgb, cnn_rgbs, gaze): their replay holds frames, 6-8 GB per run at "
+        "500k steps (rl.grid refuses packs that would outgrow RAM)",
+    )
     parallel: int = option(2, "SAC packs at once (rl.grid --parallel; one per core)")
     reach_steps: int = option(100_000, "phase A's step budget on reach-v3 (it learns there)")
     reach_seeds: int = option(10, "phase A's seeds per row")
@@ -169,6 +174,7 @@ class TableConfig:
             "pretrain_images",
             "hidden_dim",
             "pack",
+            "cnn_pack",
             "parallel",
             "reach_steps",
             "reach_seeds",
@@ -727,7 +733,7 @@ def grid_argv(
         "--sac-preset",
         "paper",
         "--pack",
-        str(cfg.pack),
+        str(cfg.cnn_pack if set(rows) & set(CNN_ROWS) else cfg.pack),
         "--parallel",
         str(cfg.parallel),
         "--precision",

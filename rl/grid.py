@@ -237,6 +237,41 @@ def plan_packs(cfg: GridConfig, runs: list[Run], gpus: bool | None = None) -> li
     return [group[i : i + size] for group in groups.values() for i in range(0, len(group), size)]
 
 
+def pack_replay_bytes(cfg: GridConfig, pack: list[Run]) -> int:
+    """Bytes of replay the pack holds in RAM by its last step (0 when its encoder cannot be built here: the pack
+    then reports that itself)."""
+    from rl.encoders import build_encoder
+    from rl.envs import ACTION_DIM
+    from rl.observe import replay_fields
+    from rl.replay import ReplayBuffer
+
+    sac = run_config(cfg, pack[0])  # the runs of a pack share everything but seed and folder
+    try:
+        enc = build_encoder(sac, sac.env.image_size)
+    except (FileNotFoundError, ValueError):
+        return 0
+    fields = replay_fields(enc.obs_keys, enc.out_dim if enc.frozen else 0, sac.env.image_size)
+    return ReplayBuffer.bytes_needed(
+        fields, ACTION_DIM, sac.replay_size, len(pack), sac.num_envs, sac.steps, sac.env.max_episode_steps
+    )
+
+
+def check_memory(cfg: GridConfig, packs: list[list[Run]]) -> None:
+    """Refuse a local grid whose `--parallel` largest packs would together outgrow this machine's RAM by their
+    last step (each pack checks itself too; this sees the packs beside it)."""
+    from rl.replay import check_replay_memory
+
+    if cfg.backend != "local" or not packs:
+        return
+    needs = sorted((pack_replay_bytes(cfg, p) for p in packs), reverse=True)
+    at_once = min(cfg.parallel, len(packs))
+    check_replay_memory(
+        sum(needs[:at_once]),
+        f"this grid's {at_once} pack(s) at once (--parallel {cfg.parallel}, up to {max(map(len, packs))} runs per pack)",
+        "lower --pack or --parallel, or pass a smaller --replay-size in --extra",
+    )
+
+
 def write_spec(cfg: GridConfig, pack: list[Run]) -> Path:
     """<out>/packs/<name>.json: the pack's run configs (read by `python -m rl.workspace --spec`)."""
     items = []
@@ -446,6 +481,7 @@ def run_grid(cfg: GridConfig) -> dict[str, str]:
         )
         gpus = ray.cluster_resources().get("GPU", 0) > 0
     packs = plan_packs(cfg, todo, gpus)
+    check_memory(cfg, packs)
     print(
         f"grid: {len(runs)} runs, {len(status)} already finished, {len(todo)} to run in {len(packs)} pack(s) "
         f"({cfg.backend})",

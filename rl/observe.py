@@ -172,11 +172,17 @@ class Observer:
         return {k: v.view(self.runs, e, *v.shape[1:]) for k, v in flat.items()}
 
     def specs(self, image_size: int) -> dict[str, tuple[tuple[int, ...], Any]]:
-        if self.stores_embedding:
-            return {"embedding": ((self.embedding_dim,), np.float32)}
-        shapes = {
-            "pixels": ((3, image_size, image_size), np.uint8),
-            "saliency": ((1, image_size, image_size), np.uint8),
-            "state": ((STATE_DIM,), np.float32),
-        }
-        return {k: shapes[k] for k in self.keys}
+        return replay_fields(self.keys, self.embedding_dim if self.stores_embedding else 0, image_size)
+
+
+def replay_fields(keys: tuple[str, ...], embedding_dim: int, image_size: int) -> dict[str, tuple[tuple[int, ...], Any]]:
+    """What the replay buffer stores per slot, {field: (shape, dtype)}: a frozen encoder's embedding
+    (`embedding_dim` > 0), else the encoder's fields `keys` as observed."""
+    if embedding_dim:
+        return {"embedding": ((embedding_dim,), np.float32)}
+    shapes = {
+        "pixels": ((3, image_size, image_size), np.uint8),
+        "saliency": ((1, image_size, image_size), np.uint8),
+        "state": ((STATE_DIM,), np.float32),
+    }
+    return {k: shapes[k] for k in keys}

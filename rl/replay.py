@@ -16,7 +16,11 @@ stored the final observation).
 
 Sampling draws each run's indices from that run's own seeded generator, over that run's rows only,
 so a run's replay stream does not depend on the runs beside it. Storage is torch tensors on
-`storage` (the GPU where the buffer fits, e.g. frozen-encoder embeddings; else CPU). Observation
+`storage` (the GPU where the buffer fits, e.g. frozen-encoder embeddings; else CPU). On the CPU they
+wrap calloc'd numpy arrays, whose pages the kernel maps on first write: a buffer holds memory for
+the slots written so far, not its capacity (a CNN run's 1M-slot frame buffer is ~12 GB; a run of
+100k steps touches a tenth of it), and `bytes_needed(..., steps=)` says what a run of that length
+holds at its end. Observation
 fields keep their own dtype: uint8 frames, float32 state, float32 embeddings of a frozen encoder
 (computed once per env step, never again at update time). Checkpoints stream a run's filled slots
 to .npy files in chunks (`save_run`), never copying the whole buffer in memory.
@@ -24,6 +28,7 @@ to .npy files in chunks (`save_run`), never copying the whole buffer in memory.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from pathlib import Path
@@ -62,7 +67,7 @@ class ReplayBuffer:
         self.fields = {k: (tuple(shape), np.dtype(dtype)) for k, (shape, dtype) in fields.items()}
         self.storage = torch.device(storage)
         rows, s = self.runs * num_envs, self.slots
-        zeros = lambda *shape, dtype: torch.zeros(shape, dtype=_TORCH_DTYPES[np.dtype(dtype)], device=self.storage)  # noqa: E731
+        zeros = lambda *shape, dtype: _zeros(shape, dtype, self.storage)  # noqa: E731
         self.obs = {k: zeros(rows, s, *shape, dtype=dtype) for k, (shape, dtype) in self.fields.items()}
         self.action = zeros(rows, s, action_dim, dtype=np.float32)
         self.reward = zeros(rows, s, dtype=np.float32)
@@ -74,10 +79,23 @@ class ReplayBuffer:
         self._rows = np.arange(rows)
 
     @staticmethod
-    def bytes_needed(fields: FieldSpec, action_dim: int, capacity: int, runs: int) -> int:
-        """Storage bytes of a buffer of `runs` runs (to decide whether it fits on a device)."""
+    def bytes_needed(
+        fields: FieldSpec,
+        action_dim: int,
+        capacity: int,
+        runs: int,
+        num_envs: int = 1,
+        steps: int | None = None,
+        episode_steps: int = 500,
+    ) -> int:
+        """Storage bytes of a buffer of `runs` runs: all of it, or (`steps` given) the slots a run of `steps`
+        env-steps writes, in episodes of `episode_steps`: what a CPU buffer holds at the run's end."""
         per_slot = sum(int(np.prod(shape)) * np.dtype(dtype).itemsize for shape, dtype in fields.values())
-        return runs * capacity * (per_slot + action_dim * 4 + 8)
+        slots = capacity // num_envs
+        if steps is not None:  # each env: its steps, plus one slot per episode for the episode's final observation
+            per_env = math.ceil(steps / num_envs)
+            slots = min(slots, per_env + math.ceil(per_env / episode_steps) + 1)
+        return runs * num_envs * slots * (per_slot + action_dim * 4 + 8)
 
     # -- writing -----------------------------------------------------------------------------
     def _put(self, rows: np.ndarray, slots: np.ndarray, obs: dict[str, Any], src: np.ndarray) -> None:
@@ -235,6 +253,33 @@ class ReplayBuffer:
         self.pos[block] = meta["pos"].numpy()
         self.filled[block] = meta["filled"].numpy()
         self.rngs[run].bit_generator.state = meta["rng"]
+
+
+def _zeros(shape: tuple[int, ...], dtype: Any, storage: torch.device) -> torch.Tensor:
+    """A zeroed tensor on `storage`; on the CPU over np.zeros (calloc): pages are committed when first written."""
+    if storage.type == "cpu":
+        return torch.from_numpy(np.zeros(shape, np.dtype(dtype)))
+    return torch.zeros(shape, dtype=_TORCH_DTYPES[np.dtype(dtype)], device=storage)
+
+
+def physical_memory() -> int:
+    """Bytes of RAM of this machine."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+#: share of the machine's RAM the replay buffers of the packs running at once may fill by their last step
+REPLAY_MEMORY_SHARE = 0.85
+
+
+def check_replay_memory(need: int, what: str, fix: str) -> None:
+    """Refuse, before anything runs, replay buffers that would outgrow this machine's RAM: CPU buffers fill
+    as they run, so an oversized one would otherwise be killed hours or days in, by the kernel."""
+    limit = REPLAY_MEMORY_SHARE * physical_memory()
+    if need > limit:
+        raise ValueError(
+            f"{what} would hold {need / 2**30:.1f} GiB of replay by its last step, more than "
+            f"{REPLAY_MEMORY_SHARE:.0%} of this machine's {physical_memory() / 2**30:.1f} GiB of RAM; {fix}"
+        )
 
 
 def remove_replays_except(run_dir: Path, keep: str) -> list[Path]:

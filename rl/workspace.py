@@ -43,7 +43,7 @@ from rl.encoders import Encoder, build_encoder
 from rl.envs import ACTION_DIM, EVAL_SEED_BASE, TRAIN_SEED_STRIDE, make_envs
 from rl.observe import Observer
 from rl.provenance import INPUTS_KEY, run_inputs
-from rl.replay import ReplayBuffer, remove_replays_except
+from rl.replay import ReplayBuffer, check_replay_memory, remove_replays_except
 
 CHECKPOINT = re.compile(r"checkpoint-(\d+)\.pt$")
 LOG_KEYS = ("critic_loss", "actor_loss", "alpha_loss", "q_mean", "entropy")
@@ -147,6 +147,20 @@ class Pack:
         if self.device.type == "cuda":  # on the device where it fits (embeddings, states), beside half the free memory
             need = ReplayBuffer.bytes_needed(specs, ACTION_DIM, self.cfg.replay_size, self.runs)
             storage = self.device if need < 0.5 * torch.cuda.mem_get_info(self.device)[0] else "cpu"
+        if storage == "cpu":
+            check_replay_memory(
+                ReplayBuffer.bytes_needed(
+                    specs,
+                    ACTION_DIM,
+                    self.cfg.replay_size,
+                    self.runs,
+                    self.envs_per_run,
+                    self.cfg.steps,
+                    self.cfg.env.max_episode_steps,
+                ),
+                f"this pack of {self.runs} run(s) of {self.cfg.steps:,} steps (--replay-size {self.cfg.replay_size:,})",
+                "lower --replay-size, or run fewer runs per pack (rl.grid --pack)",
+            )
         self.buffer = ReplayBuffer(
             specs, ACTION_DIM, self.cfg.replay_size, self.envs_per_run, seeds=[c.seed for c in cfgs], storage=storage
         )

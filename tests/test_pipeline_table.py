@@ -296,6 +296,9 @@ def test_pilot_budgets_decide_the_pilot_chunks_and_the_steps_of_phases_b_and_c(t
         (("door-open-v3",), ("cnn_rgb", "cnn_rgbs", "gaze")),
         (("door-open-v3",), ("mmae_rgbs_grid2",)),
     ]
+    # CNN rows keep frames in replay (6-8 GB per run at 500k): one per pack; frozen rows five
+    packs = {s.wave[1]: dict(zip(s.argv[2::2], s.argv[3::2]))["--pack"] for s in d if s.wave}
+    assert packs == {("cnn_rgb", "cnn_rgbs", "gaze"): "1", ("mmae_rgbs_grid2",): "5"}
 
 
 def test_a_recorded_budget_stays_and_changed_settings_are_refused(tmp_path):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 
+import pytest
+
 from common.cli import from_flat
 from rl import grid
 from rl.grid import GridConfig, plan, run_config, sac_command
@@ -40,3 +42,31 @@ def test_a_changed_upload_replaces_the_scratch_copy_atomically(tmp_path, monkeyp
         assert reader.read() == b"old model"
     assert (code, folders) == (0, {}) and copy.read_bytes() == b"new"
     assert not list(copy.parent.glob(".*.tmp"))  # no temporary left behind
+
+
+def test_a_grid_whose_packs_at_once_would_outgrow_ram_is_refused_before_anything_runs(tmp_path, monkeypatch):
+    """Two packs of three cnn_rgb runs of 500k steps each write ~6.2 GB of frames per run (1M-slot buffers,
+    filled as they run): 34.5 GiB at once, refused on a 24 GiB machine; one run per pack, two at once, fits."""
+    from rl import replay
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(replay, "physical_memory", lambda: 24 << 30)
+    grid_of = lambda seeds, pack: from_flat(  # noqa: E731
+        GridConfig,
+        tasks="reach-v3",
+        encoders="cnn_rgb",
+        seeds=seeds,
+        steps=500_000,
+        pack=pack,
+        parallel=2,
+        sac_preset="paper",
+    )
+    cfg = grid_of("0,1,2,3,4,5", 3)
+    packs = grid.plan_packs(cfg, plan(cfg))
+    assert [len(p) for p in packs] == [3, 3]
+    assert grid.pack_replay_bytes(cfg, packs[0]) == 3 * 501_001 * (12_288 + 4 * 4 + 8)
+    with pytest.raises(ValueError, match=r"this grid's 2 pack\(s\) at once .* would hold 34\.5 GiB .* lower --pack"):
+        grid.run_grid(cfg)
+    assert not (tmp_path / "runs").exists()  # nothing started, no spec written
+    single = grid_of("0,1", 1)
+    grid.check_memory(single, grid.plan_packs(single, plan(single)))

@@ -198,6 +198,18 @@ def test_runs_that_cannot_stack_are_split_not_refused(tmp_path):
         Pack([*configs(tmp_path, "cnn_rgb", (0,), 100, "x"), *configs(tmp_path, "cnn_rgbs", (1,), 100, "y")])
 
 
+def test_a_pack_whose_replay_would_outgrow_ram_is_refused_at_its_start(tmp_path, monkeypatch):
+    """The pack checks its own replay at its last step against the machine's RAM: two cnn_rgb runs of 100
+    steps write 2 x 103 frame slots (~2.5 MB); on a (pretend) 2 MiB machine that is refused, naming the fix."""
+    from rl import replay
+
+    monkeypatch.setattr(replay, "physical_memory", lambda: 2 << 20)
+    with pytest.raises(ValueError, match=r"this pack of 2 run\(s\) of 100 steps .* lower --replay-size"):
+        Pack(configs(tmp_path, "cnn_rgb", (0, 1), 100, "s"))
+    monkeypatch.setattr(replay, "physical_memory", lambda: 4 << 20)
+    assert Pack(configs(tmp_path, "cnn_rgb", (0, 1), 100, "t")).buffer.slots == 2000
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 def test_graphed_updates_equal_eager_updates():
     """Updates replayed from CUDA graphs (every schedule variant) compute what eager updates compute."""

@@ -2,6 +2,7 @@
 replay stream survives a checkpoint, and it does not depend on the runs packed beside it."""
 
 import io
+import os
 from pathlib import Path
 
 import numpy as np
@@ -366,3 +367,49 @@ def test_a_replay_saved_onto_a_real_full_disk_is_an_error_that_leaves_the_previo
     assert f"no space left on the device writing {disk}/replay-000000100/obs.frame.npy (0.6 MB)" in result["error"]
     assert run.left == ["replay-000000010"]  # no replay-000000100/, no hidden temp folder
     assert result["kept"] and result["restored"]
+
+
+def _resident_bytes() -> int:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="reads resident memory from Linux's /proc")
+def test_a_cpu_buffer_holds_memory_for_the_slots_written_not_its_capacity():
+    """A 1.2 GiB frame buffer costs nothing until written: a CNN run's 1M-slot buffer (~12 GB) must not
+    be committed at its first step, where a run of 100k steps only ever writes a tenth of it."""
+    fields = {"pixels": ((3, 64, 64), np.uint8)}
+    before = _resident_bytes()
+    buf = ReplayBuffer(fields, action_dim=4, capacity=100_000, seeds=0)
+    assert buf.obs["pixels"].nbytes == 100_000 * 12_288 and (buf.obs["pixels"][0, 99_999] == 0).all()
+    assert _resident_bytes() - before < 64 << 20  # the zeroed pages are not touched
+    obs = {"pixels": np.full((1, 3, 64, 64), 7, np.uint8)}
+    buf.start(obs)
+    for _ in range(4_000):  # 4,000 slots x 12 KiB ~ 47 MiB written
+        buf.add(np.zeros((1, 4)), np.zeros(1), np.zeros(1), obs)
+    grown = _resident_bytes() - before
+    assert 40 << 20 < grown < 120 << 20
+    assert int(buf.obs["pixels"][0, 4_000].sum()) == 7 * 12_288 and int(buf.obs["pixels"][0, 4_001].sum()) == 0
+
+
+def test_bytes_needed_counts_the_slots_a_run_of_that_length_writes():
+    fields = {"pixels": ((3, 64, 64), np.uint8)}
+    per_slot = 12_288 + 4 * 4 + 8
+    assert ReplayBuffer.bytes_needed(fields, 4, 1_000_000, runs=2) == 2 * 1_000_000 * per_slot
+    # 100k steps in 200 episodes of 500: 100,000 observations + 200 final ones + the first
+    assert ReplayBuffer.bytes_needed(fields, 4, 1_000_000, 2, steps=100_000) == 2 * 100_201 * per_slot
+    # 2 envs: 50k steps and 100 episodes each; never more than the capacity
+    assert ReplayBuffer.bytes_needed(fields, 4, 1_000_000, 1, num_envs=2, steps=100_000) == 2 * 50_101 * per_slot
+    assert ReplayBuffer.bytes_needed(fields, 4, 50_000, 1, steps=100_000) == 50_000 * per_slot
+
+
+def test_replay_that_would_outgrow_ram_is_refused_with_the_fix(monkeypatch):
+    from rl import replay
+
+    monkeypatch.setattr(replay, "physical_memory", lambda: 16 << 30)
+    replay.check_replay_memory(13 << 30, "a pack", "fix it")  # 13 of 16 GiB: under the 85 % share
+    with pytest.raises(ValueError) as err:
+        replay.check_replay_memory(14 << 30, "this pack of 3 run(s)", "lower --replay-size")
+    assert str(err.value) == (
+        "this pack of 3 run(s) would hold 14.0 GiB of replay by its last step, more than 85% of this machine's "
+        "16.0 GiB of RAM; lower --replay-size"
+    )
