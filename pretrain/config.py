@@ -10,6 +10,9 @@ from common.precision import check_precision, precision_field
 from data.shards import ALLOW_INCOMPLETE_HELP
 from pretrain.model import ModelConfig
 
+#: --micro-batch 0 on a CPU: passes of this many images (bench/pretrain_micro_batch.py)
+CPU_MICRO_BATCH = 128
+
 
 @dataclass
 class PretrainConfig:
@@ -39,6 +42,12 @@ class PretrainConfig:
     resume: bool | str = resume_field(RESUME_HELP + " (optimizer, schedule, step, RNG)")
     epochs: int = option(200, "passes over the training frames")
     batch_size: int = option(512, "global batch (split evenly across torchrun processes)")
+    micro_batch: int = option(
+        0,
+        "images per forward/backward pass, gradients accumulated over the batch (the same update, float rounding "
+        f"aside): 0 = {CPU_MICRO_BATCH} on a CPU (smaller passes stay in cache: faster there, BENCHMARKS.md), "
+        "the whole batch on a GPU",
+    )
     blr: float = option(
         1e-4,
         "base learning rate: the peak is blr x batch-size / 256 (MultiMAE's and MAE's rule: the paper's 1e-4 at batch 512 peaks at 2e-4)",
@@ -82,8 +91,8 @@ class PretrainConfig:
         self.model.validate()
         if self.epochs < 1 or self.batch_size < 1 or self.figure_every < 1 or self.log_every < 1:
             raise ValueError("--epochs, --batch-size, --figure-every and --log-every must be >= 1")
-        if self.limit < 0 or self.eval_frames < 0 or self.max_steps < 0 or self.threads < 0:
-            raise ValueError("--limit, --eval-frames, --max-steps and --threads must be >= 0")
+        if min(self.limit, self.eval_frames, self.max_steps, self.threads, self.micro_batch) < 0:
+            raise ValueError("--limit, --eval-frames, --max-steps, --threads and --micro-batch must be >= 0")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
         if self.blr <= 0 or (self.lr is not None and self.lr <= 0) or self.min_lr < 0 or self.warmup_epochs < 0:

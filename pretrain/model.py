@@ -328,24 +328,48 @@ class MultiMAE(nn.Module):
         x = torch.cat([self.global_token.expand(tokens.shape[0], -1, -1), tokens], dim=1)
         return self.norm(self.blocks(x))
 
-    def forward(
-        self, inputs: dict[str, torch.Tensor], generator: torch.Generator | None = None
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor]:
-        """Masked forward pass.
+    def sample_masks(
+        self, batch: int, generator: torch.Generator | None = None, device: torch.device | str | None = None
+    ) -> torch.Tensor:
+        """Visible tokens of a batch, bool [B, M*L] (Dirichlet split across modalities, as MultiMAE)."""
+        cfg = self.cfg
+        M, L = len(cfg.modalities), cfg.grid**2
+        return sample_visible(batch, M, L, cfg.visible_tokens, cfg.alpha, generator, device)[1]
 
+    def masked_counts(self, visible: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Masked patches per output over the batch of `visible` [B, M*L]: what each output's loss is averaged by."""
+        L = self.cfg.grid**2
+        counts = {}
+        for o in self.cfg.outputs:
+            m = self.cfg.modalities.index(OUTPUTS[o][0])
+            counts[o] = (~visible[:, m * L : (m + 1) * L]).sum().clamp(min=1).float()
+        return counts
+
+    def forward(
+        self,
+        inputs: dict[str, torch.Tensor],
+        generator: torch.Generator | None = None,
+        visible: torch.Tensor | None = None,
+        denominators: dict[str, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor]:
+        """Masked forward pass, with masks drawn here from `generator` or given (`visible` [B, M*L]).
+
+        `denominators` {output: masked patches} average the losses over a larger batch this one is a
+        part of (gradient accumulation: see pretrain.train.backward_in_passes); default this batch's own.
         Returns loss, per-output losses, predictions {output: [B, L, C*p*p]} and visible bool [B, M*L].
         """
         cfg = self.cfg
         inputs = {m: inputs[m] for m in cfg.modalities}
-        B, M, L = next(iter(inputs.values())).shape[0], len(cfg.modalities), cfg.grid**2
+        B, M = next(iter(inputs.values())).shape[0], len(cfg.modalities)
         tokens = self.tokenize(inputs)  # [B, M*L, E]
-        _, visible = sample_visible(B, M, L, cfg.visible_tokens, cfg.alpha, generator, tokens.device)  # [B, M*L]
+        if visible is None:
+            visible = self.sample_masks(B, generator, tokens.device)  # [B, M*L]
         # visible tokens first (stable order within), exactly num_visible of them per row
         ids_keep = torch.argsort((~visible).to(torch.int8), dim=1, stable=True)[:, : cfg.visible_tokens]  # [B, K]
         kept = tokens.gather(1, ids_keep[..., None].expand(-1, -1, tokens.shape[-1]))  # [B, K, E]
         encoded = self.encode(kept)  # [B, 1+K, E]
         preds = {o: dec(encoded, ids_keep, M) for o, dec in self.decoders.items()}
-        losses = self.losses(inputs, preds, visible)
+        losses = self.losses(inputs, preds, visible, denominators)
         loss = sum(OUTPUTS[o][2] * v for o, v in losses.items())
         return loss, losses, preds, visible
 
@@ -362,17 +386,22 @@ class MultiMAE(nn.Module):
         return out
 
     def losses(
-        self, inputs: dict[str, torch.Tensor], preds: dict[str, torch.Tensor], visible: torch.Tensor
+        self,
+        inputs: dict[str, torch.Tensor],
+        preds: dict[str, torch.Tensor],
+        visible: torch.Tensor,
+        denominators: dict[str, torch.Tensor] | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Unweighted loss per output, averaged over masked patches only."""
+        """Unweighted loss per output, averaged over masked patches only (those of this batch, or `denominators`)."""
         L = self.cfg.grid**2
+        denominators = denominators or self.masked_counts(visible)
         out = {}
         for o, t in self.targets(inputs).items():
             m = self.cfg.modalities.index(OUTPUTS[o][0])
             masked = (~visible[:, m * L : (m + 1) * L]).float()  # [B, L]
             err = preds[o].float() - t
             per_patch = err.abs().mean(-1) if OUTPUTS[o][1] == "l1" else err.pow(2).mean(-1)  # [B, L]
-            out[o] = (per_patch * masked).sum() / masked.sum().clamp(min=1)
+            out[o] = (per_patch * masked).sum() / denominators[o]
         return out
 
     def to_pixels(self, output: str, pred: torch.Tensor) -> torch.Tensor:

@@ -39,7 +39,7 @@ from common.runs import (
     prepare_run_dir,
 )
 from pretrain.augment import random_resized_crop
-from pretrain.config import PRESETS, PretrainConfig
+from pretrain.config import CPU_MICRO_BATCH, PRESETS, PretrainConfig
 from pretrain.data import load_split, tasks_under
 from pretrain.export import write_hub_files
 from pretrain.figures import loss_curve, reconstruction_grid
@@ -65,6 +65,7 @@ RESUMABLE = {
     "data",
     "preset",
     "pooled",
+    "micro_batch",
 }
 
 
@@ -78,6 +79,40 @@ def lr_lambda(step: int, warmup: int, total: int, min_ratio: float) -> float:
         return (step + 1) / warmup
     t = min(1.0, (step - warmup) / max(1, total - warmup))
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def backward_in_passes(
+    model: MultiMAE,
+    ddp: DistributedDataParallel | None,
+    inputs: dict[str, torch.Tensor],
+    generator: torch.Generator,
+    micro_batch: int,
+    region: contextlib.AbstractContextManager,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Forward and backward of one batch in passes of `micro_batch` images (0: one pass), the gradients
+    accumulated. The whole batch's masks are drawn first (the draws one pass makes) and every pass averages
+    its losses over the whole batch's masked patches, so the gradient is the one pass's, up to float
+    rounding; a CPU runs the smaller passes faster (their activations stay in cache: BENCHMARKS.md). Under
+    DDP only the last pass all-reduces. Returns the batch's loss and per-output losses, detached."""
+    batch = next(iter(inputs.values())).shape[0]
+    visible = model.sample_masks(batch, generator, next(iter(inputs.values())).device)  # [B, M*L]
+    denominators = model.masked_counts(visible)
+    step = micro_batch if 0 < micro_batch < batch else batch
+    starts = range(0, batch, step)
+    loss, losses = torch.zeros((), device=visible.device), {}
+    for start in starts:
+        part = slice(start, start + step)
+        last = start == starts[-1]
+        with ddp.no_sync() if ddp is not None and not last else contextlib.nullcontext():
+            with region:
+                part_loss, part_losses, _, _ = (ddp or model)(
+                    {k: v[part] for k, v in inputs.items()}, visible=visible[part], denominators=denominators
+                )
+            part_loss.backward()
+        loss += part_loss.detach()
+        for k, v in part_losses.items():
+            losses[k] = losses.get(k, 0) + v.detach()
+    return loss, losses
 
 
 class Trainer:
@@ -142,6 +177,9 @@ class Trainer:
         self.total_steps = self.steps_per_epoch * cfg.epochs
 
         cfg.precision = resolve_precision(cfg.precision, self.device)  # config.json records what ran
+        if cfg.micro_batch == 0:
+            cfg.micro_batch = self.local_batch if use_cuda else min(CPU_MICRO_BATCH, self.local_batch)
+        self.micro_batch = cfg.micro_batch
         self.autocast = autocast(cfg.precision, self.device)
         # the CPU's fused attention is slow in bf16 backward; matmul-softmax-matmul lets AMX run the matmuls
         # (a paper-size step: 85 -> 121 img/s, ../shared/notes/cpu.md)
@@ -213,17 +251,15 @@ class Trainer:
         self.mask_gen.manual_seed((self.cfg.seed * 1_000_003 + self.step) * 1009 + self.rank)
         if self.cfg.augment == "crop":  # [B, C, H, W] each, one box per sample for all its modalities
             inputs = random_resized_crop(inputs, (self.cfg.crop_scale, 1.0), generator=self.mask_gen)
-        with self.autocast:
-            loss, losses, _, _ = (self.ddp if self.ddp is not None else self.model)(inputs, generator=self.mask_gen)
-        self._nonfinite |= ~torch.isfinite(loss.detach())  # no host sync here: checked on CPU now, on GPU at log steps
+        self.optimizer.zero_grad(set_to_none=True)
+        loss, losses = backward_in_passes(self.model, self.ddp, inputs, self.mask_gen, self.micro_batch, self.autocast)
+        self._nonfinite |= ~torch.isfinite(loss)  # no host sync here: checked on CPU now, on GPU at log steps
         if self.device.type != "cuda":
             self.check_finite()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
         self.optimizer.step()
         self.scheduler.step()
         self.step += 1
-        return {"loss": loss.detach(), **{f"loss_{k}": v.detach() for k, v in losses.items()}}
+        return {"loss": loss, **{f"loss_{k}": v for k, v in losses.items()}}
 
     def check_finite(self) -> None:
         """Raise NonFiniteError if a loss since the last check was NaN/inf (nothing is saved after it)."""

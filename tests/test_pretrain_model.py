@@ -175,3 +175,35 @@ def test_rgb_targets_are_the_normalised_image_the_encoder_sees():
     assert torch.equal(model.to_pixels("saliency", targets["saliency"]), targets["saliency"])
     legacy = MultiMAE(ModelConfig(input_norm="none", **TINY))  # models made before the normalisation
     torch.testing.assert_close(legacy.targets(x)["rgb"], patchify(x["rgb"], 8))
+
+
+def test_a_batch_in_passes_gives_the_one_pass_gradient():
+    """Gradient accumulation (pretrain.train.backward_in_passes): passes of 5, 5, 5 and 1 images draw the
+    whole batch's masks first and average every loss over the whole batch's masked patches, so loss and
+    gradient are the one pass's (float rounding aside); one pass is the model's own masked forward."""
+    import contextlib
+
+    from pretrain.train import backward_in_passes
+
+    inputs = _inputs(16, seed=5)
+    results = []
+    for micro in (0, 5):
+        torch.manual_seed(0)
+        model = MultiMAE(ModelConfig(**TINY))
+        loss, losses = backward_in_passes(
+            model, None, inputs, torch.Generator().manual_seed(3), micro, contextlib.nullcontext()
+        )
+        results.append((loss, losses, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    (one, one_parts, one_grads), (passes, parts, grads) = results
+    torch.manual_seed(0)
+    own = MultiMAE(ModelConfig(**TINY))(inputs, generator=torch.Generator().manual_seed(3))[0]
+    assert torch.equal(one, own.detach())
+    assert torch.allclose(passes, one, rtol=1e-5) and parts.keys() == one_parts.keys() == {
+        "rgb",
+        "saliency",
+        "rgb_norm",
+    }
+    assert all(torch.allclose(parts[k], one_parts[k], rtol=1e-5) for k in parts)
+    assert grads.keys() == one_grads.keys() and len(grads) > 10
+    for name, g in grads.items():
+        assert torch.allclose(g, one_grads[name], rtol=1e-4, atol=1e-7 * one_grads[name].abs().max()), name

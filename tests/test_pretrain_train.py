@@ -104,6 +104,7 @@ def test_micro_run_writes_checkpoint_encoder_logs_and_figures(shards, tmp_path):
     steps_per_epoch = info["train_frames"] // 16
     assert [int(r["step"]) for r in rows] == list(range(1, 2 * steps_per_epoch + 1))
     assert info["total_steps"] == 2 * steps_per_epoch  # what pipeline.table's status measures progress against
+    assert json.loads((run_dir / "config.json").read_text())["micro_batch"] == 16  # on a CPU: min(128, batch)
     assert {"loss_rgb", "loss_saliency", "loss_rgb_norm", "lr", "img_per_s"} <= set(rows[0])
     ev = list(csv.DictReader(open(run_dir / "eval.csv")))
     assert len(ev) == 2 and ev[0]["held_out"] == "True" and int(ev[0]["eval_frames"]) == 16
@@ -220,10 +221,11 @@ def _ddp_worker(rank: int, cfg: PretrainConfig, port: int, out: str) -> None:
 
 
 def test_ddp_two_gloo_processes_agree_after_a_step(shards, tmp_path):
+    """Gradients all-reduced once per step, after the last of each rank's passes: identical weights."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cfg = _cfg(shards, tmp_path / "ddp", max_steps=1)
+    cfg = _cfg(shards, tmp_path / "ddp", max_steps=1, micro_batch=3)  # each rank's 8 images in passes of 3, 3, 2
     mp.spawn(_ddp_worker, args=(cfg, port, str(tmp_path)), nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert torch.equal(r0["params"], r1["params"])  # gradients were averaged: identical weights
