@@ -443,7 +443,9 @@ class Trainer:
             print(
                 f"MultiMAE {','.join(self.model_cfg.modalities)} -> {','.join(self.model_cfg.outputs)}: {n_all / 1e6:.2f}M parameters "
                 f"(encoder {n_enc / 1e6:.2f}M) | {self.train_total} train / {len(self.val_frames)} held-out frames | "
-                f"batch {cfg.batch_size} x {self.steps_per_epoch} steps x {cfg.epochs} epochs | {self.world} process(es) on {device_description()}",
+                f"batch {cfg.batch_size} x {self.steps_per_epoch} steps x {cfg.epochs} epochs"
+                + (f" (passes of {self.micro_batch})" if self.micro_batch < self.local_batch else "")
+                + f" | {self.world} process(es) on {device_description()}",
                 flush=True,
             )
         train_log = MetricLogger(self.run_dir, "train") if self.is_main else None
