@@ -5,7 +5,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export MUJOCO_GL ?= egl
 
-.PHONY: demo demo-gif test venv sysdeps bench cpu-slice slice-encoders ablation-features gaze-triplets ablation-gaze-discount cpu-table cpu-table-status gpu-bundle check-floors clean-venv
+.PHONY: demo demo-gif test venv sysdeps bench cpu-slice slice-encoders slice-probes ablation-features \
+	ablation-features-raw ablation-features-standardized gaze-triplets ablation-gaze-discount ablation-gaze-undiscounted \
+	ablation-gaze-discounted cpu-table cpu-table-status gpu-bundle check-floors clean-venv
 
 # Long experiments keep their folders outside the checkout: a new session's work tree is laid anew, and the
 # git-ignored folders inside it (runs/) are gone; a machine handed on as it was keeps $(HOME).
@@ -78,13 +80,13 @@ SLICE_SAC := --eval-every 25000 --eval-episodes 20 --eval-envs 5 --checkpoint-ev
 # probe of model $(1) with inputs $(2) ('': all it was trained on), skipped once its probe_$(3).json exists
 slice_probe = test -f runs/mmae/$(1)/reach-v3/probe_$(3).json || $(SLICE_PY) -m pretrain.probe \
 	--encoder runs/mmae/$(1)/reach-v3/encoder.pt --data shards/reach-v3-sal --inputs '$(2)' --threads 2
-cpu-slice: slice-encoders
+cpu-slice: slice-probes
 	cd $(SLICE) && $(SLICE_PY) -m rl.grid --tasks reach-v3 --encoders $(SLICE_ENCODERS) --seeds 0,1,2 \
 		--steps 100000 --sac-preset cpu --pack 3 --parallel 2 --out runs/sac --extra "$(SLICE_SAC)"
 	$(PY) -m pipeline.keep --source $(SLICE)/runs/sac --out results/cpu-slice
 	$(PY) -m pipeline.report results/cpu-slice --out $(SLICE)/report
 
-# the slice's frames, labels, both MultiMAEs and their probes (each step skips or resumes)
+# the slice's frames, labels and both MultiMAEs (each step skips or resumes)
 slice-encoders: venv
 	mkdir -p $(SLICE)/runs/saliency/reach-v3
 	cp -n artifacts/saliency/reach-v3/student.pt $(SLICE)/runs/saliency/reach-v3/
@@ -92,22 +94,27 @@ slice-encoders: venv
 	cd $(SLICE) && $(SLICE_PY) -m saliency.label --model runs/saliency/reach-v3/student.pt --data shards/reach-v3 --out shards/reach-v3-sal
 	cd $(SLICE) && $(SLICE_PY) -m pretrain.multimae --data shards/reach-v3-sal --preset cpu --modalities rgb,saliency --threads 1 --resume auto --out runs/mmae/rgbs/reach-v3
 	cd $(SLICE) && $(SLICE_PY) -m pretrain.multimae --data shards/reach-v3-sal --preset cpu --modalities rgb --threads 1 --resume auto --out runs/mmae/rgb/reach-v3
+
+# their probes (the ablations below need only the encoders)
+slice-probes: slice-encoders
 	cd $(SLICE) && $(call slice_probe,rgbs,,rgb+saliency)
 	cd $(SLICE) && $(call slice_probe,rgbs,rgb,rgb)
 	cd $(SLICE) && $(call slice_probe,rgb,,rgb)
 
 # Issue #24's measurement: ViSaRL's frozen features raw (the paper) vs standardised, at the slice's budget
-# (reach-v3, 3 seeds x 100k steps, the slice's encoders). Resumable like cpu-slice; ~10 h alone on 2 cores.
+# (reach-v3, 3 seeds x 100k steps, the slice's encoders). Resumable like cpu-slice. The two settings run side by
+# side, a pack of 3 on one torch thread each (one core each): ~5 h on 2 cores with nothing else running.
 # Like every experiment target it ends by keeping the raw results under results/ (commit them) and reporting
 # from there, so what RESULTS.md quotes regenerates from the repository (results/README.md).
+FEATURE_ARMS := raw standardized
 ablation-features: slice-encoders
-	cd $(SLICE) && $(SLICE_PY) -m rl.grid --tasks reach-v3 --encoders mmae_rgbs --seeds 0,1,2 --steps 100000 \
-		--sac-preset cpu --pack 3 --parallel 2 --out runs/ablation-features/raw --extra "$(SLICE_SAC) --mmae-features raw"
-	cd $(SLICE) && $(SLICE_PY) -m rl.grid --tasks reach-v3 --encoders mmae_rgbs --seeds 0,1,2 --steps 100000 \
-		--sac-preset cpu --pack 3 --parallel 2 --out runs/ablation-features/standardized \
-		--extra "$(SLICE_SAC) --mmae-features standardized"
+	$(MAKE) -j2 $(addprefix ablation-features-,$(FEATURE_ARMS))
 	$(PY) -m pipeline.keep --source $(SLICE)/runs/ablation-features --out results/ablation-features
 	$(PY) -m pipeline.report results/ablation-features --out $(SLICE)/report-ablation-features
+
+$(addprefix ablation-features-,$(FEATURE_ARMS)): ablation-features-%:
+	cd $(SLICE) && $(SLICE_PY) -m rl.grid --tasks reach-v3 --encoders mmae_rgbs --seeds 0,1,2 --steps 100000 \
+		--sac-preset cpu --pack 3 --parallel 1 --out runs/ablation-features/$* --extra "$(SLICE_SAC) --mmae-features $*"
 
 # Issue #24 item 5, part 1: how often return-guided triplets pair success against failure, undiscounted
 # (the paper) vs discounted 0.99 return-to-go, on 40 collected reach-v3 episodes (~15 min to collect, ~2 min
@@ -120,16 +127,21 @@ gaze-triplets: venv
 
 # Part 2: gaze RL with either return-to-go at a small budget (reach-v3, 3 seeds x 20k steps each, the slice's
 # SAC settings); resumable. A packed update of 3 gaze runs takes ~3.4 s on one core of this CPU (bench/conv_trunk.py's
-# cnn_rgb 3.0 s, + 13 % for gaze): ~19 core-hours per discount, ~38 for both (one pack at a time, 1 torch thread).
+# cnn_rgb 3.0 s, + 13 % for gaze): ~19 core-hours per discount, side by side on the two cores (1 torch thread each).
+GAZE_ARMS := undiscounted discounted
 ablation-gaze-discount: venv
 	mkdir -p $(SLICE)
-	cd $(SLICE) && $(SLICE_PY) -m rl.grid --tasks reach-v3 --encoders gaze --seeds 0,1,2 --steps 20000 \
-		--sac-preset cpu --pack 3 --parallel 2 --out runs/ablation-gaze-discount/undiscounted --extra "$(SLICE_SAC) --eval-every 5000"
-	cd $(SLICE) && $(SLICE_PY) -m rl.grid --tasks reach-v3 --encoders gaze --seeds 0,1,2 --steps 20000 \
-		--sac-preset cpu --pack 3 --parallel 2 --out runs/ablation-gaze-discount/discounted \
-		--extra "$(SLICE_SAC) --eval-every 5000 --gaze-return-discount 0.99"
+	$(MAKE) -j2 $(addprefix ablation-gaze-,$(GAZE_ARMS))
 	$(PY) -m pipeline.keep --source $(SLICE)/runs/ablation-gaze-discount --out results/ablation-gaze-discount
 	$(PY) -m pipeline.report results/ablation-gaze-discount --out $(SLICE)/report-ablation-gaze-discount
+
+# the discount of each arm: the paper's undiscounted return-to-go, or the SAC discount
+ablation-gaze-undiscounted: GAZE_DISCOUNT := 1.0
+ablation-gaze-discounted: GAZE_DISCOUNT := 0.99
+$(addprefix ablation-gaze-,$(GAZE_ARMS)): ablation-gaze-%:
+	cd $(SLICE) && $(SLICE_PY) -m rl.grid --tasks reach-v3 --encoders gaze --seeds 0,1,2 --steps 20000 \
+		--sac-preset cpu --pack 3 --parallel 1 --out runs/ablation-gaze-discount/$* \
+		--extra "$(SLICE_SAC) --eval-every 5000 --gaze-return-discount $(GAZE_DISCOUNT)"
 
 # The four-task Table I experiment on this CPU (issue #30; pipeline/table.py, README "The CPU table"): one
 # resumable command, safe to rerun at the start of every session. It starts `python -m pipeline.table` in the
