@@ -7,7 +7,7 @@ export MUJOCO_GL ?= egl
 
 .PHONY: demo demo-gif test venv sysdeps bench cpu-slice slice-encoders slice-probes ablation-features \
 	ablation-features-raw ablation-features-standardized gaze-triplets ablation-gaze-discount ablation-gaze-undiscounted \
-	ablation-gaze-discounted cpu-table cpu-table-status gpu-bundle check-floors clean-venv
+	ablation-gaze-discounted cpu-table cpu-table-status background gpu-bundle check-floors clean-venv
 
 # Long experiments keep their folders outside the checkout: a new session's work tree is laid anew, and the
 # git-ignored folders inside it (runs/) are gone; a machine handed on as it was keeps $(HOME).
@@ -145,12 +145,22 @@ $(addprefix ablation-gaze-,$(GAZE_ARMS)): ablation-gaze-%:
 
 # The four-task Table I experiment on this CPU (issue #30; pipeline/table.py, README "The CPU table"): one
 # resumable command, safe to rerun at the start of every session. It starts `python -m pipeline.table` in the
-# background (nohup, nice 10; output appended to $(TABLE)/table.log), refused while another copy runs, and
-# commits nothing: each finished (task, row) is kept under results/cpu-table/ and the log prints the git line.
+# background (nice 10; output appended to $(TABLE)/table.log), or says it already runs, and commits nothing:
+# each finished (task, row) is kept under results/cpu-table/ and the log prints the git line.
 TABLE ?= $(RUNS_HOME)/cpu_table
 # A, B, C, D, E or all; e.g. `make cpu-table TABLE_PHASE=A`
 TABLE_PHASE ?= all
 cpu-table: venv
+	$(PY) -m pipeline.table --root $(TABLE) --phase $(TABLE_PHASE) --background
+
+# Every long experiment here, detached (pipeline.background: own session, niced, its log in $(RUNS_HOME)/<name>.log):
+# run it at the start of each session. What still runs is left alone; the rest resumes from its checkpoints.
+# CPU shares by niceness: #24's feature ablation first (5), then the CPU table (10), the gaze ablation last (15).
+background: venv
+	$(PY) -m pipeline.background --name ablation-features --nice 5 --logs $(RUNS_HOME) -- \
+		make ablation-features SLICE=$(SLICE)
+	$(PY) -m pipeline.background --name ablation-gaze-discount --nice 15 --logs $(RUNS_HOME) -- \
+		make ablation-gaze-discount SLICE=$(SLICE)
 	$(PY) -m pipeline.table --root $(TABLE) --phase $(TABLE_PHASE) --background
 
 # where it stands: per task the stage reached and the step budget, per row seeds done / planned and steps,

@@ -27,8 +27,9 @@ After each (task, row) finishes its seeds, `pipeline.keep` copies its raw result
 `results/cpu-table/<task>/<row>/` (pilots: `results/cpu-table-pilot/`, so the report never mixes
 them into the table; probes: `results/cpu-table/mmae/`); committing is left to the person: the
 command prints the git line. `--status` prints where each task and row stands and how far the
-running step has got; `--background` starts the run under nohup and nice with its output appended
-to `<root>/table.log`, refused while another copy holds the root.
+running step has got; `--background` starts the run detached and niced (pipeline.background) with its
+output appended to `<root>/table.log`; when one started so still runs it says so and starts nothing, and
+it is refused while a copy started otherwise holds the root.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from common.cli import fail, option, parse_config
 from common.io import OutputError, atomic_write_json
 from common.runs import exclusive_run_dir, nice_own_session
 from data.env import PAPER_TASKS
+from pipeline.background import BackgroundConfig, running_pid, start
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 PHASES = ("A", "B", "C", "D", "E")
@@ -62,7 +64,8 @@ CNN_ROWS = ("cnn_rgb", "cnn_rgbs", "gaze")
 GRID_ROWS = ("mmae_rgbs_grid2",)
 EPISODE_STEPS = 500
 STATE_FILE = "table.json"
-LOG_FILE = "table.log"
+BACKGROUND_NAME = "table"  # pipeline.background's name of the detached run: <root>/table.log, table.pid
+LOG_FILE = f"{BACKGROUND_NAME}.log"
 #: settings a started experiment keeps: changing them would mix runs of different designs
 FROZEN = (
     "frames",
@@ -100,7 +103,8 @@ class TableConfig:
     )
     background: bool = option(
         False,
-        "start this command under nohup and nice (output appended to <root>/table.log) and return; refused while another copy runs",
+        "start this command detached and niced (output appended to <root>/table.log) and return; nothing when "
+        "one started so still runs; refused while another copy runs",
     )
     nice: int = option(10, "--background: niceness of the run")
     frames: int = option(50_000, "pretraining frames collected per task")
@@ -1210,33 +1214,28 @@ def dry_run_text(cfg: TableConfig) -> str:
     return "\n".join(lines)
 
 
-def background_command(cfg: TableConfig, argv: Sequence[str]) -> list[str]:
-    """The detached run: the same flags without --background, under nohup and nice."""
-    args = [a for a in argv if a != "--background"]
-    return ["nohup", "nice", "-n", str(cfg.nice), sys.executable, "-m", "pipeline.table", *args]
+def background_command(argv: Sequence[str]) -> list[str]:
+    """The detached run: the same flags without --background."""
+    return [sys.executable, "-m", "pipeline.table", *(a for a in argv if a != "--background")]
 
 
-def start_background(cfg: TableConfig, argv: Sequence[str]) -> subprocess.Popen:
-    """Start the run detached with its output appended to <root>/table.log; refused while a copy holds the root."""
+def start_background(cfg: TableConfig, argv: Sequence[str]) -> int:
+    """Start the run detached (pipeline.background: niced, its output appended to <root>/table.log); when one
+    started so still runs, say so; refused while another copy holds the root. Returns the run's pid."""
     root = Path(cfg.root).expanduser().resolve()
-    with contextlib.ExitStack() as stack:  # a second copy is refused here, before anything starts
-        hold_root(stack, root)
-    root.mkdir(parents=True, exist_ok=True)
-    log = root / LOG_FILE
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            background_command(cfg, argv),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            env=child_env(),
+    pid = running_pid(root / f"{BACKGROUND_NAME}.pid")
+    if pid is not None:
+        print(
+            f"cpu-table already runs (pid {pid}); log: {root / LOG_FILE}\n  make cpu-table-status    # where it stands"
         )
-    print(
-        f"cpu-table started in the background (pid {proc.pid}, nice {cfg.nice}); log: {log}\n"
-        f"  tail -f {log}    # follow it\n  make cpu-table-status    # where it stands"
+        return pid
+    with contextlib.ExitStack() as stack:  # a copy started otherwise is refused here, before anything starts
+        hold_root(stack, root)
+    pid = start(
+        BackgroundConfig(name=BACKGROUND_NAME, nice=cfg.nice, logs=str(root)), background_command(argv), child_env()
     )
-    return proc
+    print("  make cpu-table-status    # where it stands")
+    return pid
 
 
 def main(argv: list[str] | None = None) -> None:

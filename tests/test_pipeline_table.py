@@ -455,14 +455,9 @@ def test_a_second_copy_is_refused_while_one_holds_the_root(tmp_path, capsys):
     assert table.lock_holder(root) is None
 
 
-def test_background_command_is_the_same_run_under_nohup_and_nice():
-    cfg = TableConfig(phase="A")
+def test_background_command_is_the_same_run_without_background():
     argv = ["--phase", "A", "--background", "--root", "runs/x"]
-    assert table.background_command(cfg, argv) == [
-        "nohup",
-        "nice",
-        "-n",
-        "10",
+    assert table.background_command(argv) == [
         sys.executable,
         "-m",
         "pipeline.table",

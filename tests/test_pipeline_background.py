@@ -1,0 +1,124 @@
+"""pipeline.background: a detached, niced, logged experiment that a second start leaves alone."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline import background, table
+from pipeline.background import BackgroundConfig
+
+
+def sleeper(tmp_path: Path) -> list[str]:
+    """A job that says hello and sleeps; its command names `tmp_path`, so no other test's job runs it too (a
+    process running the very same command counts as the job started by hand)."""
+    return [sys.executable, "-c", f"import time; print('hello from the job', flush=True); time.sleep(60)  # {tmp_path}"]
+
+
+def wait_for(predicate, seconds: float = 20.0) -> None:
+    deadline = time.time() + seconds
+    while not predicate():
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def jobs():
+    started: list[int] = []
+    yield started
+    for pid in started:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def test_the_job_runs_detached_niced_and_logged(tmp_path, jobs, capsys):
+    cfg = BackgroundConfig(name="sleeper", nice=7, logs=str(tmp_path))
+    pid = background.start(cfg, sleeper(tmp_path))
+    jobs.append(pid)
+    log = tmp_path / "sleeper.log"
+    wait_for(lambda: "hello from the job" in log.read_text().splitlines())  # the job's line, not the start line
+    assert os.getsid(pid) == pid  # its own session: the starting shell can end
+    assert os.getpriority(os.PRIO_PROCESS, pid) == 7
+    autogroup = Path(f"/proc/{pid}/autogroup")
+    if autogroup.exists():  # kernels with autogroups: the session's group is niced too
+        assert autogroup.read_text().split()[-1] == "7"
+    assert json.loads((tmp_path / "sleeper.pid").read_text())["pid"] == pid
+    assert "started: " + " ".join(sleeper(tmp_path)) in log.read_text()
+    assert f"sleeper started (pid {pid}, nice 7)" in capsys.readouterr().out
+
+
+def test_a_second_start_leaves_the_running_job_alone_and_a_later_one_starts_it_again(tmp_path, jobs, capsys):
+    cfg = BackgroundConfig(name="sleeper", nice=5, logs=str(tmp_path))
+    pid = background.start(cfg, sleeper(tmp_path))
+    jobs.append(pid)
+    wait_for(lambda: background.running_pid(tmp_path / "sleeper.pid") == pid)  # nice has exec'd the command
+    assert background.start(cfg, sleeper(tmp_path)) == pid
+    assert f"sleeper already runs (pid {pid})" in capsys.readouterr().out
+    assert (tmp_path / "sleeper.log").read_text().count("started: ") == 1
+    os.killpg(pid, signal.SIGKILL)
+    wait_for(lambda: background.running_pid(tmp_path / "sleeper.pid") is None)
+    again = background.start(cfg, sleeper(tmp_path))
+    jobs.append(again)
+    assert again != pid and (tmp_path / "sleeper.log").read_text().count("started: ") == 2
+
+
+def test_the_job_does_not_inherit_the_calling_makes_flags(tmp_path, jobs, monkeypatch):
+    monkeypatch.setenv("MAKEFLAGS", "n")  # `make -n background` must not turn the detached make into a dry run
+    monkeypatch.setenv("MAKELEVEL", "1")
+    monkeypatch.setenv("VISARL_SEEN", "yes")
+    show = "import os; print(os.environ.get('MAKEFLAGS'), os.environ.get('MAKELEVEL'), os.environ.get('VISARL_SEEN'))"
+    jobs.append(background.start(BackgroundConfig(name="env", logs=str(tmp_path)), [sys.executable, "-c", show]))
+    wait_for(lambda: "None None yes" in (tmp_path / "env.log").read_text().splitlines())
+
+
+def test_a_pid_file_naming_another_program_is_not_taken_for_the_job(tmp_path):
+    pid_file = tmp_path / "job.pid"
+    pid_file.write_text(json.dumps({"pid": os.getpid(), "argv": ["make", "ablation-features"]}))
+    assert background.running_pid(pid_file) is None  # this pid runs pytest, not the recorded command
+    pid_file.write_text("not json")
+    assert background.running_pid(pid_file) is None
+
+
+def test_a_job_started_by_hand_is_found_by_its_command(tmp_path, jobs, capsys):
+    by_hand = subprocess.Popen(sleeper(tmp_path), start_new_session=True, stdout=subprocess.DEVNULL)
+    jobs.append(by_hand.pid)
+    wait_for(lambda: background.command_of(by_hand.pid) == sleeper(tmp_path))
+    assert background.start(BackgroundConfig(name="sleeper", logs=str(tmp_path)), sleeper(tmp_path)) == by_hand.pid
+    assert f"sleeper already runs (pid {by_hand.pid})" in capsys.readouterr().out
+    assert not (tmp_path / "sleeper.log").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--name", "x"], "name the command after --"),
+        (["--name", "x", "--"], "name the command after --"),
+        (["--name", "a/b", "--", "true"], "--name must be a plain file name"),
+        (["--name", "x", "--nice", "20", "--", "true"], "--nice must be in 0..19"),
+    ],
+)
+def test_bad_input_is_one_line_naming_the_fix(tmp_path, argv, message, capsys):
+    with pytest.raises(SystemExit) as stop:
+        background.main([*argv[:2], "--logs", str(tmp_path), *argv[2:]])
+    assert stop.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # nothing started, nothing written
+
+
+def test_the_table_started_in_the_background_is_not_started_twice(tmp_path, jobs, capsys):
+    root = tmp_path / "root"
+    cfg = table.TableConfig(root=str(root), results=str(tmp_path / "results")).validate()
+    holder = background.start(BackgroundConfig(name=table.BACKGROUND_NAME, logs=str(root)), sleeper(tmp_path))
+    jobs.append(holder)
+    wait_for(lambda: background.running_pid(root / "table.pid") == holder)
+    assert table.start_background(cfg, ["--root", str(root), "--background"]) == holder
+    assert f"cpu-table already runs (pid {holder}); log: {root / table.LOG_FILE}" in capsys.readouterr().out
