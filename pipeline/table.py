@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import fcntl
+import io
 import json
 import math
 import os
@@ -340,18 +341,9 @@ class Folder:
         return manifest.get("status", "complete") == "complete" and (not labelled or "labelled_from" in manifest)
 
     def run_steps(self, run_dir: str) -> tuple[int, bool]:
-        """(steps, finished) of a SAC run folder: its summary's steps, else the newest metrics row (in progress)."""
-        folder = self.root / run_dir
-        summary = folder / "summary.json"
-        if summary.exists():
-            with contextlib.suppress(json.JSONDecodeError):
-                return int(json.loads(summary.read_text()).get("steps", 0)), True
-        metrics = folder / "metrics.csv"
-        if metrics.exists():
-            lines = metrics.read_text().strip().splitlines()
-            with contextlib.suppress(ValueError, IndexError):
-                return int(float(lines[-1].split(",")[0])), False
-        return 0, False
+        """(steps, finished) of a SAC run folder (`run_state`)."""
+        steps, finished, _ = run_state(self.root / run_dir)
+        return steps, finished
 
     def finished(self, run_dirs: Iterable[str], steps: int) -> bool:
         """Every run's summary reports at least `steps` (rl.grid skips it then)."""
@@ -1046,7 +1038,11 @@ def status_text(cfg: TableConfig) -> str:
         else f"every step of phase(s) {','.join(cfg.phases)} is done",
     ]
     progress = step_progress(folder.root, todo[0]) if todo else ""
-    lines += [f"  where it stands: {progress}"] * bool(progress) + ["", estimate_text(cfg, folder)]
+    if progress:
+        lines.append(
+            f"  where it stands: {progress}" + ("" if holder else " (not running now: its last process's rate)")
+        )
+    lines += ["", estimate_text(cfg, folder)]
     return "\n".join(lines)
 
 
@@ -1064,7 +1060,37 @@ def csv_rows(path: Path) -> list[dict[str, str]]:
         return []
 
 
+def last_row(path: Path, *columns: str) -> dict[str, float] | None:
+    """The last whole row of a CSV log (a line still being written, without its newline, is not one) whose
+    `columns` read as numbers, as {column: float}; None when there is none."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    lines = text.splitlines(keepends=True)
+    whole = "".join(lines if text.endswith("\n") else lines[:-1])
+    for row in reversed(list(csv.DictReader(io.StringIO(whole)))):
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            return {c: float(row[c]) for c in columns}
+    return None
+
+
+def run_state(run: Path) -> tuple[int, bool, float]:
+    """(steps, finished, env-steps/s) of a SAC run folder. Its summary.json's steps and finished, unless its
+    metrics.csv has gone past them (a later chunk of a longer budget resumed it: in progress); else the newest
+    metrics row's steps, in progress; (0, False, 0.0) before either. The rate is the newest metrics row's."""
+    row = last_row(run / "metrics.csv", "step")
+    rate = last_row(run / "metrics.csv", "step", "steps_per_s")
+    logged, rate = (int(row["step"]) if row else 0), (rate["steps_per_s"] if rate else 0.0)
+    with contextlib.suppress(FileNotFoundError, json.JSONDecodeError, TypeError, ValueError):
+        summarized = int(json.loads((run / "summary.json").read_text()).get("steps", 0))
+        if summarized >= logged:
+            return summarized, True, rate
+    return logged, False, rate
+
+
 def hours(seconds: float) -> str:
+    """Seconds as hours, e.g. '1,234.5 h'."""
     return f"{seconds / 3600:,.1f} h"
 
 
@@ -1093,34 +1119,37 @@ def pretrain_progress(run: Path) -> str:
     """'step S of T (P %), R img/s, ~H left at that rate' from a pretrain.multimae run folder's config.json,
     data.json and train.csv ('' before its first train.csv row). R is the last row's img_per_s: the rate of
     the process that wrote it, since that process started."""
-    rows = csv_rows(run / "train.csv")
+    row = last_row(run / "train.csv", "step", "img_per_s")
     try:
         cfg = json.loads((run / "config.json").read_text())
         data = json.loads((run / "data.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        batch = int(cfg["batch_size"])
+        total = int(data.get("total_steps") or int(cfg["epochs"]) * (int(data["train_frames"]) // batch))
+    except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError, ValueError):
         return ""
-    if not rows:
+    if row is None or total <= 0:
         return ""
-    batch = int(cfg["batch_size"])
-    total = data.get("total_steps") or int(cfg["epochs"]) * (int(data["train_frames"]) // batch)
-    step, rate = int(rows[-1]["step"]), float(rows[-1]["img_per_s"])
+    step, rate = int(row["step"]), row["img_per_s"]
     left = f"~{hours((total - step) * batch / rate)} left at that rate" if rate > 0 else "no rate logged yet"
     return f"step {step:,} of {total:,} ({100 * step / total:.1f} %), {rate:.1f} img/s (its last train.csv row): {left}"
 
 
 def sac_progress(runs: Sequence[Path], steps: int) -> str:
-    """The grid's runs in progress (metrics.csv, no summary.json): how many, their steps, the mean env-step rate
-    per run of their last metrics rows and the time the furthest-behind one needs at it ('' when none is)."""
-    going = []
-    for run in runs:
-        rows = csv_rows(run / "metrics.csv")
-        if rows and not (run / "summary.json").exists():
-            going.append((int(float(rows[-1]["step"])), float(rows[-1].get("steps_per_s") or 0)))
+    """The grid's runs in progress (`run_state`): how many, their steps, the mean env-step rate per run of their
+    last metrics rows, and the time the grid's remaining steps (of runs not started too) take at that rate with
+    as many runs at a time as are in progress now ('' when none is)."""
+    states = [run_state(run) for run in runs]
+    going = [(n, rate) for n, finished, rate in states if n and not finished]
     if not going:
         return ""
     rate = sum(r for _, r in going) / len(going)
-    low, high = min(s for s, _ in going), max(s for s, _ in going)
-    left = f"~{hours((steps - low) / rate)} left at that rate" if rate > 0 else "no rate logged yet"
+    low, high = min(n for n, _ in going), max(n for n, _ in going)
+    remaining = sum(max(steps - n, 0) for n, finished, _ in states if not (finished and n >= steps))
+    left = (
+        f"~{hours(remaining / (rate * len(going)))} left at that rate, {len(going)} at a time"
+        if rate > 0
+        else "no rate logged yet"
+    )
     return (
         f"{len(going)} of {len(runs)} runs in progress at {low:,}-{high:,} of {steps:,} steps, "
         f"{rate:.2f} env-steps/s per run (their last metrics rows): {left}"

@@ -45,7 +45,7 @@ class PretrainConfig:
     micro_batch: int = option(
         0,
         "images per forward/backward pass, gradients accumulated over the batch (the same update, float rounding "
-        f"aside): 0 = {CPU_MICRO_BATCH} on a CPU (smaller passes stay in cache: faster there, BENCHMARKS.md), "
+        f"aside): 0 = {CPU_MICRO_BATCH} on a CPU (measured faster there: BENCHMARKS.md), "
         "the whole batch on a GPU",
     )
     blr: float = option(

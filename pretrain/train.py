@@ -92,7 +92,7 @@ def backward_in_passes(
     """Forward and backward of one batch in passes of `micro_batch` images (0: one pass), the gradients
     accumulated. The whole batch's masks are drawn first (the draws one pass makes) and every pass averages
     its losses over the whole batch's masked patches, so the gradient is the one pass's, up to float
-    rounding; a CPU runs the smaller passes faster (their activations stay in cache: BENCHMARKS.md). Under
+    rounding; a CPU runs the smaller passes faster (BENCHMARKS.md, "Pass size"). Under
     DDP only the last pass all-reduces. Returns the batch's loss and per-output losses, detached."""
     batch = next(iter(inputs.values())).shape[0]
     visible = model.sample_masks(batch, generator, next(iter(inputs.values())).device)  # [B, M*L]

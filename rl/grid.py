@@ -268,7 +268,8 @@ def check_memory(cfg: GridConfig, packs: list[list[Run]]) -> None:
     check_replay_memory(
         sum(needs[:at_once]),
         f"this grid's {at_once} pack(s) at once (--parallel {cfg.parallel}, up to {max(map(len, packs))} runs per pack)",
-        "lower --pack or --parallel, or pass a smaller --replay-size in --extra",
+        "lower --pack or --parallel, or pass a smaller --replay-size in --extra (from pipeline.table: --cnn-pack, "
+        "--parallel or --sac-extra)",
     )
 
 

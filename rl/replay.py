@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -262,9 +263,19 @@ def _zeros(shape: tuple[int, ...], dtype: Any, storage: torch.device) -> torch.T
     return torch.zeros(shape, dtype=_TORCH_DTYPES[np.dtype(dtype)], device=storage)
 
 
-def physical_memory() -> int:
-    """Bytes of RAM of this machine."""
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+#: where a container or batch system caps this process's memory (cgroup v2, then v1)
+CGROUP_MEMORY_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+
+
+def physical_memory(limits: Sequence[str | Path] = CGROUP_MEMORY_LIMITS) -> int:
+    """Bytes of RAM this process may use: the machine's, or less where a cgroup (Docker, Slurm) caps it."""
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for path in limits:
+        try:
+            ram = min(ram, int(Path(path).read_text().strip()))  # v2 says "max" when uncapped
+        except (OSError, ValueError):
+            continue
+    return ram
 
 
 #: share of the machine's RAM the replay buffers of the packs running at once may fill by their last step

@@ -399,7 +399,7 @@ def test_status_says_where_a_running_pretraining_stands_and_its_time_left(tmp_pa
     # (2,024 - 20) x 512 images at 25.6 img/s = 40,080 s
     assert (
         "  where it stands: step 20 of 2,024 (1.0 %), 25.6 img/s (its last train.csv row): ~11.1 h left at that rate"
-        in text
+        " (not running now: its last process's rate)" in text
     )
     write(run / "data.json", json.dumps({"train_frames": 47_510, "total_steps": 1_000}))  # what pretrain now records
     assert "step 20 of 1,000 (2.0 %)" in table.status_text(cfg)
@@ -414,10 +414,26 @@ def test_status_says_where_a_running_sac_grid_stands(tmp_path):
     finish_run(root / table.table_dir("reach-v3", "state", 0), 100_000)
     write(root / table.table_dir("reach-v3", "state", 1) / "metrics.csv", "step,steps_per_s\n40000,5.0\n")
     write(root / table.table_dir("reach-v3", "mmae_rgbs", 0) / "metrics.csv", "step,steps_per_s\n50000,3.0\n")
-    # the finished run and the one not started are not in progress; the slowest needs 60,000 steps at 4.0/s
+    # the finished run and the one not started are not in progress; left: 60,000 + 50,000 + 100,000 (not
+    # started) steps at 4.0/s per run, 2 runs at a time
     assert table.step_progress(root, step) == (
         "2 of 4 runs in progress at 40,000-50,000 of 100,000 steps, 4.00 env-steps/s per run "
-        "(their last metrics rows): ~4.2 h left at that rate"
+        "(their last metrics rows): ~7.3 h left at that rate, 2 at a time"
+    )
+
+
+def test_a_run_resumed_past_its_summary_is_in_progress_and_a_half_written_row_is_skipped(tmp_path):
+    cfg = config(tmp_path)
+    root = Path(cfg.root)
+    run = table.table_dir("drawer-open-v3", "state", 0)
+    finish_run(root / run, 75_000, task="drawer-open-v3")  # an earlier chunk of the pilot ended at 75k
+    write(root / run / "metrics.csv", "step,steps_per_s\n75000,4.0\n")
+    assert table.Folder(cfg).run_steps(run) == (75_000, True)
+    write(root / run / "metrics.csv", "step,steps_per_s\n75000,4.0\n90000,2.0\n95000,")  # the next chunk runs
+    assert table.Folder(cfg).run_steps(run) == (90_000, False)
+    assert table.sac_progress([root / run], 100_000) == (
+        "1 of 1 runs in progress at 90,000-90,000 of 100,000 steps, 2.00 env-steps/s per run "
+        "(their last metrics rows): ~1.4 h left at that rate, 1 at a time"
     )
 
 

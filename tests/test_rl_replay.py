@@ -413,3 +413,15 @@ def test_replay_that_would_outgrow_ram_is_refused_with_the_fix(monkeypatch):
         "this pack of 3 run(s) would hold 14.0 GiB of replay by its last step, more than 85% of this machine's "
         "16.0 GiB of RAM; lower --replay-size"
     )
+
+
+def test_a_cgroup_memory_cap_is_the_memory_replay_may_use(tmp_path):
+    from rl import replay
+
+    ram = replay.physical_memory(())
+    assert ram == os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    uncapped, v1_cap = tmp_path / "memory.max", tmp_path / "memory.limit_in_bytes"
+    uncapped.write_text("max\n")  # cgroup v2 without a cap
+    v1_cap.write_text(f"{4 << 30}\n")
+    assert replay.physical_memory([uncapped]) == ram
+    assert replay.physical_memory([uncapped, v1_cap, tmp_path / "absent"]) == min(ram, 4 << 30)
