@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export MUJOCO_GL ?= egl
 
-.PHONY: demo demo-gif test venv sysdeps bench cpu-slice slice-encoders slice-probes ablation-features \
+.PHONY: demo demo-gif test venv sysdeps bench cpu-slice slice-encoder-rgbs slice-encoders slice-probes ablation-features \
 	ablation-features-raw ablation-features-standardized gaze-triplets ablation-gaze-discount ablation-gaze-undiscounted \
 	ablation-gaze-discounted cpu-table cpu-table-status background gpu-bundle check-floors clean-venv
 
@@ -86,13 +86,16 @@ cpu-slice: slice-probes
 	$(PY) -m pipeline.keep --source $(SLICE)/runs/sac --out results/cpu-slice
 	$(PY) -m pipeline.report results/cpu-slice --out $(SLICE)/report
 
-# the slice's frames, labels and both MultiMAEs (each step skips or resumes)
-slice-encoders: venv
+# the slice's frames, labels and rgb+saliency MultiMAE (ViSaRL's encoder: all the feature ablation needs),
+# then the rgb-only one (each step skips or resumes)
+slice-encoder-rgbs: venv
 	mkdir -p $(SLICE)/runs/saliency/reach-v3
 	cp -n artifacts/saliency/reach-v3/student.pt $(SLICE)/runs/saliency/reach-v3/
 	cd $(SLICE) && $(SLICE_PY) -m data.collect --task reach-v3 --frames 8000 --workers 2 --shard-size 1000 --out shards/reach-v3
 	cd $(SLICE) && $(SLICE_PY) -m saliency.label --model runs/saliency/reach-v3/student.pt --data shards/reach-v3 --out shards/reach-v3-sal
 	cd $(SLICE) && $(SLICE_PY) -m pretrain.multimae --data shards/reach-v3-sal --preset cpu --modalities rgb,saliency --threads 1 --resume auto --out runs/mmae/rgbs/reach-v3
+
+slice-encoders: slice-encoder-rgbs
 	cd $(SLICE) && $(SLICE_PY) -m pretrain.multimae --data shards/reach-v3-sal --preset cpu --modalities rgb --threads 1 --resume auto --out runs/mmae/rgb/reach-v3
 
 # their probes (the ablations below need only the encoders)
@@ -107,7 +110,7 @@ slice-probes: slice-encoders
 # Like every experiment target it ends by keeping the raw results under results/ (commit them) and reporting
 # from there, so what RESULTS.md quotes regenerates from the repository (results/README.md).
 FEATURE_ARMS := raw standardized
-ablation-features: slice-encoders
+ablation-features: slice-encoder-rgbs
 	$(MAKE) -j2 $(addprefix ablation-features-,$(FEATURE_ARMS))
 	$(PY) -m pipeline.keep --source $(SLICE)/runs/ablation-features --out results/ablation-features
 	$(PY) -m pipeline.report results/ablation-features --out $(SLICE)/report-ablation-features
