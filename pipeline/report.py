@@ -513,6 +513,42 @@ def ordering_table(runs: list[dict]) -> str:
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
+def variant_table(runs: list[dict]) -> str:
+    """Markdown: each setting a run changed from its default (VARIANT_FIELDS: an ablation) against the default
+    row of the same encoder and task: per side the mean final success and the mean of each seed's last
+    LAST_EVALS evaluations, then variant - default of each with its 95 % Welch t-interval and verdict (the
+    variant is better / worse only when the interval excludes 0)."""
+    tasks, by = _cells(runs)
+    lines = [
+        f"| Setting | Task | Runs (default / setting) | Final success: default / setting | Setting - default, final "
+        f"[95 % Welch t-CI] | Verdict | Last {LAST_EVALS} evaluations: default / setting | Setting - default, last "
+        f"{LAST_EVALS} [95 % Welch t-CI] | Verdict |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in sorted({r["encoder"] for r in runs if " [" in r["encoder"]}, key=_encoder_key):
+        default = row.partition(" ")[0]
+        for task in tasks:
+            base, changed = by.get((default, task), []), by.get((row, task), [])
+            if not base or not changed:
+                continue
+            cells = []
+            for measure in (_final, lambda rs: [last_evals_mean(r) for r in rs]):
+                a, b = measure(base), measure(changed)
+                diff, lo, hi = stats.welch_interval(a, b)
+                interval = f"[{lo:+.2f}, {hi:+.2f}]" if not math.isnan(lo) else "[n/a: a side has 1 seed]"
+                verdict = (
+                    "n/a"
+                    if math.isnan(lo)
+                    else {"holds": "better", "reversed": "worse"}.get(_verdict(lo, hi), "not resolved")
+                )
+                cells += [f"{np.mean(a):.2f} / {np.mean(b):.2f}", f"{diff:+.2f} {interval}", verdict]
+            setting = row.partition(" ")[2].strip("[]")
+            lines.append(
+                f"| {_label(default)}: {setting} | {task} | {len(base)} / {len(changed)} | " + " | ".join(cells) + " |"
+            )
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def progress_table(running: list[dict]) -> str:
     """Markdown: per encoder and task still running, success and return at the newest evaluation step
     that every one of its seeds has reached (mean [95 % t-interval] over those seeds, and each seed's value)."""
@@ -714,6 +750,15 @@ def statistics_sections(runs: list[dict], running: list[dict], out: Path, cfg: R
             "Per task: the difference of mean final success with its 95 % Welch t-interval (holds only when "
             "it excludes 0).\n",
             orderings + "\n",
+        ]
+    variants = variant_table(runs)
+    if variants:
+        parts += [
+            "## Settings against their defaults (ablations)\n",
+            'Runs that set an option otherwise than its default (README, "Faithful to the paper") against the '
+            "default runs of the same encoder and task: the difference of means with its 95 % Welch t-interval; "
+            "a setting is better or worse only when the interval excludes 0.\n",
+            variants + "\n",
         ]
     if running:
         parts += [

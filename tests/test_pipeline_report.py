@@ -344,3 +344,42 @@ def test_report_embeds_a_clip_per_task_and_encoder_and_states_the_precision(tmp_
     clip = Image.open(tmp_path / "report" / "clips" / "reach-v3_cnn_rgb.gif").convert("RGB")
     assert clip.getpixel((0, 0)) == (0, 0, 0)  # the lowest seed's clip
     assert "| Precision |" in text and "| fp32 |" in text  # runs from before the switch ran in fp32
+
+
+def _variant_run(root: Path, seed: int, success: float, **setting) -> None:
+    run = _fake_run(root, "reach-v3", "mmae_rgbs", seed, success)
+    (run / "config.json").write_text(json.dumps({"encoder": "mmae_rgbs", **setting}))
+
+
+def test_an_ablation_is_the_settings_difference_from_the_default_with_its_welch_interval(tmp_path):
+    from pipeline import stats
+    from pipeline.report import last_evals_mean, variant_table
+
+    runs = tmp_path / "sac"
+    default, standardized, scaled = [0.10, 0.20, 0.15], [0.60, 0.70, 0.65], [0.05, 0.30, 0.15]
+    for seed in range(3):
+        _variant_run(runs / "raw", seed, default[seed], mmae_features="raw")
+        _variant_run(runs / "std", seed, standardized[seed], mmae_features="standardized")
+        _variant_run(runs / "scaled", seed, scaled[seed], saliency_scale="authors")
+    loaded = sorted(load_runs([runs]), key=lambda r: r["seed"])
+    table = variant_table(loaded)
+    diff, lo, hi = stats.welch_interval(default, standardized)
+    # the fake curves ramp to the final value: the last 3 evaluations average ~0.75 of it
+    last = stats.welch_interval(
+        *(
+            [last_evals_mean(r) for r in loaded if r["encoder"] == row]
+            for row in ("mmae_rgbs", "mmae_rgbs [mmae_features=standardized]")
+        )
+    )
+    assert (
+        f"| MMAE RGB+Saliency (ViSaRL): mmae_features=standardized | reach-v3 | 3 / 3 | 0.15 / 0.65 | "
+        f"{diff:+.2f} [{lo:+.2f}, {hi:+.2f}] | better | 0.11 / 0.49 | {last[0]:+.2f} [{last[1]:+.2f}, {last[2]:+.2f}] "
+        "| better |"
+    ) in table
+    assert lo > 0 and abs(diff - 0.50) < 1e-9
+    scaled = next(line for line in table.splitlines() if "saliency_scale=authors" in line)
+    assert scaled.count("not resolved") == 2  # 0.05-0.30 against 0.10-0.20: the interval spans 0
+    report = write_report(
+        ReportConfig(roots=str(runs), out=str(tmp_path / "report"), pictures_root=str(tmp_path), reps=200)
+    ).read_text()
+    assert "## Settings against their defaults (ablations)" in report and table in report
