@@ -159,7 +159,7 @@ cpu-table: venv
 # Every long experiment here, detached (pipeline.background: own session, niced, its log in $(RUNS_HOME)/<name>.log):
 # run it at the start of each session. What still runs is left alone; the rest resumes from its checkpoints.
 # CPU shares by niceness: #24's feature ablation first (5), then the CPU table (10), the gaze ablation last (15).
-background: venv
+background: venv sysdeps
 	$(PY) -m pipeline.background --name ablation-features --nice 5 --logs $(RUNS_HOME) -- \
 		make ablation-features SLICE=$(SLICE)
 	$(PY) -m pipeline.background --name ablation-gaze-discount --nice 15 --logs $(RUNS_HOME) -- \
