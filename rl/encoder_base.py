@@ -59,6 +59,10 @@ class Encoder(nn.Module):
         return (type(self).__name__, self.out_dim, self.obs_keys)
 
     # -- hooks for methods with their own learning signal (no-ops by default) -----------------
+    def host_memory(self, steps: int) -> int:
+        """Bytes of host RAM the encoder's own buffers hold after `steps` env steps per run (0: none)."""
+        return 0
+
     def on_env_step(self, obs: dict[str, torch.Tensor], rewards: np.ndarray, dones: np.ndarray) -> None:
         """Called once per vector-env step with the observations [R, N, ...] the policy acted on."""
 

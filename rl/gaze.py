@@ -346,10 +346,28 @@ class GazeEncoder(Encoder):
 
     def _new_buffer(self, device: torch.device | str) -> ReturnBuffer:
         c = self.feat_shape[0]
-        pooled = c * self.head.pool * self.head.pool
         return ReturnBuffer(
-            self.settings.buffer_size, self.feat_shape, c, pooled, self.settings.return_discount, device=device
+            self.settings.buffer_size,
+            self.feat_shape,
+            c,
+            self.pooled_dim,
+            self.settings.return_discount,
+            device=device,
         )
+
+    @property
+    def pooled_dim(self) -> int:
+        """Values of the gaze head's pooled input per entry (channels x pool x pool)."""
+        return self.feat_shape[0] * self.head.pool * self.head.pool
+
+    def host_memory(self, steps: int) -> int:
+        """The runs' return buffers (CPU) after `steps` env steps per run: one entry per step, up to their size."""
+        if not self.contrastive:
+            return 0
+        size = ReturnBuffer.bytes_needed(
+            self.settings.buffer_size, self.feat_shape, self.feat_shape[0], self.pooled_dim, steps
+        )
+        return self.runs * size
 
     def _apply(self, fn, recurse: bool = True):
         """Moving the encoder moves the buffers' k-NN key mirrors too (torch search on a GPU)."""

@@ -66,6 +66,16 @@ class ReturnBuffer:
         self.written = 0  # entries ever written (the next write id)
         self.pending: dict[int, list[tuple[int, int, float]]] = {}  # env -> [(slot, write id, reward)]
 
+    @staticmethod
+    def bytes_needed(
+        capacity: int, feat_shape: tuple[int, int, int], key_dim: int, pooled_dim: int, entries: int | None = None
+    ) -> int:
+        """Bytes the buffer's arrays hold once `entries` (default all `capacity`) slots are written."""
+        c, h, w = feat_shape
+        # feats (float16), cell_sq, pooled, keys, returns (float32), valid, write_id
+        per_entry = c * h * w * 2 + h * w * 4 + pooled_dim * 4 + key_dim * 4 + 4 + 1 + 8
+        return min(capacity, capacity if entries is None else entries) * per_entry
+
     @property
     def size(self) -> int:
         return min(self.written, self.capacity)

@@ -253,7 +253,7 @@ def pack_replay_bytes(cfg: GridConfig, pack: list[Run]) -> int:
     fields = replay_fields(enc.obs_keys, enc.out_dim if enc.frozen else 0, sac.env.image_size)
     return ReplayBuffer.bytes_needed(
         fields, ACTION_DIM, sac.replay_size, len(pack), sac.num_envs, sac.steps, sac.env.max_episode_steps
-    )
+    ) + len(pack) * enc.host_memory(sac.steps)
 
 
 def check_memory(cfg: GridConfig, packs: list[list[Run]]) -> None:

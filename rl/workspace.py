@@ -157,7 +157,8 @@ class Pack:
                     self.envs_per_run,
                     self.cfg.steps,
                     self.cfg.env.max_episode_steps,
-                ),
+                )
+                + (self.encoder.host_memory(self.cfg.steps) if self.encoder is not None else 0),
                 f"this pack of {self.runs} run(s) of {self.cfg.steps:,} steps (--replay-size {self.cfg.replay_size:,})",
                 "lower --replay-size, or run fewer runs per pack (rl.grid --pack)",
             )

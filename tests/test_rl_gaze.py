@@ -400,3 +400,16 @@ def test_ablation_heads_take_contrastive_steps(name):
     )
     changed = {n for n, p in enc.named_parameters() if not torch.equal(p, before[n])}
     assert changed and all(n.startswith("head.") for n in changed)
+
+
+def test_the_return_buffers_memory_is_what_their_arrays_hold():
+    cfg = small_cfg(gaze_buffer_size=40)
+    enc = ENCODERS["gaze"](cfg, 64)
+    buf = enc.buffers[0]
+    arrays = (buf.feats, buf.cell_sq, buf.pooled, buf.keys, buf.returns, buf.valid, buf.write_id)
+    full = sum(a.nbytes for a in arrays)
+    assert ReturnBuffer.bytes_needed(40, enc.feat_shape, buf.key_dim, buf.pooled.shape[1]) == full
+    assert enc.host_memory(10) == full // 4  # one entry per env step
+    assert enc.host_memory(1_000) == full  # never more than its size
+    assert ENCODERS["gaze_nocontrast"](cfg, 64).host_memory(1_000) == 0  # no return buffer
+    assert ENCODERS["cnn_rgb"](cfg, 64).host_memory(1_000) == 0

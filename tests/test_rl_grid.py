@@ -70,3 +70,22 @@ def test_a_grid_whose_packs_at_once_would_outgrow_ram_is_refused_before_anything
     assert not (tmp_path / "runs").exists()  # nothing started, no spec written
     single = grid_of("0,1", 1)
     grid.check_memory(single, grid.plan_packs(single, plan(single)))
+
+
+def test_a_gaze_packs_memory_counts_its_return_buffers(tmp_path, monkeypatch):
+    """Gaze runs hold a return buffer of trunk features beside the replay (~8.6 KB per entry, up to
+    --gaze-buffer-size entries): the memory check counts it."""
+    from rl.encoders import build_encoder
+    from rl.gaze_buffer import ReturnBuffer
+
+    monkeypatch.chdir(tmp_path)
+    cfg_of = lambda encoder: from_flat(  # noqa: E731
+        GridConfig, tasks="reach-v3", encoders=encoder, seeds="0,1", steps=500_000, pack=2, sac_preset="paper"
+    )
+    gaze, cnn = cfg_of("gaze"), cfg_of("cnn_rgb")
+    gaze_pack, cnn_pack = grid.plan_packs(gaze, plan(gaze))[0], grid.plan_packs(cnn, plan(cnn))[0]
+    sac = grid.run_config(gaze, gaze_pack[0])
+    enc = build_encoder(sac, sac.env.image_size)
+    per_run = ReturnBuffer.bytes_needed(enc.settings.buffer_size, enc.feat_shape, enc.feat_shape[0], enc.pooled_dim)
+    assert enc.host_memory(500_000) == per_run > 800 << 20  # the buffer fills: 100k entries
+    assert grid.pack_replay_bytes(gaze, gaze_pack) == grid.pack_replay_bytes(cnn, cnn_pack) + 2 * per_run
