@@ -73,7 +73,7 @@ def test_a_grid_whose_packs_at_once_would_outgrow_ram_is_refused_before_anything
 
 
 def test_a_gaze_packs_memory_counts_its_return_buffers(tmp_path, monkeypatch):
-    """Gaze runs hold a return buffer of trunk features beside the replay (~8.6 KB per entry, up to
+    """Gaze runs hold a return buffer of trunk features beside the replay (~9.5 KB per entry, up to
     --gaze-buffer-size entries): the memory check counts it."""
     from rl.encoders import build_encoder
     from rl.gaze_buffer import ReturnBuffer
