@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -57,7 +58,7 @@ def running_pid(pid_file: Path, command: list[str] | None = None) -> int | None:
             return int(record["pid"])
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    if command:
+    if command and Path("/proc").is_dir():
         for proc in Path("/proc").iterdir():
             if proc.name.isdigit() and int(proc.name) != os.getpid() and command_of(proc.name) == command:
                 return int(proc.name)
@@ -67,6 +68,8 @@ def running_pid(pid_file: Path, command: list[str] | None = None) -> int | None:
 def start(cfg: BackgroundConfig, command: list[str], env: dict[str, str] | None = None) -> int:
     """Start `command` detached (see the module docstring) in `env` (default this one's); its pid, or the pid
     already running it."""
+    if shutil.which(command[0]) is None:
+        raise ValueError(f"{command[0]!r} is not a program on PATH: name the command to run after --")
     folder = Path(cfg.logs).expanduser()
     folder.mkdir(parents=True, exist_ok=True)
     log, pid_file = folder / f"{cfg.name}.log", folder / f"{cfg.name}.pid"

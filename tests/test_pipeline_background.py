@@ -104,6 +104,7 @@ def test_a_job_started_by_hand_is_found_by_its_command(tmp_path, jobs, capsys):
         (["--name", "x", "--"], "name the command after --"),
         (["--name", "a/b", "--", "true"], "--name must be a plain file name"),
         (["--name", "x", "--nice", "20", "--", "true"], "--nice must be in 0..19"),
+        (["--name", "x", "--", "no-such-program-here", "run"], "'no-such-program-here' is not a program on PATH"),
     ],
 )
 def test_bad_input_is_one_line_naming_the_fix(tmp_path, argv, message, capsys):
