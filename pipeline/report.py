@@ -424,6 +424,11 @@ def _verdict(lo: float, hi: float, null: float = 0.0) -> str:
     return "holds" if lo > null else "reversed" if hi < null else "not resolved"
 
 
+def _interval(lo: float, hi: float) -> str:
+    """A Welch interval as '[lo, hi]', or why there is none (a side with one seed gives NaN)."""
+    return f"[{lo:+.2f}, {hi:+.2f}]" if not math.isnan(lo) else "[n/a: a side has 1 seed]"
+
+
 def _paper_gap(worse: str, better: str, tasks: list[str]) -> float:
     """The paper's mean over `tasks` of better - worse (NaN where the paper has no number)."""
     pairs = [(PAPER_TABLE_I.get(worse, {}).get(t), PAPER_TABLE_I.get(better, {}).get(t)) for t in tasks]
@@ -502,7 +507,7 @@ def ordering_table(runs: list[dict]) -> str:
             if not a or not b:
                 continue
             diff, lo, hi = stats.welch_interval(a, b)
-            interval = f"[{lo:+.2f}, {hi:+.2f}]" if not math.isnan(lo) else "[n/a: a side has 1 seed]"
+            interval = _interval(lo, hi)
             verdict = (_verdict(lo, hi) if not math.isnan(lo) else "n/a") + f" (n={len(a)} / {len(b)})"
             paper = _paper_gap(worse, better, [task])
             lines.append(
@@ -535,13 +540,12 @@ def variant_table(runs: list[dict]) -> str:
             for measure in (_final, lambda rs: [last_evals_mean(r) for r in rs]):
                 a, b = measure(base), measure(changed)
                 diff, lo, hi = stats.welch_interval(a, b)
-                interval = f"[{lo:+.2f}, {hi:+.2f}]" if not math.isnan(lo) else "[n/a: a side has 1 seed]"
                 verdict = (
                     "n/a"
                     if math.isnan(lo)
                     else {"holds": "better", "reversed": "worse"}.get(_verdict(lo, hi), "not resolved")
                 )
-                cells += [f"{np.mean(a):.2f} / {np.mean(b):.2f}", f"{diff:+.2f} {interval}", verdict]
+                cells += [f"{np.mean(a):.2f} / {np.mean(b):.2f}", f"{diff:+.2f} {_interval(lo, hi)}", verdict]
             setting = row.partition(" ")[2].strip("[]")
             lines.append(
                 f"| {_label(default)}: {setting} | {task} | {len(base)} / {len(changed)} | " + " | ".join(cells) + " |"

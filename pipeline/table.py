@@ -1051,25 +1051,19 @@ def flag_value(argv: Sequence[str], name: str) -> str | None:
     return argv[argv.index(name) + 1] if name in argv[:-1] else None
 
 
-def csv_rows(path: Path) -> list[dict[str, str]]:
-    """The rows of a CSV log ([] when it does not exist yet)."""
-    try:
-        with path.open(newline="") as f:
-            return list(csv.DictReader(f))
-    except FileNotFoundError:
-        return []
-
-
-def last_row(path: Path, *columns: str) -> dict[str, float] | None:
-    """The last whole row of a CSV log (a line still being written, without its newline, is not one) whose
-    `columns` read as numbers, as {column: float}; None when there is none."""
+def whole_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of a CSV log ([] when it does not exist yet), less a last line still being written (no newline)."""
     try:
         text = path.read_text()
     except FileNotFoundError:
-        return None
+        return []
     lines = text.splitlines(keepends=True)
-    whole = "".join(lines if text.endswith("\n") else lines[:-1])
-    for row in reversed(list(csv.DictReader(io.StringIO(whole)))):
+    return list(csv.DictReader(io.StringIO("".join(lines if text.endswith("\n") else lines[:-1]))))
+
+
+def last_numbers(rows: Sequence[dict[str, str]], *columns: str) -> dict[str, float] | None:
+    """The last of `rows` whose `columns` all read as numbers, as {column: float}; None when there is none."""
+    for row in reversed(rows):
         with contextlib.suppress(KeyError, TypeError, ValueError):
             return {c: float(row[c]) for c in columns}
     return None
@@ -1079,9 +1073,9 @@ def run_state(run: Path) -> tuple[int, bool, float]:
     """(steps, finished, env-steps/s) of a SAC run folder. Its summary.json's steps and finished, unless its
     metrics.csv has gone past them (a later chunk of a longer budget resumed it: in progress); else the newest
     metrics row's steps, in progress; (0, False, 0.0) before either. The rate is the newest metrics row's."""
-    row = last_row(run / "metrics.csv", "step")
-    rate = last_row(run / "metrics.csv", "step", "steps_per_s")
-    logged, rate = (int(row["step"]) if row else 0), (rate["steps_per_s"] if rate else 0.0)
+    rows = whole_rows(run / "metrics.csv")
+    row, rated = last_numbers(rows, "step"), last_numbers(rows, "step", "steps_per_s")
+    logged, rate = (int(row["step"]) if row else 0), (rated["steps_per_s"] if rated else 0.0)
     with contextlib.suppress(FileNotFoundError, json.JSONDecodeError, TypeError, ValueError):
         summarized = int(json.loads((run / "summary.json").read_text()).get("steps", 0))
         if summarized >= logged:
@@ -1119,7 +1113,7 @@ def pretrain_progress(run: Path) -> str:
     """'step S of T (P %), R img/s, ~H left at that rate' from a pretrain.multimae run folder's config.json,
     data.json and train.csv ('' before its first train.csv row). R is the last row's img_per_s: the rate of
     the process that wrote it, since that process started."""
-    row = last_row(run / "train.csv", "step", "img_per_s")
+    row = last_numbers(whole_rows(run / "train.csv"), "step", "img_per_s")
     try:
         cfg = json.loads((run / "config.json").read_text())
         data = json.loads((run / "data.json").read_text())

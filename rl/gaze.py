@@ -344,30 +344,17 @@ class GazeEncoder(Encoder):
             self.rngs = [np.random.default_rng(int(getattr(cfg, "seed", 0)) + 7919) for _ in range(runs)]
             self.head_optimizer = torch.optim.Adam(self.head.parameters(), lr=settings.lr)
 
-    def _new_buffer(self, device: torch.device | str) -> ReturnBuffer:
+    def _buffer_shape(self) -> tuple[int, tuple[int, int, int], int, int]:
+        """A run's return buffer: capacity, trunk map shape, key size (the channels), pooled head input size."""
         c = self.feat_shape[0]
-        return ReturnBuffer(
-            self.settings.buffer_size,
-            self.feat_shape,
-            c,
-            self.pooled_dim,
-            self.settings.return_discount,
-            device=device,
-        )
+        return self.settings.buffer_size, self.feat_shape, c, c * self.head.pool * self.head.pool
 
-    @property
-    def pooled_dim(self) -> int:
-        """Values of the gaze head's pooled input per entry (channels x pool x pool)."""
-        return self.feat_shape[0] * self.head.pool * self.head.pool
+    def _new_buffer(self, device: torch.device | str) -> ReturnBuffer:
+        return ReturnBuffer(*self._buffer_shape(), self.settings.return_discount, device=device)
 
     def host_memory(self, steps: int) -> int:
         """The runs' return buffers (CPU) after `steps` env steps per run: one entry per step, up to their size."""
-        if not self.contrastive:
-            return 0
-        size = ReturnBuffer.bytes_needed(
-            self.settings.buffer_size, self.feat_shape, self.feat_shape[0], self.pooled_dim, steps
-        )
-        return self.runs * size
+        return self.runs * ReturnBuffer.bytes_needed(*self._buffer_shape(), steps) if self.contrastive else 0
 
     def _apply(self, fn, recurse: bool = True):
         """Moving the encoder moves the buffers' k-NN key mirrors too (torch search on a GPU)."""

@@ -86,6 +86,7 @@ def test_a_gaze_packs_memory_counts_its_return_buffers(tmp_path, monkeypatch):
     gaze_pack, cnn_pack = grid.plan_packs(gaze, plan(gaze))[0], grid.plan_packs(cnn, plan(cnn))[0]
     sac = grid.run_config(gaze, gaze_pack[0])
     enc = build_encoder(sac, sac.env.image_size)
-    per_run = ReturnBuffer.bytes_needed(enc.settings.buffer_size, enc.feat_shape, enc.feat_shape[0], enc.pooled_dim)
+    c = enc.feat_shape[0]  # keys of c values, the head's pooled input of c x pool x pool
+    per_run = ReturnBuffer.bytes_needed(enc.settings.buffer_size, enc.feat_shape, c, c * enc.head.pool**2)
     assert enc.host_memory(500_000) == per_run > 800 << 20  # the buffer fills: 100k entries
     assert grid.pack_replay_bytes(gaze, gaze_pack) == grid.pack_replay_bytes(cnn, cnn_pack) + 2 * per_run
