@@ -60,7 +60,7 @@ class Encoder(nn.Module):
 
     # -- hooks for methods with their own learning signal (no-ops by default) -----------------
     def host_memory(self, steps: int) -> int:
-        """Bytes of host RAM the encoder's own buffers hold after `steps` env steps per run (0: none)."""
+        """Bytes of host RAM the encoder's own buffers hold per run after `steps` env steps (0: none)."""
         return 0
 
     def on_env_step(self, obs: dict[str, torch.Tensor], rewards: np.ndarray, dones: np.ndarray) -> None:

@@ -353,8 +353,8 @@ class GazeEncoder(Encoder):
         return ReturnBuffer(*self._buffer_shape(), self.settings.return_discount, device=device)
 
     def host_memory(self, steps: int) -> int:
-        """The runs' return buffers (CPU) after `steps` env steps per run: one entry per step, up to their size."""
-        return self.runs * ReturnBuffer.bytes_needed(*self._buffer_shape(), steps) if self.contrastive else 0
+        """A run's return buffer (CPU) after `steps` env steps: one entry per step, up to its size."""
+        return ReturnBuffer.bytes_needed(*self._buffer_shape(), steps) if self.contrastive else 0
 
     def _apply(self, fn, recurse: bool = True):
         """Moving the encoder moves the buffers' k-NN key mirrors too (torch search on a GPU)."""

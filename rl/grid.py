@@ -241,9 +241,8 @@ def pack_replay_bytes(cfg: GridConfig, pack: list[Run]) -> int:
     """Bytes of replay the pack holds in RAM by its last step (0 when its encoder cannot be built here: the pack
     then reports that itself)."""
     from rl.encoders import build_encoder
-    from rl.envs import ACTION_DIM
     from rl.observe import replay_fields
-    from rl.replay import ReplayBuffer
+    from rl.workspace import host_bytes
 
     sac = run_config(cfg, pack[0])  # the runs of a pack share everything but seed and folder
     try:
@@ -251,9 +250,7 @@ def pack_replay_bytes(cfg: GridConfig, pack: list[Run]) -> int:
     except (FileNotFoundError, ValueError):
         return 0
     fields = replay_fields(enc.obs_keys, enc.out_dim if enc.frozen else 0, sac.env.image_size)
-    return ReplayBuffer.bytes_needed(
-        fields, ACTION_DIM, sac.replay_size, len(pack), sac.num_envs, sac.steps, sac.env.max_episode_steps
-    ) + len(pack) * enc.host_memory(sac.steps)
+    return host_bytes(sac, fields, enc, len(pack))
 
 
 def check_memory(cfg: GridConfig, packs: list[list[Run]]) -> None:

@@ -285,11 +285,11 @@ REPLAY_MEMORY_SHARE = 0.85
 def check_replay_memory(need: int, what: str, fix: str) -> None:
     """Refuse, before anything runs, replay buffers that would outgrow this machine's RAM: CPU buffers fill
     as they run, so an oversized one would otherwise be killed hours or days in, by the kernel."""
-    limit = REPLAY_MEMORY_SHARE * physical_memory()
-    if need > limit:
+    ram = physical_memory()
+    if need > REPLAY_MEMORY_SHARE * ram:
         raise ValueError(
             f"{what} would hold {need / 2**30:.1f} GiB of replay by its last step, more than "
-            f"{REPLAY_MEMORY_SHARE:.0%} of this machine's {physical_memory() / 2**30:.1f} GiB of RAM; {fix}"
+            f"{REPLAY_MEMORY_SHARE:.0%} of this machine's {ram / 2**30:.1f} GiB of RAM; {fix}"
         )
 
 

@@ -53,6 +53,15 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
 
 
+def host_bytes(cfg: SACConfig, fields: dict, encoder: Encoder | None, runs: int) -> int:
+    """Host RAM a pack of `runs` runs of `cfg` holds by its last step: the CPU replay of `fields` (filled as it
+    runs) and the encoder's own buffers."""
+    replay = ReplayBuffer.bytes_needed(
+        fields, ACTION_DIM, cfg.replay_size, runs, cfg.num_envs, cfg.steps, cfg.env.max_episode_steps
+    )
+    return replay + (runs * encoder.host_memory(cfg.steps) if encoder is not None else 0)
+
+
 def pack_key(cfg: SACConfig, encoder: Encoder) -> tuple:
     """Runs with equal keys can train in one pack: same settings apart from seed, folder and the
     encoder of the same kind (networks of equal shapes)."""
@@ -149,16 +158,7 @@ class Pack:
             storage = self.device if need < 0.5 * torch.cuda.mem_get_info(self.device)[0] else "cpu"
         if storage == "cpu":
             check_replay_memory(
-                ReplayBuffer.bytes_needed(
-                    specs,
-                    ACTION_DIM,
-                    self.cfg.replay_size,
-                    self.runs,
-                    self.envs_per_run,
-                    self.cfg.steps,
-                    self.cfg.env.max_episode_steps,
-                )
-                + (self.encoder.host_memory(self.cfg.steps) if self.encoder is not None else 0),
+                host_bytes(self.cfg, specs, self.encoder, self.runs),
                 f"this pack of {self.runs} run(s) of {self.cfg.steps:,} steps (--replay-size {self.cfg.replay_size:,})",
                 "lower --replay-size, or run fewer runs per pack (rl.grid --pack)",
             )
