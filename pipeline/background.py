@@ -101,6 +101,8 @@ def start(cfg: BackgroundConfig, command: list[str], env: dict[str, str] | None 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if {"-h", "--help"} & set(argv[: argv.index("--") if "--" in argv else len(argv)]):
+        return run_command(BackgroundConfig, lambda cfg: 0, ["--help"])  # prints the flags and exits
     if "--" not in argv or argv.index("--") == len(argv) - 1:
         fail("name the command after --, e.g. python -m pipeline.background --name demo -- make demo")
     split = argv.index("--")

@@ -123,3 +123,11 @@ def test_the_table_started_in_the_background_is_not_started_twice(tmp_path, jobs
     wait_for(lambda: background.running_pid(root / "table.pid") == holder)
     assert table.start_background(cfg, ["--root", str(root), "--background"]) == holder
     assert f"cpu-table already runs (pid {holder}); log: {root / table.LOG_FILE}" in capsys.readouterr().out
+
+
+def test_help_lists_the_flags_without_a_command(capsys):
+    with pytest.raises(SystemExit) as stop:
+        background.main(["--help"])
+    assert stop.value.code == 0
+    out = capsys.readouterr().out
+    assert all(flag in out for flag in ("--name", "--nice", "--logs"))
