@@ -127,6 +127,11 @@ class SACConfig:
     # -- Gaze on the Prize (rl/gaze.py): --gaze-k, --gaze-contrast-weight, ... -------------------
     gaze: GazeConfig = nested(GazeConfig, prefix="gaze_")
 
+    @property
+    def eval_envs_per_run(self) -> int:
+        """Evaluation envs of each run: --eval-envs (0: --num-envs), never more than --eval-episodes."""
+        return min(self.eval_envs or self.num_envs, self.eval_episodes)
+
     def validate(self) -> "SACConfig":
         self.env.validate()
         self.gaze.validate()

@@ -27,6 +27,9 @@ from data.clicks import clicks_to_map
 from data.env import EnvConfig, PixelMetaWorld, make_env
 
 ACTION_DIM = 4  # Meta-World's Sawyer arm: end-effector x, y, z displacement and gripper effort
+#: private RAM of one pixel env worker (MuJoCo, Meta-World and Mesa's software EGL context): 195-200 MB
+#: Private_Dirty in /proc/<pid>/smaps_rollup on reach-v3 at 64-224 px, with or without oracle saliency
+PIXEL_WORKER_BYTES = 200 << 20
 TRAIN_SEED_STRIDE = 1_000_000
 EVAL_SEED_BASE = 1_000_000_000  # evaluation episodes never share a seed with training episodes
 

@@ -237,9 +237,9 @@ def plan_packs(cfg: GridConfig, runs: list[Run], gpus: bool | None = None) -> li
     return [group[i : i + size] for group in groups.values() for i in range(0, len(group), size)]
 
 
-def pack_replay_bytes(cfg: GridConfig, pack: list[Run]) -> int:
-    """Bytes of replay the pack holds in RAM by its last step (0 when its encoder cannot be built here: the pack
-    then reports that itself)."""
+def pack_host_bytes(cfg: GridConfig, pack: list[Run]) -> int:
+    """Bytes the pack holds in RAM by its last step (rl.workspace.host_bytes; 0 when its encoder cannot be built
+    here: the pack then reports that itself)."""
     from rl.encoders import build_encoder
     from rl.observe import replay_fields
     from rl.workspace import host_bytes
@@ -256,17 +256,17 @@ def pack_replay_bytes(cfg: GridConfig, pack: list[Run]) -> int:
 def check_memory(cfg: GridConfig, packs: list[list[Run]]) -> None:
     """Refuse a local grid whose `--parallel` largest packs would together outgrow this machine's RAM by their
     last step (each pack checks itself too; this sees the packs beside it)."""
-    from rl.replay import check_replay_memory
+    from rl.replay import check_host_memory
 
     if cfg.backend != "local" or not packs:
         return
-    needs = sorted((pack_replay_bytes(cfg, p) for p in packs), reverse=True)
+    needs = sorted((pack_host_bytes(cfg, p) for p in packs), reverse=True)
     at_once = min(cfg.parallel, len(packs))
-    check_replay_memory(
+    check_host_memory(
         sum(needs[:at_once]),
         f"this grid's {at_once} pack(s) at once (--parallel {cfg.parallel}, up to {max(map(len, packs))} runs per pack)",
-        "lower --pack or --parallel, or pass a smaller --replay-size in --extra (from pipeline.table: --cnn-pack, "
-        "--parallel or --sac-extra)",
+        "lower --pack or --parallel, or pass a smaller --replay-size or --eval-envs in --extra (from pipeline.table: "
+        "--pack, --cnn-pack, --parallel, --eval-envs or --sac-extra)",
     )
 
 

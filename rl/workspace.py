@@ -40,10 +40,10 @@ from common.runs import MetricLogger, device_description, exclusive_run_dir, on_
 from rl.agent import SAC, GraphedUpdates, RunNoise
 from rl.config import PACK_FIELDS, SACConfig
 from rl.encoders import Encoder, build_encoder
-from rl.envs import ACTION_DIM, EVAL_SEED_BASE, TRAIN_SEED_STRIDE, make_envs
+from rl.envs import ACTION_DIM, EVAL_SEED_BASE, PIXEL_WORKER_BYTES, TRAIN_SEED_STRIDE, make_envs
 from rl.observe import Observer
 from rl.provenance import INPUTS_KEY, run_inputs
-from rl.replay import ReplayBuffer, check_replay_memory, remove_replays_except
+from rl.replay import ReplayBuffer, check_host_memory, remove_replays_except
 
 CHECKPOINT = re.compile(r"checkpoint-(\d+)\.pt$")
 LOG_KEYS = ("critic_loss", "actor_loss", "alpha_loss", "q_mean", "entropy")
@@ -53,13 +53,16 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
 
 
-def host_bytes(cfg: SACConfig, fields: dict, encoder: Encoder | None, runs: int) -> int:
+def host_bytes(cfg: SACConfig, fields: dict, encoder: Encoder, runs: int) -> int:
     """Host RAM a pack of `runs` runs of `cfg` holds by its last step: the CPU replay of `fields` (filled as it
-    runs) and the encoder's own buffers."""
+    runs), the encoder's (one run's, `runs` times) own buffers, and the pixel env workers of training and of an
+    evaluation at once (state-only envs step in-process)."""
     replay = ReplayBuffer.bytes_needed(
         fields, ACTION_DIM, cfg.replay_size, runs, cfg.num_envs, cfg.steps, cfg.env.max_episode_steps
     )
-    return replay + (runs * encoder.host_memory(cfg.steps) if encoder is not None else 0)
+    pixels = bool({"pixels", "saliency"} & set(encoder.obs_keys))
+    workers = runs * (cfg.num_envs + cfg.eval_envs_per_run) if pixels else 0
+    return replay + runs * encoder.host_memory(cfg.steps) + workers * PIXEL_WORKER_BYTES
 
 
 def pack_key(cfg: SACConfig, encoder: Encoder) -> tuple:
@@ -157,10 +160,10 @@ class Pack:
             need = ReplayBuffer.bytes_needed(specs, ACTION_DIM, self.cfg.replay_size, self.runs)
             storage = self.device if need < 0.5 * torch.cuda.mem_get_info(self.device)[0] else "cpu"
         if storage == "cpu":
-            check_replay_memory(
-                host_bytes(self.cfg, specs, self.encoder, self.runs),
+            check_host_memory(
+                host_bytes(self.cfg, specs, singles[0][0], self.runs),
                 f"this pack of {self.runs} run(s) of {self.cfg.steps:,} steps (--replay-size {self.cfg.replay_size:,})",
-                "lower --replay-size, or run fewer runs per pack (rl.grid --pack)",
+                "lower --replay-size or --eval-envs, or run fewer runs per pack (rl.grid --pack)",
             )
         self.buffer = ReplayBuffer(
             specs, ACTION_DIM, self.cfg.replay_size, self.envs_per_run, seeds=[c.seed for c in cfgs], storage=storage
@@ -294,7 +297,7 @@ class Pack:
         same at every evaluation, so curves compare policies rather than draws of goals.
         """
         cfg = self.cfg
-        per_run = min(cfg.eval_envs or cfg.num_envs, cfg.eval_episodes)
+        per_run = cfg.eval_envs_per_run
         envs = make_envs(
             cfg.env,
             per_run,

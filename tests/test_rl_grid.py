@@ -8,6 +8,7 @@ import pytest
 
 from common.cli import from_flat
 from rl import grid
+from rl.envs import PIXEL_WORKER_BYTES
 from rl.grid import GridConfig, plan, run_config, sac_command
 
 
@@ -46,7 +47,8 @@ def test_a_changed_upload_replaces_the_scratch_copy_atomically(tmp_path, monkeyp
 
 def test_a_grid_whose_packs_at_once_would_outgrow_ram_is_refused_before_anything_runs(tmp_path, monkeypatch):
     """Two packs of three cnn_rgb runs of 500k steps each write ~6.2 GB of frames per run (1M-slot buffers,
-    filled as they run): 34.5 GiB at once, refused on a 24 GiB machine; one run per pack, two at once, fits."""
+    filled as they run) beside 2 env workers per run (training, evaluation): 36.8 GiB at once, refused on a
+    24 GiB machine; one run per pack, two at once, fits."""
     from rl import replay
 
     monkeypatch.chdir(tmp_path)
@@ -64,12 +66,34 @@ def test_a_grid_whose_packs_at_once_would_outgrow_ram_is_refused_before_anything
     cfg = grid_of("0,1,2,3,4,5", 3)
     packs = grid.plan_packs(cfg, plan(cfg))
     assert [len(p) for p in packs] == [3, 3]
-    assert grid.pack_replay_bytes(cfg, packs[0]) == 3 * 501_001 * (12_288 + 4 * 4 + 8)
-    with pytest.raises(ValueError, match=r"this grid's 2 pack\(s\) at once .* would hold 34\.5 GiB .* lower --pack"):
+    assert grid.pack_host_bytes(cfg, packs[0]) == 3 * 501_001 * (12_288 + 4 * 4 + 8) + 3 * 2 * PIXEL_WORKER_BYTES
+    with pytest.raises(ValueError, match=r"this grid's 2 pack\(s\) at once .* would hold 36\.8 GiB .* lower --pack"):
         grid.run_grid(cfg)
     assert not (tmp_path / "runs").exists()  # nothing started, no spec written
     single = grid_of("0,1", 1)
     grid.check_memory(single, grid.plan_packs(single, plan(single)))
+
+
+def test_a_packs_memory_counts_its_pixel_env_workers(tmp_path, monkeypatch):
+    """Each pixel env worker holds ~200 MB of its own (MuJoCo, Meta-World, software EGL): a pack holds
+    --num-envs of them per run while it trains and --eval-envs more while it evaluates; state envs step
+    in-process."""
+    from rl import replay
+
+    monkeypatch.chdir(tmp_path)
+    cfg_of = lambda encoder, extra="": from_flat(  # noqa: E731
+        GridConfig, tasks="reach-v3", encoders=encoder, seeds="0,1,2", steps=100_000, pack=3, extra=extra
+    )
+    bytes_of = lambda cfg: grid.pack_host_bytes(cfg, grid.plan_packs(cfg, plan(cfg))[0])  # noqa: E731
+    base = bytes_of(cfg_of("cnn_rgb"))  # 1 training + 1 evaluation worker per run
+    assert bytes_of(cfg_of("cnn_rgb", "--eval-envs 5")) == base + 3 * 4 * PIXEL_WORKER_BYTES
+    assert bytes_of(cfg_of("cnn_rgb", "--eval-envs 50 --eval-episodes 10")) == base + 3 * 9 * PIXEL_WORKER_BYTES
+    state = bytes_of(cfg_of("state"))
+    assert bytes_of(cfg_of("state", "--eval-envs 5")) == state  # no worker processes
+    monkeypatch.setattr(replay, "physical_memory", lambda: 8 << 30)  # 7.3 GB: 3.6 GB of it workers
+    with pytest.raises(ValueError, match=r"this grid's 1 pack\(s\) at once .* env workers\) by its last step"):
+        grid.run_grid(cfg_of("cnn_rgb", "--eval-envs 5"))
+    grid.check_memory(cfg_of("cnn_rgb"), grid.plan_packs(cfg_of("cnn_rgb"), plan(cfg_of("cnn_rgb"))))
 
 
 def test_a_gaze_packs_memory_counts_its_return_buffers(tmp_path, monkeypatch):
@@ -89,4 +113,4 @@ def test_a_gaze_packs_memory_counts_its_return_buffers(tmp_path, monkeypatch):
     c = enc.feat_shape[0]  # keys of c values, the head's pooled input of c x pool x pool
     per_run = ReturnBuffer.bytes_needed(enc.settings.buffer_size, enc.feat_shape, c, c * enc.head.pool**2)
     assert enc.host_memory(500_000) == per_run > 800 << 20  # the buffer fills: 100k entries
-    assert grid.pack_replay_bytes(gaze, gaze_pack) == grid.pack_replay_bytes(cnn, cnn_pack) + 2 * per_run
+    assert grid.pack_host_bytes(gaze, gaze_pack) == grid.pack_host_bytes(cnn, cnn_pack) + 2 * per_run

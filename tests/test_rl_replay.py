@@ -406,11 +406,12 @@ def test_replay_that_would_outgrow_ram_is_refused_with_the_fix(monkeypatch):
     from rl import replay
 
     monkeypatch.setattr(replay, "physical_memory", lambda: 16 << 30)
-    replay.check_replay_memory(13 << 30, "a pack", "fix it")  # 13 of 16 GiB: under the 85 % share
+    replay.check_host_memory(13 << 30, "a pack", "fix it")  # 13 of 16 GiB: under the 85 % share
     with pytest.raises(ValueError) as err:
-        replay.check_replay_memory(14 << 30, "this pack of 3 run(s)", "lower --replay-size")
+        replay.check_host_memory(14 << 30, "this pack of 3 run(s)", "lower --replay-size")
     assert str(err.value) == (
-        "this pack of 3 run(s) would hold 14.0 GiB of replay by its last step, more than 85% of this machine's "
+        "this pack of 3 run(s) would hold 14.0 GiB (replay, encoder buffers, env workers) by its last step, more "
+        "than 85% of this machine's "
         "16.0 GiB of RAM; lower --replay-size"
     )
 
