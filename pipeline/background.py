@@ -5,7 +5,8 @@ under `nice`, with its output appended to <logs>/<name>.log, and its scheduler a
 niceness: with Linux autogroups CPU time is shared between sessions first, so nice alone would not rank a
 detached job below the user's tests (common.runs.nice_own_session). <logs>/<name>.pid records what runs; a
 second start of a name whose command still runs says so and starts nothing (exit 0), so `make background`
-can be rerun at the start of every session. Every experiment it starts resumes from its own checkpoints.
+can be rerun at the start of every session. OpenMP threads wait passively (THREAD_ENV): on shared cores a
+spinning wait made 2-thread training ~3x slower. Every experiment it starts resumes from its own checkpoints.
 """
 
 from __future__ import annotations
@@ -24,6 +25,12 @@ from common.io import atomic_write_json
 
 #: what a calling make passes its sub-makes (flags such as -n, jobserver descriptors, depth)
 MAKE_VARIABLES = frozenset({"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES"})
+#: set for every job unless the caller sets it: a background job shares the cores, and OpenMP threads that
+#: spin at barriers burn the slices their descheduled sibling needs. Measured 2026-12-03 on the 2-core EPYC
+#: beside the running jobs, in an autogroup at nice 10: the paper-size MultiMAE trained at 1.2 img/s on 2
+#: spinning threads, 3.4 passive, 3.8 on 1 thread (the student's distillation: 12.5 s per batch vs 2.2 s);
+#: with the cores to itself, passive and spinning matched (9.7-12.1 img/s, noise)
+THREAD_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 
 @dataclass
@@ -79,7 +86,7 @@ def start(cfg: BackgroundConfig, command: list[str], env: dict[str, str] | None 
         return pid
     argv = ["nice", "-n", str(cfg.nice), *command]
     # a job started from make is a top-level run of its own: not a dry run (-n) or a share of the caller's -j
-    env = {k: v for k, v in (os.environ if env is None else env).items() if k not in MAKE_VARIABLES}
+    env = {**THREAD_ENV, **{k: v for k, v in (os.environ if env is None else env).items() if k not in MAKE_VARIABLES}}
     with open(log, "ab") as out:
         out.write(f"\n[{time.strftime('%Y-%m-%d %H:%M:%S')}] started: {' '.join(command)}\n".encode())
         out.flush()

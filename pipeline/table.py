@@ -948,6 +948,8 @@ def estimate(cfg: TableConfig, budgets: Mapping[str, int | None]) -> dict[str, d
 
 
 def estimate_text(cfg: TableConfig, folder: Folder) -> str:
+    from common.precision import cpu_bf16_units  # imports torch, which the orchestrator itself never needs
+
     budgets = {t: folder.budget(t).steps for t in PAPER_TASKS}
     table = estimate(cfg, budgets)
     lines = [
@@ -959,8 +961,23 @@ def estimate_text(cfg: TableConfig, folder: Folder) -> str:
     for phase in PHASES:
         lines.append(f"| {phase} | " + " | ".join(f"{h[phase]:,.0f}" for h in table.values()) + " |")
     lines.append("| all | " + " | ".join(f"{sum(h.values()):,.0f}" for h in table.values()) + " |")
+    lines.append(applicable_column(cfg.precision, cpu_bf16_units()))
     lines.append(f"rates: {RATE_SOURCES}")
     return "\n".join(lines)
+
+
+def applicable_column(precision: str, bf16_units: Sequence[str]) -> str:
+    """Which estimate column this CPU's runs follow at `precision`, and that the rates are another machine's."""
+    if precision == "auto":
+        runs = "bf16" if bf16_units else "fp32"
+        why = f"it has {'/'.join(bf16_units)}" if bf16_units else "it has no AMX or AVX512-BF16 units"
+        chosen = f"--precision auto runs {runs} here ({why})"
+    else:
+        runs, chosen = precision, f"--precision {precision}"
+    return (
+        f"this CPU: {chosen}, so the {runs} column applies; its rates were measured on the 2-core Xeon, and this "
+        "CPU's own may differ (the running step's rate and hours left above are this machine's)"
+    )
 
 
 # -- status -------------------------------------------------------------------------------------------

@@ -131,3 +131,18 @@ def test_help_lists_the_flags_without_a_command(capsys):
     assert stop.value.code == 0
     out = capsys.readouterr().out
     assert all(flag in out for flag in ("--name", "--nice", "--logs"))
+
+
+def test_the_jobs_threads_wait_passively_unless_the_caller_says_otherwise(tmp_path, jobs, monkeypatch):
+    """Spinning OpenMP threads on shared cores slowed 2-thread training ~3x: jobs get OMP_WAIT_POLICY=PASSIVE,
+    and a policy the caller sets wins."""
+
+    def show(name: str) -> list[str]:  # a command per job: the same one still running is "already runs"
+        return [sys.executable, "-c", f"import os; print('policy', os.environ.get('OMP_WAIT_POLICY'))  # {name}"]
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    jobs.append(background.start(BackgroundConfig(name="passive", logs=str(tmp_path)), show("passive")))
+    wait_for(lambda: "policy PASSIVE" in (tmp_path / "passive.log").read_text().splitlines())
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    jobs.append(background.start(BackgroundConfig(name="active", logs=str(tmp_path)), show("active")))
+    wait_for(lambda: "policy ACTIVE" in (tmp_path / "active.log").read_text().splitlines())

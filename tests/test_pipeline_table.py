@@ -528,3 +528,14 @@ def test_estimate_grows_with_the_budget_and_is_cheaper_in_bf16():
     assert long[bf16]["C"] == pytest.approx(5 * short[bf16]["C"], rel=0.05)
     assert all(long[bf16][p] < long[fp32][p] for p in "ABCE")
     assert table.estimate(TableConfig(hidden_dim=256), {})[bf16]["C"] < long[bf16]["C"]
+
+
+def test_the_estimate_says_which_column_this_cpu_follows():
+    """--precision auto follows the CPU's bf16 units; an explicit precision is taken as given."""
+    assert "--precision auto runs fp32 here (it has no AMX or AVX512-BF16 units), so the fp32 column applies" in (
+        table.applicable_column("auto", ())
+    )
+    assert "auto runs bf16 here (it has amx_bf16/avx512_bf16), so the bf16 column" in table.applicable_column(
+        "auto", ("amx_bf16", "avx512_bf16")
+    )
+    assert "this CPU: --precision fp32, so the fp32 column applies" in table.applicable_column("fp32", ("amx_bf16",))
