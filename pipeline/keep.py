@@ -9,7 +9,8 @@ regenerates every table and figure from the repository alone.
 A file already kept is replaced only by an identical one or one that extends it (an `eval.csv` that
 grew while the run went on), or, for a run kept unfinished, by a CSV that holds every kept row's
 results again (a resumed run rewrites the rows after its checkpoint: the same results, other wall
-times); a kept file that the source contradicts is refused, never overwritten.
+times), or by a config.json that differs only in the code version that resumed it; a kept file that the
+source contradicts is refused, never overwritten.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ from pipeline.report import PROBE_GLOB
 RUN_FILES = ("config.json", "summary.json", "eval.csv")
 #: CSV columns that time a run rather than say what it did: they differ when a resumed run recomputes a row
 TIMING_COLUMNS = frozenset({"wall_s", "eval_s", "steps_per_s", "pack_steps_per_s"})
+#: config.json fields that say which code last ran the run, not what it ran: a run resumed by a later commit
+#: rewrites them (its results so far are checked row by row, as for any resumed run)
+PROVENANCE_KEYS = frozenset({"code_version"})
 
 
 @dataclass
@@ -69,16 +73,30 @@ def recomputed(kept: bytes, payload: bytes) -> bool:
     return all(new.get(step) == row for step, row in old.items())
 
 
+def same_settings(kept: bytes, payload: bytes) -> bool:
+    """True if two config.json files differ at most in PROVENANCE_KEYS."""
+    try:
+        old, new = json.loads(kept), json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    settings = lambda c: {k: v for k, v in c.items() if k not in PROVENANCE_KEYS}  # noqa: E731
+    return isinstance(old, dict) and isinstance(new, dict) and settings(old) == settings(new)
+
+
 def keep_file(src: Path, dst: Path, provisional: bool = False) -> bool:
     """Copy src to dst atomically unless dst already holds it; True if written. A dst that src does
-    not extend (same bytes, or src starts with them) is refused, unless it is `provisional` (a CSV of a
-    run kept unfinished) and src holds its results again: nothing kept is lost."""
+    not extend (same bytes, or src starts with them) is refused, unless it is `provisional` (a file of a
+    run kept unfinished) and src holds its results again (a CSV) or its settings (config.json, resumed by
+    later code): nothing kept is lost."""
     payload = src.read_bytes()
     if dst.exists():
         kept = dst.read_bytes()
         if kept == payload:
             return False
-        resumed = provisional and dst.suffix == ".csv" and recomputed(kept, payload)
+        resumed = provisional and (
+            (dst.suffix == ".csv" and recomputed(kept, payload))
+            or (dst.name == "config.json" and same_settings(kept, payload))
+        )
         if not payload.startswith(kept) and not resumed:
             raise ValueError(
                 f"{dst} already holds a different result than {src}; keep this experiment under another --out"

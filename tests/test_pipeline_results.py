@@ -108,6 +108,25 @@ def test_a_run_kept_unfinished_may_be_kept_again_after_it_resumed(tmp_path):
         keep(KeepConfig(source=str(source), out=str(out)))
 
 
+def test_a_run_resumed_by_later_code_is_kept_again_and_a_changed_setting_is_refused(tmp_path):
+    """A resumed run's config.json names the commit that resumed it: for a run kept unfinished that alone
+    does not make it another experiment; any other changed setting does."""
+    source, out = tmp_path / "runs_here", tmp_path / "results" / "exp"
+    running = _sac_run(source, "mmae_rgbs", 0, [0.2], finished=False)
+    config = running / "config.json"
+    settings = {**json.loads(config.read_text()), "code_version": "aaaaaaa", "lr": 1e-4}
+    config.write_text(json.dumps(settings))
+    keep(KeepConfig(source=str(source), out=str(out)))
+    kept = out / "runs/sac/reach-v3/mmae_rgbs/seed0/config.json"
+    config.write_text(json.dumps({**settings, "code_version": "bbbbbbb"}))
+    assert keep(KeepConfig(source=str(source), out=str(out))) == [kept]
+    assert json.loads(kept.read_text())["code_version"] == "bbbbbbb"
+    config.write_text(json.dumps({**settings, "code_version": "ccccccc", "lr": 3e-4}))
+    with pytest.raises(ValueError, match="already holds a different result"):
+        keep(KeepConfig(source=str(source), out=str(out)))
+    assert json.loads(kept.read_text()) == {**settings, "code_version": "bbbbbbb"}
+
+
 def _quote(args: str, lines: list[str]) -> str:
     return "\n".join([f"<!-- quoted from `python -m pipeline.report {args}` -->", *lines, "<!-- end of quote -->"])
 
