@@ -16,20 +16,15 @@ two code paths hold float32's rounding, not bf16's, whatever the CPU).
 
 from __future__ import annotations
 
-import functools
 import os
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from common.cli import option
+from common.cpuinfo import AUTO_ENV, BF16_CPU_FLAGS, cpu_bf16_units  # noqa: F401 (BF16_CPU_FLAGS: re-exported)
 
 PRECISIONS: tuple[str, ...] = ("auto", "bf16", "fp32")
-#: CPU flags (/proc/cpuinfo) of units that run bf16 matmuls natively
-BF16_CPU_FLAGS: tuple[str, ...] = ("amx_bf16", "avx512_bf16")
-#: environment variable that decides what `auto` means (bf16 or fp32) instead of the device
-AUTO_ENV = "VISARL_AUTO_PRECISION"
 PRECISION_HELP = (
     "matmul/convolution precision: bf16 (autocast; weights, optimiser state, losses and stored "
     "features stay float32), fp32, or auto (bf16 on a CUDA GPU with bf16 or a CPU with AMX/AVX512-BF16, "
@@ -40,17 +35,6 @@ PRECISION_HELP = (
 def precision_field(help: str = PRECISION_HELP) -> Any:
     """The `precision` field of a command's config dataclass (`--precision`)."""
     return option("auto", help, choices=PRECISIONS)
-
-
-@functools.cache
-def cpu_bf16_units(cpuinfo: str = "/proc/cpuinfo") -> tuple[str, ...]:
-    """The CPU's native bf16 matmul units among BF16_CPU_FLAGS (empty where unknown, e.g. not Linux)."""
-    try:
-        text = Path(cpuinfo).read_text()
-    except OSError:
-        return ()
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    return tuple(f for f in BF16_CPU_FLAGS if f in flags)
 
 
 def check_precision(requested: str) -> str:

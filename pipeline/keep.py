@@ -74,35 +74,43 @@ def recomputed(kept: bytes, payload: bytes) -> bool:
 
 
 def same_settings(kept: bytes, payload: bytes) -> bool:
-    """True if two config.json files differ at most in PROVENANCE_KEYS."""
+    """True if two config.json files differ at most in PROVENANCE_KEYS, the newer not naming uncommitted code."""
     try:
         old, new = json.loads(kept), json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError):
         return False
+    if not (isinstance(old, dict) and isinstance(new, dict)) or str(new.get("code_version", "")).endswith("+dirty"):
+        return False  # uncommitted code resumed it: not a recorded version of the experiment
     settings = lambda c: {k: v for k, v in c.items() if k not in PROVENANCE_KEYS}  # noqa: E731
-    return isinstance(old, dict) and isinstance(new, dict) and settings(old) == settings(new)
+    return settings(old) == settings(new)
 
 
-def keep_file(src: Path, dst: Path, provisional: bool = False) -> bool:
-    """Copy src to dst atomically unless dst already holds it; True if written. A dst that src does
-    not extend (same bytes, or src starts with them) is refused, unless it is `provisional` (a file of a
+def checked_payload(src: Path, dst: Path, provisional: bool = False) -> bytes | None:
+    """src's bytes if dst should take them, None if dst already holds them. A dst that src does not extend
+    (same bytes, or src starts with them) is refused (ValueError), unless it is `provisional` (a file of a
     run kept unfinished) and src holds its results again (a CSV) or its settings (config.json, resumed by
     later code): nothing kept is lost."""
     payload = src.read_bytes()
-    if dst.exists():
-        kept = dst.read_bytes()
-        if kept == payload:
-            return False
-        resumed = provisional and (
-            (dst.suffix == ".csv" and recomputed(kept, payload))
-            or (dst.name == "config.json" and same_settings(kept, payload))
-        )
-        if not payload.startswith(kept) and not resumed:
-            raise ValueError(
-                f"{dst} already holds a different result than {src}; keep this experiment under another --out"
-            )
-    atomic_write_bytes(dst, payload)
-    return True
+    if not dst.exists():
+        return payload
+    kept = dst.read_bytes()
+    if kept == payload:
+        return None
+    resumed = provisional and (
+        (dst.suffix == ".csv" and recomputed(kept, payload))
+        or (dst.name == "config.json" and same_settings(kept, payload))
+    )
+    if not payload.startswith(kept) and not resumed:
+        raise ValueError(f"{dst} already holds a different result than {src}; keep this experiment under another --out")
+    return payload
+
+
+def keep_file(src: Path, dst: Path, provisional: bool = False) -> bool:
+    """Copy src to dst atomically unless dst already holds it (checked_payload); True if written."""
+    payload = checked_payload(src, dst, provisional)
+    if payload is not None:
+        atomic_write_bytes(dst, payload)
+    return payload is not None
 
 
 def keep(cfg: KeepConfig) -> list[Path]:
@@ -121,11 +129,15 @@ def keep(cfg: KeepConfig) -> list[Path]:
     if not any(f.name == "summary.json" or f.name == "eval.csv" for f in files):
         raise FileNotFoundError(f"no SAC run with a summary.json or eval.csv below {source}; nothing to keep")
     unfinished = {run for run in runs if not (out / run.relative_to(source) / "summary.json").exists()}
-    return [
-        out / f.relative_to(source)
+    # every file is checked before any is written: a refused one leaves the kept files as they were
+    writes = [
+        (out / f.relative_to(source), payload)
         for f in files
-        if keep_file(f, out / f.relative_to(source), provisional=f.parent in unfinished)
+        if (payload := checked_payload(f, out / f.relative_to(source), provisional=f.parent in unfinished)) is not None
     ]
+    for dst, payload in writes:
+        atomic_write_bytes(dst, payload)
+    return [dst for dst, _ in writes]
 
 
 def main(argv: list[str] | None = None) -> None:

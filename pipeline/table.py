@@ -50,6 +50,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from common.cli import fail, option, parse_config
+from common.cpuinfo import AUTO_ENV, cpu_bf16_units
 from common.io import OutputError, atomic_write_json
 from common.runs import exclusive_run_dir, nice_own_session
 from data.env import PAPER_TASKS
@@ -948,8 +949,6 @@ def estimate(cfg: TableConfig, budgets: Mapping[str, int | None]) -> dict[str, d
 
 
 def estimate_text(cfg: TableConfig, folder: Folder) -> str:
-    from common.precision import cpu_bf16_units  # imports torch, which the orchestrator itself never needs
-
     budgets = {t: folder.budget(t).steps for t in PAPER_TASKS}
     table = estimate(cfg, budgets)
     lines = [
@@ -961,22 +960,25 @@ def estimate_text(cfg: TableConfig, folder: Folder) -> str:
     for phase in PHASES:
         lines.append(f"| {phase} | " + " | ".join(f"{h[phase]:,.0f}" for h in table.values()) + " |")
     lines.append("| all | " + " | ".join(f"{sum(h.values()):,.0f}" for h in table.values()) + " |")
-    lines.append(applicable_column(cfg.precision, cpu_bf16_units()))
+    lines.append(applicable_column(cfg.precision, cpu_bf16_units(), os.environ.get(AUTO_ENV, "")))
     lines.append(f"rates: {RATE_SOURCES}")
     return "\n".join(lines)
 
 
-def applicable_column(precision: str, bf16_units: Sequence[str]) -> str:
-    """Which estimate column this CPU's runs follow at `precision`, and that the rates are another machine's."""
-    if precision == "auto":
+def applicable_column(precision: str, bf16_units: Sequence[str], forced: str = "") -> str:
+    """Which estimate column this CPU's runs follow at `precision` (`forced`: AUTO_ENV's value, which decides
+    `auto` as in common.precision.resolve_precision), and that the rates are another machine's."""
+    if precision != "auto":
+        runs, chosen = precision, f"--precision {precision}"
+    elif forced:
+        runs, chosen = forced, f"--precision auto runs {forced} here ({AUTO_ENV}={forced})"
+    else:
         runs = "bf16" if bf16_units else "fp32"
         why = f"it has {'/'.join(bf16_units)}" if bf16_units else "it has no AMX or AVX512-BF16 units"
         chosen = f"--precision auto runs {runs} here ({why})"
-    else:
-        runs, chosen = precision, f"--precision {precision}"
     return (
         f"this CPU: {chosen}, so the {runs} column applies; its rates were measured on the 2-core Xeon, and this "
-        "CPU's own may differ (the running step's rate and hours left above are this machine's)"
+        "CPU's own may differ (`--status` shows the running step's own rate and hours left)"
     )
 
 

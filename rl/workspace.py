@@ -53,13 +53,13 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
 
 
-def host_bytes(cfg: SACConfig, fields: dict, encoder: Encoder, runs: int) -> int:
+def host_bytes(cfg: SACConfig, fields: dict, encoder: Encoder, runs: int, replay_on_host: bool = True) -> int:
     """Host RAM a pack of `runs` runs of `cfg` holds by its last step: the CPU replay of `fields` (filled as it
-    runs), the encoder's (one run's, `runs` times) own buffers, and the pixel env workers of training and of an
-    evaluation at once (state-only envs step in-process)."""
+    runs; none when it lives on a GPU), the encoder's (one run's, `runs` times) own buffers, and the pixel env
+    workers of training and of an evaluation at once (state-only envs step in-process)."""
     replay = ReplayBuffer.bytes_needed(
         fields, ACTION_DIM, cfg.replay_size, runs, cfg.num_envs, cfg.steps, cfg.env.max_episode_steps
-    )
+    ) * int(replay_on_host)
     pixels = bool({"pixels", "saliency"} & set(encoder.obs_keys))
     workers = runs * (cfg.num_envs + cfg.eval_envs_per_run) if pixels else 0
     return replay + runs * encoder.host_memory(cfg.steps) + workers * PIXEL_WORKER_BYTES
@@ -159,12 +159,12 @@ class Pack:
         if self.device.type == "cuda":  # on the device where it fits (embeddings, states), beside half the free memory
             need = ReplayBuffer.bytes_needed(specs, ACTION_DIM, self.cfg.replay_size, self.runs)
             storage = self.device if need < 0.5 * torch.cuda.mem_get_info(self.device)[0] else "cpu"
-        if storage == "cpu":
-            check_host_memory(
-                host_bytes(self.cfg, specs, singles[0][0], self.runs),
-                f"this pack of {self.runs} run(s) of {self.cfg.steps:,} steps (--replay-size {self.cfg.replay_size:,})",
-                "lower --replay-size or --eval-envs, or run fewer runs per pack (rl.grid --pack)",
-            )
+        # a replay on the GPU still leaves the env workers and the encoder's buffers on the host
+        check_host_memory(
+            host_bytes(self.cfg, specs, singles[0][0], self.runs, replay_on_host=storage == "cpu"),
+            f"this pack of {self.runs} run(s) of {self.cfg.steps:,} steps (--replay-size {self.cfg.replay_size:,})",
+            "lower --replay-size or --eval-envs, or run fewer runs per pack (rl.grid --pack)",
+        )
         self.buffer = ReplayBuffer(
             specs, ACTION_DIM, self.cfg.replay_size, self.envs_per_run, seeds=[c.seed for c in cfgs], storage=storage
         )

@@ -121,10 +121,20 @@ def test_a_run_resumed_by_later_code_is_kept_again_and_a_changed_setting_is_refu
     config.write_text(json.dumps({**settings, "code_version": "bbbbbbb"}))
     assert keep(KeepConfig(source=str(source), out=str(out))) == [kept]
     assert json.loads(kept.read_text())["code_version"] == "bbbbbbb"
+    config.write_text(json.dumps({**settings, "code_version": "ccccccc+dirty"}))  # uncommitted code resumed it
+    with pytest.raises(ValueError, match="already holds a different result"):
+        keep(KeepConfig(source=str(source), out=str(out)))
     config.write_text(json.dumps({**settings, "code_version": "ccccccc", "lr": 3e-4}))
     with pytest.raises(ValueError, match="already holds a different result"):
         keep(KeepConfig(source=str(source), out=str(out)))
     assert json.loads(kept.read_text()) == {**settings, "code_version": "bbbbbbb"}
+    # a new code version beside a changed result: both refused, the kept config.json left as it was
+    config.write_text(json.dumps({**settings, "code_version": "ddddddd"}))
+    eval_csv = running / "eval.csv"
+    eval_csv.write_text(eval_csv.read_text().replace("0.2", "0.9"))
+    with pytest.raises(ValueError, match="eval.csv already holds a different result"):
+        keep(KeepConfig(source=str(source), out=str(out)))
+    assert json.loads(kept.read_text())["code_version"] == "bbbbbbb"
 
 
 def _quote(args: str, lines: list[str]) -> str:

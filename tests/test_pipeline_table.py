@@ -539,3 +539,12 @@ def test_the_estimate_says_which_column_this_cpu_follows():
         "auto", ("amx_bf16", "avx512_bf16")
     )
     assert "this CPU: --precision fp32, so the fp32 column applies" in table.applicable_column("fp32", ("amx_bf16",))
+    forced = table.applicable_column("auto", (), "bf16")  # VISARL_AUTO_PRECISION decides auto, as for the runs
+    assert "auto runs bf16 here (VISARL_AUTO_PRECISION=bf16), so the bf16 column applies" in forced
+
+
+def test_the_orchestrator_does_not_load_torch():
+    """pipeline.table runs for days beside the jobs it starts: importing torch would hold ~260 MB for nothing."""
+    code = "import sys, pipeline.table; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -90,7 +90,7 @@ def test_a_packs_memory_counts_its_pixel_env_workers(tmp_path, monkeypatch):
     assert bytes_of(cfg_of("cnn_rgb", "--eval-envs 50 --eval-episodes 10")) == base + 3 * 9 * PIXEL_WORKER_BYTES
     state = bytes_of(cfg_of("state"))
     assert bytes_of(cfg_of("state", "--eval-envs 5")) == state  # no worker processes
-    monkeypatch.setattr(replay, "physical_memory", lambda: 8 << 30)  # 7.3 GB: 3.6 GB of it workers
+    monkeypatch.setattr(replay, "physical_memory", lambda: 8 << 30)  # 6.96 GiB of 6.8 allowed; 3.52 GiB of it workers
     with pytest.raises(ValueError, match=r"this grid's 1 pack\(s\) at once .* env workers\) by its last step"):
         grid.run_grid(cfg_of("cnn_rgb", "--eval-envs 5"))
     grid.check_memory(cfg_of("cnn_rgb"), grid.plan_packs(cfg_of("cnn_rgb"), plan(cfg_of("cnn_rgb"))))

@@ -208,9 +208,9 @@ def test_a_pack_whose_memory_would_outgrow_ram_is_refused_at_its_start(tmp_path,
     workers = 2 * 2 * PIXEL_WORKER_BYTES / replay.HOST_MEMORY_SHARE  # RAM whose 85 % the workers take
     monkeypatch.setattr(replay, "physical_memory", lambda: int(workers) + (2 << 20))
     with pytest.raises(ValueError, match=r"this pack of 2 run\(s\) of 100 steps .* lower --replay-size"):
-        Pack(configs(tmp_path, "cnn_rgb", (0, 1), 100, "s"))
+        Pack(configs(tmp_path, "cnn_rgb", (0, 1), 100, "s", device="cpu"))  # CPU replay: checked
     monkeypatch.setattr(replay, "physical_memory", lambda: int(workers) + (4 << 20))
-    assert Pack(configs(tmp_path, "cnn_rgb", (0, 1), 100, "t")).buffer.slots == 2000
+    assert Pack(configs(tmp_path, "cnn_rgb", (0, 1), 100, "t", device="cpu")).buffer.slots == 2000
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")

@@ -1,0 +1,23 @@
+"""What this CPU offers `--precision auto`, read without importing torch (for light processes such as
+pipeline.table's orchestrator)."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+#: CPU flags (/proc/cpuinfo) of units that run bf16 matmuls natively
+BF16_CPU_FLAGS: tuple[str, ...] = ("amx_bf16", "avx512_bf16")
+#: environment variable that decides what `auto` means (bf16 or fp32) instead of the device
+AUTO_ENV = "VISARL_AUTO_PRECISION"
+
+
+@functools.cache
+def cpu_bf16_units(cpuinfo: str = "/proc/cpuinfo") -> tuple[str, ...]:
+    """The CPU's native bf16 matmul units among BF16_CPU_FLAGS (empty where unknown, e.g. not Linux)."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return ()
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return tuple(f for f in BF16_CPU_FLAGS if f in flags)
