@@ -88,6 +88,15 @@ def test_a_packs_memory_counts_its_pixel_env_workers(tmp_path, monkeypatch):
     base = bytes_of(cfg_of("cnn_rgb"))  # 1 training + 1 evaluation worker per run
     assert bytes_of(cfg_of("cnn_rgb", "--eval-envs 5")) == base + 3 * 4 * PIXEL_WORKER_BYTES
     assert bytes_of(cfg_of("cnn_rgb", "--eval-envs 50 --eval-episodes 10")) == base + 3 * 9 * PIXEL_WORKER_BYTES
+    from rl.encoders import build_encoder
+    from rl.observe import replay_fields
+    from rl.workspace import host_bytes
+
+    sac = run_config(cfg_of("cnn_rgb"), plan(cfg_of("cnn_rgb"))[0])
+    enc = build_encoder(sac, sac.env.image_size)
+    fields = replay_fields(enc.obs_keys, 0, sac.env.image_size)
+    assert host_bytes(sac, fields, enc, 3, replay_on_host=False) == 3 * 2 * PIXEL_WORKER_BYTES  # replay on a GPU
+    assert host_bytes(sac, fields, enc, 3) == base
     state = bytes_of(cfg_of("state"))
     assert bytes_of(cfg_of("state", "--eval-envs 5")) == state  # no worker processes
     monkeypatch.setattr(replay, "physical_memory", lambda: 8 << 30)  # 6.96 GiB of 6.8 allowed; 3.52 GiB of it workers
