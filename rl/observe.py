@@ -64,6 +64,11 @@ def stack_final_obs(final: np.ndarray, rows: np.ndarray) -> dict[str, np.ndarray
     return {k: np.stack([it[k] for it in items]) for k in items[0]}
 
 
+def renders(obs_keys) -> bool:
+    """True if observations with these keys need rendered frames (pixel env workers)."""
+    return "pixels" in obs_keys or "saliency" in obs_keys
+
+
 class Observer:
     """Raw observations of a pack's envs -> encoder fields (saliency predicted here) -> stored fields.
 
@@ -93,7 +98,7 @@ class Observer:
                 print(f"saliency model: {model} ({self.saliency_chosen_by})", flush=True)
             else:
                 self.saliency_model = cfg.saliency
-        self.pixels = "pixels" in self.keys or "saliency" in self.keys
+        self.pixels = renders(self.keys)
         self.oracle = "saliency" in self.keys and self.predictor is None
         # frozen modules, deduplicated by export, with the runs each one embeds
         self.frozen: list[tuple[Encoder, np.ndarray]] = []

@@ -41,7 +41,7 @@ from rl.agent import SAC, GraphedUpdates, RunNoise
 from rl.config import PACK_FIELDS, SACConfig
 from rl.encoders import Encoder, build_encoder
 from rl.envs import ACTION_DIM, EVAL_SEED_BASE, PIXEL_WORKER_BYTES, TRAIN_SEED_STRIDE, make_envs
-from rl.observe import Observer
+from rl.observe import Observer, renders
 from rl.provenance import INPUTS_KEY, run_inputs
 from rl.replay import ReplayBuffer, check_host_memory, remove_replays_except
 
@@ -60,8 +60,7 @@ def host_bytes(cfg: SACConfig, fields: dict, encoder: Encoder, runs: int, replay
     replay = ReplayBuffer.bytes_needed(
         fields, ACTION_DIM, cfg.replay_size, runs, cfg.num_envs, cfg.steps, cfg.env.max_episode_steps
     ) * int(replay_on_host)
-    pixels = bool({"pixels", "saliency"} & set(encoder.obs_keys))
-    workers = runs * (cfg.num_envs + cfg.eval_envs_per_run) if pixels else 0
+    workers = runs * (cfg.num_envs + cfg.eval_envs_per_run) if renders(encoder.obs_keys) else 0
     return replay + runs * encoder.host_memory(cfg.steps) + workers * PIXEL_WORKER_BYTES
 
 
