@@ -278,18 +278,19 @@ def physical_memory(limits: Sequence[str | Path] = CGROUP_MEMORY_LIMITS) -> int:
     return ram
 
 
-#: share of the machine's RAM the packs running at once may fill by their last step (replay, buffers, env workers)
+#: share of the machine's RAM the packs running at once may fill by their last step (their processes, replay,
+#: buffers, env workers)
 HOST_MEMORY_SHARE = 0.85
 
 
 def check_host_memory(need: int, what: str, fix: str) -> None:
-    """Refuse, before anything runs, runs whose host memory (replay, encoder buffers, env workers) would outgrow
+    """Refuse, before anything runs, runs whose host memory (processes, replay, encoder buffers, env workers) would outgrow
     this machine's RAM: CPU buffers fill as they run, so an oversized one would otherwise be killed hours or days
     in, by the kernel."""
     ram = physical_memory()
     if need > HOST_MEMORY_SHARE * ram:
         raise ValueError(
-            f"{what} would hold {need / 2**30:.1f} GiB (replay, encoder buffers, env workers) by its last step, more than "
+            f"{what} would hold {need / 2**30:.1f} GiB (processes, replay, encoder buffers, env workers) by its last step, more than "
             f"{HOST_MEMORY_SHARE:.0%} of this machine's {ram / 2**30:.1f} GiB of RAM; {fix}"
         )
 

@@ -53,15 +53,21 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
 
 
+#: private RAM of a pack's own process before its buffers fill: torch and the env libraries imported (~320 MB
+#: Private_Dirty in /proc/<pid>/smaps_rollup after `import rl.workspace`), its networks, optimisers and a
+#: frozen encoder (tens of MB), the allocator's slack
+PACK_PROCESS_BYTES = 400 << 20
+
+
 def host_bytes(cfg: SACConfig, fields: dict, encoder: Encoder, runs: int, replay_on_host: bool = True) -> int:
-    """Host RAM a pack of `runs` runs of `cfg` holds by its last step: the CPU replay of `fields` (filled as it
-    runs; none when it lives on a GPU), the encoder's (one run's, `runs` times) own buffers, and the pixel env
-    workers of training and of an evaluation at once (state-only envs step in-process)."""
+    """Host RAM a pack of `runs` runs of `cfg` holds by its last step: its own process, the CPU replay of
+    `fields` (filled as it runs; none when it lives on a GPU), the encoder's (one run's, `runs` times) own
+    buffers, and the pixel env workers of training and of an evaluation at once (state-only envs step in-process)."""
     replay = ReplayBuffer.bytes_needed(
         fields, ACTION_DIM, cfg.replay_size, runs, cfg.num_envs, cfg.steps, cfg.env.max_episode_steps
     ) * int(replay_on_host)
     workers = runs * (cfg.num_envs + cfg.eval_envs_per_run) if renders(encoder.obs_keys) else 0
-    return replay + runs * encoder.host_memory(cfg.steps) + workers * PIXEL_WORKER_BYTES
+    return PACK_PROCESS_BYTES + replay + runs * encoder.host_memory(cfg.steps) + workers * PIXEL_WORKER_BYTES
 
 
 def pack_key(cfg: SACConfig, encoder: Encoder) -> tuple:

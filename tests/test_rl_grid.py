@@ -10,6 +10,7 @@ from common.cli import from_flat
 from rl import grid
 from rl.envs import PIXEL_WORKER_BYTES
 from rl.grid import GridConfig, plan, run_config, sac_command
+from rl.workspace import PACK_PROCESS_BYTES
 
 
 def test_extra_keeps_a_quoted_value_in_one_word(tmp_path, monkeypatch):
@@ -47,7 +48,7 @@ def test_a_changed_upload_replaces_the_scratch_copy_atomically(tmp_path, monkeyp
 
 def test_a_grid_whose_packs_at_once_would_outgrow_ram_is_refused_before_anything_runs(tmp_path, monkeypatch):
     """Two packs of three cnn_rgb runs of 500k steps each write ~6.2 GB of frames per run (1M-slot buffers,
-    filled as they run) beside 2 env workers per run (training, evaluation): 36.8 GiB at once, refused on a
+    filled as they run) beside 2 env workers per run (training, evaluation) and each pack's own process: 37.6 GiB at once, refused on a
     24 GiB machine; one run per pack, two at once, fits."""
     from rl import replay
 
@@ -66,8 +67,9 @@ def test_a_grid_whose_packs_at_once_would_outgrow_ram_is_refused_before_anything
     cfg = grid_of("0,1,2,3,4,5", 3)
     packs = grid.plan_packs(cfg, plan(cfg))
     assert [len(p) for p in packs] == [3, 3]
-    assert grid.pack_host_bytes(cfg, packs[0]) == 3 * 501_001 * (12_288 + 4 * 4 + 8) + 3 * 2 * PIXEL_WORKER_BYTES
-    with pytest.raises(ValueError, match=r"this grid's 2 pack\(s\) at once .* would hold 36\.8 GiB .* lower --pack"):
+    frames, workers = 3 * 501_001 * (12_288 + 4 * 4 + 8), 3 * 2 * PIXEL_WORKER_BYTES
+    assert grid.pack_host_bytes(cfg, packs[0]) == PACK_PROCESS_BYTES + frames + workers
+    with pytest.raises(ValueError, match=r"this grid's 2 pack\(s\) at once .* would hold 37\.6 GiB .* lower --pack"):
         grid.run_grid(cfg)
     assert not (tmp_path / "runs").exists()  # nothing started, no spec written
     single = grid_of("0,1", 1)
@@ -95,11 +97,12 @@ def test_a_packs_memory_counts_its_pixel_env_workers(tmp_path, monkeypatch):
     sac = run_config(cfg_of("cnn_rgb"), plan(cfg_of("cnn_rgb"))[0])
     enc = build_encoder(sac, sac.env.image_size)
     fields = replay_fields(enc.obs_keys, 0, sac.env.image_size)
-    assert host_bytes(sac, fields, enc, 3, replay_on_host=False) == 3 * 2 * PIXEL_WORKER_BYTES  # replay on a GPU
+    on_gpu = PACK_PROCESS_BYTES + 3 * 2 * PIXEL_WORKER_BYTES  # replay on a GPU: the process and its workers
+    assert host_bytes(sac, fields, enc, 3, replay_on_host=False) == on_gpu
     assert host_bytes(sac, fields, enc, 3) == base
     state = bytes_of(cfg_of("state"))
     assert bytes_of(cfg_of("state", "--eval-envs 5")) == state  # no worker processes
-    monkeypatch.setattr(replay, "physical_memory", lambda: 8 << 30)  # 6.96 GiB of 6.8 allowed; 3.52 GiB of it workers
+    monkeypatch.setattr(replay, "physical_memory", lambda: 8 << 30)  # 7.35 GiB of 6.8 allowed; 3.52 GiB of it workers
     with pytest.raises(ValueError, match=r"this grid's 1 pack\(s\) at once .* env workers\) by its last step"):
         grid.run_grid(cfg_of("cnn_rgb", "--eval-envs 5"))
     grid.check_memory(cfg_of("cnn_rgb"), grid.plan_packs(cfg_of("cnn_rgb"), plan(cfg_of("cnn_rgb"))))

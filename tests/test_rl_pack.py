@@ -200,12 +200,13 @@ def test_runs_that_cannot_stack_are_split_not_refused(tmp_path):
 
 def test_a_pack_whose_memory_would_outgrow_ram_is_refused_at_its_start(tmp_path, monkeypatch):
     """The pack checks its host memory at its last step against the machine's RAM: two cnn_rgb runs of 100
-    steps write 2 x 103 frame slots (~2.5 MB) beside their env workers (one training, one evaluation each);
-    on a (pretend) machine 2 MiB larger than the workers need that is refused, naming the fix."""
+    steps write 2 x 103 frame slots (~2.5 MB) beside their env workers (one training, one evaluation each)
+    and the pack's own process; on a (pretend) machine 2 MiB larger than those need that is refused, naming the fix."""
     from rl import replay
     from rl.envs import PIXEL_WORKER_BYTES
+    from rl.workspace import PACK_PROCESS_BYTES
 
-    workers = 2 * 2 * PIXEL_WORKER_BYTES / replay.HOST_MEMORY_SHARE  # RAM whose 85 % the workers take
+    workers = (PACK_PROCESS_BYTES + 2 * 2 * PIXEL_WORKER_BYTES) / replay.HOST_MEMORY_SHARE  # RAM whose 85 % they take
     monkeypatch.setattr(replay, "physical_memory", lambda: int(workers) + (2 << 20))
     with pytest.raises(ValueError, match=r"this pack of 2 run\(s\) of 100 steps .* lower --replay-size"):
         Pack(configs(tmp_path, "cnn_rgb", (0, 1), 100, "s", device="cpu"))  # CPU replay: checked

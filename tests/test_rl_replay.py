@@ -410,7 +410,7 @@ def test_replay_that_would_outgrow_ram_is_refused_with_the_fix(monkeypatch):
     with pytest.raises(ValueError) as err:
         replay.check_host_memory(14 << 30, "this pack of 3 run(s)", "lower --replay-size")
     assert str(err.value) == (
-        "this pack of 3 run(s) would hold 14.0 GiB (replay, encoder buffers, env workers) by its last step, more "
+        "this pack of 3 run(s) would hold 14.0 GiB (processes, replay, encoder buffers, env workers) by its last step, more "
         "than 85% of this machine's "
         "16.0 GiB of RAM; lower --replay-size"
     )
