@@ -4,6 +4,7 @@ pipeline.table's orchestrator)."""
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from pathlib import Path
 
 #: CPU flags (/proc/cpuinfo) of units that run bf16 matmuls natively
@@ -21,3 +22,15 @@ def cpu_bf16_units(cpuinfo: str = "/proc/cpuinfo") -> tuple[str, ...]:
         return ()
     flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
     return tuple(f for f in BF16_CPU_FLAGS if f in flags)
+
+
+def auto_precision(forced: str, bf16_units: Sequence[str]) -> tuple[str, str]:
+    """What `--precision auto` runs on a CPU with `bf16_units` ('bf16' or 'fp32') and why, unless AUTO_ENV holds
+    `forced` ('' when unset), which decides it on any device."""
+    if forced:
+        if forced not in ("bf16", "fp32"):
+            raise ValueError(f"{AUTO_ENV}={forced!r}: set it to bf16 or fp32, or unset it to let auto decide")
+        return forced, f"{AUTO_ENV}={forced}"
+    if bf16_units:
+        return "bf16", f"it has {'/'.join(bf16_units)}"
+    return "fp32", "it has no AMX or AVX512-BF16 units"

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from common.cli import option
-from common.cpuinfo import AUTO_ENV, BF16_CPU_FLAGS, cpu_bf16_units  # noqa: F401 (BF16_CPU_FLAGS: re-exported)
+from common.cpuinfo import AUTO_ENV, BF16_CPU_FLAGS, auto_precision, cpu_bf16_units  # noqa: F401 (BF16_CPU_FLAGS: re-exported)
 
 PRECISIONS: tuple[str, ...] = ("auto", "bf16", "fp32")
 PRECISION_HELP = (
@@ -52,23 +52,18 @@ def resolve_precision(requested: str, device: torch.device | str = "cpu") -> str
     if requested != "auto":
         return requested
     forced = os.environ.get(AUTO_ENV, "")
-    if forced:
-        if forced not in ("bf16", "fp32"):
-            raise ValueError(f"{AUTO_ENV}={forced!r}: set it to bf16 or fp32, or unset it to let auto decide")
-        return forced
     device = torch.device(device)
-    if device.type == "cuda":
+    if device.type == "cuda" and not forced:
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    if cpu_bf16_units():
-        return "bf16"
-    if device.type not in _announced:
+    runs, why = auto_precision(forced, cpu_bf16_units())
+    if runs == "fp32" and not forced and device.type not in _announced:
         _announced.add(device.type)
         print(
-            "note: --precision auto runs fp32 here: this CPU has no AMX or AVX512-BF16 units, and bf16 would run "
-            "in generic kernels, several times slower (--precision bf16 forces it)",
+            f"note: --precision auto runs fp32 here ({why}): bf16 would run in generic kernels, several times "
+            "slower (--precision bf16 forces it)",
             flush=True,
         )
-    return "fp32"
+    return runs
 
 
 def autocast(precision: str, device: torch.device | str) -> torch.autocast:

@@ -50,7 +50,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from common.cli import fail, option, parse_config
-from common.cpuinfo import AUTO_ENV, cpu_bf16_units
+from common.cpuinfo import AUTO_ENV, auto_precision, cpu_bf16_units
 from common.io import OutputError, atomic_write_json
 from common.runs import exclusive_run_dir, nice_own_session
 from data.env import PAPER_TASKS
@@ -966,15 +966,12 @@ def estimate_text(cfg: TableConfig, folder: Folder) -> str:
 
 
 def applicable_column(precision: str, bf16_units: Sequence[str], forced: str = "") -> str:
-    """Which estimate column this CPU's runs follow at `precision` (`forced`: AUTO_ENV's value, which decides
-    `auto` as in common.precision.resolve_precision), and that the rates are another machine's."""
+    """Which estimate column this CPU's runs follow at `precision` (`forced`: AUTO_ENV's value; `auto` is decided
+    by common.cpuinfo.auto_precision, as for the runs), and that the rates are another machine's."""
     if precision != "auto":
         runs, chosen = precision, f"--precision {precision}"
-    elif forced:
-        runs, chosen = forced, f"--precision auto runs {forced} here ({AUTO_ENV}={forced})"
     else:
-        runs = "bf16" if bf16_units else "fp32"
-        why = f"it has {'/'.join(bf16_units)}" if bf16_units else "it has no AMX or AVX512-BF16 units"
+        runs, why = auto_precision(forced, bf16_units)
         chosen = f"--precision auto runs {runs} here ({why})"
     return (
         f"this CPU: {chosen}, so the {runs} column applies; its rates were measured on the 2-core Xeon, and this "
