@@ -9,8 +9,8 @@ regenerates every table and figure from the repository alone.
 A file already kept is replaced only by an identical one or one that extends it (an `eval.csv` that
 grew while the run went on), or, for a run kept unfinished, by a CSV that holds every kept row's
 results again (a resumed run rewrites the rows after its checkpoint: the same results, other wall
-times), or by a config.json that differs only in the code version that resumed it; a kept file that the
-source contradicts is refused, never overwritten.
+times), or by a config.json that differs only in the code version that resumed it and in settings that
+code added at their defaults; a kept file that the source contradicts is refused, never overwritten.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.cli import option, run_command
+from common.cli import flat_dict, option, run_command
 from common.io import atomic_write_bytes
 from pipeline.report import PROBE_GLOB
 
@@ -73,15 +73,29 @@ def recomputed(kept: bytes, payload: bytes) -> bool:
     return all(new.get(step) == row for step, row in old.items())
 
 
+def sac_defaults() -> dict:
+    """rl.sac's settings at their defaults, as a config.json records them (imported here only: it loads torch)."""
+    from rl.config import SACConfig
+
+    return json.loads(json.dumps(flat_dict(SACConfig()), default=str))
+
+
 def same_settings(kept: bytes, payload: bytes) -> bool:
-    """True if two config.json files differ at most in PROVENANCE_KEYS, the newer not naming uncommitted code."""
+    """True if two config.json files differ at most in PROVENANCE_KEYS and in settings the newer adds at their
+    default (code that resumed the run added the option; its default is the behaviour before it, as rl.sac's
+    resume check assumes), the newer not naming uncommitted code."""
     try:
         old, new = json.loads(kept), json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError):
         return False
     if not (isinstance(old, dict) and isinstance(new, dict)) or str(new.get("code_version", "")).endswith("+dirty"):
         return False  # uncommitted code resumed it: not a recorded version of the experiment
-    settings = lambda c: {k: v for k, v in c.items() if k not in PROVENANCE_KEYS}  # noqa: E731
+    added = new.keys() - old.keys() - PROVENANCE_KEYS
+    if added:
+        defaults = sac_defaults()
+        if any(k not in defaults or new[k] != defaults[k] for k in added):
+            return False
+    settings = lambda c: {k: v for k, v in c.items() if k not in PROVENANCE_KEYS | added}  # noqa: E731
     return settings(old) == settings(new)
 
 

@@ -137,6 +137,29 @@ def test_a_run_resumed_by_later_code_is_kept_again_and_a_changed_setting_is_refu
     assert json.loads(kept.read_text())["code_version"] == "bbbbbbb"
 
 
+def test_a_run_resumed_by_code_that_added_a_setting_at_its_default_is_kept_again(tmp_path):
+    """Code that adds an rl.sac option records it in the config.json of every run it resumes: at its default
+    (the behaviour before the option) the run is the same experiment; at another value, or a key rl.sac does
+    not know, it is not."""
+    from rl.config import SACConfig
+
+    source, out = tmp_path / "runs_here", tmp_path / "results" / "exp"
+    running = _sac_run(source, "mmae_rgbs", 0, [0.2], finished=False)
+    config = running / "config.json"
+    older = {k: v for k, v in json.loads(config.read_text()).items() if k != "gaze_return_discount"}
+    config.write_text(json.dumps({**older, "code_version": "aaaaaaa"}))  # written before the option existed
+    keep(KeepConfig(source=str(source), out=str(out)))
+    kept = out / "runs/sac/reach-v3/mmae_rgbs/seed0/config.json"
+    default = SACConfig().gaze.return_discount
+    for refused in ({"gaze_return_discount": 0.5}, {"gaze_return_discount": default, "no_such_option": 1}):
+        config.write_text(json.dumps({**older, "code_version": "bbbbbbb", **refused}))
+        with pytest.raises(ValueError, match="already holds a different result"):
+            keep(KeepConfig(source=str(source), out=str(out)))
+    config.write_text(json.dumps({**older, "code_version": "bbbbbbb", "gaze_return_discount": default}))
+    assert keep(KeepConfig(source=str(source), out=str(out))) == [kept]
+    assert json.loads(kept.read_text())["gaze_return_discount"] == default
+
+
 def _quote(args: str, lines: list[str]) -> str:
     return "\n".join([f"<!-- quoted from `python -m pipeline.report {args}` -->", *lines, "<!-- end of quote -->"])
 
