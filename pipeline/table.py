@@ -285,11 +285,8 @@ def choose_budget(
 
 
 def read_eval_rows(path: Path) -> list[dict[str, str]]:
-    """The rows of an eval.csv ([] when there is none)."""
-    if not path.exists():
-        return []
-    with open(path, newline="") as f:
-        return [r for r in csv.DictReader(f) if r.get("step") and r.get("success_rate")]
+    """The whole rows of an eval.csv with a step and a success rate ([] when there is none)."""
+    return [r for r in whole_rows(path) if last_numbers([r], "step", "success_rate")]
 
 
 # -- what exists under the root ---------------------------------------------------------------------
@@ -342,17 +339,19 @@ class Folder:
         return manifest.get("status", "complete") == "complete" and (not labelled or "labelled_from" in manifest)
 
     def run_steps(self, run_dir: str) -> tuple[int, bool]:
-        """(steps, finished) of a SAC run folder (`run_state`)."""
+        """(steps, finished) of a SAC run folder as status shows it (`run_state`: a run resumed past its summary
+        is in progress); whether a grid is done is `finished`'s."""
         steps, finished, _ = run_state(self.root / run_dir)
         return steps, finished
 
+    def summarized(self, run_dir: str) -> int:
+        """The steps a SAC run folder's summary.json reports (`summarized_steps`)."""
+        return summarized_steps(self.root / run_dir)
+
     def finished(self, run_dirs: Iterable[str], steps: int) -> bool:
-        """Every run's summary reports at least `steps` (rl.grid skips it then)."""
-        for d in run_dirs:
-            done, final = self.run_steps(d)
-            if not final or done < steps:
-                return False
-        return True
+        """Every run's summary reports at least `steps` (rl.grid skips it then), whether or not a longer grid
+        has resumed it since."""
+        return all(self.summarized(d) >= steps for d in run_dirs)
 
     def budget(self, task: str) -> Budget:
         """The task's budget: reach's fixed one, the recorded one, or the rule over its state pilot."""
@@ -363,10 +362,10 @@ class Folder:
             b = self.state["budgets"][task]
             return Budget(b["steps"], b["held_at"], b["reason"])
         run = pilot_dir(task, "state", cfg.pilot_seed)
-        steps, final = self.run_steps(run)
+        steps = self.summarized(run)  # decided at the end of a chunk, on the evaluations of finished chunks
         return choose_budget(
-            read_eval_rows(self.root / run / "eval.csv"),
-            steps if final else 0,
+            [r for r in read_eval_rows(self.root / run / "eval.csv") if float(r["step"]) <= steps],
+            steps,
             cfg.budget_threshold,
             cfg.budget_in_a_row,
             cfg.budget_cap,
@@ -690,8 +689,7 @@ class Planner:
         cfg, chunks = self.cfg, {}
         for task in tasks:
             if self.f.budget(task).steps is None:
-                steps, final = self.f.run_steps(pilot_dir(task, "state", cfg.pilot_seed))
-                done = steps if final else 0
+                done = self.f.summarized(pilot_dir(task, "state", cfg.pilot_seed))
                 chunks.setdefault(min(cfg.budget_cap, (done // cfg.pilot_chunk + 1) * cfg.pilot_chunk), []).append(task)
         for steps, group in sorted(chunks.items()):
             self.grid(
@@ -1035,7 +1033,7 @@ def status_text(cfg: TableConfig) -> str:
     for (task, row), mine in waves.items():
         _, _, seeds, budget = next((s for s in mine if not s.done), mine[-1]).wave
         runs = [folder.run_steps(table_dir(task, row, k)) for k in seeds]
-        done = [k for k, (n, final) in zip(seeds, runs) if final and n >= budget]
+        done = [k for k in seeds if folder.summarized(table_dir(task, row, k)) >= budget]
         success = []
         for k in done:
             with contextlib.suppress(json.JSONDecodeError, KeyError):
@@ -1085,17 +1083,26 @@ def last_numbers(rows: Sequence[dict[str, str]], *columns: str) -> dict[str, flo
     return None
 
 
+def summarized_steps(run: Path) -> int:
+    """The steps a SAC run folder's summary.json reports: what its last finished grid ran it to (0 before one).
+    This alone says a grid is done, as for rl.grid, which skips a run by it: a run a longer grid has resumed
+    still finished the shorter one."""
+    with contextlib.suppress(FileNotFoundError, json.JSONDecodeError, TypeError, ValueError, AttributeError):
+        return int(json.loads((run / "summary.json").read_text()).get("steps", 0))
+    return 0
+
+
 def run_state(run: Path) -> tuple[int, bool, float]:
-    """(steps, finished, env-steps/s) of a SAC run folder. Its summary.json's steps and finished, unless its
-    metrics.csv has gone past them (a later chunk of a longer budget resumed it: in progress); else the newest
-    metrics row's steps, in progress; (0, False, 0.0) before either. The rate is the newest metrics row's."""
+    """(steps, finished, env-steps/s) of a SAC run folder, for status lines. Its summary.json's steps and
+    finished, unless its metrics.csv has gone past them (a later chunk of a longer budget resumed it: in
+    progress); else the newest metrics row's steps, in progress; (0, False, 0.0) before either. The rate is
+    the newest metrics row's."""
     rows = whole_rows(run / "metrics.csv")
     row, rated = last_numbers(rows, "step"), last_numbers(rows, "step", "steps_per_s")
     logged, rate = (int(row["step"]) if row else 0), (rated["steps_per_s"] if rated else 0.0)
-    with contextlib.suppress(FileNotFoundError, json.JSONDecodeError, TypeError, ValueError):
-        summarized = int(json.loads((run / "summary.json").read_text()).get("steps", 0))
-        if summarized >= logged:
-            return summarized, True, rate
+    summarized = summarized_steps(run)
+    if summarized and summarized >= logged:
+        return summarized, True, rate
     return logged, False, rate
 
 
@@ -1216,8 +1223,10 @@ def run(cfg: TableConfig) -> list[str]:
                 )
             if ran and ran[-1] == step.key:
                 raise RuntimeError(
-                    f"{step.key} ran and is still not done (paused, or an output is missing); its output "
-                    f"is above in {folder.root / LOG_FILE}; `make cpu-table` continues it"
+                    f"{step.key} ran, exited 0 and is still not done: what it wrote (above in "
+                    f"{folder.root / LOG_FILE}) is not what the table checks for (a summary.json at the step count, a "
+                    "complete shard manifest, a probe file); a step paused on purpose continues with `make cpu-table`, "
+                    "any other case is a defect to report with that log"
                 )
             print(f"\n[{time.strftime('%H:%M:%S')}] {step.phase} | {step.key}\n  {step.command()}", flush=True)
             start = time.time()

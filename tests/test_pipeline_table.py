@@ -257,6 +257,35 @@ def test_plan_skips_what_the_root_holds_and_resumes_the_rest(tmp_path):
     assert [s.key for s in table.plan(cfg) if not s.done][0] == "reach-v3: saliency.distill (student)"
 
 
+def test_a_grid_killed_while_it_resumes_finished_runs_plans_that_grid_again(tmp_path):
+    """A row's first grid (to budget - 25k) finished; the next one (to the budget) resumed its runs and was
+    killed: their metrics run past their summaries. The first grid stays done (rl.grid would skip every run of
+    it) and the second is planned again; a state pilot killed in its second chunk is planned to that chunk's
+    end, and the budget rule reads only the evaluations of finished chunks."""
+    cfg = config(tmp_path, phase="A")
+    prepared(cfg, "reach-v3")
+    root = Path(cfg.root)
+    for row in ROWS:
+        for seed in range(10):
+            run = root / table.table_dir("reach-v3", row, seed)
+            finish_run(run, 75_000)
+            write(run / "metrics.csv", "step,steps_per_s\n75000,4.0\n80000,4.0\n")  # resumed on, then killed
+    todo = [s for s in table.plan(cfg) if not s.done]
+    assert todo[1].key == (
+        "reach-v3 state,mmae_rgb,mmae_rgbs_po,mmae_rgbs seeds 0-9 to 100,000 (last evaluation 50 episodes)"
+    )
+    pilot = root / table.pilot_dir("drawer-open-v3", "state", cfg.pilot_seed)
+    finish_run(pilot, 50_000, success=0.0, task="drawer-open-v3")
+    write(pilot / "metrics.csv", "step,steps_per_s\n50000,4.0\n80000,4.0\n")
+    write(pilot / "eval.csv", "step,success_rate\n50000,0.0\n70000,0.9\n80000,0.9\n")  # held, in the killed chunk
+    folder = table.Folder(config(tmp_path, phase="B"))
+    assert folder.budget("drawer-open-v3").steps is None  # decided when the chunk ends, not from its rows so far
+    grids = [dict(zip(s.argv[2::2], s.argv[3::2])) for s in table.plan(config(tmp_path, phase="B")) if s.wave is None]
+    assert ("drawer-open-v3", "state", "100000") in [
+        (g.get("--tasks"), g.get("--encoders"), g.get("--steps")) for g in grids
+    ]
+
+
 def test_pilot_budgets_decide_the_pilot_chunks_and_the_steps_of_phases_b_and_c(tmp_path):
     cfg = config(tmp_path, phase="B")
     root = Path(cfg.root)
