@@ -40,16 +40,17 @@ from dataclasses import dataclass
 from functools import partial
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import webdataset as wds
 from PIL import Image
-from webdataset.tariterators import group_by_keys, tar_file_iterator
 
 from common.cli import as_flags
 from common.io import ShardError, atomic_write_bytes, atomic_write_json
 from data.clicks import clicks_to_map
+
+if TYPE_CHECKING:
+    import webdataset as wds
 
 MANIFEST = "manifest.json"
 SHARD_GLOB = "shard-*.tar"
@@ -118,6 +119,8 @@ def write_shard_entry(path: str | Path, samples: Iterable[tuple[str, dict[str, A
     no owner), so the same samples give the same bytes."""
     buf = io.BytesIO()
     count = 0
+    import webdataset as wds  # here, not at the top: webdataset imports torch, which manifest readers do not need
+
     with wds.TarWriter(buf, user="", group="", mode=0o644, mtime=0, encoder=False) as sink:
         for key, sample in samples:
             sink.write(encode_sample(key, sample))
@@ -205,6 +208,8 @@ def _split_samples(payload: bytes, shard: ShardFile) -> list[dict[str, bytes]]:
     """`payload` -> samples with webdataset's tar iterator and `group_by_keys`, checked. Shards are
     USTAR with short names (one 512-byte header per member), so the end of the last member read is
     known exactly: past it only the zero end-of-archive blocks may follow."""
+    from webdataset.tariterators import group_by_keys, tar_file_iterator
+
     end = 0
 
     def members() -> Iterator[dict[str, Any]]:
@@ -256,6 +261,8 @@ def _expand(by_url: dict[str, ShardFile], src: Iterable[dict[str, str]]) -> Iter
 def raw_pipeline(shards: Sequence[ShardFile]) -> wds.DataPipeline:
     """WebDataset pipeline of the raw samples of `shards` in order, split across DataLoader workers
     (`wds.split_by_worker`), every shard checked by `iter_raw`; `.compose(wds.map(decode_sample))` decodes."""
+    import webdataset as wds
+
     by_url = {str(s.path): s for s in shards}
     return wds.DataPipeline(wds.SimpleShardList(list(by_url)), wds.split_by_worker, partial(_expand, by_url))
 
@@ -402,6 +409,8 @@ def load_arrays(
     Returns rgb uint8 [N, H, W, 3], state float32 [N, 39], clicks (list of [K, 2]), keys, meta,
     and saliency uint8 [N, H, W] when every sample has it (required if `need_saliency`).
     """
+    import webdataset as wds
+
     rgb, state, clicks, keys, meta, sal = [], [], [], [], [], []
     pipeline = raw_pipeline(verified_shards(directory, allow_incomplete)).compose(wds.map(decode_sample))
     for s in islice(pipeline, limit):

@@ -23,9 +23,10 @@ from pathlib import Path
 
 from common.cli import flat_dict, option, run_command
 from common.io import atomic_write_bytes
-from pipeline.report import PROBE_GLOB
 
 RUN_FILES = ("config.json", "summary.json", "eval.csv")
+#: where pretrain.probe writes its results below a run root (what pipeline.report reads as probes)
+PROBE_GLOB = "mmae/**/probe_*.json"
 #: CSV columns that time a run rather than say what it did: they differ when a resumed run recomputes a row
 TIMING_COLUMNS = frozenset({"wall_s", "eval_s", "steps_per_s", "pack_steps_per_s"})
 #: config.json fields that say which code last ran the run, not what it ran: a run resumed by a later commit

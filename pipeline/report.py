@@ -38,6 +38,7 @@ from common.figures import write_figure  # noqa: E402
 from common.io import atomic_write_bytes  # noqa: E402
 from data.env import PAPER_TASKS  # noqa: E402
 from pipeline import stats  # noqa: E402
+from pipeline.keep import PROBE_GLOB  # noqa: E402
 from rl.encoders import ENCODER_LABELS, TABLE_I  # noqa: E402  (labels of every registered encoder, gaze ones included)
 
 #: The paper's Table I: success over 50 rollouts and 3 seeds (mean, std), 1M steps.
@@ -110,8 +111,7 @@ PICTURE_GLOBS = {
     "MultiMAE reconstructions (the paper's Fig. 6)": ["mmae/**/figures/*.png"],
     "Gaze overlays": ["sac/**/gaze*.png"],
 }
-#: where pretrain.probe writes its results (below the pictures root), and the positions it scores
-PROBE_GLOB = "mmae/**/probe_*.json"
+#: the positions pretrain.probe scores (its result files: pipeline.keep.PROBE_GLOB)
 PROBE_TARGETS = ("hand", "object", "goal")
 #: a seed's score beside its final evaluation: the mean of its last LAST_EVALS evaluations (one is noisy)
 LAST_EVALS = 3

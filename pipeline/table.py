@@ -40,6 +40,7 @@ import fcntl
 import io
 import json
 import math
+import multiprocessing
 import os
 import shlex
 import subprocess
@@ -765,7 +766,8 @@ def probe_argv(cfg: TableConfig, task: str, encoder_dir: str, inputs: str) -> li
 def check_pass_through(cfg: TableConfig) -> None:
     """Parse --sac-extra, --pretrain-extra and --probe-extra inside the commands the table runs, as those
     commands will (pipeline.run's check): a typo is a ValueError naming the flag now, before any step
-    runs, not hours later when its step comes."""
+    runs, not hours later when its step comes. Their parsers import torch: `check_pass_through_apart` runs
+    this in a process of its own."""
     from common.cli import parse_flags
     from pretrain.config import parse_pretrain_flags
     from pretrain.probe import ProbeConfig
@@ -781,6 +783,13 @@ def check_pass_through(cfg: TableConfig) -> None:
     for name, inputs, _ in PROBES:
         argv = probe_argv(cfg, REACH, f"runs/mmae/{name}/{REACH}", inputs)
         parse_flags(ProbeConfig, argv, command="python -m pretrain.probe", what="--probe-extra")
+
+
+def check_pass_through_apart(cfg: TableConfig) -> None:
+    """`check_pass_through` in a short-lived process (its error raised here): the orchestrator runs for days
+    beside the jobs it starts and would otherwise hold torch (~300 MB) that no memory check counts."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        pool.apply(check_pass_through, (cfg,))
 
 
 #: (model, --inputs, probe file label) of the three probes per task: ViSaRL, PO, MMAE RGB
@@ -1291,7 +1300,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = parse_config(TableConfig, argv)
     try:
         if not cfg.status:  # a dry run shows what would run; the others start it
-            check_pass_through(cfg)
+            check_pass_through_apart(cfg)
         if cfg.status:
             print(status_text(cfg))
         elif cfg.dry_run:

@@ -574,8 +574,15 @@ def test_the_estimate_says_which_column_this_cpu_follows():
         table.applicable_column("auto", ("amx_bf16",), "fp16")  # the runs would refuse it alike
 
 
-def test_the_orchestrator_does_not_load_torch():
-    """pipeline.table runs for days beside the jobs it starts: importing torch would hold ~260 MB for nothing."""
-    code = "import sys, pipeline.table; print('torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+def test_the_orchestrator_does_not_load_torch(tmp_path):
+    """pipeline.table runs for days beside the jobs it starts: torch would hold ~300 MB for nothing. Neither
+    its start (the pass-through flags are parsed in a process of their own), nor planning (shard manifests),
+    nor keeping probes loads it."""
+    code = (
+        "import sys, pipeline.table as t; from pipeline.keep import keep_file; "
+        f"t.main(['--root', {str(tmp_path / 'root')!r}, '--dry-run']); "
+        "print('torch' in sys.modules, 'matplotlib' in sys.modules)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(table.__file__).resolve().parents[1])}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.strip().splitlines()[-1] == "False False"
