@@ -323,6 +323,21 @@ class Folder:
                 "started with, or another --root"
             )
 
+    def check_start(self) -> None:
+        """Refusals no step needs to run for (made before a background run detaches, and again by the run):
+        changed FROZEN settings; a new root (no table.json, e.g. on a new machine) whose results folders already
+        hold kept runs, whose keep steps would refuse this root's runs after hours or days of work."""
+        self.check_settings()
+        if (self.root / STATE_FILE).exists():
+            return
+        kept = [d for d in (self.results, Path(f"{self.results}-pilot")) if d.is_dir() and any(d.rglob("*.json"))]
+        if kept:
+            raise ValueError(
+                f"{self.root} is a new root (no {STATE_FILE}), but {' and '.join(map(str, kept))} already hold runs "
+                "another root kept, which this one's would contradict when kept; restore the root that made them, "
+                "or give this one folders of its own (--results results/cpu-table-2)"
+            )
+
     def marked(self, key: str) -> bool:
         return key in self.state["done"]
 
@@ -1205,13 +1220,22 @@ def git_line(results: str, what: str) -> str:
     return f"git add {shlex.quote(results)} && git commit -m {shlex.quote(f'{results}: {what}')}"
 
 
+def refuse_blocked(cfg: TableConfig, step: Step) -> None:
+    """The next step waits for a decision (a budget) that the selected phases never make: say which phase does."""
+    if step.blocked:
+        raise ValueError(
+            f"{step.key} waits for {step.blocked}, which phase(s) {','.join(cfg.phases)} do not run; "
+            "run the phase that decides it first (--phase B), or --phase all"
+        )
+
+
 def run(cfg: TableConfig) -> list[str]:
     """Run the selected phases' steps in order until every one is done; returns the keys of the steps run."""
     folder = Folder(cfg)
     ran: list[str] = []
     with contextlib.ExitStack() as stack:
         hold_root(stack, folder.root)
-        folder.check_settings()
+        folder.check_start()
         folder.save()
         print(estimate_text(cfg, folder), flush=True)
         while True:
@@ -1225,11 +1249,7 @@ def run(cfg: TableConfig) -> list[str]:
                 )
                 return ran
             step = todo[0]
-            if step.blocked:
-                raise ValueError(
-                    f"{step.key} waits for {step.blocked}, which phase(s) {','.join(cfg.phases)} do not run; "
-                    "run the phase that decides it first (--phase B), or --phase all"
-                )
+            refuse_blocked(cfg, step)
             if ran and ran[-1] == step.key:
                 raise RuntimeError(
                     f"{step.key} ran, exited 0 and is still not done: what it wrote (above in "
@@ -1288,6 +1308,11 @@ def start_background(cfg: TableConfig, argv: Sequence[str]) -> int:
         return pid
     with contextlib.ExitStack() as stack:  # a copy started otherwise is refused here, before anything starts
         hold_root(stack, root)
+        folder = Folder(cfg)  # and what the run would refuse at once is refused here, not only in its log
+        folder.check_start()
+        todo = [s for s in Planner(folder).plan() if not s.done]
+        if todo:
+            refuse_blocked(cfg, todo[0])
     pid = start(
         BackgroundConfig(name=BACKGROUND_NAME, nice=cfg.nice, logs=str(root)), background_command(argv), child_env()
     )

@@ -500,6 +500,37 @@ def test_a_second_copy_is_refused_while_one_holds_the_root(tmp_path, capsys):
     assert table.lock_holder(root) is None
 
 
+def test_a_background_start_is_refused_at_once_for_what_its_run_would_refuse(tmp_path, capsys, monkeypatch):
+    """`make cpu-table` detaches the run: changed settings, a phase waiting for budgets no selected phase
+    decides, and a new root beside results another root kept are refused before it detaches (one line, exit 2),
+    not in a log nobody reads; nothing is started."""
+    started = []
+    monkeypatch.setattr(table, "start", lambda *a, **k: started.append(a) or 1)
+    root, results = tmp_path / "root", tmp_path / "results" / "cpu-table"
+    base = ["--root", str(root), "--results", str(results), "--background"]
+
+    def refused(*flags: str) -> str:
+        with pytest.raises(SystemExit) as stop:
+            table.main([*base, *flags])
+        assert stop.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1
+        return err
+
+    write(results / "reach-v3/state/seed0/summary.json", "{}")  # kept by a root this machine no longer has
+    assert "is a new root (no table.json), but" in refused("--phase", "A")
+    assert "--results results/cpu-table-2" in refused("--phase", "A")
+    (results / "reach-v3/state/seed0/summary.json").unlink()
+    assert "waits for" in refused("--phase", "C") and "--phase B" in refused("--phase", "C")
+    folder = table.Folder(config(tmp_path))
+    folder.check_settings()
+    folder.save()
+    assert "--hidden-dim 256 (started with 1024)" in refused("--phase", "A", "--hidden-dim", "256")
+    assert not started
+    table.main([*base, "--phase", "A"])
+    assert len(started) == 1
+
+
 def test_background_command_is_the_same_run_without_background():
     argv = ["--phase", "A", "--background", "--root", "runs/x"]
     assert table.background_command(argv) == [
