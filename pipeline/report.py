@@ -24,6 +24,7 @@ import json
 import math
 import shutil
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -233,10 +234,20 @@ def _read_curve(path: Path, column: str) -> list[tuple[float, float]]:
     return [(float(r["step"]), float(r[key])) for r in rows if key and r.get(key) not in (None, "")]
 
 
+def last_evals(run: dict, k: int = LAST_EVALS) -> tuple[float, tuple[float, ...]]:
+    """Mean success of a run's last k evaluations (eval.csv; the final one included), one per step (a step an
+    interrupted run evaluated twice counts once, its last row), and their steps; its final success and no steps
+    without a curve."""
+    by_step = dict(run.get("curve", []))
+    steps = tuple(sorted(by_step)[-k:])
+    if not steps:
+        return float(run["success_rate"]), ()
+    return float(np.mean([by_step[s] for s in steps])), steps
+
+
 def last_evals_mean(run: dict, k: int = LAST_EVALS) -> float:
-    """Mean success of a run's last k evaluations (eval.csv; the final one included), its final success without a curve."""
-    values = [v for _, v in run.get("curve", [])][-k:]
-    return float(np.mean(values)) if values else float(run["success_rate"])
+    """Mean success of a run's last k evaluations (`last_evals`)."""
+    return last_evals(run, k)[0]
 
 
 def _ci(values: list[float], spec: str = ".2f") -> str:
@@ -424,9 +435,12 @@ def _verdict(lo: float, hi: float, null: float = 0.0) -> str:
     return "holds" if lo > null else "reversed" if hi < null else "not resolved"
 
 
-def _interval(lo: float, hi: float) -> str:
-    """A Welch interval as '[lo, hi]', or why there is none (a side with one seed gives NaN)."""
-    return f"[{lo:+.2f}, {hi:+.2f}]" if not math.isnan(lo) else "[n/a: a side has 1 seed]"
+def _interval(lo: float, hi: float, sides: Sequence[Sequence[float]] = ()) -> str:
+    """A Welch interval as '[lo, hi]', or why there is none (stats.welch_interval: a side with one seed, or no
+    spread in either side)."""
+    if not math.isnan(lo):
+        return f"[{lo:+.2f}, {hi:+.2f}]"
+    return "[n/a: a side has 1 seed]" if any(len(v) < 2 for v in sides) or not sides else "[n/a: no spread in either]"
 
 
 def _paper_gap(worse: str, better: str, tasks: list[str]) -> float:
@@ -486,7 +500,7 @@ def improvement_table(runs: list[dict], reps: int = stats.REPS, seed: int = 0) -
     if len(lines) == 2:
         return ""
     seeds_needed = (
-        f"Seeds needed (two-sided t-test at 5 %, {100 * stats.POWER:.0f} % power, the observed spread; "
+        f"Seeds needed (two-sided pooled-variance t-test at 5 %, {100 * stats.POWER:.0f} % power, the observed spread; "
         "'not resolved' with too few seeds means too few, not no effect):"
     )
     return "\n\n".join(["\n".join(lines), *([FEW_RUNS_NOTE] if few_runs else []), seeds_needed, "\n".join(readings)])
@@ -507,7 +521,7 @@ def ordering_table(runs: list[dict]) -> str:
             if not a or not b:
                 continue
             diff, lo, hi = stats.welch_interval(a, b)
-            interval = _interval(lo, hi)
+            interval = _interval(lo, hi, (a, b))
             verdict = (_verdict(lo, hi) if not math.isnan(lo) else "n/a") + f" (n={len(a)} / {len(b)})"
             paper = _paper_gap(worse, better, [task])
             lines.append(
@@ -518,17 +532,37 @@ def ordering_table(runs: list[dict]) -> str:
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
-def variant_table(runs: list[dict]) -> str:
+def _steps_text(steps: Sequence[float]) -> str:
+    return ", ".join(f"{s / 1000:g}k" if s >= 1000 else f"{s:g}" for s in steps)
+
+
+def _seeds_for(diff: float, sd: float, have: int) -> str:
+    """Seeds per arm whose t-test would resolve a difference `diff` at the spread `sd`, and the smallest
+    difference the `have` seeds resolve."""
+    if have < 2 or math.isnan(sd) or sd == 0:
+        return "n/a: the spread needs 2 seeds per arm and some variation"
+    smallest = f"the current {have} resolve {stats.detectable_gap(sd, have):.2f} or more"
+    needed = stats.seeds_needed(diff, sd) if diff else None
+    return f"{'over 1,000' if needed is None else needed} ({smallest})"
+
+
+def variant_table(runs: list[dict], running: Sequence[dict] = ()) -> str:
     """Markdown: each setting a run changed from its default (VARIANT_FIELDS: an ablation) against the default
     row of the same encoder and task: per side the mean final success and the mean of each seed's last
-    LAST_EVALS evaluations, then variant - default of each with its 95 % Welch t-interval and verdict (the
-    variant is better / worse only when the interval excludes 0)."""
+    LAST_EVALS evaluations (`last_evals`, at the steps shown), then variant - default of each with its 95 % Welch
+    t-interval and verdict (the variant is better / worse only when the interval excludes 0), and the seeds per
+    arm that would resolve the last evaluations' difference. No verdict while a run of either side is unfinished
+    (`running`: judging the survivors alone would favour a setting that breaks runs), nor on last evaluations
+    taken at different steps."""
     tasks, by = _cells(runs)
+    unfinished = defaultdict(int)
+    for r in running:
+        unfinished[(r["encoder"], r["task"])] += 1
     lines = [
         f"| Setting | Task | Runs (default / setting) | Final success: default / setting | Setting - default, final "
-        f"[95 % Welch t-CI] | Verdict | Last {LAST_EVALS} evaluations: default / setting | Setting - default, last "
-        f"{LAST_EVALS} [95 % Welch t-CI] | Verdict |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"[95 % Welch t-CI] | Verdict | Last {LAST_EVALS} evaluations (steps): default / setting | Setting - default, "
+        f"last {LAST_EVALS} [95 % Welch t-CI] | Verdict | Seeds per arm for that difference |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in sorted({r["encoder"] for r in runs if " [" in r["encoder"]}, key=_encoder_key):
         default = row.partition(" ")[0]
@@ -536,20 +570,36 @@ def variant_table(runs: list[dict]) -> str:
             base, changed = by.get((default, task), []), by.get((row, task), [])
             if not base or not changed:
                 continue
+            pending = unfinished[(default, task)] + unfinished[(row, task)]
+            steps = {last_evals(r)[1] for r in base + changed}
             cells = []
-            for measure in (_final, lambda rs: [last_evals_mean(r) for r in rs]):
-                a, b = measure(base), measure(changed)
+            for measure in ("final", "last"):
+                a, b = [_final(rs) if measure == "final" else [last_evals(r)[0] for r in rs] for rs in (base, changed)]
                 diff, lo, hi = stats.welch_interval(a, b)
-                verdict = (
-                    "n/a"
-                    if math.isnan(lo)
-                    else {"holds": "better", "reversed": "worse"}.get(_verdict(lo, hi), "not resolved")
+                if pending:
+                    verdict = "n/a: runs unfinished"
+                elif measure == "last" and len(steps) > 1:
+                    verdict = "n/a: evaluated at different steps"
+                elif math.isnan(lo):
+                    verdict = "n/a"
+                else:
+                    verdict = {"holds": "better", "reversed": "worse"}.get(_verdict(lo, hi), "not resolved")
+                at = (
+                    ""
+                    if measure == "final"
+                    else f" ({_steps_text(next(iter(steps)))})"
+                    if len(steps) == 1
+                    else " (differ)"
                 )
-                cells += [f"{np.mean(a):.2f} / {np.mean(b):.2f}", f"{diff:+.2f} {_interval(lo, hi)}", verdict]
+                cells += [
+                    f"{np.mean(a):.2f} / {np.mean(b):.2f}{at}",
+                    f"{diff:+.2f} {_interval(lo, hi, (a, b))}",
+                    verdict,
+                ]
+            cells.append(_seeds_for(diff, stats.pooled_sd([a, b]), min(len(a), len(b))))
             setting = row.partition(" ")[2].strip("[]")
-            lines.append(
-                f"| {_label(default)}: {setting} | {task} | {len(base)} / {len(changed)} | " + " | ".join(cells) + " |"
-            )
+            count = f"{len(base)} / {len(changed)}" + (f" (+{pending} unfinished)" if pending else "")
+            lines.append(f"| {_label(default)}: {setting} | {task} | {count} | " + " | ".join(cells) + " |")
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
@@ -755,13 +805,16 @@ def statistics_sections(runs: list[dict], running: list[dict], out: Path, cfg: R
             "it excludes 0).\n",
             orderings + "\n",
         ]
-    variants = variant_table(runs)
+    variants = variant_table(runs, running)
     if variants:
         parts += [
             "## Settings against their defaults (ablations)\n",
             'Runs that set an option otherwise than its default (README, "Faithful to the paper") against the '
             "default runs of the same encoder and task: the difference of means with its 95 % Welch t-interval; "
-            "a setting is better or worse only when the interval excludes 0.\n",
+            "a setting is better or worse only when the interval excludes 0, and no verdict is given while a run "
+            "of either side is unfinished. Seeds per arm: what a two-sided two-sample t-test (pooled variance) at "
+            f"5 % with {100 * stats.POWER:.0f} % power needs for the last evaluations' difference at their spread "
+            "(Welch's interval, which the verdict uses, needs somewhat more at small n).\n",
             variants + "\n",
         ]
     if running:

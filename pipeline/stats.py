@@ -54,15 +54,17 @@ def t_interval(
 
 
 def welch_interval(worse: Sequence[float], better: Sequence[float], level: float = LEVEL) -> tuple[float, float, float]:
-    """mean(better) - mean(worse) and its Welch t-interval (unequal variances); NaN bounds if a side has < 2 seeds."""
+    """mean(better) - mean(worse) and its Welch t-interval (unequal variances); NaN bounds if a side has < 2 seeds
+    or neither side varies (e.g. every seed 0.00 in both: no interval, rather than one of zero width that would
+    read as certain)."""
     a, b = np.asarray(worse, float), np.asarray(better, float)
     diff = float(b.mean() - a.mean())
     if len(a) < 2 or len(b) < 2:
         return diff, math.nan, math.nan
+    if np.ptp(a) == 0 and np.ptp(b) == 0:  # equal values on each side (their variance may round to ~1e-35)
+        return diff, math.nan, math.nan
     va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
     se = math.sqrt(va + vb)
-    if se == 0:
-        return diff, diff, diff
     df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
     half = stats.t.ppf((1 + level) / 2, df) * se
     return diff, diff - half, diff + half

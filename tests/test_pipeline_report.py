@@ -365,16 +365,14 @@ def test_an_ablation_is_the_settings_difference_from_the_default_with_its_welch_
     table = variant_table(loaded)
     diff, lo, hi = stats.welch_interval(default, standardized)
     # the fake curves ramp to the final value: the last 3 evaluations average ~0.75 of it
-    last = stats.welch_interval(
-        *(
-            [last_evals_mean(r) for r in loaded if r["encoder"] == row]
-            for row in ("mmae_rgbs", "mmae_rgbs [mmae_features=standardized]")
-        )
-    )
+    rows = ("mmae_rgbs", "mmae_rgbs [mmae_features=standardized]")
+    last = stats.welch_interval(*([last_evals_mean(r) for r in loaded if r["encoder"] == row] for row in rows))
+    sd = stats.pooled_sd([[last_evals_mean(r) for r in loaded if r["encoder"] == row] for row in rows])
+    seeds = f"{stats.seeds_needed(last[0], sd)} (the current 3 resolve {stats.detectable_gap(sd, 3):.2f} or more)"
     assert (
         f"| MMAE RGB+Saliency (ViSaRL): mmae_features=standardized | reach-v3 | 3 / 3 | 0.15 / 0.65 | "
-        f"{diff:+.2f} [{lo:+.2f}, {hi:+.2f}] | better | 0.11 / 0.49 | {last[0]:+.2f} [{last[1]:+.2f}, {last[2]:+.2f}] "
-        "| better |"
+        f"{diff:+.2f} [{lo:+.2f}, {hi:+.2f}] | better | 0.11 / 0.49 (500, 750, 1k) | {last[0]:+.2f} "
+        f"[{last[1]:+.2f}, {last[2]:+.2f}] | better | {seeds} |"
     ) in table
     assert lo > 0 and abs(diff - 0.50) < 1e-9
     scaled = next(line for line in table.splitlines() if "saliency_scale=authors" in line)
@@ -383,3 +381,35 @@ def test_an_ablation_is_the_settings_difference_from_the_default_with_its_welch_
         ReportConfig(roots=str(runs), out=str(tmp_path / "report"), pictures_root=str(tmp_path), reps=200)
     ).read_text()
     assert "## Settings against their defaults (ablations)" in report and table in report
+
+
+def test_an_ablation_gives_no_verdict_on_unfinished_runs_no_spread_or_evaluations_at_other_steps(tmp_path):
+    """A seed still running (or one that diverged and never finished) leaves the survivors, which would favour a
+    setting that breaks runs: no verdict until both sides have finished. Both sides without spread give no
+    interval (not one of zero width). Last evaluations are one per step (a step evaluated twice by an interrupted
+    run counts once) and must be the same steps on both sides."""
+    from pipeline.report import last_evals, load_running, variant_table
+
+    runs = tmp_path / "sac"
+    for seed in range(3):
+        _variant_run(runs / "raw", seed, 0.0, mmae_features="raw")
+        if seed < 2:
+            _variant_run(runs / "std", seed, 0.05, mmae_features="standardized")
+    running = runs / "std" / "reach-v3" / "mmae_rgbs" / "seed2"
+    running.mkdir(parents=True)
+    config = {"encoder": "mmae_rgbs", "task": "reach-v3", "mmae_features": "standardized"}
+    (running / "config.json").write_text(json.dumps(config))
+    (running / "eval.csv").write_text("step,wall_s,success_rate,return_mean\n250,1.0,0.0,10.0\n")
+    line = variant_table(load_runs([runs]), load_running([runs])).splitlines()[-1]
+    assert "| 3 / 2 (+1 unfinished) |" in line and line.count("n/a: runs unfinished") == 2
+    running.joinpath("eval.csv").unlink()
+    _variant_run(runs / "std2", 2, 0.05, mmae_features="standardized")
+    loaded = load_runs([runs])
+    line = variant_table(loaded).splitlines()[-1]
+    # 0.00 x 3 against 0.05 x 3: no spread on either side, so no interval and no verdict
+    assert "| 0.00 / 0.05 | +0.05 [n/a: no spread in either] | n/a |" in line
+    rerun = next(r for r in loaded if r["encoder"] != "mmae_rgbs")
+    rerun["curve"] = [(500.0, 0.2), (750.0, 0.3), (1000.0, 0.1), (1000.0, 0.4)]  # the last step logged twice
+    assert last_evals(rerun) == (pytest.approx(0.3), (500.0, 750.0, 1000.0))
+    rerun["curve"] = [(250.0, 0.2), (500.0, 0.3), (750.0, 0.4)]  # an evaluation short of the others
+    assert "| n/a: evaluated at different steps |" in variant_table(loaded).splitlines()[-1]

@@ -39,6 +39,8 @@ def test_welch_interval_by_hand():
     diff, lo, hi = stats.welch_interval([0.9, 0.9, 0.9], [0.4, 0.5, 0.6])  # one side without spread: df = n - 1 = 2
     assert (lo, hi) == pytest.approx((-0.40 - T_975_DF2 * 0.1 / math.sqrt(3), -0.40 + T_975_DF2 * 0.1 / math.sqrt(3)))
     assert math.isnan(stats.welch_interval([0.5], [0.2, 0.3])[1])
+    diff, lo, hi = stats.welch_interval([0.0, 0.0, 0.0], [0.05, 0.05, 0.05])  # neither side varies: no interval
+    assert diff == pytest.approx(0.05) and math.isnan(lo) and math.isnan(hi)
 
 
 def test_iqm_is_the_mean_of_the_middle_half_of_all_runs_and_tasks():
