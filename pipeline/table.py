@@ -597,7 +597,7 @@ class Planner:
         self.add(
             f"{task}: keep probes",
             [],
-            True,
+            all(dst.exists() for _, dst in probe_copies(self.f, task)),  # and marked: kept files lost are kept again
             marker=True,
             action=lambda: keep_probes(self.f, task),
             note=f"copy runs/mmae/*/{task}/probe_*.json -> {cfg.results}/mmae/*/{task}/",
@@ -693,7 +693,7 @@ class Planner:
         step = self.add(
             key,
             ["-m", "pipeline.keep", f"{runs_root}/{task}/{row}", "--out", str(dest)],
-            True,
+            all((dest / Path(r).name / "summary.json").exists() for r in runs),  # lost kept files: kept again
             marker=True,
             kept=results,
         )
@@ -817,16 +817,17 @@ def pretrain_epochs(images: int, frames: int, val_fraction: float = 0.05) -> int
     return math.ceil(images / (frames * (1 - val_fraction)))
 
 
+def probe_copies(folder: Folder, task: str) -> list[tuple[Path, Path]]:
+    """(probe result under the root, where it is kept) of the task's probes."""
+    runs = folder.root / "runs"
+    return [(src, folder.results / src.relative_to(runs)) for src in sorted(runs.glob(f"mmae/*/{task}/probe_*.json"))]
+
+
 def keep_probes(folder: Folder, task: str) -> list[Path]:
     """Copy the task's probe results into <results>/mmae/<model>/<task>/ (pipeline.keep.keep_file: never overwritten)."""
     from pipeline.keep import keep_file
 
-    written = []
-    for src in sorted((folder.root / "runs/mmae").glob(f"*/{task}/probe_*.json")):
-        dst = folder.results / src.relative_to(folder.root / "runs")
-        if keep_file(src, dst):
-            written.append(dst)
-    return written
+    return [dst for src, dst in probe_copies(folder, task) if keep_file(src, dst)]
 
 
 def plan(cfg: TableConfig) -> list[Step]:

@@ -3,6 +3,7 @@
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -374,6 +375,12 @@ def test_run_keeps_finished_rows_and_probes_then_stops_with_the_git_line(tmp_pat
     assert f"git add {cfg.results} && git commit -m" in out and "every step of phase(s) A is done" in out
     assert set(json.loads((Path(cfg.root) / table.STATE_FILE).read_text())["done"]) >= set(ran)
     assert table.run(cfg) == []  # a rerun finds everything done
+    shutil.rmtree(results / "reach-v3/state")  # kept files lost before they were committed: kept again
+    (results / "mmae/rgb/reach-v3/probe_rgb.json").unlink()
+    assert table.run(cfg) == ["reach-v3: keep probes", f"keep runs/sac/reach-v3/state (2 runs) -> {cfg.results}"]
+    assert (results / "reach-v3/state/seed1/summary.json").exists() and (
+        results / "mmae/rgb/reach-v3/probe_rgb.json"
+    ).exists()
 
 
 def test_a_failed_step_stops_the_run_and_is_not_recorded(tmp_path, monkeypatch):
