@@ -153,8 +153,11 @@ $(addprefix ablation-gaze-,$(GAZE_ARMS)): ablation-gaze-%:
 TABLE ?= $(RUNS_HOME)/cpu_table
 # A, B, C, D, E or all; e.g. `make cpu-table TABLE_PHASE=A`
 TABLE_PHASE ?= all
+# more pipeline.table flags, e.g. TABLE_FLAGS="--results results/cpu-table-2"; the design settings a root recorded
+# on its first run are its own and need no flags (a contradicting one is refused)
+TABLE_FLAGS ?=
 cpu-table: venv
-	$(PY) -m pipeline.table --root $(TABLE) --phase $(TABLE_PHASE) --background
+	$(PY) -m pipeline.table --root $(TABLE) --phase $(TABLE_PHASE) $(TABLE_FLAGS) --background
 
 # Every long experiment here, detached (pipeline.background: own session, niced, its log in $(RUNS_HOME)/<name>.log):
 # run it at the start of each session. What still runs is left alone; the rest resumes from its checkpoints.
@@ -164,12 +167,12 @@ background: venv sysdeps
 		make ablation-features SLICE=$(SLICE)
 	$(PY) -m pipeline.background --name ablation-gaze-discount --nice 15 --logs $(RUNS_HOME) -- \
 		make ablation-gaze-discount SLICE=$(SLICE)
-	$(PY) -m pipeline.table --root $(TABLE) --phase $(TABLE_PHASE) --background
+	$(PY) -m pipeline.table --root $(TABLE) --phase $(TABLE_PHASE) $(TABLE_FLAGS) --background
 
 # where it stands: per task the stage reached and the step budget, per row seeds done / planned and steps,
 # the running step's progress, rate and time left at that rate
 cpu-table-status: venv
-	$(PY) -m pipeline.table --root $(TABLE) --phase $(TABLE_PHASE) --status
+	$(PY) -m pipeline.table --root $(TABLE) --phase $(TABLE_PHASE) $(TABLE_FLAGS) --status
 
 # .gpu/: what a lent GPU node lacks, small enough to travel (README, "On a lent GPU node")
 gpu-bundle: venv

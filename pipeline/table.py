@@ -69,17 +69,28 @@ EPISODE_STEPS = 500
 STATE_FILE = "table.json"
 BACKGROUND_NAME = "table"  # pipeline.background's name of the detached run: <root>/table.log, table.pid
 LOG_FILE = f"{BACKGROUND_NAME}.log"
-#: settings a started experiment keeps: changing them would mix runs of different designs
+#: settings a started experiment keeps (recorded in table.json on its first run; later commands that leave them
+#: out take the recorded ones, `adopt_recorded`): changing them would mix runs of different designs
 FROZEN = (
     "frames",
+    "annotate_n",
+    "saliency_preset",
     "pretrain_images",
+    "pretrain_preset",
+    "pretrain_extra",
+    "precision",
     "hidden_dim",
     "reach_steps",
+    "extra_tasks",
     "pilot_seed",
+    "pilot_eval_every",
     "budget_threshold",
     "budget_in_a_row",
     "budget_cap",
     "eval_every",
+    "eval_episodes",
+    "final_eval_episodes",
+    "sac_extra",
 )
 
 
@@ -293,6 +304,31 @@ def read_eval_rows(path: Path) -> list[dict[str, str]]:
 # -- what exists under the root ---------------------------------------------------------------------
 
 
+def frozen_settings(cfg: TableConfig) -> dict:
+    """The FROZEN settings of `cfg`, with `--precision auto` resolved to what it runs on this CPU (a root
+    started in fp32 must not go on in bf16 on a machine with AMX)."""
+    settings = {k: getattr(cfg, k) for k in FROZEN}
+    if cfg.precision == "auto":
+        settings["precision"] = auto_precision(os.environ.get(AUTO_ENV, ""), cpu_bf16_units())[0]
+    return settings
+
+
+def adopt_recorded(cfg: TableConfig, argv: Sequence[str]) -> TableConfig:
+    """`cfg` with the FROZEN settings its root recorded wherever `argv` does not give them: `make cpu-table`
+    continues a root started with e.g. `--hidden-dim 256` as it started; a flag given otherwise is refused
+    by Folder.check_settings."""
+    path = Path(cfg.root).expanduser() / STATE_FILE
+    if not path.exists():
+        return cfg
+    try:
+        recorded = json.loads(path.read_text()).get("settings", {})
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); restore it from a backup or use another --root") from err
+    given = {a.split("=", 1)[0] for a in argv}
+    adopted = {k: v for k, v in recorded.items() if k in FROZEN and f"--{k.replace('_', '-')}" not in given}
+    return replace(cfg, **adopted).validate() if adopted else cfg
+
+
 class Folder:
     """What the root holds: run steps, shard manifests, and the record of finished steps (table.json)."""
 
@@ -309,18 +345,19 @@ class Folder:
         atomic_write_json(self.root / STATE_FILE, self.state)
 
     def check_settings(self) -> None:
-        """Record the FROZEN settings on the first run; refuse later runs that change them."""
-        mine = {k: getattr(self.cfg, k) for k in FROZEN}
-        kept = self.state.setdefault("settings", mine)
+        """Record the FROZEN settings on the first run (a setting made FROZEN since the root started: on this
+        run); refuse a run that changes them."""
+        mine = frozen_settings(self.cfg)
+        kept = self.state.setdefault("settings", {})
+        for k in FROZEN:
+            kept.setdefault(k, mine[k])
         changed = [
-            f"--{k.replace('_', '-')} {mine[k]} (started with {kept[k]})"
-            for k in FROZEN
-            if k in kept and kept[k] != mine[k]
+            f"--{k.replace('_', '-')} {mine[k]!r} (started with {kept[k]!r})" for k in FROZEN if kept[k] != mine[k]
         ]
         if changed:
             raise ValueError(
-                f"{self.root} was started with other settings: {'; '.join(changed)}; use the settings it "
-                "started with, or another --root"
+                f"{self.root} was started with other settings: {'; '.join(changed)}; leave those flags out to "
+                "continue with the settings it recorded, or use another --root"
             )
 
     def check_start(self) -> None:
@@ -1325,6 +1362,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     cfg = parse_config(TableConfig, argv)
     try:
+        cfg = adopt_recorded(cfg, argv)
         if not cfg.status:  # a dry run shows what would run; the others start it
             check_pass_through_apart(cfg)
         if cfg.status:

@@ -538,6 +538,27 @@ def test_a_background_start_is_refused_at_once_for_what_its_run_would_refuse(tmp
     assert len(started) == 1
 
 
+def test_a_root_continues_with_the_settings_it_recorded_unless_a_flag_changes_them(tmp_path, capsys, monkeypatch):
+    """Flags left out take the root's recorded design (make cpu-table passes none); a flag that contradicts it is
+    refused. `--precision auto` is recorded as what it ran: a root started in fp32 is not continued in bf16 on a
+    machine where auto would mean bf16."""
+    monkeypatch.setenv(table.AUTO_ENV, "fp32")
+    folder = table.Folder(config(tmp_path, hidden_dim=256))
+    folder.check_settings()
+    folder.save()
+    assert folder.state["settings"]["precision"] == "fp32" and folder.state["settings"]["hidden_dim"] == 256
+    base = ["--root", str(tmp_path / "root"), "--results", str(tmp_path / "results")]
+    table.main([*base, "--status"])
+    assert "SAC hidden 256" in capsys.readouterr().out
+    monkeypatch.setenv(table.AUTO_ENV, "bf16")  # e.g. a later session on a machine with AMX
+    assert table.adopt_recorded(config(tmp_path), base).precision == "fp32"
+    table.Folder(table.adopt_recorded(config(tmp_path), base)).check_settings()
+    with pytest.raises(ValueError, match=r"--precision 'bf16' \(started with 'fp32'\)"):
+        table.Folder(table.adopt_recorded(config(tmp_path), [*base, "--precision", "auto"])).check_settings()
+    with pytest.raises(ValueError, match=r"--hidden-dim 1024 \(started with 256\); leave those flags out"):
+        table.Folder(table.adopt_recorded(config(tmp_path), [*base, "--hidden-dim=1024"])).check_settings()
+
+
 def test_background_command_is_the_same_run_without_background():
     argv = ["--phase", "A", "--background", "--root", "runs/x"]
     assert table.background_command(argv) == [
