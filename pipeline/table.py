@@ -109,7 +109,8 @@ class TableConfig:
         "new session's work tree does not keep git-ignored folders)",
     )
     results: str = option(
-        "results/cpu-table", "where pipeline.keep copies each finished (task, row); pilots go to <results>-pilot"
+        "results/cpu-table",
+        "where pipeline.keep copies each finished (task, row), relative to the checkout; pilots go to <results>-pilot",
     )
     dry_run: bool = option(False, "print the steps still to run and their commands, the wall-time estimate, and stop")
     status: bool = option(
@@ -183,6 +184,7 @@ class TableConfig:
     )
 
     def validate(self) -> "TableConfig":
+        self.results = str(Path(self.results))  # no trailing slash: pilots go to <results>-pilot beside it
         if self.phase not in (*PHASES, "all"):
             raise ValueError(f"--phase must be one of {', '.join(PHASES)} or all, got {self.phase!r}")
         if sum((self.dry_run, self.status, self.background)) > 1:
@@ -304,6 +306,12 @@ def read_eval_rows(path: Path) -> list[dict[str, str]]:
 # -- what exists under the root ---------------------------------------------------------------------
 
 
+def results_path(results: str) -> Path:
+    """Where kept results go: `results` relative to the checkout (where they are committed), wherever the
+    command runs from."""
+    return (CHECKOUT / Path(results).expanduser()).resolve()
+
+
 def frozen_settings(cfg: TableConfig) -> dict:
     """The FROZEN settings of `cfg`, with `--precision auto` resolved to what it runs on this CPU (a root
     started in fp32 must not go on in bf16 on a machine with AMX)."""
@@ -335,7 +343,7 @@ class Folder:
     def __init__(self, cfg: TableConfig):
         self.cfg = cfg
         self.root = Path(cfg.root).expanduser().resolve()
-        self.results = Path(cfg.results).resolve()
+        self.results = results_path(cfg.results)
         path = self.root / STATE_FILE
         self.state: dict = json.loads(path.read_text()) if path.exists() else {}
         self.state.setdefault("done", {})
@@ -726,7 +734,7 @@ class Planner:
 
     def keep(self, task: str, row: str, runs: list[str], results: str, runs_root: str, blocked: str) -> None:
         key = f"keep {runs_root}/{task}/{row} ({len(runs)} run{'s' * (len(runs) > 1)}) -> {results}"
-        dest = Path(results).resolve() / task / row
+        dest = results_path(results) / task / row
         step = self.add(
             key,
             ["-m", "pipeline.keep", f"{runs_root}/{task}/{row}", "--out", str(dest)],

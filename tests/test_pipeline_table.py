@@ -645,3 +645,13 @@ def test_the_orchestrator_does_not_load_torch(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(Path(table.__file__).resolve().parents[1])}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     assert out.stdout.strip().splitlines()[-1] == "False False"
+
+
+def test_results_are_relative_to_the_checkout_and_pilots_beside_them(tmp_path, monkeypatch):
+    """Kept results land in the checkout (where they are committed) from any working directory, and a trailing
+    slash does not put the pilots inside the table's folder (which the report would then read as table rows)."""
+    monkeypatch.chdir(tmp_path)
+    cfg = TableConfig(root=str(tmp_path / "root"), results="results/cpu-table/").validate()
+    assert cfg.results == "results/cpu-table"
+    assert table.Folder(cfg).results == table.CHECKOUT / "results" / "cpu-table"
+    assert table.results_path(str(tmp_path / "elsewhere")) == tmp_path / "elsewhere"
