@@ -17,8 +17,8 @@ Every step is a project command (data.collect, annotate_app.oracle/export, salie
 evaluate/label, pretrain.multimae --resume auto, pretrain.probe, rl.grid, pipeline.keep) run with the
 root as working folder, so the stage's default paths hold (runs/saliency/<task>/student.pt,
 runs/mmae/<rgbs|rgb>/<task>/encoder.pt). A step is skipped when its outputs exist (a complete shard
-manifest, run summaries at the asked steps, a probe file) or, for training stages, when this
-command recorded it finished in `<root>/table.json`; otherwise it runs, and the resumable ones
+manifest, run summaries at the asked steps, a probe file, the kept files) and, for training and keep
+steps, this command recorded it finished in `<root>/table.json`; otherwise it runs, and the resumable ones
 continue where they stopped. The plan is derived again after every step, so the command is safe to
 rerun at the start of every session. A table run's last evaluation has `--final-eval-episodes`
 episodes (the grid runs to budget - eval_every with `--eval-episodes`, then on to the budget).
