@@ -224,6 +224,20 @@ def load_running(roots: list[Path]) -> list[dict]:
     return runs
 
 
+def check_distinct(runs: list[dict]) -> None:
+    """Refuse two runs of one row, task and seed (e.g. a kept copy and the live folder given as two roots, or two
+    experiments' folders): each would count twice, and intervals would shrink by ~1/sqrt(2) for nothing."""
+    seen: dict[tuple, Path] = {}
+    for r in runs:
+        key = (r["encoder"], r["task"], r["seed"])
+        if key in seen:
+            raise ValueError(
+                f"{seen[key]} and {r['dir']} are both {key[0]} on {key[1]}, seed {key[2]}: each would count twice; "
+                "give the report one copy of each experiment (e.g. results/<experiment> or its live folder, not both)"
+            )
+        seen[key] = r["dir"]
+
+
 def _read_curve(path: Path, column: str) -> list[tuple[float, float]]:
     """(step, value) of the first eval.csv column whose name contains `column`."""
     if not path.exists():
@@ -838,6 +852,7 @@ def write_report(cfg: ReportConfig) -> Path:
             "(e.g. `python -m pipeline.report results/cpu-table` or `runs/sac`)"
         )
     runs, running = load_runs(roots), load_running(roots)
+    check_distinct(runs + running)
     if not runs and not running:
         raise FileNotFoundError(
             f"no finished runs (summary.json) and no evaluated running ones (eval.csv) under {cfg.roots}; "

@@ -413,3 +413,15 @@ def test_an_ablation_gives_no_verdict_on_unfinished_runs_no_spread_or_evaluation
     assert last_evals(rerun) == (pytest.approx(0.3), (500.0, 750.0, 1000.0))
     rerun["curve"] = [(250.0, 0.2), (500.0, 0.3), (750.0, 0.4)]  # an evaluation short of the others
     assert "| n/a: evaluated at different steps |" in variant_table(loaded).splitlines()[-1]
+
+
+def test_a_run_given_twice_is_refused_rather_than_counted_twice(tmp_path):
+    """A kept copy and the live folder (or two experiments' folders) given as two roots would count every seed
+    twice and shrink the intervals for nothing: refused, naming both folders."""
+    kept, live = tmp_path / "results" / "exp", tmp_path / "runs"
+    for root in (kept, live):
+        _fake_run(root, "reach-v3", "state", 0, 0.5)
+    _fake_run(live, "reach-v3", "state", 1, 0.5)
+    with pytest.raises(ValueError, match=r"both state on reach-v3, seed 0: each would count twice"):
+        write_report(ReportConfig(roots=f"{kept},{live}", out=str(tmp_path / "report"), reps=50))
+    assert write_report(ReportConfig(roots=str(live), out=str(tmp_path / "report"), reps=50)).exists()
