@@ -468,6 +468,8 @@ def _seeds_reading(gap: float, sd: float, have: int, tasks: int) -> str:
     where = "per task" if tasks > 1 else ""
     if have < 2 or math.isnan(sd):
         return "the spread needs 2 seeds per arm to estimate"
+    if sd == 0:
+        return "n/a: no seed differs from another (no spread to size a test by)"
     smallest = f"the current {have} resolve gaps of {stats.detectable_gap(sd, have, tasks):.2f} or more"
     if math.isnan(gap):
         return f"the paper gives no gap here; {smallest}"
@@ -553,8 +555,10 @@ def _steps_text(steps: Sequence[float]) -> str:
 def _seeds_for(diff: float, sd: float, have: int) -> str:
     """Seeds per arm whose t-test would resolve a difference `diff` at the spread `sd`, and the smallest
     difference the `have` seeds resolve."""
-    if have < 2 or math.isnan(sd) or sd == 0:
-        return "n/a: the spread needs 2 seeds per arm and some variation"
+    if have < 2 or math.isnan(sd):
+        return "n/a: the spread needs 2 seeds per arm to estimate"
+    if sd == 0:
+        return "n/a: no seed differs from another (no spread to size a test by)"
     smallest = f"the current {have} resolve {stats.detectable_gap(sd, have):.2f} or more"
     needed = stats.seeds_needed(diff, sd) if diff else None
     return f"{'over 1,000' if needed is None else needed} ({smallest})"
@@ -585,13 +589,15 @@ def variant_table(runs: list[dict], running: Sequence[dict] = ()) -> str:
             if not base or not changed:
                 continue
             pending = unfinished[(default, task)] + unfinished[(row, task)]
-            steps = {last_evals(r)[1] for r in base + changed}
+            steps, budgets = {last_evals(r)[1] for r in base + changed}, {r["steps"] for r in base + changed}
             cells = []
             for measure in ("final", "last"):
                 a, b = [_final(rs) if measure == "final" else [last_evals(r)[0] for r in rs] for rs in (base, changed)]
                 diff, lo, hi = stats.welch_interval(a, b)
                 if pending:
                     verdict = "n/a: runs unfinished"
+                elif measure == "final" and len(budgets) > 1:
+                    verdict = "n/a: runs of other lengths"
                 elif measure == "last" and len(steps) > 1:
                     verdict = "n/a: evaluated at different steps"
                 elif math.isnan(lo):
@@ -610,7 +616,9 @@ def variant_table(runs: list[dict], running: Sequence[dict] = ()) -> str:
                     f"{diff:+.2f} {_interval(lo, hi, (a, b))}",
                     verdict,
                 ]
-            cells.append(_seeds_for(diff, stats.pooled_sd([a, b]), min(len(a), len(b))))
+            last_a, last_b = ([last_evals(r)[0] for r in rs] for rs in (base, changed))  # what the rule decides on
+            diff = float(np.mean(last_b) - np.mean(last_a))
+            cells.append(_seeds_for(diff, stats.pooled_sd([last_a, last_b]), min(len(last_a), len(last_b))))
             setting = row.partition(" ")[2].strip("[]")
             count = f"{len(base)} / {len(changed)}" + (f" (+{pending} unfinished)" if pending else "")
             lines.append(f"| {_label(default)}: {setting} | {task} | {count} | " + " | ".join(cells) + " |")

@@ -53,6 +53,12 @@ def t_interval(
     return x.mean(0) - half, x.mean(0) + half
 
 
+def constant(values: Sequence[float], tolerance: float = 1e-9) -> bool:
+    """Whether `values` are equal up to float rounding (means of the same numbers summed in another order differ
+    in the last digit; their variance is ~1e-35, not 0)."""
+    return float(np.ptp(np.asarray(values, float))) <= tolerance
+
+
 def welch_interval(worse: Sequence[float], better: Sequence[float], level: float = LEVEL) -> tuple[float, float, float]:
     """mean(better) - mean(worse) and its Welch t-interval (unequal variances); NaN bounds if a side has < 2 seeds
     or neither side varies (e.g. every seed 0.00 in both: no interval, rather than one of zero width that would
@@ -61,7 +67,7 @@ def welch_interval(worse: Sequence[float], better: Sequence[float], level: float
     diff = float(b.mean() - a.mean())
     if len(a) < 2 or len(b) < 2:
         return diff, math.nan, math.nan
-    if np.ptp(a) == 0 and np.ptp(b) == 0:  # equal values on each side (their variance may round to ~1e-35)
+    if constant(a) and constant(b):
         return diff, math.nan, math.nan
     va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
     se = math.sqrt(va + vb)
@@ -71,10 +77,13 @@ def welch_interval(worse: Sequence[float], better: Sequence[float], level: float
 
 
 def pooled_sd(groups: Sequence[Sequence[float]]) -> float:
-    """Within-group standard deviation pooled over groups with >= 2 values (ddof 1 each); NaN if none has 2."""
+    """Within-group standard deviation pooled over groups with >= 2 values (ddof 1 each); NaN if none has 2,
+    0 if none varies (`constant`)."""
     usable = [np.asarray(g, float) for g in groups if len(g) >= 2]
     if not usable:
         return math.nan
+    if all(constant(g) for g in usable):
+        return 0.0
     ss = sum(float(((g - g.mean()) ** 2).sum()) for g in usable)
     return math.sqrt(ss / sum(len(g) - 1 for g in usable))
 

@@ -408,11 +408,14 @@ def test_an_ablation_gives_no_verdict_on_unfinished_runs_no_spread_or_evaluation
     line = variant_table(loaded).splitlines()[-1]
     # 0.00 x 3 against 0.05 x 3: no spread on either side, so no interval and no verdict
     assert "| 0.00 / 0.05 | +0.05 [n/a: no spread in either] | n/a |" in line
+    assert line.endswith("| n/a: no seed differs from another (no spread to size a test by) |")
     rerun = next(r for r in loaded if r["encoder"] != "mmae_rgbs")
     rerun["curve"] = [(500.0, 0.2), (750.0, 0.3), (1000.0, 0.1), (1000.0, 0.4)]  # the last step logged twice
     assert last_evals(rerun) == (pytest.approx(0.3), (500.0, 750.0, 1000.0))
     rerun["curve"] = [(250.0, 0.2), (500.0, 0.3), (750.0, 0.4)]  # an evaluation short of the others
     assert "| n/a: evaluated at different steps |" in variant_table(loaded).splitlines()[-1]
+    rerun["steps"] = 750  # and a run shorter than the others: no verdict on final success either
+    assert "| n/a: runs of other lengths |" in variant_table(loaded).splitlines()[-1]
 
 
 def test_a_run_given_twice_is_refused_rather_than_counted_twice(tmp_path):

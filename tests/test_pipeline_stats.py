@@ -41,6 +41,8 @@ def test_welch_interval_by_hand():
     assert math.isnan(stats.welch_interval([0.5], [0.2, 0.3])[1])
     diff, lo, hi = stats.welch_interval([0.0, 0.0, 0.0], [0.05, 0.05, 0.05])  # neither side varies: no interval
     assert diff == pytest.approx(0.05) and math.isnan(lo) and math.isnan(hi)
+    means = [(0.1 + 0.2 + 0.3) / 3, (0.3 + 0.2 + 0.1) / 3, 0.2]  # equal up to the last digit
+    assert math.isnan(stats.welch_interval(means, [0.05] * 3)[1]) and stats.pooled_sd([means, [0.05] * 3]) == 0.0
 
 
 def test_iqm_is_the_mean_of_the_middle_half_of_all_runs_and_tasks():
