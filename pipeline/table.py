@@ -47,6 +47,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -826,8 +828,20 @@ def probe_argv(cfg: TableConfig, task: str, encoder_dir: str, inputs: str) -> li
 def check_pass_through(cfg: TableConfig) -> None:
     """Parse --sac-extra, --pretrain-extra and --probe-extra inside the commands the table runs, as those
     commands will (pipeline.run's check): a typo is a ValueError naming the flag now, before any step
-    runs, not hours later when its step comes. Their parsers import torch: `check_pass_through_apart` runs
-    this in a process of its own."""
+    runs, not hours later when its step comes (`--help` among them too). Their parsers import torch:
+    `check_pass_through_apart` runs this in a process of its own."""
+    try:
+        check_pass_through_flags(cfg)
+    except SystemExit as stop:  # argparse's --help / --version: printed, then exit
+        raise ValueError(
+            "--sac-extra, --pretrain-extra and --probe-extra pass flags on to the commands the table runs; --help "
+            "there prints that command's help and exits (see it with `python -m rl.sac --help`, `python -m "
+            "pretrain.multimae --help` or `python -m pretrain.probe --help`)"
+        ) from stop
+
+
+def check_pass_through_flags(cfg: TableConfig) -> None:
+    """The parses of `check_pass_through`."""
     from common.cli import parse_flags
     from pretrain.config import parse_pretrain_flags
     from pretrain.probe import ProbeConfig
@@ -848,8 +862,13 @@ def check_pass_through(cfg: TableConfig) -> None:
 def check_pass_through_apart(cfg: TableConfig) -> None:
     """`check_pass_through` in a short-lived process (its error raised here): the orchestrator runs for days
     beside the jobs it starts and would otherwise hold torch (~300 MB) that no memory check counts."""
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        pool.apply(check_pass_through, (cfg,))
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        try:
+            pool.submit(check_pass_through, cfg).result()
+        except BrokenProcessPool as err:  # killed (e.g. out of memory) or crashed while importing
+            raise RuntimeError(
+                f"the check of the pass-through flags died before it answered ({err}); run it again"
+            ) from err
 
 
 #: (model, --inputs, probe file label) of the three probes per task: ViSaRL, PO, MMAE RGB
@@ -1327,6 +1346,7 @@ def run(cfg: TableConfig) -> list[str]:
 
 def dry_run_text(cfg: TableConfig) -> str:
     folder = Folder(cfg)
+    folder.check_start()  # what a run would refuse, a dry run refuses (nothing is saved)
     steps = Planner(folder).plan()
     lines = [f"cpu-table dry run, phase(s) {','.join(cfg.phases)}, root {folder.root} (commands run there):"]
     for s in steps:

@@ -655,3 +655,20 @@ def test_results_are_relative_to_the_checkout_and_pilots_beside_them(tmp_path, m
     assert cfg.results == "results/cpu-table"
     assert table.Folder(cfg).results == table.CHECKOUT / "results" / "cpu-table"
     assert table.results_path(str(tmp_path / "elsewhere")) == tmp_path / "elsewhere"
+
+
+def test_help_passed_through_and_a_contradicting_dry_run_are_one_line_refusals(tmp_path, capsys):
+    """`--sac-extra=--help` would print rl.sac's help and exit inside the flag check's own process (which
+    once left the orchestrator waiting forever): one line naming where the help is. A dry run refuses the
+    settings a run would refuse."""
+    base = ["--root", str(tmp_path / "root"), "--results", str(tmp_path / "results")]
+    with pytest.raises(SystemExit) as stop:
+        table.main([*base, "--dry-run", "--sac-extra=--help"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "python -m rl.sac --help" in err
+    folder = table.Folder(config(tmp_path))
+    folder.check_settings()
+    folder.save()
+    with pytest.raises(ValueError, match=r"--hidden-dim 256 \(started with 1024\)"):
+        table.dry_run_text(config(tmp_path, hidden_dim=256))
