@@ -589,10 +589,11 @@ def variant_table(runs: list[dict], running: Sequence[dict] = ()) -> str:
             if not base or not changed:
                 continue
             pending = unfinished[(default, task)] + unfinished[(row, task)]
-            steps, budgets = {last_evals(r)[1] for r in base + changed}, {r["steps"] for r in base + changed}
+            evals = [[last_evals(r) for r in rs] for rs in (base, changed)]  # [side][run] -> (mean, steps)
+            steps, budgets = {s for side in evals for _, s in side}, {r["steps"] for r in base + changed}
+            measures = {"final": (_final(base), _final(changed)), "last": tuple([m for m, _ in side] for side in evals)}
             cells = []
-            for measure in ("final", "last"):
-                a, b = [_final(rs) if measure == "final" else [last_evals(r)[0] for r in rs] for rs in (base, changed)]
+            for measure, (a, b) in measures.items():
                 diff, lo, hi = stats.welch_interval(a, b)
                 if pending:
                     verdict = "n/a: runs unfinished"
@@ -616,7 +617,7 @@ def variant_table(runs: list[dict], running: Sequence[dict] = ()) -> str:
                     f"{diff:+.2f} {_interval(lo, hi, (a, b))}",
                     verdict,
                 ]
-            last_a, last_b = ([last_evals(r)[0] for r in rs] for rs in (base, changed))  # what the rule decides on
+            last_a, last_b = measures["last"]  # what the rule decides on
             diff = float(np.mean(last_b) - np.mean(last_a))
             cells.append(_seeds_for(diff, stats.pooled_sd([last_a, last_b]), min(len(last_a), len(last_b))))
             setting = row.partition(" ")[2].strip("[]")
