@@ -894,6 +894,11 @@ def keep_probes(folder: Folder, task: str) -> list[Path]:
     return [dst for src, dst in probe_copies(folder, task) if keep_file(src, dst)]
 
 
+def open_steps(folder: Folder) -> list[Step]:
+    """The steps still to run, in order, for what the root holds now."""
+    return [s for s in Planner(folder).plan() if not s.done]
+
+
 def plan(cfg: TableConfig) -> list[Step]:
     """Every step of the selected phases, in order, each marked done or not for what the root holds now."""
     return Planner(Folder(cfg)).plan()
@@ -1122,7 +1127,7 @@ def status_text(cfg: TableConfig) -> str:
     for (task, row), mine in waves.items():
         _, _, seeds, budget = next((s for s in mine if not s.done), mine[-1]).wave
         runs = [folder.run_steps(table_dir(task, row, k)) for k in seeds]
-        done = [k for k in seeds if folder.summarized(table_dir(task, row, k)) >= budget]
+        done = [k for k in seeds if folder.finished([table_dir(task, row, k)], budget)]
         success = []
         for k in done:
             with contextlib.suppress(json.JSONDecodeError, KeyError):
@@ -1133,7 +1138,7 @@ def status_text(cfg: TableConfig) -> str:
         span = f"{min(started):,}-{max(started):,}" if started else "0"
         mean = f"{sum(success) / len(success):.2f} ({len(success)} seeds)" if success else "-"
         lines.append(f"| {task} | {row} | {len(done)}/{len(seeds)} | {span} of {budget:,} | {mean} |")
-    todo = [s for s in Planner(folder).plan() if not s.done]
+    todo = open_steps(folder)
     lines += [
         "",
         f"next step of phase(s) {','.join(cfg.phases)}: {todo[0].key}"
@@ -1305,7 +1310,7 @@ def run(cfg: TableConfig) -> list[str]:
         print(estimate_text(cfg, folder), flush=True)
         while True:
             folder.record_budgets()
-            todo = [s for s in Planner(folder).plan() if not s.done]
+            todo = open_steps(folder)
             if not todo:
                 print(
                     f"cpu-table: every step of phase(s) {','.join(cfg.phases)} is done; `python -m pipeline.report "
@@ -1376,7 +1381,7 @@ def start_background(cfg: TableConfig, argv: Sequence[str]) -> int:
         hold_root(stack, root)
         folder = Folder(cfg)  # and what the run would refuse at once is refused here, not only in its log
         folder.check_start()
-        todo = [s for s in Planner(folder).plan() if not s.done]
+        todo = open_steps(folder)
         if todo:
             refuse_blocked(cfg, todo[0])
     pid = start(
