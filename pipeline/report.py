@@ -40,6 +40,7 @@ from common.io import atomic_write_bytes  # noqa: E402
 from data.env import PAPER_TASKS  # noqa: E402
 from pipeline import stats  # noqa: E402
 from pipeline.keep import PROBE_GLOB  # noqa: E402
+from rl import outcome  # noqa: E402
 from rl.encoders import ENCODER_LABELS, TABLE_I  # noqa: E402  (labels of every registered encoder, gaze ones included)
 
 #: The paper's Table I: success over 50 rollouts and 3 seeds (mean, std), 1M steps.
@@ -184,17 +185,50 @@ def _run_config(run_dir: Path) -> dict:
 
 
 def load_runs(roots: list[Path]) -> list[dict]:
-    """Every finished run: its summary.json plus the eval curve from eval.csv."""
+    """Every finished run: its summary.json plus the eval curve from eval.csv; a diverged run counted as success 0
+    from the step it diverged (`count_diverged`)."""
     runs = []
     for root in roots:
         for summary in sorted(root.glob("**/summary.json")):
             run = json.loads(summary.read_text())
+            config = _run_config(summary.parent)
             run["dir"] = summary.parent
-            run["encoder"] = row_name({**_run_config(summary.parent), "encoder": run["encoder"]})
+            run["encoder"] = row_name({**config, "encoder": run["encoder"]})
             run["curve"] = _read_curve(summary.parent / "eval.csv", "success")
             run["return_curve"] = _read_curve(summary.parent / "eval.csv", "return_mean")
+            if outcome.DIVERGED in run:
+                count_diverged(run, config)
             runs.append(run)
     return runs
+
+
+def count_diverged(run: dict, config: dict) -> None:
+    """A diverged run (rl.outcome) as the report counts it: its budget (config.json's steps) as its steps, success
+    0 at every evaluation it would have had after it diverged (config.json's eval_every, and the final one), so
+    means, last evaluations and verdicts include it rather than judging the survivors alone."""
+    at = int(run[outcome.DIVERGED].get("step") or run.get("steps") or 0)
+    budget = int(config.get("steps") or at)
+    every = int(config.get("eval_every") or 0)
+    later = {*(range((at // every + 1) * every, budget + 1, every) if every else ()), budget}
+    run["steps"] = max(budget, at)
+    run["success_rate"] = 0.0
+    run["curve"] = [(s, v) for s, v in run["curve"] if s <= at] + [(float(s), 0.0) for s in sorted(later) if s > at]
+
+
+def diverged_table(runs: list[dict]) -> str:
+    """Markdown: the runs that diverged, where and why (counted as success 0 from there)."""
+    rows = [r for r in runs if outcome.DIVERGED in r]
+    if not rows:
+        return ""
+    lines = ["| Task | Encoder | Seed | Diverged at step | Why | Last good checkpoint |", "|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["task"], _encoder_key(r["encoder"]), r["seed"] or 0)):
+        d = r[outcome.DIVERGED]
+        kept = d.get("checkpoint")
+        lines.append(
+            f"| {r['task']} | {_label(r['encoder'])} | {r['seed']} | {int(d.get('step') or 0):,} | {d.get('why', '?')} | "
+            f"{'none' if kept is None else f'{int(kept):,}'} |"
+        )
+    return "\n".join(lines)
 
 
 def load_running(roots: list[Path]) -> list[dict]:
@@ -839,6 +873,16 @@ def statistics_sections(runs: list[dict], running: list[dict], out: Path, cfg: R
             f"5 % with {100 * stats.POWER:.0f} % power needs for the last evaluations' difference at their spread "
             "(Welch's interval, which the verdict uses, needs somewhat more at small n).\n",
             variants + "\n",
+        ]
+    diverged = diverged_table(runs)
+    if diverged:
+        parts += [
+            "## Diverged runs\n",
+            "Their weights, losses or actions turned non-finite: each counts as success 0 at its final evaluation "
+            "and at every evaluation after the step it diverged, in every table above (a mean over the survivors "
+            "alone would favour a setting that breaks runs). Deleting a run's summary.json retrains it from its "
+            "last good checkpoint.\n",
+            diverged + "\n",
         ]
     if running:
         parts += [

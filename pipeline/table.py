@@ -58,6 +58,7 @@ from common.io import OutputError, atomic_write_json
 from common.runs import exclusive_run_dir, nice_own_session
 from data.env import PAPER_TASKS
 from pipeline.background import BackgroundConfig, running_pid, start
+from rl import outcome
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 PHASES = ("A", "B", "C", "D", "E")
@@ -408,13 +409,13 @@ class Folder:
         return steps, finished
 
     def summarized(self, run_dir: str) -> int:
-        """The steps a SAC run folder's summary.json reports (`summarized_steps`)."""
-        return summarized_steps(self.root / run_dir)
+        """The steps a SAC run folder's summary.json reports (`rl.outcome.summarized_steps`)."""
+        return outcome.summarized_steps(self.root / run_dir)
 
     def finished(self, run_dirs: Iterable[str], steps: int) -> bool:
-        """Every run's summary reports at least `steps` (rl.grid skips it then), whether or not a longer grid
-        has resumed it since."""
-        return all(self.summarized(d) >= steps for d in run_dirs)
+        """Every run's summary reports at least `steps` or that it diverged (rl.grid skips it then:
+        `rl.outcome.is_finished`), whether or not a longer grid has resumed it since."""
+        return all(outcome.is_finished(self.root / d, steps) for d in run_dirs)
 
     def budget(self, task: str) -> Budget:
         """The task's budget: reach's fixed one, the recorded one, or the rule over its state pilot."""
@@ -426,7 +427,7 @@ class Folder:
             return Budget(b["steps"], b["held_at"], b["reason"])
         run = pilot_dir(task, "state", cfg.pilot_seed)
         steps = self.summarized(run)  # decided at the end of a chunk, on the evaluations of finished chunks
-        return choose_budget(
+        budget = choose_budget(
             [r for r in read_eval_rows(self.root / run / "eval.csv") if float(r["step"]) <= steps],
             steps,
             cfg.budget_threshold,
@@ -434,6 +435,14 @@ class Folder:
             cfg.budget_cap,
             cfg.eval_every,
         )
+        if budget.steps is None and outcome.diverged(self.root / run):  # it will never hold now: as at the cap
+            budget = Budget(
+                cfg.budget_cap,
+                None,
+                f"the state pilot diverged at {steps:,} steps before holding >= {cfg.budget_threshold:g}; "
+                f"budget = the cap, {cfg.budget_cap:,}",
+            )
+        return budget
 
     def record_budgets(self) -> None:
         for task in PAPER_TASKS[1:]:
@@ -1128,15 +1137,13 @@ def status_text(cfg: TableConfig) -> str:
         _, _, seeds, budget = next((s for s in mine if not s.done), mine[-1]).wave
         runs = [folder.run_steps(table_dir(task, row, k)) for k in seeds]
         done = [k for k in seeds if folder.finished([table_dir(task, row, k)], budget)]
-        success = []
-        for k in done:
-            with contextlib.suppress(json.JSONDecodeError, KeyError):
-                success.append(
-                    json.loads((folder.root / table_dir(task, row, k) / "summary.json").read_text())["success_rate"]
-                )
+        summaries = [outcome.read_summary(folder.root / table_dir(task, row, k)) or {} for k in done]
+        success = [s["success_rate"] for s in summaries if isinstance(s.get("success_rate"), (int, float))]
+        diverged = sum(outcome.DIVERGED in s for s in summaries)
         started = [n for n, _ in runs if n]
         span = f"{min(started):,}-{max(started):,}" if started else "0"
         mean = f"{sum(success) / len(success):.2f} ({len(success)} seeds)" if success else "-"
+        mean += f", {diverged} diverged (counted as 0)" if diverged else ""
         lines.append(f"| {task} | {row} | {len(done)}/{len(seeds)} | {span} of {budget:,} | {mean} |")
     todo = open_steps(folder)
     lines += [
@@ -1177,15 +1184,6 @@ def last_numbers(rows: Sequence[dict[str, str]], *columns: str) -> dict[str, flo
     return None
 
 
-def summarized_steps(run: Path) -> int:
-    """The steps a SAC run folder's summary.json reports: what its last finished grid ran it to (0 before one).
-    This alone says a grid is done, as for rl.grid, which skips a run by it: a run a longer grid has resumed
-    still finished the shorter one."""
-    with contextlib.suppress(FileNotFoundError, json.JSONDecodeError, TypeError, ValueError, AttributeError):
-        return int(json.loads((run / "summary.json").read_text()).get("steps", 0))
-    return 0
-
-
 def run_state(run: Path) -> tuple[int, bool, float]:
     """(steps, finished, env-steps/s) of a SAC run folder, for status lines. Its summary.json's steps and
     finished, unless its metrics.csv has gone past them (a later chunk of a longer budget resumed it: in
@@ -1194,7 +1192,7 @@ def run_state(run: Path) -> tuple[int, bool, float]:
     rows = whole_rows(run / "metrics.csv")
     row, rated = last_numbers(rows, "step"), last_numbers(rows, "step", "steps_per_s")
     logged, rate = (int(row["step"]) if row else 0), (rated["steps_per_s"] if rated else 0.0)
-    summarized = summarized_steps(run)
+    summarized = outcome.summarized_steps(run)
     if summarized and summarized >= logged:
         return summarized, True, rate
     return logged, False, rate

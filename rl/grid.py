@@ -43,6 +43,7 @@ from common.cli import flat_dict, int_list, one_line_errors, option, parse_confi
 from common.io import atomic_write_bytes, atomic_write_json
 from common.precision import PRECISION_HELP, check_precision, precision_field
 from data.env import check_task
+from rl import outcome
 from rl.encoders import TABLE_I
 
 ALL_ENCODERS = (*TABLE_I, "gaze")
@@ -159,13 +160,18 @@ def plan(cfg: GridConfig) -> list[Run]:
 
 
 def is_finished(run: Run, steps: int) -> bool:
-    summary = run.run_dir / "summary.json"
-    if not summary.exists():
-        return False
-    try:
-        return json.loads(summary.read_text()).get("steps", 0) >= steps
-    except json.JSONDecodeError:
-        return False
+    """Its summary.json reaches `steps`, or it diverged (a final outcome at any budget: rl.outcome)."""
+    return outcome.is_finished(run.run_dir, steps)
+
+
+def finished_status(run: Run) -> str:
+    """'done', or 'diverged at step N' for a run whose outcome is its divergence."""
+    diverged = outcome.diverged(run.run_dir)
+    return (
+        f"diverged at step {diverged.get('step')} (counted as 0 success; {run.run_dir / outcome.SUMMARY})"
+        if diverged
+        else "done"
+    )
 
 
 def sac_command(cfg: GridConfig, run: Run) -> list[str]:
@@ -461,7 +467,11 @@ def run_grid(cfg: GridConfig) -> dict[str, str]:
     """Execute the grid; returns {run name: 'skipped' | 'done' | 'paused' | 'failed (code N)'}."""
     cfg.validate()
     runs = plan(cfg)
-    status = {r.name: "skipped" for r in runs if is_finished(r, cfg.steps)}
+    status = {
+        r.name: "skipped" if finished_status(r) == "done" else f"skipped: {finished_status(r)}"
+        for r in runs
+        if is_finished(r, cfg.steps)
+    }
     todo = [r for r in runs if r.name not in status]
     gpus = None
     if cfg.backend == "ray":
@@ -490,10 +500,12 @@ def run_grid(cfg: GridConfig) -> dict[str, str]:
 
     def record(pack: list[Run], code: int) -> None:
         for run in pack:
-            if code:
+            if is_finished(run, cfg.steps):  # a pack that lost a run to divergence exits 1; the rest finished
+                status[run.name] = finished_status(run)
+            elif code:
                 status[run.name] = f"failed (code {code}, see {run.run_dir / 'stdout.log'})"
             else:  # a run paused by --max-minutes ends without its summary: the next grid resumes it
-                status[run.name] = "done" if is_finished(run, cfg.steps) else "paused"
+                status[run.name] = "paused"
             print(f"[{len(status)}/{len(runs)}] {run.name}: {status[run.name]} ({time.time() - t0:.0f} s)", flush=True)
 
     if cfg.backend == "local":
@@ -524,9 +536,11 @@ def main(argv=None) -> None:
         status = run_grid(cfg)
     failed = [k for k, v in status.items() if v.startswith("failed")]
     paused = [k for k, v in status.items() if v == "paused"]
+    diverged = [k for k, v in status.items() if "diverged" in v]
     print(
-        f"grid finished: {len(status) - len(failed) - len(paused)} ok, {len(paused)} paused (run again to continue), "
-        f"{len(failed)} failed; results under {cfg.out}"
+        f"grid finished: {len(status) - len(failed) - len(paused) - len(diverged)} ok, {len(diverged)} diverged "
+        f"(final: counted as 0 success), {len(paused)} paused (run again to continue), {len(failed)} failed; "
+        f"results under {cfg.out}"
     )
     if failed:
         raise SystemExit(1)

@@ -42,6 +42,7 @@ from rl.config import PACK_FIELDS, SACConfig
 from rl.encoders import Encoder, build_encoder
 from rl.envs import ACTION_DIM, EVAL_SEED_BASE, PIXEL_WORKER_BYTES, TRAIN_SEED_STRIDE, make_envs
 from rl.observe import Observer, renders
+from rl.outcome import DIVERGED, SUMMARY, read_summary
 from rl.provenance import INPUTS_KEY, run_inputs
 from rl.replay import ReplayBuffer, check_host_memory, remove_replays_except
 
@@ -118,6 +119,8 @@ class Pack:
         if len(set(dirs)) != len(dirs):
             raise ValueError(f"runs of a pack need distinct folders, got {[str(d) for d in dirs]}")
         self.run_dirs = dirs
+        for cfg, run_dir in zip(cfgs, dirs):
+            refuse_diverged(run_dir, cfg.resume)
         if self.cfg.torch_threads:
             torch.set_num_threads(self.cfg.torch_threads)
         self.device = resolve_device(self.cfg.device)
@@ -159,6 +162,7 @@ class Pack:
             self.envs_per_run,
             self.precision,
         )
+        self.inputs = [run_inputs(self.observer, r) for r in range(self.runs)]  # the files each run loaded
         specs = self.observer.specs(self.cfg.env.image_size)
         storage = "cpu"
         if self.device.type == "cuda":  # on the device where it fits (embeddings, states), beside half the free memory
@@ -181,13 +185,45 @@ class Pack:
         if self.states is not None:
             self._restore()
         self.diverged: dict[int, str] = {}  # run -> why it stopped; it is never checkpointed again
+        self.started = time.time()
 
-    # -- divergence ------------------------------------------------------------------------------
+    # -- outcome ---------------------------------------------------------------------------------
+    def summary(self, run: int, wall: float, result: dict[str, Any]) -> dict[str, Any]:
+        """summary.json of run `run` at the pack's step: `wall` seconds of this process, its final evaluation."""
+        c, run_wall = self.cfgs[run], self.wall_before[run] + wall
+        return {
+            "task": c.env.task,
+            "encoder": c.encoder,
+            "seed": c.seed,
+            "steps": self.step,
+            "preset": c.preset,
+            "success_rate": result["success_rate"],
+            "return_mean": result["return_mean"],
+            "eval_episodes": result["episodes"],
+            "wall_time_s": round(run_wall, 1),
+            "steps_per_s": round(self.step / max(run_wall, 1e-9), 2),
+            "device": device_description(),
+            "saliency": self.observer.saliency_model,
+            "hidden_dim": c.hidden_dim,
+            "num_envs": c.num_envs,
+            "pack": self.runs,
+            "precision": c.precision,
+            INPUTS_KEY: self.inputs[run],
+        }
+
     def mark_diverged(self, run: int, why: str) -> None:
-        """Stop run `run` (the others go on): no more logs or checkpoints, its last good checkpoint kept."""
-        if run not in self.diverged:
-            self.diverged[run] = f"{self.run_dirs[run]}: {why}; its last good checkpoint is kept"
-            tqdm.write(f"error: {self.diverged[run]}", file=sys.stderr)
+        """Stop run `run` (the others go on): no more logs or checkpoints, its last good checkpoint kept, and its
+        outcome recorded at once (rl.outcome: a summary.json with success 0 and "diverged")."""
+        if run in self.diverged:
+            return
+        kept = checkpoint_steps(self.run_dirs[run])
+        self.diverged[run] = f"{self.run_dirs[run]}: {why}; its last good checkpoint is kept"
+        tqdm.write(f"error: {self.diverged[run]}", file=sys.stderr)
+        summary = self.summary(
+            run, time.time() - self.started, {"success_rate": 0.0, "return_mean": None, "episodes": 0}
+        )
+        summary[DIVERGED] = {"step": self.step, "why": why, "checkpoint": kept[-1] if kept else None}
+        atomic_write_json(self.run_dirs[run] / SUMMARY, summary)
 
     def checked_actions(self, action: np.ndarray, step: int) -> np.ndarray:
         """`action` [R * N, A] with a run whose actions are NaN/inf marked diverged and every diverged run's zeroed.
@@ -430,8 +466,7 @@ class PackTraining:
         self.resumed = pack.states is not None
         graphed = pack.device.type == "cuda" and cfg.cuda_graphs and (encoder is None or encoder.graph_safe)
         self.update = GraphedUpdates(agent) if graphed else agent.update
-        self.inputs = [run_inputs(pack.observer, r) for r in range(pack.runs)]  # the files each run loaded
-        for c, run_dir, inputs in zip(pack.cfgs, pack.run_dirs, self.inputs):
+        for c, run_dir, inputs in zip(pack.cfgs, pack.run_dirs, pack.inputs):
             prepare_run_dir(run_dir, {**flat_dict(c), INPUTS_KEY: inputs}, resume=c.resume)
         self.metrics_logs = [MetricLogger(d, "metrics") for d in pack.run_dirs]
         self.eval_logs = [
@@ -675,40 +710,31 @@ class PackTraining:
         for r, (c, run_dir) in enumerate(zip(pack.cfgs, pack.run_dirs)):
             if r in pack.diverged:
                 continue
-            run_wall = pack.wall_before[r] + wall
             atomic_torch_save(
                 {"config": flat_dict(c), "step": step, "model": pack.agent.run_state(r)["model"]}, run_dir / "agent.pt"
             )
-            atomic_write_json(
-                run_dir / "summary.json",
-                {
-                    "task": c.env.task,
-                    "encoder": c.encoder,
-                    "seed": c.seed,
-                    "steps": step,
-                    "preset": c.preset,
-                    "success_rate": results[r]["success_rate"],
-                    "return_mean": results[r]["return_mean"],
-                    "eval_episodes": results[r]["episodes"],
-                    "wall_time_s": round(run_wall, 1),
-                    "steps_per_s": round(step / max(run_wall, 1e-9), 2),
-                    "device": device_description(),
-                    "saliency": pack.observer.saliency_model,
-                    "hidden_dim": c.hidden_dim,
-                    "num_envs": c.num_envs,
-                    "pack": pack.runs,
-                    "precision": c.precision,
-                    INPUTS_KEY: self.inputs[r],
-                },
-            )
+            summary = pack.summary(r, wall, results[r])
+            atomic_write_json(run_dir / SUMMARY, summary)
             print(
-                f"done: {c.encoder}/seed{c.seed}, {step} steps in {run_wall:.0f} s, final success "
+                f"done: {c.encoder}/seed{c.seed}, {step} steps in {summary['wall_time_s']:.0f} s, final success "
                 f"{results[r]['success_rate']:.2f}; outputs in {run_dir}",
                 flush=True,
             )
-        if pack.diverged:
+        if pack.diverged:  # their summary.json holds the outcome (rl.outcome); rl.grid reads it, not this exit code
             raise NonFiniteError("training diverged: " + "; ".join(pack.diverged.values()))
         return pack.run_dirs
+
+
+def refuse_diverged(run_dir: Path, resume: bool | str) -> None:
+    """A run that diverged is final (rl.outcome): resuming it is refused, with how to retrain it anyway."""
+    diverged = (read_summary(run_dir) or {}).get(DIVERGED) if resume else None
+    if diverged:
+        kept = diverged.get("checkpoint")
+        raise ValueError(
+            f"{run_dir} diverged at step {diverged.get('step')} ({diverged.get('why')}); that is its outcome "
+            f"(summary.json, success counted as 0). To train it again from its last good checkpoint "
+            f"({'step ' + str(kept) if kept is not None else 'none: from scratch'}), delete its summary.json"
+        )
 
 
 def load_spec(path: str | Path) -> list[SACConfig]:

@@ -428,3 +428,39 @@ def test_a_run_given_twice_is_refused_rather_than_counted_twice(tmp_path):
     with pytest.raises(ValueError, match=r"both state on reach-v3, seed 0: each would count twice"):
         write_report(ReportConfig(roots=f"{kept},{live}", out=str(tmp_path / "report"), reps=50))
     assert write_report(ReportConfig(roots=str(live), out=str(tmp_path / "report"), reps=50)).exists()
+
+
+def test_a_diverged_run_counts_as_success_0_from_the_step_it_diverged(tmp_path):
+    """rl.outcome: a diverged run's summary says where; the report counts it at its budget with success 0 at every
+    evaluation it would have had after that step, so the ablation's last-3 rule compares it with the other side
+    (rather than withholding a verdict forever or judging the survivors alone), and lists it with why."""
+    from pipeline.report import last_evals, variant_table
+
+    runs = tmp_path / "sac"
+    for seed in range(3):
+        _variant_run(runs / "raw", seed, 0.8, mmae_features="raw")
+        _variant_run(runs / "std", seed, [0.9, 0.85, 0.95][seed], mmae_features="standardized")
+    broken = runs / "std" / "reach-v3" / "mmae_rgbs" / "seed2"
+    summary = json.loads((broken / "summary.json").read_text())
+    summary |= {"steps": 600, "success_rate": 0.0, "diverged": {"step": 600, "why": "non-finite action at step 600"}}
+    summary["diverged"]["checkpoint"] = 500
+    (broken / "summary.json").write_text(json.dumps(summary))
+    (broken / "eval.csv").write_text("step,wall_s,success_rate,return_mean\n250,1,0.2,10\n500,2,0.5,20\n")
+    (broken / "config.json").write_text(
+        json.dumps({"encoder": "mmae_rgbs", "mmae_features": "standardized", "steps": 1000, "eval_every": 250})
+    )
+    loaded = load_runs([runs])
+    run = next(r for r in loaded if r["dir"] == broken)
+    assert run["steps"] == 1000 and run["success_rate"] == 0.0
+    assert run["curve"] == [(250.0, 0.2), (500.0, 0.5), (750.0, 0.0), (1000.0, 0.0)]
+    assert last_evals(run) == (pytest.approx(0.5 / 3), (500.0, 750.0, 1000.0))
+    line = variant_table(loaded).splitlines()[-1]
+    assert "| 3 / 3 |" in line and "unfinished" not in line and "n/a: evaluated at different steps" not in line
+    report = write_report(
+        ReportConfig(roots=str(runs), out=str(tmp_path / "report"), pictures_root=str(tmp_path), reps=200)
+    ).read_text()
+    assert "## Diverged runs" in report
+    assert (
+        "| reach-v3 | MMAE RGB+Saliency (ViSaRL) [mmae_features=standardized] | 2 | 600 | non-finite action at step 600 | 500 |"
+        in report
+    )

@@ -672,3 +672,32 @@ def test_help_passed_through_and_a_contradicting_dry_run_are_one_line_refusals(t
     folder.save()
     with pytest.raises(ValueError, match=r"--hidden-dim 256 \(started with 1024\)"):
         table.dry_run_text(config(tmp_path, hidden_dim=256))
+
+
+def test_a_diverged_run_is_done_and_a_diverged_pilot_sets_the_cap(tmp_path):
+    """rl.outcome: a diverged run is final at any budget, so its grid is done (a table that waited for its summary
+    at the budget would rerun the grid forever); status counts it as 0 and says so. A state pilot that diverged
+    before holding the threshold never will: the budget is the cap, as for a pilot that reached it."""
+    cfg = config(tmp_path, phase="B")
+    root = Path(cfg.root)
+
+    def diverge(run_dir: Path, step: int) -> None:
+        summary = json.loads((run_dir / "summary.json").read_text())
+        summary |= {"steps": step, "success_rate": 0.0, "diverged": {"step": step, "why": "nan", "checkpoint": None}}
+        write(run_dir / "summary.json", json.dumps(summary))
+
+    for seed in range(3):
+        finish_run(root / table.table_dir("reach-v3", "state", seed), 100_000, success=0.9)
+    diverge(root / table.table_dir("reach-v3", "state", 2), 60_000)
+    folder = table.Folder(cfg)
+    assert folder.finished([table.table_dir("reach-v3", "state", k) for k in range(3)], 100_000)
+    assert folder.finished([table.table_dir("reach-v3", "state", 2)], 500_000)
+    assert "| reach-v3 | state | 3/10 | 60,000-100,000 of 100,000 | 0.60 (3 seeds), 1 diverged (counted as 0) |" in (
+        table.status_text(config(tmp_path))
+    )
+    pilot = root / table.pilot_dir("drawer-open-v3", "state", cfg.pilot_seed)
+    finish_run(pilot, 50_000, success=0.3, task="drawer-open-v3")
+    assert folder.budget("drawer-open-v3").steps is None  # undecided: the pilot goes on
+    diverge(pilot, 65_000)
+    budget = folder.budget("drawer-open-v3")
+    assert budget.steps == cfg.budget_cap and "diverged at 65,000 steps before holding >= 0.8" in budget.reason

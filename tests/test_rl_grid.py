@@ -126,3 +126,41 @@ def test_a_gaze_packs_memory_counts_its_return_buffers(tmp_path, monkeypatch):
     per_run = ReturnBuffer.bytes_needed(enc.settings.buffer_size, enc.feat_shape, c, c * enc.head.pool**2)
     assert enc.host_memory(500_000) == per_run > 800 << 20  # the buffer fills: 100k entries
     assert grid.pack_host_bytes(gaze, gaze_pack) == grid.pack_host_bytes(cnn, cnn_pack) + 2 * per_run
+
+
+def test_a_run_that_diverged_is_final_for_the_grid_and_every_longer_one(tmp_path, monkeypatch, capsys):
+    """A pack that lost a run to divergence exits 1, yet its runs are all finished: the diverged one by its
+    outcome (rl.outcome). The grid reports it diverged, not failed (exit 0: a long experiment goes on), and a
+    longer grid skips it rather than resuming it, while it resumes the healthy run."""
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    cfg_of = lambda steps: from_flat(  # noqa: E731
+        GridConfig, tasks="reach-v3", encoders="state", seeds="0,1", steps=steps, pack=2
+    )
+    ran: list[list[str]] = []
+
+    def pack_that_loses_seed_1(cmd, run_dirs, cwd, gpu=None, env=None):
+        ran.append(run_dirs)
+        for d in run_dirs:
+            summary = {"task": "reach-v3", "encoder": "state", "seed": int(d[-1]), "success_rate": 0.5, "steps": 1000}
+            if d.endswith("seed1"):
+                summary |= {
+                    "steps": 600,
+                    "success_rate": 0.0,
+                    "diverged": {"step": 600, "why": "nan", "checkpoint": 500},
+                }
+            (tmp_path / d).mkdir(parents=True, exist_ok=True)
+            (tmp_path / d / "summary.json").write_text(json.dumps(summary))
+        return 1
+
+    monkeypatch.setattr(grid, "_execute", pack_that_loses_seed_1)
+    status = grid.run_grid(cfg_of(1000))
+    assert status["reach-v3/state/seed0"] == "done"
+    assert status["reach-v3/state/seed1"].startswith("diverged at step 600 (counted as 0 success;")
+    grid.main(["--tasks", "reach-v3", "--encoders", "state", "--seeds", "0,1", "--steps", "1000", "--pack", "2"])
+    assert "grid finished: 1 ok, 1 diverged (final: counted as 0 success), 0 paused" in capsys.readouterr().out
+    monkeypatch.setattr(grid, "_execute", lambda cmd, run_dirs, *a, **k: ran.append(run_dirs) or 0)
+    status = grid.run_grid(cfg_of(2000))
+    assert ran[-1] == ["runs/sac/reach-v3/state/seed0"]  # only the healthy run trains on
+    assert status["reach-v3/state/seed1"].startswith("skipped: diverged at step 600")

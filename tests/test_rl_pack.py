@@ -14,7 +14,7 @@ import torch
 from common.cli import from_flat, replace_flat
 from common.io import NonFiniteError
 from rl.config import SACConfig
-from rl.grid import GridConfig, plan, plan_packs
+from rl.grid import GridConfig, Run, finished_status, is_finished, plan, plan_packs
 from rl.replay import ReplayBuffer
 from rl.workspace import Pack, checkpoint_steps, latest_checkpoint, train
 
@@ -339,9 +339,20 @@ def test_a_diverging_run_stops_at_once_and_its_pack_mates_finish_untouched(tmp_p
     assert [p.name for p in diverged.glob("checkpoint-*.pt")] == ["checkpoint-000000100.pt"]
     kept = torch.load(diverged / "checkpoint-000000100.pt", weights_only=True)
     assert all(torch.isfinite(v).all() for v in kept["agent"]["model"].values())
-    assert not (diverged / "agent.pt").exists() and not (diverged / "summary.json").exists()
+    assert not (diverged / "agent.pt").exists()
+    summary = json.loads((diverged / "summary.json").read_text())  # its outcome, written when it was caught
+    assert summary["diverged"] == {"step": 112, "why": "non-finite action at step 112", "checkpoint": 100}
+    assert summary["success_rate"] == 0.0 and summary["steps"] == 112 and summary["seed"] == 1
     with open(diverged / "metrics.csv", newline="") as f:
         assert [int(r["step"]) for r in csv.DictReader(f)] == [50, 100]
+    # final at any budget: a grid skips it, and resuming it is refused with the way to retrain it
+    assert is_finished(Run("reach-v3", "state", 1, diverged), 400)
+    assert finished_status(Run("reach-v3", "state", 1, diverged)).startswith("diverged at step 112 (counted as 0")
+    with pytest.raises(
+        ValueError,
+        match=r"diverged at step 112 \(non-finite action at step 112\); that is its outcome.*checkpoint \(step 100\), delete its summary.json",
+    ):
+        Pack([replace_flat(cfgs[1], steps=400, resume="auto")])
     alone = train(configs(tmp_path, "state", (0,), 200, "a"))[0]
     a = torch.load(healthy / "agent.pt", weights_only=True)["model"]
     b = torch.load(alone / "agent.pt", weights_only=True)["model"]

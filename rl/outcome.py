@@ -1,0 +1,52 @@
+"""A SAC run folder's outcome, as its summary.json records it: finished at some step count, or diverged.
+
+A run whose weights, losses or actions turned non-finite has diverged: its summary.json (written the moment
+it is caught, rl.workspace) says so under "diverged" ({"step", "why", "checkpoint"}), and reports success 0,
+the success a policy that cannot act has. That outcome is final at any budget: rl.grid skips the run, a longer
+grid does not resume it, and the report counts it as 0 from the step it diverged (a survivors-only mean would
+favour a setting that breaks runs). Deleting the summary.json retrains it from its last good checkpoint.
+
+Torch-free: rl.grid, the CPU table's orchestrator (pipeline.table, which never imports torch), pipeline.keep
+and pipeline.report read runs through it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+SUMMARY = "summary.json"
+#: the summary.json key of a diverged run
+DIVERGED = "diverged"
+
+
+def read_summary(run_dir: Path) -> dict | None:
+    """The run's summary.json, or None before it is written (or when it cannot be read)."""
+    try:
+        summary = json.loads((Path(run_dir) / SUMMARY).read_text())
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return summary if isinstance(summary, dict) else None
+
+
+def _steps(summary: dict | None) -> int:
+    try:
+        return int((summary or {}).get("steps", 0))
+    except (TypeError, ValueError):
+        return 0
+
+
+def summarized_steps(run_dir: Path) -> int:
+    """The steps its summary.json reports: what its last finished grid ran it to, or where it diverged (0 before)."""
+    return _steps(read_summary(run_dir))
+
+
+def diverged(run_dir: Path) -> dict | None:
+    """{"step", "why", "checkpoint"} of a run that diverged, else None."""
+    return (read_summary(run_dir) or {}).get(DIVERGED)
+
+
+def is_finished(run_dir: Path, steps: int) -> bool:
+    """The run needs no more training for a budget of `steps`: its summary reaches them, or it diverged."""
+    summary = read_summary(run_dir)
+    return summary is not None and (DIVERGED in summary or _steps(summary) >= steps)
