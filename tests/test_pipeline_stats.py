@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from rliable import library as rly
 from rliable import metrics
+from scipy import stats as scipy_stats
 
 from pipeline import stats
 
@@ -108,3 +109,22 @@ def test_performance_profile_is_rliables_score_distribution():
         and (bands["a"][0] <= profiles["a"]).all()
         and (profiles["a"] <= bands["a"][1]).all()
     )
+
+
+def test_the_stratified_welch_interval_of_a_gap_over_tasks_keeps_its_coverage_where_the_bootstrap_does_not():
+    """The orderings' verdict: at one task it is the per-task Welch interval; over tasks the mean of the per-task
+    gaps with each task's and side's variance. At 3 runs per task x 4 tasks it covers the true gap ~95 % of the time
+    (also with unequal spreads across tasks) where the percentile bootstrap covers ~82 %."""
+    a, b = np.array([[0.1], [0.2], [0.15]]), np.array([[0.5], [0.6], [0.4]])
+    assert stats.stratified_welch_interval(a, b) == pytest.approx(stats.welch_interval(a[:, 0], b[:, 0]))
+    worse = np.array([[0.1, 0.0], [0.2, 0.0], [0.15, 0.0]])
+    better = np.array([[0.5, 0.3], [0.6, 0.1], [0.4, 0.2]])
+    gap, lo, hi = stats.stratified_welch_interval(worse, better)
+    terms = np.array([0.0025, 0, 0.01, 0.01]) / 3 / 4  # s^2 / n / T^2 of worse-task-0, worse-task-1, better-0, -1
+    df = terms.sum() ** 2 / (terms**2 / 2).sum()
+    half = scipy_stats.t.ppf(0.975, df) * np.sqrt(terms.sum())
+    assert gap == pytest.approx((0.35 + 0.2) / 2) and (lo, hi) == pytest.approx((gap - half, gap + half))
+    assert np.isnan(stats.stratified_welch_interval(np.zeros((3, 2)), np.ones((3, 2)))[1])  # nothing varies
+    assert np.isnan(stats.stratified_welch_interval(worse[:1], better)[1])  # a side with one run
+    welch = stats.welch_coverage(3, 4, experiments=1500, sds=(0.1, 0.3))
+    assert 0.93 <= welch <= 0.985 and stats.bootstrap_coverage(3, 4, experiments=1500) < 0.88
