@@ -116,7 +116,10 @@ def checked_payload(src: Path, dst: Path, provisional: bool = False) -> bytes | 
         or (dst.name == "config.json" and same_settings(kept, payload))
     )
     if not payload.startswith(kept) and not resumed:
-        raise ValueError(f"{dst} already holds a different result than {src}; keep this experiment under another --out")
+        raise ValueError(
+            f"{dst} already holds a different result than {src}; keep this experiment in another folder "
+            "(--out; for the CPU table, --results)"
+        )
     return payload
 
 

@@ -74,7 +74,9 @@ def test_keep_copies_what_the_report_reads_and_nothing_heavy(tmp_path):
     (running / "eval.csv").write_text(
         "step,wall_s,success_rate,return_mean\n250,1.0,0.9,900.0\n"
     )  # contradicts what was kept
-    with pytest.raises(ValueError, match="already holds a different result.*another --out"):
+    with pytest.raises(
+        ValueError, match=r"already holds a different result.*another folder \(--out; for the CPU table, --results\)"
+    ):
         keep(KeepConfig(source=str(source), out=str(out)))
     assert "750,1.0,0.5" in (out / "runs/sac/reach-v3/mmae_rgbs/seed0/eval.csv").read_text()  # nothing kept was lost
     with pytest.raises(FileNotFoundError, match="no SAC run"):
