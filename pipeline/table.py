@@ -52,7 +52,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from common.cli import fail, option, parse_config
+from common.cli import fail, option, parse_config, stored_values
 from common.cpuinfo import AUTO_ENV, auto_precision, cpu_bf16_units
 from common.io import OutputError, atomic_write_json
 from common.runs import exclusive_run_dir, nice_own_session
@@ -336,6 +336,11 @@ def adopt_recorded(cfg: TableConfig, argv: Sequence[str]) -> TableConfig:
     except json.JSONDecodeError as err:
         raise ValueError(f"{path} is not valid JSON ({err}); restore it from a backup or use another --root") from err
     given = {a.split("=", 1)[0] for a in argv}
+    config_file = flag_value(list(argv), "--config") or next(
+        (a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None
+    )
+    if config_file:  # the values of a --config file are given too: contradicting ones are refused, not replaced
+        given |= {f"--{k.replace('_', '-')}" for k in stored_values(TableConfig, config_file)[0]}
     adopted = {k: v for k, v in recorded.items() if k in FROZEN and f"--{k.replace('_', '-')}" not in given}
     return replace(cfg, **adopted).validate() if adopted else cfg
 

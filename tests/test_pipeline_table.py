@@ -557,6 +557,12 @@ def test_a_root_continues_with_the_settings_it_recorded_unless_a_flag_changes_th
         table.Folder(table.adopt_recorded(config(tmp_path), [*base, "--precision", "auto"])).check_settings()
     with pytest.raises(ValueError, match=r"--hidden-dim 1024 \(started with 256\); leave those flags out"):
         table.Folder(table.adopt_recorded(config(tmp_path), [*base, "--hidden-dim=1024"])).check_settings()
+    given = tmp_path / "design.json"  # a --config file's values are given as much as flags are
+    given.write_text(json.dumps({"hidden_dim": 1024}))
+    for words in (["--config", str(given)], [f"--config={given}"]):
+        cfg = table.parse_config(table.TableConfig, [*base, *words])
+        with pytest.raises(ValueError, match=r"--hidden-dim 1024 \(started with 256\)"):
+            table.Folder(table.adopt_recorded(cfg, [*base, *words])).check_settings()
 
 
 def test_background_command_is_the_same_run_without_background():
