@@ -9,8 +9,10 @@ finished and running grids.
 Sections: the paper's Table I analog with the paper's numbers beside ours (final evaluation with a
 Student-t interval over seeds, and the mean of the last 3 evaluations), every seed's value per task,
 rliable's aggregates across tasks and seeds (IQM and mean with stratified bootstrap CIs, performance
-profiles), the papers' orderings (probability of improvement across tasks, Welch t-intervals per
-task, and how many seeds the observed spread needs to resolve the paper's gap), the runs in progress,
+profiles), the papers' orderings (across tasks the mean per-task gap with a stratified Welch t-interval,
+which decides, beside rliable's probability of improvement; Welch t-intervals per task; and how many seeds
+the observed spread needs to resolve the paper's gap), settings against their defaults, diverged runs
+(counted as success 0 from where they diverged), the runs in progress,
 learning curves per task (the paper's Fig. 3, t-interval bands), the linear probe of every frozen
 MultiMAE encoder, pictures, and a footer with the budget, seed, device and wall time of every run.
 Intervals over seeds are Student-t, never a percentile bootstrap (at 3 seeds that is [min, max],
@@ -120,7 +122,7 @@ LAST_EVALS = 3
 #: simulated experiments behind the coverage the report states for its bootstrap intervals
 COVERAGE_EXPERIMENTS = 2000
 #: below this many runs in all (runs per task x tasks) a percentile bootstrap is no 95 % interval
-#: (at 3 runs it is [min, max]): such intervals are marked, and give no verdict
+#: (at 3 runs it is [min, max]): such intervals are marked (no bootstrap interval decides a verdict)
 MIN_BOOTSTRAP_RUNS = 5
 FEW_RUNS = "†"
 FEW_RUNS_NOTE = (
@@ -196,23 +198,32 @@ def load_runs(roots: list[Path]) -> list[dict]:
             run["encoder"] = row_name({**config, "encoder": run["encoder"]})
             run["curve"] = _read_curve(summary.parent / "eval.csv", "success")
             run["return_curve"] = _read_curve(summary.parent / "eval.csv", "return_mean")
-            if outcome.DIVERGED in run:
-                count_diverged(run, config)
+            run["config"] = config
             runs.append(run)
+    for run in runs:
+        if outcome.divergence(run):
+            count_diverged(run, runs)
     return runs
 
 
-def count_diverged(run: dict, config: dict) -> None:
-    """A diverged run (rl.outcome) as the report counts it: its budget (config.json's steps) as its steps, success
-    0 at every evaluation it would have had after it diverged (config.json's eval_every, and the final one), so
-    means, last evaluations and verdicts include it rather than judging the survivors alone."""
-    at = int(run[outcome.DIVERGED].get("step") or run.get("steps") or 0)
-    budget = int(config.get("steps") or at)
+def count_diverged(run: dict, runs: list[dict]) -> None:
+    """A diverged run (rl.outcome) as the report counts it: at its row's budget (the largest of the steps it was
+    asked for, its config.json's, and its row's finished runs' on the task: the CPU table trains a row in two
+    grids and never resumes a run that diverged in the first), with success 0 at its final evaluation and at every
+    scheduled evaluation (config.json's eval_every, and the budget) from the step it diverged that it lacks, so
+    means, last evaluations and verdicts include it rather than judging the survivors alone. Its return curve is
+    left out (a policy that cannot act has none)."""
+    record, config = outcome.divergence(run), run.get("config", {})
+    at = int(record.get("step") or run.get("steps") or 0)
+    row = [r["steps"] for r in runs if (r["task"], r["encoder"]) == (run["task"], run["encoder"]) and r is not run]
+    budget = max(int(config.get("steps") or 0), int(record.get("budget") or 0), *(int(s) for s in row), at)
     every = int(config.get("eval_every") or 0)
-    later = {*(range((at // every + 1) * every, budget + 1, every) if every else ()), budget}
-    run["steps"] = max(budget, at)
-    run["success_rate"] = 0.0
-    run["curve"] = [(s, v) for s, v in run["curve"] if s <= at] + [(float(s), 0.0) for s in sorted(later) if s > at]
+    scheduled = {*(range(-(-at // every) * every, budget + 1, every) if every else ()), budget}
+    evaluated = dict(run["curve"])
+    missing = {float(s): 0.0 for s in scheduled if s >= at and float(s) not in evaluated}
+    run["steps"], run["success_rate"] = budget, 0.0
+    run["curve"] = sorted({**evaluated, **missing}.items())
+    run["return_curve"] = []
 
 
 def diverged_table(runs: list[dict]) -> str:

@@ -445,7 +445,8 @@ class Folder:
                 cfg.budget_cap,
                 None,
                 f"the state pilot diverged at {steps:,} steps before holding >= {cfg.budget_threshold:g}; "
-                f"budget = the cap, {cfg.budget_cap:,}",
+                f"budget = the cap, {cfg.budget_cap:,} (to pilot again instead: stop the table, delete {run}/"
+                f"summary.json and this task's entry under 'budgets' in {STATE_FILE})",
             )
         return budget
 
@@ -1258,7 +1259,9 @@ def sac_progress(runs: Sequence[Path], steps: int) -> str:
         return ""
     rate = sum(r for _, r in going) / len(going)
     low, high = min(n for n, _ in going), max(n for n, _ in going)
-    remaining = sum(max(steps - n, 0) for n, finished, _ in states if not (finished and n >= steps))
+    remaining = sum(
+        max(steps - n, 0) for run, (n, _, _) in zip(runs, states) if not outcome.is_finished(run, steps)
+    )  # a diverged run has none left
     left = (
         f"~{hours(remaining / (rate * len(going)))} left at that rate, {len(going)} at a time"
         if rate > 0

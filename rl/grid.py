@@ -1,8 +1,8 @@
 """The experiment grid: `python -m rl.grid --tasks reach-v3,drawer-open-v3 --encoders all --seeds 0,1,2 --steps N [--pack N]`.
 
 Every (task, encoder, seed) is an independent SAC run with its own run folder
-(`<out>/<task>/<encoder>/seed<k>`). A run whose summary.json reports at least the asked steps is
-skipped; one that was started before is resumed; others start fresh. Runs are packed: up to
+(`<out>/<task>/<encoder>/seed<k>`). A run whose summary.json reports at least the asked steps, or that it
+diverged (a final outcome: rl/outcome.py), is skipped; one that was started before is resumed; others start fresh. Runs are packed: up to
 `--pack` runs whose networks stack (same task and settings, encoders of the same kind: seeds of one
 encoder, or frozen encoders of one embedding size) train in lockstep in one process
 (`python -m rl.workspace`, rl/workspace.py); runs that cannot stack go to separate packs. Packs
@@ -402,7 +402,9 @@ def _ray_pack(
     if storage == "shared":
         return code, {}
     folders = {d: _tar(root / d) for d in run_dirs}
-    if code == 0:  # the driver gets them whole; a failed pack's stay for a retry on this node
+    ended = all(outcome.is_finished(root / d, int(item.get("steps", 0))) for d, item in zip(run_dirs, spec))
+    if code == 0 or ended:  # the driver gets them whole; a failed pack's stay for a retry on this node (one whose
+        # runs all ended, a diverged one among them, has nothing left to retry)
         for d in run_dirs:
             shutil.rmtree(root / d, ignore_errors=True)
     return code, folders
@@ -536,7 +538,7 @@ def main(argv=None) -> None:
         status = run_grid(cfg)
     failed = [k for k, v in status.items() if v.startswith("failed")]
     paused = [k for k, v in status.items() if v == "paused"]
-    diverged = [k for k, v in status.items() if "diverged" in v]
+    diverged = [k for k, v in status.items() if v.startswith(("diverged", "skipped: diverged"))]
     print(
         f"grid finished: {len(status) - len(failed) - len(paused) - len(diverged)} ok, {len(diverged)} diverged "
         f"(final: counted as 0 success), {len(paused)} paused (run again to continue), {len(failed)} failed; "

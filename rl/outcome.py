@@ -1,7 +1,7 @@
 """A SAC run folder's outcome, as its summary.json records it: finished at some step count, or diverged.
 
 A run whose weights, losses or actions turned non-finite has diverged: its summary.json (written the moment
-it is caught, rl.workspace) says so under "diverged" ({"step", "why", "checkpoint"}), and reports success 0,
+it is caught, rl.workspace) says so under "diverged" ({"step", "why", "checkpoint", "budget"}), and reports success 0,
 the success a policy that cannot act has. That outcome is final at any budget: rl.grid skips the run, a longer
 grid does not resume it, and the report counts it as 0 from the step it diverged (a survivors-only mean would
 favour a setting that breaks runs). Deleting the summary.json retrains it from its last good checkpoint.
@@ -41,12 +41,18 @@ def summarized_steps(run_dir: Path) -> int:
     return _steps(read_summary(run_dir))
 
 
+def divergence(summary: dict | None) -> dict | None:
+    """{"step", "why", "checkpoint", "budget"} of a summary that records a divergence, else None (the one test of it)."""
+    record = (summary or {}).get(DIVERGED)
+    return record if isinstance(record, dict) else None
+
+
 def diverged(run_dir: Path) -> dict | None:
-    """{"step", "why", "checkpoint"} of a run that diverged, else None."""
-    return (read_summary(run_dir) or {}).get(DIVERGED)
+    """`divergence` of the run folder's summary.json."""
+    return divergence(read_summary(run_dir))
 
 
 def is_finished(run_dir: Path, steps: int) -> bool:
     """The run needs no more training for a budget of `steps`: its summary reaches them, or it diverged."""
     summary = read_summary(run_dir)
-    return summary is not None and (DIVERGED in summary or _steps(summary) >= steps)
+    return summary is not None and (divergence(summary) is not None or _steps(summary) >= steps)

@@ -12,7 +12,8 @@ replay-<step>/ (resumable), agent.pt and summary.json.
 
 A pack resumes from the newest step at which every run has a checkpoint: checkpoints of a step
 are written for all runs before the previous step's are deleted, so a kill at any moment leaves
-a step that every run holds.
+a step that every run holds. A run that diverges (non-finite weights, losses or actions) stops at once, the
+others go on; its summary.json records the outcome (rl/outcome.py) and `--resume auto` leaves it out from then on.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from rl.config import PACK_FIELDS, SACConfig
 from rl.encoders import Encoder, build_encoder
 from rl.envs import ACTION_DIM, EVAL_SEED_BASE, PIXEL_WORKER_BYTES, TRAIN_SEED_STRIDE, make_envs
 from rl.observe import Observer, renders
-from rl.outcome import DIVERGED, SUMMARY, read_summary
+from rl.outcome import DIVERGED, SUMMARY, divergence, read_summary
 from rl.provenance import INPUTS_KEY, run_inputs
 from rl.replay import ReplayBuffer, check_host_memory, remove_replays_except
 
@@ -222,7 +223,12 @@ class Pack:
         summary = self.summary(
             run, time.time() - self.started, {"success_rate": 0.0, "return_mean": None, "episodes": 0}
         )
-        summary[DIVERGED] = {"step": self.step, "why": why, "checkpoint": kept[-1] if kept else None}
+        summary[DIVERGED] = {
+            "step": self.step,
+            "why": why,
+            "checkpoint": kept[-1] if kept else None,
+            "budget": self.cfgs[run].steps,  # the steps it was asked for (a report counts it to its row's budget)
+        }
         atomic_write_json(self.run_dirs[run] / SUMMARY, summary)
 
     def checked_actions(self, action: np.ndarray, step: int) -> np.ndarray:
@@ -389,6 +395,9 @@ class Pack:
 
 def train(cfgs: list[SACConfig]) -> list[Path]:
     """Train (or resume) the runs of one pack in lockstep; returns their run folders."""
+    cfgs = live_runs(cfgs)
+    if not cfgs:
+        return []
     with contextlib.ExitStack() as held:  # no other process trains into these folders meanwhile
         for c in cfgs:
             held.enter_context(exclusive_run_dir(c.run_dir()))
@@ -727,14 +736,27 @@ class PackTraining:
 
 def refuse_diverged(run_dir: Path, resume: bool | str) -> None:
     """A run that diverged is final (rl.outcome): resuming it is refused, with how to retrain it anyway."""
-    diverged = (read_summary(run_dir) or {}).get(DIVERGED) if resume else None
+    diverged = divergence(read_summary(run_dir)) if resume else None
     if diverged:
         kept = diverged.get("checkpoint")
         raise ValueError(
             f"{run_dir} diverged at step {diverged.get('step')} ({diverged.get('why')}); that is its outcome "
             f"(summary.json, success counted as 0). To train it again from its last good checkpoint "
-            f"({'step ' + str(kept) if kept is not None else 'none: from scratch'}), delete its summary.json"
+            f"({'step ' + str(kept) if kept is not None else 'none: from scratch'}), delete its summary.json "
+            "(and its kept copy, if pipeline.keep kept it under results/)"
         )
+
+
+def live_runs(cfgs: list[SACConfig]) -> list[SACConfig]:
+    """The runs of a spec resumed with `--resume auto` less those that diverged (a retried pack, e.g. on Ray, goes
+    on with its healthy runs); an explicit `--resume` of a diverged run is refused (`refuse_diverged`)."""
+    live = []
+    for cfg in cfgs:
+        if cfg.resume == "auto" and divergence(read_summary(cfg.run_dir())):
+            print(f"note: {cfg.run_dir()} diverged before (its summary.json); it stays as it is", flush=True)
+        else:
+            live.append(cfg)
+    return live
 
 
 def load_spec(path: str | Path) -> list[SACConfig]:

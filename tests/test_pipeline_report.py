@@ -455,9 +455,19 @@ def test_a_diverged_run_counts_as_success_0_from_the_step_it_diverged(tmp_path):
     )
     loaded = load_runs([runs])
     run = next(r for r in loaded if r["dir"] == broken)
-    assert run["steps"] == 1000 and run["success_rate"] == 0.0
+    assert run["steps"] == 1000 and run["success_rate"] == 0.0 and run["return_curve"] == []
     assert run["curve"] == [(250.0, 0.2), (500.0, 0.5), (750.0, 0.0), (1000.0, 0.0)]
     assert last_evals(run) == (pytest.approx(0.5 / 3), (500.0, 750.0, 1000.0))
+    # the CPU table trains a row in two grids (to 750, then 1000): one that diverged in the first keeps its
+    # config.json at 750 and is never resumed; it counts to its row's budget, and an evaluation due at the very
+    # step it diverged (skipped for it) counts as 0 too
+    config = json.loads((broken / "config.json").read_text())
+    (broken / "config.json").write_text(json.dumps({**config, "steps": 750}))
+    summary["diverged"]["step"] = 500
+    (broken / "summary.json").write_text(json.dumps({**summary, "steps": 500}))
+    (broken / "eval.csv").write_text("step,wall_s,success_rate,return_mean\n250,1,0.2,10\n")
+    run = next(r for r in load_runs([runs]) if r["dir"] == broken)
+    assert run["steps"] == 1000 and run["curve"] == [(250.0, 0.2), (500.0, 0.0), (750.0, 0.0), (1000.0, 0.0)]
     line = variant_table(loaded).splitlines()[-1]
     assert "| 3 / 3 |" in line and "unfinished" not in line and "n/a: evaluated at different steps" not in line
     report = write_report(
@@ -465,6 +475,6 @@ def test_a_diverged_run_counts_as_success_0_from_the_step_it_diverged(tmp_path):
     ).read_text()
     assert "## Diverged runs" in report
     assert (
-        "| reach-v3 | MMAE RGB+Saliency (ViSaRL) [mmae_features=standardized] | 2 | 600 | non-finite action at step 600 | 500 |"
+        "| reach-v3 | MMAE RGB+Saliency (ViSaRL) [mmae_features=standardized] | 2 | 500 | non-finite action at step 600 | 500 |"
         in report
     )

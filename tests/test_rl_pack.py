@@ -341,7 +341,12 @@ def test_a_diverging_run_stops_at_once_and_its_pack_mates_finish_untouched(tmp_p
     assert all(torch.isfinite(v).all() for v in kept["agent"]["model"].values())
     assert not (diverged / "agent.pt").exists()
     summary = json.loads((diverged / "summary.json").read_text())  # its outcome, written when it was caught
-    assert summary["diverged"] == {"step": 112, "why": "non-finite action at step 112", "checkpoint": 100}
+    assert summary["diverged"] == {
+        "step": 112,
+        "why": "non-finite action at step 112",
+        "checkpoint": 100,
+        "budget": 200,
+    }
     assert summary["success_rate"] == 0.0 and summary["steps"] == 112 and summary["seed"] == 1
     with open(diverged / "metrics.csv", newline="") as f:
         assert [int(r["step"]) for r in csv.DictReader(f)] == [50, 100]
@@ -353,6 +358,8 @@ def test_a_diverging_run_stops_at_once_and_its_pack_mates_finish_untouched(tmp_p
         match=r"diverged at step 112 \(non-finite action at step 112\); that is its outcome.*checkpoint \(step 100\), delete its summary.json",
     ):
         Pack([replace_flat(cfgs[1], steps=400, resume="auto")])
+    # a pack retried whole (Ray retries the spec it was given) goes on with its healthy runs only
+    assert train([replace_flat(cfgs[1], steps=400, resume="auto")]) == []
     alone = train(configs(tmp_path, "state", (0,), 200, "a"))[0]
     a = torch.load(healthy / "agent.pt", weights_only=True)["model"]
     b = torch.load(alone / "agent.pt", weights_only=True)["model"]
