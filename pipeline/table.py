@@ -95,6 +95,25 @@ FROZEN = (
     "final_eval_episodes",
     "sac_extra",
 )
+#: flags of the pass-through settings that change speed, not results: a root goes on under other values of them
+#: (a machine with more cores runs pretraining with more threads)
+SPEED_FLAGS = ("--threads", "--torch-threads", "--workers", "--no-progress")
+
+
+def design_of(setting: str, value: object) -> object:
+    """What of a FROZEN setting's value a root keeps: a pass-through string less its SPEED_FLAGS (and their values)."""
+    if setting not in ("pretrain_extra", "sac_extra") or not isinstance(value, str):
+        return value
+    words, kept = shlex.split(value), []
+    while words:
+        word = words.pop(0)
+        name = word.split("=", 1)[0]
+        if name in SPEED_FLAGS:
+            if "=" not in word and name != "--no-progress" and words:
+                words.pop(0)
+            continue
+        kept.append(word)
+    return shlex.join(kept)
 
 
 @dataclass
@@ -368,7 +387,9 @@ class Folder:
         for k in FROZEN:
             kept.setdefault(k, mine[k])
         changed = [
-            f"--{k.replace('_', '-')} {mine[k]!r} (started with {kept[k]!r})" for k in FROZEN if kept[k] != mine[k]
+            f"--{k.replace('_', '-')} {mine[k]!r} (started with {kept[k]!r})"
+            for k in FROZEN
+            if design_of(k, kept[k]) != design_of(k, mine[k])
         ]
         if changed:
             raise ValueError(

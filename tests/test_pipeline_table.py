@@ -557,6 +557,11 @@ def test_a_root_continues_with_the_settings_it_recorded_unless_a_flag_changes_th
         table.Folder(table.adopt_recorded(config(tmp_path), [*base, "--precision", "auto"])).check_settings()
     with pytest.raises(ValueError, match=r"--hidden-dim 1024 \(started with 256\); leave those flags out"):
         table.Folder(table.adopt_recorded(config(tmp_path), [*base, "--hidden-dim=1024"])).check_settings()
+    faster = "--batch-size 512 --warmup-epochs 2 --threads=16 --no-progress"  # speed flags may differ by machine
+    table.Folder(config(tmp_path, pretrain_extra=faster, hidden_dim=256, precision="fp32")).check_settings()
+    with pytest.raises(ValueError, match=r"--pretrain-extra '--batch-size 256 --threads 16' \(started with"):
+        other = "--batch-size 256 --threads 16"
+        table.Folder(config(tmp_path, pretrain_extra=other, hidden_dim=256, precision="fp32")).check_settings()
     given = tmp_path / "design.json"  # a --config file's values are given as much as flags are
     given.write_text(json.dumps({"hidden_dim": 1024}))
     for words in (["--config", str(given)], [f"--config={given}"]):
