@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
@@ -27,6 +28,11 @@ LEVEL = 0.95
 REPS = 2000
 #: the power of the "seeds needed" calculation (two-sided test at 1 - LEVEL)
 POWER = 0.8
+
+
+def key_seed(seed: int, key: str) -> int:
+    """The resampling seed of one encoder's estimate: its intervals do not change when other encoders join a report."""
+    return (seed * 1_000_003 + zlib.crc32(key.encode())) % 2**32
 
 
 @contextlib.contextmanager
@@ -180,15 +186,18 @@ def aggregate_intervals(
     scores: Mapping[str, np.ndarray], reps: int = REPS, seed: int = 0, level: float = LEVEL
 ) -> dict[str, dict[str, tuple[float, float, float]]]:
     """Per key: {"iqm": (point, lo, hi), "mean": (point, lo, hi)} over its [runs, tasks] matrix,
-    percentile CIs of rliable's stratified bootstrap (runs resampled within each task)."""
+    percentile CIs of rliable's stratified bootstrap (runs resampled within each task; each key under its own seed, `key_seed`, so adding an encoder to a report leaves the others' intervals as they were)."""
 
     def both(x: np.ndarray) -> np.ndarray:
         return np.array([metrics.aggregate_iqm(x), metrics.aggregate_mean(x)])
 
-    with seeded_global_rng(seed):
-        points, cis = rly.get_interval_estimates(
-            {k: np.asarray(v, float) for k, v in scores.items()}, both, reps=reps, confidence_interval_size=level
-        )
+    points, cis = {}, {}
+    for k, v in scores.items():
+        with seeded_global_rng(key_seed(seed, k)):
+            p, c = rly.get_interval_estimates(
+                {k: np.asarray(v, float)}, both, reps=reps, confidence_interval_size=level
+            )
+        points[k], cis[k] = p[k], c[k]
     return {
         k: {
             name: (float(points[k][i]), float(cis[k][0, i]), float(cis[k][1, i]))
@@ -224,15 +233,19 @@ def performance_profiles(
     scores: Mapping[str, np.ndarray], taus: np.ndarray, reps: int = REPS, seed: int = 0, level: float = LEVEL
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """rliable's score distributions: per key the fraction of runs (all tasks) scoring above each tau [T],
-    and its stratified bootstrap CI [2, T]."""
-    with seeded_global_rng(seed):
-        return rly.create_performance_profile(
-            {k: np.asarray(v, float) for k, v in scores.items()},
-            taus,
-            custom_profile_func=score_distribution,
-            reps=reps,
-            confidence_interval_size=level,
-        )
+    and its stratified bootstrap CI [2, T] (each key resampled under its own seed, `key_seed`)."""
+    profiles, bands = {}, {}
+    for k, v in scores.items():
+        with seeded_global_rng(key_seed(seed, k)):
+            p, b = rly.create_performance_profile(
+                {k: np.asarray(v, float)},
+                taus,
+                custom_profile_func=score_distribution,
+                reps=reps,
+                confidence_interval_size=level,
+            )
+        profiles[k], bands[k] = p[k], b[k]
+    return profiles, bands
 
 
 def score_distribution(scores: np.ndarray, taus: np.ndarray) -> np.ndarray:

@@ -97,6 +97,12 @@ def test_resampling_is_seeded_and_leaves_the_global_random_state_alone():
     assert stats.aggregate_intervals(scores, reps=300, seed=3) == first
     assert stats.aggregate_intervals(scores, reps=300, seed=4) != first
     assert np.array_equal(np.random.get_state()[1], state)
+    # an encoder's intervals do not move when another joins the report (each resamples under its own seed)
+    joined = {"0": np.array([[0.3, 0.3], [0.6, 0.1], [0.2, 0.8]]), **scores}
+    assert stats.aggregate_intervals(joined, reps=300, seed=3)["a"] == first["a"]
+    taus = np.linspace(0, 1, 11)
+    alone = stats.performance_profiles(scores, taus, reps=200)[1]["a"]
+    assert np.array_equal(stats.performance_profiles(joined, taus, reps=200)[1]["a"], alone)
 
 
 def test_performance_profile_is_rliables_score_distribution():
