@@ -43,7 +43,7 @@ from data.env import PAPER_TASKS  # noqa: E402
 from pipeline import stats  # noqa: E402
 from pipeline.keep import PROBE_GLOB  # noqa: E402
 from rl import outcome  # noqa: E402
-from rl.encoders import ENCODER_LABELS, TABLE_I  # noqa: E402  (labels of every registered encoder, gaze ones included)
+from rl.encoders import ENCODER_LABELS, TABLE_I, field_applies  # noqa: E402  (labels of every registered encoder, gaze ones included)
 
 #: The paper's Table I: success over 50 rollouts and 3 seeds (mean, std), 1M steps.
 PAPER_TABLE_I: dict[str, dict[str, tuple[float, float]]] = {
@@ -176,8 +176,13 @@ VARIANT_FIELDS: dict[str, object] = {"mmae_features": "raw", "saliency_scale": "
 
 
 def row_name(config: dict) -> str:
-    """The run's encoder, with the variant fields it sets otherwise than their defaults."""
-    changed = [f"{k}={config[k]}" for k, default in VARIANT_FIELDS.items() if k in config and config[k] != default]
+    """The run's encoder, with the variant fields it sets otherwise than their defaults (of those that apply to its
+    encoder: a CNN run's recorded --mmae-features changes nothing it does)."""
+    changed = [
+        f"{k}={config[k]}"
+        for k, default in VARIANT_FIELDS.items()
+        if k in config and config[k] != default and field_applies(k, config["encoder"])
+    ]
     return config["encoder"] + (f" [{', '.join(changed)}]" if changed else "")
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from common.cli import RESUME_HELP, flat_dict, nested, option, resume_field, resume_mode
 from common.precision import check_precision, precision_field
 from data.env import EnvConfig
-from rl.encoders import ENCODERS, EXTRA, SALIENCY_SCALES, TABLE_I, encoder_names
+from rl.encoders import ENCODERS, EXTRA, SALIENCY_SCALES, TABLE_I, encoder_names, field_applies
 from rl.gaze import GazeConfig
 
 SALIENCY_SOURCES: tuple[str, ...] = ("predictor", "oracle")
@@ -197,12 +197,13 @@ class SACConfig:
         return Path(self.out) if self.out else Path("runs/sac") / self.env.task / self.encoder / f"seed{self.seed}"
 
     def differences(self, stored: dict[str, Any]) -> list[str]:
-        """Fields (other than those that only extend a run) where `stored` differs from this config."""
+        """Fields (other than those that only extend a run, and those of other encoders: `field_applies`) where
+        `stored` differs from this config."""
         mine = flat_dict(self)
         return [
             f"{k}: checkpoint {stored.get(k)!r} vs now {mine[k]!r}"
             for k in mine
-            if k not in RESUMABLE_FIELDS and stored.get(k, mine[k]) != mine[k]
+            if k not in RESUMABLE_FIELDS and field_applies(k, self.encoder) and stored.get(k, mine[k]) != mine[k]
         ]
 
 

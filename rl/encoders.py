@@ -39,6 +39,8 @@ TABLE_I: tuple[str, ...] = (
 #: --saliency-scale -> factor on the CNN Saliency / RGBS rows' saliency channel: the paper's text feeds the map
 #: in [0, 1]; the authors' public code divides it by 255 a second time ([0, 0.004])
 SALIENCY_SCALES: dict[str, float] = {"paper": 1.0, "authors": 1.0 / 255}
+#: the CNN rows fed the saliency channel that --saliency-scale scales (the paper's Saliency and RGBS rows)
+SALIENCY_SCALED = ("cnn_saliency", "cnn_rgbs")
 #: encoders beyond Table I (and the gaze ones), selectable with --encoder: name -> what it is
 EXTRA: dict[str, str] = {
     "mmae_rgbs_grid2": "mmae_rgbs read through a 2x2 grid of mean patch tokens (4x the features; object R^2 0.87 vs 0.42)",
@@ -74,7 +76,7 @@ class CNNEncoder(Encoder):
         super().__init__()
         self.variant = variant
         # the authors' public code divides the saliency channel of the Saliency and RGBS rows by 255 twice
-        self.saliency_factor = SALIENCY_SCALES[saliency_scale] if variant in ("cnn_saliency", "cnn_rgbs") else 1.0
+        self.saliency_factor = SALIENCY_SCALES[saliency_scale] if variant in SALIENCY_SCALED else 1.0
         self.obs_keys, channels = self.VARIANTS[variant]
         self.trunk = PackedConvTrunk(runs, channels)
         c, h, w = self.trunk.feature_shape(image_size)
@@ -238,6 +240,19 @@ def build_encoder(cfg: Any, image_size: int = 64, runs: int = 1) -> Encoder:
     if cfg.encoder not in ENCODERS:
         raise ValueError(f"unknown encoder {cfg.encoder!r}; valid encoders: {', '.join(sorted(names))}")
     return ENCODERS[cfg.encoder](cfg, image_size, runs)
+
+
+def field_applies(field: str, encoder: str) -> bool:
+    """Whether the rl.sac option `field` (its flat name) changes what a run of `encoder` does: the frozen-MultiMAE
+    options only MultiMAE rows, --saliency-scale only SALIENCY_SCALED, the gaze options only gaze rows, every other
+    option every row. A run is not resumed differently, nor reported as another row, by a field that does not apply."""
+    if field in ("mmae", "mmae_features"):
+        return encoder in MMAEEncoder.VARIANTS
+    if field == "saliency_scale":
+        return encoder in SALIENCY_SCALED
+    if field.startswith("gaze_"):
+        return encoder.startswith("gaze")
+    return True
 
 
 # The gaze encoders (rl/gaze.py, built on rl.encoder_base) register themselves on import: last, so the

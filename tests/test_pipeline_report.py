@@ -321,8 +321,11 @@ def test_runs_with_a_fidelity_option_are_a_row_of_their_own(tmp_path):
                 }
             )
         )
+    for seed in (0, 1):  # an option of another encoder's rows (recorded by every run) is no variant of this one
+        cnn = _fake_run(runs / "cnn", "reach-v3", "cnn_rgb", seed, 0.3)
+        (cnn / "config.json").write_text(json.dumps({"encoder": "cnn_rgb", "mmae_features": "standardized"}))
     rows = {r["encoder"]: r for r in load_runs([runs])}
-    assert set(rows) == {"mmae_rgbs", "mmae_rgbs [mmae_features=standardized]"}
+    assert set(rows) == {"mmae_rgbs", "mmae_rgbs [mmae_features=standardized]", "cnn_rgb"}
     text = write_report(
         ReportConfig(roots=str(runs), out=str(tmp_path / "report"), pictures_root=str(tmp_path), reps=200)
     ).read_text()

@@ -252,3 +252,24 @@ def test_frozen_features_are_the_papers_raw_mean_unless_standardized_is_asked(ex
     torch.save(blob, tmp_path / "with_stats.pt")
     std_enc = build_encoder(sac(tmp_path, "mmae_rgbs", tmp_path / "with_stats.pt", mmae_features="standardized"), 64)
     torch.testing.assert_close(std_enc(obs).view(3, 32), (direct - direct.mean(0)) / direct.std(0))
+
+
+def test_options_of_other_encoders_neither_block_a_resume_nor_make_another_row():
+    """Every run records every rl.sac option; those of MultiMAE, CNN-saliency and gaze rows change nothing for the
+    others (a gaze run saved under one --mmae-features resumes under another)."""
+    from common.cli import flat_dict
+    from rl.encoders import field_applies
+
+    gaze = from_flat(SACConfig, encoder="gaze", mmae_features="standardized", saliency_scale="authors")
+    stored = {**flat_dict(gaze), "mmae_features": "raw", "saliency_scale": "paper"}
+    assert gaze.differences(stored) == []
+    assert gaze.differences({**stored, "gaze_return_discount": 0.99}) == [
+        "gaze_return_discount: checkpoint 0.99 vs now 1.0"
+    ]
+    mmae = from_flat(SACConfig, encoder="mmae_rgbs", mmae_features="standardized")
+    assert mmae.differences({**flat_dict(mmae), "mmae_features": "raw"}) == [
+        "mmae_features: checkpoint 'raw' vs now 'standardized'"
+    ]
+    assert field_applies("saliency_scale", "cnn_rgbs") and not field_applies("saliency_scale", "cnn_rgb")
+    assert field_applies("gaze_k", "gaze_patch") and not field_applies("gaze_k", "mmae_rgbs")
+    assert field_applies("batch_size", "state")
