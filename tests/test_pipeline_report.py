@@ -353,9 +353,9 @@ def test_report_embeds_a_clip_per_task_and_encoder_and_states_the_precision(tmp_
     assert "| Precision |" in text and "| fp32 |" in text  # runs from before the switch ran in fp32
 
 
-def _variant_run(root: Path, seed: int, success: float, **setting) -> None:
-    run = _fake_run(root, "reach-v3", "mmae_rgbs", seed, success)
-    (run / "config.json").write_text(json.dumps({"encoder": "mmae_rgbs", **setting}))
+def _variant_run(root: Path, seed: int, success: float, encoder: str = "mmae_rgbs", **setting) -> None:
+    run = _fake_run(root, "reach-v3", encoder, seed, success)
+    (run / "config.json").write_text(json.dumps({"encoder": encoder, **setting}))
 
 
 def test_an_ablation_is_the_settings_difference_from_the_default_with_its_welch_interval(tmp_path):
@@ -367,7 +367,8 @@ def test_an_ablation_is_the_settings_difference_from_the_default_with_its_welch_
     for seed in range(3):
         _variant_run(runs / "raw", seed, default[seed], mmae_features="raw")
         _variant_run(runs / "std", seed, standardized[seed], mmae_features="standardized")
-        _variant_run(runs / "scaled", seed, scaled[seed], saliency_scale="authors")
+        _variant_run(runs / "cnn", seed, default[seed], "cnn_rgbs", saliency_scale="paper")
+        _variant_run(runs / "scaled", seed, scaled[seed], "cnn_rgbs", saliency_scale="authors")
     loaded = sorted(load_runs([runs]), key=lambda r: r["seed"])
     table = variant_table(loaded)
     diff, lo, hi = stats.welch_interval(default, standardized)
