@@ -83,4 +83,7 @@ def test_two_run_micro_grid_on_local_ray(tmp_path):
         summary = json.loads((tmp_path / "sac" / "reach-v3" / "state" / f"seed{seed}" / "summary.json").read_text())
         assert summary["steps"] == 200 and summary["seed"] == seed
         assert (Path(tmp_path) / "sac" / "reach-v3" / "state" / f"seed{seed}" / "eval.csv").exists()
-    assert "2 ok, 0 paused (run again to continue), 0 failed" in r.stdout and "in 1 pack(s)" in r.stdout
+    assert (
+        "2 ok, 0 diverged (final: counted as 0 success), 0 paused (run again to continue), 0 failed" in r.stdout
+        and "in 1 pack(s)" in r.stdout
+    )
