@@ -161,11 +161,9 @@ cpu-table: venv
 
 # Every long experiment here, detached (pipeline.background: own session, niced, its log in $(RUNS_HOME)/<name>.log):
 # run it at the start of each session. What still runs is left alone; the rest resumes from its checkpoints.
-# CPU shares by niceness: #24's two ablations first (5: the feature ablation has finished, the gaze one decides
-# #24's last item), then the CPU table (10: weeks of work, whose SAC waits for #24's settings anyway).
+# CPU shares by niceness: #24's gaze ablation first (5: it decides #24's last item; the feature ablation has
+# decided, `make ablation-features` reruns it), then the CPU table (10: weeks of work).
 background: venv sysdeps
-	$(PY) -m pipeline.background --name ablation-features --nice 5 --logs $(RUNS_HOME) -- \
-		make ablation-features SLICE=$(SLICE)
 	$(PY) -m pipeline.background --name ablation-gaze-discount --nice 5 --logs $(RUNS_HOME) -- \
 		make ablation-gaze-discount SLICE=$(SLICE)
 	$(PY) -m pipeline.table --root $(TABLE) --phase $(TABLE_PHASE) $(TABLE_FLAGS) --background

@@ -46,20 +46,13 @@ def encoder_export(name: str, tmp: Path) -> tuple[str, str]:
     path = Path(f"runs/mmae/{name}/encoder.pt")
     if path.exists():
         return str(path), f"pretrained {path}"
-    from pretrain.frozen import ENCODER_FORMAT
+    from pretrain.frozen import encoder_blob
     from pretrain.model import ModelConfig, MultiMAE
 
     cfg = ModelConfig(modalities=("rgb", "saliency") if name == "rgbs" else ("rgb",))
     out = tmp / name / "encoder.pt"
     out.parent.mkdir(parents=True)
-    torch.save(
-        {
-            "format": ENCODER_FORMAT,
-            "model_config": cfg.to_dict(),
-            "state_dict": MultiMAE(cfg, decoders=False).encoder_state_dict(),
-        },
-        out,
-    )
+    torch.save(encoder_blob(MultiMAE(cfg, decoders=False)), out)  # identity statistics: its raw features
     return str(out), "random-init paper-size encoder (no runs/mmae export yet)"
 
 

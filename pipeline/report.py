@@ -36,13 +36,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from common.cli import option, run_command  # noqa: E402
+from common.cli import flat_dict, option, run_command  # noqa: E402
 from common.figures import write_figure  # noqa: E402
 from common.io import atomic_write_bytes  # noqa: E402
 from data.env import PAPER_TASKS  # noqa: E402
 from pipeline import stats  # noqa: E402
 from pipeline.keep import PROBE_GLOB  # noqa: E402
 from rl import outcome  # noqa: E402
+from rl.config import SACConfig  # noqa: E402
 from rl.encoders import ENCODER_LABELS, TABLE_I, field_applies  # noqa: E402  (labels of every registered encoder, gaze ones included)
 
 #: The paper's Table I: success over 50 rollouts and 3 seeds (mean, std), 1M steps.
@@ -170,9 +171,13 @@ class ReportConfig:
         return first.parent if first.name == "sac" else first
 
 
-#: config fields that change what a row measures (README, "Faithful to the paper"): a run that sets one
-#: otherwise than its default is a row of its own, e.g. "mmae_rgbs [mmae_features=standardized]"
-VARIANT_FIELDS: dict[str, object] = {"mmae_features": "raw", "saliency_scale": "paper", "gaze_return_discount": 1.0}
+#: config fields that change what a row measures (README, "Faithful to the paper"), with rl.sac's defaults: a run
+#: that sets one otherwise is a row of its own, e.g. "mmae_rgbs [mmae_features=raw]"
+VARIANT_FIELDS: dict[str, object] = {
+    name: default
+    for name, default in flat_dict(SACConfig()).items()
+    if name in ("mmae_features", "saliency_scale", "gaze_return_discount")
+}
 
 
 def row_name(config: dict) -> str:

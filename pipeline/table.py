@@ -83,6 +83,7 @@ FROZEN = (
     "pretrain_extra",
     "precision",
     "hidden_dim",
+    "mmae_features",
     "reach_steps",
     "extra_tasks",
     "pilot_seed",
@@ -95,6 +96,8 @@ FROZEN = (
     "final_eval_episodes",
     "sac_extra",
 )
+#: what a root that started before a FROZEN setting existed ran instead of its default (its runs keep it)
+FROZEN_BEFORE = {"mmae_features": "raw"}
 #: flags of the pass-through settings that change speed, not results: a root goes on under other values of them
 #: (a machine with more cores runs pretraining with more threads)
 SPEED_FLAGS = ("--threads", "--torch-threads", "--workers", "--no-progress")
@@ -173,6 +176,11 @@ class TableConfig:
     )
     hidden_dim: int = option(
         1024, "SAC hidden width (the paper's 1024; the cpu preset's 256 costs ~1.5-2x less per step here)"
+    )
+    mmae_features: str = option(
+        "standardized",
+        "rl.sac --mmae-features of the MultiMAE rows: standardized (the default, measured better on reach-v3, issue #24) or raw (the paper's)",
+        choices=["standardized", "raw"],
     )
     pack: int = option(5, "SAC runs per pack (rl.grid --pack)")
     cnn_pack: int = option(
@@ -360,6 +368,8 @@ def adopt_recorded(cfg: TableConfig, argv: Sequence[str]) -> TableConfig:
     )
     if config_file:  # the values of a --config file are given too: contradicting ones are refused, not replaced
         given |= {f"--{k.replace('_', '-')}" for k in stored_values(TableConfig, config_file)[0]}
+    if recorded:
+        recorded = {**FROZEN_BEFORE, **recorded}
     adopted = {k: v for k, v in recorded.items() if k in FROZEN and f"--{k.replace('_', '-')}" not in given}
     return replace(cfg, **adopted).validate() if adopted else cfg
 
@@ -381,11 +391,12 @@ class Folder:
 
     def check_settings(self) -> None:
         """Record the FROZEN settings on the first run (a setting made FROZEN since the root started: on this
-        run); refuse a run that changes them."""
+        run, as FROZEN_BEFORE says the root ran it, else as given); refuse a run that changes them."""
         mine = frozen_settings(self.cfg)
+        started = "settings" in self.state
         kept = self.state.setdefault("settings", {})
         for k in FROZEN:
-            kept.setdefault(k, mine[k])
+            kept.setdefault(k, FROZEN_BEFORE.get(k, mine[k]) if started else mine[k])
         changed = [
             f"--{k.replace('_', '-')} {mine[k]!r} (started with {kept[k]!r})"
             for k in FROZEN
@@ -807,7 +818,7 @@ def sac_flags(cfg: TableConfig, eval_every: int, episodes: int) -> str:
     """rl.grid's --extra of a table (or pilot) grid: the table's SAC settings, then --sac-extra."""
     return (
         f"--hidden-dim {cfg.hidden_dim} --eval-every {eval_every} --eval-episodes {episodes} --eval-envs "
-        f"{cfg.eval_envs} --checkpoint-every {cfg.checkpoint_every} --torch-threads 1 --mmae-features raw {cfg.sac_extra}"
+        f"{cfg.eval_envs} --checkpoint-every {cfg.checkpoint_every} --torch-threads 1 --mmae-features {cfg.mmae_features} {cfg.sac_extra}"
     ).strip()
 
 

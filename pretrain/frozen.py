@@ -11,8 +11,9 @@ Pools (`pretrain.model.POOLS`): "mean" of all tokens (the paper, the default), "
 "grid2"/"grid4": per-region means of the patch tokens on a 2x2 / 4x4 grid, flattened. Features are
 standardised per dimension with statistics stored in encoder.pt at export (measured on training
 frames) whenever the export has them: raw mean features vary by ~0.1 % of their magnitude, below
-float16's resolution, and standardised ones keep their information in a float16 replay buffer
-(see `python -m pretrain.probe`). RGB is normalised inside the model (ImageNet mean/std for models
+float16's resolution, and standardised ones keep their information in float16 (see
+`python -m pretrain.probe`). RL standardises by default (`--mmae-features`, README "Faithful to
+the paper": measured on reach-v3, issue #24). RGB is normalised inside the model (ImageNet mean/std for models
 trained with it): callers always pass [0, 1] images.
 """
 
@@ -35,6 +36,33 @@ ENCODER_FORMAT = "visarl-mmae-encoder/1"
 _, PyTorchModelHubMixin = hub_mixins()
 #: encoder.pt fields kept as FrozenEncoder.meta (and as JSON metadata in encoder.safetensors)
 META_KEYS = ("step", "epoch", "saliency_source", "data", "task", "code_version")
+
+
+class MissingStatisticsError(ValueError):
+    """An export lacks the feature statistics that standardised features need."""
+
+
+def statistics_keys(model_config: ModelConfig) -> list[tuple[tuple[str, ...], str]]:
+    """(inputs, pool) of every feature statistic an export stores: all modalities and rgb alone, each pool."""
+    return [(inputs, pool) for inputs in dict.fromkeys([model_config.modalities, ("rgb",)]) for pool in POOLS]
+
+
+def encoder_blob(model: MultiMAE, feature_stats: dict[str, dict[str, torch.Tensor]] | None = None, **meta: Any) -> dict:
+    """The encoder.pt dict of `model`'s encoder: format, config, weights, `meta` (step, epoch, ...) and feature
+    statistics. None gives identity statistics (mean 0, std 1: the raw features), for models with no training
+    frames to measure (random-init exports of tests and benchmarks); {} stores none."""
+    if feature_stats is None:
+        feature_stats = {}
+        for inputs, pool in statistics_keys(model.cfg):
+            dim = POOLS[pool] * model.cfg.dim
+            feature_stats[f"{','.join(inputs)}|{pool}"] = {"mean": torch.zeros(dim), "std": torch.ones(dim)}
+    return {
+        "format": ENCODER_FORMAT,
+        "model_config": model.cfg.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.encoder_state_dict().items()},
+        "feature_stats": feature_stats,
+        **meta,
+    }
 
 
 def encoder_safetensors(blob: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -151,7 +179,7 @@ class FrozenEncoder(
         stats_all = blob.get("feature_stats", {})
         stats = stats_all.get(f"{key}|{pool}") or (stats_all.get(key) if pool == "mean" else None)
         if standardize and stats is None:
-            raise ValueError(
+            raise MissingStatisticsError(
                 f"{path} has no feature statistics for inputs {enc.inputs} and pool {pool!r}; "
                 "re-export it or load with standardize=False"
             )

@@ -43,7 +43,7 @@ from pretrain.config import CPU_MICRO_BATCH, PRESETS, PretrainConfig
 from pretrain.data import load_split, tasks_under
 from pretrain.export import write_hub_files
 from pretrain.figures import loss_curve, reconstruction_grid
-from pretrain.frozen import ENCODER_FORMAT, FrozenEncoder
+from pretrain.frozen import FrozenEncoder, encoder_blob, statistics_keys
 from pretrain.model import POOLS, MultiMAE, attention_kernels, count_parameters, patchify
 
 CHECKPOINT = "checkpoint.pt"
@@ -366,24 +366,22 @@ class Trainer:
 
         Mean-pooled features of a static-camera scene vary little between frames (~1 % of their
         magnitude: the model card states it): FrozenEncoder standardises with these unless asked not
-        to; RL's mmae rows feed the raw features by default (`--mmae-features`).
+        to, and so do RL's mmae rows by default (`--mmae-features`).
         """
         return export_feature_stats(self.model, self.train_frames, self.model_cfg.image_size, frames)
 
     def export_encoder(self) -> Path:
         """Weights + config of the encoder alone (pretrain.frozen.FrozenEncoder loads it), and its hub copy
         beside it (encoder.safetensors + model card, pretrain.export)."""
-        blob = {
-            "format": ENCODER_FORMAT,
-            "model_config": self.model_cfg.to_dict(),
-            "state_dict": {k: v.detach().cpu() for k, v in self.model.encoder_state_dict().items()},
-            "feature_stats": self.feature_stats(),
-            "step": self.step,
-            "epoch": self.step // self.steps_per_epoch,
-            "saliency_source": self.cfg.saliency,
-            "data": str(self.cfg.data),
-            "code_version": code_version(),
-        }
+        blob = encoder_blob(
+            self.model,
+            self.feature_stats(),
+            step=self.step,
+            epoch=self.step // self.steps_per_epoch,
+            saliency_source=self.cfg.saliency,
+            data=str(self.cfg.data),
+            code_version=code_version(),
+        )
         path = atomic_torch_save(blob, self.run_dir / ENCODER)
         write_hub_files(path, blob)
         return path
@@ -528,7 +526,7 @@ def export_feature_stats(model: MultiMAE, frames, image_size: int, n: int = 512)
     device = next(model.parameters()).device
     idx = torch.linspace(0, len(frames) - 1, min(n, len(frames))).long()
     out = {}
-    for inputs in dict.fromkeys([model.cfg.modalities, ("rgb",)]):
+    for inputs in dict.fromkeys(inputs for inputs, _ in statistics_keys(model.cfg)):
         enc = FrozenEncoder(model.cfg, inputs).to(device)
         enc.model.load_state_dict(model.encoder_state_dict())
         feats: dict[str, list[torch.Tensor]] = {p: [] for p in POOLS}

@@ -207,10 +207,17 @@ def _mmae_factory(name: str):
         if not path.exists():
             raise FileNotFoundError(missing_mmae_message(cfg))
         from common.hub import file_sha256
-        from pretrain.frozen import FrozenEncoder
+        from pretrain.frozen import FrozenEncoder, MissingStatisticsError
 
-        standardize = getattr(cfg, "mmae_features", "raw") == "standardized"
-        module = FrozenEncoder.load(str(path), inputs=inputs, pool=pool, standardize=standardize)
+        standardize = cfg.mmae_features == "standardized"
+        try:
+            module = FrozenEncoder.load(str(path), inputs=inputs, pool=pool, standardize=standardize)
+        except MissingStatisticsError as err:
+            raise MissingStatisticsError(
+                f"--mmae-features standardized (the default) needs the export's feature statistics: {err}. "
+                "Pass --mmae-features raw to feed its raw features, or use an export of `python -m pretrain.multimae`, "
+                "which stores them"
+            ) from None
         provenance = {
             "path": str(path.resolve()),
             "sha256": file_sha256(path),

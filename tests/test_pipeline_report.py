@@ -305,17 +305,17 @@ def test_report_reads_a_results_folder_given_as_a_word_and_names_a_missing_one(t
 
 
 def test_runs_with_a_fidelity_option_are_a_row_of_their_own(tmp_path):
-    """--mmae-features standardized (and the other options of README's "Faithful to the paper" table) change what a
+    """--mmae-features raw (and the other options of README's "Faithful to the paper" table) change what a
     row measures: such runs are never pooled with the default's seeds."""
     runs = tmp_path / "sac"
     for seed in (0, 1):
-        _fake_run(runs / "raw", "reach-v3", "mmae_rgbs", seed, 0.2)
-        std = _fake_run(runs / "std", "reach-v3", "mmae_rgbs", seed, 0.6)
-        (std / "config.json").write_text(
+        _fake_run(runs / "default", "reach-v3", "mmae_rgbs", seed, 0.2)
+        variant = _fake_run(runs / "variant", "reach-v3", "mmae_rgbs", seed, 0.6)
+        (variant / "config.json").write_text(
             json.dumps(
                 {
                     "encoder": "mmae_rgbs",
-                    "mmae_features": "standardized",
+                    "mmae_features": "raw",
                     "saliency_scale": "paper",
                     "gaze_return_discount": 1.0,
                 }
@@ -323,14 +323,14 @@ def test_runs_with_a_fidelity_option_are_a_row_of_their_own(tmp_path):
         )
     for seed in (0, 1):  # an option of another encoder's rows (recorded by every run) is no variant of this one
         cnn = _fake_run(runs / "cnn", "reach-v3", "cnn_rgb", seed, 0.3)
-        (cnn / "config.json").write_text(json.dumps({"encoder": "cnn_rgb", "mmae_features": "standardized"}))
+        (cnn / "config.json").write_text(json.dumps({"encoder": "cnn_rgb", "mmae_features": "raw"}))
     rows = {r["encoder"]: r for r in load_runs([runs])}
-    assert set(rows) == {"mmae_rgbs", "mmae_rgbs [mmae_features=standardized]", "cnn_rgb"}
+    assert set(rows) == {"mmae_rgbs", "mmae_rgbs [mmae_features=raw]", "cnn_rgb"}
     text = write_report(
         ReportConfig(roots=str(runs), out=str(tmp_path / "report"), pictures_root=str(tmp_path), reps=200)
     ).read_text()
     assert "| MMAE RGB+Saliency (ViSaRL) | 0.20" in text
-    assert "| MMAE RGB+Saliency (ViSaRL) [mmae_features=standardized] | 0.60" in text
+    assert "| MMAE RGB+Saliency (ViSaRL) [mmae_features=raw] | 0.60" in text
 
 
 def test_report_embeds_a_clip_per_task_and_encoder_and_states_the_precision(tmp_path):
@@ -363,22 +363,22 @@ def test_an_ablation_is_the_settings_difference_from_the_default_with_its_welch_
     from pipeline.report import last_evals_mean, variant_table
 
     runs = tmp_path / "sac"
-    default, standardized, scaled = [0.10, 0.20, 0.15], [0.60, 0.70, 0.65], [0.05, 0.30, 0.15]
+    default, raw, scaled = [0.10, 0.20, 0.15], [0.60, 0.70, 0.65], [0.05, 0.30, 0.15]
     for seed in range(3):
-        _variant_run(runs / "raw", seed, default[seed], mmae_features="raw")
-        _variant_run(runs / "std", seed, standardized[seed], mmae_features="standardized")
+        _variant_run(runs / "default", seed, default[seed], mmae_features="standardized")
+        _variant_run(runs / "variant", seed, raw[seed], mmae_features="raw")
         _variant_run(runs / "cnn", seed, default[seed], "cnn_rgbs", saliency_scale="paper")
         _variant_run(runs / "scaled", seed, scaled[seed], "cnn_rgbs", saliency_scale="authors")
     loaded = sorted(load_runs([runs]), key=lambda r: r["seed"])
     table = variant_table(loaded)
-    diff, lo, hi = stats.welch_interval(default, standardized)
+    diff, lo, hi = stats.welch_interval(default, raw)
     # the fake curves ramp to the final value: the last 3 evaluations average ~0.75 of it
-    rows = ("mmae_rgbs", "mmae_rgbs [mmae_features=standardized]")
+    rows = ("mmae_rgbs", "mmae_rgbs [mmae_features=raw]")
     last = stats.welch_interval(*([last_evals_mean(r) for r in loaded if r["encoder"] == row] for row in rows))
     sd = stats.pooled_sd([[last_evals_mean(r) for r in loaded if r["encoder"] == row] for row in rows])
     seeds = f"{stats.seeds_needed(last[0], sd)} (the current 3 resolve {stats.detectable_gap(sd, 3):.2f} or more)"
     assert (
-        f"| MMAE RGB+Saliency (ViSaRL): mmae_features=standardized | reach-v3 | 3 / 3 | 0.15 / 0.65 | "
+        f"| MMAE RGB+Saliency (ViSaRL): mmae_features=raw | reach-v3 | 3 / 3 | 0.15 / 0.65 | "
         f"{diff:+.2f} [{lo:+.2f}, {hi:+.2f}] | better | 0.11 / 0.49 (500, 750, 1k) | {last[0]:+.2f} "
         f"[{last[1]:+.2f}, {last[2]:+.2f}] | better | {seeds} |"
     ) in table
@@ -400,18 +400,18 @@ def test_an_ablation_gives_no_verdict_on_unfinished_runs_no_spread_or_evaluation
 
     runs = tmp_path / "sac"
     for seed in range(3):
-        _variant_run(runs / "raw", seed, 0.0, mmae_features="raw")
+        _variant_run(runs / "default", seed, 0.0, mmae_features="standardized")
         if seed < 2:
-            _variant_run(runs / "std", seed, 0.05, mmae_features="standardized")
-    running = runs / "std" / "reach-v3" / "mmae_rgbs" / "seed2"
+            _variant_run(runs / "variant", seed, 0.05, mmae_features="raw")
+    running = runs / "variant" / "reach-v3" / "mmae_rgbs" / "seed2"
     running.mkdir(parents=True)
-    config = {"encoder": "mmae_rgbs", "task": "reach-v3", "mmae_features": "standardized"}
+    config = {"encoder": "mmae_rgbs", "task": "reach-v3", "mmae_features": "raw"}
     (running / "config.json").write_text(json.dumps(config))
     (running / "eval.csv").write_text("step,wall_s,success_rate,return_mean\n250,1.0,0.0,10.0\n")
     line = variant_table(load_runs([runs]), load_running([runs])).splitlines()[-1]
     assert "| 3 / 2 (+1 unfinished) |" in line and line.count("n/a: runs unfinished") == 2
     running.joinpath("eval.csv").unlink()
-    _variant_run(runs / "std2", 2, 0.05, mmae_features="standardized")
+    _variant_run(runs / "variant2", 2, 0.05, mmae_features="raw")
     loaded = load_runs([runs])
     line = variant_table(loaded).splitlines()[-1]
     # 0.00 x 3 against 0.05 x 3: no spread on either side, so no interval and no verdict
@@ -446,16 +446,16 @@ def test_a_diverged_run_counts_as_success_0_from_the_step_it_diverged(tmp_path):
 
     runs = tmp_path / "sac"
     for seed in range(3):
-        _variant_run(runs / "raw", seed, 0.8, mmae_features="raw")
-        _variant_run(runs / "std", seed, [0.9, 0.85, 0.95][seed], mmae_features="standardized")
-    broken = runs / "std" / "reach-v3" / "mmae_rgbs" / "seed2"
+        _variant_run(runs / "default", seed, 0.8, mmae_features="standardized")
+        _variant_run(runs / "variant", seed, [0.9, 0.85, 0.95][seed], mmae_features="raw")
+    broken = runs / "variant" / "reach-v3" / "mmae_rgbs" / "seed2"
     summary = json.loads((broken / "summary.json").read_text())
     summary |= {"steps": 600, "success_rate": 0.0, "diverged": {"step": 600, "why": "non-finite action at step 600"}}
     summary["diverged"]["checkpoint"] = 500
     (broken / "summary.json").write_text(json.dumps(summary))
     (broken / "eval.csv").write_text("step,wall_s,success_rate,return_mean\n250,1,0.2,10\n500,2,0.5,20\n")
     (broken / "config.json").write_text(
-        json.dumps({"encoder": "mmae_rgbs", "mmae_features": "standardized", "steps": 1000, "eval_every": 250})
+        json.dumps({"encoder": "mmae_rgbs", "mmae_features": "raw", "steps": 1000, "eval_every": 250})
     )
     loaded = load_runs([runs])
     run = next(r for r in loaded if r["dir"] == broken)
@@ -479,6 +479,6 @@ def test_a_diverged_run_counts_as_success_0_from_the_step_it_diverged(tmp_path):
     ).read_text()
     assert "## Diverged runs" in report
     assert (
-        "| reach-v3 | MMAE RGB+Saliency (ViSaRL) [mmae_features=standardized] | 2 | 500 | non-finite action at step 600 | 500 |"
+        "| reach-v3 | MMAE RGB+Saliency (ViSaRL) [mmae_features=raw] | 2 | 500 | non-finite action at step 600 | 500 |"
         in report
     )

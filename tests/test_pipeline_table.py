@@ -227,7 +227,7 @@ def test_every_planned_command_parses_in_its_own_command(tmp_path, monkeypatch):
                 1024,
                 128,
                 1e-4,
-                "raw",
+                "standardized",
                 5,
             )
             assert sac.eval_episodes == (50 if "last evaluation" in step.key else 20)
@@ -568,6 +568,26 @@ def test_a_root_continues_with_the_settings_it_recorded_unless_a_flag_changes_th
         cfg = table.parse_config(table.TableConfig, [*base, *words])
         with pytest.raises(ValueError, match=r"--hidden-dim 1024 \(started with 256\)"):
             table.Folder(table.adopt_recorded(cfg, [*base, *words])).check_settings()
+
+
+def test_a_root_started_before_mmae_features_was_recorded_goes_on_with_raw_features(tmp_path):
+    """--mmae-features became a FROZEN table setting when standardised features became the default (issue #24): a root
+    that recorded its settings before then ran raw features, and its later SAC grids keep them; a new root takes the
+    default."""
+    folder = table.Folder(config(tmp_path))
+    folder.check_settings()
+    assert folder.state["settings"]["mmae_features"] == "standardized"
+    assert "--mmae-features standardized" in table.sac_flags(folder.cfg, 25_000, 20)
+    del folder.state["settings"]["mmae_features"]  # as an older root recorded them
+    folder.save()
+    base = ["--root", str(tmp_path / "root"), "--results", str(tmp_path / "results")]
+    older = table.adopt_recorded(config(tmp_path), base)
+    assert older.mmae_features == "raw" and "--mmae-features raw" in table.sac_flags(older, 25_000, 20)
+    again = table.Folder(older)
+    again.check_settings()
+    assert again.state["settings"]["mmae_features"] == "raw"
+    with pytest.raises(ValueError, match=r"--mmae-features 'standardized' \(started with 'raw'\)"):
+        table.Folder(config(tmp_path)).check_settings()
 
 
 def test_background_command_is_the_same_run_without_background():

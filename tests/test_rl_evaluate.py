@@ -60,7 +60,7 @@ def cnn_run(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def mmae_export(tmp_path_factory) -> Path:
     """A tiny rgb MultiMAE encoder export (random weights) at runs/mmae/rgb/reach-v3/encoder.pt of a root."""
-    from pretrain.frozen import ENCODER_FORMAT
+    from pretrain.frozen import encoder_blob
     from pretrain.model import ModelConfig, MultiMAE
 
     root = tmp_path_factory.mktemp("root")
@@ -70,14 +70,7 @@ def mmae_export(tmp_path_factory) -> Path:
     )
     path = root / "runs/mmae/rgb/reach-v3/encoder.pt"
     path.parent.mkdir(parents=True)
-    torch.save(
-        {
-            "format": ENCODER_FORMAT,
-            "model_config": cfg.to_dict(),
-            "state_dict": MultiMAE(cfg, decoders=False).encoder_state_dict(),
-        },
-        path,
-    )
+    torch.save(encoder_blob(MultiMAE(cfg, decoders=False)), path)  # identity feature statistics
     return path
 
 
@@ -223,7 +216,7 @@ def test_frozen_run_records_its_encoder_and_refuses_another(tmp_path: Path, mmae
             "sha256": digest,
             "inputs": ["rgb"],
             "pool": "mean",
-            "features": "raw",
+            "features": "standardized",
             "chosen_by": "default (the task's own)",
         },
         "saliency_model": None,
