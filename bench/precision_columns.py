@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 import platform
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import torch
 
+from common.cpuinfo import cpu_model
 from common.precision import cpu_bf16_units, resolve_precision
 from common.runs import device_description
 
@@ -43,15 +43,6 @@ def round_order(precisions: Sequence[str], rnd: int) -> list[str]:
     """The order of round `rnd`: as given on even rounds, reversed on odd ones (ABBA), so a drift of the
     machine's load over a run does not favour the precision that always goes first."""
     return list(precisions) if rnd % 2 == 0 else list(reversed(precisions))
-
-
-def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
-    """The CPU's model name ('' where unknown)."""
-    try:
-        text = Path(cpuinfo).read_text()
-    except OSError:
-        return ""
-    return next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "")
 
 
 def machine_lines() -> str:

@@ -24,6 +24,15 @@ def cpu_bf16_units(cpuinfo: str = "/proc/cpuinfo") -> tuple[str, ...]:
     return tuple(f for f in BF16_CPU_FLAGS if f in flags)
 
 
+def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The CPU's model name ('' where unknown)."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return ""
+    return next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "")
+
+
 def auto_precision(forced: str, bf16_units: Sequence[str]) -> tuple[str, str]:
     """What `--precision auto` runs on a CPU with `bf16_units` ('bf16' or 'fp32') and why, unless AUTO_ENV holds
     `forced` ('' when unset), which decides it on any device."""

@@ -45,6 +45,7 @@ import os
 import shlex
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -53,7 +54,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from common.cli import fail, option, parse_config, stored_values
-from common.cpuinfo import AUTO_ENV, auto_precision, cpu_bf16_units
+from common.cpuinfo import AUTO_ENV, auto_precision, cpu_bf16_units, cpu_model
 from common.io import OutputError, atomic_write_json
 from common.runs import exclusive_run_dir, nice_own_session
 from data.env import PAPER_TASKS
@@ -70,6 +71,7 @@ CNN_ROWS = ("cnn_rgb", "cnn_rgbs", "gaze")
 GRID_ROWS = ("mmae_rgbs_grid2",)
 EPISODE_STEPS = 500
 STATE_FILE = "table.json"
+SPENT_EVERY_S = 60.0  # how often a running step's wall time is saved to table.json
 BACKGROUND_NAME = "table"  # pipeline.background's name of the detached run: <root>/table.log, table.pid
 LOG_FILE = f"{BACKGROUND_NAME}.log"
 #: settings a started experiment keeps (recorded in table.json on its first run; later commands that leave them
@@ -426,9 +428,40 @@ class Folder:
     def marked(self, key: str) -> bool:
         return key in self.state["done"]
 
-    def mark(self, key: str, seconds: float) -> None:
+    def mark(self, key: str) -> None:
+        """Record `key` done, with the wall seconds every invocation that ran it spent (`timed`)."""
+        seconds = self.state.get("spent", {}).get(key, 0.0)
         self.state["done"][key] = {"seconds": round(seconds, 1), "at": time.strftime("%Y-%m-%d %H:%M:%S")}
         self.save()
+
+    @contextlib.contextmanager
+    def timed(self, key: str, every: float = SPENT_EVERY_S):
+        """Add the wall time of the block to table.json's "spent" seconds of step `key`, saved every `every`
+        seconds meanwhile: a step resumed over several sessions (each ending kills it) records its whole time,
+        less at most `every` per interruption."""
+        lock, stop = threading.Lock(), threading.Event()
+        last = [time.time()]
+
+        def add() -> None:
+            with lock:
+                now = time.time()
+                spent = self.state.setdefault("spent", {})
+                spent[key] = round(spent.get(key, 0.0) + now - last[0], 1)
+                last[0] = now
+                self.save()
+
+        def beat() -> None:
+            while not stop.wait(every):
+                add()
+
+        beater = threading.Thread(target=beat, name=f"spent {key}", daemon=True)
+        beater.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            beater.join()
+            add()
 
     def shards_complete(self, rel: str, labelled: bool = False) -> bool:
         from data.shards import ShardError, read_manifest
@@ -935,10 +968,31 @@ def probe_copies(folder: Folder, task: str) -> list[tuple[Path, Path]]:
 
 
 def keep_probes(folder: Folder, task: str) -> list[Path]:
-    """Copy the task's probe results into <results>/mmae/<model>/<task>/ (pipeline.keep.keep_file: never overwritten)."""
+    """Copy the task's probe results into <results>/mmae/<model>/<task>/ (pipeline.keep.keep_file: never overwritten),
+    and write the wall time of its preparation steps to <results>/<task>/stages.json (`stage_times`) unless kept."""
     from pipeline.keep import keep_file
 
-    return [dst for src, dst in probe_copies(folder, task) if keep_file(src, dst)]
+    kept = [dst for src, dst in probe_copies(folder, task) if keep_file(src, dst)]
+    stages = folder.results / task / "stages.json"
+    if not stages.exists():
+        stages.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(stages, stage_times(folder, task))
+        kept.append(stages)
+    return kept
+
+
+def stage_times(folder: Folder, task: str) -> dict:
+    """The wall time of each of the task's preparation steps (collection to probes), summed over the invocations
+    that ran it (`Folder.timed`), on the device that ran the last of them."""
+    prefix = f"{task}: "
+    spent = {k.removeprefix(prefix): v for k, v in folder.state.get("spent", {}).items() if k.startswith(prefix)}
+    return {
+        "task": task,
+        "wall_seconds": spent,
+        "device": f"{cpu_model() or 'CPU'}, {os.cpu_count()} cores, bf16 units: {', '.join(cpu_bf16_units()) or 'none'}",
+        "precision": folder.state.get("settings", {}).get("precision"),
+        "note": f"wall seconds per step over every invocation (each interruption loses at most {SPENT_EVERY_S:.0f} s)",
+    }
 
 
 def open_steps(folder: Folder) -> list[Step]:
@@ -1367,17 +1421,18 @@ def run(cfg: TableConfig) -> list[str]:
                 )
             print(f"\n[{time.strftime('%H:%M:%S')}] {step.phase} | {step.key}\n  {step.command()}", flush=True)
             start = time.time()
-            if step.action is not None:
-                step.action()
-            else:
-                code = subprocess.run([sys.executable, *step.argv], cwd=folder.root, env=child_env()).returncode
-                if code:
-                    raise RuntimeError(
-                        f"{step.key} failed (exit {code}); its output is above in {folder.root / LOG_FILE}; "
-                        "rerun `make cpu-table` once fixed: finished steps are skipped, started ones resume"
-                    )
+            with folder.timed(step.key):
+                if step.action is not None:
+                    step.action()
+                else:
+                    code = subprocess.run([sys.executable, *step.argv], cwd=folder.root, env=child_env()).returncode
+                    if code:
+                        raise RuntimeError(
+                            f"{step.key} failed (exit {code}); its output is above in {folder.root / LOG_FILE}; "
+                            "rerun `make cpu-table` once fixed: finished steps are skipped, started ones resume"
+                        )
             if step.marker:
-                folder.mark(step.key, time.time() - start)
+                folder.mark(step.key)
             ran.append(step.key)
             print(f"  done in {(time.time() - start) / 60:.1f} min", flush=True)
             if step.kept:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from bench.precision_columns import cpu_model, headers, parse_precisions, round_order, side_by_side
+from bench.precision_columns import headers, parse_precisions, round_order, side_by_side
 from common import precision
+from common.cpuinfo import cpu_model
 
 
 def test_precision_list_is_resolved_deduplicated_and_checked(monkeypatch):

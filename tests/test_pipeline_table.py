@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -381,6 +383,38 @@ def test_run_keeps_finished_rows_and_probes_then_stops_with_the_git_line(tmp_pat
     assert (results / "reach-v3/state/seed1/summary.json").exists() and (
         results / "mmae/rgb/reach-v3/probe_rgb.json"
     ).exists()
+
+
+def test_a_steps_wall_time_adds_up_over_the_invocations_that_ran_it(tmp_path, monkeypatch):
+    """A step resumed over several sessions records its whole wall time: table.json's "spent" seconds grow while it
+    runs (saved every SPENT_EVERY_S, so a session's end loses at most that), add up across invocations, and are
+    what `done` records; the task's stage times are kept beside its rows with the probes."""
+    clock = [1000.0]
+    monkeypatch.setattr(table.time, "time", lambda: clock[0])
+    folder = table.Folder(config(tmp_path))
+    folder.root.mkdir(parents=True)
+    path = folder.root / table.STATE_FILE
+    on_disk = lambda: json.loads(path.read_text()).get("spent", {}) if path.exists() else {}  # noqa: E731
+    key = "reach-v3: pretrain.multimae rgbs"
+    beats = threading.Event()
+    with folder.timed(key, every=0.01):
+        clock[0] += 90.0
+        for _ in range(500):  # the heartbeat saves without the step ending
+            if on_disk().get(key) == 90.0:
+                beats.set()
+                break
+            time.sleep(0.01)
+        clock[0] += 30.0
+    assert beats.is_set() and on_disk()[key] == 120.0
+    with pytest.raises(RuntimeError):  # a later session's invocation, killed or failing: its time counts too
+        with folder.timed(key, every=60):
+            clock[0] += 45.0
+            raise RuntimeError("session ended")
+    folder.mark(key)
+    assert folder.state["done"][key]["seconds"] == 165.0
+    table.keep_probes(folder, "reach-v3")
+    stages = json.loads((Path(folder.results) / "reach-v3" / "stages.json").read_text())
+    assert stages["wall_seconds"] == {"pretrain.multimae rgbs": 165.0} and stages["task"] == "reach-v3"
 
 
 def test_a_failed_step_stops_the_run_and_is_not_recorded(tmp_path, monkeypatch):
