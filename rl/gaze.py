@@ -422,7 +422,9 @@ class GazeEncoder(Encoder):
     @torch.no_grad()
     def buffer_entries(self, feat: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Trunk maps feat [R, N, C, h, w] -> what a ReturnBuffer stores of them, as numpy: the maps, the k-NN
-        keys [R, N, C] (globally average-pooled, L2-normalised) and the head's pooled input [R, N, P]."""
+        keys [R, N, C] (globally average-pooled, L2-normalised) and the head's pooled input [R, N, P], in float32
+        whatever precision the trunk ran in (numpy and faiss have no bf16)."""
+        feat = feat.float()
         keys = F.normalize(feat.mean((3, 4)), dim=-1)  # [R, N, C]
         pooled = self.head.pool_input(feat)  # [R, N, P]
         return feat.cpu().numpy(), keys.cpu().numpy(), pooled.cpu().numpy()

@@ -21,7 +21,7 @@ from common import precision
 from common.cli import from_flat, parse_config
 from common.precision import autocast, full_precision, resolve_precision
 from rl.agent import SAC
-from rl.config import SACConfig
+from rl.config import PRESETS, SACConfig
 
 
 def relative(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -225,6 +225,43 @@ def test_a_bf16_run_records_its_precision(tmp_path):
     assert json.loads((run_dir / "config.json").read_text())["precision"] == "bf16"
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["precision"] == "bf16" and 0.0 <= summary["success_rate"] <= 1.0
+
+
+def test_a_bf16_gaze_run_learns_past_its_random_steps(tmp_path):
+    """The gaze encoder's trunk runs under autocast when acting: what its return buffer stores (maps, k-NN keys for
+    faiss) is float32 all the same, through the learning phase and the triplet updates."""
+    from rl.encoders import ENCODERS, image_input
+    from rl.workspace import train
+
+    cfg = from_flat(
+        SACConfig,
+        **{
+            **PRESETS["micro"],
+            "encoder": "gaze",
+            "steps": 120,
+            "random_steps": 40,
+            "batch_size": 8,
+            "max_episode_steps": 20,
+            "replay_size": 500,
+            "log_every": 60,
+            "checkpoint_every": 60,
+            "gaze_buffer_size": 200,
+            "gaze_anchors": 16,
+            "precision": "bf16",
+            "out": str(tmp_path / "gaze"),
+        },
+    )
+    (run_dir,) = train([cfg])
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["precision"] == "bf16" and summary["steps"] == 120
+    enc = ENCODERS["gaze"](cfg, 64)
+    pixels = torch.randint(0, 256, (1, 2, 3, 64, 64), dtype=torch.uint8)  # [R, N, 3, H, W]
+    with autocast("bf16", "cpu"):
+        feat = enc.trunk(image_input(pixels))  # [R, N, C, h, w]
+    assert feat.dtype == torch.bfloat16
+    maps, keys, pooled = enc.buffer_entries(feat)
+    assert maps.dtype == keys.dtype == pooled.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(keys, axis=-1), 1.0, rtol=1e-5)  # L2-normalised k-NN keys
 
 
 def test_cpu_bf16_pretraining_builds_unfused_attention_and_leaves_timm_as_it_was():
