@@ -1061,8 +1061,9 @@ RATE_SOURCES = (
     "pack-of-4 profile: env 10.8, saliency + encoder 21.2, act + replay 0.6), bf16 20 ms (cpu.md's bf16 frozen encoder, "
     "1.8 vs 4.5 ms/frame); cnn_rgb 434 ms (BENCHMARKS.md: 656 ms at 1.5 env-steps/s, hidden 256, with the grouped-convolution "
     "trunk; / 1.51 for the per-run trunk, bench/conv_trunk.py on the AVX2 EPYC), gaze +13 % (BENCHMARKS.md); "
-    "CNN rows in bf16 unmeasured (fp32 rates used). The fp32 rates were measured on the Xeon's fp32 path; this AVX2 "
-    "EPYC's own are unmeasured"
+    "CNN rows in bf16 on the Xeon unmeasured (fp32 rates used). Other CPUs differ: an AMD EPYC with AVX512-BF16 "
+    "pretrains the paper-size MultiMAE at 48.8 img/s bf16 (25.6 fp32) and runs cnn_rgb 1.9x faster in bf16 "
+    "(BENCHMARKS.md), an AVX2-only one runs bf16 slower than fp32"
 )
 
 
