@@ -46,13 +46,13 @@ def encoder_export(name: str, tmp: Path) -> tuple[str, str]:
     path = Path(f"runs/mmae/{name}/encoder.pt")
     if path.exists():
         return str(path), f"pretrained {path}"
-    from pretrain.frozen import encoder_blob
+    from pretrain.frozen import encoder_blob, identity_statistics
     from pretrain.model import ModelConfig, MultiMAE
 
     cfg = ModelConfig(modalities=("rgb", "saliency") if name == "rgbs" else ("rgb",))
     out = tmp / name / "encoder.pt"
     out.parent.mkdir(parents=True)
-    torch.save(encoder_blob(MultiMAE(cfg, decoders=False)), out)  # identity statistics: its raw features
+    torch.save(encoder_blob(MultiMAE(cfg, decoders=False), identity_statistics(cfg)), out)
     return str(out), "random-init paper-size encoder (no runs/mmae export yet)"
 
 

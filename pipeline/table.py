@@ -387,9 +387,11 @@ class Folder:
         self.state: dict = json.loads(path.read_text()) if path.exists() else {}
         self.state.setdefault("done", {})
         self.state.setdefault("budgets", {})
+        self.lock = threading.RLock()
 
     def save(self) -> None:
-        atomic_write_json(self.root / STATE_FILE, self.state)
+        with self.lock:  # one writer at a time: `timed`'s heartbeat saves from its own thread
+            atomic_write_json(self.root / STATE_FILE, self.state)
 
     def check_settings(self) -> None:
         """Record the FROZEN settings on the first run (a setting made FROZEN since the root started: on this
@@ -439,12 +441,12 @@ class Folder:
         """Add the wall time of the block to table.json's "spent" seconds of step `key`, saved every `every`
         seconds meanwhile: a step resumed over several sessions (each ending kills it) records its whole time,
         less at most `every` per interruption."""
-        lock, stop = threading.Lock(), threading.Event()
-        last = [time.time()]
+        stop = threading.Event()
+        last = [time.monotonic()]
 
         def add() -> None:
-            with lock:
-                now = time.time()
+            with self.lock:
+                now = time.monotonic()
                 spent = self.state.setdefault("spent", {})
                 spent[key] = round(spent.get(key, 0.0) + now - last[0], 1)
                 last[0] = now
@@ -452,7 +454,10 @@ class Folder:
 
         def beat() -> None:
             while not stop.wait(every):
-                add()
+                try:
+                    add()
+                except OSError as err:  # e.g. a full disk: the step goes on, its time is added at its end
+                    print(f"cpu-table: could not save {key}'s time to {STATE_FILE} ({err})", flush=True)
 
         beater = threading.Thread(target=beat, name=f"spent {key}", daemon=True)
         beater.start()
@@ -461,7 +466,8 @@ class Folder:
         finally:
             stop.set()
             beater.join()
-            add()
+            with contextlib.suppress(OSError):  # never hide the step's own outcome behind a failed save
+                add()
 
     def shards_complete(self, rel: str, labelled: bool = False) -> bool:
         from data.shards import ShardError, read_manifest
@@ -985,7 +991,10 @@ def stage_times(folder: Folder, task: str) -> dict:
     """The wall time of each of the task's preparation steps (collection to probes), summed over the invocations
     that ran it (`Folder.timed`), on the device that ran the last of them."""
     prefix = f"{task}: "
-    spent = {k.removeprefix(prefix): v for k, v in folder.state.get("spent", {}).items() if k.startswith(prefix)}
+    with folder.lock:
+        done = {k: v.get("seconds") for k, v in folder.state["done"].items()}  # steps finished before "spent"
+        timed = {**done, **folder.state.get("spent", {})}
+    spent = {k.removeprefix(prefix): v for k, v in timed.items() if k.startswith(prefix)}
     return {
         "task": task,
         "wall_seconds": spent,

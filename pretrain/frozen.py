@@ -47,15 +47,22 @@ def statistics_keys(model_config: ModelConfig) -> list[tuple[tuple[str, ...], st
     return [(inputs, pool) for inputs in dict.fromkeys([model_config.modalities, ("rgb",)]) for pool in POOLS]
 
 
-def encoder_blob(model: MultiMAE, feature_stats: dict[str, dict[str, torch.Tensor]] | None = None, **meta: Any) -> dict:
-    """The encoder.pt dict of `model`'s encoder: format, config, weights, `meta` (step, epoch, ...) and feature
-    statistics. None gives identity statistics (mean 0, std 1: the raw features), for models with no training
-    frames to measure (random-init exports of tests and benchmarks); {} stores none."""
-    if feature_stats is None:
-        feature_stats = {}
-        for inputs, pool in statistics_keys(model.cfg):
-            dim = POOLS[pool] * model.cfg.dim
-            feature_stats[f"{','.join(inputs)}|{pool}"] = {"mean": torch.zeros(dim), "std": torch.ones(dim)}
+def identity_statistics(model_config: ModelConfig) -> dict[str, dict[str, torch.Tensor]]:
+    """Feature statistics that change nothing (mean 0, std 1) for every input set and pool: what a random-init
+    export of tests and benchmarks stores, having no training frames to measure (its "standardised" features are
+    its raw ones)."""
+    return {
+        f"{','.join(inputs)}|{pool}": {
+            "mean": torch.zeros(POOLS[pool] * model_config.dim),
+            "std": torch.ones(POOLS[pool] * model_config.dim),
+        }
+        for inputs, pool in statistics_keys(model_config)
+    }
+
+
+def encoder_blob(model: MultiMAE, feature_stats: dict[str, dict[str, torch.Tensor]], **meta: Any) -> dict:
+    """The encoder.pt dict of `model`'s encoder: format, config, weights, `meta` (step, epoch, ...) and the feature
+    statistics (`export_feature_stats` of training frames, `identity_statistics`, or {} for none)."""
     return {
         "format": ENCODER_FORMAT,
         "model_config": model.cfg.to_dict(),

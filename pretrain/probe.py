@@ -15,7 +15,7 @@ and 4x4 grids of mean patch tokens), the same architecture at random init, and r
 downsampled to 16x16x3. The "stored" columns score the features after a round trip through
 a storage precision (--store, e.g. float16; RL's replay buffer is float32), as RL receives them from
 `FrozenEncoder.load(path, inputs=..., pool=...)` (standardised with the export's statistics when
-it has them; RL takes the raw features unless `--mmae-features standardized`). Writes a table to stdout and a JSON next to the encoder (probe_<inputs>.json), and
+it has them; so does RL unless `--mmae-features raw`). Writes a table to stdout and a JSON next to the encoder (probe_<inputs>.json), and
 refreshes the encoder's model card when it has a hub copy (pretrain.export).
 """
 
@@ -320,7 +320,7 @@ def read_encoders(
             score_f = encode_pools(enc0, frames, score_idx, cfg.pool_list, cfg.device, precision=precision, bar=bar)
         for pool in cfg.pool_list:
             if kind == "pretrained":  # standardised with the export's statistics when it has them, as RL's
-                # --mmae-features standardized; r2_stored_raw is the raw feature (RL's default) through --store
+                # --mmae-features standardized (the default); r2_stored_raw is the raw feature (--mmae-features raw) through --store
                 enc = FrozenEncoder.load(path, inputs=inputs, pool=pool)
                 shift, scale = enc.shift.cpu(), enc.scale.cpu()
                 readout.add(

@@ -178,6 +178,7 @@ def load_agent(
 
     Frozen encoders and saliency models are loaded from the files the run recorded when they exist
     (else its config's paths, or `mmae` / `saliency_model` when given)."""
+    from pretrain.frozen import MissingStatisticsError
     from rl.agent import SAC
     from rl.config import SACConfig
     from rl.encoders import build_encoder
@@ -199,7 +200,14 @@ def load_agent(
             saliency_model, (recorded or {}).get("saliency_model"), cfg.saliency_model
         )
     device = resolve_device(str(device))
-    encoder = build_encoder(cfg, cfg.env.image_size, runs=1)
+    try:
+        encoder = build_encoder(cfg, cfg.env.image_size, runs=1)
+    except MissingStatisticsError:
+        if "mmae_features" in ckpt["config"]:
+            raise
+        # a run from before --mmae-features: it standardised only where the export had statistics
+        cfg.mmae_features = "raw"
+        encoder = build_encoder(cfg, cfg.env.image_size, runs=1)
     agent = SAC(None if encoder.frozen else encoder, encoder.out_dim, ACTION_DIM, cfg, runs=1)
     try:
         agent.load_state_dict(ckpt["model"] if "model" in ckpt else ckpt["agent"]["model"])

@@ -390,7 +390,7 @@ def test_a_steps_wall_time_adds_up_over_the_invocations_that_ran_it(tmp_path, mo
     runs (saved every SPENT_EVERY_S, so a session's end loses at most that), add up across invocations, and are
     what `done` records; the task's stage times are kept beside its rows with the probes."""
     clock = [1000.0]
-    monkeypatch.setattr(table.time, "time", lambda: clock[0])
+    monkeypatch.setattr(table.time, "monotonic", lambda: clock[0])
     folder = table.Folder(config(tmp_path))
     folder.root.mkdir(parents=True)
     path = folder.root / table.STATE_FILE

@@ -146,14 +146,14 @@ def test_multimae_encoder_in_bf16_matches_fp32():
 
 
 def test_observer_stores_float32_embeddings_in_bf16(tmp_path):
-    from pretrain.frozen import encoder_blob
+    from pretrain.frozen import encoder_blob, identity_statistics
     from pretrain.model import ModelConfig, MultiMAE
     from rl.encoders import build_encoder
     from rl.observe import Observer
 
     cfg = ModelConfig(dim=32, depth=1, num_heads=2, decoder_dim=32, decoder_depth=1, decoder_heads=2)
     path = tmp_path / "encoder.pt"
-    torch.save(encoder_blob(MultiMAE(cfg, decoders=False)), path)  # identity feature statistics
+    torch.save(encoder_blob(MultiMAE(cfg, decoders=False), identity_statistics(cfg)), path)
     sac = from_flat(SACConfig, encoder="mmae_rgbs", mmae=str(path), saliency="oracle")
     enc = build_encoder(sac, 64, runs=1)
     raw = {

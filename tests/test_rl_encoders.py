@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from common.cli import from_flat
-from pretrain.frozen import FrozenEncoder, MissingStatisticsError, encoder_blob
+from pretrain.frozen import FrozenEncoder, MissingStatisticsError, encoder_blob, identity_statistics
 from pretrain.model import ModelConfig, MultiMAE
 from rl.config import SACConfig
 from rl.encoders import ENCODERS, EXTRA, TABLE_I, MMAEEncoder, build_encoder, image_input
@@ -54,7 +54,7 @@ def exports(tmp_path_factory) -> dict[int, Path]:
         )
         paths[dim] = root / f"dim{dim}" / "encoder.pt"
         paths[dim].parent.mkdir()
-        torch.save(encoder_blob(MultiMAE(cfg, decoders=False)), paths[dim])  # identity feature statistics
+        torch.save(encoder_blob(MultiMAE(cfg, decoders=False), identity_statistics(cfg)), paths[dim])
     return paths
 
 

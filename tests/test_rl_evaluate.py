@@ -60,7 +60,7 @@ def cnn_run(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def mmae_export(tmp_path_factory) -> Path:
     """A tiny rgb MultiMAE encoder export (random weights) at runs/mmae/rgb/reach-v3/encoder.pt of a root."""
-    from pretrain.frozen import encoder_blob
+    from pretrain.frozen import encoder_blob, identity_statistics
     from pretrain.model import ModelConfig, MultiMAE
 
     root = tmp_path_factory.mktemp("root")
@@ -70,7 +70,7 @@ def mmae_export(tmp_path_factory) -> Path:
     )
     path = root / "runs/mmae/rgb/reach-v3/encoder.pt"
     path.parent.mkdir(parents=True)
-    torch.save(encoder_blob(MultiMAE(cfg, decoders=False)), path)  # identity feature statistics
+    torch.save(encoder_blob(MultiMAE(cfg, decoders=False), identity_statistics(cfg)), path)
     return path
 
 
@@ -235,6 +235,30 @@ def test_frozen_run_records_its_encoder_and_refuses_another(tmp_path: Path, mmae
         ValueError, match=r"records frozen encoder .* with sha256 .* pass --mmae with the file it recorded"
     ):
         evaluate(EvaluateConfig(run=str(run_dir), episodes=1, mmae=str(other)))
+
+
+def test_a_run_from_before_mmae_features_loads_as_it_ran(tmp_path: Path, mmae_export: Path):
+    """A run recorded before --mmae-features existed standardised only where its export had statistics: an export
+    without them loads it raw, as it trained, where a run that recorded `standardized` is refused by name."""
+    from pretrain.frozen import MissingStatisticsError
+
+    bare = tmp_path / "bare.pt"
+    blob = torch.load(mmae_export, weights_only=True)
+    torch.save({**blob, "feature_stats": {}}, bare)
+    run_dir = sac_run(
+        tiny(tmp_path / "run", "mmae_rgb", steps=60, random_steps=30, mmae=str(bare), mmae_features="raw")
+    )
+    agent = torch.load(run_dir / "agent.pt", weights_only=True)
+    for features in ("standardized", None):  # None: the key of an older config
+        config = {k: v for k, v in agent["config"].items() if k != "mmae_features"}
+        torch.save(
+            {**agent, "config": config | ({"mmae_features": features} if features else {})}, run_dir / "agent.pt"
+        )
+        if features:
+            with pytest.raises(MissingStatisticsError, match="--mmae-features raw"):
+                load_agent(run_dir, mmae=str(bare))
+        else:
+            assert load_agent(run_dir, mmae=str(bare)).cfg.mmae_features == "raw"
 
 
 def test_no_silent_fallback_to_the_pooled_encoder(tmp_path: Path, mmae_export: Path, monkeypatch):

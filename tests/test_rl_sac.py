@@ -41,7 +41,7 @@ def tiny(tmp_path: Path, encoder: str, **kw) -> SACConfig:
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory) -> dict[str, Path]:
     """A tiny real MultiMAE encoder export and a tiny student saliency checkpoint."""
-    from pretrain.frozen import encoder_blob
+    from pretrain.frozen import encoder_blob, identity_statistics
     from pretrain.model import ModelConfig, MultiMAE
     from saliency.predictor import save_checkpoint
     from saliency.student import StudentConfig, StudentNet
@@ -56,7 +56,7 @@ def pretrained(tmp_path_factory) -> dict[str, Path]:
         model = MultiMAE(cfg, decoders=False)
         paths[name] = root / "runs/mmae" / name / "reach-v3" / "encoder.pt"  # the task's own, where rl.sac looks
         paths[name].parent.mkdir(parents=True)
-        torch.save(encoder_blob(model), paths[name])  # identity feature statistics
+        torch.save(encoder_blob(model, identity_statistics(model.cfg)), paths[name])
     paths["saliency"] = root / "runs/saliency/reach-v3/student.pt"
     paths["saliency"].parent.mkdir(parents=True)
     save_checkpoint(paths["saliency"], StudentNet(StudentConfig(width=4)), "student")
