@@ -906,7 +906,7 @@ def probe_argv(cfg: TableConfig, task: str, encoder_dir: str, inputs: str) -> li
         "--threads",
         "2",
         "--precision",
-        cfg.precision,
+        "fp32",  # RL's frozen encoders run in float32 whatever --precision (rl/observe.py): the probe reads the same
         *shlex.split(cfg.probe_extra),
     ]
 
@@ -1054,9 +1054,9 @@ RATES = {
         label_fps=30.7,
         pretrain_img_s=121,
         probe_s=600,
-        sac_ms={"state": 19, "frozen": 20, "cnn": 434, "gaze": 491},
+        sac_ms={"state": 19, "frozen": 33, "cnn": 434, "gaze": 491},
         update_ms=(3, 21),
-        eval_ms={"state": 1, "frozen": 19, "cnn": 40, "gaze": 45},
+        eval_ms={"state": 1, "frozen": 32, "cnn": 40, "gaze": 45},
     ),
 }
 RATE_SOURCES = (
@@ -1067,8 +1067,8 @@ RATE_SOURCES = (
     "probe ~10 min: RESULTS.md (1.5-15 min); SAC update per run at hidden 256 / 1024: fp32 11 / 40 ms (BENCHMARKS.md's "
     "packed profile, cpu.md), bf16 3 / 21 ms (cpu.md); besides the update, state 19 ms/step (BENCHMARKS.md: 16.9 "
     "env-steps/s at hidden 1024, pack of one, less its 40 ms update), frozen rows fp32 33 ms (BENCHMARKS.md's mmae_rgbs "
-    "pack-of-4 profile: env 10.8, saliency + encoder 21.2, act + replay 0.6), bf16 20 ms (cpu.md's bf16 frozen encoder, "
-    "1.8 vs 4.5 ms/frame); cnn_rgb 434 ms (BENCHMARKS.md: 656 ms at 1.5 env-steps/s, hidden 256, with the grouped-convolution "
+    "pack-of-4 profile: env 10.8, saliency + encoder 21.2, act + replay 0.6), the same in bf16 (frozen encoders run in "
+    "fp32 in every run: rl/observe.py; the saliency model's bf16 gain not credited); cnn_rgb 434 ms (BENCHMARKS.md: 656 ms at 1.5 env-steps/s, hidden 256, with the grouped-convolution "
     "trunk; / 1.51 for the per-run trunk, bench/conv_trunk.py on the AVX2 EPYC), gaze +13 % (BENCHMARKS.md); "
     "CNN rows in bf16 on the Xeon unmeasured (fp32 rates used). Other CPUs differ: an AMD EPYC with AVX512-BF16 "
     "pretrains the paper-size MultiMAE at 48.8 img/s bf16 (25.6 fp32) and runs cnn_rgb 1.9x faster in bf16 "

@@ -229,7 +229,8 @@ def encode_pools(
     bar: Any = None,
 ) -> dict[str, torch.Tensor]:
     """Raw (unstandardised) features {pool: [n, k*E]} of frames[idx] (all tokens, no masking), float32 on the
-    CPU; the encoder runs at `precision` (resolved), as RL's frozen encoder does. `bar` (common.progress)
+    CPU; the encoder runs at `precision` (resolved; RL's frozen encoders run in fp32 whatever theirs, so bf16 here
+    measures what bf16 features would cost). `bar` (common.progress)
     counts the frames."""
     out: dict[str, list[torch.Tensor]] = {p: [] for p in pools}
     for chunk in idx.split(batch):

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from common.precision import autocast
+from common.precision import full_precision
 from data.env import STATE_DIM
 from rl.encoders import Encoder
 
@@ -74,7 +74,8 @@ class Observer:
 
     keys: the fields the pack's encoders read; frozen: per run, its frozen encoder (None for
     trained encoders); runs sharing a frozen export share one module. precision: resolved, for the
-    saliency predictor and the frozen encoders (embeddings are stored in float32 either way).
+    saliency predictor. Frozen encoders run in float32 whatever the precision: a frozen MultiMAE's features move
+    little from frame to frame, and bf16's rounding moves them as much (`python bench/frozen_precision.py`).
     """
 
     def __init__(
@@ -139,8 +140,8 @@ class Observer:
         if not self.stores_embedding:
             return obs
         n = next(iter(obs.values())).shape[0]
-        emb = torch.empty(n, self.embedding_dim, device=self.device)  # float32 whatever the precision
-        with autocast(self.precision, self.device):
+        emb = torch.empty(n, self.embedding_dim, device=self.device)
+        with full_precision(self.device):
             for module, runs in self.frozen:
                 rows = torch.from_numpy(np.flatnonzero(np.isin(run_of_row, runs))).to(self.device)
                 if len(rows) == n:
