@@ -1176,9 +1176,15 @@ def applicable_column(precision: str, bf16_units: Sequence[str], forced: str = "
     else:
         runs, why = auto_precision(forced, bf16_units)
         chosen = f"--precision auto runs {runs} here ({why})"
+    slower = (
+        "; this CPU has AVX512-BF16 but no AMX: the paper-size MultiMAE pretrains at ~49 img/s in bf16 here, not 121 "
+        "(BENCHMARKS.md), so expect ~2.5x the pretraining hours"
+        if runs == "bf16" and "avx512_bf16" in bf16_units and "amx_bf16" not in bf16_units
+        else ""
+    )
     return (
         f"this CPU: {chosen}, so the {runs} column applies; its rates were measured on the 2-core Xeon, and this "
-        "CPU's own may differ (`--status` shows the running step's own rate and hours left)"
+        f"CPU's own may differ (`--status` shows the running step's own rate and hours left){slower}"
     )
 
 

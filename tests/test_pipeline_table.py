@@ -692,6 +692,8 @@ def test_the_estimate_says_which_column_this_cpu_follows():
         "auto", ("amx_bf16", "avx512_bf16")
     )
     assert "this CPU: --precision fp32, so the fp32 column applies" in table.applicable_column("fp32", ("amx_bf16",))
+    assert "~2.5x the pretraining hours" in table.applicable_column("auto", ("avx512_bf16",))  # no AMX: slower bf16
+    assert "pretraining hours" not in table.applicable_column("auto", ("amx_bf16", "avx512_bf16"))
     forced = table.applicable_column("auto", (), "bf16")  # VISARL_AUTO_PRECISION decides auto, as for the runs
     assert "auto runs bf16 here (VISARL_AUTO_PRECISION=bf16), so the bf16 column applies" in forced
     with pytest.raises(ValueError, match="VISARL_AUTO_PRECISION='fp16': set it to bf16 or fp32"):
