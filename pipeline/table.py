@@ -173,7 +173,7 @@ class TableConfig:
     probe_extra: str = option("", "more pretrain.probe flags (e.g. --fit-frames for a small test root)")
     precision: str = option(
         "auto",
-        "--precision of every training and inference command (auto: bf16 on AMX / AVX512-BF16 or a GPU, else fp32)",
+        "--precision of every training and inference command (auto: bf16 where this CPU has AMX / AVX512-BF16, else fp32, decided once by the orchestrator and recorded; on a GPU node pass bf16)",
         choices=["auto", "bf16", "fp32"],
     )
     hidden_dim: int = option(
@@ -344,12 +344,19 @@ def results_path(results: str) -> Path:
     return (CHECKOUT / Path(results).expanduser()).resolve()
 
 
+def run_precision(cfg: TableConfig) -> str:
+    """The --precision every step runs at: `auto` resolved once, here, by this CPU's bf16 units (as the root records
+    it), never left to each command's own device (a GPU node would otherwise run bf16 under a root recording fp32)."""
+    if cfg.precision != "auto":
+        return cfg.precision
+    return auto_precision(os.environ.get(AUTO_ENV, ""), cpu_bf16_units())[0]
+
+
 def frozen_settings(cfg: TableConfig) -> dict:
     """The FROZEN settings of `cfg`, with `--precision auto` resolved to what it runs on this CPU (a root
     started in fp32 must not go on in bf16 on a machine with AMX)."""
     settings = {k: getattr(cfg, k) for k in FROZEN}
-    if cfg.precision == "auto":
-        settings["precision"] = auto_precision(os.environ.get(AUTO_ENV, ""), cpu_bf16_units())[0]
+    settings["precision"] = run_precision(cfg)
     return settings
 
 
@@ -675,7 +682,7 @@ class Planner:
     def prepare_saliency(self, task: str) -> None:
         """Train PiCANet on the exported clicks, distil the student, evaluate it and label every frame."""
         cfg, shards, sal = self.cfg, f"shards/{task}", f"runs/saliency/{task}"
-        preset, precision = ["--preset", cfg.saliency_preset], ["--precision", cfg.precision]
+        preset, precision = ["--preset", cfg.saliency_preset], ["--precision", run_precision(cfg)]
         resume = ["--resume", "auto", *precision, "--no-progress"]
         self.add(
             f"{task}: saliency.train (PiCANet)",
@@ -881,7 +888,7 @@ def grid_argv(
         "--parallel",
         str(cfg.parallel),
         "--precision",
-        cfg.precision,
+        run_precision(cfg),
         "--out",
         out,
         f"--extra={extra}",
@@ -894,7 +901,7 @@ def pretrain_argv(cfg: TableConfig, task: str, modalities: str, out: str) -> lis
     return (
         ["--data", f"shards/{task}-sal", "--preset", cfg.pretrain_preset]
         + ["--modalities", modalities, "--epochs", str(epochs), *shlex.split(cfg.pretrain_extra)]
-        + ["--precision", cfg.precision, "--resume", "auto", "--out", out]
+        + ["--precision", run_precision(cfg), "--resume", "auto", "--out", out]
     )
 
 

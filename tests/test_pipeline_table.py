@@ -385,6 +385,20 @@ def test_run_keeps_finished_rows_and_probes_then_stops_with_the_git_line(tmp_pat
     ).exists()
 
 
+def test_every_step_runs_at_the_precision_the_root_records(tmp_path, monkeypatch):
+    """`--precision auto` is resolved once by the orchestrator (this CPU's bf16 units, or VISARL_AUTO_PRECISION), and
+    every command gets that value: none resolves auto on its own device (a GPU would run bf16 under a root that
+    records fp32)."""
+    monkeypatch.setenv(table.AUTO_ENV, "fp32")
+    cfg = config(tmp_path, phase="A")
+    prepared(cfg, "reach-v3")
+    words = [s.argv for s in table.plan(config(tmp_path, phase="A")) if "--precision" in s.argv]
+    assert words and {argv[argv.index("--precision") + 1] for argv in words} == {"fp32"}
+    assert table.frozen_settings(cfg)["precision"] == "fp32"
+    monkeypatch.setenv(table.AUTO_ENV, "bf16")
+    assert table.run_precision(cfg) == "bf16" and table.run_precision(config(tmp_path, precision="fp32")) == "fp32"
+
+
 def test_a_steps_wall_time_adds_up_over_the_invocations_that_ran_it(tmp_path, monkeypatch):
     """A step resumed over several sessions records its whole wall time: table.json's "spent" seconds grow while it
     runs (saved every SPENT_EVERY_S, so a session's end loses at most that), add up across invocations, and are
