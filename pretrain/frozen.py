@@ -42,9 +42,9 @@ class MissingStatisticsError(ValueError):
     """An export lacks the feature statistics that standardised features need."""
 
 
-def statistics_keys(model_config: ModelConfig) -> list[tuple[tuple[str, ...], str]]:
-    """(inputs, pool) of every feature statistic an export stores: all modalities and rgb alone, each pool."""
-    return [(inputs, pool) for inputs in dict.fromkeys([model_config.modalities, ("rgb",)]) for pool in POOLS]
+def statistics_inputs(model_config: ModelConfig) -> list[tuple[str, ...]]:
+    """The input sets an export stores feature statistics for (each with every pool): all modalities, rgb alone."""
+    return list(dict.fromkeys([model_config.modalities, ("rgb",)]))
 
 
 def identity_statistics(model_config: ModelConfig) -> dict[str, dict[str, torch.Tensor]]:
@@ -56,7 +56,8 @@ def identity_statistics(model_config: ModelConfig) -> dict[str, dict[str, torch.
             "mean": torch.zeros(POOLS[pool] * model_config.dim),
             "std": torch.ones(POOLS[pool] * model_config.dim),
         }
-        for inputs, pool in statistics_keys(model_config)
+        for inputs in statistics_inputs(model_config)
+        for pool in POOLS
     }
 
 

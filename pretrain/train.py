@@ -43,7 +43,7 @@ from pretrain.config import CPU_MICRO_BATCH, PRESETS, PretrainConfig
 from pretrain.data import load_split, tasks_under
 from pretrain.export import write_hub_files
 from pretrain.figures import loss_curve, reconstruction_grid
-from pretrain.frozen import FrozenEncoder, encoder_blob, statistics_keys
+from pretrain.frozen import FrozenEncoder, encoder_blob, statistics_inputs
 from pretrain.model import POOLS, MultiMAE, attention_kernels, count_parameters, patchify
 
 CHECKPOINT = "checkpoint.pt"
@@ -526,7 +526,7 @@ def export_feature_stats(model: MultiMAE, frames, image_size: int, n: int = 512)
     device = next(model.parameters()).device
     idx = torch.linspace(0, len(frames) - 1, min(n, len(frames))).long()
     out = {}
-    for inputs in dict.fromkeys(inputs for inputs, _ in statistics_keys(model.cfg)):
+    for inputs in statistics_inputs(model.cfg):
         enc = FrozenEncoder(model.cfg, inputs).to(device)
         enc.model.load_state_dict(model.encoder_state_dict())
         feats: dict[str, list[torch.Tensor]] = {p: [] for p in POOLS}
