@@ -148,32 +148,40 @@ def profile(encoder: str, n: int, args, root: Path, extra: dict, precision: str,
         cfg.env, 1, pixels=obs_.pixels, oracle_saliency=obs_.oracle, seed_bases=[c.seed for c in pack.cfgs]
     )
     rows = np.arange(n)
+    # CUDA runs asynchronously: without a sync, one phase's kernels are charged to the next phase that waits on them
+    sync = torch.cuda.synchronize if torch.device(cfg.device).type == "cuda" else (lambda: None)
     raw, _ = envs.reset()
     obs, stored = obs_.observe(raw, rows)
     pack.buffer.start(stored)
     times = dict.fromkeys(("env step", "saliency + frozen encoder", "act", "replay sample", "update"), 0.0)
     for t in range(RANDOM + steps):
         timed = t >= RANDOM
+        sync()
         t0 = time.perf_counter()
-        action = pack.agent.act(obs_.per_run(stored), pack.noise.normal(1, 4)).flatten(0, 1).numpy()
+        noise = pack.noise.normal(1, 4, device=pack.device)
+        action = pack.agent.act(obs_.per_run(stored), noise).flatten(0, 1).cpu().numpy()
         t1 = time.perf_counter()
         raw, reward, term, trunc, info = envs.step(action)
         t2 = time.perf_counter()
         nobs, nstored = obs_.observe(raw, rows)
         done = term | trunc
         pack.buffer.add(action, reward, term, nstored, done, obs_.final_stored(info, done, nstored, rows))
+        sync()
         t3 = time.perf_counter()
         if pack.encoder is not None:
             pack.encoder.on_env_step(obs_.per_run(obs), reward.reshape(n, 1), done.reshape(n, 1))
         obs, stored = nobs, nstored
         if t >= 2:
+            sync()
             t4 = time.perf_counter()
-            batch = pack.buffer.sample(cfg.batch_size)
+            batch = pack.buffer.sample(cfg.batch_size, pack.device)
+            sync()
             t5 = time.perf_counter()
-            pack.agent.update(batch, pack.noise.normal(2, cfg.batch_size, 4).transpose(0, 1))
+            pack.agent.update(batch, pack.noise.normal(2, cfg.batch_size, 4, device=pack.device).transpose(0, 1))
             if pack.encoder is not None:
                 with pack.agent.autocast():  # as rl.workspace runs it: at the pack's precision
                     pack.encoder.auxiliary_update(pack.agent.num_updates)
+            sync()
             t6 = time.perf_counter()
             if timed:
                 for k, dt in zip(times, (t2 - t1, t3 - t2, t1 - t0, t5 - t4, t6 - t5)):

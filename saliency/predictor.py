@@ -5,7 +5,8 @@ Works for PiCANet (best.pt) and the student (student.pt), and for their safetens
 its architecture as a plain dict. Frames go through `data.preprocess.frames_to_tensor` (the one
 preprocessing path shared with training, pseudo-labelling and RL); the sigmoid output is resized
 back to the frames' H x W. In bf16 (`precision`, common/precision.py: auto picks it on a GPU or an
-AMX CPU) inference runs under autocast with channels_last; maps come back float32.
+AMX CPU) inference runs under autocast, channels_last except PiCANet on CUDA; maps come back float32. PiCANet on
+CUDA runs fp32 under `auto` (`inference_precision`: bf16 measured slower there).
 `predictor.save_pretrained(folder)` / `SaliencyPredictor.from_pretrained(folder)` (huggingface_hub's mixin, local
 folders) write and read model.safetensors, config.json and a model card.
 """
@@ -104,6 +105,23 @@ def load_checkpoint(path: str | Path, device: str | torch.device | None = "cpu")
     return model.to(resolve_device(device)).eval(), ckpt
 
 
+def inference_precision(model: nn.Module, precision: str, device: torch.device) -> str:
+    """`precision` resolved for `model` on `device`: as common.precision says, except PiCANet on CUDA under `auto`.
+
+    There fp32 is the faster one (H200, full width, 224 px, batch 4: fp32 6.9 ms, bf16 9.1 ms, bf16 channels_last
+    82 ms, one cuDNN convolution kernel taking 75 of them; BENCHMARKS.md "GPU rows"); the student gains 2.4x in bf16.
+    """
+    if precision == "auto" and device.type == "cuda" and isinstance(model, PiCANet):
+        return "fp32"
+    return resolve_precision(precision, device)
+
+
+def channels_last(model: nn.Module, precision: str, device: torch.device) -> bool:
+    """Whether bf16 inference of `model` uses channels_last: on CPU (oneDNN's fast layout) and for the student,
+    not for PiCANet on CUDA (cuDNN picks a ~9x slower kernel for it there, see `inference_precision`)."""
+    return precision == "bf16" and not (device.type == "cuda" and isinstance(model, PiCANet))
+
+
 @torch.inference_mode()
 def predict_maps(
     model: nn.Module, frames, batch_size: int = 256, device: torch.device | None = None, precision: str = "auto"
@@ -116,14 +134,13 @@ def predict_maps(
         frames = frames[None]
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"frames must be [N, H, W, 3] RGB, got shape {frames.shape}")
-    device = device or next(model.parameters()).device
-    precision = resolve_precision(precision, device)
+    device = torch.device(device or next(model.parameters()).device)
+    precision = inference_precision(model, precision, device)
+    layout = torch.channels_last if channels_last(model, precision, device) else torch.contiguous_format
     size, (h, w) = model.cfg.input_size, frames.shape[1:3]
     out = np.empty((len(frames), h, w), np.float32)
     for i in range(0, len(frames), batch_size):
-        x = frames_to_tensor(frames[i : i + batch_size], size=size, device=device)  # [B, 3, S, S]
-        if precision == "bf16":
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = frames_to_tensor(frames[i : i + batch_size], size=size, device=device).contiguous(memory_format=layout)
         with autocast(precision, device):
             logits = model(x)[-1].float()  # [B, 1, S, S]
         maps = torch.sigmoid(logits)
@@ -167,9 +184,9 @@ class SaliencyPredictor(
     ):
         self.model, self.kind, self.batch_size = model.eval(), kind, batch_size
         self.device = next(model.parameters()).device
-        self.precision = resolve_precision(precision, self.device)
+        self.precision = inference_precision(self.model, precision, self.device)
         self.info = {k: v for k, v in (checkpoint or {}).items() if k not in ("state_dict", "optimizer")}
-        if self.precision == "bf16":
+        if channels_last(self.model, self.precision, self.device):
             self.model = self.model.to(memory_format=torch.channels_last)
         for p in self.model.parameters():
             p.requires_grad_(False)

@@ -186,6 +186,24 @@ def test_saliency_predictor_in_bf16_matches_fp32():
     assert np.abs(maps["bf16"] - maps["fp32"]).max() < 0.02  # sigmoid outputs in [0, 1]
 
 
+def test_picanet_on_cuda_keeps_fp32_under_auto_and_never_goes_channels_last(monkeypatch):
+    """Measured on an H200: PiCANet is slower in bf16 on CUDA, ~12x with channels_last (BENCHMARKS "GPU rows")."""
+    from saliency.picanet import PiCANet, PiCANetConfig
+    from saliency.predictor import channels_last, inference_precision
+    from saliency.student import StudentConfig, StudentNet
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)  # what a Hopper GPU answers
+    monkeypatch.delenv(precision.AUTO_ENV, raising=False)  # conftest pins auto to fp32
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    picanet, student = PiCANet(PiCANetConfig(input_size=64, width=0.25)), StudentNet(StudentConfig(width=8))
+    assert inference_precision(picanet, "auto", cuda) == "fp32"
+    assert inference_precision(picanet, "bf16", cuda) == "bf16"  # asked for by name, it is what runs
+    assert inference_precision(student, "auto", cuda) == "bf16"
+    assert not channels_last(picanet, "bf16", cuda)
+    assert channels_last(student, "bf16", cuda) and channels_last(picanet, "bf16", cpu)
+    assert not channels_last(student, "fp32", cpu)
+
+
 def test_pretraining_step_in_bf16_matches_fp32(tmp_path):
     from pretrain.model import ModelConfig, MultiMAE
 
