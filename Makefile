@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export MUJOCO_GL ?= egl
 
-.PHONY: demo demo-gif test venv sysdeps bench cpu-slice slice-encoder-rgbs slice-encoders slice-probes ablation-features \
+.PHONY: demo demo-gif test venv sysdeps bench cpu-slice slice-data slice-encoder-rgbs precision-check slice-encoders slice-probes ablation-features \
 	ablation-features-raw ablation-features-standardized gaze-triplets ablation-gaze-discount ablation-gaze-undiscounted \
 	ablation-gaze-discounted cpu-table cpu-table-status background gpu-bundle check-floors clean-venv
 
@@ -86,13 +86,15 @@ cpu-slice: slice-probes
 	$(PY) -m pipeline.keep --source $(SLICE)/runs/sac --out results/cpu-slice
 	$(PY) -m pipeline.report results/cpu-slice --out $(SLICE)/report
 
-# the slice's frames, labels and rgb+saliency MultiMAE (ViSaRL's encoder: all the feature ablation needs),
-# then the rgb-only one (each step skips or resumes)
-slice-encoder-rgbs: venv
+# the slice's frames and labels, then its rgb+saliency MultiMAE (ViSaRL's encoder: all the feature ablation
+# needs), then the rgb-only one (each step skips or resumes)
+slice-data: venv
 	mkdir -p $(SLICE)/runs/saliency/reach-v3
 	cp -n artifacts/saliency/reach-v3/student.pt $(SLICE)/runs/saliency/reach-v3/
 	cd $(SLICE) && $(SLICE_PY) -m data.collect --task reach-v3 --frames 8000 --workers 2 --shard-size 1000 --out shards/reach-v3
 	cd $(SLICE) && $(SLICE_PY) -m saliency.label --model runs/saliency/reach-v3/student.pt --data shards/reach-v3 --out shards/reach-v3-sal
+
+slice-encoder-rgbs: slice-data
 	cd $(SLICE) && $(SLICE_PY) -m pretrain.multimae --data shards/reach-v3-sal --preset cpu --modalities rgb,saliency --threads 1 --resume auto --out runs/mmae/rgbs/reach-v3
 
 slice-encoders: slice-encoder-rgbs
@@ -103,6 +105,25 @@ slice-probes: slice-encoders
 	cd $(SLICE) && $(call slice_probe,rgbs,,rgb+saliency)
 	cd $(SLICE) && $(call slice_probe,rgbs,rgb,rgb)
 	cd $(SLICE) && $(call slice_probe,rgb,,rgb)
+
+# Issue #23's learning checks (bf16 must not change what is learned), for a CPU with bf16 units or a GPU: the
+# slice's MultiMAE (cpu preset, rgb+saliency) and the saliency student (cpu preset, the committed PiCANet as teacher),
+# each trained in fp32 and in bf16 from the same data and seed, probed and scored in fp32; each step skips or resumes.
+# Keeps results/precision-check/ (summary.json: probe R^2 within 0.02, max-F within 0.01) and draws
+# docs/precision_check_losses.png. ~1.5 h on the 2-core Zen 4 beside the background jobs.
+PREC_RUNS := runs/precision
+precision-check: slice-data
+	for p in fp32 bf16; do cd $(SLICE) && \
+		$(SLICE_PY) -m pretrain.multimae --data shards/reach-v3-sal --preset cpu --modalities rgb,saliency --threads 2 \
+			--precision $$p --resume auto --out $(PREC_RUNS)/mmae-$$p && \
+		{ test -f $(PREC_RUNS)/mmae-$$p/probe_rgb+saliency.json || $(SLICE_PY) -m pretrain.probe --threads 2 \
+			--encoder $(PREC_RUNS)/mmae-$$p/encoder.pt --data shards/reach-v3-sal --precision fp32; } && \
+		$(SLICE_PY) -m saliency.distill --teacher $(CURDIR)/artifacts/saliency/reach-v3/best.pt --data shards/reach-v3 \
+			--preset cpu --precision $$p --resume auto --no-progress --out $(PREC_RUNS)/student-$$p/student.pt && \
+		{ test -f $(PREC_RUNS)/student-$$p/eval/metrics.json || $(SLICE_PY) -m saliency.evaluate --preset cpu \
+			--model $(PREC_RUNS)/student-$$p/student.pt --data shards/reach-v3 --precision fp32 \
+			--out $(PREC_RUNS)/student-$$p/eval; } || exit 1; done
+	$(PY) -m pipeline.precision_check $(SLICE)/$(PREC_RUNS) --out results/precision-check
 
 # Issue #24's measurement: ViSaRL's frozen features raw (the paper) vs standardised, at the slice's budget
 # (reach-v3, 3 seeds x 100k steps, the slice's encoders). Resumable like cpu-slice. The two settings run side by
