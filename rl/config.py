@@ -16,7 +16,7 @@ from typing import Any
 from common.cli import RESUME_HELP, flat_dict, nested, option, resume_field, resume_mode
 from common.precision import check_precision, precision_field
 from data.env import EnvConfig
-from rl.encoders import ENCODERS, EXTRA, SALIENCY_SCALES, TABLE_I, encoder_names, field_applies
+from rl.encoders import ENCODERS, EXTRA, MMAE_FEATURES, SALIENCY_SCALES, TABLE_I, encoder_names, field_applies
 from rl.gaze import GazeConfig
 
 SALIENCY_SOURCES: tuple[str, ...] = ("predictor", "oracle")
@@ -75,9 +75,9 @@ class SACConfig:
     )
     saliency_model: str = option("", "saliency checkpoint (default runs/saliency/<task>/student.pt, else best.pt)")
     mmae_features: str = option(
-        "standardized",
+        MMAE_FEATURES[0],
         "what a frozen MultiMAE hands SAC: 'standardized' (the pooled tokens per dimension, with the statistics stored in the export at pretraining; the default, measured better on reach-v3: README 'Faithful to the paper') or 'raw' (the paper's mean of all tokens as it is)",
-        choices=["raw", "standardized"],
+        choices=list(MMAE_FEATURES),
     )
     saliency_scale: str = option(
         "paper",
@@ -139,8 +139,8 @@ class SACConfig:
         check_precision(self.precision)
         if self.encoder not in ENCODERS:
             raise ValueError(f"unknown encoder {self.encoder!r}; valid encoders: {', '.join(sorted(encoder_names()))}")
-        if self.mmae_features not in ("raw", "standardized"):
-            raise ValueError(f"mmae-features must be 'raw' or 'standardized', got {self.mmae_features!r}")
+        if self.mmae_features not in MMAE_FEATURES:
+            raise ValueError(f"mmae-features must be one of {', '.join(MMAE_FEATURES)}, got {self.mmae_features!r}")
         if self.saliency_scale not in SALIENCY_SCALES:
             raise ValueError(f"saliency-scale must be one of {', '.join(SALIENCY_SCALES)}, got {self.saliency_scale!r}")
         if self.saliency not in SALIENCY_SOURCES:

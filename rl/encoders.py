@@ -39,6 +39,8 @@ TABLE_I: tuple[str, ...] = (
 #: --saliency-scale -> factor on the CNN Saliency / RGBS rows' saliency channel: the paper's text feeds the map
 #: in [0, 1]; the authors' public code divides it by 255 a second time ([0, 0.004])
 SALIENCY_SCALES: dict[str, float] = {"paper": 1.0, "authors": 1.0 / 255}
+#: --mmae-features: what a frozen MultiMAE hands SAC (the default first)
+MMAE_FEATURES = ("standardized", "raw")
 #: the CNN rows fed the saliency channel that --saliency-scale scales (the paper's Saliency and RGBS rows)
 SALIENCY_SCALED = ("cnn_saliency", "cnn_rgbs")
 #: encoders beyond Table I (and the gaze ones), selectable with --encoder: name -> what it is
