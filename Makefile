@@ -108,12 +108,13 @@ slice-probes: slice-encoders
 
 # Issue #23's learning checks (bf16 must not change what is learned), for a CPU with bf16 units or a GPU: the
 # slice's MultiMAE (cpu preset, rgb+saliency) and the saliency student (cpu preset, the committed PiCANet as teacher),
-# each trained in fp32 and in bf16 from the same data and seed, probed and scored in fp32; each step skips or resumes.
+# each trained in fp32 and in bf16 from the same data and seed, probed and scored in fp32; rerun, a finished step
+# reloads its data and exits (the probe and evaluation are skipped), an unfinished one resumes.
 # Keeps results/precision-check/ (summary.json: probe R^2 within 0.02, max-F within 0.01) and draws
 # docs/precision_check_losses.png. ~1.5 h on the 2-core Zen 4 beside the background jobs.
 PREC_RUNS := runs/precision
 precision-check: slice-data
-	for p in fp32 bf16; do cd $(SLICE) && \
+	cd $(SLICE) && for p in fp32 bf16; do \
 		$(SLICE_PY) -m pretrain.multimae --data shards/reach-v3-sal --preset cpu --modalities rgb,saliency --threads 2 \
 			--precision $$p --resume auto --out $(PREC_RUNS)/mmae-$$p && \
 		{ test -f $(PREC_RUNS)/mmae-$$p/probe_rgb+saliency.json || $(SLICE_PY) -m pretrain.probe --threads 2 \

@@ -7,7 +7,8 @@
 # (pipeline.bundle: the wheels the node lacks, Meta-World cut to the four tasks' assets, libglvnd for MUJOCO_GL=egl).
 # faiss does not travel: gaze on CUDA searches its keys with torch on the GPU (rl/gaze_buffer.py).
 # Each step has its own time limit and writes its own log, so one failure leaves the others' numbers; the limits add
-# up to ~9.5 min (run it with the device tool's timeout_s 600, carry [".gpu"]). Rows: BENCHMARKS.md "On a GPU".
+# up to 8.8 min, the bundle's setup takes ~20 s (run it with the device tool's timeout_s 600, carry [".gpu"]).
+# Rows: BENCHMARKS.md "On a GPU".
 set -u
 out=${1:-runs/gpu_check}
 mkdir -p "$out"
@@ -37,7 +38,7 @@ step picanet_layout 40 python3 bench/picanet_cuda_layout.py
 # a pack of 24 runs spends ~40 s starting its env workers and the random steps before the timed ones
 step rl_mmae_rgbs 120 python3 bench/rl_throughput.py --device cuda --hidden 1024 --packs 1,24 --encoders mmae_rgbs \
     --steps 300 --precision fp32 --no-separate
-step rl_cnn_rgb 150 python3 bench/rl_throughput.py --device cuda --hidden 1024 --packs 1,24 --encoders cnn_rgb \
+step rl_cnn_rgb 130 python3 bench/rl_throughput.py --device cuda --hidden 1024 --packs 1,24 --encoders cnn_rgb \
     --steps 300 --precision fp32 --no-separate
 step rl_gaze 90 python3 bench/rl_throughput.py --device cuda --hidden 1024 --packs 1,8 --encoders gaze --steps 200 \
     --precision fp32 --no-separate

@@ -150,6 +150,7 @@ def profile(encoder: str, n: int, args, root: Path, extra: dict, precision: str,
     rows = np.arange(n)
     # CUDA runs asynchronously: without a sync, one phase's kernels are charged to the next phase that waits on them
     sync = torch.cuda.synchronize if torch.device(cfg.device).type == "cuda" else (lambda: None)
+    update = pack.packed_update()  # CUDA-graphed on a GPU, as rl.workspace runs it
     raw, _ = envs.reset()
     obs, stored = obs_.observe(raw, rows)
     pack.buffer.start(stored)
@@ -177,7 +178,7 @@ def profile(encoder: str, n: int, args, root: Path, extra: dict, precision: str,
             batch = pack.buffer.sample(cfg.batch_size, pack.device)
             sync()
             t5 = time.perf_counter()
-            pack.agent.update(batch, pack.noise.normal(2, cfg.batch_size, 4, device=pack.device).transpose(0, 1))
+            update(batch, pack.noise.normal(2, cfg.batch_size, 4, device=pack.device).transpose(0, 1))
             if pack.encoder is not None:
                 with pack.agent.autocast():  # as rl.workspace runs it: at the pack's precision
                     pack.encoder.auxiliary_update(pack.agent.num_updates)

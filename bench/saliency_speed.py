@@ -2,8 +2,8 @@
 `python bench/saliency_speed.py [--student PATH] [--picanet PATH] [--paper] [--precision fp32,bf16]`.
 
 Times the full SaliencyPredictor path (uint8 64x64 frames -> data.preprocess -> model -> sigmoid ->
-maps at 64x64) at each precision (SaliencyPredictor(..., precision=...): bf16 autocast with
-channels_last, maps back in float32) in frames/s of wall-clock time and per CPU-second of this
+maps at 64x64) at each precision (SaliencyPredictor(..., precision=...): bf16 autocast, channels_last
+except PiCANet on CUDA, maps back in float32) in frames/s of wall-clock time and per CPU-second of this
 process, best of `--repeats` timed passes after one warm-up; the precisions alternate within each
 pass (ABBA over passes) so machine noise hits both alike. Speed does not depend on the weights, so
 untrained models of the same architecture stand in when no checkpoint is given. `--paper` adds
@@ -75,7 +75,7 @@ def main(argv=None) -> None:
     frames = np.random.default_rng(0).integers(0, 256, (args.batch, 64, 64, 3), dtype=np.uint8)
 
     def loaded(path: str, fallback: torch.nn.Module, batch: int) -> tuple[dict[str, SaliencyPredictor], str]:
-        """A predictor per precision (own copies: bf16 turns its model channels_last)."""
+        """A predictor per precision (own copies: bf16 may turn its model channels_last)."""
         if path:
             return {q: SaliencyPredictor.load(path, device, batch, precision=q) for q in precisions}, path
         return {

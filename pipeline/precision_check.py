@@ -1,7 +1,8 @@
 """`python -m pipeline.precision_check RUNS --out results/precision-check`: does bf16 change what is learned?
 
-Issue #23's learning checks for the stages trained before RL, each trained twice from the same data and seed,
-once in fp32 and once in bf16, and scored in fp32 (so only the training precision differs):
+Issue #23's learning checks for the stages trained before RL, each run twice from the same data and seed, once
+in fp32 and once in bf16 (the whole stage: the student's PiCANet teacher labels in the stage's precision too), and
+scored in fp32:
 - MultiMAE (`mmae-fp32/`, `mmae-bf16/`: pretrain.multimae runs, each with its probe_rgb+saliency.json): the
   linear probe's R^2 of hand, object and goal from the mean-pooled feature RL reads, within 0.02;
 - the saliency student (`student-fp32/`, `student-bf16/`: saliency.distill runs, each with eval/metrics.json
@@ -15,12 +16,12 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from common.cli import option, run_command
-from common.io import atomic_write_json
+from common.io import atomic_write_bytes, atomic_write_json
+from pipeline.keep import PROVENANCE_KEYS
 
 PRECISIONS = ("fp32", "bf16")
 PROBE = "probe_rgb+saliency.json"
@@ -49,8 +50,17 @@ class PrecisionCheckConfig:
     figure: str = option("docs/precision_check_losses.png", "the held-out loss curves of both precisions")
 
 
+def same_run(kept: bytes, new: bytes, name: str) -> bool:
+    """Whether a kept file and the source's say the same: a config.json is rewritten with the code version by every
+    `--resume auto` of a finished run, so configs are compared without it."""
+    if not name.endswith("config.json"):
+        return kept == new
+    drop = lambda raw: {k: v for k, v in json.loads(raw).items() if k not in PROVENANCE_KEYS}  # noqa: E731
+    return drop(kept) == drop(new)
+
+
 def keep(source: Path, out: Path) -> None:
-    """Copy the files the checks read; a kept file is replaced only by an identical one."""
+    """Copy the files the checks read; a kept file is replaced only by one of the same run."""
     missing = [
         f"{source}/{arm}-{p}/{name}"
         for p in PRECISIONS
@@ -66,16 +76,17 @@ def keep(source: Path, out: Path) -> None:
     for p in PRECISIONS:
         for arm, name in KEPT:
             src, dst = source / f"{arm}-{p}" / name, out / f"{arm}-{p}" / name
-            if dst.exists() and dst.read_bytes() != src.read_bytes():
-                raise FileExistsError(f"{dst} is kept and differs from {src}: move it away to keep the new run")
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, dst)
+            if dst.exists() and not same_run(dst.read_bytes(), src.read_bytes(), name):
+                raise FileExistsError(f"{dst} is kept from another run than {src}: move it away to keep the new one")
+            atomic_write_bytes(dst, src.read_bytes())
 
 
 def probe_r2(path: Path) -> dict[str, float]:
-    """R^2 per target of the mean-pooled pretrained feature (the one RL reads)."""
-    rows = json.loads(path.read_text())["rows"]
-    (row,) = [r for r in rows if r["kind"] == "pretrained" and r["pool"] == "mean"]
+    """R^2 per target of the mean-pooled pretrained feature (the one RL reads), probed in fp32."""
+    probe = json.loads(path.read_text())
+    if probe.get("precision") != "fp32":
+        raise ValueError(f"{path}: the encoders must be probed in fp32 (pretrain.probe --precision fp32)")
+    (row,) = [r for r in probe["rows"] if r["kind"] == "pretrained" and r["pool"] == "mean"]
     return {t: row["r2"][t] for t in TARGETS}
 
 
@@ -107,10 +118,7 @@ def summarise(out: Path) -> dict:
 
 
 def draw(out: Path, figure: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from common.figures import plt, write_figure  # Agg, chosen there before pyplot loads
 
     fig, axes = plt.subplots(1, len(LOSSES), figsize=(4.2 * len(LOSSES), 3.2))
     for p, style in zip(PRECISIONS, ("-o", "--s")):
@@ -121,10 +129,7 @@ def draw(out: Path, figure: Path) -> None:
     for ax, loss in zip(axes, LOSSES):
         ax.set(xlabel="step", ylabel=f"held-out {loss}", title=f"MultiMAE {loss}")
         ax.legend()
-    fig.tight_layout()
-    figure.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(figure, dpi=110)
-    plt.close(fig)
+    write_figure(fig, figure)
 
 
 def main(cfg: PrecisionCheckConfig) -> None:

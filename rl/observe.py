@@ -147,7 +147,7 @@ class Observer:
                 if len(rows) == n:
                     emb.copy_(module(obs))
                 elif len(rows):
-                    emb[rows] = module({k: v[rows] for k, v in obs.items()})
+                    emb[rows] = module({k: v[rows] for k, v in obs.items()}).float()
         return {"embedding": emb}
 
     def observe(

@@ -25,7 +25,7 @@ import re
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -230,6 +230,12 @@ class Pack:
             "budget": self.cfgs[run].steps,  # the steps it was asked for (a report counts it to its row's budget)
         }
         atomic_write_json(self.run_dirs[run] / SUMMARY, summary)
+
+    def packed_update(self) -> Callable[..., dict[str, float]]:
+        """The packed SAC update as the pack's loop runs it: CUDA-graphed where it can be, else eager."""
+        encoder = self.encoder
+        graphed = self.device.type == "cuda" and self.cfg.cuda_graphs and (encoder is None or encoder.graph_safe)
+        return GraphedUpdates(self.agent) if graphed else self.agent.update
 
     def checked_actions(self, action: np.ndarray, step: int) -> np.ndarray:
         """`action` [R * N, A] with a run whose actions are NaN/inf marked diverged and every diverged run's zeroed.
@@ -471,10 +477,9 @@ class PackTraining:
 
     def __init__(self, pack: Pack):
         self.pack, self.cfg = pack, pack.cfg
-        cfg, agent, encoder = pack.cfg, pack.agent, pack.encoder
+        cfg = pack.cfg
         self.resumed = pack.states is not None
-        graphed = pack.device.type == "cuda" and cfg.cuda_graphs and (encoder is None or encoder.graph_safe)
-        self.update = GraphedUpdates(agent) if graphed else agent.update
+        self.update = pack.packed_update()
         for c, run_dir, inputs in zip(pack.cfgs, pack.run_dirs, pack.inputs):
             prepare_run_dir(run_dir, {**flat_dict(c), INPUTS_KEY: inputs}, resume=c.resume)
         self.metrics_logs = [MetricLogger(d, "metrics") for d in pack.run_dirs]

@@ -57,7 +57,8 @@ def _distill(cfg: DistillConfig) -> Path:
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
-    teacher = SaliencyPredictor.load(cfg.teacher, device, precision=precision)
+    # the teacher resolves --precision itself: under auto a PiCANet on CUDA labels in fp32 (saliency.predictor)
+    teacher = SaliencyPredictor.load(cfg.teacher, device, precision=cfg.precision)
     if teacher.kind != "picanet":
         raise ValueError(f"{cfg.teacher} is a {teacher.kind} checkpoint; distil from a PiCANet (best.pt)")
     arrays = load_arrays(cfg.data, limit=cfg.frames, allow_incomplete=cfg.allow_incomplete)

@@ -14,6 +14,7 @@ folders) write and read model.safetensors, config.json and a model card.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from common.cpuinfo import AUTO_ENV
 from common.hub import HubFolder, hub_mixins, markdown_table, model_card, read_safetensors, write_hub_folder
 from common.io import atomic_torch_save, safe_torch_load
 from common.precision import autocast, resolve_precision
@@ -109,9 +111,10 @@ def inference_precision(model: nn.Module, precision: str, device: torch.device) 
     """`precision` resolved for `model` on `device`: as common.precision says, except PiCANet on CUDA under `auto`.
 
     There fp32 is the faster one (H200, full width, 224 px, batch 4: fp32 6.9 ms, bf16 9.1 ms, bf16 channels_last
-    82 ms, one cuDNN convolution kernel taking 75 of them; BENCHMARKS.md "GPU rows"); the student gains 2.4x in bf16.
+    82 ms, one cuDNN convolution kernel taking 75 of them; BENCHMARKS.md "On a GPU"); the student gains 2.4x in bf16.
+    A forced auto (VISARL_AUTO_PRECISION) is obeyed as everywhere.
     """
-    if precision == "auto" and device.type == "cuda" and isinstance(model, PiCANet):
+    if precision == "auto" and device.type == "cuda" and isinstance(model, PiCANet) and not os.environ.get(AUTO_ENV):
         return "fp32"
     return resolve_precision(precision, device)
 

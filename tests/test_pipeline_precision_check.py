@@ -29,7 +29,7 @@ def write_arm(root: Path, p: str, eval_precision: str = "fp32") -> None:
         {"kind": "pretrained", "pool": "grid2", "r2": {"hand": 0.0, "object": 0.0, "goal": 0.0}},
         {"kind": "random", "pool": "mean", "r2": {"hand": 0.0, "object": 0.0, "goal": 0.0}},
     ]
-    (mmae / "probe_rgb+saliency.json").write_text(json.dumps({"rows": rows}))
+    (mmae / "probe_rgb+saliency.json").write_text(json.dumps({"precision": "fp32", "rows": rows}))
     (student / "distill-student.csv").write_text("step,loss\n1,0.02\n")
     (student / "distill-student-config.json").write_text(json.dumps({"precision": p}))
     metrics = {"precision": eval_precision, "metrics": {"f_max": MAX_F[p], "n": 1000}}
@@ -69,8 +69,11 @@ def test_missing_arms_differing_kept_files_and_bf16_scoring_are_refused(tmp_path
         run(runs, out, tmp_path / "f.png")
     write_arm(runs, "bf16")
     run(runs, out, tmp_path / "f.png")
+    (runs / "mmae-bf16" / "config.json").write_text(json.dumps({"precision": "bf16", "code_version": "later"}))
+    run(runs, out, tmp_path / "f.png")  # a --resume auto of the finished run rewrote its config: the same run
+    assert "later" in (out / "mmae-bf16" / "config.json").read_text()
     (runs / "student-bf16" / "distill-student.csv").write_text("step,loss\n1,0.5\n")
-    with pytest.raises(FileExistsError, match="differs"):
+    with pytest.raises(FileExistsError, match="another run"):
         run(runs, out, tmp_path / "f.png")
     runs2 = tmp_path / "runs2"
     write_arm(runs2, "fp32")
