@@ -107,18 +107,23 @@ slice-probes: slice-encoders
 	cd $(SLICE) && $(call slice_probe,rgb,,rgb)
 
 # Issue #23's learning checks (bf16 must not change what is learned), for a CPU with bf16 units or a GPU: the
-# slice's MultiMAE (cpu preset, rgb+saliency) and the saliency student (cpu preset, the committed PiCANet as teacher),
-# each trained in fp32 and in bf16 from the same data and seed, probed and scored in fp32; rerun, a finished step
-# reloads its data and exits (the probe and evaluation are skipped), an unfinished one resumes.
-# Keeps results/precision-check/ (summary.json: probe R^2 within 0.02, max-F within 0.01) and draws
-# docs/precision_check_losses.png. ~1.5 h on the 2-core Zen 4 beside the background jobs.
+# slice's MultiMAE (cpu preset, rgb+saliency; seeds PREC_SEEDS, for the seed-to-seed spread beside the precision's
+# effect) and the saliency student (cpu preset, the committed PiCANet as teacher, seed 0), each trained in fp32 and
+# in bf16 from the same data, probed and scored in fp32; rerun, a finished step reloads its data and exits (the
+# probe and evaluation are skipped), an unfinished one resumes. Keeps results/precision-check/ (summary.json: probe
+# R^2 within 0.02, max-F within 0.01) and draws docs/precision_check_losses.png. ~1.5 h on the 2-core Zen 4 beside
+# the background jobs, ~45 min alone.
 PREC_RUNS := runs/precision
+PREC_SEEDS ?= 0 1
+# the run folder of MultiMAE at precision $(1), seed $(2) (seed 0: mmae-<p>, the layout pipeline.precision_check reads)
+prec_mmae = $(PREC_RUNS)/mmae-$(1)$$( [ $(2) = 0 ] || echo -seed$(2) )
 precision-check: slice-data
-	cd $(SLICE) && for p in fp32 bf16; do \
+	cd $(SLICE) && for p in fp32 bf16; do for s in $(PREC_SEEDS); do out=$(call prec_mmae,$$p,$$s) && \
 		$(SLICE_PY) -m pretrain.multimae --data shards/reach-v3-sal --preset cpu --modalities rgb,saliency --threads 2 \
-			--precision $$p --resume auto --out $(PREC_RUNS)/mmae-$$p && \
-		{ test -f $(PREC_RUNS)/mmae-$$p/probe_rgb+saliency.json || $(SLICE_PY) -m pretrain.probe --threads 2 \
-			--encoder $(PREC_RUNS)/mmae-$$p/encoder.pt --data shards/reach-v3-sal --precision fp32; } && \
+			--precision $$p --seed $$s --resume auto --out $$out && \
+		{ test -f $$out/probe_rgb+saliency.json || $(SLICE_PY) -m pretrain.probe --threads 2 \
+			--encoder $$out/encoder.pt --data shards/reach-v3-sal --precision fp32; } || exit 1; done; done
+	cd $(SLICE) && for p in fp32 bf16; do \
 		$(SLICE_PY) -m saliency.distill --teacher $(CURDIR)/artifacts/saliency/reach-v3/best.pt --data shards/reach-v3 \
 			--preset cpu --precision $$p --resume auto --no-progress --out $(PREC_RUNS)/student-$$p/student.pt && \
 		{ test -f $(PREC_RUNS)/student-$$p/eval/metrics.json || $(SLICE_PY) -m saliency.evaluate --preset cpu \
