@@ -148,7 +148,8 @@ def draw(out: Path, figure: Path) -> None:
 
     fig, axes = plt.subplots(1, len(LOSSES), figsize=(4.2 * len(LOSSES), 3.2))
     for p, style, color in zip(PRECISIONS, ("-o", "--s"), ("tab:blue", "tab:orange")):
-        for folder, seed in zip(mmae_folders(out, p), seeds_of(out, mmae_folders(out, p))):
+        folders = mmae_folders(out, p)
+        for folder, seed in zip(folders, seeds_of(out, folders)):
             with open(out / folder / "eval.csv", newline="") as f:
                 rows = list(csv.DictReader(f))
             for ax, loss in zip(axes, LOSSES):
