@@ -111,8 +111,8 @@ slice-probes: slice-encoders
 # effect) and the saliency student (cpu preset, the committed PiCANet as teacher, seed 0), each trained in fp32 and
 # in bf16 from the same data, probed and scored in fp32; rerun, a finished step reloads its data and exits (the
 # probe and evaluation are skipped), an unfinished one resumes. Keeps results/precision-check/ (summary.json: probe
-# R^2 within 0.02, max-F within 0.01) and draws docs/precision_check_losses.png. ~1.5 h on the 2-core Zen 4 beside
-# the background jobs, ~45 min alone.
+# R^2 within 0.02, max-F within 0.01) and draws docs/precision_check_losses.png. ~1 h on the 2-core Zen 4 alone
+# (per seed and precision: pretraining 7-11 min, probe ~3 min; each student ~5 min), ~2 h beside the background jobs.
 PREC_RUNS := runs/precision
 PREC_SEEDS ?= 0 1
 # the run folder of MultiMAE at precision $(1), seed $(2) (seed 0: mmae-<p>, the layout pipeline.precision_check reads)
