@@ -1044,8 +1044,9 @@ class Rates:
         return self.sac_ms[kind] + small + (large - small) * (hidden**2 - 256**2) / (1024**2 - 256**2)
 
 
+FP32_XEON, BF16_XEON, BF16_ZEN4 = "fp32 (Xeon)", "bf16 (Xeon, AMX)", "bf16 (Zen 4, AVX512-BF16)"
 RATES = {
-    "fp32 (rates of the Xeon, 2026-12-02)": Rates(
+    FP32_XEON: Rates(
         collect_fps=54.7,
         saliency_s=2600,
         label_fps=30.7,
@@ -1055,7 +1056,7 @@ RATES = {
         update_ms=(11, 40),
         eval_ms={"state": 1, "frozen": 32, "cnn": 40, "gaze": 45},
     ),
-    "bf16 (AMX)": Rates(
+    BF16_XEON: Rates(
         collect_fps=54.7,
         saliency_s=2600,
         label_fps=30.7,
@@ -1065,21 +1066,38 @@ RATES = {
         update_ms=(3, 21),
         eval_ms={"state": 1, "frozen": 32, "cnn": 40, "gaze": 45},
     ),
+    # the step totals at hidden 1024 are this CPU's (frozen 49 ms, cnn 286 ms); their split into update and the
+    # rest, state, gaze, evaluation, collection and the probe are the Xeon's
+    BF16_ZEN4: Rates(
+        collect_fps=54.7,
+        saliency_s=1806,
+        label_fps=79.2,
+        pretrain_img_s=48.8,
+        probe_s=600,
+        sac_ms={"state": 19, "frozen": 28, "cnn": 265, "gaze": 302},
+        update_ms=(3, 21),
+        eval_ms={"state": 1, "frozen": 32, "cnn": 40, "gaze": 45},
+    ),
 }
 RATE_SOURCES = (
-    "collection 54.7 frames/s: BENCHMARKS.md, data.collect with 2 workers (load 3-7); saliency ~2,600 s per task: "
-    "PiCANet cpu preset 200 epochs (~160 s, from the demo's 20 s per 25 epochs) + student 1,500 frames x 40 epochs at "
-    "~25 frames/s (saliency/config.py) + evaluation; labelling 30.7 frames/s: BENCHMARKS.md (PiCANet; the student is "
-    "faster); MultiMAE paper size 42 img/s fp32, 121 img/s bf16: shared/notes/cpu.md (2 threads, attention unfused); "
-    "probe ~10 min: RESULTS.md (1.5-15 min); SAC update per run at hidden 256 / 1024: fp32 11 / 40 ms (BENCHMARKS.md's "
-    "packed profile, cpu.md), bf16 3 / 21 ms (cpu.md); besides the update, state 19 ms/step (BENCHMARKS.md: 16.9 "
-    "env-steps/s at hidden 1024, pack of one, less its 40 ms update), frozen rows fp32 33 ms (BENCHMARKS.md's mmae_rgbs "
-    "pack-of-4 profile: env 10.8, saliency + encoder 21.2, act + replay 0.6), the same in bf16 (frozen encoders run in "
-    "fp32 in every run: rl/observe.py; the saliency model's bf16 gain not credited); cnn_rgb 434 ms (BENCHMARKS.md: 656 ms at 1.5 env-steps/s, hidden 256, with the grouped-convolution "
-    "trunk; / 1.51 for the per-run trunk, bench/conv_trunk.py on the AVX2 EPYC), gaze +13 % (BENCHMARKS.md); "
-    "CNN rows in bf16 on the Xeon unmeasured (fp32 rates used). Other CPUs differ: an AMD EPYC with AVX512-BF16 "
-    "pretrains the paper-size MultiMAE at 48.8 img/s bf16 (25.6 fp32) and runs cnn_rgb 1.9x faster in bf16 "
-    "(BENCHMARKS.md), an AVX2-only one runs bf16 slower than fp32"
+    "Xeon (2 cores, AMX), 2026-12-02: collection 54.7 frames/s: BENCHMARKS.md, data.collect with 2 workers (load "
+    "3-7); saliency ~2,600 s per task: PiCANet cpu preset 200 epochs (~160 s, from the demo's 20 s per 25 epochs) + "
+    "student 1,500 frames x 40 epochs at ~25 frames/s (saliency/config.py) + evaluation; labelling 30.7 frames/s: "
+    "BENCHMARKS.md (PiCANet; the student is faster); MultiMAE paper size 42 img/s fp32, 121 img/s bf16: "
+    "shared/notes/cpu.md (2 threads, attention unfused); probe ~10 min: RESULTS.md (1.5-15 min); SAC update per run "
+    "at hidden 256 / 1024: fp32 11 / 40 ms (BENCHMARKS.md's packed profile, cpu.md), bf16 3 / 21 ms (cpu.md); "
+    "besides the update, state 19 ms/step (BENCHMARKS.md: 16.9 env-steps/s at hidden 1024, pack of one, less its 40 "
+    "ms update), frozen rows fp32 33 ms (BENCHMARKS.md's mmae_rgbs pack-of-4 profile: env 10.8, saliency + encoder "
+    "21.2, act + replay 0.6), the same in bf16 (frozen encoders run in fp32 in every run: rl/observe.py; the saliency "
+    "model's bf16 gain not credited); cnn_rgb 434 ms (BENCHMARKS.md: 656 ms at 1.5 env-steps/s, hidden 256, with the "
+    "grouped-convolution trunk; / 1.51 for the per-run trunk, bench/conv_trunk.py on the AVX2 EPYC), gaze +13 % "
+    "(BENCHMARKS.md); CNN rows in bf16 on the Xeon unmeasured (fp32 rates used). "
+    "Zen 4 (AMD EPYC, 2 cores, AVX512-BF16, no AMX), 2026-12-04: MultiMAE paper size 48.8 img/s bf16 (BENCHMARKS.md, "
+    "alone); a packed step per run at hidden 1024 in bf16, 1 thread: mmae_rgbs 49 ms (20.4 env-steps/s for a pack of "
+    "3, frozen encoder in fp32), cnn_rgb 286 ms (3.5 env-steps/s, pack of 3), gaze = cnn_rgb + 13 %; saliency 1,806 "
+    "s (PiCANet 382 + student 1,323 + evaluation 101) and labelling 79.2 frames/s (the student): the CPU table's own "
+    "reach-v3 stages, run at nice 10 beside the gaze ablation, so upper bounds; the rest as on the Xeon. "
+    "An AVX2-only CPU runs bf16 slower than fp32 (BENCHMARKS.md)"
 )
 
 
@@ -1175,24 +1193,38 @@ def estimate_text(cfg: TableConfig, folder: Folder) -> str:
     return "\n".join(lines)
 
 
+def rate_column(runs: str, bf16_units: Sequence[str]) -> str | None:
+    """The estimate column measured on a CPU like this one for runs in `runs` precision (fp32: the Xeon's, the only
+    fp32 column); None for bf16 without bf16 units, which runs slower than fp32."""
+    if runs == "fp32":
+        return FP32_XEON
+    if "amx_bf16" in bf16_units:
+        return BF16_XEON
+    return BF16_ZEN4 if "avx512_bf16" in bf16_units else None
+
+
 def applicable_column(precision: str, bf16_units: Sequence[str], forced: str = "") -> str:
     """Which estimate column this CPU's runs follow at `precision` (`forced`: AUTO_ENV's value; `auto` is decided
-    by common.cpuinfo.auto_precision, as for the runs), and that the rates are another machine's."""
+    by common.cpuinfo.auto_precision, as for the runs), and how far its rates are this CPU's own."""
     if precision != "auto":
         runs, chosen = precision, f"--precision {precision}"
     else:
         runs, why = auto_precision(forced, bf16_units)
         chosen = f"--precision auto runs {runs} here ({why})"
-    slower = (
-        "; this CPU has AVX512-BF16 but no AMX: the paper-size MultiMAE pretrains at ~49 img/s in bf16 here, not 121 "
-        "(BENCHMARKS.md), so expect ~2.5x the pretraining hours"
-        if runs == "bf16" and "avx512_bf16" in bf16_units and "amx_bf16" not in bf16_units
+    column = rate_column(runs, bf16_units)
+    live = "`--status` shows the running step's own rate and hours left"
+    if column is None:
+        return (
+            f"this CPU: {chosen}, but it has no bf16 units: bf16 runs slower than fp32 here and no column applies; "
+            f"pass --precision fp32 ({live})"
+        )
+    other = (
+        "; measured on the Xeon: a CPU without AMX runs fp32 slower (the Zen 4 pretrains at 25.6 img/s, not 42: "
+        "BENCHMARKS.md)"
+        if runs == "fp32" and "amx_bf16" not in bf16_units
         else ""
     )
-    return (
-        f"this CPU: {chosen}, so the {runs} column applies; its rates were measured on the 2-core Xeon, and this "
-        f"CPU's own may differ (`--status` shows the running step's own rate and hours left){slower}"
-    )
+    return f"this CPU: {chosen}, so the column {column!r} applies ({live}){other}"
 
 
 # -- status -------------------------------------------------------------------------------------------

@@ -463,7 +463,7 @@ def test_status_shows_stage_budget_seeds_and_steps(tmp_path):
     assert "| reach-v3 | state | 3/10 | 42,000-100,000 of 100,000 | 0.80 (3 seeds) |" in text
     assert "| reach-v3 | mmae_rgbs | 0/10 | 0 of 100,000 | - |" in text
     assert "next step of phase(s) A,B,C,D,E: reach-v3: keep probes" in text
-    assert "| A |" in text and "bf16 (AMX)" in text
+    assert "| A |" in text and "bf16 (Xeon, AMX)" in text and "bf16 (Zen 4, AVX512-BF16)" in text
 
 
 def test_status_says_where_a_running_pretraining_stands_and_its_time_left(tmp_path):
@@ -691,25 +691,33 @@ def test_estimate_grows_with_the_budget_and_is_cheaper_in_bf16():
     cfg = TableConfig()
     short = table.estimate(cfg, {t: 100_000 for t in table.PAPER_TASKS})
     long = table.estimate(cfg, {})  # undecided: the cap
-    fp32, bf16 = "fp32 (rates of the Xeon, 2026-12-02)", "bf16 (AMX)"
+    fp32, bf16, zen4 = table.FP32_XEON, table.BF16_XEON, table.BF16_ZEN4
     assert long[bf16]["C"] == pytest.approx(5 * short[bf16]["C"], rel=0.05)
     assert all(long[bf16][p] < long[fp32][p] for p in "ABCE")
     assert table.estimate(TableConfig(hidden_dim=256), {})[bf16]["C"] < long[bf16]["C"]
+    # the Zen 4 pretrains 2.5x slower than the AMX Xeon (phase A's two MultiMAEs) but runs the CNN rows faster
+    assert long[zen4]["A"] > long[bf16]["A"] and long[zen4]["D"] < long[bf16]["D"]
 
 
 def test_the_estimate_says_which_column_this_cpu_follows():
-    """--precision auto follows the CPU's bf16 units; an explicit precision is taken as given."""
-    assert "--precision auto runs fp32 here (it has no AMX or AVX512-BF16 units), so the fp32 column applies" in (
-        table.applicable_column("auto", ())
+    """--precision auto follows the CPU's bf16 units; an explicit precision is taken as given; each column is the
+    CPU measured that has the same units."""
+    no_units = table.applicable_column("auto", ())
+    assert "--precision auto runs fp32 here (it has no AMX or AVX512-BF16 units), so the column 'fp32 (Xeon)'" in (
+        no_units
     )
-    assert "auto runs bf16 here (it has amx_bf16/avx512_bf16), so the bf16 column" in table.applicable_column(
-        "auto", ("amx_bf16", "avx512_bf16")
-    )
-    assert "this CPU: --precision fp32, so the fp32 column applies" in table.applicable_column("fp32", ("amx_bf16",))
-    assert "~2.5x the pretraining hours" in table.applicable_column("auto", ("avx512_bf16",))  # no AMX: slower bf16
-    assert "pretraining hours" not in table.applicable_column("auto", ("amx_bf16", "avx512_bf16"))
+    assert "without AMX runs fp32 slower" in no_units
+    amx = table.applicable_column("auto", ("amx_bf16", "avx512_bf16"))
+    assert "auto runs bf16 here (it has amx_bf16/avx512_bf16), so the column 'bf16 (Xeon, AMX)' applies" in amx
+    assert "slower" not in amx
+    assert "so the column 'fp32 (Xeon)' applies" in table.applicable_column("fp32", ("amx_bf16",))
+    assert "so the column 'bf16 (Zen 4, AVX512-BF16)' applies" in table.applicable_column("auto", ("avx512_bf16",))
     forced = table.applicable_column("auto", (), "bf16")  # VISARL_AUTO_PRECISION decides auto, as for the runs
-    assert "auto runs bf16 here (VISARL_AUTO_PRECISION=bf16), so the bf16 column applies" in forced
+    assert "auto runs bf16 here (VISARL_AUTO_PRECISION=bf16), but it has no bf16 units" in forced
+    assert "no column applies; pass --precision fp32" in forced
+    assert set(table.RATES) == {
+        table.rate_column(*case) for case in [("fp32", ()), ("bf16", ("amx_bf16",)), ("bf16", ("avx512_bf16",))]
+    }
     with pytest.raises(ValueError, match="VISARL_AUTO_PRECISION='fp16': set it to bf16 or fp32"):
         table.applicable_column("auto", ("amx_bf16",), "fp16")  # the runs would refuse it alike
 
