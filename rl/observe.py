@@ -73,8 +73,9 @@ class Observer:
     """Raw observations of a pack's envs -> encoder fields (saliency predicted here) -> stored fields.
 
     keys: the fields the pack's encoders read; frozen: per run, its frozen encoder (None for
-    trained encoders); runs sharing a frozen export share one module. precision: resolved, for the
-    saliency predictor. Frozen encoders run in float32 whatever the precision: a frozen MultiMAE's features move
+    trained encoders); runs sharing a frozen export share one module. precision: the pack's, as requested
+    (auto, bf16 or fp32), for the saliency predictor, which resolves auto by its own rule (PiCANet on CUDA runs fp32:
+    saliency.predictor.inference_precision). Frozen encoders run in float32 whatever the precision: a frozen MultiMAE's features move
     little from frame to frame, and bf16's rounding moves them as much (`python bench/frozen_precision.py`).
     """
 

@@ -125,6 +125,7 @@ class Pack:
         if self.cfg.torch_threads:
             torch.set_num_threads(self.cfg.torch_threads)
         self.device = resolve_device(self.cfg.device)
+        requested = self.cfg.precision  # the saliency predictor resolves `auto` by its own rule
         for cfg in cfgs:  # config.json records what ran: bf16 or fp32
             cfg.precision = resolve_precision(cfg.precision, self.device)
         self.precision = self.cfg.precision
@@ -161,7 +162,7 @@ class Pack:
             self.cfg,
             self.device,
             self.envs_per_run,
-            self.precision,
+            requested,
         )
         self.inputs = [run_inputs(self.observer, r) for r in range(self.runs)]  # the files each run loaded
         specs = self.observer.specs(self.cfg.env.image_size)

@@ -206,6 +206,39 @@ def test_picanet_on_cuda_keeps_fp32_under_auto_and_never_goes_channels_last(monk
     assert inference_precision(picanet, "auto", cuda) == "bf16"
 
 
+def test_a_pack_hands_the_saliency_model_its_requested_precision_not_the_resolved_one(monkeypatch, tmp_path):
+    """The pack resolves `auto` for SAC (bf16 on a bf16 CPU or GPU); the saliency model resolves it by its own rule
+    (PiCANet on CUDA stays fp32), so it is handed what was asked for; a precision asked by name passes as it is."""
+    import rl.observe
+    from rl.workspace import Pack
+
+    class Stop(Exception):
+        pass
+
+    handed = []
+
+    def load_predictor(task, path, device, precision):
+        handed.append(precision)
+        raise Stop
+
+    monkeypatch.setattr(rl.observe, "load_predictor", load_predictor)
+    monkeypatch.setenv(precision.AUTO_ENV, "bf16")  # the pack's auto resolves to bf16, as on a bf16 machine
+    for asked in ("auto", "fp32"):
+        cfg = from_flat(
+            SACConfig,
+            encoder="cnn_rgbs",
+            saliency="predictor",
+            hidden_dim=32,
+            torch_threads=1,
+            precision=asked,
+            out=str(tmp_path / asked),
+        )
+        with pytest.raises(Stop):
+            Pack([cfg])
+        assert cfg.precision == ("bf16" if asked == "auto" else "fp32")  # what SAC runs and config.json records
+    assert handed == ["auto", "fp32"]
+
+
 def test_pretraining_step_in_bf16_matches_fp32(tmp_path):
     from pretrain.model import ModelConfig, MultiMAE
 
