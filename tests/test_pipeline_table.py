@@ -687,6 +687,17 @@ def test_a_bad_pass_through_flag_stops_before_anything_runs(tmp_path, capsys, mo
     assert len(ran) == 1  # good flags pass
 
 
+def test_the_table_offers_the_frozen_feature_choices_rl_accepts():
+    """TableConfig repeats rl.encoders.MMAE_FEATURES (pipeline.table must not import torch, rl.encoders does): the
+    same choices, the same default."""
+    import dataclasses
+
+    from rl.encoders import MMAE_FEATURES
+
+    (spec,) = [f for f in dataclasses.fields(TableConfig) if f.name == "mmae_features"]
+    assert tuple(spec.metadata["choices"]) == MMAE_FEATURES and spec.default == MMAE_FEATURES[0]
+
+
 def test_estimate_grows_with_the_budget_and_is_cheaper_in_bf16():
     cfg = TableConfig()
     short = table.estimate(cfg, {t: 100_000 for t in table.PAPER_TASKS})
