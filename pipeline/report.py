@@ -191,6 +191,25 @@ def row_name(config: dict) -> str:
     return config["encoder"] + (f" [{', '.join(changed)}]" if changed else "")
 
 
+#: the precision a row of mixed precisions is compared against (runs recorded before precision existed ran in it)
+REFERENCE_PRECISION = "fp32"
+
+
+def split_mixed_precision(runs: list[dict]) -> None:
+    """Where one row of a task holds runs of both precisions (config.json records the resolved one), its runs in
+    another than REFERENCE_PRECISION become a row of their own, e.g. "state [precision=bf16]": the ablation table
+    then compares them with the fp32 runs, and no mean pools the two unnoticed. A row of one precision keeps its
+    name (the footer lists each run's)."""
+    cells = defaultdict(set)
+    for r in runs:
+        cells[(r["task"], r["encoder"])].add(r.setdefault("precision", REFERENCE_PRECISION))
+    for r in runs:
+        if len(cells[(r["task"], r["encoder"])]) > 1 and r["precision"] != REFERENCE_PRECISION:
+            setting = f"precision={r['precision']}"
+            row = r["encoder"]
+            r["encoder"] = f"{row[:-1]}, {setting}]" if row.endswith("]") else f"{row} [{setting}]"
+
+
 def _run_config(run_dir: Path) -> dict:
     path = run_dir / "config.json"
     return json.loads(path.read_text()) if path.exists() else {}
@@ -268,6 +287,7 @@ def load_running(roots: list[Path]) -> list[dict]:
                     {
                         "task": cfg.get("task", "?"),
                         "encoder": row_name(cfg),
+                        "precision": cfg.get("precision", REFERENCE_PRECISION),
                         "seed": cfg.get("seed"),
                         "steps": cfg.get("steps"),
                         "dir": run_dir,
@@ -948,6 +968,7 @@ def write_report(cfg: ReportConfig) -> Path:
             "(e.g. `python -m pipeline.report results/cpu-table` or `runs/sac`)"
         )
     runs, running = load_runs(roots), load_running(roots)
+    split_mixed_precision(runs + running)
     check_distinct(runs + running)
     if not runs and not running:
         raise FileNotFoundError(

@@ -391,6 +391,44 @@ def test_an_ablation_is_the_settings_difference_from_the_default_with_its_welch_
     assert "## Settings against their defaults (ablations)" in report and table in report
 
 
+def test_a_row_of_mixed_precisions_is_split_and_compared_against_its_fp32_runs(tmp_path):
+    """The same seeds in fp32 and bf16 (#23's learning check) are two rows, not one of doubled seeds, and the
+    ablation table compares them; a row of one precision keeps its name; runs recorded without one ran fp32."""
+    from pipeline.report import check_distinct, split_mixed_precision, variant_table
+
+    runs = tmp_path / "sac"
+    for seed in range(3):
+        for precision, success in (("fp32", 0.5), ("bf16", 0.4), (None, 0.3)):
+            encoder = "state" if precision else "mmae_rgb"
+            d = _fake_run(runs / (precision or "old"), "reach-v3", encoder, seed, success + 0.1 * seed)
+            if precision:
+                summary = json.loads((d / "summary.json").read_text())
+                (d / "summary.json").write_text(json.dumps({**summary, "precision": precision}))
+            (d / "config.json").write_text(
+                json.dumps({"encoder": encoder, **({"precision": precision} if precision else {})})
+            )
+        d = _fake_run(runs / "bf16", "reach-v3", "mmae_rgbs", seed, 0.2)
+        (d / "config.json").write_text(json.dumps({"encoder": "mmae_rgbs", "precision": "bf16"}))
+    loaded = load_runs([runs])
+    with pytest.raises(ValueError, match="both state on reach-v3, seed 0"):
+        check_distinct(loaded)  # as one row, each seed would count twice
+    split_mixed_precision(loaded)
+    check_distinct(loaded)
+    assert {r["encoder"] for r in loaded} == {"state", "state [precision=bf16]", "mmae_rgb", "mmae_rgbs"}
+    line = next(line for line in variant_table(loaded).splitlines() if "precision=bf16" in line)
+    assert line.startswith("| State (sanity check): precision=bf16 | reach-v3 | 3 / 3 | 0.60 / 0.50 | -0.10 [")
+    variant = [{"task": "t", "encoder": "mmae_rgbs [mmae_features=raw]", "precision": p} for p in ("fp32", "bf16")]
+    split_mixed_precision(variant)  # a variant row's settings and the precision share one bracket
+    assert [r["encoder"] for r in variant] == [
+        "mmae_rgbs [mmae_features=raw]",
+        "mmae_rgbs [mmae_features=raw, precision=bf16]",
+    ]
+    report = write_report(
+        ReportConfig(roots=str(runs), out=str(tmp_path / "report"), pictures_root=str(tmp_path), reps=200)
+    ).read_text()
+    assert "| State (sanity check): precision=bf16 | reach-v3 |" in report
+
+
 def test_an_ablation_gives_no_verdict_on_unfinished_runs_no_spread_or_evaluations_at_other_steps(tmp_path):
     """A seed still running (or one that diverged and never finished) leaves the survivors, which would favour a
     setting that breaks runs: no verdict until both sides have finished. Both sides without spread give no
