@@ -1066,19 +1066,16 @@ RATES = {
         update_ms=(3, 21),
         eval_ms={"state": 1, "frozen": 32, "cnn": 40, "gaze": 45},
     ),
-    # the step totals at hidden 1024 are this CPU's (frozen 49 ms, cnn 286 ms); their split into update and the
-    # rest, state, gaze, evaluation, collection and the probe are the Xeon's
-    BF16_ZEN4: Rates(
-        collect_fps=54.7,
-        saliency_s=1806,
-        label_fps=79.2,
-        pretrain_img_s=48.8,
-        probe_s=600,
-        sac_ms={"state": 19, "frozen": 28, "cnn": 265, "gaze": 302},
-        update_ms=(3, 21),
-        eval_ms={"state": 1, "frozen": 32, "cnn": 40, "gaze": 45},
-    ),
 }
+# the step totals at hidden 1024 are the Zen 4's (frozen 49 ms, cnn 286 ms); their split into update and the rest,
+# state, gaze's share over cnn, evaluation, collection and the probe are the Xeon's
+RATES[BF16_ZEN4] = replace(
+    RATES[BF16_XEON],
+    saliency_s=1806,
+    label_fps=79.2,
+    pretrain_img_s=48.8,
+    sac_ms={"state": 19, "frozen": 28, "cnn": 265, "gaze": 302},
+)
 RATE_SOURCES = (
     "Xeon (2 cores, AMX), 2026-12-02: collection 54.7 frames/s: BENCHMARKS.md, data.collect with 2 workers (load "
     "3-7); saliency ~2,600 s per task: PiCANet cpu preset 200 epochs (~160 s, from the demo's 20 s per 25 epochs) + "
