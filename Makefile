@@ -133,8 +133,8 @@ precision-check: slice-data
 
 # Issue #23's SAC half: state SAC at the paper's hidden 1024 in fp32 and in bf16, the same 3 seeds x 100k steps on
 # reach-v3 (the slice's SAC settings otherwise); resumable, the two precisions side by side, a pack of 3 on one
-# core each: ~8 core-hours on the Zen 4 from its packed rates (bf16 ~40 ms, fp32 ~59 ms per step per run; not yet
-# run). The report splits the state row by precision and compares bf16 against fp32 in its ablation table.
+# core each: ~8 core-hours from the Xeon's state rates (bf16 ~40 ms, fp32 ~59 ms per step per run; the Zen 4's are
+# unmeasured; not yet run). The report splits the state row by precision and compares bf16 against fp32.
 PREC_SAC_ARMS := fp32 bf16
 precision-check-sac: venv
 	mkdir -p $(SLICE)

@@ -25,7 +25,7 @@ import csv
 import json
 import math
 import shutil
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -188,26 +188,57 @@ def row_name(config: dict) -> str:
         for k, default in VARIANT_FIELDS.items()
         if k in config and config[k] != default and field_applies(k, config["encoder"])
     ]
-    return config["encoder"] + (f" [{', '.join(changed)}]" if changed else "")
+    return with_settings(config["encoder"], changed)
 
 
-#: the precision a row of mixed precisions is compared against (runs recorded before precision existed ran in it)
+def with_settings(encoder: str, settings: Sequence[str]) -> str:
+    """A row's name: "mmae_rgbs", "mmae_rgbs [mmae_features=raw, precision=bf16]"."""
+    return encoder + (f" [{', '.join(settings)}]" if settings else "")
+
+
+def settings_of(row: str) -> list[str]:
+    encoder, _, rest = row.partition(" ")
+    return rest.strip("[]").split(", ") if rest else []
+
+
+#: runs recorded before precision existed ran in it; it is the reference of a tie
 REFERENCE_PRECISION = "fp32"
 
 
-def split_mixed_precision(runs: list[dict]) -> None:
-    """Where one row of a task holds runs of both precisions (config.json records the resolved one), its runs in
-    another than REFERENCE_PRECISION become a row of their own, e.g. "state [precision=bf16]": the ablation table
-    then compares them with the fp32 runs, and no mean pools the two unnoticed. A row of one precision keeps its
-    name (the footer lists each run's)."""
-    cells = defaultdict(set)
+def split_mixed_precision(runs: list[dict]) -> list[str]:
+    """Where one encoder on one task holds runs of both precisions (config.json records the resolved one), the runs
+    outside its reference precision (the one most of its runs used; fp32 on a tie) gain a "precision=<p>" setting,
+    e.g. "state [precision=bf16]", in every row of that encoder there: no mean pools the two unnoticed, the ablation
+    table compares them with the reference's runs, and each other setting against the default of its own precision
+    (`default_row`). Returns one line per split for the report."""
+    cells: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for r in runs:
-        cells[(r["task"], r["encoder"])].add(r.setdefault("precision", REFERENCE_PRECISION))
-    for r in runs:
-        if len(cells[(r["task"], r["encoder"])]) > 1 and r["precision"] != REFERENCE_PRECISION:
-            setting = f"precision={r['precision']}"
-            row = r["encoder"]
-            r["encoder"] = f"{row[:-1]}, {setting}]" if row.endswith("]") else f"{row} [{setting}]"
+        r.setdefault("precision", REFERENCE_PRECISION)
+        cells[(r["task"], r["encoder"].partition(" ")[0])].append(r)
+    notes = []
+    for (task, encoder), rs in sorted(cells.items()):
+        counts = Counter(r["precision"] for r in rs)
+        if len(counts) < 2:
+            continue
+        reference = max(counts, key=lambda p: (counts[p], p == REFERENCE_PRECISION))
+        for r in rs:
+            if r["precision"] != reference:
+                r["encoder"] = with_settings(
+                    r["encoder"].partition(" ")[0], [*settings_of(r["encoder"]), f"precision={r['precision']}"]
+                )
+        notes.append(
+            f"{task}, {_label(encoder)}: "
+            + ", ".join(f"{n} {p}" for p, n in sorted(counts.items(), key=lambda pn: (-pn[1], pn[0] != reference)))
+            + f" run(s); {reference} is the reference, the others are rows marked precision=<p>"
+        )
+    return notes
+
+
+def default_row(row: str) -> str:
+    """What a variant row is compared against: its encoder at the defaults in the row's own precision; a row that
+    differs in precision alone is compared against the reference precision's."""
+    precision = [s for s in settings_of(row) if s.startswith("precision=")]
+    return with_settings(row.partition(" ")[0], precision if precision != settings_of(row) else [])
 
 
 def _run_config(run_dir: Path) -> dict:
@@ -677,7 +708,7 @@ def variant_table(runs: list[dict], running: Sequence[dict] = ()) -> str:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in sorted({r["encoder"] for r in runs if " [" in r["encoder"]}, key=_encoder_key):
-        default = row.partition(" ")[0]
+        default = default_row(row)
         for task in tasks:
             base, changed = by.get((default, task), []), by.get((row, task), [])
             if not base or not changed:
@@ -714,7 +745,7 @@ def variant_table(runs: list[dict], running: Sequence[dict] = ()) -> str:
             last_a, last_b = measures["last"]  # what the rule decides on
             diff = float(np.mean(last_b) - np.mean(last_a))
             cells.append(_seeds_for(diff, stats.pooled_sd([last_a, last_b]), min(len(last_a), len(last_b))))
-            setting = row.partition(" ")[2].strip("[]")
+            setting = ", ".join(x for x in settings_of(row) if x not in settings_of(default))
             count = f"{len(base)} / {len(changed)}" + (f" (+{pending} unfinished)" if pending else "")
             lines.append(f"| {_label(default)}: {setting} | {task} | {count} | " + " | ".join(cells) + " |")
     return "\n".join(lines) if len(lines) > 2 else ""
@@ -968,7 +999,7 @@ def write_report(cfg: ReportConfig) -> Path:
             "(e.g. `python -m pipeline.report results/cpu-table` or `runs/sac`)"
         )
     runs, running = load_runs(roots), load_running(roots)
-    split_mixed_precision(runs + running)
+    precision_splits = split_mixed_precision(runs + running)
     check_distinct(runs + running)
     if not runs and not running:
         raise FileNotFoundError(
@@ -995,6 +1026,9 @@ def write_report(cfg: ReportConfig) -> Path:
         "evaluations (one evaluation of a seed is noisy), the number of seeds, and the paper's mean ± std.\n",
         (table_i(runs) if runs else "No run has finished yet.") + "\n",
     ]
+    if precision_splits:
+        parts += ["Runs of one encoder and task in different precisions, kept apart:\n"]
+        parts += ["\n".join(f"- {note}" for note in precision_splits) + "\n"]
     parts += statistics_sections(runs, running, out, cfg)
     parts += ["## Learning curves (the paper's Fig. 3)\n"]
     for task, picture in curves.items():

@@ -1067,14 +1067,10 @@ RATES = {
         eval_ms={"state": 1, "frozen": 32, "cnn": 40, "gaze": 45},
     ),
 }
-# the step totals at hidden 1024 are the Zen 4's (frozen 49 ms, cnn 286 ms); their split into update and the rest,
-# state, gaze's share over cnn, evaluation, collection and the probe are the Xeon's
+# what the Zen 4 measured alone: pretraining and the step totals at hidden 1024 (frozen 49 ms, cnn 286 ms); their
+# split into update and the rest, state, gaze's share over cnn, evaluation and the preparation stages are the Xeon's
 RATES[BF16_ZEN4] = replace(
-    RATES[BF16_XEON],
-    saliency_s=1806,
-    label_fps=79.2,
-    pretrain_img_s=48.8,
-    sac_ms={"state": 19, "frozen": 28, "cnn": 265, "gaze": 302},
+    RATES[BF16_XEON], pretrain_img_s=48.8, sac_ms={"state": 19, "frozen": 28, "cnn": 265, "gaze": 302}
 )
 RATE_SOURCES = (
     "Xeon (2 cores, AMX), 2026-12-02: collection 54.7 frames/s: BENCHMARKS.md, data.collect with 2 workers (load "
@@ -1091,9 +1087,9 @@ RATE_SOURCES = (
     "(BENCHMARKS.md); CNN rows in bf16 on the Xeon unmeasured (fp32 rates used). "
     "Zen 4 (AMD EPYC, 2 cores, AVX512-BF16, no AMX), 2026-12-04: MultiMAE paper size 48.8 img/s bf16 (BENCHMARKS.md, "
     "alone); a packed step per run at hidden 1024 in bf16, 1 thread: mmae_rgbs 49 ms (20.4 env-steps/s for a pack of "
-    "3, frozen encoder in fp32), cnn_rgb 286 ms (3.5 env-steps/s, pack of 3), gaze = cnn_rgb + 13 %; saliency 1,806 "
-    "s (PiCANet 382 + student 1,323 + evaluation 101) and labelling 79.2 frames/s (the student): the CPU table's own "
-    "reach-v3 stages, run at nice 10 beside the gaze ablation, so upper bounds; the rest as on the Xeon. "
+    "3, frozen encoder in fp32), cnn_rgb 286 ms (3.5 env-steps/s, pack of 3), gaze = cnn_rgb + 13 %, each split into "
+    "update and the rest as on the Xeon; the rest as on the Xeon (the CPU table's reach-v3 stages took collection "
+    "5,129 s, saliency 1,806 s, labelling 632 s beside the gaze ablation: table.json, not rates alone). "
     "An AVX2-only CPU runs bf16 slower than fp32 (BENCHMARKS.md)"
 )
 

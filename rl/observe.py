@@ -97,7 +97,7 @@ class Observer:
             if cfg.saliency == "predictor":
                 model, self.saliency_chosen_by = choose_saliency_model(cfg.env.task, cfg.saliency_model)
                 self.predictor, self.saliency_model = load_predictor(cfg.env.task, str(model), device, precision)
-                print(f"saliency model: {model} ({self.saliency_chosen_by})", flush=True)
+                print(f"saliency model: {model} ({self.saliency_chosen_by}), {self.predictor.precision}", flush=True)
             else:
                 self.saliency_model = cfg.saliency
         self.pixels = renders(self.keys)

@@ -391,42 +391,62 @@ def test_an_ablation_is_the_settings_difference_from_the_default_with_its_welch_
     assert "## Settings against their defaults (ablations)" in report and table in report
 
 
-def test_a_row_of_mixed_precisions_is_split_and_compared_against_its_fp32_runs(tmp_path):
+def _precision_run(root: Path, encoder: str, seed: int, success: float, precision: str | None, **setting) -> None:
+    d = _fake_run(root, "reach-v3", encoder, seed, success)
+    recorded = {"precision": precision} if precision else {}  # runs from before precision was recorded: none
+    summary = json.loads((d / "summary.json").read_text())
+    (d / "summary.json").write_text(json.dumps({**summary, **recorded}))
+    (d / "config.json").write_text(json.dumps({"encoder": encoder, **recorded, **setting}))
+
+
+def test_an_encoder_of_mixed_precisions_is_split_and_each_setting_compared_within_its_precision(tmp_path):
     """The same seeds in fp32 and bf16 (#23's learning check) are two rows, not one of doubled seeds, and the
-    ablation table compares them; a row of one precision keeps its name; runs recorded without one ran fp32."""
+    ablation table compares them; a setting is compared with the default runs of its own precision, never with the
+    other precision's (which would credit the precision's effect to the setting); the precision most of an
+    encoder's runs used is its reference (fp32 on a tie); an encoder of one precision keeps its name; runs
+    recorded without a precision ran fp32."""
     from pipeline.report import check_distinct, split_mixed_precision, variant_table
 
     runs = tmp_path / "sac"
     for seed in range(3):
-        for precision, success in (("fp32", 0.5), ("bf16", 0.4), (None, 0.3)):
-            encoder = "state" if precision else "mmae_rgb"
-            d = _fake_run(runs / (precision or "old"), "reach-v3", encoder, seed, success + 0.1 * seed)
-            if precision:
-                summary = json.loads((d / "summary.json").read_text())
-                (d / "summary.json").write_text(json.dumps({**summary, "precision": precision}))
-            (d / "config.json").write_text(
-                json.dumps({"encoder": encoder, **({"precision": precision} if precision else {})})
-            )
-        d = _fake_run(runs / "bf16", "reach-v3", "mmae_rgbs", seed, 0.2)
-        (d / "config.json").write_text(json.dumps({"encoder": "mmae_rgbs", "precision": "bf16"}))
+        _precision_run(runs / "fp32", "state", seed, 0.5 + 0.1 * seed, "fp32")
+        _precision_run(runs / "bf16", "state", seed, 0.4 + 0.1 * seed, "bf16")
+        _precision_run(runs / "old", "mmae_rgb", seed, 0.3, None)
+        _precision_run(runs / "bf16", "mmae_rgbs", seed, 0.2, "bf16")
+        _precision_run(runs / "gaze-fp32", "gaze", seed, 0.4 + 0.1 * seed, "fp32")
+        _precision_run(runs / "gaze-disc", "gaze", seed, 0.1 + 0.1 * seed, "bf16", gaze_return_discount=0.99)
+    for seed in range(2):  # gaze's reference is bf16: 5 of its 8 runs
+        _precision_run(runs / "gaze-bf16", "gaze", seed, 0.1 + 0.1 * seed, "bf16")
     loaded = load_runs([runs])
     with pytest.raises(ValueError, match="both state on reach-v3, seed 0"):
         check_distinct(loaded)  # as one row, each seed would count twice
-    split_mixed_precision(loaded)
+    notes = split_mixed_precision(loaded)
     check_distinct(loaded)
-    assert {r["encoder"] for r in loaded} == {"state", "state [precision=bf16]", "mmae_rgb", "mmae_rgbs"}
-    line = next(line for line in variant_table(loaded).splitlines() if "precision=bf16" in line)
-    assert line.startswith("| State (sanity check): precision=bf16 | reach-v3 | 3 / 3 | 0.60 / 0.50 | -0.10 [")
-    variant = [{"task": "t", "encoder": "mmae_rgbs [mmae_features=raw]", "precision": p} for p in ("fp32", "bf16")]
-    split_mixed_precision(variant)  # a variant row's settings and the precision share one bracket
-    assert [r["encoder"] for r in variant] == [
-        "mmae_rgbs [mmae_features=raw]",
-        "mmae_rgbs [mmae_features=raw, precision=bf16]",
+    assert {r["encoder"] for r in loaded} == {
+        "state",
+        "state [precision=bf16]",
+        "mmae_rgb",
+        "mmae_rgbs",
+        "gaze",
+        "gaze [precision=fp32]",
+        "gaze [gaze_return_discount=0.99]",
+    }
+    rest = "run(s); {} is the reference, the others are rows marked precision=<p>"
+    assert notes == [
+        "reach-v3, Gaze on the Prize: 5 bf16, 3 fp32 " + rest.format("bf16"),
+        "reach-v3, State (sanity check): 3 fp32, 3 bf16 " + rest.format("fp32"),
     ]
+    table = variant_table(loaded).splitlines()
+    state = "| State (sanity check): precision=bf16 | reach-v3 | 3 / 3 | 0.60 / 0.50 | -0.10 ["
+    discount = [line for line in table if "gaze_return_discount=0.99 |" in line]  # against gaze's 2 bf16 runs alone
+    fp32 = "| Gaze on the Prize: precision=fp32 | reach-v3 | 2 / 3 | 0.15 / 0.50 |"
+    assert any(line.startswith(state) for line in table) and any(line.startswith(fp32) for line in table)
+    assert len(discount) == 1
+    assert discount[0].startswith("| Gaze on the Prize: gaze_return_discount=0.99 | reach-v3 | 2 / 3 | 0.15 / 0.20 |")
     report = write_report(
         ReportConfig(roots=str(runs), out=str(tmp_path / "report"), pictures_root=str(tmp_path), reps=200)
     ).read_text()
-    assert "| State (sanity check): precision=bf16 | reach-v3 |" in report
+    assert state in report and "kept apart:\n\n- reach-v3, Gaze on the Prize: 5 bf16" in report
 
 
 def test_an_ablation_gives_no_verdict_on_unfinished_runs_no_spread_or_evaluations_at_other_steps(tmp_path):

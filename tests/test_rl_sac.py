@@ -155,6 +155,7 @@ def test_predicted_saliency_and_default_paths(tmp_path, pretrained, monkeypatch)
         used = record["inputs"]["saliency_model"]
         assert (used["path"], used["sha256"]) == (str(student.resolve()), file_sha256(student))
         assert used["chosen_by"] == "default (the task's student)"
+        assert used["precision"] == config["precision"] == "fp32"  # the one it ran in (conftest: auto is fp32)
 
 
 def test_a_missing_student_falls_back_to_picanet_and_says_so(tmp_path, pretrained, monkeypatch, capsys):
@@ -168,6 +169,7 @@ def test_a_missing_student_falls_back_to_picanet_and_says_so(tmp_path, pretraine
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("saliency model:")]
     why = "default (no runs/saliency/reach-v3/student.pt, so the task's PiCANet"
     assert len(lines) == 1 and lines[0].startswith(f"saliency model: runs/saliency/reach-v3/best.pt ({why}")
+    assert lines[0].endswith("), fp32")  # the precision the model runs in
     for name in ("config.json", "summary.json"):
         used = json.loads((run_dir / name).read_text())["inputs"]["saliency_model"]
         assert used["path"] == str(best.resolve()) and used["chosen_by"].startswith(why)
