@@ -740,7 +740,7 @@ class Planner:
             all(dst.exists() for _, dst in probe_copies(self.f, task)),  # and marked: kept files lost are kept again
             marker=True,
             action=lambda: keep_probes(self.f, task),
-            note=f"copy runs/mmae/*/{task}/probe_*.json -> {cfg.results}/mmae/*/{task}/",
+            note=f"copy runs/mmae/*/{task}/probe_*.json and runs/saliency/{task}/eval/ -> {cfg.results}/",
             kept=cfg.results,
         )
 
@@ -974,10 +974,16 @@ def pretrain_epochs(images: int, frames: int, val_fraction: float = 0.05) -> int
     return math.ceil(images / (frames * (1 - val_fraction)))
 
 
+#: what a task's preparation leaves that its results keep (globs under the root's runs/): its MultiMAEs' probes and
+#: its saliency student's evaluation against the oracle maps (metrics and the Fig. 7 picture the report shows)
+KEPT_PREPARATION = ("mmae/*/{task}/probe_*.json", "saliency/{task}/eval/metrics.json", "saliency/{task}/eval/fig7.png")
+
+
 def probe_copies(folder: Folder, task: str) -> list[tuple[Path, Path]]:
-    """(probe result under the root, where it is kept) of the task's probes."""
+    """(file under the root, where it is kept) of the task's probes and saliency evaluation (KEPT_PREPARATION)."""
     runs = folder.root / "runs"
-    return [(src, folder.results / src.relative_to(runs)) for src in sorted(runs.glob(f"mmae/*/{task}/probe_*.json"))]
+    found = [src for pattern in KEPT_PREPARATION for src in sorted(runs.glob(pattern.format(task=task)))]
+    return [(src, folder.results / src.relative_to(runs)) for src in found]
 
 
 def keep_probes(folder: Folder, task: str) -> list[Path]:

@@ -426,9 +426,17 @@ def test_a_steps_wall_time_adds_up_over_the_invocations_that_ran_it(tmp_path, mo
             raise RuntimeError("session ended")
     folder.mark(key)
     assert folder.state["done"][key]["seconds"] == 165.0
-    table.keep_probes(folder, "reach-v3")
+    evaluation = folder.root / "runs/saliency/reach-v3/eval"
+    evaluation.mkdir(parents=True)
+    (evaluation / "metrics.json").write_text('{"kind": "student", "metrics": {"max_f": 0.85}}')
+    (evaluation / "fig7.png").write_bytes(b"png")
+    kept = table.keep_probes(folder, "reach-v3")
     stages = json.loads((Path(folder.results) / "reach-v3" / "stages.json").read_text())
     assert stages["wall_seconds"] == {"pretrain.multimae rgbs": 165.0} and stages["task"] == "reach-v3"
+    # the student's evaluation is kept where the report finds its Fig. 7 (saliency/**/fig7*.png below the results)
+    saved = Path(folder.results) / "saliency/reach-v3/eval"
+    assert json.loads((saved / "metrics.json").read_text())["metrics"]["max_f"] == 0.85
+    assert (saved / "fig7.png").read_bytes() == b"png" and {saved / "metrics.json", saved / "fig7.png"} <= set(kept)
 
 
 def test_a_failed_step_stops_the_run_and_is_not_recorded(tmp_path, monkeypatch):
