@@ -210,7 +210,7 @@ def split_mixed_precision(runs: list[dict]) -> list[str]:
     outside its reference precision (the one most of its runs used; fp32 on a tie) gain a "precision=<p>" setting,
     e.g. "state [precision=bf16]", in every row of that encoder there: no mean pools the two unnoticed, the ablation
     table compares them with the reference's runs, and each other setting against the default of its own precision
-    (`default_row`). Returns one line per split for the report."""
+    (`default_row`). Returns one line per split for the report; splitting split runs again changes nothing."""
     cells: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for r in runs:
         r.setdefault("precision", REFERENCE_PRECISION)
@@ -223,9 +223,8 @@ def split_mixed_precision(runs: list[dict]) -> list[str]:
         reference = max(counts, key=lambda p: (counts[p], p == REFERENCE_PRECISION))
         for r in rs:
             if r["precision"] != reference:
-                r["encoder"] = with_settings(
-                    r["encoder"].partition(" ")[0], [*settings_of(r["encoder"]), f"precision={r['precision']}"]
-                )
+                settings = [x for x in settings_of(r["encoder"]) if not x.startswith("precision=")]
+                r["encoder"] = with_settings(r["encoder"].partition(" ")[0], [*settings, f"precision={r['precision']}"])
         notes.append(
             f"{task}, {_label(encoder)}: "
             + ", ".join(f"{n} {p}" for p, n in sorted(counts.items(), key=lambda pn: (-pn[1], pn[0] != reference)))
@@ -246,9 +245,10 @@ def _run_config(run_dir: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def load_runs(roots: list[Path]) -> list[dict]:
-    """Every finished run: its summary.json plus the eval curve from eval.csv; a diverged run counted as success 0
-    from the step it diverged (`count_diverged`)."""
+def load_runs(roots: list[Path], running: Sequence[dict] = ()) -> list[dict]:
+    """Every finished run: its summary.json plus the eval curve from eval.csv, its row split by precision where its
+    encoder has runs of both on its task among these and `running` (`split_mixed_precision`); then a diverged run
+    counted as success 0 from the step it diverged (`count_diverged`, which reads the budget of its row)."""
     runs = []
     for root in roots:
         for summary in sorted(root.glob("**/summary.json")):
@@ -260,6 +260,7 @@ def load_runs(roots: list[Path]) -> list[dict]:
             run["return_curve"] = _read_curve(summary.parent / "eval.csv", "return_mean")
             run["config"] = config
             runs.append(run)
+    split_mixed_precision([*runs, *running])
     for run in runs:
         if outcome.divergence(run):
             count_diverged(run, runs)
@@ -998,8 +999,9 @@ def write_report(cfg: ReportConfig) -> Path:
             f"no such folder: {', '.join(missing)}; give the folders holding the run folders "
             "(e.g. `python -m pipeline.report results/cpu-table` or `runs/sac`)"
         )
-    runs, running = load_runs(roots), load_running(roots)
-    precision_splits = split_mixed_precision(runs + running)
+    running = load_running(roots)
+    runs = load_runs(roots, running)
+    precision_splits = split_mixed_precision(runs + running)  # the notes of the split load_runs made
     check_distinct(runs + running)
     if not runs and not running:
         raise FileNotFoundError(

@@ -417,10 +417,9 @@ def test_an_encoder_of_mixed_precisions_is_split_and_each_setting_compared_withi
         _precision_run(runs / "gaze-disc", "gaze", seed, 0.1 + 0.1 * seed, "bf16", gaze_return_discount=0.99)
     for seed in range(2):  # gaze's reference is bf16: 5 of its 8 runs
         _precision_run(runs / "gaze-bf16", "gaze", seed, 0.1 + 0.1 * seed, "bf16")
-    loaded = load_runs([runs])
-    with pytest.raises(ValueError, match="both state on reach-v3, seed 0"):
-        check_distinct(loaded)  # as one row, each seed would count twice
-    notes = split_mixed_precision(loaded)
+    loaded = load_runs([runs])  # split as it loads: as one row, each seed would count twice
+    check_distinct(loaded)
+    notes = split_mixed_precision(loaded)  # again: the same rows, and the report's notes
     check_distinct(loaded)
     assert {r["encoder"] for r in loaded} == {
         "state",
@@ -447,6 +446,16 @@ def test_an_encoder_of_mixed_precisions_is_split_and_each_setting_compared_withi
         ReportConfig(roots=str(runs), out=str(tmp_path / "report"), pictures_root=str(tmp_path), reps=200)
     ).read_text()
     assert state in report and "kept apart:\n\n- reach-v3, Gaze on the Prize: 5 bf16" in report
+    # a diverged bf16 run is counted at its own row's budget (500 steps), not at the fp32 row's (1,000)
+    other = tmp_path / "diverged"
+    for seed in range(2):
+        _precision_run(other, "state", seed, 0.5, "fp32")
+    broken = _fake_run(other / "short", "reach-v3", "state", 0, 0.0, steps=500)
+    summary = json.loads((broken / "summary.json").read_text())
+    (broken / "summary.json").write_text(json.dumps({**summary, "precision": "bf16", "diverged": {"step": 300}}))
+    (broken / "config.json").write_text(json.dumps({"encoder": "state", "precision": "bf16", "steps": 500}))
+    (counted,) = [r for r in load_runs([other]) if r["dir"] == broken]
+    assert counted["encoder"] == "state [precision=bf16]" and counted["steps"] == 500
 
 
 def test_an_ablation_gives_no_verdict_on_unfinished_runs_no_spread_or_evaluations_at_other_steps(tmp_path):
