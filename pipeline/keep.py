@@ -23,6 +23,7 @@ from pathlib import Path
 
 from common.cli import flat_dict, option, run_command
 from common.io import atomic_write_bytes
+from rl.provenance import INPUTS_KEY
 
 RUN_FILES = ("config.json", "summary.json", "eval.csv")
 #: where pretrain.probe writes its results below a run root (what pipeline.report reads as probes)
@@ -82,9 +83,10 @@ def sac_defaults() -> dict:
 
 
 def same_settings(kept: bytes, payload: bytes) -> bool:
-    """True if two config.json files differ at most in PROVENANCE_KEYS and in settings the newer adds at their
+    """True if two config.json files differ at most in PROVENANCE_KEYS, in settings the newer adds at their
     default (code that resumed the run added the option; its default is the behaviour before it, as rl.sac's
-    resume check assumes), the newer not naming uncommitted code."""
+    resume check assumes) and in what the newer's inputs record adds about the same files (`as_recorded_then`),
+    the newer not naming uncommitted code."""
     try:
         old, new = json.loads(kept), json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError):
@@ -97,7 +99,20 @@ def same_settings(kept: bytes, payload: bytes) -> bool:
         if any(k not in defaults or new[k] != defaults[k] for k in added):
             return False
     settings = lambda c: {k: v for k, v in c.items() if k not in PROVENANCE_KEYS | added}  # noqa: E731
+    if INPUTS_KEY in new:
+        new = {**new, INPUTS_KEY: as_recorded_then(old.get(INPUTS_KEY), new[INPUTS_KEY])}
     return settings(old) == settings(new)
+
+
+def as_recorded_then(old: object, new: object) -> object:
+    """`new`'s inputs record less the keys each file's record gained since `old` (newer code describes the same
+    files more fully, e.g. the saliency model's precision); the files themselves (path, sha256) still compare."""
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return new
+    return {
+        k: {f: v[f] for f in v if f in old[k]} if isinstance(v, dict) and isinstance(old.get(k), dict) else v
+        for k, v in new.items()
+    }
 
 
 def checked_payload(src: Path, dst: Path, provisional: bool = False) -> bytes | None:

@@ -207,10 +207,11 @@ REFERENCE_PRECISION = "fp32"
 
 def split_mixed_precision(runs: list[dict]) -> list[str]:
     """Where one encoder on one task holds runs of both precisions (config.json records the resolved one), the runs
-    outside its reference precision (the one most of its runs used; fp32 on a tie) gain a "precision=<p>" setting,
-    e.g. "state [precision=bf16]", in every row of that encoder there: no mean pools the two unnoticed, the ablation
-    table compares them with the reference's runs, and each other setting against the default of its own precision
-    (`default_row`). Returns one line per split for the report; splitting split runs again changes nothing."""
+    outside its reference precision gain a "precision=<p>" setting, e.g. "state [precision=bf16]", in every row of
+    that encoder there: no mean pools the two unnoticed, the ablation table compares them with the reference's runs,
+    and each other setting against the default of its own precision (`default_row`). The reference is the precision
+    most of its default-settings runs used (all its runs' when it has none; fp32 on a tie), so Table I's plain row
+    stays whole. Returns one line per split for the report; splitting split runs again changes nothing."""
     cells: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for r in runs:
         r.setdefault("precision", REFERENCE_PRECISION)
@@ -220,7 +221,12 @@ def split_mixed_precision(runs: list[dict]) -> list[str]:
         counts = Counter(r["precision"] for r in rs)
         if len(counts) < 2:
             continue
-        reference = max(counts, key=lambda p: (counts[p], p == REFERENCE_PRECISION))
+        # the reference is decided by the encoder's default-settings runs where it has any: the plain row (Table I's)
+        plain = Counter(
+            r["precision"] for r in rs if not [x for x in settings_of(r["encoder"]) if "precision=" not in x]
+        )
+        votes = plain or counts
+        reference = max(votes, key=lambda p: (votes[p], p == REFERENCE_PRECISION))
         for r in rs:
             if r["precision"] != reference:
                 settings = [x for x in settings_of(r["encoder"]) if not x.startswith("precision=")]
@@ -228,7 +234,8 @@ def split_mixed_precision(runs: list[dict]) -> list[str]:
         notes.append(
             f"{task}, {_label(encoder)}: "
             + ", ".join(f"{n} {p}" for p, n in sorted(counts.items(), key=lambda pn: (-pn[1], pn[0] != reference)))
-            + f" run(s); {reference} is the reference, the others are rows marked precision=<p>"
+            + f" run(s); {reference} (most of its default-settings runs) is the reference, the others are rows marked "
+            "precision=<p>"
         )
     return notes
 
@@ -708,10 +715,13 @@ def variant_table(runs: list[dict], running: Sequence[dict] = ()) -> str:
         f"last {LAST_EVALS} [95 % Welch t-CI] | Verdict | Seeds per arm for that difference |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    missing = []  # variant rows whose default row has no runs in their precision, where other runs of theirs exist
     for row in sorted({r["encoder"] for r in runs if " [" in r["encoder"]}, key=_encoder_key):
         default = default_row(row)
         for task in tasks:
             base, changed = by.get((default, task), []), by.get((row, task), [])
+            if changed and not base and by.get((row.partition(" ")[0], task)):
+                missing.append(f"{_label(row)} on {task}: no {default} runs to compare it with")
             if not base or not changed:
                 continue
             pending = unfinished[(default, task)] + unfinished[(row, task)]
@@ -749,7 +759,8 @@ def variant_table(runs: list[dict], running: Sequence[dict] = ()) -> str:
             setting = ", ".join(x for x in settings_of(row) if x not in settings_of(default))
             count = f"{len(base)} / {len(changed)}" + (f" (+{pending} unfinished)" if pending else "")
             lines.append(f"| {_label(default)}: {setting} | {task} | {count} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) if len(lines) > 2 else ""
+    table = "\n".join(lines) if len(lines) > 2 else ""
+    return "\n".join([table, *(f"- not compared: {m}" for m in missing)]).strip()
 
 
 def progress_table(running: list[dict]) -> str:

@@ -415,7 +415,7 @@ def test_an_encoder_of_mixed_precisions_is_split_and_each_setting_compared_withi
         _precision_run(runs / "bf16", "mmae_rgbs", seed, 0.2, "bf16")
         _precision_run(runs / "gaze-fp32", "gaze", seed, 0.4 + 0.1 * seed, "fp32")
         _precision_run(runs / "gaze-disc", "gaze", seed, 0.1 + 0.1 * seed, "bf16", gaze_return_discount=0.99)
-    for seed in range(2):  # gaze's reference is bf16: 5 of its 8 runs
+    for seed in range(2):  # gaze's default runs: 3 fp32, 2 bf16, so fp32 is its reference, though 5 of 8 runs are bf16
         _precision_run(runs / "gaze-bf16", "gaze", seed, 0.1 + 0.1 * seed, "bf16")
     loaded = load_runs([runs])  # split as it loads: as one row, each seed would count twice
     check_distinct(loaded)
@@ -427,25 +427,40 @@ def test_an_encoder_of_mixed_precisions_is_split_and_each_setting_compared_withi
         "mmae_rgb",
         "mmae_rgbs",
         "gaze",
-        "gaze [precision=fp32]",
-        "gaze [gaze_return_discount=0.99]",
+        "gaze [precision=bf16]",
+        "gaze [gaze_return_discount=0.99, precision=bf16]",
     }
-    rest = "run(s); {} is the reference, the others are rows marked precision=<p>"
+    rest = "run(s); {} (most of its default-settings runs) is the reference, the others are rows marked precision=<p>"
     assert notes == [
-        "reach-v3, Gaze on the Prize: 5 bf16, 3 fp32 " + rest.format("bf16"),
+        "reach-v3, Gaze on the Prize: 5 bf16, 3 fp32 " + rest.format("fp32"),
         "reach-v3, State (sanity check): 3 fp32, 3 bf16 " + rest.format("fp32"),
     ]
     table = variant_table(loaded).splitlines()
     state = "| State (sanity check): precision=bf16 | reach-v3 | 3 / 3 | 0.60 / 0.50 | -0.10 ["
     discount = [line for line in table if "gaze_return_discount=0.99 |" in line]  # against gaze's 2 bf16 runs alone
-    fp32 = "| Gaze on the Prize: precision=fp32 | reach-v3 | 2 / 3 | 0.15 / 0.50 |"
-    assert any(line.startswith(state) for line in table) and any(line.startswith(fp32) for line in table)
+    bf16 = "| Gaze on the Prize: precision=bf16 | reach-v3 | 3 / 2 | 0.50 / 0.15 |"
+    assert any(line.startswith(state) for line in table) and any(line.startswith(bf16) for line in table)
     assert len(discount) == 1
-    assert discount[0].startswith("| Gaze on the Prize: gaze_return_discount=0.99 | reach-v3 | 2 / 3 | 0.15 / 0.20 |")
+    assert discount[0].startswith(
+        "| Gaze on the Prize [precision=bf16]: gaze_return_discount=0.99 | reach-v3 | 2 / 3 | 0.15 / 0.20 |"
+    )
     report = write_report(
         ReportConfig(roots=str(runs), out=str(tmp_path / "report"), pictures_root=str(tmp_path), reps=200)
     ).read_text()
     assert state in report and "kept apart:\n\n- reach-v3, Gaze on the Prize: 5 bf16" in report
+    # the reference is the plain row's precision, however many variant runs the other has; a variant whose own
+    # precision has no default runs is named, not dropped
+    mixed = tmp_path / "mixed"
+    for seed in range(4):
+        _precision_run(mixed / "raw", "mmae_rgbs", seed, 0.5, "fp32", mmae_features="raw")
+    for seed in range(3):
+        _precision_run(mixed / "plain", "mmae_rgbs", seed, 0.4, "bf16")
+    rows = {r["encoder"] for r in load_runs([mixed])}
+    assert rows == {"mmae_rgbs", "mmae_rgbs [mmae_features=raw, precision=fp32]"}
+    assert variant_table(load_runs([mixed])) == (
+        "- not compared: MMAE RGB+Saliency (ViSaRL) [mmae_features=raw, precision=fp32] on reach-v3: no "
+        "mmae_rgbs [precision=fp32] runs to compare it with"
+    )
     # a diverged bf16 run is counted at its own row's budget (500 steps), not at the fp32 row's (1,000)
     other = tmp_path / "diverged"
     for seed in range(2):

@@ -162,6 +162,32 @@ def test_a_run_resumed_by_code_that_added_a_setting_at_its_default_is_kept_again
     assert json.loads(kept.read_text())["gaze_return_discount"] == default
 
 
+def test_a_run_resumed_by_code_that_records_its_inputs_more_fully_is_kept_again(tmp_path):
+    """Newer code records more about the same files (the saliency model's precision): the run is the same
+    experiment; another file (path or sha256) is not."""
+    source, out = tmp_path / "runs_here", tmp_path / "results" / "exp"
+    running = _sac_run(source, "mmae_rgbs", 0, [0.2], finished=False)
+    config = running / "config.json"
+    student = {"path": "/x/student.pt", "sha256": "ab" * 32, "chosen_by": "default (the task's student)"}
+    older = {**json.loads(config.read_text()), "code_version": "aaaaaaa"}
+    older["inputs"] = {"frozen_encoder": None, "saliency_model": student}
+    config.write_text(json.dumps(older))
+    keep(KeepConfig(source=str(source), out=str(out)))
+    kept = out / "runs/sac/reach-v3/mmae_rgbs/seed0/config.json"
+    fuller = {
+        **older,
+        "code_version": "bbbbbbb",
+        "inputs": {**older["inputs"], "saliency_model": {**student, "precision": "bf16"}},
+    }
+    config.write_text(json.dumps(fuller))
+    assert keep(KeepConfig(source=str(source), out=str(out))) == [kept]
+    assert json.loads(kept.read_text())["inputs"]["saliency_model"]["precision"] == "bf16"
+    other = {**fuller, "inputs": {**older["inputs"], "saliency_model": {**student, "sha256": "cd" * 32}}}
+    config.write_text(json.dumps(other))
+    with pytest.raises(ValueError, match="already holds a different result"):
+        keep(KeepConfig(source=str(source), out=str(out)))
+
+
 def _quote(args: str, lines: list[str]) -> str:
     return "\n".join([f"<!-- quoted from `python -m pipeline.report {args}` -->", *lines, "<!-- end of quote -->"])
 
