@@ -227,7 +227,15 @@ def make_observer(loaded: LoadedAgent, saliency: bool = False):
 
     keys = tuple(dict.fromkeys((*loaded.encoder.obs_keys, *(("saliency",) if saliency else ()))))
     device = next(loaded.agent.parameters()).device
-    return Observer(keys, [loaded.encoder if loaded.encoder.frozen else None], loaded.cfg, device, 1)
+    frozen = [loaded.encoder if loaded.encoder.frozen else None]
+    return Observer(keys, frozen, loaded.cfg, device, 1, saliency_precision(loaded))
+
+
+def saliency_precision(loaded: LoadedAgent) -> str:
+    """The precision the run's saliency model ran in, so evaluation sees the maps training saw: as its inputs
+    record says, else (runs recorded before it) the run's own, which the model followed then."""
+    record = (loaded.recorded_inputs or {}).get("saliency_model") or {}
+    return record.get("precision") or getattr(loaded.cfg, "precision", "fp32")
 
 
 def episode_seed_base(cfg: Any, seed: int | None) -> int:

@@ -314,3 +314,18 @@ def test_report_clips_gathers_one_clip_per_task_and_encoder(cnn_run: Path, tmp_p
 
     with Image.open(clips[("reach-v3", "cnn_rgb")]) as im:
         assert (im.n_frames, im.size) == (15, (192, 192))  # 30-step episodes, every 2nd step, 3x
+
+
+def test_evaluation_runs_the_saliency_model_in_the_precision_training_recorded():
+    """Evaluation sees the maps training saw: the saliency model's recorded precision (PiCANet on CUDA keeps fp32 in
+    a bf16 pack), else, for runs recorded before it, the run's own precision, which the model followed then."""
+    from types import SimpleNamespace
+
+    from rl.evaluate import saliency_precision
+
+    def loaded(record):
+        return SimpleNamespace(cfg=SimpleNamespace(precision="bf16"), recorded_inputs=record)
+
+    assert saliency_precision(loaded({"saliency_model": {"path": "best.pt", "precision": "fp32"}})) == "fp32"
+    assert saliency_precision(loaded({"saliency_model": {"path": "student.pt"}})) == "bf16"
+    assert saliency_precision(loaded({"saliency_model": None})) == saliency_precision(loaded(None)) == "bf16"
