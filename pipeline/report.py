@@ -197,8 +197,12 @@ def with_settings(encoder: str, settings: Sequence[str]) -> str:
 
 
 def settings_of(row: str) -> list[str]:
-    encoder, _, rest = row.partition(" ")
+    rest = row.partition(" ")[2]
     return rest.strip("[]").split(", ") if rest else []
+
+
+def settings_but_precision(row: str) -> list[str]:
+    return [x for x in settings_of(row) if not x.startswith("precision=")]
 
 
 #: runs recorded before precision existed ran in it; it is the reference of a tie
@@ -222,15 +226,13 @@ def split_mixed_precision(runs: list[dict]) -> list[str]:
         if len(counts) < 2:
             continue
         # the reference is decided by the encoder's default-settings runs where it has any: the plain row (Table I's)
-        plain = Counter(
-            r["precision"] for r in rs if not [x for x in settings_of(r["encoder"]) if "precision=" not in x]
-        )
+        plain = Counter(r["precision"] for r in rs if not settings_but_precision(r["encoder"]))
         votes = plain or counts
         reference = max(votes, key=lambda p: (votes[p], p == REFERENCE_PRECISION))
         for r in rs:
             if r["precision"] != reference:
-                settings = [x for x in settings_of(r["encoder"]) if not x.startswith("precision=")]
-                r["encoder"] = with_settings(r["encoder"].partition(" ")[0], [*settings, f"precision={r['precision']}"])
+                settings = [*settings_but_precision(r["encoder"]), f"precision={r['precision']}"]
+                r["encoder"] = with_settings(r["encoder"].partition(" ")[0], settings)
         notes.append(
             f"{task}, {_label(encoder)}: "
             + ", ".join(f"{n} {p}" for p, n in sorted(counts.items(), key=lambda pn: (-pn[1], pn[0] != reference)))
@@ -244,7 +246,7 @@ def default_row(row: str) -> str:
     """What a variant row is compared against: its encoder at the defaults in the row's own precision; a row that
     differs in precision alone is compared against the reference precision's."""
     precision = [s for s in settings_of(row) if s.startswith("precision=")]
-    return with_settings(row.partition(" ")[0], precision if precision != settings_of(row) else [])
+    return with_settings(row.partition(" ")[0], precision if settings_but_precision(row) else [])
 
 
 def _run_config(run_dir: Path) -> dict:
