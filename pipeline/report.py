@@ -249,6 +249,23 @@ def default_row(row: str) -> str:
     return with_settings(row.partition(" ")[0], precision if settings_but_precision(row) else [])
 
 
+def precision_mix_note(runs: list[dict]) -> str:
+    """A line naming each precision's (task, row) cells when the rows these tables pool across tasks or compare with
+    each other ran in more than one precision (rows already marked precision=<p> are named by their own title), else
+    "": an aggregate over tasks, or a gap between two rows, would otherwise mix bf16 and fp32 unnoticed."""
+    cells: dict[str, set[str]] = defaultdict(set)
+    for r in runs:
+        if not any(s.startswith("precision=") for s in settings_of(r["encoder"])):
+            cells[r.get("precision", REFERENCE_PRECISION)].add(f"{r['task']} {_label(r['encoder'])}")
+    if len(cells) < 2:
+        return ""
+    return (
+        "These rows ran in different precisions, so the aggregates and gaps below mix them: "
+        + "; ".join(f"{p}: {', '.join(sorted(c))}" for p, c in sorted(cells.items()))
+        + "."
+    )
+
+
 def _run_config(run_dir: Path) -> dict:
     path = run_dir / "config.json"
     return json.loads(path.read_text()) if path.exists() else {}
@@ -952,6 +969,7 @@ def statistics_sections(runs: list[dict], running: list[dict], out: Path, cfg: R
             "Interquartile mean (IQM: the mean of the middle 50 % of all runs' final success, over tasks and "
             "seeds) and mean, with stratified bootstrap 95 % CIs (rliable, "
             f"{cfg.reps:,} resamples of the runs within each task; Agarwal et al., 2021).\n",
+            (precision_mix_note(runs) + "\n").lstrip(),
             aggregate_table(runs, cfg.reps, cfg.seed) + "\n",
             f"![performance profiles]({profile.relative_to(out)})\n" if profile else "",
         ]

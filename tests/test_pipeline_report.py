@@ -564,3 +564,29 @@ def test_a_diverged_run_counts_as_success_0_from_the_step_it_diverged(tmp_path):
         "| reach-v3 | MMAE RGB+Saliency (ViSaRL) [mmae_features=raw] | 2 | 500 | non-finite action at step 600 | 500 |"
         in report
     )
+
+
+def test_rows_pooled_or_compared_across_precisions_are_named(tmp_path):
+    """An aggregate over tasks whose plain rows ran in different precisions (no task holds both, so nothing is split)
+    says which cells ran in which; one precision throughout says nothing; split rows are named by their own title."""
+    from pipeline.report import precision_mix_note
+
+    runs = tmp_path / "sac"
+    for seed in range(2):
+        d = _fake_run(runs / "a", "drawer-open-v3", "state", seed, 0.5)
+        (d / "config.json").write_text(json.dumps({"encoder": "state", "precision": "bf16"}))
+        summary = json.loads((d / "summary.json").read_text())
+        (d / "summary.json").write_text(json.dumps({**summary, "precision": "bf16"}))
+        _precision_run(runs / "b", "state", seed, 0.6, "fp32")
+    loaded = load_runs([runs])
+    assert {r["encoder"] for r in loaded} == {"state"}
+    note = precision_mix_note(loaded)
+    assert note.endswith("bf16: drawer-open-v3 State (sanity check); fp32: reach-v3 State (sanity check).")
+    report = write_report(
+        ReportConfig(roots=str(runs), out=str(tmp_path / "report"), pictures_root=str(tmp_path), reps=200)
+    ).read_text()
+    assert note in report
+    assert precision_mix_note([r for r in loaded if r["task"] == "reach-v3"]) == ""
+    for seed in range(2):
+        _precision_run(runs / "c", "state", seed, 0.4, "bf16")  # now reach-v3 holds both: its bf16 runs are split
+    assert "reach-v3" not in precision_mix_note(load_runs([runs])).split("bf16: ")[1].split(";")[0]
