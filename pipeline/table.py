@@ -4,7 +4,7 @@ the four-task Table I experiment on a CPU (issue #30), one resumable command.
 Phases, in this order (`--phase all`), each ending in a table kept under `results/cpu-table/`:
 
 - **A** reach-v3: frames, oracle annotations, PiCANet + student, labels, both MultiMAEs and their
-  probes, then state / mmae_rgb / mmae_rgbs_po / mmae_rgbs x 10 seeds at 100k steps.
+  probes, then state / mmae_rgb / mmae_rgbs_po / mmae_rgbs x 3, then 10 seeds at 100k steps.
 - **B** drawer-open-v3, faucet-open-v3, door-open-v3: the state pilot (1 seed, the table's SAC
   settings) in `--pilot-chunk` steps until the budget rule (`choose_budget`) decides each task's step
   budget; their frames, saliency, MultiMAEs and probes; then the mmae_rgbs pilot to that budget.
@@ -127,7 +127,7 @@ class TableConfig:
 
     phase: str = option(
         "all",
-        "phase to run: A (reach-v3, 10 seeds at 100k), B (the other tasks' pilots and preparation), C (their table rows, 3 then 5 seeds), D (cnn_rgb, cnn_rgbs, gaze, then mmae_rgbs_grid2 on faucet-open and door-open), E (more seeds), or all (A to E in order)",
+        "phase to run: A (reach-v3, 3 then 10 seeds at 100k), B (the other tasks' pilots and preparation), C (their table rows, 3 then 5 seeds), D (cnn_rgb, cnn_rgbs, gaze, then mmae_rgbs_grid2 on faucet-open and door-open), E (more seeds), or all (A to E in order)",
         choices=[*PHASES, "all"],
     )
     root: str = option(
@@ -193,7 +193,10 @@ class TableConfig:
     parallel: int = option(2, "SAC packs at once (rl.grid --parallel; one per core)")
     reach_steps: int = option(100_000, "phase A's step budget on reach-v3 (it learns there)")
     reach_seeds: int = option(10, "phase A's seeds per row")
-    first_seeds: int = option(3, "phase C's first seeds per row (the four-task aggregate)")
+    first_seeds: int = option(
+        3,
+        "the first seeds per row of phases A and C, kept before the rest start (a first reach table; the four-task aggregate)",
+    )
     more_seeds: int = option(5, "phase C's seeds per row after the first ones")
     max_seeds: int = option(10, "phase E's seeds per row")
     extra_tasks: str = option("faucet-open-v3,door-open-v3", "phase D's tasks (the paper's largest gaps)")
@@ -597,7 +600,7 @@ class Planner:
     # -- the phases ------------------------------------------------------------------------------
     def phase_a(self) -> None:
         self.prepare(REACH)
-        self.table([REACH], TABLE_ROWS, range(self.cfg.reach_seeds))
+        self.waves([REACH], min(self.cfg.first_seeds, self.cfg.reach_seeds), self.cfg.reach_seeds)
 
     def phase_b(self) -> None:
         tasks = list(PAPER_TASKS[1:])
@@ -633,7 +636,12 @@ class Planner:
 
     def phase_c(self) -> None:
         tasks = list(PAPER_TASKS[1:])
-        for n in dict.fromkeys((self.cfg.first_seeds, self.cfg.more_seeds)):
+        self.waves(tasks, self.cfg.first_seeds, self.cfg.more_seeds)
+
+    def waves(self, tasks: Sequence[str], *seed_counts: int) -> None:
+        """The table rows on `tasks` with seeds 0..n-1 for each n of `seed_counts` in turn, each wave kept before the
+        next starts: every row's first seeds give a table while the rest run (rl.grid skips the finished ones)."""
+        for n in dict.fromkeys(seed_counts):
             self.table(tasks, TABLE_ROWS, range(n))
 
     def phase_d(self) -> None:
@@ -1280,7 +1288,11 @@ def status_text(cfg: TableConfig) -> str:
                 for row in s.wave[1]:
                     waves.setdefault((task, row), []).append(s)
     for (task, row), mine in waves.items():
-        _, _, seeds, budget = next((s for s in mine if not s.done), mine[-1]).wave
+        # the first wave whose runs of this row are not all finished (its grid may wait on the other rows)
+        _, _, seeds, budget = next(
+            (s.wave for s in mine if not folder.finished([table_dir(task, row, k) for k in s.wave[2]], s.wave[3])),
+            mine[-1].wave,
+        )
         runs = [folder.run_steps(table_dir(task, row, k)) for k in seeds]
         done = [k for k in seeds if folder.finished([table_dir(task, row, k)], budget)]
         summaries = [outcome.read_summary(folder.root / table_dir(task, row, k)) or {} for k in done]

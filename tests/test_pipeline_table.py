@@ -122,10 +122,13 @@ def modules(steps) -> list[str]:
 # -- the plan ---------------------------------------------------------------------------------------------
 
 
-def test_phase_a_on_a_fresh_root_prepares_reach_then_trains_ten_seeds_in_two_calls_then_keeps_each_row(tmp_path):
+def test_phase_a_on_a_fresh_root_prepares_reach_then_keeps_three_then_ten_seeds_of_each_row(tmp_path):
+    """Each wave (3 seeds, then 10) trains in two calls, to 75k with short evaluations then to 100k with the final
+    one, and keeps each row before the next wave starts: a first table of every row while the rest run."""
     cfg = config(tmp_path, phase="A")
     steps = table.plan(cfg)
     assert not any(s.done for s in steps)
+    wave = ["rl.grid", "rl.grid", *["pipeline.keep"] * 4]
     assert modules(steps) == [
         "data.collect",
         "annotate_app.oracle",
@@ -140,9 +143,8 @@ def test_phase_a_on_a_fresh_root_prepares_reach_then_trains_ten_seeds_in_two_cal
         "pretrain.probe",
         "pretrain.probe",
         "(in process)",
-        "rl.grid",
-        "rl.grid",
-        *["pipeline.keep"] * 4,
+        *wave,
+        *wave,
     ]
     args = [dict(zip(s.argv[2::2], s.argv[3::2])) for s in steps]
     assert args[0]["--frames"] == "50000" and args[0]["--out"] == "shards/reach-v3"
@@ -153,24 +155,28 @@ def test_phase_a_on_a_fresh_root_prepares_reach_then_trains_ten_seeds_in_two_cal
         ("runs/mmae/rgbs/reach-v3/encoder.pt", "rgb"),
         ("runs/mmae/rgb/reach-v3/encoder.pt", ""),
     ]
-    first, last = steps[13].argv, steps[14].argv
-    for argv, until, episodes in ((first, "75000", 20), (last, "100000", 50)):
-        a = dict(zip(argv[2::2], argv[3::2]))
-        assert (a["--encoders"], a["--seeds"], a["--steps"], a["--sac-preset"]) == (
-            ",".join(ROWS),
-            "0,1,2,3,4,5,6,7,8,9",
-            until,
-            "paper",
-        )
-        extra = argv[-1].removeprefix("--extra=").split()
-        assert (
-            extra[extra.index("--eval-episodes") + 1] == str(episodes)
-            and extra[extra.index("--hidden-dim") + 1] == "1024"
-        )
-    keeps = steps[15:]
-    assert [s.argv[2] for s in keeps] == [f"runs/sac/reach-v3/{r}" for r in ROWS]
-    assert all(s.argv[4] == str(tmp_path / "results" / "reach-v3" / r) for s, r in zip(keeps, ROWS))
-    assert all(s.blocked for s in keeps)  # nothing to keep before the runs end
+    for start, seeds in ((13, "0,1,2"), (19, "0,1,2,3,4,5,6,7,8,9")):
+        first, last = steps[start].argv, steps[start + 1].argv
+        for argv, until, episodes in ((first, "75000", 20), (last, "100000", 50)):
+            a = dict(zip(argv[2::2], argv[3::2]))
+            assert (a["--encoders"], a["--seeds"], a["--steps"], a["--sac-preset"]) == (
+                ",".join(ROWS),
+                seeds,
+                until,
+                "paper",
+            )
+            extra = argv[-1].removeprefix("--extra=").split()
+            assert (
+                extra[extra.index("--eval-episodes") + 1] == str(episodes)
+                and extra[extra.index("--hidden-dim") + 1] == "1024"
+            )
+        keeps = steps[start + 2 : start + 6]
+        assert [s.argv[2] for s in keeps] == [f"runs/sac/reach-v3/{r}" for r in ROWS]
+        assert all(s.argv[4] == str(tmp_path / "results" / "reach-v3" / r) for s, r in zip(keeps, ROWS))
+        assert all(s.blocked for s in keeps)  # nothing to keep before the runs end
+    assert [s.key for s in steps[15:16] + steps[21:22]] == [
+        f"keep runs/sac/reach-v3/state ({n} runs) -> {tmp_path / 'results'}" for n in (3, 10)
+    ]
     assert not (tmp_path / "root").exists()  # planning writes nothing
 
 
@@ -246,11 +252,15 @@ def test_plan_skips_what_the_root_holds_and_resumes_the_rest(tmp_path):
                 root / table.table_dir("reach-v3", row, seed), 100_000 if (row, seed) != ("state", 9) else 75_000
             )
     todo = [s for s in table.plan(cfg) if not s.done]
-    # the preparation is skipped; the 75k call is done; state seed 9 goes on to 100k; the other rows can be kept
-    assert [s.key for s in todo][:2] == [
+    # the preparation is skipped; the first wave's rows are kept; the second wave's 75k call is done; state seed 9
+    # goes on to 100k; the other rows can be kept
+    results = tmp_path / "results"
+    assert [s.key for s in todo][:6] == [
         "reach-v3: keep probes",
+        *[f"keep runs/sac/reach-v3/{row} (3 runs) -> {results}" for row in ROWS],
         "reach-v3 state,mmae_rgb,mmae_rgbs_po,mmae_rgbs seeds 0-9 to 100,000 (last evaluation 50 episodes)",
     ]
+    assert not any(s.blocked for s in todo[1:5])
     keeps = {s.argv[2]: s.blocked for s in todo if s.argv and s.argv[1] == "pipeline.keep"}
     assert keeps["runs/sac/reach-v3/state"] and not keeps["runs/sac/reach-v3/mmae_rgbs"]
     # an unfinished preparation step is redone even when its output file exists (its run was killed)
@@ -275,7 +285,7 @@ def test_a_grid_killed_while_it_resumes_finished_runs_plans_that_grid_again(tmp_
             write(run / "metrics.csv", "step,steps_per_s\n75000,4.0\n80000,4.0\n")  # resumed on, then killed
     todo = [s for s in table.plan(cfg) if not s.done]
     assert todo[1].key == (
-        "reach-v3 state,mmae_rgb,mmae_rgbs_po,mmae_rgbs seeds 0-9 to 100,000 (last evaluation 50 episodes)"
+        "reach-v3 state,mmae_rgb,mmae_rgbs_po,mmae_rgbs seeds 0-2 to 100,000 (last evaluation 50 episodes)"
     )
     pilot = root / table.pilot_dir("drawer-open-v3", "state", cfg.pilot_seed)
     finish_run(pilot, 50_000, success=0.0, task="drawer-open-v3")
@@ -469,7 +479,7 @@ def test_status_shows_stage_budget_seeds_and_steps(tmp_path):
         in text
     )
     assert "| reach-v3 | state | 3/10 | 42,000-100,000 of 100,000 | 0.80 (3 seeds) |" in text
-    assert "| reach-v3 | mmae_rgbs | 0/10 | 0 of 100,000 | - |" in text
+    assert "| reach-v3 | mmae_rgbs | 0/3 | 0 of 100,000 | - |" in text  # its first wave: 3 seeds, kept first
     assert "next step of phase(s) A,B,C,D,E: reach-v3: keep probes" in text
     assert "| A |" in text and "bf16 (Xeon, AMX)" in text and "bf16 (Zen 4, AVX512-BF16)" in text
 
