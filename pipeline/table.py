@@ -17,7 +17,8 @@ Every step is a project command (data.collect, annotate_app.oracle/export, salie
 evaluate/label, pretrain.multimae --resume auto, pretrain.probe, rl.grid, pipeline.keep) run with the
 root as working folder, so the stage's default paths hold (runs/saliency/<task>/student.pt,
 runs/mmae/<rgbs|rgb>/<task>/encoder.pt). A step is skipped when its outputs exist (a complete shard
-manifest, run summaries at the asked steps, a probe file, the kept files) and, for training and keep
+manifest, run summaries at the asked steps, a pretraining's encoder.pt and train.csv at its last step, a probe
+file, the kept files) and, for training and keep
 steps, this command recorded it finished in `<root>/table.json`; otherwise it runs, and the resumable ones
 continue where they stopped. The plan is derived again after every step, so the command is safe to
 rerun at the start of every session. A table run's last evaluation has `--final-eval-episodes`
@@ -728,7 +729,7 @@ class Planner:
             self.add(
                 f"{task}: pretrain.multimae {name} ({epochs} epochs, >= {cfg.pretrain_images:,} images)",
                 ["-m", "pretrain.multimae", *pretrain_argv(cfg, task, modalities, out)],
-                self.exists(f"{out}/encoder.pt"),
+                pretrain_finished(self.f.root / out),
                 marker=True,
             )
 
@@ -1382,10 +1383,9 @@ def step_progress(root: Path, step: Step) -> str:
     return ""
 
 
-def pretrain_progress(run: Path) -> str:
-    """'step S of T (P %), R img/s, ~H left at that rate' from a pretrain.multimae run folder's config.json,
-    data.json and train.csv ('' before its first train.csv row). R is the last row's img_per_s: the rate of
-    the process that wrote it, since that process started."""
+def pretrain_steps(run: Path) -> tuple[int, int, int, float] | None:
+    """(step of the last train.csv row, total steps, batch, that row's img/s) of a pretrain.multimae run folder, from
+    its config.json, data.json and train.csv (None before its first row)."""
     row = last_numbers(whole_rows(run / "train.csv"), "step", "img_per_s")
     try:
         cfg = json.loads((run / "config.json").read_text())
@@ -1393,10 +1393,25 @@ def pretrain_progress(run: Path) -> str:
         batch = int(cfg["batch_size"])
         total = int(data.get("total_steps") or int(cfg["epochs"]) * (int(data["train_frames"]) // batch))
     except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+    return None if row is None or total <= 0 else (int(row["step"]), total, batch, row["img_per_s"])
+
+
+def pretrain_finished(run: Path) -> bool:
+    """Its frozen encoder exists and its training reached its last step: pretrain.multimae exports encoder.pt at every
+    checkpoint and exits 0 when stopped early (SIGTERM, --max-steps), so neither alone says it finished."""
+    steps = pretrain_steps(run)
+    return (run / "encoder.pt").exists() and steps is not None and steps[0] >= steps[1]
+
+
+def pretrain_progress(run: Path) -> str:
+    """'step S of T (P %), R img/s, ~H left at that rate' from a pretrain.multimae run folder ('' before its first
+    train.csv row). R is the last row's img_per_s: the rate of the process that wrote it, since that process
+    started."""
+    steps = pretrain_steps(run)
+    if steps is None:
         return ""
-    if row is None or total <= 0:
-        return ""
-    step, rate = int(row["step"]), row["img_per_s"]
+    step, total, batch, rate = steps
     left = f"~{hours((total - step) * batch / rate)} left at that rate" if rate > 0 else "no rate logged yet"
     return f"step {step:,} of {total:,} ({100 * step / total:.1f} %), {rate:.1f} img/s (its last train.csv row): {left}"
 
@@ -1482,7 +1497,8 @@ def run(cfg: TableConfig) -> list[str]:
                 raise RuntimeError(
                     f"{step.key} ran, exited 0 and is still not done: what it wrote (above in "
                     f"{folder.root / LOG_FILE}) is not what the table checks for (a summary.json at the step count, a "
-                    "complete shard manifest, a probe file); a step paused on purpose continues with `make cpu-table`, "
+                    "complete shard manifest, a pretraining's train.csv at its last step, a probe file); a step stopped "
+                    "early on purpose (SIGTERM, --max-steps) continues with `make cpu-table`, "
                     "any other case is a defect to report with that log"
                 )
             print(f"\n[{time.strftime('%H:%M:%S')}] {step.phase} | {step.key}\n  {step.command()}", flush=True)

@@ -86,6 +86,13 @@ def finish_run(run_dir: Path, steps: int, success: float = 0.5, task: str = "rea
     )
 
 
+def finish_pretraining(run: Path, step: int = 1_000, total: int = 1_000) -> None:
+    """The logs of a pretrain.multimae run at `step` of `total` steps (its encoder.pt is the caller's)."""
+    write(run / "config.json", json.dumps({"batch_size": 512, "epochs": 22}))
+    write(run / "data.json", json.dumps({"train_frames": 47_510, "total_steps": total}))
+    write(run / "train.csv", f"step,wall_s,img_per_s\n{step},100,51.2\n")
+
+
 def prepared(cfg: TableConfig, task: str) -> None:
     """Every preparation step of `task` done: outputs there and recorded in table.json."""
     root = Path(cfg.root)
@@ -104,6 +111,8 @@ def prepared(cfg: TableConfig, task: str) -> None:
         f"runs/mmae/rgb/{task}/encoder.pt",
     ):
         write(root / rel, "x")
+    for name in ("rgbs", "rgb"):
+        finish_pretraining(root / f"runs/mmae/{name}/{task}")
     for name, _, label in table.PROBES:
         write(root / f"runs/mmae/{name}/{task}/probe_{label}.json", json.dumps({"rows": [], "model": name}))
     state_path = root / table.STATE_FILE
@@ -819,3 +828,28 @@ def test_a_diverged_run_is_done_and_a_diverged_pilot_sets_the_cap(tmp_path):
     diverge(pilot, 65_000)
     budget = folder.budget("drawer-open-v3")
     assert budget.steps == cfg.budget_cap and "diverged at 65,000 steps before holding >= 0.8" in budget.reason
+
+
+def test_a_pretraining_stopped_early_is_not_done_though_it_exited_0_with_an_encoder(tmp_path, monkeypatch):
+    """pretrain.multimae exports encoder.pt at every checkpoint and exits 0 when stopped (SIGTERM, --max-steps):
+    the table plans it again until its train.csv reaches the run's last step, and a run of the table that sees it
+    stop so says it was stopped, rather than probing and training SAC on a half-trained encoder."""
+    cfg = config(tmp_path, phase="A")
+    prepared(cfg, "reach-v3")
+    run = Path(cfg.root) / "runs/mmae/rgbs/reach-v3"
+    finish_pretraining(run, step=160, total=2_024)
+    todo = [s for s in table.plan(cfg) if not s.done]
+    assert todo[0].key == "reach-v3: pretrain.multimae rgbs (22 epochs, >= 1,000,000 images)"
+    calls = []
+
+    def stopped_early(argv, **kw):  # exits 0 a few steps on, as a SIGTERMed pretraining does
+        calls.append(argv)
+        finish_pretraining(run, step=200, total=2_024)
+        return subprocess.CompletedProcess(argv, 0)
+
+    monkeypatch.setattr(table.subprocess, "run", stopped_early)
+    with pytest.raises(RuntimeError, match="is still not done.*stopped early on purpose"):
+        table.run(cfg)
+    assert len(calls) == 1 and [s for s in table.plan(cfg) if not s.done][0].key == todo[0].key  # resumes next time
+    finish_pretraining(run, step=2_024, total=2_024)
+    assert not any(s.key.startswith("reach-v3: pretrain.multimae") for s in table.plan(cfg) if not s.done)
