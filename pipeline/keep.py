@@ -133,7 +133,8 @@ def checked_payload(src: Path, dst: Path, provisional: bool = False) -> bytes | 
     if not payload.startswith(kept) and not resumed:
         raise ValueError(
             f"{dst} already holds a different result than {src}; keep this experiment in another folder "
-            "(--out; for the CPU table, --results)"
+            "(--out; for the CPU table, --results), or, if that run was retrained on purpose (a diverged run whose "
+            f"summary.json was deleted), delete its kept copy {dst.parent} first: a kept result is never overwritten"
         )
     return payload
 
@@ -168,6 +169,9 @@ def keep(cfg: KeepConfig) -> list[Path]:
         for f in files
         if (payload := checked_payload(f, out / f.relative_to(source), provisional=f.parent in unfinished)) is not None
     ]
+    # a run's summary.json last: a keep killed midway leaves that run unfinished (provisional), so the next keep may
+    # take its resumed CSVs, rather than finished with older CSVs that would then be refused
+    writes.sort(key=lambda w: w[0].name == "summary.json")
     for dst, payload in writes:
         atomic_write_bytes(dst, payload)
     return [dst for dst, _ in writes]

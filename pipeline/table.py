@@ -1274,9 +1274,10 @@ def status_text(cfg: TableConfig) -> str:
         if task != REACH:
             done, final = folder.run_steps(pilot_dir(task, "state", cfg.pilot_seed))
             pilot = (
-                f"pilot state at {done:,} steps{'' if final else ' (in progress)'}; " if done else "pilot not started; "
+                f"pilot state at {done:,} steps{'' if final else ' (in progress)'}; " if done else "pilot not started"
             )
-        lines.append(f"| {task} | {reached} | {upcoming} | {pilot}{b.reason} |")
+        reason = "" if task != REACH and not done and b.steps is None else b.reason  # nothing to read yet
+        lines.append(f"| {task} | {reached} | {upcoming} | {pilot}{reason} |")
     lines += [
         "",
         "| task | row | seeds done / planned | steps (min-max) of budget | final success (mean of done seeds) |",
@@ -1294,6 +1295,8 @@ def status_text(cfg: TableConfig) -> str:
             (s.wave for s in mine if not folder.finished([table_dir(task, row, k) for k in s.wave[2]], s.wave[3])),
             mine[-1].wave,
         )
+        planned = max(len(s.wave[2]) for s in mine)
+        then = f" (then {planned})" if planned > len(seeds) else ""
         runs = [folder.run_steps(table_dir(task, row, k)) for k in seeds]
         done = [k for k in seeds if folder.finished([table_dir(task, row, k)], budget)]
         summaries = [outcome.read_summary(folder.root / table_dir(task, row, k)) or {} for k in done]
@@ -1303,7 +1306,7 @@ def status_text(cfg: TableConfig) -> str:
         span = f"{min(started):,}-{max(started):,}" if started else "0"
         mean = f"{sum(success) / len(success):.2f} ({len(success)} seeds)" if success else "-"
         mean += f", {diverged} diverged (counted as 0)" if diverged else ""
-        lines.append(f"| {task} | {row} | {len(done)}/{len(seeds)} | {span} of {budget:,} | {mean} |")
+        lines.append(f"| {task} | {row} | {len(done)}/{len(seeds)}{then} | {span} of {budget:,} | {mean} |")
     todo = open_steps(folder)
     lines += [
         "",

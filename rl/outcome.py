@@ -4,7 +4,8 @@ A run whose weights, losses or actions turned non-finite has diverged: its summa
 it is caught, rl.workspace) says so under "diverged" ({"step", "why", "checkpoint", "budget"}), and reports success 0,
 the success a policy that cannot act has. That outcome is final at any budget: rl.grid skips the run, a longer
 grid does not resume it, and the report counts it as 0 from the step it diverged (a survivors-only mean would
-favour a setting that breaks runs). Deleting the summary.json retrains it from its last good checkpoint.
+favour a setting that breaks runs). Deleting the summary.json retrains it from its last good checkpoint (and,
+where pipeline.keep kept it, its kept copy too: a kept result is never overwritten).
 
 Torch-free: rl.grid, the CPU table's orchestrator (pipeline.table, which never imports torch), pipeline.keep
 and pipeline.report read runs through it.

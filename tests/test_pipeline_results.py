@@ -54,7 +54,9 @@ def test_keep_copies_what_the_report_reads_and_nothing_heavy(tmp_path):
     (source / "mmae" / "rgbs").mkdir(parents=True)
     (source / "mmae" / "rgbs" / "probe_rgb.json").write_text("{}")
     (source / "mmae" / "rgbs" / "config.json").write_text("{}")  # another stage's folder: not a SAC run
-    keep(KeepConfig(source=str(source), out=str(out), max_metrics_kib=1))
+    written = keep(KeepConfig(source=str(source), out=str(out), max_metrics_kib=1))
+    # a run's summary.json is written after its other files: a keep killed midway leaves the run unfinished
+    assert [p.name for p in written][-1] == "summary.json" and len(written) == 7
     kept = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     assert kept == [
         "mmae/rgbs/probe_rgb.json",
@@ -75,7 +77,9 @@ def test_keep_copies_what_the_report_reads_and_nothing_heavy(tmp_path):
         "step,wall_s,success_rate,return_mean\n250,1.0,0.9,900.0\n"
     )  # contradicts what was kept
     with pytest.raises(
-        ValueError, match=r"already holds a different result.*another folder \(--out; for the CPU table, --results\)"
+        ValueError,
+        match=r"already holds a different result.*another folder \(--out; for the CPU table, --results\).*"
+        r"retrained on purpose.*delete its kept copy",
     ):
         keep(KeepConfig(source=str(source), out=str(out)))
     assert "750,1.0,0.5" in (out / "runs/sac/reach-v3/mmae_rgbs/seed0/eval.csv").read_text()  # nothing kept was lost

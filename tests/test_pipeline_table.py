@@ -487,8 +487,9 @@ def test_status_shows_stage_budget_seeds_and_steps(tmp_path):
         "| drawer-open-v3 | not started | collect 50,000 frames | pilot state at 50,000 steps; pilot at 50,000 steps: state has not held"
         in text
     )
+    assert "| faucet-open-v3 | not started | collect 50,000 frames | pilot not started |" in text
     assert "| reach-v3 | state | 3/10 | 42,000-100,000 of 100,000 | 0.80 (3 seeds) |" in text
-    assert "| reach-v3 | mmae_rgbs | 0/3 | 0 of 100,000 | - |" in text  # its first wave: 3 seeds, kept first
+    assert "| reach-v3 | mmae_rgbs | 0/3 (then 10) | 0 of 100,000 | - |" in text  # its first wave, kept first
     assert "next step of phase(s) A,B,C,D,E: reach-v3: keep probes" in text
     assert "| A |" in text and "bf16 (Xeon, AMX)" in text and "bf16 (Zen 4, AVX512-BF16)" in text
 
