@@ -334,10 +334,7 @@ class Trainer:
 
     # -- checkpoints --------------------------------------------------------------------------
     def _identity(self) -> dict:
-        # flat, as the flags; modalities as the flag's "rgb,saliency" (the form checkpoints before nested configs hold)
-        keep = {k: v for k, v in flat_dict(self.cfg).items() if k not in RESUMABLE}
-        keep["modalities"] = ",".join(self.model_cfg.modalities)
-        return {**keep, "steps_per_epoch": self.steps_per_epoch, "train_frames": self.train_total}
+        return {**flag_identity(self.cfg), "steps_per_epoch": self.steps_per_epoch, "train_frames": self.train_total}
 
     def save_checkpoint(self) -> Path:
         self.check_finite()  # a diverged model is never saved (atomic_torch_save also refuses NaN/inf tensors)
@@ -543,6 +540,30 @@ def export_feature_stats(model: MultiMAE, frames, image_size: int, n: int = 512)
     return out
 
 
+def flag_identity(cfg: PretrainConfig) -> dict:
+    """The flags a checkpoint must share to be resumed: flat, as given; modalities as the flag's "rgb,saliency" (the
+    form checkpoints before nested configs hold). A checkpoint adds what it measured on the data (steps_per_epoch,
+    train_frames)."""
+    keep = {k: v for k, v in flat_dict(cfg).items() if k not in RESUMABLE}
+    keep["modalities"] = ",".join(cfg.model.modalities)
+    return keep
+
+
+def finished_step(cfg: PretrainConfig) -> int | None:
+    """The step at which the run in cfg.run_dir finished, when --resume would continue it, its checkpoint has these
+    flags and reached its last step and its encoder is exported; else None (train or resume as usual, which checks
+    the data too). Spares a finished run's rerun loading every frame for no step."""
+    path = cfg.run_dir / CHECKPOINT
+    if not (should_resume(cfg.resume, path.exists(), path) and (cfg.run_dir / ENCODER).exists()):
+        return None
+    state = safe_torch_load(path, map_location="cpu")
+    theirs, mine = state.get("identity", {}), flag_identity(cfg)
+    if any(theirs.get(k) != v for k, v in mine.items()) or "steps_per_epoch" not in theirs:
+        return None
+    step = int(state["step"])
+    return step if step >= int(theirs["steps_per_epoch"]) * cfg.epochs else None
+
+
 def task_configs(cfg: PretrainConfig) -> list[PretrainConfig]:
     """One config per task under --data (the paper trains one MultiMAE per task), or [cfg] when pooled,
     when --task is set, or when --data holds one task."""
@@ -569,6 +590,17 @@ def run(cfg: PretrainConfig) -> Path:
     for c in configs:
         # the main rank holds the folder: no other job trains into it meanwhile
         with exclusive_run_dir(c.run_dir) if main_rank else contextlib.nullcontext():
+            c.validate()
+            done = finished_step(c)
+            if done is not None:
+                if main_rank:
+                    print(
+                        f"{c.run_dir} already finished at step {done:,}, its last: nothing to train (frozen encoder "
+                        f"{c.run_dir / ENCODER}; another --out trains anew)",
+                        flush=True,
+                    )
+                out = c.run_dir
+                continue
             trainer = Trainer(c)
             try:
                 out = trainer.fit()

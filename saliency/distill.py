@@ -51,7 +51,11 @@ def _distill(cfg: DistillConfig) -> Path:
         )
     resuming = should_resume(cfg.resume, last.exists(), last)
     if resuming:
-        check_resume_config(last, safe_torch_load(last).get("distill_config", {}), cfg)
+        state = safe_torch_load(last)
+        check_resume_config(last, state.get("distill_config", {}), cfg)
+        if out.exists() and int(state.get("epoch", 0)) >= cfg.epochs:  # nothing left: spare labelling every frame
+            print(f"{out} already finished ({state['epoch']} of {cfg.epochs} epochs): nothing to distil")
+            return out
     write_config(config_path(cfg), cfg, resume=cfg.resume)
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)

@@ -182,6 +182,33 @@ def test_a_hard_kill_mid_epoch_loses_at_most_checkpoint_minutes(shards, tmp_path
     assert sorted(a) == sorted(b) and all(b[k] == pytest.approx(a[k], rel=1e-5) for k in a)
 
 
+def test_rerunning_a_finished_run_with_resume_trains_nothing_and_loads_no_frames(shards, tmp_path, monkeypatch, capsys):
+    """--resume auto on a run at its last step returns at once (no frames loaded, files untouched); a run stopped
+    early, or one asked for more epochs (another schedule), goes through the trainer as before."""
+    import pretrain.train as train
+
+    out = tmp_path / "r"
+    run(_cfg(shards, out, modalities="rgb"))
+    written = lambda: {f: f.stat().st_mtime_ns for f in out.rglob("*") if f.is_file() and f.name != ".lock"}  # noqa: E731
+    files = written()
+
+    def no_frames(*a, **k):
+        raise AssertionError("loaded the frames of a finished run")
+
+    monkeypatch.setattr(train, "load_split", no_frames)
+    assert run(_cfg(shards, out, modalities="rgb", resume="auto")) == out
+    assert "already finished at step" in capsys.readouterr().out
+    assert written() == files
+    with pytest.raises(AssertionError, match="loaded the frames"):  # 2 epochs more: the trainer decides (refuses)
+        run(_cfg(shards, out, modalities="rgb", resume="auto", epochs=MICRO["epochs"] + 2))
+    monkeypatch.undo()
+    stopped = tmp_path / "stopped"
+    run(_cfg(shards, stopped, modalities="rgb", max_steps=1))
+    monkeypatch.setattr(train, "load_split", no_frames)
+    with pytest.raises(AssertionError, match="loaded the frames"):  # not finished: resumes
+        run(_cfg(shards, stopped, modalities="rgb", resume="auto"))
+
+
 def test_checkpoint_of_another_config_is_refused(shards, tmp_path):
     run(_cfg(shards, tmp_path / "r", modalities="rgb", max_steps=1))
     with pytest.raises(ValueError, match="another config.*dim"):

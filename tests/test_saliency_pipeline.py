@@ -2,6 +2,7 @@
 
 import json
 import os
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -167,7 +168,7 @@ def test_label_path_and_predictor_give_identical_maps_and_resume(trained, shards
         label.run(from_preset(LabelConfig, "micro", model=str(other), data=str(shards), out=str(out)))
 
 
-def test_distill_and_evaluate_exclude_seen_frames(trained, shards, tmp_path):
+def test_distill_and_evaluate_exclude_seen_frames(trained, shards, tmp_path, monkeypatch):
     student = distill.run(
         from_preset(
             DistillConfig, "micro", teacher=str(trained), data=str(shards), out=str(tmp_path / "student.pt"), threads=1
@@ -180,6 +181,12 @@ def test_distill_and_evaluate_exclude_seen_frames(trained, shards, tmp_path):
     assert pred.seen_keys == teacher_keys | first48
     with pytest.raises(OutputError, match="refusing to overwrite"):
         distill.run(from_preset(DistillConfig, "micro", teacher=str(trained), data=str(shards), out=str(student)))
+    finished = student.read_bytes()
+    again = from_preset(DistillConfig, "micro", teacher=str(trained), data=str(shards), out=str(student))
+    monkeypatch.setattr(distill, "load_arrays", lambda *a, **k: pytest.fail("read the frames of a finished student"))
+    assert distill.run(replace(again, resume="auto", threads=1)) == student  # finished: nothing read or retrained
+    assert student.read_bytes() == finished
+    monkeypatch.undo()
     out = evaluate.run(
         from_preset(EvalConfig, "micro", model=str(student), data=str(shards), out=str(tmp_path / "ev"), threads=1)
     )
