@@ -28,6 +28,10 @@ from rl.provenance import INPUTS_KEY
 RUN_FILES = ("config.json", "summary.json", "eval.csv")
 #: where pretrain.probe writes its results below a run root (what pipeline.report reads as probes)
 PROBE_GLOB = "mmae/**/probe_*.json"
+#: what the CPU table keeps of each task's preparation beside its probes (pipeline.table.keep_probes), read by
+#: pipeline.report: the saliency student's evaluation against the oracle maps, and the wall time of each step
+KEPT_SALIENCY_EVAL = "saliency/{task}/eval/metrics.json"
+KEPT_STAGES = "{task}/stages.json"
 #: CSV columns that time a run rather than say what it did: they differ when a resumed run recomputes a row
 TIMING_COLUMNS = frozenset({"wall_s", "eval_s", "steps_per_s", "pack_steps_per_s"})
 #: config.json fields that say which code last ran the run, not what it ran: a run resumed by a later commit

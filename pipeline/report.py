@@ -41,7 +41,7 @@ from common.figures import write_figure  # noqa: E402
 from common.io import atomic_write_bytes  # noqa: E402
 from data.env import PAPER_TASKS  # noqa: E402
 from pipeline import stats  # noqa: E402
-from pipeline.keep import PROBE_GLOB  # noqa: E402
+from pipeline.keep import KEPT_SALIENCY_EVAL, KEPT_STAGES, PROBE_GLOB  # noqa: E402
 from rl import outcome  # noqa: E402
 from rl.config import SACConfig  # noqa: E402
 from rl.encoders import ENCODER_LABELS, TABLE_I, field_applies  # noqa: E402  (labels of every registered encoder, gaze ones included)
@@ -919,6 +919,48 @@ def probe_table(probes: list[dict]) -> str:
     return "\n".join(lines + [""] + [f"- WARNING: {w}" for w in warnings])
 
 
+#: the saliency metrics the preparation table shows (saliency.evaluate's names), with their format
+SALIENCY_COLUMNS = (("f_max", "max-F", ".3f"), ("mae", "MAE", ".4f"), ("cc", "CC", ".3f"), ("nss", "NSS", ".2f"))
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds < 3600 else f"{seconds / 3600:.1f} h"
+
+
+def preparation_tables(root: Path) -> str:
+    """Markdown, from what the CPU table keeps of each task's preparation below `root` (pipeline.keep.KEPT_*): the
+    saliency student against the oracle maps on held-out frames, then the wall time of each preparation step per
+    task with the device and precision it ran on ('' when nothing is kept)."""
+    parts = []
+    evals = sorted(root.glob(KEPT_SALIENCY_EVAL.format(task="*")))
+    if evals:
+        lines = [
+            "| Task | Model | Frames | " + " | ".join(name for _, name, _ in SALIENCY_COLUMNS) + " | Precision |",
+            "|---|---|---|" + "---|" * len(SALIENCY_COLUMNS) + "---|",
+        ]
+        for path in evals:
+            record = json.loads(path.read_text())
+            metrics = record.get("metrics", {})
+            cells = [format(metrics[k], spec) if k in metrics else "n/a" for k, _, spec in SALIENCY_COLUMNS]
+            lines.append(
+                f"| {path.parents[1].name} | {record.get('kind', '?')} | {metrics.get('n', '?')} | "
+                + " | ".join(cells)
+                + f" | {record.get('precision', '?')} |"
+            )
+        parts.append("\n".join(lines))
+    stages = {p.parent.name: json.loads(p.read_text()) for p in sorted(root.glob(KEPT_STAGES.format(task="*")))}
+    if stages:
+        tasks = list(stages)
+        steps = list(dict.fromkeys(step for s in stages.values() for step in s.get("wall_seconds", {})))
+        lines = ["| Step | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
+        for step in steps:
+            cells = [stages[t].get("wall_seconds", {}).get(step) for t in tasks]
+            lines.append(f"| {step} | " + " | ".join("-" if c is None else _duration(c) for c in cells) + " |")
+        ran_on = [f"{t}: {s.get('device', '?')}, {s.get('precision') or '?'}" for t, s in stages.items()]
+        parts += ["\n".join(lines), "Devices: " + "; ".join(ran_on) + "."]
+    return "\n\n".join(parts)
+
+
 def footer(runs: list[dict]) -> str:
     lines = [
         "| Run | Steps | Preset | Seed | Eval episodes | Device | Precision | Wall time | Steps/s |",
@@ -1077,6 +1119,15 @@ def write_report(cfg: ReportConfig) -> Path:
             "scored on frames of held-out episodes (`python -m pretrain.probe`); random init and raw pixels "
             "are the baselines.\n",
             probe_table(probes) + "\n",
+        ]
+    preparation = preparation_tables(pictures_root)
+    if preparation:
+        parts += [
+            "## Preparation of each task\n",
+            "The saliency student against the oracle annotator's maps on frames it never saw "
+            "(`python -m saliency.evaluate`), and the wall time of each step before SAC, summed over the sessions "
+            "that ran it (shared machines: other jobs ran beside some).\n",
+            preparation + "\n",
         ]
     clips = watch_table(roots, out)
     if clips:

@@ -60,6 +60,7 @@ from common.io import OutputError, atomic_write_json
 from common.runs import exclusive_run_dir, nice_own_session
 from data.env import PAPER_TASKS
 from pipeline.background import BackgroundConfig, running_pid, start
+from pipeline.keep import KEPT_SALIENCY_EVAL, KEPT_STAGES
 from rl import outcome
 
 CHECKOUT = Path(__file__).resolve().parent.parent
@@ -985,7 +986,7 @@ def pretrain_epochs(images: int, frames: int, val_fraction: float = 0.05) -> int
 
 #: what a task's preparation leaves that its results keep (globs under the root's runs/): its MultiMAEs' probes and
 #: its saliency student's evaluation against the oracle maps (metrics and the Fig. 7 picture the report shows)
-KEPT_PREPARATION = ("mmae/*/{task}/probe_*.json", "saliency/{task}/eval/metrics.json", "saliency/{task}/eval/fig7.png")
+KEPT_PREPARATION = ("mmae/*/{task}/probe_*.json", KEPT_SALIENCY_EVAL, "saliency/{task}/eval/fig7.png")
 
 
 def probe_copies(folder: Folder, task: str) -> list[tuple[Path, Path]]:
@@ -1001,7 +1002,7 @@ def keep_probes(folder: Folder, task: str) -> list[Path]:
     from pipeline.keep import keep_file
 
     kept = [dst for src, dst in probe_copies(folder, task) if keep_file(src, dst)]
-    stages = folder.results / task / "stages.json"
+    stages = folder.results / KEPT_STAGES.format(task=task)
     if not stages.exists():
         stages.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(stages, stage_times(folder, task))
