@@ -28,9 +28,12 @@ from rl.provenance import INPUTS_KEY
 RUN_FILES = ("config.json", "summary.json", "eval.csv")
 #: where pretrain.probe writes its results below a run root (what pipeline.report reads as probes)
 PROBE_GLOB = "mmae/**/probe_*.json"
-#: what the CPU table keeps of each task's preparation beside its probes (pipeline.table.keep_probes), read by
-#: pipeline.report: the saliency student's evaluation against the oracle maps, and the wall time of each step
+#: what the CPU table keeps of each task's preparation (pipeline.table.keep_probes), read by pipeline.report: its
+#: MultiMAEs' probes, the saliency student's evaluation against the oracle maps (and its Fig. 7), the wall time of
+#: each step
+KEPT_PROBES = "mmae/*/{task}/probe_*.json"
 KEPT_SALIENCY_EVAL = "saliency/{task}/eval/metrics.json"
+KEPT_SALIENCY_PICTURE = "saliency/{task}/eval/fig7.png"
 KEPT_STAGES = "{task}/stages.json"
 #: CSV columns that time a run rather than say what it did: they differ when a resumed run recomputes a row
 TIMING_COLUMNS = frozenset({"wall_s", "eval_s", "steps_per_s", "pack_steps_per_s"})
@@ -135,10 +138,15 @@ def checked_payload(src: Path, dst: Path, provisional: bool = False) -> bytes | 
         or (dst.name == "config.json" and same_settings(kept, payload))
     )
     if not payload.startswith(kept) and not resumed:
+        retrained = (
+            f", or, if that run was retrained on purpose (a diverged run whose summary.json was deleted), delete its "
+            f"kept copy {dst.parent} first: a kept result is never overwritten"
+            if dst.name in (*RUN_FILES, "metrics.csv")
+            else ""
+        )
         raise ValueError(
             f"{dst} already holds a different result than {src}; keep this experiment in another folder "
-            "(--out; for the CPU table, --results), or, if that run was retrained on purpose (a diverged run whose "
-            f"summary.json was deleted), delete its kept copy {dst.parent} first: a kept result is never overwritten"
+            f"(--out; for the CPU table, --results){retrained}"
         )
     return payload
 

@@ -924,13 +924,16 @@ SALIENCY_COLUMNS = (("f_max", "max-F", ".3f"), ("mae", "MAE", ".4f"), ("cc", "CC
 
 
 def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f} s"
     return f"{seconds / 60:.0f} min" if seconds < 3600 else f"{seconds / 3600:.1f} h"
 
 
 def preparation_tables(root: Path) -> str:
     """Markdown, from what the CPU table keeps of each task's preparation below `root` (pipeline.keep.KEPT_*): the
     saliency student against the oracle maps on held-out frames, then the wall time of each preparation step per
-    task with the device and precision it ran on ('' when nothing is kept)."""
+    task (in the plan's order), with the machine that kept them and the table's precision ('' when nothing is
+    kept)."""
     parts = []
     evals = sorted(root.glob(KEPT_SALIENCY_EVAL.format(task="*")))
     if evals:
@@ -949,15 +952,16 @@ def preparation_tables(root: Path) -> str:
             )
         parts.append("\n".join(lines))
     stages = {p.parent.name: json.loads(p.read_text()) for p in sorted(root.glob(KEPT_STAGES.format(task="*")))}
+    stages = {t: s for t, s in stages.items() if s.get("wall_seconds")}
     if stages:
         tasks = list(stages)
-        steps = list(dict.fromkeys(step for s in stages.values() for step in s.get("wall_seconds", {})))
+        steps = list(dict.fromkeys(step for s in stages.values() for step in s.get("order") or s["wall_seconds"]))
         lines = ["| Step | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
         for step in steps:
             cells = [stages[t].get("wall_seconds", {}).get(step) for t in tasks]
             lines.append(f"| {step} | " + " | ".join("-" if c is None else _duration(c) for c in cells) + " |")
         ran_on = [f"{t}: {s.get('device', '?')}, {s.get('precision') or '?'}" for t, s in stages.items()]
-        parts += ["\n".join(lines), "Devices: " + "; ".join(ran_on) + "."]
+        parts += ["\n".join(lines), "Kept on (machine, precision): " + "; ".join(ran_on) + "."]
     return "\n\n".join(parts)
 
 

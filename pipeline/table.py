@@ -60,7 +60,7 @@ from common.io import OutputError, atomic_write_json
 from common.runs import exclusive_run_dir, nice_own_session
 from data.env import PAPER_TASKS
 from pipeline.background import BackgroundConfig, running_pid, start
-from pipeline.keep import KEPT_SALIENCY_EVAL, KEPT_STAGES
+from pipeline.keep import KEPT_PROBES, KEPT_SALIENCY_EVAL, KEPT_SALIENCY_PICTURE, KEPT_STAGES
 from rl import outcome
 
 CHECKOUT = Path(__file__).resolve().parent.parent
@@ -562,7 +562,8 @@ class Step:
     argv: list[str] = field(default_factory=list)  # `python -m <module> ...` words after `python`
     done: bool = False
     blocked: str = ""  # why it cannot run yet (an undecided budget)
-    marker: bool = False  # done is recorded in table.json once the command succeeds
+    marker: bool = False  # done is recorded in table.json once the command succeeds and `made` holds
+    made: bool = False  # its outputs are there (what `done` is, less the marker)
     action: Callable[[], object] | None = None  # in-process step (copying probe results)
     note: str = ""  # what an in-process step does
     kept: str = ""  # results folder this step fills (the git line is printed after it)
@@ -589,7 +590,7 @@ class Planner:
         self.phase = ""
 
     def add(self, key: str, argv: list[str], done: bool, marker: bool = False, **kw) -> Step:
-        step = Step(key, self.phase, argv, done if not marker else done and self.f.marked(key), marker=marker, **kw)
+        step = Step(key, self.phase, argv, done and (not marker or self.f.marked(key)), marker=marker, made=done, **kw)
         self.steps.append(step)
         return step
 
@@ -986,7 +987,7 @@ def pretrain_epochs(images: int, frames: int, val_fraction: float = 0.05) -> int
 
 #: what a task's preparation leaves that its results keep (globs under the root's runs/): its MultiMAEs' probes and
 #: its saliency student's evaluation against the oracle maps (metrics and the Fig. 7 picture the report shows)
-KEPT_PREPARATION = ("mmae/*/{task}/probe_*.json", KEPT_SALIENCY_EVAL, "saliency/{task}/eval/fig7.png")
+KEPT_PREPARATION = (KEPT_PROBES, KEPT_SALIENCY_EVAL, KEPT_SALIENCY_PICTURE)
 
 
 def probe_copies(folder: Folder, task: str) -> list[tuple[Path, Path]]:
@@ -1014,6 +1015,7 @@ def stage_times(folder: Folder, task: str) -> dict:
     """The wall time of each of the task's preparation steps (collection to probes), summed over the invocations
     that ran it (`Folder.timed`), on the device that ran the last of them."""
     prefix = f"{task}: "
+    planned = [s.key.removeprefix(prefix) for s in Planner(folder).plan() if s.key.startswith(prefix)]
     with folder.lock:
         done = {k: v.get("seconds") for k, v in folder.state["done"].items()}  # steps finished before "spent"
         timed = {**done, **folder.state.get("spent", {})}
@@ -1021,9 +1023,11 @@ def stage_times(folder: Folder, task: str) -> dict:
     return {
         "task": task,
         "wall_seconds": spent,
+        "order": [k for k in planned if k in spent] + sorted(k for k in spent if k not in planned),  # the plan's
         "device": f"{cpu_model() or 'CPU'}, {os.cpu_count()} cores, bf16 units: {', '.join(cpu_bf16_units()) or 'none'}",
         "precision": folder.state.get("settings", {}).get("precision"),
-        "note": f"wall seconds per step over every invocation (each interruption loses at most {SPENT_EVERY_S:.0f} s)",
+        "note": f"wall seconds per step over every invocation (each interruption loses at most {SPENT_EVERY_S:.0f} s); "
+        "device: the machine that kept them",
     }
 
 
@@ -1274,11 +1278,9 @@ def status_text(cfg: TableConfig) -> str:
         pilot = ""
         if task != REACH:
             done, final = folder.run_steps(pilot_dir(task, "state", cfg.pilot_seed))
-            pilot = (
-                f"pilot state at {done:,} steps{'' if final else ' (in progress)'}; " if done else "pilot not started"
-            )
+            pilot = f"pilot state at {done:,} steps{'' if final else ' (in progress)'}" if done else "pilot not started"
         reason = "" if task != REACH and not done and b.steps is None else b.reason  # nothing to read yet
-        lines.append(f"| {task} | {reached} | {upcoming} | {pilot}{reason} |")
+        lines.append(f"| {task} | {reached} | {upcoming} | {'; '.join(x for x in (pilot, reason) if x)} |")
     lines += [
         "",
         "| task | row | seeds done / planned | steps (min-max) of budget | final success (mean of done seeds) |",
@@ -1517,7 +1519,9 @@ def run(cfg: TableConfig) -> list[str]:
                             f"{step.key} failed (exit {code}); its output is above in {folder.root / LOG_FILE}; "
                             "rerun `make cpu-table` once fixed: finished steps are skipped, started ones resume"
                         )
-            if step.marker:
+            # marked only with its outputs there: a command stopped early exits 0 (a SIGTERMed pretraining), and a
+            # later run killed before its last save must not find it marked beside outputs that look finished
+            if step.marker and any(s.made for s in Planner(folder).plan() if s.key == step.key):
                 folder.mark(step.key)
             ran.append(step.key)
             print(f"  done in {(time.time() - start) / 60:.1f} min", flush=True)

@@ -121,6 +121,16 @@ def _folders(root: str | Path, task: str) -> list[Path]:
     return folders
 
 
+def folder_frames(root: str | Path, task: str = "", limit: int = 0) -> list[dict]:
+    """[{"folder", "frames"}] of the folders `load_split` would read, from their manifests alone (no shard opened):
+    what a finished run's data.json recorded, to tell whether --data still holds the same frames."""
+    counts = []
+    for folder in _folders(root, task):
+        frames = sum(int(s.get("frames", 0)) for s in read_manifest(folder).get("shards", []))
+        counts.append({"folder": str(folder), "frames": min(frames, limit) if limit else frames})
+    return counts
+
+
 def _frame(raw: dict, saliency: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """rgb uint8 [H, W, 3], state float32 [39] and the saliency map uint8 [H, W] (or None) of a raw sample."""
     s = decode_sample(raw)

@@ -15,6 +15,7 @@ With several tasks under --data, one model is trained per task (in --out/<task>)
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import signal
@@ -38,9 +39,10 @@ from common.runs import (
     on_main_thread,
     prepare_run_dir,
 )
+from data.shards import ShardError
 from pretrain.augment import random_resized_crop
 from pretrain.config import CPU_MICRO_BATCH, PRESETS, PretrainConfig
-from pretrain.data import load_split, tasks_under
+from pretrain.data import folder_frames, load_split, tasks_under
 from pretrain.export import write_hub_files
 from pretrain.figures import loss_curve, reconstruction_grid
 from pretrain.frozen import FrozenEncoder, encoder_blob, statistics_inputs
@@ -551,17 +553,25 @@ def flag_identity(cfg: PretrainConfig) -> dict:
 
 def finished_step(cfg: PretrainConfig) -> int | None:
     """The step at which the run in cfg.run_dir finished, when --resume would continue it, its checkpoint has these
-    flags and reached its last step and its encoder is exported; else None (train or resume as usual, which checks
-    the data too). Spares a finished run's rerun loading every frame for no step."""
-    path = cfg.run_dir / CHECKPOINT
-    if not (should_resume(cfg.resume, path.exists(), path) and (cfg.run_dir / ENCODER).exists()):
+    flags and reached its last step, its encoder.pt was exported at that step and --data holds the frames its
+    data.json recorded (by the manifests); else None: train or resume as usual (which checks the frames themselves).
+    Spares a finished run's rerun loading every frame for no step."""
+    path, encoder, data = cfg.run_dir / CHECKPOINT, cfg.run_dir / ENCODER, cfg.run_dir / "data.json"
+    if not (should_resume(cfg.resume, path.exists(), path) and encoder.exists() and data.exists()):
         return None
     state = safe_torch_load(path, map_location="cpu")
     theirs, mine = state.get("identity", {}), flag_identity(cfg)
     if any(theirs.get(k) != v for k, v in mine.items()) or "steps_per_epoch" not in theirs:
         return None
     step = int(state["step"])
-    return step if step >= int(theirs["steps_per_epoch"]) * cfg.epochs else None
+    if step < int(theirs["steps_per_epoch"]) * cfg.epochs or safe_torch_load(encoder).get("step") != step:
+        return None  # not at its last step, or killed between its last checkpoint and the encoder's export
+    recorded = [{k: f.get(k) for k in ("folder", "frames")} for f in json.loads(data.read_text()).get("folders", [])]
+    try:
+        same = folder_frames(cfg.data, cfg.task, cfg.limit) == recorded
+    except (ShardError, OSError, ValueError):
+        same = False
+    return step if same else None
 
 
 def task_configs(cfg: PretrainConfig) -> list[PretrainConfig]:

@@ -594,25 +594,27 @@ def test_rows_pooled_or_compared_across_precisions_are_named(tmp_path):
 
 def test_report_shows_each_tasks_saliency_evaluation_and_preparation_times_the_cpu_table_keeps(tmp_path):
     """results/cpu-table holds <task>/stages.json and saliency/<task>/eval/metrics.json beside the runs (pipeline.table's
-    keep_probes): the report tabulates both, with the device and precision of each task."""
+    keep_probes): the report tabulates both, steps in the plan's order, with the machine and precision of each task."""
     results = tmp_path / "cpu-table"
     _fake_run(results, "reach-v3", "state", 0, 0.8)
     evaluation = results / "saliency/reach-v3/eval/metrics.json"
     evaluation.parent.mkdir(parents=True)
     metrics = {"n": 1000, "f_max": 0.84937, "mae": 0.00233, "cc": 0.96261, "nss": 12.8205, "sim": 0.8}
     evaluation.write_text(json.dumps({"kind": "student", "metrics": metrics, "precision": "bf16"}))
-    seconds = {"collect 50,000 frames": 5129.2, "saliency.train (PiCANet)": 382.0}
-    (results / "reach-v3/stages.json").write_text(
-        json.dumps({"task": "reach-v3", "wall_seconds": seconds, "device": "AMD EPYC, 2 cores", "precision": "bf16"})
-    )
+    seconds = {"collect 50,000 frames": 5129.2, "export annotations": 0.7, "saliency.train (PiCANet)": 382.0}
+    order = ["collect 50,000 frames", "saliency.train (PiCANet)", "export annotations"]  # not the file's (sorted) order
+    stages = {"task": "reach-v3", "wall_seconds": seconds, "order": order, "device": "AMD EPYC, 2 cores"}
+    (results / "reach-v3/stages.json").write_text(json.dumps({**stages, "precision": "bf16"}))
+    (results / "door-open-v3").mkdir()
+    (results / "door-open-v3/stages.json").write_text(json.dumps({"task": "door-open-v3", "wall_seconds": {}}))
     report = write_report(ReportConfig(roots=str(results), out=str(tmp_path / "report"), reps=200)).read_text()
     assert "## Preparation of each task" in report
     assert "| reach-v3 | student | 1000 | 0.849 | 0.0023 | 0.963 | 12.82 | bf16 |" in report
     assert (
-        "| Step | reach-v3 |\n|---|---|\n| collect 50,000 frames | 1.4 h |\n| saliency.train (PiCANet) | 6 min |"
-        in report
-    )
-    assert "Devices: reach-v3: AMD EPYC, 2 cores, bf16." in report
+        "| Step | reach-v3 |\n|---|---|\n| collect 50,000 frames | 1.4 h |\n| saliency.train (PiCANet) | 6 min |\n"
+        "| export annotations | 1 s |\n\n"  # the plan's order; a task with no step timed has no column
+    ) in report
+    assert "Kept on (machine, precision): reach-v3: AMD EPYC, 2 cores, bf16." in report
     assert (
         "## Preparation"
         not in write_report(

@@ -452,6 +452,7 @@ def test_a_steps_wall_time_adds_up_over_the_invocations_that_ran_it(tmp_path, mo
     kept = table.keep_probes(folder, "reach-v3")
     stages = json.loads((Path(folder.results) / "reach-v3" / "stages.json").read_text())
     assert stages["wall_seconds"] == {"pretrain.multimae rgbs": 165.0} and stages["task"] == "reach-v3"
+    assert stages["order"] == ["pretrain.multimae rgbs"]  # a key the plan lacks comes after the plan's steps
     # the student's evaluation is kept where the report finds its Fig. 7 (saliency/**/fig7*.png below the results)
     saved = Path(folder.results) / "saliency/reach-v3/eval"
     assert json.loads((saved / "metrics.json").read_text())["metrics"]["max_f"] == 0.85
@@ -839,6 +840,9 @@ def test_a_pretraining_stopped_early_is_not_done_though_it_exited_0_with_an_enco
     prepared(cfg, "reach-v3")
     run = Path(cfg.root) / "runs/mmae/rgbs/reach-v3"
     finish_pretraining(run, step=160, total=2_024)
+    state = json.loads((Path(cfg.root) / table.STATE_FILE).read_text())
+    state["done"] = {k: v for k, v in state["done"].items() if "pretrain.multimae rgbs" not in k}  # still training
+    write(Path(cfg.root) / table.STATE_FILE, json.dumps(state))
     todo = [s for s in table.plan(cfg) if not s.done]
     assert todo[0].key == "reach-v3: pretrain.multimae rgbs (22 epochs, >= 1,000,000 images)"
     calls = []
@@ -852,5 +856,14 @@ def test_a_pretraining_stopped_early_is_not_done_though_it_exited_0_with_an_enco
     with pytest.raises(RuntimeError, match="is still not done.*stopped early on purpose"):
         table.run(cfg)
     assert len(calls) == 1 and [s for s in table.plan(cfg) if not s.done][0].key == todo[0].key  # resumes next time
-    finish_pretraining(run, step=2_024, total=2_024)
-    assert not any(s.key.startswith("reach-v3: pretrain.multimae") for s in table.plan(cfg) if not s.done)
+    # and it is not marked: a later run killed after its last train.csv row, before its last save, stays undone
+    assert todo[0].key not in json.loads((Path(cfg.root) / table.STATE_FILE).read_text())["done"]
+    finish_pretraining(run, step=2_024, total=2_024)  # it finished in another invocation (its own --resume run)
+    (pretrain,) = [s for s in table.plan(cfg) if s.key == todo[0].key]
+    assert (
+        pretrain.made and not pretrain.done
+    )  # the table runs it once more (a finished run returns at once), then marks
+    monkeypatch.setattr(table.subprocess, "run", lambda argv, **kw: subprocess.CompletedProcess(argv, 0))
+    with pytest.raises(RuntimeError, match="seeds 0-2 to 75,000 ran, exited 0"):  # on until a fake step writes nothing
+        table.run(config(tmp_path, phase="A"))
+    assert todo[0].key in json.loads((Path(cfg.root) / table.STATE_FILE).read_text())["done"]

@@ -201,6 +201,15 @@ def test_rerunning_a_finished_run_with_resume_trains_nothing_and_loads_no_frames
     assert written() == files
     with pytest.raises(AssertionError, match="loaded the frames"):  # 2 epochs more: the trainer decides (refuses)
         run(_cfg(shards, out, modalities="rgb", resume="auto", epochs=MICRO["epochs"] + 2))
+    data = json.loads((out / "data.json").read_text())
+    (out / "data.json").write_text(json.dumps({**data, "folders": [{**data["folders"][0], "frames": 80}]}))
+    with pytest.raises(AssertionError, match="loaded the frames"):  # --data holds other frames: the trainer checks
+        run(_cfg(shards, out, modalities="rgb", resume="auto"))
+    (out / "data.json").write_text(json.dumps(data))
+    blob = torch.load(out / "encoder.pt", weights_only=True)
+    torch.save({**blob, "step": blob["step"] - 1}, out / "encoder.pt")  # killed before the last export
+    with pytest.raises(AssertionError, match="loaded the frames"):
+        run(_cfg(shards, out, modalities="rgb", resume="auto"))
     monkeypatch.undo()
     stopped = tmp_path / "stopped"
     run(_cfg(shards, stopped, modalities="rgb", max_steps=1))
