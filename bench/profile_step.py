@@ -1,6 +1,7 @@
 """Where a packed SAC step spends its CPU time (torch.profiler), at one precision:
 
     python bench/profile_step.py [--precision fp32] [--runs 3] [--hidden 1024] [--batch 128] [--steps 3] [--threads 1]
+                                 [--only mmae_rgbs] [--shapes 8]
 
 (a) mmae_rgbs: a pack of `--runs` runs (rl.workspace.Pack) makes one step on synthetic 64x64 frames,
     one per run: the student saliency model and the frozen MultiMAE encoder on the step's frames
@@ -119,10 +120,11 @@ def update_step(pack: Pack) -> Callable[[], None]:
     return step
 
 
-def profiled(step: Callable[[], None], steps: int) -> tuple[profile, float]:
-    """(the profiler of `steps` calls after one warm-up call, wall ms per call under the profiler)."""
+def profiled(step: Callable[[], None], steps: int, shapes: bool = False) -> tuple[profile, float]:
+    """(the profiler of `steps` calls after one warm-up call, wall ms per call under the profiler); `shapes` records
+    each op's input shapes too (`shape_rows`)."""
     step()
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=shapes) as prof:
         t0 = time.perf_counter()
         for _ in range(steps):
             step()
@@ -149,7 +151,17 @@ def op_rows(
     ]
 
 
-def report(title: str, prof: profile, wall_ms: float, steps: int, top: int) -> None:
+def shape_rows(prof: profile, steps: int, top: int) -> list[tuple[str, str, float, float]]:
+    """The `top` (op, input shapes) pairs by self CPU time: (op, its first input's shape, self CPU ms per step, calls
+    per step). Where a bf16 step's casts go: `aten::copy_` of a weight's shape is autocast converting it."""
+    events = [e for e in prof.key_averages(group_by_input_shape=True) if e.key not in PHASES and e.input_shapes]
+    events.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
+    return [
+        (e.key, str(e.input_shapes[0]), e.self_cpu_time_total / 1000 / steps, e.count / steps) for e in events[:top]
+    ]
+
+
+def report(title: str, prof: profile, wall_ms: float, steps: int, top: int, shapes: int = 0) -> None:
     phases, ops = op_rows(prof, steps, top)
     print(f"\n### {title}\n\nwall {wall_ms:.1f} ms per step under the profiler (mean of {steps})\n")
     print("| phase | CPU ms per step (with its ops) | of which Python outside torch ops |\n|---|---|---|")
@@ -160,6 +172,13 @@ def report(title: str, prof: profile, wall_ms: float, steps: int, top: int) -> N
     )
     for name, ms, share, calls in ops:
         print(f"| `{name}` | {ms:.2f} | {100 * share:.1f} % | {calls:.1f} |")
+    if shapes:
+        print(
+            f"\n| op (top {shapes} by self CPU time, by input shape) | first input | self CPU ms per step | calls per step |"
+        )
+        print("|---|---|---|---|")
+        for name, shape, ms, calls in shape_rows(prof, steps, shapes):
+            print(f"| `{name}` | {shape} | {ms:.2f} | {calls:.1f} |")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -172,11 +191,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--top", type=int, default=15, help="ops listed per step kind")
     p.add_argument("--only", default="mmae_rgbs,cnn_rgb", help="step kinds to profile: mmae_rgbs, cnn_rgb or both")
+    p.add_argument(
+        "--shapes", type=int, default=0, help="also list the top N ops by input shape (records shapes: a little slower)"
+    )
     args = p.parse_args(argv)
     kinds = args.only.split(",")
     if not kinds or any(k not in ("mmae_rgbs", "cnn_rgb") for k in kinds):
         p.error(f"--only takes mmae_rgbs, cnn_rgb or both, got {args.only!r}")
-    if min(args.runs, args.hidden, args.batch, args.steps, args.threads, args.top) < 1:
+    if min(args.runs, args.hidden, args.batch, args.steps, args.threads, args.top) < 1 or args.shapes < 0:
         p.error("--runs, --hidden, --batch, --steps, --threads and --top must be >= 1")
     torch.set_num_threads(args.threads)
     print(machine_lines())
@@ -197,7 +219,7 @@ def main(argv: list[str] | None = None) -> None:
             frames = np.random.default_rng(0).integers(
                 0, 256, (args.runs * pack.envs_per_run, 64, 64, 3), dtype=np.uint8
             )
-            prof, wall = profiled(frozen_step(pack, frames), args.steps)
+            prof, wall = profiled(frozen_step(pack, frames), args.steps, args.shapes > 0)
             report(
                 f"(a) mmae_rgbs packed step ({args.runs} runs: saliency + frozen encoder on {len(frames)} frames, "
                 f"act, one packed update), {args.precision}",
@@ -205,13 +227,15 @@ def main(argv: list[str] | None = None) -> None:
                 wall,
                 args.steps,
                 args.top,
+                args.shapes,
             )
             del pack
         if "cnn_rgb" in kinds:
             pack = build_pack("cnn_rgb", args, tmp, {})
             fill(pack, 2 * args.batch)
-            prof, wall = profiled(update_step(pack), args.steps)
-            report(f"(b) cnn_rgb packed update ({args.runs} runs), {args.precision}", prof, wall, args.steps, args.top)
+            prof, wall = profiled(update_step(pack), args.steps, args.shapes > 0)
+            title = f"(b) cnn_rgb packed update ({args.runs} runs), {args.precision}"
+            report(title, prof, wall, args.steps, args.top, args.shapes)
         for note in notes:
             print(f"\n{note}")
     print(f"load average after (1, 5, 15 min): {load_average()}")
