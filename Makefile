@@ -134,7 +134,8 @@ precision-check: slice-data
 # Issue #23's SAC half: state SAC at the paper's hidden 1024 in fp32 and in bf16, the same 3 seeds x 100k steps on
 # reach-v3 (the slice's SAC settings otherwise); resumable, the two precisions side by side, a pack of 3 on one
 # core each: ~8 core-hours from the Xeon's state rates (bf16 ~40 ms, fp32 ~59 ms per step per run; the Zen 4's are
-# unmeasured; not yet run). The report splits the state row by precision and compares bf16 against fp32.
+# unmeasured; started 2026-12-05 by `make background`). The report splits the state row by precision and compares
+# bf16 against fp32.
 PREC_SAC_ARMS := fp32 bf16
 precision-check-sac: venv
 	mkdir -p $(SLICE)
@@ -172,8 +173,8 @@ gaze-triplets: venv
 		--out results/gaze-discount/reach-v3/triplets$$( [ $$s = 0 ] || echo _seed$$s ).json || exit 1; done
 
 # Part 2: gaze RL with either return-to-go at a small budget (reach-v3, 3 seeds x 20k steps each, the slice's
-# SAC settings); resumable. A packed update of 3 gaze runs takes ~3.4 s on one core of this CPU (bench/conv_trunk.py's
-# cnn_rgb 3.0 s, + 13 % for gaze): ~19 core-hours per discount, side by side on the two cores (1 torch thread each).
+# SAC settings); resumable. Measured 2026-12-05 on the Zen 4 in bf16: ~9 core-hours per discount (532 min of pack
+# time at 0.63 env-steps/s per run), side by side on the two cores (1 torch thread each). Decided: RESULTS.md.
 GAZE_ARMS := undiscounted discounted
 ablation-gaze-discount: venv
 	mkdir -p $(SLICE)
@@ -204,11 +205,12 @@ cpu-table: venv
 
 # Every long experiment here, detached (pipeline.background: own session, niced, its log in $(RUNS_HOME)/<name>.log):
 # run it at the start of each session. What still runs is left alone; the rest resumes from its checkpoints.
-# CPU shares by niceness: #24's gaze ablation first (5: it decides #24's last item; the feature ablation has
-# decided, `make ablation-features` reruns it), then the CPU table (10: weeks of work).
+# CPU shares by niceness: bf16 SAC against fp32 first (5: the CPU table's SAC runs in bf16; the two ablations
+# of #24 have decided, `make ablation-features` / `make ablation-gaze-discount` rerun them), then the CPU table
+# (10: weeks of work).
 background: venv sysdeps
-	$(PY) -m pipeline.background --name ablation-gaze-discount --nice 5 --logs $(RUNS_HOME) -- \
-		make ablation-gaze-discount SLICE=$(SLICE)
+	$(PY) -m pipeline.background --name precision-check-sac --nice 5 --logs $(RUNS_HOME) -- \
+		make precision-check-sac SLICE=$(SLICE)
 	$(PY) -m pipeline.table --root $(TABLE) --phase $(TABLE_PHASE) $(TABLE_FLAGS) --background
 
 # where it stands: per task the stage reached and the step budget, per row seeds done / planned and steps,
