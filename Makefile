@@ -133,9 +133,9 @@ precision-check: slice-data
 
 # Issue #23's SAC half: state SAC at the paper's hidden 1024 in fp32 and in bf16, the same 3 seeds x 100k steps on
 # reach-v3 (the slice's SAC settings otherwise); resumable, the two precisions side by side, a pack of 3 on one
-# core each: ~8 core-hours from the Xeon's state rates (bf16 ~40 ms, fp32 ~59 ms per step per run; the Zen 4's are
-# unmeasured; started 2026-12-05 by `make background`). The report splits the state row by precision and compares
-# bf16 against fp32.
+# core each: ~8.5 core-hours on the Zen 4 (its progress bars side by side beside the CPU table, 2026-12-05: a pack
+# of 3 steps 16 env-steps/s in fp32, 26 in bf16, i.e. ~62 / ~38 ms per step per run; the Xeon's were 59 / 40).
+# The report splits the state row by precision and compares bf16 against fp32.
 PREC_SAC_ARMS := fp32 bf16
 precision-check-sac: venv
 	mkdir -p $(SLICE)
