@@ -173,8 +173,8 @@ gaze-triplets: venv
 		--out results/gaze-discount/reach-v3/triplets$$( [ $$s = 0 ] || echo _seed$$s ).json || exit 1; done
 
 # Part 2: gaze RL with either return-to-go at a small budget (reach-v3, 3 seeds x 20k steps each, the slice's
-# SAC settings); resumable. Measured 2026-12-05 on the Zen 4 in bf16: ~9 h of pack time per discount (532 min, 0.63
-# env-steps/s per run, mostly beside the CPU table), side by side on the two cores (1 torch thread each). Decided: RESULTS.md.
+# SAC settings); resumable. Measured 2026-12-05 on the Zen 4 in bf16: ~9 h of pack time per discount (532 / 536 min,
+# 0.63 / 0.62 env-steps/s per run, mostly beside the CPU table), side by side on the two cores (1 torch thread each). Decided: RESULTS.md.
 GAZE_ARMS := undiscounted discounted
 ablation-gaze-discount: venv
 	mkdir -p $(SLICE)
