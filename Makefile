@@ -174,7 +174,8 @@ gaze-triplets: venv
 
 # Part 2: gaze RL with either return-to-go at a small budget (reach-v3, 3 seeds x 20k steps each, the slice's
 # SAC settings); resumable. Measured 2026-12-05 on the Zen 4 in bf16: ~9 h of pack time per discount (532 / 536 min,
-# 0.63 / 0.62 env-steps/s per run, mostly beside the CPU table), side by side on the two cores (1 torch thread each). Decided: RESULTS.md.
+# 0.63 / 0.62 env-steps/s per run, mostly beside the CPU table), side by side on the two cores (1 torch thread
+# each). Decided: RESULTS.md.
 GAZE_ARMS := undiscounted discounted
 ablation-gaze-discount: venv
 	mkdir -p $(SLICE)
