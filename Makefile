@@ -7,7 +7,7 @@ export MUJOCO_GL ?= egl
 
 .PHONY: demo demo-gif test venv sysdeps bench cpu-slice slice-data slice-encoder-rgbs precision-check precision-check-sac slice-encoders slice-probes ablation-features \
 	ablation-features-raw ablation-features-standardized gaze-triplets ablation-gaze-discount ablation-gaze-undiscounted \
-	ablation-gaze-discounted cpu-table cpu-table-status background gpu-bundle check-floors clean-venv
+	ablation-gaze-discounted cpu-table cpu-table-status background background-stop gpu-bundle check-floors clean-venv
 
 # Long experiments keep their folders outside the checkout: a new session's work tree is laid anew, and the
 # git-ignored folders inside it (runs/) are gone; a machine handed on as it was keeps $(HOME).
@@ -213,6 +213,11 @@ background: venv sysdeps
 	$(PY) -m pipeline.background --name precision-check-sac --nice 5 --logs $(RUNS_HOME) -- \
 		make precision-check-sac SLICE=$(SLICE)
 	$(PY) -m pipeline.table --root $(TABLE) --phase $(TABLE_PHASE) $(TABLE_FLAGS) --background
+
+# stop every job `make background` started, each at a checkpoint (SIGTERM to its process group, then wait for it
+# to exit): run it before a session ends; a hard kill loses what each did since its last checkpoint (up to 20 minutes)
+background-stop: venv
+	$(PY) -m pipeline.background --stop --logs $(RUNS_HOME),$(TABLE)
 
 # where it stands: per task the stage reached and the step budget, per row seeds done / planned and steps,
 # the running step's progress, rate and time left at that rate

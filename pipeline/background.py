@@ -1,4 +1,5 @@
-"""`python -m pipeline.background --name NAME [--nice 10] -- COMMAND ...`: start a long experiment detached.
+"""`python -m pipeline.background --name NAME [--nice 10] -- COMMAND ...`: start a long experiment detached;
+`python -m pipeline.background --stop [--name NAME]`: stop the running ones, each at a checkpoint.
 
 The command runs in a session of its own (it outlives the shell that started it, not the machine's session),
 under `nice`, with its output appended to <logs>/<name>.log, and its scheduler autogroup given the same
@@ -7,6 +8,10 @@ detached job below the user's tests (common.runs.nice_own_session). <logs>/<name
 second start of a name whose command still runs says so and starts nothing (exit 0), so `make background`
 can be rerun at the start of every session. OpenMP threads wait passively (THREAD_ENV): on shared cores a
 spinning wait made 2-thread training ~3x slower. Every experiment it starts resumes from its own checkpoints.
+
+A hard kill (a machine's session ending) loses what each job did since its last checkpoint (SAC and pretraining
+write one every 20 minutes at most); `--stop` sends SIGTERM to each job's process group instead, on which SAC runs and
+pretrainings save a checkpoint and exit, and waits until every process of the group has exited.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -35,17 +41,34 @@ THREAD_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 @dataclass
 class BackgroundConfig:
-    """Start `-- COMMAND ...` detached, niced, logged to <logs>/<name>.log; nothing if it already runs."""
+    """Start `-- COMMAND ...` detached, niced, logged to <logs>/<name>.log; nothing if it already runs. With --stop,
+    stop the running jobs, each at a checkpoint."""
 
-    name: str = option("", "the experiment's name: its log is <logs>/<name>.log, its pid file <logs>/<name>.pid")
+    name: str = option(
+        "",
+        "the experiment's name: its log is <logs>/<name>.log, its pid file <logs>/<name>.pid "
+        "(with --stop: the one job to stop; default every job)",
+    )
     nice: int = option(10, "niceness of the command and of its session's autogroup (0-19; higher yields more)")
-    logs: str = option("~/visarl-runs", "folder of the log and pid files")
+    logs: str = option(
+        "~/visarl-runs",
+        "folder of the log and pid files (with --stop: folders, comma-separated, whose <name>.pid jobs are stopped)",
+    )
+    stop: bool = option(
+        False,
+        "stop the running jobs instead of starting one: SIGTERM to each job's process group (its SAC runs and "
+        "pretrainings checkpoint and exit), then wait for every process of it to exit",
+    )
+    wait: float = option(600.0, "with --stop: seconds to wait for the jobs to exit before saying which still run")
 
     def validate(self) -> None:
-        if not self.name or "/" in self.name or self.name.startswith("."):
+        named = bool(self.name) or not self.stop  # --stop without --name stops every job
+        if named and (not self.name or "/" in self.name or self.name.startswith(".")):
             raise ValueError(f"--name must be a plain file name (e.g. ablation-features), got {self.name!r}")
         if not 0 <= self.nice <= 19:
             raise ValueError(f"--nice must be in 0..19, got {self.nice}")
+        if not self.wait >= 0:
+            raise ValueError(f"--wait must be >= 0 seconds, got {self.wait}")
 
 
 def command_of(pid: int | str) -> list[str] | None:
@@ -106,8 +129,69 @@ def start(cfg: BackgroundConfig, command: list[str], env: dict[str, str] | None 
     return proc.pid
 
 
+def group_alive(pgid: int) -> bool:
+    """Whether a process of process group `pgid` still runs (zombies, exited but not yet reaped, do not count)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            # after the command's name in parentheses: state, ppid, pgrp, ...
+            state, _ppid, pgrp = (entry / "stat").read_text().rpartition(")")[2].split()[:3]
+        except (OSError, ValueError):
+            continue  # exited while we looked
+        if int(pgrp) == pgid and state not in ("Z", "X"):
+            return True
+    return False
+
+
+def stop(cfg: BackgroundConfig) -> list[str]:
+    """SIGTERM to the process group of every running job recorded in a <logs> folder (or of --name's alone), then
+    wait up to --wait seconds until every process of each group has exited. Returns the names still running."""
+    folders = dict.fromkeys(Path(f).expanduser().resolve() for f in cfg.logs.split(",") if f)
+    pid_files = [p for folder in folders for p in sorted(folder.glob(f"{cfg.name or '*'}.pid"))]
+    running = {p.stem: pid for p in pid_files if (pid := running_pid(p)) is not None}
+    if not running:
+        print(
+            f"no background job {cfg.name + ' ' if cfg.name else ''}runs (pid files in {', '.join(map(str, folders))})"
+        )
+        return []
+    for name, pid in running.items():
+        try:
+            os.killpg(pid, signal.SIGTERM)  # the job leads its own session and group: it and every child
+        except ProcessLookupError:
+            continue
+        print(
+            f"{name} (pid {pid}): SIGTERM sent to its process group; waiting for it to checkpoint and exit", flush=True
+        )
+    deadline = time.monotonic() + cfg.wait
+    while (alive := [n for n, pid in running.items() if group_alive(pid)]) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    for name in running:
+        if name not in alive:
+            print(f"{name} stopped; it resumes from its checkpoints when started again")
+    for name in alive:
+        print(
+            f"{name} still runs after {cfg.wait:g} s (a checkpoint still being written?): wait, or `kill -KILL -- "
+            f"-{running[name]}`, which loses what it did since its last checkpoint"
+        )
+    return alive
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if "--stop" in argv[: argv.index("--") if "--" in argv else len(argv)]:
+        if "--" in argv:
+            fail("--stop stops the running jobs and takes no command: drop what follows --")
+        if run_command(BackgroundConfig, stop, argv):
+            sys.exit(1)  # some still run: the caller (a session's last step) should not take them for stopped
+        return 0
     if {"-h", "--help"} & set(argv[: argv.index("--") if "--" in argv else len(argv)]):
         return run_command(BackgroundConfig, lambda cfg: 0, ["--help"])  # prints the flags and exits
     if "--" not in argv or argv.index("--") == len(argv) - 1:

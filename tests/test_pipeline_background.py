@@ -146,3 +146,85 @@ def test_the_jobs_threads_wait_passively_unless_the_caller_says_otherwise(tmp_pa
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
     jobs.append(background.start(BackgroundConfig(name="active", logs=str(tmp_path)), show("active")))
     wait_for(lambda: "policy ACTIVE" in (tmp_path / "active.log").read_text().splitlines())
+
+
+#: a job as the long ones are: a parent that dies on SIGTERM (make, rl.grid) and a child that, on SIGTERM, takes a
+#: second to write its checkpoint, then exits (rl.workspace, pretrain.multimae)
+CHECKPOINTING_CHILD = """
+import pathlib, signal, sys, time
+def on_term(*_):
+    time.sleep(1.0)
+    pathlib.Path(sys.argv[1]).write_text("checkpoint")
+    sys.exit(0)
+signal.signal(signal.SIGTERM, on_term)
+print("child ready", flush=True)
+time.sleep(60)
+"""
+
+
+def checkpointing_job(checkpoint: Path) -> list[str]:
+    parent = (
+        f"import subprocess, sys; subprocess.run([sys.executable, '-c', {CHECKPOINTING_CHILD!r}, {str(checkpoint)!r}])"
+    )
+    return [sys.executable, "-c", parent]
+
+
+def test_stop_terms_every_process_of_each_job_and_waits_for_their_checkpoints(tmp_path, jobs, capsys):
+    table_root = tmp_path / "table_root"  # the CPU table records its job in its own root: a second folder
+    starts = {"sac": (tmp_path, tmp_path / "sac.ckpt"), "table": (table_root, tmp_path / "table.ckpt")}
+    for name, (logs, checkpoint) in starts.items():
+        jobs.append(background.start(BackgroundConfig(name=name, logs=str(logs)), checkpointing_job(checkpoint)))
+        wait_for(lambda logs=logs, name=name: "child ready" in (logs / f"{name}.log").read_text().splitlines())
+    stale = tmp_path / "finished.pid"  # a job that ended long ago: its pid file is left, nothing is signalled
+    stale.write_text(json.dumps({"pid": os.getpid(), "argv": ["make", "precision-check-sac"]}))
+    capsys.readouterr()
+
+    background.main(["--stop", "--logs", f"{tmp_path},{table_root}", "--wait", "30"])
+
+    # stop returned only after each child wrote its checkpoint and exited, not when the parent died
+    assert all(checkpoint.read_text() == "checkpoint" for _, checkpoint in starts.values())
+    assert not any(background.group_alive(pid) for pid in jobs)
+    out = capsys.readouterr().out
+    for name, pid in zip(starts, jobs):
+        assert f"{name} (pid {pid}): SIGTERM sent to its process group" in out
+        assert f"{name} stopped; it resumes from its checkpoints when started again" in out
+    assert "finished" not in out
+
+
+def test_stop_alone_by_name_and_a_job_that_outlives_the_wait_is_named_with_exit_1(tmp_path, jobs, capsys):
+    stubborn = [
+        sys.executable,
+        "-c",
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "print('ignoring', flush=True); time.sleep(60)",
+    ]
+    jobs.append(background.start(BackgroundConfig(name="stubborn", logs=str(tmp_path)), stubborn))
+    jobs.append(background.start(BackgroundConfig(name="other", logs=str(tmp_path)), sleeper(tmp_path)))
+    wait_for(lambda: "ignoring" in (tmp_path / "stubborn.log").read_text().splitlines())
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        background.main(["--stop", "--name", "stubborn", "--logs", str(tmp_path), "--wait", "0.5"])
+    assert exit_.value.code == 1
+    out = capsys.readouterr().out
+    assert "stubborn still runs after 0.5 s" in out and f"kill -KILL -- -{jobs[0]}" in out
+    assert "other" not in out and background.group_alive(jobs[1])  # --name stops that job alone
+
+
+def test_stop_with_nothing_running_says_so(tmp_path, capsys):
+    background.main(["--stop", "--logs", str(tmp_path)])
+    assert f"no background job runs (pid files in {tmp_path.resolve()})" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--stop", "--", "true"], "--stop stops the running jobs and takes no command"),
+        (["--stop", "--name", "a/b"], "--name must be a plain file name"),
+        (["--stop", "--wait", "-1"], "--wait must be >= 0 seconds"),
+    ],
+)
+def test_bad_stop_input_is_one_line_naming_the_fix(tmp_path, argv, message, capsys):
+    with pytest.raises(SystemExit) as stop:
+        background.main([*argv, "--logs", str(tmp_path)] if "--" not in argv else argv)
+    assert stop.value.code == 2
+    assert message in capsys.readouterr().err
