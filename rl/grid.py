@@ -10,7 +10,8 @@ execute as local processes (`--parallel` at once, GPUs assigned round-robin) or,
 ray`, as Ray tasks on a cluster (`ray start --head` on one machine, `ray start --address HEAD:6379`
 on the others, then `--ray-address auto`). Every pack runs with `--resume auto`, so a pack whose
 worker or node died is retried (`--retries`) and continues from its newest checkpoint; rows logged
-after that checkpoint are dropped, none is duplicated.
+after that checkpoint are dropped, none is duplicated. SIGTERM pauses a local grid: its running packs write a
+checkpoint and exit, queued ones do not start, and a rerun continues (`make background-stop` relies on it).
 
 On Ray, the workers get this checkout as the runtime_env working_dir (`--ray-working-dir`, plus
 `--ray-pip` / `--ray-conda` for their Python environment), each pack asks for `--cpus-per-run`
@@ -29,11 +30,13 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -42,6 +45,7 @@ from pathlib import Path
 from common.cli import flat_dict, int_list, one_line_errors, option, parse_config, parse_flags
 from common.io import atomic_write_bytes, atomic_write_json
 from common.precision import PRECISION_HELP, check_precision, precision_field
+from common.runs import on_main_thread
 from data.env import check_task
 from rl import outcome
 from rl.encoders import TABLE_I
@@ -291,10 +295,47 @@ def pack_command(spec: Path | str) -> list[str]:
     return ["-m", "rl.workspace", "--spec", str(spec), "--resume", "auto"]
 
 
+class Stopping:
+    """SIGTERM to a local grid pauses it: the running packs get SIGTERM too (rl.workspace checkpoints at its next
+    episode boundary and exits) and the grid waits for them, alive, since its death would SIGKILL them
+    (DIE_WITH_PARENT); packs not yet started are not started. Their runs are reported paused."""
+
+    def __init__(self) -> None:
+        self.requested = threading.Event()
+        self.lock = threading.Lock()
+        self.packs: set[subprocess.Popen] = set()
+
+    def __call__(self, signum: int, _frame: object) -> None:
+        self.requested.set()
+        with self.lock:
+            for proc in self.packs:  # a signal to the grid alone reaches its packs too
+                proc.send_signal(signal.SIGTERM)
+
+    def start(self, argv: list[str], **kwargs: object) -> subprocess.Popen | None:
+        """Popen(argv), or None once a stop was requested."""
+        with self.lock:
+            if self.requested.is_set():
+                return None
+            proc = subprocess.Popen(argv, **kwargs)
+            self.packs.add(proc)
+            return proc
+
+    def wait(self, proc: subprocess.Popen) -> int:
+        code = proc.wait()
+        with self.lock:
+            self.packs.discard(proc)
+        return code
+
+
+#: the packs this process runs; SIGTERM reaches them through it where rl.grid installed it as the handler
+STOPPING = Stopping()
+
+
 def _execute(
     cmd: list[str], run_dirs: list[str], cwd: str, gpu: int | None = None, env: dict[str, str] | None = None
 ) -> int:
-    """Run one pack's command (this Python, `cmd` its arguments), its output appended to every run's stdout.log."""
+    """Run one pack's command (this Python, `cmd` its arguments), its output appended to every run's stdout.log;
+    once the grid is stopping (`Stopping`), start nothing and return 0 (its runs count as paused)."""
     paths = [Path(cwd) / d for d in run_dirs]
     for path in paths:
         path.mkdir(parents=True, exist_ok=True)
@@ -302,9 +343,12 @@ def _execute(
     log_path = paths[0] / "stdout.log"
     with open(log_path, "ab") as log:
         start = log.tell()  # what the first run's log held before: its own history, not this pack's
-        code = subprocess.run(
+        proc = STOPPING.start(
             [sys.executable, "-c", DIE_WITH_PARENT, *cmd], cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env
-        ).returncode
+        )
+        if proc is None:
+            return 0
+        code = STOPPING.wait(proc)
     with open(log_path, "rb") as log:
         log.seek(start)
         output = log.read()
@@ -514,15 +558,24 @@ def run_grid(cfg: GridConfig) -> dict[str, str]:
         import torch
 
         n_gpus, cwd = torch.cuda.device_count(), str(Path.cwd())
-        with ThreadPoolExecutor(cfg.parallel) as pool:
-            futures = {
-                pool.submit(
-                    _execute, pack_command(spec), [str(r.run_dir) for r in p], cwd, i % n_gpus if n_gpus else None
-                ): p
-                for i, (spec, p) in enumerate(zip(specs, packs))
-            }
-            for fut in as_completed(futures):
-                record(futures[fut], fut.result())
+        previous = signal.signal(signal.SIGTERM, STOPPING) if on_main_thread() else None
+        try:
+            with ThreadPoolExecutor(cfg.parallel) as pool:
+                futures = {
+                    pool.submit(
+                        _execute, pack_command(spec), [str(r.run_dir) for r in p], cwd, i % n_gpus if n_gpus else None
+                    ): p
+                    for i, (spec, p) in enumerate(zip(specs, packs))
+                }
+                for fut in as_completed(futures):
+                    record(futures[fut], fut.result())
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+            stopped = STOPPING.requested.is_set()
+            STOPPING.requested.clear()  # a later grid in this process starts its packs
+        if stopped:
+            print("grid: stopped on SIGTERM; its packs checkpointed: run it again to continue", flush=True)
     else:
         try:
             _run_ray(cfg, packs, specs, record)

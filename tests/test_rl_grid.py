@@ -164,3 +164,48 @@ def test_a_run_that_diverged_is_final_for_the_grid_and_every_longer_one(tmp_path
     status = grid.run_grid(cfg_of(2000))
     assert ran[-1] == ["runs/sac/reach-v3/state/seed0"]  # only the healthy run trains on
     assert status["reach-v3/state/seed1"].startswith("skipped: diverged at step 600")
+
+
+#: a pack as rl.workspace is on SIGTERM: it takes a moment to write its checkpoint, then exits 0 (paused)
+PAUSING_PACK = """
+import json, pathlib, signal, sys, time
+out = pathlib.Path(json.loads(pathlib.Path(sys.argv[1]).read_text())[0]["out"])
+def pause(*_):
+    time.sleep(0.5)
+    (out / "checkpoint").write_text("saved")
+    sys.exit(0)
+signal.signal(signal.SIGTERM, pause)
+(out / "started").write_text("yes")
+time.sleep(60)
+"""
+
+
+def test_sigterm_pauses_a_local_grid_after_its_running_pack_checkpointed_and_starts_no_other(
+    tmp_path, monkeypatch, capsys
+):
+    """The grid outlives its pack on SIGTERM (its death would SIGKILL the pack: DIE_WITH_PARENT), passes the
+    signal on to it, waits for its checkpoint, starts no queued pack, and restores the previous handler."""
+    import os
+    import signal
+    import threading
+    import time
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(grid, "pack_command", lambda spec: ["-c", PAUSING_PACK, str(spec)])
+    cfg = from_flat(GridConfig, tasks="reach-v3", encoders="state", seeds="0,1", steps=1000, pack=1, parallel=1)
+    first, second = (tmp_path / "runs/sac/reach-v3/state" / f"seed{s}" for s in (0, 1))
+
+    def terminate_once_started() -> None:
+        deadline = time.time() + 60
+        while not (first / "started").exists() and time.time() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)  # the grid's process alone, as `kill <grid pid>` would
+
+    before = signal.getsignal(signal.SIGTERM)
+    threading.Thread(target=terminate_once_started, daemon=True).start()
+    status = grid.run_grid(cfg)
+    assert (first / "checkpoint").read_text() == "saved"  # the pack was waited for, not killed
+    assert not (second / "started").exists()  # the queued pack never started
+    assert status == {"reach-v3/state/seed0": "paused", "reach-v3/state/seed1": "paused"}
+    assert "grid: stopped on SIGTERM; its packs checkpointed: run it again to continue" in capsys.readouterr().out
+    assert signal.getsignal(signal.SIGTERM) is before
