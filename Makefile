@@ -215,7 +215,7 @@ background: venv sysdeps
 	$(PY) -m pipeline.table --root $(TABLE) --phase $(TABLE_PHASE) $(TABLE_FLAGS) --background
 
 # stop every job `make background` started, each at a checkpoint (SIGTERM to its process group, then wait for it
-# to exit): run it before a session ends; a hard kill loses what each did since its last checkpoint (up to 20 minutes)
+# to exit): run it before a session ends; a hard kill loses what each did since its last checkpoint (about 20 minutes)
 background-stop: venv
 	$(PY) -m pipeline.background --stop --logs $(RUNS_HOME),$(TABLE)
 

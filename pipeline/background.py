@@ -10,7 +10,7 @@ can be rerun at the start of every session. OpenMP threads wait passively (THREA
 spinning wait made 2-thread training ~3x slower. Every experiment it starts resumes from its own checkpoints.
 
 A hard kill (a machine's session ending) loses what each job did since its last checkpoint (SAC and pretraining
-write one every 20 minutes at most); `--stop` sends SIGTERM to each job's process group instead, on which SAC runs and
+write one about every 20 minutes); `--stop` sends SIGTERM to each job's process group instead, on which SAC runs and
 pretrainings save a checkpoint and exit, and waits until every process of the group has exited.
 """
 
@@ -59,7 +59,11 @@ class BackgroundConfig:
         "stop the running jobs instead of starting one: SIGTERM to each job's process group (its SAC runs and "
         "pretrainings checkpoint and exit), then wait for every process of it to exit",
     )
-    wait: float = option(600.0, "with --stop: seconds to wait for the jobs to exit before saying which still run")
+    wait: float = option(
+        1200.0,
+        "with --stop: seconds to wait for the jobs to exit before saying which still run (a SAC run pauses after "
+        "the episode or evaluation under way, then writes its checkpoint)",
+    )
 
     def validate(self) -> None:
         named = bool(self.name) or not self.stop  # --stop without --name stops every job
@@ -79,13 +83,39 @@ def command_of(pid: int | str) -> list[str] | None:
         return None
 
 
+def group_alive(pgid: int) -> bool:
+    """Whether a process of process group `pgid` still runs (zombies, exited but not yet reaped, do not count)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            # after the command's name in parentheses: state, ppid, pgrp, ...
+            state, _ppid, pgrp = (entry / "stat").read_text().rpartition(")")[2].split()[:3]
+        except (OSError, ValueError):
+            continue  # exited while we looked
+        if int(pgrp) == pgid and state not in ("Z", "X"):
+            return True
+    return False
+
+
 def running_pid(pid_file: Path, command: list[str] | None = None) -> int | None:
-    """The pid recorded in `pid_file` while that process still runs the recorded command; else, given `command`,
-    a process that runs exactly it (one started by hand); else None."""
+    """The pid recorded in `pid_file` while that process still runs the recorded command, or while it has exited
+    and processes of its group still run (a stopped job's packs writing their checkpoints: Linux allocates no pid
+    still used as a group id, so that group is the job's); else, given `command`, a process that runs exactly it
+    (one started by hand); else None."""
     try:
         record = json.loads(pid_file.read_text())
-        if command_of(record["pid"]) == record["argv"]:
-            return int(record["pid"])
+        pid, running, argv = int(record["pid"]), command_of(record["pid"]), record["argv"]
+        starting = running is not None and running[:1] == ["nice"] and running[-len(argv) :] == argv  # before exec
+        if running == argv or starting or (not running and group_alive(pid)):  # []: a zombie, or exec under way
+            return pid
     except (OSError, ValueError, KeyError, TypeError):
         pass
     if command and Path("/proc").is_dir():
@@ -129,34 +159,16 @@ def start(cfg: BackgroundConfig, command: list[str], env: dict[str, str] | None 
     return proc.pid
 
 
-def group_alive(pgid: int) -> bool:
-    """Whether a process of process group `pgid` still runs (zombies, exited but not yet reaped, do not count)."""
-    proc = Path("/proc")
-    if not proc.is_dir():
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return False
-        return True
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            # after the command's name in parentheses: state, ppid, pgrp, ...
-            state, _ppid, pgrp = (entry / "stat").read_text().rpartition(")")[2].split()[:3]
-        except (OSError, ValueError):
-            continue  # exited while we looked
-        if int(pgrp) == pgid and state not in ("Z", "X"):
-            return True
-    return False
-
-
 def stop(cfg: BackgroundConfig) -> list[str]:
     """SIGTERM to the process group of every running job recorded in a <logs> folder (or of --name's alone), then
     wait up to --wait seconds until every process of each group has exited. Returns the names still running."""
     folders = dict.fromkeys(Path(f).expanduser().resolve() for f in cfg.logs.split(",") if f)
-    pid_files = [p for folder in folders for p in sorted(folder.glob(f"{cfg.name or '*'}.pid"))]
-    running = {p.stem: pid for p in pid_files if (pid := running_pid(p)) is not None}
+    pid_files = [p for f in folders for p in ([f / f"{cfg.name}.pid"] if cfg.name else sorted(f.glob("*.pid")))]
+    # named by their pid file's stem, its path where two folders hold the same name
+    stems = [p.stem for p in pid_files]
+    running = {
+        (p.stem if stems.count(p.stem) == 1 else str(p)): pid for p in pid_files if (pid := running_pid(p)) is not None
+    }
     if not running:
         print(
             f"no background job {cfg.name + ' ' if cfg.name else ''}runs (pid files in {', '.join(map(str, folders))})"

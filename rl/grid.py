@@ -302,7 +302,7 @@ class Stopping:
 
     def __init__(self) -> None:
         self.requested = threading.Event()
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # a second SIGTERM may run the handler again inside the first one
         self.packs: set[subprocess.Popen] = set()
 
     def __call__(self, signum: int, _frame: object) -> None:
@@ -321,10 +321,12 @@ class Stopping:
             return proc
 
     def wait(self, proc: subprocess.Popen) -> int:
+        """The pack's exit code; 0 for one that SIGTERM ended while the grid is stopping: before rl.workspace set
+        its handler (starting up), it resumes from its newest checkpoint like a paused one."""
         code = proc.wait()
         with self.lock:
             self.packs.discard(proc)
-        return code
+        return 0 if code == -signal.SIGTERM and self.requested.is_set() else code
 
 
 #: the packs this process runs; SIGTERM reaches them through it where rl.grid installed it as the handler
@@ -558,7 +560,8 @@ def run_grid(cfg: GridConfig) -> dict[str, str]:
         import torch
 
         n_gpus, cwd = torch.cuda.device_count(), str(Path.cwd())
-        previous = signal.signal(signal.SIGTERM, STOPPING) if on_main_thread() else None
+        installed = on_main_thread()
+        previous = signal.signal(signal.SIGTERM, STOPPING) if installed else None
         try:
             with ThreadPoolExecutor(cfg.parallel) as pool:
                 futures = {
@@ -570,12 +573,14 @@ def run_grid(cfg: GridConfig) -> dict[str, str]:
                 for fut in as_completed(futures):
                     record(futures[fut], fut.result())
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+            if installed:  # None: the previous handler was not set from Python; the default stands for it
+                signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
             stopped = STOPPING.requested.is_set()
             STOPPING.requested.clear()  # a later grid in this process starts its packs
         if stopped:
-            print("grid: stopped on SIGTERM; its packs checkpointed: run it again to continue", flush=True)
+            print(
+                "grid: stopped on SIGTERM; run it again to continue (each pack from its newest checkpoint)", flush=True
+            )
     else:
         try:
             _run_ray(cfg, packs, specs, record)

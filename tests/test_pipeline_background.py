@@ -148,8 +148,8 @@ def test_the_jobs_threads_wait_passively_unless_the_caller_says_otherwise(tmp_pa
     wait_for(lambda: "policy ACTIVE" in (tmp_path / "active.log").read_text().splitlines())
 
 
-#: a job as the long ones are: a parent that dies on SIGTERM (make, rl.grid) and a child that, on SIGTERM, takes a
-#: second to write its checkpoint, then exits (rl.workspace, pretrain.multimae)
+#: a job as the long ones are: a parent that dies on SIGTERM (the table's orchestrator) and a child that, on SIGTERM,
+#: takes a second to write its checkpoint, then exits (rl.workspace, pretrain.multimae)
 CHECKPOINTING_CHILD = """
 import pathlib, signal, sys, time
 def on_term(*_):
@@ -228,3 +228,33 @@ def test_bad_stop_input_is_one_line_naming_the_fix(tmp_path, argv, message, caps
         background.main([*argv, "--logs", str(tmp_path)] if "--" not in argv else argv)
     assert stop.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_job_whose_leader_exited_while_its_children_checkpoint_still_runs(tmp_path, jobs, capsys):
+    """A second stop (or start) in the window where the job's first process has died and its packs still write
+    their checkpoints finds the job by its process group: it neither says nothing runs nor starts another copy."""
+    checkpoint = tmp_path / "slow.ckpt"
+    slow = checkpointing_job(checkpoint)
+    slow[2] = slow[2].replace("time.sleep(1.0)", "time.sleep(3.0)")
+    jobs.append(pid := background.start(BackgroundConfig(name="slow", logs=str(tmp_path)), slow))
+    wait_for(lambda: "child ready" in (tmp_path / "slow.log").read_text().splitlines())
+    os.killpg(pid, signal.SIGTERM)
+    wait_for(lambda: not background.command_of(pid))  # the parent died (gone, or a zombie: pytest started it)
+    assert not checkpoint.exists() and background.running_pid(tmp_path / "slow.pid") == pid
+    assert background.start(BackgroundConfig(name="slow", logs=str(tmp_path)), slow) == pid  # no second copy
+    capsys.readouterr()
+    background.main(["--stop", "--logs", str(tmp_path), "--wait", "30"])
+    assert f"slow (pid {pid}): SIGTERM sent" in capsys.readouterr().out
+    assert checkpoint.read_text() == "checkpoint" and background.running_pid(tmp_path / "slow.pid") is None
+
+
+def test_the_same_name_in_two_folders_is_two_jobs(tmp_path, jobs, capsys):
+    first, second = tmp_path / "a", tmp_path / "b"
+    for logs in (first, second):
+        jobs.append(background.start(BackgroundConfig(name="job", logs=str(logs)), sleeper(logs)))
+    wait_for(lambda: all(background.running_pid(logs / "job.pid") for logs in (first, second)))
+    capsys.readouterr()
+    background.main(["--stop", "--name", "job", "--logs", f"{first},{second}", "--wait", "30"])
+    out = capsys.readouterr().out
+    assert f"{first / 'job.pid'} stopped" in out and f"{second / 'job.pid'} stopped" in out
+    assert not any(background.group_alive(pid) for pid in jobs)
