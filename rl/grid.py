@@ -305,6 +305,11 @@ class Stopping:
         self.lock = threading.RLock()  # a second SIGTERM may run the handler again inside the first one
         self.packs: set[subprocess.Popen] = set()
 
+    def __reduce__(self) -> tuple[type, tuple]:
+        """A fresh one where Ray ships _execute by value (rl.grid run as __main__) to a worker: no stop requested,
+        no pack of this process, and no lock to pickle."""
+        return Stopping, ()
+
     def __call__(self, signum: int, _frame: object) -> None:
         self.requested.set()
         with self.lock:

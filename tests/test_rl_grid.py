@@ -215,3 +215,16 @@ def test_sigterm_pauses_a_local_grid_after_its_running_pack_checkpointed_and_sta
         in capsys.readouterr().out
     )
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_the_stop_state_travels_to_a_ray_worker_fresh():
+    """Ray pickles _execute with its globals when rl.grid runs as __main__: STOPPING arrives as a new one."""
+    import pickle
+
+    grid.STOPPING.requested.set()
+    try:
+        copy = pickle.loads(pickle.dumps(grid.STOPPING))
+    finally:
+        grid.STOPPING.requested.clear()
+    assert isinstance(copy, grid.Stopping) and copy is not grid.STOPPING
+    assert not copy.requested.is_set() and copy.packs == set()
