@@ -154,7 +154,8 @@ def start(cfg: BackgroundConfig, command: list[str], env: dict[str, str] | None 
     atomic_write_json(pid_file, {"pid": proc.pid, "argv": command, "started": time.time()})
     print(
         f"{cfg.name} started (pid {proc.pid}, nice {cfg.nice}); log: {log}\n"
-        f"  tail -f {log}    # follow it\n  kill -- -{proc.pid}    # stop it (it resumes when started again)"
+        f"  tail -f {log}    # follow it\n  {sys.executable} -m pipeline.background --stop --name {cfg.name} --logs "
+        f"{folder}    # stop it at a checkpoint (it resumes when started again)"
     )
     return proc.pid
 

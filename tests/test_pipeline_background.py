@@ -53,7 +53,9 @@ def test_the_job_runs_detached_niced_and_logged(tmp_path, jobs, capsys):
         assert autogroup.read_text().split()[-1] == "7"
     assert json.loads((tmp_path / "sleeper.pid").read_text())["pid"] == pid
     assert "started: " + " ".join(sleeper(tmp_path)) in log.read_text()
-    assert f"sleeper started (pid {pid}, nice 7)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"sleeper started (pid {pid}, nice 7)" in out
+    assert f"-m pipeline.background --stop --name sleeper --logs {tmp_path}    # stop it at a checkpoint" in out
 
 
 def test_a_second_start_leaves_the_running_job_alone_and_a_later_one_starts_it_again(tmp_path, jobs, capsys):
