@@ -199,13 +199,14 @@ def stop(cfg: BackgroundConfig) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if "--stop" in argv[: argv.index("--") if "--" in argv else len(argv)]:
+    flags = argv[: argv.index("--")] if "--" in argv else argv  # this command's own, not the job's
+    if "--stop" in flags:
         if "--" in argv:
             fail("--stop stops the running jobs and takes no command: drop what follows --")
         if run_command(BackgroundConfig, stop, argv):
             sys.exit(1)  # some still run: the caller (a session's last step) should not take them for stopped
         return 0
-    if {"-h", "--help"} & set(argv[: argv.index("--") if "--" in argv else len(argv)]):
+    if {"-h", "--help"} & set(flags):
         return run_command(BackgroundConfig, lambda cfg: 0, ["--help"])  # prints the flags and exits
     if "--" not in argv or argv.index("--") == len(argv) - 1:
         fail("name the command after --, e.g. python -m pipeline.background --name demo -- make demo")
