@@ -1307,7 +1307,8 @@ def status_text(cfg: TableConfig) -> str:
         diverged = sum(outcome.DIVERGED in s for s in summaries)
         started = [n for n, _ in runs if n]
         span = f"{min(started):,}-{max(started):,}" if started else "0"
-        mean = f"{sum(success) / len(success):.2f} ({len(success)} seeds)" if success else "-"
+        n = len(success)
+        mean = f"{sum(success) / n:.2f} ({n} seed{'s' * (n != 1)})" if success else "-"
         mean += f", {diverged} diverged (counted as 0)" if diverged else ""
         lines.append(f"| {task} | {row} | {len(done)}/{len(seeds)}{then} | {span} of {budget:,} | {mean} |")
     todo = open_steps(folder)

@@ -1,4 +1,5 @@
-"""End to end: the micro pipeline on a fresh root, and a two-run micro grid on a local Ray instance."""
+"""End to end: the micro pipeline on a fresh root, a two-run micro grid on a local Ray instance, and phase A of the
+CPU table at micro sizes."""
 
 import json
 import subprocess
@@ -87,3 +88,54 @@ def test_two_run_micro_grid_on_local_ray(tmp_path):
         "2 ok, 0 diverged (final: counted as 0 success), 0 paused (run again to continue), 0 failed" in r.stdout
         and "in 1 pack(s)" in r.stdout
     )
+
+
+#: phase A of pipeline.table at micro sizes: every stage the table runs, with real outputs between them
+MICRO_TABLE = [
+    *("--phase", "A", "--frames", "1000", "--collect-workers", "1", "--saliency-preset", "micro"),
+    *("--pretrain-images", "1000", "--pretrain-preset", "micro"),
+    *("--pretrain-extra", "--batch-size 32 --warmup-epochs 0 --threads 1 --no-progress"),
+    *("--probe-extra", "--fit-frames 300 --score-frames 200", "--hidden-dim", "64", "--parallel", "1"),
+    *("--reach-steps", "1000", "--reach-seeds", "2", "--first-seeds", "1", "--more-seeds", "1", "--max-seeds", "2"),
+    *("--eval-every", "500", "--eval-episodes", "1", "--final-eval-episodes", "2", "--eval-envs", "1"),
+    *("--checkpoint-every", "500", "--sac-extra", "--batch-size 32 --random-steps 200"),
+]
+
+
+def test_micro_cpu_table_phase_a_keeps_every_row_and_a_rerun_runs_nothing(tmp_path):
+    table, results = tmp_path / "table", tmp_path / "results"
+    argv = [sys.executable, "-m", "pipeline.table", "--root", str(table), "--results", str(results), *MICRO_TABLE]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=1500)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "every step of phase(s) A is done" in r.stdout
+    rows = ("state", "mmae_rgb", "mmae_rgbs_po", "mmae_rgbs")
+    for row in rows:  # both waves (seed 0, then seed 1) kept, each at the budget with its final evaluation
+        for seed in (0, 1):
+            summary = json.loads((results / "reach-v3" / row / f"seed{seed}" / "summary.json").read_text())
+            assert (summary["encoder"], summary["seed"], summary["steps"]) == (row, seed, 1000)
+            assert summary["eval_episodes"] == 2 and 0 <= summary["success_rate"] <= 1
+    stages = json.loads((results / "reach-v3" / "stages.json").read_text())
+    assert len(stages["order"]) == 12 and all(stages["wall_seconds"][s] > 0 for s in stages["order"])
+    for probe in (
+        "rgbs/reach-v3/probe_rgb+saliency.json",
+        "rgbs/reach-v3/probe_rgb.json",
+        "rgb/reach-v3/probe_rgb.json",
+    ):
+        assert json.loads((results / "mmae" / probe).read_text()), probe
+    assert 0 <= json.loads((results / "saliency/reach-v3/eval/metrics.json").read_text())["metrics"]["f_max"] <= 1
+
+    again = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "every step of phase(s) A is done" in again.stdout, again.stdout[-2000:]
+    assert "] A | " not in again.stdout  # no step ran again
+
+    report = subprocess.run(
+        [sys.executable, "-m", "pipeline.report", str(results), "--out", str(tmp_path / "report")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert report.returncode == 0, report.stdout[-2000:] + report.stderr[-2000:]
+    text = (tmp_path / "report" / "REPORT.md").read_text()
+    for row in rows:
+        line = [x for x in text.splitlines() if x.startswith(f"| {ENCODER_LABELS[row]} |")]
+        assert len(line) == 1 and "(n=2)" in line[0], row
