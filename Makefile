@@ -206,13 +206,10 @@ cpu-table: venv
 
 # Every long experiment here, detached (pipeline.background: own session, niced, its log in $(RUNS_HOME)/<name>.log):
 # run it at the start of each session. What still runs is left alone; the rest resumes from its checkpoints.
-# CPU shares by niceness: bf16 SAC against fp32 first (5: the CPU table's SAC runs in bf16; the two ablations
-# of #24 have decided, `make ablation-features` / `make ablation-gaze-discount` rerun them), then the CPU table
-# (10: weeks of work).
-background: venv sysdeps
-	$(PY) -m pipeline.background --name precision-check-sac --nice 5 --logs $(RUNS_HOME) -- \
-		make precision-check-sac SLICE=$(SLICE)
-	$(PY) -m pipeline.table --root $(TABLE) --phase $(TABLE_PHASE) $(TABLE_FLAGS) --background
+# Today that is the CPU table (nice 10: months of work); the finished checks rerun by their own targets
+# (`make precision-check-sac`, `make ablation-features`, `make ablation-gaze-discount`). Another job joins it as
+# `$(PY) -m pipeline.background --name NAME --nice N --logs $(RUNS_HOME) -- COMMAND` (a lower N: a larger share).
+background: sysdeps cpu-table
 
 # stop every job `make background` started, each at a checkpoint (SIGTERM to its process group, then wait for it
 # to exit): run it before a session ends; a hard kill loses what each did since its last checkpoint (about 20 minutes)
