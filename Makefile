@@ -201,10 +201,10 @@ TABLE_PHASE ?= all
 # more pipeline.table flags, e.g. TABLE_FLAGS="--results results/cpu-table-2"; the design settings a root recorded
 # on its first run are its own and need no flags (a contradicting one is refused)
 TABLE_FLAGS ?=
-cpu-table: venv
+cpu-table: venv sysdeps
 	$(PY) -m pipeline.table --root $(TABLE) --phase $(TABLE_PHASE) $(TABLE_FLAGS) --background
 
-# Every long experiment here, detached (pipeline.background: own session, niced, its log in $(RUNS_HOME)/<name>.log):
+# Every long experiment here, detached (pipeline.background: own session, niced, its log in <its folder>/<name>.log):
 # run it at the start of each session. What still runs is left alone; the rest resumes from its checkpoints.
 # Today that is the CPU table (nice 10: months of work); the finished checks rerun by their own targets
 # (`make precision-check-sac`, `make ablation-features`, `make ablation-gaze-discount`). Another job joins it as

@@ -457,7 +457,8 @@ def paper_average(encoder: str, tasks: list[str]) -> str:
 
 def table_i(runs: list[dict]) -> str:
     """Markdown Table I analog: per encoder and task, the final success as mean [95 % t-interval] over
-    seeds, the mean of each seed's last 3 evaluations averaged over seeds, and the paper's mean ± std."""
+    seeds, the mean of each seed's last 3 evaluations averaged over seeds, and the paper's mean ± std; last, the
+    average of the encoder's task means beside the paper's (`paper_average`)."""
     tasks, by = _cells(runs)
     encoders = sorted({r["encoder"] for r in runs}, key=_encoder_key)
     lines = [
@@ -1115,7 +1116,7 @@ def write_report(cfg: ReportConfig) -> Path:
         f"Student-t confidence interval of the mean, unclipped: at few seeds it can pass 0 or 1]; beside it the mean over seeds of each seed's last {LAST_EVALS} "
         "evaluations (one evaluation of a seed is noisy), the number of seeds, and the paper's mean ± std. The last "
         "column averages a row's task means over the tasks it ran; beside it the paper's printed average where the row "
-        "ran all four of the paper's tasks, else the mean of the paper's numbers on the same tasks (marked).\n",
+        "ran all four of the paper's tasks, else the mean of the paper's numbers on the same tasks (marked; n/a where the paper has no number for one).\n",
         (table_i(runs) if runs else "No run has finished yet.") + "\n",
     ]
     if precision_splits:
