@@ -1390,10 +1390,17 @@ def step_progress(root: Path, step: Step) -> str:
     return ""
 
 
-def pretrain_steps(run: Path) -> tuple[int, int, int, float] | None:
-    """(step of the last train.csv row, total steps, batch, that row's img/s) of a pretrain.multimae run folder, from
-    its config.json, data.json and train.csv (None before its first row)."""
-    row = last_numbers(whole_rows(run / "train.csv"), "step", "img_per_s")
+#: status measures a running pretraining's rate over its last this many steps (train.csv logs every 10)
+RECENT_STEPS = 50
+
+
+def pretrain_steps(run: Path) -> tuple[int, int, int, float, int] | None:
+    """(step of the last train.csv row, total steps, batch, img/s, steps the rate is measured over) of a
+    pretrain.multimae run folder, from its config.json, data.json and train.csv (None before its first row). The rate
+    is that of its last RECENT_STEPS steps (wall_s between rows), as the machine's load is now; with one row only, the
+    row's img_per_s (since its process started; the steps are then 0)."""
+    rows = whole_rows(run / "train.csv")
+    row = last_numbers(rows, "step", "img_per_s")
     try:
         cfg = json.loads((run / "config.json").read_text())
         data = json.loads((run / "data.json").read_text())
@@ -1401,7 +1408,16 @@ def pretrain_steps(run: Path) -> tuple[int, int, int, float] | None:
         total = int(data.get("total_steps") or int(cfg["epochs"]) * (int(data["train_frames"]) // batch))
     except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError, ValueError):
         return None
-    return None if row is None or total <= 0 else (int(row["step"]), total, batch, row["img_per_s"])
+    if row is None or total <= 0:
+        return None
+    step, rate, over = int(row["step"]), row["img_per_s"], 0
+    timed = [t for t in (last_numbers([r], "step", "wall_s") for r in rows) if t]
+    last = timed[-1] if timed else None
+    window = [t for t in timed if last and last["step"] - RECENT_STEPS <= t["step"] < last["step"]]
+    if last and window and window[0]["wall_s"] < last["wall_s"]:
+        over = int(last["step"] - window[0]["step"])
+        rate = over * batch / (last["wall_s"] - window[0]["wall_s"])
+    return step, total, batch, rate, over
 
 
 def pretrain_finished(run: Path) -> bool:
@@ -1412,15 +1428,15 @@ def pretrain_finished(run: Path) -> bool:
 
 
 def pretrain_progress(run: Path) -> str:
-    """'step S of T (P %), R img/s, ~H left at that rate' from a pretrain.multimae run folder ('' before its first
-    train.csv row). R is the last row's img_per_s: the rate of the process that wrote it, since that process
-    started."""
+    """'step S of T (P %), R img/s over its last N steps, ~H left at that rate' from a pretrain.multimae run folder
+    ('' before its first train.csv row; `pretrain_steps` says how R is measured)."""
     steps = pretrain_steps(run)
     if steps is None:
         return ""
-    step, total, batch, rate = steps
+    step, total, batch, rate, over = steps
     left = f"~{hours((total - step) * batch / rate)} left at that rate" if rate > 0 else "no rate logged yet"
-    return f"step {step:,} of {total:,} ({100 * step / total:.1f} %), {rate:.1f} img/s (its last train.csv row): {left}"
+    measured = f"over its last {over} steps" if over else "(its last train.csv row)"
+    return f"step {step:,} of {total:,} ({100 * step / total:.1f} %), {rate:.1f} img/s {measured}: {left}"
 
 
 def sac_progress(runs: Sequence[Path], steps: int) -> str:

@@ -506,16 +506,23 @@ def test_status_says_where_a_running_pretraining_stands_and_its_time_left(tmp_pa
     run = root / "runs/mmae/rgbs/reach-v3"
     write(run / "config.json", json.dumps({"batch_size": 512, "epochs": 22}))
     write(run / "data.json", json.dumps({"train_frames": 47_510}))  # 92 steps of 512 per epoch: 2,024 in all
-    write(run / "train.csv", "step,wall_s,img_per_s\n10,100,51.2\n20,200,25.6\n")
+    write(run / "train.csv", "step,wall_s,img_per_s\n20,200,25.6\n")
     text = table.status_text(cfg)
     assert "next step of phase(s) A,B,C,D,E: reach-v3: pretrain.multimae rgbs" in text
-    # (2,024 - 20) x 512 images at 25.6 img/s = 40,080 s
+    # one row: its own rate, since its process started; (2,024 - 20) x 512 images at 25.6 img/s = 40,080 s
     assert (
         "  where it stands: step 20 of 2,024 (1.0 %), 25.6 img/s (its last train.csv row): ~11.1 h left at that rate"
         " (not running now: its last process's rate)" in text
     )
+    # more rows: the rate of the last 50 steps (a load that has changed since the process started shows at once):
+    # steps 30 -> 80 in 400 s at 512 a step = 64 img/s; (2,024 - 80) x 512 / 64 = 15,552 s
+    rows = "".join(f"{k},{200 + 4 * (k - 20) if k <= 30 else 240 + 8 * (k - 30)},25.6\n" for k in range(20, 81, 10))
+    write(run / "train.csv", "step,wall_s,img_per_s\n" + rows)
+    assert "step 80 of 2,024 (4.0 %), 64.0 img/s over its last 50 steps: ~4.3 h left at that rate" in (
+        table.status_text(cfg)
+    )
     write(run / "data.json", json.dumps({"train_frames": 47_510, "total_steps": 1_000}))  # what pretrain now records
-    assert "step 20 of 1,000 (2.0 %)" in table.status_text(cfg)
+    assert "step 80 of 1,000 (8.0 %)" in table.status_text(cfg)
 
 
 def test_status_says_where_a_running_sac_grid_stands(tmp_path):
