@@ -27,7 +27,11 @@ episodes (the grid runs to budget - eval_every with `--eval-episodes`, then on t
 After each (task, row) finishes its seeds, `pipeline.keep` copies its raw results to
 `results/cpu-table/<task>/<row>/` (pilots: `results/cpu-table-pilot/`, so the report never mixes
 them into the table; probes: `results/cpu-table/mmae/`); committing is left to the person: the
-command prints the git line. `--status` prints where each task and row stands and how far the
+command prints the git line. Once a task's probes are kept, its saliency student and frozen MultiMAE encoders
+(with their pretraining logs) are copied to `--carry` (`artifacts/cpu-table/`), committed beside the results: a new
+root (a new machine) takes the settings in `results/cpu-table/settings.json`, copies in the kept runs and the
+carried models, and goes on with what is left instead of collecting, labelling and pretraining again.
+`--status` prints where each task and row stands and how far the
 running step has got; `--background` starts the run detached and niced (pipeline.background) with its
 output appended to `<root>/table.log`; when one started so still runs it says so and starts nothing, and
 it is refused while a copy started otherwise holds the root.
@@ -56,7 +60,7 @@ from pathlib import Path
 
 from common.cli import fail, option, parse_config, stored_values
 from common.cpuinfo import AUTO_ENV, auto_precision, cpu_bf16_units, cpu_model
-from common.io import OutputError, atomic_write_json
+from common.io import OutputError, atomic_write_bytes, atomic_write_json
 from common.runs import exclusive_run_dir, nice_own_session
 from data.env import PAPER_TASKS
 from pipeline.background import BackgroundConfig, running_pid, start
@@ -73,6 +77,8 @@ CNN_ROWS = ("cnn_rgb", "cnn_rgbs", "gaze")
 GRID_ROWS = ("mmae_rgbs_grid2",)
 EPISODE_STEPS = 500
 STATE_FILE = "table.json"
+#: the FROZEN settings the kept results were made under, in the results folder: a new root takes them
+SETTINGS_FILE = "settings.json"
 SPENT_EVERY_S = 60.0  # how often a running step's wall time is saved to table.json
 BACKGROUND_NAME = "table"  # pipeline.background's name of the detached run: <root>/table.log, table.pid
 LOG_FILE = f"{BACKGROUND_NAME}.log"
@@ -139,7 +145,15 @@ class TableConfig:
     )
     results: str = option(
         "results/cpu-table",
-        "where pipeline.keep copies each finished (task, row), relative to the checkout; pilots go to <results>-pilot",
+        "where pipeline.keep copies each finished (task, row), relative to the checkout; pilots go to <results>-pilot; "
+        "its settings.json records the settings they were made under, which a new root takes",
+    )
+    carry: str = option(
+        "",
+        "where each task's saliency student and frozen MultiMAE encoders are copied once its probes are kept, relative "
+        "to the checkout (default: artifacts/<name of --results>, e.g. artifacts/cpu-table): committed with the "
+        "results, they let a new machine's root go on with SAC instead of collecting, labelling and pretraining "
+        "again (~13 MB per encoder)",
     )
     dry_run: bool = option(False, "print the steps still to run and their commands, the wall-time estimate, and stop")
     status: bool = option(
@@ -222,6 +236,7 @@ class TableConfig:
 
     def validate(self) -> "TableConfig":
         self.results = str(Path(self.results))  # no trailing slash: pilots go to <results>-pilot beside it
+        self.carry = str(Path(self.carry or Path("artifacts") / Path(self.results).name))
         if self.phase not in (*PHASES, "all"):
             raise ValueError(f"--phase must be one of {', '.join(PHASES)} or all, got {self.phase!r}")
         if sum((self.dry_run, self.status, self.background)) > 1:
@@ -343,6 +358,17 @@ def read_eval_rows(path: Path) -> list[dict[str, str]]:
 # -- what exists under the root ---------------------------------------------------------------------
 
 
+def results_settings(results: Path) -> dict:
+    """The settings recorded in a results folder's SETTINGS_FILE ({} when there is none)."""
+    path = results / SETTINGS_FILE
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); restore it with `git checkout {path}`") from err
+
+
 def results_path(results: str) -> Path:
     """Where kept results go: `results` relative to the checkout (where they are committed), wherever the
     command runs from."""
@@ -370,20 +396,24 @@ def adopt_recorded(cfg: TableConfig, argv: Sequence[str]) -> TableConfig:
     continues a root started with e.g. `--hidden-dim 256` as it started; a flag given otherwise is refused
     by Folder.check_settings."""
     path = Path(cfg.root).expanduser() / STATE_FILE
-    if not path.exists():
+    if path.exists():
+        try:
+            recorded = json.loads(path.read_text()).get("settings", {})
+        except json.JSONDecodeError as err:
+            raise ValueError(
+                f"{path} is not valid JSON ({err}); restore it from a backup or use another --root"
+            ) from err
+    else:  # a new root (a new machine) goes on under the settings its results were made under
+        recorded = results_settings(results_path(cfg.results))
+    if not recorded:
         return cfg
-    try:
-        recorded = json.loads(path.read_text()).get("settings", {})
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON ({err}); restore it from a backup or use another --root") from err
     given = {a.split("=", 1)[0] for a in argv}
     config_file = flag_value(list(argv), "--config") or next(
         (a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None
     )
     if config_file:  # the values of a --config file are given too: contradicting ones are refused, not replaced
         given |= {f"--{k.replace('_', '-')}" for k in stored_values(TableConfig, config_file)[0]}
-    if recorded:
-        recorded = {**FROZEN_BEFORE, **recorded}
+    recorded = {**FROZEN_BEFORE, **recorded}
     adopted = {k: v for k, v in recorded.items() if k in FROZEN and f"--{k.replace('_', '-')}" not in given}
     return replace(cfg, **adopted).validate() if adopted else cfg
 
@@ -395,6 +425,7 @@ class Folder:
         self.cfg = cfg
         self.root = Path(cfg.root).expanduser().resolve()
         self.results = results_path(cfg.results)
+        self.carry = results_path(cfg.carry)
         path = self.root / STATE_FILE
         self.state: dict = json.loads(path.read_text()) if path.exists() else {}
         self.state.setdefault("done", {})
@@ -426,18 +457,62 @@ class Folder:
 
     def check_start(self) -> None:
         """Refusals no step needs to run for (made before a background run detaches, and again by the run):
-        changed FROZEN settings; a new root (no table.json, e.g. on a new machine) whose results folders already
-        hold kept runs, whose keep steps would refuse this root's runs after hours or days of work."""
+        changed FROZEN settings; results made under other settings (their SETTINGS_FILE), whose runs this root's
+        would be pooled with; a new root (no table.json) beside kept runs that no SETTINGS_FILE describes."""
         self.check_settings()
-        if (self.root / STATE_FILE).exists():
+        theirs = results_settings(self.results)
+        mine = self.state["settings"]
+        changed = [
+            f"--{k.replace('_', '-')} {mine[k]!r} (they have {theirs[k]!r})"
+            for k in FROZEN
+            if k in theirs and design_of(k, theirs[k]) != design_of(k, mine[k])
+        ]
+        if changed:
+            raise ValueError(
+                f"{self.results} holds results made under other settings than this root's: {'; '.join(changed)}; "
+                f"leave those flags out (a new root takes them from {self.results / SETTINGS_FILE}), or give this "
+                "root folders of its own (--results results/cpu-table-2 --carry artifacts/cpu-table-2)"
+            )
+        self.check_carry()
+        if theirs or (self.root / STATE_FILE).exists():
             return
         kept = [d for d in (self.results, Path(f"{self.results}-pilot")) if d.is_dir() and any(d.rglob("*.json"))]
         if kept:
             raise ValueError(
                 f"{self.root} is a new root (no {STATE_FILE}), but {' and '.join(map(str, kept))} already hold runs "
-                "another root kept, which this one's would contradict when kept; restore the root that made them, "
-                "or give this one folders of its own (--results results/cpu-table-2)"
+                f"whose settings no {SETTINGS_FILE} records, which this one's could contradict when kept; restore the "
+                "root that made them, or give this one folders of its own (--results results/cpu-table-2 --carry "
+                "artifacts/cpu-table-2)"
             )
+
+    def check_carry(self) -> None:
+        """Refuse a carry folder that does not go with the results folder: models of a task whose preparation the
+        results never kept (another experiment's), or a task's kept preparation whose models are neither carried
+        nor in this root (its frames, labels and pretraining would run again, then contradict the kept probes)."""
+        for task in PAPER_TASKS:
+            copies = model_copies(self, task)
+            prepared = (self.results / KEPT_STAGES.format(task=task)).exists()
+            found = [dst for _, dst in copies if dst.exists()]
+            if found and not prepared:
+                raise ValueError(
+                    f"{self.carry} holds models of {task} ({found[0].name}, ...) but {self.results} kept no preparation "
+                    f"of it: they belong to another experiment; give this one a carry folder of its own (--carry "
+                    f"artifacts/{self.results.name})"
+                )
+            lacking = [dst for src, dst in copies if not dst.exists() and not src.exists()]
+            if prepared and lacking:
+                raise ValueError(
+                    f"{self.results} kept {task}'s preparation, but its models are neither in {self.carry} nor in this "
+                    f"root: {', '.join(str(p.relative_to(self.carry)) for p in lacking)}; check out the commit that "
+                    f"added them to {self.carry} (the git line that kept the probes adds both folders)"
+                )
+
+    def record_settings(self) -> None:
+        """Write this root's settings to the results folder's SETTINGS_FILE before anything is kept there (committed
+        with them: a new machine's root takes them, `adopt_recorded`)."""
+        path = self.results / SETTINGS_FILE
+        if not path.exists():
+            atomic_write_json(path, {k: self.state["settings"][k] for k in FROZEN})
 
     def marked(self, key: str) -> bool:
         return key in self.state["done"]
@@ -566,7 +641,7 @@ class Step:
     made: bool = False  # its outputs are there (what `done` is, less the marker)
     action: Callable[[], object] | None = None  # in-process step (copying probe results)
     note: str = ""  # what an in-process step does
-    kept: str = ""  # results folder this step fills (the git line is printed after it)
+    kept: tuple[str, ...] = ()  # the folders this step fills (the git line adding them is printed after it)
     wave: tuple[tuple[str, ...], tuple[str, ...], tuple[int, ...], int] | None = (
         None  # a table grid's last call: tasks, rows, seeds, budget
     )
@@ -595,6 +670,16 @@ class Planner:
         return step
 
     def plan(self) -> list[Step]:
+        if missing_kept_runs(self.f):  # a new root beside kept runs (a new machine): first copied in
+            self.phase = self.cfg.phases[0]
+            self.add(
+                "restore kept runs",
+                [],
+                False,
+                action=lambda: restore_kept_runs(self.f),
+                note=f"copy the runs kept in {self.cfg.results} and {self.cfg.results}-pilot that this root lacks into "
+                "its runs/ (they are not run again)",
+            )
         for phase in self.cfg.phases:
             self.phase = phase
             getattr(self, f"phase_{phase.lower()}")()
@@ -658,7 +743,18 @@ class Planner:
     # -- preparation of a task -------------------------------------------------------------------
     def prepare(self, task: str) -> None:
         """A task's steps before SAC: its frames and annotations, saliency models and labels, then the
-        pretrained encoders and their probes."""
+        pretrained encoders and their probes; or, once its models are carried (`carried`), their copy into the root."""
+        adopt = f"{task}: carried models"
+        mine = [src for src, _ in model_copies(self.f, task)]
+        if self.f.marked(adopt) or (carried(self.f, task) and not all(p.exists() for p in mine)):
+            self.add(  # a root without its own (a new machine's): the carried models, then SAC
+                adopt,
+                [],
+                all(p.exists() for p in mine),
+                action=lambda: (adopt_models(self.f, task), self.f.mark(adopt)),
+                note=f"copy {self.cfg.carry}/ -> runs/: {task}'s saliency student and MultiMAE encoders",
+            )
+            return
         self.prepare_frames(task)
         self.prepare_saliency(task)
         self.prepare_encoders(task)
@@ -746,13 +842,14 @@ class Planner:
                 self.exists(f"{enc}/probe_{label}.json"),
             )
         self.add(
-            f"{task}: keep probes",
+            f"{task}: keep probes and models",
             [],
-            all(dst.exists() for _, dst in probe_copies(self.f, task)),  # and marked: kept files lost are kept again
-            marker=True,
-            action=lambda: keep_probes(self.f, task),
-            note=f"copy runs/mmae/*/{task}/probe_*.json and runs/saliency/{task}/eval/ -> {cfg.results}/",
-            kept=cfg.results,
+            all(dst.exists() for _, dst in (*probe_copies(self.f, task), *model_copies(self.f, task))),  # and marked:
+            marker=True,  # kept files lost are kept again
+            action=lambda: (keep_probes(self.f, task), carry_models(self.f, task)),
+            note=f"copy runs/mmae/*/{task}/probe_*.json and runs/saliency/{task}/eval/ -> {cfg.results}/, "
+            f"{task}'s saliency student and MultiMAE encoders -> {cfg.carry}/",
+            kept=(cfg.results, cfg.carry),
         )
 
     # -- SAC -------------------------------------------------------------------------------------
@@ -841,12 +938,14 @@ class Planner:
     def keep(self, task: str, row: str, runs: list[str], results: str, runs_root: str, blocked: str) -> None:
         key = f"keep {runs_root}/{task}/{row} ({len(runs)} run{'s' * (len(runs) > 1)}) -> {results}"
         dest = results_path(results) / task / row
+        there = all((dest / Path(r).name / "summary.json").exists() for r in runs)  # lost kept files: kept again
+        restored = set(self.f.state.get("restored", []))
         step = self.add(
             key,
             ["-m", "pipeline.keep", f"{runs_root}/{task}/{row}", "--out", str(dest)],
-            all((dest / Path(r).name / "summary.json").exists() for r in runs),  # lost kept files: kept again
-            marker=True,
-            kept=results,
+            there,
+            marker=not restored.issuperset(runs),  # runs copied in from their kept files: kept already
+            kept=tuple(dict.fromkeys((results, self.cfg.results))),  # the latter holds settings.json
         )
         if blocked and not step.done:
             step.blocked = blocked
@@ -1009,6 +1108,99 @@ def keep_probes(folder: Folder, task: str) -> list[Path]:
         atomic_write_json(stages, stage_times(folder, task))
         kept.append(stages)
     return kept
+
+
+#: what a new root needs of a task's preparation instead of repeating it (paths under runs/, copied to --carry with
+#: the probes): the saliency student the saliency rows read, both MultiMAEs' frozen encoders and the logs that say
+#: their pretraining finished (`pretrain_finished`)
+CARRIED = (
+    "saliency/{task}/student.pt",
+    *(
+        f"mmae/{name}/{{task}}/{file}"
+        for name in ("rgbs", "rgb")
+        for file in ("encoder.pt", "config.json", "data.json", "train.csv")
+    ),
+)
+
+
+def carried_files(task: str) -> list[str]:
+    return [rel.format(task=task) for rel in CARRIED]
+
+
+def model_copies(folder: Folder, task: str) -> list[tuple[Path, Path]]:
+    """(file under the root's runs/, its copy in the carry folder) of the task's CARRIED models."""
+    return [(folder.root / "runs" / rel, folder.carry / rel) for rel in carried_files(task)]
+
+
+def carried(folder: Folder, task: str) -> bool:
+    """The carry folder holds the task's models and its results the preparation they came from (stages.json)."""
+    return (folder.results / KEPT_STAGES.format(task=task)).exists() and all(
+        dst.exists() for _, dst in model_copies(folder, task)
+    )
+
+
+def carry_models(folder: Folder, task: str) -> list[Path]:
+    """Copy the task's CARRIED models into the carry folder (never overwritten by other bytes); stages.json, kept
+    before them, says which preparation they came from."""
+    written = []
+    for src, dst in model_copies(folder, task):
+        if dst.exists() and dst.read_bytes() != src.read_bytes():
+            raise ValueError(
+                f"{dst} already holds other models than this root's {src}; give this experiment a carry folder of "
+                "its own (--carry)"
+            )
+        if not dst.exists():
+            atomic_write_bytes(dst, src.read_bytes())
+            written.append(dst)
+    return written
+
+
+def adopt_models(folder: Folder, task: str) -> list[Path]:
+    """Copy the task's carried models into the root (a new machine's root goes on with SAC); a root holding other
+    models of its own is refused."""
+    written = []
+    for mine, theirs in model_copies(folder, task):
+        if mine.exists() and mine.read_bytes() != theirs.read_bytes():
+            raise ValueError(
+                f"{mine} differs from the carried {theirs}: this root made {task}'s models itself and they are not "
+                f"the ones carried; continue it with its own (--carry another folder), or start a new --root"
+            )
+        if not mine.exists():
+            atomic_write_bytes(mine, theirs.read_bytes())
+            written.append(mine)
+    return written
+
+
+def missing_kept_runs(folder: Folder) -> list[tuple[Path, Path]]:
+    """(kept run folder, where the root holds it) of every run kept in the results folders (table and pilots) that
+    the root has not started: a new root restores them rather than running them again."""
+    missing = []
+    for kept, runs in ((folder.results, "runs/sac"), (Path(f"{folder.results}-pilot"), "runs/pilot")):
+        for summary in sorted(kept.glob("*/*/seed*/summary.json")):
+            dest = folder.root / runs / summary.parent.relative_to(kept)
+            restoring = dest.relative_to(folder.root).as_posix() in folder.state.get("restored", [])
+            if not (dest / "summary.json").exists() and (restoring or not (dest / "config.json").exists()):
+                missing.append((summary.parent, dest))
+    return missing
+
+
+def restore_kept_runs(folder: Folder) -> list[Path]:
+    """Copy the kept runs the root lacks into it (`missing_kept_runs`), each summary.json last: a copy killed midway
+    is restored again (it is recorded as restored first: rl.grid would take a run folder holding only a config.json
+    for one it started). rl.grid skips them as finished; pipeline.keep finds them identical."""
+    from pipeline.keep import keep_file
+
+    written = []
+    for kept, dest in missing_kept_runs(folder):
+        rel = dest.relative_to(folder.root).as_posix()
+        with folder.lock:
+            restored = folder.state.setdefault("restored", [])
+            if rel not in restored:
+                restored.append(rel)
+                folder.save()
+        files = sorted((p for p in kept.iterdir() if p.is_file()), key=lambda p: p.name == "summary.json")
+        written += [dest / f.name for f in files if keep_file(f, dest / f.name)]
+    return written
 
 
 def stage_times(folder: Folder, task: str) -> dict:
@@ -1482,8 +1674,8 @@ def child_env() -> dict[str, str]:
     return env
 
 
-def git_line(results: str, what: str) -> str:
-    return f"git add {shlex.quote(results)} && git commit -m {shlex.quote(f'{results}: {what}')}"
+def git_line(folders: Sequence[str], what: str) -> str:
+    return f"git add {shlex.join(folders)} && git commit -m {shlex.quote(f'{folders[0]}: {what}')}"
 
 
 def refuse_blocked(cfg: TableConfig, step: Step) -> None:
@@ -1526,6 +1718,8 @@ def run(cfg: TableConfig) -> list[str]:
                 )
             print(f"\n[{time.strftime('%H:%M:%S')}] {step.phase} | {step.key}\n  {step.command()}", flush=True)
             start = time.time()
+            if step.kept:
+                folder.record_settings()
             with folder.timed(step.key):
                 if step.action is not None:
                     step.action()
@@ -1543,10 +1737,7 @@ def run(cfg: TableConfig) -> list[str]:
             ran.append(step.key)
             print(f"  done in {(time.time() - start) / 60:.1f} min", flush=True)
             if step.kept:
-                print(
-                    f"  to commit: {git_line(cfg.results if step.kept == cfg.results else step.kept, step.key)}",
-                    flush=True,
-                )
+                print(f"  to commit: {git_line(step.kept, step.key)}", flush=True)
 
 
 def dry_run_text(cfg: TableConfig) -> str:

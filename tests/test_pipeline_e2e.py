@@ -10,6 +10,7 @@ import pytest
 
 from pipeline.presets import PRESETS
 from pipeline.report import ENCODER_LABELS
+from pipeline.table import FROZEN
 
 pytestmark = pytest.mark.slow
 
@@ -104,7 +105,18 @@ MICRO_TABLE = [
 
 def test_micro_cpu_table_phase_a_keeps_every_row_and_a_rerun_runs_nothing(tmp_path):
     table, results = tmp_path / "table", tmp_path / "results"
-    argv = [sys.executable, "-m", "pipeline.table", "--root", str(table), "--results", str(results), *MICRO_TABLE]
+    argv = [
+        sys.executable,
+        "-m",
+        "pipeline.table",
+        "--root",
+        str(table),
+        "--results",
+        str(results),
+        "--carry",
+        str(tmp_path / "carry"),
+        *MICRO_TABLE,
+    ]
     r = subprocess.run(argv, capture_output=True, text=True, timeout=1500)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "every step of phase(s) A is done" in r.stdout
@@ -127,6 +139,19 @@ def test_micro_cpu_table_phase_a_keeps_every_row_and_a_rerun_runs_nothing(tmp_pa
     again = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "every step of phase(s) A is done" in again.stdout, again.stdout[-2000:]
     assert "] A | " not in again.stdout  # no step ran again
+    assert sorted(json.loads((results / "settings.json").read_text())) == sorted(FROZEN)
+    assert (tmp_path / "carry/mmae/rgbs/reach-v3/encoder.pt").read_bytes() == (
+        table / "runs/mmae/rgbs/reach-v3/encoder.pt"
+    ).read_bytes()
+
+    # a new machine: a new root beside the committed results and carried models runs no step of the table again
+    elsewhere = [a if a != str(table) else str(tmp_path / "new-machine") for a in argv]
+    moved = subprocess.run(elsewhere, capture_output=True, text=True, timeout=300)
+    assert moved.returncode == 0 and "every step of phase(s) A is done" in moved.stdout, moved.stdout[-2000:]
+    assert [line.split(" | ", 1)[1] for line in moved.stdout.splitlines() if "] A | " in line] == [
+        "restore kept runs",
+        "reach-v3: carried models",
+    ]
 
     report = subprocess.run(
         [sys.executable, "-m", "pipeline.report", str(results), "--out", str(tmp_path / "report")],

@@ -10,6 +10,7 @@ import sys
 import textwrap
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -55,7 +56,9 @@ def test_budget_undecided_below_the_cap_and_the_cap_when_never_held():
 
 
 def config(tmp_path: Path, **kw) -> TableConfig:
-    return TableConfig(root=str(tmp_path / "root"), results=str(tmp_path / "results"), **kw).validate()
+    return TableConfig(
+        root=str(tmp_path / "root"), results=str(tmp_path / "results"), carry=str(tmp_path / "carry"), **kw
+    ).validate()
 
 
 def write(path: Path, text: str) -> None:
@@ -265,7 +268,7 @@ def test_plan_skips_what_the_root_holds_and_resumes_the_rest(tmp_path):
     # goes on to 100k; the other rows can be kept
     results = tmp_path / "results"
     assert [s.key for s in todo][:6] == [
-        "reach-v3: keep probes",
+        "reach-v3: keep probes and models",
         *[f"keep runs/sac/reach-v3/{row} (3 runs) -> {results}" for row in ROWS],
         "reach-v3 state,mmae_rgb,mmae_rgbs_po,mmae_rgbs seeds 0-9 to 100,000 (last evaluation 50 episodes)",
     ]
@@ -387,7 +390,10 @@ def test_run_keeps_finished_rows_and_probes_then_stops_with_the_git_line(tmp_pat
         for seed in range(2):
             finish_run(Path(cfg.root) / table.table_dir("reach-v3", row, seed), 100_000, success=0.25 * (seed + 1))
     ran = table.run(cfg)
-    assert ran == ["reach-v3: keep probes", *[f"keep runs/sac/reach-v3/{r} (2 runs) -> {cfg.results}" for r in ROWS]]
+    assert ran == [
+        "reach-v3: keep probes and models",
+        *[f"keep runs/sac/reach-v3/{r} (2 runs) -> {cfg.results}" for r in ROWS],
+    ]
     results = Path(cfg.results)
     assert json.loads((results / "reach-v3/mmae_rgbs/seed1/summary.json").read_text())["success_rate"] == 0.5
     assert (results / "mmae/rgbs/reach-v3/probe_rgb+saliency.json").exists()
@@ -398,10 +404,76 @@ def test_run_keeps_finished_rows_and_probes_then_stops_with_the_git_line(tmp_pat
     assert table.run(cfg) == []  # a rerun finds everything done
     shutil.rmtree(results / "reach-v3/state")  # kept files lost before they were committed: kept again
     (results / "mmae/rgb/reach-v3/probe_rgb.json").unlink()
-    assert table.run(cfg) == ["reach-v3: keep probes", f"keep runs/sac/reach-v3/state (2 runs) -> {cfg.results}"]
+    assert table.run(cfg) == [
+        "reach-v3: keep probes and models",
+        f"keep runs/sac/reach-v3/state (2 runs) -> {cfg.results}",
+    ]
     assert (results / "reach-v3/state/seed1/summary.json").exists() and (
         results / "mmae/rgb/reach-v3/probe_rgb.json"
     ).exists()
+
+
+def test_a_new_root_goes_on_from_the_committed_results_and_carried_models(tmp_path, capsys, monkeypatch):
+    """A new machine has none of the old root: its root takes the settings the results were made under
+    (results' settings.json), copies the kept runs in (rl.grid skips them) and the task's carried student and
+    encoders (no frames, labels or pretraining again), and runs only what is left; a flag that contradicts the
+    results' settings is refused, and a root holding other models of its own is refused, not overwritten."""
+    monkeypatch.setattr(table.subprocess, "run", keep_in_process)
+    monkeypatch.setenv(table.AUTO_ENV, "fp32")
+    old = config(tmp_path, phase="A", hidden_dim=256, reach_seeds=2)
+    prepared(old, "reach-v3")
+    (Path(old.root) / "runs/mmae/rgbs/reach-v3/encoder.pt").write_bytes(b"rgbs weights")
+    for row in ROWS:
+        for seed in range(2):
+            finish_run(Path(old.root) / table.table_dir("reach-v3", row, seed), 100_000, success=0.5)
+    table.run(old)
+    carry, results = Path(old.carry), Path(old.results)
+    assert f"git add {results} {carry} && git commit" in capsys.readouterr().out
+    assert sorted(p.relative_to(carry).as_posix() for p in carry.rglob("*") if p.is_file()) == sorted(
+        table.carried_files("reach-v3")
+    )
+    assert json.loads((results / table.SETTINGS_FILE).read_text()) == table.frozen_settings(old)
+
+    monkeypatch.setenv(table.AUTO_ENV, "bf16")  # the new machine has bf16 units: the results' fp32 is kept
+    base = ["--root", str(tmp_path / "new"), "--results", str(results), "--carry", str(carry), "--phase", "A"]
+    new = table.adopt_recorded(table.parse_config(TableConfig, [*base, "--reach-seeds", "2"]), base)
+    assert (new.hidden_dim, new.precision) == (256, "fp32")
+    assert table.run(new) == ["restore kept runs", "reach-v3: carried models"]  # nothing else runs again
+    root = Path(new.root)
+    assert (root / "runs/mmae/rgbs/reach-v3/encoder.pt").read_bytes() == b"rgbs weights"
+    assert (root / table.table_dir("reach-v3", "state", 1) / "summary.json").read_bytes() == (
+        results / "reach-v3/state/seed1/summary.json"
+    ).read_bytes()
+    assert table.run(new) == []
+    more = [s for s in table.plan(replace(new, reach_seeds=3)) if not s.done]  # a third seed: only SAC is left
+    assert modules(more) == ["rl.grid", "rl.grid"] + ["pipeline.keep"] * 4
+    grid = dict(zip(more[0].argv[2::2], more[0].argv[3::2]))
+    assert grid["--seeds"] == "0,1,2" and grid["--precision"] == "fp32" and "--hidden-dim 256" in more[0].argv[-1]
+    with pytest.raises(SystemExit) as stop:
+        table.main([*base, "--root", str(tmp_path / "fresh"), "--hidden-dim", "1024", "--dry-run"])
+    assert stop.value.code == 2 and "--hidden-dim 1024 (they have 256)" in capsys.readouterr().err
+
+    # a restore killed after a run's config.json: restored again, never taken for a run the root started
+    half = Path(new.root) / table.table_dir("reach-v3", "mmae_rgb", 0)
+    shutil.rmtree(half)
+    write(half / "config.json", (results / "reach-v3/mmae_rgb/seed0/config.json").read_text())
+    assert table.run(new) == ["restore kept runs"] and (half / "summary.json").exists()
+
+    # a carry folder that does not go with the results folder is refused before anything runs
+    elsewhere = replace(new, root=str(tmp_path / "r2"), results=str(tmp_path / "results-2"), carry="").validate()
+    assert elsewhere.carry == "artifacts/results-2"  # the default follows --results
+    with pytest.raises(ValueError, match="holds models of reach-v3 .* belong to another experiment"):
+        table.Folder(replace(elsewhere, carry=str(carry))).check_start()
+    (carry / "mmae/rgb/reach-v3/encoder.pt").rename(tmp_path / "encoder.pt")  # kept, but never committed
+    with pytest.raises(ValueError, match=r"neither in .* nor in this root: mmae/rgb/reach-v3/encoder.pt"):
+        table.Folder(replace(new, root=str(tmp_path / "r3"))).check_start()
+    (tmp_path / "encoder.pt").rename(carry / "mmae/rgb/reach-v3/encoder.pt")
+
+    other = replace(new, root=str(tmp_path / "other"))
+    write(Path(other.root) / "runs/mmae/rgb/reach-v3/encoder.pt", "its own")
+    with pytest.raises(ValueError, match="differs from the carried"):
+        table.run(other)
+    assert (Path(other.root) / "runs/mmae/rgb/reach-v3/encoder.pt").read_text() == "its own"
 
 
 def test_every_step_runs_at_the_precision_the_root_records(tmp_path, monkeypatch):
@@ -483,7 +555,10 @@ def test_status_shows_stage_budget_seeds_and_steps(tmp_path):
     )
     text = table.status_text(cfg)
     assert "not running" in text
-    assert "| reach-v3 | pretrain.probe rgb (rgb in) | keep probes | fixed: 100,000 steps (it learns there) |" in text
+    assert (
+        "| reach-v3 | pretrain.probe rgb (rgb in) | keep probes and models | fixed: 100,000 steps (it learns there) |"
+        in text
+    )
     assert (
         "| drawer-open-v3 | not started | collect 50,000 frames | pilot state at 50,000 steps; pilot at 50,000 steps: state has not held"
         in text
@@ -491,7 +566,7 @@ def test_status_shows_stage_budget_seeds_and_steps(tmp_path):
     assert "| faucet-open-v3 | not started | collect 50,000 frames | pilot not started |" in text
     assert "| reach-v3 | state | 3/10 | 42,000-100,000 of 100,000 | 0.80 (3 seeds) |" in text
     assert "| reach-v3 | mmae_rgbs | 0/3 (then 10) | 0 of 100,000 | - |" in text  # its first wave, kept first
-    assert "next step of phase(s) A,B,C,D,E: reach-v3: keep probes" in text
+    assert "next step of phase(s) A,B,C,D,E: reach-v3: keep probes and models" in text
     assert "| A |" in text and "bf16 (Xeon, AMX)" in text and "bf16 (Zen 4, AVX512-BF16)" in text
 
 
@@ -578,7 +653,19 @@ def test_a_second_copy_is_refused_while_one_holds_the_root(tmp_path, capsys):
         assert proc.stdout.readline().strip() == "held"
         for flags in (["--background"], []):
             with pytest.raises(SystemExit) as stop:
-                table.main(["--root", str(root), "--results", str(tmp_path / "results"), "--phase", "A", *flags])
+                table.main(
+                    [
+                        "--root",
+                        str(root),
+                        "--results",
+                        str(tmp_path / "results"),
+                        "--carry",
+                        str(tmp_path / "carry"),
+                        "--phase",
+                        "A",
+                        *flags,
+                    ]
+                )
             assert stop.value.code == 2
             err = capsys.readouterr().err
             assert err.startswith(f"error: {root} is in use by pid {proc.pid}") and len(err.strip().splitlines()) == 1
@@ -598,7 +685,7 @@ def test_a_background_start_is_refused_at_once_for_what_its_run_would_refuse(tmp
     started = []
     monkeypatch.setattr(table, "start", lambda *a, **k: started.append(a) or 1)
     root, results = tmp_path / "root", tmp_path / "results" / "cpu-table"
-    base = ["--root", str(root), "--results", str(results), "--background"]
+    base = ["--root", str(root), "--results", str(results), "--carry", str(tmp_path / "carry"), "--background"]
 
     def refused(*flags: str) -> str:
         with pytest.raises(SystemExit) as stop:
@@ -631,7 +718,14 @@ def test_a_root_continues_with_the_settings_it_recorded_unless_a_flag_changes_th
     folder.check_settings()
     folder.save()
     assert folder.state["settings"]["precision"] == "fp32" and folder.state["settings"]["hidden_dim"] == 256
-    base = ["--root", str(tmp_path / "root"), "--results", str(tmp_path / "results")]
+    base = [
+        "--root",
+        str(tmp_path / "root"),
+        "--results",
+        str(tmp_path / "results"),
+        "--carry",
+        str(tmp_path / "carry"),
+    ]
     table.main([*base, "--status"])
     assert "SAC hidden 256" in capsys.readouterr().out
     monkeypatch.setenv(table.AUTO_ENV, "bf16")  # e.g. a later session on a machine with AMX
@@ -664,7 +758,14 @@ def test_a_root_started_before_mmae_features_was_recorded_goes_on_with_raw_featu
     assert "--mmae-features standardized" in table.sac_flags(folder.cfg, 25_000, 20)
     del folder.state["settings"]["mmae_features"]  # as an older root recorded them
     folder.save()
-    base = ["--root", str(tmp_path / "root"), "--results", str(tmp_path / "results")]
+    base = [
+        "--root",
+        str(tmp_path / "root"),
+        "--results",
+        str(tmp_path / "results"),
+        "--carry",
+        str(tmp_path / "carry"),
+    ]
     older = table.adopt_recorded(config(tmp_path), base)
     assert older.mmae_features == "raw" and "--mmae-features raw" in table.sac_flags(older, 25_000, 20)
     again = table.Folder(older)
@@ -712,7 +813,16 @@ def test_a_bad_pass_through_flag_stops_before_anything_runs(tmp_path, capsys, mo
     ran = []
     monkeypatch.setattr(table, "run", ran.append)
     monkeypatch.setattr(table, "dry_run_text", lambda cfg: ran.append(cfg) or "")
-    argv = ["--root", str(tmp_path / "root"), "--results", str(tmp_path / "results"), "--phase", "A"]
+    argv = [
+        "--root",
+        str(tmp_path / "root"),
+        "--results",
+        str(tmp_path / "results"),
+        "--carry",
+        str(tmp_path / "carry"),
+        "--phase",
+        "A",
+    ]
     for mode in ([], ["--dry-run"]):
         with pytest.raises(SystemExit) as stop:
             table.main([*argv, *mode, f"{flag}={value}"])
@@ -797,7 +907,14 @@ def test_help_passed_through_and_a_contradicting_dry_run_are_one_line_refusals(t
     """`--sac-extra=--help` would print rl.sac's help and exit inside the flag check's own process (which
     once left the orchestrator waiting forever): one line naming where the help is. A dry run refuses the
     settings a run would refuse."""
-    base = ["--root", str(tmp_path / "root"), "--results", str(tmp_path / "results")]
+    base = [
+        "--root",
+        str(tmp_path / "root"),
+        "--results",
+        str(tmp_path / "results"),
+        "--carry",
+        str(tmp_path / "carry"),
+    ]
     with pytest.raises(SystemExit) as stop:
         table.main([*base, "--dry-run", "--sac-extra=--help"])
     assert stop.value.code == 2
