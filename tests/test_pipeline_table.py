@@ -61,6 +61,18 @@ def config(tmp_path: Path, **kw) -> TableConfig:
     ).validate()
 
 
+def folders(tmp_path: Path) -> list[str]:
+    """The flags of `config`'s folders."""
+    return [
+        "--root",
+        str(tmp_path / "root"),
+        "--results",
+        str(tmp_path / "results"),
+        "--carry",
+        str(tmp_path / "carry"),
+    ]
+
+
 def write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
@@ -653,19 +665,7 @@ def test_a_second_copy_is_refused_while_one_holds_the_root(tmp_path, capsys):
         assert proc.stdout.readline().strip() == "held"
         for flags in (["--background"], []):
             with pytest.raises(SystemExit) as stop:
-                table.main(
-                    [
-                        "--root",
-                        str(root),
-                        "--results",
-                        str(tmp_path / "results"),
-                        "--carry",
-                        str(tmp_path / "carry"),
-                        "--phase",
-                        "A",
-                        *flags,
-                    ]
-                )
+                table.main([*folders(tmp_path), "--phase", "A", *flags])
             assert stop.value.code == 2
             err = capsys.readouterr().err
             assert err.startswith(f"error: {root} is in use by pid {proc.pid}") and len(err.strip().splitlines()) == 1
@@ -718,14 +718,7 @@ def test_a_root_continues_with_the_settings_it_recorded_unless_a_flag_changes_th
     folder.check_settings()
     folder.save()
     assert folder.state["settings"]["precision"] == "fp32" and folder.state["settings"]["hidden_dim"] == 256
-    base = [
-        "--root",
-        str(tmp_path / "root"),
-        "--results",
-        str(tmp_path / "results"),
-        "--carry",
-        str(tmp_path / "carry"),
-    ]
+    base = folders(tmp_path)
     table.main([*base, "--status"])
     assert "SAC hidden 256" in capsys.readouterr().out
     monkeypatch.setenv(table.AUTO_ENV, "bf16")  # e.g. a later session on a machine with AMX
@@ -758,14 +751,7 @@ def test_a_root_started_before_mmae_features_was_recorded_goes_on_with_raw_featu
     assert "--mmae-features standardized" in table.sac_flags(folder.cfg, 25_000, 20)
     del folder.state["settings"]["mmae_features"]  # as an older root recorded them
     folder.save()
-    base = [
-        "--root",
-        str(tmp_path / "root"),
-        "--results",
-        str(tmp_path / "results"),
-        "--carry",
-        str(tmp_path / "carry"),
-    ]
+    base = folders(tmp_path)
     older = table.adopt_recorded(config(tmp_path), base)
     assert older.mmae_features == "raw" and "--mmae-features raw" in table.sac_flags(older, 25_000, 20)
     again = table.Folder(older)
@@ -813,16 +799,7 @@ def test_a_bad_pass_through_flag_stops_before_anything_runs(tmp_path, capsys, mo
     ran = []
     monkeypatch.setattr(table, "run", ran.append)
     monkeypatch.setattr(table, "dry_run_text", lambda cfg: ran.append(cfg) or "")
-    argv = [
-        "--root",
-        str(tmp_path / "root"),
-        "--results",
-        str(tmp_path / "results"),
-        "--carry",
-        str(tmp_path / "carry"),
-        "--phase",
-        "A",
-    ]
+    argv = [*folders(tmp_path), "--phase", "A"]
     for mode in ([], ["--dry-run"]):
         with pytest.raises(SystemExit) as stop:
             table.main([*argv, *mode, f"{flag}={value}"])
@@ -907,14 +884,7 @@ def test_help_passed_through_and_a_contradicting_dry_run_are_one_line_refusals(t
     """`--sac-extra=--help` would print rl.sac's help and exit inside the flag check's own process (which
     once left the orchestrator waiting forever): one line naming where the help is. A dry run refuses the
     settings a run would refuse."""
-    base = [
-        "--root",
-        str(tmp_path / "root"),
-        "--results",
-        str(tmp_path / "results"),
-        "--carry",
-        str(tmp_path / "carry"),
-    ]
+    base = folders(tmp_path)
     with pytest.raises(SystemExit) as stop:
         table.main([*base, "--dry-run", "--sac-extra=--help"])
     assert stop.value.code == 2
