@@ -42,6 +42,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import fcntl
+import hashlib
 import io
 import json
 import math
@@ -79,6 +80,8 @@ EPISODE_STEPS = 500
 STATE_FILE = "table.json"
 #: the FROZEN settings the kept results were made under, in the results folder: a new root takes them
 SETTINGS_FILE = "settings.json"
+#: the sha256 of a task's carried models, in the results folder (written once they are carried)
+KEPT_MODELS = "{task}/models.json"
 SPENT_EVERY_S = 60.0  # how often a running step's wall time is saved to table.json
 BACKGROUND_NAME = "table"  # pipeline.background's name of the detached run: <root>/table.log, table.pid
 LOG_FILE = f"{BACKGROUND_NAME}.log"
@@ -236,7 +239,7 @@ class TableConfig:
 
     def validate(self) -> "TableConfig":
         self.results = str(Path(self.results))  # no trailing slash: pilots go to <results>-pilot beside it
-        self.carry = str(Path(self.carry or Path("artifacts") / Path(self.results).name))
+        self.carry = str(Path(self.carry or default_carry(self.results)))
         if self.phase not in (*PHASES, "all"):
             raise ValueError(f"--phase must be one of {', '.join(PHASES)} or all, got {self.phase!r}")
         if sum((self.dry_run, self.status, self.background)) > 1:
@@ -369,6 +372,13 @@ def results_settings(results: Path) -> dict:
         raise ValueError(f"{path} is not valid JSON ({err}); restore it with `git checkout {path}`") from err
 
 
+def default_carry(results: str) -> str:
+    """artifacts/<path below results/> for a results folder under the checkout's results/ (results/cpu-table ->
+    artifacts/cpu-table); <results>-carry beside any other (a trial's models never land in the committed folder)."""
+    kept, committed = results_path(results), (CHECKOUT / "results").resolve()
+    return str(Path("artifacts") / kept.relative_to(committed)) if kept.is_relative_to(committed) else f"{kept}-carry"
+
+
 def results_path(results: str) -> Path:
     """Where kept results go: `results` relative to the checkout (where they are committed), wherever the
     command runs from."""
@@ -486,21 +496,28 @@ class Folder:
             )
 
     def check_carry(self) -> None:
-        """Refuse a carry folder that does not go with the results folder: models of a task whose preparation the
-        results never kept (another experiment's), or a task's kept preparation whose models are neither carried
-        nor in this root (its frames, labels and pretraining would run again, then contradict the kept probes)."""
+        """Refuse a carry folder that does not go with the results folder: models of a task the results hold no
+        record of (KEPT_MODELS; another experiment's, unless they are this root's own, carried before the record
+        was written), models other than the recorded ones, or recorded models neither carried nor in this root
+        (its frames, labels and pretraining would run again, then contradict the kept probes)."""
         for task in PAPER_TASKS:
             copies = model_copies(self, task)
-            prepared = (self.results / KEPT_STAGES.format(task=task)).exists()
-            found = [dst for _, dst in copies if dst.exists()]
-            if found and not prepared:
+            recorded = kept_models(self, task)
+            found = [(src, dst) for src, dst in copies if dst.exists()]
+            mine = all(src.exists() and src.read_bytes() == dst.read_bytes() for src, dst in found)
+            other = [
+                dst
+                for _, dst in found
+                if recorded is not None and recorded.get(dst.relative_to(self.carry).as_posix()) != sha256(dst)
+            ]
+            if found and ((recorded is None and not mine) or other):
                 raise ValueError(
-                    f"{self.carry} holds models of {task} ({found[0].name}, ...) but {self.results} kept no preparation "
-                    f"of it: they belong to another experiment; give this one a carry folder of its own (--carry "
-                    f"artifacts/{self.results.name})"
+                    f"{self.carry} holds models of {task} ({(other or [found[0][1]])[0].relative_to(self.carry)}) that "
+                    f"{self.results} does not record ({KEPT_MODELS.format(task=task)}): another experiment's; give "
+                    "this one a carry folder of its own (--carry <another folder>)"
                 )
             lacking = [dst for src, dst in copies if not dst.exists() and not src.exists()]
-            if prepared and lacking:
+            if recorded is not None and lacking:
                 raise ValueError(
                     f"{self.results} kept {task}'s preparation, but its models are neither in {self.carry} nor in this "
                     f"root: {', '.join(str(p.relative_to(self.carry)) for p in lacking)}; check out the commit that "
@@ -751,7 +768,8 @@ class Planner:
                 adopt,
                 [],
                 all(p.exists() for p in mine),
-                action=lambda: (adopt_models(self.f, task), self.f.mark(adopt)),
+                action=lambda: (self.f.mark(adopt), adopt_models(self.f, task)),  # marked first: a copy killed
+                # midway is finished by the next run, never mistaken for a root to prepare from scratch
                 note=f"copy {self.cfg.carry}/ -> runs/: {task}'s saliency student and MultiMAE encoders",
             )
             return
@@ -844,8 +862,10 @@ class Planner:
         self.add(
             f"{task}: keep probes and models",
             [],
-            all(dst.exists() for _, dst in (*probe_copies(self.f, task), *model_copies(self.f, task))),  # and marked:
-            marker=True,  # kept files lost are kept again
+            # and marked: kept files lost are kept again
+            all(dst.exists() for _, dst in (*probe_copies(self.f, task), *model_copies(self.f, task)))
+            and kept_models(self.f, task) is not None,
+            marker=True,
             action=lambda: (keep_probes(self.f, task), carry_models(self.f, task)),
             note=f"copy runs/mmae/*/{task}/probe_*.json and runs/saliency/{task}/eval/ -> {cfg.results}/, "
             f"{task}'s saliency student and MultiMAE encoders -> {cfg.carry}/",
@@ -1132,16 +1152,25 @@ def model_copies(folder: Folder, task: str) -> list[tuple[Path, Path]]:
     return [(folder.root / "runs" / rel, folder.carry / rel) for rel in carried_files(task)]
 
 
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def kept_models(folder: Folder, task: str) -> dict[str, str] | None:
+    """{path under the carry folder: sha256} of the task's carried models as its results record them (KEPT_MODELS),
+    None before they are carried."""
+    path = folder.results / KEPT_MODELS.format(task=task)
+    return json.loads(path.read_text())["sha256"] if path.exists() else None
+
+
 def carried(folder: Folder, task: str) -> bool:
-    """The carry folder holds the task's models and its results the preparation they came from (stages.json)."""
-    return (folder.results / KEPT_STAGES.format(task=task)).exists() and all(
-        dst.exists() for _, dst in model_copies(folder, task)
-    )
+    """The carry folder holds the task's models and its results record them (written after the copies)."""
+    return kept_models(folder, task) is not None and all(dst.exists() for _, dst in model_copies(folder, task))
 
 
 def carry_models(folder: Folder, task: str) -> list[Path]:
-    """Copy the task's CARRIED models into the carry folder (never overwritten by other bytes); stages.json, kept
-    before them, says which preparation they came from."""
+    """Copy the task's CARRIED models into the carry folder (never overwritten by other bytes), then record their
+    sha256 in the results (KEPT_MODELS): the record ties the carried files to the results they go with."""
     written = []
     for src, dst in model_copies(folder, task):
         if dst.exists() and dst.read_bytes() != src.read_bytes():
@@ -1152,18 +1181,29 @@ def carry_models(folder: Folder, task: str) -> list[Path]:
         if not dst.exists():
             atomic_write_bytes(dst, src.read_bytes())
             written.append(dst)
+    record = folder.results / KEPT_MODELS.format(task=task)
+    if not record.exists():
+        atomic_write_json(
+            record, {"task": task, "sha256": {rel: sha256(folder.carry / rel) for rel in carried_files(task)}}
+        )
+        written.append(record)
     return written
 
 
 def adopt_models(folder: Folder, task: str) -> list[Path]:
-    """Copy the task's carried models into the root (a new machine's root goes on with SAC); a root holding other
-    models of its own is refused."""
-    written = []
+    """Copy the task's carried models into the root (a new machine's root goes on with SAC), each checked against
+    the sha256 its results record; a root holding other models of its own is refused."""
+    recorded, written = kept_models(folder, task) or {}, []
     for mine, theirs in model_copies(folder, task):
+        if recorded.get(theirs.relative_to(folder.carry).as_posix()) != sha256(theirs):
+            raise ValueError(
+                f"the carried {theirs} is not the model {folder.results / KEPT_MODELS.format(task=task)} records: "
+                "that carry folder belongs to another experiment; check out the one committed with these results"
+            )
         if mine.exists() and mine.read_bytes() != theirs.read_bytes():
             raise ValueError(
                 f"{mine} differs from the carried {theirs}: this root made {task}'s models itself and they are not "
-                f"the ones carried; continue it with its own (--carry another folder), or start a new --root"
+                f"the ones carried; move its runs/saliency/{task} and runs/mmae/*/{task} aside, or start a new --root"
             )
         if not mine.exists():
             atomic_write_bytes(mine, theirs.read_bytes())

@@ -140,6 +140,9 @@ def test_micro_cpu_table_phase_a_keeps_every_row_and_a_rerun_runs_nothing(tmp_pa
     assert again.returncode == 0 and "every step of phase(s) A is done" in again.stdout, again.stdout[-2000:]
     assert "] A | " not in again.stdout  # no step ran again
     assert sorted(json.loads((results / "settings.json").read_text())) == sorted(FROZEN)
+    assert sorted(json.loads((results / "reach-v3/models.json").read_text())["sha256"]) == sorted(
+        p.relative_to(tmp_path / "carry").as_posix() for p in (tmp_path / "carry").rglob("*") if p.is_file()
+    )
     assert (tmp_path / "carry/mmae/rgbs/reach-v3/encoder.pt").read_bytes() == (
         table / "runs/mmae/rgbs/reach-v3/encoder.pt"
     ).read_bytes()

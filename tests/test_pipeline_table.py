@@ -1,6 +1,7 @@
 """pipeline.table: the budget rule, the plan of phases for a given state of the root, status, the lock."""
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -445,6 +446,9 @@ def test_a_new_root_goes_on_from_the_committed_results_and_carried_models(tmp_pa
         table.carried_files("reach-v3")
     )
     assert json.loads((results / table.SETTINGS_FILE).read_text()) == table.frozen_settings(old)
+    recorded = json.loads((results / "reach-v3/models.json").read_text())["sha256"]
+    assert recorded["mmae/rgbs/reach-v3/encoder.pt"] == hashlib.sha256(b"rgbs weights").hexdigest()
+    assert sorted(recorded) == sorted(table.carried_files("reach-v3"))
 
     monkeypatch.setenv(table.AUTO_ENV, "bf16")  # the new machine has bf16 units: the results' fp32 is kept
     base = ["--root", str(tmp_path / "new"), "--results", str(results), "--carry", str(carry), "--phase", "A"]
@@ -457,6 +461,8 @@ def test_a_new_root_goes_on_from_the_committed_results_and_carried_models(tmp_pa
         results / "reach-v3/state/seed1/summary.json"
     ).read_bytes()
     assert table.run(new) == []
+    (root / "runs/saliency/reach-v3/student.pt").unlink()  # an adoption killed midway is finished, nothing prepared
+    assert table.run(new) == ["reach-v3: carried models"]
     more = [s for s in table.plan(replace(new, reach_seeds=3)) if not s.done]  # a third seed: only SAC is left
     assert modules(more) == ["rl.grid", "rl.grid"] + ["pipeline.keep"] * 4
     grid = dict(zip(more[0].argv[2::2], more[0].argv[3::2]))
@@ -473,9 +479,17 @@ def test_a_new_root_goes_on_from_the_committed_results_and_carried_models(tmp_pa
 
     # a carry folder that does not go with the results folder is refused before anything runs
     elsewhere = replace(new, root=str(tmp_path / "r2"), results=str(tmp_path / "results-2"), carry="").validate()
-    assert elsewhere.carry == "artifacts/results-2"  # the default follows --results
-    with pytest.raises(ValueError, match="holds models of reach-v3 .* belong to another experiment"):
+    assert elsewhere.carry == f"{tmp_path / 'results-2'}-carry"  # beside results outside the checkout's results/
+    assert replace(new, results="results/cpu-table-2", carry="").validate().carry == "artifacts/cpu-table-2"
+    with pytest.raises(ValueError, match="holds models of reach-v3 .* another experiment's"):
         table.Folder(replace(elsewhere, carry=str(carry))).check_start()
+    student = carry / "saliency/reach-v3/student.pt"
+    student.write_bytes(b"another student")  # not the recorded model: refused before a root would adopt it
+    with pytest.raises(ValueError, match=r"saliency/reach-v3/student.pt\) that .* does not record"):
+        table.Folder(replace(new, root=str(tmp_path / "r4"))).check_start()
+    with pytest.raises(ValueError, match="is not the model .* records"):
+        table.adopt_models(table.Folder(replace(new, root=str(tmp_path / "r4"))), "reach-v3")
+    student.write_text("x")  # as prepared() wrote it
     (carry / "mmae/rgb/reach-v3/encoder.pt").rename(tmp_path / "encoder.pt")  # kept, but never committed
     with pytest.raises(ValueError, match=r"neither in .* nor in this root: mmae/rgb/reach-v3/encoder.pt"):
         table.Folder(replace(new, root=str(tmp_path / "r3"))).check_start()
