@@ -154,7 +154,8 @@ class TableConfig:
     carry: str = option(
         "",
         "where each task's saliency student and frozen MultiMAE encoders are copied once its probes are kept, relative "
-        "to the checkout (default: artifacts/<name of --results>, e.g. artifacts/cpu-table): committed with the "
+        "to the checkout (default: artifacts/<path below results/>, e.g. artifacts/cpu-table; <results>-carry beside a "
+        "results folder elsewhere): committed with the "
         "results, they let a new machine's root go on with SAC instead of collecting, labelling and pretraining "
         "again (~13 MB per encoder)",
     )
@@ -376,7 +377,8 @@ def default_carry(results: str) -> str:
     """artifacts/<path below results/> for a results folder under the checkout's results/ (results/cpu-table ->
     artifacts/cpu-table); <results>-carry beside any other (a trial's models never land in the committed folder)."""
     kept, committed = results_path(results), (CHECKOUT / "results").resolve()
-    return str(Path("artifacts") / kept.relative_to(committed)) if kept.is_relative_to(committed) else f"{kept}-carry"
+    inside = kept.is_relative_to(committed) and kept != committed
+    return str(Path("artifacts") / kept.relative_to(committed)) if inside else f"{kept}-carry"
 
 
 def results_path(results: str) -> Path:
@@ -504,17 +506,23 @@ class Folder:
             copies = model_copies(self, task)
             recorded = kept_models(self, task)
             found = [(src, dst) for src, dst in copies if dst.exists()]
-            mine = all(src.exists() and src.read_bytes() == dst.read_bytes() for src, dst in found)
+            mine = recorded is None and all(src.exists() and src.read_bytes() == dst.read_bytes() for src, dst in found)
             other = [
                 dst
                 for _, dst in found
                 if recorded is not None and recorded.get(dst.relative_to(self.carry).as_posix()) != sha256(dst)
             ]
-            if found and ((recorded is None and not mine) or other):
+            if other:
                 raise ValueError(
-                    f"{self.carry} holds models of {task} ({(other or [found[0][1]])[0].relative_to(self.carry)}) that "
-                    f"{self.results} does not record ({KEPT_MODELS.format(task=task)}): another experiment's; give "
-                    "this one a carry folder of its own (--carry <another folder>)"
+                    f"{self.carry} holds models of {task} ({other[0].relative_to(self.carry)}) other than the ones "
+                    f"{self.results / KEPT_MODELS.format(task=task)} records; check out the carry folder committed "
+                    "with these results"
+                )
+            if found and recorded is None and not mine:
+                raise ValueError(
+                    f"{self.carry} holds models of {task} ({found[0][1].relative_to(self.carry)}) that {self.results} "
+                    f"does not record ({KEPT_MODELS.format(task=task)}): another experiment's; give this one a carry "
+                    "folder of its own (--carry <another folder>)"
                 )
             lacking = [dst for src, dst in copies if not dst.exists() and not src.exists()]
             if recorded is not None and lacking:
@@ -1160,7 +1168,17 @@ def kept_models(folder: Folder, task: str) -> dict[str, str] | None:
     """{path under the carry folder: sha256} of the task's carried models as its results record them (KEPT_MODELS),
     None before they are carried."""
     path = folder.results / KEPT_MODELS.format(task=task)
-    return json.loads(path.read_text())["sha256"] if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        recorded = json.loads(path.read_text())["sha256"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        recorded = None
+    if not isinstance(recorded, dict):
+        raise ValueError(
+            f'{path} is not a record of carried models ({{"sha256": {{file: hash}}}}); restore it with `git checkout {path}`'
+        )
+    return recorded
 
 
 def carried(folder: Folder, task: str) -> bool:

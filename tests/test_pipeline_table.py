@@ -485,11 +485,19 @@ def test_a_new_root_goes_on_from_the_committed_results_and_carried_models(tmp_pa
         table.Folder(replace(elsewhere, carry=str(carry))).check_start()
     student = carry / "saliency/reach-v3/student.pt"
     student.write_bytes(b"another student")  # not the recorded model: refused before a root would adopt it
-    with pytest.raises(ValueError, match=r"saliency/reach-v3/student.pt\) that .* does not record"):
+    with pytest.raises(ValueError, match=r"saliency/reach-v3/student.pt\) other than the ones .* records"):
         table.Folder(replace(new, root=str(tmp_path / "r4"))).check_start()
     with pytest.raises(ValueError, match="is not the model .* records"):
         table.adopt_models(table.Folder(replace(new, root=str(tmp_path / "r4"))), "reach-v3")
     student.write_text("x")  # as prepared() wrote it
+    record = results / "reach-v3/models.json"
+    kept_record = record.read_text()
+    record.unlink()  # the source root killed after carrying its models, before recording them: not refused
+    table.Folder(replace(old, precision="fp32")).check_start()
+    record.write_text("{")
+    with pytest.raises(ValueError, match=r"models.json is not a record of carried models.*git checkout"):
+        table.plan(replace(new, root=str(tmp_path / "r5")))
+    record.write_text(kept_record)
     (carry / "mmae/rgb/reach-v3/encoder.pt").rename(tmp_path / "encoder.pt")  # kept, but never committed
     with pytest.raises(ValueError, match=r"neither in .* nor in this root: mmae/rgb/reach-v3/encoder.pt"):
         table.Folder(replace(new, root=str(tmp_path / "r3"))).check_start()
