@@ -362,6 +362,15 @@ def read_eval_rows(path: Path) -> list[dict[str, str]]:
 # -- what exists under the root ---------------------------------------------------------------------
 
 
+def setting_changes(mine: Mapping[str, object], other: Mapping[str, object], theirs: str) -> list[str]:
+    """'--flag <mine> (<theirs> <other's>)' for each FROZEN setting `other` records with another design (`design_of`)."""
+    return [
+        f"--{k.replace('_', '-')} {mine[k]!r} ({theirs} {other[k]!r})"
+        for k in FROZEN
+        if k in other and design_of(k, other[k]) != design_of(k, mine[k])
+    ]
+
+
 def results_settings(results: Path) -> dict:
     """The settings recorded in a results folder's SETTINGS_FILE ({} when there is none)."""
     path = results / SETTINGS_FILE
@@ -456,11 +465,7 @@ class Folder:
         kept = self.state.setdefault("settings", {})
         for k in FROZEN:
             kept.setdefault(k, FROZEN_BEFORE.get(k, mine[k]) if started else mine[k])
-        changed = [
-            f"--{k.replace('_', '-')} {mine[k]!r} (started with {kept[k]!r})"
-            for k in FROZEN
-            if design_of(k, kept[k]) != design_of(k, mine[k])
-        ]
+        changed = setting_changes(mine, kept, "started with")
         if changed:
             raise ValueError(
                 f"{self.root} was started with other settings: {'; '.join(changed)}; leave those flags out to "
@@ -473,12 +478,7 @@ class Folder:
         would be pooled with; a new root (no table.json) beside kept runs that no SETTINGS_FILE describes."""
         self.check_settings()
         theirs = results_settings(self.results)
-        mine = self.state["settings"]
-        changed = [
-            f"--{k.replace('_', '-')} {mine[k]!r} (they have {theirs[k]!r})"
-            for k in FROZEN
-            if k in theirs and design_of(k, theirs[k]) != design_of(k, mine[k])
-        ]
+        changed = setting_changes(self.state["settings"], theirs, "they have")
         if changed:
             raise ValueError(
                 f"{self.results} holds results made under other settings than this root's: {'; '.join(changed)}; "
@@ -510,7 +510,8 @@ class Folder:
             other = [
                 dst
                 for _, dst in found
-                if recorded is not None and recorded.get(dst.relative_to(self.carry).as_posix()) != sha256(dst)
+                if recorded is not None
+                and recorded.get(dst.relative_to(self.carry).as_posix()) != sha256(dst.read_bytes())
             ]
             if other:
                 raise ValueError(
@@ -1160,8 +1161,19 @@ def model_copies(folder: Folder, task: str) -> list[tuple[Path, Path]]:
     return [(folder.root / "runs" / rel, folder.carry / rel) for rel in carried_files(task)]
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def sha256(payload: bytes) -> str:
+    return hashlib.sha256(payload).hexdigest()
+
+
+def write_once(path: Path, payload: bytes, conflict: str) -> bool:
+    """Write `payload` to `path` unless it holds it already (True if written); a `path` holding other bytes is
+    refused with the ValueError `conflict`, never written over."""
+    if path.exists():
+        if path.read_bytes() != payload:
+            raise ValueError(conflict)
+        return False
+    atomic_write_bytes(path, payload)
+    return True
 
 
 def kept_models(folder: Folder, task: str) -> dict[str, str] | None:
@@ -1189,21 +1201,16 @@ def carried(folder: Folder, task: str) -> bool:
 def carry_models(folder: Folder, task: str) -> list[Path]:
     """Copy the task's CARRIED models into the carry folder (never overwritten by other bytes), then record their
     sha256 in the results (KEPT_MODELS): the record ties the carried files to the results they go with."""
-    written = []
-    for src, dst in model_copies(folder, task):
-        if dst.exists() and dst.read_bytes() != src.read_bytes():
-            raise ValueError(
-                f"{dst} already holds other models than this root's {src}; give this experiment a carry folder of "
-                "its own (--carry)"
-            )
-        if not dst.exists():
-            atomic_write_bytes(dst, src.read_bytes())
+    written, hashes = [], {}
+    for rel, (src, dst) in zip(carried_files(task), model_copies(folder, task)):
+        payload = src.read_bytes()
+        conflict = f"{dst} already holds other models than this root's {src}; give this experiment a carry folder of its own (--carry)"
+        if write_once(dst, payload, conflict):
             written.append(dst)
+        hashes[rel] = sha256(payload)
     record = folder.results / KEPT_MODELS.format(task=task)
     if not record.exists():
-        atomic_write_json(
-            record, {"task": task, "sha256": {rel: sha256(folder.carry / rel) for rel in carried_files(task)}}
-        )
+        atomic_write_json(record, {"task": task, "sha256": hashes})
         written.append(record)
     return written
 
@@ -1212,19 +1219,18 @@ def adopt_models(folder: Folder, task: str) -> list[Path]:
     """Copy the task's carried models into the root (a new machine's root goes on with SAC), each checked against
     the sha256 its results record; a root holding other models of its own is refused."""
     recorded, written = kept_models(folder, task) or {}, []
-    for mine, theirs in model_copies(folder, task):
-        if recorded.get(theirs.relative_to(folder.carry).as_posix()) != sha256(theirs):
+    for rel, (mine, theirs) in zip(carried_files(task), model_copies(folder, task)):
+        payload = theirs.read_bytes()
+        if recorded.get(rel) != sha256(payload):
             raise ValueError(
                 f"the carried {theirs} is not the model {folder.results / KEPT_MODELS.format(task=task)} records: "
                 "that carry folder belongs to another experiment; check out the one committed with these results"
             )
-        if mine.exists() and mine.read_bytes() != theirs.read_bytes():
-            raise ValueError(
-                f"{mine} differs from the carried {theirs}: this root made {task}'s models itself and they are not "
-                f"the ones carried; move its runs/saliency/{task} and runs/mmae/*/{task} aside, or start a new --root"
-            )
-        if not mine.exists():
-            atomic_write_bytes(mine, theirs.read_bytes())
+        conflict = (
+            f"{mine} differs from the carried {theirs}: this root made {task}'s models itself and they are not "
+            f"the ones carried; move its runs/saliency/{task} and runs/mmae/*/{task} aside, or start a new --root"
+        )
+        if write_once(mine, payload, conflict):
             written.append(mine)
     return written
 
