@@ -28,13 +28,14 @@ from rl.provenance import INPUTS_KEY
 RUN_FILES = ("config.json", "summary.json", "eval.csv")
 #: where pretrain.probe writes its results below a run root (what pipeline.report reads as probes)
 PROBE_GLOB = "mmae/**/probe_*.json"
-#: what the CPU table keeps of each task's preparation (pipeline.table.keep_probes), read by pipeline.report: its
-#: MultiMAEs' probes, the saliency student's evaluation against the oracle maps (and its Fig. 7), the wall time of
-#: each step
+#: what the CPU table keeps of each task's preparation (pipeline.table.keep_preparation, carry_models), read by
+#: pipeline.report: its MultiMAEs' probes, the saliency student's evaluation against the oracle maps (and its Fig. 7),
+#: the wall time of each step, the sha256 of its carried models and of the frames each encoder learnt from
 KEPT_PROBES = "mmae/*/{task}/probe_*.json"
 KEPT_SALIENCY_EVAL = "saliency/{task}/eval/metrics.json"
 KEPT_SALIENCY_PICTURE = "saliency/{task}/eval/fig7.png"
 KEPT_STAGES = "{task}/stages.json"
+KEPT_MODELS = "{task}/models.json"
 #: CSV columns that time a run rather than say what it did: they differ when a resumed run recomputes a row
 TIMING_COLUMNS = frozenset({"wall_s", "eval_s", "steps_per_s", "pack_steps_per_s"})
 #: config.json fields that say which code last ran the run, not what it ran: a run resumed by a later commit

@@ -41,7 +41,7 @@ from common.figures import write_figure  # noqa: E402
 from common.io import atomic_write_bytes  # noqa: E402
 from data.env import PAPER_TASKS  # noqa: E402
 from pipeline import stats  # noqa: E402
-from pipeline.keep import KEPT_SALIENCY_EVAL, KEPT_STAGES, PROBE_GLOB  # noqa: E402
+from pipeline.keep import KEPT_MODELS, KEPT_SALIENCY_EVAL, KEPT_STAGES, PROBE_GLOB  # noqa: E402
 from rl import outcome  # noqa: E402
 from rl.config import SACConfig  # noqa: E402
 from rl.encoders import ENCODER_LABELS, TABLE_I, field_applies  # noqa: E402  (labels of every registered encoder, gaze ones included)
@@ -974,7 +974,28 @@ def preparation_tables(root: Path) -> str:
             lines.append(f"| {step} | " + " | ".join("-" if c is None else _duration(c) for c in cells) + " |")
         ran_on = [f"{t}: {s.get('device', '?')}, {s.get('precision') or '?'}" for t, s in stages.items()]
         parts += ["\n".join(lines), "Kept on (machine, precision): " + "; ".join(ran_on) + "."]
+    frames = [encoders_frames(p.parent.name, p) for p in sorted(root.glob(KEPT_MODELS.format(task="*")))]
+    if frames:
+        parts.append(
+            "Frames the MultiMAEs learnt from (checksums of the collection, models.json): " + "; ".join(frames) + "."
+        )
     return "\n\n".join(parts)
+
+
+def encoders_frames(task: str, path: Path) -> str:
+    """Whether `task`'s carried encoders learnt from the same collected frames (a machine lost between their
+    pretrainings collects them again: the same bytes on the same software, maybe not on another)."""
+    record = json.loads(path.read_text())
+    frames = record.get("frames", {})
+    carried = list(dict.fromkeys(rel.split("/")[1] for rel in record.get("sha256", {}) if rel.startswith("mmae/")))
+    unknown = [name for name in carried if name not in frames]
+    if unknown:
+        return f"{task}: not recorded for {' and '.join(unknown)}"
+    if len(frames) < 2:
+        return f"{task}: only {', '.join(frames) or 'no'} encoder carried so far"
+    if len(set(frames.values())) == 1:
+        return f"{task}: the same frames for {' and '.join(frames)}"
+    return f"{task}: different frames ({', '.join(f'{name} {digest[:12]}' for name, digest in frames.items())})"
 
 
 def footer(runs: list[dict]) -> str:

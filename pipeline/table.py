@@ -27,10 +27,11 @@ episodes (the grid runs to budget - eval_every with `--eval-episodes`, then on t
 After each (task, row) finishes its seeds, `pipeline.keep` copies its raw results to
 `results/cpu-table/<task>/<row>/` (pilots: `results/cpu-table-pilot/`, so the report never mixes
 them into the table; probes: `results/cpu-table/mmae/`); committing is left to the person: the
-command prints the git line. Once a task's probes are kept, its saliency student and frozen MultiMAE encoders
-(with their pretraining logs) are copied to `--carry` (`artifacts/cpu-table/`), committed beside the results: a new
-root (a new machine) takes the settings in `results/cpu-table/settings.json`, copies in the kept runs and the
-carried models, and goes on with what is left instead of collecting, labelling and pretraining again.
+command prints the git line. As soon as each of a task's MultiMAE pretrainings ends, its frozen encoder (with its
+pretraining logs; the first with the saliency student that labelled its frames) is copied to `--carry`
+(`artifacts/cpu-table/`), committed beside the results: a new root (a new machine) takes the settings in
+`results/cpu-table/settings.json`, copies in the kept runs and the carried models, and goes on with what is left
+instead of annotating, training the saliency models and pretraining those encoders again.
 `--status` prints where each task and row stands and how far the
 running step has got; `--background` starts the run detached and niced (pipeline.background) with its
 output appended to `<root>/table.log`; when one started so still runs it says so and starts nothing, and
@@ -65,7 +66,7 @@ from common.io import OutputError, atomic_write_bytes, atomic_write_json
 from common.runs import exclusive_run_dir, nice_own_session
 from data.env import PAPER_TASKS
 from pipeline.background import BackgroundConfig, running_pid, start
-from pipeline.keep import KEPT_PROBES, KEPT_SALIENCY_EVAL, KEPT_SALIENCY_PICTURE, KEPT_STAGES
+from pipeline.keep import KEPT_MODELS, KEPT_PROBES, KEPT_SALIENCY_EVAL, KEPT_SALIENCY_PICTURE, KEPT_STAGES
 from rl import outcome
 
 CHECKOUT = Path(__file__).resolve().parent.parent
@@ -75,13 +76,13 @@ REACH = "reach-v3"
 TABLE_ROWS = ("state", "mmae_rgb", "mmae_rgbs_po", "mmae_rgbs")
 #: the rows of phase D: the CNN rows and gaze, then ViSaRL through the 2x2 grid pool
 CNN_ROWS = ("cnn_rgb", "cnn_rgbs", "gaze")
+#: the MultiMAEs each task pretrains, in order: (name under runs/mmae/, modalities)
+ENCODERS = (("rgbs", "rgb,saliency"), ("rgb", "rgb"))
 GRID_ROWS = ("mmae_rgbs_grid2",)
 EPISODE_STEPS = 500
 STATE_FILE = "table.json"
 #: the FROZEN settings the kept results were made under, in the results folder: a new root takes them
 SETTINGS_FILE = "settings.json"
-#: the sha256 of a task's carried models, in the results folder (written once they are carried)
-KEPT_MODELS = "{task}/models.json"
 SPENT_EVERY_S = 60.0  # how often a running step's wall time is saved to table.json
 BACKGROUND_NAME = "table"  # pipeline.background's name of the detached run: <root>/table.log, table.pid
 LOG_FILE = f"{BACKGROUND_NAME}.log"
@@ -153,11 +154,10 @@ class TableConfig:
     )
     carry: str = option(
         "",
-        "where each task's saliency student and frozen MultiMAE encoders are copied once its probes are kept, relative "
-        "to the checkout (default: artifacts/<path below results/>, e.g. artifacts/cpu-table; <results>-carry beside a "
-        "results folder elsewhere): committed with the "
-        "results, they let a new machine's root go on with SAC instead of collecting, labelling and pretraining "
-        "again (~13 MB per encoder)",
+        "where each task's frozen MultiMAE encoders are copied as soon as each pretraining ends (the first with the "
+        "saliency student), relative to the checkout (default: artifacts/<path below results/>, e.g. "
+        "artifacts/cpu-table; <results>-carry beside a results folder elsewhere): committed with the results, they let "
+        "a new machine's root go on without pretraining them again (~13 MB per encoder)",
     )
     dry_run: bool = option(False, "print the steps still to run and their commands, the wall-time estimate, and stop")
     status: bool = option(
@@ -501,36 +501,37 @@ class Folder:
         """Refuse a carry folder that does not go with the results folder: models of a task the results hold no
         record of (KEPT_MODELS; another experiment's, unless they are this root's own, carried before the record
         was written), models other than the recorded ones, or recorded models neither carried nor in this root
-        (its frames, labels and pretraining would run again, then contradict the kept probes)."""
+        (its frames, labels and pretraining would run again, then contradict what the results kept)."""
         for task in PAPER_TASKS:
-            copies = model_copies(self, task)
-            recorded = kept_models(self, task)
-            found = [(src, dst) for src, dst in copies if dst.exists()]
-            mine = recorded is None and all(src.exists() and src.read_bytes() == dst.read_bytes() for src, dst in found)
-            other = [
-                dst
-                for _, dst in found
-                if recorded is not None
-                and recorded.get(dst.relative_to(self.carry).as_posix()) != sha256(dst.read_bytes())
-            ]
-            if other:
+            recorded, lacking = kept_models(self, task), []
+            for rel, (src, dst) in zip(carried_files(task), model_copies(self, task)):
+                if rel not in recorded:
+                    if dst.exists() and not (src.exists() and src.read_bytes() == dst.read_bytes()):
+                        raise ValueError(
+                            f"{self.carry} holds models of {task} ({rel}) that {self.results} does not record "
+                            f"({KEPT_MODELS.format(task=task)}): another experiment's; give this one a carry folder "
+                            "of its own (--carry <another folder>)"
+                        )
+                elif dst.exists() and recorded[rel] != sha256(dst.read_bytes()):
+                    raise ValueError(
+                        f"{self.carry} holds models of {task} ({rel}) other than the ones "
+                        f"{self.results / KEPT_MODELS.format(task=task)} records; check out the carry folder "
+                        "committed with these results"
+                    )
+                elif not dst.exists() and not src.exists():
+                    lacking.append(rel)
+                elif src.exists() and recorded[rel] != sha256(src.read_bytes()):
+                    raise ValueError(
+                        f"this root's runs/{rel} is not the model {self.results / KEPT_MODELS.format(task=task)} "
+                        "records: another root made these results; give this root folders of its own (--results "
+                        "results/cpu-table-2 --carry artifacts/cpu-table-2), or move its model aside to adopt the "
+                        "recorded one"
+                    )
+            if lacking:
                 raise ValueError(
-                    f"{self.carry} holds models of {task} ({other[0].relative_to(self.carry)}) other than the ones "
-                    f"{self.results / KEPT_MODELS.format(task=task)} records; check out the carry folder committed "
-                    "with these results"
-                )
-            if found and recorded is None and not mine:
-                raise ValueError(
-                    f"{self.carry} holds models of {task} ({found[0][1].relative_to(self.carry)}) that {self.results} "
-                    f"does not record ({KEPT_MODELS.format(task=task)}): another experiment's; give this one a carry "
-                    "folder of its own (--carry <another folder>)"
-                )
-            lacking = [dst for src, dst in copies if not dst.exists() and not src.exists()]
-            if recorded is not None and lacking:
-                raise ValueError(
-                    f"{self.results} kept {task}'s preparation, but its models are neither in {self.carry} nor in this "
-                    f"root: {', '.join(str(p.relative_to(self.carry)) for p in lacking)}; check out the commit that "
-                    f"added them to {self.carry} (the git line that kept the probes adds both folders)"
+                    f"{self.results} recorded {task}'s carried models, but some are neither in {self.carry} nor in "
+                    f"this root: {', '.join(lacking)}; check out the commit that added them to {self.carry} (the git "
+                    "line printed after each carry step adds both folders)"
                 )
 
     def record_settings(self) -> None:
@@ -542,6 +543,14 @@ class Folder:
 
     def marked(self, key: str) -> bool:
         return key in self.state["done"]
+
+    def adopt(self, task: str, encoders: Sequence[str]) -> None:
+        """Record that this root takes `task`'s carried `encoders` (their step marked) before it copies them: a copy
+        killed midway is finished by the next run, never mistaken for a root to prepare from scratch, and encoders
+        this root carries later are not taken for adopted ones."""
+        with self.lock:
+            self.state.setdefault("adopted", {})[task] = list(encoders)
+        self.mark(f"{task}: carried models")
 
     def mark(self, key: str) -> None:
         """Record `key` done, with the wall seconds every invocation that ran it spent (`timed`)."""
@@ -768,30 +777,43 @@ class Planner:
 
     # -- preparation of a task -------------------------------------------------------------------
     def prepare(self, task: str) -> None:
-        """A task's steps before SAC: its frames and annotations, saliency models and labels, then the
-        pretrained encoders and their probes; or, once its models are carried (`carried`), their copy into the root."""
+        """A task's steps before SAC: its frames and annotations, saliency models and labels, each encoder's
+        pretraining then its carry, the probes. A root without the carried models (a new machine's) first copies
+        them in (`carried_encoders`) and prepares only what they leave: nothing once both encoders and the probes
+        are kept; the frames, their labels by the carried student and the probes once both encoders are; and the
+        rgb encoder too once only the rgb+saliency encoder is."""
         adopt = f"{task}: carried models"
-        mine = [src for src, _ in model_copies(self.f, task)]
-        if self.f.marked(adopt) or (carried(self.f, task) and not all(p.exists() for p in mine)):
-            self.add(  # a root without its own (a new machine's): the carried models, then SAC
+        if self.f.marked(adopt):  # what it took then (a root that adopted before that was recorded took both)
+            adopted = self.f.state.get("adopted", {}).get(task, list(CARRIED))
+        else:
+            names = carried_encoders(self.f, task)
+            adopted = [] if all(src.exists() for src, _ in model_copies(self.f, task, names)) else names
+        mine = [src for src, _ in model_copies(self.f, task, adopted)]
+        if adopted:
+            self.add(
                 adopt,
                 [],
                 all(p.exists() for p in mine),
-                action=lambda: (self.f.mark(adopt), adopt_models(self.f, task)),  # marked first: a copy killed
-                # midway is finished by the next run, never mistaken for a root to prepare from scratch
-                note=f"copy {self.cfg.carry}/ -> runs/: {task}'s saliency student and MultiMAE encoders",
+                action=lambda: (self.f.adopt(task, adopted), adopt_models(self.f, task, adopted)),
+                note=f"copy {self.cfg.carry}/ -> runs/: {task}'s {' and '.join(f'{n} encoder' for n in adopted)}"
+                + " and saliency student" * ("rgbs" in adopted),
             )
-            return
-        self.prepare_frames(task)
-        self.prepare_saliency(task)
-        self.prepare_encoders(task)
+            if len(adopted) == len(ENCODERS) and self.probes_kept(task):
+                return
+        student = "rgbs" in adopted  # carried with the rgb+saliency encoder whose frames it labelled
+        self.prepare_frames(task, annotate=not student)
+        self.prepare_saliency(task, train=not student)
+        self.prepare_encoders(task, adopted)
         self.prepare_probes(task)
+
+    def probes_kept(self, task: str) -> bool:
+        return all((self.f.results / f"mmae/{name}/{task}/probe_{label}.json").exists() for name, _, label in PROBES)
 
     def exists(self, rel: str) -> bool:
         return (self.f.root / rel).exists()
 
-    def prepare_frames(self, task: str) -> None:
-        """Collect the task's frames, click them with the oracle annotator and export the clicks."""
+    def prepare_frames(self, task: str, annotate: bool = True) -> None:
+        """Collect the task's frames, then (`annotate`) click them with the oracle annotator and export the clicks."""
         cfg, f, shards = self.cfg, self.f, f"shards/{task}"
         collect = ["--task", task, "--frames", str(cfg.frames), "--workers", str(cfg.collect_workers)]
         self.add(
@@ -799,6 +821,8 @@ class Planner:
             ["-m", "data.collect", *collect, "--shard-size", "1000", "--out", shards],
             f.shards_complete(shards),
         )
+        if not annotate:
+            return
         self.add(
             f"{task}: oracle annotator, {cfg.annotate_n} frames",
             ["-m", "annotate_app.oracle", "--task", task, "--frames", shards, "--root", "annotations"]
@@ -813,8 +837,23 @@ class Planner:
             marker=True,
         )
 
-    def prepare_saliency(self, task: str) -> None:
-        """Train PiCANet on the exported clicks, distil the student, evaluate it and label every frame."""
+    def prepare_saliency(self, task: str, train: bool = True) -> None:
+        """Train PiCANet on the exported clicks, distil the student and evaluate it (`train`), then label every frame
+        with the student."""
+        cfg, shards, sal = self.cfg, f"shards/{task}", f"runs/saliency/{task}"
+        preset, precision = ["--preset", cfg.saliency_preset], ["--precision", run_precision(cfg)]
+        if train:
+            self.train_saliency(task)
+        labelled = f"shards/{task}-sal"
+        self.add(
+            f"{task}: saliency.label {cfg.frames:,} frames",
+            ["-m", "saliency.label", "--model", f"{sal}/student.pt", "--data", shards, "--out", labelled]
+            + [*preset, *precision, "--no-progress"],
+            self.f.shards_complete(labelled, labelled=True),
+        )
+
+    def train_saliency(self, task: str) -> None:
+        """PiCANet on the exported clicks, its student distilled on the frames, the student evaluated."""
         cfg, shards, sal = self.cfg, f"shards/{task}", f"runs/saliency/{task}"
         preset, precision = ["--preset", cfg.saliency_preset], ["--precision", run_precision(cfg)]
         resume = ["--resume", "auto", *precision, "--no-progress"]
@@ -837,25 +876,33 @@ class Planner:
             self.exists(f"{sal}/eval/metrics.json"),
             marker=True,
         )
-        labelled = f"shards/{task}-sal"
-        self.add(
-            f"{task}: saliency.label {cfg.frames:,} frames",
-            ["-m", "saliency.label", "--model", f"{sal}/student.pt", "--data", shards, "--out", labelled]
-            + [*preset, *precision, "--no-progress"],
-            self.f.shards_complete(labelled, labelled=True),
-        )
 
-    def prepare_encoders(self, task: str) -> None:
-        """Pretrain the MultiMAE encoders on the labelled frames: RGB + saliency, and RGB alone."""
+    def prepare_encoders(self, task: str, adopted: Sequence[str] = ()) -> None:
+        """Pretrain the MultiMAE encoders on the labelled frames, RGB + saliency then RGB alone (but the `adopted`
+        ones), each carried as soon as it ends: its models (`carry_models`) and what the results keep so far."""
         cfg = self.cfg
         epochs = pretrain_epochs(cfg.pretrain_images, cfg.frames)
-        for name, modalities in (("rgbs", "rgb,saliency"), ("rgb", "rgb")):
+        for name, modalities in ENCODERS:
+            if name in adopted:
+                continue
             out = f"runs/mmae/{name}/{task}"
             self.add(
                 f"{task}: pretrain.multimae {name} ({epochs} epochs, >= {cfg.pretrain_images:,} images)",
                 ["-m", "pretrain.multimae", *pretrain_argv(cfg, task, modalities, out)],
                 pretrain_finished(self.f.root / out),
                 marker=True,
+            )
+            self.add(
+                f"{task}: carry the {name} encoder" + " and saliency student" * (name == "rgbs"),
+                [],
+                # and marked: kept files lost are kept again
+                all(dst.exists() for _, dst in preparation_copies(self.f, task, KEPT_SALIENCY))
+                and name in carried_encoders(self.f, task),
+                marker=True,
+                action=lambda name=name: (carry_models(self.f, task, name), keep_preparation(self.f, task)),
+                note=f"copy runs/{{{','.join(carried_files(task, [name]))}}} -> {cfg.carry}/ (their sha256 -> "
+                f"{cfg.results}/{KEPT_MODELS.format(task=task)}), what {task}'s preparation keeps so far -> {cfg.results}/",
+                kept=(cfg.results, cfg.carry),
             )
 
     def prepare_probes(self, task: str) -> None:
@@ -869,16 +916,13 @@ class Planner:
                 self.exists(f"{enc}/probe_{label}.json"),
             )
         self.add(
-            f"{task}: keep probes and models",
+            f"{task}: keep probes",
             [],
-            # and marked: kept files lost are kept again
-            all(dst.exists() for _, dst in (*probe_copies(self.f, task), *model_copies(self.f, task)))
-            and kept_models(self.f, task) is not None,
+            all(dst.exists() for _, dst in preparation_copies(self.f, task)),  # and marked: lost kept files kept again
             marker=True,
-            action=lambda: (keep_probes(self.f, task), carry_models(self.f, task)),
-            note=f"copy runs/mmae/*/{task}/probe_*.json and runs/saliency/{task}/eval/ -> {cfg.results}/, "
-            f"{task}'s saliency student and MultiMAE encoders -> {cfg.carry}/",
-            kept=(cfg.results, cfg.carry),
+            action=lambda: keep_preparation(self.f, task),
+            note=f"copy runs/mmae/*/{task}/probe_*.json -> {cfg.results}/, {task}'s stage times -> {cfg.results}/",
+            kept=(cfg.results,),
         )
 
     # -- SAC -------------------------------------------------------------------------------------
@@ -1113,52 +1157,62 @@ def pretrain_epochs(images: int, frames: int, val_fraction: float = 0.05) -> int
     return math.ceil(images / (frames * (1 - val_fraction)))
 
 
-#: what a task's preparation leaves that its results keep (globs under the root's runs/): its MultiMAEs' probes and
-#: its saliency student's evaluation against the oracle maps (metrics and the Fig. 7 picture the report shows)
-KEPT_PREPARATION = (KEPT_PROBES, KEPT_SALIENCY_EVAL, KEPT_SALIENCY_PICTURE)
+#: what a task's preparation leaves that its results keep (globs under the root's runs/): its saliency student's
+#: evaluation against the oracle maps (metrics and the Fig. 7 picture the report shows), kept with the student, and
+#: its MultiMAEs' probes
+KEPT_SALIENCY = (KEPT_SALIENCY_EVAL, KEPT_SALIENCY_PICTURE)
+KEPT_PREPARATION = (*KEPT_SALIENCY, KEPT_PROBES)
 
 
-def probe_copies(folder: Folder, task: str) -> list[tuple[Path, Path]]:
-    """(file under the root, where it is kept) of the task's probes and saliency evaluation (KEPT_PREPARATION)."""
+def preparation_copies(
+    folder: Folder, task: str, patterns: Sequence[str] = KEPT_PREPARATION
+) -> list[tuple[Path, Path]]:
+    """(file under the root, where it is kept) of what the root holds of the task's kept preparation (`patterns`)."""
     runs = folder.root / "runs"
-    found = [src for pattern in KEPT_PREPARATION for src in sorted(runs.glob(pattern.format(task=task)))]
+    found = [src for pattern in patterns for src in sorted(runs.glob(pattern.format(task=task)))]
     return [(src, folder.results / src.relative_to(runs)) for src in found]
 
 
-def keep_probes(folder: Folder, task: str) -> list[Path]:
-    """Copy the task's probe results into <results>/mmae/<model>/<task>/ (pipeline.keep.keep_file: never overwritten),
-    and write the wall time of its preparation steps to <results>/<task>/stages.json (`stage_times`) unless kept."""
+def keep_preparation(folder: Folder, task: str) -> list[Path]:
+    """Add the wall time of the task's finished preparation steps to <results>/<task>/stages.json (`stage_times`; a
+    step already there keeps its time: the first machine that ran it), then copy what the root holds of its probes
+    and saliency evaluation into <results>/ (pipeline.keep.keep_file: never overwritten)."""
     from pipeline.keep import keep_file
 
-    kept = [dst for src, dst in probe_copies(folder, task) if keep_file(src, dst)]
-    stages = folder.results / KEPT_STAGES.format(task=task)
-    if not stages.exists():
-        stages.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(stages, stage_times(folder, task))
-        kept.append(stages)
-    return kept
+    kept, path = [], folder.results / KEPT_STAGES.format(task=task)
+    old, new = (json.loads(path.read_text()) if path.exists() else {}), stage_times(folder, task)
+    merged = {**new, **old, "wall_seconds": {**new["wall_seconds"], **old.get("wall_seconds", {})}}
+    merged["order"] = list(dict.fromkeys([*old.get("order", []), *new["order"]]))
+    if old.get("device") and new["device"] not in old["device"]:
+        merged["device"] = f"{old['device']}; then {new['device']}"
+    if merged != old:  # before the copies: once the probes are kept, a new root plans no step that would add them
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, merged)
+        kept.append(path)
+    return kept + [dst for src, dst in preparation_copies(folder, task) if keep_file(src, dst)]
 
 
-#: what a new root needs of a task's preparation instead of repeating it (paths under runs/, copied to --carry with
-#: the probes): the saliency student the saliency rows read, both MultiMAEs' frozen encoders and the logs that say
-#: their pretraining finished (`pretrain_finished`)
-CARRIED = (
-    "saliency/{task}/student.pt",
-    *(
-        f"mmae/{name}/{{task}}/{file}"
-        for name in ("rgbs", "rgb")
-        for file in ("encoder.pt", "config.json", "data.json", "train.csv")
-    ),
-)
+#: what a new root needs of a task's preparation instead of repeating it (paths under runs/), carried per encoder as
+#: soon as its pretraining ends (a machine lost during the next one keeps it): the rgb+saliency encoder with the
+#: saliency student that labelled its frames (the saliency rows read it too), then the rgb-only encoder; each with
+#: the logs that say its pretraining finished (`pretrain_finished`)
+CARRIED = {
+    name: (
+        *(["saliency/{task}/student.pt"] if name == "rgbs" else []),
+        *(f"mmae/{name}/{{task}}/{file}" for file in ("encoder.pt", "config.json", "data.json", "train.csv")),
+    )
+    for name, _ in ENCODERS
+}
 
 
-def carried_files(task: str) -> list[str]:
-    return [rel.format(task=task) for rel in CARRIED]
+def carried_files(task: str, encoders: Sequence[str] = tuple(CARRIED)) -> list[str]:
+    """The CARRIED paths of `task`'s `encoders` (all by default), under runs/ and under the carry folder alike."""
+    return [rel.format(task=task) for name in encoders for rel in CARRIED[name]]
 
 
-def model_copies(folder: Folder, task: str) -> list[tuple[Path, Path]]:
+def model_copies(folder: Folder, task: str, encoders: Sequence[str] = tuple(CARRIED)) -> list[tuple[Path, Path]]:
     """(file under the root's runs/, its copy in the carry folder) of the task's CARRIED models."""
-    return [(folder.root / "runs" / rel, folder.carry / rel) for rel in carried_files(task)]
+    return [(folder.root / "runs" / rel, folder.carry / rel) for rel in carried_files(task, encoders)]
 
 
 def sha256(payload: bytes) -> str:
@@ -1176,50 +1230,84 @@ def write_once(path: Path, payload: bytes, conflict: str) -> bool:
     return True
 
 
-def kept_models(folder: Folder, task: str) -> dict[str, str] | None:
-    """{path under the carry folder: sha256} of the task's carried models as its results record them (KEPT_MODELS),
-    None before they are carried."""
+def models_record(folder: Folder, task: str) -> dict | None:
+    """The task's KEPT_MODELS record ({"sha256": {path under the carry folder: hash}, "frames": {encoder: digest}}),
+    None before any of its models are carried."""
     path = folder.results / KEPT_MODELS.format(task=task)
     if not path.exists():
         return None
     try:
-        recorded = json.loads(path.read_text())["sha256"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        recorded = None
-    if not isinstance(recorded, dict):
+        record = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        record = None
+    if not isinstance(record, dict) or not isinstance(record.get("sha256"), dict):
         raise ValueError(
             f'{path} is not a record of carried models ({{"sha256": {{file: hash}}}}); restore it with `git checkout {path}`'
         )
-    return recorded
+    return record
 
 
-def carried(folder: Folder, task: str) -> bool:
-    """The carry folder holds the task's models and its results record them (written after the copies)."""
-    return kept_models(folder, task) is not None and all(dst.exists() for _, dst in model_copies(folder, task))
+def kept_models(folder: Folder, task: str) -> dict[str, str]:
+    """{path under the carry folder: sha256} of the task's carried models as its results record them (empty before
+    any are carried)."""
+    record = models_record(folder, task)
+    return record["sha256"] if record else {}
 
 
-def carry_models(folder: Folder, task: str) -> list[Path]:
-    """Copy the task's CARRIED models into the carry folder (never overwritten by other bytes), then record their
-    sha256 in the results (KEPT_MODELS): the record ties the carried files to the results they go with."""
-    written, hashes = [], {}
-    for rel, (src, dst) in zip(carried_files(task), model_copies(folder, task)):
-        payload = src.read_bytes()
+def carried_encoders(folder: Folder, task: str) -> list[str]:
+    """The task's encoders (ENCODERS' names) whose models the carry folder holds and its results record."""
+    recorded = kept_models(folder, task)
+    return [
+        name
+        for name in CARRIED
+        if all(rel in recorded and (folder.carry / rel).exists() for rel in carried_files(task, [name]))
+    ]
+
+
+def frames_digest(folder: Folder, task: str) -> str:
+    """sha256 of the root's collected frames of `task`, from their shard manifest's checksums: collection writes the
+    same bytes for the same seeds, so two encoders with the same digest learnt from the same frames."""
+    from data.shards import read_manifest
+
+    shards_dir = folder.root / f"shards/{task}"
+    shards = read_manifest(shards_dir)["shards"]
+    sums = [s.get("sha256") or sha256((shards_dir / s["file"]).read_bytes()) for s in shards]  # an older manifest's
+    return sha256(json.dumps([[s["file"], s["frames"], h] for s, h in zip(shards, sums)]).encode())
+
+
+def carry_models(folder: Folder, task: str, encoder: str) -> list[Path]:
+    """Copy the CARRIED models of `task`'s `encoder` into the carry folder (never overwritten by other bytes), then
+    add their sha256 and the digest of the frames it learnt from (`frames_digest`) to the results' record
+    (KEPT_MODELS): the record ties the carried files to the results they go with."""
+    copies = model_copies(folder, task, [encoder])
+    payloads = {rel: src.read_bytes() for rel, (src, _) in zip(carried_files(task, [encoder]), copies)}
+    hashes = {rel: sha256(payload) for rel, payload in payloads.items()}
+    path = folder.results / KEPT_MODELS.format(task=task)
+    old = models_record(folder, task) or {"task": task, "sha256": {}, "frames": {}}
+    clash = [rel for rel, h in hashes.items() if old["sha256"].get(rel, h) != h]
+    if clash:  # refused before anything is copied
+        raise ValueError(
+            f"{path} records other models than this root's {clash[0]}: the results belong to another root; give this "
+            "one folders of its own (--results results/cpu-table-2 --carry artifacts/cpu-table-2)"
+        )
+    written = []
+    for (rel, payload), (src, dst) in zip(payloads.items(), copies):
         conflict = f"{dst} already holds other models than this root's {src}; give this experiment a carry folder of its own (--carry)"
         if write_once(dst, payload, conflict):
             written.append(dst)
-        hashes[rel] = sha256(payload)
-    record = folder.results / KEPT_MODELS.format(task=task)
-    if not record.exists():
-        atomic_write_json(record, {"task": task, "sha256": hashes})
-        written.append(record)
+    frames = {**old.get("frames", {}), encoder: old.get("frames", {}).get(encoder) or frames_digest(folder, task)}
+    record = {**old, "sha256": {**old["sha256"], **hashes}, "frames": frames}
+    if record != old:
+        atomic_write_json(path, record)
+        written.append(path)
     return written
 
 
-def adopt_models(folder: Folder, task: str) -> list[Path]:
-    """Copy the task's carried models into the root (a new machine's root goes on with SAC), each checked against
-    the sha256 its results record; a root holding other models of its own is refused."""
-    recorded, written = kept_models(folder, task) or {}, []
-    for rel, (mine, theirs) in zip(carried_files(task), model_copies(folder, task)):
+def adopt_models(folder: Folder, task: str, names: Sequence[str]) -> list[Path]:
+    """Copy the carried models of the task's encoders `names` into the root (a new machine's root goes on from them),
+    each checked against the sha256 its results record; a root holding other models of its own is refused."""
+    recorded, written = kept_models(folder, task), []
+    for rel, (mine, theirs) in zip(carried_files(task, names), model_copies(folder, task, names)):
         payload = theirs.read_bytes()
         if recorded.get(rel) != sha256(payload):
             raise ValueError(
@@ -1268,14 +1356,16 @@ def restore_kept_runs(folder: Folder) -> list[Path]:
 
 
 def stage_times(folder: Folder, task: str) -> dict:
-    """The wall time of each of the task's preparation steps (collection to probes), summed over the invocations
-    that ran it (`Folder.timed`), on the device that ran the last of them."""
+    """The wall time of each of the task's finished preparation steps (collection to probes; not the running one,
+    nor one interrupted), summed over the invocations that ran it (`Folder.timed`), on this machine."""
     prefix = f"{task}: "
-    planned = [s.key.removeprefix(prefix) for s in Planner(folder).plan() if s.key.startswith(prefix)]
+    plan = [s for s in Planner(folder).plan() if s.key.startswith(prefix)]
+    planned = [s.key.removeprefix(prefix) for s in plan]
     with folder.lock:
         done = {k: v.get("seconds") for k, v in folder.state["done"].items()}  # steps finished before "spent"
+        finished = set(done) | {s.key for s in plan if s.done}
         timed = {**done, **folder.state.get("spent", {})}
-    spent = {k.removeprefix(prefix): v for k, v in timed.items() if k.startswith(prefix)}
+    spent = {k.removeprefix(prefix): v for k, v in timed.items() if k.startswith(prefix) and k in finished}
     return {
         "task": task,
         "wall_seconds": spent,
@@ -1283,7 +1373,7 @@ def stage_times(folder: Folder, task: str) -> dict:
         "device": f"{cpu_model() or 'CPU'}, {os.cpu_count()} cores, bf16 units: {', '.join(cpu_bf16_units()) or 'none'}",
         "precision": folder.state.get("settings", {}).get("precision"),
         "note": f"wall seconds per step over every invocation (each interruption loses at most {SPENT_EVERY_S:.0f} s); "
-        "device: the machine that kept them",
+        "a step run on two machines keeps the first one's; device: the machines that kept them, in order",
     }
 
 

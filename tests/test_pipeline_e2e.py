@@ -127,7 +127,12 @@ def test_micro_cpu_table_phase_a_keeps_every_row_and_a_rerun_runs_nothing(tmp_pa
             assert (summary["encoder"], summary["seed"], summary["steps"]) == (row, seed, 1000)
             assert summary["eval_episodes"] == 2 and 0 <= summary["success_rate"] <= 1
     stages = json.loads((results / "reach-v3" / "stages.json").read_text())
-    assert len(stages["order"]) == 12 and all(stages["wall_seconds"][s] > 0 for s in stages["order"])
+    commands = [s for s in stages["order"] if not s.startswith("carry ")]  # the carry steps take under 0.1 s
+    assert len(commands) == 12 and all(stages["wall_seconds"][s] > 0 for s in commands)
+    assert [s for s in stages["order"] if s.startswith("carry ")] == [
+        "carry the rgbs encoder and saliency student",
+        "carry the rgb encoder",
+    ]
     for probe in (
         "rgbs/reach-v3/probe_rgb+saliency.json",
         "rgbs/reach-v3/probe_rgb.json",
@@ -146,6 +151,8 @@ def test_micro_cpu_table_phase_a_keeps_every_row_and_a_rerun_runs_nothing(tmp_pa
     assert (tmp_path / "carry/mmae/rgbs/reach-v3/encoder.pt").read_bytes() == (
         table / "runs/mmae/rgbs/reach-v3/encoder.pt"
     ).read_bytes()
+    frames = json.loads((results / "reach-v3/models.json").read_text())["frames"]
+    assert frames["rgbs"] == frames["rgb"]  # both encoders learnt from the same frames
 
     # a new machine: a new root beside the committed results and carried models runs no step of the table again
     elsewhere = [a if a != str(table) else str(tmp_path / "new-machine") for a in argv]

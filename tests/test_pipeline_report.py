@@ -598,7 +598,7 @@ def test_rows_pooled_or_compared_across_precisions_are_named(tmp_path):
 
 def test_report_shows_each_tasks_saliency_evaluation_and_preparation_times_the_cpu_table_keeps(tmp_path):
     """results/cpu-table holds <task>/stages.json and saliency/<task>/eval/metrics.json beside the runs (pipeline.table's
-    keep_probes): the report tabulates both, steps in the plan's order, with the machine and precision of each task."""
+    keep_preparation): the report tabulates both, steps in the plan's order, with the machine and precision of each task."""
     results = tmp_path / "cpu-table"
     _fake_run(results, "reach-v3", "state", 0, 0.8)
     evaluation = results / "saliency/reach-v3/eval/metrics.json"
@@ -611,6 +611,13 @@ def test_report_shows_each_tasks_saliency_evaluation_and_preparation_times_the_c
     (results / "reach-v3/stages.json").write_text(json.dumps({**stages, "precision": "bf16"}))
     (results / "door-open-v3").mkdir()
     (results / "door-open-v3/stages.json").write_text(json.dumps({"task": "door-open-v3", "wall_seconds": {}}))
+    frames = {"reach-v3": {"rgbs": "1" * 64, "rgb": "1" * 64}, "door-open-v3": {"rgbs": "1" * 64, "rgb": "2" * 64}}
+    for task, digests in frames.items():  # door-open-v3's rgb encoder pretrained after a machine change
+        (results / task / "models.json").write_text(json.dumps({"task": task, "sha256": {}, "frames": digests}))
+    (results / "faucet-open-v3").mkdir()  # a record written before frames were recorded
+    (results / "faucet-open-v3/models.json").write_text(
+        json.dumps({"sha256": {"mmae/rgbs/faucet-open-v3/encoder.pt": "0"}})
+    )
     report = write_report(ReportConfig(roots=str(results), out=str(tmp_path / "report"), reps=200)).read_text()
     assert "## Preparation of each task" in report
     assert "| reach-v3 | student | 1000 | 0.849 | 0.0023 | 0.963 | 12.82 | bf16 |" in report
@@ -619,6 +626,11 @@ def test_report_shows_each_tasks_saliency_evaluation_and_preparation_times_the_c
         "| export annotations | 1 s |\n\n"  # the plan's order; a task with no step timed has no column
     ) in report
     assert "Kept on (machine, precision): reach-v3: AMD EPYC, 2 cores, bf16." in report
+    assert (
+        "Frames the MultiMAEs learnt from (checksums of the collection, models.json): door-open-v3: different frames "
+        "(rgbs 111111111111, rgb 222222222222); faucet-open-v3: not recorded for rgbs; reach-v3: the same frames for "
+        "rgbs and rgb." in report
+    )
     assert (
         "## Preparation"
         not in write_report(

@@ -135,7 +135,7 @@ def prepared(cfg: TableConfig, task: str) -> None:
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
     done = state.setdefault("done", {})
     for step in table.Planner(table.Folder(cfg)).plan():
-        if step.key.startswith(f"{task}: ") and step.marker and "keep" not in step.key:
+        if step.key.startswith(f"{task}: ") and step.marker and not any(w in step.key for w in ("keep", "carry")):
             done[step.key] = {"seconds": 1.0}
     write(state_path, json.dumps(state))
 
@@ -163,7 +163,9 @@ def test_phase_a_on_a_fresh_root_prepares_reach_then_keeps_three_then_ten_seeds_
         "saliency.evaluate",
         "saliency.label",
         "pretrain.multimae",
+        "(in process)",  # each encoder carried as soon as it is pretrained
         "pretrain.multimae",
+        "(in process)",
         "pretrain.probe",
         "pretrain.probe",
         "pretrain.probe",
@@ -173,14 +175,18 @@ def test_phase_a_on_a_fresh_root_prepares_reach_then_keeps_three_then_ten_seeds_
     ]
     args = [dict(zip(s.argv[2::2], s.argv[3::2])) for s in steps]
     assert args[0]["--frames"] == "50000" and args[0]["--out"] == "shards/reach-v3"
-    assert [a["--modalities"] for a in args[7:9]] == ["rgb,saliency", "rgb"]
+    assert [a["--modalities"] for a in args[7:10:2]] == ["rgb,saliency", "rgb"]
     assert args[7]["--epochs"] == "22"  # 22 x 47,500 training frames >= 1M images
-    assert [(a["--encoder"], a["--inputs"]) for a in args[9:12]] == [
+    assert [s.key for s in steps[8:11:2]] == [
+        "reach-v3: carry the rgbs encoder and saliency student",
+        "reach-v3: carry the rgb encoder",
+    ]
+    assert [(a["--encoder"], a["--inputs"]) for a in args[11:14]] == [
         ("runs/mmae/rgbs/reach-v3/encoder.pt", ""),
         ("runs/mmae/rgbs/reach-v3/encoder.pt", "rgb"),
         ("runs/mmae/rgb/reach-v3/encoder.pt", ""),
     ]
-    for start, seeds in ((13, "0,1,2"), (19, "0,1,2,3,4,5,6,7,8,9")):
+    for start, seeds in ((15, "0,1,2"), (21, "0,1,2,3,4,5,6,7,8,9")):
         first, last = steps[start].argv, steps[start + 1].argv
         for argv, until, episodes in ((first, "75000", 20), (last, "100000", 50)):
             a = dict(zip(argv[2::2], argv[3::2]))
@@ -199,7 +205,7 @@ def test_phase_a_on_a_fresh_root_prepares_reach_then_keeps_three_then_ten_seeds_
         assert [s.argv[2] for s in keeps] == [f"runs/sac/reach-v3/{r}" for r in ROWS]
         assert all(s.argv[4] == str(tmp_path / "results" / "reach-v3" / r) for s, r in zip(keeps, ROWS))
         assert all(s.blocked for s in keeps)  # nothing to keep before the runs end
-    assert [s.key for s in steps[15:16] + steps[21:22]] == [
+    assert [s.key for s in steps[17:18] + steps[23:24]] == [
         f"keep runs/sac/reach-v3/state ({n} runs) -> {tmp_path / 'results'}" for n in (3, 10)
     ]
     assert not (tmp_path / "root").exists()  # planning writes nothing
@@ -280,12 +286,14 @@ def test_plan_skips_what_the_root_holds_and_resumes_the_rest(tmp_path):
     # the preparation is skipped; the first wave's rows are kept; the second wave's 75k call is done; state seed 9
     # goes on to 100k; the other rows can be kept
     results = tmp_path / "results"
-    assert [s.key for s in todo][:6] == [
-        "reach-v3: keep probes and models",
+    assert [s.key for s in todo][:8] == [
+        "reach-v3: carry the rgbs encoder and saliency student",
+        "reach-v3: carry the rgb encoder",
+        "reach-v3: keep probes",
         *[f"keep runs/sac/reach-v3/{row} (3 runs) -> {results}" for row in ROWS],
         "reach-v3 state,mmae_rgb,mmae_rgbs_po,mmae_rgbs seeds 0-9 to 100,000 (last evaluation 50 episodes)",
     ]
-    assert not any(s.blocked for s in todo[1:5])
+    assert not any(s.blocked for s in todo[3:7])
     keeps = {s.argv[2]: s.blocked for s in todo if s.argv and s.argv[1] == "pipeline.keep"}
     assert keeps["runs/sac/reach-v3/state"] and not keeps["runs/sac/reach-v3/mmae_rgbs"]
     # an unfinished preparation step is redone even when its output file exists (its run was killed)
@@ -308,8 +316,8 @@ def test_a_grid_killed_while_it_resumes_finished_runs_plans_that_grid_again(tmp_
             run = root / table.table_dir("reach-v3", row, seed)
             finish_run(run, 75_000)
             write(run / "metrics.csv", "step,steps_per_s\n75000,4.0\n80000,4.0\n")  # resumed on, then killed
-    todo = [s for s in table.plan(cfg) if not s.done]
-    assert todo[1].key == (
+    todo = [s for s in table.plan(cfg) if not s.done and "reach-v3: " not in s.key]  # past the preparation's keeps
+    assert todo[0].key == (
         "reach-v3 state,mmae_rgb,mmae_rgbs_po,mmae_rgbs seeds 0-2 to 100,000 (last evaluation 50 episodes)"
     )
     pilot = root / table.pilot_dir("drawer-open-v3", "state", cfg.pilot_seed)
@@ -404,7 +412,9 @@ def test_run_keeps_finished_rows_and_probes_then_stops_with_the_git_line(tmp_pat
             finish_run(Path(cfg.root) / table.table_dir("reach-v3", row, seed), 100_000, success=0.25 * (seed + 1))
     ran = table.run(cfg)
     assert ran == [
-        "reach-v3: keep probes and models",
+        "reach-v3: carry the rgbs encoder and saliency student",
+        "reach-v3: carry the rgb encoder",
+        "reach-v3: keep probes",
         *[f"keep runs/sac/reach-v3/{r} (2 runs) -> {cfg.results}" for r in ROWS],
     ]
     results = Path(cfg.results)
@@ -418,7 +428,7 @@ def test_run_keeps_finished_rows_and_probes_then_stops_with_the_git_line(tmp_pat
     shutil.rmtree(results / "reach-v3/state")  # kept files lost before they were committed: kept again
     (results / "mmae/rgb/reach-v3/probe_rgb.json").unlink()
     assert table.run(cfg) == [
-        "reach-v3: keep probes and models",
+        "reach-v3: keep probes",
         f"keep runs/sac/reach-v3/state (2 runs) -> {cfg.results}",
     ]
     assert (results / "reach-v3/state/seed1/summary.json").exists() and (
@@ -488,7 +498,7 @@ def test_a_new_root_goes_on_from_the_committed_results_and_carried_models(tmp_pa
     with pytest.raises(ValueError, match=r"saliency/reach-v3/student.pt\) other than the ones .* records"):
         table.Folder(replace(new, root=str(tmp_path / "r4"))).check_start()
     with pytest.raises(ValueError, match="is not the model .* records"):
-        table.adopt_models(table.Folder(replace(new, root=str(tmp_path / "r4"))), "reach-v3")
+        table.adopt_models(table.Folder(replace(new, root=str(tmp_path / "r4"))), "reach-v3", ["rgbs", "rgb"])
     student.write_text("x")  # as prepared() wrote it
     record = results / "reach-v3/models.json"
     kept_record = record.read_text()
@@ -505,9 +515,139 @@ def test_a_new_root_goes_on_from_the_committed_results_and_carried_models(tmp_pa
 
     other = replace(new, root=str(tmp_path / "other"))
     write(Path(other.root) / "runs/mmae/rgb/reach-v3/encoder.pt", "its own")
-    with pytest.raises(ValueError, match="differs from the carried"):
+    with pytest.raises(ValueError, match="runs/mmae/rgb/reach-v3/encoder.pt is not the model .* records"):
         table.run(other)
     assert (Path(other.root) / "runs/mmae/rgb/reach-v3/encoder.pt").read_text() == "its own"
+
+
+def fail_commands(argv, cwd, **kw):
+    """subprocess.run that fails every command: a run stops at its first step that is not in process."""
+    return subprocess.CompletedProcess(argv, 1)
+
+
+def test_each_encoder_is_carried_once_pretrained_and_a_new_root_makes_only_what_is_not(tmp_path, monkeypatch):
+    """The rgb+saliency encoder and the student that labelled its frames are carried as soon as that pretraining
+    ends, with the student's evaluation and the stage times so far: a machine lost during the rgb pretraining costs
+    only that. A new root adopts them, collects the frames again, labels them with the carried student (no
+    annotation, PiCANet or distillation), pretrains the rgb encoder and carries it; the record says whether the two
+    encoders learnt from the same frames."""
+    monkeypatch.setattr(table.subprocess, "run", fail_commands)
+    old = config(tmp_path, phase="A")
+    prepared(old, "reach-v3")
+    root = Path(old.root)
+    frames = {"status": "complete", "shards": [{"file": "shard-00000.tar", "frames": 1000, "sha256": "a" * 64}]}
+    write(root / "shards/reach-v3/manifest.json", json.dumps(frames))
+    (root / "runs/mmae/rgbs/reach-v3/encoder.pt").write_bytes(b"rgbs weights")
+    write(root / "runs/saliency/reach-v3/eval/fig7.png", "png")
+    finish_pretraining(root / "runs/mmae/rgb/reach-v3", step=500)  # the old machine is lost halfway through it
+    for _, _, label in table.PROBES:
+        for path in root.glob(f"runs/mmae/*/reach-v3/probe_{label}.json"):
+            path.unlink()
+    state = json.loads((root / table.STATE_FILE).read_text())
+    del state["done"]["reach-v3: pretrain.multimae rgb (22 epochs, >= 1,000,000 images)"]
+    (root / table.STATE_FILE).write_text(json.dumps(state))
+    with pytest.raises(RuntimeError, match="pretrain.multimae rgb .* failed"):
+        table.run(old)
+    carry, results = Path(old.carry), Path(old.results)
+    assert sorted(p.relative_to(carry).as_posix() for p in carry.rglob("*") if p.is_file()) == sorted(
+        table.carried_files("reach-v3", ["rgbs"])
+    )
+    record = json.loads((results / "reach-v3/models.json").read_text())
+    assert sorted(record["sha256"]) == sorted(table.carried_files("reach-v3", ["rgbs"]))
+    assert list(record["frames"]) == ["rgbs"]
+    assert (results / "saliency/reach-v3/eval/fig7.png").read_text() == "png"
+    assert "saliency.train (PiCANet)" in json.loads((results / "reach-v3/stages.json").read_text())["wall_seconds"]
+
+    new = replace(old, root=str(tmp_path / "new"))
+    todo = [s.key for s in table.plan(new) if not s.done][:9]
+    assert todo == [
+        "reach-v3: carried models",
+        "reach-v3: collect 50,000 frames",
+        "reach-v3: saliency.label 50,000 frames",
+        "reach-v3: pretrain.multimae rgb (22 epochs, >= 1,000,000 images)",
+        "reach-v3: carry the rgb encoder",
+        "reach-v3: pretrain.probe rgbs (rgb+saliency in)",
+        "reach-v3: pretrain.probe rgbs (rgb in)",
+        "reach-v3: pretrain.probe rgb (rgb in)",
+        "reach-v3: keep probes",
+    ]
+    label = next(s for s in table.plan(new) if "saliency.label" in s.key).argv
+    assert label[label.index("--model") + 1] == "runs/saliency/reach-v3/student.pt"
+    with pytest.raises(RuntimeError, match="collect 50,000 frames failed"):
+        table.run(new)
+    mine = Path(new.root)
+    assert (mine / "runs/mmae/rgbs/reach-v3/encoder.pt").read_bytes() == b"rgbs weights"
+    assert (mine / "runs/saliency/reach-v3/student.pt").read_text() == "x"
+
+    # the new machine collected other bytes, labelled them and pretrained the rgb encoder on them
+    other = {**frames, "shards": [{**frames["shards"][0], "sha256": "b" * 64}]}
+    write(mine / "shards/reach-v3/manifest.json", json.dumps(other))
+    write(mine / "shards/reach-v3-sal/manifest.json", json.dumps({**other, "labelled_from": "reach-v3"}))
+    write(mine / "runs/mmae/rgb/reach-v3/encoder.pt", "rgb weights")
+    finish_pretraining(mine / "runs/mmae/rgb/reach-v3")
+    state = json.loads((mine / table.STATE_FILE).read_text())
+    state["done"]["reach-v3: pretrain.multimae rgb (22 epochs, >= 1,000,000 images)"] = {"seconds": 2.0}
+    state["spent"] = {"reach-v3: pretrain.probe rgbs (rgb+saliency in)": 3.0}  # begun, not finished
+    (mine / table.STATE_FILE).write_text(json.dumps(state))
+    with pytest.raises(RuntimeError, match=r"pretrain.probe rgbs \(rgb\+saliency in\) failed"):
+        table.run(new)
+    record = json.loads((results / "reach-v3/models.json").read_text())
+    assert sorted(record["sha256"]) == sorted(table.carried_files("reach-v3"))
+    assert record["sha256"]["mmae/rgbs/reach-v3/encoder.pt"] == hashlib.sha256(b"rgbs weights").hexdigest()
+    assert record["frames"]["rgb"] != record["frames"]["rgbs"]  # said, not hidden: other frames than the rgbs one's
+    stages = json.loads((results / "reach-v3/stages.json").read_text())["wall_seconds"]
+    rgb = "pretrain.multimae rgb (22 epochs, >= 1,000,000 images)"
+    assert stages["saliency.train (PiCANet)"] == 1.0 and stages[rgb] == 2.0
+    assert "pretrain.probe rgbs (rgb+saliency in)" not in stages  # a step not finished keeps no time
+    for name, _, label in table.PROBES:
+        write(mine / f"runs/mmae/{name}/reach-v3/probe_{label}.json", json.dumps({"rows": [], "model": name}))
+    with pytest.raises(RuntimeError, match="seeds 0-2 to 75,000 failed"):
+        table.run(new)
+    done = json.loads((mine / table.STATE_FILE).read_text())["done"]
+    assert {"reach-v3: carry the rgb encoder", "reach-v3: keep probes"} <= set(done)
+    assert table.Folder(new).state["adopted"] == {"reach-v3": ["rgbs"]}  # the rgb encoder is this root's own
+    assert next(s for s in table.plan(new) if s.key == f"reach-v3: {rgb}").done  # still its own step, done
+    assert (results / "mmae/rgb/reach-v3/probe_rgb.json").exists()
+    stages = json.loads((results / "reach-v3/stages.json").read_text())
+    assert stages["wall_seconds"]["pretrain.probe rgbs (rgb+saliency in)"] == 3.0
+    order = [stages["order"].index(k) for k in (rgb, "carry the rgb encoder", "pretrain.probe rgbs (rgb+saliency in)")]
+    assert order == sorted(order)  # the plan's order: the new root's steps after the old one's
+    # a third machine finds both encoders and the probes kept: nothing is prepared again
+    third = replace(old, root=str(tmp_path / "third"))
+    assert [s.key for s in table.plan(third) if s.key.startswith("reach-v3: ")] == ["reach-v3: carried models"]
+    # both encoders carried but the probes not kept: the frames again, labelled by the carried student, then probes
+    shutil.copytree(results, tmp_path / "results-4")
+    shutil.rmtree(tmp_path / "results-4/mmae")
+    fourth = replace(old, root=str(tmp_path / "fourth"), results=str(tmp_path / "results-4"))
+    assert [s.key.removeprefix("reach-v3: ") for s in table.plan(fourth) if s.key.startswith("reach-v3: ")] == [
+        "carried models",
+        "collect 50,000 frames",
+        "saliency.label 50,000 frames",
+        "pretrain.probe rgbs (rgb+saliency in)",
+        "pretrain.probe rgbs (rgb in)",
+        "pretrain.probe rgb (rgb in)",
+        "keep probes",
+    ]
+
+    # a root whose own model is not the recorded one is refused before anything is copied into the carry folder
+    (carry / "mmae/rgb/reach-v3/encoder.pt").unlink()
+    write(mine / "runs/mmae/rgb/reach-v3/encoder.pt", "other rgb weights")
+    with pytest.raises(ValueError, match="runs/mmae/rgb/reach-v3/encoder.pt is not the model .* records"):
+        table.Folder(new).check_start()
+    with pytest.raises(ValueError, match="records other models than this root's mmae/rgb/reach-v3/encoder.pt"):
+        table.carry_models(table.Folder(new), "reach-v3", "rgb")
+    assert not (carry / "mmae/rgb/reach-v3/encoder.pt").exists()
+
+
+def test_the_frames_digest_hashes_the_shards_an_older_manifest_gives_no_checksum_for(tmp_path):
+    cfg = config(tmp_path)
+    write(Path(cfg.root) / "shards/reach-v3/shard-00000.tar", "frames")
+    entry = {"file": "shard-00000.tar", "frames": 1000}
+    digests = []
+    for shard in (entry, {**entry, "sha256": hashlib.sha256(b"frames").hexdigest()}):
+        write(Path(cfg.root) / "shards/reach-v3/manifest.json", json.dumps({"status": "complete", "shards": [shard]}))
+        digests.append(table.frames_digest(table.Folder(cfg), "reach-v3"))
+    assert digests[0] == digests[1]
 
 
 def test_every_step_runs_at_the_precision_the_root_records(tmp_path, monkeypatch):
@@ -555,7 +695,7 @@ def test_a_steps_wall_time_adds_up_over_the_invocations_that_ran_it(tmp_path, mo
     evaluation.mkdir(parents=True)
     (evaluation / "metrics.json").write_text('{"kind": "student", "metrics": {"max_f": 0.85}}')
     (evaluation / "fig7.png").write_bytes(b"png")
-    kept = table.keep_probes(folder, "reach-v3")
+    kept = table.keep_preparation(folder, "reach-v3")
     stages = json.loads((Path(folder.results) / "reach-v3" / "stages.json").read_text())
     assert stages["wall_seconds"] == {"pretrain.multimae rgbs": 165.0} and stages["task"] == "reach-v3"
     assert stages["order"] == ["pretrain.multimae rgbs"]  # a key the plan lacks comes after the plan's steps
@@ -590,8 +730,8 @@ def test_status_shows_stage_budget_seeds_and_steps(tmp_path):
     text = table.status_text(cfg)
     assert "not running" in text
     assert (
-        "| reach-v3 | pretrain.probe rgb (rgb in) | keep probes and models | fixed: 100,000 steps (it learns there) |"
-        in text
+        "| reach-v3 | pretrain.multimae rgbs (22 epochs, >= 1,000,000 images) | carry the rgbs encoder and saliency "
+        "student | fixed: 100,000 steps (it learns there) |" in text
     )
     assert (
         "| drawer-open-v3 | not started | collect 50,000 frames | pilot state at 50,000 steps; pilot at 50,000 steps: state has not held"
@@ -600,7 +740,7 @@ def test_status_shows_stage_budget_seeds_and_steps(tmp_path):
     assert "| faucet-open-v3 | not started | collect 50,000 frames | pilot not started |" in text
     assert "| reach-v3 | state | 3/10 | 42,000-100,000 of 100,000 | 0.80 (3 seeds) |" in text
     assert "| reach-v3 | mmae_rgbs | 0/3 (then 10) | 0 of 100,000 | - |" in text  # its first wave, kept first
-    assert "next step of phase(s) A,B,C,D,E: reach-v3: keep probes and models" in text
+    assert "next step of phase(s) A,B,C,D,E: reach-v3: carry the rgbs encoder and saliency student" in text
     assert "| A |" in text and "bf16 (Xeon, AMX)" in text and "bf16 (Zen 4, AVX512-BF16)" in text
 
 
