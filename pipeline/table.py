@@ -1410,7 +1410,12 @@ class Rates:
         return self.sac_ms[kind] + small + (large - small) * (hidden**2 - 256**2) / (1024**2 - 256**2)
 
 
-FP32_XEON, BF16_XEON, BF16_ZEN4 = "fp32 (Xeon)", "bf16 (Xeon, AMX)", "bf16 (Zen 4, AVX512-BF16)"
+FP32_XEON, BF16_XEON, BF16_ZEN4, FP32_ZEN3 = (
+    "fp32 (Xeon)",
+    "bf16 (Xeon, AMX)",
+    "bf16 (Zen 4, AVX512-BF16)",
+    "fp32 (Zen 3, AVX2)",
+)
 RATES = {
     FP32_XEON: Rates(
         collect_fps=54.7,
@@ -1438,6 +1443,18 @@ RATES = {
 RATES[BF16_ZEN4] = replace(
     RATES[BF16_XEON], pretrain_img_s=48.8, sac_ms={"state": 19, "frozen": 28, "cnn": 265, "gaze": 302}
 )
+# what the Zen 3 measured: its preparation in the CPU table, pretraining alone, a packed step at hidden 1024 alone
+# (the update at hidden 256 is the Xeon's scaled by the two CPUs' ratio at 1024; probes, CNN rows and evaluation are
+# the Xeon's)
+RATES[FP32_ZEN3] = replace(
+    RATES[FP32_XEON],
+    collect_fps=156.6,
+    saliency_s=913,
+    label_fps=147.1,
+    pretrain_img_s=27.0,
+    sac_ms={"state": 1.3, "frozen": 28.3, "cnn": 434, "gaze": 491},
+    update_ms=(15, 55.8),
+)
 RATE_SOURCES = (
     "Xeon (2 cores, AMX), 2026-12-02: collection 54.7 frames/s: BENCHMARKS.md, data.collect with 2 workers (load "
     "3-7); saliency ~2,600 s per task: PiCANet cpu preset 200 epochs (~160 s, from the demo's 20 s per 25 epochs) + "
@@ -1456,6 +1473,12 @@ RATE_SOURCES = (
     "3, frozen encoder in fp32), cnn_rgb 286 ms (3.5 env-steps/s, pack of 3), gaze = cnn_rgb + 13 %, each split into "
     "update and the rest as on the Xeon; the rest as on the Xeon (the CPU table's reach-v3 stages took collection "
     "5,129 s, saliency 1,806 s, labelling 632 s beside the gaze ablation: table.json, not rates alone). "
+    "Zen 3 (AMD EPYC family 25 model 1, 2 cores, AVX2, no bf16 units), 2026-12-05, fp32: the CPU table's reach-v3 "
+    "preparation (table.json: collection 319 s for 50,000 frames, annotation + PiCANet + student + evaluation 913 s, "
+    "labelling 340 s); MultiMAE paper size 27.0 img/s (results/cpu-table/README.md, alone); a packed step per run at "
+    "hidden 1024, pack of 5, 1 thread, alone (BENCHMARKS.md): update 55.8 ms, besides it state 1.3 ms and frozen rows "
+    "28.3 ms (mmae_rgbs: env, saliency + encoder, act and replay 20.7 ms, its update 7.6 ms longer); the update at "
+    "hidden 256 the Xeon's x 1.4 (unmeasured); probes, CNN rows and evaluation as on the Xeon (unmeasured). "
     "An AVX2-only CPU runs bf16 slower than fp32 (BENCHMARKS.md)"
 )
 
@@ -1553,10 +1576,10 @@ def estimate_text(cfg: TableConfig, folder: Folder) -> str:
 
 
 def rate_column(runs: str, bf16_units: Sequence[str]) -> str | None:
-    """The estimate column measured on a CPU like this one for runs in `runs` precision (fp32: the Xeon's, the only
-    fp32 column); None for bf16 without bf16 units, which runs slower than fp32."""
+    """The estimate column measured on a CPU like this one for runs in `runs` precision (fp32: the Xeon's with AMX,
+    else the Zen 3's); None for bf16 without bf16 units, which runs slower than fp32."""
     if runs == "fp32":
-        return FP32_XEON
+        return FP32_XEON if "amx_bf16" in bf16_units else FP32_ZEN3
     if "amx_bf16" in bf16_units:
         return BF16_XEON
     return BF16_ZEN4 if "avx512_bf16" in bf16_units else None
@@ -1578,9 +1601,8 @@ def applicable_column(precision: str, bf16_units: Sequence[str], forced: str = "
             f"pass --precision fp32 ({live})"
         )
     other = (
-        "; measured on the Xeon: a CPU without AMX runs fp32 slower (the Zen 4 pretrains at 25.6 img/s, not 42: "
-        "BENCHMARKS.md)"
-        if runs == "fp32" and "amx_bf16" not in bf16_units
+        "; measured on a Zen 3 (the Zen 4 pretrains in fp32 at 25.6 img/s: BENCHMARKS.md)"
+        if column == FP32_ZEN3 and bf16_units
         else ""
     )
     return f"this CPU: {chosen}, so the column {column!r} applies ({live}){other}"
