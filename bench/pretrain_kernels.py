@@ -1,12 +1,13 @@
-"""MultiMAE training in bf16 on a CPU: the attention kernel and torch.compile, side by side.
+"""MultiMAE training on a CPU: the attention kernel and torch.compile, side by side.
 
-    python bench/pretrain_kernels.py                     # paper model, batch 64, 2 threads: unfused, fused, compiled
-    python bench/pretrain_kernels.py --variants unfused,fused --rounds 4
+    python bench/pretrain_kernels.py                     # paper model, batch 64, 2 threads, bf16: unfused, fused, compiled
+    python bench/pretrain_kernels.py --variants unfused,fused --rounds 4 --precision fp32
 
-pretrain.train builds the model with timm's fused attention (SDPA) off for bf16 on a CPU and runs it eagerly.
-Each variant here is that training step (crop augmentation, forward under common.precision.autocast, backward,
-AdamW) from the same initial weights: `unfused` as the Trainer runs it, `fused` with SDPA attention, `compiled`
-the unfused model under torch.compile (its compile time, printed, is not timed). Rounds alternate the order
+pretrain.train builds the model with timm's fused attention (SDPA) off for bf16 on a CPU, on for fp32, and runs it
+eagerly. Each variant here is that training step (crop augmentation, forward under common.precision.autocast at
+`--precision`, backward, AdamW) from the same initial weights: `unfused` with matmul-softmax-matmul attention,
+`fused` with SDPA attention, `compiled` the unfused model under torch.compile (its compile time, printed, is not
+timed). Rounds alternate the order
 (ABBA) so the machine's load drifts over every variant alike; the median img/s of each is printed with its
 speed relative to `unfused`, the load average before and after.
 """
@@ -32,8 +33,10 @@ from precision_columns import load_average, machine_lines
 VARIANTS = ("unfused", "fused", "compiled")
 
 
-def training_step(cfg: PretrainConfig, batch: dict[str, torch.Tensor], variant: str) -> Callable[[], float]:
-    """One bf16 training step of a fresh model (seed 0) built as `variant` says; returns the loss."""
+def training_step(
+    cfg: PretrainConfig, batch: dict[str, torch.Tensor], variant: str, precision: str
+) -> Callable[[], float]:
+    """One training step at `precision` of a fresh model (seed 0) built as `variant` says; returns the loss."""
     fused = timm.layers.use_fused_attn()
     timm.layers.set_fused_attn(variant == "fused")
     try:
@@ -44,7 +47,7 @@ def training_step(cfg: PretrainConfig, batch: dict[str, torch.Tensor], variant: 
     forward = torch.compile(model) if variant == "compiled" else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05)
     generator = torch.Generator().manual_seed(0)
-    region = autocast("bf16", torch.device("cpu"))
+    region = autocast(precision, torch.device("cpu"))
 
     def step() -> float:
         inputs = random_resized_crop(batch, (cfg.crop_scale, 1.0), generator=generator)
@@ -66,6 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rounds", type=int, default=4, help="rounds; the order of the variants alternates")
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma list of {', '.join(VARIANTS)}")
+    p.add_argument("--precision", default="bf16", choices=["bf16", "fp32"], help="the training step's precision")
     args = p.parse_args(argv)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = sorted(set(variants) - set(VARIANTS))
@@ -79,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
         "saliency": torch.rand(args.batch_size, 1, size, size, generator=g),
     }
     print(machine_lines(), flush=True)
-    steps = {v: training_step(cfg, batch, v) for v in variants}
+    steps = {v: training_step(cfg, batch, v, args.precision) for v in variants}
     for v, step in steps.items():  # warm-up (and compilation)
         t0 = time.perf_counter()
         losses = [round(step(), 4) for _ in range(3)]
@@ -94,11 +98,13 @@ def main(argv: list[str] | None = None) -> None:
             print(f"round {rnd} {v}: {args.batch_size / seconds[v][-1]:.1f} img/s", flush=True)
     print(f"load average after (1, 5, 15 min): {load_average()}")
     rate = {v: args.batch_size / statistics.median(s) for v, s in seconds.items()}
-    base = rate.get("unfused")
+    trainers = "unfused" if args.precision == "bf16" else "fused"  # pretrain.train's choice on a CPU
+    base = rate.get(trainers)
     print(
-        f"\n{args.preset} preset, batch {args.batch_size}, bf16, {args.threads} threads; median of {args.rounds} rounds\n"
+        f"\n{args.preset} preset, batch {args.batch_size}, {args.precision}, {args.threads} threads; median of "
+        f"{args.rounds} rounds\n"
     )
-    print("| variant | train img/s | speed vs unfused (the Trainer's) |\n|---|---|---|")
+    print(f"| variant | train img/s | speed vs {trainers} (the Trainer's) |\n|---|---|---|")
     for v, r in rate.items():
         print(f"| {v} | {r:.1f} | {f'{r / base:.2f}x' if base else '-'} |")
 
