@@ -1691,8 +1691,33 @@ def status_text(cfg: TableConfig) -> str:
         lines.append(
             f"  where it stands: {progress}" + ("" if holder else " (not running now: its last process's rate)")
         )
+    uncommitted = uncommitted_text(folder)
+    lines += ["", uncommitted] if uncommitted else []
     lines += ["", estimate_text(cfg, folder)]
     return "\n".join(lines)
+
+
+def uncommitted_text(folder: Folder) -> str:
+    """A warning naming the kept files (results, pilots, carried models) the checkout has not committed, with the git
+    line that commits them: a replaced machine loses them. '' when all are committed, or when the folders lie
+    outside a git checkout (git is not asked about them then)."""
+    kept = [folder.results, Path(f"{folder.results}-pilot"), folder.carry]
+    inside = [p for p in kept if p.is_relative_to(CHECKOUT) and p.exists()]
+    if not inside:
+        return ""
+    found = subprocess.run(
+        ["git", "-C", str(CHECKOUT), "status", "--porcelain", "--untracked-files=all", "--", *map(str, inside)],
+        capture_output=True,
+        text=True,
+    )
+    changed = found.stdout.splitlines()
+    if found.returncode or not changed:
+        return ""
+    folders = [str(p.relative_to(CHECKOUT)) for p in inside]
+    return (
+        f"NOT COMMITTED: {len(changed)} kept file{'s' * (len(changed) > 1)} under {', '.join(folders)} (e.g. "
+        f"{changed[0][3:]}); a replaced machine loses them: `{git_line(folders, 'kept by make cpu-table')}`"
+    )
 
 
 def flag_value(argv: Sequence[str], name: str) -> str | None:

@@ -744,6 +744,27 @@ def test_status_shows_stage_budget_seeds_and_steps(tmp_path):
     assert "| A |" in text and "bf16 (Xeon, AMX)" in text and "bf16 (Zen 4, AVX512-BF16)" in text
 
 
+def test_status_warns_of_kept_files_the_checkout_has_not_committed(tmp_path, monkeypatch):
+    """A carry step or keep ran (the orchestrator commits nothing): status names the uncommitted files and the git
+    line, until they are committed; folders outside the checkout are not asked about."""
+    checkout = tmp_path / "checkout"
+    git = ["git", "-C", str(checkout), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q", str(checkout)], check=True)
+    monkeypatch.setattr(table, "CHECKOUT", checkout)
+    cfg = replace(config(tmp_path), results=str(checkout / "results/cpu-table"), carry=str(checkout / "artifacts/t"))
+    write(checkout / "results/cpu-table/reach-v3/models.json", json.dumps({"sha256": {}}))
+    write(checkout / "artifacts/t/mmae/rgbs/reach-v3/encoder.pt", "weights")
+    text = table.status_text(cfg)
+    assert (
+        "NOT COMMITTED: 2 kept files under results/cpu-table, artifacts/t (e.g. artifacts/t/mmae/rgbs/reach-v3/"
+        "encoder.pt); a replaced machine loses them: `git add results/cpu-table artifacts/t && git commit" in text
+    )
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "kept"], check=True)
+    assert "NOT COMMITTED" not in table.status_text(cfg)
+    assert "NOT COMMITTED" not in table.status_text(config(tmp_path))  # outside the checkout
+
+
 def test_status_says_where_a_running_pretraining_stands_and_its_time_left(tmp_path):
     cfg = config(tmp_path)
     prepared(cfg, "reach-v3")
