@@ -9,7 +9,8 @@ eagerly. Each variant here is that training step (crop augmentation, forward und
 `fused` with SDPA attention, `compiled` the unfused model under torch.compile (its compile time, printed, is not
 timed). Rounds alternate the order
 (ABBA) so the machine's load drifts over every variant alike; the median img/s of each is printed with its
-speed relative to `unfused`, the load average before and after.
+speed relative to the Trainer's variant (`unfused` in bf16, `fused` in fp32, as timm's setting allows), the load
+average before and after.
 """
 
 from __future__ import annotations
@@ -98,7 +99,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"round {rnd} {v}: {args.batch_size / seconds[v][-1]:.1f} img/s", flush=True)
     print(f"load average after (1, 5, 15 min): {load_average()}")
     rate = {v: args.batch_size / statistics.median(s) for v, s in seconds.items()}
-    trainers = "unfused" if args.precision == "bf16" else "fused"  # pretrain.train's choice on a CPU
+    # pretrain.train's choice on a CPU (timm's setting, TIMM_FUSED_ATTN, can turn fused attention off everywhere)
+    trainers = "fused" if timm.layers.use_fused_attn() and args.precision != "bf16" else "unfused"
     base = rate.get(trainers)
     print(
         f"\n{args.preset} preset, batch {args.batch_size}, {args.precision}, {args.threads} threads; median of "

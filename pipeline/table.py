@@ -1444,15 +1444,15 @@ RATES[BF16_ZEN4] = replace(
     RATES[BF16_XEON], pretrain_img_s=48.8, sac_ms={"state": 19, "frozen": 28, "cnn": 265, "gaze": 302}
 )
 # what the Zen 3 measured: its preparation in the CPU table, pretraining alone, a packed step at hidden 1024 alone
-# (the update at hidden 256 is the Xeon's scaled by the two CPUs' ratio at 1024; probes, CNN rows and evaluation are
-# the Xeon's)
+# (totals from the packs' env-steps/s, the update from the profile; the update at hidden 256 is the Xeon's scaled by
+# the two CPUs' ratio at 1024; probes, CNN rows and evaluation are the Xeon's)
 RATES[FP32_ZEN3] = replace(
     RATES[FP32_XEON],
     collect_fps=156.6,
     saliency_s=913,
     label_fps=147.1,
     pretrain_img_s=27.0,
-    sac_ms={"state": 1.3, "frozen": 28.3, "cnn": 434, "gaze": 491},
+    sac_ms={"state": 2.3, "frozen": 22.3, "cnn": 434, "gaze": 491},
     update_ms=(15, 55.8),
 )
 RATE_SOURCES = (
@@ -1476,9 +1476,10 @@ RATE_SOURCES = (
     "Zen 3 (AMD EPYC family 25 model 1, 2 cores, AVX2, no bf16 units), 2026-12-05, fp32: the CPU table's reach-v3 "
     "preparation (table.json: collection 319 s for 50,000 frames, annotation + PiCANet + student + evaluation 913 s, "
     "labelling 340 s); MultiMAE paper size 27.0 img/s (results/cpu-table/README.md, alone); a packed step per run at "
-    "hidden 1024, pack of 5, 1 thread, alone (BENCHMARKS.md): update 55.8 ms, besides it state 1.3 ms and frozen rows "
-    "28.3 ms (mmae_rgbs: env, saliency + encoder, act and replay 20.7 ms, its update 7.6 ms longer); the update at "
-    "hidden 256 the Xeon's x 1.4 (unmeasured); probes, CNN rows and evaluation as on the Xeon (unmeasured). "
+    "hidden 1024, pack of 5, 1 thread, alone (BENCHMARKS.md): state 58.1 ms (17.2 env-steps/s), mmae_rgbs 78.1 ms "
+    "(12.8 env-steps/s), of which the update 55.8 ms (state's profile), so besides it state 2.3 ms and frozen rows 22.3 "
+    "ms (held at hidden 256: unscaled); the update at hidden 256 the Xeon's x 1.4 (unmeasured); probes, CNN rows and "
+    "evaluation as on the Xeon (unmeasured). "
     "An AVX2-only CPU runs bf16 slower than fp32 (BENCHMARKS.md)"
 )
 
@@ -1700,23 +1701,33 @@ def status_text(cfg: TableConfig) -> str:
 def uncommitted_text(folder: Folder) -> str:
     """A warning naming the kept files (results, pilots, carried models) the checkout has not committed, with the git
     line that commits them: a replaced machine loses them. '' when all are committed, or when the folders lie
-    outside a git checkout (git is not asked about them then)."""
+    outside the checkout (git is not asked about them then); a line saying so when git cannot tell."""
     kept = [folder.results, Path(f"{folder.results}-pilot"), folder.carry]
     inside = [p for p in kept if p.is_relative_to(CHECKOUT) and p.exists()]
     if not inside:
         return ""
-    found = subprocess.run(
-        ["git", "-C", str(CHECKOUT), "status", "--porcelain", "--untracked-files=all", "--", *map(str, inside)],
-        capture_output=True,
-        text=True,
-    )
-    changed = found.stdout.splitlines()
-    if found.returncode or not changed:
+    command = ["git", "--no-optional-locks", "-C", str(CHECKOUT), "status", "--porcelain", "-z"]
+    try:
+        found = subprocess.run(
+            [*command, "--untracked-files=all", "--", *map(str, inside)], capture_output=True, text=True, timeout=30
+        )
+    except (OSError, subprocess.SubprocessError) as err:
+        return f"could not check that the kept files are committed (git: {err})"
+    if found.returncode:
+        return f"could not check that the kept files are committed (git: {found.stderr.strip()[:200]})"
+    fields = found.stdout.split("\0")
+    changed, i = [], 0
+    while i < len(fields) and fields[i]:
+        code, path = fields[i][:2], fields[i][3:]
+        i += 2 if "R" in code or "C" in code else 1  # a rename's or copy's source path follows it
+        if "D" not in code:  # a deleted file is still in git's history: nothing a replaced machine loses
+            changed.append(path)
+    if not changed:
         return ""
     folders = [str(p.relative_to(CHECKOUT)) for p in inside]
     return (
         f"NOT COMMITTED: {len(changed)} kept file{'s' * (len(changed) > 1)} under {', '.join(folders)} (e.g. "
-        f"{changed[0][3:]}); a replaced machine loses them: `{git_line(folders, 'kept by make cpu-table')}`"
+        f"{changed[0]}); a replaced machine loses them: `{git_line(folders, 'kept by make cpu-table')}`"
     )
 
 

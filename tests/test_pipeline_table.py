@@ -763,6 +763,10 @@ def test_status_warns_of_kept_files_the_checkout_has_not_committed(tmp_path, mon
     subprocess.run([*git, "commit", "-qm", "kept"], check=True)
     assert "NOT COMMITTED" not in table.status_text(cfg)
     assert "NOT COMMITTED" not in table.status_text(config(tmp_path))  # outside the checkout
+    (checkout / "artifacts/t/mmae/rgbs/reach-v3/encoder.pt").unlink()  # deleted: git still holds it
+    assert "NOT COMMITTED" not in table.status_text(cfg)
+    monkeypatch.setenv("PATH", "")  # no git: said, not a traceback
+    assert "could not check that the kept files are committed (git: " in table.status_text(cfg)
 
 
 def test_status_says_where_a_running_pretraining_stands_and_its_time_left(tmp_path):
