@@ -194,7 +194,7 @@ $(addprefix ablation-gaze-,$(GAZE_ARMS)): ablation-gaze-%:
 # The four-task Table I experiment on this CPU (issue #30; pipeline/table.py, README "The CPU table"): one
 # resumable command, safe to rerun at the start of every session. It starts `python -m pipeline.table` in the
 # background (nice 10; output appended to $(TABLE)/table.log), or says it already runs, and commits nothing:
-# each finished (task, row) is kept under results/cpu-table/ and the log prints the git line.
+# each finished run, then each finished (task, row), is kept under results/cpu-table/ and the log prints the git line.
 TABLE ?= $(RUNS_HOME)/cpu_table
 # A, B, C, D, E or all; e.g. `make cpu-table TABLE_PHASE=A`
 TABLE_PHASE ?= all

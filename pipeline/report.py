@@ -295,8 +295,8 @@ def load_runs(roots: list[Path], running: Sequence[dict] = ()) -> list[dict]:
 
 def count_diverged(run: dict, runs: list[dict]) -> None:
     """A diverged run (rl.outcome) as the report counts it: at its row's budget (the largest of the steps it was
-    asked for, its config.json's, and its row's finished runs' on the task: the CPU table trains a row in two
-    grids and never resumes a run that diverged in the first), with success 0 at its final evaluation and at every
+    asked for, its config.json's, and its row's finished runs' on the task: the CPU table once trained a row in two
+    grids, and never resumes a run that diverged in the first), with success 0 at its final evaluation and at every
     scheduled evaluation (config.json's eval_every, and the budget) from the step it diverged that it lacks, so
     means, last evaluations and verdicts include it rather than judging the survivors alone. Its return curve is
     left out (a policy that cannot act has none)."""

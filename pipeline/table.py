@@ -21,10 +21,12 @@ manifest, run summaries at the asked steps, a pretraining's encoder.pt and train
 file, the kept files) and, for training and keep
 steps, this command recorded it finished in `<root>/table.json`; otherwise it runs, and the resumable ones
 continue where they stopped. The plan is derived again after every step, so the command is safe to
-rerun at the start of every session. A table run's last evaluation has `--final-eval-episodes`
-episodes (the grid runs to budget - eval_every with `--eval-episodes`, then on to the budget).
+rerun at the start of every session. A table run goes to its budget in one grid call, its evaluations with
+`--eval-episodes`, its last one with `--final-eval-episodes` (rl.sac's option of that name).
 
-After each (task, row) finishes its seeds, `pipeline.keep` copies its raw results to
+Each run's raw results are kept as soon as it finishes, while its grid goes on (`keeping_finished`; one run per
+process, `--pack 1`, so that runs end, and are kept, hours apart rather than a pack at a time). After each (task,
+row) finishes its seeds, `pipeline.keep` copies its raw results to
 `results/cpu-table/<task>/<row>/` (pilots: `results/cpu-table-pilot/`, so the report never mixes
 them into the table; probes: `results/cpu-table/mmae/`); committing is left to the person: the
 command prints the git line. As soon as each of a task's MultiMAE pretrainings ends, its frozen encoder (with its
@@ -54,6 +56,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -84,6 +87,7 @@ STATE_FILE = "table.json"
 #: the FROZEN settings the kept results were made under, in the results folder: a new root takes them
 SETTINGS_FILE = "settings.json"
 SPENT_EVERY_S = 60.0  # how often a running step's wall time is saved to table.json
+KEEP_FINISHED_EVERY_S = 120.0  # how often a running table grid's finished runs are looked for (`keeping_finished`)
 BACKGROUND_NAME = "table"  # pipeline.background's name of the detached run: <root>/table.log, table.pid
 LOG_FILE = f"{BACKGROUND_NAME}.log"
 #: settings a started experiment keeps (recorded in table.json on its first run; later commands that leave them
@@ -204,7 +208,11 @@ class TableConfig:
         "rl.sac --mmae-features of the MultiMAE rows: standardized (the default, measured better on reach-v3, issue #24) or raw (the paper's)",
         choices=["standardized", "raw"],
     )
-    pack: int = option(5, "SAC runs per pack (rl.grid --pack)")
+    pack: int = option(
+        1,
+        "SAC runs per pack (rl.grid --pack): 1, so each run ends, and is kept, in ~2 h on the Zen 3 rather than a "
+        "pack of 5's ~11 h, all of which a replaced machine loses (packs of 5 were within 2 %: BENCHMARKS.md)",
+    )
     cnn_pack: int = option(
         1,
         "SAC runs per pack of the CNN rows (cnn_rgb, cnn_rgbs, gaze): their replay holds frames, 6-8 GB per run at "
@@ -439,6 +447,25 @@ def adopt_recorded(cfg: TableConfig, argv: Sequence[str]) -> TableConfig:
     return replace(cfg, **adopted).validate() if adopted else cfg
 
 
+@contextlib.contextmanager
+def repeating(every: float, name: str, tick: Callable[[], None]):
+    """Call `tick` every `every` seconds in a thread of its own while the block runs, then once more after it."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(every):
+            tick()
+
+    thread = threading.Thread(target=loop, name=name, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        tick()
+
+
 class Folder:
     """What the root holds: run steps, shard manifests, and the record of finished steps (table.json)."""
 
@@ -563,33 +590,21 @@ class Folder:
         """Add the wall time of the block to table.json's "spent" seconds of step `key`, saved every `every`
         seconds meanwhile: a step resumed over several sessions (each ending kills it) records its whole time,
         less at most `every` per interruption."""
-        stop = threading.Event()
         last = [time.monotonic()]
 
         def add() -> None:
-            with self.lock:
-                now = time.monotonic()
-                spent = self.state.setdefault("spent", {})
-                spent[key] = round(spent.get(key, 0.0) + now - last[0], 1)
-                last[0] = now
-                self.save()
+            try:
+                with self.lock:
+                    now = time.monotonic()
+                    spent = self.state.setdefault("spent", {})
+                    spent[key] = round(spent.get(key, 0.0) + now - last[0], 1)
+                    last[0] = now
+                    self.save()
+            except OSError as err:  # e.g. a full disk: the step goes on (its outcome is never hidden by a save)
+                print(f"cpu-table: could not save {key}'s time to {STATE_FILE} ({err})", flush=True)
 
-        def beat() -> None:
-            while not stop.wait(every):
-                try:
-                    add()
-                except OSError as err:  # e.g. a full disk: the step goes on, its time is added at its end
-                    print(f"cpu-table: could not save {key}'s time to {STATE_FILE} ({err})", flush=True)
-
-        beater = threading.Thread(target=beat, name=f"spent {key}", daemon=True)
-        beater.start()
-        try:
+        with repeating(every, f"spent {key}", add):
             yield
-        finally:
-            stop.set()
-            beater.join()
-            with contextlib.suppress(OSError):  # never hide the step's own outcome behind a failed save
-                add()
 
     def shards_complete(self, rel: str, labelled: bool = False) -> bool:
         from data.shards import ShardError, read_manifest
@@ -926,8 +941,8 @@ class Planner:
         )
 
     # -- SAC -------------------------------------------------------------------------------------
-    def sac_extra(self, episodes: int) -> str:
-        return sac_flags(self.cfg, self.cfg.eval_every, episodes)
+    def sac_extra(self) -> str:
+        return sac_flags(self.cfg, self.cfg.eval_every, self.cfg.eval_episodes, self.cfg.final_eval_episodes)
 
     def pilot_extra(self) -> str:
         return sac_flags(self.cfg, self.cfg.pilot_eval_every, self.cfg.eval_episodes)
@@ -965,32 +980,20 @@ class Planner:
             make(group, steps)
 
     def table(self, tasks: Sequence[str], rows: Sequence[str], seeds: Iterable[int]) -> None:
-        """rows x seeds on tasks at their budgets: to budget - eval_every with the short evaluations, on to the
-        budget (its last evaluation with --final-eval-episodes), then keep each (task, row)."""
+        """rows x seeds on tasks at their budgets, each run to its budget in one go (its last evaluation with
+        --final-eval-episodes), each finished run kept as it ends (`keep_finished`), then each (task, row) kept."""
         seeds, cfg = list(seeds), self.cfg
 
         def run(group: list[str], steps: int) -> None:
-            name = f"{','.join(group)} {','.join(rows)} seeds 0-{seeds[-1]}"
-            runs = [table_dir(t, r, s) for t in group for r in rows for s in seeds]
-            final = self.f.finished(runs, steps)
-            if steps > cfg.eval_every:
-                self.grid(
-                    f"{name} to {steps - cfg.eval_every:,}",
-                    group,
-                    rows,
-                    seeds,
-                    steps - cfg.eval_every,
-                    "runs/sac",
-                    self.sac_extra(cfg.eval_episodes),
-                ).done |= final
             self.grid(
-                f"{name} to {steps:,} (last evaluation {cfg.final_eval_episodes} episodes)",
+                f"{','.join(group)} {','.join(rows)} seeds 0-{seeds[-1]} to {steps:,} (last evaluation "
+                f"{cfg.final_eval_episodes} episodes)",
                 group,
                 rows,
                 seeds,
                 steps,
                 "runs/sac",
-                self.sac_extra(cfg.final_eval_episodes),
+                self.sac_extra(),
             ).wave = (tuple(group), tuple(rows), tuple(seeds), steps)
             for task in group:
                 for row in rows:
@@ -1043,10 +1046,11 @@ class Planner:
             )
 
 
-def sac_flags(cfg: TableConfig, eval_every: int, episodes: int) -> str:
+def sac_flags(cfg: TableConfig, eval_every: int, episodes: int, final_episodes: int = 0) -> str:
     """rl.grid's --extra of a table (or pilot) grid: the table's SAC settings, then --sac-extra."""
+    final = f" --final-eval-episodes {final_episodes}" if final_episodes else ""
     return (
-        f"--hidden-dim {cfg.hidden_dim} --eval-every {eval_every} --eval-episodes {episodes} --eval-envs "
+        f"--hidden-dim {cfg.hidden_dim} --eval-every {eval_every} --eval-episodes {episodes}{final} --eval-envs "
         f"{cfg.eval_envs} --checkpoint-every {cfg.checkpoint_every} --torch-threads 1 --mmae-features {cfg.mmae_features} {cfg.sac_extra}"
     ).strip()
 
@@ -1124,8 +1128,9 @@ def check_pass_through_flags(cfg: TableConfig) -> None:
     from rl.grid import GridConfig, check_sac_flags
 
     table_rows = list(dict.fromkeys((*TABLE_ROWS, *CNN_ROWS, *GRID_ROWS)))
-    for rows, eval_every in ((table_rows, cfg.eval_every), (["state", "mmae_rgbs"], cfg.pilot_eval_every)):
-        extra = sac_flags(cfg, eval_every, cfg.eval_episodes)  # the table's grids, then the pilots'
+    grids = ((table_rows, cfg.eval_every, cfg.final_eval_episodes), (["state", "mmae_rgbs"], cfg.pilot_eval_every, 0))
+    for rows, eval_every, final in grids:
+        extra = sac_flags(cfg, eval_every, cfg.eval_episodes, final)  # the table's grids, then the pilots'
         argv = grid_argv(cfg, [REACH], rows, [0], cfg.eval_every, "runs/sac", extra)
         check_sac_flags(parse_flags(GridConfig, argv, command="python -m rl.grid", what="--sac-extra"), "--sac-extra")
     for name, modalities in (("rgbs", "rgb,saliency"), ("rgb", "rgb")):
@@ -1355,6 +1360,62 @@ def restore_kept_runs(folder: Folder) -> list[Path]:
     return written
 
 
+def keep_finished(
+    folder: Folder, wave: tuple[tuple[str, ...], tuple[str, ...], tuple[int, ...], int]
+) -> tuple[list[Path], list[str]]:
+    """Keep each run of a table grid's `wave` (tasks, rows, seeds, budget) that has finished and the results folder
+    lacks, as its (task, row)'s keep step will after the grid (same files, same layout; that step then finds them
+    kept). A finished run is never written again by the grid, so it is kept while the other runs go on. Returns
+    the files written and a line per run that could not be kept (the others are kept all the same)."""
+    from pipeline.keep import KeepConfig, keep
+
+    tasks, rows, seeds, steps = wave
+    written, refused = [], []
+    for run in (table_dir(t, r, s) for t in tasks for r in rows for s in seeds):
+        dest = folder.results / Path(run).relative_to("runs/sac")
+        if (dest / "summary.json").exists() or not folder.finished([run], steps):
+            continue
+        try:
+            folder.record_settings()
+            written += keep(KeepConfig(source=str(folder.root / run), out=str(dest)))
+        except (OSError, ValueError) as err:
+            refused.append(f"{run}: {err}")
+    return written, refused
+
+
+@contextlib.contextmanager
+def keeping_finished(folder: Folder, step: Step):
+    """While a table grid (`Step.wave`) runs, keep each of its runs as it finishes (`keep_finished`, every
+    KEEP_FINISHED_EVERY_S and once at the end) and print the git line: a machine lost mid-grid loses only the
+    unfinished runs (their checkpoints are not committed), not the runs finished hours before the grid's last one.
+    A run that cannot be kept is said once; neither it nor any other error stops the grid or replaces its outcome
+    (the row's keep step, after the grid, meets it again and stops the table)."""
+    if step.wave is None:
+        yield
+        return
+    wave, said = step.wave, set()
+
+    def once() -> None:
+        try:
+            written, refused = keep_finished(folder, wave)
+        except Exception:  # noqa: BLE001 - a defect here must not end the grid it watches
+            written, refused = [], [traceback.format_exc().rstrip()]
+        for line in refused:
+            if line not in said:
+                said.add(line)
+                print(f"cpu-table: could not keep a finished run of {step.key}: {line}", flush=True)
+        if written:
+            runs = ", ".join(sorted({f.parent.relative_to(folder.results).as_posix() for f in written}))
+            print(
+                f"[{time.strftime('%H:%M:%S')}] kept finished runs in {folder.cfg.results}: {runs}\n"
+                f"  to commit: {git_line((folder.cfg.results,), f'finished runs {runs}')}",
+                flush=True,
+            )
+
+    with repeating(KEEP_FINISHED_EVERY_S, f"keep {step.key}", once):
+        yield
+
+
 def stage_times(folder: Folder, task: str) -> dict:
     """The wall time of each of the task's finished preparation steps (collection to probes; not the running one,
     nor one interrupted), summed over the invocations that ran it (`Folder.timed`), on this machine."""
@@ -1469,9 +1530,9 @@ RATE_SOURCES = (
     "preparation (table.json: collection 319 s for 50,000 frames, annotation + PiCANet + student + evaluation 913 s, "
     "labelling 340 s); MultiMAE paper size 27.0 img/s (results/cpu-table/README.md, alone); a packed step per run at "
     "hidden 1024, pack of 5, 1 thread, alone (BENCHMARKS.md): state 58.1 ms (17.2 env-steps/s), mmae_rgbs 78.1 ms "
-    "(12.8 env-steps/s), of which the update 55.8 ms (state's profile), so besides it state 2.3 ms and frozen rows 22.3 "
-    "ms (held at hidden 256: unscaled); the update at hidden 256 the Xeon's x 1.4 (unmeasured); probes, CNN rows and "
-    "evaluation as on the Xeon (unmeasured). "
+    "(12.8 env-steps/s; a pack of 1, the table's, within 2 % of a pack of 5: BENCHMARKS.md), of which the update 55.8 "
+    "ms (state's profile), so besides it state 2.3 ms and frozen rows 22.3 ms (held at hidden 256: unscaled); the "
+    "update at hidden 256 the Xeon's x 1.4 (unmeasured); probes, CNN rows and evaluation as on the Xeon (unmeasured). "
     "An AVX2-only CPU runs bf16 slower than fp32 (BENCHMARKS.md)"
 )
 
@@ -1924,7 +1985,7 @@ def run(cfg: TableConfig) -> list[str]:
             start = time.time()
             if step.kept:
                 folder.record_settings()
-            with folder.timed(step.key):
+            with folder.timed(step.key), keeping_finished(folder, step):
                 if step.action is not None:
                     step.action()
                 else:

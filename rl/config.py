@@ -32,6 +32,7 @@ RESUMABLE_FIELDS: frozenset[str] = frozenset(
         "checkpoint_minutes",
         "eval_every",
         "eval_episodes",
+        "final_eval_episodes",
         "torch_threads",
         "preset",
         "device",
@@ -110,6 +111,11 @@ class SACConfig:
     eval_episodes: int = option(
         50, "evaluation episodes (deterministic policy, fresh seeds); success = any success in the episode"
     )
+    final_eval_episodes: int = option(
+        0,
+        "episodes of the evaluation at --steps, the one summary.json reports (0: --eval-episodes); its first "
+        "--eval-episodes episodes start from the other evaluations' seeds",
+    )
     eval_envs: int = option(0, "parallel evaluation envs (0: same as --num-envs)")
     log_every: int = option(1000, "write a metrics.csv row every this many env steps")
     checkpoint_every: int = option(
@@ -128,9 +134,19 @@ class SACConfig:
     gaze: GazeConfig = nested(GazeConfig, prefix="gaze_")
 
     @property
+    def last_eval_episodes(self) -> int:
+        """Episodes of the evaluation at --steps: --final-eval-episodes, else --eval-episodes."""
+        return self.final_eval_episodes or self.eval_episodes
+
+    def eval_envs_for(self, episodes: int) -> int:
+        """Evaluation envs of each run for an evaluation of `episodes`: --eval-envs (0: --num-envs), never more
+        than the episodes (the same for every evaluation of that length: which env plays which episode is fixed)."""
+        return min(self.eval_envs or self.num_envs, episodes)
+
+    @property
     def eval_envs_per_run(self) -> int:
-        """Evaluation envs of each run: --eval-envs (0: --num-envs), never more than --eval-episodes."""
-        return min(self.eval_envs or self.num_envs, self.eval_episodes)
+        """The most evaluation envs a run holds at once (its largest evaluation's)."""
+        return self.eval_envs_for(max(self.eval_episodes, self.last_eval_episodes))
 
     def validate(self) -> "SACConfig":
         self.env.validate()
@@ -174,7 +190,7 @@ class SACConfig:
         for name in ("max_minutes", "checkpoint_minutes"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
                 raise ValueError(f"{name.replace('_', '-')} must be a finite number >= 0, got {getattr(self, name)}")
-        for name in ("random_steps", "eval_every", "eval_envs", "torch_threads"):
+        for name in ("random_steps", "eval_every", "eval_envs", "final_eval_episodes", "torch_threads"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         if not 0.0 < self.discount <= 1.0 or not 0.0 < self.tau <= 1.0:

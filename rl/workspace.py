@@ -344,14 +344,14 @@ class Pack:
         return total
 
     # -- evaluation ------------------------------------------------------------------------------
-    def evaluate(self) -> list[dict[str, float]]:
-        """`eval_episodes` episodes of each run's deterministic policy on fixed evaluation seeds.
+    def evaluate(self, episodes: int) -> list[dict[str, float]]:
+        """`episodes` episodes of each run's deterministic policy on fixed evaluation seeds.
 
         Success = any success within the episode. The seeds never overlap training seeds and are the
         same at every evaluation, so curves compare policies rather than draws of goals.
         """
         cfg = self.cfg
-        per_run = cfg.eval_envs_per_run
+        per_run = cfg.eval_envs_for(episodes)
         envs = make_envs(
             cfg.env,
             per_run,
@@ -369,7 +369,7 @@ class Pack:
             ret, succ = np.zeros(len(run_of_row)), np.zeros(len(run_of_row))
             returns: list[list[float]] = [[] for _ in range(self.runs)]
             successes: list[list[float]] = [[] for _ in range(self.runs)]
-            while min(len(s) for s in successes) < cfg.eval_episodes:
+            while min(len(s) for s in successes) < episodes:
                 stored = self.observer.store(self.observer.fields(raw), run_of_row)
                 action = self.agent.act(self.observer.per_run(stored, per_run)).flatten(0, 1).cpu().numpy()
                 raw, reward, term, trunc, info = envs.step(self.checked_actions(action, self.step))
@@ -378,7 +378,7 @@ class Pack:
                 succ = np.maximum(succ, step_success(info, done))
                 for i in np.flatnonzero(done):
                     r = run_of_row[i]
-                    if episode[i] < cfg.eval_episodes:
+                    if episode[i] < episodes:
                         returns[r].append(ret[i])
                         successes[r].append(succ[i])
                     episode[i] += per_run
@@ -562,7 +562,7 @@ class PackTraining:
                     if self.all_diverged:
                         break
                 if self.eval_every.due(pack.step) and pack.step < cfg.steps:
-                    self.evaluate()
+                    self.evaluate(cfg.eval_episodes)
                 paused = self.maybe_checkpoint()
                 if paused:
                     break
@@ -659,10 +659,10 @@ class PackTraining:
         self.t_log, self.steps_at_log = now, step
         self.log_every.take(step)
 
-    def evaluate(self) -> list[dict[str, float]]:
-        """Evaluate every run (rl.workspace.Pack.evaluate), log it and say it."""
+    def evaluate(self, episodes: int) -> list[dict[str, float]]:
+        """Evaluate every run on `episodes` episodes (rl.workspace.Pack.evaluate), log it and say it."""
         pack = self.pack
-        results = pack.evaluate()
+        results = pack.evaluate(episodes)
         live = [r for r in range(pack.runs) if r not in pack.diverged]
         for r in live:
             self.eval_logs[r].log(pack.step, **results[r])
@@ -719,7 +719,7 @@ class PackTraining:
                 f"checkpoints at step {step}: {size / 2**20:.1f} MiB for {pack.runs - len(pack.diverged)} run(s)",
                 flush=True,
             )
-        results = self.evaluate() if not self.all_diverged else []
+        results = self.evaluate(self.cfg.last_eval_episodes) if not self.all_diverged else []
         for log in self.logs():
             log.close()
         for r, (c, run_dir) in enumerate(zip(pack.cfgs, pack.run_dirs)):

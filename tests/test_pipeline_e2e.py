@@ -1,6 +1,7 @@
 """End to end: the micro pipeline on a fresh root, a two-run micro grid on a local Ray instance, and phase A of the
 CPU table at micro sizes."""
 
+import csv
 import json
 import subprocess
 import sys
@@ -126,6 +127,9 @@ def test_micro_cpu_table_phase_a_keeps_every_row_and_a_rerun_runs_nothing(tmp_pa
             summary = json.loads((results / "reach-v3" / row / f"seed{seed}" / "summary.json").read_text())
             assert (summary["encoder"], summary["seed"], summary["steps"]) == (row, seed, 1000)
             assert summary["eval_episodes"] == 2 and 0 <= summary["success_rate"] <= 1
+            with open(results / "reach-v3" / row / f"seed{seed}" / "eval.csv") as f:  # one call: 1 episode, then 2
+                assert [(r["step"], r["episodes"]) for r in csv.DictReader(f)] == [("500", "1"), ("1000", "2")]
+    assert "kept finished runs in" in r.stdout  # each run kept as its grid ended it, before the rows' keep steps
     stages = json.loads((results / "reach-v3" / "stages.json").read_text())
     commands = [s for s in stages["order"] if not s.startswith("carry ")]  # the carry steps take under 0.1 s
     assert len(commands) == 12 and all(stages["wall_seconds"][s] > 0 for s in commands)

@@ -148,12 +148,12 @@ def modules(steps) -> list[str]:
 
 
 def test_phase_a_on_a_fresh_root_prepares_reach_then_keeps_three_then_ten_seeds_of_each_row(tmp_path):
-    """Each wave (3 seeds, then 10) trains in two calls, to 75k with short evaluations then to 100k with the final
-    one, and keeps each row before the next wave starts: a first table of every row while the rest run."""
+    """Each wave (3 seeds, then 10) trains each run to 100k in one call, 20-episode evaluations then a final
+    50-episode one, and keeps each row before the next wave starts: a first table of every row while the rest run."""
     cfg = config(tmp_path, phase="A")
     steps = table.plan(cfg)
     assert not any(s.done for s in steps)
-    wave = ["rl.grid", "rl.grid", *["pipeline.keep"] * 4]
+    wave = ["rl.grid", *["pipeline.keep"] * 4]
     assert modules(steps) == [
         "data.collect",
         "annotate_app.oracle",
@@ -186,26 +186,24 @@ def test_phase_a_on_a_fresh_root_prepares_reach_then_keeps_three_then_ten_seeds_
         ("runs/mmae/rgbs/reach-v3/encoder.pt", "rgb"),
         ("runs/mmae/rgb/reach-v3/encoder.pt", ""),
     ]
-    for start, seeds in ((15, "0,1,2"), (21, "0,1,2,3,4,5,6,7,8,9")):
-        first, last = steps[start].argv, steps[start + 1].argv
-        for argv, until, episodes in ((first, "75000", 20), (last, "100000", 50)):
-            a = dict(zip(argv[2::2], argv[3::2]))
-            assert (a["--encoders"], a["--seeds"], a["--steps"], a["--sac-preset"]) == (
-                ",".join(ROWS),
-                seeds,
-                until,
-                "paper",
-            )
-            extra = argv[-1].removeprefix("--extra=").split()
-            assert (
-                extra[extra.index("--eval-episodes") + 1] == str(episodes)
-                and extra[extra.index("--hidden-dim") + 1] == "1024"
-            )
-        keeps = steps[start + 2 : start + 6]
+    for start, seeds in ((15, "0,1,2"), (20, "0,1,2,3,4,5,6,7,8,9")):
+        argv = steps[start].argv
+        a = dict(zip(argv[2::2], argv[3::2]))
+        assert (a["--encoders"], a["--seeds"], a["--steps"], a["--sac-preset"]) == (
+            ",".join(ROWS),
+            seeds,
+            "100000",
+            "paper",
+        )
+        extra = argv[-1].removeprefix("--extra=").split()
+        flag = lambda name: extra[extra.index(name) + 1]  # noqa: E731
+        assert (flag("--eval-episodes"), flag("--final-eval-episodes"), flag("--hidden-dim")) == ("20", "50", "1024")
+        assert steps[start].wave == (("reach-v3",), tuple(ROWS), tuple(map(int, seeds.split(","))), 100_000)
+        keeps = steps[start + 1 : start + 5]
         assert [s.argv[2] for s in keeps] == [f"runs/sac/reach-v3/{r}" for r in ROWS]
         assert all(s.argv[4] == str(tmp_path / "results" / "reach-v3" / r) for s, r in zip(keeps, ROWS))
         assert all(s.blocked for s in keeps)  # nothing to keep before the runs end
-    assert [s.key for s in steps[17:18] + steps[23:24]] == [
+    assert [s.key for s in steps[16:17] + steps[21:22]] == [
         f"keep runs/sac/reach-v3/state ({n} runs) -> {tmp_path / 'results'}" for n in (3, 10)
     ]
     assert not (tmp_path / "root").exists()  # planning writes nothing
@@ -269,7 +267,7 @@ def test_every_planned_command_parses_in_its_own_command(tmp_path, monkeypatch):
                 "standardized",
                 5,
             )
-            assert sac.eval_episodes == (50 if "last evaluation" in step.key else 20)
+            assert (sac.eval_episodes, sac.last_eval_episodes) == ((20, 50) if cfg.out == "runs/sac" else (20, 20))
             assert sac.eval_every == (10_000 if cfg.out == "runs/pilot" else 25_000)
 
 
@@ -283,8 +281,8 @@ def test_plan_skips_what_the_root_holds_and_resumes_the_rest(tmp_path):
                 root / table.table_dir("reach-v3", row, seed), 100_000 if (row, seed) != ("state", 9) else 75_000
             )
     todo = [s for s in table.plan(cfg) if not s.done]
-    # the preparation is skipped; the first wave's rows are kept; the second wave's 75k call is done; state seed 9
-    # goes on to 100k; the other rows can be kept
+    # the preparation is skipped; the first wave's rows are kept; state seed 9 goes on to 100k; the other rows
+    # of the second wave can be kept
     results = tmp_path / "results"
     assert [s.key for s in todo][:8] == [
         "reach-v3: carry the rgbs encoder and saliency student",
@@ -304,10 +302,10 @@ def test_plan_skips_what_the_root_holds_and_resumes_the_rest(tmp_path):
 
 
 def test_a_grid_killed_while_it_resumes_finished_runs_plans_that_grid_again(tmp_path):
-    """A row's first grid (to budget - 25k) finished; the next one (to the budget) resumed its runs and was
-    killed: their metrics run past their summaries. The first grid stays done (rl.grid would skip every run of
-    it) and the second is planned again; a state pilot killed in its second chunk is planned to that chunk's
-    end, and the budget rule reads only the evaluations of finished chunks."""
+    """Runs summarized short of the budget (75k: a grid to 75k, as waves once ran in two calls) were resumed by the
+    grid to the budget and killed: their metrics run past their summaries. That grid is planned again; a state
+    pilot killed in its second chunk is planned to that chunk's end, and the budget rule reads only the evaluations
+    of finished chunks."""
     cfg = config(tmp_path, phase="A")
     prepared(cfg, "reach-v3")
     root = Path(cfg.root)
@@ -363,15 +361,13 @@ def test_pilot_budgets_decide_the_pilot_chunks_and_the_steps_of_phases_b_and_c(t
         (("door-open-v3",), (0, 1, 2, 3, 4), 500_000),
     ]
     first = next(s for s in c if s.argv[:2] == ["-m", "rl.grid"])
-    assert (
-        dict(zip(first.argv[2::2], first.argv[3::2]))["--steps"] == "125000"
-    )  # then 150k with the 50-episode evaluation
-    d = table.plan(config(tmp_path, phase="D"))
+    assert dict(zip(first.argv[2::2], first.argv[3::2]))["--steps"] == "150000"  # in one go, its last evaluation 50
+    d = table.plan(config(tmp_path, phase="D", pack=5))
     assert [(s.wave[0], s.wave[1]) for s in d if s.wave] == [
         (("door-open-v3",), ("cnn_rgb", "cnn_rgbs", "gaze")),
         (("door-open-v3",), ("mmae_rgbs_grid2",)),
     ]
-    # CNN rows keep frames in replay (6-8 GB per run at 500k): one per pack; frozen rows five
+    # CNN rows keep frames in replay (6-8 GB per run at 500k): one per pack (--cnn-pack), whatever --pack says
     packs = {s.wave[1]: dict(zip(s.argv[2::2], s.argv[3::2]))["--pack"] for s in d if s.wave}
     assert packs == {("cnn_rgb", "cnn_rgbs", "gaze"): "1", ("mmae_rgbs_grid2",): "5"}
 
@@ -436,6 +432,64 @@ def test_run_keeps_finished_rows_and_probes_then_stops_with_the_git_line(tmp_pat
     ).exists()
 
 
+def test_a_grid_keeps_each_run_as_it_finishes_while_the_others_go_on(tmp_path, capsys, monkeypatch):
+    """A finished run of a running grid is kept at once (a machine lost later loses only the unfinished runs, whose
+    checkpoints are never committed); an unfinished one is not; the rows' keep steps then find them kept."""
+    monkeypatch.setattr(table, "KEEP_FINISHED_EVERY_S", 0.02)
+    cfg = config(tmp_path, phase="A", reach_seeds=2, first_seeds=2)
+    prepared(cfg, "reach-v3")
+    root, results = Path(cfg.root), Path(cfg.results)
+    first, second = (root / table.table_dir("reach-v3", "state", seed) for seed in (0, 1))
+    seen = {}
+
+    def wait_for(path: Path) -> bool:
+        deadline = time.monotonic() + 20
+        while not path.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return path.exists()
+
+    def grid(argv, cwd, **kw):
+        if argv[2] != "rl.grid":
+            return keep_in_process(argv, cwd, **kw)
+        finish_run(first, 100_000, success=0.75)
+        write(second / "config.json", json.dumps({"encoder": "state", "seed": 1, "task": "reach-v3"}))
+        write(second / "eval.csv", "step,wall_s,success_rate\n25000,1.0,0.5\n")  # on its way
+        seen["first kept meanwhile"] = wait_for(results / "reach-v3/state/seed0/summary.json")
+        time.sleep(0.1)
+        seen["second kept meanwhile"] = (results / "reach-v3/state/seed1").exists()
+        for row in ROWS:
+            for seed in range(2):
+                finish_run(root / table.table_dir("reach-v3", row, seed), 100_000, success=0.75)
+        return subprocess.CompletedProcess(argv, 0)
+
+    monkeypatch.setattr(table.subprocess, "run", grid)
+    ran = table.run(cfg)
+    assert seen == {"first kept meanwhile": True, "second kept meanwhile": False}
+    assert ran[4:] == [f"keep runs/sac/reach-v3/{r} (2 runs) -> {cfg.results}" for r in ROWS]
+    for row in ROWS:
+        for seed in range(2):
+            kept = results / f"reach-v3/{row}/seed{seed}"
+            assert sorted(p.name for p in kept.iterdir()) == ["config.json", "eval.csv", "summary.json"]
+            run = root / table.table_dir("reach-v3", row, seed)
+            assert all((run / p.name).read_bytes() == p.read_bytes() for p in kept.iterdir())
+    out = capsys.readouterr().out
+    assert f"kept finished runs in {cfg.results}: reach-v3/state/seed0\n  to commit: git add {cfg.results} &&" in out
+    assert json.loads((results / table.SETTINGS_FILE).read_text()) == table.frozen_settings(cfg)
+    # a kept copy the run contradicts is said once and left as it is; the runs after it are kept all the same, and
+    # the grid goes on (its row's keep step, after it, stops the table)
+    shutil.rmtree(results / "reach-v3/mmae_rgb/seed1")
+    shutil.rmtree(results / "reach-v3/mmae_rgbs")
+    write(results / "reach-v3/mmae_rgb/seed1/eval.csv", "step,wall_s,success_rate\n25000,1.0,0.1\n")
+    step = next(s for s in table.plan(cfg) if s.wave)
+    with table.keeping_finished(table.Folder(cfg), step):
+        time.sleep(0.2)  # several passes
+    out = capsys.readouterr().out
+    assert out.count("could not keep a finished run of") == 1 and "runs/sac/reach-v3/mmae_rgb/seed1: " in out
+    assert not (results / "reach-v3/mmae_rgb/seed1/summary.json").exists()
+    assert all((results / f"reach-v3/mmae_rgbs/seed{seed}/summary.json").exists() for seed in range(2))
+    assert "kept finished runs in" in out and "reach-v3/mmae_rgbs/seed0, reach-v3/mmae_rgbs/seed1" in out
+
+
 def test_a_new_root_goes_on_from_the_committed_results_and_carried_models(tmp_path, capsys, monkeypatch):
     """A new machine has none of the old root: its root takes the settings the results were made under
     (results' settings.json), copies the kept runs in (rl.grid skips them) and the task's carried student and
@@ -474,7 +528,7 @@ def test_a_new_root_goes_on_from_the_committed_results_and_carried_models(tmp_pa
     (root / "runs/saliency/reach-v3/student.pt").unlink()  # an adoption killed midway is finished, nothing prepared
     assert table.run(new) == ["reach-v3: carried models"]
     more = [s for s in table.plan(replace(new, reach_seeds=3)) if not s.done]  # a third seed: only SAC is left
-    assert modules(more) == ["rl.grid", "rl.grid"] + ["pipeline.keep"] * 4
+    assert modules(more) == ["rl.grid"] + ["pipeline.keep"] * 4
     grid = dict(zip(more[0].argv[2::2], more[0].argv[3::2]))
     assert grid["--seeds"] == "0,1,2" and grid["--precision"] == "fp32" and "--hidden-dim 256" in more[0].argv[-1]
     with pytest.raises(SystemExit) as stop:
@@ -601,7 +655,7 @@ def test_each_encoder_is_carried_once_pretrained_and_a_new_root_makes_only_what_
     assert "pretrain.probe rgbs (rgb+saliency in)" not in stages  # a step not finished keeps no time
     for name, _, label in table.PROBES:
         write(mine / f"runs/mmae/{name}/reach-v3/probe_{label}.json", json.dumps({"rows": [], "model": name}))
-    with pytest.raises(RuntimeError, match="seeds 0-2 to 75,000 failed"):
+    with pytest.raises(RuntimeError, match="seeds 0-2 to 100,000 .* failed"):
         table.run(new)
     done = json.loads((mine / table.STATE_FILE).read_text())["done"]
     assert {"reach-v3: carry the rgb encoder", "reach-v3: keep probes"} <= set(done)
@@ -1147,6 +1201,8 @@ def test_a_pretraining_stopped_early_is_not_done_though_it_exited_0_with_an_enco
         pretrain.made and not pretrain.done
     )  # the table runs it once more (a finished run returns at once), then marks
     monkeypatch.setattr(table.subprocess, "run", lambda argv, **kw: subprocess.CompletedProcess(argv, 0))
-    with pytest.raises(RuntimeError, match="seeds 0-2 to 75,000 ran, exited 0"):  # on until a fake step writes nothing
+    with pytest.raises(
+        RuntimeError, match="seeds 0-2 to 100,000 .* ran, exited 0"
+    ):  # on until a fake step writes nothing
         table.run(config(tmp_path, phase="A"))
     assert todo[0].key in json.loads((Path(cfg.root) / table.STATE_FILE).read_text())["done"]

@@ -196,6 +196,19 @@ def test_vector_envs_one_update_per_env_step(tmp_path):
     assert json.loads((run_dir / "summary.json").read_text())["eval_episodes"] == 2
 
 
+def test_the_last_evaluation_plays_final_eval_episodes(tmp_path):
+    """--final-eval-episodes: the evaluations on the way play --eval-episodes, the one at --steps (summary.json's)
+    plays more; envs per run never exceed an evaluation's episodes."""
+    run_dir = run(tiny(tmp_path, "state", eval_every=50, eval_episodes=2, final_eval_episodes=5, eval_envs=2))
+    evals = rows(run_dir / "eval.csv")
+    assert [(int(r["step"]), int(r["episodes"])) for r in evals] == [(50, 2), (100, 2), (150, 5)]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["eval_episodes"] == 5 and summary["success_rate"] == float(evals[-1]["success_rate"])
+    cfg = tiny(tmp_path, "state", eval_episodes=2, final_eval_episodes=5, eval_envs=3)
+    assert (cfg.last_eval_episodes, cfg.eval_envs_for(2), cfg.eval_envs_for(5), cfg.eval_envs_per_run) == (5, 2, 3, 3)
+    assert tiny(tmp_path, "state", eval_episodes=4).last_eval_episodes == 4  # 0: as the others
+
+
 def test_gaze_encoder_runs_through_the_hooks(tmp_path):
     """rl/gaze.py's encoders plug in through the registry; their auxiliary losses land in aux.csv."""
     cfg = main(
