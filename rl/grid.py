@@ -20,6 +20,10 @@ folders live either on storage every node mounts at the driver's path (`--storag
 retries resume on any node) or travel with the pack (`--storage driver`: the driver's folders go to
 the worker, and come back whole, checkpoints, agent.pt and tb/ included, when the pack ends; a
 retry resumes from what its node holds).
+
+Runs start seed by seed: every task and encoder of the first seed, then of the next (packs in the order of their
+first run), so a grid cut short (a session's end, a lost machine) holds as many seeds of every row as it can, not
+all the seeds of the first rows and none of the last.
 """
 
 from __future__ import annotations
@@ -155,11 +159,12 @@ class Run:
 
 
 def plan(cfg: GridConfig) -> list[Run]:
+    """Every (task, encoder, seed), seed by seed."""
     return [
         Run(t, e, s, Path(cfg.out) / t / e / f"seed{s}")
+        for s in cfg.seed_list
         for t in cfg.task_list
         for e in cfg.encoder_list
-        for s in cfg.seed_list
     ]
 
 
@@ -244,7 +249,9 @@ def plan_packs(cfg: GridConfig, runs: list[Run], gpus: bool | None = None) -> li
         except (FileNotFoundError, ValueError):  # a missing pretrained model: the run reports it alone
             key = ("alone", run.name)
         groups.setdefault(key, []).append(run)
-    return [group[i : i + size] for group in groups.values() for i in range(0, len(group), size)]
+    packs = [group[i : i + size] for group in groups.values() for i in range(0, len(group), size)]
+    order = {run.name: i for i, run in enumerate(runs)}
+    return sorted(packs, key=lambda pack: order[pack[0].name])  # in the runs' order (seed by seed: `plan`)
 
 
 def pack_host_bytes(cfg: GridConfig, pack: list[Run]) -> int:

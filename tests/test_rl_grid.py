@@ -46,6 +46,25 @@ def test_a_changed_upload_replaces_the_scratch_copy_atomically(tmp_path, monkeyp
     assert not list(copy.parent.glob(".*.tmp"))  # no temporary left behind
 
 
+def test_a_grid_runs_seed_by_seed_so_one_cut_short_holds_seeds_of_every_row(tmp_path, monkeypatch):
+    """Every task and encoder of seed 0 before any of seed 1, packs in the order of their first run: a grid stopped
+    early (a lost machine) holds as many seeds of each row as it can, not every seed of its first rows."""
+    monkeypatch.chdir(tmp_path)
+    grid_of = lambda pack: from_flat(  # noqa: E731
+        GridConfig, tasks="reach-v3", encoders="state,cnn_rgb", seeds="0,1,2", steps=1000, pack=pack
+    )
+    runs = plan(grid_of(1))
+    assert [(r.encoder, r.seed) for r in runs] == [(e, s) for s in range(3) for e in ("state", "cnn_rgb")]
+    assert grid.plan_packs(grid_of(1), runs) == [[r] for r in runs]
+    packs = grid.plan_packs(grid_of(2), runs)  # seeds of one encoder stack; packs start in the runs' order
+    assert [(p[0].encoder, [r.seed for r in p]) for p in packs] == [
+        ("state", [0, 1]),
+        ("cnn_rgb", [0, 1]),
+        ("state", [2]),
+        ("cnn_rgb", [2]),
+    ]
+
+
 def test_a_grid_whose_packs_at_once_would_outgrow_ram_is_refused_before_anything_runs(tmp_path, monkeypatch):
     """Two packs of three cnn_rgb runs of 500k steps each write ~6.2 GB of frames per run (1M-slot buffers,
     filled as they run) beside 2 env workers per run (training, evaluation) and each pack's own process: 37.6 GiB at once, refused on a
