@@ -743,6 +743,9 @@ class Planner:
     def phase_b(self) -> None:
         tasks = list(PAPER_TASKS[1:])
         self.state_pilots(tasks)
+        # a state pilot is final once it decided its task's budget: kept then (a new root restores it and reads the
+        # same budget from it), not after the preparations and the mmae_rgbs pilot; undecided, its chunk runs first
+        self.keep_pilots(tasks, "state")
         for task in tasks:
             self.prepare(task)
         self.by_budget(
@@ -758,19 +761,21 @@ class Planner:
                 pilot_dir,
             ),
         )
+        self.keep_pilots(tasks, "mmae_rgbs")
+
+    def keep_pilots(self, tasks: Sequence[str], row: str) -> None:
+        """Keep each task's `row` pilot once it is final: state's once the budget is decided, mmae_rgbs's at it."""
         for task in tasks:
-            b = self.f.budget(task)
-            dirs = {row: [pilot_dir(task, row, self.cfg.pilot_seed)] for row in ("state", "mmae_rgbs")}
-            ready = b.steps is not None and self.f.finished(dirs["mmae_rgbs"], b.steps)
-            for row, runs in dirs.items():
-                self.keep(
-                    task,
-                    row,
-                    runs,
-                    f"{self.cfg.results}-pilot",
-                    "runs/pilot",
-                    blocked="" if ready else f"the pilot of {task} (budget {b.steps or 'undecided'})",
-                )
+            b, runs = self.f.budget(task), [pilot_dir(task, row, self.cfg.pilot_seed)]
+            final = b.steps is not None and (row == "state" or self.f.finished(runs, b.steps))
+            self.keep(
+                task,
+                row,
+                runs,
+                f"{self.cfg.results}-pilot",
+                "runs/pilot",
+                blocked="" if final else f"the {row} pilot of {task} (budget {b.steps or 'undecided'})",
+            )
 
     def phase_c(self) -> None:
         tasks = list(PAPER_TASKS[1:])

@@ -352,6 +352,19 @@ def test_pilot_budgets_decide_the_pilot_chunks_and_the_steps_of_phases_b_and_c(t
     ]
     assert all(g["--seeds"] == str(cfg.pilot_seed) for g in grids)
     assert any(s.key == "faucet-open-v3: waits for its budget" and s.blocked for s in steps)
+    # a state pilot that decided its budget is kept next, before the preparations; the mmae_rgbs pilots at the end
+    keeps = [(i, s) for i, s in enumerate(steps) if s.argv[1:2] == ["pipeline.keep"]]
+    assert [(s.argv[2], bool(s.blocked)) for _, s in keeps] == [
+        ("runs/pilot/drawer-open-v3/state", False),
+        ("runs/pilot/faucet-open-v3/state", True),
+        ("runs/pilot/door-open-v3/state", False),
+        ("runs/pilot/drawer-open-v3/mmae_rgbs", True),
+        ("runs/pilot/faucet-open-v3/mmae_rgbs", True),
+        ("runs/pilot/door-open-v3/mmae_rgbs", True),
+    ]
+    assert [i for i, _ in keeps[:3]] == [1, 2, 3] and all(
+        s.argv[4] == f"{cfg.results}-pilot/{s.argv[2].split('/')[2]}/state" for _, s in keeps[:3]
+    )
     c = table.plan(config(tmp_path, phase="C"))
     waves = [(s.wave[0], s.wave[2], s.wave[3]) for s in c if s.wave]
     assert waves == [
