@@ -9,8 +9,9 @@ regenerates every table and figure from the repository alone.
 A file already kept is replaced only by an identical one or one that extends it (an `eval.csv` that
 grew while the run went on), or, for a run kept unfinished, by a CSV that holds every kept row's
 results again (a resumed run rewrites the rows after its checkpoint: the same results, other wall
-times), or by a config.json that differs only in the code version that resumed it and in settings that
-code added at their defaults; a kept file that the source contradicts is refused, never overwritten.
+times), or by a config.json that differs only in the code version that resumed it, in the settings rl.sac lets
+a resumed run change (its steps, its evaluations) and in settings that code added at their defaults; a kept file
+that the source contradicts is refused, never overwritten.
 """
 
 from __future__ import annotations
@@ -90,8 +91,16 @@ def sac_defaults() -> dict:
     return json.loads(json.dumps(flat_dict(SACConfig()), default=str))
 
 
+def resumable_fields() -> frozenset[str]:
+    """rl.sac's settings a resumed run may change, e.g. --steps (imported here only: rl.config loads torch)."""
+    from rl.config import RESUMABLE_FIELDS
+
+    return RESUMABLE_FIELDS
+
+
 def same_settings(kept: bytes, payload: bytes) -> bool:
-    """True if two config.json files differ at most in PROVENANCE_KEYS, in settings the newer adds at their
+    """True if two config.json files differ at most in PROVENANCE_KEYS, in the settings rl.sac lets a resumed run
+    change (`resumable_fields`: a run kept unfinished, resumed to more steps), in settings the newer adds at their
     default (code that resumed the run added the option; its default is the behaviour before it, as rl.sac's
     resume check assumes) and in what the newer's inputs record adds about the same files (`as_recorded_then`),
     the newer not naming uncommitted code."""
@@ -101,12 +110,13 @@ def same_settings(kept: bytes, payload: bytes) -> bool:
         return False
     if not (isinstance(old, dict) and isinstance(new, dict)) or str(new.get("code_version", "")).endswith("+dirty"):
         return False  # uncommitted code resumed it: not a recorded version of the experiment
-    added = new.keys() - old.keys() - PROVENANCE_KEYS
+    ignored = PROVENANCE_KEYS | resumable_fields()
+    added = new.keys() - old.keys() - ignored
     if added:
         defaults = sac_defaults()
         if any(k not in defaults or new[k] != defaults[k] for k in added):
             return False
-    settings = lambda c: {k: v for k, v in c.items() if k not in PROVENANCE_KEYS | added}  # noqa: E731
+    settings = lambda c: {k: v for k, v in c.items() if k not in ignored | added}  # noqa: E731
     if INPUTS_KEY in new:
         new = {**new, INPUTS_KEY: as_recorded_then(old.get(INPUTS_KEY), new[INPUTS_KEY])}
     return settings(old) == settings(new)

@@ -134,6 +134,11 @@ def test_a_run_resumed_by_later_code_is_kept_again_and_a_changed_setting_is_refu
     with pytest.raises(ValueError, match="already holds a different result"):
         keep(KeepConfig(source=str(source), out=str(out)))
     assert json.loads(kept.read_text()) == {**settings, "code_version": "bbbbbbb"}
+    # resumed further (rl.sac's resumable settings: more steps, a longer last evaluation): the same run, kept again
+    longer = {**settings, "code_version": "bbbbbbb", "steps": 2 * settings["steps"], "final_eval_episodes": 50}
+    config.write_text(json.dumps(longer))
+    assert keep(KeepConfig(source=str(source), out=str(out))) == [kept]
+    settings = {**longer, "code_version": "aaaaaaa"}
     # a new code version beside a changed result: both refused, the kept config.json left as it was
     config.write_text(json.dumps({**settings, "code_version": "ddddddd"}))
     eval_csv = running / "eval.csv"
