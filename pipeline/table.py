@@ -621,6 +621,13 @@ class Folder:
         steps, finished, _ = run_state(self.root / run_dir)
         return steps, finished
 
+    @staticmethod
+    def kept_as_run(run: Path, kept: Path) -> bool:
+        """The kept copy of a run holds its outcome (summary.json), the root's own where the root has one."""
+        summary = kept / outcome.SUMMARY
+        mine = run / outcome.SUMMARY
+        return summary.exists() and (not mine.exists() or mine.read_bytes() == summary.read_bytes())
+
     def summarized(self, run_dir: str) -> int:
         """The steps a SAC run folder's summary.json reports (`rl.outcome.summarized_steps`)."""
         return outcome.summarized_steps(self.root / run_dir)
@@ -654,7 +661,8 @@ class Folder:
                 None,
                 f"the state pilot diverged at {steps:,} steps before holding >= {cfg.budget_threshold:g}; "
                 f"budget = the cap, {cfg.budget_cap:,} (to pilot again instead: stop the table, delete {run}/"
-                f"summary.json and this task's entry under 'budgets' in {STATE_FILE})",
+                f"summary.json, this task's entry under 'budgets' in {STATE_FILE} and the pilot's kept copy under "
+                f"{cfg.results}-pilot/, and commit that deletion)",
             )
         return budget
 
@@ -742,10 +750,12 @@ class Planner:
 
     def phase_b(self) -> None:
         tasks = list(PAPER_TASKS[1:])
+        # a state pilot is final once it decided its task's budget: kept then, before the other tasks' next chunks
+        # (a new root restores it and reads the same budget from it); undecided, after its own next chunk
+        decided = [t for t in tasks if self.f.budget(t).steps is not None]
+        self.keep_pilots(decided, "state")
         self.state_pilots(tasks)
-        # a state pilot is final once it decided its task's budget: kept then (a new root restores it and reads the
-        # same budget from it), not after the preparations and the mmae_rgbs pilot; undecided, its chunk runs first
-        self.keep_pilots(tasks, "state")
+        self.keep_pilots([t for t in tasks if t not in decided], "state")
         for task in tasks:
             self.prepare(task)
         self.by_budget(
@@ -1019,7 +1029,9 @@ class Planner:
     def keep(self, task: str, row: str, runs: list[str], results: str, runs_root: str, blocked: str) -> None:
         key = f"keep {runs_root}/{task}/{row} ({len(runs)} run{'s' * (len(runs) > 1)}) -> {results}"
         dest = results_path(results) / task / row
-        there = all((dest / Path(r).name / "summary.json").exists() for r in runs)  # lost kept files: kept again
+        # lost kept files: kept again; a run the root trained again (a diverged one whose summary.json was deleted):
+        # kept again too, where pipeline.keep refuses to overwrite the old outcome and says what to do
+        there = all(self.f.kept_as_run(self.f.root / r, dest / Path(r).name) for r in runs)
         restored = set(self.f.state.get("restored", []))
         step = self.add(
             key,

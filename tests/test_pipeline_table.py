@@ -352,17 +352,18 @@ def test_pilot_budgets_decide_the_pilot_chunks_and_the_steps_of_phases_b_and_c(t
     ]
     assert all(g["--seeds"] == str(cfg.pilot_seed) for g in grids)
     assert any(s.key == "faucet-open-v3: waits for its budget" and s.blocked for s in steps)
-    # a state pilot that decided its budget is kept next, before the preparations; the mmae_rgbs pilots at the end
+    # a state pilot that decided its budget is kept first, before the other pilots' chunks and the preparations; one
+    # still piloting after its chunk; the mmae_rgbs pilots at the end
     keeps = [(i, s) for i, s in enumerate(steps) if s.argv[1:2] == ["pipeline.keep"]]
     assert [(s.argv[2], bool(s.blocked)) for _, s in keeps] == [
         ("runs/pilot/drawer-open-v3/state", False),
-        ("runs/pilot/faucet-open-v3/state", True),
         ("runs/pilot/door-open-v3/state", False),
+        ("runs/pilot/faucet-open-v3/state", True),
         ("runs/pilot/drawer-open-v3/mmae_rgbs", True),
         ("runs/pilot/faucet-open-v3/mmae_rgbs", True),
         ("runs/pilot/door-open-v3/mmae_rgbs", True),
     ]
-    assert [i for i, _ in keeps[:3]] == [1, 2, 3] and all(
+    assert [i for i, _ in keeps[:3]] == [0, 1, 3] and all(
         s.argv[4] == f"{cfg.results}-pilot/{s.argv[2].split('/')[2]}/state" for _, s in keeps[:3]
     )
     c = table.plan(config(tmp_path, phase="C"))
@@ -443,6 +444,13 @@ def test_run_keeps_finished_rows_and_probes_then_stops_with_the_git_line(tmp_pat
     assert (results / "reach-v3/state/seed1/summary.json").exists() and (
         results / "mmae/rgb/reach-v3/probe_rgb.json"
     ).exists()
+    # a run the root trained again (a diverged one whose summary.json was deleted) is not taken for kept: its row's
+    # keep runs again, and pipeline.keep refuses to overwrite the kept outcome, saying what to do
+    finish_run(Path(cfg.root) / table.table_dir("reach-v3", "state", 1), 100_000, success=0.9)
+    assert [s.key for s in table.plan(cfg) if not s.done] == [f"keep runs/sac/reach-v3/state (2 runs) -> {cfg.results}"]
+    with pytest.raises(SystemExit):
+        table.run(cfg)
+    assert "delete its kept copy" in capsys.readouterr().err
 
 
 def test_a_grid_keeps_each_run_as_it_finishes_while_the_others_go_on(tmp_path, capsys, monkeypatch):
