@@ -10,8 +10,9 @@ A file already kept is replaced only by an identical one or one that extends it 
 grew while the run went on), or, for a run kept unfinished, by a CSV that holds every kept row's
 results again (a resumed run rewrites the rows after its checkpoint: the same results, other wall
 times), or by a config.json that differs only in the code version that resumed it, in the settings rl.sac lets
-a resumed run change (its steps, its evaluations) and in settings that code added at their defaults; a kept file
-that the source contradicts is refused, never overwritten.
+a resumed run change that do not change how it computes (its steps, evaluations, logging and checkpoint intervals,
+threads; not its precision or device) and in settings that code added at their defaults; a kept file that the
+source contradicts is refused, never overwritten.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ TIMING_COLUMNS = frozenset({"wall_s", "eval_s", "steps_per_s", "pack_steps_per_s
 #: config.json fields that say which code last ran the run, not what it ran: a run resumed by a later commit
 #: rewrites them (its results so far are checked row by row, as for any resumed run)
 PROVENANCE_KEYS = frozenset({"code_version"})
+#: rl.sac's resumable settings (rl.config.RESUMABLE_FIELDS) that change how a run computes: a run kept unfinished
+#: and resumed under another value of them is not kept again as the same run
+COMPUTING_RESUMABLE = frozenset({"precision", "device", "preset"})
 
 
 @dataclass
@@ -92,10 +96,12 @@ def sac_defaults() -> dict:
 
 
 def resumable_fields() -> frozenset[str]:
-    """rl.sac's settings a resumed run may change, e.g. --steps (imported here only: rl.config loads torch)."""
+    """rl.sac's settings a resumed run may change without changing how it computes: its steps, evaluations,
+    logging and checkpoint intervals, threads (rl.config.RESUMABLE_FIELDS less COMPUTING_RESUMABLE; imported here
+    only: rl.config loads torch)."""
     from rl.config import RESUMABLE_FIELDS
 
-    return RESUMABLE_FIELDS
+    return RESUMABLE_FIELDS - COMPUTING_RESUMABLE
 
 
 def same_settings(kept: bytes, payload: bytes) -> bool:

@@ -210,8 +210,9 @@ class TableConfig:
     )
     pack: int = option(
         1,
-        "SAC runs per pack (rl.grid --pack): 1, so each run ends, and is kept, in ~2 h on the Zen 3 rather than a "
-        "pack of 5's ~11 h, all of which a replaced machine loses (packs of 5 were within 2 %: BENCHMARKS.md)",
+        "SAC runs per pack (rl.grid --pack): 1, so each run ends, and is kept, in ~2 h per 100k steps on the Zen 3 "
+        "rather than a pack of 5's ~11 h, all of which a replaced machine loses (packs of 5 were within 2 %: "
+        "BENCHMARKS.md)",
     )
     cnn_pack: int = option(
         1,
@@ -239,7 +240,9 @@ class TableConfig:
     budget_cap: int = option(500_000, "budget rule: the most steps a task gets")
     eval_every: int = option(25_000, "table runs' evaluation interval (budgets are rounded up to a multiple of it)")
     eval_episodes: int = option(20, "episodes of the evaluations before the last one")
-    final_eval_episodes: int = option(50, "episodes of a run's last evaluation")
+    final_eval_episodes: int = option(
+        50, "episodes of a table run's last evaluation (pilots: --eval-episodes at every evaluation)"
+    )
     eval_envs: int = option(5, "parallel evaluation envs per run")
     checkpoint_every: int = option(25_000, "SAC checkpoint interval")
     sac_extra: str = option(
@@ -449,7 +452,10 @@ def adopt_recorded(cfg: TableConfig, argv: Sequence[str]) -> TableConfig:
 
 @contextlib.contextmanager
 def repeating(every: float, name: str, tick: Callable[[], None]):
-    """Call `tick` every `every` seconds in a thread of its own while the block runs, then once more after it."""
+    """Call `tick` before the block, every `every` seconds in a thread of its own while it runs, and once more
+    after it (a process killed without its `finally`, e.g. the table stopped by SIGTERM, ticks again at the next
+    start)."""
+    tick()
     stop = threading.Event()
 
     def loop() -> None:
@@ -701,7 +707,7 @@ class Step:
     note: str = ""  # what an in-process step does
     kept: tuple[str, ...] = ()  # the folders this step fills (the git line adding them is printed after it)
     wave: tuple[tuple[str, ...], tuple[str, ...], tuple[int, ...], int] | None = (
-        None  # a table grid's last call: tasks, rows, seeds, budget
+        None  # a table grid: tasks, rows, seeds, budget
     )
 
     def command(self) -> str:
@@ -778,14 +784,13 @@ class Planner:
         for task in tasks:
             b, runs = self.f.budget(task), [pilot_dir(task, row, self.cfg.pilot_seed)]
             final = b.steps is not None and (row == "state" or self.f.finished(runs, b.steps))
-            self.keep(
-                task,
-                row,
-                runs,
-                f"{self.cfg.results}-pilot",
-                "runs/pilot",
-                blocked="" if final else f"the {row} pilot of {task} (budget {b.steps or 'undecided'})",
-            )
+            blocked = "" if final else f"the {row} pilot of {task} (budget {b.steps or 'undecided'})"
+            if final and not (self.f.root / runs[0] / outcome.SUMMARY).exists():  # a hand-made state
+                blocked = (
+                    f"{runs[0]}/{outcome.SUMMARY}, gone though {STATE_FILE} records {task}'s budget; to pilot again, "
+                    f"delete {task}'s entry under 'budgets' in {STATE_FILE}"
+                )
+            self.keep(task, row, runs, f"{self.cfg.results}-pilot", "runs/pilot", blocked=blocked)
 
     def phase_c(self) -> None:
         tasks = list(PAPER_TASKS[1:])

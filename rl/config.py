@@ -113,8 +113,7 @@ class SACConfig:
     )
     final_eval_episodes: int = option(
         0,
-        "episodes of the evaluation at --steps, the one summary.json reports (0: --eval-episodes); its first "
-        "--eval-episodes episodes start from the other evaluations' seeds",
+        "episodes of the evaluation at --steps, the one summary.json reports (0: --eval-episodes)",
     )
     eval_envs: int = option(0, "parallel evaluation envs (0: same as --num-envs)")
     log_every: int = option(1000, "write a metrics.csv row every this many env steps")

@@ -548,7 +548,7 @@ def test_a_diverged_run_counts_as_success_0_from_the_step_it_diverged(tmp_path):
     assert run["steps"] == 1000 and run["success_rate"] == 0.0 and run["return_curve"] == []
     assert run["curve"] == [(250.0, 0.2), (500.0, 0.5), (750.0, 0.0), (1000.0, 0.0)]
     assert last_evals(run) == (pytest.approx(0.5 / 3), (500.0, 750.0, 1000.0))
-    # the CPU table trains a row in two grids (to 750, then 1000): one that diverged in the first keeps its
+    # the CPU table once trained a row in two grids (to 750, then 1000): one that diverged in the first keeps its
     # config.json at 750 and is never resumed; it counts to its row's budget, and an evaluation due at the very
     # step it diverged (skipped for it) counts as 0 too
     config = json.loads((broken / "config.json").read_text())

@@ -138,6 +138,9 @@ def test_a_run_resumed_by_later_code_is_kept_again_and_a_changed_setting_is_refu
     longer = {**settings, "code_version": "bbbbbbb", "steps": 2 * settings["steps"], "final_eval_episodes": 50}
     config.write_text(json.dumps(longer))
     assert keep(KeepConfig(source=str(source), out=str(out))) == [kept]
+    config.write_text(json.dumps({**longer, "precision": "bf16" if longer.get("precision") != "bf16" else "fp32"}))
+    with pytest.raises(ValueError, match="already holds a different result"):  # resumable, but it computes otherwise
+        keep(KeepConfig(source=str(source), out=str(out)))
     settings = {**longer, "code_version": "aaaaaaa"}
     # a new code version beside a changed result: both refused, the kept config.json left as it was
     config.write_text(json.dumps({**settings, "code_version": "ddddddd"}))

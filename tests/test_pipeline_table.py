@@ -367,6 +367,12 @@ def test_pilot_budgets_decide_the_pilot_chunks_and_the_steps_of_phases_b_and_c(t
         s.argv[4] == f"{cfg.results}-pilot/{s.argv[2].split('/')[2]}/state" for _, s in keeps[:3]
     )
     c = table.plan(config(tmp_path, phase="C"))
+    # a recorded budget beside a state pilot whose summary.json was deleted (a re-pilot half done): its keep waits,
+    # saying what to do, rather than keeping an unfinished pilot
+    table.Folder(cfg).record_budgets()
+    (drawer / "summary.json").unlink()
+    (keep,) = [s for s in table.plan(cfg) if s.argv[2:3] == ["runs/pilot/drawer-open-v3/state"]]
+    assert "gone though table.json records drawer-open-v3's budget" in keep.blocked
     waves = [(s.wave[0], s.wave[2], s.wave[3]) for s in c if s.wave]
     assert waves == [
         (("drawer-open-v3",), (0, 1, 2), 150_000),
