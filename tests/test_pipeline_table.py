@@ -373,6 +373,8 @@ def test_pilot_budgets_decide_the_pilot_chunks_and_the_steps_of_phases_b_and_c(t
     (drawer / "summary.json").unlink()
     (keep,) = [s for s in table.plan(cfg) if s.argv[2:3] == ["runs/pilot/drawer-open-v3/state"]]
     assert "gone though table.json records drawer-open-v3's budget" in keep.blocked
+    with pytest.raises(ValueError, match=r"summary.json, gone though .* no step before it can end that wait"):
+        table.run(cfg)
     waves = [(s.wave[0], s.wave[2], s.wave[3]) for s in c if s.wave]
     assert waves == [
         (("drawer-open-v3",), (0, 1, 2), 150_000),
