@@ -1968,13 +1968,14 @@ def git_line(folders: Sequence[str], what: str) -> str:
 def refuse_blocked(cfg: TableConfig, step: Step) -> None:
     """The next step waits for a decision (a budget) that the selected phases never make: say which phase does.
     With phase B selected (it decides the budgets) nothing before a waiting step can end its wait: say that."""
-    if step.blocked and "B" in cfg.phases:
+    if not step.blocked:
+        return
+    if "B" in cfg.phases:
         raise ValueError(f"{step.key} waits for {step.blocked}, and no step before it can end that wait")
-    if step.blocked:
-        raise ValueError(
-            f"{step.key} waits for {step.blocked}, which phase(s) {','.join(cfg.phases)} do not run; "
-            "run the phase that decides it first (--phase B), or --phase all"
-        )
+    raise ValueError(
+        f"{step.key} waits for {step.blocked}, which phase(s) {','.join(cfg.phases)} do not run; "
+        "run the phase that decides it first (--phase B), or --phase all"
+    )
 
 
 def run(cfg: TableConfig) -> list[str]:
