@@ -375,7 +375,9 @@ def build_parser(
         default = defaults[name]
         if isinstance(default, tuple):  # a tuple field takes "a,b" (its __post_init__ splits it)
             tp, default = str, ",".join(map(str, default))
-        help_text = f.metadata.get("help", "")
+        help_text = f"{f.metadata.get('help', '')} (default: {default})".replace(
+            "%", "%%"
+        )  # literal: argparse formats it
         if "nargs" in f.metadata:  # e.g. resume_field(): an optional value
             parser.add_argument(
                 flag,
@@ -385,7 +387,7 @@ def build_parser(
                 type=f.metadata["type"],
                 default=None,
                 metavar="auto",
-                help=f"{help_text} (default: {default})",
+                help=help_text,
             )
         elif tp is bool:
             parser.add_argument(
@@ -393,7 +395,7 @@ def build_parser(
                 dest=name,
                 action=argparse.BooleanOptionalAction,
                 default=None,
-                help=f"{help_text} (default: {default})",
+                help=help_text,
             )
         else:
             if tp is float and not f.metadata.get("nonfinite"):
@@ -403,7 +405,7 @@ def build_parser(
                 dest=name,
                 type=tp,
                 default=None,
-                help=f"{help_text} (default: {default})",
+                help=help_text,
                 choices=f.metadata.get("choices"),
             )
     return parser

@@ -83,6 +83,17 @@ def test_help_lists_every_inner_flag(capsys):
     assert "--max-episode-steps" not in text and "(default: 150)" in text
 
 
+@dataclass
+class WithPercent:
+    share: float = field(default=0.5, metadata={"help": "within 2 %: a literal percent sign"})
+
+
+def test_help_prints_a_percent_sign_literally(capsys):
+    with pytest.raises(SystemExit) as stop:
+        parse_config(WithPercent, ["--help"])
+    assert stop.value.code == 0 and "within 2 %: a literal percent sign (default: 0.5)" in capsys.readouterr().out
+
+
 def test_config_json_is_flat(tmp_path):
     prepare_run_dir(tmp_path / "run", Outer(gaze=Inner(k=5)))
     stored = json.loads((tmp_path / "run" / "config.json").read_text())
