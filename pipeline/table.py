@@ -45,6 +45,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import fcntl
+import functools
 import hashlib
 import io
 import json
@@ -725,6 +726,7 @@ class Planner:
 
     def __init__(self, folder: Folder):
         self.f, self.cfg = folder, folder.cfg
+        self.budget = functools.cache(folder.budget)  # read from the pilot's eval.csv once per plan, not per use
         self.steps: list[Step] = []
         self.phase = ""
 
@@ -758,7 +760,7 @@ class Planner:
         tasks = list(PAPER_TASKS[1:])
         # a state pilot is final once it decided its task's budget: kept then, before the other tasks' next chunks
         # (a new root restores it and reads the same budget from it); undecided, after its own next chunk
-        decided = [t for t in tasks if self.f.budget(t).steps is not None]
+        decided = [t for t in tasks if self.budget(t).steps is not None]
         self.keep_pilots(decided, "state")
         self.state_pilots(tasks)
         self.keep_pilots([t for t in tasks if t not in decided], "state")
@@ -782,7 +784,7 @@ class Planner:
     def keep_pilots(self, tasks: Sequence[str], row: str) -> None:
         """Keep each task's `row` pilot once it is final: state's once the budget is decided, mmae_rgbs's at it."""
         for task in tasks:
-            b, runs = self.f.budget(task), [pilot_dir(task, row, self.cfg.pilot_seed)]
+            b, runs = self.budget(task), [pilot_dir(task, row, self.cfg.pilot_seed)]
             final = b.steps is not None and (row == "state" or self.f.finished(runs, b.steps))
             blocked = "" if final else f"the {row} pilot of {task} (budget {b.steps or 'undecided'})"
             if final and not (self.f.root / runs[0] / outcome.SUMMARY).exists():  # a hand-made state
@@ -989,7 +991,7 @@ class Planner:
         """Call make(tasks, budget) per group of tasks sharing a budget; undecided ones get a waiting step each."""
         groups: dict[int, list[str]] = {}
         for task in tasks:
-            b = self.f.budget(task)
+            b = self.budget(task)
             if b.steps is None:
                 key = f"{task}: waits for its budget"
                 if not any(s.key == key and s.phase == self.phase for s in self.steps):
@@ -1052,7 +1054,7 @@ class Planner:
         """The next chunk of the state pilot of every task whose budget is undecided (one grid per chunk end)."""
         cfg, chunks = self.cfg, {}
         for task in tasks:
-            if self.f.budget(task).steps is None:
+            if self.budget(task).steps is None:
                 done = self.f.summarized(pilot_dir(task, "state", cfg.pilot_seed))
                 chunks.setdefault(min(cfg.budget_cap, (done // cfg.pilot_chunk + 1) * cfg.pilot_chunk), []).append(task)
         for steps, group in sorted(chunks.items()):
@@ -1388,15 +1390,16 @@ def keep_finished(
     """Keep each run of a table grid's `wave` (tasks, rows, seeds, budget) that has finished and the results folder
     lacks, as its (task, row)'s keep step will after the grid (same files, same layout; that step then finds them
     kept). A finished run is never written again by the grid, so it is kept while the other runs go on. Returns
-    the files written and a line per run that could not be kept (the others are kept all the same)."""
+    the files written and a line per run that could not be kept (the others are kept all the same), such as a run
+    the root trained again beside another run's kept outcome (`Folder.kept_as_run`, as the keep steps check)."""
     from pipeline.keep import KeepConfig, keep
 
     tasks, rows, seeds, steps = wave
     written, refused = [], []
     for run in (table_dir(t, r, s) for t in tasks for r in rows for s in seeds):
         dest = folder.results / Path(run).relative_to("runs/sac")
-        if (dest / "summary.json").exists() or not folder.finished([run], steps):
-            continue
+        if folder.kept_as_run(folder.root / run, dest) or not folder.finished([run], steps):
+            continue  # kept already, or still going; a retrained run's old kept outcome is refused by keep below
         try:
             folder.record_settings()
             written += keep(KeepConfig(source=str(folder.root / run), out=str(dest)))

@@ -517,6 +517,15 @@ def test_a_grid_keeps_each_run_as_it_finishes_while_the_others_go_on(tmp_path, c
     assert not (results / "reach-v3/mmae_rgb/seed1/summary.json").exists()
     assert all((results / f"reach-v3/mmae_rgbs/seed{seed}/summary.json").exists() for seed in range(2))
     assert "kept finished runs in" in out and "reach-v3/mmae_rgbs/seed0, reach-v3/mmae_rgbs/seed1" in out
+    # a run the root trained again (its kept outcome is another run's) is refused at once, not taken as kept
+    finish_run(root / table.table_dir("reach-v3", "mmae_rgbs", 0), 100_000, success=0.25)
+    with table.keeping_finished(table.Folder(cfg), step):
+        time.sleep(0.2)
+    out = capsys.readouterr().out
+    assert out.count("could not keep a finished run of") == 2 and "runs/sac/reach-v3/mmae_rgbs/seed0: " in out
+    assert (results / "reach-v3/mmae_rgbs/seed0/summary.json").read_bytes() != (
+        root / table.table_dir("reach-v3", "mmae_rgbs", 0) / "summary.json"
+    ).read_bytes()
 
 
 def test_a_new_root_goes_on_from_the_committed_results_and_carried_models(tmp_path, capsys, monkeypatch):
