@@ -7,7 +7,7 @@ export MUJOCO_GL ?= egl
 
 .PHONY: demo demo-gif test venv sysdeps bench cpu-slice slice-data slice-encoder-rgbs precision-check precision-check-sac slice-encoders slice-probes ablation-features \
 	ablation-features-raw ablation-features-standardized gaze-triplets ablation-gaze-discount ablation-gaze-undiscounted \
-	ablation-gaze-discounted cpu-table cpu-table-status background background-stop gpu-bundle check-floors clean-venv
+	ablation-gaze-discounted cpu-table cpu-table-status cpu-table-report background background-stop gpu-bundle check-floors clean-venv
 
 # Long experiments keep their folders outside the checkout: a new session's work tree is laid anew, and the
 # git-ignored folders inside it (runs/) are gone; a machine handed on as it was keeps $(HOME).
@@ -220,6 +220,12 @@ background-stop: venv
 # the running step's progress, rate and time left at that rate
 cpu-table-status: venv
 	$(PY) -m pipeline.table --root $(TABLE) --phase $(TABLE_PHASE) $(TABLE_FLAGS) --status
+
+# the CPU table's report of the kept results (REPORT.md and its pictures in $(TABLE_REPORT)): each (task, row) with
+# fewer seeds kept than its waves plan reads 'n of N', and the report marks its verdicts interim
+TABLE_REPORT ?= $(TABLE)/report
+cpu-table-report: venv
+	$(PY) -m pipeline.table --root $(TABLE) --phase $(TABLE_PHASE) $(TABLE_FLAGS) --report $(TABLE_REPORT)
 
 # .gpu/: what a lent GPU node lacks, small enough to travel (README, "On a lent GPU node")
 gpu-bundle: venv

@@ -16,14 +16,17 @@ the observed spread needs to resolve the paper's gap), settings against their de
 learning curves per task (the paper's Fig. 3, t-interval bands), the linear probe of every frozen
 MultiMAE encoder, pictures, and a footer with the budget, seed, device and wall time of every run.
 Intervals over seeds are Student-t, never a percentile bootstrap (at 3 seeds that is [min, max],
-~74 % coverage); bootstrap intervals appear only across tasks, with their simulated coverage.
+~74 % coverage); bootstrap intervals appear only in rliable's aggregates and probabilities of improvement, with
+their simulated coverage. `--planned-seeds` marks cells short of their planned seeds ('n of N', interim).
 """
 
 from __future__ import annotations
 
 import csv
+import fnmatch
 import json
 import math
+import re
 import shutil
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -122,14 +125,49 @@ PROBE_TARGETS = ("hand", "object", "goal")
 LAST_EVALS = 3
 #: simulated experiments behind the coverage the report states for its bootstrap intervals
 COVERAGE_EXPERIMENTS = 2000
-#: below this many runs in all (runs per task x tasks) a percentile bootstrap is no 95 % interval
-#: (at 3 runs it is [min, max]): such intervals are marked (no bootstrap interval decides a verdict)
+#: below this many runs per task (on a side, in a comparison) a percentile bootstrap, which resamples within each
+#: task, is no 95 % interval (at 3 runs it is [min, max]): such intervals are marked (none decides a verdict)
 MIN_BOOTSTRAP_RUNS = 5
 FEW_RUNS = "†"
 FEW_RUNS_NOTE = (
-    f"{FEW_RUNS} fewer than {MIN_BOOTSTRAP_RUNS} runs in all: the percentile bootstrap is not a 95 % interval "
-    "here (over 3 runs it is [min, max]); read the Student-t and Welch intervals instead."
+    f"{FEW_RUNS} fewer than {MIN_BOOTSTRAP_RUNS} runs per task (in a comparison, on a side): the percentile "
+    "bootstrap, which resamples within each task, is not a 95 % interval here (over 3 runs it is [min, max]); read "
+    "the Student-t and Welch intervals instead."
 )
+#: the spreads (sd of final success over seeds) of the two sides in the simulation behind the Welch coverage stated
+WELCH_SPREADS = ((0.1, 0.3), (0.3, 0.1))
+
+
+@dataclass(frozen=True)
+class PlannedSeeds:
+    """--planned-seeds parsed: 'N' for every (encoder, task), or 'task/encoder=N' entries whose fnmatch patterns are
+    tried in order (an encoder row with settings, 'mmae_rgbs [precision=bf16]', is matched as its encoder)."""
+
+    entries: tuple[tuple[str, int], ...] = ()
+
+    @classmethod
+    def parse(cls, spec: str) -> PlannedSeeds:
+        entries = []
+        for entry in (e.strip() for e in spec.split(",") if e.strip()):
+            pattern, _, count = entry.rpartition("=") if "=" in entry else ("*", "", entry)
+            pattern, count = pattern.strip(), count.strip()
+            if not count.isdecimal() or not (pattern == "*" or re.fullmatch(r"[\w.*?-]+/[\w.*?-]+", pattern)):
+                raise ValueError(
+                    f"--planned-seeds entry {entry!r} is not N or task/encoder=N (fnmatch patterns of a task and an "
+                    "encoder without its settings, e.g. 'reach-v3/*=10,*=5'): give the seeds planned per encoder and task"
+                )
+            entries.append((pattern, int(count)))
+        return cls(tuple(entries))
+
+    def __call__(self, encoder: str, task: str) -> int:
+        """The seeds planned for `encoder` on `task` (0: not stated)."""
+        cell = f"{task}/{encoder.partition(' ')[0]}"
+        return next((n for pattern, n in self.entries if pattern == "*" or fnmatch.fnmatchcase(cell, pattern)), 0)
+
+    def cells(self) -> list[tuple[str, str]]:
+        """The (encoder, task) the entries name exactly (no pattern): planned whether or not they have runs."""
+        named = [p.split("/") for p, _ in self.entries if not any(c in p for c in "*?")]
+        return [(encoder, task) for task, encoder in named]
 
 
 @dataclass
@@ -152,12 +190,20 @@ class ReportConfig:
         "stratified bootstrap resamples (rliable) for the aggregates, probabilities of improvement and profiles",
     )
     seed: int = option(0, "seed of the bootstrap resamples (the same seed regenerates the same report)")
+    planned_seeds: str = option(
+        "",
+        "seeds planned per encoder and task: N for all, or 'task/encoder=N' entries (fnmatch patterns, the first "
+        "that matches counts; an encoder's settings are not part of it), e.g. 'reach-v3/*=10,*/cnn_rgb=3,*=5'; '' = "
+        "not stated. A cell with fewer reads 'n of N' and the report says its verdicts are interim "
+        "(`make cpu-table-report` gives the CPU table's plan)",
+    )
 
     def validate(self) -> None:
         if not [r for r in self.roots.split(",") if r]:
             raise ValueError(
                 "--roots is empty: name the folders holding the runs, e.g. `python -m pipeline.report results/cpu-table`"
             )
+        PlannedSeeds.parse(self.planned_seeds)  # a malformed spec is refused before anything is read
         if self.reps < 100:
             raise ValueError(
                 f"--reps {self.reps} is too few for a 95 % interval's tails: use >= 100 (default {stats.REPS})"
@@ -403,8 +449,37 @@ def _ci(values: list[float], spec: str = ".2f") -> str:
         return "-"
     if len(values) == 1:
         return f"{values[0]:{spec}}"
+    if stats.constant(values):  # a zero-width interval is no 95 % interval
+        return f"{np.mean(values):{spec}} [n/a: no spread]"
     lo, hi = stats.t_interval(values)
     return f"{np.mean(values):{spec}} [{lo:{spec}}, {hi:{spec}}]"
+
+
+def _resampled(point: float, lo: float, hi: float, sides: Sequence[np.ndarray]) -> str:
+    """A bootstrap estimate over the [runs, tasks] score matrices `sides` (one: an aggregate, two: a comparison) as
+    'point [lo, hi]', marked FEW_RUNS below MIN_BOOTSTRAP_RUNS runs per task (on a side), or why it has no interval:
+    one run per task (on a side), no spread within any task of any side (the stratified bootstrap resamples
+    within tasks: equal values give a zero-width interval), or resamples that all agree."""
+    runs = min(len(m) for m in sides)  # per task
+    if runs < 2:
+        why = "1 run per task" if len(sides) == 1 else "a side has 1 run per task"
+    elif all(stats.constant(m[:, j]) for m in sides for j in range(m.shape[1])):
+        why = "no spread"
+    elif hi - lo <= 1e-9:  # e.g. sides that never overlap: every resample gives the same probability
+        why = f"every resample gives {point:.2f}"
+    else:
+        return f"{point:.2f} [{lo:.2f}, {hi:.2f}]" + (FEW_RUNS if runs < MIN_BOOTSTRAP_RUNS else "")
+    return f"{point:.2f} [n/a: {why}]"
+
+
+def _count(have: int, planned: int = 0, running: int = 0) -> str:
+    """A cell's number of finished seeds: '3', '3 of 10' (fewer than the seeds planned), '3, +1 running'."""
+    return f"{have}" + (f" of {planned}" if planned > have else "") + (f", +{running} running" if running else "")
+
+
+def _running_counts(running: Sequence[dict]) -> Counter[tuple[str, str]]:
+    """Runs still going per (encoder, task)."""
+    return Counter((r["encoder"], r["task"]) for r in running)
 
 
 def _seeds(values: list[float], spec: str = ".2f") -> str:
@@ -455,15 +530,28 @@ def paper_average(encoder: str, tasks: list[str]) -> str:
     return f"{np.mean([paper[t][0] for t in tasks]):.2f} ({len(tasks)} of {len(paper)} tasks)"
 
 
-def table_i(runs: list[dict]) -> str:
+def _last_evals_steps(runs: list[dict]) -> tuple[int, str]:
+    """How many evaluations the runs' 'last' means average, and their steps where every run has them at the same
+    steps ('50k, 75k, 100k': evaluations far apart reach back into training), else ''."""
+    steps = {last_evals(r)[1] for r in runs}
+    shared = next(iter(steps)) if len(steps) == 1 else ()
+    return (len(shared), _steps_text(shared)) if shared else (LAST_EVALS, "")
+
+
+def table_i(runs: list[dict], running: Sequence[dict] = (), planned: PlannedSeeds = PlannedSeeds()) -> str:
     """Markdown Table I analog: per encoder and task, the final success as mean [95 % t-interval] over
-    seeds, the mean of each seed's last 3 evaluations averaged over seeds, and the paper's mean ± std; last, the
-    average of the encoder's task means beside the paper's (`paper_average`)."""
+    seeds, the mean of each seed's last 3 evaluations averaged over seeds, the seeds (of `planned`; + those still
+    `running`) and the paper's mean ± std; last, the average of the encoder's task means beside the paper's
+    (`paper_average`)."""
     tasks, by = _cells(runs)
     encoders = sorted({r["encoder"] for r in runs}, key=_encoder_key)
+    going = _running_counts(running)
+    last = {t: _last_evals_steps([r for r in runs if r["task"] == t]) for t in tasks}  # budgets differ by task
     lines = [
         "| Encoder | "
-        + " | ".join(f"{t}: final [95 % t-CI]; last {LAST_EVALS} (n) / paper" for t in tasks)
+        + " | ".join(
+            f"{t}: final [95 % t-CI]; last {k}{f' ({at})' if at else ''} (n) / paper" for t, (k, at) in last.items()
+        )
         + " | Average of task means: final / paper |",
         "|---|" + "---|" * (len(tasks) + 1),
     ]
@@ -474,8 +562,8 @@ def table_i(runs: list[dict]) -> str:
             if not rs:
                 cells.append(f"- / {_paper(enc, t)}")
                 continue
-            last = [last_evals_mean(r) for r in rs]
-            cells.append(f"{_ci(_final(rs))}; last {LAST_EVALS}: {np.mean(last):.2f} (n={len(rs)}) / {_paper(enc, t)}")
+            lasts, n = [last_evals_mean(r) for r in rs], _count(len(rs), planned(enc, t), going[(enc, t)])
+            cells.append(f"{_ci(_final(rs))}; last {last[t][0]}: {np.mean(lasts):.2f} (n={n}) / {_paper(enc, t)}")
             means.append(float(np.mean(_final(rs))))
         ran = [t for t in tasks if by.get((enc, t))]
         average = (f"{np.mean(means):.2f}" if means else "-") + f" / {paper_average(enc, ran)}"
@@ -489,16 +577,18 @@ def seed_table(runs: list[dict]) -> str:
     tasks, by = _cells(runs)
     lines = [
         "| Task | Encoder | Seeds | Final success per seed | Mean [95 % t-CI] "
-        f"| Mean of the last {LAST_EVALS} evaluations per seed | Mean [95 % t-CI] | Paper (1M steps) |",
+        "| Mean of its last evaluations per seed (their steps) | Mean [95 % t-CI] | Paper (1M steps) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for task in tasks:
         for enc in sorted({e for e, t in by if t == task}, key=_encoder_key):
             rs = by[(enc, task)]
             final, last = _final(rs), [last_evals_mean(r) for r in rs]
+            count, at = _last_evals_steps(rs)
             lines.append(
                 f"| {task} | {_label(enc)} | {', '.join(str(r['seed']) for r in rs)} | {_seeds(final)} | "
-                f"{_ci(final)} | {_seeds(last)} | {_ci(last)} | {_paper(enc, task)} |"
+                f"{_ci(final)} | {_seeds(last)} ({at or f'last {count}, at other steps'}) | {_ci(last)} | "
+                f"{_paper(enc, task)} |"
             )
     return "\n".join(lines)
 
@@ -543,16 +633,34 @@ def _coverage_note(designs: set[tuple[int, int]]) -> str:
 
 
 def _welch_note(runs: list[dict]) -> str:
-    """The coverage of the verdict's interval against the bootstrap's at each design of the orderings' encoders."""
-    designs = {(len(m), len(t)) for t, m in _encoder_matrices(runs).values() if len(m) > 1}
+    """The coverage of the verdict's interval against the bootstrap's at each design (runs per task of each side,
+    tasks) of the orderings that have a Welch interval."""
+    tasks, by = _cells(runs)
+    designs = set()
+    for worse, better in PAPER_ORDERINGS:
+        common = _common_tasks(by, tasks, worse, better)
+        sizes = [len(score_matrix(by, encoder, common)[0]) for encoder in (worse, better)]
+        if common and min(sizes) > 1:
+            designs.add((*sizes, len(common)))
+    if not designs:
+        return "a percentile bootstrap covers less than 95 % at few runs."
+    (one, other) = WELCH_SPREADS
     parts = [
-        f"at {_n(r, 'run')} per task x {_n(t, 'task')} the Welch interval covered the true gap in "
-        f"{100 * stats.welch_coverage(r, t, experiments=COVERAGE_EXPERIMENTS, sds=(0.1, 0.3)):.0f} % of "
-        f"{COVERAGE_EXPERIMENTS:,} simulated experiments (normal scores, spreads 0.1 and 0.3 across tasks), the "
-        f"bootstrap interval of a mean in {100 * stats.bootstrap_coverage(r, t, experiments=COVERAGE_EXPERIMENTS):.0f} %"
-        for r, t in sorted(designs)
+        f"at {ra} / {rb} runs per task x {_n(t, 'task')} the Welch interval of a gap covered the true gap in "
+        f"{100 * stats.welch_coverage(ra, t, experiments=COVERAGE_EXPERIMENTS, sds=one, other_sds=other, other_runs=rb):.0f}"
+        f" %, the bootstrap interval of a mean over {min(ra, rb)} runs per task the true mean in "
+        f"{100 * stats.bootstrap_coverage(min(ra, rb), t, experiments=COVERAGE_EXPERIMENTS):.0f} %"
+        for ra, rb, t in sorted(designs)
     ]
-    return ("; ".join(parts) + ".") if parts else "a percentile bootstrap covers less than 95 % at few runs."
+    spreads = f"sd {one[0]:g} on one side and {other[0]:g} on the other" + (
+        f", then {one[1]:g} and {other[1]:g} on the next task, in turn" if max(t for *_, t in designs) > 1 else ""
+    )
+    return (
+        f"in {COVERAGE_EXPERIMENTS:,} simulated experiments of normal scores (for the gap two sides, {spreads}; for "
+        "the mean one side, one spread; scores bounded by 0 and 1 and diverged runs' zeros are not simulated), "
+        + "; ".join(parts)
+        + "."
+    )
 
 
 def aggregate_table(runs: list[dict], reps: int = stats.REPS, seed: int = 0) -> str:
@@ -564,13 +672,12 @@ def aggregate_table(runs: list[dict], reps: int = stats.REPS, seed: int = 0) -> 
     estimates = stats.aggregate_intervals({e: m for e, (_, m) in matrices.items()}, reps=reps, seed=seed)
     lines = ["| Encoder (runs per task x tasks) | Tasks | IQM [95 % CI] | Mean [95 % CI] |", "|---|---|---|---|"]
     for enc, (tasks, scores) in matrices.items():
-        mark = FEW_RUNS if scores.size < MIN_BOOTSTRAP_RUNS else ""
-        cells = [f"{p:.2f} [{lo:.2f}, {hi:.2f}]{mark}" for p, lo, hi in (estimates[enc]["iqm"], estimates[enc]["mean"])]
+        cells = [_resampled(*estimates[enc][name], [scores]) for name in ("iqm", "mean")]
         lines.append(
             f"| {_label(enc)} ({len(scores)} x {len(tasks)}) | {', '.join(tasks)} | " + " | ".join(cells) + " |"
         )
     notes = [_coverage_note({(len(m), len(t)) for t, m in matrices.values()})]
-    notes += [FEW_RUNS_NOTE] if any(m.size < MIN_BOOTSTRAP_RUNS for _, m in matrices.values()) else []
+    notes += [FEW_RUNS_NOTE] if any(FEW_RUNS in line for line in lines) else []
     return "\n\n".join(["\n".join(lines), *(n for n in notes if n)])
 
 
@@ -588,8 +695,9 @@ def plot_profiles(runs: list[dict], out: Path, reps: int = stats.REPS, seed: int
             taus, profiles[enc], label=f"{_label(enc)} ({_n(len(scores), 'run')} x {_n(len(tasks), 'task')})"
         )
         ax.fill_between(taus, bands[enc][0], bands[enc][1], alpha=0.15, color=line.get_color())
+    tasks = sorted({t for ts, _ in matrices.values() for t in ts})
     ax.set(
-        title="Performance profiles (final success, all tasks)",
+        title=f"Performance profiles (final success, {tasks[0] if len(tasks) == 1 else 'all tasks'})",
         xlabel="success threshold tau",
         ylabel="fraction of runs with success > tau",
         ylim=(-0.02, 1.02),
@@ -621,30 +729,74 @@ def _paper_gap(worse: str, better: str, tasks: list[str]) -> float:
     return float(np.mean([b[0] - a[0] for a, b in pairs])) if pairs and all(a and b for a, b in pairs) else math.nan
 
 
-def _seeds_reading(gap: float, sd: float, have: int, tasks: int) -> str:
-    """Whether `have` seeds per arm (and task) could resolve the paper's `gap` at the observed spread `sd`."""
-    where = "per task" if tasks > 1 else ""
-    if have < 2 or math.isnan(sd):
-        return "the spread needs 2 seeds per arm to estimate"
+def _pooled(groups: Sequence[Sequence[float]]) -> tuple[float, int]:
+    """The within-group spread pooled over groups (`stats.pooled_sd`) and its degrees of freedom."""
+    return stats.pooled_sd(groups), sum(len(g) - 1 for g in groups if len(g) >= 2)
+
+
+#: the fewest degrees of freedom of a pooled spread that sizes a test (one df: a spread from a single seed pair)
+MIN_SPREAD_DF = 2
+
+
+def _seeds_reading(
+    gap: float, spread: tuple[float, int], have: int, tasks: int, lo: float = math.nan, hi: float = math.nan
+) -> str:
+    """What `have` seeds per arm (and task) say of the paper's `gap`, given our interval [lo, hi] of it (NaN: none)
+    and the observed spread (sd, its degrees of freedom): resolved (the interval excludes 0), or the paper's gap
+    outside our interval, or the seeds a test of it needs (too few only where the interval is unresolved and still
+    holds the paper's gap; none from a spread of fewer than MIN_SPREAD_DF degrees of freedom)."""
+    sd, df = spread
+    if math.isnan(sd):
+        return "no side has 2 seeds: no spread to size a test by yet"
     if sd == 0:
         return "n/a: no seed differs from another (no spread to size a test by)"
-    smallest = f"the current {have} resolve gaps of {stats.detectable_gap(sd, have, tasks):.2f} or more"
+    if not math.isnan(gap) and not math.isnan(lo):
+        where_gap = "inside" if lo <= gap <= hi else "above" if gap > hi else "below"
+        if lo > 0 or hi < 0:
+            return f"{_verdict(lo, hi)} at these seeds; the paper's gap {gap:+.2f} lies {where_gap} our interval"
+        if where_gap != "inside":
+            return (
+                f"the paper's gap {gap:+.2f} lies {where_gap} our interval: a gap that large is not what these runs "
+                "show (the paper's is at 1M steps)"
+            )
+    one_seed = "a side has 1 seed (no interval yet); " if have < 2 else ""
+    if df < MIN_SPREAD_DF:
+        return f"{one_seed}the spread rests on {_n(df, 'degree')} of freedom: too rough to size a test by yet"
+    smallest = (
+        ""
+        if have < 2
+        else f"; at {100 * stats.POWER:.0f} % power the current {have} resolve gaps of "
+        f"{stats.detectable_gap(sd, have, tasks):.2f} or more"
+    )
     if math.isnan(gap):
-        return f"the paper gives no gap here; {smallest}"
+        return f"{one_seed}the paper gives no gap here{smallest}"
+    where = " per task" if tasks > 1 else ""
     needed = stats.seeds_needed(gap, sd, tasks)
     if needed is None:
-        return f"the paper's gap {gap:+.2f} needs over 1,000 seeds per arm {where}".rstrip() + f"; {smallest}"
+        return f"{one_seed}the paper's gap {gap:+.2f} needs over 1,000 seeds per arm{where}{smallest}"
     reading = "too few seeds" if needed > have else "enough seeds: a gap that large would likely have been resolved"
-    return f"the paper's gap {gap:+.2f} needs {needed} seeds per arm {where}".rstrip() + f" ({reading}); {smallest}"
+    return f"{one_seed}the paper's gap {gap:+.2f} needs {needed} seeds per arm{where} ({reading}){smallest}"
 
 
-def improvement_table(runs: list[dict], reps: int = stats.REPS, seed: int = 0) -> str:
-    """Markdown: each ordering the papers claim, across the tasks both encoders finished: the mean over tasks of
-    the per-task gap with its stratified Welch t-interval, which gives the verdict (holds when it lies above 0;
-    it keeps its coverage at 3 runs per task, a percentile bootstrap does not: `stats.welch_coverage`), rliable's
-    probability of improvement with its stratified bootstrap 95 % CI, the paper's gap, then a line per claim with
-    the seeds the observed spread needs."""
+def _common_tasks(by: dict[tuple[str, str], list[dict]], tasks: list[str], worse: str, better: str) -> list[str]:
+    """The tasks both encoders of a claim finished runs on."""
+    return [t for t in tasks if (worse, t) in by and (better, t) in by]
+
+
+def improvement_table(
+    runs: list[dict],
+    reps: int = stats.REPS,
+    seed: int = 0,
+    running: Sequence[dict] = (),
+    planned: PlannedSeeds = PlannedSeeds(),
+) -> str:
+    """Markdown: each ordering the papers claim, across the tasks both encoders finished: the runs per task (of
+    `planned`; + those `running`), the mean over tasks of the per-task gap with its stratified Welch t-interval,
+    which gives the verdict (holds when it lies above 0; it keeps its coverage at 3 runs per task, a percentile
+    bootstrap does not: `stats.welch_coverage`), rliable's probability of improvement with its stratified bootstrap
+    95 % CI, the paper's gap, then a line per claim reading the paper's gap against ours (`_seeds_reading`)."""
     tasks, by = _cells(runs)
+    going = _running_counts(running)
     lines = [
         "| Claim | Tasks | Runs per task (worse / better) | Mean gap, ours [95 % Welch t-CI] | Verdict "
         "| P(better > worse) [95 % bootstrap CI] | Mean gap, paper |",
@@ -652,7 +804,7 @@ def improvement_table(runs: list[dict], reps: int = stats.REPS, seed: int = 0) -
     ]
     readings, few_runs = [], False
     for worse, better in PAPER_ORDERINGS:
-        common = [t for t in tasks if (worse, t) in by and (better, t) in by]
+        common = _common_tasks(by, tasks, worse, better)
         a, _ = score_matrix(by, worse, common)
         b, _ = score_matrix(by, better, common)
         if not common or not len(a) or not len(b):
@@ -661,27 +813,31 @@ def improvement_table(runs: list[dict], reps: int = stats.REPS, seed: int = 0) -
         gap, lo, hi = stats.stratified_welch_interval(a, b)
         paper = _paper_gap(worse, better, common)
         paper_s = "n/a" if math.isnan(paper) else f"{paper:+.2f}"
-        few = min(a.size, b.size) < MIN_BOOTSTRAP_RUNS
-        few_runs |= few
+        probability = _resampled(p, p_lo, p_hi, [a, b])
+        few_runs |= FEW_RUNS in probability
         sides = [list(a[:, 0]), list(b[:, 0])]
+        counts = [
+            _count(len(m), max(planned(e, t) for t in common), max(going[(e, t)] for t in common))
+            for e, m in ((worse, a), (better, b))
+        ]
         lines.append(
-            f"| {_claim(worse, better)} | {', '.join(common)} | {len(a)} / {len(b)} | {gap:+.2f} {_interval(lo, hi, sides)} "
-            f"| {'n/a' if math.isnan(lo) else _verdict(lo, hi)} | {p:.2f} [{p_lo:.2f}, {p_hi:.2f}]{FEW_RUNS if few else ''} "
+            f"| {_claim(worse, better)} | {', '.join(common)} | {' / '.join(counts)} | {gap:+.2f} "
+            f"{_interval(lo, hi, sides)} | {'n/a' if math.isnan(lo) else _verdict(lo, hi)} | {probability} "
             f"| {paper_s} |"
         )
-        sd = stats.pooled_sd([a[:, j] for j in range(len(common))] + [b[:, j] for j in range(len(common))])
-        spread = "n/a" if math.isnan(sd) else f"{sd:.2f}"
+        spread = _pooled([a[:, j] for j in range(len(common))] + [b[:, j] for j in range(len(common))])
+        sd = "n/a" if math.isnan(spread[0]) else f"{spread[0]:.2f}"
         readings.append(
-            f"- {_claim(worse, better)} over {_n(len(common), 'task')} "
-            f"(observed spread within tasks, sd {spread}): "
-            + _seeds_reading(paper, sd, min(len(a), len(b)), len(common))
+            f"- {_claim(worse, better)} over {_n(len(common), 'task')} (observed spread within tasks, sd {sd}): "
+            + _seeds_reading(paper, spread, min(len(a), len(b)), len(common), lo, hi)
             + "."
         )
     if len(lines) == 2:
         return ""
     seeds_needed = (
-        f"Seeds needed (two-sided pooled-variance t-test at 5 %, {100 * stats.POWER:.0f} % power, the observed spread; "
-        "'not resolved' with too few seeds means too few, not no effect):"
+        "The paper's gap against ours: outside our interval, or the seeds a test of it needs (two-sided "
+        f"pooled-variance t-test at 5 %, {100 * stats.POWER:.0f} % power, the observed spread; 'not resolved' with "
+        "too few seeds means too few, not no effect):"
     )
     return "\n\n".join(["\n".join(lines), *([FEW_RUNS_NOTE] if few_runs else []), seeds_needed, "\n".join(readings)])
 
@@ -692,7 +848,7 @@ def ordering_table(runs: list[dict]) -> str:
     only when the interval excludes 0), the paper's difference, and the seeds the spread needs for it."""
     tasks, by = _cells(runs)
     lines = [
-        "| Claim | Task | Ours: better - worse [95 % Welch t-CI] | Verdict | Paper | Seeds per arm for the paper's gap |",
+        "| Claim | Task | Ours: better - worse [95 % Welch t-CI] | Verdict | Paper | The paper's gap against ours |",
         "|---|---|---|---|---|---|",
     ]
     for worse, better in PAPER_ORDERINGS:
@@ -707,7 +863,7 @@ def ordering_table(runs: list[dict]) -> str:
             lines.append(
                 f"| {_claim(worse, better)} | {task} | {diff:+.2f} {interval} | {verdict} | "
                 f"{'n/a' if math.isnan(paper) else f'{paper:+.2f}'} | "
-                f"{_seeds_reading(paper, stats.pooled_sd([a, b]), min(len(a), len(b)), 1)} |"
+                f"{_seeds_reading(paper, _pooled([a, b]), min(len(a), len(b)), 1, lo, hi)} |"
             )
     return "\n".join(lines) if len(lines) > 2 else ""
 
@@ -737,9 +893,7 @@ def variant_table(runs: list[dict], running: Sequence[dict] = ()) -> str:
     (`running`: judging the survivors alone would favour a setting that breaks runs), nor on last evaluations
     taken at different steps."""
     tasks, by = _cells(runs)
-    unfinished = defaultdict(int)
-    for r in running:
-        unfinished[(r["encoder"], r["task"])] += 1
+    unfinished = _running_counts(running)
     lines = [
         f"| Setting | Task | Runs (default / setting) | Final success: default / setting | Setting - default, final "
         f"[95 % Welch t-CI] | Verdict | Last {LAST_EVALS} evaluations (steps): default / setting | Setting - default, "
@@ -788,7 +942,7 @@ def variant_table(runs: list[dict], running: Sequence[dict] = ()) -> str:
             diff = float(np.mean(last_b) - np.mean(last_a))
             cells.append(_seeds_for(diff, stats.pooled_sd([last_a, last_b]), min(len(last_a), len(last_b))))
             setting = ", ".join(x for x in settings_of(row) if x not in settings_of(default))
-            count = f"{len(base)} / {len(changed)}" + (f" (+{pending} unfinished)" if pending else "")
+            count = f"{len(base)} / {len(changed)}" + (f", +{pending} running" if pending else "")
             lines.append(f"| {_label(default)}: {setting} | {task} | {count} | " + " | ".join(cells) + " |")
     table = "\n".join(lines) if len(lines) > 2 else ""
     return "\n".join([table, *(f"- not compared: {m}" for m in missing)]).strip()
@@ -1033,12 +1187,21 @@ def watch_table(roots: list[Path], out: Path) -> str:
     return "\n".join(lines)
 
 
-def statistics_sections(runs: list[dict], running: list[dict], out: Path, cfg: ReportConfig) -> list[str]:
+def statistics_sections(
+    runs: list[dict], running: list[dict], out: Path, cfg: ReportConfig, planned: PlannedSeeds
+) -> list[str]:
     """The report's statistics beyond Table I: every seed per task, the rliable aggregates and profiles, the
-    papers' orderings, and the runs still going."""
+    papers' orderings (counts of `planned`), and the runs still going."""
     parts: list[str] = []
+    tasks, by = _cells(runs)
     if runs:
         profile = plot_profiles(runs, out, cfg.reps, cfg.seed)
+        one_task = (
+            f"One task ({tasks[0]}): these are bootstrap intervals over its seeds, not an aggregate across tasks; the "
+            "Student-t intervals above are the better ones at this number of seeds.\n"
+            if len(tasks) == 1
+            else ""
+        )
         parts += [
             "## Every seed, per task\n",
             "The seeds' own values (in seed order), their mean and 95 % Student-t interval: at 3 seeds a "
@@ -1046,13 +1209,24 @@ def statistics_sections(runs: list[dict], running: list[dict], out: Path, cfg: R
             seed_table(runs) + "\n",
             "## Across tasks and seeds (rliable)\n",
             "Interquartile mean (IQM: the mean of the middle 50 % of all runs' final success, over tasks and "
-            "seeds) and mean, with stratified bootstrap 95 % CIs (rliable, "
-            f"{cfg.reps:,} resamples of the runs within each task; Agarwal et al., 2021).\n",
+            "seeds; a 25 % trimmed mean of all (run, task) scores: below 4 scores in all it is the mean) and mean, with "
+            f"stratified bootstrap 95 % CIs (rliable, {cfg.reps:,} resamples of the runs within each task; Agarwal "
+            "et al., 2021).\n",
+            one_task,
             (precision_mix_note(runs) + "\n").lstrip(),
             aggregate_table(runs, cfg.reps, cfg.seed) + "\n",
             f"![performance profiles]({profile.relative_to(out)})\n" if profile else "",
         ]
-    improvements, orderings = improvement_table(runs, cfg.reps, cfg.seed), ordering_table(runs)
+    improvements = improvement_table(runs, cfg.reps, cfg.seed, running, planned)
+    per_task = (
+        [
+            "Per task: the difference of mean final success with its 95 % Welch t-interval (holds only when it "
+            "excludes 0).\n",
+            ordering_table(runs) + "\n",
+        ]
+        if any(len(_common_tasks(by, tasks, *claim)) > 1 for claim in PAPER_ORDERINGS)
+        else []  # every claim on one task: the table above is the per-task one
+    )
     if improvements:
         parts += [
             "## The papers' orderings\n",
@@ -1063,9 +1237,7 @@ def statistics_sections(runs: list[dict], running: list[dict], out: Path, cfg: R
             "better-claimed encoder beats a run of the other on the same task, ties count half) with its "
             "stratified bootstrap 95 % CI, which gives no verdict: " + _welch_note(runs) + "\n",
             improvements + "\n",
-            "Per task: the difference of mean final success with its 95 % Welch t-interval (holds only when "
-            "it excludes 0).\n",
-            orderings + "\n",
+            *per_task,
         ]
     variants = variant_table(runs, running)
     if variants:
@@ -1099,6 +1271,22 @@ def statistics_sections(runs: list[dict], running: list[dict], out: Path, cfg: R
     return parts
 
 
+def interim_note(runs: list[dict], running: Sequence[dict], planned: PlannedSeeds) -> str:
+    """A warning where an (encoder, task) with runs finished or going, or named by `planned`, has fewer finished
+    seeds than planned ('' where none has)."""
+    finished = _cells(runs)[1]
+    cells = dict.fromkeys([*finished, *_running_counts(running), *planned.cells()])
+    short = {(len(finished.get(c, [])), planned(*c)) for c in cells if len(finished.get(c, [])) < planned(*c)}
+    if not short:
+        return ""
+    return (
+        "**Interim:** some encoders have fewer finished seeds on a task than planned "
+        f"({', '.join(f'{n} of {of}' for n, of in sorted(short))}: 'n of N' in Table I and the orderings). The "
+        "verdicts below are read on the seeds finished so far and may change as seeds come; a reading that stops at "
+        "the first 'holds' overstates the evidence. The verdicts at the planned seeds are the answer."
+    )
+
+
 def write_report(cfg: ReportConfig) -> Path:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -1124,6 +1312,7 @@ def write_report(cfg: ReportConfig) -> Path:
     probes = load_probes(pictures_root)
     budgets = sorted({r["steps"] for r in runs + running if r["steps"]})
     devices = sorted({r.get("device", "?") for r in runs})
+    planned = PlannedSeeds.parse(cfg.planned_seeds)
     parts = [
         f"# {cfg.title}\n",
         f"{len(runs)} finished SAC runs"
@@ -1132,18 +1321,20 @@ def write_report(cfg: ReportConfig) -> Path:
         + (f"; devices: {', '.join(devices)}" if devices else "")
         + ". The paper's numbers are at 1M steps "
         "with 3 seeds and 50 rollouts: runs with smaller budgets are not comparable in level, only in ordering.\n",
+        (interim_note(runs, running, planned) + "\n").lstrip(),
         "## Success rate (the paper's Table I)\n",
         "Final evaluation of the deterministic policy (any success within an episode): mean over seeds [95 % "
         f"Student-t confidence interval of the mean, unclipped: at few seeds it can pass 0 or 1]; beside it the mean over seeds of each seed's last {LAST_EVALS} "
-        "evaluations (one evaluation of a seed is noisy), the number of seeds, and the paper's mean ± std. The last "
+        "evaluations (one evaluation of a seed is noisy; their steps are in the header where all runs share them: "
+        "evaluations far apart reach back into training), the number of seeds, and the paper's mean ± std. The last "
         "column averages a row's task means over the tasks it ran; beside it the paper's printed average where the row "
         "ran all four of the paper's tasks, else the mean of the paper's numbers on the same tasks (marked; n/a where the paper has no number for one).\n",
-        (table_i(runs) if runs else "No run has finished yet.") + "\n",
+        (table_i(runs, running, planned) if runs else "No run has finished yet.") + "\n",
     ]
     if precision_splits:
         parts += ["Runs of one encoder and task in different precisions, kept apart:\n"]
         parts += ["\n".join(f"- {note}" for note in precision_splits) + "\n"]
-    parts += statistics_sections(runs, running, out, cfg)
+    parts += statistics_sections(runs, running, out, cfg, planned)
     parts += ["## Learning curves (the paper's Fig. 3)\n"]
     for task, picture in curves.items():
         parts += [

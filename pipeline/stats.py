@@ -111,16 +111,20 @@ def welch_coverage(
     experiments: int = 4000,
     sds: Sequence[float] = (1.0,),
     seed: int = 0,
+    other_sds: Sequence[float] | None = None,
+    other_runs: int | None = None,
 ) -> float:
     """How often `stratified_welch_interval` covers the true gap (0) when each task's `runs` scores per side are
-    normal, side by side with the bootstrap's `bootstrap_coverage` (a simulation). `sds`: the tasks' spreads,
-    cycled over the tasks (unequal spreads are where Welch's degrees of freedom matter)."""
+    normal, side by side with the bootstrap's `bootstrap_coverage` (a simulation). `sds`: one side's spreads, cycled
+    over the tasks; `other_sds` and `other_runs`: the other side's (None: the same). Unequal spreads and sizes are
+    where Welch's degrees of freedom matter."""
     rng = np.random.default_rng(seed)
     spread = np.resize(np.asarray(sds, float), tasks)
+    other = spread if other_sds is None else np.resize(np.asarray(other_sds, float), tasks)
     covered = 0
     for _ in range(experiments):
         a = rng.standard_normal((runs, tasks)) * spread
-        b = rng.standard_normal((runs, tasks)) * spread
+        b = rng.standard_normal((other_runs or runs, tasks)) * other
         _, lo, hi = stratified_welch_interval(a, b, level)
         covered += int(lo <= 0 <= hi)
     return covered / experiments

@@ -1,4 +1,4 @@
-"""`python -m pipeline.table [--phase A|B|C|D|E|all] [--root ~/visarl-runs/cpu_table] [--dry-run | --status | --background]`:
+"""`python -m pipeline.table [--phase A|B|C|D|E|all] [--root ~/visarl-runs/cpu_table] [--dry-run | --status | --report DIR | --background]`:
 the four-task Table I experiment on a CPU (issue #30), one resumable command.
 
 Phases, in this order (`--phase all`), each ending in a table kept under `results/cpu-table/`:
@@ -168,6 +168,11 @@ class TableConfig:
     status: bool = option(
         False, "print per task and row the stage reached, seeds done / planned, steps and the pilot's budget, and stop"
     )
+    report: str = option(
+        "",
+        "write the report of --results into this folder (pipeline.report, each (task, row)'s planned seeds read from "
+        "the plan of --phase: 'n of N' where fewer are kept) and stop",
+    )
     background: bool = option(
         False,
         "start this command detached and niced (output appended to <root>/table.log) and return; nothing when "
@@ -255,8 +260,8 @@ class TableConfig:
         self.carry = str(Path(self.carry or default_carry(self.results)))
         if self.phase not in (*PHASES, "all"):
             raise ValueError(f"--phase must be one of {', '.join(PHASES)} or all, got {self.phase!r}")
-        if sum((self.dry_run, self.status, self.background)) > 1:
-            raise ValueError("--dry-run, --status and --background exclude each other; pick one")
+        if sum((self.dry_run, self.status, bool(self.report), self.background)) > 1:
+            raise ValueError("--dry-run, --status, --report and --background exclude each other; pick one")
         for name in (
             "frames",
             "pretrain_images",
@@ -682,6 +687,27 @@ class Folder:
                 print(f"budget of {task}: {b.reason}", flush=True)
 
 
+def row_plan(cfg: TableConfig, phase: str) -> list[tuple[list[str], tuple[str, ...], tuple[int, ...]]]:
+    """The SAC rows a phase runs: (tasks, rows, the seed counts of their waves in turn); none for phase B's pilots."""
+    others = list(PAPER_TASKS[1:])
+    return {
+        "A": [([REACH], TABLE_ROWS, (min(cfg.first_seeds, cfg.reach_seeds), cfg.reach_seeds))],
+        "C": [(others, TABLE_ROWS, (cfg.first_seeds, cfg.more_seeds))],
+        "D": [(cfg.extra_task_list, rows, (cfg.extra_seeds,)) for rows in (CNN_ROWS, GRID_ROWS)],
+        "E": [(others, TABLE_ROWS, (cfg.max_seeds,))],
+    }.get(phase, [])
+
+
+def planned_seeds(cfg: TableConfig) -> dict[tuple[str, str], int]:
+    """Per (task, row): the most seeds the selected phases plan for it (`row_plan`; budgets not needed)."""
+    planned: dict[tuple[str, str], int] = {}
+    for phase in cfg.phases:
+        for tasks, rows, seed_counts in row_plan(cfg, phase):
+            for key in ((t, r) for t in tasks for r in rows):
+                planned[key] = max(planned.get(key, 0), *seed_counts)
+    return planned
+
+
 def table_dir(task: str, row: str, seed: int) -> str:
     return f"runs/sac/{task}/{row}/seed{seed}"
 
@@ -754,7 +780,7 @@ class Planner:
     # -- the phases ------------------------------------------------------------------------------
     def phase_a(self) -> None:
         self.prepare(REACH)
-        self.waves([REACH], min(self.cfg.first_seeds, self.cfg.reach_seeds), self.cfg.reach_seeds)
+        self.rows("A")
 
     def phase_b(self) -> None:
         tasks = list(PAPER_TASKS[1:])
@@ -795,22 +821,21 @@ class Planner:
             self.keep(task, row, runs, f"{self.cfg.results}-pilot", "runs/pilot", blocked=blocked)
 
     def phase_c(self) -> None:
-        tasks = list(PAPER_TASKS[1:])
-        self.waves(tasks, self.cfg.first_seeds, self.cfg.more_seeds)
-
-    def waves(self, tasks: Sequence[str], *seed_counts: int) -> None:
-        """The table rows on `tasks` with seeds 0..n-1 for each n of `seed_counts` in turn, each wave kept before the
-        next starts: every row's first seeds give a table while the rest run (rl.grid skips the finished ones)."""
-        for n in dict.fromkeys(seed_counts):
-            self.table(tasks, TABLE_ROWS, range(n))
+        self.rows("C")
 
     def phase_d(self) -> None:
-        seeds = range(self.cfg.extra_seeds)
-        self.table(self.cfg.extra_task_list, CNN_ROWS, seeds)
-        self.table(self.cfg.extra_task_list, GRID_ROWS, seeds)
+        self.rows("D")
 
     def phase_e(self) -> None:
-        self.table(list(PAPER_TASKS[1:]), TABLE_ROWS, range(self.cfg.max_seeds))
+        self.rows("E")
+
+    def rows(self, phase: str) -> None:
+        """The table rows of `phase` (`row_plan`) with seeds 0..n-1 for each n of their seed counts in turn, each
+        wave kept before the next starts: every row's first seeds give a table while the rest run (rl.grid skips
+        the finished ones)."""
+        for tasks, rows, seed_counts in row_plan(self.cfg, phase):
+            for n in dict.fromkeys(seed_counts):
+                self.table(tasks, rows, range(n))
 
     # -- preparation of a task -------------------------------------------------------------------
     def prepare(self, task: str) -> None:
@@ -1709,6 +1734,7 @@ def status_text(cfg: TableConfig) -> str:
     """Per task: the preparation stage reached and the budget; per (task, row): seeds done / planned, steps, success."""
     folder = Folder(cfg)
     steps = Planner(Folder(replace(cfg, phase="all"))).plan()
+    plan = planned_seeds(replace(cfg, phase="all"))
     holder = lock_holder(folder.root)
     lines = [
         f"cpu-table at {folder.root} ({'running: ' + holder if holder else 'not running'}; log {folder.root / LOG_FILE})",
@@ -1745,7 +1771,7 @@ def status_text(cfg: TableConfig) -> str:
             (s.wave for s in mine if not folder.finished([table_dir(task, row, k) for k in s.wave[2]], s.wave[3])),
             mine[-1].wave,
         )
-        planned = max(len(s.wave[2]) for s in mine)
+        planned = plan.get((task, row), len(seeds))
         then = f" (then {planned})" if planned > len(seeds) else ""
         runs = [folder.run_steps(table_dir(task, row, k)) for k in seeds]
         done = [k for k in seeds if folder.finished([table_dir(task, row, k)], budget)]
@@ -1995,8 +2021,8 @@ def run(cfg: TableConfig) -> list[str]:
             todo = open_steps(folder)
             if not todo:
                 print(
-                    f"cpu-table: every step of phase(s) {','.join(cfg.phases)} is done; `python -m pipeline.report "
-                    f"{cfg.results}` regenerates the table",
+                    f"cpu-table: every step of phase(s) {','.join(cfg.phases)} is done; `make cpu-table-report` "
+                    f"(`python -m pipeline.table --report DIR`) reports {cfg.results}",
                     flush=True,
                 )
                 return ran
@@ -2047,6 +2073,24 @@ def dry_run_text(cfg: TableConfig) -> str:
     return "\n".join(lines)
 
 
+#: the title of the table's report
+REPORT_TITLE = "The CPU table (issue #30): the paper's Table I at its SAC settings on a CPU"
+
+
+def write_table_report(cfg: TableConfig) -> Path:
+    """pipeline.report of the kept results with each (task, row)'s planned seeds (`planned_seeds`)."""
+    from pipeline.report import ReportConfig, write_report
+
+    results = results_path(cfg.results)
+    if not any(results.glob("*/*/seed*/summary.json")):
+        raise FileNotFoundError(
+            f"no SAC run is kept in {results} yet: the table keeps each run as it finishes (`make cpu-table-status` "
+            "shows where it stands)"
+        )
+    spec = ",".join(f"{task}/{row}={n}" for (task, row), n in planned_seeds(cfg).items())
+    return write_report(ReportConfig(str(results), cfg.report, title=REPORT_TITLE, planned_seeds=spec))
+
+
 def background_command(argv: Sequence[str]) -> list[str]:
     """The detached run: the same flags without --background."""
     return [sys.executable, "-m", "pipeline.table", *(a for a in argv if a != "--background")]
@@ -2081,10 +2125,12 @@ def main(argv: list[str] | None = None) -> None:
     cfg = parse_config(TableConfig, argv)
     try:
         cfg = adopt_recorded(cfg, argv)
-        if not cfg.status:  # a dry run shows what would run; the others start it
+        if not (cfg.status or cfg.report):  # these two read; a dry run shows what would run, the others start it
             check_pass_through_apart(cfg)
         if cfg.status:
             print(status_text(cfg))
+        elif cfg.report:
+            print(f"report: {write_table_report(cfg)}")
         elif cfg.dry_run:
             print(dry_run_text(cfg))
         elif cfg.background:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.report import PAPER_TABLE_I, ReportConfig, load_runs, write_report
+from pipeline.report import PAPER_TABLE_I, PlannedSeeds, ReportConfig, load_runs, write_report
 from rl.grid import ALL_ENCODERS, GridConfig, Run, is_finished, plan, sac_command
 
 
@@ -73,13 +73,13 @@ def test_report_has_a_row_per_encoder_with_paper_numbers_and_curves(tmp_path):
     # on reach alone its average stands beside the paper's on reach, not the paper's four-task 0.45
     assert "| CNN RGB | 0.03 [-0.29, 0.34]; last 3: 0.02 (n=2) / 0.39 ± 0.13 | 0.03 / 0.39 (1 of 4 tasks) |" in text
     assert (
-        "| reach-v3 | CNN RGB | 0, 1 | 0.00 / 0.05 | 0.03 [-0.29, 0.34] | 0.00 / 0.04 | 0.02 [-0.22, 0.26] | 0.39 ± 0.13 |"
-        in text
+        "| reach-v3 | CNN RGB | 0, 1 | 0.00 / 0.05 | 0.03 [-0.29, 0.34] | 0.00 / 0.04 (500, 750, 1k) | 0.02 [-0.22, 0.26] "
+        "| 0.39 ± 0.13 |" in text
     )
     # rliable's stratified bootstrap over 2 runs: marked, it is no 95 % interval
     assert (
         "| CNN RGB (2 x 1) | reach-v3 | 0.03 [0.00, 0.05]† | 0.03 [0.00, 0.05]† |" in text
-        and "† fewer than 5 runs in all" in text
+        and "† fewer than 5 runs per task (in a comparison, on a side)" in text
     )
     assert "2 runs per task x 1 task: " in text and "performance_profiles.png" in text
     assert f"{PAPER_TABLE_I['mmae_rgbs']['reach-v3'][0]:.2f} ± 0.05" in text and "Gaze on the Prize" in text
@@ -225,17 +225,17 @@ def test_the_papers_orderings_hold_only_when_the_interval_of_the_difference_excl
     assert "| -0.05 [" in po_visarl and "| not resolved (n=3 / 3) | +0.14 |" in po_visarl
     # pooled sd of (0.5, 0.6, 0.55) and (0.3, 0.7, 0.5): sqrt((0.005 + 0.08) / 4) = 0.146; the paper's 0.14 needs 19 seeds
     assert (
-        "the paper's gap +0.14 needs 19 seeds per arm (too few seeds); the current 3 resolve gaps of 0.45 or more |"
-        in po_visarl
+        "the paper's gap +0.14 needs 19 seeds per arm (too few seeds); at 80 % power the current 3 resolve gaps of 0.45 "
+        "or more |" in po_visarl
     )
     improvements = improvement_table(loaded, reps=200)  # the verdict is Welch's; the 3-run bootstrap is marked
     assert (
-        "| MMAE RGB < MMAE RGB+Saliency (PO) | reach-v3 | 3 / 3 | +0.40 [+0.29, +0.51] | holds | 1.00 [1.00, 1.00]† "
+        "| MMAE RGB < MMAE RGB+Saliency (PO) | reach-v3 | 3 / 3 | +0.40 [+0.29, +0.51] | holds | 1.00 [n/a: every resample gives 1.00] "
         "| -0.01 |" in improvements
     )
     assert (
-        "| CNN RGB < CNN RGBS | reach-v3 | 3 / 3 | -0.40 [-0.65, -0.15] | reversed | 0.00 [0.00, 0.00]† | +0.12 |"
-        in improvements
+        "| CNN RGB < CNN RGBS | reach-v3 | 3 / 3 | -0.40 [-0.65, -0.15] | reversed "
+        "| 0.00 [n/a: every resample gives 0.00] | +0.12 |" in improvements
     )
     po_visarl = improvements.split("(PO) < MMAE RGB+Saliency (ViSaRL) | reach-v3 | 3 / 3 | ")[1].splitlines()[0]
     assert "| not resolved | 0.39 [" in po_visarl  # 3.5 of 9 pairs: 0.7 beats all, 0.5 ties 0.5
@@ -249,10 +249,134 @@ def test_the_papers_orderings_hold_only_when_the_interval_of_the_difference_excl
     text = write_report(
         ReportConfig(roots=str(runs), out=str(tmp_path / "report"), pictures_root=str(tmp_path), reps=200)
     ).read_text()
-    assert "## The papers' orderings" in text and "| holds (n=5 / 5) |" in text
+    assert "## The papers' orderings" in text
+    assert "Per task:" not in text  # one task: the table across tasks is the per-task one
     assert "| MMAE RGB < MMAE RGB+Saliency (PO) | reach-v3 | 5 / 5 | +0.40 [" in text
-    assert "| holds | 1.00 [1.00, 1.00] | -0.01 |" in text
-    assert "at 5 runs per task x 1 task the Welch interval covered the true gap in 9" in text
+    assert "| holds | 1.00 [n/a: every resample gives 1.00] | -0.01 |" in text  # the sides never overlap
+    # the simulation behind the verdict's coverage, as it was run: each claim's sides, of unequal spreads
+    assert (
+        "(for the gap two sides, sd 0.1 on one side and 0.3 on the other; for the mean one side, one spread; scores "
+        "bounded by 0 and 1 and diverged runs' zeros are not simulated), at 3 / 3 runs per task x 1 task the Welch "
+        "interval of a gap covered the true gap in 9" in text
+    )
+    assert "; at 5 / 5 runs per task x 1 task the Welch interval of a gap covered the true gap in 9" in text
+
+
+def test_a_partial_one_task_table_says_what_its_numbers_can_and_cannot_tell(tmp_path):
+    """Phase A of the CPU table read early: cells short of their planned seeds read 'n of N' under an interim
+    warning, runs still going are counted, seeds that all agree get no zero-width '95 %' interval, a bootstrap over
+    one run gives none, and with one task the aggregates say they are no aggregate across tasks."""
+    runs = tmp_path / "sac"
+    for seed in range(3):
+        _fake_run(runs, "reach-v3", "state", seed, success=1.0)  # every seed at 1.00: no spread
+        _fake_run(runs, "reach-v3", "mmae_rgbs", seed, success=(0.5, 0.7, 0.6)[seed])
+    _fake_run(runs, "reach-v3", "mmae_rgb", 0, success=0.2)
+    _running_run(runs, "mmae_rgb", 1, [0.1])
+
+    def report(planned: str) -> str:
+        cfg = ReportConfig(str(runs), str(tmp_path / "report"), str(tmp_path), reps=200, planned_seeds=planned)
+        return write_report(cfg).read_text()
+
+    text = report("reach-v3/state=3,reach-v3/*=10")  # the first pattern that matches counts
+    assert "**Interim:** some encoders have fewer finished seeds on a task than planned (1 of 10, 3 of 10:" in text
+    # the last 3 evaluations' steps are named (evaluations every 250 of 1,000 steps: the last half of training)
+    assert "| Encoder | reach-v3: final [95 % t-CI]; last 3 (500, 750, 1k) (n) / paper |" in text
+    assert "| State (sanity check) | 1.00 [n/a: no spread]; last 3: 0.75 (n=3) / n/a |" in text
+    assert "| MMAE RGB | 0.20; last 3: 0.15 (n=1 of 10, +1 running) / 0.49 ± 0.03 |" in text
+    assert "| State (sanity check) (3 x 1) | reach-v3 | 1.00 [n/a: no spread] | 1.00 [n/a: no spread] |" in text
+    assert "| MMAE RGB (1 x 1) | reach-v3 | 0.20 [n/a: 1 run per task] | 0.20 [n/a: 1 run per task] |" in text
+    assert "One task (reach-v3): these are bootstrap intervals over its seeds, not an aggregate across tasks" in text
+    claim = next(line for line in text.splitlines() if line.startswith("| MMAE RGB < MMAE RGB+Saliency (ViSaRL) |"))
+    assert (
+        "| 1 of 10, +1 running / 3 of 10 | +0.40 [n/a: a side has 1 seed] | n/a "
+        "| 1.00 [n/a: a side has 1 run per task] |" in claim
+    )
+    # the spread of ViSaRL's three seeds (sd 0.1, 2 degrees of freedom) sizes the test though the other side has one
+    assert (
+        "- MMAE RGB < MMAE RGB+Saliency (ViSaRL) over 1 task (observed spread within tasks, sd 0.10): a side has 1 "
+        "seed (no interval yet); the paper's gap +0.13 needs 11 seeds per arm (too few seeds)." in text
+    )
+    assert "Per task:" not in text  # every claim on one task: the table above is the per-task one
+    # the simulation behind the verdict's coverage, as it was run: one task, two sides of unequal spreads
+    assert "which gives no verdict: a percentile bootstrap covers less than 95 % at few runs." in text  # 1 vs 3
+    assert "Interim" not in report("") and "of 10" not in report("")
+    assert "Interim" not in report("reach-v3/mmae_rgb=1,*=3")  # every cell has its planned seeds
+    # a cell the plan names with nothing finished yet (only running, or not started) is short too
+    assert "(0 of 2, 1 of 3:" in report("door-open-v3/state=2, reach-v3/*=3")
+    assert "Interim" not in report("door-open-v3/*=2,reach-v3/mmae_rgb=1,*=3")  # a pattern names no cell
+    for bad in ("reach-v3=10", "reach-v3/*=x", "=5", "reach-v3/*=²", "reach-v3/mmae_rgbs [precision=bf16]=3"):
+        with pytest.raises(ValueError, match="is not N or task/encoder=N"):
+            ReportConfig(str(runs), planned_seeds=bad).validate()
+    planned = PlannedSeeds.parse(" reach-v3/* = 10 , 5 ")
+    assert planned("mmae_rgbs [precision=bf16]", "reach-v3") == 10 and planned("state", "door-open-v3") == 5
+
+
+def test_the_last_evaluations_are_named_per_task_with_their_own_count_and_steps(tmp_path):
+    """Tasks of different budgets evaluate at different steps: each Table I column names its own; runs with fewer
+    evaluations than 3 say 'last 2' in the header and the cells alike."""
+    from pipeline.report import table_i
+
+    runs = tmp_path / "sac"
+    _fake_run(runs, "reach-v3", "state", 0, success=0.5)  # evaluated every 250 of 1,000 steps
+    _fake_run(runs, "door-open-v3", "state", 0, success=0.5, steps=2000)
+    short = _fake_run(runs, "drawer-open-v3", "state", 0, success=0.5)
+    (short / "eval.csv").write_text("step,wall_s,success_rate,return_mean\n500,1.0,0.2,1\n1000,2.0,0.4,2\n")
+    header, _, row = table_i(load_runs([runs])).splitlines()
+    assert "| reach-v3: final [95 % t-CI]; last 3 (500, 750, 1k) (n) / paper |" in header
+    assert "| drawer-open-v3: final [95 % t-CI]; last 2 (500, 1k) (n) / paper |" in header
+    assert "| door-open-v3: final [95 % t-CI]; last 3 (1.5k, 1.75k, 2k) (n) / paper |" in header
+    assert "| 0.50; last 2: 0.30 (n=1) / n/a |" in row
+
+
+def test_the_papers_gap_is_read_against_our_interval_before_any_seed_count():
+    """'Too few seeds' only where our interval is unresolved and still holds the paper's gap; a gap our interval
+    excludes is said to be excluded (not to need more seeds), a resolved claim says so; a spread from one seed
+    pair sizes no test."""
+    from pipeline.report import _seeds_reading
+
+    spread = (0.15, 18)  # sd, degrees of freedom
+    assert _seeds_reading(0.14, spread, 10, 1, -0.18, 0.13) == (
+        "the paper's gap +0.14 lies above our interval: a gap that large is not what these runs show (the paper's "
+        "is at 1M steps)"
+    )
+    assert _seeds_reading(-0.2, spread, 10, 1, -0.1, 0.2).startswith("the paper's gap -0.20 lies below our interval")
+    assert _seeds_reading(0.13, spread, 10, 1, 0.05, 0.41) == (
+        "holds at these seeds; the paper's gap +0.13 lies inside our interval"
+    )
+    assert _seeds_reading(-0.01, spread, 10, 1, 0.06, 0.30) == (
+        "holds at these seeds; the paper's gap -0.01 lies below our interval"
+    )
+    assert _seeds_reading(0.14, spread, 10, 1, -0.05, 0.23) == (
+        "the paper's gap +0.14 needs 20 seeds per arm (too few seeds); at 80 % power the current 10 resolve gaps of "
+        "0.20 or more"
+    )
+    assert _seeds_reading(0.14, (0.01, 1), 1, 1) == (
+        "a side has 1 seed (no interval yet); the spread rests on 1 degree of freedom: too rough to size a test by yet"
+    )
+    assert _seeds_reading(0.14, (float("nan"), 0), 1, 1) == "no side has 2 seeds: no spread to size a test by yet"
+    assert _seeds_reading(0.14, spread, 10, 1, -0.3, -0.05).startswith("reversed at these seeds; the paper's gap")
+    assert _seeds_reading(float("nan"), spread, 10, 1, -0.05, 0.2).startswith("the paper gives no gap here; at 80 %")
+    assert "needs over 1,000 seeds per arm" in _seeds_reading(0.001, spread, 10, 1, -0.05, 0.2)
+    assert _seeds_reading(0.14, (0.0, 4), 3, 1) == "n/a: no seed differs from another (no spread to size a test by)"
+
+
+def test_a_bootstrap_resamples_runs_within_tasks_so_its_marks_count_runs_per_task(tmp_path):
+    """One run on each of two tasks is no bootstrap interval (each task's resample is that run); two runs on each of
+    three tasks are marked as too few (the percentile bootstrap covers ~71 % there), ten runs of one task are not."""
+    from pipeline.report import aggregate_table
+
+    runs = tmp_path / "sac"
+    for task, success in (("reach-v3", 0.2), ("door-open-v3", 0.6)):
+        _fake_run(runs, task, "mmae_rgb", 0, success=success)
+    for task in ("reach-v3", "drawer-open-v3", "door-open-v3"):
+        for seed in range(2):
+            _fake_run(runs, task, "mmae_rgbs", seed, success=0.3 + 0.2 * seed)
+    for seed in range(10):
+        _fake_run(runs, "reach-v3", "state", seed, success=0.05 * seed)
+    rows = {line.split(" | ")[0]: line for line in aggregate_table(load_runs([runs]), reps=200).splitlines()}
+    assert rows["| MMAE RGB (1 x 2)"].endswith("| 0.40 [n/a: 1 run per task] | 0.40 [n/a: 1 run per task] |")
+    assert rows["| MMAE RGB+Saliency (ViSaRL) (2 x 3)"].count("]†") == 2
+    assert "†" not in rows["| State (sanity check) (10 x 1)"]
 
 
 def test_aggregates_stratify_over_tasks_and_profiles_are_drawn(tmp_path):
@@ -279,7 +403,7 @@ def test_aggregates_stratify_over_tasks_and_profiles_are_drawn(tmp_path):
     assert "| 0.46 [" in row
     assert not any(line.startswith("| MMAE RGB (") for line in table.splitlines())
     assert "3 runs per task x 4 tasks: 8" in table  # the simulated coverage, ~82 %, below the nominal 95 %
-    assert "†" not in table  # 12 runs: no mark
+    assert "]†" in row  # 3 runs per task: marked
     average = {line.split(" | ")[0]: line.split(" | ")[-1] for line in table_i(load_runs([runs])).splitlines()}
     assert average["| MMAE RGB+Saliency (ViSaRL)"] == "0.46 / 0.65 |"  # all four tasks: the paper's printed average
     assert average["| MMAE RGB"] == "0.45 / 0.42 (2 of 4 tasks) |"  # the paper's reach and door: (0.49 + 0.35) / 2
@@ -495,7 +619,7 @@ def test_an_ablation_gives_no_verdict_on_unfinished_runs_no_spread_or_evaluation
     (running / "config.json").write_text(json.dumps(config))
     (running / "eval.csv").write_text("step,wall_s,success_rate,return_mean\n250,1.0,0.0,10.0\n")
     line = variant_table(load_runs([runs]), load_running([runs])).splitlines()[-1]
-    assert "| 3 / 2 (+1 unfinished) |" in line and line.count("n/a: runs unfinished") == 2
+    assert "| 3 / 2, +1 running |" in line and line.count("n/a: runs unfinished") == 2
     running.joinpath("eval.csv").unlink()
     _variant_run(runs / "variant2", 2, 0.05, mmae_features="raw")
     loaded = load_runs([runs])

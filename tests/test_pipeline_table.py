@@ -461,6 +461,27 @@ def test_run_keeps_finished_rows_and_probes_then_stops_with_the_git_line(tmp_pat
     assert "delete its kept copy" in capsys.readouterr().err
 
 
+def test_the_tables_report_reads_each_rows_planned_seeds_from_its_waves(tmp_path):
+    """`make cpu-table-report`: the kept runs reported with each (task, row)'s seeds planned by the selected phases'
+    waves, so a row short of them reads 'n of N' under the interim warning; nothing kept yet is said plainly."""
+    cfg = config(tmp_path, phase="A", reach_seeds=3, first_seeds=2, report=str(tmp_path / "report"))
+    with pytest.raises(FileNotFoundError, match="no SAC run is kept in .* yet"):
+        table.write_table_report(cfg)
+    assert table.planned_seeds(cfg) == {("reach-v3", row): 3 for row in ROWS}
+    everything = table.planned_seeds(replace(cfg, phase="all"))  # no budget decided: the seeds are planned all the same
+    assert everything[("door-open-v3", "mmae_rgbs")] == cfg.max_seeds and everything[("faucet-open-v3", "gaze")] == 3
+    assert ("drawer-open-v3", "gaze") not in everything  # phase D's tasks only
+    with pytest.raises(ValueError, match="exclude each other"):
+        config(tmp_path, status=True, report=str(tmp_path / "report"))
+    for row in ROWS:
+        for seed in range(3 if row == "state" else 2):
+            finish_run(Path(cfg.results) / "reach-v3" / row / f"seed{seed}", 100_000, success=0.25 * (seed + 1))
+    text = table.write_table_report(cfg).read_text()
+    assert text.startswith(f"# {table.REPORT_TITLE}\n") and "**Interim:**" in text and "(2 of 3:" in text
+    assert "| State (sanity check) | 0.50 [" in text and "(n=3) / n/a |" in text
+    assert "(n=2 of 3) / 0.49 ± 0.03 |" in text  # MMAE RGB beside the paper's reach-v3
+
+
 def test_a_grid_keeps_each_run_as_it_finishes_while_the_others_go_on(tmp_path, capsys, monkeypatch):
     """A finished run of a running grid is kept at once (a machine lost later loses only the unfinished runs, whose
     checkpoints are never committed); an unfinished one is not; the rows' keep steps then find them kept."""
