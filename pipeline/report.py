@@ -472,9 +472,20 @@ def _resampled(point: float, lo: float, hi: float, sides: Sequence[np.ndarray]) 
     return f"{point:.2f} [n/a: {why}]"
 
 
-def _count(have: int, planned: int = 0, running: int = 0) -> str:
-    """A cell's number of finished seeds: '3', '3 of 10' (fewer than the seeds planned), '3, +1 running'."""
-    return f"{have}" + (f" of {planned}" if planned > have else "") + (f", +{running} running" if running else "")
+def _count(have: int, planned: int = 0, running: int = 0, toward: int | None = None) -> str:
+    """A cell's number of finished seeds: '3', '3 of 10' (fewer than the seeds planned count `toward` them: `have`
+    unless the row is split by precision), '3, +1 running'."""
+    short = (have if toward is None else toward) < planned
+    return f"{have}" + (f" of {planned}" if short else "") + (f", +{running} running" if running else "")
+
+
+def _toward_plan(by: dict[tuple[str, str], list[dict]], encoder: str, task: str) -> int:
+    """The finished seeds of `encoder` on `task` as a plan counts them: a row split by precision
+    (`split_mixed_precision`) with its other precisions' runs (a plan names seeds, not precisions)."""
+    key = (encoder.partition(" ")[0], settings_but_precision(encoder))
+    return sum(
+        len(rs) for (e, t), rs in by.items() if t == task and (e.partition(" ")[0], settings_but_precision(e)) == key
+    )
 
 
 def _running_counts(running: Sequence[dict]) -> Counter[tuple[str, str]]:
@@ -562,7 +573,10 @@ def table_i(runs: list[dict], running: Sequence[dict] = (), planned: PlannedSeed
             if not rs:
                 cells.append(f"- / {_paper(enc, t)}")
                 continue
-            lasts, n = [last_evals_mean(r) for r in rs], _count(len(rs), planned(enc, t), going[(enc, t)])
+            lasts, n = (
+                [last_evals_mean(r) for r in rs],
+                _count(len(rs), planned(enc, t), going[(enc, t)], _toward_plan(by, enc, t)),
+            )
             cells.append(f"{_ci(_final(rs))}; last {last[t][0]}: {np.mean(lasts):.2f} (n={n}) / {_paper(enc, t)}")
             means.append(float(np.mean(_final(rs))))
         ran = [t for t in tasks if by.get((enc, t))]
@@ -817,7 +831,12 @@ def improvement_table(
         few_runs |= FEW_RUNS in probability
         sides = [list(a[:, 0]), list(b[:, 0])]
         counts = [
-            _count(len(m), max(planned(e, t) for t in common), max(going[(e, t)] for t in common))
+            _count(
+                len(m),
+                max(planned(e, t) for t in common),
+                max(going[(e, t)] for t in common),
+                min(_toward_plan(by, e, t) for t in common),
+            )
             for e, m in ((worse, a), (better, b))
         ]
         lines.append(
@@ -1276,7 +1295,7 @@ def interim_note(runs: list[dict], running: Sequence[dict], planned: PlannedSeed
     seeds than planned ('' where none has)."""
     finished = _cells(runs)[1]
     cells = dict.fromkeys([*finished, *_running_counts(running), *planned.cells()])
-    short = {(len(finished.get(c, [])), planned(*c)) for c in cells if len(finished.get(c, [])) < planned(*c)}
+    short = {(n, planned(*c)) for c in cells if (n := _toward_plan(finished, *c)) < planned(*c)}
     if not short:
         return ""
     return (

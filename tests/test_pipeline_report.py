@@ -311,6 +311,21 @@ def test_a_partial_one_task_table_says_what_its_numbers_can_and_cannot_tell(tmp_
     assert planned("mmae_rgbs [precision=bf16]", "reach-v3") == 10 and planned("state", "door-open-v3") == 5
 
 
+def test_a_row_split_by_precision_counts_toward_its_plan_with_the_other_precisions_seeds(tmp_path):
+    """A plan names seeds, not precisions: 3 fp32 and 2 bf16 seeds of a row planned at 5 are all its seeds."""
+    from pipeline.report import interim_note, split_mixed_precision, table_i
+
+    runs = tmp_path / "sac"
+    for seed in range(5):
+        _precision_run(runs, "state", seed, 0.5, "fp32" if seed < 3 else "bf16")
+    loaded = load_runs([runs])
+    split_mixed_precision(loaded)
+    assert interim_note(loaded, [], PlannedSeeds.parse("5")) == ""
+    assert "(n=3) / n/a" in table_i(loaded, planned=PlannedSeeds.parse("5"))
+    assert "(n=3 of 6) / n/a" in table_i(loaded, planned=PlannedSeeds.parse("6"))
+    assert "(5 of 6:" in interim_note(loaded, [], PlannedSeeds.parse("6"))
+
+
 def test_the_last_evaluations_are_named_per_task_with_their_own_count_and_steps(tmp_path):
     """Tasks of different budgets evaluate at different steps: each Table I column names its own; runs with fewer
     evaluations than 3 say 'last 2' in the header and the cells alike."""
