@@ -1306,7 +1306,9 @@ def interim_note(runs: list[dict], running: Sequence[dict], planned: PlannedSeed
     )
 
 
-def write_report(cfg: ReportConfig) -> Path:
+def write_report(cfg: ReportConfig, preamble: Sequence[str] = ()) -> Path:
+    """REPORT.md of the runs below cfg.roots, with `preamble` (markdown sections of the caller's, e.g. how a table
+    was made) before its Table I."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     roots = [Path(r) for r in cfg.roots.split(",") if r]
@@ -1341,6 +1343,7 @@ def write_report(cfg: ReportConfig) -> Path:
         + ". The paper's numbers are at 1M steps "
         "with 3 seeds and 50 rollouts: runs with smaller budgets are not comparable in level, only in ordering.\n",
         (interim_note(runs, running, planned) + "\n").lstrip(),
+        *(section.rstrip("\n") + "\n" for section in preamble),
         "## Success rate (the paper's Table I)\n",
         "Final evaluation of the deterministic policy (any success within an episode): mean over seeds [95 % "
         f"Student-t confidence interval of the mean, unclipped: at few seeds it can pass 0 or 1]; beside it the mean over seeds of each seed's last {LAST_EVALS} "

@@ -1203,6 +1203,8 @@ def check_pass_through_apart(cfg: TableConfig) -> None:
 
 #: (model, --inputs, probe file label) of the three probes per task: ViSaRL, PO, MMAE RGB
 PROBES = (("rgbs", "", "rgb+saliency"), ("rgbs", "rgb", "rgb"), ("rgb", "", "rgb"))
+#: the frozen-encoder rows and the probe of what each reads (its encoder and inputs: PROBES)
+PROBED_ROWS = {"mmae_rgbs": PROBES[0], "mmae_rgbs_po": PROBES[1], "mmae_rgb": PROBES[2]}
 
 
 def pretrain_epochs(images: int, frames: int, val_fraction: float = 0.05) -> int:
@@ -2077,8 +2079,68 @@ def dry_run_text(cfg: TableConfig) -> str:
 REPORT_TITLE = "The CPU table (issue #30): the paper's Table I at its SAC settings on a CPU"
 
 
+def probe_beside_rows(results: Path) -> str:
+    """Markdown: per task with kept probes, each frozen-encoder row's encoder probed as SAC reads it (mean pool of
+    its inputs' tokens) beside the same architecture at random init: R^2 of hand, object and goal ('' if none)."""
+    lines = []
+    for task in PAPER_TASKS:
+        for row, (name, _, label) in PROBED_ROWS.items():
+            path = results / f"mmae/{name}/{task}/probe_{label}.json"
+            if not path.exists():
+                continue
+            by_kind = {r["kind"]: r["r2"] for r in json.loads(path.read_text())["rows"] if r["pool"] == "mean"}
+            cells = [
+                " / ".join(f"{r2[t]:.2f}" for t in ("hand", "object", "goal")) if (r2 := by_kind.get(kind)) else "-"
+                for kind in ("pretrained", "random init")
+            ]
+            lines.append(f"| {task} | {row} | {name} encoder, {label} in | " + " | ".join(cells) + " |")
+    header = [
+        "| Task | Row | Encoder, inputs | hand / object / goal R^2, pretrained | same, at random init |",
+        "|---|---|---|---|---|",
+    ]
+    return "\n".join(header + lines) if lines else ""
+
+
+def report_preamble(cfg: TableConfig, results: Path) -> str:
+    """How the table was made, as a reader needs it beside its numbers: the saliency's source, the pretraining and
+    SAC budgets against the paper's, and each row's probe (issue #30's labels)."""
+    images = pretrain_epochs(cfg.pretrain_images, cfg.frames) * round(cfg.frames * 0.95)
+    probes = probe_beside_rows(results)
+    return "\n\n".join(
+        [
+            "## How this table was made",
+            "\n".join(
+                [
+                    f"- **Saliency from an oracle, not people**: `data.oracle` clicks the simulator's gripper, object "
+                    f"and goal positions on {cfg.annotate_n} frames per task; PiCANet ({cfg.saliency_preset} preset) "
+                    f"and its student learn from those maps and label the task's {cfg.frames:,} pretraining frames.",
+                    f"- **Pretraining at {images / 1e6:.1f}M images per MultiMAE** (the paper's model size, "
+                    f"{pretrain_epochs(cfg.pretrain_images, cfg.frames)} epochs of the task's frames less 5 % held "
+                    "out), against the paper's 40M (its Table II: 200 epochs of 200k frames; its text says 400 "
+                    "epochs).",
+                    f"- **SAC at the paper's settings** (hidden {cfg.hidden_dim}, {run_precision(cfg)}), reach-v3 at "
+                    f"{cfg.reach_steps:,} steps and the other tasks at the budget their state pilot chose (at most "
+                    f"{cfg.budget_cap:,}), against the paper's 1M; each run's last evaluation on "
+                    f"{cfg.final_eval_episodes} episodes, those before it on {cfg.eval_episodes}, every "
+                    f"{cfg.eval_every:,} steps, on fixed evaluation seeds.",
+                ]
+            ),
+            *(
+                [
+                    "What each frozen-encoder row reads, by the linear probe (`pretrain.probe`, frames of held-out "
+                    "episodes; the full probe tables are further down):",
+                    probes,
+                ]
+                if probes
+                else []
+            ),
+        ]
+    )
+
+
 def write_table_report(cfg: TableConfig) -> Path:
-    """pipeline.report of the kept results with each (task, row)'s planned seeds (`planned_seeds`)."""
+    """pipeline.report of the kept results with each (task, row)'s planned seeds (`planned_seeds`) and how the table
+    was made (`report_preamble`)."""
     from pipeline.report import ReportConfig, write_report
 
     results = results_path(cfg.results)
@@ -2088,7 +2150,9 @@ def write_table_report(cfg: TableConfig) -> Path:
             "shows where it stands)"
         )
     spec = ",".join(f"{task}/{row}={n}" for (task, row), n in planned_seeds(cfg).items())
-    return write_report(ReportConfig(str(results), cfg.report, title=REPORT_TITLE, planned_seeds=spec))
+    return write_report(
+        ReportConfig(str(results), cfg.report, title=REPORT_TITLE, planned_seeds=spec), [report_preamble(cfg, results)]
+    )
 
 
 def background_command(argv: Sequence[str]) -> list[str]:

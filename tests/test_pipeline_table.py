@@ -476,8 +476,28 @@ def test_the_tables_report_reads_each_rows_planned_seeds_from_its_waves(tmp_path
     for row in ROWS:
         for seed in range(3 if row == "state" else 2):
             finish_run(Path(cfg.results) / "reach-v3" / row / f"seed{seed}", 100_000, success=0.25 * (seed + 1))
+    probe = {
+        "encoder": "runs/mmae/rgbs/reach-v3/encoder.pt",
+        "inputs": ["rgb", "saliency"],
+        "rows": [
+            {"kind": kind, "pool": pool, "dim": 256, "r2": {"hand": hand, "object": 0.5, "goal": 0.4}}
+            for kind, pool, hand in (
+                ("pretrained", "mean", 0.95),
+                ("pretrained", "grid2", 0.97),
+                ("random init", "mean", 0.8),
+            )
+        ],
+    }
+    write(Path(cfg.results) / "mmae/rgbs/reach-v3/probe_rgb+saliency.json", json.dumps(probe))
     text = table.write_table_report(cfg).read_text()
     assert text.startswith(f"# {table.REPORT_TITLE}\n") and "**Interim:**" in text and "(2 of 3:" in text
+    made = text.split("## How this table was made")[1].split("## Success rate")[0]  # before Table I
+    assert f"on {cfg.annotate_n} frames per task" in made and "not people" in made
+    assert "**Pretraining at 1.0M images per MultiMAE**" in made and "against the paper's 40M" in made
+    assert "reach-v3 at 100,000 steps" in made and "last evaluation on 50 episodes" in made
+    # each frozen row beside its encoder's probe as SAC reads it (mean pool), the other rows' probes not kept yet
+    assert "| reach-v3 | mmae_rgbs | rgbs encoder, rgb+saliency in | 0.95 / 0.50 / 0.40 | 0.80 / 0.50 / 0.40 |" in made
+    assert "| mmae_rgb |" not in made
     assert "| State (sanity check) | 0.50 [" in text and "(n=3) / n/a |" in text
     assert "(n=2 of 3) / 0.49 ± 0.03 |" in text  # MMAE RGB beside the paper's reach-v3
 
