@@ -480,12 +480,11 @@ def _count(have: int, planned: int = 0, running: int = 0, toward: int | None = N
 
 
 def _toward_plan(by: dict[tuple[str, str], list[dict]], encoder: str, task: str) -> int:
-    """The finished seeds of `encoder` on `task` as a plan counts them: a row split by precision
+    """The distinct finished seeds of `encoder` on `task` as a plan counts them: a row split by precision
     (`split_mixed_precision`) with its other precisions' runs (a plan names seeds, not precisions)."""
     key = (encoder.partition(" ")[0], settings_but_precision(encoder))
-    return sum(
-        len(rs) for (e, t), rs in by.items() if t == task and (e.partition(" ")[0], settings_but_precision(e)) == key
-    )
+    mine = [rs for (e, t), rs in by.items() if t == task and (e.partition(" ")[0], settings_but_precision(e)) == key]
+    return len({r["seed"] for rs in mine for r in rs})  # a seed run in both precisions (#23's check) counts once
 
 
 def _running_counts(running: Sequence[dict]) -> Counter[tuple[str, str]]:

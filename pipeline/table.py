@@ -1203,11 +1203,11 @@ def check_pass_through_apart(cfg: TableConfig) -> None:
 
 #: (model, --inputs, probe file label) of the three probes per task: ViSaRL, PO, MMAE RGB
 PROBES = (("rgbs", "", "rgb+saliency"), ("rgbs", "rgb", "rgb"), ("rgb", "", "rgb"))
-#: the frozen-encoder rows and the probe of what each reads (its encoder and inputs: PROBES)
-PROBED_ROWS = {"mmae_rgbs": PROBES[0], "mmae_rgbs_po": PROBES[1], "mmae_rgb": PROBES[2]}
+#: the share of the frames pretrain.multimae holds out (whole episodes) from its training
+PRETRAIN_VAL_FRACTION = 0.05
 
 
-def pretrain_epochs(images: int, frames: int, val_fraction: float = 0.05) -> int:
+def pretrain_epochs(images: int, frames: int, val_fraction: float = PRETRAIN_VAL_FRACTION) -> int:
     """Epochs giving at least `images` training images from `frames` frames (pretrain.multimae holds out
     `val_fraction` of the episodes)."""
     return math.ceil(images / (frames * (1 - val_fraction)))
@@ -1621,7 +1621,11 @@ def estimate(cfg: TableConfig, budgets: Mapping[str, int | None]) -> dict[str, d
             cfg.frames / r.collect_fps
             + r.saliency_s
             + cfg.frames / r.label_fps
-            + 2 * pretrain_epochs(cfg.pretrain_images, cfg.frames) * cfg.frames * 0.95 / r.pretrain_img_s
+            + 2
+            * pretrain_epochs(cfg.pretrain_images, cfg.frames)
+            * cfg.frames
+            * (1 - PRETRAIN_VAL_FRACTION)
+            / r.pretrain_img_s
             + 3 * r.probe_s
         )
 
@@ -2080,22 +2084,30 @@ REPORT_TITLE = "The CPU table (issue #30): the paper's Table I at its SAC settin
 
 
 def probe_beside_rows(results: Path) -> str:
-    """Markdown: per task with kept probes, each frozen-encoder row's encoder probed as SAC reads it (mean pool of
-    its inputs' tokens) beside the same architecture at random init: R^2 of hand, object and goal ('' if none)."""
+    """Markdown: per task with kept probes, each frozen-encoder row's encoder probed as SAC reads it (its export,
+    inputs and pool: rl.encoders.MMAEEncoder.VARIANTS) beside the same architecture at random init: R^2 of hand,
+    object and goal ('' if none is kept)."""
+    from pipeline.report import PROBE_TARGETS, _label, _r2
+    from rl.encoders import MMAEEncoder
+
     lines = []
     for task in PAPER_TASKS:
-        for row, (name, _, label) in PROBED_ROWS.items():
-            path = results / f"mmae/{name}/{task}/probe_{label}.json"
+        for row, (export, inputs, pool) in MMAEEncoder.VARIANTS.items():
+            path = results / f"mmae/{export}/{task}/probe_{'+'.join(inputs)}.json"
             if not path.exists():
                 continue
-            by_kind = {r["kind"]: r["r2"] for r in json.loads(path.read_text())["rows"] if r["pool"] == "mean"}
+            by_kind = {r["kind"]: r["r2"] for r in json.loads(path.read_text())["rows"] if r["pool"] == pool}
             cells = [
-                " / ".join(f"{r2[t]:.2f}" for t in ("hand", "object", "goal")) if (r2 := by_kind.get(kind)) else "-"
+                " / ".join(_r2(r2.get(t)) for t in PROBE_TARGETS) if (r2 := by_kind.get(kind)) else "-"
                 for kind in ("pretrained", "random init")
             ]
-            lines.append(f"| {task} | {row} | {name} encoder, {label} in | " + " | ".join(cells) + " |")
+            lines.append(
+                f"| {task} | {_label(row)} | {export} encoder, {'+'.join(inputs)} in, {pool} pool | "
+                + " | ".join(cells)
+                + " |"
+            )
     header = [
-        "| Task | Row | Encoder, inputs | hand / object / goal R^2, pretrained | same, at random init |",
+        f"| Task | Row | Encoder, inputs, pool | {' / '.join(PROBE_TARGETS)} R^2, pretrained | same, at random init |",
         "|---|---|---|---|---|",
     ]
     return "\n".join(header + lines) if lines else ""
@@ -2103,23 +2115,30 @@ def probe_beside_rows(results: Path) -> str:
 
 def report_preamble(cfg: TableConfig, results: Path) -> str:
     """How the table was made, as a reader needs it beside its numbers: the saliency's source, the pretraining and
-    SAC budgets against the paper's, and each row's probe (issue #30's labels)."""
-    images = pretrain_epochs(cfg.pretrain_images, cfg.frames) * round(cfg.frames * 0.95)
+    SAC budgets and settings against the paper's, and each row's probe (issue #30's labels)."""
+    epochs = pretrain_epochs(cfg.pretrain_images, cfg.frames)
+    images = epochs * cfg.frames * (1 - PRETRAIN_VAL_FRACTION)
+    size = "the paper's model size" if cfg.pretrain_preset == "paper" else f"the {cfg.pretrain_preset} preset's model"
+    hidden = "the paper's" if cfg.hidden_dim == 1024 else "the paper's: 1024"
+    features = "the paper's" if cfg.mmae_features == "raw" else "the paper's: raw"
+    extra = f"; more rl.sac flags: `{cfg.sac_extra}`" if cfg.sac_extra else ""
     probes = probe_beside_rows(results)
     return "\n\n".join(
         [
             "## How this table was made",
             "\n".join(
                 [
-                    f"- **Saliency from an oracle, not people**: `data.oracle` clicks the simulator's gripper, object "
-                    f"and goal positions on {cfg.annotate_n} frames per task; PiCANet ({cfg.saliency_preset} preset) "
-                    f"and its student learn from those maps and label the task's {cfg.frames:,} pretraining frames.",
-                    f"- **Pretraining at {images / 1e6:.1f}M images per MultiMAE** (the paper's model size, "
-                    f"{pretrain_epochs(cfg.pretrain_images, cfg.frames)} epochs of the task's frames less 5 % held "
-                    "out), against the paper's 40M (its Table II: 200 epochs of 200k frames; its text says 400 "
-                    "epochs).",
-                    f"- **SAC at the paper's settings** (hidden {cfg.hidden_dim}, {run_precision(cfg)}), reach-v3 at "
-                    f"{cfg.reach_steps:,} steps and the other tasks at the budget their state pilot chose (at most "
+                    "- **Saliency from an oracle, not people**: `annotate_app.oracle` keeps the clicks `data.oracle` "
+                    "made while collecting (about 25 per frame around the visible gripper, object and goal, "
+                    f"projected from the simulator's state) on {cfg.annotate_n} frames per task; PiCANet "
+                    f"({cfg.saliency_preset} preset) learns from those maps, and its distilled student labels the "
+                    f"task's {cfg.frames:,} pretraining frames.",
+                    f"- **Pretraining on ~{images / 1e6:.1f}M images per MultiMAE** ({size}, {epochs} epochs of the "
+                    f"task's frames less the {100 * PRETRAIN_VAL_FRACTION:.0f} % held out), against the paper's 40M "
+                    "(its Table II: 200 epochs of 200k frames; its text says 400 epochs).",
+                    f"- **SAC**: `--sac-preset paper`, hidden {cfg.hidden_dim} ({hidden}), MultiMAE features "
+                    f"{cfg.mmae_features} ({features}), {run_precision(cfg)}{extra}; reach-v3 at {cfg.reach_steps:,} "
+                    "steps and the other tasks at the budget their state pilot chose (at most "
                     f"{cfg.budget_cap:,}), against the paper's 1M; each run's last evaluation on "
                     f"{cfg.final_eval_episodes} episodes, those before it on {cfg.eval_episodes}, every "
                     f"{cfg.eval_every:,} steps, on fixed evaluation seeds.",
@@ -2127,8 +2146,8 @@ def report_preamble(cfg: TableConfig, results: Path) -> str:
             ),
             *(
                 [
-                    "What each frozen-encoder row reads, by the linear probe (`pretrain.probe`, frames of held-out "
-                    "episodes; the full probe tables are further down):",
+                    "What each frozen-encoder row reads, by the linear probe (`pretrain.probe`, scored on episodes "
+                    "held out from its fit; the full probe tables are further down):",
                     probes,
                 ]
                 if probes

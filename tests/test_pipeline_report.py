@@ -324,6 +324,11 @@ def test_a_row_split_by_precision_counts_toward_its_plan_with_the_other_precisio
     assert "(n=3) / n/a" in table_i(loaded, planned=PlannedSeeds.parse("5"))
     assert "(n=3 of 6) / n/a" in table_i(loaded, planned=PlannedSeeds.parse("6"))
     assert "(5 of 6:" in interim_note(loaded, [], PlannedSeeds.parse("6"))
+    for seed in range(3):  # the same seeds again in bf16 (#23's check): still 5 distinct seeds
+        _precision_run(tmp_path / "again", "state", seed, 0.4, "bf16")
+    loaded = load_runs([runs, tmp_path / "again"])
+    split_mixed_precision(loaded)
+    assert "(5 of 6:" in interim_note(loaded, [], PlannedSeeds.parse("6"))
 
 
 def test_the_last_evaluations_are_named_per_task_with_their_own_count_and_steps(tmp_path):

@@ -493,11 +493,19 @@ def test_the_tables_report_reads_each_rows_planned_seeds_from_its_waves(tmp_path
     assert text.startswith(f"# {table.REPORT_TITLE}\n") and "**Interim:**" in text and "(2 of 3:" in text
     made = text.split("## How this table was made")[1].split("## Success rate")[0]  # before Table I
     assert f"on {cfg.annotate_n} frames per task" in made and "not people" in made
-    assert "**Pretraining at 1.0M images per MultiMAE**" in made and "against the paper's 40M" in made
+    assert "**Pretraining on ~1.0M images per MultiMAE**" in made and "against the paper's 40M" in made
     assert "reach-v3 at 100,000 steps" in made and "last evaluation on 50 episodes" in made
     # each frozen row beside its encoder's probe as SAC reads it (mean pool), the other rows' probes not kept yet
-    assert "| reach-v3 | mmae_rgbs | rgbs encoder, rgb+saliency in | 0.95 / 0.50 / 0.40 | 0.80 / 0.50 / 0.40 |" in made
-    assert "| mmae_rgb |" not in made
+    assert (
+        "| reach-v3 | MMAE RGB+Saliency (ViSaRL) | rgbs encoder, rgb+saliency in, mean pool | 0.95 / 0.50 / 0.40 "
+        "| 0.80 / 0.50 / 0.40 |" in made
+    )
+    assert (
+        "| MMAE RGB+Saliency, 2x2 grid pool | rgbs encoder, rgb+saliency in, grid2 pool | 0.97 / 0.50 / 0.40 | - |"
+        in made
+    )
+    assert "| MMAE RGB |" not in made  # its probe is not kept yet
+    assert "hidden 1024 (the paper's), MultiMAE features standardized (the paper's: raw)" in made
     assert "| State (sanity check) | 0.50 [" in text and "(n=3) / n/a |" in text
     assert "(n=2 of 3) / 0.49 ± 0.03 |" in text  # MMAE RGB beside the paper's reach-v3
 
