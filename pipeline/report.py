@@ -572,10 +572,8 @@ def table_i(runs: list[dict], running: Sequence[dict] = (), planned: PlannedSeed
             if not rs:
                 cells.append(f"- / {_paper(enc, t)}")
                 continue
-            lasts, n = (
-                [last_evals_mean(r) for r in rs],
-                _count(len(rs), planned(enc, t), going[(enc, t)], _toward_plan(by, enc, t)),
-            )
+            lasts = [last_evals_mean(r) for r in rs]
+            n = _count(len(rs), planned(enc, t), going[(enc, t)], _toward_plan(by, enc, t))
             cells.append(f"{_ci(_final(rs))}; last {last[t][0]}: {np.mean(lasts):.2f} (n={n}) / {_paper(enc, t)}")
             means.append(float(np.mean(_final(rs))))
         ran = [t for t in tasks if by.get((enc, t))]
@@ -648,13 +646,7 @@ def _coverage_note(designs: set[tuple[int, int]]) -> str:
 def _welch_note(runs: list[dict]) -> str:
     """The coverage of the verdict's interval against the bootstrap's at each design (runs per task of each side,
     tasks) of the orderings that have a Welch interval."""
-    tasks, by = _cells(runs)
-    designs = set()
-    for worse, better in PAPER_ORDERINGS:
-        common = _common_tasks(by, tasks, worse, better)
-        sizes = [len(score_matrix(by, encoder, common)[0]) for encoder in (worse, better)]
-        if common and min(sizes) > 1:
-            designs.add((*sizes, len(common)))
+    designs = {(len(a), len(b), len(common)) for _, _, common, a, b in _claims(runs) if min(len(a), len(b)) > 1}
     if not designs:
         return "a percentile bootstrap covers less than 95 % at few runs."
     (one, other) = WELCH_SPREADS
@@ -791,9 +783,17 @@ def _seeds_reading(
     return f"{one_seed}the paper's gap {gap:+.2f} needs {needed} seeds per arm{where} ({reading}){smallest}"
 
 
-def _common_tasks(by: dict[tuple[str, str], list[dict]], tasks: list[str], worse: str, better: str) -> list[str]:
-    """The tasks both encoders of a claim finished runs on."""
-    return [t for t in tasks if (worse, t) in by and (better, t) in by]
+def _claims(runs: list[dict]) -> list[tuple[str, str, list[str], np.ndarray, np.ndarray]]:
+    """Each ordering the papers claim that `runs` can compare: (worse, better, the tasks both finished runs on, and
+    each one's [runs, tasks] final-success matrix over its seeds finished on all of them)."""
+    tasks, by = _cells(runs)
+    claims = []
+    for worse, better in PAPER_ORDERINGS:
+        common = [t for t in tasks if (worse, t) in by and (better, t) in by]
+        a, b = (score_matrix(by, encoder, common)[0] for encoder in (worse, better))
+        if common and len(a) and len(b):
+            claims.append((worse, better, common, a, b))
+    return claims
 
 
 def improvement_table(
@@ -808,7 +808,7 @@ def improvement_table(
     which gives the verdict (holds when it lies above 0; it keeps its coverage at 3 runs per task, a percentile
     bootstrap does not: `stats.welch_coverage`), rliable's probability of improvement with its stratified bootstrap
     95 % CI, the paper's gap, then a line per claim reading the paper's gap against ours (`_seeds_reading`)."""
-    tasks, by = _cells(runs)
+    by = _cells(runs)[1]
     going = _running_counts(running)
     lines = [
         "| Claim | Tasks | Runs per task (worse / better) | Mean gap, ours [95 % Welch t-CI] | Verdict "
@@ -816,12 +816,7 @@ def improvement_table(
         "|---|---|---|---|---|---|---|",
     ]
     readings, few_runs = [], False
-    for worse, better in PAPER_ORDERINGS:
-        common = _common_tasks(by, tasks, worse, better)
-        a, _ = score_matrix(by, worse, common)
-        b, _ = score_matrix(by, better, common)
-        if not common or not len(a) or not len(b):
-            continue
+    for worse, better, common, a, b in _claims(runs):
         p, p_lo, p_hi = stats.probability_of_improvement(b, a, reps=reps, seed=seed)
         gap, lo, hi = stats.stratified_welch_interval(a, b)
         paper = _paper_gap(worse, better, common)
@@ -1211,7 +1206,7 @@ def statistics_sections(
     """The report's statistics beyond Table I: every seed per task, the rliable aggregates and profiles, the
     papers' orderings (counts of `planned`), and the runs still going."""
     parts: list[str] = []
-    tasks, by = _cells(runs)
+    tasks = _cells(runs)[0]
     if runs:
         profile = plot_profiles(runs, out, cfg.reps, cfg.seed)
         one_task = (
@@ -1242,7 +1237,7 @@ def statistics_sections(
             "excludes 0).\n",
             ordering_table(runs) + "\n",
         ]
-        if any(len(_common_tasks(by, tasks, *claim)) > 1 for claim in PAPER_ORDERINGS)
+        if any(len(common) > 1 for _, _, common, _, _ in _claims(runs))
         else []  # every claim on one task: the table above is the per-task one
     )
     if improvements:

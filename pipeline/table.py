@@ -1213,6 +1213,11 @@ def pretrain_epochs(images: int, frames: int, val_fraction: float = PRETRAIN_VAL
     return math.ceil(images / (frames * (1 - val_fraction)))
 
 
+def pretrained_images(cfg: TableConfig) -> float:
+    """The images each MultiMAE trains on: its `pretrain_epochs` over the frames it does not hold out."""
+    return pretrain_epochs(cfg.pretrain_images, cfg.frames) * cfg.frames * (1 - PRETRAIN_VAL_FRACTION)
+
+
 #: what a task's preparation leaves that its results keep (globs under the root's runs/): its saliency student's
 #: evaluation against the oracle maps (metrics and the Fig. 7 picture the report shows), kept with the student, and
 #: its MultiMAEs' probes
@@ -1621,11 +1626,7 @@ def estimate(cfg: TableConfig, budgets: Mapping[str, int | None]) -> dict[str, d
             cfg.frames / r.collect_fps
             + r.saliency_s
             + cfg.frames / r.label_fps
-            + 2
-            * pretrain_epochs(cfg.pretrain_images, cfg.frames)
-            * cfg.frames
-            * (1 - PRETRAIN_VAL_FRACTION)
-            / r.pretrain_img_s
+            + 2 * pretrained_images(cfg) / r.pretrain_img_s
             + 3 * r.probe_s
         )
 
@@ -2116,8 +2117,7 @@ def probe_beside_rows(results: Path) -> str:
 def report_preamble(cfg: TableConfig, results: Path) -> str:
     """How the table was made, as a reader needs it beside its numbers: the saliency's source, the pretraining and
     SAC budgets and settings against the paper's, and each row's probe (issue #30's labels)."""
-    epochs = pretrain_epochs(cfg.pretrain_images, cfg.frames)
-    images = epochs * cfg.frames * (1 - PRETRAIN_VAL_FRACTION)
+    epochs, images = pretrain_epochs(cfg.pretrain_images, cfg.frames), pretrained_images(cfg)
     size = "the paper's model size" if cfg.pretrain_preset == "paper" else f"the {cfg.pretrain_preset} preset's model"
     hidden = "the paper's" if cfg.hidden_dim == 1024 else "the paper's: 1024"
     features = "the paper's" if cfg.mmae_features == "raw" else "the paper's: raw"
