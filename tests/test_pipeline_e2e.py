@@ -97,10 +97,10 @@ MICRO_TABLE = [
     *("--phase", "A", "--frames", "1000", "--collect-workers", "1", "--saliency-preset", "micro"),
     *("--pretrain-images", "1000", "--pretrain-preset", "micro"),
     *("--pretrain-extra", "--batch-size 32 --warmup-epochs 0 --threads 1 --no-progress"),
-    *("--probe-extra", "--fit-frames 300 --score-frames 200", "--hidden-dim", "64", "--parallel", "1"),
+    *("--probe-extra", "--fit-frames 300 --score-frames 200", "--hidden-dim", "64", "--parallel", "2"),
     *("--reach-steps", "1000", "--reach-seeds", "2", "--first-seeds", "1", "--more-seeds", "1", "--max-seeds", "2"),
     *("--eval-every", "500", "--eval-episodes", "1", "--final-eval-episodes", "2", "--eval-envs", "1"),
-    *("--checkpoint-every", "500", "--sac-extra", "--batch-size 32 --random-steps 200"),
+    *("--checkpoint-every", "500", "--sac-extra", "--batch-size 32 --random-steps 200 --max-episode-steps 100"),
 ]
 
 

@@ -1012,6 +1012,7 @@ def test_a_background_start_is_refused_at_once_for_what_its_run_would_refuse(tmp
     not in a log nobody reads; nothing is started."""
     started = []
     monkeypatch.setattr(table, "start", lambda *a, **k: started.append(a) or 1)
+    monkeypatch.setattr(table, "check_pass_through_apart", table.check_pass_through)  # not a spawn per call (~5 s)
     root, results = tmp_path / "root", tmp_path / "results" / "cpu-table"
     base = ["--root", str(root), "--results", str(results), "--carry", str(tmp_path / "carry"), "--background"]
 
@@ -1115,17 +1116,24 @@ def test_bad_settings_are_one_line_errors(capsys):
 
 
 @pytest.mark.parametrize(
-    "flag, value, words",
+    "flag, value, words, apart",
     [
-        ("--sac-extra", "--actor-lr 1e-4 --hiden-dim 64", "--sac-extra: unrecognized arguments: --hiden-dim 64"),
-        ("--sac-extra", "--actor-lr inf", "--sac-extra: argument --actor-lr: must be a finite number, got 'inf'"),
-        ("--pretrain-extra", "--batch-size 512 --warmpu-epochs 2", "--pretrain-extra: unrecognized arguments"),
-        ("--probe-extra", "--fit-frames ten", "--probe-extra: argument --fit-frames: invalid int value: 'ten'"),
+        ("--sac-extra", "--actor-lr 1e-4 --hiden-dim 64", "--sac-extra: unrecognized arguments: --hiden-dim 64", True),
+        (
+            "--sac-extra",
+            "--actor-lr inf",
+            "--sac-extra: argument --actor-lr: must be a finite number, got 'inf'",
+            False,
+        ),
+        ("--pretrain-extra", "--batch-size 512 --warmpu-epochs 2", "--pretrain-extra: unrecognized arguments", False),
+        ("--probe-extra", "--fit-frames ten", "--probe-extra: argument --fit-frames: invalid int value: 'ten'", False),
     ],
 )
-def test_a_bad_pass_through_flag_stops_before_anything_runs(tmp_path, capsys, monkeypatch, flag, value, words):
+def test_a_bad_pass_through_flag_stops_before_anything_runs(tmp_path, capsys, monkeypatch, flag, value, words, apart):
     ran = []
     monkeypatch.setattr(table, "run", ran.append)
+    if not apart:  # the same parse in this process (a spawned one imports torch again: ~5 s a call); the first case
+        monkeypatch.setattr(table, "check_pass_through_apart", table.check_pass_through)  # keeps the spawn
     monkeypatch.setattr(table, "dry_run_text", lambda cfg: ran.append(cfg) or "")
     argv = [*folders(tmp_path), "--phase", "A"]
     for mode in ([], ["--dry-run"]):
