@@ -3,8 +3,9 @@ the four-task Table I experiment on a CPU (issue #30), one resumable command.
 
 Phases, in this order (`--phase all`), each ending in a table kept under `results/cpu-table/`:
 
-- **A** reach-v3: frames, oracle annotations, PiCANet + student, labels, both MultiMAEs and their
-  probes, then state / mmae_rgb / mmae_rgbs_po / mmae_rgbs x 3, then 10 seeds at 100k steps.
+- **A** reach-v3: frames, oracle annotations, PiCANet + student, labels, the rgb+saliency MultiMAE; state /
+  mmae_rgbs_po / mmae_rgbs x 3 seeds (they need no rgb-only encoder: the PO-vs-ViSaRL answer ~10 h sooner); the
+  rgb MultiMAE and the three probes; mmae_rgb x 3; then every row to 10 seeds at 100k steps.
 - **B** drawer-open-v3, faucet-open-v3, door-open-v3: the state pilot (1 seed, the table's SAC
   settings) in `--pilot-chunk` steps until the budget rule (`choose_budget`) decides each task's step
   budget; their frames, saliency, MultiMAEs and probes; then the mmae_rgbs pilot to that budget.
@@ -83,6 +84,8 @@ CNN_ROWS = ("cnn_rgb", "cnn_rgbs", "gaze")
 #: the MultiMAEs each task pretrains, in order: (name under runs/mmae/, modalities)
 ENCODERS = (("rgbs", "rgb,saliency"), ("rgb", "rgb"))
 GRID_ROWS = ("mmae_rgbs_grid2",)
+#: the Table I rows that need no rgb-only MultiMAE: phase A runs their first seeds between the two pretrainings
+RGBS_ROWS = tuple(r for r in TABLE_ROWS if r != "mmae_rgb")
 EPISODE_STEPS = 500
 STATE_FILE = "table.json"
 #: the FROZEN settings the kept results were made under, in the results folder: a new root takes them
@@ -779,7 +782,10 @@ class Planner:
 
     # -- the phases ------------------------------------------------------------------------------
     def phase_a(self) -> None:
-        self.prepare(REACH)
+        # RGB+S PO vs ViSaRL (and state) need only the rgb+saliency encoder: their first seeds run before the rgb
+        # MultiMAE (~10 h on 2 cores) pretrains, and are kept as they end; the first wave then runs what is left
+        first = row_plan(self.cfg, "A")[0][2][0]
+        self.prepare(REACH, after_rgbs=lambda: self.table([REACH], RGBS_ROWS, range(first)))
         self.rows("A")
 
     def phase_b(self) -> None:
@@ -838,12 +844,12 @@ class Planner:
                 self.table(tasks, rows, range(n))
 
     # -- preparation of a task -------------------------------------------------------------------
-    def prepare(self, task: str) -> None:
+    def prepare(self, task: str, after_rgbs: Callable[[], object] | None = None) -> None:
         """A task's steps before SAC: its frames and annotations, saliency models and labels, each encoder's
-        pretraining then its carry, the probes. A root without the carried models (a new machine's) first copies
-        them in (`carried_encoders`) and prepares only what they leave: nothing once both encoders and the probes
-        are kept; the frames, their labels by the carried student and the probes once both encoders are; and the
-        rgb encoder too once only the rgb+saliency encoder is."""
+        pretraining then its carry (`after_rgbs` planned between the two encoders), the probes. A root without the
+        carried models (a new machine's) first copies them in (`carried_encoders`) and prepares only what they
+        leave: nothing once both encoders and the probes are kept; the frames, their labels by the carried student
+        and the probes once both encoders are; and the rgb encoder too once only the rgb+saliency encoder is."""
         adopt = f"{task}: carried models"
         if self.f.marked(adopt):  # what it took then (a root that adopted before that was recorded took both)
             adopted = self.f.state.get("adopted", {}).get(task, list(CARRIED))
@@ -865,7 +871,7 @@ class Planner:
         student = "rgbs" in adopted  # carried with the rgb+saliency encoder whose frames it labelled
         self.prepare_frames(task, annotate=not student)
         self.prepare_saliency(task, train=not student)
-        self.prepare_encoders(task, adopted)
+        self.prepare_encoders(task, adopted, after_rgbs)
         self.prepare_probes(task)
 
     def probes_kept(self, task: str) -> bool:
@@ -939,12 +945,17 @@ class Planner:
             marker=True,
         )
 
-    def prepare_encoders(self, task: str, adopted: Sequence[str] = ()) -> None:
+    def prepare_encoders(
+        self, task: str, adopted: Sequence[str] = (), after_rgbs: Callable[[], object] | None = None
+    ) -> None:
         """Pretrain the MultiMAE encoders on the labelled frames, RGB + saliency then RGB alone (but the `adopted`
-        ones), each carried as soon as it ends: its models (`carry_models`) and what the results keep so far."""
+        ones), each carried as soon as it ends: its models (`carry_models`) and what the results keep so far;
+        `after_rgbs` plans its steps once the rgb+saliency encoder is there."""
         cfg = self.cfg
         epochs = pretrain_epochs(cfg.pretrain_images, cfg.frames)
         for name, modalities in ENCODERS:
+            if name == "rgb" and after_rgbs is not None:
+                after_rgbs()
             if name in adopted:
                 continue
             out = f"runs/mmae/{name}/{task}"
@@ -1060,6 +1071,8 @@ class Planner:
 
     def keep(self, task: str, row: str, runs: list[str], results: str, runs_root: str, blocked: str) -> None:
         key = f"keep {runs_root}/{task}/{row} ({len(runs)} run{'s' * (len(runs) > 1)}) -> {results}"
+        if any(s.key == key for s in self.steps):  # kept after an earlier grid (phase A's rows before the rgb encoder)
+            return
         dest = results_path(results) / task / row
         # lost kept files: kept again; a run the root trained again (a diverged one whose summary.json was deleted):
         # kept again too, where pipeline.keep refuses to overwrite the old outcome and says what to do

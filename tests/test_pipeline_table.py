@@ -149,11 +149,13 @@ def modules(steps) -> list[str]:
 
 def test_phase_a_on_a_fresh_root_prepares_reach_then_keeps_three_then_ten_seeds_of_each_row(tmp_path):
     """Each wave (3 seeds, then 10) trains each run to 100k in one call, 20-episode evaluations then a final
-    50-episode one, and keeps each row before the next wave starts: a first table of every row while the rest run."""
+    50-episode one, and keeps each row before the next wave starts: a first table of every row while the rest run.
+    The rows that need no rgb-only encoder run their first wave before it pretrains; the first wave's grid then
+    runs the rgb row alone (rl.grid skips finished runs), and each row is kept once per wave."""
     cfg = config(tmp_path, phase="A")
     steps = table.plan(cfg)
     assert not any(s.done for s in steps)
-    wave = ["rl.grid", *["pipeline.keep"] * 4]
+    early = ["rl.grid", *["pipeline.keep"] * 3]
     assert modules(steps) == [
         "data.collect",
         "annotate_app.oracle",
@@ -164,33 +166,41 @@ def test_phase_a_on_a_fresh_root_prepares_reach_then_keeps_three_then_ten_seeds_
         "saliency.label",
         "pretrain.multimae",
         "(in process)",  # each encoder carried as soon as it is pretrained
+        *early,
         "pretrain.multimae",
         "(in process)",
         "pretrain.probe",
         "pretrain.probe",
         "pretrain.probe",
         "(in process)",
-        *wave,
-        *wave,
+        "rl.grid",
+        "pipeline.keep",
+        "rl.grid",
+        *["pipeline.keep"] * 4,
     ]
     args = [dict(zip(s.argv[2::2], s.argv[3::2])) for s in steps]
     assert args[0]["--frames"] == "50000" and args[0]["--out"] == "shards/reach-v3"
-    assert [a["--modalities"] for a in args[7:10:2]] == ["rgb,saliency", "rgb"]
+    assert [a["--modalities"] for a in (args[7], args[13])] == ["rgb,saliency", "rgb"]
     assert args[7]["--epochs"] == "22"  # 22 x 47,500 training frames >= 1M images
-    assert [s.key for s in steps[8:11:2]] == [
+    assert [s.key for s in (steps[8], steps[14])] == [
         "reach-v3: carry the rgbs encoder and saliency student",
         "reach-v3: carry the rgb encoder",
     ]
-    assert [(a["--encoder"], a["--inputs"]) for a in args[11:14]] == [
+    assert [(a["--encoder"], a["--inputs"]) for a in args[15:18]] == [
         ("runs/mmae/rgbs/reach-v3/encoder.pt", ""),
         ("runs/mmae/rgbs/reach-v3/encoder.pt", "rgb"),
         ("runs/mmae/rgb/reach-v3/encoder.pt", ""),
     ]
-    for start, seeds in ((15, "0,1,2"), (20, "0,1,2,3,4,5,6,7,8,9")):
+    rgbs_rows = [r for r in ROWS if r != "mmae_rgb"]
+    for start, rows, seeds, kept in (
+        (9, rgbs_rows, "0,1,2", rgbs_rows),
+        (19, ROWS, "0,1,2", ["mmae_rgb"]),
+        (21, ROWS, "0,1,2,3,4,5,6,7,8,9", ROWS),
+    ):
         argv = steps[start].argv
         a = dict(zip(argv[2::2], argv[3::2]))
         assert (a["--encoders"], a["--seeds"], a["--steps"], a["--sac-preset"]) == (
-            ",".join(ROWS),
+            ",".join(rows),
             seeds,
             "100000",
             "paper",
@@ -198,12 +208,12 @@ def test_phase_a_on_a_fresh_root_prepares_reach_then_keeps_three_then_ten_seeds_
         extra = argv[-1].removeprefix("--extra=").split()
         flag = lambda name: extra[extra.index(name) + 1]  # noqa: E731
         assert (flag("--eval-episodes"), flag("--final-eval-episodes"), flag("--hidden-dim")) == ("20", "50", "1024")
-        assert steps[start].wave == (("reach-v3",), tuple(ROWS), tuple(map(int, seeds.split(","))), 100_000)
-        keeps = steps[start + 1 : start + 5]
-        assert [s.argv[2] for s in keeps] == [f"runs/sac/reach-v3/{r}" for r in ROWS]
-        assert all(s.argv[4] == str(tmp_path / "results" / "reach-v3" / r) for s, r in zip(keeps, ROWS))
+        assert steps[start].wave == (("reach-v3",), tuple(rows), tuple(map(int, seeds.split(","))), 100_000)
+        keeps = steps[start + 1 : start + 1 + len(kept)]
+        assert [s.argv[2] for s in keeps] == [f"runs/sac/reach-v3/{r}" for r in kept]
+        assert all(s.argv[4] == str(tmp_path / "results" / "reach-v3" / r) for s, r in zip(keeps, kept))
         assert all(s.blocked for s in keeps)  # nothing to keep before the runs end
-    assert [s.key for s in steps[16:17] + steps[21:22]] == [
+    assert [s.key for s in steps[10:11] + steps[22:23]] == [
         f"keep runs/sac/reach-v3/state ({n} runs) -> {tmp_path / 'results'}" for n in (3, 10)
     ]
     assert not (tmp_path / "root").exists()  # planning writes nothing
@@ -286,12 +296,13 @@ def test_plan_skips_what_the_root_holds_and_resumes_the_rest(tmp_path):
     results = tmp_path / "results"
     assert [s.key for s in todo][:8] == [
         "reach-v3: carry the rgbs encoder and saliency student",
+        *[f"keep runs/sac/reach-v3/{row} (3 runs) -> {results}" for row in table.RGBS_ROWS],
         "reach-v3: carry the rgb encoder",
         "reach-v3: keep probes",
-        *[f"keep runs/sac/reach-v3/{row} (3 runs) -> {results}" for row in ROWS],
+        f"keep runs/sac/reach-v3/mmae_rgb (3 runs) -> {results}",
         "reach-v3 state,mmae_rgb,mmae_rgbs_po,mmae_rgbs seeds 0-9 to 100,000 (last evaluation 50 episodes)",
     ]
-    assert not any(s.blocked for s in todo[3:7])
+    assert not any(s.blocked for s in todo[:7])
     keeps = {s.argv[2]: s.blocked for s in todo if s.argv and s.argv[1] == "pipeline.keep"}
     assert keeps["runs/sac/reach-v3/state"] and not keeps["runs/sac/reach-v3/mmae_rgbs"]
     # an unfinished preparation step is redone even when its output file exists (its run was killed)
@@ -315,9 +326,7 @@ def test_a_grid_killed_while_it_resumes_finished_runs_plans_that_grid_again(tmp_
             finish_run(run, 75_000)
             write(run / "metrics.csv", "step,steps_per_s\n75000,4.0\n80000,4.0\n")  # resumed on, then killed
     todo = [s for s in table.plan(cfg) if not s.done and "reach-v3: " not in s.key]  # past the preparation's keeps
-    assert todo[0].key == (
-        "reach-v3 state,mmae_rgb,mmae_rgbs_po,mmae_rgbs seeds 0-2 to 100,000 (last evaluation 50 episodes)"
-    )
+    assert todo[0].key == "reach-v3 state,mmae_rgbs_po,mmae_rgbs seeds 0-2 to 100,000 (last evaluation 50 episodes)"
     pilot = root / table.pilot_dir("drawer-open-v3", "state", cfg.pilot_seed)
     finish_run(pilot, 50_000, success=0.0, task="drawer-open-v3")
     write(pilot / "metrics.csv", "step,steps_per_s\n50000,4.0\n80000,4.0\n")
@@ -431,9 +440,10 @@ def test_run_keeps_finished_rows_and_probes_then_stops_with_the_git_line(tmp_pat
     ran = table.run(cfg)
     assert ran == [
         "reach-v3: carry the rgbs encoder and saliency student",
+        *[f"keep runs/sac/reach-v3/{r} (2 runs) -> {cfg.results}" for r in table.RGBS_ROWS],
         "reach-v3: carry the rgb encoder",
         "reach-v3: keep probes",
-        *[f"keep runs/sac/reach-v3/{r} (2 runs) -> {cfg.results}" for r in ROWS],
+        f"keep runs/sac/reach-v3/mmae_rgb (2 runs) -> {cfg.results}",
     ]
     results = Path(cfg.results)
     assert json.loads((results / "reach-v3/mmae_rgbs/seed1/summary.json").read_text())["success_rate"] == 0.5
@@ -446,8 +456,8 @@ def test_run_keeps_finished_rows_and_probes_then_stops_with_the_git_line(tmp_pat
     shutil.rmtree(results / "reach-v3/state")  # kept files lost before they were committed: kept again
     (results / "mmae/rgb/reach-v3/probe_rgb.json").unlink()
     assert table.run(cfg) == [
-        "reach-v3: keep probes",
         f"keep runs/sac/reach-v3/state (2 runs) -> {cfg.results}",
+        "reach-v3: keep probes",
     ]
     assert (results / "reach-v3/state/seed1/summary.json").exists() and (
         results / "mmae/rgb/reach-v3/probe_rgb.json"
@@ -529,13 +539,15 @@ def test_a_grid_keeps_each_run_as_it_finishes_while_the_others_go_on(tmp_path, c
     def grid(argv, cwd, **kw):
         if argv[2] != "rl.grid":
             return keep_in_process(argv, cwd, **kw)
-        finish_run(first, 100_000, success=0.75)
-        write(second / "config.json", json.dumps({"encoder": "state", "seed": 1, "task": "reach-v3"}))
-        write(second / "eval.csv", "step,wall_s,success_rate\n25000,1.0,0.5\n")  # on its way
-        seen["first kept meanwhile"] = wait_for(results / "reach-v3/state/seed0/summary.json")
-        time.sleep(0.1)
-        seen["second kept meanwhile"] = (results / "reach-v3/state/seed1").exists()
-        for row in ROWS:
+        rows = argv[argv.index("--encoders") + 1].split(",")
+        if not seen:  # the first grid (state and the rows of the rgb+saliency encoder, before the rgb encoder)
+            finish_run(first, 100_000, success=0.75)
+            write(second / "config.json", json.dumps({"encoder": "state", "seed": 1, "task": "reach-v3"}))
+            write(second / "eval.csv", "step,wall_s,success_rate\n25000,1.0,0.5\n")  # on its way
+            seen["first kept meanwhile"] = wait_for(results / "reach-v3/state/seed0/summary.json")
+            time.sleep(0.1)
+            seen["second kept meanwhile"] = (results / "reach-v3/state/seed1").exists()
+        for row in rows:
             for seed in range(2):
                 finish_run(root / table.table_dir("reach-v3", row, seed), 100_000, success=0.75)
         return subprocess.CompletedProcess(argv, 0)
@@ -543,7 +555,9 @@ def test_a_grid_keeps_each_run_as_it_finishes_while_the_others_go_on(tmp_path, c
     monkeypatch.setattr(table.subprocess, "run", grid)
     ran = table.run(cfg)
     assert seen == {"first kept meanwhile": True, "second kept meanwhile": False}
-    assert ran[4:] == [f"keep runs/sac/reach-v3/{r} (2 runs) -> {cfg.results}" for r in ROWS]
+    assert [k for k in ran if k.startswith("keep runs/")] == [
+        f"keep runs/sac/reach-v3/{r} (2 runs) -> {cfg.results}" for r in (*table.RGBS_ROWS, "mmae_rgb")
+    ]
     for row in ROWS:
         for seed in range(2):
             kept = results / f"reach-v3/{row}/seed{seed}"
@@ -558,7 +572,7 @@ def test_a_grid_keeps_each_run_as_it_finishes_while_the_others_go_on(tmp_path, c
     shutil.rmtree(results / "reach-v3/mmae_rgb/seed1")
     shutil.rmtree(results / "reach-v3/mmae_rgbs")
     write(results / "reach-v3/mmae_rgb/seed1/eval.csv", "step,wall_s,success_rate\n25000,1.0,0.1\n")
-    step = next(s for s in table.plan(cfg) if s.wave)
+    step = next(s for s in table.plan(cfg) if s.wave and "mmae_rgb" in s.wave[1])
     with table.keeping_finished(table.Folder(cfg), step):
         time.sleep(0.2)  # several passes
     out = capsys.readouterr().out
@@ -687,7 +701,7 @@ def test_each_encoder_is_carried_once_pretrained_and_a_new_root_makes_only_what_
     state = json.loads((root / table.STATE_FILE).read_text())
     del state["done"]["reach-v3: pretrain.multimae rgb (22 epochs, >= 1,000,000 images)"]
     (root / table.STATE_FILE).write_text(json.dumps(state))
-    with pytest.raises(RuntimeError, match="pretrain.multimae rgb .* failed"):
+    with pytest.raises(RuntimeError, match="state,mmae_rgbs_po,mmae_rgbs seeds 0-2 .* failed"):  # after the carry
         table.run(old)
     carry, results = Path(old.carry), Path(old.results)
     assert sorted(p.relative_to(carry).as_posix() for p in carry.rglob("*") if p.is_file()) == sorted(
@@ -700,11 +714,14 @@ def test_each_encoder_is_carried_once_pretrained_and_a_new_root_makes_only_what_
     assert "saliency.train (PiCANet)" in json.loads((results / "reach-v3/stages.json").read_text())["wall_seconds"]
 
     new = replace(old, root=str(tmp_path / "new"))
-    todo = [s.key for s in table.plan(new) if not s.done][:9]
+    todo = [s.key for s in table.plan(new) if not s.done][:13]
+    early = "reach-v3 state,mmae_rgbs_po,mmae_rgbs seeds 0-2 to 100,000 (last evaluation 50 episodes)"
     assert todo == [
         "reach-v3: carried models",
         "reach-v3: collect 50,000 frames",
         "reach-v3: saliency.label 50,000 frames",
+        early,  # the rows the carried encoder serves, before the rgb encoder pretrains
+        *[f"keep runs/sac/reach-v3/{row} (3 runs) -> {results}" for row in table.RGBS_ROWS],
         "reach-v3: pretrain.multimae rgb (22 epochs, >= 1,000,000 images)",
         "reach-v3: carry the rgb encoder",
         "reach-v3: pretrain.probe rgbs (rgb+saliency in)",
@@ -730,6 +747,14 @@ def test_each_encoder_is_carried_once_pretrained_and_a_new_root_makes_only_what_
     state["done"]["reach-v3: pretrain.multimae rgb (22 epochs, >= 1,000,000 images)"] = {"seconds": 2.0}
     state["spent"] = {"reach-v3: pretrain.probe rgbs (rgb+saliency in)": 3.0}  # begun, not finished
     (mine / table.STATE_FILE).write_text(json.dumps(state))
+    for row in table.RGBS_ROWS:  # the early rows ended on this machine too
+        for seed in range(3):
+            finish_run(mine / table.table_dir("reach-v3", row, seed), 100_000)
+    monkeypatch.setattr(
+        table.subprocess,
+        "run",
+        lambda argv, cwd, **kw: (keep_in_process if "pipeline.keep" in argv else fail_commands)(argv, cwd),
+    )
     with pytest.raises(RuntimeError, match=r"pretrain.probe rgbs \(rgb\+saliency in\) failed"):
         table.run(new)
     record = json.loads((results / "reach-v3/models.json").read_text())
