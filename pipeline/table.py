@@ -4,8 +4,9 @@ the four-task Table I experiment on a CPU (issue #30), one resumable command.
 Phases, in this order (`--phase all`), each ending in a table kept under `results/cpu-table/`:
 
 - **A** reach-v3: frames, oracle annotations, PiCANet + student, labels, the rgb+saliency MultiMAE; state /
-  mmae_rgbs_po / mmae_rgbs x 3 seeds (they need no rgb-only encoder: the PO-vs-ViSaRL answer ~10 h sooner); the
-  rgb MultiMAE and the three probes; mmae_rgb x 3; then every row to 10 seeds at 100k steps.
+  mmae_rgbs_po / mmae_rgbs x 3 seeds (they need no rgb-only encoder: the PO-vs-ViSaRL answer ~10-15 h sooner on 2
+  cores, phase A's end ~1 h later for the idle core at one more grid's end); the rgb MultiMAE and the three probes;
+  mmae_rgb x 3; then every row to 10 seeds at 100k steps.
 - **B** drawer-open-v3, faucet-open-v3, door-open-v3: the state pilot (1 seed, the table's SAC
   settings) in `--pilot-chunk` steps until the budget rule (`choose_budget`) decides each task's step
   budget; their frames, saliency, MultiMAEs and probes; then the mmae_rgbs pilot to that budget.
@@ -86,6 +87,8 @@ ENCODERS = (("rgbs", "rgb,saliency"), ("rgb", "rgb"))
 GRID_ROWS = ("mmae_rgbs_grid2",)
 #: the Table I rows that need no rgb-only MultiMAE: phase A runs their first seeds between the two pretrainings
 RGBS_ROWS = tuple(r for r in TABLE_ROWS if r != "mmae_rgb")
+#: every row the table runs, in the order it lists them
+ALL_ROWS = tuple(dict.fromkeys((*TABLE_ROWS, *CNN_ROWS, *GRID_ROWS)))
 EPISODE_STEPS = 500
 STATE_FILE = "table.json"
 #: the FROZEN settings the kept results were made under, in the results folder: a new root takes them
@@ -950,20 +953,21 @@ class Planner:
     ) -> None:
         """Pretrain the MultiMAE encoders on the labelled frames, RGB + saliency then RGB alone (but the `adopted`
         ones), each carried as soon as it ends: its models (`carry_models`) and what the results keep so far;
-        `after_rgbs` plans its steps once the rgb+saliency encoder is there."""
+        `after_rgbs` plans its steps once the rgb+saliency encoder is there, while the rgb one is still to be made
+        (a finished rgb encoder is carried at once, and its rows join the first wave)."""
         cfg = self.cfg
         epochs = pretrain_epochs(cfg.pretrain_images, cfg.frames)
         for name, modalities in ENCODERS:
-            if name == "rgb" and after_rgbs is not None:
-                after_rgbs()
+            out = f"runs/mmae/{name}/{task}"
+            key = f"{task}: pretrain.multimae {name} ({epochs} epochs, >= {cfg.pretrain_images:,} images)"
+            pretrained = pretrain_finished(self.f.root / out)
+            if name == "rgb" and after_rgbs is not None and name not in adopted:
+                if not (pretrained and self.f.marked(key)):
+                    after_rgbs()
             if name in adopted:
                 continue
-            out = f"runs/mmae/{name}/{task}"
             self.add(
-                f"{task}: pretrain.multimae {name} ({epochs} epochs, >= {cfg.pretrain_images:,} images)",
-                ["-m", "pretrain.multimae", *pretrain_argv(cfg, task, modalities, out)],
-                pretrain_finished(self.f.root / out),
-                marker=True,
+                key, ["-m", "pretrain.multimae", *pretrain_argv(cfg, task, modalities, out)], pretrained, marker=True
             )
             self.add(
                 f"{task}: carry the {name} encoder" + " and saliency student" * (name == "rgbs"),
@@ -1071,8 +1075,8 @@ class Planner:
 
     def keep(self, task: str, row: str, runs: list[str], results: str, runs_root: str, blocked: str) -> None:
         key = f"keep {runs_root}/{task}/{row} ({len(runs)} run{'s' * (len(runs) > 1)}) -> {results}"
-        if any(s.key == key for s in self.steps):  # kept after an earlier grid (phase A's rows before the rgb encoder)
-            return
+        if any(s.key == key for s in self.steps):  # the same runs kept by an earlier step of the plan (phase A's rows
+            return  # before the rgb encoder; phase E's seeds when phase C reached them): the same step, planned once
         dest = results_path(results) / task / row
         # lost kept files: kept again; a run the root trained again (a diverged one whose summary.json was deleted):
         # kept again too, where pipeline.keep refuses to overwrite the old outcome and says what to do
@@ -1189,8 +1193,7 @@ def check_pass_through_flags(cfg: TableConfig) -> None:
     from pretrain.probe import ProbeConfig
     from rl.grid import GridConfig, check_sac_flags
 
-    table_rows = list(dict.fromkeys((*TABLE_ROWS, *CNN_ROWS, *GRID_ROWS)))
-    grids = ((table_rows, cfg.eval_every, cfg.final_eval_episodes), (["state", "mmae_rgbs"], cfg.pilot_eval_every, 0))
+    grids = ((ALL_ROWS, cfg.eval_every, cfg.final_eval_episodes), (["state", "mmae_rgbs"], cfg.pilot_eval_every, 0))
     for rows, eval_every, final in grids:
         extra = sac_flags(cfg, eval_every, cfg.eval_episodes, final)  # the table's grids, then the pilots'
         argv = grid_argv(cfg, [REACH], rows, [0], cfg.eval_every, "runs/sac", extra)
@@ -1785,7 +1788,9 @@ def status_text(cfg: TableConfig) -> str:
             for task in s.wave[0]:
                 for row in s.wave[1]:
                     waves.setdefault((task, row), []).append(s)
-    for (task, row), mine in waves.items():
+    for (task, row), mine in sorted(
+        waves.items(), key=lambda kv: (PAPER_TASKS.index(kv[0][0]), ALL_ROWS.index(kv[0][1]))
+    ):
         # the first wave whose runs of this row are not all finished (its grid may wait on the other rows)
         _, _, seeds, budget = next(
             (s.wave for s in mine if not folder.finished([table_dir(task, row, k) for k in s.wave[2]], s.wave[3])),
