@@ -492,6 +492,16 @@ def _running_counts(running: Sequence[dict]) -> Counter[tuple[str, str]]:
     return Counter((r["encoder"], r["task"]) for r in running)
 
 
+def _waiting(
+    by: dict[tuple[str, str], list[dict]], running: Sequence[dict], planned: PlannedSeeds, tasks: Sequence[str]
+) -> list[tuple[str, str]]:
+    """(encoder, task) on `tasks` that `planned` names exactly or that has runs going, with no finished run of that
+    encoder there yet: a row not run yet reads '0 of N', it is not left out."""
+    have = {(e.partition(" ")[0], t) for e, t in by}
+    cells = dict.fromkeys([*planned.cells(), *_running_counts(running)])
+    return [(e, t) for e, t in cells if t in tasks and (e.partition(" ")[0], t) not in have]
+
+
 def _seeds(values: list[float], spec: str = ".2f") -> str:
     return " / ".join(f"{v:{spec}}" for v in values)
 
@@ -554,7 +564,8 @@ def table_i(runs: list[dict], running: Sequence[dict] = (), planned: PlannedSeed
     `running`) and the paper's mean ± std; last, the average of the encoder's task means beside the paper's
     (`paper_average`)."""
     tasks, by = _cells(runs)
-    encoders = sorted({r["encoder"] for r in runs}, key=_encoder_key)
+    waiting = _waiting(by, running, planned, tasks)
+    encoders = sorted({r["encoder"] for r in runs} | {e for e, _ in waiting}, key=_encoder_key)
     going = _running_counts(running)
     last = {t: _last_evals_steps([r for r in runs if r["task"] == t]) for t in tasks}  # budgets differ by task
     lines = [
@@ -570,7 +581,8 @@ def table_i(runs: list[dict], running: Sequence[dict] = (), planned: PlannedSeed
         for t in tasks:
             rs = by.get((enc, t), [])
             if not rs:
-                cells.append(f"- / {_paper(enc, t)}")
+                n = _count(0, planned(enc, t), going[(enc, t)]) if (enc, t) in waiting else ""
+                cells.append(f"-{f' (n={n})' if n else ''} / {_paper(enc, t)}")
                 continue
             lasts = [last_evals_mean(r) for r in rs]
             n = _count(len(rs), planned(enc, t), going[(enc, t)], _toward_plan(by, enc, t))
@@ -845,6 +857,30 @@ def improvement_table(
             + _seeds_reading(paper, spread, min(len(a), len(b)), len(common), lo, hi)
             + "."
         )
+    tasks, compared = _cells(runs)[0], {(w, b) for w, b, *_ in _claims(runs)}
+    waiting = _waiting(by, running, planned, tasks)
+    for worse, better in (c for c in PAPER_ORDERINGS if c not in compared):
+        for absent, other in ((worse, better), (better, worse)):
+            mine = [t for e, t in waiting if e == absent and (other, t) in by]
+            if not mine:
+                continue
+            sides = {
+                absent: _count(0, max(planned(absent, t) for t in mine), max(going[(absent, t)] for t in mine)),
+                other: _count(
+                    min(len(by[(other, t)]) for t in mine),
+                    max(planned(other, t) for t in mine),
+                    max(going[(other, t)] for t in mine),
+                    min(_toward_plan(by, other, t) for t in mine),
+                ),
+            }
+            paper = _paper_gap(worse, better, mine)
+            lines.append(
+                f"| {_claim(worse, better)} | {', '.join(mine)} | {sides[worse]} / {sides[better]} | - | n/a: no "
+                f"{_label(absent)} run finished yet | - | {'n/a' if math.isnan(paper) else f'{paper:+.2f}'} |"
+            )
+            readings.append(
+                f"- {_claim(worse, better)} on {', '.join(mine)}: not read yet ({_label(absent)} has no finished run)."
+            )
     if len(lines) == 2:
         return ""
     seeds_needed = (

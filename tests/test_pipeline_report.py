@@ -300,6 +300,18 @@ def test_a_partial_one_task_table_says_what_its_numbers_can_and_cannot_tell(tmp_
     # the simulation behind the verdict's coverage, as it was run: one task, two sides of unequal spreads
     assert "which gives no verdict: a percentile bootstrap covers less than 95 % at few runs." in text  # 1 vs 3
     assert "Interim" not in report("") and "of 10" not in report("")
+    # a row the plan names exactly with no finished run (RGB+S PO, whose encoder is not pretrained yet) is shown
+    # as not run yet, and so are the claims it is a side of, not left out
+    text = report("reach-v3/mmae_rgbs_po=10,reach-v3/*=3")
+    assert "| MMAE RGB+Saliency (PO) | - (n=0 of 10) / 0.48 ± 0.06 | - / n/a |" in text
+    for claim, counts in (
+        ("MMAE RGB < MMAE RGB+Saliency (PO)", "1 of 3, +1 running / 0 of 10"),
+        ("MMAE RGB+Saliency (PO) < MMAE RGB+Saliency (ViSaRL)", "0 of 10 / 3"),
+    ):
+        row = next(line for line in text.splitlines() if line.startswith(f"| {claim} |"))
+        assert f"| reach-v3 | {counts} | - | n/a: no MMAE RGB+Saliency (PO) run finished yet | - |" in row, row
+        assert f"- {claim} on reach-v3: not read yet (MMAE RGB+Saliency (PO) has no finished run)." in text
+    assert "| MMAE RGB+Saliency (PO) |" not in report("reach-v3/*=3")  # a pattern plans no row of its own
     assert "Interim" not in report("reach-v3/mmae_rgb=1,*=3")  # every cell has its planned seeds
     # a cell the plan names with nothing finished yet (only running, or not started) is short too
     assert "(0 of 2, 1 of 3:" in report("door-open-v3/state=2, reach-v3/*=3")
