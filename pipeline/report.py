@@ -496,10 +496,37 @@ def _waiting(
     by: dict[tuple[str, str], list[dict]], running: Sequence[dict], planned: PlannedSeeds, tasks: Sequence[str]
 ) -> list[tuple[str, str]]:
     """(encoder, task) on `tasks` that `planned` names exactly or that has runs going, with no finished run of that
-    encoder there yet: a row not run yet reads '0 of N', it is not left out."""
-    have = {(e.partition(" ")[0], t) for e, t in by}
-    cells = dict.fromkeys([*planned.cells(), *_running_counts(running)])
-    return [(e, t) for e, t in cells if t in tasks and (e.partition(" ")[0], t) not in have]
+    encoder (this very row: a row split by precision counts apart) there yet: a row not run yet reads '0 of N', it
+    is not left out."""
+    going = _running_counts(running)
+    return [
+        (e, t)
+        for e, t in _plan_cells(running, planned)
+        if t in tasks and (e, t) not in by and (planned(e, t) or going[(e, t)])
+    ]
+
+
+def _plan_cells(running: Sequence[dict], planned: PlannedSeeds) -> list[tuple[str, str]]:
+    """The (encoder, task) that `planned` names exactly or that have runs going."""
+    return list(dict.fromkeys([*planned.cells(), *_running_counts(running)]))
+
+
+def _side_count(
+    by: dict[tuple[str, str], list[dict]],
+    going: Counter[tuple[str, str]],
+    planned: PlannedSeeds,
+    encoder: str,
+    tasks: Sequence[str],
+    have: int | None = None,
+) -> str:
+    """A claim's side's runs per task over `tasks` (`_count`): `have` finished on all of them (default: the fewest
+    on one), of the most planned there, + the most running there."""
+    return _count(
+        min(len(by.get((encoder, t), [])) for t in tasks) if have is None else have,
+        max(planned(encoder, t) for t in tasks),
+        max(going[(encoder, t)] for t in tasks),
+        min(_toward_plan(by, encoder, t) for t in tasks),
+    )
 
 
 def _seeds(values: list[float], spec: str = ".2f") -> str:
@@ -581,7 +608,7 @@ def table_i(runs: list[dict], running: Sequence[dict] = (), planned: PlannedSeed
         for t in tasks:
             rs = by.get((enc, t), [])
             if not rs:
-                n = _count(0, planned(enc, t), going[(enc, t)]) if (enc, t) in waiting else ""
+                n = _count(0, planned(enc, t), going[(enc, t)], _toward_plan(by, enc, t)) if (enc, t) in waiting else ""
                 cells.append(f"-{f' (n={n})' if n else ''} / {_paper(enc, t)}")
                 continue
             lasts = [last_evals_mean(r) for r in rs]
@@ -589,7 +616,7 @@ def table_i(runs: list[dict], running: Sequence[dict] = (), planned: PlannedSeed
             cells.append(f"{_ci(_final(rs))}; last {last[t][0]}: {np.mean(lasts):.2f} (n={n}) / {_paper(enc, t)}")
             means.append(float(np.mean(_final(rs))))
         ran = [t for t in tasks if by.get((enc, t))]
-        average = (f"{np.mean(means):.2f}" if means else "-") + f" / {paper_average(enc, ran)}"
+        average = f"{np.mean(means):.2f} / {paper_average(enc, ran)}" if means else "- / -"
         lines.append(f"| {_label(enc)} | " + " | ".join(cells) + f" | {average} |")
     return "\n".join(lines)
 
@@ -819,16 +846,41 @@ def improvement_table(
     `planned`; + those `running`), the mean over tasks of the per-task gap with its stratified Welch t-interval,
     which gives the verdict (holds when it lies above 0; it keeps its coverage at 3 runs per task, a percentile
     bootstrap does not: `stats.welch_coverage`), rliable's probability of improvement with its stratified bootstrap
-    95 % CI, the paper's gap, then a line per claim reading the paper's gap against ours (`_seeds_reading`)."""
-    by = _cells(runs)[1]
+    95 % CI, the paper's gap, then a line per claim reading the paper's gap against ours (`_seeds_reading`). Tasks
+    where a side planned or running has no finished run yet are named beside the claim, and a claim with no task
+    where both finished has a row saying so (`_waiting`), in the papers' order."""
+    tasks, by = _cells(runs)
     going = _running_counts(running)
+    waiting = set(_waiting(by, running, planned, tasks))
+    claims = {(worse, better): rest for worse, better, *rest in _claims(runs)}
     lines = [
         "| Claim | Tasks | Runs per task (worse / better) | Mean gap, ours [95 % Welch t-CI] | Verdict "
         "| P(better > worse) [95 % bootstrap CI] | Mean gap, paper |",
         "|---|---|---|---|---|---|---|",
     ]
     readings, few_runs = [], False
-    for worse, better, common, a, b in _claims(runs):
+    for worse, better in PAPER_ORDERINGS:
+        common, a, b = claims.get((worse, better), ([], None, None))
+        # tasks where a side planned or running has no finished run yet, the other side finished or waiting too
+        pending = [
+            t
+            for t in tasks
+            if t not in common
+            and all(c in by or c in waiting for c in ((worse, t), (better, t)))
+            and ((worse, t) in waiting or (better, t) in waiting)
+        ]
+        if not common:
+            if pending:
+                absent = [_label(e) for e in (worse, better) if all((e, t) not in by for t in pending)]
+                why = f"no {' or '.join(absent)} run finished yet" if absent else "no task where both finished yet"
+                counts = [_side_count(by, going, planned, e, pending) for e in (worse, better)]
+                paper = _paper_gap(worse, better, pending)
+                lines.append(
+                    f"| {_claim(worse, better)} | {', '.join(pending)} | {' / '.join(counts)} | - | n/a: {why} | - "
+                    f"| {'n/a' if math.isnan(paper) else f'{paper:+.2f}'} |"
+                )
+                readings.append(f"- {_claim(worse, better)} on {', '.join(pending)}: not read yet ({why}).")
+            continue
         p, p_lo, p_hi = stats.probability_of_improvement(b, a, reps=reps, seed=seed)
         gap, lo, hi = stats.stratified_welch_interval(a, b)
         paper = _paper_gap(worse, better, common)
@@ -836,17 +888,10 @@ def improvement_table(
         probability = _resampled(p, p_lo, p_hi, [a, b])
         few_runs |= FEW_RUNS in probability
         sides = [list(a[:, 0]), list(b[:, 0])]
-        counts = [
-            _count(
-                len(m),
-                max(planned(e, t) for t in common),
-                max(going[(e, t)] for t in common),
-                min(_toward_plan(by, e, t) for t in common),
-            )
-            for e, m in ((worse, a), (better, b))
-        ]
+        counts = [_side_count(by, going, planned, e, common, len(m)) for e, m in ((worse, a), (better, b))]
+        later = f" (not yet on {', '.join(pending)}: a side has no finished run there)" if pending else ""
         lines.append(
-            f"| {_claim(worse, better)} | {', '.join(common)} | {' / '.join(counts)} | {gap:+.2f} "
+            f"| {_claim(worse, better)} | {', '.join(common)}{later} | {' / '.join(counts)} | {gap:+.2f} "
             f"{_interval(lo, hi, sides)} | {'n/a' if math.isnan(lo) else _verdict(lo, hi)} | {probability} "
             f"| {paper_s} |"
         )
@@ -857,30 +902,6 @@ def improvement_table(
             + _seeds_reading(paper, spread, min(len(a), len(b)), len(common), lo, hi)
             + "."
         )
-    tasks, compared = _cells(runs)[0], {(w, b) for w, b, *_ in _claims(runs)}
-    waiting = _waiting(by, running, planned, tasks)
-    for worse, better in (c for c in PAPER_ORDERINGS if c not in compared):
-        for absent, other in ((worse, better), (better, worse)):
-            mine = [t for e, t in waiting if e == absent and (other, t) in by]
-            if not mine:
-                continue
-            sides = {
-                absent: _count(0, max(planned(absent, t) for t in mine), max(going[(absent, t)] for t in mine)),
-                other: _count(
-                    min(len(by[(other, t)]) for t in mine),
-                    max(planned(other, t) for t in mine),
-                    max(going[(other, t)] for t in mine),
-                    min(_toward_plan(by, other, t) for t in mine),
-                ),
-            }
-            paper = _paper_gap(worse, better, mine)
-            lines.append(
-                f"| {_claim(worse, better)} | {', '.join(mine)} | {sides[worse]} / {sides[better]} | - | n/a: no "
-                f"{_label(absent)} run finished yet | - | {'n/a' if math.isnan(paper) else f'{paper:+.2f}'} |"
-            )
-            readings.append(
-                f"- {_claim(worse, better)} on {', '.join(mine)}: not read yet ({_label(absent)} has no finished run)."
-            )
     if len(lines) == 2:
         return ""
     seeds_needed = (
@@ -1322,15 +1343,24 @@ def statistics_sections(
 
 def interim_note(runs: list[dict], running: Sequence[dict], planned: PlannedSeeds) -> str:
     """A warning where an (encoder, task) with runs finished or going, or named by `planned`, has fewer finished
-    seeds than planned ('' where none has)."""
-    finished = _cells(runs)[1]
-    cells = dict.fromkeys([*finished, *_running_counts(running), *planned.cells()])
-    short = {(n, planned(*c)) for c in cells if (n := _toward_plan(finished, *c)) < planned(*c)}
-    if not short:
+    seeds than planned, the tasks without a finished run named apart (they have no column) ('' where none has)."""
+    tasks, finished = _cells(runs)
+    cells = [
+        c
+        for c in dict.fromkeys([*finished, *_plan_cells(running, planned)])
+        if _toward_plan(finished, *c) < planned(*c)
+    ]
+    short = sorted({(_toward_plan(finished, *c), planned(*c)) for c in cells if c[1] in tasks})
+    missing = {t for _, t in cells if t not in tasks}
+    later = [t for t in PAPER_TASKS if t in missing] + sorted(missing - set(PAPER_TASKS))
+    if not short and not later:
         return ""
+    counts = f"({', '.join(f'{n} of {of}' for n, of in short)}: 'n of N' in Table I and the orderings)" if short else ""
+    tasks_later = (
+        f"{'; planned' if short else 'planned'} tasks with no finished run yet: {', '.join(later)}" if later else ""
+    )
     return (
-        "**Interim:** some encoders have fewer finished seeds on a task than planned "
-        f"({', '.join(f'{n} of {of}' for n, of in sorted(short))}: 'n of N' in Table I and the orderings). The "
+        f"**Interim:** some encoders have fewer finished seeds on a task than planned {counts}{tasks_later}. The "
         "verdicts below are read on the seeds finished so far and may change as seeds come; a reading that stops at "
         "the first 'holds' overstates the evidence. The verdicts at the planned seeds are the answer."
     )

@@ -303,24 +303,57 @@ def test_a_partial_one_task_table_says_what_its_numbers_can_and_cannot_tell(tmp_
     # a row the plan names exactly with no finished run (RGB+S PO, whose encoder is not pretrained yet) is shown
     # as not run yet, and so are the claims it is a side of, not left out
     text = report("reach-v3/mmae_rgbs_po=10,reach-v3/*=3")
-    assert "| MMAE RGB+Saliency (PO) | - (n=0 of 10) / 0.48 ± 0.06 | - / n/a |" in text
+    assert "| MMAE RGB+Saliency (PO) | - (n=0 of 10) / 0.48 ± 0.06 | - / - |" in text
     for claim, counts in (
         ("MMAE RGB < MMAE RGB+Saliency (PO)", "1 of 3, +1 running / 0 of 10"),
         ("MMAE RGB+Saliency (PO) < MMAE RGB+Saliency (ViSaRL)", "0 of 10 / 3"),
     ):
         row = next(line for line in text.splitlines() if line.startswith(f"| {claim} |"))
         assert f"| reach-v3 | {counts} | - | n/a: no MMAE RGB+Saliency (PO) run finished yet | - |" in row, row
-        assert f"- {claim} on reach-v3: not read yet (MMAE RGB+Saliency (PO) has no finished run)." in text
+        assert f"- {claim} on reach-v3: not read yet (no MMAE RGB+Saliency (PO) run finished yet)." in text
     assert "| MMAE RGB+Saliency (PO) |" not in report("reach-v3/*=3")  # a pattern plans no row of its own
     assert "Interim" not in report("reach-v3/mmae_rgb=1,*=3")  # every cell has its planned seeds
     # a cell the plan names with nothing finished yet (only running, or not started) is short too
-    assert "(0 of 2, 1 of 3:" in report("door-open-v3/state=2, reach-v3/*=3")
+    assert "(1 of 3: 'n of N' in Table I and the orderings); planned tasks with no finished run yet: door-open-v3." in (
+        report("door-open-v3/state=2, reach-v3/*=3")
+    )
     assert "Interim" not in report("door-open-v3/*=2,reach-v3/mmae_rgb=1,*=3")  # a pattern names no cell
     for bad in ("reach-v3=10", "reach-v3/*=x", "=5", "reach-v3/*=²", "reach-v3/mmae_rgbs [precision=bf16]=3"):
         with pytest.raises(ValueError, match="is not N or task/encoder=N"):
             ReportConfig(str(runs), planned_seeds=bad).validate()
     planned = PlannedSeeds.parse(" reach-v3/* = 10 , 5 ")
     assert planned("mmae_rgbs [precision=bf16]", "reach-v3") == 10 and planned("state", "door-open-v3") == 5
+
+
+def test_claims_say_where_a_side_has_no_finished_run_yet(tmp_path):
+    """Two tasks: MMAE RGB finished on reach only, ViSaRL on neither (both planned). A claim compared on reach says
+    door-open is still to come; a claim with no finished side anywhere is listed, not dropped; rows read in the
+    papers' order."""
+    runs = tmp_path / "sac"
+    for task in ("reach-v3", "door-open-v3"):
+        for seed in range(2):
+            _fake_run(runs, task, "mmae_rgbs_po", seed, success=0.5 + 0.1 * seed)
+    for seed in range(2):
+        _fake_run(runs, "reach-v3", "mmae_rgb", seed, success=0.2 + 0.1 * seed)
+    planned = "reach-v3/mmae_rgbs=3,door-open-v3/mmae_rgbs=3,door-open-v3/mmae_rgb=3,*=3"
+    cfg = ReportConfig(str(runs), str(tmp_path / "report"), str(tmp_path), reps=200, planned_seeds=planned)
+    text = write_report(cfg).read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| MMAE RGB") and " < " in line]
+    assert [row.split(" | ")[0] for row in rows] == [
+        "| MMAE RGB < MMAE RGB+Saliency (PO)",
+        "| MMAE RGB+Saliency (PO) < MMAE RGB+Saliency (ViSaRL)",
+        "| MMAE RGB < MMAE RGB+Saliency (ViSaRL)",
+    ]
+    assert rows[0].startswith(
+        "| MMAE RGB < MMAE RGB+Saliency (PO) | reach-v3 (not yet on door-open-v3: a side has no finished run there) "
+        "| 2 of 3 / 2 of 3 | +0.30"
+    )
+    for row, counts in ((rows[1], "2 of 3 / 0 of 3"), (rows[2], "0 of 3 / 0 of 3")):  # MMAE RGB ran on reach only
+        assert f"| reach-v3, door-open-v3 | {counts} | - | n/a: no MMAE RGB+Saliency (ViSaRL) run finished yet |" in row
+    assert (
+        "| MMAE RGB | 0.25 [-0.39, 0.89]; last 3: 0.19 (n=2 of 3) / 0.49 ± 0.03 | - (n=0 of 3) / 0.35 ± 0.19 "
+        "| 0.25 / 0.49 (1 of 4 tasks) |" in text
+    )
 
 
 def test_a_row_split_by_precision_counts_toward_its_plan_with_the_other_precisions_seeds(tmp_path):
