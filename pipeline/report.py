@@ -872,7 +872,9 @@ def improvement_table(
         if not common:
             if pending:
                 absent = [_label(e) for e in (worse, better) if all((e, t) not in by for t in pending)]
-                why = f"no {' or '.join(absent)} run finished yet" if absent else "no task where both finished yet"
+                why = (
+                    f"no {' or '.join(absent)} run finished there yet" if absent else "no task where both finished yet"
+                )
                 counts = [_side_count(by, going, planned, e, pending) for e in (worse, better)]
                 paper = _paper_gap(worse, better, pending)
                 lines.append(
@@ -1355,12 +1357,18 @@ def interim_note(runs: list[dict], running: Sequence[dict], planned: PlannedSeed
     later = [t for t in PAPER_TASKS if t in missing] + sorted(missing - set(PAPER_TASKS))
     if not short and not later:
         return ""
-    counts = f"({', '.join(f'{n} of {of}' for n, of in short)}: 'n of N' in Table I and the orderings)" if short else ""
-    tasks_later = (
-        f"{'; planned' if short else 'planned'} tasks with no finished run yet: {', '.join(later)}" if later else ""
+    counts = ", ".join(f"{n} of {of}" for n, of in short)
+    parts = (
+        [
+            f"some encoders have fewer finished seeds on a task than planned ({counts}: 'n of N' in Table I and the "
+            "orderings)"
+        ]
+        if short
+        else []
     )
+    parts += [f"planned tasks with no finished run yet: {', '.join(later)}"] if later else []
     return (
-        f"**Interim:** some encoders have fewer finished seeds on a task than planned {counts}{tasks_later}. The "
+        f"**Interim:** {'; '.join(parts)}. The "
         "verdicts below are read on the seeds finished so far and may change as seeds come; a reading that stops at "
         "the first 'holds' overstates the evidence. The verdicts at the planned seeds are the answer."
     )

@@ -309,8 +309,8 @@ def test_a_partial_one_task_table_says_what_its_numbers_can_and_cannot_tell(tmp_
         ("MMAE RGB+Saliency (PO) < MMAE RGB+Saliency (ViSaRL)", "0 of 10 / 3"),
     ):
         row = next(line for line in text.splitlines() if line.startswith(f"| {claim} |"))
-        assert f"| reach-v3 | {counts} | - | n/a: no MMAE RGB+Saliency (PO) run finished yet | - |" in row, row
-        assert f"- {claim} on reach-v3: not read yet (no MMAE RGB+Saliency (PO) run finished yet)." in text
+        assert f"| reach-v3 | {counts} | - | n/a: no MMAE RGB+Saliency (PO) run finished there yet | - |" in row, row
+        assert f"- {claim} on reach-v3: not read yet (no MMAE RGB+Saliency (PO) run finished there yet)." in text
     assert "| MMAE RGB+Saliency (PO) |" not in report("reach-v3/*=3")  # a pattern plans no row of its own
     assert "Interim" not in report("reach-v3/mmae_rgb=1,*=3")  # every cell has its planned seeds
     # a cell the plan names with nothing finished yet (only running, or not started) is short too
@@ -318,6 +318,9 @@ def test_a_partial_one_task_table_says_what_its_numbers_can_and_cannot_tell(tmp_
         report("door-open-v3/state=2, reach-v3/*=3")
     )
     assert "Interim" not in report("door-open-v3/*=2,reach-v3/mmae_rgb=1,*=3")  # a pattern names no cell
+    assert "**Interim:** planned tasks with no finished run yet: door-open-v3. The verdicts" in report(
+        "reach-v3/state=3,door-open-v3/state=3"
+    )
     for bad in ("reach-v3=10", "reach-v3/*=x", "=5", "reach-v3/*=²", "reach-v3/mmae_rgbs [precision=bf16]=3"):
         with pytest.raises(ValueError, match="is not N or task/encoder=N"):
             ReportConfig(str(runs), planned_seeds=bad).validate()
@@ -349,7 +352,10 @@ def test_claims_say_where_a_side_has_no_finished_run_yet(tmp_path):
         "| 2 of 3 / 2 of 3 | +0.30"
     )
     for row, counts in ((rows[1], "2 of 3 / 0 of 3"), (rows[2], "0 of 3 / 0 of 3")):  # MMAE RGB ran on reach only
-        assert f"| reach-v3, door-open-v3 | {counts} | - | n/a: no MMAE RGB+Saliency (ViSaRL) run finished yet |" in row
+        assert (
+            f"| reach-v3, door-open-v3 | {counts} | - | n/a: no MMAE RGB+Saliency (ViSaRL) run finished there yet |"
+            in row
+        )
     assert (
         "| MMAE RGB | 0.25 [-0.39, 0.89]; last 3: 0.19 (n=2 of 3) / 0.49 ± 0.03 | - (n=0 of 3) / 0.35 ± 0.19 "
         "| 0.25 / 0.49 (1 of 4 tasks) |" in text
