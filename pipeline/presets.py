@@ -2,7 +2,7 @@
 
 | preset | for | budget |
 |---|---|---|
-| micro | CI: every stage end to end in a few minutes | tiny models, 300 SAC steps |
+| micro | CI: every stage end to end in a few minutes | tiny models, 200 SAC steps (100 of them updates) |
 | demo  | `make demo`: the whole pipeline in <= 20 minutes on a 2-core CPU (16.9 min measured, RESULTS.md) | 2k frames, 1500 SAC steps, 3 evaluations |
 | cpu   | a meaningful CPU run (hours) | 20k frames, 100k SAC steps, every encoder |
 | paper | the paper's budgets, for GPUs | 200k frames, 200 epochs, 1M SAC steps, 50 eval rollouts, 3 seeds, 4 tasks |
@@ -35,7 +35,7 @@ PRESETS: dict[str, dict] = {
         annotate_n=10,
         encoders=ALL,
         seeds="0",
-        sac_steps=300,
+        sac_steps=200,
         sac_extra="",
         parallel=2,
         probe_frames=150,
