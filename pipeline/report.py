@@ -493,22 +493,21 @@ def _running_counts(running: Sequence[dict]) -> Counter[tuple[str, str]]:
 
 
 def _waiting(
-    by: dict[tuple[str, str], list[dict]], running: Sequence[dict], planned: PlannedSeeds, tasks: Sequence[str]
+    by: dict[tuple[str, str], list[dict]], going: Counter[tuple[str, str]], planned: PlannedSeeds, tasks: Sequence[str]
 ) -> list[tuple[str, str]]:
     """(encoder, task) on `tasks` that `planned` names exactly or that has runs going, with no finished run of that
     encoder (this very row: a row split by precision counts apart) there yet: a row not run yet reads '0 of N', it
-    is not left out."""
-    going = _running_counts(running)
+    is not left out (`going`: `_running_counts`)."""
     return [
         (e, t)
-        for e, t in _plan_cells(running, planned)
+        for e, t in _plan_cells(going, planned)
         if t in tasks and (e, t) not in by and (planned(e, t) or going[(e, t)])
     ]
 
 
-def _plan_cells(running: Sequence[dict], planned: PlannedSeeds) -> list[tuple[str, str]]:
-    """The (encoder, task) that `planned` names exactly or that have runs going."""
-    return list(dict.fromkeys([*planned.cells(), *_running_counts(running)]))
+def _plan_cells(going: Counter[tuple[str, str]], planned: PlannedSeeds) -> list[tuple[str, str]]:
+    """The (encoder, task) that `planned` names exactly or that have runs `going`."""
+    return list(dict.fromkeys([*planned.cells(), *going]))
 
 
 def _side_count(
@@ -591,9 +590,9 @@ def table_i(runs: list[dict], running: Sequence[dict] = (), planned: PlannedSeed
     `running`) and the paper's mean ± std; last, the average of the encoder's task means beside the paper's
     (`paper_average`)."""
     tasks, by = _cells(runs)
-    waiting = _waiting(by, running, planned, tasks)
-    encoders = sorted({r["encoder"] for r in runs} | {e for e, _ in waiting}, key=_encoder_key)
     going = _running_counts(running)
+    waiting = set(_waiting(by, going, planned, tasks))
+    encoders = sorted({r["encoder"] for r in runs} | {e for e, _ in waiting}, key=_encoder_key)
     last = {t: _last_evals_steps([r for r in runs if r["task"] == t]) for t in tasks}  # budgets differ by task
     lines = [
         "| Encoder | "
@@ -851,7 +850,7 @@ def improvement_table(
     where both finished has a row saying so (`_waiting`), in the papers' order."""
     tasks, by = _cells(runs)
     going = _running_counts(running)
-    waiting = set(_waiting(by, running, planned, tasks))
+    waiting = set(_waiting(by, going, planned, tasks))
     claims = {(worse, better): rest for worse, better, *rest in _claims(runs)}
     lines = [
         "| Claim | Tasks | Runs per task (worse / better) | Mean gap, ours [95 % Welch t-CI] | Verdict "
@@ -1349,7 +1348,7 @@ def interim_note(runs: list[dict], running: Sequence[dict], planned: PlannedSeed
     tasks, finished = _cells(runs)
     cells = [
         c
-        for c in dict.fromkeys([*finished, *_plan_cells(running, planned)])
+        for c in dict.fromkeys([*finished, *_plan_cells(_running_counts(running), planned)])
         if _toward_plan(finished, *c) < planned(*c)
     ]
     short = sorted({(_toward_plan(finished, *c), planned(*c)) for c in cells if c[1] in tasks})
@@ -1357,16 +1356,15 @@ def interim_note(runs: list[dict], running: Sequence[dict], planned: PlannedSeed
     later = [t for t in PAPER_TASKS if t in missing] + sorted(missing - set(PAPER_TASKS))
     if not short and not later:
         return ""
-    counts = ", ".join(f"{n} of {of}" for n, of in short)
-    parts = (
-        [
-            f"some encoders have fewer finished seeds on a task than planned ({counts}: 'n of N' in Table I and the "
-            "orderings)"
-        ]
-        if short
-        else []
-    )
-    parts += [f"planned tasks with no finished run yet: {', '.join(later)}"] if later else []
+    parts = []
+    if short:
+        counts = ", ".join(f"{n} of {of}" for n, of in short)
+        parts.append(
+            f"some encoders have fewer finished seeds on a task than planned ({counts}: 'n of N' in Table I "
+            "and the orderings)"
+        )
+    if later:
+        parts.append(f"planned tasks with no finished run yet: {', '.join(later)}")
     return (
         f"**Interim:** {'; '.join(parts)}. The "
         "verdicts below are read on the seeds finished so far and may change as seeds come; a reading that stops at "

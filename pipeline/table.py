@@ -787,7 +787,7 @@ class Planner:
     def phase_a(self) -> None:
         # RGB+S PO vs ViSaRL (and state) need only the rgb+saliency encoder: their first seeds run before the rgb
         # MultiMAE (~10 h on 2 cores) pretrains, and are kept as they end; the first wave then runs what is left
-        first = row_plan(self.cfg, "A")[0][2][0]
+        [(_, _, (first, *_))] = row_plan(self.cfg, "A")  # its one group of rows: their first wave's seed count
         self.prepare(REACH, after_rgbs=lambda: self.table([REACH], RGBS_ROWS, range(first)))
         self.rows("A")
 
