@@ -606,12 +606,11 @@ def table_i(runs: list[dict], running: Sequence[dict] = (), planned: PlannedSeed
         cells, means = [], []
         for t in tasks:
             rs = by.get((enc, t), [])
+            n = _side_count(by, going, planned, enc, [t])
             if not rs:
-                n = _count(0, planned(enc, t), going[(enc, t)], _toward_plan(by, enc, t)) if (enc, t) in waiting else ""
-                cells.append(f"-{f' (n={n})' if n else ''} / {_paper(enc, t)}")
+                cells.append(f"-{f' (n={n})' if (enc, t) in waiting else ''} / {_paper(enc, t)}")
                 continue
             lasts = [last_evals_mean(r) for r in rs]
-            n = _count(len(rs), planned(enc, t), going[(enc, t)], _toward_plan(by, enc, t))
             cells.append(f"{_ci(_final(rs))}; last {last[t][0]}: {np.mean(lasts):.2f} (n={n}) / {_paper(enc, t)}")
             means.append(float(np.mean(_final(rs))))
         ran = [t for t in tasks if by.get((enc, t))]
@@ -620,10 +619,12 @@ def table_i(runs: list[dict], running: Sequence[dict] = (), planned: PlannedSeed
     return "\n".join(lines)
 
 
-def seed_table(runs: list[dict]) -> str:
+def seed_table(runs: list[dict], running: Sequence[dict] = (), planned: PlannedSeeds = PlannedSeeds()) -> str:
     """Markdown: per task and encoder, every seed's final success and the mean of its last 3 evaluations,
-    each with its mean [95 % Student-t interval] over seeds."""
+    each with its mean [95 % Student-t interval] over seeds; the seeds' count beside them where it is short of
+    `planned` or runs are still `running` (`_count`)."""
     tasks, by = _cells(runs)
+    going = _running_counts(running)
     lines = [
         "| Task | Encoder | Seeds | Final success per seed | Mean [95 % t-CI] "
         "| Mean of its last evaluations per seed (their steps) | Mean [95 % t-CI] | Paper (1M steps) |",
@@ -634,8 +635,10 @@ def seed_table(runs: list[dict]) -> str:
             rs = by[(enc, task)]
             final, last = _final(rs), [last_evals_mean(r) for r in rs]
             count, at = _last_evals_steps(rs)
+            n = _side_count(by, going, planned, enc, [task])
+            seeds = ", ".join(str(r["seed"]) for r in rs) + (f" ({n})" if n != str(len(rs)) else "")
             lines.append(
-                f"| {task} | {_label(enc)} | {', '.join(str(r['seed']) for r in rs)} | {_seeds(final)} | "
+                f"| {task} | {_label(enc)} | {seeds} | {_seeds(final)} | "
                 f"{_ci(final)} | {_seeds(last)} ({at or f'last {count}, at other steps'}) | {_ci(last)} | "
                 f"{_paper(enc, task)} |"
             )
@@ -847,7 +850,8 @@ def improvement_table(
     bootstrap does not: `stats.welch_coverage`), rliable's probability of improvement with its stratified bootstrap
     95 % CI, the paper's gap, then a line per claim reading the paper's gap against ours (`_seeds_reading`). Tasks
     where a side planned or running has no finished run yet are named beside the claim, and a claim with no task
-    where both finished has a row saying so (`_waiting`), in the papers' order."""
+    where both finished (`_waiting`), or whose side has no seed finished on every task both finished, has a row
+    saying so, in the papers' order."""
     tasks, by = _cells(runs)
     going = _running_counts(running)
     waiting = set(_waiting(by, going, planned, tasks))
@@ -868,19 +872,28 @@ def improvement_table(
             and all(c in by or c in waiting for c in ((worse, t), (better, t)))
             and ((worse, t) in waiting or (better, t) in waiting)
         ]
+        later = f" (not yet on {', '.join(pending)}: a side has no finished run there)" if pending else ""
         if not common:
-            if pending:
+            # both finished on `shared`, but a side on no one seed across all of them (rliable's matrices need one)
+            shared = [t for t in tasks if (worse, t) in by and (better, t) in by]
+            if shared:
+                apart = [_label(e) for e in (worse, better) if not len(score_matrix(by, e, shared)[0])]
+                why = f"no {' or '.join(apart)} seed finished on every one of these tasks"
+            else:
                 absent = [_label(e) for e in (worse, better) if all((e, t) not in by for t in pending)]
                 why = (
                     f"no {' or '.join(absent)} run finished there yet" if absent else "no task where both finished yet"
                 )
-                counts = [_side_count(by, going, planned, e, pending) for e in (worse, better)]
-                paper = _paper_gap(worse, better, pending)
+            on = shared or pending
+            if on:
+                counts = [_side_count(by, going, planned, e, on) for e in (worse, better)]
+                paper = _paper_gap(worse, better, on)
                 lines.append(
-                    f"| {_claim(worse, better)} | {', '.join(pending)} | {' / '.join(counts)} | - | n/a: {why} | - "
+                    f"| {_claim(worse, better)} | {', '.join(on)}{later if shared else ''} | {' / '.join(counts)} | - "
+                    f"| n/a: {why} | - "
                     f"| {'n/a' if math.isnan(paper) else f'{paper:+.2f}'} |"
                 )
-                readings.append(f"- {_claim(worse, better)} on {', '.join(pending)}: not read yet ({why}).")
+                readings.append(f"- {_claim(worse, better)} on {', '.join(on)}: not read yet ({why}).")
             continue
         p, p_lo, p_hi = stats.probability_of_improvement(b, a, reps=reps, seed=seed)
         gap, lo, hi = stats.stratified_welch_interval(a, b)
@@ -890,7 +903,6 @@ def improvement_table(
         few_runs |= FEW_RUNS in probability
         sides = [list(a[:, 0]), list(b[:, 0])]
         counts = [_side_count(by, going, planned, e, common, len(m)) for e, m in ((worse, a), (better, b))]
-        later = f" (not yet on {', '.join(pending)}: a side has no finished run there)" if pending else ""
         lines.append(
             f"| {_claim(worse, better)} | {', '.join(common)}{later} | {' / '.join(counts)} | {gap:+.2f} "
             f"{_interval(lo, hi, sides)} | {'n/a' if math.isnan(lo) else _verdict(lo, hi)} | {probability} "
@@ -913,11 +925,13 @@ def improvement_table(
     return "\n\n".join(["\n".join(lines), *([FEW_RUNS_NOTE] if few_runs else []), seeds_needed, "\n".join(readings)])
 
 
-def ordering_table(runs: list[dict]) -> str:
+def ordering_table(runs: list[dict], running: Sequence[dict] = (), planned: PlannedSeeds = PlannedSeeds()) -> str:
     """Markdown: each ordering the papers claim (PAPER_ORDERINGS) on each task where both encoders
     finished: our difference of mean final success with its 95 % Welch t-interval, the verdict (holds
-    only when the interval excludes 0), the paper's difference, and the seeds the spread needs for it."""
+    only when the interval excludes 0) with each side's runs (of `planned`; + those `running`), the paper's
+    difference, and the seeds the spread needs for it."""
     tasks, by = _cells(runs)
+    going = _running_counts(running)
     lines = [
         "| Claim | Task | Ours: better - worse [95 % Welch t-CI] | Verdict | Paper | The paper's gap against ours |",
         "|---|---|---|---|---|---|",
@@ -929,7 +943,8 @@ def ordering_table(runs: list[dict]) -> str:
                 continue
             diff, lo, hi = stats.welch_interval(a, b)
             interval = _interval(lo, hi, (a, b))
-            verdict = (_verdict(lo, hi) if not math.isnan(lo) else "n/a") + f" (n={len(a)} / {len(b)})"
+            counts = " / ".join(_side_count(by, going, planned, e, [task]) for e in (worse, better))
+            verdict = (_verdict(lo, hi) if not math.isnan(lo) else "n/a") + f" (n={counts})"
             paper = _paper_gap(worse, better, [task])
             lines.append(
                 f"| {_claim(worse, better)} | {task} | {diff:+.2f} {interval} | {verdict} | "
@@ -955,14 +970,14 @@ def _seeds_for(diff: float, sd: float, have: int) -> str:
     return f"{'over 1,000' if needed is None else needed} ({smallest})"
 
 
-def variant_table(runs: list[dict], running: Sequence[dict] = ()) -> str:
+def variant_table(runs: list[dict], running: Sequence[dict] = (), planned: PlannedSeeds = PlannedSeeds()) -> str:
     """Markdown: each setting a run changed from its default (VARIANT_FIELDS: an ablation) against the default
     row of the same encoder and task: per side the mean final success and the mean of each seed's last
     LAST_EVALS evaluations (`last_evals`, at the steps shown), then variant - default of each with its 95 % Welch
     t-interval and verdict (the variant is better / worse only when the interval excludes 0), and the seeds per
     arm that would resolve the last evaluations' difference. No verdict while a run of either side is unfinished
     (`running`: judging the survivors alone would favour a setting that breaks runs), nor on last evaluations
-    taken at different steps."""
+    taken at different steps. Each side's runs read as `_count` does (of `planned`, + those running)."""
     tasks, by = _cells(runs)
     unfinished = _running_counts(running)
     lines = [
@@ -1013,7 +1028,7 @@ def variant_table(runs: list[dict], running: Sequence[dict] = ()) -> str:
             diff = float(np.mean(last_b) - np.mean(last_a))
             cells.append(_seeds_for(diff, stats.pooled_sd([last_a, last_b]), min(len(last_a), len(last_b))))
             setting = ", ".join(x for x in settings_of(row) if x not in settings_of(default))
-            count = f"{len(base)} / {len(changed)}" + (f", +{pending} running" if pending else "")
+            count = " / ".join(_side_count(by, unfinished, planned, e, [task]) for e in (default, row))
             lines.append(f"| {_label(default)}: {setting} | {task} | {count} | " + " | ".join(cells) + " |")
     table = "\n".join(lines) if len(lines) > 2 else ""
     return "\n".join([table, *(f"- not compared: {m}" for m in missing)]).strip()
@@ -1264,7 +1279,7 @@ def statistics_sections(
     """The report's statistics beyond Table I: every seed per task, the rliable aggregates and profiles, the
     papers' orderings (counts of `planned`), and the runs still going."""
     parts: list[str] = []
-    tasks = _cells(runs)[0]
+    tasks, by = _cells(runs)
     if runs:
         profile = plot_profiles(runs, out, cfg.reps, cfg.seed)
         one_task = (
@@ -1277,7 +1292,7 @@ def statistics_sections(
             "## Every seed, per task\n",
             "The seeds' own values (in seed order), their mean and 95 % Student-t interval: at 3 seeds a "
             "percentile bootstrap would be [min, max] and cover the true mean ~74 % of the time (simulated).\n",
-            seed_table(runs) + "\n",
+            seed_table(runs, running, planned) + "\n",
             "## Across tasks and seeds (rliable)\n",
             "Interquartile mean (IQM: the mean of the middle 50 % of all runs' final success, over tasks and "
             "seeds; a 25 % trimmed mean of all (run, task) scores: below 4 scores in all it is the mean) and mean, with "
@@ -1293,9 +1308,9 @@ def statistics_sections(
         [
             "Per task: the difference of mean final success with its 95 % Welch t-interval (holds only when it "
             "excludes 0).\n",
-            ordering_table(runs) + "\n",
+            ordering_table(runs, running, planned) + "\n",
         ]
-        if any(len(common) > 1 for _, _, common, _, _ in _claims(runs))
+        if any(sum((w, t) in by and (b, t) in by for t in tasks) > 1 for w, b in PAPER_ORDERINGS)
         else []  # every claim on one task: the table above is the per-task one
     )
     if improvements:
@@ -1310,7 +1325,7 @@ def statistics_sections(
             improvements + "\n",
             *per_task,
         ]
-    variants = variant_table(runs, running)
+    variants = variant_table(runs, running, planned)
     if variants:
         parts += [
             "## Settings against their defaults (ablations)\n",
@@ -1360,8 +1375,8 @@ def interim_note(runs: list[dict], running: Sequence[dict], planned: PlannedSeed
     if short:
         counts = ", ".join(f"{n} of {of}" for n, of in short)
         parts.append(
-            f"some encoders have fewer finished seeds on a task than planned ({counts}: 'n of N' in Table I "
-            "and the orderings)"
+            f"some encoders have fewer finished seeds on a task than planned ({counts}: 'n of N' wherever "
+            "their seeds are counted)"
         )
     if later:
         parts.append(f"planned tasks with no finished run yet: {', '.join(later)}")

@@ -1,6 +1,7 @@
 """The grid's planning/skip/resume rules and the report's content, on synthetic run folders."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -314,8 +315,9 @@ def test_a_partial_one_task_table_says_what_its_numbers_can_and_cannot_tell(tmp_
     assert "| MMAE RGB+Saliency (PO) |" not in report("reach-v3/*=3")  # a pattern plans no row of its own
     assert "Interim" not in report("reach-v3/mmae_rgb=1,*=3")  # every cell has its planned seeds
     # a cell the plan names with nothing finished yet (only running, or not started) is short too
-    assert "(1 of 3: 'n of N' in Table I and the orderings); planned tasks with no finished run yet: door-open-v3." in (
-        report("door-open-v3/state=2, reach-v3/*=3")
+    assert (
+        "(1 of 3: 'n of N' wherever their seeds are counted); planned tasks with no finished run yet: door-open-v3."
+        in (report("door-open-v3/state=2, reach-v3/*=3"))
     )
     assert "Interim" not in report("door-open-v3/*=2,reach-v3/mmae_rgb=1,*=3")  # a pattern names no cell
     assert "**Interim:** planned tasks with no finished run yet: door-open-v3. The verdicts" in report(
@@ -360,6 +362,36 @@ def test_claims_say_where_a_side_has_no_finished_run_yet(tmp_path):
         "| MMAE RGB | 0.25 [-0.39, 0.89]; last 3: 0.19 (n=2 of 3) / 0.49 ± 0.03 | - (n=0 of 3) / 0.35 ± 0.19 "
         "| 0.25 / 0.49 (1 of 4 tasks) |" in text
     )
+
+
+def test_a_claim_whose_side_shares_no_seed_across_tasks_is_listed_and_every_table_counts_against_the_plan(tmp_path):
+    """MMAE RGB finished seeds 0, 1 on reach and 2, 3 on door-open: no one seed on both, so rliable's [runs, tasks]
+    matrix is empty and the aggregate claim cannot be read; it is listed saying why, not dropped, and the per-task
+    table compares it on each task. Each table counts seeds against the plan (3)."""
+    runs = tmp_path / "sac"
+    for task, seeds in (("reach-v3", (0, 1)), ("door-open-v3", (2, 3))):
+        for seed in seeds:
+            _fake_run(runs, task, "mmae_rgb", seed, success=0.2 + 0.1 * (seed % 2))
+        for seed in (0, 1):
+            _fake_run(runs, task, "mmae_rgbs_po", seed, success=0.5 + 0.1 * seed)
+    cfg = ReportConfig(str(runs), str(tmp_path / "report"), str(tmp_path), reps=200, planned_seeds="3")
+    text = write_report(cfg).read_text()
+    paper = np.mean(
+        [PAPER_TABLE_I["mmae_rgbs_po"][t][0] - PAPER_TABLE_I["mmae_rgb"][t][0] for t in ("reach-v3", "door-open-v3")]
+    )
+    assert (
+        "| MMAE RGB < MMAE RGB+Saliency (PO) | reach-v3, door-open-v3 | 2 of 3 / 2 of 3 | - | n/a: no MMAE RGB seed "
+        f"finished on every one of these tasks | - | {paper:+.2f} |" in text
+    )
+    assert "- MMAE RGB < MMAE RGB+Saliency (PO) on reach-v3, door-open-v3: not read yet (no MMAE RGB seed" in text
+    per_task = [line for line in text.splitlines() if line.startswith("| MMAE RGB < MMAE RGB+Saliency (PO) | ")]
+    assert [line.split(" | ")[1] for line in per_task[1:]] == ["reach-v3", "door-open-v3"]
+    assert all("(n=2 of 3 / 2 of 3)" in line for line in per_task[1:])
+    assert "| reach-v3 | MMAE RGB | 0, 1 (2 of 3) | 0.20 / 0.30 |" in text
+    assert "| door-open-v3 | MMAE RGB | 2, 3 (2 of 3) | 0.20 / 0.30 |" in text
+    assert "| reach-v3 | MMAE RGB+Saliency (PO) | 0, 1 (2 of 3) |" in text
+    full = write_report(replace(cfg, planned_seeds="2")).read_text()
+    assert "| reach-v3 | MMAE RGB | 0, 1 | 0.20 / 0.30 |" in full and "(n=2 / 2)" in full
 
 
 def test_a_row_split_by_precision_counts_toward_its_plan_with_the_other_precisions_seeds(tmp_path):
