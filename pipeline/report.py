@@ -876,9 +876,12 @@ def improvement_table(
         if not common:
             # both finished on `shared`, but a side on no one seed across all of them (rliable's matrices need one)
             shared = [t for t in tasks if (worse, t) in by and (better, t) in by]
+            have = {e: len(score_matrix(by, e, shared)[0]) for e in (worse, better)}  # seeds on every shared task
             if shared:
-                apart = [_label(e) for e in (worse, better) if not len(score_matrix(by, e, shared)[0])]
-                why = f"no {' or '.join(apart)} seed finished on every one of these tasks"
+                apart = [_label(e) for e in (worse, better) if not have[e]]
+                why = (
+                    f"neither {apart[0]} nor {apart[1]} has" if len(apart) == 2 else f"no {apart[0]}"
+                ) + " seed finished on every one of these tasks"
             else:
                 absent = [_label(e) for e in (worse, better) if all((e, t) not in by for t in pending)]
                 why = (
@@ -886,7 +889,7 @@ def improvement_table(
                 )
             on = shared or pending
             if on:
-                counts = [_side_count(by, going, planned, e, on) for e in (worse, better)]
+                counts = [_side_count(by, going, planned, e, on, have[e] if shared else None) for e in (worse, better)]
                 paper = _paper_gap(worse, better, on)
                 lines.append(
                     f"| {_claim(worse, better)} | {', '.join(on)}{later if shared else ''} | {' / '.join(counts)} | - "
@@ -1375,8 +1378,8 @@ def interim_note(runs: list[dict], running: Sequence[dict], planned: PlannedSeed
     if short:
         counts = ", ".join(f"{n} of {of}" for n, of in short)
         parts.append(
-            f"some encoders have fewer finished seeds on a task than planned ({counts}: 'n of N' wherever "
-            "their seeds are counted)"
+            f"some encoders have fewer finished seeds on a task than planned ({counts}: 'n of N' in Table "
+            "I and the seed, ordering and ablation tables)"
         )
     if later:
         parts.append(f"planned tasks with no finished run yet: {', '.join(later)}")

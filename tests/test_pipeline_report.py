@@ -316,7 +316,7 @@ def test_a_partial_one_task_table_says_what_its_numbers_can_and_cannot_tell(tmp_
     assert "Interim" not in report("reach-v3/mmae_rgb=1,*=3")  # every cell has its planned seeds
     # a cell the plan names with nothing finished yet (only running, or not started) is short too
     assert (
-        "(1 of 3: 'n of N' wherever their seeds are counted); planned tasks with no finished run yet: door-open-v3."
+        "(1 of 3: 'n of N' in Table I and the seed, ordering and ablation tables); planned tasks with no finished run yet: door-open-v3."
         in (report("door-open-v3/state=2, reach-v3/*=3"))
     )
     assert "Interim" not in report("door-open-v3/*=2,reach-v3/mmae_rgb=1,*=3")  # a pattern names no cell
@@ -380,7 +380,7 @@ def test_a_claim_whose_side_shares_no_seed_across_tasks_is_listed_and_every_tabl
         [PAPER_TABLE_I["mmae_rgbs_po"][t][0] - PAPER_TABLE_I["mmae_rgb"][t][0] for t in ("reach-v3", "door-open-v3")]
     )
     assert (
-        "| MMAE RGB < MMAE RGB+Saliency (PO) | reach-v3, door-open-v3 | 2 of 3 / 2 of 3 | - | n/a: no MMAE RGB seed "
+        "| MMAE RGB < MMAE RGB+Saliency (PO) | reach-v3, door-open-v3 | 0 of 3 / 2 of 3 | - | n/a: no MMAE RGB seed "
         f"finished on every one of these tasks | - | {paper:+.2f} |" in text
     )
     assert "- MMAE RGB < MMAE RGB+Saliency (PO) on reach-v3, door-open-v3: not read yet (no MMAE RGB seed" in text
