@@ -3,10 +3,11 @@ the four-task Table I experiment on a CPU (issue #30), one resumable command.
 
 Phases, in this order (`--phase all`), each ending in a table kept under `results/cpu-table/`:
 
-- **A** reach-v3: frames, oracle annotations, PiCANet + student, labels, the rgb+saliency MultiMAE; state /
-  mmae_rgbs_po / mmae_rgbs x 3 seeds (they need no rgb-only encoder: the PO-vs-ViSaRL answer ~10-15 h sooner on 2
-  cores, phase A's end ~1 h later for the idle core at one more grid's end); the rgb MultiMAE and the three probes;
-  mmae_rgb x 3; then every row to 10 seeds at 100k steps.
+- **A** reach-v3: frames, oracle annotations, PiCANet + student, labels, the rgb+saliency MultiMAE; mmae_rgbs_po
+  and mmae_rgbs x 3 seeds (they need no rgb-only encoder: on the Zen 3's rates the PO-vs-ViSaRL answer at 3 seeds
+  comes ~8 h after that MultiMAE, not ~27 h after it behind the rgb one, nor ~11 h with state's seeds beside them);
+  the rgb MultiMAE and the three probes; mmae_rgb and state x 3; then every row to 10 seeds at 100k steps. Each
+  grid starts a seed's runs longest first (`longest_first`).
 - **B** drawer-open-v3, faucet-open-v3, door-open-v3: the state pilot (1 seed, the table's SAC
   settings) in `--pilot-chunk` steps until the budget rule (`choose_budget`) decides each task's step
   budget; their frames, saliency, MultiMAEs and probes; then the mmae_rgbs pilot to that budget.
@@ -85,8 +86,12 @@ CNN_ROWS = ("cnn_rgb", "cnn_rgbs", "gaze")
 #: the MultiMAEs each task pretrains, in order: (name under runs/mmae/, modalities)
 ENCODERS = (("rgbs", "rgb,saliency"), ("rgb", "rgb"))
 GRID_ROWS = ("mmae_rgbs_grid2",)
-#: the Table I rows that need no rgb-only MultiMAE: phase A runs their first seeds between the two pretrainings
-RGBS_ROWS = tuple(r for r in TABLE_ROWS if r != "mmae_rgb")
+#: the two sides of the paper's saliency claim (RGB+S PO < ViSaRL), which need only the rgb+saliency MultiMAE: phase
+#: A runs their first seeds between the two pretrainings. State needs no encoder, but its runs would delay theirs:
+#: it runs beside MMAE RGB's first seeds, where its shorter runs fill a core that would idle at that wave's end
+EARLY_ROWS = ("mmae_rgbs_po", "mmae_rgbs")
+#: the kinds of row (`row_kind`) by their cost per step on every CPU measured, longest first (RATES)
+KIND_COST_ORDER = ("gaze", "cnn", "frozen", "state")
 #: every row the table runs, in the order it lists them
 ALL_ROWS = tuple(dict.fromkeys((*TABLE_ROWS, *CNN_ROWS, *GRID_ROWS)))
 EPISODE_STEPS = 500
@@ -785,10 +790,10 @@ class Planner:
 
     # -- the phases ------------------------------------------------------------------------------
     def phase_a(self) -> None:
-        # RGB+S PO vs ViSaRL (and state) need only the rgb+saliency encoder: their first seeds run before the rgb
-        # MultiMAE (~10 h on 2 cores) pretrains, and are kept as they end; the first wave then runs what is left
+        # RGB+S PO vs ViSaRL need only the rgb+saliency encoder: their first seeds run before the rgb MultiMAE
+        # (~10 h on 2 cores) pretrains, and are kept as they end; the first wave then runs what is left
         [(_, _, (first, *_))] = row_plan(self.cfg, "A")  # its one group of rows: their first wave's seed count
-        self.prepare(REACH, after_rgbs=lambda: self.table([REACH], RGBS_ROWS, range(first)))
+        self.prepare(REACH, after_rgbs=lambda: self.table([REACH], EARLY_ROWS, range(first)))
         self.rows("A")
 
     def phase_b(self) -> None:
@@ -1124,12 +1129,13 @@ def sac_flags(cfg: TableConfig, eval_every: int, episodes: int, final_episodes: 
 def grid_argv(
     cfg: TableConfig, tasks: Sequence[str], rows: Sequence[str], seeds: Sequence[int], steps: int, out: str, extra: str
 ) -> list[str]:
-    """rl.grid's arguments for `rows` x `seeds` on `tasks` to `steps`, with rl.sac flags `extra`."""
+    """rl.grid's arguments for `rows` x `seeds` on `tasks` to `steps`, with rl.sac flags `extra`. The grid starts
+    runs seed by seed in the order of --encoders: the rows go longest first (`longest_first`)."""
     return [
         "--tasks",
         ",".join(tasks),
         "--encoders",
-        ",".join(rows),
+        ",".join(longest_first(rows)),
         "--seeds",
         seeds_text(seeds),
         "--steps",
@@ -1620,6 +1626,13 @@ def row_kind(row: str) -> str:
         if row.startswith("gaze")
         else "cnn"
     )
+
+
+def longest_first(rows: Sequence[str]) -> list[str]:
+    """`rows` with the costliest per step first (KIND_COST_ORDER), the table's order among equals: the grid starts a
+    seed's runs in this order, so a wave's last runs are its short ones and a core idles least at its end (phase
+    A's first wave, MMAE RGB and state x 3 on 2 cores: ~7.0 h rather than ~7.6 h at the Zen 3's rates)."""
+    return sorted(rows, key=lambda row: KIND_COST_ORDER.index(row_kind(row)))
 
 
 def run_seconds(

@@ -131,7 +131,7 @@ def test_micro_cpu_table_phase_a_keeps_every_row_and_a_rerun_runs_nothing(tmp_pa
                 assert [(r["step"], r["episodes"]) for r in csv.DictReader(f)] == [("500", "1"), ("1000", "2")]
     assert "kept finished runs in" in r.stdout  # each run kept as its grid ended it, before the rows' keep steps
     ran = [line.split(" | ", 1)[1] for line in r.stdout.splitlines() if "] A | " in line]
-    first_rows = ran.index("reach-v3 state,mmae_rgbs_po,mmae_rgbs seeds 0-0 to 1,000 (last evaluation 2 episodes)")
+    first_rows = ran.index("reach-v3 mmae_rgbs_po,mmae_rgbs seeds 0-0 to 1,000 (last evaluation 2 episodes)")
     assert first_rows < ran.index("reach-v3: pretrain.multimae rgb (2 epochs, >= 1,000 images)")  # no rgb encoder yet
     stages = json.loads((results / "reach-v3" / "stages.json").read_text())
     commands = [s for s in stages["order"] if not s.startswith("carry ")]  # the carry steps take under 0.1 s

@@ -150,12 +150,13 @@ def modules(steps) -> list[str]:
 def test_phase_a_on_a_fresh_root_prepares_reach_then_keeps_three_then_ten_seeds_of_each_row(tmp_path):
     """Each wave (3 seeds, then 10) trains each run to 100k in one call, 20-episode evaluations then a final
     50-episode one, and keeps each row before the next wave starts: a first table of every row while the rest run.
-    The rows that need no rgb-only encoder run their first wave before it pretrains; the first wave's grid then
-    runs the rgb row alone (rl.grid skips finished runs), and each row is kept once per wave."""
+    The two sides of the saliency claim, which need no rgb-only encoder, run their first wave before it pretrains;
+    the first wave's grid then runs the rgb row and state (rl.grid skips finished runs), each grid's rows longest
+    first, and each row is kept once per wave."""
     cfg = config(tmp_path, phase="A")
     steps = table.plan(cfg)
     assert not any(s.done for s in steps)
-    early = ["rl.grid", *["pipeline.keep"] * 3]
+    early = ["rl.grid", *["pipeline.keep"] * 2]
     assert modules(steps) == [
         "data.collect",
         "annotate_app.oracle",
@@ -174,33 +175,33 @@ def test_phase_a_on_a_fresh_root_prepares_reach_then_keeps_three_then_ten_seeds_
         "pretrain.probe",
         "(in process)",
         "rl.grid",
-        "pipeline.keep",
+        *["pipeline.keep"] * 2,
         "rl.grid",
         *["pipeline.keep"] * 4,
     ]
     args = [dict(zip(s.argv[2::2], s.argv[3::2])) for s in steps]
     assert args[0]["--frames"] == "50000" and args[0]["--out"] == "shards/reach-v3"
-    assert [a["--modalities"] for a in (args[7], args[13])] == ["rgb,saliency", "rgb"]
+    assert [a["--modalities"] for a in (args[7], args[12])] == ["rgb,saliency", "rgb"]
     assert args[7]["--epochs"] == "22"  # 22 x 47,500 training frames >= 1M images
-    assert [s.key for s in (steps[8], steps[14])] == [
+    assert [s.key for s in (steps[8], steps[13])] == [
         "reach-v3: carry the rgbs encoder and saliency student",
         "reach-v3: carry the rgb encoder",
     ]
-    assert [(a["--encoder"], a["--inputs"]) for a in args[15:18]] == [
+    assert [(a["--encoder"], a["--inputs"]) for a in args[14:17]] == [
         ("runs/mmae/rgbs/reach-v3/encoder.pt", ""),
         ("runs/mmae/rgbs/reach-v3/encoder.pt", "rgb"),
         ("runs/mmae/rgb/reach-v3/encoder.pt", ""),
     ]
-    rgbs_rows = [r for r in ROWS if r != "mmae_rgb"]
-    for start, rows, seeds, kept in (
-        (9, rgbs_rows, "0,1,2", rgbs_rows),
-        (19, ROWS, "0,1,2", ["mmae_rgb"]),
-        (21, ROWS, "0,1,2,3,4,5,6,7,8,9", ROWS),
+    early_rows, longest_first = ["mmae_rgbs_po", "mmae_rgbs"], "mmae_rgb,mmae_rgbs_po,mmae_rgbs,state"
+    for start, rows, encoders, seeds, kept in (
+        (9, early_rows, ",".join(early_rows), "0,1,2", early_rows),
+        (18, ROWS, longest_first, "0,1,2", ["state", "mmae_rgb"]),
+        (21, ROWS, longest_first, "0,1,2,3,4,5,6,7,8,9", ROWS),
     ):
         argv = steps[start].argv
         a = dict(zip(argv[2::2], argv[3::2]))
         assert (a["--encoders"], a["--seeds"], a["--steps"], a["--sac-preset"]) == (
-            ",".join(rows),
+            encoders,
             seeds,
             "100000",
             "paper",
@@ -213,7 +214,7 @@ def test_phase_a_on_a_fresh_root_prepares_reach_then_keeps_three_then_ten_seeds_
         assert [s.argv[2] for s in keeps] == [f"runs/sac/reach-v3/{r}" for r in kept]
         assert all(s.argv[4] == str(tmp_path / "results" / "reach-v3" / r) for s, r in zip(keeps, kept))
         assert all(s.blocked for s in keeps)  # nothing to keep before the runs end
-    assert [s.key for s in steps[10:11] + steps[22:23]] == [
+    assert [s.key for s in steps[19:20] + steps[22:23]] == [
         f"keep runs/sac/reach-v3/state ({n} runs) -> {tmp_path / 'results'}" for n in (3, 10)
     ]
     assert not (tmp_path / "root").exists()  # planning writes nothing
@@ -279,6 +280,9 @@ def test_every_planned_command_parses_in_its_own_command(tmp_path, monkeypatch):
             )
             assert (sac.eval_episodes, sac.last_eval_episodes) == ((20, 50) if cfg.out == "runs/sac" else (20, 20))
             assert sac.eval_every == (10_000 if cfg.out == "runs/pilot" else 25_000)
+    # each grid starts a seed's runs longest first, so that its last runs are short ones and a core idles least
+    encoders = {s.argv[s.argv.index("--encoders") + 1] for s in steps if s.argv[1] == "rl.grid"}
+    assert {"mmae_rgbs_po,mmae_rgbs", "mmae_rgb,mmae_rgbs_po,mmae_rgbs,state", "gaze,cnn_rgb,cnn_rgbs"} <= encoders
 
 
 def test_plan_skips_what_the_root_holds_and_resumes_the_rest(tmp_path):
@@ -309,9 +313,9 @@ def test_plan_skips_what_the_root_holds_and_resumes_the_rest(tmp_path):
     state = json.loads((root / table.STATE_FILE).read_text())
     del state["done"]["reach-v3: pretrain.multimae rgb (22 epochs, >= 1,000,000 images)"]
     (root / table.STATE_FILE).write_text(json.dumps(state))
-    assert [s.key for s in table.plan(cfg) if not s.done][:5] == [
+    assert [s.key for s in table.plan(cfg) if not s.done][:4] == [
         "reach-v3: carry the rgbs encoder and saliency student",
-        *[f"keep runs/sac/reach-v3/{row} (3 runs) -> {results}" for row in table.RGBS_ROWS],
+        *[f"keep runs/sac/reach-v3/{row} (3 runs) -> {results}" for row in table.EARLY_ROWS],
         "reach-v3: pretrain.multimae rgb (22 epochs, >= 1,000,000 images)",
     ]
     # an unfinished preparation step is redone even when its output file exists (its run was killed)
@@ -709,7 +713,7 @@ def test_each_encoder_is_carried_once_pretrained_and_a_new_root_makes_only_what_
     del state["done"]["reach-v3: pretrain.multimae rgb (22 epochs, >= 1,000,000 images)"]
     (root / table.STATE_FILE).write_text(json.dumps(state))
     # the first SAC rows, which need only the rgb+saliency encoder, come after its carry and fail here
-    with pytest.raises(RuntimeError, match="state,mmae_rgbs_po,mmae_rgbs seeds 0-2 .* failed"):
+    with pytest.raises(RuntimeError, match="mmae_rgbs_po,mmae_rgbs seeds 0-2 .* failed"):
         table.run(old)
     carry, results = Path(old.carry), Path(old.results)
     assert sorted(p.relative_to(carry).as_posix() for p in carry.rglob("*") if p.is_file()) == sorted(
@@ -722,14 +726,14 @@ def test_each_encoder_is_carried_once_pretrained_and_a_new_root_makes_only_what_
     assert "saliency.train (PiCANet)" in json.loads((results / "reach-v3/stages.json").read_text())["wall_seconds"]
 
     new = replace(old, root=str(tmp_path / "new"))
-    todo = [s.key for s in table.plan(new) if not s.done][:13]
-    early = "reach-v3 state,mmae_rgbs_po,mmae_rgbs seeds 0-2 to 100,000 (last evaluation 50 episodes)"
+    todo = [s.key for s in table.plan(new) if not s.done][:12]
+    early = "reach-v3 mmae_rgbs_po,mmae_rgbs seeds 0-2 to 100,000 (last evaluation 50 episodes)"
     assert todo == [
         "reach-v3: carried models",
         "reach-v3: collect 50,000 frames",
         "reach-v3: saliency.label 50,000 frames",
         early,  # the rows the carried encoder serves, before the rgb encoder pretrains
-        *[f"keep runs/sac/reach-v3/{row} (3 runs) -> {results}" for row in table.RGBS_ROWS],
+        *[f"keep runs/sac/reach-v3/{row} (3 runs) -> {results}" for row in table.EARLY_ROWS],
         "reach-v3: pretrain.multimae rgb (22 epochs, >= 1,000,000 images)",
         "reach-v3: carry the rgb encoder",
         "reach-v3: pretrain.probe rgbs (rgb+saliency in)",
@@ -755,7 +759,7 @@ def test_each_encoder_is_carried_once_pretrained_and_a_new_root_makes_only_what_
     state["done"]["reach-v3: pretrain.multimae rgb (22 epochs, >= 1,000,000 images)"] = {"seconds": 2.0}
     state["spent"] = {"reach-v3: pretrain.probe rgbs (rgb+saliency in)": 3.0}  # begun, not finished
     (mine / table.STATE_FILE).write_text(json.dumps(state))
-    for row in table.RGBS_ROWS:  # the early rows ended on this machine too
+    for row in table.EARLY_ROWS:  # the early rows ended on this machine too
         for seed in range(3):
             finish_run(mine / table.table_dir("reach-v3", row, seed), 100_000)
     monkeypatch.setattr(
