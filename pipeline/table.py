@@ -50,6 +50,7 @@ import csv
 import fcntl
 import functools
 import hashlib
+import heapq
 import io
 import json
 import math
@@ -1715,6 +1716,91 @@ def estimate_text(cfg: TableConfig, folder: Folder) -> str:
     return "\n".join(lines)
 
 
+#: the most steps that take time the forecast lists one by one (the rest are summed in one line)
+FORECAST_ROWS = 12
+
+
+def grid_hours(cfg: TableConfig, folder: Folder, step: Step, rates: Rates, counted: set[tuple[Path, int]]) -> float:
+    """Wall hours an rl.grid step still takes at `rates`: its unfinished runs not `counted` by an earlier step (added
+    to it), each less the share of its steps it has run (`run_state`), started as rl.grid starts them (seed by seed,
+    in --encoders order) on --parallel cores, each as the first core frees."""
+    words = {name: (flag_value(step.argv, f"--{name}") or "").split(",") for name in ("tasks", "encoders", "seeds")}
+    steps, out = int(flag_value(step.argv, "--steps") or 0), flag_value(step.argv, "--out") or ""
+    pilot = out == "runs/pilot"  # pilots evaluate on --eval-episodes every --pilot-eval-every, the last one too
+    every, last = (cfg.pilot_eval_every, cfg.eval_episodes) if pilot else (cfg.eval_every, cfg.final_eval_episodes)
+    cores = [0.0] * cfg.parallel
+    for seed in words["seeds"]:
+        for task in words["tasks"]:
+            for row in words["encoders"]:
+                run = folder.root / out / task / row / f"seed{seed}"
+                done, finished, _ = run_state(run)
+                if (finished and done >= steps) or (run, steps) in counted:
+                    continue
+                counted.add((run, steps))
+                left = 1 - min(done, steps) / steps
+                whole = run_seconds(rates, row, steps, cfg.hidden_dim, every, cfg.eval_episodes, last)
+                heapq.heapreplace(cores, cores[0] + left * whole)
+    return max(cores) / 3600
+
+
+def step_hours(
+    cfg: TableConfig, folder: Folder, step: Step, rates: Rates, counted: set[tuple[Path, int]]
+) -> float | None:
+    """Wall hours the open `step` still takes at `rates`: a pretraining that has logged at its own rate
+    (`pretrain_steps`), a grid by `grid_hours` (`counted`: the runs earlier grids of the forecast run), the saliency
+    stages together at saliency.train; 0 for steps that copy files (keeps, carries); None for a step that waits (an
+    undecided budget)."""
+    module = step.argv[1] if step.argv else ""
+    if step.blocked and module != "pipeline.keep":  # a keep waits only on the grid before it
+        return None
+    if module == "pretrain.multimae":
+        logged = pretrain_steps(folder.root / (flag_value(step.argv, "--out") or ""))
+        if logged and logged[3] > 0:
+            done, total, batch, rate, _ = logged
+            return max(total - done, 0) * batch / rate / 3600
+        return pretrained_images(cfg) / rates.pretrain_img_s / 3600
+    seconds = {
+        "data.collect": cfg.frames / rates.collect_fps,
+        "saliency.train": rates.saliency_s,
+        "saliency.label": cfg.frames / rates.label_fps,
+        "pretrain.probe": rates.probe_s,
+    }
+    return grid_hours(cfg, folder, step, rates, counted) if module == "rl.grid" else seconds.get(module, 0.0) / 3600
+
+
+def forecast_text(cfg: TableConfig, folder: Folder, todo: Sequence[Step], column: str) -> str:
+    """The open steps that take time, each with its hours (`step_hours`) at the rates of estimate column `column`
+    and when it ends from now, up to the first that waits (an undecided budget); the steps past FORECAST_ROWS
+    summed in one line."""
+    rates, end, rows, rest = RATES[column], 0.0, [], 0
+    waits, counted = "", set()
+    for step in todo:
+        hours_left = step_hours(cfg, folder, step, rates, counted)
+        if hours_left is None:
+            waits = f"then {step.key} ({step.blocked}): the forecast stops there"
+            break
+        if hours_left <= 0:
+            continue
+        end += hours_left
+        if len(rows) < FORECAST_ROWS:
+            rows.append(f"| {step.key} | {hours_left:,.1f} | {end:,.1f} |")
+        else:
+            rest += 1
+    if not rows:
+        return ""
+    if rest:
+        rows.append(f"| {rest} more step{'s' * (rest > 1)} | | {end:,.1f} |")
+    lines = [
+        f"forecast from now (hours at the rates of column {column!r}, a logged pretraining at its own rate, SAC "
+        f"grids as rl.grid starts their runs on {cfg.parallel} cores; the saliency stages counted at saliency.train, "
+        "copies left out):",
+        "| open step | hours | ends in (hours from now) |",
+        "|---|---|---|",
+        *rows,
+    ]
+    return "\n".join(lines + ([waits] if waits else []))
+
+
 def rate_column(runs: str, bf16_units: Sequence[str]) -> str | None:
     """The estimate column measured on a CPU like this one for runs in `runs` precision (fp32: the Xeon's with AMX,
     else the Zen 3's); None for bf16 without bf16 units, which runs slower than fp32."""
@@ -1836,6 +1922,9 @@ def status_text(cfg: TableConfig) -> str:
         )
     uncommitted = uncommitted_text(folder)
     lines += ["", uncommitted] if uncommitted else []
+    column = rate_column(run_precision(cfg), cpu_bf16_units())
+    forecast = forecast_text(cfg, folder, todo, column) if column else ""
+    lines += ["", forecast] if forecast else []
     lines += ["", estimate_text(cfg, folder)]
     return "\n".join(lines)
 

@@ -994,6 +994,58 @@ def test_status_says_where_a_running_sac_grid_stands(tmp_path):
     )
 
 
+def test_the_forecast_lists_each_open_step_with_its_hours_and_when_it_ends(tmp_path, monkeypatch):
+    """Rates chosen for round hours: collection 1 h, saliency 0.5 h, labelling 1 h, a pretraining 2 h, a probe
+    0.1 h, a state run 1 h and a frozen-encoder run 2 h per 100k steps. Each grid counts its runs that no earlier
+    grid of the forecast runs, less what they have run, started as rl.grid starts them on 2 cores; a pretraining
+    that has logged goes at its own rate; the forecast stops at a step that waits for its budget."""
+    cfg = config(tmp_path, phase="A")
+    images = table.pretrained_images(cfg)
+    zero = {"state": 0, "frozen": 0, "cnn": 0, "gaze": 0}
+    rates = table.Rates(
+        50_000 / 3600, 1800, 50_000 / 3600, images / 7200, 360, {**zero, "state": 36, "frozen": 72}, (0, 0), zero
+    )
+    monkeypatch.setitem(table.RATES, "round hours", rates)
+    folder = table.Folder(cfg)
+    lines = table.forecast_text(cfg, folder, table.open_steps(folder), "round hours").splitlines()[3:]
+    hours = [tuple(cell.strip() for cell in line.split(" | ")[1:]) for line in lines]
+    assert hours == [
+        ("1.0", "1.0 |"),  # collect
+        ("0.5", "1.5 |"),  # the saliency stages
+        ("1.0", "2.5 |"),  # label
+        ("2.0", "4.5 |"),  # the rgb+saliency MultiMAE
+        ("6.0", "10.5 |"),  # PO and ViSaRL x 3: six 2-h runs on 2 cores
+        ("2.0", "12.5 |"),  # the rgb MultiMAE
+        ("0.1", "12.6 |"),
+        ("0.1", "12.7 |"),
+        ("0.1", "12.8 |"),  # the probes
+        ("5.0", "17.8 |"),  # MMAE RGB (2 h) and state (1 h) x 3, MMAE RGB first: 2 + 3 h on one core
+        ("25.0", "42.8 |"),  # seeds 3-9: two seeds fill 2 cores for 7 h; the 7th takes 4 h
+    ]
+    assert lines[4].startswith("| reach-v3 mmae_rgbs_po,mmae_rgbs seeds 0-2 to 100,000")
+    # PO seed 0 half run, ViSaRL seed 0 finished: 1 + 2 h, then 2 h, on core 1; 2 + 2 h on core 2
+    root = Path(cfg.root)
+    write(root / table.table_dir("reach-v3", "mmae_rgbs_po", 0) / "metrics.csv", "step,steps_per_s\n50000,4.0\n")
+    finish_run(root / table.table_dir("reach-v3", "mmae_rgbs", 0), 100_000)
+    finish_pretraining(root / "runs/mmae/rgbs/reach-v3", step=500, total=1_000)  # 500 x 512 images at 51.2 img/s
+    forecast = table.forecast_text(cfg, folder, table.open_steps(folder), "round hours")
+    assert "| reach-v3: pretrain.multimae rgbs (22 epochs, >= 1,000,000 images) | 1.4 | 3.9 |" in forecast
+    assert (
+        "| reach-v3 mmae_rgbs_po,mmae_rgbs seeds 0-2 to 100,000 (last evaluation 50 episodes) | 5.0 | 8.9 |" in forecast
+    )
+    assert "waits" not in forecast
+    phase_b = config(tmp_path, phase="B")
+    forecast = table.forecast_text(
+        phase_b, table.Folder(phase_b), table.open_steps(table.Folder(phase_b)), "round hours"
+    )
+    assert (
+        "| pilot state drawer-open-v3,faucet-open-v3,door-open-v3 to 50,000 (then the budget rule) | 1.0 |" in forecast
+    )
+    assert forecast.endswith(
+        "(the state pilot of drawer-open-v3: pilot at 0 steps: state has not held >= 0.8 over 2 evaluations in a row yet): the forecast stops there"
+    )
+
+
 def test_a_run_resumed_past_its_summary_is_in_progress_and_a_half_written_row_is_skipped(tmp_path):
     cfg = config(tmp_path)
     root = Path(cfg.root)
