@@ -748,6 +748,7 @@ class Step:
     wave: tuple[tuple[str, ...], tuple[str, ...], tuple[int, ...], int] | None = (
         None  # a table grid: tasks, rows, seeds, budget
     )
+    decides_budget: bool = False  # a state pilot's chunk: the budget rule reads it, and the plan after it follows
 
     def command(self) -> str:
         if self.blocked:
@@ -1115,7 +1116,7 @@ class Planner:
                 "runs/pilot",
                 self.pilot_extra(),
                 pilot_dir,
-            )
+            ).decides_budget = True
 
 
 def sac_flags(cfg: TableConfig, eval_every: int, episodes: int, final_episodes: int = 0) -> str:
@@ -1720,10 +1721,11 @@ def estimate_text(cfg: TableConfig, folder: Folder) -> str:
 FORECAST_ROWS = 12
 
 
-def grid_hours(cfg: TableConfig, folder: Folder, step: Step, rates: Rates, counted: set[tuple[Path, int]]) -> float:
-    """Wall hours an rl.grid step still takes at `rates`: its unfinished runs not `counted` by an earlier step (added
-    to it), each less the share of its steps it has run (`run_state`), started as rl.grid starts them (seed by seed,
-    in --encoders order) on --parallel cores, each as the first core frees."""
+def grid_hours(cfg: TableConfig, folder: Folder, step: Step, rates: Rates, counted: set) -> float:
+    """Wall hours an rl.grid step still takes at `rates`: its runs rl.grid would not skip (`outcome.is_finished`)
+    and no earlier step of the forecast runs (`counted`, which they join), each less the share of its steps it has
+    run (`run_state`), started as rl.grid starts them (seed by seed, in --encoders order) on --parallel cores, each
+    as the first core frees."""
     words = {name: (flag_value(step.argv, f"--{name}") or "").split(",") for name in ("tasks", "encoders", "seeds")}
     steps, out = int(flag_value(step.argv, "--steps") or 0), flag_value(step.argv, "--out") or ""
     pilot = out == "runs/pilot"  # pilots evaluate on --eval-episodes every --pilot-eval-every, the last one too
@@ -1733,72 +1735,79 @@ def grid_hours(cfg: TableConfig, folder: Folder, step: Step, rates: Rates, count
         for task in words["tasks"]:
             for row in words["encoders"]:
                 run = folder.root / out / task / row / f"seed{seed}"
-                done, finished, _ = run_state(run)
-                if (finished and done >= steps) or (run, steps) in counted:
+                if steps < 1 or outcome.is_finished(run, steps) or (run, steps) in counted:
                     continue
                 counted.add((run, steps))
-                left = 1 - min(done, steps) / steps
+                left = 1 - min(run_state(run)[0], steps) / steps
                 whole = run_seconds(rates, row, steps, cfg.hidden_dim, every, cfg.eval_episodes, last)
                 heapq.heapreplace(cores, cores[0] + left * whole)
     return max(cores) / 3600
 
 
-def step_hours(
-    cfg: TableConfig, folder: Folder, step: Step, rates: Rates, counted: set[tuple[Path, int]]
-) -> float | None:
-    """Wall hours the open `step` still takes at `rates`: a pretraining that has logged at its own rate
-    (`pretrain_steps`), a grid by `grid_hours` (`counted`: the runs earlier grids of the forecast run), the saliency
-    stages together at saliency.train; 0 for steps that copy files (keeps, carries); None for a step that waits (an
-    undecided budget)."""
+def step_hours(cfg: TableConfig, folder: Folder, step: Step, rates: Rates, counted: set) -> float | None:
+    """Wall hours the open `step` still takes at `rates`, given what earlier steps of the forecast account for
+    (`counted`: runs, as (folder, steps), and tasks whose saliency stages are counted): a pretraining that has logged
+    at its own rate (`pretrain_steps`), a grid by `grid_hours`, a task's saliency stages together at the first of
+    them still open; 0 for steps that copy files, and for a keep that waits only on runs an earlier grid of the
+    forecast runs; None for a step that waits on anything else (an undecided budget, a lost pilot)."""
     module = step.argv[1] if step.argv else ""
-    if step.blocked and module != "pipeline.keep":  # a keep waits only on the grid before it
-        return None
+    if step.blocked:
+        kept = folder.root / step.argv[2] if module == "pipeline.keep" else None
+        return 0.0 if kept and any(kept in run.parents for run, *_ in counted if isinstance(run, Path)) else None
     if module == "pretrain.multimae":
         logged = pretrain_steps(folder.root / (flag_value(step.argv, "--out") or ""))
         if logged and logged[3] > 0:
             done, total, batch, rate, _ = logged
             return max(total - done, 0) * batch / rate / 3600
         return pretrained_images(cfg) / rates.pretrain_img_s / 3600
-    seconds = {
-        "data.collect": cfg.frames / rates.collect_fps,
-        "saliency.train": rates.saliency_s,
-        "saliency.label": cfg.frames / rates.label_fps,
-        "pretrain.probe": rates.probe_s,
-    }
-    return grid_hours(cfg, folder, step, rates, counted) if module == "rl.grid" else seconds.get(module, 0.0) / 3600
+    if module == "rl.grid":
+        return grid_hours(cfg, folder, step, rates, counted)
+    if module in SALIENCY_STAGES:  # annotation, PiCANet, student, evaluation: measured as one
+        task = ("saliency", step.key.partition(": ")[0])
+        first = task not in counted
+        counted.add(task)
+        return rates.saliency_s / 3600 if first else 0.0
+    seconds = {"data.collect": cfg.frames / rates.collect_fps, "saliency.label": cfg.frames / rates.label_fps}
+    return (rates.probe_s if module == "pretrain.probe" else seconds.get(module, 0.0)) / 3600
+
+
+#: the stages a task's `saliency_s` rate covers (the oracle annotator's, PiCANet's, the student's, its evaluation)
+SALIENCY_STAGES = ("annotate_app.oracle", "saliency.train", "saliency.distill", "saliency.evaluate")
 
 
 def forecast_text(cfg: TableConfig, folder: Folder, todo: Sequence[Step], column: str) -> str:
     """The open steps that take time, each with its hours (`step_hours`) at the rates of estimate column `column`
-    and when it ends from now, up to the first that waits (an undecided budget); the steps past FORECAST_ROWS
-    summed in one line."""
+    and when it ends from now, up to the first that waits, or a state pilot's chunk (the budget rule then decides
+    what follows); the steps past FORECAST_ROWS summed in one line."""
     rates, end, rows, rest = RATES[column], 0.0, [], 0
-    waits, counted = "", set()
+    then, counted, piloted = "", set(), False
     for step in todo:
+        if piloted and not step.decides_budget:
+            then = "then the budget rule reads the state pilots: what follows depends on it, the forecast stops there"
+            break
+        piloted |= step.decides_budget
         hours_left = step_hours(cfg, folder, step, rates, counted)
         if hours_left is None:
-            waits = f"then {step.key} ({step.blocked}): the forecast stops there"
+            then = f"then {step.key} ({step.blocked}): the forecast stops there"
             break
-        if hours_left <= 0:
-            continue
         end += hours_left
-        if len(rows) < FORECAST_ROWS:
+        if hours_left > 0 and len(rows) < FORECAST_ROWS:
             rows.append(f"| {step.key} | {hours_left:,.1f} | {end:,.1f} |")
-        else:
+        elif hours_left > 0:
             rest += 1
     if not rows:
-        return ""
+        return f"forecast from now: {then}" if then else ""
     if rest:
         rows.append(f"| {rest} more step{'s' * (rest > 1)} | | {end:,.1f} |")
     lines = [
         f"forecast from now (hours at the rates of column {column!r}, a logged pretraining at its own rate, SAC "
-        f"grids as rl.grid starts their runs on {cfg.parallel} cores; the saliency stages counted at saliency.train, "
-        "copies left out):",
+        f"grids as rl.grid starts their runs on {cfg.parallel} cores; a task's saliency stages counted at the first "
+        "open one, copies left out):",
         "| open step | hours | ends in (hours from now) |",
         "|---|---|---|",
         *rows,
     ]
-    return "\n".join(lines + ([waits] if waits else []))
+    return "\n".join(lines + ([then] if then else []))
 
 
 def rate_column(runs: str, bf16_units: Sequence[str]) -> str | None:

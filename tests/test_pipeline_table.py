@@ -1034,16 +1034,39 @@ def test_the_forecast_lists_each_open_step_with_its_hours_and_when_it_ends(tmp_p
         "| reach-v3 mmae_rgbs_po,mmae_rgbs seeds 0-2 to 100,000 (last evaluation 50 episodes) | 5.0 | 8.9 |" in forecast
     )
     assert "waits" not in forecast
+    # a diverged run is final (rl.grid skips it): with PO seed 1 diverged at 10k, PO seed 0's hour then PO seed 2 on
+    # core 1 (1 + 2 h), ViSaRL seeds 1 and 2 on core 2 (2 + 2 h)
+    write(
+        root / table.table_dir("reach-v3", "mmae_rgbs_po", 1) / "summary.json",
+        json.dumps({"steps": 10_000, "success_rate": 0.0, "diverged": {"step": 10_000}}),
+    )
+    forecast = table.forecast_text(cfg, folder, table.open_steps(folder), "round hours")
+    assert "| reach-v3 mmae_rgbs_po,mmae_rgbs seeds 0-2 to 100,000 (last evaluation 50 episodes) | 4.0 |" in forecast
+    # phase B: the state pilots' first chunk, then the budget rule decides what follows
     phase_b = config(tmp_path, phase="B")
-    forecast = table.forecast_text(
-        phase_b, table.Folder(phase_b), table.open_steps(table.Folder(phase_b)), "round hours"
-    )
-    assert (
-        "| pilot state drawer-open-v3,faucet-open-v3,door-open-v3 to 50,000 (then the budget rule) | 1.0 |" in forecast
-    )
-    assert forecast.endswith(
-        "(the state pilot of drawer-open-v3: pilot at 0 steps: state has not held >= 0.8 over 2 evaluations in a row yet): the forecast stops there"
-    )
+    pilots = table.Folder(phase_b)
+    forecast = table.forecast_text(phase_b, pilots, table.open_steps(pilots), "round hours")
+    assert forecast.splitlines()[3:] == [
+        "| pilot state drawer-open-v3,faucet-open-v3,door-open-v3 to 50,000 (then the budget rule) | 1.0 | 1.0 |",
+        "then the budget rule reads the state pilots: what follows depends on it, the forecast stops there",
+    ]
+    # budgets decided: each task's saliency stages count once, at the first still open; a pilot whose summary is
+    # lost (its keep waits on no grid) stops the forecast
+    for task in table.PAPER_TASKS[1:]:
+        finish_run(root / table.pilot_dir(task, "state", 100), 500_000, success=0.0, task=task)
+    lines = table.forecast_text(phase_b, pilots, table.open_steps(pilots), "round hours").splitlines()[3:6]
+    assert [line.split(" | ")[0:2] for line in lines] == [
+        ["| drawer-open-v3: collect 50,000 frames", "1.0"],
+        ["| drawer-open-v3: oracle annotator, 30 frames", "0.5"],
+        ["| drawer-open-v3: saliency.label 50,000 frames", "1.0"],
+    ]
+    recorded = {"steps": 500_000, "held_at": None, "reason": "the cap"}
+    write(root / table.STATE_FILE, json.dumps({"budgets": {"drawer-open-v3": recorded}}))
+    (root / table.pilot_dir("drawer-open-v3", "state", 100) / "summary.json").unlink()
+    pilots = table.Folder(phase_b)  # reads table.json anew
+    forecast = table.forecast_text(phase_b, pilots, table.open_steps(pilots), "round hours")
+    assert forecast.startswith("forecast from now: then keep runs/pilot/drawer-open-v3/state (1 run) -> ")
+    assert forecast.endswith(": the forecast stops there")
 
 
 def test_a_run_resumed_past_its_summary_is_in_progress_and_a_half_written_row_is_skipped(tmp_path):
