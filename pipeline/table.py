@@ -1725,9 +1725,9 @@ FORECAST_ROWS = 12
 
 def grid_hours(cfg: TableConfig, folder: Folder, step: Step, rates: Rates, counted: set) -> float:
     """Wall hours an rl.grid step still takes at `rates`: its runs rl.grid would not skip (`outcome.is_finished`)
-    and no earlier step of the forecast runs (`counted`, which they join), each less the share of its steps it has
-    run (`run_state`), started as rl.grid starts them (seed by seed, in --encoders order) on --parallel cores, each
-    as the first core frees."""
+    and no earlier step of the forecast runs (`counted`, which they join), each the time its row's finished runs took
+    here (`measured_seconds`) or else `run_seconds`, less the share of its steps it has run (`run_state`), started as
+    rl.grid starts them (seed by seed, in --encoders order) on --parallel cores, each as the first core frees."""
     words = {name: (flag_value(step.argv, f"--{name}") or "").split(",") for name in ("tasks", "encoders", "seeds")}
     steps, out = int(flag_value(step.argv, "--steps") or 0), flag_value(step.argv, "--out") or ""
     pilot = out == "runs/pilot"  # pilots evaluate on --eval-episodes every --pilot-eval-every, the last one too
@@ -1741,9 +1741,26 @@ def grid_hours(cfg: TableConfig, folder: Folder, step: Step, rates: Rates, count
                     continue
                 counted.add((run, steps))
                 left = 1 - min(run_state(run)[0], steps) / steps
-                whole = run_seconds(rates, row, steps, cfg.hidden_dim, every, cfg.eval_episodes, last)
+                whole = measured_seconds(run.parent, steps) or run_seconds(
+                    rates, row, steps, cfg.hidden_dim, every, cfg.eval_episodes, last
+                )
                 heapq.heapreplace(cores, cores[0] + left * whole)
     return max(cores) / 3600
+
+
+def measured_seconds(row_dir: Path, steps: int) -> float:
+    """The mean wall time (summary.json's wall_time_s, over every process that ran it) of the runs under `row_dir`
+    that ran to exactly `steps` without diverging: this machine's own time for such a run (0.0 where none has)."""
+    times = []
+    for summary in (outcome.read_summary(d) for d in row_dir.glob("seed*")):
+        wall = (summary or {}).get("wall_time_s")
+        if (
+            outcome.divergence(summary) is None
+            and (summary or {}).get("steps") == steps
+            and isinstance(wall, (int, float))
+        ):
+            times.append(float(wall))
+    return sum(times) / len(times) if times else 0.0
 
 
 def step_hours(cfg: TableConfig, folder: Folder, step: Step, rates: Rates, counted: set) -> float | None:
@@ -1802,9 +1819,9 @@ def forecast_text(cfg: TableConfig, folder: Folder, todo: Sequence[Step], column
     if rest:
         rows.append(f"| {rest} more step{'s' * (rest > 1)} | | {end:,.1f} |")
     lines = [
-        f"forecast from now (hours at the rates of column {column!r}, a logged pretraining at its own rate, SAC "
-        f"grids as rl.grid starts their runs on {cfg.parallel} cores; a task's saliency stages counted at the first "
-        "open one, copies left out):",
+        f"forecast from now (hours at the rates of column {column!r}, a logged pretraining at its own rate, a SAC run "
+        f"as long as its row's finished runs of that budget took here; grids as rl.grid starts their runs on "
+        f"{cfg.parallel} cores; a task's saliency stages counted at the first open one, copies left out):",
         "| open step | hours | ends in (hours from now) |",
         "|---|---|---|",
         *rows,

@@ -1042,6 +1042,14 @@ def test_the_forecast_lists_each_open_step_with_its_hours_and_when_it_ends(tmp_p
     )
     forecast = table.forecast_text(cfg, folder, table.open_steps(folder), "round hours")
     assert "| reach-v3 mmae_rgbs_po,mmae_rgbs seeds 0-2 to 100,000 (last evaluation 50 episodes) | 4.0 |" in forecast
+    # ViSaRL seed 0 took 1 h here (its summary's wall time): its other seeds take that, 1 + 1 h on core 2 (PO's
+    # diverged run, 5 h to its 10k, is no run to the budget: ignored)
+    visarl = root / table.table_dir("reach-v3", "mmae_rgbs", 0) / "summary.json"
+    visarl.write_text(json.dumps({**json.loads(visarl.read_text()), "wall_time_s": 3600.0}))
+    diverged = root / table.table_dir("reach-v3", "mmae_rgbs_po", 1) / "summary.json"
+    diverged.write_text(json.dumps({**json.loads(diverged.read_text()), "wall_time_s": 18_000.0}))
+    forecast = table.forecast_text(cfg, folder, table.open_steps(folder), "round hours")
+    assert "| reach-v3 mmae_rgbs_po,mmae_rgbs seeds 0-2 to 100,000 (last evaluation 50 episodes) | 3.0 |" in forecast
     # phase B: the state pilots' first chunk, then the budget rule decides what follows
     phase_b = config(tmp_path, phase="B")
     pilots = table.Folder(phase_b)
