@@ -37,10 +37,10 @@ pretraining logs; the first with the saliency student that labelled its frames) 
 (`artifacts/cpu-table/`), committed beside the results: a new root (a new machine) takes the settings in
 `results/cpu-table/settings.json`, copies in the kept runs and the carried models, and goes on with what is left
 instead of annotating, training the saliency models and pretraining those encoders again.
-`--status` prints where each task and row stands, how far the
-running step has got and a forecast of the open steps (`forecast_text`); `--background` starts the run detached and niced (pipeline.background) with its
-output appended to `<root>/table.log`; when one started so still runs it says so and starts nothing, and
-it is refused while a copy started otherwise holds the root.
+`--status` prints where each task and row stands, how far the running step has got and a forecast of the open
+steps (`forecast_text`); `--background` starts the run detached and niced (pipeline.background) with its output
+appended to `<root>/table.log`; when one started so still runs it says so and starts nothing, and it is refused
+while a copy started otherwise holds the root.
 """
 
 from __future__ import annotations
