@@ -824,13 +824,18 @@ def _seeds_reading(
     return f"{one_seed}the paper's gap {gap:+.2f} needs {needed} seeds per arm{where} ({reading}){smallest}"
 
 
+def _both_finished(by: dict[tuple[str, str], list[dict]], tasks: Sequence[str], worse: str, better: str) -> list[str]:
+    """The tasks where both sides of a claim have finished runs."""
+    return [t for t in tasks if (worse, t) in by and (better, t) in by]
+
+
 def _claims(runs: list[dict]) -> list[tuple[str, str, list[str], np.ndarray, np.ndarray]]:
     """Each ordering the papers claim that `runs` can compare: (worse, better, the tasks both finished runs on, and
     each one's [runs, tasks] final-success matrix over its seeds finished on all of them)."""
     tasks, by = _cells(runs)
     claims = []
     for worse, better in PAPER_ORDERINGS:
-        common = [t for t in tasks if (worse, t) in by and (better, t) in by]
+        common = _both_finished(by, tasks, worse, better)
         a, b = (score_matrix(by, encoder, common)[0] for encoder in (worse, better))
         if common and len(a) and len(b):
             claims.append((worse, better, common, a, b))
@@ -875,7 +880,7 @@ def improvement_table(
         later = f" (not yet on {', '.join(pending)}: a side has no finished run there)" if pending else ""
         if not common:
             # both finished on `shared`, but a side on no one seed across all of them (rliable's matrices need one)
-            shared = [t for t in tasks if (worse, t) in by and (better, t) in by]
+            shared = _both_finished(by, tasks, worse, better)
             have = {e: len(score_matrix(by, e, shared)[0]) for e in (worse, better)}  # seeds on every shared task
             if shared:
                 apart = [_label(e) for e in (worse, better) if not have[e]]
@@ -1313,7 +1318,7 @@ def statistics_sections(
             "excludes 0).\n",
             ordering_table(runs, running, planned) + "\n",
         ]
-        if any(sum((w, t) in by and (b, t) in by for t in tasks) > 1 for w, b in PAPER_ORDERINGS)
+        if any(len(_both_finished(by, tasks, w, b)) > 1 for w, b in PAPER_ORDERINGS)
         else []  # every claim on one task: the table above is the per-task one
     )
     if improvements:

@@ -1728,24 +1728,29 @@ def grid_hours(cfg: TableConfig, folder: Folder, step: Step, rates: Rates, count
     and no earlier step of the forecast runs (`counted`, which they join), each the time its row's finished runs took
     here (`measured_seconds`) or else `run_seconds`, less the share of its steps it has run (`run_state`), started as
     rl.grid starts them (seed by seed, in --encoders order) on --parallel cores, each as the first core frees."""
-    words = {name: (flag_value(step.argv, f"--{name}") or "").split(",") for name in ("tasks", "encoders", "seeds")}
-    steps, out = int(flag_value(step.argv, "--steps") or 0), flag_value(step.argv, "--out") or ""
-    pilot = out == "runs/pilot"  # pilots evaluate on --eval-episodes every --pilot-eval-every, the last one too
+    steps = int(flag_value(step.argv, "--steps") or 0)
+    # pilots evaluate on --eval-episodes every --pilot-eval-every, the last one too
+    pilot = flag_value(step.argv, "--out") == "runs/pilot"
     every, last = (cfg.pilot_eval_every, cfg.eval_episodes) if pilot else (cfg.eval_every, cfg.final_eval_episodes)
     cores = [0.0] * cfg.parallel
-    for seed in words["seeds"]:
-        for task in words["tasks"]:
-            for row in words["encoders"]:
-                run = folder.root / out / task / row / f"seed{seed}"
-                if steps < 1 or outcome.is_finished(run, steps) or (run, steps) in counted:
-                    continue
-                counted.add((run, steps))
-                left = 1 - min(run_state(run)[0], steps) / steps
-                whole = measured_seconds(run.parent, steps) or run_seconds(
-                    rates, row, steps, cfg.hidden_dim, every, cfg.eval_episodes, last
-                )
-                heapq.heapreplace(cores, cores[0] + left * whole)
+    for run in grid_runs(folder.root, step.argv):
+        if steps < 1 or outcome.is_finished(run, steps) or (run, steps) in counted:
+            continue
+        counted.add((run, steps))
+        left = 1 - min(run_state(run)[0], steps) / steps
+        whole = measured_seconds(run.parent, steps) or run_seconds(
+            rates, run.parent.name, steps, cfg.hidden_dim, every, cfg.eval_episodes, last
+        )
+        heapq.heapreplace(cores, cores[0] + left * whole)
     return max(cores) / 3600
+
+
+def grid_runs(root: Path, argv: Sequence[str]) -> list[Path]:
+    """The run folders of an rl.grid command, in the order rl.grid starts them: seed by seed, then task, then
+    --encoders."""
+    words = {name: (flag_value(argv, f"--{name}") or "").split(",") for name in ("tasks", "encoders", "seeds")}
+    out = root / (flag_value(argv, "--out") or "")
+    return [out / t / row / f"seed{s}" for s in words["seeds"] for t in words["tasks"] for row in words["encoders"]]
 
 
 def measured_seconds(row_dir: Path, steps: int) -> float:
@@ -2042,14 +2047,7 @@ def step_progress(root: Path, step: Step) -> str:
     if module == ["pretrain.multimae"]:
         return pretrain_progress(root / out)
     if module == ["rl.grid"]:
-        words = {name: flag_value(step.argv, f"--{name}") or "" for name in ("tasks", "encoders", "seeds", "steps")}
-        runs = [
-            root / out / task / row / f"seed{seed}"
-            for task in words["tasks"].split(",")
-            for row in words["encoders"].split(",")
-            for seed in words["seeds"].split(",")
-        ]
-        return sac_progress(runs, int(words["steps"]))
+        return sac_progress(grid_runs(root, step.argv), int(flag_value(step.argv, "--steps") or 0))
     return ""
 
 
