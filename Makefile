@@ -60,11 +60,15 @@ DEMO_GIF_RUN ?= runs/sac/reach-v3/cnn_rgb/seed0
 demo-gif: demo
 	$(PY) -c "from rl.evaluate import clip; print(clip('$(DEMO_GIF_RUN)', 'docs/demo/watch_reach-v3_cnn_rgb.gif'))"
 
-# lint first (ruff: pyflakes, pycodestyle, import order; the formatter's layout), then the suite
+# lint first (ruff: pyflakes, pycodestyle, import order; the formatter's layout), then the suite on TEST_WORKERS
+# processes (pytest-xdist), whole files to a worker: a file's module fixtures are built once, and the Ray tests share
+# one file. tests/conftest.py sends the files holding slow tests first and gives each worker's torch 1 thread by
+# default, so 2 workers fill 2 cores.
+TEST_WORKERS ?= 2
 test: venv sysdeps
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # RESULTS.md "Table I rows at a CPU budget": state and the frozen-encoder rows, 3 seeds x 100k steps on
 # reach-v3, packed, with MultiMAEs pretrained here (cpu preset) on frames labelled by the committed

@@ -1,12 +1,17 @@
 """rl.grid on a local Ray cluster of two worker nodes (ray.cluster_utils.Cluster): a node is killed while
 its pack trains; Ray retries the pack, which continues from its checkpoint (`--resume auto`) and ends
 with exactly one metrics.csv row per logged step. Then `--storage driver` brings whole run folders back.
-Tiny state-encoder SAC runs keep it within a few minutes on a busy 2-core CPU."""
+Tiny state-encoder SAC runs keep it within a few minutes on a busy 2-core CPU. Last, `python -m rl.grid --backend
+ray` starts a local Ray instance of its own. The Ray tests live in this one file: `make test` runs test files on
+parallel workers (pytest-xdist, `--dist loadfile`), and a Ray instance started while another runs would join it
+(`ray.init()` with no address joins the latest cluster started on the machine)."""
 
 from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -99,3 +104,43 @@ def test_a_killed_worker_node_is_retried_and_resumes_without_duplicated_rows(clu
         p.name for p in back.iterdir()
     }
     assert any((back / "tb").iterdir()) and any(back.glob("replay-*/*"))
+
+
+@pytest.mark.slow
+def test_two_run_micro_grid_on_local_ray(tmp_path):
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rl.grid",
+            "--tasks",
+            "reach-v3",
+            "--encoders",
+            "state",
+            "--seeds",
+            "0,1",
+            "--steps",
+            "200",
+            "--sac-preset",
+            "micro",
+            "--backend",
+            "ray",
+            "--parallel",
+            "2",
+            "--out",
+            str(tmp_path / "sac"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    for seed in (0, 1):
+        summary = json.loads((tmp_path / "sac" / "reach-v3" / "state" / f"seed{seed}" / "summary.json").read_text())
+        assert summary["steps"] == 200 and summary["seed"] == seed
+        assert (Path(tmp_path) / "sac" / "reach-v3" / "state" / f"seed{seed}" / "eval.csv").exists()
+    assert (
+        "2 ok, 0 diverged (final: counted as 0 success), 0 paused (run again to continue), 0 failed" in r.stdout
+        and "in 1 pack(s)" in r.stdout
+    )

@@ -1,17 +1,14 @@
-"""End to end: the micro pipeline on a fresh root, a two-run micro grid on a local Ray instance, and phase A of the
-CPU table at micro sizes."""
+"""End to end: the micro pipeline on a fresh root, every stage with real outputs between them, and a rerun that
+skips them all. (Phase A of the CPU table at micro sizes is tests/test_pipeline_table_e2e.py; the micro grid on a
+local Ray instance is in tests/test_cluster_ray.py, with the other Ray tests.)"""
 
-import csv
-import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from pipeline.presets import PRESETS
 from pipeline.report import ENCODER_LABELS
-from pipeline.table import FROZEN
 
 pytestmark = pytest.mark.slow
 
@@ -51,133 +48,3 @@ def test_micro_pipeline_reports_a_row_for_every_encoder(tmp_path):
     )
     assert again.returncode == 0 and again.stdout.count("skipped") >= 8, again.stdout[-2000:]
     assert "0 to run" in again.stdout
-
-
-def test_two_run_micro_grid_on_local_ray(tmp_path):
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "rl.grid",
-            "--tasks",
-            "reach-v3",
-            "--encoders",
-            "state",
-            "--seeds",
-            "0,1",
-            "--steps",
-            "200",
-            "--sac-preset",
-            "micro",
-            "--backend",
-            "ray",
-            "--parallel",
-            "2",
-            "--out",
-            str(tmp_path / "sac"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        cwd=tmp_path,
-    )
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    for seed in (0, 1):
-        summary = json.loads((tmp_path / "sac" / "reach-v3" / "state" / f"seed{seed}" / "summary.json").read_text())
-        assert summary["steps"] == 200 and summary["seed"] == seed
-        assert (Path(tmp_path) / "sac" / "reach-v3" / "state" / f"seed{seed}" / "eval.csv").exists()
-    assert (
-        "2 ok, 0 diverged (final: counted as 0 success), 0 paused (run again to continue), 0 failed" in r.stdout
-        and "in 1 pack(s)" in r.stdout
-    )
-
-
-#: phase A of pipeline.table at micro sizes: every stage the table runs, with real outputs between them
-MICRO_TABLE = [
-    *("--phase", "A", "--frames", "1000", "--collect-workers", "1", "--saliency-preset", "micro"),
-    *("--pretrain-images", "1000", "--pretrain-preset", "micro"),
-    *("--pretrain-extra", "--batch-size 32 --warmup-epochs 0 --threads 1 --no-progress"),
-    *("--probe-extra", "--fit-frames 300 --score-frames 200", "--hidden-dim", "64", "--parallel", "2"),
-    *("--reach-steps", "1000", "--reach-seeds", "2", "--first-seeds", "1", "--more-seeds", "1", "--max-seeds", "2"),
-    *("--eval-every", "500", "--eval-episodes", "1", "--final-eval-episodes", "2", "--eval-envs", "1"),
-    *("--checkpoint-every", "500", "--sac-extra", "--batch-size 32 --random-steps 200 --max-episode-steps 100"),
-]
-
-
-def test_micro_cpu_table_phase_a_keeps_every_row_and_a_rerun_runs_nothing(tmp_path):
-    table, results = tmp_path / "table", tmp_path / "results"
-    argv = [
-        sys.executable,
-        "-m",
-        "pipeline.table",
-        "--root",
-        str(table),
-        "--results",
-        str(results),
-        "--carry",
-        str(tmp_path / "carry"),
-        *MICRO_TABLE,
-    ]
-    r = subprocess.run(argv, capture_output=True, text=True, timeout=1500)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "every step of phase(s) A is done" in r.stdout
-    rows = ("state", "mmae_rgb", "mmae_rgbs_po", "mmae_rgbs")
-    for row in rows:  # both waves (seed 0, then seed 1) kept, each at the budget with its final evaluation
-        for seed in (0, 1):
-            summary = json.loads((results / "reach-v3" / row / f"seed{seed}" / "summary.json").read_text())
-            assert (summary["encoder"], summary["seed"], summary["steps"]) == (row, seed, 1000)
-            assert summary["eval_episodes"] == 2 and 0 <= summary["success_rate"] <= 1
-            with open(results / "reach-v3" / row / f"seed{seed}" / "eval.csv") as f:  # one call: 1 episode, then 2
-                assert [(r["step"], r["episodes"]) for r in csv.DictReader(f)] == [("500", "1"), ("1000", "2")]
-    assert "kept finished runs in" in r.stdout  # each run kept as its grid ended it, before the rows' keep steps
-    ran = [line.split(" | ", 1)[1] for line in r.stdout.splitlines() if "] A | " in line]
-    first_rows = ran.index("reach-v3 mmae_rgbs_po,mmae_rgbs seeds 0-0 to 1,000 (last evaluation 2 episodes)")
-    assert first_rows < ran.index("reach-v3: pretrain.multimae rgb (2 epochs, >= 1,000 images)")  # no rgb encoder yet
-    stages = json.loads((results / "reach-v3" / "stages.json").read_text())
-    commands = [s for s in stages["order"] if not s.startswith("carry ")]  # the carry steps take under 0.1 s
-    assert len(commands) == 12 and all(stages["wall_seconds"][s] > 0 for s in commands)
-    assert [s for s in stages["order"] if s.startswith("carry ")] == [
-        "carry the rgbs encoder and saliency student",
-        "carry the rgb encoder",
-    ]
-    for probe in (
-        "rgbs/reach-v3/probe_rgb+saliency.json",
-        "rgbs/reach-v3/probe_rgb.json",
-        "rgb/reach-v3/probe_rgb.json",
-    ):
-        assert json.loads((results / "mmae" / probe).read_text()), probe
-    assert 0 <= json.loads((results / "saliency/reach-v3/eval/metrics.json").read_text())["metrics"]["f_max"] <= 1
-
-    again = subprocess.run(argv, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0 and "every step of phase(s) A is done" in again.stdout, again.stdout[-2000:]
-    assert "] A | " not in again.stdout  # no step ran again
-    assert sorted(json.loads((results / "settings.json").read_text())) == sorted(FROZEN)
-    assert sorted(json.loads((results / "reach-v3/models.json").read_text())["sha256"]) == sorted(
-        p.relative_to(tmp_path / "carry").as_posix() for p in (tmp_path / "carry").rglob("*") if p.is_file()
-    )
-    assert (tmp_path / "carry/mmae/rgbs/reach-v3/encoder.pt").read_bytes() == (
-        table / "runs/mmae/rgbs/reach-v3/encoder.pt"
-    ).read_bytes()
-    frames = json.loads((results / "reach-v3/models.json").read_text())["frames"]
-    assert frames["rgbs"] == frames["rgb"]  # both encoders learnt from the same frames
-
-    # a new machine: a new root beside the committed results and carried models runs no step of the table again
-    elsewhere = [a if a != str(table) else str(tmp_path / "new-machine") for a in argv]
-    moved = subprocess.run(elsewhere, capture_output=True, text=True, timeout=300)
-    assert moved.returncode == 0 and "every step of phase(s) A is done" in moved.stdout, moved.stdout[-2000:]
-    assert [line.split(" | ", 1)[1] for line in moved.stdout.splitlines() if "] A | " in line] == [
-        "restore kept runs",
-        "reach-v3: carried models",
-    ]
-
-    report = subprocess.run(
-        [sys.executable, "-m", "pipeline.report", str(results), "--out", str(tmp_path / "report")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert report.returncode == 0, report.stdout[-2000:] + report.stderr[-2000:]
-    text = (tmp_path / "report" / "REPORT.md").read_text()
-    for row in rows:
-        line = [x for x in text.splitlines() if x.startswith(f"| {ENCODER_LABELS[row]} |")]
-        assert len(line) == 1 and "(n=2)" in line[0], row
