@@ -82,7 +82,8 @@ class GridConfig:
     parallel: int = option(1, "local backend: packs (processes) at once")
     backend: str = option("local", "local (subprocesses) or ray", choices=["local", "ray"])
     ray_address: str = option(
-        "", "ray backend: '' starts a local instance, 'auto' joins a running cluster, or HOST:PORT"
+        "",
+        "ray backend: '' starts a local instance of its own (RAY_ADDRESS is not read), 'auto' joins a running cluster, or HOST:PORT",
     )
     ray_working_dir: str = option(
         "",
@@ -539,8 +540,8 @@ def run_grid(cfg: GridConfig) -> dict[str, str]:
             import ray
         except ImportError as err:
             raise ValueError("--backend ray needs Ray: pip install 'visarl[cluster]'") from err
-        ray.init(
-            address=cfg.ray_address or None,
+        ray.init(  # "local": '' starts an instance of its own, never joins one RAY_ADDRESS or this machine names
+            address=cfg.ray_address or "local",
             ignore_reinit_error=True,
             include_dashboard=False,
             log_to_driver=False,

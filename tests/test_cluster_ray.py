@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -108,6 +109,8 @@ def test_a_killed_worker_node_is_retried_and_resumes_without_duplicated_rows(clu
 
 @pytest.mark.slow
 def test_two_run_micro_grid_on_local_ray(tmp_path):
+    """Without --ray-address the grid starts a Ray instance of its own, even where RAY_ADDRESS names another
+    (here one nobody listens at: joining it would fail)."""
     r = subprocess.run(
         [
             sys.executable,
@@ -134,6 +137,7 @@ def test_two_run_micro_grid_on_local_ray(tmp_path):
         text=True,
         timeout=900,
         cwd=tmp_path,
+        env={**os.environ, "RAY_ADDRESS": "127.0.0.1:9"},
     )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     for seed in (0, 1):
