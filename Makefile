@@ -62,8 +62,8 @@ demo-gif: demo
 
 # lint first (ruff: pyflakes, pycodestyle, import order; the formatter's layout), then the suite on TEST_WORKERS
 # processes (pytest-xdist), whole files to a worker: a file's module fixtures are built once, and the Ray tests share
-# one file. tests/conftest.py sends the files holding slow tests first and gives each worker's torch 1 thread by
-# default, so 2 workers fill 2 cores.
+# one file. tests/conftest.py sends the files holding slow tests first and sets OMP_NUM_THREADS=1 in each worker
+# (a stage's own --threads still applies), so 2 workers fill 2 cores. pytest-xdist >= 3.8: --no-loadscope-reorder.
 TEST_WORKERS ?= 2
 test: venv sysdeps
 	$(PY) -m ruff check .

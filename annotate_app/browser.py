@@ -33,9 +33,13 @@ def free_port() -> int:
 
 
 def start_server(args: list[str], port: int, log: Path, timeout: float = 90.0) -> subprocess.Popen:
-    """`python -m annotate_app ARGS --port PORT` in the background; returns once the page answers."""
+    """`python -m annotate_app ARGS --port PORT` in the background; returns once the page answers and the answer is
+    this server's (it has printed its address, so it found the port free: a server of a test run beside this one,
+    started on the same port, does not pass for it)."""
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
+    own = f":{port} in a browser".encode()  # annotate_app's "Open http://HOST:PORT in a browser ..."
     with open(log, "ab") as f:
+        start = f.tell()
         proc = subprocess.Popen(
             [sys.executable, "-m", "annotate_app", *args, "--port", str(port)],
             stdout=f,
@@ -48,8 +52,9 @@ def start_server(args: list[str], port: int, log: Path, timeout: float = 90.0) -
             raise RuntimeError(f"annotation server exited with {proc.returncode}:\n{Path(log).read_text()[-3000:]}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as r:
-                if r.status == 200:
+                if r.status == 200 and own in Path(log).read_bytes()[start:] and proc.poll() is None:
                     return proc
+                time.sleep(0.25)
         except OSError:
             time.sleep(0.25)
     proc.kill()

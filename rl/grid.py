@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import shlex
 import shutil
@@ -540,13 +541,18 @@ def run_grid(cfg: GridConfig) -> dict[str, str]:
             import ray
         except ImportError as err:
             raise ValueError("--backend ray needs Ray: pip install 'visarl[cluster]'") from err
+        if not cfg.ray_address and ray.is_initialized():  # the grid would use that instance, then shut it down
+            raise ValueError(
+                "--ray-address '' starts a Ray instance of its own, but this process is connected to Ray already: "
+                "pass that instance's address (or 'auto')"
+            )
         ray.init(  # "local": '' starts an instance of its own, never joins one RAY_ADDRESS or this machine names
             address=cfg.ray_address or "local",
             ignore_reinit_error=True,
             include_dashboard=False,
             log_to_driver=False,
             runtime_env=runtime_env(cfg),
-            **({} if cfg.ray_address else {"num_cpus": max(1, int(cfg.cpus_per_run * cfg.parallel))}),
+            **({} if cfg.ray_address else {"num_cpus": max(1, math.ceil(cfg.cpus_per_run * cfg.parallel))}),
         )
         gpus = ray.cluster_resources().get("GPU", 0) > 0
     packs = plan_packs(cfg, todo, gpus)

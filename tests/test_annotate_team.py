@@ -152,7 +152,9 @@ def test_a_single_annotator_server_needs_no_login(tmp_path, monkeypatch):
     seen = {}
     monkeypatch.setattr(app_module.gr.Blocks, "launch", lambda self, **kw: seen.update(kw, demo=self))
     root = tmp_path / "ann"
-    app_main(["--frames", str(shards), "--n", "3", "--out", str(root), "--annotator", "alice"])
+    app_main(
+        ["--frames", str(shards), "--n", "3", "--out", str(root), "--annotator", "alice", "--port", str(_free_port())]
+    )
     assert seen["auth"] is None and seen["server_name"] == "127.0.0.1"
     _, _, status, _ = _click(_handlers(seen["demo"]), {}, None, 10.0, 20.0)
     assert "Frame 1 of 3 · alice" in status

@@ -2,9 +2,9 @@
 its pack trains; Ray retries the pack, which continues from its checkpoint (`--resume auto`) and ends
 with exactly one metrics.csv row per logged step. Then `--storage driver` brings whole run folders back.
 Tiny state-encoder SAC runs keep it within a few minutes on a busy 2-core CPU. Last, `python -m rl.grid --backend
-ray` starts a local Ray instance of its own. The Ray tests live in this one file: `make test` runs test files on
-parallel workers (pytest-xdist, `--dist loadfile`), and a Ray instance started while another runs would join it
-(`ray.init()` with no address joins the latest cluster started on the machine)."""
+ray` starts a local Ray instance of its own, even where RAY_ADDRESS names another. The Ray tests live in this one
+file: `make test` gives whole files to parallel workers (pytest-xdist, `--dist loadfile`), so the two Ray instances
+run one after the other, never beside each other on the 2 cores."""
 
 from __future__ import annotations
 
@@ -105,6 +105,11 @@ def test_a_killed_worker_node_is_retried_and_resumes_without_duplicated_rows(clu
         p.name for p in back.iterdir()
     }
     assert any((back / "tb").iterdir()) and any(back.glob("replay-*/*"))
+
+    # this process is connected to the cluster: a grid that would start its own instance says so, and runs nothing
+    with pytest.raises(ValueError, match="connected to Ray already: pass that instance's address"):
+        run_grid(grid(cluster, seeds="3", ray_address=""))
+    assert ray.is_initialized() and not Path("runs/sac/reach-v3/state/seed3").exists()
 
 
 @pytest.mark.slow
