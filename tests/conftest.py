@@ -10,9 +10,19 @@ os.environ["VISARL_AUTO_PRECISION"] = "fp32"
 
 import data  # noqa: E402,F401  (configures headless GL before any test imports mujoco)
 
+#: the suite's two longest files (minutes each, one end-to-end test apiece): first, so each starts on a worker of its own
+LONGEST = ("test_pipeline_table_e2e.py", "test_pipeline_e2e.py")
+
 
 def pytest_collection_modifyitems(items):
-    """Files holding a `slow` test first, in a stable sort: `make test`'s workers take whole files in this order
-    (`--no-loadscope-reorder`), and a file of several minutes started last would run alone at the end."""
+    """LONGEST, then the other files holding a `slow` test, then the rest, in a stable sort: `make test`'s workers
+    take whole files in this order (`--no-loadscope-reorder`), and a file of several minutes started last, or
+    queued behind another, would run alone at the end."""
     slow_files = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow_files)
+
+    def rank(item) -> int:
+        if item.path.name in LONGEST:
+            return LONGEST.index(item.path.name)
+        return len(LONGEST) + (item.path not in slow_files)
+
+    items.sort(key=rank)
