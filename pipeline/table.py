@@ -4,8 +4,9 @@ the four-task Table I experiment on a CPU (issue #30), one resumable command.
 Phases, in this order (`--phase all`), each ending in a table kept under `results/cpu-table/`:
 
 - **A** reach-v3: frames, oracle annotations, PiCANet + student, labels, the rgb+saliency MultiMAE; mmae_rgbs_po
-  and mmae_rgbs x 3 seeds (they need no rgb-only encoder: on the Zen 3's rates the PO-vs-ViSaRL answer at 3 seeds
-  comes ~8 h after that MultiMAE, not ~27 h after it behind the rgb one, nor ~11 h with state's seeds beside them);
+  and mmae_rgbs x 3 seeds (they need no rgb-only encoder: on the Zen 3's rates at hidden 1024 the PO-vs-ViSaRL
+  answer at 3 seeds comes ~8 h after that MultiMAE, not ~27 h after it behind the rgb one, nor ~11 h with state's
+  seeds beside them; ~4.6 h at 256);
   the rgb MultiMAE and the three probes; mmae_rgb and state x 3; then every row to 10 seeds at 100k steps. Each
   grid starts a seed's runs longest first (`longest_first`).
 - **B** drawer-open-v3, faucet-open-v3, door-open-v3: the state pilot (1 seed, the table's SAC
@@ -230,9 +231,10 @@ class TableConfig:
     )
     pack: int = option(
         1,
-        "SAC runs per pack (rl.grid --pack): 1, so each run ends, and is kept, in ~2 h per 100k steps on the Zen 3 "
-        "rather than a pack of 5's ~11 h, all of which a replaced machine loses (packs of 5 were within 2 %: "
-        "BENCHMARKS.md)",
+        "SAC runs per pack (rl.grid --pack): 1, so each run ends, and is kept, on its own (a frozen run ~1.2 h per 100k "
+        "steps on the Zen 3 at hidden 256, ~2.3 h at 1024) rather than all of a pack's together, which a replaced "
+        "machine loses; the forecast counts one run per core. Packs of 5 run 1.4-2.3x faster at 256, within 2 % at "
+        "1024 (BENCHMARKS.md)",
     )
     cnn_pack: int = option(
         1,
@@ -2227,7 +2229,9 @@ def dry_run_text(cfg: TableConfig) -> str:
 
 
 #: the title of the table's report
-REPORT_TITLE = "The CPU table (issue #30): the paper's Table I at its SAC settings on a CPU"
+REPORT_TITLE = (
+    "The CPU table (issue #30): the paper's Table I on a CPU (its settings and ours: How this table was made)"
+)
 
 
 def probe_beside_rows(results: Path) -> str:

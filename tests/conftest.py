@@ -17,7 +17,8 @@ LONGEST = ("test_pipeline_table_e2e.py", "test_pipeline_e2e.py")
 def pytest_collection_modifyitems(items):
     """LONGEST, then the other files holding a `slow` test, then the rest, in a stable sort: `make test`'s workers
     take whole files in this order (`--no-loadscope-reorder`), and a file of several minutes started last, or
-    queued behind another, would run alone at the end."""
+    queued behind another, would run alone at the end. (xdist hands a worker whose file holds 2 tests or fewer a
+    second file at once: the next two files, short ones, queue behind LONGEST.)"""
     slow_files = {item.path for item in items if item.get_closest_marker("slow")}
 
     def rank(item) -> int:
