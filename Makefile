@@ -65,8 +65,8 @@ demo-gif: demo
 # one file. tests/conftest.py sends the two longest files first, then the others holding slow tests, and sets
 # OMP_NUM_THREADS=1 in each worker (a stage's own --threads still applies), so 2 workers fill 2 cores.
 # pytest-xdist >= 3.8: --no-loadscope-reorder. Fresh-clone CI runs on 2 cores beside the niced CPU table (not side by
-# side: two runs on 2026-12-06): 1,288 s of pytest on 2 workers (in the order before LONGEST went first), 1,581 s on
-# one (the longest files ran 2-2.5x slower beside another worker: their stages use both cores).
+# side: three runs on 2026-12-06): 1,234 s of pytest on 2 workers, LONGEST first (1,288 s before), 1,581 s on one
+# (the longest files run 2-2.5x slower beside another worker: their stages use both cores).
 TEST_WORKERS ?= 2
 test: venv sysdeps
 	$(PY) -m ruff check .
