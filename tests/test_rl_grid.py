@@ -1,8 +1,12 @@
-"""rl.grid: the single-run command a grid builds, and a worker's scratch copies of the pack's inputs."""
+"""rl.grid: the single-run command a grid builds, a worker's scratch copies of the pack's inputs, packs and their memory,
+and the Ray instance a grid asks for."""
 
 from __future__ import annotations
 
 import hashlib
+import sys
+import types
+from dataclasses import replace
 
 import pytest
 
@@ -247,3 +251,32 @@ def test_the_stop_state_travels_to_a_ray_worker_fresh():
         grid.STOPPING.requested.clear()
     assert isinstance(copy, grid.Stopping) and copy is not grid.STOPPING
     assert not copy.requested.is_set() and copy.packs == set()
+
+
+class _Started(Exception):
+    """Raised by the fake Ray once the grid has asked it for an instance."""
+
+
+def test_a_ray_grid_without_an_address_asks_for_an_instance_of_its_own_with_whole_cpus(tmp_path, monkeypatch):
+    """`ray.init(address="local")`: a new instance even where RAY_ADDRESS or this machine names another, with
+    ceil(cpus-per-run x parallel) CPUs (int() gave 1.5 one CPU, where no pack could ever be scheduled); a process
+    connected to Ray already is refused, since the grid would shut that instance down at its end."""
+    calls = []
+
+    def init(**kwargs):
+        calls.append(kwargs)
+        raise _Started
+
+    fake = types.SimpleNamespace(init=init, is_initialized=lambda: False)
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    cfg = GridConfig(encoders="state", seeds="0", steps=10, sac_preset="micro", backend="ray", out=str(tmp_path))
+    with pytest.raises(_Started):
+        grid.run_grid(replace(cfg, cpus_per_run=1.5, parallel=1))
+    assert (calls[0]["address"], calls[0]["num_cpus"]) == ("local", 2)
+    with pytest.raises(_Started):
+        grid.run_grid(replace(cfg, ray_address="auto"))
+    assert calls[1]["address"] == "auto" and "num_cpus" not in calls[1]  # a running cluster keeps its own CPUs
+    fake.is_initialized = lambda: True
+    with pytest.raises(ValueError, match="connected to Ray already: pass that instance's address"):
+        grid.run_grid(cfg)
+    assert len(calls) == 2
