@@ -2,7 +2,6 @@
 
 import json
 import re
-import socket
 
 import gradio as gr
 import pytest
@@ -10,15 +9,10 @@ import pytest
 from annotate_app import app as app_module
 from annotate_app.agreement import agreement_rows, annotator_clicks
 from annotate_app.app import main as app_main
+from annotate_app.browser import free_port
 from annotate_app.store import AnnotatorStore, load_frameset
 from annotate_app.synthetic import synthetic_shards
 from annotate_app.users import USERS_ENV, Login, hash_password, load_users, parse_users
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _users_file(path, text: str, mode: int = 0o600):
@@ -80,7 +74,7 @@ def test_the_server_refuses_a_bad_users_file_in_one_line(tmp_path, capsys, monke
     monkeypatch.setattr(app_module.gr.Blocks, "launch", lambda self, **kw: pytest.fail("served"))
     path = _users_file(tmp_path / "team.txt", "alice:pw\n", mode=0o640)
     with pytest.raises(SystemExit) as exit_:
-        app_main(["--users", str(path), "--out", str(tmp_path / "ann"), "--port", str(_free_port())])
+        app_main(["--users", str(path), "--out", str(tmp_path / "ann"), "--port", str(free_port())])
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and err.count("\n") == 1 and "run chmod 600" in err
 
@@ -99,7 +93,7 @@ def team_server(tmp_path, monkeypatch):
     monkeypatch.setattr(app_module.gr.Blocks, "launch", fake_launch)
     root = tmp_path / "ann"
     argv = ["--frames", str(shards), "--n", "3", "--out", str(root), "--users", str(path), "--host", "0.0.0.0"]
-    app_main([*argv, "--port", str(_free_port())])
+    app_main([*argv, "--port", str(free_port())])
     return seen, root
 
 
@@ -153,7 +147,7 @@ def test_a_single_annotator_server_needs_no_login(tmp_path, monkeypatch):
     monkeypatch.setattr(app_module.gr.Blocks, "launch", lambda self, **kw: seen.update(kw, demo=self))
     root = tmp_path / "ann"
     app_main(
-        ["--frames", str(shards), "--n", "3", "--out", str(root), "--annotator", "alice", "--port", str(_free_port())]
+        ["--frames", str(shards), "--n", "3", "--out", str(root), "--annotator", "alice", "--port", str(free_port())]
     )
     assert seen["auth"] is None and seen["server_name"] == "127.0.0.1"
     _, _, status, _ = _click(_handlers(seen["demo"]), {}, None, 10.0, 20.0)

@@ -3,7 +3,6 @@
 import json
 import os
 import re
-import socket
 import time
 
 import pytest
@@ -11,6 +10,7 @@ import pytest
 from annotate_app import app as app_module
 from annotate_app.app import AppConfig
 from annotate_app.app import main as app_main
+from annotate_app.browser import free_port
 from annotate_app.store import AnnotationError, AnnotatorStore, create_or_load_frameset
 from annotate_app.synthetic import synthetic_shards
 from annotate_app.users import hash_password
@@ -22,12 +22,6 @@ def store(tmp_path):
     shards = synthetic_shards(tmp_path / "shards", frames=20, shard_size=10)
     frames = create_or_load_frameset(tmp_path / "ann", "reach-v3", shards, n=4)
     return AnnotatorStore(tmp_path / "ann", frames, "alice")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.20", "annotate.example.org"])
@@ -113,15 +107,13 @@ def test_open_to_network_warns_and_analytics_are_off(store, tmp_path, monkeypatc
             "0.0.0.0",
             "--open-to-network",
             "--port",
-            str(_free_port()),
+            str(free_port()),
         ]
     )
     assert seen["server_name"] == "0.0.0.0" and seen["auth"] is None and seen["analytics"] is False
     assert "warning: --open-to-network: anyone who can reach 0.0.0.0" in capsys.readouterr().err
     seen.clear()
-    app_main(
-        ["--task", "reach-v3", "--annotator", "alice", "--out", str(tmp_path / "ann"), "--port", str(_free_port())]
-    )
+    app_main(["--task", "reach-v3", "--annotator", "alice", "--out", str(tmp_path / "ann"), "--port", str(free_port())])
     assert seen["server_name"] == "127.0.0.1" and seen["analytics"] is False
     assert "warning" not in capsys.readouterr().err
 
@@ -181,7 +173,7 @@ def test_app_start_with_a_bad_click_file_is_a_clear_error(store, tmp_path, monke
     store.path(1).write_text(json.dumps(rec))
     with pytest.raises(SystemExit) as refused:
         app_main(
-            ["--task", "reach-v3", "--annotator", "alice", "--out", str(tmp_path / "ann"), "--port", str(_free_port())]
+            ["--task", "reach-v3", "--annotator", "alice", "--out", str(tmp_path / "ann"), "--port", str(free_port())]
         )
     assert refused.value.code == 2
     assert re.search(
@@ -205,7 +197,7 @@ BOB_PASSWORD = "battery staple"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from annotate_app.browser import free_port, start_server
+    from annotate_app.browser import start_server
 
     tmp = tmp_path_factory.mktemp("guarded")
     shards = synthetic_shards(tmp / "shards", frames=10)
