@@ -3,13 +3,14 @@ fp32 and bf16 side by side.
 
     python bench/rl_throughput.py [--encoders mmae_rgbs,cnn_rgb,gaze] [--packs 1,4] [--hidden 256] [--steps 200]
                                   [--rounds 1] [--threads 1] [--device cpu] [--precision fp32,bf16] [--profile]
-                                  [--baseline-checkout DIR]
+                                  [--baseline-checkout DIR] [--parallel 1]
 
 Aggregate env-steps/s with one update per env step per run (reach-v3 64x64, batch 128, the given
 MLP width), measured in the learning phase only (after the random steps), from each run's
 metrics.csv. For every encoder and N: one packed process of N runs (`python -m rl.workspace`) and
 N concurrent `python -m rl.sac` processes (their rates summed), alternated within each round so
-machine noise hits both alike. Frozen encoders read runs/mmae/<name>/encoder.pt when present, else
+machine noise hits both alike. `--parallel P --no-separate` times P packed processes of N runs at once instead, as
+`rl.grid --parallel P` (pipeline.table's packs) runs them: which pack size keeps every core busiest. Frozen encoders read runs/mmae/<name>/encoder.pt when present, else
 a randomly initialised paper-size export (identical cost); mmae_rgbs reads the student saliency
 model runs/saliency/reach-v3/student.pt when present, else a randomly initialised student (identical
 cost). `--profile` adds where a packed step's time goes (env step, saliency + frozen encoder,
@@ -72,12 +73,14 @@ def learning_rate(run_dir: Path) -> float:
     return (int(rows[-1]["step"]) - int(rows[0]["step"])) / (float(rows[-1]["wall_s"]) - float(rows[0]["wall_s"]))
 
 
-def configs(encoder: str, n: int, args, root: Path, extra: dict, precision: str) -> list[SACConfig]:
+def configs(
+    encoder: str, n: int, args, root: Path, extra: dict, precision: str, first_seed: int = 0
+) -> list[SACConfig]:
     return [
         from_flat(
             SACConfig,
             encoder=encoder,
-            seed=s,
+            seed=first_seed + s,
             hidden_dim=args.hidden,
             steps=RANDOM + args.steps,
             random_steps=RANDOM,
@@ -89,7 +92,7 @@ def configs(encoder: str, n: int, args, root: Path, extra: dict, precision: str)
             torch_threads=args.threads,
             device=args.device,
             precision=precision,
-            out=str(root / f"seed{s}"),
+            out=str(root / f"seed{first_seed + s}"),
             **extra,
         )
         for s in range(n)
@@ -97,12 +100,20 @@ def configs(encoder: str, n: int, args, root: Path, extra: dict, precision: str)
 
 
 def packed(encoder: str, n: int, args, root: Path, extra: dict, precision: str) -> float:
-    cfgs = configs(encoder, n, args, root, extra, precision)
-    spec = root / "pack.json"
+    """--parallel processes at once (as rl.grid --parallel starts packs), each a pack of N runs on seeds of its own;
+    their rates summed."""
     root.mkdir(parents=True)
-    spec.write_text(json.dumps([flat_dict(c) for c in cfgs]))
-    subprocess.run([sys.executable, "-m", "rl.workspace", "--spec", str(spec)], check=True, capture_output=True)
-    return n * learning_rate(cfgs[0].run_dir())
+    procs = []
+    for p in range(args.parallel):
+        cfgs = configs(encoder, n, args, root, extra, precision, first_seed=p * n)
+        spec = root / f"pack{p}.json"
+        spec.write_text(json.dumps([flat_dict(c) for c in cfgs]))
+        cmd = [sys.executable, "-m", "rl.workspace", "--spec", str(spec)]
+        procs.append((cfgs[0].run_dir(), subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)))
+    for _, proc in procs:
+        if proc.wait() != 0:
+            raise RuntimeError(proc.stderr.read().decode()[-2000:])
+    return sum(n * learning_rate(run_dir) for run_dir, _ in procs)
 
 
 def separate(encoder: str, n: int, args, root: Path, extra: dict, precision: str, checkout: str = "") -> float:
@@ -195,6 +206,12 @@ def main() -> None:
     p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--encoders", default="mmae_rgbs,cnn_rgb,gaze,state")
     p.add_argument("--packs", default="1,4", help="comma-separated N")
+    p.add_argument(
+        "--parallel",
+        type=int,
+        default=1,
+        help="packed processes at once, each of N runs (rl.grid --parallel; pipeline.table runs 2): rates summed",
+    )
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--steps", type=int, default=200, help="timed learning steps per run")
     p.add_argument("--rounds", type=int, default=1)
@@ -210,6 +227,8 @@ def main() -> None:
     )
     p.add_argument("--profile", action="store_true", help="also time the phases of a packed step")
     args = p.parse_args()
+    if args.parallel < 1 or (args.parallel > 1 and not args.no_separate):
+        p.error("--parallel must be >= 1, and > 1 only with --no-separate (the separate column times one pack's runs)")
     torch.set_num_threads(args.threads)
     try:
         precisions = parse_precisions(args.precision, "cuda" if args.device.startswith("cuda") else "cpu")
@@ -269,7 +288,7 @@ def main() -> None:
 
     cols = (
         ["encoder", "N"]
-        + headers("packed (1 process)", precisions)
+        + headers(f"packed ({args.parallel} process{'es' * (args.parallel > 1)})", precisions)
         + headers("separate (N processes)", precisions)
         + [f"packed / separate {q}" for q in precisions]
         + ["before packing (N processes, fp32)", "packed / before (fp32)"]

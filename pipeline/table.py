@@ -28,8 +28,10 @@ continue where they stopped. The plan is derived again after every step, so the 
 rerun at the start of every session. A table run goes to its budget in one grid call, its evaluations with
 `--eval-episodes`, its last one with `--final-eval-episodes` (rl.sac's option of that name).
 
-Each run's raw results are kept as soon as it finishes, while its grid goes on (`keeping_finished`; one run per
-process, `--pack 1`, so that runs end, and are kept, hours apart rather than a pack at a time). After each (task,
+Each run's raw results are kept as soon as it finishes (a pack's runs end together), while its grid goes on
+(`keeping_finished`). Each grid's pack size (`--pack 0`, `best_pack`) is the one whose forecast ends the grid soonest
+at this CPU's measured pack gains, the smallest within 5 % of that, so that runs are kept sooner where packing gains
+little. After each (task,
 row) finishes its seeds, `pipeline.keep` copies its raw results to
 `results/cpu-table/<task>/<row>/` (pilots: `results/cpu-table-pilot/`, so the report never mixes
 them into the table; probes: `results/cpu-table/mmae/`); committing is left to the person: the
@@ -57,6 +59,7 @@ import json
 import math
 import multiprocessing
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -230,11 +233,16 @@ class TableConfig:
         choices=["standardized", "raw"],
     )
     pack: int = option(
-        1,
-        "SAC runs per pack (rl.grid --pack): 1, so each run ends, and is kept, on its own (a frozen run ~1.2 h per 100k "
-        "steps on the Zen 3 at hidden 256, ~2.3 h at 1024) rather than all of a pack's together, which a replaced "
-        "machine loses; the forecast counts one run per core. Packs of 5 run 1.4-2.3x faster at 256, within 2 % at "
-        "1024 (BENCHMARKS.md)",
+        0,
+        "SAC runs per pack (rl.grid --pack) of the state and MultiMAE rows; 0: per grid, the size up to --max-pack "
+        "whose forecast ends the grid soonest at this CPU's rates, the smallest within 5 % of that (a pack ends all its "
+        "runs together, and a replaced machine loses it: smaller packs are kept sooner); the forecast counts "
+        "each pack's measured gain (`Rates.pack_gain`, BENCHMARKS.md)",
+    )
+    max_pack: int = option(
+        4,
+        "--pack 0: the largest pack it considers (4 frozen runs hold 5.5-7.0 GiB at 100-500k steps with their env "
+        "workers, rl.workspace.host_bytes; --parallel packs run at once)",
     )
     cnn_pack: int = option(
         1,
@@ -282,7 +290,7 @@ class TableConfig:
             "frames",
             "pretrain_images",
             "hidden_dim",
-            "pack",
+            "max_pack",
             "cnn_pack",
             "parallel",
             "reach_steps",
@@ -303,6 +311,8 @@ class TableConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.pack < 0:
+            raise ValueError(f"--pack must be >= 0 (0: sized per grid), got {self.pack}")
         if not self.first_seeds <= self.more_seeds <= self.max_seeds:
             raise ValueError(
                 f"seeds must grow: --first-seeds {self.first_seeds} <= --more-seeds {self.more_seeds} "
@@ -753,6 +763,7 @@ class Step:
         None  # a table grid: tasks, rows, seeds, budget
     )
     decides_budget: bool = False  # a state pilot's chunk: the budget rule reads it, and the plan after it follows
+    sized: bool = False  # an rl.grid whose --pack `best_pack` chose (--pack 0)
 
     def command(self) -> str:
         if self.blocked:
@@ -1032,11 +1043,12 @@ class Planner:
         where: Callable[[str, str, int], str] = table_dir,
     ) -> Step:
         runs = [where(t, r, s) for t in tasks for r in rows for s in seeds]
-        return self.add(
-            key,
-            ["-m", "rl.grid", *grid_argv(self.cfg, tasks, rows, seeds, steps, out, extra)],
-            self.f.finished(runs, steps),
-        )
+        argv = ["-m", "rl.grid", *grid_argv(self.cfg, tasks, rows, seeds, steps, out, extra)]
+        # CNN rows pack by --cnn-pack; the grid-pooled row's 1024-d replay outgrows RAM in packs of 4 (rl.grid refuses)
+        sized = not set(rows) & {*CNN_ROWS, *GRID_ROWS} and not self.cfg.pack
+        if sized:
+            argv = with_pack(argv, best_pack(self.cfg, self.f, argv))
+        return self.add(key, argv, self.f.finished(runs, steps), sized=sized)
 
     def by_budget(self, tasks: Sequence[str], make: Callable[[list[str], int], object]) -> None:
         """Call make(tasks, budget) per group of tasks sharing a budget; undecided ones get a waiting step each."""
@@ -1149,7 +1161,7 @@ def grid_argv(
         "--sac-preset",
         "paper",
         "--pack",
-        str(cfg.cnn_pack if set(rows) & set(CNN_ROWS) else cfg.pack),
+        str(cfg.cnn_pack if set(rows) & set(CNN_ROWS) else cfg.pack or 1),
         "--parallel",
         str(cfg.parallel),
         "--precision",
@@ -1158,6 +1170,30 @@ def grid_argv(
         out,
         f"--extra={extra}",
     ]
+
+
+def with_pack(argv: Sequence[str], pack: int) -> list[str]:
+    """An rl.grid command's argv with --pack `pack`."""
+    i = list(argv).index("--pack")
+    return [*argv[: i + 1], str(pack), *argv[i + 2 :]]
+
+
+#: --pack 0 takes the smallest pack whose forecast is within this share of the soonest end
+PACK_SLACK = 0.05
+
+
+def best_pack(cfg: TableConfig, folder: Folder, argv: Sequence[str], counted: set = frozenset()) -> int:
+    """Runs per pack for the rl.grid command `argv` (--pack 0): the smallest size up to --max-pack whose forecast
+    (`grid_hours`, at the rates of the column this CPU follows, of its runs not `counted` by an earlier step of a
+    forecast) ends the grid within PACK_SLACK of the soonest; 1 where no column applies."""
+    column = rate_column(run_precision(cfg), cpu_bf16_units())
+    if column is None:
+        return 1
+    hours = {
+        n: grid_hours(cfg, folder, with_pack(argv, n), RATES[column], set(counted)) for n in range(1, cfg.max_pack + 1)
+    }
+    soonest = min(hours.values())
+    return min(n for n, h in hours.items() if h <= soonest * (1 + PACK_SLACK))
 
 
 def pretrain_argv(cfg: TableConfig, task: str, modalities: str, out: str) -> list[str]:
@@ -1549,13 +1585,27 @@ class Rates:
     sac_ms: Mapping[str, float]
     update_ms: tuple[float, float]
     eval_ms: Mapping[str, float]
+    #: per row kind, {runs per pack: env-steps/s of --parallel such packs at once over as many packs of one}, measured
+    #: at hidden GAIN_HIDDEN (at 1024 the update fills a step and packs gained <= 2 %: BENCHMARKS.md); none: 1.0
+    pack_gain: Mapping[str, Mapping[int, float]] = field(default_factory=dict)
 
     def step_ms(self, kind: str, hidden: int) -> float:
         """ms per training env-step of one run: the update interpolated in hidden^2 between the two widths measured."""
         small, large = self.update_ms
         return self.sac_ms[kind] + small + (large - small) * (hidden**2 - 256**2) / (1024**2 - 256**2)
 
+    def gain(self, kind: str, pack: int, hidden: int) -> float:
+        """How much faster each run of a pack of `pack` goes than a run alone in its process: linear between the pack
+        sizes measured, the largest one's beyond them; 1.0 where unmeasured and at widths other than GAIN_HIDDEN."""
+        points = sorted({1: 1.0, **(self.pack_gain.get(kind, {}) if hidden == GAIN_HIDDEN else {})}.items())
+        for (n0, g0), (n1, g1) in zip(points, points[1:]):
+            if pack <= n1:
+                return g0 + (g1 - g0) * (max(pack, n0) - n0) / (n1 - n0)
+        return points[-1][1]
 
+
+#: the SAC width the packs' gains were measured at (the CPU table's)
+GAIN_HIDDEN = 256
 FP32_XEON, BF16_XEON, BF16_ZEN4, FP32_ZEN3 = (
     "fp32 (Xeon)",
     "bf16 (Xeon, AMX)",
@@ -1582,16 +1632,17 @@ RATES[BF16_ZEN4] = replace(
     RATES[BF16_XEON], pretrain_img_s=48.8, sac_ms={"state": 19, "frozen": 28, "cnn": 265, "gaze": 302}
 )
 # what the Zen 3 measured: its preparation in the CPU table, pretraining alone, a packed step at hidden 1024 alone
-# (totals from the packs' env-steps/s, the update from the profile; the update at hidden 256 is the Xeon's scaled by
-# the two CPUs' ratio at 1024; probes, CNN rows and evaluation are the Xeon's)
+# (the update from its profile), two packs at once at hidden 256 (the table's: one run each for the totals, 2-6 runs
+# each for the gains); probes, CNN rows and evaluation are the Xeon's
 RATES[FP32_ZEN3] = replace(
     RATES[FP32_XEON],
     collect_fps=156.6,
     saliency_s=913,
     label_fps=147.1,
     pretrain_img_s=27.0,
-    sac_ms={"state": 2.3, "frozen": 22.3, "cnn": 434, "gaze": 491},
-    update_ms=(15, 55.8),
+    sac_ms={"state": 2.3, "frozen": 36.1, "cnn": 434, "gaze": 491},
+    update_ms=(6.6, 55.8),
+    pack_gain={"frozen": {2: 1.13, 3: 1.20, 4: 1.28, 6: 1.37}, "state": {2: 1.07, 3: 1.18, 4: 1.28, 6: 1.32}},
 )
 RATE_SOURCES = (
     "Xeon (2 cores, AMX), 2026-12-02: collection 54.7 frames/s: BENCHMARKS.md, data.collect with 2 workers (load "
@@ -1615,9 +1666,13 @@ RATE_SOURCES = (
     "preparation (table.json: collection 319 s for 50,000 frames, annotation + PiCANet + student + evaluation 913 s, "
     "labelling 340 s); MultiMAE paper size 27.0 img/s (results/cpu-table/README.md, alone); a packed step per run at "
     "hidden 1024, pack of 5, 1 thread, alone (BENCHMARKS.md): state 58.1 ms (17.2 env-steps/s), mmae_rgbs 78.1 ms "
-    "(12.8 env-steps/s; a pack of 1, the table's, within 2 % of a pack of 5: BENCHMARKS.md), of which the update 55.8 "
-    "ms (state's profile), so besides it state 2.3 ms and frozen rows 22.3 ms (held at hidden 256: unscaled); the "
-    "update at hidden 256 the Xeon's x 1.4 (unmeasured); probes, CNN rows and evaluation as on the Xeon (unmeasured). "
+    "(12.8 env-steps/s; a pack of 1 within 2 % of a pack of 5: BENCHMARKS.md), of which the update 55.8 ms (state's "
+    "profile), so besides it state 2.3 ms; 2026-12-06, at hidden 256, two packs at once, 1 thread each (the table's "
+    "way, BENCHMARKS.md): a run alone in its pack state 8.9 ms (so the update 6.6 ms), mmae_rgbs 42.7 ms (so frozen "
+    "rows 36.1 ms besides the update); each run of a pack of 2 / 3 / 4 / 6 faster by 1.13 / 1.20 / 1.28 / 1.37x "
+    "(frozen) and 1.07 / 1.18 / 1.28 / 1.32x (state), not credited at 1024 (where frozen rows' 36.1 + 55.8 ms is 18 % "
+    "above the 78.1 ms of a pack of 5 alone: the hidden-1024 column counts a frozen step as two at once run it); "
+    "probes, CNN rows and evaluation as on the Xeon (unmeasured). "
     "An AVX2-only CPU runs bf16 slower than fp32 (BENCHMARKS.md)"
 )
 
@@ -1665,6 +1720,10 @@ def estimate(cfg: TableConfig, budgets: Mapping[str, int | None]) -> dict[str, d
             + 3 * r.probe_s
         )
 
+        def packed(row: str) -> float:  # the gain of the largest pack the table may run the row in (an upper bound)
+            size = cfg.cnn_pack if row in CNN_ROWS else cfg.pack or (1 if row in GRID_ROWS else cfg.max_pack)
+            return r.gain(row_kind(row), size, cfg.hidden_dim)
+
         def sac(tasks, rows, seeds, pilot=False) -> float:
             return (
                 sum(
@@ -1678,6 +1737,7 @@ def estimate(cfg: TableConfig, budgets: Mapping[str, int | None]) -> dict[str, d
                         cfg.eval_episodes,
                         cfg.eval_episodes if pilot else cfg.final_eval_episodes,
                     )
+                    / (1.0 if pilot else packed(row))
                     for t in tasks
                     for row in rows
                 )
@@ -1690,6 +1750,7 @@ def estimate(cfg: TableConfig, budgets: Mapping[str, int | None]) -> dict[str, d
                 * run_seconds(
                     r, row, cfg.reach_steps, cfg.hidden_dim, cfg.eval_every, cfg.eval_episodes, cfg.final_eval_episodes
                 )
+                / packed(row)
                 for row in TABLE_ROWS
             )
             / cfg.parallel
@@ -1708,8 +1769,10 @@ def estimate_text(cfg: TableConfig, folder: Folder) -> str:
     budgets = {t: folder.budget(t).steps for t in PAPER_TASKS}
     table = estimate(cfg, budgets)
     lines = [
-        f"wall-time estimate per phase from scratch (hours on {cfg.parallel} cores, SAC hidden {cfg.hidden_dim}; "
-        f"undecided budgets taken at the cap, {cfg.budget_cap:,}):",
+        f"wall-time estimate per phase from scratch (hours on {cfg.parallel} cores, SAC hidden {cfg.hidden_dim}, "
+        f"packs of {'up to ' * (not cfg.pack)}{cfg.pack or cfg.max_pack} at their measured gain, pilots alone; undecided "
+        "budgets taken at the cap, "
+        f"{cfg.budget_cap:,}):",
         "| phase | " + " | ".join(table) + " |",
         "|---|" + "---|" * len(table),
     ]
@@ -1725,26 +1788,63 @@ def estimate_text(cfg: TableConfig, folder: Folder) -> str:
 FORECAST_ROWS = 12
 
 
-def grid_hours(cfg: TableConfig, folder: Folder, step: Step, rates: Rates, counted: set) -> float:
-    """Wall hours an rl.grid step still takes at `rates`: its runs rl.grid would not skip (`outcome.is_finished`)
-    and no earlier step of the forecast runs (`counted`, which they join), each the time its row's finished runs took
-    here (`measured_seconds`) or else `run_seconds`, less the share of its steps it has run (`run_state`), started as
-    rl.grid starts them (seed by seed, in --encoders order) on --parallel cores, each as the first core frees."""
-    steps = int(flag_value(step.argv, "--steps") or 0)
+def grid_hours(cfg: TableConfig, folder: Folder, argv: Sequence[str], rates: Rates, counted: set) -> float:
+    """Wall hours an rl.grid command still takes at `rates`: its runs rl.grid would not skip (`outcome.is_finished`)
+    and no earlier step of the forecast runs (`counted`, which they join), in packs of its --pack as rl.grid packs
+    them (`grid_packs`), started in that order on --parallel cores, each as the first core frees. A pack takes its
+    runs' seconds alone (the time its row's finished runs took here, `measured_seconds`, or else `run_seconds`) over
+    the pack's gain (`Rates.gain`), less the share of its steps it has run (`run_state`)."""
+    steps = int(flag_value(argv, "--steps") or 0)
     # pilots evaluate on --eval-episodes every --pilot-eval-every, the last one too
-    pilot = flag_value(step.argv, "--out") == "runs/pilot"
+    pilot = flag_value(argv, "--out") == "runs/pilot"
     every, last = (cfg.pilot_eval_every, cfg.eval_episodes) if pilot else (cfg.eval_every, cfg.final_eval_episodes)
-    cores = [0.0] * cfg.parallel
-    for run in grid_runs(folder.root, step.argv):
+    todo = []
+    for run in grid_runs(folder.root, argv):
         if steps < 1 or outcome.is_finished(run, steps) or (run, steps) in counted:
             continue
         counted.add((run, steps))
-        left = 1 - min(run_state(run)[0], steps) / steps
-        whole = measured_seconds(run.parent, steps) or run_seconds(
-            rates, run.parent.name, steps, cfg.hidden_dim, every, cfg.eval_episodes, last
+        todo.append(run)
+    cores = [0.0] * cfg.parallel
+    for pack in grid_packs(todo, int(flag_value(argv, "--pack") or 1)):
+        alone = sum(
+            measured_seconds(run.parent, steps, rates, cfg.hidden_dim)
+            or run_seconds(rates, run.parent.name, steps, cfg.hidden_dim, every, cfg.eval_episodes, last)
+            for run in pack
         )
-        heapq.heapreplace(cores, cores[0] + left * whole)
+        left = max(1 - min(run_state(run)[0], steps) / steps for run in pack)
+        gain = rates.gain(row_kind(pack[0].parent.name), len(pack), cfg.hidden_dim)
+        heapq.heapreplace(cores, cores[0] + left * alone / gain)
     return max(cores) / 3600
+
+
+def stack_class(row: str) -> str:
+    """Rows whose runs rl.grid can pack together share it (rl.workspace.pack_key: state; the frozen rows of one
+    embedding size); the CNN rows, gaze and the grid-pooled row each pack alone."""
+    kind = row_kind(row)
+    return kind if kind in ("state", "frozen") and row not in GRID_ROWS else row
+
+
+def grid_packs(runs: Sequence[Path], pack: int) -> list[list[Path]]:
+    """`runs` (in rl.grid's start order) packed as rl.grid.plan_packs packs them: up to `pack` runs of one task whose
+    rows stack and whose newest checkpoints are at the same step (they resume together), the packs in the order of
+    their first run."""
+    groups: dict[tuple[str, str, int | None], list[Path]] = {}
+    for run in runs:
+        key = (run.parent.parent.name, stack_class(run.parent.name), newest_checkpoint(run))
+        groups.setdefault(key, []).append(run)
+    order = {run: i for i, run in enumerate(runs)}
+    packs = [group[i : i + pack] for group in groups.values() for i in range(0, len(group), pack)]
+    return sorted(packs, key=lambda members: order[members[0]])
+
+
+#: rl.workspace's checkpoint file names (rl.workspace.CHECKPOINT; not imported: the orchestrator loads no torch)
+SAC_CHECKPOINT = re.compile(r"checkpoint-(\d+)\.pt$")
+
+
+def newest_checkpoint(run: Path) -> int | None:
+    """The step of the newest checkpoint file in `run` (None: none)."""
+    steps = [int(m.group(1)) for p in (run.iterdir() if run.is_dir() else ()) if (m := SAC_CHECKPOINT.match(p.name))]
+    return max(steps, default=None)
 
 
 def grid_runs(root: Path, argv: Sequence[str]) -> list[Path]:
@@ -1755,18 +1855,21 @@ def grid_runs(root: Path, argv: Sequence[str]) -> list[Path]:
     return [out / t / row / f"seed{s}" for s in words["seeds"] for t in words["tasks"] for row in words["encoders"]]
 
 
-def measured_seconds(row_dir: Path, steps: int) -> float:
-    """The mean wall time (summary.json's wall_time_s, over every process that ran it) of the runs under `row_dir`
-    that ran to exactly `steps` without diverging: this machine's own time for such a run (0.0 where none has)."""
+def measured_seconds(row_dir: Path, steps: int, rates: Rates, hidden: int) -> float:
+    """The mean time alone of the runs under `row_dir` that ran to exactly `steps` without diverging: summary.json's
+    wall_time_s (over every process that ran it) shared among its pack's runs (its "pack", 1 where absent) and times
+    that pack's gain (`Rates.gain`); this machine's own time for such a run (0.0 where none has)."""
     times = []
     for summary in (outcome.read_summary(d) for d in row_dir.glob("seed*")):
-        wall = (summary or {}).get("wall_time_s")
+        wall, pack = (summary or {}).get("wall_time_s"), (summary or {}).get("pack", 1)
         if (
             outcome.divergence(summary) is None
             and (summary or {}).get("steps") == steps
             and isinstance(wall, (int, float))
+            and isinstance(pack, int)
+            and pack >= 1
         ):
-            times.append(float(wall))
+            times.append(float(wall) / pack * rates.gain(row_kind(row_dir.name), pack, hidden))
     return sum(times) / len(times) if times else 0.0
 
 
@@ -1787,7 +1890,7 @@ def step_hours(cfg: TableConfig, folder: Folder, step: Step, rates: Rates, count
             return max(total - done, 0) * batch / rate / 3600
         return pretrained_images(cfg) / rates.pretrain_img_s / 3600
     if module == "rl.grid":
-        return grid_hours(cfg, folder, step, rates, counted)
+        return grid_hours(cfg, folder, step.argv, rates, counted)
     if module in SALIENCY_STAGES:  # annotation, PiCANet, student, evaluation: measured as one
         task = ("saliency", step.key.partition(": ")[0])
         first = task not in counted
@@ -1801,6 +1904,17 @@ def step_hours(cfg: TableConfig, folder: Folder, step: Step, rates: Rates, count
 SALIENCY_STAGES = ("annotate_app.oracle", "saliency.train", "saliency.distill", "saliency.evaluate")
 
 
+def pack_cell(cfg: TableConfig, folder: Folder, step: Step, rates: Rates, counted: set) -> str:
+    """The forecast's "runs per pack" of `step`: an rl.grid's --pack, and beside a pack of more its hours one run per
+    process (`counted`: what the forecast counted before it); '-' for other steps."""
+    if step.argv[1:2] != ["rl.grid"]:
+        return "-"
+    pack = int(flag_value(step.argv, "--pack") or 1)
+    if pack == 1:
+        return "1"
+    return f"{pack} (one per process: {grid_hours(cfg, folder, with_pack(step.argv, 1), rates, counted):,.1f} h)"
+
+
 def forecast_text(cfg: TableConfig, folder: Folder, todo: Sequence[Step], column: str) -> str:
     """The open steps that take time, each with its hours (`step_hours`) at the rates of estimate column `column`
     and when it ends from now, up to the first that waits, or a state pilot's chunk (the budget rule then decides
@@ -1812,25 +1926,31 @@ def forecast_text(cfg: TableConfig, folder: Folder, todo: Sequence[Step], column
             then = "then the budget rule reads the state pilots: what follows depends on it, the forecast stops there"
             break
         piloted |= step.decides_budget
+        if step.sized:  # sized by what it will run once the steps before it have run theirs
+            step = replace(step, argv=with_pack(step.argv, best_pack(cfg, folder, step.argv, counted)))
+        before = set(counted)
         hours_left = step_hours(cfg, folder, step, rates, counted)
         if hours_left is None:
             then = f"then {step.key} ({step.blocked}): the forecast stops there"
             break
         end += hours_left
         if hours_left > 0 and len(rows) < FORECAST_ROWS:
-            rows.append(f"| {step.key} | {hours_left:,.1f} | {end:,.1f} |")
+            rows.append(
+                f"| {step.key} | {pack_cell(cfg, folder, step, rates, before)} | {hours_left:,.1f} | {end:,.1f} |"
+            )
         elif hours_left > 0:
             rest += 1
     if not rows:
         return f"forecast from now: {then}" if then else ""
     if rest:
-        rows.append(f"| {rest} more step{'s' * (rest > 1)} | | {end:,.1f} |")
+        rows.append(f"| {rest} more step{'s' * (rest > 1)} | | | {end:,.1f} |")
     lines = [
         f"forecast from now (hours at the rates of column {column!r}, a logged pretraining at its own rate, a SAC run "
-        f"as long as its row's finished runs of that budget took here; grids as rl.grid starts their runs on "
-        f"{cfg.parallel} cores; a task's saliency stages counted at the first open one, copies left out):",
-        "| open step | hours | ends in (hours from now) |",
-        "|---|---|---|",
+        f"as long as its row's finished runs of that budget took here; grids as rl.grid packs and starts their runs "
+        f"on {cfg.parallel} cores, each pack at its measured gain; a task's saliency stages counted at the first open "
+        "one, copies left out):",
+        "| open step | runs per pack | hours | ends in (hours from now) |",
+        "|---|---|---|---|",
         *rows,
     ]
     return "\n".join(lines + ([then] if then else []))
@@ -2222,7 +2342,8 @@ def dry_run_text(cfg: TableConfig) -> str:
     lines = [f"cpu-table dry run, phase(s) {','.join(cfg.phases)}, root {folder.root} (commands run there):"]
     for s in steps:
         if not s.done:
-            lines.append(f"[{s.phase}] {s.key}\n    {s.command()}")
+            sized = "\n    (--pack sized again from the runs left when it starts: --status shows it)" if s.sized else ""
+            lines.append(f"[{s.phase}] {s.key}\n    {s.command()}{sized}")
     done = sum(s.done for s in steps)
     lines += [f"{done} of {len(steps)} steps already done", estimate_text(cfg, folder)]
     return "\n".join(lines)

@@ -57,8 +57,13 @@ def test_budget_undecided_below_the_cap_and_the_cap_when_never_held():
 
 
 def config(tmp_path: Path, **kw) -> TableConfig:
+    """A table on folders under tmp_path; one run per pack unless `pack` is given (--pack 0 sizes packs at this CPU's
+    rates: `test_pack_0_sizes_each_grids_packs_by_the_forecast`)."""
     return TableConfig(
-        root=str(tmp_path / "root"), results=str(tmp_path / "results"), carry=str(tmp_path / "carry"), **kw
+        root=str(tmp_path / "root"),
+        results=str(tmp_path / "results"),
+        carry=str(tmp_path / "carry"),
+        **{"pack": 1, **kw},
     ).validate()
 
 
@@ -1008,7 +1013,8 @@ def test_the_forecast_lists_each_open_step_with_its_hours_and_when_it_ends(tmp_p
     monkeypatch.setitem(table.RATES, "round hours", rates)
     folder = table.Folder(cfg)
     lines = table.forecast_text(cfg, folder, table.open_steps(folder), "round hours").splitlines()[3:]
-    hours = [tuple(cell.strip() for cell in line.split(" | ")[1:]) for line in lines]
+    hours = [tuple(cell.strip() for cell in line.split(" | ")[2:]) for line in lines]
+    assert [line.split(" | ")[1] for line in lines] == ["-"] * 4 + ["1"] + ["-"] * 4 + ["1", "1"]  # runs per pack
     assert hours == [
         ("1.0", "1.0 |"),  # collect
         ("0.5", "1.5 |"),  # the saliency stages
@@ -1029,9 +1035,10 @@ def test_the_forecast_lists_each_open_step_with_its_hours_and_when_it_ends(tmp_p
     finish_run(root / table.table_dir("reach-v3", "mmae_rgbs", 0), 100_000)
     finish_pretraining(root / "runs/mmae/rgbs/reach-v3", step=500, total=1_000)  # 500 x 512 images at 51.2 img/s
     forecast = table.forecast_text(cfg, folder, table.open_steps(folder), "round hours")
-    assert "| reach-v3: pretrain.multimae rgbs (22 epochs, >= 1,000,000 images) | 1.4 | 3.9 |" in forecast
+    assert "| reach-v3: pretrain.multimae rgbs (22 epochs, >= 1,000,000 images) | - | 1.4 | 3.9 |" in forecast
     assert (
-        "| reach-v3 mmae_rgbs_po,mmae_rgbs seeds 0-2 to 100,000 (last evaluation 50 episodes) | 5.0 | 8.9 |" in forecast
+        "| reach-v3 mmae_rgbs_po,mmae_rgbs seeds 0-2 to 100,000 (last evaluation 50 episodes) | 1 | 5.0 | 8.9 |"
+        in forecast
     )
     assert "waits" not in forecast
     # a diverged run is final (rl.grid skips it): with PO seed 1 diverged at 10k, PO seed 0's hour then PO seed 2 on
@@ -1041,7 +1048,9 @@ def test_the_forecast_lists_each_open_step_with_its_hours_and_when_it_ends(tmp_p
         json.dumps({"steps": 10_000, "success_rate": 0.0, "diverged": {"step": 10_000}}),
     )
     forecast = table.forecast_text(cfg, folder, table.open_steps(folder), "round hours")
-    assert "| reach-v3 mmae_rgbs_po,mmae_rgbs seeds 0-2 to 100,000 (last evaluation 50 episodes) | 4.0 |" in forecast
+    assert (
+        "| reach-v3 mmae_rgbs_po,mmae_rgbs seeds 0-2 to 100,000 (last evaluation 50 episodes) | 1 | 4.0 |" in forecast
+    )
     # ViSaRL seed 0 took 1 h here (its summary's wall time): its other seeds take that, 1 + 1 h on core 2 (PO's
     # diverged run, 5 h to its 10k, is no run to the budget: ignored)
     visarl = root / table.table_dir("reach-v3", "mmae_rgbs", 0) / "summary.json"
@@ -1049,13 +1058,15 @@ def test_the_forecast_lists_each_open_step_with_its_hours_and_when_it_ends(tmp_p
     diverged = root / table.table_dir("reach-v3", "mmae_rgbs_po", 1) / "summary.json"
     diverged.write_text(json.dumps({**json.loads(diverged.read_text()), "wall_time_s": 18_000.0}))
     forecast = table.forecast_text(cfg, folder, table.open_steps(folder), "round hours")
-    assert "| reach-v3 mmae_rgbs_po,mmae_rgbs seeds 0-2 to 100,000 (last evaluation 50 episodes) | 3.0 |" in forecast
+    assert (
+        "| reach-v3 mmae_rgbs_po,mmae_rgbs seeds 0-2 to 100,000 (last evaluation 50 episodes) | 1 | 3.0 |" in forecast
+    )
     # phase B: the state pilots' first chunk, then the budget rule decides what follows
     phase_b = config(tmp_path, phase="B")
     pilots = table.Folder(phase_b)
     forecast = table.forecast_text(phase_b, pilots, table.open_steps(pilots), "round hours")
     assert forecast.splitlines()[3:] == [
-        "| pilot state drawer-open-v3,faucet-open-v3,door-open-v3 to 50,000 (then the budget rule) | 1.0 | 1.0 |",
+        "| pilot state drawer-open-v3,faucet-open-v3,door-open-v3 to 50,000 (then the budget rule) | 1 | 1.0 | 1.0 |",
         "then the budget rule reads the state pilots: what follows depends on it, the forecast stops there",
     ]
     # budgets decided: each task's saliency stages count once, at the first still open; a pilot whose summary is
@@ -1063,10 +1074,10 @@ def test_the_forecast_lists_each_open_step_with_its_hours_and_when_it_ends(tmp_p
     for task in table.PAPER_TASKS[1:]:
         finish_run(root / table.pilot_dir(task, "state", 100), 500_000, success=0.0, task=task)
     lines = table.forecast_text(phase_b, pilots, table.open_steps(pilots), "round hours").splitlines()[3:6]
-    assert [line.split(" | ")[0:2] for line in lines] == [
-        ["| drawer-open-v3: collect 50,000 frames", "1.0"],
-        ["| drawer-open-v3: oracle annotator, 30 frames", "0.5"],
-        ["| drawer-open-v3: saliency.label 50,000 frames", "1.0"],
+    assert [line.split(" | ")[0:3] for line in lines] == [
+        ["| drawer-open-v3: collect 50,000 frames", "-", "1.0"],
+        ["| drawer-open-v3: oracle annotator, 30 frames", "-", "0.5"],
+        ["| drawer-open-v3: saliency.label 50,000 frames", "-", "1.0"],
     ]
     recorded = {"steps": 500_000, "held_at": None, "reason": "the cap"}
     write(root / table.STATE_FILE, json.dumps({"budgets": {"drawer-open-v3": recorded}}))
@@ -1075,6 +1086,89 @@ def test_the_forecast_lists_each_open_step_with_its_hours_and_when_it_ends(tmp_p
     forecast = table.forecast_text(phase_b, pilots, table.open_steps(pilots), "round hours")
     assert forecast.startswith("forecast from now: then keep runs/pilot/drawer-open-v3/state (1 run) -> ")
     assert forecast.endswith(": the forecast stops there")
+
+
+def test_pack_0_sizes_each_grids_packs_by_the_forecast(tmp_path, monkeypatch):
+    """--pack 0 gives each grid the pack size whose forecast ends it soonest (the smallest within 5 %), at the rates
+    of the column this CPU follows, each pack its measured gain; the forecast times the packs rl.grid makes. Rates
+    for round hours: a frozen run 2 h alone, a state run 1 h; in packs of 2 each runs 1.2x faster, of 4 1.6x."""
+    zero = {"state": 0, "frozen": 0, "cnn": 0, "gaze": 0}
+    gains = {"frozen": {2: 1.2, 4: 1.6}, "state": {2: 1.2, 4: 1.6}}
+    rates = table.Rates(1, 1, 1, 1, 1, {**zero, "state": 36, "frozen": 72}, (0, 0), zero, gains)
+    monkeypatch.setitem(table.RATES, "round hours", rates)
+    monkeypatch.setattr(table, "rate_column", lambda precision, units: "round hours")
+    cfg = config(tmp_path, phase="A", pack=0, hidden_dim=256)
+    folder = table.Folder(cfg)
+    grids = [s for s in table.plan(cfg) if s.wave]
+    pack = lambda step: int(dict(zip(step.argv[2::2], step.argv[3::2]))["--pack"])  # noqa: E731
+    hours = lambda step: table.grid_hours(cfg, folder, step.argv, rates, set())  # noqa: E731
+    # PO and ViSaRL x 3: six 2-h runs. Alone 3 x 2 h per core (6 h); packs of 2: three 4-h packs at 1.2x (6.7 h);
+    # of 3: one 6-h pack per core at 1.4x (4.3 h); of 4 and 2: 8 h at 1.6x beside 4 h at 1.2x (5 h)
+    assert pack(grids[0]) == 3 and round(hours(grids[0]), 2) == round(6 / 1.4, 2)
+    forecast = table.forecast_text(cfg, folder, table.open_steps(folder), "round hours")
+    assert (
+        "mmae_rgbs_po,mmae_rgbs seeds 0-2 to 100,000 (last evaluation 50 episodes) | 3 (one per process: 6.0 h) | 4.3 |"
+        in forecast
+    )
+    # the forecast sizes a later grid by the runs left to it once the grids before it ran theirs (below)
+    assert (
+        "mmae_rgbs seeds 0-2 to 100,000 (last evaluation 50 episodes) | 2 (one per process: 5.0 h) | 4.3 |" in forecast
+    )
+    assert [
+        round(table.grid_hours(cfg, folder, table.with_pack(grids[0].argv, n), rates, set()), 2) for n in (1, 2, 4)
+    ] == [6.0, 6.67, 5.0]
+    # state and MMAE RGB x 3 once PO and ViSaRL are done: alone (longest first) 5 h; packs of 3: 6 h at 1.4x beside
+    # 3 h at 1.4x (4.29 h); of 2: 4 h at 1.2x then 1 h beside 2 h at 1.2x then 2 h (4.33 h): within 5 %, smaller
+    root = Path(cfg.root)
+    for row in ("mmae_rgbs_po", "mmae_rgbs"):
+        for seed in range(3):
+            finish_run(root / table.table_dir("reach-v3", row, seed), 100_000)
+    second = [s for s in table.plan(cfg) if s.wave][1]
+    assert pack(second) == 2 and round(hours(second), 2) == 4.33
+    assert round(table.grid_hours(cfg, folder, table.with_pack(second.argv, 1), rates, set()), 2) == 5.0
+    assert round(table.grid_hours(cfg, folder, table.with_pack(second.argv, 3), rates, set()), 2) == 4.29
+    # packs never mix tasks or rows that do not stack, and keep rl.grid's order (of their first runs)
+    runs = table.grid_runs(folder.root, grids[2].argv)
+    packs = table.grid_packs(runs, 4)
+    assert [[(r.parent.name, r.name) for r in p] for p in packs[:3]] == [
+        [("mmae_rgb", "seed0"), ("mmae_rgbs_po", "seed0"), ("mmae_rgbs", "seed0"), ("mmae_rgb", "seed1")],
+        [("state", "seed0"), ("state", "seed1"), ("state", "seed2"), ("state", "seed3")],
+        [("mmae_rgbs_po", "seed1"), ("mmae_rgbs", "seed1"), ("mmae_rgb", "seed2"), ("mmae_rgbs_po", "seed2")],
+    ]
+    # a run kept from a pack of 3 that took 3 h took 3 / 3 x 1.4 = 1.4 h alone: its row's other runs are timed so
+    summary = root / table.table_dir("reach-v3", "mmae_rgbs", 0) / "summary.json"
+    summary.write_text(json.dumps({**json.loads(summary.read_text()), "wall_time_s": 3 * 3600.0, "pack": 3}))
+    assert table.measured_seconds(summary.parent.parent, 100_000, rates, 256) == pytest.approx(1.4 * 3600)
+    # rl.grid packs runs only with runs whose newest checkpoint is at the same step (they resume together)
+    write(root / table.table_dir("reach-v3", "mmae_rgb", 1) / "checkpoint-000025000.pt", "")
+    assert [[(r.parent.name, r.name) for r in p] for p in table.grid_packs(runs, 4)[:3]] == [
+        [("mmae_rgb", "seed0"), ("mmae_rgbs_po", "seed0"), ("mmae_rgbs", "seed0"), ("mmae_rgbs_po", "seed1")],
+        [("state", "seed0"), ("state", "seed1"), ("state", "seed2"), ("state", "seed3")],
+        [("mmae_rgb", "seed1")],
+    ]
+    # without measured gains a pack is never sooner than its runs one per process: one it is; so at hidden 1024
+    # (gains measured at 256), and where no column applies (bf16 without bf16 units)
+    last = lambda c: [s for s in table.plan(c) if s.wave][2]  # noqa: E731  (seeds 0-9: runs open)
+    assert pack(last(cfg)) > 1
+    monkeypatch.setitem(table.RATES, "round hours", replace(rates, pack_gain={}))
+    assert pack(last(cfg)) == 1
+    monkeypatch.setitem(table.RATES, "round hours", rates)
+    assert pack(last(replace(cfg, hidden_dim=1024))) == 1
+    monkeypatch.setattr(table, "rate_column", lambda precision, units: None)
+    assert pack(last(cfg)) == 1
+    # the grid-pooled row (1024-d features: 9.7 GiB a pack of 3 at 500k) is not sized: one run per pack
+    monkeypatch.setattr(table, "rate_column", lambda precision, units: "round hours")
+    cfg_d = replace(cfg, phase="D")
+    write(
+        Path(cfg_d.root) / table.STATE_FILE,
+        json.dumps(
+            {"budgets": {t: {"steps": 100_000, "held_at": 100_000, "reason": "r"} for t in table.PAPER_TASKS[1:]}}
+        ),
+    )
+    grid2 = [s for s in table.plan(cfg_d) if s.wave and s.wave[1] == ("mmae_rgbs_grid2",)]
+    assert grid2 and all(pack(s) == 1 and not s.sized for s in grid2)
+    # an explicit --pack is every grid's but the CNN rows' (--cnn-pack)
+    assert {pack(s) for s in table.plan(replace(cfg, pack=2)) if s.wave} == {2}
 
 
 def test_a_run_resumed_past_its_summary_is_in_progress_and_a_half_written_row_is_skipped(tmp_path):
