@@ -110,9 +110,9 @@ def packed(encoder: str, n: int, args, root: Path, extra: dict, precision: str) 
         spec.write_text(json.dumps([flat_dict(c) for c in cfgs]))
         cmd = [sys.executable, "-m", "rl.workspace", "--spec", str(spec)]
         procs.append((cfgs[0].run_dir(), subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)))
-    for _, proc in procs:
-        if proc.wait() != 0:
-            raise RuntimeError(proc.stderr.read().decode()[-2000:])
+    failed = [proc for _, proc in procs if proc.wait() != 0]
+    if failed:
+        raise RuntimeError(failed[0].stderr.read().decode()[-2000:])
     return sum(n * learning_rate(run_dir) for run_dir, _ in procs)
 
 
