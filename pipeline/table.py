@@ -59,7 +59,6 @@ import json
 import math
 import multiprocessing
 import os
-import re
 import shlex
 import subprocess
 import sys
@@ -1830,21 +1829,11 @@ def grid_packs(runs: Sequence[Path], pack: int) -> list[list[Path]]:
     their first run."""
     groups: dict[tuple[str, str, int | None], list[Path]] = {}
     for run in runs:
-        key = (run.parent.parent.name, stack_class(run.parent.name), newest_checkpoint(run))
+        key = (run.parent.parent.name, stack_class(run.parent.name), max(outcome.checkpoint_steps(run), default=None))
         groups.setdefault(key, []).append(run)
     order = {run: i for i, run in enumerate(runs)}
     packs = [group[i : i + pack] for group in groups.values() for i in range(0, len(group), pack)]
     return sorted(packs, key=lambda members: order[members[0]])
-
-
-#: rl.workspace's checkpoint file names (rl.workspace.CHECKPOINT; not imported: the orchestrator loads no torch)
-SAC_CHECKPOINT = re.compile(r"checkpoint-(\d+)\.pt$")
-
-
-def newest_checkpoint(run: Path) -> int | None:
-    """The step of the newest checkpoint file in `run` (None: none)."""
-    steps = [int(m.group(1)) for p in (run.iterdir() if run.is_dir() else ()) if (m := SAC_CHECKPOINT.match(p.name))]
-    return max(steps, default=None)
 
 
 def grid_runs(root: Path, argv: Sequence[str]) -> list[Path]:

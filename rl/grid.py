@@ -391,9 +391,7 @@ def _tar(path: Path) -> bytes:
 
 
 def _newest_step(names) -> int:
-    from rl.workspace import CHECKPOINT
-
-    return max((int(m.group(1)) for n in names if (m := CHECKPOINT.search(str(n)))), default=-1)
+    return max((int(m.group(1)) for n in names if (m := outcome.CHECKPOINT.search(str(n)))), default=-1)
 
 
 def _untar(payload: bytes, path: Path, keep_newer: bool) -> None:

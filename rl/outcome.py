@@ -14,11 +14,23 @@ and pipeline.report read runs through it.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 SUMMARY = "summary.json"
 #: the summary.json key of a diverged run
 DIVERGED = "diverged"
+
+
+#: a SAC run's checkpoint file name (rl.workspace writes them; kept here so torch-free readers share it)
+CHECKPOINT = re.compile(r"checkpoint-(\d+)\.pt$")
+
+
+def checkpoint_steps(run_dir: Path) -> list[int]:
+    """Steps at which `run_dir` holds a complete checkpoint, oldest first."""
+    if not run_dir.is_dir():
+        return []
+    return sorted(int(m.group(1)) for p in run_dir.iterdir() if (m := CHECKPOINT.match(p.name)))
 
 
 def read_summary(run_dir: Path) -> dict | None:

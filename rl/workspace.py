@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import re
 import signal
 import sys
 import time
@@ -43,11 +42,10 @@ from rl.config import PACK_FIELDS, SACConfig
 from rl.encoders import Encoder, build_encoder
 from rl.envs import ACTION_DIM, EVAL_SEED_BASE, PIXEL_WORKER_BYTES, TRAIN_SEED_STRIDE, make_envs
 from rl.observe import Observer, renders
-from rl.outcome import DIVERGED, SUMMARY, divergence, read_summary
+from rl.outcome import DIVERGED, SUMMARY, checkpoint_steps, divergence, read_summary
 from rl.provenance import INPUTS_KEY, run_inputs
 from rl.replay import ReplayBuffer, check_host_memory, remove_replays_except
 
-CHECKPOINT = re.compile(r"checkpoint-(\d+)\.pt$")
 LOG_KEYS = ("critic_loss", "actor_loss", "alpha_loss", "q_mean", "entropy")
 
 
@@ -80,13 +78,6 @@ def pack_key(cfg: SACConfig, encoder: Encoder) -> tuple:
 
 
 # -- checkpoints ---------------------------------------------------------------------------------------
-
-
-def checkpoint_steps(run_dir: Path) -> list[int]:
-    """Steps at which `run_dir` holds a complete checkpoint, oldest first."""
-    if not run_dir.is_dir():
-        return []
-    return sorted(int(m.group(1)) for p in run_dir.iterdir() if (m := CHECKPOINT.match(p.name)))
 
 
 def checkpoint_path(run_dir: Path, step: int) -> Path:
