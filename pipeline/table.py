@@ -60,6 +60,7 @@ import math
 import multiprocessing
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import threading
@@ -618,9 +619,10 @@ class Folder:
 
     def mark(self, key: str) -> None:
         """Record `key` done, with the wall seconds every invocation that ran it spent (`timed`)."""
-        seconds = self.state.get("spent", {}).get(key, 0.0)
-        self.state["done"][key] = {"seconds": round(seconds, 1), "at": time.strftime("%Y-%m-%d %H:%M:%S")}
-        self.save()
+        with self.lock:  # `timed`'s heartbeat may be saving the state from its thread (a carry marks inside it)
+            seconds = self.state.get("spent", {}).get(key, 0.0)
+            self.state["done"][key] = {"seconds": round(seconds, 1), "at": time.strftime("%Y-%m-%d %H:%M:%S")}
+            self.save()
 
     @contextlib.contextmanager
     def timed(self, key: str, every: float = SPENT_EVERY_S):
@@ -1486,21 +1488,36 @@ def keep_finished(
     lacks, as its (task, row)'s keep step will after the grid (same files, same layout; that step then finds them
     kept). A finished run is never written again by the grid, so it is kept while the other runs go on. Returns
     the files written and a line per run that could not be kept (the others are kept all the same), such as a run
-    the root trained again beside another run's kept outcome (`Folder.kept_as_run`, as the keep steps check)."""
+    the root trained again beside another run's kept outcome (`Folder.kept_as_run`, as the keep steps check).
+    A kept run that reached its budget gives up its replay (`free_replay`)."""
     from pipeline.keep import KeepConfig, keep
 
     tasks, rows, seeds, steps = wave
     written, refused = [], []
     for run in (table_dir(t, r, s) for t in tasks for r in rows for s in seeds):
         dest = folder.results / Path(run).relative_to("runs/sac")
-        if folder.kept_as_run(folder.root / run, dest) or not folder.finished([run], steps):
-            continue  # kept already, or still going; a retrained run's old kept outcome is refused by keep below
-        try:
-            folder.record_settings()
-            written += keep(KeepConfig(source=str(folder.root / run), out=str(dest)))
-        except (OSError, ValueError) as err:
-            refused.append(f"{run}: {err}")
+        if not folder.finished([run], steps):
+            continue  # still going
+        if not folder.kept_as_run(folder.root / run, dest):  # a retrained run's old kept outcome is refused by keep
+            try:
+                folder.record_settings()
+                written += keep(KeepConfig(source=str(folder.root / run), out=str(dest)))
+            except (OSError, ValueError) as err:
+                refused.append(f"{run}: {err}")
+                continue
+        free_replay(folder.root / run, steps)
     return written, refused
+
+
+def free_replay(run: Path, steps: int) -> None:
+    """Delete the replay folders of a kept table run whose summary reports its budget, `steps` (not of one that
+    diverged: retraining it from its last good checkpoint needs that). A table's budgets never grow, so nothing
+    resumes it; its checkpoint .pt stays. A frozen-encoder run's replay is ~0.1 GiB per 100k steps and a CNN row's
+    GiBs: kept, a phase's hundreds of runs would fill the disk."""
+    summary = outcome.read_summary(run)
+    if summary and outcome.divergence(summary) is None and outcome.summarized_steps(run) >= steps:
+        for replay in (d for d in run.glob("replay-*") if d.is_dir()):
+            shutil.rmtree(replay, ignore_errors=True)  # what stays is freed at the next pass
 
 
 @contextlib.contextmanager

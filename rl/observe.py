@@ -73,7 +73,9 @@ class Observer:
     """Raw observations of a pack's envs -> encoder fields (saliency predicted here) -> stored fields.
 
     keys: the fields the pack's encoders read; frozen: per run, its frozen encoder (None for
-    trained encoders); runs sharing a frozen export share one module. precision: the pack's, as requested
+    trained encoders); runs sharing a frozen export share one module; readers: per run, the fields its own
+    encoder reads (default: `keys` for every run), so that the saliency predictor runs on the frames of the runs
+    that read saliency alone (a pack of frozen encoders mixes rgb-only and rgb+saliency runs). precision: the pack's, as requested
     (auto, bf16 or fp32), for the saliency predictor, which resolves auto by its own rule (PiCANet on CUDA runs fp32:
     saliency.predictor.inference_precision). Frozen encoders run in float32 whatever the precision: a frozen MultiMAE's features move
     little from frame to frame, and bf16's rounding moves them as much (`python bench/frozen_precision.py`).
@@ -87,9 +89,12 @@ class Observer:
         device: torch.device,
         envs_per_run: int,
         precision: str = "fp32",
+        readers: list[tuple[str, ...]] | None = None,
     ):
         self.keys, self.device, self.envs_per_run, self.precision = tuple(keys), device, envs_per_run, precision
         self.runs = len(frozen)
+        self.readers = [tuple(r) for r in readers] if readers is not None else [self.keys] * self.runs
+        self.saliency_runs = np.array([r for r, read in enumerate(self.readers) if "saliency" in read], np.int64)
         self.predictor = None
         self.saliency_model = ""
         self.saliency_chosen_by = ""  # why that file: --saliency-model, or which default (rl/provenance.py records it)
@@ -116,15 +121,20 @@ class Observer:
         self.frozen = [(modules[key].to(device), np.array(runs)) for key, runs in groups.items()]
         self.stores_embedding = bool(self.frozen)
 
-    def fields(self, raw: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-        """Encoder fields [N, ...] of a batch of raw observations, on the device."""
+    def fields(self, raw: dict[str, np.ndarray], run_of_row: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+        """Encoder fields [N, ...] of a batch of raw observations, on the device. run_of_row [N]: each row's run;
+        given, predicted saliency is zeros on the rows of runs that do not read it (`readers`)."""
         obs: dict[str, torch.Tensor] = {}
         if self.pixels:
             obs["pixels"] = torch.from_numpy(np.asarray(raw["pixels"])).to(self.device).permute(0, 3, 1, 2).contiguous()
         if "saliency" in self.keys:
             if self.predictor is not None:
-                sal = self.predictor(raw["pixels"])  # [N, H, W] float in [0, 1]
-                sal = torch.from_numpy(sal).to(self.device).clamp_(0, 1).mul_(255).round_().to(torch.uint8)
+                pixels = np.asarray(raw["pixels"])
+                rows = np.isin(run_of_row, self.saliency_runs) if run_of_row is not None else np.ones(len(pixels), bool)
+                predicted = np.zeros(pixels.shape[:3], np.float32)  # [N, H, W]
+                if rows.any():
+                    predicted[rows] = self.predictor(pixels if rows.all() else pixels[rows])  # float in [0, 1]
+                sal = torch.from_numpy(predicted).to(self.device).clamp_(0, 1).mul_(255).round_().to(torch.uint8)
             else:
                 sal = torch.from_numpy(np.asarray(raw["saliency"])).to(self.device)
             obs["saliency"] = sal[:, None].contiguous()
@@ -155,7 +165,7 @@ class Observer:
         self, raw: dict[str, np.ndarray], run_of_row: np.ndarray
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """(fields, stored) of raw observations."""
-        obs = self.fields(raw)
+        obs = self.fields(raw, run_of_row)
         return obs, self.store(obs, run_of_row)
 
     def final_stored(
@@ -166,7 +176,7 @@ class Observer:
         if not done.any():
             return None
         ended = np.flatnonzero(done)
-        final = self.store(self.fields(stack_final_obs(info["final_obs"], ended)), run_of_row[ended])
+        final = self.store(self.fields(stack_final_obs(info["final_obs"], ended), run_of_row[ended]), run_of_row[ended])
         out = {k: torch.zeros_like(v) for k, v in next_stored.items()}
         rows = torch.from_numpy(ended).to(self.device)
         for k in out:

@@ -45,13 +45,14 @@ def run_inputs(observer: Any, run: int = 0) -> dict[str, Any]:
         None,
     )
     saliency: dict[str, str] | None = None
-    if observer.predictor is not None:
+    reads = "saliency" in observer.readers[run]  # a pack mate's saliency model is not this run's input
+    if reads and observer.predictor is not None:
         saliency = {
             **file_record(observer.saliency_model),
             "chosen_by": observer.saliency_chosen_by,
             "precision": observer.predictor.precision,  # its own: PiCANet on CUDA runs fp32 in a bf16 pack
         }
-    elif "saliency" in observer.keys:
+    elif reads:
         saliency = {"source": "oracle"}
     return {"frozen_encoder": frozen, "saliency_model": saliency}
 

@@ -6,7 +6,9 @@ agent is one SAC update of every run (rl/agent.py). The update runs while the en
 the step (it samples transitions up to the previous step), so rendering and learning overlap. Each run stays a run: its own seed, env seeds,
 exploration noise and replay indices (none depend on the runs beside it), its own folder with
 config.json, metrics.csv, eval.csv, aux.csv (gaze), tb/ (TensorBoard), checkpoint-<step>.pt with
-replay-<step>/ (resumable), agent.pt and summary.json.
+replay-<step>/ (resumable), agent.pt and summary.json. A stop during an evaluation waits for its round of
+episodes (every env between episodes), leaves the episodes played in eval-partial.json and the pack goes on
+from there when resumed: a 50-episode final evaluation is ~20 % of a run on a CPU.
 
     python -m rl.workspace --spec pack.json [--resume auto]   # the runs of a pack (rl.grid writes these)
 
@@ -47,6 +49,8 @@ from rl.provenance import INPUTS_KEY, run_inputs
 from rl.replay import ReplayBuffer, check_host_memory, remove_replays_except
 
 LOG_KEYS = ("critic_loss", "actor_loss", "alpha_loss", "q_mean", "entropy")
+#: a run's evaluation stopped between rounds: its step, length, rounds played and their episodes' outcomes
+PARTIAL_EVAL = "eval-partial.json"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -154,6 +158,7 @@ class Pack:
             self.device,
             self.envs_per_run,
             requested,
+            readers=[e.obs_keys for e, _ in singles],
         )
         self.inputs = [run_inputs(self.observer, r) for r in range(self.runs)]  # the files each run loaded
         specs = self.observer.specs(self.cfg.env.image_size)
@@ -177,12 +182,14 @@ class Pack:
         self.unlogged: list[tuple[list[float], list[float]]] = [([], []) for _ in range(self.runs)]
         if self.states is not None:
             self._restore()
+        self.partial_evals = self._load_partial_evals()
         self.diverged: dict[int, str] = {}  # run -> why it stopped; it is never checkpointed again
         self.started = time.time()
 
     # -- outcome ---------------------------------------------------------------------------------
     def summary(self, run: int, wall: float, result: dict[str, Any]) -> dict[str, Any]:
-        """summary.json of run `run` at the pack's step: `wall` seconds of this process, its final evaluation."""
+        """summary.json of run `run` at the pack's step: `wall` seconds of this process (wall_time_s: of every
+        process that ran it, its evaluations included), its final evaluation."""
         c, run_wall = self.cfgs[run], self.wall_before[run] + wall
         return {
             "task": c.env.task,
@@ -196,7 +203,7 @@ class Pack:
             "wall_time_s": round(run_wall, 1),
             "steps_per_s": round(self.step / max(run_wall, 1e-9), 2),
             "device": device_description(),
-            "saliency": self.observer.saliency_model,
+            "saliency": self.observer.saliency_model if "saliency" in self.observer.readers[run] else "",
             "hidden_dim": c.hidden_dim,
             "num_envs": c.num_envs,
             "pack": self.runs,
@@ -293,6 +300,34 @@ class Pack:
         self.wall_before = [float(s["wall_s"]) for s in states]
         self.unlogged = [(list(s.get("unlogged_returns", [])), list(s.get("unlogged_successes", []))) for s in states]
 
+    def _load_partial_evals(self) -> list[dict[str, Any] | None]:
+        """Each run's evaluation stopped at this very step (its eval-partial.json), whose seconds that no checkpoint
+        counts join the run's wall time; one of another step is deleted (an older checkpoint was resumed, or the
+        run started over: its policy is not the one evaluated)."""
+        partials: list[dict[str, Any] | None] = []
+        for r, run_dir in enumerate(self.run_dirs):
+            path = run_dir / PARTIAL_EVAL
+            partial = json.loads(path.read_text()) if path.exists() else None
+            if partial is not None and partial.get("step") != self.step:
+                path.unlink()
+                partial = None
+            if partial is not None:
+                self.wall_before[r] += partial["uncounted_s"]
+            partials.append(partial)
+        return partials
+
+    def pending_eval(self) -> tuple[int, list[int]]:
+        """(episodes, runs) of an evaluation of this step a stop interrupted ((0, []): none). A pack regrouped since
+        can hold runs that finished theirs: they play along, unlogged."""
+        runs = [r for r, p in enumerate(self.partial_evals) if p]
+        return max((self.partial_evals[r]["episodes"] for r in runs), default=0), runs
+
+    def clear_partial_evals(self) -> None:
+        """The evaluation of this step is logged: its partial records go."""
+        for run_dir in self.run_dirs:
+            (run_dir / PARTIAL_EVAL).unlink(missing_ok=True)
+        self.partial_evals = [None] * self.runs
+
     def save_checkpoints(self, wall: float, unlogged: Sequence[tuple[list[float], list[float]]] | None = None) -> int:
         """checkpoint-<step>.pt + replay-<step>/ for every live run, then older ones removed; returns bytes written.
         `unlogged`: per run, the episodes ended since the last metrics row (a resumed run logs them in its next
@@ -335,20 +370,31 @@ class Pack:
         return total
 
     # -- evaluation ------------------------------------------------------------------------------
-    def evaluate(self, episodes: int) -> list[dict[str, float]]:
+    def evaluate(self, episodes: int, stop: Callable[[], bool] | None = None) -> list[dict[str, float]] | None:
         """`episodes` episodes of each run's deterministic policy on fixed evaluation seeds.
 
         Success = any success within the episode. The seeds never overlap training seeds and are the
         same at every evaluation, so curves compare policies rather than draws of goals.
+
+        `stop` is asked between rounds (every env between episodes): once it says so, each run's episodes so
+        far go to its eval-partial.json and None is returned. An evaluation of as many episodes at this step
+        (after a resume from this step's checkpoint) goes on from them: episode k's seed is a function of k, so
+        the rounds left are the ones an uninterrupted evaluation would have played.
         """
         cfg = self.cfg
         per_run = cfg.eval_envs_for(episodes)
+        carried = [
+            p if p and (p["step"], p["episodes"], p["per_run"]) == (self.step, episodes, per_run) else None
+            for p in self.partial_evals
+        ]
+        rounds = [p["rounds"] if p else 0 for p in carried]
         envs = make_envs(
             cfg.env,
             per_run,
             pixels=self.observer.pixels,
             oracle_saliency=self.observer.oracle,
             seed_bases=[EVAL_SEED_BASE + c.seed * TRAIN_SEED_STRIDE for c in self.cfgs],
+            first_episodes=rounds,
         )
         start = time.time()
         run_of_row = np.repeat(np.arange(self.runs), per_run)
@@ -356,12 +402,18 @@ class Pack:
             self.encoder.eval()
         try:
             raw, _ = envs.reset()
-            episode = np.tile(np.arange(per_run), self.runs)  # each env's running episode within its run
+            episode = np.concatenate([np.arange(per_run) + k * per_run for k in rounds])  # each env's next episode
             ret, succ = np.zeros(len(run_of_row)), np.zeros(len(run_of_row))
-            returns: list[list[float]] = [[] for _ in range(self.runs)]
-            successes: list[list[float]] = [[] for _ in range(self.runs)]
+            returns: list[list[float]] = [list(p["returns"]) if p else [] for p in carried]
+            successes: list[list[float]] = [list(p["successes"]) if p else [] for p in carried]
+            between_rounds = True
             while min(len(s) for s in successes) < episodes:
-                stored = self.observer.store(self.observer.fields(raw), run_of_row)
+                if between_rounds and stop is not None and stop():
+                    self._save_partial_evals(
+                        episodes, per_run, episode[::per_run] // per_run, returns, successes, start
+                    )
+                    return None
+                stored = self.observer.store(self.observer.fields(raw, run_of_row), run_of_row)
                 action = self.agent.act(self.observer.per_run(stored, per_run)).flatten(0, 1).cpu().numpy()
                 raw, reward, term, trunc, info = envs.step(self.checked_actions(action, self.step))
                 done = term | trunc
@@ -374,21 +426,53 @@ class Pack:
                         successes[r].append(succ[i])
                     episode[i] += per_run
                     ret[i] = succ[i] = 0.0
+                between_rounds = bool(done.all())  # Meta-World episodes all run to the time limit
         finally:
             envs.close()
             if self.encoder is not None:
                 self.encoder.train()
-        took = round(time.time() - start, 2)
+        took = time.time() - start
         return [
             {
                 "success_rate": float(np.mean(s)),
                 "return_mean": float(np.mean(r)),
                 "return_std": float(np.std(r)),
                 "episodes": len(r),
-                "eval_s": took,
+                "eval_s": round(took + (p["seconds"] if p else 0.0), 2),
             }
-            for r, s in zip(returns, successes)
+            for r, s, p in zip(returns, successes, carried)
         ]
+
+    def _save_partial_evals(
+        self,
+        episodes: int,
+        per_run: int,
+        rounds: np.ndarray,
+        returns: list[list[float]],
+        successes: list[list[float]],
+        start: float,
+    ) -> None:
+        """Each live run's stopped evaluation as its eval-partial.json. Its seconds count in the run's wall time
+        through the checkpoint the pause writes next, unless this step's checkpoint exists already (the final
+        evaluation's, or a resumed one's): then they are carried as "uncounted_s", with those carried before."""
+        took = time.time() - start
+        for r, run_dir in enumerate(self.run_dirs):
+            if r in self.diverged:
+                continue
+            before = self.partial_evals[r] or {}
+            seconds = took + (before.get("seconds", 0.0) if before.get("episodes") == episodes else 0.0)
+            counted = not checkpoint_path(run_dir, self.step).exists()
+            self.partial_evals[r] = {
+                "step": self.step,
+                "episodes": episodes,
+                "per_run": per_run,
+                "rounds": int(rounds[r]),
+                "returns": [float(x) for x in returns[r]],
+                "successes": [float(x) for x in successes[r]],
+                "seconds": round(seconds, 2),
+                "uncounted_s": 0.0 if counted else round(took + before.get("uncounted_s", 0.0), 2),
+            }
+            atomic_write_json(run_dir / PARTIAL_EVAL, self.partial_evals[r])
 
 
 def train(cfgs: list[SACConfig]) -> list[Path]:
@@ -484,7 +568,9 @@ class PackTraining:
         for r in range(pack.runs):  # each run's clock goes on from its checkpoint's wall time
             for log in (self.metrics_logs[r], self.eval_logs[r], self.aux_logs[r]):
                 if log is not None:
-                    log.truncate_after(pack.step if self.resumed else -1, pack.wall_before[r])
+                    # a stopped evaluation of this step is logged when it ends: a row of it is a kill's leftover
+                    pending = log is self.eval_logs[r] and pack.partial_evals[r] is not None
+                    log.truncate_after(pack.step - pending if self.resumed else -1, pack.wall_before[r])
         self.run_of_row = np.repeat(np.arange(pack.runs), pack.envs_per_run)
         self.episodes = Episodes(self.run_of_row, pack.runs)
         self.episodes.returns = [list(returns) for returns, _ in pack.unlogged]
@@ -542,27 +628,30 @@ class PackTraining:
             file=sys.stdout,
         )
         paused = False
-        try:
-            while pack.step < cfg.steps:
-                action = self.act()
-                if self.all_diverged:
-                    break
-                self.step_envs(action)
-                if self.log_every.due(pack.step):
-                    self.log()
+        try:  # a stop is heard until the end: the last evaluation pauses between its rounds too
+            try:
+                episodes, runs = pack.pending_eval()
+                if episodes and pack.step < cfg.steps:  # this step's stopped evaluation goes on first
+                    paused = self.evaluate(episodes, runs) is None
+                while not paused and pack.step < cfg.steps:
+                    action = self.act()
                     if self.all_diverged:
                         break
-                if self.eval_every.due(pack.step) and pack.step < cfg.steps:
-                    self.evaluate(cfg.eval_episodes)
-                paused = self.maybe_checkpoint()
-                if paused:
-                    break
+                    self.step_envs(action)
+                    if self.log_every.due(pack.step):
+                        self.log()
+                        if self.all_diverged:
+                            break
+                    if self.eval_every.due(pack.step) and pack.step < cfg.steps:
+                        self.evaluate(cfg.eval_episodes)  # None: stopped, so the checkpoint below pauses
+                    paused = self.maybe_checkpoint()
+            finally:
+                self.envs.close()
+                self.bar.close()
+            return self.pause() if paused else self.finish()
         finally:
-            self.envs.close()
-            self.bar.close()
             if previous_handler is not None:
                 signal.signal(signal.SIGTERM, previous_handler)
-        return self.pause() if paused else self.finish()
 
     def act(self) -> np.ndarray:
         """Actions [R * E, A]: uniform random during the random steps, else each run's policy with its own noise."""
@@ -650,13 +739,19 @@ class PackTraining:
         self.t_log, self.steps_at_log = now, step
         self.log_every.take(step)
 
-    def evaluate(self, episodes: int) -> list[dict[str, float]]:
-        """Evaluate every run on `episodes` episodes (rl.workspace.Pack.evaluate), log it and say it."""
+    def evaluate(self, episodes: int, runs: Sequence[int] | None = None) -> list[dict[str, float]] | None:
+        """Evaluate every run on `episodes` episodes (rl.workspace.Pack.evaluate), log it for `runs` (default: all)
+        and say it. None when a stop (SIGTERM, --max-minutes) came between its rounds: a stop is heard there only
+        at an episode boundary of training, where the pause's checkpoint (or this step's, there already) resumes it."""
         pack = self.pack
-        results = pack.evaluate(episodes)
-        live = [r for r in range(pack.runs) if r not in pack.diverged]
+        results = pack.evaluate(episodes, self.out_of_time if self.episodes.at_boundary else None)
+        if results is None:
+            tqdm.write(f"step {pack.step}: evaluation stopped between rounds, to go on when resumed", file=sys.stdout)
+            return None
+        live = [r for r in (range(pack.runs) if runs is None else runs) if r not in pack.diverged]
         for r in live:
             self.eval_logs[r].log(pack.step, **results[r])
+        pack.clear_partial_evals()
         tqdm.write(
             f"step {pack.step}: eval success "
             + " ".join("-" if r in pack.diverged else f"{res['success_rate']:.2f}" for r, res in enumerate(results))
@@ -701,16 +796,19 @@ class PackTraining:
         return self.pack.run_dirs
 
     def finish(self) -> list[Path]:
-        """Last checkpoints and evaluation, then each live run's agent.pt and summary.json."""
+        """Last checkpoints and evaluation, then each live run's agent.pt and summary.json (its wall time with
+        every evaluation); a stop during the evaluation pauses instead (`evaluate`)."""
         pack, step = self.pack, self.pack.step
-        wall = time.time() - self.t0
         if self.episodes.at_boundary and not self.all_diverged:
-            size = pack.save_checkpoints(wall, self.episodes.unlogged())
+            size = pack.save_checkpoints(time.time() - self.t0, self.episodes.unlogged())
             print(
                 f"checkpoints at step {step}: {size / 2**20:.1f} MiB for {pack.runs - len(pack.diverged)} run(s)",
                 flush=True,
             )
         results = self.evaluate(self.cfg.last_eval_episodes) if not self.all_diverged else []
+        if results is None:
+            return self.pause()
+        wall = time.time() - self.t0
         for log in self.logs():
             log.close()
         for r, (c, run_dir) in enumerate(zip(pack.cfgs, pack.run_dirs)):

@@ -607,6 +607,29 @@ def test_a_grid_keeps_each_run_as_it_finishes_while_the_others_go_on(tmp_path, c
     ).read_bytes()
 
 
+def test_a_kept_run_at_its_budget_gives_up_its_replay_and_a_diverged_or_running_one_keeps_it(tmp_path):
+    """Budgets never grow, so nothing resumes a kept run that reached its own: its replay folders go (phases of
+    hundreds of runs would fill the disk), its checkpoint stays; a diverged run keeps both for a retraining."""
+    cfg = config(tmp_path, phase="A", reach_seeds=3, first_seeds=3)
+    runs = [Path(cfg.root) / table.table_dir("reach-v3", "state", seed) for seed in range(3)]
+    finish_run(runs[0], 100_000)
+    finish_run(runs[1], 100_000)
+    diverged = {"step": 50_000, "why": "non-finite loss", "checkpoint": 25_000, "budget": 100_000}
+    summary = json.loads((runs[1] / "summary.json").read_text())
+    write(runs[1] / "summary.json", json.dumps({**summary, "steps": 50_000, "success_rate": 0.0, "diverged": diverged}))
+    write(runs[2] / "config.json", json.dumps({"encoder": "state", "seed": 2, "task": "reach-v3"}))  # still going
+    for run in runs:
+        write(run / "replay-000025000/action.npy", "replay")
+        write(run / "checkpoint-000025000.pt", "checkpoint")
+    wave, folder = (("reach-v3",), ("state",), (0, 1, 2), 100_000), table.Folder(cfg)
+    folder.check_settings()  # as a table run does first
+    for _ in range(2):  # kept now, then kept already: either way the replay goes
+        table.keep_finished(folder, wave)
+        assert [(run / "replay-000025000").exists() for run in runs] == [False, True, True]
+        assert all((run / "checkpoint-000025000.pt").exists() for run in runs)
+    assert (Path(cfg.results) / "reach-v3/state/seed0/summary.json").exists()
+
+
 def test_a_new_root_goes_on_from_the_committed_results_and_carried_models(tmp_path, capsys, monkeypatch):
     """A new machine has none of the old root: its root takes the settings the results were made under
     (results' settings.json), copies the kept runs in (rl.grid skips them) and the task's carried student and

@@ -4,6 +4,7 @@ killed pack resumes every run exactly, and runs that cannot stack are split into
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from common.io import NonFiniteError
 from rl.config import SACConfig
 from rl.grid import GridConfig, Run, finished_status, is_finished, plan, plan_packs
 from rl.replay import ReplayBuffer
-from rl.workspace import Pack, checkpoint_steps, latest_checkpoint, train
+from rl.workspace import PARTIAL_EVAL, Pack, PackTraining, checkpoint_steps, latest_checkpoint, train
 
 TINY = dict(
     random_steps=50,
@@ -260,6 +261,88 @@ def test_max_minutes_pauses_at_an_episode_boundary_and_resume_finishes_exactly(t
         a = torch.load(a_dir / "agent.pt", weights_only=True)["model"]
         b = torch.load(b_dir / "agent.pt", weights_only=True)["model"]
         assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def sigterm_in_evaluation(monkeypatch, step: int, after_rounds: int) -> None:
+    """SIGTERM arrives as the evaluation at `step` starts; the pack hears it between rounds, after `after_rounds`."""
+    evaluate_pack, evaluate_training = Pack.evaluate, PackTraining.evaluate
+
+    def pack_evaluate(self, episodes, stop=None):
+        asked = itertools.count()
+        late = (lambda: next(asked) >= after_rounds and stop()) if stop and self.step == step else stop
+        return evaluate_pack(self, episodes, late)
+
+    def training_evaluate(self, episodes):
+        if self.pack.step == step:
+            self.stop_signal.append("SIGTERM")
+        return evaluate_training(self, episodes)
+
+    monkeypatch.setattr(Pack, "evaluate", pack_evaluate)
+    monkeypatch.setattr(PackTraining, "evaluate", training_evaluate)
+
+
+def eval_rows(run_dir: Path) -> list[tuple]:
+    if not (run_dir / "eval.csv").exists():
+        return []
+    with open(run_dir / "eval.csv") as f:
+        return [(r["step"], r["episodes"], r["success_rate"], r["return_mean"]) for r in csv.DictReader(f)]
+
+
+@pytest.mark.parametrize("stopped_at", [100, 150], ids=["periodic", "final"])
+def test_a_stop_during_an_evaluation_keeps_its_rounds_and_the_resume_goes_on_exactly(tmp_path, monkeypatch, stopped_at):
+    """A stop during an evaluation (a session's end during a 50-episode final one) pauses after the round it is in:
+    the episodes played wait in eval-partial.json and the resumed pack plays only the rounds left, so its
+    evaluations and weights equal an uninterrupted pack's. Their seconds count in the wall time: through the
+    pause's checkpoint (periodic), or carried in the file where this step's checkpoint exists already (final)."""
+    settings = dict(eval_every=100, eval_episodes=6, final_eval_episodes=4, eval_envs=2)  # 3 rounds, then 2
+    straight = train(configs(tmp_path, "state", (0, 1), 150, "s", **settings))
+    stopped = configs(tmp_path, "state", (0, 1), 150, "b", **settings)
+    sigterm_in_evaluation(monkeypatch, stopped_at, after_rounds=1)
+    dirs = train(stopped)
+    partial = json.loads((dirs[1] / PARTIAL_EVAL).read_text())
+    assert (partial["step"], partial["rounds"], len(partial["successes"])) == (stopped_at, 1, 2)
+    assert (partial["uncounted_s"] > 0) == (stopped_at == 150)
+    assert checkpoint_steps(dirs[1]) == [stopped_at] and not (dirs[1] / "summary.json").exists()
+    assert [row[0] for row in eval_rows(dirs[1])] == ["100"] * (stopped_at == 150)
+    monkeypatch.undo()
+    checkpoint = torch.load(latest_checkpoint(dirs[1]), weights_only=True)
+    resumed = Pack([replace_flat(c, resume=True) for c in stopped])  # its wall: the checkpoint's and the uncounted
+    assert resumed.wall_before[1] == pytest.approx(checkpoint["wall_s"] + partial["uncounted_s"])
+    del resumed
+    final = train([replace_flat(c, resume=True) for c in stopped])
+    for a_dir, b_dir in zip(straight, final):
+        assert eval_rows(b_dir) == eval_rows(a_dir) and [r[:2] for r in eval_rows(b_dir)] == [
+            ("100", "6"),
+            ("150", "4"),
+        ]
+        assert not (b_dir / PARTIAL_EVAL).exists()
+        a = torch.load(a_dir / "agent.pt", weights_only=True)["model"]
+        b = torch.load(b_dir / "agent.pt", weights_only=True)["model"]
+        assert all(torch.equal(a[k], b[k]) for k in a)
+        summary = json.loads((b_dir / "summary.json").read_text())
+        assert summary["success_rate"] == json.loads((a_dir / "summary.json").read_text())["success_rate"]
+
+
+def test_a_pending_evaluation_is_logged_once_for_the_runs_that_wait_on_it(tmp_path, monkeypatch):
+    """A pack regrouped since a stop can hold a run that finished its evaluation of the step (it plays along,
+    unlogged), and a kill between a row and the partial file's removal leaves a row the resume replaces."""
+    settings = dict(eval_every=100, eval_episodes=6, eval_envs=2)
+    straight = train(configs(tmp_path, "state", (0, 1), 150, "s", **settings))
+    stopped = configs(tmp_path, "state", (0, 1), 150, "b", **settings)
+    sigterm_in_evaluation(monkeypatch, 100, after_rounds=1)
+    dirs = train(stopped)
+    monkeypatch.undo()
+    (dirs[0] / PARTIAL_EVAL).unlink()  # run 0 finished its evaluation at 100 before the stop
+    done = "100,1.0,1.0,-1.0,0.0,6,1.0\n"
+    with open(dirs[0] / "eval.csv", "a") as f:
+        f.write("step,wall_s,success_rate,return_mean,return_std,episodes,eval_s\n" + done)
+    leftover = (dirs[0] / "eval.csv").read_text().splitlines()[-1]
+    with open(dirs[1] / "eval.csv", "a") as f:  # run 1's row written, then killed before the file's removal
+        f.write("step,wall_s,success_rate,return_mean,return_std,episodes,eval_s\n" + done)
+    final = train([replace_flat(c, resume=True) for c in stopped])
+    assert [r[0] for r in eval_rows(final[0])] == ["100", "150"]
+    assert (final[0] / "eval.csv").read_text().splitlines()[1] == leftover  # its own row, not logged again
+    assert eval_rows(final[1]) == eval_rows(straight[1])
 
 
 def test_sigterm_pauses_at_an_episode_boundary_and_the_rerun_finishes(tmp_path):

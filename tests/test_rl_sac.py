@@ -158,6 +158,56 @@ def test_predicted_saliency_and_default_paths(tmp_path, pretrained, monkeypatch)
         assert used["precision"] == config["precision"] == "fp32"  # the one it ran in (conftest: auto is fp32)
 
 
+def test_a_pack_of_rgb_only_and_rgb_saliency_runs_predicts_and_records_saliency_for_its_readers_alone(
+    tmp_path, pretrained, monkeypatch
+):
+    """RGB+S PO and ViSaRL share a pack (one frozen export): the student runs on ViSaRL's frames alone, and only
+    ViSaRL's records name it; the PO run read none."""
+    from rl.workspace import train
+    from saliency.predictor import SaliencyPredictor
+
+    monkeypatch.chdir(pretrained["root"])
+    frames_per_call = []
+    predict = SaliencyPredictor.__call__
+
+    def counted(self, frames):
+        frames_per_call.append(len(frames))
+        return predict(self, frames)
+
+    monkeypatch.setattr(SaliencyPredictor, "__call__", counted)
+    settings = dict(saliency="predictor", steps=100, eval_envs=1, eval_episodes=2)
+    po, visarl = train([tiny(tmp_path / "po", "mmae_rgbs_po", **settings), tiny(tmp_path, "mmae_rgbs", **settings)])
+    assert frames_per_call and max(frames_per_call) == 1  # one env per run: ViSaRL's frame, never PO's beside it
+    for name in ("config.json", "summary.json"):
+        assert json.loads((po / name).read_text())["inputs"]["saliency_model"] is None
+        used = json.loads((visarl / name).read_text())["inputs"]["saliency_model"]
+        assert used["path"] == str(pretrained["saliency"].resolve())
+    assert json.loads((po / "summary.json").read_text())["saliency"] == ""
+    assert json.loads((visarl / "summary.json").read_text())["saliency"].endswith("reach-v3/student.pt")
+
+
+def test_predicted_saliency_fills_the_rows_of_the_runs_that_read_it_and_zeros_the_others():
+    """Rows of a run whose encoder reads no saliency get zeros, without the predictor seeing their frames."""
+    from rl.observe import Observer
+
+    cfg = tiny(Path("unused"), "mmae_rgbs", saliency="oracle")
+    observer = Observer(
+        ("pixels", "saliency"),
+        [None, None, None],
+        cfg,
+        torch.device("cpu"),
+        2,
+        readers=[("pixels",), ("pixels", "saliency"), ("pixels",)],
+    )
+    seen = []
+    observer.predictor = lambda frames: seen.append(frames.copy()) or np.ones(frames.shape[:3], np.float32)
+    pixels = np.arange(6, dtype=np.uint8)[:, None, None, None].repeat(8, 1).repeat(8, 2).repeat(3, 3)  # row k: k
+    saliency = observer.fields({"pixels": pixels}, np.repeat(np.arange(3), 2))["saliency"]  # [6, 1, 8, 8]
+    assert [int(s.max()) for s in saliency] == [0, 0, 255, 255, 0, 0]
+    assert len(seen) == 1 and seen[0][:, 0, 0, 0].tolist() == [2, 3]  # run 1's frames alone
+    assert observer.fields({"pixels": pixels})["saliency"].min() == 255  # no rows given: every frame
+
+
 def test_a_missing_student_falls_back_to_picanet_and_says_so(tmp_path, pretrained, monkeypatch, capsys):
     """Without runs/saliency/<task>/student.pt the run reads best.pt: its first lines and its records say why."""
     best = tmp_path / "runs/saliency/reach-v3/best.pt"
