@@ -8,7 +8,7 @@ exploration noise and replay indices (none depend on the runs beside it), its ow
 config.json, metrics.csv, eval.csv, aux.csv (gaze), tb/ (TensorBoard), checkpoint-<step>.pt with
 replay-<step>/ (resumable), agent.pt and summary.json. A stop during an evaluation waits for its round of
 episodes (every env between episodes), leaves the episodes played in eval-partial.json and the pack goes on
-from there when resumed: a 50-episode final evaluation is ~20 % of a run on a CPU.
+from there when resumed: a 50-episode final evaluation is ~15 % of a CPU table run.
 
     python -m rl.workspace --spec pack.json [--resume auto]   # the runs of a pack (rl.grid writes these)
 
