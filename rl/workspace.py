@@ -410,7 +410,7 @@ class Pack:
             while min(len(s) for s in successes) < episodes:
                 if between_rounds and stop is not None and stop():
                     self._save_partial_evals(
-                        episodes, per_run, episode[::per_run] // per_run, returns, successes, start
+                        episodes, per_run, episode[::per_run] // per_run, returns, successes, carried, start
                     )
                     return None
                 stored = self.observer.store(self.observer.fields(raw, run_of_row), run_of_row)
@@ -450,6 +450,7 @@ class Pack:
         rounds: np.ndarray,
         returns: list[list[float]],
         successes: list[list[float]],
+        carried: list[dict[str, Any] | None],
         start: float,
     ) -> None:
         """Each live run's stopped evaluation as its eval-partial.json. Its seconds count in the run's wall time
@@ -459,8 +460,8 @@ class Pack:
         for r, run_dir in enumerate(self.run_dirs):
             if r in self.diverged:
                 continue
-            before = self.partial_evals[r] or {}
-            seconds = took + (before.get("seconds", 0.0) if before.get("episodes") == episodes else 0.0)
+            before = self.partial_evals[r] or {}  # its uncounted seconds joined the wall time at load, whatever it was
+            seconds = took + (carried[r] or {}).get("seconds", 0.0)  # the rounds it goes on from: theirs
             counted = not checkpoint_path(run_dir, self.step).exists()
             self.partial_evals[r] = {
                 "step": self.step,
