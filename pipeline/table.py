@@ -123,6 +123,7 @@ FROZEN = (
     "extra_tasks",
     "pilot_seed",
     "pilot_eval_every",
+    "pilot_eval_episodes",
     "budget_threshold",
     "budget_in_a_row",
     "budget_cap",
@@ -265,13 +266,18 @@ class TableConfig:
     )
     pilot_chunk: int = option(50_000, "the state pilot runs in chunks of this many steps until the budget rule decides")
     pilot_eval_every: int = option(10_000, "pilot evaluation interval (the budget rule reads these evaluations)")
+    pilot_eval_episodes: int = option(20, "episodes of every pilot evaluation (the budget rule's success rates)")
     budget_threshold: float = option(0.8, "budget rule: state's success that must hold")
     budget_in_a_row: int = option(2, "budget rule: over this many evaluations in a row")
     budget_cap: int = option(500_000, "budget rule: the most steps a task gets")
     eval_every: int = option(25_000, "table runs' evaluation interval (budgets are rounded up to a multiple of it)")
-    eval_episodes: int = option(20, "episodes of the evaluations before the last one")
+    eval_episodes: int = option(
+        10,
+        "episodes of a table run's evaluations before its last one (its learning curve; fewer than the last one's: "
+        "at a 500k budget, 19 of them at 20 episodes would play 190k steps beside the 500k of training)",
+    )
     final_eval_episodes: int = option(
-        50, "episodes of a table run's last evaluation (pilots: --eval-episodes at every evaluation)"
+        50, "episodes of a table run's last evaluation, its result (pilots: --pilot-eval-episodes at every evaluation)"
     )
     eval_envs: int = option(5, "parallel evaluation envs per run")
     checkpoint_every: int = option(25_000, "SAC checkpoint interval")
@@ -299,6 +305,7 @@ class TableConfig:
             "extra_seeds",
             "pilot_chunk",
             "pilot_eval_every",
+            "pilot_eval_episodes",
             "budget_in_a_row",
             "budget_cap",
             "eval_every",
@@ -1027,10 +1034,10 @@ class Planner:
 
     # -- SAC -------------------------------------------------------------------------------------
     def sac_extra(self) -> str:
-        return sac_flags(self.cfg, self.cfg.eval_every, self.cfg.eval_episodes, self.cfg.final_eval_episodes)
+        return sac_flags(self.cfg)
 
     def pilot_extra(self) -> str:
-        return sac_flags(self.cfg, self.cfg.pilot_eval_every, self.cfg.eval_episodes)
+        return sac_flags(self.cfg, pilot=True)
 
     def grid(
         self,
@@ -1136,9 +1143,17 @@ class Planner:
             ).decides_budget = True
 
 
-def sac_flags(cfg: TableConfig, eval_every: int, episodes: int, final_episodes: int = 0) -> str:
+def evaluations(cfg: TableConfig, pilot: bool) -> tuple[int, int, int]:
+    """(interval, episodes, episodes of the last one) of a pilot's evaluations or a table run's."""
+    if pilot:  # the budget rule reads every evaluation alike
+        return cfg.pilot_eval_every, cfg.pilot_eval_episodes, cfg.pilot_eval_episodes
+    return cfg.eval_every, cfg.eval_episodes, cfg.final_eval_episodes
+
+
+def sac_flags(cfg: TableConfig, pilot: bool = False) -> str:
     """rl.grid's --extra of a table (or pilot) grid: the table's SAC settings, then --sac-extra."""
-    final = f" --final-eval-episodes {final_episodes}" if final_episodes else ""
+    eval_every, episodes, last = evaluations(cfg, pilot)
+    final = "" if pilot else f" --final-eval-episodes {last}"
     return (
         f"--hidden-dim {cfg.hidden_dim} --eval-every {eval_every} --eval-episodes {episodes}{final} --eval-envs "
         f"{cfg.eval_envs} --checkpoint-every {cfg.checkpoint_every} --torch-threads 1 --mmae-features {cfg.mmae_features} {cfg.sac_extra}"
@@ -1242,9 +1257,8 @@ def check_pass_through_flags(cfg: TableConfig) -> None:
     from pretrain.probe import ProbeConfig
     from rl.grid import GridConfig, check_sac_flags
 
-    grids = ((ALL_ROWS, cfg.eval_every, cfg.final_eval_episodes), (["state", "mmae_rgbs"], cfg.pilot_eval_every, 0))
-    for rows, eval_every, final in grids:
-        extra = sac_flags(cfg, eval_every, cfg.eval_episodes, final)  # the table's grids, then the pilots'
+    for rows, pilot in ((ALL_ROWS, False), (["state", "mmae_rgbs"], True)):  # the table's grids, then the pilots'
+        extra = sac_flags(cfg, pilot)
         argv = grid_argv(cfg, [REACH], rows, [0], cfg.eval_every, "runs/sac", extra)
         check_sac_flags(parse_flags(GridConfig, argv, command="python -m rl.grid", what="--sac-extra"), "--sac-extra")
     for name, modalities in (("rgbs", "rgb,saliency"), ("rgb", "rgb")):
@@ -1744,15 +1758,7 @@ def estimate(cfg: TableConfig, budgets: Mapping[str, int | None]) -> dict[str, d
             return (
                 sum(
                     seeds
-                    * run_seconds(
-                        r,
-                        row,
-                        budget(t),
-                        cfg.hidden_dim,
-                        cfg.pilot_eval_every if pilot else cfg.eval_every,
-                        cfg.eval_episodes,
-                        cfg.eval_episodes if pilot else cfg.final_eval_episodes,
-                    )
+                    * run_seconds(r, row, budget(t), cfg.hidden_dim, *evaluations(cfg, pilot))
                     / (1.0 if pilot else packed(row))
                     for t in tasks
                     for row in rows
@@ -1763,9 +1769,7 @@ def estimate(cfg: TableConfig, budgets: Mapping[str, int | None]) -> dict[str, d
         sac_reach = (
             sum(
                 cfg.reach_seeds
-                * run_seconds(
-                    r, row, cfg.reach_steps, cfg.hidden_dim, cfg.eval_every, cfg.eval_episodes, cfg.final_eval_episodes
-                )
+                * run_seconds(r, row, cfg.reach_steps, cfg.hidden_dim, *evaluations(cfg, pilot=False))
                 / packed(row)
                 for row in TABLE_ROWS
             )
@@ -1811,9 +1815,7 @@ def grid_hours(cfg: TableConfig, folder: Folder, argv: Sequence[str], rates: Rat
     runs' seconds alone (the time its row's finished runs took here, `measured_seconds`, or else `run_seconds`) over
     the pack's gain (`Rates.gain`), less the share of its steps it has run (`run_state`)."""
     steps = int(flag_value(argv, "--steps") or 0)
-    # pilots evaluate on --eval-episodes every --pilot-eval-every, the last one too
-    pilot = flag_value(argv, "--out") == "runs/pilot"
-    every, last = (cfg.pilot_eval_every, cfg.eval_episodes) if pilot else (cfg.eval_every, cfg.final_eval_episodes)
+    every, episodes, last = evaluations(cfg, pilot=flag_value(argv, "--out") == "runs/pilot")
     todo = []
     for run in grid_runs(folder.root, argv):
         if steps < 1 or outcome.is_finished(run, steps) or (run, steps) in counted:
@@ -1824,7 +1826,7 @@ def grid_hours(cfg: TableConfig, folder: Folder, argv: Sequence[str], rates: Rat
     for pack in grid_packs(todo, int(flag_value(argv, "--pack") or 1)):
         alone = sum(
             measured_seconds(run.parent, steps, rates, cfg.hidden_dim)
-            or run_seconds(rates, run.parent.name, steps, cfg.hidden_dim, every, cfg.eval_episodes, last)
+            or run_seconds(rates, run.parent.name, steps, cfg.hidden_dim, every, episodes, last)
             for run in pack
         )
         left = max(1 - min(run_state(run)[0], steps) / steps for run in pack)

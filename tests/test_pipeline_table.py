@@ -153,7 +153,7 @@ def modules(steps) -> list[str]:
 
 
 def test_phase_a_on_a_fresh_root_prepares_reach_then_keeps_three_then_ten_seeds_of_each_row(tmp_path):
-    """Each wave (3 seeds, then 10) trains each run to 100k in one call, 20-episode evaluations then a final
+    """Each wave (3 seeds, then 10) trains each run to 100k in one call, 10-episode evaluations then a final
     50-episode one, and keeps each row before the next wave starts: a first table of every row while the rest run.
     The two sides of the saliency claim, which need no rgb-only encoder, run their first wave before it pretrains;
     the first wave's grid then runs the rgb row and state (rl.grid skips finished runs), each grid's rows longest
@@ -213,7 +213,7 @@ def test_phase_a_on_a_fresh_root_prepares_reach_then_keeps_three_then_ten_seeds_
         )
         extra = argv[-1].removeprefix("--extra=").split()
         flag = lambda name: extra[extra.index(name) + 1]  # noqa: E731
-        assert (flag("--eval-episodes"), flag("--final-eval-episodes"), flag("--hidden-dim")) == ("20", "50", "1024")
+        assert (flag("--eval-episodes"), flag("--final-eval-episodes"), flag("--hidden-dim")) == ("10", "50", "1024")
         assert steps[start].wave == (("reach-v3",), tuple(rows), tuple(map(int, seeds.split(","))), 100_000)
         keeps = steps[start + 1 : start + 1 + len(kept)]
         assert [s.argv[2] for s in keeps] == [f"runs/sac/reach-v3/{r}" for r in kept]
@@ -283,7 +283,7 @@ def test_every_planned_command_parses_in_its_own_command(tmp_path, monkeypatch):
                 "standardized",
                 5,
             )
-            assert (sac.eval_episodes, sac.last_eval_episodes) == ((20, 50) if cfg.out == "runs/sac" else (20, 20))
+            assert (sac.eval_episodes, sac.last_eval_episodes) == ((10, 50) if cfg.out == "runs/sac" else (20, 20))
             assert sac.eval_every == (10_000 if cfg.out == "runs/pilot" else 25_000)
     # each grid starts a seed's runs longest first, so that its last runs are short ones and a core idles least
     encoders = {s.argv[s.argv.index("--encoders") + 1] for s in steps if s.argv[1] == "rl.grid"}
@@ -1314,12 +1314,12 @@ def test_a_root_started_before_mmae_features_was_recorded_goes_on_with_raw_featu
     folder = table.Folder(config(tmp_path))
     folder.check_settings()
     assert folder.state["settings"]["mmae_features"] == "standardized"
-    assert "--mmae-features standardized" in table.sac_flags(folder.cfg, 25_000, 20)
+    assert "--mmae-features standardized" in table.sac_flags(folder.cfg)
     del folder.state["settings"]["mmae_features"]  # as an older root recorded them
     folder.save()
     base = folders(tmp_path)
     older = table.adopt_recorded(config(tmp_path), base)
-    assert older.mmae_features == "raw" and "--mmae-features raw" in table.sac_flags(older, 25_000, 20)
+    assert older.mmae_features == "raw" and "--mmae-features raw" in table.sac_flags(older)
     again = table.Folder(older)
     again.check_settings()
     assert again.state["settings"]["mmae_features"] == "raw"
@@ -1399,7 +1399,8 @@ def test_estimate_grows_with_the_budget_and_is_cheaper_in_bf16():
     short = table.estimate(cfg, {t: 100_000 for t in table.PAPER_TASKS})
     long = table.estimate(cfg, {})  # undecided: the cap
     fp32, bf16, zen4 = table.FP32_XEON, table.BF16_XEON, table.BF16_ZEN4
-    assert long[bf16]["C"] == pytest.approx(5 * short[bf16]["C"], rel=0.05)
+    # 5x the steps: almost 5x the hours (training and the evaluations on its way grow, the last evaluation does not)
+    assert 4.5 * short[bf16]["C"] < long[bf16]["C"] < 5 * short[bf16]["C"]
     assert all(long[bf16][p] < long[fp32][p] for p in "ABCE")
     assert table.estimate(TableConfig(hidden_dim=256), {})[bf16]["C"] < long[bf16]["C"]
     # the Zen 4 pretrains 2.5x slower than the AMX Xeon (phase A's two MultiMAEs) but runs the CNN rows faster
