@@ -134,6 +134,8 @@ FROZEN = (
 )
 #: what a root that started before a FROZEN setting existed ran instead of its default (its runs keep it)
 FROZEN_BEFORE = {"mmae_features": "raw"}
+#: FROZEN settings split from another: a root that started before one existed ran it at the other's value
+FROZEN_FROM = {"pilot_eval_episodes": "eval_episodes"}
 #: flags of the pass-through settings that change speed, not results: a root goes on under other values of them
 #: (a machine with more cores runs pretraining with more threads)
 SPEED_FLAGS = ("--threads", "--torch-threads", "--workers", "--no-progress")
@@ -462,6 +464,13 @@ def frozen_settings(cfg: TableConfig) -> dict:
     return settings
 
 
+def ran_before(recorded: Mapping[str, object]) -> dict:
+    """What a root (or results folder) that recorded `recorded` ran for the FROZEN settings it does not record
+    (`FROZEN_BEFORE`, `FROZEN_FROM`), where that is known."""
+    split = {k: recorded[other] for k, other in FROZEN_FROM.items() if other in recorded}
+    return {k: v for k, v in {**FROZEN_BEFORE, **split}.items() if k not in recorded}
+
+
 def adopt_recorded(cfg: TableConfig, argv: Sequence[str]) -> TableConfig:
     """`cfg` with the FROZEN settings its root recorded wherever `argv` does not give them: `make cpu-table`
     continues a root started with e.g. `--hidden-dim 256` as it started; a flag given otherwise is refused
@@ -484,7 +493,7 @@ def adopt_recorded(cfg: TableConfig, argv: Sequence[str]) -> TableConfig:
     )
     if config_file:  # the values of a --config file are given too: contradicting ones are refused, not replaced
         given |= {f"--{k.replace('_', '-')}" for k in stored_values(TableConfig, config_file)[0]}
-    recorded = {**FROZEN_BEFORE, **recorded}
+    recorded = {**recorded, **ran_before(recorded)}
     adopted = {k: v for k, v in recorded.items() if k in FROZEN and f"--{k.replace('_', '-')}" not in given}
     return replace(cfg, **adopted).validate() if adopted else cfg
 
@@ -531,12 +540,13 @@ class Folder:
 
     def check_settings(self) -> None:
         """Record the FROZEN settings on the first run (a setting made FROZEN since the root started: on this
-        run, as FROZEN_BEFORE says the root ran it, else as given); refuse a run that changes them."""
+        run, as `ran_before` says the root ran it, else as given); refuse a run that changes them."""
         mine = frozen_settings(self.cfg)
         started = "settings" in self.state
         kept = self.state.setdefault("settings", {})
+        before = ran_before(kept) if started else {}
         for k in FROZEN:
-            kept.setdefault(k, FROZEN_BEFORE.get(k, mine[k]) if started else mine[k])
+            kept.setdefault(k, before.get(k, mine[k]))
         changed = setting_changes(mine, kept, "started with")
         if changed:
             raise ValueError(
@@ -608,10 +618,12 @@ class Folder:
 
     def record_settings(self) -> None:
         """Write this root's settings to the results folder's SETTINGS_FILE before anything is kept there (committed
-        with them: a new machine's root takes them, `adopt_recorded`)."""
+        with them: a new machine's root takes them, `adopt_recorded`); to one written before a FROZEN setting
+        existed, add it (as the root ran it), never changing a recorded one."""
         path = self.results / SETTINGS_FILE
-        if not path.exists():
-            atomic_write_json(path, {k: self.state["settings"][k] for k in FROZEN})
+        recorded = results_settings(self.results)
+        if not path.exists() or set(FROZEN) - set(recorded):
+            atomic_write_json(path, {k: recorded.get(k, self.state["settings"][k]) for k in FROZEN})
 
     def marked(self, key: str) -> bool:
         return key in self.state["done"]

@@ -1327,6 +1327,38 @@ def test_a_root_started_before_mmae_features_was_recorded_goes_on_with_raw_featu
         table.Folder(config(tmp_path)).check_settings()
 
 
+def test_a_root_started_before_pilot_eval_episodes_was_recorded_keeps_its_pilots_on_its_eval_episodes(tmp_path):
+    """--pilot-eval-episodes split from --eval-episodes (the table's evaluations went to 10 episodes, the pilots'
+    stayed at 20): a root, or a results folder, that recorded its settings before then ran its pilots on its
+    --eval-episodes, and its pilots (resumed chunk by chunk, read by the budget rule) keep that; its settings.json
+    gains the setting at that value, and nothing it recorded changes."""
+    folder = table.Folder(config(tmp_path, eval_episodes=7))
+    folder.check_settings()
+    folder.record_settings()
+    settings = tmp_path / "results" / table.SETTINGS_FILE
+    assert json.loads(settings.read_text())["pilot_eval_episodes"] == 20  # a new root: the default
+    for recorded in (folder.state["settings"], older := json.loads(settings.read_text())):
+        del recorded["pilot_eval_episodes"]  # as an older root recorded them
+    folder.save()
+    settings.write_text(json.dumps(older))
+    base = folders(tmp_path)
+    adopted = table.adopt_recorded(config(tmp_path), base)
+    assert (adopted.eval_episodes, adopted.pilot_eval_episodes) == (7, 7)
+    assert "--eval-episodes 7" in table.sac_flags(adopted, pilot=True)
+    again = table.Folder(adopted)
+    again.check_settings()
+    assert again.state["settings"]["pilot_eval_episodes"] == 7
+    again.record_settings()
+    assert json.loads(settings.read_text()) == {**older, "pilot_eval_episodes": 7}
+    with pytest.raises(ValueError, match=r"--pilot-eval-episodes 20 \(started with 7\)"):
+        argv = [*base, "--pilot-eval-episodes", "20"]
+        table.Folder(table.adopt_recorded(table.parse_config(table.TableConfig, argv), argv)).check_settings()
+    # a new machine's root (no table.json) takes the split setting from the results folder's settings.json
+    (tmp_path / "root" / table.STATE_FILE).unlink()
+    settings.write_text(json.dumps(older))
+    assert table.adopt_recorded(config(tmp_path), base).pilot_eval_episodes == 7
+
+
 def test_background_command_is_the_same_run_without_background():
     argv = ["--phase", "A", "--background", "--root", "runs/x"]
     assert table.background_command(argv) == [
