@@ -623,7 +623,7 @@ class Folder:
         path = self.results / SETTINGS_FILE
         recorded = results_settings(self.results)
         if not path.exists() or set(FROZEN) - set(recorded):
-            atomic_write_json(path, {k: recorded.get(k, self.state["settings"][k]) for k in FROZEN})
+            atomic_write_json(path, {**{k: self.state["settings"][k] for k in FROZEN}, **recorded})
 
     def marked(self, key: str) -> bool:
         return key in self.state["done"]

@@ -1339,6 +1339,7 @@ def test_a_root_started_before_pilot_eval_episodes_was_recorded_keeps_its_pilots
     assert json.loads(settings.read_text())["pilot_eval_episodes"] == 20  # a new root: the default
     for recorded in (folder.state["settings"], older := json.loads(settings.read_text())):
         del recorded["pilot_eval_episodes"]  # as an older root recorded them
+    older["a_setting_no_longer_frozen"] = "kept"  # what the file records stays, whatever this version knows of
     folder.save()
     settings.write_text(json.dumps(older))
     base = folders(tmp_path)
