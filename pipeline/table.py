@@ -562,10 +562,15 @@ class Folder:
         theirs = results_settings(self.results)
         changed = setting_changes(self.state["settings"], theirs, "they have")
         if changed:
+            fix = (  # a started root's flags met its own record first (check_settings): the two records disagree
+                f"this root's {STATE_FILE} records otherwise: restore {self.results / SETTINGS_FILE} from git"
+                if (self.root / STATE_FILE).exists()
+                else f"leave those flags out (a new root takes them from {self.results / SETTINGS_FILE})"
+            )
             raise ValueError(
                 f"{self.results} holds results made under other settings than this root's: {'; '.join(changed)}; "
-                f"leave those flags out (a new root takes them from {self.results / SETTINGS_FILE}), or give this "
-                "root folders of its own (--results results/cpu-table-2 --carry artifacts/cpu-table-2)"
+                f"{fix}, or give this root folders of its own (--results results/cpu-table-2 --carry "
+                "artifacts/cpu-table-2)"
             )
         self.check_carry()
         if theirs or (self.root / STATE_FILE).exists():

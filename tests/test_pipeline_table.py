@@ -673,7 +673,15 @@ def test_a_new_root_goes_on_from_the_committed_results_and_carried_models(tmp_pa
     assert grid["--seeds"] == "0,1,2" and grid["--precision"] == "fp32" and "--hidden-dim 256" in more[0].argv[-1]
     with pytest.raises(SystemExit) as stop:
         table.main([*base, "--root", str(tmp_path / "fresh"), "--hidden-dim", "1024", "--dry-run"])
-    assert stop.value.code == 2 and "--hidden-dim 1024 (they have 256)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "--hidden-dim 1024 (they have 256)" in err and "leave those flags out" in err
+    settings = json.loads((results / table.SETTINGS_FILE).read_text())
+    (results / table.SETTINGS_FILE).write_text(json.dumps({**settings, "hidden_dim": 1024}))  # edited by mistake
+    with pytest.raises(SystemExit) as stop:  # the started root's own record disagrees: no flag to leave out
+        table.main([*base, "--dry-run"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "--hidden-dim 256 (they have 1024)" in err and "restore " in err
+    (results / table.SETTINGS_FILE).write_text(json.dumps(settings))
 
     # a restore killed after a run's config.json: restored again, never taken for a run the root started
     half = Path(new.root) / table.table_dir("reach-v3", "mmae_rgb", 0)
