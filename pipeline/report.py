@@ -121,7 +121,7 @@ PICTURE_GLOBS = {
 }
 #: the positions pretrain.probe scores (its result files: pipeline.keep.PROBE_GLOB)
 PROBE_TARGETS = ("hand", "object", "goal")
-#: a seed's score beside its final evaluation: the mean of its last LAST_EVALS evaluations (one is noisy)
+#: a seed's score beside its final evaluation: its success over its last LAST_EVALS evaluations (one is noisy)
 LAST_EVALS = 3
 #: simulated experiments behind the coverage the report states for its bootstrap intervals
 COVERAGE_EXPERIMENTS = 2000
@@ -330,6 +330,7 @@ def load_runs(roots: list[Path], running: Sequence[dict] = ()) -> list[dict]:
             run["encoder"] = row_name({**config, "encoder": run["encoder"]})
             run["curve"] = _read_curve(summary.parent / "eval.csv", "success")
             run["return_curve"] = _read_curve(summary.parent / "eval.csv", "return_mean")
+            run["episodes_curve"] = _read_curve(summary.parent / "eval.csv", "episodes")
             run["config"] = config
             runs.append(run)
     split_mixed_precision([*runs, *running])
@@ -357,6 +358,10 @@ def count_diverged(run: dict, runs: list[dict]) -> None:
     run["steps"], run["success_rate"] = budget, 0.0
     run["curve"] = sorted({**evaluated, **missing}.items())
     run["return_curve"] = []
+    per_eval = int(config.get("eval_episodes") or 0)  # the episodes its missing evaluations would have played
+    last = int(config.get("final_eval_episodes") or 0) or per_eval
+    counts = {s: float(last if s == budget else per_eval) for s in missing} if per_eval else {}
+    run["episodes_curve"] = sorted({**counts, **dict(run.get("episodes_curve", []))}.items())
 
 
 def diverged_table(runs: list[dict]) -> str:
@@ -428,18 +433,22 @@ def _read_curve(path: Path, column: str) -> list[tuple[float, float]]:
 
 
 def last_evals(run: dict, k: int = LAST_EVALS) -> tuple[float, tuple[float, ...]]:
-    """Mean success of a run's last k evaluations (eval.csv; the final one included), one per step (a step an
+    """Success of a run over its last k evaluations (eval.csv; the final one included), one per step (a step an
     interrupted run evaluated twice counts once, its last row), and their steps; its final success and no steps
-    without a curve."""
+    without a curve. Pooled over their episodes where eval.csv counts them all (a final evaluation of 50 episodes
+    weighs five times one of 10 before it: an equal-weight mean would be noisier than the final one alone), else
+    the mean of the k."""
     by_step = dict(run.get("curve", []))
     steps = tuple(sorted(by_step)[-k:])
     if not steps:
         return float(run["success_rate"]), ()
-    return float(np.mean([by_step[s] for s in steps])), steps
+    counts = dict(run.get("episodes_curve", []))
+    weights = [counts[s] for s in steps] if all(counts.get(s, 0) > 0 for s in steps) else None
+    return float(np.average([by_step[s] for s in steps], weights=weights)), steps
 
 
 def last_evals_mean(run: dict, k: int = LAST_EVALS) -> float:
-    """Mean success of a run's last k evaluations (`last_evals`)."""
+    """Success of a run over its last k evaluations (`last_evals`)."""
     return last_evals(run, k)[0]
 
 
@@ -1435,8 +1444,8 @@ def write_report(cfg: ReportConfig, preamble: Sequence[str] = ()) -> Path:
         *(section.rstrip("\n") + "\n" for section in preamble),
         "## Success rate (the paper's Table I)\n",
         "Final evaluation of the deterministic policy (any success within an episode): mean over seeds [95 % "
-        f"Student-t confidence interval of the mean, unclipped: at few seeds it can pass 0 or 1]; beside it the mean over seeds of each seed's last {LAST_EVALS} "
-        "evaluations (one evaluation of a seed is noisy; their steps are in the header where all runs share them: "
+        f"Student-t confidence interval of the mean, unclipped: at few seeds it can pass 0 or 1]; beside it the mean over seeds of each seed's success over its last {LAST_EVALS} "
+        "evaluations, pooled over their episodes (one evaluation of a seed is noisy; their steps are in the header where all runs share them: "
         "evaluations far apart reach back into training), the number of seeds, and the paper's mean ± std. The last "
         "column averages a row's task means over the tasks it ran; beside it the paper's printed average where the row "
         "ran all four of the paper's tasks, else the mean of the paper's numbers on the same tasks (marked; n/a where the paper has no number for one).\n",

@@ -797,6 +797,40 @@ def test_a_diverged_run_counts_as_success_0_from_the_step_it_diverged(tmp_path):
     )
 
 
+def test_a_seeds_last_evaluations_pool_their_episodes(tmp_path):
+    """The CPU table evaluates on 10 episodes before the last evaluation's 50: a seed's success over its last 3
+    evaluations counts each episode once (an equal-weight mean of 10, 10 and 50 episodes would be noisier than the
+    final evaluation alone). A diverged run's evaluations it never played weigh what they would have (its
+    config.json), and eval.csv files without episode counts keep the plain mean."""
+    from pipeline.report import last_evals, table_i
+
+    run = _fake_run(tmp_path / "sac", "reach-v3", "mmae_rgbs", 0, 0.5, steps=1000)
+    (run / "eval.csv").write_text(
+        "step,wall_s,success_rate,return_mean,episodes\n"
+        + "".join(
+            f"{s},1,{p},10,{n}\n" for s, p, n in ((250, 0.0, 10), (500, 0.2, 10), (750, 0.4, 10), (1000, 0.5, 50))
+        )
+    )
+    (loaded,) = load_runs([tmp_path / "sac"])
+    pooled = (0.2 * 10 + 0.4 * 10 + 0.5 * 50) / 70
+    assert last_evals(loaded) == (pytest.approx(pooled), (500.0, 750.0, 1000.0))
+    assert f"last 3: {pooled:.2f} (n=1)" in table_i([loaded])
+    (run / "eval.csv").write_text("step,wall_s,success_rate,return_mean\n500,1,0.2,10\n750,1,0.4,10\n1000,1,0.5,10\n")
+    assert last_evals(load_runs([tmp_path / "sac"])[0])[0] == pytest.approx(1.1 / 3)
+    # diverged at 600 of 1000: the 750 evaluation would have played 10 episodes, the final one 50
+    summary = json.loads((run / "summary.json").read_text())
+    summary |= {"steps": 600, "success_rate": 0.0, "diverged": {"step": 600, "why": "non-finite loss"}}
+    (run / "summary.json").write_text(json.dumps(summary))
+    (run / "config.json").write_text(
+        json.dumps(
+            {"encoder": "mmae_rgbs", "steps": 1000, "eval_every": 250, "eval_episodes": 10, "final_eval_episodes": 50}
+        )
+    )
+    (run / "eval.csv").write_text("step,wall_s,success_rate,return_mean,episodes\n250,1,0.2,10,10\n500,1,0.7,10,10\n")
+    (diverged,) = load_runs([tmp_path / "sac"])
+    assert last_evals(diverged) == (pytest.approx(0.7 * 10 / 70), (500.0, 750.0, 1000.0))
+
+
 def test_rows_pooled_or_compared_across_precisions_are_named(tmp_path):
     """An aggregate over tasks whose plain rows ran in different precisions (no task holds both, so nothing is split)
     says which cells ran in which; one precision throughout says nothing; split rows are named by their own title."""
