@@ -7,7 +7,7 @@ reconstructions, gaze overlays), so it works on a run tree (`runs/sac`), on the 
 committed under `results/<experiment>` (`pipeline.keep` copies them there), and on any mix of
 finished and running grids.
 Sections: the paper's Table I analog with the paper's numbers beside ours (final evaluation with a
-Student-t interval over seeds, and the mean of the last 3 evaluations), every seed's value per task,
+Student-t interval over seeds, and the success over the last 3 evaluations), every seed's value per task,
 rliable's aggregates across tasks and seeds (IQM and mean with stratified bootstrap CIs, performance
 profiles), the papers' orderings (across tasks the mean per-task gap with a stratified Welch t-interval,
 which decides, beside rliable's probability of improvement; Welch t-intervals per task; and how many seeds
@@ -586,7 +586,7 @@ def paper_average(encoder: str, tasks: list[str]) -> str:
 
 
 def _last_evals_steps(runs: list[dict]) -> tuple[int, str]:
-    """How many evaluations the runs' 'last' means average, and their steps where every run has them at the same
+    """How many evaluations the runs' 'last' scores pool (`last_evals`), and their steps where every run has them at the same
     steps ('50k, 75k, 100k': evaluations far apart reach back into training), else ''."""
     steps = {last_evals(r)[1] for r in runs}
     shared = next(iter(steps)) if len(steps) == 1 else ()
@@ -595,7 +595,7 @@ def _last_evals_steps(runs: list[dict]) -> tuple[int, str]:
 
 def table_i(runs: list[dict], running: Sequence[dict] = (), planned: PlannedSeeds = PlannedSeeds()) -> str:
     """Markdown Table I analog: per encoder and task, the final success as mean [95 % t-interval] over
-    seeds, the mean of each seed's last 3 evaluations averaged over seeds, the seeds (of `planned`; + those still
+    seeds, each seed's success over its last 3 evaluations (`last_evals`) averaged over seeds, the seeds (of `planned`; + those still
     `running`) and the paper's mean ± std; last, the average of the encoder's task means beside the paper's
     (`paper_average`)."""
     tasks, by = _cells(runs)
@@ -629,14 +629,15 @@ def table_i(runs: list[dict], running: Sequence[dict] = (), planned: PlannedSeed
 
 
 def seed_table(runs: list[dict], running: Sequence[dict] = (), planned: PlannedSeeds = PlannedSeeds()) -> str:
-    """Markdown: per task and encoder, every seed's final success and the mean of its last 3 evaluations,
+    """Markdown: per task and encoder, every seed's final success and its success over its last 3 evaluations
+    (`last_evals`),
     each with its mean [95 % Student-t interval] over seeds; the seeds' count beside them where it is short of
     `planned` or runs are still `running` (`_count`)."""
     tasks, by = _cells(runs)
     going = _running_counts(running)
     lines = [
         "| Task | Encoder | Seeds | Final success per seed | Mean [95 % t-CI] "
-        "| Mean of its last evaluations per seed (their steps) | Mean [95 % t-CI] | Paper (1M steps) |",
+        "| Success over its last evaluations per seed (their steps) | Mean [95 % t-CI] | Paper (1M steps) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for task in tasks:
@@ -989,8 +990,8 @@ def _seeds_for(diff: float, sd: float, have: int) -> str:
 
 def variant_table(runs: list[dict], running: Sequence[dict] = (), planned: PlannedSeeds = PlannedSeeds()) -> str:
     """Markdown: each setting a run changed from its default (VARIANT_FIELDS: an ablation) against the default
-    row of the same encoder and task: per side the mean final success and the mean of each seed's last
-    LAST_EVALS evaluations (`last_evals`, at the steps shown), then variant - default of each with its 95 % Welch
+    row of the same encoder and task: per side the mean final success and the mean of each seed's success over
+    its last LAST_EVALS evaluations (`last_evals`, at the steps shown), then variant - default of each with its 95 % Welch
     t-interval and verdict (the variant is better / worse only when the interval excludes 0), and the seeds per
     arm that would resolve the last evaluations' difference. No verdict while a run of either side is unfinished
     (`running`: judging the survivors alone would favour a setting that breaks runs), nor on last evaluations
@@ -1257,7 +1258,7 @@ def encoders_frames(task: str, path: Path) -> str:
 
 def footer(runs: list[dict]) -> str:
     lines = [
-        "| Run | Steps | Preset | Seed | Eval episodes | Device | Precision | Wall time | Steps/s |",
+        "| Run | Steps | Preset | Seed | Final eval episodes | Device | Precision | Wall time | Steps/s |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in sorted(runs, key=lambda r: (r["task"], r["encoder"], r["seed"])):

@@ -530,6 +530,7 @@ class Folder:
         self.carry = results_path(cfg.carry)
         path = self.root / STATE_FILE
         self.state: dict = json.loads(path.read_text()) if path.exists() else {}
+        self.started = "settings" in self.state  # recorded by an earlier run of this root
         self.state.setdefault("done", {})
         self.state.setdefault("budgets", {})
         self.lock = threading.RLock()
@@ -542,9 +543,8 @@ class Folder:
         """Record the FROZEN settings on the first run (a setting made FROZEN since the root started: on this
         run, as `ran_before` says the root ran it, else as given); refuse a run that changes them."""
         mine = frozen_settings(self.cfg)
-        started = "settings" in self.state
         kept = self.state.setdefault("settings", {})
-        before = ran_before(kept) if started else {}
+        before = ran_before(kept) if self.started else {}
         for k in FROZEN:
             kept.setdefault(k, before.get(k, mine[k]))
         changed = setting_changes(mine, kept, "started with")
@@ -560,11 +560,13 @@ class Folder:
         would be pooled with; a new root (no table.json) beside kept runs that no SETTINGS_FILE describes."""
         self.check_settings()
         theirs = results_settings(self.results)
+        theirs = {**theirs, **ran_before(theirs)} if theirs else {}  # as the results' root ran what they lack
         changed = setting_changes(self.state["settings"], theirs, "they have")
         if changed:
             fix = (  # a started root's flags met its own record first (check_settings): the two records disagree
-                f"this root's {STATE_FILE} records otherwise: restore {self.results / SETTINGS_FILE} from git"
-                if (self.root / STATE_FILE).exists()
+                f"this root's {STATE_FILE} and {self.results / SETTINGS_FILE} disagree: restore the latter from git "
+                f"if it was edited, else set the former's settings to the committed ones"
+                if self.started
                 else f"leave those flags out (a new root takes them from {self.results / SETTINGS_FILE})"
             )
             raise ValueError(
@@ -628,7 +630,8 @@ class Folder:
         path = self.results / SETTINGS_FILE
         recorded = results_settings(self.results)
         if not path.exists() or set(FROZEN) - set(recorded):
-            atomic_write_json(path, {**{k: self.state["settings"][k] for k in FROZEN}, **recorded})
+            mine = {k: self.state["settings"][k] for k in FROZEN}
+            atomic_write_json(path, {**mine, **(ran_before(recorded) if recorded else {}), **recorded})
 
     def marked(self, key: str) -> bool:
         return key in self.state["done"]

@@ -1366,6 +1366,9 @@ def test_a_root_started_before_pilot_eval_episodes_was_recorded_keeps_its_pilots
     (tmp_path / "root" / table.STATE_FILE).unlink()
     settings.write_text(json.dumps(older))
     assert table.adopt_recorded(config(tmp_path), base).pilot_eval_episodes == 7
+    argv = [*base, "--pilot-eval-episodes", "10"]  # and refuses another value: the results' pilots ran on 7
+    with pytest.raises(ValueError, match=r"--pilot-eval-episodes 10 \(they have 7\); leave those flags out"):
+        table.Folder(table.adopt_recorded(table.parse_config(table.TableConfig, argv), argv)).check_start()
 
 
 def test_background_command_is_the_same_run_without_background():
