@@ -10,8 +10,9 @@ Each precision gets its own model as the Trainer builds it (bf16 on a CPU: timm'
 off, common.precision.autocast around the forward; weights and AdamW in float32), from the same
 initial weights; the precisions alternate within each round (ABBA over rounds) so machine noise hits
 both alike. Prints the device, the CPU's native bf16 units, the load average before and after, and
-one markdown row with each precision's rate, the bf16/fp32 speed ratio and the projected time of the
-paper's budget (200k frames x 200 epochs = 40M images).
+one markdown row with each precision's rate, the bf16/fp32 speed ratio, the projected time of the
+paper's budget (200k frames x 200 epochs = 40M images) and the step's GFLOP per image (forward and backward,
+`torch.utils.flop_counter`: what the modalities cost against each other, whatever the machine).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from collections.abc import Callable
 
 import timm.layers
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from common.cli import OneLineParser, from_stored
 from common.precision import autocast
@@ -55,6 +57,15 @@ def build_model(mcfg: ModelConfig, precision: str, device: torch.device) -> Mult
         return MultiMAE(mcfg).to(device)
     finally:
         timm.layers.set_fused_attn(fused)
+
+
+def training_gflops(model: MultiMAE, batch: dict[str, torch.Tensor], generator: torch.Generator) -> float:
+    """GFLOP per image of a training step's forward and backward on two images of `batch` (the optimiser's few
+    element-wise FLOPs left out); the gradients it leaves are cleared."""
+    with FlopCounterMode(display=False) as counter:
+        model({m: v[:2] for m, v in batch.items()}, generator=generator)[0].backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / 2 / 1e9
 
 
 def sync(device: torch.device) -> None:
@@ -114,6 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     for prec in precisions:
         model = build_model(mcfg, prec, dev)
         params = count_parameters(model)
+        gflops = training_gflops(model, batch, torch.Generator(dev).manual_seed(0))
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05)
         gen = torch.Generator(dev).manual_seed(0)
         region = autocast(prec, dev)
@@ -161,6 +173,7 @@ def main(argv: list[str] | None = None) -> None:
         + headers("train img/s", precisions)
         + headers("frozen-encoder fwd ms/batch", precisions)
         + [f"paper budget (40M img) {q}" for q in precisions]
+        + ["GFLOP per image"]
     )
     print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
     cells = (
@@ -168,6 +181,7 @@ def main(argv: list[str] | None = None) -> None:
         + side_by_side(img_s, precisions)
         + side_by_side(enc_ms, precisions, "{:.0f}".format, time_like=True)
         + [f"{hours[q]:,.0f} h ({hours[q] / 24:,.1f} days)" for q in precisions]
+        + [f"{gflops:.2f}"]
     )
     print("| " + " | ".join(cells) + " |")
 

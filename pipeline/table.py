@@ -1630,7 +1630,7 @@ class Rates:
     collect_fps: float
     saliency_s: float
     label_fps: float
-    pretrain_img_s: float
+    pretrain_img_s: float  # the rgb+saliency MultiMAE's (the rgb-only one: RGB_PRETRAIN_SPEEDUP times it)
     probe_s: float
     sac_ms: Mapping[str, float]
     update_ms: tuple[float, float]
@@ -1656,6 +1656,9 @@ class Rates:
 
 #: the SAC width the packs' gains were measured at (the CPU table's)
 GAIN_HIDDEN = 256
+#: how much faster the rgb-only MultiMAE pretrains than the rgb+saliency one the rates are of (2.73 against 4.27
+#: GFLOP per image, 1.57x; measured 1.36x on the Zen 3 in fp32: BENCHMARKS.md), taken to hold on every CPU
+RGB_PRETRAIN_SPEEDUP = 1.36
 FP32_XEON, BF16_XEON, BF16_ZEN4, FP32_ZEN3 = (
     "fp32 (Xeon)",
     "bf16 (Xeon, AMX)",
@@ -1723,7 +1726,8 @@ RATE_SOURCES = (
     "(frozen) and 1.07 / 1.18 / 1.28 / 1.32x (state), not credited at 1024 (where frozen rows' 36.1 + 55.8 ms is 18 % "
     "above the 78.1 ms of a pack of 5 alone: the hidden-1024 column counts a frozen step as two at once run it); "
     "probes, CNN rows and evaluation as on the Xeon (unmeasured). "
-    "An AVX2-only CPU runs bf16 slower than fp32 (BENCHMARKS.md)"
+    "An AVX2-only CPU runs bf16 slower than fp32 (BENCHMARKS.md). Every MultiMAE rate is the rgb+saliency one's; the "
+    f"rgb-only one pretrains {RGB_PRETRAIN_SPEEDUP}x faster (2026-12-06 on the Zen 3, fp32: BENCHMARKS.md)"
 )
 
 
@@ -1766,7 +1770,7 @@ def estimate(cfg: TableConfig, budgets: Mapping[str, int | None]) -> dict[str, d
             cfg.frames / r.collect_fps
             + r.saliency_s
             + cfg.frames / r.label_fps
-            + 2 * pretrained_images(cfg) / r.pretrain_img_s
+            + (1 + 1 / RGB_PRETRAIN_SPEEDUP) * pretrained_images(cfg) / r.pretrain_img_s
             + 3 * r.probe_s
         )
 
@@ -1916,7 +1920,8 @@ def step_hours(cfg: TableConfig, folder: Folder, step: Step, rates: Rates, count
         if logged and logged[3] > 0:
             done, total, batch, rate, _ = logged
             return max(total - done, 0) * batch / rate / 3600
-        return pretrained_images(cfg) / rates.pretrain_img_s / 3600
+        speedup = RGB_PRETRAIN_SPEEDUP if flag_value(step.argv, "--modalities") == "rgb" else 1.0
+        return pretrained_images(cfg) / (rates.pretrain_img_s * speedup) / 3600
     if module == "rl.grid":
         return grid_hours(cfg, folder, step.argv, rates, counted)
     if module in SALIENCY_STAGES:  # annotation, PiCANet, student, evaluation: measured as one

@@ -1031,8 +1031,8 @@ def test_status_says_where_a_running_sac_grid_stands(tmp_path):
 
 
 def test_the_forecast_lists_each_open_step_with_its_hours_and_when_it_ends(tmp_path, monkeypatch):
-    """Rates chosen for round hours: collection 1 h, saliency 0.5 h, labelling 1 h, a pretraining 2 h, a probe
-    0.1 h, a state run 1 h and a frozen-encoder run 2 h per 100k steps. Each grid counts its runs that no earlier
+    """Rates chosen for round hours: collection 1 h, saliency 0.5 h, labelling 1 h, the rgb+saliency pretraining
+    2 h and the rgb-only one 1 h (the speed-up set to 2x), a probe 0.1 h, a state run 1 h and a frozen-encoder run 2 h per 100k steps. Each grid counts its runs that no earlier
     grid of the forecast runs, less what they have run, started as rl.grid starts them on 2 cores; a pretraining
     that has logged goes at its own rate; the forecast stops at a step that waits for its budget."""
     cfg = config(tmp_path, phase="A")
@@ -1042,6 +1042,7 @@ def test_the_forecast_lists_each_open_step_with_its_hours_and_when_it_ends(tmp_p
         50_000 / 3600, 1800, 50_000 / 3600, images / 7200, 360, {**zero, "state": 36, "frozen": 72}, (0, 0), zero
     )
     monkeypatch.setitem(table.RATES, "round hours", rates)
+    monkeypatch.setattr(table, "RGB_PRETRAIN_SPEEDUP", 2.0)
     folder = table.Folder(cfg)
     lines = table.forecast_text(cfg, folder, table.open_steps(folder), "round hours").splitlines()[3:]
     hours = [tuple(cell.strip() for cell in line.split(" | ")[2:]) for line in lines]
@@ -1052,12 +1053,12 @@ def test_the_forecast_lists_each_open_step_with_its_hours_and_when_it_ends(tmp_p
         ("1.0", "2.5 |"),  # label
         ("2.0", "4.5 |"),  # the rgb+saliency MultiMAE
         ("6.0", "10.5 |"),  # PO and ViSaRL x 3: six 2-h runs on 2 cores
-        ("2.0", "12.5 |"),  # the rgb MultiMAE
-        ("0.1", "12.6 |"),
-        ("0.1", "12.7 |"),
-        ("0.1", "12.8 |"),  # the probes
-        ("5.0", "17.8 |"),  # MMAE RGB (2 h) and state (1 h) x 3, MMAE RGB first: 2 + 3 h on one core
-        ("25.0", "42.8 |"),  # seeds 3-9: two seeds fill 2 cores for 7 h; the 7th takes 4 h
+        ("1.0", "11.5 |"),  # the rgb MultiMAE
+        ("0.1", "11.6 |"),
+        ("0.1", "11.7 |"),
+        ("0.1", "11.8 |"),  # the probes
+        ("5.0", "16.8 |"),  # MMAE RGB (2 h) and state (1 h) x 3, MMAE RGB first: 2 + 3 h on one core
+        ("25.0", "41.8 |"),  # seeds 3-9: two seeds fill 2 cores for 7 h; the 7th takes 4 h
     ]
     assert lines[4].startswith("| reach-v3 mmae_rgbs_po,mmae_rgbs seeds 0-2 to 100,000")
     # PO seed 0 half run, ViSaRL seed 0 finished: 1 + 2 h, then 2 h, on core 1; 2 + 2 h on core 2
