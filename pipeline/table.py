@@ -377,9 +377,11 @@ def choose_budget(
 
     The budget is the step of the `in_a_row`-th evaluation in a row at `threshold` success or more, rounded
     up to a multiple of `round_to` (the table's evaluation grid), at most `cap`; `cap` when the pilot
-    reached `cap` without that; undecided (None) while the pilot is short of `cap` and has not held it.
+    reached `cap` without that; undecided (None) while the pilot is short of `cap` and has not held it. A step
+    evaluated twice (a run killed between its last row and its summary, before rl.workspace dropped such rows)
+    counts once, its last row.
     """
-    evals = sorted((int(float(r["step"])), float(r["success_rate"])) for r in rows)
+    evals = sorted({int(float(r["step"])): float(r["success_rate"]) for r in rows}.items())
     streak = 0
     for step, success in evals:
         if step > cap:
@@ -726,9 +728,8 @@ class Folder:
                 cfg.budget_cap,
                 None,
                 f"the state pilot diverged at {steps:,} steps before holding >= {cfg.budget_threshold:g}; "
-                f"budget = the cap, {cfg.budget_cap:,} (to pilot again instead: stop the table, delete {run}/"
-                f"summary.json, this task's entry under 'budgets' in {STATE_FILE} and the pilot's kept copy under "
-                f"{cfg.results}-pilot/, and commit that deletion)",
+                f"budget = the cap, {cfg.budget_cap:,} (piloting again would not change it: a resumed pilot repeats "
+                "its steps exactly, and a new one with the recorded --pilot-seed most likely too)",
             )
         return budget
 

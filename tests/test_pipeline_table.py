@@ -37,6 +37,9 @@ def test_budget_is_the_second_evaluation_in_a_row_at_threshold_rounded_up_to_the
     assert (choose_budget(late, 100_000).steps, choose_budget(late, 100_000).held_at) == (75_000, 60_000)
     shuffled = list(reversed(evals((10_000, 0.1), (20_000, 0.8), (30_000, 0.81))))  # order of rows does not matter
     assert choose_budget(shuffled, 30_000).steps == 50_000 and "30,000" in choose_budget(shuffled, 30_000).reason
+    twice = evals((40_000, 0.5), (50_000, 0.85), (50_000, 0.85))  # one evaluation logged twice is not two in a row
+    assert choose_budget(twice, 50_000).steps is None
+    assert choose_budget(twice + evals((60_000, 0.9)), 60_000).held_at == 60_000
 
 
 def test_budget_undecided_below_the_cap_and_the_cap_when_never_held():

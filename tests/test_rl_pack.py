@@ -345,6 +345,23 @@ def test_a_pending_evaluation_is_logged_once_for_the_runs_that_wait_on_it(tmp_pa
     assert eval_rows(final[1]) == eval_rows(straight[1])
 
 
+def test_a_run_killed_before_its_summary_evaluates_its_last_step_once(tmp_path):
+    """A kill between the last evaluation's row and summary.json (a session's hard end) leaves the row; the rerun
+    evaluates that step anew from the checkpoint finish() saved before it, and eval.csv holds it once (the CPU
+    table's budget rule reads every row: a step twice would count as two evaluations in a row)."""
+    settings = dict(eval_every=50, eval_episodes=2, eval_envs=2)
+    dirs = train(configs(tmp_path, "state", (0, 1), 100, "k", **settings))
+    rows = [eval_rows(d) for d in dirs]
+    for d in dirs:
+        (d / "summary.json").unlink()
+        (d / "agent.pt").unlink()
+    again = train([replace_flat(c, resume=True) for c in configs(tmp_path, "state", (0, 1), 100, "k", **settings)])
+    for d, before in zip(again, rows):
+        assert [r[0] for r in eval_rows(d)] == ["50", "100"]
+        assert [r[2] for r in eval_rows(d)] == [r[2] for r in before]  # the same success: fixed evaluation seeds
+        assert (d / "summary.json").exists()
+
+
 def test_sigterm_pauses_at_an_episode_boundary_and_the_rerun_finishes(tmp_path):
     """SIGTERM to the whole process group (a scheduler's or Ray's notice) pauses the pack with
     checkpoints, like --max-minutes; the same command with --resume auto then finishes it, one row per
