@@ -329,11 +329,14 @@ class TableConfig:
             )
         if not 0 < self.budget_threshold <= 1:
             raise ValueError(f"--budget-threshold must be in (0, 1], got {self.budget_threshold}")
-        for name in ("reach_steps", "budget_cap", "pilot_chunk"):
-            if getattr(self, name) % self.eval_every:
+        grids = (("reach_steps", "eval_every"), ("budget_cap", "eval_every"), ("pilot_chunk", "eval_every"))
+        # a pilot's chunks end on its evaluations' grid, or two evaluations 'in a row' could stand closer than one
+        grids += (("budget_cap", "pilot_eval_every"), ("pilot_chunk", "pilot_eval_every"))
+        for name, every in grids:
+            if getattr(self, name) % getattr(self, every):
                 raise ValueError(
                     f"--{name.replace('_', '-')} ({getattr(self, name)}) must be a multiple of "
-                    f"--eval-every ({self.eval_every})"
+                    f"--{every.replace('_', '-')} ({getattr(self, every)})"
                 )
         if self.eval_every % EPISODE_STEPS or self.pilot_eval_every % EPISODE_STEPS:
             raise ValueError(

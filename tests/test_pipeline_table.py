@@ -1391,6 +1391,7 @@ def test_background_command_is_the_same_run_without_background():
 def test_bad_settings_are_one_line_errors(capsys):
     for argv, words in (
         (["--reach-steps", "110000"], "--reach-steps (110000) must be a multiple of --eval-every"),
+        (["--pilot-eval-every", "15000"], "--budget-cap (500000) must be a multiple of --pilot-eval-every (15000)"),
         (["--first-seeds", "6"], "seeds must grow"),
         (["--status", "--dry-run"], "exclude each other"),
         (["--extra-tasks", "pick-place-v3"], "pick-place-v3 not among"),
