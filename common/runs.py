@@ -12,6 +12,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -182,6 +183,12 @@ class MetricLogger:
                 if isinstance(v, (int, float)):
                     self._tb.add_scalar(f"{self.path.stem}/{k}", v, step)
 
+    def log_replacing(self, step: int, **metrics: Any) -> None:
+        """Log `step`'s row in place of any logged before at that step (an evaluation played again after a kill that
+        left its row); the old row goes only once its replacement is in hand."""
+        self._keep_rows(lambda s: s != step)
+        self.log(step, **metrics)
+
     def elapsed(self) -> float:
         """The run's wall seconds so far, as the next row's `wall_s` would say."""
         return time.time() - self._start
@@ -193,21 +200,25 @@ class MetricLogger:
         if wall_s is not None:
             self._start = time.time() - wall_s
         self._truncate_tensorboard(step)
+        header, keep = self._keep_rows(lambda s: s <= step)
+        if wall_s is None and keep and "wall_s" in header:
+            self._start = time.time() - float(keep[-1][header.index("wall_s")])
+
+    def _keep_rows(self, keep: Callable[[float], bool]) -> tuple[list[str], list[list[str]]]:
+        """Keep the CSV rows whose step `keep` accepts (the file rewritten only if one goes); (header, kept rows)."""
         if not self.path.exists():
-            return
+            return [], []
         with open(self.path, newline="") as f:
             rows = list(csv.reader(f))
         if not rows:
-            return
+            return [], []
         header, body = rows[0], rows[1:]
-        keep = [r for r in body if r and float(r[0]) <= step]
-        if wall_s is None and keep and "wall_s" in header:
-            self._start = time.time() - float(keep[-1][header.index("wall_s")])
-        if len(keep) == len(body):
-            return
-        text = io.StringIO(newline="")
-        csv.writer(text).writerows([header, *keep])
-        atomic_write_bytes(self.path, text.getvalue().encode())  # a kill mid-rewrite keeps every old row
+        kept = [r for r in body if r and keep(float(r[0]))]
+        if len(kept) < len(body):
+            text = io.StringIO(newline="")
+            csv.writer(text).writerows([header, *kept])
+            atomic_write_bytes(self.path, text.getvalue().encode())  # a kill mid-rewrite keeps every old row
+        return header, kept
 
     def _truncate_tensorboard(self, step: int) -> None:
         """Rewrite the event files of <run>/tb that hold summaries after `step` without them (a killed

@@ -567,12 +567,10 @@ class PackTraining:
             MetricLogger(d, "aux") if (d / "aux.csv").exists() else None for d in pack.run_dirs
         ]
         for r in range(pack.runs):  # each run's clock goes on from its checkpoint's wall time
-            # this step's evaluation runs (again) and is logged when it ends: a stopped one, or the last one of a run
-            # killed before its summary.json (finish() evaluates anew); a row of it is a kill's leftover
-            again = pack.partial_evals[r] is not None or pack.step >= cfg.steps
             for log in (self.metrics_logs[r], self.eval_logs[r], self.aux_logs[r]):
                 if log is not None:
-                    pending = log is self.eval_logs[r] and again
+                    # a stopped evaluation of this step is logged when it ends: a row of it is a kill's leftover
+                    pending = log is self.eval_logs[r] and pack.partial_evals[r] is not None
                     log.truncate_after(pack.step - pending if self.resumed else -1, pack.wall_before[r])
         self.run_of_row = np.repeat(np.arange(pack.runs), pack.envs_per_run)
         self.episodes = Episodes(self.run_of_row, pack.runs)
@@ -752,8 +750,8 @@ class PackTraining:
             tqdm.write(f"step {pack.step}: evaluation stopped between rounds, to go on when resumed", file=sys.stdout)
             return None
         live = [r for r in (range(pack.runs) if runs is None else runs) if r not in pack.diverged]
-        for r in live:
-            self.eval_logs[r].log(pack.step, **results[r])
+        for r in live:  # in place of a row of this step a kill left (before summary.json: finish() evaluates anew)
+            self.eval_logs[r].log_replacing(pack.step, **results[r])
         pack.clear_partial_evals()
         tqdm.write(
             f"step {pack.step}: eval success "

@@ -399,6 +399,22 @@ def test_a_resumed_logger_continues_the_runs_wall_clock(tmp_path):
     assert 900.0 <= float(rows[-1][1]) < 960.0
 
 
+def test_a_logged_again_step_replaces_its_row_only_when_the_new_one_is_in_hand(tmp_path):
+    """An evaluation played again (its run killed between the row and summary.json) replaces the old row of its
+    step, whatever came between; until its new row is logged the old one stays, so a second kill loses nothing."""
+    from common import runs
+
+    logger = runs.MetricLogger(tmp_path, "eval", tensorboard=False)
+    for step, success in ((50, 0.1), (100, 0.2), (100, 0.3)):  # an older file that already holds the step twice
+        logger.log(step, success_rate=success)
+    again = runs.MetricLogger(tmp_path, "eval", tensorboard=False)
+    again.truncate_after(100)  # the resume at the checkpoint of step 100 keeps both rows of that step
+    assert [r.split(",")[0] for r in (tmp_path / "eval.csv").read_text().splitlines()[1:]] == ["50", "100", "100"]
+    again.log_replacing(100, success_rate=0.4)
+    rows = [r.split(",") for r in (tmp_path / "eval.csv").read_text().splitlines()[1:]]
+    assert [(r[0], r[2]) for r in rows] == [("50", "0.1"), ("100", "0.4")]
+
+
 # -- bad settings are one-line errors, not tracebacks -------------------------------------------------------
 def _python(code_or_module: list[str], **env):
     import subprocess

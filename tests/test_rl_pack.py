@@ -347,8 +347,9 @@ def test_a_pending_evaluation_is_logged_once_for_the_runs_that_wait_on_it(tmp_pa
 
 def test_a_run_killed_before_its_summary_evaluates_its_last_step_once(tmp_path):
     """A kill between the last evaluation's row and summary.json (a session's hard end) leaves the row; the rerun
-    evaluates that step anew from the checkpoint finish() saved before it, and eval.csv holds it once (the CPU
-    table's budget rule reads every row: a step twice would count as two evaluations in a row)."""
+    evaluates that step anew from the checkpoint finish() saved before it, and its row replaces the old one, so
+    eval.csv holds the step once (the CPU table's budget rule reads every row: a step twice would count as two
+    evaluations in a row)."""
     settings = dict(eval_every=50, eval_episodes=2, eval_envs=2)
     dirs = train(configs(tmp_path, "state", (0, 1), 100, "k", **settings))
     rows = [eval_rows(d) for d in dirs]
