@@ -5,7 +5,8 @@ it is caught, rl.workspace) says so under "diverged" ({"step", "why", "checkpoin
 the success a policy that cannot act has. That outcome is final at any budget: rl.grid skips the run, a longer
 grid does not resume it, and the report counts it as 0 from the step it diverged (a survivors-only mean would
 favour a setting that breaks runs). Deleting the summary.json retrains it from its last good checkpoint (and,
-where pipeline.keep kept it, its kept copy too: a kept result is never overwritten).
+where pipeline.keep kept it, its kept copy too: a kept result is never overwritten); resumes are exact, so under
+the same settings it most likely diverges there again.
 
 Torch-free: rl.grid, the CPU table's orchestrator (pipeline.table, which never imports torch), pipeline.keep
 and pipeline.report read runs through it.

@@ -839,7 +839,8 @@ def refuse_diverged(run_dir: Path, resume: bool | str) -> None:
             f"{run_dir} diverged at step {diverged.get('step')} ({diverged.get('why')}); that is its outcome "
             f"(summary.json, success counted as 0). To train it again from its last good checkpoint "
             f"({'step ' + str(kept) if kept is not None else 'none: from scratch'}), delete its summary.json "
-            "(and its kept copy, if pipeline.keep kept it under results/)"
+            "(and its kept copy, if pipeline.keep kept it under results/); a resume repeats its steps exactly, so "
+            "under the same settings it will most likely diverge there again"
         )
 
 
