@@ -328,9 +328,9 @@ def load_runs(roots: list[Path], running: Sequence[dict] = ()) -> list[dict]:
             config = _run_config(summary.parent)
             run["dir"] = summary.parent
             run["encoder"] = row_name({**config, "encoder": run["encoder"]})
-            run["curve"] = _read_curve(summary.parent / "eval.csv", "success")
-            run["return_curve"] = _read_curve(summary.parent / "eval.csv", "return_mean")
-            run["episodes_curve"] = _read_curve(summary.parent / "eval.csv", "episodes")
+            run["curve"], run["return_curve"], run["episodes_curve"] = _read_curves(
+                summary.parent / "eval.csv", "success", "return_mean", "episodes"
+            )
             run["config"] = config
             runs.append(run)
     split_mixed_precision([*runs, *running])
@@ -390,7 +390,7 @@ def load_running(roots: list[Path]) -> list[dict]:
             if (run_dir / "summary.json").exists() or not (run_dir / "eval.csv").exists():
                 continue
             cfg = json.loads(config.read_text())
-            curve = _read_curve(run_dir / "eval.csv", "success")
+            curve, returns = _read_curves(run_dir / "eval.csv", "success", "return_mean")
             if "encoder" in cfg and curve:  # an SAC run (other stages write config.json too)
                 runs.append(
                     {
@@ -402,7 +402,7 @@ def load_running(roots: list[Path]) -> list[dict]:
                         "dir": run_dir,
                         "curve": curve,
                         "running": True,
-                        "return_curve": _read_curve(run_dir / "eval.csv", "return_mean"),
+                        "return_curve": returns,
                     }
                 )
     return runs
@@ -422,14 +422,18 @@ def check_distinct(runs: list[dict]) -> None:
         seen[key] = r["dir"]
 
 
-def _read_curve(path: Path, column: str) -> list[tuple[float, float]]:
-    """(step, value) of the first eval.csv column whose name contains `column`."""
+def _read_curves(path: Path, *columns: str) -> list[list[tuple[float, float]]]:
+    """Per name in `columns`, (step, value) of the first eval.csv column whose name contains it ([] without one),
+    the file read once."""
     if not path.exists():
-        return []
+        return [[] for _ in columns]
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
-    key = next((k for k in (rows[0] if rows else {}) if column in k), None)
-    return [(float(r["step"]), float(r[key])) for r in rows if key and r.get(key) not in (None, "")]
+    curves = []
+    for column in columns:
+        key = next((k for k in (rows[0] if rows else {}) if column in k), None)
+        curves.append([(float(r["step"]), float(r[key])) for r in rows if key and r.get(key) not in (None, "")])
+    return curves
 
 
 def last_evals(run: dict, k: int = LAST_EVALS) -> tuple[float, tuple[float, ...]]:

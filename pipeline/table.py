@@ -381,7 +381,7 @@ def choose_budget(
     The budget is the step of the `in_a_row`-th evaluation in a row at `threshold` success or more, rounded
     up to a multiple of `round_to` (the table's evaluation grid), at most `cap`; `cap` when the pilot
     reached `cap` without that; undecided (None) while the pilot is short of `cap` and has not held it. A step
-    evaluated twice (a run killed between its last row and its summary, before rl.workspace dropped such rows)
+    evaluated twice (a run killed between its last row and its summary, before rl.workspace replaced such rows)
     counts once, its last row.
     """
     evals = sorted({int(float(r["step"])): float(r["success_rate"]) for r in rows}.items())
@@ -469,11 +469,13 @@ def frozen_settings(cfg: TableConfig) -> dict:
     return settings
 
 
-def ran_before(recorded: Mapping[str, object]) -> dict:
-    """What a root (or results folder) that recorded `recorded` ran for the FROZEN settings it does not record
-    (`FROZEN_BEFORE`, `FROZEN_FROM`), where that is known."""
+def as_ran(recorded: Mapping[str, object]) -> dict:
+    """The FROZEN settings a root (or results folder) recorded, with those it does not record as its root ran them
+    (`FROZEN_BEFORE`, `FROZEN_FROM`) where that is known; nothing recorded stays nothing (nothing ran)."""
+    if not recorded:
+        return {}
     split = {k: recorded[other] for k, other in FROZEN_FROM.items() if other in recorded}
-    return {k: v for k, v in {**FROZEN_BEFORE, **split}.items() if k not in recorded}
+    return {**FROZEN_BEFORE, **split, **recorded}
 
 
 def adopt_recorded(cfg: TableConfig, argv: Sequence[str]) -> TableConfig:
@@ -498,7 +500,7 @@ def adopt_recorded(cfg: TableConfig, argv: Sequence[str]) -> TableConfig:
     )
     if config_file:  # the values of a --config file are given too: contradicting ones are refused, not replaced
         given |= {f"--{k.replace('_', '-')}" for k in stored_values(TableConfig, config_file)[0]}
-    recorded = {**recorded, **ran_before(recorded)}
+    recorded = as_ran(recorded)
     adopted = {k: v for k, v in recorded.items() if k in FROZEN and f"--{k.replace('_', '-')}" not in given}
     return replace(cfg, **adopted).validate() if adopted else cfg
 
@@ -546,10 +548,10 @@ class Folder:
 
     def check_settings(self) -> None:
         """Record the FROZEN settings on the first run (a setting made FROZEN since the root started: on this
-        run, as `ran_before` says the root ran it, else as given); refuse a run that changes them."""
+        run, as `as_ran` says the root ran it, else as given); refuse a run that changes them."""
         mine = frozen_settings(self.cfg)
         kept = self.state.setdefault("settings", {})
-        before = ran_before(kept) if self.started else {}
+        before = as_ran(kept)
         for k in FROZEN:
             kept.setdefault(k, before.get(k, mine[k]))
         changed = setting_changes(mine, kept, "started with")
@@ -564,8 +566,7 @@ class Folder:
         changed FROZEN settings; results made under other settings (their SETTINGS_FILE), whose runs this root's
         would be pooled with; a new root (no table.json) beside kept runs that no SETTINGS_FILE describes."""
         self.check_settings()
-        theirs = results_settings(self.results)
-        theirs = {**theirs, **ran_before(theirs)} if theirs else {}  # as the results' root ran what they lack
+        theirs = as_ran(results_settings(self.results))
         changed = setting_changes(self.state["settings"], theirs, "they have")
         if changed:
             fix = (  # a started root's flags met its own record first (check_settings): the two records disagree
@@ -636,7 +637,7 @@ class Folder:
         recorded = results_settings(self.results)
         if not path.exists() or set(FROZEN) - set(recorded):
             mine = {k: self.state["settings"][k] for k in FROZEN}
-            atomic_write_json(path, {**mine, **(ran_before(recorded) if recorded else {}), **recorded})
+            atomic_write_json(path, {**mine, **as_ran(recorded)})
 
     def marked(self, key: str) -> bool:
         return key in self.state["done"]
