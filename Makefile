@@ -198,7 +198,7 @@ $(addprefix ablation-gaze-,$(GAZE_ARMS)): ablation-gaze-%:
 		--sac-preset cpu --pack 3 --parallel 1 --out runs/ablation-gaze-discount/$* \
 		--extra "$(SLICE_SAC) --eval-every 5000 --gaze-return-discount $(GAZE_DISCOUNT)"
 
-# The four-task Table I experiment on this CPU (issue #30; pipeline/table.py, README "The CPU table"): one
+# The four-task Table I experiment on this CPU (issue #30; pipeline/table/, README "The CPU table"): one
 # resumable command, safe to rerun at the start of every session. It starts `python -m pipeline.table` in the
 # background (nice 10; output appended to $(TABLE)/table.log), or says it already runs, and commits nothing:
 # each finished run, then each finished (task, row), is kept under results/cpu-table/ and the log prints the git line.

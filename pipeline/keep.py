@@ -30,9 +30,10 @@ from rl.provenance import INPUTS_KEY
 RUN_FILES = ("config.json", "summary.json", "eval.csv")
 #: where pretrain.probe writes its results below a run root (what pipeline.report reads as probes)
 PROBE_GLOB = "mmae/**/probe_*.json"
-#: what the CPU table keeps of each task's preparation (pipeline.table.keep_preparation, carry_models), read by
-#: pipeline.report: its MultiMAEs' probes, the saliency student's evaluation against the oracle maps (and its Fig. 7),
-#: the wall time of each step, the sha256 of its carried models and of the frames each encoder learnt from
+#: what the CPU table keeps of each task's preparation (pipeline.table.plan.keep_preparation,
+#: pipeline.table.carry.carry_models), read by pipeline.report: its MultiMAEs' probes, the saliency student's
+#: evaluation against the oracle maps (and its Fig. 7), the wall time of each step, the sha256 of its carried models
+#: and of the frames each encoder learnt from
 KEPT_PROBES = "mmae/*/{task}/probe_*.json"
 KEPT_SALIENCY_EVAL = "saliency/{task}/eval/metrics.json"
 KEPT_SALIENCY_PICTURE = "saliency/{task}/eval/fig7.png"

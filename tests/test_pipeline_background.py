@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import background, table
+from pipeline import background
 from pipeline.background import BackgroundConfig
+from pipeline.table.config import BACKGROUND_NAME, LOG_FILE, TableConfig
+from pipeline.table.runner import start_background
 
 
 def sleeper(tmp_path: Path) -> list[str]:
@@ -119,12 +121,12 @@ def test_bad_input_is_one_line_naming_the_fix(tmp_path, argv, message, capsys):
 
 def test_the_table_started_in_the_background_is_not_started_twice(tmp_path, jobs, capsys):
     root = tmp_path / "root"
-    cfg = table.TableConfig(root=str(root), results=str(tmp_path / "results")).validate()
-    holder = background.start(BackgroundConfig(name=table.BACKGROUND_NAME, logs=str(root)), sleeper(tmp_path))
+    cfg = TableConfig(root=str(root), results=str(tmp_path / "results")).validate()
+    holder = background.start(BackgroundConfig(name=BACKGROUND_NAME, logs=str(root)), sleeper(tmp_path))
     jobs.append(holder)
     wait_for(lambda: background.running_pid(root / "table.pid") == holder)
-    assert table.start_background(cfg, ["--root", str(root), "--background"]) == holder
-    assert f"cpu-table already runs (pid {holder}); log: {root / table.LOG_FILE}" in capsys.readouterr().out
+    assert start_background(cfg, ["--root", str(root), "--background"]) == holder
+    assert f"cpu-table already runs (pid {holder}); log: {root / LOG_FILE}" in capsys.readouterr().out
 
 
 def test_help_lists_the_flags_without_a_command(capsys):

@@ -16,8 +16,49 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import table
-from pipeline.table import Budget, TableConfig, choose_budget
+from common.cli import parse_config
+from common.cpuinfo import AUTO_ENV
+from data.env import PAPER_TASKS
+from pipeline.table import forecast, runner, status
+from pipeline.table.budget import Budget, choose_budget
+from pipeline.table.carry import adopt_models, carried_files, carry_models, frames_digest
+from pipeline.table.commands import PROBES, Step, check_pass_through, grid_argv, pretrained_images, sac_flags, with_pack
+from pipeline.table.config import (
+    CHECKOUT,
+    EARLY_ROWS,
+    LOG_FILE,
+    SETTINGS_FILE,
+    STATE_FILE,
+    TableConfig,
+    adopt_recorded,
+    frozen_settings,
+    pilot_dir,
+    planned_seeds,
+    results_path,
+    run_precision,
+    table_dir,
+)
+from pipeline.table.folder import Folder
+from pipeline.table.forecast import (
+    BF16_XEON,
+    BF16_ZEN4,
+    FP32_XEON,
+    FP32_ZEN3,
+    RATES,
+    Rates,
+    applicable_column,
+    estimate,
+    forecast_text,
+    grid_hours,
+    grid_packs,
+    grid_runs,
+    measured_seconds,
+    rate_column,
+)
+from pipeline.table.plan import Planner, keep_preparation, open_steps, plan
+from pipeline.table.report import REPORT_TITLE, write_table_report
+from pipeline.table.runner import background_command, dry_run_text, keep_finished, keeping_finished, main
+from pipeline.table.status import lock_holder, sac_progress, status_text, step_progress
 
 ROWS = ["state", "mmae_rgb", "mmae_rgbs_po", "mmae_rgbs"]
 
@@ -137,12 +178,12 @@ def prepared(cfg: TableConfig, task: str) -> None:
         write(root / rel, "x")
     for name in ("rgbs", "rgb"):
         finish_pretraining(root / f"runs/mmae/{name}/{task}")
-    for name, _, label in table.PROBES:
+    for name, _, label in PROBES:
         write(root / f"runs/mmae/{name}/{task}/probe_{label}.json", json.dumps({"rows": [], "model": name}))
-    state_path = root / table.STATE_FILE
+    state_path = root / STATE_FILE
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
     done = state.setdefault("done", {})
-    for step in table.Planner(table.Folder(cfg)).plan():
+    for step in Planner(Folder(cfg)).plan():
         if step.key.startswith(f"{task}: ") and step.marker and not any(w in step.key for w in ("keep", "carry")):
             done[step.key] = {"seconds": 1.0}
     write(state_path, json.dumps(state))
@@ -162,7 +203,7 @@ def test_phase_a_on_a_fresh_root_prepares_reach_then_keeps_three_then_ten_seeds_
     the first wave's grid then runs the rgb row and state (rl.grid skips finished runs), each grid's rows longest
     first, and each row is kept once per wave."""
     cfg = config(tmp_path, phase="A")
-    steps = table.plan(cfg)
+    steps = plan(cfg)
     assert not any(s.done for s in steps)
     early = ["rl.grid", *["pipeline.keep"] * 2]
     assert modules(steps) == [
@@ -261,9 +302,9 @@ def test_every_planned_command_parses_in_its_own_command(tmp_path, monkeypatch):
         },
     }
     root = tmp_path / "root"
-    for task in table.PAPER_TASKS[1:]:  # decided budgets, so that every phase's grids are planned
-        finish_run(root / table.pilot_dir(task, "state", 100), 500_000, success=0.0, task=task)
-    steps = [s for s in table.plan(config(tmp_path)) if s.argv]
+    for task in PAPER_TASKS[1:]:  # decided budgets, so that every phase's grids are planned
+        finish_run(root / pilot_dir(task, "state", 100), 500_000, success=0.0, task=task)
+    steps = [s for s in plan(config(tmp_path)) if s.argv]
     assert {s.argv[1] for s in steps} == set(parsers)
     for step in steps:
         cls, presets = parsers[step.argv[1]]
@@ -299,10 +340,8 @@ def test_plan_skips_what_the_root_holds_and_resumes_the_rest(tmp_path):
     root = Path(cfg.root)
     for row in ROWS:
         for seed in range(10):
-            finish_run(
-                root / table.table_dir("reach-v3", row, seed), 100_000 if (row, seed) != ("state", 9) else 75_000
-            )
-    todo = [s for s in table.plan(cfg) if not s.done]
+            finish_run(root / table_dir("reach-v3", row, seed), 100_000 if (row, seed) != ("state", 9) else 75_000)
+    todo = [s for s in plan(cfg) if not s.done]
     # the preparation is skipped; the first wave's rows are kept; state seed 9 goes on to 100k; the other rows
     # of the second wave can be kept
     results = tmp_path / "results"
@@ -318,18 +357,18 @@ def test_plan_skips_what_the_root_holds_and_resumes_the_rest(tmp_path):
     assert keeps["runs/sac/reach-v3/state"] and not keeps["runs/sac/reach-v3/mmae_rgbs"]
     # with the rgb encoder still to pretrain, the rows it does not serve are kept before it; once it is pretrained
     # (above) it is carried first and every row joins the first wave
-    state = json.loads((root / table.STATE_FILE).read_text())
+    state = json.loads((root / STATE_FILE).read_text())
     del state["done"]["reach-v3: pretrain.multimae rgb (22 epochs, >= 1,000,000 images)"]
-    (root / table.STATE_FILE).write_text(json.dumps(state))
-    assert [s.key for s in table.plan(cfg) if not s.done][:4] == [
+    (root / STATE_FILE).write_text(json.dumps(state))
+    assert [s.key for s in plan(cfg) if not s.done][:4] == [
         "reach-v3: carry the rgbs encoder and saliency student",
-        *[f"keep runs/sac/reach-v3/{row} (3 runs) -> {results}" for row in table.EARLY_ROWS],
+        *[f"keep runs/sac/reach-v3/{row} (3 runs) -> {results}" for row in EARLY_ROWS],
         "reach-v3: pretrain.multimae rgb (22 epochs, >= 1,000,000 images)",
     ]
     # an unfinished preparation step is redone even when its output file exists (its run was killed)
     del state["done"]["reach-v3: saliency.distill (student)"]
-    (root / table.STATE_FILE).write_text(json.dumps(state))
-    assert [s.key for s in table.plan(cfg) if not s.done][0] == "reach-v3: saliency.distill (student)"
+    (root / STATE_FILE).write_text(json.dumps(state))
+    assert [s.key for s in plan(cfg) if not s.done][0] == "reach-v3: saliency.distill (student)"
 
 
 def test_a_grid_killed_while_it_resumes_finished_runs_plans_that_grid_again(tmp_path):
@@ -342,20 +381,20 @@ def test_a_grid_killed_while_it_resumes_finished_runs_plans_that_grid_again(tmp_
     root = Path(cfg.root)
     for row in ROWS:
         for seed in range(10):
-            run = root / table.table_dir("reach-v3", row, seed)
+            run = root / table_dir("reach-v3", row, seed)
             finish_run(run, 75_000)
             write(run / "metrics.csv", "step,steps_per_s\n75000,4.0\n80000,4.0\n")  # resumed on, then killed
-    todo = [s for s in table.plan(cfg) if not s.done and "reach-v3: " not in s.key]  # past the preparation's keeps
+    todo = [s for s in plan(cfg) if not s.done and "reach-v3: " not in s.key]  # past the preparation's keeps
     assert todo[0].key == (
         "reach-v3 state,mmae_rgb,mmae_rgbs_po,mmae_rgbs seeds 0-2 to 100,000 (last evaluation 50 episodes)"
     )
-    pilot = root / table.pilot_dir("drawer-open-v3", "state", cfg.pilot_seed)
+    pilot = root / pilot_dir("drawer-open-v3", "state", cfg.pilot_seed)
     finish_run(pilot, 50_000, success=0.0, task="drawer-open-v3")
     write(pilot / "metrics.csv", "step,steps_per_s\n50000,4.0\n80000,4.0\n")
     write(pilot / "eval.csv", "step,success_rate\n50000,0.0\n70000,0.9\n80000,0.9\n")  # held, in the killed chunk
-    folder = table.Folder(config(tmp_path, phase="B"))
+    folder = Folder(config(tmp_path, phase="B"))
     assert folder.budget("drawer-open-v3").steps is None  # decided when the chunk ends, not from its rows so far
-    grids = [dict(zip(s.argv[2::2], s.argv[3::2])) for s in table.plan(config(tmp_path, phase="B")) if s.wave is None]
+    grids = [dict(zip(s.argv[2::2], s.argv[3::2])) for s in plan(config(tmp_path, phase="B")) if s.wave is None]
     assert ("drawer-open-v3", "state", "100000") in [
         (g.get("--tasks"), g.get("--encoders"), g.get("--steps")) for g in grids
     ]
@@ -364,16 +403,16 @@ def test_a_grid_killed_while_it_resumes_finished_runs_plans_that_grid_again(tmp_
 def test_pilot_budgets_decide_the_pilot_chunks_and_the_steps_of_phases_b_and_c(tmp_path):
     cfg = config(tmp_path, phase="B")
     root = Path(cfg.root)
-    drawer = root / table.pilot_dir("drawer-open-v3", "state", cfg.pilot_seed)
+    drawer = root / pilot_dir("drawer-open-v3", "state", cfg.pilot_seed)
     finish_run(drawer, 150_000, task="drawer-open-v3")
     (drawer / "eval.csv").write_text(
         "step,success_rate\n" + "".join(f"{s},{0.9 if s >= 130_000 else 0.3}\n" for s in range(10_000, 150_001, 10_000))
     )  # holds at 140k -> 150k
-    faucet = root / table.pilot_dir("faucet-open-v3", "state", cfg.pilot_seed)
+    faucet = root / pilot_dir("faucet-open-v3", "state", cfg.pilot_seed)
     finish_run(faucet, 50_000, success=0.0, task="faucet-open-v3")
-    door = root / table.pilot_dir("door-open-v3", "state", cfg.pilot_seed)
+    door = root / pilot_dir("door-open-v3", "state", cfg.pilot_seed)
     finish_run(door, 500_000, success=0.6, task="door-open-v3")
-    steps = table.plan(cfg)
+    steps = plan(cfg)
     grids = [dict(zip(s.argv[2::2], s.argv[3::2])) for s in steps if s.argv[:2] == ["-m", "rl.grid"]]
     # faucet's pilot goes on by a chunk; the mmae_rgbs pilots run to their tasks' budgets; faucet's waits
     assert [(g["--tasks"], g["--encoders"], g["--steps"], g["--out"]) for g in grids] == [
@@ -397,15 +436,15 @@ def test_pilot_budgets_decide_the_pilot_chunks_and_the_steps_of_phases_b_and_c(t
     assert [i for i, _ in keeps[:3]] == [0, 1, 3] and all(
         s.argv[4] == f"{cfg.results}-pilot/{s.argv[2].split('/')[2]}/state" for _, s in keeps[:3]
     )
-    c = table.plan(config(tmp_path, phase="C"))
+    c = plan(config(tmp_path, phase="C"))
     # a recorded budget beside a state pilot whose summary.json was deleted (a re-pilot half done): its keep waits,
     # saying what to do, rather than keeping an unfinished pilot
-    table.Folder(cfg).record_budgets()
+    Folder(cfg).record_budgets()
     (drawer / "summary.json").unlink()
-    (keep,) = [s for s in table.plan(cfg) if s.argv[2:3] == ["runs/pilot/drawer-open-v3/state"]]
+    (keep,) = [s for s in plan(cfg) if s.argv[2:3] == ["runs/pilot/drawer-open-v3/state"]]
     assert "gone though table.json records drawer-open-v3's budget" in keep.blocked
     with pytest.raises(ValueError, match=r"summary.json, gone though .* no step before it can end that wait"):
-        table.run(cfg)
+        runner.run(cfg)
     waves = [(s.wave[0], s.wave[2], s.wave[3]) for s in c if s.wave]
     assert waves == [
         (("drawer-open-v3",), (0, 1, 2), 150_000),
@@ -415,7 +454,7 @@ def test_pilot_budgets_decide_the_pilot_chunks_and_the_steps_of_phases_b_and_c(t
     ]
     first = next(s for s in c if s.argv[:2] == ["-m", "rl.grid"])
     assert dict(zip(first.argv[2::2], first.argv[3::2]))["--steps"] == "150000"  # in one go, its last evaluation 50
-    d = table.plan(config(tmp_path, phase="D", pack=5))
+    d = plan(config(tmp_path, phase="D", pack=5))
     assert [(s.wave[0], s.wave[1]) for s in d if s.wave] == [
         (("door-open-v3",), ("cnn_rgb", "cnn_rgbs", "gaze")),
         (("door-open-v3",), ("mmae_rgbs_grid2",)),
@@ -427,16 +466,16 @@ def test_pilot_budgets_decide_the_pilot_chunks_and_the_steps_of_phases_b_and_c(t
 
 def test_a_recorded_budget_stays_and_changed_settings_are_refused(tmp_path):
     cfg = config(tmp_path, phase="B")
-    drawer = Path(cfg.root) / table.pilot_dir("drawer-open-v3", "state", cfg.pilot_seed)
+    drawer = Path(cfg.root) / pilot_dir("drawer-open-v3", "state", cfg.pilot_seed)
     finish_run(drawer, 50_000, success=0.9, task="drawer-open-v3")  # holds at 25k and 50k -> 50k
-    folder = table.Folder(cfg)
+    folder = Folder(cfg)
     folder.record_budgets()
     (drawer / "eval.csv").write_text("step,success_rate\n")  # whatever happens to the pilot later
-    assert table.Folder(cfg).budget("drawer-open-v3").steps == 50_000
+    assert Folder(cfg).budget("drawer-open-v3").steps == 50_000
     folder.check_settings()
     folder.save()
     with pytest.raises(ValueError, match=r"--hidden-dim 256 \(started with 1024\)"):
-        table.Folder(config(tmp_path, hidden_dim=256)).check_settings()
+        Folder(config(tmp_path, hidden_dim=256)).check_settings()
 
 
 # -- running, status, the lock ------------------------------------------------------------------------------
@@ -453,13 +492,13 @@ def keep_in_process(argv, cwd, **kw):
 
 
 def test_run_keeps_finished_rows_and_probes_then_stops_with_the_git_line(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(table.subprocess, "run", keep_in_process)
+    monkeypatch.setattr(subprocess, "run", keep_in_process)
     cfg = config(tmp_path, phase="A", reach_seeds=2)
     prepared(cfg, "reach-v3")
     for row in ROWS:
         for seed in range(2):
-            finish_run(Path(cfg.root) / table.table_dir("reach-v3", row, seed), 100_000, success=0.25 * (seed + 1))
-    ran = table.run(cfg)
+            finish_run(Path(cfg.root) / table_dir("reach-v3", row, seed), 100_000, success=0.25 * (seed + 1))
+    ran = runner.run(cfg)
     assert ran == [
         "reach-v3: carry the rgbs encoder and saliency student",
         "reach-v3: carry the rgb encoder",
@@ -472,11 +511,11 @@ def test_run_keeps_finished_rows_and_probes_then_stops_with_the_git_line(tmp_pat
     assert not list(results.glob("**/checkpoint*"))
     out = capsys.readouterr().out
     assert f"git add {cfg.results} && git commit -m" in out and "every step of phase(s) A is done" in out
-    assert set(json.loads((Path(cfg.root) / table.STATE_FILE).read_text())["done"]) >= set(ran)
-    assert table.run(cfg) == []  # a rerun finds everything done
+    assert set(json.loads((Path(cfg.root) / STATE_FILE).read_text())["done"]) >= set(ran)
+    assert runner.run(cfg) == []  # a rerun finds everything done
     shutil.rmtree(results / "reach-v3/state")  # kept files lost before they were committed: kept again
     (results / "mmae/rgb/reach-v3/probe_rgb.json").unlink()
-    assert table.run(cfg) == [
+    assert runner.run(cfg) == [
         "reach-v3: keep probes",
         f"keep runs/sac/reach-v3/state (2 runs) -> {cfg.results}",
     ]
@@ -485,10 +524,10 @@ def test_run_keeps_finished_rows_and_probes_then_stops_with_the_git_line(tmp_pat
     ).exists()
     # a run the root trained again (a diverged one whose summary.json was deleted) is not taken for kept: its row's
     # keep runs again, and pipeline.keep refuses to overwrite the kept outcome, saying what to do
-    finish_run(Path(cfg.root) / table.table_dir("reach-v3", "state", 1), 100_000, success=0.9)
-    assert [s.key for s in table.plan(cfg) if not s.done] == [f"keep runs/sac/reach-v3/state (2 runs) -> {cfg.results}"]
+    finish_run(Path(cfg.root) / table_dir("reach-v3", "state", 1), 100_000, success=0.9)
+    assert [s.key for s in plan(cfg) if not s.done] == [f"keep runs/sac/reach-v3/state (2 runs) -> {cfg.results}"]
     with pytest.raises(SystemExit):
-        table.run(cfg)
+        runner.run(cfg)
     assert "delete its kept copy" in capsys.readouterr().err
 
 
@@ -497,9 +536,9 @@ def test_the_tables_report_reads_each_rows_planned_seeds_from_its_waves(tmp_path
     waves, so a row short of them reads 'n of N' under the interim warning; nothing kept yet is said plainly."""
     cfg = config(tmp_path, phase="A", reach_seeds=3, first_seeds=2, report=str(tmp_path / "report"))
     with pytest.raises(FileNotFoundError, match="no SAC run is kept in .* yet"):
-        table.write_table_report(cfg)
-    assert table.planned_seeds(cfg) == {("reach-v3", row): 3 for row in ROWS}
-    everything = table.planned_seeds(replace(cfg, phase="all"))  # no budget decided: the seeds are planned all the same
+        write_table_report(cfg)
+    assert planned_seeds(cfg) == {("reach-v3", row): 3 for row in ROWS}
+    everything = planned_seeds(replace(cfg, phase="all"))  # no budget decided: the seeds are planned all the same
     assert everything[("door-open-v3", "mmae_rgbs")] == cfg.max_seeds and everything[("faucet-open-v3", "gaze")] == 3
     assert ("drawer-open-v3", "gaze") not in everything  # phase D's tasks only
     with pytest.raises(ValueError, match="exclude each other"):
@@ -520,8 +559,8 @@ def test_the_tables_report_reads_each_rows_planned_seeds_from_its_waves(tmp_path
         ],
     }
     write(Path(cfg.results) / "mmae/rgbs/reach-v3/probe_rgb+saliency.json", json.dumps(probe))
-    text = table.write_table_report(cfg).read_text()
-    assert text.startswith(f"# {table.REPORT_TITLE}\n") and "**Interim:**" in text and "(2 of 3:" in text
+    text = write_table_report(cfg).read_text()
+    assert text.startswith(f"# {REPORT_TITLE}\n") and "**Interim:**" in text and "(2 of 3:" in text
     made = text.split("## How this table was made")[1].split("## Success rate")[0]  # before Table I
     assert f"on {cfg.annotate_n} frames per task" in made and "not people" in made
     assert "**Pretraining on ~1.0M images per MultiMAE**" in made and "against the paper's 40M" in made
@@ -544,11 +583,11 @@ def test_the_tables_report_reads_each_rows_planned_seeds_from_its_waves(tmp_path
 def test_a_grid_keeps_each_run_as_it_finishes_while_the_others_go_on(tmp_path, capsys, monkeypatch):
     """A finished run of a running grid is kept at once (a machine lost later loses only the unfinished runs, whose
     checkpoints are never committed); an unfinished one is not; the rows' keep steps then find them kept."""
-    monkeypatch.setattr(table, "KEEP_FINISHED_EVERY_S", 0.02)
+    monkeypatch.setattr(runner, "KEEP_FINISHED_EVERY_S", 0.02)
     cfg = config(tmp_path, phase="A", reach_seeds=2, first_seeds=2)
     prepared(cfg, "reach-v3")
     root, results = Path(cfg.root), Path(cfg.results)
-    first, second = (root / table.table_dir("reach-v3", "state", seed) for seed in (0, 1))
+    first, second = (root / table_dir("reach-v3", "state", seed) for seed in (0, 1))
     seen = {}
 
     def wait_for(path: Path) -> bool:
@@ -570,29 +609,29 @@ def test_a_grid_keeps_each_run_as_it_finishes_while_the_others_go_on(tmp_path, c
             seen["second kept meanwhile"] = (results / "reach-v3/state/seed1").exists()
         for row in rows:
             for seed in range(2):
-                finish_run(root / table.table_dir("reach-v3", row, seed), 100_000, success=0.75)
+                finish_run(root / table_dir("reach-v3", row, seed), 100_000, success=0.75)
         return subprocess.CompletedProcess(argv, 0)
 
-    monkeypatch.setattr(table.subprocess, "run", grid)
-    ran = table.run(cfg)
+    monkeypatch.setattr(subprocess, "run", grid)
+    ran = runner.run(cfg)
     assert seen == {"first kept meanwhile": True, "second kept meanwhile": False}
     assert ran[4:] == [f"keep runs/sac/reach-v3/{r} (2 runs) -> {cfg.results}" for r in ROWS]
     for row in ROWS:
         for seed in range(2):
             kept = results / f"reach-v3/{row}/seed{seed}"
             assert sorted(p.name for p in kept.iterdir()) == ["config.json", "eval.csv", "summary.json"]
-            run = root / table.table_dir("reach-v3", row, seed)
+            run = root / table_dir("reach-v3", row, seed)
             assert all((run / p.name).read_bytes() == p.read_bytes() for p in kept.iterdir())
     out = capsys.readouterr().out
     assert f"kept finished runs in {cfg.results}: reach-v3/state/seed0\n  to commit: git add {cfg.results} &&" in out
-    assert json.loads((results / table.SETTINGS_FILE).read_text()) == table.frozen_settings(cfg)
+    assert json.loads((results / SETTINGS_FILE).read_text()) == frozen_settings(cfg)
     # a kept copy the run contradicts is said once and left as it is; the runs after it are kept all the same, and
     # the grid goes on (its row's keep step, after it, stops the table)
     shutil.rmtree(results / "reach-v3/mmae_rgb/seed1")
     shutil.rmtree(results / "reach-v3/mmae_rgbs")
     write(results / "reach-v3/mmae_rgb/seed1/eval.csv", "step,wall_s,success_rate\n25000,1.0,0.1\n")
-    step = next(s for s in table.plan(cfg) if s.wave)
-    with table.keeping_finished(table.Folder(cfg), step):
+    step = next(s for s in plan(cfg) if s.wave)
+    with keeping_finished(Folder(cfg), step):
         time.sleep(0.2)  # several passes
     out = capsys.readouterr().out
     assert out.count("could not keep a finished run of") == 1 and "runs/sac/reach-v3/mmae_rgb/seed1: " in out
@@ -600,13 +639,13 @@ def test_a_grid_keeps_each_run_as_it_finishes_while_the_others_go_on(tmp_path, c
     assert all((results / f"reach-v3/mmae_rgbs/seed{seed}/summary.json").exists() for seed in range(2))
     assert "kept finished runs in" in out and "reach-v3/mmae_rgbs/seed0, reach-v3/mmae_rgbs/seed1" in out
     # a run the root trained again (its kept outcome is another run's) is refused at once, not taken as kept
-    finish_run(root / table.table_dir("reach-v3", "mmae_rgbs", 0), 100_000, success=0.25)
-    with table.keeping_finished(table.Folder(cfg), step):
+    finish_run(root / table_dir("reach-v3", "mmae_rgbs", 0), 100_000, success=0.25)
+    with keeping_finished(Folder(cfg), step):
         time.sleep(0.2)
     out = capsys.readouterr().out
     assert out.count("could not keep a finished run of") == 2 and "runs/sac/reach-v3/mmae_rgbs/seed0: " in out
     assert (results / "reach-v3/mmae_rgbs/seed0/summary.json").read_bytes() != (
-        root / table.table_dir("reach-v3", "mmae_rgbs", 0) / "summary.json"
+        root / table_dir("reach-v3", "mmae_rgbs", 0) / "summary.json"
     ).read_bytes()
 
 
@@ -614,7 +653,7 @@ def test_a_kept_run_at_its_budget_gives_up_its_replay_and_a_diverged_or_running_
     """Budgets never grow, so nothing resumes a kept run that reached its own: its replay folders go (phases of
     hundreds of runs would fill the disk), its checkpoint stays; a diverged run keeps both for a retraining."""
     cfg = config(tmp_path, phase="A", reach_seeds=3, first_seeds=3)
-    runs = [Path(cfg.root) / table.table_dir("reach-v3", "state", seed) for seed in range(3)]
+    runs = [Path(cfg.root) / table_dir("reach-v3", "state", seed) for seed in range(3)]
     finish_run(runs[0], 100_000)
     finish_run(runs[1], 100_000)
     diverged = {"step": 50_000, "why": "non-finite loss", "checkpoint": 25_000, "budget": 100_000}
@@ -624,10 +663,10 @@ def test_a_kept_run_at_its_budget_gives_up_its_replay_and_a_diverged_or_running_
     for run in runs:
         write(run / "replay-000025000/action.npy", "replay")
         write(run / "checkpoint-000025000.pt", "checkpoint")
-    wave, folder = (("reach-v3",), ("state",), (0, 1, 2), 100_000), table.Folder(cfg)
+    wave, folder = (("reach-v3",), ("state",), (0, 1, 2), 100_000), Folder(cfg)
     folder.check_settings()  # as a table run does first
     for _ in range(2):  # kept now, then kept already: either way the replay goes
-        table.keep_finished(folder, wave)
+        keep_finished(folder, wave)
         assert [(run / "replay-000025000").exists() for run in runs] == [False, True, True]
         assert all((run / "checkpoint-000025000.pt").exists() for run in runs)
     assert (Path(cfg.results) / "reach-v3/state/seed0/summary.json").exists()
@@ -638,90 +677,90 @@ def test_a_new_root_goes_on_from_the_committed_results_and_carried_models(tmp_pa
     (results' settings.json), copies the kept runs in (rl.grid skips them) and the task's carried student and
     encoders (no frames, labels or pretraining again), and runs only what is left; a flag that contradicts the
     results' settings is refused, and a root holding other models of its own is refused, not overwritten."""
-    monkeypatch.setattr(table.subprocess, "run", keep_in_process)
-    monkeypatch.setenv(table.AUTO_ENV, "fp32")
+    monkeypatch.setattr(subprocess, "run", keep_in_process)
+    monkeypatch.setenv(AUTO_ENV, "fp32")
     old = config(tmp_path, phase="A", hidden_dim=256, reach_seeds=2)
     prepared(old, "reach-v3")
     (Path(old.root) / "runs/mmae/rgbs/reach-v3/encoder.pt").write_bytes(b"rgbs weights")
     for row in ROWS:
         for seed in range(2):
-            finish_run(Path(old.root) / table.table_dir("reach-v3", row, seed), 100_000, success=0.5)
-    table.run(old)
+            finish_run(Path(old.root) / table_dir("reach-v3", row, seed), 100_000, success=0.5)
+    runner.run(old)
     carry, results = Path(old.carry), Path(old.results)
     assert f"git add {results} {carry} && git commit" in capsys.readouterr().out
     assert sorted(p.relative_to(carry).as_posix() for p in carry.rglob("*") if p.is_file()) == sorted(
-        table.carried_files("reach-v3")
+        carried_files("reach-v3")
     )
-    assert json.loads((results / table.SETTINGS_FILE).read_text()) == table.frozen_settings(old)
+    assert json.loads((results / SETTINGS_FILE).read_text()) == frozen_settings(old)
     recorded = json.loads((results / "reach-v3/models.json").read_text())["sha256"]
     assert recorded["mmae/rgbs/reach-v3/encoder.pt"] == hashlib.sha256(b"rgbs weights").hexdigest()
-    assert sorted(recorded) == sorted(table.carried_files("reach-v3"))
+    assert sorted(recorded) == sorted(carried_files("reach-v3"))
 
-    monkeypatch.setenv(table.AUTO_ENV, "bf16")  # the new machine has bf16 units: the results' fp32 is kept
+    monkeypatch.setenv(AUTO_ENV, "bf16")  # the new machine has bf16 units: the results' fp32 is kept
     base = ["--root", str(tmp_path / "new"), "--results", str(results), "--carry", str(carry), "--phase", "A"]
-    new = table.adopt_recorded(table.parse_config(TableConfig, [*base, "--reach-seeds", "2"]), base)
+    new = adopt_recorded(parse_config(TableConfig, [*base, "--reach-seeds", "2"]), base)
     assert (new.hidden_dim, new.precision) == (256, "fp32")
-    assert table.run(new) == ["restore kept runs", "reach-v3: carried models"]  # nothing else runs again
+    assert runner.run(new) == ["restore kept runs", "reach-v3: carried models"]  # nothing else runs again
     root = Path(new.root)
     assert (root / "runs/mmae/rgbs/reach-v3/encoder.pt").read_bytes() == b"rgbs weights"
-    assert (root / table.table_dir("reach-v3", "state", 1) / "summary.json").read_bytes() == (
+    assert (root / table_dir("reach-v3", "state", 1) / "summary.json").read_bytes() == (
         results / "reach-v3/state/seed1/summary.json"
     ).read_bytes()
-    assert table.run(new) == []
+    assert runner.run(new) == []
     (root / "runs/saliency/reach-v3/student.pt").unlink()  # an adoption killed midway is finished, nothing prepared
-    assert table.run(new) == ["reach-v3: carried models"]
-    more = [s for s in table.plan(replace(new, reach_seeds=3)) if not s.done]  # a third seed: only SAC is left
+    assert runner.run(new) == ["reach-v3: carried models"]
+    more = [s for s in plan(replace(new, reach_seeds=3)) if not s.done]  # a third seed: only SAC is left
     assert modules(more) == ["rl.grid"] + ["pipeline.keep"] * 4
     grid = dict(zip(more[0].argv[2::2], more[0].argv[3::2]))
     assert grid["--seeds"] == "0,1,2" and grid["--precision"] == "fp32" and "--hidden-dim 256" in more[0].argv[-1]
     with pytest.raises(SystemExit) as stop:
-        table.main([*base, "--root", str(tmp_path / "fresh"), "--hidden-dim", "1024", "--dry-run"])
+        main([*base, "--root", str(tmp_path / "fresh"), "--hidden-dim", "1024", "--dry-run"])
     err = capsys.readouterr().err
     assert stop.value.code == 2 and "--hidden-dim 1024 (they have 256)" in err and "leave those flags out" in err
-    settings = json.loads((results / table.SETTINGS_FILE).read_text())
-    (results / table.SETTINGS_FILE).write_text(json.dumps({**settings, "hidden_dim": 1024}))  # edited by mistake
+    settings = json.loads((results / SETTINGS_FILE).read_text())
+    (results / SETTINGS_FILE).write_text(json.dumps({**settings, "hidden_dim": 1024}))  # edited by mistake
     with pytest.raises(SystemExit) as stop:  # the started root's own record disagrees: no flag to leave out
-        table.main([*base, "--dry-run"])
+        main([*base, "--dry-run"])
     err = capsys.readouterr().err
     assert stop.value.code == 2 and "--hidden-dim 256 (they have 1024)" in err and "restore " in err
-    (results / table.SETTINGS_FILE).write_text(json.dumps(settings))
+    (results / SETTINGS_FILE).write_text(json.dumps(settings))
 
     # a restore killed after a run's config.json: restored again, never taken for a run the root started
-    half = Path(new.root) / table.table_dir("reach-v3", "mmae_rgb", 0)
+    half = Path(new.root) / table_dir("reach-v3", "mmae_rgb", 0)
     shutil.rmtree(half)
     write(half / "config.json", (results / "reach-v3/mmae_rgb/seed0/config.json").read_text())
-    assert table.run(new) == ["restore kept runs"] and (half / "summary.json").exists()
+    assert runner.run(new) == ["restore kept runs"] and (half / "summary.json").exists()
 
     # a carry folder that does not go with the results folder is refused before anything runs
     elsewhere = replace(new, root=str(tmp_path / "r2"), results=str(tmp_path / "results-2"), carry="").validate()
     assert elsewhere.carry == f"{tmp_path / 'results-2'}-carry"  # beside results outside the checkout's results/
     assert replace(new, results="results/cpu-table-2", carry="").validate().carry == "artifacts/cpu-table-2"
     with pytest.raises(ValueError, match="holds models of reach-v3 .* another experiment's"):
-        table.Folder(replace(elsewhere, carry=str(carry))).check_start()
+        Folder(replace(elsewhere, carry=str(carry))).check_start()
     student = carry / "saliency/reach-v3/student.pt"
     student.write_bytes(b"another student")  # not the recorded model: refused before a root would adopt it
     with pytest.raises(ValueError, match=r"saliency/reach-v3/student.pt\) other than the ones .* records"):
-        table.Folder(replace(new, root=str(tmp_path / "r4"))).check_start()
+        Folder(replace(new, root=str(tmp_path / "r4"))).check_start()
     with pytest.raises(ValueError, match="is not the model .* records"):
-        table.adopt_models(table.Folder(replace(new, root=str(tmp_path / "r4"))), "reach-v3", ["rgbs", "rgb"])
+        adopt_models(Folder(replace(new, root=str(tmp_path / "r4"))), "reach-v3", ["rgbs", "rgb"])
     student.write_text("x")  # as prepared() wrote it
     record = results / "reach-v3/models.json"
     kept_record = record.read_text()
     record.unlink()  # the source root killed after carrying its models, before recording them: not refused
-    table.Folder(replace(old, precision="fp32")).check_start()
+    Folder(replace(old, precision="fp32")).check_start()
     record.write_text("{")
     with pytest.raises(ValueError, match=r"models.json is not a record of carried models.*git checkout"):
-        table.plan(replace(new, root=str(tmp_path / "r5")))
+        plan(replace(new, root=str(tmp_path / "r5")))
     record.write_text(kept_record)
     (carry / "mmae/rgb/reach-v3/encoder.pt").rename(tmp_path / "encoder.pt")  # kept, but never committed
     with pytest.raises(ValueError, match=r"neither in .* nor in this root: mmae/rgb/reach-v3/encoder.pt"):
-        table.Folder(replace(new, root=str(tmp_path / "r3"))).check_start()
+        Folder(replace(new, root=str(tmp_path / "r3"))).check_start()
     (tmp_path / "encoder.pt").rename(carry / "mmae/rgb/reach-v3/encoder.pt")
 
     other = replace(new, root=str(tmp_path / "other"))
     write(Path(other.root) / "runs/mmae/rgb/reach-v3/encoder.pt", "its own")
     with pytest.raises(ValueError, match="runs/mmae/rgb/reach-v3/encoder.pt is not the model .* records"):
-        table.run(other)
+        runner.run(other)
     assert (Path(other.root) / "runs/mmae/rgb/reach-v3/encoder.pt").read_text() == "its own"
 
 
@@ -736,7 +775,7 @@ def test_each_encoder_is_carried_once_pretrained_and_a_new_root_makes_only_what_
     only that. A new root adopts them, collects the frames again, labels them with the carried student (no
     annotation, PiCANet or distillation), pretrains the rgb encoder and carries it; the record says whether the two
     encoders learnt from the same frames."""
-    monkeypatch.setattr(table.subprocess, "run", fail_commands)
+    monkeypatch.setattr(subprocess, "run", fail_commands)
     old = config(tmp_path, phase="A")
     prepared(old, "reach-v3")
     root = Path(old.root)
@@ -745,34 +784,34 @@ def test_each_encoder_is_carried_once_pretrained_and_a_new_root_makes_only_what_
     (root / "runs/mmae/rgbs/reach-v3/encoder.pt").write_bytes(b"rgbs weights")
     write(root / "runs/saliency/reach-v3/eval/fig7.png", "png")
     finish_pretraining(root / "runs/mmae/rgb/reach-v3", step=500)  # the old machine is lost before it ends
-    for _, _, label in table.PROBES:
+    for _, _, label in PROBES:
         for path in root.glob(f"runs/mmae/*/reach-v3/probe_{label}.json"):
             path.unlink()
-    state = json.loads((root / table.STATE_FILE).read_text())
+    state = json.loads((root / STATE_FILE).read_text())
     del state["done"]["reach-v3: pretrain.multimae rgb (22 epochs, >= 1,000,000 images)"]
-    (root / table.STATE_FILE).write_text(json.dumps(state))
+    (root / STATE_FILE).write_text(json.dumps(state))
     # the first SAC rows, which need only the rgb+saliency encoder, come after its carry and fail here
     with pytest.raises(RuntimeError, match="mmae_rgbs_po,mmae_rgbs seeds 0-2 .* failed"):
-        table.run(old)
+        runner.run(old)
     carry, results = Path(old.carry), Path(old.results)
     assert sorted(p.relative_to(carry).as_posix() for p in carry.rglob("*") if p.is_file()) == sorted(
-        table.carried_files("reach-v3", ["rgbs"])
+        carried_files("reach-v3", ["rgbs"])
     )
     record = json.loads((results / "reach-v3/models.json").read_text())
-    assert sorted(record["sha256"]) == sorted(table.carried_files("reach-v3", ["rgbs"]))
+    assert sorted(record["sha256"]) == sorted(carried_files("reach-v3", ["rgbs"]))
     assert list(record["frames"]) == ["rgbs"]
     assert (results / "saliency/reach-v3/eval/fig7.png").read_text() == "png"
     assert "saliency.train (PiCANet)" in json.loads((results / "reach-v3/stages.json").read_text())["wall_seconds"]
 
     new = replace(old, root=str(tmp_path / "new"))
-    todo = [s.key for s in table.plan(new) if not s.done][:12]
+    todo = [s.key for s in plan(new) if not s.done][:12]
     early = "reach-v3 mmae_rgbs_po,mmae_rgbs seeds 0-2 to 100,000 (last evaluation 50 episodes)"
     assert todo == [
         "reach-v3: carried models",
         "reach-v3: collect 50,000 frames",
         "reach-v3: saliency.label 50,000 frames",
         early,  # the rows the carried encoder serves, before the rgb encoder pretrains
-        *[f"keep runs/sac/reach-v3/{row} (3 runs) -> {results}" for row in table.EARLY_ROWS],
+        *[f"keep runs/sac/reach-v3/{row} (3 runs) -> {results}" for row in EARLY_ROWS],
         "reach-v3: pretrain.multimae rgb (22 epochs, >= 1,000,000 images)",
         "reach-v3: carry the rgb encoder",
         "reach-v3: pretrain.probe rgbs (rgb+saliency in)",
@@ -780,10 +819,10 @@ def test_each_encoder_is_carried_once_pretrained_and_a_new_root_makes_only_what_
         "reach-v3: pretrain.probe rgb (rgb in)",
         "reach-v3: keep probes",
     ]
-    label = next(s for s in table.plan(new) if "saliency.label" in s.key).argv
+    label = next(s for s in plan(new) if "saliency.label" in s.key).argv
     assert label[label.index("--model") + 1] == "runs/saliency/reach-v3/student.pt"
     with pytest.raises(RuntimeError, match="collect 50,000 frames failed"):
-        table.run(new)
+        runner.run(new)
     mine = Path(new.root)
     assert (mine / "runs/mmae/rgbs/reach-v3/encoder.pt").read_bytes() == b"rgbs weights"
     assert (mine / "runs/saliency/reach-v3/student.pt").read_text() == "x"
@@ -794,36 +833,36 @@ def test_each_encoder_is_carried_once_pretrained_and_a_new_root_makes_only_what_
     write(mine / "shards/reach-v3-sal/manifest.json", json.dumps({**other, "labelled_from": "reach-v3"}))
     write(mine / "runs/mmae/rgb/reach-v3/encoder.pt", "rgb weights")
     finish_pretraining(mine / "runs/mmae/rgb/reach-v3")
-    state = json.loads((mine / table.STATE_FILE).read_text())
+    state = json.loads((mine / STATE_FILE).read_text())
     state["done"]["reach-v3: pretrain.multimae rgb (22 epochs, >= 1,000,000 images)"] = {"seconds": 2.0}
     state["spent"] = {"reach-v3: pretrain.probe rgbs (rgb+saliency in)": 3.0}  # begun, not finished
-    (mine / table.STATE_FILE).write_text(json.dumps(state))
-    for row in table.EARLY_ROWS:  # the early rows ended on this machine too
+    (mine / STATE_FILE).write_text(json.dumps(state))
+    for row in EARLY_ROWS:  # the early rows ended on this machine too
         for seed in range(3):
-            finish_run(mine / table.table_dir("reach-v3", row, seed), 100_000)
+            finish_run(mine / table_dir("reach-v3", row, seed), 100_000)
     monkeypatch.setattr(
-        table.subprocess,
+        subprocess,
         "run",
         lambda argv, cwd, **kw: (keep_in_process if "pipeline.keep" in argv else fail_commands)(argv, cwd),
     )
     with pytest.raises(RuntimeError, match=r"pretrain.probe rgbs \(rgb\+saliency in\) failed"):
-        table.run(new)
+        runner.run(new)
     record = json.loads((results / "reach-v3/models.json").read_text())
-    assert sorted(record["sha256"]) == sorted(table.carried_files("reach-v3"))
+    assert sorted(record["sha256"]) == sorted(carried_files("reach-v3"))
     assert record["sha256"]["mmae/rgbs/reach-v3/encoder.pt"] == hashlib.sha256(b"rgbs weights").hexdigest()
     assert record["frames"]["rgb"] != record["frames"]["rgbs"]  # said, not hidden: other frames than the rgbs one's
     stages = json.loads((results / "reach-v3/stages.json").read_text())["wall_seconds"]
     rgb = "pretrain.multimae rgb (22 epochs, >= 1,000,000 images)"
     assert stages["saliency.train (PiCANet)"] == 1.0 and stages[rgb] == 2.0
     assert "pretrain.probe rgbs (rgb+saliency in)" not in stages  # a step not finished keeps no time
-    for name, _, label in table.PROBES:
+    for name, _, label in PROBES:
         write(mine / f"runs/mmae/{name}/reach-v3/probe_{label}.json", json.dumps({"rows": [], "model": name}))
     with pytest.raises(RuntimeError, match="seeds 0-2 to 100,000 .* failed"):
-        table.run(new)
-    done = json.loads((mine / table.STATE_FILE).read_text())["done"]
+        runner.run(new)
+    done = json.loads((mine / STATE_FILE).read_text())["done"]
     assert {"reach-v3: carry the rgb encoder", "reach-v3: keep probes"} <= set(done)
-    assert table.Folder(new).state["adopted"] == {"reach-v3": ["rgbs"]}  # the rgb encoder is this root's own
-    assert next(s for s in table.plan(new) if s.key == f"reach-v3: {rgb}").done  # still its own step, done
+    assert Folder(new).state["adopted"] == {"reach-v3": ["rgbs"]}  # the rgb encoder is this root's own
+    assert next(s for s in plan(new) if s.key == f"reach-v3: {rgb}").done  # still its own step, done
     assert (results / "mmae/rgb/reach-v3/probe_rgb.json").exists()
     stages = json.loads((results / "reach-v3/stages.json").read_text())
     assert stages["wall_seconds"]["pretrain.probe rgbs (rgb+saliency in)"] == 3.0
@@ -831,12 +870,12 @@ def test_each_encoder_is_carried_once_pretrained_and_a_new_root_makes_only_what_
     assert order == sorted(order)  # the plan's order: the new root's steps after the old one's
     # a third machine finds both encoders and the probes kept: nothing is prepared again
     third = replace(old, root=str(tmp_path / "third"))
-    assert [s.key for s in table.plan(third) if s.key.startswith("reach-v3: ")] == ["reach-v3: carried models"]
+    assert [s.key for s in plan(third) if s.key.startswith("reach-v3: ")] == ["reach-v3: carried models"]
     # both encoders carried but the probes not kept: the frames again, labelled by the carried student, then probes
     shutil.copytree(results, tmp_path / "results-4")
     shutil.rmtree(tmp_path / "results-4/mmae")
     fourth = replace(old, root=str(tmp_path / "fourth"), results=str(tmp_path / "results-4"))
-    assert [s.key.removeprefix("reach-v3: ") for s in table.plan(fourth) if s.key.startswith("reach-v3: ")] == [
+    assert [s.key.removeprefix("reach-v3: ") for s in plan(fourth) if s.key.startswith("reach-v3: ")] == [
         "carried models",
         "collect 50,000 frames",
         "saliency.label 50,000 frames",
@@ -850,9 +889,9 @@ def test_each_encoder_is_carried_once_pretrained_and_a_new_root_makes_only_what_
     (carry / "mmae/rgb/reach-v3/encoder.pt").unlink()
     write(mine / "runs/mmae/rgb/reach-v3/encoder.pt", "other rgb weights")
     with pytest.raises(ValueError, match="runs/mmae/rgb/reach-v3/encoder.pt is not the model .* records"):
-        table.Folder(new).check_start()
+        Folder(new).check_start()
     with pytest.raises(ValueError, match="records other models than this root's mmae/rgb/reach-v3/encoder.pt"):
-        table.carry_models(table.Folder(new), "reach-v3", "rgb")
+        carry_models(Folder(new), "reach-v3", "rgb")
     assert not (carry / "mmae/rgb/reach-v3/encoder.pt").exists()
 
 
@@ -863,7 +902,7 @@ def test_the_frames_digest_hashes_the_shards_an_older_manifest_gives_no_checksum
     digests = []
     for shard in (entry, {**entry, "sha256": hashlib.sha256(b"frames").hexdigest()}):
         write(Path(cfg.root) / "shards/reach-v3/manifest.json", json.dumps({"status": "complete", "shards": [shard]}))
-        digests.append(table.frames_digest(table.Folder(cfg), "reach-v3"))
+        digests.append(frames_digest(Folder(cfg), "reach-v3"))
     assert digests[0] == digests[1]
 
 
@@ -871,14 +910,14 @@ def test_every_step_runs_at_the_precision_the_root_records(tmp_path, monkeypatch
     """`--precision auto` is resolved once by the orchestrator (this CPU's bf16 units, or VISARL_AUTO_PRECISION), and
     every command gets that value: none resolves auto on its own device (a GPU would run bf16 under a root that
     records fp32)."""
-    monkeypatch.setenv(table.AUTO_ENV, "fp32")
+    monkeypatch.setenv(AUTO_ENV, "fp32")
     cfg = config(tmp_path, phase="A")
     prepared(cfg, "reach-v3")
-    words = [s.argv for s in table.plan(config(tmp_path, phase="A")) if "--precision" in s.argv]
+    words = [s.argv for s in plan(config(tmp_path, phase="A")) if "--precision" in s.argv]
     assert words and {argv[argv.index("--precision") + 1] for argv in words} == {"fp32"}
-    assert table.frozen_settings(cfg)["precision"] == "fp32"
-    monkeypatch.setenv(table.AUTO_ENV, "bf16")
-    assert table.run_precision(cfg) == "bf16" and table.run_precision(config(tmp_path, precision="fp32")) == "fp32"
+    assert frozen_settings(cfg)["precision"] == "fp32"
+    monkeypatch.setenv(AUTO_ENV, "bf16")
+    assert run_precision(cfg) == "bf16" and run_precision(config(tmp_path, precision="fp32")) == "fp32"
 
 
 def test_a_steps_wall_time_adds_up_over_the_invocations_that_ran_it(tmp_path, monkeypatch):
@@ -886,10 +925,10 @@ def test_a_steps_wall_time_adds_up_over_the_invocations_that_ran_it(tmp_path, mo
     runs (saved every SPENT_EVERY_S, so a session's end loses at most that), add up across invocations, and are
     what `done` records; the task's stage times are kept beside its rows with the probes."""
     clock = [1000.0]
-    monkeypatch.setattr(table.time, "monotonic", lambda: clock[0])
-    folder = table.Folder(config(tmp_path))
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    folder = Folder(config(tmp_path))
     folder.root.mkdir(parents=True)
-    path = folder.root / table.STATE_FILE
+    path = folder.root / STATE_FILE
     on_disk = lambda: json.loads(path.read_text()).get("spent", {}) if path.exists() else {}  # noqa: E731
     key = "reach-v3: pretrain.multimae rgbs"
     beats = threading.Event()
@@ -912,7 +951,7 @@ def test_a_steps_wall_time_adds_up_over_the_invocations_that_ran_it(tmp_path, mo
     evaluation.mkdir(parents=True)
     (evaluation / "metrics.json").write_text('{"kind": "student", "metrics": {"max_f": 0.85}}')
     (evaluation / "fig7.png").write_bytes(b"png")
-    kept = table.keep_preparation(folder, "reach-v3")
+    kept = keep_preparation(folder, "reach-v3")
     stages = json.loads((Path(folder.results) / "reach-v3" / "stages.json").read_text())
     assert stages["wall_seconds"] == {"pretrain.multimae rgbs": 165.0} and stages["task"] == "reach-v3"
     assert stages["order"] == ["pretrain.multimae rgbs"]  # a key the plan lacks comes after the plan's steps
@@ -926,12 +965,12 @@ def test_a_failed_step_stops_the_run_and_is_not_recorded(tmp_path, monkeypatch):
     cfg = config(tmp_path, phase="A")
     calls = []
     monkeypatch.setattr(
-        table.subprocess, "run", lambda argv, **kw: calls.append(argv) or subprocess.CompletedProcess(argv, 3)
+        subprocess, "run", lambda argv, **kw: calls.append(argv) or subprocess.CompletedProcess(argv, 3)
     )
     with pytest.raises(RuntimeError, match=r"reach-v3: collect 50,000 frames failed \(exit 3\)"):
-        table.run(cfg)
+        runner.run(cfg)
     assert calls[0][1:4] == ["-m", "data.collect", "--task"]
-    assert json.loads((Path(cfg.root) / table.STATE_FILE).read_text())["done"] == {}
+    assert json.loads((Path(cfg.root) / STATE_FILE).read_text())["done"] == {}
 
 
 def test_status_shows_stage_budget_seeds_and_steps(tmp_path):
@@ -939,12 +978,10 @@ def test_status_shows_stage_budget_seeds_and_steps(tmp_path):
     prepared(cfg, "reach-v3")
     root = Path(cfg.root)
     for seed in range(3):
-        finish_run(root / table.table_dir("reach-v3", "state", seed), 100_000, success=0.8)
-    write(root / table.table_dir("reach-v3", "state", 3) / "metrics.csv", "step,wall_s\n1000,1\n42000,9\n")  # running
-    finish_run(
-        root / table.pilot_dir("drawer-open-v3", "state", cfg.pilot_seed), 50_000, success=0.1, task="drawer-open-v3"
-    )
-    text = table.status_text(cfg)
+        finish_run(root / table_dir("reach-v3", "state", seed), 100_000, success=0.8)
+    write(root / table_dir("reach-v3", "state", 3) / "metrics.csv", "step,wall_s\n1000,1\n42000,9\n")  # running
+    finish_run(root / pilot_dir("drawer-open-v3", "state", cfg.pilot_seed), 50_000, success=0.1, task="drawer-open-v3")
+    text = status_text(cfg)
     assert "not running" in text
     assert (
         "| reach-v3 | pretrain.multimae rgbs (22 epochs, >= 1,000,000 images) | carry the rgbs encoder and saliency "
@@ -967,23 +1004,23 @@ def test_status_warns_of_kept_files_the_checkout_has_not_committed(tmp_path, mon
     checkout = tmp_path / "checkout"
     git = ["git", "-C", str(checkout), "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run(["git", "init", "-q", str(checkout)], check=True)
-    monkeypatch.setattr(table, "CHECKOUT", checkout)
+    monkeypatch.setattr(status, "CHECKOUT", checkout)
     cfg = replace(config(tmp_path), results=str(checkout / "results/cpu-table"), carry=str(checkout / "artifacts/t"))
     write(checkout / "results/cpu-table/reach-v3/models.json", json.dumps({"sha256": {}}))
     write(checkout / "artifacts/t/mmae/rgbs/reach-v3/encoder.pt", "weights")
-    text = table.status_text(cfg)
+    text = status_text(cfg)
     assert (
         "NOT COMMITTED: 2 kept files under results/cpu-table, artifacts/t (e.g. artifacts/t/mmae/rgbs/reach-v3/"
         "encoder.pt); a replaced machine loses them: `git add results/cpu-table artifacts/t && git commit" in text
     )
     subprocess.run([*git, "add", "."], check=True)
     subprocess.run([*git, "commit", "-qm", "kept"], check=True)
-    assert "NOT COMMITTED" not in table.status_text(cfg)
-    assert "NOT COMMITTED" not in table.status_text(config(tmp_path))  # outside the checkout
+    assert "NOT COMMITTED" not in status_text(cfg)
+    assert "NOT COMMITTED" not in status_text(config(tmp_path))  # outside the checkout
     (checkout / "artifacts/t/mmae/rgbs/reach-v3/encoder.pt").unlink()  # deleted: git still holds it
-    assert "NOT COMMITTED" not in table.status_text(cfg)
+    assert "NOT COMMITTED" not in status_text(cfg)
     monkeypatch.setenv("PATH", "")  # no git: said, not a traceback
-    assert "could not check that the kept files are committed (git: " in table.status_text(cfg)
+    assert "could not check that the kept files are committed (git: " in status_text(cfg)
 
 
 def test_status_says_where_a_running_pretraining_stands_and_its_time_left(tmp_path):
@@ -991,14 +1028,14 @@ def test_status_says_where_a_running_pretraining_stands_and_its_time_left(tmp_pa
     prepared(cfg, "reach-v3")
     root = Path(cfg.root)
     (root / "runs/mmae/rgbs/reach-v3/encoder.pt").unlink()  # the rgb+saliency MultiMAE is still training
-    state = json.loads((root / table.STATE_FILE).read_text())
+    state = json.loads((root / STATE_FILE).read_text())
     state["done"] = {k: v for k, v in state["done"].items() if "pretrain.multimae rgbs" not in k}
-    write(root / table.STATE_FILE, json.dumps(state))
+    write(root / STATE_FILE, json.dumps(state))
     run = root / "runs/mmae/rgbs/reach-v3"
     write(run / "config.json", json.dumps({"batch_size": 512, "epochs": 22}))
     write(run / "data.json", json.dumps({"train_frames": 47_510}))  # 92 steps of 512 per epoch: 2,024 in all
     write(run / "train.csv", "step,wall_s,img_per_s\n20,200,25.6\n")
-    text = table.status_text(cfg)
+    text = status_text(cfg)
     assert "next step of phase(s) A,B,C,D,E: reach-v3: pretrain.multimae rgbs" in text
     # one row: its own rate, since its process started; (2,024 - 20) x 512 images at 25.6 img/s = 40,080 s
     assert (
@@ -1009,25 +1046,23 @@ def test_status_says_where_a_running_pretraining_stands_and_its_time_left(tmp_pa
     # steps 30 -> 80 in 400 s at 512 a step = 64 img/s; (2,024 - 80) x 512 / 64 = 15,552 s
     rows = "".join(f"{k},{200 + 4 * (k - 20) if k <= 30 else 240 + 8 * (k - 30)},25.6\n" for k in range(20, 81, 10))
     write(run / "train.csv", "step,wall_s,img_per_s\n" + rows)
-    assert "step 80 of 2,024 (4.0 %), 64.0 img/s over its last 50 steps: ~4.3 h left at that rate" in (
-        table.status_text(cfg)
-    )
+    assert "step 80 of 2,024 (4.0 %), 64.0 img/s over its last 50 steps: ~4.3 h left at that rate" in (status_text(cfg))
     write(run / "data.json", json.dumps({"train_frames": 47_510, "total_steps": 1_000}))  # what pretrain now records
-    assert "step 80 of 1,000 (8.0 %)" in table.status_text(cfg)
+    assert "step 80 of 1,000 (8.0 %)" in status_text(cfg)
 
 
 def test_status_says_where_a_running_sac_grid_stands(tmp_path):
     cfg = config(tmp_path)
-    argv = table.grid_argv(cfg, ["reach-v3"], ["state", "mmae_rgbs"], [0, 1], 100_000, "runs/sac", "")
-    step = table.Step("grid", "A", ["-m", "rl.grid", *argv])
+    argv = grid_argv(cfg, ["reach-v3"], ["state", "mmae_rgbs"], [0, 1], 100_000, "runs/sac", "")
+    step = Step("grid", "A", ["-m", "rl.grid", *argv])
     root = Path(cfg.root)
-    assert table.step_progress(root, step) == ""  # nothing logged yet
-    finish_run(root / table.table_dir("reach-v3", "state", 0), 100_000)
-    write(root / table.table_dir("reach-v3", "state", 1) / "metrics.csv", "step,steps_per_s\n40000,5.0\n")
-    write(root / table.table_dir("reach-v3", "mmae_rgbs", 0) / "metrics.csv", "step,steps_per_s\n50000,3.0\n")
+    assert step_progress(root, step) == ""  # nothing logged yet
+    finish_run(root / table_dir("reach-v3", "state", 0), 100_000)
+    write(root / table_dir("reach-v3", "state", 1) / "metrics.csv", "step,steps_per_s\n40000,5.0\n")
+    write(root / table_dir("reach-v3", "mmae_rgbs", 0) / "metrics.csv", "step,steps_per_s\n50000,3.0\n")
     # the finished run and the one not started are not in progress; left: 60,000 + 50,000 + 100,000 (not
     # started) steps at 4.0/s per run, 2 runs at a time
-    assert table.step_progress(root, step) == (
+    assert step_progress(root, step) == (
         "2 of 4 runs in progress at 40,000-50,000 of 100,000 steps, 4.00 env-steps/s per run "
         "(their last metrics rows): ~7.3 h left at that rate, 2 at a time"
     )
@@ -1039,15 +1074,15 @@ def test_the_forecast_lists_each_open_step_with_its_hours_and_when_it_ends(tmp_p
     grid of the forecast runs, less what they have run, started as rl.grid starts them on 2 cores; a pretraining
     that has logged goes at its own rate; the forecast stops at a step that waits for its budget."""
     cfg = config(tmp_path, phase="A")
-    images = table.pretrained_images(cfg)
+    images = pretrained_images(cfg)
     zero = {"state": 0, "frozen": 0, "cnn": 0, "gaze": 0}
-    rates = table.Rates(
+    rates = Rates(
         50_000 / 3600, 1800, 50_000 / 3600, images / 7200, 360, {**zero, "state": 36, "frozen": 72}, (0, 0), zero
     )
-    monkeypatch.setitem(table.RATES, "round hours", rates)
-    monkeypatch.setattr(table, "RGB_PRETRAIN_SPEEDUP", 2.0)
-    folder = table.Folder(cfg)
-    lines = table.forecast_text(cfg, folder, table.open_steps(folder), "round hours").splitlines()[3:]
+    monkeypatch.setitem(RATES, "round hours", rates)
+    monkeypatch.setattr(forecast, "RGB_PRETRAIN_SPEEDUP", 2.0)
+    folder = Folder(cfg)
+    lines = forecast_text(cfg, folder, open_steps(folder), "round hours").splitlines()[3:]
     hours = [tuple(cell.strip() for cell in line.split(" | ")[2:]) for line in lines]
     assert [line.split(" | ")[1] for line in lines] == ["-"] * 4 + ["1"] + ["-"] * 4 + ["1", "1"]  # runs per pack
     assert hours == [
@@ -1066,61 +1101,61 @@ def test_the_forecast_lists_each_open_step_with_its_hours_and_when_it_ends(tmp_p
     assert lines[4].startswith("| reach-v3 mmae_rgbs_po,mmae_rgbs seeds 0-2 to 100,000")
     # PO seed 0 half run, ViSaRL seed 0 finished: 1 + 2 h, then 2 h, on core 1; 2 + 2 h on core 2
     root = Path(cfg.root)
-    write(root / table.table_dir("reach-v3", "mmae_rgbs_po", 0) / "metrics.csv", "step,steps_per_s\n50000,4.0\n")
-    finish_run(root / table.table_dir("reach-v3", "mmae_rgbs", 0), 100_000)
+    write(root / table_dir("reach-v3", "mmae_rgbs_po", 0) / "metrics.csv", "step,steps_per_s\n50000,4.0\n")
+    finish_run(root / table_dir("reach-v3", "mmae_rgbs", 0), 100_000)
     finish_pretraining(root / "runs/mmae/rgbs/reach-v3", step=500, total=1_000)  # 500 x 512 images at 51.2 img/s
-    forecast = table.forecast_text(cfg, folder, table.open_steps(folder), "round hours")
-    assert "| reach-v3: pretrain.multimae rgbs (22 epochs, >= 1,000,000 images) | - | 1.4 | 3.9 |" in forecast
+    predicted = forecast_text(cfg, folder, open_steps(folder), "round hours")
+    assert "| reach-v3: pretrain.multimae rgbs (22 epochs, >= 1,000,000 images) | - | 1.4 | 3.9 |" in predicted
     assert (
         "| reach-v3 mmae_rgbs_po,mmae_rgbs seeds 0-2 to 100,000 (last evaluation 50 episodes) | 1 | 5.0 | 8.9 |"
-        in forecast
+        in predicted
     )
-    assert "waits" not in forecast
+    assert "waits" not in predicted
     # a diverged run is final (rl.grid skips it): with PO seed 1 diverged at 10k, PO seed 0's hour then PO seed 2 on
     # core 1 (1 + 2 h), ViSaRL seeds 1 and 2 on core 2 (2 + 2 h)
     write(
-        root / table.table_dir("reach-v3", "mmae_rgbs_po", 1) / "summary.json",
+        root / table_dir("reach-v3", "mmae_rgbs_po", 1) / "summary.json",
         json.dumps({"steps": 10_000, "success_rate": 0.0, "diverged": {"step": 10_000}}),
     )
-    forecast = table.forecast_text(cfg, folder, table.open_steps(folder), "round hours")
+    predicted = forecast_text(cfg, folder, open_steps(folder), "round hours")
     assert (
-        "| reach-v3 mmae_rgbs_po,mmae_rgbs seeds 0-2 to 100,000 (last evaluation 50 episodes) | 1 | 4.0 |" in forecast
+        "| reach-v3 mmae_rgbs_po,mmae_rgbs seeds 0-2 to 100,000 (last evaluation 50 episodes) | 1 | 4.0 |" in predicted
     )
     # ViSaRL seed 0 took 1 h here (its summary's wall time): its other seeds take that, 1 + 1 h on core 2 (PO's
     # diverged run, 5 h to its 10k, is no run to the budget: ignored)
-    visarl = root / table.table_dir("reach-v3", "mmae_rgbs", 0) / "summary.json"
+    visarl = root / table_dir("reach-v3", "mmae_rgbs", 0) / "summary.json"
     visarl.write_text(json.dumps({**json.loads(visarl.read_text()), "wall_time_s": 3600.0}))
-    diverged = root / table.table_dir("reach-v3", "mmae_rgbs_po", 1) / "summary.json"
+    diverged = root / table_dir("reach-v3", "mmae_rgbs_po", 1) / "summary.json"
     diverged.write_text(json.dumps({**json.loads(diverged.read_text()), "wall_time_s": 18_000.0}))
-    forecast = table.forecast_text(cfg, folder, table.open_steps(folder), "round hours")
+    predicted = forecast_text(cfg, folder, open_steps(folder), "round hours")
     assert (
-        "| reach-v3 mmae_rgbs_po,mmae_rgbs seeds 0-2 to 100,000 (last evaluation 50 episodes) | 1 | 3.0 |" in forecast
+        "| reach-v3 mmae_rgbs_po,mmae_rgbs seeds 0-2 to 100,000 (last evaluation 50 episodes) | 1 | 3.0 |" in predicted
     )
     # phase B: the state pilots' first chunk, then the budget rule decides what follows
     phase_b = config(tmp_path, phase="B")
-    pilots = table.Folder(phase_b)
-    forecast = table.forecast_text(phase_b, pilots, table.open_steps(pilots), "round hours")
-    assert forecast.splitlines()[3:] == [
+    pilots = Folder(phase_b)
+    predicted = forecast_text(phase_b, pilots, open_steps(pilots), "round hours")
+    assert predicted.splitlines()[3:] == [
         "| pilot state drawer-open-v3,faucet-open-v3,door-open-v3 to 50,000 (then the budget rule) | 1 | 1.0 | 1.0 |",
         "then the budget rule reads the state pilots: what follows depends on it, the forecast stops there",
     ]
     # budgets decided: each task's saliency stages count once, at the first still open; a pilot whose summary is
     # lost (its keep waits on no grid) stops the forecast
-    for task in table.PAPER_TASKS[1:]:
-        finish_run(root / table.pilot_dir(task, "state", 100), 500_000, success=0.0, task=task)
-    lines = table.forecast_text(phase_b, pilots, table.open_steps(pilots), "round hours").splitlines()[3:6]
+    for task in PAPER_TASKS[1:]:
+        finish_run(root / pilot_dir(task, "state", 100), 500_000, success=0.0, task=task)
+    lines = forecast_text(phase_b, pilots, open_steps(pilots), "round hours").splitlines()[3:6]
     assert [line.split(" | ")[0:3] for line in lines] == [
         ["| drawer-open-v3: collect 50,000 frames", "-", "1.0"],
         ["| drawer-open-v3: oracle annotator, 30 frames", "-", "0.5"],
         ["| drawer-open-v3: saliency.label 50,000 frames", "-", "1.0"],
     ]
     recorded = {"steps": 500_000, "held_at": None, "reason": "the cap"}
-    write(root / table.STATE_FILE, json.dumps({"budgets": {"drawer-open-v3": recorded}}))
-    (root / table.pilot_dir("drawer-open-v3", "state", 100) / "summary.json").unlink()
-    pilots = table.Folder(phase_b)  # reads table.json anew
-    forecast = table.forecast_text(phase_b, pilots, table.open_steps(pilots), "round hours")
-    assert forecast.startswith("forecast from now: then keep runs/pilot/drawer-open-v3/state (1 run) -> ")
-    assert forecast.endswith(": the forecast stops there")
+    write(root / STATE_FILE, json.dumps({"budgets": {"drawer-open-v3": recorded}}))
+    (root / pilot_dir("drawer-open-v3", "state", 100) / "summary.json").unlink()
+    pilots = Folder(phase_b)  # reads table.json anew
+    predicted = forecast_text(phase_b, pilots, open_steps(pilots), "round hours")
+    assert predicted.startswith("forecast from now: then keep runs/pilot/drawer-open-v3/state (1 run) -> ")
+    assert predicted.endswith(": the forecast stops there")
 
 
 def test_pack_0_sizes_each_grids_packs_by_the_forecast(tmp_path, monkeypatch):
@@ -1129,93 +1164,93 @@ def test_pack_0_sizes_each_grids_packs_by_the_forecast(tmp_path, monkeypatch):
     for round hours: a frozen run 2 h alone, a state run 1 h; in packs of 2 each runs 1.2x faster, of 4 1.6x."""
     zero = {"state": 0, "frozen": 0, "cnn": 0, "gaze": 0}
     gains = {"frozen": {2: 1.2, 4: 1.6}, "state": {2: 1.2, 4: 1.6}}
-    rates = table.Rates(1, 1, 1, 1, 1, {**zero, "state": 36, "frozen": 72}, (0, 0), zero, gains)
-    monkeypatch.setitem(table.RATES, "round hours", rates)
-    monkeypatch.setattr(table, "rate_column", lambda precision, units: "round hours")
+    rates = Rates(1, 1, 1, 1, 1, {**zero, "state": 36, "frozen": 72}, (0, 0), zero, gains)
+    monkeypatch.setitem(RATES, "round hours", rates)
+    monkeypatch.setattr(forecast, "rate_column", lambda precision, units: "round hours")
     cfg = config(tmp_path, phase="A", pack=0, hidden_dim=256)
-    folder = table.Folder(cfg)
-    grids = [s for s in table.plan(cfg) if s.wave]
+    folder = Folder(cfg)
+    grids = [s for s in plan(cfg) if s.wave]
     pack = lambda step: int(dict(zip(step.argv[2::2], step.argv[3::2]))["--pack"])  # noqa: E731
-    hours = lambda step: table.grid_hours(cfg, folder, step.argv, rates, set())  # noqa: E731
+    hours = lambda step: grid_hours(cfg, folder, step.argv, rates, set())  # noqa: E731
     # PO and ViSaRL x 3: six 2-h runs. Alone 3 x 2 h per core (6 h); packs of 2: three 4-h packs at 1.2x (6.7 h);
     # of 3: one 6-h pack per core at 1.4x (4.3 h); of 4 and 2: 8 h at 1.6x beside 4 h at 1.2x (5 h)
     assert pack(grids[0]) == 3 and round(hours(grids[0]), 2) == round(6 / 1.4, 2)
-    forecast = table.forecast_text(cfg, folder, table.open_steps(folder), "round hours")
+    predicted = forecast_text(cfg, folder, open_steps(folder), "round hours")
     assert (
         "mmae_rgbs_po,mmae_rgbs seeds 0-2 to 100,000 (last evaluation 50 episodes) | 3 (one per process: 6.0 h) | 4.3 |"
-        in forecast
+        in predicted
     )
     # the forecast sizes a later grid by the runs left to it once the grids before it ran theirs (below)
     assert (
-        "mmae_rgbs seeds 0-2 to 100,000 (last evaluation 50 episodes) | 2 (one per process: 5.0 h) | 4.3 |" in forecast
+        "mmae_rgbs seeds 0-2 to 100,000 (last evaluation 50 episodes) | 2 (one per process: 5.0 h) | 4.3 |" in predicted
     )
-    assert [
-        round(table.grid_hours(cfg, folder, table.with_pack(grids[0].argv, n), rates, set()), 2) for n in (1, 2, 4)
-    ] == [6.0, 6.67, 5.0]
+    assert [round(grid_hours(cfg, folder, with_pack(grids[0].argv, n), rates, set()), 2) for n in (1, 2, 4)] == [
+        6.0,
+        6.67,
+        5.0,
+    ]
     # state and MMAE RGB x 3 once PO and ViSaRL are done: alone (longest first) 5 h; packs of 3: 6 h at 1.4x beside
     # 3 h at 1.4x (4.29 h); of 2: 4 h at 1.2x then 1 h beside 2 h at 1.2x then 2 h (4.33 h): within 5 %, smaller
     root = Path(cfg.root)
     for row in ("mmae_rgbs_po", "mmae_rgbs"):
         for seed in range(3):
-            finish_run(root / table.table_dir("reach-v3", row, seed), 100_000)
-    second = [s for s in table.plan(cfg) if s.wave][1]
+            finish_run(root / table_dir("reach-v3", row, seed), 100_000)
+    second = [s for s in plan(cfg) if s.wave][1]
     assert pack(second) == 2 and round(hours(second), 2) == 4.33
-    assert round(table.grid_hours(cfg, folder, table.with_pack(second.argv, 1), rates, set()), 2) == 5.0
-    assert round(table.grid_hours(cfg, folder, table.with_pack(second.argv, 3), rates, set()), 2) == 4.29
+    assert round(grid_hours(cfg, folder, with_pack(second.argv, 1), rates, set()), 2) == 5.0
+    assert round(grid_hours(cfg, folder, with_pack(second.argv, 3), rates, set()), 2) == 4.29
     # packs never mix tasks or rows that do not stack, and keep rl.grid's order (of their first runs)
-    runs = table.grid_runs(folder.root, grids[2].argv)
-    packs = table.grid_packs(runs, 4)
+    runs = grid_runs(folder.root, grids[2].argv)
+    packs = grid_packs(runs, 4)
     assert [[(r.parent.name, r.name) for r in p] for p in packs[:3]] == [
         [("mmae_rgb", "seed0"), ("mmae_rgbs_po", "seed0"), ("mmae_rgbs", "seed0"), ("mmae_rgb", "seed1")],
         [("state", "seed0"), ("state", "seed1"), ("state", "seed2"), ("state", "seed3")],
         [("mmae_rgbs_po", "seed1"), ("mmae_rgbs", "seed1"), ("mmae_rgb", "seed2"), ("mmae_rgbs_po", "seed2")],
     ]
     # a run kept from a pack of 3 that took 3 h took 3 / 3 x 1.4 = 1.4 h alone: its row's other runs are timed so
-    summary = root / table.table_dir("reach-v3", "mmae_rgbs", 0) / "summary.json"
+    summary = root / table_dir("reach-v3", "mmae_rgbs", 0) / "summary.json"
     summary.write_text(json.dumps({**json.loads(summary.read_text()), "wall_time_s": 3 * 3600.0, "pack": 3}))
-    assert table.measured_seconds(summary.parent.parent, 100_000, rates, 256) == pytest.approx(1.4 * 3600)
+    assert measured_seconds(summary.parent.parent, 100_000, rates, 256) == pytest.approx(1.4 * 3600)
     # rl.grid packs runs only with runs whose newest checkpoint is at the same step (they resume together)
-    write(root / table.table_dir("reach-v3", "mmae_rgb", 1) / "checkpoint-000025000.pt", "")
-    assert [[(r.parent.name, r.name) for r in p] for p in table.grid_packs(runs, 4)[:3]] == [
+    write(root / table_dir("reach-v3", "mmae_rgb", 1) / "checkpoint-000025000.pt", "")
+    assert [[(r.parent.name, r.name) for r in p] for p in grid_packs(runs, 4)[:3]] == [
         [("mmae_rgb", "seed0"), ("mmae_rgbs_po", "seed0"), ("mmae_rgbs", "seed0"), ("mmae_rgbs_po", "seed1")],
         [("state", "seed0"), ("state", "seed1"), ("state", "seed2"), ("state", "seed3")],
         [("mmae_rgb", "seed1")],
     ]
     # without measured gains a pack is never sooner than its runs one per process: one it is; so at hidden 1024
     # (gains measured at 256), and where no column applies (bf16 without bf16 units)
-    last = lambda c: [s for s in table.plan(c) if s.wave][2]  # noqa: E731  (seeds 0-9: runs open)
+    last = lambda c: [s for s in plan(c) if s.wave][2]  # noqa: E731  (seeds 0-9: runs open)
     assert pack(last(cfg)) > 1
-    monkeypatch.setitem(table.RATES, "round hours", replace(rates, pack_gain={}))
+    monkeypatch.setitem(RATES, "round hours", replace(rates, pack_gain={}))
     assert pack(last(cfg)) == 1
-    monkeypatch.setitem(table.RATES, "round hours", rates)
+    monkeypatch.setitem(RATES, "round hours", rates)
     assert pack(last(replace(cfg, hidden_dim=1024))) == 1
-    monkeypatch.setattr(table, "rate_column", lambda precision, units: None)
+    monkeypatch.setattr(forecast, "rate_column", lambda precision, units: None)
     assert pack(last(cfg)) == 1
     # the grid-pooled row (1024-d features: 9.7 GiB a pack of 3 at 500k) is not sized: one run per pack
-    monkeypatch.setattr(table, "rate_column", lambda precision, units: "round hours")
+    monkeypatch.setattr(forecast, "rate_column", lambda precision, units: "round hours")
     cfg_d = replace(cfg, phase="D")
     write(
-        Path(cfg_d.root) / table.STATE_FILE,
-        json.dumps(
-            {"budgets": {t: {"steps": 100_000, "held_at": 100_000, "reason": "r"} for t in table.PAPER_TASKS[1:]}}
-        ),
+        Path(cfg_d.root) / STATE_FILE,
+        json.dumps({"budgets": {t: {"steps": 100_000, "held_at": 100_000, "reason": "r"} for t in PAPER_TASKS[1:]}}),
     )
-    grid2 = [s for s in table.plan(cfg_d) if s.wave and s.wave[1] == ("mmae_rgbs_grid2",)]
+    grid2 = [s for s in plan(cfg_d) if s.wave and s.wave[1] == ("mmae_rgbs_grid2",)]
     assert grid2 and all(pack(s) == 1 and not s.sized for s in grid2)
     # an explicit --pack is every grid's but the CNN rows' (--cnn-pack)
-    assert {pack(s) for s in table.plan(replace(cfg, pack=2)) if s.wave} == {2}
+    assert {pack(s) for s in plan(replace(cfg, pack=2)) if s.wave} == {2}
 
 
 def test_a_run_resumed_past_its_summary_is_in_progress_and_a_half_written_row_is_skipped(tmp_path):
     cfg = config(tmp_path)
     root = Path(cfg.root)
-    run = table.table_dir("drawer-open-v3", "state", 0)
+    run = table_dir("drawer-open-v3", "state", 0)
     finish_run(root / run, 75_000, task="drawer-open-v3")  # an earlier chunk of the pilot ended at 75k
     write(root / run / "metrics.csv", "step,steps_per_s\n75000,4.0\n")
-    assert table.Folder(cfg).run_steps(run) == (75_000, True)
+    assert Folder(cfg).run_steps(run) == (75_000, True)
     write(root / run / "metrics.csv", "step,steps_per_s\n75000,4.0\n90000,2.0\n95000,")  # the next chunk runs
-    assert table.Folder(cfg).run_steps(run) == (90_000, False)
-    assert table.sac_progress([root / run], 100_000) == (
+    assert Folder(cfg).run_steps(run) == (90_000, False)
+    assert sac_progress([root / run], 100_000) == (
         "1 of 1 runs in progress at 90,000-90,000 of 100,000 steps, 2.00 env-steps/s per run "
         "(their last metrics rows): ~1.4 h left at that rate, 1 at a time"
     )
@@ -1236,23 +1271,23 @@ def test_a_second_copy_is_refused_while_one_holds_the_root(tmp_path, capsys):
         [sys.executable, "-c", HOLDER, str(root)],
         stdout=subprocess.PIPE,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(table.CHECKOUT)},
+        env={**os.environ, "PYTHONPATH": str(CHECKOUT)},
     )
     try:
         assert proc.stdout.readline().strip() == "held"
         for flags in (["--background"], []):
             with pytest.raises(SystemExit) as stop:
-                table.main([*folders(tmp_path), "--phase", "A", *flags])
+                main([*folders(tmp_path), "--phase", "A", *flags])
             assert stop.value.code == 2
             err = capsys.readouterr().err
             assert err.startswith(f"error: {root} is in use by pid {proc.pid}") and len(err.strip().splitlines()) == 1
-        assert table.lock_holder(root).startswith(f"pid {proc.pid}")
-        assert f"running: pid {proc.pid}" in table.status_text(config(tmp_path))
-        assert not (root / table.LOG_FILE).exists() and not (root / table.STATE_FILE).exists()
+        assert lock_holder(root).startswith(f"pid {proc.pid}")
+        assert f"running: pid {proc.pid}" in status_text(config(tmp_path))
+        assert not (root / LOG_FILE).exists() and not (root / STATE_FILE).exists()
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-    assert table.lock_holder(root) is None
+    assert lock_holder(root) is None
 
 
 def test_a_background_start_is_refused_at_once_for_what_its_run_would_refuse(tmp_path, capsys, monkeypatch):
@@ -1260,14 +1295,14 @@ def test_a_background_start_is_refused_at_once_for_what_its_run_would_refuse(tmp
     decides, and a new root beside results another root kept are refused before it detaches (one line, exit 2),
     not in a log nobody reads; nothing is started."""
     started = []
-    monkeypatch.setattr(table, "start", lambda *a, **k: started.append(a) or 1)
-    monkeypatch.setattr(table, "check_pass_through_apart", table.check_pass_through)  # not a spawn per call (~5 s)
+    monkeypatch.setattr(runner, "start", lambda *a, **k: started.append(a) or 1)
+    monkeypatch.setattr(runner, "check_pass_through_apart", check_pass_through)  # not a spawn per call (~5 s)
     root, results = tmp_path / "root", tmp_path / "results" / "cpu-table"
     base = ["--root", str(root), "--results", str(results), "--carry", str(tmp_path / "carry"), "--background"]
 
     def refused(*flags: str) -> str:
         with pytest.raises(SystemExit) as stop:
-            table.main([*base, *flags])
+            main([*base, *flags])
         assert stop.value.code == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1
@@ -1278,12 +1313,12 @@ def test_a_background_start_is_refused_at_once_for_what_its_run_would_refuse(tmp
     assert "--results results/cpu-table-2" in refused("--phase", "A")
     (results / "reach-v3/state/seed0/summary.json").unlink()
     assert "waits for" in refused("--phase", "C") and "--phase B" in refused("--phase", "C")
-    folder = table.Folder(config(tmp_path))
+    folder = Folder(config(tmp_path))
     folder.check_settings()
     folder.save()
     assert "--hidden-dim 256 (started with 1024)" in refused("--phase", "A", "--hidden-dim", "256")
     assert not started
-    table.main([*base, "--phase", "A"])
+    main([*base, "--phase", "A"])
     assert len(started) == 1
 
 
@@ -1291,52 +1326,52 @@ def test_a_root_continues_with_the_settings_it_recorded_unless_a_flag_changes_th
     """Flags left out take the root's recorded design (make cpu-table passes none); a flag that contradicts it is
     refused. `--precision auto` is recorded as what it ran: a root started in fp32 is not continued in bf16 on a
     machine where auto would mean bf16."""
-    monkeypatch.setenv(table.AUTO_ENV, "fp32")
-    folder = table.Folder(config(tmp_path, hidden_dim=256))
+    monkeypatch.setenv(AUTO_ENV, "fp32")
+    folder = Folder(config(tmp_path, hidden_dim=256))
     folder.check_settings()
     folder.save()
     assert folder.state["settings"]["precision"] == "fp32" and folder.state["settings"]["hidden_dim"] == 256
     base = folders(tmp_path)
-    table.main([*base, "--status"])
+    main([*base, "--status"])
     assert "SAC hidden 256" in capsys.readouterr().out
-    monkeypatch.setenv(table.AUTO_ENV, "bf16")  # e.g. a later session on a machine with AMX
-    assert table.adopt_recorded(config(tmp_path), base).precision == "fp32"
-    table.Folder(table.adopt_recorded(config(tmp_path), base)).check_settings()
+    monkeypatch.setenv(AUTO_ENV, "bf16")  # e.g. a later session on a machine with AMX
+    assert adopt_recorded(config(tmp_path), base).precision == "fp32"
+    Folder(adopt_recorded(config(tmp_path), base)).check_settings()
     with pytest.raises(ValueError, match=r"--precision 'bf16' \(started with 'fp32'\)"):
-        table.Folder(table.adopt_recorded(config(tmp_path), [*base, "--precision", "auto"])).check_settings()
+        Folder(adopt_recorded(config(tmp_path), [*base, "--precision", "auto"])).check_settings()
     with pytest.raises(ValueError, match=r"--hidden-dim 1024 \(started with 256\); leave those flags out"):
-        table.Folder(table.adopt_recorded(config(tmp_path), [*base, "--hidden-dim=1024"])).check_settings()
+        Folder(adopt_recorded(config(tmp_path), [*base, "--hidden-dim=1024"])).check_settings()
     faster = "--batch-size 512 --warmup-epochs 2 --threads=16 --no-progress"  # speed flags may differ by machine
-    table.Folder(config(tmp_path, pretrain_extra=faster, hidden_dim=256, precision="fp32")).check_settings()
+    Folder(config(tmp_path, pretrain_extra=faster, hidden_dim=256, precision="fp32")).check_settings()
     with pytest.raises(ValueError, match=r"--pretrain-extra '--batch-size 256 --threads 16' \(started with"):
         other = "--batch-size 256 --threads 16"
-        table.Folder(config(tmp_path, pretrain_extra=other, hidden_dim=256, precision="fp32")).check_settings()
+        Folder(config(tmp_path, pretrain_extra=other, hidden_dim=256, precision="fp32")).check_settings()
     given = tmp_path / "design.json"  # a --config file's values are given as much as flags are
     given.write_text(json.dumps({"hidden_dim": 1024}))
     for words in (["--config", str(given)], [f"--config={given}"]):
-        cfg = table.parse_config(table.TableConfig, [*base, *words])
+        cfg = parse_config(TableConfig, [*base, *words])
         with pytest.raises(ValueError, match=r"--hidden-dim 1024 \(started with 256\)"):
-            table.Folder(table.adopt_recorded(cfg, [*base, *words])).check_settings()
+            Folder(adopt_recorded(cfg, [*base, *words])).check_settings()
 
 
 def test_a_root_started_before_mmae_features_was_recorded_goes_on_with_raw_features(tmp_path):
     """--mmae-features became a FROZEN table setting when standardised features became the default (issue #24): a root
     that recorded its settings before then ran raw features, and its later SAC grids keep them; a new root takes the
     default."""
-    folder = table.Folder(config(tmp_path))
+    folder = Folder(config(tmp_path))
     folder.check_settings()
     assert folder.state["settings"]["mmae_features"] == "standardized"
-    assert "--mmae-features standardized" in table.sac_flags(folder.cfg)
+    assert "--mmae-features standardized" in sac_flags(folder.cfg)
     del folder.state["settings"]["mmae_features"]  # as an older root recorded them
     folder.save()
     base = folders(tmp_path)
-    older = table.adopt_recorded(config(tmp_path), base)
-    assert older.mmae_features == "raw" and "--mmae-features raw" in table.sac_flags(older)
-    again = table.Folder(older)
+    older = adopt_recorded(config(tmp_path), base)
+    assert older.mmae_features == "raw" and "--mmae-features raw" in sac_flags(older)
+    again = Folder(older)
     again.check_settings()
     assert again.state["settings"]["mmae_features"] == "raw"
     with pytest.raises(ValueError, match=r"--mmae-features 'standardized' \(started with 'raw'\)"):
-        table.Folder(config(tmp_path)).check_settings()
+        Folder(config(tmp_path)).check_settings()
 
 
 def test_a_root_started_before_pilot_eval_episodes_was_recorded_keeps_its_pilots_on_its_eval_episodes(tmp_path):
@@ -1344,10 +1379,10 @@ def test_a_root_started_before_pilot_eval_episodes_was_recorded_keeps_its_pilots
     stayed at 20): a root, or a results folder, that recorded its settings before then ran its pilots on its
     --eval-episodes, and its pilots (resumed chunk by chunk, read by the budget rule) keep that; its settings.json
     gains the setting at that value, and nothing it recorded changes."""
-    folder = table.Folder(config(tmp_path, eval_episodes=7))
+    folder = Folder(config(tmp_path, eval_episodes=7))
     folder.check_settings()
     folder.record_settings()
-    settings = tmp_path / "results" / table.SETTINGS_FILE
+    settings = tmp_path / "results" / SETTINGS_FILE
     assert json.loads(settings.read_text())["pilot_eval_episodes"] == 20  # a new root: the default
     for recorded in (folder.state["settings"], older := json.loads(settings.read_text())):
         del recorded["pilot_eval_episodes"]  # as an older root recorded them
@@ -1355,29 +1390,29 @@ def test_a_root_started_before_pilot_eval_episodes_was_recorded_keeps_its_pilots
     folder.save()
     settings.write_text(json.dumps(older))
     base = folders(tmp_path)
-    adopted = table.adopt_recorded(config(tmp_path), base)
+    adopted = adopt_recorded(config(tmp_path), base)
     assert (adopted.eval_episodes, adopted.pilot_eval_episodes) == (7, 7)
-    assert "--eval-episodes 7" in table.sac_flags(adopted, pilot=True)
-    again = table.Folder(adopted)
+    assert "--eval-episodes 7" in sac_flags(adopted, pilot=True)
+    again = Folder(adopted)
     again.check_settings()
     assert again.state["settings"]["pilot_eval_episodes"] == 7
     again.record_settings()
     assert json.loads(settings.read_text()) == {**older, "pilot_eval_episodes": 7}
     with pytest.raises(ValueError, match=r"--pilot-eval-episodes 20 \(started with 7\)"):
         argv = [*base, "--pilot-eval-episodes", "20"]
-        table.Folder(table.adopt_recorded(table.parse_config(table.TableConfig, argv), argv)).check_settings()
+        Folder(adopt_recorded(parse_config(TableConfig, argv), argv)).check_settings()
     # a new machine's root (no table.json) takes the split setting from the results folder's settings.json
-    (tmp_path / "root" / table.STATE_FILE).unlink()
+    (tmp_path / "root" / STATE_FILE).unlink()
     settings.write_text(json.dumps(older))
-    assert table.adopt_recorded(config(tmp_path), base).pilot_eval_episodes == 7
+    assert adopt_recorded(config(tmp_path), base).pilot_eval_episodes == 7
     argv = [*base, "--pilot-eval-episodes", "10"]  # and refuses another value: the results' pilots ran on 7
     with pytest.raises(ValueError, match=r"--pilot-eval-episodes 10 \(they have 7\); leave those flags out"):
-        table.Folder(table.adopt_recorded(table.parse_config(table.TableConfig, argv), argv)).check_start()
+        Folder(adopt_recorded(parse_config(TableConfig, argv), argv)).check_start()
 
 
 def test_background_command_is_the_same_run_without_background():
     argv = ["--phase", "A", "--background", "--root", "runs/x"]
-    assert table.background_command(argv) == [
+    assert background_command(argv) == [
         sys.executable,
         "-m",
         "pipeline.table",
@@ -1397,7 +1432,7 @@ def test_bad_settings_are_one_line_errors(capsys):
         (["--extra-tasks", "pick-place-v3"], "pick-place-v3 not among"),
     ):
         with pytest.raises(SystemExit) as stop:
-            table.main(argv)
+            main(argv)
         assert stop.value.code == 2 and words in capsys.readouterr().err
 
 
@@ -1417,18 +1452,18 @@ def test_bad_settings_are_one_line_errors(capsys):
 )
 def test_a_bad_pass_through_flag_stops_before_anything_runs(tmp_path, capsys, monkeypatch, flag, value, words, apart):
     ran = []
-    monkeypatch.setattr(table, "run", ran.append)
+    monkeypatch.setattr(runner, "run", ran.append)
     if not apart:  # the same parse in this process (a spawned one imports torch again: ~5 s a call); the first case
-        monkeypatch.setattr(table, "check_pass_through_apart", table.check_pass_through)  # keeps the spawn
-    monkeypatch.setattr(table, "dry_run_text", lambda cfg: ran.append(cfg) or "")
+        monkeypatch.setattr(runner, "check_pass_through_apart", check_pass_through)  # keeps the spawn
+    monkeypatch.setattr(runner, "dry_run_text", lambda cfg: ran.append(cfg) or "")
     argv = [*folders(tmp_path), "--phase", "A"]
     for mode in ([], ["--dry-run"]):
         with pytest.raises(SystemExit) as stop:
-            table.main([*argv, *mode, f"{flag}={value}"])
+            main([*argv, *mode, f"{flag}={value}"])
         err = capsys.readouterr().err
         assert stop.value.code == 2 and err.startswith("error: ") and words in err and len(err.splitlines()) == 1
     assert ran == [] and not (tmp_path / "root").exists()
-    table.main([*argv, "--sac-extra=--actor-lr 3e-4", "--probe-extra=--fit-frames 300", "--dry-run"])
+    main([*argv, "--sac-extra=--actor-lr 3e-4", "--probe-extra=--fit-frames 300", "--dry-run"])
     assert len(ran) == 1  # good flags pass
 
 
@@ -1445,40 +1480,40 @@ def test_the_table_offers_the_frozen_feature_choices_rl_accepts():
 
 def test_estimate_grows_with_the_budget_and_is_cheaper_in_bf16():
     cfg = TableConfig()
-    short = table.estimate(cfg, {t: 100_000 for t in table.PAPER_TASKS})
-    long = table.estimate(cfg, {})  # undecided: the cap
-    fp32, bf16, zen4 = table.FP32_XEON, table.BF16_XEON, table.BF16_ZEN4
+    short = estimate(cfg, {t: 100_000 for t in PAPER_TASKS})
+    long = estimate(cfg, {})  # undecided: the cap
+    fp32, bf16, zen4 = FP32_XEON, BF16_XEON, BF16_ZEN4
     # 5x the steps: almost 5x the hours (training and the evaluations on its way grow, the last evaluation does not)
     assert 4.5 * short[bf16]["C"] < long[bf16]["C"] < 5 * short[bf16]["C"]
     assert all(long[bf16][p] < long[fp32][p] for p in "ABCE")
-    assert table.estimate(TableConfig(hidden_dim=256), {})[bf16]["C"] < long[bf16]["C"]
+    assert estimate(TableConfig(hidden_dim=256), {})[bf16]["C"] < long[bf16]["C"]
     # the Zen 4 pretrains 2.5x slower than the AMX Xeon (phase A's two MultiMAEs) but runs the CNN rows faster
     assert long[zen4]["A"] > long[bf16]["A"] and long[zen4]["D"] < long[bf16]["D"]
     # the Zen 3 pretrains in fp32 slower than the Xeon (27 vs 42 img/s), and its packed frozen-row steps are slower
-    zen3 = table.FP32_ZEN3
+    zen3 = FP32_ZEN3
     assert long[zen3]["A"] > long[fp32]["A"] and long[zen3]["B"] > long[fp32]["B"]
 
 
 def test_the_estimate_says_which_column_this_cpu_follows():
     """--precision auto follows the CPU's bf16 units; an explicit precision is taken as given; each column is the
     CPU measured that has the same units."""
-    no_units = table.applicable_column("auto", ())
+    no_units = applicable_column("auto", ())
     assert "auto runs fp32 here (it has no AMX or AVX512-BF16 units), so the column 'fp32 (Zen 3, AVX2)'" in no_units
-    assert "measured on a Zen 3" in table.applicable_column("fp32", ("avx512_bf16",))
-    amx = table.applicable_column("auto", ("amx_bf16", "avx512_bf16"))
+    assert "measured on a Zen 3" in applicable_column("fp32", ("avx512_bf16",))
+    amx = applicable_column("auto", ("amx_bf16", "avx512_bf16"))
     assert "auto runs bf16 here (it has amx_bf16/avx512_bf16), so the column 'bf16 (Xeon, AMX)' applies" in amx
     assert "slower" not in amx
-    assert "so the column 'fp32 (Xeon)' applies" in table.applicable_column("fp32", ("amx_bf16",))
-    assert "so the column 'bf16 (Zen 4, AVX512-BF16)' applies" in table.applicable_column("auto", ("avx512_bf16",))
-    forced = table.applicable_column("auto", (), "bf16")  # VISARL_AUTO_PRECISION decides auto, as for the runs
+    assert "so the column 'fp32 (Xeon)' applies" in applicable_column("fp32", ("amx_bf16",))
+    assert "so the column 'bf16 (Zen 4, AVX512-BF16)' applies" in applicable_column("auto", ("avx512_bf16",))
+    forced = applicable_column("auto", (), "bf16")  # VISARL_AUTO_PRECISION decides auto, as for the runs
     assert "auto runs bf16 here (VISARL_AUTO_PRECISION=bf16), but it has no bf16 units" in forced
     assert "no column applies; pass --precision fp32" in forced
-    assert set(table.RATES) == {
-        table.rate_column(*case)
+    assert set(RATES) == {
+        rate_column(*case)
         for case in [("fp32", ()), ("fp32", ("amx_bf16",)), ("bf16", ("amx_bf16",)), ("bf16", ("avx512_bf16",))]
     }
     with pytest.raises(ValueError, match="VISARL_AUTO_PRECISION='fp16': set it to bf16 or fp32"):
-        table.applicable_column("auto", ("amx_bf16",), "fp16")  # the runs would refuse it alike
+        applicable_column("auto", ("amx_bf16",), "fp16")  # the runs would refuse it alike
 
 
 def test_the_orchestrator_does_not_load_torch(tmp_path):
@@ -1486,11 +1521,11 @@ def test_the_orchestrator_does_not_load_torch(tmp_path):
     its start (the pass-through flags are parsed in a process of their own), nor planning (shard manifests),
     nor keeping probes loads it."""
     code = (
-        "import sys, pipeline.table as t; from pipeline.keep import keep_file; "
-        f"t.main(['--root', {str(tmp_path / 'root')!r}, '--dry-run']); "
+        "import sys; from pipeline.table.runner import main; from pipeline.keep import keep_file; "
+        f"main(['--root', {str(tmp_path / 'root')!r}, '--dry-run']); "
         "print('torch' in sys.modules, 'matplotlib' in sys.modules)"
     )
-    env = {**os.environ, "PYTHONPATH": str(Path(table.__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(CHECKOUT)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     assert out.stdout.strip().splitlines()[-1] == "False False"
 
@@ -1501,8 +1536,9 @@ def test_results_are_relative_to_the_checkout_and_pilots_beside_them(tmp_path, m
     monkeypatch.chdir(tmp_path)
     cfg = TableConfig(root=str(tmp_path / "root"), results="results/cpu-table/").validate()
     assert cfg.results == "results/cpu-table"
-    assert table.Folder(cfg).results == table.CHECKOUT / "results" / "cpu-table"
-    assert table.results_path(str(tmp_path / "elsewhere")) == tmp_path / "elsewhere"
+    assert CHECKOUT == Path(__file__).resolve().parents[1]  # the repository, whatever module holds CHECKOUT
+    assert Folder(cfg).results == CHECKOUT / "results" / "cpu-table"
+    assert results_path(str(tmp_path / "elsewhere")) == tmp_path / "elsewhere"
 
 
 def test_help_passed_through_and_a_contradicting_dry_run_are_one_line_refusals(tmp_path, capsys):
@@ -1511,15 +1547,18 @@ def test_help_passed_through_and_a_contradicting_dry_run_are_one_line_refusals(t
     settings a run would refuse."""
     base = folders(tmp_path)
     with pytest.raises(SystemExit) as stop:
-        table.main([*base, "--dry-run", "--sac-extra=--help"])
+        main([*base, "--dry-run", "--sac-extra=--help"])
     assert stop.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "python -m rl.sac --help" in err
-    folder = table.Folder(config(tmp_path))
+    with pytest.raises(SystemExit):  # the command is named as it is run, not by the module holding main
+        main([*base, "--phase", "Z"])
+    assert capsys.readouterr().err.strip().endswith("(see python -m pipeline.table --help)")
+    folder = Folder(config(tmp_path))
     folder.check_settings()
     folder.save()
     with pytest.raises(ValueError, match=r"--hidden-dim 256 \(started with 1024\)"):
-        table.dry_run_text(config(tmp_path, hidden_dim=256))
+        dry_run_text(config(tmp_path, hidden_dim=256))
 
 
 def test_a_diverged_run_is_done_and_a_diverged_pilot_sets_the_cap(tmp_path):
@@ -1535,15 +1574,15 @@ def test_a_diverged_run_is_done_and_a_diverged_pilot_sets_the_cap(tmp_path):
         write(run_dir / "summary.json", json.dumps(summary))
 
     for seed in range(3):
-        finish_run(root / table.table_dir("reach-v3", "state", seed), 100_000, success=0.9)
-    diverge(root / table.table_dir("reach-v3", "state", 2), 60_000)
-    folder = table.Folder(cfg)
-    assert folder.finished([table.table_dir("reach-v3", "state", k) for k in range(3)], 100_000)
-    assert folder.finished([table.table_dir("reach-v3", "state", 2)], 500_000)
+        finish_run(root / table_dir("reach-v3", "state", seed), 100_000, success=0.9)
+    diverge(root / table_dir("reach-v3", "state", 2), 60_000)
+    folder = Folder(cfg)
+    assert folder.finished([table_dir("reach-v3", "state", k) for k in range(3)], 100_000)
+    assert folder.finished([table_dir("reach-v3", "state", 2)], 500_000)
     assert "| reach-v3 | state | 3/10 | 60,000-100,000 of 100,000 | 0.60 (3 seeds), 1 diverged (counted as 0) |" in (
-        table.status_text(config(tmp_path))
+        status_text(config(tmp_path))
     )
-    pilot = root / table.pilot_dir("drawer-open-v3", "state", cfg.pilot_seed)
+    pilot = root / pilot_dir("drawer-open-v3", "state", cfg.pilot_seed)
     finish_run(pilot, 50_000, success=0.3, task="drawer-open-v3")
     assert folder.budget("drawer-open-v3").steps is None  # undecided: the pilot goes on
     diverge(pilot, 65_000)
@@ -1559,10 +1598,10 @@ def test_a_pretraining_stopped_early_is_not_done_though_it_exited_0_with_an_enco
     prepared(cfg, "reach-v3")
     run = Path(cfg.root) / "runs/mmae/rgbs/reach-v3"
     finish_pretraining(run, step=160, total=2_024)
-    state = json.loads((Path(cfg.root) / table.STATE_FILE).read_text())
+    state = json.loads((Path(cfg.root) / STATE_FILE).read_text())
     state["done"] = {k: v for k, v in state["done"].items() if "pretrain.multimae rgbs" not in k}  # still training
-    write(Path(cfg.root) / table.STATE_FILE, json.dumps(state))
-    todo = [s for s in table.plan(cfg) if not s.done]
+    write(Path(cfg.root) / STATE_FILE, json.dumps(state))
+    todo = [s for s in plan(cfg) if not s.done]
     assert todo[0].key == "reach-v3: pretrain.multimae rgbs (22 epochs, >= 1,000,000 images)"
     calls = []
 
@@ -1571,20 +1610,20 @@ def test_a_pretraining_stopped_early_is_not_done_though_it_exited_0_with_an_enco
         finish_pretraining(run, step=200, total=2_024)
         return subprocess.CompletedProcess(argv, 0)
 
-    monkeypatch.setattr(table.subprocess, "run", stopped_early)
+    monkeypatch.setattr(subprocess, "run", stopped_early)
     with pytest.raises(RuntimeError, match="is still not done.*stopped early on purpose"):
-        table.run(cfg)
-    assert len(calls) == 1 and [s for s in table.plan(cfg) if not s.done][0].key == todo[0].key  # resumes next time
+        runner.run(cfg)
+    assert len(calls) == 1 and [s for s in plan(cfg) if not s.done][0].key == todo[0].key  # resumes next time
     # and it is not marked: a later run killed after its last train.csv row, before its last save, stays undone
-    assert todo[0].key not in json.loads((Path(cfg.root) / table.STATE_FILE).read_text())["done"]
+    assert todo[0].key not in json.loads((Path(cfg.root) / STATE_FILE).read_text())["done"]
     finish_pretraining(run, step=2_024, total=2_024)  # it finished in another invocation (its own --resume run)
-    (pretrain,) = [s for s in table.plan(cfg) if s.key == todo[0].key]
+    (pretrain,) = [s for s in plan(cfg) if s.key == todo[0].key]
     assert (
         pretrain.made and not pretrain.done
     )  # the table runs it once more (a finished run returns at once), then marks
-    monkeypatch.setattr(table.subprocess, "run", lambda argv, **kw: subprocess.CompletedProcess(argv, 0))
+    monkeypatch.setattr(subprocess, "run", lambda argv, **kw: subprocess.CompletedProcess(argv, 0))
     with pytest.raises(
         RuntimeError, match="seeds 0-2 to 100,000 .* ran, exited 0"
     ):  # on until a fake step writes nothing
-        table.run(config(tmp_path, phase="A"))
-    assert todo[0].key in json.loads((Path(cfg.root) / table.STATE_FILE).read_text())["done"]
+        runner.run(config(tmp_path, phase="A"))
+    assert todo[0].key in json.loads((Path(cfg.root) / STATE_FILE).read_text())["done"]

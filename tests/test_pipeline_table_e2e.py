@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from pipeline.report import ENCODER_LABELS
-from pipeline.table import FROZEN
+from pipeline.table.config import FROZEN
 
 pytestmark = pytest.mark.slow
 
