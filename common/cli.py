@@ -514,10 +514,12 @@ def run_command(
     presets: Mapping[str, Mapping[str, Any]] | None = None,
     description: str | None = None,
     errors: tuple[type[BaseException], ...] = (),
+    module: str | None = None,
 ) -> Any:
     """A command's main(): parse argv into `cls`, then return `run(cfg)`; bad flags and the errors a user
-    can fix (`one_line_errors`, plus `errors`) end with one line on stderr and exit status 2."""
-    module = sys._getframe(1).f_globals.get("__name__", cls.__module__)
+    can fix (`one_line_errors`, plus `errors`) end with one line on stderr and exit status 2. `module` (default: the
+    caller's) names the command in usage lines."""
+    module = module or sys._getframe(1).f_globals.get("__name__", cls.__module__)
     cfg = parse_config(cls, argv, presets, description, module=module)
     with one_line_errors(*errors):
         return run(cfg)

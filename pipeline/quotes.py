@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.cli import option, parse_config, run_command
-from pipeline.report import ReportConfig, write_report
+from pipeline.report.config import ReportConfig
+from pipeline.report.writer import write_report
 
 QUOTE = re.compile(
     r"<!-- quoted from `python -m pipeline\.report ([^`]+)` -->\n(.*?)\n?<!-- end of quote -->", re.DOTALL

@@ -175,7 +175,8 @@ def write_pipeline_config(cfg: PipelineConfig) -> Path:
 def run(cfg: PipelineConfig) -> Path:
     """Run every stage not yet done, in order; returns the report's path."""
     from data.env import check_task
-    from pipeline.report import ReportConfig, write_report
+    from pipeline.report.config import ReportConfig
+    from pipeline.report.writer import write_report
 
     tasks = [check_task(t) for t in cfg.tasks.split(",") if t]
     encoders = cfg.encoders.split(",")

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from pipeline.presets import PRESETS
-from pipeline.report import ENCODER_LABELS
+from rl.encoders import ENCODER_LABELS
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.report import PAPER_TABLE_I, PlannedSeeds, ReportConfig, load_runs, write_report
+from pipeline.report.config import PlannedSeeds, ReportConfig
+from pipeline.report.paper import PAPER_TABLE_I
+from pipeline.report.runs import load_runs
+from pipeline.report.writer import write_report
 from rl.grid import ALL_ENCODERS, GridConfig, Run, is_finished, plan, sac_command
 
 
@@ -199,7 +202,7 @@ def test_report_shows_the_probe_of_every_encoder(tmp_path):
 
 
 def test_the_papers_orderings_hold_only_when_the_interval_of_the_difference_excludes_zero(tmp_path):
-    from pipeline.report import improvement_table, ordering_table
+    from pipeline.report.claims import improvement_table, ordering_table
 
     runs = tmp_path / "sac"
     for seed, (rgb, po, visarl, cnn) in enumerate(
@@ -396,7 +399,9 @@ def test_a_claim_whose_side_shares_no_seed_across_tasks_is_listed_and_every_tabl
 
 def test_a_row_split_by_precision_counts_toward_its_plan_with_the_other_precisions_seeds(tmp_path):
     """A plan names seeds, not precisions: 3 fp32 and 2 bf16 seeds of a row planned at 5 are all its seeds."""
-    from pipeline.report import interim_note, split_mixed_precision, table_i
+    from pipeline.report.runs import split_mixed_precision
+    from pipeline.report.tables import table_i
+    from pipeline.report.writer import interim_note
 
     runs = tmp_path / "sac"
     for seed in range(5):
@@ -417,7 +422,7 @@ def test_a_row_split_by_precision_counts_toward_its_plan_with_the_other_precisio
 def test_the_last_evaluations_are_named_per_task_with_their_own_count_and_steps(tmp_path):
     """Tasks of different budgets evaluate at different steps: each Table I column names its own; runs with fewer
     evaluations than 3 say 'last 2' in the header and the cells alike."""
-    from pipeline.report import table_i
+    from pipeline.report.tables import table_i
 
     runs = tmp_path / "sac"
     _fake_run(runs, "reach-v3", "state", 0, success=0.5)  # evaluated every 250 of 1,000 steps
@@ -435,7 +440,7 @@ def test_the_papers_gap_is_read_against_our_interval_before_any_seed_count():
     """'Too few seeds' only where our interval is unresolved and still holds the paper's gap; a gap our interval
     excludes is said to be excluded (not to need more seeds), a resolved claim says so; a spread from one seed
     pair sizes no test."""
-    from pipeline.report import _seeds_reading
+    from pipeline.report.claims import _seeds_reading
 
     spread = (0.15, 18)  # sd, degrees of freedom
     assert _seeds_reading(0.14, spread, 10, 1, -0.18, 0.13) == (
@@ -466,7 +471,7 @@ def test_the_papers_gap_is_read_against_our_interval_before_any_seed_count():
 def test_a_bootstrap_resamples_runs_within_tasks_so_its_marks_count_runs_per_task(tmp_path):
     """One run on each of two tasks is no bootstrap interval (each task's resample is that run); two runs on each of
     three tasks are marked as too few (the percentile bootstrap covers ~71 % there), ten runs of one task are not."""
-    from pipeline.report import aggregate_table
+    from pipeline.report.claims import aggregate_table
 
     runs = tmp_path / "sac"
     for task, success in (("reach-v3", 0.2), ("door-open-v3", 0.6)):
@@ -483,7 +488,8 @@ def test_a_bootstrap_resamples_runs_within_tasks_so_its_marks_count_runs_per_tas
 
 
 def test_aggregates_stratify_over_tasks_and_profiles_are_drawn(tmp_path):
-    from pipeline.report import aggregate_table, table_i
+    from pipeline.report.claims import aggregate_table
+    from pipeline.report.tables import table_i
 
     runs = tmp_path / "sac"
     scores = {
@@ -516,7 +522,7 @@ def test_aggregates_stratify_over_tasks_and_profiles_are_drawn(tmp_path):
 
 
 def test_report_reads_a_results_folder_given_as_a_word_and_names_a_missing_one(tmp_path, capsys):
-    from pipeline.report import main
+    from pipeline.report.writer import main
 
     results = tmp_path / "results" / "exp"
     _fake_run(results / "runs" / "sac", "reach-v3", "state", 0, success=0.8)
@@ -591,7 +597,8 @@ def _variant_run(root: Path, seed: int, success: float, encoder: str = "mmae_rgb
 
 def test_an_ablation_is_the_settings_difference_from_the_default_with_its_welch_interval(tmp_path):
     from pipeline import stats
-    from pipeline.report import last_evals_mean, variant_table
+    from pipeline.report.claims import variant_table
+    from pipeline.report.runs import last_evals_mean
 
     runs = tmp_path / "sac"
     default, raw, scaled = [0.10, 0.20, 0.15], [0.60, 0.70, 0.65], [0.05, 0.30, 0.15]
@@ -636,7 +643,8 @@ def test_an_encoder_of_mixed_precisions_is_split_and_each_setting_compared_withi
     other precision's (which would credit the precision's effect to the setting); the precision most of an
     encoder's runs used is its reference (fp32 on a tie); an encoder of one precision keeps its name; runs
     recorded without a precision ran fp32."""
-    from pipeline.report import check_distinct, split_mixed_precision, variant_table
+    from pipeline.report.claims import variant_table
+    from pipeline.report.runs import check_distinct, split_mixed_precision
 
     runs = tmp_path / "sac"
     for seed in range(3):
@@ -709,7 +717,8 @@ def test_an_ablation_gives_no_verdict_on_unfinished_runs_no_spread_or_evaluation
     setting that breaks runs: no verdict until both sides have finished. Both sides without spread give no
     interval (not one of zero width). Last evaluations are one per step (a step evaluated twice by an interrupted
     run counts once) and must be the same steps on both sides."""
-    from pipeline.report import last_evals, load_running, variant_table
+    from pipeline.report.claims import variant_table
+    from pipeline.report.runs import last_evals, load_running
 
     runs = tmp_path / "sac"
     for seed in range(3):
@@ -755,7 +764,8 @@ def test_a_diverged_run_counts_as_success_0_from_the_step_it_diverged(tmp_path):
     """rl.outcome: a diverged run's summary says where; the report counts it at its budget with success 0 at every
     evaluation it would have had after that step, so the ablation's last-3 rule compares it with the other side
     (rather than withholding a verdict forever or judging the survivors alone), and lists it with why."""
-    from pipeline.report import last_evals, variant_table
+    from pipeline.report.claims import variant_table
+    from pipeline.report.runs import last_evals
 
     runs = tmp_path / "sac"
     for seed in range(3):
@@ -802,7 +812,8 @@ def test_a_seeds_last_evaluations_pool_their_episodes(tmp_path):
     evaluations counts each episode once (an equal-weight mean of 10, 10 and 50 episodes would be noisier than the
     final evaluation alone). A diverged run's evaluations it never played weigh what they would have (its
     config.json), and eval.csv files without episode counts keep the plain mean."""
-    from pipeline.report import last_evals, table_i
+    from pipeline.report.runs import last_evals
+    from pipeline.report.tables import table_i
 
     run = _fake_run(tmp_path / "sac", "reach-v3", "mmae_rgbs", 0, 0.5, steps=1000)
     (run / "eval.csv").write_text(
@@ -834,7 +845,7 @@ def test_a_seeds_last_evaluations_pool_their_episodes(tmp_path):
 def test_rows_pooled_or_compared_across_precisions_are_named(tmp_path):
     """An aggregate over tasks whose plain rows ran in different precisions (no task holds both, so nothing is split)
     says which cells ran in which; one precision throughout says nothing; split rows are named by their own title."""
-    from pipeline.report import precision_mix_note
+    from pipeline.report.runs import precision_mix_note
 
     runs = tmp_path / "sac"
     for seed in range(2):

@@ -209,7 +209,8 @@ def test_quoted_report_lines_are_checked_against_their_regeneration(tmp_path):
     for seed, values in enumerate([[0.2, 0.55], [0.1, 0.15], [0.3, 0.35]]):
         _sac_run(source, "mmae_rgb", seed, values)
     keep(KeepConfig(source=str(source), out=str(tmp_path / "results" / "exp")))
-    from pipeline.report import ReportConfig, write_report
+    from pipeline.report.config import ReportConfig
+    from pipeline.report.writer import write_report
 
     report = write_report(
         ReportConfig(roots=str(tmp_path / "results" / "exp"), out=str(tmp_path / "report"), reps=200)

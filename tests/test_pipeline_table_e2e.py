@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from pipeline.report import ENCODER_LABELS
 from pipeline.table.config import FROZEN
+from rl.encoders import ENCODER_LABELS
 
 pytestmark = pytest.mark.slow
 

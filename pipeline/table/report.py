@@ -19,7 +19,9 @@ def probe_beside_rows(results: Path) -> str:
     """Markdown: per task with kept probes, each frozen-encoder row's encoder probed as SAC reads it (its export,
     inputs and pool: rl.encoders.MMAEEncoder.VARIANTS) beside the same architecture at random init: R^2 of hand,
     object and goal ('' if none is kept)."""
-    from pipeline.report import PROBE_TARGETS, _label, _r2
+    from pipeline.report.cells import r2_text
+    from pipeline.report.runs import row_label
+    from pipeline.report.tables import PROBE_TARGETS
     from rl.encoders import MMAEEncoder
 
     lines = []
@@ -30,11 +32,11 @@ def probe_beside_rows(results: Path) -> str:
                 continue
             by_kind = {r["kind"]: r["r2"] for r in json.loads(path.read_text())["rows"] if r["pool"] == pool}
             cells = [
-                " / ".join(_r2(r2.get(t)) for t in PROBE_TARGETS) if (r2 := by_kind.get(kind)) else "-"
+                " / ".join(r2_text(r2.get(t)) for t in PROBE_TARGETS) if (r2 := by_kind.get(kind)) else "-"
                 for kind in ("pretrained", "random init")
             ]
             lines.append(
-                f"| {task} | {_label(row)} | {export} encoder, {'+'.join(inputs)} in, {pool} pool | "
+                f"| {task} | {row_label(row)} | {export} encoder, {'+'.join(inputs)} in, {pool} pool | "
                 + " | ".join(cells)
                 + " |"
             )
@@ -91,7 +93,8 @@ def report_preamble(cfg: TableConfig, results: Path) -> str:
 def write_table_report(cfg: TableConfig) -> Path:
     """pipeline.report of the kept results with each (task, row)'s planned seeds (`planned_seeds`) and how the table
     was made (`report_preamble`)."""
-    from pipeline.report import ReportConfig, write_report
+    from pipeline.report.config import ReportConfig
+    from pipeline.report.writer import write_report
 
     results = results_path(cfg.results)
     if not any(results.glob("*/*/seed*/summary.json")):

@@ -1,0 +1,103 @@
+"""The report's pictures: performance profiles, learning curves, and the earlier stages' pictures it collects."""
+
+from __future__ import annotations
+
+import shutil
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # before pyplot: the report draws without a display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from common.figures import write_figure  # noqa: E402
+from pipeline import stats  # noqa: E402
+from pipeline.report.cells import _n  # noqa: E402
+from pipeline.report.runs import encoder_matrices, row_label, row_order  # noqa: E402
+
+PICTURE_GLOBS = {
+    "Saliency examples (the paper's Fig. 7)": ["saliency/**/fig7*.png"],
+    "MultiMAE reconstructions (the paper's Fig. 6)": ["mmae/**/figures/*.png"],
+    "Gaze overlays": ["sac/**/gaze*.png"],
+}
+
+
+def plot_profiles(runs: list[dict], out: Path, reps: int = stats.REPS, seed: int = 0) -> Path | None:
+    """rliable's performance profiles (score distributions): per encoder, the fraction of its runs (all
+    tasks) whose final success exceeds each threshold, with a stratified bootstrap 95 % band."""
+    matrices = encoder_matrices(runs)
+    if not matrices:
+        return None
+    taus = np.linspace(0.0, 1.0, 101)
+    profiles, bands = stats.performance_profiles({e: m for e, (_, m) in matrices.items()}, taus, reps=reps, seed=seed)
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for enc, (tasks, scores) in matrices.items():
+        (line,) = ax.plot(
+            taus, profiles[enc], label=f"{row_label(enc)} ({_n(len(scores), 'run')} x {_n(len(tasks), 'task')})"
+        )
+        ax.fill_between(taus, bands[enc][0], bands[enc][1], alpha=0.15, color=line.get_color())
+    tasks = sorted({t for ts, _ in matrices.values() for t in ts})
+    ax.set(
+        title=f"Performance profiles (final success, {tasks[0] if len(tasks) == 1 else 'all tasks'})",
+        xlabel="success threshold tau",
+        ylabel="fraction of runs with success > tau",
+        ylim=(-0.02, 1.02),
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return write_figure(fig, out / "performance_profiles.png")
+
+
+def plot_curves(runs: list[dict], out: Path) -> dict[str, Path]:
+    """One PNG per task: evaluation success (the paper's Fig. 3) and return vs env steps, the mean across
+    seeds (a marker at every evaluation) with a shaded 95 % Student-t band over seeds. The return shows
+    learning long before the first success. An encoder's curve stops at the last step all its seeds
+    have evaluated (dashed while any of them is still running)."""
+    paths = {}
+    for task in sorted({r["task"] for r in runs}):
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        for ax, key, label in ((axes[0], "curve", "success rate"), (axes[1], "return_curve", "evaluation return")):
+            by_enc, running = defaultdict(list), set()
+            for r in runs:
+                if r["task"] == task and r.get(key):
+                    by_enc[r["encoder"]].append(r[key])
+                    if r.get("running"):
+                        running.add(r["encoder"])
+            for enc, curves in sorted(by_enc.items(), key=lambda kv: row_order(kv[0])):
+                end = min(c[-1][0] for c in curves)  # never extrapolate a seed past its last evaluation
+                steps = sorted({s for c in curves for s, _ in c if s <= end})
+                ys = np.array([np.interp(steps, [s for s, _ in c], [v for _, v in c]) for c in curves])  # [seeds, T]
+                legend = f"{row_label(enc)} (n={len(ys)}{', running' if enc in running else ''})"
+                (line,) = ax.plot(
+                    steps, ys.mean(0), marker="o", markersize=3, label=legend, linestyle="--" if enc in running else "-"
+                )
+                if len(ys) > 1:
+                    lo, hi = stats.t_interval(ys)
+                    ax.fill_between(steps, lo, hi, alpha=0.2, color=line.get_color())
+            ax.set(title=f"{task}: {label}", xlabel="environment steps", ylabel=label)
+            ax.grid(alpha=0.3)
+        axes[0].set_ylim(-0.02, 1.02)
+        axes[0].legend(fontsize=7)
+        paths[task] = write_figure(fig, out / f"curves_{task}.png")
+    return paths
+
+
+def collect_pictures(root: Path, out: Path) -> dict[str, list[Path]]:
+    """Copy the newest picture of each kind from every run folder next to the report (self-contained)."""
+    found: dict[str, list[Path]] = {}
+    for title, patterns in PICTURE_GLOBS.items():
+        newest_per_folder: dict[Path, Path] = {}
+        for pic in sorted({p for pat in patterns for p in root.glob(pat)}):
+            newest_per_folder[pic.parent] = pic  # names sort by epoch/step: keep the last of each run
+        pics = sorted(newest_per_folder.values())[:6]
+        copies = []
+        for p in pics:
+            target = out / "pictures" / "_".join(p.relative_to(root).parts)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(p, target)
+            copies.append(target)
+        if copies:
+            found[title] = copies
+    return found
