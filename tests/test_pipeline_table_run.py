@@ -155,6 +155,10 @@ def test_a_grid_keeps_each_run_as_it_finishes_while_the_others_go_on(tmp_path, c
             return keep_in_process(argv, cwd, **kw)
         rows = argv[argv.index("--encoders") + 1].split(",")
         if not seen:  # the first wave's grid
+            running = json.loads((root / STATE_FILE).read_text()).get("running", {})
+            seen["recorded as it runs"] = running.get("argv") == argv[1:] and running.get("key", "").endswith(
+                "seeds 0-1 to 100,000 (last evaluation 50 episodes)"
+            )  # what status forecasts it by while it runs
             finish_run(first, 100_000, success=0.75)
             write(second / "config.json", json.dumps({"encoder": "state", "seed": 1, "task": "reach-v3"}))
             write(second / "eval.csv", "step,wall_s,success_rate\n25000,1.0,0.5\n")  # on its way
@@ -168,7 +172,7 @@ def test_a_grid_keeps_each_run_as_it_finishes_while_the_others_go_on(tmp_path, c
 
     monkeypatch.setattr(subprocess, "run", grid)
     ran = runner.run(cfg)
-    assert seen == {"first kept meanwhile": True, "second kept meanwhile": False}
+    assert seen == {"recorded as it runs": True, "first kept meanwhile": True, "second kept meanwhile": False}
     assert ran[4:] == [f"keep runs/sac/reach-v3/{r} (2 runs) -> {cfg.results}" for r in ROWS]
     for row in ROWS:
         for seed in range(2):

@@ -20,6 +20,7 @@ from pipeline.table.forecast import (
     RATES,
     Rates,
     applicable_column,
+    best_pack,
     estimate,
     forecast_text,
     grid_hours,
@@ -241,6 +242,11 @@ def test_pack_0_sizes_each_grids_packs_by_the_forecast(tmp_path, monkeypatch):
         "mmae_rgbs_po,mmae_rgbs seeds 0-2 to 100,000 (last evaluation 50 episodes) | 3 (one per process: 6.0 h) | 4.3 |"
         in predicted
     )
+    # a grid the table runs now is forecast at the packs it started with (here 4 and 2: 5.0 h), not sized again
+    running = {grids[0].key: with_pack(grids[0].argv, 4)}
+    assert f"| {grids[0].key} | 4 (one per process: 6.0 h) | 5.0 |" in forecast_text(
+        cfg, folder, open_steps(folder), "round hours", running
+    )
     # the forecast sizes a later grid by the runs left to it once the grids before it ran theirs (below)
     assert (
         "mmae_rgbs seeds 0-2 to 100,000 (last evaluation 50 episodes) | 2 (one per process: 5.0 h) | 4.3 |" in predicted
@@ -353,3 +359,31 @@ def test_the_estimate_says_which_column_this_cpu_follows():
     }
     with pytest.raises(ValueError, match="VISARL_AUTO_PRECISION='fp16': set it to bf16 or fp32"):
         applicable_column("auto", ("amx_bf16",), "fp16")  # the runs would refuse it alike
+
+
+def test_status_forecasts_the_grid_a_running_table_runs_at_its_packs(tmp_path, monkeypatch):
+    """A grid keeps the packs it started with while it runs (a start sizes them from the runs left then): while the
+    table runs, status forecasts that grid by the command the runner recorded in table.json; when it does not run,
+    as a start would size it. Rates as in `test_pack_0_sizes_each_grids_packs_by_the_forecast`."""
+    zero = {"state": 0, "frozen": 0, "cnn": 0, "gaze": 0}
+    gains = {"frozen": {2: 1.2, 4: 1.6}, "state": {2: 1.2, 4: 1.6}}
+    rates = Rates(1, 1, 1, 1, 1, {**zero, "state": 36, "frozen": 72}, (0, 0), zero, gains)
+    monkeypatch.setitem(RATES, "round hours", rates)
+    for module in (forecast, status):  # status reads the column too
+        monkeypatch.setattr(module, "rate_column", lambda precision, units: "round hours")
+    cfg = config(tmp_path, phase="A", pack=0, hidden_dim=256)
+    prepared(cfg, "reach-v3")
+    grid = next(s for s in open_steps(Folder(cfg)) if s.wave)
+    path = Path(cfg.root) / STATE_FILE
+    write(
+        path,
+        json.dumps({**json.loads(path.read_text()), "running": {"key": grid.key, "argv": with_pack(grid.argv, 1)}}),
+    )
+    packs = lambda: next(  # noqa: E731  (the grid's "runs per pack" cell)
+        line for line in status_text(cfg).splitlines() if line.startswith(f"| {grid.key} |")
+    ).split(" | ")[1]
+    monkeypatch.setattr(status, "lock_holder", lambda root: "pid 1 on test")
+    assert packs() == "1"  # as it runs
+    monkeypatch.setattr(status, "lock_holder", lambda root: None)
+    sized = best_pack(cfg, Folder(cfg), grid.argv)
+    assert sized > 1 and packs().startswith(f"{sized} (one per process: ")  # as a start would size it

@@ -352,10 +352,17 @@ def pack_cell(cfg: TableConfig, folder: Folder, step: Step, rates: Rates, counte
     return f"{pack} (one per process: {grid_hours(cfg, folder, with_pack(step.argv, 1), rates, counted):,.1f} h)"
 
 
-def forecast_text(cfg: TableConfig, folder: Folder, todo: Sequence[Step], column: str) -> str:
+def forecast_text(
+    cfg: TableConfig,
+    folder: Folder,
+    todo: Sequence[Step],
+    column: str,
+    running: Mapping[str, Sequence[str]] | None = None,
+) -> str:
     """The open steps that take time, each with its hours (`step_hours`) at the rates of estimate column `column`
     and when it ends from now, up to the first that waits, or a state pilot's chunk (the budget rule then decides
-    what follows); the steps past FORECAST_ROWS summed in one line."""
+    what follows); the steps past FORECAST_ROWS summed in one line. `running`: {key: argv} of the step the table runs
+    now, forecast as it runs (its packs), not as a start would size it now."""
     rates, end, rows, rest = RATES[column], 0.0, [], 0
     then, counted, piloted = "", set(), False
     for step in todo:
@@ -363,7 +370,9 @@ def forecast_text(cfg: TableConfig, folder: Folder, todo: Sequence[Step], column
             then = "then the budget rule reads the state pilots: what follows depends on it, the forecast stops there"
             break
         piloted |= step.decides_budget
-        if step.sized:  # sized by what it will run once the steps before it have run theirs
+        if step.key in (running or {}):
+            step = replace(step, argv=list(running[step.key]))
+        elif step.sized:  # sized by what it will run once the steps before it have run theirs
             step = replace(step, argv=with_pack(step.argv, best_pack(cfg, folder, step.argv, counted)))
         before = set(counted)
         hours_left = step_hours(cfg, folder, step, rates, counted)

@@ -166,6 +166,10 @@ def run(cfg: TableConfig) -> list[str]:
                 )
             print(f"\n[{time.strftime('%H:%M:%S')}] {step.phase} | {step.key}\n  {step.command()}", flush=True)
             start = time.time()
+            if step.argv:  # the command as it runs (a sized grid's packs): status forecasts it so while it runs
+                with folder.lock:
+                    folder.state["running"] = {"key": step.key, "argv": step.argv}
+                folder.save()
             if step.kept:
                 folder.record_settings()
             with folder.timed(step.key), keeping_finished(folder, step):
