@@ -155,8 +155,8 @@ def test_a_grid_keeps_each_run_as_it_finishes_while_the_others_go_on(tmp_path, c
             return keep_in_process(argv, cwd, **kw)
         rows = argv[argv.index("--encoders") + 1].split(",")
         if not seen:  # the first wave's grid
-            running = json.loads((root / STATE_FILE).read_text()).get("running", {})
-            seen["recorded as it runs"] = running.get("argv") == argv[1:] and running.get("key", "").endswith(
+            [(key, recorded)] = json.loads((root / STATE_FILE).read_text())["running"].items()
+            seen["recorded as it runs"] = recorded == argv[1:] and key.endswith(
                 "seeds 0-1 to 100,000 (last evaluation 50 episodes)"
             )  # what status forecasts it by while it runs
             finish_run(first, 100_000, success=0.75)

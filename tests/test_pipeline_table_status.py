@@ -377,7 +377,7 @@ def test_status_forecasts_the_grid_a_running_table_runs_at_its_packs(tmp_path, m
     path = Path(cfg.root) / STATE_FILE
     write(
         path,
-        json.dumps({**json.loads(path.read_text()), "running": {"key": grid.key, "argv": with_pack(grid.argv, 1)}}),
+        json.dumps({**json.loads(path.read_text()), "running": {grid.key: with_pack(grid.argv, 1)}}),
     )
     packs = lambda: next(  # noqa: E731  (the grid's "runs per pack" cell)
         line for line in status_text(cfg).splitlines() if line.startswith(f"| {grid.key} |")

@@ -363,14 +363,14 @@ def forecast_text(
     and when it ends from now, up to the first that waits, or a state pilot's chunk (the budget rule then decides
     what follows); the steps past FORECAST_ROWS summed in one line. `running`: {key: argv} of the step the table runs
     now, forecast as it runs (its packs), not as a start would size it now."""
-    rates, end, rows, rest = RATES[column], 0.0, [], 0
+    rates, end, rows, rest, running = RATES[column], 0.0, [], 0, running or {}
     then, counted, piloted = "", set(), False
     for step in todo:
         if piloted and not step.decides_budget:
             then = "then the budget rule reads the state pilots: what follows depends on it, the forecast stops there"
             break
         piloted |= step.decides_budget
-        if step.key in (running or {}):
+        if step.key in running:
             step = replace(step, argv=list(running[step.key]))
         elif step.sized:  # sized by what it will run once the steps before it have run theirs
             step = replace(step, argv=with_pack(step.argv, best_pack(cfg, folder, step.argv, counted)))

@@ -168,7 +168,7 @@ def run(cfg: TableConfig) -> list[str]:
             start = time.time()
             if step.argv:  # the command as it runs (a sized grid's packs): status forecasts it so while it runs
                 with folder.lock:
-                    folder.state["running"] = {"key": step.key, "argv": step.argv}
+                    folder.state["running"] = {step.key: step.argv}
                 folder.save()
             if step.kept:
                 folder.record_settings()

@@ -117,9 +117,8 @@ def status_text(cfg: TableConfig) -> str:
     uncommitted = uncommitted_text(folder)
     lines += ["", uncommitted] if uncommitted else []
     column = rate_column(run_precision(cfg), cpu_bf16_units())
-    running = folder.state.get("running", {}) if holder else {}  # the command a table that runs now started
-    now = {running["key"]: running["argv"]} if running.get("key") and running.get("argv") else {}
-    forecast = forecast_text(cfg, folder, todo, column, now) if column else ""
+    running = folder.state.get("running", {}) if holder else {}  # {key: argv} of the command a running table started
+    forecast = forecast_text(cfg, folder, todo, column, running) if column else ""
     lines += ["", forecast] if forecast else []
     lines += ["", estimate_text(cfg, folder)]
     return "\n".join(lines)
