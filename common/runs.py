@@ -160,15 +160,17 @@ class MetricLogger:
         if self.path.exists() and self.path.stat().st_size:
             with open(self.path, newline="") as f:
                 self._fields = next(csv.reader(f), None)
-        self._tb = None
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self._tb = SummaryWriter(str(Path(run_dir) / "tb"))
-            except Exception:  # tensorboard is optional at run time
-                self._tb = None
+        self._tb = self._open_tensorboard() if tensorboard else None
         self._start = time.time()
+
+    def _open_tensorboard(self):
+        """A SummaryWriter on <run>/tb (a new event file), or None where tensorboard is not installed."""
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            return SummaryWriter(str(self.path.parent / "tb"))
+        except Exception:  # tensorboard is optional at run time
+            return None
 
     def log(self, step: int, **metrics: Any) -> None:
         row = {"step": step, "wall_s": round(time.time() - self._start, 3), **metrics}
@@ -187,6 +189,7 @@ class MetricLogger:
         """Log `step`'s row in place of any logged before at that step (an evaluation played again after a kill that
         left its row); the old row goes only once its replacement is in hand."""
         self._keep_rows(lambda s: s != step)
+        self._drop_tensorboard(lambda s: s == step)
         self.log(step, **metrics)
 
     def elapsed(self) -> float:
@@ -199,7 +202,7 @@ class MetricLogger:
         checkpoint's, when given, else from the last kept row."""
         if wall_s is not None:
             self._start = time.time() - wall_s
-        self._truncate_tensorboard(step)
+        self._drop_tensorboard(lambda s: s > step)
         header, keep = self._keep_rows(lambda s: s <= step)
         if wall_s is None and keep and "wall_s" in header:
             self._start = time.time() - float(keep[-1][header.index("wall_s")])
@@ -220,9 +223,10 @@ class MetricLogger:
             atomic_write_bytes(self.path, text.getvalue().encode())  # a kill mid-rewrite keeps every old row
         return header, kept
 
-    def _truncate_tensorboard(self, step: int) -> None:
-        """Rewrite the event files of <run>/tb that hold summaries after `step` without them (a killed
-        run's; TensorBoard's purge_step would hide this attempt's events too when loggers open late)."""
+    def _drop_tensorboard(self, drop: Callable[[int], bool]) -> None:
+        """Rewrite the event files of <run>/tb without the summaries whose step `drop` accepts (a killed run's after
+        its checkpoint, or a step logged again; TensorBoard's purge_step would hide this attempt's events too when
+        loggers open late). The writer's own file may be among them: it is closed first and a new one opened after."""
         tb = self.path.parent / "tb"
         if self._tb is None or not tb.is_dir():
             return
@@ -230,17 +234,24 @@ class MetricLogger:
         from tensorboard.compat.proto.event_pb2 import Event
         from tensorboard.summary.writer.record_writer import RecordWriter
 
+        self._tb.flush()
+        rewrites = {}
         for path in sorted(tb.glob("events.out.tfevents.*")):
             records = list(RawEventFileLoader(str(path)).Load())
-            keep = [r for r in records if not (e := Event.FromString(r)).HasField("summary") or e.step <= step]
-            if len(keep) == len(records):
-                continue
+            keep = [r for r in records if not (e := Event.FromString(r)).HasField("summary") or not drop(e.step)]
+            if len(keep) < len(records):
+                rewrites[path] = keep
+        if not rewrites:
+            return
+        self._tb.close()  # a file replaced under an open writer would take its later summaries with the old inode
+        for path, keep in rewrites.items():
             tmp = path.with_name(f".{path.name}.part")
             with open(tmp, "wb") as f:
                 writer = RecordWriter(f)
                 for record in keep:
                     writer.write(record)
             tmp.replace(path)
+        self._tb = self._open_tensorboard()
 
     def close(self) -> None:
         if self._tb is not None:

@@ -415,6 +415,33 @@ def test_a_logged_again_step_replaces_its_row_only_when_the_new_one_is_in_hand(t
     assert [(r[0], r[2]) for r in rows] == [("50", "0.1"), ("100", "0.4")]
 
 
+def test_tensorboard_drops_a_killed_runs_points_after_its_checkpoint_and_a_replayed_steps_old_point(tmp_path):
+    """After a resume TensorBoard shows nothing the killed process logged past the checkpoint, and after a replay one
+    point per step, the new row's; the writer, whose own file held an old point, goes on logging."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from common import runs
+
+    def points() -> list[tuple[int, float]]:
+        events = EventAccumulator(str(tmp_path / "tb"))
+        events.Reload()
+        return [(e.step, round(e.value, 6)) for e in events.Scalars("eval/success_rate")]
+
+    killed = runs.MetricLogger(tmp_path, "eval")
+    for step, success in ((50, 0.1), (100, 0.2), (120, 0.3)):
+        killed.log(step, success_rate=success)
+    killed.close()
+    again = runs.MetricLogger(tmp_path, "eval")
+    again.truncate_after(100)  # the checkpoint was at 100: the point at 120 goes
+    assert points() == [(50, 0.1), (100, 0.2)]
+    again.log_replacing(100, success_rate=0.4)  # the old point is in the killed process's file
+    again.log(150, success_rate=0.5)
+    again.log_replacing(150, success_rate=0.6)  # the old point is in this writer's own file
+    again.log(200, success_rate=0.7)
+    again.close()
+    assert points() == [(50, 0.1), (100, 0.4), (150, 0.6), (200, 0.7)]
+
+
 # -- bad settings are one-line errors, not tracebacks -------------------------------------------------------
 def _python(code_or_module: list[str], **env):
     import subprocess
