@@ -369,8 +369,7 @@ def test_status_forecasts_the_grid_a_running_table_runs_at_its_packs(tmp_path, m
     gains = {"frozen": {2: 1.2, 4: 1.6}, "state": {2: 1.2, 4: 1.6}}
     rates = Rates(1, 1, 1, 1, 1, {**zero, "state": 36, "frozen": 72}, (0, 0), zero, gains)
     monkeypatch.setitem(RATES, "round hours", rates)
-    for module in (forecast, status):  # status reads the column too
-        monkeypatch.setattr(module, "rate_column", lambda precision, units: "round hours")
+    monkeypatch.setattr(forecast, "rate_column", lambda precision, units: "round hours")
     cfg = config(tmp_path, phase="A", pack=0, hidden_dim=256)
     prepared(cfg, "reach-v3")
     grid = next(s for s in open_steps(Folder(cfg)) if s.wave)

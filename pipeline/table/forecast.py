@@ -35,7 +35,7 @@ def best_pack(cfg: TableConfig, folder: Folder, argv: Sequence[str], counted: se
     """Runs per pack for the rl.grid command `argv` (--pack 0): the smallest size up to --max-pack whose forecast
     (`grid_hours`, at the rates of the column this CPU follows, of its runs not `counted` by an earlier step of a
     forecast) ends the grid within PACK_SLACK of the soonest; 1 where no column applies."""
-    column = rate_column(run_precision(cfg), cpu_bf16_units())
+    column = this_cpus_column(cfg)
     if column is None:
         return 1
     hours = {
@@ -410,6 +410,11 @@ def rate_column(runs: str, bf16_units: Sequence[str]) -> str | None:
     if "amx_bf16" in bf16_units:
         return BF16_XEON
     return BF16_ZEN4 if "avx512_bf16" in bf16_units else None
+
+
+def this_cpus_column(cfg: TableConfig) -> str | None:
+    """The estimate column (`rate_column`) of this CPU for the precision the table's runs take."""
+    return rate_column(run_precision(cfg), cpu_bf16_units())
 
 
 def applicable_column(precision: str, bf16_units: Sequence[str], forced: str = "") -> str:

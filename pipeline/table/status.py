@@ -9,7 +9,6 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from common.cpuinfo import cpu_bf16_units
 from data.env import PAPER_TASKS
 from pipeline.table.commands import Step, git_line
 from pipeline.table.config import (
@@ -21,11 +20,10 @@ from pipeline.table.config import (
     flag_value,
     pilot_dir,
     planned_seeds,
-    run_precision,
     table_dir,
 )
 from pipeline.table.folder import Folder
-from pipeline.table.forecast import estimate_text, forecast_text, grid_runs, rate_column
+from pipeline.table.forecast import estimate_text, forecast_text, grid_runs, this_cpus_column
 from pipeline.table.plan import Planner, open_steps
 from pipeline.table.runlogs import hours, pretrain_steps, run_state
 from rl import outcome
@@ -116,7 +114,7 @@ def status_text(cfg: TableConfig) -> str:
         )
     uncommitted = uncommitted_text(folder)
     lines += ["", uncommitted] if uncommitted else []
-    column = rate_column(run_precision(cfg), cpu_bf16_units())
+    column = this_cpus_column(cfg)
     running = folder.state.get("running", {}) if holder else {}  # {key: argv} of the command a running table started
     forecast = forecast_text(cfg, folder, todo, column, running) if column else ""
     lines += ["", forecast] if forecast else []
