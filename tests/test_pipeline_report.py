@@ -440,32 +440,32 @@ def test_the_papers_gap_is_read_against_our_interval_before_any_seed_count():
     """'Too few seeds' only where our interval is unresolved and still holds the paper's gap; a gap our interval
     excludes is said to be excluded (not to need more seeds), a resolved claim says so; a spread from one seed
     pair sizes no test."""
-    from pipeline.report.claims import _seeds_reading
+    from pipeline.report.claims import seeds_reading
 
     spread = (0.15, 18)  # sd, degrees of freedom
-    assert _seeds_reading(0.14, spread, 10, 1, -0.18, 0.13) == (
+    assert seeds_reading(0.14, spread, 10, 1, -0.18, 0.13) == (
         "the paper's gap +0.14 lies above our interval: a gap that large is not what these runs show (the paper's "
         "is at 1M steps)"
     )
-    assert _seeds_reading(-0.2, spread, 10, 1, -0.1, 0.2).startswith("the paper's gap -0.20 lies below our interval")
-    assert _seeds_reading(0.13, spread, 10, 1, 0.05, 0.41) == (
+    assert seeds_reading(-0.2, spread, 10, 1, -0.1, 0.2).startswith("the paper's gap -0.20 lies below our interval")
+    assert seeds_reading(0.13, spread, 10, 1, 0.05, 0.41) == (
         "holds at these seeds; the paper's gap +0.13 lies inside our interval"
     )
-    assert _seeds_reading(-0.01, spread, 10, 1, 0.06, 0.30) == (
+    assert seeds_reading(-0.01, spread, 10, 1, 0.06, 0.30) == (
         "holds at these seeds; the paper's gap -0.01 lies below our interval"
     )
-    assert _seeds_reading(0.14, spread, 10, 1, -0.05, 0.23) == (
+    assert seeds_reading(0.14, spread, 10, 1, -0.05, 0.23) == (
         "the paper's gap +0.14 needs 20 seeds per arm (too few seeds); at 80 % power the current 10 resolve gaps of "
         "0.20 or more"
     )
-    assert _seeds_reading(0.14, (0.01, 1), 1, 1) == (
+    assert seeds_reading(0.14, (0.01, 1), 1, 1) == (
         "a side has 1 seed (no interval yet); the spread rests on 1 degree of freedom: too rough to size a test by yet"
     )
-    assert _seeds_reading(0.14, (float("nan"), 0), 1, 1) == "no side has 2 seeds: no spread to size a test by yet"
-    assert _seeds_reading(0.14, spread, 10, 1, -0.3, -0.05).startswith("reversed at these seeds; the paper's gap")
-    assert _seeds_reading(float("nan"), spread, 10, 1, -0.05, 0.2).startswith("the paper gives no gap here; at 80 %")
-    assert "needs over 1,000 seeds per arm" in _seeds_reading(0.001, spread, 10, 1, -0.05, 0.2)
-    assert _seeds_reading(0.14, (0.0, 4), 3, 1) == "n/a: no seed differs from another (no spread to size a test by)"
+    assert seeds_reading(0.14, (float("nan"), 0), 1, 1) == "no side has 2 seeds: no spread to size a test by yet"
+    assert seeds_reading(0.14, spread, 10, 1, -0.3, -0.05).startswith("reversed at these seeds; the paper's gap")
+    assert seeds_reading(float("nan"), spread, 10, 1, -0.05, 0.2).startswith("the paper gives no gap here; at 80 %")
+    assert "needs over 1,000 seeds per arm" in seeds_reading(0.001, spread, 10, 1, -0.05, 0.2)
+    assert seeds_reading(0.14, (0.0, 4), 3, 1) == "n/a: no seed differs from another (no spread to size a test by)"
 
 
 def test_a_bootstrap_resamples_runs_within_tasks_so_its_marks_count_runs_per_task(tmp_path):

@@ -23,7 +23,7 @@ FEW_RUNS_NOTE = (
 )
 
 
-def _ci(values: list[float], spec: str = ".2f") -> str:
+def mean_ci_text(values: list[float], spec: str = ".2f") -> str:
     """mean [95 % Student-t interval of the mean over seeds]; the value alone for one seed."""
     if not values:
         return "-"
@@ -35,7 +35,7 @@ def _ci(values: list[float], spec: str = ".2f") -> str:
     return f"{np.mean(values):{spec}} [{lo:{spec}}, {hi:{spec}}]"
 
 
-def _resampled(point: float, lo: float, hi: float, sides: Sequence[np.ndarray]) -> str:
+def resampled_text(point: float, lo: float, hi: float, sides: Sequence[np.ndarray]) -> str:
     """A bootstrap estimate over the [runs, tasks] score matrices `sides` (one: an aggregate, two: a comparison) as
     'point [lo, hi]', marked FEW_RUNS below MIN_BOOTSTRAP_RUNS runs per task (on a side), or why it has no interval:
     one run per task (on a side), no spread within any task of any side (the stratified bootstrap resamples
@@ -59,7 +59,7 @@ def _count(have: int, planned: int = 0, running: int = 0, toward: int | None = N
     return f"{have}" + (f" of {planned}" if short else "") + (f", +{running} running" if running else "")
 
 
-def _toward_plan(by: dict[tuple[str, str], list[dict]], encoder: str, task: str) -> int:
+def seeds_toward_plan(by: dict[tuple[str, str], list[dict]], encoder: str, task: str) -> int:
     """The distinct finished seeds of `encoder` on `task` as a plan counts them: a row split by precision
     (`split_mixed_precision`) with its other precisions' runs (a plan names seeds, not precisions)."""
     key = (encoder.partition(" ")[0], settings_but_precision(encoder))
@@ -67,30 +67,30 @@ def _toward_plan(by: dict[tuple[str, str], list[dict]], encoder: str, task: str)
     return len({r["seed"] for rs in mine for r in rs})  # a seed run in both precisions (#23's check) counts once
 
 
-def _running_counts(running: Sequence[dict]) -> Counter[tuple[str, str]]:
+def running_counts(running: Sequence[dict]) -> Counter[tuple[str, str]]:
     """Runs still going per (encoder, task)."""
     return Counter((r["encoder"], r["task"]) for r in running)
 
 
-def _waiting(
+def waiting_cells(
     by: dict[tuple[str, str], list[dict]], going: Counter[tuple[str, str]], planned: PlannedSeeds, tasks: Sequence[str]
 ) -> list[tuple[str, str]]:
     """(encoder, task) on `tasks` that `planned` names exactly or that has runs going, with no finished run of that
     encoder (this very row: a row split by precision counts apart) there yet: a row not run yet reads '0 of N', it
-    is not left out (`going`: `_running_counts`)."""
+    is not left out (`going`: `running_counts`)."""
     return [
         (e, t)
-        for e, t in _plan_cells(going, planned)
+        for e, t in plan_cells(going, planned)
         if t in tasks and (e, t) not in by and (planned(e, t) or going[(e, t)])
     ]
 
 
-def _plan_cells(going: Counter[tuple[str, str]], planned: PlannedSeeds) -> list[tuple[str, str]]:
+def plan_cells(going: Counter[tuple[str, str]], planned: PlannedSeeds) -> list[tuple[str, str]]:
     """The (encoder, task) that `planned` names exactly or that have runs `going`."""
     return list(dict.fromkeys([*planned.cells(), *going]))
 
 
-def _side_count(
+def side_count(
     by: dict[tuple[str, str], list[dict]],
     going: Counter[tuple[str, str]],
     planned: PlannedSeeds,
@@ -104,19 +104,19 @@ def _side_count(
         min(len(by.get((encoder, t), [])) for t in tasks) if have is None else have,
         max(planned(encoder, t) for t in tasks),
         max(going[(encoder, t)] for t in tasks),
-        min(_toward_plan(by, encoder, t) for t in tasks),
+        min(seeds_toward_plan(by, encoder, t) for t in tasks),
     )
 
 
-def _seeds(values: list[float], spec: str = ".2f") -> str:
+def seed_values_text(values: list[float], spec: str = ".2f") -> str:
     return " / ".join(f"{v:{spec}}" for v in values)
 
 
-def _n(count: int, noun: str) -> str:
+def count_noun(count: int, noun: str) -> str:
     return f"{count} {noun}{'s' if count != 1 else ''}"
 
 
-def _steps_text(steps: Sequence[float]) -> str:
+def steps_text(steps: Sequence[float]) -> str:
     return ", ".join(f"{s / 1000:g}k" if s >= 1000 else f"{s:g}" for s in steps)
 
 
@@ -124,7 +124,7 @@ def r2_text(value: float | None) -> str:
     return "n/a" if value is None or math.isnan(value) else f"{value:.2f}"  # NaN: a position that never moved
 
 
-def _duration(seconds: float) -> str:
+def duration_text(seconds: float) -> str:
     if seconds < 60:
         return f"{seconds:.0f} s"
     return f"{seconds / 60:.0f} min" if seconds < 3600 else f"{seconds / 3600:.1f} h"

@@ -11,20 +11,20 @@ from pipeline import stats
 from pipeline.report.cells import (
     FEW_RUNS,
     FEW_RUNS_NOTE,
-    _n,
-    _resampled,
-    _running_counts,
-    _side_count,
-    _steps_text,
-    _waiting,
+    count_noun,
+    resampled_text,
+    running_counts,
+    side_count,
+    steps_text,
+    waiting_cells,
 )
 from pipeline.report.config import PlannedSeeds
-from pipeline.report.paper import PAPER_ORDERINGS, _paper_gap
+from pipeline.report.paper import PAPER_ORDERINGS, paper_gap
 from pipeline.report.runs import (
     LAST_EVALS,
-    _final,
     default_row,
     encoder_matrices,
+    final_successes,
     last_evals,
     row_label,
     row_order,
@@ -44,7 +44,7 @@ WELCH_SPREADS = ((0.1, 0.3), (0.3, 0.1))
 def _coverage_note(designs: set[tuple[int, int]]) -> str:
     """What the nominal 95 % of a percentile bootstrap is worth at each (runs per task, tasks) design."""
     parts = [
-        f"{_n(runs, 'run')} per task x {_n(tasks, 'task')}: "
+        f"{count_noun(runs, 'run')} per task x {count_noun(tasks, 'task')}: "
         f"{100 * stats.bootstrap_coverage(runs, tasks, experiments=COVERAGE_EXPERIMENTS):.0f} %"
         for runs, tasks in sorted(designs)
         if runs > 1
@@ -60,7 +60,7 @@ def _coverage_note(designs: set[tuple[int, int]]) -> str:
     )
 
 
-def _welch_note(runs: list[dict]) -> str:
+def welch_note(runs: list[dict]) -> str:
     """The coverage of the verdict's interval against the bootstrap's at each design (runs per task of each side,
     tasks) of the orderings that have a Welch interval."""
     designs = {(len(a), len(b), len(common)) for _, _, common, a, b in _claims(runs) if min(len(a), len(b)) > 1}
@@ -68,7 +68,7 @@ def _welch_note(runs: list[dict]) -> str:
         return "a percentile bootstrap covers less than 95 % at few runs."
     (one, other) = WELCH_SPREADS
     parts = [
-        f"at {ra} / {rb} runs per task x {_n(t, 'task')} the Welch interval of a gap covered the true gap in "
+        f"at {ra} / {rb} runs per task x {count_noun(t, 'task')} the Welch interval of a gap covered the true gap in "
         f"{100 * stats.welch_coverage(ra, t, experiments=COVERAGE_EXPERIMENTS, sds=one, other_sds=other, other_runs=rb):.0f}"
         f" %, the bootstrap interval of a mean over {min(ra, rb)} runs per task the true mean in "
         f"{100 * stats.bootstrap_coverage(min(ra, rb), t, experiments=COVERAGE_EXPERIMENTS):.0f} %"
@@ -94,7 +94,7 @@ def aggregate_table(runs: list[dict], reps: int = stats.REPS, seed: int = 0) -> 
     estimates = stats.aggregate_intervals({e: m for e, (_, m) in matrices.items()}, reps=reps, seed=seed)
     lines = ["| Encoder (runs per task x tasks) | Tasks | IQM [95 % CI] | Mean [95 % CI] |", "|---|---|---|---|"]
     for enc, (tasks, scores) in matrices.items():
-        cells = [_resampled(*estimates[enc][name], [scores]) for name in ("iqm", "mean")]
+        cells = [resampled_text(*estimates[enc][name], [scores]) for name in ("iqm", "mean")]
         lines.append(
             f"| {row_label(enc)} ({len(scores)} x {len(tasks)}) | {', '.join(tasks)} | " + " | ".join(cells) + " |"
         )
@@ -128,7 +128,7 @@ def _pooled(groups: Sequence[Sequence[float]]) -> tuple[float, int]:
 MIN_SPREAD_DF = 2
 
 
-def _seeds_reading(
+def seeds_reading(
     gap: float, spread: tuple[float, int], have: int, tasks: int, lo: float = math.nan, hi: float = math.nan
 ) -> str:
     """What `have` seeds per arm (and task) say of the paper's `gap`, given our interval [lo, hi] of it (NaN: none)
@@ -151,7 +151,7 @@ def _seeds_reading(
             )
     one_seed = "a side has 1 seed (no interval yet); " if have < 2 else ""
     if df < MIN_SPREAD_DF:
-        return f"{one_seed}the spread rests on {_n(df, 'degree')} of freedom: too rough to size a test by yet"
+        return f"{one_seed}the spread rests on {count_noun(df, 'degree')} of freedom: too rough to size a test by yet"
     smallest = (
         ""
         if have < 2
@@ -168,7 +168,7 @@ def _seeds_reading(
     return f"{one_seed}the paper's gap {gap:+.2f} needs {needed} seeds per arm{where} ({reading}){smallest}"
 
 
-def _both_finished(by: dict[tuple[str, str], list[dict]], tasks: Sequence[str], worse: str, better: str) -> list[str]:
+def both_finished(by: dict[tuple[str, str], list[dict]], tasks: Sequence[str], worse: str, better: str) -> list[str]:
     """The tasks where both sides of a claim have finished runs."""
     return [t for t in tasks if (worse, t) in by and (better, t) in by]
 
@@ -179,7 +179,7 @@ def _claims(runs: list[dict]) -> list[tuple[str, str, list[str], np.ndarray, np.
     tasks, by = runs_by_cell(runs)
     claims = []
     for worse, better in PAPER_ORDERINGS:
-        common = _both_finished(by, tasks, worse, better)
+        common = both_finished(by, tasks, worse, better)
         a, b = (score_matrix(by, encoder, common)[0] for encoder in (worse, better))
         if common and len(a) and len(b):
             claims.append((worse, better, common, a, b))
@@ -197,13 +197,13 @@ def improvement_table(
     `planned`; + those `running`), the mean over tasks of the per-task gap with its stratified Welch t-interval,
     which gives the verdict (holds when it lies above 0; it keeps its coverage at 3 runs per task, a percentile
     bootstrap does not: `stats.welch_coverage`), rliable's probability of improvement with its stratified bootstrap
-    95 % CI, the paper's gap, then a line per claim reading the paper's gap against ours (`_seeds_reading`). Tasks
+    95 % CI, the paper's gap, then a line per claim reading the paper's gap against ours (`seeds_reading`). Tasks
     where a side planned or running has no finished run yet are named beside the claim, and a claim with no task
-    where both finished (`_waiting`), or whose side has no seed finished on every task both finished, has a row
+    where both finished (`waiting_cells`), or whose side has no seed finished on every task both finished, has a row
     saying so, in the papers' order."""
     tasks, by = runs_by_cell(runs)
-    going = _running_counts(running)
-    waiting = set(_waiting(by, going, planned, tasks))
+    going = running_counts(running)
+    waiting = set(waiting_cells(by, going, planned, tasks))
     claims = {(worse, better): rest for worse, better, *rest in _claims(runs)}
     lines = [
         "| Claim | Tasks | Runs per task (worse / better) | Mean gap, ours [95 % Welch t-CI] | Verdict "
@@ -224,7 +224,7 @@ def improvement_table(
         later = f" (not yet on {', '.join(pending)}: a side has no finished run there)" if pending else ""
         if not common:
             # both finished on `shared`, but a side on no one seed across all of them (rliable's matrices need one)
-            shared = _both_finished(by, tasks, worse, better)
+            shared = both_finished(by, tasks, worse, better)
             have = {e: len(score_matrix(by, e, shared)[0]) for e in (worse, better)}  # seeds on every shared task
             if shared:
                 apart = [row_label(e) for e in (worse, better) if not have[e]]
@@ -238,8 +238,8 @@ def improvement_table(
                 )
             on = shared or pending
             if on:
-                counts = [_side_count(by, going, planned, e, on, have[e] if shared else None) for e in (worse, better)]
-                paper = _paper_gap(worse, better, on)
+                counts = [side_count(by, going, planned, e, on, have[e] if shared else None) for e in (worse, better)]
+                paper = paper_gap(worse, better, on)
                 lines.append(
                     f"| {_claim(worse, better)} | {', '.join(on)}{later if shared else ''} | {' / '.join(counts)} | - "
                     f"| n/a: {why} | - "
@@ -249,12 +249,12 @@ def improvement_table(
             continue
         p, p_lo, p_hi = stats.probability_of_improvement(b, a, reps=reps, seed=seed)
         gap, lo, hi = stats.stratified_welch_interval(a, b)
-        paper = _paper_gap(worse, better, common)
+        paper = paper_gap(worse, better, common)
         paper_s = "n/a" if math.isnan(paper) else f"{paper:+.2f}"
-        probability = _resampled(p, p_lo, p_hi, [a, b])
+        probability = resampled_text(p, p_lo, p_hi, [a, b])
         few_runs |= FEW_RUNS in probability
         sides = [list(a[:, 0]), list(b[:, 0])]
-        counts = [_side_count(by, going, planned, e, common, len(m)) for e, m in ((worse, a), (better, b))]
+        counts = [side_count(by, going, planned, e, common, len(m)) for e, m in ((worse, a), (better, b))]
         lines.append(
             f"| {_claim(worse, better)} | {', '.join(common)}{later} | {' / '.join(counts)} | {gap:+.2f} "
             f"{_interval(lo, hi, sides)} | {'n/a' if math.isnan(lo) else _verdict(lo, hi)} | {probability} "
@@ -263,8 +263,8 @@ def improvement_table(
         spread = _pooled([a[:, j] for j in range(len(common))] + [b[:, j] for j in range(len(common))])
         sd = "n/a" if math.isnan(spread[0]) else f"{spread[0]:.2f}"
         readings.append(
-            f"- {_claim(worse, better)} over {_n(len(common), 'task')} (observed spread within tasks, sd {sd}): "
-            + _seeds_reading(paper, spread, min(len(a), len(b)), len(common), lo, hi)
+            f"- {_claim(worse, better)} over {count_noun(len(common), 'task')} (observed spread within tasks, sd {sd}): "
+            + seeds_reading(paper, spread, min(len(a), len(b)), len(common), lo, hi)
             + "."
         )
     if len(lines) == 2:
@@ -283,25 +283,25 @@ def ordering_table(runs: list[dict], running: Sequence[dict] = (), planned: Plan
     only when the interval excludes 0) with each side's runs (of `planned`; + those `running`), the paper's
     difference, and the seeds the spread needs for it."""
     tasks, by = runs_by_cell(runs)
-    going = _running_counts(running)
+    going = running_counts(running)
     lines = [
         "| Claim | Task | Ours: better - worse [95 % Welch t-CI] | Verdict | Paper | The paper's gap against ours |",
         "|---|---|---|---|---|---|",
     ]
     for worse, better in PAPER_ORDERINGS:
         for task in tasks:
-            a, b = _final(by.get((worse, task), [])), _final(by.get((better, task), []))
+            a, b = final_successes(by.get((worse, task), [])), final_successes(by.get((better, task), []))
             if not a or not b:
                 continue
             diff, lo, hi = stats.welch_interval(a, b)
             interval = _interval(lo, hi, (a, b))
-            counts = " / ".join(_side_count(by, going, planned, e, [task]) for e in (worse, better))
+            counts = " / ".join(side_count(by, going, planned, e, [task]) for e in (worse, better))
             verdict = (_verdict(lo, hi) if not math.isnan(lo) else "n/a") + f" (n={counts})"
-            paper = _paper_gap(worse, better, [task])
+            paper = paper_gap(worse, better, [task])
             lines.append(
                 f"| {_claim(worse, better)} | {task} | {diff:+.2f} {interval} | {verdict} | "
                 f"{'n/a' if math.isnan(paper) else f'{paper:+.2f}'} | "
-                f"{_seeds_reading(paper, _pooled([a, b]), min(len(a), len(b)), 1, lo, hi)} |"
+                f"{seeds_reading(paper, _pooled([a, b]), min(len(a), len(b)), 1, lo, hi)} |"
             )
     return "\n".join(lines) if len(lines) > 2 else ""
 
@@ -327,7 +327,7 @@ def variant_table(runs: list[dict], running: Sequence[dict] = (), planned: Plann
     (`running`: judging the survivors alone would favour a setting that breaks runs), nor on last evaluations
     taken at different steps. Each side's runs read as `_count` does (of `planned`, + those running)."""
     tasks, by = runs_by_cell(runs)
-    unfinished = _running_counts(running)
+    unfinished = running_counts(running)
     lines = [
         f"| Setting | Task | Runs (default / setting) | Final success: default / setting | Setting - default, final "
         f"[95 % Welch t-CI] | Verdict | Last {LAST_EVALS} evaluations (steps): default / setting | Setting - default, "
@@ -346,7 +346,10 @@ def variant_table(runs: list[dict], running: Sequence[dict] = (), planned: Plann
             pending = unfinished[(default, task)] + unfinished[(row, task)]
             evals = [[last_evals(r) for r in rs] for rs in (base, changed)]  # [side][run] -> (mean, steps)
             steps, budgets = {s for side in evals for _, s in side}, {r["steps"] for r in base + changed}
-            measures = {"final": (_final(base), _final(changed)), "last": tuple([m for m, _ in side] for side in evals)}
+            measures = {
+                "final": (final_successes(base), final_successes(changed)),
+                "last": tuple([m for m, _ in side] for side in evals),
+            }
             cells = []
             for measure, (a, b) in measures.items():
                 diff, lo, hi = stats.welch_interval(a, b)
@@ -363,7 +366,7 @@ def variant_table(runs: list[dict], running: Sequence[dict] = (), planned: Plann
                 at = (
                     ""
                     if measure == "final"
-                    else f" ({_steps_text(next(iter(steps)))})"
+                    else f" ({steps_text(next(iter(steps)))})"
                     if len(steps) == 1
                     else " (differ)"
                 )
@@ -376,7 +379,7 @@ def variant_table(runs: list[dict], running: Sequence[dict] = (), planned: Plann
             diff = float(np.mean(last_b) - np.mean(last_a))
             cells.append(_seeds_for(diff, stats.pooled_sd([last_a, last_b]), min(len(last_a), len(last_b))))
             setting = ", ".join(x for x in settings_of(row) if x not in settings_of(default))
-            count = " / ".join(_side_count(by, unfinished, planned, e, [task]) for e in (default, row))
+            count = " / ".join(side_count(by, unfinished, planned, e, [task]) for e in (default, row))
             lines.append(f"| {row_label(default)}: {setting} | {task} | {count} | " + " | ".join(cells) + " |")
     table = "\n".join(lines) if len(lines) > 2 else ""
     return "\n".join([table, *(f"- not compared: {m}" for m in missing)]).strip()

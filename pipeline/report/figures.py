@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 
 from common.figures import write_figure  # noqa: E402
 from pipeline import stats  # noqa: E402
-from pipeline.report.cells import _n  # noqa: E402
+from pipeline.report.cells import count_noun  # noqa: E402
 from pipeline.report.runs import encoder_matrices, row_label, row_order  # noqa: E402
 
 PICTURE_GLOBS = {
@@ -35,7 +35,9 @@ def plot_profiles(runs: list[dict], out: Path, reps: int = stats.REPS, seed: int
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for enc, (tasks, scores) in matrices.items():
         (line,) = ax.plot(
-            taus, profiles[enc], label=f"{row_label(enc)} ({_n(len(scores), 'run')} x {_n(len(tasks), 'task')})"
+            taus,
+            profiles[enc],
+            label=f"{row_label(enc)} ({count_noun(len(scores), 'run')} x {count_noun(len(tasks), 'task')})",
         )
         ax.fill_between(taus, bands[enc][0], bands[enc][1], alpha=0.15, color=line.get_color())
     tasks = sorted({t for ts, _ in matrices.values() for t in ts})

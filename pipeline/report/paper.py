@@ -72,7 +72,7 @@ PAPER_ORDERINGS: tuple[tuple[str, str], ...] = (
 )
 
 
-def _paper(encoder: str, task: str) -> str:
+def paper_cell(encoder: str, task: str) -> str:
     paper = PAPER_TABLE_I.get(encoder, {}).get(task)
     return f"{paper[0]:.2f} ± {paper[1]:.2f}" if paper else "n/a"
 
@@ -88,7 +88,7 @@ def paper_average(encoder: str, tasks: list[str]) -> str:
     return f"{np.mean([paper[t][0] for t in tasks]):.2f} ({len(tasks)} of {len(paper)} tasks)"
 
 
-def _paper_gap(worse: str, better: str, tasks: list[str]) -> float:
+def paper_gap(worse: str, better: str, tasks: list[str]) -> float:
     """The paper's mean over `tasks` of better - worse (NaN where the paper has no number)."""
     pairs = [(PAPER_TABLE_I.get(worse, {}).get(t), PAPER_TABLE_I.get(better, {}).get(t)) for t in tasks]
     return float(np.mean([b[0] - a[0] for a, b in pairs])) if pairs and all(a and b for a, b in pairs) else math.nan

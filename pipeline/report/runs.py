@@ -266,7 +266,7 @@ def runs_by_cell(runs: list[dict]) -> tuple[list[str], dict[tuple[str, str], lis
     return tasks, by
 
 
-def _final(rs: list[dict]) -> list[float]:
+def final_successes(rs: list[dict]) -> list[float]:
     return [float(r["success_rate"]) for r in rs]
 
 

@@ -10,10 +10,27 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.keep import KEPT_MODELS, KEPT_SALIENCY_EVAL, KEPT_STAGES, PROBE_GLOB
-from pipeline.report.cells import _ci, _duration, _running_counts, _seeds, _side_count, _steps_text, _waiting, r2_text
+from pipeline.report.cells import (
+    duration_text,
+    mean_ci_text,
+    r2_text,
+    running_counts,
+    seed_values_text,
+    side_count,
+    steps_text,
+    waiting_cells,
+)
 from pipeline.report.config import PlannedSeeds
-from pipeline.report.paper import _paper, paper_average
-from pipeline.report.runs import LAST_EVALS, _final, last_evals, last_evals_mean, row_label, row_order, runs_by_cell
+from pipeline.report.paper import paper_average, paper_cell
+from pipeline.report.runs import (
+    LAST_EVALS,
+    final_successes,
+    last_evals,
+    last_evals_mean,
+    row_label,
+    row_order,
+    runs_by_cell,
+)
 from rl import outcome
 
 #: the positions pretrain.probe scores (its result files: pipeline.keep.PROBE_GLOB)
@@ -41,7 +58,7 @@ def _last_evals_steps(runs: list[dict]) -> tuple[int, str]:
     steps ('50k, 75k, 100k': evaluations far apart reach back into training), else ''."""
     steps = {last_evals(r)[1] for r in runs}
     shared = next(iter(steps)) if len(steps) == 1 else ()
-    return (len(shared), _steps_text(shared)) if shared else (LAST_EVALS, "")
+    return (len(shared), steps_text(shared)) if shared else (LAST_EVALS, "")
 
 
 def table_i(runs: list[dict], running: Sequence[dict] = (), planned: PlannedSeeds = PlannedSeeds()) -> str:
@@ -50,8 +67,8 @@ def table_i(runs: list[dict], running: Sequence[dict] = (), planned: PlannedSeed
     `running`) and the paper's mean ± std; last, the average of the encoder's task means beside the paper's
     (`paper_average`)."""
     tasks, by = runs_by_cell(runs)
-    going = _running_counts(running)
-    waiting = set(_waiting(by, going, planned, tasks))
+    going = running_counts(running)
+    waiting = set(waiting_cells(by, going, planned, tasks))
     encoders = sorted({r["encoder"] for r in runs} | {e for e, _ in waiting}, key=row_order)
     last = {t: _last_evals_steps([r for r in runs if r["task"] == t]) for t in tasks}  # budgets differ by task
     lines = [
@@ -66,13 +83,15 @@ def table_i(runs: list[dict], running: Sequence[dict] = (), planned: PlannedSeed
         cells, means = [], []
         for t in tasks:
             rs = by.get((enc, t), [])
-            n = _side_count(by, going, planned, enc, [t])
+            n = side_count(by, going, planned, enc, [t])
             if not rs:
-                cells.append(f"-{f' (n={n})' if (enc, t) in waiting else ''} / {_paper(enc, t)}")
+                cells.append(f"-{f' (n={n})' if (enc, t) in waiting else ''} / {paper_cell(enc, t)}")
                 continue
             lasts = [last_evals_mean(r) for r in rs]
-            cells.append(f"{_ci(_final(rs))}; last {last[t][0]}: {np.mean(lasts):.2f} (n={n}) / {_paper(enc, t)}")
-            means.append(float(np.mean(_final(rs))))
+            cells.append(
+                f"{mean_ci_text(final_successes(rs))}; last {last[t][0]}: {np.mean(lasts):.2f} (n={n}) / {paper_cell(enc, t)}"
+            )
+            means.append(float(np.mean(final_successes(rs))))
         ran = [t for t in tasks if by.get((enc, t))]
         average = f"{np.mean(means):.2f} / {paper_average(enc, ran)}" if means else "- / -"
         lines.append(f"| {row_label(enc)} | " + " | ".join(cells) + f" | {average} |")
@@ -85,7 +104,7 @@ def seed_table(runs: list[dict], running: Sequence[dict] = (), planned: PlannedS
     each with its mean [95 % Student-t interval] over seeds; the seeds' count beside them where it is short of
     `planned` or runs are still `running` (`_count`)."""
     tasks, by = runs_by_cell(runs)
-    going = _running_counts(running)
+    going = running_counts(running)
     lines = [
         "| Task | Encoder | Seeds | Final success per seed | Mean [95 % t-CI] "
         "| Success over its last evaluations per seed (their steps) | Mean [95 % t-CI] | Paper (1M steps) |",
@@ -94,14 +113,14 @@ def seed_table(runs: list[dict], running: Sequence[dict] = (), planned: PlannedS
     for task in tasks:
         for enc in sorted({e for e, t in by if t == task}, key=row_order):
             rs = by[(enc, task)]
-            final, last = _final(rs), [last_evals_mean(r) for r in rs]
+            final, last = final_successes(rs), [last_evals_mean(r) for r in rs]
             count, at = _last_evals_steps(rs)
-            n = _side_count(by, going, planned, enc, [task])
+            n = side_count(by, going, planned, enc, [task])
             seeds = ", ".join(str(r["seed"]) for r in rs) + (f" ({n})" if n != str(len(rs)) else "")
             lines.append(
-                f"| {task} | {row_label(enc)} | {seeds} | {_seeds(final)} | "
-                f"{_ci(final)} | {_seeds(last)} ({at or f'last {count}, at other steps'}) | {_ci(last)} | "
-                f"{_paper(enc, task)} |"
+                f"| {task} | {row_label(enc)} | {seeds} | {seed_values_text(final)} | "
+                f"{mean_ci_text(final)} | {seed_values_text(last)} ({at or f'last {count}, at other steps'}) | {mean_ci_text(last)} | "
+                f"{paper_cell(enc, task)} |"
             )
     return "\n".join(lines)
 
@@ -127,7 +146,7 @@ def progress_table(running: list[dict]) -> str:
         seeds = ", ".join(str(r["seed"]) for r in at)
         lines.append(
             f"| {row_label(enc)} | {task} | {step:,.0f} of {budgets or '?'} | "
-            f"{_ci(success)} ({_seeds(success)}; n={len(success)}, seeds {seeds}) | {_ci(returns, '.0f')} |"
+            f"{mean_ci_text(success)} ({seed_values_text(success)}; n={len(success)}, seeds {seeds}) | {mean_ci_text(returns, '.0f')} |"
         )
     return "\n".join(lines)
 
@@ -146,7 +165,9 @@ def curve_table(runs: list[dict], task: str, max_columns: int = 10) -> str:
         cells = []
         for s in steps:
             values = [c[s] for c in curves if s in c]
-            cells.append(_ci(values) + (f" (n={len(values)})" if values and len(values) != len(curves) else ""))
+            cells.append(
+                mean_ci_text(values) + (f" (n={len(values)})" if values and len(values) != len(curves) else "")
+            )
         lines.append(f"| {row_label(enc)} (n={len(curves)}) | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -220,7 +241,7 @@ def preparation_tables(root: Path) -> str:
         lines = ["| Step | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
         for step in steps:
             cells = [stages[t].get("wall_seconds", {}).get(step) for t in tasks]
-            lines.append(f"| {step} | " + " | ".join("-" if c is None else _duration(c) for c in cells) + " |")
+            lines.append(f"| {step} | " + " | ".join("-" if c is None else duration_text(c) for c in cells) + " |")
         ran_on = [f"{t}: {s.get('device', '?')}, {s.get('precision') or '?'}" for t, s in stages.items()]
         parts += ["\n".join(lines), "Kept on (machine, precision): " + "; ".join(ran_on) + "."]
     frames = [encoders_frames(p.parent.name, p) for p in sorted(root.glob(KEPT_MODELS.format(task="*")))]

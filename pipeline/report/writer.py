@@ -9,14 +9,14 @@ from common.cli import run_command
 from common.io import atomic_write_bytes
 from data.env import PAPER_TASKS
 from pipeline import stats
-from pipeline.report.cells import _plan_cells, _running_counts, _toward_plan
+from pipeline.report.cells import plan_cells, running_counts, seeds_toward_plan
 from pipeline.report.claims import (
-    _both_finished,
-    _welch_note,
     aggregate_table,
+    both_finished,
     improvement_table,
     ordering_table,
     variant_table,
+    welch_note,
 )
 from pipeline.report.config import PlannedSeeds, ReportConfig
 from pipeline.report.figures import collect_pictures, plot_curves, plot_profiles
@@ -81,7 +81,7 @@ def statistics_sections(
             "excludes 0).\n",
             ordering_table(runs, running, planned) + "\n",
         ]
-        if any(len(_both_finished(by, tasks, w, b)) > 1 for w, b in PAPER_ORDERINGS)
+        if any(len(both_finished(by, tasks, w, b)) > 1 for w, b in PAPER_ORDERINGS)
         else []  # every claim on one task: the table above is the per-task one
     )
     if improvements:
@@ -92,7 +92,7 @@ def statistics_sections(
             "side's own variance, Welch-Satterthwaite degrees of freedom); the claim holds when the interval lies "
             "above 0, is reversed below it. Beside it rliable's probability of improvement (a run of the "
             "better-claimed encoder beats a run of the other on the same task, ties count half) with its "
-            "stratified bootstrap 95 % CI, which gives no verdict: " + _welch_note(runs) + "\n",
+            "stratified bootstrap 95 % CI, which gives no verdict: " + welch_note(runs) + "\n",
             improvements + "\n",
             *per_task,
         ]
@@ -134,10 +134,10 @@ def interim_note(runs: list[dict], running: Sequence[dict], planned: PlannedSeed
     tasks, finished = runs_by_cell(runs)
     cells = [
         c
-        for c in dict.fromkeys([*finished, *_plan_cells(_running_counts(running), planned)])
-        if _toward_plan(finished, *c) < planned(*c)
+        for c in dict.fromkeys([*finished, *plan_cells(running_counts(running), planned)])
+        if seeds_toward_plan(finished, *c) < planned(*c)
     ]
-    short = sorted({(_toward_plan(finished, *c), planned(*c)) for c in cells if c[1] in tasks})
+    short = sorted({(seeds_toward_plan(finished, *c), planned(*c)) for c in cells if c[1] in tasks})
     missing = {t for _, t in cells if t not in tasks}
     later = [t for t in PAPER_TASKS if t in missing] + sorted(missing - set(PAPER_TASKS))
     if not short and not later:
