@@ -17,7 +17,7 @@ import torch  # noqa: F401  (the trainer's main module imports it: the "with mai
 
 from common.runs import device_description
 from data.env import EnvConfig
-from rl.envs import _worker, make_envs
+from rl.envs import env_thunk, make_envs
 
 
 def _rss_mb(pid: int) -> float:
@@ -31,7 +31,7 @@ def _start(variant: str, config: EnvConfig, workers: int) -> tuple[float, float]
     if variant == "env only":
         envs = make_envs(config, workers, pixels=True, oracle_saliency=False, seed_bases=[0])
     else:
-        fns = [_worker(config, True, False, 0, i, workers, 0) for i in range(workers)]
+        fns = [env_thunk(config, True, False, 0, i, workers, 0) for i in range(workers)]
         envs = gym.vector.AsyncVectorEnv(
             fns, context="spawn", shared_memory=True, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
         )

@@ -82,9 +82,12 @@ class OracleSaliency(gym.ObservationWrapper):
         return {**obs, "saliency": np.round(saliency * 255.0).astype(np.uint8)}
 
 
-def _worker(
+def env_thunk(
     config: EnvConfig, pixels: bool, oracle: bool, base: int, offset: int, stride: int, first_episode: int
 ) -> Callable[[], gym.Env]:
+    """The constructor of a vector env's worker `offset` of `stride`: pixels or state, with the oracle's saliency if
+    asked, its episode k (`first_episode` first, on a resume) seeded `base + offset + k * stride` (EpisodeSeeds)."""
+
     def thunk() -> gym.Env:
         if multiprocessing.parent_process() is not None:  # a worker: SIGTERM/SIGINT to the whole process
             signal.signal(signal.SIGTERM, signal.SIG_IGN)  # group are for the trainer, which pauses at an
@@ -136,7 +139,7 @@ def make_envs(
         raise ValueError("oracle saliency needs rendered pixels")
     first_episodes = list(first_episodes or [0] * len(seed_bases))
     fns = [
-        _worker(config, pixels, oracle_saliency, base, i, num_envs, first)
+        env_thunk(config, pixels, oracle_saliency, base, i, num_envs, first)
         for base, first in zip(seed_bases, first_episodes)
         for i in range(num_envs)
     ]
