@@ -37,7 +37,6 @@ import mujoco  # noqa: E402
 from metaworld.env_dict import ALL_V3_ENVIRONMENTS  # noqa: E402
 
 TASKS: tuple[str, ...] = tuple(sorted(ALL_V3_ENVIRONMENTS))
-PAPER_TASKS: tuple[str, ...] = ("reach-v3", "drawer-open-v3", "faucet-open-v3", "door-open-v3")
 CAMERAS: tuple[str, ...] = ("corner", "corner2", "corner3", "corner4", "topview", "behindGripper", "gripperPOV")
 RENDER_QUALITIES: tuple[str, ...] = ("fast", "default")
 STATE_DIM = 39

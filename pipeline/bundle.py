@@ -32,7 +32,7 @@ from importlib import metadata
 from pathlib import Path
 
 from common.cli import option, run_command
-from data.env import PAPER_TASKS
+from data.tasks import PAPER_TASKS
 
 #: distributions the node lacks (versions: those installed here, which the tests ran)
 NODE_LACKS = (

@@ -21,7 +21,7 @@ mean-patch baseline on an H100), two models in ~11 minutes at the measured 15.8k
 
 from __future__ import annotations
 
-from data.env import PAPER_TASKS
+from data.tasks import PAPER_TASKS
 from rl.grid import ALL_ENCODERS
 
 ALL = ",".join(ALL_ENCODERS)

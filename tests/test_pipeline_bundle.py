@@ -16,7 +16,7 @@ from pathlib import Path
 import metaworld
 import pytest
 
-from data.env import PAPER_TASKS
+from data.tasks import PAPER_TASKS
 from pipeline.bundle import ASSET_SUFFIXES, BundleConfig, bundle, trim_wheel, used_assets
 
 REPO = Path(__file__).resolve().parents[1]

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from common.cli import parse_config
-from data.env import PAPER_TASKS
+from data.tasks import PAPER_TASKS
 from pipeline.table import runner
 from pipeline.table.budget import Budget, choose_budget
 from pipeline.table.config import EARLY_ROWS, STATE_FILE, pilot_dir, table_dir

@@ -254,15 +254,15 @@ def test_the_table_offers_the_frozen_feature_choices_rl_accepts():
 def test_the_orchestrator_does_not_load_torch(tmp_path):
     """pipeline.table runs for days beside the jobs it starts: torch would hold ~300 MB for nothing. Neither
     its start (the pass-through flags are parsed in a process of their own), nor planning (shard manifests),
-    nor keeping probes loads it."""
+    nor keeping probes loads it; nor Meta-World and MuJoCo (a second of every `--status`)."""
     code = (
         "import sys; from pipeline.table.runner import main; from pipeline.keep import keep_file; "
         f"main(['--root', {str(tmp_path / 'root')!r}, '--dry-run']); "
-        "print('torch' in sys.modules, 'matplotlib' in sys.modules)"
+        "print(*(m in sys.modules for m in ('torch', 'matplotlib', 'metaworld', 'mujoco')))"
     )
     env = {**os.environ, "PYTHONPATH": str(CHECKOUT)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
-    assert out.stdout.strip().splitlines()[-1] == "False False"
+    assert out.stdout.strip().splitlines()[-1] == "False False False False"
 
 
 def test_results_are_relative_to_the_checkout_and_pilots_beside_them(tmp_path, monkeypatch):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from data.env import PAPER_TASKS
+from data.tasks import PAPER_TASKS
 from pipeline.table import forecast, status
 from pipeline.table.commands import Step, grid_argv, pretrained_images, with_pack
 from pipeline.table.config import STATE_FILE, TableConfig, pilot_dir, table_dir

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from common.cli import flat_dict
-from data.env import PAPER_TASKS
+from data.tasks import PAPER_TASKS
 from rl import outcome
 from rl.config import SACConfig
 from rl.encoders import ENCODER_LABELS, TABLE_I, field_applies

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from common.cli import run_command
 from common.io import atomic_write_bytes
-from data.env import PAPER_TASKS
+from data.tasks import PAPER_TASKS
 from pipeline import stats
 from pipeline.report.cells import plan_cells, running_counts, seeds_toward_plan
 from pipeline.report.claims import (

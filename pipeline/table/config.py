@@ -11,7 +11,7 @@ from pathlib import Path
 
 from common.cli import option, stored_values
 from common.cpuinfo import AUTO_ENV, auto_precision, cpu_bf16_units
-from data.env import PAPER_TASKS
+from data.tasks import PAPER_TASKS
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 PHASES = ("A", "B", "C", "D", "E")

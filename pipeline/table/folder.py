@@ -11,7 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from common.io import atomic_write_json
-from data.env import PAPER_TASKS
+from data.tasks import PAPER_TASKS
 from pipeline.keep import KEPT_MODELS
 from pipeline.table.budget import Budget, choose_budget
 from pipeline.table.carry import carried_files, kept_models, model_copies, sha256

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from common.cpuinfo import AUTO_ENV, auto_precision, cpu_bf16_units
-from data.env import PAPER_TASKS
+from data.tasks import PAPER_TASKS
 from pipeline.table.commands import Step, evaluations, pretrained_images, with_pack
 from pipeline.table.config import (
     CNN_ROWS,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from common.cpuinfo import cpu_bf16_units, cpu_model
 from common.io import atomic_write_json
-from data.env import PAPER_TASKS
+from data.tasks import PAPER_TASKS
 from pipeline.keep import KEPT_MODELS, KEPT_STAGES
 from pipeline.table.carry import (
     CARRIED,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from data.env import PAPER_TASKS
+from data.tasks import PAPER_TASKS
 from pipeline.table.commands import PRETRAIN_VAL_FRACTION, pretrain_epochs, pretrained_images
 from pipeline.table.config import TableConfig, planned_seeds, results_path, run_precision
 

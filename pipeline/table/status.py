@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from data.env import PAPER_TASKS
+from data.tasks import PAPER_TASKS
 from pipeline.table.commands import Step, git_line
 from pipeline.table.config import (
     ALL_ROWS,
