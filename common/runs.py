@@ -224,9 +224,11 @@ class MetricLogger:
         return header, kept
 
     def _drop_tensorboard(self, drop: Callable[[int], bool]) -> None:
-        """Rewrite the event files of <run>/tb without the summaries whose step `drop` accepts (a killed run's after
-        its checkpoint, or a step logged again; TensorBoard's purge_step would hide this attempt's events too when
-        loggers open late). The writer's own file may be among them: it is closed first and a new one opened after."""
+        """Rewrite the event files of <run>/tb without this logger's summaries (its tags, `<name>/...`) whose step
+        `drop` accepts (a killed run's after its checkpoint, or a step logged again; TensorBoard's purge_step would
+        hide this attempt's events too when loggers open late). The other loggers of the run keep every point and
+        their open files: only files holding this logger's tags are rewritten, its own writer's among them, which
+        is closed first and opened anew after."""
         tb = self.path.parent / "tb"
         if self._tb is None or not tb.is_dir():
             return
@@ -234,11 +236,18 @@ class MetricLogger:
         from tensorboard.compat.proto.event_pb2 import Event
         from tensorboard.summary.writer.record_writer import RecordWriter
 
+        prefix = f"{self.path.stem}/"
+
+        def dropped(record: bytes) -> bool:
+            event = Event.FromString(record)
+            values = event.summary.value if event.HasField("summary") else []
+            return bool(values) and all(v.tag.startswith(prefix) for v in values) and drop(event.step)
+
         self._tb.flush()
         rewrites = {}
         for path in sorted(tb.glob("events.out.tfevents.*")):
             records = list(RawEventFileLoader(str(path)).Load())
-            keep = [r for r in records if not (e := Event.FromString(r)).HasField("summary") or not drop(e.step)]
+            keep = [r for r in records if not dropped(r)]
             if len(keep) < len(records):
                 rewrites[path] = keep
         if not rewrites:

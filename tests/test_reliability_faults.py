@@ -417,29 +417,37 @@ def test_a_logged_again_step_replaces_its_row_only_when_the_new_one_is_in_hand(t
 
 def test_tensorboard_drops_a_killed_runs_points_after_its_checkpoint_and_a_replayed_steps_old_point(tmp_path):
     """After a resume TensorBoard shows nothing the killed process logged past the checkpoint, and after a replay one
-    point per step, the new row's; the writer, whose own file held an old point, goes on logging."""
+    point per step, the new row's; the writer, whose own file held an old point, goes on logging. Another logger of
+    the run (a SAC run's metrics beside its evaluations) keeps every point at those steps, and its open file."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from common import runs
 
-    def points() -> list[tuple[int, float]]:
+    def points(tag: str) -> list[tuple[int, float]]:
         events = EventAccumulator(str(tmp_path / "tb"))
         events.Reload()
-        return [(e.step, round(e.value, 6)) for e in events.Scalars("eval/success_rate")]
+        return [(e.step, round(e.value, 6)) for e in events.Scalars(tag)]
 
-    killed = runs.MetricLogger(tmp_path, "eval")
+    killed = [runs.MetricLogger(tmp_path, name) for name in ("metrics", "eval")]
     for step, success in ((50, 0.1), (100, 0.2), (120, 0.3)):
-        killed.log(step, success_rate=success)
-    killed.close()
-    again = runs.MetricLogger(tmp_path, "eval")
-    again.truncate_after(100)  # the checkpoint was at 100: the point at 120 goes
-    assert points() == [(50, 0.1), (100, 0.2)]
-    again.log_replacing(100, success_rate=0.4)  # the old point is in the killed process's file
+        for log in killed:
+            log.log(step, success_rate=success)
+    for log in killed:
+        log.close()
+    metrics, again = (runs.MetricLogger(tmp_path, name) for name in ("metrics", "eval"))
+    metrics.truncate_after(100)
+    again.truncate_after(99)  # the checkpoint was at 100, its evaluation stopped: the point at 100 goes too
+    assert points("eval/success_rate") == [(50, 0.1)] and points("metrics/success_rate") == [(50, 0.1), (100, 0.2)]
+    again.log_replacing(100, success_rate=0.4)
+    metrics.log(150, success_rate=0.5)
     again.log(150, success_rate=0.5)
     again.log_replacing(150, success_rate=0.6)  # the old point is in this writer's own file
+    metrics.log(200, success_rate=0.7)
     again.log(200, success_rate=0.7)
-    again.close()
-    assert points() == [(50, 0.1), (100, 0.4), (150, 0.6), (200, 0.7)]
+    for log in (metrics, again):
+        log.close()
+    assert points("eval/success_rate") == [(50, 0.1), (100, 0.4), (150, 0.6), (200, 0.7)]
+    assert points("metrics/success_rate") == [(50, 0.1), (100, 0.2), (150, 0.5), (200, 0.7)]
 
 
 # -- bad settings are one-line errors, not tracebacks -------------------------------------------------------
