@@ -3,6 +3,7 @@
 * `write_safetensors(path, tensors, metadata)`: atomic, and refuses NaN/inf tensors like
   `common.io.atomic_torch_save` (nothing is written). Metadata values are strings (JSON for structure).
 * `read_safetensors(path)`: (tensors, metadata); any failure is a one-line `CheckpointError`.
+  `read_safetensors_metadata(path)`: the metadata alone, from the header (no tensor read).
 * `file_sha256(path)`: the digest runs record for every model file they load (provenance).
 * `model_card(front, body, results)`: a Hugging Face model card (`huggingface_hub.ModelCard` with
   `ModelCardData`: license, tags, datasets, the run's metrics as eval results) then Markdown;
@@ -78,6 +79,23 @@ def read_safetensors(path: str | os.PathLike, what: str = "safetensors file") ->
     except Exception as err:  # the library raises its own error types (header, truncation, dtype)
         raise CheckpointError(
             f"cannot load {what} {path}: it is damaged or not a safetensors file ({' '.join(str(err).split())[:200]})"
+        ) from None
+
+
+def read_safetensors_metadata(path: str | os.PathLike, what: str = "safetensors file") -> dict[str, str]:
+    """The metadata of a safetensors file from its header alone (no tensor is read); CheckpointError naming the file
+    on any failure."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{what} {path} not found")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except Exception as err:  # the library raises its own error types (header, truncation)
+        raise CheckpointError(
+            f"cannot read {what} {path}: it is damaged or not a safetensors file ({' '.join(str(err).split())[:200]})"
         ) from None
 
 

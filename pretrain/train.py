@@ -28,7 +28,15 @@ from timm.layers import use_fused_attn
 from torch.nn.parallel import DistributedDataParallel
 
 from common.cli import flat_dict, replace_flat, run_command, should_resume
-from common.io import NonFiniteError, atomic_torch_save, atomic_write_bytes, atomic_write_json, safe_torch_load
+from common.hub import read_safetensors_metadata
+from common.io import (
+    CheckpointError,
+    NonFiniteError,
+    atomic_torch_save,
+    atomic_write_bytes,
+    atomic_write_json,
+    safe_torch_load,
+)
 from common.precision import autocast, resolve_precision
 from common.progress import progress
 from common.runs import (
@@ -450,6 +458,8 @@ class Trainer:
         if self.is_main:  # rows after the checkpoint (all of them on a fresh start) were logged by a killed run
             train_log.truncate_after(self.step)
             eval_log.truncate_after(self.step, train_log.elapsed())  # evaluations are rarer than train rows
+            if self.resuming and not exported_at(self.run_dir, self.step):
+                self.export_encoder()  # killed mid-export: at the last step no later checkpoint would export it
         previous = signal.signal(signal.SIGTERM, self._request_stop) if on_main_thread() else None
         bar = progress(
             total=self.total_steps,
@@ -551,6 +561,19 @@ def flag_identity(cfg: PretrainConfig) -> dict:
     return keep
 
 
+def exported_at(run_dir: Path, step: int) -> bool:
+    """encoder.pt and its hub copy (encoder.safetensors, written after it) both hold the export of `step`: a kill
+    between a checkpoint and the end of its export leaves them older."""
+    encoder = run_dir / ENCODER
+    if not encoder.exists() or safe_torch_load(encoder, what="MultiMAE encoder").get("step") != step:
+        return False
+    try:
+        meta = json.loads(read_safetensors_metadata(encoder.with_suffix(".safetensors")).get("meta", "{}"))
+    except (CheckpointError, ValueError):
+        return False
+    return meta.get("step") == step
+
+
 def finished_step(cfg: PretrainConfig) -> int | None:
     """The step at which the run in cfg.run_dir finished, when --resume would continue it, its checkpoint has these
     flags and reached its last step, its encoder.pt was exported at that step and --data holds the frames its
@@ -564,7 +587,7 @@ def finished_step(cfg: PretrainConfig) -> int | None:
     if any(theirs.get(k) != v for k, v in mine.items()) or "steps_per_epoch" not in theirs:
         return None
     step = int(state["step"])
-    if step < int(theirs["steps_per_epoch"]) * cfg.epochs or safe_torch_load(encoder).get("step") != step:
+    if step < int(theirs["steps_per_epoch"]) * cfg.epochs or not exported_at(cfg.run_dir, step):
         return None  # not at its last step, or killed between its last checkpoint and the encoder's export
     recorded = [{k: f.get(k) for k in ("folder", "frames")} for f in json.loads(data.read_text()).get("folders", [])]
     try:

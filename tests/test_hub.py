@@ -14,7 +14,7 @@ import pytest
 import torch
 from huggingface_hub import ModelCard
 
-from common.hub import CARD_MARK, file_sha256, model_card
+from common.hub import CARD_MARK, file_sha256, model_card, read_safetensors_metadata, write_safetensors
 from common.io import CheckpointError, NonFiniteError
 from pretrain.frozen import FrozenEncoder
 from pretrain.model import ModelConfig
@@ -66,6 +66,16 @@ def test_from_pretrained_reads_local_folders_only_and_refuses_damage(tmp_path: P
     weights.write_bytes(weights.read_bytes()[:-100])
     with pytest.raises(CheckpointError, match="damaged or not a safetensors file"):
         FrozenEncoder.from_pretrained(tmp_path / "hub")
+
+
+def test_safetensors_metadata_reads_from_the_header_and_names_a_damaged_file(tmp_path: Path):
+    path = write_safetensors(tmp_path / "e.safetensors", {"w": torch.ones(3)}, {"meta": json.dumps({"step": 7})})
+    assert json.loads(read_safetensors_metadata(path)["meta"]) == {"step": 7}
+    path.write_bytes(path.read_bytes()[:20])  # the header cut short
+    with pytest.raises(CheckpointError, match=r"e\.safetensors: it is damaged or not a safetensors file"):
+        read_safetensors_metadata(path)
+    with pytest.raises(CheckpointError, match="not found"):
+        read_safetensors_metadata(tmp_path / "none.safetensors")
 
 
 def test_non_finite_weights_are_never_saved(tmp_path: Path):

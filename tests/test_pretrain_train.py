@@ -17,7 +17,7 @@ from common.cli import from_flat, parse_config
 from data.shards import ShardError, iter_samples, list_shards, read_manifest, write_manifest, write_shard_entry
 from pretrain.config import PRESETS, PretrainConfig
 from pretrain.data import load_frames, select_folders, split_episodes
-from pretrain.frozen import FrozenEncoder
+from pretrain.frozen import FrozenEncoder, read_encoder_file
 from pretrain.model import MultiMAE
 from pretrain.train import Trainer, main, run
 
@@ -183,7 +183,8 @@ def test_a_hard_kill_mid_epoch_loses_at_most_checkpoint_minutes(shards, tmp_path
 
 def test_rerunning_a_finished_run_with_resume_trains_nothing_and_loads_no_frames(shards, tmp_path, monkeypatch, capsys):
     """--resume auto on a run at its last step returns at once (no frames loaded, files untouched); a run stopped
-    early, or one asked for more epochs (another schedule), goes through the trainer as before."""
+    early, one asked for more epochs (another schedule), or one killed during its last export (which the resume then
+    writes again) goes through the trainer as before."""
     import pretrain.train as train
 
     out = tmp_path / "r"
@@ -210,6 +211,15 @@ def test_rerunning_a_finished_run_with_resume_trains_nothing_and_loads_no_frames
     with pytest.raises(AssertionError, match="loaded the frames"):
         run(_cfg(shards, out, modalities="rgb", resume="auto"))
     monkeypatch.undo()
+    run(_cfg(shards, out, modalities="rgb", resume="auto"))  # no step is left to train: the resume exports it again
+    assert torch.load(out / "encoder.pt", weights_only=True)["step"] == blob["step"]
+    (out / "encoder.safetensors").write_bytes(b"cut")  # killed between encoder.pt and its hub copy
+    monkeypatch.setattr(train, "load_split", no_frames)
+    with pytest.raises(AssertionError, match="loaded the frames"):
+        run(_cfg(shards, out, modalities="rgb", resume="auto"))
+    monkeypatch.undo()
+    run(_cfg(shards, out, modalities="rgb", resume="auto"))
+    assert read_encoder_file(out / "encoder.safetensors")["step"] == blob["step"]
     stopped = tmp_path / "stopped"
     run(_cfg(shards, stopped, modalities="rgb", max_steps=1))
     monkeypatch.setattr(train, "load_split", no_frames)
