@@ -166,10 +166,9 @@ def run(cfg: TableConfig) -> list[str]:
                 )
             print(f"\n[{time.strftime('%H:%M:%S')}] {step.phase} | {step.key}\n  {step.command()}", flush=True)
             start = time.time()
-            if step.argv:  # the command as it runs (a sized grid's packs): status forecasts it so while it runs
-                with folder.lock:
-                    folder.state["running"] = {step.key: step.argv}
-                folder.save()
+            with folder.lock:  # the command as it runs (a sized grid's packs): status forecasts it so while it runs
+                folder.state["running"] = {step.key: step.argv} if step.argv else {}  # {} while an action runs
+            folder.save()
             if step.kept:
                 folder.record_settings()
             with folder.timed(step.key), keeping_finished(folder, step):
