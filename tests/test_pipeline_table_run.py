@@ -49,9 +49,10 @@ def test_run_keeps_finished_rows_and_probes_then_stops_with_the_git_line(tmp_pat
     monkeypatch.setattr(subprocess, "run", keep_in_process)
     cfg = config(tmp_path, phase="A", reach_seeds=2)
     prepared(cfg, "reach-v3")
-    for row in ROWS:
-        for seed in range(2):
-            finish_run(Path(cfg.root) / table_dir("reach-v3", row, seed), 100_000, success=0.25 * (seed + 1))
+    runs = [Path(cfg.root) / table_dir("reach-v3", row, seed) for row in ROWS for seed in range(2)]
+    for run in runs:
+        finish_run(run, 100_000, success=0.25 * (int(run.name[-1]) + 1))
+        write(run / "replay-000050000/action.npy", "replay")  # the grid's last keep pass did not run (a stop)
     ran = runner.run(cfg)
     assert ran == [
         "reach-v3: carry the rgbs encoder and saliency student",
@@ -63,6 +64,7 @@ def test_run_keeps_finished_rows_and_probes_then_stops_with_the_git_line(tmp_pat
     assert json.loads((results / "reach-v3/mmae_rgbs/seed1/summary.json").read_text())["success_rate"] == 0.5
     assert (results / "mmae/rgbs/reach-v3/probe_rgb+saliency.json").exists()
     assert not list(results.glob("**/checkpoint*"))
+    assert not [run for run in runs if (run / "replay-000050000").exists()]  # kept by the keep steps: freed then
     out = capsys.readouterr().out
     assert f"git add {cfg.results} && git commit -m" in out and "every step of phase(s) A is done" in out
     assert set(json.loads((Path(cfg.root) / STATE_FILE).read_text())["done"]) >= set(ran)

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from common.cli import fail, parse_config
@@ -45,21 +45,38 @@ def keep_finished(
     A kept run that reached its budget gives up its replay (`free_replay`)."""
     from pipeline.keep import KeepConfig, keep
 
-    tasks, rows, seeds, steps = wave
     written, refused = [], []
-    for run in (table_dir(t, r, s) for t in tasks for r in rows for s in seeds):
-        dest = folder.results / Path(run).relative_to("runs/sac")
-        if not folder.finished([run], steps):
+    for run, dest in wave_runs(folder, wave):
+        if not outcome.is_finished(run, wave[3]):
             continue  # still going
-        if not folder.kept_as_run(folder.root / run, dest):  # a retrained run's old kept outcome is refused by keep
+        if not folder.kept_as_run(run, dest):  # a retrained run's old kept outcome is refused by keep
             try:
                 folder.record_settings()
-                written += keep(KeepConfig(source=str(folder.root / run), out=str(dest)))
+                written += keep(KeepConfig(source=str(run), out=str(dest)))
             except (OSError, ValueError) as err:
-                refused.append(f"{run}: {err}")
+                refused.append(f"{run.relative_to(folder.root)}: {err}")
                 continue
-        free_replay(folder.root / run, steps)
+        free_replay(run, wave[3])
     return written, refused
+
+
+def wave_runs(
+    folder: Folder, wave: tuple[tuple[str, ...], tuple[str, ...], tuple[int, ...], int]
+) -> Iterator[tuple[Path, Path]]:
+    """(run folder in the root, its kept copy in the results) of each run of a grid's `wave` (tasks, rows, seeds,
+    budget)."""
+    tasks, rows, seeds, _ = wave
+    for run in (table_dir(t, r, s) for t in tasks for r in rows for s in seeds):
+        yield folder.root / run, folder.results / Path(run).relative_to("runs/sac")
+
+
+def free_kept_replays(folder: Folder) -> None:
+    """Free the replay of each kept run of the plan's grids (`free_replay`): those the grid's last keep pass did not
+    free (the table stopped between the grid's end and that pass) once their row's keep step has kept them."""
+    for step in Planner(folder).plan():
+        for run, dest in wave_runs(folder, step.wave) if step.wave else ():
+            if folder.kept_as_run(run, dest):
+                free_replay(run, step.wave[3])
 
 
 def free_replay(run: Path, steps: int) -> None:
@@ -185,6 +202,8 @@ def run(cfg: TableConfig) -> list[str]:
             # later run killed before its last save must not find it marked beside outputs that look finished
             if step.marker and any(s.made for s in Planner(folder).plan() if s.key == step.key):
                 folder.mark(step.key)
+            if step.argv[:2] == ["-m", "pipeline.keep"]:
+                free_kept_replays(folder)
             ran.append(step.key)
             print(f"  done in {(time.time() - start) / 60:.1f} min", flush=True)
             if step.kept:
