@@ -115,12 +115,24 @@ def test_the_tables_report_reads_each_rows_planned_seeds_from_its_waves(tmp_path
         ],
     }
     write(Path(cfg.results) / "mmae/rgbs/reach-v3/probe_rgb+saliency.json", json.dumps(probe))
+    # the budgets as the rule reads the kept state pilots: one held at 110k and 120k, one never held by the cap
+    for task, steps, held in (("drawer-open-v3", 150_000, (110_000, 120_000)), ("faucet-open-v3", 500_000, ())):
+        pilot = Path(f"{cfg.results}-pilot") / task / "state" / f"seed{cfg.pilot_seed}"
+        rows = "".join(f"{s},1.0,{0.9 if s in held else 0.5}\n" for s in range(10_000, steps + 1, 10_000))
+        write(pilot / "eval.csv", "step,wall_s,success_rate\n" + rows)
+        write(pilot / "summary.json", json.dumps({"task": task, "encoder": "state", "steps": steps}))
     text = write_table_report(cfg).read_text()
     assert text.startswith(f"# {REPORT_TITLE}\n") and "**Interim:**" in text and "(2 of 3:" in text
     made = text.split("## How this table was made")[1].split("## Success rate")[0]  # before Table I
     assert f"on {cfg.annotate_n} frames per task" in made and "not people" in made
     assert "**Pretraining on ~1.0M images per MultiMAE**" in made and "against the paper's 40M" in made
     assert "reach-v3 at 100,000 steps" in made and "last evaluation on 50 episodes" in made
+    assert (
+        "reach-v3: 100,000 steps, fixed (it learns there); drawer-open-v3: 125,000 steps (state held >= 0.8 over 2 "
+        "evaluations in a row at 120,000 steps; budget 125,000); faucet-open-v3: 500,000 steps (state did not hold "
+        ">= 0.8 over 2 evaluations in a row by 500,000 steps; budget = the cap, 500,000); door-open-v3: not decided "
+        "yet." in made
+    )
     # each frozen row beside its encoder's probe as SAC reads it (mean pool), the other rows' probes not kept yet
     assert (
         "| reach-v3 | MMAE RGB+Saliency (ViSaRL) | rgbs encoder, rgb+saliency in, mean pool | 0.95 / 0.50 / 0.40 "

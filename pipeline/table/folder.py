@@ -245,25 +245,7 @@ class Folder:
         if task in self.state["budgets"]:
             b = self.state["budgets"][task]
             return Budget(b["steps"], b["held_at"], b["reason"])
-        run = pilot_dir(task, "state", cfg.pilot_seed)
-        steps = self.summarized(run)  # decided at the end of a chunk, on the evaluations of finished chunks
-        budget = choose_budget(
-            [r for r in read_eval_rows(self.root / run / "eval.csv") if float(r["step"]) <= steps],
-            steps,
-            cfg.budget_threshold,
-            cfg.budget_in_a_row,
-            cfg.budget_cap,
-            cfg.eval_every,
-        )
-        if budget.steps is None and outcome.diverged(self.root / run):  # it will never hold now: as at the cap
-            budget = Budget(
-                cfg.budget_cap,
-                None,
-                f"the state pilot diverged at {steps:,} steps before holding >= {cfg.budget_threshold:g}; "
-                f"budget = the cap, {cfg.budget_cap:,} (piloting again would not change it: a resumed pilot repeats "
-                "its steps exactly, and a new one with the recorded --pilot-seed most likely too)",
-            )
-        return budget
+        return pilot_budget(cfg, self.root / pilot_dir(task, "state", cfg.pilot_seed))
 
     def record_budgets(self) -> None:
         for task in PAPER_TASKS[1:]:
@@ -272,3 +254,26 @@ class Folder:
                 self.state["budgets"][task] = asdict(b)
                 self.save()
                 print(f"budget of {task}: {b.reason}", flush=True)
+
+
+def pilot_budget(cfg: TableConfig, run: Path) -> Budget:
+    """The budget rule (`choose_budget`) over the state pilot in `run` (a root's or its kept copy): decided at the end
+    of a chunk, on the evaluations of finished chunks; the cap when it diverged before holding."""
+    steps = outcome.summarized_steps(run)
+    budget = choose_budget(
+        [r for r in read_eval_rows(run / "eval.csv") if float(r["step"]) <= steps],
+        steps,
+        cfg.budget_threshold,
+        cfg.budget_in_a_row,
+        cfg.budget_cap,
+        cfg.eval_every,
+    )
+    if budget.steps is None and outcome.diverged(run):  # it will never hold now: as at the cap
+        budget = Budget(
+            cfg.budget_cap,
+            None,
+            f"the state pilot diverged at {steps:,} steps before holding >= {cfg.budget_threshold:g}; "
+            f"budget = the cap, {cfg.budget_cap:,} (piloting again would not change it: a resumed pilot repeats "
+            "its steps exactly, and a new one with the recorded --pilot-seed most likely too)",
+        )
+    return budget

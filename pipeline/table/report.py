@@ -7,7 +7,8 @@ from pathlib import Path
 
 from data.tasks import PAPER_TASKS
 from pipeline.table.commands import PRETRAIN_VAL_FRACTION, pretrain_epochs, pretrained_images
-from pipeline.table.config import TableConfig, planned_seeds, results_path, run_precision
+from pipeline.table.config import REACH, TableConfig, pilot_dir, planned_seeds, results_path, run_precision
+from pipeline.table.folder import pilot_budget
 
 #: the title of the table's report
 REPORT_TITLE = (
@@ -47,6 +48,24 @@ def probe_beside_rows(results: Path) -> str:
     return "\n".join(header + lines) if lines else ""
 
 
+def budget_text(cfg: TableConfig, results: Path) -> str:
+    """Markdown: each task's step budget and why, the rule read again over the state pilot kept in <results>-pilot
+    (as a new machine's table reads it: the same number)."""
+    lines = [f"{REACH}: {cfg.reach_steps:,} steps, fixed (it learns there)"]
+    for task in PAPER_TASKS[1:]:
+        pilot = Path(f"{results}-pilot") / Path(pilot_dir(task, "state", cfg.pilot_seed)).relative_to("runs/pilot")
+        budget = pilot_budget(cfg, pilot) if (pilot / "summary.json").exists() else None
+        decided = budget is not None and budget.steps is not None
+        lines.append(f"{task}: " + (f"{budget.steps:,} steps ({budget.reason})" if decided else "not decided yet"))
+    return (
+        f"- **Step budgets by the state pilot** (1 seed of `state`, seed {cfg.pilot_seed}, at these settings, "
+        f"evaluated every {cfg.pilot_eval_every:,} steps on {cfg.pilot_eval_episodes} episodes; a task's budget is "
+        f"the step where it held >= {cfg.budget_threshold:g} success over {cfg.budget_in_a_row} evaluations in a "
+        f"row, rounded up to the table's {cfg.eval_every:,}-step evaluations, at most {cfg.budget_cap:,}; the same "
+        f"for every row of the task; the pilots are kept in {cfg.results}-pilot): " + "; ".join(lines) + "."
+    )
+
+
 def report_preamble(cfg: TableConfig, results: Path) -> str:
     """How the table was made, as a reader needs it beside its numbers: the saliency's source, the pretraining and
     SAC budgets and settings against the paper's, and each row's probe (issue #30's labels)."""
@@ -75,6 +94,7 @@ def report_preamble(cfg: TableConfig, results: Path) -> str:
                     f"{cfg.budget_cap:,}), against the paper's 1M; each run's last evaluation on "
                     f"{cfg.final_eval_episodes} episodes, those before it on {cfg.eval_episodes}, every "
                     f"{cfg.eval_every:,} steps, on fixed evaluation seeds.",
+                    budget_text(cfg, results),
                 ]
             ),
             *(
