@@ -9,6 +9,7 @@ from common.cli import parse_config
 from data.tasks import PAPER_TASKS
 from pipeline.table import runner
 from pipeline.table.budget import Budget, choose_budget
+from pipeline.table.commands import grid_evaluations
 from pipeline.table.config import EARLY_ROWS, STATE_FILE, pilot_dir, table_dir
 from pipeline.table.folder import Folder
 from pipeline.table.plan import plan
@@ -173,8 +174,11 @@ def test_every_planned_command_parses_in_its_own_command(tmp_path, monkeypatch):
                 "standardized",
                 5,
             )
-            assert (sac.eval_episodes, sac.last_eval_episodes) == ((10, 50) if cfg.out == "runs/sac" else (20, 20))
-            assert sac.eval_every == (10_000 if cfg.out == "runs/pilot" else 25_000)
+            # the state pilot's evaluations are the budget rule's; every other run, the mmae_rgbs pilot's too, the table's
+            state_pilot = cfg.out == "runs/pilot" and cfg.encoder_list == ["state"]
+            evaluations = (sac.eval_every, sac.eval_episodes, sac.last_eval_episodes)
+            assert evaluations == ((10_000, 20, 20) if state_pilot else (25_000, 10, 50))
+            assert grid_evaluations(step.argv) == evaluations  # as the forecast prices them
     # each grid starts a seed's runs longest first, so that its last runs are short ones and a core idles least
     encoders = {s.argv[s.argv.index("--encoders") + 1] for s in steps if s.argv[1] == "rl.grid"}
     assert {"mmae_rgbs_po,mmae_rgbs", "mmae_rgb,mmae_rgbs_po,mmae_rgbs,state", "gaze,cnn_rgb,cnn_rgbs"} <= encoders

@@ -11,7 +11,8 @@ Phases, in this order (`--phase all`), each ending in a table kept under `result
   grid starts a seed's runs longest first (`longest_first`).
 - **B** drawer-open-v3, faucet-open-v3, door-open-v3: the state pilot (1 seed, the table's SAC
   settings) in `--pilot-chunk` steps until the budget rule (`choose_budget`) decides each task's step
-  budget; their frames, saliency, MultiMAEs and probes; then the mmae_rgbs pilot to that budget.
+  budget; their frames, saliency, MultiMAEs and probes; then the mmae_rgbs pilot to that budget (evaluated as the
+  table's runs are: the budget rule reads only the state pilot).
 - **C** the three at their budgets, 3 seeds per row (a four-task aggregate exists from then on), then 5.
 - **D** cnn_rgb, cnn_rgbs and gaze on faucet-open-v3 and door-open-v3, 3 seeds; then mmae_rgbs_grid2
   (ViSaRL read through the probe's better pool) on the same tasks and seeds.

@@ -44,10 +44,29 @@ def seeds_text(seeds: Sequence[int]) -> str:
 
 
 def evaluations(cfg: TableConfig, pilot: bool) -> tuple[int, int, int]:
-    """(interval, episodes, episodes of the last one) of a pilot's evaluations or a table run's."""
+    """(interval, episodes, episodes of the last one) of a state pilot's evaluations or a table run's (the mmae_rgbs
+    pilot's too: no rule reads its curve, and evaluating it as often as the state pilot would double its env steps)."""
     if pilot:  # the budget rule reads every evaluation alike
         return cfg.pilot_eval_every, cfg.pilot_eval_episodes, cfg.pilot_eval_episodes
     return cfg.eval_every, cfg.eval_episodes, cfg.final_eval_episodes
+
+
+#: the rl.sac flags of a run's evaluations (`grid_evaluations`)
+EVALUATION_FLAGS = ("--eval-every", "--eval-episodes", "--final-eval-episodes")
+
+
+def grid_evaluations(argv: Sequence[str]) -> tuple[int, int, int]:
+    """(interval, episodes, episodes of the last one) of an rl.grid command's runs, as its --extra rl.sac flags set
+    them (`sac_flags`; a flag given twice counts as argparse reads it, the last; no --final-eval-episodes: the
+    others' count)."""
+    words = shlex.split(next(a.removeprefix("--extra=") for a in argv if a.startswith("--extra=")))
+    values = {}
+    for i, word in enumerate(words):
+        name, eq, value = word.partition("=")
+        if name in EVALUATION_FLAGS:
+            values[name] = value if eq else words[i + 1]
+    every, episodes = int(values["--eval-every"]), int(values["--eval-episodes"])
+    return every, episodes, int(values.get("--final-eval-episodes", episodes))
 
 
 def sac_flags(cfg: TableConfig, pilot: bool = False) -> str:

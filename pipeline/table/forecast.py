@@ -11,7 +11,7 @@ from pathlib import Path
 
 from common.cpuinfo import AUTO_ENV, auto_precision, cpu_bf16_units
 from data.tasks import PAPER_TASKS
-from pipeline.table.commands import Step, evaluations, pretrained_images, with_pack
+from pipeline.table.commands import Step, evaluations, grid_evaluations, pretrained_images, with_pack
 from pipeline.table.config import (
     CNN_ROWS,
     EPISODE_STEPS,
@@ -182,11 +182,11 @@ def estimate(cfg: TableConfig, budgets: Mapping[str, int | None]) -> dict[str, d
             size = cfg.cnn_pack if row in CNN_ROWS else cfg.pack or (1 if row in GRID_ROWS else cfg.max_pack)
             return r.gain(row_kind(row), size, cfg.hidden_dim)
 
-        def sac(tasks, rows, seeds, pilot=False) -> float:
+        def sac(tasks, rows, seeds, pilot=False) -> float:  # a pilot runs alone, the state pilot's evaluations often
             return (
                 sum(
                     seeds
-                    * run_seconds(r, row, budget(t), cfg.hidden_dim, *evaluations(cfg, pilot))
+                    * run_seconds(r, row, budget(t), cfg.hidden_dim, *evaluations(cfg, pilot and row == "state"))
                     / (1.0 if pilot else packed(row))
                     for t in tasks
                     for row in rows
@@ -243,7 +243,7 @@ def grid_hours(cfg: TableConfig, folder: Folder, argv: Sequence[str], rates: Rat
     runs' seconds alone (the time its row's finished runs took here, `measured_seconds`, or else `run_seconds`) over
     the pack's gain (`Rates.gain`), less the share of its steps it has run (`run_state`)."""
     steps = int(flag_value(argv, "--steps") or 0)
-    every, episodes, last = evaluations(cfg, pilot=flag_value(argv, "--out") == "runs/pilot")
+    every, episodes, last = grid_evaluations(argv)
     todo = []
     for run in grid_runs(folder.root, argv):
         if steps < 1 or outcome.is_finished(run, steps) or (run, steps) in counted:

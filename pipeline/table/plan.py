@@ -113,7 +113,7 @@ class Planner:
                 [self.cfg.pilot_seed],
                 steps,
                 "runs/pilot",
-                self.pilot_extra(),
+                self.sac_extra(),  # evaluated as the table's runs (`evaluations`)
                 pilot_dir,
             ),
         )
