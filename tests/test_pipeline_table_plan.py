@@ -355,3 +355,19 @@ def test_a_diverged_run_is_done_and_a_diverged_pilot_sets_the_cap(tmp_path):
     diverge(pilot, 65_000)
     budget = folder.budget("drawer-open-v3")
     assert budget.steps == cfg.budget_cap and "diverged at 65,000 steps before holding >= 0.8" in budget.reason
+
+
+def test_a_grids_evaluations_are_read_from_its_rl_sac_flags_as_rl_sac_reads_them():
+    """The forecast prices a grid's evaluations by its own --extra flags: either spelling, the last of a repeated
+    flag, and no (or 0) --final-eval-episodes meaning the others' count."""
+    assert grid_evaluations(["--extra=--eval-every 25000 --eval-episodes 10 --final-eval-episodes 50"]) == (
+        25_000,
+        10,
+        50,
+    )
+    assert grid_evaluations(["--extra=--eval-every=10000 --eval-episodes 20 --final-eval-episodes 0"]) == (
+        10_000,
+        20,
+        20,
+    )
+    assert grid_evaluations(["--extra=--eval-every 5 --eval-episodes 2 --eval-every 3"]) == (3, 2, 2)

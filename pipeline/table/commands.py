@@ -57,8 +57,8 @@ EVALUATION_FLAGS = ("--eval-every", "--eval-episodes", "--final-eval-episodes")
 
 def grid_evaluations(argv: Sequence[str]) -> tuple[int, int, int]:
     """(interval, episodes, episodes of the last one) of an rl.grid command's runs, as its --extra rl.sac flags set
-    them (`sac_flags`; a flag given twice counts as argparse reads it, the last; no --final-eval-episodes: the
-    others' count)."""
+    them (`sac_flags`; a flag given twice counts as argparse reads it, the last; no --final-eval-episodes, or 0: the
+    others' count, as rl.sac reads it)."""
     words = shlex.split(next(a.removeprefix("--extra=") for a in argv if a.startswith("--extra=")))
     values = {}
     for i, word in enumerate(words):
@@ -66,7 +66,7 @@ def grid_evaluations(argv: Sequence[str]) -> tuple[int, int, int]:
         if name in EVALUATION_FLAGS:
             values[name] = value if eq else words[i + 1]
     every, episodes = int(values["--eval-every"]), int(values["--eval-episodes"])
-    return every, episodes, int(values.get("--final-eval-episodes", episodes))
+    return every, episodes, int(values.get("--final-eval-episodes", 0)) or episodes
 
 
 def sac_flags(cfg: TableConfig, pilot: bool = False) -> str:
