@@ -295,10 +295,12 @@ def test_a_partial_one_task_table_says_what_its_numbers_can_and_cannot_tell(tmp_
         "| 1 of 10, +1 running / 3 of 10 | +0.40 [n/a: a side has 1 seed] | n/a "
         "| 1.00 [n/a: a side has 1 run per task] |" in claim
     )
-    # the spread of ViSaRL's three seeds (sd 0.1, 2 degrees of freedom) sizes the test though the other side has one
+    # the spread of ViSaRL's three seeds (sd 0.1, 2 degrees of freedom) sizes the test though the other side has one,
+    # beside the 10 seeds planned per side
     assert (
         "- MMAE RGB < MMAE RGB+Saliency (ViSaRL) over 1 task (observed spread within tasks, sd 0.10): a side has 1 "
-        "seed (no interval yet); the paper's gap +0.13 needs 11 seeds per arm (too few seeds)." in text
+        "seed (no interval yet); the paper's gap +0.13 needs 11 seeds per arm (too few seeds; the 10 planned would "
+        "not)." in text
     )
     assert "Per task:" not in text  # every claim on one task: the table above is the per-task one
     # the simulation behind the verdict's coverage, as it was run: one task, two sides of unequal spreads
@@ -466,6 +468,12 @@ def test_the_papers_gap_is_read_against_our_interval_before_any_seed_count():
     assert seeds_reading(float("nan"), spread, 10, 1, -0.05, 0.2).startswith("the paper gives no gap here; at 80 %")
     assert "needs over 1,000 seeds per arm" in seeds_reading(0.001, spread, 10, 1, -0.05, 0.2)
     assert seeds_reading(0.14, (0.0, 4), 3, 1) == "n/a: no seed differs from another (no spread to size a test by)"
+    # beside the plan: the seeds it will have, where it has more than now
+    assert seeds_reading(0.14, spread, 3, 1, -0.05, 0.5, planned=10).startswith(
+        "the paper's gap +0.14 needs 20 seeds per arm (too few seeds; the 10 planned would not); at 80 % power"
+    )
+    assert "(too few seeds; the 25 planned would do)" in seeds_reading(0.14, spread, 3, 1, -0.05, 0.5, planned=25)
+    assert "(too few seeds); at" in seeds_reading(0.14, spread, 10, 1, -0.05, 0.23, planned=10)
 
 
 def test_a_bootstrap_resamples_runs_within_tasks_so_its_marks_count_runs_per_task(tmp_path):

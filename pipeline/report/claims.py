@@ -129,12 +129,19 @@ MIN_SPREAD_DF = 2
 
 
 def seeds_reading(
-    gap: float, spread: tuple[float, int], have: int, tasks: int, lo: float = math.nan, hi: float = math.nan
+    gap: float,
+    spread: tuple[float, int],
+    have: int,
+    tasks: int,
+    lo: float = math.nan,
+    hi: float = math.nan,
+    planned: int = 0,
 ) -> str:
     """What `have` seeds per arm (and task) say of the paper's `gap`, given our interval [lo, hi] of it (NaN: none)
     and the observed spread (sd, its degrees of freedom): resolved (the interval excludes 0), or the paper's gap
     outside our interval, or the seeds a test of it needs (too few only where the interval is unresolved and still
-    holds the paper's gap; none from a spread of fewer than MIN_SPREAD_DF degrees of freedom)."""
+    holds the paper's gap; none from a spread of fewer than MIN_SPREAD_DF degrees of freedom), and whether the
+    `planned` seeds per arm (0: not stated) would be enough."""
     sd, df = spread
     if math.isnan(sd):
         return "no side has 2 seeds: no spread to size a test by yet"
@@ -165,6 +172,8 @@ def seeds_reading(
     if needed is None:
         return f"{one_seed}the paper's gap {gap:+.2f} needs over 1,000 seeds per arm{where}{smallest}"
     reading = "too few seeds" if needed > have else "enough seeds: a gap that large would likely have been resolved"
+    if needed > have and planned > have:
+        reading += f"; the {planned} planned " + ("would do" if planned >= needed else "would not")
     return f"{one_seed}the paper's gap {gap:+.2f} needs {needed} seeds per arm{where} ({reading}){smallest}"
 
 
@@ -264,7 +273,15 @@ def improvement_table(
         sd = "n/a" if math.isnan(spread[0]) else f"{spread[0]:.2f}"
         readings.append(
             f"- {_claim(worse, better)} over {count_noun(len(common), 'task')} (observed spread within tasks, sd {sd}): "
-            + seeds_reading(paper, spread, min(len(a), len(b)), len(common), lo, hi)
+            + seeds_reading(
+                paper,
+                spread,
+                min(len(a), len(b)),
+                len(common),
+                lo,
+                hi,
+                min(planned(e, t) for e in (worse, better) for t in common),
+            )
             + "."
         )
     if len(lines) == 2:
@@ -301,7 +318,7 @@ def ordering_table(runs: list[dict], running: Sequence[dict] = (), planned: Plan
             lines.append(
                 f"| {_claim(worse, better)} | {task} | {diff:+.2f} {interval} | {verdict} | "
                 f"{'n/a' if math.isnan(paper) else f'{paper:+.2f}'} | "
-                f"{seeds_reading(paper, _pooled([a, b]), min(len(a), len(b)), 1, lo, hi)} |"
+                f"{seeds_reading(paper, _pooled([a, b]), min(len(a), len(b)), 1, lo, hi, min(planned(worse, task), planned(better, task)))} |"
             )
     return "\n".join(lines) if len(lines) > 2 else ""
 
