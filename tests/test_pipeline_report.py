@@ -97,6 +97,37 @@ def test_report_has_a_row_per_encoder_with_paper_numbers_and_curves(tmp_path):
     assert "CPU test" in text and "1.0 min" in text  # footer: device and wall time of every run
 
 
+def test_curves_count_seeds_against_the_plan_and_mark_the_larger_final_evaluation(tmp_path, monkeypatch):
+    runs = tmp_path / "sac"
+    for seed in (0, 1):
+        d = _fake_run(runs, "reach-v3", "mmae_rgbs", seed, success=0.5)
+        rows = (tmp_path / "sac" / "reach-v3" / "mmae_rgbs" / f"seed{seed}" / "eval.csv").read_text().splitlines()
+        episodes = ["episodes"] + ["50" if row.startswith("1000,") else "10" for row in rows[1:]]
+        (d / "eval.csv").write_text("\n".join(f"{r},{e}" for r, e in zip(rows, episodes)) + "\n")
+    _running_run(runs, "mmae_rgbs_po", 0, [0.1, 0.2])  # no episodes column: no diamond, no claim about it
+    drawn = {}
+
+    def keep_figure(fig, path):
+        drawn[Path(path).name] = fig
+        return Path(path)
+
+    monkeypatch.setattr("pipeline.report.figures.write_figure", keep_figure)
+    cfg = ReportConfig(str(runs), str(tmp_path / "report"), str(tmp_path), reps=200, planned_seeds="10")
+    text = write_report(cfg).read_text()
+    assert "over seeds. Evaluations of 10 episodes per seed; of 50 at 1k." in text
+    assert "| MMAE RGB+Saliency (ViSaRL) (n=2 of 10) | 0.00 [n/a: no spread] |" in text
+    assert "| MMAE RGB+Saliency (PO) (n=1 of 10) | - | 0.10 | 0.20 | - | - |" in text
+    success = drawn["curves_reach-v3.png"].axes[0]
+    assert [t.get_text() for t in success.get_legend().get_texts()] == [
+        "MMAE RGB+Saliency (PO) (n=1 of 10, running)",
+        "MMAE RGB+Saliency (ViSaRL) (n=2 of 10)",
+        "50 episodes per seed (others: 10)",
+    ]
+    diamonds = [line for line in success.get_lines() if line.get_marker() == "D"]
+    assert [list(line.get_xdata()) for line in diamonds] == [[], [1000.0]]  # ViSaRL's last point only
+    assert diamonds[1].get_ydata()[0] == pytest.approx(0.5)
+
+
 def _running_run(root: Path, encoder: str, seed: int, successes: list[float], steps: int = 1000) -> Path:
     """A run still going, as rl.workspace leaves it: config.json and eval.csv rows so far, no summary.json."""
     d = root / "reach-v3" / encoder / f"seed{seed}"

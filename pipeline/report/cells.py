@@ -112,6 +112,22 @@ def seed_values_text(values: list[float], spec: str = ".2f") -> str:
     return " / ".join(f"{v:{spec}}" for v in values)
 
 
+def seeds_of_plan(count: int, planned: int) -> str:
+    """ "n=3", or "n=3 of 10" while fewer seeds than `planned` are in."""
+    return f"n={count}" + (f" of {planned}" if planned > count else "")
+
+
+def evaluation_sizes_text(usual: int, other: dict[int, list[float]]) -> str:
+    """`runs.evaluation_sizes` in words: "Evaluations of 10 episodes per seed; of 50 at 100k." ("" without counts)."""
+    if not usual:
+        return ""
+    return (
+        f"Evaluations of {count_noun(usual, 'episode')} per seed"
+        + "".join(f"; of {n} at {steps_text(steps)}" for n, steps in other.items())
+        + "."
+    )
+
+
 def count_noun(count: int, noun: str) -> str:
     return f"{count} {noun}{'s' if count != 1 else ''}"
 

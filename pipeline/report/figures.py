@@ -11,11 +11,13 @@ import matplotlib
 matplotlib.use("Agg")  # before pyplot: the report draws without a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 
 from common.figures import write_figure  # noqa: E402
 from pipeline import stats  # noqa: E402
-from pipeline.report.cells import count_noun  # noqa: E402
-from pipeline.report.runs import encoder_matrices, row_label, row_order  # noqa: E402
+from pipeline.report.cells import count_noun, seeds_of_plan  # noqa: E402
+from pipeline.report.config import PlannedSeeds  # noqa: E402
+from pipeline.report.runs import encoder_matrices, evaluation_sizes, row_label, row_order  # noqa: E402
 
 PICTURE_GLOBS = {
     "Saliency examples (the paper's Fig. 7)": ["saliency/**/fig7*.png"],
@@ -52,36 +54,59 @@ def plot_profiles(runs: list[dict], out: Path, reps: int = stats.REPS, seed: int
     return write_figure(fig, out / "performance_profiles.png")
 
 
-def plot_curves(runs: list[dict], out: Path) -> dict[str, Path]:
+def plot_curves(runs: list[dict], out: Path, planned: PlannedSeeds = PlannedSeeds()) -> dict[str, Path]:
     """One PNG per task: evaluation success (the paper's Fig. 3) and return vs env steps, the mean across
     seeds (a marker at every evaluation) with a shaded 95 % Student-t band over seeds. The return shows
     learning long before the first success. An encoder's curve stops at the last step all its seeds
-    have evaluated (dashed while any of them is still running)."""
+    have evaluated (dashed while any of them is still running); its legend counts its seeds of the `planned`
+    ones. Evaluations with more or fewer episodes than most (the CPU table's final 50 after 10 each) are
+    diamonds, named in the legend."""
     paths = {}
     for task in sorted({r["task"] for r in runs}):
+        task_runs = [r for r in runs if r["task"] == task]
+        usual, other = evaluation_sizes(task_runs)
         fig, axes = plt.subplots(1, 2, figsize=(11, 4))
         for ax, key, label in ((axes[0], "curve", "success rate"), (axes[1], "return_curve", "evaluation return")):
-            by_enc, running = defaultdict(list), set()
-            for r in runs:
-                if r["task"] == task and r.get(key):
-                    by_enc[r["encoder"]].append(r[key])
-                    if r.get("running"):
-                        running.add(r["encoder"])
-            for enc, curves in sorted(by_enc.items(), key=lambda kv: row_order(kv[0])):
+            by_enc = defaultdict(list)
+            for r in task_runs:
+                if r.get(key):
+                    by_enc[r["encoder"]].append(r)
+            for enc, rs in sorted(by_enc.items(), key=lambda kv: row_order(kv[0])):
+                curves = [r[key] for r in rs]
+                running = any(r.get("running") for r in rs)
                 end = min(c[-1][0] for c in curves)  # never extrapolate a seed past its last evaluation
                 steps = sorted({s for c in curves for s, _ in c if s <= end})
                 ys = np.array([np.interp(steps, [s for s, _ in c], [v for _, v in c]) for c in curves])  # [seeds, T]
-                legend = f"{row_label(enc)} (n={len(ys)}{', running' if enc in running else ''})"
-                (line,) = ax.plot(
-                    steps, ys.mean(0), marker="o", markersize=3, label=legend, linestyle="--" if enc in running else "-"
+                mean = ys.mean(0)  # [T]
+                legend = (
+                    f"{row_label(enc)} ({seeds_of_plan(len(ys), planned(enc, task))}{', running' if running else ''})"
                 )
+                (line,) = ax.plot(
+                    steps, mean, marker="o", markersize=3, label=legend, linestyle="--" if running else "-"
+                )
+                odd = {s for steps_of_n in evaluation_sizes(rs, usual)[1].values() for s in steps_of_n}
+                at = [i for i, s in enumerate(steps) if s in odd]
+                ax.plot([steps[i] for i in at], mean[at], "D", markersize=6, color=line.get_color())
                 if len(ys) > 1:
                     lo, hi = stats.t_interval(ys)
                     ax.fill_between(steps, lo, hi, alpha=0.2, color=line.get_color())
             ax.set(title=f"{task}: {label}", xlabel="environment steps", ylabel=label)
             ax.grid(alpha=0.3)
         axes[0].set_ylim(-0.02, 1.02)
-        axes[0].legend(fontsize=7)
+        handles, _ = axes[0].get_legend_handles_labels()
+        if other:
+            sizes = " / ".join(str(n) for n in other)
+            handles.append(
+                Line2D(
+                    [],
+                    [],
+                    marker="D",
+                    color="gray",
+                    linestyle="none",
+                    label=f"{sizes} episodes per seed (others: {usual})",
+                )
+            )
+        axes[0].legend(handles=handles, fontsize=7)
         paths[task] = write_figure(fig, out / f"curves_{task}.png")
     return paths
 

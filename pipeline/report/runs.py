@@ -180,7 +180,7 @@ def load_running(roots: list[Path]) -> list[dict]:
             if (run_dir / "summary.json").exists() or not (run_dir / "eval.csv").exists():
                 continue
             cfg = json.loads(config.read_text())
-            curve, returns = _read_curves(run_dir / "eval.csv", "success", "return_mean")
+            curve, returns, episodes = _read_curves(run_dir / "eval.csv", "success", "return_mean", "episodes")
             if "encoder" in cfg and curve:  # an SAC run (other stages write config.json too)
                 runs.append(
                     {
@@ -193,6 +193,7 @@ def load_running(roots: list[Path]) -> list[dict]:
                         "curve": curve,
                         "running": True,
                         "return_curve": returns,
+                        "episodes_curve": episodes,
                     }
                 )
     return runs
@@ -239,6 +240,21 @@ def last_evals(run: dict, k: int = LAST_EVALS) -> tuple[float, tuple[float, ...]
     counts = dict(run.get("episodes_curve", []))
     weights = [counts[s] for s in steps] if all(counts.get(s, 0) > 0 for s in steps) else None
     return float(np.average([by_step[s] for s in steps], weights=weights)), steps
+
+
+def evaluation_sizes(runs: Sequence[dict], usual: int | None = None) -> tuple[int, dict[int, list[float]]]:
+    """The episodes per seed most of `runs`' evaluations played (0 where eval.csv does not count them), or `usual`
+    where given, and the steps evaluated with any other count, by count (the CPU table evaluates 10 episodes every
+    25k and 50 at the end: a curve's last point is then five times less noisy than the others)."""
+    if usual is None:
+        sizes = Counter(int(n) for r in runs for _, n in r.get("episodes_curve", []))
+        usual = sizes.most_common(1)[0][0] if sizes else 0
+    other: dict[int, set[float]] = defaultdict(set)
+    for r in runs:
+        for step, n in r.get("episodes_curve", []):
+            if int(n) != usual:
+                other[int(n)].add(step)
+    return usual, {n: sorted(steps) for n, steps in sorted(other.items())}
 
 
 def last_evals_mean(run: dict, k: int = LAST_EVALS) -> float:

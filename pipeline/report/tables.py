@@ -16,6 +16,7 @@ from pipeline.report.cells import (
     r2_text,
     running_counts,
     seed_values_text,
+    seeds_of_plan,
     side_count,
     steps_text,
     waiting_cells,
@@ -151,10 +152,10 @@ def progress_table(running: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def curve_table(runs: list[dict], task: str, max_columns: int = 10) -> str:
-    """Markdown: the success curves of `task` as numbers, an encoder per row and an evaluation step per
-    column (the newest `max_columns`): mean [95 % t-interval] over the seeds evaluated at that step,
-    with their count where it differs from the encoder's number of seeds."""
+def curve_table(runs: list[dict], task: str, max_columns: int = 10, planned: PlannedSeeds = PlannedSeeds()) -> str:
+    """Markdown: the success curves of `task` as numbers, an encoder per row (its seeds, of the `planned` ones) and
+    an evaluation step per column (the newest `max_columns`): mean [95 % t-interval] over the seeds evaluated at
+    that step, with their count where it differs from the encoder's number of seeds."""
     by_enc = defaultdict(list)
     for r in runs:
         if r["task"] == task and r.get("curve"):
@@ -168,7 +169,9 @@ def curve_table(runs: list[dict], task: str, max_columns: int = 10) -> str:
             cells.append(
                 mean_ci_text(values) + (f" (n={len(values)})" if values and len(values) != len(curves) else "")
             )
-        lines.append(f"| {row_label(enc)} (n={len(curves)}) | " + " | ".join(cells) + " |")
+        lines.append(
+            f"| {row_label(enc)} ({seeds_of_plan(len(curves), planned(enc, task))}) | " + " | ".join(cells) + " |"
+        )
     return "\n".join(lines)
 
 

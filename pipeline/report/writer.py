@@ -9,7 +9,7 @@ from common.cli import run_command
 from common.io import atomic_write_bytes
 from data.tasks import PAPER_TASKS
 from pipeline import stats
-from pipeline.report.cells import plan_cells, running_counts, seeds_toward_plan
+from pipeline.report.cells import evaluation_sizes_text, plan_cells, running_counts, seeds_toward_plan
 from pipeline.report.claims import (
     aggregate_table,
     both_finished,
@@ -24,6 +24,7 @@ from pipeline.report.paper import PAPER_ORDERINGS
 from pipeline.report.runs import (
     LAST_EVALS,
     check_distinct,
+    evaluation_sizes,
     load_running,
     load_runs,
     precision_mix_note,
@@ -179,13 +180,13 @@ def write_report(cfg: ReportConfig, preamble: Sequence[str] = ()) -> Path:
             f"no finished runs (summary.json) and no evaluated running ones (eval.csv) under {cfg.roots}; "
             "run `python -m rl.grid` or `python -m rl.sac` first"
         )
-    curves = plot_curves(runs + running, out)
+    planned = PlannedSeeds.parse(cfg.planned_seeds)
+    curves = plot_curves(runs + running, out, planned)
     pictures_root = cfg.picture_folder()
     pictures = collect_pictures(pictures_root, out)
     probes = load_probes(pictures_root)
     budgets = sorted({r["steps"] for r in runs + running if r["steps"]})
     devices = sorted({r.get("device", "?") for r in runs})
-    planned = PlannedSeeds.parse(cfg.planned_seeds)
     parts = [
         f"# {cfg.title}\n",
         f"{len(runs)} finished SAC runs"
@@ -213,8 +214,10 @@ def write_report(cfg: ReportConfig, preamble: Sequence[str] = ()) -> Path:
     for task, picture in curves.items():
         parts += [
             f"![{picture.stem}]({picture.relative_to(out)})\n",
-            f"Success at each evaluation on {task}, mean [95 % Student-t interval] over seeds:\n",
-            curve_table(runs + running, task) + "\n",
+            f"Success at each evaluation on {task}, mean [95 % Student-t interval] over seeds. "
+            + evaluation_sizes_text(*evaluation_sizes([r for r in runs + running if r["task"] == task]))
+            + "\n",
+            curve_table(runs + running, task, planned=planned) + "\n",
         ]
     if probes:
         parts += [
