@@ -165,7 +165,7 @@ def test_a_root_started_before_pilot_eval_episodes_was_recorded_keeps_its_pilots
     base = folders(tmp_path)
     adopted = adopt_recorded(config(tmp_path), base)
     assert (adopted.eval_episodes, adopted.pilot_eval_episodes) == (7, 7)
-    assert "--eval-episodes 7" in sac_flags(adopted, pilot=True)
+    assert "--eval-episodes 7" in sac_flags(adopted, state_pilot=True)
     again = Folder(adopted)
     again.check_settings()
     assert again.state["settings"]["pilot_eval_episodes"] == 7

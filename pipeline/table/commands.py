@@ -43,10 +43,10 @@ def seeds_text(seeds: Sequence[int]) -> str:
     return ",".join(map(str, seeds))
 
 
-def evaluations(cfg: TableConfig, pilot: bool) -> tuple[int, int, int]:
+def evaluations(cfg: TableConfig, state_pilot: bool) -> tuple[int, int, int]:
     """(interval, episodes, episodes of the last one) of a state pilot's evaluations or a table run's (the mmae_rgbs
     pilot's too: no rule reads its curve, and evaluating it as often as the state pilot would double its env steps)."""
-    if pilot:  # the budget rule reads every evaluation alike
+    if state_pilot:  # the budget rule reads every evaluation alike
         return cfg.pilot_eval_every, cfg.pilot_eval_episodes, cfg.pilot_eval_episodes
     return cfg.eval_every, cfg.eval_episodes, cfg.final_eval_episodes
 
@@ -69,10 +69,11 @@ def grid_evaluations(argv: Sequence[str]) -> tuple[int, int, int]:
     return every, episodes, int(values.get("--final-eval-episodes", 0)) or episodes
 
 
-def sac_flags(cfg: TableConfig, pilot: bool = False) -> str:
-    """rl.grid's --extra of a table (or pilot) grid: the table's SAC settings, then --sac-extra."""
-    eval_every, episodes, last = evaluations(cfg, pilot)
-    final = "" if pilot else f" --final-eval-episodes {last}"
+def sac_flags(cfg: TableConfig, state_pilot: bool = False) -> str:
+    """rl.grid's --extra of a table grid (the mmae_rgbs pilot's too) or of the state pilot: the table's SAC settings,
+    then --sac-extra."""
+    eval_every, episodes, last = evaluations(cfg, state_pilot)
+    final = "" if state_pilot else f" --final-eval-episodes {last}"
     return (
         f"--hidden-dim {cfg.hidden_dim} --eval-every {eval_every} --eval-episodes {episodes}{final} --eval-envs "
         f"{cfg.eval_envs} --checkpoint-every {cfg.checkpoint_every} --torch-threads 1 --mmae-features {cfg.mmae_features} {cfg.sac_extra}"

@@ -197,7 +197,7 @@ def estimate(cfg: TableConfig, budgets: Mapping[str, int | None]) -> dict[str, d
         sac_reach = (
             sum(
                 cfg.reach_seeds
-                * run_seconds(r, row, cfg.reach_steps, cfg.hidden_dim, *evaluations(cfg, pilot=False))
+                * run_seconds(r, row, cfg.reach_steps, cfg.hidden_dim, *evaluations(cfg, state_pilot=False))
                 / packed(row)
                 for row in TABLE_ROWS
             )

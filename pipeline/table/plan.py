@@ -309,8 +309,8 @@ class Planner:
     def sac_extra(self) -> str:
         return sac_flags(self.cfg)
 
-    def pilot_extra(self) -> str:
-        return sac_flags(self.cfg, pilot=True)
+    def state_pilot_extra(self) -> str:
+        return sac_flags(self.cfg, state_pilot=True)
 
     def grid(
         self,
@@ -411,7 +411,7 @@ class Planner:
                 [cfg.pilot_seed],
                 steps,
                 "runs/pilot",
-                self.pilot_extra(),
+                self.state_pilot_extra(),
                 pilot_dir,
             ).decides_budget = True
 
