@@ -58,6 +58,7 @@ def test_status_shows_stage_budget_seeds_and_steps(tmp_path):
     assert "| reach-v3 | mmae_rgbs | 0/3 (then 10) | 0 of 100,000 | - |" in text  # its first wave, kept first
     assert "next step of phase(s) A,B,C,D,E: reach-v3: carry the rgbs encoder and saliency student" in text
     assert "| A |" in text and "bf16 (Xeon, AMX)" in text and "bf16 (Zen 4, AVX512-BF16)" in text
+    assert "BENCHMARKS.md" not in text and "listed in the table's log (table.log)" in text  # rates' sources: a pointer
 
 
 def test_status_warns_of_kept_files_the_checkout_has_not_committed(tmp_path, monkeypatch):

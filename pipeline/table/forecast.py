@@ -213,7 +213,9 @@ def estimate(cfg: TableConfig, budgets: Mapping[str, int | None]) -> dict[str, d
     return out
 
 
-def estimate_text(cfg: TableConfig, folder: Folder) -> str:
+def estimate_text(cfg: TableConfig, folder: Folder, sources: bool = True) -> str:
+    """The wall-time estimate per phase from scratch, one column per CPU kind, with where each rate was measured
+    (`sources`; else a pointer to them: the status keeps to what changes)."""
     budgets = {t: folder.budget(t).steps for t in PAPER_TASKS}
     table = estimate(cfg, budgets)
     lines = [
@@ -228,7 +230,12 @@ def estimate_text(cfg: TableConfig, folder: Folder) -> str:
         lines.append(f"| {phase} | " + " | ".join(f"{h[phase]:,.0f}" for h in table.values()) + " |")
     lines.append("| all | " + " | ".join(f"{sum(h.values()):,.0f}" for h in table.values()) + " |")
     lines.append(applicable_column(cfg.precision, cpu_bf16_units(), os.environ.get(AUTO_ENV, "")))
-    lines.append(f"rates: {RATE_SOURCES}")
+    lines.append(
+        f"rates: {RATE_SOURCES}"
+        if sources
+        else "rates: where each was measured is listed in the table's log (table.log) at every start, and in "
+        "pipeline/table/forecast.py (RATE_SOURCES)"
+    )
     return "\n".join(lines)
 
 

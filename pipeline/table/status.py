@@ -118,7 +118,7 @@ def status_text(cfg: TableConfig) -> str:
     running = folder.state.get("running", {}) if holder else {}  # {key: argv} of the command a running table started
     forecast = forecast_text(cfg, folder, todo, column, running) if column else ""
     lines += ["", forecast] if forecast else []
-    lines += ["", estimate_text(cfg, folder)]
+    lines += ["", estimate_text(cfg, folder, sources=False)]
     return "\n".join(lines)
 
 
