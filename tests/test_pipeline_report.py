@@ -126,6 +126,7 @@ def test_curves_count_seeds_against_the_plan_and_mark_the_larger_final_evaluatio
     diamonds = [line for line in success.get_lines() if line.get_marker() == "D"]
     assert [list(line.get_xdata()) for line in diamonds] == [[], [1000.0]]  # ViSaRL's last point only
     assert diamonds[1].get_ydata()[0] == pytest.approx(0.5)
+    assert success.xaxis.get_major_formatter()(25_000, 0) == "25k"  # steps as the curve table's columns name them
 
 
 def _running_run(root: Path, encoder: str, seed: int, successes: list[float], steps: int = 1000) -> Path:

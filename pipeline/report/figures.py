@@ -12,6 +12,7 @@ matplotlib.use("Agg")  # before pyplot: the report draws without a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from common.figures import write_figure  # noqa: E402
 from pipeline import stats  # noqa: E402
@@ -91,6 +92,7 @@ def plot_curves(runs: list[dict], out: Path, planned: PlannedSeeds = PlannedSeed
                     lo, hi = stats.t_interval(ys)
                     ax.fill_between(steps, lo, hi, alpha=0.2, color=line.get_color())
             ax.set(title=f"{task}: {label}", xlabel="environment steps", ylabel=label)
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1000:g}k"))  # as the curve table's columns
             ax.grid(alpha=0.3)
         axes[0].set_ylim(-0.02, 1.02)
         handles, _ = axes[0].get_legend_handles_labels()
