@@ -113,8 +113,8 @@ def seed_values_text(values: list[float], spec: str = ".2f") -> str:
 
 
 def seeds_of_plan(count: int, planned: int) -> str:
-    """ "n=3", or "n=3 of 10" while fewer seeds than `planned` are in."""
-    return f"n={count}" + (f" of {planned}" if planned > count else "")
+    """ "n=3", or "n=3 of 10" while fewer seeds than `planned` are in (`_count`)."""
+    return f"n={_count(count, planned)}"
 
 
 def evaluation_sizes_text(usual: int, other: dict[int, list[float]]) -> str:
