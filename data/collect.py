@@ -29,6 +29,7 @@ from common.io import OutputError, check_writable_dir
 from common.progress import progress as progress_bar
 from common.runs import code_version, exclusive_run_dir, prepare_run_dir
 from data.env import EnvConfig, PixelMetaWorld
+from data.gl import serial_rasterizer
 from data.shards import (
     ShardError,
     check_shard,
@@ -125,6 +126,7 @@ def _worker_env(cfg: CollectConfig) -> PixelMetaWorld:
     if _WORKER_ENV is None or _WORKER_ENV.config != wanted:
         if _WORKER_ENV is not None:
             _WORKER_ENV.close()
+        serial_rasterizer()  # before the process's first renderer: shard after shard is throughput, not latency
         _WORKER_ENV = PixelMetaWorld(wanted)
     return _WORKER_ENV
 

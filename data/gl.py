@@ -60,6 +60,20 @@ def configure_headless_gl() -> str:
     return backend
 
 
+def serial_rasterizer() -> None:
+    """Rasterize on the rendering thread (Mesa llvmpipe's LP_NUM_THREADS=0), unless LP_NUM_THREADS is set.
+
+    For processes that render frame after frame (RL env workers, collection): llvmpipe's default hands each
+    frame to one rasterizer thread per core, whose hand-offs cost more than they save at 64 px: a 64-px fast
+    frame takes ~20 % less CPU and wall time on one thread, pixel for pixel the same, while a core has time
+    to spare (`bench/render_threads.py`). On a machine the runs already saturate (the CPU table's two packs
+    of 3 on 2 cores) env-steps/s did not change (BENCHMARKS.md): the hand-offs cost only spare time there.
+    Not for latency-bound renders: the annotation app's 512-px frames take ~1.35x the wall time on one
+    thread. llvmpipe reads the variable at the process's first GL context: call this before its first renderer.
+    """
+    os.environ.setdefault("LP_NUM_THREADS", "0")
+
+
 def load_triton_before_mesa() -> None:
     """Import triton (when installed) before Mesa renders. Both carry an LLVM; triton loaded after Mesa's
     llvmpipe segfaults the process, which torch does lazily at its first optimiser (a frame rendered, then

@@ -25,6 +25,7 @@ import numpy as np
 
 from data.clicks import clicks_to_map
 from data.env import EnvConfig, PixelMetaWorld, make_env
+from data.gl import serial_rasterizer
 
 ACTION_DIM = 4  # Meta-World's Sawyer arm: end-effector x, y, z displacement and gripper effort
 #: private RAM of one pixel env worker (MuJoCo, Meta-World and Mesa's software EGL context): 195-200 MB
@@ -92,6 +93,8 @@ def env_thunk(
         if multiprocessing.parent_process() is not None:  # a worker: SIGTERM/SIGINT to the whole process
             signal.signal(signal.SIGTERM, signal.SIG_IGN)  # group are for the trainer, which pauses at an
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # episode boundary and then closes its workers
+        if pixels:
+            serial_rasterizer()  # a frame per step, back to back: throughput, not latency
         env: gym.Env = make_env(config) if pixels else StateOnlyMetaWorld(config)
         if oracle:
             env = OracleSaliency(env)
