@@ -68,7 +68,7 @@ def serial_rasterizer() -> None:
     frame takes ~20 % less CPU and wall time on one thread, pixel for pixel the same, while a core has time
     to spare (`bench/render_threads.py`). On a machine the runs already saturate (the CPU table's two packs
     of 3 on 2 cores) env-steps/s did not change (BENCHMARKS.md): the hand-offs cost only spare time there.
-    Not for latency-bound renders: the annotation app's 512-px frames take ~1.35x the wall time on one
+    Not for latency-bound renders: the annotation app's 512-px frames take 1.3-1.6x the wall time on one
     thread. llvmpipe reads the variable at the process's first GL context: call this before its first renderer.
     """
     os.environ.setdefault("LP_NUM_THREADS", "0")

@@ -1,4 +1,4 @@
-"""Headless rendering shares the process with torch: a rendered frame, then the first optimiser."""
+"""Headless rendering: a rendered frame, then the first optimiser, in one process; RL workers' rasterizer threads."""
 
 import json
 import os
