@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.keep import KeepConfig, keep
-from pipeline.quotes import QuotesConfig, check, mismatches, quoted_blocks
+from pipeline.quotes import QuotesConfig, check, mismatches, quoted_blocks, quoted_results, regenerate
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -222,13 +222,51 @@ def test_quoted_report_lines_are_checked_against_their_regeneration(tmp_path):
     document.write_text(
         "# Results\n\nSome prose.\n\n" + _quote("results/exp --reps 200", [row, "", aggregate]) + "\n\nMore prose.\n"
     )
-    assert quoted_blocks(document.read_text()) == [("results/exp --reps 200", [row, aggregate])]
+    assert quoted_blocks(document.read_text()) == [("pipeline.report results/exp --reps 200", [row, aggregate])]
     assert check(QuotesConfig(document=str(document))) == 2
     document.write_text(_quote("results/exp --reps 200", [row.replace("0.85]", "0.80]")]))  # a number edited by hand
     checked, wrong = mismatches(document)
     assert checked == 1 and len(wrong) == 1 and "0.80]" in wrong[0] and "results/exp --reps 200" in wrong[0]
     with pytest.raises(ValueError, match="1 of 1 quoted lines .* differ"):
         check(QuotesConfig(document=str(document)))
+
+
+def _quote_of(command: str, lines: list[str]) -> str:
+    return "\n".join([f"<!-- quoted from `python -m {command}` -->", *lines, "<!-- end of quote -->"])
+
+
+def test_the_cpu_tables_report_is_quoted_from_its_committed_results_alone(tmp_path, monkeypatch):
+    results = tmp_path / "results" / "cpu-table"
+    for seed, value in enumerate([0.2, 0.4, 0.9]):
+        run = _sac_run(tmp_path / "made", "mmae_rgbs", seed, [value])
+        kept = results / "reach-v3" / "mmae_rgbs" / f"seed{seed}"
+        kept.mkdir(parents=True)
+        for name in ("config.json", "eval.csv", "summary.json"):
+            (kept / name).write_bytes((run / name).read_bytes())
+    (results / "settings.json").write_text(json.dumps({"hidden_dim": 256, "precision": "fp32"}))
+    # this machine's root, recording other settings, is not read: the quote regenerates as on a fresh clone
+    monkeypatch.setenv("HOME", str(tmp_path))
+    root = tmp_path / "visarl-runs" / "cpu_table"
+    root.mkdir(parents=True)
+    (root / "table.json").write_text(json.dumps({"settings": {"hidden_dim": 1024}}))
+    command = f"pipeline.table --results {results} --report"
+    report = regenerate(command, tmp_path, tmp_path / "report")
+    row = next(line for line in report.splitlines() if line.startswith("| reach-v3 | MMAE RGB+Saliency (ViSaRL) |"))
+    assert (
+        "| 0, 1, 2 (3 of 10) | 0.20 / 0.40 / 0.90 | 0.50 [-0.40, 1.40] |" in row
+        and "hidden 256 (the paper's: 1024)" in report
+    )
+    assert quoted_results(command, tmp_path) == [results]
+    document = tmp_path / "RESULTS.md"
+    document.write_text(_quote_of(command, [row]))
+    assert check(QuotesConfig(document=str(document))) == 1
+    document.write_text(_quote_of(command, [row.replace("| 0.50 [", "| 0.55 [")]))  # a number edited by hand
+    checked, wrong = mismatches(document)
+    assert checked == 1 and len(wrong) == 1 and command in wrong[0]
+    for bad in (f"{command} {tmp_path}", f"pipeline.table --root {root} --report"):
+        document.write_text(_quote_of(bad, [row]))
+        with pytest.raises(ValueError, match="must end in a bare --report and name no --root"):
+            check(QuotesConfig(document=str(document)))
 
 
 def test_every_number_results_md_quotes_from_a_committed_experiment_regenerates():
@@ -239,11 +277,9 @@ def test_every_number_results_md_quotes_from_a_committed_experiment_regenerates(
             "RESULTS.md quotes no committed results/<experiment> yet (the CPU slice's raw results are lost); "
             "this check starts with the first quote"
         )
-    for args, _ in blocks:
-        root = args.split()[0]
-        assert (REPO / root).is_dir(), (
-            f"RESULTS.md quotes `python -m pipeline.report {args}` but {root} is not committed"
-        )
+    for command, _ in blocks:
+        for root in quoted_results(command, REPO):
+            assert root.is_dir(), f"RESULTS.md quotes `python -m {command}` but {root} is not committed"
     checked, wrong = mismatches(document)
     assert not wrong, "\n".join(wrong[:5])
     assert checked >= len(blocks)
