@@ -249,13 +249,14 @@ def probe_results(probes: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def write_hub_files(pt_path: str | Path, blob: dict[str, Any] | None = None) -> tuple[Path, Path]:
-    """encoder.safetensors and the model card beside `pt_path` (its dict `blob` when the caller holds it)."""
+    """encoder.safetensors and the model card beside `pt_path` (its dict `blob` when the caller holds it). The card
+    is written first: the safetensors' step (pretrain.train.exported_at) then vouches for both after a kill."""
     pt_path = Path(pt_path)
     blob = blob if blob is not None else safe_torch_load(pt_path, what="MultiMAE encoder")
     if not isinstance(blob, dict) or blob.get("format") != ENCODER_FORMAT:
         raise ValueError(f"{pt_path} is not a MultiMAE encoder export ({ENCODER_FORMAT})")
-    weights = write_safetensors(pt_path.with_suffix(".safetensors"), *encoder_safetensors(blob))
-    return weights, write_card(pt_path.parent, encoder_card(pt_path, blob))
+    card = write_card(pt_path.parent, encoder_card(pt_path, blob))
+    return write_safetensors(pt_path.with_suffix(".safetensors"), *encoder_safetensors(blob)), card
 
 
 def refresh_card(pt_path: str | Path) -> Path | None:

@@ -562,8 +562,8 @@ def flag_identity(cfg: PretrainConfig) -> dict:
 
 
 def exported_at(run_dir: Path, step: int) -> bool:
-    """encoder.pt and its hub copy (encoder.safetensors, written after it) both hold the export of `step`: a kill
-    between a checkpoint and the end of its export leaves them older."""
+    """encoder.pt and its hub copy (its model card, then encoder.safetensors, written after it) hold the export of
+    `step`: a kill between a checkpoint and the end of its export leaves them older."""
     encoder = run_dir / ENCODER
     if not encoder.exists() or safe_torch_load(encoder, what="MultiMAE encoder").get("step") != step:
         return False

@@ -112,6 +112,27 @@ def test_encoder_safetensors_gives_identical_features_for_every_inputs_and_pool(
     }
 
 
+def test_a_kill_while_the_card_is_written_leaves_the_older_safetensors_to_say_so(tmp_path, monkeypatch):
+    from pretrain import export
+    from pretrain.train import exported_at
+
+    pt = encoder_run(tmp_path)
+    write_hub_files(pt)
+    torch.save({**encoder_blob(), "step": 13}, pt)  # the next checkpoint's export
+
+    def killed(folder, text):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export, "write_card", killed)
+    with pytest.raises(KeyboardInterrupt):
+        write_hub_files(pt)
+    assert FrozenEncoder.load(pt.with_suffix(".safetensors")).meta["step"] == 12
+    assert not exported_at(pt.parent, 13)  # a resume exports step 13 again, card included
+    monkeypatch.undo()
+    write_hub_files(pt)
+    assert exported_at(pt.parent, 13) and "Trained 13 steps" in (pt.parent / "README.md").read_text()
+
+
 def test_encoder_card_says_data_architecture_probe_and_how_to_load(tmp_path):
     pt = encoder_run(tmp_path)
     _, card = write_hub_files(pt)
