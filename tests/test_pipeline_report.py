@@ -481,6 +481,13 @@ def test_the_papers_gap_is_read_against_our_interval_before_any_seed_count():
         "the paper's gap +0.14 lies above our interval: a gap that large is not what these runs show (the paper's "
         "is at 1M steps)"
     )
+    assert seeds_reading(0.62 - 0.48, spread, 3, 1, -0.34, 0.1397) == (  # both print +0.14: the end's digits say which
+        "the paper's gap +0.14 lies just above our interval (its upper end: +0.1397): a gap that large is not what "
+        "these runs show (the paper's is at 1M steps)"
+    )
+    assert seeds_reading(0.05, spread, 3, 1, 0.052, 0.3).startswith(
+        "holds at these seeds; the paper's gap +0.05 lies just below our interval (its lower end: +0.052)"
+    )
     assert seeds_reading(-0.2, spread, 10, 1, -0.1, 0.2).startswith("the paper's gap -0.20 lies below our interval")
     assert seeds_reading(0.13, spread, 10, 1, 0.05, 0.41) == (
         "holds at these seeds; the paper's gap +0.13 lies inside our interval"

@@ -124,6 +124,17 @@ def _pooled(groups: Sequence[Sequence[float]]) -> tuple[float, int]:
     return stats.pooled_sd(groups), sum(len(g) - 1 for g in groups if len(g) >= 2)
 
 
+def _edge(gap: float, lo: float, hi: float) -> str:
+    """' (its upper end: +0.1397)' where the paper's gap and the nearer end of our interval print alike at two
+    decimals, the end at the decimals that tell them apart ('' otherwise): a reader of '+0.14 lies above [-0.34,
+    +0.14]' should not have to guess which side of the line it falls."""
+    end, name = min(((lo, "lower"), (hi, "upper")), key=lambda e: abs(e[0] - gap))
+    if f"{gap:+.2f}" != f"{end:+.2f}":
+        return ""
+    digits = next((d for d in range(3, 7) if f"{gap:+.{d}f}" != f"{end:+.{d}f}"), 6)
+    return f" (its {name} end: {end:+.{digits}f})"
+
+
 #: the fewest degrees of freedom of a pooled spread that sizes a test (one df: a spread from a single seed pair)
 MIN_SPREAD_DF = 2
 
@@ -149,12 +160,14 @@ def seeds_reading(
         return "n/a: no seed differs from another (no spread to size a test by)"
     if not math.isnan(gap) and not math.isnan(lo):
         where_gap = "inside" if lo <= gap <= hi else "above" if gap > hi else "below"
+        edge = _edge(gap, lo, hi)
+        lies = f"lies {'just ' * bool(edge)}{where_gap} our interval{edge}"
         if lo > 0 or hi < 0:
-            return f"{_verdict(lo, hi)} at these seeds; the paper's gap {gap:+.2f} lies {where_gap} our interval"
+            return f"{_verdict(lo, hi)} at these seeds; the paper's gap {gap:+.2f} {lies}"
         if where_gap != "inside":
             return (
-                f"the paper's gap {gap:+.2f} lies {where_gap} our interval: a gap that large is not what these runs "
-                "show (the paper's is at 1M steps)"
+                f"the paper's gap {gap:+.2f} {lies}: a gap that large is not what these runs show (the paper's is at "
+                "1M steps)"
             )
     one_seed = "a side has 1 seed (no interval yet); " if have < 2 else ""
     if df < MIN_SPREAD_DF:
