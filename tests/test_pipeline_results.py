@@ -200,8 +200,8 @@ def test_a_run_resumed_by_code_that_records_its_inputs_more_fully_is_kept_again(
         keep(KeepConfig(source=str(source), out=str(out)))
 
 
-def _quote(args: str, lines: list[str]) -> str:
-    return "\n".join([f"<!-- quoted from `python -m pipeline.report {args}` -->", *lines, "<!-- end of quote -->"])
+def _quote(command: str, lines: list[str]) -> str:
+    return "\n".join([f"<!-- quoted from `python -m {command}` -->", *lines, "<!-- end of quote -->"])
 
 
 def test_quoted_report_lines_are_checked_against_their_regeneration(tmp_path):
@@ -220,19 +220,19 @@ def test_quoted_report_lines_are_checked_against_their_regeneration(tmp_path):
     assert "| 0.55 / 0.15 / 0.35 | 0.35 [-0.15, 0.85] |" in row
     document = tmp_path / "RESULTS.md"
     document.write_text(
-        "# Results\n\nSome prose.\n\n" + _quote("results/exp --reps 200", [row, "", aggregate]) + "\n\nMore prose.\n"
+        "# Results\n\nSome prose.\n\n"
+        + _quote("pipeline.report results/exp --reps 200", [row, "", aggregate])
+        + "\n\nMore prose.\n"
     )
     assert quoted_blocks(document.read_text()) == [("pipeline.report results/exp --reps 200", [row, aggregate])]
     assert check(QuotesConfig(document=str(document))) == 2
-    document.write_text(_quote("results/exp --reps 200", [row.replace("0.85]", "0.80]")]))  # a number edited by hand
+    document.write_text(
+        _quote("pipeline.report results/exp --reps 200", [row.replace("0.85]", "0.80]")])
+    )  # a number edited by hand
     checked, wrong = mismatches(document)
     assert checked == 1 and len(wrong) == 1 and "0.80]" in wrong[0] and "results/exp --reps 200" in wrong[0]
     with pytest.raises(ValueError, match="1 of 1 quoted lines .* differ"):
         check(QuotesConfig(document=str(document)))
-
-
-def _quote_of(command: str, lines: list[str]) -> str:
-    return "\n".join([f"<!-- quoted from `python -m {command}` -->", *lines, "<!-- end of quote -->"])
 
 
 def test_the_cpu_tables_report_is_quoted_from_its_committed_results_alone(tmp_path, monkeypatch):
@@ -258,13 +258,13 @@ def test_the_cpu_tables_report_is_quoted_from_its_committed_results_alone(tmp_pa
     )
     assert quoted_results(command, tmp_path) == [results]
     document = tmp_path / "RESULTS.md"
-    document.write_text(_quote_of(command, [row]))
+    document.write_text(_quote(command, [row]))
     assert check(QuotesConfig(document=str(document))) == 1
-    document.write_text(_quote_of(command, [row.replace("| 0.50 [", "| 0.55 [")]))  # a number edited by hand
+    document.write_text(_quote(command, [row.replace("| 0.50 [", "| 0.55 [")]))  # a number edited by hand
     checked, wrong = mismatches(document)
     assert checked == 1 and len(wrong) == 1 and command in wrong[0]
     for bad in (f"{command} {tmp_path}", f"pipeline.table --root {root} --report"):
-        document.write_text(_quote_of(bad, [row]))
+        document.write_text(_quote(bad, [row]))
         with pytest.raises(ValueError, match="must end in a bare --report and name no --root"):
             check(QuotesConfig(document=str(document)))
 
