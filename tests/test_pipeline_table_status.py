@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from data.tasks import PAPER_TASKS
+from pipeline.table import config as table_config
 from pipeline.table import forecast, status
 from pipeline.table.commands import Step, grid_argv, pretrained_images, with_pack
 from pipeline.table.config import STATE_FILE, TableConfig, pilot_dir, table_dir
@@ -35,7 +36,9 @@ from pipeline.table.status import sac_progress, status_text, step_progress
 from table_roots import config, finish_pretraining, finish_run, prepared, write
 
 
-def test_status_shows_stage_budget_seeds_and_steps(tmp_path):
+def test_status_shows_stage_budget_seeds_and_steps(tmp_path, monkeypatch):
+    for module in (forecast, table_config):  # a CPU without bf16 units, whatever this one has (a Zen 4's adds a note)
+        monkeypatch.setattr(module, "cpu_bf16_units", lambda: ())
     cfg = config(tmp_path)
     prepared(cfg, "reach-v3")
     root = Path(cfg.root)
@@ -58,6 +61,7 @@ def test_status_shows_stage_budget_seeds_and_steps(tmp_path):
     assert "| reach-v3 | mmae_rgbs | 0/3 (then 10) | 0 of 100,000 | - |" in text  # its first wave, kept first
     assert "next step of phase(s) A,B,C,D,E: reach-v3: carry the rgbs encoder and saliency student" in text
     assert "| A |" in text and "bf16 (Xeon, AMX)" in text and "bf16 (Zen 4, AVX512-BF16)" in text
+    assert "so the column 'fp32 (Zen 3, AVX2)' applies" in text  # auto runs fp32 without bf16 units
     assert "BENCHMARKS.md" not in text and "listed in the table's log (table.log)" in text  # rates' sources: a pointer
 
 
