@@ -257,7 +257,7 @@ def preparation_tables(root: Path) -> str:
 
 def encoders_frames(task: str, path: Path) -> str:
     """Whether `task`'s carried encoders learnt from the same collected frames (a machine lost between their
-    pretrainings collects them again: the same bytes on the same machine, not always on another CPU)."""
+    pretrainings collects them again: the same bytes on the same machine, not always on another)."""
     record = json.loads(path.read_text())
     frames = record.get("frames", {})
     carried = list(dict.fromkeys(rel.split("/")[1] for rel in record.get("sha256", {}) if rel.startswith("mmae/")))

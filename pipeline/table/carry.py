@@ -106,7 +106,7 @@ def carried_encoders(folder: Folder, task: str) -> list[str]:
 
 def frames_digest(folder: Folder, task: str) -> str:
     """sha256 of the root's collected frames of `task`, from their shard manifest's checksums: collection writes the
-    same bytes for the same seeds on one machine (not always on another CPU), so two encoders with the same digest
+    same bytes for the same seeds on one machine (not always on another machine: its CPU or its system libraries differ), so two encoders with the same digest
     learnt from the same frames."""
     from data.shards import read_manifest
 
