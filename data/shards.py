@@ -445,6 +445,18 @@ def frame_digests(rgb: np.ndarray) -> list[str]:
     return [hashlib.sha256(f"{frame.shape}".encode() + frame.tobytes()).hexdigest()[:16] for frame in rgb]
 
 
+def pixels_sha256(directory: str | Path) -> str:
+    """sha256 of a collection's pixels: every frame's rgb.png decoded, with its shape, in shard and sample order.
+    Two collections of the same frames agree here whatever else their shards' bytes hold (the rewards in meta.json
+    differ in their last digits between CPUs whose BLAS kernels differ) and however their PNGs were compressed."""
+    digest = hashlib.sha256()
+    for shard in verified_shards(directory):
+        for raw in iter_raw(shard):
+            rgb = np.asarray(Image.open(io.BytesIO(raw["rgb.png"])).convert("RGB"))  # [H, W, 3]
+            digest.update(f"{rgb.shape}".encode() + rgb.tobytes())
+    return digest.hexdigest()
+
+
 def oracle_maps(clicks: list[np.ndarray], size: int) -> np.ndarray:
     """Oracle saliency maps float32 [N, size, size] from stored clicks (the shared click-to-map)."""
     return np.stack([clicks_to_map(c, size) for c in clicks]) if clicks else np.zeros((0, size, size), np.float32)

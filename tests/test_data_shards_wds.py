@@ -23,6 +23,7 @@ from data.shards import (
     encode_sample,
     iter_samples,
     load_arrays,
+    pixels_sha256,
     raw_pipeline,
     shard_name,
     verified_shards,
@@ -103,6 +104,27 @@ def _folder(out: Path, sizes: list[int], seed: int = 0, old: bool = False) -> Pa
         },
     )
     return out
+
+
+def test_the_pixels_digest_follows_the_frames_not_the_shards_other_bytes(tmp_path):
+    """The same frames collected on another CPU can record rewards that differ in their last digits (its BLAS kernels
+    round otherwise): the shards' checksums then differ, the pixels digest does not; one pixel more changes it."""
+    rng = np.random.default_rng(5)
+    samples = _samples(0, 3, rng) + _samples(1, 3, rng)
+
+    def folder(name: str, samples: list[tuple[str, dict]]) -> Path:
+        out = tmp_path / name
+        out.mkdir()
+        entries = [write_shard_entry(out / shard_name(i), samples[i * 3 : i * 3 + 3]) for i in range(2)]
+        write_manifest(out, {"format": "visarl-shards/1", "status": "complete", "frames": 6, "shards": entries})
+        return out
+
+    rounded = [(key, {**sample, "meta": {**sample["meta"], "reward": 0.5000000000000001}}) for key, sample in samples]
+    brighter = [(key, {**sample, "rgb": sample["rgb"].copy()}) for key, sample in samples]
+    brighter[4][1]["rgb"][3, 7, 1] ^= 1
+    digests = {name: pixels_sha256(folder(name, s)) for name, s in [("a", samples), ("b", rounded), ("c", brighter)]}
+    assert (tmp_path / "a/shard-00000.tar").read_bytes() != (tmp_path / "b/shard-00000.tar").read_bytes()
+    assert digests["a"] == digests["b"] != digests["c"] and len(digests["a"]) == 64
 
 
 def _assert_same(decoded: dict, key: str, sample: dict) -> None:

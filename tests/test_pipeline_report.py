@@ -930,9 +930,16 @@ def test_report_shows_each_tasks_saliency_evaluation_and_preparation_times_the_c
     (results / "reach-v3/stages.json").write_text(json.dumps({**stages, "precision": "bf16"}))
     (results / "door-open-v3").mkdir()
     (results / "door-open-v3/stages.json").write_text(json.dumps({"task": "door-open-v3", "wall_seconds": {}}))
-    frames = {"reach-v3": {"rgbs": "1" * 64, "rgb": "1" * 64}, "door-open-v3": {"rgbs": "1" * 64, "rgb": "2" * 64}}
-    for task, digests in frames.items():  # door-open-v3's rgb encoder pretrained after a machine change
-        (results / task / "models.json").write_text(json.dumps({"task": task, "sha256": {}, "frames": digests}))
+    same, other = {"rgbs": "1" * 64, "rgb": "1" * 64}, {"rgbs": "1" * 64, "rgb": "2" * 64}
+    records = {  # all but reach-v3's rgb encoders pretrained after a machine change, on frames collected again
+        "reach-v3": {"frames": same},
+        "door-open-v3": {"frames": other, "pixels": {"rgb": "3" * 64}},  # rgbs carried before pixels were recorded
+        "drawer-open-v3": {"frames": other, "pixels": same},  # other shard bytes (meta.json), the same pixels
+        "pick-place-v3": {"frames": other, "pixels": other},
+    }
+    for task, record in records.items():
+        (results / task).mkdir(exist_ok=True)
+        (results / task / "models.json").write_text(json.dumps({"task": task, "sha256": {}, **record}))
     (results / "faucet-open-v3").mkdir()  # a record written before frames were recorded
     (results / "faucet-open-v3/models.json").write_text(
         json.dumps({"sha256": {"mmae/rgbs/faucet-open-v3/encoder.pt": "0"}})
@@ -946,9 +953,11 @@ def test_report_shows_each_tasks_saliency_evaluation_and_preparation_times_the_c
     ) in report
     assert "Kept on (machine, precision): reach-v3: AMD EPYC, 2 cores, bf16." in report
     assert (
-        "Frames the MultiMAEs learnt from (checksums of the collection, models.json): door-open-v3: different frames "
-        "(rgbs 111111111111, rgb 222222222222); faucet-open-v3: not recorded for rgbs; reach-v3: the same frames for "
-        "rgbs and rgb." in report
+        "Frames the MultiMAEs learnt from (checksums of the collection, models.json): door-open-v3: different shards "
+        "(rgbs 111111111111, rgb 222222222222; their pixels not recorded for rgbs); drawer-open-v3: the same pixels "
+        "for rgbs and rgb (collected on two machines: their shards' other bytes differ); faucet-open-v3: not "
+        "recorded for rgbs; pick-place-v3: different pixels (rgbs 111111111111, rgb 222222222222); reach-v3: the "
+        "same frames for rgbs and rgb." in report
     )
     assert (
         "## Preparation"

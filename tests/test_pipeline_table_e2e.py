@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from data.shards import pixels_sha256
 from pipeline.table.config import FROZEN
 from rl.encoders import ENCODER_LABELS
 
@@ -80,8 +81,10 @@ def test_micro_cpu_table_phase_a_keeps_every_row_and_a_rerun_runs_nothing(tmp_pa
     assert (tmp_path / "carry/mmae/rgbs/reach-v3/encoder.pt").read_bytes() == (
         table / "runs/mmae/rgbs/reach-v3/encoder.pt"
     ).read_bytes()
-    frames = json.loads((results / "reach-v3/models.json").read_text())["frames"]
-    assert frames["rgbs"] == frames["rgb"]  # both encoders learnt from the same frames
+    record = json.loads((results / "reach-v3/models.json").read_text())
+    assert record["frames"]["rgbs"] == record["frames"]["rgb"]  # both encoders learnt from the same frames
+    pixels = pixels_sha256(table / "shards/reach-v3")
+    assert record["pixels"] == {"rgbs": pixels, "rgb": pixels}  # and their pixels, read from the root's shards
 
     # a new machine: a new root beside the committed results and carried models runs no step of the table again
     elsewhere = [a if a != str(table) else str(tmp_path / "new-machine") for a in argv]

@@ -257,18 +257,28 @@ def preparation_tables(root: Path) -> str:
 
 def encoders_frames(task: str, path: Path) -> str:
     """Whether `task`'s carried encoders learnt from the same collected frames (a machine lost between their
-    pretrainings collects them again: the same bytes on the same machine, not always on another)."""
+    pretrainings collects them again: the same bytes on the same machine; on another, maybe other bytes for the
+    same pixels, which the record's "pixels" digests tell)."""
     record = json.loads(path.read_text())
-    frames = record.get("frames", {})
+    frames, pixels = record.get("frames", {}), record.get("pixels", {})
     carried = list(dict.fromkeys(rel.split("/")[1] for rel in record.get("sha256", {}) if rel.startswith("mmae/")))
     unknown = [name for name in carried if name not in frames]
     if unknown:
         return f"{task}: not recorded for {' and '.join(unknown)}"
     if len(frames) < 2:
         return f"{task}: only {', '.join(frames) or 'no'} encoder carried so far"
+    names = " and ".join(frames)
     if len(set(frames.values())) == 1:
-        return f"{task}: the same frames for {' and '.join(frames)}"
-    return f"{task}: different frames ({', '.join(f'{name} {digest[:12]}' for name, digest in frames.items())})"
+        return f"{task}: the same frames for {names}"
+    if all(name in pixels for name in frames):
+        if len({pixels[name] for name in frames}) == 1:
+            return f"{task}: the same pixels for {names} (collected on two machines: their shards' other bytes differ)"
+        return f"{task}: different pixels ({', '.join(f'{name} {pixels[name][:12]}' for name in frames)})"
+    unread = [name for name in frames if name not in pixels]
+    return (
+        f"{task}: different shards ({', '.join(f'{name} {digest[:12]}' for name, digest in frames.items())}; "
+        f"their pixels not recorded for {' and '.join(unread)})"
+    )
 
 
 def footer(runs: list[dict]) -> str:

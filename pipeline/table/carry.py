@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from common.io import atomic_write_bytes, atomic_write_json
+from common.io import ShardError, atomic_write_bytes, atomic_write_json
 from pipeline.keep import KEPT_MODELS, KEPT_PROBES, KEPT_SALIENCY_EVAL, KEPT_SALIENCY_PICTURE
 from pipeline.table.config import ENCODERS
 
@@ -71,8 +71,8 @@ def write_once(path: Path, payload: bytes, conflict: str) -> bool:
 
 
 def models_record(folder: Folder, task: str) -> dict | None:
-    """The task's KEPT_MODELS record ({"sha256": {path under the carry folder: hash}, "frames": {encoder: digest}}),
-    None before any of its models are carried."""
+    """The task's KEPT_MODELS record ({"sha256": {path under the carry folder: hash}, "frames": {encoder: digest},
+    "pixels": {encoder: digest}}), None before any of its models are carried."""
     path = folder.results / KEPT_MODELS.format(task=task)
     if not path.exists():
         return None
@@ -106,8 +106,8 @@ def carried_encoders(folder: Folder, task: str) -> list[str]:
 
 def frames_digest(folder: Folder, task: str) -> str:
     """sha256 of the root's collected frames of `task`, from their shard manifest's checksums: collection writes the
-    same bytes for the same seeds on one machine (not always on another machine: its CPU or its system libraries differ), so two encoders with the same digest
-    learnt from the same frames."""
+    same bytes for the same seeds on one machine, so two encoders with the same digest learnt from the same frames
+    (on another CPU the rewards in meta.json may round otherwise: `pixels_digest` tells then)."""
     from data.shards import read_manifest
 
     shards_dir = folder.root / f"shards/{task}"
@@ -116,10 +116,21 @@ def frames_digest(folder: Folder, task: str) -> str:
     return sha256(json.dumps([[s["file"], s["frames"], h] for s, h in zip(shards, sums)]).encode())
 
 
+def pixels_digest(folder: Folder, task: str) -> str | None:
+    """`data.shards.pixels_sha256` of the root's collected frames of `task` (what its encoders learnt from, however
+    the shards' other bytes differ between machines); None where the frames can no longer be read."""
+    from data.shards import pixels_sha256
+
+    try:
+        return pixels_sha256(folder.root / f"shards/{task}")
+    except (ShardError, OSError):
+        return None
+
+
 def carry_models(folder: Folder, task: str, encoder: str) -> list[Path]:
     """Copy the CARRIED models of `task`'s `encoder` into the carry folder (never overwritten by other bytes), then
-    add their sha256 and the digest of the frames it learnt from (`frames_digest`) to the results' record
-    (KEPT_MODELS): the record ties the carried files to the results they go with."""
+    add their sha256 and the digests of the frames it learnt from (`frames_digest`, `pixels_digest`) to the
+    results' record (KEPT_MODELS): the record ties the carried files to the results they go with."""
     copies = model_copies(folder, task, [encoder])
     payloads = {rel: src.read_bytes() for rel, (src, _) in zip(carried_files(task, [encoder]), copies)}
     hashes = {rel: sha256(payload) for rel, payload in payloads.items()}
@@ -137,7 +148,10 @@ def carry_models(folder: Folder, task: str, encoder: str) -> list[Path]:
         if write_once(dst, payload, conflict):
             written.append(dst)
     frames = {**old.get("frames", {}), encoder: old.get("frames", {}).get(encoder) or frames_digest(folder, task)}
-    record = {**old, "sha256": {**old["sha256"], **hashes}, "frames": frames}
+    pixels = dict(old.get("pixels", {}))
+    if encoder not in pixels and (digest := pixels_digest(folder, task)):
+        pixels[encoder] = digest
+    record = {**old, "sha256": {**old["sha256"], **hashes}, "frames": frames, **({"pixels": pixels} if pixels else {})}
     if record != old:
         atomic_write_json(path, record)
         written.append(path)
