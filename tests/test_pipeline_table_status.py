@@ -344,6 +344,22 @@ def test_estimate_grows_with_the_budget_and_is_cheaper_in_bf16():
     assert long[zen3]["A"] > long[fp32]["A"] and long[zen3]["B"] > long[fp32]["B"]
 
 
+def test_readmes_wall_time_estimates_are_the_estimates_of_the_code():
+    """README's "Wall time" table (hidden 1024) and its hidden-256 sentence are what `--dry-run` prints from
+    scratch: a rate or a setting that changes the estimate has to change the README with it."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme[readme.index("- **Wall time**") :]
+    columns = list(RATES)
+    assert f"| phase | {' | '.join(columns)} |" in section
+    rounded = lambda table: {p: [f"{table[c][p]:,.0f}" for c in columns] for p in "ABCDE"}  # noqa: E731
+    wide = rounded(estimate(TableConfig(), {}))
+    for phase, hours in wide.items():
+        assert f"| {phase} | {' | '.join(hours)} |" in section, phase
+    narrow = rounded(estimate(TableConfig(hidden_dim=256), {}))
+    sentence = " ".join(section.split())  # the sentence wraps
+    assert f"A takes {' / '.join(narrow['A'])} h and C {' / '.join(narrow['C'])} h" in sentence
+
+
 def test_the_estimate_says_which_column_this_cpu_follows():
     """--precision auto follows the CPU's bf16 units; an explicit precision is taken as given; each column is the
     CPU measured that has the same units."""
