@@ -85,12 +85,11 @@ def regenerate(command: str, base: Path, out: Path) -> str:
 def regenerate_table(command: str, out: Path) -> str:
     """REPORT.md of a quoted `pipeline.table ... --report` under a root that does not exist, so that it reads the
     settings its results recorded, as on a fresh clone (its --results is relative to the checkout, as always)."""
-    from pipeline.table.config import TableConfig, adopt_recorded
+    from pipeline.table.config import table_config
     from pipeline.table.report import write_table_report
 
-    argv = [*table_words(command), "--root", str(out / "no-root"), "--report", str(out)]
     return write_table_report(
-        adopt_recorded(parse_config(TableConfig, argv, module="pipeline.table"), argv)
+        table_config([*table_words(command), "--root", str(out / "no-root"), "--report", str(out)])
     ).read_text()
 
 

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from common.cli import option, stored_values
+from common.cli import option, parse_config, stored_values
 from common.cpuinfo import AUTO_ENV, auto_precision, cpu_bf16_units
 from data.tasks import PAPER_TASKS
 
@@ -345,6 +345,12 @@ def as_ran(recorded: Mapping[str, object]) -> dict:
         return {}
     split = {k: recorded[other] for k, other in FROZEN_FROM.items() if other in recorded}
     return {**FROZEN_BEFORE, **split, **recorded}
+
+
+def table_config(argv: Sequence[str]) -> TableConfig:
+    """`python -m pipeline.table`'s config from its command line, with the settings its root (or its results, on a
+    new root) recorded wherever the line leaves them out (`adopt_recorded`)."""
+    return adopt_recorded(parse_config(TableConfig, list(argv), module="pipeline.table"), argv)
 
 
 def adopt_recorded(cfg: TableConfig, argv: Sequence[str]) -> TableConfig:

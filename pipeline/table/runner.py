@@ -12,7 +12,7 @@ import traceback
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from common.cli import fail, parse_config
+from common.cli import fail
 from common.io import OutputError
 from common.runs import exclusive_run_dir, nice_own_session
 from pipeline.background import BackgroundConfig, running_pid, start
@@ -23,7 +23,7 @@ from pipeline.table.config import (
     KEEP_FINISHED_EVERY_S,
     LOG_FILE,
     TableConfig,
-    adopt_recorded,
+    table_config,
     table_dir,
 )
 from pipeline.table.folder import Folder, repeating
@@ -255,9 +255,8 @@ def start_background(cfg: TableConfig, argv: Sequence[str]) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
-    cfg = parse_config(TableConfig, argv, module="pipeline.table")  # not the runner's own name
     try:
-        cfg = adopt_recorded(cfg, argv)
+        cfg = table_config(argv)
         if not (cfg.status or cfg.report):  # these two read; a dry run shows what would run, the others start it
             check_pass_through_apart(cfg)
         if cfg.status:
