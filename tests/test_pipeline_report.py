@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from pipeline.report.config import PlannedSeeds, ReportConfig
+from pipeline.report.figures import profiles_caption
 from pipeline.report.paper import PAPER_TABLE_I
 from pipeline.report.runs import load_runs
 from pipeline.report.writer import write_report
@@ -86,6 +87,8 @@ def test_report_has_a_row_per_encoder_with_paper_numbers_and_curves(tmp_path):
         and "† fewer than 5 runs per task (in a comparison, on a side)" in text
     )
     assert "2 runs per task x 1 task: " in text and "performance_profiles.png" in text
+    caption = next(line for line in text.splitlines() if line.startswith("Shaded: the stratified bootstrap"))
+    assert "† fewer than 5 runs per task (" in caption and "CNN RGB" in caption and "no 95 % band" in caption
     assert f"{PAPER_TABLE_I['mmae_rgbs']['reach-v3'][0]:.2f} ± 0.05" in text and "Gaze on the Prize" in text
     curve = tmp_path / "report" / "curves_reach-v3.png"
     img = np.asarray(Image.open(curve).convert("L"), float)
@@ -566,6 +569,13 @@ def test_aggregates_stratify_over_tasks_and_profiles_are_drawn(tmp_path):
     write_report(ReportConfig(roots=str(runs), out=str(tmp_path / "report"), pictures_root=str(tmp_path), reps=200))
     img = np.asarray(Image.open(tmp_path / "report" / "performance_profiles.png").convert("L"), float)
     assert img.shape[0] > 200 and img.std() > 10
+    assert "† fewer than 5 runs per task (MMAE RGB+Saliency (ViSaRL)): " in profiles_caption(load_runs([runs]))
+    five = tmp_path / "five"
+    for seed in range(5):
+        _fake_run(five, "reach-v3", "state", seed, success=0.2 * seed)
+    assert profiles_caption(load_runs([five])) == (
+        "Shaded: the stratified bootstrap 95 % band of each profile (the aggregates' resampling)."
+    )
 
 
 def test_report_reads_a_results_folder_given_as_a_word_and_names_a_missing_one(tmp_path, capsys):

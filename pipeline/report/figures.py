@@ -16,7 +16,7 @@ from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from common.figures import write_figure  # noqa: E402
 from pipeline import stats  # noqa: E402
-from pipeline.report.cells import count_noun, seeds_of_plan  # noqa: E402
+from pipeline.report.cells import FEW_RUNS, MIN_BOOTSTRAP_RUNS, count_noun, seeds_of_plan  # noqa: E402
 from pipeline.report.config import PlannedSeeds  # noqa: E402
 from pipeline.report.runs import encoder_matrices, evaluation_sizes, row_label, row_order  # noqa: E402
 
@@ -29,7 +29,8 @@ PICTURE_GLOBS = {
 
 def plot_profiles(runs: list[dict], out: Path, reps: int = stats.REPS, seed: int = 0) -> Path | None:
     """rliable's performance profiles (score distributions): per encoder, the fraction of its runs (all
-    tasks) whose final success exceeds each threshold, with a stratified bootstrap 95 % band."""
+    tasks) whose final success exceeds each threshold, with a stratified bootstrap 95 % band (its legend entry
+    marked FEW_RUNS below MIN_BOOTSTRAP_RUNS runs per task, where the band is no 95 % band)."""
     matrices = encoder_matrices(runs)
     if not matrices:
         return None
@@ -40,7 +41,8 @@ def plot_profiles(runs: list[dict], out: Path, reps: int = stats.REPS, seed: int
         (line,) = ax.plot(
             taus,
             profiles[enc],
-            label=f"{row_label(enc)} ({count_noun(len(scores), 'run')} x {count_noun(len(tasks), 'task')})",
+            label=f"{row_label(enc)} ({count_noun(len(scores), 'run')} x {count_noun(len(tasks), 'task')})"
+            + (FEW_RUNS if len(scores) < MIN_BOOTSTRAP_RUNS else ""),
         )
         ax.fill_between(taus, bands[enc][0], bands[enc][1], alpha=0.15, color=line.get_color())
     tasks = sorted({t for ts, _ in matrices.values() for t in ts})
@@ -53,6 +55,17 @@ def plot_profiles(runs: list[dict], out: Path, reps: int = stats.REPS, seed: int
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return write_figure(fig, out / "performance_profiles.png")
+
+
+def profiles_caption(runs: list[dict]) -> str:
+    """What the profiles' shaded bands are, and where they are no 95 % band (FEW_RUNS)."""
+    few = sorted(row_label(e) for e, (_, m) in encoder_matrices(runs).items() if len(m) < MIN_BOOTSTRAP_RUNS)
+    return "Shaded: the stratified bootstrap 95 % band of each profile (the aggregates' resampling)." + (
+        f" {FEW_RUNS} fewer than {MIN_BOOTSTRAP_RUNS} runs per task ({', '.join(few)}): there the band spans little "
+        "more than the runs themselves and is no 95 % band."
+        if few
+        else ""
+    )
 
 
 def plot_curves(runs: list[dict], out: Path, planned: PlannedSeeds = PlannedSeeds()) -> dict[str, Path]:

@@ -19,7 +19,7 @@ from pipeline.report.claims import (
     welch_note,
 )
 from pipeline.report.config import PlannedSeeds, ReportConfig
-from pipeline.report.figures import collect_pictures, plot_curves, plot_profiles
+from pipeline.report.figures import collect_pictures, plot_curves, plot_profiles, profiles_caption
 from pipeline.report.paper import PAPER_ORDERINGS
 from pipeline.report.runs import (
     LAST_EVALS,
@@ -73,7 +73,7 @@ def statistics_sections(
             one_task,
             (precision_mix_note(runs) + "\n").lstrip(),
             aggregate_table(runs, cfg.reps, cfg.seed) + "\n",
-            f"![performance profiles]({profile.relative_to(out)})\n" if profile else "",
+            f"![performance profiles]({profile.relative_to(out)})\n\n{profiles_caption(runs)}\n" if profile else "",
         ]
     improvements = improvement_table(runs, cfg.reps, cfg.seed, running, planned)
     per_task = (
