@@ -360,6 +360,19 @@ def test_readmes_wall_time_estimates_are_the_estimates_of_the_code():
     assert f"A takes {' / '.join(narrow['A'])} h and C {' / '.join(narrow['C'])} h" in sentence
 
 
+def test_the_zen4_footnote_rate_is_the_carried_rgb_pretrainings_own():
+    """The fp32 column's footnote on a CPU with bf16 units quotes the Zen 4's rate from the carried train.csv of
+    reach-v3's rgb-only MultiMAE: images over training seconds (wall_s adds up every resumed session)."""
+    run = Path(__file__).parents[1] / "artifacts/cpu-table/mmae/rgb/reach-v3"
+    last = (run / "train.csv").read_text().splitlines()[-1].split(",")
+    batch = json.loads((run / "config.json").read_text())["batch_size"]
+    assert int(last[0]) == json.loads((run / "data.json").read_text())["total_steps"]
+    assert round(int(last[0]) * batch / float(last[1]), 1) == forecast.ZEN4_FP32_RGB_IMG_S
+    assert f"at {forecast.ZEN4_FP32_RGB_IMG_S} img/s, 1.12x the column's 36.7" in applicable_column(
+        "fp32", ("avx512_bf16",)
+    )
+
+
 def test_the_estimate_says_which_column_this_cpu_follows():
     """--precision auto follows the CPU's bf16 units; an explicit precision is taken as given; each column is the
     CPU measured that has the same units."""

@@ -82,6 +82,9 @@ GAIN_HIDDEN = 256
 #: how much faster the rgb-only MultiMAE pretrains than the rgb+saliency one the rates are of (2.73 against 4.27
 #: GFLOP per image, 1.57x; measured 1.36x on the Zen 3 in fp32: BENCHMARKS.md), taken to hold on every CPU
 RGB_PRETRAIN_SPEEDUP = 1.36
+#: img/s of reach-v3's rgb-only MultiMAE in the CPU table on a Zen 4 in fp32 (2026-12-07, its train.csv in
+#: artifacts/cpu-table/), for the fp32 column's footnote on a CPU with bf16 units
+ZEN4_FP32_RGB_IMG_S = 41.1
 FP32_XEON, BF16_XEON, BF16_ZEN4, FP32_ZEN3 = (
     "fp32 (Xeon)",
     "bf16 (Xeon, AMX)",
@@ -439,8 +442,10 @@ def applicable_column(precision: str, bf16_units: Sequence[str], forced: str = "
             f"this CPU: {chosen}, but it has no bf16 units: bf16 runs slower than fp32 here and no column applies; "
             f"pass --precision fp32 ({live})"
         )
+    rgb_only = RATES[FP32_ZEN3].pretrain_img_s * RGB_PRETRAIN_SPEEDUP
     other = (
-        "; measured on a Zen 3 (the Zen 4 pretrains in fp32 at 25.6 img/s: BENCHMARKS.md)"
+        f"; measured on a Zen 3 (a Zen 4 ran the table's rgb-only MultiMAE in fp32 at {ZEN4_FP32_RGB_IMG_S} img/s, "
+        f"{ZEN4_FP32_RGB_IMG_S / rgb_only:.2f}x the column's {rgb_only:.1f}: results/cpu-table/README.md)"
         if column == FP32_ZEN3 and bf16_units
         else ""
     )
