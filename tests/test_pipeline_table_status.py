@@ -373,6 +373,16 @@ def test_the_zen4_footnote_rate_is_the_carried_rgb_pretrainings_own():
     )
 
 
+def test_the_epyc_columns_probe_time_is_the_committed_probes_mean():
+    """Both EPYC columns price a probe at the mean wall time of the CPU table's reach-v3 probes (stages.json); the
+    Xeon's columns keep their estimate."""
+    stages = Path(__file__).parents[1] / "results/cpu-table/reach-v3/stages.json"
+    seconds = json.loads(stages.read_text())["wall_seconds"]
+    probes = [s for step, s in seconds.items() if step.startswith("pretrain.probe ")]
+    assert len(probes) == 3 and round(sum(probes) / len(probes), 1) == forecast.TABLE_PROBE_S
+    assert RATES[FP32_ZEN3].probe_s == RATES[BF16_ZEN4].probe_s == forecast.TABLE_PROBE_S < RATES[FP32_XEON].probe_s
+
+
 def test_the_estimate_says_which_column_this_cpu_follows():
     """--precision auto follows the CPU's bf16 units; an explicit precision is taken as given; each column is the
     CPU measured that has the same units."""

@@ -85,6 +85,9 @@ RGB_PRETRAIN_SPEEDUP = 1.36
 #: img/s of reach-v3's rgb-only MultiMAE in the CPU table on a Zen 4 in fp32 (2026-12-07, its train.csv in
 #: artifacts/cpu-table/), for the fp32 column's footnote on a CPU with bf16 units
 ZEN4_FP32_RGB_IMG_S = 41.1
+#: seconds per probe on the EPYCs: the mean of the CPU table's three reach-v3 probes on a Zen 4 in fp32 (2026-12-07,
+#: 136-191 s: results/cpu-table/reach-v3/stages.json); the Xeon's columns keep their estimate (unmeasured there)
+TABLE_PROBE_S = 154.7
 FP32_XEON, BF16_XEON, BF16_ZEN4, FP32_ZEN3 = (
     "fp32 (Xeon)",
     "bf16 (Xeon, AMX)",
@@ -105,20 +108,24 @@ RATES = {
 }
 # bf16 on the same Xeon: pretraining and the SAC update; the rest of a step (frozen encoders in fp32) as in fp32
 RATES[BF16_XEON] = replace(RATES[FP32_XEON], pretrain_img_s=121, update_ms=(3, 21))
-# what the Zen 4 measured alone: pretraining and the step totals at hidden 1024 (frozen 49 ms, cnn 286 ms); their
-# split into update and the rest, state, gaze's share over cnn, evaluation and the preparation stages are the Xeon's
+# what the Zen 4 measured alone: pretraining and the step totals at hidden 1024 (frozen 49 ms, cnn 286 ms), the
+# table's probes (in fp32, so at most what bf16 takes); their split into update and the rest, state, gaze's share over cnn, evaluation and the preparation stages are the Xeon's
 RATES[BF16_ZEN4] = replace(
-    RATES[BF16_XEON], pretrain_img_s=48.8, sac_ms={"state": 19, "frozen": 28, "cnn": 265, "gaze": 302}
+    RATES[BF16_XEON],
+    pretrain_img_s=48.8,
+    probe_s=TABLE_PROBE_S,
+    sac_ms={"state": 19, "frozen": 28, "cnn": 265, "gaze": 302},
 )
 # what the Zen 3 measured: its preparation in the CPU table, pretraining alone, a packed step at hidden 1024 alone
 # (the update from its profile), two packs at once at hidden 256 (the table's: one run each for the totals, 2-6 runs
-# each for the gains); probes, CNN rows and evaluation are the Xeon's
+# each for the gains), the probes the table's on the Zen 4; CNN rows and evaluation are the Xeon's
 RATES[FP32_ZEN3] = replace(
     RATES[FP32_XEON],
     collect_fps=156.6,
     saliency_s=913,
     label_fps=147.1,
     pretrain_img_s=27.0,
+    probe_s=TABLE_PROBE_S,
     sac_ms={"state": 2.3, "frozen": 36.1, "cnn": 434, "gaze": 491},
     update_ms=(6.6, 55.8),
     pack_gain={"frozen": {2: 1.13, 3: 1.20, 4: 1.28, 6: 1.37}, "state": {2: 1.07, 3: 1.18, 4: 1.28, 6: 1.32}},
@@ -151,7 +158,9 @@ RATE_SOURCES = (
     "rows 36.1 ms besides the update); each run of a pack of 2 / 3 / 4 / 6 faster by 1.13 / 1.20 / 1.28 / 1.37x "
     "(frozen) and 1.07 / 1.18 / 1.28 / 1.32x (state), not credited at 1024 (where frozen rows' 36.1 + 55.8 ms is 18 % "
     "above the 78.1 ms of a pack of 5 alone: the hidden-1024 column counts a frozen step as two at once run it); "
-    "probes, CNN rows and evaluation as on the Xeon (unmeasured). "
+    "CNN rows and evaluation as on the Xeon (unmeasured). "
+    f"Probes on both EPYCs {TABLE_PROBE_S:.0f} s: the mean of the CPU table's three reach-v3 probes on the Zen 4 in fp32 "
+    "(2026-12-07, 136-191 s: results/cpu-table/reach-v3/stages.json). "
     "An AVX2-only CPU runs bf16 slower than fp32 (BENCHMARKS.md). Every MultiMAE rate is the rgb+saliency one's; the "
     f"rgb-only one pretrains {RGB_PRETRAIN_SPEEDUP}x faster (2026-12-06 on the Zen 3, fp32: BENCHMARKS.md)"
 )
