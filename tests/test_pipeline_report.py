@@ -164,6 +164,11 @@ def test_report_shows_running_runs_at_the_newest_evaluation_all_their_seeds_reac
     assert "ViSaRL" not in text.split("## Runs in progress")[1].split("## Learning")[0]
     assert "| Encoder | 0.25k | 0.5k | 0.75k |" in text  # the curves as numbers: every seed's evaluations
     assert "| MMAE RGB (n=2) | 0.15 [-0.49, 0.79] | 0.40 [-0.87, 1.67] | 0.90 (n=1) |" in text
+    seed1 = write_report(
+        ReportConfig(roots=str(runs), out=str(tmp_path / "seed1"), pictures_root=str(tmp_path), reps=200, seeds="1")
+    ).read_text()
+    assert "0 finished SAC runs and 1 still running (only seeds 1 of each row)" in seed1
+    assert "| MMAE RGB (n=1) | 0.20 | 0.50 |" in seed1  # seed 0's evaluations left out
     _fake_run(runs, "reach-v3", "state", 0, success=0.8)
     text = write_report(
         ReportConfig(roots=str(runs), out=str(tmp_path / "report"), pictures_root=str(tmp_path), reps=200)

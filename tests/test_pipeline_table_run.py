@@ -146,6 +146,14 @@ def test_the_tables_report_reads_each_rows_planned_seeds_from_its_waves(tmp_path
     assert "hidden 1024 (the paper's), MultiMAE features standardized (the paper's: raw)" in made
     assert "| State (sanity check) | 0.50 [" in text and "(n=3) / n/a |" in text
     assert "(n=2 of 3) / 0.49 ± 0.03 |" in text  # MMAE RGB beside the paper's reach-v3
+    # --report-seeds: a snapshot of seeds 0 and 1 that state's seed 2, kept later, does not change
+    snapshot = write_table_report(replace(cfg, report_seeds="0,1")).read_text()
+    assert "8 finished SAC runs (only seeds 0, 1 of each row)" in snapshot
+    assert "| State (sanity check) | 0.38 [" in snapshot and "(n=2 of 3) / n/a |" in snapshot
+    with pytest.raises(ValueError, match="--report-seeds chooses the seeds --report reads"):
+        config(tmp_path, report_seeds="0,1")
+    with pytest.raises(ValueError, match="--seeds takes comma-separated integers"):
+        write_table_report(replace(cfg, report_seeds="0-2"))
 
 
 def test_a_grid_keeps_each_run_as_it_finishes_while_the_others_go_on(tmp_path, capsys, monkeypatch):

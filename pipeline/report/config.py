@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.cli import option
+from common.cli import int_list, option
 from pipeline import stats
 
 
@@ -70,6 +70,16 @@ class ReportConfig:
         "not stated. A cell with fewer reads 'n of N' and the report says its verdicts are interim "
         "(`make cpu-table-report` gives the CPU table's plan)",
     )
+    seeds: str = option(
+        "",
+        "read only these seeds of every row, comma-separated (e.g. '0,1,2'): a snapshot that runs finished later do "
+        "not change, for quoting an interim report; '' = every seed",
+    )
+
+    @property
+    def seed_filter(self) -> frozenset[int] | None:
+        """The seeds --seeds keeps, None for all."""
+        return frozenset(int_list(self.seeds, "--seeds")) if self.seeds.strip() else None
 
     def validate(self) -> None:
         if not [r for r in self.roots.split(",") if r]:
@@ -77,6 +87,8 @@ class ReportConfig:
                 "--roots is empty: name the folders holding the runs, e.g. `python -m pipeline.report results/cpu-table`"
             )
         PlannedSeeds.parse(self.planned_seeds)  # a malformed spec is refused before anything is read
+        if self.seeds.strip():  # so is a malformed --seeds
+            int_list(self.seeds, "--seeds")
         if self.reps < 100:
             raise ValueError(
                 f"--reps {self.reps} is too few for a 95 % interval's tails: use >= 100 (default {stats.REPS})"

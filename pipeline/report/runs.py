@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -123,14 +123,17 @@ def _run_config(run_dir: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def load_runs(roots: list[Path], running: Sequence[dict] = ()) -> list[dict]:
-    """Every finished run: its summary.json plus the eval curve from eval.csv, its row split by precision where its
-    encoder has runs of both on its task among these and `running` (`split_mixed_precision`); then a diverged run
-    counted as success 0 from the step it diverged (`count_diverged`, which reads the budget of its row)."""
+def load_runs(roots: list[Path], running: Sequence[dict] = (), seeds: Collection[int] | None = None) -> list[dict]:
+    """Every finished run (of `seeds` only, if given): its summary.json plus the eval curve from eval.csv, its row
+    split by precision where its encoder has runs of both on its task among these and `running`
+    (`split_mixed_precision`); then a diverged run counted as success 0 from the step it diverged (`count_diverged`,
+    which reads the budget of its row)."""
     runs = []
     for root in roots:
         for summary in sorted(root.glob("**/summary.json")):
             run = json.loads(summary.read_text())
+            if seeds is not None and run.get("seed") not in seeds:
+                continue
             config = _run_config(summary.parent)
             run["dir"] = summary.parent
             run["encoder"] = row_name({**config, "encoder": run["encoder"]})
@@ -170,9 +173,9 @@ def count_diverged(run: dict, runs: list[dict]) -> None:
     run["episodes_curve"] = sorted({**counts, **dict(run.get("episodes_curve", []))}.items())
 
 
-def load_running(roots: list[Path]) -> list[dict]:
-    """Every run still going (config.json and an evaluation in eval.csv, no summary.json yet): its
-    task, encoder, seed, budget ("steps") and eval curves so far, with "running": True."""
+def load_running(roots: list[Path], seeds: Collection[int] | None = None) -> list[dict]:
+    """Every run still going (config.json and an evaluation in eval.csv, no summary.json yet; of `seeds` only, if
+    given): its task, encoder, seed, budget ("steps") and eval curves so far, with "running": True."""
     runs = []
     for root in roots:
         for config in sorted(root.glob("**/config.json")):
@@ -180,6 +183,8 @@ def load_running(roots: list[Path]) -> list[dict]:
             if (run_dir / "summary.json").exists() or not (run_dir / "eval.csv").exists():
                 continue
             cfg = json.loads(config.read_text())
+            if seeds is not None and cfg.get("seed") not in seeds:
+                continue
             curve, returns, episodes = _read_curves(run_dir / "eval.csv", "success", "return_mean", "episodes")
             if "encoder" in cfg and curve:  # an SAC run (other stages write config.json too)
                 runs.append(

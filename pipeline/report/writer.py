@@ -171,8 +171,9 @@ def write_report(cfg: ReportConfig, preamble: Sequence[str] = ()) -> Path:
             f"no such folder: {', '.join(missing)}; give the folders holding the run folders "
             "(e.g. `python -m pipeline.report results/cpu-table` or `runs/sac`)"
         )
-    running = load_running(roots)
-    runs = load_runs(roots, running)
+    seeds = cfg.seed_filter
+    running = load_running(roots, seeds)
+    runs = load_runs(roots, running, seeds)
     precision_splits = split_mixed_precision(runs + running)  # the notes of the split load_runs made
     check_distinct(runs + running)
     if not runs and not running:
@@ -191,6 +192,7 @@ def write_report(cfg: ReportConfig, preamble: Sequence[str] = ()) -> Path:
         f"# {cfg.title}\n",
         f"{len(runs)} finished SAC runs"
         + (f" and {len(running)} still running" if running else "")
+        + (f" (only seeds {', '.join(map(str, sorted(seeds)))} of each row)" if seeds is not None else "")
         + f"; budgets (env steps): {', '.join(f'{b:,}' for b in budgets)}"
         + (f"; devices: {', '.join(devices)}" if devices else "")
         + ". The paper's numbers are at 1M steps "

@@ -126,6 +126,11 @@ class TableConfig:
         "write the report of --results into this folder (pipeline.report, each (task, row)'s planned seeds read from "
         "the plan of --phase: 'n of N' where fewer are kept) and stop",
     )
+    report_seeds: str = option(
+        "",
+        "--report: read only these seeds of every row, comma-separated (e.g. '0,1,2'): an interim snapshot that runs "
+        "kept later do not change, so RESULTS.md can quote it while the table goes on; '' = every kept seed",
+    )
     background: bool = option(
         False,
         "start this command detached and niced (output appended to <root>/table.log) and return; nothing when "
@@ -226,6 +231,8 @@ class TableConfig:
             raise ValueError(f"--phase must be one of {', '.join(PHASES)} or all, got {self.phase!r}")
         if sum((self.dry_run, self.status, bool(self.report), self.background)) > 1:
             raise ValueError("--dry-run, --status, --report and --background exclude each other; pick one")
+        if self.report_seeds and not self.report:
+            raise ValueError("--report-seeds chooses the seeds --report reads: give --report FOLDER with it")
         for name in (
             "frames",
             "pretrain_images",

@@ -123,6 +123,6 @@ def write_table_report(cfg: TableConfig) -> Path:
             "shows where it stands)"
         )
     spec = ",".join(f"{task}/{row}={n}" for (task, row), n in planned_seeds(cfg).items())
-    return write_report(
-        ReportConfig(str(results), cfg.report, title=REPORT_TITLE, planned_seeds=spec), [report_preamble(cfg, results)]
-    )
+    report = ReportConfig(str(results), cfg.report, title=REPORT_TITLE, planned_seeds=spec, seeds=cfg.report_seeds)
+    report.validate()
+    return write_report(report, [report_preamble(cfg, results)])
