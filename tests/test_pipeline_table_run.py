@@ -87,7 +87,7 @@ def test_run_keeps_finished_rows_and_probes_then_stops_with_the_git_line(tmp_pat
     assert "delete its kept copy" in capsys.readouterr().err
 
 
-def test_the_tables_report_reads_each_rows_planned_seeds_from_its_waves(tmp_path):
+def test_the_tables_report_reads_each_rows_planned_seeds_from_its_waves(tmp_path, capsys):
     """`make cpu-table-report`: the kept runs reported with each (task, row)'s seeds planned by the selected phases'
     waves, so a row short of them reads 'n of N' under the interim warning; nothing kept yet is said plainly."""
     cfg = config(tmp_path, phase="A", reach_seeds=3, first_seeds=2, report=str(tmp_path / "report"))
@@ -150,8 +150,9 @@ def test_the_tables_report_reads_each_rows_planned_seeds_from_its_waves(tmp_path
     snapshot = write_table_report(replace(cfg, report_seeds="0,1")).read_text()
     assert "8 finished SAC runs (only seeds 0, 1 of each row)" in snapshot
     assert "| State (sanity check) | 0.38 [" in snapshot and "(n=2 of 3) / n/a |" in snapshot
-    with pytest.raises(ValueError, match="--report-seeds chooses the seeds --report reads"):
-        config(tmp_path, report_seeds="0,1")
+    with pytest.raises(SystemExit):
+        main(["--root", str(tmp_path / "root"), "--results", cfg.results, "--report-seeds", "0,1", "--status"])
+    assert "--report-seeds chooses the seeds --report reads" in capsys.readouterr().err
     with pytest.raises(ValueError, match="--seeds takes comma-separated integers"):
         write_table_report(replace(cfg, report_seeds="0-2"))
 

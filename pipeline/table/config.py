@@ -231,8 +231,6 @@ class TableConfig:
             raise ValueError(f"--phase must be one of {', '.join(PHASES)} or all, got {self.phase!r}")
         if sum((self.dry_run, self.status, bool(self.report), self.background)) > 1:
             raise ValueError("--dry-run, --status, --report and --background exclude each other; pick one")
-        if self.report_seeds and not self.report:
-            raise ValueError("--report-seeds chooses the seeds --report reads: give --report FOLDER with it")
         for name in (
             "frames",
             "pretrain_images",

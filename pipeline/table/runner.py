@@ -257,6 +257,8 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         cfg = table_config(argv)
+        if cfg.report_seeds and not cfg.report:  # checked here: pipeline.quotes parses a quote's flags less --report
+            raise ValueError("--report-seeds chooses the seeds --report reads: give --report FOLDER with it")
         if not (cfg.status or cfg.report):  # these two read; a dry run shows what would run, the others start it
             check_pass_through_apart(cfg)
         if cfg.status:
