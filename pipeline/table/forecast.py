@@ -109,7 +109,8 @@ RATES = {
 # bf16 on the same Xeon: pretraining and the SAC update; the rest of a step (frozen encoders in fp32) as in fp32
 RATES[BF16_XEON] = replace(RATES[FP32_XEON], pretrain_img_s=121, update_ms=(3, 21))
 # what the Zen 4 measured alone: pretraining and the step totals at hidden 1024 (frozen 49 ms, cnn 286 ms), the
-# table's probes (in fp32, so at most what bf16 takes); their split into update and the rest, state, gaze's share over cnn, evaluation and the preparation stages are the Xeon's
+# table's probes (in fp32, so at most what bf16 takes); their split into update and the rest, state, gaze's share
+# over cnn, evaluation and the preparation stages are the Xeon's
 RATES[BF16_ZEN4] = replace(
     RATES[BF16_XEON],
     pretrain_img_s=48.8,
