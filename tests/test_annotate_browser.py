@@ -287,14 +287,25 @@ def real(tmp_path_factory, browser):
         proc.wait()
 
 
-def picture(page, selector: str) -> np.ndarray:
-    """The picture an <img> shows, fetched from the server, uint8 [H, W, 3]."""
+def picture(page, selector: str, attempts: int = 3) -> np.ndarray:
+    """The picture an <img> shows, fetched from the server, uint8 [H, W, 3]. A connection the server drops (once
+    seen under load: ECONNRESET) is retried from the <img>'s src read again; an HTTP error status is not retried."""
     import io
 
     from PIL import Image
+    from playwright.sync_api import Error
 
-    src = page.locator(selector).get_attribute("src")
-    return np.asarray(Image.open(io.BytesIO(page.request.get(src).body())).convert("RGB"))
+    for attempt in range(attempts):
+        src = page.locator(selector).get_attribute("src")
+        try:
+            response = page.request.get(src)
+            break
+        except Error:
+            if attempt == attempts - 1:
+                raise
+            page.wait_for_timeout(500)
+    assert response.ok, f"{src}: HTTP {response.status}"
+    return np.asarray(Image.open(io.BytesIO(response.body())).convert("RGB"))
 
 
 def test_page_shows_sharp_rerenders_the_task_and_the_map_and_takes_the_screenshot(real, tmp_path):
