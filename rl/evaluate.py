@@ -2,6 +2,7 @@
 
     python -m rl.evaluate --run runs/sac/reach-v3/mmae_rgbs/seed0 [--checkpoint PATH] [--episodes 10] [--seed S]
                           [--video] [--overlay saliency|gaze] [--video-format mp4|gif|webp]
+    python -m rl.evaluate --policy random --task reach-v3 [--episodes 50] [--seed S]   # the floor: no learning
 
 Loads any run folder (any encoder; a run of a pack; a finished run's agent.pt, else its newest
 checkpoint, or --checkpoint), rolls out the deterministic policy (the mean action) through the
@@ -13,7 +14,10 @@ sha256; a file that differs from the one the run recorded in config.json is refu
 
 Episode k is seeded `EVAL_SEED_BASE + S * TRAIN_SEED_STRIDE + k`, as the training evaluations seed
 them: with the default S (the run's own seed) the first N episodes are those of the run's eval.csv,
-so the numbers agree with its final evaluation. `--video` writes the episodes as MP4 (imageio's
+so the numbers agree with its final evaluation. `--policy random` plays uniform random actions instead (each
+episode's own generator, seeded by the episode's seed; no weights, nothing to load but the run's config.json, or
+none with `--task`): on the same episodes, the floor a trained policy's success and return read against; it writes
+`random-seed<S>-<N>ep.json` (rl.outcome.random_policy_file), in `<run>/evaluate` or `runs/evaluate/<task>`. `--video` writes the episodes as MP4 (imageio's
 ffmpeg), animated GIF or WebP (Pillow), each frame upscaled `--scale` times (nearest: the policy's
 pixels, large enough to see the gripper) with a caption (episode, step, return, success);
 `--overlay saliency` draws the saliency map the agent saw (or, for encoders without saliency, the
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -39,6 +44,7 @@ from common.cli import flat_dict, from_stored, option, run_command
 from common.io import atomic_write_bytes, atomic_write_json, safe_torch_load
 
 OVERLAYS = ("none", "saliency", "gaze")
+POLICIES = ("agent", "random")
 VIDEO_FORMATS = ("mp4", "gif", "webp")
 
 
@@ -50,6 +56,16 @@ class EvaluateConfig:
         "",
         "SAC run folder (rl.sac / rl.grid output); `python -m rl.evaluate DIR` is short for --run DIR",
         positional=True,
+    )
+    policy: str = option(
+        "agent",
+        "agent: the run's trained policy (its mean action); random: uniform random actions on the same episodes, "
+        "no weights loaded (the floor a trained policy reads against)",
+        choices=list(POLICIES),
+    )
+    task: str = option(
+        "",
+        "with --policy random and no --run: the Meta-World task (its other env settings: data.env.EnvConfig's defaults)",
     )
     checkpoint: str = option(
         "",
@@ -86,7 +102,19 @@ class EvaluateConfig:
     out: str = option("", "output folder (default <run>/evaluate)")
 
     def validate(self) -> "EvaluateConfig":
-        if not self.run:
+        if self.policy not in POLICIES:
+            raise ValueError(f"--policy must be one of {', '.join(POLICIES)}, got {self.policy!r}")
+        if self.policy == "random":
+            if bool(self.run) == bool(self.task):
+                raise ValueError(
+                    "--policy random plays one task: give --task (e.g. --task reach-v3) or --run (the run whose task, "
+                    "episode length and seed it takes), not both"
+                )
+            if self.overlay != "none" or self.checkpoint:
+                raise ValueError("--policy random loads no agent: drop --overlay and --checkpoint")
+        elif self.task:
+            raise ValueError("--task is for --policy random; the agent's task is its run's (--run)")
+        elif not self.run:
             raise ValueError(
                 "--run is required: the SAC run folder to evaluate, e.g. --run runs/sac/reach-v3/cnn_rgb/seed0"
             )
@@ -238,41 +266,40 @@ def saliency_precision(loaded: LoadedAgent) -> str:
     return record.get("precision") or getattr(loaded.cfg, "precision", "fp32")
 
 
-def episode_seed_base(cfg: Any, seed: int | None) -> int:
-    """The seed of evaluation episode 0 (episode k: + k), as rl/workspace.py's evaluations seed them."""
+def episode_seed_base(seed: int) -> int:
+    """The seed of evaluation episode 0 (episode k: + k) of a run of seed `seed`, as rl/workspace.py's evaluations
+    seed them."""
     from rl.envs import EVAL_SEED_BASE, TRAIN_SEED_STRIDE
 
-    return EVAL_SEED_BASE + (cfg.seed if seed is None else seed) * TRAIN_SEED_STRIDE
+    return EVAL_SEED_BASE + seed * TRAIN_SEED_STRIDE
 
 
-@torch.no_grad()
-def rollout(
-    loaded: LoadedAgent,
-    observer: Any,
+def play(
+    env_cfg: Any,
+    base: int,
     episodes: int,
-    seed: int | None = None,
-    episode_steps: int = 0,
+    act: Callable[[dict[str, Any], int, bool], tuple[np.ndarray, np.ndarray | None]],
+    *,
+    pixels: bool = False,
+    oracle_saliency: bool = False,
     record: int = 0,
     stride: int = 1,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """`episodes` episodes of the deterministic policy. Returns (per episode: seed, success, return, steps;
-    per recorded episode (the first `record`): frames uint8 [T, H, W, 3], saliency [T, H, W] in [0, 1] or
-    None, and step, return so far and success so far per kept frame)."""
+    """`episodes` episodes on one env, episode k seeded `base` + k, each action `act(raw, k, kept)` -> (action
+    [1, A], and when `kept` (this frame goes in a recording) the saliency map [H, W] in [0, 1] the policy saw, or
+    None). Returns (per episode: seed, success, return, steps; per recorded episode (the first `record`): frames
+    uint8 [T, H, W, 3], saliency [T, H, W] or None, and step, return so far and success so far per kept frame)."""
     from rl.envs import make_envs
     from rl.workspace import step_success
 
-    cfg = loaded.cfg
-    env_cfg = replace(cfg.env, max_episode_steps=episode_steps) if episode_steps else cfg.env
-    base = episode_seed_base(cfg, seed)
     envs = make_envs(
         env_cfg,
         1,
-        pixels=observer.pixels or record > 0,
-        oracle_saliency=observer.oracle,
+        pixels=pixels or record > 0,
+        oracle_saliency=oracle_saliency,
         seed_bases=[base],
         asynchronous=False,
     )
-    rows = np.zeros(1, np.int64)
     results: list[dict[str, Any]] = []
     videos: list[dict[str, Any]] = []
     current: dict[str, list] = {"frames": [], "saliency": [], "captions": []}
@@ -280,13 +307,12 @@ def rollout(
     try:
         raw, _ = envs.reset()
         while len(results) < episodes:
-            fields = observer.fields(raw)
-            stored = observer.store(fields, rows)
-            action = loaded.agent.act(observer.per_run(stored, 1))[0].cpu().numpy()  # [N=1, A]: the mean action
-            if len(results) < record and t % stride == 0:
+            kept = len(results) < record and t % stride == 0
+            action, saliency = act(raw, len(results), kept)
+            if kept:
                 current["frames"].append(np.array(raw["pixels"][0]))
-                if "saliency" in fields:
-                    current["saliency"].append(fields["saliency"][0, 0].float().cpu().numpy() / 255.0)  # [H, W]
+                if saliency is not None:
+                    current["saliency"].append(saliency)
                 current["captions"].append((t, ret, success))
             raw, reward, term, trunc, info = envs.step(action)
             done = term | trunc
@@ -312,6 +338,63 @@ def rollout(
     finally:
         envs.close()
     return results, videos
+
+
+def episode_env(env_cfg: Any, episode_steps: int = 0) -> Any:
+    """The env settings of an evaluation: `env_cfg` with `episode_steps` per episode when given (else its own)."""
+    return replace(env_cfg, max_episode_steps=episode_steps) if episode_steps else env_cfg
+
+
+@torch.no_grad()
+def rollout(
+    loaded: LoadedAgent,
+    observer: Any,
+    episodes: int,
+    seed: int | None = None,
+    episode_steps: int = 0,
+    record: int = 0,
+    stride: int = 1,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """`episodes` episodes of the deterministic policy through the run's observation path (`play`'s returns)."""
+    rows = np.zeros(1, np.int64)
+
+    def act(raw: dict[str, Any], episode: int, kept: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        fields = observer.fields(raw)
+        stored = observer.store(fields, rows)
+        action = loaded.agent.act(observer.per_run(stored, 1))[0].cpu().numpy()  # [N=1, A]: the mean action
+        shown = kept and "saliency" in fields
+        return action, fields["saliency"][0, 0].float().cpu().numpy() / 255.0 if shown else None  # [H, W]
+
+    env_cfg = episode_env(loaded.cfg.env, episode_steps)
+    base = episode_seed_base(loaded.cfg.seed if seed is None else seed)
+    return play(
+        env_cfg,
+        base,
+        episodes,
+        act,
+        pixels=observer.pixels,
+        oracle_saliency=observer.oracle,
+        record=record,
+        stride=stride,
+    )
+
+
+def random_rollout(
+    env_cfg: Any, base: int, episodes: int, record: int = 0, stride: int = 1
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """`episodes` episodes of uniform random actions in [-1, 1] (SAC's exploration before it learns), episode k's
+    drawn from a generator seeded `base` + k (the episode's seed): the same actions whatever episodes came before."""
+    from rl.envs import ACTION_DIM
+
+    rng: dict[int, np.random.Generator] = {}
+
+    def act(raw: dict[str, Any], episode: int, kept: bool) -> tuple[np.ndarray, None]:
+        if episode not in rng:
+            rng.clear()
+            rng[episode] = np.random.default_rng(base + episode)
+        return rng[episode].uniform(-1.0, 1.0, (1, ACTION_DIM)).astype(np.float32), None
+
+    return play(env_cfg, base, episodes, act, record=record, stride=stride)
 
 
 # -- pictures --------------------------------------------------------------------------------------
@@ -470,12 +553,14 @@ def write_report(cfg: EvaluateConfig, report: dict[str, Any], path: Path) -> Pat
 
 
 def evaluate(cfg: EvaluateConfig) -> Path:
-    """Evaluate the run of `cfg`; returns the JSON written (and the video beside it with --video)."""
-    from common.runs import device_description
+    """Evaluate the run of `cfg` (or, `--policy random`, random actions on its episodes or its task's); returns the
+    JSON written (and the video beside it with --video)."""
     from rl.gaze import GazeEncoder
     from rl.provenance import check_inputs, run_inputs
 
     cfg.validate()
+    if cfg.policy == "random":
+        return evaluate_random(cfg)
     loaded = load_agent(cfg.run, cfg.checkpoint, cfg.device, cfg.mmae, cfg.saliency_model)
     if cfg.overlay == "gaze" and not isinstance(loaded.encoder, GazeEncoder):
         raise ValueError(
@@ -490,32 +575,101 @@ def evaluate(cfg: EvaluateConfig) -> Path:
         loaded, observer, cfg.episodes, cfg.seed, cfg.episode_steps, min(record, cfg.episodes), cfg.frame_stride
     )
     seed = loaded.cfg.seed if cfg.seed is None else cfg.seed
-    out = Path(cfg.out) if cfg.out else loaded.run_dir / "evaluate"
-    stem = f"{loaded.checkpoint.stem}-seed{seed}-{cfg.episodes}ep"
-    video_path = None
-    if cfg.video:
-        frames = [f for episode in videos for f in video_frames(episode, cfg.scale, cfg.overlay, loaded.encoder)]
-        overlay = "" if cfg.overlay == "none" else f"-{cfg.overlay}"
-        video_path = write_video(frames, out / f"{stem}{overlay}.{cfg.video_format}", cfg.fps)
     report = {
         "run": str(loaded.run_dir),
+        "policy": "agent",
         "checkpoint": str(loaded.checkpoint),
         "step": loaded.step,
         "task": loaded.cfg.env.task,
         "encoder": loaded.cfg.encoder,
         "seed": seed,
         "episode_steps": cfg.episode_steps or loaded.cfg.env.max_episode_steps,
+        "inputs": inputs,
+    }
+    out = Path(cfg.out) if cfg.out else loaded.run_dir / "evaluate"
+    what = f"{loaded.cfg.encoder} on {loaded.cfg.env.task} ({loaded.checkpoint}, step {loaded.step})"
+    return finish(
+        cfg,
+        report,
+        results,
+        videos,
+        out / f"{loaded.checkpoint.stem}-seed{seed}-{cfg.episodes}ep",
+        what,
+        loaded.encoder,
+    )
+
+
+def evaluate_random(cfg: EvaluateConfig) -> Path:
+    """`--policy random`: uniform random actions (`random_rollout`) on the episodes of --run's evaluations (its task,
+    episode length and seed) or of --task's at data.env.EnvConfig's defaults."""
+    from data.env import EnvConfig
+    from rl.config import SACConfig
+    from rl.outcome import random_policy_file
+
+    if cfg.run:
+        path = Path(cfg.run) / "config.json"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path} not found: --policy random --run takes the run's task, episode length and seed from its "
+                "config.json; give a run folder rl.sac wrote, or --task instead of --run"
+            )
+        run_cfg = from_stored(SACConfig, json.loads(path.read_text()))
+        env_cfg, own_seed, out = run_cfg.env, run_cfg.seed, Path(cfg.run) / "evaluate"
+    else:
+        env_cfg, own_seed, out = EnvConfig(task=cfg.task), 0, Path("runs/evaluate") / cfg.task
+    env_cfg = episode_env(env_cfg, cfg.episode_steps)
+    env_cfg.validate()  # an unknown task is named before any env starts
+    seed = own_seed if cfg.seed is None else cfg.seed
+    record = (cfg.video_episodes or cfg.episodes) if cfg.video else 0
+    results, videos = random_rollout(
+        env_cfg, episode_seed_base(seed), cfg.episodes, min(record, cfg.episodes), cfg.frame_stride
+    )
+    report = {
+        "run": cfg.run or None,
+        "policy": "random",
+        "checkpoint": None,
+        "step": 0,
+        "task": env_cfg.task,
+        "encoder": None,
+        "seed": seed,
+        "episode_steps": env_cfg.max_episode_steps,
+        "inputs": {},
+    }
+    out = Path(cfg.out) if cfg.out else out
+    stem = out / Path(random_policy_file(seed, cfg.episodes)).stem
+    return finish(cfg, report, results, videos, stem, f"random actions on {env_cfg.task}")
+
+
+def finish(
+    cfg: EvaluateConfig,
+    report: dict[str, Any],
+    results: list[dict[str, Any]],
+    videos: list[dict[str, Any]],
+    stem: Path,
+    what: str,
+    encoder: Any = None,
+) -> Path:
+    """Write an evaluation's video (--video) and its JSON report (`report`, the episodes' summary and episodes, the
+    device) at `stem`.<suffix>; print a line of it; return the JSON's path."""
+    from common.runs import device_description
+
+    video_path = None
+    if cfg.video:
+        frames = [f for episode in videos for f in video_frames(episode, cfg.scale, cfg.overlay, encoder)]
+        overlay = "" if cfg.overlay == "none" else f"-{cfg.overlay}"
+        video_path = write_video(frames, stem.with_name(f"{stem.name}{overlay}.{cfg.video_format}"), cfg.fps)
+    report = {
+        **report,
         **_summary(results),
         "episodes": results,
-        "inputs": inputs,
         "device": device_description(),
         "video": str(video_path) if video_path else None,
     }
-    path = write_report(cfg, report, out / f"{stem}.json")
+    path = write_report(cfg, report, stem.with_name(f"{stem.name}.json"))
     print(
-        f"{loaded.cfg.encoder} on {loaded.cfg.env.task} ({loaded.checkpoint}, step {loaded.step}): success "
-        f"{report['success_rate']:.2f}, return {report['return_mean']:.1f} +- {report['return_std']:.1f} over "
-        f"{len(results)} episodes (seed {seed}); wrote {path}" + (f" and {video_path}" if video_path else ""),
+        f"{what}: success {report['success_rate']:.2f}, return {report['return_mean']:.1f} +- "
+        f"{report['return_std']:.1f} over {len(results)} episodes (seed {report['seed']}); wrote {path}"
+        + (f" and {video_path}" if video_path else ""),
         flush=True,
     )
     return path

@@ -27,6 +27,16 @@ DIVERGED = "diverged"
 CHECKPOINT = re.compile(r"checkpoint-(\d+)\.pt$")
 
 
+#: the folder beside a task's row folders holding its random-policy evaluations (the floor the rows read against:
+#: `python -m rl.evaluate --policy random`, on each seed's evaluation episodes), and their file names
+RANDOM_POLICY = "random_policy"
+
+
+def random_policy_file(seed: int, episodes: int) -> str:
+    """The file `rl.evaluate --policy random --seed <seed> --episodes <episodes>` writes its evaluation to."""
+    return f"random-seed{seed}-{episodes}ep.json"
+
+
 def checkpoint_steps(run_dir: Path) -> list[int]:
     """Steps at which `run_dir` holds a complete checkpoint, oldest first."""
     if not run_dir.is_dir():

@@ -11,6 +11,7 @@ from pipeline.table.commands import PROBES
 from pipeline.table.config import STATE_FILE, TableConfig
 from pipeline.table.folder import Folder
 from pipeline.table.plan import Planner
+from rl import outcome
 
 ROWS = ["state", "mmae_rgb", "mmae_rgbs_po", "mmae_rgbs"]
 
@@ -114,9 +115,18 @@ def modules(steps) -> list[str]:
 
 
 def keep_in_process(argv, cwd, **kw):
-    """subprocess.run for `python -m pipeline.keep ...` in this process (a new interpreter takes ~15 s to import it)."""
+    """subprocess.run for `python -m pipeline.keep ...` in this process (a new interpreter takes ~15 s to import it),
+    and for the random policy's `python -m rl.evaluate --policy random ...`: its report file, written as rl.evaluate
+    names it (tests/test_rl_evaluate.py plays the real one; 50 episodes of 500 steps take a minute)."""
     from pipeline.keep import main as keep_main
 
+    if argv[:3] == [sys.executable, "-m", "rl.evaluate"]:
+        flag = lambda name: argv[argv.index(name) + 1]  # noqa: E731
+        seed, episodes = int(flag("--seed")), int(flag("--episodes"))
+        report = {"policy": "random", "task": flag("--task"), "seed": seed, "success_rate": 0.0, "return_mean": 500.0}
+        report["episodes"] = [{"episode": k, "success": 0.0, "return": 500.0} for k in range(episodes)]
+        write(Path(cwd) / flag("--out") / outcome.random_policy_file(seed, episodes), json.dumps(report))
+        return subprocess.CompletedProcess(argv, 0)
     assert argv[:3] == [sys.executable, "-m", "pipeline.keep"], argv
     with contextlib.chdir(cwd):
         keep_main(argv[3:])

@@ -980,3 +980,28 @@ def test_report_shows_each_tasks_saliency_evaluation_and_preparation_times_the_c
             ReportConfig(roots=str(results / "reach-v3/state"), out=str(tmp_path / "bare"), reps=200)
         ).read_text()
     )
+
+
+def test_the_floor_is_random_actions_on_each_seeds_episodes_beside_each_row(tmp_path):
+    """`rl.evaluate --policy random` reports kept in <task>/random_policy/: per task, their success and return over
+    seeds (of a seed evaluated twice, the evaluation of more episodes; --seeds reads the seeds it reads of the runs),
+    then each row's final success and return; no such files, no section."""
+    from rl.outcome import random_policy_file
+
+    runs = tmp_path / "sac"
+    for seed, success in enumerate([0.5, 0.7, 0.9]):
+        summary = _fake_run(runs, "reach-v3", "state", seed, success) / "summary.json"
+        summary.write_text(json.dumps({**json.loads(summary.read_text()), "return_mean": 1000.0 * (seed + 1)}))
+    config = ReportConfig(roots=str(runs), out=str(tmp_path / "report"), pictures_root=str(tmp_path), reps=200)
+    assert "## The floor" not in write_report(config).read_text()
+    floor = runs / "reach-v3" / "random_policy"
+    floor.mkdir()
+    for seed, episodes, success in ((0, 10, 0.5), (0, 50, 0.0), (1, 50, 0.02), (2, 50, 0.04), (7, 50, 0.1)):
+        report = {"policy": "random", "task": "reach-v3", "seed": seed, "success_rate": success}
+        report |= {"return_mean": 100.0 + seed, "episodes": [{"episode": k} for k in range(episodes)]}
+        (floor / random_policy_file(seed, episodes)).write_text(json.dumps(report))
+    text = write_report(replace(config, seeds="0,1,2")).read_text()
+    assert "## The floor: random actions" in text
+    assert "| reach-v3 | random actions | 0, 1, 2 (50) | 0.02 [-0.03, 0.07] | 101 [99, 103] |" in text
+    assert "| reach-v3 | State (sanity check) | 0, 1, 2 (10) | 0.70 [0.20, 1.20] | 2000 [-484, 4484] |" in text
+    assert "| reach-v3 | random actions | 0, 1, 2, 7 (50) |" in write_report(config).read_text()

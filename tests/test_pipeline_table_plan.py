@@ -65,6 +65,7 @@ def test_phase_a_on_a_fresh_root_prepares_reach_then_keeps_three_then_ten_seeds_
         "pretrain.multimae",
         "(in process)",  # each encoder carried as soon as it is pretrained
         *early,
+        *["rl.evaluate"] * 3,  # random actions on the wave's seeds' last-evaluation episodes: the floor
         "pretrain.multimae",
         "(in process)",
         "pretrain.probe",
@@ -75,16 +76,17 @@ def test_phase_a_on_a_fresh_root_prepares_reach_then_keeps_three_then_ten_seeds_
         *["pipeline.keep"] * 2,
         "rl.grid",
         *["pipeline.keep"] * 4,
+        *["rl.evaluate"] * 7,  # the seeds no earlier wave had
     ]
     args = [dict(zip(s.argv[2::2], s.argv[3::2])) for s in steps]
     assert args[0]["--frames"] == "50000" and args[0]["--out"] == "shards/reach-v3"
-    assert [a["--modalities"] for a in (args[7], args[12])] == ["rgb,saliency", "rgb"]
+    assert [a["--modalities"] for a in (args[7], args[15])] == ["rgb,saliency", "rgb"]
     assert args[7]["--epochs"] == "22"  # 22 x 47,500 training frames >= 1M images
-    assert [s.key for s in (steps[8], steps[13])] == [
+    assert [s.key for s in (steps[8], steps[16])] == [
         "reach-v3: carry the rgbs encoder and saliency student",
         "reach-v3: carry the rgb encoder",
     ]
-    assert [(a["--encoder"], a["--inputs"]) for a in args[14:17]] == [
+    assert [(a["--encoder"], a["--inputs"]) for a in args[17:20]] == [
         ("runs/mmae/rgbs/reach-v3/encoder.pt", ""),
         ("runs/mmae/rgbs/reach-v3/encoder.pt", "rgb"),
         ("runs/mmae/rgb/reach-v3/encoder.pt", ""),
@@ -92,8 +94,8 @@ def test_phase_a_on_a_fresh_root_prepares_reach_then_keeps_three_then_ten_seeds_
     early_rows, longest_first = ["mmae_rgbs_po", "mmae_rgbs"], "mmae_rgb,mmae_rgbs_po,mmae_rgbs,state"
     for start, rows, encoders, seeds, kept in (
         (9, early_rows, ",".join(early_rows), "0,1,2", early_rows),
-        (18, ROWS, longest_first, "0,1,2", ["state", "mmae_rgb"]),
-        (21, ROWS, longest_first, "0,1,2,3,4,5,6,7,8,9", ROWS),
+        (21, ROWS, longest_first, "0,1,2", ["state", "mmae_rgb"]),
+        (24, ROWS, longest_first, "0,1,2,3,4,5,6,7,8,9", ROWS),
     ):
         argv = steps[start].argv
         a = dict(zip(argv[2::2], argv[3::2]))
@@ -111,9 +113,16 @@ def test_phase_a_on_a_fresh_root_prepares_reach_then_keeps_three_then_ten_seeds_
         assert [s.argv[2] for s in keeps] == [f"runs/sac/reach-v3/{r}" for r in kept]
         assert all(s.argv[4] == str(tmp_path / "results" / "reach-v3" / r) for s, r in zip(keeps, kept))
         assert all(s.blocked for s in keeps)  # nothing to keep before the runs end
-    assert [s.key for s in steps[19:20] + steps[22:23]] == [
+    assert [s.key for s in steps[22:23] + steps[25:26]] == [
         f"keep runs/sac/reach-v3/state ({n} runs) -> {tmp_path / 'results'}" for n in (3, 10)
     ]
+    floor = [s for s in steps if s.argv[1:2] == ["rl.evaluate"]]
+    assert [s.key for s in floor] == [f"random policy on reach-v3, seed {k} (50 episodes)" for k in range(10)]
+    assert floor[3].argv[2:] == [
+        *("--policy", "random", "--task", "reach-v3", "--seed", "3", "--episodes", "50"),
+        *("--out", str(tmp_path / "results/reach-v3/random_policy")),
+    ]
+    assert all(s.kept == (str(tmp_path / "results"),) for s in floor)
     assert not (tmp_path / "root").exists()  # planning writes nothing
 
 
@@ -127,6 +136,7 @@ def test_every_planned_command_parses_in_its_own_command(tmp_path, monkeypatch):
     from pretrain.config import PRESETS as PRETRAIN_PRESETS
     from pretrain.config import PretrainConfig
     from pretrain.probe import ProbeConfig
+    from rl.evaluate import EvaluateConfig
     from rl.grid import GridConfig, Run, run_config
     from saliency.config import DistillConfig, EvalConfig, LabelConfig, TrainConfig, presets_for
 
@@ -138,6 +148,7 @@ def test_every_planned_command_parses_in_its_own_command(tmp_path, monkeypatch):
         "pretrain.probe": (ProbeConfig, None),
         "pipeline.keep": (KeepConfig, None),
         "rl.grid": (GridConfig, None),
+        "rl.evaluate": (EvaluateConfig, None),
         **{
             f"saliency.{name}": (cls, presets_for(cls))
             for name, cls in (
@@ -195,11 +206,13 @@ def test_plan_skips_what_the_root_holds_and_resumes_the_rest(tmp_path):
     # the preparation is skipped; the first wave's rows are kept; state seed 9 goes on to 100k; the other rows
     # of the second wave can be kept
     results = tmp_path / "results"
-    assert [s.key for s in todo][:8] == [
+    floor = [f"random policy on reach-v3, seed {k} (50 episodes)" for k in range(3)]
+    assert [s.key for s in todo][:11] == [
         "reach-v3: carry the rgbs encoder and saliency student",
         "reach-v3: carry the rgb encoder",
         "reach-v3: keep probes",
         *[f"keep runs/sac/reach-v3/{row} (3 runs) -> {results}" for row in ROWS],
+        *floor,
         "reach-v3 state,mmae_rgb,mmae_rgbs_po,mmae_rgbs seeds 0-9 to 100,000 (last evaluation 50 episodes)",
     ]
     assert not any(s.blocked for s in todo[3:7])
@@ -210,9 +223,10 @@ def test_plan_skips_what_the_root_holds_and_resumes_the_rest(tmp_path):
     state = json.loads((root / STATE_FILE).read_text())
     del state["done"]["reach-v3: pretrain.multimae rgb (22 epochs, >= 1,000,000 images)"]
     (root / STATE_FILE).write_text(json.dumps(state))
-    assert [s.key for s in plan(cfg) if not s.done][:4] == [
+    assert [s.key for s in plan(cfg) if not s.done][:7] == [
         "reach-v3: carry the rgbs encoder and saliency student",
         *[f"keep runs/sac/reach-v3/{row} (3 runs) -> {results}" for row in EARLY_ROWS],
+        *floor,
         "reach-v3: pretrain.multimae rgb (22 epochs, >= 1,000,000 images)",
     ]
     # an unfinished preparation step is redone even when its output file exists (its run was killed)

@@ -59,15 +59,19 @@ def test_run_keeps_finished_rows_and_probes_then_stops_with_the_git_line(tmp_pat
         "reach-v3: carry the rgb encoder",
         "reach-v3: keep probes",
         *[f"keep runs/sac/reach-v3/{r} (2 runs) -> {cfg.results}" for r in ROWS],
+        *[f"random policy on reach-v3, seed {k} (50 episodes)" for k in range(2)],
     ]
     results = Path(cfg.results)
+    floor = json.loads((results / "reach-v3/random_policy/random-seed1-50ep.json").read_text())
+    assert (floor["seed"], len(floor["episodes"])) == (1, 50)  # straight into the results, said in the git line
     assert json.loads((results / "reach-v3/mmae_rgbs/seed1/summary.json").read_text())["success_rate"] == 0.5
     assert (results / "mmae/rgbs/reach-v3/probe_rgb+saliency.json").exists()
     assert not list(results.glob("**/checkpoint*"))
     assert not [run for run in runs if (run / "replay-000050000").exists()]  # kept by the keep steps: freed then
     out = capsys.readouterr().out
     assert f"git add {cfg.results} && git commit -m" in out and "every step of phase(s) A is done" in out
-    assert set(json.loads((Path(cfg.root) / STATE_FILE).read_text())["done"]) >= set(ran)
+    marked = {k for k in ran if not k.startswith("random policy")}  # the floor's done is its file, written at once
+    assert set(json.loads((Path(cfg.root) / STATE_FILE).read_text())["done"]) >= marked
     assert runner.run(cfg) == []  # a rerun finds everything done
     shutil.rmtree(results / "reach-v3/state")  # kept files lost before they were committed: kept again
     (results / "mmae/rgb/reach-v3/probe_rgb.json").unlink()
@@ -196,7 +200,8 @@ def test_a_grid_keeps_each_run_as_it_finishes_while_the_others_go_on(tmp_path, c
     monkeypatch.setattr(subprocess, "run", grid)
     ran = runner.run(cfg)
     assert seen == {"recorded as it runs": True, "first kept meanwhile": True, "second kept meanwhile": False}
-    assert ran[4:] == [f"keep runs/sac/reach-v3/{r} (2 runs) -> {cfg.results}" for r in ROWS]
+    assert ran[4:8] == [f"keep runs/sac/reach-v3/{r} (2 runs) -> {cfg.results}" for r in ROWS]
+    assert ran[8:] == [f"random policy on reach-v3, seed {k} (50 episodes)" for k in range(2)]
     for row in ROWS:
         for seed in range(2):
             kept = results / f"reach-v3/{row}/seed{seed}"
@@ -291,7 +296,7 @@ def test_a_new_root_goes_on_from_the_committed_results_and_carried_models(tmp_pa
     (root / "runs/saliency/reach-v3/student.pt").unlink()  # an adoption killed midway is finished, nothing prepared
     assert runner.run(new) == ["reach-v3: carried models"]
     more = [s for s in plan(replace(new, reach_seeds=3)) if not s.done]  # a third seed: only SAC is left
-    assert modules(more) == ["rl.grid"] + ["pipeline.keep"] * 4
+    assert modules(more) == ["rl.grid"] + ["pipeline.keep"] * 4 + ["rl.evaluate"]  # and the floor of seed 2
     grid = dict(zip(more[0].argv[2::2], more[0].argv[3::2]))
     assert grid["--seeds"] == "0,1,2" and grid["--precision"] == "fp32" and "--hidden-dim 256" in more[0].argv[-1]
     with pytest.raises(SystemExit) as stop:
@@ -380,7 +385,7 @@ def test_each_encoder_is_carried_once_pretrained_and_a_new_root_makes_only_what_
     assert "saliency.train (PiCANet)" in json.loads((results / "reach-v3/stages.json").read_text())["wall_seconds"]
 
     new = replace(old, root=str(tmp_path / "new"))
-    todo = [s.key for s in plan(new) if not s.done][:12]
+    todo = [s.key for s in plan(new) if not s.done][:15]
     early = "reach-v3 mmae_rgbs_po,mmae_rgbs seeds 0-2 to 100,000 (last evaluation 50 episodes)"
     assert todo == [
         "reach-v3: carried models",
@@ -388,6 +393,7 @@ def test_each_encoder_is_carried_once_pretrained_and_a_new_root_makes_only_what_
         "reach-v3: saliency.label 50,000 frames",
         early,  # the rows the carried encoder serves, before the rgb encoder pretrains
         *[f"keep runs/sac/reach-v3/{row} (3 runs) -> {results}" for row in EARLY_ROWS],
+        *[f"random policy on reach-v3, seed {k} (50 episodes)" for k in range(3)],
         "reach-v3: pretrain.multimae rgb (22 epochs, >= 1,000,000 images)",
         "reach-v3: carry the rgb encoder",
         "reach-v3: pretrain.probe rgbs (rgb+saliency in)",

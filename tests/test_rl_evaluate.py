@@ -168,6 +168,35 @@ def test_a_trained_runs_video_with_the_saliency_overlay_shows_its_saliency_sourc
     assert red > blue + 40  # jet's top is red
 
 
+def test_random_actions_play_the_runs_evaluation_episodes(cnn_run: Path, tmp_path: Path):
+    """`--policy random --run`: the run's task, episode length and seed (its evaluation episodes' seeds), no weights
+    read; each episode's actions come from its own seed, so the first episodes of a longer evaluation are the same;
+    --task plays the task's at EnvConfig's defaults."""
+    (tmp_path / "run").mkdir()
+    shutil.copy(cnn_run / "config.json", tmp_path / "run")  # the config alone: no agent.pt, no checkpoint
+    three = json.loads(evaluate(EvaluateConfig(run=str(tmp_path / "run"), policy="random", episodes=3)).read_text())
+    assert Path(three["config"]["run"]) == tmp_path / "run"
+    assert (tmp_path / "run/evaluate/random-seed0-3ep.json").is_file()
+    assert (three["policy"], three["task"], three["step"], three["checkpoint"]) == ("random", "reach-v3", 0, None)
+    assert [(e["seed"], e["steps"]) for e in three["episodes"]] == [(EVAL_SEED_BASE + k, 30) for k in range(3)]
+    assert three["return_mean"] == pytest.approx(np.mean([e["return"] for e in three["episodes"]]))
+    two = json.loads(
+        evaluate(EvaluateConfig(run=str(tmp_path / "run"), policy="random", episodes=2, out=str(tmp_path))).read_text()
+    )
+    assert [e["return"] for e in two["episodes"]] == [e["return"] for e in three["episodes"][:2]]
+    # random actions move the arm otherwise than the trained policy does, on the same episodes
+    agent = json.loads(evaluate(EvaluateConfig(run=str(cnn_run), episodes=2, out=str(tmp_path))).read_text())
+    assert [e["seed"] for e in agent["episodes"]] == [e["seed"] for e in two["episodes"]]
+    assert agent["return_mean"] != pytest.approx(two["return_mean"])
+    task = json.loads(
+        evaluate(
+            EvaluateConfig(task="reach-v3", policy="random", seed=3, episodes=1, episode_steps=20, out=str(tmp_path))
+        ).read_text()
+    )
+    assert [(e["seed"], e["steps"]) for e in task["episodes"]] == [(EVAL_SEED_BASE + 3 * TRAIN_SEED_STRIDE, 20)]
+    assert (tmp_path / "random-seed3-1ep.json").is_file() and task["run"] is None
+
+
 def test_saliency_overlay_is_red_where_the_map_is_high():
     frame = np.full((8, 8, 3), 128, np.uint8).repeat(4, 0).repeat(4, 1)
     sal = np.zeros((8, 8), np.float32)
@@ -291,6 +320,12 @@ def test_bad_requests_are_one_line_errors(cnn_run: Path, tmp_path: Path, capsys)
             ["--run", str(cnn_run), "--checkpoint", "checkpoint-000000007.pt"],
             "--checkpoint checkpoint-000000007.pt not found",
         ),
+        (["--policy", "random"], "give --task (e.g. --task reach-v3) or --run"),
+        (["--policy", "random", "--task", "reach-v3", "--run", str(cnn_run)], "not both"),
+        (["--policy", "random", "--task", "reach-v9"], "unknown task 'reach-v9'"),
+        (["--policy", "random", "--run", str(tmp_path)], "config.json not found"),
+        (["--policy", "random", "--run", str(cnn_run), "--overlay", "gaze", "--video"], "loads no agent"),
+        (["--task", "reach-v3"], "--task is for --policy random"),
     ):
         with pytest.raises(SystemExit) as exit_info:
             main(argv)

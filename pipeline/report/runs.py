@@ -204,6 +204,25 @@ def load_running(roots: list[Path], seeds: Collection[int] | None = None) -> lis
     return runs
 
 
+def load_random_policy(roots: list[Path], seeds: Collection[int] | None = None) -> dict[str, list[dict]]:
+    """Per task, in seed order, the random-policy evaluations kept beside its rows (`rl.evaluate --policy random`:
+    <root>/<task>/random_policy/random-seed<S>-<N>ep.json), of `seeds` only if given; of a seed evaluated at several
+    lengths, the one of most episodes."""
+    best: dict[tuple[str, int], dict] = {}
+    for root in roots:
+        for path in sorted(root.glob(f"*/{outcome.RANDOM_POLICY}/random-seed*-*ep.json")):
+            report = json.loads(path.read_text())
+            key = (report["task"], report["seed"])
+            if (seeds is None or report["seed"] in seeds) and len(report["episodes"]) > len(
+                best.get(key, {}).get("episodes", ())
+            ):
+                best[key] = report
+    by_task: dict[str, list[dict]] = defaultdict(list)
+    for (task, _), report in sorted(best.items()):
+        by_task[task].append(report)
+    return dict(by_task)
+
+
 def check_distinct(runs: list[dict]) -> None:
     """Refuse two runs of one row, task and seed (e.g. a kept copy and the live folder given as two roots, or two
     experiments' folders): each would count twice, and intervals would shrink by ~1/sqrt(2) for nothing."""

@@ -99,6 +99,38 @@ def table_i(runs: list[dict], running: Sequence[dict] = (), planned: PlannedSeed
     return "\n".join(lines)
 
 
+def random_policy_table(runs: list[dict], floors: dict[str, list[dict]]) -> str:
+    """Markdown: per task with random-policy evaluations (`load_random_policy`), their success and return as mean
+    [95 % Student-t interval] over seeds (each seed's over its episodes), then each row's final ones beside them
+    ('' where no task has any)."""
+    tasks, by = runs_by_cell(runs)
+    lines = [
+        "| Task | Policy | Seeds (episodes each) | Final success: mean [95 % t-CI] | Final return: mean [95 % t-CI] |",
+        "|---|---|---|---|---|",
+    ]
+    for task in [*tasks, *sorted(set(floors) - set(tasks))]:
+        reports = floors.get(task)
+        if not reports:
+            continue
+        sizes = sorted({len(r["episodes"]) for r in reports})
+        lines.append(
+            f"| {task} | random actions | {', '.join(str(r['seed']) for r in reports)} "
+            f"({'/'.join(map(str, sizes))}) | {mean_ci_text([r['success_rate'] for r in reports])} | "
+            f"{mean_ci_text([r['return_mean'] for r in reports], '.0f')} |"
+        )
+        for enc in sorted({e for e, t in by if t == task}, key=row_order):
+            rs = by[(enc, task)]
+            returns = [r["return_mean"] for r in rs if r.get("return_mean") is not None]  # a diverged run has none
+            shy = f" (n={len(returns)})" if len(returns) < len(rs) else ""
+            sizes = sorted({r["eval_episodes"] for r in rs if r.get("eval_episodes")})
+            lines.append(
+                f"| {task} | {row_label(enc)} | {', '.join(str(r['seed']) for r in rs)} "
+                f"({'/'.join(map(str, sizes))}) | {mean_ci_text(final_successes(rs))} | "
+                f"{mean_ci_text(returns, '.0f')}{shy} |"
+            )
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def seed_table(runs: list[dict], running: Sequence[dict] = (), planned: PlannedSeeds = PlannedSeeds()) -> str:
     """Markdown: per task and encoder, every seed's final success and its success over its last 3 evaluations
     (`last_evals`),

@@ -25,6 +25,7 @@ from pipeline.report.runs import (
     LAST_EVALS,
     check_distinct,
     evaluation_sizes,
+    load_random_policy,
     load_running,
     load_runs,
     precision_mix_note,
@@ -39,6 +40,7 @@ from pipeline.report.tables import (
     preparation_tables,
     probe_table,
     progress_table,
+    random_policy_table,
     seed_table,
     table_i,
     watch_table,
@@ -211,6 +213,16 @@ def write_report(cfg: ReportConfig, preamble: Sequence[str] = ()) -> Path:
     if precision_splits:
         parts += ["Runs of one encoder and task in different precisions, kept apart:\n"]
         parts += ["\n".join(f"- {note}" for note in precision_splits) + "\n"]
+    floor = random_policy_table(runs, load_random_policy(roots, seeds))
+    if floor:
+        parts += [
+            "## The floor: random actions\n",
+            "Uniform random actions in [-1, 1] (SAC's exploration before it learns; `python -m rl.evaluate --policy "
+            "random`) on the episodes of each seed's final evaluation (the same starts and goals), beside each row's "
+            "final evaluation: what a row's success and return read against. Mean [95 % Student-t interval] over "
+            "seeds of each seed's mean over its episodes.\n",
+            floor + "\n",
+        ]
     parts += statistics_sections(runs, running, out, cfg, planned)
     parts += ["## Learning curves (the paper's Fig. 3)\n"]
     for task, picture in curves.items():

@@ -9,8 +9,9 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from pipeline.table.config import ALL_ROWS, CNN_ROWS, REACH, TableConfig, longest_first, run_precision
+from pipeline.table.config import ALL_ROWS, CNN_ROWS, REACH, TableConfig, flag_value, longest_first, run_precision
 
 
 @dataclass
@@ -78,6 +79,17 @@ def sac_flags(cfg: TableConfig, state_pilot: bool = False) -> str:
         f"--hidden-dim {cfg.hidden_dim} --eval-every {eval_every} --eval-episodes {episodes}{final} --eval-envs "
         f"{cfg.eval_envs} --checkpoint-every {cfg.checkpoint_every} --torch-threads 1 --mmae-features {cfg.mmae_features} {cfg.sac_extra}"
     ).strip()
+
+
+def random_policy_argv(cfg: TableConfig, task: str, seed: int, out: Path) -> list[str]:
+    """rl.evaluate's arguments for random actions on `task`'s last-evaluation episodes of a run of seed `seed`: as
+    many, as long as the table's runs play them (--sac-extra's --max-episode-steps, else rl.sac's default)."""
+    length = flag_value(shlex.split(cfg.sac_extra), "--max-episode-steps")
+    return [
+        *("--policy", "random", "--task", task, "--seed", str(seed)),
+        *("--episodes", str(cfg.final_eval_episodes), "--out", str(out)),
+        *(("--episode-steps", length) if length else ()),
+    ]
 
 
 def grid_argv(

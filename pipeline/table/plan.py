@@ -32,6 +32,7 @@ from pipeline.table.commands import (
     pretrain_argv,
     pretrain_epochs,
     probe_argv,
+    random_policy_argv,
     sac_flags,
     with_pack,
 )
@@ -374,8 +375,21 @@ class Planner:
                         if self.f.finished(mine, steps)
                         else f"{task} {row} seeds 0-{seeds[-1]} at {steps:,}",
                     )
+                self.random_policy(task, seeds)
 
         self.by_budget(tasks, run)
+
+    def random_policy(self, task: str, seeds: Sequence[int]) -> None:
+        """Uniform random actions on each seed's last-evaluation episodes of `task` (`rl.evaluate --policy random`,
+        about a minute a seed), written straight into the results: the floor the task's rows read against."""
+        cfg = self.cfg
+        dest = results_path(cfg.results) / task / outcome.RANDOM_POLICY
+        for seed in seeds:
+            key = f"random policy on {task}, seed {seed} ({cfg.final_eval_episodes} episodes)"
+            if any(s.key == key for s in self.steps):  # the seeds of an earlier wave
+                continue
+            done = (dest / outcome.random_policy_file(seed, cfg.final_eval_episodes)).exists()
+            self.add(key, ["-m", "rl.evaluate", *random_policy_argv(cfg, task, seed, dest)], done, kept=(cfg.results,))
 
     def keep(self, task: str, row: str, runs: list[str], results: str, runs_root: str, blocked: str) -> None:
         key = f"keep {runs_root}/{task}/{row} ({len(runs)} run{'s' * (len(runs) > 1)}) -> {results}"
