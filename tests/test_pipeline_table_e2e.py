@@ -53,6 +53,9 @@ def test_micro_cpu_table_phase_a_keeps_every_row_and_a_rerun_runs_nothing(tmp_pa
             with open(results / "reach-v3" / row / f"seed{seed}" / "eval.csv") as f:  # one call: 1 episode, then 2
                 assert [(r["step"], r["episodes"]) for r in csv.DictReader(f)] == [("500", "1"), ("1000", "2")]
     assert "kept finished runs in" in r.stdout  # each run kept as its grid ended it, before the rows' keep steps
+    for seed in (0, 1):  # the floor: random actions on each seed's last-evaluation episodes, as long as the runs'
+        floor = json.loads((results / f"reach-v3/random_policy/random-seed{seed}-2ep.json").read_text())
+        assert (floor["policy"], floor["seed"], [e["steps"] for e in floor["episodes"]]) == ("random", seed, [100, 100])
     ran = [line.split(" | ", 1)[1] for line in r.stdout.splitlines() if "] A | " in line]
     first_rows = ran.index("reach-v3 mmae_rgbs_po,mmae_rgbs seeds 0-0 to 1,000 (last evaluation 2 episodes)")
     assert first_rows < ran.index("reach-v3: pretrain.multimae rgb (2 epochs, >= 1,000 images)")  # no rgb encoder yet
@@ -106,3 +109,4 @@ def test_micro_cpu_table_phase_a_keeps_every_row_and_a_rerun_runs_nothing(tmp_pa
     for row in rows:
         line = [x for x in text.splitlines() if x.startswith(f"| {ENCODER_LABELS[row]} |")]
         assert len(line) == 1 and "(n=2)" in line[0], row
+    assert "| reach-v3 | random actions | 0, 1 (2) |" in text
