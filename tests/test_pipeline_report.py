@@ -1005,3 +1005,12 @@ def test_the_floor_is_random_actions_on_each_seeds_episodes_beside_each_row(tmp_
     assert "| reach-v3 | random actions | 0, 1, 2 (50) | 0.02 [-0.03, 0.07] | 101 [99, 103] |" in text
     assert "| reach-v3 | State (sanity check) | 0, 1, 2 (10) | 0.70 [0.20, 1.20] | 2000 [-484, 4484] |" in text
     assert "| reach-v3 | random actions | 0, 1, 2, 7 (50) |" in write_report(config).read_text()
+    # the curves draw the floor as a dotted gray (#808080) line across both panels
+    from pipeline.report.figures import plot_curves
+    from pipeline.report.runs import load_random_policy
+
+    def gray_pixels(out: Path, floors) -> int:
+        png = plot_curves(load_runs([runs]), out, floors=floors)["reach-v3"]
+        return int((np.asarray(Image.open(png).convert("RGB")) == 128).all(-1).sum())
+
+    assert gray_pixels(tmp_path / "with", load_random_policy([runs])) > gray_pixels(tmp_path / "without", {}) + 200

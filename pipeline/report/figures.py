@@ -68,14 +68,17 @@ def profiles_caption(runs: list[dict]) -> str:
     )
 
 
-def plot_curves(runs: list[dict], out: Path, planned: PlannedSeeds = PlannedSeeds()) -> dict[str, Path]:
+def plot_curves(
+    runs: list[dict], out: Path, planned: PlannedSeeds = PlannedSeeds(), floors: dict[str, list[dict]] | None = None
+) -> dict[str, Path]:
     """One PNG per task: evaluation success (the paper's Fig. 3) and return vs env steps, the mean across
     seeds (a marker at every evaluation) with a shaded 95 % Student-t band over seeds. The return shows
     learning long before the first success. An encoder's curve stops at the last step all its seeds
     have evaluated (dashed while any of them is still running); its legend counts its seeds of the `planned`
     ones. Evaluations with more or fewer episodes than most (the CPU table's final 50 after 10 each) are
-    diamonds, named in the legend."""
-    paths = {}
+    diamonds, named in the legend. A task's random-policy evaluations (`floors`: runs.load_random_policy) are a
+    dotted gray line at their mean success and return over seeds."""
+    paths, floors = {}, floors or {}
     for task in sorted({r["task"] for r in runs}):
         task_runs = [r for r in runs if r["task"] == task]
         usual, other = evaluation_sizes(task_runs)
@@ -104,6 +107,10 @@ def plot_curves(runs: list[dict], out: Path, planned: PlannedSeeds = PlannedSeed
                 if len(ys) > 1:
                     lo, hi = stats.t_interval(ys)
                     ax.fill_between(steps, lo, hi, alpha=0.2, color=line.get_color())
+            if floors.get(task):
+                field = "success_rate" if key == "curve" else "return_mean"
+                level = float(np.mean([f[field] for f in floors[task]]))
+                ax.axhline(level, color="gray", linestyle=":", label=f"random actions ({len(floors[task])} seeds)")
             ax.set(title=f"{task}: {label}", xlabel="environment steps", ylabel=label)
             ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1000:g}k"))  # as the curve table's columns
             ax.grid(alpha=0.3)

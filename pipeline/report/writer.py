@@ -184,7 +184,8 @@ def write_report(cfg: ReportConfig, preamble: Sequence[str] = ()) -> Path:
             "run `python -m rl.grid` or `python -m rl.sac` first"
         )
     planned = PlannedSeeds.parse(cfg.planned_seeds)
-    curves = plot_curves(runs + running, out, planned)
+    floors = load_random_policy(roots, seeds)
+    curves = plot_curves(runs + running, out, planned, floors)
     pictures_root = cfg.picture_folder()
     pictures = collect_pictures(pictures_root, out)
     probes = load_probes(pictures_root)
@@ -213,7 +214,7 @@ def write_report(cfg: ReportConfig, preamble: Sequence[str] = ()) -> Path:
     if precision_splits:
         parts += ["Runs of one encoder and task in different precisions, kept apart:\n"]
         parts += ["\n".join(f"- {note}" for note in precision_splits) + "\n"]
-    floor = random_policy_table(runs, load_random_policy(roots, seeds))
+    floor = random_policy_table(runs, floors)
     if floor:
         parts += [
             "## The floor: random actions\n",
@@ -228,7 +229,8 @@ def write_report(cfg: ReportConfig, preamble: Sequence[str] = ()) -> Path:
     for task, picture in curves.items():
         parts += [
             f"![{picture.stem}]({picture.relative_to(out)})\n",
-            f"Success at each evaluation on {task}, mean [95 % Student-t interval] over seeds. "
+            f"Success at each evaluation on {task}, mean [95 % Student-t interval] over seeds"
+            + ("; dotted gray: random actions (the floor above). " if floors.get(task) else ". ")
             + evaluation_sizes_text(*evaluation_sizes([r for r in runs + running if r["task"] == task]))
             + "\n",
             curve_table(runs + running, task, planned=planned) + "\n",
