@@ -99,7 +99,7 @@ class EvaluateConfig:
         "saliency checkpoint to load (default: the file the run recorded, else its --saliency-model or default path)",
     )
     device: str = option("cpu", "torch device: cpu, cuda, auto")
-    out: str = option("", "output folder (default <run>/evaluate)")
+    out: str = option("", "output folder (default <run>/evaluate; --policy random --task T: runs/evaluate/T)")
 
     def validate(self) -> "EvaluateConfig":
         if self.policy not in POLICIES:
