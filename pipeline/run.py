@@ -3,8 +3,9 @@ the whole ViSaRL pipeline in one command.
 
 collect frames -> oracle annotator (stands in for the human, `annotate_n` frames) -> export ->
 train PiCANet -> distill the student -> evaluate it -> pseudo-label the frames -> pretrain MultiMAE
-(rgb, and rgb+saliency) -> SAC grid (the preset's encoders, gaze included) -> gaze pictures -> a clip of
-each trained agent (`<run>/evaluate/clip.gif`, rl.evaluate) -> report.
+(rgb, and rgb+saliency) -> SAC grid (the preset's encoders, gaze included) -> gaze pictures -> the floor
+(random actions on each task and seed's evaluation episodes, rl.evaluate --policy random) -> a clip of each
+trained agent (`<run>/evaluate/clip.gif`, rl.evaluate) -> report.
 
 Outputs go where each stage's own command writes by default (data/shards, data/annotations,
 runs/saliency, runs/mmae, runs/sac, runs/report), below `--root`, so a bare `python -m rl.sac
@@ -30,7 +31,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from common.cli import from_flat, int_list, one_line_errors, option, parse_config, parse_flags
+from common.cli import from_flat, from_stored, int_list, one_line_errors, option, parse_config, parse_flags
 from common.io import OutputError, atomic_write_json
 from pipeline.presets import PRESETS
 
@@ -180,8 +181,9 @@ def run(cfg: PipelineConfig) -> Path:
 
     tasks = [check_task(t) for t in cfg.tasks.split(",") if t]
     encoders = cfg.encoders.split(",")
-    n_gaze = len(tasks) * len(int_list(cfg.seeds, "--seeds")) * sum(e.startswith("gaze") for e in encoders)
-    stages = Stages(cfg, total=len(tasks) * 7 + 4 + n_gaze + len(tasks) * len(encoders))
+    seeds = len(int_list(cfg.seeds, "--seeds"))
+    n_gaze = len(tasks) * seeds * sum(e.startswith("gaze") for e in encoders)
+    stages = Stages(cfg, total=len(tasks) * 7 + 4 + n_gaze + len(tasks) * (len(encoders) + seeds))
     write_pipeline_config(cfg)
     for task in tasks:
         data_stages(stages, cfg, task)
@@ -302,6 +304,8 @@ def sac_stages(stages: Stages, cfg: PipelineConfig) -> None:
             [run_dir / "gaze_strip.png"],
             lambda run_dir=run_dir: gaze_viz.run(gaze_viz.GazeVizConfig(run=str(run_dir), frames=6)),
         )
+    for run in (r for r in plan(grid_config(cfg)) if r.encoder == cfg.encoders.split(",")[0]):
+        random_policy_stage(stages, run)  # the floor of each task and seed
     first_seed = int(cfg.seeds.split(",")[0])
     for run in (r for r in plan(grid_config(cfg)) if r.seed == first_seed):  # one clip per encoder and task
         out = run.run_dir / "evaluate" / CLIP_NAME
@@ -312,6 +316,24 @@ def sac_stages(stages: Stages, cfg: PipelineConfig) -> None:
                 run.run_dir, out, overlay="gaze" if run.encoder.startswith("gaze") else "none"
             ),
         )
+
+
+def random_policy_stage(stages: Stages, run) -> None:
+    """Random actions on the final-evaluation episodes of a finished rl.grid `run` (its task, seed, episode length
+    and count): the floor its task's rows read against in the report (`<task>/random_policy/` beside them)."""
+    from rl import evaluate as evaluate_agent
+    from rl.config import SACConfig
+    from rl.outcome import RANDOM_POLICY, random_policy_file
+
+    episodes = from_stored(SACConfig, json.loads((run.run_dir / "config.json").read_text())).last_eval_episodes
+    out = run.run_dir.parent.parent / RANDOM_POLICY
+    stages.run(
+        f"rl.evaluate --policy random {run.task} seed {run.seed}",
+        [out / random_policy_file(run.seed, episodes)],
+        lambda: evaluate_agent.evaluate(
+            evaluate_agent.EvaluateConfig(run=str(run.run_dir), policy="random", episodes=episodes, out=str(out))
+        ),
+    )
 
 
 def pretrain_command(cfg: PipelineConfig, args: list[str]) -> list[str]:

@@ -2,6 +2,7 @@
 skips them all. (Phase A of the CPU table at micro sizes is tests/test_pipeline_table_e2e.py; the micro grid on a
 local Ray instance is in tests/test_cluster_ray.py, with the other Ray tests.)"""
 
+import json
 import subprocess
 import sys
 
@@ -39,6 +40,14 @@ def test_micro_pipeline_reports_a_row_for_every_encoder(tmp_path):
     for enc in PRESETS["micro"]["encoders"].split(","):  # a clip of every trained agent (rl.evaluate.clip)
         clip = tmp_path / "runs" / "sac" / "reach-v3" / enc / "seed0" / "evaluate" / "clip.gif"
         assert clip.read_bytes()[:6] == b"GIF89a", enc
+    # the floor: random actions on seed 0's final-evaluation episodes, as many and as long as the runs', in the report
+    run_cfg = json.loads(
+        (tmp_path / "runs/sac/reach-v3" / PRESETS["micro"]["encoders"].split(",")[0] / "seed0/config.json").read_text()
+    )
+    episodes = run_cfg["final_eval_episodes"] or run_cfg["eval_episodes"]
+    floor = json.loads((tmp_path / f"runs/sac/reach-v3/random_policy/random-seed0-{episodes}ep.json").read_text())
+    assert floor["policy"] == "random" and {e["steps"] for e in floor["episodes"]} == {run_cfg["max_episode_steps"]}
+    assert "| reach-v3 | random actions | 0 (" in text
     # A second run skips every stage whose outputs exist.
     again = subprocess.run(
         [sys.executable, "-m", "pipeline", "--preset", "micro", "--root", str(tmp_path)],
