@@ -127,11 +127,11 @@ def test_status_says_where_a_running_sac_grid_stands(tmp_path):
     finish_run(root / table_dir("reach-v3", "state", 0), 100_000)
     write(root / table_dir("reach-v3", "state", 1) / "metrics.csv", "step,steps_per_s\n40000,5.0\n")
     write(root / table_dir("reach-v3", "mmae_rgbs", 0) / "metrics.csv", "step,steps_per_s\n50000,3.0\n")
-    # the finished run and the one not started are not in progress; left: 60,000 + 50,000 + 100,000 (not
-    # started) steps at 4.0/s per run, 2 runs at a time
+    # the finished run and the one not started are not in progress; left: state's 60,000 steps at its 5.0/s and
+    # mmae_rgbs's 50,000 + 100,000 (not started) at its 3.0/s, 2 runs at a time: (12,000 + 50,000 s) / 2
     assert step_progress(root, step) == (
         "2 of 4 runs in progress at 40,000-50,000 of 100,000 steps, 4.00 env-steps/s per run "
-        "(their last metrics rows): ~7.3 h left at that rate, 2 at a time"
+        "(their last metrics rows; mmae_rgbs 3.00, state 5.00): ~8.6 h left at each row's rate, 2 at a time"
     )
 
 
