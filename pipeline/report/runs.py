@@ -206,11 +206,11 @@ def load_running(roots: list[Path], seeds: Collection[int] | None = None) -> lis
 
 def load_random_policy(roots: list[Path], seeds: Collection[int] | None = None) -> dict[str, list[dict]]:
     """Per task, in seed order, the random-policy evaluations kept beside its rows (`rl.evaluate --policy random`:
-    <root>/<task>/random_policy/random-seed<S>-<N>ep.json), of `seeds` only if given; of a seed evaluated at several
-    lengths, the one of most episodes."""
+    <task>/random_policy/random-seed<S>-<N>ep.json at any depth below a root, as load_runs finds runs), of `seeds`
+    only if given; of a seed evaluated at several lengths, the one of most episodes."""
     best: dict[tuple[str, int], dict] = {}
     for root in roots:
-        for path in sorted(root.glob(f"*/{outcome.RANDOM_POLICY}/random-seed*-*ep.json")):
+        for path in sorted(root.glob(f"**/{outcome.RANDOM_POLICY}/random-seed*-*ep.json")):
             report = json.loads(path.read_text())
             key = (report["task"], report["seed"])
             if (seeds is None or report["seed"] in seeds) and len(report["episodes"]) > len(
