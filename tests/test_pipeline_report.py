@@ -1002,7 +1002,9 @@ def test_the_floor_is_random_actions_on_each_seeds_episodes_beside_each_row(tmp_
         (floor / random_policy_file(seed, episodes)).write_text(json.dumps(report))
     text = write_report(replace(config, seeds="0,1,2")).read_text()
     assert "## The floor: random actions" in text
-    assert "| reach-v3 | random actions | 0, 1, 2 (50) | 0.02 [-0.03, 0.07] | 101 [99, 103] |" in text
+    assert (
+        "| reach-v3 | random actions | 0, 1, 2 (50) | 0.02 [-0.03, 0.07] (3 of 150 episodes) | 101 [99, 103] |" in text
+    )
     assert "| reach-v3 | State (sanity check) | 0, 1, 2 (10) | 0.70 [0.20, 1.20] | 2000 [-484, 4484] |" in text
     assert "| reach-v3 | random actions | 0, 1, 2, 7 (50) |" in write_report(config).read_text()
     nested = replace(config, roots=str(tmp_path), out=str(tmp_path / "nested"))  # found as deep as the runs are

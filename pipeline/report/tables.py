@@ -113,9 +113,11 @@ def random_policy_table(runs: list[dict], floors: dict[str, list[dict]]) -> str:
         if not reports:
             continue
         sizes = sorted({len(r["episodes"]) for r in reports})
+        won = sum(round(r["success_rate"] * len(r["episodes"])) for r in reports)  # near 0 a count says more
         lines.append(
             f"| {task} | random actions | {', '.join(str(r['seed']) for r in reports)} "
-            f"({'/'.join(map(str, sizes))}) | {mean_ci_text([r['success_rate'] for r in reports])} | "
+            f"({'/'.join(map(str, sizes))}) | {mean_ci_text([r['success_rate'] for r in reports])} "
+            f"({won} of {sum(len(r['episodes']) for r in reports)} episodes) | "
             f"{mean_ci_text([r['return_mean'] for r in reports], '.0f')} |"
         )
         for enc in sorted({e for e, t in by if t == task}, key=row_order):
