@@ -16,9 +16,9 @@ Episode k is seeded `EVAL_SEED_BASE + S * TRAIN_SEED_STRIDE + k`, as the trainin
 them: with the default S (the run's own seed) the first N episodes are those of the run's eval.csv,
 so the numbers agree with its final evaluation. `--policy random` plays uniform random actions instead (each
 episode's own generator, seeded by the episode's seed; no weights, nothing to load but the run's config.json, or
-none with `--task`): on the same episodes, the floor a trained policy's success and return read against; it writes
-`random-seed<S>-<N>ep.json` (rl.outcome.random_policy_file), in `<run>/evaluate` or `runs/evaluate/<task>`. `--video` writes the episodes as MP4 (imageio's
-ffmpeg), animated GIF or WebP (Pillow), each frame upscaled `--scale` times (nearest: the policy's
+none with `--task`): on the same episodes, the floor a trained policy's success and return read against; it
+writes `random-seed<S>-<N>ep.json` (rl.outcome.random_policy_file), in `<run>/evaluate` or
+`runs/evaluate/<task>`. `--video` writes the episodes as MP4 (imageio's ffmpeg), animated GIF or WebP (Pillow), each frame upscaled `--scale` times (nearest: the policy's
 pixels, large enough to see the gripper) with a caption (episode, step, return, success);
 `--overlay saliency` draws the saliency map the agent saw (or, for encoders without saliency, the
 run's saliency source), `--overlay gaze` the attention and Gaussians of a gaze encoder.
