@@ -18,9 +18,9 @@ so the numbers agree with its final evaluation. `--policy random` plays uniform 
 episode's own generator, seeded by the episode's seed; no weights, nothing to load but the run's config.json, or
 none with `--task`): on the same episodes, the floor a trained policy's success and return read against; it
 writes `random-seed<S>-<N>ep.json` (rl.outcome.random_policy_file), in `<run>/evaluate` or
-`runs/evaluate/<task>`. `--video` writes the episodes as MP4 (imageio's ffmpeg), animated GIF or WebP (Pillow), each frame upscaled `--scale` times (nearest: the policy's
-pixels, large enough to see the gripper) with a caption (episode, step, return, success);
-`--overlay saliency` draws the saliency map the agent saw (or, for encoders without saliency, the
+`runs/evaluate/<task>`. `--video` writes the episodes as MP4 (imageio's ffmpeg), animated GIF or WebP (Pillow),
+each frame upscaled `--scale` times (nearest: the policy's pixels, large enough to see the gripper) with a caption
+(episode, step, return, success); `--overlay saliency` draws the saliency map the agent saw (or, for encoders without saliency, the
 run's saliency source), `--overlay gaze` the attention and Gaussians of a gaze encoder.
 
 `load_agent(run_dir)` is the one loader of a trained agent (rl/gaze_viz.py uses it too); `clip(run_dir, out)`
