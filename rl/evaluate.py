@@ -20,8 +20,8 @@ none with `--task`): on the same episodes, the floor a trained policy's success 
 writes `random-seed<S>-<N>ep.json` (rl.outcome.random_policy_file), in `<run>/evaluate` or
 `runs/evaluate/<task>`. `--video` writes the episodes as MP4 (imageio's ffmpeg), animated GIF or WebP (Pillow),
 each frame upscaled `--scale` times (nearest: the policy's pixels, large enough to see the gripper) with a caption
-(episode, step, return, success); `--overlay saliency` draws the saliency map the agent saw (or, for encoders without saliency, the
-run's saliency source), `--overlay gaze` the attention and Gaussians of a gaze encoder.
+(episode, step, return, success); `--overlay saliency` draws the saliency map the agent saw (or, for encoders
+without saliency, the run's saliency source), `--overlay gaze` the attention and Gaussians of a gaze encoder.
 
 `load_agent(run_dir)` is the one loader of a trained agent (rl/gaze_viz.py uses it too); `clip(run_dir, out)`
 writes a short looping clip of one episode (the pipeline's `<run>/evaluate/clip.gif`), and
