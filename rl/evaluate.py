@@ -101,6 +101,11 @@ class EvaluateConfig:
     device: str = option("cpu", "torch device: cpu, cuda, auto")
     out: str = option("", "output folder (default <run>/evaluate; --policy random --task T: runs/evaluate/T)")
 
+    @property
+    def recorded_episodes(self) -> int:
+        """Episodes the video shows: the first --video-episodes (0: all) of those evaluated; none without --video."""
+        return min(self.video_episodes or self.episodes, self.episodes) if self.video else 0
+
     def validate(self) -> "EvaluateConfig":
         if self.policy not in POLICIES:
             raise ValueError(f"--policy must be one of {', '.join(POLICIES)}, got {self.policy!r}")
@@ -570,9 +575,8 @@ def evaluate(cfg: EvaluateConfig) -> Path:
     observer = make_observer(loaded, saliency=cfg.overlay == "saliency")
     inputs = run_inputs(observer)
     check_inputs(loaded.recorded_inputs, inputs, f"{loaded.run_dir / 'config.json'}")
-    record = (cfg.video_episodes or cfg.episodes) if cfg.video else 0
     results, videos = rollout(
-        loaded, observer, cfg.episodes, cfg.seed, cfg.episode_steps, min(record, cfg.episodes), cfg.frame_stride
+        loaded, observer, cfg.episodes, cfg.seed, cfg.episode_steps, cfg.recorded_episodes, cfg.frame_stride
     )
     seed = loaded.cfg.seed if cfg.seed is None else cfg.seed
     report = {
@@ -620,9 +624,8 @@ def evaluate_random(cfg: EvaluateConfig) -> Path:
     env_cfg = episode_env(env_cfg, cfg.episode_steps)
     env_cfg.validate()  # an unknown task is named before any env starts
     seed = own_seed if cfg.seed is None else cfg.seed
-    record = (cfg.video_episodes or cfg.episodes) if cfg.video else 0
     results, videos = random_rollout(
-        env_cfg, episode_seed_base(seed), cfg.episodes, min(record, cfg.episodes), cfg.frame_stride
+        env_cfg, episode_seed_base(seed), cfg.episodes, cfg.recorded_episodes, cfg.frame_stride
     )
     report = {
         "run": cfg.run or None,

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from pipeline.table.commands import PROBES
-from pipeline.table.config import STATE_FILE, TableConfig
+from pipeline.table.config import STATE_FILE, TableConfig, flag_value
 from pipeline.table.folder import Folder
 from pipeline.table.plan import Planner
 from rl import outcome
@@ -121,11 +121,11 @@ def keep_in_process(argv, cwd, **kw):
     from pipeline.keep import main as keep_main
 
     if argv[:3] == [sys.executable, "-m", "rl.evaluate"]:
-        flag = lambda name: argv[argv.index(name) + 1]  # noqa: E731
-        seed, episodes = int(flag("--seed")), int(flag("--episodes"))
-        report = {"policy": "random", "task": flag("--task"), "seed": seed, "success_rate": 0.0, "return_mean": 500.0}
+        seed, episodes = int(flag_value(argv, "--seed")), int(flag_value(argv, "--episodes"))
+        task = flag_value(argv, "--task")
+        report = {"policy": "random", "task": task, "seed": seed, "success_rate": 0.0, "return_mean": 500.0}
         report["episodes"] = [{"episode": k, "success": 0.0, "return": 500.0} for k in range(episodes)]
-        write(Path(cwd) / flag("--out") / outcome.random_policy_file(seed, episodes), json.dumps(report))
+        write(Path(cwd) / flag_value(argv, "--out") / outcome.random_policy_file(seed, episodes), json.dumps(report))
         return subprocess.CompletedProcess(argv, 0)
     assert argv[:3] == [sys.executable, "-m", "pipeline.keep"], argv
     with contextlib.chdir(cwd):

@@ -334,7 +334,8 @@ def step_hours(cfg: TableConfig, folder: Folder, step: Step, rates: Rates, count
     (`counted`: runs, as (folder, steps), and tasks whose saliency stages are counted): a pretraining that has logged
     at its own rate (`pretrain_steps`), a grid by `grid_hours`, a task's saliency stages together at the first of
     them still open; 0 for steps that copy files, for the floor's random-policy evaluations (a minute a seed), and
-    for a keep that waits only on runs an earlier grid of the forecast runs; None for a step that waits on anything else (an undecided budget, a lost pilot)."""
+    for a keep that waits only on runs an earlier grid of the forecast runs; None for a step that waits on anything
+    else (an undecided budget, a lost pilot)."""
     module = step.argv[1] if step.argv else ""
     if step.blocked:
         kept = folder.root / step.argv[2] if module == "pipeline.keep" else None
