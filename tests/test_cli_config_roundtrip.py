@@ -14,6 +14,8 @@ from common.cli import flat_dict, from_flat, parse_config
 from common.io import OutputError
 from common.runs import prepare_run_dir, write_config
 
+from tiny import TINY_MMAE
+
 
 def _collect(tmp: Path) -> tuple[Any, Path]:
     from data.collect import CollectConfig
@@ -157,9 +159,7 @@ def test_a_probe_reruns_from_its_report(shards, tmp_path):
 
     torch.manual_seed(0)
     model = MultiMAE(
-        ModelConfig(
-            modalities=("rgb",), dim=32, depth=1, num_heads=2, decoder_dim=32, decoder_depth=1, decoder_heads=2
-        ),
+        ModelConfig(modalities=("rgb",), **TINY_MMAE),
         decoders=False,
     )
     encoder = tmp_path / "encoder.pt"

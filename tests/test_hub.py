@@ -21,10 +21,10 @@ from pretrain.model import ModelConfig
 from saliency.predictor import SaliencyPredictor, save_checkpoint
 from saliency.student import StudentConfig, StudentNet
 
+from tiny import TINY_MMAE
+
 ROOT = Path(__file__).resolve().parent.parent
-MCFG = ModelConfig(
-    modalities=("rgb", "saliency"), dim=32, depth=1, num_heads=2, decoder_dim=32, decoder_depth=1, decoder_heads=2
-)
+MCFG = ModelConfig(modalities=("rgb", "saliency"), **TINY_MMAE)
 
 
 def encoder() -> FrozenEncoder:

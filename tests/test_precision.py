@@ -23,6 +23,8 @@ from common.precision import autocast, full_precision, resolve_precision
 from rl.agent import SAC
 from rl.config import PRESETS, SACConfig
 
+from tiny import TINY_MMAE, TINY_SAC
+
 
 def relative(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.float() - b.float()).norm() / b.float().norm()).item()
@@ -151,7 +153,7 @@ def test_observer_runs_frozen_encoders_in_float32_in_a_bf16_pack(tmp_path):
     from rl.encoders import build_encoder
     from rl.observe import Observer
 
-    cfg = ModelConfig(dim=32, depth=1, num_heads=2, decoder_dim=32, decoder_depth=1, decoder_heads=2)
+    cfg = ModelConfig(**TINY_MMAE)
     path = tmp_path / "encoder.pt"
     torch.save(encoder_blob(MultiMAE(cfg, decoders=False), identity_statistics(cfg)), path)
     sac = from_flat(SACConfig, encoder="mmae_rgbs", mmae=str(path), saliency="oracle")
@@ -264,21 +266,7 @@ def test_a_bf16_run_records_its_precision(tmp_path):
     from rl.workspace import train
 
     cfg = from_flat(
-        SACConfig,
-        steps=100,
-        random_steps=50,
-        max_episode_steps=50,
-        batch_size=8,
-        hidden_dim=32,
-        replay_size=1000,
-        eval_every=0,
-        eval_episodes=1,
-        log_every=50,
-        checkpoint_every=50,
-        torch_threads=1,
-        encoder="state",
-        precision="bf16",
-        out=str(tmp_path / "run"),
+        SACConfig, **{**TINY_SAC, "steps": 100}, encoder="state", precision="bf16", out=str(tmp_path / "run")
     )
     (run_dir,) = train([cfg])
     assert json.loads((run_dir / "config.json").read_text())["precision"] == "bf16"
@@ -330,7 +318,7 @@ def test_cpu_bf16_pretraining_builds_unfused_attention_and_leaves_timm_as_it_was
 
     before = use_fused_attn()
     with attention_kernels(False):
-        model = MultiMAE(ModelConfig(dim=32, depth=1, num_heads=2, decoder_dim=32, decoder_depth=1, decoder_heads=2))
+        model = MultiMAE(ModelConfig(**TINY_MMAE))
     assert use_fused_attn() == before  # restored: models built later in the process are not affected
     attention = [m for m in model.modules() if hasattr(m, "fused_attn")]
     assert attention and not any(m.fused_attn for m in attention)  # timm's blocks and our cross-attention

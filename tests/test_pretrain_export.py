@@ -26,9 +26,9 @@ from saliency.picanet import PiCANet, PiCANetConfig
 from saliency.predictor import SaliencyPredictor, save_checkpoint
 from saliency.student import StudentConfig, StudentNet
 
-MCFG = ModelConfig(
-    modalities=("rgb", "saliency"), dim=32, depth=1, num_heads=2, decoder_dim=32, decoder_depth=1, decoder_heads=2
-)
+from tiny import TINY_MMAE
+
+MCFG = ModelConfig(modalities=("rgb", "saliency"), **TINY_MMAE)
 
 
 def encoder_blob(seed: int = 0) -> dict:

@@ -18,7 +18,7 @@ from pretrain.model import (
     unpatchify,
 )
 
-TINY = dict(dim=32, depth=1, num_heads=2, decoder_dim=32, decoder_depth=1, decoder_heads=2)
+from tiny import TINY_MMAE
 
 
 def _inputs(b: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -54,7 +54,7 @@ def test_three_modalities_sum_exactly():
 
 
 def test_forward_shapes_and_visible_count():
-    model = MultiMAE(ModelConfig(**TINY))
+    model = MultiMAE(ModelConfig(**TINY_MMAE))
     loss, losses, preds, visible = model(_inputs(), generator=torch.Generator().manual_seed(0))
     assert set(losses) == {"rgb", "saliency", "rgb_norm"}
     assert (
@@ -65,7 +65,7 @@ def test_forward_shapes_and_visible_count():
     assert (visible.sum(1) == 32).all()
     expected = losses["rgb"] + 10 * losses["saliency"] + losses["rgb_norm"]
     assert torch.allclose(loss, expected)
-    rgb_only = MultiMAE(ModelConfig(modalities=("rgb",), **TINY))
+    rgb_only = MultiMAE(ModelConfig(modalities=("rgb",), **TINY_MMAE))
     _, l2, p2, v2 = rgb_only({"rgb": _inputs()["rgb"]})
     # num_visible 0 (the default): a quarter of all input tokens, 16 of rgb's 64 (masking ratio 0.75)
     assert set(l2) == {"rgb", "rgb_norm"} and v2.shape == (4, 64) and (v2.sum(1) == 16).all()
@@ -78,7 +78,7 @@ def test_patchify_roundtrip():
 
 
 def test_loss_only_on_masked_patches():
-    model = MultiMAE(ModelConfig(**TINY))
+    model = MultiMAE(ModelConfig(**TINY_MMAE))
     inputs = _inputs()
     _, losses, preds, visible = model(inputs, generator=torch.Generator().manual_seed(3))
     base = {k: v.item() for k, v in model.losses(inputs, preds, visible).items()}
@@ -127,7 +127,7 @@ def test_tiny_model_overfits_a_handful_of_frames():
 
 
 def test_frozen_encoder_export_roundtrip(tmp_path):
-    cfg = ModelConfig(**TINY)
+    cfg = ModelConfig(**TINY_MMAE)
     model = MultiMAE(cfg)
     path = tmp_path / "encoder.pt"
     torch.save(
@@ -150,7 +150,7 @@ def test_frozen_encoder_export_roundtrip(tmp_path):
         enc(x["rgb"])
     with pytest.raises(ValueError, match="no feature statistics"):
         FrozenEncoder.load(path, standardize=True)
-    rgb_only = MultiMAE(ModelConfig(modalities=("rgb",), **TINY))
+    rgb_only = MultiMAE(ModelConfig(modalities=("rgb",), **TINY_MMAE))
     torch.save(
         {"format": ENCODER_FORMAT, "model_config": rgb_only.cfg.to_dict(), "state_dict": rgb_only.encoder_state_dict()},
         path,
@@ -165,7 +165,7 @@ def test_frozen_encoder_export_roundtrip(tmp_path):
 def test_rgb_targets_are_the_normalised_image_the_encoder_sees():
     """MultiMAE reconstructs the ImageNet-normalised rgb (its loss weighs rgb against saliency x10 on that
     scale); `to_pixels` maps a prediction back to [0, 1] for pictures and pixel-space errors."""
-    model = MultiMAE(ModelConfig(**TINY))
+    model = MultiMAE(ModelConfig(**TINY_MMAE))
     x = _inputs(2)
     targets = model.targets(x)
     mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
@@ -173,7 +173,7 @@ def test_rgb_targets_are_the_normalised_image_the_encoder_sees():
     torch.testing.assert_close(model.to_pixels("rgb", targets["rgb"]), patchify(x["rgb"], 8), atol=1e-6, rtol=0)
     torch.testing.assert_close(targets["saliency"], patchify(x["saliency"], 8))
     assert torch.equal(model.to_pixels("saliency", targets["saliency"]), targets["saliency"])
-    legacy = MultiMAE(ModelConfig(input_norm="none", **TINY))  # models made before the normalisation
+    legacy = MultiMAE(ModelConfig(input_norm="none", **TINY_MMAE))  # models made before the normalisation
     torch.testing.assert_close(legacy.targets(x)["rgb"], patchify(x["rgb"], 8))
 
 
@@ -189,14 +189,14 @@ def test_a_batch_in_passes_gives_the_one_pass_gradient():
     results = []
     for micro in (0, 5):
         torch.manual_seed(0)
-        model = MultiMAE(ModelConfig(**TINY))
+        model = MultiMAE(ModelConfig(**TINY_MMAE))
         loss, losses = backward_in_passes(
             model, None, inputs, torch.Generator().manual_seed(3), micro, contextlib.nullcontext()
         )
         results.append((loss, losses, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
     (one, one_parts, one_grads), (passes, parts, grads) = results
     torch.manual_seed(0)
-    own = MultiMAE(ModelConfig(**TINY))(inputs, generator=torch.Generator().manual_seed(3))[0]
+    own = MultiMAE(ModelConfig(**TINY_MMAE))(inputs, generator=torch.Generator().manual_seed(3))[0]
     assert torch.equal(one, own.detach())
     assert torch.allclose(passes, one, rtol=1e-5) and parts.keys() == one_parts.keys() == {
         "rgb",

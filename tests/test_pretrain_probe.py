@@ -31,7 +31,8 @@ from pretrain.probe import (
 )
 from pretrain.train import export_feature_stats, task_configs
 
-TINY = dict(dim=32, depth=1, num_heads=2, decoder_dim=32, decoder_depth=1, decoder_heads=2)
+from tiny import TINY_MMAE
+
 ARTIFACT = Path(__file__).resolve().parents[1] / "artifacts" / "mmae" / "rgbs-cpu" / "encoder.pt"
 
 
@@ -129,7 +130,7 @@ def test_float16_storage_eats_near_constant_features_and_standardising_saves_the
 
 
 def test_pools_shapes_and_values():
-    model = MultiMAE(ModelConfig(**TINY), decoders=False)
+    model = MultiMAE(ModelConfig(**TINY_MMAE), decoders=False)
     enc = model.encode(
         model.tokenize({"rgb": torch.rand(2, 3, 64, 64), "saliency": torch.rand(2, 1, 64, 64)})
     )  # [2, 129, 32]
@@ -149,7 +150,7 @@ def test_pools_shapes_and_values():
 
 
 def test_imagenet_normalisation_inside_the_model_and_old_configs():
-    cfg = ModelConfig(**TINY)
+    cfg = ModelConfig(**TINY_MMAE)
     assert cfg.input_norm == "imagenet"
     model = MultiMAE(cfg, decoders=False)
     x = torch.rand(2, 3, 64, 64)
@@ -168,7 +169,7 @@ def test_imagenet_normalisation_inside_the_model_and_old_configs():
         old.tokenize({"rgb": x}), model.patch_embed["rgb"](x).flatten(2).transpose(1, 2) + model.pos, atol=1e-6
     )
     with pytest.raises(ValueError, match="--input-norm"):
-        ModelConfig(input_norm="zca", **TINY).validate()
+        ModelConfig(input_norm="zca", **TINY_MMAE).validate()
 
 
 def test_random_resized_crop_boxes_and_shared_crops():
@@ -193,10 +194,10 @@ def test_random_resized_crop_boxes_and_shared_crops():
 
 
 def test_rgb_only_model_sees_16_of_64_patches():
-    model = MultiMAE(ModelConfig(**{**TINY, "modalities": "rgb"}))
+    model = MultiMAE(ModelConfig(**{**TINY_MMAE, "modalities": "rgb"}))
     _, _, _, visible = model({"rgb": torch.rand(3, 3, 64, 64)})
     assert (visible.sum(1) == 16).all()
-    both = MultiMAE(ModelConfig(**TINY))
+    both = MultiMAE(ModelConfig(**TINY_MMAE))
     _, _, _, visible = both({"rgb": torch.rand(3, 3, 64, 64), "saliency": torch.rand(3, 1, 64, 64)})
     assert (visible.sum(1) == 32).all()
 
@@ -206,7 +207,7 @@ def test_probe_end_to_end_table_json_and_gate(shards, tmp_path, capsys):
     assert frames.state.shape == (240, 39)
     train, _ = split_episodes(frames, 0.25, 0)
     torch.manual_seed(0)
-    model = MultiMAE(ModelConfig(modalities=("rgb",), **TINY), decoders=False)
+    model = MultiMAE(ModelConfig(modalities=("rgb",), **TINY_MMAE), decoders=False)
     path = _export(model, tmp_path / "encoder.pt", train)
     res = probe(ProbeConfig(encoder=str(path), data=str(shards), fit_frames=150, score_frames=60, threads=1))
     captured = capsys.readouterr()
@@ -310,7 +311,7 @@ def test_damaged_export_is_a_clear_error(tmp_path):
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match=f"cannot load MultiMAE encoder {bad}"):
         FrozenEncoder.load(bad)
-    model = MultiMAE(ModelConfig(**TINY), decoders=False)
+    model = MultiMAE(ModelConfig(**TINY_MMAE), decoders=False)
     blob = {
         "format": ENCODER_FORMAT,
         "model_config": {**model.cfg.to_dict(), "dim": 64},
@@ -334,7 +335,9 @@ def test_pipeline_gate_probes_each_encoder_and_skips_unusable_data(shards, tmp_p
     torch.manual_seed(0)
     run_dir = tmp_path / "rgb"
     (run_dir / "reach-v3").mkdir(parents=True)
-    _export(MultiMAE(ModelConfig(modalities=("rgb",), **TINY), decoders=False), run_dir / "reach-v3" / "encoder.pt")
+    _export(
+        MultiMAE(ModelConfig(modalities=("rgb",), **TINY_MMAE), decoders=False), run_dir / "reach-v3" / "encoder.pt"
+    )
     results = probe_gate(run_dir, ["reach-v3"], "rgb", data_root=shards, pools="mean", fit_frames=120, score_frames=40)
     assert len(results) == 1 and (run_dir / "reach-v3" / "probe_rgb.json").exists()
     assert [r["kind"] for r in results[0]["rows"]] == ["pretrained", "random init", "pixels"]

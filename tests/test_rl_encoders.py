@@ -19,21 +19,7 @@ from rl.encoders import ENCODERS, EXTRA, TABLE_I, MMAEEncoder, build_encoder, im
 from rl.workspace import Pack, latest_checkpoint, pack_key, train
 
 from numerics import relative_difference
-
-TINY = dict(
-    steps=150,
-    random_steps=50,
-    max_episode_steps=50,
-    batch_size=8,
-    hidden_dim=32,
-    replay_size=1000,
-    eval_every=0,
-    eval_episodes=1,
-    log_every=50,
-    checkpoint_every=50,
-    torch_threads=1,
-    saliency="oracle",
-)
+from tiny import TINY_MMAE, TINY_SAC
 
 
 @pytest.fixture(scope="module")
@@ -43,15 +29,7 @@ def exports(tmp_path_factory) -> dict[int, Path]:
     paths = {}
     for dim in (32, 128):
         torch.manual_seed(dim)
-        cfg = ModelConfig(
-            modalities=("rgb", "saliency"),
-            dim=dim,
-            depth=1,
-            num_heads=2,
-            decoder_dim=32,
-            decoder_depth=1,
-            decoder_heads=2,
-        )
+        cfg = ModelConfig(**{**TINY_MMAE, "dim": dim}, modalities=("rgb", "saliency"))
         paths[dim] = root / f"dim{dim}" / "encoder.pt"
         paths[dim].parent.mkdir()
         torch.save(encoder_blob(MultiMAE(cfg, decoders=False), identity_statistics(cfg)), paths[dim])
@@ -61,7 +39,7 @@ def exports(tmp_path_factory) -> dict[int, Path]:
 def sac(tmp_path: Path, encoder: str, mmae: Path, seed: int = 0, **kw) -> SACConfig:
     return from_flat(
         SACConfig,
-        **{**TINY, **kw},
+        **{**TINY_SAC, **kw},
         encoder=encoder,
         mmae=str(mmae),
         seed=seed,

@@ -30,20 +30,10 @@ from rl.provenance import INPUTS_KEY, run_inputs
 from rl.sac import run as sac_run
 from rl.workspace import Pack, checkpoint_steps, train
 
-TINY = dict(
-    steps=120,
-    random_steps=60,
-    max_episode_steps=30,
-    batch_size=8,
-    hidden_dim=32,
-    feature_dim=16,
-    replay_size=1000,
-    eval_every=0,
-    eval_episodes=2,
-    log_every=60,
-    checkpoint_every=60,
-    torch_threads=1,
-    saliency="oracle",
+from tiny import TINY_MMAE, TINY_SAC
+
+TINY = TINY_SAC | dict(
+    steps=120, random_steps=60, max_episode_steps=30, eval_episodes=2, log_every=60, checkpoint_every=60
 )
 
 
@@ -65,9 +55,7 @@ def mmae_export(tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("root")
     torch.manual_seed(0)
-    cfg = ModelConfig(
-        modalities=("rgb",), dim=32, depth=1, num_heads=2, decoder_dim=32, decoder_depth=1, decoder_heads=2
-    )
+    cfg = ModelConfig(modalities=("rgb",), **TINY_MMAE)
     path = root / "runs/mmae/rgb/reach-v3/encoder.pt"
     path.parent.mkdir(parents=True)
     torch.save(encoder_blob(MultiMAE(cfg, decoders=False), identity_statistics(cfg)), path)

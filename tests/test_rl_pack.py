@@ -19,20 +19,9 @@ from rl.grid import GridConfig, Run, finished_status, is_finished, plan, plan_pa
 from rl.replay import ReplayBuffer
 from rl.workspace import PARTIAL_EVAL, Pack, PackTraining, checkpoint_steps, latest_checkpoint, train
 
-TINY = dict(
-    random_steps=50,
-    max_episode_steps=50,
-    batch_size=16,
-    hidden_dim=64,
-    feature_dim=16,
-    replay_size=2000,
-    eval_every=0,
-    eval_episodes=1,
-    log_every=50,
-    checkpoint_every=50,
-    torch_threads=1,
-    saliency="oracle",
-)
+from tiny import TINY_SAC
+
+TINY = {k: v for k, v in TINY_SAC.items() if k != "steps"} | dict(batch_size=16, hidden_dim=64, replay_size=2000)
 
 
 def configs(root: Path, encoder: str, seeds, steps: int, tag: str, **kw) -> list[SACConfig]:

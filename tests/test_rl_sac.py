@@ -17,25 +17,11 @@ from rl.observe import choose_saliency_model
 from rl.sac import main, run
 from rl.workspace import latest_checkpoint
 
-TINY = dict(
-    steps=150,
-    random_steps=50,
-    max_episode_steps=50,
-    batch_size=8,
-    hidden_dim=32,
-    feature_dim=16,
-    replay_size=1000,
-    eval_every=0,
-    eval_episodes=1,
-    log_every=50,
-    checkpoint_every=50,
-    torch_threads=1,
-    saliency="oracle",
-)
+from tiny import TINY_MMAE, TINY_SAC
 
 
 def tiny(tmp_path: Path, encoder: str, **kw) -> SACConfig:
-    return from_flat(SACConfig, **{**TINY, "encoder": encoder, "out": str(tmp_path / encoder), **kw}).validate()
+    return from_flat(SACConfig, **{**TINY_SAC, "encoder": encoder, "out": str(tmp_path / encoder), **kw}).validate()
 
 
 @pytest.fixture(scope="module")
@@ -50,9 +36,7 @@ def pretrained(tmp_path_factory) -> dict[str, Path]:
     torch.manual_seed(0)
     paths = {}
     for name, modalities in (("rgb", ("rgb",)), ("rgbs", ("rgb", "saliency"))):
-        cfg = ModelConfig(
-            modalities=modalities, dim=32, depth=1, num_heads=2, decoder_dim=32, decoder_depth=1, decoder_heads=2
-        )
+        cfg = ModelConfig(modalities=modalities, **TINY_MMAE)
         model = MultiMAE(cfg, decoders=False)
         paths[name] = root / "runs/mmae" / name / "reach-v3" / "encoder.pt"  # the task's own, where rl.sac looks
         paths[name].parent.mkdir(parents=True)
