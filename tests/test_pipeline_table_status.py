@@ -120,19 +120,30 @@ def test_status_says_where_a_running_pretraining_stands_and_its_time_left(tmp_pa
 
 def test_status_says_where_a_running_sac_grid_stands(tmp_path):
     cfg = config(tmp_path)
-    argv = grid_argv(cfg, ["reach-v3"], ["state", "mmae_rgbs"], [0, 1], 100_000, "runs/sac", "")
+    extra = "--eval-every 25000 --eval-episodes 10 --final-eval-episodes 50"
+    argv = grid_argv(cfg, ["reach-v3"], ["state", "mmae_rgbs"], [0, 1], 100_000, "runs/sac", extra)
     step = Step("grid", "A", ["-m", "rl.grid", *argv])
     root = Path(cfg.root)
     assert step_progress(root, step) == ""  # nothing logged yet
     finish_run(root / table_dir("reach-v3", "state", 0), 100_000)
-    write(root / table_dir("reach-v3", "state", 1) / "metrics.csv", "step,steps_per_s\n40000,5.0\n")
-    write(root / table_dir("reach-v3", "mmae_rgbs", 0) / "metrics.csv", "step,steps_per_s\n50000,3.0\n")
-    # the finished run and the one not started are not in progress; left: state's 60,000 steps at its 5.0/s and
-    # mmae_rgbs's 50,000 + 100,000 (not started) at its 3.0/s, 2 runs at a time: (12,000 + 50,000 s) / 2
+    state, frozen = root / table_dir("reach-v3", "state", 1), root / table_dir("reach-v3", "mmae_rgbs", 0)
+    write(state / "metrics.csv", "step,steps_per_s\n40000,5.0\n")
+    write(state / "eval.csv", "step,wall_s,success_rate,episodes,eval_s\n25000,9.0,0.1,10,100.0\n")
+    write(frozen / "metrics.csv", "step,steps_per_s\n20000,3.0\n")
+    # the finished run is not in progress, mmae_rgbs seed 1 waits. State's run ends in 60,000 steps at 5.0/s plus
+    # its evaluations at 50k, 75k (10 episodes each) and 100k (50) at its 10 s per episode: 12,700 s; mmae_rgbs's in
+    # 80,000 steps at 3.0/s plus 80 episodes at state's 10 s (it has timed none): 27,467 s, the last to end
     assert step_progress(root, step) == (
-        "2 of 4 runs in progress at 40,000-50,000 of 100,000 steps, 4.00 env-steps/s per run "
-        "(their last metrics rows; mmae_rgbs 3.00, state 5.00): ~8.6 h left at each row's rate, 2 at a time"
+        "2 of 4 runs in progress at 20,000-40,000 of 100,000 steps, 4.00 env-steps/s per run "
+        "(their last metrics rows; mmae_rgbs 3.00, state 5.00): the last of them ends in ~7.6 h (its steps at its "
+        "row's rate, its evaluations at the seconds per episode its earlier ones took); 1 not started (the forecast "
+        "below counts the whole grid)"
     )
+    # at 30,000 after its first evaluation (25k), which took 20 s per episode: 70,000 steps at 3.0/s plus the
+    # evaluations at 50k, 75k and 100k, 70 episodes at 20 s
+    write(frozen / "metrics.csv", "step,steps_per_s\n20000,3.0\n30000,3.0\n")
+    write(frozen / "eval.csv", "step,wall_s,success_rate,episodes,eval_s\n25000,9.0,0.1,10,200.0\n")
+    assert "ends in ~6.9 h" in step_progress(root, step)
 
 
 def test_the_forecast_lists_each_open_step_with_its_hours_and_when_it_ends(tmp_path, monkeypatch):
@@ -322,9 +333,10 @@ def test_a_run_resumed_past_its_summary_is_in_progress_and_a_half_written_row_is
     assert Folder(cfg).run_steps(run) == (75_000, True)
     write(root / run / "metrics.csv", "step,steps_per_s\n75000,4.0\n90000,2.0\n95000,")  # the next chunk runs
     assert Folder(cfg).run_steps(run) == (90_000, False)
-    assert sac_progress([root / run], 100_000) == (
+    assert sac_progress([root / run], 100_000, (25_000, 10, 50)) == (
         "1 of 1 runs in progress at 90,000-90,000 of 100,000 steps, 2.00 env-steps/s per run "
-        "(their last metrics rows): ~1.4 h left at that rate, 1 at a time"
+        "(their last metrics rows): the last of them ends in ~1.4 h (its steps at that rate, its evaluations "
+        "uncounted: none timed yet); 0 not started (the forecast below counts the whole grid)"
     )
 
 

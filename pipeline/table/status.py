@@ -10,7 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from data.tasks import PAPER_TASKS
-from pipeline.table.commands import Step, git_line
+from pipeline.table.commands import Step, git_line, grid_evaluations
 from pipeline.table.config import (
     ALL_ROWS,
     CHECKOUT,
@@ -25,7 +25,7 @@ from pipeline.table.config import (
 from pipeline.table.folder import Folder
 from pipeline.table.forecast import estimate_text, forecast_text, grid_runs, this_cpus_column
 from pipeline.table.plan import Planner, open_steps
-from pipeline.table.runlogs import hours, pretrain_steps, run_state
+from pipeline.table.runlogs import hours, last_numbers, pretrain_steps, read_eval_rows, run_state
 from rl import outcome
 
 
@@ -156,16 +156,17 @@ def uncommitted_text(folder: Folder) -> str:
 
 
 def step_progress(root: Path, step: Step) -> str:
-    """How far the step's command has got, read from its own logs: a MultiMAE's steps and image rate, a SAC
-    grid's runs in progress and their env-step rate, each with the time left at that rate ('' when it has
-    not logged yet, or for other commands)."""
+    """How far the step's command has got, read from its own logs: a MultiMAE's steps, image rate and the time left
+    at that rate, a SAC grid's runs in progress, their env-step rate and when they end (`sac_progress`); '' when it
+    has not logged yet, or for other commands."""
     module, out = step.argv[1:2], flag_value(step.argv, "--out")
     if out is None:
         return ""
     if module == ["pretrain.multimae"]:
         return pretrain_progress(root / out)
     if module == ["rl.grid"]:
-        return sac_progress(grid_runs(root, step.argv), int(flag_value(step.argv, "--steps") or 0))
+        steps = int(flag_value(step.argv, "--steps") or 0)
+        return sac_progress(grid_runs(root, step.argv), steps, grid_evaluations(step.argv))
     return ""
 
 
@@ -181,11 +182,13 @@ def pretrain_progress(run: Path) -> str:
     return f"step {step:,} of {total:,} ({100 * step / total:.1f} %), {rate:.1f} img/s {measured}: {left}"
 
 
-def sac_progress(runs: Sequence[Path], steps: int) -> str:
+def sac_progress(runs: Sequence[Path], steps: int, evaluations: tuple[int, int, int]) -> str:
     """The grid's runs in progress (`run_state`): how many, their steps, the mean env-step rate per run of their
-    last metrics rows, and the time the grid's remaining steps (of runs not started too) take with as many runs at
-    a time as are in progress now, each run's at its row's rate (a row runs at its own pace: state's runs step 2-3x
-    as fast as a frozen encoder's), a row with none in progress at the mean ('' when none is)."""
+    last metrics rows (each row's too where rows differ: state's runs step 2-3x as fast as a frozen encoder's), and
+    when the last of them ends: its steps left at its row's rate, plus its evaluations left (`evaluations`: rl.grid's
+    interval, episodes, episodes of the last) at the seconds per episode its own took (before its first, the others'
+    mean); then how many runs wait ('' when none is in progress). The whole grid's time is the forecast's: it packs
+    the waiting runs and counts their evaluations."""
     states = [run_state(run) for run in runs]
     going = [(run, n, rate) for run, (n, finished, rate) in zip(runs, states) if n and not finished]
     if not going:
@@ -195,23 +198,50 @@ def sac_progress(runs: Sequence[Path], steps: int) -> str:
     for run, _, r in going:
         by_row.setdefault(row_of(run), []).append(r)
     row_rates = {row: sum(rs) / len(rs) for row, rs in by_row.items()}
+    per_episode = {run: evaluation_seconds_per_episode(run) for run, *_ in going}
+    measured = [t for t in per_episode.values() if t]
+    fallback = sum(measured) / len(measured) if measured else 0.0
     low, high = min(n for _, n, _ in going), max(n for _, n, _ in going)
-    run_seconds = sum(
-        max(steps - n, 0) / (row_rates.get(row_of(run)) or rate or 1.0)
-        for run, (n, _, _) in zip(runs, states)
-        if not outcome.is_finished(run, steps)  # a diverged run has none left
-    )
-    each = "that rate" if len(row_rates) == 1 else "each row's rate"
-    left = (
-        f"~{hours(run_seconds / len(going))} left at {each}, {len(going)} at a time"
-        if rate > 0
-        else "no rate logged yet"
-    )
+    each = "that rate" if len(row_rates) == 1 else "its row's rate"
+    if all(row_rates.values()):
+        ends = max(
+            max(steps - n, 0) / row_rates[row_of(run)]
+            + episodes_left(evaluations, steps, last_evaluated(run)) * (per_episode[run] or fallback)
+            for run, n, _ in going
+        )
+        timed = "at the seconds per episode its earlier ones took" if measured else "uncounted: none timed yet"
+        left = f"the last of them ends in ~{hours(ends)} (its steps at {each}, its evaluations {timed})"
+    else:
+        left = "no rate logged yet"
+    waiting = sum(1 for run, (n, _, _) in zip(runs, states) if not n and not outcome.is_finished(run, steps))
     rows = "; " + ", ".join(f"{row} {r:.2f}" for (_, row), r in sorted(row_rates.items())) if len(row_rates) > 1 else ""
     return (
         f"{len(going)} of {len(runs)} runs in progress at {low:,}-{high:,} of {steps:,} steps, "
-        f"{rate:.2f} env-steps/s per run (their last metrics rows{rows}): {left}"
+        f"{rate:.2f} env-steps/s per run (their last metrics rows{rows}): {left}; "
+        f"{waiting} not started (the forecast below counts the whole grid)"
     )
+
+
+def evaluation_seconds_per_episode(run: Path) -> float:
+    """Wall seconds per evaluation episode of a run's evaluations so far (eval.csv's eval_s over its episodes; the
+    runs of a pack evaluate together, so this is the pack's time); 0.0 before its first."""
+    rows = [last_numbers([r], "eval_s", "episodes") for r in read_eval_rows(run / "eval.csv")]
+    timed = [r for r in rows if r and r["episodes"] > 0]
+    return sum(r["eval_s"] for r in timed) / sum(r["episodes"] for r in timed) if timed else 0.0
+
+
+def last_evaluated(run: Path) -> int:
+    """The step of a run's newest evaluation (0 before its first)."""
+    rows = read_eval_rows(run / "eval.csv")
+    return int(float(rows[-1]["step"])) if rows else 0
+
+
+def episodes_left(evaluations: tuple[int, int, int], steps: int, done: int) -> int:
+    """Evaluation episodes a run evaluated through step `done` still plays to `steps`: one evaluation every
+    `interval` steps and one at the end (`evaluations`: interval, episodes, episodes of the last)."""
+    interval, episodes, last = evaluations
+    points = list(range(interval, steps, interval)) if interval > 0 else []
+    return sum(episodes for p in points if p > done) + (last if steps > done else 0)
 
 
 def row_of(run: Path) -> tuple[str, str]:
