@@ -198,15 +198,15 @@ def sac_progress(runs: Sequence[Path], steps: int, evaluations: tuple[int, int, 
     for run, _, r in going:
         by_row.setdefault(row_of(run), []).append(r)
     row_rates = {row: sum(rs) / len(rs) for row, rs in by_row.items()}
-    per_episode = {run: evaluation_seconds_per_episode(run) for run, *_ in going}
-    measured = [t for t in per_episode.values() if t]
+    evaluated = {run: evaluations_so_far(run) for run, *_ in going}
+    measured = [t for _, t in evaluated.values() if t]
     fallback = sum(measured) / len(measured) if measured else 0.0
     low, high = min(n for _, n, _ in going), max(n for _, n, _ in going)
     each = "that rate" if len(row_rates) == 1 else "its row's rate"
     if all(row_rates.values()):
         ends = max(
             max(steps - n, 0) / row_rates[row_of(run)]
-            + episodes_left(evaluations, steps, last_evaluated(run)) * (per_episode[run] or fallback)
+            + episodes_left(evaluations, steps, evaluated[run][0]) * (evaluated[run][1] or fallback)
             for run, n, _ in going
         )
         timed = "at the seconds per episode its earlier ones took" if measured else "uncounted: none timed yet"
@@ -222,18 +222,13 @@ def sac_progress(runs: Sequence[Path], steps: int, evaluations: tuple[int, int, 
     )
 
 
-def evaluation_seconds_per_episode(run: Path) -> float:
-    """Wall seconds per evaluation episode of a run's evaluations so far (eval.csv's eval_s over its episodes; the
-    runs of a pack evaluate together, so this is the pack's time); 0.0 before its first."""
-    rows = [last_numbers([r], "eval_s", "episodes") for r in read_eval_rows(run / "eval.csv")]
-    timed = [r for r in rows if r and r["episodes"] > 0]
-    return sum(r["eval_s"] for r in timed) / sum(r["episodes"] for r in timed) if timed else 0.0
-
-
-def last_evaluated(run: Path) -> int:
-    """The step of a run's newest evaluation (0 before its first)."""
+def evaluations_so_far(run: Path) -> tuple[int, float]:
+    """(step of a run's newest evaluation, wall seconds per episode of its evaluations so far: eval.csv's eval_s over
+    its episodes; the runs of a pack evaluate together, so this is the pack's time); (0, 0.0) before its first."""
     rows = read_eval_rows(run / "eval.csv")
-    return int(float(rows[-1]["step"])) if rows else 0
+    timed = [t for t in (last_numbers([r], "eval_s", "episodes") for r in rows) if t and t["episodes"] > 0]
+    per_episode = sum(t["eval_s"] for t in timed) / sum(t["episodes"] for t in timed) if timed else 0.0
+    return (int(float(rows[-1]["step"])) if rows else 0), per_episode
 
 
 def episodes_left(evaluations: tuple[int, int, int], steps: int, done: int) -> int:
