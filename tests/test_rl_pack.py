@@ -21,12 +21,12 @@ from rl.workspace import PARTIAL_EVAL, Pack, PackTraining, checkpoint_steps, lat
 
 from tiny import TINY_SAC
 
-TINY = {k: v for k, v in TINY_SAC.items() if k != "steps"} | dict(batch_size=16, hidden_dim=64, replay_size=2000)
+TINY = TINY_SAC | dict(batch_size=16, hidden_dim=64, replay_size=2000)
 
 
 def configs(root: Path, encoder: str, seeds, steps: int, tag: str, **kw) -> list[SACConfig]:
     return [
-        from_flat(SACConfig, **{**TINY, **kw}, encoder=encoder, seed=s, steps=steps, out=str(root / f"{tag}{s}"))
+        from_flat(SACConfig, **{**TINY, **kw, "steps": steps}, encoder=encoder, seed=s, out=str(root / f"{tag}{s}"))
         for s in seeds
     ]
 
