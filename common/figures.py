@@ -18,7 +18,8 @@ def write_figure(fig, path: str | Path, dpi: int = 110) -> Path:
     is a DiskFullError naming `path`, and the previous figure stays whole."""
     path = Path(path)
     try:
-        fig.tight_layout()
+        if fig.get_layout_engine() is None:  # a figure laid out by its own engine (constrained) keeps it
+            fig.tight_layout()
         buf = io.BytesIO()
         fig.savefig(buf, dpi=dpi, format=path.suffix.lstrip(".") or "png")
     finally:

@@ -121,7 +121,8 @@ def test_curves_count_seeds_against_the_plan_and_mark_the_larger_final_evaluatio
     assert "| MMAE RGB+Saliency (ViSaRL) (n=2 of 10) | 0.00 [n/a: no spread] |" in text
     assert "| MMAE RGB+Saliency (PO) (n=1 of 10) | - | 0.10 | 0.20 | - | - |" in text
     success = drawn["curves_reach-v3.png"].axes[0]
-    assert [t.get_text() for t in success.get_legend().get_texts()] == [
+    [legend] = drawn["curves_reach-v3.png"].legends  # one for both panels, below them
+    assert [t.get_text() for t in legend.get_texts()] == [
         "MMAE RGB+Saliency (PO) (n=1 of 10, running)",
         "MMAE RGB+Saliency (ViSaRL) (n=2 of 10)",
         "50 episodes per seed (others: 10)",

@@ -36,7 +36,7 @@ def plot_profiles(runs: list[dict], out: Path, reps: int = stats.REPS, seed: int
         return None
     taus = np.linspace(0.0, 1.0, 101)
     profiles, bands = stats.performance_profiles({e: m for e, (_, m) in matrices.items()}, taus, reps=reps, seed=seed)
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig, ax = plt.subplots(figsize=(6.5, 4.6), layout="constrained")
     for enc, (tasks, scores) in matrices.items():
         (line,) = ax.plot(
             taus,
@@ -53,8 +53,13 @@ def plot_profiles(runs: list[dict], out: Path, reps: int = stats.REPS, seed: int
         ylim=(-0.02, 1.02),
     )
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    below_axes(fig, ax.get_legend_handles_labels()[0], columns=2)
     return write_figure(fig, out / "performance_profiles.png")
+
+
+def below_axes(fig: plt.Figure, handles: list, columns: int) -> None:
+    """One legend for the whole figure, under its panels, where it covers no curve or band."""
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(columns, len(handles)), fontsize=8, frameon=False)
 
 
 def profiles_caption(runs: list[dict]) -> str:
@@ -82,7 +87,7 @@ def plot_curves(
     for task in sorted({r["task"] for r in runs}):
         task_runs = [r for r in runs if r["task"] == task]
         usual, other = evaluation_sizes(task_runs)
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.6), layout="constrained")
         for ax, key, label in ((axes[0], "curve", "success rate"), (axes[1], "return_curve", "evaluation return")):
             by_enc = defaultdict(list)
             for r in task_runs:
@@ -128,7 +133,7 @@ def plot_curves(
                     label=f"{sizes} episodes per seed (others: {usual})",
                 )
             )
-        axes[0].legend(handles=handles, fontsize=7)
+        below_axes(fig, handles, columns=3)
         paths[task] = write_figure(fig, out / f"curves_{task}.png")
     return paths
 
