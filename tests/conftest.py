@@ -10,8 +10,8 @@ os.environ["VISARL_AUTO_PRECISION"] = "fp32"
 
 import data  # noqa: E402,F401  (configures headless GL before any test imports mujoco)
 
-#: the suite's two longest files (minutes each, one end-to-end test apiece): first, so each starts on a worker of its own
-LONGEST = ("test_pipeline_table_e2e.py", "test_pipeline_e2e.py")
+#: the suite's longest files (minutes each, one end-to-end test apiece): first, so each starts on a worker of its own
+LONGEST = ("test_pipeline_table_e2e.py", "test_pipeline_table_e2e_bc.py", "test_pipeline_e2e.py")
 
 
 def pytest_collection_modifyitems(items):

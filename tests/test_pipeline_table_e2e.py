@@ -12,19 +12,9 @@ from data.shards import pixels_sha256
 from pipeline.table.config import FROZEN
 from rl.encoders import ENCODER_LABELS
 
+from tiny import MICRO_TABLE
+
 pytestmark = pytest.mark.slow
-
-
-#: phase A of pipeline.table at micro sizes: every stage the table runs, with real outputs between them
-MICRO_TABLE = [
-    *("--phase", "A", "--frames", "1000", "--collect-workers", "1", "--saliency-preset", "micro"),
-    *("--pretrain-images", "1000", "--pretrain-preset", "micro"),
-    *("--pretrain-extra", "--batch-size 32 --warmup-epochs 0 --threads 1 --no-progress"),
-    *("--probe-extra", "--fit-frames 300 --score-frames 200", "--hidden-dim", "64", "--parallel", "2"),
-    *("--reach-steps", "1000", "--reach-seeds", "2", "--first-seeds", "1", "--more-seeds", "1", "--max-seeds", "2"),
-    *("--eval-every", "500", "--eval-episodes", "1", "--final-eval-episodes", "2", "--eval-envs", "1"),
-    *("--checkpoint-every", "500", "--sac-extra", "--batch-size 32 --random-steps 200 --max-episode-steps 100"),
-]
 
 
 def test_micro_cpu_table_phase_a_keeps_every_row_and_a_rerun_runs_nothing(tmp_path):

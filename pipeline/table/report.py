@@ -66,6 +66,11 @@ def budget_text(cfg: TableConfig, results: Path) -> str:
     )
 
 
+def images_text(images: float) -> str:
+    """A pretraining's images as the preamble states them: in millions at the table's sizes, counted below 0.1M."""
+    return f"{images / 1e6:.1f}M" if images >= 100_000 else f"{images:,.0f}"
+
+
 def report_preamble(cfg: TableConfig, results: Path) -> str:
     """How the table was made, as a reader needs it beside its numbers: the saliency's source, the pretraining and
     SAC budgets and settings against the paper's, and each row's probe (issue #30's labels)."""
@@ -85,7 +90,7 @@ def report_preamble(cfg: TableConfig, results: Path) -> str:
                     f"projected from the simulator's state) on {cfg.annotate_n} frames per task; PiCANet "
                     f"({cfg.saliency_preset} preset) learns from those maps, and its distilled student labels the "
                     f"task's {cfg.frames:,} pretraining frames.",
-                    f"- **Pretraining on ~{images / 1e6:.1f}M images per MultiMAE** ({size}, {epochs} epochs of the "
+                    f"- **Pretraining on ~{images_text(images)} images per MultiMAE** ({size}, {epochs} epochs of the "
                     f"task's frames less the {100 * PRETRAIN_VAL_FRACTION:.0f} % held out), against the paper's 40M "
                     "(its Table II: 200 epochs of 200k frames; its text says 400 epochs).",
                     f"- **SAC**: `--sac-preset paper`, hidden {cfg.hidden_dim} ({hidden}), MultiMAE features "
