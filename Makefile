@@ -70,7 +70,8 @@ demo-gif: demo  ## the README's GIF, drawn again from the demo's cnn_rgb run
 # OMP_NUM_THREADS=1 in each worker (a stage's own --threads still applies), so 2 workers fill 2 cores.
 # pytest-xdist >= 3.8: --no-loadscope-reorder. Fresh-clone CI runs on 2 cores beside the niced CPU table (not side by
 # side: three runs on 2026-12-06): 1,234 s of pytest on 2 workers, LONGEST first (1,288 s before), 1,581 s on one
-# (the longest files run 2-2.5x slower beside another worker: their stages use both cores).
+# (the longest files run 2-2.5x slower beside another worker: their stages use both cores). On 2026-12-08, with the
+# table's phases B and C end to end added (671 s of it): 1,052 s of pytest, 19.6 min in all with the install.
 TEST_WORKERS ?= 2
 test: venv sysdeps  ## ruff, then the test suite on TEST_WORKERS processes (the README's test command)
 	$(PY) -m ruff check .
