@@ -65,15 +65,22 @@ def nice_own_session(autogroup: str | Path = "/proc/self/autogroup") -> bool:
 
 
 def device_description() -> str:
-    """A human-readable description of the compute device (recorded beside every figure)."""
-    import os
+    """A human-readable description of the compute device (recorded beside every figure and in every run's summary):
+    on a CPU its model name and native bf16 units, which tell apart two machines of one name (the AMD EPYC Zen 3
+    and Zen 4 that both ran the CPU table)."""
     import platform
 
     import torch
 
+    from common.cpuinfo import cpu_bf16_units, cpu_model
+
     if torch.cuda.is_available():
         return f"GPU {torch.cuda.get_device_name(0)}"
-    return f"CPU {platform.processor() or platform.machine()} x{os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
+    units = ", ".join(cpu_bf16_units()) or "none"
+    return (
+        f"CPU {cpu_model() or platform.processor() or platform.machine()} ({platform.machine()}, bf16 units: {units})"
+        f" x{os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
+    )
 
 
 def write_config(path: str | Path, config: Any, resume: bool | str = False, allow_existing: bool = False) -> Path:

@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 import torch
 
-from common import precision
+from common import cpuinfo, precision
 from common.cli import from_flat, parse_config
 from common.precision import autocast, full_precision, resolve_precision
+from common.runs import device_description
 from rl.agent import SAC
 from rl.config import PRESETS, SACConfig
 
@@ -51,6 +52,19 @@ def test_auto_picks_bf16_only_where_the_cpu_has_bf16_units(monkeypatch, capsys, 
         resolve_precision("fp16", "cpu")
     with pytest.raises(ValueError, match="resolve"):
         autocast("auto", "cpu")
+
+
+def test_a_cpu_run_records_the_cpu_model_and_its_bf16_units(monkeypatch):
+    """Two machines named alike (an AMD EPYC Zen 4, one without bf16 units: a Zen 3) are told apart in every run's
+    summary.json and report."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(cpuinfo, "cpu_model", lambda: "AMD EPYC")
+    monkeypatch.setattr(cpuinfo, "cpu_bf16_units", lambda: ("avx512_bf16",))
+    zen4 = device_description()
+    monkeypatch.setattr(cpuinfo, "cpu_bf16_units", lambda: ())
+    zen3 = device_description()
+    assert zen4.startswith("CPU AMD EPYC (") and "bf16 units: avx512_bf16) x" in zen4
+    assert zen3 == zen4.replace("avx512_bf16", "none") and ", torch threads " in zen3
 
 
 def test_the_environment_decides_what_auto_means(monkeypatch):
