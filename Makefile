@@ -66,7 +66,7 @@ demo-gif: demo  ## the README's GIF, drawn again from the demo's cnn_rgb run
 
 # lint first (ruff: pyflakes, pycodestyle, import order; the formatter's layout), then the suite on TEST_WORKERS
 # processes (pytest-xdist), whole files to a worker: a file's module fixtures are built once, and the Ray tests share
-# one file. tests/conftest.py sends the two longest files first, then the others holding slow tests, and sets
+# one file. tests/conftest.py sends the longest files first, then the others holding slow tests, and sets
 # OMP_NUM_THREADS=1 in each worker (a stage's own --threads still applies), so 2 workers fill 2 cores.
 # pytest-xdist >= 3.8: --no-loadscope-reorder. Fresh-clone CI runs on 2 cores beside the niced CPU table (not side by
 # side: three runs on 2026-12-06): 1,234 s of pytest on 2 workers, LONGEST first (1,288 s before), 1,581 s on one
